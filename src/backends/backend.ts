@@ -1,0 +1,130 @@
+/**
+ * The Backend interface: task states, results and worker heartbeats.
+ *
+ * Semantics every implementation follows (checked by `test/contract/backend-contract.ts`):
+ * - State precedence: a terminal state (`SUCCESS`, `FAILURE`, `DEAD_LETTERED`) is never
+ *   overwritten by a non-terminal one (`PENDING`, `STARTED`, `RETRY`); a terminal state may
+ *   replace another terminal state (a duplicate run, or `FAILURE` then `DEAD_LETTERED`).
+ *   Concurrent duplicate writes never fail.
+ * - Records expire after the backend's result TTL; heartbeats after the TTL given per call,
+ *   measured by the backend's clock where it has one.
+ * - `waitForResult` does not poll tightly where the backend can notify; all waiters of one
+ *   process share one subscription.
+ * - Values are opaque JSON; the backend never interprets them.
+ * @module
+ */
+import type { HealthStatus } from "../brokers/broker.js";
+import type { JsonValue } from "../core/json.js";
+
+/** Task states (SPEC §4). */
+export type TaskState = "PENDING" | "STARTED" | "SUCCESS" | "FAILURE" | "RETRY" | "DEAD_LETTERED";
+
+/** All task states. */
+export const TASK_STATES: readonly TaskState[] = ["PENDING", "STARTED", "SUCCESS", "FAILURE", "RETRY", "DEAD_LETTERED"];
+
+/** True for `SUCCESS`, `FAILURE` and `DEAD_LETTERED`. */
+export function isTerminalState(state: TaskState): boolean {
+  return state === "SUCCESS" || state === "FAILURE" || state === "DEAD_LETTERED";
+}
+
+/** Whether a write of `next` may replace a stored `current` (state precedence). */
+export function mayOverwrite(current: TaskState | undefined, next: TaskState): boolean {
+  return current === undefined || !isTerminalState(current) || isTerminalState(next);
+}
+
+/** A task's remote error as stored. */
+export interface StoredError {
+  /** The error's `name` (or constructor name). */
+  readonly type: string;
+  /** The error's message. */
+  readonly message: string;
+  /** The error's stack, when known. */
+  readonly stack?: string | undefined;
+}
+
+/** What a backend stores for one task. */
+export interface TaskRecord {
+  /** Task id. */
+  readonly taskId: string;
+  /** Current state. */
+  readonly state: TaskState;
+  /** Return value (`SUCCESS`), absent when `ignoreResult` or not finished. */
+  readonly result?: JsonValue | undefined;
+  /** Error (`FAILURE`, `DEAD_LETTERED`, `RETRY`). */
+  readonly error?: StoredError | undefined;
+  /** Retries done so far. */
+  readonly retries?: number | undefined;
+  /** Task name, when known. */
+  readonly taskName?: string | undefined;
+  /** When the state was written (ISO). */
+  readonly updatedAt: string;
+}
+
+/** Statistics a worker publishes with each heartbeat (SPEC §6). */
+export interface WorkerStats {
+  /** `${hostname}-${pid}-${8 hex}`. */
+  readonly workerId: string;
+  readonly hostname: string;
+  readonly pid: number;
+  /** Queues served (comma-joined when several). */
+  readonly queue: string;
+  readonly concurrency: number;
+  readonly tasksProcessed: number;
+  readonly tasksFailed: number;
+  readonly activeTasks: number;
+  /** ISO time the worker started. */
+  readonly startedAt: string;
+  /** ISO time of the last heartbeat, or null before the first. */
+  readonly lastHeartbeat: string | null;
+  readonly isRunning: boolean;
+  readonly uptimeSeconds: number;
+}
+
+/** Options of {@link Backend.waitForResult}. */
+export interface WaitOptions {
+  /** Give up after this many milliseconds (undefined: wait until `signal` aborts). */
+  readonly timeoutMs?: number | undefined;
+  /** Poll interval of the fallback poll, in milliseconds. */
+  readonly pollIntervalMs?: number | undefined;
+  /** Aborts the wait. */
+  readonly signal?: AbortSignal | undefined;
+}
+
+/** A result backend (SPEC §7). */
+export interface Backend {
+  /** Short kind name (`"memory"`, `"redis"`, `"postgres"`...). */
+  readonly kind: string;
+  /** Display form of the connection URL with the password masked. */
+  readonly displayUrl: string;
+  /** Opens connections (and creates schema where needed); idempotent. */
+  connect(): Promise<void>;
+  /** Closes connections the backend owns; idempotent. */
+  disconnect(): Promise<void>;
+  /** Writes a state (with precedence, see module doc). `error` for `RETRY`. */
+  setState(
+    taskId: string,
+    state: TaskState,
+    extra?: { error?: StoredError; retries?: number; taskName?: string },
+  ): Promise<void>;
+  /** Writes a record (terminal or not, with precedence) and notifies waiters when terminal. */
+  storeResult(record: TaskRecord): Promise<void>;
+  /** The stored record, or null when unknown or expired. */
+  getResult(taskId: string): Promise<TaskRecord | null>;
+  /** Deletes the stored record (`AsyncResult.forget`). */
+  deleteResult(taskId: string): Promise<void>;
+  /** Stores a worker's heartbeat, expiring after `ttlSeconds`. */
+  storeHeartbeat(stats: WorkerStats, ttlSeconds: number): Promise<void>;
+  /** A worker's last heartbeat, or null when expired/unknown. */
+  getHeartbeat(workerId: string): Promise<WorkerStats | null>;
+  /** Heartbeats that have not expired. */
+  getActiveWorkers(): Promise<WorkerStats[]>;
+  /** Removes worker records whose last heartbeat is older than `staleSeconds`; returns how many. */
+  cleanupStaleClients(staleSeconds: number): Promise<number>;
+  /** Round trip to the backend. Never throws. */
+  healthcheck(): Promise<HealthStatus>;
+  /**
+   * Resolves with the record once it is terminal, or null when `timeoutMs` passes or
+   * `signal` aborts first.
+   */
+  waitForResult(taskId: string, options?: WaitOptions): Promise<TaskRecord | null>;
+}

@@ -1,0 +1,205 @@
+/**
+ * The Broker interface: how tasks travel from producers to workers.
+ *
+ * Semantics every implementation follows (checked by `test/contract/broker-contract.ts`):
+ * - `publish` resolves only once the broker accepted the message (durably, as far as the
+ *   broker's own persistence goes). Messages are opaque strings to a broker; the codec in
+ *   `core/message.ts` owns their format.
+ * - Delivery is at-least-once at the broker level: a delivery handed out by a
+ *   {@link Consumer} stays owned by that consumer (its lease is renewed by the consumer
+ *   itself while unsettled) until it is settled by `ack`, `retry`, `deadLetter` or
+ *   `release`. A consumer that dies without settling loses its leases; the messages
+ *   are redelivered to another consumer after `claimMinIdle` with `deliveryCount + 1`.
+ * - Ordering: FIFO per queue among equal priorities where the broker can; not guaranteed
+ *   across redeliveries, retries or priorities.
+ * - The broker never interprets task semantics (retries, validation); the worker's
+ *   `settle` table decides, the delivery only carries out the action.
+ * - Connections are owned by the broker instance unless a ready client was injected,
+ *   in which case the caller owns (and closes) it.
+ * @module
+ */
+import type { MessageCodec, TaskMessage } from "../core/message.js";
+
+/** Optional features of a broker; the worker and tests branch on these, never on `kind`. */
+export interface BrokerCapabilities {
+  /** Honors `priority` (higher first). */
+  readonly priorities: boolean;
+  /** Supports `delayMs` on publish (delayed delivery by the broker's clock). */
+  readonly delayedDelivery: boolean;
+  /** Supports `unique` publish (idempotent enqueue by task id). */
+  readonly uniqueIds: boolean;
+  /** Messages survive a restart of all processes (not `memory`). */
+  readonly durable: boolean;
+  /** Several processes can share the broker. */
+  readonly multiProcess: boolean;
+}
+
+/** A message to publish. */
+export interface OutgoingMessage {
+  /** Task id (also used for idempotent enqueue and as the delayed-set member). */
+  readonly id: string;
+  /** Encoded message (see `MessageCodec`). */
+  readonly body: string;
+  /** Delay before the message becomes visible, in milliseconds, measured by the broker's clock. */
+  readonly delayMs?: number | undefined;
+  /** Priority 0-255 (higher first) when the broker supports priorities. */
+  readonly priority?: number | null | undefined;
+  /**
+   * Idempotent enqueue: when a message with this id is already queued, delayed or in
+   * flight (not yet acknowledged / dead-lettered), do not enqueue a second one.
+   */
+  readonly unique?: boolean | undefined;
+}
+
+/** Outcome of {@link Broker.publish}. */
+export interface PublishResult {
+  /** False when `unique` was set and the id already existed (nothing was published). */
+  readonly published: boolean;
+}
+
+/**
+ * One message handed to a worker. It knows how to settle itself; exactly one settle
+ * call takes effect, later ones are no-ops.
+ */
+export interface Delivery {
+  /** Queue the message was consumed from. */
+  readonly queue: string;
+  /** Broker-side id of this delivery (stream entry id, row id, delivery tag...). */
+  readonly deliveryId: string;
+  /** Raw message body as published. */
+  readonly body: string;
+  /** How many times the broker handed this message out, counting this one (>= 1). */
+  readonly deliveryCount: number;
+  /** Done with the message: remove it from the queue for good. */
+  ack(): Promise<void>;
+  /**
+   * Replace this message by `body` on the same queue, visible after `delayMs`, and remove
+   * this one; atomic where the broker allows it (never both lost, at worst both kept).
+   */
+  retry(body: string, delayMs: number): Promise<void>;
+  /** Move the message to its queue's dead-letter queue with a reason, and remove it here. */
+  deadLetter(error: string): Promise<void>;
+  /**
+   * Give the message back without processing it (shutdown of a worker that fetched but did
+   * not start it): visible to other consumers at once, without counting a delivery where the
+   * broker can avoid it.
+   */
+  release(): Promise<void>;
+}
+
+/** Options of {@link Broker.consumer}. */
+export interface ConsumerOptions {
+  /** Queues to read, in order of preference. */
+  readonly queues: readonly string[];
+  /** Stable id of this consumer (the worker id). */
+  readonly consumerId: string;
+}
+
+/**
+ * A pull-based consumer. The worker asks for at most as many messages as it has free
+ * slots, which bounds prefetch. The consumer renews the leases of the deliveries it handed
+ * out until they are settled, and reclaims messages whose lease expired (dead consumers).
+ */
+export interface Consumer {
+  /**
+   * Waits until at least one message is available (or `signal` aborts, or an internal wait
+   * bound passes) and returns at most `max` deliveries; `[]` when none arrived.
+   * Never throws on abort; throws {@link BrokerConnectionError} when the broker is
+   * unreachable (the caller backs off and calls again).
+   */
+  fetch(max: number, signal: AbortSignal): Promise<Delivery[]>;
+  /** Number of deliveries handed out and not yet settled. */
+  readonly inFlight: number;
+  /**
+   * Stops lease renewal and background work of this consumer. Unsettled deliveries keep
+   * their lease until it expires (they are redelivered after `claimMinIdle`).
+   */
+  close(): Promise<void>;
+}
+
+/** A dead-lettered message as returned by {@link BrokerAdmin.getDlqMessages}. */
+export interface DlqMessage {
+  /** Id of the DLQ entry (pass to `replayFromDlq` / `deleteFromDlq`). */
+  readonly messageId: string;
+  /** The task message, read without verification; null when the body is not a message. */
+  readonly originalMessage: Partial<TaskMessage> | null;
+  /** The raw body as it was dead-lettered. */
+  readonly body: string;
+  /** When it was dead-lettered. */
+  readonly failedAt: Date;
+  /** Why it was dead-lettered. */
+  readonly error: string;
+  /** The message's retry counter when it was dead-lettered. */
+  readonly retryCount: number;
+}
+
+/** Connectivity of a broker or backend. */
+export interface HealthStatus {
+  /** True when a round trip succeeded. */
+  readonly connected: boolean;
+  /** Why it failed (passwords masked). */
+  readonly error?: string | undefined;
+  /** Measured round trip in milliseconds, when connected. */
+  readonly latencyMs?: number | undefined;
+}
+
+/** Inspection and administration of queues and dead letters (SPEC §7). */
+export interface BrokerAdmin {
+  /** Up to `count` (default 100) oldest entries of `queue`'s DLQ. */
+  getDlqMessages(queue?: string, count?: number): Promise<DlqMessage[]>;
+  /**
+   * Moves one DLQ entry back to `queue` (default: the queue it died on). Idempotent per entry:
+   * replaying an entry twice (even concurrently) enqueues it once. Returns false when the
+   * entry does not exist (already replayed or deleted).
+   * @param resetRetries set the message's `retries` to 0 (default true)
+   */
+  replayFromDlq(messageId: string, queue?: string, resetRetries?: boolean): Promise<boolean>;
+  /** Deletes one DLQ entry; false when it did not exist. */
+  deleteFromDlq(messageId: string, queue?: string): Promise<boolean>;
+  /** Deletes every DLQ entry of `queue`; returns how many. */
+  purgeDlq(queue?: string): Promise<number>;
+  /** Number of DLQ entries of `queue`. */
+  getDlqCount(queue?: string): Promise<number>;
+  /** Messages delivered to a consumer and not yet settled. */
+  getPendingCount(queue?: string): Promise<number>;
+  /** Messages waiting to be delivered (ready now or delayed), excluding pending ones. */
+  getQueueSize(queue?: string): Promise<number>;
+  /** Consumers currently registered on `queue`. */
+  getConsumerCount(queue?: string): Promise<number>;
+  /** Deletes every waiting (ready and delayed) message of `queue`; returns how many. */
+  purgeQueue(queue?: string): Promise<number>;
+  /**
+   * Removes consumers idle longer than `staleSeconds` that own no pending messages,
+   * atomically (a consumer that reads between check and delete is never removed).
+   * Returns how many were removed. A no-op returning 0 where the broker does this itself.
+   */
+  cleanupStaleClients(queue?: string, staleSeconds?: number): Promise<number>;
+  /** Round trip to the broker. Never throws. */
+  healthcheck(): Promise<HealthStatus>;
+}
+
+/** What the app hands a broker before connecting. */
+export interface BrokerBinding {
+  /** The app's codec, used to rewrite messages (DLQ replay with `resetRetries`). */
+  readonly codec: MessageCodec;
+}
+
+/** A broker: data plane plus administration (both reachable from `app.broker`). */
+export interface Broker extends BrokerAdmin {
+  /** Short kind name (`"memory"`, `"redis"`, ...). */
+  readonly kind: string;
+  /** Optional features. */
+  readonly capabilities: BrokerCapabilities;
+  /** Display form of the connection URL with the password masked. */
+  readonly displayUrl: string;
+  /** Called by the app once, before `connect`. */
+  bind(binding: BrokerBinding): void;
+  /** Opens connections; idempotent. */
+  connect(): Promise<void>;
+  /** Closes connections the broker owns; idempotent. */
+  disconnect(): Promise<void>;
+  /** Publishes one message to `queue`. */
+  publish(queue: string, message: OutgoingMessage): Promise<PublishResult>;
+  /** Creates a consumer of the given queues. */
+  consumer(options: ConsumerOptions): Consumer;
+}

@@ -1,0 +1,240 @@
+/**
+ * Configuration (SPEC §9): constructor options over a `config` object over environment
+ * variables over `.env` over defaults. Every value is validated once, here, and errors name
+ * the variable or option.
+ * @module
+ */
+import { cpus } from "node:os";
+import { type Duration, toMs } from "./core/duration.js";
+import {
+  checkChoice,
+  checkInt,
+  type EnvMap,
+  envBool,
+  envChoice,
+  envDurationMs,
+  envInt,
+  envString,
+  loadEnv,
+} from "./core/env.js";
+import { LOG_LEVELS, type LogLevel } from "./core/logger.js";
+import { DEFAULT_MAX_MESSAGE_BYTES } from "./core/message.js";
+import { assertValidName } from "./core/names.js";
+import { ConfigurationError } from "./errors.js";
+
+/** When arguments and results are validated against their schemas. */
+export type ValidationMode = "none" | "inputs" | "outputs" | "strict";
+/** All validation modes. */
+export const VALIDATION_MODES: readonly ValidationMode[] = ["none", "inputs", "outputs", "strict"];
+
+/** `at_least_once`: ack after the outcome is stored; `at_most_once`: ack before running. */
+export type DeliveryMode = "at_least_once" | "at_most_once";
+/** All delivery modes. */
+export const DELIVERY_MODES: readonly DeliveryMode[] = ["at_least_once", "at_most_once"];
+
+/** Worker settings (SPEC §6). Durations are seconds. */
+export interface WorkerConfig {
+  /** Tasks run at once (default min(32, cpus + 4)). */
+  readonly concurrency: number;
+  /** Queues consumed, in order of preference (default `["default"]`). */
+  readonly queues: readonly string[];
+  /** Move failed and poison messages to the DLQ (default false). */
+  readonly useDeadLetterQueue: boolean;
+  /** Seconds between heartbeats (default 10). */
+  readonly heartbeatInterval: number;
+  /** Seconds a heartbeat lives (default 30, > heartbeatInterval). */
+  readonly heartbeatTtl: number;
+  /** Seconds between stale-worker cleanups, jittered ±15 % (default 900, >= 30). */
+  readonly cleanupInterval: number;
+  /** Seconds after which a silent worker is stale (default 300, >= 10). */
+  readonly staleWorkersTimeout: number;
+  /** Seconds `stop()` waits for running tasks (default 30). */
+  readonly shutdownTimeout: number;
+  /** Log level (default `INFO`). */
+  readonly logLevel: LogLevel;
+  /** Deliveries after which a message is poison and dead-lettered (default 5). */
+  readonly maxDeliveries: number;
+}
+
+/** Worker settings as accepted from users: durations in seconds or unit strings. */
+export interface WorkerOptions {
+  concurrency?: number;
+  /** One queue or several. */
+  queue?: string | readonly string[];
+  useDeadLetterQueue?: boolean;
+  heartbeatInterval?: Duration;
+  heartbeatTtl?: Duration;
+  cleanupInterval?: Duration;
+  staleWorkersTimeout?: Duration;
+  shutdownTimeout?: Duration;
+  logLevel?: LogLevel | Lowercase<LogLevel>;
+  maxDeliveries?: number;
+}
+
+/** The resolved application configuration. */
+export interface ChicoryConfig {
+  readonly validationMode: ValidationMode;
+  readonly deliveryMode: DeliveryMode;
+  /** Seconds between fallback polls of `AsyncResult.get()` (default 0.5). */
+  readonly resultPollInterval: number;
+  /** Default `get()` timeout in seconds, or null to wait without limit (default null). */
+  readonly resultDefaultTimeout: number | null;
+  /** Broker URL from `CHICORY_BROKER_URL`, if any. */
+  readonly brokerUrl: string | undefined;
+  /** Backend URL from `CHICORY_BACKEND_URL`, if any. */
+  readonly backendUrl: string | undefined;
+  /** HMAC key from `CHICORY_SIGNING_KEY`, or null. */
+  readonly signingKey: string | null;
+  /** Maximum encoded message size in bytes (default 1 MiB). */
+  readonly maxMessageBytes: number;
+  /** Worker defaults. */
+  readonly worker: WorkerConfig;
+  /** The environment the configuration was read from (adapters read their own variables). */
+  readonly env: EnvMap;
+}
+
+/** Configuration as accepted from users (every field optional). */
+export interface ChicoryConfigInput {
+  validationMode?: ValidationMode;
+  deliveryMode?: DeliveryMode;
+  resultPollInterval?: Duration;
+  resultDefaultTimeout?: Duration | null;
+  brokerUrl?: string;
+  backendUrl?: string;
+  signingKey?: string | null;
+  maxMessageBytes?: number;
+  worker?: WorkerOptions;
+  /** Environment to read instead of `process.env` + `.env` (tests). */
+  env?: EnvMap;
+}
+
+/** Resolves configuration from options, environment and defaults. */
+export function resolveConfig(input: ChicoryConfigInput = {}): ChicoryConfig {
+  const env = input.env ?? loadEnv();
+  const maxMessageBytes =
+    input.maxMessageBytes === undefined
+      ? envInt(env, "CHICORY_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, 1024, 512 * 1024 * 1024)
+      : checkInt(input.maxMessageBytes, "maxMessageBytes", 1024, 512 * 1024 * 1024);
+  const timeoutRaw = input.resultDefaultTimeout;
+  let resultDefaultTimeout: number | null;
+  if (timeoutRaw === null) resultDefaultTimeout = null;
+  else if (timeoutRaw !== undefined) resultDefaultTimeout = toMs(timeoutRaw, "resultDefaultTimeout") / 1000;
+  else {
+    const fromEnv = envString(env, "CHICORY_RESULT_DEFAULT_TIMEOUT");
+    resultDefaultTimeout = fromEnv === undefined ? null : toMs(fromEnv, "CHICORY_RESULT_DEFAULT_TIMEOUT") / 1000;
+  }
+  return {
+    validationMode: input.validationMode
+      ? checkChoice(input.validationMode, "validationMode", VALIDATION_MODES)
+      : envChoice(env, "CHICORY_VALIDATION_MODE", VALIDATION_MODES, "inputs"),
+    deliveryMode: input.deliveryMode
+      ? checkChoice(input.deliveryMode, "deliveryMode", DELIVERY_MODES)
+      : envChoice(env, "CHICORY_DELIVERY_MODE", DELIVERY_MODES, "at_least_once"),
+    resultPollInterval:
+      (input.resultPollInterval === undefined
+        ? envDurationMs(env, "CHICORY_RESULT_POLL_INTERVAL", 500)
+        : toMs(input.resultPollInterval, "resultPollInterval")) / 1000,
+    resultDefaultTimeout,
+    brokerUrl: input.brokerUrl ?? envString(env, "CHICORY_BROKER_URL"),
+    backendUrl: input.backendUrl ?? envString(env, "CHICORY_BACKEND_URL"),
+    signingKey: input.signingKey === undefined ? (envString(env, "CHICORY_SIGNING_KEY") ?? null) : input.signingKey,
+    maxMessageBytes,
+    worker: resolveWorkerConfig(input.worker ?? {}, env),
+    env,
+  };
+}
+
+/** Default concurrency: min(32, cpus + 4). */
+export function defaultConcurrency(): number {
+  return Math.min(32, cpus().length + 4);
+}
+
+/**
+ * Resolves worker settings: `options` over `base` (an already resolved config, e.g. the
+ * app's) over `CHICORY_WORKER_*` variables over defaults.
+ */
+export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: WorkerConfig): WorkerConfig {
+  const sec = (value: Duration | undefined, name: string, envName: string, fallback: number, baseValue?: number) =>
+    (value === undefined
+      ? baseValue !== undefined
+        ? baseValue * 1000
+        : envDurationMs(env, envName, fallback * 1000)
+      : toMs(value, name)) / 1000;
+
+  const concurrency =
+    options.concurrency === undefined
+      ? (base?.concurrency ?? envInt(env, "CHICORY_WORKER_CONCURRENCY", defaultConcurrency(), 1, 10_000))
+      : checkInt(options.concurrency, "concurrency", 1, 10_000);
+  let queues: readonly string[];
+  if (options.queue !== undefined) queues = typeof options.queue === "string" ? [options.queue] : [...options.queue];
+  else if (base) queues = base.queues;
+  else
+    queues = (envString(env, "CHICORY_WORKER_QUEUE", "default") ?? "default")
+      .split(",")
+      .map((q) => q.trim())
+      .filter(Boolean);
+  if (queues.length === 0) throw new ConfigurationError("queue: at least one queue is required");
+  for (const q of queues) assertValidName(q, "queue");
+
+  const heartbeatInterval = sec(
+    options.heartbeatInterval,
+    "heartbeatInterval",
+    "CHICORY_WORKER_HEARTBEAT_INTERVAL",
+    10,
+    base?.heartbeatInterval,
+  );
+  const heartbeatTtl = sec(options.heartbeatTtl, "heartbeatTtl", "CHICORY_WORKER_HEARTBEAT_TTL", 30, base?.heartbeatTtl);
+  const cleanupInterval = sec(
+    options.cleanupInterval,
+    "cleanupInterval",
+    "CHICORY_WORKER_CLEANUP_INTERVAL",
+    900,
+    base?.cleanupInterval,
+  );
+  const staleWorkersTimeout = sec(
+    options.staleWorkersTimeout,
+    "staleWorkersTimeout",
+    "CHICORY_WORKER_STALE_WORKERS_TIMEOUT",
+    300,
+    base?.staleWorkersTimeout,
+  );
+  const shutdownTimeout = sec(
+    options.shutdownTimeout,
+    "shutdownTimeout",
+    "CHICORY_WORKER_SHUTDOWN_TIMEOUT",
+    30,
+    base?.shutdownTimeout,
+  );
+  if (heartbeatInterval <= 0) throw new ConfigurationError("heartbeatInterval (CHICORY_WORKER_HEARTBEAT_INTERVAL): must be > 0");
+  if (heartbeatTtl <= heartbeatInterval) {
+    throw new ConfigurationError(
+      `heartbeatTtl (CHICORY_WORKER_HEARTBEAT_TTL) must exceed heartbeatInterval: got ttl ${heartbeatTtl}s, interval ${heartbeatInterval}s`,
+    );
+  }
+  if (cleanupInterval < 30) throw new ConfigurationError(`cleanupInterval (CHICORY_WORKER_CLEANUP_INTERVAL): must be >= 30 s, got ${cleanupInterval}`);
+  if (staleWorkersTimeout < 10) {
+    throw new ConfigurationError(
+      `staleWorkersTimeout (CHICORY_WORKER_STALE_WORKERS_TIMEOUT): must be >= 10 s, got ${staleWorkersTimeout}`,
+    );
+  }
+  const logLevel =
+    options.logLevel === undefined
+      ? (base?.logLevel ?? envChoice(env, "CHICORY_WORKER_LOG_LEVEL", LOG_LEVELS, "INFO"))
+      : checkChoice(options.logLevel, "logLevel", LOG_LEVELS);
+  return {
+    concurrency,
+    queues,
+    useDeadLetterQueue:
+      options.useDeadLetterQueue ?? base?.useDeadLetterQueue ?? envBool(env, "CHICORY_WORKER_USE_DEAD_LETTER_QUEUE", false),
+    heartbeatInterval,
+    heartbeatTtl,
+    cleanupInterval,
+    staleWorkersTimeout,
+    shutdownTimeout,
+    logLevel,
+    maxDeliveries:
+      options.maxDeliveries === undefined
+        ? (base?.maxDeliveries ?? envInt(env, "CHICORY_WORKER_MAX_DELIVERIES", 5, 1, 1000))
+        : checkInt(options.maxDeliveries, "maxDeliveries", 1, 1000),
+  };
+}

@@ -1,0 +1,39 @@
+import { ConfigurationError } from "../errors.js";
+
+/**
+ * A duration: a number of seconds, or a string with a unit (`"250ms"`, `"10s"`, `"5m"`, `"1h"`).
+ * A bare numeric string is seconds.
+ */
+export type Duration = number | string;
+
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const PATTERN = /^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$/;
+
+/**
+ * Parses a {@link Duration} into milliseconds.
+ * @param value seconds, or a string with a unit
+ * @param what the option or variable name, used in the error message
+ * @throws ConfigurationError when the value is not a finite, non-negative duration
+ */
+export function toMs(value: Duration, what = "duration"): number {
+  if (typeof value === "number") {
+    if (!Number.isFinite(value) || value < 0) {
+      throw new ConfigurationError(`${what}: expected a non-negative number of seconds, got ${String(value)}`);
+    }
+    return value * 1000;
+  }
+  const match = PATTERN.exec(String(value));
+  if (!match) {
+    throw new ConfigurationError(
+      `${what}: "${String(value).slice(0, 50)}" is not a duration: use seconds (30) or a unit string ("250ms", "10s", "5m", "1h")`,
+    );
+  }
+  const amount = Number(match[1]);
+  const unit = match[2] ?? "s";
+  return amount * (UNIT_MS[unit] ?? 1000);
+}
+
+/** Parses a {@link Duration} into seconds. */
+export function toSeconds(value: Duration, what = "duration"): number {
+  return toMs(value, what) / 1000;
+}

@@ -1,0 +1,99 @@
+/**
+ * Typed readers of `CHICORY_*` settings from an environment map. Each reader fails fast with
+ * a {@link ConfigurationError} naming the variable. Pure: the map is passed in.
+ * @module
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseEnv } from "node:util";
+import { ConfigurationError } from "../errors.js";
+import { type Duration, toMs } from "./duration.js";
+
+/** A read-only map of environment variables. */
+export type EnvMap = Readonly<Record<string, string | undefined>>;
+
+/**
+ * Environment as Chicory sees it: `process.env` over the `.env` file of `cwd`
+ * (a variable set in the process wins over the file).
+ */
+export function loadEnv(cwd: string = process.cwd(), processEnv: EnvMap = process.env): EnvMap {
+  let fileEnv: Record<string, string> = {};
+  try {
+    fileEnv = parseEnv(readFileSync(join(cwd, ".env"), "utf8")) as Record<string, string>;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") {
+      throw new ConfigurationError(`cannot read ${join(cwd, ".env")}: ${(error as Error).message}`, { cause: error });
+    }
+  }
+  return { ...fileEnv, ...processEnv };
+}
+
+function raw(env: EnvMap, name: string): string | undefined {
+  const value = env[name];
+  return value === undefined || value.trim() === "" ? undefined : value.trim();
+}
+
+/** A string variable, or `fallback`. */
+export function envString(env: EnvMap, name: string): string | undefined;
+export function envString(env: EnvMap, name: string, fallback: string): string;
+export function envString(env: EnvMap, name: string, fallback?: string): string | undefined {
+  return raw(env, name) ?? fallback;
+}
+
+/** An integer variable within [min, max], or `fallback`. */
+export function envInt(env: EnvMap, name: string, fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  const value = raw(env, name);
+  if (value === undefined) return fallback;
+  return checkInt(Number(value), name, min, max, value);
+}
+
+/** Checks an integer option; the error names `name`. */
+export function checkInt(
+  value: number,
+  name: string,
+  min = 0,
+  max = Number.MAX_SAFE_INTEGER,
+  shown: unknown = value,
+): number {
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new ConfigurationError(`${name}: expected an integer from ${min} to ${max}, got ${JSON.stringify(shown)}`);
+  }
+  return value;
+}
+
+/** A boolean variable (`true/false/1/0/yes/no/on/off`), or `fallback`. */
+export function envBool(env: EnvMap, name: string, fallback: boolean): boolean {
+  const value = raw(env, name);
+  if (value === undefined) return fallback;
+  const lower = value.toLowerCase();
+  if (["1", "true", "yes", "on"].includes(lower)) return true;
+  if (["0", "false", "no", "off"].includes(lower)) return false;
+  throw new ConfigurationError(`${name}: expected true or false, got ${JSON.stringify(value)}`);
+}
+
+/** A duration variable in milliseconds (seconds or a unit string), or `fallbackMs`. */
+export function envDurationMs(env: EnvMap, name: string, fallbackMs: number): number {
+  const value = raw(env, name);
+  return value === undefined ? fallbackMs : toMs(value, name);
+}
+
+/** A duration option in milliseconds; `undefined` gives `fallbackMs`. */
+export function durationMs(value: Duration | undefined, name: string, fallbackMs: number): number {
+  return value === undefined ? fallbackMs : toMs(value, name);
+}
+
+/** One of `choices`, or `fallback`. */
+export function envChoice<T extends string>(env: EnvMap, name: string, choices: readonly T[], fallback: T): T {
+  const value = raw(env, name);
+  if (value === undefined) return fallback;
+  return checkChoice(value, name, choices);
+}
+
+/** Checks a choice option; accepts any letter case. */
+export function checkChoice<T extends string>(value: string, name: string, choices: readonly T[]): T {
+  const found = choices.find((c) => c.toLowerCase() === value.toLowerCase());
+  if (found === undefined) {
+    throw new ConfigurationError(`${name}: expected one of ${choices.join(", ")}, got ${JSON.stringify(value)}`);
+  }
+  return found;
+}

@@ -1,0 +1,102 @@
+/**
+ * Safe JSON helpers: a check that a value is JSON-representable (naming the bad part),
+ * and a parser that leaves `__proto__` / `constructor` keys inert.
+ * @module
+ */
+
+/** A JSON value. */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+
+/** Maximum nesting depth accepted in payloads (arrays/objects). */
+export const MAX_DEPTH = 64;
+
+/**
+ * Returns `null` when `value` is JSON-representable (plain objects, arrays, strings,
+ * finite numbers, booleans, null), else a description of the first offending part
+ * with its path (e.g. `"[1].when: a Date is not plain JSON"`).
+ */
+export function findNonJson(value: unknown, path = "", depth = 0, seen: Set<object> = new Set()): string | null {
+  if (value === null) return null;
+  switch (typeof value) {
+    case "string":
+    case "boolean":
+      return null;
+    case "number":
+      return Number.isFinite(value) ? null : `${path || "value"}: ${String(value)} is not a finite number`;
+    case "bigint":
+      return `${path || "value"}: BigInt is not JSON (convert it to a string)`;
+    case "function":
+      return `${path || "value"}: a function is not JSON`;
+    case "symbol":
+      return `${path || "value"}: a symbol is not JSON`;
+    case "undefined":
+      return `${path || "value"}: undefined is not JSON`;
+    default:
+      break;
+  }
+  const obj = value as object;
+  if (depth >= MAX_DEPTH) return `${path || "value"}: nested deeper than ${MAX_DEPTH} levels`;
+  if (seen.has(obj)) return `${path || "value"}: circular reference`;
+  seen.add(obj);
+  try {
+    if (Array.isArray(obj)) {
+      for (let i = 0; i < obj.length; i++) {
+        const bad = findNonJson(obj[i], `${path}[${i}]`, depth + 1, seen);
+        if (bad) return bad;
+      }
+      return null;
+    }
+    const proto = Object.getPrototypeOf(obj);
+    if (proto !== Object.prototype && proto !== null) {
+      const kind = (obj as { constructor?: { name?: string } }).constructor?.name ?? "object";
+      return `${path || "value"}: a ${kind} is not plain JSON`;
+    }
+    for (const key of Object.keys(obj)) {
+      const bad = findNonJson((obj as Record<string, unknown>)[key], path ? `${path}.${key}` : key, depth + 1, seen);
+      if (bad) return bad;
+    }
+    return null;
+  } finally {
+    seen.delete(obj);
+  }
+}
+
+/**
+ * `JSON.parse` that turns `__proto__` keys into plain own data properties (never a
+ * prototype change) and rejects nesting deeper than {@link MAX_DEPTH}.
+ * @throws SyntaxError on invalid JSON or excessive depth
+ */
+export function safeJsonParse(text: string): unknown {
+  checkDepth(text);
+  return JSON.parse(text, function reviver(this: unknown, _key, value) {
+    if (value !== null && typeof value === "object" && !Array.isArray(value) && Object.hasOwn(value, "__proto__")) {
+      // JSON.parse already creates "__proto__" as an own property; copying keeps it inert data.
+      const copy: Record<string, unknown> = Object.create(null);
+      for (const k of Object.keys(value)) {
+        Object.defineProperty(copy, k, {
+          value: (value as Record<string, unknown>)[k],
+          enumerable: true,
+          writable: true,
+          configurable: true,
+        });
+      }
+      return copy;
+    }
+    return value;
+  });
+}
+
+function checkDepth(text: string): void {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92) i++;
+      else if (c === 34) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 123 || c === 91) {
+      if (++depth > MAX_DEPTH) throw new SyntaxError(`JSON nested deeper than ${MAX_DEPTH} levels`);
+    } else if (c === 125 || c === 93) depth--;
+  }
+}

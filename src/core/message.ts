@@ -1,0 +1,200 @@
+/**
+ * The wire message (SPEC §8): versioned JSON, size limit, name rules, optional
+ * HMAC-SHA256 signature. Pure: no I/O.
+ * @module
+ */
+import { createHmac, timingSafeEqual } from "node:crypto";
+import { MessageTooLargeError, ValidationError } from "../errors.js";
+import { findNonJson, type JsonValue, safeJsonParse } from "./json.js";
+import { isValidName } from "./names.js";
+
+/** Current wire format version. */
+export const MESSAGE_VERSION = 1;
+
+/** Default maximum encoded message size: 1 MiB. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024;
+
+/** Longest `lastError` kept in a message (characters). */
+export const MAX_LAST_ERROR_CHARS = 8192;
+
+/** A task message as it travels through brokers (SPEC §8). */
+export interface TaskMessage {
+  /** Format version, always 1. */
+  v: 1;
+  /** Task id. */
+  id: string;
+  /** Registered task name. */
+  name: string;
+  /** Positional arguments. */
+  args: JsonValue[];
+  /** Retries already done (0 on the first attempt). */
+  retries: number;
+  /** Earliest time to run (ISO), or null. */
+  eta: string | null;
+  /** Priority 0-255, or null. */
+  priority: number | null;
+  /** Time of the first failure (ISO), or null. */
+  firstFailureAt: string | null;
+  /** Last error text (truncated), or null. */
+  lastError: string | null;
+}
+
+/** Why a raw message could not be turned into a {@link TaskMessage}. */
+export type DecodeFailure =
+  | { ok: false; reason: "too_large"; error: string }
+  | { ok: false; reason: "decode_error"; error: string }
+  | { ok: false; reason: "schema_error"; error: string }
+  | { ok: false; reason: "unsigned" | "bad_signature"; error: string };
+
+/** Result of {@link MessageCodec.decode}. */
+export type DecodeResult = { ok: true; message: TaskMessage } | DecodeFailure;
+
+/** Options of a {@link MessageCodec}. */
+export interface MessageCodecOptions {
+  /** Maximum encoded size in bytes (default 1 MiB). */
+  maxMessageBytes?: number;
+  /** HMAC-SHA256 key; when set, messages are signed and unsigned/forged ones rejected. */
+  signingKey?: string | null;
+}
+
+/** Encodes and decodes {@link TaskMessage}s, enforcing size, shape and signature. */
+export class MessageCodec {
+  /** Maximum encoded size in bytes. */
+  readonly maxMessageBytes: number;
+  readonly #key: Buffer | null;
+
+  constructor(options: MessageCodecOptions = {}) {
+    this.maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    this.#key = options.signingKey ? Buffer.from(options.signingKey, "utf8") : null;
+  }
+
+  /** True when messages are signed and verified. */
+  get isSigning(): boolean {
+    return this.#key !== null;
+  }
+
+  /**
+   * Serializes a message (adding `sig` when signing).
+   * @throws MessageTooLargeError over the size limit
+   * @throws ValidationError when the message is malformed or its args are not JSON
+   */
+  encode(message: TaskMessage): string {
+    const bad = findNonJson(message.args, "args");
+    if (bad) throw new ValidationError(`task "${message.name}": ${bad}`);
+    const problem = checkShape(message);
+    if (problem) throw new ValidationError(`invalid message: ${problem}`);
+    let body = JSON.stringify(canonical(message));
+    if (this.#key) body = `${body.slice(0, -1)},"sig":"${this.#sign(body)}"}`;
+    const size = Buffer.byteLength(body, "utf8");
+    if (size > this.maxMessageBytes) throw new MessageTooLargeError(size, this.maxMessageBytes);
+    return body;
+  }
+
+  /** Parses and checks a raw message; never throws. */
+  decode(raw: string | Buffer): DecodeResult {
+    const size = typeof raw === "string" ? Buffer.byteLength(raw, "utf8") : raw.length;
+    if (size > this.maxMessageBytes) {
+      return { ok: false, reason: "too_large", error: `message is ${size} bytes, over ${this.maxMessageBytes}` };
+    }
+    const text = typeof raw === "string" ? raw : raw.toString("utf8");
+    let parsed: unknown;
+    try {
+      parsed = safeJsonParse(text);
+    } catch (error) {
+      return { ok: false, reason: "decode_error", error: `not JSON: ${(error as Error).message.slice(0, 200)}` };
+    }
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+      return { ok: false, reason: "schema_error", error: "message is not a JSON object" };
+    }
+    const record = parsed as Record<string, unknown>;
+    if (this.#key) {
+      const failure = this.#verify(text, record);
+      if (failure) return failure;
+    }
+    const problem = checkShape(record);
+    if (problem) return { ok: false, reason: "schema_error", error: problem };
+    return { ok: true, message: canonical(record as unknown as TaskMessage) };
+  }
+
+  /** Checks the signature over the exact bytes that were signed (the body before `,"sig"`). */
+  #verify(text: string, record: Record<string, unknown>): DecodeFailure | null {
+    const sig = record.sig;
+    if (typeof sig !== "string") return { ok: false, reason: "unsigned", error: "message is not signed" };
+    const suffix = `,"sig":"${sig}"}`;
+    if (!text.endsWith(suffix)) return { ok: false, reason: "bad_signature", error: "message signature is malformed" };
+    const expected = Buffer.from(this.#sign(`${text.slice(0, -suffix.length)}}`), "utf8");
+    const given = Buffer.from(sig, "utf8");
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      return { ok: false, reason: "bad_signature", error: "message signature does not match" };
+    }
+    return null;
+  }
+
+  #sign(body: string): string {
+    return createHmac("sha256", this.#key as Buffer)
+      .update(body)
+      .digest("base64url");
+  }
+}
+
+/** The message's fields in a fixed order (what is signed). */
+function canonical(m: TaskMessage): TaskMessage {
+  return {
+    v: m.v,
+    id: m.id,
+    name: m.name,
+    args: m.args,
+    retries: m.retries,
+    eta: m.eta,
+    priority: m.priority,
+    firstFailureAt: m.firstFailureAt,
+    lastError: m.lastError,
+  };
+}
+
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
+
+function isIsoOrNull(value: unknown): boolean {
+  return value === null || (typeof value === "string" && ISO_DATE.test(value) && !Number.isNaN(Date.parse(value)));
+}
+
+/** Returns a description of the first shape problem, or null. */
+function checkShape(m: Record<string, unknown> | TaskMessage): string | null {
+  const r = m as Record<string, unknown>;
+  if (r.v !== MESSAGE_VERSION) return `unsupported message version ${JSON.stringify(r.v)?.slice(0, 20)}`;
+  if (typeof r.id !== "string" || r.id.length === 0 || r.id.length > 256) return "id must be a string of 1-256 chars";
+  if (!isValidName(r.name)) return "name must be 1-128 of [A-Za-z0-9._:-]";
+  if (!Array.isArray(r.args)) return "args must be an array";
+  if (!Number.isSafeInteger(r.retries) || (r.retries as number) < 0 || (r.retries as number) > 1_000_000) {
+    return "retries must be a non-negative integer";
+  }
+  if (!isIsoOrNull(r.eta)) return "eta must be an ISO date or null";
+  if (
+    r.priority !== null &&
+    !(Number.isInteger(r.priority) && (r.priority as number) >= 0 && (r.priority as number) <= 255)
+  ) {
+    return "priority must be an integer 0-255 or null";
+  }
+  if (!isIsoOrNull(r.firstFailureAt)) return "firstFailureAt must be an ISO date or null";
+  if (r.lastError !== null && typeof r.lastError !== "string") return "lastError must be a string or null";
+  return null;
+}
+
+/**
+ * Reads a raw message leniently (no signature check), for display of DLQ entries.
+ * Returns null when it is not a JSON object.
+ */
+export function peekMessage(raw: string): Partial<TaskMessage> | null {
+  try {
+    const parsed = safeJsonParse(raw);
+    if (parsed !== null && typeof parsed === "object" && !Array.isArray(parsed)) return parsed as Partial<TaskMessage>;
+  } catch {
+    // not JSON: the caller shows the raw text
+  }
+  return null;
+}
+
+/** Truncates an error text to {@link MAX_LAST_ERROR_CHARS}. */
+export function truncateError(text: string): string {
+  return text.length > MAX_LAST_ERROR_CHARS ? `${text.slice(0, MAX_LAST_ERROR_CHARS - 1)}…` : text;
+}

@@ -1,0 +1,36 @@
+/**
+ * Connection-URL helpers: masking passwords for display, and reading URL parts.
+ * @module
+ */
+
+/** Replaces the password of a URL (and of `password=` query parameters) with `***`. */
+export function maskUrl(url: string): string {
+  let masked = url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/?#@:]*):[^@/?#]*@/i, "$1:***@");
+  masked = masked.replace(/([?&](?:password|pass|pwd)=)[^&#]*/gi, "$1***");
+  return masked;
+}
+
+/** Removes every occurrence of the URL's password from `text` (for error messages). */
+export function redactSecrets(text: string, ...secrets: Array<string | undefined | null>): string {
+  let out = text;
+  for (const secret of secrets) {
+    if (secret && secret.length >= 1) out = out.split(secret).join("***");
+  }
+  return out;
+}
+
+/** The password of a URL, decoded, or undefined. */
+export function urlPassword(url: string): string | undefined {
+  try {
+    const parsed = new URL(url);
+    return parsed.password ? decodeURIComponent(parsed.password) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The scheme of a URL without the colon, lower-cased (`"redis"`, `"sqlite"`), or undefined. */
+export function urlScheme(url: string): string | undefined {
+  const match = /^([a-z][a-z0-9+.-]*):/i.exec(url);
+  return match?.[1]?.toLowerCase();
+}

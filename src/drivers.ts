@@ -1,0 +1,100 @@
+/**
+ * The one table from broker/backend kinds and URL schemes to adapters. Adapters import
+ * their driver packages lazily in `connect()`, so a user of one broker never needs
+ * another broker's client installed.
+ * @module
+ */
+import type { Backend } from "./backends/backend.js";
+import { MemoryBackend } from "./backends/memory.js";
+import type { Broker } from "./brokers/broker.js";
+import { MemoryBroker } from "./brokers/memory.js";
+import type { EnvMap } from "./core/env.js";
+import { maskUrl, urlScheme } from "./core/url.js";
+import { ConfigurationError } from "./errors.js";
+
+/** Broker kinds accepted by `new Chicory({ broker })`. */
+export type BrokerType = "memory" | "sqlite" | "redis" | "rabbitmq" | "postgres";
+/** Backend kinds accepted by `new Chicory({ backend })`. */
+export type BackendType = "memory" | "sqlite" | "redis" | "postgres" | "mysql" | "mssql";
+
+/** What a factory receives. */
+export interface DriverContext {
+  /** Environment to read `CHICORY_BROKER_*` / `CHICORY_BACKEND_*` variables from. */
+  readonly env: EnvMap;
+}
+
+/** Builds a broker from a URL (or from the environment when `url` is undefined). */
+export type BrokerFactory = (url: string | undefined, context: DriverContext) => Broker;
+/** Builds a backend from a URL (or from the environment when `url` is undefined). */
+export type BackendFactory = (url: string | undefined, context: DriverContext) => Backend;
+
+const BROKERS: Partial<Record<BrokerType, BrokerFactory>> = {
+  memory: () => new MemoryBroker(),
+};
+
+const BACKENDS: Partial<Record<BackendType, BackendFactory>> = {
+  memory: () => new MemoryBackend(),
+};
+
+const SCHEMES: Record<string, BrokerType | BackendType> = {
+  memory: "memory",
+  sqlite: "sqlite",
+  redis: "redis",
+  rediss: "redis",
+  amqp: "rabbitmq",
+  amqps: "rabbitmq",
+  postgres: "postgres",
+  postgresql: "postgres",
+  mysql: "mysql",
+  mariadb: "mysql",
+  mssql: "mssql",
+  sqlserver: "mssql",
+};
+
+/** The embedded default used when no broker is configured. */
+export const DEFAULT_BROKER_URL = "sqlite:chicory.db";
+
+/** Kinds whose broker location can also hold results (backend defaults to the same place). */
+const SHARES_LOCATION: ReadonlySet<string> = new Set(["memory", "sqlite", "redis"]);
+
+/** Splits a broker/backend spec into its kind and URL (undefined URL = from the environment). */
+export function parseSpec(spec: string, role: "broker" | "backend"): { kind: string; url: string | undefined } {
+  const scheme = urlScheme(spec);
+  if (scheme === undefined) return { kind: spec.toLowerCase(), url: undefined };
+  const kind = SCHEMES[scheme];
+  if (kind === undefined) {
+    throw new ConfigurationError(
+      `${role} URL ${maskUrl(spec)}: unknown scheme "${scheme}:" (use ${Object.keys(SCHEMES).join(":, ")}:)`,
+    );
+  }
+  return { kind, url: spec };
+}
+
+/** Creates a broker from a kind (`"redis"`) or a URL (`"redis://..."`). */
+export function createBroker(spec: string, context: DriverContext): Broker {
+  const { kind, url } = parseSpec(spec, "broker");
+  const factory = BROKERS[kind as BrokerType];
+  if (!factory) {
+    throw new ConfigurationError(`broker "${kind}" is not available (brokers: ${Object.keys(BROKERS).join(", ")})`);
+  }
+  return factory(url, context);
+}
+
+/** Creates a backend from a kind (`"redis"`) or a URL (`"postgres://..."`). */
+export function createBackend(spec: string, context: DriverContext): Backend {
+  const { kind, url } = parseSpec(spec, "backend");
+  const factory = BACKENDS[kind as BackendType];
+  if (!factory) {
+    throw new ConfigurationError(`backend "${kind}" is not available (backends: ${Object.keys(BACKENDS).join(", ")})`);
+  }
+  return factory(url, context);
+}
+
+/**
+ * The backend spec implied by a broker spec when none is configured: the same kind and
+ * location when that kind can hold results, else undefined (no backend).
+ */
+export function defaultBackendSpec(brokerSpec: string): string | undefined {
+  const { kind } = parseSpec(brokerSpec, "broker");
+  return SHARES_LOCATION.has(kind) ? brokerSpec : undefined;
+}

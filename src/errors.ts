@@ -1,0 +1,182 @@
+/**
+ * Errors raised by Chicory. Every error extends {@link ChicoryError} and carries a
+ * stable string `code`; wrapped driver errors are kept as `cause`.
+ * @module
+ */
+
+/** Options accepted by every Chicory error constructor. */
+export interface ChicoryErrorOptions {
+  /** The underlying error, kept for debugging. */
+  cause?: unknown;
+}
+
+/** Base class of every error Chicory throws. `code` is stable across releases. */
+export class ChicoryError extends Error {
+  /** Stable machine-readable code, e.g. `"TASK_NOT_FOUND"`. */
+  readonly code: string = "CHICORY_ERROR";
+
+  constructor(message: string, options?: ChicoryErrorOptions) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+  }
+}
+
+/** No task is registered under the requested name. */
+export class TaskNotFoundError extends ChicoryError {
+  override readonly code = "TASK_NOT_FOUND";
+  /** The name that was looked up. */
+  readonly taskName: string;
+  constructor(taskName: string, options?: ChicoryErrorOptions) {
+    super(`task "${taskName.slice(0, 200)}" is not registered`, options);
+    this.taskName = taskName;
+  }
+}
+
+/** A single problem found by validation. */
+export interface ValidationIssue {
+  /** Human-readable description. */
+  message: string;
+  /** Path to the offending value, e.g. `["args", 0, "email"]`. */
+  path?: ReadonlyArray<PropertyKey>;
+}
+
+/** Arguments, a result, a name or a message failed validation. Never retried. */
+export class ValidationError extends ChicoryError {
+  override readonly code = "VALIDATION_ERROR";
+  /** Individual issues, when a schema reported several. */
+  readonly issues: readonly ValidationIssue[];
+  constructor(message: string, issues: readonly ValidationIssue[] = [], options?: ChicoryErrorOptions) {
+    super(message, options);
+    this.issues = issues;
+  }
+}
+
+/**
+ * Control-flow signal thrown by `ctx.retry()`: the worker schedules another attempt.
+ * It is not a failure and is never stored as one.
+ */
+export class RetryError extends ChicoryError {
+  override readonly code = "RETRY";
+  /** Retries already done before this one. */
+  readonly retries: number;
+  /** The policy's retry budget. */
+  readonly maxRetries: number;
+  /** Delay before the next attempt, in seconds (`undefined`: from the policy). */
+  readonly countdown: number | undefined;
+  /** The error that caused the retry, if any. */
+  readonly reason: unknown;
+  constructor(
+    init: { retries: number; maxRetries: number; countdown?: number | undefined; reason?: unknown },
+    options?: ChicoryErrorOptions,
+  ) {
+    super(`retry ${init.retries + 1} of ${init.maxRetries} requested`, options);
+    this.retries = init.retries;
+    this.maxRetries = init.maxRetries;
+    this.countdown = init.countdown;
+    this.reason = init.reason;
+  }
+}
+
+/** A retry was requested but the policy's budget is spent. */
+export class MaxRetriesExceededError extends ChicoryError {
+  override readonly code = "MAX_RETRIES_EXCEEDED";
+}
+
+/** A result accessor was used on an app configured without a result backend. */
+export class BackendNotConfiguredError extends ChicoryError {
+  override readonly code = "BACKEND_NOT_CONFIGURED";
+  constructor(message = "no result backend is configured (backend: null)", options?: ChicoryErrorOptions) {
+    super(message, options);
+  }
+}
+
+/** The broker cannot be reached or refused an operation. */
+export class BrokerConnectionError extends ChicoryError {
+  override readonly code = "BROKER_CONNECTION";
+}
+
+/** The result backend cannot be reached or refused an operation. */
+export class BackendConnectionError extends ChicoryError {
+  override readonly code = "BACKEND_CONNECTION";
+}
+
+/** The error a task raised remotely, as seen by the caller of `AsyncResult.get()`. */
+export class TaskFailedError extends ChicoryError {
+  override readonly code = "TASK_FAILED";
+  /** Id of the failed task. */
+  readonly taskId: string;
+  /** `name` of the remote error (e.g. `"TypeError"`). */
+  readonly errorType: string;
+  /** Stack of the remote error, when it was stored. */
+  readonly remoteStack: string | undefined;
+  constructor(init: { taskId: string; errorType: string; message: string; remoteStack?: string | undefined }) {
+    super(`task ${init.taskId} failed: ${init.errorType}: ${init.message}`);
+    this.taskId = init.taskId;
+    this.errorType = init.errorType;
+    this.remoteStack = init.remoteStack;
+    this.remoteMessage = init.message;
+  }
+  /** The remote error's own message. */
+  readonly remoteMessage: string;
+}
+
+/** A task attempt exceeded its `timeout`; retryable per the task's policy. */
+export class TaskTimeoutError extends ChicoryError {
+  override readonly code = "TASK_TIMEOUT";
+}
+
+/** Waiting (e.g. `AsyncResult.get({ timeout })`) took longer than allowed. */
+export class TimeoutError extends ChicoryError {
+  override readonly code = "TIMEOUT";
+}
+
+/** Invalid configuration; the message names the variable or option. */
+export class ConfigurationError extends ChicoryError {
+  override readonly code = "CONFIGURATION";
+}
+
+/** An encoded message is larger than `maxMessageBytes`. */
+export class MessageTooLargeError extends ChicoryError {
+  override readonly code = "MESSAGE_TOO_LARGE";
+  /** Encoded size in bytes. */
+  readonly size: number;
+  /** The configured limit in bytes. */
+  readonly limit: number;
+  constructor(size: number, limit: number, options?: ChicoryErrorOptions) {
+    super(`message is ${size} bytes, over the limit of ${limit} bytes (CHICORY_MAX_MESSAGE_BYTES)`, options);
+    this.size = size;
+    this.limit = limit;
+  }
+}
+
+/** A SQL backend's connection pool had no free connection within its timeout. */
+export class DbPoolExhaustedError extends ChicoryError {
+  override readonly code = "DB_POOL_EXHAUSTED";
+}
+
+/** A driver package needed by the configured broker/backend is not installed. */
+export class DriverNotInstalledError extends ChicoryError {
+  override readonly code = "DRIVER_NOT_INSTALLED";
+  constructor(pkg: string, what: string, options?: ChicoryErrorOptions) {
+    super(`${what} needs the package "${pkg}": run npm install ${pkg}`, options);
+  }
+}
+
+/** A task was aborted because its worker is shutting down. */
+export class TaskAbortedError extends ChicoryError {
+  override readonly code = "TASK_ABORTED";
+}
+
+/** Converts anything thrown into an `Error`. */
+export function toError(value: unknown): Error {
+  if (value instanceof Error) return value;
+  return new Error(typeof value === "string" ? value : safeString(value));
+}
+
+function safeString(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}

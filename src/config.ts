@@ -183,7 +183,13 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
     10,
     base?.heartbeatInterval,
   );
-  const heartbeatTtl = sec(options.heartbeatTtl, "heartbeatTtl", "CHICORY_WORKER_HEARTBEAT_TTL", 30, base?.heartbeatTtl);
+  const heartbeatTtl = sec(
+    options.heartbeatTtl,
+    "heartbeatTtl",
+    "CHICORY_WORKER_HEARTBEAT_TTL",
+    30,
+    base?.heartbeatTtl,
+  );
   const cleanupInterval = sec(
     options.cleanupInterval,
     "cleanupInterval",
@@ -205,13 +211,17 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
     30,
     base?.shutdownTimeout,
   );
-  if (heartbeatInterval <= 0) throw new ConfigurationError("heartbeatInterval (CHICORY_WORKER_HEARTBEAT_INTERVAL): must be > 0");
+  if (heartbeatInterval <= 0)
+    throw new ConfigurationError("heartbeatInterval (CHICORY_WORKER_HEARTBEAT_INTERVAL): must be > 0");
   if (heartbeatTtl <= heartbeatInterval) {
     throw new ConfigurationError(
       `heartbeatTtl (CHICORY_WORKER_HEARTBEAT_TTL) must exceed heartbeatInterval: got ttl ${heartbeatTtl}s, interval ${heartbeatInterval}s`,
     );
   }
-  if (cleanupInterval < 30) throw new ConfigurationError(`cleanupInterval (CHICORY_WORKER_CLEANUP_INTERVAL): must be >= 30 s, got ${cleanupInterval}`);
+  if (cleanupInterval < 30)
+    throw new ConfigurationError(
+      `cleanupInterval (CHICORY_WORKER_CLEANUP_INTERVAL): must be >= 30 s, got ${cleanupInterval}`,
+    );
   if (staleWorkersTimeout < 10) {
     throw new ConfigurationError(
       `staleWorkersTimeout (CHICORY_WORKER_STALE_WORKERS_TIMEOUT): must be >= 10 s, got ${staleWorkersTimeout}`,
@@ -225,7 +235,9 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
     concurrency,
     queues,
     useDeadLetterQueue:
-      options.useDeadLetterQueue ?? base?.useDeadLetterQueue ?? envBool(env, "CHICORY_WORKER_USE_DEAD_LETTER_QUEUE", false),
+      options.useDeadLetterQueue ??
+      base?.useDeadLetterQueue ??
+      envBool(env, "CHICORY_WORKER_USE_DEAD_LETTER_QUEUE", false),
     heartbeatInterval,
     heartbeatTtl,
     cleanupInterval,

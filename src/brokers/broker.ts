@@ -202,4 +202,9 @@ export interface Broker extends BrokerAdmin {
   publish(queue: string, message: OutgoingMessage): Promise<PublishResult>;
   /** Creates a consumer of the given queues. */
   consumer(options: ConsumerOptions): Consumer;
+  /**
+   * Writes a message straight into `queue`'s DLQ (for messages already acknowledged, e.g. an
+   * `at_most_once` task that failed). Brokers without it log such failures instead.
+   */
+  writeDeadLetter?(queue: string, body: string, error: string): Promise<void>;
 }

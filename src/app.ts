@@ -1,0 +1,216 @@
+/**
+ * The application (SPEC §2): configuration, the task registry, the broker and the backend.
+ * @module
+ */
+import type { StandardSchemaV1 } from "@standard-schema/spec";
+import type { Backend } from "./backends/backend.js";
+import type { Broker } from "./brokers/broker.js";
+import {
+  type ChicoryConfig,
+  type ChicoryConfigInput,
+  type DeliveryMode,
+  resolveConfig,
+  type ValidationMode,
+} from "./config.js";
+import type { TaskContext } from "./context.js";
+import { MessageCodec } from "./core/message.js";
+import {
+  type BackendType,
+  type BrokerType,
+  createBackend,
+  createBroker,
+  DEFAULT_BROKER_URL,
+  defaultBackendSpec,
+} from "./drivers.js";
+import { ChicoryError, ConfigurationError, TaskNotFoundError } from "./errors.js";
+import { type AnyHandler, Task, type TaskOptions, type TaskRuntime } from "./task.js";
+
+/** Options of {@link Chicory}. */
+export interface ChicoryOptions {
+  /** A kind (`"redis"`), a URL (`"redis://..."`) or a broker instance. Default: `CHICORY_BROKER_URL`, else `sqlite:chicory.db`. */
+  broker?: BrokerType | (string & {}) | Broker;
+  /** A kind, a URL, a backend instance, or null for none. Default: `CHICORY_BACKEND_URL`, else the broker's location when it can hold results. */
+  backend?: BackendType | (string & {}) | Backend | null;
+  /** Configuration (over environment variables and `.env`). */
+  config?: ChicoryConfigInput;
+  /** App default validation mode (wins over `config`). */
+  validationMode?: ValidationMode;
+  /** App default delivery mode (wins over `config`). */
+  deliveryMode?: DeliveryMode;
+}
+
+/** A lifecycle hook run by each worker process. */
+export type WorkerHook = () => void | Promise<void>;
+
+type Awaitable<T> = T | Promise<T>;
+type SchemaIn<S> = S extends StandardSchemaV1 ? StandardSchemaV1.InferInput<S> : never;
+type SchemaOut<S> = S extends StandardSchemaV1 ? StandardSchemaV1.InferOutput<S> : never;
+type Tuple<T> = T extends readonly unknown[] ? T : never;
+
+/**
+ * A Chicory application: register tasks, dispatch them, run workers.
+ * @example
+ * import { Chicory, Worker } from "chicory";
+ * const app = new Chicory({ broker: "redis://127.0.0.1:6379" });
+ * export const add = app.task(async function add(a: number, b: number) { return a + b; });
+ * // producer:  const r = await add.delay(1, 2); await r.get({ timeout: 10 });
+ * // worker:    await new Worker(app, { concurrency: 16 }).run();
+ */
+export class Chicory {
+  /** The resolved configuration. */
+  readonly config: ChicoryConfig;
+  /** The broker (data plane and administration). */
+  readonly broker: Broker;
+  /** The result backend, or null (fire-and-forget). */
+  readonly backend: Backend | null;
+  /** The message codec (size limit, signing). */
+  readonly codec: MessageCodec;
+  readonly #tasks = new Map<string, Task<readonly unknown[], unknown>>();
+  readonly #startupHooks: WorkerHook[] = [];
+  readonly #shutdownHooks: WorkerHook[] = [];
+  #connecting: Promise<void> | null = null;
+  readonly #runtime: TaskRuntime;
+
+  constructor(options: ChicoryOptions = {}) {
+    const input: ChicoryConfigInput = { ...options.config };
+    if (options.validationMode) input.validationMode = options.validationMode;
+    if (options.deliveryMode) input.deliveryMode = options.deliveryMode;
+    this.config = resolveConfig(input);
+    this.codec = new MessageCodec({
+      maxMessageBytes: this.config.maxMessageBytes,
+      signingKey: this.config.signingKey,
+    });
+    const context = { env: this.config.env };
+    const brokerSpec =
+      typeof options.broker === "string" ? options.broker : (this.config.brokerUrl ?? DEFAULT_BROKER_URL);
+    this.broker = typeof options.broker === "object" ? options.broker : createBroker(brokerSpec, context);
+    this.broker.bind({ codec: this.codec });
+    if (options.backend === null) this.backend = null;
+    else if (typeof options.backend === "object") this.backend = options.backend;
+    else {
+      const spec =
+        options.backend ??
+        this.config.backendUrl ??
+        (typeof options.broker === "object" ? undefined : defaultBackendSpec(brokerSpec));
+      this.backend = spec === undefined ? null : createBackend(spec, context);
+    }
+    const app = this;
+    this.#runtime = {
+      get broker() {
+        return app.broker;
+      },
+      get backend() {
+        return app.backend;
+      },
+      get codec() {
+        return app.codec;
+      },
+      get defaultValidationMode() {
+        return app.config.validationMode;
+      },
+      get defaultDeliveryMode() {
+        return app.config.deliveryMode;
+      },
+      get resultPollInterval() {
+        return app.config.resultPollInterval;
+      },
+      get resultDefaultTimeout() {
+        return app.config.resultDefaultTimeout;
+      },
+      ensureConnected: () => this.connect(),
+    };
+  }
+
+  /** Registers a handler named after the function. */
+  task<A extends unknown[], R>(fn: (...args: A) => Awaitable<R>): Task<A, Awaited<R>>;
+  /** Registers a handler with an argument schema and a context. */
+  task<S extends StandardSchemaV1, R>(
+    options: TaskOptions & { args: S; context: true },
+    fn: (ctx: TaskContext, ...args: Tuple<SchemaOut<S>>) => Awaitable<R>,
+  ): Task<Tuple<SchemaIn<S>>, Awaited<R>>;
+  /** Registers a handler with an argument schema. */
+  task<S extends StandardSchemaV1, R>(
+    options: TaskOptions & { args: S; context?: false },
+    fn: (...args: Tuple<SchemaOut<S>>) => Awaitable<R>,
+  ): Task<Tuple<SchemaIn<S>>, Awaited<R>>;
+  /** Registers a handler that receives a {@link TaskContext} first. */
+  task<A extends unknown[], R>(
+    options: TaskOptions & { context: true; args?: undefined },
+    fn: (ctx: TaskContext, ...args: A) => Awaitable<R>,
+  ): Task<A, Awaited<R>>;
+  /** Registers a handler with options. */
+  task<A extends unknown[], R>(
+    options: TaskOptions & { context?: false; args?: undefined },
+    fn: (...args: A) => Awaitable<R>,
+  ): Task<A, Awaited<R>>;
+  task(optionsOrFn: TaskOptions | AnyHandler, maybeFn?: AnyHandler): Task<readonly unknown[], unknown> {
+    const options: TaskOptions = typeof optionsOrFn === "function" ? {} : optionsOrFn;
+    const fn = typeof optionsOrFn === "function" ? optionsOrFn : maybeFn;
+    if (typeof fn !== "function") throw new ConfigurationError("app.task(): a handler function is required");
+    const name = options.name ?? fn.name;
+    if (!name) {
+      throw new ConfigurationError("app.task(): an anonymous function needs options.name");
+    }
+    if (this.#tasks.has(name)) throw new ConfigurationError(`app.task(): a task named "${name}" is already registered`);
+    const task = new Task(this.#runtime, name, options, fn);
+    this.#tasks.set(name, task);
+    return task;
+  }
+
+  /**
+   * The task registered under `name`.
+   * @throws TaskNotFoundError
+   */
+  getTask(name: string): Task<readonly unknown[], unknown> {
+    const task = this.#tasks.get(name);
+    if (!task) throw new TaskNotFoundError(name);
+    return task;
+  }
+
+  /** Registered tasks by name (read-only). */
+  get tasks(): ReadonlyMap<string, Task<readonly unknown[], unknown>> {
+    return this.#tasks;
+  }
+
+  /** Registers a hook each worker runs once after connecting (open pools, warm caches). */
+  onWorkerStartup(hook: WorkerHook): void {
+    this.#startupHooks.push(hook);
+  }
+
+  /** Registers a hook each worker runs once before disconnecting. */
+  onWorkerShutdown(hook: WorkerHook): void {
+    this.#shutdownHooks.push(hook);
+  }
+
+  /** @internal Hooks for the worker. */
+  get workerHooks(): { startup: readonly WorkerHook[]; shutdown: readonly WorkerHook[] } {
+    return { startup: this.#startupHooks, shutdown: this.#shutdownHooks };
+  }
+
+  /** Connects the broker and the backend; idempotent and safe to call concurrently. */
+  connect(): Promise<void> {
+    if (!this.#connecting) {
+      this.#connecting = (async () => {
+        await this.broker.connect();
+        if (this.backend) await this.backend.connect();
+      })();
+      this.#connecting.catch(() => {
+        this.#connecting = null;
+      });
+    }
+    return this.#connecting;
+  }
+
+  /** Disconnects the broker and the backend; idempotent. */
+  async disconnect(): Promise<void> {
+    const pending = this.#connecting;
+    this.#connecting = null;
+    if (pending) await pending.catch(() => undefined);
+    const errors: unknown[] = [];
+    await this.broker.disconnect().catch((e: unknown) => errors.push(e));
+    if (this.backend) await this.backend.disconnect().catch((e: unknown) => errors.push(e));
+    if (errors.length > 0) {
+      throw errors[0] instanceof ChicoryError ? errors[0] : new ChicoryError("disconnect failed", { cause: errors[0] });
+    }
+  }
+}

@@ -1,0 +1,94 @@
+/**
+ * The per-attempt task context (SPEC §5), given to handlers registered with `context: true`.
+ * @module
+ */
+import { MaxRetriesExceededError, RetryError, toError } from "./errors.js";
+import type { RetryPolicy } from "./retry.js";
+
+const nonRetryable = new WeakSet<object>();
+
+/** True when `error` was thrown through `ctx.fail()` (never retried). */
+export function isMarkedNonRetryable(error: unknown): boolean {
+  return error !== null && typeof error === "object" && nonRetryable.has(error);
+}
+
+/** Options of {@link TaskContext.retry}. */
+export interface RetryOptions {
+  /** Seconds before the next attempt (default: from the policy). */
+  countdown?: number;
+  /** The error that caused the retry; if the policy does not retry it, it is rethrown. */
+  error?: unknown;
+}
+
+/** Information about the running attempt, and control over its outcome. */
+export class TaskContext {
+  /** Task id. */
+  readonly taskId: string;
+  /** Registered task name. */
+  readonly taskName: string;
+  /** Retries done before this attempt (0 on the first attempt). */
+  readonly retries: number;
+  /** The task's retry policy. */
+  readonly retryPolicy: RetryPolicy;
+  /** Aborts on timeout, cancellation or forced shutdown. */
+  readonly signal: AbortSignal;
+
+  constructor(init: {
+    taskId: string;
+    taskName: string;
+    retries: number;
+    retryPolicy: RetryPolicy;
+    signal: AbortSignal;
+  }) {
+    this.taskId = init.taskId;
+    this.taskName = init.taskName;
+    this.retries = init.retries;
+    this.retryPolicy = init.retryPolicy;
+    this.signal = init.signal;
+  }
+
+  /** The policy's retry budget. */
+  get maxRetries(): number {
+    return this.retryPolicy.maxRetries;
+  }
+
+  /** True when no retry is left after this attempt. */
+  get isLastRetry(): boolean {
+    return this.retries >= this.maxRetries;
+  }
+
+  /** Retries left after this attempt. */
+  get remainingRetries(): number {
+    return Math.max(0, this.maxRetries - this.retries);
+  }
+
+  /**
+   * Ends this attempt and schedules another one.
+   * @throws RetryError (the signal the worker acts on), MaxRetriesExceededError when the
+   * budget is spent, or `options.error` itself when the policy does not retry it
+   */
+  retry(options: RetryOptions = {}): never {
+    if (options.error !== undefined && !this.retryPolicy.shouldRetry(options.error)) {
+      throw options.error;
+    }
+    if (this.isLastRetry) {
+      throw new MaxRetriesExceededError(
+        `task ${this.taskName} (${this.taskId}) has no retries left (${this.retries} of ${this.maxRetries} done)`,
+        { cause: options.error },
+      );
+    }
+    throw new RetryError({
+      retries: this.retries,
+      maxRetries: this.maxRetries,
+      countdown: options.countdown,
+      reason: options.error,
+    });
+  }
+
+  /** Fails this attempt for good: no retry, whatever the policy says. */
+  fail(error: unknown): never {
+    const err = toError(error);
+    nonRetryable.add(err);
+    throw err;
+  }
+}

@@ -1,0 +1,72 @@
+/**
+ * Chicory: an async-native, typed, distributed task queue for Node.js.
+ * @module
+ */
+export { Chicory, type ChicoryOptions, type WorkerHook } from "./app.js";
+export {
+  type Backend,
+  isTerminalState,
+  type StoredError,
+  TASK_STATES,
+  type TaskRecord,
+  type TaskState,
+  type WaitOptions,
+  type WorkerStats,
+} from "./backends/backend.js";
+export { MemoryBackend, type MemoryBackendOptions } from "./backends/memory.js";
+export type {
+  Broker,
+  BrokerAdmin,
+  BrokerBinding,
+  BrokerCapabilities,
+  Consumer,
+  ConsumerOptions,
+  Delivery,
+  DlqMessage,
+  HealthStatus,
+  OutgoingMessage,
+  PublishResult,
+} from "./brokers/broker.js";
+export { MemoryBroker, type MemoryBrokerOptions } from "./brokers/memory.js";
+export {
+  type ChicoryConfig,
+  type ChicoryConfigInput,
+  DELIVERY_MODES,
+  type DeliveryMode,
+  resolveConfig,
+  VALIDATION_MODES,
+  type ValidationMode,
+  type WorkerConfig,
+  type WorkerOptions,
+} from "./config.js";
+export { type RetryOptions, TaskContext } from "./context.js";
+export { type Duration, toMs, toSeconds } from "./core/duration.js";
+export type { JsonValue } from "./core/json.js";
+export type { Logger, LogLevel } from "./core/logger.js";
+export { MessageCodec, type MessageCodecOptions, type TaskMessage } from "./core/message.js";
+export { type BackendType, type BrokerType, createBackend, createBroker } from "./drivers.js";
+export {
+  BackendConnectionError,
+  BackendNotConfiguredError,
+  BrokerConnectionError,
+  ChicoryError,
+  type ChicoryErrorOptions,
+  ConfigurationError,
+  DbPoolExhaustedError,
+  DriverNotInstalledError,
+  MaxRetriesExceededError,
+  MessageTooLargeError,
+  RetryError,
+  TaskAbortedError,
+  TaskFailedError,
+  TaskNotFoundError,
+  TaskTimeoutError,
+  TimeoutError,
+  ValidationError,
+  type ValidationIssue,
+} from "./errors.js";
+export { type CreateLoggerOptions, createLogger } from "./logging.js";
+export { AsyncResult, type GetOptions } from "./result.js";
+export { type BackoffStrategy, RetryPolicy, type RetryPolicyOptions } from "./retry.js";
+export { type ApplyOptions, Task, type TaskOptions } from "./task.js";
+export { Worker, type WorkerHealth, type WorkerInit } from "./worker/worker.js";

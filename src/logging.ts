@@ -1,0 +1,55 @@
+/**
+ * The default logger: pino, JSON lines when stdout is not a TTY (or `CHICORY_LOG_FORMAT=json`),
+ * readable lines through pino-pretty on a TTY when it is installed.
+ * @module
+ */
+import { createRequire } from "node:module";
+import pino from "pino";
+import type { Logger, LogLevel } from "./core/logger.js";
+
+const PINO_LEVEL: Record<LogLevel, string> = {
+  DEBUG: "debug",
+  INFO: "info",
+  WARNING: "warn",
+  ERROR: "error",
+  CRITICAL: "fatal",
+};
+
+/** Options of {@link createLogger}. */
+export interface CreateLoggerOptions {
+  /** Minimum level (default `INFO`). */
+  level?: LogLevel;
+  /** `json`, `pretty`, or `auto` (pretty on a TTY when pino-pretty is installed; default). */
+  format?: "json" | "pretty" | "auto";
+  /** Fields added to every line. */
+  base?: Record<string, unknown>;
+  /** Write to standard error instead of standard output. */
+  toStderr?: boolean;
+}
+
+function hasPretty(): boolean {
+  try {
+    createRequire(import.meta.url).resolve("pino-pretty");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Creates a pino logger configured for Chicory. */
+export function createLogger(options: CreateLoggerOptions = {}): Logger {
+  const level = PINO_LEVEL[options.level ?? "INFO"];
+  const fd = options.toStderr ? 2 : 1;
+  const format = options.format ?? (process.env.CHICORY_LOG_FORMAT as "json" | "pretty" | undefined) ?? "auto";
+  const isTty = fd === 1 ? process.stdout.isTTY : process.stderr.isTTY;
+  const pretty = format === "pretty" || (format === "auto" && isTty && hasPretty());
+  const base = { ...options.base };
+  if (pretty) {
+    return pino({
+      level,
+      base,
+      transport: { target: "pino-pretty", options: { destination: fd, colorize: isTty, ignore: "pid,hostname" } },
+    }) as unknown as Logger;
+  }
+  return pino({ level, base }, pino.destination({ fd, sync: true })) as unknown as Logger;
+}

@@ -1,0 +1,112 @@
+/**
+ * Handles on task results (SPEC §4).
+ * @module
+ */
+import type { Backend, TaskRecord, TaskState } from "./backends/backend.js";
+import { isTerminalState } from "./backends/backend.js";
+import { type Duration, toMs } from "./core/duration.js";
+import { BackendNotConfiguredError, TaskFailedError, TimeoutError } from "./errors.js";
+
+/** Options of {@link AsyncResult.get}. */
+export interface GetOptions {
+  /** Give up after this long (seconds or a unit string) with a `TimeoutError`. */
+  timeout?: Duration | null;
+  /** Interval of the fallback poll (seconds or a unit string). */
+  pollInterval?: Duration;
+  /** Aborts the wait with a `TimeoutError`. */
+  signal?: AbortSignal;
+}
+
+/** Defaults an {@link AsyncResult} inherits from its app. */
+export interface ResultDefaults {
+  /** Fallback poll interval in seconds. */
+  pollInterval?: number;
+  /** Default `get()` timeout in seconds, or null for none. */
+  defaultTimeout?: number | null;
+}
+
+/**
+ * The eventual result of a task.
+ * @example
+ * const r = await sendEmail.delay("a@b.c", "Hi", "Welcome");
+ * const value = await r.get({ timeout: 30 });
+ * // or later, elsewhere: new AsyncResult(taskId, app.backend).state()
+ */
+export class AsyncResult<R = unknown> {
+  /** Task id. */
+  readonly taskId: string;
+  readonly #backend: Backend | null;
+  readonly #defaults: ResultDefaults;
+
+  constructor(taskId: string, backend: Backend | null, defaults: ResultDefaults = {}) {
+    this.taskId = taskId;
+    this.#backend = backend;
+    this.#defaults = defaults;
+  }
+
+  #requireBackend(): Backend {
+    if (!this.#backend) throw new BackendNotConfiguredError();
+    return this.#backend;
+  }
+
+  /**
+   * Waits for a terminal state and returns the value.
+   * @throws TaskFailedError when the task failed or was dead-lettered
+   * @throws TimeoutError when `timeout` passes first
+   * @throws BackendNotConfiguredError without a backend
+   */
+  async get(options: GetOptions = {}): Promise<R> {
+    const backend = this.#requireBackend();
+    const timeout = options.timeout === undefined ? this.#defaults.defaultTimeout : options.timeout;
+    const timeoutMs = timeout === null || timeout === undefined ? undefined : toMs(timeout, "timeout");
+    const pollIntervalMs =
+      options.pollInterval === undefined
+        ? (this.#defaults.pollInterval ?? 0.5) * 1000
+        : toMs(options.pollInterval, "pollInterval");
+    const record = await backend.waitForResult(this.taskId, { timeoutMs, pollIntervalMs, signal: options.signal });
+    if (record === null) {
+      const waited = timeoutMs === undefined ? "the wait was aborted" : `no result after ${timeoutMs / 1000} s`;
+      throw new TimeoutError(`task ${this.taskId}: ${waited}`);
+    }
+    return unwrap<R>(record);
+  }
+
+  /** Current state; `PENDING` when the backend knows nothing of the task. */
+  async state(): Promise<TaskState> {
+    const record = await this.#requireBackend().getResult(this.taskId);
+    return record?.state ?? "PENDING";
+  }
+
+  /** True when the task reached a terminal state. */
+  async ready(): Promise<boolean> {
+    return isTerminalState(await this.state());
+  }
+
+  /** True when the task failed (`FAILURE` or `DEAD_LETTERED`). */
+  async failed(): Promise<boolean> {
+    const state = await this.state();
+    return state === "FAILURE" || state === "DEAD_LETTERED";
+  }
+
+  /** Deletes the stored result. */
+  async forget(): Promise<void> {
+    await this.#requireBackend().deleteResult(this.taskId);
+  }
+
+  /** The stored record, or null (for tools that want the error details without throwing). */
+  async record(): Promise<TaskRecord | null> {
+    return this.#requireBackend().getResult(this.taskId);
+  }
+}
+
+/** Returns a terminal record's value or throws its error. */
+export function unwrap<R>(record: TaskRecord): R {
+  if (record.state === "SUCCESS") return record.result as R;
+  const error = record.error;
+  throw new TaskFailedError({
+    taskId: record.taskId,
+    errorType: error?.type ?? record.state,
+    message: error?.message ?? `task ended in state ${record.state}`,
+    remoteStack: error?.stack,
+  });
+}

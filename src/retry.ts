@@ -1,0 +1,110 @@
+/**
+ * Retry policies (SPEC §5): how many retries, how long between them, and which errors
+ * deserve one.
+ * @module
+ */
+import { type Duration, toSeconds } from "./core/duration.js";
+import { checkChoice, checkInt } from "./core/env.js";
+import { ConfigurationError } from "./errors.js";
+
+/** How the delay grows between attempts. */
+export type BackoffStrategy = "fixed" | "linear" | "exponential";
+
+/** Options of a {@link RetryPolicy}; durations in seconds or unit strings. */
+export interface RetryPolicyOptions {
+  /** Retries after the first attempt (default 3). */
+  maxRetries?: number;
+  /** Base delay (default 1 s). */
+  retryDelay?: Duration;
+  /** Growth of the delay (default `exponential`: delay x 2^(attempt-1)). */
+  backoff?: BackoffStrategy;
+  /** Upper bound of a delay (default 3600 s). */
+  maxDelay?: Duration;
+  /** Randomize each delay by ±25 % (default true). */
+  jitter?: boolean;
+  /** Retry only errors with one of these names (`error.name` or constructor name). */
+  retryOn?: readonly string[];
+  /** Never retry errors with one of these names; wins over `retryOn`. */
+  ignoreOn?: readonly string[];
+}
+
+const BACKOFFS: readonly BackoffStrategy[] = ["fixed", "linear", "exponential"];
+
+/**
+ * When and how a failed task is retried.
+ * @example
+ * new RetryPolicy({ maxRetries: 5, retryDelay: "2s", backoff: "exponential", ignoreOn: ["ValidationError"] })
+ */
+export class RetryPolicy {
+  /** Retries after the first attempt. */
+  readonly maxRetries: number;
+  /** Base delay in seconds. */
+  readonly retryDelay: number;
+  /** Growth of the delay. */
+  readonly backoff: BackoffStrategy;
+  /** Upper bound of a delay in seconds. */
+  readonly maxDelay: number;
+  /** Whether delays are randomized by ±25 %. */
+  readonly jitter: boolean;
+  /** Error names that are retried (empty: all). */
+  readonly retryOn: readonly string[];
+  /** Error names that are never retried. */
+  readonly ignoreOn: readonly string[];
+
+  constructor(options: RetryPolicyOptions = {}) {
+    this.maxRetries = checkInt(options.maxRetries ?? 3, "retryPolicy.maxRetries", 0, 1_000_000);
+    this.retryDelay = toSeconds(options.retryDelay ?? 1, "retryPolicy.retryDelay");
+    this.backoff = checkChoice(options.backoff ?? "exponential", "retryPolicy.backoff", BACKOFFS);
+    this.maxDelay = toSeconds(options.maxDelay ?? 3600, "retryPolicy.maxDelay");
+    if (this.maxDelay < this.retryDelay) {
+      throw new ConfigurationError("retryPolicy.maxDelay must be >= retryPolicy.retryDelay");
+    }
+    this.jitter = options.jitter ?? true;
+    this.retryOn = [...(options.retryOn ?? [])];
+    this.ignoreOn = [...(options.ignoreOn ?? [])];
+  }
+
+  /** A policy that never retries. */
+  static none(): RetryPolicy {
+    return new RetryPolicy({ maxRetries: 0 });
+  }
+
+  /**
+   * Delay in seconds before retry number `attempt` (1 = the first retry).
+   * @param random source of randomness for the jitter (tests)
+   */
+  calculateDelay(attempt: number, random: () => number = Math.random): number {
+    const n = Math.max(1, Math.floor(attempt));
+    let delay: number;
+    if (this.backoff === "fixed") delay = this.retryDelay;
+    else if (this.backoff === "linear") delay = this.retryDelay * n;
+    else delay = this.retryDelay * 2 ** (n - 1);
+    delay = Math.min(delay, this.maxDelay);
+    if (this.jitter) delay *= 0.75 + random() * 0.5;
+    return Math.max(0, delay);
+  }
+
+  /** Whether `error` may be retried according to `retryOn` / `ignoreOn`. */
+  shouldRetry(error: unknown): boolean {
+    const names = errorNames(error);
+    if (this.ignoreOn.some((n) => names.includes(n))) return false;
+    if (this.retryOn.length === 0) return true;
+    return this.retryOn.some((n) => names.includes(n));
+  }
+}
+
+/** The names an error answers to: its `name` and its constructor chain's names. */
+function errorNames(error: unknown): string[] {
+  const names: string[] = [];
+  if (error !== null && typeof error === "object") {
+    const name = (error as { name?: unknown }).name;
+    if (typeof name === "string") names.push(name);
+    let proto: unknown = Object.getPrototypeOf(error);
+    while (proto && proto !== Object.prototype) {
+      const ctor = (proto as { constructor?: { name?: string } }).constructor;
+      if (ctor?.name) names.push(ctor.name);
+      proto = Object.getPrototypeOf(proto);
+    }
+  }
+  return names;
+}

@@ -1,0 +1,214 @@
+/**
+ * Tasks (SPEC §3): a registered handler plus the ways to dispatch it.
+ * @module
+ */
+import type { StandardSchemaV1 } from "@standard-schema/spec";
+import type { Backend } from "./backends/backend.js";
+import type { Broker } from "./brokers/broker.js";
+import type { DeliveryMode, ValidationMode } from "./config.js";
+import type { TaskContext } from "./context.js";
+import { type Duration, toMs } from "./core/duration.js";
+import { checkInt } from "./core/env.js";
+import { newTaskId } from "./core/ids.js";
+import { findNonJson, type JsonValue } from "./core/json.js";
+import type { MessageCodec, TaskMessage } from "./core/message.js";
+import { assertValidName } from "./core/names.js";
+import { validateWithSchema } from "./core/schema.js";
+import { ValidationError } from "./errors.js";
+import { AsyncResult } from "./result.js";
+import { RetryPolicy, type RetryPolicyOptions } from "./retry.js";
+
+/** Options of a task (SPEC §3). */
+export interface TaskOptions {
+  /** Unique task name (default: the function's name). */
+  name?: string;
+  /** Retries (default: none). */
+  retryPolicy?: RetryPolicy | RetryPolicyOptions;
+  /** Store only the state, not the return value. */
+  ignoreResult?: boolean;
+  /** When arguments and results are validated (default: the app's). */
+  validationMode?: ValidationMode;
+  /** Ack before running (`at_most_once`) or after the outcome is stored (default: the app's). */
+  deliveryMode?: DeliveryMode;
+  /** A Standard Schema for the argument tuple. */
+  args?: StandardSchemaV1;
+  /** A Standard Schema for the return value. */
+  result?: StandardSchemaV1;
+  /** Pass a {@link TaskContext} as the handler's first parameter. */
+  context?: boolean;
+  /** Queue the task is published to (default `"default"`). */
+  queue?: string;
+  /** Per-attempt time limit (seconds or a unit string). */
+  timeout?: Duration;
+  /** Default priority 0-255, higher first where the broker supports it. */
+  priority?: number;
+}
+
+/** Options of {@link Task.applyAsync}. */
+export interface ApplyOptions {
+  /** Run after this many seconds (or a unit string). */
+  countdown?: Duration;
+  /** Run at or after this time. */
+  eta?: Date;
+  /** Queue to publish to instead of the task's. */
+  queue?: string;
+  /** Priority 0-255 for this message. */
+  priority?: number;
+  /**
+   * Caller-chosen task id. Publishing an id that is still queued, delayed or running does not
+   * create a second job (idempotent enqueue); the returned result refers to the existing one.
+   */
+  taskId?: string;
+}
+
+/** What a task needs from its app (implemented by `Chicory`). */
+export interface TaskRuntime {
+  readonly broker: Broker;
+  readonly backend: Backend | null;
+  readonly codec: MessageCodec;
+  readonly defaultValidationMode: ValidationMode;
+  readonly defaultDeliveryMode: DeliveryMode;
+  readonly resultPollInterval: number;
+  readonly resultDefaultTimeout: number | null;
+  /** Connects the app on first use. */
+  ensureConnected(): Promise<void>;
+}
+
+/** A handler as stored by the registry: context first when `context` is on. */
+export type AnyHandler = (...args: never[]) => unknown;
+
+/**
+ * A registered task. `A` is the argument tuple of `delay()`, `R` the (awaited) return type.
+ * @example
+ * const add = app.task(async function add(a: number, b: number) { return a + b; });
+ * const result = await add.delay(1, 2);
+ * console.log(await result.get({ timeout: 10 })); // 3
+ */
+export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
+  /** Unique task name. */
+  readonly name: string;
+  /** Queue the task is published to. */
+  readonly queue: string;
+  /** The retry policy (maxRetries 0 when none was given). */
+  readonly retryPolicy: RetryPolicy;
+  /** Whether only the state is stored. */
+  readonly ignoreResult: boolean;
+  /** Whether the handler receives a {@link TaskContext} first. */
+  readonly usesContext: boolean;
+  /** Per-attempt time limit in milliseconds, or undefined. */
+  readonly timeoutMs: number | undefined;
+  /** Default priority, or undefined. */
+  readonly priority: number | undefined;
+  /** The argument schema, if any. */
+  readonly argsSchema: StandardSchemaV1 | undefined;
+  /** The result schema, if any. */
+  readonly resultSchema: StandardSchemaV1 | undefined;
+  /** The handler as registered. */
+  readonly handler: AnyHandler;
+  readonly #validationMode: ValidationMode | undefined;
+  readonly #deliveryMode: DeliveryMode | undefined;
+  readonly #runtime: TaskRuntime;
+
+  /** @internal Use `app.task()`. */
+  constructor(runtime: TaskRuntime, name: string, options: TaskOptions, handler: AnyHandler) {
+    assertValidName(name, "task");
+    this.#runtime = runtime;
+    this.name = name;
+    this.queue = options.queue ?? "default";
+    assertValidName(this.queue, "queue");
+    const policy = options.retryPolicy;
+    this.retryPolicy = policy instanceof RetryPolicy ? policy : policy ? new RetryPolicy(policy) : RetryPolicy.none();
+    this.ignoreResult = options.ignoreResult ?? false;
+    this.usesContext = options.context ?? false;
+    this.timeoutMs = options.timeout === undefined ? undefined : toMs(options.timeout, `task ${name} timeout`);
+    this.priority =
+      options.priority === undefined ? undefined : checkInt(options.priority, `task ${name} priority`, 0, 255);
+    this.argsSchema = options.args;
+    this.resultSchema = options.result;
+    this.handler = handler;
+    this.#validationMode = options.validationMode;
+    this.#deliveryMode = options.deliveryMode;
+  }
+
+  /** Effective validation mode (task's, else the app's). */
+  get validationMode(): ValidationMode {
+    return this.#validationMode ?? this.#runtime.defaultValidationMode;
+  }
+
+  /** Effective delivery mode (task's, else the app's). */
+  get deliveryMode(): DeliveryMode {
+    return this.#deliveryMode ?? this.#runtime.defaultDeliveryMode;
+  }
+
+  /** Dispatches the task and returns a handle on its result. */
+  delay(...args: A): Promise<AsyncResult<R>> {
+    return this.applyAsync(args);
+  }
+
+  /** Dispatches the task without keeping a result handle; returns the task id. */
+  async send(...args: A): Promise<string> {
+    const result = await this.applyAsync(args);
+    return result.taskId;
+  }
+
+  /** Dispatches the task with options: delay, queue, priority, caller-chosen id. */
+  async applyAsync(args: A, options: ApplyOptions = {}): Promise<AsyncResult<R>> {
+    const runtime = this.#runtime;
+    const list = Array.isArray(args) ? (args as readonly unknown[]) : null;
+    if (list === null) throw new ValidationError(`task "${this.name}": arguments must be an array`);
+    for (let i = 0; i < list.length; i++) {
+      const bad = findNonJson(list[i], `argument ${i + 1}`);
+      if (bad) throw new ValidationError(`task "${this.name}": ${bad}; arguments must be JSON-representable`);
+    }
+    const mode = this.validationMode;
+    if (this.argsSchema && (mode === "inputs" || mode === "strict")) {
+      await validateWithSchema(this.argsSchema, list, `task "${this.name}" arguments`);
+    }
+    const queue = options.queue ?? this.queue;
+    assertValidName(queue, "queue");
+    const priority = options.priority ?? this.priority;
+    if (priority !== undefined) checkInt(priority, "priority", 0, 255);
+    const delayMs = delayOf(options);
+    const taskId = options.taskId ?? newTaskId();
+    if (typeof taskId !== "string" || taskId.length === 0 || taskId.length > 256) {
+      throw new ValidationError("taskId must be a string of 1-256 characters");
+    }
+    const message: TaskMessage = {
+      v: 1,
+      id: taskId,
+      name: this.name,
+      args: list as JsonValue[],
+      retries: 0,
+      eta: delayMs > 0 ? new Date(Date.now() + delayMs).toISOString() : null,
+      priority: priority ?? null,
+      firstFailureAt: null,
+      lastError: null,
+    };
+    const body = runtime.codec.encode(message);
+    await runtime.ensureConnected();
+    await runtime.broker.publish(queue, {
+      id: taskId,
+      body,
+      delayMs: delayMs > 0 ? delayMs : undefined,
+      priority: priority ?? null,
+      unique: options.taskId !== undefined,
+    });
+    return new AsyncResult<R>(taskId, runtime.backend, {
+      pollInterval: runtime.resultPollInterval,
+      defaultTimeout: runtime.resultDefaultTimeout,
+    });
+  }
+}
+
+function delayOf(options: ApplyOptions): number {
+  if (options.countdown !== undefined && options.eta !== undefined) {
+    throw new ValidationError("applyAsync: pass countdown or eta, not both");
+  }
+  if (options.countdown !== undefined) return toMs(options.countdown, "countdown");
+  if (options.eta !== undefined) {
+    const at = options.eta instanceof Date ? options.eta.getTime() : Number.NaN;
+    if (Number.isNaN(at)) throw new ValidationError("applyAsync: eta must be a valid Date");
+    return Math.max(0, at - Date.now());
+  }
+  return 0;
+}

@@ -1,0 +1,129 @@
+/**
+ * Carries out the actions chosen by `settle`, in order. A failed step is retried with backoff
+ * (the broker or backend may be restarting); when a step still fails, the remaining steps are
+ * skipped and an unacknowledged message is released, so it is redelivered rather than lost.
+ * @module
+ */
+import type { Chicory } from "../app.js";
+import type { TaskRecord } from "../backends/backend.js";
+import type { Delivery } from "../brokers/broker.js";
+import type { Logger } from "../core/logger.js";
+import { type TaskMessage, truncateError } from "../core/message.js";
+import { sleep } from "../core/sleep.js";
+import { toError } from "../errors.js";
+import type { Attempt } from "./runner.js";
+import type { Action } from "./settle.js";
+
+/** What the executor needs. */
+export interface ExecutionContext {
+  readonly delivery: Delivery;
+  readonly attempt: Attempt;
+  readonly app: Chicory;
+  readonly logger: Logger;
+  /** Aborts retries of failing steps (forced shutdown). */
+  readonly stopSignal: AbortSignal;
+}
+
+const STEP_BACKOFF_MS = [100, 500, 1000, 2000, 4000, 8000, 15_000];
+
+/** Runs `actions` in order; never throws. */
+export async function executeActions(actions: readonly Action[], ctx: ExecutionContext): Promise<void> {
+  for (const action of actions) {
+    const ok = await withRetries(() => runAction(action, ctx), ctx, action.type);
+    if (!ok) {
+      if (!ctx.attempt.alreadyAcked && action.type !== "release") {
+        await ctx.delivery.release().catch((error: unknown) => {
+          ctx.logger.warn({ err: toError(error).message }, "release after a failed step failed; the lease will expire");
+        });
+      }
+      return;
+    }
+  }
+}
+
+async function withRetries(step: () => Promise<void>, ctx: ExecutionContext, what: string): Promise<boolean> {
+  for (let i = 0; ; i++) {
+    try {
+      await step();
+      return true;
+    } catch (error) {
+      const delay = STEP_BACKOFF_MS[i];
+      const taskId = ctx.attempt.message?.id;
+      if (delay === undefined || ctx.stopSignal.aborted) {
+        ctx.logger.error({ taskId, step: what, err: toError(error).message }, "settling step failed; giving up");
+        return false;
+      }
+      ctx.logger.warn({ taskId, step: what, err: toError(error).message, retryInMs: delay }, "settling step failed");
+      await sleep(delay, ctx.stopSignal);
+    }
+  }
+}
+
+function errorText(ctx: ExecutionContext): string {
+  const { outcome } = ctx.attempt;
+  if (outcome.kind === "success") return "";
+  return truncateError(`${outcome.error.type}: ${outcome.error.message}`);
+}
+
+function nextAttempt(message: TaskMessage, ctx: ExecutionContext, delayMs: number): TaskMessage {
+  const now = new Date();
+  return {
+    ...message,
+    retries: message.retries + 1,
+    eta: new Date(now.getTime() + delayMs).toISOString(),
+    firstFailureAt: message.firstFailureAt ?? now.toISOString(),
+    lastError: errorText(ctx),
+  };
+}
+
+async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
+  const { delivery, attempt, app } = ctx;
+  const { outcome, message } = attempt;
+  switch (action.type) {
+    case "store": {
+      const backend = app.backend;
+      if (!backend || !message) return;
+      const record: TaskRecord = {
+        taskId: message.id,
+        state: action.state,
+        result:
+          action.withValue && outcome.kind === "success" && !attempt.task?.ignoreResult
+            ? (outcome.value as TaskRecord["result"])
+            : undefined,
+        error: action.withError && outcome.kind !== "success" ? outcome.error : undefined,
+        retries: message.retries,
+        taskName: message.name,
+        updatedAt: new Date().toISOString(),
+      };
+      await backend.storeResult(record);
+      return;
+    }
+    case "ack":
+      await delivery.ack();
+      return;
+    case "release":
+      await delivery.release();
+      return;
+    case "retry":
+    case "republish": {
+      if (!message || outcome.kind !== "retry") return;
+      const body = app.codec.encode(nextAttempt(message, ctx, outcome.delayMs));
+      if (action.type === "retry") await delivery.retry(body, outcome.delayMs);
+      else await app.broker.publish(delivery.queue, { id: message.id, body, delayMs: outcome.delayMs });
+      return;
+    }
+    case "deadLetter":
+      await delivery.deadLetter(errorText(ctx));
+      return;
+    case "writeDeadLetter":
+      if (app.broker.writeDeadLetter) await app.broker.writeDeadLetter(delivery.queue, delivery.body, errorText(ctx));
+      else
+        ctx.logger.error(
+          { taskId: message?.id },
+          "this broker cannot dead-letter an acknowledged message; logged only",
+        );
+      return;
+    case "none":
+      return;
+  }
+}

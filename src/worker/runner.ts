@@ -1,0 +1,170 @@
+/**
+ * Runs one delivery up to its {@link Outcome}: decode, verify, find the task, validate,
+ * ack first under `at_most_once`, run the handler with its timeout and abort signal,
+ * validate the result. Makes no decision about what follows (that is `settle`), and never
+ * throws: every problem becomes an outcome.
+ * @module
+ */
+import type { StoredError } from "../backends/backend.js";
+import type { Delivery } from "../brokers/broker.js";
+import { isMarkedNonRetryable, TaskContext } from "../context.js";
+import { findNonJson } from "../core/json.js";
+import type { MessageCodec, TaskMessage } from "../core/message.js";
+import { validateWithSchema } from "../core/schema.js";
+import {
+  MaxRetriesExceededError,
+  RetryError,
+  TaskAbortedError,
+  TaskNotFoundError,
+  TaskTimeoutError,
+  toError,
+  ValidationError,
+} from "../errors.js";
+import type { Task } from "../task.js";
+import type { Outcome } from "./settle.js";
+
+/** What the runner needs from its worker. */
+export interface RunnerEnv {
+  readonly codec: MessageCodec;
+  readonly tasks: ReadonlyMap<string, Task<readonly unknown[], unknown>>;
+  readonly maxDeliveries: number;
+  /** Aborts when a forced shutdown gives up on running tasks. */
+  readonly shutdownSignal: AbortSignal;
+  /** Called once the attempt is about to run the handler (the worker writes `STARTED`). */
+  onStart(message: TaskMessage): Promise<void>;
+}
+
+/** The runner's answer for one delivery. */
+export interface Attempt {
+  readonly outcome: Outcome;
+  /** The decoded message, when decoding succeeded. */
+  readonly message: TaskMessage | null;
+  /** The task, when found. */
+  readonly task: Task<readonly unknown[], unknown> | null;
+  /** True when the message was acknowledged before the run (`at_most_once`). */
+  readonly alreadyAcked: boolean;
+}
+
+const MAX_TEXT = 8192;
+
+/** Converts anything thrown into the stored form of an error. */
+export function toStoredError(thrown: unknown): StoredError {
+  const error = toError(thrown);
+  const type = error.name && error.name !== "Error" ? error.name : (error.constructor?.name ?? "Error");
+  return {
+    type: type.slice(0, 200),
+    message: String(error.message).slice(0, MAX_TEXT),
+    stack: error.stack?.slice(0, MAX_TEXT),
+  };
+}
+
+/** Runs one delivery to its outcome. Never throws. */
+export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<Attempt> {
+  const decoded = env.codec.decode(delivery.body);
+  if (!decoded.ok) {
+    const error = { type: "MessageRejected", message: `${decoded.reason}: ${decoded.error}` };
+    return { outcome: { kind: "rejected", error, taskId: null }, message: null, task: null, alreadyAcked: false };
+  }
+  const message = decoded.message;
+  if (delivery.deliveryCount > env.maxDeliveries) {
+    const error = {
+      type: "PoisonMessage",
+      message: `delivered ${delivery.deliveryCount} times (maxDeliveries ${env.maxDeliveries}); the worker running it probably crashed each time`,
+    };
+    return { outcome: { kind: "rejected", error, taskId: message.id }, message, task: null, alreadyAcked: false };
+  }
+  const task = env.tasks.get(message.name);
+  if (!task) {
+    const error = toStoredError(new TaskNotFoundError(message.name));
+    return { outcome: { kind: "rejected", error, taskId: message.id }, message, task: null, alreadyAcked: false };
+  }
+  let alreadyAcked = false;
+  if (task.deliveryMode === "at_most_once") {
+    try {
+      await delivery.ack();
+      alreadyAcked = true;
+    } catch (thrown) {
+      // Not acknowledged, so not run: give it back rather than risk running it twice.
+      return { outcome: { kind: "aborted", error: toStoredError(thrown) }, message, task, alreadyAcked: false };
+    }
+  }
+  const outcome = await attempt(task, message, env);
+  return { outcome, message, task, alreadyAcked };
+}
+
+async function attempt(
+  task: Task<readonly unknown[], unknown>,
+  message: TaskMessage,
+  env: RunnerEnv,
+): Promise<Outcome> {
+  const controller = new AbortController();
+  const onShutdown = () => controller.abort(new TaskAbortedError("worker shut down before the task ended"));
+  if (env.shutdownSignal.aborted) onShutdown();
+  env.shutdownSignal.addEventListener("abort", onShutdown, { once: true });
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const mode = task.validationMode;
+    let args: readonly unknown[] = message.args;
+    if (task.argsSchema && (mode === "inputs" || mode === "strict")) {
+      const validated = await validateWithSchema(task.argsSchema, args, `task "${task.name}" arguments`);
+      if (!Array.isArray(validated)) {
+        throw new ValidationError(`task "${task.name}": the argument schema must produce an array`);
+      }
+      args = validated;
+    }
+    await env.onStart(message);
+    const aborted = new Promise<never>((_, reject) => {
+      controller.signal.addEventListener("abort", () => reject(controller.signal.reason), { once: true });
+    });
+    aborted.catch(() => undefined);
+    if (task.timeoutMs !== undefined) {
+      const ms = task.timeoutMs;
+      timer = setTimeout(
+        () => controller.abort(new TaskTimeoutError(`task ${task.name} exceeded its timeout of ${ms / 1000} s`)),
+        ms,
+      );
+    }
+    const ctx = new TaskContext({
+      taskId: message.id,
+      taskName: task.name,
+      retries: message.retries,
+      retryPolicy: task.retryPolicy,
+      signal: controller.signal,
+    });
+    const call = (async () => {
+      const handler = task.handler as (...a: unknown[]) => unknown;
+      return task.usesContext ? handler(ctx, ...args) : handler(...args);
+    })();
+    let value = await Promise.race([call, aborted]);
+    if (value === undefined) value = null;
+    if (task.resultSchema && (mode === "outputs" || mode === "strict")) {
+      value = await validateWithSchema(task.resultSchema, value, `task "${task.name}" result`);
+    }
+    const bad = findNonJson(value, "result");
+    if (bad) throw new ValidationError(`task "${task.name}": ${bad}; results must be JSON-representable`);
+    return { kind: "success", value };
+  } catch (thrown) {
+    return failureOutcome(task, message, thrown);
+  } finally {
+    if (timer) clearTimeout(timer);
+    env.shutdownSignal.removeEventListener("abort", onShutdown);
+  }
+}
+
+function failureOutcome(task: Task<readonly unknown[], unknown>, message: TaskMessage, thrown: unknown): Outcome {
+  if (thrown instanceof TaskAbortedError) return { kind: "aborted", error: toStoredError(thrown) };
+  if (thrown instanceof RetryError) {
+    const reason = thrown.reason === undefined ? thrown : thrown.reason;
+    const delaySeconds = thrown.countdown ?? task.retryPolicy.calculateDelay(message.retries + 1);
+    return { kind: "retry", error: toStoredError(reason), delayMs: Math.max(0, delaySeconds * 1000) };
+  }
+  const error = toStoredError(thrown);
+  const final =
+    thrown instanceof MaxRetriesExceededError ||
+    thrown instanceof ValidationError ||
+    isMarkedNonRetryable(thrown) ||
+    message.retries >= task.retryPolicy.maxRetries ||
+    !task.retryPolicy.shouldRetry(thrown);
+  if (final) return { kind: "failure", error };
+  return { kind: "retry", error, delayMs: task.retryPolicy.calculateDelay(message.retries + 1) * 1000 };
+}

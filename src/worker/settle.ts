@@ -1,0 +1,90 @@
+/**
+ * What happens after an attempt ends: ONE pure table from
+ * (outcome, delivery mode, DLQ on/off) to an ordered list of actions. The runner decides the
+ * outcome (including whether a retry is allowed by the policy and budget); the worker carries
+ * the actions out in order and stops at the first that fails.
+ *
+ * Rules encoded here:
+ * - `at_least_once`: the outcome is stored BEFORE the message is acknowledged, retried or
+ *   dead-lettered, so a crash in between re-runs the task instead of losing its result.
+ * - `at_most_once`: the message was acknowledged before the run, so nothing here acks it again;
+ *   retries are published as new messages and dead letters are written directly.
+ * - Messages with no usable task id (undecodable) get no stored state.
+ * @module
+ */
+import type { StoredError, TaskState } from "../backends/backend.js";
+import type { DeliveryMode } from "../config.js";
+
+/** How an attempt (or the attempt to start one) ended. */
+export type Outcome =
+  /** The handler returned a value. */
+  | { readonly kind: "success"; readonly value: unknown }
+  /** It failed and will be retried after `delayMs`. */
+  | { readonly kind: "retry"; readonly error: StoredError; readonly delayMs: number }
+  /** It failed for good (non-retryable, validation, budget spent, unknown task). */
+  | { readonly kind: "failure"; readonly error: StoredError }
+  /** The message could not be decoded or verified, or is poison; `taskId` when known. */
+  | { readonly kind: "rejected"; readonly error: StoredError; readonly taskId: string | null }
+  /** Shutdown aborted a running attempt before it ended. */
+  | { readonly kind: "aborted"; readonly error: StoredError };
+
+/** One step the worker carries out. */
+export type Action =
+  | { readonly type: "store"; readonly state: TaskState; readonly withValue: boolean; readonly withError: boolean }
+  | { readonly type: "ack" }
+  /** Replace the delivery by the next attempt (atomic ack + delayed publish). */
+  | { readonly type: "retry" }
+  /** Publish the next attempt as a new message (the delivery is already acknowledged). */
+  | { readonly type: "republish" }
+  /** Move the delivery to the DLQ. */
+  | { readonly type: "deadLetter" }
+  /** Write the (already acknowledged) message to the DLQ. */
+  | { readonly type: "writeDeadLetter" }
+  /** Give the message back for another worker. */
+  | { readonly type: "release" }
+  /** Nothing to do with the message. */
+  | { readonly type: "none" };
+
+/** Inputs of {@link settle} besides the outcome. */
+export interface SettleMode {
+  readonly deliveryMode: DeliveryMode;
+  readonly useDeadLetterQueue: boolean;
+  /** The message was acknowledged before the attempt (at_most_once did ack). */
+  readonly alreadyAcked: boolean;
+}
+
+const store = (state: TaskState, withValue = false, withError = false): Action => ({
+  type: "store",
+  state,
+  withValue,
+  withError,
+});
+
+/** The actions for an outcome, in the order they must run. */
+export function settle(outcome: Outcome, mode: SettleMode): readonly Action[] {
+  const acked = mode.alreadyAcked;
+  switch (outcome.kind) {
+    case "success":
+      return acked ? [store("SUCCESS", true)] : [store("SUCCESS", true), { type: "ack" }];
+    case "retry":
+      return acked
+        ? [store("RETRY", false, true), { type: "republish" }]
+        : [store("RETRY", false, true), { type: "retry" }];
+    case "failure":
+      if (mode.useDeadLetterQueue) {
+        return acked
+          ? [store("DEAD_LETTERED", false, true), { type: "writeDeadLetter" }]
+          : [store("DEAD_LETTERED", false, true), { type: "deadLetter" }];
+      }
+      return acked ? [store("FAILURE", false, true)] : [store("FAILURE", false, true), { type: "ack" }];
+    case "rejected": {
+      const record: Action[] =
+        outcome.taskId === null ? [] : [store(mode.useDeadLetterQueue ? "DEAD_LETTERED" : "FAILURE", false, true)];
+      if (mode.useDeadLetterQueue) return [...record, { type: acked ? "writeDeadLetter" : "deadLetter" }];
+      return acked ? record : [...record, { type: "ack" }];
+    }
+    case "aborted":
+      if (acked) return [store("FAILURE", false, true)];
+      return [{ type: "release" }];
+  }
+}

@@ -1,0 +1,370 @@
+/**
+ * The Worker (SPEC §6): consumes queues with bounded prefetch, runs tasks under a concurrency
+ * limit, settles each outcome, sends heartbeats, cleans up stale workers and shuts down
+ * gracefully. It talks to brokers and backends only through their interfaces.
+ * @module
+ */
+import { hostname as osHostname } from "node:os";
+import type { Chicory } from "../app.js";
+import type { WorkerStats } from "../backends/backend.js";
+import type { Consumer, Delivery, HealthStatus } from "../brokers/broker.js";
+import { resolveWorkerConfig, type WorkerConfig, type WorkerOptions } from "../config.js";
+import { newWorkerId } from "../core/ids.js";
+import type { Logger } from "../core/logger.js";
+import { sleep } from "../core/sleep.js";
+import { ChicoryError, toError } from "../errors.js";
+import { createLogger } from "../logging.js";
+import { executeActions } from "./executor.js";
+import { type Loop, startLoop } from "./loops.js";
+import { runDelivery } from "./runner.js";
+import { settle } from "./settle.js";
+
+/** Options of a {@link Worker}: {@link WorkerOptions} plus a logger. */
+export interface WorkerInit extends WorkerOptions {
+  /** Logger (default: pino at `logLevel`). */
+  logger?: Logger;
+}
+
+/** {@link WorkerStats} plus broker and backend connectivity. */
+export interface WorkerHealth extends WorkerStats {
+  readonly broker: HealthStatus;
+  readonly backend: HealthStatus;
+}
+
+type Phase = "idle" | "starting" | "running" | "stopping" | "stopped";
+
+const CONSUME_LOOP_GRACE_MS = 5000;
+
+/**
+ * Consumes and runs tasks.
+ * @example
+ * const worker = new Worker(app, { concurrency: 16, queue: ["default", "mail"], useDeadLetterQueue: true });
+ * await worker.run(); // until SIGINT/SIGTERM
+ */
+export class Worker {
+  /** `${hostname}-${pid}-${8 random hex}`. */
+  readonly workerId: string;
+  /** Host name. */
+  readonly hostname: string;
+  /** Process id. */
+  readonly pid: number;
+  /** Resolved settings. */
+  readonly config: WorkerConfig;
+  /** When `start()` was called, or null. */
+  startedAt: Date | null = null;
+  /** When the last heartbeat was stored, or null. */
+  lastHeartbeat: Date | null = null;
+
+  readonly #app: Chicory;
+  readonly #logger: Logger;
+  #phase: Phase = "idle";
+  #consumer: Consumer | null = null;
+  #consumeLoop: Promise<void> | null = null;
+  #loops: Loop[] = [];
+  #fetchAbort = new AbortController();
+  #shutdownAbort = new AbortController();
+  readonly #running = new Set<Promise<void>>();
+  #slotFreed: (() => void) | null = null;
+  #processed = 0;
+  #failed = 0;
+  #stopping: Promise<void> | null = null;
+
+  constructor(app: Chicory, options: WorkerInit = {}) {
+    this.#app = app;
+    this.config = resolveWorkerConfig(options, app.config.env, app.config.worker);
+    this.hostname = osHostname();
+    this.pid = process.pid;
+    this.workerId = newWorkerId(this.hostname, this.pid);
+    this.#logger = (options.logger ?? createLogger({ level: this.config.logLevel })).child({ workerId: this.workerId });
+  }
+
+  /** True between a successful `start()` and the end of `stop()`. */
+  get isRunning(): boolean {
+    return this.#phase === "running";
+  }
+
+  /** Starts consuming; resolves once running. A second call warns and returns. */
+  async start(): Promise<void> {
+    if (this.#phase !== "idle" && this.#phase !== "stopped") {
+      this.#logger.warn(`worker already ${this.#phase}; start() ignored`);
+      return;
+    }
+    this.#phase = "starting";
+    this.#fetchAbort = new AbortController();
+    this.#shutdownAbort = new AbortController();
+    try {
+      await this.#app.connect();
+      for (const hook of this.#app.workerHooks.startup) {
+        try {
+          await hook();
+        } catch (error) {
+          throw new ChicoryError(`worker startup hook failed: ${toError(error).message}`, { cause: error });
+        }
+      }
+    } catch (error) {
+      this.#phase = "stopped";
+      await this.#app.disconnect().catch(() => undefined);
+      throw error;
+    }
+    this.startedAt = new Date();
+    this.#consumer = this.#app.broker.consumer({ queues: this.config.queues, consumerId: this.workerId });
+    this.#phase = "running";
+    this.#startLoops();
+    this.#consumeLoop = this.#consume(this.#consumer);
+    this.#logger.info(
+      { queues: this.config.queues, concurrency: this.config.concurrency, broker: this.#app.broker.displayUrl },
+      "worker started",
+    );
+  }
+
+  /**
+   * Stops gracefully: stop fetching, stop the loops, wait up to 5 s for the consume loop, wait up
+   * to `timeout` seconds for running tasks, then abort their `ctx.signal` (their messages are
+   * released for redelivery under `at_least_once`), send a final heartbeat, disconnect.
+   * @param timeout seconds (default `shutdownTimeout`)
+   */
+  stop(timeout: number = this.config.shutdownTimeout): Promise<void> {
+    if (this.#phase === "idle" || this.#phase === "stopped") return Promise.resolve();
+    this.#stopping ??= this.#shutdown(timeout * 1000).finally(() => {
+      this.#stopping = null;
+    });
+    return this.#stopping;
+  }
+
+  /** Starts, then blocks until SIGINT/SIGTERM (or `stop()`); a second signal exits at once. */
+  async run(): Promise<void> {
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals) => {
+      signals++;
+      if (signals > 1) {
+        this.#logger.warn({ signal }, "second signal: exiting now");
+        process.exit(130);
+      }
+      this.#logger.info({ signal }, "signal received: stopping gracefully");
+      this.stop().catch((error: unknown) => this.#logger.error({ err: error }, "stop failed"));
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    try {
+      await this.start();
+      await this.#untilStopped();
+    } finally {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+    }
+  }
+
+  /** Current statistics. */
+  getStats(): WorkerStats {
+    const started = this.startedAt;
+    return {
+      workerId: this.workerId,
+      hostname: this.hostname,
+      pid: this.pid,
+      queue: this.config.queues.join(","),
+      concurrency: this.config.concurrency,
+      tasksProcessed: this.#processed,
+      tasksFailed: this.#failed,
+      activeTasks: this.#running.size,
+      startedAt: (started ?? new Date(0)).toISOString(),
+      lastHeartbeat: this.lastHeartbeat?.toISOString() ?? null,
+      isRunning: this.isRunning,
+      uptimeSeconds: started ? Math.round((Date.now() - started.getTime()) / 1000) : 0,
+    };
+  }
+
+  /** Statistics plus a round trip to the broker and the backend. */
+  async healthcheck(): Promise<WorkerHealth> {
+    const [broker, backend] = await Promise.all([
+      this.#app.broker.healthcheck(),
+      this.#app.backend?.healthcheck() ?? Promise.resolve({ connected: false, error: "no backend configured" }),
+    ]);
+    return { ...this.getStats(), broker, backend };
+  }
+
+  async #untilStopped(): Promise<void> {
+    while (this.#phase === "running" || this.#phase === "stopping") {
+      await (this.#stopping ?? this.#consumeLoop ?? Promise.resolve());
+      if (this.#phase === "running" && !this.#stopping) {
+        // The consume loop ended on its own (fatal): stop cleanly.
+        await this.stop();
+      }
+    }
+  }
+
+  #startLoops(): void {
+    const onError = (what: string) => (error: unknown) =>
+      this.#logger.warn({ err: toError(error).message }, `${what} failed; will try again`);
+    const backend = this.#app.backend;
+    if (backend) {
+      this.#loops.push(
+        startLoop(() => this.#heartbeat(), {
+          intervalMs: this.config.heartbeatInterval * 1000,
+          runFirst: true,
+          onError: onError("heartbeat"),
+        }),
+      );
+    }
+    this.#loops.push(
+      startLoop(() => this.#cleanup(), {
+        intervalMs: this.config.cleanupInterval * 1000,
+        jitter: 0.15,
+        onError: onError("cleanup"),
+      }),
+    );
+  }
+
+  async #heartbeat(): Promise<void> {
+    const backend = this.#app.backend;
+    if (!backend) return;
+    const now = new Date();
+    await backend.storeHeartbeat({ ...this.getStats(), lastHeartbeat: now.toISOString() }, this.config.heartbeatTtl);
+    this.lastHeartbeat = now;
+  }
+
+  async #cleanup(): Promise<void> {
+    const stale = this.config.staleWorkersTimeout;
+    const removedWorkers = (await this.#app.backend?.cleanupStaleClients(stale)) ?? 0;
+    let removedConsumers = 0;
+    for (const queue of this.config.queues) {
+      removedConsumers += await this.#app.broker.cleanupStaleClients(queue, stale);
+    }
+    if (removedWorkers + removedConsumers > 0) {
+      this.#logger.info({ removedWorkers, removedConsumers }, "removed stale workers");
+    }
+  }
+
+  async #consume(consumer: Consumer): Promise<void> {
+    const signal = this.#fetchAbort.signal;
+    let backoffMs = 100;
+    while (!signal.aborted) {
+      const free = this.config.concurrency - this.#running.size;
+      if (free <= 0) {
+        await new Promise<void>((resolve) => {
+          this.#slotFreed = resolve;
+        });
+        continue;
+      }
+      let deliveries: Delivery[];
+      try {
+        deliveries = await consumer.fetch(free, signal);
+        backoffMs = 100;
+      } catch (error) {
+        this.#logger.warn({ err: toError(error).message, retryInMs: backoffMs }, "fetch failed");
+        await sleep(backoffMs, signal);
+        backoffMs = Math.min(backoffMs * 2, 5000);
+        continue;
+      }
+      for (const delivery of deliveries) {
+        if (signal.aborted) {
+          // Fetched but not started: give it back at once rather than run it during shutdown.
+          delivery.release().catch(() => undefined);
+          continue;
+        }
+        this.#dispatch(delivery);
+      }
+    }
+  }
+
+  #dispatch(delivery: Delivery): void {
+    const job = this.#process(delivery)
+      .catch((error: unknown) => this.#logger.error({ err: toError(error) }, "unexpected error while processing"))
+      .finally(() => {
+        this.#running.delete(job);
+        const wake = this.#slotFreed;
+        this.#slotFreed = null;
+        wake?.();
+      });
+    this.#running.add(job);
+  }
+
+  async #process(delivery: Delivery): Promise<void> {
+    const app = this.#app;
+    const attempt = await runDelivery(delivery, {
+      codec: app.codec,
+      tasks: app.tasks,
+      maxDeliveries: this.config.maxDeliveries,
+      shutdownSignal: this.#shutdownAbort.signal,
+      onStart: async (message) => {
+        await app.backend
+          ?.setState(message.id, "STARTED", { retries: message.retries, taskName: message.name })
+          .catch((error: unknown) =>
+            this.#logger.warn({ taskId: message.id, err: toError(error).message }, "could not store STARTED"),
+          );
+      },
+    });
+    const { outcome } = attempt;
+    const actions = settle(outcome, {
+      deliveryMode: attempt.task?.deliveryMode ?? app.config.deliveryMode,
+      useDeadLetterQueue: this.config.useDeadLetterQueue,
+      alreadyAcked: attempt.alreadyAcked,
+    });
+    if (outcome.kind !== "aborted") this.#processed++;
+    if (outcome.kind === "failure" || outcome.kind === "rejected") {
+      this.#failed++;
+      this.#logger.warn(
+        {
+          taskId: attempt.message?.id,
+          task: attempt.message?.name,
+          queue: delivery.queue,
+          error: outcome.error.message,
+        },
+        outcome.kind === "rejected" ? "message rejected" : "task failed",
+      );
+    } else if (outcome.kind === "retry") {
+      this.#logger.info(
+        { taskId: attempt.message?.id, task: attempt.message?.name, delayMs: Math.round(outcome.delayMs) },
+        "task will retry",
+      );
+    }
+    await executeActions(actions, {
+      delivery,
+      attempt,
+      app,
+      logger: this.#logger,
+      stopSignal: this.#shutdownAbort.signal,
+    });
+  }
+
+  async #shutdown(timeoutMs: number): Promise<void> {
+    this.#phase = "stopping";
+    this.#logger.info({ running: this.#running.size, timeoutMs }, "worker stopping");
+    this.#fetchAbort.abort();
+    this.#slotFreed?.();
+    await Promise.all(this.#loops.map((loop) => loop.stop()));
+    this.#loops = [];
+    if (this.#consumeLoop) await withTimeout(this.#consumeLoop, CONSUME_LOOP_GRACE_MS);
+    const drained = await withTimeout(Promise.allSettled([...this.#running]), timeoutMs);
+    if (!drained) {
+      this.#logger.warn({ running: this.#running.size }, "shutdown timeout: aborting running tasks");
+      this.#shutdownAbort.abort();
+      await withTimeout(Promise.allSettled([...this.#running]), CONSUME_LOOP_GRACE_MS);
+    }
+    await this.#consumer?.close().catch(() => undefined);
+    this.#consumer = null;
+    this.#phase = "stopped";
+    await this.#heartbeat().catch(() => undefined);
+    for (const hook of this.#app.workerHooks.shutdown) {
+      await Promise.resolve()
+        .then(hook)
+        .catch((error: unknown) => this.#logger.error({ err: toError(error) }, "worker shutdown hook failed"));
+    }
+    await this.#app
+      .disconnect()
+      .catch((error: unknown) => this.#logger.warn({ err: toError(error).message }, "disconnect failed"));
+    this.#logger.info({ processed: this.#processed, failed: this.#failed }, "worker stopped");
+  }
+}
+
+/** Resolves true when `promise` settles within `ms`, false otherwise. */
+async function withTimeout(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([promise.then(() => true as const), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -42,7 +42,7 @@ export {
 export { type RetryOptions, TaskContext } from "./context.js";
 export { type Duration, toMs, toSeconds } from "./core/duration.js";
 export type { JsonValue } from "./core/json.js";
-export type { Logger, LogLevel } from "./core/logger.js";
+export { type Logger, type LogLevel, silentLogger } from "./core/logger.js";
 export { MessageCodec, type MessageCodecOptions, type TaskMessage } from "./core/message.js";
 export { type BackendType, type BrokerType, createBackend, createBroker } from "./drivers.js";
 export {

@@ -1,0 +1,462 @@
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { z } from "zod";
+import {
+  AsyncResult,
+  BackendNotConfiguredError,
+  Chicory,
+  type ChicoryOptions,
+  type Logger,
+  MaxRetriesExceededError,
+  MemoryBackend,
+  MemoryBroker,
+  MessageCodec,
+  MessageTooLargeError,
+  silentLogger,
+  type TaskContext,
+  TaskFailedError,
+  TimeoutError,
+  ValidationError,
+  Worker,
+  type WorkerInit,
+} from "../../src/index.js";
+
+const cleanups: Array<() => Promise<void>> = [];
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()?.();
+});
+
+function makeApp(options: Omit<ChicoryOptions, "broker" | "backend"> & { claimMinIdleMs?: number } = {}) {
+  const broker = new MemoryBroker({ claimMinIdleMs: options.claimMinIdleMs ?? 30_000 });
+  const backend = new MemoryBackend();
+  const app = new Chicory({ ...options, broker, backend, config: { env: {}, ...options.config } });
+  cleanups.push(() => app.disconnect());
+  return { app, broker, backend };
+}
+
+async function startWorker(app: Chicory, options: WorkerInit = {}) {
+  const worker = new Worker(app, { logger: silentLogger, concurrency: 4, ...options });
+  await worker.start();
+  cleanups.push(() => worker.stop(1));
+  return worker;
+}
+
+async function eventually<T>(fn: () => Promise<T> | T, timeoutMs = 5000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const value = await fn();
+      if (value) return value;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+    }
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+function deferred<T = void>() {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+describe("Worker on the memory broker", () => {
+  it("runs tasks end to end: delay, get, state", async () => {
+    const { app } = makeApp();
+    const add = app.task(async function add(a: number, b: number) {
+      return a + b;
+    });
+    await startWorker(app);
+    const r = await add.delay(2, 3);
+    expect(await r.get({ timeout: 5 })).toBe(5);
+    expect(await r.state()).toBe("SUCCESS");
+    expect(await r.ready()).toBe(true);
+    expect(await r.failed()).toBe(false);
+    await r.forget();
+    expect(await r.state()).toBe("PENDING");
+  });
+
+  it("reports remote errors with type, message and stack", async () => {
+    const { app } = makeApp();
+    const boom = app.task(async function boom() {
+      throw new TypeError("bad thing");
+    });
+    await startWorker(app);
+    const r = await boom.delay();
+    const error = await r.get({ timeout: 5 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(TaskFailedError);
+    expect(error).toMatchObject({ errorType: "TypeError", remoteMessage: "bad thing", taskId: r.taskId });
+    expect((error as TaskFailedError).remoteStack).toContain("bad thing");
+    expect(await r.failed()).toBe(true);
+  });
+
+  it("get() times out with TimeoutError; without a backend accessors throw", async () => {
+    const { app } = makeApp();
+    const never = app.task(async function never() {
+      return 1;
+    });
+    const r = await never.delay();
+    await expect(r.get({ timeout: "50ms" })).rejects.toBeInstanceOf(TimeoutError);
+    const none = new AsyncResult("x", null);
+    await expect(none.get()).rejects.toBeInstanceOf(BackendNotConfiguredError);
+    await expect(none.state()).rejects.toBeInstanceOf(BackendNotConfiguredError);
+  });
+
+  it("at_least_once acks only after the outcome is stored", async () => {
+    const { app, broker, backend } = makeApp({ deliveryMode: "at_least_once" });
+    const seen: number[] = [];
+    const store = backend.storeResult.bind(backend);
+    vi.spyOn(backend, "storeResult").mockImplementation(async (record) => {
+      if (record.state === "SUCCESS") seen.push(await broker.getPendingCount("default"));
+      return store(record);
+    });
+    const t = app.task(async function alo() {
+      seen.push(await broker.getPendingCount("default"));
+      return 1;
+    });
+    await startWorker(app);
+    await (await t.delay()).get({ timeout: 5 });
+    expect(seen).toEqual([1, 1]);
+    await eventually(async () => (await broker.getPendingCount("default")) === 0);
+  });
+
+  it("at_most_once acks before running", async () => {
+    const { app, broker } = makeApp({ deliveryMode: "at_most_once" });
+    let pendingWhileRunning = -1;
+    const t = app.task(async function amo() {
+      pendingWhileRunning = await broker.getPendingCount("default");
+      return 1;
+    });
+    await startWorker(app);
+    await (await t.delay()).get({ timeout: 5 });
+    expect(pendingWhileRunning).toBe(0);
+  });
+
+  it("a per-task delivery mode wins over the app default", async () => {
+    const { app, broker } = makeApp({ deliveryMode: "at_most_once" });
+    let pending = -1;
+    const t = app.task({ name: "per_task", deliveryMode: "at_least_once" }, async () => {
+      pending = await broker.getPendingCount("default");
+    });
+    await startWorker(app);
+    await (await t.delay()).get({ timeout: 5 });
+    expect(pending).toBe(1);
+  });
+
+  it("retries on the queue the task came from, with context", async () => {
+    const { app } = makeApp();
+    const attempts: Array<{ retries: number; isLast: boolean }> = [];
+    const flaky = app.task(
+      {
+        name: "flaky",
+        queue: "mail",
+        context: true,
+        retryPolicy: { maxRetries: 3, retryDelay: "10ms", jitter: false },
+      },
+      async (ctx: TaskContext, x: number) => {
+        attempts.push({ retries: ctx.retries, isLast: ctx.isLastRetry });
+        if (ctx.retries < 2) throw new Error("transient");
+        return x * 2;
+      },
+    );
+    await startWorker(app, { queue: "mail" });
+    const r = await flaky.delay(21);
+    expect(await r.get({ timeout: 5 })).toBe(42);
+    expect(attempts.map((a) => a.retries)).toEqual([0, 1, 2]);
+  });
+
+  it("ctx.retry({ countdown }) schedules another attempt; MaxRetriesExceeded ends in FAILURE", async () => {
+    const { app } = makeApp();
+    let runs = 0;
+    const t = app.task(
+      { name: "asks_retry", context: true, retryPolicy: { maxRetries: 1, retryDelay: 0, jitter: false } },
+      async (ctx: TaskContext) => {
+        runs++;
+        ctx.retry({ countdown: 0.01 });
+      },
+    );
+    await startWorker(app);
+    const error = await (await t.delay()).get({ timeout: 5 }).catch((e: unknown) => e);
+    expect(runs).toBe(2);
+    expect(error).toMatchObject({ errorType: MaxRetriesExceededError.name });
+  });
+
+  it("dead-letters exhausted retries when the DLQ is on", async () => {
+    const { app, broker } = makeApp();
+    const t = app.task({ name: "always_fails", retryPolicy: { maxRetries: 1, retryDelay: 0 } }, async () => {
+      throw new Error("nope");
+    });
+    await startWorker(app, { useDeadLetterQueue: true });
+    const r = await t.delay();
+    await expect(r.get({ timeout: 5 })).rejects.toBeInstanceOf(TaskFailedError);
+    expect(await r.state()).toBe("DEAD_LETTERED");
+    const dlq = await broker.getDlqMessages("default");
+    expect(dlq).toHaveLength(1);
+    expect(dlq[0]?.originalMessage).toMatchObject({ id: r.taskId, name: "always_fails", retries: 1 });
+    expect(dlq[0]?.error).toContain("nope");
+  });
+
+  it("validation: inputs rejects at delay(), the worker receives coerced values, failures are never retried", async () => {
+    const { app, broker } = makeApp({ validationMode: "strict" });
+    const received: unknown[] = [];
+    const t = app.task(
+      {
+        name: "typed",
+        args: z.tuple([z.string().email(), z.coerce.date()]),
+        result: z.object({ ok: z.literal(true) }),
+        retryPolicy: { maxRetries: 5, retryDelay: 0 },
+      },
+      async (email, when) => {
+        received.push(email, when instanceof Date);
+        return { ok: email !== "b@c.d" } as { ok: true };
+      },
+    );
+    await expect(t.delay("not-an-email", "2026-01-01")).rejects.toBeInstanceOf(ValidationError);
+    expect(await broker.getQueueSize("default")).toBe(0);
+    await startWorker(app, { useDeadLetterQueue: true });
+    expect(await (await t.delay("a@b.c", "2026-01-01")).get({ timeout: 5 })).toEqual({ ok: true });
+    expect(received).toEqual(["a@b.c", true]);
+    const bad = await t.delay("b@c.d", "2026-01-01");
+    await expect(bad.get({ timeout: 5 })).rejects.toMatchObject({ errorType: "ValidationError" });
+    expect(await broker.getDlqCount("default")).toBe(1);
+  });
+
+  it("rejects non-JSON arguments naming the argument, and oversized messages at dispatch", async () => {
+    const { app } = makeApp({ config: { maxMessageBytes: 2048 } });
+    const t = app.task(async function takesAnything(_x: unknown, _y?: unknown) {});
+    await expect(t.delay(1, () => 1)).rejects.toThrow(/argument 2: a function/);
+    await expect(t.delay(1, 10n)).rejects.toThrow(/argument 2: BigInt/);
+    await expect(t.delay(new Date())).rejects.toThrow(/argument 1: a Date/);
+    await expect(t.delay("x".repeat(4096))).rejects.toBeInstanceOf(MessageTooLargeError);
+  });
+
+  it("moves poison, undecodable, oversized, unsigned and unknown-task messages to the DLQ and keeps going", async () => {
+    const { app, broker } = makeApp({ config: { signingKey: "key", maxMessageBytes: 4096 } });
+    const ok = app.task(async function okTask() {
+      return "fine";
+    });
+    await startWorker(app, { useDeadLetterQueue: true });
+    const unsigned = new MessageCodec().encode({
+      v: 1,
+      id: "u1",
+      name: "okTask",
+      args: [],
+      retries: 0,
+      eta: null,
+      priority: null,
+      firstFailureAt: null,
+      lastError: null,
+    });
+    const unknown = app.codec.encode({
+      v: 1,
+      id: "n1",
+      name: "no_such_task",
+      args: [],
+      retries: 0,
+      eta: null,
+      priority: null,
+      firstFailureAt: null,
+      lastError: null,
+    });
+    for (const [id, body] of [
+      ["p1", "\x80\x04\x95cos\nsystem\n"],
+      ["p2", "{not json"],
+      ["p3", `{"v":1,"pad":"${"x".repeat(5000)}"}`],
+      ["u1", unsigned],
+      ["n1", unknown],
+    ] as const) {
+      await broker.publish("default", { id, body });
+    }
+    expect(await (await ok.delay()).get({ timeout: 5 })).toBe("fine");
+    await eventually(async () => (await broker.getDlqCount("default")) === 5);
+    const errors = (await broker.getDlqMessages("default")).map((m) => m.error).join("\n");
+    expect(errors).toMatch(/decode_error/);
+    expect(errors).toMatch(/too_large/);
+    expect(errors).toMatch(/unsigned/);
+    expect(errors).toMatch(/TaskNotFoundError/);
+    expect(await new AsyncResult("n1", app.backend).state()).toBe("DEAD_LETTERED");
+  });
+
+  it("dead-letters a message delivered more than maxDeliveries times", async () => {
+    const { app, broker } = makeApp({ claimMinIdleMs: 100 });
+    const t = app.task(async function poison() {
+      return 1;
+    });
+    await app.connect();
+    const r = await t.delay();
+    for (let i = 0; i < 2; i++) {
+      const consumer = broker.consumer({ queues: ["default"], consumerId: `crash-${i}` });
+      const got = await eventually(async () => {
+        const d = await consumer.fetch(1, AbortSignal.timeout(500));
+        return d.length ? d : null;
+      });
+      expect(got).toHaveLength(1);
+      await consumer.close();
+    }
+    await startWorker(app, { useDeadLetterQueue: true, maxDeliveries: 2 });
+    await expect(r.get({ timeout: 5 })).rejects.toMatchObject({ errorType: "PoisonMessage" });
+    expect(await broker.getDlqCount("default")).toBe(1);
+  });
+
+  it("times out attempts, aborting ctx.signal", async () => {
+    const { app } = makeApp();
+    let aborted = false;
+    const slow = app.task({ name: "slow", timeout: "50ms", context: true }, async (ctx: TaskContext) => {
+      await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
+      aborted = true;
+    });
+    await startWorker(app);
+    await expect((await slow.delay()).get({ timeout: 5 })).rejects.toMatchObject({ errorType: "TaskTimeoutError" });
+    expect(aborted).toBe(true);
+  });
+
+  it("never holds more messages than it can start (bounded prefetch)", async () => {
+    const { app, broker } = makeApp();
+    const gate = deferred();
+    let running = 0;
+    let maxRunning = 0;
+    const t = app.task(async function gated() {
+      running++;
+      maxRunning = Math.max(maxRunning, running);
+      await gate.promise;
+      running--;
+    });
+    const results = await Promise.all(Array.from({ length: 10 }, () => t.delay()));
+    const worker = await startWorker(app, { concurrency: 3 });
+    await eventually(() => running === 3);
+    expect(await broker.getPendingCount("default")).toBe(3);
+    expect(await broker.getQueueSize("default")).toBe(7);
+    expect(worker.getStats().activeTasks).toBe(3);
+    gate.resolve();
+    await Promise.all(results.map((r) => r.get({ timeout: 5 })));
+    expect(maxRunning).toBe(3);
+    expect(worker.getStats().tasksProcessed).toBe(10);
+  });
+
+  it("stop() drains running tasks within the timeout", async () => {
+    const { app } = makeApp();
+    const gate = deferred();
+    const started = deferred();
+    const t = app.task(async function drains() {
+      started.resolve();
+      await gate.promise;
+      return "done";
+    });
+    const worker = await startWorker(app);
+    const r = await t.delay();
+    await started.promise;
+    const stopping = worker.stop(5);
+    gate.resolve();
+    await stopping;
+    expect(worker.isRunning).toBe(false);
+    expect(await r.get({ timeout: 5 })).toBe("done");
+  });
+
+  it("stop() past its timeout aborts ctx.signal and releases the message for redelivery", async () => {
+    const { app, broker } = makeApp();
+    const started = deferred();
+    let signalled = false;
+    let runs = 0;
+    const t = app.task({ name: "stuck", context: true }, async (ctx: TaskContext) => {
+      runs++;
+      if (runs > 1) return "second run";
+      started.resolve();
+      await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
+      signalled = true;
+      await new Promise(() => {});
+    });
+    const worker = await startWorker(app);
+    const r = await t.delay();
+    await started.promise;
+    await worker.stop(0.05);
+    expect(signalled).toBe(true);
+    expect(await broker.getQueueSize("default")).toBe(1);
+    await startWorker(app);
+    expect(await r.get({ timeout: 5 })).toBe("second run");
+  });
+
+  it("stores heartbeats, lists active workers, sends a final heartbeat on stop", async () => {
+    const { app, backend } = makeApp();
+    const worker = await startWorker(app, { heartbeatInterval: 0.05, heartbeatTtl: 5 });
+    const hb = await eventually(() => backend.getHeartbeat(worker.workerId));
+    expect(hb).toMatchObject({ workerId: worker.workerId, isRunning: true, concurrency: 4, queue: "default" });
+    expect(worker.workerId).toMatch(/^.+-\d+-[0-9a-f]{8}$/);
+    expect((await backend.getActiveWorkers()).map((w) => w.workerId)).toContain(worker.workerId);
+    const health = await worker.healthcheck();
+    expect(health.broker.connected).toBe(true);
+    expect(health.backend.connected).toBe(true);
+    await worker.stop(1);
+    expect((await backend.getHeartbeat(worker.workerId))?.isRunning).toBe(false);
+  });
+
+  it("start() twice warns; lifecycle hooks run once; a failing startup hook stops the worker", async () => {
+    const { app } = makeApp();
+    const events: string[] = [];
+    app.onWorkerStartup(() => void events.push("up"));
+    app.onWorkerShutdown(() => void events.push("down"));
+    const warnings: string[] = [];
+    const logger: Logger = {
+      ...silentLogger,
+      warn: (m: unknown) => void warnings.push(String(m)),
+      child: () => logger,
+    };
+    const worker = new Worker(app, { logger });
+    await worker.start();
+    await worker.start();
+    expect(warnings.some((w) => w.includes("already"))).toBe(true);
+    await worker.stop(1);
+    expect(events).toEqual(["up", "down"]);
+
+    const other = makeApp();
+    other.app.onWorkerStartup(() => {
+      throw new Error("db down");
+    });
+    await expect(new Worker(other.app, { logger: silentLogger }).start()).rejects.toThrow(
+      "worker startup hook failed: db down",
+    );
+  });
+
+  it("run() blocks until stop() and removes its signal handlers", async () => {
+    const { app } = makeApp();
+    const before = process.listenerCount("SIGTERM");
+    const worker = new Worker(app, { logger: silentLogger });
+    const running = worker.run();
+    await eventually(() => worker.isRunning);
+    expect(process.listenerCount("SIGTERM")).toBe(before + 1);
+    await worker.stop(1);
+    await running;
+    expect(process.listenerCount("SIGTERM")).toBe(before);
+  });
+
+  it("idempotent enqueue with a caller-chosen task id", async () => {
+    const { app, broker } = makeApp();
+    const t = app.task(async function once() {
+      return 1;
+    });
+    const a = await t.applyAsync([], { taskId: "order-42" });
+    const b = await t.applyAsync([], { taskId: "order-42" });
+    expect(a.taskId).toBe("order-42");
+    expect(b.taskId).toBe("order-42");
+    expect(await broker.getQueueSize("default")).toBe(1);
+  });
+
+  it("countdown delays a task; registration rejects bad names and duplicates", async () => {
+    const { app, broker } = makeApp();
+    const t = app.task(async function later() {
+      return "later";
+    });
+    await startWorker(app);
+    const start = Date.now();
+    const r = await t.applyAsync([], { countdown: "200ms" });
+    expect(await r.get({ timeout: 5 })).toBe("later");
+    expect(Date.now() - start).toBeGreaterThanOrEqual(190);
+    expect(() => app.task(async function later() {})).toThrow(/already registered/);
+    expect(() => app.task({ name: "bad name" }, async () => {})).toThrow(/task name "bad name" is invalid/);
+    expect(() => app.task(async () => {})).toThrow(/anonymous/);
+    expect(() => app.getTask("nope")).toThrow(/not registered/);
+    await expect(t.applyAsync([], { queue: "a b" })).rejects.toThrow(/queue name/);
+    expect(await broker.getQueueSize("default")).toBe(0);
+  });
+});

@@ -1,0 +1,113 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { resolveConfig, resolveWorkerConfig } from "../../src/config.js";
+import { toMs } from "../../src/core/duration.js";
+import { loadEnv } from "../../src/core/env.js";
+import { findNonJson } from "../../src/core/json.js";
+import { assertValidName, isValidName } from "../../src/core/names.js";
+import { maskUrl } from "../../src/core/url.js";
+import { ConfigurationError, ValidationError } from "../../src/errors.js";
+
+describe("durations", () => {
+  it("accepts seconds and unit strings", () => {
+    expect([toMs(2), toMs("250ms"), toMs("10s"), toMs("5m"), toMs("1h"), toMs("1.5")]).toEqual([
+      2000, 250, 10_000, 300_000, 3_600_000, 1500,
+    ]);
+  });
+  it("rejects garbage naming the option", () => {
+    expect(() => toMs("soon", "CHICORY_X")).toThrow(/CHICORY_X/);
+    expect(() => toMs(-1, "opt")).toThrow(ConfigurationError);
+  });
+});
+
+describe("configuration", () => {
+  it("has defaults", () => {
+    const c = resolveConfig({ env: {} });
+    expect(c.validationMode).toBe("inputs");
+    expect(c.deliveryMode).toBe("at_least_once");
+    expect(c.maxMessageBytes).toBe(1024 * 1024);
+    expect(c.worker.queues).toEqual(["default"]);
+    expect(c.worker.heartbeatInterval).toBe(10);
+    expect(c.worker.heartbeatTtl).toBe(30);
+    expect(c.worker.concurrency).toBeGreaterThanOrEqual(1);
+    expect(c.worker.concurrency).toBeLessThanOrEqual(32);
+  });
+
+  it("reads CHICORY_* variables, options win over them", () => {
+    const env = {
+      CHICORY_VALIDATION_MODE: "strict",
+      CHICORY_DELIVERY_MODE: "at_most_once",
+      CHICORY_WORKER_CONCURRENCY: "7",
+      CHICORY_WORKER_QUEUE: "a, b",
+      CHICORY_WORKER_HEARTBEAT_INTERVAL: "2s",
+      CHICORY_WORKER_HEARTBEAT_TTL: "1m",
+      CHICORY_RESULT_DEFAULT_TIMEOUT: "30",
+      CHICORY_SIGNING_KEY: "secret",
+    };
+    const c = resolveConfig({ env });
+    expect([c.validationMode, c.deliveryMode, c.worker.concurrency]).toEqual(["strict", "at_most_once", 7]);
+    expect(c.worker.queues).toEqual(["a", "b"]);
+    expect([c.worker.heartbeatInterval, c.worker.heartbeatTtl, c.resultDefaultTimeout]).toEqual([2, 60, 30]);
+    expect(c.signingKey).toBe("secret");
+    const o = resolveConfig({ env, validationMode: "none", worker: { concurrency: 3 } });
+    expect([o.validationMode, o.worker.concurrency]).toEqual(["none", 3]);
+  });
+
+  it("fails fast naming the variable", () => {
+    expect(() => resolveConfig({ env: { CHICORY_WORKER_CONCURRENCY: "many" } })).toThrow(/CHICORY_WORKER_CONCURRENCY/);
+    expect(() => resolveConfig({ env: { CHICORY_DELIVERY_MODE: "twice" } })).toThrow(/CHICORY_DELIVERY_MODE/);
+    expect(() => resolveConfig({ env: { CHICORY_WORKER_USE_DEAD_LETTER_QUEUE: "maybe" } })).toThrow(
+      /CHICORY_WORKER_USE_DEAD_LETTER_QUEUE/,
+    );
+    expect(() => resolveConfig({ env: { CHICORY_WORKER_QUEUE: "bad queue" } })).toThrow(ValidationError);
+  });
+
+  it("requires heartbeatTtl > heartbeatInterval", () => {
+    expect(() => resolveWorkerConfig({ heartbeatInterval: 10, heartbeatTtl: 10 }, {})).toThrow(/heartbeatTtl/);
+    expect(() => resolveWorkerConfig({}, { CHICORY_WORKER_HEARTBEAT_TTL: "5" })).toThrow(
+      /CHICORY_WORKER_HEARTBEAT_TTL/,
+    );
+    expect(() => resolveWorkerConfig({ cleanupInterval: 5 }, {})).toThrow(/cleanupInterval/);
+    expect(() => resolveWorkerConfig({ staleWorkersTimeout: 1 }, {})).toThrow(/staleWorkersTimeout/);
+  });
+
+  it("reads .env with process variables taking precedence", () => {
+    const dir = mkdtempSync(join(tmpdir(), "chicory-env-"));
+    writeFileSync(join(dir, ".env"), "CHICORY_WORKER_CONCURRENCY=5\nCHICORY_DELIVERY_MODE=at_most_once\n");
+    const env = loadEnv(dir, { CHICORY_DELIVERY_MODE: "at_least_once" });
+    const c = resolveConfig({ env });
+    expect([c.worker.concurrency, c.deliveryMode]).toEqual([5, "at_least_once"]);
+    expect(loadEnv(tmpdir(), {})).toEqual({});
+  });
+});
+
+describe("names, JSON checks, URL masking", () => {
+  it("validates queue and task names", () => {
+    for (const ok of ["default", "a.b:c-d_e", "x".repeat(128)]) expect(isValidName(ok)).toBe(true);
+    for (const bad of ["", "a b", "*", "{x}", "x".repeat(129), "a\nb", "a\u0000b", "é", "\u202e"]) {
+      expect(isValidName(bad), JSON.stringify(bad)).toBe(false);
+    }
+    expect(() => assertValidName("a b", "queue")).toThrow('queue name "a b" is invalid: use 1-128 of [A-Za-z0-9._:-]');
+  });
+
+  it("finds the non-JSON part of a value", () => {
+    const circular: Record<string, unknown> = {};
+    circular.self = circular;
+    expect(findNonJson({ a: [1, "x", null, { b: true }] })).toBeNull();
+    expect(findNonJson({ a: [1, () => 1] })).toMatch(/a\[1\]: a function/);
+    expect(findNonJson(circular)).toMatch(/circular/);
+    expect(findNonJson(new Date())).toMatch(/Date/);
+    expect(findNonJson(Symbol("s"))).toMatch(/symbol/);
+    expect(findNonJson(Number.NaN)).toMatch(/finite/);
+    expect(findNonJson(new Map())).toMatch(/Map/);
+  });
+
+  it("masks passwords", () => {
+    expect(maskUrl("redis://user:s3cret@host:6379/0")).toBe("redis://user:***@host:6379/0");
+    expect(maskUrl("amqp://guest:guest@localhost")).toBe("amqp://guest:***@localhost");
+    expect(maskUrl("postgres://h/db?password=x&a=1")).toBe("postgres://h/db?password=***&a=1");
+    expect(maskUrl("redis://:pw@host")).toBe("redis://:***@host");
+  });
+});

@@ -1,0 +1,108 @@
+import { describe, expect, it } from "vitest";
+import { MessageCodec, type TaskMessage } from "../../src/core/message.js";
+import { MessageTooLargeError, ValidationError } from "../../src/errors.js";
+
+const message = (over: Partial<TaskMessage> = {}): TaskMessage => ({
+  v: 1,
+  id: "id-1",
+  name: "send_email",
+  args: ["a@b.c", { n: 1 }],
+  retries: 0,
+  eta: null,
+  priority: null,
+  firstFailureAt: null,
+  lastError: null,
+  ...over,
+});
+
+describe("MessageCodec", () => {
+  it("round-trips a message as versioned JSON", () => {
+    const codec = new MessageCodec();
+    const body = codec.encode(message());
+    expect(JSON.parse(body).v).toBe(1);
+    expect(codec.decode(body)).toEqual({ ok: true, message: message() });
+  });
+
+  it("rejects oversized messages at encode and at decode, before parsing", () => {
+    const codec = new MessageCodec({ maxMessageBytes: 1024 });
+    expect(() => codec.encode(message({ args: ["x".repeat(2000)] }))).toThrow(MessageTooLargeError);
+    const result = codec.decode(`{"v":1,"junk":"${"x".repeat(2000)}"`);
+    expect(result).toMatchObject({ ok: false, reason: "too_large" });
+  });
+
+  it("rejects non-JSON args naming the argument", () => {
+    expect(() => new MessageCodec().encode(message({ args: [1, 2n as never] }))).toThrow(/args\[1\].*BigInt/);
+  });
+
+  it("reports undecodable and badly shaped input without throwing", () => {
+    const codec = new MessageCodec();
+    expect(codec.decode("\x80\x04cos\nsystem")).toMatchObject({ ok: false, reason: "decode_error" });
+    expect(codec.decode("[1,2]")).toMatchObject({ ok: false, reason: "schema_error" });
+    for (const bad of [
+      { retries: -1 },
+      { retries: "x" },
+      { eta: "+275760-09-13" },
+      { eta: "NaN" },
+      { priority: 1e9 },
+      { name: "../../etc/passwd" },
+      { name: "__proto__" === "__proto__" ? "a b" : "" },
+      { v: 2 },
+      { args: "x" },
+    ]) {
+      const body = JSON.stringify({ ...message(), ...bad });
+      expect(codec.decode(body), JSON.stringify(bad)).toMatchObject({ ok: false, reason: "schema_error" });
+    }
+  });
+
+  it("rejects nesting deeper than 64 before building objects", () => {
+    const deep = `${"[".repeat(100_000)}${"]".repeat(100_000)}`;
+    const body = `{"v":1,"id":"x","name":"t","args":${deep},"retries":0,"eta":null,"priority":null,"firstFailureAt":null,"lastError":null}`;
+    expect(new MessageCodec({ maxMessageBytes: 10_000_000 }).decode(body)).toMatchObject({
+      ok: false,
+      reason: "decode_error",
+    });
+  });
+
+  it("keeps __proto__ and constructor keys as inert data", () => {
+    const codec = new MessageCodec();
+    const body = `{"v":1,"id":"x","name":"t","args":[{"__proto__":{"polluted":true},"constructor":{"prototype":{"polluted":true}}}],"retries":0,"eta":null,"priority":null,"firstFailureAt":null,"lastError":null}`;
+    const result = codec.decode(body);
+    expect(result.ok).toBe(true);
+    if (!result.ok) return;
+    const arg = result.message.args[0] as Record<string, unknown>;
+    expect(Object.keys(arg)).toEqual(["__proto__", "constructor"]);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    expect((arg as { polluted?: unknown }).polluted).toBeUndefined();
+  });
+
+  describe("signing", () => {
+    const signer = new MessageCodec({ signingKey: "k1" });
+
+    it("signs and verifies", () => {
+      const body = signer.encode(message());
+      expect(JSON.parse(body).sig).toEqual(expect.any(String));
+      expect(signer.decode(body)).toEqual({ ok: true, message: message() });
+    });
+
+    it("rejects unsigned, forged and tampered messages", () => {
+      expect(signer.decode(new MessageCodec().encode(message()))).toMatchObject({ ok: false, reason: "unsigned" });
+      expect(signer.decode(new MessageCodec({ signingKey: "other" }).encode(message()))).toMatchObject({
+        ok: false,
+        reason: "bad_signature",
+      });
+      const body = signer.encode(message());
+      const tampered = body.replace('"retries":0', '"retries":9');
+      expect(signer.decode(tampered)).toMatchObject({ ok: false, reason: "bad_signature" });
+      const moved = body.replace(/,"sig":"([^"]+)"}$/, "}").replace('{"v":1', '{"sig":"x","v":1');
+      expect(signer.decode(moved).ok).toBe(false);
+    });
+
+    it("a worker without the key still reads signed messages", () => {
+      expect(new MessageCodec().decode(signer.encode(message())).ok).toBe(true);
+    });
+  });
+
+  it("encode validates the shape", () => {
+    expect(() => new MessageCodec().encode(message({ priority: 300 }))).toThrow(ValidationError);
+  });
+});

@@ -1,0 +1,85 @@
+import { describe, expect, it } from "vitest";
+import { TaskContext } from "../../src/context.js";
+import { ConfigurationError, MaxRetriesExceededError, RetryError, ValidationError } from "../../src/errors.js";
+import { RetryPolicy } from "../../src/retry.js";
+
+describe("RetryPolicy", () => {
+  it("has the SPEC defaults", () => {
+    const p = new RetryPolicy();
+    expect([p.maxRetries, p.retryDelay, p.backoff, p.maxDelay, p.jitter]).toEqual([3, 1, "exponential", 3600, true]);
+  });
+
+  it("computes fixed, linear and exponential delays capped by maxDelay", () => {
+    const base = { retryDelay: 2, jitter: false, maxDelay: 10 } as const;
+    const fixed = new RetryPolicy({ ...base, backoff: "fixed" });
+    const linear = new RetryPolicy({ ...base, backoff: "linear" });
+    const exp = new RetryPolicy({ ...base, backoff: "exponential" });
+    expect([1, 2, 3, 4].map((n) => fixed.calculateDelay(n))).toEqual([2, 2, 2, 2]);
+    expect([1, 2, 3, 4, 9].map((n) => linear.calculateDelay(n))).toEqual([2, 4, 6, 8, 10]);
+    expect([1, 2, 3, 4].map((n) => exp.calculateDelay(n))).toEqual([2, 4, 8, 10]);
+  });
+
+  it("applies ±25 % jitter", () => {
+    const p = new RetryPolicy({ retryDelay: 4, backoff: "fixed" });
+    expect(p.calculateDelay(1, () => 0)).toBe(3);
+    expect(p.calculateDelay(1, () => 1)).toBe(5);
+  });
+
+  it("accepts durations with units", () => {
+    expect(new RetryPolicy({ retryDelay: "250ms", maxDelay: "1m" }).retryDelay).toBe(0.25);
+  });
+
+  it("matches retryOn / ignoreOn by name or constructor, ignoreOn winning", () => {
+    class NetworkError extends Error {}
+    const p = new RetryPolicy({ retryOn: ["NetworkError", "TypeError"], ignoreOn: ["TypeError"] });
+    expect(p.shouldRetry(new NetworkError("x"))).toBe(true);
+    expect(p.shouldRetry(new TypeError("x"))).toBe(false);
+    expect(p.shouldRetry(new Error("x"))).toBe(false);
+    expect(new RetryPolicy().shouldRetry(new Error("x"))).toBe(true);
+    expect(new RetryPolicy({ ignoreOn: ["ValidationError"] }).shouldRetry(new ValidationError("x"))).toBe(false);
+  });
+
+  it("rejects invalid options naming them", () => {
+    expect(() => new RetryPolicy({ maxRetries: -1 })).toThrow(/maxRetries/);
+    expect(() => new RetryPolicy({ retryDelay: "soon" })).toThrow(ConfigurationError);
+    expect(() => new RetryPolicy({ retryDelay: 10, maxDelay: 1 })).toThrow(/maxDelay/);
+  });
+});
+
+describe("TaskContext", () => {
+  const make = (retries: number, policy = new RetryPolicy({ maxRetries: 2 })) =>
+    new TaskContext({
+      taskId: "id",
+      taskName: "t",
+      retries,
+      retryPolicy: policy,
+      signal: new AbortController().signal,
+    });
+
+  it("reports its retry budget", () => {
+    const ctx = make(1);
+    expect([ctx.maxRetries, ctx.remainingRetries, ctx.isLastRetry]).toEqual([2, 1, false]);
+    expect(make(2).isLastRetry).toBe(true);
+  });
+
+  it("retry() throws RetryError with countdown, or MaxRetriesExceededError when spent", () => {
+    try {
+      make(0).retry({ countdown: 5 });
+    } catch (e) {
+      expect(e).toBeInstanceOf(RetryError);
+      expect((e as RetryError).countdown).toBe(5);
+      expect((e as RetryError).retries).toBe(0);
+    }
+    expect(() => make(2).retry()).toThrow(MaxRetriesExceededError);
+  });
+
+  it("retry({ error }) rethrows an error the policy does not retry", () => {
+    const ctx = make(0, new RetryPolicy({ ignoreOn: ["TypeError"] }));
+    const error = new TypeError("no");
+    expect(() => ctx.retry({ error })).toThrow(error);
+  });
+
+  it("fail() throws the error", () => {
+    expect(() => make(0).fail(new Error("bad"))).toThrow("bad");
+  });
+});

@@ -1,0 +1,80 @@
+import { describe, expect, it } from "vitest";
+import { type Action, type Outcome, type SettleMode, settle } from "../../src/worker/settle.js";
+
+const err = { type: "Error", message: "boom" };
+const outcomes: Record<string, Outcome> = {
+  success: { kind: "success", value: 1 },
+  retry: { kind: "retry", error: err, delayMs: 10 },
+  failure: { kind: "failure", error: err },
+  rejectedWithId: { kind: "rejected", error: err, taskId: "t1" },
+  rejectedNoId: { kind: "rejected", error: err, taskId: null },
+  aborted: { kind: "aborted", error: err },
+};
+
+const names = (actions: readonly Action[]) =>
+  actions.map((a) => (a.type === "store" ? `store:${a.state}` : a.type)).join(" > ");
+
+// outcome, at_least_once (not acked) DLQ off, DLQ on, at_most_once (acked before run) DLQ off, DLQ on
+const TABLE: Array<[keyof typeof outcomes, string, string, string, string]> = [
+  ["success", "store:SUCCESS > ack", "store:SUCCESS > ack", "store:SUCCESS", "store:SUCCESS"],
+  ["retry", "store:RETRY > retry", "store:RETRY > retry", "store:RETRY > republish", "store:RETRY > republish"],
+  [
+    "failure",
+    "store:FAILURE > ack",
+    "store:DEAD_LETTERED > deadLetter",
+    "store:FAILURE",
+    "store:DEAD_LETTERED > writeDeadLetter",
+  ],
+  [
+    "rejectedWithId",
+    "store:FAILURE > ack",
+    "store:DEAD_LETTERED > deadLetter",
+    "store:FAILURE",
+    "store:DEAD_LETTERED > writeDeadLetter",
+  ],
+  ["rejectedNoId", "ack", "deadLetter", "", "writeDeadLetter"],
+  ["aborted", "release", "release", "store:FAILURE", "store:FAILURE"],
+];
+
+describe("settle: outcome x delivery mode x DLQ -> actions", () => {
+  for (const [outcome, aloOff, aloOn, amoOff, amoOn] of TABLE) {
+    const cases: Array<[string, SettleMode, string]> = [
+      [
+        "at_least_once, DLQ off",
+        { deliveryMode: "at_least_once", useDeadLetterQueue: false, alreadyAcked: false },
+        aloOff,
+      ],
+      [
+        "at_least_once, DLQ on",
+        { deliveryMode: "at_least_once", useDeadLetterQueue: true, alreadyAcked: false },
+        aloOn,
+      ],
+      [
+        "at_most_once, DLQ off",
+        { deliveryMode: "at_most_once", useDeadLetterQueue: false, alreadyAcked: true },
+        amoOff,
+      ],
+      ["at_most_once, DLQ on", { deliveryMode: "at_most_once", useDeadLetterQueue: true, alreadyAcked: true }, amoOn],
+    ];
+    for (const [label, mode, expected] of cases) {
+      it(`${outcome} / ${label}: ${expected || "(nothing)"}`, () => {
+        expect(names(settle(outcomes[outcome] as Outcome, mode))).toBe(expected);
+      });
+    }
+  }
+
+  it("always stores the outcome before acknowledging under at_least_once", () => {
+    for (const outcome of Object.values(outcomes)) {
+      for (const dlq of [false, true]) {
+        const actions = settle(outcome, {
+          deliveryMode: "at_least_once",
+          useDeadLetterQueue: dlq,
+          alreadyAcked: false,
+        });
+        const storeAt = actions.findIndex((a) => a.type === "store");
+        const settleAt = actions.findIndex((a) => ["ack", "retry", "deadLetter"].includes(a.type));
+        if (storeAt >= 0 && settleAt >= 0) expect(storeAt).toBeLessThan(settleAt);
+      }
+    }
+  });
+});

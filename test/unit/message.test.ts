@@ -45,7 +45,8 @@ describe("MessageCodec", () => {
       { eta: "NaN" },
       { priority: 1e9 },
       { name: "../../etc/passwd" },
-      { name: "__proto__" === "__proto__" ? "a b" : "" },
+      { name: "a b" },
+      { name: "" },
       { v: 2 },
       { args: "x" },
     ]) {

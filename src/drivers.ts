@@ -6,8 +6,13 @@
  */
 import type { Backend } from "./backends/backend.js";
 import { MemoryBackend } from "./backends/memory.js";
+import { RedisBackend } from "./backends/redis/index.js";
+import { createSqlBackend } from "./backends/sql/index.js";
 import type { Broker } from "./brokers/broker.js";
 import { MemoryBroker } from "./brokers/memory.js";
+import { RabbitMqBroker } from "./brokers/rabbitmq/index.js";
+import { RedisBroker } from "./brokers/redis/index.js";
+import { SqliteBroker, sqliteBrokerOptionsFromEnv } from "./brokers/sqlite/index.js";
 import type { EnvMap } from "./core/env.js";
 import { maskUrl, urlScheme } from "./core/url.js";
 import { ConfigurationError } from "./errors.js";
@@ -30,10 +35,18 @@ export type BackendFactory = (url: string | undefined, context: DriverContext) =
 
 const BROKERS: Partial<Record<BrokerType, BrokerFactory>> = {
   memory: () => new MemoryBroker(),
+  rabbitmq: (url, { env }) => new RabbitMqBroker({ url, env }),
+  redis: (url, { env }) => new RedisBroker({ url, env }),
+  sqlite: (url, { env }) => new SqliteBroker(sqliteBrokerOptionsFromEnv(url, env)),
 };
 
 const BACKENDS: Partial<Record<BackendType, BackendFactory>> = {
   memory: () => new MemoryBackend(),
+  redis: (url, { env }) => new RedisBackend({ url, env }),
+  postgres: (url, { env }) => createSqlBackend("postgres", url, env),
+  mysql: (url, { env }) => createSqlBackend("mysql", url, env),
+  sqlite: (url, { env }) => createSqlBackend("sqlite", url, env),
+  mssql: (url, { env }) => createSqlBackend("mssql", url, env),
 };
 
 const SCHEMES: Record<string, BrokerType | BackendType> = {

@@ -210,15 +210,15 @@ describe("Worker on the memory broker", () => {
       },
       async (email, when) => {
         received.push(email, when instanceof Date);
-        return { ok: email !== "b@c.d" } as { ok: true };
+        return { ok: email !== "bb@cd.io" } as { ok: true };
       },
     );
     await expect(t.delay("not-an-email", "2026-01-01")).rejects.toBeInstanceOf(ValidationError);
     expect(await broker.getQueueSize("default")).toBe(0);
     await startWorker(app, { useDeadLetterQueue: true });
-    expect(await (await t.delay("a@b.c", "2026-01-01")).get({ timeout: 5 })).toEqual({ ok: true });
-    expect(received).toEqual(["a@b.c", true]);
-    const bad = await t.delay("b@c.d", "2026-01-01");
+    expect(await (await t.delay("ab@cd.io", "2026-01-01")).get({ timeout: 5 })).toEqual({ ok: true });
+    expect(received).toEqual(["ab@cd.io", true]);
+    const bad = await t.delay("bb@cd.io", "2026-01-01");
     await expect(bad.get({ timeout: 5 })).rejects.toMatchObject({ errorType: "ValidationError" });
     expect(await broker.getDlqCount("default")).toBe(1);
   });

@@ -1,0 +1,70 @@
+/**
+ * Broker-independent pieces of dead-letter handling: turning a stored DLQ entry into a
+ * {@link DlqMessage} and rewriting a body for replay. Pure: no I/O.
+ * @module
+ */
+import type { MessageCodec } from "../core/message.js";
+import { peekMessage } from "../core/message.js";
+import { ValidationError } from "../errors.js";
+import type { DlqMessage } from "./broker.js";
+
+/** What a broker stores for one dead-lettered message. */
+export interface StoredDlqEntry {
+  /** The raw body as it was dead-lettered. */
+  readonly body: string;
+  /** Why it was dead-lettered. */
+  readonly error: string;
+  /** When it was dead-lettered (Date, ISO string or epoch milliseconds). */
+  readonly failedAt: Date | string | number;
+  /** The retry counter, when the broker stored it; else read from the message. */
+  readonly retryCount?: number | undefined;
+}
+
+/**
+ * Builds the {@link DlqMessage} shown by `getDlqMessages` from a stored entry. The
+ * message is read leniently (no signature check); `retryCount` comes from the entry,
+ * else from the message's `retries`, else 0.
+ */
+export function toDlqMessage(messageId: string, stored: StoredDlqEntry): DlqMessage {
+  const originalMessage = peekMessage(stored.body);
+  const fromMessage = originalMessage?.retries;
+  const retryCount =
+    stored.retryCount !== undefined && Number.isFinite(stored.retryCount)
+      ? stored.retryCount
+      : typeof fromMessage === "number" && Number.isSafeInteger(fromMessage) && fromMessage >= 0
+        ? fromMessage
+        : 0;
+  return {
+    messageId,
+    originalMessage,
+    body: stored.body,
+    failedAt: toDate(stored.failedAt),
+    error: stored.error,
+    retryCount,
+  };
+}
+
+function toDate(value: Date | string | number): Date {
+  if (value instanceof Date) return new Date(value.getTime());
+  if (typeof value === "number") return new Date(value);
+  const asNumber = /^\d+$/.test(value) ? Number(value) : Number.NaN;
+  return Number.isFinite(asNumber) ? new Date(asNumber) : new Date(value);
+}
+
+/**
+ * Returns the body to re-publish when replaying a DLQ entry. With `resetRetries` the
+ * message gets `retries = 0` and no `eta`, `firstFailureAt` or `lastError`, and is
+ * re-encoded (and re-signed when the codec signs). Without it the body is returned as is
+ * after checking that it decodes.
+ * @throws ValidationError when the body is not a valid message (the entry should stay in the DLQ)
+ */
+export function rewriteForReplay(codec: MessageCodec, body: string, resetRetries: boolean): string {
+  const decoded = codec.decode(body);
+  if (!decoded.ok) {
+    throw new ValidationError(
+      `cannot replay dead-lettered message: ${decoded.reason}: ${decoded.error} (the entry stays in the DLQ; delete it with deleteFromDlq)`,
+    );
+  }
+  if (!resetRetries) return body;
+  return codec.encode({ ...decoded.message, retries: 0, eta: null, firstFailureAt: null, lastError: null });
+}

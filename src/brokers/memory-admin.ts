@@ -1,0 +1,153 @@
+/**
+ * Inspection and administration of the {@link MemoryBroker} (SPEC §7): counts, purge, DLQ
+ * listing, replay and deletion, stale consumers. Every operation is synchronous inside,
+ * hence atomic within the process (a replay runs once even when called concurrently).
+ * @module
+ */
+import type { MessageCodec } from "../core/message.js";
+import type { BrokerAdmin, DlqMessage, HealthStatus } from "./broker.js";
+import { rewriteForReplay, toDlqMessage } from "./dlq.js";
+import { type MemoryMessage, MemoryQueue } from "./memory-queue.js";
+
+/** Queue used by admin calls that name none. */
+const DEFAULT_QUEUE = "default";
+/** Default idle time after which a consumer without pending deliveries is stale, in seconds. */
+const DEFAULT_STALE_SECONDS = 300;
+
+/** The admin half of the memory broker; the data plane lives in `MemoryBroker`. */
+export abstract class MemoryAdmin implements BrokerAdmin {
+  /** The codec used to rewrite replayed messages. */
+  protected codec: MessageCodec;
+  /** Queues by name, created on first use. */
+  protected readonly queues = new Map<string, MemoryQueue>();
+  /** Live (queued, delayed or in flight) messages per task id, for `unique` publish. */
+  readonly #liveIds = new Map<string, number>();
+  /** Which queue's DLQ holds an entry id. */
+  readonly #dlqIndex = new Map<string, string>();
+  #seq = 0;
+
+  protected constructor(codec: MessageCodec) {
+    this.codec = codec;
+  }
+
+  /** Adds a message to `queue`, ready now or after `delayMs`. */
+  protected abstract enqueue(queue: string, id: string, body: string, priority: number, delayMs: number): void;
+
+  /** Round trip (none for memory). */
+  abstract healthcheck(): Promise<HealthStatus>;
+
+  /** The queue named `name`, created when missing. */
+  protected queue(name: string): MemoryQueue {
+    let queue = this.queues.get(name);
+    if (!queue) {
+      queue = new MemoryQueue();
+      this.queues.set(name, queue);
+    }
+    return queue;
+  }
+
+  /** A new arrival sequence number. */
+  protected nextSeq(): number {
+    return ++this.#seq;
+  }
+
+  /** True when a message with task id `id` is queued, delayed or in flight. */
+  protected isLive(id: string): boolean {
+    return (this.#liveIds.get(id) ?? 0) > 0;
+  }
+
+  /** Counts one more live message with task id `id`. */
+  protected retainId(id: string): void {
+    this.#liveIds.set(id, (this.#liveIds.get(id) ?? 0) + 1);
+  }
+
+  /** Counts one live message with task id `id` less. */
+  protected releaseId(id: string): void {
+    const left = (this.#liveIds.get(id) ?? 0) - 1;
+    if (left > 0) this.#liveIds.set(id, left);
+    else this.#liveIds.delete(id);
+  }
+
+  /** Stores a dead letter of `queue`. */
+  protected addDeadLetter(queue: string, message: MemoryMessage, error: string): void {
+    const entryId = `dlq-${this.nextSeq()}`;
+    this.queue(queue).dlq.set(entryId, { entryId, message, error, failedAt: Date.now() });
+    this.#dlqIndex.set(entryId, queue);
+  }
+
+  async getDlqMessages(queue = DEFAULT_QUEUE, count = 100): Promise<DlqMessage[]> {
+    const out: DlqMessage[] = [];
+    for (const entry of this.queue(queue).dlq.values()) {
+      if (out.length >= count) break;
+      out.push(toDlqMessage(entry.entryId, { body: entry.message.body, error: entry.error, failedAt: entry.failedAt }));
+    }
+    return out;
+  }
+
+  async replayFromDlq(messageId: string, queue?: string, resetRetries = true): Promise<boolean> {
+    const origin = this.#dlqIndex.get(messageId);
+    const entry = origin === undefined ? undefined : this.queue(origin).dlq.get(messageId);
+    if (origin === undefined || !entry) return false;
+    // throws for a body that is not a message: the entry stays in the DLQ
+    const body = rewriteForReplay(this.codec, entry.message.body, resetRetries);
+    this.#removeDlq(origin, messageId);
+    this.enqueue(queue ?? origin, entry.message.id, body, entry.message.priority, 0);
+    return true;
+  }
+
+  async deleteFromDlq(messageId: string, _queue?: string): Promise<boolean> {
+    const origin = this.#dlqIndex.get(messageId);
+    if (origin === undefined) return false;
+    this.#removeDlq(origin, messageId);
+    return true;
+  }
+
+  async purgeDlq(queue = DEFAULT_QUEUE): Promise<number> {
+    const dlq = this.queue(queue).dlq;
+    const count = dlq.size;
+    for (const entryId of dlq.keys()) this.#dlqIndex.delete(entryId);
+    dlq.clear();
+    return count;
+  }
+
+  async getDlqCount(queue = DEFAULT_QUEUE): Promise<number> {
+    return this.queue(queue).dlq.size;
+  }
+
+  async getPendingCount(queue = DEFAULT_QUEUE): Promise<number> {
+    return this.queue(queue).pending.size;
+  }
+
+  async getQueueSize(queue = DEFAULT_QUEUE): Promise<number> {
+    const q = this.queue(queue);
+    return q.ready.length + q.delayed.size;
+  }
+
+  async getConsumerCount(queue = DEFAULT_QUEUE): Promise<number> {
+    return this.queue(queue).consumers.size;
+  }
+
+  async purgeQueue(queue = DEFAULT_QUEUE): Promise<number> {
+    const removed = this.queue(queue).purge();
+    for (const message of removed) this.releaseId(message.id);
+    return removed.length;
+  }
+
+  async cleanupStaleClients(queue = DEFAULT_QUEUE, staleSeconds = DEFAULT_STALE_SECONDS): Promise<number> {
+    const q = this.queue(queue);
+    const cutoff = Date.now() - staleSeconds * 1000;
+    let removed = 0;
+    for (const [consumerId, lastSeen] of q.consumers) {
+      if (lastSeen < cutoff && !q.hasPendingOf(consumerId)) {
+        q.consumers.delete(consumerId);
+        removed++;
+      }
+    }
+    return removed;
+  }
+
+  #removeDlq(queue: string, entryId: string): void {
+    this.queue(queue).dlq.delete(entryId);
+    this.#dlqIndex.delete(entryId);
+  }
+}

@@ -1,0 +1,94 @@
+import { describe, expect, it } from "vitest";
+import { rewriteForReplay, toDlqMessage } from "../../src/brokers/dlq.js";
+import { MessageCodec, type TaskMessage } from "../../src/core/message.js";
+import { ValidationError } from "../../src/errors.js";
+
+function message(overrides: Partial<TaskMessage> = {}): TaskMessage {
+  return {
+    v: 1,
+    id: "task-1",
+    name: "app.add",
+    args: [1, 2],
+    retries: 3,
+    eta: "2030-01-01T00:00:00.000Z",
+    priority: 5,
+    firstFailureAt: "2024-01-01T00:00:00.000Z",
+    lastError: "boom",
+    ...overrides,
+  };
+}
+
+describe("toDlqMessage", () => {
+  it("parses the original message and takes retryCount from it", () => {
+    const body = new MessageCodec().encode(message());
+    const failedAt = new Date("2024-05-01T12:00:00.000Z");
+    const dlq = toDlqMessage("m1", { body, error: "poison", failedAt });
+    expect(dlq).toEqual({
+      messageId: "m1",
+      originalMessage: JSON.parse(body),
+      body,
+      failedAt,
+      error: "poison",
+      retryCount: 3,
+    });
+    expect(dlq.failedAt).not.toBe(failedAt);
+  });
+
+  it("prefers the stored retryCount", () => {
+    const body = new MessageCodec().encode(message());
+    expect(toDlqMessage("m", { body, error: "e", failedAt: 0, retryCount: 7 }).retryCount).toBe(7);
+  });
+
+  it("accepts ISO strings, epoch numbers and numeric strings for failedAt", () => {
+    const iso = "2024-05-01T12:00:00.000Z";
+    const ms = Date.parse(iso);
+    for (const failedAt of [iso, ms, String(ms)]) {
+      expect(toDlqMessage("m", { body: "x", error: "e", failedAt }).failedAt.getTime()).toBe(ms);
+    }
+  });
+
+  it("keeps a non-message body raw with originalMessage null and retryCount 0", () => {
+    const dlq = toDlqMessage("m", { body: "not json \u0000", error: "decode_error", failedAt: 1 });
+    expect(dlq.originalMessage).toBeNull();
+    expect(dlq.body).toBe("not json \u0000");
+    expect(dlq.retryCount).toBe(0);
+  });
+
+  it("ignores a non-numeric retries field", () => {
+    expect(toDlqMessage("m", { body: '{"retries":"x"}', error: "e", failedAt: 1 }).retryCount).toBe(0);
+  });
+});
+
+describe("rewriteForReplay", () => {
+  it("resets retries, eta, firstFailureAt and lastError", () => {
+    const codec = new MessageCodec();
+    const out = rewriteForReplay(codec, codec.encode(message()), true);
+    const decoded = codec.decode(out);
+    expect(decoded.ok && decoded.message).toEqual(
+      message({ retries: 0, eta: null, firstFailureAt: null, lastError: null }),
+    );
+  });
+
+  it("returns the body unchanged without resetRetries", () => {
+    const codec = new MessageCodec();
+    const body = codec.encode(message());
+    expect(rewriteForReplay(codec, body, false)).toBe(body);
+  });
+
+  it("re-signs when the codec signs", () => {
+    const codec = new MessageCodec({ signingKey: "k" });
+    const out = rewriteForReplay(codec, codec.encode(message()), true);
+    expect(out).toContain('"sig"');
+    const decoded = codec.decode(out);
+    expect(decoded.ok).toBe(true);
+    expect(decoded.ok && decoded.message.retries).toBe(0);
+  });
+
+  it("throws a ValidationError for a body that does not decode", () => {
+    const codec = new MessageCodec();
+    expect(() => rewriteForReplay(codec, "garbage", true)).toThrow(ValidationError);
+    expect(() => rewriteForReplay(codec, "garbage", false)).toThrow(/stays in the DLQ/);
+    const unsigned = codec.encode(message());
+    expect(() => rewriteForReplay(new MessageCodec({ signingKey: "k" }), unsigned, true)).toThrow(/unsigned/);
+  });
+});

@@ -1,0 +1,177 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import type { TaskRecord, TaskState } from "../../src/backends/backend.js";
+import { ResultWaiter } from "../../src/backends/result-waiter.js";
+
+function rec(taskId: string, state: TaskState): TaskRecord {
+  return { taskId, state, updatedAt: "2024-01-01T00:00:00.000Z" };
+}
+
+/** A fake store whose batched read is recorded. */
+function fakeStore() {
+  const records = new Map<string, TaskRecord>();
+  const calls: string[][] = [];
+  const fetchMany = vi.fn(async (ids: string[]) => {
+    calls.push([...ids]);
+    const out = new Map<string, TaskRecord>();
+    for (const id of ids) {
+      const r = records.get(id);
+      if (r) out.set(id, r);
+    }
+    return out;
+  });
+  return { records, calls, fetchMany };
+}
+
+describe("ResultWaiter", () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it("resolves at once, in one batched read, when results are already terminal", async () => {
+    const store = fakeStore();
+    store.records.set("a", rec("a", "SUCCESS"));
+    store.records.set("b", rec("b", "FAILURE"));
+    const waiter = new ResultWaiter({ fetchMany: store.fetchMany, pollIntervalMs: 1000 });
+    const a = waiter.wait("a");
+    const b = waiter.wait("b");
+    await vi.advanceTimersByTimeAsync(0);
+    expect(await a).toEqual(rec("a", "SUCCESS"));
+    expect(await b).toEqual(rec("b", "FAILURE"));
+    expect(store.calls).toEqual([["a", "b"]]);
+    expect(waiter.size).toBe(0);
+  });
+
+  it("polls every waiting id in one call per interval, ignoring non-terminal records", async () => {
+    const store = fakeStore();
+    store.records.set("a", rec("a", "STARTED"));
+    const waiter = new ResultWaiter({ fetchMany: store.fetchMany, pollIntervalMs: 100 });
+    const results = ["a", "b", "c"].map((id) => waiter.wait(id));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(store.calls).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(store.calls).toHaveLength(2);
+    expect(store.calls[1]).toEqual(["a", "b", "c"]);
+    store.records.set("b", rec("b", "SUCCESS"));
+    await vi.advanceTimersByTimeAsync(100);
+    expect((await results[1])?.state).toBe("SUCCESS");
+    await vi.advanceTimersByTimeAsync(100);
+    expect(store.calls.at(-1)).toEqual(["a", "c"]);
+    expect(waiter.size).toBe(2);
+    waiter.close();
+    expect(await results[0]).toBeNull();
+  });
+
+  it("notify resolves waiters at once and ignores non-terminal records", async () => {
+    const store = fakeStore();
+    const waiter = new ResultWaiter({ fetchMany: store.fetchMany, pollIntervalMs: 60_000 });
+    const first = waiter.wait("x");
+    const second = waiter.wait("x");
+    waiter.notify(rec("x", "RETRY"));
+    expect(waiter.size).toBe(1);
+    waiter.notify(rec("x", "DEAD_LETTERED"));
+    expect((await first)?.state).toBe("DEAD_LETTERED");
+    expect((await second)?.state).toBe("DEAD_LETTERED");
+    expect(waiter.size).toBe(0);
+    waiter.notify(rec("unknown", "SUCCESS"));
+  });
+
+  it("resolves null on timeout, removes the waiter and stops polling", async () => {
+    const store = fakeStore();
+    const waiter = new ResultWaiter({ fetchMany: store.fetchMany, pollIntervalMs: 100 });
+    const result = waiter.wait("a", { timeoutMs: 250 });
+    await vi.advanceTimersByTimeAsync(250);
+    expect(await result).toBeNull();
+    expect(waiter.size).toBe(0);
+    const calls = store.calls.length;
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(store.calls.length).toBe(calls);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it("resolves null when the signal aborts, and at once for an aborted signal", async () => {
+    const store = fakeStore();
+    const waiter = new ResultWaiter({ fetchMany: store.fetchMany, pollIntervalMs: 100 });
+    const controller = new AbortController();
+    const result = waiter.wait("a", { signal: controller.signal });
+    controller.abort();
+    expect(await result).toBeNull();
+    expect(waiter.size).toBe(0);
+    expect(await waiter.wait("b", { signal: AbortSignal.abort() })).toBeNull();
+    await vi.advanceTimersByTimeAsync(500);
+    expect(store.calls).toEqual([]);
+  });
+
+  it("keeps waiting after a failed read and reports the error", async () => {
+    const store = fakeStore();
+    const errors: unknown[] = [];
+    let fail = true;
+    const waiter = new ResultWaiter({
+      fetchMany: async (ids) => {
+        if (fail) throw new Error("down");
+        return store.fetchMany(ids);
+      },
+      pollIntervalMs: 100,
+      onError: (error) => errors.push(error),
+    });
+    const result = waiter.wait("a");
+    await vi.advanceTimersByTimeAsync(150);
+    expect(errors.length).toBeGreaterThanOrEqual(1);
+    fail = false;
+    store.records.set("a", rec("a", "SUCCESS"));
+    await vi.advanceTimersByTimeAsync(100);
+    expect((await result)?.state).toBe("SUCCESS");
+  });
+
+  it("reads in chunks of maxBatch", async () => {
+    const store = fakeStore();
+    const waiter = new ResultWaiter({ fetchMany: store.fetchMany, pollIntervalMs: 100, maxBatch: 2 });
+    for (const id of ["a", "b", "c", "d", "e"]) void waiter.wait(id);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(store.calls).toEqual([["a", "b"], ["c", "d"], ["e"]]);
+    waiter.close();
+  });
+
+  it("uses a smaller per-wait poll interval", async () => {
+    const store = fakeStore();
+    const waiter = new ResultWaiter({ fetchMany: store.fetchMany, pollIntervalMs: 10_000 });
+    const result = waiter.wait("a", { pollIntervalMs: 50 });
+    await vi.advanceTimersByTimeAsync(0);
+    store.records.set("a", rec("a", "SUCCESS"));
+    await vi.advanceTimersByTimeAsync(50);
+    expect((await result)?.state).toBe("SUCCESS");
+  });
+
+  it("never overlaps polls when a read is slow", async () => {
+    let active = 0;
+    let maxActive = 0;
+    const waiter = new ResultWaiter({
+      fetchMany: async () => {
+        active++;
+        maxActive = Math.max(maxActive, active);
+        await new Promise((resolve) => setTimeout(resolve, 350));
+        active--;
+        return new Map();
+      },
+      pollIntervalMs: 100,
+    });
+    void waiter.wait("a");
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(maxActive).toBe(1);
+    waiter.close();
+  });
+
+  it("close resolves every waiter with null and later waits at once", async () => {
+    const store = fakeStore();
+    const waiter = new ResultWaiter({ fetchMany: store.fetchMany, pollIntervalMs: 100 });
+    const a = waiter.wait("a");
+    const b = waiter.wait("b", { timeoutMs: 10_000 });
+    waiter.close();
+    expect(await a).toBeNull();
+    expect(await b).toBeNull();
+    expect(await waiter.wait("c")).toBeNull();
+    expect(vi.getTimerCount()).toBe(0);
+  });
+});

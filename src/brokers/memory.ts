@@ -10,7 +10,7 @@
  * `fetch` waits on an internal event (no polling).
  * @module
  */
-import { MessageCodec } from "../core/message.js";
+import { MessageCodec, peekMessage } from "../core/message.js";
 import { BrokerConnectionError } from "../errors.js";
 import type {
   Broker,
@@ -176,6 +176,20 @@ export class MemoryBroker extends MemoryAdmin implements Broker {
     if (!entry) return;
     this.releaseId(entry.id);
     this.enqueue(queue, entry.id, body, entry.priority, delayMs);
+  }
+
+  /** Writes an already acknowledged message into `queue`'s DLQ. */
+  async writeDeadLetter(queue: string, body: string, error: string): Promise<void> {
+    this.#assertConnected();
+    const id = peekMessage(body)?.id;
+    const message: MemoryMessage = {
+      id: typeof id === "string" ? id : "",
+      body,
+      priority: 0,
+      seq: this.nextSeq(),
+      deliveryCount: 1,
+    };
+    this.addDeadLetter(queue, message, error);
   }
 
   #deadLetter(queue: string, deliveryId: string, error: string): void {

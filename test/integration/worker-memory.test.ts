@@ -460,3 +460,18 @@ describe("Worker on the memory broker", () => {
     expect(await broker.getQueueSize("default")).toBe(0);
   });
 });
+
+describe("at_most_once failures with the DLQ on", () => {
+  it("writes the already-acknowledged message to the DLQ", async () => {
+    const { app, broker } = makeApp({ deliveryMode: "at_most_once" });
+    const t = app.task(async function amoFails() {
+      throw new Error("lost cause");
+    });
+    await startWorker(app, { useDeadLetterQueue: true });
+    const r = await t.delay();
+    await expect(r.get({ timeout: 5 })).rejects.toBeInstanceOf(TaskFailedError);
+    await eventually(async () => (await broker.getDlqCount("default")) === 1);
+    expect((await broker.getDlqMessages("default"))[0]?.error).toContain("lost cause");
+    expect(await broker.getPendingCount("default")).toBe(0);
+  });
+});

@@ -35,6 +35,9 @@ type Phase = "idle" | "starting" | "running" | "stopping" | "stopped";
 
 const CONSUME_LOOP_GRACE_MS = 5000;
 
+/** Running workers per app: the last one to stop disconnects the app. */
+const runningWorkers = new WeakMap<Chicory, number>();
+
 /**
  * Consumes and runs tasks.
  * @example
@@ -103,10 +106,11 @@ export class Worker {
       }
     } catch (error) {
       this.#phase = "stopped";
-      await this.#app.disconnect().catch(() => undefined);
+      if (!runningWorkers.get(this.#app)) await this.#app.disconnect().catch(() => undefined);
       throw error;
     }
     this.startedAt = new Date();
+    runningWorkers.set(this.#app, (runningWorkers.get(this.#app) ?? 0) + 1);
     this.#consumer = this.#app.broker.consumer({ queues: this.config.queues, consumerId: this.workerId });
     this.#phase = "running";
     this.#startLoops();
@@ -120,7 +124,8 @@ export class Worker {
   /**
    * Stops gracefully: stop fetching, stop the loops, wait up to 5 s for the consume loop, wait up
    * to `timeout` seconds for running tasks, then abort their `ctx.signal` (their messages are
-   * released for redelivery under `at_least_once`), send a final heartbeat, disconnect.
+   * released for redelivery under `at_least_once`), send a final heartbeat, and disconnect the
+   * app when no other worker of the same app is still running.
    * @param timeout seconds (default `shutdownTimeout`)
    */
   stop(timeout: number = this.config.shutdownTimeout): Promise<void> {

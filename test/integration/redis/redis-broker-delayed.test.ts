@@ -1,0 +1,110 @@
+/**
+ * Delayed messages on Redis: the mover moves due entries in bounded batches, by the Redis
+ * clock, never early and never twice.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js";
+import { MessageCodec } from "../../../src/core/message.js";
+import type { RedisClientLike } from "../../../src/redis/redis-client.js";
+import { runScript } from "../../../src/redis/redis-client.js";
+import { encodeTask, eventually } from "../../contract/contract-helpers.js";
+import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
+import { deletePrefix, rawRedis, testPrefix } from "./redis-test-keys.js";
+
+const skip = await skipUnless("redis");
+const codec = new MessageCodec();
+
+describe.skipIf(skip)("redis broker: delayed messages", () => {
+  const cleanups: Array<() => Promise<void>> = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  function names() {
+    const prefix = testPrefix();
+    const queue = uniqueName("q");
+    const tag = `{${queue}}`;
+    return {
+      prefix,
+      queue,
+      stream: `${prefix}:stream:${tag}`,
+      delayed: `${prefix}:delayed:${tag}`,
+      delayedData: `${prefix}:delayed-data:${tag}`,
+    };
+  }
+
+  it("moves due entries in batches of 500, atomically, leaving future ones", async () => {
+    const n = names();
+    const raw = rawRedis();
+    cleanups.push(async () => {
+      await deletePrefix(n.prefix);
+      raw.disconnect();
+    });
+    const client = raw as unknown as RedisClientLike;
+    defineBrokerScripts(client);
+    const past = Date.now() - 60_000;
+    const pipeline = raw.pipeline();
+    for (let i = 0; i < 1200; i++) {
+      pipeline.zadd(n.delayed, past + i, `id-${i}`);
+      pipeline.hset(n.delayedData, `id-${i}`, `body-${i}`);
+    }
+    pipeline.zadd(n.delayed, Date.now() + 3_600_000, "future");
+    pipeline.hset(n.delayedData, "future", "later");
+    await pipeline.exec();
+    const move = () => runScript(client, "chicoryMoveDelayed", [n.delayed, n.delayedData, n.stream], [500]);
+    const [moved1, next1] = (await move()) as [number, string, number];
+    expect(moved1).toBe(500);
+    expect(Number(next1)).toBe(past + 500);
+    // two movers at once never move an entry twice
+    const [a, b] = (await Promise.all([move(), move()])) as Array<[number, string, number]>;
+    expect((a?.[0] ?? 0) + (b?.[0] ?? 0)).toBe(700);
+    const [moved4, next4] = (await move()) as [number, string, number];
+    expect(moved4).toBe(0);
+    expect(Number(next4)).toBeGreaterThan(Date.now());
+    expect(await raw.xlen(n.stream)).toBe(1200);
+    expect(await raw.zcard(n.delayed)).toBe(1);
+    expect(await raw.hlen(n.delayedData)).toBe(1);
+    const [[, firstFields]] = (await raw.xrange(n.stream, "-", "+", "COUNT", 1)) as Array<[string, string[]]>;
+    expect(firstFields).toEqual(["data", "body-0", "id", "id-0"]);
+  });
+
+  it("never delivers before the due time measured by the Redis clock", async () => {
+    const n = names();
+    const raw = rawRedis();
+    const broker = new RedisBroker({ url: SERVICES.redis, keyPrefix: n.prefix, env: {}, claimMinIdleMs: 1000 });
+    broker.bind({ codec });
+    await broker.connect();
+    const consumer = broker.consumer({ queues: [n.queue], consumerId: uniqueName("c-") });
+    cleanups.push(async () => {
+      await consumer.close();
+      await broker.disconnect();
+      await deletePrefix(n.prefix);
+      raw.disconnect();
+    });
+    const tasks = Array.from({ length: 5 }, () => encodeTask(codec));
+    for (const [i, t] of tasks.entries()) {
+      await broker.publish(n.queue, { id: t.id, body: t.body, delayMs: 300 + i * 100 });
+    }
+    const due = new Map<string, number>();
+    for (const t of tasks) due.set(t.body, Number(await raw.zscore(n.delayed, t.id)));
+    const seen: string[] = [];
+    await eventually(
+      async () => {
+        for (const d of await consumer.fetch(5, AbortSignal.timeout(300))) {
+          // stream entry ids carry the Redis time (ms) the mover added them at
+          const addedAtMs = Number(d.deliveryId.split("-")[0]);
+          expect(addedAtMs).toBeGreaterThanOrEqual(due.get(d.body) ?? Number.POSITIVE_INFINITY);
+          seen.push(d.body);
+          await d.ack();
+        }
+        expect(seen).toHaveLength(5);
+      },
+      5000,
+      0,
+    );
+    expect(new Set(seen).size).toBe(5);
+    expect(await raw.zcard(n.delayed)).toBe(0);
+    expect(await raw.xlen(n.stream)).toBe(0);
+  });
+});

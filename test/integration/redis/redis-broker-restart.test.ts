@@ -1,0 +1,138 @@
+/**
+ * A consumer survives a Redis restart by itself: the test runs its OWN redis-server (random
+ * free port, no persistence), kills it, restarts it on the same port, and checks that fetch
+ * throws BrokerConnectionError while Redis is down and resumes delivering afterwards (the
+ * group lost with the data is re-created on NOGROUP).
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { connect, createServer } from "node:net";
+import { afterEach, describe, expect, it } from "vitest";
+import { RedisBackend } from "../../../src/backends/redis/index.js";
+import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
+import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import { MessageCodec } from "../../../src/core/message.js";
+import { BrokerConnectionError } from "../../../src/errors.js";
+import { encodeTask, sleep } from "../../contract/contract-helpers.js";
+import { skipUnless, uniqueName } from "../../helpers/services.js";
+
+const skip = await skipUnless("redis");
+const codec = new MessageCodec();
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: "127.0.0.1", port });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+async function startRedis(port: number): Promise<ChildProcess> {
+  const child = spawn(
+    "redis-server",
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"],
+    { stdio: "ignore" },
+  );
+  const deadline = Date.now() + 5000;
+  while (!(await canConnect(port))) {
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`redis-server did not start on ${port}`);
+    await sleep(20);
+  }
+  return child;
+}
+
+async function stopRedis(child: ChildProcess | undefined): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.kill("SIGKILL");
+  await exited;
+}
+
+describe.skipIf(skip)("redis broker: server restart", () => {
+  const cleanups: Array<() => Promise<void>> = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  async function fetchUntil(consumer: Consumer, timeoutMs: number): Promise<{ delivery: Delivery; errors: number }> {
+    const deadline = Date.now() + timeoutMs;
+    let errors = 0;
+    for (;;) {
+      if (Date.now() > deadline) throw new Error(`no delivery within ${timeoutMs} ms (${errors} fetch errors)`);
+      try {
+        const [delivery] = await consumer.fetch(1, AbortSignal.timeout(500));
+        if (delivery) return { delivery, errors };
+      } catch (error) {
+        expect(error).toBeInstanceOf(BrokerConnectionError);
+        errors++;
+        await sleep(100); // the worker's back-off
+      }
+    }
+  }
+
+  it("a consumer resumes fetching on its own after Redis restarts", { timeout: 30_000 }, async () => {
+    const port = await freePort();
+    let server: ChildProcess | undefined = await startRedis(port);
+    const url = `redis://127.0.0.1:${port}/0`;
+    const broker = new RedisBroker({ url, keyPrefix: "restart", env: {}, claimMinIdleMs: 1000, blockMs: 1000 });
+    const backend = new RedisBackend({ url, keyPrefix: "restart", env: {} });
+    cleanups.push(async () => {
+      await consumer.close();
+      await broker.disconnect();
+      await backend.disconnect();
+      await stopRedis(server);
+    });
+    broker.bind({ codec });
+    await broker.connect();
+    await backend.connect();
+    const queue = uniqueName("q");
+    const consumer = broker.consumer({ queues: [queue], consumerId: uniqueName("c-") });
+
+    const before = encodeTask(codec);
+    await broker.publish(queue, { id: before.id, body: before.body });
+    const first = await fetchUntil(consumer, 3000);
+    expect(first.delivery.body).toBe(before.body);
+    await first.delivery.ack();
+
+    const blocked = consumer.fetch(1, AbortSignal.timeout(3000)).then(
+      () => "returned",
+      (error: unknown) => (error instanceof BrokerConnectionError ? "connection error" : String(error)),
+    );
+    await sleep(100);
+    await stopRedis(server);
+    const t0 = Date.now();
+    const outcome = await blocked;
+    console.log("BLOCKED", outcome, Date.now() - t0);
+    expect(["returned", "connection error"]).toContain(outcome);
+    await expect(consumer.fetch(1, AbortSignal.timeout(500))).rejects.toBeInstanceOf(BrokerConnectionError);
+    expect((await broker.healthcheck()).connected).toBe(false);
+
+    server = await startRedis(port);
+    const after = encodeTask(codec);
+    await broker.publish(queue, { id: after.id, body: after.body }); // waits for the reconnect
+    const t1 = Date.now();
+    const second = await fetchUntil(consumer, 10_000);
+    console.log("RESUMED", Date.now() - t1, second.errors);
+    expect(second.delivery.body).toBe(after.body);
+    await second.delivery.ack();
+    expect((await broker.healthcheck()).connected).toBe(true);
+
+    // the backend's command connection came back too
+    await backend.storeResult({ taskId: after.id, state: "SUCCESS", result: 1, updatedAt: new Date().toISOString() });
+    expect((await backend.getResult(after.id))?.state).toBe("SUCCESS");
+  });
+});

@@ -1,0 +1,249 @@
+/**
+ * Redis-specific broker behaviour: no trimming, acked entries deleted, group at 0, leases,
+ * reclaim counts, fencing, DLQ limits and fields, key names. Shared test Redis, random prefix.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
+import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker-options.js";
+import { MessageCodec } from "../../../src/core/message.js";
+import { encodeTask, eventually, sleep } from "../../contract/contract-helpers.js";
+import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
+import { deletePrefix, keysUnder, rawRedis, testPrefix } from "./redis-test-keys.js";
+
+const skip = await skipUnless("redis");
+const codec = new MessageCodec();
+
+describe.skipIf(skip)("redis broker: streams", () => {
+  const cleanups: Array<() => Promise<void>> = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  async function setup(options: RedisBrokerOptions = {}) {
+    const prefix = testPrefix();
+    const queue = uniqueName("q");
+    const raw = rawRedis();
+    const brokers: RedisBroker[] = [];
+    const consumers: Consumer[] = [];
+    const newBroker = async (extra: RedisBrokerOptions = {}) => {
+      const b = new RedisBroker({ url: SERVICES.redis, keyPrefix: prefix, env: {}, ...options, ...extra });
+      b.bind({ codec });
+      await b.connect();
+      brokers.push(b);
+      return b;
+    };
+    const broker = await newBroker();
+    const consumer = (b: RedisBroker = broker, queues = [queue]) => {
+      const c = b.consumer({ queues, consumerId: uniqueName("c-") });
+      consumers.push(c);
+      return c;
+    };
+    cleanups.push(async () => {
+      await Promise.allSettled(consumers.map((c) => c.close()));
+      await Promise.allSettled(brokers.map((b) => b.disconnect()));
+      await deletePrefix(prefix);
+      raw.disconnect();
+    });
+    const stream = `${prefix}:stream:{${queue}}`;
+    const dlq = `${prefix}:dlq:{${queue}}`;
+    const group = broker.settings.consumerGroup;
+    return { prefix, queue, raw, broker, newBroker, consumer, stream, dlq, group };
+  }
+
+  async function fetchOne(c: Consumer, timeoutMs = 3000): Promise<Delivery> {
+    return eventually(
+      async () => {
+        const [d] = await c.fetch(1, AbortSignal.timeout(200));
+        if (!d) throw new Error("nothing yet");
+        return d;
+      },
+      timeoutMs,
+      0,
+    );
+  }
+
+  async function publish(b: RedisBroker, queue: string, extra: { delayMs?: number; unique?: boolean } = {}) {
+    const task = encodeTask(codec);
+    const result = await b.publish(queue, { id: task.id, body: task.body, ...extra });
+    return { ...task, published: result.published };
+  }
+
+  it("never trims the work stream; a backlog limit makes publish fail instead", async () => {
+    const s = await setup();
+    for (let i = 0; i < 300; i++) await publish(s.broker, s.queue);
+    expect(await s.raw.xlen(s.stream)).toBe(300);
+    const limited = await s.newBroker({ maxStreamLength: 300 });
+    await expect(publish(limited, s.queue)).rejects.toThrow(/full.*MAX_STREAM_LENGTH/);
+    expect(await s.raw.xlen(s.stream)).toBe(300);
+  });
+
+  it("deletes acked entries (XLEN 0, nothing pending) and creates the group at 0", async () => {
+    const s = await setup();
+    await publish(s.broker, s.queue);
+    await publish(s.broker, s.queue);
+    const c = s.consumer();
+    const got = await c.fetch(10, AbortSignal.timeout(1000));
+    expect(got).toHaveLength(2);
+    const [groupInfo] = (await s.raw.xinfo("GROUPS", s.stream)) as unknown[][];
+    expect(groupInfo).toContain(s.group);
+    await Promise.all(got.map((d) => d.ack()));
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+    expect(await s.broker.getPendingCount(s.queue)).toBe(0);
+    expect(c.inFlight).toBe(0);
+  });
+
+  it("lease renewal keeps a long delivery from being reclaimed, without counting deliveries", async () => {
+    const s = await setup({ claimMinIdleMs: 600 });
+    await publish(s.broker, s.queue);
+    const a = s.consumer();
+    const held = await fetchOne(a);
+    const b = s.consumer();
+    const deadline = Date.now() + 2000;
+    while (Date.now() < deadline) expect(await b.fetch(1, AbortSignal.timeout(150))).toEqual([]);
+    const [pending] = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<
+      [string, string, number, number]
+    >;
+    expect(pending?.[3]).toBe(1);
+    await held.ack();
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+  });
+
+  it("reclaims a dead consumer's entry with the real deliveryCount; release does not burn one", async () => {
+    const s = await setup({ claimMinIdleMs: 500 });
+    const task = await publish(s.broker, s.queue);
+    const a = s.consumer();
+    expect((await fetchOne(a)).deliveryCount).toBe(1);
+    await a.close(); // dies: stops renewing
+    const b = s.consumer();
+    const second = await fetchOne(b);
+    expect(second.body).toBe(task.body);
+    expect(second.deliveryCount).toBe(2);
+    await b.close();
+    const c = s.consumer();
+    const third = await fetchOne(c);
+    expect(third.deliveryCount).toBe(3);
+    await third.release();
+    const d = s.consumer();
+    const started = Date.now();
+    const fourth = await fetchOne(d);
+    expect(Date.now() - started).toBeLessThan(1500);
+    expect(fourth.deliveryCount).toBe(3);
+    await fourth.ack();
+  });
+
+  it("a settle from a consumer that lost its lease adds nothing (fencing)", async () => {
+    const s = await setup({ claimMinIdleMs: 500 });
+    await publish(s.broker, s.queue);
+    const a = s.consumer();
+    const stale = await fetchOne(a);
+    await a.close();
+    const b = s.consumer();
+    const fresh = await fetchOne(b);
+    await fresh.retry(fresh.body, 0); // the new owner retries: one new entry
+    await stale.retry(stale.body, 0); // the old owner's retry is fenced
+    await stale.deadLetter("late");
+    expect(await s.raw.xlen(s.stream)).toBe(1);
+    expect(await s.raw.xlen(s.dlq)).toBe(0);
+  });
+
+  it("aborting a long blocked fetch returns at once", async () => {
+    const s = await setup({ blockMs: 20_000, claimMinIdleMs: 60_000 });
+    const c = s.consumer();
+    await c.fetch(1, AbortSignal.timeout(50)); // opens the connection
+    const controller = new AbortController();
+    const started = Date.now();
+    const pending = c.fetch(5, controller.signal);
+    await sleep(100);
+    controller.abort();
+    expect(await pending).toEqual([]);
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
+  it("dead-letters with data, error, failed_at and retry_count, and never trims the DLQ", async () => {
+    const s = await setup({ dlqMaxLength: 1 });
+    await publish(s.broker, s.queue);
+    await publish(s.broker, s.queue);
+    const c = s.consumer();
+    const [first, second] = await c.fetch(2, AbortSignal.timeout(1000));
+    const t0 = Number((await s.raw.time())[0]) * 1000;
+    await first?.deadLetter("boom");
+    const [[, fields]] = (await s.raw.xrange(s.dlq, "-", "+")) as Array<[string, string[]]>;
+    const f = Object.fromEntries(
+      fields.reduce<string[][]>((acc, v, i) => (i % 2 ? acc : [...acc, [v, fields[i + 1] ?? ""]]), []),
+    );
+    expect(f.data).toBe(first?.body);
+    expect(f.error).toBe("boom");
+    expect(f.retry_count).toBe("0");
+    expect(Number(f.failed_at)).toBeGreaterThanOrEqual(t0);
+    await expect(second?.deadLetter("boom 2")).rejects.toThrow(/DLQ .* is full/);
+    expect(await s.raw.xlen(s.dlq)).toBe(1);
+    expect(await s.raw.xlen(s.stream)).toBe(1);
+    await second?.ack();
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+  });
+
+  it("concurrent replays from two brokers enqueue an entry once", async () => {
+    const s = await setup();
+    await publish(s.broker, s.queue);
+    const c = s.consumer();
+    await (await fetchOne(c)).deadLetter("x");
+    const [entry] = await s.broker.getDlqMessages(s.queue);
+    const other = await s.newBroker();
+    const results = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => (i % 2 ? other : s.broker).replayFromDlq(entry?.messageId ?? "", s.queue)),
+    );
+    expect(results.filter(Boolean)).toHaveLength(1);
+    expect(await s.raw.xlen(s.stream)).toBe(1);
+    expect(await s.raw.xlen(s.dlq)).toBe(0);
+  });
+
+  it("cleanupStaleClients deletes idle consumers without pending entries only", async () => {
+    const s = await setup({ claimMinIdleMs: 60_000 });
+    await publish(s.broker, s.queue);
+    const busy = s.consumer();
+    const held = await fetchOne(busy);
+    const idle = s.consumer();
+    await idle.fetch(1, AbortSignal.timeout(50));
+    await busy.close();
+    await idle.close();
+    await sleep(300);
+    expect(await s.broker.getConsumerCount(s.queue)).toBe(2);
+    expect(await s.broker.cleanupStaleClients(s.queue, 0.1)).toBe(1);
+    expect(await s.broker.getConsumerCount(s.queue)).toBe(1);
+    expect(await s.broker.getPendingCount(s.queue)).toBe(1);
+    await held.ack();
+  });
+
+  it("keeps every key inside the prefix and hash-tagged by queue", async () => {
+    const s = await setup();
+    await publish(s.broker, s.queue);
+    await publish(s.broker, s.queue, { delayMs: 60_000 });
+    await publish(s.broker, s.queue, { unique: true });
+    const c = s.consumer();
+    await (await fetchOne(c)).deadLetter("x");
+    const keys = await keysUnder(s.raw, s.prefix);
+    expect(keys.length).toBeGreaterThanOrEqual(4);
+    for (const key of keys) {
+      expect(key).toMatch(new RegExp(`^${s.prefix}:(stream|delayed|delayed-data|dlq|unique):\\{${s.queue}\\}$`));
+    }
+    const stray = (await s.raw.keys(`*${s.queue}*`)).filter((k) => !k.startsWith(`${s.prefix}:`));
+    expect(stray).toEqual([]);
+  });
+
+  it("recovers from a lost stream and group (NOGROUP) by re-creating them", async () => {
+    const s = await setup();
+    const c = s.consumer();
+    await publish(s.broker, s.queue);
+    await (await fetchOne(c)).ack();
+    await s.raw.del(s.stream); // what a restart without persistence looks like
+    const task = await publish(s.broker, s.queue);
+    const got = await eventually(async () => {
+      const [d] = await c.fetch(1, AbortSignal.timeout(300));
+      if (!d) throw new Error("nothing yet");
+      return d;
+    }, 5000);
+    expect(got.body).toBe(task.body);
+    await got.ack();
+  });
+});

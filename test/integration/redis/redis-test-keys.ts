@@ -1,0 +1,39 @@
+/**
+ * Helpers of the Redis tests: a raw ioredis connection to the shared test Redis, and
+ * deletion of every key under a test's random prefix (never FLUSHDB on the shared server).
+ */
+import { Redis } from "ioredis";
+import { SERVICES, uniqueName } from "../../helpers/services.js";
+
+/** A random key prefix for one test. */
+export function testPrefix(): string {
+  return uniqueName("chtest");
+}
+
+/** A raw client for assertions (caller disconnects it). */
+export function rawRedis(url: string = SERVICES.redis): Redis {
+  return new Redis(url, { maxRetriesPerRequest: null });
+}
+
+/** Every key under `prefix:` (SCAN). */
+export async function keysUnder(redis: Redis, prefix: string): Promise<string[]> {
+  const found: string[] = [];
+  let cursor = "0";
+  do {
+    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
+    cursor = next;
+    found.push(...keys);
+  } while (cursor !== "0");
+  return found;
+}
+
+/** Deletes every key under `prefix:`. */
+export async function deletePrefix(prefix: string, url: string = SERVICES.redis): Promise<void> {
+  const redis = rawRedis(url);
+  try {
+    const keys = await keysUnder(redis, prefix);
+    for (let i = 0; i < keys.length; i += 500) await redis.del(...keys.slice(i, i + 500));
+  } finally {
+    redis.disconnect();
+  }
+}

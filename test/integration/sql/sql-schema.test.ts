@@ -1,0 +1,107 @@
+/**
+ * Schema creation on connect: 5 concurrent connects on fresh tables, idempotent reconnects,
+ * refusal of a newer schema version, and heartbeats stamped by the database clock.
+ */
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { ConfigurationError } from "../../../src/errors.js";
+import { PostgresBackend } from "../../../src/sql.js";
+import { SERVICES, uniqueName } from "../../helpers/services.js";
+import { sqlTargets } from "./sql-targets.js";
+import { dropPgTables, withMysql, withPg } from "./sql-test-helpers.js";
+
+function stats(workerId: string) {
+  return {
+    workerId,
+    hostname: "h",
+    pid: 1,
+    queue: "q",
+    concurrency: 1,
+    tasksProcessed: 0,
+    tasksFailed: 0,
+    activeTasks: 0,
+    startedAt: new Date().toISOString(),
+    lastHeartbeat: null,
+    isRunning: true,
+    uptimeSeconds: 0,
+  };
+}
+
+for (const t of await sqlTargets()) {
+  describe.skipIf(t.skip)(`sql backend schema: ${t.name}`, () => {
+    afterEach(() => t.cleanup());
+
+    it("5 concurrent connects on fresh tables all succeed and share one schema", async () => {
+      const first = t.create();
+      const others = Array.from({ length: 4 }, () => t.create({ of: first }));
+      const all = [first, ...others];
+      try {
+        await Promise.all(all.map((b) => b.connect()));
+        const id = uniqueName("s-");
+        await first.storeResult({ taskId: id, state: "SUCCESS", result: 7, updatedAt: "" });
+        for (const b of all) expect((await b.getResult(id))?.result).toBe(7);
+        // a reconnect of an existing schema is a no-op
+        await first.disconnect();
+        await first.connect();
+        expect((await first.getResult(id))?.result).toBe(7);
+      } finally {
+        await Promise.all(all.map((b) => b.disconnect()));
+      }
+    });
+
+    it("refuses tables written by a newer schema version", async () => {
+      const backend = t.create();
+      await backend.connect();
+      await backend.disconnect();
+      const table = backend.tables.schemaVersion;
+      if (t.name === "postgres") await withPg((c) => c.query(`update "${table}" set version = 99`));
+      else if (t.name === "mysql") await withMysql((c) => c.query(`update \`${table}\` set version = 99`));
+      else {
+        const { default: Database } = await import("better-sqlite3");
+        const path = (backend.displayUrl ?? "").replace(/^sqlite:/, "");
+        const db = new Database(path);
+        db.prepare(`update "${table}" set version = 99`).run();
+        db.close();
+      }
+      const again = t.create({ of: backend });
+      await expect(again.connect()).rejects.toBeInstanceOf(ConfigurationError);
+    });
+
+    it("stamps heartbeats with the database clock, not the worker's", async () => {
+      const backend = t.create();
+      await backend.connect();
+      try {
+        // This worker's clock runs two hours fast; timers keep real time.
+        vi.useFakeTimers({ toFake: ["Date"], now: Date.now() + 2 * 3600_000 });
+        const id = uniqueName("w-");
+        await backend.storeHeartbeat(stats(id), 30);
+        const got = await backend.getHeartbeat(id);
+        vi.useRealTimers();
+        expect(got).not.toBeNull();
+        const skew = Math.abs(Date.parse(got?.lastHeartbeat ?? "") - Date.now());
+        expect(skew).toBeLessThan(60_000);
+        expect((await backend.getActiveWorkers()).map((w) => w.workerId)).toContain(id);
+      } finally {
+        vi.useRealTimers();
+        await backend.disconnect();
+      }
+    });
+  });
+}
+
+describe.skipIf((await sqlTargets())[0]?.skip)("postgres schema option", () => {
+  it("creates the tables in the configured schema", async () => {
+    const schema = uniqueName("s_");
+    const backend = new PostgresBackend({ url: SERVICES.postgres, schema, env: {} });
+    const second = new PostgresBackend({ url: SERVICES.postgres, schema, env: {} });
+    try {
+      await Promise.all([backend.connect(), second.connect()]);
+      await backend.storeResult({ taskId: "a", state: "SUCCESS", result: 1, updatedAt: "" });
+      const rows = await withPg((c) => c.query(`select count(*)::int as n from "${schema}".chicory_results`));
+      expect(rows.rows[0]?.n).toBe(1);
+    } finally {
+      await backend.disconnect();
+      await second.disconnect();
+      await dropPgTables("chicory_", schema);
+    }
+  });
+});

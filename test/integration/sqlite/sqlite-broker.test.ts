@@ -1,0 +1,193 @@
+/**
+ * SQLite-specific behaviour of the broker: pragmas, schema versioning, ordering, delays and
+ * unique publishes across two connections, injected connections, lifecycle errors.
+ */
+import Database from "better-sqlite3";
+import { afterEach, describe, expect, it } from "vitest";
+import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
+import { SqliteBroker } from "../../../src/brokers/sqlite/index.js";
+import type { SqliteDatabase } from "../../../src/brokers/sqlite/sqlite-database.js";
+import { BrokerConnectionError, ConfigurationError } from "../../../src/errors.js";
+import { uniqueName } from "../../helpers/services.js";
+import { removeDb, tempDbPath } from "./sqlite-test-files.js";
+
+async function fetchAll(consumer: Consumer, count: number, maxPerFetch = count): Promise<Delivery[]> {
+  const got: Delivery[] = [];
+  const deadline = Date.now() + 5000;
+  while (got.length < count && Date.now() < deadline) {
+    const max = Math.min(maxPerFetch, count - got.length);
+    got.push(...(await consumer.fetch(max, AbortSignal.timeout(Math.max(1, deadline - Date.now())))));
+  }
+  return got;
+}
+
+describe("sqlite broker", () => {
+  let path = "";
+  const cleanups: Array<() => Promise<unknown> | unknown> = [];
+
+  async function connect(options: ConstructorParameters<typeof SqliteBroker>[0] = {}): Promise<SqliteBroker> {
+    if (!path) path = tempDbPath();
+    const broker = new SqliteBroker({ path, ...options });
+    await broker.connect();
+    cleanups.push(() => broker.disconnect());
+    return broker;
+  }
+
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+    if (path) removeDb(path);
+    path = "";
+  });
+
+  it("puts the file in WAL mode with synchronous NORMAL and creates its tables", async () => {
+    await connect();
+    const db = new Database(path, { readonly: true });
+    cleanups.push(() => db.close());
+    expect(db.pragma("journal_mode", { simple: true })).toBe("wal");
+    const tables = db
+      .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'chicory_%' ORDER BY name")
+      .all()
+      .map((row) => (row as { name: string }).name);
+    expect(tables).toEqual(["chicory_consumers", "chicory_dlq", "chicory_jobs", "chicory_meta"]);
+    const version = db.prepare("SELECT value FROM chicory_meta WHERE key = 'broker_schema_version'").get();
+    expect(version).toEqual({ value: "1" });
+  });
+
+  it("applies synchronous FULL on an injected connection and leaves it open on disconnect", async () => {
+    path = tempDbPath();
+    const db = new Database(path);
+    cleanups.push(() => db.close());
+    const broker = new SqliteBroker({ database: db as unknown as SqliteDatabase, synchronous: "FULL", path });
+    await broker.connect();
+    expect(db.pragma("synchronous", { simple: true })).toBe(2); // FULL
+    expect(db.pragma("busy_timeout", { simple: true })).toBe(5000);
+    await broker.publish("q", { id: "a", body: "a" });
+    await broker.disconnect();
+    expect(db.open).toBe(true);
+    expect(db.prepare("SELECT COUNT(*) AS n FROM chicory_jobs").get()).toEqual({ n: 1 });
+  });
+
+  it("refuses a file whose schema is newer than this version", async () => {
+    path = tempDbPath();
+    await (await connect()).disconnect();
+    const db = new Database(path);
+    db.prepare("UPDATE chicory_meta SET value = '99' WHERE key = 'broker_schema_version'").run();
+    db.close();
+    const broker = new SqliteBroker({ path });
+    await expect(broker.connect()).rejects.toBeInstanceOf(ConfigurationError);
+  });
+
+  it("waits for a lock held by another connection of this process without blocking the event loop", async () => {
+    path = tempDbPath();
+    const other = new Database(path);
+    cleanups.push(() => other.close());
+    other.exec("BEGIN IMMEDIATE");
+    // the holder commits from a timer: only possible if connect() yields while it waits
+    const timer = setTimeout(() => other.exec("COMMIT"), 100);
+    cleanups.push(() => clearTimeout(timer));
+    const started = Date.now();
+    const broker = new SqliteBroker({ path, busyTimeoutMs: 10_000 });
+    await broker.connect();
+    cleanups.push(() => broker.disconnect());
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(await broker.publish("q", { id: "a", body: "a" })).toEqual({ published: true });
+  });
+
+  it("hands out a batch by priority, then publish order, and queues in preference order", async () => {
+    const broker = await connect();
+    const [first, second] = [uniqueName("q"), uniqueName("q")];
+    await broker.publish(second, { id: "s1", body: "second-queue", priority: 255 });
+    await broker.publish(first, { id: "a", body: "low-1", priority: 1 });
+    await broker.publish(first, { id: "b", body: "high", priority: 9 });
+    await broker.publish(first, { id: "c", body: "low-2", priority: 1 });
+    await broker.publish(first, { id: "d", body: "none" });
+    const consumer = broker.consumer({ queues: [first, second], consumerId: "c" });
+    const got = await consumer.fetch(10, AbortSignal.timeout(2000));
+    expect(got.map((d) => d.body)).toEqual(["high", "low-1", "low-2", "none", "second-queue"]);
+    for (const d of got) await d.ack();
+    await consumer.close();
+  });
+
+  it("never hands out a delayed job early, also to another connection", async () => {
+    const producer = await connect();
+    const worker = await connect();
+    const queue = uniqueName("q");
+    const delayMs = 400;
+    const publishedAt = Date.now();
+    await producer.publish(queue, { id: "later", body: "later", delayMs });
+    await producer.publish(queue, { id: "now", body: "now" });
+    const consumer = worker.consumer({ queues: [queue], consumerId: "w" });
+    const [now] = await fetchAll(consumer, 1);
+    expect(now?.body).toBe("now");
+    await now?.ack();
+    const [later] = await fetchAll(consumer, 1);
+    expect(Date.now() - publishedAt).toBeGreaterThanOrEqual(delayMs);
+    expect(later?.body).toBe("later");
+    await later?.ack();
+    await consumer.close();
+  });
+
+  it("unique publish is idempotent across connections, per queue", async () => {
+    const a = await connect();
+    const b = await connect();
+    const queue = uniqueName("q");
+    expect(await a.publish(queue, { id: "same", body: "1", unique: true })).toEqual({ published: true });
+    expect(await b.publish(queue, { id: "same", body: "2", unique: true })).toEqual({ published: false });
+    expect(await b.publish(uniqueName("q"), { id: "same", body: "3", unique: true })).toEqual({ published: true });
+    // a non-unique publish is never refused
+    expect(await b.publish(queue, { id: "same", body: "4" })).toEqual({ published: true });
+    const consumer = b.consumer({ queues: [queue], consumerId: "w" });
+    const got = await fetchAll(consumer, 2);
+    // a retry keeps the id reserved; dead-lettering frees it
+    const unique = got.find((d) => d.body === "1");
+    await unique?.retry("1-retried", 60_000);
+    expect(await a.publish(queue, { id: "same", body: "5", unique: true })).toEqual({ published: false });
+    for (const d of got) if (d !== unique) await d.ack();
+    await consumer.close();
+  });
+
+  it("wakes a consumer of this process at once when it publishes", async () => {
+    const broker = await connect({ pollMinMs: 1000, pollMaxMs: 1000 });
+    const queue = uniqueName("q");
+    const consumer = broker.consumer({ queues: [queue], consumerId: "w" });
+    const waiting = consumer.fetch(1, AbortSignal.timeout(3000));
+    setTimeout(() => void broker.publish(queue, { id: "x", body: "x" }), 50);
+    const started = Date.now();
+    const [delivery] = await waiting;
+    expect(delivery?.body).toBe("x");
+    // with polls 1 s apart, only the in-process notification explains a quick pickup
+    expect(Date.now() - started).toBeLessThan(900);
+    await delivery?.ack();
+    await consumer.close();
+  });
+
+  it("reports use before connect and after disconnect as BrokerConnectionError", async () => {
+    path = tempDbPath();
+    const broker = new SqliteBroker({ path });
+    await expect(broker.publish("q", { id: "a", body: "a" })).rejects.toBeInstanceOf(BrokerConnectionError);
+    await expect(broker.getQueueSize("q")).rejects.toBeInstanceOf(BrokerConnectionError);
+    expect((await broker.healthcheck()).connected).toBe(false);
+    await broker.connect();
+    const consumer = broker.consumer({ queues: ["q"], consumerId: "c" });
+    const pending = consumer.fetch(1, AbortSignal.timeout(5000));
+    await broker.disconnect();
+    expect(await pending).toEqual([]); // a waiting fetch ends when the broker disconnects
+    await expect(broker.publish("q", { id: "a", body: "a" })).rejects.toBeInstanceOf(BrokerConnectionError);
+  });
+
+  it("works on :memory: within one broker", async () => {
+    const broker = new SqliteBroker({ url: "sqlite::memory:" });
+    expect(broker.capabilities.durable).toBe(false);
+    await broker.connect();
+    cleanups.push(() => broker.disconnect());
+    await broker.publish("q", { id: "a", body: "a" });
+    const [delivery] = await fetchAll(broker.consumer({ queues: ["q"], consumerId: "c" }), 1);
+    expect(delivery?.body).toBe("a");
+    await delivery?.ack();
+  });
+
+  it("wraps an unopenable path in BrokerConnectionError", async () => {
+    const broker = new SqliteBroker({ path: "/nonexistent-dir-chicory/x/y.db" });
+    await expect(broker.connect()).rejects.toBeInstanceOf(BrokerConnectionError);
+  });
+});

@@ -1,0 +1,135 @@
+/**
+ * Leases of the SQLite broker with two connections on one file: expiry and reclaim, fencing
+ * of a consumer that lost its lease, renewal by a live consumer.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
+import { SqliteBroker } from "../../../src/brokers/sqlite/index.js";
+import type { Logger } from "../../../src/core/logger.js";
+import { uniqueName } from "../../helpers/services.js";
+import { removeDb, tempDbPath } from "./sqlite-test-files.js";
+
+const LEASE_MS = 300;
+
+/** A logger that keeps the messages of `warn`. */
+function recordingLogger(): Logger & { warnings: string[] } {
+  const warnings: string[] = [];
+  const noop = () => {};
+  const logger: Logger & { warnings: string[] } = {
+    warnings,
+    debug: noop,
+    info: noop,
+    error: noop,
+    warn: (fields: Record<string, unknown> | string, message?: string) => {
+      warnings.push(typeof fields === "string" ? fields : (message ?? ""));
+    },
+    child: () => logger,
+  };
+  return logger;
+}
+
+async function fetchOne(consumer: Consumer, timeoutMs = 5000): Promise<Delivery> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const [delivery] = await consumer.fetch(1, AbortSignal.timeout(Math.max(1, deadline - Date.now())));
+    if (delivery) return delivery;
+  }
+  throw new Error(`no delivery within ${timeoutMs} ms`);
+}
+
+describe("sqlite broker leases", () => {
+  const path = tempDbPath();
+  const logger = recordingLogger();
+  let brokers: SqliteBroker[] = [];
+
+  async function connect(): Promise<SqliteBroker> {
+    const broker = new SqliteBroker({ path, claimMinIdleMs: LEASE_MS, logger });
+    await broker.connect();
+    brokers.push(broker);
+    return broker;
+  }
+
+  afterEach(async () => {
+    for (const broker of brokers) await broker.disconnect();
+    brokers = [];
+    removeDb(path);
+    logger.warnings.length = 0;
+  });
+
+  it("reclaims an expired lease on another connection with deliveryCount 2", async () => {
+    const a = await connect();
+    const b = await connect();
+    const queue = uniqueName("q");
+    await a.publish(queue, { id: "t1", body: "one" });
+    const dead = a.consumer({ queues: [queue], consumerId: "dead" });
+    const first = await fetchOne(dead);
+    expect(first.deliveryCount).toBe(1);
+    await dead.close(); // stops renewing: the lease runs out
+    const second = await fetchOne(b.consumer({ queues: [queue], consumerId: "alive" }), LEASE_MS * 10);
+    expect(second.deliveryId).toBe(first.deliveryId);
+    expect(second.deliveryCount).toBe(2);
+    await second.ack();
+    expect(await b.getPendingCount(queue)).toBe(0);
+  });
+
+  it("a consumer that lost its lease cannot settle the new owner's job", async () => {
+    const a = await connect();
+    const b = await connect();
+    const queue = uniqueName("q");
+    await a.publish(queue, { id: "t1", body: "one" });
+    const stale = a.consumer({ queues: [queue], consumerId: "stale" });
+    const lost = await fetchOne(stale);
+    await stale.close();
+    const owner = b.consumer({ queues: [queue], consumerId: "owner" });
+    const taken = await fetchOne(owner, LEASE_MS * 10);
+    expect(taken.deliveryCount).toBe(2);
+
+    await lost.ack();
+    expect(logger.warnings.some((w) => w.includes("ack of delivery") && w.includes("ignored"))).toBe(true);
+    expect(await b.getPendingCount(queue)).toBe(1);
+    await lost.deadLetter("late");
+    await lost.retry("late", 0);
+    expect(await b.getDlqCount(queue)).toBe(0);
+    expect(await b.getQueueSize(queue)).toBe(0);
+
+    // the fenced ack settled the stale delivery: the later calls were no-ops, no more warnings
+    expect(logger.warnings).toHaveLength(1);
+
+    await taken.ack();
+    expect(await b.getPendingCount(queue)).toBe(0);
+  });
+
+  it("a stale release does not unlock the new owner's job", async () => {
+    const a = await connect();
+    const b = await connect();
+    const queue = uniqueName("q");
+    await a.publish(queue, { id: "t1", body: "one" });
+    const stale = a.consumer({ queues: [queue], consumerId: "stale" });
+    const lost = await fetchOne(stale);
+    await stale.close();
+    const taken = await fetchOne(b.consumer({ queues: [queue], consumerId: "owner" }), LEASE_MS * 10);
+    await lost.release();
+    expect(await b.getPendingCount(queue)).toBe(1);
+    const thief = a.consumer({ queues: [queue], consumerId: "thief" });
+    expect(await thief.fetch(1, AbortSignal.timeout(LEASE_MS * 2))).toEqual([]);
+    await thief.close();
+    await taken.ack();
+  });
+
+  it("a live consumer keeps its job past several lease periods", async () => {
+    const a = await connect();
+    const b = await connect();
+    const queue = uniqueName("q");
+    await a.publish(queue, { id: "t1", body: "one" });
+    const live = a.consumer({ queues: [queue], consumerId: "live" });
+    const held = await fetchOne(live);
+    const other = b.consumer({ queues: [queue], consumerId: "other" });
+    const deadline = Date.now() + LEASE_MS * 4;
+    while (Date.now() < deadline) {
+      expect(await other.fetch(1, AbortSignal.timeout(Math.max(1, deadline - Date.now())))).toEqual([]);
+    }
+    expect(await b.getPendingCount(queue)).toBe(1);
+    await held.ack();
+    expect(logger.warnings).toEqual([]);
+  });
+});

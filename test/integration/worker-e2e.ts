@@ -1,0 +1,209 @@
+/**
+ * Worker end-to-end suite, run unchanged for every broker/backend pair
+ * (`test/integration/<pair>.e2e.test.ts`). Each test gets a fresh, isolated app from the
+ * target (its own key prefix / file / table prefix) and cleans it up.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  AsyncResult,
+  type Chicory,
+  silentLogger,
+  type TaskContext,
+  TaskFailedError,
+  Worker,
+  type WorkerInit,
+} from "../../src/index.js";
+
+/** How a broker/backend pair plugs into {@link runWorkerE2E}. */
+export interface WorkerE2ETarget {
+  /** Shown in the describe block. */
+  name: string;
+  /**
+   * A fresh app on isolated storage. `options.claimMinIdleMs` asks for a short lease where the
+   * broker has one.
+   */
+  createApp(): Promise<Chicory> | Chicory;
+  /** Removes what the app created (called after the app and its workers stopped). */
+  destroy?(app: Chicory): Promise<void>;
+}
+
+async function eventually<T>(fn: () => Promise<T> | T, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Registers the worker end-to-end suite for a broker/backend pair. */
+export function runWorkerE2E(target: WorkerE2ETarget): void {
+  describe(`worker end to end: ${target.name}`, () => {
+    const cleanups: Array<() => Promise<void>> = [];
+    afterEach(async () => {
+      while (cleanups.length) await cleanups.pop()?.();
+    });
+
+    async function fresh(): Promise<Chicory> {
+      const app = await target.createApp();
+      cleanups.push(async () => {
+        await app.disconnect().catch(() => undefined);
+        await target.destroy?.(app);
+      });
+      return app;
+    }
+
+    async function worker(app: Chicory, options: WorkerInit = {}): Promise<Worker> {
+      const w = new Worker(app, {
+        logger: silentLogger,
+        concurrency: 8,
+        heartbeatInterval: 0.2,
+        heartbeatTtl: 5,
+        ...options,
+      });
+      await w.start();
+      cleanups.push(() => w.stop(2));
+      return w;
+    }
+
+    it("runs 200 tasks across two workers, each exactly once", async () => {
+      const app = await fresh();
+      const runs = new Map<number, number>();
+      const square = app.task(async function square(n: number) {
+        runs.set(n, (runs.get(n) ?? 0) + 1);
+        return n * n;
+      });
+      await worker(app, { concurrency: 4 });
+      await worker(app, { concurrency: 4 });
+      const results = await Promise.all(Array.from({ length: 200 }, (_, i) => square.delay(i)));
+      const values = await Promise.all(results.map((r) => r.get({ timeout: 20 })));
+      expect(values).toEqual(Array.from({ length: 200 }, (_, i) => i * i));
+      expect([...runs.values()].every((n) => n === 1)).toBe(true);
+      expect(await app.broker.getPendingCount("default")).toBe(0);
+    });
+
+    it("retries on the task's own queue and reports the remote error when retries run out", async () => {
+      const app = await fresh();
+      const seen: number[] = [];
+      const flaky = app.task(
+        {
+          name: "flaky",
+          queue: "e2e-mail",
+          context: true,
+          retryPolicy: { maxRetries: 2, retryDelay: "50ms", jitter: false },
+        },
+        async (ctx: TaskContext, failTimes: number) => {
+          seen.push(ctx.retries);
+          if (ctx.retries < failTimes) throw new RangeError(`attempt ${ctx.retries}`);
+          return ctx.retries;
+        },
+      );
+      await worker(app, { queue: "e2e-mail" });
+      expect(await (await flaky.delay(2)).get({ timeout: 20 })).toBe(2);
+      const failed = await flaky.delay(5);
+      const error = await failed.get({ timeout: 20 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(TaskFailedError);
+      expect(error).toMatchObject({ errorType: "RangeError", remoteMessage: "attempt 2" });
+      expect(seen).toEqual([0, 1, 2, 0, 1, 2]);
+    });
+
+    it("dead-letters exhausted retries and replays them from the DLQ", async () => {
+      const app = await fresh();
+      let fail = true;
+      const t = app.task({ name: "dlq_then_ok", retryPolicy: { maxRetries: 0 } }, async () => {
+        if (fail) throw new Error("broken for now");
+        return "fixed";
+      });
+      await worker(app, { useDeadLetterQueue: true });
+      const r = await t.delay();
+      await expect(r.get({ timeout: 20 })).rejects.toBeInstanceOf(TaskFailedError);
+      expect(await r.state()).toBe("DEAD_LETTERED");
+      const [entry] = await app.broker.getDlqMessages("default");
+      expect(entry?.originalMessage?.id).toBe(r.taskId);
+      fail = false;
+      expect(await app.broker.replayFromDlq(entry?.messageId ?? "", "default")).toBe(true);
+      await eventually(async () => (await r.state()) === "SUCCESS");
+      expect(await r.get({ timeout: 5 })).toBe("fixed");
+      expect(await app.broker.getDlqCount("default")).toBe(0);
+    });
+
+    it("runs a delayed task no earlier than its countdown", async () => {
+      const app = await fresh();
+      const t = app.task(async function delayed() {
+        return Date.now();
+      });
+      await worker(app);
+      const sent = Date.now();
+      const ranAt = await (await t.applyAsync([], { countdown: "300ms" })).get({ timeout: 20 });
+      expect(ranAt - sent).toBeGreaterThanOrEqual(290);
+    });
+
+    it("dead-letters undecodable messages and keeps serving", async () => {
+      const app = await fresh();
+      const ok = app.task(async function stillOk() {
+        return "ok";
+      });
+      await worker(app, { useDeadLetterQueue: true });
+      await app.broker.publish("default", { id: "garbage-1", body: "\u0000not json{" });
+      expect(await (await ok.delay()).get({ timeout: 20 })).toBe("ok");
+      await eventually(async () => (await app.broker.getDlqCount("default")) === 1);
+      expect((await app.broker.getDlqMessages("default"))[0]?.error).toMatch(/decode_error/);
+    });
+
+    it("at_most_once tasks run once and are acknowledged before they run", async () => {
+      const app = await fresh();
+      let pending = -1;
+      const t = app.task({ name: "amo", deliveryMode: "at_most_once" }, async () => {
+        pending = await app.broker.getPendingCount("default");
+        return 1;
+      });
+      await worker(app);
+      expect(await (await t.delay()).get({ timeout: 20 })).toBe(1);
+      expect(pending).toBe(0);
+    });
+
+    it("holds no more messages than its concurrency", async () => {
+      const app = await fresh();
+      let release!: () => void;
+      const gate = new Promise<void>((r) => {
+        release = r;
+      });
+      let running = 0;
+      const t = app.task(async function gated() {
+        running++;
+        await gate;
+      });
+      const results = await Promise.all(Array.from({ length: 12 }, () => t.delay()));
+      await worker(app, { concurrency: 3 });
+      await eventually(() => running === 3);
+      expect(await app.broker.getPendingCount("default")).toBeLessThanOrEqual(3);
+      release();
+      await Promise.all(results.map((r) => r.get({ timeout: 20 })));
+    });
+
+    it("drains on stop(), publishes heartbeats and a final stopped heartbeat", async () => {
+      const app = await fresh();
+      let release!: () => void;
+      const gate = new Promise<void>((r) => {
+        release = r;
+      });
+      const t = app.task(async function drained() {
+        await gate;
+        return "drained";
+      });
+      const w = await worker(app);
+      const backend = app.backend;
+      if (!backend) throw new Error("the e2e suite needs a backend");
+      await eventually(async () => (await backend.getActiveWorkers()).some((s) => s.workerId === w.workerId));
+      const r = await t.delay();
+      await eventually(() => w.getStats().activeTasks === 1);
+      const stopping = w.stop(10);
+      release();
+      await stopping;
+      await app.connect();
+      expect(await new AsyncResult(r.taskId, backend).state()).toBe("SUCCESS");
+      expect((await backend.getHeartbeat(w.workerId))?.isRunning).toBe(false);
+    });
+  });
+}

@@ -116,6 +116,31 @@ describe("sqlite broker leases", () => {
     await taken.ack();
   });
 
+  it("a consumer that stalled past its lease warns once that it lost it and is fenced", async () => {
+    const a = await connect();
+    const b = await connect();
+    const queue = uniqueName("q");
+    await a.publish(queue, { id: "t1", body: "one" });
+    const stalled = a.consumer({ queues: [queue], consumerId: "stalled" });
+    const held = await fetchOne(stalled);
+    const until = Date.now() + LEASE_MS + 100;
+    while (Date.now() < until) {
+      // a synchronous stall: the renewal timer cannot run
+    }
+    // fetch claims synchronously, before the stalled consumer's timer gets a turn
+    const taking = b.consumer({ queues: [queue], consumerId: "taker" }).fetch(1, AbortSignal.timeout(2000));
+    const [taken] = await taking;
+    expect(taken?.deliveryCount).toBe(2);
+    const lostWarnings = () => logger.warnings.filter((w) => w.includes("leases of in-flight deliveries were lost"));
+    const deadline = Date.now() + 2000;
+    while (lostWarnings().length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(lostWarnings()).toHaveLength(1);
+    await held.ack();
+    expect(await b.getPendingCount(queue)).toBe(1);
+    await taken?.ack();
+    expect(await b.getPendingCount(queue)).toBe(0);
+  });
+
   it("a live consumer keeps its job past several lease periods", async () => {
     const a = await connect();
     const b = await connect();

@@ -1,0 +1,119 @@
+/**
+ * Redis-specific backend behaviour: key layout and TTL, pub/sub wake-up shared by every
+ * waiter (one subscription), heartbeat keys by the Redis clock.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import type { TaskRecord } from "../../../src/backends/backend.js";
+import { RedisBackend } from "../../../src/backends/redis/index.js";
+import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
+import { deletePrefix, keysUnder, rawRedis, testPrefix } from "./redis-test-keys.js";
+
+const skip = await skipUnless("redis");
+
+function success(taskId: string, result: number): TaskRecord {
+  return { taskId, state: "SUCCESS", result, updatedAt: new Date().toISOString() };
+}
+
+describe.skipIf(skip)("redis backend", () => {
+  const cleanups: Array<() => Promise<void>> = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  async function setup() {
+    const prefix = testPrefix();
+    const raw = rawRedis();
+    const backends: RedisBackend[] = [];
+    const open = async () => {
+      const b = new RedisBackend({ url: SERVICES.redis, keyPrefix: prefix, resultTtl: "1h", env: {} });
+      await b.connect();
+      backends.push(b);
+      return b;
+    };
+    cleanups.push(async () => {
+      await Promise.allSettled(backends.map((b) => b.disconnect()));
+      await deletePrefix(prefix);
+      raw.disconnect();
+    });
+    return { prefix, raw, open };
+  }
+
+  it("stores one JSON key per task, state first, with the result TTL", async () => {
+    const s = await setup();
+    const backend = await s.open();
+    const id = uniqueName("task-");
+    await backend.setState(id, "STARTED", { taskName: "t" });
+    await backend.storeResult(success(id, 7));
+    const keys = await keysUnder(s.raw, s.prefix);
+    expect(keys).toEqual([`${s.prefix}:result:${id}`]);
+    const text = await s.raw.get(`${s.prefix}:result:${id}`);
+    expect(text?.startsWith('{"state":"SUCCESS"')).toBe(true);
+    const ttl = await s.raw.ttl(`${s.prefix}:result:${id}`);
+    expect(ttl).toBeGreaterThan(3500);
+    expect(ttl).toBeLessThanOrEqual(3600);
+  });
+
+  it("wakes waiters by pub/sub (no polling) through one shared subscription", async () => {
+    const s = await setup();
+    const waiting = await s.open();
+    const writer = await s.open();
+    const ids = Array.from({ length: 50 }, () => uniqueName("task-"));
+    const waits = ids.map((id) => waiting.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 60_000 }));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const [, subscribers] = (await s.raw.call("PUBSUB", "NUMSUB", `${s.prefix}:done`)) as [string, number];
+    expect(subscribers).toBe(1);
+    const started = Date.now();
+    await Promise.all(ids.map((id, i) => writer.storeResult(success(id, i))));
+    const records = await Promise.all(waits);
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(records.map((r) => r?.result)).toEqual(ids.map((_, i) => i));
+  });
+
+  it("a late non-terminal write is refused atomically and publishes nothing", async () => {
+    const s = await setup();
+    const backend = await s.open();
+    const id = uniqueName("task-");
+    await backend.storeResult(success(id, 1));
+    const sub = rawRedis();
+    const messages: string[] = [];
+    await sub.subscribe(`${s.prefix}:done`);
+    sub.on("message", (_channel, message) => messages.push(message));
+    await backend.setState(id, "STARTED");
+    await backend.setState(id, "RETRY", { error: { type: "Error", message: "late" }, retries: 1 });
+    await backend.storeResult({ ...success(id, 2), state: "FAILURE", error: { type: "Error", message: "dup" } });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    sub.disconnect();
+    expect((await backend.getResult(id))?.state).toBe("FAILURE");
+    expect(messages).toEqual([id]);
+  });
+
+  it("keeps heartbeats in P:heartbeat:WID with a TTL and P:workers scored by Redis time", async () => {
+    const s = await setup();
+    const backend = await s.open();
+    const workerId = `host-1-${uniqueName("")}`;
+    const now = new Date().toISOString();
+    await backend.storeHeartbeat(
+      {
+        workerId,
+        hostname: "host",
+        pid: 1,
+        queue: "default",
+        concurrency: 1,
+        tasksProcessed: 0,
+        tasksFailed: 0,
+        activeTasks: 0,
+        startedAt: now,
+        lastHeartbeat: now,
+        isRunning: true,
+        uptimeSeconds: 0,
+      },
+      30,
+    );
+    const ttl = await s.raw.ttl(`${s.prefix}:heartbeat:${workerId}`);
+    expect(ttl).toBeGreaterThan(25);
+    const [seconds] = await s.raw.time();
+    const score = Number(await s.raw.zscore(`${s.prefix}:workers`, workerId));
+    expect(Math.abs(score - Number(seconds) * 1000)).toBeLessThan(5000);
+    expect((await backend.getActiveWorkers()).map((w) => w.workerId)).toEqual([workerId]);
+  });
+});

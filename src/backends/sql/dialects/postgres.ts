@@ -1,0 +1,125 @@
+/**
+ * PostgreSQL through `pg` (imported lazily): a `pg.Pool` for queries and, for waiting on
+ * results, one dedicated `pg.Client` per process that LISTENs (see `pg-listener.ts`).
+ *
+ * URL: `postgres://user:password@host:5432/database?sslmode=require` (`postgresql://` too).
+ * The pool keeps `poolSize` connections, opens up to `maxOverflow` more under load (closed
+ * after 10 s idle), replaces connections older than `poolRecycle`, and fails a checkout after
+ * `poolTimeout` with `DbPoolExhaustedError`. Broken connections (killed, server restart) are
+ * discarded by the pool; an `error` on an idle one is handled, never crashes the process.
+ * @module
+ */
+import { Kysely, PostgresDialect } from "kysely";
+import type { EnvMap } from "../../../core/env.js";
+import { maskUrl } from "../../../core/url.js";
+import { importDriver } from "../sql-driver.js";
+import { resolvePoolSettings, type SqlPoolOptions } from "../sql-options.js";
+import type { PgListenClient, SqlConnection, SqlDatabase, SqlDialect } from "../sql-types.js";
+
+/** The little of a `pg.Pool` the backend uses (an injected pool must offer this). */
+export interface PgPoolLike {
+  connect(): Promise<{ query: unknown; release(error?: unknown): void }>;
+  end(): Promise<void>;
+  on(event: "error", listener: (error: Error) => void): unknown;
+  on(
+    event: "connect",
+    listener: (client: { on(event: "error", listener: (error: Error) => void): unknown }) => void,
+  ): unknown;
+  readonly totalCount: number;
+  readonly options?: { readonly max?: number };
+}
+
+interface PgModule {
+  Pool: new (config: Record<string, unknown>) => PgPoolLike;
+  Client: new (config: Record<string, unknown>) => PgListenClient & { connect(): Promise<void> };
+}
+
+/** Options of {@link postgresDialect}. */
+export interface PostgresDialectOptions extends SqlPoolOptions {
+  /** A ready `pg.Pool` (the caller owns and ends it); waiters then poll (no LISTEN connection). */
+  pool?: PgPoolLike | undefined;
+  /** `application_name` of the connections (default `chicory`), shown in `pg_stat_activity`. */
+  applicationName?: string | undefined;
+  /** Environment to read `CHICORY_BACKEND_POSTGRES_*` from (default `process.env`). */
+  env?: EnvMap | undefined;
+}
+
+const WHAT = "the PostgreSQL result backend";
+
+/** A PostgreSQL database for {@link SqlBackend}. */
+export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialect {
+  const settings = resolvePoolSettings("postgres", options, options.env ?? process.env);
+  const applicationName = options.applicationName ?? "chicory";
+  const injected = options.pool;
+  const loadPg = () => importDriver<PgModule>("pg", WHAT, () => import("pg"));
+  return {
+    flavor: "postgres",
+    displayUrl: injected ? "postgres (injected pool)" : maskUrl(settings.url),
+    async connect(): Promise<SqlConnection> {
+      let pool: PgPoolLike;
+      let max: number;
+      if (injected) {
+        pool = injected;
+        max = injected.options?.max ?? 10;
+      } else {
+        const pg = await loadPg();
+        max = settings.poolSize + settings.maxOverflow;
+        pool = new pg.Pool({
+          connectionString: settings.url,
+          application_name: applicationName,
+          min: 0,
+          max,
+          idleTimeoutMillis: 10_000,
+          connectionTimeoutMillis: settings.poolTimeoutMs,
+          maxLifetimeSeconds: Math.floor(settings.poolRecycleMs / 1000),
+        });
+      }
+      // An idle client that dies (pg_terminate_backend, restart) is removed by the pool; the
+      // event must have a listener or Node would crash the process.
+      const onError = () => undefined;
+      pool.on("error", onError);
+      // A checked-out client has no listener of its own: a FATAL message (the connection was
+      // killed) would crash the process. The failing query rejects anyway, and the pool
+      // discards the client when it is released.
+      pool.on("connect", (client) => client.on("error", onError));
+      const db = new Kysely<SqlDatabase>({
+        dialect: new PostgresDialect({
+          pool: pool as unknown as ConstructorParameters<typeof PostgresDialect>[0]["pool"],
+        }),
+      });
+      return {
+        db,
+        close: async () => {
+          if (injected) return; // the caller owns the pool
+          await db.destroy();
+        },
+        isPoolTimeout: (error) =>
+          error instanceof Error &&
+          /timeout exceeded when trying to connect/i.test(error.message) &&
+          pool.totalCount >= max,
+      };
+    },
+    // With an injected pool there is no URL for a dedicated LISTEN client: waiters poll.
+    listen: injected
+      ? undefined
+      : {
+          key: `${settings.url}\0${applicationName}`,
+          async connect(): Promise<PgListenClient> {
+            const pg = await loadPg();
+            const client = new pg.Client({
+              connectionString: settings.url,
+              application_name: applicationName,
+              connectionTimeoutMillis: settings.poolTimeoutMs,
+            });
+            client.on("error", () => undefined); // replaced by the listener's own handler
+            try {
+              await client.connect();
+            } catch (error) {
+              await client.end().catch(() => undefined);
+              throw error;
+            }
+            return client;
+          },
+        },
+  };
+}

@@ -1,0 +1,76 @@
+/**
+ * SQLite through `better-sqlite3` 12 (imported lazily): one connection per backend, in WAL
+ * mode with a busy timeout, so several processes on one host can share the file. Kysely
+ * serializes the statements of this connection; there is no pool to exhaust.
+ *
+ * URL: `sqlite:relative/path.db`, `sqlite:/abs/path.db`, `sqlite:///abs/path.db` or
+ * `sqlite::memory:` (default `sqlite:chicory.db`, or `CHICORY_BACKEND_SQLITE_FILE_PATH`).
+ * @module
+ */
+import { Kysely, SqliteDialect } from "kysely";
+import { parseSqliteUrl } from "../../../brokers/sqlite/sqlite-options.js";
+import type { EnvMap } from "../../../core/env.js";
+import { importDriver } from "../sql-driver.js";
+import { urlFromEnv } from "../sql-options.js";
+import type { SqlConnection, SqlDatabase, SqlDialect } from "../sql-types.js";
+
+/** The little of a better-sqlite3 `Database` the backend uses directly. */
+export interface SqliteDatabaseLike {
+  pragma(source: string): unknown;
+  close(): unknown;
+}
+
+type BetterSqlite3 = new (path: string, options?: { timeout?: number }) => SqliteDatabaseLike;
+
+/** Options of {@link sqliteDialect}. */
+export interface SqliteDialectOptions {
+  /** `sqlite:` URL of the file; default `CHICORY_BACKEND_SQLITE_URL` / `..._FILE_PATH` / `sqlite:chicory.db`. */
+  url?: string | undefined;
+  /** File path (wins over `url`); `":memory:"` for a private in-memory database. */
+  path?: string | undefined;
+  /** A ready better-sqlite3 `Database` (the caller owns and closes it). */
+  database?: SqliteDatabaseLike | undefined;
+  /** Milliseconds a statement waits for another process's lock (default 5000). */
+  busyTimeoutMs?: number | undefined;
+  /** Environment to read `CHICORY_BACKEND_SQLITE_*` from (default `process.env`). */
+  env?: EnvMap | undefined;
+}
+
+/** A SQLite database file for {@link SqlBackend}. */
+export function sqliteDialect(options: SqliteDialectOptions = {}): SqlDialect {
+  const injected = options.database;
+  const url = options.url ?? urlFromEnv("sqlite", options.env ?? process.env);
+  const path = options.path ?? parseSqliteUrl(url);
+  const busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+  return {
+    flavor: "sqlite",
+    displayUrl: injected ? "sqlite (injected database)" : `sqlite:${path}`,
+    async connect(): Promise<SqlConnection> {
+      let database = injected;
+      if (database === undefined) {
+        const Database = await importDriver<BetterSqlite3>(
+          "better-sqlite3@12",
+          "the SQLite result backend",
+          () => import("better-sqlite3"),
+        );
+        database = new Database(path, { timeout: busyTimeoutMs });
+        if (path !== ":memory:") database.pragma("journal_mode = WAL");
+        database.pragma("synchronous = NORMAL");
+      }
+      database.pragma(`busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
+      const db = new Kysely<SqlDatabase>({
+        dialect: new SqliteDialect({
+          database: database as unknown as ConstructorParameters<typeof SqliteDialect>[0]["database"],
+        }),
+      });
+      return {
+        db,
+        close: async () => {
+          if (injected) return;
+          await db.destroy();
+        },
+        isPoolTimeout: () => false,
+      };
+    },
+  };
+}

@@ -1,0 +1,341 @@
+/**
+ * The SQL result backend: one implementation for PostgreSQL, MySQL/MariaDB, SQLite and
+ * SQL Server over Kysely, with the dialect differences confined to `sql-upsert.ts`,
+ * `sql-ddl.ts`, `sql-clock.ts` and the `dialects/` modules.
+ *
+ * Semantics (see `backend.ts`): writes are single-statement upserts with state precedence;
+ * timestamps and TTLs come from the database clock; records expire after the result TTL
+ * (expired rows are invisible at once and deleted by `cleanupStaleClients`). Waiters share
+ * one batched poll per backend, and on PostgreSQL one LISTEN connection per process wakes
+ * them as soon as a terminal write commits.
+ *
+ * Failure handling: an operation that fails because its connection died is retried once
+ * on a fresh connection (every operation here is idempotent), deadlocks are retried up to
+ * three times, and anything else rejects with a `BackendConnectionError` (or
+ * `DbPoolExhaustedError`), so a worker never acknowledges a message whose result is not
+ * stored. Connections belong to the backend unless a pool/database was injected.
+ * @module
+ */
+import { type Kysely, sql } from "kysely";
+import type { HealthStatus } from "../../brokers/broker.js";
+import type { EnvMap } from "../../core/env.js";
+import { type Logger, silentLogger } from "../../core/logger.js";
+import { BackendConnectionError } from "../../errors.js";
+import {
+  type Backend,
+  isTerminalState,
+  type StoredError,
+  type TaskRecord,
+  type TaskState,
+  type WaitOptions,
+  type WorkerStats,
+} from "../backend.js";
+import { subscribePg } from "./pg-listener.js";
+import { nowMs } from "./sql-clock.js";
+import { isConnectionError, isTransientConflict, wrapSqlError } from "./sql-errors.js";
+import { type SqlTableNames, type TextCodec, tableNames, textCodec } from "./sql-names.js";
+import { resolveTableSettings, type SqlTableOptions, type SqlTableSettings } from "./sql-options.js";
+import { encodeKey, errorJson, MAX_KEY_LENGTH, millis, toTaskRecord, toWorkerStats } from "./sql-rows.js";
+import { ensureSchema } from "./sql-schema.js";
+import type { SqlConnection, SqlDatabase, SqlDialect, SqlFlavor } from "./sql-types.js";
+import { upsertHeartbeat, upsertResult } from "./sql-upsert.js";
+import { SqlWaitHub } from "./sql-wait-hub.js";
+
+/** Options of {@link SqlBackend}. */
+export interface SqlBackendOptions extends SqlTableOptions {
+  /** The database: `postgresDialect()`, `mysqlDialect()`, `sqliteDialect()` or `mssqlDialect()`. */
+  dialect: SqlDialect;
+  /** Environment for `CHICORY_BACKEND_<DB>_*` defaults (default `process.env`). */
+  env?: EnvMap | undefined;
+  /** Logger for background problems (LISTEN reconnects, failed polls). */
+  logger?: Logger | undefined;
+}
+
+/** Ids per `IN (...)` query (well under every database's parameter limit). */
+const CHUNK = 500;
+
+/**
+ * A result backend on a SQL database.
+ * @example
+ * ```ts
+ * import { SqlBackend, postgresDialect } from "chicory/sql";
+ * const backend = new SqlBackend({ dialect: postgresDialect({ url: "postgres://app@db/app" }) });
+ * const app = new Chicory({ broker: "redis://localhost", backend });
+ * ```
+ */
+export class SqlBackend implements Backend {
+  readonly kind: SqlFlavor;
+  readonly displayUrl: string;
+  readonly #dialect: SqlDialect;
+  readonly #settings: SqlTableSettings;
+  readonly #names: SqlTableNames;
+  readonly #codec: TextCodec;
+  readonly #logger: Logger;
+  readonly #hub: SqlWaitHub;
+  #connection: SqlConnection | undefined;
+  #connecting: Promise<SqlConnection> | undefined;
+  #unlisten: (() => Promise<void>) | undefined;
+
+  constructor(options: SqlBackendOptions) {
+    this.#dialect = options.dialect;
+    this.kind = options.dialect.flavor;
+    this.displayUrl = options.dialect.displayUrl;
+    this.#settings = resolveTableSettings(this.kind, options, options.env ?? process.env);
+    this.#names = tableNames(this.#settings.tablePrefix, this.#settings.schema);
+    this.#codec = textCodec(this.kind);
+    this.#logger = (options.logger ?? silentLogger).child({ backend: this.kind });
+    this.#hub = new SqlWaitHub((ids) => this.#fetchRecords(ids), this.#settings.pollIntervalMs, this.#logger);
+  }
+
+  /** The real table names (prefix and schema applied). */
+  get tables(): { readonly results: string; readonly workers: string; readonly schemaVersion: string } {
+    return this.#names.qualified;
+  }
+
+  async connect(): Promise<void> {
+    if (this.#connection) return;
+    this.#connecting ??= this.#open().finally(() => {
+      this.#connecting = undefined;
+    });
+    this.#connection = await this.#connecting;
+  }
+
+  async disconnect(): Promise<void> {
+    const pending = this.#connecting;
+    if (pending) await pending.catch(() => undefined);
+    const connection = this.#connection;
+    this.#connection = undefined;
+    this.#hub.close();
+    const unlisten = this.#unlisten;
+    this.#unlisten = undefined;
+    await unlisten?.();
+    await connection?.close();
+  }
+
+  async setState(
+    taskId: string,
+    state: TaskState,
+    extra: { error?: StoredError; retries?: number; taskName?: string } = {},
+  ): Promise<void> {
+    await this.#write(taskId, state, null, extra.error, extra.retries, extra.taskName, true);
+  }
+
+  async storeResult(record: TaskRecord): Promise<void> {
+    const result = record.result === undefined ? null : JSON.stringify(record.result);
+    await this.#write(record.taskId, record.state, result, record.error, record.retries, record.taskName, false);
+  }
+
+  async getResult(taskId: string): Promise<TaskRecord | null> {
+    if (!this.#isStorableKey(taskId)) return null;
+    const [record] = await this.#fetchRecords([taskId]);
+    return record ?? null;
+  }
+
+  async deleteResult(taskId: string): Promise<void> {
+    if (!this.#isStorableKey(taskId)) return;
+    const id = this.#codec.encode(taskId);
+    await this.#run("deleteResult", (db) =>
+      db.deleteFrom(this.#names.qualified.results).where("task_id", "=", id).execute(),
+    );
+  }
+
+  async storeHeartbeat(stats: WorkerStats, ttlSeconds: number): Promise<void> {
+    const id = encodeKey(this.#codec, stats.workerId, "worker id");
+    const json = JSON.stringify(stats);
+    await this.#run("storeHeartbeat", (db) =>
+      upsertHeartbeat(this.kind, this.#names, id, json, ttlSeconds * 1000).execute(db),
+    );
+  }
+
+  async getHeartbeat(workerId: string): Promise<WorkerStats | null> {
+    if (!this.#isStorableKey(workerId)) return null;
+    const id = this.#codec.encode(workerId);
+    const row = await this.#run("getHeartbeat", (db) =>
+      db
+        .selectFrom(this.#names.qualified.workers)
+        .select(["stats", "last_heartbeat"])
+        .where("worker_id", "=", id)
+        .where("expires_at", ">", nowMs(this.kind))
+        .executeTakeFirst(),
+    );
+    return row ? this.#toStats(row) : null;
+  }
+
+  async getActiveWorkers(): Promise<WorkerStats[]> {
+    const rows = await this.#run("getActiveWorkers", (db) =>
+      db
+        .selectFrom(this.#names.qualified.workers)
+        .select(["stats", "last_heartbeat"])
+        .where("expires_at", ">", nowMs(this.kind))
+        .orderBy("worker_id")
+        .execute(),
+    );
+    return rows.map((row) => this.#toStats(row));
+  }
+
+  async cleanupStaleClients(staleSeconds: number): Promise<number> {
+    const staleMs = Math.max(0, Math.round(staleSeconds * 1000));
+    const removed = await this.#run("cleanupStaleClients", (db) =>
+      db
+        .deleteFrom(this.#names.qualified.workers)
+        .where("last_heartbeat", "<", sql<number>`${nowMs(this.kind)} - ${staleMs}`)
+        .executeTakeFirst(),
+    );
+    await this.cleanupExpiredResults();
+    return Number(removed.numDeletedRows);
+  }
+
+  /** Deletes results whose TTL has passed; returns how many. */
+  async cleanupExpiredResults(): Promise<number> {
+    const removed = await this.#run("cleanupExpiredResults", (db) =>
+      db.deleteFrom(this.#names.qualified.results).where("expires_at", "<=", nowMs(this.kind)).executeTakeFirst(),
+    );
+    return Number(removed.numDeletedRows);
+  }
+
+  async healthcheck(): Promise<HealthStatus> {
+    const connection = this.#connection;
+    if (!connection) return { connected: false, error: "not connected" };
+    const started = performance.now();
+    try {
+      await sql`select 1 as ok`.execute(connection.db);
+      return { connected: true, latencyMs: Math.round((performance.now() - started) * 100) / 100 };
+    } catch (error) {
+      return { connected: false, error: wrapSqlError(error, "healthcheck", this.displayUrl, false).message };
+    }
+  }
+
+  waitForResult(taskId: string, options: WaitOptions = {}): Promise<TaskRecord | null> {
+    this.#requireConnection("waitForResult");
+    this.#listen();
+    return this.#hub.wait(taskId, options);
+  }
+
+  async #open(): Promise<SqlConnection> {
+    let connection: SqlConnection;
+    try {
+      connection = await this.#dialect.connect();
+    } catch (error) {
+      throw wrapSqlError(error, "connect", this.displayUrl, false);
+    }
+    try {
+      await this.#withRetries("create schema", connection, (db) => ensureSchema(this.kind, db, this.#names));
+    } catch (error) {
+      await connection.close().catch(() => undefined);
+      throw error;
+    }
+    return connection;
+  }
+
+  #listen(): void {
+    const source = this.#dialect.listen;
+    if (!source || this.#unlisten) return;
+    this.#unlisten = subscribePg(
+      source,
+      this.#names.channel,
+      {
+        onNotify: (payload) => this.#hub.notify(this.#codec.decode(payload)),
+        onStatus: (isListening) => {
+          this.#hub.setNotified(isListening);
+          // Notifications sent while no one listened are lost: re-check every waiter.
+          if (isListening) this.#hub.notifyAll();
+        },
+      },
+      this.#logger,
+    );
+  }
+
+  async #write(
+    taskId: string,
+    state: TaskState,
+    result: string | null,
+    error: StoredError | undefined,
+    retries: number | undefined,
+    taskName: string | undefined,
+    keepPrevious: boolean,
+  ): Promise<void> {
+    const row = {
+      taskId: encodeKey(this.#codec, taskId, "task id"),
+      state,
+      result,
+      error: errorJson(error),
+      retries: retries ?? null,
+      taskName: taskName === undefined ? null : encodeKey(this.#codec, taskName, "task name"),
+      ttlMs: this.#settings.resultTtlMs,
+      isTerminal: isTerminalState(state),
+      keepPrevious,
+    };
+    await this.#run(keepPrevious ? "setState" : "storeResult", (db) =>
+      upsertResult(this.kind, this.#names, row).execute(db),
+    );
+  }
+
+  async #fetchRecords(ids: readonly string[]): Promise<TaskRecord[]> {
+    const encoded = ids.filter((id) => this.#isStorableKey(id)).map((id) => this.#codec.encode(id));
+    const records: TaskRecord[] = [];
+    for (let i = 0; i < encoded.length; i += CHUNK) {
+      const chunk = encoded.slice(i, i + CHUNK);
+      const rows = await this.#run("getResult", (db) =>
+        db
+          .selectFrom(this.#names.qualified.results)
+          .select(["task_id", "state", "result", "error", "retries", "task_name", "updated_at"])
+          .where("task_id", "in", chunk)
+          .where((eb) => eb.or([eb("expires_at", "is", null), eb("expires_at", ">", nowMs(this.kind))]))
+          .execute(),
+      );
+      for (const row of rows) records.push(toTaskRecord(row, this.#codec));
+    }
+    return records;
+  }
+
+  #toStats(row: { stats: string; last_heartbeat: unknown }): WorkerStats {
+    const stats = toWorkerStats(row.stats);
+    // Stamped by the database clock, like the TTL (hazard C17).
+    return { ...stats, lastHeartbeat: new Date(millis(row.last_heartbeat as number)).toISOString() };
+  }
+
+  #isStorableKey(value: string): boolean {
+    if (typeof value !== "string" || value.length === 0) return false;
+    return this.#codec.encode(value).length <= MAX_KEY_LENGTH;
+  }
+
+  #requireConnection(what: string): SqlConnection {
+    const connection = this.#connection;
+    if (!connection) {
+      throw new BackendConnectionError(
+        `${what}: the ${this.kind} backend at ${this.displayUrl} is not connected (call connect() first)`,
+      );
+    }
+    return connection;
+  }
+
+  #run<T>(what: string, fn: (db: Kysely<SqlDatabase>) => Promise<T>): Promise<T> {
+    return this.#withRetries(what, this.#requireConnection(what), fn);
+  }
+
+  /** Runs `fn`, retrying once after a dead connection and up to three times after a deadlock. */
+  async #withRetries<T>(
+    what: string,
+    connection: SqlConnection,
+    fn: (db: Kysely<SqlDatabase>) => Promise<T>,
+  ): Promise<T> {
+    let connectionRetries = 1;
+    let conflictRetries = 3;
+    for (;;) {
+      try {
+        return await fn(connection.db);
+      } catch (error) {
+        const isPoolTimeout = connection.isPoolTimeout(error);
+        if (!isPoolTimeout && isConnectionError(error) && connectionRetries-- > 0) {
+          this.#logger.warn({ err: error, operation: what }, "database connection lost; retrying on a new connection");
+          continue;
+        }
+        if (!isPoolTimeout && isTransientConflict(error) && conflictRetries-- > 0) {
+          await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20));
+          continue;
+        }
+        throw wrapSqlError(error, what, this.displayUrl, isPoolTimeout);
+      }
+    }
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * Types shared by the SQL result backend: the tables as Kysely sees them, and the small
+ * interface every dialect module (postgres, mysql, sqlite, mssql) implements.
+ * @module
+ */
+import type { Kysely } from "kysely";
+
+/** The SQL databases Chicory can store results in. */
+export type SqlFlavor = "postgres" | "mysql" | "sqlite" | "mssql";
+
+/** Epoch milliseconds as drivers return a BIGINT column (pg and tedious give strings). */
+export type DbMillis = number | string | bigint;
+
+/** One row of the results table. JSON values are stored as text. */
+export interface ResultsTable {
+  task_id: string;
+  state: string;
+  result: string | null;
+  error: string | null;
+  retries: number | null;
+  task_name: string | null;
+  updated_at: DbMillis;
+  expires_at: DbMillis | null;
+}
+
+/** One row of the workers (heartbeats) table. */
+export interface WorkersTable {
+  worker_id: string;
+  stats: string;
+  last_heartbeat: DbMillis;
+  expires_at: DbMillis;
+}
+
+/** The schema version table (one row, id 1). */
+export interface SchemaVersionTable {
+  id: number;
+  version: number;
+}
+
+/**
+ * Logical table names as Kysely's types know them. At run time the backend passes the real,
+ * prefixed (and schema-qualified) names in their place; see `SqlTableNames`.
+ */
+export interface SqlDatabase {
+  results: ResultsTable;
+  workers: WorkersTable;
+  schema_version: SchemaVersionTable;
+}
+
+/** What a dialect module hands the backend once connected. */
+export interface SqlConnection {
+  /** The query builder over the dialect's pool. */
+  readonly db: Kysely<SqlDatabase>;
+  /** Closes what the dialect owns (not an injected pool). */
+  close(): Promise<void>;
+  /** Maps a driver error to a Chicory error when it means the pool had no free connection in time. */
+  isPoolTimeout(error: unknown): boolean;
+}
+
+/** A dedicated connection that receives PostgreSQL notifications. */
+export interface PgListenClient {
+  query(text: string): Promise<unknown>;
+  on(event: "notification", listener: (message: { channel: string; payload?: string | undefined }) => void): unknown;
+  on(event: "error", listener: (error: Error) => void): unknown;
+  on(event: "end", listener: () => void): unknown;
+  removeAllListeners(event?: string): unknown;
+  /** Closes the connection. */
+  end(): Promise<void>;
+}
+
+/**
+ * A database to connect to, built by `postgresDialect()`, `mysqlDialect()`,
+ * `sqliteDialect()` or `mssqlDialect()`. Nothing is opened until `connect()`.
+ */
+export interface SqlDialect {
+  /** Which database this is. */
+  readonly flavor: SqlFlavor;
+  /** The connection URL with its password masked. */
+  readonly displayUrl: string;
+  /** Imports the driver lazily and opens the pool. */
+  connect(): Promise<SqlConnection>;
+  /**
+   * PostgreSQL only: opens a connection for LISTEN (one per process, shared by all waiters),
+   * and the key that identifies the database for sharing it.
+   */
+  readonly listen?: { readonly key: string; connect(): Promise<PgListenClient> } | undefined;
+}

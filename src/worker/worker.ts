@@ -4,6 +4,7 @@
  * gracefully. It talks to brokers and backends only through their interfaces.
  * @module
  */
+import { setMaxListeners } from "node:events";
 import { hostname as osHostname } from "node:os";
 import type { Chicory } from "../app.js";
 import type { WorkerStats } from "../backends/backend.js";
@@ -95,6 +96,8 @@ export class Worker {
     this.#phase = "starting";
     this.#fetchAbort = new AbortController();
     this.#shutdownAbort = new AbortController();
+    // One listener per running task (and per broker wait) is expected, not a leak.
+    setMaxListeners(0, this.#fetchAbort.signal, this.#shutdownAbort.signal);
     try {
       await this.#app.connect();
       for (const hook of this.#app.workerHooks.startup) {

@@ -161,6 +161,23 @@ describe("sqlite broker", () => {
     await consumer.close();
   });
 
+  it("hands out a job delayed by this process on time, not at the next safety check", async () => {
+    const broker = await connect({ pollMinMs: 1000, pollMaxMs: 1000 });
+    const queue = uniqueName("q");
+    const consumer = broker.consumer({ queues: [queue], consumerId: "w" });
+    expect(await consumer.fetch(1, AbortSignal.timeout(50))).toEqual([]); // idle, nothing due
+    const waiting = consumer.fetch(1, AbortSignal.timeout(3000));
+    const publishedAt = Date.now();
+    await broker.publish(queue, { id: "d", body: "d", delayMs: 200 });
+    const [delivery] = await waiting;
+    const elapsed = Date.now() - publishedAt;
+    expect(delivery?.body).toBe("d");
+    expect(elapsed).toBeGreaterThanOrEqual(200);
+    expect(elapsed).toBeLessThan(900);
+    await delivery?.ack();
+    await consumer.close();
+  });
+
   it("reports use before connect and after disconnect as BrokerConnectionError", async () => {
     path = tempDbPath();
     const broker = new SqliteBroker({ path });

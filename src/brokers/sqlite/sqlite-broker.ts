@@ -1,0 +1,295 @@
+/**
+ * The SQLite broker: the embedded default. One database file (WAL mode) holds the queue,
+ * the delayed jobs and the dead letters, so producers and workers in several processes of
+ * one host cooperate with no server.
+ *
+ * Semantics:
+ * - `publish` resolves after the row is committed (durable across a process crash; with
+ *   `synchronous: "FULL"` also across power loss). A unique publish inserts nothing while a
+ *   job with the same task id is waiting, delayed or in flight on that queue.
+ * - Delivery is at-least-once: a claim leases rows to one consumer for `claimMinIdleMs`; a live
+ *   consumer renews its leases, and a dead one's jobs are claimed again after the lease
+ *   expires, with `deliveryCount + 1`. Settlements are fenced by lease holder and delivery
+ *   count: a consumer that lost its lease changes nothing (a warning is logged).
+ * - Ordering: per queue by priority (higher first), then publish order; a multi-queue consumer
+ *   drains its queues in the order given. Delayed jobs are never handed out before their time
+ *   (all processes read the same host clock).
+ * - Connections: the broker opens one connection (better-sqlite3, synchronous) unless a ready
+ *   `database` was given, which the caller owns. Statements briefly block the event loop;
+ *   a lock held by another process is waited for up to `busyTimeoutMs`.
+ * - `sqlite::memory:` lives in one connection: a single broker instance of one process.
+ * @module
+ */
+import { MessageCodec } from "../../core/message.js";
+import { assertValidName } from "../../core/names.js";
+import { BrokerConnectionError, ChicoryError, ConfigurationError } from "../../errors.js";
+import type {
+  Broker,
+  BrokerBinding,
+  BrokerCapabilities,
+  Consumer,
+  ConsumerOptions,
+  DlqMessage,
+  HealthStatus,
+  OutgoingMessage,
+  PublishResult,
+} from "../broker.js";
+import { rewriteForReplay, toDlqMessage } from "../dlq.js";
+import { SqliteAdmin } from "./sqlite-admin.js";
+import { SqliteConsumer, type SqliteConsumerHost } from "./sqlite-consumer.js";
+import type { SqliteDatabase } from "./sqlite-database.js";
+import {
+  type ResolvedSqliteBrokerOptions,
+  resolveSqliteBrokerOptions,
+  type SqliteBrokerOptions,
+} from "./sqlite-options.js";
+import { migrateSqliteSchema } from "./sqlite-schema.js";
+import { SqliteStore } from "./sqlite-store.js";
+
+const DEFAULT_QUEUE = "default";
+
+interface Connection {
+  readonly db: SqliteDatabase;
+  readonly store: SqliteStore;
+  readonly admin: SqliteAdmin;
+}
+
+/**
+ * A {@link Broker} on a SQLite file (better-sqlite3 12).
+ * @example
+ * ```ts
+ * import { Chicory } from "chicory";
+ * import { SqliteBroker } from "chicory/sqlite";
+ *
+ * const app = new Chicory({ broker: new SqliteBroker({ path: "./jobs.db" }) });
+ * ```
+ */
+export class SqliteBroker implements Broker {
+  readonly kind = "sqlite";
+  readonly capabilities: BrokerCapabilities;
+  readonly displayUrl: string;
+  /** The database file (or `":memory:"`). */
+  readonly path: string;
+  readonly #options: ResolvedSqliteBrokerOptions;
+  readonly #consumers = new Set<SqliteConsumer>();
+  readonly #host: SqliteConsumerHost;
+  #codec = new MessageCodec();
+  #connection: Connection | undefined;
+  #connecting: Promise<void> | undefined;
+
+  constructor(options: SqliteBrokerOptions = {}) {
+    this.#options = resolveSqliteBrokerOptions(options);
+    this.path = this.#options.path;
+    this.displayUrl = `sqlite:${this.path}`;
+    const isFile = this.path !== ":memory:" && this.path !== "";
+    this.capabilities = {
+      priorities: true,
+      delayedDelivery: true,
+      uniqueIds: true,
+      durable: isFile,
+      multiProcess: isFile,
+    };
+    this.#host = {
+      store: () => this.#connected().store,
+      options: this.#options,
+      notify: (queue) => this.#notify(queue),
+      unregister: (consumer) => this.#consumers.delete(consumer),
+      wrap: (error, operation) => this.#wrap(error, operation),
+    };
+  }
+
+  bind(binding: BrokerBinding): void {
+    this.#codec = binding.codec;
+  }
+
+  async connect(): Promise<void> {
+    if (this.#connection) return;
+    this.#connecting ??= this.#open().finally(() => {
+      this.#connecting = undefined;
+    });
+    await this.#connecting;
+  }
+
+  async disconnect(): Promise<void> {
+    await this.#connecting?.catch(() => undefined);
+    const connection = this.#connection;
+    if (!connection) return;
+    for (const consumer of [...this.#consumers]) await consumer.close();
+    this.#connection = undefined;
+    if (this.#options.database === undefined) {
+      try {
+        connection.db.close();
+      } catch (error) {
+        this.#options.logger.warn({ err: error }, `sqlite broker: closing ${this.displayUrl} failed`);
+      }
+    }
+  }
+
+  async publish(queue: string, message: OutgoingMessage): Promise<PublishResult> {
+    assertValidName(queue, "queue");
+    const { store } = this.#connected();
+    const now = Date.now();
+    const delayMs =
+      Number.isFinite(message.delayMs) && (message.delayMs ?? 0) > 0 ? Math.ceil(message.delayMs ?? 0) : 0;
+    const priority = Math.min(255, Math.max(0, Math.trunc(message.priority ?? 0) || 0));
+    let isPublished: boolean;
+    try {
+      isPublished = store.insert(
+        {
+          queue,
+          taskId: message.id,
+          body: message.body,
+          priority,
+          availableAt: now + delayMs,
+          uniqueKey: message.unique ? message.id : null,
+        },
+        now,
+      );
+    } catch (error) {
+      throw this.#wrap(error, "publish");
+    }
+    // also for delayed jobs: a waiting consumer of this process learns when the job comes due
+    if (isPublished) this.#notify(queue);
+    return { published: isPublished };
+  }
+
+  consumer(options: ConsumerOptions): Consumer {
+    if (options.queues.length === 0) throw new ConfigurationError("a SQLite consumer needs at least one queue");
+    for (const queue of options.queues) assertValidName(queue, "queue");
+    const consumer = new SqliteConsumer(this.#host, options.consumerId, options.queues);
+    this.#consumers.add(consumer);
+    return consumer;
+  }
+
+  async getDlqMessages(queue = DEFAULT_QUEUE, count = 100): Promise<DlqMessage[]> {
+    const rows = this.#admin("list DLQ", (admin) => admin.dlqList(queue, Math.max(0, Math.trunc(count))));
+    return rows.map((row) =>
+      toDlqMessage(String(row.id), {
+        body: row.body,
+        error: row.error,
+        failedAt: row.failed_at,
+        retryCount: row.retry_count,
+      }),
+    );
+  }
+
+  async replayFromDlq(messageId: string, queue?: string, resetRetries = true): Promise<boolean> {
+    const id = parseRowId(messageId);
+    if (id === undefined) return false;
+    if (queue !== undefined) assertValidName(queue, "queue");
+    const row = this.#admin("read DLQ", (admin) => admin.dlqGet(id));
+    if (row === undefined) return false;
+    const body = rewriteForReplay(this.#codec, row.body, resetRetries);
+    const target = queue ?? row.queue;
+    const isReplayed = this.#admin("replay DLQ", (admin) => admin.dlqReplay(row, target, body, Date.now()));
+    if (isReplayed) this.#notify(target);
+    return isReplayed;
+  }
+
+  async deleteFromDlq(messageId: string, queue?: string): Promise<boolean> {
+    const id = parseRowId(messageId);
+    if (id === undefined) return false;
+    return this.#admin("delete from DLQ", (admin) => admin.dlqDelete(id, queue ?? null));
+  }
+
+  async purgeDlq(queue = DEFAULT_QUEUE): Promise<number> {
+    return this.#admin("purge DLQ", (admin) => admin.dlqPurge(queue));
+  }
+
+  async getDlqCount(queue = DEFAULT_QUEUE): Promise<number> {
+    return this.#admin("count DLQ", (admin) => admin.dlqCount(queue));
+  }
+
+  async getPendingCount(queue = DEFAULT_QUEUE): Promise<number> {
+    return this.#admin("count pending", (admin) => admin.pendingCount(queue, Date.now()));
+  }
+
+  async getQueueSize(queue = DEFAULT_QUEUE): Promise<number> {
+    return this.#admin("count queue", (admin) => admin.waitingCount(queue, Date.now()));
+  }
+
+  async getConsumerCount(queue = DEFAULT_QUEUE): Promise<number> {
+    return this.#admin("count consumers", (admin) => admin.consumerCount(queue));
+  }
+
+  async purgeQueue(queue = DEFAULT_QUEUE): Promise<number> {
+    return this.#admin("purge queue", (admin) => admin.purgeQueue(queue, Date.now()));
+  }
+
+  async cleanupStaleClients(queue = DEFAULT_QUEUE, staleSeconds = 300): Promise<number> {
+    const now = Date.now();
+    return this.#admin("clean up consumers", (admin) => admin.cleanupConsumers(queue, now - staleSeconds * 1000, now));
+  }
+
+  async healthcheck(): Promise<HealthStatus> {
+    const connection = this.#connection;
+    if (!connection) return { connected: false, error: `sqlite broker ${this.displayUrl} is not connected` };
+    const started = performance.now();
+    try {
+      connection.admin.ping();
+      return { connected: true, latencyMs: performance.now() - started };
+    } catch (error) {
+      return { connected: false, error: this.#wrap(error, "healthcheck").message };
+    }
+  }
+
+  async #open(): Promise<void> {
+    const options = this.#options;
+    let db: SqliteDatabase | undefined = options.database;
+    try {
+      db ??= await options.open(this.path, { busyTimeoutMs: options.busyTimeoutMs });
+      const mode = await migrateSqliteSchema(db, options);
+      if (this.capabilities.multiProcess && mode !== "wal") {
+        options.logger.warn(
+          { journalMode: mode },
+          `sqlite broker: ${this.displayUrl} is not in WAL mode (the file system may not support it); readers and writers will block each other`,
+        );
+      }
+      const store = new SqliteStore(db);
+      this.#connection = { db, store, admin: new SqliteAdmin(db, store) };
+    } catch (error) {
+      if (db !== undefined && options.database === undefined) {
+        try {
+          db.close();
+        } catch {
+          // the open failed half-way; the original error matters more
+        }
+      }
+      throw this.#wrap(error, "connect");
+    }
+  }
+
+  #connected(): Connection {
+    if (!this.#connection) {
+      throw new BrokerConnectionError(`sqlite broker ${this.displayUrl} is not connected: call connect() first`);
+    }
+    return this.#connection;
+  }
+
+  #admin<T>(operation: string, fn: (admin: SqliteAdmin) => T): T {
+    const { admin } = this.#connected();
+    try {
+      return fn(admin);
+    } catch (error) {
+      throw this.#wrap(error, operation);
+    }
+  }
+
+  #notify(queue: string): void {
+    for (const consumer of this.#consumers) consumer.notify(queue);
+  }
+
+  #wrap(error: unknown, operation: string): Error {
+    if (error instanceof ChicoryError) return error;
+    const reason = error instanceof Error ? error.message : String(error);
+    return new BrokerConnectionError(`sqlite broker ${this.displayUrl}: ${operation} failed: ${reason}`, {
+      cause: error,
+    });
+  }
+}
+
+/** A DLQ message id as a row id, or undefined when it is not one. */
+function parseRowId(messageId: string): number | undefined {
+  if (!/^\d{1,15}$/.test(messageId)) return undefined;
+  return Number(messageId);
+}

@@ -1,0 +1,215 @@
+/**
+ * The data-plane SQL of the SQLite broker, prepared once per connection.
+ *
+ * Atomicity: SQLite serializes writers, and a single INSERT/UPDATE/DELETE takes the write lock
+ * before it reads, so each statement below is atomic on its own. Operations of several
+ * statements (claim over several queues, retry, dead-letter) run in one `BEGIN IMMEDIATE`
+ * transaction, which takes the write lock up front (no lock upgrade, hence no
+ * `SQLITE_BUSY_SNAPSHOT` in WAL mode).
+ *
+ * Fencing: every settlement matches `locked_by = consumer AND delivery_count = n`, the
+ * delivery's identity. A consumer whose lease expired and was taken over changes nothing.
+ *
+ * Times are epoch milliseconds from the caller's clock (all processes share one host).
+ * @module
+ */
+import type { SqliteDatabase, SqliteStatement } from "./sqlite-database.js";
+
+/** A job row handed out by {@link SqliteStore.claim}. */
+export interface ClaimedJob {
+  readonly id: number;
+  readonly queue: string;
+  readonly body: string;
+  readonly priority: number;
+  readonly delivery_count: number;
+}
+
+/** The identity of one delivery: settlements match it exactly. */
+export interface DeliveryFence {
+  readonly id: number;
+  readonly consumerId: string;
+  readonly deliveryCount: number;
+}
+
+/** A job to insert. */
+export interface NewJob {
+  readonly queue: string;
+  readonly taskId: string;
+  readonly body: string;
+  readonly priority: number;
+  readonly availableAt: number;
+  /** Task id when the publish is unique (idempotent), else null. */
+  readonly uniqueKey: string | null;
+}
+
+const SQL = {
+  begin: "BEGIN IMMEDIATE",
+  commit: "COMMIT",
+  rollback: "ROLLBACK",
+  // Changes whenever another connection commits; read before looking for work.
+  dataVersion: "PRAGMA data_version",
+  // Params: queue, task_id, body, priority, available_at, created_at, unique_key.
+  // A conflict can only come from the partial unique index (unique publishes).
+  insert: `INSERT INTO chicory_jobs (queue, task_id, body, priority, available_at, created_at, unique_key)
+           VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+  // Params: queue. When the queue next has a claimable row (ready, delayed or lease end).
+  nextAvailable: "SELECT MIN(available_at) AS at FROM chicory_jobs WHERE queue = ?",
+  // Params: consumer, lease end, lease end, queue, now, max. Returns the claimed rows.
+  // `available_at <= now` also means "no live lease" (a leased row's available_at is its lease
+  // end). The claim index walks rows in hand-out order and stops after `max` due ones; without
+  // INDEXED BY and table statistics, SQLite would sort every ready row of the queue instead.
+  claim: `UPDATE chicory_jobs
+             SET locked_by = ?, locked_until = ?, available_at = ?, delivery_count = delivery_count + 1
+           WHERE id IN (SELECT id FROM chicory_jobs INDEXED BY chicory_jobs_claim
+                         WHERE queue = ? AND available_at <= ?
+                         ORDER BY priority DESC, id LIMIT ?)
+          RETURNING id, queue, body, priority, delivery_count`,
+  // Params: id, consumer, delivery count.
+  ack: "DELETE FROM chicory_jobs WHERE id = ? AND locked_by = ? AND delivery_count = ?",
+  // Params: id, consumer, delivery count. Used inside retry/dead-letter transactions.
+  take: `DELETE FROM chicory_jobs WHERE id = ? AND locked_by = ? AND delivery_count = ?
+         RETURNING queue, task_id, body, priority, unique_key`,
+  // Params: queue, task_id, body, priority, error, failed_at, retry_count.
+  insertDlq: `INSERT INTO chicory_dlq (queue, task_id, body, priority, error, failed_at, retry_count)
+              VALUES (?, ?, ?, ?, ?, ?, ?)`,
+  // Params: now, id, consumer, delivery count. Gives the delivery back without counting it.
+  release: `UPDATE chicory_jobs
+               SET locked_by = NULL, locked_until = NULL, available_at = ?, delivery_count = delivery_count - 1
+             WHERE id = ? AND locked_by = ? AND delivery_count = ?`,
+  // Params: lease end, lease end, consumer, JSON array of ids.
+  renew: `UPDATE chicory_jobs SET locked_until = ?, available_at = ?
+           WHERE locked_by = ? AND id IN (SELECT value FROM json_each(?))
+          RETURNING id`,
+  // Params: consumer, now, JSON array of queues.
+  touchConsumer: `INSERT INTO chicory_consumers (consumer_id, queue, last_seen)
+                  SELECT ?, value, ? FROM json_each(?) WHERE true
+                  ON CONFLICT (consumer_id, queue) DO UPDATE SET last_seen = excluded.last_seen`,
+  // Params: consumer.
+  removeConsumer: "DELETE FROM chicory_consumers WHERE consumer_id = ?",
+} as const;
+
+type StatementName = keyof typeof SQL;
+
+/** The broker's data-plane operations over one connection. */
+export class SqliteStore {
+  readonly #statements: Record<StatementName, SqliteStatement>;
+
+  constructor(db: SqliteDatabase) {
+    const prepared: Partial<Record<StatementName, SqliteStatement>> = {};
+    for (const name of Object.keys(SQL) as StatementName[]) prepared[name] = db.prepare(SQL[name]);
+    this.#statements = prepared as Record<StatementName, SqliteStatement>;
+  }
+
+  /** Runs `fn` in one `BEGIN IMMEDIATE` transaction (rolled back when it throws). */
+  transaction<T>(fn: () => T): T {
+    const s = this.#statements;
+    s.begin.run();
+    try {
+      const result = fn();
+      s.commit.run();
+      return result;
+    } catch (error) {
+      try {
+        s.rollback.run();
+      } catch {
+        // SQLite already rolled back (e.g. after SQLITE_FULL); nothing left to undo
+      }
+      throw error;
+    }
+  }
+
+  /** `PRAGMA data_version`: changes when another connection commits to the file. */
+  dataVersion(): number {
+    const row = this.#statements.dataVersion.get() as Record<string, number> | undefined;
+    return row ? Number(Object.values(row)[0]) : 0;
+  }
+
+  /** Inserts a job; false when a unique publish found a live job with the same task id. */
+  insert(job: NewJob, now: number): boolean {
+    const result = this.#statements.insert.run(
+      job.queue,
+      job.taskId,
+      job.body,
+      job.priority,
+      job.availableAt,
+      now,
+      job.uniqueKey,
+    );
+    return Number(result.changes) === 1;
+  }
+
+  /** When `queue` next has a claimable row (may be in the past), or null when it is empty. */
+  nextAvailableAt(queue: string): number | null {
+    const row = this.#statements.nextAvailable.get(queue) as { at: number | null } | undefined;
+    return row?.at ?? null;
+  }
+
+  /** Leases up to `max` claimable rows of `queue` to `consumerId` until `leaseEnd`. Call in a transaction. */
+  claim(queue: string, consumerId: string, max: number, now: number, leaseEnd: number): ClaimedJob[] {
+    const rows = this.#statements.claim.all(consumerId, leaseEnd, leaseEnd, queue, now, max) as ClaimedJob[];
+    // RETURNING does not keep the subquery's order.
+    return rows.sort((a, b) => b.priority - a.priority || a.id - b.id);
+  }
+
+  /** Deletes the delivered row; false when the lease was lost (fenced). */
+  ack(fence: DeliveryFence): boolean {
+    const result = this.#statements.ack.run(fence.id, fence.consumerId, fence.deliveryCount);
+    return Number(result.changes) === 1;
+  }
+
+  /** Replaces the delivered row by `body`, claimable at `availableAt`; false when fenced. */
+  retry(fence: DeliveryFence, body: string, availableAt: number, now: number): boolean {
+    return this.transaction(() => {
+      const old = this.#take(fence);
+      if (old === undefined) return false;
+      this.insert(
+        { queue: old.queue, taskId: old.task_id, body, priority: old.priority, availableAt, uniqueKey: old.unique_key },
+        now,
+      );
+      return true;
+    });
+  }
+
+  /** Moves the delivered row to the DLQ; false when fenced. */
+  deadLetter(fence: DeliveryFence, error: string, retryCount: number, now: number): boolean {
+    return this.transaction(() => {
+      const old = this.#take(fence);
+      if (old === undefined) return false;
+      this.#statements.insertDlq.run(old.queue, old.task_id, old.body, old.priority, error, now, retryCount);
+      return true;
+    });
+  }
+
+  /** Unlocks the delivered row at once, not counting the delivery; false when fenced. */
+  release(fence: DeliveryFence, now: number): boolean {
+    const result = this.#statements.release.run(now, fence.id, fence.consumerId, fence.deliveryCount);
+    return Number(result.changes) === 1;
+  }
+
+  /** Extends the leases of `ids` still held by `consumerId`; returns the ids extended. */
+  renew(consumerId: string, ids: readonly number[], leaseEnd: number): Set<number> {
+    if (ids.length === 0) return new Set();
+    const rows = this.#statements.renew.all(leaseEnd, leaseEnd, consumerId, JSON.stringify(ids)) as Array<{
+      id: number;
+    }>;
+    return new Set(rows.map((row) => row.id));
+  }
+
+  /** Registers `consumerId` on `queues` (or refreshes its `last_seen`). */
+  touchConsumer(consumerId: string, queues: readonly string[], now: number): void {
+    this.#statements.touchConsumer.run(consumerId, now, JSON.stringify(queues));
+  }
+
+  /** Unregisters `consumerId` from every queue. */
+  removeConsumer(consumerId: string): void {
+    this.#statements.removeConsumer.run(consumerId);
+  }
+
+  #take(
+    fence: DeliveryFence,
+  ): { queue: string; task_id: string; body: string; priority: number; unique_key: string | null } | undefined {
+    return this.#statements.take.get(fence.id, fence.consumerId, fence.deliveryCount) as
+      | { queue: string; task_id: string; body: string; priority: number; unique_key: string | null }
+      | undefined;
+  }
+}

@@ -1,0 +1,310 @@
+/**
+ * The pull-based consumer over `basic.consume`: one channel per consumer with
+ * `basic.qos(prefetchCount)`; RabbitMQ pushes up to `prefetchCount` unacknowledged messages
+ * into a local buffer and `fetch` hands out up to `max` of them, preferring earlier queues.
+ * A consumer that has nothing in flight, nothing buffered and no `fetch` waiting cancels its
+ * subscription (before sending the settle that made it idle) and subscribes again on its
+ * next `fetch`, so an idle consumer does not collect messages other consumers ask for.
+ *
+ * Leases: RabbitMQ keeps a delivered message assigned while the channel lives (no renewal
+ * needed; the server's `consumer_timeout`, default 30 min, closes a channel that holds a
+ * message longer, and the message is redelivered). When the channel closes (consumer
+ * closed, connection lost) RabbitMQ requeues its unacknowledged messages at once, so
+ * `claimMinIdle` does not apply. While the consume connection is down, `fetch` waits up to
+ * 2 s for it and then throws {@link BrokerConnectionError}; the next `fetch` after the
+ * connection is back opens a new channel and consumes again (topology declared again).
+ * Messages the broker itself cannot hand out (empty body, invalid UTF-8) are dead-lettered
+ * with a reason, never acked and dropped (RELIABILITY C13).
+ * @module
+ */
+import { isUtf8 } from "node:buffer";
+import { randomBytes } from "node:crypto";
+import type { Logger } from "../../core/logger.js";
+import { BrokerConnectionError, ChicoryError } from "../../errors.js";
+import type { Consumer, ConsumerOptions, Delivery } from "../broker.js";
+import type { RabbitMqConnection } from "./rabbitmq-connection.js";
+import { remainingDelayMs } from "./rabbitmq-delays.js";
+import { type ConsumerSession, RabbitMqDelivery } from "./rabbitmq-delivery.js";
+import type { AmqpMessage } from "./rabbitmq-driver.js";
+import type { RabbitMqSender } from "./rabbitmq-sender.js";
+
+/** What a consumer needs from its broker. */
+export interface ConsumerHost {
+  readonly connection: RabbitMqConnection;
+  readonly sender: RabbitMqSender;
+  readonly prefetchCount: number;
+  readonly logger: Logger;
+  /** Queue names were declared but a consume failed (queue deleted): declare again. */
+  forgetTopology(): void;
+  /** Called once when the consumer closes. */
+  onClose(consumer: RabbitMqConsumer): void;
+}
+
+/** Longest a `fetch` waits for a message before returning `[]`. */
+const FETCH_WAIT_MS = 5000;
+/** Longest a `fetch` waits for a lost connection before throwing. */
+const RECONNECT_WAIT_MS = 2000;
+/** Pause before an internally handled message that failed (DLQ/re-delay) is requeued. */
+const INTERNAL_RETRY_MS = 1000;
+
+interface Buffered {
+  readonly session: ConsumerSession;
+  readonly message: AmqpMessage;
+}
+
+let sessionIds = 0;
+
+/** See module doc. */
+export class RabbitMqConsumer implements Consumer {
+  readonly #host: ConsumerHost;
+  readonly #queues: readonly string[];
+  readonly #tagPrefix: string;
+  readonly #buffers = new Map<string, Buffered[]>();
+  readonly #inFlightByQueue = new Map<string, number>();
+  #session: ConsumerSession | null = null;
+  #opening: Promise<ConsumerSession> | null = null;
+  #subscription: Promise<void> = Promise.resolve();
+  #waiters = new Set<() => void>();
+  #fetching = 0;
+  #inFlight = 0;
+  #isClosed = false;
+
+  constructor(host: ConsumerHost, options: ConsumerOptions) {
+    if (options.queues.length === 0) throw new ChicoryError("a consumer needs at least one queue");
+    this.#host = host;
+    this.#queues = [...new Set(options.queues)];
+    this.#tagPrefix = `${options.consumerId.slice(0, 160)}.${randomBytes(4).toString("hex")}`;
+    for (const queue of this.#queues) this.#buffers.set(queue, []);
+  }
+
+  /** {@inheritDoc Consumer.inFlight} */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** The queues this consumer reads. */
+  get queues(): readonly string[] {
+    return this.#queues;
+  }
+
+  /** Deliveries of `queue` handed out and not settled. */
+  pendingCount(queue: string): number {
+    return this.#inFlightByQueue.get(queue) ?? 0;
+  }
+
+  /** Messages of `queue` pushed to this consumer and not yet handed out by `fetch`. */
+  bufferedCount(queue: string): number {
+    return this.#buffers.get(queue)?.filter((entry) => entry.session.isOpen).length ?? 0;
+  }
+
+  /** True while this consumer has an open channel but no subscription (idle). */
+  get isIdle(): boolean {
+    return !this.#isClosed && this.#session?.isOpen === true && this.#session.tags === null;
+  }
+
+  /** {@inheritDoc Consumer.fetch} */
+  async fetch(max: number, signal: AbortSignal): Promise<Delivery[]> {
+    if (max < 1) return [];
+    const deadline = Date.now() + FETCH_WAIT_MS;
+    this.#fetching += 1;
+    try {
+      while (!this.#isClosed && !signal.aborted) {
+        const session = await this.#ensureSession();
+        const taken = this.#take(Math.floor(max));
+        if (taken.length > 0) return taken;
+        if (Date.now() >= deadline) return [];
+        if (session.tags === null && session.isOpen) {
+          await this.#syncSubscription().catch((error: unknown) => {
+            throw new BrokerConnectionError(`RabbitMQ consume failed: ${(error as Error).message}`, { cause: error });
+          });
+          continue; // messages may have arrived meanwhile
+        }
+        await this.#wait(deadline, signal);
+      }
+      return [];
+    } finally {
+      this.#fetching -= 1;
+    }
+  }
+
+  /** {@inheritDoc Consumer.close} */
+  async close(): Promise<void> {
+    if (this.#isClosed) return;
+    this.#isClosed = true;
+    this.#wake();
+    this.#host.onClose(this);
+    const session = this.#session ?? (await this.#opening?.catch(() => null)) ?? null;
+    this.#session = null;
+    for (const buffer of this.#buffers.values()) buffer.length = 0;
+    // closing the channel requeues everything it holds (buffered and unsettled)
+    if (session?.isOpen) await session.channel.close().catch(() => {});
+  }
+
+  async #ensureSession(): Promise<ConsumerSession> {
+    if (this.#session?.isOpen) return this.#session;
+    this.#opening ??= this.#open().finally(() => {
+      this.#opening = null;
+    });
+    return this.#opening;
+  }
+
+  async #open(): Promise<ConsumerSession> {
+    const { connection, sender, prefetchCount, logger } = this.#host;
+    const amqp = await connection.ready(RECONNECT_WAIT_MS);
+    for (const queue of this.#queues) await sender.ensureQueue(queue);
+    let session: ConsumerSession;
+    try {
+      const channel = await amqp.createChannel();
+      session = { channel, id: ++sessionIds, isOpen: true, tags: null };
+      channel.on("error", (error) => logger.debug({ err: error.message }, "rabbitmq consumer channel error"));
+      channel.on("close", () => this.#onChannelClose(session));
+      await channel.prefetch(prefetchCount);
+    } catch (error) {
+      throw new BrokerConnectionError(`RabbitMQ consumer channel could not be opened: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+    if (this.#isClosed) await session.channel.close().catch(() => {});
+    else this.#session = session;
+    return session;
+  }
+
+  /** Subscribes while messages are wanted, cancels when idle; serialized, re-evaluated per step. */
+  #syncSubscription(): Promise<void> {
+    const step = this.#subscription.then(() => this.#applySubscription());
+    this.#subscription = step.catch(() => {});
+    return step;
+  }
+
+  async #applySubscription(): Promise<void> {
+    const session = this.#session;
+    if (!session?.isOpen || this.#isClosed) return;
+    const isWanted = this.#fetching > 0 || this.#inFlight > 0 || this.#hasBuffered();
+    if (isWanted && session.tags === null) {
+      const tags: string[] = [];
+      session.tags = tags;
+      try {
+        for (const [index, queue] of this.#queues.entries()) {
+          const { work } = await this.#host.sender.ensureQueue(queue);
+          const reply = await session.channel.consume(work, (message) => this.#onMessage(session, queue, message), {
+            noAck: false,
+            consumerTag: `${this.#tagPrefix}.${session.id}.${index}`,
+          });
+          tags.push(reply.consumerTag);
+        }
+      } catch (error) {
+        // e.g. the queue was deleted (404 closes the channel): declare again on the next try
+        this.#host.forgetTopology();
+        this.#host.logger.warn({ err: (error as Error).message }, "rabbitmq consume failed");
+        session.channel.close().catch(() => {});
+        throw error;
+      }
+    } else if (!isWanted && session.tags !== null) {
+      const tags = session.tags;
+      session.tags = null;
+      for (const tag of tags) await session.channel.cancel(tag);
+    }
+  }
+
+  #onChannelClose(session: ConsumerSession): void {
+    session.isOpen = false;
+    if (this.#session === session) this.#session = null;
+    // RabbitMQ requeued them; the next channel receives them again
+    for (const [queue, buffer] of this.#buffers) {
+      this.#buffers.set(
+        queue,
+        buffer.filter((entry) => entry.session !== session),
+      );
+    }
+    this.#wake();
+  }
+
+  #onMessage(session: ConsumerSession, queue: string, message: AmqpMessage | null): void {
+    if (message === null) {
+      // the server cancelled the consumer (queue deleted): start over on a new channel
+      this.#host.logger.warn({ queue }, "rabbitmq cancelled the consumer (queue deleted?); consuming again");
+      this.#host.forgetTopology();
+      session.channel.close().catch(() => {});
+      return;
+    }
+    const problem =
+      message.content.length === 0
+        ? "empty_body: the message has no body"
+        : !isUtf8(message.content)
+          ? "decode_error: the message body is not valid UTF-8"
+          : null;
+    const remainingMs = remainingDelayMs(message.properties.headers);
+    if (problem !== null || remainingMs > 0) {
+      this.#handleInternally(session, queue, message, problem, remainingMs);
+      return;
+    }
+    this.#buffers.get(queue)?.push({ session, message });
+    this.#wake();
+  }
+
+  #handleInternally(
+    session: ConsumerSession,
+    queue: string,
+    message: AmqpMessage,
+    problem: string | null,
+    remainingMs: number,
+  ): void {
+    const { sender, logger } = this.#host;
+    const delivery = new RabbitMqDelivery({ queue, message, session, sender, logger, beforeSettle: async () => {} });
+    const work = problem !== null ? delivery.deadLetter(problem) : delivery.redelay(remainingMs);
+    work.catch((error: unknown) => {
+      logger.warn(
+        { queue, err: (error as Error).message, problem },
+        "rabbitmq could not dead-letter or re-delay a message; requeueing it",
+      );
+      setTimeout(() => void delivery.release(), INTERNAL_RETRY_MS).unref();
+    });
+  }
+
+  #take(max: number): Delivery[] {
+    const out: Delivery[] = [];
+    const { sender, logger } = this.#host;
+    for (const queue of this.#queues) {
+      const buffer = this.#buffers.get(queue) ?? [];
+      while (out.length < max && buffer.length > 0) {
+        const entry = buffer.shift();
+        if (!entry?.session.isOpen) continue;
+        this.#inFlight += 1;
+        this.#inFlightByQueue.set(queue, (this.#inFlightByQueue.get(queue) ?? 0) + 1);
+        const beforeSettle = () => {
+          this.#inFlight -= 1;
+          this.#inFlightByQueue.set(queue, (this.#inFlightByQueue.get(queue) ?? 1) - 1);
+          // cancel before the settle frame when this makes the consumer idle (see module doc)
+          return this.#inFlight === 0 && this.#fetching === 0 ? this.#syncSubscription() : Promise.resolve();
+        };
+        out.push(
+          new RabbitMqDelivery({ queue, message: entry.message, session: entry.session, sender, logger, beforeSettle }),
+        );
+      }
+    }
+    return out;
+  }
+
+  #hasBuffered(): boolean {
+    for (const buffer of this.#buffers.values()) if (buffer.some((entry) => entry.session.isOpen)) return true;
+    return false;
+  }
+
+  #wait(deadline: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        this.#waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(1, deadline - Date.now()));
+      signal.addEventListener("abort", done, { once: true });
+      this.#waiters.add(done);
+    });
+  }
+
+  #wake(): void {
+    for (const waiter of [...this.#waiters]) waiter();
+  }
+}

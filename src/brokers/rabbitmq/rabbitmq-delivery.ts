@@ -1,0 +1,179 @@
+/**
+ * A RabbitMQ delivery that settles itself on the channel that delivered it. Once that
+ * channel is gone (connection lost, consumer closed), RabbitMQ has already put the message
+ * back in its queue: settling becomes a logged no-op, never an ack with a stale delivery
+ * tag on another channel (which would kill that channel with PRECONDITION_FAILED).
+ * `retry` and `deadLetter` publish the new copy with a confirm first and ack the original
+ * after it: at worst both copies exist, never neither.
+ * @module
+ */
+import { randomUUID } from "node:crypto";
+import type { Logger } from "../../core/logger.js";
+import { peekMessage, truncateError } from "../../core/message.js";
+import type { Delivery } from "../broker.js";
+import type { AmqpChannel, AmqpMessage } from "./rabbitmq-driver.js";
+import { DLQ_HEADERS, type RabbitMqSender } from "./rabbitmq-sender.js";
+
+/** A consumer channel, whether it is still open, and its subscriptions (null: not consuming). */
+export interface ConsumerSession {
+  readonly channel: AmqpChannel;
+  readonly id: number;
+  isOpen: boolean;
+  tags: string[] | null;
+}
+
+/** Longest `x-chicory-error` header kept (amqplib refuses header tables over 64 KiB). */
+const MAX_ERROR_HEADER_CHARS = 4096;
+
+/**
+ * How many times RabbitMQ delivered `message`: exact on quorum queues (`x-delivery-count`
+ * + 1); on classic queues only 1, or 2 when the redelivered flag is set (at least 2).
+ */
+export function deliveryCountOf(message: AmqpMessage): number {
+  const header = message.properties.headers?.["x-delivery-count"];
+  const count = typeof header === "number" ? header : typeof header === "string" ? Number(header) : Number.NaN;
+  if (Number.isSafeInteger(count) && count >= 0) return count + 1;
+  return message.fields.redelivered ? 2 : 1;
+}
+
+/** Moves a delivered message to its DLQ with a reason (confirm first, then ack). */
+export async function sendToDlq(sender: RabbitMqSender, queue: string, message: AmqpMessage, error: string) {
+  const peeked = peekMessage(message.content.toString("utf8"));
+  const retries = typeof peeked?.retries === "number" && Number.isSafeInteger(peeked.retries) ? peeked.retries : 0;
+  await sender.sendToDlq(
+    queue,
+    message.content,
+    {
+      [DLQ_HEADERS.id]: randomUUID(),
+      [DLQ_HEADERS.error]: truncateError(error).slice(0, MAX_ERROR_HEADER_CHARS),
+      [DLQ_HEADERS.failedAt]: new Date().toISOString(),
+      [DLQ_HEADERS.retryCount]: retries,
+      [DLQ_HEADERS.queue]: queue,
+    },
+    message.properties.messageId,
+  );
+}
+
+/** See module doc. */
+export class RabbitMqDelivery implements Delivery {
+  readonly queue: string;
+  readonly deliveryId: string;
+  readonly body: string;
+  readonly deliveryCount: number;
+  readonly #message: AmqpMessage;
+  readonly #session: ConsumerSession;
+  readonly #sender: RabbitMqSender;
+  readonly #logger: Logger;
+  readonly #beforeSettle: () => Promise<void>;
+  #state: "open" | "settling" | "settled" = "open";
+
+  constructor(init: {
+    queue: string;
+    message: AmqpMessage;
+    session: ConsumerSession;
+    sender: RabbitMqSender;
+    logger: Logger;
+    /** Runs once, before the settle frame is sent (counters, subscription changes). */
+    beforeSettle: () => Promise<void>;
+  }) {
+    this.queue = init.queue;
+    this.#message = init.message;
+    this.#session = init.session;
+    this.#sender = init.sender;
+    this.#logger = init.logger;
+    this.#beforeSettle = init.beforeSettle;
+    this.deliveryId = `${init.session.id}:${init.message.fields.deliveryTag}`;
+    this.body = init.message.content.toString("utf8");
+    this.deliveryCount = deliveryCountOf(init.message);
+  }
+
+  /** {@inheritDoc Delivery.ack} */
+  async ack(): Promise<void> {
+    if (!this.#begin()) return;
+    await this.#settle((channel) => channel.ack(this.#message), "ack");
+  }
+
+  /** {@inheritDoc Delivery.retry} */
+  async retry(body: string, delayMs: number): Promise<void> {
+    if (!this.#begin()) return;
+    await this.#replace("retry", () =>
+      this.#sender.send(this.queue, Buffer.from(body, "utf8"), {
+        delayMs,
+        priority: this.#message.properties.priority,
+        messageId: this.#message.properties.messageId,
+      }),
+    );
+  }
+
+  /** {@inheritDoc Delivery.deadLetter} */
+  async deadLetter(error: string): Promise<void> {
+    if (!this.#begin()) return;
+    await this.#replace("deadLetter", () => sendToDlq(this.#sender, this.queue, this.#message, error));
+  }
+
+  /**
+   * {@inheritDoc Delivery.release}
+   * RabbitMQ cannot requeue without counting: a quorum queue's `x-delivery-count` grows by one.
+   */
+  async release(): Promise<void> {
+    if (!this.#begin()) return;
+    await this.#settle((channel) => channel.nack(this.#message, false, true), "release");
+  }
+
+  /**
+   * Re-delays the message (`x-chicory-delay-remaining-ms` after the top delay level):
+   * publishes it to the next delay queue, then acks this copy.
+   * @internal used by the consumer, never handed to a worker
+   */
+  async redelay(remainingMs: number): Promise<void> {
+    if (!this.#begin()) return;
+    await this.#replace("redelay", () =>
+      this.#sender.send(this.queue, this.#message.content, {
+        delayMs: remainingMs,
+        priority: this.#message.properties.priority,
+        messageId: this.#message.properties.messageId,
+      }),
+    );
+  }
+
+  #begin(): boolean {
+    if (this.#state !== "open") return false;
+    this.#state = "settling";
+    return true;
+  }
+
+  async #replace(action: string, publish: () => Promise<void>): Promise<void> {
+    if (!this.#session.isOpen) {
+      // publishing now would duplicate the message RabbitMQ is already redelivering
+      await this.#settle(() => {}, action);
+      return;
+    }
+    try {
+      await publish();
+    } catch (error) {
+      this.#state = "open"; // nothing happened: the caller may settle again (e.g. release)
+      throw error;
+    }
+    await this.#settle((channel) => channel.ack(this.#message), action);
+  }
+
+  async #settle(apply: (channel: AmqpChannel) => void, action: string): Promise<void> {
+    this.#state = "settled";
+    await this.#beforeSettle().catch(() => {});
+    if (!this.#session.isOpen) {
+      this.#logger.debug(
+        { queue: this.queue, deliveryId: this.deliveryId, action },
+        "rabbitmq delivery from a closed channel: settle skipped, RabbitMQ redelivers the message",
+      );
+      return;
+    }
+    try {
+      apply(this.#session.channel);
+    } catch (error) {
+      this.#logger.debug(
+        { queue: this.queue, deliveryId: this.deliveryId, action, err: (error as Error).message },
+        "rabbitmq settle failed: the channel closed, RabbitMQ redelivers the message",
+      );
+    }
+  }
+}

@@ -1,0 +1,191 @@
+/**
+ * Options of the RabbitMQ broker and their resolution from `CHICORY_BROKER_RABBITMQ_*`
+ * environment variables (constructor options win over the environment). Pure.
+ * @module
+ */
+import type { Duration } from "../../core/duration.js";
+import {
+  checkChoice,
+  checkInt,
+  durationMs,
+  type EnvMap,
+  envBool,
+  envChoice,
+  envDurationMs,
+  envInt,
+  envString,
+} from "../../core/env.js";
+import type { Logger } from "../../core/logger.js";
+import { silentLogger } from "../../core/logger.js";
+import { ConfigurationError } from "../../errors.js";
+import { checkDelayLevels, DEFAULT_DELAY_LEVELS_MS } from "./rabbitmq-delays.js";
+
+/** RabbitMQ queue types Chicory declares. */
+export type RabbitMqQueueType = "classic" | "quorum";
+
+/** Options of {@link RabbitMqBroker}. Durations are seconds (or unit strings like `"500ms"`). */
+export interface RabbitMqBrokerOptions {
+  /** `amqp://` or `amqps://` URL; else built from host, port, username, password, vhost. */
+  url?: string | undefined;
+  /** Host when no URL is given (default `127.0.0.1`). */
+  host?: string;
+  /** Port when no URL is given (default 5672). */
+  port?: number;
+  /** User when no URL is given (default `guest`). */
+  username?: string;
+  /** Password when no URL is given (default `guest`). */
+  password?: string;
+  /** Virtual host when no URL is given (default `/`). */
+  vhost?: string;
+  /** Prefix of every queue Chicory declares (default `chicory`). */
+  prefix?: string;
+  /** Unacknowledged deliveries per consumer channel (default 16; set it near the worker's concurrency). */
+  prefetchCount?: number;
+  /** `x-max-length` of work queues with `x-overflow: reject-publish` (publishes fail, nothing is dropped); null: unbounded. */
+  queueMaxLength?: number | null;
+  /** `x-message-ttl` of work queues in seconds: older messages move to the DLQ; null: none. */
+  messageTtl?: Duration | null;
+  /** Durable queues and persistent messages (default true). */
+  durable?: boolean;
+  /** `classic` (default) or `quorum` (recommended: exact delivery counts, replicated). */
+  queueType?: RabbitMqQueueType;
+  /** Quorum queues only: `x-delivery-limit`, deliveries after which RabbitMQ dead-letters a message; null: none. */
+  deliveryLimit?: number | null;
+  /** Classic queues only: `x-max-priority` (1-255); null (default): no priorities. */
+  maxPriority?: number | null;
+  /** First reconnect delay in seconds (default 1), doubled per failed attempt. */
+  reconnectDelay?: Duration;
+  /** Longest reconnect delay in seconds (default 5). */
+  maxReconnectDelay?: Duration;
+  /** Seconds a publish waits for the broker's confirm before failing (default 10). */
+  publishTimeout?: Duration;
+  /** Delay levels in seconds (default 1 s ... 1 d); a delay is rounded up to the next level. */
+  delayLevels?: readonly Duration[];
+  /** Accepted for the common broker options and ignored: RabbitMQ requeues a closed channel's messages at once. */
+  claimMinIdleMs?: number;
+  /** Queue used by admin calls without a queue (default `default`). */
+  defaultQueue?: string;
+  /** Name shown for the connections in RabbitMQ (default `chicory`; `:publish`/`:consume` is appended). */
+  connectionName?: string;
+  /** Logger for reconnects and dropped settles (default: silent). */
+  logger?: Logger;
+  /** Environment to read `CHICORY_BROKER_RABBITMQ_*` from (default `process.env`). */
+  env?: EnvMap;
+}
+
+/** Fully resolved settings. */
+export interface RabbitMqSettings {
+  readonly url: string;
+  readonly prefix: string;
+  readonly prefetchCount: number;
+  readonly queueMaxLength: number | null;
+  readonly messageTtlMs: number | null;
+  readonly durable: boolean;
+  readonly queueType: RabbitMqQueueType;
+  readonly deliveryLimit: number | null;
+  readonly maxPriority: number | null;
+  readonly reconnectDelayMs: number;
+  readonly maxReconnectDelayMs: number;
+  readonly publishTimeoutMs: number;
+  readonly delayLevelsMs: readonly number[];
+  readonly defaultQueue: string;
+  readonly connectionName: string;
+  readonly logger: Logger;
+}
+
+const V = "CHICORY_BROKER_RABBITMQ_";
+const PREFIX = /^[A-Za-z0-9._:-]{1,64}$/;
+
+function buildUrl(options: RabbitMqBrokerOptions, env: EnvMap): string {
+  const host = options.host ?? envString(env, `${V}HOST`, "127.0.0.1");
+  const port = checkInt(options.port ?? envInt(env, `${V}PORT`, 5672, 1, 65535), "port", 1, 65535);
+  const user = options.username ?? envString(env, `${V}USERNAME`, "guest");
+  const password = options.password ?? envString(env, `${V}PASSWORD`, "guest");
+  const vhost = options.vhost ?? envString(env, `${V}VHOST`, "/");
+  return `amqp://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${host}:${port}/${encodeURIComponent(vhost)}`;
+}
+
+function nullableInt(value: number | null | undefined, envName: string, env: EnvMap, min: number, max: number) {
+  if (value === null) return null;
+  if (value !== undefined) return checkInt(value, envName, min, max);
+  const fromEnv = envInt(env, envName, 0, 0, max);
+  return fromEnv === 0 ? null : checkInt(fromEnv, envName, min, max);
+}
+
+/**
+ * Resolves options over the environment over defaults.
+ * @throws ConfigurationError naming the option or variable
+ */
+export function resolveRabbitMqSettings(options: RabbitMqBrokerOptions = {}): RabbitMqSettings {
+  const env = options.env ?? process.env;
+  const url = options.url ?? envString(env, `${V}URL`) ?? buildUrl(options, env);
+  if (!/^amqps?:\/\//i.test(url)) {
+    throw new ConfigurationError(`${V}URL: expected an amqp:// or amqps:// URL`);
+  }
+  const prefix = options.prefix ?? envString(env, `${V}PREFIX`, "chicory");
+  if (!PREFIX.test(prefix)) {
+    throw new ConfigurationError(`${V}PREFIX: "${prefix.slice(0, 80)}" is invalid: use 1-64 of [A-Za-z0-9._:-]`);
+  }
+  const queueType = options.queueType
+    ? checkChoice(options.queueType, "queueType", ["classic", "quorum"] as const)
+    : envChoice(env, `${V}QUEUE_TYPE`, ["classic", "quorum"] as const, "classic");
+  const durable = options.durable ?? envBool(env, `${V}DURABLE`, true);
+  const maxPriority = nullableInt(options.maxPriority, `${V}MAX_PRIORITY`, env, 1, 255);
+  if (queueType === "quorum" && maxPriority !== null) {
+    throw new ConfigurationError(
+      `${V}MAX_PRIORITY: quorum queues do not support priorities (RabbitMQ 3.x); use classic queues or no maxPriority`,
+    );
+  }
+  if (queueType === "quorum" && !durable) {
+    throw new ConfigurationError(`${V}DURABLE: quorum queues are always durable; set durable to true`);
+  }
+  const deliveryLimit = nullableInt(options.deliveryLimit, `${V}DELIVERY_LIMIT`, env, 1, 1_000_000);
+  if (deliveryLimit !== null && queueType !== "quorum") {
+    throw new ConfigurationError(`${V}DELIVERY_LIMIT: x-delivery-limit needs quorum queues (queueType "quorum")`);
+  }
+  const ttlMs =
+    options.messageTtl === null
+      ? 0
+      : options.messageTtl !== undefined
+        ? durationMs(options.messageTtl, "messageTtl", 0)
+        : envDurationMs(env, `${V}MESSAGE_TTL`, 0);
+  const reconnectDelayMs =
+    options.reconnectDelay !== undefined
+      ? durationMs(options.reconnectDelay, "reconnectDelay", 1000)
+      : envDurationMs(env, `${V}RECONNECT_DELAY`, 1000);
+  const maxReconnectDelayMs =
+    options.maxReconnectDelay !== undefined
+      ? durationMs(options.maxReconnectDelay, "maxReconnectDelay", 5000)
+      : envDurationMs(env, `${V}MAX_RECONNECT_DELAY`, 5000);
+  const delayLevelsMs = options.delayLevels
+    ? checkDelayLevels(options.delayLevels.map((level) => durationMs(level, "delayLevels", 0)))
+    : DEFAULT_DELAY_LEVELS_MS;
+  return {
+    url,
+    prefix,
+    prefetchCount: checkInt(
+      options.prefetchCount ?? envInt(env, `${V}PREFETCH_COUNT`, 16, 1, 65535),
+      "prefetchCount",
+      1,
+      65535,
+    ),
+    queueMaxLength: nullableInt(options.queueMaxLength, `${V}QUEUE_MAX_LENGTH`, env, 1, Number.MAX_SAFE_INTEGER),
+    messageTtlMs: ttlMs > 0 ? Math.ceil(ttlMs) : null,
+    durable,
+    queueType,
+    deliveryLimit,
+    maxPriority,
+    reconnectDelayMs: Math.max(10, reconnectDelayMs),
+    maxReconnectDelayMs: Math.max(reconnectDelayMs, maxReconnectDelayMs),
+    publishTimeoutMs: Math.max(
+      1,
+      options.publishTimeout !== undefined
+        ? durationMs(options.publishTimeout, "publishTimeout", 10_000)
+        : envDurationMs(env, `${V}PUBLISH_TIMEOUT`, 10_000),
+    ),
+    delayLevelsMs,
+    defaultQueue: options.defaultQueue ?? "default",
+    connectionName: options.connectionName ?? "chicory",
+    logger: options.logger ?? silentLogger,
+  };
+}

@@ -1,5 +1,6 @@
-// Copies non-TypeScript sources (Lua and SQL scripts) next to the compiled modules.
-import { cpSync, readdirSync, statSync } from "node:fs";
+// Copies non-TypeScript sources (Lua and SQL scripts) next to the compiled modules, and makes
+// the CLI entry point executable.
+import { chmodSync, cpSync, existsSync, readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -15,3 +16,7 @@ function walk(dir) {
   }
 }
 walk(src);
+
+// The CLI entry point must be executable (package.json "bin"); tsc keeps its shebang.
+const cli = join(dist, "cli", "main.js");
+if (existsSync(cli)) chmodSync(cli, 0o755);

@@ -1,0 +1,55 @@
+/**
+ * `chicory cleanup <module>`: removes worker records and broker consumers that have been
+ * silent for longer than `--stale-seconds` (never a consumer that still owns pending messages).
+ * @module
+ */
+import type { Command } from "commander";
+import { connectBackend, connectBroker, targetQueues, withApp } from "./app-session.js";
+import { positiveSeconds, withLogLevel, withQueues } from "./options.js";
+import { EXIT_OK, printJson, printLine } from "./output.js";
+
+/** Options of `chicory cleanup`. */
+export interface CleanupCommandOptions {
+  staleSeconds?: number;
+  queue?: string[];
+  json?: boolean;
+}
+
+/** Runs `chicory cleanup`; resolves to the exit code. */
+export function runCleanupCommand(spec: string, opts: CleanupCommandOptions): Promise<number> {
+  return withApp(spec, async ({ app }) => {
+    const staleSeconds = opts.staleSeconds ?? app.config.worker.staleWorkersTimeout;
+    await connectBroker(app);
+    const queues = targetQueues(app, opts.queue);
+    const consumers: Record<string, number> = {};
+    for (const queue of queues) consumers[queue] = await app.broker.cleanupStaleClients(queue, staleSeconds);
+    let workers = 0;
+    if (app.backend) workers = await (await connectBackend(app, "cleanup")).cleanupStaleClients(staleSeconds);
+    const totalConsumers = Object.values(consumers).reduce((a, b) => a + b, 0);
+    if (opts.json) {
+      printJson({ staleSeconds, removedWorkers: workers, removedConsumers: consumers });
+    } else {
+      printLine(
+        `removed ${workers} stale worker record(s) and ${totalConsumers} stale consumer(s) ` +
+          `(silent > ${staleSeconds} s; queues: ${queues.join(", ")})`,
+      );
+    }
+    return EXIT_OK;
+  });
+}
+
+/** Adds `chicory cleanup` to the program. */
+export function registerCleanupCommand(program: Command, run: (action: () => Promise<number>) => Promise<void>): void {
+  const command = program
+    .command("cleanup")
+    .description("remove stale worker records and broker consumers")
+    .argument("<module>", "app module: path/to/app.ts[:export]")
+    .option(
+      "--stale-seconds <seconds>",
+      "remove what has been silent longer than this (default: the app's staleWorkersTimeout, 300)",
+      positiveSeconds,
+    )
+    .option("--json", "print JSON");
+  withQueues(command, "queue whose consumers to clean (repeatable); default: all the app's queues");
+  withLogLevel(command).action((spec: string, opts: CleanupCommandOptions) => run(() => runCleanupCommand(spec, opts)));
+}

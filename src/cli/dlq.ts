@@ -1,0 +1,200 @@
+/**
+ * `chicory dlq list|count|replay|delete|purge <module>`: inspect and administer dead letters.
+ * Without `--queue`, a command covers every queue the app knows (worker queues and task
+ * queues); `replay`/`delete` look the entry up in each of them.
+ * @module
+ */
+import type { Command } from "commander";
+import type { Chicory } from "../app.js";
+import type { DlqMessage } from "../brokers/broker.js";
+import { connectBroker, targetQueues, withApp } from "./app-session.js";
+import { intAtLeast, withLogLevel, withQueues } from "./options.js";
+import { CliFailure, CliUsageError, EXIT_OK, printJson, printLine, printTable, truncate } from "./output.js";
+
+type Run = (action: () => Promise<number>) => Promise<void>;
+
+/** Options of the `chicory dlq` subcommands. */
+export interface DlqCommandOptions {
+  queue?: string[];
+  json?: boolean;
+  limit?: number;
+  all?: boolean;
+  resetRetries?: boolean;
+}
+
+/** A DLQ entry as printed by `dlq list --json`. */
+export interface DlqEntryView {
+  queue: string;
+  messageId: string;
+  taskName: string | null;
+  taskId: string | null;
+  args: unknown;
+  retryCount: number;
+  failedAt: string;
+  error: string;
+}
+
+function view(queue: string, m: DlqMessage): DlqEntryView {
+  const original = m.originalMessage;
+  return {
+    queue,
+    messageId: m.messageId,
+    taskName: typeof original?.name === "string" ? original.name : null,
+    taskId: typeof original?.id === "string" ? original.id : null,
+    args: original?.args ?? null,
+    retryCount: m.retryCount,
+    failedAt: m.failedAt.toISOString(),
+    error: m.error,
+  };
+}
+
+async function listEntries(app: Chicory, queues: readonly string[], limit: number): Promise<DlqEntryView[]> {
+  const entries: DlqEntryView[] = [];
+  for (const queue of queues) {
+    for (const m of await app.broker.getDlqMessages(queue, limit)) entries.push(view(queue, m));
+  }
+  return entries;
+}
+
+async function list(spec: string, opts: DlqCommandOptions): Promise<number> {
+  return withApp(spec, async ({ app }) => {
+    await connectBroker(app);
+    const entries = await listEntries(app, targetQueues(app, opts.queue), opts.limit ?? 100);
+    if (opts.json) {
+      printJson(entries);
+      return EXIT_OK;
+    }
+    printTable(
+      ["QUEUE", "MESSAGE ID", "TASK", "TASK ID", "RETRIES", "FAILED AT", "ERROR"],
+      entries.map((e) => [
+        e.queue,
+        e.messageId,
+        e.taskName ?? "?",
+        e.taskId ?? "?",
+        String(e.retryCount),
+        e.failedAt,
+        truncate(e.error, 80),
+      ]),
+      "the dead-letter queue is empty",
+    );
+    return EXIT_OK;
+  });
+}
+
+async function count(spec: string, opts: DlqCommandOptions): Promise<number> {
+  return withApp(spec, async ({ app }) => {
+    await connectBroker(app);
+    const queues = targetQueues(app, opts.queue);
+    const counts: Record<string, number> = {};
+    for (const queue of queues) counts[queue] = await app.broker.getDlqCount(queue);
+    if (opts.json) printJson(counts);
+    else if (queues.length === 1) printLine(String(counts[queues[0] ?? ""] ?? 0));
+    else {
+      const total = Object.values(counts).reduce((a, b) => a + b, 0);
+      printTable(
+        ["QUEUE", "DLQ"],
+        [...Object.entries(counts).map(([q, n]) => [q, String(n)]), ["total", String(total)]],
+        "",
+      );
+    }
+    return EXIT_OK;
+  });
+}
+
+async function replayAll(app: Chicory, queues: readonly string[], resetRetries: boolean): Promise<number> {
+  let replayed = 0;
+  for (const queue of queues) {
+    for (;;) {
+      const batch = await app.broker.getDlqMessages(queue, 100);
+      let progressed = 0;
+      for (const m of batch) if (await app.broker.replayFromDlq(m.messageId, queue, resetRetries)) progressed++;
+      replayed += progressed;
+      if (batch.length === 0 || progressed === 0) break;
+    }
+  }
+  return replayed;
+}
+
+async function replay(spec: string, id: string | undefined, opts: DlqCommandOptions): Promise<number> {
+  if (!id && !opts.all) throw new CliUsageError("dlq replay: pass a message id, or --all to replay every entry");
+  if (id && opts.all) throw new CliUsageError("dlq replay: pass a message id or --all, not both");
+  const resetRetries = opts.resetRetries ?? true;
+  return withApp(spec, async ({ app }) => {
+    await connectBroker(app);
+    const queues = targetQueues(app, opts.queue);
+    if (!id) {
+      const n = await replayAll(app, queues, resetRetries);
+      printLine(`replayed ${n} message(s) from the dead-letter queue (${queues.join(", ")})`);
+      return EXIT_OK;
+    }
+    for (const queue of queues) {
+      if (await app.broker.replayFromDlq(id, queue, resetRetries)) {
+        printLine(`replayed ${id} to queue ${queue}${resetRetries ? " (retries reset)" : ""}`);
+        return EXIT_OK;
+      }
+    }
+    throw new CliFailure(`no dead-letter entry ${id} in queue(s) ${queues.join(", ")}`);
+  });
+}
+
+async function remove(spec: string, id: string, opts: DlqCommandOptions): Promise<number> {
+  return withApp(spec, async ({ app }) => {
+    await connectBroker(app);
+    const queues = targetQueues(app, opts.queue);
+    for (const queue of queues) {
+      if (await app.broker.deleteFromDlq(id, queue)) {
+        printLine(`deleted ${id} from the dead-letter queue of ${queue}`);
+        return EXIT_OK;
+      }
+    }
+    throw new CliFailure(`no dead-letter entry ${id} in queue(s) ${queues.join(", ")}`);
+  });
+}
+
+async function purge(spec: string, opts: DlqCommandOptions): Promise<number> {
+  return withApp(spec, async ({ app }) => {
+    await connectBroker(app);
+    const queues = targetQueues(app, opts.queue);
+    const purged: Record<string, number> = {};
+    for (const queue of queues) purged[queue] = await app.broker.purgeDlq(queue);
+    if (opts.json) printJson(purged);
+    else {
+      const total = Object.values(purged).reduce((a, b) => a + b, 0);
+      printLine(`purged ${total} dead-letter message(s) (${queues.join(", ")})`);
+    }
+    return EXIT_OK;
+  });
+}
+
+function sub(parent: Command, name: string, description: string): Command {
+  const command = parent.command(name).description(description);
+  return command.argument("<module>", "app module: path/to/app.ts[:export]");
+}
+
+function common(command: Command): Command {
+  withQueues(command, "queue (repeatable); default: every queue of the app");
+  return withLogLevel(command);
+}
+
+/** Adds `chicory dlq ...` to the program. */
+export function registerDlqCommand(program: Command, run: Run): void {
+  const dlq = program.command("dlq").description("inspect and administer dead-letter queues");
+  common(sub(dlq, "list", "list dead-lettered messages"))
+    .option("--limit <n>", "entries per queue (default 100)", intAtLeast(1))
+    .option("--json", "print JSON")
+    .action((spec: string, opts: DlqCommandOptions) => run(() => list(spec, opts)));
+  common(sub(dlq, "count", "count dead-lettered messages"))
+    .option("--json", "print JSON")
+    .action((spec: string, opts: DlqCommandOptions) => run(() => count(spec, opts)));
+  common(sub(dlq, "replay", "republish a dead-lettered message (or --all) to its queue"))
+    .argument("[id]", "message id (from dlq list)")
+    .option("--all", "replay every entry")
+    .option("--no-reset-retries", "keep the message's retry counter")
+    .action((spec: string, id: string | undefined, opts: DlqCommandOptions) => run(() => replay(spec, id, opts)));
+  common(sub(dlq, "delete", "delete one dead-lettered message"))
+    .argument("<id>", "message id (from dlq list)")
+    .action((spec: string, id: string, opts: DlqCommandOptions) => run(() => remove(spec, id, opts)));
+  common(sub(dlq, "purge", "delete every dead-lettered message"))
+    .option("--json", "print JSON")
+    .action((spec: string, opts: DlqCommandOptions) => run(() => purge(spec, opts)));
+}

@@ -1,0 +1,88 @@
+/**
+ * `chicory enqueue <module> <task> [JSON args]`: dispatches a task and prints its id; with
+ * `--wait`, waits and prints the result as JSON (or the remote error, exit code 1).
+ * @module
+ */
+import type { Command } from "commander";
+import type { ApplyOptions } from "../task.js";
+import { connectBackend, connectBroker, withApp } from "./app-session.js";
+import { positiveSeconds, seconds, withLogLevel } from "./options.js";
+import { CliUsageError, EXIT_OK, printJson, printLine } from "./output.js";
+
+/** Options of `chicory enqueue`. */
+export interface EnqueueCommandOptions {
+  countdown?: number;
+  queue?: string;
+  wait?: boolean;
+  timeout?: number;
+  json?: boolean;
+}
+
+/** Parses the JSON argument array. */
+export function parseArgs(text: string | undefined): unknown[] {
+  if (text === undefined || text.trim() === "") return [];
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new CliUsageError(
+      `arguments must be a JSON array, e.g. '[1, "two"]': ${error instanceof Error ? error.message : String(error)}`,
+    );
+  }
+  if (!Array.isArray(value)) {
+    throw new CliUsageError(`arguments must be a JSON array, e.g. '[1, "two"]' (got ${JSON.stringify(value)})`);
+  }
+  return value;
+}
+
+/** Runs `chicory enqueue`; resolves to the exit code. */
+export async function runEnqueueCommand(
+  spec: string,
+  taskName: string,
+  argsText: string | undefined,
+  opts: EnqueueCommandOptions,
+): Promise<number> {
+  const args = parseArgs(argsText);
+  return withApp(spec, async ({ app, display }) => {
+    const task = app.tasks.get(taskName);
+    if (!task) {
+      const known = [...app.tasks.keys()].sort().join(", ") || "none";
+      throw new CliUsageError(`task "${taskName}" is not registered in ${display} (tasks: ${known})`);
+    }
+    await connectBroker(app);
+    if (opts.wait) await connectBackend(app, "--wait");
+    const options: ApplyOptions = {};
+    if (opts.countdown !== undefined) options.countdown = opts.countdown;
+    if (opts.queue !== undefined) options.queue = opts.queue;
+    const result = await task.applyAsync(args, options);
+    if (!opts.wait) {
+      if (opts.json) printJson({ taskId: result.taskId, task: taskName });
+      else printLine(result.taskId);
+      return EXIT_OK;
+    }
+    if (!opts.json) printLine(result.taskId);
+    const timeout = opts.timeout ?? app.config.resultDefaultTimeout;
+    const value = await result.get({ timeout });
+    if (opts.json) printJson({ taskId: result.taskId, task: taskName, state: "SUCCESS", result: value ?? null });
+    else printLine(JSON.stringify(value ?? null));
+    return EXIT_OK;
+  });
+}
+
+/** Adds `chicory enqueue` to the program. */
+export function registerEnqueueCommand(program: Command, run: (action: () => Promise<number>) => Promise<void>): void {
+  const command = program
+    .command("enqueue")
+    .description("dispatch a task and print its id (--wait: print its result)")
+    .argument("<module>", "app module: path/to/app.ts[:export]")
+    .argument("<task>", "task name")
+    .argument("[args]", "arguments as a JSON array, e.g. '[1, 2]' (default [])")
+    .option("--countdown <seconds>", "run no earlier than this many seconds from now", seconds)
+    .option("-q, --queue <name>", "queue to publish to (default: the task's queue)")
+    .option("--wait", "wait for the result and print it as JSON")
+    .option("--timeout <seconds>", "with --wait: give up after this long (exit code 1)", positiveSeconds)
+    .option("--json", "print one JSON object");
+  withLogLevel(command).action((spec: string, task: string, args: string | undefined, opts: EnqueueCommandOptions) =>
+    run(() => runEnqueueCommand(spec, task, args, opts)),
+  );
+}

@@ -1,0 +1,115 @@
+/**
+ * `chicory worker <module>[:export]`: runs a worker in this process until SIGINT/SIGTERM, or,
+ * with `-w N` (N > 1), supervises N worker processes (see `supervisor.ts`).
+ * @module
+ */
+import type { Command } from "commander";
+import type { WorkerOptions } from "../config.js";
+import type { LogLevel } from "../core/logger.js";
+import { sleep } from "../core/sleep.js";
+import { createLogger } from "../logging.js";
+import { Worker } from "../worker/worker.js";
+import { bannerLines } from "./banner.js";
+import { loadApp } from "./load-app.js";
+import { intAtLeast, positiveSeconds, seconds, withLogLevel, withQueues } from "./options.js";
+import { EXIT_OK, printInfo } from "./output.js";
+import { runSupervisor, SUPERVISED_ENV } from "./supervisor.js";
+
+/** Options of `chicory worker`. */
+export interface WorkerCommandOptions {
+  workers?: number;
+  concurrency?: number;
+  queue?: string[];
+  dlq?: boolean;
+  heartbeatInterval?: number;
+  heartbeatTtl?: number;
+  shutdownTimeout?: number;
+  logLevel?: LogLevel;
+}
+
+/** The {@link WorkerOptions} given on the command line (unset ones fall back to the app's config). */
+export function workerOptionsFrom(opts: WorkerCommandOptions): WorkerOptions {
+  const options: WorkerOptions = {};
+  if (opts.concurrency !== undefined) options.concurrency = opts.concurrency;
+  if (opts.queue !== undefined) options.queue = opts.queue;
+  if (opts.dlq !== undefined) options.useDeadLetterQueue = opts.dlq;
+  if (opts.heartbeatInterval !== undefined) options.heartbeatInterval = opts.heartbeatInterval;
+  if (opts.heartbeatTtl !== undefined) options.heartbeatTtl = opts.heartbeatTtl;
+  if (opts.shutdownTimeout !== undefined) options.shutdownTimeout = opts.shutdownTimeout;
+  if (opts.logLevel !== undefined) options.logLevel = opts.logLevel;
+  return options;
+}
+
+/** The arguments a supervised child runs with: the same options, minus `--workers`. */
+export function childArgs(spec: string, opts: WorkerCommandOptions): string[] {
+  const args = ["worker", spec];
+  if (opts.concurrency !== undefined) args.push("--concurrency", String(opts.concurrency));
+  for (const queue of opts.queue ?? []) args.push("--queue", queue);
+  if (opts.dlq !== undefined) args.push(opts.dlq ? "--dlq" : "--no-dlq");
+  if (opts.heartbeatInterval !== undefined) args.push("--heartbeat-interval", String(opts.heartbeatInterval));
+  if (opts.heartbeatTtl !== undefined) args.push("--heartbeat-ttl", String(opts.heartbeatTtl));
+  if (opts.shutdownTimeout !== undefined) args.push("--shutdown-timeout", String(opts.shutdownTimeout));
+  if (opts.logLevel !== undefined) args.push("--log-level", opts.logLevel);
+  return args;
+}
+
+/** Runs `chicory worker`; resolves to the exit code. */
+export async function runWorkerCommand(spec: string, opts: WorkerCommandOptions): Promise<number> {
+  const loaded = await loadApp(spec);
+  const { app } = loaded;
+  const level = opts.logLevel ?? app.config.worker.logLevel;
+  const logger = createLogger({ level, toStderr: true });
+  const worker = new Worker(app, { ...workerOptionsFrom(opts), logger });
+  const processes = opts.workers ?? 1;
+  const isSupervised = process.env[SUPERVISED_ENV] === "1" && typeof process.send === "function";
+  if (!isSupervised) {
+    for (const line of bannerLines({ appDisplay: loaded.display, app, config: worker.config, processes })) {
+      printInfo(line);
+    }
+  }
+  if (processes > 1) {
+    return runSupervisor({
+      count: processes,
+      args: childArgs(spec, opts),
+      shutdownTimeoutSeconds: worker.config.shutdownTimeout,
+      logger: logger.child({ role: "supervisor" }),
+    });
+  }
+  if (isSupervised) {
+    // The parent went away (even by SIGKILL): stop gracefully rather than run orphaned.
+    process.on("disconnect", () => {
+      worker.stop().catch(() => undefined);
+    });
+    process.channel?.unref();
+  }
+  let isDone = false;
+  const running = worker.run().finally(() => {
+    isDone = true;
+  });
+  if (isSupervised) {
+    void (async () => {
+      while (!isDone && !worker.isRunning) await sleep(25);
+      if (worker.isRunning && process.connected) process.send?.({ type: "ready", pid: process.pid });
+    })();
+  }
+  await running;
+  return EXIT_OK;
+}
+
+/** Adds `chicory worker` to the program. */
+export function registerWorkerCommand(program: Command, run: (action: () => Promise<number>) => Promise<void>): void {
+  const command = program
+    .command("worker")
+    .description("run a worker (or, with -w N, supervise N worker processes) until SIGINT/SIGTERM")
+    .argument("<module>", "app module: path/to/app.ts[:export] (.ts, .mts, .js, .mjs; export `app` by default)")
+    .option("-w, --workers <n>", "number of worker processes to run and supervise", intAtLeast(1))
+    .option("-c, --concurrency <n>", "tasks run at once per process", intAtLeast(1));
+  withQueues(command, "queue to consume (repeatable, or comma-separated); default: the app's worker queue");
+  command
+    .option("--dlq", "move tasks that finally fail to the dead-letter queue")
+    .option("--no-dlq", "do not use the dead-letter queue")
+    .option("--heartbeat-interval <seconds>", "seconds between heartbeats", positiveSeconds)
+    .option("--heartbeat-ttl <seconds>", "seconds a heartbeat stays valid (> interval)", positiveSeconds)
+    .option("--shutdown-timeout <seconds>", "seconds to wait for running tasks on shutdown", seconds);
+  withLogLevel(command).action((spec: string, opts: WorkerCommandOptions) => run(() => runWorkerCommand(spec, opts)));
+}

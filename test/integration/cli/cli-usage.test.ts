@@ -1,0 +1,122 @@
+/**
+ * The built `chicory` binary: version, help, usage errors (exit 2), module loading (.ts with an
+ * enum, .mts default export, .mjs), masked passwords in the banner and in errors.
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { APP_JS, APP_TS, cliEnv, FIXTURES, ROOT, requireBuild, runCli, sqliteTarget } from "./cli-process.js";
+
+const target = sqliteTarget();
+const env = cliEnv({ CHICORY_BROKER_URL: target.url });
+
+beforeAll(() => requireBuild());
+afterAll(() => target.remove());
+
+function oneLineError(stderr: string): string {
+  const lines = stderr.trim().split("\n");
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toMatch(/^chicory: /);
+  return lines[0] ?? "";
+}
+
+describe("chicory CLI basics", () => {
+  it("--version prints the package version", async () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { version: string };
+    const r = await runCli(["--version"], env);
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim()).toBe(pkg.version);
+  });
+
+  it("--help lists every command; subcommand help shows its options", async () => {
+    const r = await runCli(["--help"], env);
+    expect(r.code).toBe(0);
+    for (const command of ["worker", "workers", "cleanup", "dlq", "queue", "enqueue", "result", "demo"]) {
+      expect(r.stdout).toContain(command);
+    }
+    const worker = await runCli(["worker", "--help"], env);
+    expect(worker.code).toBe(0);
+    for (const option of [
+      "--workers",
+      "--concurrency",
+      "--queue",
+      "--no-dlq",
+      "--heartbeat-ttl",
+      "--shutdown-timeout",
+    ]) {
+      expect(worker.stdout).toContain(option);
+    }
+  });
+
+  it.each([
+    [["frobnicate"], /unknown command 'frobnicate'/],
+    [["worker", APP_TS, "-c", "abc"], /concurrency.*abc/],
+    [["worker", APP_TS, "-w", "0"], /workers.*0/],
+    [["worker", APP_TS, "--heartbeat-interval", "soon"], /heartbeat-interval.*soon/],
+    [["worker", APP_TS, "--log-level", "loud"], /log-level.*loud/],
+    [["worker", `${FIXTURES}/no-such-app.ts`], /module not found: test\/fixtures\/no-such-app\.ts/],
+    [["worker", `${APP_TS}:nope`], /has no export "nope"; exports found: .*\badd\b.*\bapp\b/],
+    [["worker", `${APP_TS}:notAnApp`], /export "notAnApp" of .* is not a Chicory app/],
+    [["worker", `${FIXTURES}/cli-not-app.ts`], /export "app" of .* is not a Chicory app \(it is a number\)/],
+    [["worker", APP_TS, "--heartbeat-interval", "10", "--heartbeat-ttl", "5"], /heartbeatTtl.*must exceed/],
+    [["enqueue", APP_TS, "add", "[1, 2"], /arguments must be a JSON array/],
+    [["enqueue", APP_TS, "add", '{"a": 1}'], /arguments must be a JSON array/],
+    [["enqueue", APP_TS, "nope"], /task "nope" is not registered .*tasks: add, boom/],
+    [["dlq", "replay", APP_TS], /pass a message id, or --all/],
+  ])("usage error %j exits 2 with one line", async (args, pattern) => {
+    const r = await runCli(args, env);
+    expect(r.code).toBe(2);
+    expect(oneLineError(r.stderr)).toMatch(pattern);
+  });
+
+  it("no command prints the help and exits 2", async () => {
+    const r = await runCli([], env);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("Usage: chicory");
+  });
+
+  it("loads a .ts module with an enum, a .mts default export and a .mjs module, with no build step", async () => {
+    const ts = await runCli(["enqueue", APP_TS, "paint", '["green"]'], env);
+    expect(ts.stderr).toBe("");
+    expect(ts.code).toBe(0);
+    expect(ts.stdout.trim()).toMatch(/^[0-9a-f-]{36}$/);
+    const mts = await runCli(["queue", "stats", `${FIXTURES}/cli-default-app.mts`, "--json"], env);
+    expect(mts.code).toBe(0);
+    expect(JSON.parse(mts.stdout)).toEqual([{ queue: "default", size: 1, pending: 0, consumers: 0, dlq: 0 }]);
+    const mjs = await runCli(["queue", "purge", APP_JS], env);
+    expect(mjs.code).toBe(0);
+    expect(mjs.stdout).toContain("purged 1 waiting message(s)");
+  });
+
+  it("a named export selects another app; its task queues are covered by default", async () => {
+    const r = await runCli(["queue", "stats", `${APP_TS}:mailApp`, "--json"], env);
+    expect(r.code).toBe(0);
+    const queues = (JSON.parse(r.stdout) as Array<{ queue: string }>).map((row) => row.queue);
+    expect(queues).toEqual(["default", "mail"]);
+  });
+
+  it("masks passwords in the banner and in the unreachable-broker error (exit 1)", async () => {
+    const secret = "s3cr3t-Pa55";
+    const url = `redis://user:${secret}@127.0.0.1:1/0`;
+    const r = await runCli(["worker", APP_TS, "--log-level", "ERROR"], cliEnv({ CHICORY_BROKER_URL: url }));
+    expect(r.code).toBe(1);
+    expect(r.stdout + r.stderr).not.toContain(secret);
+    expect(r.stderr).toContain("redis://user:***@127.0.0.1:1/0");
+    const errorLines = r.stderr.split("\n").filter((line) => line.startsWith("chicory: "));
+    expect(errorLines).toHaveLength(1);
+    expect(errorLines[0]).toContain("127.0.0.1:1");
+    const stats = await runCli(["queue", "stats", APP_TS], cliEnv({ CHICORY_BROKER_URL: url }));
+    expect(stats.code).toBe(1);
+    expect(stats.stderr).not.toContain(secret);
+    expect(oneLineError(stats.stderr)).toContain("user:***@");
+  });
+
+  it("prints a stack only at --log-level DEBUG", async () => {
+    const url = "redis://127.0.0.1:1/0";
+    const quiet = await runCli(["queue", "stats", APP_JS], cliEnv({ CHICORY_BROKER_URL: url }));
+    expect(quiet.stderr).not.toMatch(/\n\s+at /);
+    const debug = await runCli(["queue", "stats", APP_JS, "--log-level", "DEBUG"], cliEnv({ CHICORY_BROKER_URL: url }));
+    expect(debug.code).toBe(1);
+    expect(debug.stderr).toMatch(/\n\s+at /);
+  });
+});

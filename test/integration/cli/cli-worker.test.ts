@@ -1,0 +1,164 @@
+/**
+ * `chicory worker` in one process, producers and admin commands in others, on a real
+ * multi-process broker: the embedded SQLite default (a file in a temp dir), and Redis with a
+ * random key prefix.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { skipUnless, uniqueName } from "../../helpers/services.js";
+import { deletePrefix } from "../redis/redis-test-keys.js";
+import {
+  APP_JS,
+  type CliProcess,
+  cliEnv,
+  eventually,
+  requireBuild,
+  runCli,
+  sqliteTarget,
+  startCli,
+} from "./cli-process.js";
+
+const WORKER_ARGS = ["worker", APP_JS, "-c", "2", "--dlq", "--heartbeat-interval", "1", "--heartbeat-ttl", "5"];
+
+describe("chicory CLI on the embedded SQLite broker (multi-process)", () => {
+  const target = sqliteTarget();
+  const env = cliEnv({ CHICORY_BROKER_URL: target.url });
+  let worker: CliProcess;
+  let earlyId = "";
+
+  beforeAll(async () => {
+    requireBuild();
+    const early = await runCli(["enqueue", APP_JS, "add", "[2, 3]"], env);
+    expect(early.code).toBe(0);
+    earlyId = early.stdout.trim();
+    worker = startCli(WORKER_ARGS, env);
+    await worker.waitForStderr(/"msg":"worker started"/);
+  });
+
+  afterAll(async () => {
+    if (worker.child.exitCode === null) worker.child.kill("SIGKILL");
+    target.remove();
+  });
+
+  it("prints a banner with the app, tasks, queues, concurrency and broker", () => {
+    const banner = worker.output.stderr;
+    expect(banner).toContain("chicory worker v");
+    expect(banner).toMatch(/app\s+test\/fixtures\/cli-app\.mjs:app/);
+    expect(banner).toMatch(/tasks\s+4 registered: add, boom, crash_once, slow/);
+    expect(banner).toMatch(/queues\s+default/);
+    expect(banner).toMatch(/concurrency\s+2/);
+    expect(banner).toMatch(/dead letters\s+on/);
+    expect(banner).toContain(`broker        ${target.url}`);
+  });
+
+  it("a task enqueued by another process runs; result prints it as JSON", async () => {
+    const r = await runCli(["result", APP_JS, earlyId, "--wait", "--timeout", "10"], env);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ taskId: earlyId, state: "SUCCESS", taskName: "add", result: 5 });
+  });
+
+  it("enqueue --wait prints the id and the result; a remote failure exits 1 with one line", async () => {
+    const ok = await runCli(["enqueue", APP_JS, "add", "[4, 5]", "--wait", "--timeout", "10"], env);
+    expect(ok.code).toBe(0);
+    const [id, value] = ok.stdout.trim().split("\n");
+    expect(id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(value).toBe("9");
+    const failed = await runCli(["enqueue", APP_JS, "boom", '["kaput"]', "--wait", "--timeout", "10"], env);
+    expect(failed.code).toBe(1);
+    expect(failed.stderr.trim()).toMatch(/^chicory: task [0-9a-f-]{36} failed: TypeError: kaput$/);
+    const json = await runCli(["enqueue", APP_JS, "add", "[1, 1]", "--wait", "--timeout", "10", "--json"], env);
+    expect(JSON.parse(json.stdout)).toMatchObject({ task: "add", state: "SUCCESS", result: 2 });
+  });
+
+  it("workers lists the live worker (table and --json)", async () => {
+    const json = await runCli(["workers", APP_JS, "--json"], env);
+    expect(json.code).toBe(0);
+    const workers = JSON.parse(json.stdout) as Array<{ pid: number; isRunning: boolean; workerId: string }>;
+    const mine = workers.find((w) => w.pid === worker.child.pid);
+    expect(mine?.isRunning).toBe(true);
+    const table = await runCli(["workers", APP_JS], env);
+    expect(table.stdout).toMatch(/^WORKER ID\s+HOST\s+PID/);
+    expect(table.stdout).toContain(mine?.workerId ?? "?");
+  });
+
+  it("dlq list/count/replay/delete/purge", async () => {
+    const count = await runCli(["dlq", "count", APP_JS], env);
+    expect(count.stdout.trim()).toBe("1");
+    const list = await runCli(["dlq", "list", APP_JS, "--json"], env);
+    const [entry] = JSON.parse(list.stdout) as Array<{ messageId: string; taskName: string; error: string }>;
+    expect(entry).toMatchObject({ taskName: "boom", error: expect.stringContaining("kaput") });
+    const table = await runCli(["dlq", "list", APP_JS], env);
+    expect(table.stdout).toMatch(/QUEUE\s+MESSAGE ID\s+TASK\s+TASK ID\s+RETRIES\s+FAILED AT\s+ERROR/);
+    expect(table.stdout).toContain("TypeError: kaput");
+
+    const replay = await runCli(["dlq", "replay", APP_JS, entry?.messageId ?? "", "--no-reset-retries"], env);
+    expect(replay.code).toBe(0);
+    expect(replay.stdout).toContain(`replayed ${entry?.messageId} to queue default`);
+    // The worker runs the replayed message, which fails into the DLQ again under a new entry id.
+    const again = await eventually(async () => {
+      const r = await runCli(["dlq", "list", APP_JS, "--json"], env);
+      const entries = JSON.parse(r.stdout) as Array<{ messageId: string }>;
+      return entries.length === 1 && entries[0]?.messageId !== entry?.messageId ? entries[0] : undefined;
+    });
+    const missing = await runCli(["dlq", "delete", APP_JS, "no-such-entry"], env);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/^chicory: no dead-letter entry no-such-entry/);
+    const purge = await runCli(["dlq", "purge", APP_JS], env);
+    expect(purge.stdout).toContain("purged 1 dead-letter message(s)");
+    expect(again.messageId).toBeTruthy();
+  });
+
+  it("queue stats shows the consumer; SIGTERM stops the worker gracefully (exit 0)", async () => {
+    const stats = await runCli(["queue", "stats", APP_JS, "--json"], env);
+    const [row] = JSON.parse(stats.stdout) as Array<{ queue: string; consumers: number }>;
+    expect(row?.queue).toBe("default");
+    expect(row?.consumers).toBeGreaterThanOrEqual(1);
+    worker.child.kill("SIGTERM");
+    const exit = await worker.exited;
+    expect(exit.code).toBe(0);
+    expect(exit.stderr).toContain('"msg":"worker stopped"');
+  });
+
+  it("queue purge removes waiting (delayed) messages; cleanup runs", async () => {
+    for (let i = 0; i < 2; i++) {
+      expect((await runCli(["enqueue", APP_JS, "slow", "[1]", "--countdown", "60"], env)).code).toBe(0);
+    }
+    const before = JSON.parse((await runCli(["queue", "stats", APP_JS, "--json"], env)).stdout) as Array<{
+      size: number;
+    }>;
+    expect(before[0]?.size).toBe(2);
+    const purge = await runCli(["queue", "purge", APP_JS], env);
+    expect(purge.stdout).toContain("purged 2 waiting message(s)");
+    const cleanup = await runCli(["cleanup", APP_JS, "--stale-seconds", "3600", "--json"], env);
+    expect(cleanup.code).toBe(0);
+    expect(JSON.parse(cleanup.stdout)).toMatchObject({ staleSeconds: 3600, removedWorkers: 0 });
+  });
+});
+
+const skipRedis = await skipUnless("redis");
+
+describe.skipIf(skipRedis)("chicory CLI on Redis (multi-process)", () => {
+  const prefix = uniqueName("clitest");
+  const env = cliEnv({
+    CHICORY_BROKER_URL: "redis://127.0.0.1:6379/0",
+    CHICORY_BROKER_REDIS_KEY_PREFIX: prefix,
+    CHICORY_BACKEND_REDIS_KEY_PREFIX: prefix,
+  });
+
+  afterAll(() => deletePrefix(prefix));
+
+  it("enqueue --wait is answered by a worker process; SIGTERM exits 0", async () => {
+    requireBuild();
+    const worker = startCli(["worker", APP_JS, "-c", "2"], env);
+    try {
+      await worker.waitForStderr(/"msg":"worker started"/);
+      expect(worker.output.stderr).toMatch(/broker\s+redis:\/\/127\.0\.0\.1:6379\/0/);
+      const r = await runCli(["enqueue", APP_JS, "add", "[20, 22]", "--wait", "--timeout", "10"], env);
+      expect(r.code).toBe(0);
+      expect(r.stdout.trim().split("\n")[1]).toBe("42");
+      worker.child.kill("SIGTERM");
+      expect((await worker.exited).code).toBe(0);
+    } finally {
+      if (worker.child.exitCode === null) worker.child.kill("SIGKILL");
+    }
+  });
+});

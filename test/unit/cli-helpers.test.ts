@@ -1,0 +1,55 @@
+/** Pure helpers of the CLI: module spec parsing, secret masking, error lines, tables, child args. */
+import { describe, expect, it } from "vitest";
+import { parseModuleSpec } from "../../src/cli/load-app.js";
+import { errorLine, exitCodeFor, formatTable, maskSecrets, truncate } from "../../src/cli/output.js";
+import { childArgs } from "../../src/cli/worker.js";
+import { ConfigurationError } from "../../src/errors.js";
+
+describe("CLI helpers", () => {
+  it.each([
+    ["app.ts", { file: "app.ts", exportName: undefined }],
+    ["./src/app.ts:myApp", { file: "./src/app.ts", exportName: "myApp" }],
+    ["C:\\work\\app.ts", { file: "C:\\work\\app.ts", exportName: undefined }],
+    ["C:\\work\\app.ts:app", { file: "C:\\work\\app.ts", exportName: "app" }],
+    ["dir:with:colons/app.mjs", { file: "dir:with:colons/app.mjs", exportName: undefined }],
+  ])("parseModuleSpec(%j)", (spec, expected) => {
+    expect(parseModuleSpec(spec)).toEqual(expected);
+  });
+
+  it("masks every URL password and password= parameter", () => {
+    const text = "a redis://u:p4ss@h:1/0 and amqp://:x@y and postgres://h/db?password=zz&x=1";
+    expect(maskSecrets(text)).toBe("a redis://u:***@h:1/0 and amqp://:***@y and postgres://h/db?password=***&x=1");
+  });
+
+  it("errorLine joins causes on one line, masks secrets, and maps codes to exit codes", () => {
+    const cause = new Error("connect ECONNREFUSED\n  at redis://u:pw@h:1");
+    const error = new Error("broker unreachable", { cause });
+    expect(errorLine(error)).toBe("broker unreachable: connect ECONNREFUSED; at redis://u:***@h:1");
+    expect(exitCodeFor(error)).toBe(1);
+    expect(exitCodeFor(new ConfigurationError("bad"))).toBe(2);
+    expect(exitCodeFor({ code: "VALIDATION_ERROR" })).toBe(2);
+  });
+
+  it("formats tables and truncates", () => {
+    expect(formatTable(["A", "BB"], [["xxx", "y"]])).toBe("A    BB\nxxx  y");
+    expect(truncate("abcdef", 4)).toBe("abc…");
+  });
+
+  it("childArgs repeats the worker options without --workers", () => {
+    expect(
+      childArgs("app.ts:app", { workers: 3, concurrency: 2, queue: ["a", "b"], dlq: false, heartbeatInterval: 1 }),
+    ).toEqual([
+      "worker",
+      "app.ts:app",
+      "--concurrency",
+      "2",
+      "--queue",
+      "a",
+      "--queue",
+      "b",
+      "--no-dlq",
+      "--heartbeat-interval",
+      "1",
+    ]);
+  });
+});

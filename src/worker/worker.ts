@@ -357,9 +357,13 @@ export class Worker {
         .then(hook)
         .catch((error: unknown) => this.#logger.error({ err: toError(error) }, "worker shutdown hook failed"));
     }
-    await this.#app
-      .disconnect()
-      .catch((error: unknown) => this.#logger.warn({ err: toError(error).message }, "disconnect failed"));
+    const others = (runningWorkers.get(this.#app) ?? 1) - 1;
+    runningWorkers.set(this.#app, others);
+    if (others === 0) {
+      await this.#app
+        .disconnect()
+        .catch((error: unknown) => this.#logger.warn({ err: toError(error).message }, "disconnect failed"));
+    }
     this.#logger.info({ processed: this.#processed, failed: this.#failed }, "worker stopped");
   }
 }

@@ -163,6 +163,20 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       expect(pending).toBe(0);
     });
 
+    it("dead-letters a failed at_most_once task although it was acknowledged before running", async () => {
+      const app = await fresh();
+      const t = app.task({ name: "amo_fails", deliveryMode: "at_most_once" }, async () => {
+        throw new Error("lost cause");
+      });
+      await worker(app, { useDeadLetterQueue: true });
+      const r = await t.delay();
+      await expect(r.get({ timeout: 20 })).rejects.toBeInstanceOf(TaskFailedError);
+      await eventually(async () => (await app.broker.getDlqCount("default")) === 1);
+      const [entry] = await app.broker.getDlqMessages("default");
+      expect(entry?.error).toContain("lost cause");
+      expect(entry?.originalMessage?.id).toBe(r.taskId);
+    });
+
     it("holds no more messages than its concurrency", async () => {
       const app = await fresh();
       let release!: () => void;

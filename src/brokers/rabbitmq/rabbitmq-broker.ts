@@ -14,7 +14,7 @@
  * - Not supported: `unique` publish (capability `uniqueIds` is false; the flag is ignored).
  * @module
  */
-import { MessageCodec } from "../../core/message.js";
+import { MessageCodec, peekMessage } from "../../core/message.js";
 import { maskUrl, redactSecrets, urlPassword } from "../../core/url.js";
 import type {
   Broker,
@@ -30,6 +30,7 @@ import type {
 import { consumerCount, messageCounts, purgeQueues } from "./rabbitmq-admin.js";
 import { RabbitMqConnection } from "./rabbitmq-connection.js";
 import { RabbitMqConsumer } from "./rabbitmq-consumer.js";
+import { sendToDlq } from "./rabbitmq-delivery.js";
 import { RabbitMqDlq } from "./rabbitmq-dlq.js";
 import { type RabbitMqBrokerOptions, type RabbitMqSettings, resolveRabbitMqSettings } from "./rabbitmq-options.js";
 import { RabbitMqPublisher } from "./rabbitmq-publisher.js";
@@ -130,6 +131,18 @@ export class RabbitMqBroker implements Broker {
       messageId: message.id,
     });
     return { published: true };
+  }
+
+  /** Writes an already acknowledged message (an `at_most_once` failure) into `queue`'s DLQ. */
+  async writeDeadLetter(queue: string, body: string, error: string): Promise<void> {
+    const id = peekMessage(body)?.id;
+    const content = Buffer.from(body, "utf8");
+    await sendToDlq(
+      this.#sender,
+      queue,
+      { content, properties: { messageId: typeof id === "string" ? id : undefined } },
+      error,
+    );
   }
 
   /** {@inheritDoc Broker.consumer} */

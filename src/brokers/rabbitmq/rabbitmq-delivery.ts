@@ -37,7 +37,12 @@ export function deliveryCountOf(message: AmqpMessage): number {
 }
 
 /** Moves a delivered message to its DLQ with a reason (confirm first, then ack). */
-export async function sendToDlq(sender: RabbitMqSender, queue: string, message: AmqpMessage, error: string) {
+export async function sendToDlq(
+  sender: RabbitMqSender,
+  queue: string,
+  message: Pick<AmqpMessage, "content"> & { readonly properties: Pick<AmqpMessage["properties"], "messageId"> },
+  error: string,
+) {
   const peeked = peekMessage(message.content.toString("utf8"));
   const retries = typeof peeked?.retries === "number" && Number.isSafeInteger(peeked.retries) ? peeked.retries : 0;
   await sender.sendToDlq(

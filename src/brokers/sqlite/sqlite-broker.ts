@@ -20,7 +20,7 @@
  * - `sqlite::memory:` lives in one connection: a single broker instance of one process.
  * @module
  */
-import { MessageCodec } from "../../core/message.js";
+import { MessageCodec, peekMessage, truncateError } from "../../core/message.js";
 import { assertValidName } from "../../core/names.js";
 import { BrokerConnectionError, ChicoryError, ConfigurationError } from "../../errors.js";
 import type {
@@ -122,6 +122,20 @@ export class SqliteBroker implements Broker {
       } catch (error) {
         this.#options.logger.warn({ err: error }, `sqlite broker: closing ${this.displayUrl} failed`);
       }
+    }
+  }
+
+  /** Writes an already acknowledged message (an `at_most_once` failure) into `queue`'s DLQ. */
+  async writeDeadLetter(queue: string, body: string, reason: string): Promise<void> {
+    assertValidName(queue, "queue");
+    const { store } = this.#connected();
+    const message = peekMessage(body);
+    const taskId = typeof message?.id === "string" ? message.id : "";
+    const retries = typeof message?.retries === "number" ? message.retries : 0;
+    try {
+      store.writeDeadLetter(queue, taskId, body, truncateError(reason), retries, Date.now());
+    } catch (error) {
+      throw this.#wrap(error, "writeDeadLetter");
     }
   }
 

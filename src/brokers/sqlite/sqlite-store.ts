@@ -180,6 +180,11 @@ export class SqliteStore {
     });
   }
 
+  /** Writes an already acknowledged message into `queue`'s DLQ. */
+  writeDeadLetter(queue: string, taskId: string, body: string, error: string, retryCount: number, now: number): void {
+    this.#statements.insertDlq.run(queue, taskId, body, 0, error, now, retryCount);
+  }
+
   /** Unlocks the delivered row at once, not counting the delivery; false when fenced. */
   release(fence: DeliveryFence, now: number): boolean {
     const result = this.#statements.release.run(now, fence.id, fence.consumerId, fence.deliveryCount);

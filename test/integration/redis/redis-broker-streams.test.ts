@@ -168,10 +168,10 @@ describe.skipIf(skip)("redis broker: streams", () => {
     const [first, second] = await c.fetch(2, AbortSignal.timeout(1000));
     const t0 = Number((await s.raw.time())[0]) * 1000;
     await first?.deadLetter("boom");
-    const [[, fields]] = (await s.raw.xrange(s.dlq, "-", "+")) as Array<[string, string[]]>;
-    const f = Object.fromEntries(
-      fields.reduce<string[][]>((acc, v, i) => (i % 2 ? acc : [...acc, [v, fields[i + 1] ?? ""]]), []),
-    );
+    const entries = (await s.raw.xrange(s.dlq, "-", "+")) as Array<[string, string[]]>;
+    const fields = entries[0]?.[1] ?? [];
+    const f: Record<string, string> = {};
+    for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i] as string] = fields[i + 1] as string;
     expect(f.data).toBe(first?.body);
     expect(f.error).toBe("boom");
     expect(f.retry_count).toBe("0");
@@ -245,5 +245,25 @@ describe.skipIf(skip)("redis broker: streams", () => {
     }, 5000);
     expect(got.body).toBe(task.body);
     await got.ack();
+  });
+  it("uses an injected client without closing it (the caller owns it)", async () => {
+    const prefix = testPrefix();
+    const client = rawRedis();
+    const broker = new RedisBroker({ client, keyPrefix: prefix, env: {} });
+    broker.bind({ codec });
+    await broker.connect();
+    const queue = uniqueName("q");
+    const consumer = broker.consumer({ queues: [queue], consumerId: uniqueName("c-") });
+    cleanups.push(async () => {
+      await deletePrefix(prefix);
+      client.disconnect();
+    });
+    const task = await publish(broker, queue);
+    const [got] = await consumer.fetch(1, AbortSignal.timeout(1000));
+    expect(got?.body).toBe(task.body);
+    await got?.ack();
+    await broker.disconnect();
+    expect(client.status).toBe("ready");
+    expect(await client.ping()).toBe("PONG");
   });
 });

@@ -1,0 +1,41 @@
+/**
+ * Options of the Redis backend and their `CHICORY_BACKEND_REDIS_*` environment variables.
+ * @module
+ */
+import type { Duration } from "../../core/duration.js";
+import { durationMs, type EnvMap, envDurationMs, envString } from "../../core/env.js";
+import type { Logger } from "../../core/logger.js";
+import { checkRedisName, type RedisConnectionOptions } from "../../redis/redis-options.js";
+
+/** Options of {@link RedisBackend} (each falls back to its `CHICORY_BACKEND_REDIS_*` variable). */
+export interface RedisBackendOptions extends RedisConnectionOptions {
+  /** Prefix of every key (default `"chicory"`; `KEY_PREFIX`). */
+  keyPrefix?: string | undefined;
+  /** How long records live, in seconds or with a unit (default 86400; `RESULT_TTL`). */
+  resultTtl?: Duration | undefined;
+  /** Environment to read the variables from (default `process.env`). */
+  env?: EnvMap | undefined;
+  /** Where warnings go (default: nowhere). */
+  logger?: Logger | undefined;
+}
+
+/** Resolved backend settings. */
+export interface RedisBackendSettings {
+  readonly keyPrefix: string;
+  /** Record TTL in seconds (>= 1). */
+  readonly resultTtlSeconds: number;
+}
+
+const ENV = "CHICORY_BACKEND_REDIS";
+
+/** Options over environment over defaults. */
+export function resolveBackendSettings(options: RedisBackendOptions, env: EnvMap): RedisBackendSettings {
+  const ttlMs =
+    options.resultTtl === undefined
+      ? envDurationMs(env, `${ENV}_RESULT_TTL`, 86_400_000)
+      : durationMs(options.resultTtl, "resultTtl", 86_400_000);
+  return {
+    keyPrefix: checkRedisName(options.keyPrefix ?? envString(env, `${ENV}_KEY_PREFIX`, "chicory"), "keyPrefix"),
+    resultTtlSeconds: Math.max(1, Math.ceil(ttlMs / 1000)),
+  };
+}

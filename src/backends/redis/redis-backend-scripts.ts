@@ -1,0 +1,22 @@
+/**
+ * The backend's Lua scripts (headers in `./scripts/*.lua`), read once at module load and
+ * registered per connection with `defineCommand` (EVALSHA).
+ * @module
+ */
+import { readFileSync } from "node:fs";
+import type { RedisClientLike } from "../../redis/redis-client.js";
+
+function lua(name: string): string {
+  return readFileSync(new URL(`./scripts/${name}.lua`, import.meta.url), "utf8");
+}
+
+const SCRIPTS = {
+  chicoryStoreRecord: { numberOfKeys: 1, lua: lua("store-record") },
+  chicoryTouchWorker: { numberOfKeys: 1, lua: lua("touch-worker") },
+  chicoryCleanupWorkers: { numberOfKeys: 1, lua: lua("cleanup-workers") },
+} as const;
+
+/** Registers every backend script on `client`. */
+export function defineBackendScripts(client: RedisClientLike): void {
+  for (const [name, definition] of Object.entries(SCRIPTS)) client.defineCommand(name, definition);
+}

@@ -1,0 +1,252 @@
+/**
+ * The Redis result backend (SPEC §7 `redis`).
+ *
+ * Keys (`P` = `keyPrefix`, default `chicory`):
+ * - `P:result:ID`: the whole {@link TaskRecord} as one JSON string (state first), with the
+ *   result TTL. The SPEC's separate `state` key is folded into it: one key, one command per
+ *   write, one GET (or MGET) per read.
+ * - `P:heartbeat:WID`: a worker's stats, expiring after the heartbeat TTL; `P:workers`: sorted
+ *   set of worker ids scored by the Redis time of their last heartbeat (ms).
+ * - Channel `P:done`: a terminal write publishes the task id.
+ *
+ * Semantics: every record write is one script (precedence check + SET EX + PUBLISH when
+ * terminal), so a late STARTED/RETRY never overwrites a terminal record and concurrent
+ * duplicates never fail. `setState` writes a record holding only the given fields (no merge
+ * with the previous record). `waitForResult` waiters of one backend share one subscriber
+ * connection and one batched poll. Commands are auto-pipelined. An injected `client` stays
+ * owned by the caller.
+ * @example
+ * ```ts
+ * const backend = new RedisBackend({ url: "redis://127.0.0.1:6379/0", resultTtl: "1d" });
+ * ```
+ * @module
+ */
+
+import type { HealthStatus } from "../../brokers/broker.js";
+import type { EnvMap } from "../../core/env.js";
+import { type Logger, silentLogger } from "../../core/logger.js";
+import { BackendConnectionError } from "../../errors.js";
+import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
+import { closeRedis, describeRedisError, openRedis, pingRedis } from "../../redis/redis-connect.js";
+import { type ResolvedRedisConnection, resolveRedisConnection } from "../../redis/redis-options.js";
+import {
+  type Backend,
+  isTerminalState,
+  type StoredError,
+  type TaskRecord,
+  type TaskState,
+  type WaitOptions,
+  type WorkerStats,
+} from "../backend.js";
+import type { RedisBackendOptions, RedisBackendSettings } from "./redis-backend-options.js";
+import { resolveBackendSettings } from "./redis-backend-options.js";
+import { defineBackendScripts } from "./redis-backend-scripts.js";
+import { decodeHeartbeat, decodeRecord, encodeRecord } from "./redis-record.js";
+import { RedisResultHub } from "./redis-result-hub.js";
+
+/** Ids per MGET. */
+const MGET_BATCH = 500;
+
+/** Redis result backend (see module doc). */
+export class RedisBackend implements Backend {
+  /** Always `"redis"`. */
+  readonly kind = "redis";
+  /** Connection URL with the password masked. */
+  readonly displayUrl: string;
+  /** Resolved settings. */
+  readonly settings: RedisBackendSettings;
+  readonly #connection: ResolvedRedisConnection;
+  readonly #injected: RedisClientLike | undefined;
+  readonly #logger: Logger;
+  readonly #prefix: string;
+  #main: RedisClientLike | undefined;
+  #hub: RedisResultHub | undefined;
+  #connecting: Promise<void> | undefined;
+
+  constructor(options: RedisBackendOptions = {}) {
+    const env: EnvMap = options.env ?? process.env;
+    this.#connection = resolveRedisConnection(options, env, "CHICORY_BACKEND_REDIS");
+    this.settings = resolveBackendSettings(options, env);
+    this.displayUrl = this.#connection.displayUrl;
+    this.#injected = options.client;
+    this.#logger = options.logger ?? silentLogger;
+    this.#prefix = this.settings.keyPrefix;
+  }
+
+  /** Key of a task's record. */
+  resultKey(taskId: string): string {
+    return `${this.#prefix}:result:${taskId}`;
+  }
+
+  #heartbeatKey(workerId: string): string {
+    return `${this.#prefix}:heartbeat:${workerId}`;
+  }
+
+  get #workersKey(): string {
+    return `${this.#prefix}:workers`;
+  }
+
+  /** Opens the command connection; idempotent. The subscriber opens with the first wait. */
+  connect(): Promise<void> {
+    if (this.#main) return Promise.resolve();
+    this.#connecting ??= this.#open().finally(() => {
+      this.#connecting = undefined;
+    });
+    return this.#connecting;
+  }
+
+  async #open(): Promise<void> {
+    const main =
+      this.#injected ??
+      (await openRedis(
+        this.#connection,
+        { enableAutoPipelining: true, connectionName: "chicory-backend" },
+        "Redis backend",
+        (message, cause) => new BackendConnectionError(message, { cause }),
+      ));
+    defineBackendScripts(main);
+    this.#main = main;
+    this.#hub = new RedisResultHub({
+      main,
+      channel: `${this.#prefix}:done`,
+      pollIntervalMs: 1000,
+      fetchMany: (ids) => this.#fetchMany(ids),
+      onError: (error) => this.#logger.warn({ err: this.#describe(error) }, "redis result wait: read failed"),
+    });
+  }
+
+  /** Closes the connections the backend owns; pending waits resolve null. Idempotent. */
+  async disconnect(): Promise<void> {
+    await this.#connecting?.catch(() => undefined);
+    const main = this.#main;
+    const hub = this.#hub;
+    this.#main = undefined;
+    this.#hub = undefined;
+    await hub?.close();
+    if (main && main !== this.#injected) await closeRedis(main);
+  }
+
+  #describe(error: unknown): string {
+    return describeRedisError(error, this.#connection.password);
+  }
+
+  async #run<T>(operation: string, fn: (main: RedisClientLike) => Promise<T>): Promise<T> {
+    const main = this.#main;
+    if (!main) throw new BackendConnectionError("redis backend is not connected: call connect() first");
+    try {
+      return await fn(main);
+    } catch (error) {
+      throw new BackendConnectionError(
+        `redis backend ${operation} failed (${this.displayUrl}): ${this.#describe(error)}`,
+        { cause: error },
+      );
+    }
+  }
+
+  async setState(
+    taskId: string,
+    state: TaskState,
+    extra: { error?: StoredError; retries?: number; taskName?: string } = {},
+  ): Promise<void> {
+    await this.storeResult({
+      taskId,
+      state,
+      ...(extra.error === undefined ? {} : { error: extra.error }),
+      ...(extra.retries === undefined ? {} : { retries: extra.retries }),
+      ...(extra.taskName === undefined ? {} : { taskName: extra.taskName }),
+      updatedAt: new Date().toISOString(),
+    });
+  }
+
+  /** One script: precedence check, SET with the result TTL, PUBLISH when terminal. */
+  async storeResult(record: TaskRecord): Promise<void> {
+    const isTerminal = isTerminalState(record.state);
+    const written = await this.#run("storeResult", (main) =>
+      runScript(
+        main,
+        "chicoryStoreRecord",
+        [this.resultKey(record.taskId)],
+        [
+          encodeRecord(record),
+          isTerminal ? "1" : "0",
+          this.settings.resultTtlSeconds,
+          `${this.#prefix}:done`,
+          record.taskId,
+        ],
+      ),
+    );
+    if (written === 1 && isTerminal) this.#hub?.notify(record);
+  }
+
+  async getResult(taskId: string): Promise<TaskRecord | null> {
+    const text = await this.#run("getResult", (main) => main.call("GET", this.resultKey(taskId)));
+    return decodeRecord(text as string | null);
+  }
+
+  async #fetchMany(ids: string[]): Promise<Map<string, TaskRecord>> {
+    const out = new Map<string, TaskRecord>();
+    await this.#run("waitForResult", async (main) => {
+      for (let i = 0; i < ids.length; i += MGET_BATCH) {
+        const batch = ids.slice(i, i + MGET_BATCH);
+        const values = (await main.call("MGET", ...batch.map((id) => this.resultKey(id)))) as Array<string | null>;
+        values.forEach((text, j) => {
+          const record = decodeRecord(text);
+          if (record) out.set(batch[j] as string, record);
+        });
+      }
+    });
+    return out;
+  }
+
+  async deleteResult(taskId: string): Promise<void> {
+    await this.#run("deleteResult", (main) => main.call("DEL", this.resultKey(taskId)));
+  }
+
+  /** SET of the stats with the TTL, plus the Redis-clock time in the workers set (one round trip). */
+  async storeHeartbeat(stats: WorkerStats, ttlSeconds: number): Promise<void> {
+    const ttl = Math.max(1, Math.ceil(ttlSeconds));
+    await this.#run("storeHeartbeat", (main) =>
+      Promise.all([
+        main.call("SET", this.#heartbeatKey(stats.workerId), JSON.stringify(stats), "EX", ttl),
+        runScript(main, "chicoryTouchWorker", [this.#workersKey], [stats.workerId]),
+      ]),
+    );
+  }
+
+  async getHeartbeat(workerId: string): Promise<WorkerStats | null> {
+    const text = await this.#run("getHeartbeat", (main) => main.call("GET", this.#heartbeatKey(workerId)));
+    return decodeHeartbeat(text as string | null);
+  }
+
+  /** Workers in the workers set whose heartbeat key has not expired. */
+  async getActiveWorkers(): Promise<WorkerStats[]> {
+    return this.#run("getActiveWorkers", async (main) => {
+      const ids = (await main.call("ZRANGE", this.#workersKey, 0, -1)) as string[];
+      // One GET per worker (auto-pipelined into one round trip; works across Cluster slots).
+      const texts = await Promise.all(ids.map((id) => main.call("GET", this.#heartbeatKey(id))));
+      return texts.map((t) => decodeHeartbeat(t as string | null)).filter((s): s is WorkerStats => s !== null);
+    });
+  }
+
+  /** Removes workers whose last heartbeat (Redis clock) is older than `staleSeconds`. */
+  async cleanupStaleClients(staleSeconds: number): Promise<number> {
+    const staleMs = Math.max(0, Math.round(staleSeconds * 1000));
+    return this.#run("cleanupStaleClients", async (main) => {
+      const ids = (await runScript(main, "chicoryCleanupWorkers", [this.#workersKey], [staleMs])) as string[];
+      await Promise.all(ids.map((id) => main.call("DEL", this.#heartbeatKey(id))));
+      return ids.length;
+    });
+  }
+
+  /** PING round trip; never throws. */
+  async healthcheck(): Promise<HealthStatus> {
+    return pingRedis(this.#main, this.#connection.password);
+  }
+
+  /** Pub/sub notification with a shared batched poll fallback (see {@link RedisResultHub}). */
+  async waitForResult(taskId: string, options: WaitOptions = {}): Promise<TaskRecord | null> {
+    const hub = this.#hub;
+    if (!hub) throw new BackendConnectionError("redis backend is not connected: call connect() first");
+    return hub.wait(taskId, options);
+  }
+}

@@ -1,0 +1,42 @@
+/**
+ * How the Redis backend stores task records and heartbeats: one JSON string per task whose
+ * first member is always `state` (the precedence script reads only that prefix).
+ * @module
+ */
+import { safeJsonParse } from "../../core/json.js";
+import { TASK_STATES, type TaskRecord, type TaskState, type WorkerStats } from "../backend.js";
+
+/** Serializes a record with `state` first. */
+export function encodeRecord(record: TaskRecord): string {
+  const { state, ...rest } = record;
+  return JSON.stringify({ state, ...rest });
+}
+
+/** Parses a stored record; null when it is missing or not a record. */
+export function decodeRecord(text: string | null | undefined): TaskRecord | null {
+  if (text === null || text === undefined) return null;
+  let parsed: unknown;
+  try {
+    parsed = safeJsonParse(text);
+  } catch {
+    return null;
+  }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) return null;
+  const record = parsed as Partial<TaskRecord>;
+  if (typeof record.taskId !== "string" || !TASK_STATES.includes(record.state as TaskState)) return null;
+  return record as TaskRecord;
+}
+
+/** Parses a stored heartbeat; null when missing or malformed. */
+export function decodeHeartbeat(text: string | null | undefined): WorkerStats | null {
+  if (text === null || text === undefined) return null;
+  try {
+    const parsed = safeJsonParse(text);
+    if (parsed !== null && typeof parsed === "object" && typeof (parsed as WorkerStats).workerId === "string") {
+      return parsed as WorkerStats;
+    }
+  } catch {
+    // a foreign or corrupt value: treated as absent
+  }
+  return null;
+}

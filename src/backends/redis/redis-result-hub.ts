@@ -1,0 +1,125 @@
+/**
+ * Result waiting for the Redis backend: one subscriber connection per backend instance on the
+ * `${prefix}:done` channel (message = task id), shared by every waiter, on top of the shared
+ * {@link ResultWaiter} (batched MGET poll fallback, which also covers notifications missed
+ * while the subscriber reconnects). A notification for an id nobody here waits for costs
+ * nothing; notified ids of one event-loop turn are read with one MGET.
+ * @module
+ */
+import type { RedisClientLike } from "../../redis/redis-client.js";
+import { openDuplicate } from "../../redis/redis-connect.js";
+import type { TaskRecord, WaitOptions } from "../backend.js";
+import { ResultWaiter } from "../result-waiter.js";
+
+/** Longest wait for the subscription before a waiter relies on polling alone. */
+const SUBSCRIBE_WAIT_MS = 1000;
+
+/** What the hub needs from the backend. */
+export interface ResultHubHost {
+  readonly main: RedisClientLike;
+  readonly channel: string;
+  readonly pollIntervalMs: number;
+  fetchMany(ids: string[]): Promise<Map<string, TaskRecord>>;
+  onError(error: unknown): void;
+}
+
+/** Shared waiting for terminal records (see module doc). */
+export class RedisResultHub {
+  readonly #host: ResultHubHost;
+  readonly #waiter: ResultWaiter;
+  /** Waiter count per task id. */
+  readonly #waited = new Map<string, number>();
+  readonly #notified = new Set<string>();
+  #subscriber: Promise<RedisClientLike | undefined> | undefined;
+  #flush: NodeJS.Immediate | undefined;
+  #isClosed = false;
+  #isSubscribed = false;
+
+  constructor(host: ResultHubHost) {
+    this.#host = host;
+    this.#waiter = new ResultWaiter({
+      fetchMany: (ids) => host.fetchMany(ids),
+      pollIntervalMs: host.pollIntervalMs,
+      onError: (error) => host.onError(error),
+    });
+  }
+
+  /** Resolves with the terminal record, or null on timeout / abort / close. */
+  async wait(taskId: string, options: WaitOptions = {}): Promise<TaskRecord | null> {
+    if (this.#isClosed) return null;
+    // Subscribed before the first read of the record, so no notification falls in between.
+    // Bounded: with Redis unreachable the wait goes on with the poll fallback alone.
+    if (!this.#isSubscribed) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        this.#subscribe(),
+        new Promise((resolve) => (timer = setTimeout(resolve, SUBSCRIBE_WAIT_MS))),
+      ]);
+      clearTimeout(timer);
+    }
+    this.#waited.set(taskId, (this.#waited.get(taskId) ?? 0) + 1);
+    try {
+      return await this.#waiter.wait(taskId, options);
+    } finally {
+      const n = (this.#waited.get(taskId) ?? 1) - 1;
+      if (n <= 0) this.#waited.delete(taskId);
+      else this.#waited.set(taskId, n);
+    }
+  }
+
+  /** A record written by this process: resolve local waiters at once. */
+  notify(record: TaskRecord): void {
+    this.#waiter.notify(record);
+  }
+
+  /** Resolves waiters with null and closes the subscriber. */
+  async close(): Promise<void> {
+    this.#isClosed = true;
+    this.#waiter.close();
+    if (this.#flush) clearImmediate(this.#flush);
+    const subscriber = await this.#subscriber?.catch(() => undefined);
+    this.#subscriber = undefined;
+    subscriber?.disconnect();
+  }
+
+  #subscribe(): Promise<RedisClientLike | undefined> {
+    this.#subscriber ??= this.#openSubscriber().catch((error: unknown) => {
+      // No push notifications: the poll fallback still resolves waiters. Try again next wait.
+      this.#host.onError(error);
+      this.#subscriber = undefined;
+      this.#isSubscribed = false;
+      return undefined;
+    });
+    return this.#subscriber;
+  }
+
+  async #openSubscriber(): Promise<RedisClientLike> {
+    const sub = await openDuplicate(this.#host.main, {
+      enableAutoPipelining: false,
+      enableOfflineQueue: true,
+      connectionName: "chicory-results",
+    });
+    sub.on("message", (_channel: string, taskId: string) => this.#onMessage(taskId));
+    // autoResubscribe (ioredis default) re-subscribes after a reconnect.
+    await sub.subscribe(this.#host.channel);
+    this.#isSubscribed = true;
+    if (this.#isClosed) sub.disconnect();
+    return sub;
+  }
+
+  #onMessage(taskId: string): void {
+    if (!this.#waited.has(taskId)) return;
+    this.#notified.add(taskId);
+    this.#flush ??= setImmediate(() => {
+      this.#flush = undefined;
+      const ids = [...this.#notified];
+      this.#notified.clear();
+      this.#host.fetchMany(ids).then(
+        (records) => {
+          for (const record of records.values()) this.#waiter.notify(record);
+        },
+        (error: unknown) => this.#host.onError(error),
+      );
+    });
+  }
+}

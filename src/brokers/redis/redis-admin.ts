@@ -1,0 +1,132 @@
+/**
+ * Inspection and administration of Redis queues and dead letters (the `BrokerAdmin` half of
+ * the Redis broker). Every multi-step change is one Lua script on one queue's keys.
+ * @module
+ */
+import type { MessageCodec } from "../../core/message.js";
+import { peekMessage } from "../../core/message.js";
+import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
+import type { DlqMessage } from "../broker.js";
+import { rewriteForReplay, toDlqMessage } from "../dlq.js";
+import type { QueueKeys } from "./redis-keys.js";
+
+type StreamEntry = [string, string[]];
+
+/** Batch size of purge scripts (keeps each script call short). */
+const PURGE_BATCH = 1000;
+
+function fieldsOf(fields: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) out[fields[i] as string] = fields[i + 1] as string;
+  return out;
+}
+
+/** Up to `count` oldest DLQ entries. */
+export async function getDlqMessages(client: RedisClientLike, keys: QueueKeys, count: number): Promise<DlqMessage[]> {
+  const entries = (await client.call("XRANGE", keys.dlq, "-", "+", "COUNT", count)) as StreamEntry[];
+  return entries.map(([id, raw]) => {
+    const f = fieldsOf(raw);
+    const retryCount = f.retry_count === undefined ? undefined : Number(f.retry_count);
+    return toDlqMessage(id, {
+      body: f.data ?? "",
+      error: f.error ?? "",
+      failedAt: f.failed_at ?? 0,
+      retryCount: Number.isFinite(retryCount) ? retryCount : undefined,
+    });
+  });
+}
+
+/**
+ * Moves one DLQ entry (of `from`) to the stream of `to`. The new body is computed here
+ * (re-encoded when `resetRetries`), then a script enqueues it only if the entry still exists,
+ * deleting it in the same step: concurrent replays enqueue once.
+ */
+export async function replayFromDlq(
+  client: RedisClientLike,
+  codec: MessageCodec,
+  from: QueueKeys,
+  to: QueueKeys,
+  messageId: string,
+  resetRetries: boolean,
+): Promise<boolean> {
+  const entries = (await client.call("XRANGE", from.dlq, messageId, messageId)) as StreamEntry[];
+  const entry = entries[0];
+  if (entry === undefined) return false;
+  const f = fieldsOf(entry[1]);
+  const body = rewriteForReplay(codec, f.data ?? "", resetRetries);
+  const id = peekMessage(body)?.id;
+  const taskId = typeof id === "string" && id !== "" ? id : (f.id ?? messageId);
+  const moved = await runScript(client, "chicoryReplay", [from.dlq, to.stream], [messageId, body, taskId]);
+  return moved === 1;
+}
+
+/** Deletes one DLQ entry. */
+export async function deleteFromDlq(client: RedisClientLike, keys: QueueKeys, messageId: string): Promise<boolean> {
+  return (await client.call("XDEL", keys.dlq, messageId)) === 1;
+}
+
+/** Deletes the DLQ of a queue; returns how many entries it had. */
+export async function purgeDlq(client: RedisClientLike, keys: QueueKeys): Promise<number> {
+  return Number(await runScript(client, "chicoryPurgeDlq", [keys.dlq], []));
+}
+
+/** Number of DLQ entries. */
+export async function getDlqCount(client: RedisClientLike, keys: QueueKeys): Promise<number> {
+  return Number(await client.call("XLEN", keys.dlq));
+}
+
+/** Stream length, pending count and delayed count, read atomically. */
+export async function queueStats(
+  client: RedisClientLike,
+  keys: QueueKeys,
+  group: string,
+): Promise<{ length: number; pending: number; delayed: number }> {
+  const [length, pending, delayed] = (await runScript(
+    client,
+    "chicoryQueueStats",
+    [keys.stream, keys.delayed],
+    [group],
+  )) as [number, number, number];
+  return { length: Number(length), pending: Number(pending), delayed: Number(delayed) };
+}
+
+/** Consumers registered in the group (0 when the group does not exist). */
+export async function getConsumerCount(client: RedisClientLike, keys: QueueKeys, group: string): Promise<number> {
+  try {
+    const consumers = (await client.call("XINFO", "CONSUMERS", keys.stream, group)) as unknown[];
+    return consumers.length;
+  } catch (error) {
+    if (error instanceof Error && /NOGROUP|no such key/i.test(error.message)) return 0;
+    throw error;
+  }
+}
+
+/**
+ * Deletes every waiting message (ready and delayed) in batches; pending (in-flight) entries
+ * are kept, so their consumers can still settle them. Returns how many were deleted.
+ */
+export async function purgeQueue(client: RedisClientLike, keys: QueueKeys, group: string): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const n = Number(
+      await runScript(
+        client,
+        "chicoryPurgeQueue",
+        [keys.stream, keys.delayed, keys.delayedData, keys.unique],
+        [group, PURGE_BATCH],
+      ),
+    );
+    total += n;
+    if (n === 0) return total;
+  }
+}
+
+/** Deletes consumers with no pending entries idle longer than `staleMs`, atomically. */
+export async function cleanupStaleConsumers(
+  client: RedisClientLike,
+  keys: QueueKeys,
+  group: string,
+  staleMs: number,
+): Promise<number> {
+  return Number(await runScript(client, "chicoryCleanupConsumers", [keys.stream], [group, staleMs]));
+}

@@ -1,0 +1,74 @@
+/**
+ * Options of the Redis broker and their `CHICORY_BROKER_REDIS_*` environment variables.
+ * @module
+ */
+import { checkInt, type EnvMap, envInt, envString } from "../../core/env.js";
+import type { Logger } from "../../core/logger.js";
+import { checkRedisName, type RedisConnectionOptions } from "../../redis/redis-options.js";
+
+/** Options of {@link RedisBroker} (each falls back to its `CHICORY_BROKER_REDIS_*` variable). */
+export interface RedisBrokerOptions extends RedisConnectionOptions {
+  /** Prefix of every key (default `"chicory"`; `KEY_PREFIX`). */
+  keyPrefix?: string | undefined;
+  /** Consumer group shared by all workers (default `"chicory-workers"`; `CONSUMER_GROUP`). */
+  consumerGroup?: string | undefined;
+  /** Longest XREADGROUP block, in milliseconds (default 5000; `BLOCK_MS`). */
+  blockMs?: number | undefined;
+  /**
+   * Lease length in milliseconds: a delivery whose consumer stopped renewing it for this long
+   * is reclaimed by another consumer (default 30000; `CLAIM_MIN_IDLE_MS`). Live consumers renew
+   * every third of it, so long tasks are never reclaimed from a live worker.
+   */
+  claimMinIdleMs?: number | undefined;
+  /**
+   * Backlog limit per queue (stream + delayed). When reached, `publish` throws instead of
+   * enqueueing; work streams are never trimmed. 0 or null = no limit (default; `MAX_STREAM_LENGTH`).
+   */
+  maxStreamLength?: number | null | undefined;
+  /**
+   * DLQ length limit per queue. When reached, dead-lettering throws and the message stays in
+   * the work stream; the DLQ is never trimmed. 0 or null = no limit (default; `DLQ_MAX_LENGTH`).
+   */
+  dlqMaxLength?: number | null | undefined;
+  /** Environment to read the variables from (default `process.env`). */
+  env?: EnvMap | undefined;
+  /** Where warnings go (default: nowhere). */
+  logger?: Logger | undefined;
+}
+
+/** Resolved broker settings. */
+export interface RedisBrokerSettings {
+  readonly keyPrefix: string;
+  readonly consumerGroup: string;
+  readonly blockMs: number;
+  readonly claimMinIdleMs: number;
+  readonly maxStreamLength: number;
+  readonly dlqMaxLength: number;
+}
+
+const ENV = "CHICORY_BROKER_REDIS";
+
+function limit(value: number | null | undefined, env: EnvMap, variable: string): number {
+  if (value === null) return 0;
+  if (value === undefined) return envInt(env, variable, 0, 0);
+  return checkInt(value, variable, 0);
+}
+
+/** Options over environment over defaults. */
+export function resolveBrokerSettings(options: RedisBrokerOptions, env: EnvMap): RedisBrokerSettings {
+  return {
+    keyPrefix: checkRedisName(options.keyPrefix ?? envString(env, `${ENV}_KEY_PREFIX`, "chicory"), "keyPrefix"),
+    consumerGroup: checkRedisName(
+      options.consumerGroup ?? envString(env, `${ENV}_CONSUMER_GROUP`, "chicory-workers"),
+      "consumerGroup",
+    ),
+    blockMs: checkInt(options.blockMs ?? envInt(env, `${ENV}_BLOCK_MS`, 5000, 1), "blockMs", 1, 600_000),
+    claimMinIdleMs: checkInt(
+      options.claimMinIdleMs ?? envInt(env, `${ENV}_CLAIM_MIN_IDLE_MS`, 30_000, 100),
+      "claimMinIdleMs",
+      100,
+    ),
+    maxStreamLength: limit(options.maxStreamLength, env, `${ENV}_MAX_STREAM_LENGTH`),
+    dlqMaxLength: limit(options.dlqMaxLength, env, `${ENV}_DLQ_MAX_LENGTH`),
+  };
+}

@@ -1,0 +1,289 @@
+/**
+ * The Redis broker: Redis Streams with consumer groups (SPEC §7 `redis`).
+ *
+ * Keys (queue names hash-tagged, so every script touches one Cluster slot):
+ * `P:stream:{Q}` (entries: `data` = body, `id` = task id), `P:delayed:{Q}` (sorted set of
+ * task ids by due time) with `P:delayed-data:{Q}` (their bodies), `P:dlq:{Q}` (fields data,
+ * error, failed_at, retry_count, id) and `P:unique:{Q}` (ids of unique messages not yet
+ * settled); `P` = `keyPrefix` (default `chicory`).
+ *
+ * Semantics: at-least-once. `publish` is one XADD (or one script for a delay, `unique` or a
+ * backlog limit) and resolves when Redis replied: durable only as far as the server persists
+ * (AOF `appendfsync always` for no loss). Work streams and the DLQ are never trimmed; acked
+ * entries are deleted (XACK+XDEL in one script). Delays are measured by the Redis clock.
+ * FIFO per queue except for redeliveries, retries and delayed messages; no priorities.
+ * Every settle (ack, retry, dead-letter) acts only if the entry is still pending, so a
+ * settle repeated after a lost lease or a reconnect adds nothing.
+ * Duplicate delayed publishes of one task id keep the last body (the id is the set member).
+ * Connections: one command connection (auto-pipelined) plus one per consumer; an injected
+ * `client` stays owned by the caller.
+ * @example
+ * ```ts
+ * const broker = new RedisBroker({ url: "redis://127.0.0.1:6379/0", claimMinIdleMs: 30_000 });
+ * const app = new Chicory({ broker, backend: new RedisBackend() });
+ * ```
+ * @module
+ */
+import type { EnvMap } from "../../core/env.js";
+import { type Logger, silentLogger } from "../../core/logger.js";
+import { MessageCodec, peekMessage } from "../../core/message.js";
+import { BrokerConnectionError, ValidationError } from "../../errors.js";
+import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
+import { closeRedis, describeRedisError, openRedis, pingRedis } from "../../redis/redis-connect.js";
+import { type ResolvedRedisConnection, resolveRedisConnection } from "../../redis/redis-options.js";
+import type {
+  Broker,
+  BrokerBinding,
+  BrokerCapabilities,
+  Consumer,
+  ConsumerOptions,
+  DlqMessage,
+  HealthStatus,
+  OutgoingMessage,
+  PublishResult,
+} from "../broker.js";
+import * as admin from "./redis-admin.js";
+import type { RedisBrokerOptions, RedisBrokerSettings } from "./redis-broker-options.js";
+import { resolveBrokerSettings } from "./redis-broker-options.js";
+import { RedisConsumer } from "./redis-consumer.js";
+import type { RedisBrokerContext } from "./redis-context.js";
+import { QueueKeyCache } from "./redis-keys.js";
+import { defineBrokerScripts } from "./redis-scripts.js";
+import { dlqFullError, retryCountOf } from "./redis-settler.js";
+
+/** Queue used by admin calls without a queue. */
+const DEFAULT_QUEUE = "default";
+
+/** Redis Streams broker (see module doc). */
+export class RedisBroker implements Broker {
+  /** Always `"redis"`. */
+  readonly kind = "redis";
+  /** Delays, unique ids, durable (as the server persists), several processes; no priorities. */
+  readonly capabilities: BrokerCapabilities = {
+    priorities: false,
+    delayedDelivery: true,
+    uniqueIds: true,
+    durable: true,
+    multiProcess: true,
+  };
+  /** Connection URL with the password masked. */
+  readonly displayUrl: string;
+  /** Resolved settings. */
+  readonly settings: RedisBrokerSettings;
+  readonly #connection: ResolvedRedisConnection;
+  readonly #injected: RedisClientLike | undefined;
+  readonly #keys: QueueKeyCache;
+  readonly #logger: Logger;
+  readonly #consumers = new Set<RedisConsumer>();
+  #codec = new MessageCodec();
+  #ctx: RedisBrokerContext | undefined;
+  #connecting: Promise<void> | undefined;
+
+  constructor(options: RedisBrokerOptions = {}) {
+    const env: EnvMap = options.env ?? process.env;
+    this.#connection = resolveRedisConnection(options, env, "CHICORY_BROKER_REDIS");
+    this.settings = resolveBrokerSettings(options, env);
+    this.displayUrl = this.#connection.displayUrl;
+    this.#injected = options.client;
+    this.#keys = new QueueKeyCache(this.settings.keyPrefix);
+    this.#logger = options.logger ?? silentLogger;
+  }
+
+  /** Uses the app's codec to rewrite messages on DLQ replay. */
+  bind(binding: BrokerBinding): void {
+    this.#codec = binding.codec;
+  }
+
+  /** Opens the command connection; idempotent. */
+  connect(): Promise<void> {
+    if (this.#ctx) return Promise.resolve();
+    this.#connecting ??= this.#open().finally(() => {
+      this.#connecting = undefined;
+    });
+    return this.#connecting;
+  }
+
+  async #open(): Promise<void> {
+    const main =
+      this.#injected ??
+      (await openRedis(
+        this.#connection,
+        { enableAutoPipelining: true, connectionName: "chicory-broker" },
+        "Redis broker",
+        (message, cause) => new BrokerConnectionError(message, { cause }),
+      ));
+    defineBrokerScripts(main);
+    const password = this.#connection.password;
+    const displayUrl = this.displayUrl;
+    this.#ctx = {
+      main,
+      keys: this.#keys,
+      group: this.settings.consumerGroup,
+      claimMinIdleMs: this.settings.claimMinIdleMs,
+      blockMs: this.settings.blockMs,
+      dlqMaxLength: this.settings.dlqMaxLength,
+      logger: this.#logger,
+      displayUrl,
+      wrapError: (operation, error) =>
+        error instanceof BrokerConnectionError
+          ? error
+          : new BrokerConnectionError(
+              `redis broker ${operation} failed (${displayUrl}): ${describeRedisError(error, password)}`,
+              { cause: error },
+            ),
+    };
+  }
+
+  /** Closes consumers and the connections the broker owns; idempotent. */
+  async disconnect(): Promise<void> {
+    await this.#connecting?.catch(() => undefined);
+    const ctx = this.#ctx;
+    this.#ctx = undefined;
+    await Promise.all([...this.#consumers].map((c) => c.close()));
+    this.#consumers.clear();
+    if (ctx && ctx.main !== this.#injected) await closeRedis(ctx.main);
+  }
+
+  #context(): RedisBrokerContext {
+    if (!this.#ctx) throw new BrokerConnectionError("redis broker is not connected: call connect() first");
+    return this.#ctx;
+  }
+
+  /**
+   * Enqueues a message: one XADD, or one script when it has a delay, `unique` or the
+   * backlog limit applies.
+   * @throws BrokerConnectionError when Redis refuses it or the backlog limit is reached
+   */
+  async publish(queue: string, message: OutgoingMessage): Promise<PublishResult> {
+    const ctx = this.#context();
+    const keys = this.#keys.get(queue);
+    const delayMs = Math.max(0, Math.round(message.delayMs ?? 0));
+    const max = this.settings.maxStreamLength;
+    try {
+      if (delayMs === 0 && !message.unique && max === 0) {
+        await ctx.main.call("XADD", keys.stream, "*", "data", message.body, "id", message.id);
+        return { published: true };
+      }
+      const result = await runScript(
+        ctx.main,
+        "chicoryPublish",
+        [keys.stream, keys.delayed, keys.delayedData, keys.unique],
+        [message.body, message.id, delayMs, message.unique ? "1" : "0", max],
+      );
+      if (result === -1) {
+        throw new BrokerConnectionError(
+          `queue "${queue}" is full (${max} messages, CHICORY_BROKER_REDIS_MAX_STREAM_LENGTH): message not published`,
+        );
+      }
+      return { published: result === 1 };
+    } catch (error) {
+      throw ctx.wrapError("publish", error);
+    }
+  }
+
+  /**
+   * Appends an already acknowledged message (a failed `at_most_once` task) to `queue`'s DLQ.
+   * @throws BrokerConnectionError when the DLQ is full (the DLQ is never trimmed)
+   */
+  async writeDeadLetter(queue: string, body: string, error: string): Promise<void> {
+    const ctx = this.#context();
+    const keys = this.#keys.get(queue);
+    const id = peekMessage(body)?.id;
+    let result: unknown;
+    try {
+      result = await runScript(
+        ctx.main,
+        "chicoryWriteDeadLetter",
+        [keys.dlq],
+        [body, error, retryCountOf(body), this.settings.dlqMaxLength, typeof id === "string" ? id : ""],
+      );
+    } catch (cause) {
+      throw ctx.wrapError("writeDeadLetter", cause);
+    }
+    if (result === -1) {
+      this.#logger.error(
+        { queue, dlqMaxLength: this.settings.dlqMaxLength },
+        "redis DLQ full: dead letter not written",
+      );
+      throw dlqFullError(
+        queue,
+        this.settings.dlqMaxLength,
+        "the dead letter of an acknowledged message was not written",
+      );
+    }
+  }
+
+  /** A consumer of `options.queues` (its blocking connection opens on the first fetch). */
+  consumer(options: ConsumerOptions): Consumer {
+    const consumer = new RedisConsumer(this.#context(), options, (closed) => this.#consumers.delete(closed));
+    this.#consumers.add(consumer);
+    return consumer;
+  }
+
+  async #admin<T>(operation: string, run: (ctx: RedisBrokerContext) => Promise<T>): Promise<T> {
+    const ctx = this.#context();
+    try {
+      return await run(ctx);
+    } catch (error) {
+      if (error instanceof ValidationError) throw error;
+      throw ctx.wrapError(operation, error);
+    }
+  }
+
+  getDlqMessages(queue = DEFAULT_QUEUE, count = 100): Promise<DlqMessage[]> {
+    return this.#admin("getDlqMessages", (c) => admin.getDlqMessages(c.main, this.#keys.get(queue), count));
+  }
+
+  /** Moves one DLQ entry back to `queue` (default: the queue it died on). See {@link admin.replayFromDlq}. */
+  replayFromDlq(messageId: string, queue = DEFAULT_QUEUE, resetRetries = true): Promise<boolean> {
+    const keys = this.#keys.get(queue);
+    return this.#admin("replayFromDlq", (c) =>
+      admin.replayFromDlq(c.main, this.#codec, keys, keys, messageId, resetRetries),
+    );
+  }
+
+  deleteFromDlq(messageId: string, queue = DEFAULT_QUEUE): Promise<boolean> {
+    return this.#admin("deleteFromDlq", (c) => admin.deleteFromDlq(c.main, this.#keys.get(queue), messageId));
+  }
+
+  purgeDlq(queue = DEFAULT_QUEUE): Promise<number> {
+    return this.#admin("purgeDlq", (c) => admin.purgeDlq(c.main, this.#keys.get(queue)));
+  }
+
+  getDlqCount(queue = DEFAULT_QUEUE): Promise<number> {
+    return this.#admin("getDlqCount", (c) => admin.getDlqCount(c.main, this.#keys.get(queue)));
+  }
+
+  async getPendingCount(queue = DEFAULT_QUEUE): Promise<number> {
+    const stats = await this.#admin("getPendingCount", (c) => admin.queueStats(c.main, this.#keys.get(queue), c.group));
+    return stats.pending;
+  }
+
+  /** Ready + delayed messages: stream length - pending + delayed (acked entries are deleted). */
+  async getQueueSize(queue = DEFAULT_QUEUE): Promise<number> {
+    const s = await this.#admin("getQueueSize", (c) => admin.queueStats(c.main, this.#keys.get(queue), c.group));
+    return Math.max(0, s.length - s.pending) + s.delayed;
+  }
+
+  getConsumerCount(queue = DEFAULT_QUEUE): Promise<number> {
+    return this.#admin("getConsumerCount", (c) => admin.getConsumerCount(c.main, this.#keys.get(queue), c.group));
+  }
+
+  /** Deletes ready and delayed messages; in-flight (pending) ones are left to their consumers. */
+  purgeQueue(queue = DEFAULT_QUEUE): Promise<number> {
+    return this.#admin("purgeQueue", (c) => admin.purgeQueue(c.main, this.#keys.get(queue), c.group));
+  }
+
+  /** Deletes consumers idle > `staleSeconds` (default 300) owning no pending entry, atomically. */
+  cleanupStaleClients(queue = DEFAULT_QUEUE, staleSeconds = 300): Promise<number> {
+    const staleMs = Math.max(0, Math.round(staleSeconds * 1000));
+    return this.#admin("cleanupStaleClients", (c) =>
+      admin.cleanupStaleConsumers(c.main, this.#keys.get(queue), c.group, staleMs),
+    );
+  }
+
+  /** PING round trip; never throws. */
+  async healthcheck(): Promise<HealthStatus> {
+    return pingRedis(this.#ctx?.main, this.#connection.password);
+  }
+}

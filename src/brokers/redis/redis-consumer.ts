@@ -1,0 +1,305 @@
+/**
+ * Pull consumer over Redis Streams consumer groups.
+ *
+ * - `fetch(max)` = XREADGROUP COUNT max on a connection of its own (so it can block without
+ *   holding up acks), after two cheap housekeeping steps that run only when due: the delayed
+ *   mover (at the next due time of the delayed set, re-checked at least every second) and
+ *   XAUTOCLAIM of entries whose lease expired (every min(claimMinIdle/2, 1 s), cursor iterated).
+ * - One stream per command (Redis Cluster safe). With several queues, a non-blocking read per
+ *   queue in order of preference, then a short block (≤ 250 ms) on one queue in turn.
+ * - Leases: every claimMinIdle/3 the consumer XCLAIMs (JUSTID, owner-checked in Lua) its own
+ *   unsettled entries, so a long task is never reclaimed while its worker lives.
+ * - Abort: a blocked read is ended at once with CLIENT UNBLOCK (else within the block time);
+ *   deliveries that arrive after the abort are released, and `fetch` returns `[]`.
+ * - Connection loss: `fetch` throws BrokerConnectionError while Redis is unreachable; ioredis
+ *   reconnects in the background, and a group lost with the data (restart without
+ *   persistence) is re-created on NOGROUP.
+ * @module
+ */
+import { BrokerConnectionError, ConfigurationError } from "../../errors.js";
+import { isNoGroupError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
+import type { Consumer, ConsumerOptions } from "../broker.js";
+import type { RedisBrokerContext } from "./redis-context.js";
+import { RedisDelivery } from "./redis-delivery.js";
+import type { QueueKeys } from "./redis-keys.js";
+import { openReader, type ReadReply, streamEntries } from "./redis-reader.js";
+import { RedisSettler } from "./redis-settler.js";
+
+/** Delayed entries moved per script call. */
+const MOVE_BATCH = 500;
+/** Longest time before re-checking the delayed set (others may add earlier entries). */
+const MOVER_RECHECK_MS = 1000;
+/** Longest block on one queue when consuming several. */
+const MULTI_QUEUE_BLOCK_MS = 250;
+/** Most entries reclaimed per XAUTOCLAIM. */
+const RECLAIM_COUNT = 100;
+/** Entry ids per lease-renewal script call. */
+const RENEW_CHUNK = 500;
+
+interface QueueState {
+  readonly keys: QueueKeys;
+  hasGroup: boolean;
+  moveAtMs: number;
+  reclaimAtMs: number;
+  reclaimCursor: string;
+  readonly inFlight: Map<string, RedisDelivery>;
+}
+
+/** A consumer of one or more queues (see module doc). */
+export class RedisConsumer implements Consumer {
+  readonly #ctx: RedisBrokerContext;
+  readonly #consumerId: string;
+  readonly #queues: QueueState[];
+  readonly #reclaimIntervalMs: number;
+  readonly #renewTimer: NodeJS.Timeout;
+  readonly #settler: RedisSettler;
+  #conn: RedisClientLike | undefined;
+  #opening: Promise<RedisClientLike> | undefined;
+  #clientId: string | undefined;
+  #isBlocking = false;
+  #isRenewing = false;
+  #isClosed = false;
+  #turn = 0;
+
+  readonly #onClose: ((consumer: RedisConsumer) => void) | undefined;
+
+  constructor(ctx: RedisBrokerContext, options: ConsumerOptions, onClose?: (consumer: RedisConsumer) => void) {
+    if (options.queues.length === 0) throw new ConfigurationError("a consumer needs at least one queue");
+    this.#ctx = ctx;
+    this.#onClose = onClose;
+    this.#consumerId = options.consumerId;
+    this.#queues = [...new Set(options.queues)].map((queue) => ({
+      keys: ctx.keys.get(queue),
+      hasGroup: false,
+      moveAtMs: 0,
+      reclaimAtMs: 0,
+      reclaimCursor: "0-0",
+      inFlight: new Map(),
+    }));
+    this.#settler = new RedisSettler(ctx, this.#consumerId, (d) => this.#queueOf(d)?.inFlight.delete(d.deliveryId));
+    this.#reclaimIntervalMs = Math.max(50, Math.min(Math.floor(ctx.claimMinIdleMs / 2), 1000));
+    const renewEveryMs = Math.max(50, Math.floor(ctx.claimMinIdleMs / 3));
+    this.#renewTimer = setInterval(() => void this.#renewLeases(), renewEveryMs);
+    this.#renewTimer.unref();
+  }
+
+  get inFlight(): number {
+    let n = 0;
+    for (const q of this.#queues) n += q.inFlight.size;
+    return n;
+  }
+
+  async fetch(max: number, signal: AbortSignal): Promise<RedisDelivery[]> {
+    if (this.#isClosed || signal.aborted || max <= 0) return [];
+    const conn = await this.#connection();
+    const out: RedisDelivery[] = [];
+    const onAbort = () => this.#unblock();
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      await this.#fetchInto(conn, max, signal, out);
+    } catch (error) {
+      if (isNoGroupError(error)) {
+        // The stream or group vanished (Redis restarted without persistence, or was flushed):
+        // re-create the groups on the next fetch and keep going.
+        for (const q of this.#queues) q.hasGroup = false;
+        this.#ctx.logger.warn(
+          { queues: this.#queues.map((q) => q.keys.queue) },
+          "redis consumer group missing; recreating",
+        );
+      } else if (out.length === 0 && !this.#isClosed && !signal.aborted) {
+        throw this.#ctx.wrapError("fetch", error);
+      }
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+    if ((signal.aborted || this.#isClosed) && out.length > 0) {
+      await Promise.allSettled(out.map((d) => d.release()));
+      return [];
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    if (this.#isClosed) return;
+    this.#isClosed = true;
+    this.#onClose?.(this);
+    clearInterval(this.#renewTimer);
+    this.#unblock();
+    const conn = this.#conn ?? (await this.#opening?.catch(() => undefined));
+    this.#conn = undefined;
+    conn?.disconnect();
+  }
+
+  async #fetchInto(conn: RedisClientLike, max: number, signal: AbortSignal, out: RedisDelivery[]): Promise<void> {
+    for (const q of this.#queues) if (!q.hasGroup) await this.#createGroup(conn, q);
+    for (const q of this.#queues) if (Date.now() >= q.moveAtMs) await this.#moveDelayed(conn, q);
+    for (const q of this.#queues) {
+      if (out.length < max && Date.now() >= q.reclaimAtMs) await this.#reclaim(conn, q, max - out.length, out);
+    }
+    if (out.length >= max || signal.aborted) return;
+    const queues = this.#queues;
+    if (queues.length === 1) {
+      await this.#read(
+        conn,
+        queues[0] as QueueState,
+        max - out.length,
+        out.length > 0 ? undefined : this.#blockFor(),
+        out,
+      );
+      return;
+    }
+    for (const q of queues) {
+      if (out.length >= max) return;
+      await this.#read(conn, q, max - out.length, undefined, out);
+    }
+    if (out.length > 0 || signal.aborted) return;
+    const q = queues[this.#turn++ % queues.length] as QueueState;
+    await this.#read(conn, q, max, Math.min(this.#blockFor(), MULTI_QUEUE_BLOCK_MS), out);
+  }
+
+  /** Block no longer than the next housekeeping step is due. */
+  #blockFor(): number {
+    let until = Date.now() + this.#ctx.blockMs;
+    for (const q of this.#queues) until = Math.min(until, q.moveAtMs, q.reclaimAtMs);
+    return Math.max(1, until - Date.now());
+  }
+
+  async #read(
+    conn: RedisClientLike,
+    q: QueueState,
+    count: number,
+    blockMs: number | undefined,
+    out: RedisDelivery[],
+  ): Promise<void> {
+    const args: Array<string | number> = ["GROUP", this.#ctx.group, this.#consumerId, "COUNT", count];
+    if (blockMs !== undefined) args.push("BLOCK", blockMs);
+    args.push("STREAMS", q.keys.stream, ">");
+    this.#isBlocking = blockMs !== undefined;
+    let reply: ReadReply;
+    try {
+      reply = (await conn.call("XREADGROUP", ...args)) as ReadReply;
+    } finally {
+      this.#isBlocking = false;
+    }
+    for (const entries of streamEntries(reply)) {
+      for (const [id, fields] of entries) this.#handOut(q, id, fields ?? [], 1, out);
+    }
+  }
+
+  #handOut(q: QueueState, id: string, fields: string[], deliveryCount: number, out: RedisDelivery[]): void {
+    const delivery = new RedisDelivery(q.keys, id, fields, deliveryCount, this.#settler);
+    q.inFlight.set(id, delivery);
+    out.push(delivery);
+  }
+
+  async #createGroup(conn: RedisClientLike, q: QueueState): Promise<void> {
+    try {
+      // At id 0: messages published before any worker existed are delivered too.
+      await conn.call("XGROUP", "CREATE", q.keys.stream, this.#ctx.group, "0", "MKSTREAM");
+    } catch (error) {
+      if (!(error instanceof Error && error.message.includes("BUSYGROUP"))) throw error;
+    }
+    // Registered at once (not at its first read), so admin counts see a consumer that started.
+    await conn.call("XGROUP", "CREATECONSUMER", q.keys.stream, this.#ctx.group, this.#consumerId);
+    q.hasGroup = true;
+  }
+
+  async #moveDelayed(conn: RedisClientLike, q: QueueState): Promise<void> {
+    const { delayed, delayedData, stream } = q.keys;
+    const [moved, next, nowMs] = (await runScript(
+      conn,
+      "chicoryMoveDelayed",
+      [delayed, delayedData, stream],
+      [MOVE_BATCH],
+    )) as [number, string, number];
+    if (moved >= MOVE_BATCH) {
+      q.moveAtMs = Date.now(); // more are due: next fetch moves the next batch
+      return;
+    }
+    const nextDue = Number(next);
+    const waitMs = nextDue < 0 ? MOVER_RECHECK_MS : Math.min(MOVER_RECHECK_MS, Math.max(0, nextDue - nowMs));
+    q.moveAtMs = Date.now() + waitMs;
+  }
+
+  async #reclaim(conn: RedisClientLike, q: QueueState, room: number, out: RedisDelivery[]): Promise<void> {
+    const count = Math.min(room, RECLAIM_COUNT);
+    const [cursor, flat] = (await runScript(
+      conn,
+      "chicoryReclaim",
+      [q.keys.stream],
+      [this.#ctx.group, this.#consumerId, this.#ctx.claimMinIdleMs, q.reclaimCursor, count],
+    )) as [string, Array<string | string[] | number>];
+    let claimed = 0;
+    for (let i = 0; i + 2 < flat.length; i += 3) {
+      const id = flat[i] as string;
+      // Our own entry whose renewal was late: it is still in flight here, do not hand it out twice.
+      if (q.inFlight.has(id)) continue;
+      this.#handOut(q, id, (flat[i + 1] as string[]) ?? [], Number(flat[i + 2]) || 1, out);
+      claimed++;
+    }
+    q.reclaimCursor = cursor;
+    const now = Date.now();
+    if (cursor === "0-0") q.reclaimAtMs = now + this.#reclaimIntervalMs;
+    else q.reclaimAtMs = claimed > 0 ? now : now + 100;
+  }
+
+  async #connection(): Promise<RedisClientLike> {
+    if (this.#conn === undefined) {
+      this.#opening ??= this.#open();
+      try {
+        this.#conn = await this.#opening;
+      } catch (error) {
+        this.#opening = undefined;
+        throw this.#ctx.wrapError("connect", error);
+      }
+    }
+    if (this.#conn.status !== "ready") {
+      throw new BrokerConnectionError(`redis unreachable at ${this.#ctx.displayUrl} (connection ${this.#conn.status})`);
+    }
+    return this.#conn;
+  }
+
+  async #open(): Promise<RedisClientLike> {
+    const conn = await openReader(this.#ctx.main, this.#consumerId, (id) => {
+      this.#clientId = id;
+    });
+    if (this.#isClosed) conn.disconnect();
+    return conn;
+  }
+
+  /** Ends a blocked XREADGROUP at once (it returns as if it timed out). */
+  #unblock(): void {
+    if (!this.#isBlocking || this.#clientId === undefined || this.#ctx.main.status !== "ready") return;
+    this.#ctx.main.call("CLIENT", "UNBLOCK", this.#clientId).catch(() => {
+      // no permission for CLIENT UNBLOCK: the read ends by itself within its block time
+    });
+  }
+
+  async #renewLeases(): Promise<void> {
+    if (this.#isRenewing || this.#isClosed || this.#ctx.main.status !== "ready") return;
+    this.#isRenewing = true;
+    try {
+      for (const q of this.#queues) {
+        const ids = [...q.inFlight.keys()];
+        for (let i = 0; i < ids.length; i += RENEW_CHUNK) {
+          const chunk = ids.slice(i, i + RENEW_CHUNK);
+          const lost = (await runScript(
+            this.#ctx.main,
+            "chicoryRenew",
+            [q.keys.stream],
+            [this.#ctx.group, this.#consumerId, ...chunk],
+          )) as string[];
+          for (const id of lost) q.inFlight.delete(id);
+        }
+      }
+    } catch (error) {
+      this.#ctx.logger.warn({ err: String(error) }, "redis lease renewal failed; will retry");
+    } finally {
+      this.#isRenewing = false;
+    }
+  }
+
+  #queueOf(delivery: RedisDelivery): QueueState | undefined {
+    return this.#queues.find((q) => q.keys === delivery.keys);
+  }
+}

@@ -1,0 +1,28 @@
+/**
+ * What the broker shares with its consumers and deliveries: the command connection, key
+ * names, settings and error wrapping.
+ * @module
+ */
+import type { Logger } from "../../core/logger.js";
+import type { RedisClientLike } from "../../redis/redis-client.js";
+import type { QueueKeyCache } from "./redis-keys.js";
+
+/** Settings of a connected broker. */
+export interface RedisBrokerContext {
+  /** Command connection (auto-pipelined; commands wait while reconnecting). */
+  readonly main: RedisClientLike;
+  readonly keys: QueueKeyCache;
+  /** Consumer group name. */
+  readonly group: string;
+  /** Lease length: an entry idle this long is reclaimed by another consumer. */
+  readonly claimMinIdleMs: number;
+  /** Longest XREADGROUP BLOCK. */
+  readonly blockMs: number;
+  /** DLQ length at which dead-lettering fails (0 = no limit). */
+  readonly dlqMaxLength: number;
+  readonly logger: Logger;
+  /** Display URL (password masked). */
+  readonly displayUrl: string;
+  /** Wraps a driver error into a BrokerConnectionError naming `operation` (password redacted). */
+  wrapError(operation: string, error: unknown): Error;
+}

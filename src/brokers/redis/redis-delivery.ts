@@ -1,0 +1,95 @@
+/**
+ * One message handed out by a {@link RedisConsumer}. Settling runs one Lua script on the
+ * broker's command connection; exactly one settle takes effect (later calls are no-ops).
+ * @module
+ */
+import { peekMessage } from "../../core/message.js";
+import type { Delivery } from "../broker.js";
+import type { QueueKeys } from "./redis-keys.js";
+
+/** What a delivery asks of its consumer to settle itself. */
+export interface DeliverySettler {
+  ack(delivery: RedisDelivery): Promise<void>;
+  retry(delivery: RedisDelivery, body: string, delayMs: number): Promise<void>;
+  deadLetter(delivery: RedisDelivery, error: string): Promise<void>;
+  release(delivery: RedisDelivery): Promise<void>;
+}
+
+/** A stream entry delivered to this consumer. */
+export class RedisDelivery implements Delivery {
+  /** Queue the message was consumed from. */
+  readonly queue: string;
+  /** Stream entry id. */
+  readonly deliveryId: string;
+  /** Raw body (field `data`). */
+  readonly body: string;
+  /** Deliveries of this entry to the group, counting this one. */
+  readonly deliveryCount: number;
+  /** Keys of the queue. */
+  readonly keys: QueueKeys;
+  readonly #settler: DeliverySettler;
+  #taskId: string | undefined;
+  #isSettled = false;
+
+  constructor(
+    keys: QueueKeys,
+    entryId: string,
+    fields: readonly string[],
+    deliveryCount: number,
+    settler: DeliverySettler,
+  ) {
+    this.keys = keys;
+    this.queue = keys.queue;
+    this.deliveryId = entryId;
+    this.deliveryCount = deliveryCount;
+    this.#settler = settler;
+    let body = "";
+    for (let i = 0; i + 1 < fields.length; i += 2) {
+      if (fields[i] === "data") body = fields[i + 1] as string;
+      else if (fields[i] === "id") this.#taskId = fields[i + 1];
+    }
+    this.body = body;
+  }
+
+  /** Task id: the entry's `id` field, else the body's `id`, else the entry id. */
+  get taskId(): string {
+    if (this.#taskId === undefined) {
+      const id = peekMessage(this.body)?.id;
+      this.#taskId = typeof id === "string" && id.length > 0 ? id : this.deliveryId;
+    }
+    return this.#taskId;
+  }
+
+  /** True once a settle call succeeded (or is in progress). */
+  get isSettled(): boolean {
+    return this.#isSettled;
+  }
+
+  ack(): Promise<void> {
+    return this.#settle(() => this.#settler.ack(this));
+  }
+
+  retry(body: string, delayMs: number): Promise<void> {
+    return this.#settle(() => this.#settler.retry(this, body, delayMs));
+  }
+
+  deadLetter(error: string): Promise<void> {
+    return this.#settle(() => this.#settler.deadLetter(this, error));
+  }
+
+  release(): Promise<void> {
+    return this.#settle(() => this.#settler.release(this));
+  }
+
+  async #settle(action: () => Promise<void>): Promise<void> {
+    if (this.#isSettled) return;
+    this.#isSettled = true;
+    try {
+      await action();
+    } catch (error) {
+      // Not settled after all: the caller may try another settle (e.g. ack after a failed dead-letter).
+      this.#isSettled = false;
+      throw error;
+    }
+  }
+}

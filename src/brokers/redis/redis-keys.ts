@@ -1,0 +1,57 @@
+/**
+ * Redis key names of the broker. Every per-queue key carries the queue name as a hash tag
+ * (`{Q}`), so all keys one script touches live in one Cluster slot. Queue names are
+ * validated (`[A-Za-z0-9._:-]`, no braces), so a name cannot break out of its tag.
+ * @module
+ */
+import { assertValidName } from "../../core/names.js";
+
+/** The keys of one queue. */
+export interface QueueKeys {
+  /** Queue name. */
+  readonly queue: string;
+  /** Work stream (field `data` = body, `id` = task id). */
+  readonly stream: string;
+  /** Delayed messages: sorted set, member = task id, score = due time (ms, Redis clock). */
+  readonly delayed: string;
+  /** Bodies of delayed messages: hash task id -> body. */
+  readonly delayedData: string;
+  /** Dead-letter stream (fields data, error, failed_at, retry_count, id). */
+  readonly dlq: string;
+  /** Task ids published with `unique` that are queued, delayed or in flight. */
+  readonly unique: string;
+}
+
+/** Builds the keys of `queue` under `prefix`. */
+export function queueKeys(prefix: string, queue: string): QueueKeys {
+  assertValidName(queue, "queue");
+  const tag = `{${queue}}`;
+  return {
+    queue,
+    stream: `${prefix}:stream:${tag}`,
+    delayed: `${prefix}:delayed:${tag}`,
+    delayedData: `${prefix}:delayed-data:${tag}`,
+    dlq: `${prefix}:dlq:${tag}`,
+    unique: `${prefix}:unique:${tag}`,
+  };
+}
+
+/** Caches {@link queueKeys} per queue (publish is hot; names are few). */
+export class QueueKeyCache {
+  readonly #prefix: string;
+  readonly #cache = new Map<string, QueueKeys>();
+
+  constructor(prefix: string) {
+    this.#prefix = prefix;
+  }
+
+  /** The keys of `queue` (validates the name on first use). */
+  get(queue: string): QueueKeys {
+    let keys = this.#cache.get(queue);
+    if (keys === undefined) {
+      keys = queueKeys(this.#prefix, queue);
+      if (this.#cache.size < 10_000) this.#cache.set(queue, keys);
+    }
+    return keys;
+  }
+}

@@ -1,0 +1,54 @@
+/**
+ * The consumer's own connection for XREADGROUP: fails fast while disconnected (fetch throws
+ * and the worker backs off; nothing is queued or resent), knows its CLIENT ID so a blocked
+ * read can be ended with CLIENT UNBLOCK, and parses replies of either protocol.
+ * @module
+ */
+import type { RedisClientLike } from "../../redis/redis-client.js";
+import { openDuplicate } from "../../redis/redis-connect.js";
+import { defineBrokerScripts } from "./redis-scripts.js";
+
+/** One stream entry: id and flat field list. */
+export type StreamEntry = [string, string[] | null];
+/** RESP2: `[[stream, entries], ...]`; RESP3 through `call`: the map flattened, `[stream, entries, ...]`. */
+export type ReadReply = Array<[string, StreamEntry[]] | string | StreamEntry[]> | null;
+
+/** The entry lists of an XREADGROUP reply, whichever protocol the connection speaks. */
+export function streamEntries(reply: ReadReply): StreamEntry[][] {
+  if (reply === null || reply.length === 0) return [];
+  if (typeof reply[0] === "string") return reply.filter((_, i) => i % 2 === 1) as StreamEntry[][];
+  return (reply as Array<[string, StreamEntry[]]>).map(([, entries]) => entries);
+}
+
+/**
+ * Opens a reader connection duplicated from `main`. `onClientId` receives the connection's
+ * CLIENT ID after every (re)connect, and undefined while it is unknown.
+ */
+export async function openReader(
+  main: RedisClientLike,
+  consumerId: string,
+  onClientId: (id: string | undefined) => void,
+): Promise<RedisClientLike> {
+  const conn = await openDuplicate(main, {
+    enableOfflineQueue: false,
+    autoResendUnfulfilledCommands: false,
+    // A read in flight when the connection drops fails at once (it is not resent).
+    maxRetriesPerRequest: 0,
+    enableAutoPipelining: false,
+    // Safety net for a half-open TCP connection: a blocked read gives up after its block + 5 s.
+    blockingTimeout: 10_000,
+    blockingTimeoutGrace: 5_000,
+    connectionName: `chicory-consumer-${consumerId}`.replace(/[^A-Za-z0-9._:-]/g, "_").slice(0, 100),
+  });
+  defineBrokerScripts(conn);
+  const refreshId = () => {
+    onClientId(undefined);
+    conn.call("CLIENT", "ID").then(
+      (id) => onClientId(String(id)),
+      () => undefined,
+    );
+  };
+  conn.on("ready", refreshId);
+  if (conn.status === "ready") refreshId();
+  return conn;
+}

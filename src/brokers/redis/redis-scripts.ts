@@ -1,0 +1,38 @@
+/**
+ * The broker's Lua scripts (see each file's header for KEYS/ARGV, return value and why it is
+ * atomic). Read once at module load from `./scripts/*.lua` (the build copies them next to the
+ * compiled module) and registered per connection with `defineCommand`, so calls use EVALSHA.
+ * @module
+ */
+import { readFileSync } from "node:fs";
+import type { RedisClientLike } from "../../redis/redis-client.js";
+
+function lua(name: string): string {
+  return readFileSync(new URL(`./scripts/${name}.lua`, import.meta.url), "utf8");
+}
+
+/** Script name -> number of KEYS and source. Names are prefixed to avoid clashing with ioredis methods. */
+const SCRIPTS = {
+  chicoryPublish: { numberOfKeys: 4, lua: lua("publish") },
+  chicoryMoveDelayed: { numberOfKeys: 3, lua: lua("move-delayed") },
+  chicoryReclaim: { numberOfKeys: 1, lua: lua("reclaim") },
+  chicoryRenew: { numberOfKeys: 1, lua: lua("renew") },
+  chicoryRelease: { numberOfKeys: 1, lua: lua("release") },
+  chicoryAck: { numberOfKeys: 2, lua: lua("ack") },
+  chicoryRetry: { numberOfKeys: 3, lua: lua("retry") },
+  chicoryDeadLetter: { numberOfKeys: 3, lua: lua("dead-letter") },
+  chicoryWriteDeadLetter: { numberOfKeys: 1, lua: lua("write-dead-letter") },
+  chicoryReplay: { numberOfKeys: 2, lua: lua("replay") },
+  chicoryPurgeQueue: { numberOfKeys: 4, lua: lua("purge-queue") },
+  chicoryQueueStats: { numberOfKeys: 2, lua: lua("queue-stats") },
+  chicoryCleanupConsumers: { numberOfKeys: 1, lua: lua("cleanup-consumers") },
+  chicoryPurgeDlq: { numberOfKeys: 1, lua: lua("purge-dlq") },
+} as const;
+
+/** Name of a broker script. */
+export type BrokerScript = keyof typeof SCRIPTS;
+
+/** Registers every broker script on `client` (idempotent). */
+export function defineBrokerScripts(client: RedisClientLike): void {
+  for (const [name, definition] of Object.entries(SCRIPTS)) client.defineCommand(name, definition);
+}

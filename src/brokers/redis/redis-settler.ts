@@ -1,0 +1,114 @@
+/**
+ * Settling of Redis deliveries: each settle is one Lua script on the broker's command
+ * connection (auto-pipelined). Retry and dead-letter act only if the entry is still pending,
+ * so a settle repeated after a lost lease or a reconnect adds nothing.
+ * @module
+ */
+import { peekMessage } from "../../core/message.js";
+import { BrokerConnectionError } from "../../errors.js";
+import { runScript } from "../../redis/redis-client.js";
+import type { RedisBrokerContext } from "./redis-context.js";
+import type { DeliverySettler, RedisDelivery } from "./redis-delivery.js";
+
+/** The `retries` of a message body (0 when unreadable), stored as the DLQ entry's retry_count. */
+export function retryCountOf(body: string): number {
+  const retries = peekMessage(body)?.retries;
+  return typeof retries === "number" && Number.isSafeInteger(retries) && retries >= 0 ? retries : 0;
+}
+
+/** The error thrown when a DLQ reached `CHICORY_BROKER_REDIS_DLQ_MAX_LENGTH` (never trimmed). */
+export function dlqFullError(queue: string, max: number, what: string): BrokerConnectionError {
+  return new BrokerConnectionError(
+    `DLQ of queue "${queue}" is full (${max} entries, CHICORY_BROKER_REDIS_DLQ_MAX_LENGTH): ${what}; ` +
+      "replay, delete or purge DLQ entries",
+  );
+}
+
+/** Carries out the settle calls of a consumer's deliveries. */
+export class RedisSettler implements DeliverySettler {
+  readonly #ctx: RedisBrokerContext;
+  readonly #consumerId: string;
+  readonly #onSettled: (delivery: RedisDelivery) => void;
+
+  /** @param onSettled called once a delivery no longer needs lease renewal */
+  constructor(ctx: RedisBrokerContext, consumerId: string, onSettled: (delivery: RedisDelivery) => void) {
+    this.#ctx = ctx;
+    this.#consumerId = consumerId;
+    this.#onSettled = onSettled;
+  }
+
+  async #settle(delivery: RedisDelivery, operation: string, run: () => Promise<unknown>): Promise<unknown> {
+    let result: unknown;
+    try {
+      result = await run();
+    } catch (error) {
+      throw this.#ctx.wrapError(operation, error);
+    }
+    this.#onSettled(delivery);
+    return result;
+  }
+
+  async ack(d: RedisDelivery): Promise<void> {
+    await this.#settle(d, "ack", () =>
+      runScript(
+        this.#ctx.main,
+        "chicoryAck",
+        [d.keys.stream, d.keys.unique],
+        [this.#ctx.group, d.deliveryId, d.taskId],
+      ),
+    );
+  }
+
+  async retry(d: RedisDelivery, body: string, delayMs: number): Promise<void> {
+    const { stream, delayed, delayedData } = d.keys;
+    const delay = Math.max(0, Math.round(delayMs));
+    await this.#settle(d, "retry", () =>
+      runScript(
+        this.#ctx.main,
+        "chicoryRetry",
+        [stream, delayed, delayedData],
+        [this.#ctx.group, d.deliveryId, body, delay, d.taskId],
+      ),
+    );
+  }
+
+  async deadLetter(d: RedisDelivery, error: string): Promise<void> {
+    const retryCount = retryCountOf(d.body);
+    let result: unknown;
+    try {
+      result = await runScript(
+        this.#ctx.main,
+        "chicoryDeadLetter",
+        [d.keys.stream, d.keys.dlq, d.keys.unique],
+        [this.#ctx.group, d.deliveryId, d.body, error, retryCount, this.#ctx.dlqMaxLength, d.taskId],
+      );
+    } catch (cause) {
+      throw this.#ctx.wrapError("deadLetter", cause);
+    }
+    // Stop renewing either way: when the DLQ is full the entry stays in the work stream and is
+    // redelivered after its lease expires (the DLQ is never trimmed to make room).
+    this.#onSettled(d);
+    if (result === -1) {
+      this.#ctx.logger.error(
+        { queue: d.queue, dlqMaxLength: this.#ctx.dlqMaxLength },
+        "redis DLQ full: message kept in the work stream",
+      );
+      throw dlqFullError(
+        d.queue,
+        this.#ctx.dlqMaxLength,
+        "the message stays in the work stream and is redelivered after its lease",
+      );
+    }
+  }
+
+  async release(d: RedisDelivery): Promise<void> {
+    await this.#settle(d, "release", () =>
+      runScript(
+        this.#ctx.main,
+        "chicoryRelease",
+        [d.keys.stream],
+        [this.#ctx.group, this.#consumerId, d.deliveryId, this.#ctx.claimMinIdleMs],
+      ),
+    );
+  }
+}

@@ -1,0 +1,26 @@
+-- cleanup-consumers.lua: delete stale consumers of a group.
+-- KEYS[1] stream ${prefix}:stream:{Q}
+-- ARGV[1] group, ARGV[2] stale ms
+-- Returns the number of consumers deleted.
+-- Atomic (fixes C10): "owns no pending entry and idle longer than stale" is checked and the
+-- consumer deleted in the same step, so a consumer that reads in between is never deleted
+-- with entries it owns (DELCONSUMER would make them unclaimable).
+local consumers = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if type(consumers) ~= 'table' or consumers.err then
+  return 0
+end
+local staleMs = tonumber(ARGV[2])
+local deleted = 0
+for _, c in ipairs(consumers) do
+  local name, pending, idle
+  for i = 1, #c, 2 do
+    if c[i] == 'name' then name = c[i + 1] end
+    if c[i] == 'pending' then pending = tonumber(c[i + 1]) end
+    if c[i] == 'idle' then idle = tonumber(c[i + 1]) end
+  end
+  if name and pending == 0 and idle and idle > staleMs then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+    deleted = deleted + 1
+  end
+end
+return deleted

@@ -1,0 +1,23 @@
+-- move-delayed.lua: move due delayed messages to the stream, one bounded batch.
+-- KEYS[1] delayed zset ${prefix}:delayed:{Q}, KEYS[2] delayed bodies ${prefix}:delayed-data:{Q},
+-- KEYS[3] stream ${prefix}:stream:{Q}
+-- ARGV[1] batch size (e.g. 500)
+-- Returns { moved, next due ms of the earliest remaining entry as a string or "-1", Redis now ms }.
+-- Atomic: an entry is removed from the delayed set in the same step it is added to the
+-- stream, so concurrent movers never move it twice; "due" is judged by Redis TIME, so a
+-- consumer with a fast clock cannot move anything early. The LIMIT keeps each call short.
+local t = redis.call('TIME')
+local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', nowMs, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, id in ipairs(ids) do
+  local body = redis.call('HGET', KEYS[2], id)
+  if body then
+    redis.call('XADD', KEYS[3], '*', 'data', body, 'id', id)
+    redis.call('HDEL', KEYS[2], id)
+  end
+end
+if #ids > 0 then
+  redis.call('ZREM', KEYS[1], unpack(ids))
+end
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return { #ids, first[2] or '-1', nowMs }

@@ -1,0 +1,28 @@
+-- publish.lua: enqueue one message when it needs more than a plain XADD (delay, unique,
+-- backlog limit).
+-- KEYS[1] stream         ${prefix}:stream:{Q}
+-- KEYS[2] delayed zset   ${prefix}:delayed:{Q}       (member = task id, score = due ms)
+-- KEYS[3] delayed bodies ${prefix}:delayed-data:{Q}  (hash task id -> body)
+-- KEYS[4] unique set     ${prefix}:unique:{Q}        (task ids queued, delayed or in flight)
+-- ARGV[1] body, ARGV[2] task id, ARGV[3] delay ms (0 = now), ARGV[4] "1" = unique,
+-- ARGV[5] max backlog (stream + delayed; 0 = no limit)
+-- Returns 1 published, 0 not published (unique id already present), -1 backlog over limit.
+-- Atomic: the backlog check, the unique marker and the enqueue must not interleave with
+-- another publish, and the due time comes from the Redis clock (TIME), never a client's.
+local maxLen = tonumber(ARGV[5])
+if maxLen > 0 and redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) >= maxLen then
+  return -1
+end
+if ARGV[4] == '1' and redis.call('SADD', KEYS[4], ARGV[2]) == 0 then
+  return 0
+end
+local delayMs = tonumber(ARGV[3])
+if delayMs > 0 then
+  local t = redis.call('TIME')
+  local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[2], nowMs + delayMs, ARGV[2])
+  redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
+else
+  redis.call('XADD', KEYS[1], '*', 'data', ARGV[1], 'id', ARGV[2])
+end
+return 1

@@ -1,0 +1,23 @@
+-- retry.lua: replace a message by its next attempt on the same queue.
+-- KEYS[1] stream ${prefix}:stream:{Q}, KEYS[2] delayed zset ${prefix}:delayed:{Q},
+-- KEYS[3] delayed bodies ${prefix}:delayed-data:{Q}
+-- ARGV[1] group, ARGV[2] entry id, ARGV[3] new body, ARGV[4] delay ms, ARGV[5] task id
+-- Returns 1 when done, 0 when the entry was no longer pending (settled elsewhere: nothing added).
+-- Atomic: the old entry is removed and the new attempt enqueued in one step (never both
+-- lost, never both kept); a second settle of the same entry (lease lost, resent command)
+-- adds nothing. The due time comes from Redis TIME.
+local acked = redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2])
+if acked ~= 1 then
+  return 0
+end
+redis.call('XDEL', KEYS[1], ARGV[2])
+local delayMs = tonumber(ARGV[4])
+if delayMs > 0 then
+  local t = redis.call('TIME')
+  local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[2], nowMs + delayMs, ARGV[5])
+  redis.call('HSET', KEYS[3], ARGV[5], ARGV[3])
+else
+  redis.call('XADD', KEYS[1], '*', 'data', ARGV[3], 'id', ARGV[5])
+end
+return 1

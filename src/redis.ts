@@ -1,0 +1,17 @@
+/**
+ * `chicory/redis`: the Redis broker (Streams) and result backend. `ioredis` is loaded only
+ * when one of them connects.
+ * @example
+ * ```ts
+ * import { Chicory } from "chicory";
+ * import { RedisBackend, RedisBroker } from "chicory/redis";
+ * const app = new Chicory({ broker: new RedisBroker({ url }), backend: new RedisBackend({ url }) });
+ * ```
+ * @module
+ */
+export type { RedisBackendOptions, RedisBackendSettings } from "./backends/redis/index.js";
+export { RedisBackend } from "./backends/redis/index.js";
+export type { RedisBrokerOptions, RedisBrokerSettings } from "./brokers/redis/index.js";
+export { RedisBroker } from "./brokers/redis/index.js";
+export type { RedisClientLike } from "./redis/redis-client.js";
+export type { RedisConnectionOptions } from "./redis/redis-options.js";

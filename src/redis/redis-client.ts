@@ -1,0 +1,66 @@
+/**
+ * The little of ioredis that Chicory's Redis broker and backend use, as a local structural
+ * type, plus the lazy loader. `ioredis` is imported only when a Redis adapter connects.
+ * @module
+ */
+import { DriverNotInstalledError } from "../errors.js";
+
+/** An argument of a Redis command. */
+export type RedisArg = string | number | Buffer;
+
+/** A Lua script registered with `defineCommand`, called as `client[name](...keys, ...args)`. */
+export type RedisScriptFn = (...args: RedisArg[]) => Promise<unknown>;
+
+/** The subset of an ioredis client (v5/v6) used by Chicory. */
+export interface RedisClientLike {
+  /** `"wait" | "connecting" | "connect" | "ready" | "reconnecting" | "close" | "end"`. */
+  readonly status: string;
+  /** Sends any command (goes through auto-pipelining when enabled). */
+  call(command: string, ...args: RedisArg[]): Promise<unknown>;
+  /** Registers a Lua script as a method that runs with EVALSHA (EVAL fallback on NOSCRIPT). */
+  defineCommand(name: string, definition: { lua: string; numberOfKeys: number }): void;
+  /** A new client with the same options (plus `override`). */
+  duplicate(override?: Record<string, unknown>): RedisClientLike;
+  /** Connects (with `lazyConnect`). */
+  connect(): Promise<void>;
+  /** Closes after pending replies. */
+  quit(): Promise<unknown>;
+  /** Closes at once. */
+  disconnect(reconnect?: boolean): void;
+  /** Subscribes to channels (the client enters subscriber mode). */
+  subscribe(...channels: string[]): Promise<unknown>;
+  on(event: "message", listener: (channel: string, message: string) => void): unknown;
+  on(event: "error", listener: (error: Error) => void): unknown;
+  on(event: "ready" | "close" | "end" | "reconnecting", listener: () => void): unknown;
+}
+
+/** Constructor of an ioredis client. */
+type RedisConstructor = new (options: Record<string, unknown>) => RedisClientLike;
+
+let loaded: Promise<RedisConstructor> | undefined;
+
+/**
+ * Imports `ioredis` once.
+ * @throws DriverNotInstalledError when the package is missing
+ */
+export function loadRedis(what: string): Promise<RedisConstructor> {
+  loaded ??= import("ioredis").then(
+    (mod) => ((mod as { Redis?: unknown }).Redis ?? (mod as { default: unknown }).default) as RedisConstructor,
+  );
+  return loaded.catch((error: unknown) => {
+    loaded = undefined;
+    throw new DriverNotInstalledError("ioredis", what, { cause: error });
+  });
+}
+
+/** Runs a script registered with {@link RedisClientLike.defineCommand}. */
+export function runScript(client: RedisClientLike, name: string, keys: readonly string[], args: readonly RedisArg[]) {
+  const fn = (client as unknown as Record<string, RedisScriptFn | undefined>)[name];
+  if (fn === undefined) throw new Error(`Redis script "${name}" is not defined on this client`);
+  return fn.call(client, ...keys, ...args);
+}
+
+/** True when a Redis error means the consumer group (or its stream) is missing. */
+export function isNoGroupError(error: unknown): boolean {
+  return error instanceof Error && /NOGROUP|no such key/i.test(error.message);
+}

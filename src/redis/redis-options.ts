@@ -1,0 +1,121 @@
+/**
+ * Connection settings shared by the Redis broker and backend: URL or host/port options,
+ * `CHICORY_{BROKER,BACKEND}_REDIS_*` environment variables, and the ioredis options we
+ * always set (no per-request retry limit, explicit reconnect strategy).
+ * @module
+ */
+import { checkInt, type EnvMap, envInt, envString } from "../core/env.js";
+import { maskUrl, urlPassword } from "../core/url.js";
+import { ConfigurationError } from "../errors.js";
+import type { RedisClientLike } from "./redis-client.js";
+
+/** How to reach Redis. A `url` wins over host/port/db/username/password. */
+export interface RedisConnectionOptions {
+  /** `redis://[user:pass@]host:port/db` or `rediss://` (TLS). */
+  url?: string | undefined;
+  /** Host (default `127.0.0.1`). */
+  host?: string | undefined;
+  /** Port (default 6379). */
+  port?: number | undefined;
+  /** Database index (default 0). */
+  db?: number | undefined;
+  /** ACL user name. */
+  username?: string | undefined;
+  /** Password. */
+  password?: string | undefined;
+  /** TLS options passed to `tls.connect` (set automatically, empty, for `rediss://`). */
+  tls?: Record<string, unknown> | undefined;
+  /**
+   * A ready ioredis client. The caller owns it (Chicory never closes it); connections Chicory
+   * needs in addition (blocking readers, the result subscriber) are `duplicate()`s of it.
+   */
+  client?: RedisClientLike | undefined;
+}
+
+/** Resolved connection: ioredis options and a display URL with the password masked. */
+export interface ResolvedRedisConnection {
+  /** Options for `new Redis(...)` (without the always-set ones). */
+  readonly options: Record<string, unknown>;
+  /** Display form, password masked. */
+  readonly displayUrl: string;
+  /** The password, to redact it from driver error messages. */
+  readonly password: string | undefined;
+}
+
+/** Reconnect delay: 100 ms growing to 2 s, so a restarted Redis is picked up within ~2 s. */
+export function reconnectDelayMs(times: number): number {
+  return Math.min(100 * times, 2000);
+}
+
+/** ioredis options Chicory always sets. */
+export const BASE_REDIS_OPTIONS: Readonly<Record<string, unknown>> = {
+  maxRetriesPerRequest: null,
+  retryStrategy: reconnectDelayMs,
+  lazyConnect: true,
+};
+
+/**
+ * Merges options over `${envPrefix}_{URL,HOST,PORT,DB,USERNAME,PASSWORD}` (options win; a URL,
+ * from options or env, wins over the separate fields).
+ */
+export function resolveRedisConnection(
+  options: RedisConnectionOptions,
+  env: EnvMap,
+  envPrefix: string,
+): ResolvedRedisConnection {
+  const url = options.url ?? envString(env, `${envPrefix}_URL`);
+  if (url !== undefined) return fromUrl(url, options.tls);
+  const host = options.host ?? envString(env, `${envPrefix}_HOST`, "127.0.0.1");
+  const port = checkInt(options.port ?? envInt(env, `${envPrefix}_PORT`, 6379, 1, 65535), "port", 1, 65535);
+  const db = checkInt(options.db ?? envInt(env, `${envPrefix}_DB`, 0, 0, 100_000), "db", 0, 100_000);
+  const username = options.username ?? envString(env, `${envPrefix}_USERNAME`);
+  const password = options.password ?? envString(env, `${envPrefix}_PASSWORD`);
+  const scheme = options.tls ? "rediss" : "redis";
+  const auth = username || password ? `${username ?? ""}${password ? ":***" : ""}@` : "";
+  return {
+    options: { host, port, db, username, password, ...(options.tls ? { tls: options.tls } : {}) },
+    displayUrl: `${scheme}://${auth}${host}:${port}/${db}`,
+    password,
+  };
+}
+
+function fromUrl(url: string, tls: Record<string, unknown> | undefined): ResolvedRedisConnection {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch (error) {
+    throw new ConfigurationError(`invalid Redis URL ${maskUrl(url)}`, { cause: error });
+  }
+  const isTls = parsed.protocol === "rediss:";
+  if (!isTls && parsed.protocol !== "redis:") {
+    throw new ConfigurationError(`invalid Redis URL ${maskUrl(url)}: use redis:// or rediss://`);
+  }
+  const dbText = parsed.pathname.replace(/^\//, "");
+  const db = dbText === "" ? 0 : checkInt(Number(dbText), `database in ${maskUrl(url)}`, 0, 100_000, dbText);
+  const password = urlPassword(url);
+  const username = parsed.username ? decodeURIComponent(parsed.username) : undefined;
+  return {
+    options: {
+      host: parsed.hostname.replace(/^\[|\]$/g, "") || "127.0.0.1",
+      port: parsed.port ? Number(parsed.port) : 6379,
+      db,
+      username,
+      password,
+      ...(isTls || tls ? { tls: tls ?? {} } : {}),
+    },
+    displayUrl: maskUrl(url),
+    password,
+  };
+}
+
+const NAME = /^[A-Za-z0-9._:-]{1,64}$/;
+
+/** Checks a key prefix or group name (no braces, spaces or control characters). */
+export function checkRedisName(value: string, name: string): string {
+  if (!NAME.test(value)) {
+    throw new ConfigurationError(
+      `${name}: ${JSON.stringify(value.slice(0, 80))} is invalid: use 1-64 of [A-Za-z0-9._:-]`,
+    );
+  }
+  return value;
+}

@@ -1,0 +1,101 @@
+/**
+ * Redis connection and broker/backend settings: URL over host/port, TLS, ACL user, env
+ * variables, masking, validation. No I/O (nothing connects).
+ */
+import { describe, expect, it } from "vitest";
+import { RedisBackend } from "../../src/backends/redis/index.js";
+import { RedisBroker } from "../../src/brokers/redis/index.js";
+import { queueKeys } from "../../src/brokers/redis/redis-keys.js";
+import { createBackend, createBroker } from "../../src/drivers.js";
+import { ConfigurationError, ValidationError } from "../../src/errors.js";
+import { resolveRedisConnection } from "../../src/redis/redis-options.js";
+
+describe("redis connection options", () => {
+  it("a URL wins over host/port and carries ACL user, password, db and TLS", () => {
+    const r = resolveRedisConnection(
+      { host: "ignored", port: 1 },
+      { CHICORY_BROKER_REDIS_URL: "rediss://alice:s3cret@redis.example:6380/4" },
+      "CHICORY_BROKER_REDIS",
+    );
+    expect(r.options).toMatchObject({
+      host: "redis.example",
+      port: 6380,
+      db: 4,
+      username: "alice",
+      password: "s3cret",
+    });
+    expect(r.options.tls).toEqual({});
+    expect(r.displayUrl).not.toContain("s3cret");
+  });
+
+  it("reads host, port, db, username and password from the environment", () => {
+    const r = resolveRedisConnection(
+      {},
+      {
+        CHICORY_BACKEND_REDIS_HOST: "h",
+        CHICORY_BACKEND_REDIS_PORT: "7000",
+        CHICORY_BACKEND_REDIS_DB: "2",
+        CHICORY_BACKEND_REDIS_USERNAME: "u",
+        CHICORY_BACKEND_REDIS_PASSWORD: "pw-canary",
+      },
+      "CHICORY_BACKEND_REDIS",
+    );
+    expect(r.options).toMatchObject({ host: "h", port: 7000, db: 2, username: "u", password: "pw-canary" });
+    expect(r.displayUrl).toBe("redis://u:***@h:7000/2");
+  });
+
+  it("rejects bad URLs and ports with the variable named", () => {
+    expect(() => resolveRedisConnection({ url: "http://x" }, {}, "P")).toThrow(ConfigurationError);
+    expect(() => resolveRedisConnection({}, { P_PORT: "99999" }, "P")).toThrow(/P_PORT/);
+  });
+});
+
+describe("redis broker and backend settings", () => {
+  it("reads CHICORY_BROKER_REDIS_* with defaults", () => {
+    const broker = new RedisBroker({
+      env: {
+        CHICORY_BROKER_REDIS_KEY_PREFIX: "app1",
+        CHICORY_BROKER_REDIS_CONSUMER_GROUP: "g",
+        CHICORY_BROKER_REDIS_BLOCK_MS: "250",
+        CHICORY_BROKER_REDIS_CLAIM_MIN_IDLE_MS: "9000",
+        CHICORY_BROKER_REDIS_MAX_STREAM_LENGTH: "10",
+        CHICORY_BROKER_REDIS_DLQ_MAX_LENGTH: "20",
+      },
+    });
+    expect(broker.settings).toEqual({
+      keyPrefix: "app1",
+      consumerGroup: "g",
+      blockMs: 250,
+      claimMinIdleMs: 9000,
+      maxStreamLength: 10,
+      dlqMaxLength: 20,
+    });
+    expect(new RedisBroker({ env: {} }).settings).toMatchObject({
+      keyPrefix: "chicory",
+      maxStreamLength: 0,
+      dlqMaxLength: 0,
+    });
+  });
+
+  it("rejects a key prefix that could escape its hash tag, and invalid queue names", () => {
+    expect(() => new RedisBroker({ keyPrefix: "a{b}", env: {} })).toThrow(ConfigurationError);
+    expect(() => new RedisBackend({ keyPrefix: "a b", env: {} })).toThrow(ConfigurationError);
+    expect(() => queueKeys("p", "x{y}")).toThrow(ValidationError);
+    expect(queueKeys("p", "a.b:c-d").stream).toBe("p:stream:{a.b:c-d}");
+  });
+
+  it("reads the backend TTL in seconds or with a unit", () => {
+    expect(new RedisBackend({ env: {} }).settings.resultTtlSeconds).toBe(86_400);
+    expect(new RedisBackend({ env: { CHICORY_BACKEND_REDIS_RESULT_TTL: "60" } }).settings.resultTtlSeconds).toBe(60);
+    expect(new RedisBackend({ resultTtl: "2h", env: {} }).settings.resultTtlSeconds).toBe(7200);
+  });
+
+  it("is registered in drivers for redis:// and rediss:// with the password masked", () => {
+    const broker = createBroker("redis://:pw-canary@127.0.0.1:6379/0", { env: {} });
+    expect(broker.kind).toBe("redis");
+    expect(broker.displayUrl).not.toContain("pw-canary");
+    const backend = createBackend("rediss://127.0.0.1:6380/1", { env: {} });
+    expect(backend.kind).toBe("redis");
+    expect(createBroker("redis", { env: { CHICORY_BROKER_REDIS_HOST: "h" } }).displayUrl).toBe("redis://h:6379/0");
+  });
+});

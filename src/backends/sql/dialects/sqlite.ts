@@ -18,6 +18,34 @@ import type { SqlConnection, SqlDatabase, SqlDialect } from "../sql-types.js";
 export interface SqliteDatabaseLike {
   pragma(source: string): unknown;
   close(): unknown;
+  prepare(sql: string): unknown;
+}
+
+const STATEMENT_CACHE_SIZE = 200;
+
+/**
+ * The database as kysely sees it, with `prepare` memoized by SQL text: kysely prepares each
+ * statement anew, and preparing costs more than running these small statements.
+ */
+function withStatementCache(database: SqliteDatabaseLike): SqliteDatabaseLike {
+  const cache = new Map<string, unknown>();
+  return new Proxy(database, {
+    get(target, key) {
+      if (key === "prepare") {
+        return (sql: string) => {
+          let statement = cache.get(sql);
+          if (statement === undefined) {
+            statement = target.prepare(sql);
+            if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value as string);
+            cache.set(sql, statement);
+          }
+          return statement;
+        };
+      }
+      const value = Reflect.get(target, key, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
 }
 
 type BetterSqlite3 = new (path: string, options?: { timeout?: number }) => SqliteDatabaseLike;
@@ -60,7 +88,9 @@ export function sqliteDialect(options: SqliteDialectOptions = {}): SqlDialect {
       database.pragma(`busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
       const db = new Kysely<SqlDatabase>({
         dialect: new SqliteDialect({
-          database: database as unknown as ConstructorParameters<typeof SqliteDialect>[0]["database"],
+          database: withStatementCache(database) as unknown as ConstructorParameters<
+            typeof SqliteDialect
+          >[0]["database"],
         }),
       });
       return {

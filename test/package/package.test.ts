@@ -1,0 +1,56 @@
+// What users install is what we test: pack the package, install the tarball into an empty
+// project, import every entry point and run a task on the in-memory broker.
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { afterAll, describe, expect, it } from "vitest";
+
+const run = promisify(execFile);
+const root = fileURLToPath(new URL("../../", import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), "chicory-pkg-"));
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("the published package", () => {
+  it("installs from its tarball and every entry point imports", async () => {
+    const { stdout } = await run("npm", ["pack", "--pack-destination", dir, "--silent"], { cwd: root });
+    const tarball = join(dir, stdout.trim().split("\n").at(-1) ?? "");
+    const files = (await run("tar", ["-tzf", tarball])).stdout;
+    expect(files).toContain("package/dist/index.js");
+    expect(files).toContain("package/dist/index.d.ts");
+    expect(files).toContain("package/dist/brokers/redis/scripts/ack.lua");
+    expect(files).not.toMatch(/package\/(src|test)\//);
+
+    const project = join(dir, "project");
+    await run("mkdir", ["-p", project]);
+    writeFileSync(join(project, "package.json"), JSON.stringify({ name: "consumer", type: "module", private: true }));
+    await run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", tarball], {
+      cwd: project,
+      timeout: 240_000,
+    });
+    const exportsMap = JSON.parse(readFileSync(join(root, "package.json"), "utf8")).exports as Record<string, unknown>;
+    const entries = Object.keys(exportsMap).filter((e) => e !== "./package.json");
+    const script = `
+      ${entries.map((e, i) => `import * as m${i} from ${JSON.stringify(`chicory${e.slice(1)}`)};`).join("\n")}
+      const loaded = [${entries.map((_, i) => `Object.keys(m${i}).length`).join(", ")}];
+      const { Chicory, Worker, silentLogger } = m0;
+      const app = new Chicory({ broker: "memory://", config: { env: {} } });
+      const add = app.task(async function add(a, b) { return a + b; });
+      const worker = new Worker(app, { logger: silentLogger });
+      await worker.start();
+      const value = await (await add.delay(2, 3)).get({ timeout: 5 });
+      await worker.stop(1);
+      console.log(JSON.stringify({ loaded, value }));
+    `;
+    writeFileSync(join(project, "check.mjs"), script);
+    const out = await run(process.execPath, ["check.mjs"], { cwd: project, timeout: 60_000 });
+    const result = JSON.parse(out.stdout.trim()) as { loaded: number[]; value: number };
+    expect(result.value).toBe(5);
+    expect(result.loaded.every((n) => n > 0)).toBe(true);
+    const version = await run(join(project, "node_modules/.bin/chicory"), ["--version"], { cwd: project });
+    expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+  }, 300_000);
+});

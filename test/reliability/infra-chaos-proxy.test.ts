@@ -1,0 +1,214 @@
+/**
+ * Network faults through a chaos TCP proxy on loopback (RELIABILITY §3.3 N2, issue 7): the
+ * app (producer, workers, Redis broker and backend) reaches its own redis-server only through
+ * the proxy.
+ * (a) cut: every connection is reset (RST both ways) twice during the run → clients reconnect
+ *     and every confirmed job ends SUCCESS (missing == 0).
+ * (b) stall: every open connection stops forwarding without closing (half-open). New
+ *     connections still pass, so a client that notices the dead socket and reconnects resumes
+ *     at once. Measured and reported: whether and when the clients gave up on their stalled
+ *     sockets and how much work completed during the stall. Then the proxy heals; work must
+ *     resume and every confirmed job end SUCCESS.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { Chicory, silentLogger, Worker } from "../../src/index.js";
+import { uniqueName } from "../helpers/services.js";
+import { ChaosProxy } from "./infra/chaos-proxy.js";
+import { JobLedger, produce, report, sleepMs, waitFor } from "./infra/ledger.js";
+import { freePort, OwnRedis } from "./infra/redis-server.js";
+
+const hasRedisServer = await (async () => {
+  const { spawnSync } = await import("node:child_process");
+  return spawnSync("redis-server", ["--version"]).status === 0;
+})();
+
+/** How long the stall lasts before the proxy heals (the detection window). */
+const STALL_MS = 20_000;
+
+/** Measured by test (b), checked by test (c). */
+let stallFigures: { detectedAfterMs: number | null; completionsDuringStall: number; stallWindowMs: number } | null =
+  null;
+
+interface Rig {
+  readonly app: Chicory;
+  readonly proxy: ChaosProxy;
+  readonly ledger: JobLedger;
+  readonly taskId: (i: number) => string;
+  readonly job: { applyAsync(args: [number], options: { taskId: string }): Promise<unknown> };
+  missingResults(): Promise<number[]>;
+  close(): Promise<void>;
+}
+
+async function rig(): Promise<Rig> {
+  const dir = mkdtempSync(join(tmpdir(), "chicory-rel-proxy-"));
+  const server = new OwnRedis(await freePort(), dir, "none");
+  await server.start();
+  const proxy = new ChaosProxy(server.port);
+  const proxyPort = await proxy.listen();
+  const name = uniqueName("rel");
+  const app = new Chicory({
+    broker: `redis://127.0.0.1:${proxyPort}/0`,
+    config: {
+      env: {
+        CHICORY_BROKER_REDIS_KEY_PREFIX: name,
+        CHICORY_BACKEND_REDIS_KEY_PREFIX: name,
+        CHICORY_BROKER_REDIS_CLAIM_MIN_IDLE_MS: "3000",
+        CHICORY_BROKER_REDIS_BLOCK_MS: "2000",
+      },
+    },
+  });
+  const ledger = new JobLedger();
+  const job = app.task({ name: "rel_proxy_job" }, async (i: number) => {
+    await sleepMs(5 + (i % 10));
+    ledger.ran(i);
+    return i;
+  });
+  const taskId = (i: number) => `${name}-${i}`;
+  const workers = [0, 1].map(() => new Worker(app, { logger: silentLogger, concurrency: 8, heartbeatInterval: 1 }));
+  await app.connect();
+  for (const w of workers) await w.start();
+  return {
+    app,
+    proxy,
+    ledger,
+    taskId,
+    job,
+    async missingResults() {
+      const backend = app.backend;
+      if (!backend) throw new Error("no backend");
+      const missing: number[] = [];
+      for (const i of ledger.confirmed.keys()) {
+        const r = await backend.getResult(taskId(i));
+        if (r?.state !== "SUCCESS" || r.result !== i) missing.push(i);
+      }
+      return missing;
+    },
+    async close() {
+      proxy.heal();
+      for (const w of workers) await w.stop(5).catch(() => undefined);
+      await app.disconnect().catch(() => undefined);
+      await proxy.close();
+      await server.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+describe.skipIf(!hasRedisServer)("infra: chaos TCP proxy between the app and Redis", () => {
+  it("(a) all connections reset twice mid-run: clients reconnect, missing == 0", async () => {
+    const r = await rig();
+    const JOBS = 600;
+    const cuts: Array<{ at: number; connections: number }> = [];
+    try {
+      await produce({
+        count: JOBS,
+        ratePerSec: 150,
+        parallel: 8,
+        publish: (i) => r.job.applyAsync([i], { taskId: r.taskId(i) }),
+        ledger: r.ledger,
+        retryAfterMs: 200,
+        deadline: Date.now() + 90_000,
+        onStart: (i) => {
+          if (i === 200 || i === 400) cuts.push({ at: Date.now(), connections: r.proxy.cut() });
+        },
+      });
+      const allRan = await waitFor(() => r.ledger.notRun().length === 0, 60_000, 100);
+      const missing = await r.missingResults();
+      // A job published and consumed entirely after each cut.
+      const recoveries = cuts.map((c) => (r.ledger.firstRunOfJobStartedAfter(c.at) ?? Number.POSITIVE_INFINITY) - c.at);
+      report("chaos-proxy cut", {
+        jobs: JOBS,
+        confirmed: r.ledger.confirmed.size,
+        failedPublishAttempts: r.ledger.failedAttempts,
+        failureKinds: Object.fromEntries(r.ledger.failureKinds),
+        connectionsReset: cuts.map((c) => c.connections),
+        endToEndRecoveryAfterCutMs: recoveries,
+        missing: missing.length,
+        duplicates: r.ledger.duplicates(),
+      });
+      expect(cuts.every((c) => c.connections > 0)).toBe(true);
+      expect(allRan).toBe(true);
+      expect(r.ledger.confirmed.size).toBe(JOBS);
+      expect(missing).toEqual([]);
+      for (const ms of recoveries) expect(ms).toBeLessThanOrEqual(30_000);
+    } finally {
+      await r.close();
+    }
+  });
+
+  it("(b) half-open stall: detection reported, work resumes after the proxy heals, missing == 0", async () => {
+    const r = await rig();
+    const JOBS = 400;
+    let stallAt = 0;
+    let stalled = 0;
+    let healAt = 0;
+    let completionsDuringStall = 0;
+    let detectedAfterMs: number | null = null;
+    const stallAndHeal = async () => {
+      stallAt = Date.now();
+      stalled = r.proxy.stall();
+      await waitFor(() => r.proxy.stalledOpen === 0, STALL_MS, 100);
+      if (r.proxy.stalledClosedAt.length > 0) detectedAfterMs = (r.proxy.stalledClosedAt[0] ?? 0) - stallAt;
+      completionsDuringStall = r.ledger.completionsAfter(stallAt + 1000);
+      healAt = Date.now();
+      r.proxy.heal();
+    };
+    let stalling: Promise<void> | null = null;
+    try {
+      const producing = produce({
+        count: JOBS,
+        ratePerSec: 100,
+        parallel: 8,
+        publish: (i) => r.job.applyAsync([i], { taskId: r.taskId(i) }),
+        ledger: r.ledger,
+        retryAfterMs: 200,
+        deadline: Date.now() + 120_000,
+        onStart: (i) => {
+          if (i === 150) stalling = stallAndHeal();
+        },
+      });
+      await producing;
+      await stalling;
+      const allRan = await waitFor(() => r.ledger.notRun().length === 0, 60_000, 100);
+      const missing = await r.missingResults();
+      const resumeAfterHealMs = (r.ledger.firstCompletionAfter(healAt) ?? Number.POSITIVE_INFINITY) - healAt;
+      stallFigures = { detectedAfterMs, completionsDuringStall, stallWindowMs: healAt - stallAt };
+      report("chaos-proxy stall", {
+        jobs: JOBS,
+        confirmed: r.ledger.confirmed.size,
+        stalledConnections: stalled,
+        clientsClosedStalledSockets: r.proxy.stalledClosedAt.length,
+        detectedAfterMs,
+        stallWindowMs: healAt - stallAt,
+        completionsDuringStall,
+        resumeAfterHealMs,
+        missing: missing.length,
+        duplicates: r.ledger.duplicates(),
+      });
+      expect(stalled).toBeGreaterThan(0);
+      expect(allRan).toBe(true);
+      expect(r.ledger.confirmed.size).toBe(JOBS);
+      expect(missing).toEqual([]);
+      expect(resumeAfterHealMs).toBeLessThanOrEqual(30_000);
+    } finally {
+      await (stalling as Promise<void> | null)?.catch(() => undefined);
+      await r.close();
+    }
+  });
+
+  // KNOWN DEFECT, reported to the owner of the Redis adapter: ioredis connections are opened
+  // without `socketTimeout`/`commandTimeout`, so a half-open socket is never given up (the
+  // consumer's `blockingTimeout` only resolves the blocked XREADGROUP with null; the next
+  // non-blocking command on the dead socket then waits forever) and a worker is stuck until the
+  // network heals. RELIABILITY N2 requires teardown within commandTimeout + 5 s. This test pins
+  // the current behaviour so the gap stays visible: once the adapter detects half-open sockets,
+  // it fails — then replace it by `expect(stallFigures?.detectedAfterMs).toBeLessThanOrEqual(15_000)`.
+  it("(c) KNOWN DEFECT: the stalled sockets were NOT given up by the clients within the stall window", () => {
+    expect(stallFigures).not.toBeNull();
+    expect(stallFigures?.detectedAfterMs).toBeNull();
+    expect(stallFigures?.completionsDuringStall).toBe(0);
+  });
+});

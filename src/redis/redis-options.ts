@@ -47,11 +47,18 @@ export function reconnectDelayMs(times: number): number {
   return Math.min(100 * times, 2000);
 }
 
+/**
+ * Milliseconds a connection may wait for a reply before it is declared dead (a half-open TCP
+ * connection after a silent network partition), dropped and reconnected.
+ */
+export const SOCKET_TIMEOUT_MS = 10_000;
+
 /** ioredis options Chicory always sets. */
 export const BASE_REDIS_OPTIONS: Readonly<Record<string, unknown>> = {
   maxRetriesPerRequest: null,
   retryStrategy: reconnectDelayMs,
   lazyConnect: true,
+  socketTimeout: SOCKET_TIMEOUT_MS,
 };
 
 /**

@@ -260,7 +260,7 @@ export class RedisConsumer implements Consumer {
   }
 
   async #open(): Promise<RedisClientLike> {
-    const conn = await openReader(this.#ctx.main, this.#consumerId, (id) => {
+    const conn = await openReader(this.#ctx.main, this.#consumerId, this.#ctx.blockMs, (id) => {
       this.#clientId = id;
     });
     if (this.#isClosed) conn.disconnect();

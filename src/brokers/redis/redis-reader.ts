@@ -6,6 +6,7 @@
  */
 import type { RedisClientLike } from "../../redis/redis-client.js";
 import { openDuplicate } from "../../redis/redis-connect.js";
+import { SOCKET_TIMEOUT_MS } from "../../redis/redis-options.js";
 import { defineBrokerScripts } from "./redis-scripts.js";
 
 /** One stream entry: id and flat field list. */
@@ -27,6 +28,7 @@ export function streamEntries(reply: ReadReply): StreamEntry[][] {
 export async function openReader(
   main: RedisClientLike,
   consumerId: string,
+  blockMs: number,
   onClientId: (id: string | undefined) => void,
 ): Promise<RedisClientLike> {
   const conn = await openDuplicate(main, {
@@ -36,8 +38,10 @@ export async function openReader(
     maxRetriesPerRequest: 0,
     enableAutoPipelining: false,
     // Safety net for a half-open TCP connection: a blocked read gives up after its block + 5 s.
-    blockingTimeout: 10_000,
+    blockingTimeout: blockMs + 5_000,
     blockingTimeoutGrace: 5_000,
+    // A blocked read legitimately gets no data for blockMs: only a longer silence means dead.
+    socketTimeout: blockMs + SOCKET_TIMEOUT_MS,
     connectionName: `chicory-consumer-${consumerId}`.replace(/[^A-Za-z0-9._:-]/g, "_").slice(0, 100),
   });
   defineBrokerScripts(conn);

@@ -30,6 +30,12 @@ export interface RedisBrokerOptions extends RedisConnectionOptions {
    * the work stream; the DLQ is never trimmed. 0 or null = no limit (default; `DLQ_MAX_LENGTH`).
    */
   dlqMaxLength?: number | null | undefined;
+  /**
+   * Milliseconds `publish` waits while Redis is unreachable before it rejects with
+   * `BrokerConnectionError` (default 10000; `PUBLISH_TIMEOUT_MS`). The outcome of a publish that
+   * timed out is unknown: it is sent if Redis comes back.
+   */
+  publishTimeoutMs?: number | undefined;
   /** Environment to read the variables from (default `process.env`). */
   env?: EnvMap | undefined;
   /** Where warnings go (default: nowhere). */
@@ -44,6 +50,7 @@ export interface RedisBrokerSettings {
   readonly claimMinIdleMs: number;
   readonly maxStreamLength: number;
   readonly dlqMaxLength: number;
+  readonly publishTimeoutMs: number;
 }
 
 const ENV = "CHICORY_BROKER_REDIS";
@@ -70,5 +77,10 @@ export function resolveBrokerSettings(options: RedisBrokerOptions, env: EnvMap):
     ),
     maxStreamLength: limit(options.maxStreamLength, env, `${ENV}_MAX_STREAM_LENGTH`),
     dlqMaxLength: limit(options.dlqMaxLength, env, `${ENV}_DLQ_MAX_LENGTH`),
+    publishTimeoutMs: checkInt(
+      options.publishTimeoutMs ?? envInt(env, `${ENV}_PUBLISH_TIMEOUT_MS`, 10_000, 1),
+      "publishTimeoutMs",
+      1,
+    ),
   };
 }

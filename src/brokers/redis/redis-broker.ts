@@ -155,6 +155,28 @@ export class RedisBroker implements Broker {
    * @throws BrokerConnectionError when Redis refuses it or the backlog limit is reached
    */
   async publish(queue: string, message: OutgoingMessage): Promise<PublishResult> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeoutMs = this.settings.publishTimeoutMs;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new BrokerConnectionError(
+              `publish to queue "${queue}" got no answer from ${this.displayUrl} within ${timeoutMs} ms; ` +
+                "its outcome is unknown (it is sent if Redis comes back)",
+            ),
+          ),
+        timeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([this.#publish(queue, message), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async #publish(queue: string, message: OutgoingMessage): Promise<PublishResult> {
     const ctx = this.#context();
     const keys = this.#keys.get(queue);
     const delayMs = Math.max(0, Math.round(message.delayMs ?? 0));

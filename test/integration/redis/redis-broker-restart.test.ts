@@ -88,7 +88,14 @@ describe.skipIf(skip)("redis broker: server restart", () => {
     const port = await freePort();
     let server: ChildProcess | undefined = await startRedis(port);
     const url = `redis://127.0.0.1:${port}/0`;
-    const broker = new RedisBroker({ url, keyPrefix: "restart", env: {}, claimMinIdleMs: 1000, blockMs: 1000 });
+    const broker = new RedisBroker({
+      url,
+      keyPrefix: "restart",
+      env: {},
+      claimMinIdleMs: 1000,
+      blockMs: 1000,
+      publishTimeoutMs: 300,
+    });
     const backend = new RedisBackend({ url, keyPrefix: "restart", env: {} });
     cleanups.push(async () => {
       await consumer.close();
@@ -120,13 +127,23 @@ describe.skipIf(skip)("redis broker: server restart", () => {
     expect(Date.now() - killedAt).toBeLessThan(1000);
     await expect(consumer.fetch(1, AbortSignal.timeout(500))).rejects.toBeInstanceOf(BrokerConnectionError);
     expect((await broker.healthcheck()).connected).toBe(false);
+    // a publish while Redis is down rejects after publishTimeoutMs instead of hanging
+    const lost = encodeTask(codec);
+    const publishedAt = Date.now();
+    await expect(broker.publish(queue, { id: lost.id, body: lost.body })).rejects.toThrow(/outcome is unknown/);
+    expect(Date.now() - publishedAt).toBeLessThan(2000);
 
     server = await startRedis(port);
     const after = encodeTask(codec);
     await broker.publish(queue, { id: after.id, body: after.body }); // waits for the reconnect
-    const second = await fetchUntil(consumer, 10_000);
-    expect(second.delivery.body).toBe(after.body);
-    await second.delivery.ack();
+    // the publish that timed out is sent once Redis is back: its outcome was unknown, not failed
+    const bodies: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const next = await fetchUntil(consumer, 10_000);
+      bodies.push(next.delivery.body);
+      await next.delivery.ack();
+    }
+    expect(bodies).toContain(after.body);
     expect((await broker.healthcheck()).connected).toBe(true);
 
     // the backend's command connection came back too

@@ -14,6 +14,12 @@ for i = 3, #ARGV do
   end
 end
 if #owned > 0 then
-  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(owned), 'JUSTID')
+  -- One argument table: unpack() in the middle of an argument list yields only its first value.
+  local args = { 'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0 }
+  for _, id in ipairs(owned) do
+    args[#args + 1] = id
+  end
+  args[#args + 1] = 'JUSTID'
+  redis.call(unpack(args))
 end
 return lost

@@ -88,10 +88,16 @@ export class Chicory {
     if (options.backend === null) this.backend = null;
     else if (typeof options.backend === "object") this.backend = options.backend;
     else {
+      // The backend defaults to the broker's own location; for SQLite that is the file the
+      // broker resolved (CHICORY_BROKER_SQLITE_PATH included), so both share one file.
       const spec =
         options.backend ??
         this.config.backendUrl ??
-        (typeof options.broker === "object" ? undefined : defaultBackendSpec(brokerSpec));
+        (typeof options.broker === "object"
+          ? undefined
+          : this.broker.kind === "sqlite"
+            ? this.broker.displayUrl
+            : defaultBackendSpec(brokerSpec));
       this.backend = spec === undefined ? null : createBackend(spec, context);
     }
     const app = this;

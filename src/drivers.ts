@@ -64,8 +64,8 @@ const SCHEMES: Record<string, BrokerType | BackendType> = {
   sqlserver: "mssql",
 };
 
-/** The embedded default used when no broker is configured. */
-export const DEFAULT_BROKER_URL = "sqlite:chicory.db";
+/** The embedded default used when no broker is configured: `CHICORY_BROKER_SQLITE_PATH`, else `./chicory.db`. */
+export const DEFAULT_BROKER_URL = "sqlite";
 
 /** Kinds whose broker location can also hold results (backend defaults to the same place). */
 const SHARES_LOCATION: ReadonlySet<string> = new Set(["memory", "sqlite", "redis"]);

@@ -111,3 +111,14 @@ describe("names, JSON checks, URL masking", () => {
     expect(maskUrl("redis://:pw@host")).toBe("redis://:***@host");
   });
 });
+
+describe("default backend location", () => {
+  it("puts SQLite results in the broker's file, wherever the broker found it", async () => {
+    const { Chicory } = await import("../../src/app.js");
+    const app = new Chicory({ config: { env: { CHICORY_BROKER_SQLITE_PATH: "/tmp/elsewhere.db" } } });
+    expect(app.broker.displayUrl).toBe("sqlite:/tmp/elsewhere.db");
+    expect(app.backend?.displayUrl).toBe("sqlite:/tmp/elsewhere.db");
+    const none = new Chicory({ broker: "amqp://guest:guest@127.0.0.1", config: { env: {} } });
+    expect(none.backend).toBeNull();
+  });
+});

@@ -10,7 +10,7 @@ import type { TaskContext } from "./context.js";
 import { type Duration, toMs } from "./core/duration.js";
 import { checkInt } from "./core/env.js";
 import { newTaskId } from "./core/ids.js";
-import { findNonJson, type JsonValue } from "./core/json.js";
+import { findNonJson, isWellFormedText, type JsonValue } from "./core/json.js";
 import type { MessageCodec, TaskMessage } from "./core/message.js";
 import { assertValidName } from "./core/names.js";
 import { validateWithSchema } from "./core/schema.js";
@@ -170,8 +170,8 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
     if (priority !== undefined) checkInt(priority, "priority", 0, 255);
     const delayMs = delayOf(options);
     const taskId = options.taskId ?? newTaskId();
-    if (typeof taskId !== "string" || taskId.length === 0 || taskId.length > 256) {
-      throw new ValidationError("taskId must be a string of 1-256 characters");
+    if (typeof taskId !== "string" || taskId.length === 0 || taskId.length > 256 || !isWellFormedText(taskId)) {
+      throw new ValidationError("taskId must be a well-formed string of 1-256 characters (no lone surrogates)");
     }
     const message: TaskMessage = {
       v: 1,

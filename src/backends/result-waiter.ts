@@ -5,6 +5,8 @@
  * Pure logic: the backend supplies the batched read.
  * @module
  */
+
+import { timerDelay } from "../core/sleep.js";
 import type { TaskRecord, WaitOptions } from "./backend.js";
 import { isTerminalState } from "./backend.js";
 
@@ -84,7 +86,7 @@ export class ResultWaiter {
           resolve(record);
         },
       };
-      if (timeoutMs !== undefined) timeout = setTimeout(onAbort, Math.max(0, timeoutMs));
+      if (timeoutMs !== undefined) timeout = setTimeout(onAbort, timerDelay(timeoutMs));
       signal?.addEventListener("abort", onAbort, { once: true });
       this.#add(waiter);
     });

@@ -17,7 +17,7 @@ const PATTERN = /^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$/;
  */
 export function toMs(value: Duration, what = "duration"): number {
   if (typeof value === "number") {
-    if (!Number.isFinite(value) || value < 0) {
+    if (!Number.isFinite(value * 1000) || value < 0) {
       throw new ConfigurationError(`${what}: expected a non-negative number of seconds, got ${String(value)}`);
     }
     return value * 1000;
@@ -30,7 +30,9 @@ export function toMs(value: Duration, what = "duration"): number {
   }
   const amount = Number(match[1]);
   const unit = match[2] ?? "s";
-  return amount * (UNIT_MS[unit] ?? 1000);
+  const ms = amount * (UNIT_MS[unit] ?? 1000);
+  if (!Number.isFinite(ms)) throw new ConfigurationError(`${what}: "${String(value).slice(0, 50)}" is too large`);
+  return ms;
 }
 
 /** Parses a {@link Duration} into seconds. */

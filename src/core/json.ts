@@ -7,6 +7,16 @@
 /** A JSON value. */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * True when `text` is well-formed UTF-16 (no lone surrogate), i.e. it survives a round trip
+ * through UTF-8 (Redis, SQL, AMQP) unchanged. `String.prototype.isWellFormed` (ES2024).
+ */
+export function isWellFormedText(text: string): boolean {
+  return !LONE_SURROGATE.test(text);
+}
+
 /** Maximum nesting depth accepted in payloads (arrays/objects). */
 export const MAX_DEPTH = 64;
 

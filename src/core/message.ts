@@ -5,7 +5,7 @@
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { MessageTooLargeError, ValidationError } from "../errors.js";
-import { findNonJson, type JsonValue, safeJsonParse } from "./json.js";
+import { findNonJson, isWellFormedText, type JsonValue, safeJsonParse } from "./json.js";
 import { isValidName } from "./names.js";
 
 /** Current wire format version. */
@@ -162,7 +162,9 @@ function isIsoOrNull(value: unknown): boolean {
 function checkShape(m: Record<string, unknown> | TaskMessage): string | null {
   const r = m as Record<string, unknown>;
   if (r.v !== MESSAGE_VERSION) return `unsupported message version ${JSON.stringify(r.v)?.slice(0, 20)}`;
-  if (typeof r.id !== "string" || r.id.length === 0 || r.id.length > 256) return "id must be a string of 1-256 chars";
+  if (typeof r.id !== "string" || r.id.length === 0 || r.id.length > 256 || !isWellFormedText(r.id)) {
+    return "id must be a well-formed string of 1-256 chars";
+  }
   if (!isValidName(r.name)) return "name must be 1-128 of [A-Za-z0-9._:-]";
   if (!Array.isArray(r.args)) return "args must be an array";
   if (!Number.isSafeInteger(r.retries) || (r.retries as number) < 0 || (r.retries as number) > 1_000_000) {
@@ -180,11 +182,16 @@ function checkShape(m: Record<string, unknown> | TaskMessage): string | null {
   return null;
 }
 
+/** Longest raw message {@link peekMessage} parses (4 MiB of text); longer ones are not parsed. */
+export const PEEK_MAX_CHARS = 4 * 1024 * 1024;
+
 /**
  * Reads a raw message leniently (no signature check), for display of DLQ entries.
- * Returns null when it is not a JSON object.
+ * Returns null when it is not a JSON object, or longer than `maxChars` (a hostile 64 MiB
+ * body is never parsed just to show or dead-letter it).
  */
-export function peekMessage(raw: string): Partial<TaskMessage> | null {
+export function peekMessage(raw: string, maxChars: number = PEEK_MAX_CHARS): Partial<TaskMessage> | null {
+  if (raw.length > maxChars) return null;
   try {
     const parsed = safeJsonParse(raw);
     if (parsed !== null && typeof parsed === "object" && !Array.isArray(parsed)) return parsed as Partial<TaskMessage>;

@@ -1,3 +1,14 @@
+/**
+ * Longest delay a Node.js timer supports (about 24.8 days); a longer one fires after 1 ms.
+ * Timers fed from user durations go through {@link timerDelay}.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** `ms` clamped to what `setTimeout` honours (0 .. {@link MAX_TIMER_MS}). */
+export function timerDelay(ms: number): number {
+  return Number.isFinite(ms) ? Math.min(Math.max(0, ms), MAX_TIMER_MS) : MAX_TIMER_MS;
+}
+
 /** Resolves after `ms`, or at once when `signal` aborts; leaves no listener behind. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
@@ -9,7 +20,7 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     const timer = setTimeout(() => {
       signal?.removeEventListener("abort", onAbort);
       resolve();
-    }, ms);
+    }, timerDelay(ms));
     signal?.addEventListener("abort", onAbort, { once: true });
   });
 }

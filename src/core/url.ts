@@ -10,6 +10,16 @@ export function maskUrl(url: string): string {
   return masked;
 }
 
+/**
+ * Masks the password of every URL found inside free text (error messages, stacks), e.g.
+ * `connect to postgres://app:s3cret@db/x failed` -> `connect to postgres://app:***@db/x failed`.
+ */
+export function maskUrlsIn(text: string): string {
+  return text
+    .replace(/\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#@:'"`]*):[^\s@/?#'"`]*@/gi, "$1:***@")
+    .replace(/([?&](?:password|pass|pwd)=)[^&#\s'"`]*/gi, "$1***");
+}
+
 /** Removes every occurrence of the URL's password from `text` (for error messages). */
 export function redactSecrets(text: string, ...secrets: Array<string | undefined | null>): string {
   let out = text;

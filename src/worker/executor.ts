@@ -10,7 +10,7 @@ import type { Delivery } from "../brokers/broker.js";
 import type { Logger } from "../core/logger.js";
 import { type TaskMessage, truncateError } from "../core/message.js";
 import { sleep } from "../core/sleep.js";
-import { toError } from "../errors.js";
+import { MessageTooLargeError, toError } from "../errors.js";
 import type { Attempt } from "./runner.js";
 import type { Action } from "./settle.js";
 
@@ -76,6 +76,19 @@ function nextAttempt(message: TaskMessage, ctx: ExecutionContext, delayMs: numbe
   };
 }
 
+/**
+ * Encodes the next attempt; when its `lastError` pushes a message that fitted over the size
+ * limit, the attempt goes without `lastError` rather than failing this step on every try.
+ */
+function encodeNextAttempt(app: Chicory, next: TaskMessage): string {
+  try {
+    return app.codec.encode(next);
+  } catch (error) {
+    if (!(error instanceof MessageTooLargeError) || next.lastError === null) throw error;
+    return app.codec.encode({ ...next, lastError: null });
+  }
+}
+
 async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
   const { delivery, attempt, app } = ctx;
   const { outcome, message } = attempt;
@@ -107,7 +120,7 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
     case "retry":
     case "republish": {
       if (!message || outcome.kind !== "retry") return;
-      const body = app.codec.encode(nextAttempt(message, ctx, outcome.delayMs));
+      const body = encodeNextAttempt(app, nextAttempt(message, ctx, outcome.delayMs));
       if (action.type === "retry") await delivery.retry(body, outcome.delayMs);
       else await app.broker.publish(delivery.queue, { id: message.id, body, delayMs: outcome.delayMs });
       return;

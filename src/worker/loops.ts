@@ -3,6 +3,7 @@
  * optional jitter, and never keeping the process alive on their own.
  * @module
  */
+import { timerDelay } from "../core/sleep.js";
 
 /** A running loop. */
 export interface Loop {
@@ -37,7 +38,7 @@ export function startLoop(body: () => Promise<void>, options: LoopOptions): Loop
 
   const schedule = (delayMs: number) => {
     if (stopped) return;
-    timer = setTimeout(tick, delayMs);
+    timer = setTimeout(tick, timerDelay(delayMs));
     timer.unref();
   };
   const tick = () => {

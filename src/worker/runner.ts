@@ -11,6 +11,8 @@ import { isMarkedNonRetryable, TaskContext } from "../context.js";
 import { findNonJson } from "../core/json.js";
 import type { MessageCodec, TaskMessage } from "../core/message.js";
 import { validateWithSchema } from "../core/schema.js";
+import { timerDelay } from "../core/sleep.js";
+import { maskUrlsIn } from "../core/url.js";
 import {
   MaxRetriesExceededError,
   RetryError,
@@ -51,10 +53,11 @@ const MAX_TEXT = 8192;
 export function toStoredError(thrown: unknown): StoredError {
   const error = toError(thrown);
   const type = error.name && error.name !== "Error" ? error.name : (error.constructor?.name ?? "Error");
+  // passwords of URLs in error texts never reach logs, results or the DLQ (RELIABILITY A10)
   return {
     type: type.slice(0, 200),
-    message: String(error.message).slice(0, MAX_TEXT),
-    stack: error.stack?.slice(0, MAX_TEXT),
+    message: maskUrlsIn(String(error.message).slice(0, MAX_TEXT)),
+    stack: error.stack === undefined ? undefined : maskUrlsIn(error.stack.slice(0, MAX_TEXT)),
   };
 }
 
@@ -121,7 +124,7 @@ async function attempt(
       const ms = task.timeoutMs;
       timer = setTimeout(
         () => controller.abort(new TaskTimeoutError(`task ${task.name} exceeded its timeout of ${ms / 1000} s`)),
-        ms,
+        timerDelay(ms),
       );
     }
     const ctx = new TaskContext({

@@ -27,13 +27,17 @@ const MAX_ERROR_HEADER_CHARS = 4096;
 
 /**
  * How many times RabbitMQ delivered `message`: exact on quorum queues (`x-delivery-count`
- * + 1); on classic queues only 1, or 2 when the redelivered flag is set (at least 2).
+ * + 1, trusted only on redeliveries); on classic queues only 1, or 2 when the redelivered flag is
+ * set (at least 2).
  */
 export function deliveryCountOf(message: AmqpMessage): number {
+  // Not redelivered = first delivery, whatever headers the publisher wrote: a forged
+  // `x-delivery-count` must not make a fresh message poison (RELIABILITY A6).
+  if (!message.fields.redelivered) return 1;
   const header = message.properties.headers?.["x-delivery-count"];
   const count = typeof header === "number" ? header : typeof header === "string" ? Number(header) : Number.NaN;
   if (Number.isSafeInteger(count) && count >= 0) return count + 1;
-  return message.fields.redelivered ? 2 : 1;
+  return 2;
 }
 
 /** Moves a delivered message to its DLQ with a reason (confirm first, then ack). */

@@ -1,0 +1,126 @@
+/**
+ * Lease loss (R5, "zombie worker"): a worker frozen with SIGSTOP longer than the lease loses
+ * its jobs to another worker; after SIGCONT it finishes its (now stale) runs and tries to settle
+ * them. Checked on SQLite and Redis:
+ * - books: missing == 0; duplicates counted (each job both runs completed: 1 per job);
+ * - fencing: the zombie's late ack must not remove the job from the NEW owner (the broker still
+ *   shows the job leased/pending to the new owner until the new owner settles it);
+ * - state monotonic: the final state is SUCCESS.
+ */
+import { describe, expect, it } from "vitest";
+import { skipUnless } from "../helpers/services.js";
+import { awaitBooks, report } from "./harness/books.js";
+import { leaseOwners, workerIdOf } from "./harness/inspect.js";
+import { readLedger } from "./harness/ledger.js";
+import { newProducerLedger, produce } from "./harness/producer.js";
+import { type BrokerKind, openSandbox } from "./harness/sandbox.js";
+import { waitUntil } from "./harness/wait.js";
+
+const CLAIM_MS = 1000;
+const TASK_MS = 4000;
+const JOBS = 4;
+
+const skipRedis = await skipUnless("redis");
+
+/**
+ * KNOWN DEFECT (reported to the lead, Redis adapter not ours to edit): Redis `ack.lua` (and
+ * `retry.lua`, `dead-letter.lua`) XACK + XDEL an entry whatever consumer owns it, so a zombie's
+ * late ack removes the entry from the new owner's pending list while the new owner still runs
+ * it (if the new owner then dies, nothing redelivers it; a zombie's late dead-letter would put
+ * a job in the DLQ that the new owner completes). This test pins the CURRENT behaviour so it
+ * turns red when the scripts gain an owner check: then set this to false.
+ */
+const REDIS_LATE_ACK_UNFENCED = true;
+
+async function zombieScenario(broker: BrokerKind, lateAckUnfenced = false): Promise<void> {
+  const sb = openSandbox({ broker, claimMinIdleMs: CLAIM_MS });
+  try {
+    await sb.app.connect();
+    const zombie = await sb.processes.startWorker({ name: "zombie", concurrency: JOBS, env: sb.env });
+    const zombieId = workerIdOf(zombie.output.stderr);
+    const producer = newProducerLedger();
+    await produce(sb.work, producer, { count: JOBS, ms: () => TASK_MS });
+    const ids = producer.confirmed;
+    const startedBy = (pid: number) => {
+      const ledger = readLedger(sb.ledgerDir);
+      return ids.every((id) => ledger.startsById.get(id)?.some((s) => s.pid === pid));
+    };
+    await waitUntil(() => startedBy(zombie.pid), { timeoutMs: 15_000, what: "the zombie running every job" });
+    const stoppedAt = Date.now();
+    zombie.signal("SIGSTOP");
+    const heir = await sb.processes.startWorker({ name: "heir", concurrency: JOBS, env: sb.env });
+    const heirId = workerIdOf(heir.output.stderr);
+    await waitUntil(() => startedBy(heir.pid), { timeoutMs: 15_000, what: "the heir reclaiming every job" });
+    const reclaimedAfterMs = Date.now() - stoppedAt;
+    const ownersBefore = await leaseOwners(sb);
+    zombie.signal("SIGCONT");
+    const resumedAt = Date.now();
+    // The zombie's runs end first (they started TASK_MS earlier); it then stores and acks.
+    await waitUntil(
+      () => {
+        const ledger = readLedger(sb.ledgerDir);
+        return ids.every((id) => ledger.endsById.get(id)?.some((e) => e.pid === zombie.pid));
+      },
+      { timeoutMs: TASK_MS + 5000, what: "the zombie finishing its stale runs" },
+    );
+    // Give the zombie's settle steps (store result, ack) time to reach the broker.
+    await new Promise((r) => setTimeout(r, 300));
+    const ledgerMid = readLedger(sb.ledgerDir);
+    const heirStillRunning = ids.every((id) => !ledgerMid.endsById.get(id)?.some((e) => e.pid === heir.pid));
+    const ownersAfterZombieAck = await leaseOwners(sb);
+    // The heir's runs go on (the zombie's settle must not stop them): wait for their end too.
+    await waitUntil(
+      () => {
+        const ledger = readLedger(sb.ledgerDir);
+        return ids.every((id) => ledger.endsById.get(id)?.some((e) => e.pid === heir.pid));
+      },
+      { timeoutMs: TASK_MS + 5000, what: "the heir finishing its runs" },
+    );
+    const books = await awaitBooks(sb.app, ids, sb.ledgerDir, 30_000);
+    const fencedIds = ids.filter((id) => ownersAfterZombieAck.get(id) === heirId);
+    report(`${broker}-lease-loss-sigstop`, {
+      broker,
+      claimMinIdleMs: CLAIM_MS,
+      taskMs: TASK_MS,
+      jobs: JOBS,
+      stoppedForMs: resumedAt - stoppedAt,
+      reclaimedAfterMs,
+      heirStillRunningAtCheck: heirStillRunning,
+      jobsStillOwnedByHeirAfterZombieAck: fencedIds.length,
+      knownDefectLateAckUnfenced: lateAckUnfenced,
+      books,
+    });
+    // Before SIGCONT: every job is leased to the heir, none to the zombie.
+    for (const id of ids) expect(ownersBefore.get(id)).toBe(heirId);
+    expect([...ownersBefore.values()]).not.toContain(zombieId);
+    expect(heirStillRunning).toBe(true); // otherwise the fencing check below proves nothing
+    // Fencing: the zombie's late ack left the heir's jobs in place.
+    if (lateAckUnfenced) expect(fencedIds).toEqual([]);
+    else expect(fencedIds).toEqual(ids);
+    expect(books.missingSample).toEqual([]);
+    expect(books.missing).toBe(0);
+    expect(books.success).toBe(JOBS);
+    // Both runs of each job completed (documented: a paused process can still finish its run).
+    expect(books.duplicates).toBe(JOBS);
+    expect(books.maxRunsPerId).toBe(2);
+  } catch (error) {
+    console.error(sb.processes.describe());
+    throw error;
+  } finally {
+    await sb.close();
+  }
+}
+
+describe("lease loss (SIGSTOP longer than the lease, then SIGCONT)", () => {
+  it("SQLite: jobs move to another worker; the zombie's late acks are fenced; nothing lost", async () => {
+    await zombieScenario("sqlite");
+  }, 60_000);
+
+  it.skipIf(skipRedis)(
+    "Redis: jobs move to another worker; nothing lost (late acks NOT fenced: known defect)",
+    async () => {
+      await zombieScenario("redis", REDIS_LATE_ACK_UNFENCED);
+    },
+    60_000,
+  );
+});

@@ -23,14 +23,10 @@ const JOBS = 4;
 const skipRedis = await skipUnless("redis");
 
 /**
- * KNOWN DEFECT (reported to the lead, Redis adapter not ours to edit): Redis `ack.lua` (and
- * `retry.lua`, `dead-letter.lua`) XACK + XDEL an entry whatever consumer owns it, so a zombie's
- * late ack removes the entry from the new owner's pending list while the new owner still runs
- * it (if the new owner then dies, nothing redelivers it; a zombie's late dead-letter would put
- * a job in the DLQ that the new owner completes). This test pins the CURRENT behaviour so it
- * turns red when the scripts gain an owner check: then set this to false.
+ * Redis settle scripts (`ack.lua`, `retry.lua`, `dead-letter.lua`) check the entry's owner: a
+ * zombie's late ack after SIGCONT changes nothing while the new owner runs the job.
  */
-const REDIS_LATE_ACK_UNFENCED = true;
+const REDIS_LATE_ACK_UNFENCED = false;
 
 async function zombieScenario(broker: BrokerKind, lateAckUnfenced = false): Promise<void> {
   const sb = openSandbox({ broker, claimMinIdleMs: CLAIM_MS });
@@ -117,7 +113,7 @@ describe("lease loss (SIGSTOP longer than the lease, then SIGCONT)", () => {
   }, 60_000);
 
   it.skipIf(skipRedis)(
-    "Redis: jobs move to another worker; nothing lost (late acks NOT fenced: known defect)",
+    "Redis: jobs move to another worker; nothing lost; late acks are fenced",
     async () => {
       await zombieScenario("redis", REDIS_LATE_ACK_UNFENCED);
     },

@@ -54,7 +54,7 @@ export class RedisSettler implements DeliverySettler {
         this.#ctx.main,
         "chicoryAck",
         [d.keys.stream, d.keys.unique],
-        [this.#ctx.group, d.deliveryId, d.taskId],
+        [this.#ctx.group, d.deliveryId, d.taskId, this.#consumerId],
       ),
     );
   }
@@ -67,7 +67,7 @@ export class RedisSettler implements DeliverySettler {
         this.#ctx.main,
         "chicoryRetry",
         [stream, delayed, delayedData],
-        [this.#ctx.group, d.deliveryId, body, delay, d.taskId],
+        [this.#ctx.group, d.deliveryId, body, delay, d.taskId, this.#consumerId],
       ),
     );
   }
@@ -80,7 +80,7 @@ export class RedisSettler implements DeliverySettler {
         this.#ctx.main,
         "chicoryDeadLetter",
         [d.keys.stream, d.keys.dlq, d.keys.unique],
-        [this.#ctx.group, d.deliveryId, d.body, error, retryCount, this.#ctx.dlqMaxLength, d.taskId],
+        [this.#ctx.group, d.deliveryId, d.body, error, retryCount, this.#ctx.dlqMaxLength, d.taskId, this.#consumerId],
       );
     } catch (cause) {
       throw this.#ctx.wrapError("deadLetter", cause);

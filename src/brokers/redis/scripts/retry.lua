@@ -1,11 +1,17 @@
 -- retry.lua: replace a message by its next attempt on the same queue.
 -- KEYS[1] stream ${prefix}:stream:{Q}, KEYS[2] delayed zset ${prefix}:delayed:{Q},
 -- KEYS[3] delayed bodies ${prefix}:delayed-data:{Q}
--- ARGV[1] group, ARGV[2] entry id, ARGV[3] new body, ARGV[4] delay ms, ARGV[5] task id
+-- ARGV[1] group, ARGV[2] entry id, ARGV[3] new body, ARGV[4] delay ms, ARGV[5] task id,
+-- ARGV[6] consumer settling it (fenced: nothing happens when another consumer owns the entry)
 -- Returns 1 when done, 0 when the entry was no longer pending (settled elsewhere: nothing added).
 -- Atomic: the old entry is removed and the new attempt enqueued in one step (never both
 -- lost, never both kept); a second settle of the same entry (lease lost, resent command)
 -- adds nothing. The due time comes from Redis TIME.
+-- Fenced: when another consumer owns the entry now (this one lost its lease), do nothing.
+local owner = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if type(owner) == 'table' and owner[1] and owner[1][2] ~= ARGV[6] then
+  return 0
+end
 local acked = redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2])
 if acked ~= 1 then
   return 0

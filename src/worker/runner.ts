@@ -32,7 +32,11 @@ export interface RunnerEnv {
   readonly maxDeliveries: number;
   /** Aborts when a forced shutdown gives up on running tasks. */
   readonly shutdownSignal: AbortSignal;
-  /** Called once the attempt is about to run the handler (the worker writes `STARTED`). */
+  /**
+   * Called once the attempt is about to run the handler (the worker writes `STARTED`). Not
+   * awaited: the handler does not wait a round trip for it, and state precedence makes a
+   * `STARTED` that lands after the final state harmless. Must not reject.
+   */
   onStart(message: TaskMessage): Promise<void>;
 }
 
@@ -115,7 +119,7 @@ async function attempt(
       }
       args = validated;
     }
-    await env.onStart(message);
+    void env.onStart(message);
     const aborted = new Promise<never>((_, reject) => {
       controller.signal.addEventListener("abort", () => reject(controller.signal.reason), { once: true });
     });

@@ -158,24 +158,29 @@ export class RedisBackend implements Backend {
     });
   }
 
-  /** One script: precedence check, SET with the result TTL, PUBLISH when terminal. */
+  /**
+   * A terminal record replaces whatever is stored (terminal states may replace each other), so
+   * it needs no precedence check: a plain SET with the TTL and a PUBLISH, auto-pipelined (the
+   * hot path of every finished task). A non-terminal record goes through one script that
+   * refuses to overwrite a terminal state.
+   */
   async storeResult(record: TaskRecord): Promise<void> {
-    const isTerminal = isTerminalState(record.state);
-    const written = await this.#run("storeResult", (main) =>
-      runScript(
-        main,
-        "chicoryStoreRecord",
-        [this.resultKey(record.taskId)],
-        [
-          encodeRecord(record),
-          isTerminal ? "1" : "0",
-          this.settings.resultTtlSeconds,
-          `${this.#prefix}:done`,
-          record.taskId,
-        ],
-      ),
+    const key = this.resultKey(record.taskId);
+    const json = encodeRecord(record);
+    const ttl = this.settings.resultTtlSeconds;
+    if (isTerminalState(record.state)) {
+      await this.#run("storeResult", (main) =>
+        Promise.all([
+          main.call("SET", key, json, "EX", ttl),
+          main.call("PUBLISH", `${this.#prefix}:done`, record.taskId),
+        ]),
+      );
+      this.#hub?.notify(record);
+      return;
+    }
+    await this.#run("storeResult", (main) =>
+      runScript(main, "chicoryStoreRecord", [key], [json, "0", ttl, `${this.#prefix}:done`, record.taskId]),
     );
-    if (written === 1 && isTerminal) this.#hub?.notify(record);
   }
 
   async getResult(taskId: string): Promise<TaskRecord | null> {

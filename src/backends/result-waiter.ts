@@ -30,6 +30,9 @@ interface Waiter {
 
 const MIN_POLL_INTERVAL_MS = 10;
 
+/** Interval of the safety-net poll while push notifications are flowing. */
+export const PUSH_SAFETY_POLL_MS = 5000;
+
 /**
  * Shared waiting for terminal task records.
  * @example
@@ -53,6 +56,7 @@ export class ResultWaiter {
   #timerIntervalMs = 0;
   #activePolls = 0;
   #isClosed = false;
+  #isPushActive = false;
 
   constructor(options: ResultWaiterOptions) {
     this.#fetchMany = options.fetchMany;
@@ -100,6 +104,26 @@ export class ResultWaiter {
     for (const waiter of [...waiters]) waiter.settle(record);
   }
 
+  /**
+   * Tells the waiter whether push notifications are flowing. While they are, the poll is only a
+   * safety net for a lost notification and runs every {@link PUSH_SAFETY_POLL_MS} at most; when
+   * push comes back after a gap, every waited id is read once (notifications may have been
+   * missed meanwhile).
+   */
+  setPushActive(isActive: boolean): void {
+    if (this.#isPushActive === isActive) return;
+    this.#isPushActive = isActive;
+    if (this.#waiters.size === 0) return;
+    let fastest = Number.POSITIVE_INFINITY;
+    for (const set of this.#waiters.values()) for (const w of set) fastest = Math.min(fastest, w.pollIntervalMs);
+    this.#startTimer(this.#intervalFor(fastest));
+    if (isActive) void this.#poll([...this.#waiters.keys()]);
+  }
+
+  #intervalFor(pollIntervalMs: number): number {
+    return this.#isPushActive ? Math.max(PUSH_SAFETY_POLL_MS, pollIntervalMs) : pollIntervalMs;
+  }
+
   /** Resolves every waiter with null and stops the timer; later waits resolve null at once. */
   close(): void {
     this.#isClosed = true;
@@ -126,8 +150,9 @@ export class ResultWaiter {
         if (ids.length > 0) void this.#poll(ids);
       });
     }
-    if (this.#timer === undefined || waiter.pollIntervalMs < this.#timerIntervalMs) {
-      this.#startTimer(Math.min(waiter.pollIntervalMs, this.#timerIntervalMs || Number.POSITIVE_INFINITY));
+    const intervalMs = this.#intervalFor(waiter.pollIntervalMs);
+    if (this.#timer === undefined || intervalMs < this.#timerIntervalMs) {
+      this.#startTimer(Math.min(intervalMs, this.#timerIntervalMs || Number.POSITIVE_INFINITY));
     }
   }
 

@@ -175,3 +175,38 @@ describe("ResultWaiter", () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 });
+
+describe("ResultWaiter with push notifications", () => {
+  it("polls only as a safety net while push is active, and reads everything once when push returns", async () => {
+    vi.useFakeTimers();
+    try {
+      const reads: string[][] = [];
+      const waiter = new ResultWaiter({
+        fetchMany: async (ids) => {
+          reads.push(ids);
+          return new Map();
+        },
+        pollIntervalMs: 100,
+      });
+      waiter.setPushActive(true);
+      void waiter.wait("a");
+      await vi.advanceTimersByTimeAsync(10); // the fresh check
+      reads.length = 0;
+      await vi.advanceTimersByTimeAsync(2000);
+      expect(reads).toEqual([]);
+      await vi.advanceTimersByTimeAsync(3100);
+      expect(reads.length).toBe(1);
+      waiter.setPushActive(false);
+      reads.length = 0;
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(reads.length).toBeGreaterThanOrEqual(9);
+      reads.length = 0;
+      waiter.setPushActive(true);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(reads).toEqual([["a"]]);
+      waiter.close();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});

@@ -100,9 +100,13 @@ export class RedisResultHub {
       connectionName: "chicory-results",
     });
     sub.on("message", (_channel: string, taskId: string) => this.#onMessage(taskId));
-    // autoResubscribe (ioredis default) re-subscribes after a reconnect.
+    // While the subscriber is down, waiters poll at their own interval; autoResubscribe
+    // (ioredis default) re-subscribes after a reconnect.
+    sub.on("close", () => this.#waiter.setPushActive(false));
+    sub.on("ready", () => this.#waiter.setPushActive(true));
     await sub.subscribe(this.#host.channel);
     this.#isSubscribed = true;
+    this.#waiter.setPushActive(true);
     if (this.#isClosed) sub.disconnect();
     return sub;
   }

@@ -4,8 +4,15 @@
  * @module
  */
 import { createRequire } from "node:module";
-import pino from "pino";
 import type { Logger, LogLevel } from "./core/logger.js";
+
+/** The little of pino this module uses (loaded on first use: an app with its own logger never pays for it). */
+interface PinoLike {
+  (options: Record<string, unknown>, destination?: unknown): unknown;
+  destination(options: { fd: number; sync: boolean }): unknown;
+}
+
+const require = createRequire(import.meta.url);
 
 const PINO_LEVEL: Record<LogLevel, string> = {
   DEBUG: "debug",
@@ -29,7 +36,7 @@ export interface CreateLoggerOptions {
 
 function hasPretty(): boolean {
   try {
-    createRequire(import.meta.url).resolve("pino-pretty");
+    require.resolve("pino-pretty");
     return true;
   } catch {
     return false;
@@ -44,6 +51,7 @@ export function createLogger(options: CreateLoggerOptions = {}): Logger {
   const isTty = fd === 1 ? process.stdout.isTTY : process.stderr.isTTY;
   const pretty = format === "pretty" || (format === "auto" && isTty && hasPretty());
   const base = { ...options.base };
+  const pino = require("pino") as PinoLike;
   if (pretty) {
     return pino({
       level,

@@ -78,9 +78,9 @@ export function findNonJson(value: unknown, path = "", depth = 0, seen: Set<obje
  */
 export function safeJsonParse(text: string): unknown {
   checkDepth(text);
-  // Fast path: without a "__proto__" key anywhere there is nothing to neutralize (JSON.parse
-  // itself never calls setters or builds prototypes).
-  if (!text.includes("__proto__")) return JSON.parse(text);
+  // Fast path: without a "__proto__" key anywhere (written plainly or with \u escapes) there is
+  // nothing to neutralize (JSON.parse itself never calls setters or builds prototypes).
+  if (!text.includes("__proto__") && !text.includes("\\u")) return JSON.parse(text);
   return JSON.parse(text, function reviver(this: unknown, _key, value) {
     if (value !== null && typeof value === "object" && !Array.isArray(value) && Object.hasOwn(value, "__proto__")) {
       // JSON.parse already creates "__proto__" as an own property; copying keeps it inert data.

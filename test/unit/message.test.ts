@@ -107,3 +107,16 @@ describe("MessageCodec", () => {
     expect(() => new MessageCodec().encode(message({ priority: 300 }))).toThrow(ValidationError);
   });
 });
+
+describe("safe parsing of escaped keys", () => {
+  it("neutralizes a __proto__ key written with \\u escapes", () => {
+    const body = `{"v":1,"id":"x","name":"t","args":[{"\\u005f_proto__":{"polluted":true}}],"retries":0,"eta":null,"priority":null,"firstFailureAt":null,"lastError":null}`;
+    const result = new MessageCodec().decode(body);
+    expect(result.ok).toBe(true);
+    if (!result.ok) return;
+    const arg = result.message.args[0] as Record<string, unknown>;
+    expect(Object.getPrototypeOf(arg)).toBeNull();
+    Object.assign({}, arg);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+});

@@ -60,6 +60,7 @@ describe("redis broker and backend settings", () => {
         CHICORY_BROKER_REDIS_CLAIM_MIN_IDLE_MS: "9000",
         CHICORY_BROKER_REDIS_MAX_STREAM_LENGTH: "10",
         CHICORY_BROKER_REDIS_DLQ_MAX_LENGTH: "20",
+        CHICORY_BROKER_REDIS_PUBLISH_TIMEOUT_MS: "1500",
       },
     });
     expect(broker.settings).toEqual({
@@ -67,6 +68,7 @@ describe("redis broker and backend settings", () => {
       consumerGroup: "g",
       blockMs: 250,
       claimMinIdleMs: 9000,
+      publishTimeoutMs: 1500,
       maxStreamLength: 10,
       dlqMaxLength: 20,
     });
@@ -74,6 +76,7 @@ describe("redis broker and backend settings", () => {
       keyPrefix: "chicory",
       maxStreamLength: 0,
       dlqMaxLength: 0,
+      publishTimeoutMs: 10_000,
     });
   });
 

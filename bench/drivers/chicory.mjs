@@ -1,0 +1,192 @@
+// Chicory on Redis (Streams broker + Redis result backend), loaded from the BUILT package:
+// `dist/` by default (run `npm run build` first), or the folder in CHICORY_DIST (a private
+// build, see README). Each benchmark run gets its own key prefix on the bench DB.
+//   producer: N individual `task.delay()` calls at once (Promise.all), then every `get()`
+//   worker:   `new Worker(app, { concurrency: 32, logger: silentLogger })`
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { CONCURRENCY, now, REDIS_URL, ROOT, runWorkload } from "../lib/common.mjs";
+import { connect } from "../lib/redis.mjs";
+
+const DIST = process.env.CHICORY_DIST ? path.resolve(process.env.CHICORY_DIST) : path.join(path.dirname(ROOT), "dist");
+const { Chicory, Worker, silentLogger } = await import(pathToFileURL(path.join(DIST, "index.js")).href);
+const { RedisBroker, RedisBackend } = await import(pathToFileURL(path.join(DIST, "redis.js")).href);
+
+/**
+ * Worker-side EXPERIMENTS, to estimate the gain of changes suggested in PROFILE.md without
+ * touching src/ (never used for the committed comparison): CHICORY_BENCH_EXPERIMENT, comma list
+ *   no-started  the worker's STARTED write is skipped
+ *   async-ack   delivery.ack() resolves at once (the real ack runs in the background), so the
+ *               concurrency slot is freed one round trip earlier
+ *   prefetch    the consumer reads up to `concurrency` entries ahead into a local buffer
+ *               (entries stay in the pending list, leases renewed by the consumer)
+ *   batch-settle  terminal results and acks of one event-loop turn are flushed as ONE pipeline
+ *               on one connection: SET key json EX ttl + PUBLISH id per result, then one
+ *               XACK + one XDEL per stream with all entry ids (no Lua; no SREM, as no bench job
+ *               is `unique`). Approximates fix 1 of PROFILE.md.
+ * throughput.mjs sets it from a system name like `chicory+no-started+prefetch`.
+ */
+const EXPERIMENTS = new Set((process.env.CHICORY_BENCH_EXPERIMENT || "").split(",").filter(Boolean));
+
+function batchSettler(app) {
+  const conn = connect({ enableAutoPipelining: false });
+  const backend = app.backend;
+  const prefix = backend.settings.keyPrefix;
+  const ttl = backend.settings.resultTtlSeconds;
+  const group = app.broker.settings.consumerGroup;
+  let records = [];
+  let acks = new Map();
+  let waiters = [];
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    const [rs, as, ws] = [records, acks, waiters];
+    records = [];
+    acks = new Map();
+    waiters = [];
+    const p = conn.pipeline();
+    for (const r of rs) {
+      const { state, ...rest } = r;
+      p.set(`${prefix}:result:${r.taskId}`, JSON.stringify({ state, ...rest }), "EX", ttl);
+      p.publish(`${prefix}:done`, r.taskId);
+    }
+    for (const [stream, ids] of as) {
+      p.xack(stream, group, ...ids);
+      p.xdel(stream, ...ids);
+    }
+    p.exec().then(
+      () => {
+        for (const w of ws) w.resolve();
+      },
+      (e) => {
+        for (const w of ws) w.reject(e);
+      },
+    );
+  };
+  const enqueue = (add) =>
+    new Promise((resolve, reject) => {
+      add();
+      waiters.push({ resolve, reject });
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+    });
+  return {
+    store: (record) => enqueue(() => records.push(record)),
+    ack: (stream, id) =>
+      enqueue(() => {
+        if (!acks.has(stream)) acks.set(stream, []);
+        acks.get(stream).push(id);
+      }),
+  };
+}
+
+let settler = null;
+
+function applyExperiments(app) {
+  if (EXPERIMENTS.has("batch-settle")) {
+    settler = batchSettler(app);
+    const storeResult = app.backend.storeResult.bind(app.backend);
+    const TERMINAL = new Set(["SUCCESS", "FAILURE", "DEAD_LETTERED"]);
+    app.backend.storeResult = (record) => (TERMINAL.has(record.state) ? settler.store(record) : storeResult(record));
+  }
+  if (EXPERIMENTS.has("no-started")) {
+    const setState = app.backend.setState.bind(app.backend);
+    app.backend.setState = (id, state, extra) => (state === "STARTED" ? Promise.resolve() : setState(id, state, extra));
+  }
+  if (EXPERIMENTS.has("async-ack") || EXPERIMENTS.has("prefetch") || EXPERIMENTS.has("batch-settle")) {
+    const consumerOf = app.broker.consumer.bind(app.broker);
+    app.broker.consumer = (options) => wrapConsumer(consumerOf(options));
+  }
+}
+
+function wrapDelivery(d) {
+  if (!EXPERIMENTS.has("async-ack") && !settler) return d;
+  return new Proxy(d, {
+    get(target, prop) {
+      if (prop === "ack") {
+        const ack = settler ? () => settler.ack(target.keys.stream, target.deliveryId) : () => target.ack();
+        if (!EXPERIMENTS.has("async-ack")) return ack;
+        return () => {
+          ack().catch(() => {});
+          return Promise.resolve();
+        };
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+}
+
+function wrapConsumer(inner) {
+  const extra = EXPERIMENTS.has("prefetch") ? CONCURRENCY : 0;
+  const buffer = [];
+  return {
+    async fetch(max, signal) {
+      if (buffer.length === 0 && !signal.aborted) buffer.push(...(await inner.fetch(max + extra, signal)));
+      if (signal.aborted) {
+        await Promise.allSettled(buffer.splice(0).map((d) => d.release()));
+        return [];
+      }
+      return buffer.splice(0, max).map(wrapDelivery);
+    },
+    get inFlight() {
+      return inner.inFlight;
+    },
+    async close() {
+      await Promise.allSettled(buffer.splice(0).map((d) => d.release()));
+      await inner.close();
+    },
+  };
+}
+
+/** Seconds a `get()` may wait (the scripts' own batch timeouts are shorter). */
+const GET_TIMEOUT_S = 900;
+
+function makeApp(queue) {
+  const keyPrefix = queue.replace(/[^A-Za-z0-9._:-]/g, "_").slice(0, 64);
+  const app = new Chicory({
+    broker: new RedisBroker({ url: REDIS_URL, keyPrefix }),
+    backend: new RedisBackend({ url: REDIS_URL, keyPrefix }),
+  });
+  const work = app.task({ name: "work" }, async (w, v) => runWorkload(w, v));
+  return { app, work };
+}
+
+export async function startWorker({ queue }) {
+  const { app } = makeApp(queue);
+  applyExperiments(app);
+  const worker = new Worker(app, { concurrency: CONCURRENCY, logger: silentLogger });
+  await worker.start();
+  return {
+    async close() {
+      await worker.stop(5);
+    },
+  };
+}
+
+export async function createProducer({ queue }) {
+  const { app, work } = makeApp(queue);
+  await app.connect();
+  return {
+    async runBatch(w, n) {
+      const t0 = now();
+      const handles = await Promise.all(Array.from({ length: n }, (_, i) => work.delay(w, i)));
+      const t1 = now();
+      const vals = await Promise.all(handles.map((h) => h.get({ timeout: GET_TIMEOUT_S })));
+      const t2 = now();
+      return { enqueueMs: t1 - t0, resultMs: t2 - t1, sample: vals[n - 1] };
+    },
+    /** Enqueue only (memory benchmark): `delay()` in waves of 1000. */
+    async enqueue(w, n) {
+      for (let i = 0; i < n; i += 1000) {
+        const m = Math.min(1000, n - i);
+        await Promise.all(Array.from({ length: m }, (_, j) => work.delay(w, i + j)));
+      }
+    },
+    async close() {
+      await app.disconnect();
+    },
+  };
+}

@@ -93,6 +93,11 @@ export interface ConsumerOptions {
   readonly queues: readonly string[];
   /** Stable id of this consumer (the worker id). */
   readonly consumerId: string;
+  /**
+   * How many deliveries the caller can have in hand at once (the worker's concurrency). Brokers
+   * that push messages (RabbitMQ) size their prefetch from it unless configured explicitly.
+   */
+  readonly capacity?: number | undefined;
 }
 
 /**

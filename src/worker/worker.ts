@@ -114,7 +114,11 @@ export class Worker {
     }
     this.startedAt = new Date();
     runningWorkers.set(this.#app, (runningWorkers.get(this.#app) ?? 0) + 1);
-    this.#consumer = this.#app.broker.consumer({ queues: this.config.queues, consumerId: this.workerId });
+    this.#consumer = this.#app.broker.consumer({
+      queues: this.config.queues,
+      consumerId: this.workerId,
+      capacity: this.config.concurrency,
+    });
     this.#phase = "running";
     this.#startLoops();
     this.#consumeLoop = this.#consume(this.#consumer);

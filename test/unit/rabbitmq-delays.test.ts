@@ -81,8 +81,8 @@ describe("rabbitmq settings", () => {
     });
     expect(settings.prefetchCount).toBe(2);
     const defaults = resolveRabbitMqSettings({ env: {} });
+    expect(defaults.prefetchCount).toBeUndefined(); // follows the worker's concurrency
     expect(defaults).toMatchObject({
-      prefetchCount: 16,
       queueType: "classic",
       durable: true,
       publishTimeoutMs: 10_000,

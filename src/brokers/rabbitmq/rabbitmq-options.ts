@@ -39,7 +39,10 @@ export interface RabbitMqBrokerOptions {
   vhost?: string;
   /** Prefix of every queue Chicory declares (default `chicory`). */
   prefix?: string;
-  /** Unacknowledged deliveries per consumer channel (default 16; set it near the worker's concurrency). */
+  /**
+   * Unacknowledged deliveries per consumer channel (default: the consuming worker's
+   * concurrency, or 16 for a consumer that does not say).
+   */
   prefetchCount?: number;
   /** `x-max-length` of work queues with `x-overflow: reject-publish` (publishes fail, nothing is dropped); null: unbounded. */
   queueMaxLength?: number | null;
@@ -77,7 +80,8 @@ export interface RabbitMqBrokerOptions {
 export interface RabbitMqSettings {
   readonly url: string;
   readonly prefix: string;
-  readonly prefetchCount: number;
+  /** Explicit prefetch, or undefined to follow the consumer's capacity. */
+  readonly prefetchCount: number | undefined;
   readonly queueMaxLength: number | null;
   readonly messageTtlMs: number | null;
   readonly durable: boolean;
@@ -163,12 +167,12 @@ export function resolveRabbitMqSettings(options: RabbitMqBrokerOptions = {}): Ra
   return {
     url,
     prefix,
-    prefetchCount: checkInt(
-      options.prefetchCount ?? envInt(env, `${V}PREFETCH_COUNT`, 16, 1, 65535),
-      "prefetchCount",
-      1,
-      65535,
-    ),
+    prefetchCount:
+      options.prefetchCount !== undefined
+        ? checkInt(options.prefetchCount, "prefetchCount", 1, 65535)
+        : envString(env, `${V}PREFETCH_COUNT`) === undefined
+          ? undefined
+          : envInt(env, `${V}PREFETCH_COUNT`, 16, 1, 65535),
     queueMaxLength: nullableInt(options.queueMaxLength, `${V}QUEUE_MAX_LENGTH`, env, 1, Number.MAX_SAFE_INTEGER),
     messageTtlMs: ttlMs > 0 ? Math.ceil(ttlMs) : null,
     durable,

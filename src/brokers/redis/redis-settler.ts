@@ -24,8 +24,19 @@ export function dlqFullError(queue: string, max: number, what: string): BrokerCo
   );
 }
 
+/** Most acks sent in one script call. */
+const MAX_ACK_BATCH = 500;
+
+interface PendingAck {
+  readonly delivery: RedisDelivery;
+  resolve(): void;
+  reject(error: unknown): void;
+}
+
 /** Carries out the settle calls of a consumer's deliveries. */
 export class RedisSettler implements DeliverySettler {
+  readonly #acks = new Map<string, PendingAck[]>();
+  #ackFlush: NodeJS.Immediate | undefined;
   readonly #ctx: RedisBrokerContext;
   readonly #consumerId: string;
   readonly #onSettled: (delivery: RedisDelivery) => void;
@@ -48,15 +59,46 @@ export class RedisSettler implements DeliverySettler {
     return result;
   }
 
-  async ack(d: RedisDelivery): Promise<void> {
-    await this.#settle(d, "ack", () =>
-      runScript(
-        this.#ctx.main,
-        "chicoryAck",
-        [d.keys.stream, d.keys.unique],
-        [this.#ctx.group, d.deliveryId, d.taskId, this.#consumerId],
-      ),
-    );
+  /**
+   * Acks are batched per stream for one event-loop turn: the worker settles many deliveries at
+   * once, and one script call for all of them costs Redis a fraction of one call each.
+   */
+  ack(d: RedisDelivery): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let batch = this.#acks.get(d.keys.stream);
+      if (!batch) {
+        batch = [];
+        this.#acks.set(d.keys.stream, batch);
+      }
+      batch.push({ delivery: d, resolve, reject });
+      this.#ackFlush ??= setImmediate(() => this.#flushAcks());
+    });
+  }
+
+  #flushAcks(): void {
+    this.#ackFlush = undefined;
+    const batches = [...this.#acks.values()];
+    this.#acks.clear();
+    for (const batch of batches) {
+      for (let i = 0; i < batch.length; i += MAX_ACK_BATCH) void this.#ackBatch(batch.slice(i, i + MAX_ACK_BATCH));
+    }
+  }
+
+  async #ackBatch(batch: PendingAck[]): Promise<void> {
+    const first = (batch[0] as PendingAck).delivery;
+    const args: Array<string | number> = [this.#ctx.group, this.#consumerId];
+    for (const { delivery } of batch) args.push(delivery.deliveryId, delivery.taskId);
+    try {
+      await runScript(this.#ctx.main, "chicoryAck", [first.keys.stream, first.keys.unique], args);
+    } catch (error) {
+      const wrapped = this.#ctx.wrapError("ack", error);
+      for (const { reject } of batch) reject(wrapped);
+      return;
+    }
+    for (const { delivery, resolve } of batch) {
+      this.#onSettled(delivery);
+      resolve();
+    }
   }
 
   async retry(d: RedisDelivery, body: string, delayMs: number): Promise<void> {

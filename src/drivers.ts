@@ -18,7 +18,7 @@ import { maskUrl, urlScheme } from "./core/url.js";
 import { ConfigurationError } from "./errors.js";
 
 /** Broker kinds accepted by `new Chicory({ broker })`. */
-export type BrokerType = "memory" | "sqlite" | "redis" | "rabbitmq" | "postgres";
+export type BrokerType = "memory" | "sqlite" | "redis" | "rabbitmq";
 /** Backend kinds accepted by `new Chicory({ backend })`. */
 export type BackendType = "memory" | "sqlite" | "redis" | "postgres" | "mysql" | "mssql";
 

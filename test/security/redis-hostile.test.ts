@@ -134,8 +134,11 @@ describe.skipIf(skip)("redis: hostile raw stream entries", () => {
     expect(s.ran.length).toBe(0);
     const growthMiB = (peak - baseline) / 1024 / 1024;
     console.info(`A5 redis 64 MiB entry: worker RSS growth ${growthMiB.toFixed(1)} MiB (entry 64 MiB, limit 1 MiB)`);
-    // the entry itself must be read (one Buffer + one string); a JSON.parse would need far more
-    expect(growthMiB).toBeLessThan(5 * 64);
+    // The entry itself must be read in full (Redis hands out whole entries): the reply buffer,
+    // its string, and this test's own 64 MiB payload all count in this process, so the bound
+    // is loose; that no JSON.parse runs on oversized bodies is asserted exactly in
+    // hostile-worker.test.ts (A5).
+    expect(growthMiB).toBeLessThan(8 * 64);
     await s.stillServes();
   }, 30_000);
 });

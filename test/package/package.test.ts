@@ -1,4 +1,5 @@
-// What users install is what we test: pack the package, install the tarball into an empty
+// What users install is what we test: pack the built package (`--ignore-scripts`: no rebuild
+// under the other tests running in parallel), install the tarball into an empty
 // project, import every entry point and run a task on the in-memory broker.
 import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -16,7 +17,9 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("the published package", () => {
   it("installs from its tarball and every entry point imports", async () => {
-    const { stdout } = await run("npm", ["pack", "--pack-destination", dir, "--silent"], { cwd: root });
+    const { stdout } = await run("npm", ["pack", "--ignore-scripts", "--pack-destination", dir, "--silent"], {
+      cwd: root,
+    });
     const tarball = join(dir, stdout.trim().split("\n").at(-1) ?? "");
     const files = (await run("tar", ["-tzf", tarball])).stdout;
     expect(files).toContain("package/dist/index.js");

@@ -2,6 +2,7 @@
  * The SQLite broker shared by several processes on one file: disjoint deliveries, concurrent
  * schema creation, and recovery of the jobs of a SIGKILLed consumer.
  */
+import { rmSync, writeFileSync } from "node:fs";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Delivery } from "../../../src/brokers/broker.js";
 import { SqliteBroker } from "../../../src/brokers/sqlite/index.js";
@@ -34,10 +35,13 @@ describe("sqlite broker across processes", () => {
     const parent = await broker(path);
     const total = 1000;
     for (let i = 0; i < total; i++) await parent.publish(queue, { id: `job-${i}`, body: `job-${i}` });
-    const child = startChild({ mode: "drain", path, queue });
+    const goFile = `${path}.go`;
+    cleanups.push(() => rmSync(goFile, { force: true }));
+    const child = startChild({ mode: "drain", path, queue, goFile });
     cleanups.push(() => void child.process.kill("SIGKILL"));
     await child.waitFor((line) => line.ready === true);
     const consumer = parent.consumer({ queues: [queue], consumerId: "parent" });
+    writeFileSync(goFile, ""); // both processes start draining now
     const mine: string[] = [];
     for (;;) {
       const batch = await consumer.fetch(5, AbortSignal.timeout(300));

@@ -51,6 +51,7 @@ describe("sqlite broker across processes", () => {
         await delivery.ack();
       }
       if (batch.length === 0 && (await parent.getQueueSize(queue)) === 0) break;
+      await new Promise((resolve) => setTimeout(resolve, 1)); // work takes time: the other process gets its turn
     }
     await child.waitFor((line) => line.done === true);
     expect(await child.exited).toBe(0);

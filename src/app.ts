@@ -19,7 +19,7 @@ import {
   type BrokerType,
   createBackend,
   createBroker,
-  DEFAULT_BROKER_URL,
+  DEFAULT_BROKER_SPEC,
   defaultBackendSpec,
 } from "./drivers.js";
 import { ChicoryError, ConfigurationError, TaskNotFoundError } from "./errors.js";
@@ -82,7 +82,7 @@ export class Chicory {
     });
     const context = { env: this.config.env };
     const brokerSpec =
-      typeof options.broker === "string" ? options.broker : (this.config.brokerUrl ?? DEFAULT_BROKER_URL);
+      typeof options.broker === "string" ? options.broker : (this.config.brokerUrl ?? DEFAULT_BROKER_SPEC);
     this.broker = typeof options.broker === "object" ? options.broker : createBroker(brokerSpec, context);
     this.broker.bind({ codec: this.codec });
     if (options.backend === null) this.backend = null;

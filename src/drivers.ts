@@ -65,7 +65,7 @@ const SCHEMES: Record<string, BrokerType | BackendType> = {
 };
 
 /** The embedded default used when no broker is configured: `CHICORY_BROKER_SQLITE_PATH`, else `./chicory.db`. */
-export const DEFAULT_BROKER_URL = "sqlite";
+export const DEFAULT_BROKER_SPEC = "sqlite";
 
 /** Kinds whose broker location can also hold results (backend defaults to the same place). */
 const SHARES_LOCATION: ReadonlySet<string> = new Set(["memory", "sqlite", "redis"]);

@@ -209,7 +209,7 @@ export interface Broker extends BrokerAdmin {
   consumer(options: ConsumerOptions): Consumer;
   /**
    * Writes a message straight into `queue`'s DLQ (for messages already acknowledged, e.g. an
-   * `at_most_once` task that failed). Brokers without it log such failures instead.
+   * `at_most_once` task that failed).
    */
-  writeDeadLetter?(queue: string, body: string, error: string): Promise<void>;
+  writeDeadLetter(queue: string, body: string, error: string): Promise<void>;
 }

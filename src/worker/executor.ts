@@ -129,14 +129,7 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
       await delivery.deadLetter(errorText(ctx));
       return;
     case "writeDeadLetter":
-      if (app.broker.writeDeadLetter) await app.broker.writeDeadLetter(delivery.queue, delivery.body, errorText(ctx));
-      else
-        ctx.logger.error(
-          { taskId: message?.id },
-          "this broker cannot dead-letter an acknowledged message; logged only",
-        );
-      return;
-    case "none":
+      await app.broker.writeDeadLetter(delivery.queue, delivery.body, errorText(ctx));
       return;
   }
 }

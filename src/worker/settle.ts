@@ -41,9 +41,7 @@ export type Action =
   /** Write the (already acknowledged) message to the DLQ. */
   | { readonly type: "writeDeadLetter" }
   /** Give the message back for another worker. */
-  | { readonly type: "release" }
-  /** Nothing to do with the message. */
-  | { readonly type: "none" };
+  | { readonly type: "release" };
 
 /** Inputs of {@link settle} besides the outcome. */
 export interface SettleMode {

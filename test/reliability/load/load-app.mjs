@@ -18,7 +18,24 @@ function booksClient() {
   });
   return books;
 }
+
+// CHICORY_TEST_HEAP_EVERY_MS (with `node --expose-gc`): every that many ms, a full GC, then one
+// JSON line `{"msg":"test heap","at":<epoch ms>,"heapUsed":<bytes>}` on stderr. The heap that
+// survives a full GC is a steadier leak signal than RSS, which V8 grows in steps while it warms up.
+const heapEvery = Number(process.env.CHICORY_TEST_HEAP_EVERY_MS ?? 0);
+const gc = /** @type {(() => void) | undefined} */ (globalThis.gc);
+const heapTimer =
+  heapEvery > 0 && typeof gc === "function"
+    ? setInterval(() => {
+        gc();
+        const line = { level: 30, msg: "test heap", at: Date.now(), heapUsed: process.memoryUsage().heapUsed };
+        process.stderr.write(`${JSON.stringify(line)}\n`);
+      }, heapEvery)
+    : undefined;
+heapTimer?.unref();
+
 app.onWorkerShutdown(async () => {
+  if (heapTimer) clearInterval(heapTimer);
   await books?.quit().catch(() => undefined);
 });
 

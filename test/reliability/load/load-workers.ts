@@ -28,6 +28,8 @@ export interface WorkerProcess {
   warnings: number;
   /** `processed` of the "worker stopped" line, once logged. */
   processed: number | null;
+  /** `[epoch ms, heapUsed MiB]` after a full GC, from the app's "test heap" lines (see load-app.mjs). */
+  readonly heap: Array<[number, number]>;
   /** Exit code/signal once exited. */
   exit: { code: number | null; signal: NodeJS.Signals | null } | null;
   readonly exited: Promise<void>;
@@ -50,8 +52,10 @@ export async function startWorker(
   env: Record<string, string>,
   logDir: string,
   extraArgs: readonly string[] = [],
+  nodeArgs: readonly string[] = [],
 ): Promise<WorkerProcess> {
   const args = [
+    ...nodeArgs,
     CLI,
     "worker",
     LOAD_APP,
@@ -77,6 +81,7 @@ export async function startWorker(
     pid: child.pid,
     child,
     errors: [],
+    heap: [],
     warnings: 0,
     processed: null,
     exit: null,
@@ -99,6 +104,11 @@ export async function startWorker(
       if (line.includes('"msg":"worker started"')) {
         isStarted = true;
         ready();
+      }
+      if (line.includes('"msg":"test heap"')) {
+        const m = /"at":(\d+),"heapUsed":(\d+)/.exec(line);
+        if (m) handle.heap.push([Number(m[1]), Number(m[2]) / 1024 / 1024]);
+        continue;
       }
       if (line.includes('"msg":"worker stopped"')) handle.processed = Number(/"processed":(\d+)/.exec(line)?.[1]);
       const level = /"level":(\d+)/.exec(line)?.[1];

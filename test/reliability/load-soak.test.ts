@@ -101,7 +101,9 @@ describe.skipIf(!hasRedisServer)("L3 soak at a steady rate (own redis-server)", 
         const pids: number[] = [];
         sampler = new Sampler(redis, STREAM, GROUP, pids, 1000);
         const started = await Promise.all(
-          Array.from({ length: WORKERS }, (_, i) => startWorker(`worker${i + 1}`, CONCURRENCY, env, dir, [], ["--expose-gc"])),
+          Array.from({ length: WORKERS }, (_, i) =>
+            startWorker(`worker${i + 1}`, CONCURRENCY, env, dir, [], ["--expose-gc"]),
+          ),
         );
         for (const w of started) {
           workers.push(w);
@@ -237,7 +239,8 @@ describe.skipIf(!hasRedisServer)("L3 soak at a steady rate (own redis-server)", 
           expect(w.heap.length, `${w.name} heap samples`).toBeGreaterThanOrEqual(DURATION_MS / HEAP_EVERY_MS / 2);
         }
         for (const s of heapSlopes) expect(s, "heap-after-GC slope (MiB/min)").toBeLessThan(HEAP_SLOPE_LIMIT);
-        for (const g of rssGrowth) expect(g, "RSS growth over the first sample (MiB)").toBeLessThan(RSS_GROWTH_LIMIT_MIB);
+        for (const g of rssGrowth)
+          expect(g, "RSS growth over the first sample (MiB)").toBeLessThan(RSS_GROWTH_LIMIT_MIB);
         if (FULL) for (const s of slopes) expect(s, "RSS slope (MiB/min)").toBeLessThan(RSS_SLOPE_LIMIT);
         expect(clients[0] ?? 0, "connected_clients min").toBeGreaterThanOrEqual(clientsMedian * 0.8);
         expect(clients.at(-1) ?? 0, "connected_clients max").toBeLessThanOrEqual(clientsMedian * 1.2);

@@ -16,7 +16,7 @@
  * stored. Connections belong to the backend unless a pool/database was injected.
  * @module
  */
-import { type Kysely, sql } from "kysely";
+import type { Kysely } from "kysely";
 import type { HealthStatus } from "../../brokers/broker.js";
 import type { EnvMap } from "../../core/env.js";
 import { type Logger, silentLogger } from "../../core/logger.js";
@@ -30,6 +30,7 @@ import {
   type WaitOptions,
   type WorkerStats,
 } from "../backend.js";
+import { loadKysely, sql } from "./kysely.js";
 import { subscribePg } from "./pg-listener.js";
 import { nowMs } from "./sql-clock.js";
 import { isConnectionError, isTransientConflict, wrapSqlError } from "./sql-errors.js";
@@ -214,6 +215,7 @@ export class SqlBackend implements Backend {
   async #open(): Promise<SqlConnection> {
     let connection: SqlConnection;
     try {
+      await loadKysely();
       connection = await this.#dialect.connect();
     } catch (error) {
       throw wrapSqlError(error, "connect", this.displayUrl, false);

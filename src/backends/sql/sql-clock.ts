@@ -3,7 +3,8 @@
  * `updated_at` use it so workers with skewed clocks agree (hazard C17).
  * @module
  */
-import { type RawBuilder, sql } from "kysely";
+import type { RawBuilder } from "kysely";
+import { sql } from "./kysely.js";
 import type { SqlFlavor } from "./sql-types.js";
 
 /** An SQL expression giving the database's current time in epoch milliseconds. */

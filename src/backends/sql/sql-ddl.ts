@@ -9,7 +9,8 @@
  * keeps NUL escaped (`\u0000`) where jsonb would refuse it.
  * @module
  */
-import { type RawBuilder, sql } from "kysely";
+import type { RawBuilder } from "kysely";
+import { sql } from "./kysely.js";
 import { type SqlTableNames, tableRef } from "./sql-names.js";
 import type { SqlFlavor } from "./sql-types.js";
 

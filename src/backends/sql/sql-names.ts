@@ -4,7 +4,8 @@
  * are still quoted by Kysely wherever they appear.
  * @module
  */
-import { type RawBuilder, sql } from "kysely";
+import type { RawBuilder } from "kysely";
+import { sql } from "./kysely.js";
 import type { SqlFlavor } from "./sql-types.js";
 
 /** Names of the backend's tables. */

@@ -7,8 +7,9 @@
  * is refused rather than misread.
  * @module
  */
-import { type Kysely, sql, type Transaction } from "kysely";
+import type { Kysely, Transaction } from "kysely";
 import { ConfigurationError } from "../../errors.js";
+import { sql } from "./kysely.js";
 import { createStatements, indexNames, SCHEMA_VERSION } from "./sql-ddl.js";
 import { type SqlTableNames, tableRef } from "./sql-names.js";
 import type { SqlDatabase, SqlFlavor } from "./sql-types.js";

@@ -12,12 +12,18 @@
  * bound, never spliced. Terminal state names are constants of this module.
  * @module
  */
-import { type RawBuilder, sql } from "kysely";
+import type { RawBuilder } from "kysely";
+import { sql } from "./kysely.js";
 import { expiresAt, nowMs } from "./sql-clock.js";
 import { type SqlTableNames, tableRef } from "./sql-names.js";
 import type { SqlFlavor } from "./sql-types.js";
 
-const TERMINAL = sql.join(["SUCCESS", "FAILURE", "DEAD_LETTERED"].map((s) => sql.lit(s)));
+let terminalList: RawBuilder<unknown> | undefined;
+/** `'SUCCESS', 'FAILURE', 'DEAD_LETTERED'` (built on first use: Kysely loads with the backend). */
+function terminal(): RawBuilder<unknown> {
+  terminalList ??= sql.join(["SUCCESS", "FAILURE", "DEAD_LETTERED"].map((s) => sql.lit(s)));
+  return terminalList;
+}
 
 /** A result row to write (key columns already encoded). */
 export interface ResultRowInput {
@@ -54,7 +60,7 @@ export function upsertResult(flavor: SqlFlavor, names: SqlTableNames, row: Resul
           state = excluded.state, ${keep(sql`excluded`, sql`t`)},
           retries = coalesce(excluded.retries, t.retries), task_name = coalesce(excluded.task_name, t.task_name),
           updated_at = excluded.updated_at, expires_at = excluded.expires_at
-        where t.state not in (${TERMINAL}) or excluded.state in (${TERMINAL}) or t.expires_at <= ${now}`;
+        where t.state not in (${terminal()}) or excluded.state in (${terminal()}) or t.expires_at <= ${now}`;
       if (flavor === "sqlite" || !row.isTerminal) return insert;
       // NOTIFY in the same statement: delivered on commit, only when the row was written.
       return sql`with up as (${insert} returning task_id)
@@ -64,7 +70,7 @@ export function upsertResult(flavor: SqlFlavor, names: SqlTableNames, row: Resul
       // Assignments run left to right and see earlier ones, so `state` is assigned after the
       // columns whose condition reads it, and `expires_at` last; the condition stays true
       // once `state` took the new value (see module doc).
-      const may = sql`(state not in (${TERMINAL}) or values(state) in (${TERMINAL}) or expires_at <= ${now})`;
+      const may = sql`(state not in (${terminal()}) or values(state) in (${terminal()}) or expires_at <= ${now})`;
       return sql`insert into ${table} ${columns} values (${values})
         on duplicate key update
           result = if(${may}, ${row.keepPrevious ? sql`coalesce(values(result), result)` : sql`values(result)`}, result),
@@ -80,7 +86,7 @@ export function upsertResult(flavor: SqlFlavor, names: SqlTableNames, row: Resul
         using (select ${row.taskId} as task_id, ${row.state} as state, ${row.result} as result, ${row.error} as error,
           ${row.retries} as retries, ${row.taskName} as task_name, ${now} as updated_at, ${expires} as expires_at) as s
         on t.task_id = s.task_id
-        when matched and (t.state not in (${TERMINAL}) or s.state in (${TERMINAL}) or t.expires_at <= s.updated_at) then
+        when matched and (t.state not in (${terminal()}) or s.state in (${terminal()}) or t.expires_at <= s.updated_at) then
           update set state = s.state, ${keep(sql`s`, sql`t`)},
             retries = coalesce(s.retries, t.retries), task_name = coalesce(s.task_name, t.task_name),
             updated_at = s.updated_at, expires_at = s.expires_at

@@ -8,15 +8,16 @@
  * fails a checkout after `poolTimeout` with `DbPoolExhaustedError`.
  * @module
  */
-import { Kysely, MssqlDialect } from "kysely";
+import type { MssqlDialectConfig } from "kysely";
 import type { EnvMap } from "../../../core/env.js";
 import { maskUrl } from "../../../core/url.js";
 import { ConfigurationError } from "../../../errors.js";
+import { loadKysely } from "../kysely.js";
 import { importDriver } from "../sql-driver.js";
 import { resolvePoolSettings, type SqlPoolOptions } from "../sql-options.js";
 import type { SqlConnection, SqlDatabase, SqlDialect } from "../sql-types.js";
 
-type MssqlConfig = ConstructorParameters<typeof MssqlDialect>[0];
+type MssqlConfig = MssqlDialectConfig;
 
 /** Options of {@link mssqlDialect}. */
 export interface MssqlDialectOptions extends SqlPoolOptions {
@@ -67,6 +68,7 @@ export function mssqlDialect(options: MssqlDialectOptions = {}): SqlDialect {
         () => import("tedious"),
       );
       const tarn = await importDriver<MssqlConfig["tarn"]>("tarn", "the MSSQL result backend", () => import("tarn"));
+      const { Kysely, MssqlDialect } = await loadKysely();
       const db = new Kysely<SqlDatabase>({
         dialect: new MssqlDialect({
           tarn: {

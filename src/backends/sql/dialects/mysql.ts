@@ -9,9 +9,10 @@
  * (KILL CONNECTION, restart) are dropped by mysql2's pool.
  * @module
  */
-import { Kysely, MysqlDialect } from "kysely";
+
 import type { EnvMap } from "../../../core/env.js";
 import { maskUrl } from "../../../core/url.js";
+import { loadKysely } from "../kysely.js";
 import { importDriver } from "../sql-driver.js";
 import { resolvePoolSettings, type SqlPoolOptions } from "../sql-options.js";
 import type { SqlConnection, SqlDatabase, SqlDialect } from "../sql-types.js";
@@ -80,6 +81,7 @@ export function mysqlDialect(options: MysqlDialectOptions = {}): SqlDialect {
         connection.query("set time_zone = '+00:00'", () => undefined);
       });
       const timed = timedPool(pool, settings.poolTimeoutMs, settings.poolRecycleMs, born);
+      const { Kysely, MysqlDialect } = await loadKysely();
       const db = new Kysely<SqlDatabase>({
         dialect: new MysqlDialect({ pool: timed as unknown as ConstructorParameters<typeof MysqlDialect>[0]["pool"] }),
       });

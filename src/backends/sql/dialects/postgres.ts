@@ -9,9 +9,10 @@
  * discarded by the pool; an `error` on an idle one is handled, never crashes the process.
  * @module
  */
-import { Kysely, PostgresDialect } from "kysely";
+
 import type { EnvMap } from "../../../core/env.js";
 import { maskUrl } from "../../../core/url.js";
+import { loadKysely } from "../kysely.js";
 import { importDriver } from "../sql-driver.js";
 import { resolvePoolSettings, type SqlPoolOptions } from "../sql-options.js";
 import type { PgListenClient, SqlConnection, SqlDatabase, SqlDialect } from "../sql-types.js";
@@ -82,6 +83,7 @@ export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialec
       // killed) would crash the process. The failing query rejects anyway, and the pool
       // discards the client when it is released.
       pool.on("connect", (client) => client.on("error", onError));
+      const { Kysely, PostgresDialect } = await loadKysely();
       const db = new Kysely<SqlDatabase>({
         dialect: new PostgresDialect({
           pool: pool as unknown as ConstructorParameters<typeof PostgresDialect>[0]["pool"],

@@ -7,9 +7,10 @@
  * `sqlite::memory:` (default `sqlite:chicory.db`, or `CHICORY_BACKEND_SQLITE_FILE_PATH`).
  * @module
  */
-import { Kysely, SqliteDialect } from "kysely";
+
 import { parseSqliteUrl } from "../../../brokers/sqlite/sqlite-options.js";
 import type { EnvMap } from "../../../core/env.js";
+import { loadKysely } from "../kysely.js";
 import { importDriver } from "../sql-driver.js";
 import { urlFromEnv } from "../sql-options.js";
 import type { SqlConnection, SqlDatabase, SqlDialect } from "../sql-types.js";
@@ -86,6 +87,7 @@ export function sqliteDialect(options: SqliteDialectOptions = {}): SqlDialect {
         database.pragma("synchronous = NORMAL");
       }
       database.pragma(`busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
+      const { Kysely, SqliteDialect } = await loadKysely();
       const db = new Kysely<SqlDatabase>({
         dialect: new SqliteDialect({
           database: withStatementCache(database) as unknown as ConstructorParameters<

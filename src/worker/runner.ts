@@ -33,11 +33,10 @@ export interface RunnerEnv {
   /** Aborts when a forced shutdown gives up on running tasks. */
   readonly shutdownSignal: AbortSignal;
   /**
-   * Called once the attempt is about to run the handler (the worker writes `STARTED`). Not
-   * awaited: the handler does not wait a round trip for it, and state precedence makes a
-   * `STARTED` that lands after the final state harmless. Must not reject.
+   * Called once the attempt is about to run the handler (the worker arranges the `STARTED`
+   * write). The handler does not wait for it; must not throw.
    */
-  onStart(message: TaskMessage): Promise<void>;
+  onStart(message: TaskMessage): void;
 }
 
 /** The runner's answer for one delivery. */
@@ -119,7 +118,7 @@ async function attempt(
       }
       args = validated;
     }
-    void env.onStart(message);
+    env.onStart(message);
     const aborted = new Promise<never>((_, reject) => {
       controller.signal.addEventListener("abort", () => reject(controller.signal.reason), { once: true });
     });

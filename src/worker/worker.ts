@@ -12,6 +12,7 @@ import type { Consumer, Delivery, HealthStatus } from "../brokers/broker.js";
 import { resolveWorkerConfig, type WorkerConfig, type WorkerOptions } from "../config.js";
 import { newWorkerId } from "../core/ids.js";
 import type { Logger } from "../core/logger.js";
+import type { TaskMessage } from "../core/message.js";
 import { sleep } from "../core/sleep.js";
 import { ChicoryError, toError } from "../errors.js";
 import { createLogger } from "../logging.js";
@@ -35,6 +36,14 @@ export interface WorkerHealth extends WorkerStats {
 type Phase = "idle" | "starting" | "running" | "stopping" | "stopped";
 
 const CONSUME_LOOP_GRACE_MS = 5000;
+
+/**
+ * A task's `STARTED` state is written once it has run this long. Shorter tasks go from
+ * `PENDING` straight to their final state: that saves the backend one write per job (three
+ * Redis commands, or one SQL upsert) on the hot path. State precedence makes a `STARTED` that
+ * lands after the final state harmless.
+ */
+const STARTED_AFTER_MS = 100;
 
 /** Running workers per app: the last one to stop disconnects the app. */
 const runningWorkers = new WeakMap<Chicory, number>();
@@ -67,7 +76,15 @@ export class Worker {
   #loops: Loop[] = [];
   #fetchAbort = new AbortController();
   #shutdownAbort = new AbortController();
+  /** Jobs whose handler runs (at most `concurrency`). */
   readonly #running = new Set<Promise<void>>();
+  /**
+   * Jobs whose handler has returned and whose outcome is being stored and acknowledged. A
+   * slot is free for the next job as soon as its handler returns; settling happens in the
+   * background, at most `concurrency` at a time (so a worker holds at most
+   * 2 × `concurrency` unacknowledged messages).
+   */
+  readonly #settling = new Set<Promise<void>>();
   #slotFreed: (() => void) | null = null;
   #processed = 0;
   #failed = 0;
@@ -251,7 +268,7 @@ export class Worker {
     let backoffMs = 100;
     while (!signal.aborted) {
       const free = this.config.concurrency - this.#running.size;
-      if (free <= 0) {
+      if (free <= 0 || this.#settling.size >= this.config.concurrency) {
         await new Promise<void>((resolve) => {
           this.#slotFreed = resolve;
         });
@@ -283,28 +300,41 @@ export class Worker {
       .catch((error: unknown) => this.#logger.error({ err: toError(error) }, "unexpected error while processing"))
       .finally(() => {
         this.#running.delete(job);
-        const wake = this.#slotFreed;
-        this.#slotFreed = null;
-        wake?.();
+        this.#wakeConsumer();
       });
     this.#running.add(job);
   }
 
+  #wakeConsumer(): void {
+    const wake = this.#slotFreed;
+    this.#slotFreed = null;
+    wake?.();
+  }
+
+  /** Runs `actions` in the background (see {@link Worker.#settling}). */
+  #settleInBackground(run: () => Promise<void>): void {
+    const job = run()
+      .catch((error: unknown) => this.#logger.error({ err: toError(error) }, "unexpected error while settling"))
+      .finally(() => {
+        this.#settling.delete(job);
+        this.#wakeConsumer();
+      });
+    this.#settling.add(job);
+  }
+
   async #process(delivery: Delivery): Promise<void> {
     const app = this.#app;
+    let startedTimer: NodeJS.Timeout | undefined;
     const attempt = await runDelivery(delivery, {
       codec: app.codec,
       tasks: app.tasks,
       maxDeliveries: this.config.maxDeliveries,
       shutdownSignal: this.#shutdownAbort.signal,
-      onStart: async (message) => {
-        await app.backend
-          ?.setState(message.id, "STARTED", { retries: message.retries, taskName: message.name })
-          .catch((error: unknown) =>
-            this.#logger.warn({ taskId: message.id, err: toError(error).message }, "could not store STARTED"),
-          );
+      onStart: (message) => {
+        startedTimer = setTimeout(() => this.#markStarted(message), STARTED_AFTER_MS);
       },
     });
+    clearTimeout(startedTimer);
     const { outcome } = attempt;
     const actions = settle(outcome, {
       deliveryMode: attempt.task?.deliveryMode ?? app.config.deliveryMode,
@@ -329,13 +359,30 @@ export class Worker {
         "task will retry",
       );
     }
-    await executeActions(actions, {
-      delivery,
-      attempt,
-      app,
-      logger: this.#logger,
-      stopSignal: this.#shutdownAbort.signal,
-    });
+    this.#settleInBackground(() =>
+      executeActions(actions, {
+        delivery,
+        attempt,
+        app,
+        logger: this.#logger,
+        stopSignal: this.#shutdownAbort.signal,
+      }),
+    );
+  }
+
+  /** Writes `STARTED` for a task still running after {@link STARTED_AFTER_MS}. */
+  #markStarted(message: TaskMessage): void {
+    this.#app.backend
+      ?.setState(message.id, "STARTED", { retries: message.retries, taskName: message.name })
+      .catch((error: unknown) =>
+        this.#logger.warn({ taskId: message.id, err: toError(error).message }, "could not store STARTED"),
+      );
+  }
+
+  /** Resolves once every running job has finished and every outcome is settled. */
+  async #drain(): Promise<void> {
+    await Promise.allSettled([...this.#running]);
+    await Promise.allSettled([...this.#settling]);
   }
 
   async #shutdown(timeoutMs: number): Promise<void> {
@@ -346,11 +393,11 @@ export class Worker {
     await Promise.all(this.#loops.map((loop) => loop.stop()));
     this.#loops = [];
     if (this.#consumeLoop) await withTimeout(this.#consumeLoop, CONSUME_LOOP_GRACE_MS);
-    const drained = await withTimeout(Promise.allSettled([...this.#running]), timeoutMs);
+    const drained = await withTimeout(this.#drain(), timeoutMs);
     if (!drained) {
       this.#logger.warn({ running: this.#running.size }, "shutdown timeout: aborting running tasks");
       this.#shutdownAbort.abort();
-      await withTimeout(Promise.allSettled([...this.#running]), CONSUME_LOOP_GRACE_MS);
+      await withTimeout(this.#drain(), CONSUME_LOOP_GRACE_MS);
     }
     await this.#consumer?.close().catch(() => undefined);
     this.#consumer = null;

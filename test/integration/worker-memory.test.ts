@@ -335,6 +335,99 @@ describe("Worker on the memory broker", () => {
     expect(worker.getStats().tasksProcessed).toBe(10);
   });
 
+  it("frees a slot when the handler returns: the next job runs while the result is being stored", async () => {
+    const { app, broker, backend } = makeApp({ deliveryMode: "at_least_once" });
+    const storeGate = deferred();
+    const handlerGate = deferred();
+    const store = backend.storeResult.bind(backend);
+    let storesWaiting = 0;
+    vi.spyOn(backend, "storeResult").mockImplementation(async (record) => {
+      if (record.state === "SUCCESS" && record.result === "first") {
+        storesWaiting++;
+        await storeGate.promise;
+      }
+      return store(record);
+    });
+    let runs = 0;
+    let running = 0;
+    const t = app.task(async function pipelined() {
+      runs++;
+      if (runs === 1) return "first";
+      running++;
+      await handlerGate.promise;
+      running--;
+      return "later";
+    });
+    const results = [await t.delay()];
+    const worker = await startWorker(app, { concurrency: 2 });
+    await eventually(() => storesWaiting === 1);
+    results.push(...(await Promise.all(Array.from({ length: 3 }, () => t.delay()))));
+    // The first job's result is still being stored, yet both slots run the next jobs.
+    await eventually(() => running === 2);
+    expect(worker.getStats().activeTasks).toBe(2);
+    expect(await broker.getPendingCount("default")).toBe(3);
+    storeGate.resolve();
+    handlerGate.resolve();
+    expect(await Promise.all(results.map((r) => r.get({ timeout: 5 })))).toEqual(["first", "later", "later", "later"]);
+    await eventually(async () => (await broker.getPendingCount("default")) === 0);
+  });
+
+  it("settles at most `concurrency` outcomes in the background; stop() waits for them", async () => {
+    const { app, broker, backend } = makeApp({ deliveryMode: "at_least_once" });
+    const storeGate = deferred();
+    const store = backend.storeResult.bind(backend);
+    let storesWaiting = 0;
+    vi.spyOn(backend, "storeResult").mockImplementation(async (record) => {
+      if (record.state === "SUCCESS") {
+        storesWaiting++;
+        await storeGate.promise;
+      }
+      return store(record);
+    });
+    let runs = 0;
+    const t = app.task(async function quick() {
+      runs++;
+      return runs;
+    });
+    const results = await Promise.all(Array.from({ length: 10 }, () => t.delay()));
+    const worker = await startWorker(app, { concurrency: 2 });
+    await eventually(() => storesWaiting === 2);
+    // Two outcomes wait to be stored: the worker fetches nothing more (nothing is hoarded).
+    await new Promise((r) => setImmediate(r));
+    expect(runs).toBe(2);
+    expect(await broker.getPendingCount("default")).toBe(2);
+    expect(await broker.getQueueSize("default")).toBe(8);
+    const stopping = worker.stop(5);
+    storeGate.resolve();
+    await stopping;
+    expect(await broker.getPendingCount("default")).toBe(0);
+    const states = await Promise.all(results.map((r) => r.state()));
+    expect(states.filter((state) => state === "SUCCESS")).toHaveLength(runs);
+    expect(await broker.getQueueSize("default")).toBe(10 - runs);
+  });
+
+  it("writes STARTED for a task still running after 100 ms, never for a quick one", async () => {
+    const { app, backend } = makeApp();
+    const setState = vi.spyOn(backend, "setState");
+    const gate = deferred();
+    const slow = app.task(async function slow() {
+      await gate.promise;
+      return "slow";
+    });
+    const quick = app.task(async function quick() {
+      return "quick";
+    });
+    await startWorker(app);
+    const q = await quick.delay();
+    expect(await q.get({ timeout: 5 })).toBe("quick");
+    const s = await slow.delay();
+    await eventually(async () => (await s.state()) === "STARTED");
+    gate.resolve();
+    expect(await s.get({ timeout: 5 })).toBe("slow");
+    const startedFor = setState.mock.calls.filter(([, state]) => state === "STARTED").map(([id]) => id);
+    expect(startedFor).toEqual([s.taskId]);
+  });
+
   it("stop() drains running tasks within the timeout", async () => {
     const { app } = makeApp();
     const gate = deferred();

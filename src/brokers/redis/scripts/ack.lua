@@ -7,22 +7,68 @@
 -- Atomic: XACK and XDEL together (Redis 7.0 has no XACKDEL), so an acknowledged entry never
 -- stays in the stream (no history growth, no replay if the group is recreated at 0); the
 -- unique marker is dropped only by the settle that actually removed the entry.
+-- Cost: one XPENDING lists this consumer's entries in the batch's id range, then one XACK and one
+-- XDEL for all of them; only entries not pending for this consumer are looked at one by one.
+local n = (#ARGV - 2) / 2
+if n == 0 then
+  return {}
+end
+local function before(a, b)
+  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+  if ams == nil or bms == nil then
+    return a < b
+  end
+  if #ams ~= #bms then
+    return #ams < #bms
+  end
+  if ams ~= bms then
+    return ams < bms
+  end
+  return tonumber(aseq) < tonumber(bseq)
+end
+local low, high = ARGV[3], ARGV[3]
+for i = 5, #ARGV, 2 do
+  if before(ARGV[i], low) then
+    low = ARGV[i]
+  end
+  if before(high, ARGV[i]) then
+    high = ARGV[i]
+  end
+end
+-- This consumer's pending entries between the lowest and highest id of the batch. The consumer
+-- holds few entries (at most twice its concurrency), so the count bound is never reached.
+local mine = {}
+local listed = redis.pcall('XPENDING', KEYS[1], ARGV[1], low, high, 100000, ARGV[2])
+if type(listed) == 'table' then
+  for _, entry in ipairs(listed) do
+    mine[entry[1]] = true
+  end
+end
+local hasUnique = redis.call('EXISTS', KEYS[2]) == 1
 local results = {}
+local owned = {}
 for i = 3, #ARGV, 2 do
   local id = ARGV[i]
   local result = 0
-  local owner = redis.pcall('XPENDING', KEYS[1], ARGV[1], id, id, 1)
-  if not (type(owner) == 'table' and owner[1] and owner[1][2] ~= ARGV[2]) then
-    local acked = redis.pcall('XACK', KEYS[1], ARGV[1], id)
-    if type(acked) ~= 'number' then
-      acked = 0
-    end
-    redis.call('XDEL', KEYS[1], id)
-    if acked == 1 then
+  if mine[id] then
+    owned[#owned + 1] = id
+    if hasUnique then
       redis.call('SREM', KEYS[2], ARGV[i + 1])
     end
-    result = acked
+    result = 1
+  else
+    -- Not pending for this consumer: already settled (then only make sure the entry is gone),
+    -- or now owned by another consumer (fenced: nothing changes).
+    local owner = redis.pcall('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+    if not (type(owner) == 'table' and owner[1]) then
+      redis.call('XDEL', KEYS[1], id)
+    end
   end
   results[#results + 1] = result
+end
+if #owned > 0 then
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(owned))
+  redis.call('XDEL', KEYS[1], unpack(owned))
 end
 return results

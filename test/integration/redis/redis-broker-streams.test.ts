@@ -147,6 +147,28 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(await s.raw.xlen(s.dlq)).toBe(0);
   });
 
+  it("a batched ack removes the entries it owns and leaves one reclaimed by another consumer pending (fencing)", async () => {
+    const s = await setup({ claimMinIdleMs: 500 });
+    await publish(s.broker, s.queue);
+    await publish(s.broker, s.queue);
+    const a = s.consumer();
+    const held = await a.fetch(2, AbortSignal.timeout(1000));
+    expect(held).toHaveLength(2);
+    await a.close(); // no more lease renewal: both entries become claimable
+    const b = s.consumer();
+    const stolen = await fetchOne(b);
+    const kept = held.find((d) => d.deliveryId !== stolen.deliveryId);
+    const lost = held.find((d) => d.deliveryId === stolen.deliveryId);
+    // The old owner acks both in one turn (one ack.lua call): only its own entry goes.
+    await Promise.all([kept?.ack(), lost?.ack()]);
+    const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;
+    expect(pending.map(([id]) => id)).toEqual([stolen.deliveryId]);
+    expect(await s.raw.xlen(s.stream)).toBe(1);
+    await stolen.ack();
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+    expect(await s.raw.xpending(s.stream, s.group)).toEqual([0, null, null, null]);
+  });
+
   it("aborting a long blocked fetch returns at once", async () => {
     const s = await setup({ blockMs: 20_000, claimMinIdleMs: 60_000 });
     const c = s.consumer();

@@ -7,11 +7,12 @@
  *   write, one GET (or MGET) per read.
  * - `P:heartbeat:WID`: a worker's stats, expiring after the heartbeat TTL; `P:workers`: sorted
  *   set of worker ids scored by the Redis time of their last heartbeat (ms).
- * - Channel `P:done`: a terminal write publishes the task id.
+ * - Channel `P:done`: terminal writes publish their task ids: one PUBLISH per event-loop turn,
+ *   whose message is the task id when one task finished in that turn, else a JSON array of ids.
  *
- * Semantics: every record write is one script (precedence check + SET EX + PUBLISH when
- * terminal), so a late STARTED/RETRY never overwrites a terminal record and concurrent
- * duplicates never fail. `setState` writes a record holding only the given fields (no merge
+ * Semantics: a non-terminal write (STARTED, RETRY) is one script (precedence check + SET EX),
+ * so it never overwrites a terminal record; a terminal write is a plain SET EX (terminal
+ * states may replace each other) plus the batched PUBLISH; concurrent duplicates never fail. `setState` writes a record holding only the given fields (no merge
  * with the previous record). `waitForResult` waiters of one backend share one subscriber
  * connection and one batched poll. Commands are auto-pipelined. An injected `client` stays
  * owned by the caller.
@@ -61,6 +62,9 @@ export class RedisBackend implements Backend {
   readonly #prefix: string;
   #main: RedisClientLike | undefined;
   #hub: RedisResultHub | undefined;
+  /** Task ids finished in this event-loop turn, announced together (see {@link RedisBackend.#announce}). */
+  #done: string[] = [];
+  #announced: Promise<unknown> | undefined;
   #connecting: Promise<void> | undefined;
 
   constructor(options: RedisBackendOptions = {}) {
@@ -170,10 +174,7 @@ export class RedisBackend implements Backend {
     const ttl = this.settings.resultTtlSeconds;
     if (isTerminalState(record.state)) {
       await this.#run("storeResult", (main) =>
-        Promise.all([
-          main.call("SET", key, json, "EX", ttl),
-          main.call("PUBLISH", `${this.#prefix}:done`, record.taskId),
-        ]),
+        Promise.all([main.call("SET", key, json, "EX", ttl), this.#announce(main, record.taskId)]),
       );
       this.#hub?.notify(record);
       return;
@@ -181,6 +182,25 @@ export class RedisBackend implements Backend {
     await this.#run("storeResult", (main) =>
       runScript(main, "chicoryStoreRecord", [key], [json, "0", ttl, `${this.#prefix}:done`, record.taskId]),
     );
+  }
+
+  /**
+   * Publishes `taskId` on the done channel together with every other id finished in this
+   * event-loop turn (one PUBLISH instead of one per task). The SET of each record is sent
+   * before, on the same connection, so a waiter that reads after the message sees it.
+   */
+  #announce(main: RedisClientLike, taskId: string): Promise<unknown> {
+    this.#done.push(taskId);
+    this.#announced ??= new Promise((resolve, reject) => {
+      setImmediate(() => {
+        const ids = this.#done;
+        this.#done = [];
+        this.#announced = undefined;
+        const message = ids.length === 1 ? (ids[0] as string) : JSON.stringify(ids);
+        main.call("PUBLISH", `${this.#prefix}:done`, message).then(resolve, reject);
+      });
+    });
+    return this.#announced;
   }
 
   async getResult(taskId: string): Promise<TaskRecord | null> {

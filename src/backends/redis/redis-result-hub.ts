@@ -1,6 +1,7 @@
 /**
  * Result waiting for the Redis backend: one subscriber connection per backend instance on the
- * `${prefix}:done` channel (message = task id), shared by every waiter, on top of the shared
+ * `${prefix}:done` channel (message = a task id, or a JSON array of the ids finished in one
+ * turn of a worker), shared by every waiter, on top of the shared
  * {@link ResultWaiter} (batched MGET poll fallback, which also covers notifications missed
  * while the subscriber reconnects). A notification for an id nobody here waits for costs
  * nothing; notified ids of one event-loop turn are read with one MGET.
@@ -99,7 +100,7 @@ export class RedisResultHub {
       enableOfflineQueue: true,
       connectionName: "chicory-results",
     });
-    sub.on("message", (_channel: string, taskId: string) => this.#onMessage(taskId));
+    sub.on("message", (_channel: string, message: string) => this.#onMessage(message));
     // While the subscriber is down, waiters poll at their own interval; autoResubscribe
     // (ioredis default) re-subscribes after a reconnect.
     sub.on("close", () => this.#waiter.setPushActive(false));
@@ -111,7 +112,14 @@ export class RedisResultHub {
     return sub;
   }
 
-  #onMessage(taskId: string): void {
+  #onMessage(message: string): void {
+    // A batch is a JSON array of ids; a single id is sent as is. An id that itself looks like
+    // an array is checked both ways: a notification nobody waits for costs nothing.
+    if (message.startsWith("[")) for (const id of idList(message)) this.#onDone(id);
+    this.#onDone(message);
+  }
+
+  #onDone(taskId: string): void {
     if (!this.#waited.has(taskId)) return;
     this.#notified.add(taskId);
     this.#flush ??= setImmediate(() => {
@@ -126,4 +134,15 @@ export class RedisResultHub {
       );
     });
   }
+}
+
+/** The ids of a batch message, or none when `message` is not a JSON array of strings. */
+function idList(message: string): string[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(message);
+  } catch {
+    return [];
+  }
+  return Array.isArray(parsed) ? parsed.filter((id): id is string => typeof id === "string") : [];
 }

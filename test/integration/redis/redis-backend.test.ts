@@ -69,6 +69,27 @@ describe.skipIf(skip)("redis backend", () => {
     expect(records.map((r) => r?.result)).toEqual(ids.map((_, i) => i));
   });
 
+  it("announces the results finished in one turn with one PUBLISH (a JSON array of ids)", async () => {
+    const s = await setup();
+    const waiting = await s.open();
+    const writer = await s.open();
+    const sub = rawRedis();
+    const messages: string[] = [];
+    await sub.subscribe(`${s.prefix}:done`);
+    sub.on("message", (_channel, message) => messages.push(message));
+    // An id that looks like a batch is still delivered as itself.
+    const ids = [uniqueName("task-"), '["odd id"]', uniqueName("task-")];
+    const waits = ids.map((id) => waiting.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 60_000 }));
+    await Promise.all(ids.map((id, i) => writer.storeResult(success(id, i))));
+    expect((await Promise.all(waits)).map((r) => r?.result)).toEqual([0, 1, 2]);
+    const alone = uniqueName("task-");
+    const wait = waiting.waitForResult(alone, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
+    await writer.storeResult(success(alone, 3));
+    expect((await wait)?.result).toBe(3);
+    sub.disconnect();
+    expect(messages).toEqual([JSON.stringify(ids), alone]);
+  });
+
   it("a late non-terminal write is refused atomically and publishes nothing", async () => {
     const s = await setup();
     const backend = await s.open();

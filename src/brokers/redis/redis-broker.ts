@@ -2,7 +2,8 @@
  * The Redis broker: Redis Streams with consumer groups (SPEC §7 `redis`).
  *
  * Keys (queue names hash-tagged, so every script touches one Cluster slot):
- * `P:stream:{Q}` (entries: `data` = body, `id` = task id), `P:delayed:{Q}` (sorted set of
+ * `P:stream:{Q}` (entries: `data` = body; `id` = task id on entries of unique messages and on
+ * re-added ones: retries, replays, delayed jobs), `P:delayed:{Q}` (sorted set of
  * task ids by due time) with `P:delayed-data:{Q}` (their bodies), `P:dlq:{Q}` (fields data,
  * error, failed_at, retry_count, id) and `P:unique:{Q}` (ids of unique messages not yet
  * settled); `P` = `keyPrefix` (default `chicory`).
@@ -183,7 +184,8 @@ export class RedisBroker implements Broker {
     const max = this.settings.maxStreamLength;
     try {
       if (delayMs === 0 && !message.unique && max === 0) {
-        await ctx.main.call("XADD", keys.stream, "*", "data", message.body, "id", message.id);
+        // The body holds the task id; only entries of unique messages repeat it in an `id` field.
+        await ctx.main.call("XADD", keys.stream, "*", "data", message.body);
         return { published: true };
       }
       const result = await runScript(

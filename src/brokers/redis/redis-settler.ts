@@ -87,7 +87,7 @@ export class RedisSettler implements DeliverySettler {
   async #ackBatch(batch: PendingAck[]): Promise<void> {
     const first = (batch[0] as PendingAck).delivery;
     const args: Array<string | number> = [this.#ctx.group, this.#consumerId];
-    for (const { delivery } of batch) args.push(delivery.deliveryId, delivery.taskId);
+    for (const { delivery } of batch) args.push(delivery.deliveryId);
     try {
       await runScript(this.#ctx.main, "chicoryAck", [first.keys.stream, first.keys.unique], args);
     } catch (error) {

@@ -1,16 +1,16 @@
 -- ack.lua: messages are done; remove them for good. Acks of one consumer and one queue issued in
 -- the same event-loop turn travel together (one call for the whole batch).
 -- KEYS[1] stream ${prefix}:stream:{Q}, KEYS[2] unique set ${prefix}:unique:{Q}
--- ARGV[1] group, ARGV[2] consumer settling them, then pairs: ARGV[2i+1] entry id, ARGV[2i+2] task id
--- Returns one number per pair: 1 when the entry was pending and is now acknowledged, else 0
+-- ARGV[1] group, ARGV[2] consumer settling them, ARGV[3..] entry ids
+-- Returns one number per entry id: 1 when the entry was pending and is now acknowledged, else 0
 -- (already settled, or owned by another consumer after a lost lease: fenced, nothing changes).
 -- Atomic: XACK and XDEL together (Redis 7.0 has no XACKDEL), so an acknowledged entry never
 -- stays in the stream (no history growth, no replay if the group is recreated at 0); the
--- unique marker is dropped only by the settle that actually removed the entry.
+-- unique marker is dropped only by the settle that actually removed the entry (entries of unique
+-- messages carry an `id` field with the task id; plain entries have only `data`).
 -- Cost: one XPENDING lists this consumer's entries in the batch's id range, then one XACK and one
 -- XDEL for all of them; only entries not pending for this consumer are looked at one by one.
-local n = (#ARGV - 2) / 2
-if n == 0 then
+if #ARGV < 3 then
   return {}
 end
 local function before(a, b)
@@ -28,7 +28,7 @@ local function before(a, b)
   return tonumber(aseq) < tonumber(bseq)
 end
 local low, high = ARGV[3], ARGV[3]
-for i = 5, #ARGV, 2 do
+for i = 4, #ARGV do
   if before(ARGV[i], low) then
     low = ARGV[i]
   end
@@ -48,13 +48,19 @@ end
 local hasUnique = redis.call('EXISTS', KEYS[2]) == 1
 local results = {}
 local owned = {}
-for i = 3, #ARGV, 2 do
+for i = 3, #ARGV do
   local id = ARGV[i]
   local result = 0
   if mine[id] then
     owned[#owned + 1] = id
     if hasUnique then
-      redis.call('SREM', KEYS[2], ARGV[i + 1])
+      local entry = redis.call('XRANGE', KEYS[1], id, id)
+      local fields = entry[1] and entry[1][2] or {}
+      for f = 1, #fields, 2 do
+        if fields[f] == 'id' then
+          redis.call('SREM', KEYS[2], fields[f + 1])
+        end
+      end
     end
     result = 1
   else

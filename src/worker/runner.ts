@@ -98,15 +98,56 @@ export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<A
   return { outcome, message, task, alreadyAcked };
 }
 
+/** Abort callbacks per shutdown signal: one listener on the signal, not one per task. */
+const abortCallbacks = new WeakMap<AbortSignal, Set<() => void>>();
+
+/** Calls `callback` when `signal` aborts (at once when it already has); returns the unsubscribe. */
+function whenAborted(signal: AbortSignal, callback: () => void): () => void {
+  if (signal.aborted) {
+    callback();
+    return () => undefined;
+  }
+  let callbacks = abortCallbacks.get(signal);
+  if (!callbacks) {
+    const set = new Set<() => void>();
+    callbacks = set;
+    abortCallbacks.set(signal, set);
+    signal.addEventListener(
+      "abort",
+      () => {
+        for (const fn of [...set]) fn();
+      },
+      { once: true },
+    );
+  }
+  const set = callbacks;
+  set.add(callback);
+  return () => set.delete(callback);
+}
+
 async function attempt(
   task: Task<readonly unknown[], unknown>,
   message: TaskMessage,
   env: RunnerEnv,
 ): Promise<Outcome> {
-  const controller = new AbortController();
-  const onShutdown = () => controller.abort(new TaskAbortedError("worker shut down before the task ended"));
-  if (env.shutdownSignal.aborted) onShutdown();
-  env.shutdownSignal.addEventListener("abort", onShutdown, { once: true });
+  // The attempt ends early on timeout or forced shutdown: `aborted` rejects, and a context
+  // task's `ctx.signal` aborts (its AbortController exists only for context tasks).
+  let abortReason: Error | undefined;
+  let controller: AbortController | undefined;
+  let rejectAborted!: (reason: Error) => void;
+  const aborted = new Promise<never>((_, reject) => {
+    rejectAborted = reject;
+  });
+  aborted.catch(() => undefined);
+  const abort = (reason: Error) => {
+    if (abortReason) return;
+    abortReason = reason;
+    controller?.abort(reason);
+    rejectAborted(reason);
+  };
+  const offShutdown = whenAborted(env.shutdownSignal, () =>
+    abort(new TaskAbortedError("worker shut down before the task ended")),
+  );
   let timer: NodeJS.Timeout | undefined;
   try {
     const mode = task.validationMode;
@@ -119,28 +160,29 @@ async function attempt(
       args = validated;
     }
     env.onStart(message);
-    const aborted = new Promise<never>((_, reject) => {
-      controller.signal.addEventListener("abort", () => reject(controller.signal.reason), { once: true });
-    });
-    aborted.catch(() => undefined);
     if (task.timeoutMs !== undefined) {
       const ms = task.timeoutMs;
       timer = setTimeout(
-        () => controller.abort(new TaskTimeoutError(`task ${task.name} exceeded its timeout of ${ms / 1000} s`)),
+        () => abort(new TaskTimeoutError(`task ${task.name} exceeded its timeout of ${ms / 1000} s`)),
         timerDelay(ms),
       );
     }
-    const ctx = new TaskContext({
-      taskId: message.id,
-      taskName: task.name,
-      retries: message.retries,
-      retryPolicy: task.retryPolicy,
-      signal: controller.signal,
-    });
-    const call = (async () => {
-      const handler = task.handler as (...a: unknown[]) => unknown;
-      return task.usesContext ? handler(ctx, ...args) : handler(...args);
-    })();
+    const handler = task.handler as (...a: unknown[]) => unknown;
+    let call: Promise<unknown>;
+    if (task.usesContext) {
+      controller = new AbortController();
+      if (abortReason) controller.abort(abortReason);
+      const ctx = new TaskContext({
+        taskId: message.id,
+        taskName: task.name,
+        retries: message.retries,
+        retryPolicy: task.retryPolicy,
+        signal: controller.signal,
+      });
+      call = (async () => handler(ctx, ...args))();
+    } else {
+      call = (async () => handler(...args))();
+    }
     let value = await Promise.race([call, aborted]);
     if (value === undefined) value = null;
     if (task.resultSchema && (mode === "outputs" || mode === "strict")) {
@@ -153,7 +195,7 @@ async function attempt(
     return failureOutcome(task, message, thrown);
   } finally {
     if (timer) clearTimeout(timer);
-    env.shutdownSignal.removeEventListener("abort", onShutdown);
+    offShutdown();
   }
 }
 

@@ -35,8 +35,10 @@ export async function leaseOwners(sb: Sandbox, queue = "default"): Promise<Map<s
     for (const [entryId, consumer] of pending) {
       const entries = (await redis.xrange(stream, entryId, entryId)) as Array<[string, string[]]>;
       const fields = entries[0]?.[1] ?? [];
+      // The task id: the entry's `id` field when it has one (unique messages, retries), else the body's.
       const at = fields.indexOf("id");
-      const taskId = at >= 0 ? fields[at + 1] : undefined;
+      const data = fields.indexOf("data");
+      const taskId = at >= 0 ? fields[at + 1] : data >= 0 ? bodyId(fields[data + 1]) : undefined;
       owners.set(taskId ?? `entry:${entryId}`, consumer);
     }
   } finally {
@@ -50,4 +52,14 @@ export function workerIdOf(stderr: string): string {
   const match = /"workerId":"([^"]+)"[^\n]*"msg":"worker started"/.exec(stderr);
   if (!match?.[1]) throw new Error("no workerId in the worker's log");
   return match[1];
+}
+
+/** The `id` of a JSON message body, if it has one. */
+function bodyId(body: string | undefined): string | undefined {
+  try {
+    const id = (JSON.parse(body ?? "") as { id?: unknown }).id;
+    return typeof id === "string" ? id : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -9,8 +9,8 @@
  * one batched poll per backend, and on PostgreSQL one LISTEN connection per process wakes
  * them as soon as a terminal write commits.
  *
- * Failure handling: an operation that fails because its connection died is retried once
- * on a fresh connection (every operation here is idempotent), deadlocks are retried up to
+ * Failure handling: an operation that fails because its connection died is retried (up to
+ * four times, each on another connection; every operation here is idempotent), deadlocks are retried up to
  * three times, and anything else rejects with a `BackendConnectionError` (or
  * `DbPoolExhaustedError`), so a worker never acknowledges a message whose result is not
  * stored. Connections belong to the backend unless a pool/database was injected.
@@ -321,7 +321,9 @@ export class SqlBackend implements Backend {
     connection: SqlConnection,
     fn: (db: Kysely<SqlDatabase>) => Promise<T>,
   ): Promise<T> {
-    let connectionRetries = 1;
+    // After a server restart or pg_terminate_backend every idle pooled connection is dead, and
+    // each failed try discards one: try a few more before giving up.
+    let connectionRetries = 4;
     let conflictRetries = 3;
     for (;;) {
       try {

@@ -215,6 +215,34 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await held.ack();
   });
 
+  it("a live consumer with nothing to read stays active in the group (Redis 7.0 idle) and re-registers after a deletion", async () => {
+    const s = await setup({ claimMinIdleMs: 60_000 });
+    const consumerId = uniqueName("c-");
+    const c = s.broker.consumer({ queues: [s.queue], consumerId });
+    try {
+      await c.fetch(1, AbortSignal.timeout(50)); // creates the group and registers the consumer
+      expect(await s.raw.call("XGROUP", "DELCONSUMER", s.stream, s.group, consumerId)).toBe(0);
+      const info = await eventually(
+        async () => {
+          const rows = (await s.raw.call("XINFO", "CONSUMERS", s.stream, s.group)) as unknown[][];
+          const row = rows.find((r) => r[r.indexOf("name") + 1] === consumerId);
+          if (!row) throw new Error("not registered yet");
+          return row;
+        },
+        4000,
+        100,
+      );
+      expect(Number(info[info.indexOf("idle") + 1])).toBeLessThan(1000);
+      await sleep(3000);
+      const rows = (await s.raw.call("XINFO", "CONSUMERS", s.stream, s.group)) as unknown[][];
+      const row = rows.find((r) => r[r.indexOf("name") + 1] === consumerId);
+      expect(row).toBeDefined();
+      expect(Number(row?.[row.indexOf("idle") + 1])).toBeLessThan(2700);
+    } finally {
+      await c.close();
+    }
+  });
+
   it("keeps every key inside the prefix and hash-tagged by queue", async () => {
     const s = await setup();
     await publish(s.broker, s.queue);

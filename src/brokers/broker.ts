@@ -18,6 +18,7 @@
  *   in which case the caller owns (and closes) it.
  * @module
  */
+import type { Logger } from "../core/logger.js";
 import type { MessageCodec, TaskMessage } from "../core/message.js";
 
 /** Optional features of a broker; the worker and tests branch on these, never on `kind`. */
@@ -98,6 +99,11 @@ export interface ConsumerOptions {
    * that push messages (RabbitMQ) size their prefetch from it unless configured explicitly.
    */
   readonly capacity?: number | undefined;
+  /**
+   * Where the consumer reports what goes wrong while consuming (failed renewals, fenced
+   * settles, a lost group): the worker passes its own logger. Default: the broker's logger.
+   */
+  readonly logger?: Logger | undefined;
 }
 
 /**

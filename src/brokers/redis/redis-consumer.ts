@@ -20,6 +20,7 @@
  *   persistence) is re-created on NOGROUP.
  * @module
  */
+import type { Logger } from "../../core/logger.js";
 import { BrokerConnectionError, ConfigurationError } from "../../errors.js";
 import { isNoGroupError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import type { Consumer, ConsumerOptions } from "../broker.js";
@@ -68,6 +69,7 @@ export class RedisConsumer implements Consumer {
   readonly #renewTimer: NodeJS.Timeout;
   readonly #touchTimer: NodeJS.Timeout;
   readonly #settler: RedisSettler;
+  readonly #logger: Logger;
   #conn: RedisClientLike | undefined;
   #opening: Promise<RedisClientLike> | undefined;
   #clientId: string | undefined;
@@ -84,6 +86,7 @@ export class RedisConsumer implements Consumer {
     this.#ctx = ctx;
     this.#onClose = onClose;
     this.#consumerId = options.consumerId;
+    this.#logger = options.logger ?? ctx.logger;
     this.#queues = [...new Set(options.queues)].map((queue) => ({
       keys: ctx.keys.get(queue),
       hasGroup: false,
@@ -93,7 +96,12 @@ export class RedisConsumer implements Consumer {
       seenAtMs: Date.now(),
       inFlight: new Map(),
     }));
-    this.#settler = new RedisSettler(ctx, this.#consumerId, (d) => this.#queueOf(d)?.inFlight.delete(d.deliveryId));
+    this.#settler = new RedisSettler(
+      ctx,
+      this.#consumerId,
+      (d) => this.#queueOf(d)?.inFlight.delete(d.deliveryId),
+      this.#logger,
+    );
     this.#reclaimIntervalMs = Math.max(50, Math.min(Math.floor(ctx.claimMinIdleMs / 2), 1000));
     const renewEveryMs = Math.max(50, Math.floor(ctx.claimMinIdleMs / 3));
     this.#renewTimer = setInterval(() => void this.#renewLeases(), renewEveryMs);
@@ -121,7 +129,7 @@ export class RedisConsumer implements Consumer {
         // The stream or group vanished (Redis restarted without persistence, or was flushed):
         // re-create the groups on the next fetch and keep going.
         for (const q of this.#queues) q.hasGroup = false;
-        this.#ctx.logger.warn(
+        this.#logger.warn(
           { queues: this.#queues.map((q) => q.keys.queue) },
           "redis consumer group missing; recreating",
         );
@@ -316,7 +324,7 @@ export class RedisConsumer implements Consumer {
         }
       }
     } catch (error) {
-      this.#ctx.logger.warn({ err: String(error) }, "redis lease renewal failed; will retry");
+      this.#logger.warn({ err: String(error) }, "redis lease renewal failed; will retry");
     } finally {
       this.#isRenewing = false;
     }

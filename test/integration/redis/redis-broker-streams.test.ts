@@ -215,6 +215,35 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await held.ack();
   });
 
+  it("an ack that finds its entry no longer pending for the consumer is reported on the consumer's logger", async () => {
+    const s = await setup({ claimMinIdleMs: 60_000 });
+    const warnings: string[] = [];
+    const logger = {
+      debug: () => {},
+      info: () => {},
+      warn: (fields: unknown, message?: string) => warnings.push(String(message ?? fields)),
+      error: () => {},
+      child: () => logger,
+    };
+    const consumerId = uniqueName("c-");
+    const c = s.broker.consumer({ queues: [s.queue], consumerId, logger });
+    try {
+      await publish(s.broker, s.queue);
+      await publish(s.broker, s.queue);
+      const first = await fetchOne(c);
+      await first.ack();
+      expect(warnings).toEqual([]);
+      const second = await fetchOne(c);
+      // Its PEL entry goes away behind the consumer's back (what a non-atomic cleanup would do).
+      expect(await s.raw.call("XGROUP", "DELCONSUMER", s.stream, s.group, consumerId)).toBe(1);
+      await second.ack();
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatch(/no longer pending for this consumer/);
+    } finally {
+      await c.close();
+    }
+  });
+
   it("a live consumer with nothing to read stays active in the group (Redis 7.0 idle) and re-registers after a deletion", async () => {
     const s = await setup({ claimMinIdleMs: 60_000 });
     const consumerId = uniqueName("c-");

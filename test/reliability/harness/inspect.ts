@@ -13,6 +13,7 @@ import type { Sandbox } from "./sandbox.js";
 /** task id → consumer id holding it (leased / pending), for jobs of `queue` still in flight. */
 export async function leaseOwners(sb: Sandbox, queue = "default"): Promise<Map<string, string>> {
   const owners = new Map<string, string>();
+  if (sb.broker === "rabbitmq") throw new Error("leaseOwners: RabbitMQ does not expose which consumer holds a message");
   if (sb.broker === "sqlite") {
     const db = new Database(sb.dbPath ?? "", { readonly: true, fileMustExist: true });
     try {

@@ -15,6 +15,7 @@ export {
 } from "./backends/backend.js";
 export { MemoryBackend, type MemoryBackendOptions } from "./backends/memory.js";
 export type {
+  AckOptions,
   Broker,
   BrokerAdmin,
   BrokerBinding,

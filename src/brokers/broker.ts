@@ -18,6 +18,7 @@
  *   in which case the caller owns (and closes) it.
  * @module
  */
+import type { Logger } from "../core/logger.js";
 import type { MessageCodec, TaskMessage } from "../core/message.js";
 
 /** Optional features of a broker; the worker and tests branch on these, never on `kind`. */
@@ -57,6 +58,20 @@ export interface PublishResult {
   readonly published: boolean;
 }
 
+/** Options of {@link Delivery.ack}. */
+export interface AckOptions {
+  /**
+   * Resolve only once the broker has processed the acknowledgement, so the message is not
+   * redelivered even if this process dies right after; reject when that is not certain (the
+   * caller then treats the message as not acknowledged and does not run it). The worker sets it
+   * for `at_most_once` tasks, which are acknowledged before they run. Where the ack is a request
+   * with a reply (Redis, SQLite, memory) it resolves once applied anyway; RabbitMQ's `basic.ack`
+   * has no reply and needs this option. (A fenced ack, whose lease another consumer took, still
+   * resolves on Redis and SQLite.)
+   */
+  readonly confirm?: boolean;
+}
+
 /**
  * One message handed to a worker. It knows how to settle itself; exactly one settle
  * call takes effect, later ones are no-ops.
@@ -71,7 +86,7 @@ export interface Delivery {
   /** How many times the broker handed this message out, counting this one (>= 1). */
   readonly deliveryCount: number;
   /** Done with the message: remove it from the queue for good. */
-  ack(): Promise<void>;
+  ack(options?: AckOptions): Promise<void>;
   /**
    * Replace this message by `body` on the same queue, visible after `delayMs`, and remove
    * this one; atomic where the broker allows it (never both lost, at worst both kept).
@@ -98,6 +113,11 @@ export interface ConsumerOptions {
    * that push messages (RabbitMQ) size their prefetch from it unless configured explicitly.
    */
   readonly capacity?: number | undefined;
+  /**
+   * Where the consumer reports what goes wrong while consuming (failed renewals, fenced
+   * settles, a lost group): the worker passes its own logger. Default: the broker's logger.
+   */
+  readonly logger?: Logger | undefined;
 }
 
 /**

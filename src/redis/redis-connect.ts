@@ -17,8 +17,32 @@ export function describeRedisError(error: unknown, password: string | undefined)
 }
 
 /**
+ * Why a failed connect failed, in words a user can act on: Redis's own refusal (`NOAUTH`,
+ * `WRONGPASS`) or the TLS verification error, plus which setting to look at.
+ */
+export function connectFailureHint(error: unknown, envPrefix: string): string {
+  const text = error instanceof Error ? error.message : String(error);
+  const code = (error as { code?: unknown } | null)?.code;
+  if (/\bNOAUTH\b/.test(text)) {
+    return ` (authentication required: give the password in the URL or ${envPrefix}_PASSWORD)`;
+  }
+  if (/\bWRONGPASS\b|invalid password|invalid username-password/i.test(text)) {
+    return ` (authentication failed: check the user and password in the URL or ${envPrefix}_USERNAME/_PASSWORD)`;
+  }
+  if (code === "ERR_TLS_CERT_ALTNAME_INVALID") {
+    return " (TLS: the server certificate is not valid for this host name: connect with a name the certificate lists)";
+  }
+  if (typeof code === "string" && /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)/.test(code)) {
+    return ` (TLS: the server certificate is not trusted [${code}]: give its CA with the tls.ca option or ${envPrefix}_TLS_CA)`;
+  }
+  return "";
+}
+
+/**
  * Creates and connects a client. On failure the client is closed (no background reconnect
- * loop is left behind) and `makeError` decides what is thrown.
+ * loop is left behind) and `makeError` decides what is thrown. The message carries the
+ * reason the server or TLS gave (ioredis reports it as an `error` event and then rejects
+ * `connect()` with a bare "Connection is closed").
  */
 export async function openRedis(
   connection: ResolvedRedisConnection,
@@ -27,20 +51,52 @@ export async function openRedis(
   makeError: ErrorFactory,
 ): Promise<RedisClientLike> {
   const Redis = await loadRedis(what);
+  if (connection.tlsUnverified) warnUnverified(what, connection);
   const client = new Redis({ ...connection.options, ...BASE_REDIS_OPTIONS, ...extra });
-  client.on("error", () => {
-    // Connection errors surface as rejected commands / status; the event only needs a listener.
+  let reported: unknown;
+  client.on("error", (error: unknown) => {
+    // Later errors surface as rejected commands / status; during connect, keep the reason.
+    reported ??= error;
   });
   try {
     await client.connect();
   } catch (error) {
     client.disconnect();
+    const reason = reported ?? error;
     throw makeError(
-      `${what}: cannot connect to ${connection.displayUrl}: ${describeRedisError(error, connection.password)}`,
-      error,
+      `${what}: cannot connect to ${connection.displayUrl}: ${describeRedisError(reason, connection.password)}${connectFailureHint(reason, connection.envPrefix)}`,
+      redactedCopy(reason, connection.password),
     );
   }
   return client;
+}
+
+/**
+ * The error without what it must not carry: ioredis attaches the failed command to a reply
+ * error (`command.args` of `HELLO 3 AUTH user password` holds the password), which
+ * `util.inspect` and loggers print. Keeps name, message, code and stack, password removed.
+ */
+function redactedCopy(error: unknown, password: string | undefined): unknown {
+  if (!(error instanceof Error)) return error;
+  const copy = new Error(redactSecrets(error.message, password)) as Error & { code?: unknown };
+  copy.name = error.name;
+  const code = (error as { code?: unknown }).code;
+  if (code !== undefined) copy.code = code;
+  copy.stack = redactSecrets(error.stack ?? "", password);
+  return copy;
+}
+
+const warned = new Set<string>();
+
+/** One process warning per connection target when certificate verification is switched off. */
+function warnUnverified(what: string, connection: ResolvedRedisConnection): void {
+  const key = `${what} ${connection.displayUrl}`;
+  if (warned.has(key)) return;
+  warned.add(key);
+  process.emitWarning(
+    `${what}: TLS certificate verification is disabled for ${connection.displayUrl} (rejectUnauthorized: false / ${connection.envPrefix}_TLS_REJECT_UNAUTHORIZED=false); the connection is not protected against an impostor server`,
+    { code: "CHICORY_TLS_UNVERIFIED" },
+  );
 }
 
 /** Connects a `duplicate()` of `client` (blocking reader, subscriber) and waits until ready. */

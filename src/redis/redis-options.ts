@@ -4,7 +4,8 @@
  * always set (no per-request retry limit, explicit reconnect strategy).
  * @module
  */
-import { checkInt, type EnvMap, envInt, envString } from "../core/env.js";
+import { readFileSync } from "node:fs";
+import { checkInt, type EnvMap, envBool, envInt, envString } from "../core/env.js";
 import { maskUrl, urlPassword } from "../core/url.js";
 import { ConfigurationError } from "../errors.js";
 import type { RedisClientLike } from "./redis-client.js";
@@ -23,7 +24,11 @@ export interface RedisConnectionOptions {
   username?: string | undefined;
   /** Password. */
   password?: string | undefined;
-  /** TLS options passed to `tls.connect` (set automatically, empty, for `rediss://`). */
+  /**
+   * TLS options passed to `tls.connect` (e.g. `{ ca }`), merged over the `TLS_CA` /
+   * `TLS_REJECT_UNAUTHORIZED` variables; TLS is on for `rediss://` or when this is set. The
+   * server certificate is always verified unless `rejectUnauthorized: false` is given.
+   */
   tls?: Record<string, unknown> | undefined;
   /**
    * A ready ioredis client. The caller owns it (Chicory never closes it); connections Chicory
@@ -40,6 +45,10 @@ export interface ResolvedRedisConnection {
   readonly displayUrl: string;
   /** The password, to redact it from driver error messages. */
   readonly password: string | undefined;
+  /** Prefix of the environment variables (`CHICORY_BROKER_REDIS`), named in error hints. */
+  readonly envPrefix: string;
+  /** True when TLS is on and the server certificate is not verified (explicit opt-in). */
+  readonly tlsUnverified: boolean;
 }
 
 /** Reconnect delay: 100 ms growing to 2 s, so a restarted Redis is picked up within ~2 s. */
@@ -62,31 +71,77 @@ export const BASE_REDIS_OPTIONS: Readonly<Record<string, unknown>> = {
 };
 
 /**
- * Merges options over `${envPrefix}_{URL,HOST,PORT,DB,USERNAME,PASSWORD}` (options win; a URL,
- * from options or env, wins over the separate fields).
+ * Merges options over `${envPrefix}_{URL,HOST,PORT,DB,USERNAME,PASSWORD,TLS_CA,
+ * TLS_REJECT_UNAUTHORIZED}` (options win; a URL, from options or env, wins over the separate
+ * fields).
  */
 export function resolveRedisConnection(
   options: RedisConnectionOptions,
   env: EnvMap,
   envPrefix: string,
 ): ResolvedRedisConnection {
+  const fromEnv = envTls(env, envPrefix);
+  const tls = options.tls || fromEnv ? { ...fromEnv, ...options.tls } : undefined;
   const url = options.url ?? envString(env, `${envPrefix}_URL`);
-  if (url !== undefined) return fromUrl(url, options.tls);
+  const base = { envPrefix, tlsUnverified: tls?.rejectUnauthorized === false };
+  if (url !== undefined) return { ...fromUrl(url, tls, options.tls === undefined, envPrefix), ...base };
   const host = options.host ?? envString(env, `${envPrefix}_HOST`, "127.0.0.1");
   const port = checkInt(options.port ?? envInt(env, `${envPrefix}_PORT`, 6379, 1, 65535), "port", 1, 65535);
   const db = checkInt(options.db ?? envInt(env, `${envPrefix}_DB`, 0, 0, 100_000), "db", 0, 100_000);
   const username = options.username ?? envString(env, `${envPrefix}_USERNAME`);
   const password = options.password ?? envString(env, `${envPrefix}_PASSWORD`);
-  const scheme = options.tls ? "rediss" : "redis";
+  const scheme = tls ? "rediss" : "redis";
   const auth = username || password ? `${username ?? ""}${password ? ":***" : ""}@` : "";
   return {
-    options: { host, port, db, username, password, ...(options.tls ? { tls: options.tls } : {}) },
+    options: { host, port, db, username, password, ...(tls ? { tls } : {}) },
     displayUrl: `${scheme}://${auth}${host}:${port}/${db}`,
     password,
+    ...base,
   };
 }
 
-function fromUrl(url: string, tls: Record<string, unknown> | undefined): ResolvedRedisConnection {
+/**
+ * TLS settings from `${envPrefix}_TLS_CA` (a PEM file path, or the PEM text itself) and
+ * `${envPrefix}_TLS_REJECT_UNAUTHORIZED` (default true), or undefined when neither is set.
+ */
+function envTls(env: EnvMap, envPrefix: string): Record<string, unknown> | undefined {
+  const caName = `${envPrefix}_TLS_CA`;
+  const verifyName = `${envPrefix}_TLS_REJECT_UNAUTHORIZED`;
+  const ca = envString(env, caName);
+  const verify = envString(env, verifyName);
+  if (ca === undefined && verify === undefined) return undefined;
+  return {
+    ...(ca === undefined ? {} : { ca: readCa(ca, caName) }),
+    ...(verify === undefined ? {} : { rejectUnauthorized: envBool(env, verifyName, true) }),
+  };
+}
+
+/** The PEM text of `value` (PEM text, or the path of a PEM file). */
+function readCa(value: string, name: string): string {
+  let pem = value;
+  if (!value.trimStart().startsWith("-----BEGIN")) {
+    try {
+      pem = readFileSync(value, "utf8");
+    } catch (error) {
+      throw new ConfigurationError(`${name}: cannot read ${JSON.stringify(value)}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+  if (!pem.includes("-----BEGIN CERTIFICATE-----")) {
+    throw new ConfigurationError(
+      `${name}: expected a PEM certificate (-----BEGIN CERTIFICATE-----) or the path of one`,
+    );
+  }
+  return pem;
+}
+
+function fromUrl(
+  url: string,
+  tls: Record<string, unknown> | undefined,
+  tlsFromEnvOnly: boolean,
+  envPrefix: string,
+): Omit<ResolvedRedisConnection, "envPrefix" | "tlsUnverified"> {
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -96,6 +151,11 @@ function fromUrl(url: string, tls: Record<string, unknown> | undefined): Resolve
   const isTls = parsed.protocol === "rediss:";
   if (!isTls && parsed.protocol !== "redis:") {
     throw new ConfigurationError(`invalid Redis URL ${maskUrl(url)}: use redis:// or rediss://`);
+  }
+  if (!isTls && tls && tlsFromEnvOnly) {
+    throw new ConfigurationError(
+      `${envPrefix}_TLS_* is set but the URL ${maskUrl(url)} is not TLS: use rediss:// (or unset the TLS variables)`,
+    );
   }
   const dbText = parsed.pathname.replace(/^\//, "");
   const db = dbText === "" ? 0 : checkInt(Number(dbText), `database in ${maskUrl(url)}`, 0, 100_000, dbText);

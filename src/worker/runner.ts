@@ -87,7 +87,8 @@ export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<A
   let alreadyAcked = false;
   if (task.deliveryMode === "at_most_once") {
     try {
-      await delivery.ack();
+      // Confirmed: the broker must have processed the ack before the handler starts.
+      await delivery.ack({ confirm: true });
       alreadyAcked = true;
     } catch (thrown) {
       // Not acknowledged, so not run: give it back rather than risk running it twice.

@@ -135,6 +135,7 @@ export class Worker {
       queues: this.config.queues,
       consumerId: this.workerId,
       capacity: this.config.concurrency,
+      logger: this.#logger,
     });
     this.#phase = "running";
     this.#startLoops();

@@ -2,13 +2,19 @@
  * Redis connection and broker/backend settings: URL over host/port, TLS, ACL user, env
  * variables, masking, validation. No I/O (nothing connects).
  */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../src/backends/redis/index.js";
 import { RedisBroker } from "../../src/brokers/redis/index.js";
 import { queueKeys } from "../../src/brokers/redis/redis-keys.js";
 import { createBackend, createBroker } from "../../src/drivers.js";
 import { ConfigurationError, ValidationError } from "../../src/errors.js";
+import { connectFailureHint } from "../../src/redis/redis-connect.js";
 import { resolveRedisConnection } from "../../src/redis/redis-options.js";
+
+const PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
 describe("redis connection options", () => {
   it("a URL wins over host/port and carries ACL user, password, db and TLS", () => {
@@ -47,6 +53,88 @@ describe("redis connection options", () => {
   it("rejects bad URLs and ports with the variable named", () => {
     expect(() => resolveRedisConnection({ url: "http://x" }, {}, "P")).toThrow(ConfigurationError);
     expect(() => resolveRedisConnection({}, { P_PORT: "99999" }, "P")).toThrow(/P_PORT/);
+  });
+});
+
+describe("redis TLS settings", () => {
+  const P = "CHICORY_BROKER_REDIS";
+
+  it("verifies the server certificate by default: rediss:// gives empty TLS options", () => {
+    const r = resolveRedisConnection({ url: "rediss://h:6380/0" }, {}, P);
+    expect(r.options.tls).toEqual({});
+    expect(r.tlsUnverified).toBe(false);
+  });
+
+  it("reads the CA from a PEM file path or from PEM text (TLS_CA)", () => {
+    const dir = mkdtempSync(join(tmpdir(), "chicory-ca-"));
+    try {
+      const path = join(dir, "ca.pem");
+      writeFileSync(path, PEM);
+      const fromPath = resolveRedisConnection({ url: "rediss://h/0" }, { [`${P}_TLS_CA`]: path }, P);
+      expect(fromPath.options.tls).toEqual({ ca: PEM });
+      const fromText = resolveRedisConnection({ url: "rediss://h/0" }, { [`${P}_TLS_CA`]: PEM }, P);
+      expect(fromText.options.tls).toEqual({ ca: PEM.trim() });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses an unreadable or non-PEM TLS_CA with the variable named", () => {
+    expect(() =>
+      resolveRedisConnection({ url: "rediss://h/0" }, { [`${P}_TLS_CA`]: "/nonexistent/ca.pem" }, P),
+    ).toThrow(/CHICORY_BROKER_REDIS_TLS_CA: cannot read/);
+    expect(() => resolveRedisConnection({ url: "rediss://h/0" }, { [`${P}_TLS_CA`]: "-----BEGIN KEY" }, P)).toThrow(
+      /CHICORY_BROKER_REDIS_TLS_CA: expected a PEM certificate/,
+    );
+  });
+
+  it("turns verification off only when TLS_REJECT_UNAUTHORIZED is explicitly false", () => {
+    const off = resolveRedisConnection({ url: "rediss://h/0" }, { [`${P}_TLS_REJECT_UNAUTHORIZED`]: "false" }, P);
+    expect(off.options.tls).toEqual({ rejectUnauthorized: false });
+    expect(off.tlsUnverified).toBe(true);
+    const on = resolveRedisConnection({ url: "rediss://h/0" }, { [`${P}_TLS_REJECT_UNAUTHORIZED`]: "true" }, P);
+    expect(on.tlsUnverified).toBe(false);
+    expect(() =>
+      resolveRedisConnection({ url: "rediss://h/0" }, { [`${P}_TLS_REJECT_UNAUTHORIZED`]: "nope" }, P),
+    ).toThrow(/TLS_REJECT_UNAUTHORIZED/);
+    const byOption = resolveRedisConnection({ url: "rediss://h/0", tls: { rejectUnauthorized: false } }, {}, P);
+    expect(byOption.tlsUnverified).toBe(true);
+  });
+
+  it("options.tls wins over the variables key by key", () => {
+    const r = resolveRedisConnection(
+      { url: "rediss://h/0", tls: { servername: "redis.internal" } },
+      { [`${P}_TLS_CA`]: PEM, [`${P}_TLS_REJECT_UNAUTHORIZED`]: "false" },
+      P,
+    );
+    expect(r.options.tls).toEqual({ ca: PEM.trim(), rejectUnauthorized: false, servername: "redis.internal" });
+  });
+
+  it("refuses TLS variables with a redis:// URL instead of silently connecting in clear text", () => {
+    expect(() => resolveRedisConnection({ url: "redis://h/0" }, { [`${P}_TLS_CA`]: PEM }, P)).toThrow(
+      /CHICORY_BROKER_REDIS_TLS_\* is set but the URL redis:\/\/h\/0 is not TLS/,
+    );
+  });
+
+  it("host/port settings use TLS when a TLS variable is set (display scheme rediss)", () => {
+    const r = resolveRedisConnection({}, { [`${P}_HOST`]: "h", [`${P}_TLS_CA`]: PEM }, P);
+    expect(r.options.tls).toEqual({ ca: PEM.trim() });
+    expect(r.displayUrl).toBe("rediss://h:6379/0");
+  });
+});
+
+describe("redis connect failure hints", () => {
+  const P = "CHICORY_BACKEND_REDIS";
+  it("names the setting to look at for auth and certificate failures", () => {
+    expect(connectFailureHint(new Error("NOAUTH Authentication required."), P)).toContain(`${P}_PASSWORD`);
+    expect(connectFailureHint(new Error("WRONGPASS invalid username-password pair"), P)).toContain(
+      "authentication failed",
+    );
+    const selfSigned = Object.assign(new Error("self-signed certificate"), { code: "DEPTH_ZERO_SELF_SIGNED_CERT" });
+    expect(connectFailureHint(selfSigned, P)).toContain(`${P}_TLS_CA`);
+    const wrongName = Object.assign(new Error("Hostname/IP does not match"), { code: "ERR_TLS_CERT_ALTNAME_INVALID" });
+    expect(connectFailureHint(wrongName, P)).toContain("not valid for this host name");
+    expect(connectFailureHint(new Error("connect ECONNREFUSED 127.0.0.1:1"), P)).toBe("");
   });
 });
 

@@ -153,7 +153,7 @@ export class RabbitMqBroker implements Broker {
         connection: this.#consumeConnection,
         sender: this.#sender,
         prefetchCount: this.settings.prefetchCount ?? Math.min(65535, Math.max(1, options.capacity ?? 16)),
-        logger: this.settings.logger,
+        logger: options.logger ?? this.settings.logger,
         forgetTopology: () => this.#topology.forget(),
         onClose: (closed) => this.#consumers.delete(closed),
       },

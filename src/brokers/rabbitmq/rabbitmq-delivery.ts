@@ -10,7 +10,8 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "../../core/logger.js";
 import { peekMessage, truncateError } from "../../core/message.js";
-import type { Delivery } from "../broker.js";
+import { BrokerConnectionError } from "../../errors.js";
+import type { AckOptions, Delivery } from "../broker.js";
 import type { AmqpChannel, AmqpMessage } from "./rabbitmq-driver.js";
 import { DLQ_HEADERS, type RabbitMqSender } from "./rabbitmq-sender.js";
 
@@ -96,10 +97,28 @@ export class RabbitMqDelivery implements Delivery {
     this.deliveryCount = deliveryCountOf(init.message);
   }
 
-  /** {@inheritDoc Delivery.ack} */
-  async ack(): Promise<void> {
+  /**
+   * {@inheritDoc Delivery.ack}
+   * `basic.ack` has no reply, and amqplib writes it to the socket on a later event-loop turn:
+   * without `confirm`, a process killed right after `ack()` resolved can leave the message
+   * unacknowledged (RabbitMQ redelivers it). With `confirm`, a passive declare of `amq.direct`
+   * follows on the same channel; RabbitMQ answers it after it processed the ack. A closed
+   * channel rejects (RabbitMQ redelivers the message).
+   */
+  async ack(options?: AckOptions): Promise<void> {
     if (!this.#begin()) return;
-    await this.#settle((channel) => channel.ack(this.#message), "ack");
+    const sent = await this.#settle((channel) => channel.ack(this.#message), "ack");
+    if (!options?.confirm) return;
+    if (!sent) {
+      throw new BrokerConnectionError(
+        "RabbitMQ ack not sent: the channel that delivered the message is closed (RabbitMQ redelivers it)",
+      );
+    }
+    try {
+      await this.#session.channel.checkExchange("amq.direct");
+    } catch (error) {
+      throw new BrokerConnectionError(`RabbitMQ ack not confirmed: ${(error as Error).message}`, { cause: error });
+    }
   }
 
   /** {@inheritDoc Delivery.retry} */
@@ -166,7 +185,8 @@ export class RabbitMqDelivery implements Delivery {
     await this.#settle((channel) => channel.ack(this.#message), action);
   }
 
-  async #settle(apply: (channel: AmqpChannel) => void, action: string): Promise<void> {
+  /** Sends the settle frame; false when the channel is gone (RabbitMQ redelivers the message). */
+  async #settle(apply: (channel: AmqpChannel) => void, action: string): Promise<boolean> {
     this.#state = "settled";
     await this.#beforeSettle().catch(() => {});
     if (!this.#session.isOpen) {
@@ -174,15 +194,17 @@ export class RabbitMqDelivery implements Delivery {
         { queue: this.queue, deliveryId: this.deliveryId, action },
         "rabbitmq delivery from a closed channel: settle skipped, RabbitMQ redelivers the message",
       );
-      return;
+      return false;
     }
     try {
       apply(this.#session.channel);
+      return true;
     } catch (error) {
       this.#logger.debug(
         { queue: this.queue, deliveryId: this.deliveryId, action, err: (error as Error).message },
         "rabbitmq settle failed: the channel closed, RabbitMQ redelivers the message",
       );
+      return false;
     }
   }
 }

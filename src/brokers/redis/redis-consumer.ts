@@ -9,6 +9,10 @@
  *   queue in order of preference, then a short block (≤ 250 ms) on one queue in turn.
  * - Leases: every claimMinIdle/3 the consumer XCLAIMs (JUSTID, owner-checked in Lua) its own
  *   unsettled entries, so a long task is never reclaimed while its worker lives.
+ * - Liveness: Redis 7.0 counts a consumer's `idle` (XINFO CONSUMERS) from the last time it got
+ *   entries, not from its last read, so a live worker with nothing to do looks stale to
+ *   `cleanupStaleClients`. A consumer that got nothing for 2 s shows itself with an empty
+ *   history read (which also re-creates it, should a cleanup have deleted it).
  * - Abort: a blocked read is ended at once with CLIENT UNBLOCK (else within the block time);
  *   deliveries that arrive after the abort are released, and `fetch` returns `[]`.
  * - Connection loss: `fetch` throws BrokerConnectionError while Redis is unreachable; ioredis
@@ -16,6 +20,7 @@
  *   persistence) is re-created on NOGROUP.
  * @module
  */
+import type { Logger } from "../../core/logger.js";
 import { BrokerConnectionError, ConfigurationError } from "../../errors.js";
 import { isNoGroupError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import type { Consumer, ConsumerOptions } from "../broker.js";
@@ -35,6 +40,14 @@ const MULTI_QUEUE_BLOCK_MS = 250;
 const RECLAIM_COUNT = 100;
 /** Entry ids per lease-renewal script call. */
 const RENEW_CHUNK = 500;
+/** Longest time a live consumer goes without counting as active in its group. */
+const TOUCH_EVERY_MS = 2000;
+/**
+ * Start of the empty history read that marks a consumer active: nothing lies beyond it, yet
+ * Redis 7.0 refreshes the consumer's idle time and creates it when missing. (The very largest
+ * id, `…-18446744073709551615`, returns before the consumer is looked up.)
+ */
+const PAST_LAST_ID = "18446744073709551615-0";
 
 interface QueueState {
   readonly keys: QueueKeys;
@@ -42,6 +55,8 @@ interface QueueState {
   moveAtMs: number;
   reclaimAtMs: number;
   reclaimCursor: string;
+  /** When the group last saw this consumer active on the queue (entries handed out, renewed, or a touch). */
+  seenAtMs: number;
   readonly inFlight: Map<string, RedisDelivery>;
 }
 
@@ -52,12 +67,15 @@ export class RedisConsumer implements Consumer {
   readonly #queues: QueueState[];
   readonly #reclaimIntervalMs: number;
   readonly #renewTimer: NodeJS.Timeout;
+  readonly #touchTimer: NodeJS.Timeout;
   readonly #settler: RedisSettler;
+  readonly #logger: Logger;
   #conn: RedisClientLike | undefined;
   #opening: Promise<RedisClientLike> | undefined;
   #clientId: string | undefined;
   #isBlocking = false;
   #isRenewing = false;
+  #isTouching = false;
   #isClosed = false;
   #turn = 0;
 
@@ -68,19 +86,28 @@ export class RedisConsumer implements Consumer {
     this.#ctx = ctx;
     this.#onClose = onClose;
     this.#consumerId = options.consumerId;
+    this.#logger = options.logger ?? ctx.logger;
     this.#queues = [...new Set(options.queues)].map((queue) => ({
       keys: ctx.keys.get(queue),
       hasGroup: false,
       moveAtMs: 0,
       reclaimAtMs: 0,
       reclaimCursor: "0-0",
+      seenAtMs: Date.now(),
       inFlight: new Map(),
     }));
-    this.#settler = new RedisSettler(ctx, this.#consumerId, (d) => this.#queueOf(d)?.inFlight.delete(d.deliveryId));
+    this.#settler = new RedisSettler(
+      ctx,
+      this.#consumerId,
+      (d) => this.#queueOf(d)?.inFlight.delete(d.deliveryId),
+      this.#logger,
+    );
     this.#reclaimIntervalMs = Math.max(50, Math.min(Math.floor(ctx.claimMinIdleMs / 2), 1000));
     const renewEveryMs = Math.max(50, Math.floor(ctx.claimMinIdleMs / 3));
     this.#renewTimer = setInterval(() => void this.#renewLeases(), renewEveryMs);
     this.#renewTimer.unref();
+    this.#touchTimer = setInterval(() => void this.#touch(), TOUCH_EVERY_MS / 4);
+    this.#touchTimer.unref();
   }
 
   get inFlight(): number {
@@ -102,7 +129,7 @@ export class RedisConsumer implements Consumer {
         // The stream or group vanished (Redis restarted without persistence, or was flushed):
         // re-create the groups on the next fetch and keep going.
         for (const q of this.#queues) q.hasGroup = false;
-        this.#ctx.logger.warn(
+        this.#logger.warn(
           { queues: this.#queues.map((q) => q.keys.queue) },
           "redis consumer group missing; recreating",
         );
@@ -124,6 +151,7 @@ export class RedisConsumer implements Consumer {
     this.#isClosed = true;
     this.#onClose?.(this);
     clearInterval(this.#renewTimer);
+    clearInterval(this.#touchTimer);
     this.#unblock();
     const conn = this.#conn ?? (await this.#opening?.catch(() => undefined));
     this.#conn = undefined;
@@ -188,6 +216,7 @@ export class RedisConsumer implements Consumer {
 
   #handOut(q: QueueState, id: string, fields: string[], deliveryCount: number, out: RedisDelivery[]): void {
     const delivery = new RedisDelivery(q.keys, id, fields, deliveryCount, this.#settler);
+    q.seenAtMs = Date.now();
     q.inFlight.set(id, delivery);
     out.push(delivery);
   }
@@ -202,6 +231,7 @@ export class RedisConsumer implements Consumer {
     // Registered at once (not at its first read), so admin counts see a consumer that started.
     await conn.call("XGROUP", "CREATECONSUMER", q.keys.stream, this.#ctx.group, this.#consumerId);
     q.hasGroup = true;
+    q.seenAtMs = Date.now();
   }
 
   async #moveDelayed(conn: RedisClientLike, q: QueueState): Promise<void> {
@@ -290,12 +320,44 @@ export class RedisConsumer implements Consumer {
             [this.#ctx.group, this.#consumerId, ...chunk],
           )) as string[];
           for (const id of lost) q.inFlight.delete(id);
+          if (lost.length < chunk.length) q.seenAtMs = Date.now();
         }
       }
     } catch (error) {
-      this.#ctx.logger.warn({ err: String(error) }, "redis lease renewal failed; will retry");
+      this.#logger.warn({ err: String(error) }, "redis lease renewal failed; will retry");
     } finally {
       this.#isRenewing = false;
+    }
+  }
+
+  /**
+   * Marks this consumer active on every queue where the group has not seen it for
+   * TOUCH_EVERY_MS (see module doc): an empty, non-blocking history read on the command
+   * connection. A failure is left to the next round (fetch reports connection problems).
+   */
+  async #touch(): Promise<void> {
+    if (this.#isTouching || this.#isClosed || this.#ctx.main.status !== "ready") return;
+    this.#isTouching = true;
+    try {
+      for (const q of this.#queues) {
+        if (!q.hasGroup || Date.now() - q.seenAtMs < TOUCH_EVERY_MS) continue;
+        await this.#ctx.main.call(
+          "XREADGROUP",
+          "GROUP",
+          this.#ctx.group,
+          this.#consumerId,
+          "COUNT",
+          1,
+          "STREAMS",
+          q.keys.stream,
+          PAST_LAST_ID,
+        );
+        q.seenAtMs = Date.now();
+      }
+    } catch {
+      // NOGROUP (fetch re-creates the group) or a connection problem: try again next round
+    } finally {
+      this.#isTouching = false;
     }
   }
 

@@ -4,6 +4,7 @@
  * so a settle repeated after a lost lease or a reconnect adds nothing.
  * @module
  */
+import type { Logger } from "../../core/logger.js";
 import { peekMessage } from "../../core/message.js";
 import { BrokerConnectionError } from "../../errors.js";
 import { runScript } from "../../redis/redis-client.js";
@@ -40,12 +41,22 @@ export class RedisSettler implements DeliverySettler {
   readonly #ctx: RedisBrokerContext;
   readonly #consumerId: string;
   readonly #onSettled: (delivery: RedisDelivery) => void;
+  readonly #logger: Logger;
 
-  /** @param onSettled called once a delivery no longer needs lease renewal */
-  constructor(ctx: RedisBrokerContext, consumerId: string, onSettled: (delivery: RedisDelivery) => void) {
+  /**
+   * @param onSettled called once a delivery no longer needs lease renewal
+   * @param logger the consumer's logger (default: the broker's)
+   */
+  constructor(
+    ctx: RedisBrokerContext,
+    consumerId: string,
+    onSettled: (delivery: RedisDelivery) => void,
+    logger: Logger = ctx.logger,
+  ) {
     this.#ctx = ctx;
     this.#consumerId = consumerId;
     this.#onSettled = onSettled;
+    this.#logger = logger;
   }
 
   async #settle(delivery: RedisDelivery, operation: string, run: () => Promise<unknown>): Promise<unknown> {
@@ -88,12 +99,23 @@ export class RedisSettler implements DeliverySettler {
     const first = (batch[0] as PendingAck).delivery;
     const args: Array<string | number> = [this.#ctx.group, this.#consumerId];
     for (const { delivery } of batch) args.push(delivery.deliveryId);
+    let results: unknown;
     try {
-      await runScript(this.#ctx.main, "chicoryAck", [first.keys.stream, first.keys.unique], args);
+      results = await runScript(this.#ctx.main, "chicoryAck", [first.keys.stream, first.keys.unique], args);
     } catch (error) {
       const wrapped = this.#ctx.wrapError("ack", error);
       for (const { reject } of batch) reject(wrapped);
       return;
+    }
+    const missed = Array.isArray(results) ? results.filter((r) => Number(r) !== 1).length : 0;
+    if (missed > 0) {
+      // The entry was no longer pending for this consumer: its lease ran out and another worker
+      // took it (this ack was fenced), or it left the PEL some other way. Either way the job may
+      // run (or have run) elsewhere too.
+      this.#logger.warn(
+        { queue: first.queue, consumer: this.#consumerId, entries: missed },
+        "redis ack: entries no longer pending for this consumer (lease lost); their jobs may run twice",
+      );
     }
     for (const { delivery, resolve } of batch) {
       this.#onSettled(delivery);
@@ -131,7 +153,7 @@ export class RedisSettler implements DeliverySettler {
     // redelivered after its lease expires (the DLQ is never trimmed to make room).
     this.#onSettled(d);
     if (result === -1) {
-      this.#ctx.logger.error(
+      this.#logger.error(
         { queue: d.queue, dlqMaxLength: this.#ctx.dlqMaxLength },
         "redis DLQ full: message kept in the work stream",
       );

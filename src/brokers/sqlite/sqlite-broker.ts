@@ -170,7 +170,7 @@ export class SqliteBroker implements Broker {
   consumer(options: ConsumerOptions): Consumer {
     if (options.queues.length === 0) throw new ConfigurationError("a SQLite consumer needs at least one queue");
     for (const queue of options.queues) assertValidName(queue, "queue");
-    const consumer = new SqliteConsumer(this.#host, options.consumerId, options.queues);
+    const consumer = new SqliteConsumer(this.#host, options.consumerId, options.queues, options.logger);
     this.#consumers.add(consumer);
     return consumer;
   }

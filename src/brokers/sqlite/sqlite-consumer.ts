@@ -17,6 +17,7 @@
  * then age.
  * @module
  */
+import type { Logger } from "../../core/logger.js";
 import { peekMessage, truncateError } from "../../core/message.js";
 import type { Consumer, Delivery } from "../broker.js";
 import { isBusyError } from "./sqlite-database.js";
@@ -50,6 +51,7 @@ export class SqliteConsumer implements Consumer {
   /** Queues read, in order of preference. */
   readonly queues: readonly string[];
   readonly #host: SqliteConsumerHost;
+  readonly #logger: Logger;
   readonly #inFlight = new Map<number, DeliveryFence>();
   /** In-flight deliveries whose lease was taken over (no longer renewed, warned once). */
   readonly #lostIds = new Set<number>();
@@ -63,8 +65,10 @@ export class SqliteConsumer implements Consumer {
   #lastCheckAt = 0;
   #pollMs: number;
 
-  constructor(host: SqliteConsumerHost, consumerId: string, queues: readonly string[]) {
+  /** @param logger where consuming problems are reported (default: the broker's logger) */
+  constructor(host: SqliteConsumerHost, consumerId: string, queues: readonly string[], logger?: Logger) {
     this.#host = host;
+    this.#logger = logger ?? host.options.logger;
     this.consumerId = consumerId;
     this.queues = [...queues];
     this.#pollMs = host.options.pollMinMs;
@@ -204,7 +208,7 @@ export class SqliteConsumer implements Consumer {
       this.#lostIds.delete(fence.id);
     }
     if (!isApplied) {
-      this.#host.options.logger.warn(
+      this.#logger.warn(
         { queue: job.queue, deliveryId: String(job.id), consumerId: this.consumerId, action: action.kind },
         `sqlite broker: ${action.kind} of delivery ${job.id} ignored: its lease expired and the job was taken over or settled elsewhere`,
       );
@@ -214,7 +218,8 @@ export class SqliteConsumer implements Consumer {
   }
 
   #renew(): void {
-    const { claimMinIdleMs, logger } = this.#host.options;
+    const { claimMinIdleMs } = this.#host.options;
+    const logger = this.#logger;
     try {
       const store = this.#host.store();
       const now = Date.now();

@@ -86,6 +86,32 @@ describe.skipIf(skip)("rabbitmq reconnection", () => {
     await consumer.close();
   });
 
+  it("a confirmed ack (at-most-once) resolves on a live channel and rejects once RabbitMQ closed it", async () => {
+    const name = uniqueName("chicory-reconnect-");
+    const broker = testBroker({ connectionName: name, reconnectDelay: 0.2, maxReconnectDelay: 1 });
+    brokers.push(broker);
+    await broker.connect();
+    const queue = uniqueName("q");
+    const consumer = broker.consumer({ queues: [queue], consumerId: "w1" });
+    await broker.publish(queue, { id: "a", body: "a" });
+    await broker.publish(queue, { id: "b", body: "b" });
+    const { got } = await fetchBodies(consumer, ["a", "b"], 5000);
+    // Resolves only after RabbitMQ answered a request sent after the ack on the same channel.
+    await got.get("a")?.ack({ confirm: true });
+
+    expect(await closeConnections(name)).toBe(2);
+    // The ack of "b" cannot be confirmed: the caller must treat "b" as not acknowledged.
+    await expect(got.get("b")?.ack({ confirm: true })).rejects.toBeInstanceOf(BrokerConnectionError);
+    const { got: again } = await fetchBodies(consumer, ["b"], 20_000);
+    expect(again.get("b")?.deliveryCount).toBe(2);
+    expect(again.has("a")).toBe(false);
+    await again.get("b")?.ack({ confirm: true });
+    // "a" was acknowledged for good before the connection was closed: nothing is left (queued or
+    // buffered by this consumer).
+    expect(await broker.getQueueSize(queue)).toBe(0);
+    await consumer.close();
+  });
+
   it("a fetch waiting during the loss returns or throws BrokerConnectionError, never hangs", async () => {
     const name = uniqueName("chicory-reconnect-");
     const broker = testBroker({ connectionName: name, reconnectDelay: 0.2, maxReconnectDelay: 1 });

@@ -237,6 +237,63 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await held.ack();
   });
 
+  it("an ack that finds its entry no longer pending for the consumer is reported on the consumer's logger", async () => {
+    const s = await setup({ claimMinIdleMs: 60_000 });
+    const warnings: string[] = [];
+    const logger = {
+      debug: () => {},
+      info: () => {},
+      warn: (fields: unknown, message?: string) => warnings.push(String(message ?? fields)),
+      error: () => {},
+      child: () => logger,
+    };
+    const consumerId = uniqueName("c-");
+    const c = s.broker.consumer({ queues: [s.queue], consumerId, logger });
+    try {
+      await publish(s.broker, s.queue);
+      await publish(s.broker, s.queue);
+      const first = await fetchOne(c);
+      await first.ack();
+      expect(warnings).toEqual([]);
+      const second = await fetchOne(c);
+      // Its PEL entry goes away behind the consumer's back (what a non-atomic cleanup would do).
+      expect(await s.raw.call("XGROUP", "DELCONSUMER", s.stream, s.group, consumerId)).toBe(1);
+      await second.ack();
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatch(/no longer pending for this consumer/);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it("a live consumer with nothing to read stays active in the group (Redis 7.0 idle) and re-registers after a deletion", async () => {
+    const s = await setup({ claimMinIdleMs: 60_000 });
+    const consumerId = uniqueName("c-");
+    const c = s.broker.consumer({ queues: [s.queue], consumerId });
+    try {
+      await c.fetch(1, AbortSignal.timeout(50)); // creates the group and registers the consumer
+      expect(await s.raw.call("XGROUP", "DELCONSUMER", s.stream, s.group, consumerId)).toBe(0);
+      const info = await eventually(
+        async () => {
+          const rows = (await s.raw.call("XINFO", "CONSUMERS", s.stream, s.group)) as unknown[][];
+          const row = rows.find((r) => r[r.indexOf("name") + 1] === consumerId);
+          if (!row) throw new Error("not registered yet");
+          return row;
+        },
+        4000,
+        100,
+      );
+      expect(Number(info[info.indexOf("idle") + 1])).toBeLessThan(1000);
+      await sleep(3000);
+      const rows = (await s.raw.call("XINFO", "CONSUMERS", s.stream, s.group)) as unknown[][];
+      const row = rows.find((r) => r[r.indexOf("name") + 1] === consumerId);
+      expect(row).toBeDefined();
+      expect(Number(row?.[row.indexOf("idle") + 1])).toBeLessThan(2700);
+    } finally {
+      await c.close();
+    }
+  });
+
   it("keeps every key inside the prefix and hash-tagged by queue", async () => {
     const s = await setup();
     await publish(s.broker, s.queue);

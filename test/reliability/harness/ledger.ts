@@ -1,14 +1,15 @@
 /**
  * The execution ledger (the oracle, independent of the system under test): JSONL files written
  * by the fixture app's tasks, one per worker process, `start` before and `end` after the
- * simulated work. A torn last line (the writer was killed mid-write) is ignored.
+ * simulated work, and `abort` when a long task's AbortSignal fired. A torn last line (the writer
+ * was killed mid-write) is ignored.
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
 /** One ledger line. */
 export interface LedgerEntry {
-  readonly e: "start" | "end";
+  readonly e: "start" | "end" | "abort";
   /** Task id. */
   readonly id: string;
   /** Worker process. */
@@ -24,6 +25,7 @@ export interface Ledger {
   readonly entries: readonly LedgerEntry[];
   readonly startsById: ReadonlyMap<string, readonly LedgerEntry[]>;
   readonly endsById: ReadonlyMap<string, readonly LedgerEntry[]>;
+  readonly abortsById: ReadonlyMap<string, readonly LedgerEntry[]>;
   /** Lines that did not parse (torn last lines); expected ≤ 1 per killed process. */
   readonly tornLines: number;
 }
@@ -31,7 +33,7 @@ export interface Ledger {
 function isEntry(value: unknown): value is LedgerEntry {
   if (typeof value !== "object" || value === null) return false;
   const v = value as Record<string, unknown>;
-  return (v.e === "start" || v.e === "end") && typeof v.id === "string" && typeof v.pid === "number";
+  return (v.e === "start" || v.e === "end" || v.e === "abort") && typeof v.id === "string" && typeof v.pid === "number";
 }
 
 /** Reads every `ledger-*.jsonl` of `dir`. */
@@ -54,13 +56,14 @@ export function readLedger(dir: string): Ledger {
   entries.sort((a, b) => a.t - b.t);
   const startsById = new Map<string, LedgerEntry[]>();
   const endsById = new Map<string, LedgerEntry[]>();
+  const abortsById = new Map<string, LedgerEntry[]>();
   for (const entry of entries) {
-    const index = entry.e === "start" ? startsById : endsById;
+    const index = entry.e === "start" ? startsById : entry.e === "end" ? endsById : abortsById;
     const list = index.get(entry.id);
     if (list) list.push(entry);
     else index.set(entry.id, [entry]);
   }
-  return { entries, startsById, endsById, tornLines };
+  return { entries, startsById, endsById, abortsById, tornLines };
 }
 
 /** Number of `start` lines written by `pid` (all ids). */

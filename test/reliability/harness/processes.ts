@@ -153,12 +153,12 @@ export class ProcessGroup {
     return handle;
   }
 
-  /** Starts `chicory worker <ledger app> -c <concurrency> ...` and waits until it logs "worker started". */
+  /** Starts `chicory worker <app> -c <concurrency> ...` and waits until it logs "worker started". */
   async startWorker(options: WorkerSpawnOptions): Promise<ProcessHandle> {
     const args = [
       CLI,
       "worker",
-      LEDGER_APP,
+      options.app ?? LEDGER_APP,
       "-c",
       String(options.concurrency),
       "--heartbeat-interval",
@@ -204,6 +204,8 @@ export interface WorkerSpawnOptions {
   readonly shutdownTimeoutSeconds?: number;
   readonly extraArgs?: readonly string[];
   readonly readyTimeoutMs?: number;
+  /** App module relative to ROOT (default {@link LEDGER_APP}). */
+  readonly app?: string;
 }
 
 function tail(text: string, chars = 3000): string {

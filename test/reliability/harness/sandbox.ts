@@ -1,9 +1,10 @@
 /**
  * One test's isolated world: a temp dir (ledgers, logs, the SQLite file), the broker/backend
- * environment of its worker processes (SQLite file in the temp dir, or Redis under a random key
- * prefix), an in-process app (built from src/) for producing and reading the books, and the
- * child processes. `close()` kills every child by PID, disconnects, deletes the Redis keys and
- * removes the temp dir.
+ * environment of its worker processes (SQLite file in the temp dir; Redis under a random key
+ * prefix; or RabbitMQ queues under a random prefix with a Redis backend under the same prefix),
+ * an in-process app (built from src/) for producing and reading the books, and the child
+ * processes. `close()` kills every child by PID, disconnects, deletes the Redis keys and the
+ * RabbitMQ queues, and removes the temp dir.
  */
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -13,14 +14,18 @@ import type { Task } from "../../../src/task.js";
 import { SERVICES, uniqueName } from "../../helpers/services.js";
 import { deletePrefix } from "../../integration/redis/redis-test-keys.js";
 import { ProcessGroup, requireBuild } from "./processes.js";
+import { deleteRabbitQueues } from "./rabbitmq.js";
 
 /** Broker kinds the crash tests run on. */
-export type BrokerKind = "sqlite" | "redis";
+export type BrokerKind = "sqlite" | "redis" | "rabbitmq";
 
 /** Options of {@link openSandbox}. */
 export interface SandboxOptions {
   readonly broker: BrokerKind;
-  /** Lease length in ms (CHICORY_BROKER_*_CLAIM_MIN_IDLE_MS), default 1000. */
+  /**
+   * Lease length in ms (CHICORY_BROKER_*_CLAIM_MIN_IDLE_MS), default 1000. Not used by RabbitMQ:
+   * the server requeues a dead consumer's unacknowledged messages when its connection drops.
+   */
   readonly claimMinIdleMs?: number;
   /** Extra variables for the worker processes and the in-process app. */
   readonly env?: Record<string, string>;
@@ -35,7 +40,7 @@ export interface Sandbox {
   readonly env: Record<string, string>;
   /** SQLite file (sqlite only). */
   readonly dbPath: string | undefined;
-  /** Redis key prefix (redis only). */
+  /** Redis key prefix (redis; rabbitmq: also the queue-name prefix and the backend's key prefix). */
   readonly prefix: string | undefined;
   readonly processes: ProcessGroup;
   /** In-process app from src/ on the same broker and backend (producer and books reader). */
@@ -66,6 +71,14 @@ export function openSandbox(options: SandboxOptions): Sandbox {
       CHICORY_BROKER_URL: `sqlite:${dbPath}`,
       CHICORY_BACKEND_URL: `sqlite:${dbPath}`,
       CHICORY_BROKER_SQLITE_CLAIM_MIN_IDLE_MS: claim,
+    };
+  } else if (options.broker === "rabbitmq") {
+    prefix = uniqueName("chrel");
+    env = {
+      CHICORY_BROKER_URL: SERVICES.rabbitmq,
+      CHICORY_BROKER_RABBITMQ_PREFIX: prefix,
+      CHICORY_BACKEND_URL: SERVICES.redis,
+      CHICORY_BACKEND_REDIS_KEY_PREFIX: prefix,
     };
   } else {
     prefix = uniqueName("chrel");
@@ -101,6 +114,7 @@ export function openSandbox(options: SandboxOptions): Sandbox {
       await processes.killAll().catch(() => undefined);
       await app.disconnect().catch(() => undefined);
       if (prefix) await deletePrefix(prefix).catch(() => undefined);
+      if (prefix && options.broker === "rabbitmq") await deleteRabbitQueues(prefix).catch(() => undefined);
       if (keep) console.log(`[reliability] kept ${dir}`);
       else rmSync(dir, { recursive: true, force: true });
     },

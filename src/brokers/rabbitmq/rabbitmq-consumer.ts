@@ -5,6 +5,12 @@
  * A consumer that has nothing in flight, nothing buffered and no `fetch` waiting cancels its
  * subscription (before sending the settle that made it idle) and subscribes again on its
  * next `fetch`, so an idle consumer does not collect messages other consumers ask for.
+ * Bound: it holds at most its callers' capacity (in flight) plus `prefetchCount` (buffered).
+ * Each subscription has a consumer tag of its own (RabbitMQ counts prefetch per tag: an ack
+ * of a message delivered under a cancelled tag must not free credit of the next one), and a
+ * consumer subscribes again only once the messages that were on their way to the cancelled
+ * subscription are handed out (its buffer is empty). "Idle" is decided one event-loop turn
+ * after the last settle, so a worker that asks for more at once keeps its subscription.
  *
  * Leases: RabbitMQ keeps a delivered message assigned while the channel lives (no renewal
  * needed; the server's `consumer_timeout`, default 30 min, closes a channel that holds a
@@ -53,6 +59,7 @@ interface Buffered {
 }
 
 let sessionIds = 0;
+let subscriptionIds = 0;
 
 /** See module doc. */
 export class RabbitMqConsumer implements Consumer {
@@ -179,8 +186,10 @@ export class RabbitMqConsumer implements Consumer {
   async #applySubscription(): Promise<void> {
     const session = this.#session;
     if (!session?.isOpen || this.#isClosed) return;
-    const isWanted = this.#fetching > 0 || this.#inFlight > 0 || this.#hasBuffered();
-    if (isWanted && session.tags === null) {
+    const hasBuffered = this.#hasBuffered();
+    const isWanted = this.#fetching > 0 || this.#inFlight > 0 || hasBuffered;
+    if (isWanted && session.tags === null && !hasBuffered) {
+      const subscription = ++subscriptionIds;
       const tags: string[] = [];
       session.tags = tags;
       try {
@@ -188,7 +197,7 @@ export class RabbitMqConsumer implements Consumer {
           const { work } = await this.#host.sender.ensureQueue(queue);
           const reply = await session.channel.consume(work, (message) => this.#onMessage(session, queue, message), {
             noAck: false,
-            consumerTag: `${this.#tagPrefix}.${session.id}.${index}`,
+            consumerTag: `${this.#tagPrefix}.${session.id}.${subscription}.${index}`,
           });
           tags.push(reply.consumerTag);
         }
@@ -275,7 +284,7 @@ export class RabbitMqConsumer implements Consumer {
           this.#inFlight -= 1;
           this.#inFlightByQueue.set(queue, (this.#inFlightByQueue.get(queue) ?? 1) - 1);
           // cancel before the settle frame when this makes the consumer idle (see module doc)
-          return this.#inFlight === 0 && this.#fetching === 0 ? this.#syncSubscription() : Promise.resolve();
+          return this.#inFlight === 0 && this.#fetching === 0 ? this.#cancelIfStillIdle() : Promise.resolve();
         };
         out.push(
           new RabbitMqDelivery({ queue, message: entry.message, session: entry.session, sender, logger, beforeSettle }),
@@ -283,6 +292,15 @@ export class RabbitMqConsumer implements Consumer {
       }
     }
     return out;
+  }
+
+  /**
+   * Cancels the subscription if, one event-loop turn later, nobody fetched meanwhile (the
+   * worker's loop usually asks for more as soon as its other jobs settled).
+   */
+  async #cancelIfStillIdle(): Promise<void> {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    await this.#syncSubscription();
   }
 
   #hasBuffered(): boolean {

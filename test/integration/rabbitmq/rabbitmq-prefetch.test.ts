@@ -1,0 +1,97 @@
+/**
+ * RabbitMQ prefetch bound under a backlog of trivial jobs: a consumer goes idle between
+ * batches, cancels its subscription and subscribes again; it must never hold more than its
+ * capacity (in flight) plus its prefetch (buffered), and RabbitMQ's own count of the channel's
+ * unacknowledged messages must stay within the same bound.
+ */
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { afterEach, describe, expect, it } from "vitest";
+import type { Delivery } from "../../../src/brokers/broker.js";
+import type { RabbitMqBroker } from "../../../src/brokers/rabbitmq/index.js";
+import type { RabbitMqConsumer } from "../../../src/brokers/rabbitmq/rabbitmq-consumer.js";
+import { skipUnless, uniqueName } from "../../helpers/services.js";
+import { deleteQueues, testBroker } from "./rabbitmq-test-utils.js";
+
+const skip = await skipUnless("rabbitmq");
+const run = promisify(execFile);
+
+describe.skipIf(skip)("rabbitmq prefetch bound", () => {
+  const brokers: RabbitMqBroker[] = [];
+  afterEach(async () => {
+    for (const broker of brokers.splice(0)) {
+      await broker.disconnect();
+      await deleteQueues(broker);
+    }
+  });
+
+  it("a consumer draining a backlog holds at most capacity + prefetch messages", async () => {
+    const broker = testBroker();
+    brokers.push(broker);
+    await broker.connect();
+    const queue = uniqueName("q");
+    const jobs = 3000;
+    const capacity = 8;
+    for (let sent = 0; sent < jobs; sent += 500) {
+      await Promise.all(
+        Array.from({ length: 500 }, (_, k) => broker.publish(queue, { id: `t${sent + k}`, body: `{"i":${sent + k}}` })),
+      );
+    }
+    const consumer = broker.consumer({ queues: [queue], consumerId: "w1", capacity }) as RabbitMqConsumer;
+    // RabbitMQ's view: unacknowledged messages of this consumer's channels, sampled meanwhile
+    const workQueue = `${broker.settings.prefix}.${queue}`;
+    let serverPeak = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const { stdout } = await run("rabbitmqctl", [
+          "list_queues",
+          "-q",
+          "--no-table-headers",
+          "name",
+          "messages_unacknowledged",
+        ]);
+        for (const line of stdout.split("\n")) {
+          const [name, unacked] = line.trim().split(/\s+/);
+          if (name === workQueue) serverPeak = Math.max(serverPeak, Number(unacked));
+        }
+      }
+    })();
+
+    // a worker's loop: fetch only free slots, run trivially, ack
+    let held = 0;
+    let done = 0;
+    const running = new Set<Promise<void>>();
+    const observe = () => {
+      held = Math.max(held, consumer.bufferedCount(queue) + consumer.pendingCount(queue));
+    };
+    const deadline = Date.now() + 60_000;
+    while (done < jobs && Date.now() < deadline) {
+      const free = capacity - running.size;
+      if (free === 0) {
+        await Promise.race(running);
+        continue;
+      }
+      const deliveries: Delivery[] = await consumer.fetch(free, AbortSignal.timeout(5000));
+      observe();
+      for (const delivery of deliveries) {
+        const job = (async () => {
+          await Promise.resolve();
+          observe();
+          await delivery.ack();
+          done += 1;
+        })();
+        running.add(job);
+        void job.finally(() => running.delete(job));
+      }
+    }
+    await Promise.all(running);
+    sampling = false;
+    await sampler;
+    await consumer.close();
+
+    expect(done).toBe(jobs);
+    expect(held, "messages held by the consumer (in flight + buffered)").toBeLessThanOrEqual(2 * capacity);
+    expect(serverPeak, "RabbitMQ's unacknowledged count of the queue").toBeLessThanOrEqual(2 * capacity);
+  }, 90_000);
+});

@@ -234,7 +234,8 @@ describe.skipIf(skipRedis)("Redis broker: at-most-once under SIGKILL", () => {
       expect(aloBooks.missingSample).toEqual([]);
       expect(aloBooks.missing).toBe(0);
       expect(aloBooks.success).toBe(PER_TASK);
-      expect(aloBooks.duplicateStarts).toBeLessThanOrEqual(KILLS * concurrency);
+      // a killed worker held up to 2 × concurrency unacknowledged jobs (running + settling)
+      expect(aloBooks.duplicateStarts).toBeLessThanOrEqual(KILLS * 2 * concurrency);
       // The kills did cut at-least-once runs short (so their recovery was exercised), and each
       // of those ran again.
       expect(aloInFlightAtKills).toBeGreaterThan(0);

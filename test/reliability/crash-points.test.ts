@@ -432,8 +432,10 @@ async function runCell(
   if (mode === "at_least_once") {
     if (otherLost.length > 0)
       violations.push(`${otherLost.length} other jobs lost: ${otherLost.slice(0, 5).join(", ")}`);
-    // Jobs in flight in a killed worker run again: at most one extra attempt each.
-    if (extraStarts > kills * CONCURRENCY * NORMAL_STARTS[cell.kind]) {
+    // Jobs in flight in a killed worker run again: at most one extra attempt each. A worker
+    // holds up to 2 × concurrency unacknowledged messages (running, and finished ones whose
+    // outcome is being stored and acknowledged).
+    if (extraStarts > kills * 2 * CONCURRENCY * NORMAL_STARTS[cell.kind]) {
       violations.push(`${extraStarts} extra attempts of other jobs for ${kills} kills`);
     }
   } else {

@@ -79,8 +79,9 @@ describe.skipIf(skip)("Redis broker: process crashes", () => {
       expect(books.success).toBe(JOBS);
       for (const kill of perKill) expect(kill.neverRestarted).toBe(0);
       // ≤ one extra run per job in flight at each kill (no prefetch beyond free slots on Redis).
-      expect(books.duplicateStarts).toBeLessThanOrEqual(KILLS * concurrency);
-      expect(books.duplicates).toBeLessThanOrEqual(KILLS * concurrency);
+      // a killed worker held up to 2 × concurrency unacknowledged jobs (running + settling)
+      expect(books.duplicateStarts).toBeLessThanOrEqual(KILLS * 2 * concurrency);
+      expect(books.duplicates).toBeLessThanOrEqual(KILLS * 2 * concurrency);
       // Nothing stranded: stream empty, no pending entries (dead consumers' PELs reclaimed).
       expect(await sb.app.broker.getQueueSize("default")).toBe(0);
       expect(await sb.app.broker.getPendingCount("default")).toBe(0);

@@ -64,8 +64,9 @@ describe("SQLite broker: process crashes", () => {
       expect(books.success).toBe(300);
       expect(recovery.neverRestarted).toEqual([]);
       // At most the killed worker's in-flight jobs run again (claims never exceed free slots).
-      expect(books.duplicateStarts).toBeLessThanOrEqual(concurrency);
-      expect(books.duplicates).toBeLessThanOrEqual(concurrency);
+      // the killed worker held up to 2 × concurrency unacknowledged jobs (running + settling)
+      expect(books.duplicateStarts).toBeLessThanOrEqual(2 * concurrency);
+      expect(books.duplicates).toBeLessThanOrEqual(2 * concurrency);
       for (const ms of recovery.recoveryMs) expect(ms).toBeLessThan(CLAIM_MS + 5000);
       // Nothing left behind: no queued or leased rows.
       expect(await sb.app.broker.getQueueSize("default")).toBe(0);

@@ -192,7 +192,9 @@ export class RedisBackend implements Backend {
   #announce(main: RedisClientLike, taskId: string): Promise<unknown> {
     this.#done.push(taskId);
     this.#announced ??= new Promise((resolve, reject) => {
-      setImmediate(() => {
+      // After this turn's promise callbacks, before ioredis flushes its automatic pipeline: the
+      // PUBLISH goes out in the same write as the SETs.
+      process.nextTick(() => {
         const ids = this.#done;
         this.#done = [];
         this.#announced = undefined;

@@ -37,7 +37,7 @@ interface PendingAck {
 /** Carries out the settle calls of a consumer's deliveries. */
 export class RedisSettler implements DeliverySettler {
   readonly #acks = new Map<string, PendingAck[]>();
-  #ackFlush: NodeJS.Immediate | undefined;
+  #ackFlushQueued = false;
   readonly #ctx: RedisBrokerContext;
   readonly #consumerId: string;
   readonly #onSettled: (delivery: RedisDelivery) => void;
@@ -82,12 +82,18 @@ export class RedisSettler implements DeliverySettler {
         this.#acks.set(d.keys.stream, batch);
       }
       batch.push({ delivery: d, resolve, reject });
-      this.#ackFlush ??= setImmediate(() => this.#flushAcks());
+      if (!this.#ackFlushQueued) {
+        // process.nextTick runs once the current turn's promise callbacks are done: every ack
+        // issued in this turn is in the batch, and its script call joins ioredis's automatic
+        // pipeline of the same turn (flushed by setImmediate) instead of waiting for the next.
+        this.#ackFlushQueued = true;
+        process.nextTick(() => this.#flushAcks());
+      }
     });
   }
 
   #flushAcks(): void {
-    this.#ackFlush = undefined;
+    this.#ackFlushQueued = false;
     const batches = [...this.#acks.values()];
     this.#acks.clear();
     for (const batch of batches) {

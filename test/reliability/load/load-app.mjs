@@ -1,7 +1,10 @@
 // App module of the load tests (test/reliability/load-*.test.ts), run by real `chicory worker`
 // processes. It imports the BUILT package, as a user's app would. Broker and backend come from
-// CHICORY_BROKER_URL / CHICORY_BACKEND_URL and their CHICORY_{BROKER,BACKEND}_REDIS_* variables.
-//   CHICORY_TEST_LOAD_KEYS  key prefix of the test's own books (required by `tick`)
+// CHICORY_BROKER_URL / CHICORY_BACKEND_URL and their CHICORY_{BROKER,BACKEND}_{REDIS,RABBITMQ}_*
+// variables.
+//   CHICORY_TEST_LOAD_KEYS       key prefix of the test's own books (required by `tick`)
+//   CHICORY_TEST_LOAD_REDIS_URL  Redis holding the books (default: CHICORY_BROKER_URL, for a
+//                                Redis broker)
 import { Redis } from "ioredis";
 import { Chicory } from "../../../dist/index.js";
 
@@ -12,7 +15,8 @@ const keys = process.env.CHICORY_TEST_LOAD_KEYS;
 let books;
 function booksClient() {
   if (!keys) throw new Error("CHICORY_TEST_LOAD_KEYS is required");
-  books ??= new Redis(process.env.CHICORY_BROKER_URL ?? "redis://127.0.0.1:6379/0", {
+  const url = process.env.CHICORY_TEST_LOAD_REDIS_URL ?? process.env.CHICORY_BROKER_URL ?? "redis://127.0.0.1:6379/0";
+  books ??= new Redis(url, {
     enableAutoPipelining: true,
     connectionName: "load-test-books",
   });

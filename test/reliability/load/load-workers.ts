@@ -43,8 +43,8 @@ function childEnv(env: Record<string, string>): NodeJS.ProcessEnv {
 }
 
 /**
- * Starts `node dist/cli/main.js worker load-app.mjs -c <concurrency>` and resolves once it logged
- * "worker started". stderr goes to `<logDir>/<name>.log`; only error lines are kept in memory.
+ * Starts `node dist/cli/main.js worker <appModule> -c <concurrency>` (default load-app.mjs) and
+ * resolves once it logged "worker started". stderr goes to `<logDir>/<name>.log`; only error lines are kept in memory.
  */
 export async function startWorker(
   name: string,
@@ -53,12 +53,13 @@ export async function startWorker(
   logDir: string,
   extraArgs: readonly string[] = [],
   nodeArgs: readonly string[] = [],
+  appModule: string = LOAD_APP,
 ): Promise<WorkerProcess> {
   const args = [
     ...nodeArgs,
     CLI,
     "worker",
-    LOAD_APP,
+    appModule,
     "-c",
     String(concurrency),
     "--heartbeat-interval",

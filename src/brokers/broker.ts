@@ -66,8 +66,9 @@ export interface AckOptions {
    * caller then treats the message as not acknowledged and does not run it). The worker sets it
    * for `at_most_once` tasks, which are acknowledged before they run. Where the ack is a request
    * with a reply (Redis, SQLite, memory) it resolves once applied anyway; RabbitMQ's `basic.ack`
-   * has no reply and needs this option. (A fenced ack, whose lease another consumer took, still
-   * resolves on Redis and SQLite.)
+   * has no reply and needs this option. On Redis and SQLite a confirmed ack rejects when it was
+   * fenced (the lease ran out and another consumer took the message), so a worker that stalled
+   * past its lease does not run an at-most-once task that another worker now holds.
    */
   readonly confirm?: boolean;
 }

@@ -4,12 +4,12 @@
  * @module
  */
 import { peekMessage } from "../../core/message.js";
-import type { Delivery } from "../broker.js";
+import type { AckOptions, Delivery } from "../broker.js";
 import type { QueueKeys } from "./redis-keys.js";
 
 /** What a delivery asks of its consumer to settle itself. */
 export interface DeliverySettler {
-  ack(delivery: RedisDelivery): Promise<void>;
+  ack(delivery: RedisDelivery, confirm?: boolean): Promise<void>;
   retry(delivery: RedisDelivery, body: string, delayMs: number): Promise<void>;
   deadLetter(delivery: RedisDelivery, error: string): Promise<void>;
   release(delivery: RedisDelivery): Promise<void>;
@@ -65,8 +65,8 @@ export class RedisDelivery implements Delivery {
     return this.#isSettled;
   }
 
-  ack(): Promise<void> {
-    return this.#settle(() => this.#settler.ack(this));
+  ack(options?: AckOptions): Promise<void> {
+    return this.#settle(() => this.#settler.ack(this, options?.confirm === true));
   }
 
   retry(body: string, delayMs: number): Promise<void> {

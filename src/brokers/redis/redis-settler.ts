@@ -30,6 +30,8 @@ const MAX_ACK_BATCH = 500;
 
 interface PendingAck {
   readonly delivery: RedisDelivery;
+  /** Reject when the entry was not pending for this consumer (see `AckOptions.confirm`). */
+  readonly confirm: boolean;
   resolve(): void;
   reject(error: unknown): void;
 }
@@ -74,14 +76,14 @@ export class RedisSettler implements DeliverySettler {
    * Acks are batched per stream for one event-loop turn: the worker settles many deliveries at
    * once, and one script call for all of them costs Redis a fraction of one call each.
    */
-  ack(d: RedisDelivery): Promise<void> {
+  ack(d: RedisDelivery, confirm = false): Promise<void> {
     return new Promise((resolve, reject) => {
       let batch = this.#acks.get(d.keys.stream);
       if (!batch) {
         batch = [];
         this.#acks.set(d.keys.stream, batch);
       }
-      batch.push({ delivery: d, resolve, reject });
+      batch.push({ delivery: d, confirm, resolve, reject });
       if (!this.#ackFlushQueued) {
         // process.nextTick runs once the current turn's promise callbacks are done: every ack
         // issued in this turn is in the batch, and its script call joins ioredis's automatic
@@ -123,10 +125,16 @@ export class RedisSettler implements DeliverySettler {
         "redis ack: entries no longer pending for this consumer (lease lost); their jobs may run twice",
       );
     }
-    for (const { delivery, resolve } of batch) {
+    batch.forEach(({ delivery, confirm, resolve, reject }, i) => {
       this.#onSettled(delivery);
-      resolve();
-    }
+      if (confirm && Array.isArray(results) && Number(results[i]) !== 1) {
+        reject(
+          new BrokerConnectionError(
+            `redis broker: ack of entry ${delivery.deliveryId} not applied: it is no longer pending for this consumer (lease lost)`,
+          ),
+        );
+      } else resolve();
+    });
   }
 
   async retry(d: RedisDelivery, body: string, delayMs: number): Promise<void> {

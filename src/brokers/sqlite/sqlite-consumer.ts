@@ -181,7 +181,8 @@ export class SqliteConsumer implements Consumer {
     return new SqliteDelivery(job, (action) => this.#settle(fence, job, action));
   }
 
-  #settle(fence: DeliveryFence, job: ClaimedJob, action: SqliteSettleAction): void {
+  /** Applies `action`; false when it was fenced (the lease was lost: nothing changed). */
+  #settle(fence: DeliveryFence, job: ClaimedJob, action: SqliteSettleAction): boolean {
     const store = this.#host.store();
     const now = Date.now();
     let isApplied: boolean;
@@ -215,6 +216,7 @@ export class SqliteConsumer implements Consumer {
     } else if (action.kind === "release" || action.kind === "retry") {
       this.#host.notify(job.queue);
     }
+    return isApplied;
   }
 
   #renew(): void {

@@ -4,7 +4,8 @@
  * (database unreachable) leaves the delivery unsettled, so it can be tried again.
  * @module
  */
-import type { Delivery } from "../broker.js";
+import { BrokerConnectionError } from "../../errors.js";
+import type { AckOptions, Delivery } from "../broker.js";
 import type { ClaimedJob } from "./sqlite-store.js";
 
 /** What a delivery asks its consumer to do. */
@@ -20,10 +21,11 @@ export class SqliteDelivery implements Delivery {
   readonly deliveryId: string;
   readonly body: string;
   readonly deliveryCount: number;
-  readonly #settle: (action: SqliteSettleAction) => void;
+  /** Applies the action; false when it was fenced (lease lost, nothing changed). */
+  readonly #settle: (action: SqliteSettleAction) => boolean;
   #isSettled = false;
 
-  constructor(job: ClaimedJob, settle: (action: SqliteSettleAction) => void) {
+  constructor(job: ClaimedJob, settle: (action: SqliteSettleAction) => boolean) {
     this.queue = job.queue;
     this.deliveryId = String(job.id);
     this.body = job.body;
@@ -31,8 +33,13 @@ export class SqliteDelivery implements Delivery {
     this.#settle = settle;
   }
 
-  async ack(): Promise<void> {
-    this.#run({ kind: "ack" });
+  async ack(options?: AckOptions): Promise<void> {
+    const isApplied = this.#run({ kind: "ack" });
+    if (options?.confirm && !isApplied) {
+      throw new BrokerConnectionError(
+        `sqlite broker: ack of delivery ${this.deliveryId} not applied: its lease expired and another worker took the job`,
+      );
+    }
   }
 
   async retry(body: string, delayMs: number): Promise<void> {
@@ -47,9 +54,11 @@ export class SqliteDelivery implements Delivery {
     this.#run({ kind: "release" });
   }
 
-  #run(action: SqliteSettleAction): void {
-    if (this.#isSettled) return;
-    this.#settle(action);
+  /** False when this call was fenced; true when applied or already settled before. */
+  #run(action: SqliteSettleAction): boolean {
+    if (this.#isSettled) return true;
+    const isApplied = this.#settle(action);
     this.#isSettled = true;
+    return isApplied;
   }
 }

@@ -169,6 +169,25 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(await s.raw.xpending(s.stream, s.group)).toEqual([0, null, null, null]);
   });
 
+  it("a confirmed ack (at-most-once) of an entry another consumer took rejects; an unconfirmed one resolves", async () => {
+    const s = await setup({ claimMinIdleMs: 500 });
+    await publish(s.broker, s.queue);
+    await publish(s.broker, s.queue);
+    const a = s.consumer();
+    const held = await a.fetch(2, AbortSignal.timeout(1000));
+    expect(held).toHaveLength(2);
+    await a.close();
+    const b = s.consumer();
+    const taken = [await fetchOne(b), await fetchOne(b)];
+    const [first, second] = held;
+    await expect(first?.ack({ confirm: true })).rejects.toThrow(/lease lost/);
+    await expect(second?.ack()).resolves.toBeUndefined();
+    const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;
+    expect(pending).toHaveLength(2);
+    for (const d of taken) await d.ack({ confirm: true });
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+  });
+
   it("aborting a long blocked fetch returns at once", async () => {
     const s = await setup({ blockMs: 20_000, claimMinIdleMs: 60_000 });
     const c = s.consumer();

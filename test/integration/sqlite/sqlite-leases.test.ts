@@ -99,6 +99,21 @@ describe("sqlite broker leases", () => {
     expect(await b.getPendingCount(queue)).toBe(0);
   });
 
+  it("a confirmed ack (at-most-once) after the lease was lost rejects; the new owner keeps the job", async () => {
+    const a = await connect();
+    const b = await connect();
+    const queue = uniqueName("q");
+    await a.publish(queue, { id: "t1", body: "one" });
+    const stale = a.consumer({ queues: [queue], consumerId: "stale" });
+    const lost = await fetchOne(stale);
+    await stale.close();
+    const taken = await fetchOne(b.consumer({ queues: [queue], consumerId: "owner" }), LEASE_MS * 10);
+    await expect(lost.ack({ confirm: true })).rejects.toThrow(/lease expired/);
+    expect(await b.getPendingCount(queue)).toBe(1);
+    await taken.ack({ confirm: true });
+    expect(await b.getPendingCount(queue)).toBe(0);
+  });
+
   it("a stale release does not unlock the new owner's job", async () => {
     const a = await connect();
     const b = await connect();

@@ -93,6 +93,13 @@ export interface Delivery {
    * this one; atomic where the broker allows it (never both lost, at worst both kept).
    */
   retry(body: string, delayMs: number): Promise<void>;
+  /**
+   * Registers `listener`, called at most once when the broker finds, while this delivery is
+   * unsettled, that this consumer no longer holds the message (its lease ran out, e.g. the
+   * process stalled, and another consumer took it). The worker then aborts the running task
+   * (`ctx.signal`) and leaves the message to its new owner. Brokers without leases omit it.
+   */
+  onLeaseLost?(listener: () => void): void;
   /** Move the message to its queue's dead-letter queue with a reason, and remove it here. */
   deadLetter(error: string): Promise<void>;
   /**

@@ -95,7 +95,7 @@ export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<A
       return { outcome: { kind: "aborted", error: toStoredError(thrown) }, message, task, alreadyAcked: false };
     }
   }
-  const outcome = await attempt(task, message, env);
+  const outcome = await attempt(task, message, env, delivery);
   return { outcome, message, task, alreadyAcked };
 }
 
@@ -130,6 +130,7 @@ async function attempt(
   task: Task<readonly unknown[], unknown>,
   message: TaskMessage,
   env: RunnerEnv,
+  delivery: Delivery,
 ): Promise<Outcome> {
   // The attempt ends early on timeout or forced shutdown: `aborted` rejects, and a context
   // task's `ctx.signal` aborts (its AbortController exists only for context tasks).
@@ -148,6 +149,11 @@ async function attempt(
   };
   const offShutdown = whenAborted(env.shutdownSignal, () =>
     abort(new TaskAbortedError("worker shut down before the task ended")),
+  );
+  // A lease lost while the task runs (this process stalled past it, another worker took the
+  // message): stop here and leave the job to its new owner.
+  delivery.onLeaseLost?.(() =>
+    abort(new TaskAbortedError("the lease on this message was lost: another worker took it over")),
   );
   let timer: NodeJS.Timeout | undefined;
   try {

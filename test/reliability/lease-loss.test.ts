@@ -6,6 +6,9 @@
  * - fencing: the zombie's late ack must not remove the job from the NEW owner (the broker still
  *   shows the job leased/pending to the new owner until the new owner settles it);
  * - state monotonic: the final state is SUCCESS.
+ * A second scenario runs tasks that honour `ctx.signal`: once resumed, the zombie's lease
+ * renewal finds the jobs taken over and the worker aborts its stale runs (RELIABILITY R5: within
+ * one renewal interval), so each job completes once, on the heir.
  */
 import { describe, expect, it } from "vitest";
 import { skipUnless } from "../helpers/services.js";
@@ -107,6 +110,56 @@ async function zombieScenario(broker: BrokerKind, lateAckUnfenced = false): Prom
   }
 }
 
+/** Zombie whose tasks honour their AbortSignal: its stale runs are aborted soon after SIGCONT. */
+async function abortedZombieScenario(broker: BrokerKind): Promise<void> {
+  const sb = openSandbox({ broker, claimMinIdleMs: CLAIM_MS });
+  try {
+    await sb.app.connect();
+    const abortable = sb.app.task({ name: "long_abortable", deliveryMode: "at_least_once" }, (_ms: number): number => {
+      throw new Error("runs in the worker processes only");
+    });
+    const zombie = await sb.processes.startWorker({ name: "zombie", concurrency: JOBS, env: sb.env });
+    const producer = newProducerLedger();
+    await produce(abortable, producer, { count: JOBS, ms: () => TASK_MS });
+    const ids = producer.confirmed;
+    const by = (kind: "startsById" | "endsById" | "abortsById", pid: number) => {
+      const ledger = readLedger(sb.ledgerDir);
+      return ids.every((id) => ledger[kind].get(id)?.some((s) => s.pid === pid));
+    };
+    await waitUntil(() => by("startsById", zombie.pid), { timeoutMs: 15_000, what: "the zombie running every job" });
+    zombie.signal("SIGSTOP");
+    const heir = await sb.processes.startWorker({ name: "heir", concurrency: JOBS, env: sb.env });
+    await waitUntil(() => by("startsById", heir.pid), { timeoutMs: 15_000, what: "the heir reclaiming every job" });
+    zombie.signal("SIGCONT");
+    const resumedAt = Date.now();
+    await waitUntil(() => by("abortsById", zombie.pid), { timeoutMs: 5000, what: "the zombie aborting its runs" });
+    const abortedAfterMs = Date.now() - resumedAt;
+    const books = await awaitBooks(sb.app, ids, sb.ledgerDir, 30_000);
+    const ledger = readLedger(sb.ledgerDir);
+    const zombieEnds = ids.filter((id) => ledger.endsById.get(id)?.some((e) => e.pid === zombie.pid)).length;
+    report(`${broker}-lease-loss-abort`, {
+      broker,
+      claimMinIdleMs: CLAIM_MS,
+      taskMs: TASK_MS,
+      jobs: JOBS,
+      abortedAfterResumeMs: abortedAfterMs,
+      zombieRunsCompleted: zombieEnds,
+      books,
+    });
+    expect(zombieEnds).toBe(0);
+    // One renewal interval (claimMinIdle / 3) plus the time the resumed process needs.
+    expect(abortedAfterMs).toBeLessThan(CLAIM_MS);
+    expect(books.missing).toBe(0);
+    expect(books.success).toBe(JOBS);
+    expect(books.duplicates).toBe(0);
+  } catch (error) {
+    console.error(sb.processes.describe());
+    throw error;
+  } finally {
+    await sb.close();
+  }
+}
+
 describe("lease loss (SIGSTOP longer than the lease, then SIGCONT)", () => {
   it("SQLite: jobs move to another worker; the zombie's late acks are fenced; nothing lost", async () => {
     await zombieScenario("sqlite");
@@ -116,6 +169,18 @@ describe("lease loss (SIGSTOP longer than the lease, then SIGCONT)", () => {
     "Redis: jobs move to another worker; nothing lost; late acks are fenced",
     async () => {
       await zombieScenario("redis", REDIS_LATE_ACK_UNFENCED);
+    },
+    60_000,
+  );
+
+  it("SQLite: once resumed, the zombie aborts the runs it lost (tasks honouring ctx.signal run once)", async () => {
+    await abortedZombieScenario("sqlite");
+  }, 60_000);
+
+  it.skipIf(skipRedis)(
+    "Redis: once resumed, the zombie aborts the runs it lost (tasks honouring ctx.signal run once)",
+    async () => {
+      await abortedZombieScenario("redis");
     },
     60_000,
   );

@@ -319,7 +319,11 @@ export class RedisConsumer implements Consumer {
             [q.keys.stream],
             [this.#ctx.group, this.#consumerId, ...chunk],
           )) as string[];
-          for (const id of lost) q.inFlight.delete(id);
+          for (const id of lost) {
+            const delivery = q.inFlight.get(id);
+            q.inFlight.delete(id);
+            delivery?.leaseLost();
+          }
           if (lost.length < chunk.length) q.seenAtMs = Date.now();
         }
       }

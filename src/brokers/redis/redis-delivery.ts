@@ -29,6 +29,7 @@ export class RedisDelivery implements Delivery {
   readonly keys: QueueKeys;
   readonly #settler: DeliverySettler;
   #taskId: string | undefined;
+  #onLeaseLost: (() => void) | undefined;
   #isSettled = false;
 
   constructor(
@@ -63,6 +64,18 @@ export class RedisDelivery implements Delivery {
   /** True once a settle call succeeded (or is in progress). */
   get isSettled(): boolean {
     return this.#isSettled;
+  }
+
+  /** {@inheritDoc Delivery.onLeaseLost} */
+  onLeaseLost(listener: () => void): void {
+    this.#onLeaseLost = listener;
+  }
+
+  /** Called by the consumer when a lease renewal found the entry owned by someone else. */
+  leaseLost(): void {
+    const listener = this.#onLeaseLost;
+    this.#onLeaseLost = undefined;
+    if (!this.#isSettled) listener?.();
   }
 
   ack(options?: AckOptions): Promise<void> {

@@ -55,6 +55,8 @@ export class SqliteConsumer implements Consumer {
   readonly #inFlight = new Map<number, DeliveryFence>();
   /** In-flight deliveries whose lease was taken over (no longer renewed, warned once). */
   readonly #lostIds = new Set<number>();
+  /** The unsettled deliveries by job id (told when their lease is found lost). */
+  readonly #deliveries = new Map<number, SqliteDelivery>();
   readonly #waiters = new Set<() => void>();
   #renewTimer: NodeJS.Timeout | undefined;
   #isStarted = false;
@@ -178,7 +180,9 @@ export class SqliteConsumer implements Consumer {
     const fence: DeliveryFence = { id: job.id, consumerId: this.consumerId, deliveryCount: job.delivery_count };
     this.#inFlight.set(job.id, fence);
     this.#lostIds.delete(job.id);
-    return new SqliteDelivery(job, (action) => this.#settle(fence, job, action));
+    const delivery = new SqliteDelivery(job, (action) => this.#settle(fence, job, action));
+    this.#deliveries.set(job.id, delivery);
+    return delivery;
   }
 
   /** Applies `action`; false when it was fenced (the lease was lost: nothing changed). */
@@ -207,6 +211,7 @@ export class SqliteConsumer implements Consumer {
     if (this.#inFlight.get(fence.id) === fence) {
       this.#inFlight.delete(fence.id);
       this.#lostIds.delete(fence.id);
+      this.#deliveries.delete(fence.id);
     }
     if (!isApplied) {
       this.#logger.warn(
@@ -229,7 +234,10 @@ export class SqliteConsumer implements Consumer {
       const renewed = store.renew(this.consumerId, ids, now + claimMinIdleMs);
       const lost = ids.filter((id) => !renewed.has(id));
       if (lost.length > 0) {
-        for (const id of lost) this.#lostIds.add(id);
+        for (const id of lost) {
+          this.#lostIds.add(id);
+          this.#deliveries.get(id)?.leaseLost();
+        }
         logger.warn(
           { consumerId: this.consumerId, deliveryIds: lost.map(String) },
           "sqlite broker: leases of in-flight deliveries were lost (the process stalled longer than claimMinIdleMs); their jobs may run twice",

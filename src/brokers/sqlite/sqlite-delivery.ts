@@ -24,6 +24,7 @@ export class SqliteDelivery implements Delivery {
   /** Applies the action; false when it was fenced (lease lost, nothing changed). */
   readonly #settle: (action: SqliteSettleAction) => boolean;
   #isSettled = false;
+  #onLeaseLost: (() => void) | undefined;
 
   constructor(job: ClaimedJob, settle: (action: SqliteSettleAction) => boolean) {
     this.queue = job.queue;
@@ -31,6 +32,18 @@ export class SqliteDelivery implements Delivery {
     this.body = job.body;
     this.deliveryCount = job.delivery_count;
     this.#settle = settle;
+  }
+
+  /** {@inheritDoc Delivery.onLeaseLost} */
+  onLeaseLost(listener: () => void): void {
+    this.#onLeaseLost = listener;
+  }
+
+  /** Called by the consumer when a lease renewal found the job taken over. */
+  leaseLost(): void {
+    const listener = this.#onLeaseLost;
+    this.#onLeaseLost = undefined;
+    if (!this.#isSettled) listener?.();
   }
 
   async ack(options?: AckOptions): Promise<void> {

@@ -188,6 +188,25 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(await s.raw.xlen(s.stream)).toBe(0);
   });
 
+  it("tells an unsettled delivery when a renewal finds its entry taken by another consumer", async () => {
+    const s = await setup({ claimMinIdleMs: 600 });
+    await publish(s.broker, s.queue);
+    await publish(s.broker, s.queue);
+    const a = s.consumer();
+    const [stolen, kept] = await a.fetch(2, AbortSignal.timeout(1000));
+    if (!stolen || !kept) throw new Error("expected two deliveries");
+    const lost = new Promise<string>((resolve) => stolen.onLeaseLost?.(() => resolve(stolen.deliveryId)));
+    let keptLost = false;
+    kept.onLeaseLost?.(() => {
+      keptLost = true;
+    });
+    // Another consumer takes one entry over (as XAUTOCLAIM does once a stalled owner's lease ran out).
+    await s.raw.call("XCLAIM", s.stream, s.group, "thief", 0, stolen.deliveryId, "JUSTID");
+    expect(await lost).toBe(stolen.deliveryId);
+    await kept.ack();
+    expect(keptLost).toBe(false);
+  });
+
   it("aborting a long blocked fetch returns at once", async () => {
     const s = await setup({ blockMs: 20_000, claimMinIdleMs: 60_000 });
     const c = s.consumer();

@@ -2,6 +2,7 @@
  * Leases of the SQLite broker with two connections on one file: expiry and reclaim, fencing
  * of a consumer that lost its lease, renewal by a live consumer.
  */
+import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
 import { SqliteBroker } from "../../../src/brokers/sqlite/index.js";
@@ -112,6 +113,21 @@ describe("sqlite broker leases", () => {
     expect(await b.getPendingCount(queue)).toBe(1);
     await taken.ack({ confirm: true });
     expect(await b.getPendingCount(queue)).toBe(0);
+  });
+
+  it("tells an unsettled delivery when a renewal finds its job taken over", async () => {
+    const a = await connect();
+    const queue = uniqueName("q");
+    await a.publish(queue, { id: "t1", body: "one" });
+    const consumer = a.consumer({ queues: [queue], consumerId: "owner" });
+    const delivery = await fetchOne(consumer);
+    const lost = new Promise<void>((resolve) => delivery.onLeaseLost?.(resolve));
+    // Another consumer holds the job now (as after this one stalled past its lease).
+    const db = new Database(path);
+    db.prepare("UPDATE chicory_jobs SET locked_by = 'thief' WHERE task_id = 't1'").run();
+    db.close();
+    await lost;
+    await expect(delivery.ack({ confirm: true })).rejects.toThrow(/lease expired/);
   });
 
   it("a stale release does not unlock the new owner's job", async () => {

@@ -81,8 +81,8 @@ export class Worker {
   /**
    * Jobs whose handler has returned and whose outcome is being stored and acknowledged. A
    * slot is free for the next job as soon as its handler returns; settling happens in the
-   * background, at most `concurrency` at a time (so a worker holds at most
-   * 2 × `concurrency` unacknowledged messages).
+   * background, and running + settling never exceeds 2 × `concurrency` (the most
+   * unacknowledged messages a worker holds).
    */
   readonly #settling = new Set<Promise<void>>();
   #slotFreed: (() => void) | null = null;
@@ -268,8 +268,14 @@ export class Worker {
     const signal = this.#fetchAbort.signal;
     let backoffMs = 100;
     while (!signal.aborted) {
-      const free = this.config.concurrency - this.#running.size;
-      if (free <= 0 || this.#settling.size >= this.config.concurrency) {
+      // At most `concurrency` running, and at most 2 × `concurrency` unacknowledged in all
+      // (running + settling): a fetch can overlap the settling of the previous batch.
+      const concurrency = this.config.concurrency;
+      const free = Math.min(
+        concurrency - this.#running.size,
+        2 * concurrency - this.#running.size - this.#settling.size,
+      );
+      if (free <= 0) {
         await new Promise<void>((resolve) => {
           this.#slotFreed = resolve;
         });

@@ -372,7 +372,7 @@ describe("Worker on the memory broker", () => {
     await eventually(async () => (await broker.getPendingCount("default")) === 0);
   });
 
-  it("settles at most `concurrency` outcomes in the background; stop() waits for them", async () => {
+  it("holds at most 2 × concurrency unacknowledged messages (running + settling); stop() waits for the settles", async () => {
     const { app, broker, backend } = makeApp({ deliveryMode: "at_least_once" });
     const storeGate = deferred();
     const store = backend.storeResult.bind(backend);
@@ -391,12 +391,12 @@ describe("Worker on the memory broker", () => {
     });
     const results = await Promise.all(Array.from({ length: 10 }, () => t.delay()));
     const worker = await startWorker(app, { concurrency: 2 });
-    await eventually(() => storesWaiting === 2);
-    // Two outcomes wait to be stored: the worker fetches nothing more (nothing is hoarded).
+    await eventually(() => storesWaiting === 4);
+    // Four outcomes (2 × concurrency) wait to be stored: the worker fetches nothing more.
     await new Promise((r) => setImmediate(r));
-    expect(runs).toBe(2);
-    expect(await broker.getPendingCount("default")).toBe(2);
-    expect(await broker.getQueueSize("default")).toBe(8);
+    expect(runs).toBe(4);
+    expect(await broker.getPendingCount("default")).toBe(4);
+    expect(await broker.getQueueSize("default")).toBe(6);
     const stopping = worker.stop(5);
     storeGate.resolve();
     await stopping;

@@ -193,12 +193,16 @@ describe.skipIf(!hasRedisServer)("L2 slow consumer, fast producer (own redis-ser
         // What is left: every confirmed job either ran (ledger) or is still in the stream.
         const ledger = readLedger(ledgerDir);
         const inStream = new Set<string>();
+        let unreadable = 0;
         let cursor = "-";
         for (;;) {
           const batch = (await redis.xrange(STREAM, cursor, "+", "COUNT", 5000)) as Array<[string, string[]]>;
           for (const [entryId, fields] of batch) {
-            const i = fields.indexOf("id");
-            if (i >= 0) inStream.add(fields[i + 1] as string);
+            // The task id is in the message body (field `data`).
+            const data = fields[fields.indexOf("data") + 1];
+            const id = data === undefined ? undefined : (JSON.parse(data) as { id?: unknown }).id;
+            if (typeof id === "string") inStream.add(id);
+            else unreadable++;
             cursor = `(${entryId}`;
           }
           if (batch.length < 5000) break;
@@ -258,6 +262,7 @@ describe.skipIf(!hasRedisServer)("L2 slow consumer, fast producer (own redis-ser
             confirmed: confirmed.size,
             ran: ledger.startsById.size,
             stillQueued: inStream.size,
+            unreadableEntries: unreadable,
             lost: lost.length,
             extra: extra.length,
             ranAndStillQueued: ranAndQueued,
@@ -305,6 +310,8 @@ describe.skipIf(!hasRedisServer)("L2 slow consumer, fast producer (own redis-ser
           HEADROOM + (PHASE_B_MS / 1000 + 1) * 400,
         );
         // Every confirmed job is accounted for; rejected publishes left nothing.
+        expect(unreadable, "stream entries without a task id").toBe(0);
+        expect(inStream.size, "task ids read from the stream").toBe(xlenBeforePurge);
         expect(lost, "confirmed jobs neither run nor queued").toEqual([]);
         expect(extra, "runs or entries of unconfirmed jobs").toEqual([]);
         expect(ranAndQueued, "jobs both run and still queued").toBe(0);

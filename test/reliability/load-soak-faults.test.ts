@@ -20,8 +20,9 @@
  * its steady value (median before the first fault) after each fault, before the next one and at
  * the end; no worker line at level ≥ error, and none mentioning uncaught/unhandled, except lines
  * of {@link TOLERATED_ERRORS} within [fault, fault end + 10 s]; workers that were not killed exit
- * 0 on SIGTERM. Reported: the faults with times, duplicates, latency p50/p99 inside and outside
- * the windows, recovery after each fault.
+ * 0 on SIGTERM; every worker's RSS stays within 150 MiB of its first sample. Reported: the
+ * faults with times, duplicates, latency p50/p99 inside and outside the windows, recovery after
+ * each fault.
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
@@ -60,6 +61,8 @@ const SIGSTOP_MS = 3000;
 /** Jobs enqueued in [fault, fault + this] are "inside" the fault window. */
 const WINDOW_MS = 5000;
 const P99_LIMIT_MS = 1000;
+/** RSS allowed above a worker's first sample (RELIABILITY L1: idle + 150 MB). */
+const RSS_GROWTH_LIMIT_MIB = 150;
 /** Duplicates allowed, as a fraction of the confirmed jobs. */
 const DUP_LIMIT = 0.01;
 /** Jobs enqueued this long before a fault are counted as its jobs in the per-fault figures. */
@@ -464,6 +467,10 @@ describe.skipIf(!hasRedisServer)("L3 soak with faults (own redis-server, chaos p
         }
         expect(finalClients, "connected_clients at the end").toBe(steadyClients);
         expect(untolerated, "worker error lines").toEqual([]);
+        for (const w of all) {
+          const growth = (rssPeak.get(w.pid) ?? 0) - (rssFirst.get(w.pid) ?? 0);
+          expect(growth, `${w.name} RSS growth over its first sample (MiB)`).toBeLessThan(RSS_GROWTH_LIMIT_MIB);
+        }
         for (const w of finalWorkers) expect(w.exit, `${w.name} exit`).toEqual({ code: 0, signal: null });
         for (const f of faults.filter((x) => x.kind === "worker-sigterm")) {
           expect(f.detail.exit, "exit of the SIGTERMed worker").toEqual({ code: 0, signal: null });

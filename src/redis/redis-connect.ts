@@ -3,6 +3,8 @@
  * redacted.
  * @module
  */
+
+import { warnTlsUnverified } from "../core/tls.js";
 import { redactSecrets } from "../core/url.js";
 import { loadRedis, type RedisClientLike } from "./redis-client.js";
 import { BASE_REDIS_OPTIONS, type ResolvedRedisConnection } from "./redis-options.js";
@@ -51,7 +53,7 @@ export async function openRedis(
   makeError: ErrorFactory,
 ): Promise<RedisClientLike> {
   const Redis = await loadRedis(what);
-  if (connection.tlsUnverified) warnUnverified(what, connection);
+  if (connection.tlsUnverified) warnTlsUnverified(what, connection.displayUrl, connection.envPrefix);
   const client = new Redis({ ...connection.options, ...BASE_REDIS_OPTIONS, ...extra });
   let reported: unknown;
   client.on("error", (error: unknown) => {
@@ -84,19 +86,6 @@ function redactedCopy(error: unknown, password: string | undefined): unknown {
   if (code !== undefined) copy.code = code;
   copy.stack = redactSecrets(error.stack ?? "", password);
   return copy;
-}
-
-const warned = new Set<string>();
-
-/** One process warning per connection target when certificate verification is switched off. */
-function warnUnverified(what: string, connection: ResolvedRedisConnection): void {
-  const key = `${what} ${connection.displayUrl}`;
-  if (warned.has(key)) return;
-  warned.add(key);
-  process.emitWarning(
-    `${what}: TLS certificate verification is disabled for ${connection.displayUrl} (rejectUnauthorized: false / ${connection.envPrefix}_TLS_REJECT_UNAUTHORIZED=false); the connection is not protected against an impostor server`,
-    { code: "CHICORY_TLS_UNVERIFIED" },
-  );
 }
 
 /** Connects a `duplicate()` of `client` (blocking reader, subscriber) and waits until ready. */

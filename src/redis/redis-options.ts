@@ -4,8 +4,8 @@
  * always set (no per-request retry limit, explicit reconnect strategy).
  * @module
  */
-import { readFileSync } from "node:fs";
-import { checkInt, type EnvMap, envBool, envInt, envString } from "../core/env.js";
+import { checkInt, type EnvMap, envInt, envString } from "../core/env.js";
+import { envTls } from "../core/tls.js";
 import { maskUrl, urlPassword } from "../core/url.js";
 import { ConfigurationError } from "../errors.js";
 import type { RedisClientLike } from "./redis-client.js";
@@ -98,42 +98,6 @@ export function resolveRedisConnection(
     password,
     ...base,
   };
-}
-
-/**
- * TLS settings from `${envPrefix}_TLS_CA` (a PEM file path, or the PEM text itself) and
- * `${envPrefix}_TLS_REJECT_UNAUTHORIZED` (default true), or undefined when neither is set.
- */
-function envTls(env: EnvMap, envPrefix: string): Record<string, unknown> | undefined {
-  const caName = `${envPrefix}_TLS_CA`;
-  const verifyName = `${envPrefix}_TLS_REJECT_UNAUTHORIZED`;
-  const ca = envString(env, caName);
-  const verify = envString(env, verifyName);
-  if (ca === undefined && verify === undefined) return undefined;
-  return {
-    ...(ca === undefined ? {} : { ca: readCa(ca, caName) }),
-    ...(verify === undefined ? {} : { rejectUnauthorized: envBool(env, verifyName, true) }),
-  };
-}
-
-/** The PEM text of `value` (PEM text, or the path of a PEM file). */
-function readCa(value: string, name: string): string {
-  let pem = value;
-  if (!value.trimStart().startsWith("-----BEGIN")) {
-    try {
-      pem = readFileSync(value, "utf8");
-    } catch (error) {
-      throw new ConfigurationError(`${name}: cannot read ${JSON.stringify(value)}: ${(error as Error).message}`, {
-        cause: error,
-      });
-    }
-  }
-  if (!pem.includes("-----BEGIN CERTIFICATE-----")) {
-    throw new ConfigurationError(
-      `${name}: expected a PEM certificate (-----BEGIN CERTIFICATE-----) or the path of one`,
-    );
-  }
-  return pem;
 }
 
 function fromUrl(

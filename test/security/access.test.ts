@@ -10,23 +10,33 @@
  * A missing prerequisite skips its tests locally with the reason printed; with `CI=true` it
  * fails the file instead (no silent skip in CI).
  *
+ * amqps:// certificate verification is checked against a TLS endpoint of this file standing in
+ * for RabbitMQ (the shared node has no TLS listener and must not be reconfigured): the TLS
+ * handshake only, not AMQP over TLS.
  * Not covered here (see docs/reliability/security.md): `guest` from a non-loopback address
  * (the shared RabbitMQ listens on 127.0.0.1 only, and RabbitMQ checks the address the
- * connection arrived on, so every connection it can accept is a loopback one) and amqps://
- * (no TLS listener on the shared RabbitMQ, which must not be reconfigured).
+ * connection arrived on, so every connection it can accept is a loopback one).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createServer as createTlsServer, type Server as TlsServer } from "node:tls";
 import { inspect } from "node:util";
 import { Redis } from "ioredis";
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { RedisBackend } from "../../src/backends/redis/index.js";
 import { RabbitMqBroker } from "../../src/brokers/rabbitmq/index.js";
 import { RedisBroker } from "../../src/brokers/redis/index.js";
 import type { EnvMap } from "../../src/core/env.js";
-import { BackendConnectionError, BrokerConnectionError, Chicory, ChicoryError, Worker } from "../../src/index.js";
+import {
+  BackendConnectionError,
+  BrokerConnectionError,
+  Chicory,
+  ChicoryError,
+  ConfigurationError,
+  Worker,
+} from "../../src/index.js";
 import { SERVICES, skipUnless, uniqueName } from "../helpers/services.js";
 import { cliEnv, requireBuild, runCli, startCli } from "../integration/cli/cli-process.js";
 import { freePort } from "../reliability/infra/redis-server.js";
@@ -377,5 +387,78 @@ describe.skipIf(skipRabbit)("A12 RabbitMQ authentication (shared node)", () => {
     expect(result.stderr).toContain("ACCESS_REFUSED");
     expect(result.stderr).toContain(":***@");
     expectNoSecret(`${result.stdout}\n${result.stderr}`, "CLI output (RabbitMQ)");
+  });
+});
+
+// --- amqps:// certificate verification -------------------------------------------------------
+// The shared RabbitMQ has no TLS listener (and must not be reconfigured), so a TLS server of this
+// file stands in for it: it completes the TLS handshake with the self-signed certificate and then
+// closes the connection. What is checked is the client side: whether Chicory's RabbitMQ broker
+// accepts that certificate. (The AMQP handshake after TLS is not reached.)
+describe.skipIf(skipTls)("A12 amqps:// certificate verification (a TLS endpoint standing in for RabbitMQ)", () => {
+  let server: TlsServer | undefined;
+  let handshakes = 0;
+  let port = 0;
+
+  beforeAll(async () => {
+    server = createTlsServer({ key: readFileSync(keyFile), cert: readFileSync(certFile) }, (socket) => {
+      handshakes++;
+      socket.end();
+    });
+    server.on("tlsClientError", () => undefined);
+    port = await freePort();
+    await new Promise<void>((resolve) => server?.listen(port, "127.0.0.1", resolve));
+  });
+  afterAll(async () => {
+    await new Promise((resolve) => server?.close(resolve));
+  });
+
+  const amqps = (host = "localhost") => `amqps://guest:${PASSWORD}@${host}:${port}/`;
+  const broker = (url: string, env: EnvMap = {}) =>
+    new RabbitMqBroker({ url, env, reconnectDelay: "50ms", publishTimeout: 2 });
+
+  it("refuses the self-signed certificate by default; the handshake never completes", async () => {
+    const before = handshakes;
+    const error = await connectError(broker(amqps()));
+    expect(error).toBeInstanceOf(BrokerConnectionError);
+    expect(errorText(error)).toMatch(/self[- ]signed certificate|DEPTH_ZERO_SELF_SIGNED_CERT/);
+    expect(handshakes).toBe(before);
+    expectNoSecret(errorText(error), "amqps error");
+  });
+
+  it("trusts the CA of CHICORY_BROKER_RABBITMQ_TLS_CA (handshake completes) and still checks the host name", async () => {
+    const env = { CHICORY_BROKER_RABBITMQ_TLS_CA: certFile };
+    const before = handshakes;
+    const error = await connectError(broker(amqps(), env));
+    // TLS succeeded; the stand-in then closed the connection instead of speaking AMQP.
+    expect(handshakes).toBeGreaterThan(before);
+    expect(errorText(error)).not.toMatch(/self[- ]signed|certificate/i);
+    // the certificate names DNS:localhost only: 127.0.0.1 is refused even with the CA
+    const atIp = handshakes;
+    const hostError = await connectError(broker(amqps("127.0.0.1"), env));
+    expect(errorText(hostError)).toMatch(/altnames|ERR_TLS_CERT_ALTNAME_INVALID|Hostname\/IP/);
+    expect(handshakes).toBe(atIp);
+  });
+
+  it("verification is off only with CHICORY_BROKER_RABBITMQ_TLS_REJECT_UNAUTHORIZED=false, and that warns", async () => {
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning);
+    process.on("warning", onWarning);
+    cleanups.push(() => process.off("warning", onWarning));
+    const before = handshakes;
+    await connectError(broker(amqps(), { CHICORY_BROKER_RABBITMQ_TLS_REJECT_UNAUTHORIZED: "false" }));
+    expect(handshakes).toBeGreaterThan(before);
+    await new Promise((resolve) => setImmediate(resolve)); // warnings are emitted on the next tick
+    const ours = warnings.filter((w) => (w as { code?: string }).code === "CHICORY_TLS_UNVERIFIED");
+    expect(ours.map((w) => w.message).join("\n")).toMatch(
+      /RabbitMQ .*connection: TLS certificate verification is disabled/,
+    );
+    expectNoSecret(ours.map((w) => w.message).join("\n"), "warning");
+  });
+
+  it("TLS settings with a plain amqp:// URL are a configuration error, not silently ignored", () => {
+    expect(() =>
+      broker(`amqp://guest:${PASSWORD}@localhost:${port}/`, { CHICORY_BROKER_RABBITMQ_TLS_CA: certFile }),
+    ).toThrow(ConfigurationError);
   });
 });

@@ -88,6 +88,7 @@ export class RabbitMqBroker implements Broker {
         url: settings.url,
         role,
         connectionName: settings.connectionName,
+        tls: settings.tls,
         reconnectDelayMs: settings.reconnectDelayMs,
         maxReconnectDelayMs: settings.maxReconnectDelayMs,
         logger: settings.logger,

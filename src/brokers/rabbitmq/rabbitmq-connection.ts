@@ -9,6 +9,7 @@
  * @module
  */
 import type { Logger } from "../../core/logger.js";
+import { warnTlsUnverified } from "../../core/tls.js";
 import { maskUrl, redactSecrets, urlPassword } from "../../core/url.js";
 import { BrokerConnectionError, ChicoryError } from "../../errors.js";
 import { type AmqpChannel, type AmqpConnection, loadAmqplib } from "./rabbitmq-driver.js";
@@ -21,6 +22,8 @@ export interface RabbitMqConnectionOptions {
   readonly role: "publish" | "consume";
   /** Prefix of the connection name shown in RabbitMQ. */
   readonly connectionName: string;
+  /** TLS options for `amqps://` (merged into the socket options). */
+  readonly tls?: Record<string, unknown> | undefined;
   /** First reconnect delay. */
   readonly reconnectDelayMs: number;
   /** Longest reconnect delay. */
@@ -164,7 +167,11 @@ export class RabbitMqConnection {
   async #connect(): Promise<AmqpConnection> {
     const amqp = await loadAmqplib();
     const { role, connectionName, logger } = this.#options;
+    if (this.#options.tls?.rejectUnauthorized === false) {
+      warnTlsUnverified(`RabbitMQ ${role} connection`, this.#displayUrl, "CHICORY_BROKER_RABBITMQ");
+    }
     const connection = await amqp.connect(this.#options.url, {
+      ...this.#options.tls,
       clientProperties: { connection_name: `${connectionName}:${role}` },
       timeout: CONNECT_TIMEOUT_MS,
     });

@@ -17,6 +17,8 @@ import {
 } from "../../core/env.js";
 import type { Logger } from "../../core/logger.js";
 import { silentLogger } from "../../core/logger.js";
+import { envTls } from "../../core/tls.js";
+import { maskUrl } from "../../core/url.js";
 import { ConfigurationError } from "../../errors.js";
 import { checkDelayLevels, DEFAULT_DELAY_LEVELS_MS } from "./rabbitmq-delays.js";
 
@@ -70,6 +72,12 @@ export interface RabbitMqBrokerOptions {
   defaultQueue?: string;
   /** Name shown for the connections in RabbitMQ (default `chicory`; `:publish`/`:consume` is appended). */
   connectionName?: string;
+  /**
+   * TLS options for `amqps://` passed to `tls.connect` (e.g. `{ ca }`), merged over the
+   * `TLS_CA` / `TLS_REJECT_UNAUTHORIZED` variables. The server certificate and host name are
+   * verified unless `rejectUnauthorized: false` is given explicitly.
+   */
+  tls?: Record<string, unknown> | undefined;
   /** Logger for reconnects and dropped settles (default: silent). */
   logger?: Logger;
   /** Environment to read `CHICORY_BROKER_RABBITMQ_*` from (default `process.env`). */
@@ -94,6 +102,8 @@ export interface RabbitMqSettings {
   readonly delayLevelsMs: readonly number[];
   readonly defaultQueue: string;
   readonly connectionName: string;
+  /** TLS options for `amqps://` (undefined: Node's defaults, certificate verified). */
+  readonly tls: Record<string, unknown> | undefined;
   readonly logger: Logger;
 }
 
@@ -125,6 +135,13 @@ export function resolveRabbitMqSettings(options: RabbitMqBrokerOptions = {}): Ra
   const url = options.url ?? envString(env, `${V}URL`) ?? buildUrl(options, env);
   if (!/^amqps?:\/\//i.test(url)) {
     throw new ConfigurationError(`${V}URL: expected an amqp:// or amqps:// URL`);
+  }
+  const fromEnv = envTls(env, `${V}`.slice(0, -1));
+  const tls = options.tls || fromEnv ? { ...fromEnv, ...options.tls } : undefined;
+  if (tls && !/^amqps:\/\//i.test(url)) {
+    throw new ConfigurationError(
+      `${V}TLS_* (or the tls option) is set but the URL ${maskUrl(url)} is not TLS: use amqps:// (or unset them)`,
+    );
   }
   const prefix = options.prefix ?? envString(env, `${V}PREFIX`, "chicory");
   if (!PREFIX.test(prefix)) {
@@ -190,6 +207,7 @@ export function resolveRabbitMqSettings(options: RabbitMqBrokerOptions = {}): Ra
     delayLevelsMs,
     defaultQueue: options.defaultQueue ?? "default",
     connectionName: options.connectionName ?? "chicory",
+    tls,
     logger: options.logger ?? silentLogger,
   };
 }

@@ -440,7 +440,9 @@ async function runCell(
     }
   } else {
     if (duplicateAttempts > 0) violations.push(`${duplicateAttempts} attempts of other jobs ran twice (at-most-once)`);
-    if (otherLost.length > kills * CONCURRENCY) {
+    // At most what the killed worker held: running jobs plus finished ones whose result was
+    // still being stored (2 × concurrency).
+    if (otherLost.length > kills * 2 * CONCURRENCY) {
       violations.push(
         `${otherLost.length} other jobs lost for ${kills} kills of workers with concurrency ${CONCURRENCY}`,
       );

@@ -20,6 +20,7 @@ import { executeActions } from "./executor.js";
 import { type Loop, startLoop } from "./loops.js";
 import { runDelivery } from "./runner.js";
 import { settle } from "./settle.js";
+import { JobSlots } from "./slots.js";
 
 /** Options of a {@link Worker}: {@link WorkerOptions} plus a logger. */
 export interface WorkerInit extends WorkerOptions {
@@ -76,16 +77,7 @@ export class Worker {
   #loops: Loop[] = [];
   #fetchAbort = new AbortController();
   #shutdownAbort = new AbortController();
-  /** Jobs whose handler runs (at most `concurrency`). */
-  readonly #running = new Set<Promise<void>>();
-  /**
-   * Jobs whose handler has returned and whose outcome is being stored and acknowledged. A
-   * slot is free for the next job as soon as its handler returns; settling happens in the
-   * background, and running + settling never exceeds 2 × `concurrency` (the most
-   * unacknowledged messages a worker holds).
-   */
-  readonly #settling = new Set<Promise<void>>();
-  #slotFreed: (() => void) | null = null;
+  readonly #slots: JobSlots;
   #processed = 0;
   #failed = 0;
   #stopping: Promise<void> | null = null;
@@ -97,6 +89,7 @@ export class Worker {
     this.pid = process.pid;
     this.workerId = newWorkerId(this.hostname, this.pid);
     this.#logger = (options.logger ?? createLogger({ level: this.config.logLevel })).child({ workerId: this.workerId });
+    this.#slots = new JobSlots(this.config.concurrency);
   }
 
   /** True between a successful `start()` and the end of `stop()`. */
@@ -195,7 +188,7 @@ export class Worker {
       concurrency: this.config.concurrency,
       tasksProcessed: this.#processed,
       tasksFailed: this.#failed,
-      activeTasks: this.#running.size,
+      activeTasks: this.#slots.running,
       startedAt: (started ?? new Date(0)).toISOString(),
       lastHeartbeat: this.lastHeartbeat?.toISOString() ?? null,
       isRunning: this.isRunning,
@@ -268,17 +261,9 @@ export class Worker {
     const signal = this.#fetchAbort.signal;
     let backoffMs = 100;
     while (!signal.aborted) {
-      // At most `concurrency` running, and at most 2 × `concurrency` unacknowledged in all
-      // (running + settling): a fetch can overlap the settling of the previous batch.
-      const concurrency = this.config.concurrency;
-      const free = Math.min(
-        concurrency - this.#running.size,
-        2 * concurrency - this.#running.size - this.#settling.size,
-      );
+      const free = this.#slots.free();
       if (free <= 0) {
-        await new Promise<void>((resolve) => {
-          this.#slotFreed = resolve;
-        });
+        await this.#slots.whenFree();
         continue;
       }
       let deliveries: Delivery[];
@@ -303,30 +288,11 @@ export class Worker {
   }
 
   #dispatch(delivery: Delivery): void {
-    const job = this.#process(delivery)
-      .catch((error: unknown) => this.#logger.error({ err: toError(error) }, "unexpected error while processing"))
-      .finally(() => {
-        this.#running.delete(job);
-        this.#wakeConsumer();
-      });
-    this.#running.add(job);
-  }
-
-  #wakeConsumer(): void {
-    const wake = this.#slotFreed;
-    this.#slotFreed = null;
-    wake?.();
-  }
-
-  /** Runs `actions` in the background (see {@link Worker.#settling}). */
-  #settleInBackground(run: () => Promise<void>): void {
-    const job = run()
-      .catch((error: unknown) => this.#logger.error({ err: toError(error) }, "unexpected error while settling"))
-      .finally(() => {
-        this.#settling.delete(job);
-        this.#wakeConsumer();
-      });
-    this.#settling.add(job);
+    this.#slots.run(
+      this.#process(delivery).catch((error: unknown) =>
+        this.#logger.error({ err: toError(error) }, "unexpected error while processing"),
+      ),
+    );
   }
 
   async #process(delivery: Delivery): Promise<void> {
@@ -366,14 +332,15 @@ export class Worker {
         "task will retry",
       );
     }
-    this.#settleInBackground(() =>
+    // The slot frees now; the outcome is stored and acknowledged in the background.
+    this.#slots.settle(
       executeActions(actions, {
         delivery,
         attempt,
         app,
         logger: this.#logger,
         stopSignal: this.#shutdownAbort.signal,
-      }),
+      }).catch((error: unknown) => this.#logger.error({ err: toError(error) }, "unexpected error while settling")),
     );
   }
 
@@ -386,25 +353,19 @@ export class Worker {
       );
   }
 
-  /** Resolves once every running job has finished and every outcome is settled. */
-  async #drain(): Promise<void> {
-    await Promise.allSettled([...this.#running]);
-    await Promise.allSettled([...this.#settling]);
-  }
-
   async #shutdown(timeoutMs: number): Promise<void> {
     this.#phase = "stopping";
-    this.#logger.info({ running: this.#running.size, timeoutMs }, "worker stopping");
+    this.#logger.info({ running: this.#slots.running, timeoutMs }, "worker stopping");
     this.#fetchAbort.abort();
-    this.#slotFreed?.();
+    this.#slots.wake();
     await Promise.all(this.#loops.map((loop) => loop.stop()));
     this.#loops = [];
     if (this.#consumeLoop) await withTimeout(this.#consumeLoop, CONSUME_LOOP_GRACE_MS);
-    const drained = await withTimeout(this.#drain(), timeoutMs);
+    const drained = await withTimeout(this.#slots.drain(), timeoutMs);
     if (!drained) {
-      this.#logger.warn({ running: this.#running.size }, "shutdown timeout: aborting running tasks");
+      this.#logger.warn({ running: this.#slots.running }, "shutdown timeout: aborting running tasks");
       this.#shutdownAbort.abort();
-      await withTimeout(this.#drain(), CONSUME_LOOP_GRACE_MS);
+      await withTimeout(this.#slots.drain(), CONSUME_LOOP_GRACE_MS);
     }
     await this.#consumer?.close().catch(() => undefined);
     this.#consumer = null;

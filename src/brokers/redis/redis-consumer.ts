@@ -36,6 +36,9 @@ const MOVE_BATCH = 500;
 const MOVER_RECHECK_MS = 1000;
 /** Longest block on one queue when consuming several. */
 const MULTI_QUEUE_BLOCK_MS = 250;
+/** CLIENT UNBLOCK tries while the targeted read has not started blocking yet (see #unblock). */
+const UNBLOCK_ATTEMPTS = 20;
+const UNBLOCK_RETRY_MS = 5;
 /** Most entries reclaimed per XAUTOCLAIM. */
 const RECLAIM_COUNT = 100;
 /** Entry ids per lease-renewal script call. */
@@ -297,12 +300,24 @@ export class RedisConsumer implements Consumer {
     return conn;
   }
 
-  /** Ends a blocked XREADGROUP at once (it returns as if it timed out). */
-  #unblock(): void {
+  /**
+   * Ends a blocked XREADGROUP at once (it returns as if it timed out). CLIENT UNBLOCK goes over
+   * the command connection, so it can reach Redis before the XREADGROUP it targets (sent on
+   * the blocking connection) has started to block: it then answers 0 and is tried again a few
+   * ms later, for at most ~100 ms, while that read is still pending.
+   */
+  #unblock(attempt = 0): void {
     if (!this.#isBlocking || this.#clientId === undefined || this.#ctx.main.status !== "ready") return;
-    this.#ctx.main.call("CLIENT", "UNBLOCK", this.#clientId).catch(() => {
-      // no permission for CLIENT UNBLOCK: the read ends by itself within its block time
-    });
+    this.#ctx.main.call("CLIENT", "UNBLOCK", this.#clientId).then(
+      (unblocked) => {
+        if (Number(unblocked) === 0 && this.#isBlocking && attempt < UNBLOCK_ATTEMPTS) {
+          setTimeout(() => this.#unblock(attempt + 1), UNBLOCK_RETRY_MS).unref();
+        }
+      },
+      () => {
+        // no permission for CLIENT UNBLOCK: the read ends by itself within its block time
+      },
+    );
   }
 
   async #renewLeases(): Promise<void> {

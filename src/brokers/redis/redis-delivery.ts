@@ -5,6 +5,7 @@
  */
 import { peekMessage } from "../../core/message.js";
 import type { AckOptions, Delivery } from "../broker.js";
+import { LeaseLostListener } from "../lease-lost.js";
 import type { QueueKeys } from "./redis-keys.js";
 
 /** What a delivery asks of its consumer to settle itself. */
@@ -29,7 +30,7 @@ export class RedisDelivery implements Delivery {
   readonly keys: QueueKeys;
   readonly #settler: DeliverySettler;
   #taskId: string | undefined;
-  #onLeaseLost: (() => void) | undefined;
+  readonly #leaseLost = new LeaseLostListener();
   #isSettled = false;
 
   constructor(
@@ -68,14 +69,12 @@ export class RedisDelivery implements Delivery {
 
   /** {@inheritDoc Delivery.onLeaseLost} */
   onLeaseLost(listener: () => void): void {
-    this.#onLeaseLost = listener;
+    this.#leaseLost.set(listener);
   }
 
   /** Called by the consumer when a lease renewal found the entry owned by someone else. */
   leaseLost(): void {
-    const listener = this.#onLeaseLost;
-    this.#onLeaseLost = undefined;
-    if (!this.#isSettled) listener?.();
+    this.#leaseLost.fire(this.#isSettled);
   }
 
   ack(options?: AckOptions): Promise<void> {

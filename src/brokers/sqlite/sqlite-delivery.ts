@@ -6,6 +6,7 @@
  */
 import { BrokerConnectionError } from "../../errors.js";
 import type { AckOptions, Delivery } from "../broker.js";
+import { LeaseLostListener } from "../lease-lost.js";
 import type { ClaimedJob } from "./sqlite-store.js";
 
 /** What a delivery asks its consumer to do. */
@@ -24,7 +25,7 @@ export class SqliteDelivery implements Delivery {
   /** Applies the action; false when it was fenced (lease lost, nothing changed). */
   readonly #settle: (action: SqliteSettleAction) => boolean;
   #isSettled = false;
-  #onLeaseLost: (() => void) | undefined;
+  readonly #leaseLost = new LeaseLostListener();
 
   constructor(job: ClaimedJob, settle: (action: SqliteSettleAction) => boolean) {
     this.queue = job.queue;
@@ -36,14 +37,12 @@ export class SqliteDelivery implements Delivery {
 
   /** {@inheritDoc Delivery.onLeaseLost} */
   onLeaseLost(listener: () => void): void {
-    this.#onLeaseLost = listener;
+    this.#leaseLost.set(listener);
   }
 
   /** Called by the consumer when a lease renewal found the job taken over. */
   leaseLost(): void {
-    const listener = this.#onLeaseLost;
-    this.#onLeaseLost = undefined;
-    if (!this.#isSettled) listener?.();
+    this.#leaseLost.fire(this.#isSettled);
   }
 
   async ack(options?: AckOptions): Promise<void> {

@@ -179,9 +179,7 @@ export class RedisBackend implements Backend {
       this.#hub?.notify(record);
       return;
     }
-    await this.#run("storeResult", (main) =>
-      runScript(main, "chicoryStoreRecord", [key], [json, "0", ttl, `${this.#prefix}:done`, record.taskId]),
-    );
+    await this.#run("storeResult", (main) => runScript(main, "chicoryStoreRecord", [key], [json, ttl]));
   }
 
   /**

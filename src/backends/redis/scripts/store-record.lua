@@ -1,21 +1,16 @@
--- store-record.lua: write a task record with state precedence, and notify when terminal.
+-- store-record.lua: write a non-terminal task record (STARTED, RETRY) with state precedence.
+-- (Terminal records need no check: the backend writes them with a plain SET and announces
+-- them on the done channel itself.)
 -- KEYS[1] record key ${prefix}:result:ID (a JSON string that always starts with {"state":"...")
--- ARGV[1] record JSON, ARGV[2] "1" when the new state is terminal, ARGV[3] TTL seconds,
--- ARGV[4] notification channel ${prefix}:done, ARGV[5] task id
+-- ARGV[1] record JSON, ARGV[2] TTL seconds
 -- Returns 1 written, 0 refused (a terminal record is never replaced by a non-terminal one).
 -- Atomic: the precedence check and the write cannot interleave with another write of the
 -- same task (a late STARTED/RETRY never overwrites SUCCESS/FAILURE/DEAD_LETTERED). Only the
 -- first bytes of the stored record are read (GETRANGE), however large the result.
-local isTerminal = ARGV[2] == '1'
-if not isTerminal then
-  local head = redis.call('GETRANGE', KEYS[1], 0, 40)
-  local state = string.match(head, '^{"state":"([%u_]+)"')
-  if state == 'SUCCESS' or state == 'FAILURE' or state == 'DEAD_LETTERED' then
-    return 0
-  end
+local head = redis.call('GETRANGE', KEYS[1], 0, 40)
+local state = string.match(head, '^{"state":"([%u_]+)"')
+if state == 'SUCCESS' or state == 'FAILURE' or state == 'DEAD_LETTERED' then
+  return 0
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[3]))
-if isTerminal then
-  redis.call('PUBLISH', ARGV[4], ARGV[5])
-end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 return 1

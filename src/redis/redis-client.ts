@@ -17,8 +17,11 @@ export interface RedisClientLike {
   readonly status: string;
   /** Sends any command (goes through auto-pipelining when enabled). */
   call(command: string, ...args: RedisArg[]): Promise<unknown>;
-  /** Registers a Lua script as a method that runs with EVALSHA (EVAL fallback on NOSCRIPT). */
-  defineCommand(name: string, definition: { lua: string; numberOfKeys: number }): void;
+  /**
+   * Registers a Lua script as a method that runs with EVALSHA (EVAL fallback on NOSCRIPT).
+   * Without `numberOfKeys`, the method takes the number of keys as its first argument.
+   */
+  defineCommand(name: string, definition: { lua: string; numberOfKeys?: number }): void;
   /** A new client with the same options (plus `override`). */
   duplicate(override?: Record<string, unknown>): RedisClientLike;
   /** Connects (with `lazyConnect`). */

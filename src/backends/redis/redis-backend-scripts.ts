@@ -12,6 +12,8 @@ function lua(name: string): string {
 
 const SCRIPTS = {
   chicoryStoreRecord: { numberOfKeys: 1, lua: lua("store-record") },
+  /** Variable key count: called with the number of keys first. */
+  chicoryStoreResults: { lua: lua("store-results") },
   chicoryTouchWorker: { numberOfKeys: 1, lua: lua("touch-worker") },
   chicoryCleanupWorkers: { numberOfKeys: 1, lua: lua("cleanup-workers") },
 } as const;

@@ -7,12 +7,14 @@
  *   write, one GET (or MGET) per read.
  * - `P:heartbeat:WID`: a worker's stats, expiring after the heartbeat TTL; `P:workers`: sorted
  *   set of worker ids scored by the Redis time of their last heartbeat (ms).
- * - Channel `P:done`: terminal writes publish their task ids: one PUBLISH per event-loop turn,
- *   whose message is the task id when one task finished in that turn, else a JSON array of ids.
+ * - Channel `P:done`: one message per batch of terminal writes, a JSON array with per record
+ *   the record itself (up to 2 KiB of JSON) or its task id (a JSON string), so a waiter
+ *   usually needs no read after the notification.
  *
  * Semantics: a non-terminal write (STARTED, RETRY) is one script (precedence check + SET EX),
- * so it never overwrites a terminal record; a terminal write is a plain SET EX (terminal
- * states may replace each other) plus the batched PUBLISH; concurrent duplicates never fail. `setState` writes a record holding only the given fields (no merge
+ * so it never overwrites a terminal record; terminal writes (terminal states may replace each
+ * other) of one event-loop turn are one script call: a SET EX per record, then the PUBLISH;
+ * concurrent duplicates never fail. `setState` writes a record holding only the given fields (no merge
  * with the previous record). `waitForResult` waiters of one backend share one subscriber
  * connection and one batched poll. Commands are auto-pipelined. An injected `client` stays
  * owned by the caller.
@@ -48,6 +50,20 @@ import { RedisResultHub } from "./redis-result-hub.js";
 /** Ids per MGET. */
 const MGET_BATCH = 500;
 
+/**
+ * Longest record (bytes of JSON) sent inside the done notification; a longer one is announced
+ * by its id and read by the waiters that want it (every subscriber receives every message).
+ */
+const INLINE_RECORD_MAX = 2048;
+
+/** Terminal records of one event-loop turn and the promise of their write. */
+interface TerminalBatch {
+  readonly keys: string[];
+  readonly jsons: string[];
+  readonly records: TaskRecord[];
+  written: Promise<void>;
+}
+
 /** Redis result backend (see module doc). */
 export class RedisBackend implements Backend {
   /** Always `"redis"`. */
@@ -60,11 +76,12 @@ export class RedisBackend implements Backend {
   readonly #injected: RedisClientLike | undefined;
   readonly #logger: Logger;
   readonly #prefix: string;
+  /** Bytes of a result key before the task id (`P:result:`). */
+  readonly #idOffset: number;
   #main: RedisClientLike | undefined;
   #hub: RedisResultHub | undefined;
-  /** Task ids finished in this event-loop turn, announced together (see {@link RedisBackend.#announce}). */
-  #done: string[] = [];
-  #announced: Promise<unknown> | undefined;
+  /** Terminal records of this event-loop turn, written together (see {@link RedisBackend.storeResult}). */
+  #terminal: TerminalBatch | undefined;
   #connecting: Promise<void> | undefined;
 
   constructor(options: RedisBackendOptions = {}) {
@@ -75,6 +92,7 @@ export class RedisBackend implements Backend {
     this.#injected = options.client;
     this.#logger = options.logger ?? silentLogger;
     this.#prefix = this.settings.keyPrefix;
+    this.#idOffset = Buffer.byteLength(this.resultKey(""), "utf8");
   }
 
   /** Key of a task's record. */
@@ -164,43 +182,70 @@ export class RedisBackend implements Backend {
 
   /**
    * A terminal record replaces whatever is stored (terminal states may replace each other), so
-   * it needs no precedence check: a plain SET with the TTL and a PUBLISH, auto-pipelined (the
-   * hot path of every finished task). A non-terminal record goes through one script that
-   * refuses to overwrite a terminal state.
+   * it needs no precedence check: the terminal records of one event-loop turn are written and
+   * announced by one script call (the hot path of every finished task). A non-terminal record
+   * goes through one script that refuses to overwrite a terminal state.
    */
   async storeResult(record: TaskRecord): Promise<void> {
-    const key = this.resultKey(record.taskId);
-    const json = encodeRecord(record);
-    const ttl = this.settings.resultTtlSeconds;
     if (isTerminalState(record.state)) {
-      await this.#run("storeResult", (main) =>
-        Promise.all([main.call("SET", key, json, "EX", ttl), this.#announce(main, record.taskId)]),
-      );
-      this.#hub?.notify(record);
+      await this.#storeTerminal(record);
       return;
     }
-    await this.#run("storeResult", (main) => runScript(main, "chicoryStoreRecord", [key], [json, ttl]));
+    const key = this.resultKey(record.taskId);
+    const json = encodeRecord(record);
+    await this.#run("storeResult", (main) =>
+      runScript(main, "chicoryStoreRecord", [key], [json, this.settings.resultTtlSeconds]),
+    );
   }
 
-  /**
-   * Publishes `taskId` on the done channel together with every other id finished in this
-   * event-loop turn (one PUBLISH instead of one per task). The SET of each record is sent
-   * before, on the same connection, so a waiter that reads after the message sees it.
-   */
-  #announce(main: RedisClientLike, taskId: string): Promise<unknown> {
-    this.#done.push(taskId);
-    this.#announced ??= new Promise((resolve, reject) => {
-      // After this turn's promise callbacks, before ioredis flushes its automatic pipeline: the
-      // PUBLISH goes out in the same write as the SETs.
-      process.nextTick(() => {
-        const ids = this.#done;
-        this.#done = [];
-        this.#announced = undefined;
-        const message = ids.length === 1 ? (ids[0] as string) : JSON.stringify(ids);
-        main.call("PUBLISH", `${this.#prefix}:done`, message).then(resolve, reject);
+  /** Adds `record` to this turn's batch of terminal records; resolves once the batch is written. */
+  #storeTerminal(record: TaskRecord): Promise<void> {
+    const main = this.#main;
+    if (!main)
+      return Promise.reject(new BackendConnectionError("redis backend is not connected: call connect() first"));
+    let batch = this.#terminal;
+    if (!batch) {
+      const created: TerminalBatch = {
+        keys: [],
+        jsons: [],
+        records: [],
+        written: undefined as unknown as Promise<void>,
+      };
+      created.written = new Promise<void>((resolve, reject) => {
+        // After this turn's promise callbacks, so every record finished in the turn joins.
+        process.nextTick(() => {
+          this.#terminal = undefined;
+          this.#writeTerminal(main, created).then(resolve, reject);
+        });
       });
-    });
-    return this.#announced;
+      this.#terminal = created;
+      batch = created;
+    }
+    batch.keys.push(this.resultKey(record.taskId));
+    batch.jsons.push(encodeRecord(record));
+    batch.records.push(record);
+    return batch.written;
+  }
+
+  async #writeTerminal(main: RedisClientLike, batch: TerminalBatch): Promise<void> {
+    const { keys, jsons, records } = batch;
+    try {
+      await runScript(
+        main,
+        "chicoryStoreResults",
+        [String(keys.length), ...keys],
+        [this.settings.resultTtlSeconds, `${this.#prefix}:done`, this.#idOffset, INLINE_RECORD_MAX, ...jsons],
+      );
+    } catch (error) {
+      throw new BackendConnectionError(
+        `redis backend storeResult failed (${this.displayUrl}): ${this.#describe(error)}`,
+        {
+          cause: error,
+        },
+      );
+    }
+    const hub = this.#hub;
+    if (hub) for (const record of records) hub.notify(record);
   }
 
   async getResult(taskId: string): Promise<TaskRecord | null> {

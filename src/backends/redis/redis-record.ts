@@ -6,10 +6,17 @@
 import { safeJsonParse } from "../../core/json.js";
 import { TASK_STATES, type TaskRecord, type TaskState, type WorkerStats } from "../backend.js";
 
-/** Serializes a record with `state` first. */
+/** Serializes a record with `state` first (members left `undefined` are omitted). */
 export function encodeRecord(record: TaskRecord): string {
-  const { state, ...rest } = record;
-  return JSON.stringify({ state, ...rest });
+  return JSON.stringify({
+    state: record.state,
+    taskId: record.taskId,
+    result: record.result,
+    error: record.error,
+    retries: record.retries,
+    taskName: record.taskName,
+    updatedAt: record.updatedAt,
+  });
 }
 
 /** Parses a stored record; null when it is missing or not a record. */
@@ -21,8 +28,13 @@ export function decodeRecord(text: string | null | undefined): TaskRecord | null
   } catch {
     return null;
   }
-  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) return null;
-  const record = parsed as Partial<TaskRecord>;
+  return asRecord(parsed);
+}
+
+/** `value` as a record when it has the shape of one (a task id and a known state), else null. */
+export function asRecord(value: unknown): TaskRecord | null {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return null;
+  const record = value as Partial<TaskRecord>;
   if (typeof record.taskId !== "string" || !TASK_STATES.includes(record.state as TaskState)) return null;
   return record as TaskRecord;
 }

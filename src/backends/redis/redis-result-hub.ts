@@ -1,16 +1,19 @@
 /**
  * Result waiting for the Redis backend: one subscriber connection per backend instance on the
- * `${prefix}:done` channel (message = a task id, or a JSON array of the ids finished in one
- * turn of a worker), shared by every waiter, on top of the shared
- * {@link ResultWaiter} (batched MGET poll fallback, which also covers notifications missed
- * while the subscriber reconnects). A notification for an id nobody here waits for costs
- * nothing; notified ids of one event-loop turn are read with one MGET.
+ * `${prefix}:done` channel (message = a JSON array of the records finished in one turn of a
+ * worker, a record too large to inline given by its task id), shared by every waiter, on top
+ * of the shared {@link ResultWaiter} (batched MGET poll fallback, which also covers
+ * notifications missed while the subscriber reconnects). An inlined record resolves its
+ * waiters at once; ids of one event-loop turn that someone here waits for are read with one
+ * MGET.
  * @module
  */
+import { safeJsonParse } from "../../core/json.js";
 import type { RedisClientLike } from "../../redis/redis-client.js";
 import { openDuplicate } from "../../redis/redis-connect.js";
 import type { TaskRecord, WaitOptions } from "../backend.js";
 import { ResultWaiter } from "../result-waiter.js";
+import { asRecord } from "./redis-record.js";
 
 /** Longest wait for the subscription before a waiter relies on polling alone. */
 const SUBSCRIBE_WAIT_MS = 1000;
@@ -113,9 +116,22 @@ export class RedisResultHub {
   }
 
   #onMessage(message: string): void {
-    // A batch is a JSON array of ids; a single id is sent as is. An id that itself looks like
-    // an array is checked both ways: a notification nobody waits for costs nothing.
-    if (message.startsWith("[")) for (const id of idList(message)) this.#onDone(id);
+    // A batch is a JSON array holding, per finished task, its record or its id (a record too
+    // large to inline); an older worker sends a plain id. A message that fails to parse is a
+    // plain id (an id may itself start with "[").
+    if (message.startsWith("[")) {
+      const items = parseItems(message);
+      if (items) {
+        for (const item of items) {
+          if (typeof item === "string") this.#onDone(item);
+          else {
+            const record = asRecord(item);
+            if (record) this.#waiter.notify(record);
+          }
+        }
+        return;
+      }
+    }
     this.#onDone(message);
   }
 
@@ -136,13 +152,12 @@ export class RedisResultHub {
   }
 }
 
-/** The ids of a batch message, or none when `message` is not a JSON array of strings. */
-function idList(message: string): string[] {
-  let parsed: unknown;
+/** The items of a batch message, or null when `message` is not a JSON array. */
+function parseItems(message: string): unknown[] | null {
   try {
-    parsed = JSON.parse(message);
+    const parsed = safeJsonParse(message);
+    return Array.isArray(parsed) ? parsed : null;
   } catch {
-    return [];
+    return null;
   }
-  return Array.isArray(parsed) ? parsed.filter((id): id is string => typeof id === "string") : [];
 }

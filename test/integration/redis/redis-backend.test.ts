@@ -5,12 +5,26 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { TaskRecord } from "../../../src/backends/backend.js";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
+import type { JsonValue } from "../../../src/core/json.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { deletePrefix, keysUnder, rawRedis, testPrefix } from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
 
-function success(taskId: string, result: number): TaskRecord {
+/** Resolves once `messages` (filled by `sub`'s message listener) holds `n` messages. */
+function untilCount(sub: ReturnType<typeof rawRedis>, messages: string[], n: number): Promise<void> {
+  if (messages.length >= n) return Promise.resolve();
+  return new Promise((resolve) => {
+    const check = () => {
+      if (messages.length < n) return;
+      sub.off("message", check);
+      resolve();
+    };
+    sub.on("message", check);
+  });
+}
+
+function success(taskId: string, result: JsonValue): TaskRecord {
   return { taskId, state: "SUCCESS", result, updatedAt: new Date().toISOString() };
 }
 
@@ -69,7 +83,7 @@ describe.skipIf(skip)("redis backend", () => {
     expect(records.map((r) => r?.result)).toEqual(ids.map((_, i) => i));
   });
 
-  it("announces the results finished in one turn with one PUBLISH (a JSON array of ids)", async () => {
+  it("announces the results finished in one turn with one PUBLISH (a JSON array of their records)", async () => {
     const s = await setup();
     const waiting = await s.open();
     const writer = await s.open();
@@ -86,8 +100,42 @@ describe.skipIf(skip)("redis backend", () => {
     const wait = waiting.waitForResult(alone, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
     await writer.storeResult(success(alone, 3));
     expect((await wait)?.result).toBe(3);
+    await untilCount(sub, messages, 2);
     sub.disconnect();
-    expect(messages).toEqual([JSON.stringify(ids), alone]);
+    const batches = messages.map((m) => JSON.parse(m) as Array<{ taskId: string; state: string; result: number }>);
+    expect(batches.map((batch) => batch.map((r) => r.taskId))).toEqual([ids, [alone]]);
+    expect(batches[0]?.map((r) => [r.state, r.result])).toEqual([
+      ["SUCCESS", 0],
+      ["SUCCESS", 1],
+      ["SUCCESS", 2],
+    ]);
+  });
+
+  it("announces a record too large to inline by its id, and still takes a plain id (older workers)", async () => {
+    const s = await setup();
+    const waiting = await s.open();
+    const writer = await s.open();
+    const sub = rawRedis();
+    const messages: string[] = [];
+    await sub.subscribe(`${s.prefix}:done`);
+    sub.on("message", (_channel, message) => messages.push(message));
+    const big = uniqueName("task-");
+    const small = uniqueName("task-");
+    const large = "x".repeat(5000);
+    const waits = [big, small].map((id) => waiting.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 60_000 }));
+    await Promise.all([writer.storeResult(success(big, large)), writer.storeResult(success(small, 1))]);
+    expect((await Promise.all(waits)).map((r) => r?.result)).toEqual([large, 1]);
+    await untilCount(sub, messages, 1);
+    const [batch] = messages.map((m) => JSON.parse(m) as unknown[]);
+    expect(batch?.[0]).toBe(big);
+    expect(batch?.[1]).toMatchObject({ taskId: small, state: "SUCCESS", result: 1 });
+    // A plain id on the channel (the format of older workers) is read and resolves its waiter.
+    const old = uniqueName("task-");
+    const wait = waiting.waitForResult(old, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
+    await s.raw.call("SET", writer.resultKey(old), JSON.stringify({ state: "SUCCESS", taskId: old, result: 7 }));
+    await s.raw.call("PUBLISH", `${s.prefix}:done`, old);
+    expect((await wait)?.result).toBe(7);
+    sub.disconnect();
   });
 
   it("a late non-terminal write is refused atomically and publishes nothing", async () => {
@@ -105,7 +153,9 @@ describe.skipIf(skip)("redis backend", () => {
     await new Promise((resolve) => setTimeout(resolve, 100));
     sub.disconnect();
     expect((await backend.getResult(id))?.state).toBe("FAILURE");
-    expect(messages).toEqual([id]);
+    expect(
+      messages.map((m) => (JSON.parse(m) as Array<{ taskId: string; state: string }>).map((r) => [r.taskId, r.state])),
+    ).toEqual([[[id, "FAILURE"]]]);
   });
 
   it("keeps heartbeats in P:heartbeat:WID with a TTL and P:workers scored by Redis time", async () => {

@@ -100,6 +100,7 @@ export function safeJsonParse(text: string): unknown {
 }
 
 function checkDepth(text: string): void {
+  if (!mayNestDeeperThanMax(text)) return;
   let depth = 0;
   let inString = false;
   for (let i = 0; i < text.length; i++) {
@@ -112,4 +113,16 @@ function checkDepth(text: string): void {
       if (++depth > MAX_DEPTH) throw new SyntaxError(`JSON nested deeper than ${MAX_DEPTH} levels`);
     } else if (c === 125 || c === 93) depth--;
   }
+}
+
+/**
+ * False when `text` holds at most {@link MAX_DEPTH} opening brackets (`{` and `[`, inside
+ * strings or not): it cannot nest deeper, and the character walk is skipped. `indexOf` is
+ * native, so typical messages (a few brackets) cost almost nothing.
+ */
+function mayNestDeeperThanMax(text: string): boolean {
+  let opening = 0;
+  for (let i = text.indexOf("{"); i !== -1; i = text.indexOf("{", i + 1)) if (++opening > MAX_DEPTH) return true;
+  for (let i = text.indexOf("["); i !== -1; i = text.indexOf("[", i + 1)) if (++opening > MAX_DEPTH) return true;
+  return false;
 }

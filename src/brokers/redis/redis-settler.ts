@@ -25,6 +25,24 @@ export function dlqFullError(queue: string, max: number, what: string): BrokerCo
   );
 }
 
+/**
+ * Orders two stream entry ids (`<ms>-<seq>`, both decimal without leading zeros): negative when
+ * `a` comes first. Ids of another shape (never handed out by Redis) compare as strings.
+ */
+export function compareEntryIds(a: string, b: string): number {
+  const ad = a.indexOf("-");
+  const bd = b.indexOf("-");
+  if (ad <= 0 || bd <= 0) return a < b ? -1 : a > b ? 1 : 0;
+  if (ad !== bd) return ad - bd;
+  const ams = a.slice(0, ad);
+  const bms = b.slice(0, bd);
+  if (ams !== bms) return ams < bms ? -1 : 1;
+  const aseq = a.slice(ad + 1);
+  const bseq = b.slice(bd + 1);
+  if (aseq.length !== bseq.length) return aseq.length - bseq.length;
+  return aseq < bseq ? -1 : aseq > bseq ? 1 : 0;
+}
+
 /** Most acks sent in one script call. */
 const MAX_ACK_BATCH = 500;
 
@@ -105,8 +123,17 @@ export class RedisSettler implements DeliverySettler {
 
   async #ackBatch(batch: PendingAck[]): Promise<void> {
     const first = (batch[0] as PendingAck).delivery;
-    const args: Array<string | number> = [this.#ctx.group, this.#consumerId];
-    for (const { delivery } of batch) args.push(delivery.deliveryId);
+    let low = first.deliveryId;
+    let high = low;
+    const args: Array<string | number> = [this.#ctx.group, this.#consumerId, low, high];
+    for (const { delivery } of batch) {
+      const id = delivery.deliveryId;
+      if (compareEntryIds(id, low) < 0) low = id;
+      if (compareEntryIds(high, id) < 0) high = id;
+      args.push(id);
+    }
+    args[2] = low;
+    args[3] = high;
     let results: unknown;
     try {
       results = await runScript(this.#ctx.main, "chicoryAck", [first.keys.stream, first.keys.unique], args);

@@ -1,7 +1,8 @@
 -- ack.lua: messages are done; remove them for good. Acks of one consumer and one queue issued in
 -- the same event-loop turn travel together (one call for the whole batch).
 -- KEYS[1] stream ${prefix}:stream:{Q}, KEYS[2] unique set ${prefix}:unique:{Q}
--- ARGV[1] group, ARGV[2] consumer settling them, ARGV[3..] entry ids
+-- ARGV[1] group, ARGV[2] consumer settling them, ARGV[3] lowest and ARGV[4] highest entry id of
+-- the batch (computed by the caller), ARGV[5..] entry ids
 -- Returns one number per entry id: 1 when the entry was pending and is now acknowledged, else 0
 -- (already settled, or owned by another consumer after a lost lease: fenced, nothing changes).
 -- Atomic: XACK and XDEL together (Redis 7.0 has no XACKDEL), so an acknowledged entry never
@@ -10,32 +11,10 @@
 -- messages carry an `id` field with the task id; plain entries have only `data`).
 -- Cost: one XPENDING lists this consumer's entries in the batch's id range, then one XACK and one
 -- XDEL for all of them; only entries not pending for this consumer are looked at one by one.
-if #ARGV < 3 then
+if #ARGV < 5 then
   return {}
 end
-local function before(a, b)
-  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
-  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
-  if ams == nil or bms == nil then
-    return a < b
-  end
-  if #ams ~= #bms then
-    return #ams < #bms
-  end
-  if ams ~= bms then
-    return ams < bms
-  end
-  return tonumber(aseq) < tonumber(bseq)
-end
-local low, high = ARGV[3], ARGV[3]
-for i = 4, #ARGV do
-  if before(ARGV[i], low) then
-    low = ARGV[i]
-  end
-  if before(high, ARGV[i]) then
-    high = ARGV[i]
-  end
-end
+local low, high = ARGV[3], ARGV[4]
 -- This consumer's pending entries between the lowest and highest id of the batch. The consumer
 -- holds few entries (at most twice its concurrency), so the count bound is never reached.
 local mine = {}
@@ -48,7 +27,7 @@ end
 local hasUnique = redis.call('EXISTS', KEYS[2]) == 1
 local results = {}
 local owned = {}
-for i = 3, #ARGV do
+for i = 5, #ARGV do
   local id = ARGV[i]
   local result = 0
   if mine[id] then

@@ -2,6 +2,7 @@
  * The application (SPEC §2): configuration, the task registry, the broker and the backend.
  * @module
  */
+
 import type { StandardSchemaV1 } from "@standard-schema/spec";
 import type { Backend } from "./backends/backend.js";
 import type { Broker } from "./brokers/broker.js";
@@ -23,6 +24,7 @@ import {
   defaultBackendSpec,
 } from "./drivers.js";
 import { ChicoryError, ConfigurationError, TaskNotFoundError } from "./errors.js";
+import type { ResultDefaults } from "./result.js";
 import { type AnyHandler, Task, type TaskOptions, type TaskRuntime } from "./task.js";
 
 /** Options of {@link Chicory}. */
@@ -69,6 +71,8 @@ export class Chicory {
   readonly #startupHooks: WorkerHook[] = [];
   readonly #shutdownHooks: WorkerHook[] = [];
   #connecting: Promise<void> | null = null;
+  /** True once {@link Chicory.connect} succeeded (until `disconnect`). */
+  #isConnected = false;
   readonly #runtime: TaskRuntime;
 
   constructor(options: ChicoryOptions = {}) {
@@ -101,6 +105,7 @@ export class Chicory {
       this.backend = spec === undefined ? null : createBackend(spec, context);
     }
     const app = this;
+    let resultDefaults: ResultDefaults | undefined;
     this.#runtime = {
       get broker() {
         return app.broker;
@@ -117,11 +122,15 @@ export class Chicory {
       get defaultDeliveryMode() {
         return app.config.deliveryMode;
       },
-      get resultPollInterval() {
-        return app.config.resultPollInterval;
+      get resultDefaults() {
+        resultDefaults ??= {
+          pollInterval: app.config.resultPollInterval,
+          defaultTimeout: app.config.resultDefaultTimeout,
+        };
+        return resultDefaults;
       },
-      get resultDefaultTimeout() {
-        return app.config.resultDefaultTimeout;
+      get isConnected() {
+        return app.#isConnected;
       },
       ensureConnected: () => this.connect(),
     };
@@ -199,6 +208,7 @@ export class Chicory {
       this.#connecting = (async () => {
         await this.broker.connect();
         if (this.backend) await this.backend.connect();
+        this.#isConnected = true;
       })();
       this.#connecting.catch(() => {
         this.#connecting = null;
@@ -211,6 +221,7 @@ export class Chicory {
   async disconnect(): Promise<void> {
     const pending = this.#connecting;
     this.#connecting = null;
+    this.#isConnected = false;
     if (pending) await pending.catch(() => undefined);
     const errors: unknown[] = [];
     await this.broker.disconnect().catch((e: unknown) => errors.push(e));

@@ -15,7 +15,7 @@ import type { MessageCodec, TaskMessage } from "./core/message.js";
 import { assertValidName } from "./core/names.js";
 import { validateWithSchema } from "./core/schema.js";
 import { ValidationError } from "./errors.js";
-import { AsyncResult } from "./result.js";
+import { AsyncResult, type ResultDefaults } from "./result.js";
 import { RetryPolicy, type RetryPolicyOptions } from "./retry.js";
 
 /** Options of a task (SPEC §3). */
@@ -68,8 +68,10 @@ export interface TaskRuntime {
   readonly codec: MessageCodec;
   readonly defaultValidationMode: ValidationMode;
   readonly defaultDeliveryMode: DeliveryMode;
-  readonly resultPollInterval: number;
-  readonly resultDefaultTimeout: number | null;
+  /** Defaults of the results of `delay()` (one object shared by every result). */
+  readonly resultDefaults: ResultDefaults;
+  /** True once connected: `delay()` skips {@link TaskRuntime.ensureConnected}. */
+  readonly isConnected: boolean;
   /** Connects the app on first use. */
   ensureConnected(): Promise<void>;
 }
@@ -185,7 +187,7 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
       lastError: null,
     };
     const body = runtime.codec.encode(message);
-    await runtime.ensureConnected();
+    if (!runtime.isConnected) await runtime.ensureConnected();
     await runtime.broker.publish(queue, {
       id: taskId,
       body,
@@ -193,10 +195,7 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
       priority: priority ?? null,
       unique: options.taskId !== undefined,
     });
-    return new AsyncResult<R>(taskId, runtime.backend, {
-      pollInterval: runtime.resultPollInterval,
-      defaultTimeout: runtime.resultDefaultTimeout,
-    });
+    return new AsyncResult<R>(taskId, runtime.backend, runtime.resultDefaults);
   }
 }
 

@@ -29,7 +29,12 @@ const STEP_BACKOFF_MS = [100, 500, 1000, 2000, 4000, 8000, 15_000];
 /** Runs `actions` in order; never throws. */
 export async function executeActions(actions: readonly Action[], ctx: ExecutionContext): Promise<void> {
   for (const action of actions) {
-    const ok = await withRetries(() => runAction(action, ctx), ctx, action.type);
+    let ok = true;
+    try {
+      await runAction(action, ctx);
+    } catch (error) {
+      ok = await retryStep(action, ctx, error);
+    }
     if (!ok) {
       if (!ctx.attempt.alreadyAcked && action.type !== "release") {
         await ctx.delivery.release().catch((error: unknown) => {
@@ -41,20 +46,23 @@ export async function executeActions(actions: readonly Action[], ctx: ExecutionC
   }
 }
 
-async function withRetries(step: () => Promise<void>, ctx: ExecutionContext, what: string): Promise<boolean> {
+/** Tries a failed step again with backoff; true once it succeeds, false when it gives up. */
+async function retryStep(action: Action, ctx: ExecutionContext, firstError: unknown): Promise<boolean> {
+  let error = firstError;
   for (let i = 0; ; i++) {
+    const delay = STEP_BACKOFF_MS[i];
+    const taskId = ctx.attempt.message?.id;
+    if (delay === undefined || ctx.stopSignal.aborted) {
+      ctx.logger.error({ taskId, step: action.type, err: toError(error).message }, "settling step failed; giving up");
+      return false;
+    }
+    ctx.logger.warn({ taskId, step: action.type, err: toError(error).message, retryInMs: delay }, "settling step failed");
+    await sleep(delay, ctx.stopSignal);
     try {
-      await step();
+      await runAction(action, ctx);
       return true;
-    } catch (error) {
-      const delay = STEP_BACKOFF_MS[i];
-      const taskId = ctx.attempt.message?.id;
-      if (delay === undefined || ctx.stopSignal.aborted) {
-        ctx.logger.error({ taskId, step: what, err: toError(error).message }, "settling step failed; giving up");
-        return false;
-      }
-      ctx.logger.warn({ taskId, step: what, err: toError(error).message, retryInMs: delay }, "settling step failed");
-      await sleep(delay, ctx.stopSignal);
+    } catch (next) {
+      error = next;
     }
   }
 }

@@ -116,6 +116,8 @@ export class RedisResultHub {
   }
 
   #onMessage(message: string): void {
+    // Every worker's finished tasks reach every subscriber: nothing to do unless someone waits.
+    if (this.#waited.size === 0) return;
     // A batch is a JSON array holding, per finished task, its record or its id (a record too
     // large to inline); an older worker sends a plain id. A message that fails to parse is a
     // plain id (an id may itself start with "[").

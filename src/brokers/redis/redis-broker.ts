@@ -25,6 +25,7 @@
  * ```
  * @module
  */
+import { Deadlines } from "../../core/deadlines.js";
 import type { EnvMap } from "../../core/env.js";
 import { type Logger, silentLogger } from "../../core/logger.js";
 import { MessageCodec, peekMessage } from "../../core/message.js";
@@ -76,6 +77,8 @@ export class RedisBroker implements Broker {
   readonly #keys: QueueKeyCache;
   readonly #logger: Logger;
   readonly #consumers = new Set<RedisConsumer>();
+  /** The publish timeout of every pending publish (one timer for all). */
+  readonly #publishDeadlines: Deadlines;
   #codec = new MessageCodec();
   #ctx: RedisBrokerContext | undefined;
   #connecting: Promise<void> | undefined;
@@ -88,6 +91,15 @@ export class RedisBroker implements Broker {
     this.#injected = options.client;
     this.#keys = new QueueKeyCache(this.settings.keyPrefix);
     this.#logger = options.logger ?? silentLogger;
+    const displayUrl = this.displayUrl;
+    this.#publishDeadlines = new Deadlines(
+      this.settings.publishTimeoutMs,
+      (queue, timeoutMs) =>
+        new BrokerConnectionError(
+          `publish to queue "${queue}" got no answer from ${displayUrl} within ${timeoutMs} ms; ` +
+            "its outcome is unknown (it is sent if Redis comes back)",
+        ),
+    );
   }
 
   /** Uses the app's codec to rewrite messages on DLQ replay. */
@@ -155,26 +167,8 @@ export class RedisBroker implements Broker {
    * backlog limit applies.
    * @throws BrokerConnectionError when Redis refuses it or the backlog limit is reached
    */
-  async publish(queue: string, message: OutgoingMessage): Promise<PublishResult> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeoutMs = this.settings.publishTimeoutMs;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new BrokerConnectionError(
-              `publish to queue "${queue}" got no answer from ${this.displayUrl} within ${timeoutMs} ms; ` +
-                "its outcome is unknown (it is sent if Redis comes back)",
-            ),
-          ),
-        timeoutMs,
-      );
-    });
-    try {
-      return await Promise.race([this.#publish(queue, message), timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
+  publish(queue: string, message: OutgoingMessage): Promise<PublishResult> {
+    return this.#publishDeadlines.guard(this.#publish(queue, message), queue);
   }
 
   async #publish(queue: string, message: OutgoingMessage): Promise<PublishResult> {

@@ -1,0 +1,78 @@
+/**
+ * A fixed time limit on many concurrent operations with one timer for all of them (instead of a
+ * timer, a promise and a race per operation): operations start in deadline order, so the
+ * pending ones form a FIFO queue and only its head needs a timer.
+ * @module
+ */
+
+interface Pending {
+  readonly at: number;
+  readonly label: string;
+  reject: ((error: Error) => void) | null;
+}
+
+/** Rejects operations still pending after `timeoutMs` (see module doc). */
+export class Deadlines {
+  readonly #timeoutMs: number;
+  readonly #onTimeout: (label: string, timeoutMs: number) => Error;
+  #queue: Pending[] = [];
+  #head = 0;
+  #timer: NodeJS.Timeout | undefined;
+
+  /** @param onTimeout builds the error of an operation that ran out of time */
+  constructor(timeoutMs: number, onTimeout: (label: string, timeoutMs: number) => Error) {
+    this.#timeoutMs = timeoutMs;
+    this.#onTimeout = onTimeout;
+  }
+
+  /** Settles like `operation`, or rejects with the timeout error once the limit passes first. */
+  guard<T>(operation: Promise<T>, label: string): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const pending: Pending = { at: Date.now() + this.#timeoutMs, label, reject };
+      this.#trim();
+      this.#queue.push(pending);
+      this.#timer ??= setTimeout(() => this.#expire(), this.#timeoutMs);
+      operation.then(
+        (value) => {
+          pending.reject = null;
+          resolve(value);
+        },
+        (error: unknown) => {
+          pending.reject = null;
+          reject(error);
+        },
+      );
+    });
+  }
+
+  /** Drops settled operations from the head, so the queue holds about the pending ones. */
+  #trim(): void {
+    const queue = this.#queue;
+    while (this.#head < queue.length && (queue[this.#head] as Pending).reject === null) this.#head++;
+    if (this.#head === queue.length) {
+      queue.length = 0;
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > queue.length) {
+      this.#queue = queue.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+
+  #expire(): void {
+    this.#timer = undefined;
+    const now = Date.now();
+    const queue = this.#queue;
+    while (this.#head < queue.length) {
+      const pending = queue[this.#head] as Pending;
+      if (pending.reject !== null && pending.at > now) break;
+      this.#head++;
+      const reject = pending.reject;
+      pending.reject = null;
+      reject?.(this.#onTimeout(pending.label, this.#timeoutMs));
+    }
+    this.#trim();
+    if (this.#queue.length === 0) return;
+    const next = this.#queue[this.#head] as Pending;
+    this.#timer = setTimeout(() => this.#expire(), Math.max(1, next.at - now));
+  }
+}

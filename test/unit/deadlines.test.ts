@@ -1,0 +1,58 @@
+/** One shared timer that times out pending operations in deadline order. */
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { Deadlines } from "../../src/core/deadlines.js";
+
+describe("Deadlines", () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  const deadlines = () => new Deadlines(1000, (label, ms) => new Error(`${label} timed out after ${ms} ms`));
+
+  it("passes through what settles in time, value or error", async () => {
+    const d = deadlines();
+    await expect(d.guard(Promise.resolve(1), "a")).resolves.toBe(1);
+    await expect(d.guard(Promise.reject(new Error("boom")), "b")).rejects.toThrow("boom");
+    await vi.advanceTimersByTimeAsync(5000);
+  });
+
+  it("rejects each pending operation at its own deadline, and only those", async () => {
+    const d = deadlines();
+    const never = new Promise<number>(() => undefined);
+    let finishLater!: (v: number) => void;
+    const first = d.guard(never, "first");
+    const firstResult = first.catch((e: Error) => e.message);
+    await vi.advanceTimersByTimeAsync(400);
+    const second = d.guard(
+      new Promise<number>((resolve) => {
+        finishLater = resolve;
+      }),
+      "second",
+    );
+    const third = d.guard(never, "third");
+    const thirdResult = third.catch((e: Error) => e.message);
+    await vi.advanceTimersByTimeAsync(600);
+    expect(await firstResult).toBe("first timed out after 1000 ms");
+    finishLater(2);
+    expect(await second).toBe(2);
+    let thirdDone = false;
+    void thirdResult.then(() => {
+      thirdDone = true;
+    });
+    await vi.advanceTimersByTimeAsync(300);
+    expect(thirdDone).toBe(false);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(await thirdResult).toBe("third timed out after 1000 ms");
+  });
+
+  it("times out a late operation queued after thousands that completed", async () => {
+    const d = deadlines();
+    for (let i = 0; i < 5000; i++) await d.guard(Promise.resolve(i), "q");
+    const late = d.guard(new Promise(() => undefined), "late").catch((e: Error) => e.message);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(await late).toBe("late timed out after 1000 ms");
+  });
+});

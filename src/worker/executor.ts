@@ -7,6 +7,7 @@
 import type { Chicory } from "../app.js";
 import type { TaskRecord } from "../backends/backend.js";
 import type { Delivery } from "../brokers/broker.js";
+import { isoNow } from "../core/clock.js";
 import type { Logger } from "../core/logger.js";
 import { type TaskMessage, truncateError } from "../core/message.js";
 import { sleep } from "../core/sleep.js";
@@ -56,7 +57,10 @@ async function retryStep(action: Action, ctx: ExecutionContext, firstError: unkn
       ctx.logger.error({ taskId, step: action.type, err: toError(error).message }, "settling step failed; giving up");
       return false;
     }
-    ctx.logger.warn({ taskId, step: action.type, err: toError(error).message, retryInMs: delay }, "settling step failed");
+    ctx.logger.warn(
+      { taskId, step: action.type, err: toError(error).message, retryInMs: delay },
+      "settling step failed",
+    );
     await sleep(delay, ctx.stopSignal);
     try {
       await runAction(action, ctx);
@@ -114,7 +118,7 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
         error: action.withError && outcome.kind !== "success" ? outcome.error : undefined,
         retries: message.retries,
         taskName: message.name,
-        updatedAt: new Date().toISOString(),
+        updatedAt: isoNow(),
       };
       await backend.storeResult(record);
       return;

@@ -33,14 +33,11 @@ export function compareEntryIds(a: string, b: string): number {
   const ad = a.indexOf("-");
   const bd = b.indexOf("-");
   if (ad <= 0 || bd <= 0) return a < b ? -1 : a > b ? 1 : 0;
+  // Milliseconds of the same length order as text, and so do the whole ids, unless the
+  // milliseconds are equal and the sequences differ in length (the shorter is smaller).
   if (ad !== bd) return ad - bd;
-  const ams = a.slice(0, ad);
-  const bms = b.slice(0, bd);
-  if (ams !== bms) return ams < bms ? -1 : 1;
-  const aseq = a.slice(ad + 1);
-  const bseq = b.slice(bd + 1);
-  if (aseq.length !== bseq.length) return aseq.length - bseq.length;
-  return aseq < bseq ? -1 : aseq > bseq ? 1 : 0;
+  if (a.length !== b.length && a.slice(0, ad) === b.slice(0, bd)) return a.length - b.length;
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /** Most acks sent in one script call. */

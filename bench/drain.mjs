@@ -29,9 +29,11 @@ for (let rep = 1; rep <= REPS; rep++) {
   const redis = connect();
   await flushBenchDb();
   const keyPrefix = `drain${rep}`;
+  // --shared: broker and backend on one injected connection (experiment)
+  const shared = args.shared ? connect({ enableAutoPipelining: true }) : undefined;
   const app = new Chicory({
-    broker: new RedisBroker({ url: REDIS_URL, keyPrefix }),
-    backend: new RedisBackend({ url: REDIS_URL, keyPrefix }),
+    broker: new RedisBroker({ url: REDIS_URL, keyPrefix, client: shared }),
+    backend: new RedisBackend({ url: REDIS_URL, keyPrefix, client: shared }),
   });
   let ran = 0;
   let allRan;
@@ -76,6 +78,7 @@ for (let rep = 1; rep <= REPS; rep++) {
     `rep${rep} n=${N} ${Math.round((N / ms) * 1000)} jobs/s worker ${(workerUs / N).toFixed(1)} µs/job, fill ${(fillUs / N).toFixed(1)} µs/job, results ${left}`,
   );
   await redis.quit();
+  shared?.disconnect();
 }
 console.log(
   `median: ${Math.round(median(rows.map((r) => r.jobsPerS)))} jobs/s, worker ${median(rows.map((r) => r.workerUsPerJob)).toFixed(1)} µs/job, fill ${median(rows.map((r) => r.fillUsPerJob)).toFixed(1)} µs/job`,

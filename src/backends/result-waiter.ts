@@ -22,10 +22,59 @@ export interface ResultWaiterOptions {
   onError?(error: unknown): void;
 }
 
-interface Waiter {
+/**
+ * One `wait()` call. A class with a `handleEvent` method (the abort listener) and a shared
+ * timeout callback, so a wait allocates no closures: thousands of them may be pending at once.
+ */
+class Waiter {
   readonly taskId: string;
   readonly pollIntervalMs: number;
-  settle(record: TaskRecord | null): void;
+  readonly #resolve: (record: TaskRecord | null) => void;
+  readonly #onSettled: (waiter: Waiter) => void;
+  readonly #signal: AbortSignal | undefined;
+  #timeout: NodeJS.Timeout | undefined;
+  #isSettled = false;
+
+  constructor(
+    taskId: string,
+    pollIntervalMs: number,
+    resolve: (record: TaskRecord | null) => void,
+    onSettled: (waiter: Waiter) => void,
+    options: WaitOptions,
+  ) {
+    this.taskId = taskId;
+    this.pollIntervalMs = pollIntervalMs;
+    this.#resolve = resolve;
+    this.#onSettled = onSettled;
+    this.#signal = options.signal;
+    if (options.timeoutMs !== undefined) this.#timeout = setTimeout(expire, timerDelay(options.timeoutMs), this);
+    this.#signal?.addEventListener("abort", this, { once: true });
+  }
+
+  /** The abort listener. */
+  handleEvent(): void {
+    this.settle(null);
+  }
+
+  settle(record: TaskRecord | null): void {
+    if (this.#isSettled) return;
+    this.#isSettled = true;
+    if (this.#timeout !== undefined) clearTimeout(this.#timeout);
+    this.#signal?.removeEventListener("abort", this);
+    this.#onSettled(this);
+    this.#resolve(record);
+  }
+}
+
+function expire(waiter: Waiter): void {
+  waiter.settle(null);
+}
+
+/** The waiters of one task id: usually one, an array when several wait for the same id. */
+type Waiters = Waiter | Waiter[];
+
+function each(waiters: Waiters): readonly Waiter[] {
+  return Array.isArray(waiters) ? [...waiters] : [waiters];
 }
 
 const MIN_POLL_INTERVAL_MS = 10;
@@ -48,9 +97,10 @@ export class ResultWaiter {
   readonly #defaultIntervalMs: number;
   readonly #maxBatch: number;
   readonly #onError: ((error: unknown) => void) | undefined;
-  readonly #waiters = new Map<string, Set<Waiter>>();
+  readonly #waiters = new Map<string, Waiters>();
+  readonly #remover = (waiter: Waiter): void => this.#remove(waiter);
   /** Ids registered since the last poll: checked once at once (the record may already be terminal). */
-  readonly #fresh = new Set<string>();
+  #fresh: string[] = [];
   #freshCheck: NodeJS.Immediate | undefined;
   #timer: NodeJS.Timeout | undefined;
   #timerIntervalMs = 0;
@@ -75,33 +125,25 @@ export class ResultWaiter {
    * passes, `signal` aborts or the waiter is closed.
    */
   wait(taskId: string, options: WaitOptions = {}): Promise<TaskRecord | null> {
-    const { signal, timeoutMs } = options;
-    if (this.#isClosed || signal?.aborted) return Promise.resolve(null);
+    if (this.#isClosed || options.signal?.aborted) return Promise.resolve(null);
+    const pollIntervalMs = Math.max(MIN_POLL_INTERVAL_MS, options.pollIntervalMs ?? this.#defaultIntervalMs);
     return new Promise((resolve) => {
-      let timeout: NodeJS.Timeout | undefined;
-      const onAbort = (): void => waiter.settle(null);
-      const waiter: Waiter = {
-        taskId,
-        pollIntervalMs: Math.max(MIN_POLL_INTERVAL_MS, options.pollIntervalMs ?? this.#defaultIntervalMs),
-        settle: (record) => {
-          if (timeout !== undefined) clearTimeout(timeout);
-          signal?.removeEventListener("abort", onAbort);
-          this.#remove(waiter);
-          resolve(record);
-        },
-      };
-      if (timeoutMs !== undefined) timeout = setTimeout(onAbort, timerDelay(timeoutMs));
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.#add(waiter);
+      this.#add(new Waiter(taskId, pollIntervalMs, resolve, this.#remover, options));
     });
+  }
+
+  /** True when someone waits for `taskId`. */
+  has(taskId: string): boolean {
+    return this.#waiters.has(taskId);
   }
 
   /** Resolves the waiters of `record.taskId` when the record is terminal; ignores others. */
   notify(record: TaskRecord): void {
     if (!isTerminalState(record.state)) return;
     const waiters = this.#waiters.get(record.taskId);
-    if (!waiters) return;
-    for (const waiter of [...waiters]) waiter.settle(record);
+    if (waiters === undefined) return;
+    if (Array.isArray(waiters)) for (const waiter of [...waiters]) waiter.settle(record);
+    else waiters.settle(record);
   }
 
   /**
@@ -115,7 +157,9 @@ export class ResultWaiter {
     this.#isPushActive = isActive;
     if (this.#waiters.size === 0) return;
     let fastest = Number.POSITIVE_INFINITY;
-    for (const set of this.#waiters.values()) for (const w of set) fastest = Math.min(fastest, w.pollIntervalMs);
+    for (const waiters of this.#waiters.values()) {
+      for (const w of each(waiters)) fastest = Math.min(fastest, w.pollIntervalMs);
+    }
     this.#startTimer(this.#intervalFor(fastest));
     if (isActive) void this.#poll([...this.#waiters.keys()]);
   }
@@ -128,25 +172,24 @@ export class ResultWaiter {
   close(): void {
     this.#isClosed = true;
     for (const waiters of [...this.#waiters.values()]) {
-      for (const waiter of [...waiters]) waiter.settle(null);
+      for (const waiter of each(waiters)) waiter.settle(null);
     }
     this.#stopTimer();
   }
 
   #add(waiter: Waiter): void {
-    let set = this.#waiters.get(waiter.taskId);
-    if (!set) {
-      set = new Set();
-      this.#waiters.set(waiter.taskId, set);
-    }
-    set.add(waiter);
-    this.#fresh.add(waiter.taskId);
+    const id = waiter.taskId;
+    const existing = this.#waiters.get(id);
+    if (existing === undefined) this.#waiters.set(id, waiter);
+    else if (Array.isArray(existing)) existing.push(waiter);
+    else this.#waiters.set(id, [existing, waiter]);
+    this.#fresh.push(id);
     if (this.#freshCheck === undefined) {
       // one batched read for every wait() registered in this turn of the event loop
       this.#freshCheck = setImmediate(() => {
         this.#freshCheck = undefined;
-        const ids = [...this.#fresh].filter((id) => this.#waiters.has(id));
-        this.#fresh.clear();
+        const ids = [...new Set(this.#fresh)].filter((fresh) => this.#waiters.has(fresh));
+        this.#fresh = [];
         if (ids.length > 0) void this.#poll(ids);
       });
     }
@@ -157,10 +200,15 @@ export class ResultWaiter {
   }
 
   #remove(waiter: Waiter): void {
-    const set = this.#waiters.get(waiter.taskId);
-    if (!set) return;
-    set.delete(waiter);
-    if (set.size === 0) this.#waiters.delete(waiter.taskId);
+    const id = waiter.taskId;
+    const waiters = this.#waiters.get(id);
+    if (waiters === waiter) this.#waiters.delete(id);
+    else if (Array.isArray(waiters)) {
+      const i = waiters.indexOf(waiter);
+      if (i >= 0) waiters.splice(i, 1);
+      if (waiters.length === 0) this.#waiters.delete(id);
+      else if (waiters.length === 1) this.#waiters.set(id, waiters[0] as Waiter);
+    }
     if (this.#waiters.size === 0) this.#stopTimer();
   }
 
@@ -178,7 +226,7 @@ export class ResultWaiter {
     if (this.#waiters.size === 0 && this.#freshCheck !== undefined) {
       clearImmediate(this.#freshCheck);
       this.#freshCheck = undefined;
-      this.#fresh.clear();
+      this.#fresh = [];
     }
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;

@@ -314,9 +314,9 @@ export class RedisBackend implements Backend {
   }
 
   /** Pub/sub notification with a shared batched poll fallback (see {@link RedisResultHub}). */
-  async waitForResult(taskId: string, options: WaitOptions = {}): Promise<TaskRecord | null> {
+  waitForResult(taskId: string, options: WaitOptions = {}): Promise<TaskRecord | null> {
     const hub = this.#hub;
-    if (!hub) throw new BackendConnectionError("redis backend is not connected: call connect() first");
+    if (!hub) return Promise.reject(new BackendConnectionError("redis backend is not connected: call connect() first"));
     return hub.wait(taskId, options);
   }
 }

@@ -31,8 +31,6 @@ export interface ResultHubHost {
 export class RedisResultHub {
   readonly #host: ResultHubHost;
   readonly #waiter: ResultWaiter;
-  /** Waiter count per task id. */
-  readonly #waited = new Map<string, number>();
   readonly #notified = new Set<string>();
   #subscriber: Promise<RedisClientLike | undefined> | undefined;
   #flush: NodeJS.Immediate | undefined;
@@ -49,26 +47,26 @@ export class RedisResultHub {
   }
 
   /** Resolves with the terminal record, or null on timeout / abort / close. */
-  async wait(taskId: string, options: WaitOptions = {}): Promise<TaskRecord | null> {
-    if (this.#isClosed) return null;
-    // Subscribed before the first read of the record, so no notification falls in between.
-    // Bounded: with Redis unreachable the wait goes on with the poll fallback alone.
-    if (!this.#isSubscribed) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        this.#subscribe(),
-        new Promise((resolve) => (timer = setTimeout(resolve, SUBSCRIBE_WAIT_MS))),
-      ]);
-      clearTimeout(timer);
-    }
-    this.#waited.set(taskId, (this.#waited.get(taskId) ?? 0) + 1);
-    try {
-      return await this.#waiter.wait(taskId, options);
-    } finally {
-      const n = (this.#waited.get(taskId) ?? 1) - 1;
-      if (n <= 0) this.#waited.delete(taskId);
-      else this.#waited.set(taskId, n);
-    }
+  wait(taskId: string, options: WaitOptions = {}): Promise<TaskRecord | null> {
+    if (this.#isClosed) return Promise.resolve(null);
+    if (!this.#isSubscribed) return this.#subscribeThenWait(taskId, options);
+    return this.#waiter.wait(taskId, options);
+  }
+
+  /**
+   * Subscribes before the first read of the record, so no notification falls in between.
+   * Bounded: with Redis unreachable the wait goes on with the poll fallback alone.
+   */
+  async #subscribeThenWait(taskId: string, options: WaitOptions): Promise<TaskRecord | null> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.#subscribe(),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, SUBSCRIBE_WAIT_MS);
+      }),
+    ]);
+    clearTimeout(timer);
+    return this.#waiter.wait(taskId, options);
   }
 
   /** A record written by this process: resolve local waiters at once. */
@@ -117,7 +115,7 @@ export class RedisResultHub {
 
   #onMessage(message: string): void {
     // Every worker's finished tasks reach every subscriber: nothing to do unless someone waits.
-    if (this.#waited.size === 0) return;
+    if (this.#waiter.size === 0) return;
     // A batch is a JSON array holding, per finished task, its record or its id (a record too
     // large to inline); an older worker sends a plain id. A message that fails to parse is a
     // plain id (an id may itself start with "[").
@@ -138,7 +136,7 @@ export class RedisResultHub {
   }
 
   #onDone(taskId: string): void {
-    if (!this.#waited.has(taskId)) return;
+    if (!this.#waiter.has(taskId)) return;
     this.#notified.add(taskId);
     this.#flush ??= setImmediate(() => {
       this.#flush = undefined;

@@ -188,6 +188,7 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
     };
     const body = runtime.codec.encode(message);
     if (!runtime.isConnected) await runtime.ensureConnected();
+    runtime.backend?.expectResult?.(taskId);
     await runtime.broker.publish(queue, {
       id: taskId,
       body,

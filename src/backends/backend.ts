@@ -127,4 +127,10 @@ export interface Backend {
    * `signal` aborts first.
    */
   waitForResult(taskId: string, options?: WaitOptions): Promise<TaskRecord | null>;
+  /**
+   * Optional: called by `delay()` just before it publishes `taskId`. A backend with push
+   * notifications may then keep that task's record when it arrives before anyone waits
+   * (the task finished before `get()` was called), so the wait needs no read.
+   */
+  expectResult?(taskId: string): void;
 }

@@ -269,6 +269,7 @@ export class RedisBackend implements Backend {
   }
 
   async deleteResult(taskId: string): Promise<void> {
+    this.#hub?.forget(taskId);
     await this.#run("deleteResult", (main) => main.call("DEL", this.resultKey(taskId)));
   }
 
@@ -314,6 +315,11 @@ export class RedisBackend implements Backend {
   }
 
   /** Pub/sub notification with a shared batched poll fallback (see {@link RedisResultHub}). */
+  /** Keeps the record of `taskId` if its notification arrives before a wait (see {@link RedisResultHub}). */
+  expectResult(taskId: string): void {
+    this.#hub?.expect(taskId);
+  }
+
   waitForResult(taskId: string, options: WaitOptions = {}): Promise<TaskRecord | null> {
     const hub = this.#hub;
     if (!hub) return Promise.reject(new BackendConnectionError("redis backend is not connected: call connect() first"));

@@ -18,6 +18,17 @@ import { asRecord } from "./redis-record.js";
 /** Longest wait for the subscription before a waiter relies on polling alone. */
 const SUBSCRIBE_WAIT_MS = 1000;
 
+/** Most task ids remembered as published by this process and not yet waited for. */
+const MAX_EXPECTED = 32_768;
+
+/**
+ * Most records kept for tasks that finished before anyone waited, and for how long: a wait
+ * takes its record out; what nobody waits for is dropped after {@link EARLY_MAX_AGE_MS} (a later
+ * wait reads the record from Redis as usual).
+ */
+const MAX_EARLY = 16_384;
+const EARLY_MAX_AGE_MS = 10_000;
+
 /** What the hub needs from the backend. */
 export interface ResultHubHost {
   readonly main: RedisClientLike;
@@ -32,6 +43,10 @@ export class RedisResultHub {
   readonly #host: ResultHubHost;
   readonly #waiter: ResultWaiter;
   readonly #notified = new Set<string>();
+  /** Ids published by this process (`expect`), oldest first; dropped once their record arrives. */
+  readonly #expected = new Set<string>();
+  /** Records of expected ids that arrived before a wait, oldest first, with their arrival time. */
+  readonly #early = new Map<string, { readonly record: TaskRecord; readonly at: number }>();
   #subscriber: Promise<RedisClientLike | undefined> | undefined;
   #flush: NodeJS.Immediate | undefined;
   #isClosed = false;
@@ -49,6 +64,13 @@ export class RedisResultHub {
   /** Resolves with the terminal record, or null on timeout / abort / close. */
   wait(taskId: string, options: WaitOptions = {}): Promise<TaskRecord | null> {
     if (this.#isClosed) return Promise.resolve(null);
+    const early = this.#early.get(taskId);
+    if (early !== undefined) {
+      this.#early.delete(taskId);
+      if (Date.now() - early.at <= EARLY_MAX_AGE_MS) return Promise.resolve(early.record);
+    }
+    // From now on the waiter receives the record.
+    this.#expected.delete(taskId);
     if (!this.#isSubscribed) return this.#subscribeThenWait(taskId, options);
     return this.#waiter.wait(taskId, options);
   }
@@ -69,6 +91,24 @@ export class RedisResultHub {
     return this.#waiter.wait(taskId, options);
   }
 
+  /**
+   * `taskId` is about to be published by this process: when its record is announced before
+   * anyone here waits for it, keep the record (bounded, see {@link MAX_EARLY}) so the wait that
+   * follows needs no read. Subscribes on first use.
+   */
+  expect(taskId: string): void {
+    if (this.#isClosed) return;
+    if (!this.#isSubscribed) void this.#subscribe();
+    if (this.#expected.size >= MAX_EXPECTED) this.#expected.delete(this.#expected.values().next().value as string);
+    this.#expected.add(taskId);
+  }
+
+  /** Drops what is kept for `taskId` (its record was deleted). */
+  forget(taskId: string): void {
+    this.#expected.delete(taskId);
+    this.#early.delete(taskId);
+  }
+
   /** A record written by this process: resolve local waiters at once. */
   notify(record: TaskRecord): void {
     this.#waiter.notify(record);
@@ -78,6 +118,8 @@ export class RedisResultHub {
   async close(): Promise<void> {
     this.#isClosed = true;
     this.#waiter.close();
+    this.#expected.clear();
+    this.#early.clear();
     if (this.#flush) clearImmediate(this.#flush);
     const subscriber = await this.#subscriber?.catch(() => undefined);
     this.#subscriber = undefined;
@@ -115,7 +157,7 @@ export class RedisResultHub {
 
   #onMessage(message: string): void {
     // Every worker's finished tasks reach every subscriber: nothing to do unless someone waits.
-    if (this.#waiter.size === 0) return;
+    if (this.#waiter.size === 0 && this.#expected.size === 0) return;
     // A batch is a JSON array holding, per finished task, its record or its id (a record too
     // large to inline); an older worker sends a plain id. A message that fails to parse is a
     // plain id (an id may itself start with "[").
@@ -126,13 +168,28 @@ export class RedisResultHub {
           if (typeof item === "string") this.#onDone(item);
           else {
             const record = asRecord(item);
-            if (record) this.#waiter.notify(record);
+            if (record) this.#onRecord(record);
           }
         }
         return;
       }
     }
     this.#onDone(message);
+  }
+
+  #onRecord(record: TaskRecord): void {
+    const taskId = record.taskId;
+    if (this.#waiter.has(taskId)) {
+      this.#waiter.notify(record);
+      return;
+    }
+    if (!this.#expected.delete(taskId)) return;
+    const now = Date.now();
+    for (const [id, early] of this.#early) {
+      if (this.#early.size < MAX_EARLY && now - early.at <= EARLY_MAX_AGE_MS) break;
+      this.#early.delete(id);
+    }
+    this.#early.set(taskId, { record, at: now });
   }
 
   #onDone(taskId: string): void {

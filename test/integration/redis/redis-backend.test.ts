@@ -111,6 +111,28 @@ describe.skipIf(skip)("redis backend", () => {
     ]);
   });
 
+  it("keeps the record of a task this process published when it finishes before the wait", async () => {
+    const s = await setup();
+    const waiting = await s.open();
+    const writer = await s.open();
+    const early = uniqueName("task-");
+    const marker = uniqueName("task-");
+    // The first wait subscribes (and times out: nothing is stored under that id).
+    expect(await waiting.waitForResult(uniqueName("task-"), { timeoutMs: 1 })).toBeNull();
+    waiting.expectResult(early);
+    // `marker` is announced after `early` on the same channel: once its wait resolves, the
+    // notification of `early` has been handled.
+    const markerWait = waiting.waitForResult(marker, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
+    await writer.storeResult(success(early, "kept"));
+    await writer.storeResult(success(marker, 1));
+    expect((await markerWait)?.result).toBe(1);
+    // The stored record is gone, so only the kept copy can answer.
+    await s.raw.call("DEL", writer.resultKey(early));
+    expect((await waiting.waitForResult(early, { timeoutMs: 10_000 }))?.result).toBe("kept");
+    // Taken by that wait: a second wait reads Redis (nothing there any more).
+    expect(await waiting.waitForResult(early, { timeoutMs: 200, pollIntervalMs: 50 })).toBeNull();
+  });
+
   it("announces a record too large to inline by its id, and still takes a plain id (older workers)", async () => {
     const s = await setup();
     const waiting = await s.open();

@@ -11,6 +11,15 @@ import { deletePrefix, keysUnder, rawRedis, testPrefix } from "./redis-test-keys
 
 const skip = await skipUnless("redis");
 
+/** A raw subscriber of `channel` and the messages it received so far. */
+async function listen(channel: string): Promise<{ sub: ReturnType<typeof rawRedis>; messages: string[] }> {
+  const sub = rawRedis();
+  const messages: string[] = [];
+  await sub.subscribe(channel);
+  sub.on("message", (_channel, message) => messages.push(message));
+  return { sub, messages };
+}
+
 /** Resolves once `messages` (filled by `sub`'s message listener) holds `n` messages. */
 function untilCount(sub: ReturnType<typeof rawRedis>, messages: string[], n: number): Promise<void> {
   if (messages.length >= n) return Promise.resolve();
@@ -87,10 +96,7 @@ describe.skipIf(skip)("redis backend", () => {
     const s = await setup();
     const waiting = await s.open();
     const writer = await s.open();
-    const sub = rawRedis();
-    const messages: string[] = [];
-    await sub.subscribe(`${s.prefix}:done`);
-    sub.on("message", (_channel, message) => messages.push(message));
+    const { sub, messages } = await listen(`${s.prefix}:done`);
     // An id that looks like a batch is still delivered as itself.
     const ids = [uniqueName("task-"), '["odd id"]', uniqueName("task-")];
     const waits = ids.map((id) => waiting.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 60_000 }));
@@ -137,10 +143,7 @@ describe.skipIf(skip)("redis backend", () => {
     const s = await setup();
     const waiting = await s.open();
     const writer = await s.open();
-    const sub = rawRedis();
-    const messages: string[] = [];
-    await sub.subscribe(`${s.prefix}:done`);
-    sub.on("message", (_channel, message) => messages.push(message));
+    const { sub, messages } = await listen(`${s.prefix}:done`);
     const big = uniqueName("task-");
     const small = uniqueName("task-");
     const large = "x".repeat(5000);
@@ -165,10 +168,7 @@ describe.skipIf(skip)("redis backend", () => {
     const backend = await s.open();
     const id = uniqueName("task-");
     await backend.storeResult(success(id, 1));
-    const sub = rawRedis();
-    const messages: string[] = [];
-    await sub.subscribe(`${s.prefix}:done`);
-    sub.on("message", (_channel, message) => messages.push(message));
+    const { sub, messages } = await listen(`${s.prefix}:done`);
     await backend.setState(id, "STARTED");
     await backend.setState(id, "RETRY", { error: { type: "Error", message: "late" }, retries: 1 });
     await backend.storeResult({ ...success(id, 2), state: "FAILURE", error: { type: "Error", message: "dup" } });

@@ -146,6 +146,7 @@ describe.skipIf(!hasRedisServer)("infra: chaos TCP proxy between the app and Red
     let stalled = 0;
     let healAt = 0;
     let completionsDuringStall = 0;
+    let unfinishedAtHeal = 0;
     let detectedAfterMs: number | null = null;
     const stallAndHeal = async () => {
       stallAt = Date.now();
@@ -154,6 +155,7 @@ describe.skipIf(!hasRedisServer)("infra: chaos TCP proxy between the app and Red
       if (r.proxy.stalledClosedAt.length > 0) detectedAfterMs = (r.proxy.stalledClosedAt[0] ?? 0) - stallAt;
       completionsDuringStall = r.ledger.completionsAfter(stallAt + 1000);
       healAt = Date.now();
+      unfinishedAtHeal = JOBS - r.ledger.confirmed.size + r.ledger.notRun().length;
       r.proxy.heal();
     };
     let stalling: Promise<void> | null = null;
@@ -184,6 +186,7 @@ describe.skipIf(!hasRedisServer)("infra: chaos TCP proxy between the app and Red
         detectedAfterMs,
         stallWindowMs: healAt - stallAt,
         completionsDuringStall,
+        unfinishedAtHeal,
         resumeAfterHealMs,
         missing: missing.length,
         duplicates: r.ledger.duplicates(),
@@ -192,7 +195,10 @@ describe.skipIf(!hasRedisServer)("infra: chaos TCP proxy between the app and Red
       expect(allRan).toBe(true);
       expect(r.ledger.confirmed.size).toBe(JOBS);
       expect(missing).toEqual([]);
-      expect(resumeAfterHealMs).toBeLessThanOrEqual(30_000);
+      // When the clients dropped the stalled sockets and reconnected, every job may be done
+      // before the heal: work resumed during the stall already. Otherwise it resumes after it.
+      if (unfinishedAtHeal === 0) expect(completionsDuringStall).toBeGreaterThan(0);
+      else expect(resumeAfterHealMs).toBeLessThanOrEqual(30_000);
     } finally {
       await (stalling as Promise<void> | null)?.catch(() => undefined);
       await r.close();

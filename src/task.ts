@@ -163,16 +163,18 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
       if (bad) throw new ValidationError(`task "${this.name}": ${bad}; arguments must be JSON-representable`);
     }
     const mode = this.validationMode;
-    if (this.argsSchema && (mode === "inputs" || mode === "strict")) {
-      await validateWithSchema(this.argsSchema, list, `task "${this.name}" arguments`);
-    }
+    const validates = this.argsSchema !== undefined && (mode === "inputs" || mode === "strict");
+    if (validates) await validateWithSchema(this.argsSchema, list, `task "${this.name}" arguments`);
     const queue = options.queue ?? this.queue;
-    assertValidName(queue, "queue");
+    if (options.queue !== undefined) assertValidName(queue, "queue");
     const priority = options.priority ?? this.priority;
     if (priority !== undefined) checkInt(priority, "priority", 0, 255);
     const delayMs = delayOf(options);
     const taskId = options.taskId ?? newTaskId();
-    if (typeof taskId !== "string" || taskId.length === 0 || taskId.length > 256 || !isWellFormedText(taskId)) {
+    if (
+      options.taskId !== undefined &&
+      (typeof taskId !== "string" || taskId.length === 0 || taskId.length > 256 || !isWellFormedText(taskId))
+    ) {
       throw new ValidationError("taskId must be a well-formed string of 1-256 characters (no lone surrogates)");
     }
     const message: TaskMessage = {
@@ -186,7 +188,9 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
       firstFailureAt: null,
       lastError: null,
     };
-    const body = runtime.codec.encode(message);
+    // Built above in canonical order from checked parts (the name was checked at registration);
+    // a schema may have touched the arguments meanwhile, so they are checked again after one.
+    const body = validates ? runtime.codec.encode(message) : runtime.codec.encodeChecked(message);
     if (!runtime.isConnected) await runtime.ensureConnected();
     runtime.backend?.expectResult?.(taskId);
     await runtime.broker.publish(queue, {

@@ -83,7 +83,21 @@ export class MessageCodec {
     if (bad) throw new ValidationError(`task "${message.name}": ${bad}`);
     const problem = checkShape(message);
     if (problem) throw new ValidationError(`invalid message: ${problem}`);
-    let body = JSON.stringify(canonical(message));
+    return this.#finish(JSON.stringify(canonical(message)));
+  }
+
+  /**
+   * @internal {@link MessageCodec.encode} for a message that `delay()` has just built in
+   * canonical member order from checked parts (arguments, id, priority, eta): signs and checks
+   * the size only.
+   * @throws MessageTooLargeError over the size limit
+   */
+  encodeChecked(message: TaskMessage): string {
+    return this.#finish(JSON.stringify(message));
+  }
+
+  #finish(json: string): string {
+    let body = json;
     if (this.#key) body = `${body.slice(0, -1)},"sig":"${this.#sign(body)}"}`;
     const size = Buffer.byteLength(body, "utf8");
     if (size > this.maxMessageBytes) throw new MessageTooLargeError(size, this.maxMessageBytes);

@@ -94,11 +94,11 @@ export class RedisResultHub {
   /**
    * `taskId` is about to be published by this process: when its record is announced before
    * anyone here waits for it, keep the record (bounded, see {@link MAX_EARLY}) so the wait that
-   * follows needs no read. Subscribes on first use.
+   * follows needs no read. Only once this process waits for results at all (the subscription
+   * opens with the first wait): a producer that never calls `get()` never subscribes.
    */
   expect(taskId: string): void {
-    if (this.#isClosed) return;
-    if (!this.#isSubscribed) void this.#subscribe();
+    if (this.#isClosed || !this.#isSubscribed) return;
     if (this.#expected.size >= MAX_EXPECTED) this.#expected.delete(this.#expected.values().next().value as string);
     this.#expected.add(taskId);
   }

@@ -117,6 +117,16 @@ describe.skipIf(skip)("redis backend", () => {
     ]);
   });
 
+  it("a process that only publishes (no wait) opens no subscriber", async () => {
+    const s = await setup();
+    const producer = await s.open();
+    const id = uniqueName("task-");
+    producer.expectResult(id);
+    await producer.storeResult(success(id, 1));
+    const [, subscribers] = (await s.raw.call("PUBSUB", "NUMSUB", `${s.prefix}:done`)) as [string, number];
+    expect(subscribers).toBe(0);
+  });
+
   it("keeps the record of a task this process published when it finishes before the wait", async () => {
     const s = await setup();
     const waiting = await s.open();

@@ -56,6 +56,9 @@ const MGET_BATCH = 500;
  */
 const INLINE_RECORD_MAX = 2048;
 
+/** Most terminal records written by one script call (a larger turn makes several calls). */
+const MAX_TERMINAL_BATCH = 500;
+
 /** Terminal records of one event-loop turn and the promise of their write. */
 interface TerminalBatch {
   readonly keys: string[];
@@ -204,7 +207,7 @@ export class RedisBackend implements Backend {
     if (!main)
       return Promise.reject(new BackendConnectionError("redis backend is not connected: call connect() first"));
     let batch = this.#terminal;
-    if (!batch) {
+    if (!batch || batch.keys.length >= MAX_TERMINAL_BATCH) {
       const created: TerminalBatch = {
         keys: [],
         jsons: [],
@@ -214,7 +217,7 @@ export class RedisBackend implements Backend {
       created.written = new Promise<void>((resolve, reject) => {
         // After this turn's promise callbacks, so every record finished in the turn joins.
         process.nextTick(() => {
-          this.#terminal = undefined;
+          if (this.#terminal === created) this.#terminal = undefined;
           this.#writeTerminal(main, created).then(resolve, reject);
         });
       });

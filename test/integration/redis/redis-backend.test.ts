@@ -117,6 +117,17 @@ describe.skipIf(skip)("redis backend", () => {
     ]);
   });
 
+  it("writes more terminal records than one script call takes, all in the same turn", async () => {
+    const s = await setup();
+    const writer = await s.open();
+    const ids = Array.from({ length: 1200 }, () => uniqueName("task-"));
+    await Promise.all(ids.map((id, i) => writer.storeResult(success(id, i))));
+    const stored = (await s.raw.call("MGET", ...ids.map((id) => writer.resultKey(id)))) as Array<string | null>;
+    expect(stored.map((json) => (json === null ? null : (JSON.parse(json) as { result: number }).result))).toEqual(
+      ids.map((_, i) => i),
+    );
+  });
+
   it("a process that only publishes (no wait) opens no subscriber", async () => {
     const s = await setup();
     const producer = await s.open();

@@ -18,7 +18,7 @@ import { ChicoryError, toError } from "../errors.js";
 import { createLogger } from "../logging.js";
 import { executeActions } from "./executor.js";
 import { type Loop, startLoop } from "./loops.js";
-import { runDelivery } from "./runner.js";
+import { type RunnerEnv, runDelivery } from "./runner.js";
 import { settle } from "./settle.js";
 import { JobSlots } from "./slots.js";
 
@@ -78,6 +78,11 @@ export class Worker {
   #fetchAbort = new AbortController();
   #shutdownAbort = new AbortController();
   readonly #slots: JobSlots;
+  /** Handler start times of running jobs not yet marked `STARTED`, oldest first. */
+  readonly #runningSince = new Map<TaskMessage, number>();
+  #startedSweep: NodeJS.Timeout | undefined;
+  /** What the runner needs, shared by every job of one run (set by `start`). */
+  #runnerEnv!: RunnerEnv;
   #processed = 0;
   #failed = 0;
   #stopping: Promise<void> | null = null;
@@ -108,6 +113,13 @@ export class Worker {
     this.#shutdownAbort = new AbortController();
     // One listener per running task (and per broker wait) is expected, not a leak.
     setMaxListeners(0, this.#fetchAbort.signal, this.#shutdownAbort.signal);
+    this.#runnerEnv = {
+      codec: this.#app.codec,
+      tasks: this.#app.tasks,
+      maxDeliveries: this.config.maxDeliveries,
+      shutdownSignal: this.#shutdownAbort.signal,
+      onStart: (message) => this.#onStart(message),
+    };
     try {
       await this.#app.connect();
       for (const hook of this.#app.workerHooks.startup) {
@@ -297,17 +309,8 @@ export class Worker {
 
   async #process(delivery: Delivery): Promise<void> {
     const app = this.#app;
-    let startedTimer: NodeJS.Timeout | undefined;
-    const attempt = await runDelivery(delivery, {
-      codec: app.codec,
-      tasks: app.tasks,
-      maxDeliveries: this.config.maxDeliveries,
-      shutdownSignal: this.#shutdownAbort.signal,
-      onStart: (message) => {
-        startedTimer = setTimeout(() => this.#markStarted(message), STARTED_AFTER_MS);
-      },
-    });
-    clearTimeout(startedTimer);
+    const attempt = await runDelivery(delivery, this.#runnerEnv);
+    if (attempt.message) this.#runningSince.delete(attempt.message);
     const { outcome } = attempt;
     const actions = settle(outcome, {
       deliveryMode: attempt.task?.deliveryMode ?? app.config.deliveryMode,
@@ -344,6 +347,28 @@ export class Worker {
     );
   }
 
+  /** Notes a handler start; `STARTED` is written if it still runs {@link STARTED_AFTER_MS} later. */
+  #onStart(message: TaskMessage): void {
+    this.#runningSince.set(message, Date.now());
+    if (this.#startedSweep === undefined) {
+      this.#startedSweep = setInterval(() => this.#sweepStarted(), STARTED_AFTER_MS / 2);
+      this.#startedSweep.unref();
+    }
+  }
+
+  /** Marks `STARTED` the runs older than {@link STARTED_AFTER_MS} (one timer for all runs). */
+  #sweepStarted(): void {
+    const now = Date.now();
+    for (const [message, since] of this.#runningSince) {
+      // Oldest first (insertion order): the first that is not due ends the sweep.
+      if (now - since < STARTED_AFTER_MS) return;
+      this.#runningSince.delete(message);
+      this.#markStarted(message);
+    }
+    clearInterval(this.#startedSweep);
+    this.#startedSweep = undefined;
+  }
+
   /** Writes `STARTED` for a task still running after {@link STARTED_AFTER_MS}. */
   #markStarted(message: TaskMessage): void {
     this.#app.backend
@@ -369,6 +394,9 @@ export class Worker {
     }
     await this.#consumer?.close().catch(() => undefined);
     this.#consumer = null;
+    clearInterval(this.#startedSweep);
+    this.#startedSweep = undefined;
+    this.#runningSince.clear();
     this.#phase = "stopped";
     await this.#heartbeat().catch(() => undefined);
     for (const hook of this.#app.workerHooks.shutdown) {

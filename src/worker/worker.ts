@@ -21,6 +21,7 @@ import { type Loop, startLoop } from "./loops.js";
 import { type RunnerEnv, runDelivery } from "./runner.js";
 import { settle } from "./settle.js";
 import { JobSlots } from "./slots.js";
+import { StartedMarker } from "./started.js";
 
 /** Options of a {@link Worker}: {@link WorkerOptions} plus a logger. */
 export interface WorkerInit extends WorkerOptions {
@@ -78,9 +79,7 @@ export class Worker {
   #fetchAbort = new AbortController();
   #shutdownAbort = new AbortController();
   readonly #slots: JobSlots;
-  /** Handler start times of running jobs not yet marked `STARTED`, oldest first. */
-  readonly #runningSince = new Map<TaskMessage, number>();
-  #startedSweep: NodeJS.Timeout | undefined;
+  readonly #started = new StartedMarker(STARTED_AFTER_MS, (message) => this.#markStarted(message));
   /** What the runner needs, shared by every job of one run (set by `start`). */
   #runnerEnv!: RunnerEnv;
   #processed = 0;
@@ -118,7 +117,7 @@ export class Worker {
       tasks: this.#app.tasks,
       maxDeliveries: this.config.maxDeliveries,
       shutdownSignal: this.#shutdownAbort.signal,
-      onStart: (message) => this.#onStart(message),
+      onStart: (message) => this.#started.started(message),
     };
     try {
       await this.#app.connect();
@@ -310,7 +309,7 @@ export class Worker {
   async #process(delivery: Delivery): Promise<void> {
     const app = this.#app;
     const attempt = await runDelivery(delivery, this.#runnerEnv);
-    if (attempt.message) this.#runningSince.delete(attempt.message);
+    if (attempt.message) this.#started.ended(attempt.message);
     const { outcome } = attempt;
     const actions = settle(outcome, {
       deliveryMode: attempt.task?.deliveryMode ?? app.config.deliveryMode,
@@ -347,28 +346,6 @@ export class Worker {
     );
   }
 
-  /** Notes a handler start; `STARTED` is written if it still runs {@link STARTED_AFTER_MS} later. */
-  #onStart(message: TaskMessage): void {
-    this.#runningSince.set(message, Date.now());
-    if (this.#startedSweep === undefined) {
-      this.#startedSweep = setInterval(() => this.#sweepStarted(), STARTED_AFTER_MS / 2);
-      this.#startedSweep.unref();
-    }
-  }
-
-  /** Marks `STARTED` the runs older than {@link STARTED_AFTER_MS} (one timer for all runs). */
-  #sweepStarted(): void {
-    const now = Date.now();
-    for (const [message, since] of this.#runningSince) {
-      // Oldest first (insertion order): the first that is not due ends the sweep.
-      if (now - since < STARTED_AFTER_MS) return;
-      this.#runningSince.delete(message);
-      this.#markStarted(message);
-    }
-    clearInterval(this.#startedSweep);
-    this.#startedSweep = undefined;
-  }
-
   /** Writes `STARTED` for a task still running after {@link STARTED_AFTER_MS}. */
   #markStarted(message: TaskMessage): void {
     this.#app.backend
@@ -394,9 +371,7 @@ export class Worker {
     }
     await this.#consumer?.close().catch(() => undefined);
     this.#consumer = null;
-    clearInterval(this.#startedSweep);
-    this.#startedSweep = undefined;
-    this.#runningSince.clear();
+    this.#started.clear();
     this.#phase = "stopped";
     await this.#heartbeat().catch(() => undefined);
     for (const hook of this.#app.workerHooks.shutdown) {

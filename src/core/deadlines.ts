@@ -4,6 +4,7 @@
  * pending ones form a FIFO queue and only its head needs a timer.
  * @module
  */
+import { timerDelay } from "./sleep.js";
 
 interface Pending {
   readonly at: number;
@@ -31,7 +32,7 @@ export class Deadlines {
       const pending: Pending = { at: Date.now() + this.#timeoutMs, label, reject };
       this.#trim();
       this.#queue.push(pending);
-      this.#timer ??= setTimeout(() => this.#expire(), this.#timeoutMs);
+      this.#timer ??= setTimeout(() => this.#expire(), timerDelay(this.#timeoutMs));
       operation.then(
         (value) => {
           pending.reject = null;
@@ -73,6 +74,6 @@ export class Deadlines {
     this.#trim();
     if (this.#queue.length === 0) return;
     const next = this.#queue[this.#head] as Pending;
-    this.#timer = setTimeout(() => this.#expire(), Math.max(1, next.at - now));
+    this.#timer = setTimeout(() => this.#expire(), timerDelay(Math.max(1, next.at - now)));
   }
 }

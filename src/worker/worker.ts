@@ -110,7 +110,7 @@ export class Worker {
     this.#phase = "starting";
     this.#fetchAbort = new AbortController();
     this.#shutdownAbort = new AbortController();
-    // One listener per running task (and per broker wait) is expected, not a leak.
+    // Not a leak: during an outage every settling job's retry sleeps on the shutdown signal.
     setMaxListeners(0, this.#fetchAbort.signal, this.#shutdownAbort.signal);
     this.#runnerEnv = {
       codec: this.#app.codec,

@@ -64,7 +64,7 @@ interface TerminalBatch {
   readonly keys: string[];
   readonly jsons: string[];
   readonly records: TaskRecord[];
-  written: Promise<void>;
+  readonly written: Promise<void>;
 }
 
 /** Redis result backend (see module doc). */
@@ -203,50 +203,38 @@ export class RedisBackend implements Backend {
 
   /** Adds `record` to this turn's batch of terminal records; resolves once the batch is written. */
   #storeTerminal(record: TaskRecord): Promise<void> {
-    const main = this.#main;
-    if (!main)
-      return Promise.reject(new BackendConnectionError("redis backend is not connected: call connect() first"));
     let batch = this.#terminal;
-    if (!batch || batch.keys.length >= MAX_TERMINAL_BATCH) {
-      const created: TerminalBatch = {
-        keys: [],
-        jsons: [],
-        records: [],
-        written: undefined as unknown as Promise<void>,
-      };
-      created.written = new Promise<void>((resolve, reject) => {
-        // After this turn's promise callbacks, so every record finished in the turn joins.
-        process.nextTick(() => {
-          if (this.#terminal === created) this.#terminal = undefined;
-          this.#writeTerminal(main, created).then(resolve, reject);
-        });
-      });
-      this.#terminal = created;
-      batch = created;
-    }
+    if (!batch || batch.keys.length >= MAX_TERMINAL_BATCH) batch = this.#newTerminalBatch();
     batch.keys.push(this.resultKey(record.taskId));
     batch.jsons.push(encodeRecord(record));
     batch.records.push(record);
     return batch.written;
   }
 
-  async #writeTerminal(main: RedisClientLike, batch: TerminalBatch): Promise<void> {
-    const { keys, jsons, records } = batch;
-    try {
-      await runScript(
+  /** A batch written after this turn's promise callbacks, so every record finished in the turn joins. */
+  #newTerminalBatch(): TerminalBatch {
+    let settle!: { resolve: () => void; reject: (error: unknown) => void };
+    const written = new Promise<void>((resolve, reject) => {
+      settle = { resolve, reject };
+    });
+    const batch: TerminalBatch = { keys: [], jsons: [], records: [], written };
+    process.nextTick(() => {
+      if (this.#terminal === batch) this.#terminal = undefined;
+      this.#writeTerminal(batch).then(settle.resolve, settle.reject);
+    });
+    this.#terminal = batch;
+    return batch;
+  }
+
+  async #writeTerminal({ keys, jsons, records }: TerminalBatch): Promise<void> {
+    await this.#run("storeResult", (main) =>
+      runScript(
         main,
         "chicoryStoreResults",
         [String(keys.length), ...keys],
         [this.settings.resultTtlSeconds, `${this.#prefix}:done`, this.#idOffset, INLINE_RECORD_MAX, ...jsons],
-      );
-    } catch (error) {
-      throw new BackendConnectionError(
-        `redis backend storeResult failed (${this.displayUrl}): ${this.#describe(error)}`,
-        {
-          cause: error,
-        },
-      );
-    }
+      ),
+    );
     const hub = this.#hub;
     if (hub) for (const record of records) hub.notify(record);
   }
@@ -317,12 +305,12 @@ export class RedisBackend implements Backend {
     return pingRedis(this.#main, this.#connection.password);
   }
 
-  /** Pub/sub notification with a shared batched poll fallback (see {@link RedisResultHub}). */
   /** Keeps the record of `taskId` if its notification arrives before a wait (see {@link RedisResultHub}). */
   expectResult(taskId: string): void {
     this.#hub?.expect(taskId);
   }
 
+  /** Pub/sub notification with a shared batched poll fallback (see {@link RedisResultHub}). */
   waitForResult(taskId: string, options: WaitOptions = {}): Promise<TaskRecord | null> {
     const hub = this.#hub;
     if (!hub) return Promise.reject(new BackendConnectionError("redis backend is not connected: call connect() first"));

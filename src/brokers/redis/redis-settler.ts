@@ -120,17 +120,14 @@ export class RedisSettler implements DeliverySettler {
 
   async #ackBatch(batch: PendingAck[]): Promise<void> {
     const first = (batch[0] as PendingAck).delivery;
+    const ids = batch.map(({ delivery }) => delivery.deliveryId);
     let low = first.deliveryId;
     let high = low;
-    const args: Array<string | number> = [this.#ctx.group, this.#consumerId, low, high];
-    for (const { delivery } of batch) {
-      const id = delivery.deliveryId;
+    for (const id of ids) {
       if (compareEntryIds(id, low) < 0) low = id;
       if (compareEntryIds(high, id) < 0) high = id;
-      args.push(id);
     }
-    args[2] = low;
-    args[3] = high;
+    const args = [this.#ctx.group, this.#consumerId, low, high, ...ids];
     let results: unknown;
     try {
       results = await runScript(this.#ctx.main, "chicoryAck", [first.keys.stream, first.keys.unique], args);

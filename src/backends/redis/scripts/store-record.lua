@@ -1,6 +1,5 @@
 -- store-record.lua: write a non-terminal task record (STARTED, RETRY) with state precedence.
--- (Terminal records need no check: the backend writes them with a plain SET and announces
--- them on the done channel itself.)
+-- (Terminal records need no check: store-results.lua writes and announces them in batches.)
 -- KEYS[1] record key ${prefix}:result:ID (a JSON string that always starts with {"state":"...")
 -- ARGV[1] record JSON, ARGV[2] TTL seconds
 -- Returns 1 written, 0 refused (a terminal record is never replaced by a non-terminal one).

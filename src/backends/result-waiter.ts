@@ -122,13 +122,16 @@ export class ResultWaiter {
 
   /**
    * Resolves with the record of `taskId` once it is terminal, or null when `timeoutMs`
-   * passes, `signal` aborts or the waiter is closed.
+   * passes, `signal` aborts or the waiter is closed. The record is read once at once (it may
+   * already be terminal), unless `isAnnounced`: the caller knows the record is not written yet
+   * and that its notification will reach {@link ResultWaiter.notify} (the periodic poll still
+   * covers the id).
    */
-  wait(taskId: string, options: WaitOptions = {}): Promise<TaskRecord | null> {
+  wait(taskId: string, options: WaitOptions = {}, isAnnounced = false): Promise<TaskRecord | null> {
     if (this.#isClosed || options.signal?.aborted) return Promise.resolve(null);
     const pollIntervalMs = Math.max(MIN_POLL_INTERVAL_MS, options.pollIntervalMs ?? this.#defaultIntervalMs);
     return new Promise((resolve) => {
-      this.#add(new Waiter(taskId, pollIntervalMs, resolve, this.#remover, options));
+      this.#add(new Waiter(taskId, pollIntervalMs, resolve, this.#remover, options), isAnnounced);
     });
   }
 
@@ -177,14 +180,14 @@ export class ResultWaiter {
     this.#stopTimer();
   }
 
-  #add(waiter: Waiter): void {
+  #add(waiter: Waiter, isAnnounced: boolean): void {
     const id = waiter.taskId;
     const existing = this.#waiters.get(id);
     if (existing === undefined) this.#waiters.set(id, waiter);
     else if (Array.isArray(existing)) existing.push(waiter);
     else this.#waiters.set(id, [existing, waiter]);
-    this.#fresh.push(id);
-    if (this.#freshCheck === undefined) {
+    if (!isAnnounced) this.#fresh.push(id);
+    if (!isAnnounced && this.#freshCheck === undefined) {
       // one batched read for every wait() registered in this turn of the event loop
       this.#freshCheck = setImmediate(() => {
         this.#freshCheck = undefined;

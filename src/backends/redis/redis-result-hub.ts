@@ -51,6 +51,8 @@ export class RedisResultHub {
   #flush: NodeJS.Immediate | undefined;
   #isClosed = false;
   #isSubscribed = false;
+  /** True while the subscription is confirmed and its connection has not dropped since. */
+  #isLive = false;
 
   constructor(host: ResultHubHost) {
     this.#host = host;
@@ -69,10 +71,12 @@ export class RedisResultHub {
       this.#early.delete(taskId);
       if (Date.now() - early.at <= EARLY_MAX_AGE_MS) return Promise.resolve(early.record);
     }
-    // From now on the waiter receives the record.
-    this.#expected.delete(taskId);
+    // From now on the waiter receives the record. An id published here while the subscription
+    // was live, whose record has not arrived, needs no first read: its notification is still to
+    // come (a dropped subscriber forgets every expected id).
+    const isAnnounced = this.#expected.delete(taskId) && this.#isLive;
     if (!this.#isSubscribed) return this.#subscribeThenWait(taskId, options);
-    return this.#waiter.wait(taskId, options);
+    return this.#waiter.wait(taskId, options, isAnnounced);
   }
 
   /**
@@ -94,11 +98,12 @@ export class RedisResultHub {
   /**
    * `taskId` is about to be published by this process: when its record is announced before
    * anyone here waits for it, keep the record (bounded, see {@link MAX_EARLY}) so the wait that
-   * follows needs no read. Only once this process waits for results at all (the subscription
-   * opens with the first wait): a producer that never calls `get()` never subscribes.
+   * follows needs no read; when it has not arrived yet, the wait needs no first read either.
+   * Only while the subscription is live (it opens with this process's first wait): a producer
+   * that never calls `get()` never subscribes.
    */
   expect(taskId: string): void {
-    if (this.#isClosed || !this.#isSubscribed) return;
+    if (this.#isClosed || !this.#isLive) return;
     if (this.#expected.size >= MAX_EXPECTED) this.#expected.delete(this.#expected.values().next().value as string);
     this.#expected.add(taskId);
   }
@@ -141,18 +146,36 @@ export class RedisResultHub {
     const sub = await openDuplicate(this.#host.main, {
       enableAutoPipelining: false,
       enableOfflineQueue: true,
-      connectionName: "chicory-results",
+      // e.g. chicory-results-chicory:done (CLIENT LIST tells the apps of one server apart)
+      connectionName: `chicory-results-${this.#host.channel}`.replace(/[^A-Za-z0-9._:-]/g, "_").slice(0, 100),
     });
     sub.on("message", (_channel: string, message: string) => this.#onMessage(message));
-    // While the subscriber is down, waiters poll at their own interval; autoResubscribe
-    // (ioredis default) re-subscribes after a reconnect.
-    sub.on("close", () => this.#waiter.setPushActive(false));
-    sub.on("ready", () => this.#waiter.setPushActive(true));
+    // While the subscriber is down, waiters poll at their own interval, and the ids published
+    // meanwhile lose their announcement (it may be missed).
+    sub.on("close", () => {
+      this.#isLive = false;
+      this.#expected.clear();
+      this.#waiter.setPushActive(false);
+    });
+    // ioredis re-subscribes after a reconnect (autoResubscribe); this SUBSCRIBE is answered after
+    // that one, so once it is, notifications flow again and every waited id is read once.
+    sub.on("ready", () => {
+      sub.subscribe(this.#host.channel).then(
+        () => this.#onLive(),
+        (error: unknown) => this.#host.onError(error),
+      );
+    });
     await sub.subscribe(this.#host.channel);
     this.#isSubscribed = true;
-    this.#waiter.setPushActive(true);
+    this.#onLive();
     if (this.#isClosed) sub.disconnect();
     return sub;
+  }
+
+  #onLive(): void {
+    if (this.#isClosed) return;
+    this.#isLive = true;
+    this.#waiter.setPushActive(true);
   }
 
   #onMessage(message: string): void {
@@ -193,7 +216,11 @@ export class RedisResultHub {
   }
 
   #onDone(taskId: string): void {
-    if (!this.#waiter.has(taskId)) return;
+    if (!this.#waiter.has(taskId)) {
+      // Announced without its record (too large to inline): a later wait reads it.
+      this.#expected.delete(taskId);
+      return;
+    }
     this.#notified.add(taskId);
     this.#flush ??= setImmediate(() => {
       this.#flush = undefined;

@@ -160,6 +160,51 @@ describe.skipIf(skip)("redis backend", () => {
     expect(await waiting.waitForResult(early, { timeoutMs: 200, pollIntervalMs: 50 })).toBeNull();
   });
 
+  it("a wait for a task published here while subscribed reads nothing before its notification", async () => {
+    const s = await setup();
+    const waiting = await s.open();
+    const writer = await s.open();
+    expect(await waiting.waitForResult(uniqueName("task-"), { timeoutMs: 1 })).toBeNull(); // subscribes
+    const published = uniqueName("task-");
+    const other = uniqueName("task-");
+    waiting.expectResult(published);
+    // Records written behind the backend's back: no notification for either.
+    for (const id of [published, other]) {
+      await s.raw.call("SET", writer.resultKey(id), JSON.stringify({ state: "SUCCESS", taskId: id, result: "raw" }));
+    }
+    // Any other id is read once at once...
+    expect((await waiting.waitForResult(other, { timeoutMs: 10_000, pollIntervalMs: 60_000 }))?.result).toBe("raw");
+    // ...but the published one waits for its notification (its record cannot exist yet).
+    const wait = waiting.waitForResult(published, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
+    const early = await Promise.race([wait, waiting.waitForResult(other, { timeoutMs: 300 }).then(() => "nothing")]);
+    expect(early).toBe("nothing");
+    await writer.storeResult(success(published, "announced"));
+    expect((await wait)?.result).toBe("announced");
+  });
+
+  it("forgets the published ids when the subscriber drops: their waits read the record", async () => {
+    const s = await setup();
+    const waiting = await s.open();
+    const writer = await s.open();
+    expect(await waiting.waitForResult(uniqueName("task-"), { timeoutMs: 1 })).toBeNull(); // subscribes
+    const id = uniqueName("task-");
+    waiting.expectResult(id);
+    const name = `chicory-results-${s.prefix}:done`.replace(/[^A-Za-z0-9._:-]/g, "_");
+    const clients = String(await s.raw.call("CLIENT", "LIST", "TYPE", "pubsub")).split("\n");
+    const subscriber = clients.find((line) => line.includes(` name=${name} `));
+    expect(subscriber).toBeDefined();
+    await s.raw.call("CLIENT", "KILL", "ID", /id=(\d+)/.exec(subscriber ?? "")?.[1] ?? "0");
+    // Stored while the subscriber is down: its notification is lost.
+    await s.raw.call("SET", writer.resultKey(id), JSON.stringify({ state: "SUCCESS", taskId: id, result: 9 }));
+    // Back: subscribed again (ioredis reconnects at once).
+    for (let i = 0; i < 200; i++) {
+      const [, n] = (await s.raw.call("PUBSUB", "NUMSUB", `${s.prefix}:done`)) as [string, number];
+      if (n === 1) break;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect((await waiting.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 60_000 }))?.result).toBe(9);
+  });
+
   it("announces a record too large to inline by its id, and still takes a plain id (older workers)", async () => {
     const s = await setup();
     const waiting = await s.open();

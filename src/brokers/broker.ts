@@ -18,6 +18,7 @@
  *   in which case the caller owns (and closes) it.
  * @module
  */
+import type { Backend, TaskRecord } from "../backends/backend.js";
 import type { Logger } from "../core/logger.js";
 import type { MessageCodec, TaskMessage } from "../core/message.js";
 
@@ -88,6 +89,12 @@ export interface Delivery {
   readonly deliveryCount: number;
   /** Done with the message: remove it from the queue for good. */
   ack(options?: AckOptions): Promise<void>;
+  /**
+   * Writes `record` (a terminal task record) to the result backend attached with
+   * {@link Broker.attachResults}, then acks, in one atomic call: when the write fails nothing is
+   * acknowledged. Only on deliveries of a consumer created after `attachResults` returned true.
+   */
+  ackWithRecord?(record: TaskRecord): Promise<void>;
   /**
    * Replace this message by `body` on the same queue, visible after `delayMs`, and remove
    * this one; atomic where the broker allows it (never both lost, at worst both kept).
@@ -235,6 +242,14 @@ export interface Broker extends BrokerAdmin {
   publish(queue: string, message: OutgoingMessage): Promise<PublishResult>;
   /** Creates a consumer of the given queues. */
   consumer(options: ConsumerOptions): Consumer;
+  /**
+   * Offers to write `backend`'s terminal records in the same call as the acks of their
+   * deliveries (one round trip per settled batch instead of two). Returns true when this broker
+   * can, e.g. the Redis broker with a Redis backend on the same server, database and user;
+   * consumers created afterwards hand out deliveries with {@link Delivery.ackWithRecord}.
+   * Call after both are connected.
+   */
+  attachResults?(backend: Backend): boolean;
   /**
    * Writes a message straight into `queue`'s DLQ (for messages already acknowledged, e.g. an
    * `at_most_once` task that failed).

@@ -142,3 +142,20 @@ export async function pingRedis(
     clearTimeout(timer);
   }
 }
+
+/** The connection options of an ioredis client that decide which server and database it talks to. */
+function serverOf(client: RedisClientLike): string | undefined {
+  const c = client as { isCluster?: boolean; options?: Record<string, unknown> };
+  const o = c.options;
+  if (c.isCluster === true || o === undefined || o.sentinels) return undefined;
+  return JSON.stringify([o.path ?? null, o.host ?? "localhost", o.port ?? 6379, o.db ?? 0, o.username ?? null]);
+}
+
+/**
+ * True when `a` and `b` are single-node clients (no Cluster, no Sentinel) of the same server,
+ * database and user, so one Lua script may touch the keys of both. False when unsure.
+ */
+export function sameRedisServer(a: RedisClientLike, b: RedisClientLike): boolean {
+  const server = serverOf(a);
+  return server !== undefined && server === serverOf(b);
+}

@@ -5,7 +5,7 @@
  * @module
  */
 import type { Chicory } from "../app.js";
-import type { TaskRecord } from "../backends/backend.js";
+import { isTerminalState, type TaskRecord } from "../backends/backend.js";
 import type { Delivery } from "../brokers/broker.js";
 import { isoNow } from "../core/clock.js";
 import type { Logger } from "../core/logger.js";
@@ -23,13 +23,27 @@ export interface ExecutionContext {
   readonly logger: Logger;
   /** Aborts retries of failing steps (forced shutdown). */
   readonly stopSignal: AbortSignal;
+  /**
+   * The delivery's `ackWithRecord` writes the backend's terminal records (the broker accepted
+   * `attachResults`): a terminal store followed by an ack becomes that one step.
+   */
+  readonly acksCarryRecords?: boolean;
 }
+
+/** One step: an action of `settle`, or a terminal store and the ack after it, done in one call. */
+type Step = Action | { readonly type: "storeAndAck"; readonly store: Extract<Action, { type: "store" }> };
 
 const STEP_BACKOFF_MS = [100, 500, 1000, 2000, 4000, 8000, 15_000];
 
 /** Runs `actions` in order; never throws. */
 export async function executeActions(actions: readonly Action[], ctx: ExecutionContext): Promise<void> {
-  for (const action of actions) {
+  for (let i = 0; i < actions.length; i++) {
+    let action: Step = actions[i] as Action;
+    const next = actions[i + 1];
+    if (ctx.acksCarryRecords && action.type === "store" && next?.type === "ack" && isTerminalState(action.state)) {
+      action = { type: "storeAndAck", store: action };
+      i++;
+    }
     let ok = true;
     try {
       await runAction(action, ctx);
@@ -48,7 +62,7 @@ export async function executeActions(actions: readonly Action[], ctx: ExecutionC
 }
 
 /** Tries a failed step again with backoff; true once it succeeds, false when it gives up. */
-async function retryStep(action: Action, ctx: ExecutionContext, firstError: unknown): Promise<boolean> {
+async function retryStep(action: Step, ctx: ExecutionContext, firstError: unknown): Promise<boolean> {
   let error = firstError;
   for (let i = 0; ; i++) {
     const delay = STEP_BACKOFF_MS[i];
@@ -101,28 +115,41 @@ function encodeNextAttempt(app: Chicory, next: TaskMessage): string {
   }
 }
 
-async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
+/** The record a `store` action writes. */
+function recordOf(action: Extract<Action, { type: "store" }>, attempt: Attempt, message: TaskMessage): TaskRecord {
+  const { outcome } = attempt;
+  return {
+    taskId: message.id,
+    state: action.state,
+    result:
+      action.withValue && outcome.kind === "success" && !attempt.task?.ignoreResult
+        ? (outcome.value as TaskRecord["result"])
+        : undefined,
+    error: action.withError && outcome.kind !== "success" ? outcome.error : undefined,
+    retries: message.retries,
+    taskName: message.name,
+    updatedAt: isoNow(),
+  };
+}
+
+async function runAction(action: Step, ctx: ExecutionContext): Promise<void> {
   const { delivery, attempt, app } = ctx;
   const { outcome, message } = attempt;
   switch (action.type) {
     case "store": {
       const backend = app.backend;
       if (!backend || !message) return;
-      const record: TaskRecord = {
-        taskId: message.id,
-        state: action.state,
-        result:
-          action.withValue && outcome.kind === "success" && !attempt.task?.ignoreResult
-            ? (outcome.value as TaskRecord["result"])
-            : undefined,
-        error: action.withError && outcome.kind !== "success" ? outcome.error : undefined,
-        retries: message.retries,
-        taskName: message.name,
-        updatedAt: isoNow(),
-      };
-      await backend.storeResult(record);
+      await backend.storeResult(recordOf(action, attempt, message));
       return;
     }
+    case "storeAndAck":
+      if (app.backend && message && delivery.ackWithRecord) {
+        await delivery.ackWithRecord(recordOf(action.store, attempt, message));
+        return;
+      }
+      await runAction(action.store, ctx);
+      await delivery.ack();
+      return;
     case "ack":
       await delivery.ack();
       return;

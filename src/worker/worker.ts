@@ -73,6 +73,8 @@ export class Worker {
   readonly #app: Chicory;
   readonly #logger: Logger;
   #phase: Phase = "idle";
+  /** The broker writes terminal records with their acks (`Broker.attachResults`). */
+  #acksCarryRecords = false;
   #consumer: Consumer | null = null;
   #consumeLoop: Promise<void> | null = null;
   #loops: Loop[] = [];
@@ -135,6 +137,8 @@ export class Worker {
     }
     this.startedAt = new Date();
     runningWorkers.set(this.#app, (runningWorkers.get(this.#app) ?? 0) + 1);
+    const backend = this.#app.backend;
+    this.#acksCarryRecords = backend !== null && this.#app.broker.attachResults?.(backend) === true;
     this.#consumer = this.#app.broker.consumer({
       queues: this.config.queues,
       consumerId: this.workerId,
@@ -145,7 +149,12 @@ export class Worker {
     this.#startLoops();
     this.#consumeLoop = this.#consume(this.#consumer);
     this.#logger.info(
-      { queues: this.config.queues, concurrency: this.config.concurrency, broker: this.#app.broker.displayUrl },
+      {
+        queues: this.config.queues,
+        concurrency: this.config.concurrency,
+        broker: this.#app.broker.displayUrl,
+        resultsWithAcks: this.#acksCarryRecords,
+      },
       "worker started",
     );
   }
@@ -342,6 +351,7 @@ export class Worker {
         app,
         logger: this.#logger,
         stopSignal: this.#shutdownAbort.signal,
+        acksCarryRecords: this.#acksCarryRecords,
       }).catch((error: unknown) => this.#logger.error({ err: toError(error) }, "unexpected error while settling")),
     );
   }

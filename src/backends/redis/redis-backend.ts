@@ -17,7 +17,8 @@
  * concurrent duplicates never fail. `setState` writes a record holding only the given fields (no merge
  * with the previous record). `waitForResult` waiters of one backend share one subscriber
  * connection and one batched poll. Commands are auto-pipelined. An injected `client` stays
- * owned by the caller.
+ * owned by the caller. With the Redis broker on the same server and database, a worker's
+ * terminal records are written by the broker's ack script instead (one call per settled batch).
  * @example
  * ```ts
  * const backend = new RedisBackend({ url: "redis://127.0.0.1:6379/0", resultTtl: "1d" });
@@ -28,10 +29,11 @@
 import type { HealthStatus } from "../../brokers/broker.js";
 import type { EnvMap } from "../../core/env.js";
 import { type Logger, silentLogger } from "../../core/logger.js";
-import { BackendConnectionError } from "../../errors.js";
+import { BackendConnectionError, ValidationError } from "../../errors.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
-import { closeRedis, describeRedisError, openRedis, pingRedis } from "../../redis/redis-connect.js";
+import { closeRedis, describeRedisError, openRedis, pingRedis, sameRedisServer } from "../../redis/redis-connect.js";
 import { type ResolvedRedisConnection, resolveRedisConnection } from "../../redis/redis-options.js";
+import type { RedisRecordWriter, StoreResultsCall } from "../../redis/redis-record-writer.js";
 import {
   type Backend,
   isTerminalState,
@@ -68,7 +70,7 @@ interface TerminalBatch {
 }
 
 /** Redis result backend (see module doc). */
-export class RedisBackend implements Backend {
+export class RedisBackend implements Backend, RedisRecordWriter {
   /** Always `"redis"`. */
   readonly kind = "redis";
   /** Connection URL with the password masked. */
@@ -227,14 +229,41 @@ export class RedisBackend implements Backend {
   }
 
   async #writeTerminal({ keys, jsons, records }: TerminalBatch): Promise<void> {
+    const { args } = this.#storeResultsArgs(keys, jsons);
     await this.#run("storeResult", (main) =>
-      runScript(
-        main,
-        "chicoryStoreResults",
-        [String(keys.length), ...keys],
-        [this.settings.resultTtlSeconds, `${this.#prefix}:done`, this.#idOffset, INLINE_RECORD_MAX, ...jsons],
-      ),
+      runScript(main, "chicoryStoreResults", [String(keys.length), ...keys], args),
     );
+    this.recordsWritten(records);
+  }
+
+  #storeResultsArgs(keys: string[], jsons: readonly string[]): StoreResultsCall {
+    return {
+      keys,
+      args: [this.settings.resultTtlSeconds, `${this.#prefix}:done`, this.#idOffset, INLINE_RECORD_MAX, ...jsons],
+    };
+  }
+
+  /**
+   * True when `client` reaches this backend's server, database and user: the Redis broker may
+   * then write this backend's terminal records in its ack script (see {@link RedisRecordWriter}).
+   */
+  sharesServerWith(client: RedisClientLike): boolean {
+    return this.#main !== undefined && sameRedisServer(this.#main, client);
+  }
+
+  /** The `store-results.lua` call for terminal `records` (at most 500), for the broker's ack script. */
+  storeResultsCall(records: readonly TaskRecord[]): StoreResultsCall {
+    for (const record of records) {
+      if (!isTerminalState(record.state)) throw new ValidationError(`not a terminal record: ${record.state}`);
+    }
+    return this.#storeResultsArgs(
+      records.map((r) => this.resultKey(r.taskId)),
+      records.map((r) => encodeRecord(r)),
+    );
+  }
+
+  /** Terminal `records` were written (here or by the broker's ack script): wake local waiters. */
+  recordsWritten(records: readonly TaskRecord[]): void {
     const hub = this.#hub;
     if (hub) for (const record of records) hub.notify(record);
   }

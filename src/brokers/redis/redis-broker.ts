@@ -25,6 +25,8 @@
  * ```
  * @module
  */
+
+import type { Backend } from "../../backends/backend.js";
 import { Deadlines } from "../../core/deadlines.js";
 import type { EnvMap } from "../../core/env.js";
 import { type Logger, silentLogger } from "../../core/logger.js";
@@ -33,6 +35,7 @@ import { BrokerConnectionError, ValidationError } from "../../errors.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import { closeRedis, describeRedisError, openRedis, pingRedis } from "../../redis/redis-connect.js";
 import { type ResolvedRedisConnection, resolveRedisConnection } from "../../redis/redis-options.js";
+import { isRedisRecordWriter, type RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type {
   Broker,
   BrokerBinding,
@@ -82,6 +85,8 @@ export class RedisBroker implements Broker {
   #codec = new MessageCodec();
   #ctx: RedisBrokerContext | undefined;
   #connecting: Promise<void> | undefined;
+  /** The result backend whose terminal records acks write (see {@link RedisBroker.attachResults}). */
+  #records: RedisRecordWriter | undefined;
 
   constructor(options: RedisBrokerOptions = {}) {
     const env: EnvMap = options.env ?? process.env;
@@ -233,9 +238,25 @@ export class RedisBroker implements Broker {
 
   /** A consumer of `options.queues` (its blocking connection opens on the first fetch). */
   consumer(options: ConsumerOptions): Consumer {
-    const consumer = new RedisConsumer(this.#context(), options, (closed) => this.#consumers.delete(closed));
+    const consumer = new RedisConsumer(
+      this.#context(),
+      options,
+      (closed) => this.#consumers.delete(closed),
+      this.#records,
+    );
     this.#consumers.add(consumer);
     return consumer;
+  }
+
+  /**
+   * With a Redis result backend on the same server, database and user (single node, not a
+   * Cluster), a delivery's terminal record and its ack become one script call
+   * (`ack-with-records.lua`). True when attached; false (two calls, as before) otherwise.
+   */
+  attachResults(backend: Backend): boolean {
+    const main = this.#ctx?.main;
+    this.#records = main && isRedisRecordWriter(backend) && backend.sharesServerWith(main) ? backend : undefined;
+    return this.#records !== undefined;
   }
 
   async #admin<T>(operation: string, run: (ctx: RedisBrokerContext) => Promise<T>): Promise<T> {

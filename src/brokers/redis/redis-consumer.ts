@@ -23,6 +23,7 @@
 import type { Logger } from "../../core/logger.js";
 import { BrokerConnectionError, ConfigurationError } from "../../errors.js";
 import { isNoGroupError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
+import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { Consumer, ConsumerOptions } from "../broker.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import { RedisDelivery } from "./redis-delivery.js";
@@ -84,7 +85,16 @@ export class RedisConsumer implements Consumer {
 
   readonly #onClose: ((consumer: RedisConsumer) => void) | undefined;
 
-  constructor(ctx: RedisBrokerContext, options: ConsumerOptions, onClose?: (consumer: RedisConsumer) => void) {
+  /**
+   * @param onClose called once the consumer closes
+   * @param records the result backend whose terminal records acks may write (same server)
+   */
+  constructor(
+    ctx: RedisBrokerContext,
+    options: ConsumerOptions,
+    onClose?: (consumer: RedisConsumer) => void,
+    records?: RedisRecordWriter,
+  ) {
     if (options.queues.length === 0) throw new ConfigurationError("a consumer needs at least one queue");
     this.#ctx = ctx;
     this.#onClose = onClose;
@@ -104,6 +114,7 @@ export class RedisConsumer implements Consumer {
       this.#consumerId,
       (d) => this.#queueOf(d)?.inFlight.delete(d.deliveryId),
       this.#logger,
+      records,
     );
     this.#reclaimIntervalMs = Math.max(50, Math.min(Math.floor(ctx.claimMinIdleMs / 2), 1000));
     const renewEveryMs = Math.max(50, Math.floor(ctx.claimMinIdleMs / 3));

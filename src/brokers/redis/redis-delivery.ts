@@ -3,6 +3,7 @@
  * broker's command connection; exactly one settle takes effect (later calls are no-ops).
  * @module
  */
+import type { TaskRecord } from "../../backends/backend.js";
 import { peekMessage } from "../../core/message.js";
 import type { AckOptions, Delivery } from "../broker.js";
 import { LeaseLostListener } from "../lease-lost.js";
@@ -10,7 +11,7 @@ import type { QueueKeys } from "./redis-keys.js";
 
 /** What a delivery asks of its consumer to settle itself. */
 export interface DeliverySettler {
-  ack(delivery: RedisDelivery, confirm?: boolean): Promise<void>;
+  ack(delivery: RedisDelivery, confirm?: boolean, record?: TaskRecord): Promise<void>;
   retry(delivery: RedisDelivery, body: string, delayMs: number): Promise<void>;
   deadLetter(delivery: RedisDelivery, error: string): Promise<void>;
   release(delivery: RedisDelivery): Promise<void>;
@@ -79,6 +80,11 @@ export class RedisDelivery implements Delivery {
 
   ack(options?: AckOptions): Promise<void> {
     return this.#settle(() => this.#settler.ack(this, options?.confirm === true));
+  }
+
+  /** {@inheritDoc Delivery.ackWithRecord} */
+  ackWithRecord(record: TaskRecord): Promise<void> {
+    return this.#settle(() => this.#settler.ack(this, false, record));
   }
 
   retry(body: string, delayMs: number): Promise<void> {

@@ -7,8 +7,18 @@
 import { readFileSync } from "node:fs";
 import type { RedisClientLike } from "../../redis/redis-client.js";
 
-function lua(name: string): string {
-  return readFileSync(new URL(`./scripts/${name}.lua`, import.meta.url), "utf8");
+function lua(name: string, folder = "./scripts"): string {
+  return readFileSync(new URL(`${folder}/${name}.lua`, import.meta.url), "utf8");
+}
+
+/** `ack-with-records.lua` below the two scripts it calls, as local functions (see its header). */
+function ackWithRecordsLua(): string {
+  const storeResults = lua("store-results", "../../backends/redis/scripts");
+  return [
+    `local function storeResults(KEYS, ARGV)\n${storeResults}\nend`,
+    `local function ack(KEYS, ARGV)\n${lua("ack")}\nend`,
+    lua("ack-with-records"),
+  ].join("\n");
 }
 
 /** Script name -> number of KEYS and source. Names are prefixed to avoid clashing with ioredis methods. */
@@ -19,6 +29,8 @@ const SCRIPTS = {
   chicoryRenew: { numberOfKeys: 1, lua: lua("renew") },
   chicoryRelease: { numberOfKeys: 1, lua: lua("release") },
   chicoryAck: { numberOfKeys: 2, lua: lua("ack") },
+  /** Variable key count: called with the number of keys first. */
+  chicoryAckWithRecords: { lua: ackWithRecordsLua() },
   chicoryRetry: { numberOfKeys: 3, lua: lua("retry") },
   chicoryDeadLetter: { numberOfKeys: 3, lua: lua("dead-letter") },
   chicoryWriteDeadLetter: { numberOfKeys: 1, lua: lua("write-dead-letter") },

@@ -4,10 +4,12 @@
  * so a settle repeated after a lost lease or a reconnect adds nothing.
  * @module
  */
+import type { TaskRecord } from "../../backends/backend.js";
 import type { Logger } from "../../core/logger.js";
 import { peekMessage } from "../../core/message.js";
 import { BrokerConnectionError } from "../../errors.js";
 import { runScript } from "../../redis/redis-client.js";
+import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import type { DeliverySettler, RedisDelivery } from "./redis-delivery.js";
 
@@ -47,6 +49,8 @@ interface PendingAck {
   readonly delivery: RedisDelivery;
   /** Reject when the entry was not pending for this consumer (see `AckOptions.confirm`). */
   readonly confirm: boolean;
+  /** A terminal record to write first (see {@link RedisSettler.ack}). */
+  readonly record: TaskRecord | undefined;
   resolve(): void;
   reject(error: unknown): void;
 }
@@ -59,21 +63,30 @@ export class RedisSettler implements DeliverySettler {
   readonly #consumerId: string;
   readonly #onSettled: (delivery: RedisDelivery) => void;
   readonly #logger: Logger;
+  readonly #records: RedisRecordWriter | undefined;
 
   /**
    * @param onSettled called once a delivery no longer needs lease renewal
    * @param logger the consumer's logger (default: the broker's)
+   * @param records the result backend whose records acks may carry (same server and database)
    */
   constructor(
     ctx: RedisBrokerContext,
     consumerId: string,
     onSettled: (delivery: RedisDelivery) => void,
     logger: Logger = ctx.logger,
+    records?: RedisRecordWriter,
   ) {
     this.#ctx = ctx;
     this.#consumerId = consumerId;
     this.#onSettled = onSettled;
     this.#logger = logger;
+    this.#records = records;
+  }
+
+  /** True when acks can carry terminal records (see {@link RedisSettler.ack}). */
+  get acceptsRecords(): boolean {
+    return this.#records !== undefined;
   }
 
   async #settle(delivery: RedisDelivery, operation: string, run: () => Promise<unknown>): Promise<unknown> {
@@ -89,16 +102,21 @@ export class RedisSettler implements DeliverySettler {
 
   /**
    * Acks are batched per stream for one event-loop turn: the worker settles many deliveries at
-   * once, and one script call for all of them costs Redis a fraction of one call each.
+   * once, and one script call for all of them costs Redis a fraction of one call each. With a
+   * `record` (only when {@link RedisSettler.acceptsRecords}), the same call first writes that
+   * terminal record to the result backend.
    */
-  ack(d: RedisDelivery, confirm = false): Promise<void> {
+  ack(d: RedisDelivery, confirm = false, record?: TaskRecord): Promise<void> {
+    if (record !== undefined && this.#records === undefined) {
+      return Promise.reject(new BrokerConnectionError("redis broker: no result backend attached to write records"));
+    }
     return new Promise((resolve, reject) => {
       let batch = this.#acks.get(d.keys.stream);
       if (!batch) {
         batch = [];
         this.#acks.set(d.keys.stream, batch);
       }
-      batch.push({ delivery: d, confirm, resolve, reject });
+      batch.push({ delivery: d, confirm, record, resolve, reject });
       if (!this.#ackFlushQueued) {
         // process.nextTick runs once the current turn's promise callbacks are done: every ack
         // issued in this turn is in the batch, and its script call joins ioredis's automatic
@@ -128,9 +146,23 @@ export class RedisSettler implements DeliverySettler {
       if (compareEntryIds(high, id) < 0) high = id;
     }
     const args = [this.#ctx.group, this.#consumerId, low, high, ...ids];
+    const records: TaskRecord[] = [];
+    for (const ack of batch) if (ack.record !== undefined) records.push(ack.record);
     let results: unknown;
     try {
-      results = await runScript(this.#ctx.main, "chicoryAck", [first.keys.stream, first.keys.unique], args);
+      if (records.length === 0 || this.#records === undefined) {
+        results = await runScript(this.#ctx.main, "chicoryAck", [first.keys.stream, first.keys.unique], args);
+      } else {
+        const store = this.#records.storeResultsCall(records);
+        const keys = [...store.keys, first.keys.stream, first.keys.unique];
+        results = await runScript(
+          this.#ctx.main,
+          "chicoryAckWithRecords",
+          [String(keys.length), ...keys],
+          [records.length, ...store.args, ...args],
+        );
+        this.#records.recordsWritten(records);
+      }
     } catch (error) {
       const wrapped = this.#ctx.wrapError("ack", error);
       for (const { reject } of batch) reject(wrapped);

@@ -1,0 +1,36 @@
+/**
+ * How the Redis broker writes the result backend's terminal task records in the same script
+ * call as the acks of their deliveries (one round trip per settled batch instead of two), when
+ * both live on one Redis server and database.
+ * @module
+ */
+import type { TaskRecord } from "../backends/backend.js";
+import type { RedisArg, RedisClientLike } from "./redis-client.js";
+
+/** The KEYS and ARGV of one `store-results.lua` call. */
+export interface StoreResultsCall {
+  readonly keys: string[];
+  readonly args: RedisArg[];
+}
+
+/** Implemented by the Redis backend; used by the Redis broker's settler. */
+export interface RedisRecordWriter {
+  /** True when `client` reaches this backend's server, database and user (see `sameRedisServer`). */
+  sharesServerWith(client: RedisClientLike): boolean;
+  /** The `store-results.lua` call that writes and announces `records` (at most 500). */
+  storeResultsCall(records: readonly TaskRecord[]): StoreResultsCall;
+  /** Called once `records` were written: resolves this process's waiters at once. */
+  recordsWritten(records: readonly TaskRecord[]): void;
+}
+
+/** True when `backend` can lend its record writes to the broker's acks. */
+export function isRedisRecordWriter(backend: unknown): backend is RedisRecordWriter {
+  const b = backend as Partial<RedisRecordWriter> | null;
+  return (
+    typeof b === "object" &&
+    b !== null &&
+    typeof b.sharesServerWith === "function" &&
+    typeof b.storeResultsCall === "function" &&
+    typeof b.recordsWritten === "function"
+  );
+}

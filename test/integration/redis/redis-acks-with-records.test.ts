@@ -1,0 +1,158 @@
+/**
+ * Redis broker + Redis backend on one server: a delivery's terminal record and its ack are one
+ * script call (`ack-with-records.lua`), written before the ack, atomic, and fenced like an ack.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import type { TaskRecord } from "../../../src/backends/backend.js";
+import { MemoryBackend } from "../../../src/backends/memory.js";
+import { RedisBackend } from "../../../src/backends/redis/index.js";
+import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
+import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import { MessageCodec } from "../../../src/core/message.js";
+import type { RedisRecordWriter } from "../../../src/redis/redis-record-writer.js";
+import { encodeTask, fetchOne } from "../../contract/contract-helpers.js";
+import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
+import { deletePrefix, rawRedis, testPrefix } from "./redis-test-keys.js";
+
+const skip = await skipUnless("redis");
+const codec = new MessageCodec();
+
+/** The test server's URL with another logical database. */
+function otherDatabase(url: string): string {
+  const u = new URL(url);
+  u.pathname = u.pathname === "/1" ? "/2" : "/1";
+  return u.toString();
+}
+
+function success(taskId: string, result: TaskRecord["result"]): TaskRecord {
+  return { taskId, state: "SUCCESS", result, updatedAt: new Date().toISOString() };
+}
+
+describe.skipIf(skip)("redis broker: acks that carry the backend's records", () => {
+  const cleanups: Array<() => Promise<void>> = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  async function setup() {
+    const prefix = testPrefix();
+    const queue = uniqueName("q");
+    const raw = rawRedis();
+    const brokers: RedisBroker[] = [];
+    const consumers: Consumer[] = [];
+    const backend = new RedisBackend({ url: SERVICES.redis, keyPrefix: prefix, env: {} });
+    await backend.connect();
+    const newBroker = async () => {
+      const b = new RedisBroker({ url: SERVICES.redis, keyPrefix: prefix, claimMinIdleMs: 500, env: {} });
+      b.bind({ codec });
+      await b.connect();
+      brokers.push(b);
+      return b;
+    };
+    const broker = await newBroker();
+    const consumer = (b: RedisBroker = broker) => {
+      const c = b.consumer({ queues: [queue], consumerId: uniqueName("c-") });
+      consumers.push(c);
+      return c;
+    };
+    cleanups.push(async () => {
+      await Promise.allSettled(consumers.map((c) => c.close()));
+      await Promise.allSettled(brokers.map((b) => b.disconnect()));
+      await backend.disconnect();
+      await deletePrefix(prefix);
+      raw.disconnect();
+    });
+    const publish = async () => {
+      const task = encodeTask(codec);
+      await broker.publish(queue, { id: task.id, body: task.body });
+      return task.id;
+    };
+    const stream = `${prefix}:stream:{${queue}}`;
+    const group = broker.settings.consumerGroup;
+    return { prefix, raw, backend, broker, newBroker, consumer, publish, stream, group };
+  }
+
+  it("attaches a Redis backend on the same server and database only", async () => {
+    const s = await setup();
+    expect(s.broker.attachResults(s.backend)).toBe(true);
+    const elsewhere = new RedisBackend({ url: otherDatabase(SERVICES.redis), keyPrefix: s.prefix, env: {} });
+    await elsewhere.connect();
+    try {
+      expect(s.broker.attachResults(elsewhere)).toBe(false);
+    } finally {
+      await elsewhere.disconnect();
+    }
+    expect(s.broker.attachResults(new MemoryBackend())).toBe(false);
+    // Not attached: deliveries refuse to carry a record rather than drop it.
+    await s.publish();
+    const d = await fetchOne(s.consumer());
+    await expect(d.ackWithRecord?.(success("x", 1))).rejects.toThrow(/no result backend attached/);
+    await d.ack();
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+  });
+
+  it("writes and announces the record, then acks, in one call", async () => {
+    const s = await setup();
+    expect(s.broker.attachResults(s.backend)).toBe(true);
+    const id = await s.publish();
+    const d = await fetchOne(s.consumer());
+    const sub = rawRedis();
+    const announced = new Promise<string>((resolve) => sub.on("message", (_channel, message) => resolve(message)));
+    await sub.subscribe(`${s.prefix}:done`);
+    // A waiter of this process is woken by the write itself.
+    const wait = s.backend.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
+    await d.ackWithRecord?.(success(id, "done"));
+    expect((await wait)?.result).toBe("done");
+    expect(JSON.parse((await s.raw.get(s.backend.resultKey(id))) ?? "null")).toMatchObject({
+      taskId: id,
+      state: "SUCCESS",
+      result: "done",
+    });
+    expect(JSON.parse(await announced)).toEqual([expect.objectContaining({ taskId: id, result: "done" })]);
+    expect(await s.raw.ttl(s.backend.resultKey(id))).toBeGreaterThan(0);
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+    expect(await s.raw.xpending(s.stream, s.group)).toEqual([0, null, null, null]);
+    sub.disconnect();
+  });
+
+  it("a fenced ack still writes its record and leaves the entry with its new owner", async () => {
+    const s = await setup();
+    expect(s.broker.attachResults(s.backend)).toBe(true);
+    const id = await s.publish();
+    const a = s.consumer();
+    const held = await fetchOne(a);
+    await a.close(); // no more lease renewal
+    const stolen = await fetchOne(s.consumer());
+    await held.ackWithRecord?.(success(id, "late"));
+    expect(JSON.parse((await s.raw.get(s.backend.resultKey(id))) ?? "null")).toMatchObject({ result: "late" });
+    const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;
+    expect(pending.map(([entry]) => entry)).toEqual([stolen.deliveryId]);
+    await stolen.ack();
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+  });
+
+  it("acks nothing when the record cannot be written (the delivery is redelivered, not lost)", async () => {
+    const s = await setup();
+    const key = s.backend.resultKey("broken");
+    // A writer whose SET fails inside the script (an invalid expire time, as an OOM would).
+    const failing: RedisRecordWriter = {
+      sharesServerWith: () => true,
+      storeResultsCall: (records) => ({
+        keys: [key],
+        args: [-1, `${s.prefix}:done`, 0, 2048, JSON.stringify(records[0])],
+      }),
+      recordsWritten: () => undefined,
+    };
+    const broker = await s.newBroker();
+    expect(broker.attachResults(failing as unknown as RedisBackend)).toBe(true);
+    await s.publish();
+    const d: Delivery = await fetchOne(s.consumer(broker));
+    await expect(d.ackWithRecord?.(success("broken", 1))).rejects.toThrow(/expire/i);
+    expect(await s.raw.exists(key)).toBe(0);
+    const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;
+    expect(pending.map(([entry]) => entry)).toEqual([d.deliveryId]);
+    // Not settled: a plain ack still works.
+    await d.ack();
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+  });
+});

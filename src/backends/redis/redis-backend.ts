@@ -127,7 +127,12 @@ export class RedisBackend implements Backend, RedisRecordWriter {
       this.#injected ??
       (await openRedis(
         this.#connection,
-        { enableAutoPipelining: true, connectionName: "chicory-backend" },
+        {
+          enableAutoPipelining: true,
+          // Terminal records are already one call per turn: written at once (see the broker).
+          autoPipeliningIgnoredCommands: ["chicoryStoreResults"],
+          connectionName: "chicory-backend",
+        },
         "Redis backend",
         (message, cause) => new BackendConnectionError(message, { cause }),
       ));

@@ -126,7 +126,13 @@ export class RedisBroker implements Broker {
       this.#injected ??
       (await openRedis(
         this.#connection,
-        { enableAutoPipelining: true, connectionName: "chicory-broker" },
+        {
+          enableAutoPipelining: true,
+          // The settler already sends one ack call per turn: write it at once rather than a
+          // poll phase later with the automatic pipeline.
+          autoPipeliningIgnoredCommands: ["chicoryAck", "chicoryAckWithRecords"],
+          connectionName: "chicory-broker",
+        },
         "Redis broker",
         (message, cause) => new BrokerConnectionError(message, { cause }),
       ));

@@ -28,6 +28,7 @@
 
 import type { HealthStatus } from "../../brokers/broker.js";
 import type { EnvMap } from "../../core/env.js";
+import { FlushScheduler } from "../../core/flush-scheduler.js";
 import { type Logger, silentLogger } from "../../core/logger.js";
 import { BackendConnectionError, ValidationError } from "../../errors.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
@@ -61,12 +62,14 @@ const INLINE_RECORD_MAX = 2048;
 /** Most terminal records written by one script call (a larger turn makes several calls). */
 const MAX_TERMINAL_BATCH = 500;
 
-/** Terminal records of one event-loop turn and the promise of their write. */
+/** Terminal records of one event-loop turn (at most 500) and the promise of their write. */
 interface TerminalBatch {
   readonly keys: string[];
   readonly jsons: string[];
   readonly records: TaskRecord[];
   readonly written: Promise<void>;
+  resolve(): void;
+  reject(error: unknown): void;
 }
 
 /** Redis result backend (see module doc). */
@@ -85,8 +88,9 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   readonly #idOffset: number;
   #main: RedisClientLike | undefined;
   #hub: RedisResultHub | undefined;
-  /** Terminal records of this event-loop turn, written together (see {@link RedisBackend.storeResult}). */
-  #terminal: TerminalBatch | undefined;
+  /** Terminal records waiting for their write, in batches (see {@link RedisBackend.storeResult}). */
+  #terminal: TerminalBatch[] = [];
+  readonly #terminalFlush = new FlushScheduler(() => this.#flushTerminal());
   #connecting: Promise<void> | undefined;
 
   constructor(options: RedisBackendOptions = {}) {
@@ -210,27 +214,32 @@ export class RedisBackend implements Backend, RedisRecordWriter {
 
   /** Adds `record` to this turn's batch of terminal records; resolves once the batch is written. */
   #storeTerminal(record: TaskRecord): Promise<void> {
-    let batch = this.#terminal;
+    let batch = this.#terminal[this.#terminal.length - 1];
     if (!batch || batch.keys.length >= MAX_TERMINAL_BATCH) batch = this.#newTerminalBatch();
     batch.keys.push(this.resultKey(record.taskId));
     batch.jsons.push(encodeRecord(record));
     batch.records.push(record);
+    this.#terminalFlush.request();
     return batch.written;
   }
 
-  /** A batch written after this turn's promise callbacks, so every record finished in the turn joins. */
   #newTerminalBatch(): TerminalBatch {
-    let settle!: { resolve: () => void; reject: (error: unknown) => void };
-    const written = new Promise<void>((resolve, reject) => {
-      settle = { resolve, reject };
+    let resolve!: () => void;
+    let reject!: (error: unknown) => void;
+    const written = new Promise<void>((ok, fail) => {
+      resolve = ok;
+      reject = fail;
     });
-    const batch: TerminalBatch = { keys: [], jsons: [], records: [], written };
-    process.nextTick(() => {
-      if (this.#terminal === batch) this.#terminal = undefined;
-      this.#writeTerminal(batch).then(settle.resolve, settle.reject);
-    });
-    this.#terminal = batch;
+    const batch: TerminalBatch = { keys: [], jsons: [], records: [], written, resolve, reject };
+    this.#terminal.push(batch);
     return batch;
+  }
+
+  /** Writes the waiting batches, each with one script call (see {@link FlushScheduler}). */
+  #flushTerminal(): void {
+    const batches = this.#terminal;
+    this.#terminal = [];
+    for (const batch of batches) this.#writeTerminal(batch).then(batch.resolve, batch.reject);
   }
 
   async #writeTerminal({ keys, jsons, records }: TerminalBatch): Promise<void> {

@@ -5,6 +5,7 @@
  * @module
  */
 import type { TaskRecord } from "../../backends/backend.js";
+import { FlushScheduler } from "../../core/flush-scheduler.js";
 import type { Logger } from "../../core/logger.js";
 import { peekMessage } from "../../core/message.js";
 import { BrokerConnectionError } from "../../errors.js";
@@ -58,7 +59,7 @@ interface PendingAck {
 /** Carries out the settle calls of a consumer's deliveries. */
 export class RedisSettler implements DeliverySettler {
   readonly #acks = new Map<string, PendingAck[]>();
-  #ackFlushQueued = false;
+  readonly #ackFlush = new FlushScheduler(() => this.#flushAcks());
   readonly #ctx: RedisBrokerContext;
   readonly #consumerId: string;
   readonly #onSettled: (delivery: RedisDelivery) => void;
@@ -117,18 +118,12 @@ export class RedisSettler implements DeliverySettler {
         this.#acks.set(d.keys.stream, batch);
       }
       batch.push({ delivery: d, confirm, record, resolve, reject });
-      if (!this.#ackFlushQueued) {
-        // process.nextTick runs once the current turn's promise callbacks are done: every ack
-        // issued in this turn is in the batch, and its script call joins ioredis's automatic
-        // pipeline of the same turn (flushed by setImmediate) instead of waiting for the next.
-        this.#ackFlushQueued = true;
-        process.nextTick(() => this.#flushAcks());
-      }
+      // Every ack of this turn's callbacks (and of the iteration's later callbacks) in one call.
+      this.#ackFlush.request();
     });
   }
 
   #flushAcks(): void {
-    this.#ackFlushQueued = false;
     const batches = [...this.#acks.values()];
     this.#acks.clear();
     for (const batch of batches) {

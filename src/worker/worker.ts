@@ -304,6 +304,9 @@ export class Worker {
         }
         this.#dispatch(delivery);
       }
+      // The next fetch waits for this turn's settling writes: the results of jobs that ended
+      // at once go out before the next blocking read is sent.
+      if (deliveries.length > 0) await nextTurn();
     }
   }
 
@@ -398,6 +401,11 @@ export class Worker {
     }
     this.#logger.info({ processed: this.#processed, failed: this.#failed }, "worker stopped");
   }
+}
+
+/** Resolves in the next turn of the event loop (after its I/O callbacks). */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /** Resolves true when `promise` settles within `ms`, false otherwise. */

@@ -85,11 +85,6 @@ export class RedisSettler implements DeliverySettler {
     this.#records = records;
   }
 
-  /** True when acks can carry terminal records (see {@link RedisSettler.ack}). */
-  get acceptsRecords(): boolean {
-    return this.#records !== undefined;
-  }
-
   async #settle(delivery: RedisDelivery, operation: string, run: () => Promise<unknown>): Promise<unknown> {
     let result: unknown;
     try {
@@ -104,8 +99,8 @@ export class RedisSettler implements DeliverySettler {
   /**
    * Acks are batched per stream for one event-loop turn: the worker settles many deliveries at
    * once, and one script call for all of them costs Redis a fraction of one call each. With a
-   * `record` (only when {@link RedisSettler.acceptsRecords}), the same call first writes that
-   * terminal record to the result backend.
+   * `record` (only when the consumer was given the result backend's writer), the same call
+   * first writes that terminal record to the result backend.
    */
   ack(d: RedisDelivery, confirm = false, record?: TaskRecord): Promise<void> {
     if (record !== undefined && this.#records === undefined) {

@@ -17,7 +17,7 @@ if (REDIS.db === 0) throw new Error("refusing to benchmark on Redis DB 0; set RE
 export const REDIS_URL = `redis://${REDIS.host}:${REDIS.port}/${REDIS.db}`;
 export const CONCURRENCY = Number(process.env.CONCURRENCY || 32);
 
-/** The three workloads of Chicory's benchmark. */
+/** The three workloads of Chicory's benchmark (plus `stamp`, the worker's clock: latency-split.mjs). */
 export function runWorkload(w, v) {
   switch (w) {
     case "increment":
@@ -27,6 +27,8 @@ export function runWorkload(w, v) {
       for (let i = 0; i < 10000; i++) x = (x * 31 + 17) % 1000000007;
       return x;
     }
+    case "stamp":
+      return performance.timeOrigin + performance.now();
     case "io_bound":
       return new Promise((r) => setTimeout(() => r(v), 10));
     default:

@@ -13,7 +13,7 @@ import { resolveWorkerConfig, type WorkerConfig, type WorkerOptions } from "../c
 import { newWorkerId } from "../core/ids.js";
 import type { Logger } from "../core/logger.js";
 import type { TaskMessage } from "../core/message.js";
-import { sleep } from "../core/sleep.js";
+import { nextTurn, settlesWithin, sleep } from "../core/sleep.js";
 import { ChicoryError, toError } from "../errors.js";
 import { createLogger } from "../logging.js";
 import { executeActions } from "./executor.js";
@@ -375,12 +375,12 @@ export class Worker {
     this.#slots.wake();
     await Promise.all(this.#loops.map((loop) => loop.stop()));
     this.#loops = [];
-    if (this.#consumeLoop) await withTimeout(this.#consumeLoop, CONSUME_LOOP_GRACE_MS);
-    const drained = await withTimeout(this.#slots.drain(), timeoutMs);
+    if (this.#consumeLoop) await settlesWithin(this.#consumeLoop, CONSUME_LOOP_GRACE_MS);
+    const drained = await settlesWithin(this.#slots.drain(), timeoutMs);
     if (!drained) {
       this.#logger.warn({ running: this.#slots.running }, "shutdown timeout: aborting running tasks");
       this.#shutdownAbort.abort();
-      await withTimeout(this.#slots.drain(), CONSUME_LOOP_GRACE_MS);
+      await settlesWithin(this.#slots.drain(), CONSUME_LOOP_GRACE_MS);
     }
     await this.#consumer?.close().catch(() => undefined);
     this.#consumer = null;
@@ -400,23 +400,5 @@ export class Worker {
         .catch((error: unknown) => this.#logger.warn({ err: toError(error).message }, "disconnect failed"));
     }
     this.#logger.info({ processed: this.#processed, failed: this.#failed }, "worker stopped");
-  }
-}
-
-/** Resolves in the next turn of the event loop (after its I/O callbacks). */
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
-/** Resolves true when `promise` settles within `ms`, false otherwise. */
-async function withTimeout(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  try {
-    return await Promise.race([promise.then(() => true as const), timeout]);
-  } finally {
-    clearTimeout(timer);
   }
 }

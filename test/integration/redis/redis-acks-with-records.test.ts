@@ -9,6 +9,7 @@ import { RedisBackend } from "../../../src/backends/redis/index.js";
 import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { MessageCodec } from "../../../src/core/message.js";
+import { Chicory, Worker } from "../../../src/index.js";
 import type { RedisRecordWriter } from "../../../src/redis/redis-record-writer.js";
 import { encodeTask, fetchOne } from "../../contract/contract-helpers.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
@@ -154,5 +155,41 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     // Not settled: a plain ack still works.
     await d.ack();
     expect(await s.raw.xlen(s.stream)).toBe(0);
+  });
+
+  it("a worker stores results with its acks when the backend shares the broker's server, and says so", async () => {
+    for (const [backendUrl, together] of [
+      [SERVICES.redis, true],
+      [otherDatabase(SERVICES.redis), false],
+    ] as const) {
+      const prefix = testPrefix();
+      const app = new Chicory({
+        broker: new RedisBroker({ url: SERVICES.redis, keyPrefix: prefix, env: {} }),
+        backend: new RedisBackend({ url: backendUrl, keyPrefix: prefix, env: {} }),
+        config: { env: {} },
+      });
+      const add = app.task({ name: "add" }, async (a: number, b: number) => a + b);
+      const started: Array<Record<string, unknown>> = [];
+      const logger = {
+        debug: () => {},
+        info: (fields: unknown, message?: string) => {
+          if (message === "worker started") started.push(fields as Record<string, unknown>);
+        },
+        warn: () => {},
+        error: () => {},
+        child: () => logger,
+      };
+      const worker = new Worker(app, { concurrency: 4, logger });
+      await worker.start();
+      try {
+        const results = await Promise.all([1, 2, 3].map(async (i) => (await add.delay(i, 10)).get({ timeout: 10 })));
+        expect(results).toEqual([11, 12, 13]);
+      } finally {
+        await worker.stop(5);
+        await deletePrefix(prefix);
+        await deletePrefix(prefix, backendUrl);
+      }
+      expect(started).toEqual([expect.objectContaining({ resultsWithAcks: together })]);
+    }
   });
 });

@@ -11,5 +11,5 @@ local state = string.match(head, '^{"state":"([%u_]+)"')
 if state == 'SUCCESS' or state == 'FAILURE' or state == 'DEAD_LETTERED' then
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return 1

@@ -5,6 +5,7 @@ import { Chicory, MemoryBackend, MemoryBroker, silentLogger } from "../../src/in
 import { executeActions } from "../../src/worker/executor.js";
 import type { Attempt } from "../../src/worker/runner.js";
 import { settle } from "../../src/worker/settle.js";
+import { taskMessage } from "../contract/contract-helpers.js";
 
 /** A delivery that records which settle calls it got. */
 function fakeDelivery(withRecords: boolean) {
@@ -31,17 +32,7 @@ function fakeDelivery(withRecords: boolean) {
   return { delivery, calls, records };
 }
 
-const message = {
-  v: 1 as const,
-  id: "task-1",
-  name: "t",
-  args: [],
-  retries: 0,
-  eta: null,
-  priority: null,
-  firstFailureAt: null,
-  lastError: null,
-};
+const message = taskMessage({ id: "task-1", name: "t", args: [] });
 
 async function run(outcome: Attempt["outcome"], acksCarryRecords: boolean, useDeadLetterQueue = false) {
   const backend = new MemoryBackend();

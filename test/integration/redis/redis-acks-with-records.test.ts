@@ -13,17 +13,10 @@ import { Chicory, Worker } from "../../../src/index.js";
 import type { RedisRecordWriter } from "../../../src/redis/redis-record-writer.js";
 import { encodeTask, fetchOne } from "../../contract/contract-helpers.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
-import { deletePrefix, rawRedis, testPrefix } from "./redis-test-keys.js";
+import { deletePrefix, otherDatabase, rawRedis, testPrefix } from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
 const codec = new MessageCodec();
-
-/** The test server's URL with another logical database. */
-function otherDatabase(url: string): string {
-  const u = new URL(url);
-  u.pathname = u.pathname === "/1" ? "/2" : "/1";
-  return u.toString();
-}
 
 function success(taskId: string, result: TaskRecord["result"]): TaskRecord {
   return { taskId, state: "SUCCESS", result, updatedAt: new Date().toISOString() };

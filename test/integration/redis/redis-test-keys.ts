@@ -37,3 +37,10 @@ export async function deletePrefix(prefix: string, url: string = SERVICES.redis)
     redis.disconnect();
   }
 }
+
+/** The test server's URL with another logical database (1, or 2 when the tests use 1). */
+export function otherDatabase(url: string = SERVICES.redis): string {
+  const u = new URL(url);
+  u.pathname = u.pathname === "/1" ? "/2" : "/1";
+  return u.toString();
+}

@@ -15,3 +15,4 @@ export type { RedisBrokerOptions, RedisBrokerSettings } from "./brokers/redis/in
 export { RedisBroker } from "./brokers/redis/index.js";
 export type { RedisClientLike } from "./redis/redis-client.js";
 export type { RedisConnectionOptions } from "./redis/redis-options.js";
+export type { RedisRecordWriter, StoreResultsCall } from "./redis/redis-record-writer.js";

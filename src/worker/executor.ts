@@ -5,7 +5,7 @@
  * @module
  */
 import type { Chicory } from "../app.js";
-import { isTerminalState, type TaskRecord } from "../backends/backend.js";
+import type { TaskRecord } from "../backends/backend.js";
 import type { Delivery } from "../brokers/broker.js";
 import { isoNow } from "../core/clock.js";
 import type { Logger } from "../core/logger.js";
@@ -23,27 +23,13 @@ export interface ExecutionContext {
   readonly logger: Logger;
   /** Aborts retries of failing steps (forced shutdown). */
   readonly stopSignal: AbortSignal;
-  /**
-   * The delivery's `ackWithRecord` writes the backend's terminal records (the broker accepted
-   * `attachResults`): a terminal store followed by an ack becomes that one step.
-   */
-  readonly acksCarryRecords?: boolean;
 }
-
-/** One step: an action of `settle`, or a terminal store and the ack after it, done in one call. */
-type Step = Action | { readonly type: "storeAndAck"; readonly store: Extract<Action, { type: "store" }> };
 
 const STEP_BACKOFF_MS = [100, 500, 1000, 2000, 4000, 8000, 15_000];
 
 /** Runs `actions` in order; never throws. */
 export async function executeActions(actions: readonly Action[], ctx: ExecutionContext): Promise<void> {
-  for (let i = 0; i < actions.length; i++) {
-    let action: Step = actions[i] as Action;
-    const next = actions[i + 1];
-    if (ctx.acksCarryRecords && action.type === "store" && next?.type === "ack" && isTerminalState(action.state)) {
-      action = { type: "storeAndAck", store: action };
-      i++;
-    }
+  for (const action of actions) {
     let ok = true;
     try {
       await runAction(action, ctx);
@@ -62,7 +48,7 @@ export async function executeActions(actions: readonly Action[], ctx: ExecutionC
 }
 
 /** Tries a failed step again with backoff; true once it succeeds, false when it gives up. */
-async function retryStep(action: Step, ctx: ExecutionContext, firstError: unknown): Promise<boolean> {
+async function retryStep(action: Action, ctx: ExecutionContext, firstError: unknown): Promise<boolean> {
   let error = firstError;
   for (let i = 0; ; i++) {
     const delay = STEP_BACKOFF_MS[i];
@@ -115,8 +101,12 @@ function encodeNextAttempt(app: Chicory, next: TaskMessage): string {
   }
 }
 
-/** The record a `store` action writes. */
-function recordOf(action: Extract<Action, { type: "store" }>, attempt: Attempt, message: TaskMessage): TaskRecord {
+/** The record a `store` / `storeAndAck` action writes. */
+function recordOf(
+  action: Extract<Action, { type: "store" | "storeAndAck" }>,
+  attempt: Attempt,
+  message: TaskMessage,
+): TaskRecord {
   const { outcome } = attempt;
   return {
     taskId: message.id,
@@ -132,7 +122,7 @@ function recordOf(action: Extract<Action, { type: "store" }>, attempt: Attempt, 
   };
 }
 
-async function runAction(action: Step, ctx: ExecutionContext): Promise<void> {
+async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
   const { delivery, attempt, app } = ctx;
   const { outcome, message } = attempt;
   switch (action.type) {
@@ -144,10 +134,11 @@ async function runAction(action: Step, ctx: ExecutionContext): Promise<void> {
     }
     case "storeAndAck":
       if (app.backend && message && delivery.ackWithRecord) {
-        await delivery.ackWithRecord(recordOf(action.store, attempt, message));
+        await delivery.ackWithRecord(recordOf(action, attempt, message));
         return;
       }
-      await runAction(action.store, ctx);
+      // A delivery without the one-call ack (e.g. wrapped by the caller): store, then ack.
+      await runAction({ ...action, type: "store" }, ctx);
       await delivery.ack();
       return;
     case "ack":

@@ -10,6 +10,8 @@
  * - `at_most_once`: the message was acknowledged before the run, so nothing here acks it again;
  *   retries are published as new messages and dead letters are written directly.
  * - Messages with no usable task id (undecodable) get no stored state.
+ * - When the broker writes the backend's records in its ack call (`acksCarryRecords`), a final
+ *   record and the ack after it are one `storeAndAck`: stored first, in the same atomic call.
  * @module
  */
 import type { StoredError, TaskState } from "../backends/backend.js";
@@ -28,10 +30,19 @@ export type Outcome =
   /** Shutdown aborted a running attempt before it ended. */
   | { readonly kind: "aborted"; readonly error: StoredError };
 
+/** The record a `store` (or `storeAndAck`) writes: its state and which parts of the outcome. */
+interface StoreSpec {
+  readonly state: TaskState;
+  readonly withValue: boolean;
+  readonly withError: boolean;
+}
+
 /** One step the worker carries out. */
 export type Action =
-  | { readonly type: "store"; readonly state: TaskState; readonly withValue: boolean; readonly withError: boolean }
+  | ({ readonly type: "store" } & StoreSpec)
   | { readonly type: "ack" }
+  /** Store the (terminal) record and ack, in one broker call (`SettleMode.acksCarryRecords`). */
+  | ({ readonly type: "storeAndAck" } & StoreSpec)
   /** Replace the delivery by the next attempt (atomic ack + delayed publish). */
   | { readonly type: "retry" }
   /** Publish the next attempt as a new message (the delivery is already acknowledged). */
@@ -49,6 +60,11 @@ export interface SettleMode {
   readonly useDeadLetterQueue: boolean;
   /** The message was acknowledged before the attempt (at_most_once did ack). */
   readonly alreadyAcked: boolean;
+  /**
+   * The broker writes the backend's terminal records in its ack call (`Broker.attachResults`):
+   * a store followed by an ack becomes one `storeAndAck`.
+   */
+  readonly acksCarryRecords?: boolean;
 }
 
 const store = (state: TaskState, withValue = false, withError = false): Action => ({
@@ -60,6 +76,16 @@ const store = (state: TaskState, withValue = false, withError = false): Action =
 
 /** The actions for an outcome, in the order they must run. */
 export function settle(outcome: Outcome, mode: SettleMode): readonly Action[] {
+  const actions = plan(outcome, mode);
+  const [first, second] = actions;
+  // A store followed by an ack is always a final record (SUCCESS or FAILURE) and the end.
+  if (mode.acksCarryRecords && actions.length === 2 && first?.type === "store" && second?.type === "ack") {
+    return [{ ...first, type: "storeAndAck" }];
+  }
+  return actions;
+}
+
+function plan(outcome: Outcome, mode: SettleMode): readonly Action[] {
   const acked = mode.alreadyAcked;
   switch (outcome.kind) {
     case "success":

@@ -327,6 +327,7 @@ export class Worker {
       deliveryMode: attempt.task?.deliveryMode ?? app.config.deliveryMode,
       useDeadLetterQueue: this.config.useDeadLetterQueue,
       alreadyAcked: attempt.alreadyAcked,
+      acksCarryRecords: this.#acksCarryRecords,
     });
     if (outcome.kind !== "aborted") this.#processed++;
     if (outcome.kind === "failure" || outcome.kind === "rejected") {
@@ -354,7 +355,6 @@ export class Worker {
         app,
         logger: this.#logger,
         stopSignal: this.#shutdownAbort.signal,
-        acksCarryRecords: this.#acksCarryRecords,
       }).catch((error: unknown) => this.#logger.error({ err: toError(error) }, "unexpected error while settling")),
     );
   }

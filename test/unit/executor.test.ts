@@ -34,27 +34,36 @@ function fakeDelivery(withRecords: boolean) {
 
 const message = taskMessage({ id: "task-1", name: "t", args: [] });
 
-async function run(outcome: Attempt["outcome"], acksCarryRecords: boolean, useDeadLetterQueue = false) {
+async function run(
+  outcome: Attempt["outcome"],
+  acksCarryRecords: boolean,
+  useDeadLetterQueue = false,
+  deliveryWritesRecords = true,
+) {
   const backend = new MemoryBackend();
   const app = new Chicory({ broker: new MemoryBroker(), backend, config: { env: {} } });
   await app.connect();
-  const fake = fakeDelivery(true);
+  const fake = fakeDelivery(deliveryWritesRecords);
   const attempt: Attempt = { outcome, message, task: null, alreadyAcked: false };
-  const actions = settle(outcome, { deliveryMode: "at_least_once", useDeadLetterQueue, alreadyAcked: false });
+  const actions = settle(outcome, {
+    deliveryMode: "at_least_once",
+    useDeadLetterQueue,
+    alreadyAcked: false,
+    acksCarryRecords,
+  });
   await executeActions(actions, {
     delivery: fake.delivery,
     attempt,
     app,
     logger: silentLogger,
     stopSignal: new AbortController().signal,
-    acksCarryRecords,
   });
   const stored = await backend.getResult("task-1");
   await app.disconnect();
   return { ...fake, stored };
 }
 
-describe("executeActions: a terminal store and its ack", () => {
+describe("settle + executeActions: a terminal store and its ack", () => {
   it("become one ackWithRecord call when the broker writes the backend's records", async () => {
     const { calls, records, stored } = await run({ kind: "success", value: 42 }, true);
     expect(calls).toEqual(["ackWithRecord"]);
@@ -73,5 +82,11 @@ describe("executeActions: a terminal store and its ack", () => {
     const { calls, stored } = await run({ kind: "failure", error }, true, true);
     expect(calls).toEqual(["deadLetter"]);
     expect(stored).toMatchObject({ state: "DEAD_LETTERED" });
+  });
+
+  it("a delivery without the one-call ack stores through the backend, then acks", async () => {
+    const { calls, stored } = await run({ kind: "success", value: 42 }, true, false, false);
+    expect(calls).toEqual(["ack"]);
+    expect(stored).toMatchObject({ state: "SUCCESS", result: 42 });
   });
 });

@@ -78,3 +78,28 @@ describe("settle: outcome x delivery mode x DLQ -> actions", () => {
     }
   });
 });
+
+describe("settle: when the broker writes the backend's records with its acks", () => {
+  const mode = (useDeadLetterQueue: boolean, alreadyAcked = false): SettleMode => ({
+    deliveryMode: alreadyAcked ? "at_most_once" : "at_least_once",
+    useDeadLetterQueue,
+    alreadyAcked,
+    acksCarryRecords: true,
+  });
+  const named = (actions: readonly Action[]) =>
+    actions.map((a) => (a.type === "store" || a.type === "storeAndAck" ? `${a.type}:${a.state}` : a.type)).join(" > ");
+
+  it("a final record and its ack become one storeAndAck", () => {
+    expect(named(settle(outcomes.success as Outcome, mode(false)))).toBe("storeAndAck:SUCCESS");
+    expect(named(settle(outcomes.failure as Outcome, mode(false)))).toBe("storeAndAck:FAILURE");
+    expect(named(settle(outcomes.rejectedWithId as Outcome, mode(false)))).toBe("storeAndAck:FAILURE");
+  });
+
+  it("every other plan is unchanged", () => {
+    expect(named(settle(outcomes.retry as Outcome, mode(false)))).toBe("store:RETRY > retry");
+    expect(named(settle(outcomes.failure as Outcome, mode(true)))).toBe("store:DEAD_LETTERED > deadLetter");
+    expect(named(settle(outcomes.rejectedNoId as Outcome, mode(false)))).toBe("ack");
+    expect(named(settle(outcomes.success as Outcome, mode(false, true)))).toBe("store:SUCCESS");
+    expect(named(settle(outcomes.aborted as Outcome, mode(false)))).toBe("release");
+  });
+});

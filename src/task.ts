@@ -192,7 +192,9 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
     // a schema may have touched the arguments meanwhile, so they are checked again after one.
     const body = validates ? runtime.codec.encode(message) : runtime.codec.encodeChecked(message);
     if (!runtime.isConnected) await runtime.ensureConnected();
-    runtime.backend?.expectResult?.(taskId);
+    // A caller-chosen id may name a job that exists already (idempotent enqueue) and whose
+    // record may have been announced before now: only a new id's announcement is still to come.
+    if (options.taskId === undefined) runtime.backend?.expectResult?.(taskId);
     await runtime.broker.publish(queue, {
       id: taskId,
       body,

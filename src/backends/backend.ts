@@ -128,7 +128,8 @@ export interface Backend {
    */
   waitForResult(taskId: string, options?: WaitOptions): Promise<TaskRecord | null>;
   /**
-   * Optional: called by `delay()` just before it publishes `taskId`. A backend with push
+   * Optional: called by `delay()` just before it publishes a new task (not for a caller-chosen
+   * id, which may name an existing job). A backend with push
    * notifications may then keep that task's record when it arrives before anyone waits
    * (the task finished before `get()` was called), so the wait needs no read.
    */

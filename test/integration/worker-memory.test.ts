@@ -535,6 +535,18 @@ describe("Worker on the memory broker", () => {
     expect(await broker.getQueueSize("default")).toBe(1);
   });
 
+  it("tells the backend about new task ids only (a caller-chosen id may name an existing job)", async () => {
+    const { app, backend } = makeApp();
+    const expected: string[] = [];
+    Object.assign(backend, { expectResult: (taskId: string) => expected.push(taskId) });
+    const t = app.task(async function announced() {
+      return 1;
+    });
+    const fresh = await t.delay();
+    await t.applyAsync([], { taskId: "order-43" });
+    expect(expected).toEqual([fresh.taskId]);
+  });
+
   it("countdown delays a task; registration rejects bad names and duplicates", async () => {
     const { app, broker } = makeApp();
     const t = app.task(async function later() {

@@ -61,6 +61,17 @@ describe.skipIf(skip)("redis backend", () => {
     return { prefix, raw, open };
   }
 
+  /** A waiting backend whose subscription is open (its first wait subscribes) and a writing one. */
+  async function waiterAndWriter(s: Awaited<ReturnType<typeof setup>>) {
+    const waiting = await s.open();
+    const writer = await s.open();
+    expect(await waiting.waitForResult(uniqueName("task-"), { timeoutMs: 1 })).toBeNull();
+    return { waiting, writer };
+  }
+
+  /** A terminal record as stored, for writes behind the backend's back (no notification). */
+  const rawRecord = (taskId: string, result: JsonValue) => JSON.stringify({ state: "SUCCESS", taskId, result });
+
   it("stores one JSON key per task, state first, with the result TTL", async () => {
     const s = await setup();
     const backend = await s.open();
@@ -140,12 +151,10 @@ describe.skipIf(skip)("redis backend", () => {
 
   it("keeps the record of a task this process published when it finishes before the wait", async () => {
     const s = await setup();
-    const waiting = await s.open();
-    const writer = await s.open();
+    // The first wait subscribes (and times out: nothing is stored under that id).
+    const { waiting, writer } = await waiterAndWriter(s);
     const early = uniqueName("task-");
     const marker = uniqueName("task-");
-    // The first wait subscribes (and times out: nothing is stored under that id).
-    expect(await waiting.waitForResult(uniqueName("task-"), { timeoutMs: 1 })).toBeNull();
     waiting.expectResult(early);
     // `marker` is announced after `early` on the same channel: once its wait resolves, the
     // notification of `early` has been handled.
@@ -162,15 +171,13 @@ describe.skipIf(skip)("redis backend", () => {
 
   it("a wait for a task published here while subscribed reads nothing before its notification", async () => {
     const s = await setup();
-    const waiting = await s.open();
-    const writer = await s.open();
-    expect(await waiting.waitForResult(uniqueName("task-"), { timeoutMs: 1 })).toBeNull(); // subscribes
+    const { waiting, writer } = await waiterAndWriter(s);
     const published = uniqueName("task-");
     const other = uniqueName("task-");
     waiting.expectResult(published);
     // Records written behind the backend's back: no notification for either.
     for (const id of [published, other]) {
-      await s.raw.call("SET", writer.resultKey(id), JSON.stringify({ state: "SUCCESS", taskId: id, result: "raw" }));
+      await s.raw.call("SET", writer.resultKey(id), rawRecord(id, "raw"));
     }
     // Any other id is read once at once...
     expect((await waiting.waitForResult(other, { timeoutMs: 10_000, pollIntervalMs: 60_000 }))?.result).toBe("raw");
@@ -184,9 +191,7 @@ describe.skipIf(skip)("redis backend", () => {
 
   it("forgets the published ids when the subscriber drops: their waits read the record", async () => {
     const s = await setup();
-    const waiting = await s.open();
-    const writer = await s.open();
-    expect(await waiting.waitForResult(uniqueName("task-"), { timeoutMs: 1 })).toBeNull(); // subscribes
+    const { waiting, writer } = await waiterAndWriter(s);
     const id = uniqueName("task-");
     waiting.expectResult(id);
     const name = `chicory-results-${s.prefix}:done`.replace(/[^A-Za-z0-9._:-]/g, "_");
@@ -195,7 +200,7 @@ describe.skipIf(skip)("redis backend", () => {
     expect(subscriber).toBeDefined();
     await s.raw.call("CLIENT", "KILL", "ID", /id=(\d+)/.exec(subscriber ?? "")?.[1] ?? "0");
     // Stored while the subscriber is down: its notification is lost.
-    await s.raw.call("SET", writer.resultKey(id), JSON.stringify({ state: "SUCCESS", taskId: id, result: 9 }));
+    await s.raw.call("SET", writer.resultKey(id), rawRecord(id, 9));
     // Back: subscribed again (ioredis reconnects at once).
     for (let i = 0; i < 200; i++) {
       const [, n] = (await s.raw.call("PUBSUB", "NUMSUB", `${s.prefix}:done`)) as [string, number];

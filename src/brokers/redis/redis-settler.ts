@@ -1,7 +1,10 @@
 /**
  * Settling of Redis deliveries: each settle is one Lua script on the broker's command
- * connection (auto-pipelined). Retry and dead-letter act only if the entry is still pending,
- * so a settle repeated after a lost lease or a reconnect adds nothing.
+ * connection. Acks are batched (see {@link FlushScheduler}) and written at once, optionally
+ * with the result backend's terminal records (`ack-with-records.lua`); retry, dead-letter and
+ * release go through the connection's automatic pipeline. Retry and dead-letter act only if
+ * the entry is still pending, so a settle repeated after a lost lease or a reconnect adds
+ * nothing.
  * @module
  */
 import type { TaskRecord } from "../../backends/backend.js";

@@ -130,6 +130,8 @@ describe.skipIf(skipRabbit || !hasTools)("L1 backlog drain with bounds on Rabbit
         const pids: number[] = [];
         sampler = new RabbitSampler(SERVICES.rabbitmq, workQueue, pids);
         sampler.start();
+        // a warm sampler (its first rabbitmqctl call done) samples as soon as the workers consume
+        await sampler.ready();
         const drainStart = Date.now();
         let doneAt = 0;
         const started = await Promise.all(
@@ -193,6 +195,7 @@ describe.skipIf(skipRabbit || !hasTools)("L1 backlog drain with bounds on Rabbit
           samples: samples.length,
           samplesWhileDraining: samples.filter(bothWhileDraining).length,
           samplerErrors: sampler.errors,
+          samplerCallMs: sampler.callMs,
           timeline: samples.map((x) => [
             round(x.t / 1000),
             x.ready,
@@ -220,7 +223,7 @@ describe.skipIf(skipRabbit || !hasTools)("L1 backlog drain with bounds on Rabbit
         expect({ done, seen, dup }).toEqual({ done: JOBS, seen: JOBS, dup: 0 });
         expect(
           samples.filter(bothWhileDraining).length,
-          "samples with both consumers on a non-empty queue",
+          `samples with both consumers on a non-empty queue (of ${samples.length}; list_channels took ${sampler.callMs.join(", ")} ms; drain ${drainMs} ms)`,
         ).toBeGreaterThanOrEqual(2);
         for (const s of samples) {
           for (const p of s.prefetchPerWorker)

@@ -103,19 +103,13 @@ export function localPortsTo(pid: number, remotePort: number): number[] {
   }
 }
 
-/** RabbitMQ connection pid → index in `pids` of the worker process that owns it. */
-export async function connectionsOfProcesses(pids: readonly number[], amqpPort: number): Promise<Map<string, number>> {
-  const portToWorker = new Map<number, number>();
-  pids.forEach((pid, i) => {
-    for (const port of localPortsTo(pid, amqpPort)) portToWorker.set(port, i);
-  });
-  const rows = await rabbitmqctl(["list_connections", "pid", "peer_port"]);
-  const out = new Map<string, number>();
-  for (const row of rows) {
-    const worker = portToWorker.get(Number(row.peer_port));
-    if (worker !== undefined) out.set(String(row.pid), worker);
-  }
-  return out;
+/**
+ * The client port of a channel from its name as RabbitMQ gives it
+ * (`127.0.0.1:40992 -> 127.0.0.1:5672 (1)`, `[::1]:40992 -> [::1]:5672 (1)`); null if not in that form.
+ */
+export function channelClientPort(name: string): number | null {
+  const m = /:(\d+) -> \S+ \(\d+\)$/.exec(name);
+  return m?.[1] ? Number(m[1]) : null;
 }
 
 /** One sample of a RabbitMQ drain. */
@@ -138,10 +132,11 @@ export interface RabbitSample {
  * Samples worker RSS, the work queue's ready count (AMQP `queue.declare` passive, cheap) and the
  * unacknowledged count and prefetch of each worker's channels (`rabbitmqctl list_channels`, the
  * only source of unacknowledged counts without the management plugin: ~0.5-2 s and most of a
- * core per call, so one call per cycle, back to back). Channels are attributed to workers through
- * their TCP connections (`connectionsOfProcesses`), not `list_consumers` (a consumer between two
- * subscriptions has none, and a busy queue may not answer in time). The queue's unacknowledged
- * count is the sum over the workers (they are its only consumers). `pids` may grow after `start()`.
+ * core per call, so one call per cycle, back to back). Channels are attributed to workers by the
+ * client port in their name, matched against each worker's TCP connections read from `/proc`
+ * (no second `rabbitmqctl` call, and not `list_consumers`: a consumer between two subscriptions
+ * has none). The queue's unacknowledged count is the sum over the workers (they are its only
+ * consumers). `pids` may grow after `start()`; `ready()` resolves once a first cycle is done.
  */
 export class RabbitSampler {
   readonly samples: RabbitSample[] = [];
@@ -149,14 +144,14 @@ export class RabbitSampler {
   readonly #queue: string;
   readonly #pids: number[];
   readonly #amqpPort: number;
-  readonly #connections = new Map<string, number>();
-  /** Workers whose consuming channel was seen at least once. */
-  readonly #consuming = new Set<number>();
   #stopped = false;
   #loop: Promise<void> | null = null;
   #t0 = 0;
+  #firstCycle: Promise<void> | null = null;
   /** Errors of failed cycles (a sample is skipped, never invented). */
   readonly errors: string[] = [];
+  /** Duration of each `rabbitmqctl list_channels` call (ms). */
+  readonly callMs: number[] = [];
 
   constructor(url: string, queue: string, pids: number[]) {
     this.#url = url;
@@ -167,6 +162,10 @@ export class RabbitSampler {
 
   start(): void {
     this.#t0 = Date.now();
+    let firstCycleDone: () => void = () => undefined;
+    this.#firstCycle = new Promise((resolve) => {
+      firstCycleDone = resolve;
+    });
     this.#loop = (async () => {
       const amqp = await import("amqplib");
       const connection = await amqp.connect(this.#url);
@@ -175,35 +174,27 @@ export class RabbitSampler {
         while (!this.#stopped) {
           const at = Date.now();
           try {
-            // until every worker's consuming channel was seen; found connections are kept (a
-            // lookup under load may come back incomplete)
-            if (this.#pids.length === 0 || this.#pids.some((_, i) => !this.#consuming.has(i))) {
-              for (const [id, worker] of await connectionsOfProcesses(this.#pids, this.#amqpPort)) {
-                this.#connections.set(id, worker);
-              }
-            }
+            const portToWorker = new Map<number, number>();
+            this.#pids.forEach((pid, i) => {
+              for (const port of localPortsTo(pid, this.#amqpPort)) portToWorker.set(port, i);
+            });
             const rss = this.#pids.map(rssMiB);
+            const callStart = Date.now();
+            const channels = await rabbitmqctl(["list_channels", "name", "messages_unacknowledged", "prefetch_count"]);
+            this.callMs.push(Date.now() - callStart);
             // the ready count right after the channels were read (list_channels takes seconds)
-            const channels = await rabbitmqctl([
-              "list_channels",
-              "connection",
-              "messages_unacknowledged",
-              "prefetch_count",
-            ]);
             const queue = await channel.checkQueue(this.#queue);
             const unackedPerWorker: Array<number | null> = this.#pids.map(() => null);
             const prefetchPerWorker: Array<number | null> = this.#pids.map(() => null);
             // every channel of a worker's connections: its consuming channel, and publish/admin
             // channels (never any unacknowledged message, prefetch 0)
             for (const row of channels) {
-              const worker = this.#connections.get(String(row.connection));
+              const port = channelClientPort(String(row.name));
+              const worker = port === null ? undefined : portToWorker.get(port);
               if (worker === undefined) continue;
               unackedPerWorker[worker] = (unackedPerWorker[worker] ?? 0) + Number(row.messages_unacknowledged);
               const prefetch = Number(row.prefetch_count);
-              if (prefetch > 0) {
-                this.#consuming.add(worker);
-                prefetchPerWorker[worker] = Math.max(prefetchPerWorker[worker] ?? 0, prefetch);
-              }
+              if (prefetch > 0) prefetchPerWorker[worker] = Math.max(prefetchPerWorker[worker] ?? 0, prefetch);
             }
             this.samples.push({
               t: at - this.#t0,
@@ -218,12 +209,22 @@ export class RabbitSampler {
             // a failed checkQueue closes the channel
             channel = await connection.createChannel().catch(() => channel);
             await sleepMs(250);
+          } finally {
+            firstCycleDone();
           }
         }
       } finally {
+        firstCycleDone();
         await connection.close().catch(() => undefined);
       }
     })();
+    // a loop that failed to connect ends the wait too (stop() then reports its error)
+    this.#loop.then(firstCycleDone, firstCycleDone);
+  }
+
+  /** Resolves once the first cycle ended (sampled or failed), so later cycles are warm. */
+  async ready(): Promise<void> {
+    await this.#firstCycle;
   }
 
   async stop(): Promise<void> {

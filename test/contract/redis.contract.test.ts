@@ -1,6 +1,6 @@
 /**
  * The broker and backend contracts on Redis (shared test Redis, a random key prefix per
- * test, keys deleted afterwards).
+ * test, keys deleted afterwards); the broker's twice, without and with read-ahead.
  */
 import type { Backend } from "../../src/backends/backend.js";
 import { RedisBackend } from "../../src/backends/redis/index.js";
@@ -20,6 +20,23 @@ if (!skip) {
     claimMinIdleMs: CLAIM_MIN_IDLE_MS,
     create: () =>
       new RedisBroker({ url: SERVICES.redis, keyPrefix: testPrefix(), claimMinIdleMs: CLAIM_MIN_IDLE_MS, env: {} }),
+    destroy: async (broker: Broker) => {
+      if (broker instanceof RedisBroker) await deletePrefix(broker.settings.keyPrefix);
+    },
+  });
+
+  // Read-ahead on: the same contract holds with entries buffered beyond the free slots.
+  runBrokerContract({
+    name: "redis (prefetch 4)",
+    claimMinIdleMs: CLAIM_MIN_IDLE_MS,
+    create: () =>
+      new RedisBroker({
+        url: SERVICES.redis,
+        keyPrefix: testPrefix(),
+        claimMinIdleMs: CLAIM_MIN_IDLE_MS,
+        prefetch: 4,
+        env: {},
+      }),
     destroy: async (broker: Broker) => {
       if (broker instanceof RedisBroker) await deletePrefix(broker.settings.keyPrefix);
     },

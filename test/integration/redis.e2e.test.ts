@@ -7,7 +7,7 @@ const skip = await skipUnless("redis");
 const prefixes = new WeakMap<Chicory, string>();
 
 /** An app on the test Redis with a fresh key prefix; the backend on `backendUrl` (default: the broker's). */
-function makeApp(backendUrl?: string): Chicory {
+function makeApp(backendUrl?: string, extraEnv: Record<string, string> = {}): Chicory {
   const prefix = uniqueName("e2e");
   const app = new Chicory({
     broker: SERVICES.redis,
@@ -17,6 +17,7 @@ function makeApp(backendUrl?: string): Chicory {
         CHICORY_BROKER_REDIS_KEY_PREFIX: prefix,
         CHICORY_BROKER_REDIS_CLAIM_MIN_IDLE_MS: "1000",
         CHICORY_BACKEND_REDIS_KEY_PREFIX: prefix,
+        ...extraEnv,
       },
     },
   });
@@ -38,5 +39,11 @@ if (!skip) {
       await deletePrefix(prefixes.get(app) ?? "none");
       await deletePrefix(prefixes.get(app) ?? "none", otherDatabase());
     },
+  });
+  // Read-ahead on (entries buffered beyond the free slots, released when the worker stops).
+  runWorkerE2E({
+    name: "redis broker with prefetch 8 + redis backend",
+    createApp: () => makeApp(undefined, { CHICORY_BROKER_REDIS_PREFETCH: "8" }),
+    destroy: async (app) => deletePrefix(prefixes.get(app) ?? "none"),
   });
 }

@@ -149,6 +149,7 @@ describe("redis broker and backend settings", () => {
         CHICORY_BROKER_REDIS_MAX_STREAM_LENGTH: "10",
         CHICORY_BROKER_REDIS_DLQ_MAX_LENGTH: "20",
         CHICORY_BROKER_REDIS_PUBLISH_TIMEOUT_MS: "1500",
+        CHICORY_BROKER_REDIS_PREFETCH: "16",
       },
     });
     expect(broker.settings).toEqual({
@@ -156,16 +157,27 @@ describe("redis broker and backend settings", () => {
       consumerGroup: "g",
       blockMs: 250,
       claimMinIdleMs: 9000,
+      prefetch: 16,
       publishTimeoutMs: 1500,
       maxStreamLength: 10,
       dlqMaxLength: 20,
     });
     expect(new RedisBroker({ env: {} }).settings).toMatchObject({
       keyPrefix: "chicory",
+      prefetch: 0,
       maxStreamLength: 0,
       dlqMaxLength: 0,
       publishTimeoutMs: 10_000,
     });
+  });
+
+  it("rejects a read-ahead (prefetch) out of 0-1000, naming the option or the variable", () => {
+    expect(() => new RedisBroker({ prefetch: -1, env: {} })).toThrow(ConfigurationError);
+    expect(() => new RedisBroker({ prefetch: 1001, env: {} })).toThrow(/prefetch: expected an integer from 0 to 1000/);
+    expect(() => new RedisBroker({ env: { CHICORY_BROKER_REDIS_PREFETCH: "lots" } })).toThrow(
+      /CHICORY_BROKER_REDIS_PREFETCH: expected an integer from 0 to 1000, got "lots"/,
+    );
+    expect(new RedisBroker({ prefetch: 8, env: { CHICORY_BROKER_REDIS_PREFETCH: "16" } }).settings.prefetch).toBe(8);
   });
 
   it("rejects a key prefix that could escape its hash tag, and invalid queue names", () => {

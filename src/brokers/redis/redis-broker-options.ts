@@ -21,6 +21,14 @@ export interface RedisBrokerOptions extends RedisConnectionOptions {
    */
   claimMinIdleMs?: number | undefined;
   /**
+   * Entries a consumer reads ahead of its free slots and holds in a local buffer (default 0:
+   * it reads no more than it can start at once; `PREFETCH`, at most 1000). A read-ahead entry
+   * is leased like a running one (renewed, never reclaimed while its worker lives) and given
+   * back at once when the worker stops. It saves a round trip per batch when tasks are short;
+   * with long tasks it holds entries another worker could start, so keep it off for those.
+   */
+  prefetch?: number | undefined;
+  /**
    * Backlog limit per queue (stream + delayed). When reached, `publish` throws instead of
    * enqueueing; work streams are never trimmed. 0 or null = no limit (default; `MAX_STREAM_LENGTH`).
    */
@@ -48,6 +56,7 @@ export interface RedisBrokerSettings {
   readonly consumerGroup: string;
   readonly blockMs: number;
   readonly claimMinIdleMs: number;
+  readonly prefetch: number;
   readonly maxStreamLength: number;
   readonly dlqMaxLength: number;
   readonly publishTimeoutMs: number;
@@ -75,6 +84,7 @@ export function resolveBrokerSettings(options: RedisBrokerOptions, env: EnvMap):
       "claimMinIdleMs",
       100,
     ),
+    prefetch: checkInt(options.prefetch ?? envInt(env, `${ENV}_PREFETCH`, 0, 0, 1000), "prefetch", 0, 1000),
     maxStreamLength: limit(options.maxStreamLength, env, `${ENV}_MAX_STREAM_LENGTH`),
     dlqMaxLength: limit(options.dlqMaxLength, env, `${ENV}_DLQ_MAX_LENGTH`),
     publishTimeoutMs: checkInt(

@@ -145,6 +145,7 @@ export class RedisBroker implements Broker {
       group: this.settings.consumerGroup,
       claimMinIdleMs: this.settings.claimMinIdleMs,
       blockMs: this.settings.blockMs,
+      prefetch: this.settings.prefetch,
       dlqMaxLength: this.settings.dlqMaxLength,
       logger: this.#logger,
       displayUrl,
@@ -299,15 +300,28 @@ export class RedisBroker implements Broker {
     return this.#admin("getDlqCount", (c) => admin.getDlqCount(c.main, this.#keys.get(queue)));
   }
 
+  /**
+   * Entries of the group's pending list, less the read-ahead entries this instance's consumers
+   * hold and have not handed out (those of other processes are counted).
+   */
   async getPendingCount(queue = DEFAULT_QUEUE): Promise<number> {
     const stats = await this.#admin("getPendingCount", (c) => admin.queueStats(c.main, this.#keys.get(queue), c.group));
-    return stats.pending;
+    return Math.max(0, stats.pending - this.#buffered(queue));
   }
 
-  /** Ready + delayed messages: stream length - pending + delayed (acked entries are deleted). */
+  /**
+   * Ready + delayed messages: stream length - pending + delayed (acked entries are deleted),
+   * plus the read-ahead entries this instance's consumers hold and have not handed out.
+   */
   async getQueueSize(queue = DEFAULT_QUEUE): Promise<number> {
     const s = await this.#admin("getQueueSize", (c) => admin.queueStats(c.main, this.#keys.get(queue), c.group));
-    return Math.max(0, s.length - s.pending) + s.delayed;
+    return Math.max(0, s.length - s.pending) + s.delayed + this.#buffered(queue);
+  }
+
+  #buffered(queue: string): number {
+    let n = 0;
+    for (const consumer of this.#consumers) n += consumer.bufferedCount(queue);
+    return n;
   }
 
   getConsumerCount(queue = DEFAULT_QUEUE): Promise<number> {

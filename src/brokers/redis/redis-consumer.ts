@@ -13,6 +13,11 @@
  *   entries, not from its last read, so a live worker with nothing to do looks stale to
  *   `cleanupStaleClients`. A consumer that got nothing for 2 s shows itself with an empty
  *   history read (which also re-creates it, should a cleanup have deleted it).
+ * - Read-ahead (`prefetch` > 0): a read asks for `max + prefetch` entries and keeps those beyond
+ *   `max` in a local buffer, which later fetches hand out without a round trip (bounded: at
+ *   most `prefetch` entries wait here). Buffered entries are in flight like running ones
+ *   (leases renewed; one whose lease was lost is dropped, never handed out) and are released
+ *   at once when the fetch signal aborts or the consumer closes.
  * - Abort: a blocked read is ended at once with CLIENT UNBLOCK (else within the block time);
  *   deliveries that arrive after the abort are released, and `fetch` returns `[]`.
  * - Connection loss: `fetch` throws BrokerConnectionError while Redis is unreachable; ioredis
@@ -21,6 +26,7 @@
  * @module
  */
 import type { Logger } from "../../core/logger.js";
+import { settlesWithin } from "../../core/sleep.js";
 import { BrokerConnectionError, ConfigurationError } from "../../errors.js";
 import { isNoGroupError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
@@ -44,6 +50,8 @@ const UNBLOCK_RETRY_MS = 5;
 const RECLAIM_COUNT = 100;
 /** Entry ids per lease-renewal script call. */
 const RENEW_CHUNK = 500;
+/** Longest wait for the read-ahead buffer's release when closing. */
+const RELEASE_ON_CLOSE_MS = 2000;
 /** Longest time a live consumer goes without counting as active in its group. */
 const TOUCH_EVERY_MS = 2000;
 /**
@@ -82,6 +90,13 @@ export class RedisConsumer implements Consumer {
   #isTouching = false;
   #isClosed = false;
   #turn = 0;
+  /** Read-ahead entries not handed out yet (at most `prefetch`). */
+  #buffer: RedisDelivery[] = [];
+  /**
+   * The signal of the fetch that last read ahead: its abort releases the buffer (the worker
+   * passes one signal for its whole life; a per-call timeout signal releases it when it fires).
+   */
+  #watched: AbortSignal | undefined;
 
   readonly #onClose: ((consumer: RedisConsumer) => void) | undefined;
 
@@ -124,20 +139,37 @@ export class RedisConsumer implements Consumer {
     this.#touchTimer.unref();
   }
 
+  /** {@inheritDoc Consumer.inFlight} (read-ahead entries not handed out yet are not counted) */
   get inFlight(): number {
     let n = 0;
     for (const q of this.#queues) n += q.inFlight.size;
+    return n - this.#buffer.length;
+  }
+
+  /** Read-ahead entries of `queue` held here and not handed out yet. */
+  bufferedCount(queue: string): number {
+    let n = 0;
+    for (const d of this.#buffer) if (d.queue === queue) n++;
     return n;
   }
 
   async fetch(max: number, signal: AbortSignal): Promise<RedisDelivery[]> {
-    if (this.#isClosed || signal.aborted || max <= 0) return [];
+    if (this.#isClosed || signal.aborted || max <= 0) {
+      if (signal.aborted || this.#isClosed) await this.#releaseBuffer();
+      return [];
+    }
+    if (this.#buffer.length > 0) {
+      const ready = this.#takeBuffered(max);
+      if (ready.length > 0) return ready;
+    }
     const conn = await this.#connection();
     const out: RedisDelivery[] = [];
+    const want = max + this.#ctx.prefetch;
+    if (this.#ctx.prefetch > 0) this.#watch(signal);
     const onAbort = () => this.#unblock();
     signal.addEventListener("abort", onAbort, { once: true });
     try {
-      await this.#fetchInto(conn, max, signal, out);
+      await this.#fetchInto(conn, want, signal, out);
     } catch (error) {
       if (isNoGroupError(error)) {
         // The stream or group vanished (Redis restarted without persistence, or was flushed):
@@ -157,16 +189,44 @@ export class RedisConsumer implements Consumer {
       await Promise.allSettled(out.map((d) => d.release()));
       return [];
     }
+    if (out.length > max) this.#buffer.push(...out.splice(max));
     return out;
+  }
+
+  /** Up to `max` buffered entries, in read order, skipping those whose lease was lost. */
+  #takeBuffered(max: number): RedisDelivery[] {
+    const out: RedisDelivery[] = [];
+    while (out.length < max && this.#buffer.length > 0) {
+      const d = this.#buffer.shift() as RedisDelivery;
+      // renewal found it taken by another consumer (this process stalled past its lease)
+      if (this.#queueOf(d)?.inFlight.get(d.deliveryId) === d) out.push(d);
+    }
+    return out;
+  }
+
+  /** Releases the buffer when `signal` aborts (a stopping worker waits in no fetch). */
+  #watch(signal: AbortSignal): void {
+    if (this.#watched === signal) return;
+    this.#watched = signal;
+    signal.addEventListener("abort", () => void this.#releaseBuffer(), { once: true });
+  }
+
+  /** Gives every buffered entry back at once (claimable by any consumer, no delivery burnt). */
+  async #releaseBuffer(): Promise<void> {
+    if (this.#buffer.length === 0) return;
+    const held = this.#buffer.splice(0);
+    await Promise.allSettled(held.map((d) => d.release()));
   }
 
   async close(): Promise<void> {
     if (this.#isClosed) return;
     this.#isClosed = true;
     this.#onClose?.(this);
+    this.#unblock();
+    // bounded: with Redis unreachable the entries come back when their leases expire
+    await settlesWithin(this.#releaseBuffer(), RELEASE_ON_CLOSE_MS);
     clearInterval(this.#renewTimer);
     clearInterval(this.#touchTimer);
-    this.#unblock();
     const conn = this.#conn ?? (await this.#opening?.catch(() => undefined));
     this.#conn = undefined;
     conn?.disconnect();
@@ -349,6 +409,10 @@ export class RedisConsumer implements Consumer {
             const delivery = q.inFlight.get(id);
             q.inFlight.delete(id);
             delivery?.leaseLost();
+          }
+          if (lost.length > 0 && this.#buffer.length > 0) {
+            // read ahead, then taken by another consumer: never handed out here
+            this.#buffer = this.#buffer.filter((d) => q.inFlight.get(d.deliveryId) === d || d.keys !== q.keys);
           }
           if (lost.length < chunk.length) q.seenAtMs = Date.now();
         }

@@ -16,6 +16,8 @@ export interface RedisBrokerContext {
   readonly group: string;
   /** Lease length: an entry idle this long is reclaimed by another consumer. */
   readonly claimMinIdleMs: number;
+  /** Entries a consumer reads ahead of its free slots (0 = none). */
+  readonly prefetch: number;
   /** Longest XREADGROUP BLOCK. */
   readonly blockMs: number;
   /** DLQ length at which dead-lettering fails (0 = no limit). */

@@ -1,0 +1,160 @@
+/**
+ * Read-ahead of the Redis broker (`prefetch`): entries read beyond the free slots wait in the
+ * consumer, leased and renewed, are handed out without a round trip, are never handed out
+ * once their lease was lost, and go back to the group at once when the fetch signal aborts or
+ * the consumer closes. Shared test Redis, random prefix.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import type { Consumer } from "../../../src/brokers/broker.js";
+import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker-options.js";
+import { MessageCodec } from "../../../src/core/message.js";
+import { encodeTask, eventually } from "../../contract/contract-helpers.js";
+import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
+import { deletePrefix, rawRedis, testPrefix } from "./redis-test-keys.js";
+
+const skip = await skipUnless("redis");
+const codec = new MessageCodec();
+
+describe.skipIf(skip)("redis broker: read-ahead (prefetch)", () => {
+  const cleanups: Array<() => Promise<void>> = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  async function setup(options: RedisBrokerOptions, jobs: number) {
+    const prefix = testPrefix();
+    const queue = uniqueName("q");
+    const raw = rawRedis();
+    const brokers: RedisBroker[] = [];
+    const consumers: Consumer[] = [];
+    const newBroker = async (extra: RedisBrokerOptions = {}) => {
+      const b = new RedisBroker({ url: SERVICES.redis, keyPrefix: prefix, env: {}, ...options, ...extra });
+      b.bind({ codec });
+      await b.connect();
+      brokers.push(b);
+      return b;
+    };
+    const broker = await newBroker();
+    const consumer = (b: RedisBroker = broker) => {
+      const c = b.consumer({ queues: [queue], consumerId: uniqueName("c-") });
+      consumers.push(c);
+      return c;
+    };
+    cleanups.push(async () => {
+      await Promise.allSettled(consumers.map((c) => c.close()));
+      await Promise.allSettled(brokers.map((b) => b.disconnect()));
+      await deletePrefix(prefix);
+      raw.disconnect();
+    });
+    for (let i = 0; i < jobs; i++) {
+      const task = encodeTask(codec);
+      await broker.publish(queue, { id: task.id, body: task.body });
+    }
+    const stream = `${prefix}:stream:{${queue}}`;
+    const group = broker.settings.consumerGroup;
+    /** Entries of the pending list per consumer name. */
+    const pendingByConsumer = async (): Promise<Record<string, number>> => {
+      const [, , , owners] = (await raw.xpending(stream, group)) as [number, string, string, Array<[string, string]>];
+      return Object.fromEntries((owners ?? []).map(([name, n]) => [name, Number(n)]));
+    };
+    return { queue, raw, broker, newBroker, consumer, stream, group, pendingByConsumer };
+  }
+
+  it("reads prefetch entries beyond max and hands them out on the next fetch without reading", async () => {
+    const s = await setup({ prefetch: 3 }, 10);
+    const c = s.consumer();
+    const first = await c.fetch(2, AbortSignal.timeout(3000));
+    expect(first).toHaveLength(2);
+    expect(c.inFlight).toBe(2);
+    expect(Object.values(await s.pendingByConsumer())).toEqual([5]);
+    // the broker's counts see the buffered entries as waiting, not in flight
+    expect(await s.broker.getPendingCount(s.queue)).toBe(2);
+    expect(await s.broker.getQueueSize(s.queue)).toBe(8);
+
+    const second = await c.fetch(5, AbortSignal.timeout(3000));
+    expect(second).toHaveLength(3); // the buffer only: no read, nothing more pending
+    expect(Object.values(await s.pendingByConsumer())).toEqual([5]);
+    const third = await c.fetch(5, AbortSignal.timeout(3000));
+    expect(third).toHaveLength(5);
+    const ids = [...first, ...second, ...third].map((d) => d.deliveryId);
+    expect(new Set(ids).size).toBe(10);
+    expect([...ids].sort()).toEqual(ids); // in stream order
+    for (const d of [...first, ...second, ...third]) await d.ack();
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+  });
+
+  it("renews the leases of buffered entries: no other consumer reclaims them while this one lives", async () => {
+    const leaseMs = 300;
+    const s = await setup({ prefetch: 2, claimMinIdleMs: leaseMs }, 3);
+    const c = s.consumer();
+    const [running] = await c.fetch(1, AbortSignal.timeout(3000));
+    expect(running).toBeDefined();
+    const other = s.consumer(await s.newBroker());
+    // three lease times pass while the other consumer reads and reclaims
+    const stolen = [];
+    const until = Date.now() + 3 * leaseMs;
+    while (Date.now() < until) stolen.push(...(await other.fetch(5, AbortSignal.timeout(leaseMs / 2))));
+    expect(stolen.map((d) => d.deliveryId)).toEqual([]);
+    const buffered = await c.fetch(5, AbortSignal.timeout(3000));
+    expect(buffered.map((d) => d.deliveryCount)).toEqual([1, 1]);
+    for (const d of [running, ...buffered]) await d?.ack();
+  });
+
+  it("never hands out a buffered entry whose lease was lost", async () => {
+    const leaseMs = 300;
+    const s = await setup({ prefetch: 2, claimMinIdleMs: leaseMs }, 3);
+    const c = s.consumer();
+    const [running] = await c.fetch(1, new AbortController().signal);
+    const [, , , owners] = (await s.raw.xpending(s.stream, s.group)) as [number, string, string, string[][]];
+    const owner = owners?.[0]?.[0] as string;
+    const entries = (await s.raw.xpending(s.stream, s.group, "-", "+", 10, owner)) as Array<[string]>;
+    const bufferedIds = entries.map(([id]) => id).filter((id) => id !== running?.deliveryId);
+    expect(bufferedIds).toHaveLength(2);
+    // another consumer takes one buffered entry over (as after a stall past the lease)
+    await s.raw.xclaim(s.stream, s.group, "thief", 0, bufferedIds[0] as string, "JUSTID");
+    // the next renewal finds it lost and drops it from the buffer
+    await eventually(
+      async () => expect((c as unknown as { bufferedCount(q: string): number }).bufferedCount(s.queue)).toBe(1),
+      3000,
+    );
+    const next = await c.fetch(5, AbortSignal.timeout(3000));
+    expect(next.map((d) => d.deliveryId)).toEqual([bufferedIds[1]]);
+    for (const d of [running, ...next]) await d?.ack();
+  });
+
+  it("releases the buffer at once when the fetch signal aborts: another consumer takes it, no delivery burnt", async () => {
+    const s = await setup({ prefetch: 3, claimMinIdleMs: 60_000 }, 4);
+    const c = s.consumer();
+    const stop = new AbortController();
+    const [running] = await c.fetch(1, stop.signal);
+    expect(running).toBeDefined();
+    stop.abort();
+    // the lease is 60 s: only a release makes them claimable now
+    const other = s.consumer(await s.newBroker());
+    const taken = await eventually(async () => {
+      const got = await other.fetch(5, AbortSignal.timeout(200));
+      expect(got).toHaveLength(3);
+      return got;
+    }, 5000);
+    expect(taken.map((d) => d.deliveryCount)).toEqual([1, 1, 1]);
+    expect(await c.fetch(5, AbortSignal.timeout(200))).toEqual([]);
+    for (const d of [running, ...taken]) await d?.ack();
+  });
+
+  it("releases the buffer when the consumer closes", async () => {
+    const s = await setup({ prefetch: 2, claimMinIdleMs: 60_000 }, 3);
+    const c = s.consumer();
+    const [running] = await c.fetch(1, AbortSignal.timeout(3000));
+    await running?.ack();
+    await c.close();
+    const other = s.consumer(await s.newBroker());
+    const taken = await eventually(async () => {
+      const got = await other.fetch(5, AbortSignal.timeout(200));
+      expect(got).toHaveLength(2);
+      return got;
+    }, 5000);
+    for (const d of taken) await d.ack();
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+  });
+});

@@ -68,6 +68,8 @@ const tpRatio = (x, y, w, n, W) => {
     .filter(Number.isFinite);
   return rs.length ? median(rs) : Number.NaN;
 };
+const PF = "chicory+prefetch";
+const hasPf = tpRows.some((r) => r.system === PF);
 if (tp) {
   const workloads = [...new Set(tpRows.map((r) => r.workload))];
   const ns = [...new Set(tpRows.map((r) => r.n))].sort((x, y) => x - y);
@@ -85,9 +87,10 @@ if (tp) {
     p(`### ${w}`);
     p();
     p(
-      "| workers | N | Chicory | BullMQ | bare Streams | Chicory / BullMQ | Chicory / bare | bee-queue (ref, other run) |",
+      "| workers | N | Chicory | BullMQ | bare Streams | Chicory / BullMQ | Chicory / bare | bee-queue (ref, other run) |" +
+        (hasPf ? " Chicory, prefetch 32 | its / BullMQ | its / bare |" : ""),
     );
-    p("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    p(`|---:|---:|---:|---:|---:|---:|---:|---:|${hasPf ? "---:|---:|---:|" : ""}`);
     for (const W of Ws) {
       for (const n of ns) {
         if (!tpGet("chicory", w, n, W).length && !tpGet("bare-ioredis", w, n, W).length) continue;
@@ -95,10 +98,20 @@ if (tp) {
         p(
           `| ${W} | ${n}${reps < 2 ? ` (reps=${reps})` : ""} | ${SYS.map(([s]) => fmt(tpMed(s, w, n, W))).join(" | ")} | ` +
             `${fmt(tpRatio("chicory", "bullmq", w, n, W), 2)} | ${fmt(tpRatio("chicory", "bare-ioredis", w, n, W), 2)} | ` +
-            `${fmt(BEE_REF.throughput[w]?.[W]?.[n])} |`,
+            `${fmt(BEE_REF.throughput[w]?.[W]?.[n])} |` +
+            (hasPf
+              ? ` ${fmt(tpMed(PF, w, n, W))} | ${fmt(tpRatio(PF, "bullmq", w, n, W), 2)} | ${fmt(tpRatio(PF, "bare-ioredis", w, n, W), 2)} |`
+              : ""),
         );
       }
     }
+  }
+  if (hasPf) {
+    p();
+    p(
+      "`Chicory, prefetch 32`: the same build with the broker's opt-in read-ahead " +
+        "(`CHICORY_BROKER_REDIS_PREFETCH=32`, off by default); the goals below are checked on the default.",
+    );
   }
   const errs = tp.rows.filter((r) => r.error);
   if (errs.length) p(`\nErrors: ${errs.map((e) => `${e.system} W=${e.workers} rep${e.rep}: ${e.error}`).join("; ")}`);
@@ -107,6 +120,12 @@ if (tp) {
     const vr = tpRatio("chicory", "bare-ioredis", "increment", n, 2);
     goal(`increment N=${n}, 2 workers: Chicory / BullMQ`, fmt(vb, 2), "≥ 3", vb >= 3);
     goal(`increment N=${n}, 2 workers: Chicory / bare`, fmt(vr, 2), "≥ 0.75", vr >= 0.75);
+    if (hasPf) {
+      const pb = tpRatio(PF, "bullmq", "increment", n, 2);
+      const pr = tpRatio(PF, "bare-ioredis", "increment", n, 2);
+      goal(`(prefetch 32) increment N=${n}, 2 workers: / BullMQ`, fmt(pb, 2), "≥ 3", pb >= 3, "opt-in setting");
+      goal(`(prefetch 32) increment N=${n}, 2 workers: / bare`, fmt(pr, 2), "≥ 0.75", pr >= 0.75, "opt-in setting");
+    }
   }
   for (const [w, t] of [
     ["cpu_bound", 0.85],

@@ -14,7 +14,13 @@ const steps = [
     "throughput.mjs",
     quick
       ? ["--reps=1", "--workers=2", "--batches=1024,4096"]
-      : ["--reps=3", "--workers=1,2", "--batches=1024,4096,16384", "--skip=cpu_bound:1024,io_bound:1024"],
+      : [
+          "--reps=3",
+          "--workers=1,2",
+          "--batches=1024,4096,16384",
+          "--skip=cpu_bound:1024,io_bound:1024",
+          "--systems=chicory,chicory+prefetch,bullmq,bare-ioredis",
+        ],
     45,
   ],
   ["latency.mjs", quick ? ["--jobs=300", "--reps=1"] : ["--jobs=1000", "--reps=3"], 15],

@@ -14,12 +14,13 @@ const { RedisBroker, RedisBackend } = await import(pathToFileURL(path.join(DIST,
 
 /**
  * Worker-side EXPERIMENTS, to estimate the gain of changes suggested in PROFILE.md without
- * touching src/ (never used for the committed comparison): CHICORY_BENCH_EXPERIMENT, comma list
+ * touching src/ (never used for the committed comparison, `prefetch` aside):
+ * CHICORY_BENCH_EXPERIMENT, comma list
  *   no-started  the worker's STARTED write is skipped
  *   async-ack   delivery.ack() resolves at once (the real ack runs in the background), so the
  *               concurrency slot is freed one round trip earlier
- *   prefetch    the consumer reads up to `concurrency` entries ahead into a local buffer
- *               (entries stay in the pending list, leases renewed by the consumer)
+ *   prefetch    not a patch: the product's read-ahead, `new RedisBroker({ prefetch: 32 })` in
+ *               the worker (CHICORY_BROKER_REDIS_PREFETCH), reported as its own system
  *   batch-settle  terminal results and acks of one event-loop turn are flushed as ONE pipeline
  *               on one connection: SET key json EX ttl + PUBLISH id per result, then one
  *               XACK + one XDEL per stream with all entry ids (no Lua; no SREM, as no bench job
@@ -95,7 +96,7 @@ function applyExperiments(app) {
     const setState = app.backend.setState.bind(app.backend);
     app.backend.setState = (id, state, extra) => (state === "STARTED" ? Promise.resolve() : setState(id, state, extra));
   }
-  if (EXPERIMENTS.has("async-ack") || EXPERIMENTS.has("prefetch") || EXPERIMENTS.has("batch-settle")) {
+  if (EXPERIMENTS.has("async-ack") || EXPERIMENTS.has("batch-settle")) {
     const consumerOf = app.broker.consumer.bind(app.broker);
     app.broker.consumer = (options) => wrapConsumer(consumerOf(options));
   }
@@ -120,23 +121,15 @@ function wrapDelivery(d) {
 }
 
 function wrapConsumer(inner) {
-  const extra = EXPERIMENTS.has("prefetch") ? CONCURRENCY : 0;
-  const buffer = [];
   return {
     async fetch(max, signal) {
-      if (buffer.length === 0 && !signal.aborted) buffer.push(...(await inner.fetch(max + extra, signal)));
-      if (signal.aborted) {
-        await Promise.allSettled(buffer.splice(0).map((d) => d.release()));
-        return [];
-      }
-      return buffer.splice(0, max).map(wrapDelivery);
+      return (await inner.fetch(max, signal)).map(wrapDelivery);
     },
     get inFlight() {
       return inner.inFlight;
     },
-    async close() {
-      await Promise.allSettled(buffer.splice(0).map((d) => d.release()));
-      await inner.close();
+    close() {
+      return inner.close();
     },
   };
 }
@@ -144,10 +137,10 @@ function wrapConsumer(inner) {
 /** Seconds a `get()` may wait (the scripts' own batch timeouts are shorter). */
 const GET_TIMEOUT_S = 900;
 
-function makeApp(queue) {
+function makeApp(queue, brokerOptions = {}) {
   const keyPrefix = queue.replace(/[^A-Za-z0-9._:-]/g, "_").slice(0, 64);
   const app = new Chicory({
-    broker: new RedisBroker({ url: REDIS_URL, keyPrefix }),
+    broker: new RedisBroker({ url: REDIS_URL, keyPrefix, ...brokerOptions }),
     backend: new RedisBackend({ url: REDIS_URL, keyPrefix }),
   });
   const work = app.task({ name: "work" }, async (w, v) => runWorkload(w, v));
@@ -155,7 +148,7 @@ function makeApp(queue) {
 }
 
 export async function startWorker({ queue }) {
-  const { app } = makeApp(queue);
+  const { app } = makeApp(queue, EXPERIMENTS.has("prefetch") ? { prefetch: CONCURRENCY } : {});
   applyExperiments(app);
   const worker = new Worker(app, { concurrency: CONCURRENCY, logger: silentLogger });
   await worker.start();

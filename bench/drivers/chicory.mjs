@@ -8,7 +8,11 @@ import { pathToFileURL } from "node:url";
 import { CONCURRENCY, now, REDIS_URL, ROOT, runWorkload } from "../lib/common.mjs";
 import { connect } from "../lib/redis.mjs";
 
-const DIST = process.env.CHICORY_DIST ? path.resolve(process.env.CHICORY_DIST) : path.join(path.dirname(ROOT), "dist");
+const EXPERIMENTS = new Set((process.env.CHICORY_BENCH_EXPERIMENT || "").split(",").filter(Boolean));
+// `dist-b`: worker processes load the build in CHICORY_DIST_B (an A/B of two builds in one run;
+// the producer, in the benchmark's own process, keeps CHICORY_DIST)
+const DIST_DIR = EXPERIMENTS.has("dist-b") ? process.env.CHICORY_DIST_B : process.env.CHICORY_DIST;
+const DIST = DIST_DIR ? path.resolve(DIST_DIR) : path.join(path.dirname(ROOT), "dist");
 const { Chicory, Worker, silentLogger } = await import(pathToFileURL(path.join(DIST, "index.js")).href);
 const { RedisBroker, RedisBackend } = await import(pathToFileURL(path.join(DIST, "redis.js")).href);
 
@@ -19,6 +23,8 @@ const { RedisBroker, RedisBackend } = await import(pathToFileURL(path.join(DIST,
  *   no-started  the worker's STARTED write is skipped
  *   async-ack   delivery.ack() resolves at once (the real ack runs in the background), so the
  *               concurrency slot is freed one round trip earlier
+ *   dist-b      not a patch: the worker processes load the build in CHICORY_DIST_B (A/B of two
+ *               builds of src/ in the same reps; the producer keeps CHICORY_DIST)
  *   prefetch    not a patch: the product's read-ahead, `new RedisBroker({ prefetch: 32 })` in
  *               the worker (CHICORY_BROKER_REDIS_PREFETCH), reported as its own system
  *   batch-settle  terminal results and acks of one event-loop turn are flushed as ONE pipeline
@@ -27,8 +33,6 @@ const { RedisBroker, RedisBackend } = await import(pathToFileURL(path.join(DIST,
  *               is `unique`). Approximates fix 1 of PROFILE.md.
  * throughput.mjs sets it from a system name like `chicory+no-started+prefetch`.
  */
-const EXPERIMENTS = new Set((process.env.CHICORY_BENCH_EXPERIMENT || "").split(",").filter(Boolean));
-
 function batchSettler(app) {
   const conn = connect({ enableAutoPipelining: false });
   const backend = app.backend;

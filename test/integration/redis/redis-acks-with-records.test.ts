@@ -6,13 +6,14 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { TaskRecord } from "../../../src/backends/backend.js";
 import { MemoryBackend } from "../../../src/backends/memory.js";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
-import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
+import type { Delivery } from "../../../src/brokers/broker.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { Chicory, Worker } from "../../../src/index.js";
 import type { RedisRecordWriter } from "../../../src/redis/redis-record-writer.js";
 import { encodeTask, fetchOne } from "../../contract/contract-helpers.js";
-import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
+import { SERVICES, skipUnless } from "../../helpers/services.js";
+import { openBrokerSandbox } from "./redis-broker-sandbox.js";
 import { deletePrefix, otherDatabase, rawRedis, testPrefix } from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
@@ -29,41 +30,17 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
   });
 
   async function setup() {
-    const prefix = testPrefix();
-    const queue = uniqueName("q");
-    const raw = rawRedis();
-    const brokers: RedisBroker[] = [];
-    const consumers: Consumer[] = [];
+    const sandbox = await openBrokerSandbox({ claimMinIdleMs: 500 }, codec, cleanups);
+    const { prefix, broker, queue } = sandbox;
     const backend = new RedisBackend({ url: SERVICES.redis, keyPrefix: prefix, env: {} });
     await backend.connect();
-    const newBroker = async () => {
-      const b = new RedisBroker({ url: SERVICES.redis, keyPrefix: prefix, claimMinIdleMs: 500, env: {} });
-      b.bind({ codec });
-      await b.connect();
-      brokers.push(b);
-      return b;
-    };
-    const broker = await newBroker();
-    const consumer = (b: RedisBroker = broker) => {
-      const c = b.consumer({ queues: [queue], consumerId: uniqueName("c-") });
-      consumers.push(c);
-      return c;
-    };
-    cleanups.push(async () => {
-      await Promise.allSettled(consumers.map((c) => c.close()));
-      await Promise.allSettled(brokers.map((b) => b.disconnect()));
-      await backend.disconnect();
-      await deletePrefix(prefix);
-      raw.disconnect();
-    });
+    cleanups.push(() => backend.disconnect());
     const publish = async () => {
       const task = encodeTask(codec);
       await broker.publish(queue, { id: task.id, body: task.body });
       return task.id;
     };
-    const stream = `${prefix}:stream:{${queue}}`;
-    const group = broker.settings.consumerGroup;
-    return { prefix, raw, backend, broker, newBroker, consumer, publish, stream, group };
+    return { ...sandbox, backend, publish };
   }
 
   it("attaches a Redis backend on the same server and database only", async () => {

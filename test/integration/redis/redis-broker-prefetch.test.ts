@@ -5,13 +5,11 @@
  * the consumer closes. Shared test Redis, random prefix.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import type { Consumer } from "../../../src/brokers/broker.js";
-import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker-options.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { encodeTask, eventually } from "../../contract/contract-helpers.js";
-import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
-import { deletePrefix, rawRedis, testPrefix } from "./redis-test-keys.js";
+import { skipUnless } from "../../helpers/services.js";
+import { openBrokerSandbox } from "./redis-broker-sandbox.js";
 
 const skip = await skipUnless("redis");
 const codec = new MessageCodec();
@@ -23,42 +21,18 @@ describe.skipIf(skip)("redis broker: read-ahead (prefetch)", () => {
   });
 
   async function setup(options: RedisBrokerOptions, jobs: number) {
-    const prefix = testPrefix();
-    const queue = uniqueName("q");
-    const raw = rawRedis();
-    const brokers: RedisBroker[] = [];
-    const consumers: Consumer[] = [];
-    const newBroker = async (extra: RedisBrokerOptions = {}) => {
-      const b = new RedisBroker({ url: SERVICES.redis, keyPrefix: prefix, env: {}, ...options, ...extra });
-      b.bind({ codec });
-      await b.connect();
-      brokers.push(b);
-      return b;
-    };
-    const broker = await newBroker();
-    const consumer = (b: RedisBroker = broker) => {
-      const c = b.consumer({ queues: [queue], consumerId: uniqueName("c-") });
-      consumers.push(c);
-      return c;
-    };
-    cleanups.push(async () => {
-      await Promise.allSettled(consumers.map((c) => c.close()));
-      await Promise.allSettled(brokers.map((b) => b.disconnect()));
-      await deletePrefix(prefix);
-      raw.disconnect();
-    });
+    const sandbox = await openBrokerSandbox(options, codec, cleanups);
+    const { broker, queue, raw, stream, group } = sandbox;
     for (let i = 0; i < jobs; i++) {
       const task = encodeTask(codec);
       await broker.publish(queue, { id: task.id, body: task.body });
     }
-    const stream = `${prefix}:stream:{${queue}}`;
-    const group = broker.settings.consumerGroup;
     /** Entries of the pending list per consumer name. */
     const pendingByConsumer = async (): Promise<Record<string, number>> => {
       const [, , , owners] = (await raw.xpending(stream, group)) as [number, string, string, Array<[string, string]>];
       return Object.fromEntries((owners ?? []).map(([name, n]) => [name, Number(n)]));
     };
-    return { queue, raw, broker, newBroker, consumer, stream, group, pendingByConsumer };
+    return { ...sandbox, pendingByConsumer };
   }
 
   it("reads prefetch entries beyond max and hands them out on the next fetch without reading", async () => {

@@ -8,7 +8,8 @@ import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker-options.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { encodeTask, eventually, sleep } from "../../contract/contract-helpers.js";
-import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
+import { skipUnless, uniqueName } from "../../helpers/services.js";
+import { openBrokerSandbox } from "./redis-broker-sandbox.js";
 import { deletePrefix, keysUnder, rawRedis, testPrefix } from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
@@ -20,36 +21,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
-  async function setup(options: RedisBrokerOptions = {}) {
-    const prefix = testPrefix();
-    const queue = uniqueName("q");
-    const raw = rawRedis();
-    const brokers: RedisBroker[] = [];
-    const consumers: Consumer[] = [];
-    const newBroker = async (extra: RedisBrokerOptions = {}) => {
-      const b = new RedisBroker({ url: SERVICES.redis, keyPrefix: prefix, env: {}, ...options, ...extra });
-      b.bind({ codec });
-      await b.connect();
-      brokers.push(b);
-      return b;
-    };
-    const broker = await newBroker();
-    const consumer = (b: RedisBroker = broker, queues = [queue]) => {
-      const c = b.consumer({ queues, consumerId: uniqueName("c-") });
-      consumers.push(c);
-      return c;
-    };
-    cleanups.push(async () => {
-      await Promise.allSettled(consumers.map((c) => c.close()));
-      await Promise.allSettled(brokers.map((b) => b.disconnect()));
-      await deletePrefix(prefix);
-      raw.disconnect();
-    });
-    const stream = `${prefix}:stream:{${queue}}`;
-    const dlq = `${prefix}:dlq:{${queue}}`;
-    const group = broker.settings.consumerGroup;
-    return { prefix, queue, raw, broker, newBroker, consumer, stream, dlq, group };
-  }
+  const setup = (options: RedisBrokerOptions = {}) => openBrokerSandbox(options, codec, cleanups);
 
   async function fetchOne(c: Consumer, timeoutMs = 3000): Promise<Delivery> {
     return eventually(

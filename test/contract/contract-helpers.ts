@@ -2,7 +2,9 @@
  * Helpers shared by the contract suites: building real task messages, polling a condition
  * with a deadline, and fetching with deadlines instead of fixed sleeps.
  */
+import type { TaskRecord } from "../../src/backends/backend.js";
 import type { Broker, BrokerCapabilities, Consumer, Delivery } from "../../src/brokers/broker.js";
+import type { JsonValue } from "../../src/core/json.js";
 import type { MessageCodec, TaskMessage } from "../../src/core/message.js";
 import { uniqueName } from "../helpers/services.js";
 
@@ -25,6 +27,11 @@ export async function eventually<T>(fn: () => T | Promise<T>, timeoutMs = 5000, 
     }
     await sleep(intervalMs);
   }
+}
+
+/** A SUCCESS record of `taskId` holding `result`, stamped now. */
+export function successRecord(taskId: string, result: JsonValue): TaskRecord {
+  return { taskId, state: "SUCCESS", result, updatedAt: new Date().toISOString() };
 }
 
 /** A valid task message with a random id. */

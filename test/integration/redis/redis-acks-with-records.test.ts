@@ -3,7 +3,6 @@
  * script call (`ack-with-records.lua`), written before the ack, atomic, and fenced like an ack.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import type { TaskRecord } from "../../../src/backends/backend.js";
 import { MemoryBackend } from "../../../src/backends/memory.js";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import type { Delivery } from "../../../src/brokers/broker.js";
@@ -11,17 +10,13 @@ import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { Chicory, Worker } from "../../../src/index.js";
 import type { RedisRecordWriter } from "../../../src/redis/redis-record-writer.js";
-import { encodeTask, fetchOne } from "../../contract/contract-helpers.js";
+import { encodeTask, fetchOne, successRecord as success } from "../../contract/contract-helpers.js";
 import { SERVICES, skipUnless } from "../../helpers/services.js";
 import { openBrokerSandbox } from "./redis-broker-sandbox.js";
 import { deletePrefix, otherDatabase, rawRedis, testPrefix } from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
 const codec = new MessageCodec();
-
-function success(taskId: string, result: TaskRecord["result"]): TaskRecord {
-  return { taskId, state: "SUCCESS", result, updatedAt: new Date().toISOString() };
-}
 
 describe.skipIf(skip)("redis broker: acks that carry the backend's records", () => {
   const cleanups: Array<() => Promise<void>> = [];

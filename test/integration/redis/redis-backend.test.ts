@@ -3,9 +3,9 @@
  * waiter (one subscription), heartbeat keys by the Redis clock.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import type { TaskRecord } from "../../../src/backends/backend.js";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import type { JsonValue } from "../../../src/core/json.js";
+import { successRecord as success } from "../../contract/contract-helpers.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { deletePrefix, keysUnder, rawRedis, testPrefix } from "./redis-test-keys.js";
 
@@ -31,10 +31,6 @@ function untilCount(sub: ReturnType<typeof rawRedis>, messages: string[], n: num
     };
     sub.on("message", check);
   });
-}
-
-function success(taskId: string, result: JsonValue): TaskRecord {
-  return { taskId, state: "SUCCESS", result, updatedAt: new Date().toISOString() };
 }
 
 describe.skipIf(skip)("redis backend", () => {

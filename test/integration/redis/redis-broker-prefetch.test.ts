@@ -5,6 +5,7 @@
  * the consumer closes. Shared test Redis, random prefix.
  */
 import { afterEach, describe, expect, it } from "vitest";
+import type { Delivery } from "../../../src/brokers/broker.js";
 import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker-options.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { encodeTask, eventually } from "../../contract/contract-helpers.js";
@@ -32,7 +33,16 @@ describe.skipIf(skip)("redis broker: read-ahead (prefetch)", () => {
       const [, , , owners] = (await raw.xpending(stream, group)) as [number, string, string, Array<[string, string]>];
       return Object.fromEntries((owners ?? []).map(([name, n]) => [name, Number(n)]));
     };
-    return { ...sandbox, pendingByConsumer };
+    /** What a consumer of another broker takes, once it takes exactly `n` entries. */
+    const takenByAnother = async (n: number): Promise<Delivery[]> => {
+      const other = sandbox.consumer(await sandbox.newBroker());
+      return eventually(async () => {
+        const got = await other.fetch(n + 1, AbortSignal.timeout(200));
+        expect(got).toHaveLength(n);
+        return got;
+      }, 5000);
+    };
+    return { ...sandbox, pendingByConsumer, takenByAnother };
   }
 
   it("reads prefetch entries beyond max and hands them out on the next fetch without reading", async () => {
@@ -80,8 +90,7 @@ describe.skipIf(skip)("redis broker: read-ahead (prefetch)", () => {
     const s = await setup({ prefetch: 2, claimMinIdleMs: leaseMs }, 3);
     const c = s.consumer();
     const [running] = await c.fetch(1, new AbortController().signal);
-    const [, , , owners] = (await s.raw.xpending(s.stream, s.group)) as [number, string, string, string[][]];
-    const owner = owners?.[0]?.[0] as string;
+    const [owner] = Object.keys(await s.pendingByConsumer()) as [string];
     const entries = (await s.raw.xpending(s.stream, s.group, "-", "+", 10, owner)) as Array<[string]>;
     const bufferedIds = entries.map(([id]) => id).filter((id) => id !== running?.deliveryId);
     expect(bufferedIds).toHaveLength(2);
@@ -105,12 +114,7 @@ describe.skipIf(skip)("redis broker: read-ahead (prefetch)", () => {
     expect(running).toBeDefined();
     stop.abort();
     // the lease is 60 s: only a release makes them claimable now
-    const other = s.consumer(await s.newBroker());
-    const taken = await eventually(async () => {
-      const got = await other.fetch(5, AbortSignal.timeout(200));
-      expect(got).toHaveLength(3);
-      return got;
-    }, 5000);
+    const taken = await s.takenByAnother(3);
     expect(taken.map((d) => d.deliveryCount)).toEqual([1, 1, 1]);
     expect(await c.fetch(5, AbortSignal.timeout(200))).toEqual([]);
     for (const d of [running, ...taken]) await d?.ack();
@@ -122,12 +126,7 @@ describe.skipIf(skip)("redis broker: read-ahead (prefetch)", () => {
     const [running] = await c.fetch(1, AbortSignal.timeout(3000));
     await running?.ack();
     await c.close();
-    const other = s.consumer(await s.newBroker());
-    const taken = await eventually(async () => {
-      const got = await other.fetch(5, AbortSignal.timeout(200));
-      expect(got).toHaveLength(2);
-      return got;
-    }, 5000);
+    const taken = await s.takenByAnother(2);
     for (const d of taken) await d.ack();
     expect(await s.raw.xlen(s.stream)).toBe(0);
   });

@@ -26,6 +26,7 @@
 import { isUtf8 } from "node:buffer";
 import { randomBytes } from "node:crypto";
 import type { Logger } from "../../core/logger.js";
+import { nextTurn } from "../../core/sleep.js";
 import { BrokerConnectionError, ChicoryError } from "../../errors.js";
 import type { Consumer, ConsumerOptions, Delivery } from "../broker.js";
 import type { RabbitMqConnection } from "./rabbitmq-connection.js";
@@ -299,7 +300,7 @@ export class RabbitMqConsumer implements Consumer {
    * worker's loop usually asks for more as soon as its other jobs settled).
    */
   async #cancelIfStillIdle(): Promise<void> {
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    await nextTurn();
     await this.#syncSubscription();
   }
 

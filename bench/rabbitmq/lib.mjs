@@ -1,5 +1,6 @@
 // Shared configuration, workloads, statistics, process helpers and clean-up for the RabbitMQ
-// benchmarks (bench/rabbitmq/ only; independent of bench/lib, which belongs to the Redis bench).
+// benchmarks (bench/rabbitmq/ only; of bench/lib, which belongs to the Redis bench, only the
+// workloads are shared).
 // Workloads and method follow ../shared/bench-peers/lib/common.mjs.
 import { fork } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -21,22 +22,8 @@ export function runPrefix() {
   return `benchrmq-${randomBytes(4).toString("hex")}`;
 }
 
-/** The three workloads of Chicory's benchmark. */
-export function runWorkload(w, v) {
-  switch (w) {
-    case "increment":
-      return v + 1;
-    case "cpu_bound": {
-      let x = v;
-      for (let i = 0; i < 10000; i++) x = (x * 31 + 17) % 1000000007;
-      return x;
-    }
-    case "io_bound":
-      return new Promise((r) => setTimeout(() => r(v), 10));
-    default:
-      throw new Error(`unknown workload ${w}`);
-  }
-}
+/** The three workloads of Chicory's benchmark (one definition for every benchmark). */
+export { runWorkload } from "../lib/common.mjs";
 
 export const now = () => performance.now();
 

@@ -20,12 +20,12 @@ export const CONCURRENCY = Number(process.env.CONCURRENCY || 32);
 /**
  * `cpu_bound`: 10,000 iterations of x = (x * 31 + 17) % 1000000007.
  *
- * `async` so that V8 never inlines it into a driver's handler: inlined, the same loop ran
- * 15-30 % slower depending on the caller (one build, 2026-11-30: 138 µs per call on its own,
- * 165 µs inlined into a `.then` arrow, 178 µs inlined into an `async` arrow; with
- * `--no-turbo-inlining` all three 138-141 µs). Every system (Chicory, BullMQ, the bare loop) thus
- * runs the same compiled loop, and the workload measures the queue, not the inliner. The loop
- * runs to completion before the call returns (there is no `await` in it).
+ * `async` so that V8 never inlines it into a driver's handler: inlined, the same loop ran up
+ * to 25 % slower depending on the caller (2026-11-30: 138 µs per call on its own, 139-144 µs
+ * in the bare loop's worker, 173-182 µs in Chicory's; see README "Method"). Every system
+ * (Chicory, BullMQ, the bare loop) thus runs the same compiled loop, and the workload measures
+ * the queue, not the inliner. The loop runs to completion before the call returns (there is no
+ * `await` in it).
  */
 async function cpuBound(v) {
   let x = v;

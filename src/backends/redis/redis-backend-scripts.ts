@@ -18,6 +18,11 @@ const SCRIPTS = {
   chicoryCleanupWorkers: { numberOfKeys: 1, lua: lua("cleanup-workers") },
 } as const;
 
+/** The source of every backend script (to load them all ahead, e.g. in a test). */
+export function backendScriptSources(): string[] {
+  return Object.values(SCRIPTS).map((definition) => definition.lua);
+}
+
 /** Registers every backend script on `client`. */
 export function defineBackendScripts(client: RedisClientLike): void {
   for (const [name, definition] of Object.entries(SCRIPTS)) client.defineCommand(name, definition);

@@ -44,6 +44,11 @@ const SCRIPTS = {
 /** Name of a broker script. */
 export type BrokerScript = keyof typeof SCRIPTS;
 
+/** The source of every broker script (to load them all ahead, e.g. in a test). */
+export function brokerScriptSources(): string[] {
+  return Object.values(SCRIPTS).map((definition) => definition.lua);
+}
+
 /** Registers every broker script on `client` (idempotent). */
 export function defineBrokerScripts(client: RedisClientLike): void {
   for (const [name, definition] of Object.entries(SCRIPTS)) client.defineCommand(name, definition);

@@ -2,7 +2,7 @@
  * Redis broker + Redis backend on one server: a delivery's terminal record and its ack are one
  * script call (`ack-with-records.lua`), written before the ack, atomic, and fenced like an ack.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { MemoryBackend } from "../../../src/backends/memory.js";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import type { Delivery } from "../../../src/brokers/broker.js";
@@ -11,6 +11,7 @@ import { MessageCodec } from "../../../src/core/message.js";
 import { Chicory, Worker } from "../../../src/index.js";
 import type { RedisRecordWriter } from "../../../src/redis/redis-record-writer.js";
 import { encodeTask, fetchOne, successRecord as success } from "../../contract/contract-helpers.js";
+import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless } from "../../helpers/services.js";
 import { openBrokerSandbox } from "./redis-broker-sandbox.js";
 import { deletePrefix, otherDatabase, rawRedis, testPrefix } from "./redis-test-keys.js";
@@ -19,10 +20,7 @@ const skip = await skipUnless("redis");
 const codec = new MessageCodec();
 
 describe.skipIf(skip)("redis broker: acks that carry the backend's records", () => {
-  const cleanups: Array<() => Promise<void>> = [];
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
+  const cleanups = useCleanups();
 
   async function setup() {
     const sandbox = await openBrokerSandbox({ claimMinIdleMs: 500 }, codec, cleanups);

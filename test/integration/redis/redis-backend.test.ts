@@ -2,10 +2,11 @@
  * Redis-specific backend behaviour: key layout and TTL, pub/sub wake-up shared by every
  * waiter (one subscription), heartbeat keys by the Redis clock.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import type { JsonValue } from "../../../src/core/json.js";
 import { successRecord as success } from "../../contract/contract-helpers.js";
+import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { deletePrefix, keysUnder, rawRedis, testPrefix } from "./redis-test-keys.js";
 
@@ -34,10 +35,7 @@ function untilCount(sub: ReturnType<typeof rawRedis>, messages: string[], n: num
 }
 
 describe.skipIf(skip)("redis backend", () => {
-  const cleanups: Array<() => Promise<void>> = [];
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
+  const cleanups = useCleanups();
 
   async function setup() {
     const prefix = testPrefix();

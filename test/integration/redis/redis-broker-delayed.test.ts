@@ -2,13 +2,14 @@
  * Delayed messages on Redis: the mover moves due entries in bounded batches, by the Redis
  * clock, never early and never twice.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import type { RedisClientLike } from "../../../src/redis/redis-client.js";
 import { runScript } from "../../../src/redis/redis-client.js";
 import { encodeTask, eventually } from "../../contract/contract-helpers.js";
+import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { deletePrefix, rawRedis, testPrefix } from "./redis-test-keys.js";
 
@@ -16,10 +17,7 @@ const skip = await skipUnless("redis");
 const codec = new MessageCodec();
 
 describe.skipIf(skip)("redis broker: delayed messages", () => {
-  const cleanups: Array<() => Promise<void>> = [];
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
+  const cleanups = useCleanups();
 
   function names() {
     const prefix = testPrefix();

@@ -4,11 +4,12 @@
  * once their lease was lost, and go back to the group at once when the fetch signal aborts or
  * the consumer closes. Shared test Redis, random prefix.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Delivery } from "../../../src/brokers/broker.js";
 import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker-options.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { encodeTask, eventually } from "../../contract/contract-helpers.js";
+import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
 import { openBrokerSandbox } from "./redis-broker-sandbox.js";
 
@@ -16,10 +17,7 @@ const skip = await skipUnless("redis");
 const codec = new MessageCodec();
 
 describe.skipIf(skip)("redis broker: read-ahead (prefetch)", () => {
-  const cleanups: Array<() => Promise<void>> = [];
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
+  const cleanups = useCleanups();
 
   async function setup(options: RedisBrokerOptions, jobs: number) {
     const sandbox = await openBrokerSandbox(options, codec, cleanups);

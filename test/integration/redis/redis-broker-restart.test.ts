@@ -6,13 +6,14 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { connect, createServer } from "node:net";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { BrokerConnectionError } from "../../../src/errors.js";
 import { encodeTask, sleep } from "../../contract/contract-helpers.js";
+import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless, uniqueName } from "../../helpers/services.js";
 
 const skip = await skipUnless("redis");
@@ -63,10 +64,7 @@ async function stopRedis(child: ChildProcess | undefined): Promise<void> {
 }
 
 describe.skipIf(skip)("redis broker: server restart", () => {
-  const cleanups: Array<() => Promise<void>> = [];
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
+  const cleanups = useCleanups();
 
   async function fetchUntil(consumer: Consumer, timeoutMs: number): Promise<{ delivery: Delivery; errors: number }> {
     const deadline = Date.now() + timeoutMs;

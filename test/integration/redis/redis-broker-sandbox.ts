@@ -7,6 +7,7 @@ import type { Consumer } from "../../../src/brokers/broker.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker-options.js";
 import type { MessageCodec } from "../../../src/core/message.js";
+import type { Cleanups } from "../../helpers/cleanups.js";
 import { SERVICES, uniqueName } from "../../helpers/services.js";
 import { deletePrefix, rawRedis, testPrefix } from "./redis-test-keys.js";
 
@@ -36,7 +37,7 @@ export interface BrokerSandbox {
 export async function openBrokerSandbox(
   options: RedisBrokerOptions,
   codec: MessageCodec,
-  cleanups: Array<() => Promise<void>>,
+  cleanups: Cleanups,
 ): Promise<BrokerSandbox> {
   const prefix = testPrefix();
   const queue = uniqueName("q");

@@ -2,12 +2,13 @@
  * Redis-specific broker behaviour: no trimming, acked entries deleted, group at 0, leases,
  * reclaim counts, fencing, DLQ limits and fields, key names. Shared test Redis, random prefix.
  */
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker-options.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { encodeTask, eventually, sleep } from "../../contract/contract-helpers.js";
+import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless, uniqueName } from "../../helpers/services.js";
 import { openBrokerSandbox } from "./redis-broker-sandbox.js";
 import { deletePrefix, keysUnder, rawRedis, testPrefix } from "./redis-test-keys.js";
@@ -16,10 +17,7 @@ const skip = await skipUnless("redis");
 const codec = new MessageCodec();
 
 describe.skipIf(skip)("redis broker: streams", () => {
-  const cleanups: Array<() => Promise<void>> = [];
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
+  const cleanups = useCleanups();
 
   const setup = (options: RedisBrokerOptions = {}) => openBrokerSandbox(options, codec, cleanups);
 

@@ -3,18 +3,16 @@
  * schema creation, and recovery of the jobs of a SIGKILLed consumer.
  */
 import { rmSync, writeFileSync } from "node:fs";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { Delivery } from "../../../src/brokers/broker.js";
 import { SqliteBroker } from "../../../src/brokers/sqlite/index.js";
+import { useCleanups } from "../../helpers/cleanups.js";
 import { uniqueName } from "../../helpers/services.js";
 import { startChild } from "./sqlite-child-process.js";
 import { removeDb, tempDbPath } from "./sqlite-test-files.js";
 
 describe("sqlite broker across processes", () => {
-  const cleanups: Array<() => Promise<void> | void> = [];
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
+  const cleanups = useCleanups();
 
   async function broker(path: string, claimMinIdleMs = 30_000): Promise<SqliteBroker> {
     const b = new SqliteBroker({ path, claimMinIdleMs });

@@ -158,10 +158,8 @@ export class RedisConsumer implements Consumer {
       if (signal.aborted || this.#isClosed) await this.#releaseBuffer();
       return [];
     }
-    if (this.#buffer.length > 0) {
-      const ready = this.#takeBuffered(max);
-      if (ready.length > 0) return ready;
-    }
+    // Entries whose lease was lost are already gone from the buffer (see #renewLeases).
+    if (this.#buffer.length > 0) return this.#buffer.splice(0, max);
     const conn = await this.#connection();
     const out: RedisDelivery[] = [];
     const want = max + this.#ctx.prefetch;
@@ -190,17 +188,6 @@ export class RedisConsumer implements Consumer {
       return [];
     }
     if (out.length > max) this.#buffer.push(...out.splice(max));
-    return out;
-  }
-
-  /** Up to `max` buffered entries, in read order, skipping those whose lease was lost. */
-  #takeBuffered(max: number): RedisDelivery[] {
-    const out: RedisDelivery[] = [];
-    while (out.length < max && this.#buffer.length > 0) {
-      const d = this.#buffer.shift() as RedisDelivery;
-      // renewal found it taken by another consumer (this process stalled past its lease)
-      if (this.#queueOf(d)?.inFlight.get(d.deliveryId) === d) out.push(d);
-    }
     return out;
   }
 

@@ -359,7 +359,8 @@ describe("regressions of defects this suite found", () => {
     const huge = `{"id":"x","args":[${"[1,2,3,4],".repeat(64 * 104_857)}0]}`;
     const started = performance.now();
     expect(peekMessage(huge)).toBeNull();
-    expect(performance.now() - started).toBeLessThan(50);
+    // parsing it takes seconds; looking at its head takes microseconds
+    expect(performance.now() - started).toBeLessThan(500);
     expect(peekMessage('{"id":"small"}')).toEqual({ id: "small" });
   });
 

@@ -93,7 +93,8 @@ describe.skipIf(skip)("redis backend", () => {
     const started = Date.now();
     await Promise.all(ids.map((id, i) => writer.storeResult(success(id, i))));
     const records = await Promise.all(waits);
-    expect(Date.now() - started).toBeLessThan(2000);
+    // polls are 60 s apart and the waits give up after 10 s: only the push delivers them
+    expect(Date.now() - started).toBeLessThan(8000);
     expect(records.map((r) => r?.result)).toEqual(ids.map((_, i) => i));
   });
 

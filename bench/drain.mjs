@@ -4,7 +4,8 @@
 // The producer's own CPU for the fill (encode + XADD) is reported separately. A diagnostic for
 // PROFILE.md (no peers in it); quote ratios from throughput.mjs / roundtrips.mjs.
 //   node bench/drain.mjs --n=30000 --reps=3 [--prof=file.cpuprofile]  (dist/ or CHICORY_DIST;
-//   --prof profiles the drain phase only, the last rep's profile is kept)
+//   --prof profiles the drain phase only, the last rep's profile is kept; --alloc prints the
+//   worker's bytes allocated per job by function, sampled over the last rep's drain)
 import fs from "node:fs";
 import { Session } from "node:inspector/promises";
 import path from "node:path";
@@ -23,6 +24,24 @@ const cpuUs = (from) => {
   const u = process.cpuUsage(from);
   return u.user + u.system;
 };
+
+/** Bytes per job by allocating function (self size of the sampled heap profile). */
+function printAllocations(profile, n, top) {
+  const bySite = new Map();
+  let total = 0;
+  const walk = (node) => {
+    const f = node.callFrame;
+    const site = `${f.functionName || "(anonymous)"} ${f.url.split("/").slice(-2).join("/")}:${f.lineNumber + 1}`;
+    total += node.selfSize;
+    bySite.set(site, (bySite.get(site) ?? 0) + node.selfSize);
+    for (const child of node.children) walk(child);
+  };
+  walk(profile.head);
+  console.log(`worker allocations: ${Math.round(total / n)} B/job`);
+  for (const [site, bytes] of [...bySite].sort((a, b) => b[1] - a[1]).slice(0, top)) {
+    console.log(`${String(Math.round(bytes / n)).padStart(7)} B/job  ${site}`);
+  }
+}
 
 const rows = [];
 for (let rep = 1; rep <= REPS; rep++) {
@@ -58,6 +77,16 @@ for (let rep = 1; rep <= REPS; rep++) {
     await session.post("Profiler.enable");
     await session.post("Profiler.start");
   }
+  const heap = args.alloc && rep === REPS ? new Session() : null;
+  if (heap) {
+    heap.connect();
+    await heap.post("HeapProfiler.enable");
+    await heap.post("HeapProfiler.startSampling", {
+      samplingInterval: 256,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
+    });
+  }
   c0 = process.cpuUsage();
   const t0 = performance.now();
   await worker.start();
@@ -65,6 +94,11 @@ for (let rep = 1; rep <= REPS; rep++) {
   await worker.stop(30);
   const ms = performance.now() - t0;
   const workerUs = cpuUs(c0);
+  if (heap) {
+    const { profile } = await heap.post("HeapProfiler.stopSampling");
+    heap.disconnect();
+    printAllocations(profile, N, Number(args.top ?? 30));
+  }
   if (session) {
     const { profile } = await session.post("Profiler.stop");
     const file = path.resolve(typeof args.prof === "string" ? args.prof : `drain-${rep}.cpuprofile`);

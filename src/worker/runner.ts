@@ -99,31 +99,76 @@ export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<A
   return { outcome, message, task, alreadyAcked };
 }
 
-/** Abort callbacks per shutdown signal: one listener on the signal, not one per task. */
-const abortCallbacks = new WeakMap<AbortSignal, Set<() => void>>();
+/**
+ * The early end of one attempt: a timeout, a forced shutdown or a lost lease. Until the handler
+ * returns, {@link AttemptAbort.abort} only notes the reason (and aborts `ctx.signal`); once the
+ * attempt waits for the handler's promise, it also ends that wait. One object per attempt, no
+ * closures: the worker runs many short attempts.
+ */
+class AttemptAbort {
+  /** Why the attempt ended early, once it has. */
+  reason: Error | undefined;
+  /** `ctx.signal`'s controller (context tasks only). */
+  controller: AbortController | undefined;
+  #reject: ((reason: Error) => void) | undefined;
 
-/** Calls `callback` when `signal` aborts (at once when it already has); returns the unsubscribe. */
-function whenAborted(signal: AbortSignal, callback: () => void): () => void {
-  if (signal.aborted) {
-    callback();
-    return () => undefined;
+  abort(reason: Error): void {
+    if (this.reason) return;
+    this.reason = reason;
+    this.controller?.abort(reason);
+    this.#reject?.(reason);
   }
-  let callbacks = abortCallbacks.get(signal);
-  if (!callbacks) {
-    const set = new Set<() => void>();
-    callbacks = set;
-    abortCallbacks.set(signal, set);
+
+  /** Settles as `pending` does, or rejects with the reason when the attempt ends first. */
+  race(pending: PromiseLike<unknown>): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      if (this.reason) {
+        reject(this.reason);
+        return;
+      }
+      this.#reject = reject;
+      pending.then(resolve, reject);
+    });
+  }
+}
+
+/** Attempts to abort per shutdown signal: one listener on the signal, not one per attempt. */
+const shutdownWatch = new WeakMap<AbortSignal, Set<AttemptAbort>>();
+
+/** Aborts `run` when `signal` aborts (at once when it already has); undo with {@link unwatchShutdown}. */
+function watchShutdown(signal: AbortSignal, run: AttemptAbort): void {
+  if (signal.aborted) {
+    run.abort(new TaskAbortedError(SHUT_DOWN));
+    return;
+  }
+  let runs = shutdownWatch.get(signal);
+  if (!runs) {
+    const set = new Set<AttemptAbort>();
+    runs = set;
+    shutdownWatch.set(signal, set);
     signal.addEventListener(
       "abort",
       () => {
-        for (const fn of [...set]) fn();
+        for (const r of [...set]) r.abort(new TaskAbortedError(SHUT_DOWN));
       },
       { once: true },
     );
   }
-  const set = callbacks;
-  set.add(callback);
-  return () => set.delete(callback);
+  runs.add(run);
+}
+
+function unwatchShutdown(signal: AbortSignal, run: AttemptAbort): void {
+  shutdownWatch.get(signal)?.delete(run);
+}
+
+const SHUT_DOWN = "worker shut down before the task ended";
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === "object" || typeof value === "function") &&
+    typeof (value as { then?: unknown }).then === "function"
+  );
 }
 
 async function attempt(
@@ -132,28 +177,14 @@ async function attempt(
   env: RunnerEnv,
   delivery: Delivery,
 ): Promise<Outcome> {
-  // The attempt ends early on timeout or forced shutdown: `aborted` rejects, and a context
-  // task's `ctx.signal` aborts (its AbortController exists only for context tasks).
-  let abortReason: Error | undefined;
-  let controller: AbortController | undefined;
-  let rejectAborted!: (reason: Error) => void;
-  const aborted = new Promise<never>((_, reject) => {
-    rejectAborted = reject;
-  });
-  aborted.catch(() => undefined);
-  const abort = (reason: Error) => {
-    if (abortReason) return;
-    abortReason = reason;
-    controller?.abort(reason);
-    rejectAborted(reason);
-  };
-  const offShutdown = whenAborted(env.shutdownSignal, () =>
-    abort(new TaskAbortedError("worker shut down before the task ended")),
-  );
+  // The attempt ends early on timeout, forced shutdown or a lost lease: the wait for the
+  // handler rejects, and a context task's `ctx.signal` aborts.
+  const run = new AttemptAbort();
+  watchShutdown(env.shutdownSignal, run);
   // A lease lost while the task runs (this process stalled past it, another worker took the
   // message): stop here and leave the job to its new owner.
   delivery.onLeaseLost?.(() =>
-    abort(new TaskAbortedError("the lease on this message was lost: another worker took it over")),
+    run.abort(new TaskAbortedError("the lease on this message was lost: another worker took it over")),
   );
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -166,31 +197,34 @@ async function attempt(
       }
       args = validated;
     }
+    // Aborted before the handler started (forced shutdown, lost lease): it does not start.
+    if (run.reason) throw run.reason;
     env.onStart(message);
     if (task.timeoutMs !== undefined) {
       const ms = task.timeoutMs;
       timer = setTimeout(
-        () => abort(new TaskTimeoutError(`task ${task.name} exceeded its timeout of ${ms / 1000} s`)),
+        () => run.abort(new TaskTimeoutError(`task ${task.name} exceeded its timeout of ${ms / 1000} s`)),
         timerDelay(ms),
       );
     }
     const handler = task.handler as (...a: unknown[]) => unknown;
-    let call: Promise<unknown>;
+    let value: unknown;
     if (task.usesContext) {
-      controller = new AbortController();
-      if (abortReason) controller.abort(abortReason);
+      run.controller = new AbortController();
       const ctx = new TaskContext({
         taskId: message.id,
         taskName: task.name,
         retries: message.retries,
         retryPolicy: task.retryPolicy,
-        signal: controller.signal,
+        signal: run.controller.signal,
       });
-      call = (async () => handler(ctx, ...args))();
+      value = handler(ctx, ...args);
     } else {
-      call = (async () => handler(...args))();
+      value = handler(...args);
     }
-    let value = await Promise.race([call, aborted]);
+    // A handler that returned a promise (any async one) is waited for unless the attempt ends
+    // first; a plain value (a synchronous handler) needs no wait.
+    if (isThenable(value)) value = await run.race(value);
     if (value === undefined) value = null;
     if (task.resultSchema && (mode === "outputs" || mode === "strict")) {
       value = await validateWithSchema(task.resultSchema, value, `task "${task.name}" result`);
@@ -202,7 +236,7 @@ async function attempt(
     return failureOutcome(task, message, thrown);
   } finally {
     if (timer) clearTimeout(timer);
-    offShutdown();
+    unwatchShutdown(env.shutdownSignal, run);
   }
 }
 

@@ -74,13 +74,39 @@ const store = (state: TaskState, withValue = false, withError = false): Action =
   withError,
 });
 
+// The plans are constants (a worker settles every job with one of them): never mutated.
+const ACK: Action = { type: "ack" };
+const SUCCESS = store("SUCCESS", true);
+const RETRY_RECORD = store("RETRY", false, true);
+const DEAD_RECORD = store("DEAD_LETTERED", false, true);
+const FAILURE_RECORD = store("FAILURE", false, true);
+const PLANS = {
+  successAcked: [SUCCESS],
+  success: [SUCCESS, ACK],
+  retryAcked: [RETRY_RECORD, { type: "republish" }],
+  retry: [RETRY_RECORD, { type: "retry" }],
+  deadAcked: [DEAD_RECORD, { type: "writeDeadLetter" }],
+  dead: [DEAD_RECORD, { type: "deadLetter" }],
+  failureAcked: [FAILURE_RECORD],
+  failure: [FAILURE_RECORD, ACK],
+  release: [{ type: "release" }],
+} as const satisfies Record<string, readonly Action[]>;
+
+/** `storeAndAck` plans, one per store-then-ack plan (see {@link settle}). */
+const combinedPlans = new WeakMap<readonly Action[], readonly Action[]>();
+
 /** The actions for an outcome, in the order they must run. */
 export function settle(outcome: Outcome, mode: SettleMode): readonly Action[] {
   const actions = plan(outcome, mode);
   const [first, second] = actions;
   // A store followed by an ack is always a final record (SUCCESS or FAILURE) and the end.
   if (mode.acksCarryRecords && actions.length === 2 && first?.type === "store" && second?.type === "ack") {
-    return [{ ...first, type: "storeAndAck" }];
+    let combined = combinedPlans.get(actions);
+    if (!combined) {
+      combined = [{ ...first, type: "storeAndAck" }];
+      combinedPlans.set(actions, combined);
+    }
+    return combined;
   }
   return actions;
 }
@@ -89,18 +115,12 @@ function plan(outcome: Outcome, mode: SettleMode): readonly Action[] {
   const acked = mode.alreadyAcked;
   switch (outcome.kind) {
     case "success":
-      return acked ? [store("SUCCESS", true)] : [store("SUCCESS", true), { type: "ack" }];
+      return acked ? PLANS.successAcked : PLANS.success;
     case "retry":
-      return acked
-        ? [store("RETRY", false, true), { type: "republish" }]
-        : [store("RETRY", false, true), { type: "retry" }];
+      return acked ? PLANS.retryAcked : PLANS.retry;
     case "failure":
-      if (mode.useDeadLetterQueue) {
-        return acked
-          ? [store("DEAD_LETTERED", false, true), { type: "writeDeadLetter" }]
-          : [store("DEAD_LETTERED", false, true), { type: "deadLetter" }];
-      }
-      return acked ? [store("FAILURE", false, true)] : [store("FAILURE", false, true), { type: "ack" }];
+      if (mode.useDeadLetterQueue) return acked ? PLANS.deadAcked : PLANS.dead;
+      return acked ? PLANS.failureAcked : PLANS.failure;
     case "rejected": {
       const record: Action[] =
         outcome.taskId === null ? [] : [store(mode.useDeadLetterQueue ? "DEAD_LETTERED" : "FAILURE", false, true)];
@@ -108,7 +128,7 @@ function plan(outcome: Outcome, mode: SettleMode): readonly Action[] {
       return acked ? record : [...record, { type: "ack" }];
     }
     case "aborted":
-      if (acked) return [store("FAILURE", false, true)];
-      return [{ type: "release" }];
+      if (acked) return PLANS.failureAcked;
+      return PLANS.release;
   }
 }

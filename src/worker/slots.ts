@@ -9,9 +9,20 @@
 /** Running and settling jobs of one worker (see module doc). */
 export class JobSlots {
   readonly #concurrency: number;
-  readonly #running = new Set<Promise<void>>();
-  readonly #settling = new Set<Promise<void>>();
+  #running = 0;
+  #settling = 0;
   #onFree: (() => void) | null = null;
+  /** Resolvers of {@link JobSlots.drain} calls waiting for every job to end. */
+  #onIdle: Array<() => void> = [];
+  // One callback each for every job (a job is counted, not kept: no per-job closure or set entry).
+  readonly #runEnded = (): void => {
+    this.#running--;
+    this.#ended();
+  };
+  readonly #settleEnded = (): void => {
+    this.#settling--;
+    this.#ended();
+  };
 
   constructor(concurrency: number) {
     this.#concurrency = concurrency;
@@ -19,13 +30,13 @@ export class JobSlots {
 
   /** Handlers running now. */
   get running(): number {
-    return this.#running.size;
+    return this.#running;
   }
 
   /** How many more messages may be fetched now (0: wait with {@link JobSlots.whenFree}). */
   free(): number {
-    const running = this.#running.size;
-    return Math.min(this.#concurrency - running, 2 * this.#concurrency - running - this.#settling.size);
+    const running = this.#running;
+    return Math.min(this.#concurrency - running, 2 * this.#concurrency - running - this.#settling);
   }
 
   /** Resolves when a job leaves its slot or its settling, or on {@link JobSlots.wake}. */
@@ -42,27 +53,32 @@ export class JobSlots {
     onFree?.();
   }
 
-  /** Tracks a running job; `job` must not reject. */
+  /** Tracks a running job; `job` must not reject. A running job registers its settling before it ends. */
   run(job: Promise<void>): void {
-    this.#track(this.#running, job);
+    this.#running++;
+    job.then(this.#runEnded, this.#runEnded);
   }
 
   /** Tracks a job's settling (store and ack); `job` must not reject. */
   settle(job: Promise<void>): void {
-    this.#track(this.#settling, job);
+    this.#settling++;
+    job.then(this.#settleEnded, this.#settleEnded);
   }
 
   /** Resolves once every running job has finished and every outcome is settled. */
-  async drain(): Promise<void> {
-    await Promise.allSettled([...this.#running]);
-    await Promise.allSettled([...this.#settling]);
+  drain(): Promise<void> {
+    if (this.#running === 0 && this.#settling === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#onIdle.push(resolve);
+    });
   }
 
-  #track(set: Set<Promise<void>>, job: Promise<void>): void {
-    const tracked = job.finally(() => {
-      set.delete(tracked);
-      this.wake();
-    });
-    set.add(tracked);
+  #ended(): void {
+    this.wake();
+    if (this.#running === 0 && this.#settling === 0 && this.#onIdle.length > 0) {
+      const idle = this.#onIdle;
+      this.#onIdle = [];
+      for (const resolve of idle) resolve();
+    }
   }
 }

@@ -311,12 +311,14 @@ export class Worker {
   }
 
   #dispatch(delivery: Delivery): void {
-    this.#slots.run(
-      this.#process(delivery).catch((error: unknown) =>
-        this.#logger.error({ err: toError(error) }, "unexpected error while processing"),
-      ),
-    );
+    this.#slots.run(this.#process(delivery).catch(this.#onProcessError));
   }
+
+  // Created once: every job's promise chain uses the same callbacks.
+  readonly #onProcessError = (error: unknown): void =>
+    this.#logger.error({ err: toError(error) }, "unexpected error while processing");
+  readonly #onSettleError = (error: unknown): void =>
+    this.#logger.error({ err: toError(error) }, "unexpected error while settling");
 
   async #process(delivery: Delivery): Promise<void> {
     const app = this.#app;
@@ -355,7 +357,7 @@ export class Worker {
         app,
         logger: this.#logger,
         stopSignal: this.#shutdownAbort.signal,
-      }).catch((error: unknown) => this.#logger.error({ err: toError(error) }, "unexpected error while settling")),
+      }).catch(this.#onSettleError),
     );
   }
 

@@ -1,3 +1,4 @@
+import type { StandardSchemaV1 } from "@standard-schema/spec";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { z } from "zod";
 import {
@@ -468,6 +469,46 @@ describe("Worker on the memory broker", () => {
     expect(await broker.getQueueSize("default")).toBe(1);
     await startWorker(app);
     expect(await r.get({ timeout: 5 })).toBe("second run");
+  });
+
+  it("a task whose attempt a forced stop aborts before its handler starts never starts", async () => {
+    const { app, broker } = makeApp();
+    const validating = deferred();
+    const proceed = deferred();
+    const aborted = deferred();
+    let calls = 0;
+    // The producer's check passes at once; the worker's waits until the stop has aborted.
+    const slowArgs: StandardSchemaV1<[], []> = {
+      "~standard": {
+        version: 1 as const,
+        vendor: "test",
+        validate: (value: unknown) => {
+          if (++calls === 1) return { value: value as [] };
+          validating.resolve();
+          return proceed.promise.then(() => ({ value: value as [] }));
+        },
+      },
+    };
+    let handlerRuns = 0;
+    const gated = app.task({ name: "gated", args: slowArgs }, async () => {
+      handlerRuns++;
+      return "ran";
+    });
+    const watcher = app.task({ name: "watcher", context: true }, async (ctx: TaskContext) => {
+      await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
+      aborted.resolve();
+    });
+    const worker = await startWorker(app);
+    await watcher.delay();
+    await gated.delay();
+    await validating.promise;
+    const stopping = worker.stop(0.05);
+    await aborted.promise;
+    proceed.resolve();
+    await stopping;
+    expect(handlerRuns).toBe(0);
+    // Both given back for another worker (nothing stored as a failure).
+    expect(await broker.getQueueSize("default")).toBe(2);
   });
 
   it("stores heartbeats, lists active workers, sends a final heartbeat on stop", async () => {

@@ -11,6 +11,7 @@ import { Session } from "node:inspector/promises";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { CONCURRENCY, median, parseArgs, REDIS_URL, ROOT } from "./lib/common.mjs";
+import { printSites, startHeapSampling, stopHeapSampling } from "./lib/heap-sites.mjs";
 import { connect, flushBenchDb } from "./lib/redis.mjs";
 
 const args = parseArgs();
@@ -24,24 +25,6 @@ const cpuUs = (from) => {
   const u = process.cpuUsage(from);
   return u.user + u.system;
 };
-
-/** Bytes per job by allocating function (self size of the sampled heap profile). */
-function printAllocations(profile, n, top) {
-  const bySite = new Map();
-  let total = 0;
-  const walk = (node) => {
-    const f = node.callFrame;
-    const site = `${f.functionName || "(anonymous)"} ${f.url.split("/").slice(-2).join("/")}:${f.lineNumber + 1}`;
-    total += node.selfSize;
-    bySite.set(site, (bySite.get(site) ?? 0) + node.selfSize);
-    for (const child of node.children) walk(child);
-  };
-  walk(profile.head);
-  console.log(`worker allocations: ${Math.round(total / n)} B/job`);
-  for (const [site, bytes] of [...bySite].sort((a, b) => b[1] - a[1]).slice(0, top)) {
-    console.log(`${String(Math.round(bytes / n)).padStart(7)} B/job  ${site}`);
-  }
-}
 
 const rows = [];
 for (let rep = 1; rep <= REPS; rep++) {
@@ -77,16 +60,7 @@ for (let rep = 1; rep <= REPS; rep++) {
     await session.post("Profiler.enable");
     await session.post("Profiler.start");
   }
-  const heap = args.alloc && rep === REPS ? new Session() : null;
-  if (heap) {
-    heap.connect();
-    await heap.post("HeapProfiler.enable");
-    await heap.post("HeapProfiler.startSampling", {
-      samplingInterval: 256,
-      includeObjectsCollectedByMajorGC: true,
-      includeObjectsCollectedByMinorGC: true,
-    });
-  }
+  const heap = args.alloc && rep === REPS ? await startHeapSampling() : null;
   c0 = process.cpuUsage();
   const t0 = performance.now();
   await worker.start();
@@ -95,9 +69,9 @@ for (let rep = 1; rep <= REPS; rep++) {
   const ms = performance.now() - t0;
   const workerUs = cpuUs(c0);
   if (heap) {
-    const { profile } = await heap.post("HeapProfiler.stopSampling");
-    heap.disconnect();
-    printAllocations(profile, N, Number(args.top ?? 30));
+    const { total, sites } = await stopHeapSampling(heap);
+    console.log(`worker allocations: ${Math.round(total / N)} B/job`);
+    printSites(sites, N, Number(args.top ?? 30));
   }
   if (session) {
     const { profile } = await session.post("Profiler.stop");

@@ -102,8 +102,8 @@ export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<A
 /**
  * The early end of one attempt: a timeout, a forced shutdown or a lost lease. Until the handler
  * returns, {@link AttemptAbort.abort} only notes the reason (and aborts `ctx.signal`); once the
- * attempt waits for the handler's promise, it also ends that wait. One object per attempt, no
- * closures: the worker runs many short attempts.
+ * attempt waits for the handler's promise, it also ends that wait. One object per attempt
+ * instead of an abort promise, a race and their closures: the worker runs many short attempts.
  */
 class AttemptAbort {
   /** Why the attempt ended early, once it has. */

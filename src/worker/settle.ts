@@ -90,6 +90,11 @@ const PLANS = {
   failureAcked: [FAILURE_RECORD],
   failure: [FAILURE_RECORD, ACK],
   release: [{ type: "release" }],
+  // messages without a usable task id (no record)
+  writeDeadLetter: [{ type: "writeDeadLetter" }],
+  deadLetter: [{ type: "deadLetter" }],
+  ack: [ACK],
+  nothing: [],
 } as const satisfies Record<string, readonly Action[]>;
 
 /** `storeAndAck` plans, one per store-then-ack plan (see {@link settle}). */
@@ -121,12 +126,14 @@ function plan(outcome: Outcome, mode: SettleMode): readonly Action[] {
     case "failure":
       if (mode.useDeadLetterQueue) return acked ? PLANS.deadAcked : PLANS.dead;
       return acked ? PLANS.failureAcked : PLANS.failure;
-    case "rejected": {
-      const record: Action[] =
-        outcome.taskId === null ? [] : [store(mode.useDeadLetterQueue ? "DEAD_LETTERED" : "FAILURE", false, true)];
-      if (mode.useDeadLetterQueue) return [...record, { type: acked ? "writeDeadLetter" : "deadLetter" }];
-      return acked ? record : [...record, { type: "ack" }];
-    }
+    case "rejected":
+      // With a task id, a rejected message is settled as a final failure is.
+      if (outcome.taskId !== null) {
+        if (mode.useDeadLetterQueue) return acked ? PLANS.deadAcked : PLANS.dead;
+        return acked ? PLANS.failureAcked : PLANS.failure;
+      }
+      if (mode.useDeadLetterQueue) return acked ? PLANS.writeDeadLetter : PLANS.deadLetter;
+      return acked ? PLANS.nothing : PLANS.ack;
     case "aborted":
       if (acked) return PLANS.failureAcked;
       return PLANS.release;

@@ -97,23 +97,19 @@ const PLANS = {
   nothing: [],
 } as const satisfies Record<string, readonly Action[]>;
 
-/** `storeAndAck` plans, one per store-then-ack plan (see {@link settle}). */
-const combinedPlans = new WeakMap<readonly Action[], readonly Action[]>();
+/**
+ * The store-then-ack plans as one `storeAndAck` (see {@link SettleMode.acksCarryRecords}): a
+ * store followed by an ack is always a final record (SUCCESS or FAILURE) and the end.
+ */
+const STORED_WITH_ACK = new Map<readonly Action[], readonly Action[]>([
+  [PLANS.success, [{ type: "storeAndAck", state: "SUCCESS", withValue: true, withError: false }]],
+  [PLANS.failure, [{ type: "storeAndAck", state: "FAILURE", withValue: false, withError: true }]],
+]);
 
 /** The actions for an outcome, in the order they must run. */
 export function settle(outcome: Outcome, mode: SettleMode): readonly Action[] {
   const actions = plan(outcome, mode);
-  const [first, second] = actions;
-  // A store followed by an ack is always a final record (SUCCESS or FAILURE) and the end.
-  if (mode.acksCarryRecords && actions.length === 2 && first?.type === "store" && second?.type === "ack") {
-    let combined = combinedPlans.get(actions);
-    if (!combined) {
-      combined = [{ ...first, type: "storeAndAck" }];
-      combinedPlans.set(actions, combined);
-    }
-    return combined;
-  }
-  return actions;
+  return (mode.acksCarryRecords && STORED_WITH_ACK.get(actions)) || actions;
 }
 
 function plan(outcome: Outcome, mode: SettleMode): readonly Action[] {

@@ -4,7 +4,7 @@
  */
 import type { StandardSchemaV1 } from "@standard-schema/spec";
 import type { Backend } from "./backends/backend.js";
-import type { Broker } from "./brokers/broker.js";
+import type { Broker, OutgoingMessage } from "./brokers/broker.js";
 import type { DeliveryMode, ValidationMode } from "./config.js";
 import type { TaskContext } from "./context.js";
 import { type Duration, toMs } from "./core/duration.js";
@@ -154,17 +154,39 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
   }
 
   /** Dispatches the task with options: delay, queue, priority, caller-chosen id. */
-  async applyAsync(args: A, options: ApplyOptions = {}): Promise<AsyncResult<R>> {
-    const runtime = this.#runtime;
-    const list = Array.isArray(args) ? (args as readonly unknown[]) : null;
-    if (list === null) throw new ValidationError(`task "${this.name}": arguments must be an array`);
-    for (let i = 0; i < list.length; i++) {
-      const bad = findNonJson(list[i], `argument ${i + 1}`);
-      if (bad) throw new ValidationError(`task "${this.name}": ${bad}; arguments must be JSON-representable`);
+  applyAsync(args: A, options: ApplyOptions = {}): Promise<AsyncResult<R>> {
+    // Not an `async` function: a suspended one would keep all its locals (the message, its
+    // JSON, the options) alive while the publish is pending, for every one of many concurrent
+    // dispatches. Every check still reports through the returned promise, never by throwing.
+    try {
+      const list = Array.isArray(args) ? (args as readonly unknown[]) : null;
+      if (list === null) throw new ValidationError(`task "${this.name}": arguments must be an array`);
+      for (let i = 0; i < list.length; i++) {
+        const bad = findNonJson(list[i], `argument ${i + 1}`);
+        if (bad) throw new ValidationError(`task "${this.name}": ${bad}; arguments must be JSON-representable`);
+      }
+      const mode = this.validationMode;
+      if (this.argsSchema !== undefined && (mode === "inputs" || mode === "strict")) {
+        return this.#dispatchValidated(this.argsSchema, list, options);
+      }
+      return this.#dispatch(list, options, false);
+    } catch (error) {
+      return Promise.reject(error);
     }
-    const mode = this.validationMode;
-    const validates = this.argsSchema !== undefined && (mode === "inputs" || mode === "strict");
-    if (validates) await validateWithSchema(this.argsSchema, list, `task "${this.name}" arguments`);
+  }
+
+  async #dispatchValidated(
+    schema: StandardSchemaV1,
+    list: readonly unknown[],
+    options: ApplyOptions,
+  ): Promise<AsyncResult<R>> {
+    await validateWithSchema(schema, list, `task "${this.name}" arguments`);
+    return this.#dispatch(list, options, true);
+  }
+
+  /** Builds, encodes and publishes the message; throws on bad options (callers turn it into a rejection). */
+  #dispatch(list: readonly unknown[], options: ApplyOptions, validated: boolean): Promise<AsyncResult<R>> {
+    const runtime = this.#runtime;
     const queue = options.queue ?? this.queue;
     if (options.queue !== undefined) assertValidName(queue, "queue");
     const priority = options.priority ?? this.priority;
@@ -190,20 +212,35 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
     };
     // Built above in canonical order from checked parts (the name was checked at registration);
     // a schema may have touched the arguments meanwhile, so they are checked again after one.
-    const body = validates ? runtime.codec.encode(message) : runtime.codec.encodeChecked(message);
-    if (!runtime.isConnected) await runtime.ensureConnected();
-    // A caller-chosen id may name a job that exists already (idempotent enqueue) and whose
-    // record may have been announced before now: only a new id's announcement is still to come.
-    if (options.taskId === undefined) runtime.backend?.expectResult?.(taskId);
-    await runtime.broker.publish(queue, {
+    const body = validated ? runtime.codec.encode(message) : runtime.codec.encodeChecked(message);
+    const outgoing: OutgoingMessage = {
       id: taskId,
       body,
       delayMs: delayMs > 0 ? delayMs : undefined,
       priority: priority ?? null,
       unique: options.taskId !== undefined,
-    });
-    return new AsyncResult<R>(taskId, runtime.backend, runtime.resultDefaults);
+    };
+    const result = new AsyncResult<R>(taskId, runtime.backend, runtime.resultDefaults);
+    // A caller-chosen id may name a job that exists already (idempotent enqueue) and whose
+    // record may have been announced before now: only a new id's announcement is still to come.
+    const isNewId = options.taskId === undefined;
+    if (!runtime.isConnected) {
+      return runtime.ensureConnected().then(() => publishFor(runtime, queue, outgoing, isNewId, result));
+    }
+    return publishFor(runtime, queue, outgoing, isNewId, result);
   }
+}
+
+/** Publishes `outgoing`, then resolves with `result` (a function of its own: its one closure keeps only `result`). */
+function publishFor<R>(
+  runtime: TaskRuntime,
+  queue: string,
+  outgoing: OutgoingMessage,
+  isNewId: boolean,
+  result: AsyncResult<R>,
+): Promise<AsyncResult<R>> {
+  if (isNewId) runtime.backend?.expectResult?.(outgoing.id);
+  return runtime.broker.publish(queue, outgoing).then(() => result);
 }
 
 function delayOf(options: ApplyOptions): number {

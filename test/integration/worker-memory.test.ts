@@ -233,6 +233,30 @@ describe("Worker on the memory broker", () => {
     await expect(t.delay("x".repeat(4096))).rejects.toBeInstanceOf(MessageTooLargeError);
   });
 
+  it("reports bad dispatch input through the returned promise, never by throwing", async () => {
+    const { app, broker } = makeApp();
+    const t = app.task(async function opts(_x: number) {});
+    let pending: Promise<unknown>[] = [];
+    expect(() => {
+      pending = [
+        t.applyAsync(5 as unknown as [number]),
+        t.applyAsync([1], { priority: 300 }),
+        t.applyAsync([1], { queue: "bad queue" }),
+        t.applyAsync([1], { countdown: 1, eta: new Date() }),
+        t.applyAsync([1], { taskId: "" }),
+      ];
+    }).not.toThrow();
+    const errors = await Promise.all(pending.map((p) => p.then(() => null, (e: unknown) => e)));
+    expect(errors.map((e) => (e as Error).constructor.name)).toEqual([
+      "ValidationError",
+      "ConfigurationError",
+      "ValidationError",
+      "ValidationError",
+      "ValidationError",
+    ]);
+    expect(await broker.getQueueSize("default")).toBe(0);
+  });
+
   it("moves poison, undecodable, oversized, unsigned and unknown-task messages to the DLQ and keeps going", async () => {
     const { app, broker } = makeApp({ config: { signingKey: "key", maxMessageBytes: 4096 } });
     const ok = app.task(async function okTask() {

@@ -59,6 +59,9 @@ import { dlqFullError, retryCountOf } from "./redis-settler.js";
 /** Queue used by admin calls without a queue. */
 const DEFAULT_QUEUE = "default";
 
+/** The outcome of every publish that is not a `unique` one (one shared object). */
+const PUBLISHED: PublishResult = Object.freeze({ published: true });
+
 /** Redis Streams broker (see module doc). */
 export class RedisBroker implements Broker {
   /** Always `"redis"`. */
@@ -82,6 +85,7 @@ export class RedisBroker implements Broker {
   readonly #consumers = new Set<RedisConsumer>();
   /** The publish timeout of every pending publish (one timer for all). */
   readonly #publishDeadlines: Deadlines;
+  readonly #publishError = (error: unknown): Error => this.#context().wrapError("publish", error);
   #codec = new MessageCodec();
   #ctx: RedisBrokerContext | undefined;
   #connecting: Promise<void> | undefined;
@@ -180,6 +184,25 @@ export class RedisBroker implements Broker {
    * @throws BrokerConnectionError when Redis refuses it or the backlog limit is reached
    */
   publish(queue: string, message: OutgoingMessage): Promise<PublishResult> {
+    const ctx = this.#ctx;
+    const keys = this.#keys.cached(queue);
+    if (
+      ctx !== undefined &&
+      keys !== undefined &&
+      !message.unique &&
+      !message.delayMs &&
+      this.settings.maxStreamLength === 0
+    ) {
+      // The common case (connected, a queue used before, no delay, `unique` or length limit)
+      // without an `async` step of its own: each of many pending publishes keeps less alive.
+      // The body holds the task id; only entries of unique messages repeat it in an `id` field.
+      return this.#publishDeadlines.guardAs(
+        ctx.main.call("XADD", keys.stream, "*", "data", message.body),
+        queue,
+        PUBLISHED,
+        this.#publishError,
+      );
+    }
     return this.#publishDeadlines.guard(this.#publish(queue, message), queue);
   }
 
@@ -190,9 +213,8 @@ export class RedisBroker implements Broker {
     const max = this.settings.maxStreamLength;
     try {
       if (delayMs === 0 && !message.unique && max === 0) {
-        // The body holds the task id; only entries of unique messages repeat it in an `id` field.
         await ctx.main.call("XADD", keys.stream, "*", "data", message.body);
-        return { published: true };
+        return PUBLISHED;
       }
       const result = await runScript(
         ctx.main,

@@ -43,28 +43,6 @@ export class Deadlines {
     });
   }
 
-  /**
-   * Like {@link Deadlines.guard}, but resolves with `value` (the operation's own value is
-   * dropped) and rejects with `mapError(error)` when the operation fails: the caller needs no
-   * `async` step of its own around the operation (with many operations pending at once, each
-   * such step is memory kept alive until its operation settles).
-   */
-  guardAs<T>(operation: Promise<unknown>, label: string, value: T, mapError: (error: unknown) => Error): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const pending = this.#add(label, reject);
-      operation.then(
-        () => {
-          pending.reject = null;
-          resolve(value);
-        },
-        (error: unknown) => {
-          pending.reject = null;
-          reject(mapError(error));
-        },
-      );
-    });
-  }
-
   #add(label: string, reject: (error: Error) => void): Pending {
     const pending: Pending = { at: Date.now() + this.#timeoutMs, label, reject };
     this.#trim();

@@ -246,7 +246,14 @@ describe("Worker on the memory broker", () => {
         t.applyAsync([1], { taskId: "" }),
       ];
     }).not.toThrow();
-    const errors = await Promise.all(pending.map((p) => p.then(() => null, (e: unknown) => e)));
+    const errors = await Promise.all(
+      pending.map((p) =>
+        p.then(
+          () => null,
+          (e: unknown) => e,
+        ),
+      ),
+    );
     expect(errors.map((e) => (e as Error).constructor.name)).toEqual([
       "ValidationError",
       "ConfigurationError",

@@ -48,18 +48,6 @@ describe("Deadlines", () => {
     expect(await thirdResult).toBe("third timed out after 1000 ms");
   });
 
-  it("guardAs resolves with its own value, maps a failure, and times out like guard", async () => {
-    const d = deadlines();
-    const mapError = (error: unknown) => new Error(`mapped: ${(error as Error).message}`);
-    await expect(d.guardAs(Promise.resolve("entry-id"), "a", { published: true }, mapError)).resolves.toEqual({
-      published: true,
-    });
-    await expect(d.guardAs(Promise.reject(new Error("boom")), "b", 1, mapError)).rejects.toThrow("mapped: boom");
-    const late = d.guardAs(new Promise(() => undefined), "c", 1, mapError).catch((e: Error) => e.message);
-    await vi.advanceTimersByTimeAsync(1000);
-    expect(await late).toBe("c timed out after 1000 ms");
-  });
-
   it("times out a late operation queued after thousands that completed", async () => {
     const d = deadlines();
     for (let i = 0; i < 5000; i++) await d.guard(Promise.resolve(i), "q");

@@ -8,8 +8,9 @@
  * error, failed_at, retry_count, id) and `P:unique:{Q}` (ids of unique messages not yet
  * settled); `P` = `keyPrefix` (default `chicory`).
  *
- * Semantics: at-least-once. `publish` is one XADD (or one script for a delay, `unique` or a
- * backlog limit) and resolves when Redis replied: durable only as far as the server persists
+ * Semantics: at-least-once. `publish` is one XADD (plain publishes of one event-loop turn to
+ * one queue go together in one script call; one script for a delay, `unique` or a backlog
+ * limit) and resolves when Redis replied: durable only as far as the server persists
  * (AOF `appendfsync always` for no loss). Work streams and the DLQ are never trimmed; acked
  * entries are deleted (XACK+XDEL in one script). Delays are measured by the Redis clock.
  * FIFO per queue except for redeliveries, retries and delayed messages; no priorities.
@@ -53,14 +54,12 @@ import { resolveBrokerSettings } from "./redis-broker-options.js";
 import { RedisConsumer } from "./redis-consumer.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import { QueueKeyCache } from "./redis-keys.js";
+import { PUBLISHED, PublishBatcher } from "./redis-publish-batch.js";
 import { defineBrokerScripts } from "./redis-scripts.js";
 import { dlqFullError, retryCountOf } from "./redis-settler.js";
 
 /** Queue used by admin calls without a queue. */
 const DEFAULT_QUEUE = "default";
-
-/** The outcome of every publish that is not a `unique` one (one shared object). */
-const PUBLISHED: PublishResult = Object.freeze({ published: true });
 
 /** Redis Streams broker (see module doc). */
 export class RedisBroker implements Broker {
@@ -85,7 +84,8 @@ export class RedisBroker implements Broker {
   readonly #consumers = new Set<RedisConsumer>();
   /** The publish timeout of every pending publish (one timer for all). */
   readonly #publishDeadlines: Deadlines;
-  readonly #publishError = (error: unknown): Error => this.#context().wrapError("publish", error);
+  /** Plain publishes of a turn, one script call per queue (set while connected). */
+  #batcher: PublishBatcher | undefined;
   #codec = new MessageCodec();
   #ctx: RedisBrokerContext | undefined;
   #connecting: Promise<void> | undefined;
@@ -134,7 +134,8 @@ export class RedisBroker implements Broker {
           enableAutoPipelining: true,
           // The settler already sends one ack call per turn: write it at once rather than a
           // poll phase later with the automatic pipeline.
-          autoPipeliningIgnoredCommands: ["chicoryAck", "chicoryAckWithRecords"],
+          // The same for a full publish batch, so it leaves while the caller is still publishing.
+          autoPipeliningIgnoredCommands: ["chicoryAck", "chicoryAckWithRecords", "chicoryPublishBatch"],
           connectionName: "chicory-broker",
         },
         "Redis broker",
@@ -161,6 +162,12 @@ export class RedisBroker implements Broker {
               { cause: error },
             ),
     };
+    const ctx = this.#ctx;
+    this.#batcher = new PublishBatcher({
+      main,
+      deadlines: this.#publishDeadlines,
+      wrapError: (error) => ctx.wrapError("publish", error),
+    });
   }
 
   /** Closes consumers and the connections the broker owns; idempotent. */
@@ -168,6 +175,7 @@ export class RedisBroker implements Broker {
     await this.#connecting?.catch(() => undefined);
     const ctx = this.#ctx;
     this.#ctx = undefined;
+    this.#batcher = undefined;
     await Promise.all([...this.#consumers].map((c) => c.close()));
     this.#consumers.clear();
     if (ctx && ctx.main !== this.#injected) await closeRedis(ctx.main);
@@ -179,29 +187,24 @@ export class RedisBroker implements Broker {
   }
 
   /**
-   * Enqueues a message: one XADD, or one script when it has a delay, `unique` or the
-   * backlog limit applies.
+   * Enqueues a message. A plain one (no delay, `unique` or backlog limit) joins the other
+   * plain publishes of this event-loop turn to its queue in one script call (a lone one is
+   * one XADD, see `redis-publish-batch.ts`); the others are one script call each.
    * @throws BrokerConnectionError when Redis refuses it or the backlog limit is reached
    */
   publish(queue: string, message: OutgoingMessage): Promise<PublishResult> {
-    const ctx = this.#ctx;
+    const batcher = this.#batcher;
     const keys = this.#keys.cached(queue);
     if (
-      ctx !== undefined &&
+      batcher !== undefined &&
       keys !== undefined &&
       !message.unique &&
       !message.delayMs &&
       this.settings.maxStreamLength === 0
     ) {
-      // The common case (connected, a queue used before, no delay, `unique` or length limit)
-      // without an `async` step of its own: each of many pending publishes keeps less alive.
-      // The body holds the task id; only entries of unique messages repeat it in an `id` field.
-      return this.#publishDeadlines.guardAs(
-        ctx.main.call("XADD", keys.stream, "*", "data", message.body),
-        queue,
-        PUBLISHED,
-        this.#publishError,
-      );
+      // Connected, and a queue used before (its name is checked). The body holds the task id;
+      // only entries of unique messages repeat it in an `id` field.
+      return batcher.publish(keys.stream, queue, message.body);
     }
     return this.#publishDeadlines.guard(this.#publish(queue, message), queue);
   }

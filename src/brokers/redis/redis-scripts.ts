@@ -24,6 +24,7 @@ function ackWithRecordsLua(): string {
 /** Script name -> number of KEYS and source. Names are prefixed to avoid clashing with ioredis methods. */
 const SCRIPTS = {
   chicoryPublish: { numberOfKeys: 4, lua: lua("publish") },
+  chicoryPublishBatch: { numberOfKeys: 1, lua: lua("publish-batch") },
   chicoryMoveDelayed: { numberOfKeys: 3, lua: lua("move-delayed") },
   chicoryReclaim: { numberOfKeys: 1, lua: lua("reclaim") },
   chicoryRenew: { numberOfKeys: 1, lua: lua("renew") },

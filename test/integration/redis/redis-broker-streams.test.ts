@@ -48,6 +48,33 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(await s.raw.xlen(s.stream)).toBe(300);
   });
 
+  it("plain publishes of one turn, batched in script calls, land in publish order and each settles", async () => {
+    const s = await setup();
+    await publish(s.broker, s.queue); // the first publish to a queue checks its name
+    const tasks = Array.from({ length: 1234 }, () => encodeTask(codec));
+    const results = await Promise.all(tasks.map((t) => s.broker.publish(s.queue, { id: t.id, body: t.body })));
+    expect(results.every((r) => r.published)).toBe(true);
+    const entries = (await s.raw.xrange(s.stream, "-", "+")) as Array<[string, string[]]>;
+    expect(entries).toHaveLength(1235);
+    // a plain entry carries only its body (the task id is in it)
+    expect(entries.slice(1).map(([, fields]) => fields)).toEqual(tasks.map((t) => ["data", t.body]));
+  });
+
+  it("a batch that Redis refuses rejects each of its publishes with a clear error and adds nothing", async () => {
+    const s = await setup();
+    await publish(s.broker, s.queue);
+    await s.raw.del(s.stream);
+    await s.raw.set(s.stream, "not a stream");
+    const many = Array.from({ length: 3 }, () => publish(s.broker, s.queue));
+    const settled = await Promise.allSettled(many);
+    for (const outcome of settled) {
+      expect(outcome.status).toBe("rejected");
+      expect(String((outcome as PromiseRejectedResult).reason)).toMatch(/BrokerConnectionError.*publish.*WRONGTYPE/);
+    }
+    await expect(publish(s.broker, s.queue)).rejects.toThrow(/publish failed.*WRONGTYPE/); // a lone one: one XADD
+    expect(await s.raw.get(s.stream)).toBe("not a stream");
+  });
+
   it("deletes acked entries (XLEN 0, nothing pending) and creates the group at 0", async () => {
     const s = await setup();
     await publish(s.broker, s.queue);

@@ -1,9 +1,11 @@
 // Producer CPU per enqueue, isolated (no worker running): --n concurrent `task.delay()` calls
 // against --n concurrent raw ioredis XADDs of the same JSON message (what a Chicory stream entry
 // holds) and of the bare loop's three short fields, in the same process and the same reps.
-// Wall time and CPU (user+sys) per job, medians over reps. A diagnostic for PROFILE.md (no
-// peers in it); quote ratios from throughput.mjs / roundtrips.mjs.
-//   node bench/enqueue-cost.mjs --n=16384 --reps=5   (dist/ or CHICORY_DIST)
+// Wall time and CPU (user+sys) per job, the synchronous loop of the N calls per job (nothing
+// leaves the process before it ends), and, with `node --expose-gc`, the heap kept alive per
+// pending call (heap after the loop minus before, both after a full GC); medians over reps.
+// A diagnostic for PROFILE.md (no peers in it); quote ratios from throughput.mjs / roundtrips.mjs.
+//   node --expose-gc bench/enqueue-cost.mjs --n=16384 --reps=5   (dist/ or CHICORY_DIST)
 import { randomUUID } from "node:crypto";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -28,12 +30,23 @@ const raw = connect({ enableAutoPipelining: true });
 
 /** Wall µs and CPU µs per job of `n` concurrent calls of `one(i)`. */
 async function measure(one) {
+  const heapBefore = heapAfterGc();
   const c0 = process.cpuUsage();
   const t0 = performance.now();
-  await Promise.all(Array.from({ length: N }, (_, i) => one(i)));
+  const pending = Array.from({ length: N }, (_, i) => one(i));
+  const loop = ((performance.now() - t0) * 1000) / N;
+  const heap = (heapAfterGc() - heapBefore) / N;
+  await Promise.all(pending);
   const wall = ((performance.now() - t0) * 1000) / N;
   const c = process.cpuUsage(c0);
-  return { wall, cpu: (c.user + c.system) / N };
+  return { wall, cpu: (c.user + c.system) / N, loop, heap };
+}
+
+/** Heap in use after a full collection (NaN without --expose-gc). */
+function heapAfterGc() {
+  if (typeof global.gc !== "function") return Number.NaN;
+  global.gc();
+  return process.memoryUsage().heapUsed;
 }
 
 const message = (i) =>
@@ -67,7 +80,12 @@ try {
   for (const [name, rs] of Object.entries(rows)) {
     const wall = median(rs.map((r) => r.wall));
     const cpu = median(rs.map((r) => r.cpu));
-    console.log(`  ${name.padEnd(24)} wall ${wall.toFixed(1).padStart(6)} µs   CPU ${cpu.toFixed(1).padStart(6)} µs`);
+    const loop = median(rs.map((r) => r.loop));
+    const heap = median(rs.map((r) => r.heap));
+    console.log(
+      `  ${name.padEnd(24)} wall ${wall.toFixed(1).padStart(6)} µs   CPU ${cpu.toFixed(1).padStart(6)} µs   ` +
+        `loop ${loop.toFixed(1).padStart(5)} µs   heap while pending ${Number.isNaN(heap) ? "(--expose-gc)" : `${heap.toFixed(0)} B`}`,
+    );
   }
 } finally {
   raw.disconnect();

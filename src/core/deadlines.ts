@@ -29,7 +29,10 @@ export class Deadlines {
   /** Settles like `operation`, or rejects with the timeout error once the limit passes first. */
   guard<T>(operation: Promise<T>, label: string): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const pending = this.#add(label, reject);
+      const pending: Pending = { at: Date.now() + this.#timeoutMs, label, reject };
+      this.#trim();
+      this.#queue.push(pending);
+      this.#timer ??= setTimeout(() => this.#expire(), timerDelay(this.#timeoutMs));
       operation.then(
         (value) => {
           pending.reject = null;
@@ -41,14 +44,6 @@ export class Deadlines {
         },
       );
     });
-  }
-
-  #add(label: string, reject: (error: Error) => void): Pending {
-    const pending: Pending = { at: Date.now() + this.#timeoutMs, label, reject };
-    this.#trim();
-    this.#queue.push(pending);
-    this.#timer ??= setTimeout(() => this.#expire(), timerDelay(this.#timeoutMs));
-    return pending;
   }
 
   /** Drops settled operations from the head, so the queue holds about the pending ones. */

@@ -84,10 +84,17 @@ export class PublishBatcher {
   #send(batch: Batch): void {
     const host = this.#host;
     const { bodies } = batch;
-    const call =
-      bodies.length === 1
-        ? host.main.call("XADD", batch.stream, "*", "data", bodies[0] as string).then(() => 1)
-        : (runScript(host.main, "chicoryPublishBatch", [batch.stream], bodies) as Promise<unknown>);
+    let call: Promise<unknown>;
+    try {
+      call =
+        bodies.length === 1
+          ? host.main.call("XADD", batch.stream, "*", "data", bodies[0] as string).then(() => 1)
+          : (runScript(host.main, "chicoryPublishBatch", [batch.stream], bodies) as Promise<unknown>);
+    } catch (error) {
+      // e.g. the script is not defined on an injected client: every publish of the batch
+      // rejects (never a throw out of the flush, which runs on its own tick)
+      call = Promise.reject(error);
+    }
     host.deadlines.guard(call, batch.queue).then(
       (reply) => settle(batch, reply, host),
       (error: unknown) => {

@@ -134,8 +134,9 @@ export class RedisBroker implements Broker {
           enableAutoPipelining: true,
           // The settler already sends one ack call per turn: write it at once rather than a
           // poll phase later with the automatic pipeline.
-          // The same for a full publish batch, so it leaves while the caller is still publishing.
-          autoPipeliningIgnoredCommands: ["chicoryAck", "chicoryAckWithRecords", "chicoryPublishBatch"],
+          // The same for publishes (a batch, or a lone XADD): a full batch leaves while the caller
+          // is still publishing, and the calls of one queue reach Redis in the order they were made.
+          autoPipeliningIgnoredCommands: ["chicoryAck", "chicoryAckWithRecords", "chicoryPublishBatch", "XADD"],
           connectionName: "chicory-broker",
         },
         "Redis broker",

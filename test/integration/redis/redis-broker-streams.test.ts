@@ -60,6 +60,22 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(entries.slice(1).map(([, fields]) => fields)).toEqual(tasks.map((t) => ["data", t.body]));
   });
 
+  it("a lone publish stays ahead of a full batch published after it in a later tick", async () => {
+    const s = await setup();
+    await publish(s.broker, s.queue);
+    const lone = encodeTask(codec);
+    const batch = Array.from({ length: 500 }, () => encodeTask(codec));
+    const pending = [s.broker.publish(s.queue, { id: lone.id, body: lone.body })];
+    // runs after the broker sent the lone message, within the same turn: 500 make a full batch
+    process.nextTick(() => {
+      for (const t of batch) pending.push(s.broker.publish(s.queue, { id: t.id, body: t.body }));
+    });
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    await Promise.all(pending);
+    const entries = (await s.raw.xrange(s.stream, "-", "+")) as Array<[string, string[]]>;
+    expect(entries.slice(1).map(([, fields]) => fields[1])).toEqual([lone.body, ...batch.map((t) => t.body)]);
+  });
+
   it("a batch that Redis refuses rejects each of its publishes with a clear error and adds nothing", async () => {
     const s = await setup();
     await publish(s.broker, s.queue);

@@ -53,8 +53,8 @@ import type { RedisBrokerOptions, RedisBrokerSettings } from "./redis-broker-opt
 import { resolveBrokerSettings } from "./redis-broker-options.js";
 import { RedisConsumer } from "./redis-consumer.js";
 import type { RedisBrokerContext } from "./redis-context.js";
-import { QueueKeyCache } from "./redis-keys.js";
-import { PUBLISHED, PublishBatcher } from "./redis-publish-batch.js";
+import { QueueKeyCache, type QueueKeys } from "./redis-keys.js";
+import { PublishBatcher } from "./redis-publish-batch.js";
 import { defineBrokerScripts } from "./redis-scripts.js";
 import { dlqFullError, retryCountOf } from "./redis-settler.js";
 
@@ -195,31 +195,31 @@ export class RedisBroker implements Broker {
    */
   publish(queue: string, message: OutgoingMessage): Promise<PublishResult> {
     const batcher = this.#batcher;
-    const keys = this.#keys.cached(queue);
     if (
       batcher !== undefined &&
-      keys !== undefined &&
       !message.unique &&
-      !message.delayMs &&
+      !(Math.round(message.delayMs ?? 0) > 0) &&
       this.settings.maxStreamLength === 0
     ) {
-      // Connected, and a queue used before (its name is checked). The body holds the task id;
-      // only entries of unique messages repeat it in an `id` field.
+      let keys: QueueKeys;
+      try {
+        keys = this.#keys.get(queue); // checks the queue name
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      // The body holds the task id; only entries of unique messages repeat it in an `id` field.
       return batcher.publish(keys.stream, queue, message.body);
     }
     return this.#publishDeadlines.guard(this.#publish(queue, message), queue);
   }
 
+  /** A publish with a delay, `unique` or the backlog limit (a plain one goes to the batcher). */
   async #publish(queue: string, message: OutgoingMessage): Promise<PublishResult> {
     const ctx = this.#context();
     const keys = this.#keys.get(queue);
     const delayMs = Math.max(0, Math.round(message.delayMs ?? 0));
     const max = this.settings.maxStreamLength;
     try {
-      if (delayMs === 0 && !message.unique && max === 0) {
-        await ctx.main.call("XADD", keys.stream, "*", "data", message.body);
-        return PUBLISHED;
-      }
       const result = await runScript(
         ctx.main,
         "chicoryPublish",

@@ -45,11 +45,6 @@ export class QueueKeyCache {
     this.#prefix = prefix;
   }
 
-  /** The keys of `queue` when they are cached already (its name was checked then), else undefined. */
-  cached(queue: string): QueueKeys | undefined {
-    return this.#cache.get(queue);
-  }
-
   /** The keys of `queue` (validates the name on first use). */
   get(queue: string): QueueKeys {
     let keys = this.#cache.get(queue);

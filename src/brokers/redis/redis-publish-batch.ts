@@ -20,7 +20,7 @@ export const MAX_MESSAGES = 500;
 export const MAX_BYTES = 512 * 1024;
 
 /** The outcome of every publish that is not a `unique` one (one shared object). */
-export const PUBLISHED: PublishResult = Object.freeze({ published: true });
+const PUBLISHED: PublishResult = Object.freeze({ published: true });
 
 interface Batch {
   readonly stream: string;
@@ -88,7 +88,7 @@ export class PublishBatcher {
     try {
       call =
         bodies.length === 1
-          ? host.main.call("XADD", batch.stream, "*", "data", bodies[0] as string).then(() => 1)
+          ? host.main.call("XADD", batch.stream, "*", "data", bodies[0] as string)
           : (runScript(host.main, "chicoryPublishBatch", [batch.stream], bodies) as Promise<unknown>);
     } catch (error) {
       // e.g. the script is not defined on an injected client: every publish of the batch
@@ -105,9 +105,13 @@ export class PublishBatcher {
   }
 }
 
-/** Resolves the publishes the script added, rejects the others with its error. */
+/**
+ * Resolves the publishes the call added, rejects the others with its error. The reply is the
+ * script's (a count, or `[count, error]`) or, for a lone `XADD`, the new entry id.
+ */
 function settle(batch: Batch, reply: unknown, host: PublishBatchHost): void {
-  const count = typeof reply === "number" ? reply : Array.isArray(reply) ? Number(reply[0]) : 0;
+  const count =
+    typeof reply === "number" ? reply : typeof reply === "string" ? 1 : Array.isArray(reply) ? Number(reply[0]) : 0;
   const n = batch.resolves.length;
   const added = Number.isSafeInteger(count) && count > 0 ? Math.min(count, n) : 0;
   for (let i = 0; i < added; i++) (batch.resolves[i] as (result: PublishResult) => void)(PUBLISHED);

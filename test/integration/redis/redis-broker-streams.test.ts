@@ -50,7 +50,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
 
   it("plain publishes of one turn, batched in script calls, land in publish order and each settles", async () => {
     const s = await setup();
-    await publish(s.broker, s.queue); // the first publish to a queue checks its name
+    await publish(s.broker, s.queue); // one entry before the batches
     const tasks = Array.from({ length: 1234 }, () => encodeTask(codec));
     const results = await Promise.all(tasks.map((t) => s.broker.publish(s.queue, { id: t.id, body: t.body })));
     expect(results.every((r) => r.published)).toBe(true);

@@ -10,6 +10,7 @@ import fs from "node:fs";
 import { Session } from "node:inspector/promises";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
+import * as bare from "./drivers/bare-ioredis.mjs";
 import { CONCURRENCY, median, parseArgs, REDIS_URL, ROOT } from "./lib/common.mjs";
 import { printSites, startHeapSampling, stopHeapSampling } from "./lib/heap-sites.mjs";
 import { connect, flushBenchDb } from "./lib/redis.mjs";
@@ -25,6 +26,37 @@ const cpuUs = (from) => {
   const u = process.cpuUsage(from);
   return u.user + u.system;
 };
+
+/** The bare loop's worker (bench/drivers/bare-ioredis.mjs) draining N prefilled jobs here. */
+async function drainBare(rep) {
+  await flushBenchDb();
+  const queue = `drain-bare${rep}`;
+  const producer = await bare.createProducer({ queue });
+  await producer.enqueue("increment", N);
+  await producer.close();
+  // Its results are announced on the done channel (comma-separated ids): count them.
+  const sub = connect();
+  let seen = 0;
+  let allDone;
+  const done = new Promise((resolve) => {
+    allDone = resolve;
+  });
+  await sub.subscribe(`${queue}:done`);
+  sub.on("message", (_channel, ids) => {
+    seen += ids.split(",").length;
+    if (seen >= N) allDone();
+  });
+  global.gc?.();
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  const worker = await bare.startWorker({ queue });
+  await done;
+  await worker.close();
+  const ms = performance.now() - t0;
+  const workerUs = cpuUs(c0);
+  sub.disconnect();
+  return { ms, jobsPerS: (N / ms) * 1000, workerUsPerJob: workerUs / N };
+}
 
 const rows = [];
 for (let rep = 1; rep <= REPS; rep++) {
@@ -87,8 +119,23 @@ for (let rep = 1; rep <= REPS; rep++) {
   );
   await redis.quit();
   shared?.disconnect();
+  if (args.bare) {
+    const b = await drainBare(rep);
+    rows[rows.length - 1].bare = b;
+    console.log(
+      `rep${rep} bare n=${N} ${Math.round(b.jobsPerS)} jobs/s worker ${b.workerUsPerJob.toFixed(1)} µs/job ` +
+        `(Chicory / bare worker CPU per job: ${(workerUs / N / b.workerUsPerJob).toFixed(2)}×)`,
+    );
+  }
 }
 console.log(
   `median: ${Math.round(median(rows.map((r) => r.jobsPerS)))} jobs/s, worker ${median(rows.map((r) => r.workerUsPerJob)).toFixed(1)} µs/job, fill ${median(rows.map((r) => r.fillUsPerJob)).toFixed(1)} µs/job`,
 );
+if (args.bare) {
+  const ratios = rows.map((r) => r.workerUsPerJob / r.bare.workerUsPerJob);
+  console.log(
+    `bare median: ${Math.round(median(rows.map((r) => r.bare.jobsPerS)))} jobs/s, worker ${median(rows.map((r) => r.bare.workerUsPerJob)).toFixed(1)} µs/job; ` +
+      `Chicory / bare worker CPU per job ${median(ratios).toFixed(2)}× (per rep ${ratios.map((x) => x.toFixed(2)).join(", ")})`,
+  );
+}
 process.exit(0);

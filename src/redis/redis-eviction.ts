@@ -1,0 +1,72 @@
+/**
+ * The eviction check of the Redis adapters. A Redis server with a `maxmemory` limit and an
+ * eviction policy other than `noeviction` deletes keys when it runs out of memory, and nobody
+ * is told: queue keys (streams, delayed sets, DLQ) under an `allkeys-*` policy, keys with a TTL
+ * (results, task states, worker heartbeats) under any policy. Lost messages cannot be detected
+ * afterwards, so the adapters check once when they connect and warn (a process warning, shown
+ * by default) rather than fail: the policy may be deliberate, and managed services may not
+ * allow changing it.
+ * @module
+ */
+import type { RedisClientLike } from "./redis-client.js";
+
+/** What an adapter keeps in Redis: the broker's queues, or the backend's records with TTLs. */
+export type RedisData = "queues" | "records";
+
+/** `maxmemory` (bytes, 0 = no limit) and `maxmemory_policy` from `INFO memory`, if present. */
+export function memoryPolicy(info: string): { maxmemory: number; policy: string } | undefined {
+  const maxmemory = /^maxmemory:(\d+)\r?$/m.exec(info)?.[1];
+  const policy = /^maxmemory_policy:([a-z-]+)\r?$/m.exec(info)?.[1];
+  if (maxmemory === undefined || policy === undefined) return undefined;
+  return { maxmemory: Number(maxmemory), policy };
+}
+
+/**
+ * What Redis may evict of `data` under the memory settings in `info` (the text of
+ * `INFO memory`), as a sentence to show, or undefined when nothing of it can be evicted.
+ */
+export function evictionRisk(info: string, data: RedisData): string | undefined {
+  const settings = memoryPolicy(info);
+  if (!settings || settings.maxmemory === 0 || settings.policy === "noeviction") return undefined;
+  const { policy, maxmemory } = settings;
+  const setting = `maxmemory-policy ${policy} (maxmemory ${maxmemory} bytes)`;
+  if (data === "queues") {
+    // Queue keys carry no TTL: the volatile-* policies never pick them.
+    if (!policy.startsWith("allkeys-")) return undefined;
+    return (
+      `${setting} lets Redis delete queue keys when memory runs out: queued messages, delayed ` +
+      "jobs and DLQ entries would be lost without any error; set maxmemory-policy noeviction"
+    );
+  }
+  return (
+    `${setting} lets Redis delete results, task states and worker heartbeats before their TTL ` +
+    "when memory runs out: a waiting get() would not see its result, and a live worker could " +
+    "show no heartbeat; set maxmemory-policy noeviction"
+  );
+}
+
+const warned = new Set<string>();
+
+/**
+ * Reads `INFO memory` and emits one process warning (code `CHICORY_REDIS_EVICTION`) per
+ * adapter and server when Redis may evict `data`. Never throws: a server that refuses `INFO`
+ * (ACL rules, some managed services) is not checked.
+ */
+export async function warnIfEvicting(
+  client: RedisClientLike,
+  data: RedisData,
+  what: string,
+  displayUrl: string,
+): Promise<void> {
+  let info: string;
+  try {
+    info = String(await client.call("INFO", "memory"));
+  } catch {
+    return;
+  }
+  const risk = evictionRisk(info, data);
+  const key = `${what} ${displayUrl}`;
+  if (risk === undefined || warned.has(key)) return;
+  warned.add(key);
+  process.emitWarning(`${what} (${displayUrl}): ${risk}`, { code: "CHICORY_REDIS_EVICTION" });
+}

@@ -1,0 +1,86 @@
+/**
+ * The eviction check against a redis-server this test starts itself (never the shared :6379,
+ * whose settings other tests rely on): with a memory limit and an allkeys-* policy, connecting
+ * the broker and the backend emits one process warning each, and a second connect to the same
+ * server does not repeat them.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RedisBackend } from "../../../src/backends/redis/index.js";
+import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import { useCleanups } from "../../helpers/cleanups.js";
+import { skipUnless } from "../../helpers/services.js";
+import { freePort, OwnRedis } from "../../reliability/infra/redis-server.js";
+
+const skip = await skipUnless("redis");
+
+/** Resolves with the next `count` process warnings of `code`, in order. */
+function nextWarnings(code: string, count: number): Promise<Error[]> {
+  return new Promise((resolve) => {
+    const seen: Error[] = [];
+    const onWarning = (warning: Error & { code?: string }) => {
+      if (warning.code !== code) return;
+      seen.push(warning);
+      if (seen.length === count) {
+        process.off("warning", onWarning);
+        resolve(seen);
+      }
+    };
+    process.on("warning", onWarning);
+  });
+}
+
+describe.skipIf(skip)("redis adapters: eviction policy check", () => {
+  const cleanups = useCleanups();
+  let server: OwnRedis;
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "chicory-eviction-"));
+    server = new OwnRedis(await freePort(), dir, "none");
+    await server.start();
+    const admin = new Redis(server.url);
+    await admin.config("SET", "maxmemory", "64mb");
+    await admin.config("SET", "maxmemory-policy", "allkeys-lru");
+    admin.disconnect();
+  });
+
+  afterAll(async () => {
+    await server?.kill();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("warns once per adapter and server that Redis may evict its keys", async () => {
+    const warnings = nextWarnings("CHICORY_REDIS_EVICTION", 2);
+    const broker = new RedisBroker({ url: server.url });
+    const backend = new RedisBackend({ url: server.url });
+    cleanups.push(
+      () => broker.disconnect(),
+      () => backend.disconnect(),
+    );
+    await Promise.all([broker.connect(), backend.connect()]);
+    const messages = (await warnings).map((w) => w.message).sort();
+    expect(messages[0]).toMatch(/^Redis backend \(redis:\/\/127\.0\.0\.1:\d+\/0\): maxmemory-policy allkeys-lru/);
+    expect(messages[0]).toContain("results, task states and worker heartbeats");
+    expect(messages[1]).toMatch(/^Redis broker \(redis:\/\/127\.0\.0\.1:\d+\/0\): maxmemory-policy allkeys-lru/);
+    expect(messages[1]).toContain("queued messages, delayed jobs and DLQ entries would be lost");
+
+    // Reconnecting to the same server checks again but does not repeat the warnings: the
+    // healthcheck below runs after the check's INFO on the same connection (replies in order).
+    const repeated: Error[] = [];
+    const onWarning = (warning: Error & { code?: string }) => {
+      if (warning.code === "CHICORY_REDIS_EVICTION") repeated.push(warning);
+    };
+    process.on("warning", onWarning);
+    cleanups.push(() => void process.off("warning", onWarning));
+    const again = new RedisBroker({ url: server.url });
+    cleanups.push(() => again.disconnect());
+    await again.connect();
+    expect((await again.healthcheck()).connected).toBe(true);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(repeated).toEqual([]);
+  });
+});

@@ -120,7 +120,7 @@ async function settle(mode, rounds = 2000, batch = 32) {
       );
     } else if (mode === "multi") {
       const m = r.multi();
-      records.forEach((json, i) => m.set(keys[i], json, "EX", 86400));
+      for (let i = 0; i < records.length; i++) m.set(keys[i], records[i], "EX", 86400);
       m.publish("costs:done", `[${records.join(",")}]`);
       m.evalsha(sha.ack, 2, "costs:stream", "costs:unique", ...ackArgs);
       await m.exec();

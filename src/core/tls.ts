@@ -7,6 +7,7 @@
 import { readFileSync } from "node:fs";
 import { ConfigurationError } from "../errors.js";
 import { type EnvMap, envBool, envString } from "./env.js";
+import { warnOnce } from "./warn-once.js";
 
 /**
  * TLS settings from `${envPrefix}_TLS_CA` (a PEM file path, or the PEM text itself) and
@@ -44,15 +45,11 @@ function readCa(value: string, name: string): string {
   return pem;
 }
 
-const warned = new Set<string>();
-
 /** One process warning per target when certificate verification is switched off. */
 export function warnTlsUnverified(what: string, displayUrl: string, envPrefix: string): void {
-  const key = `${what} ${displayUrl}`;
-  if (warned.has(key)) return;
-  warned.add(key);
-  process.emitWarning(
+  warnOnce(
+    `tls ${what} ${displayUrl}`,
     `${what}: TLS certificate verification is disabled for ${displayUrl} (rejectUnauthorized: false / ${envPrefix}_TLS_REJECT_UNAUTHORIZED=false); the connection is not protected against an impostor server`,
-    { code: "CHICORY_TLS_UNVERIFIED" },
+    "CHICORY_TLS_UNVERIFIED",
   );
 }

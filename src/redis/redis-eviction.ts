@@ -8,6 +8,7 @@
  * allow changing it.
  * @module
  */
+import { warnOnce } from "../core/warn-once.js";
 import type { RedisClientLike } from "./redis-client.js";
 
 /** What an adapter keeps in Redis: the broker's queues, or the backend's records with TTLs. */
@@ -45,8 +46,6 @@ export function evictionRisk(info: string, data: RedisData): string | undefined 
   );
 }
 
-const warned = new Set<string>();
-
 /**
  * Reads `INFO memory` and emits one process warning (code `CHICORY_REDIS_EVICTION`) per
  * adapter and server when Redis may evict `data`. Never throws: a server that refuses `INFO`
@@ -65,8 +64,7 @@ export async function warnIfEvicting(
     return;
   }
   const risk = evictionRisk(info, data);
-  const key = `${what} ${displayUrl}`;
-  if (risk === undefined || warned.has(key)) return;
-  warned.add(key);
-  process.emitWarning(`${what} (${displayUrl}): ${risk}`, { code: "CHICORY_REDIS_EVICTION" });
+  if (risk !== undefined) {
+    warnOnce(`eviction ${what} ${displayUrl}`, `${what} (${displayUrl}): ${risk}`, "CHICORY_REDIS_EVICTION");
+  }
 }

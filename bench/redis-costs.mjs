@@ -9,26 +9,24 @@
 //               same writes as native commands in MULTI (SET x32, PUBLISH, then ack.lua for the
 //               fence), or a bare XACK without results: Redis CPU per job, and this process's
 //               CPU per job (building the records and commands, reading the replies)
-// The scripts are read from src/ (the same text the broker loads). Redis CPU is the
+// The scripts come from the build (dist/ or CHICORY_DIST), as the broker loads them. Redis CPU is the
 // used_cpu_user+sys difference of INFO cpu around each phase.
 // Usage: node bench/redis-costs.mjs [--reps=2] [--out=bench/results/tmp/redis-costs.json]
-import fs from "node:fs";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { median, parseArgs, ROOT, writeJson } from "./lib/common.mjs";
 import { connect, flushBenchDb } from "./lib/redis.mjs";
 
 const a = parseArgs();
 const REPS = Number(a.reps || 2);
-const SRC = path.join(path.dirname(ROOT), "src");
-const lua = (file) => fs.readFileSync(path.join(SRC, file), "utf8");
-const ACK = lua("brokers/redis/scripts/ack.lua");
-// As src/brokers/redis/redis-scripts.ts composes it.
-const ACK_WITH_RECORDS = [
-  `local function storeResults(KEYS, ARGV)\n${lua("backends/redis/scripts/store-results.lua")}\nend`,
-  `local function ack(KEYS, ARGV)\n${ACK}\nend`,
-  lua("brokers/redis/scripts/ack-with-records.lua"),
-].join("\n");
-const PUBLISH_BATCH = lua("brokers/redis/scripts/publish-batch.lua");
+// The scripts exactly as the broker loads them (dist/ or CHICORY_DIST, like the other scripts).
+const DIST = process.env.CHICORY_DIST ? path.resolve(process.env.CHICORY_DIST) : path.join(path.dirname(ROOT), "dist");
+const { brokerScriptSource } = await import(
+  pathToFileURL(path.join(DIST, "brokers", "redis", "redis-scripts.js")).href
+);
+const ACK = brokerScriptSource("chicoryAck");
+const ACK_WITH_RECORDS = brokerScriptSource("chicoryAckWithRecords");
+const PUBLISH_BATCH = brokerScriptSource("chicoryPublishBatch");
 
 const r = connect();
 const sha = {

@@ -45,6 +45,11 @@ const SCRIPTS = {
 /** Name of a broker script. */
 export type BrokerScript = keyof typeof SCRIPTS;
 
+/** The source of one broker script, as the broker loads it (e.g. to measure it alone). */
+export function brokerScriptSource(name: BrokerScript): string {
+  return SCRIPTS[name].lua;
+}
+
 /** The source of every broker script (to load them all ahead, e.g. in a test). */
 export function brokerScriptSources(): string[] {
   return Object.values(SCRIPTS).map((definition) => definition.lua);

@@ -11,7 +11,7 @@
 //               CPU per job (building the records and commands, reading the replies)
 // The scripts come from the build (dist/ or CHICORY_DIST), as the broker loads them. Redis CPU is the
 // used_cpu_user+sys difference of INFO cpu around each phase.
-// Usage: node bench/redis-costs.mjs [--reps=2] [--out=bench/results/tmp/redis-costs.json]
+// Usage (after `npm run build`): node bench/redis-costs.mjs [--reps=2] [--out=bench/results/tmp/redis-costs.json]
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { median, parseArgs, ROOT, writeJson } from "./lib/common.mjs";

@@ -137,7 +137,14 @@ export class RedisBroker implements Broker {
           // poll phase later with the automatic pipeline.
           // The same for publishes (a batch, or a lone XADD): a full batch leaves while the caller
           // is still publishing, and the calls of one queue reach Redis in the order they were made.
-          autoPipeliningIgnoredCommands: ["chicoryAck", "chicoryAckWithRecords", "chicoryPublishBatch", "XADD"],
+          autoPipeliningIgnoredCommands: [
+            "chicoryAck",
+            "chicoryAckWithRecords",
+            "chicoryAckRead",
+            "chicoryAckWithRecordsRead",
+            "chicoryPublishBatch",
+            "XADD",
+          ],
           connectionName: "chicory-broker",
         },
         "Redis broker",

@@ -5,6 +5,11 @@
  *   holding up acks), after two cheap housekeeping steps that run only when due: the delayed
  *   mover (at the next due time of the delayed set, re-checked at least every second) and
  *   XAUTOCLAIM of entries whose lease expired (every min(claimMinIdle/2, 1 s), cursor iterated).
+ * - On a backlogged queue (the last read got all it asked for), acks waiting to be sent (a
+ *   worker's fetch usually comes right after its jobs ended) travel with the read: one script
+ *   call acks them and reads up to `max` new entries without blocking, on the command
+ *   connection; a blocking read follows only if it found none. Otherwise the waiting acks are
+ *   sent first, then the read.
  * - One stream per command (Redis Cluster safe). With several queues, a non-blocking read per
  *   queue in order of preference, then a short block (≤ 250 ms) on one queue in turn.
  * - Leases: every claimMinIdle/3 the consumer XCLAIMs (JUSTID, owner-checked in Lua) its own
@@ -69,6 +74,8 @@ interface QueueState {
   reclaimCursor: string;
   /** When the group last saw this consumer active on the queue (entries handed out, renewed, or a touch). */
   seenAtMs: number;
+  /** The last read of the queue got as many new entries as it asked for: more are likely waiting. */
+  isBacklogged: boolean;
   readonly inFlight: Map<string, RedisDelivery>;
 }
 
@@ -122,6 +129,7 @@ export class RedisConsumer implements Consumer {
       reclaimAtMs: 0,
       reclaimCursor: "0-0",
       seenAtMs: Date.now(),
+      isBacklogged: false,
       inFlight: new Map(),
     }));
     this.#settler = new RedisSettler(
@@ -260,6 +268,20 @@ export class RedisConsumer implements Consumer {
     blockMs: number | undefined,
     out: RedisDelivery[],
   ): Promise<void> {
+    // While the queue has a backlog (the last read got all it asked for), acks of this stream
+    // waiting for the check phase go first, with a non-blocking read in the same call; only when
+    // that finds nothing new does a blocking read follow. On a queue that is not backlogged the
+    // acks go on their own and the blocking read at once: a read that waits for the acks' reply
+    // would put a second wake-up of this process on the path of the next job.
+    const withAcks = q.isBacklogged ? this.#settler.readWithAcks(q.keys.stream, count) : undefined;
+    if (withAcks === undefined) {
+      this.#settler.sendWaitingAcks(); // the results they carry go out before this read
+    } else {
+      const entries = await withAcks;
+      for (const [id, fields] of entries) this.#handOut(q, id, fields ?? [], 1, out);
+      q.isBacklogged = entries.length >= count;
+      if (entries.length > 0 || blockMs === undefined) return;
+    }
     const args: Array<string | number> = ["GROUP", this.#ctx.group, this.#consumerId, "COUNT", count];
     if (blockMs !== undefined) args.push("BLOCK", blockMs);
     args.push("STREAMS", q.keys.stream, ">");
@@ -270,9 +292,12 @@ export class RedisConsumer implements Consumer {
     } finally {
       this.#isBlocking = false;
     }
+    let got = 0;
     for (const entries of streamEntries(reply)) {
       for (const [id, fields] of entries) this.#handOut(q, id, fields ?? [], 1, out);
+      got += entries.length;
     }
+    q.isBacklogged = got >= count;
   }
 
   #handOut(q: QueueState, id: string, fields: string[], deliveryCount: number, out: RedisDelivery[]): void {

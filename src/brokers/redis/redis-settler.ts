@@ -1,14 +1,15 @@
 /**
  * Settling of Redis deliveries: each settle is one Lua script on the broker's command
- * connection. Acks are batched (see {@link FlushScheduler}) and written at once, optionally
- * with the result backend's terminal records (`ack-with-records.lua`); retry, dead-letter and
+ * connection. Acks are batched per stream until the event loop's check phase and written at
+ * once, optionally with the result backend's terminal records (`ack-with-records.lua`); a
+ * consumer about to read the same stream takes the waiting batch first and sends it with its
+ * read (`read-after-acks.lua`, see {@link RedisSettler.readWithAcks}). Retry, dead-letter and
  * release go through the connection's automatic pipeline. Retry and dead-letter act only if
  * the entry is still pending, so a settle repeated after a lost lease or a reconnect adds
  * nothing.
  * @module
  */
 import type { TaskRecord } from "../../backends/backend.js";
-import { FlushScheduler } from "../../core/flush-scheduler.js";
 import type { Logger } from "../../core/logger.js";
 import { peekMessage } from "../../core/message.js";
 import { BrokerConnectionError } from "../../errors.js";
@@ -16,6 +17,7 @@ import { runScript } from "../../redis/redis-client.js";
 import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import type { DeliverySettler, RedisDelivery } from "./redis-delivery.js";
+import type { StreamEntry } from "./redis-reader.js";
 
 /** The `retries` of a message body (0 when unreadable), stored as the DLQ entry's retry_count. */
 export function retryCountOf(body: string): number {
@@ -62,7 +64,21 @@ interface PendingAck {
 /** Carries out the settle calls of a consumer's deliveries. */
 export class RedisSettler implements DeliverySettler {
   readonly #acks = new Map<string, PendingAck[]>();
-  readonly #ackFlush = new FlushScheduler(() => this.#flushAcks());
+  #isFlushScheduled = false;
+  readonly #flushAcks = (): void => {
+    this.#isFlushScheduled = false;
+    this.#sendAll();
+  };
+
+  #sendAll(): void {
+    const batches = [...this.#acks.values()];
+    this.#acks.clear();
+    for (const batch of batches) {
+      for (let i = 0; i < batch.length; i += MAX_ACK_BATCH) {
+        this.#ackBatch(batch.slice(i, i + MAX_ACK_BATCH), 0).catch(() => undefined);
+      }
+    }
+  }
   readonly #ctx: RedisBrokerContext;
   readonly #consumerId: string;
   readonly #onSettled: (delivery: RedisDelivery) => void;
@@ -100,10 +116,13 @@ export class RedisSettler implements DeliverySettler {
   }
 
   /**
-   * Acks are batched per stream for one event-loop turn: the worker settles many deliveries at
-   * once, and one script call for all of them costs Redis a fraction of one call each. With a
-   * `record` (only when the consumer was given the result backend's writer), the same call
-   * first writes that terminal record to the result backend.
+   * Acks are batched per stream until the check phase of the event-loop iteration (every ack of
+   * the iteration's timer, I/O and promise callbacks): the worker settles many deliveries at
+   * once, and one script call for all of them costs Redis a fraction of one call each. A read of
+   * the consumer that comes first (its fetch runs in the worker's own check-phase callback,
+   * scheduled when the jobs started) takes the batch along ({@link RedisSettler.readWithAcks}).
+   * With a `record` (only when the consumer was given the result backend's writer), the same
+   * call first writes that terminal record to the result backend.
    */
   ack(d: RedisDelivery, confirm = false, record?: TaskRecord): Promise<void> {
     if (record !== undefined && this.#records === undefined) {
@@ -116,20 +135,41 @@ export class RedisSettler implements DeliverySettler {
         this.#acks.set(d.keys.stream, batch);
       }
       batch.push({ delivery: d, confirm, record, resolve, reject });
-      // Every ack of this turn's callbacks (and of the iteration's later callbacks) in one call.
-      this.#ackFlush.request();
+      if (!this.#isFlushScheduled) {
+        this.#isFlushScheduled = true;
+        setImmediate(this.#flushAcks);
+      }
     });
   }
 
-  #flushAcks(): void {
-    const batches = [...this.#acks.values()];
-    this.#acks.clear();
-    for (const batch of batches) {
-      for (let i = 0; i < batch.length; i += MAX_ACK_BATCH) void this.#ackBatch(batch.slice(i, i + MAX_ACK_BATCH));
-    }
+  /** Sends every waiting ack now rather than at the check phase (a no-op when none waits). */
+  sendWaitingAcks(): void {
+    if (this.#acks.size > 0) this.#sendAll();
   }
 
-  async #ackBatch(batch: PendingAck[]): Promise<void> {
+  /**
+   * Sends the acks waiting for `stream` (at most one script call's worth) together with a
+   * non-blocking read of up to `count` new entries for this consumer: one round trip where the
+   * ack flush and the read would be two. Undefined when no ack waits for that stream or the
+   * command connection is not ready (the caller reads on its own; the acks go at the check phase).
+   * Resolves to the entries read (empty when none is new); rejects when the call failed (the
+   * acks are then rejected as a failed flush rejects them) or the read did (e.g. NOGROUP; the
+   * acks stand).
+   */
+  readWithAcks(stream: string, count: number): Promise<StreamEntry[]> | undefined {
+    const waiting = this.#acks.get(stream);
+    if (waiting === undefined || count <= 0 || this.#ctx.main.status !== "ready") return undefined;
+    const batch = waiting.splice(0, MAX_ACK_BATCH);
+    if (waiting.length === 0) this.#acks.delete(stream);
+    return this.#ackBatch(batch, count);
+  }
+
+  /**
+   * Acks `batch` in one script call and, when `readCount` > 0, reads up to that many new
+   * entries in the same call. Rejects the batch's acks when the call fails, and then rejects
+   * too (the flush ignores that; a read reports it).
+   */
+  async #ackBatch(batch: PendingAck[], readCount: number): Promise<StreamEntry[]> {
     const first = (batch[0] as PendingAck).delivery;
     const ids = batch.map(({ delivery }) => delivery.deliveryId);
     let low = first.deliveryId;
@@ -142,24 +182,41 @@ export class RedisSettler implements DeliverySettler {
     const records: TaskRecord[] = [];
     for (const ack of batch) if (ack.record !== undefined) records.push(ack.record);
     let results: unknown;
+    let entries: StreamEntry[] = [];
+    let readError: string | undefined;
     try {
       if (records.length === 0 || this.#records === undefined) {
-        results = await runScript(this.#ctx.main, "chicoryAck", [first.keys.stream, first.keys.unique], args);
+        const keys = [first.keys.stream, first.keys.unique];
+        if (readCount > 0) {
+          const read = [readCount, 1, this.#ctx.group, this.#consumerId];
+          [results, entries, readError] = (await runScript(this.#ctx.main, "chicoryAckRead", keys, [
+            ...read,
+            ...args,
+          ])) as [unknown, StreamEntry[], string | undefined];
+        } else {
+          results = await runScript(this.#ctx.main, "chicoryAck", keys, args);
+        }
       } else {
         const store = this.#records.storeResultsCall(records);
         const keys = [...store.keys, first.keys.stream, first.keys.unique];
-        results = await runScript(
-          this.#ctx.main,
-          "chicoryAckWithRecords",
-          [String(keys.length), ...keys],
-          [records.length, ...store.args, ...args],
-        );
+        const ackArgs = [records.length, ...store.args, ...args];
+        if (readCount > 0) {
+          const read = [readCount, store.keys.length + 1, this.#ctx.group, this.#consumerId];
+          [results, entries, readError] = (await runScript(
+            this.#ctx.main,
+            "chicoryAckWithRecordsRead",
+            [String(keys.length), ...keys],
+            [...read, ...ackArgs],
+          )) as [unknown, StreamEntry[], string | undefined];
+        } else {
+          results = await runScript(this.#ctx.main, "chicoryAckWithRecords", [String(keys.length), ...keys], ackArgs);
+        }
         this.#records.recordsWritten(records);
       }
     } catch (error) {
       const wrapped = this.#ctx.wrapError("ack", error);
       for (const { reject } of batch) reject(wrapped);
-      return;
+      throw error;
     }
     const missed = Array.isArray(results) ? results.filter((r) => Number(r) !== 1).length : 0;
     if (missed > 0) {
@@ -181,6 +238,8 @@ export class RedisSettler implements DeliverySettler {
         );
       } else resolve();
     });
+    if (readError !== undefined) throw new Error(readError);
+    return entries;
   }
 
   async retry(d: RedisDelivery, body: string, delayMs: number): Promise<void> {

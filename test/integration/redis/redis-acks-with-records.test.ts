@@ -120,6 +120,54 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     expect(await s.raw.xlen(s.stream)).toBe(0);
   });
 
+  it("a read right after acks with records sends them in its call: records written, entries acked, next handed out", async () => {
+    const s = await setup();
+    expect(s.broker.attachResults(s.backend)).toBe(true);
+    const ids = [await s.publish(), await s.publish(), await s.publish()];
+    const c = s.consumer();
+    const held = await c.fetch(2, AbortSignal.timeout(1000));
+    expect(held).toHaveLength(2);
+    const acked = held.map((d, i) => d.ackWithRecord?.(success(ids[i] as string, i)));
+    const next = await c.fetch(2, AbortSignal.timeout(1000));
+    await Promise.all(acked);
+    expect(next).toHaveLength(1);
+    for (const [i, id] of ids.slice(0, 2).entries()) {
+      expect(JSON.parse((await s.raw.get(s.backend.resultKey(id))) ?? "null")).toMatchObject({ result: i });
+    }
+    const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;
+    expect(pending.map(([entry]) => entry)).toEqual([next[0]?.deliveryId]);
+    expect(await s.raw.xlen(s.stream)).toBe(1);
+  });
+
+  it("when the records of waiting acks cannot be written, the read in the same call fails too and takes nothing", async () => {
+    const s = await setup();
+    const key = s.backend.resultKey("broken");
+    const failing: RedisRecordWriter = {
+      sharesServerWith: () => true,
+      storeResultsCall: (records) => ({
+        keys: [key],
+        args: [-1, `${s.prefix}:done`, 0, 2048, JSON.stringify(records[0])],
+      }),
+      recordsWritten: () => undefined,
+    };
+    const broker = await s.newBroker();
+    expect(broker.attachResults(failing as unknown as RedisBackend)).toBe(true);
+    await s.publish();
+    await s.publish();
+    const c = s.consumer(broker);
+    const d = await fetchOne(c);
+    const acked = d.ackWithRecord?.(success("broken", 1));
+    await expect(c.fetch(1, AbortSignal.timeout(1000))).rejects.toThrow(/expire/i);
+    await expect(acked).rejects.toThrow(/expire/i);
+    // nothing acked, nothing read: the held entry is the only one pending, the other still new
+    const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;
+    expect(pending.map(([entry]) => entry)).toEqual([d.deliveryId]);
+    await d.ack();
+    const rest = await fetchOne(c);
+    await rest.ack();
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+  });
+
   it("a worker stores results with its acks when the backend shares the broker's server, and says so", async () => {
     for (const [backendUrl, together] of [
       [SERVICES.redis, true],

@@ -106,6 +106,53 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(c.inFlight).toBe(0);
   });
 
+  it("acks still waiting when the consumer reads go in the read's script call, which hands out the next entries", async () => {
+    const s = await setup();
+    const bodies: string[] = [];
+    for (let i = 0; i < 4; i++) bodies.push((await publish(s.broker, s.queue)).body);
+    const c = s.consumer();
+    const first = await c.fetch(2, AbortSignal.timeout(1000));
+    expect(first.map((d) => d.body)).toEqual(bodies.slice(0, 2));
+    const monitor = await rawRedis().monitor();
+    cleanups.push(() => monitor.disconnect());
+    const seen: Array<{ args: string[]; source: string }> = [];
+    monitor.on("monitor", (_time: string, args: string[], source: string) => seen.push({ args, source }));
+    // The acks wait for the event loop's check phase; the fetch right after them takes them along.
+    const acked = first.map((d) => d.ack());
+    const next = await c.fetch(2, AbortSignal.timeout(1000));
+    await Promise.all(acked);
+    expect(next.map((d) => d.body)).toEqual(bodies.slice(2));
+    expect(await s.raw.xlen(s.stream)).toBe(2);
+    const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;
+    expect(pending.map(([id]) => id)).toEqual(next.map((d) => d.deliveryId));
+    const marker = uniqueName("marker");
+    await s.raw.echo(marker);
+    await eventually(async () => {
+      if (!seen.some(({ args }) => args.includes(marker))) throw new Error("monitor behind");
+    }, 3000);
+    // One read of new entries, and it ran inside the script (after the acks' XACK and XDEL).
+    const commands = seen.filter(({ args }) => args.includes(s.stream)).map(({ args }) => args[0]?.toUpperCase());
+    const reads = seen.filter(({ args }) => args[0]?.toUpperCase() === "XREADGROUP" && args.at(-1) === ">");
+    expect(reads.map(({ source }) => source)).toEqual(["lua"]);
+    expect(commands.indexOf("XREADGROUP")).toBeGreaterThan(commands.indexOf("XDEL"));
+  });
+
+  it("a read that goes with waiting acks and finds the group gone applies the acks and re-creates the group", async () => {
+    const s = await setup();
+    await publish(s.broker, s.queue);
+    const c = s.consumer();
+    const held = await fetchOne(c);
+    await s.raw.del(s.stream); // the read in the acks' call fails with NOGROUP
+    const acked = held.ack();
+    expect(await c.fetch(1, AbortSignal.timeout(1000))).toEqual([]);
+    await expect(acked).resolves.toBeUndefined();
+    const task = await publish(s.broker, s.queue);
+    const got = await fetchOne(c);
+    expect(got.body).toBe(task.body);
+    await got.ack();
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+  });
+
   it("lease renewal keeps a long delivery from being reclaimed, without counting deliveries", async () => {
     const s = await setup({ claimMinIdleMs: 600 });
     await publish(s.broker, s.queue);

@@ -69,16 +69,6 @@ export class RedisSettler implements DeliverySettler {
     this.#isFlushScheduled = false;
     this.#sendAll();
   };
-
-  #sendAll(): void {
-    const batches = [...this.#acks.values()];
-    this.#acks.clear();
-    for (const batch of batches) {
-      for (let i = 0; i < batch.length; i += MAX_ACK_BATCH) {
-        this.#ackBatch(batch.slice(i, i + MAX_ACK_BATCH), 0).catch(() => undefined);
-      }
-    }
-  }
   readonly #ctx: RedisBrokerContext;
   readonly #consumerId: string;
   readonly #onSettled: (delivery: RedisDelivery) => void;
@@ -145,6 +135,17 @@ export class RedisSettler implements DeliverySettler {
   /** Sends every waiting ack now rather than at the check phase (a no-op when none waits). */
   sendWaitingAcks(): void {
     if (this.#acks.size > 0) this.#sendAll();
+  }
+
+  /** One script call per stream (and per MAX_ACK_BATCH acks); a failure rejects the acks. */
+  #sendAll(): void {
+    const batches = [...this.#acks.values()];
+    this.#acks.clear();
+    for (const batch of batches) {
+      for (let i = 0; i < batch.length; i += MAX_ACK_BATCH) {
+        this.#ackBatch(batch.slice(i, i + MAX_ACK_BATCH), 0).catch(() => undefined);
+      }
+    }
   }
 
   /**

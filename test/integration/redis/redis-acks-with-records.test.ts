@@ -36,6 +36,25 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     return { ...sandbox, backend, publish };
   }
 
+  /**
+   * Another broker of the sandbox whose attached record writer fails inside the script (an
+   * invalid expire time, as an OOM would), and the key it would have written.
+   */
+  async function brokerWithFailingRecords(s: Awaited<ReturnType<typeof setup>>) {
+    const key = s.backend.resultKey("broken");
+    const failing: RedisRecordWriter = {
+      sharesServerWith: () => true,
+      storeResultsCall: (records) => ({
+        keys: [key],
+        args: [-1, `${s.prefix}:done`, 0, 2048, JSON.stringify(records[0])],
+      }),
+      recordsWritten: () => undefined,
+    };
+    const broker = await s.newBroker();
+    expect(broker.attachResults(failing as unknown as RedisBackend)).toBe(true);
+    return { broker, key };
+  }
+
   it("attaches a Redis backend on the same server and database only", async () => {
     const s = await setup();
     expect(s.broker.attachResults(s.backend)).toBe(true);
@@ -97,18 +116,7 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
 
   it("acks nothing when the record cannot be written (the delivery is redelivered, not lost)", async () => {
     const s = await setup();
-    const key = s.backend.resultKey("broken");
-    // A writer whose SET fails inside the script (an invalid expire time, as an OOM would).
-    const failing: RedisRecordWriter = {
-      sharesServerWith: () => true,
-      storeResultsCall: (records) => ({
-        keys: [key],
-        args: [-1, `${s.prefix}:done`, 0, 2048, JSON.stringify(records[0])],
-      }),
-      recordsWritten: () => undefined,
-    };
-    const broker = await s.newBroker();
-    expect(broker.attachResults(failing as unknown as RedisBackend)).toBe(true);
+    const { broker, key } = await brokerWithFailingRecords(s);
     await s.publish();
     const d: Delivery = await fetchOne(s.consumer(broker));
     await expect(d.ackWithRecord?.(success("broken", 1))).rejects.toThrow(/expire/i);
@@ -141,17 +149,7 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
 
   it("when the records of waiting acks cannot be written, the read in the same call fails too and takes nothing", async () => {
     const s = await setup();
-    const key = s.backend.resultKey("broken");
-    const failing: RedisRecordWriter = {
-      sharesServerWith: () => true,
-      storeResultsCall: (records) => ({
-        keys: [key],
-        args: [-1, `${s.prefix}:done`, 0, 2048, JSON.stringify(records[0])],
-      }),
-      recordsWritten: () => undefined,
-    };
-    const broker = await s.newBroker();
-    expect(broker.attachResults(failing as unknown as RedisBackend)).toBe(true);
+    const { broker } = await brokerWithFailingRecords(s);
     await s.publish();
     await s.publish();
     const c = s.consumer(broker);

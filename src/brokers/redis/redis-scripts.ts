@@ -11,23 +11,18 @@ function lua(name: string, folder = "./scripts"): string {
   return readFileSync(new URL(`${folder}/${name}.lua`, import.meta.url), "utf8");
 }
 
-/** `ack-with-records.lua`'s two functions: the texts of `store-results.lua` and `ack.lua`. */
-function recordsAndAckFunctions(): string {
+/** `ack-with-records.lua` below the two scripts it calls, as local functions (see its header). */
+function ackWithRecordsLua(): string {
   const storeResults = lua("store-results", "../../backends/redis/scripts");
   return [
     `local function storeResults(KEYS, ARGV)\n${storeResults}\nend`,
     `local function ack(KEYS, ARGV)\n${lua("ack")}\nend`,
+    lua("ack-with-records"),
   ].join("\n");
 }
 
-/** `ack-with-records.lua` below the two scripts it calls, as local functions (see its header). */
-function ackWithRecordsLua(): string {
-  return [recordsAndAckFunctions(), lua("ack-with-records")].join("\n");
-}
-
 /** `read-after-acks.lua` below its acking script, as the local function `settle` (see its header). */
-function readAfterAcksLua(withRecords: boolean): string {
-  const settle = withRecords ? [recordsAndAckFunctions(), lua("ack-with-records")].join("\n") : lua("ack");
+function readAfterAcksLua(settle: string): string {
   return [`local function settle(KEYS, ARGV)\n${settle}\nend`, lua("read-after-acks")].join("\n");
 }
 
@@ -42,9 +37,9 @@ const SCRIPTS = {
   chicoryAck: { numberOfKeys: 2, lua: lua("ack") },
   /** Variable key count: called with the number of keys first. */
   chicoryAckWithRecords: { lua: ackWithRecordsLua() },
-  chicoryAckRead: { numberOfKeys: 2, lua: readAfterAcksLua(false) },
+  chicoryAckRead: { numberOfKeys: 2, lua: readAfterAcksLua(lua("ack")) },
   /** Variable key count: called with the number of keys first. */
-  chicoryAckWithRecordsRead: { lua: readAfterAcksLua(true) },
+  chicoryAckWithRecordsRead: { lua: readAfterAcksLua(ackWithRecordsLua()) },
   chicoryRetry: { numberOfKeys: 3, lua: lua("retry") },
   chicoryDeadLetter: { numberOfKeys: 3, lua: lua("dead-letter") },
   chicoryWriteDeadLetter: { numberOfKeys: 1, lua: lua("write-dead-letter") },

@@ -13,7 +13,7 @@ import type { TaskRecord } from "../../backends/backend.js";
 import type { Logger } from "../../core/logger.js";
 import { peekMessage } from "../../core/message.js";
 import { BrokerConnectionError } from "../../errors.js";
-import { runScript } from "../../redis/redis-client.js";
+import { type RedisArg, runScript } from "../../redis/redis-client.js";
 import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import type { DeliverySettler, RedisDelivery } from "./redis-delivery.js";
@@ -186,34 +186,29 @@ export class RedisSettler implements DeliverySettler {
     let entries: StreamEntry[] = [];
     let readError: string | undefined;
     try {
-      if (records.length === 0 || this.#records === undefined) {
-        const keys = [first.keys.stream, first.keys.unique];
-        if (readCount > 0) {
-          const read = [readCount, 1, this.#ctx.group, this.#consumerId];
-          [results, entries, readError] = (await runScript(this.#ctx.main, "chicoryAckRead", keys, [
-            ...read,
-            ...args,
-          ])) as [unknown, StreamEntry[], string | undefined];
-        } else {
-          results = await runScript(this.#ctx.main, "chicoryAck", keys, args);
-        }
-      } else {
-        const store = this.#records.storeResultsCall(records);
-        const keys = [...store.keys, first.keys.stream, first.keys.unique];
-        const ackArgs = [records.length, ...store.args, ...args];
-        if (readCount > 0) {
-          const read = [readCount, store.keys.length + 1, this.#ctx.group, this.#consumerId];
-          [results, entries, readError] = (await runScript(
-            this.#ctx.main,
-            "chicoryAckWithRecordsRead",
-            [String(keys.length), ...keys],
-            [...read, ...ackArgs],
-          )) as [unknown, StreamEntry[], string | undefined];
-        } else {
-          results = await runScript(this.#ctx.main, "chicoryAckWithRecords", [String(keys.length), ...keys], ackArgs);
-        }
-        this.#records.recordsWritten(records);
+      // The plain ack script, or the one that first writes the records; `…Read` reads after it.
+      const { stream, unique } = first.keys;
+      let script: "chicoryAck" | "chicoryAckWithRecords" = "chicoryAck";
+      let keys = [stream, unique];
+      let ackArgs: RedisArg[] = args;
+      let streamIndex = 1;
+      const store = records.length > 0 ? this.#records?.storeResultsCall(records) : undefined;
+      if (store !== undefined) {
+        script = "chicoryAckWithRecords";
+        keys = [String(store.keys.length + 2), ...store.keys, stream, unique];
+        ackArgs = [records.length, ...store.args, ...args];
+        streamIndex = store.keys.length + 1;
       }
+      if (readCount > 0) {
+        const read = [readCount, streamIndex, this.#ctx.group, this.#consumerId];
+        [results, entries, readError] = (await runScript(this.#ctx.main, `${script}Read`, keys, [
+          ...read,
+          ...ackArgs,
+        ])) as [unknown, StreamEntry[], string | undefined];
+      } else {
+        results = await runScript(this.#ctx.main, script, keys, ackArgs);
+      }
+      if (store !== undefined) this.#records?.recordsWritten(records);
     } catch (error) {
       const wrapped = this.#ctx.wrapError("ack", error);
       for (const { reject } of batch) reject(wrapped);

@@ -1,7 +1,7 @@
 // Single-job round trip on an idle queue: enqueue -> worker -> result seen by the producer, over
 // --jobs sequential increment jobs with 1 worker process (concurrency 32). p50/p95/p99 per system;
 // systems interleaved per rep. Bounded: per-job timeout and a hard deadline.
-// Usage: node bench/latency.mjs [--systems=chicory,bullmq,bare-ioredis] [--jobs=2000] [--reps=3]
+// Usage: node bench/latency.mjs [--systems=chicory,bullmq,bare-ioredis,beequeue] [--jobs=2000] [--reps=3]
 //          [--max-minutes=15] [--out=bench/results/latency.json]
 import os from "node:os";
 import {
@@ -17,7 +17,7 @@ import {
 import { flushBenchDb } from "./lib/redis.mjs";
 
 const a = parseArgs();
-const systems = String(a.systems || "chicory,bullmq,bare-ioredis").split(",");
+const systems = String(a.systems || "chicory,bullmq,bare-ioredis,beequeue").split(",");
 const jobs = Number(a.jobs || 2000);
 const reps = Number(a.reps || 3);
 const out = a.out || `bench/results/tmp/latency-${Date.now()}.json`;

@@ -5,13 +5,13 @@
 //  - worker process RSS: idle on an empty queue 2 s after start, and idle again 2 s after
 //    processing one batch of --load-n increment jobs.
 // Bounded: hard deadline, per-step timeouts.
-// Usage: node bench/memory.mjs [--systems=chicory,bullmq,bare-ioredis] [--jobs=100000] [--reps=2]
+// Usage: node bench/memory.mjs [--systems=chicory,bullmq,bare-ioredis,beequeue] [--jobs=100000] [--reps=2]
 //          [--load-n=4096] [--out=bench/results/memory.json]
 import { hardDeadline, median, parseArgs, rssMiB, sleep, startWorkers, withTimeout, writeJson } from "./lib/common.mjs";
 import { connect, flushBenchDb, redisInfo } from "./lib/redis.mjs";
 
 const a = parseArgs();
-const systems = String(a.systems || "chicory,bullmq,bare-ioredis").split(",");
+const systems = String(a.systems || "chicory,bullmq,bare-ioredis,beequeue").split(",");
 const N = Number(a.jobs || 100000);
 const reps = Number(a.reps || 2);
 const loadN = Number(a["load-n"] || 4096);

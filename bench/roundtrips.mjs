@@ -5,14 +5,14 @@
 // Redis server is otherwise quiet (other users of the server add noise).
 // With --monitor, also runs a smaller batch under MONITOR to split client-issued commands from
 // commands run inside scripts (MONITOR slows Redis: its timings are not used).
-// Usage: node bench/roundtrips.mjs [--systems=chicory,bullmq,bare-ioredis] [--n=4096] [--reps=3]
+// Usage: node bench/roundtrips.mjs [--systems=chicory,bullmq,bare-ioredis,beequeue] [--n=4096] [--reps=3]
 //          [--monitor] [--monitor-n=1024] [--out=bench/results/roundtrips.json]
 import fs from "node:fs";
 import { hardDeadline, median, parseArgs, REDIS, sleep, startWorkers, withTimeout, writeJson } from "./lib/common.mjs";
 import { commandStats, connect, flushBenchDb, redisInfo } from "./lib/redis.mjs";
 
 const a = parseArgs();
-const systems = String(a.systems || "chicory,bullmq,bare-ioredis").split(",");
+const systems = String(a.systems || "chicory,bullmq,bare-ioredis,beequeue").split(",");
 const N = Number(a.n || 4096);
 const reps = Number(a.reps || 3);
 const monitorN = Number(a["monitor-n"] || 1024);

@@ -19,7 +19,7 @@ const steps = [
           "--workers=1,2",
           "--batches=1024,4096,16384",
           "--skip=cpu_bound:1024,io_bound:1024",
-          "--systems=chicory,chicory+prefetch,bullmq,bare-ioredis",
+          "--systems=chicory,chicory+prefetch,bullmq,bare-ioredis,beequeue",
         ],
     45,
   ],

@@ -3,7 +3,7 @@
 //   throughput = N / (enqueue time + result time). Workers run in separate processes.
 // Reps are interleaved (rep -> worker count -> system) so ratios between systems come from the
 // same time window. Bounded: per-batch timeout and a hard deadline for the whole script.
-// Usage: node bench/throughput.mjs [--systems=chicory,bullmq,bare-ioredis] [--workers=1,2] [--reps=2]
+// Usage: node bench/throughput.mjs [--systems=chicory,bullmq,bare-ioredis,beequeue] [--workers=1,2] [--reps=2]
 //          [--workloads=increment,cpu_bound,io_bound] [--batches=1024,4096,16384]
 //          [--skip=cpu_bound:1024,io_bound:1024] [--batch-timeout-ms=180000] [--max-minutes=40]
 //          [--out=bench/results/throughput.json]
@@ -12,7 +12,7 @@ import { hardDeadline, median, parseArgs, startWorkers, withTimeout, writeJson }
 import { flushBenchDb } from "./lib/redis.mjs";
 
 const a = parseArgs();
-const systems = String(a.systems || "chicory,bullmq,bare-ioredis").split(",");
+const systems = String(a.systems || "chicory,bullmq,bare-ioredis,beequeue").split(",");
 const workerCounts = String(a.workers || "1,2")
   .split(",")
   .map(Number);

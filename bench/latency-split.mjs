@@ -3,26 +3,54 @@
 //   enqueue         delay() until it resolved (the broker confirmed the message)
 //   start->handler  delay() called until the handler started in the worker
 //   handler->result handler started until the producer had the result
+// and, from the socket reads and writes of both processes (lib/io-times.mjs), the handler's
+// two ends split further:
+//   worker read->handler    the worker's last socket read before the handler started (the job
+//                           arriving) until the handler started
+//   handler->worker write   handler started until the worker's first socket write after it
+//                           (the result / ack going out)
+//   worker write->producer  that write until the producer's last socket read before it had the
+//                           result (Redis + the notification)
+//   producer read->result   that read until the producer had the result
 // The `stamp` workload returns `performance.timeOrigin + performance.now()` of the worker, so
 // the split relies on the two processes' clocks agreeing (same host); the total does not.
 // A diagnostic for PROFILE.md; quote latency from latency.mjs.
-// Usage: node bench/latency-split.mjs [--systems=chicory,bare-ioredis] [--jobs=1500] [--reps=2]
+// Usage: node bench/latency-split.mjs [--systems=chicory,bare-ioredis,beequeue] [--jobs=1500] [--reps=2]
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { median, now, parseArgs, sleep, startWorkers, withTimeout } from "./lib/common.mjs";
+import { ioTimes } from "./lib/io-times.mjs";
 import { flushBenchDb } from "./lib/redis.mjs";
 
 const a = parseArgs();
-const systems = String(a.systems || "chicory,bare-ioredis").split(",");
+const systems = String(a.systems || "chicory,bare-ioredis,beequeue").split(",");
 const jobs = Number(a.jobs || 1500);
 const reps = Number(a.reps || 2);
 const clock = () => performance.timeOrigin + now();
+const ioDir = fs.mkdtempSync(path.join(os.tmpdir(), "latency-split-"));
+/** Index of the first time in the sorted `xs` at or after `t`. */
+const firstAt = (xs, t) => {
+  let lo = 0;
+  let hi = xs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (xs[mid] < t) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+};
 
 for (let rep = 1; rep <= reps; rep++) {
   for (const sys of systems) {
     const queue = `split-${sys}-${rep}-${process.pid}`;
     await flushBenchDb();
-    const driver = await import(`./drivers/${sys}.mjs`);
+    const [base, ...experiments] = sys.split("+"); // e.g. chicory+dist-b (see drivers/chicory.mjs)
+    const driver = await import(`./drivers/${base}.mjs`);
     const producer = await driver.createProducer({ queue });
-    const workers = await startWorkers(sys, 1, { QUEUE_NAME: queue });
+    const nodeArgs = `${process.env.BENCH_WORKER_NODE_ARGS || ""} --import ./bench/lib/io-times.mjs`;
+    const env = { QUEUE_NAME: queue, IO_TIMES_DIR: ioDir, CHICORY_BENCH_EXPERIMENT: experiments.join(",") };
+    const workers = await startWorkers(base, 1, env, nodeArgs);
     try {
       for (let i = 0; i < 200; i++) await withTimeout(producer.runBatch("increment", 1), 10000, "warmup");
       await sleep(200);
@@ -30,6 +58,7 @@ for (let rep = 1; rep <= reps; rep++) {
       const toHandler = [];
       const toResult = [];
       const total = [];
+      const marks = [];
       for (let i = 0; i < jobs; i++) {
         const t0 = clock();
         const r = await withTimeout(producer.runBatch("stamp", 1), 10000, `${sys} job ${i}`);
@@ -39,11 +68,36 @@ for (let rep = 1; rep <= reps; rep++) {
         toHandler.push(started - t0);
         toResult.push(t2 - started);
         total.push(t2 - t0);
+        marks.push({ started, t2, producerRead: ioTimes.reads.at(-1) });
       }
-      const f = (xs) => median(xs).toFixed(3);
+      await workers.stop();
+      const io = fs
+        .readdirSync(ioDir)
+        .map((f) => path.join(ioDir, f))
+        .map((f) => {
+          const times = JSON.parse(fs.readFileSync(f, "utf8"));
+          fs.unlinkSync(f);
+          return times;
+        })[0];
+      const readToHandler = [];
+      const handlerToWrite = [];
+      const writeToProducer = [];
+      const readToResult = [];
+      for (const m of marks) {
+        const w = io?.writes[firstAt(io.writes, m.started)];
+        const rd = io?.reads[firstAt(io.reads, m.started) - 1];
+        if (w === undefined || rd === undefined) continue;
+        readToHandler.push(m.started - rd);
+        handlerToWrite.push(w - m.started);
+        writeToProducer.push(m.producerRead - w);
+        readToResult.push(m.t2 - m.producerRead);
+      }
+      const f = (xs) => (xs.length ? median(xs).toFixed(3) : "–");
       console.log(
         `rep${rep} ${sys.padEnd(13)} total ${f(total)} ms  enqueue ${f(enqueue)}  ` +
-          `start->handler ${f(toHandler)}  handler->result ${f(toResult)}`,
+          `start->handler ${f(toHandler)}  handler->result ${f(toResult)}\n` +
+          `     worker read->handler ${f(readToHandler)}  handler->worker write ${f(handlerToWrite)}  ` +
+          `worker write->producer ${f(writeToProducer)}  producer read->result ${f(readToResult)}`,
       );
     } finally {
       await workers.stop();
@@ -52,3 +106,4 @@ for (let rep = 1; rep <= reps; rep++) {
   }
 }
 await flushBenchDb();
+fs.rmSync(ioDir, { recursive: true, force: true });

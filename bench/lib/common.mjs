@@ -130,11 +130,12 @@ export function writeJson(file, data) {
 
 /**
  * Forks `count` worker processes (bench/worker.mjs) for a driver; resolves once every one has
- * reported ready. `BENCH_WORKER_NODE_ARGS` (space separated) adds node flags, e.g. --cpu-prof.
+ * reported ready. `nodeArgs` (space separated; default `BENCH_WORKER_NODE_ARGS`) adds node
+ * flags, e.g. --cpu-prof.
  */
-export async function startWorkers(driver, count, env = {}) {
+export async function startWorkers(driver, count, env = {}, nodeArgs = process.env.BENCH_WORKER_NODE_ARGS || "") {
   const procs = [];
-  const execArgv = (process.env.BENCH_WORKER_NODE_ARGS || "").split(" ").filter(Boolean);
+  const execArgv = nodeArgs.split(" ").filter(Boolean);
   for (let i = 0; i < count; i++) {
     const child = fork(path.join(ROOT, "worker.mjs"), [driver], {
       env: { ...process.env, ...env, WORKER_INDEX: String(i) },

@@ -1,0 +1,24 @@
+// Preload (`node --import ./bench/lib/io-times.mjs`) or import: records the wall-clock time
+// (performance.timeOrigin + now, ms) of every socket write (net.Socket#write) and every 'data'
+// event of this process. A worker process (argv[2] = driver) writes them on exit to
+// `${IO_TIMES_DIR}/io-<pid>.json` when IO_TIMES_DIR is set. Diagnostic for latency-split.mjs.
+import fs from "node:fs";
+import net from "node:net";
+
+/** Times of this process's socket writes and reads, in order. */
+export const ioTimes = { writes: [], reads: [] };
+const clock = () => performance.timeOrigin + performance.now();
+const write = net.Socket.prototype.write;
+net.Socket.prototype.write = function (...args) {
+  ioTimes.writes.push(clock());
+  return write.apply(this, args);
+};
+const emit = net.Socket.prototype.emit;
+net.Socket.prototype.emit = function (event, ...args) {
+  if (event === "data") ioTimes.reads.push(clock());
+  return emit.call(this, event, ...args);
+};
+const dir = process.env.IO_TIMES_DIR;
+if (dir && process.argv[2]) {
+  process.on("exit", () => fs.writeFileSync(`${dir}/io-${process.pid}.json`, JSON.stringify(ioTimes)));
+}

@@ -3,9 +3,10 @@
  * eviction policy other than `noeviction` deletes keys when it runs out of memory, and nobody
  * is told: queue keys (streams, delayed sets, DLQ) under an `allkeys-*` policy, keys with a TTL
  * (results, task states, worker heartbeats) under any policy. Lost messages cannot be detected
- * afterwards, so the adapters check once when they connect and warn (a process warning, shown
- * by default) rather than fail: the policy may be deliberate, and managed services may not
- * allow changing it.
+ * afterwards, so the adapters check when they connect, and again after every reconnect (a
+ * restarted or failed-over server may run with other settings), and warn (a process warning,
+ * shown by default) rather than fail: the policy may be deliberate, and managed services may
+ * not allow changing it.
  * @module
  */
 import { warnOnce } from "../core/warn-once.js";
@@ -67,4 +68,13 @@ export async function warnIfEvicting(
   if (risk !== undefined) {
     warnOnce(`eviction ${what} ${displayUrl}`, `${what} (${displayUrl}): ${risk}`, "CHICORY_REDIS_EVICTION");
   }
+}
+
+/**
+ * Checks now ({@link warnIfEvicting}, in the background) and again each time `client` is ready
+ * after a reconnect. The warning stays once per adapter and server.
+ */
+export function watchEviction(client: RedisClientLike, data: RedisData, what: string, displayUrl: string): void {
+  void warnIfEvicting(client, data, what, displayUrl);
+  client.on("ready", () => void warnIfEvicting(client, data, what, displayUrl));
 }

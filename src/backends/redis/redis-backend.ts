@@ -33,7 +33,7 @@ import { type Logger, silentLogger } from "../../core/logger.js";
 import { BackendConnectionError, ValidationError } from "../../errors.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import { closeRedis, describeRedisError, openRedis, pingRedis, sameRedisServer } from "../../redis/redis-connect.js";
-import { warnIfEvicting } from "../../redis/redis-eviction.js";
+import { watchEviction } from "../../redis/redis-eviction.js";
 import { type ResolvedRedisConnection, resolveRedisConnection } from "../../redis/redis-options.js";
 import type { RedisRecordWriter, StoreResultsCall } from "../../redis/redis-record-writer.js";
 import {
@@ -142,8 +142,9 @@ export class RedisBackend implements Backend, RedisRecordWriter {
         (message, cause) => new BackendConnectionError(message, { cause }),
       ));
     defineBackendScripts(main);
-    // In the background: connecting does not wait for the check (which never throws).
-    void warnIfEvicting(main, "records", "Redis backend", this.displayUrl);
+    // In the background: connecting does not wait for the check (which never throws); again
+    // after every reconnect.
+    watchEviction(main, "records", "Redis backend", this.displayUrl);
     this.#main = main;
     this.#hub = new RedisResultHub({
       main,

@@ -35,7 +35,7 @@ import { MessageCodec, peekMessage } from "../../core/message.js";
 import { BrokerConnectionError, ValidationError } from "../../errors.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import { closeRedis, describeRedisError, openRedis, pingRedis } from "../../redis/redis-connect.js";
-import { warnIfEvicting } from "../../redis/redis-eviction.js";
+import { watchEviction } from "../../redis/redis-eviction.js";
 import { type ResolvedRedisConnection, resolveRedisConnection } from "../../redis/redis-options.js";
 import { isRedisRecordWriter, type RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type {
@@ -153,8 +153,9 @@ export class RedisBroker implements Broker {
     defineBrokerScripts(main);
     const password = this.#connection.password;
     const displayUrl = this.displayUrl;
-    // In the background: connecting does not wait for the check (which never throws).
-    void warnIfEvicting(main, "queues", "Redis broker", displayUrl);
+    // In the background: connecting does not wait for the check (which never throws); again
+    // after every reconnect.
+    watchEviction(main, "queues", "Redis broker", displayUrl);
     this.#ctx = {
       main,
       keys: this.#keys,

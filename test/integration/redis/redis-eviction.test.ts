@@ -2,7 +2,8 @@
  * The eviction check against a redis-server this test starts itself (never the shared :6379,
  * whose settings other tests rely on): with a memory limit and an allkeys-* policy, connecting
  * the broker and the backend emits one process warning each, and a second connect to the same
- * server does not repeat them.
+ * server does not repeat them; on a server that starts without a limit and gets one later,
+ * the adapters warn after their next reconnect.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -82,5 +83,40 @@ describe.skipIf(skip)("redis adapters: eviction policy check", () => {
     expect((await again.healthcheck()).connected).toBe(true);
     await new Promise((resolve) => setImmediate(resolve));
     expect(repeated).toEqual([]);
+  });
+
+  it("checks again after a reconnect: a policy set later is reported", async () => {
+    const later = new OwnRedis(await freePort(), dir, "none");
+    cleanups.push(() => later.kill());
+    await later.start();
+    const broker = new RedisBroker({ url: later.url });
+    const backend = new RedisBackend({ url: later.url });
+    cleanups.push(
+      () => broker.disconnect(),
+      () => backend.disconnect(),
+    );
+    const seen: Error[] = [];
+    const onWarning = (warning: Error & { code?: string }) => {
+      if (warning.code === "CHICORY_REDIS_EVICTION") seen.push(warning);
+    };
+    process.on("warning", onWarning);
+    cleanups.push(() => void process.off("warning", onWarning));
+    await Promise.all([broker.connect(), backend.connect()]);
+    // The connect-time checks' INFO replies come before these round trips' (same connections).
+    expect((await broker.healthcheck()).connected).toBe(true);
+    expect((await backend.healthcheck()).connected).toBe(true);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(seen).toEqual([]);
+
+    const warnings = nextWarnings("CHICORY_REDIS_EVICTION", 2);
+    const admin = new Redis(later.url);
+    cleanups.push(() => void admin.disconnect());
+    await admin.config("SET", "maxmemory", "64mb");
+    await admin.config("SET", "maxmemory-policy", "allkeys-lru");
+    // Drops every other normal connection (not this one): both adapters reconnect.
+    await admin.call("CLIENT", "KILL", "TYPE", "normal");
+    const messages = (await warnings).map((w) => w.message).sort();
+    expect(messages[0]).toMatch(/^Redis backend \(redis:\/\/127\.0\.0\.1:\d+\/0\): maxmemory-policy allkeys-lru/);
+    expect(messages[1]).toMatch(/^Redis broker \(redis:\/\/127\.0\.0\.1:\d+\/0\): maxmemory-policy allkeys-lru/);
   });
 });

@@ -1,5 +1,5 @@
 // Where a single job's round trip goes, across processes: for --jobs sequential jobs on an idle
-// queue (1 worker process), the medians of
+// queue (1 worker process), the medians (or --pct percentiles) of
 //   enqueue         delay() until it resolved (the broker confirmed the message)
 //   start->handler  delay() called until the handler started in the worker
 //   handler->result handler started until the producer had the result
@@ -16,10 +16,11 @@
 // the split relies on the two processes' clocks agreeing (same host); the total does not.
 // A diagnostic for PROFILE.md; quote latency from latency.mjs.
 // Usage: node bench/latency-split.mjs [--systems=chicory,bare-ioredis,beequeue] [--jobs=1500] [--reps=2]
+//          [--pct=50] (another percentile of each part, e.g. 95: where the tail is)
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { median, now, parseArgs, sleep, startWorkers, withTimeout } from "./lib/common.mjs";
+import { now, parseArgs, percentile, sleep, startWorkers, withTimeout } from "./lib/common.mjs";
 import { ioTimes } from "./lib/io-times.mjs";
 import { flushBenchDb } from "./lib/redis.mjs";
 
@@ -27,6 +28,7 @@ const a = parseArgs();
 const systems = String(a.systems || "chicory,bare-ioredis,beequeue").split(",");
 const jobs = Number(a.jobs || 1500);
 const reps = Number(a.reps || 2);
+const pct = Number(a.pct || 50); // the percentile shown of each part (default: the median)
 const clock = () => performance.timeOrigin + now();
 const ioDir = fs.mkdtempSync(path.join(os.tmpdir(), "latency-split-"));
 /** Index of the first time in the sorted `xs` at or after `t`. */
@@ -92,7 +94,7 @@ for (let rep = 1; rep <= reps; rep++) {
         writeToProducer.push(m.producerRead - w);
         readToResult.push(m.t2 - m.producerRead);
       }
-      const f = (xs) => (xs.length ? median(xs).toFixed(3) : "–");
+      const f = (xs) => (xs.length ? percentile(xs, pct).toFixed(3) : "–");
       console.log(
         `rep${rep} ${sys.padEnd(13)} total ${f(total)} ms  enqueue ${f(enqueue)}  ` +
           `start->handler ${f(toHandler)}  handler->result ${f(toResult)}\n` +

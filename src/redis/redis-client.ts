@@ -35,6 +35,8 @@ export interface RedisClientLike {
   on(event: "message", listener: (channel: string, message: string) => void): unknown;
   on(event: "error", listener: (error: Error) => void): unknown;
   on(event: "ready" | "close" | "end" | "reconnecting", listener: () => void): unknown;
+  /** Removes a listener added with `on`. */
+  off(event: "ready", listener: () => void): unknown;
 }
 
 /** Constructor of an ioredis client. */

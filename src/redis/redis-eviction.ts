@@ -73,8 +73,16 @@ export async function warnIfEvicting(
 /**
  * Checks now ({@link warnIfEvicting}, in the background) and again each time `client` is ready
  * after a reconnect. The warning stays once per adapter and server.
+ * @returns stops the checks after reconnects (for a client that outlives the adapter)
  */
-export function watchEviction(client: RedisClientLike, data: RedisData, what: string, displayUrl: string): void {
-  void warnIfEvicting(client, data, what, displayUrl);
-  client.on("ready", () => void warnIfEvicting(client, data, what, displayUrl));
+export function watchEviction(
+  client: RedisClientLike,
+  data: RedisData,
+  what: string,
+  displayUrl: string,
+): () => void {
+  const check = (): void => void warnIfEvicting(client, data, what, displayUrl);
+  check();
+  client.on("ready", check);
+  return () => void client.off("ready", check);
 }

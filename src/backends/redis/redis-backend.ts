@@ -83,6 +83,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   readonly settings: RedisBackendSettings;
   readonly #connection: ResolvedRedisConnection;
   readonly #injected: RedisClientLike | undefined;
+  #stopEvictionChecks: (() => void) | undefined;
   readonly #logger: Logger;
   readonly #prefix: string;
   /** Bytes of a result key before the task id (`P:result:`). */
@@ -144,7 +145,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     defineBackendScripts(main);
     // In the background: connecting does not wait for the check (which never throws); again
     // after every reconnect.
-    watchEviction(main, "records", "Redis backend", this.displayUrl);
+    this.#stopEvictionChecks = watchEviction(main, "records", "Redis backend", this.displayUrl);
     this.#main = main;
     this.#hub = new RedisResultHub({
       main,
@@ -163,6 +164,8 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     this.#main = undefined;
     this.#hub = undefined;
     await hub?.close();
+    this.#stopEvictionChecks?.();
+    this.#stopEvictionChecks = undefined;
     if (main && main !== this.#injected) await closeRedis(main);
   }
 

@@ -80,6 +80,7 @@ export class RedisBroker implements Broker {
   readonly settings: RedisBrokerSettings;
   readonly #connection: ResolvedRedisConnection;
   readonly #injected: RedisClientLike | undefined;
+  #stopEvictionChecks: (() => void) | undefined;
   readonly #keys: QueueKeyCache;
   readonly #logger: Logger;
   readonly #consumers = new Set<RedisConsumer>();
@@ -155,7 +156,7 @@ export class RedisBroker implements Broker {
     const displayUrl = this.displayUrl;
     // In the background: connecting does not wait for the check (which never throws); again
     // after every reconnect.
-    watchEviction(main, "queues", "Redis broker", displayUrl);
+    this.#stopEvictionChecks = watchEviction(main, "queues", "Redis broker", displayUrl);
     this.#ctx = {
       main,
       keys: this.#keys,
@@ -190,6 +191,8 @@ export class RedisBroker implements Broker {
     this.#batcher = undefined;
     await Promise.all([...this.#consumers].map((c) => c.close()));
     this.#consumers.clear();
+    this.#stopEvictionChecks?.();
+    this.#stopEvictionChecks = undefined;
     if (ctx && ctx.main !== this.#injected) await closeRedis(ctx.main);
   }
 

@@ -3,7 +3,8 @@
  * whose settings other tests rely on): with a memory limit and an allkeys-* policy, connecting
  * the broker and the backend emits one process warning each, and a second connect to the same
  * server does not repeat them; on a server that starts without a limit and gets one later,
- * the adapters warn after their next reconnect.
+ * the adapters warn after their next reconnect; a client given to the adapters keeps no
+ * listener of theirs once they disconnect.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -118,5 +119,21 @@ describe.skipIf(skip)("redis adapters: eviction policy check", () => {
     const messages = (await warnings).map((w) => w.message).sort();
     expect(messages[0]).toMatch(/^Redis backend \(redis:\/\/127\.0\.0\.1:\d+\/0\): maxmemory-policy allkeys-lru/);
     expect(messages[1]).toMatch(/^Redis broker \(redis:\/\/127\.0\.0\.1:\d+\/0\): maxmemory-policy allkeys-lru/);
+  });
+
+  it("leaves no listener on a client it was given once disconnected", async () => {
+    const client = new Redis(server.url);
+    cleanups.push(() => void client.disconnect());
+    await new Promise((resolve) => client.once("ready", resolve));
+    const before = client.listenerCount("ready");
+    for (let i = 0; i < 3; i++) {
+      const broker = new RedisBroker({ client });
+      const backend = new RedisBackend({ client });
+      await Promise.all([broker.connect(), backend.connect()]);
+      expect(client.listenerCount("ready")).toBe(before + 2);
+      await Promise.all([broker.disconnect(), backend.disconnect()]);
+    }
+    expect(client.listenerCount("ready")).toBe(before);
+    expect(client.status).toBe("ready"); // the adapters do not close a client they were given
   });
 });

@@ -5,7 +5,7 @@
 //             pipeline per completion batch: XACK (all ids) + SET res:<id> EX per job + PUBLISH ids
 //   results:  the producer subscribes to the done channel and does one MGET per notification.
 // No retries, no leases, no heartbeats, no DLQ: what a queue costs at the very least.
-import { CONCURRENCY, makeExecutor, now } from "../lib/common.mjs";
+import { CONCURRENCY, inWaves, makeExecutor, now } from "../lib/common.mjs";
 import { connect } from "../lib/redis.mjs";
 
 const GROUP = "g";
@@ -107,11 +107,8 @@ export async function createProducer({ queue }) {
       return { enqueueMs: t1 - t0, resultMs: t2 - t1, sample: vals[n - 1] };
     },
     /** Enqueue only (memory benchmark). */
-    async enqueue(w, n) {
-      for (let i = 0; i < n; i += 1000) {
-        const m = Math.min(1000, n - i);
-        await Promise.all(Array.from({ length: m }, (_, j) => xadd(`${process.pid}-${++seq}`, w, i + j)));
-      }
+    enqueue(w, n) {
+      return inWaves(n, (i) => xadd(`${process.pid}-${++seq}`, w, i));
     },
     async close() {
       sub.disconnect();

@@ -2,7 +2,7 @@
 // 'job succeeded' pub/sub event (bee-queue's own result notification). Worker:
 // queue.process(32, handler). Adapted from ../shared/bench-peers/drivers/beequeue.mjs.
 import BeeQueue from "bee-queue";
-import { CONCURRENCY, now, REDIS, runWorkload } from "../lib/common.mjs";
+import { CONCURRENCY, inWaves, now, REDIS, runWorkload } from "../lib/common.mjs";
 
 const redis = { host: REDIS.host, port: REDIS.port, db: REDIS.db };
 
@@ -50,11 +50,8 @@ export async function createProducer({ queue }) {
       return { enqueueMs: t1 - t0, resultMs: t2 - t1, sample: vals[n - 1] };
     },
     /** Enqueue only (memory benchmark). */
-    async enqueue(w, n) {
-      for (let i = 0; i < n; i += 1000) {
-        const k = Math.min(1000, n - i);
-        await Promise.all(Array.from({ length: k }, (_, j) => q.createJob({ w, v: i + j }).save()));
-      }
+    enqueue(w, n) {
+      return inWaves(n, (i) => q.createJob({ w, v: i }).save());
     },
     async close() {
       await q.close(3000);

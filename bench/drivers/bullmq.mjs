@@ -1,7 +1,7 @@
 // BullMQ (ioredis): one Queue.add() per job; results awaited the idiomatic way
 // (QueueEvents + job.waitUntilFinished). Adapted from ../shared/bench-peers/drivers/bullmq.mjs.
 import { Queue, QueueEvents, Worker } from "bullmq";
-import { CONCURRENCY, now, runWorkload } from "../lib/common.mjs";
+import { CONCURRENCY, inWaves, now, runWorkload } from "../lib/common.mjs";
 import { connect } from "../lib/redis.mjs";
 
 export async function startWorker({ queue }) {
@@ -41,11 +41,8 @@ export async function createProducer({ queue, defaults = false }) {
       return { enqueueMs: t1 - t0, resultMs: t2 - t1, sample: vals[n - 1] };
     },
     /** Enqueue only (memory benchmark). */
-    async enqueue(w, n) {
-      for (let i = 0; i < n; i += 1000) {
-        const k = Math.min(1000, n - i);
-        await Promise.all(Array.from({ length: k }, (_, j) => q.add("job", { w, v: i + j })));
-      }
+    enqueue(w, n) {
+      return inWaves(n, (i) => q.add("job", { w, v: i }));
     },
     async close() {
       await qe.close();

@@ -5,7 +5,7 @@
 //   worker:   `new Worker(app, { concurrency: 32, logger: silentLogger })`
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { CONCURRENCY, now, REDIS_URL, ROOT, runWorkload } from "../lib/common.mjs";
+import { CONCURRENCY, inWaves, now, REDIS_URL, ROOT, runWorkload } from "../lib/common.mjs";
 import { connect } from "../lib/redis.mjs";
 
 const EXPERIMENTS = new Set((process.env.CHICORY_BENCH_EXPERIMENT || "").split(",").filter(Boolean));
@@ -176,11 +176,8 @@ export async function createProducer({ queue }) {
       return { enqueueMs: t1 - t0, resultMs: t2 - t1, sample: vals[n - 1] };
     },
     /** Enqueue only (memory benchmark): `delay()` in waves of 1000. */
-    async enqueue(w, n) {
-      for (let i = 0; i < n; i += 1000) {
-        const m = Math.min(1000, n - i);
-        await Promise.all(Array.from({ length: m }, (_, j) => work.delay(w, i + j)));
-      }
+    enqueue(w, n) {
+      return inWaves(n, (i) => work.delay(w, i));
     },
     async close() {
       await app.disconnect();

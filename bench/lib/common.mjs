@@ -195,6 +195,17 @@ export async function startWorkers(driver, count, env = {}, nodeArgs = process.e
   };
 }
 
+/**
+ * Calls `add(i)` for i = 0..n-1, at most `wave` at a time, awaiting each wave (the memory
+ * benchmark's enqueue of many jobs without holding them all in flight).
+ */
+export async function inWaves(n, add, wave = 1000) {
+  for (let i = 0; i < n; i += wave) {
+    const k = Math.min(wave, n - i);
+    await Promise.all(Array.from({ length: k }, (_, j) => add(i + j)));
+  }
+}
+
 /** Worker-side helper: a bounded-concurrency executor with a local buffer (bare driver). */
 export function makeExecutor(concurrency, onDone) {
   const queue = [];

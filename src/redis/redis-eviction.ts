@@ -75,12 +75,7 @@ export async function warnIfEvicting(
  * after a reconnect. The warning stays once per adapter and server.
  * @returns stops the checks after reconnects (for a client that outlives the adapter)
  */
-export function watchEviction(
-  client: RedisClientLike,
-  data: RedisData,
-  what: string,
-  displayUrl: string,
-): () => void {
+export function watchEviction(client: RedisClientLike, data: RedisData, what: string, displayUrl: string): () => void {
   const check = (): void => void warnIfEvicting(client, data, what, displayUrl);
   check();
   client.on("ready", check);

@@ -9,6 +9,7 @@
  * @module
  */
 import { safeJsonParse } from "../../core/json.js";
+import { settlesWithin } from "../../core/sleep.js";
 import type { RedisClientLike } from "../../redis/redis-client.js";
 import { openDuplicate } from "../../redis/redis-connect.js";
 import type { TaskRecord, WaitOptions } from "../backend.js";
@@ -17,6 +18,9 @@ import { asRecord } from "./redis-record.js";
 
 /** Longest wait for the subscription before a waiter relies on polling alone. */
 const SUBSCRIBE_WAIT_MS = 1000;
+
+/** Longest wait in `close()` for a subscriber connection still opening. */
+const CLOSE_WAIT_MS = 1000;
 
 /** Most task ids remembered as published by this process and not yet waited for. */
 const MAX_EXPECTED = 32_768;
@@ -48,6 +52,8 @@ export class RedisResultHub {
   /** Records of expected ids that arrived before a wait, oldest first, with their arrival time. */
   readonly #early = new Map<string, { readonly record: TaskRecord; readonly at: number }>();
   #subscriber: Promise<RedisClientLike | undefined> | undefined;
+  /** The subscriber connection once opened, before its subscription is confirmed. */
+  #sub: RedisClientLike | undefined;
   #flush: NodeJS.Immediate | undefined;
   #isClosed = false;
   #isSubscribed = false;
@@ -126,15 +132,20 @@ export class RedisResultHub {
     this.#expected.clear();
     this.#early.clear();
     if (this.#flush) clearImmediate(this.#flush);
-    const subscriber = await this.#subscriber?.catch(() => undefined);
+    // At once, not after the subscription: with Redis unreachable the SUBSCRIBE waits for it
+    // (closing the connection ends that wait).
+    this.#sub?.disconnect();
+    const opening = this.#subscriber;
     this.#subscriber = undefined;
-    subscriber?.disconnect();
+    if (opening) await settlesWithin(opening, CLOSE_WAIT_MS);
+    this.#sub?.disconnect();
+    this.#sub = undefined;
   }
 
   #subscribe(): Promise<RedisClientLike | undefined> {
     this.#subscriber ??= this.#openSubscriber().catch((error: unknown) => {
       // No push notifications: the poll fallback still resolves waiters. Try again next wait.
-      this.#host.onError(error);
+      if (!this.#isClosed) this.#host.onError(error);
       this.#subscriber = undefined;
       this.#isSubscribed = false;
       return undefined;
@@ -165,7 +176,16 @@ export class RedisResultHub {
         (error: unknown) => this.#host.onError(error),
       );
     });
-    await sub.subscribe(this.#host.channel);
+    this.#sub = sub;
+    if (this.#isClosed) sub.disconnect();
+    try {
+      await sub.subscribe(this.#host.channel);
+    } catch (error) {
+      // e.g. NOPERM (an ACL user without rights on the channel): this connection is of no use
+      sub.disconnect();
+      if (this.#sub === sub) this.#sub = undefined;
+      throw error;
+    }
     this.#isSubscribed = true;
     this.#onLive();
     if (this.#isClosed) sub.disconnect();

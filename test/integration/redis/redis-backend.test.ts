@@ -5,6 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import type { JsonValue } from "../../../src/core/json.js";
+import { silentLogger } from "../../../src/index.js";
 import { successRecord as success } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
@@ -274,5 +275,39 @@ describe.skipIf(skip)("redis backend", () => {
     const score = Number(await s.raw.zscore(`${s.prefix}:workers`, workerId));
     expect(Math.abs(score - Number(seconds) * 1000)).toBeLessThan(5000);
     expect((await backend.getActiveWorkers()).map((w) => w.workerId)).toEqual([workerId]);
+  });
+
+  it("a subscription the server refuses (ACL without channel rights) leaves no connection behind", async () => {
+    const s = await setup();
+    const user = uniqueName("chicory-nochannels-");
+    const password = uniqueName("pw-");
+    // Every key and command, no pub/sub channel: SUBSCRIBE answers NOPERM.
+    await s.raw.call("ACL", "SETUSER", user, "on", `>${password}`, "~*", "resetchannels", "+@all");
+    cleanups.push(async () => {
+      const admin = rawRedis();
+      await admin.call("ACL", "DELUSER", user);
+      admin.disconnect();
+    });
+    const url = new URL(SERVICES.redis);
+    url.username = user;
+    url.password = password;
+    const errors: string[] = [];
+    const backend = new RedisBackend({
+      url: url.toString(),
+      keyPrefix: s.prefix,
+      env: {},
+      logger: { ...silentLogger, warn: (fields: unknown) => void errors.push(JSON.stringify(fields)) },
+    });
+    await backend.connect();
+    cleanups.push(() => backend.disconnect());
+    const connectionsOf = async () =>
+      String(await s.raw.call("CLIENT", "LIST"))
+        .split("\n")
+        .filter((line) => line.includes(` user=${user} `)).length;
+    const before = await connectionsOf();
+    // Each wait tries to subscribe again (and falls back to polling): none keeps its connection.
+    for (let i = 0; i < 5; i++) expect(await backend.waitForResult(uniqueName("t-"), { timeoutMs: 1 })).toBeNull();
+    expect(await connectionsOf()).toBe(before);
+    expect(errors.join("\n")).toContain("NOPERM");
   });
 });

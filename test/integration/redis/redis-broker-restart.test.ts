@@ -157,4 +157,22 @@ describe.skipIf(skip)("redis broker: server restart", () => {
     await backend.storeResult({ taskId: after.id, state: "SUCCESS", result: 1, updatedAt: new Date().toISOString() });
     expect((await backend.getResult(after.id))?.state).toBe("SUCCESS");
   });
+
+  it("the backend disconnects at once when Redis went away before its first wait", { timeout: 30_000 }, async () => {
+    const port = await freePort();
+    let server: ChildProcess | undefined = await startRedis(port);
+    const backend = new RedisBackend({ url: `redis://127.0.0.1:${port}/0`, keyPrefix: "gone", env: {} });
+    cleanups.push(async () => {
+      await backend.disconnect();
+      await stopRedis(server);
+    });
+    await backend.connect();
+    await stopRedis(server);
+    server = undefined;
+    // The first wait opens the result subscriber: its SUBSCRIBE waits for a server that is gone.
+    expect(await backend.waitForResult("never", { timeoutMs: 300 })).toBeNull();
+    const started = Date.now();
+    await backend.disconnect();
+    expect(Date.now() - started).toBeLessThan(3000);
+  });
 });

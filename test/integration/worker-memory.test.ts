@@ -20,6 +20,7 @@ import {
   Worker,
   type WorkerInit,
 } from "../../src/index.js";
+import { taskMessage } from "../contract/contract-helpers.js";
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -197,6 +198,25 @@ describe("Worker on the memory broker", () => {
     expect(dlq).toHaveLength(1);
     expect(dlq[0]?.originalMessage).toMatchObject({ id: r.taskId, name: "always_fails", retries: 1 });
     expect(dlq[0]?.error).toContain("nope");
+  });
+
+  it("a retry whose next message would not fit the size limit ends as a final failure", async () => {
+    const limit = 2048;
+    const { app, broker } = makeApp({ config: { maxMessageBytes: limit } });
+    let runs = 0;
+    const t = app.task({ name: "near_limit", retryPolicy: { maxRetries: 5, retryDelay: 0 } }, async (_pad: string) => {
+      runs++;
+      throw new Error("transient");
+    });
+    // A first message 10 bytes under the limit: its retry adds an eta and a firstFailureAt.
+    const base = app.codec.encode(taskMessage({ id: crypto.randomUUID(), name: "near_limit", args: [""] })).length;
+    const r = await t.delay("x".repeat(limit - base - 10));
+    await startWorker(app, { useDeadLetterQueue: true });
+    await expect(r.get({ timeout: 5 })).rejects.toMatchObject({ errorType: "MessageTooLarge" });
+    expect(runs).toBe(1);
+    expect(await r.state()).toBe("DEAD_LETTERED");
+    const [dead] = await broker.getDlqMessages("default");
+    expect(dead?.error).toMatch(/cannot retry.*over the limit of 2048 bytes.*transient/);
   });
 
   it("validation: inputs rejects at delay(), the worker receives coerced values, failures are never retried", async () => {

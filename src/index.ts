@@ -27,6 +27,7 @@ export type {
   HealthStatus,
   OutgoingMessage,
   PublishResult,
+  ReleaseOptions,
 } from "./brokers/broker.js";
 export { MemoryBroker, type MemoryBrokerOptions } from "./brokers/memory.js";
 export {

@@ -107,14 +107,31 @@ export interface Delivery {
    * (`ctx.signal`) and leaves the message to its new owner. Brokers without leases omit it.
    */
   onLeaseLost?(listener: () => void): void;
+  /**
+   * Resolves false when this consumer no longer holds the message: its lease ran out and
+   * another consumer may have taken it (and stored its own result). The worker asks before it
+   * writes a task record that the broker does not fence itself (a result backend on another
+   * server, a dead-letter record) and writes nothing when the answer is false. A broker may
+   * answer from its last lease renewal while that is recent enough. Brokers without leases
+   * omit it.
+   */
+  holdsLease?(): Promise<boolean>;
   /** Move the message to its queue's dead-letter queue with a reason, and remove it here. */
   deadLetter(error: string): Promise<void>;
   /**
-   * Give the message back without processing it (shutdown of a worker that fetched but did
-   * not start it): visible to other consumers at once, without counting a delivery where the
-   * broker can avoid it.
+   * Give the message back: visible to other consumers at once. By default without counting a
+   * delivery where the broker can avoid it (a worker shutting down gives back what it fetched
+   * and did not start); with `countDelivery`, the delivery counts towards `maxDeliveries`
+   * (the task ran, but settling its outcome failed: a message that keeps failing that way ends
+   * as poison instead of running forever).
    */
-  release(): Promise<void>;
+  release(options?: ReleaseOptions): Promise<void>;
+}
+
+/** Options of {@link Delivery.release}. */
+export interface ReleaseOptions {
+  /** Count this delivery (default false; RabbitMQ always counts one). */
+  readonly countDelivery?: boolean;
 }
 
 /** Options of {@link Broker.consumer}. */

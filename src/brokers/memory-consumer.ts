@@ -3,7 +3,7 @@
  * "message ready" event (no polling); a delivery settles itself exactly once.
  * @module
  */
-import type { Consumer, Delivery } from "./broker.js";
+import type { Consumer, Delivery, ReleaseOptions } from "./broker.js";
 import type { MemoryMessage } from "./memory-queue.js";
 
 /** What the consumer needs from its broker. */
@@ -100,7 +100,7 @@ export interface MemorySettler {
   ack(queue: string, deliveryId: string): void;
   retry(queue: string, deliveryId: string, body: string, delayMs: number): void;
   deadLetter(queue: string, deliveryId: string, error: string): void;
-  release(queue: string, deliveryId: string): void;
+  release(queue: string, deliveryId: string, countDelivery: boolean): void;
 }
 
 /** One delivery of the memory broker; only the first settle call takes effect. */
@@ -138,8 +138,8 @@ export class MemoryDelivery implements Delivery {
     if (this.#settle()) this.#settler.deadLetter(this.queue, this.deliveryId, error);
   }
 
-  async release(): Promise<void> {
-    if (this.#settle()) this.#settler.release(this.queue, this.deliveryId);
+  async release(options?: ReleaseOptions): Promise<void> {
+    if (this.#settle()) this.#settler.release(this.queue, this.deliveryId, options?.countDelivery === true);
   }
 
   #settle(): boolean {

@@ -70,7 +70,7 @@ export class MemoryBroker extends MemoryAdmin implements Broker {
     ack: (queue, deliveryId) => this.#ack(queue, deliveryId),
     retry: (queue, deliveryId, body, delayMs) => this.#retry(queue, deliveryId, body, delayMs),
     deadLetter: (queue, deliveryId, error) => this.#deadLetter(queue, deliveryId, error),
-    release: (queue, deliveryId) => this.#release(queue, deliveryId),
+    release: (queue, deliveryId, countDelivery) => this.#release(queue, deliveryId, countDelivery),
   };
 
   constructor(options: MemoryBrokerOptions = {}) {
@@ -199,10 +199,10 @@ export class MemoryBroker extends MemoryAdmin implements Broker {
     this.addDeadLetter(queue, entry, error);
   }
 
-  #release(queue: string, deliveryId: string): void {
+  #release(queue: string, deliveryId: string, countDelivery: boolean): void {
     const entry = this.#takePending(queue, deliveryId);
     if (!entry) return;
-    entry.deliveryCount = Math.max(0, entry.deliveryCount - 1);
+    if (!countDelivery) entry.deliveryCount = Math.max(0, entry.deliveryCount - 1);
     this.queue(queue).pushReady(entry);
     this.#notifyReady();
   }

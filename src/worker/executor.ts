@@ -1,7 +1,15 @@
 /**
  * Carries out the actions chosen by `settle`, in order. A failed step is retried with backoff
  * (the broker or backend may be restarting); when a step still fails, the remaining steps are
- * skipped and an unacknowledged message is released, so it is redelivered rather than lost.
+ * skipped and an unacknowledged message is released, counting the delivery, so it is
+ * redelivered rather than lost, and a message whose settling keeps failing ends as poison
+ * (`maxDeliveries`) instead of running forever. Two exceptions:
+ * - A record the broker does not fence itself (it is not written in the ack's own call) is
+ *   written only while the delivery's lease is held ({@link Delivery.holdsLease}): a worker
+ *   that lost the job to another worker leaves the job, and its result, to that worker.
+ * - Publishing a message that is not the delivery itself (an `at_most_once` retry, a dead
+ *   letter written for an acknowledged message) is tried once: a publish whose reply was lost
+ *   may still be applied, and trying again could add the message twice.
  * @module
  */
 import type { Chicory } from "../app.js";
@@ -27,18 +35,32 @@ export interface ExecutionContext {
 
 const STEP_BACKOFF_MS = [100, 500, 1000, 2000, 4000, 8000, 15_000];
 
+/** How a step ended: done (go on), stop (the rest of the plan is not this worker's), failed. */
+type StepResult = "done" | "stop" | "failed";
+
+/** Steps that add a message and are tried once (see module doc). */
+const ONCE = new Set<Action["type"]>(["republish", "writeDeadLetter"]);
+
 /** Runs `actions` in order; never throws. */
 export async function executeActions(actions: readonly Action[], ctx: ExecutionContext): Promise<void> {
   for (const action of actions) {
-    let ok = true;
+    let result: StepResult;
     try {
-      await runAction(action, ctx);
+      result = await runAction(action, ctx);
     } catch (error) {
-      ok = await retryStep(action, ctx, error);
+      if (ONCE.has(action.type)) {
+        ctx.logger.error(
+          { taskId: ctx.attempt.message?.id, step: action.type, err: toError(error).message },
+          "settling step failed; not tried again (the message may have been added all the same)",
+        );
+        return;
+      }
+      result = await retryStep(action, ctx, error);
     }
-    if (!ok) {
+    if (result === "stop") return;
+    if (result === "failed") {
       if (!ctx.attempt.alreadyAcked && action.type !== "release") {
-        await ctx.delivery.release().catch((error: unknown) => {
+        await ctx.delivery.release({ countDelivery: true }).catch((error: unknown) => {
           ctx.logger.warn({ err: toError(error).message }, "release after a failed step failed; the lease will expire");
         });
       }
@@ -47,15 +69,15 @@ export async function executeActions(actions: readonly Action[], ctx: ExecutionC
   }
 }
 
-/** Tries a failed step again with backoff; true once it succeeds, false when it gives up. */
-async function retryStep(action: Action, ctx: ExecutionContext, firstError: unknown): Promise<boolean> {
+/** Tries a failed step again with backoff, until it succeeds or the backoff runs out. */
+async function retryStep(action: Action, ctx: ExecutionContext, firstError: unknown): Promise<StepResult> {
   let error = firstError;
   for (let i = 0; ; i++) {
     const delay = STEP_BACKOFF_MS[i];
     const taskId = ctx.attempt.message?.id;
     if (delay === undefined || ctx.stopSignal.aborted) {
       ctx.logger.error({ taskId, step: action.type, err: toError(error).message }, "settling step failed; giving up");
-      return false;
+      return "failed";
     }
     ctx.logger.warn(
       { taskId, step: action.type, err: toError(error).message, retryInMs: delay },
@@ -63,8 +85,7 @@ async function retryStep(action: Action, ctx: ExecutionContext, firstError: unkn
     );
     await sleep(delay, ctx.stopSignal);
     try {
-      await runAction(action, ctx);
-      return true;
+      return await runAction(action, ctx);
     } catch (next) {
       error = next;
     }
@@ -122,44 +143,60 @@ function recordOf(
   };
 }
 
-async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
+/**
+ * False when the record of an unacknowledged delivery must not be written: the lease was lost
+ * (another worker holds the job now). Logged here.
+ */
+async function mayStore(ctx: ExecutionContext, state: string): Promise<boolean> {
+  const { delivery, attempt } = ctx;
+  if (attempt.alreadyAcked || delivery.holdsLease === undefined || (await delivery.holdsLease())) return true;
+  ctx.logger.warn(
+    { taskId: attempt.message?.id, queue: delivery.queue, state },
+    "lease lost before the outcome was stored: another worker holds the job now; its outcome is left to that worker",
+  );
+  return false;
+}
+
+async function runAction(action: Action, ctx: ExecutionContext): Promise<StepResult> {
   const { delivery, attempt, app } = ctx;
   const { outcome, message } = attempt;
   switch (action.type) {
     case "store": {
       const backend = app.backend;
-      if (!backend || !message) return;
+      if (!backend || !message) return "done";
+      if (!(await mayStore(ctx, action.state))) return "stop";
       await backend.storeResult(recordOf(action, attempt, message));
-      return;
+      return "done";
     }
     case "storeAndAck":
       if (app.backend && message && delivery.ackWithRecord) {
+        // fenced by the broker: the record is written only if this consumer still holds the entry
         await delivery.ackWithRecord(recordOf(action, attempt, message));
-        return;
+        return "done";
       }
       // A delivery without the one-call ack (e.g. wrapped by the caller): store, then ack.
-      await runAction({ ...action, type: "store" }, ctx);
+      if ((await runAction({ ...action, type: "store" }, ctx)) === "stop") return "stop";
       await delivery.ack();
-      return;
+      return "done";
     case "ack":
       await delivery.ack();
-      return;
+      return "done";
     case "release":
       await delivery.release();
-      return;
+      return "done";
     case "retry":
     case "republish": {
-      if (!message || outcome.kind !== "retry") return;
+      if (!message || outcome.kind !== "retry") return "done";
       const body = encodeNextAttempt(app, nextAttempt(message, ctx, outcome.delayMs));
       if (action.type === "retry") await delivery.retry(body, outcome.delayMs);
       else await app.broker.publish(delivery.queue, { id: message.id, body, delayMs: outcome.delayMs });
-      return;
+      return "done";
     }
     case "deadLetter":
       await delivery.deadLetter(errorText(ctx));
-      return;
+      return "done";
     case "writeDeadLetter":
       await app.broker.writeDeadLetter(delivery.queue, delivery.body, errorText(ctx));
-      return;
+      return "done";
   }
 }

@@ -175,6 +175,17 @@ export function brokerDeliveryTests(h: BrokerHarness): void {
     await other.ack();
   });
 
+  it("release({ countDelivery: true }) hands the message over at once and counts the delivery", async () => {
+    const [task] = await publishTasks(h.broker(), h.queue(), h.codec, 1);
+    const delivery = await fetchOne(h.consumer());
+    expect(delivery.deliveryCount).toBe(1);
+    await delivery.release({ countDelivery: true });
+    const other = await fetchOne(h.consumer(), 5000);
+    expect(other.body).toBe(task?.body);
+    expect(other.deliveryCount).toBe(2);
+    await other.ack();
+  });
+
   it("redelivers an unsettled delivery of a closed consumer after claimMinIdle", async () => {
     const [task] = await publishTasks(h.broker(), h.queue(), h.codec, 1);
     const dead = h.consumer();
@@ -185,6 +196,23 @@ export function brokerDeliveryTests(h: BrokerHarness): void {
     expect(redelivered.deliveryCount).toBe(2);
     await redelivered.ack();
     await eventually(async () => expect(await h.broker().getPendingCount(h.queue())).toBe(0));
+  });
+
+  it("holdsLease() is true while the consumer holds the message, false once another took it over", async (ctx) => {
+    await publishTasks(h.broker(), h.queue(), h.codec, 1);
+    const holder = h.consumer();
+    const held = await fetchOne(holder);
+    if (held.holdsLease === undefined) {
+      await held.ack();
+      ctx.skip(); // a broker without leases
+      return;
+    }
+    expect(await held.holdsLease()).toBe(true);
+    await holder.close(); // no more lease renewal
+    const other = await fetchOne(h.consumer(), h.claimMinIdleMs * 5 + 3000);
+    expect(await other.holdsLease?.()).toBe(true);
+    expect(await held.holdsLease()).toBe(false);
+    await other.ack();
   });
 
   it("does not redeliver an unsettled delivery of a live consumer (lease renewal)", async () => {

@@ -110,6 +110,62 @@ async function zombieScenario(broker: BrokerKind, lateAckUnfenced = false): Prom
   }
 }
 
+/**
+ * The reviewer's case of R5: the heir finishes the jobs (SUCCESS stored) while the zombie is
+ * frozen; once resumed, the zombie's stale runs end at once and fail for good (task
+ * `work_or_fail` fails in that process only). Their timers are overdue, so the runs end before
+ * the lease renewal's reply tells the zombie it lost the jobs: its settle goes out (with its
+ * FAILURE record in the ack call, or a DEAD_LETTERED record stored before the dead-letter move)
+ * and must not replace the heir's SUCCESS.
+ */
+async function zombieFailsLateScenario(broker: BrokerKind, useDeadLetterQueue: boolean): Promise<void> {
+  const env: Record<string, string> = { CHICORY_WORKER_USE_DEAD_LETTER_QUEUE: String(useDeadLetterQueue) };
+  const sb = openSandbox({ broker, claimMinIdleMs: CLAIM_MS, env });
+  try {
+    await sb.app.connect();
+    const task = sb.app.task({ name: "work_or_fail", deliveryMode: "at_least_once" }, (_ms: number): number => {
+      throw new Error("runs in the worker processes only");
+    });
+    const zombieEnv = { ...sb.env, CHICORY_TEST_FAIL_HERE: "1" };
+    const zombie = await sb.processes.startWorker({ name: "zombie", concurrency: JOBS, env: zombieEnv });
+    const producer = newProducerLedger();
+    await produce(task, producer, { count: JOBS, ms: () => TASK_MS });
+    const ids = producer.confirmed;
+    const by = (kind: "startsById" | "endsById", pid: number) => {
+      const ledger = readLedger(sb.ledgerDir);
+      return ids.every((id) => ledger[kind].get(id)?.some((s) => s.pid === pid));
+    };
+    await waitUntil(() => by("startsById", zombie.pid), { timeoutMs: 15_000, what: "the zombie running every job" });
+    zombie.signal("SIGSTOP");
+    await sb.processes.startWorker({ name: "heir", concurrency: JOBS, env: sb.env });
+    const states = () => Promise.all(ids.map(async (id) => (await sb.app.backend?.getResult(id))?.state));
+    await waitUntil(async () => (await states()).every((state) => state === "SUCCESS"), {
+      timeoutMs: 15_000 + TASK_MS,
+      what: "the heir storing every job's success",
+    });
+    zombie.signal("SIGCONT");
+    await waitUntil(() => by("endsById", zombie.pid), { timeoutMs: 5000, what: "the zombie ending its stale runs" });
+    // The zombie's settle calls go out right after its runs end: wait for its log line about them.
+    await zombie.waitForStderr(
+      /lease lost before the outcome was stored|entries no longer pending for this consumer/,
+      5000,
+    );
+    const after = await states();
+    const books = await awaitBooks(sb.app, ids, sb.ledgerDir, 30_000);
+    report(`${broker}-lease-loss-zombie-fails`, { broker, useDeadLetterQueue, statesAfterZombie: after, books });
+    expect(after).toEqual(ids.map(() => "SUCCESS"));
+    expect(books.missing).toBe(0);
+    expect(books.success).toBe(JOBS);
+    expect(books.deadLettered).toBe(0);
+    expect(await sb.app.broker.getDlqCount("default")).toBe(0);
+  } catch (error) {
+    console.error(sb.processes.describe());
+    throw error;
+  } finally {
+    await sb.close();
+  }
+}
+
 /** Zombie whose tasks honour their AbortSignal: its stale runs are aborted soon after SIGCONT. */
 async function abortedZombieScenario(broker: BrokerKind): Promise<void> {
   const sb = openSandbox({ broker, claimMinIdleMs: CLAIM_MS });
@@ -171,6 +227,15 @@ describe("lease loss (SIGSTOP longer than the lease, then SIGCONT)", () => {
       await zombieScenario("redis", REDIS_LATE_ACK_UNFENCED);
     },
     60_000,
+  );
+
+  it.skipIf(skipRedis)(
+    "Redis: a zombie's late failure of the runs it lost leaves the heir's SUCCESS in place",
+    async () => {
+      await zombieFailsLateScenario("redis", false); // FAILURE record carried by the (fenced) ack
+      await zombieFailsLateScenario("redis", true); // DEAD_LETTERED record stored before the move
+    },
+    90_000,
   );
 
   it("SQLite: once resumed, the zombie aborts the runs it lost (tasks honouring ctx.signal run once)", async () => {

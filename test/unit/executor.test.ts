@@ -7,19 +7,32 @@ import type { Attempt } from "../../src/worker/runner.js";
 import { settle } from "../../src/worker/settle.js";
 import { taskMessage } from "../contract/contract-helpers.js";
 
+/** How the fake delivery behaves beyond recording its calls. */
+interface FakeOptions {
+  /** `holdsLease()` answers this (absent: the delivery has no such method). */
+  readonly holdsLease?: boolean;
+  /** Every settle call rejects. */
+  readonly failing?: boolean;
+}
+
 /** A delivery that records which settle calls it got. */
-function fakeDelivery(withRecords: boolean) {
+function fakeDelivery(withRecords: boolean, options: FakeOptions = {}) {
   const calls: string[] = [];
   const records: TaskRecord[] = [];
+  const call = async (name: string) => {
+    calls.push(name);
+    if (options.failing) throw new Error(`${name} failed`);
+  };
   const delivery: Delivery = {
     queue: "q",
     deliveryId: "1-0",
     body: "{}",
     deliveryCount: 1,
-    ack: async () => void calls.push("ack"),
-    retry: async () => void calls.push("retry"),
-    deadLetter: async () => void calls.push("deadLetter"),
-    release: async () => void calls.push("release"),
+    ack: () => call("ack"),
+    retry: () => call("retry"),
+    deadLetter: () => call("deadLetter"),
+    release: (release) => call(release?.countDelivery ? "release(counted)" : "release"),
+    ...(options.holdsLease === undefined ? {} : { holdsLease: async () => options.holdsLease === true }),
     ...(withRecords
       ? {
           ackWithRecord: async (record: TaskRecord) => {
@@ -39,28 +52,33 @@ async function run(
   acksCarryRecords: boolean,
   useDeadLetterQueue = false,
   deliveryWritesRecords = true,
+  options: FakeOptions & { readonly alreadyAcked?: boolean; readonly stopped?: boolean } = {},
 ) {
   const backend = new MemoryBackend();
-  const app = new Chicory({ broker: new MemoryBroker(), backend, config: { env: {} } });
+  const broker = new MemoryBroker();
+  const app = new Chicory({ broker, backend, config: { env: {} } });
   await app.connect();
-  const fake = fakeDelivery(deliveryWritesRecords);
-  const attempt: Attempt = { outcome, message, task: null, alreadyAcked: false };
+  const fake = fakeDelivery(deliveryWritesRecords, options);
+  const alreadyAcked = options.alreadyAcked === true;
+  const attempt: Attempt = { outcome, message, task: null, alreadyAcked };
   const actions = settle(outcome, {
-    deliveryMode: "at_least_once",
+    deliveryMode: alreadyAcked ? "at_most_once" : "at_least_once",
     useDeadLetterQueue,
-    alreadyAcked: false,
+    alreadyAcked,
     acksCarryRecords,
   });
-  await executeActions(actions, {
-    delivery: fake.delivery,
-    attempt,
-    app,
-    logger: silentLogger,
-    stopSignal: new AbortController().signal,
-  });
+  const stop = new AbortController();
+  if (options.stopped) stop.abort(); // a failing step is given up at once (no backoff)
+  const logs: string[] = [];
+  const logger = {
+    ...silentLogger,
+    warn: (_: unknown, msg?: string) => void logs.push(msg ?? ""),
+    error: (_: unknown, msg?: string) => void logs.push(msg ?? ""),
+  };
+  await executeActions(actions, { delivery: fake.delivery, attempt, app, logger, stopSignal: stop.signal });
   const stored = await backend.getResult("task-1");
   await app.disconnect();
-  return { ...fake, stored };
+  return { ...fake, stored, logs, broker };
 }
 
 describe("settle + executeActions: a terminal store and its ack", () => {
@@ -88,5 +106,77 @@ describe("settle + executeActions: a terminal store and its ack", () => {
     const { calls, stored } = await run({ kind: "success", value: 42 }, true, false, false);
     expect(calls).toEqual(["ack"]);
     expect(stored).toMatchObject({ state: "SUCCESS", result: 42 });
+  });
+});
+
+describe("executeActions: leases, failed steps, publishes", () => {
+  const error = { type: "Error", message: "boom" };
+
+  it("writes no record and settles nothing once the delivery's lease is lost", async () => {
+    for (const [outcome, dlq] of [
+      [{ kind: "success", value: 42 }, false],
+      [{ kind: "failure", error }, false],
+      [{ kind: "failure", error }, true],
+      [{ kind: "retry", error, delayMs: 10 }, false],
+    ] as const) {
+      const { calls, stored, logs } = await run(outcome, false, dlq, false, { holdsLease: false });
+      expect(calls).toEqual([]);
+      expect(stored).toBeNull();
+      expect(logs).toEqual([expect.stringContaining("lease lost before the outcome was stored")]);
+    }
+  });
+
+  it("stores and settles as usual while the lease is held", async () => {
+    const { calls, stored } = await run({ kind: "failure", error }, false, true, false, { holdsLease: true });
+    expect(calls).toEqual(["deadLetter"]);
+    expect(stored).toMatchObject({ state: "DEAD_LETTERED" });
+  });
+
+  it("does not ask for the lease when the broker fences the record itself (one-call ack)", async () => {
+    const { calls, stored } = await run({ kind: "success", value: 1 }, true, false, true, { holdsLease: false });
+    expect(calls).toEqual(["ackWithRecord"]);
+    expect(stored).toBeNull();
+  });
+
+  it("releases counting the delivery when a step keeps failing (maxDeliveries then applies)", async () => {
+    const { calls, logs } = await run({ kind: "success", value: 1 }, false, false, false, {
+      failing: true,
+      stopped: true,
+    });
+    expect(calls).toEqual(["ack", "release(counted)"]);
+    expect(logs).toContain("settling step failed; giving up");
+  });
+
+  it("a shutdown's release (aborted attempt) does not count the delivery", async () => {
+    const { calls } = await run({ kind: "aborted", error }, false);
+    expect(calls).toEqual(["release"]);
+  });
+
+  it("publishes an at_most_once retry once, even when the publish fails", async () => {
+    const outcome = { kind: "retry", error, delayMs: 0 } as const;
+    const backend = new MemoryBackend();
+    const broker = new MemoryBroker();
+    const app = new Chicory({ broker, backend, config: { env: {} } });
+    await app.connect();
+    let publishes = 0;
+    broker.publish = async () => {
+      publishes++;
+      throw new Error("publish timed out (it may still be applied)");
+    };
+    const fake = fakeDelivery(false);
+    const logs: string[] = [];
+    const logger = { ...silentLogger, error: (_: unknown, msg?: string) => void logs.push(msg ?? "") };
+    const actions = settle(outcome, { deliveryMode: "at_most_once", useDeadLetterQueue: false, alreadyAcked: true });
+    await executeActions(actions, {
+      delivery: fake.delivery,
+      attempt: { outcome, message, task: null, alreadyAcked: true },
+      app,
+      logger,
+      stopSignal: new AbortController().signal,
+    });
+    await app.disconnect();
+    expect(publishes).toBe(1);
+    expect(fake.calls).toEqual([]); // acknowledged before the run: nothing to release
+    expect(logs).toEqual([expect.stringContaining("not tried again")]);
   });
 });

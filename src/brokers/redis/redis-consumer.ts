@@ -135,7 +135,11 @@ export class RedisConsumer implements Consumer {
     this.#settler = new RedisSettler(
       ctx,
       this.#consumerId,
-      (d) => this.#queueOf(d)?.inFlight.delete(d.deliveryId),
+      (d) => {
+        // Only this delivery: the entry may have come back to this consumer as a newer one.
+        const inFlight = this.#queueOf(d)?.inFlight;
+        if (inFlight?.get(d.deliveryId) === d) inFlight.delete(d.deliveryId);
+      },
       this.#logger,
       records,
     );
@@ -408,9 +412,13 @@ export class RedisConsumer implements Consumer {
     this.#isRenewing = true;
     try {
       for (const q of this.#queues) {
-        const ids = [...q.inFlight.keys()];
+        // Not the entries being settled: a renewal that reached Redis after a release would
+        // make the released entry look fresh again (others would wait a claim idle time for it).
+        const ids: string[] = [];
+        for (const [id, delivery] of q.inFlight) if (!delivery.isSettled) ids.push(id);
         for (let i = 0; i < ids.length; i += RENEW_CHUNK) {
           const chunk = ids.slice(i, i + RENEW_CHUNK);
+          const sentAtMs = Date.now();
           const lost = (await runScript(
             this.#ctx.main,
             "chicoryRenew",
@@ -421,6 +429,13 @@ export class RedisConsumer implements Consumer {
             const delivery = q.inFlight.get(id);
             q.inFlight.delete(id);
             delivery?.leaseLost();
+          }
+          // The others are held for another claim idle time from when the renewal was sent.
+          const lostIds = new Set(lost);
+          for (const id of chunk) {
+            if (lostIds.has(id)) continue;
+            const delivery = q.inFlight.get(id);
+            if (delivery) delivery.leaseConfirmedAtMs = sentAtMs;
           }
           if (lost.length > 0 && this.#buffer.length > 0) {
             // read ahead, then taken by another consumer: never handed out here

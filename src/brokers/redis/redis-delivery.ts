@@ -5,7 +5,7 @@
  */
 import type { TaskRecord } from "../../backends/backend.js";
 import { peekMessage } from "../../core/message.js";
-import type { AckOptions, Delivery } from "../broker.js";
+import type { AckOptions, Delivery, ReleaseOptions } from "../broker.js";
 import { LeaseLostListener } from "../lease-lost.js";
 import type { QueueKeys } from "./redis-keys.js";
 
@@ -14,7 +14,8 @@ export interface DeliverySettler {
   ack(delivery: RedisDelivery, confirm?: boolean, record?: TaskRecord): Promise<void>;
   retry(delivery: RedisDelivery, body: string, delayMs: number): Promise<void>;
   deadLetter(delivery: RedisDelivery, error: string): Promise<void>;
-  release(delivery: RedisDelivery): Promise<void>;
+  release(delivery: RedisDelivery, countDelivery?: boolean): Promise<void>;
+  holdsLease(delivery: RedisDelivery): Promise<boolean>;
 }
 
 /** A stream entry delivered to this consumer. */
@@ -33,6 +34,12 @@ export class RedisDelivery implements Delivery {
   #taskId: string | undefined;
   readonly #leaseLost = new LeaseLostListener();
   #isSettled = false;
+  #isLeaseLost = false;
+  /**
+   * When this consumer last knew it held the entry (`Date.now()`): when it was handed out, or
+   * when a renewal that confirmed it was sent.
+   */
+  leaseConfirmedAtMs = Date.now();
 
   constructor(
     keys: QueueKeys,
@@ -73,9 +80,20 @@ export class RedisDelivery implements Delivery {
     this.#leaseLost.set(listener);
   }
 
+  /** True once a lease renewal found the entry owned by someone else (or settled). */
+  get isLeaseLost(): boolean {
+    return this.#isLeaseLost;
+  }
+
   /** Called by the consumer when a lease renewal found the entry owned by someone else. */
   leaseLost(): void {
+    this.#isLeaseLost = true;
     this.#leaseLost.fire(this.#isSettled);
+  }
+
+  /** {@inheritDoc Delivery.holdsLease} */
+  holdsLease(): Promise<boolean> {
+    return this.#settler.holdsLease(this);
   }
 
   ack(options?: AckOptions): Promise<void> {
@@ -95,8 +113,8 @@ export class RedisDelivery implements Delivery {
     return this.#settle(() => this.#settler.deadLetter(this, error));
   }
 
-  release(): Promise<void> {
-    return this.#settle(() => this.#settler.release(this));
+  release(options?: ReleaseOptions): Promise<void> {
+    return this.#settle(() => this.#settler.release(this, options?.countDelivery === true));
   }
 
   async #settle(action: () => Promise<void>): Promise<void> {

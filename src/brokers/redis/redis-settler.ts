@@ -48,6 +48,11 @@ export function compareEntryIds(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/** True when the ack script reports entry `i` of its batch as acknowledged by this call. */
+function isApplied(results: unknown, i: number): boolean {
+  return Array.isArray(results) && Number(results[i]) === 1;
+}
+
 /** Most acks sent in one script call. */
 const MAX_ACK_BATCH = 500;
 
@@ -181,7 +186,15 @@ export class RedisSettler implements DeliverySettler {
     }
     const args = [this.#ctx.group, this.#consumerId, low, high, ...ids];
     const records: TaskRecord[] = [];
-    for (const ack of batch) if (ack.record !== undefined) records.push(ack.record);
+    /** The entry id of each record's delivery, and its index in the batch. */
+    const recordEntries: string[] = [];
+    const recordIndexes: number[] = [];
+    batch.forEach((ack, i) => {
+      if (ack.record === undefined) return;
+      records.push(ack.record);
+      recordEntries.push(ack.delivery.deliveryId);
+      recordIndexes.push(i);
+    });
     let results: unknown;
     let entries: StreamEntry[] = [];
     let readError: string | undefined;
@@ -196,7 +209,7 @@ export class RedisSettler implements DeliverySettler {
       if (store !== undefined) {
         script = "chicoryAckWithRecords";
         keys = [String(store.keys.length + 2), ...store.keys, stream, unique];
-        ackArgs = [records.length, ...store.args, ...args];
+        ackArgs = [records.length, ...store.args, ...recordEntries, ...args];
         streamIndex = store.keys.length + 1;
       }
       if (readCount > 0) {
@@ -208,7 +221,11 @@ export class RedisSettler implements DeliverySettler {
       } else {
         results = await runScript(this.#ctx.main, script, keys, ackArgs);
       }
-      if (store !== undefined) this.#records?.recordsWritten(records);
+      if (store !== undefined) {
+        // Only the records of entries this consumer still held were written (the script's fence).
+        const written = records.filter((_, j) => isApplied(results, recordIndexes[j] as number));
+        if (written.length > 0) this.#records?.recordsWritten(written);
+      }
     } catch (error) {
       const wrapped = this.#ctx.wrapError("ack", error);
       for (const { reject } of batch) reject(wrapped);
@@ -218,9 +235,11 @@ export class RedisSettler implements DeliverySettler {
     if (missed > 0) {
       // The entry was no longer pending for this consumer: its lease ran out and another worker
       // took it (this ack was fenced), or it left the PEL some other way. Either way the job may
-      // run (or have run) elsewhere too.
+      // run (or have run) elsewhere too, and its result is the other run's: a record sent with
+      // a fenced ack was not written.
+      const recordsSkipped = recordIndexes.filter((i) => !isApplied(results, i)).length;
       this.#logger.warn(
-        { queue: first.queue, consumer: this.#consumerId, entries: missed },
+        { queue: first.queue, consumer: this.#consumerId, entries: missed, recordsSkipped },
         "redis ack: entries no longer pending for this consumer (lease lost); their jobs may run twice",
       );
     }
@@ -280,14 +299,32 @@ export class RedisSettler implements DeliverySettler {
     }
   }
 
-  async release(d: RedisDelivery): Promise<void> {
+  async release(d: RedisDelivery, countDelivery = false): Promise<void> {
     await this.#settle(d, "release", () =>
       runScript(
         this.#ctx.main,
         "chicoryRelease",
         [d.keys.stream],
-        [this.#ctx.group, this.#consumerId, d.deliveryId, this.#ctx.claimMinIdleMs],
+        [this.#ctx.group, this.#consumerId, d.deliveryId, this.#ctx.claimMinIdleMs, countDelivery ? "1" : "0"],
       ),
     );
+  }
+
+  /**
+   * {@inheritDoc Delivery.holdsLease}: true at once while the last lease confirmation (the
+   * read or reclaim that handed the entry out, or a renewal) is less than half the claim idle
+   * time old, else asks Redis who owns the entry now.
+   */
+  async holdsLease(d: RedisDelivery): Promise<boolean> {
+    if (d.isLeaseLost) return false;
+    if (Date.now() - d.leaseConfirmedAtMs < this.#ctx.claimMinIdleMs / 2) return true;
+    let reply: unknown;
+    try {
+      reply = await this.#ctx.main.call("XPENDING", d.keys.stream, this.#ctx.group, d.deliveryId, d.deliveryId, 1);
+    } catch (error) {
+      throw this.#ctx.wrapError("holdsLease", error);
+    }
+    const entry = Array.isArray(reply) ? (reply[0] as unknown[] | undefined) : undefined;
+    return Array.isArray(entry) && entry[1] === this.#consumerId;
   }
 }

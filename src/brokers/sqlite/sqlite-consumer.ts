@@ -180,9 +180,23 @@ export class SqliteConsumer implements Consumer {
     const fence: DeliveryFence = { id: job.id, consumerId: this.consumerId, deliveryCount: job.delivery_count };
     this.#inFlight.set(job.id, fence);
     this.#lostIds.delete(job.id);
-    const delivery = new SqliteDelivery(job, (action) => this.#settle(fence, job, action));
+    const delivery = new SqliteDelivery(
+      job,
+      (action) => this.#settle(fence, job, action),
+      () => this.#holds(fence),
+    );
     this.#deliveries.set(job.id, delivery);
     return delivery;
+  }
+
+  /** True while `fence`'s row is still this delivery's (see {@link Delivery.holdsLease}). */
+  #holds(fence: DeliveryFence): boolean {
+    if (this.#lostIds.has(fence.id) && this.#inFlight.get(fence.id) === fence) return false;
+    try {
+      return this.#host.store().holds(fence);
+    } catch (error) {
+      throw this.#host.wrap(error, "holdsLease");
+    }
   }
 
   /** Applies `action`; false when it was fenced (the lease was lost: nothing changed). */
@@ -202,7 +216,7 @@ export class SqliteConsumer implements Consumer {
           isApplied = store.deadLetter(fence, truncateError(action.error), retryCountOf(job.body), now);
           break;
         case "release":
-          isApplied = store.release(fence, now);
+          isApplied = store.release(fence, now, action.countDelivery);
           break;
       }
     } catch (error) {

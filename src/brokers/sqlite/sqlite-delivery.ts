@@ -5,7 +5,7 @@
  * @module
  */
 import { BrokerConnectionError } from "../../errors.js";
-import type { AckOptions, Delivery } from "../broker.js";
+import type { AckOptions, Delivery, ReleaseOptions } from "../broker.js";
 import { LeaseLostListener } from "../lease-lost.js";
 import type { ClaimedJob } from "./sqlite-store.js";
 
@@ -14,7 +14,7 @@ export type SqliteSettleAction =
   | { readonly kind: "ack" }
   | { readonly kind: "retry"; readonly body: string; readonly delayMs: number }
   | { readonly kind: "deadLetter"; readonly error: string }
-  | { readonly kind: "release" };
+  | { readonly kind: "release"; readonly countDelivery: boolean };
 
 /** A {@link Delivery} backed by one leased `chicory_jobs` row. */
 export class SqliteDelivery implements Delivery {
@@ -27,12 +27,21 @@ export class SqliteDelivery implements Delivery {
   #isSettled = false;
   readonly #leaseLost = new LeaseLostListener();
 
-  constructor(job: ClaimedJob, settle: (action: SqliteSettleAction) => boolean) {
+  /** True while the lease is held (a query of the row). */
+  readonly #holds: () => boolean;
+
+  constructor(job: ClaimedJob, settle: (action: SqliteSettleAction) => boolean, holds: () => boolean) {
     this.queue = job.queue;
     this.deliveryId = String(job.id);
     this.body = job.body;
     this.deliveryCount = job.delivery_count;
     this.#settle = settle;
+    this.#holds = holds;
+  }
+
+  /** {@inheritDoc Delivery.holdsLease} */
+  async holdsLease(): Promise<boolean> {
+    return this.#holds();
   }
 
   /** {@inheritDoc Delivery.onLeaseLost} */
@@ -62,8 +71,8 @@ export class SqliteDelivery implements Delivery {
     this.#run({ kind: "deadLetter", error });
   }
 
-  async release(): Promise<void> {
-    this.#run({ kind: "release" });
+  async release(options?: ReleaseOptions): Promise<void> {
+    this.#run({ kind: "release", countDelivery: options?.countDelivery === true });
   }
 
   /** False when this call was fenced; true when applied or already settled before. */

@@ -66,15 +66,17 @@ const SQL = {
           RETURNING id, queue, body, priority, delivery_count`,
   // Params: id, consumer, delivery count.
   ack: "DELETE FROM chicory_jobs WHERE id = ? AND locked_by = ? AND delivery_count = ?",
+  // Params: id, consumer, delivery count. The row as an ack would find it (the lease's fence).
+  holds: "SELECT 1 AS held FROM chicory_jobs WHERE id = ? AND locked_by = ? AND delivery_count = ?",
   // Params: id, consumer, delivery count. Used inside retry/dead-letter transactions.
   take: `DELETE FROM chicory_jobs WHERE id = ? AND locked_by = ? AND delivery_count = ?
          RETURNING queue, task_id, body, priority, unique_key`,
   // Params: queue, task_id, body, priority, error, failed_at, retry_count.
   insertDlq: `INSERT INTO chicory_dlq (queue, task_id, body, priority, error, failed_at, retry_count)
               VALUES (?, ?, ?, ?, ?, ?, ?)`,
-  // Params: now, id, consumer, delivery count. Gives the delivery back without counting it.
+  // Params: now, 1 (not counting the delivery) or 0 (counting it), id, consumer, delivery count.
   release: `UPDATE chicory_jobs
-               SET locked_by = NULL, locked_until = NULL, available_at = ?, delivery_count = delivery_count - 1
+               SET locked_by = NULL, locked_until = NULL, available_at = ?, delivery_count = delivery_count - ?
              WHERE id = ? AND locked_by = ? AND delivery_count = ?`,
   // Params: lease end, lease end, consumer, JSON array of ids.
   renew: `UPDATE chicory_jobs SET locked_until = ?, available_at = ?
@@ -152,6 +154,11 @@ export class SqliteStore {
   }
 
   /** Deletes the delivered row; false when the lease was lost (fenced). */
+  /** True while the delivered row is still this delivery's (what an ack's fence checks). */
+  holds(fence: DeliveryFence): boolean {
+    return this.#statements.holds.get(fence.id, fence.consumerId, fence.deliveryCount) !== undefined;
+  }
+
   ack(fence: DeliveryFence): boolean {
     const result = this.#statements.ack.run(fence.id, fence.consumerId, fence.deliveryCount);
     return Number(result.changes) === 1;
@@ -185,9 +192,15 @@ export class SqliteStore {
     this.#statements.insertDlq.run(queue, taskId, body, 0, error, now, retryCount);
   }
 
-  /** Unlocks the delivered row at once, not counting the delivery; false when fenced. */
-  release(fence: DeliveryFence, now: number): boolean {
-    const result = this.#statements.release.run(now, fence.id, fence.consumerId, fence.deliveryCount);
+  /** Unlocks the delivered row at once, counting the delivery or not; false when fenced. */
+  release(fence: DeliveryFence, now: number, countDelivery = false): boolean {
+    const result = this.#statements.release.run(
+      now,
+      countDelivery ? 0 : 1,
+      fence.id,
+      fence.consumerId,
+      fence.deliveryCount,
+    );
     return Number(result.changes) === 1;
   }
 

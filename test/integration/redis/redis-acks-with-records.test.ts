@@ -3,6 +3,7 @@
  * script call (`ack-with-records.lua`), written before the ack, atomic, and fenced like an ack.
  */
 import { describe, expect, it } from "vitest";
+import type { TaskRecord } from "../../../src/backends/backend.js";
 import { MemoryBackend } from "../../../src/backends/memory.js";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import type { Delivery } from "../../../src/brokers/broker.js";
@@ -98,7 +99,7 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     sub.disconnect();
   });
 
-  it("a fenced ack still writes its record and leaves the entry with its new owner", async () => {
+  it("a fenced ack writes no record: the job and its result stay with the new owner", async () => {
     const s = await setup();
     expect(s.broker.attachResults(s.backend)).toBe(true);
     const id = await s.publish();
@@ -106,12 +107,45 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     const held = await fetchOne(a);
     await a.close(); // no more lease renewal
     const stolen = await fetchOne(s.consumer());
-    await held.ackWithRecord?.(success(id, "late"));
-    expect(JSON.parse((await s.raw.get(s.backend.resultKey(id))) ?? "null")).toMatchObject({ result: "late" });
+    // Late, while the new owner still runs the job: nothing is written or acknowledged.
+    const failed: TaskRecord = {
+      taskId: id,
+      state: "FAILURE",
+      error: { type: "Error", message: "late" },
+      updatedAt: new Date().toISOString(),
+    };
+    await held.ackWithRecord?.(failed);
+    expect(await s.raw.get(s.backend.resultKey(id))).toBeNull();
     const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;
     expect(pending.map(([entry]) => entry)).toEqual([stolen.deliveryId]);
-    await stolen.ack();
+    await stolen.ackWithRecord?.(success(id, "done"));
     expect(await s.raw.xlen(s.stream)).toBe(0);
+    expect(JSON.parse((await s.raw.get(s.backend.resultKey(id))) ?? "null")).toMatchObject({ state: "SUCCESS" });
+  });
+
+  it("a fenced ack after the new owner finished leaves that owner's result in place", async () => {
+    const s = await setup();
+    expect(s.broker.attachResults(s.backend)).toBe(true);
+    const id = await s.publish();
+    const a = s.consumer();
+    const held = await fetchOne(a);
+    await a.close();
+    const stolen = await fetchOne(s.consumer());
+    await stolen.ackWithRecord?.(success(id, "done"));
+    // A waiter of this process is not woken by the stale record either.
+    const wait = s.backend.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
+    const failed: TaskRecord = {
+      taskId: id,
+      state: "FAILURE",
+      error: { type: "Error", message: "late" },
+      updatedAt: new Date().toISOString(),
+    };
+    await held.ackWithRecord?.(failed);
+    expect(JSON.parse((await s.raw.get(s.backend.resultKey(id))) ?? "null")).toMatchObject({
+      state: "SUCCESS",
+      result: "done",
+    });
+    expect(await wait).toMatchObject({ state: "SUCCESS", result: "done" });
   });
 
   it("acks nothing when the record cannot be written (the delivery is redelivered, not lost)", async () => {

@@ -4,22 +4,39 @@
 -- Composed at load time: the text of store-results.lua (backend) and of ack.lua (broker) become
 -- the functions storeResults(KEYS, ARGV) and ack(KEYS, ARGV) above this body.
 -- KEYS[1..n] record keys (store-results.lua's KEYS), KEYS[n + 1] stream, KEYS[n + 2] unique set
--- ARGV[1] n, ARGV[2..5 + n] store-results.lua's ARGV, ARGV[6 + n..] ack.lua's ARGV
--- Returns ack.lua's result (one number per entry id).
+-- ARGV[1] n, ARGV[2..5 + n] store-results.lua's ARGV, ARGV[6 + n..5 + 2n] the entry id of each
+-- record's delivery, ARGV[6 + 2n..] ack.lua's ARGV
+-- Returns ack.lua's result (one number per entry id): a record is written exactly when its
+-- entry's result is 1.
 -- Atomic, and the records are written before the acks: a script that fails while writing
 -- (e.g. OOM) acks nothing, so the deliveries are redelivered instead of losing their results.
--- A fenced ack (entry owned by another consumer) still writes its record, as a separate
--- store-results.lua call would have.
+-- Fenced like the ack: only the records of entries pending for this consumer are written. A
+-- consumer that lost its lease (another consumer took the entry, and may have stored its own
+-- result) writes nothing; nor does a call sent again after it was applied (the entries are
+-- gone, their records already written).
 local n = tonumber(ARGV[1])
-local storeKeys, storeArgv, ackArgv = {}, {}, {}
+local ackFrom = 6 + 2 * n
+local group, consumer, low, high = ARGV[ackFrom], ARGV[ackFrom + 1], ARGV[ackFrom + 2], ARGV[ackFrom + 3]
+-- This consumer's pending entries in the batch's id range (as ack.lua lists them).
+local mine = {}
+local listed = redis.pcall('XPENDING', KEYS[n + 1], group, low, high, 100000, consumer)
+if type(listed) == 'table' then
+  for _, entry in ipairs(listed) do
+    mine[entry[1]] = true
+  end
+end
+local storeKeys, storeArgv = {}, { ARGV[2], ARGV[3], ARGV[4], ARGV[5] }
 for i = 1, n do
-  storeKeys[i] = KEYS[i]
+  if mine[ARGV[5 + n + i]] then
+    storeKeys[#storeKeys + 1] = KEYS[i]
+    storeArgv[#storeArgv + 1] = ARGV[5 + i]
+  end
 end
-for i = 1, 4 + n do
-  storeArgv[i] = ARGV[1 + i]
+if #storeKeys > 0 then
+  storeResults(storeKeys, storeArgv)
 end
-for i = 6 + n, #ARGV do
+local ackArgv = {}
+for i = ackFrom, #ARGV do
   ackArgv[#ackArgv + 1] = ARGV[i]
 end
-storeResults(storeKeys, storeArgv)
 return ack({ KEYS[n + 1], KEYS[n + 2] }, ackArgv)

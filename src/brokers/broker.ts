@@ -112,8 +112,8 @@ export interface Delivery {
    * another consumer may have taken it (and stored its own result). The worker asks before it
    * writes a task record that the broker does not fence itself (a result backend on another
    * server, a dead-letter record) and writes nothing when the answer is false. A broker may
-   * answer from its last lease renewal while that is recent enough. Brokers without leases
-   * omit it.
+   * answer from its last lease renewal while that is recent enough; RabbitMQ answers whether
+   * the channel that delivered the message is still open. Brokers without either omit it.
    */
   holdsLease?(): Promise<boolean>;
   /** Move the message to its queue's dead-letter queue with a reason, and remove it here. */

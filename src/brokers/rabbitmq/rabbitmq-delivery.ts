@@ -121,6 +121,15 @@ export class RabbitMqDelivery implements Delivery {
     }
   }
 
+  /**
+   * {@inheritDoc Delivery.holdsLease}
+   * RabbitMQ has no lease: the message is this consumer's while the channel that delivered it
+   * is open (once it closed, RabbitMQ put the message back in its queue for another consumer).
+   */
+  async holdsLease(): Promise<boolean> {
+    return this.#session.isOpen;
+  }
+
   /** {@inheritDoc Delivery.retry} */
   async retry(body: string, delayMs: number): Promise<void> {
     if (!this.#begin()) return;

@@ -11,12 +11,25 @@ function lua(name: string, folder = "./scripts"): string {
   return readFileSync(new URL(`${folder}/${name}.lua`, import.meta.url), "utf8");
 }
 
-/** `ack-with-records.lua` below the two scripts it calls, as local functions (see its header). */
+/** `pending-of.lua` and `ack.lua` as the local functions pendingOf and ack (see ack.lua's header). */
+function ackFunctionsLua(): string {
+  return [
+    `local function pendingOf(stream, group, consumer, low, high)\n${lua("pending-of")}\nend`,
+    `local function ack(KEYS, ARGV, mine)\n${lua("ack")}\nend`,
+  ].join("\n");
+}
+
+/** The acking script on its own. */
+function ackLua(): string {
+  return `${ackFunctionsLua()}\nreturn ack(KEYS, ARGV)`;
+}
+
+/** `ack-with-records.lua` below the scripts it calls, as local functions (see its header). */
 function ackWithRecordsLua(): string {
   const storeResults = lua("store-results", "../../backends/redis/scripts");
   return [
     `local function storeResults(KEYS, ARGV)\n${storeResults}\nend`,
-    `local function ack(KEYS, ARGV)\n${lua("ack")}\nend`,
+    ackFunctionsLua(),
     lua("ack-with-records"),
   ].join("\n");
 }
@@ -34,10 +47,10 @@ const SCRIPTS = {
   chicoryReclaim: { numberOfKeys: 1, lua: lua("reclaim") },
   chicoryRenew: { numberOfKeys: 1, lua: lua("renew") },
   chicoryRelease: { numberOfKeys: 1, lua: lua("release") },
-  chicoryAck: { numberOfKeys: 2, lua: lua("ack") },
+  chicoryAck: { numberOfKeys: 2, lua: ackLua() },
   /** Variable key count: called with the number of keys first. */
   chicoryAckWithRecords: { lua: ackWithRecordsLua() },
-  chicoryAckRead: { numberOfKeys: 2, lua: readAfterAcksLua(lua("ack")) },
+  chicoryAckRead: { numberOfKeys: 2, lua: readAfterAcksLua(ackLua()) },
   /** Variable key count: called with the number of keys first. */
   chicoryAckWithRecordsRead: { lua: readAfterAcksLua(ackWithRecordsLua()) },
   chicoryRetry: { numberOfKeys: 3, lua: lua("retry") },

@@ -53,6 +53,17 @@ function isApplied(results: unknown, i: number): boolean {
   return Array.isArray(results) && Number(results[i]) === 1;
 }
 
+/** `batch` with the acks that carry a record first (itself when it is not mixed). */
+function withRecordsFirst(batch: PendingAck[]): PendingAck[] {
+  let withRecord = 0;
+  for (const ack of batch) if (ack.record !== undefined) withRecord++;
+  if (withRecord === 0 || withRecord === batch.length) return batch;
+  const ordered: PendingAck[] = [];
+  for (const ack of batch) if (ack.record !== undefined) ordered.push(ack);
+  for (const ack of batch) if (ack.record === undefined) ordered.push(ack);
+  return ordered;
+}
+
 /** Most acks sent in one script call. */
 const MAX_ACK_BATCH = 500;
 
@@ -175,7 +186,10 @@ export class RedisSettler implements DeliverySettler {
    * entries in the same call. Rejects the batch's acks when the call fails, and then rejects
    * too (the flush ignores that; a read reports it).
    */
-  async #ackBatch(batch: PendingAck[], readCount: number): Promise<StreamEntry[]> {
+  async #ackBatch(waiting: PendingAck[], readCount: number): Promise<StreamEntry[]> {
+    // The acks that carry a record first, in the order of their records: the script finds the
+    // entry of the i-th record at the i-th place of the ids.
+    const batch = withRecordsFirst(waiting);
     const first = (batch[0] as PendingAck).delivery;
     const ids = batch.map(({ delivery }) => delivery.deliveryId);
     let low = first.deliveryId;
@@ -186,15 +200,7 @@ export class RedisSettler implements DeliverySettler {
     }
     const args = [this.#ctx.group, this.#consumerId, low, high, ...ids];
     const records: TaskRecord[] = [];
-    /** The entry id of each record's delivery, and its index in the batch. */
-    const recordEntries: string[] = [];
-    const recordIndexes: number[] = [];
-    batch.forEach((ack, i) => {
-      if (ack.record === undefined) return;
-      records.push(ack.record);
-      recordEntries.push(ack.delivery.deliveryId);
-      recordIndexes.push(i);
-    });
+    for (const ack of batch) if (ack.record !== undefined) records.push(ack.record);
     let results: unknown;
     let entries: StreamEntry[] = [];
     let readError: string | undefined;
@@ -209,7 +215,7 @@ export class RedisSettler implements DeliverySettler {
       if (store !== undefined) {
         script = "chicoryAckWithRecords";
         keys = [String(store.keys.length + 2), ...store.keys, stream, unique];
-        ackArgs = [records.length, ...store.args, ...recordEntries, ...args];
+        ackArgs = [records.length, ...store.args, ...args];
         streamIndex = store.keys.length + 1;
       }
       if (readCount > 0) {
@@ -221,11 +227,8 @@ export class RedisSettler implements DeliverySettler {
       } else {
         results = await runScript(this.#ctx.main, script, keys, ackArgs);
       }
-      if (store !== undefined) {
-        // Only the records of entries this consumer still held were written (the script's fence).
-        const written = records.filter((_, j) => isApplied(results, recordIndexes[j] as number));
-        if (written.length > 0) this.#records?.recordsWritten(written);
-      }
+      // Only the records of entries this consumer still held were written (the script's fence).
+      if (store !== undefined) this.#records?.recordsWritten(records.filter((_, i) => isApplied(results, i)));
     } catch (error) {
       const wrapped = this.#ctx.wrapError("ack", error);
       for (const { reject } of batch) reject(wrapped);
@@ -237,7 +240,8 @@ export class RedisSettler implements DeliverySettler {
       // took it (this ack was fenced), or it left the PEL some other way. Either way the job may
       // run (or have run) elsewhere too, and its result is the other run's: a record sent with
       // a fenced ack was not written.
-      const recordsSkipped = recordIndexes.filter((i) => !isApplied(results, i)).length;
+      let recordsSkipped = 0;
+      for (let i = 0; i < records.length; i++) if (!isApplied(results, i)) recordsSkipped++;
       this.#logger.warn(
         { queue: first.queue, consumer: this.#consumerId, entries: missed, recordsSkipped },
         "redis ack: entries no longer pending for this consumer (lease lost); their jobs may run twice",

@@ -11,7 +11,7 @@ import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { Chicory, Worker } from "../../../src/index.js";
 import type { RedisRecordWriter } from "../../../src/redis/redis-record-writer.js";
-import { encodeTask, fetchOne, successRecord as success } from "../../contract/contract-helpers.js";
+import { encodeTask, fetchN, fetchOne, successRecord as success } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless } from "../../helpers/services.js";
 import { openBrokerSandbox } from "./redis-broker-sandbox.js";
@@ -146,6 +146,27 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
       result: "done",
     });
     expect(await wait).toMatchObject({ state: "SUCCESS", result: "done" });
+  });
+
+  it("a batch mixing plain acks, records and a fenced entry writes each record for its own entry", async () => {
+    const s = await setup();
+    expect(s.broker.attachResults(s.backend)).toBe(true);
+    const ids = [await s.publish(), await s.publish(), await s.publish()];
+    const [plain, stolen, kept] = await fetchN(s.consumer(), 3);
+    if (!plain || !stolen || !kept) throw new Error("three deliveries expected");
+    await s.raw.xclaim(s.stream, s.group, "thief", 0, stolen.deliveryId); // its lease is lost
+    // One event-loop turn: one script call, the plain ack first in the batch.
+    await Promise.all([
+      plain.ack(),
+      stolen.ackWithRecord?.(success(ids[1] as string, "stolen")),
+      kept.ackWithRecord?.(success(ids[2] as string, "kept")),
+    ]);
+    expect(await s.raw.get(s.backend.resultKey(ids[1] as string))).toBeNull();
+    expect(JSON.parse((await s.raw.get(s.backend.resultKey(ids[2] as string))) ?? "null")).toMatchObject({
+      result: "kept",
+    });
+    const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;
+    expect(pending).toEqual([[stolen.deliveryId, "thief", expect.any(Number), expect.any(Number)]]);
   });
 
   it("acks nothing when the record cannot be written (the delivery is redelivered, not lost)", async () => {

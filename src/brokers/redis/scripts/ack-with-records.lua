@@ -1,11 +1,12 @@
 -- ack-with-records.lua: write the result backend's terminal records of a batch of deliveries,
 -- then ack the deliveries: one call where store-results.lua and ack.lua would be two. Used when
 -- the broker and the result backend share one Redis server and database (not a Cluster).
--- Composed at load time: the text of store-results.lua (backend) and of ack.lua (broker) become
--- the functions storeResults(KEYS, ARGV) and ack(KEYS, ARGV) above this body.
+-- Composed at load time: the text of store-results.lua (backend), pending-of.lua and ack.lua
+-- (broker) become the functions storeResults(KEYS, ARGV), pendingOf(…) and ack(KEYS, ARGV, mine)
+-- above this body.
 -- KEYS[1..n] record keys (store-results.lua's KEYS), KEYS[n + 1] stream, KEYS[n + 2] unique set
--- ARGV[1] n, ARGV[2..5 + n] store-results.lua's ARGV, ARGV[6 + n..5 + 2n] the entry id of each
--- record's delivery, ARGV[6 + 2n..] ack.lua's ARGV
+-- ARGV[1] n, ARGV[2..5 + n] store-results.lua's ARGV, ARGV[6 + n..] ack.lua's ARGV, whose
+-- first n entry ids are those of the records' deliveries, in the order of the records
 -- Returns ack.lua's result (one number per entry id): a record is written exactly when its
 -- entry's result is 1.
 -- Atomic, and the records are written before the acks: a script that fails while writing
@@ -15,19 +16,14 @@
 -- result) writes nothing; nor does a call sent again after it was applied (the entries are
 -- gone, their records already written).
 local n = tonumber(ARGV[1])
-local ackFrom = 6 + 2 * n
+local ackFrom = 6 + n
 local group, consumer, low, high = ARGV[ackFrom], ARGV[ackFrom + 1], ARGV[ackFrom + 2], ARGV[ackFrom + 3]
--- This consumer's pending entries in the batch's id range (as ack.lua lists them).
-local mine = {}
-local listed = redis.pcall('XPENDING', KEYS[n + 1], group, low, high, 100000, consumer)
-if type(listed) == 'table' then
-  for _, entry in ipairs(listed) do
-    mine[entry[1]] = true
-  end
-end
+-- This consumer's pending entries in the batch's id range, listed once for the records and
+-- the acks (nothing in between changes them: the call is atomic).
+local mine = pendingOf(KEYS[n + 1], group, consumer, low, high)
 local storeKeys, storeArgv = {}, { ARGV[2], ARGV[3], ARGV[4], ARGV[5] }
 for i = 1, n do
-  if mine[ARGV[5 + n + i]] then
+  if mine[ARGV[ackFrom + 3 + i]] then
     storeKeys[#storeKeys + 1] = KEYS[i]
     storeArgv[#storeArgv + 1] = ARGV[5 + i]
   end
@@ -39,4 +35,4 @@ local ackArgv = {}
 for i = ackFrom, #ARGV do
   ackArgv[#ackArgv + 1] = ARGV[i]
 end
-return ack({ KEYS[n + 1], KEYS[n + 2] }, ackArgv)
+return ack({ KEYS[n + 1], KEYS[n + 2] }, ackArgv, mine)

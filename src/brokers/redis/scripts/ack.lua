@@ -11,19 +11,12 @@
 -- messages carry an `id` field with the task id; plain entries have only `data`).
 -- Cost: one XPENDING lists this consumer's entries in the batch's id range, then one XACK and one
 -- XDEL for all of them; only entries not pending for this consumer are looked at one by one.
+-- Composed at load time as the function ack(KEYS, ARGV, mine), below pendingOf (pending-of.lua):
+-- `mine`, when given, is that list already made in the same call (ack-with-records.lua).
 if #ARGV < 5 then
   return {}
 end
-local low, high = ARGV[3], ARGV[4]
--- This consumer's pending entries between the lowest and highest id of the batch. The consumer
--- holds few entries (at most twice its concurrency), so the count bound is never reached.
-local mine = {}
-local listed = redis.pcall('XPENDING', KEYS[1], ARGV[1], low, high, 100000, ARGV[2])
-if type(listed) == 'table' then
-  for _, entry in ipairs(listed) do
-    mine[entry[1]] = true
-  end
-end
+mine = mine or pendingOf(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 local hasUnique = redis.call('EXISTS', KEYS[2]) == 1
 local results = {}
 local owned = {}

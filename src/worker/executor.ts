@@ -6,7 +6,9 @@
  * (`maxDeliveries`) instead of running forever. Two exceptions:
  * - A record the broker does not fence itself (it is not written in the ack's own call) is
  *   written only while the delivery's lease is held ({@link Delivery.holdsLease}): a worker
- *   that lost the job to another worker leaves the job, and its result, to that worker.
+ *   that lost the job to another worker leaves its result to that worker. The settle steps
+ *   after it still run: the broker fences them (they change nothing) and they end the
+ *   delivery's bookkeeping in the consumer.
  * - Publishing a message that is not the delivery itself (an `at_most_once` retry, a dead
  *   letter written for an acknowledged message) is tried once: a publish whose reply was lost
  *   may still be applied, and trying again could add the message twice.
@@ -35,8 +37,8 @@ export interface ExecutionContext {
 
 const STEP_BACKOFF_MS = [100, 500, 1000, 2000, 4000, 8000, 15_000];
 
-/** How a step ended: done (go on), stop (the rest of the plan is not this worker's), failed. */
-type StepResult = "done" | "stop" | "failed";
+/** How a step ended: done (go on to the next), or failed (after its retries). */
+type StepResult = "done" | "failed";
 
 /** Steps that add a message and are tried once (see module doc). */
 const ONCE = new Set<Action["type"]>(["republish", "writeDeadLetter"]);
@@ -57,7 +59,6 @@ export async function executeActions(actions: readonly Action[], ctx: ExecutionC
       }
       result = await retryStep(action, ctx, error);
     }
-    if (result === "stop") return;
     if (result === "failed") {
       if (!ctx.attempt.alreadyAcked && action.type !== "release") {
         await ctx.delivery.release({ countDelivery: true }).catch((error: unknown) => {
@@ -145,7 +146,7 @@ function recordOf(
 
 /**
  * False when the record of an unacknowledged delivery must not be written: the lease was lost
- * (another worker holds the job now). Logged here.
+ * (another worker holds the job now, and stores its own outcome). Logged here.
  */
 async function mayStore(ctx: ExecutionContext, state: string): Promise<boolean> {
   const { delivery, attempt } = ctx;
@@ -164,7 +165,7 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<StepRes
     case "store": {
       const backend = app.backend;
       if (!backend || !message) return "done";
-      if (!(await mayStore(ctx, action.state))) return "stop";
+      if (!(await mayStore(ctx, action.state))) return "done";
       await backend.storeResult(recordOf(action, attempt, message));
       return "done";
     }
@@ -175,7 +176,7 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<StepRes
         return "done";
       }
       // A delivery without the one-call ack (e.g. wrapped by the caller): store, then ack.
-      if ((await runAction({ ...action, type: "store" }, ctx)) === "stop") return "stop";
+      await runAction({ ...action, type: "store" }, ctx);
       await delivery.ack();
       return "done";
     case "ack":

@@ -112,15 +112,15 @@ describe("settle + executeActions: a terminal store and its ack", () => {
 describe("executeActions: leases, failed steps, publishes", () => {
   const error = { type: "Error", message: "boom" };
 
-  it("writes no record and settles nothing once the delivery's lease is lost", async () => {
-    for (const [outcome, dlq] of [
-      [{ kind: "success", value: 42 }, false],
-      [{ kind: "failure", error }, false],
-      [{ kind: "failure", error }, true],
-      [{ kind: "retry", error, delayMs: 10 }, false],
+  it("writes no record once the delivery's lease is lost; the (broker-fenced) settle still runs", async () => {
+    for (const [outcome, dlq, settleCall] of [
+      [{ kind: "success", value: 42 }, false, "ack"],
+      [{ kind: "failure", error }, false, "ack"],
+      [{ kind: "failure", error }, true, "deadLetter"],
+      [{ kind: "retry", error, delayMs: 10 }, false, "retry"],
     ] as const) {
       const { calls, stored, logs } = await run(outcome, false, dlq, false, { holdsLease: false });
-      expect(calls).toEqual([]);
+      expect(calls).toEqual([settleCall]);
       expect(stored).toBeNull();
       expect(logs).toEqual([expect.stringContaining("lease lost before the outcome was stored")]);
     }

@@ -418,7 +418,7 @@ export class RedisConsumer implements Consumer {
         for (const [id, delivery] of q.inFlight) if (!delivery.isSettled) ids.push(id);
         for (let i = 0; i < ids.length; i += RENEW_CHUNK) {
           const chunk = ids.slice(i, i + RENEW_CHUNK);
-          const sentAtMs = Date.now();
+          const sentAtMs = performance.now();
           const lost = (await runScript(
             this.#ctx.main,
             "chicoryRenew",

@@ -36,10 +36,10 @@ export class RedisDelivery implements Delivery {
   #isSettled = false;
   #isLeaseLost = false;
   /**
-   * When this consumer last knew it held the entry (`Date.now()`): when it was handed out, or
-   * when a renewal that confirmed it was sent.
+   * When this consumer last knew it held the entry (`performance.now()`, a clock that never
+   * jumps): when it was handed out, or when a renewal that confirmed it was sent.
    */
-  leaseConfirmedAtMs = Date.now();
+  leaseConfirmedAtMs = performance.now();
 
   constructor(
     keys: QueueKeys,

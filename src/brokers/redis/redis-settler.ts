@@ -321,7 +321,7 @@ export class RedisSettler implements DeliverySettler {
    */
   async holdsLease(d: RedisDelivery): Promise<boolean> {
     if (d.isLeaseLost) return false;
-    if (Date.now() - d.leaseConfirmedAtMs < this.#ctx.claimMinIdleMs / 2) return true;
+    if (performance.now() - d.leaseConfirmedAtMs < this.#ctx.claimMinIdleMs / 2) return true;
     let reply: unknown;
     try {
       reply = await this.#ctx.main.call("XPENDING", d.keys.stream, this.#ctx.group, d.deliveryId, d.deliveryId, 1);

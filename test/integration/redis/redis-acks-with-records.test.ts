@@ -99,22 +99,31 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     sub.disconnect();
   });
 
-  it("a fenced ack writes no record: the job and its result stay with the new owner", async () => {
-    const s = await setup();
+  /**
+   * A published task, its delivery to a consumer that then closed (no more lease renewal), the
+   * same entry reclaimed by another consumer, and a late FAILURE record of the first.
+   */
+  async function stolenTask(s: Awaited<ReturnType<typeof setup>>) {
     expect(s.broker.attachResults(s.backend)).toBe(true);
     const id = await s.publish();
     const a = s.consumer();
     const held = await fetchOne(a);
-    await a.close(); // no more lease renewal
+    await a.close();
     const stolen = await fetchOne(s.consumer());
-    // Late, while the new owner still runs the job: nothing is written or acknowledged.
-    const failed: TaskRecord = {
+    const late: TaskRecord = {
       taskId: id,
       state: "FAILURE",
       error: { type: "Error", message: "late" },
       updatedAt: new Date().toISOString(),
     };
-    await held.ackWithRecord?.(failed);
+    return { id, held, stolen, late };
+  }
+
+  it("a fenced ack writes no record: the job and its result stay with the new owner", async () => {
+    const s = await setup();
+    const { id, held, stolen, late } = await stolenTask(s);
+    // Late, while the new owner still runs the job: nothing is written or acknowledged.
+    await held.ackWithRecord?.(late);
     expect(await s.raw.get(s.backend.resultKey(id))).toBeNull();
     const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;
     expect(pending.map(([entry]) => entry)).toEqual([stolen.deliveryId]);
@@ -125,22 +134,11 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
 
   it("a fenced ack after the new owner finished leaves that owner's result in place", async () => {
     const s = await setup();
-    expect(s.broker.attachResults(s.backend)).toBe(true);
-    const id = await s.publish();
-    const a = s.consumer();
-    const held = await fetchOne(a);
-    await a.close();
-    const stolen = await fetchOne(s.consumer());
+    const { id, held, stolen, late } = await stolenTask(s);
     await stolen.ackWithRecord?.(success(id, "done"));
     // A waiter of this process is not woken by the stale record either.
     const wait = s.backend.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
-    const failed: TaskRecord = {
-      taskId: id,
-      state: "FAILURE",
-      error: { type: "Error", message: "late" },
-      updatedAt: new Date().toISOString(),
-    };
-    await held.ackWithRecord?.(failed);
+    await held.ackWithRecord?.(late);
     expect(JSON.parse((await s.raw.get(s.backend.resultKey(id))) ?? "null")).toMatchObject({
       state: "SUCCESS",
       result: "done",

@@ -37,18 +37,15 @@ export interface ExecutionContext {
 
 const STEP_BACKOFF_MS = [100, 500, 1000, 2000, 4000, 8000, 15_000];
 
-/** How a step ended: done (go on to the next), or failed (after its retries). */
-type StepResult = "done" | "failed";
-
 /** Steps that add a message and are tried once (see module doc). */
 const ONCE = new Set<Action["type"]>(["republish", "writeDeadLetter"]);
 
 /** Runs `actions` in order; never throws. */
 export async function executeActions(actions: readonly Action[], ctx: ExecutionContext): Promise<void> {
   for (const action of actions) {
-    let result: StepResult;
+    let ok = true;
     try {
-      result = await runAction(action, ctx);
+      await runAction(action, ctx);
     } catch (error) {
       if (ONCE.has(action.type)) {
         ctx.logger.error(
@@ -57,9 +54,9 @@ export async function executeActions(actions: readonly Action[], ctx: ExecutionC
         );
         return;
       }
-      result = await retryStep(action, ctx, error);
+      ok = await retryStep(action, ctx, error);
     }
-    if (result === "failed") {
+    if (!ok) {
       if (!ctx.attempt.alreadyAcked && action.type !== "release") {
         await ctx.delivery.release({ countDelivery: true }).catch((error: unknown) => {
           ctx.logger.warn({ err: toError(error).message }, "release after a failed step failed; the lease will expire");
@@ -70,15 +67,15 @@ export async function executeActions(actions: readonly Action[], ctx: ExecutionC
   }
 }
 
-/** Tries a failed step again with backoff, until it succeeds or the backoff runs out. */
-async function retryStep(action: Action, ctx: ExecutionContext, firstError: unknown): Promise<StepResult> {
+/** Tries a failed step again with backoff; true once it succeeds, false when it gives up. */
+async function retryStep(action: Action, ctx: ExecutionContext, firstError: unknown): Promise<boolean> {
   let error = firstError;
   for (let i = 0; ; i++) {
     const delay = STEP_BACKOFF_MS[i];
     const taskId = ctx.attempt.message?.id;
     if (delay === undefined || ctx.stopSignal.aborted) {
       ctx.logger.error({ taskId, step: action.type, err: toError(error).message }, "settling step failed; giving up");
-      return "failed";
+      return false;
     }
     ctx.logger.warn(
       { taskId, step: action.type, err: toError(error).message, retryInMs: delay },
@@ -86,7 +83,8 @@ async function retryStep(action: Action, ctx: ExecutionContext, firstError: unkn
     );
     await sleep(delay, ctx.stopSignal);
     try {
-      return await runAction(action, ctx);
+      await runAction(action, ctx);
+      return true;
     } catch (next) {
       error = next;
     }
@@ -158,46 +156,46 @@ async function mayStore(ctx: ExecutionContext, state: string): Promise<boolean> 
   return false;
 }
 
-async function runAction(action: Action, ctx: ExecutionContext): Promise<StepResult> {
+async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
   const { delivery, attempt, app } = ctx;
   const { outcome, message } = attempt;
   switch (action.type) {
     case "store": {
       const backend = app.backend;
-      if (!backend || !message) return "done";
-      if (!(await mayStore(ctx, action.state))) return "done";
+      if (!backend || !message) return;
+      if (!(await mayStore(ctx, action.state))) return;
       await backend.storeResult(recordOf(action, attempt, message));
-      return "done";
+      return;
     }
     case "storeAndAck":
       if (app.backend && message && delivery.ackWithRecord) {
         // fenced by the broker: the record is written only if this consumer still holds the entry
         await delivery.ackWithRecord(recordOf(action, attempt, message));
-        return "done";
+        return;
       }
       // A delivery without the one-call ack (e.g. wrapped by the caller): store, then ack.
       await runAction({ ...action, type: "store" }, ctx);
       await delivery.ack();
-      return "done";
+      return;
     case "ack":
       await delivery.ack();
-      return "done";
+      return;
     case "release":
       await delivery.release();
-      return "done";
+      return;
     case "retry":
     case "republish": {
-      if (!message || outcome.kind !== "retry") return "done";
+      if (!message || outcome.kind !== "retry") return;
       const body = encodeNextAttempt(app, nextAttempt(message, ctx, outcome.delayMs));
       if (action.type === "retry") await delivery.retry(body, outcome.delayMs);
       else await app.broker.publish(delivery.queue, { id: message.id, body, delayMs: outcome.delayMs });
-      return "done";
+      return;
     }
     case "deadLetter":
       await delivery.deadLetter(errorText(ctx));
-      return "done";
+      return;
     case "writeDeadLetter":
       await app.broker.writeDeadLetter(delivery.queue, delivery.body, errorText(ctx));
-      return "done";
+      return;
   }
 }

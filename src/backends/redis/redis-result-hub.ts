@@ -133,13 +133,13 @@ export class RedisResultHub {
     this.#early.clear();
     if (this.#flush) clearImmediate(this.#flush);
     // At once, not after the subscription: with Redis unreachable the SUBSCRIBE waits for it
-    // (closing the connection ends that wait).
+    // (closing the connection ends that wait). A connection still opening is closed by
+    // #openSubscriber, which sees #isClosed.
     this.#sub?.disconnect();
+    this.#sub = undefined;
     const opening = this.#subscriber;
     this.#subscriber = undefined;
     if (opening) await settlesWithin(opening, CLOSE_WAIT_MS);
-    this.#sub?.disconnect();
-    this.#sub = undefined;
   }
 
   #subscribe(): Promise<RedisClientLike | undefined> {
@@ -188,7 +188,6 @@ export class RedisResultHub {
     }
     this.#isSubscribed = true;
     this.#onLive();
-    if (this.#isClosed) sub.disconnect();
     return sub;
   }
 

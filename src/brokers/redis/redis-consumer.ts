@@ -430,10 +430,9 @@ export class RedisConsumer implements Consumer {
             q.inFlight.delete(id);
             delivery?.leaseLost();
           }
-          // The others are held for another claim idle time from when the renewal was sent.
-          const lostIds = new Set(lost);
+          // The others (still in flight) are held for another claim idle time from when the
+          // renewal was sent.
           for (const id of chunk) {
-            if (lostIds.has(id)) continue;
             const delivery = q.inFlight.get(id);
             if (delivery) delivery.leaseConfirmedAtMs = sentAtMs;
           }

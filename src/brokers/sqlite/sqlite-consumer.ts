@@ -191,7 +191,6 @@ export class SqliteConsumer implements Consumer {
 
   /** True while `fence`'s row is still this delivery's (see {@link Delivery.holdsLease}). */
   #holds(fence: DeliveryFence): boolean {
-    if (this.#lostIds.has(fence.id) && this.#inFlight.get(fence.id) === fence) return false;
     try {
       return this.#host.store().holds(fence);
     } catch (error) {

@@ -262,20 +262,26 @@ async function brokerQuiet(sb: Sandbox): Promise<boolean> {
 /**
  * Waits until the broker is quiet and every id has a final state or was last fetched by a dead
  * process (nothing can still run it); `ok` is false when the deadline passed first.
+ * The broker is checked first: a worker writes its fetch line before it acknowledges, so once
+ * the pending list is empty every delivery taken from it has its line, and a job reclaimed and
+ * acknowledged (at_most_once) just before the check is seen as held by its live worker. (In
+ * the other order, a reclaim between reading the fetch lines and the broker check went unseen.)
  */
 async function settle(sb: Sandbox, ids: readonly string[], timeoutMs: number): Promise<{ ms: number; ok: boolean }> {
   const start = Date.now();
   const deadline = start + timeoutMs;
   for (;;) {
-    const states = await fetchStates(sb.app, ids);
-    const open = ids.filter((id) => !TERMINAL.has(states.get(id) ?? "UNKNOWN"));
-    const fetches = readFetches(sb.ledgerDir);
-    const dead = new Set(sb.processes.all.filter((h) => h.exit !== null).map((h) => h.pid));
-    const held = open.filter((id) => {
-      const last = fetches.get(id)?.at(-1);
-      return last !== undefined && !dead.has(last.pid);
-    });
-    if (held.length === 0 && (await brokerQuiet(sb))) return { ms: Date.now() - start, ok: true };
+    if (await brokerQuiet(sb)) {
+      const states = await fetchStates(sb.app, ids);
+      const open = ids.filter((id) => !TERMINAL.has(states.get(id) ?? "UNKNOWN"));
+      const fetches = readFetches(sb.ledgerDir);
+      const dead = new Set(sb.processes.all.filter((h) => h.exit !== null).map((h) => h.pid));
+      const held = open.filter((id) => {
+        const last = fetches.get(id)?.at(-1);
+        return last !== undefined && !dead.has(last.pid);
+      });
+      if (held.length === 0) return { ms: Date.now() - start, ok: true };
+    }
     if (Date.now() > deadline) return { ms: Date.now() - start, ok: false };
     await sleep(100);
   }

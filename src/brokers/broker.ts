@@ -119,6 +119,14 @@ export interface Delivery {
   /** Move the message to its queue's dead-letter queue with a reason, and remove it here. */
   deadLetter(error: string): Promise<void>;
   /**
+   * Writes `record` (the task's DEAD_LETTERED record) to the result backend attached with
+   * {@link Broker.attachResults} and moves the message to the DLQ, in one atomic call. The
+   * record is written only when the move happens: not when this consumer no longer holds the
+   * message, nor when the DLQ is full (the call then rejects and nothing changed). Only on
+   * deliveries of a consumer created after `attachResults` returned true.
+   */
+  deadLetterWithRecord?(error: string, record: TaskRecord): Promise<void>;
+  /**
    * Give the message back: visible to other consumers at once. By default without counting a
    * delivery where the broker can avoid it (a worker shutting down gives back what it fetched
    * and did not start); with `countDelivery`, the delivery counts towards `maxDeliveries`
@@ -263,7 +271,8 @@ export interface Broker extends BrokerAdmin {
    * Offers to write `backend`'s terminal records in the same call as the acks of their
    * deliveries (one round trip per settled batch instead of two). Returns true when this broker
    * can, e.g. the Redis broker with a Redis backend on the same server, database and user;
-   * consumers created afterwards hand out deliveries with {@link Delivery.ackWithRecord}.
+   * consumers created afterwards hand out deliveries with {@link Delivery.ackWithRecord} and
+   * {@link Delivery.deadLetterWithRecord}.
    * Call after both are connected.
    */
   attachResults?(backend: Backend): boolean;

@@ -4,11 +4,11 @@
  * skipped and an unacknowledged message is released, counting the delivery, so it is
  * redelivered rather than lost, and a message whose settling keeps failing ends as poison
  * (`maxDeliveries`) instead of running forever. Two exceptions:
- * - A record the broker does not fence itself (it is not written in the ack's own call) is
- *   written only while the delivery's lease is held ({@link Delivery.holdsLease}): a worker
- *   that lost the job to another worker leaves its result to that worker. The settle steps
- *   after it still run: the broker fences them (they change nothing) and they end the
- *   delivery's bookkeeping in the consumer.
+ * - A record the broker does not fence itself (it is not written in the ack's or the DLQ
+ *   move's own call) is written only while the delivery's lease is held
+ *   ({@link Delivery.holdsLease}): a worker that lost the job to another worker leaves its
+ *   result to that worker. The settle steps after it still run: the broker fences them (they
+ *   change nothing) and they end the delivery's bookkeeping in the consumer.
  * - Publishing a message that is not the delivery itself (an `at_most_once` retry, a dead
  *   letter written for an acknowledged message) is tried once: a publish whose reply was lost
  *   may still be applied, and trying again could add the message twice.
@@ -121,9 +121,9 @@ function encodeNextAttempt(app: Chicory, next: TaskMessage): string {
   }
 }
 
-/** The record a `store` / `storeAndAck` action writes. */
+/** The record a `store` / `storeAndAck` / `storeAndDeadLetter` action writes. */
 function recordOf(
-  action: Extract<Action, { type: "store" | "storeAndAck" }>,
+  action: Extract<Action, { type: "store" | "storeAndAck" | "storeAndDeadLetter" }>,
   attempt: Attempt,
   message: TaskMessage,
 ): TaskRecord {
@@ -192,6 +192,15 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
       return;
     }
     case "deadLetter":
+      await delivery.deadLetter(errorText(ctx));
+      return;
+    case "storeAndDeadLetter":
+      if (app.backend && message && delivery.deadLetterWithRecord) {
+        // fenced by the broker: the record is written only if the move happens
+        await delivery.deadLetterWithRecord(errorText(ctx), recordOf(action, attempt, message));
+        return;
+      }
+      await runAction({ ...action, type: "store" }, ctx);
       await delivery.deadLetter(errorText(ctx));
       return;
     case "writeDeadLetter":

@@ -10,8 +10,10 @@
  * - `at_most_once`: the message was acknowledged before the run, so nothing here acks it again;
  *   retries are published as new messages and dead letters are written directly.
  * - Messages with no usable task id (undecodable) get no stored state.
- * - When the broker writes the backend's records in its ack call (`acksCarryRecords`), a final
- *   record and the ack after it are one `storeAndAck`: stored first, in the same atomic call.
+ * - When the broker writes the backend's records in its settle calls (`acksCarryRecords`), a
+ *   final record and the ack after it are one `storeAndAck`, and a DEAD_LETTERED record and
+ *   the DLQ move after it one `storeAndDeadLetter`: stored in the same atomic call, and only
+ *   when the broker carries out the ack or the move.
  * @module
  */
 import type { StoredError, TaskState } from "../backends/backend.js";
@@ -49,6 +51,8 @@ export type Action =
   | { readonly type: "republish" }
   /** Move the delivery to the DLQ. */
   | { readonly type: "deadLetter" }
+  /** Store the DEAD_LETTERED record and move to the DLQ, in one broker call (`acksCarryRecords`). */
+  | ({ readonly type: "storeAndDeadLetter" } & StoreSpec)
   /** Write the (already acknowledged) message to the DLQ. */
   | { readonly type: "writeDeadLetter" }
   /** Give the message back for another worker. */
@@ -61,8 +65,9 @@ export interface SettleMode {
   /** The message was acknowledged before the attempt (at_most_once did ack). */
   readonly alreadyAcked: boolean;
   /**
-   * The broker writes the backend's terminal records in its ack call (`Broker.attachResults`):
-   * a store followed by an ack becomes one `storeAndAck`.
+   * The broker writes the backend's terminal records in its ack and dead-letter calls
+   * (`Broker.attachResults`): a store followed by an ack becomes one `storeAndAck`, a store
+   * followed by a DLQ move one `storeAndDeadLetter`.
    */
   readonly acksCarryRecords?: boolean;
 }
@@ -98,12 +103,14 @@ const PLANS = {
 } as const satisfies Record<string, readonly Action[]>;
 
 /**
- * The store-then-ack plans as one `storeAndAck` (see {@link SettleMode.acksCarryRecords}): a
- * store followed by an ack is always a final record (SUCCESS or FAILURE) and the end.
+ * The store-then-settle plans as one call (see {@link SettleMode.acksCarryRecords}): a store
+ * followed by an ack is always a final record (SUCCESS or FAILURE) and the end; a store
+ * followed by a DLQ move is the DEAD_LETTERED record and the end.
  */
 const STORED_WITH_ACK = new Map<readonly Action[], readonly Action[]>([
   [PLANS.success, [{ type: "storeAndAck", state: "SUCCESS", withValue: true, withError: false }]],
   [PLANS.failure, [{ type: "storeAndAck", state: "FAILURE", withValue: false, withError: true }]],
+  [PLANS.dead, [{ type: "storeAndDeadLetter", state: "DEAD_LETTERED", withValue: false, withError: true }]],
 ]);
 
 /** The actions for an outcome, in the order they must run. */

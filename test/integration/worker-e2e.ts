@@ -120,7 +120,8 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       const r = await t.delay();
       await expect(r.get({ timeout: 20 })).rejects.toBeInstanceOf(TaskFailedError);
       expect(await r.state()).toBe("DEAD_LETTERED");
-      // The record is stored before the message moves to the DLQ (a crash in between redelivers it).
+      // The record is stored before the message moves to the DLQ, or in the same call (Redis):
+      // a crash in between redelivers it.
       await eventually(async () => (await app.broker.getDlqCount("default")) === 1);
       const [entry] = await app.broker.getDlqMessages("default");
       expect(entry?.originalMessage?.id).toBe(r.taskId);

@@ -39,6 +39,10 @@ function fakeDelivery(withRecords: boolean, options: FakeOptions = {}) {
             calls.push("ackWithRecord");
             records.push(record);
           },
+          deadLetterWithRecord: async (_error: string, record: TaskRecord) => {
+            calls.push("deadLetterWithRecord");
+            records.push(record);
+          },
         }
       : {}),
   };
@@ -81,7 +85,7 @@ async function run(
   return { ...fake, stored, logs, broker };
 }
 
-describe("settle + executeActions: a terminal store and its ack", () => {
+describe("settle + executeActions: a terminal store and its ack or DLQ move", () => {
   it("become one ackWithRecord call when the broker writes the backend's records", async () => {
     const { calls, records, stored } = await run({ kind: "success", value: 42 }, true);
     expect(calls).toEqual(["ackWithRecord"]);
@@ -95,17 +99,29 @@ describe("settle + executeActions: a terminal store and its ack", () => {
     expect(stored).toMatchObject({ state: "SUCCESS", result: 42 });
   });
 
-  it("a dead-letter move is never merged: the record is stored, then the delivery moved", async () => {
+  it("a DEAD_LETTERED record and the DLQ move become one deadLetterWithRecord call", async () => {
     const error = { type: "Error", message: "boom" };
-    const { calls, stored } = await run({ kind: "failure", error }, true, true);
+    const { calls, records, stored } = await run({ kind: "failure", error }, true, true);
+    expect(calls).toEqual(["deadLetterWithRecord"]);
+    expect(records).toEqual([expect.objectContaining({ taskId: "task-1", state: "DEAD_LETTERED", error })]);
+    expect(stored).toBeNull(); // written by the broker's call, not through the backend
+  });
+
+  it("a DLQ move stays two steps (store, then move) otherwise", async () => {
+    const error = { type: "Error", message: "boom" };
+    const { calls, stored } = await run({ kind: "failure", error }, false, true);
     expect(calls).toEqual(["deadLetter"]);
     expect(stored).toMatchObject({ state: "DEAD_LETTERED" });
   });
 
-  it("a delivery without the one-call ack stores through the backend, then acks", async () => {
+  it("a delivery without the one-call settles stores through the backend, then acks or moves", async () => {
     const { calls, stored } = await run({ kind: "success", value: 42 }, true, false, false);
     expect(calls).toEqual(["ack"]);
     expect(stored).toMatchObject({ state: "SUCCESS", result: 42 });
+    const error = { type: "Error", message: "boom" };
+    const dead = await run({ kind: "failure", error }, true, true, false);
+    expect(dead.calls).toEqual(["deadLetter"]);
+    expect(dead.stored).toMatchObject({ state: "DEAD_LETTERED" });
   });
 });
 

@@ -87,7 +87,7 @@ describe("settle: when the broker writes the backend's records with its acks", (
     acksCarryRecords: true,
   });
   const named = (actions: readonly Action[]) =>
-    actions.map((a) => (a.type === "store" || a.type === "storeAndAck" ? `${a.type}:${a.state}` : a.type)).join(" > ");
+    actions.map((a) => ("state" in a ? `${a.type}:${a.state}` : a.type)).join(" > ");
 
   it("a final record and its ack become one storeAndAck", () => {
     expect(named(settle(outcomes.success as Outcome, mode(false)))).toBe("storeAndAck:SUCCESS");
@@ -95,9 +95,15 @@ describe("settle: when the broker writes the backend's records with its acks", (
     expect(named(settle(outcomes.rejectedWithId as Outcome, mode(false)))).toBe("storeAndAck:FAILURE");
   });
 
+  it("a DEAD_LETTERED record and the DLQ move become one storeAndDeadLetter", () => {
+    expect(named(settle(outcomes.failure as Outcome, mode(true)))).toBe("storeAndDeadLetter:DEAD_LETTERED");
+    expect(named(settle(outcomes.rejectedWithId as Outcome, mode(true)))).toBe("storeAndDeadLetter:DEAD_LETTERED");
+  });
+
   it("every other plan is unchanged", () => {
     expect(named(settle(outcomes.retry as Outcome, mode(false)))).toBe("store:RETRY > retry");
-    expect(named(settle(outcomes.failure as Outcome, mode(true)))).toBe("store:DEAD_LETTERED > deadLetter");
+    expect(named(settle(outcomes.rejectedNoId as Outcome, mode(true)))).toBe("deadLetter");
+    expect(named(settle(outcomes.failure as Outcome, mode(true, true)))).toBe("store:DEAD_LETTERED > writeDeadLetter");
     expect(named(settle(outcomes.rejectedNoId as Outcome, mode(false)))).toBe("ack");
     expect(named(settle(outcomes.success as Outcome, mode(false, true)))).toBe("store:SUCCESS");
     expect(named(settle(outcomes.aborted as Outcome, mode(false)))).toBe("release");

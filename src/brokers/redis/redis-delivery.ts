@@ -13,7 +13,7 @@ import type { QueueKeys } from "./redis-keys.js";
 export interface DeliverySettler {
   ack(delivery: RedisDelivery, confirm?: boolean, record?: TaskRecord): Promise<void>;
   retry(delivery: RedisDelivery, body: string, delayMs: number): Promise<void>;
-  deadLetter(delivery: RedisDelivery, error: string): Promise<void>;
+  deadLetter(delivery: RedisDelivery, error: string, record?: TaskRecord): Promise<void>;
   release(delivery: RedisDelivery, countDelivery?: boolean): Promise<void>;
   holdsLease(delivery: RedisDelivery): Promise<boolean>;
 }
@@ -111,6 +111,11 @@ export class RedisDelivery implements Delivery {
 
   deadLetter(error: string): Promise<void> {
     return this.#settle(() => this.#settler.deadLetter(this, error));
+  }
+
+  /** {@inheritDoc Delivery.deadLetterWithRecord} */
+  deadLetterWithRecord(error: string, record: TaskRecord): Promise<void> {
+    return this.#settle(() => this.#settler.deadLetter(this, error, record));
   }
 
   release(options?: ReleaseOptions): Promise<void> {

@@ -24,14 +24,14 @@ function ackLua(): string {
   return `${ackFunctionsLua()}\nreturn ack(KEYS, ARGV)`;
 }
 
+/** The result backend's `store-results.lua` as the local function storeResults(KEYS, ARGV). */
+function storeResultsLua(): string {
+  return `local function storeResults(KEYS, ARGV)\n${lua("store-results", "../../backends/redis/scripts")}\nend`;
+}
+
 /** `ack-with-records.lua` below the scripts it calls, as local functions (see its header). */
 function ackWithRecordsLua(): string {
-  const storeResults = lua("store-results", "../../backends/redis/scripts");
-  return [
-    `local function storeResults(KEYS, ARGV)\n${storeResults}\nend`,
-    ackFunctionsLua(),
-    lua("ack-with-records"),
-  ].join("\n");
+  return [storeResultsLua(), ackFunctionsLua(), lua("ack-with-records")].join("\n");
 }
 
 /** `read-after-acks.lua` below its acking script, as the local function `settle` (see its header). */
@@ -54,7 +54,8 @@ const SCRIPTS = {
   /** Variable key count: called with the number of keys first. */
   chicoryAckWithRecordsRead: { lua: readAfterAcksLua(ackWithRecordsLua()) },
   chicoryRetry: { numberOfKeys: 3, lua: lua("retry") },
-  chicoryDeadLetter: { numberOfKeys: 3, lua: lua("dead-letter") },
+  /** Variable key count (3, or 4 with a record): called with the number of keys first. */
+  chicoryDeadLetter: { lua: `${storeResultsLua()}\n${lua("dead-letter")}` },
   chicoryWriteDeadLetter: { numberOfKeys: 1, lua: lua("write-dead-letter") },
   chicoryReplay: { numberOfKeys: 2, lua: lua("replay") },
   chicoryPurgeQueue: { numberOfKeys: 4, lua: lua("purge-queue") },

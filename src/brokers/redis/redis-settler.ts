@@ -274,22 +274,44 @@ export class RedisSettler implements DeliverySettler {
     );
   }
 
-  async deadLetter(d: RedisDelivery, error: string): Promise<void> {
-    const retryCount = retryCountOf(d.body);
+  /**
+   * Moves the entry to the DLQ. With a `record` (only when the consumer was given the result
+   * backend's writer), the same call first writes that DEAD_LETTERED record, and only when the
+   * move happens: not when the DLQ is full or the entry is no longer this consumer's.
+   */
+  async deadLetter(d: RedisDelivery, error: string, record?: TaskRecord): Promise<void> {
+    const store = record === undefined ? undefined : this.#records?.storeResultsCall([record]);
+    if (record !== undefined && store === undefined) {
+      throw new BrokerConnectionError("redis broker: no result backend attached to write records");
+    }
+    const keys = [d.keys.stream, d.keys.dlq, d.keys.unique, ...(store?.keys ?? [])];
+    const args: RedisArg[] = [
+      this.#ctx.group,
+      d.deliveryId,
+      d.body,
+      error,
+      retryCountOf(d.body),
+      this.#ctx.dlqMaxLength,
+      d.taskId,
+      this.#consumerId,
+      ...(store?.args ?? []),
+    ];
     let result: unknown;
     try {
-      result = await runScript(
-        this.#ctx.main,
-        "chicoryDeadLetter",
-        [d.keys.stream, d.keys.dlq, d.keys.unique],
-        [this.#ctx.group, d.deliveryId, d.body, error, retryCount, this.#ctx.dlqMaxLength, d.taskId, this.#consumerId],
-      );
+      result = await runScript(this.#ctx.main, "chicoryDeadLetter", [String(keys.length), ...keys], args);
     } catch (cause) {
       throw this.#ctx.wrapError("deadLetter", cause);
     }
     // Stop renewing either way: when the DLQ is full the entry stays in the work stream and is
     // redelivered after its lease expires (the DLQ is never trimmed to make room).
     this.#onSettled(d);
+    if (result === 1 && record !== undefined) this.#records?.recordsWritten([record]);
+    if (result === 0) {
+      this.#logger.warn(
+        { queue: d.queue, consumer: this.#consumerId, entry: d.deliveryId, recordSkipped: record !== undefined },
+        "redis dead-letter: entry no longer pending for this consumer (lease lost); left to its new owner",
+      );
+    }
     if (result === -1) {
       this.#logger.error(
         { queue: d.queue, dlqMaxLength: this.#ctx.dlqMaxLength },

@@ -1,6 +1,7 @@
 /**
  * Redis broker + Redis backend on one server: a delivery's terminal record and its ack are one
- * script call (`ack-with-records.lua`), written before the ack, atomic, and fenced like an ack.
+ * script call (`ack-with-records.lua`), written before the ack, atomic, and fenced like an ack;
+ * so are a DEAD_LETTERED record and the DLQ move (`dead-letter.lua`).
  */
 import { describe, expect, it } from "vitest";
 import type { TaskRecord } from "../../../src/backends/backend.js";
@@ -165,6 +166,72 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     });
     const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;
     expect(pending).toEqual([[stolen.deliveryId, "thief", expect.any(Number), expect.any(Number)]]);
+  });
+
+  /** The DEAD_LETTERED record of `id`. */
+  const deadRecord = (id: string): TaskRecord => ({
+    taskId: id,
+    state: "DEAD_LETTERED",
+    error: { type: "Error", message: "poison" },
+    updatedAt: new Date().toISOString(),
+  });
+
+  it("a DLQ move writes and announces the DEAD_LETTERED record in the same call", async () => {
+    const s = await setup();
+    expect(s.broker.attachResults(s.backend)).toBe(true);
+    const id = await s.publish();
+    const d = await fetchOne(s.consumer());
+    const wait = s.backend.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
+    await d.deadLetterWithRecord?.("Error: poison", deadRecord(id));
+    expect(await wait).toMatchObject({ taskId: id, state: "DEAD_LETTERED" });
+    expect(await s.raw.ttl(s.backend.resultKey(id))).toBeGreaterThan(0);
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+    const [entry] = await s.broker.getDlqMessages(s.queue);
+    expect(entry).toMatchObject({ error: "Error: poison" });
+  });
+
+  it("a full DLQ moves nothing and writes no record: the message stays in the work stream", async () => {
+    const s = await setup();
+    const broker = await s.newBroker({ dlqMaxLength: 1 });
+    expect(broker.attachResults(s.backend)).toBe(true);
+    const first = await s.publish();
+    const second = await s.publish();
+    const [a, b] = await fetchN(s.consumer(broker), 2);
+    if (!a || !b) throw new Error("two deliveries expected");
+    await a.deadLetterWithRecord?.("Error: poison", deadRecord(first));
+    await expect(b.deadLetterWithRecord?.("Error: poison", deadRecord(second))).rejects.toThrow(/DLQ .* is full/);
+    expect(await s.raw.get(s.backend.resultKey(second))).toBeNull();
+    expect(await s.raw.xlen(s.dlq)).toBe(1);
+    const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;
+    expect(pending.map(([entry]) => entry)).toEqual([b.deliveryId]);
+  });
+
+  it("a fenced DLQ move writes no record: the job and its result stay with the new owner", async () => {
+    const s = await setup();
+    const { id, held, stolen } = await stolenTask(s);
+    await stolen.ackWithRecord?.(success(id, "done"));
+    await held.deadLetterWithRecord?.("Error: late", deadRecord(id));
+    expect(JSON.parse((await s.raw.get(s.backend.resultKey(id))) ?? "null")).toMatchObject({ state: "SUCCESS" });
+    expect(await s.raw.xlen(s.dlq)).toBe(0);
+    // Fenced while the new owner still runs the job too: its entry stays pending for it.
+    const again = await stolenTask(s);
+    await again.held.deadLetterWithRecord?.("Error: late", deadRecord(again.id));
+    expect(await s.raw.get(s.backend.resultKey(again.id))).toBeNull();
+    const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;
+    expect(pending.map(([entry]) => entry)).toEqual([again.stolen.deliveryId]);
+    expect(await s.raw.xlen(s.dlq)).toBe(0);
+  });
+
+  it("a DLQ move whose record cannot be written moves nothing (redelivered, not lost)", async () => {
+    const s = await setup();
+    const { broker, key } = await brokerWithFailingRecords(s);
+    await s.publish();
+    const d: Delivery = await fetchOne(s.consumer(broker));
+    await expect(d.deadLetterWithRecord?.("Error: poison", deadRecord("broken"))).rejects.toThrow(/expire/i);
+    expect(await s.raw.exists(key)).toBe(0);
+    expect(await s.raw.xlen(s.dlq)).toBe(0);
+    const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;
+    expect(pending.map(([entry]) => entry)).toEqual([d.deliveryId]);
   });
 
   it("acks nothing when the record cannot be written (the delivery is redelivered, not lost)", async () => {

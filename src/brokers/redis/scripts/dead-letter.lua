@@ -1,26 +1,34 @@
--- dead-letter.lua: move a message to its queue's dead-letter stream.
+-- dead-letter.lua: move a message to its queue's dead-letter stream, optionally writing the
+-- result backend's DEAD_LETTERED record in the same step (called with a variable number of
+-- keys: 3, or 4 with a record). Composed at load time: the text of store-results.lua (backend)
+-- becomes the function storeResults(KEYS, ARGV) above this body.
 -- KEYS[1] stream ${prefix}:stream:{Q}, KEYS[2] DLQ stream ${prefix}:dlq:{Q},
--- KEYS[3] unique set ${prefix}:unique:{Q}
+-- KEYS[3] unique set ${prefix}:unique:{Q}, KEYS[4] (optional) record key (store-results.lua's
+-- KEYS[1])
 -- ARGV[1] group, ARGV[2] entry id, ARGV[3] body, ARGV[4] error, ARGV[5] retry count,
 -- ARGV[6] DLQ max length (0 = no limit), ARGV[7] task id, ARGV[8] consumer settling it (fenced:
--- nothing happens when another consumer owns the entry)
--- Returns 1 moved, 0 entry no longer pending (settled elsewhere), -1 DLQ full (nothing changed:
--- the message stays in the work stream; the DLQ is never trimmed).
--- Atomic: removal from the work stream and the DLQ append happen together, with the DLQ
--- limit checked in the same step; failed_at is Redis TIME in ms.
+-- nothing happens when another consumer owns the entry), ARGV[9..13] (with KEYS[4])
+-- store-results.lua's ARGV for that one record
+-- Returns 1 moved, 0 entry not pending for this consumer (settled elsewhere, or taken by
+-- another consumer), -1 DLQ full. With 0 or -1 nothing changed: no record is written, the
+-- message stays where it is (the DLQ is never trimmed).
+-- Atomic: the checks come before any write, then the record (a script that fails while
+-- writing it changes nothing else: the message is redelivered, not lost), then the removal
+-- from the work stream and the DLQ append together; failed_at is Redis TIME in ms.
 local maxLen = tonumber(ARGV[6])
 if maxLen > 0 and redis.call('XLEN', KEYS[2]) >= maxLen then
   return -1
 end
--- Fenced: when another consumer owns the entry now (this one lost its lease), do nothing.
+-- Fenced: unless the entry is pending for this consumer (this one may have lost its lease to
+-- another consumer, which stores its own outcome), do nothing.
 local owner = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if type(owner) == 'table' and owner[1] and owner[1][2] ~= ARGV[8] then
+if type(owner) ~= 'table' or not owner[1] or owner[1][2] ~= ARGV[8] then
   return 0
 end
-local acked = redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2])
-if acked ~= 1 then
-  return 0
+if KEYS[4] then
+  storeResults({ KEYS[4] }, { ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13] })
 end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 local t = redis.call('TIME')
 local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -11,7 +11,8 @@
  *   change nothing) and they end the delivery's bookkeeping in the consumer.
  * - Publishing a message that is not the delivery itself (an `at_most_once` retry, a dead
  *   letter written for an acknowledged message) is tried once: a publish whose reply was lost
- *   may still be applied, and trying again could add the message twice.
+ *   may still be applied, and trying again could add the message twice. The retry is published
+ *   `unique`, so a copy the client itself sends again is not added either.
  * @module
  */
 import type { Chicory } from "../app.js";
@@ -187,8 +188,24 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
     case "republish": {
       if (!message || outcome.kind !== "retry") return;
       const body = encodeNextAttempt(app, nextAttempt(message, ctx, outcome.delayMs));
-      if (action.type === "retry") await delivery.retry(body, outcome.delayMs);
-      else await app.broker.publish(delivery.queue, { id: message.id, body, delayMs: outcome.delayMs });
+      if (action.type === "retry") {
+        await delivery.retry(body, outcome.delayMs);
+        return;
+      }
+      // Unique: a publish the client sends again after a lost reply (ioredis re-sends the
+      // commands in flight when it reconnects) adds the retry once (where the broker can).
+      const { published } = await app.broker.publish(delivery.queue, {
+        id: message.id,
+        body,
+        delayMs: outcome.delayMs,
+        unique: true,
+      });
+      if (!published) {
+        ctx.logger.warn(
+          { taskId: message.id, queue: delivery.queue },
+          "retry not published: a message with this task id is already queued",
+        );
+      }
       return;
     }
     case "deadLetter":

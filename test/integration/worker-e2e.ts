@@ -167,6 +167,42 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       expect(pending).toBe(0);
     });
 
+    it("retries a failed at_most_once task as a new message, with and without a delay", async () => {
+      const app = await fresh();
+      const runs = new Map<string, number>();
+      const t = app.task(
+        {
+          name: "amo_flaky",
+          deliveryMode: "at_most_once",
+          retryPolicy: { maxRetries: 2, retryDelay: 0, jitter: false },
+        },
+        async (label: string) => {
+          const n = (runs.get(label) ?? 0) + 1;
+          runs.set(label, n);
+          if (n < 3) throw new Error(`flaky run ${n}`);
+          return `${label} ok`;
+        },
+      );
+      const slow = app.task(
+        {
+          name: "amo_flaky_delayed",
+          deliveryMode: "at_most_once",
+          retryPolicy: { maxRetries: 1, retryDelay: "30ms", jitter: false },
+        },
+        async () => {
+          runs.set("delayed", (runs.get("delayed") ?? 0) + 1);
+          if (runs.get("delayed") === 1) throw new Error("flaky once");
+          return "delayed ok";
+        },
+      );
+      await worker(app);
+      const [now, later] = await Promise.all([t.delay("now"), slow.delay()]);
+      expect(await now.get({ timeout: 20 })).toBe("now ok");
+      expect(await later.get({ timeout: 20 })).toBe("delayed ok");
+      expect(Object.fromEntries(runs)).toEqual({ now: 3, delayed: 2 });
+      expect(await app.broker.getPendingCount("default")).toBe(0);
+    });
+
     it("dead-letters a failed at_most_once task although it was acknowledged before running", async () => {
       const app = await fresh();
       const t = app.task({ name: "amo_fails", deliveryMode: "at_most_once" }, async () => {

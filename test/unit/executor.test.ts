@@ -175,8 +175,10 @@ describe("executeActions: leases, failed steps, publishes", () => {
     const app = new Chicory({ broker, backend, config: { env: {} } });
     await app.connect();
     let publishes = 0;
-    broker.publish = async () => {
+    let unique: boolean | undefined;
+    broker.publish = async (_queue, published) => {
       publishes++;
+      unique = published.unique;
       throw new Error("publish timed out (it may still be applied)");
     };
     const fake = fakeDelivery(false);
@@ -192,6 +194,7 @@ describe("executeActions: leases, failed steps, publishes", () => {
     });
     await app.disconnect();
     expect(publishes).toBe(1);
+    expect(unique).toBe(true); // a copy the client sends again is not added twice
     expect(fake.calls).toEqual([]); // acknowledged before the run: nothing to release
     expect(logs).toEqual([expect.stringContaining("not tried again")]);
   });

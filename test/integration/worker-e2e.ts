@@ -196,7 +196,8 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
         },
       );
       await worker(app);
-      const [now, later] = await Promise.all([t.delay("now"), slow.delay()]);
+      // A caller-chosen task id: the first message is a unique publish too.
+      const [now, later] = await Promise.all([t.applyAsync(["now"], { taskId: `amo-${Date.now()}` }), slow.delay()]);
       expect(await now.get({ timeout: 20 })).toBe("now ok");
       expect(await later.get({ timeout: 20 })).toBe("delayed ok");
       expect(Object.fromEntries(runs)).toEqual({ now: 3, delayed: 2 });

@@ -325,15 +325,25 @@ export class RedisSettler implements DeliverySettler {
     }
   }
 
+  /**
+   * Gives the entry back. Lease renewal stops even when the call fails (e.g. `OOM`, `READONLY`,
+   * the connection lost): a release is the last thing done with a delivery, so its lease then
+   * expires and the entry is reclaimed after `claimMinIdle`, instead of being renewed for the
+   * life of the process by a worker that no longer runs it.
+   */
   async release(d: RedisDelivery, countDelivery = false): Promise<void> {
-    await this.#settle(d, "release", () =>
-      runScript(
+    try {
+      await runScript(
         this.#ctx.main,
         "chicoryRelease",
         [d.keys.stream],
         [this.#ctx.group, this.#consumerId, d.deliveryId, this.#ctx.claimMinIdleMs, countDelivery ? "1" : "0"],
-      ),
-    );
+      );
+    } catch (error) {
+      throw this.#ctx.wrapError("release", error);
+    } finally {
+      this.#onSettled(d);
+    }
   }
 
   /**

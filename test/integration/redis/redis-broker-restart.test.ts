@@ -2,10 +2,12 @@
  * A consumer survives a Redis restart by itself: the test runs its OWN redis-server (random
  * free port, no persistence), kills it, restarts it on the same port, and checks that fetch
  * throws BrokerConnectionError while Redis is down and resumes delivering afterwards (the
- * group lost with the data is re-created on NOGROUP).
+ * group lost with the data is re-created on NOGROUP). On such a server too: a release that Redis
+ * refuses (a write error) leaves the entry to be reclaimed after its lease.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { connect, createServer } from "node:net";
+import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
@@ -156,6 +158,41 @@ describe.skipIf(skip)("redis broker: server restart", () => {
     // the backend's command connection came back too
     await backend.storeResult({ taskId: after.id, state: "SUCCESS", result: 1, updatedAt: new Date().toISOString() });
     expect((await backend.getResult(after.id))?.state).toBe("SUCCESS");
+  });
+
+  it("a release that Redis refuses (NOREPLICAS) stops lease renewal: another consumer reclaims the entry", async () => {
+    const port = await freePort();
+    const server = await startRedis(port);
+    const url = `redis://127.0.0.1:${port}/0`;
+    const broker = new RedisBroker({ url, keyPrefix: "refused", env: {}, claimMinIdleMs: 300, blockMs: 100 });
+    const admin = new Redis(port, "127.0.0.1");
+    const queue = uniqueName("q");
+    const consumers: Consumer[] = [];
+    cleanups.push(async () => {
+      await Promise.allSettled(consumers.map((c) => c.close()));
+      await broker.disconnect();
+      admin.disconnect();
+      await stopRedis(server);
+    });
+    broker.bind({ codec });
+    await broker.connect();
+    const [a, b] = ["a", "b"].map((consumerId) => broker.consumer({ queues: [queue], consumerId })) as [
+      Consumer,
+      Consumer,
+    ];
+    consumers.push(a, b);
+    const task = encodeTask(codec);
+    await broker.publish(queue, { id: task.id, body: task.body });
+    const held = (await fetchUntil(a, 3000)).delivery;
+    // Every write is refused now (a primary without the replicas it needs): the release fails.
+    await admin.config("SET", "min-replicas-to-write", "1");
+    await expect(held.release({ countDelivery: true })).rejects.toThrow(/NOREPLICAS/);
+    await admin.config("SET", "min-replicas-to-write", "0");
+    expect(a.inFlight).toBe(0);
+    // Redis takes writes again, and `a` no longer renews the lease: it expires and `b` takes it.
+    const reclaimed = (await fetchUntil(b, 5000)).delivery;
+    expect(reclaimed.deliveryId).toBe(held.deliveryId);
+    await reclaimed.ack();
   });
 
   it("the backend disconnects at once when Redis went away before its first wait", { timeout: 30_000 }, async () => {

@@ -66,10 +66,17 @@ const TOUCH_EVERY_MS = 2000;
  */
 const PAST_LAST_ID = "18446744073709551615-0";
 
+/**
+ * One queue's state in the consumer. Its times are `performance.now()` readings (a clock that
+ * never jumps): a wall clock stepped back (NTP, a VM resumed) would otherwise hold off moving
+ * delayed jobs and reclaiming dead workers' entries for as long as the step.
+ */
 interface QueueState {
   readonly keys: QueueKeys;
   hasGroup: boolean;
+  /** When the delayed jobs are next moved. */
   moveAtMs: number;
+  /** When dead consumers' entries are next reclaimed. */
   reclaimAtMs: number;
   reclaimCursor: string;
   /** When the group last saw this consumer active on the queue (entries handed out, renewed, or a touch). */
@@ -128,7 +135,7 @@ export class RedisConsumer implements Consumer {
       moveAtMs: 0,
       reclaimAtMs: 0,
       reclaimCursor: "0-0",
-      seenAtMs: Date.now(),
+      seenAtMs: performance.now(),
       isBacklogged: false,
       inFlight: new Map(),
     }));
@@ -233,9 +240,9 @@ export class RedisConsumer implements Consumer {
 
   async #fetchInto(conn: RedisClientLike, max: number, signal: AbortSignal, out: RedisDelivery[]): Promise<void> {
     for (const q of this.#queues) if (!q.hasGroup) await this.#createGroup(conn, q);
-    for (const q of this.#queues) if (Date.now() >= q.moveAtMs) await this.#moveDelayed(conn, q);
+    for (const q of this.#queues) if (performance.now() >= q.moveAtMs) await this.#moveDelayed(conn, q);
     for (const q of this.#queues) {
-      if (out.length < max && Date.now() >= q.reclaimAtMs) await this.#reclaim(conn, q, max - out.length, out);
+      if (out.length < max && performance.now() >= q.reclaimAtMs) await this.#reclaim(conn, q, max - out.length, out);
     }
     if (out.length >= max || signal.aborted) return;
     const queues = this.#queues;
@@ -260,9 +267,9 @@ export class RedisConsumer implements Consumer {
 
   /** Block no longer than the next housekeeping step is due. */
   #blockFor(): number {
-    let until = Date.now() + this.#ctx.blockMs;
+    let until = performance.now() + this.#ctx.blockMs;
     for (const q of this.#queues) until = Math.min(until, q.moveAtMs, q.reclaimAtMs);
-    return Math.max(1, until - Date.now());
+    return Math.max(1, Math.ceil(until - performance.now())); // BLOCK takes whole milliseconds
   }
 
   async #read(
@@ -306,7 +313,7 @@ export class RedisConsumer implements Consumer {
 
   #handOut(q: QueueState, id: string, fields: string[], deliveryCount: number, out: RedisDelivery[]): void {
     const delivery = new RedisDelivery(q.keys, id, fields, deliveryCount, this.#settler);
-    q.seenAtMs = Date.now();
+    q.seenAtMs = performance.now();
     q.inFlight.set(id, delivery);
     out.push(delivery);
   }
@@ -321,7 +328,7 @@ export class RedisConsumer implements Consumer {
     // Registered at once (not at its first read), so admin counts see a consumer that started.
     await conn.call("XGROUP", "CREATECONSUMER", q.keys.stream, this.#ctx.group, this.#consumerId);
     q.hasGroup = true;
-    q.seenAtMs = Date.now();
+    q.seenAtMs = performance.now();
   }
 
   async #moveDelayed(conn: RedisClientLike, q: QueueState): Promise<void> {
@@ -333,12 +340,12 @@ export class RedisConsumer implements Consumer {
       [MOVE_BATCH],
     )) as [number, string, number];
     if (moved >= MOVE_BATCH) {
-      q.moveAtMs = Date.now(); // more are due: next fetch moves the next batch
+      q.moveAtMs = performance.now(); // more are due: next fetch moves the next batch
       return;
     }
     const nextDue = Number(next);
     const waitMs = nextDue < 0 ? MOVER_RECHECK_MS : Math.min(MOVER_RECHECK_MS, Math.max(0, nextDue - nowMs));
-    q.moveAtMs = Date.now() + waitMs;
+    q.moveAtMs = performance.now() + waitMs;
   }
 
   async #reclaim(conn: RedisClientLike, q: QueueState, room: number, out: RedisDelivery[]): Promise<void> {
@@ -358,7 +365,7 @@ export class RedisConsumer implements Consumer {
       claimed++;
     }
     q.reclaimCursor = cursor;
-    const now = Date.now();
+    const now = performance.now();
     if (cursor === "0-0") q.reclaimAtMs = now + this.#reclaimIntervalMs;
     else q.reclaimAtMs = claimed > 0 ? now : now + 100;
   }
@@ -440,7 +447,7 @@ export class RedisConsumer implements Consumer {
             // read ahead, then taken by another consumer: never handed out here
             this.#buffer = this.#buffer.filter((d) => q.inFlight.get(d.deliveryId) === d || d.keys !== q.keys);
           }
-          if (lost.length < chunk.length) q.seenAtMs = Date.now();
+          if (lost.length < chunk.length) q.seenAtMs = performance.now();
         }
       }
     } catch (error) {
@@ -460,7 +467,7 @@ export class RedisConsumer implements Consumer {
     this.#isTouching = true;
     try {
       for (const q of this.#queues) {
-        if (!q.hasGroup || Date.now() - q.seenAtMs < TOUCH_EVERY_MS) continue;
+        if (!q.hasGroup || performance.now() - q.seenAtMs < TOUCH_EVERY_MS) continue;
         await this.#ctx.main.call(
           "XREADGROUP",
           "GROUP",
@@ -472,7 +479,7 @@ export class RedisConsumer implements Consumer {
           q.keys.stream,
           PAST_LAST_ID,
         );
-        q.seenAtMs = Date.now();
+        q.seenAtMs = performance.now();
       }
     } catch {
       // NOGROUP (fetch re-creates the group) or a connection problem: try again next round

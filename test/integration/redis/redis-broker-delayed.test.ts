@@ -1,8 +1,9 @@
 /**
  * Delayed messages on Redis: the mover moves due entries in bounded batches, by the Redis
- * clock, never early and never twice.
+ * clock, never early and never twice; a wall clock stepped back holds off neither the mover
+ * nor the reclaim of a dead consumer's entries.
  */
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js";
 import { MessageCodec } from "../../../src/core/message.js";
@@ -11,6 +12,7 @@ import { runScript } from "../../../src/redis/redis-client.js";
 import { encodeTask, eventually } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
+import { openBrokerSandbox } from "./redis-broker-sandbox.js";
 import { deletePrefix, rawRedis, testPrefix } from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
@@ -105,5 +107,32 @@ describe.skipIf(skip)("redis broker: delayed messages", () => {
     expect(new Set(seen).size).toBe(5);
     expect(await raw.zcard(n.delayed)).toBe(0);
     expect(await raw.xlen(n.stream)).toBe(0);
+  });
+
+  it("a wall clock stepped back does not hold off the mover or the reclaim (monotonic schedule)", async () => {
+    const sb = await openBrokerSandbox({ claimMinIdleMs: 300, blockMs: 100 }, codec, cleanups);
+    const consumer = sb.consumer();
+    const dead = sb.consumer();
+    const signal = new AbortController().signal;
+    await consumer.fetch(1, signal); // group created, mover and reclaim scheduled
+    const abandoned = encodeTask(codec);
+    await sb.broker.publish(sb.queue, { id: abandoned.id, body: abandoned.body });
+    expect(await dead.fetch(1, signal)).toHaveLength(1);
+    await dead.close(); // its entry is never renewed again: reclaimable after the lease
+    const realNow = Date.now;
+    // The host clock steps back an hour (NTP correction, a VM resumed).
+    const stepped = vi.spyOn(Date, "now").mockImplementation(() => realNow() - 3_600_000);
+    cleanups.push(() => stepped.mockRestore());
+    const delayed = encodeTask(codec);
+    await sb.broker.publish(sb.queue, { id: delayed.id, body: delayed.body, delayMs: 200 });
+    const bodies = new Set<string>();
+    const started = performance.now();
+    while (bodies.size < 2 && performance.now() - started < 5000) {
+      for (const d of await consumer.fetch(2, signal)) {
+        bodies.add(d.body);
+        await d.ack();
+      }
+    }
+    expect([...bodies].sort()).toEqual([abandoned.body, delayed.body].sort());
   });
 });

@@ -212,7 +212,7 @@ export class RedisBroker implements Broker {
     if (
       batcher !== undefined &&
       !message.unique &&
-      !(Math.round(message.delayMs ?? 0) > 0) &&
+      !((message.delayMs ?? 0) > 0) &&
       this.settings.maxStreamLength === 0
     ) {
       let keys: QueueKeys;
@@ -231,7 +231,7 @@ export class RedisBroker implements Broker {
   async #publish(queue: string, message: OutgoingMessage): Promise<PublishResult> {
     const ctx = this.#context();
     const keys = this.#keys.get(queue);
-    const delayMs = Math.max(0, Math.round(message.delayMs ?? 0));
+    const delayMs = Math.max(0, Math.ceil(message.delayMs ?? 0)); // never early: rounded up
     const max = this.settings.maxStreamLength;
     try {
       const result = await runScript(

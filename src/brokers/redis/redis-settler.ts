@@ -263,7 +263,7 @@ export class RedisSettler implements DeliverySettler {
 
   async retry(d: RedisDelivery, body: string, delayMs: number): Promise<void> {
     const { stream, delayed, delayedData } = d.keys;
-    const delay = Math.max(0, Math.round(delayMs));
+    const delay = Math.max(0, Math.ceil(delayMs)); // never early: rounded up
     await this.#settle(d, "retry", () =>
       runScript(
         this.#ctx.main,

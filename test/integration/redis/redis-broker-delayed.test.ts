@@ -87,24 +87,30 @@ describe.skipIf(skip)("redis broker: delayed messages", () => {
     for (const [i, t] of tasks.entries()) {
       await broker.publish(n.queue, { id: t.id, body: t.body, delayMs: 300 + i * 100 });
     }
+    // A delay under a millisecond is a delay too (rounded up, never down to none).
+    const tiny = encodeTask(codec);
+    const before = Number((await raw.time())[0]) * 1000;
+    await broker.publish(n.queue, { id: tiny.id, body: tiny.body, delayMs: 0.4 });
+    expect(Number(await raw.zscore(n.delayed, tiny.id))).toBeGreaterThan(before);
+    tasks.push(tiny);
     const due = new Map<string, number>();
     for (const t of tasks) due.set(t.body, Number(await raw.zscore(n.delayed, t.id)));
     const seen: string[] = [];
     await eventually(
       async () => {
-        for (const d of await consumer.fetch(5, AbortSignal.timeout(300))) {
+        for (const d of await consumer.fetch(6, AbortSignal.timeout(300))) {
           // stream entry ids carry the Redis time (ms) the mover added them at
           const addedAtMs = Number(d.deliveryId.split("-")[0]);
           expect(addedAtMs).toBeGreaterThanOrEqual(due.get(d.body) ?? Number.POSITIVE_INFINITY);
           seen.push(d.body);
           await d.ack();
         }
-        expect(seen).toHaveLength(5);
+        expect(seen).toHaveLength(6);
       },
       5000,
       0,
     );
-    expect(new Set(seen).size).toBe(5);
+    expect(new Set(seen).size).toBe(6);
     expect(await raw.zcard(n.delayed)).toBe(0);
     expect(await raw.xlen(n.stream)).toBe(0);
   });

@@ -19,7 +19,8 @@ end
 local delayMs = tonumber(ARGV[3])
 if delayMs > 0 then
   local t = redis.call('TIME')
-  local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  -- rounded up: the due time is never earlier than now + delay (the mover rounds down)
+  local nowMs = tonumber(t[1]) * 1000 + math.ceil(tonumber(t[2]) / 1000)
   redis.call('ZADD', KEYS[2], nowMs + delayMs, ARGV[2])
   redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
 else

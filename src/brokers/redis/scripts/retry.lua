@@ -20,7 +20,8 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 local delayMs = tonumber(ARGV[4])
 if delayMs > 0 then
   local t = redis.call('TIME')
-  local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  -- rounded up: the due time is never earlier than now + delay (the mover rounds down)
+  local nowMs = tonumber(t[1]) * 1000 + math.ceil(tonumber(t[2]) / 1000)
   redis.call('ZADD', KEYS[2], nowMs + delayMs, ARGV[5])
   redis.call('HSET', KEYS[3], ARGV[5], ARGV[3])
 else

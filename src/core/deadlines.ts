@@ -1,7 +1,9 @@
 /**
  * A fixed time limit on many concurrent operations with one timer for all of them (instead of a
  * timer, a promise and a race per operation): operations start in deadline order, so the
- * pending ones form a FIFO queue and only its head needs a timer.
+ * pending ones form a FIFO queue and only its head needs a timer. The timer does not keep the
+ * process alive (the operations' own connections do), and times are `performance.now()`
+ * readings, so a wall clock that steps neither fires nor holds off a time limit.
  * @module
  */
 import { timerDelay } from "./sleep.js";
@@ -29,10 +31,10 @@ export class Deadlines {
   /** Settles like `operation`, or rejects with the timeout error once the limit passes first. */
   guard<T>(operation: Promise<T>, label: string): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const pending: Pending = { at: Date.now() + this.#timeoutMs, label, reject };
+      const pending: Pending = { at: performance.now() + this.#timeoutMs, label, reject };
       this.#trim();
       this.#queue.push(pending);
-      this.#timer ??= setTimeout(() => this.#expire(), timerDelay(this.#timeoutMs));
+      this.#timer ??= setTimeout(() => this.#expire(), timerDelay(this.#timeoutMs)).unref();
       operation.then(
         (value) => {
           pending.reject = null;
@@ -61,7 +63,7 @@ export class Deadlines {
 
   #expire(): void {
     this.#timer = undefined;
-    const now = Date.now();
+    const now = performance.now();
     const queue = this.#queue;
     while (this.#head < queue.length) {
       const pending = queue[this.#head] as Pending;
@@ -74,6 +76,6 @@ export class Deadlines {
     this.#trim();
     if (this.#queue.length === 0) return;
     const next = this.#queue[this.#head] as Pending;
-    this.#timer = setTimeout(() => this.#expire(), timerDelay(Math.max(1, next.at - now)));
+    this.#timer = setTimeout(() => this.#expire(), timerDelay(Math.max(1, next.at - now))).unref();
   }
 }

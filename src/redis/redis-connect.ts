@@ -106,6 +106,11 @@ export async function openDuplicate(client: RedisClientLike, extra: Record<strin
 /** Closes a client Chicory owns: QUIT when connected, else an immediate disconnect. */
 export async function closeRedis(client: RedisClientLike): Promise<void> {
   if (client.status === "ready") {
+    // The client writes auto-pipelined commands at the next check phase but QUIT at once: let
+    // those go first (Redis answers in order, so they settle before the connection closes).
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  if (client.status === "ready") {
     try {
       await Promise.race([client.quit(), new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
     } catch {

@@ -183,11 +183,15 @@ export class RedisBroker implements Broker {
     });
   }
 
-  /** Closes consumers and the connections the broker owns; idempotent. */
+  /**
+   * Closes consumers and the connections the broker owns; idempotent. Publishes made before
+   * the call are sent first: they settle as Redis answers them, before the connection closes.
+   */
   async disconnect(): Promise<void> {
     await this.#connecting?.catch(() => undefined);
     const ctx = this.#ctx;
     this.#ctx = undefined;
+    this.#batcher?.flush();
     this.#batcher = undefined;
     await Promise.all([...this.#consumers].map((c) => c.close()));
     this.#consumers.clear();

@@ -75,6 +75,11 @@ export class PublishBatcher {
     });
   }
 
+  /** Sends every open batch now (before the connection closes: they would go after QUIT). */
+  flush(): void {
+    this.#flushAll();
+  }
+
   readonly #flushAll = (): void => {
     this.#isScheduled = false;
     for (const batch of this.#open.values()) this.#send(batch);

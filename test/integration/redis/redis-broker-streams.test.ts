@@ -2,6 +2,8 @@
  * Redis-specific broker behaviour: no trimming, acked entries deleted, group at 0, leases,
  * reclaim counts, fencing, DLQ limits and fields, key names. Shared test Redis, random prefix.
  */
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
@@ -9,12 +11,14 @@ import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker
 import { MessageCodec } from "../../../src/core/message.js";
 import { encodeTask, eventually, sleep } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
-import { skipUnless, uniqueName } from "../../helpers/services.js";
+import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { openBrokerSandbox } from "./redis-broker-sandbox.js";
 import { deletePrefix, keysUnder, rawRedis, testPrefix } from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
 const codec = new MessageCodec();
+const run = promisify(execFile);
+const tsx = import.meta.resolve("tsx");
 
 describe.skipIf(skip)("redis broker: streams", () => {
   const cleanups = useCleanups();
@@ -319,6 +323,38 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(results.filter(Boolean)).toHaveLength(1);
     expect(await s.raw.xlen(s.stream)).toBe(1);
     expect(await s.raw.xlen(s.dlq)).toBe(0);
+  });
+
+  it("disconnect() sends the publishes made before it, and no timer keeps the process alive after", async () => {
+    const prefix = testPrefix();
+    const raw = rawRedis();
+    cleanups.push(async () => {
+      await deletePrefix(prefix);
+      raw.disconnect();
+    });
+    // A producer that does not await its publishes before disconnecting, in a process of its
+    // own; its publish time limit (60 s) must not hold the process open once it is done.
+    const script = `
+      import { RedisBroker } from ${JSON.stringify(new URL("../../../src/brokers/redis/index.ts", import.meta.url).href)};
+      const broker = new RedisBroker({ url: ${JSON.stringify(SERVICES.redis)}, keyPrefix: ${JSON.stringify(prefix)}, env: {}, publishTimeoutMs: 60000 });
+      await broker.connect();
+      const body = (id) => JSON.stringify({ v: 1, id, name: "t", args: [], retries: 0 });
+      const sent = [
+        broker.publish("q", { id: "a", body: body("a") }),
+        broker.publish("q", { id: "b", body: body("b") }),
+        broker.publish("q", { id: "c", body: body("c"), unique: true }),
+        broker.publish("q", { id: "d", body: body("d"), delayMs: 60000 }),
+      ];
+      await broker.disconnect();
+      const settled = await Promise.allSettled(sent);
+      console.log(JSON.stringify(settled.map((r) => r.status === "fulfilled" ? "ok" : String(r.reason))));
+    `;
+    const { stdout } = await run(process.execPath, ["--import", tsx, "--input-type=module", "-e", script], {
+      timeout: 30_000,
+    });
+    expect(JSON.parse(stdout)).toEqual(["ok", "ok", "ok", "ok"]);
+    expect(await raw.xlen(`${prefix}:stream:{q}`)).toBe(3);
+    expect(await raw.zcard(`${prefix}:delayed:{q}`)).toBe(1);
   });
 
   it("cleanupStaleClients deletes idle consumers without pending entries only", async () => {

@@ -5,6 +5,7 @@
  */
 import type { MessageCodec } from "../../core/message.js";
 import { peekMessage } from "../../core/message.js";
+import { ValidationError } from "../../errors.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import type { DlqMessage } from "../broker.js";
 import { rewriteForReplay, toDlqMessage } from "../dlq.js";
@@ -41,6 +42,20 @@ export async function getDlqMessages(client: RedisClientLike, keys: QueueKeys, c
  * (re-encoded when `resetRetries`), then a script enqueues it only if the entry still exists,
  * deleting it in the same step: concurrent replays enqueue once.
  */
+/**
+ * `messageId` when it is a whole stream entry id (`<ms>-<seq>`, as `getDlqMessages` gives it),
+ * else a ValidationError: Redis reads `<ms>` alone as a range over every entry of that
+ * millisecond, so one call could act on another entry than the one named.
+ */
+function dlqEntryId(messageId: string): string {
+  if (!/^\d{1,20}-\d{1,20}$/.test(messageId)) {
+    throw new ValidationError(
+      `DLQ message id ${JSON.stringify(messageId.slice(0, 64))} is not a Redis stream entry id (<ms>-<seq>, e.g. 1700000000000-0)`,
+    );
+  }
+  return messageId;
+}
+
 export async function replayFromDlq(
   client: RedisClientLike,
   codec: MessageCodec,
@@ -49,7 +64,7 @@ export async function replayFromDlq(
   messageId: string,
   resetRetries: boolean,
 ): Promise<boolean> {
-  const entries = (await client.call("XRANGE", from.dlq, messageId, messageId)) as StreamEntry[];
+  const entries = (await client.call("XRANGE", from.dlq, dlqEntryId(messageId), messageId)) as StreamEntry[];
   const entry = entries[0];
   if (entry === undefined) return false;
   const f = fieldsOf(entry[1]);
@@ -62,7 +77,7 @@ export async function replayFromDlq(
 
 /** Deletes one DLQ entry. */
 export async function deleteFromDlq(client: RedisClientLike, keys: QueueKeys, messageId: string): Promise<boolean> {
-  return (await client.call("XDEL", keys.dlq, messageId)) === 1;
+  return (await client.call("XDEL", keys.dlq, dlqEntryId(messageId))) === 1;
 }
 
 /** Deletes the DLQ of a queue; returns how many entries it had. */

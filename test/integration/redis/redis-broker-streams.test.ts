@@ -9,6 +9,7 @@ import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker-options.js";
 import { MessageCodec } from "../../../src/core/message.js";
+import { ValidationError } from "../../../src/errors.js";
 import { encodeTask, eventually, sleep } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
@@ -355,6 +356,36 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(JSON.parse(stdout)).toEqual(["ok", "ok", "ok", "ok"]);
     expect(await raw.xlen(`${prefix}:stream:{q}`)).toBe(3);
     expect(await raw.zcard(`${prefix}:delayed:{q}`)).toBe(1);
+  });
+
+  it("replays and deletes only the DLQ entry named by its whole id (<ms>-<seq>)", async () => {
+    const s = await setup();
+    // Two dead letters of one millisecond: `<ms>` alone would be a range over both.
+    const ms = Date.now();
+    for (const seq of [0, 1]) {
+      const task = encodeTask(codec);
+      await s.raw.xadd(
+        s.dlq,
+        `${ms}-${seq}`,
+        "data",
+        task.body,
+        "error",
+        "x",
+        "failed_at",
+        ms,
+        "retry_count",
+        0,
+        "id",
+        task.id,
+      );
+    }
+    await expect(s.broker.replayFromDlq(`${ms}`, s.queue)).rejects.toBeInstanceOf(ValidationError);
+    await expect(s.broker.deleteFromDlq(`${ms}`, s.queue)).rejects.toThrow(/not a Redis stream entry id/);
+    await expect(s.broker.replayFromDlq("1-0 OR 2", s.queue)).rejects.toBeInstanceOf(ValidationError);
+    expect(await s.broker.replayFromDlq(`${ms}-1`, s.queue)).toBe(true);
+    expect(await s.broker.replayFromDlq(`${ms}-1`, s.queue)).toBe(false);
+    expect(await s.raw.xlen(s.stream)).toBe(1);
+    expect((await s.broker.getDlqMessages(s.queue)).map((m) => m.messageId)).toEqual([`${ms}-0`]);
   });
 
   it("cleanupStaleClients deletes idle consumers without pending entries only", async () => {

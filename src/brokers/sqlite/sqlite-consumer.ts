@@ -219,13 +219,12 @@ export class SqliteConsumer implements Consumer {
           break;
       }
     } catch (error) {
+      // A release is the last thing done with a delivery: when it fails, stop renewing the
+      // lease so that it expires and the job is claimed again, rather than held for good.
+      if (action.kind === "release") this.#forget(fence);
       throw this.#host.wrap(error, action.kind);
     }
-    if (this.#inFlight.get(fence.id) === fence) {
-      this.#inFlight.delete(fence.id);
-      this.#lostIds.delete(fence.id);
-      this.#deliveries.delete(fence.id);
-    }
+    this.#forget(fence);
     if (!isApplied) {
       this.#logger.warn(
         { queue: job.queue, deliveryId: String(job.id), consumerId: this.consumerId, action: action.kind },
@@ -235,6 +234,15 @@ export class SqliteConsumer implements Consumer {
       this.#host.notify(job.queue);
     }
     return isApplied;
+  }
+
+  /** Ends `fence`'s bookkeeping here (no more lease renewal). */
+  #forget(fence: DeliveryFence): void {
+    if (this.#inFlight.get(fence.id) === fence) {
+      this.#inFlight.delete(fence.id);
+      this.#lostIds.delete(fence.id);
+      this.#deliveries.delete(fence.id);
+    }
   }
 
   #renew(): void {

@@ -147,6 +147,27 @@ describe("sqlite broker leases", () => {
     await taken.ack();
   });
 
+  it("a release that fails (database locked) stops lease renewal: the job is claimed again after its lease", async () => {
+    const a = new SqliteBroker({ path, claimMinIdleMs: LEASE_MS, busyTimeoutMs: 100, logger });
+    await a.connect();
+    brokers.push(a);
+    const queue = uniqueName("q");
+    await a.publish(queue, { id: "t1", body: "one" });
+    const held = await fetchOne(a.consumer({ queues: [queue], consumerId: "held" }));
+    const locker = new Database(path);
+    try {
+      locker.exec("BEGIN IMMEDIATE"); // another writer holds the lock past the busy timeout
+      await expect(held.release({ countDelivery: true })).rejects.toThrow(/locked|busy/i);
+    } finally {
+      locker.exec("ROLLBACK");
+      locker.close();
+    }
+    const b = await connect();
+    const again = await fetchOne(b.consumer({ queues: [queue], consumerId: "next" }), LEASE_MS * 10);
+    expect(again.deliveryId).toBe(held.deliveryId);
+    await again.ack();
+  });
+
   it("a consumer that stalled past its lease warns once that it lost it and is fenced", async () => {
     const a = await connect();
     const b = await connect();

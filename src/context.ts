@@ -2,7 +2,7 @@
  * The per-attempt task context (SPEC §5), given to handlers registered with `context: true`.
  * @module
  */
-import { MaxRetriesExceededError, RetryError, toError } from "./errors.js";
+import { MaxRetriesExceededError, RetryError, toError, ValidationError } from "./errors.js";
 import type { RetryPolicy } from "./retry.js";
 
 const nonRetryable = new WeakSet<object>();
@@ -12,9 +12,22 @@ export function isMarkedNonRetryable(error: unknown): boolean {
   return error !== null && typeof error === "object" && nonRetryable.has(error);
 }
 
+/** Longest countdown {@link TaskContext.retry} takes: ten years, in seconds. */
+const MAX_RETRY_COUNTDOWN_SECONDS = 10 * 366 * 24 * 3600;
+
+/** True when `countdown` is a usable retry countdown: seconds, finite, from 0 to ten years. */
+export function isRetryCountdown(countdown: unknown): countdown is number {
+  return (
+    typeof countdown === "number" &&
+    Number.isFinite(countdown) &&
+    countdown >= 0 &&
+    countdown <= MAX_RETRY_COUNTDOWN_SECONDS
+  );
+}
+
 /** Options of {@link TaskContext.retry}. */
 export interface RetryOptions {
-  /** Seconds before the next attempt (default: from the policy). */
+  /** Seconds before the next attempt, from 0 to ten years (default: from the policy). */
   countdown?: number;
   /** The error that caused the retry; if the policy does not retry it, it is rethrown. */
   error?: unknown;
@@ -65,9 +78,19 @@ export class TaskContext {
   /**
    * Ends this attempt and schedules another one.
    * @throws RetryError (the signal the worker acts on), MaxRetriesExceededError when the
-   * budget is spent, or `options.error` itself when the policy does not retry it
+   * budget is spent, `options.error` itself when the policy does not retry it, or
+   * ValidationError when `countdown` is not a number of seconds from 0 to ten years (the
+   * attempt then fails for good, naming the bad value)
    */
   retry(options: RetryOptions = {}): never {
+    const { countdown } = options;
+    if (countdown !== undefined && !isRetryCountdown(countdown)) {
+      throw new ValidationError(
+        `ctx.retry: countdown must be a number of seconds from 0 to ${MAX_RETRY_COUNTDOWN_SECONDS} (ten years), got ${
+          typeof countdown === "number" ? String(countdown) : typeof countdown
+        }`,
+      );
+    }
     if (options.error !== undefined && !this.retryPolicy.shouldRetry(options.error)) {
       throw options.error;
     }

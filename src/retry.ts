@@ -93,18 +93,24 @@ export class RetryPolicy {
   }
 }
 
-/** The names an error answers to: its `name` and its constructor chain's names. */
+/**
+ * The names an error answers to: its `name` and its constructor chain's names (those read
+ * before a getter or Proxy trap threw: a thrown value that cannot be read has fewer names).
+ */
 function errorNames(error: unknown): string[] {
   const names: string[] = [];
-  if (error !== null && typeof error === "object") {
+  if (error === null || typeof error !== "object") return names;
+  try {
     const name = (error as { name?: unknown }).name;
     if (typeof name === "string") names.push(name);
     let proto: unknown = Object.getPrototypeOf(error);
     while (proto && proto !== Object.prototype) {
-      const ctor = (proto as { constructor?: { name?: string } }).constructor;
-      if (ctor?.name) names.push(ctor.name);
+      const ctorName: unknown = (proto as { constructor?: { name?: unknown } }).constructor?.name;
+      if (typeof ctorName === "string" && ctorName !== "") names.push(ctorName);
       proto = Object.getPrototypeOf(proto);
     }
+  } catch {
+    // a getter or a Proxy trap threw: keep the names read so far
   }
   return names;
 }

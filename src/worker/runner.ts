@@ -7,7 +7,7 @@
  */
 import type { StoredError } from "../backends/backend.js";
 import type { Delivery } from "../brokers/broker.js";
-import { isMarkedNonRetryable, TaskContext } from "../context.js";
+import { isMarkedNonRetryable, isRetryCountdown, TaskContext } from "../context.js";
 import { findNonJson } from "../core/json.js";
 import type { MessageCodec, TaskMessage } from "../core/message.js";
 import { validateWithSchema } from "../core/schema.js";
@@ -53,16 +53,31 @@ export interface Attempt {
 
 const MAX_TEXT = 8192;
 
-/** Converts anything thrown into the stored form of an error. */
+/**
+ * Converts anything thrown into the stored form of an error. Never throws, whatever was
+ * thrown (a `name` or `stack` that is not a string, getters that throw, a Proxy...).
+ */
 export function toStoredError(thrown: unknown): StoredError {
-  const error = toError(thrown);
-  const type = error.name && error.name !== "Error" ? error.name : (error.constructor?.name ?? "Error");
-  // passwords of URLs in error texts never reach logs, results or the DLQ (RELIABILITY A10)
-  return {
-    type: type.slice(0, 200),
-    message: maskUrlsIn(String(error.message).slice(0, MAX_TEXT)),
-    stack: error.stack === undefined ? undefined : maskUrlsIn(error.stack.slice(0, MAX_TEXT)),
-  };
+  try {
+    const error = toError(thrown);
+    const name: unknown = error.name;
+    const constructorName: unknown = error.constructor?.name;
+    const type =
+      typeof name === "string" && name !== "" && name !== "Error"
+        ? name
+        : typeof constructorName === "string" && constructorName !== ""
+          ? constructorName
+          : "Error";
+    const stack: unknown = error.stack;
+    // passwords of URLs in error texts never reach logs, results or the DLQ (RELIABILITY A10)
+    return {
+      type: type.slice(0, 200),
+      message: maskUrlsIn(String(error.message).slice(0, MAX_TEXT)),
+      stack: typeof stack === "string" ? maskUrlsIn(stack.slice(0, MAX_TEXT)) : undefined,
+    };
+  } catch {
+    return { type: "Error", message: "the task threw a value that cannot be read as an error" };
+  }
 }
 
 /** Runs one delivery to its outcome. Never throws. */
@@ -270,7 +285,10 @@ function failureOutcome(task: Task<readonly unknown[], unknown>, message: TaskMe
   if (thrown instanceof TaskAbortedError) return { kind: "aborted", error: toStoredError(thrown) };
   if (thrown instanceof RetryError) {
     const reason = thrown.reason === undefined ? thrown : thrown.reason;
-    const delaySeconds = thrown.countdown ?? task.retryPolicy.calculateDelay(message.retries + 1);
+    // `ctx.retry` checks its countdown; a RetryError made by hand may carry anything.
+    const delaySeconds = isRetryCountdown(thrown.countdown)
+      ? thrown.countdown
+      : task.retryPolicy.calculateDelay(message.retries + 1);
     return { kind: "retry", error: toStoredError(reason), delayMs: Math.max(0, delaySeconds * 1000) };
   }
   const error = toStoredError(thrown);

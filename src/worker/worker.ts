@@ -18,7 +18,7 @@ import { ChicoryError, toError } from "../errors.js";
 import { createLogger } from "../logging.js";
 import { executeActions } from "./executor.js";
 import { type Loop, startLoop } from "./loops.js";
-import { type RunnerEnv, runDelivery } from "./runner.js";
+import { type Attempt, type RunnerEnv, runDelivery } from "./runner.js";
 import { settle } from "./settle.js";
 import { JobSlots } from "./slots.js";
 import { StartedMarker } from "./started.js";
@@ -322,7 +322,16 @@ export class Worker {
 
   async #process(delivery: Delivery): Promise<void> {
     const app = this.#app;
-    const attempt = await runDelivery(delivery, this.#runnerEnv);
+    let attempt: Attempt;
+    try {
+      attempt = await runDelivery(delivery, this.#runnerEnv);
+    } catch (error) {
+      // Not expected (the runner turns every failure into an outcome); should it happen, the
+      // message is given back, its delivery counted, rather than held and renewed for good.
+      this.#logger.error({ err: toError(error), queue: delivery.queue }, "unexpected error while running a job");
+      await delivery.release({ countDelivery: true }).catch(() => undefined);
+      return;
+    }
     if (attempt.message) this.#started.ended(attempt.message);
     const { outcome } = attempt;
     const actions = settle(outcome, {

@@ -185,6 +185,55 @@ describe("Worker on the memory broker", () => {
     expect(error).toMatchObject({ errorType: MaxRetriesExceededError.name });
   });
 
+  it("ctx.retry with a countdown that is not a number of seconds fails the task, naming the value", async () => {
+    const { app } = makeApp();
+    const countdowns = [Number.NaN, Number.POSITIVE_INFINITY, -1, 1e12];
+    let runs = 0;
+    const t = app.task(
+      { name: "bad_countdown", context: true, retryPolicy: { maxRetries: 3, retryDelay: 0 } },
+      async (ctx: TaskContext, i: number) => {
+        runs++;
+        ctx.retry({ countdown: countdowns[i] as number });
+      },
+    );
+    await startWorker(app);
+    for (const [i, countdown] of countdowns.entries()) {
+      const error = await (await t.delay(i)).get({ timeout: 5 }).catch((e: unknown) => e);
+      expect(error).toMatchObject({ errorType: "ValidationError" });
+      expect((error as Error).message).toContain(`countdown must be a number of seconds`);
+      expect((error as Error).message).toContain(String(countdown));
+    }
+    expect(runs).toBe(countdowns.length); // failed for good: not retried
+  });
+
+  it("a task that throws something unreadable fails cleanly and the worker keeps going", async () => {
+    const { app } = makeApp();
+    const throws: Array<() => unknown> = [
+      () => Object.assign(new Error("stackless"), { stack: null }),
+      () => Object.assign(new Error("named by a number"), { name: 42 }),
+      () =>
+        new Proxy(
+          {},
+          {
+            get() {
+              throw new Error("trap");
+            },
+          },
+        ),
+    ];
+    const t = app.task({ name: "throws_oddly", retryPolicy: { maxRetries: 1, retryDelay: 0 } }, async (i: number) => {
+      throw (throws[i] as () => unknown)();
+    });
+    const ok = app.task({ name: "fine" }, async () => "fine");
+    await startWorker(app);
+    for (const i of throws.keys()) {
+      const r = await t.delay(i);
+      await expect(r.get({ timeout: 5 })).rejects.toBeInstanceOf(TaskFailedError);
+      expect(await r.state()).toBe("FAILURE");
+    }
+    expect(await (await ok.delay()).get({ timeout: 5 })).toBe("fine");
+  });
+
   it("dead-letters exhausted retries when the DLQ is on", async () => {
     const { app, broker } = makeApp();
     const t = app.task({ name: "always_fails", retryPolicy: { maxRetries: 1, retryDelay: 0 } }, async () => {

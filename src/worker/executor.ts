@@ -3,7 +3,9 @@
  * (the broker or backend may be restarting); when a step still fails, the remaining steps are
  * skipped and an unacknowledged message is released, counting the delivery, so it is
  * redelivered rather than lost, and a message whose settling keeps failing ends as poison
- * (`maxDeliveries`) instead of running forever. Two exceptions:
+ * (`maxDeliveries`) instead of running forever. For a message acknowledged before its run
+ * (`at_most_once`), a record that cannot be stored does not stop the retry or dead letter
+ * published after it. Two exceptions:
  * - A record the broker does not fence itself (it is not written in the ack's or the DLQ
  *   move's own call) is written only while the delivery's lease is held
  *   ({@link Delivery.holdsLease}): a worker that lost the job to another worker leaves its
@@ -58,6 +60,9 @@ export async function executeActions(actions: readonly Action[], ctx: ExecutionC
       ok = await retryStep(action, ctx, error);
     }
     if (!ok) {
+      // An acknowledged message's record is bookkeeping: the publish after it (its retry or
+      // dead letter) must still happen, or nothing would ever publish it.
+      if (ctx.attempt.alreadyAcked && action.type === "store") continue;
       if (!ctx.attempt.alreadyAcked && action.type !== "release") {
         await ctx.delivery.release({ countDelivery: true }).catch((error: unknown) => {
           ctx.logger.warn({ err: toError(error).message }, "release after a failed step failed; the lease will expire");
@@ -198,6 +203,7 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
         id: message.id,
         body,
         delayMs: outcome.delayMs,
+        priority: message.priority,
         unique: true,
       });
       if (!published) {

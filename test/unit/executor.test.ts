@@ -198,4 +198,38 @@ describe("executeActions: leases, failed steps, publishes", () => {
     expect(fake.calls).toEqual([]); // acknowledged before the run: nothing to release
     expect(logs).toEqual([expect.stringContaining("not tried again")]);
   });
+
+  it("publishes an at_most_once retry or dead letter even when its record cannot be stored", async () => {
+    for (const [outcome, useDeadLetterQueue, expected] of [
+      [{ kind: "retry", error, delayMs: 0 }, false, "publish"],
+      [{ kind: "failure", error }, true, "writeDeadLetter"],
+    ] as const) {
+      const backend = new MemoryBackend();
+      const broker = new MemoryBroker();
+      const app = new Chicory({ broker, backend, config: { env: {} } });
+      await app.connect();
+      backend.storeResult = async () => {
+        throw new Error("backend down");
+      };
+      const published: Array<{ step: string; priority?: number | null | undefined }> = [];
+      broker.publish = async (_queue, m) => {
+        published.push({ step: "publish", priority: m.priority });
+        return { published: true };
+      };
+      broker.writeDeadLetter = async () => void published.push({ step: "writeDeadLetter" });
+      const prioritized = { ...message, priority: 7 };
+      const stop = new AbortController();
+      stop.abort(); // the failing record is given up at once (no backoff)
+      await executeActions(settle(outcome, { deliveryMode: "at_most_once", useDeadLetterQueue, alreadyAcked: true }), {
+        delivery: fakeDelivery(false).delivery,
+        attempt: { outcome, message: prioritized, task: null, alreadyAcked: true },
+        app,
+        logger: silentLogger,
+        stopSignal: stop.signal,
+      });
+      await app.disconnect();
+      expect(published.map((p) => p.step)).toEqual([expected]);
+      if (expected === "publish") expect(published[0]?.priority).toBe(7); // the retry keeps its priority
+    }
+  });
 });

@@ -38,6 +38,8 @@ export interface WorkerHealth extends WorkerStats {
 type Phase = "idle" | "starting" | "running" | "stopping" | "stopped";
 
 const CONSUME_LOOP_GRACE_MS = 5000;
+/** Longest wait for a shutdown step that talks to a server (a loop's round, the last heartbeat). */
+const SHUTDOWN_STEP_MS = 2000;
 
 /**
  * A task's `STARTED` state is written once it has run this long. Shorter tasks go from
@@ -384,7 +386,8 @@ export class Worker {
     this.#logger.info({ running: this.#slots.running, timeoutMs }, "worker stopping");
     this.#fetchAbort.abort();
     this.#slots.wake();
-    await Promise.all(this.#loops.map((loop) => loop.stop()));
+    // Bounded: a loop's round (a heartbeat) may wait for a server that is down.
+    await settlesWithin(Promise.all(this.#loops.map((loop) => loop.stop())), SHUTDOWN_STEP_MS);
     this.#loops = [];
     if (this.#consumeLoop) await settlesWithin(this.#consumeLoop, CONSUME_LOOP_GRACE_MS);
     const drained = await settlesWithin(this.#slots.drain(), timeoutMs);
@@ -397,7 +400,10 @@ export class Worker {
     this.#consumer = null;
     this.#started.clear();
     this.#phase = "stopped";
-    await this.#heartbeat().catch(() => undefined);
+    await settlesWithin(
+      this.#heartbeat().catch(() => undefined),
+      SHUTDOWN_STEP_MS,
+    );
     for (const hook of this.#app.workerHooks.shutdown) {
       await Promise.resolve()
         .then(hook)

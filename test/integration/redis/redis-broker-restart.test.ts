@@ -3,7 +3,8 @@
  * free port, no persistence), kills it, restarts it on the same port, and checks that fetch
  * throws BrokerConnectionError while Redis is down and resumes delivering afterwards (the
  * group lost with the data is re-created on NOGROUP). On such a server too: a release that Redis
- * refuses (a write error) leaves the entry to be reclaimed after its lease.
+ * refuses (a write error) leaves the entry to be reclaimed after its lease, and a worker stops
+ * within its shutdown timeout while Redis is down.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { connect, createServer } from "node:net";
@@ -14,6 +15,7 @@ import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { BrokerConnectionError } from "../../../src/errors.js";
+import { Chicory, silentLogger, Worker } from "../../../src/index.js";
 import { encodeTask, sleep } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless, uniqueName } from "../../helpers/services.js";
@@ -193,6 +195,27 @@ describe.skipIf(skip)("redis broker: server restart", () => {
     const reclaimed = (await fetchUntil(b, 5000)).delivery;
     expect(reclaimed.deliveryId).toBe(held.deliveryId);
     await reclaimed.ack();
+  });
+
+  it("a worker stops within its shutdown timeout while Redis is down", { timeout: 30_000 }, async () => {
+    const port = await freePort();
+    let server: ChildProcess | undefined = await startRedis(port);
+    const url = `redis://127.0.0.1:${port}/0`;
+    const app = new Chicory({
+      broker: new RedisBroker({ url, keyPrefix: "stop", env: {}, blockMs: 200 }),
+      backend: new RedisBackend({ url, keyPrefix: "stop", env: {} }),
+      config: { env: {} },
+    });
+    const worker = new Worker(app, { concurrency: 2, logger: silentLogger, heartbeatInterval: 0.1, heartbeatTtl: 1 });
+    cleanups.push(async () => {
+      await stopRedis(server);
+    });
+    await worker.start();
+    await stopRedis(server); // heartbeats and the last heartbeat now wait for a server that is gone
+    server = undefined;
+    const started = performance.now();
+    await worker.stop(1);
+    expect(performance.now() - started).toBeLessThan(10_000);
   });
 
   it("the backend disconnects at once when Redis went away before its first wait", { timeout: 30_000 }, async () => {

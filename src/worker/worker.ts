@@ -77,6 +77,8 @@ export class Worker {
   #phase: Phase = "idle";
   /** The broker writes terminal records with their acks (`Broker.attachResults`). */
   #acksCarryRecords = false;
+  /** The `start()` in progress, if any (a `stop()` meanwhile waits for it). */
+  #starting: Promise<void> | null = null;
   #consumer: Consumer | null = null;
   #consumeLoop: Promise<void> | null = null;
   #loops: Loop[] = [];
@@ -106,11 +108,18 @@ export class Worker {
   }
 
   /** Starts consuming; resolves once running. A second call warns and returns. */
-  async start(): Promise<void> {
+  start(): Promise<void> {
     if (this.#phase !== "idle" && this.#phase !== "stopped") {
       this.#logger.warn(`worker already ${this.#phase}; start() ignored`);
-      return;
+      return Promise.resolve();
     }
+    this.#starting = this.#start().finally(() => {
+      this.#starting = null;
+    });
+    return this.#starting;
+  }
+
+  async #start(): Promise<void> {
     this.#phase = "starting";
     this.#fetchAbort = new AbortController();
     this.#shutdownAbort = new AbortController();
@@ -162,13 +171,19 @@ export class Worker {
   }
 
   /**
-   * Stops gracefully: stop fetching, stop the loops, wait up to 5 s for the consume loop, wait up
-   * to `timeout` seconds for running tasks, then abort their `ctx.signal` (their messages are
-   * released for redelivery under `at_least_once`), send a final heartbeat, and disconnect the
-   * app when no other worker of the same app is still running.
+   * Stops gracefully (after a `start()` still in progress): stop fetching, stop the loops,
+   * wait up to 5 s for the consume loop, wait up to `timeout` seconds for running tasks, then
+   * abort their `ctx.signal` (their messages are released for redelivery under
+   * `at_least_once`), send a final heartbeat, and disconnect the app when no other worker of
+   * the same app is still running.
    * @param timeout seconds (default `shutdownTimeout`)
    */
   stop(timeout: number = this.config.shutdownTimeout): Promise<void> {
+    if (this.#starting) {
+      // Called while starting: let the start finish (its hooks, the connections), then stop
+      // what it started; a start that failed left nothing running.
+      return this.#starting.catch(() => undefined).then(() => this.stop(timeout));
+    }
     if (this.#phase === "idle" || this.#phase === "stopped") return Promise.resolve();
     this.#stopping ??= this.#shutdown(timeout * 1000).finally(() => {
       this.#stopping = null;

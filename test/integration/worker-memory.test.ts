@@ -548,6 +548,30 @@ describe("Worker on the memory broker", () => {
     expect(await r.get({ timeout: 5 })).toBe("done");
   });
 
+  it("stop() during start() waits for the start, then stops it: nothing left running", async () => {
+    const { app, broker } = makeApp();
+    const shutdownHookRan = deferred();
+    const order: string[] = [];
+    app.onWorkerStartup(async () => {
+      // A slow startup: it ends when a shutdown hook runs meanwhile (it must not), else after
+      // 300 ms.
+      await Promise.race([shutdownHookRan.promise, new Promise((resolve) => setTimeout(resolve, 300))]);
+      order.push("startup hook");
+    });
+    app.onWorkerShutdown(() => {
+      order.push("shutdown hook");
+      shutdownHookRan.resolve();
+    });
+    const worker = new Worker(app, { logger: silentLogger, concurrency: 2 });
+    const starting = worker.start();
+    const stopping = worker.stop(1);
+    await Promise.all([starting, stopping]);
+    expect(worker.isRunning).toBe(false);
+    expect(order).toEqual(["startup hook", "shutdown hook"]);
+    // Stopped for good: the broker sees no consumer of the queue, nothing is fetched.
+    expect(await broker.getConsumerCount("default")).toBe(0);
+  });
+
   it("stop() past its timeout aborts ctx.signal and releases the message for redelivery", async () => {
     const { app, broker } = makeApp();
     const started = deferred();

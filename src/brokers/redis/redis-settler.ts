@@ -337,7 +337,14 @@ export class RedisSettler implements DeliverySettler {
         this.#ctx.main,
         "chicoryRelease",
         [d.keys.stream],
-        [this.#ctx.group, this.#consumerId, d.deliveryId, this.#ctx.claimMinIdleMs, countDelivery ? "1" : "0"],
+        [
+          this.#ctx.group,
+          this.#consumerId,
+          d.deliveryId,
+          this.#ctx.claimMinIdleMs,
+          countDelivery ? "1" : "0",
+          d.deliveryCount,
+        ],
       );
     } catch (error) {
       throw this.#ctx.wrapError("release", error);

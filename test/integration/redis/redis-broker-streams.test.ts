@@ -8,8 +8,10 @@ import { describe, expect, it } from "vitest";
 import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker-options.js";
+import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { ValidationError } from "../../../src/errors.js";
+import { type RedisClientLike, runScript } from "../../../src/redis/redis-client.js";
 import { encodeTask, eventually, sleep } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
@@ -197,6 +199,27 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(Date.now() - started).toBeLessThan(5000);
     expect(fourth.deliveryCount).toBe(3);
     await fourth.ack();
+  });
+
+  it("a release applied twice (the client sends it again after a lost reply) takes one delivery off once", async () => {
+    const s = await setup({ claimMinIdleMs: 500 });
+    await publish(s.broker, s.queue);
+    const a = s.consumer();
+    await fetchOne(a);
+    await a.close(); // dies: stops renewing
+    const reclaimed = await fetchOne(s.consumer());
+    expect(reclaimed.deliveryCount).toBe(2);
+    const [id, owner] = ((await s.raw.xpending(s.stream, s.group, "-", "+", 1)) as Array<[string, string]>)[0] ?? [
+      "",
+      "",
+    ];
+    const client = s.raw as unknown as RedisClientLike;
+    defineBrokerScripts(client);
+    // The call `reclaimed.release()` sends, applied twice.
+    const args = [s.group, owner, id, 500, "0", reclaimed.deliveryCount];
+    for (let i = 0; i < 2; i++) expect(await runScript(client, "chicoryRelease", [s.stream], args)).toBe(1);
+    const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 1)) as Array<[string, string, number, number]>;
+    expect(pending[0]?.[3]).toBe(1); // the next claim makes it 2 again: no delivery burnt, none lost
   });
 
   it("a settle from a consumer that lost its lease adds nothing (fencing)", async () => {

@@ -1,11 +1,14 @@
 -- release.lua: give an entry back so another consumer can take it at once.
 -- KEYS[1] stream ${prefix}:stream:{Q}
 -- ARGV[1] group, ARGV[2] this consumer, ARGV[3] entry id, ARGV[4] idle ms to set (= claim min
--- idle), ARGV[5] "1" to count this delivery (the task ran; its settling failed), else "0"
+-- idle), ARGV[5] "1" to count this delivery (the task ran; its settling failed), else "0",
+-- ARGV[6] the delivery count the consumer was handed the entry with
 -- Returns 1 released, 0 not owned by this consumer (nothing changed).
 -- The entry stays in the PEL but looks expired (IDLE), so the next XAUTOCLAIM of any consumer
 -- takes it. Not counted: RETRYCOUNT count-1, so that claim brings the counter back to its
--- current value (no delivery burnt). Counted: the counter stays, that claim adds one.
+-- current value (no delivery burnt), but never below the count it was handed with, less one:
+-- the same call applied twice (the client sends it again after a lost reply) takes one off
+-- once. Counted: the counter stays, that claim adds one.
 -- Atomic: owner check and XCLAIM together (never touches a stolen entry).
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if not p[1] or p[1][2] ~= ARGV[2] then
@@ -13,7 +16,7 @@ if not p[1] or p[1][2] ~= ARGV[2] then
 end
 local count = tonumber(p[1][4])
 if ARGV[5] ~= '1' then
-  count = math.max(count - 1, 0)
+  count = math.max(count - 1, (tonumber(ARGV[6]) or 1) - 1, 0)
 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[4], 'RETRYCOUNT', count, 'JUSTID')
 return 1

@@ -313,7 +313,7 @@ export class RedisConsumer implements Consumer {
 
   #handOut(q: QueueState, id: string, fields: string[], deliveryCount: number, out: RedisDelivery[]): void {
     const delivery = new RedisDelivery(q.keys, id, fields, deliveryCount, this.#settler);
-    q.seenAtMs = performance.now();
+    q.seenAtMs = delivery.leaseConfirmedAtMs; // handed out now: one clock reading for both
     q.inFlight.set(id, delivery);
     out.push(delivery);
   }

@@ -64,6 +64,11 @@ function withRecordsFirst(batch: PendingAck[]): PendingAck[] {
   return ordered;
 }
 
+/** A settle asked to carry a record while no result backend is attached: refused, not dropped. */
+function noRecordWriterError(): BrokerConnectionError {
+  return new BrokerConnectionError("redis broker: no result backend attached to write records");
+}
+
 /** Most acks sent in one script call. */
 const MAX_ACK_BATCH = 500;
 
@@ -132,7 +137,7 @@ export class RedisSettler implements DeliverySettler {
    */
   ack(d: RedisDelivery, confirm = false, record?: TaskRecord): Promise<void> {
     if (record !== undefined && this.#records === undefined) {
-      return Promise.reject(new BrokerConnectionError("redis broker: no result backend attached to write records"));
+      return Promise.reject(noRecordWriterError());
     }
     return new Promise((resolve, reject) => {
       let batch = this.#acks.get(d.keys.stream);
@@ -202,6 +207,7 @@ export class RedisSettler implements DeliverySettler {
     const records: TaskRecord[] = [];
     for (const ack of batch) if (ack.record !== undefined) records.push(ack.record);
     let results: unknown;
+    let written: TaskRecord[] = [];
     let entries: StreamEntry[] = [];
     let readError: string | undefined;
     try {
@@ -228,7 +234,10 @@ export class RedisSettler implements DeliverySettler {
         results = await runScript(this.#ctx.main, script, keys, ackArgs);
       }
       // Only the records of entries this consumer still held were written (the script's fence).
-      if (store !== undefined) this.#records?.recordsWritten(records.filter((_, i) => isApplied(results, i)));
+      if (store !== undefined) {
+        written = records.filter((_, i) => isApplied(results, i));
+        this.#records?.recordsWritten(written);
+      }
     } catch (error) {
       const wrapped = this.#ctx.wrapError("ack", error);
       for (const { reject } of batch) reject(wrapped);
@@ -240,10 +249,13 @@ export class RedisSettler implements DeliverySettler {
       // took it (this ack was fenced), or it left the PEL some other way. Either way the job may
       // run (or have run) elsewhere too, and its result is the other run's: a record sent with
       // a fenced ack was not written.
-      let recordsSkipped = 0;
-      for (let i = 0; i < records.length; i++) if (!isApplied(results, i)) recordsSkipped++;
       this.#logger.warn(
-        { queue: first.queue, consumer: this.#consumerId, entries: missed, recordsSkipped },
+        {
+          queue: first.queue,
+          consumer: this.#consumerId,
+          entries: missed,
+          recordsSkipped: records.length - written.length,
+        },
         "redis ack: entries no longer pending for this consumer (lease lost); their jobs may run twice",
       );
     }
@@ -281,9 +293,7 @@ export class RedisSettler implements DeliverySettler {
    */
   async deadLetter(d: RedisDelivery, error: string, record?: TaskRecord): Promise<void> {
     const store = record === undefined ? undefined : this.#records?.storeResultsCall([record]);
-    if (record !== undefined && store === undefined) {
-      throw new BrokerConnectionError("redis broker: no result backend attached to write records");
-    }
+    if (record !== undefined && store === undefined) throw noRecordWriterError();
     const keys = [d.keys.stream, d.keys.dlq, d.keys.unique, ...(store?.keys ?? [])];
     const args: RedisArg[] = [
       this.#ctx.group,

@@ -153,12 +153,12 @@ export class SqliteStore {
     return rows.sort((a, b) => b.priority - a.priority || a.id - b.id);
   }
 
-  /** Deletes the delivered row; false when the lease was lost (fenced). */
   /** True while the delivered row is still this delivery's (what an ack's fence checks). */
   holds(fence: DeliveryFence): boolean {
     return this.#statements.holds.get(fence.id, fence.consumerId, fence.deliveryCount) !== undefined;
   }
 
+  /** Deletes the delivered row; false when the lease was lost (fenced). */
   ack(fence: DeliveryFence): boolean {
     const result = this.#statements.ack.run(fence.id, fence.consumerId, fence.deliveryCount);
     return Number(result.changes) === 1;

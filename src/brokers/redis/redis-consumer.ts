@@ -4,7 +4,8 @@
  * - `fetch(max)` = XREADGROUP COUNT max on a connection of its own (so it can block without
  *   holding up acks), after two cheap housekeeping steps that run only when due: the delayed
  *   mover (at the next due time of the delayed set, re-checked at least every second) and
- *   XAUTOCLAIM of entries whose lease expired (every min(claimMinIdle/2, 1 s), cursor iterated).
+ *   reclaim of entries whose lease expired (XPENDING IDLE + XCLAIM; every min(claimMinIdle/2, 1 s),
+ *   cursor followed).
  * - On a backlogged queue (the last read got all it asked for), acks waiting to be sent (a
  *   worker's fetch usually comes right after its jobs ended) travel with the read: one script
  *   call acks them and reads up to `max` new entries without blocking, on the command
@@ -51,7 +52,7 @@ const MULTI_QUEUE_BLOCK_MS = 250;
 /** CLIENT UNBLOCK tries while the targeted read has not started blocking yet (see #unblock). */
 const UNBLOCK_ATTEMPTS = 20;
 const UNBLOCK_RETRY_MS = 5;
-/** Most entries reclaimed per XAUTOCLAIM. */
+/** Most entries reclaimed per step. */
 const RECLAIM_COUNT = 100;
 /** Entry ids per lease-renewal script call. */
 const RENEW_CHUNK = 500;

@@ -201,6 +201,40 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await fourth.ack();
   });
 
+  /** A queue of `live` entries held by a live consumer, then one held by a dead one, idle for an hour. */
+  async function behindLiveEntries(s: Awaited<ReturnType<typeof setup>>, live: number) {
+    const tasks = await Promise.all(Array.from({ length: live + 1 }, () => encodeTask(codec)));
+    await Promise.all(tasks.map((t) => s.broker.publish(s.queue, { id: t.id, body: t.body })));
+    await s.raw.call("XGROUP", "CREATE", s.stream, s.group, "0", "MKSTREAM");
+    await s.raw.call("XREADGROUP", "GROUP", s.group, "live", "COUNT", live, "STREAMS", s.stream, ">");
+    await s.raw.call("XREADGROUP", "GROUP", s.group, "dead", "COUNT", 1, "STREAMS", s.stream, ">");
+    const [[deadId = ""] = []] = await s.raw.xrevrange(s.stream, "+", "-", "COUNT", 1);
+    await s.raw.call("XCLAIM", s.stream, s.group, "dead", 0, deadId, "IDLE", 3_600_000, "JUSTID");
+    return { deadId, body: tasks[live]?.body };
+  }
+
+  it("finds an expired entry behind many live ones in one step, with a single free slot", async () => {
+    const s = await setup({ claimMinIdleMs: 60_000, blockMs: 20 });
+    const { deadId, body } = await behindLiveEntries(s, 400);
+    const [reclaimed, ...rest] = await s.consumer().fetch(1, AbortSignal.timeout(5000));
+    expect(rest).toEqual([]);
+    expect(reclaimed?.deliveryId).toBe(deadId);
+    expect(reclaimed?.body).toBe(body);
+    expect(reclaimed?.deliveryCount).toBe(2);
+    await reclaimed?.ack();
+    expect(await s.raw.xpending(s.stream, s.group, "-", "+", 1000)).toHaveLength(400);
+  });
+
+  it("drops an expired pending entry that is gone from the stream instead of handing it out", async () => {
+    const s = await setup({ claimMinIdleMs: 60_000, blockMs: 20 });
+    const { deadId } = await behindLiveEntries(s, 3);
+    await s.raw.xdel(s.stream, deadId); // e.g. a purge while it was held
+    expect(await s.consumer().fetch(1, AbortSignal.timeout(5000))).toEqual([]);
+    const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string]>;
+    expect(pending.map(([id]) => id)).not.toContain(deadId);
+    expect(pending).toHaveLength(3);
+  });
+
   it("a release applied twice (the client sends it again after a lost reply) takes one delivery off once", async () => {
     const s = await setup({ claimMinIdleMs: 500 });
     await publish(s.broker, s.queue);

@@ -1,17 +1,42 @@
 -- reclaim.lua: take over entries whose lease expired (their consumer stopped renewing).
 -- KEYS[1] stream ${prefix}:stream:{Q}
--- ARGV[1] group, ARGV[2] this consumer, ARGV[3] min idle ms, ARGV[4] cursor, ARGV[5] count
--- Returns { next cursor, { id, fields, deliveryCount, id, fields, deliveryCount, ... } }.
--- Atomic: the delivery counter is read in the same step as the claim, so the reported
--- deliveryCount is the real one (previous deliveries + this one) for the poison check.
-local res = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
-local out = {}
-for _, entry in ipairs(res[2]) do
+-- ARGV[1] group, ARGV[2] this consumer, ARGV[3] min idle ms, ARGV[4] cursor (pending entry id
+-- to look from; "0-0" at the start), ARGV[5] count (most entries to take)
+-- Returns { next cursor ("0-0" once the pending list was looked at to its end),
+-- { id, fields, deliveryCount, id, fields, deliveryCount, ... } }.
+-- XPENDING's IDLE filter finds the expired entries however many live ones come before them
+-- (XAUTOCLAIM looks at no more than ten times its COUNT per call, so a worker with one free slot
+-- would crawl through a busy fleet's pending list ten entries per call). The scan is in Redis's
+-- own code, over the pending list, which is bounded by the fleet's in-flight entries.
+-- Atomic: the entries are claimed in the step that found them, and the delivery counter of
+-- each (previous deliveries + this one) is the real one for the poison check.
+local expired = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], ARGV[4], '+', ARGV[5])
+if #expired == 0 then
+  return { '0-0', {} }
+end
+local ids, counts = {}, {}
+for i, p in ipairs(expired) do
+  ids[i] = p[1]
+  counts[p[1]] = p[4]
+end
+local cursor = '0-0'
+if #expired >= tonumber(ARGV[5]) then
+  cursor = '(' .. ids[#ids]
+end
+local out, taken = {}, {}
+for _, entry in ipairs(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], unpack(ids))) do
   if entry then
-    local p = redis.call('XPENDING', KEYS[1], ARGV[1], entry[1], entry[1], 1)
+    taken[entry[1]] = true
     out[#out + 1] = entry[1]
     out[#out + 1] = entry[2]
-    out[#out + 1] = p[1] and p[1][4] or 1
+    out[#out + 1] = counts[entry[1]] + 1
   end
 end
-return { res[1], out }
+-- A pending entry gone from the stream (trimmed or deleted while held) has nothing to deliver:
+-- XCLAIM does not return it, and it leaves the pending list instead of being claimed forever.
+for _, id in ipairs(ids) do
+  if not taken[id] then
+    redis.call('XACK', KEYS[1], ARGV[1], id)
+  end
+end
+return { cursor, out }

@@ -11,6 +11,11 @@
  * consumer subscribes again only once the messages that were on their way to the cancelled
  * subscription are handed out (its buffer is empty). "Idle" is decided one event-loop turn
  * after the last settle, so a worker that asks for more at once keeps its subscription.
+ * When the signal of the latest `fetch` aborts (the worker stops and drains its running jobs),
+ * the consumer cancels its subscription at once and gives back what it holds unfetched, so it
+ * takes no more messages while its jobs finish (they would go back only when its channel
+ * closes, marked redelivered, with a delivery counted on quorum queues); a later `fetch`
+ * subscribes again.
  *
  * Leases: RabbitMQ keeps a delivered message assigned while the channel lives (no renewal
  * needed; the server's `consumer_timeout`, default 30 min, closes a channel that holds a
@@ -76,6 +81,10 @@ export class RabbitMqConsumer implements Consumer {
   #fetching = 0;
   #inFlight = 0;
   #isClosed = false;
+  /** The signal of the latest `fetch`: its abort means the caller stopped fetching. */
+  #watched: AbortSignal | null = null;
+  /** The latest fetch's signal aborted and no fetch came since: take no more messages. */
+  #isStopped = false;
 
   constructor(host: ConsumerHost, options: ConsumerOptions) {
     if (options.queues.length === 0) throw new ChicoryError("a consumer needs at least one queue");
@@ -113,6 +122,7 @@ export class RabbitMqConsumer implements Consumer {
   /** {@inheritDoc Consumer.fetch} */
   async fetch(max: number, signal: AbortSignal): Promise<Delivery[]> {
     if (max < 1) return [];
+    this.#watch(signal);
     const deadline = Date.now() + FETCH_WAIT_MS;
     this.#fetching += 1;
     try {
@@ -146,6 +156,25 @@ export class RabbitMqConsumer implements Consumer {
     for (const buffer of this.#buffers.values()) buffer.length = 0;
     // closing the channel requeues everything it holds (buffered and unsettled)
     if (session?.isOpen) await session.channel.close().catch(() => {});
+  }
+
+  /** Stops taking messages when `signal`, the latest fetch's, aborts (see module doc). */
+  #watch(signal: AbortSignal): void {
+    if (signal.aborted) return;
+    this.#isStopped = false;
+    if (this.#watched === signal) return;
+    this.#watched = signal;
+    signal.addEventListener(
+      "abort",
+      () => {
+        if (this.#watched !== signal || this.#isClosed) return;
+        this.#isStopped = true;
+        this.#syncSubscription().catch((error: unknown) => {
+          this.#host.logger.debug({ err: (error as Error).message }, "rabbitmq cancel on stop failed");
+        });
+      },
+      { once: true },
+    );
   }
 
   async #ensureSession(): Promise<ConsumerSession> {
@@ -188,7 +217,7 @@ export class RabbitMqConsumer implements Consumer {
     const session = this.#session;
     if (!session?.isOpen || this.#isClosed) return;
     const hasBuffered = this.#hasBuffered();
-    const isWanted = this.#fetching > 0 || this.#inFlight > 0 || hasBuffered;
+    const isWanted = !this.#isStopped && (this.#fetching > 0 || this.#inFlight > 0 || hasBuffered);
     if (isWanted && session.tags === null && !hasBuffered) {
       const subscription = ++subscriptionIds;
       const tags: string[] = [];
@@ -213,6 +242,22 @@ export class RabbitMqConsumer implements Consumer {
       const tags = session.tags;
       session.tags = null;
       for (const tag of tags) await session.channel.cancel(tag);
+    }
+    // Stopped: after the cancel-ok nothing more arrives; what came before goes back now, to be
+    // taken by other consumers at once rather than when this channel closes.
+    if (this.#isStopped && session.isOpen && session.tags === null) this.#requeueBuffered(session);
+  }
+
+  #requeueBuffered(session: ConsumerSession): void {
+    for (const buffer of this.#buffers.values()) {
+      for (const entry of buffer.splice(0)) {
+        if (entry.session !== session) continue;
+        try {
+          session.channel.nack(entry.message, false, true);
+        } catch {
+          return; // the channel closed meanwhile: RabbitMQ requeued everything it held
+        }
+      }
     }
   }
 

@@ -2,7 +2,8 @@
  * RabbitMQ prefetch bound under a backlog of trivial jobs: a consumer goes idle between
  * batches, cancels its subscription and subscribes again; it must never hold more than its
  * capacity (in flight) plus its prefetch (buffered), and RabbitMQ's own count of the channel's
- * unacknowledged messages must stay within the same bound.
+ * unacknowledged messages must stay within the same bound. A consumer whose caller stops
+ * fetching (a worker draining its running jobs) takes no more messages meanwhile.
  */
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
@@ -94,4 +95,28 @@ describe.skipIf(skip)("rabbitmq prefetch bound", () => {
     expect(held, "messages held by the consumer (in flight + buffered)").toBeLessThanOrEqual(2 * capacity);
     expect(serverPeak, "RabbitMQ's unacknowledged count of the queue").toBeLessThanOrEqual(2 * capacity);
   }, 90_000);
+  it("a consumer whose fetch signal aborted (a stopping worker) takes no more while its jobs drain", async () => {
+    const broker = testBroker();
+    brokers.push(broker);
+    await broker.connect();
+    const queue = uniqueName("q");
+    await Promise.all(Array.from({ length: 10 }, (_, i) => broker.publish(queue, { id: `t${i}`, body: `{"i":${i}}` })));
+    const stopping = broker.consumer({ queues: [queue], consumerId: "w1", capacity: 2 }) as RabbitMqConsumer;
+    const stop = new AbortController();
+    const running: Delivery[] = [];
+    while (running.length < 2) running.push(...(await stopping.fetch(2 - running.length, stop.signal)));
+    stop.abort(); // the worker stops fetching; its two jobs still run
+    for (const delivery of running) await delivery.ack();
+    // Another worker gets the eight others, each on its first delivery, while the first one
+    // is still open (its channel would give back anything pushed to it only when it closes).
+    const other = broker.consumer({ queues: [queue], consumerId: "w2", capacity: 8 });
+    const taken: Delivery[] = [];
+    const deadline = Date.now() + 10_000;
+    while (taken.length < 8 && Date.now() < deadline) taken.push(...(await other.fetch(8, AbortSignal.timeout(2000))));
+    expect(taken.map((d) => d.deliveryCount)).toEqual(Array(8).fill(1));
+    expect(stopping.bufferedCount(queue)).toBe(0);
+    for (const delivery of taken) await delivery.ack();
+    await other.close();
+    await stopping.close();
+  }, 30_000);
 });

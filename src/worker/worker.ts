@@ -40,6 +40,13 @@ type Phase = "idle" | "starting" | "running" | "stopping" | "stopped";
 const CONSUME_LOOP_GRACE_MS = 5000;
 /** Longest wait for a shutdown step that talks to a server (a loop's round, the last heartbeat). */
 const SHUTDOWN_STEP_MS = 2000;
+/**
+ * What `stop(timeout)` takes at most beyond `timeout`: the consume loop's end, the grace of
+ * aborted tasks, closing the consumer, the last heartbeat, the shutdown hooks, the disconnect.
+ */
+const SHUTDOWN_GRACE_MS = 5000;
+/** Of that grace, the part kept for the steps after the tasks (closing, heartbeat, hooks). */
+const CLOSE_RESERVE_MS = 1500;
 
 /**
  * A task's `STARTED` state is written once it has run this long. Shorter tasks go from
@@ -174,8 +181,10 @@ export class Worker {
    * Stops gracefully (after a `start()` still in progress): stop fetching, stop the loops,
    * wait up to 5 s for the consume loop, wait up to `timeout` seconds for running tasks, then
    * abort their `ctx.signal` (their messages are released for redelivery under
-   * `at_least_once`), send a final heartbeat, and disconnect the app when no other worker of
-   * the same app is still running.
+   * `at_least_once`), send a final heartbeat, run the shutdown hooks, and disconnect the app
+   * when no other worker of the same app is still running. Resolves within `timeout` + 5 s
+   * whatever happens (a server that does not answer, a task that ignores the abort, a hook
+   * that never ends): a step still running at that deadline is left behind and logged.
    * @param timeout seconds (default `shutdownTimeout`)
    */
   stop(timeout: number = this.config.shutdownTimeout): Promise<void> {
@@ -397,39 +406,55 @@ export class Worker {
   }
 
   async #shutdown(timeoutMs: number): Promise<void> {
+    // Every step is bounded, and so is the whole: `timeoutMs` + SHUTDOWN_GRACE_MS, even with a
+    // server that does not answer, a task that ignores its abort or a hook that never ends (what
+    // is still running then is left behind, and logged).
+    const end = performance.now() + timeoutMs + SHUTDOWN_GRACE_MS;
+    const left = (reserveMs = 0) => Math.max(0, end - reserveMs - performance.now());
     this.#phase = "stopping";
     this.#logger.info({ running: this.#slots.running, timeoutMs }, "worker stopping");
     this.#fetchAbort.abort();
     this.#slots.wake();
     // Bounded: a loop's round (a heartbeat) may wait for a server that is down.
-    await settlesWithin(Promise.all(this.#loops.map((loop) => loop.stop())), SHUTDOWN_STEP_MS);
+    const loopsStopped = settlesWithin(Promise.all(this.#loops.map((loop) => loop.stop())), SHUTDOWN_STEP_MS);
     this.#loops = [];
-    if (this.#consumeLoop) await settlesWithin(this.#consumeLoop, CONSUME_LOOP_GRACE_MS);
-    const drained = await settlesWithin(this.#slots.drain(), timeoutMs);
+    await settlesWithin(
+      Promise.all([loopsStopped, this.#consumeLoop]),
+      Math.min(CONSUME_LOOP_GRACE_MS, left(CLOSE_RESERVE_MS)),
+    );
+    const drained = await settlesWithin(this.#slots.drain(), Math.min(timeoutMs, left(CLOSE_RESERVE_MS)));
     if (!drained) {
       this.#logger.warn({ running: this.#slots.running }, "shutdown timeout: aborting running tasks");
       this.#shutdownAbort.abort();
-      await settlesWithin(this.#slots.drain(), CONSUME_LOOP_GRACE_MS);
+      await settlesWithin(this.#slots.drain(), left(CLOSE_RESERVE_MS));
     }
-    await this.#consumer?.close().catch(() => undefined);
+    const consumer = this.#consumer;
     this.#consumer = null;
+    const closed = consumer?.close().catch(() => undefined);
+    if (closed && !(await settlesWithin(closed, left()))) {
+      this.#logger.warn("shutdown deadline: the consumer is still closing");
+    }
     this.#started.clear();
     this.#phase = "stopped";
     await settlesWithin(
       this.#heartbeat().catch(() => undefined),
-      SHUTDOWN_STEP_MS,
+      Math.min(SHUTDOWN_STEP_MS, left()),
     );
     for (const hook of this.#app.workerHooks.shutdown) {
-      await Promise.resolve()
+      const ran = Promise.resolve()
         .then(hook)
         .catch((error: unknown) => this.#logger.error({ err: toError(error) }, "worker shutdown hook failed"));
+      if (!(await settlesWithin(ran, left()))) this.#logger.warn("shutdown deadline: a shutdown hook is still running");
     }
     const others = (runningWorkers.get(this.#app) ?? 1) - 1;
     runningWorkers.set(this.#app, others);
     if (others === 0) {
-      await this.#app
+      const disconnected = this.#app
         .disconnect()
         .catch((error: unknown) => this.#logger.warn({ err: toError(error).message }, "disconnect failed"));
+      if (!(await settlesWithin(disconnected, left()))) {
+        this.#logger.warn("shutdown deadline: the connections are still closing");
+      }
     }
     this.#logger.info({ processed: this.#processed, failed: this.#failed }, "worker stopped");
   }

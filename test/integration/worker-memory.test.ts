@@ -595,6 +595,36 @@ describe("Worker on the memory broker", () => {
     expect(await r.get({ timeout: 5 })).toBe("second run");
   });
 
+  it("stop(timeout) resolves within timeout + 5 s though a task ignores its abort and a shutdown hook never ends", async () => {
+    const { app } = makeApp();
+    const started = deferred();
+    let hookRan = false;
+    app.onWorkerShutdown(async () => {
+      hookRan = true;
+      await new Promise(() => {});
+    });
+    const t = app.task({ name: "deaf" }, async () => {
+      started.resolve();
+      await new Promise(() => {}); // ignores ctx.signal
+    });
+    const warnings: string[] = [];
+    const logger: Logger = {
+      ...silentLogger,
+      warn: (m: unknown) => void warnings.push(String(m)),
+      child: () => logger,
+    };
+    const worker = new Worker(app, { logger, concurrency: 1 });
+    await worker.start();
+    await t.delay();
+    await started.promise;
+    const stopping = worker.stop(0.2);
+    const bound = new Promise<"bound">((resolve) => setTimeout(() => resolve("bound"), 200 + 5000 + 500).unref());
+    expect(await Promise.race([stopping.then(() => "stopped" as const), bound])).toBe("stopped");
+    expect(hookRan).toBe(true);
+    expect(worker.isRunning).toBe(false);
+    expect(warnings).toContain("shutdown deadline: a shutdown hook is still running");
+  }, 15_000);
+
   it("a task whose attempt a forced stop aborts before its handler starts never starts", async () => {
     const { app, broker } = makeApp();
     const validating = deferred();

@@ -6,6 +6,9 @@
  *   mover (at the next due time of the delayed set, re-checked at least every second) and
  *   reclaim of entries whose lease expired (XPENDING IDLE + XCLAIM; every min(claimMinIdle/2, 1 s),
  *   cursor followed).
+ * - After either of its connections reconnected, its next fetch first takes back the entries
+ *   pending for it that it does not hold (a read whose reply was lost with the connection, or
+ *   that ioredis sent again), instead of leaving them to wait for their lease.
  * - On a backlogged queue (the last read got all it asked for), acks waiting to be sent (a
  *   worker's fetch usually comes right after its jobs ended) travel with the read: one script
  *   call acks them and reads up to `max` new entries without blocking, on the command
@@ -84,6 +87,8 @@ interface QueueState {
   seenAtMs: number;
   /** The last read of the queue got as many new entries as it asked for: more are likely waiting. */
   isBacklogged: boolean;
+  /** A connection reconnected: entries pending for this consumer that it does not hold may exist. */
+  mayHoldUnknown: boolean;
   readonly inFlight: Map<string, RedisDelivery>;
 }
 
@@ -138,6 +143,7 @@ export class RedisConsumer implements Consumer {
       reclaimCursor: "0-0",
       seenAtMs: performance.now(),
       isBacklogged: false,
+      mayHoldUnknown: false,
       inFlight: new Map(),
     }));
     this.#settler = new RedisSettler(
@@ -157,7 +163,13 @@ export class RedisConsumer implements Consumer {
     this.#renewTimer.unref();
     this.#touchTimer = setInterval(() => void this.#touch(), TOUCH_EVERY_MS / 4);
     this.#touchTimer.unref();
+    ctx.main.on("ready", this.#onReconnect);
   }
+
+  /** A connection (re)connected: look for entries this consumer was handed but never saw. */
+  readonly #onReconnect = (): void => {
+    for (const q of this.#queues) q.mayHoldUnknown = true;
+  };
 
   /** {@inheritDoc Consumer.inFlight} (read-ahead entries not handed out yet are not counted) */
   get inFlight(): number {
@@ -228,6 +240,7 @@ export class RedisConsumer implements Consumer {
   async close(): Promise<void> {
     if (this.#isClosed) return;
     this.#isClosed = true;
+    this.#ctx.main.off("ready", this.#onReconnect);
     this.#onClose?.(this);
     this.#unblock();
     // bounded: with Redis unreachable the entries come back when their leases expire
@@ -241,6 +254,9 @@ export class RedisConsumer implements Consumer {
 
   async #fetchInto(conn: RedisClientLike, max: number, signal: AbortSignal, out: RedisDelivery[]): Promise<void> {
     for (const q of this.#queues) if (!q.hasGroup) await this.#createGroup(conn, q);
+    for (const q of this.#queues) {
+      if (q.mayHoldUnknown && out.length < max) await this.#recoverOwn(conn, q, max - out.length, out);
+    }
     for (const q of this.#queues) if (performance.now() >= q.moveAtMs) await this.#moveDelayed(conn, q);
     for (const q of this.#queues) {
       if (out.length < max && performance.now() >= q.reclaimAtMs) await this.#reclaim(conn, q, max - out.length, out);
@@ -371,6 +387,29 @@ export class RedisConsumer implements Consumer {
     else q.reclaimAtMs = claimed > 0 ? now : now + 100;
   }
 
+  /**
+   * Takes back entries pending for this consumer that it does not hold (see module doc). Runs
+   * between reads, so every read's entries are already held here or were never seen.
+   */
+  async #recoverOwn(conn: RedisClientLike, q: QueueState, room: number, out: RedisDelivery[]): Promise<void> {
+    const [more, flat] = (await runScript(
+      conn,
+      "chicoryRecoverOwn",
+      [q.keys.stream],
+      [this.#ctx.group, this.#consumerId, Math.min(room, RECLAIM_COUNT), ...q.inFlight.keys()],
+    )) as [number, Array<string | string[] | number>];
+    q.mayHoldUnknown = Number(more) === 1;
+    for (let i = 0; i + 2 < flat.length; i += 3) {
+      this.#handOut(q, flat[i] as string, (flat[i + 1] as string[]) ?? [], Number(flat[i + 2]) || 1, out);
+    }
+    if (flat.length > 0) {
+      this.#logger.warn(
+        { queue: q.keys.queue, entries: flat.length / 3 },
+        "redis: took back entries handed to this consumer by a read whose reply was lost",
+      );
+    }
+  }
+
   async #connection(): Promise<RedisClientLike> {
     if (this.#conn === undefined) {
       this.#opening ??= this.#open();
@@ -391,6 +430,7 @@ export class RedisConsumer implements Consumer {
     const conn = await openReader(this.#ctx.main, this.#consumerId, this.#ctx.blockMs, (id) => {
       this.#clientId = id;
     });
+    conn.on("ready", this.#onReconnect);
     if (this.#isClosed) conn.disconnect();
     return conn;
   }

@@ -45,6 +45,7 @@ const SCRIPTS = {
   chicoryPublishBatch: { numberOfKeys: 1, lua: lua("publish-batch") },
   chicoryMoveDelayed: { numberOfKeys: 3, lua: lua("move-delayed") },
   chicoryReclaim: { numberOfKeys: 1, lua: lua("reclaim") },
+  chicoryRecoverOwn: { numberOfKeys: 1, lua: lua("recover-own") },
   chicoryRenew: { numberOfKeys: 1, lua: lua("renew") },
   chicoryRelease: { numberOfKeys: 1, lua: lua("release") },
   chicoryAck: { numberOfKeys: 2, lua: ackLua() },

@@ -162,6 +162,50 @@ describe.skipIf(skip)("redis broker: server restart", () => {
     expect((await backend.getResult(after.id))?.state).toBe("SUCCESS");
   });
 
+  it("after a reconnect, a consumer takes back at once the entries a read handed it unseen", async () => {
+    const port = await freePort();
+    const server = await startRedis(port);
+    const url = `redis://127.0.0.1:${port}/0`;
+    const broker = new RedisBroker({ url, keyPrefix: "unseen", env: {}, claimMinIdleMs: 60_000, blockMs: 100 });
+    const admin = new Redis(url, { maxRetriesPerRequest: null });
+    cleanups.push(async () => {
+      await consumer.close();
+      await broker.disconnect();
+      admin.disconnect();
+      await stopRedis(server);
+    });
+    broker.bind({ codec });
+    await broker.connect();
+    const queue = uniqueName("q");
+    const consumerId = uniqueName("c-");
+    const consumer = broker.consumer({ queues: [queue], consumerId });
+    const tasks = [encodeTask(codec), encodeTask(codec), encodeTask(codec)];
+    for (const t of tasks) await broker.publish(queue, { id: t.id, body: t.body });
+    const held = (await fetchUntil(consumer, 3000)).delivery;
+    // A read for this consumer whose reply it never got (lost with the connection).
+    const stream = `unseen:stream:{${queue}}`;
+    await admin.call(
+      "XREADGROUP",
+      "GROUP",
+      broker.settings.consumerGroup,
+      consumerId,
+      "COUNT",
+      1,
+      "STREAMS",
+      stream,
+      ">",
+    );
+    await admin.call("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes");
+    const next = (await fetchUntil(consumer, 10_000)).delivery;
+    expect(next.body).toBe(tasks[1]?.body); // not the third, newer one: the unseen entry comes first
+    expect(next.deliveryCount).toBe(2);
+    const last = (await fetchUntil(consumer, 3000)).delivery;
+    expect(last.body).toBe(tasks[2]?.body);
+    expect(last.deliveryCount).toBe(1);
+    for (const d of [held, next, last]) await d.ack();
+    expect(await admin.xpending(stream, broker.settings.consumerGroup)).toEqual([0, null, null, null]);
+  });
+
   it("a release that Redis refuses (NOREPLICAS) stops lease renewal: another consumer reclaims the entry", async () => {
     const port = await freePort();
     const server = await startRedis(port);

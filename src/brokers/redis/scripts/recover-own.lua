@@ -1,0 +1,44 @@
+-- recover-own.lua: after a reconnect, take back this consumer's pending entries that it does not
+-- know of: entries that a read handed to it while its reply was lost with the connection (or
+-- that the read sent again after the reconnect replaced). Without this they would wait for their
+-- lease to expire (claimMinIdle) before any consumer ran them.
+-- KEYS[1] stream ${prefix}:stream:{Q}
+-- ARGV[1] group, ARGV[2] this consumer, ARGV[3] count (most entries to take), ARGV[4..] ids of
+-- the entries this consumer holds (handed out and not settled, or read ahead): left alone
+-- Returns { more (1 when the consumer may hold more such entries, else 0),
+-- { id, fields, deliveryCount, id, fields, deliveryCount, ... } } (as reclaim.lua).
+-- Atomic; the delivery count grows by one, as on a reclaim.
+local known = {}
+for i = 4, #ARGV do
+  known[ARGV[i]] = true
+end
+local want = tonumber(ARGV[3])
+local listLimit = want + #ARGV - 3
+local listed = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', listLimit, ARGV[2])
+local ids, counts = {}, {}
+for _, p in ipairs(listed) do
+  if not known[p[1]] and #ids < want then
+    ids[#ids + 1] = p[1]
+    counts[p[1]] = p[4]
+  end
+end
+local more = #listed >= listLimit and 1 or 0
+if #ids == 0 then
+  return { more, {} }
+end
+local out, taken = {}, {}
+for _, entry in ipairs(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids))) do
+  if entry then
+    taken[entry[1]] = true
+    out[#out + 1] = entry[1]
+    out[#out + 1] = entry[2]
+    out[#out + 1] = counts[entry[1]] + 1
+  end
+end
+-- An entry gone from the stream has nothing to deliver: it leaves the pending list.
+for _, id in ipairs(ids) do
+  if not taken[id] then
+    redis.call('XACK', KEYS[1], ARGV[1], id)
+  end
+end
+return { more, out }

@@ -38,6 +38,7 @@ function batchSettler(app) {
   const backend = app.backend;
   const prefix = backend.settings.keyPrefix;
   const ttl = backend.settings.resultTtlSeconds;
+  const doneChannel = backend.doneChannel ?? `${prefix}:done`; // builds before the per-database channel
   const group = app.broker.settings.consumerGroup;
   let records = [];
   let acks = new Map();
@@ -53,7 +54,7 @@ function batchSettler(app) {
     for (const r of rs) {
       const { state, ...rest } = r;
       p.set(`${prefix}:result:${r.taskId}`, JSON.stringify({ state, ...rest }), "EX", ttl);
-      p.publish(`${prefix}:done`, r.taskId);
+      p.publish(doneChannel, r.taskId);
     }
     for (const [stream, ids] of as) {
       p.xack(stream, group, ...ids);

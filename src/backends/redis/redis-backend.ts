@@ -7,9 +7,11 @@
  *   write, one GET (or MGET) per read.
  * - `P:heartbeat:WID`: a worker's stats, expiring after the heartbeat TTL; `P:workers`: sorted
  *   set of worker ids scored by the Redis time of their last heartbeat (ms).
- * - Channel `P:done`: one message per batch of terminal writes, a JSON array with per record
- *   the record itself (up to 2 KiB of JSON) or its task id (a JSON string), so a waiter
- *   usually needs no read after the notification.
+ * - Channel `P:done:DB` (DB: the database number; pub/sub is shared by a server's databases, so
+ *   apps on two databases with one prefix never see each other's records): one message per
+ *   batch of terminal writes, a JSON array with per record the record itself (up to 2 KiB of
+ *   JSON) or its task id (a JSON string), so a waiter usually needs no read after the
+ *   notification.
  *
  * Semantics: a non-terminal write (STARTED, RETRY) is one script (precedence check + SET EX),
  * so it never overwrites a terminal record; terminal writes (terminal states may replace each
@@ -81,6 +83,8 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   readonly displayUrl: string;
   /** Resolved settings. */
   readonly settings: RedisBackendSettings;
+  /** The pub/sub channel finished records are announced on: `P:done:DB` (see module doc). */
+  readonly doneChannel: string;
   readonly #connection: ResolvedRedisConnection;
   readonly #injected: RedisClientLike | undefined;
   #stopEvictionChecks: (() => void) | undefined;
@@ -104,6 +108,9 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     this.#logger = options.logger ?? silentLogger;
     this.#prefix = this.settings.keyPrefix;
     this.#idOffset = Buffer.byteLength(this.resultKey(""), "utf8");
+    const injectedDb = (options.client as { readonly options?: { readonly db?: unknown } } | undefined)?.options?.db;
+    const db = Number((options.client === undefined ? this.#connection.options.db : injectedDb) ?? 0) || 0;
+    this.doneChannel = `${this.#prefix}:done:${db}`;
   }
 
   /** Key of a task's record. */
@@ -149,7 +156,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     this.#main = main;
     this.#hub = new RedisResultHub({
       main,
-      channel: `${this.#prefix}:done`,
+      channel: this.doneChannel,
       pollIntervalMs: 1000,
       fetchMany: (ids) => this.#fetchMany(ids),
       onError: (error) => this.#logger.warn({ err: this.#describe(error) }, "redis result wait: read failed"),
@@ -260,7 +267,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   #storeResultsArgs(keys: string[], jsons: readonly string[]): StoreResultsCall {
     return {
       keys,
-      args: [this.settings.resultTtlSeconds, `${this.#prefix}:done`, this.#idOffset, INLINE_RECORD_MAX, ...jsons],
+      args: [this.settings.resultTtlSeconds, this.doneChannel, this.#idOffset, INLINE_RECORD_MAX, ...jsons],
     };
   }
 

@@ -1,6 +1,6 @@
 /**
  * Result waiting for the Redis backend: one subscriber connection per backend instance on the
- * `${prefix}:done` channel (message = a JSON array of the records finished in one turn of a
+ * `${prefix}:done:${db}` channel (message = a JSON array of the records finished in one turn of a
  * worker, a record too large to inline given by its task id), shared by every waiter, on top
  * of the shared {@link ResultWaiter} (batched MGET poll fallback, which also covers
  * notifications missed while the subscriber reconnects). An inlined record resolves its
@@ -157,7 +157,7 @@ export class RedisResultHub {
     const sub = await openDuplicate(this.#host.main, {
       enableAutoPipelining: false,
       enableOfflineQueue: true,
-      // e.g. chicory-results-chicory:done (CLIENT LIST tells the apps of one server apart)
+      // e.g. chicory-results-chicory:done:0 (CLIENT LIST tells the apps of one server apart)
       connectionName: `chicory-results-${this.#host.channel}`.replace(/[^A-Za-z0-9._:-]/g, "_").slice(0, 100),
     });
     sub.on("message", (_channel: string, message: string) => this.#onMessage(message));

@@ -48,7 +48,7 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
       sharesServerWith: () => true,
       storeResultsCall: (records) => ({
         keys: [key],
-        args: [-1, `${s.prefix}:done`, 0, 2048, JSON.stringify(records[0])],
+        args: [-1, s.backend.doneChannel, 0, 2048, JSON.stringify(records[0])],
       }),
       recordsWritten: () => undefined,
     };
@@ -83,7 +83,7 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     const d = await fetchOne(s.consumer());
     const sub = rawRedis();
     const announced = new Promise<string>((resolve) => sub.on("message", (_channel, message) => resolve(message)));
-    await sub.subscribe(`${s.prefix}:done`);
+    await sub.subscribe(s.backend.doneChannel);
     // A waiter of this process is woken by the write itself.
     const wait = s.backend.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
     await d.ackWithRecord?.(success(id, "done"));

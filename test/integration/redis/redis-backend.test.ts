@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import type { JsonValue } from "../../../src/core/json.js";
 import { silentLogger } from "../../../src/index.js";
-import { successRecord as success } from "../../contract/contract-helpers.js";
+import { eventually, successRecord as success } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { deletePrefix, keysUnder, rawRedis, testPrefix } from "./redis-test-keys.js";
@@ -53,7 +53,9 @@ describe.skipIf(skip)("redis backend", () => {
       await deletePrefix(prefix);
       raw.disconnect();
     });
-    return { prefix, raw, open };
+    // The channel of finished records: per prefix and database
+    const channel = new RedisBackend({ url: SERVICES.redis, keyPrefix: prefix, env: {} }).doneChannel;
+    return { prefix, raw, open, channel };
   }
 
   /** A waiting backend whose subscription is open (its first wait subscribes) and a writing one. */
@@ -89,7 +91,7 @@ describe.skipIf(skip)("redis backend", () => {
     const ids = Array.from({ length: 50 }, () => uniqueName("task-"));
     const waits = ids.map((id) => waiting.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 60_000 }));
     await new Promise((resolve) => setTimeout(resolve, 200));
-    const [, subscribers] = (await s.raw.call("PUBSUB", "NUMSUB", `${s.prefix}:done`)) as [string, number];
+    const [, subscribers] = (await s.raw.call("PUBSUB", "NUMSUB", s.channel)) as [string, number];
     expect(subscribers).toBe(1);
     const started = Date.now();
     await Promise.all(ids.map((id, i) => writer.storeResult(success(id, i))));
@@ -99,11 +101,36 @@ describe.skipIf(skip)("redis backend", () => {
     expect(records.map((r) => r?.result)).toEqual(ids.map((_, i) => i));
   });
 
+  it("a waiter never takes a record announced by an app on another database of the server", async () => {
+    const s = await setup();
+    const url = new URL(SERVICES.redis);
+    const otherDb = (Number(url.pathname.slice(1) || 0) + 1) % 16;
+    url.pathname = `/${otherDb}`;
+    const elsewhere = new RedisBackend({ url: url.href, keyPrefix: s.prefix, env: {} });
+    cleanups.push(async () => {
+      await elsewhere.disconnect();
+      await deletePrefix(s.prefix, url.href);
+    });
+    await elsewhere.connect();
+    expect(elsewhere.doneChannel).not.toBe(s.channel);
+    const waiting = await s.open();
+    const writer = await s.open();
+    const id = uniqueName("job-"); // a caller-chosen id, used by both apps
+    const wait = waiting.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
+    await eventually(async () => {
+      const [, subscribers] = (await s.raw.call("PUBSUB", "NUMSUB", s.channel)) as [string, number];
+      if (Number(subscribers) < 1) throw new Error("not subscribed yet");
+    }, 5000);
+    await elsewhere.storeResult(success(id, "other database"));
+    await writer.storeResult(success(id, "this database"));
+    expect((await wait)?.result).toBe("this database");
+  });
+
   it("announces the results finished in one turn with one PUBLISH (a JSON array of their records)", async () => {
     const s = await setup();
     const waiting = await s.open();
     const writer = await s.open();
-    const { sub, messages } = await listen(`${s.prefix}:done`);
+    const { sub, messages } = await listen(s.channel);
     // An id that looks like a batch is still delivered as itself.
     const ids = [uniqueName("task-"), '["odd id"]', uniqueName("task-")];
     const waits = ids.map((id) => waiting.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 60_000 }));
@@ -141,7 +168,7 @@ describe.skipIf(skip)("redis backend", () => {
     const id = uniqueName("task-");
     producer.expectResult(id);
     await producer.storeResult(success(id, 1));
-    const [, subscribers] = (await s.raw.call("PUBSUB", "NUMSUB", `${s.prefix}:done`)) as [string, number];
+    const [, subscribers] = (await s.raw.call("PUBSUB", "NUMSUB", s.channel)) as [string, number];
     expect(subscribers).toBe(0);
   });
 
@@ -190,7 +217,7 @@ describe.skipIf(skip)("redis backend", () => {
     const { waiting, writer } = await waiterAndWriter(s);
     const id = uniqueName("task-");
     waiting.expectResult(id);
-    const name = `chicory-results-${s.prefix}:done`.replace(/[^A-Za-z0-9._:-]/g, "_");
+    const name = `chicory-results-${s.channel}`.replace(/[^A-Za-z0-9._:-]/g, "_");
     const clients = String(await s.raw.call("CLIENT", "LIST", "TYPE", "pubsub")).split("\n");
     const subscriber = clients.find((line) => line.includes(` name=${name} `));
     expect(subscriber).toBeDefined();
@@ -199,7 +226,7 @@ describe.skipIf(skip)("redis backend", () => {
     await s.raw.call("SET", writer.resultKey(id), rawRecord(id, 9));
     // Back: subscribed again (ioredis reconnects at once).
     for (let i = 0; i < 200; i++) {
-      const [, n] = (await s.raw.call("PUBSUB", "NUMSUB", `${s.prefix}:done`)) as [string, number];
+      const [, n] = (await s.raw.call("PUBSUB", "NUMSUB", s.channel)) as [string, number];
       if (n === 1) break;
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
@@ -210,7 +237,7 @@ describe.skipIf(skip)("redis backend", () => {
     const s = await setup();
     const waiting = await s.open();
     const writer = await s.open();
-    const { sub, messages } = await listen(`${s.prefix}:done`);
+    const { sub, messages } = await listen(s.channel);
     const big = uniqueName("task-");
     const small = uniqueName("task-");
     const large = "x".repeat(5000);
@@ -225,7 +252,7 @@ describe.skipIf(skip)("redis backend", () => {
     const old = uniqueName("task-");
     const wait = waiting.waitForResult(old, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
     await s.raw.call("SET", writer.resultKey(old), JSON.stringify({ state: "SUCCESS", taskId: old, result: 7 }));
-    await s.raw.call("PUBLISH", `${s.prefix}:done`, old);
+    await s.raw.call("PUBLISH", s.channel, old);
     expect((await wait)?.result).toBe(7);
     sub.disconnect();
   });
@@ -235,7 +262,7 @@ describe.skipIf(skip)("redis backend", () => {
     const backend = await s.open();
     const id = uniqueName("task-");
     await backend.storeResult(success(id, 1));
-    const { sub, messages } = await listen(`${s.prefix}:done`);
+    const { sub, messages } = await listen(s.channel);
     await backend.setState(id, "STARTED");
     await backend.setState(id, "RETRY", { error: { type: "Error", message: "late" }, retries: 1 });
     await backend.storeResult({ ...success(id, 2), state: "FAILURE", error: { type: "Error", message: "dup" } });

@@ -191,6 +191,9 @@ describe("redis broker and backend settings", () => {
     expect(new RedisBackend({ env: {} }).settings.resultTtlSeconds).toBe(86_400);
     expect(new RedisBackend({ env: { CHICORY_BACKEND_REDIS_RESULT_TTL: "60" } }).settings.resultTtlSeconds).toBe(60);
     expect(new RedisBackend({ resultTtl: "2h", env: {} }).settings.resultTtlSeconds).toBe(7200);
+    expect(new RedisBackend({ resultTtl: 0, env: {} }).settings.resultTtlSeconds).toBe(0); // forever
+    expect(new RedisBackend({ resultTtl: "1ms", env: {} }).settings.resultTtlSeconds).toBe(1);
+    expect(() => new RedisBackend({ resultTtl: 1e13, env: {} })).toThrow(/resultTtl: at most/);
   });
 
   it("is registered in drivers for redis:// and rediss:// with the password masked", () => {

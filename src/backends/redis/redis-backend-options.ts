@@ -5,13 +5,14 @@
 import type { Duration } from "../../core/duration.js";
 import { durationMs, type EnvMap, envDurationMs, envString } from "../../core/env.js";
 import type { Logger } from "../../core/logger.js";
+import { ConfigurationError } from "../../errors.js";
 import { checkRedisName, type RedisConnectionOptions } from "../../redis/redis-options.js";
 
 /** Options of {@link RedisBackend} (each falls back to its `CHICORY_BACKEND_REDIS_*` variable). */
 export interface RedisBackendOptions extends RedisConnectionOptions {
   /** Prefix of every key (default `"chicory"`; `KEY_PREFIX`). */
   keyPrefix?: string | undefined;
-  /** How long records live, in seconds or with a unit (default 86400; `RESULT_TTL`). */
+  /** How long records live, in seconds or with a unit (default 86400; 0 = forever; `RESULT_TTL`). */
   resultTtl?: Duration | undefined;
   /** Environment to read the variables from (default `process.env`). */
   env?: EnvMap | undefined;
@@ -22,11 +23,13 @@ export interface RedisBackendOptions extends RedisConnectionOptions {
 /** Resolved backend settings. */
 export interface RedisBackendSettings {
   readonly keyPrefix: string;
-  /** Record TTL in seconds (>= 1). */
+  /** Record TTL in whole seconds, rounded up; 0: records never expire. */
   readonly resultTtlSeconds: number;
 }
 
 const ENV = "CHICORY_BACKEND_REDIS";
+/** Longest record TTL (Redis refuses an `EX` whose milliseconds overflow). */
+const MAX_TTL_SECONDS = 100 * 365 * 86_400;
 
 /** Options over environment over defaults. */
 export function resolveBackendSettings(options: RedisBackendOptions, env: EnvMap): RedisBackendSettings {
@@ -34,8 +37,14 @@ export function resolveBackendSettings(options: RedisBackendOptions, env: EnvMap
     options.resultTtl === undefined
       ? envDurationMs(env, `${ENV}_RESULT_TTL`, 86_400_000)
       : durationMs(options.resultTtl, "resultTtl", 86_400_000);
+  const resultTtlSeconds = Math.ceil(ttlMs / 1000);
+  if (resultTtlSeconds > MAX_TTL_SECONDS) {
+    throw new ConfigurationError(
+      `resultTtl: at most ${MAX_TTL_SECONDS} s (100 years), got ${resultTtlSeconds} s; 0 keeps records forever`,
+    );
+  }
   return {
     keyPrefix: checkRedisName(options.keyPrefix ?? envString(env, `${ENV}_KEY_PREFIX`, "chicory"), "keyPrefix"),
-    resultTtlSeconds: Math.max(1, Math.ceil(ttlMs / 1000)),
+    resultTtlSeconds,
   };
 }

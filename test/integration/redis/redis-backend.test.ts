@@ -42,8 +42,8 @@ describe.skipIf(skip)("redis backend", () => {
     const prefix = testPrefix();
     const raw = rawRedis();
     const backends: RedisBackend[] = [];
-    const open = async () => {
-      const b = new RedisBackend({ url: SERVICES.redis, keyPrefix: prefix, resultTtl: "1h", env: {} });
+    const open = async (resultTtl: number | string = "1h") => {
+      const b = new RedisBackend({ url: SERVICES.redis, keyPrefix: prefix, resultTtl, env: {} });
       await b.connect();
       backends.push(b);
       return b;
@@ -82,6 +82,18 @@ describe.skipIf(skip)("redis backend", () => {
     const ttl = await s.raw.ttl(`${s.prefix}:result:${id}`);
     expect(ttl).toBeGreaterThan(3500);
     expect(ttl).toBeLessThanOrEqual(3600);
+  });
+
+  it("keeps records forever with resultTtl 0 (non-terminal and terminal writes alike)", async () => {
+    const s = await setup();
+    const backend = await s.open(0);
+    const [started, done] = [uniqueName("task-"), uniqueName("task-")];
+    await backend.setState(started, "STARTED", { taskName: "t" });
+    await backend.setState(done, "STARTED", { taskName: "t" });
+    await backend.storeResult(success(done, 7));
+    expect(await s.raw.ttl(`${s.prefix}:result:${started}`)).toBe(-1); // exists, no expiry
+    expect(await s.raw.ttl(`${s.prefix}:result:${done}`)).toBe(-1);
+    expect((await backend.getResult(done))?.result).toBe(7);
   });
 
   it("wakes waiters by pub/sub (no polling) through one shared subscription", async () => {

@@ -1,7 +1,7 @@
 -- store-results.lua: write the terminal records finished in one event-loop turn of a process
 -- and announce them with one PUBLISH (called with a variable number of keys).
 -- KEYS[i] record key ${prefix}:result:ID of the i-th record
--- ARGV[1] TTL seconds (an integer, handed to SET as is), ARGV[2] done channel, ARGV[3] length
+-- ARGV[1] TTL seconds (an integer, handed to SET as is; "0": no expiry), ARGV[2] done channel, ARGV[3] length
 -- of the key prefix before the id ("${prefix}:result:"), ARGV[4] longest record inlined in the
 -- notification,
 -- ARGV[4 + i] record JSON of KEYS[i]
@@ -16,7 +16,11 @@ local inlineMax = tonumber(ARGV[4])
 local notes = {}
 for i = 1, #KEYS do
   local json = ARGV[4 + i]
-  redis.call('SET', KEYS[i], json, 'EX', ttl)
+  if ttl == '0' then
+    redis.call('SET', KEYS[i], json)
+  else
+    redis.call('SET', KEYS[i], json, 'EX', ttl)
+  end
   if #json <= inlineMax then
     notes[i] = json
   else

@@ -62,6 +62,9 @@ const MGET_BATCH = 500;
  */
 const INLINE_RECORD_MAX = 2048;
 
+/** Most stale workers removed by one cleanup script call (Lua unpacks a few thousand values at most). */
+const CLEANUP_BATCH = 1000;
+
 /** Most terminal records written by one script call (a larger turn makes several calls). */
 const MAX_TERMINAL_BATCH = 500;
 
@@ -351,9 +354,17 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   async cleanupStaleClients(staleSeconds: number): Promise<number> {
     const staleMs = Math.max(0, Math.round(staleSeconds * 1000));
     return this.#run("cleanupStaleClients", async (main) => {
-      const ids = (await runScript(main, "chicoryCleanupWorkers", [this.#workersKey], [staleMs])) as string[];
-      await Promise.all(ids.map((id) => main.call("DEL", this.#heartbeatKey(id))));
-      return ids.length;
+      let removed = 0;
+      for (;;) {
+        const ids = (await runScript(
+          main,
+          "chicoryCleanupWorkers",
+          [this.#workersKey],
+          [staleMs, this.#heartbeatKey(""), CLEANUP_BATCH],
+        )) as string[];
+        removed += ids.length;
+        if (ids.length < CLEANUP_BATCH) return removed;
+      }
     });
   }
 

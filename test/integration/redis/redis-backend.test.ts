@@ -286,6 +286,23 @@ describe.skipIf(skip)("redis backend", () => {
     ).toEqual([[[id, "FAILURE"]]]);
   });
 
+  it("removes any number of stale workers, with their heartbeat keys, and keeps a fresh one", async () => {
+    const s = await setup();
+    const backend = await s.open();
+    const stale = Array.from({ length: 9000 }, (_, i) => `stale-${i}`);
+    const longAgo = Date.now() - 3_600_000;
+    for (let i = 0; i < stale.length; i += 1000) {
+      const batch = stale.slice(i, i + 1000);
+      await s.raw.zadd(`${s.prefix}:workers`, ...batch.flatMap((id) => [longAgo, id]));
+      await s.raw.mset(...batch.flatMap((id) => [`${s.prefix}:heartbeat:${id}`, "{}"]));
+    }
+    await s.raw.zadd(`${s.prefix}:workers`, Date.now(), "fresh");
+    await s.raw.set(`${s.prefix}:heartbeat:fresh`, "{}");
+    expect(await backend.cleanupStaleClients(60)).toBe(9000);
+    expect(await s.raw.zrange(`${s.prefix}:workers`, "0", "-1")).toEqual(["fresh"]);
+    expect(await keysUnder(s.raw, `${s.prefix}:heartbeat`)).toEqual([`${s.prefix}:heartbeat:fresh`]);
+  });
+
   it("keeps heartbeats in P:heartbeat:WID with a TTL and P:workers scored by Redis time", async () => {
     const s = await setup();
     const backend = await s.open();

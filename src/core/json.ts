@@ -73,11 +73,12 @@ export function findNonJson(value: unknown, path = "", depth = 0, seen: Set<obje
 
 /**
  * `JSON.parse` that turns `__proto__` keys into plain own data properties (never a
- * prototype change) and rejects nesting deeper than {@link MAX_DEPTH}.
+ * prototype change) and rejects nesting deeper than `maxDepth` (default {@link MAX_DEPTH};
+ * a stored record that wraps a payload in its own levels passes a larger one).
  * @throws SyntaxError on invalid JSON or excessive depth
  */
-export function safeJsonParse(text: string): unknown {
-  checkDepth(text);
+export function safeJsonParse(text: string, maxDepth: number = MAX_DEPTH): unknown {
+  checkDepth(text, maxDepth);
   // Fast path: without a "__proto__" key anywhere (written plainly or with \u escapes) there is
   // nothing to neutralize (JSON.parse itself never calls setters or builds prototypes).
   if (!text.includes("__proto__") && !text.includes("\\u")) return JSON.parse(text);
@@ -99,8 +100,8 @@ export function safeJsonParse(text: string): unknown {
   });
 }
 
-function checkDepth(text: string): void {
-  if (!mayNestDeeperThanMax(text)) return;
+function checkDepth(text: string, maxDepth: number): void {
+  if (!mayNestDeeperThan(text, maxDepth)) return;
   let depth = 0;
   let inString = false;
   for (let i = 0; i < text.length; i++) {
@@ -110,19 +111,19 @@ function checkDepth(text: string): void {
       else if (c === 34) inString = false;
     } else if (c === 34) inString = true;
     else if (c === 123 || c === 91) {
-      if (++depth > MAX_DEPTH) throw new SyntaxError(`JSON nested deeper than ${MAX_DEPTH} levels`);
+      if (++depth > maxDepth) throw new SyntaxError(`JSON nested deeper than ${maxDepth} levels`);
     } else if (c === 125 || c === 93) depth--;
   }
 }
 
 /**
- * False when `text` holds at most {@link MAX_DEPTH} opening brackets (`{` and `[`, inside
- * strings or not): it cannot nest deeper, and the character walk is skipped. `indexOf` is
- * native, so typical messages (a few brackets) cost almost nothing.
+ * False when `text` holds at most `maxDepth` opening brackets (`{` and `[`, inside strings or
+ * not): it cannot nest deeper, and the character walk is skipped. `indexOf` is native, so
+ * typical messages (a few brackets) cost almost nothing.
  */
-function mayNestDeeperThanMax(text: string): boolean {
+function mayNestDeeperThan(text: string, maxDepth: number): boolean {
   let opening = 0;
-  for (let i = text.indexOf("{"); i !== -1; i = text.indexOf("{", i + 1)) if (++opening > MAX_DEPTH) return true;
-  for (let i = text.indexOf("["); i !== -1; i = text.indexOf("[", i + 1)) if (++opening > MAX_DEPTH) return true;
+  for (let i = text.indexOf("{"); i !== -1; i = text.indexOf("{", i + 1)) if (++opening > maxDepth) return true;
+  for (let i = text.indexOf("["); i !== -1; i = text.indexOf("[", i + 1)) if (++opening > maxDepth) return true;
   return false;
 }

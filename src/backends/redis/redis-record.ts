@@ -3,8 +3,14 @@
  * first member is always `state` (the precedence script reads only that prefix).
  * @module
  */
-import { safeJsonParse } from "../../core/json.js";
+import { MAX_DEPTH, safeJsonParse } from "../../core/json.js";
 import { TASK_STATES, type TaskRecord, type TaskState, type WorkerStats } from "../backend.js";
+
+/**
+ * Deepest nesting of a stored record: the record's own object around a result or error that
+ * may itself nest {@link MAX_DEPTH} levels (the worker refuses deeper results).
+ */
+export const RECORD_MAX_DEPTH = MAX_DEPTH + 1;
 
 /** Serializes a record with `state` first (members left `undefined` are omitted). */
 export function encodeRecord(record: TaskRecord): string {
@@ -24,7 +30,7 @@ export function decodeRecord(text: string | null | undefined): TaskRecord | null
   if (text === null || text === undefined) return null;
   let parsed: unknown;
   try {
-    parsed = safeJsonParse(text);
+    parsed = safeJsonParse(text, RECORD_MAX_DEPTH);
   } catch {
     return null;
   }

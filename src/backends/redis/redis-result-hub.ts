@@ -14,7 +14,7 @@ import type { RedisClientLike } from "../../redis/redis-client.js";
 import { openDuplicate } from "../../redis/redis-connect.js";
 import type { TaskRecord, WaitOptions } from "../backend.js";
 import { ResultWaiter } from "../result-waiter.js";
-import { asRecord } from "./redis-record.js";
+import { asRecord, RECORD_MAX_DEPTH } from "./redis-record.js";
 
 /** Longest wait for the subscription before a waiter relies on polling alone. */
 const SUBSCRIBE_WAIT_MS = 1000;
@@ -258,7 +258,7 @@ export class RedisResultHub {
 /** The items of a batch message, or null when `message` is not a JSON array. */
 function parseItems(message: string): unknown[] | null {
   try {
-    const parsed = safeJsonParse(message);
+    const parsed = safeJsonParse(message, RECORD_MAX_DEPTH + 1); // an array of records
     return Array.isArray(parsed) ? parsed : null;
   } catch {
     return null;

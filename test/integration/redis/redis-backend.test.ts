@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
-import type { JsonValue } from "../../../src/core/json.js";
+import { findNonJson, type JsonValue } from "../../../src/core/json.js";
 import { silentLogger } from "../../../src/index.js";
 import { eventually, successRecord as success } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
@@ -111,6 +111,25 @@ describe.skipIf(skip)("redis backend", () => {
     // polls are 60 s apart and the waits give up after 10 s: only the push delivers them
     expect(Date.now() - started).toBeLessThan(8000);
     expect(records.map((r) => r?.result)).toEqual(ids.map((_, i) => i));
+  });
+
+  it("a result nested as deep as the worker allows is stored, announced and read back", async () => {
+    const s = await setup();
+    const waiting = await s.open();
+    const writer = await s.open();
+    let deep: JsonValue = 1;
+    for (let i = 0; i < 64; i++) deep = { a: deep };
+    expect(findNonJson(deep)).toBeNull(); // the worker accepts it as a result
+    const [deepId, otherId] = [uniqueName("task-"), uniqueName("task-")];
+    const waits = [deepId, otherId].map((id) =>
+      waiting.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 60_000 }),
+    );
+    // one turn: one notification carries both records
+    await Promise.all([writer.storeResult(success(deepId, deep)), writer.storeResult(success(otherId, 2))]);
+    const [deepRecord, other] = await Promise.all(waits);
+    expect(deepRecord?.result).toEqual(deep);
+    expect(other?.result).toBe(2);
+    expect((await writer.getResult(deepId))?.result).toEqual(deep);
   });
 
   it("a waiter never takes a record announced by an app on another database of the server", async () => {

@@ -9,11 +9,14 @@
  *     at once. Measured and reported: whether and when the clients gave up on their stalled
  *     sockets and how much work completed during the stall. Then the proxy heals; work must
  *     resume and every confirmed job end SUCCESS.
+ * (d) stall of the result subscriber: it only receives, so only its PING check can tell the
+ *     connection died; it reconnects and push notifications flow again during the stall.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { RedisBackend } from "../../src/backends/redis/index.js";
 import { Chicory, silentLogger, Worker } from "../../src/index.js";
 import { uniqueName } from "../helpers/services.js";
 import { ChaosProxy } from "./infra/chaos-proxy.js";
@@ -212,4 +215,61 @@ describe.skipIf(!hasRedisServer)("infra: chaos TCP proxy between the app and Red
     expect(stallFigures?.detectedAfterMs).not.toBeNull();
     expect(stallFigures?.detectedAfterMs).toBeLessThanOrEqual(15_000);
   });
+  it("(d) a stalled result subscriber is noticed by its PING check: push resumes during the stall", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "chicory-rel-proxy-"));
+    const server = new OwnRedis(await freePort(), dir, "none");
+    await server.start();
+    const proxy = new ChaosProxy(server.port);
+    const proxyPort = await proxy.listen();
+    const prefix = uniqueName("rel");
+    const waiting = new RedisBackend({ url: `redis://127.0.0.1:${proxyPort}/0`, keyPrefix: prefix, env: {} });
+    const writer = new RedisBackend({ url: server.url, keyPrefix: prefix, env: {} });
+    const success = (taskId: string) => ({
+      taskId,
+      state: "SUCCESS" as const,
+      result: taskId,
+      updatedAt: new Date().toISOString(),
+    });
+    try {
+      await waiting.connect();
+      await writer.connect();
+      const first = waiting.waitForResult("before", { timeoutMs: 10_000 });
+      await writer.storeResult(success("before"));
+      expect((await first)?.state).toBe("SUCCESS"); // subscribed, push flowing
+      const stallAt = Date.now();
+      expect(proxy.stall()).toBeGreaterThan(0);
+      // The backend sends nothing on its command connection meanwhile: the first stalled socket
+      // given up is the subscriber's, after a PING without an answer.
+      const gaveUp = await waitFor(() => proxy.stalledClosedAt.length >= 1, 20_000, 100);
+      const gaveUpAfterMs = (proxy.stalledClosedAt[0] ?? Number.NaN) - stallAt;
+      // Waits with no poll within their time: only a push can resolve them (the command
+      // connection is still stalled), once the subscriber has subscribed again.
+      let attempts = 0;
+      const pushed = await waitFor(
+        async () => {
+          const id = `during-${attempts++}`;
+          const wait = waiting.waitForResult(id, { timeoutMs: 3000, pollIntervalMs: 60_000 });
+          await writer.storeResult(success(id));
+          return (await wait)?.state === "SUCCESS";
+        },
+        15_000,
+        0,
+      );
+      report("chaos-proxy result subscriber stall", {
+        gaveUpAfterMs,
+        pushed,
+        attempts,
+        clientsClosedStalledSockets: proxy.stalledClosedAt.length,
+      });
+      expect(gaveUp).toBe(true);
+      expect(pushed).toBe(true);
+    } finally {
+      proxy.heal();
+      await writer.disconnect().catch(() => undefined);
+      await waiting.disconnect().catch(() => undefined);
+      await proxy.close();
+      await server.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

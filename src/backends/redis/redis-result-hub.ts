@@ -19,6 +19,15 @@ import { asRecord, RECORD_MAX_DEPTH } from "./redis-record.js";
 /** Longest wait for the subscription before a waiter relies on polling alone. */
 const SUBSCRIBE_WAIT_MS = 1000;
 
+/**
+ * How often the subscriber connection is checked with a PING, and how long its answer may take.
+ * A subscriber only receives: without the check, a connection that died silently (a network
+ * partition, a NAT or load balancer that dropped it) would be taken for live for as long as
+ * TCP keepalive needs to notice (minutes), and every wait would last the safety poll meanwhile.
+ */
+const SUBSCRIBER_PING_MS = 5000;
+const SUBSCRIBER_PING_TIMEOUT_MS = 3000;
+
 /** Longest wait in `close()` for a subscriber connection still opening. */
 const CLOSE_WAIT_MS = 1000;
 
@@ -55,6 +64,8 @@ export class RedisResultHub {
   /** The subscriber connection once opened, before its subscription is confirmed. */
   #sub: RedisClientLike | undefined;
   #flush: NodeJS.Immediate | undefined;
+  #pingTimer: NodeJS.Timeout | undefined;
+  #isPinging = false;
   #isClosed = false;
   #isSubscribed = false;
   /** True while the subscription is confirmed and its connection has not dropped since. */
@@ -132,6 +143,7 @@ export class RedisResultHub {
     this.#expected.clear();
     this.#early.clear();
     if (this.#flush) clearImmediate(this.#flush);
+    clearInterval(this.#pingTimer);
     // At once, not after the subscription: with Redis unreachable the SUBSCRIBE waits for it
     // (closing the connection ends that wait). A connection still opening is closed by
     // #openSubscriber, which sees #isClosed.
@@ -188,7 +200,28 @@ export class RedisResultHub {
     }
     this.#isSubscribed = true;
     this.#onLive();
+    clearInterval(this.#pingTimer);
+    this.#pingTimer = setInterval(() => this.#checkSubscriber(sub), SUBSCRIBER_PING_MS);
+    this.#pingTimer.unref();
     return sub;
+  }
+
+  /** A subscriber that does not answer a PING in time is dropped and reconnected (see above). */
+  #checkSubscriber(sub: RedisClientLike): void {
+    if (this.#isPinging || this.#isClosed || this.#sub !== sub || sub.status !== "ready") return;
+    this.#isPinging = true;
+    const answered = sub.call("PING").then(
+      () => undefined,
+      () => undefined, // an error reply is an answer too
+    );
+    void settlesWithin(answered, SUBSCRIBER_PING_TIMEOUT_MS).then((isAnswered) => {
+      this.#isPinging = false;
+      if (isAnswered || this.#isClosed || this.#sub !== sub) return;
+      this.#host.onError(
+        new Error(`the result subscriber did not answer a PING within ${SUBSCRIBER_PING_TIMEOUT_MS} ms; reconnecting`),
+      );
+      sub.disconnect(true);
+    });
   }
 
   #onLive(): void {

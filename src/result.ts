@@ -54,6 +54,8 @@ export class AsyncResult<R = unknown> {
    * @throws TaskFailedError when the task failed or was dead-lettered
    * @throws TimeoutError when `timeout` passes first
    * @throws BackendNotConfiguredError without a backend
+   * @throws ChicoryError naming the key when the stored record cannot be read (corrupt or
+   * foreign data; Redis backend)
    */
   async get(options: GetOptions = {}): Promise<R> {
     const backend = this.#requireBackend();

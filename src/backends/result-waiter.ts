@@ -12,8 +12,11 @@ import { isTerminalState } from "./backend.js";
 
 /** Options of a {@link ResultWaiter}. */
 export interface ResultWaiterOptions {
-  /** Reads the records of `ids` (missing ids are simply absent from the map). */
-  fetchMany(ids: string[]): Promise<Map<string, TaskRecord>>;
+  /**
+   * Reads the records of `ids` (missing ids are simply absent from the map). An id whose stored
+   * record cannot be read maps to the error saying why: its waiters reject with it.
+   */
+  fetchMany(ids: string[]): Promise<Map<string, TaskRecord | Error>>;
   /** Default interval of the fallback poll, in milliseconds. */
   pollIntervalMs: number;
   /** Most ids per `fetchMany` call (default 1000); more are read in several calls. */
@@ -30,6 +33,7 @@ class Waiter {
   readonly taskId: string;
   readonly pollIntervalMs: number;
   readonly #resolve: (record: TaskRecord | null) => void;
+  readonly #reject: (error: Error) => void;
   readonly #onSettled: (waiter: Waiter) => void;
   readonly #signal: AbortSignal | undefined;
   #timeout: NodeJS.Timeout | undefined;
@@ -39,12 +43,14 @@ class Waiter {
     taskId: string,
     pollIntervalMs: number,
     resolve: (record: TaskRecord | null) => void,
+    reject: (error: Error) => void,
     onSettled: (waiter: Waiter) => void,
     options: WaitOptions,
   ) {
     this.taskId = taskId;
     this.pollIntervalMs = pollIntervalMs;
     this.#resolve = resolve;
+    this.#reject = reject;
     this.#onSettled = onSettled;
     this.#signal = options.signal;
     if (options.timeoutMs !== undefined) this.#timeout = setTimeout(expire, timerDelay(options.timeoutMs), this);
@@ -56,13 +62,14 @@ class Waiter {
     this.settle(null);
   }
 
-  settle(record: TaskRecord | null): void {
+  settle(record: TaskRecord | null | Error): void {
     if (this.#isSettled) return;
     this.#isSettled = true;
     if (this.#timeout !== undefined) clearTimeout(this.#timeout);
     this.#signal?.removeEventListener("abort", this);
     this.#onSettled(this);
-    this.#resolve(record);
+    if (record instanceof Error) this.#reject(record);
+    else this.#resolve(record);
   }
 }
 
@@ -122,7 +129,8 @@ export class ResultWaiter {
 
   /**
    * Resolves with the record of `taskId` once it is terminal, or null when `timeoutMs`
-   * passes, `signal` aborts or the waiter is closed. The record is read once at once (it may
+   * passes, `signal` aborts or the waiter is closed; rejects when its stored record cannot be
+   * read (see {@link ResultWaiterOptions.fetchMany}). The record is read once at once (it may
    * already be terminal), unless `isAnnounced`: the caller knows the record is not written yet
    * and that its notification will reach {@link ResultWaiter.notify} (the periodic poll still
    * covers the id).
@@ -130,8 +138,8 @@ export class ResultWaiter {
   wait(taskId: string, options: WaitOptions = {}, isAnnounced = false): Promise<TaskRecord | null> {
     if (this.#isClosed || options.signal?.aborted) return Promise.resolve(null);
     const pollIntervalMs = Math.max(MIN_POLL_INTERVAL_MS, options.pollIntervalMs ?? this.#defaultIntervalMs);
-    return new Promise((resolve) => {
-      this.#add(new Waiter(taskId, pollIntervalMs, resolve, this.#remover, options), isAnnounced);
+    return new Promise((resolve, reject) => {
+      this.#add(new Waiter(taskId, pollIntervalMs, resolve, reject, this.#remover, options), isAnnounced);
     });
   }
 
@@ -143,10 +151,22 @@ export class ResultWaiter {
   /** Resolves the waiters of `record.taskId` when the record is terminal; ignores others. */
   notify(record: TaskRecord): void {
     if (!isTerminalState(record.state)) return;
-    const waiters = this.#waiters.get(record.taskId);
+    this.#settle(record.taskId, record);
+  }
+
+  /** Settles the waiters of each id of a `fetchMany` result: records as {@link notify}, errors reject. */
+  notifyRead(read: Map<string, TaskRecord | Error>): void {
+    for (const [taskId, value] of read) {
+      if (value instanceof Error) this.#settle(taskId, value);
+      else this.notify(value);
+    }
+  }
+
+  #settle(taskId: string, outcome: TaskRecord | Error): void {
+    const waiters = this.#waiters.get(taskId);
     if (waiters === undefined) return;
-    if (Array.isArray(waiters)) for (const waiter of [...waiters]) waiter.settle(record);
-    else waiters.settle(record);
+    if (Array.isArray(waiters)) for (const waiter of [...waiters]) waiter.settle(outcome);
+    else waiters.settle(outcome);
   }
 
   /**
@@ -242,8 +262,7 @@ export class ResultWaiter {
       for (let i = 0; i < ids.length; i += this.#maxBatch) {
         const batch = ids.slice(i, i + this.#maxBatch).filter((id) => this.#waiters.has(id));
         if (batch.length === 0) continue;
-        const records = await this.#fetchMany(batch);
-        for (const record of records.values()) this.notify(record);
+        this.notifyRead(await this.#fetchMany(batch));
       }
     } catch (error) {
       this.#onError?.(error);

@@ -125,6 +125,27 @@ describe("ResultWaiter", () => {
     expect((await result)?.state).toBe("SUCCESS");
   });
 
+  it("rejects the waiters of an id whose stored record cannot be read, and only those", async () => {
+    const store = fakeStore();
+    store.records.set("good", rec("good", "SUCCESS"));
+    const unreadable = new Error("the stored result at p:result:bad cannot be read: not valid JSON");
+    const fetchMany = async (ids: string[]) => {
+      const out = new Map<string, TaskRecord | Error>(await store.fetchMany(ids));
+      if (ids.includes("bad")) out.set("bad", unreadable);
+      return out;
+    };
+    const waiter = new ResultWaiter({ fetchMany, pollIntervalMs: 1000 });
+    const bad = [waiter.wait("bad"), waiter.wait("bad", { timeoutMs: 60_000 })];
+    const good = waiter.wait("good");
+    const settled = Promise.allSettled([...bad, good]);
+    await vi.advanceTimersByTimeAsync(0);
+    const [first, second, third] = await settled;
+    expect(first).toEqual({ status: "rejected", reason: unreadable });
+    expect(second).toEqual({ status: "rejected", reason: unreadable });
+    expect(third).toEqual({ status: "fulfilled", value: rec("good", "SUCCESS") });
+    expect(waiter.size).toBe(0);
+  });
+
   it("reads in chunks of maxBatch", async () => {
     const store = fakeStore();
     const waiter = new ResultWaiter({ fetchMany: store.fetchMany, pollIntervalMs: 100, maxBatch: 2 });

@@ -301,18 +301,23 @@ export class RedisBackend implements Backend, RedisRecordWriter {
 
   async getResult(taskId: string): Promise<TaskRecord | null> {
     const text = await this.#run("getResult", (main) => main.call("GET", this.resultKey(taskId)));
-    return decodeRecord(text as string | null);
+    return decodeRecord(text as string | null, this.resultKey(taskId), taskId);
   }
 
-  async #fetchMany(ids: string[]): Promise<Map<string, TaskRecord>> {
-    const out = new Map<string, TaskRecord>();
+  async #fetchMany(ids: string[]): Promise<Map<string, TaskRecord | Error>> {
+    const out = new Map<string, TaskRecord | Error>();
     await this.#run("waitForResult", async (main) => {
       for (let i = 0; i < ids.length; i += MGET_BATCH) {
         const batch = ids.slice(i, i + MGET_BATCH);
         const values = (await main.call("MGET", ...batch.map((id) => this.resultKey(id)))) as Array<string | null>;
         values.forEach((text, j) => {
-          const record = decodeRecord(text);
-          if (record) out.set(batch[j] as string, record);
+          const id = batch[j] as string;
+          try {
+            const record = decodeRecord(text, this.resultKey(id), id);
+            if (record) out.set(id, record);
+          } catch (error) {
+            out.set(id, error as Error);
+          }
         });
       }
     });

@@ -4,6 +4,7 @@
  * @module
  */
 import { MAX_DEPTH, safeJsonParse } from "../../core/json.js";
+import { ChicoryError } from "../../errors.js";
 import { TASK_STATES, type TaskRecord, type TaskState, type WorkerStats } from "../backend.js";
 
 /**
@@ -25,16 +26,28 @@ export function encodeRecord(record: TaskRecord): string {
   });
 }
 
-/** Parses a stored record; null when it is missing or not a record. */
-export function decodeRecord(text: string | null | undefined): TaskRecord | null {
+/**
+ * Parses the record stored at `key` for `taskId`: null when there is none.
+ * @throws ChicoryError naming the key when the stored value is not the record of `taskId`
+ * (corrupt or foreign data): reading it as "no record yet" would leave a `get()` waiting until
+ * its timeout, and `state()` saying `PENDING`, with nothing pointing at the bad key
+ */
+export function decodeRecord(text: string | null | undefined, key: string, taskId: string): TaskRecord | null {
   if (text === null || text === undefined) return null;
   let parsed: unknown;
   try {
     parsed = safeJsonParse(text, RECORD_MAX_DEPTH);
   } catch {
-    return null;
+    throw unreadable(key, `not valid JSON, or nested deeper than ${RECORD_MAX_DEPTH} levels`);
   }
-  return asRecord(parsed);
+  const record = asRecord(parsed);
+  if (record === null) throw unreadable(key, "not a task record (an object with a taskId and a known state)");
+  if (record.taskId !== taskId) throw unreadable(key, "the record of another task id");
+  return record;
+}
+
+function unreadable(key: string, why: string): ChicoryError {
+  return new ChicoryError(`the stored result at ${key} cannot be read: ${why}`);
 }
 
 /** `value` as a record when it has the shape of one (a task id and a known state), else null. */

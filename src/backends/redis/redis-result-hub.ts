@@ -47,7 +47,7 @@ export interface ResultHubHost {
   readonly main: RedisClientLike;
   readonly channel: string;
   readonly pollIntervalMs: number;
-  fetchMany(ids: string[]): Promise<Map<string, TaskRecord>>;
+  fetchMany(ids: string[]): Promise<Map<string, TaskRecord | Error>>;
   onError(error: unknown): void;
 }
 
@@ -279,9 +279,7 @@ export class RedisResultHub {
       const ids = [...this.#notified];
       this.#notified.clear();
       this.#host.fetchMany(ids).then(
-        (records) => {
-          for (const record of records.values()) this.#waiter.notify(record);
-        },
+        (read) => this.#waiter.notifyRead(read),
         (error: unknown) => this.#host.onError(error),
       );
     });

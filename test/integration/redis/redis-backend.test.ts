@@ -113,6 +113,25 @@ describe.skipIf(skip)("redis backend", () => {
     expect(records.map((r) => r?.result)).toEqual(ids.map((_, i) => i));
   });
 
+  it("a stored value that is not the task's record fails getResult and waitForResult at once, naming its key", async () => {
+    const s = await setup();
+    const backend = await s.open();
+    const cases: Array<[string, string]> = [
+      [uniqueName("task-"), '{"state":"SUCCESS","taskId":"cut short'],
+      [uniqueName("task-"), '{"state":"DONE","taskId":"x"}'],
+      [uniqueName("task-"), JSON.stringify(success("another-task", 1))],
+    ];
+    for (const [id, text] of cases) {
+      const key = backend.resultKey(id);
+      await s.raw.set(key, text);
+      const message = `the stored result at ${key} cannot be read`;
+      await expect(backend.getResult(id)).rejects.toThrow(message);
+      const started = Date.now();
+      await expect(backend.waitForResult(id, { timeoutMs: 30_000, pollIntervalMs: 60_000 })).rejects.toThrow(message);
+      expect(Date.now() - started).toBeLessThan(10_000); // at its first read, not at the timeout
+    }
+  });
+
   it("a result nested as deep as the worker allows is stored, announced and read back", async () => {
     const s = await setup();
     const waiting = await s.open();

@@ -9,7 +9,10 @@ import { BackendNotConfiguredError, TaskFailedError, TimeoutError } from "./erro
 
 /** Options of {@link AsyncResult.get}. */
 export interface GetOptions {
-  /** Give up after this long (seconds or a unit string) with a `TimeoutError`. */
+  /**
+   * Give up after this long (seconds or a unit string) with a `TimeoutError`; 0 reads the
+   * result once, as it is now, without waiting.
+   */
   timeout?: Duration | null;
   /** Interval of the fallback poll (seconds or a unit string). */
   pollInterval?: Duration;
@@ -65,7 +68,12 @@ export class AsyncResult<R = unknown> {
       options.pollInterval === undefined
         ? (this.#defaults.pollInterval ?? 0.5) * 1000
         : toMs(options.pollInterval, "pollInterval");
-    const record = await backend.waitForResult(this.taskId, { timeoutMs, pollIntervalMs, signal: options.signal });
+    // A zero timeout asks for the result as it is now: one read, no wait (a timer of 0 ms would
+    // end the wait before that read's reply).
+    const record =
+      timeoutMs === 0
+        ? await backend.getResult(this.taskId).then((found) => (found && isTerminalState(found.state) ? found : null))
+        : await backend.waitForResult(this.taskId, { timeoutMs, pollIntervalMs, signal: options.signal });
     if (record === null) {
       const waited = timeoutMs === undefined ? "the wait was aborted" : `no result after ${timeoutMs / 1000} s`;
       throw new TimeoutError(`task ${this.taskId}: ${waited}`);

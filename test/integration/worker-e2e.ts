@@ -79,6 +79,8 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       const results = await Promise.all(Array.from({ length: 200 }, (_, i) => square.delay(i)));
       const values = await Promise.all(results.map((r) => r.get({ timeout: 20 })));
       expect(values).toEqual(Array.from({ length: 200 }, (_, i) => i * i));
+      // a zero timeout reads a finished task's value as it is now
+      expect(await results[7]?.get({ timeout: 0 })).toBe(49);
       expect([...runs.values()].every((n) => n === 1)).toBe(true);
       // acknowledged just after the results were stored
       await eventually(async () => (await app.broker.getPendingCount("default")) === 0);

@@ -101,6 +101,7 @@ describe("Worker on the memory broker", () => {
     });
     const r = await never.delay();
     await expect(r.get({ timeout: "50ms" })).rejects.toBeInstanceOf(TimeoutError);
+    await expect(r.get({ timeout: 0 })).rejects.toBeInstanceOf(TimeoutError); // not run: no worker
     const none = new AsyncResult("x", null);
     await expect(none.get()).rejects.toBeInstanceOf(BackendNotConfiguredError);
     await expect(none.state()).rejects.toBeInstanceOf(BackendNotConfiguredError);

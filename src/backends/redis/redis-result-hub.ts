@@ -101,6 +101,7 @@ export class RedisResultHub {
    * Bounded: with Redis unreachable the wait goes on with the poll fallback alone.
    */
   async #subscribeThenWait(taskId: string, options: WaitOptions): Promise<TaskRecord | null> {
+    const startedAt = performance.now();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       this.#subscribe(),
@@ -109,7 +110,13 @@ export class RedisResultHub {
       }),
     ]);
     clearTimeout(timer);
-    return this.#waiter.wait(taskId, options);
+    // The wait's time counts from the call, subscribing included.
+    const { timeoutMs } = options;
+    if (timeoutMs === undefined) return this.#waiter.wait(taskId, options);
+    return this.#waiter.wait(taskId, {
+      ...options,
+      timeoutMs: Math.max(0, timeoutMs - (performance.now() - startedAt)),
+    });
   }
 
   /**

@@ -5,12 +5,14 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Cluster } from "ioredis";
 import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../src/backends/redis/index.js";
 import { RedisBroker } from "../../src/brokers/redis/index.js";
 import { queueKeys } from "../../src/brokers/redis/redis-keys.js";
 import { createBackend, createBroker } from "../../src/drivers.js";
 import { ConfigurationError, ValidationError } from "../../src/errors.js";
+import type { RedisClientLike } from "../../src/redis/redis-client.js";
 import { connectFailureHint } from "../../src/redis/redis-connect.js";
 import { resolveRedisConnection } from "../../src/redis/redis-options.js";
 
@@ -185,6 +187,17 @@ describe("redis broker and backend settings", () => {
     expect(() => new RedisBackend({ keyPrefix: "a b", env: {} })).toThrow(ConfigurationError);
     expect(() => queueKeys("p", "x{y}")).toThrow(ValidationError);
     expect(queueKeys("p", "a.b:c-d").stream).toBe("p:stream:{a.b:c-d}");
+  });
+
+  it("the result backend refuses a Redis Cluster client (its scripts and reads need one node)", async () => {
+    const cluster = new Cluster([{ host: "127.0.0.1", port: 6379 }], { lazyConnect: true });
+    try {
+      const backend = new RedisBackend({ client: cluster as unknown as RedisClientLike, env: {} });
+      await expect(backend.connect()).rejects.toThrow(/needs a single Redis node/);
+      await expect(backend.connect()).rejects.toBeInstanceOf(ConfigurationError);
+    } finally {
+      cluster.disconnect();
+    }
   });
 
   it("reads the backend TTL in seconds or with a unit", () => {

@@ -32,7 +32,7 @@ import type { HealthStatus } from "../../brokers/broker.js";
 import type { EnvMap } from "../../core/env.js";
 import { FlushScheduler } from "../../core/flush-scheduler.js";
 import { type Logger, silentLogger } from "../../core/logger.js";
-import { BackendConnectionError, ValidationError } from "../../errors.js";
+import { BackendConnectionError, ConfigurationError, ValidationError } from "../../errors.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import { closeRedis, describeRedisError, openRedis, pingRedis, sameRedisServer } from "../../redis/redis-connect.js";
 import { watchEviction } from "../../redis/redis-eviction.js";
@@ -139,6 +139,12 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   }
 
   async #open(): Promise<void> {
+    if ((this.#injected as { readonly isCluster?: unknown } | undefined)?.isCluster === true) {
+      // Its scripts write several records per call and its reads are MGETs: one node only.
+      throw new ConfigurationError(
+        "the Redis result backend needs a single Redis node, not a Cluster client (the broker runs on a Cluster; pass the backend a client of one node, or another backend)",
+      );
+    }
     const main =
       this.#injected ??
       (await openRedis(

@@ -45,12 +45,18 @@ interface Rig {
   close(): Promise<void>;
 }
 
-async function rig(): Promise<Rig> {
+/** Its own redis-server (data in a temporary `dir`) and a chaos proxy in front of it. */
+async function redisBehindProxy() {
   const dir = mkdtempSync(join(tmpdir(), "chicory-rel-proxy-"));
   const server = new OwnRedis(await freePort(), dir, "none");
   await server.start();
   const proxy = new ChaosProxy(server.port);
   const proxyPort = await proxy.listen();
+  return { dir, server, proxy, proxyPort };
+}
+
+async function rig(): Promise<Rig> {
+  const { dir, server, proxy, proxyPort } = await redisBehindProxy();
   const name = uniqueName("rel");
   const app = new Chicory({
     broker: `redis://127.0.0.1:${proxyPort}/0`,
@@ -215,12 +221,9 @@ describe.skipIf(!hasRedisServer)("infra: chaos TCP proxy between the app and Red
     expect(stallFigures?.detectedAfterMs).not.toBeNull();
     expect(stallFigures?.detectedAfterMs).toBeLessThanOrEqual(15_000);
   });
+
   it("(d) a stalled result subscriber is noticed by its PING check: push resumes during the stall", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "chicory-rel-proxy-"));
-    const server = new OwnRedis(await freePort(), dir, "none");
-    await server.start();
-    const proxy = new ChaosProxy(server.port);
-    const proxyPort = await proxy.listen();
+    const { dir, server, proxy, proxyPort } = await redisBehindProxy();
     const prefix = uniqueName("rel");
     const waiting = new RedisBackend({ url: `redis://127.0.0.1:${proxyPort}/0`, keyPrefix: prefix, env: {} });
     const writer = new RedisBackend({ url: server.url, keyPrefix: prefix, env: {} });

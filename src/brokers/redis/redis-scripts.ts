@@ -39,13 +39,18 @@ function readAfterAcksLua(settle: string): string {
   return [`local function settle(KEYS, ARGV)\n${settle}\nend`, lua("read-after-acks")].join("\n");
 }
 
+/** A claiming script below claimEntries (claim-entries.lua, see its header). */
+function withClaimEntries(name: string): string {
+  return `local function claimEntries(stream, group, consumer, minIdle, ids, counts)\n${lua("claim-entries")}\nend\n${lua(name)}`;
+}
+
 /** Script name -> number of KEYS and source. Names are prefixed to avoid clashing with ioredis methods. */
 const SCRIPTS = {
   chicoryPublish: { numberOfKeys: 4, lua: lua("publish") },
   chicoryPublishBatch: { numberOfKeys: 1, lua: lua("publish-batch") },
   chicoryMoveDelayed: { numberOfKeys: 3, lua: lua("move-delayed") },
-  chicoryReclaim: { numberOfKeys: 1, lua: lua("reclaim") },
-  chicoryRecoverOwn: { numberOfKeys: 1, lua: lua("recover-own") },
+  chicoryReclaim: { numberOfKeys: 1, lua: withClaimEntries("reclaim") },
+  chicoryRecoverOwn: { numberOfKeys: 1, lua: withClaimEntries("recover-own") },
   chicoryRenew: { numberOfKeys: 1, lua: lua("renew") },
   chicoryRelease: { numberOfKeys: 1, lua: lua("release") },
   chicoryAck: { numberOfKeys: 2, lua: ackLua() },

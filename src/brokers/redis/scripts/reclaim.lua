@@ -10,6 +10,7 @@
 -- own code, over the pending list, which is bounded by the fleet's in-flight entries.
 -- Atomic: the entries are claimed in the step that found them, and the delivery counter of
 -- each (previous deliveries + this one) is the real one for the poison check.
+-- Composed at load time below claimEntries (claim-entries.lua).
 local expired = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], ARGV[4], '+', ARGV[5])
 if #expired == 0 then
   return { '0-0', {} }
@@ -23,20 +24,4 @@ local cursor = '0-0'
 if #expired >= tonumber(ARGV[5]) then
   cursor = '(' .. ids[#ids]
 end
-local out, taken = {}, {}
-for _, entry in ipairs(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], unpack(ids))) do
-  if entry then
-    taken[entry[1]] = true
-    out[#out + 1] = entry[1]
-    out[#out + 1] = entry[2]
-    out[#out + 1] = counts[entry[1]] + 1
-  end
-end
--- A pending entry gone from the stream (trimmed or deleted while held) has nothing to deliver:
--- XCLAIM does not return it, and it leaves the pending list instead of being claimed forever.
-for _, id in ipairs(ids) do
-  if not taken[id] then
-    redis.call('XACK', KEYS[1], ARGV[1], id)
-  end
-end
-return { cursor, out }
+return { cursor, claimEntries(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ids, counts) }

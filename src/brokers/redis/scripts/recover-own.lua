@@ -7,7 +7,8 @@
 -- the entries this consumer holds (handed out and not settled, or read ahead): left alone
 -- Returns { more (1 when the consumer may hold more such entries, else 0),
 -- { id, fields, deliveryCount, id, fields, deliveryCount, ... } } (as reclaim.lua).
--- Atomic; the delivery count grows by one, as on a reclaim.
+-- Atomic; the delivery count grows by one, as on a reclaim. Composed at load time below
+-- claimEntries (claim-entries.lua).
 local known = {}
 for i = 4, #ARGV do
   known[ARGV[i]] = true
@@ -26,19 +27,4 @@ local more = #listed >= listLimit and 1 or 0
 if #ids == 0 then
   return { more, {} }
 end
-local out, taken = {}, {}
-for _, entry in ipairs(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids))) do
-  if entry then
-    taken[entry[1]] = true
-    out[#out + 1] = entry[1]
-    out[#out + 1] = entry[2]
-    out[#out + 1] = counts[entry[1]] + 1
-  end
-end
--- An entry gone from the stream has nothing to deliver: it leaves the pending list.
-for _, id in ipairs(ids) do
-  if not taken[id] then
-    redis.call('XACK', KEYS[1], ARGV[1], id)
-  end
-end
-return { more, out }
+return { more, claimEntries(KEYS[1], ARGV[1], ARGV[2], 0, ids, counts) }

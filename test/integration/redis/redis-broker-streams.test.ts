@@ -225,6 +225,38 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(await s.raw.xpending(s.stream, s.group, "-", "+", 1000)).toHaveLength(400);
   });
 
+  it("a long pending list is looked at one bounded page per step, following the cursor", async () => {
+    const s = await setup({ claimMinIdleMs: 60_000, blockMs: 20 });
+    const { deadId } = await behindLiveEntries(s, 30);
+    const client = s.raw as unknown as RedisClientLike;
+    defineBrokerScripts(client);
+    const steps: Array<[string, unknown[]]> = [];
+    let cursor = "0-0";
+    do {
+      // 31 pending entries, past an IDLE-filter limit of 20: pages of 10, one free slot
+      const [next, flat] = (await runScript(
+        client,
+        "chicoryReclaim",
+        [s.stream],
+        [s.group, "me", 60_000, cursor, 1, 20, 10],
+      )) as [string, unknown[]];
+      steps.push([next, flat]);
+      cursor = next;
+    } while (cursor !== "0-0" && steps.length < 10);
+    const found = steps.flatMap(([, flat]) => flat);
+    expect(found[0]).toBe(deadId);
+    expect(found[2]).toBe(2); // its delivery count
+    expect(found).toHaveLength(3);
+    // pages of 10 live entries three times, the dead one (the free slot is filled), the end
+    expect(steps.map(([next, flat]) => [next === "0-0", flat.length])).toEqual([
+      [false, 0],
+      [false, 0],
+      [false, 0],
+      [false, 3],
+      [true, 0],
+    ]);
+  });
+
   it("drops an expired pending entry that is gone from the stream instead of handing it out", async () => {
     const s = await setup({ claimMinIdleMs: 60_000, blockMs: 20 });
     const { deadId } = await behindLiveEntries(s, 3);

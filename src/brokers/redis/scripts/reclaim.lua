@@ -1,27 +1,52 @@
 -- reclaim.lua: take over entries whose lease expired (their consumer stopped renewing).
 -- KEYS[1] stream ${prefix}:stream:{Q}
 -- ARGV[1] group, ARGV[2] this consumer, ARGV[3] min idle ms, ARGV[4] cursor (pending entry id
--- to look from; "0-0" at the start), ARGV[5] count (most entries to take)
+-- to look from; "0-0" at the start), ARGV[5] count (most entries to take), ARGV[6] most pending
+-- entries looked at by XPENDING's IDLE filter, ARGV[7] most pending entries of one page
 -- Returns { next cursor ("0-0" once the pending list was looked at to its end),
 -- { id, fields, deliveryCount, id, fields, deliveryCount, ... } }.
--- XPENDING's IDLE filter finds the expired entries however many live ones come before them
--- (XAUTOCLAIM looks at no more than ten times its COUNT per call, so a worker with one free slot
--- would crawl through a busy fleet's pending list ten entries per call). The scan is in Redis's
--- own code, over the pending list, which is bounded by the fleet's in-flight entries.
+-- Finds the expired entries however few free slots the caller has (XAUTOCLAIM looks at no more
+-- than ten times its COUNT per call: a worker with one free slot would crawl through a busy
+-- fleet's pending list ten entries per call), in a call of bounded length (the pending list of
+-- a large fleet is long, and Redis runs one script at a time):
+-- - a group with at most ARGV[6] pending entries: XPENDING's IDLE filter, in Redis's own code
+--   (fast), from the cursor to the end;
+-- - a longer one: one page of ARGV[7] pending entries from the cursor, filtered here (each
+--   entry crosses into Lua: slower per entry, so the page is smaller).
 -- Atomic: the entries are claimed in the step that found them, and the delivery counter of
 -- each (previous deliveries + this one) is the real one for the poison check.
 -- Composed at load time below claimEntries (claim-entries.lua).
-local expired = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], ARGV[4], '+', ARGV[5])
-if #expired == 0 then
-  return { '0-0', {} }
-end
+local minIdle, want = tonumber(ARGV[3]), tonumber(ARGV[5])
+local scanLimit, pageSize = tonumber(ARGV[6]), tonumber(ARGV[7])
 local ids, counts = {}, {}
-for i, p in ipairs(expired) do
-  ids[i] = p[1]
-  counts[p[1]] = p[4]
-end
 local cursor = '0-0'
-if #expired >= tonumber(ARGV[5]) then
-  cursor = '(' .. ids[#ids]
+if redis.call('XPENDING', KEYS[1], ARGV[1])[1] <= scanLimit then
+  local expired = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', minIdle, ARGV[4], '+', want)
+  for i, p in ipairs(expired) do
+    ids[i] = p[1]
+    counts[p[1]] = p[4]
+  end
+  if #ids >= want then
+    cursor = '(' .. ids[#ids]
+  end
+else
+  local page = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[4], '+', pageSize)
+  for _, p in ipairs(page) do
+    if p[3] >= minIdle then
+      ids[#ids + 1] = p[1]
+      counts[p[1]] = p[4]
+      if #ids >= want then
+        break
+      end
+    end
+  end
+  if #ids >= want then
+    cursor = '(' .. ids[#ids]
+  elseif #page >= pageSize then
+    cursor = '(' .. page[#page][1]
+  end
+end
+if #ids == 0 then
+  return { cursor, {} }
 end
 return { cursor, claimEntries(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ids, counts) }

@@ -5,7 +5,11 @@
 import type { Backend, TaskRecord, TaskState } from "./backends/backend.js";
 import { isTerminalState } from "./backends/backend.js";
 import { type Duration, toMs } from "./core/duration.js";
+import { settlesWithin } from "./core/sleep.js";
 import { BackendNotConfiguredError, TaskFailedError, TimeoutError } from "./errors.js";
+
+/** Longest wait for the read a timed-out `get()` makes before it gives up. */
+const LAST_READ_MS = 1000;
 
 /** Options of {@link AsyncResult.get}. */
 export interface GetOptions {
@@ -68,12 +72,20 @@ export class AsyncResult<R = unknown> {
       options.pollInterval === undefined
         ? (this.#defaults.pollInterval ?? 0.5) * 1000
         : toMs(options.pollInterval, "pollInterval");
-    // A zero timeout asks for the result as it is now: one read, no wait (a timer of 0 ms would
-    // end the wait before that read's reply).
-    const record =
+    const readNow = () =>
+      backend.getResult(this.taskId).then((found) => (found && isTerminalState(found.state) ? found : null));
+    // A zero timeout asks for the result as it is now: one read, no wait. A wait that timed out
+    // reads once more before it gives up: its timer may have fired before its first read's
+    // reply (a short timeout, a slow link), and the record may be there already.
+    let record =
       timeoutMs === 0
-        ? await backend.getResult(this.taskId).then((found) => (found && isTerminalState(found.state) ? found : null))
+        ? await readNow()
         : await backend.waitForResult(this.taskId, { timeoutMs, pollIntervalMs, signal: options.signal });
+    if (record === null && timeoutMs !== undefined && timeoutMs > 0 && !options.signal?.aborted) {
+      // bounded, and a failing read changes nothing: the wait timed out
+      const last = readNow().catch(() => null);
+      record = (await settlesWithin(last, LAST_READ_MS)) ? await last : null;
+    }
     if (record === null) {
       const waited = timeoutMs === undefined ? "the wait was aborted" : `no result after ${timeoutMs / 1000} s`;
       throw new TimeoutError(`task ${this.taskId}: ${waited}`);

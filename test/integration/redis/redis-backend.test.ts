@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { findNonJson, type JsonValue } from "../../../src/core/json.js";
-import { silentLogger } from "../../../src/index.js";
+import { AsyncResult, silentLogger, TimeoutError } from "../../../src/index.js";
 import { eventually, successRecord as success } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
@@ -130,6 +130,18 @@ describe.skipIf(skip)("redis backend", () => {
       await expect(backend.waitForResult(id, { timeoutMs: 30_000, pollIntervalMs: 60_000 })).rejects.toThrow(message);
       expect(Date.now() - started).toBeLessThan(10_000); // at its first read, not at the timeout
     }
+  });
+
+  it("a get() whose short timeout ends before its first read's reply still returns a stored result", async () => {
+    const s = await setup();
+    const writer = await s.open();
+    const reader = await s.open(); // has not subscribed yet: its first wait subscribes first
+    const id = uniqueName("task-");
+    await writer.storeResult(success(id, "ready"));
+    expect(await new AsyncResult(id, reader).get({ timeout: "1ms" })).toBe("ready");
+    await expect(new AsyncResult(uniqueName("task-"), reader).get({ timeout: "1ms" })).rejects.toBeInstanceOf(
+      TimeoutError,
+    );
   });
 
   it("a result nested as deep as the worker allows is stored, announced and read back", async () => {

@@ -184,7 +184,8 @@ export class Worker {
    * `at_least_once`), send a final heartbeat, run the shutdown hooks, and disconnect the app
    * when no other worker of the same app is still running. Resolves within `timeout` + 5 s
    * whatever happens (a server that does not answer, a task that ignores the abort, a hook
-   * that never ends): a step still running at that deadline is left behind and logged.
+   * that never ends): a step still running at that deadline is left behind and logged (the
+   * shutdown hooks, then the disconnect, keep their order in the background).
    * @param timeout seconds (default `shutdownTimeout`)
    */
   stop(timeout: number = this.config.shutdownTimeout): Promise<void> {
@@ -440,21 +441,26 @@ export class Worker {
       this.#heartbeat().catch(() => undefined),
       Math.min(SHUTDOWN_STEP_MS, left()),
     );
-    for (const hook of this.#app.workerHooks.shutdown) {
-      const ran = Promise.resolve()
-        .then(hook)
-        .catch((error: unknown) => this.#logger.error({ err: toError(error) }, "worker shutdown hook failed"));
-      if (!(await settlesWithin(ran, left()))) this.#logger.warn("shutdown deadline: a shutdown hook is still running");
-    }
     const others = (runningWorkers.get(this.#app) ?? 1) - 1;
     runningWorkers.set(this.#app, others);
-    if (others === 0) {
-      const disconnected = this.#app
-        .disconnect()
-        .catch((error: unknown) => this.#logger.warn({ err: toError(error).message }, "disconnect failed"));
-      if (!(await settlesWithin(disconnected, left()))) {
-        this.#logger.warn("shutdown deadline: the connections are still closing");
+    // The hooks one after another, then the disconnect: in this order even when the deadline
+    // passes meanwhile (what is left then goes on in the background).
+    const hooksThenDisconnect = (async () => {
+      for (const hook of this.#app.workerHooks.shutdown) {
+        await Promise.resolve()
+          .then(hook)
+          .catch((error: unknown) => this.#logger.error({ err: toError(error) }, "worker shutdown hook failed"));
       }
+      if (others === 0) {
+        await this.#app
+          .disconnect()
+          .catch((error: unknown) => this.#logger.warn({ err: toError(error).message }, "disconnect failed"));
+      }
+    })();
+    if (!(await settlesWithin(hooksThenDisconnect, left()))) {
+      this.#logger.warn(
+        "shutdown deadline: the shutdown hooks or the disconnect still running go on in the background",
+      );
     }
     this.#logger.info({ processed: this.#processed, failed: this.#failed }, "worker stopped");
   }

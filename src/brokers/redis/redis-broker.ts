@@ -81,6 +81,7 @@ export class RedisBroker implements Broker {
   readonly #connection: ResolvedRedisConnection;
   readonly #injected: RedisClientLike | undefined;
   #stopEvictionChecks: (() => void) | undefined;
+  #stopReconnectWatch: (() => void) | undefined;
   readonly #keys: QueueKeyCache;
   readonly #logger: Logger;
   readonly #consumers = new Set<RedisConsumer>();
@@ -157,6 +158,12 @@ export class RedisBroker implements Broker {
     // In the background: connecting does not wait for the check (which never throws); again
     // after every reconnect.
     this.#stopEvictionChecks = watchEviction(main, "queues", "Redis broker", displayUrl);
+    // One listener for every consumer (not one each: many workers in a process share `main`).
+    const onReconnect = () => {
+      for (const consumer of this.#consumers) consumer.noteReconnect();
+    };
+    main.on("ready", onReconnect);
+    this.#stopReconnectWatch = () => main.off("ready", onReconnect);
     this.#ctx = {
       main,
       keys: this.#keys,
@@ -197,6 +204,8 @@ export class RedisBroker implements Broker {
     this.#consumers.clear();
     this.#stopEvictionChecks?.();
     this.#stopEvictionChecks = undefined;
+    this.#stopReconnectWatch?.();
+    this.#stopReconnectWatch = undefined;
     if (ctx && ctx.main !== this.#injected) await closeRedis(ctx.main);
   }
 

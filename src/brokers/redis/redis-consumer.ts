@@ -171,13 +171,17 @@ export class RedisConsumer implements Consumer {
     this.#renewTimer.unref();
     this.#touchTimer = setInterval(() => void this.#touch(), TOUCH_EVERY_MS / 4);
     this.#touchTimer.unref();
-    ctx.main.on("ready", this.#onReconnect);
   }
 
-  /** A connection (re)connected: look for entries this consumer was handed but never saw. */
-  readonly #onReconnect = (): void => {
+  /**
+   * A connection of this consumer (its own, or the broker's command connection: the broker
+   * calls this) reconnected: look for entries it was handed but never saw (see module doc).
+   */
+  noteReconnect(): void {
     for (const q of this.#queues) q.mayHoldUnknown = true;
-  };
+  }
+
+  readonly #onReconnect = (): void => this.noteReconnect();
 
   /** {@inheritDoc Consumer.inFlight} (read-ahead entries not handed out yet are not counted) */
   get inFlight(): number {
@@ -248,7 +252,6 @@ export class RedisConsumer implements Consumer {
   async close(): Promise<void> {
     if (this.#isClosed) return;
     this.#isClosed = true;
-    this.#ctx.main.off("ready", this.#onReconnect);
     this.#onClose?.(this);
     this.#unblock();
     // bounded: with Redis unreachable the entries come back when their leases expire

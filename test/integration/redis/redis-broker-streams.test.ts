@@ -615,4 +615,25 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(client.status).toBe("ready");
     expect(await client.ping()).toBe("PONG");
   });
+
+  it("many consumers of one broker add no listener each to its shared command connection", async () => {
+    const prefix = testPrefix();
+    const client = rawRedis();
+    cleanups.push(async () => {
+      await deletePrefix(prefix);
+      client.disconnect();
+    });
+    const before = client.listenerCount("ready");
+    const broker = new RedisBroker({ client, keyPrefix: prefix, env: {} });
+    await broker.connect();
+    const withBroker = client.listenerCount("ready");
+    const queue = uniqueName("q");
+    const consumers = Array.from({ length: 12 }, () =>
+      broker.consumer({ queues: [queue], consumerId: uniqueName("c-") }),
+    );
+    await Promise.all(consumers.map((c) => c.fetch(1, AbortSignal.timeout(200))));
+    expect(client.listenerCount("ready")).toBe(withBroker);
+    await broker.disconnect();
+    expect(client.listenerCount("ready")).toBe(before);
+  });
 });

@@ -176,6 +176,12 @@ export interface Consumer {
   /** Number of deliveries handed out and not yet settled. */
   readonly inFlight: number;
   /**
+   * Optional. The caller will fetch no more for now (a worker that stops and lets its running
+   * jobs finish): take no new messages and give back at once those held and not handed out.
+   * Deliveries in hand can still be settled; a later `fetch` starts taking messages again.
+   */
+  stopFetching?(): void;
+  /**
    * Stops lease renewal and background work of this consumer. Unsettled deliveries keep
    * their lease until it expires (they are redelivered after `claimMinIdle`).
    */

@@ -415,6 +415,7 @@ export class Worker {
     this.#phase = "stopping";
     this.#logger.info({ running: this.#slots.running, timeoutMs }, "worker stopping");
     this.#fetchAbort.abort();
+    this.#consumer?.stopFetching?.();
     this.#slots.wake();
     // Bounded: a loop's round (a heartbeat) may wait for a server that is down.
     const loopsStopped = settlesWithin(Promise.all(this.#loops.map((loop) => loop.stop())), SHUTDOWN_STEP_MS);

@@ -11,11 +11,11 @@
  * consumer subscribes again only once the messages that were on their way to the cancelled
  * subscription are handed out (its buffer is empty). "Idle" is decided one event-loop turn
  * after the last settle, so a worker that asks for more at once keeps its subscription.
- * When the signal of the latest `fetch` aborts (the worker stops and drains its running jobs),
- * the consumer cancels its subscription at once and gives back what it holds unfetched, so it
- * takes no more messages while its jobs finish (they would go back only when its channel
- * closes, marked redelivered, with a delivery counted on quorum queues); a later `fetch`
- * subscribes again.
+ * On `stopFetching()` (a worker stops and lets its running jobs finish), the consumer cancels
+ * its subscription at once and gives back (`basic.nack`, requeue) what it holds unfetched, so
+ * it takes no more messages while its jobs finish: pushed meanwhile, they would go back only
+ * when its channel closes. (A message given back either way is marked redelivered, with a
+ * delivery counted on quorum queues.) A later `fetch` subscribes again.
  *
  * Leases: RabbitMQ keeps a delivered message assigned while the channel lives (no renewal
  * needed; the server's `consumer_timeout`, default 30 min, closes a channel that holds a
@@ -81,9 +81,7 @@ export class RabbitMqConsumer implements Consumer {
   #fetching = 0;
   #inFlight = 0;
   #isClosed = false;
-  /** The signal of the latest `fetch`: its abort means the caller stopped fetching. */
-  #watched: AbortSignal | null = null;
-  /** The latest fetch's signal aborted and no fetch came since: take no more messages. */
+  /** `stopFetching()` was called and no fetch came since: take no more messages. */
   #isStopped = false;
 
   constructor(host: ConsumerHost, options: ConsumerOptions) {
@@ -122,11 +120,11 @@ export class RabbitMqConsumer implements Consumer {
   /** {@inheritDoc Consumer.fetch} */
   async fetch(max: number, signal: AbortSignal): Promise<Delivery[]> {
     if (max < 1) return [];
-    this.#watch(signal);
+    this.#isStopped = false;
     const deadline = Date.now() + FETCH_WAIT_MS;
     this.#fetching += 1;
     try {
-      while (!this.#isClosed && !signal.aborted) {
+      while (!this.#isClosed && !signal.aborted && !this.#isStopped) {
         const session = await this.#ensureSession();
         const taken = this.#take(Math.floor(max));
         if (taken.length > 0) return taken;
@@ -158,23 +156,14 @@ export class RabbitMqConsumer implements Consumer {
     if (session?.isOpen) await session.channel.close().catch(() => {});
   }
 
-  /** Stops taking messages when `signal`, the latest fetch's, aborts (see module doc). */
-  #watch(signal: AbortSignal): void {
-    if (signal.aborted) return;
-    this.#isStopped = false;
-    if (this.#watched === signal) return;
-    this.#watched = signal;
-    signal.addEventListener(
-      "abort",
-      () => {
-        if (this.#watched !== signal || this.#isClosed) return;
-        this.#isStopped = true;
-        this.#syncSubscription().catch((error: unknown) => {
-          this.#host.logger.debug({ err: (error as Error).message }, "rabbitmq cancel on stop failed");
-        });
-      },
-      { once: true },
-    );
+  /** {@inheritDoc Consumer.stopFetching} (see module doc) */
+  stopFetching(): void {
+    if (this.#isClosed) return;
+    this.#isStopped = true;
+    this.#wake();
+    this.#syncSubscription().catch((error: unknown) => {
+      this.#host.logger.debug({ err: (error as Error).message }, "rabbitmq cancel on stop failed");
+    });
   }
 
   async #ensureSession(): Promise<ConsumerSession> {

@@ -235,6 +235,11 @@ export class RedisConsumer implements Consumer {
     return out;
   }
 
+  /** {@inheritDoc Consumer.stopFetching} Gives the read-ahead entries back at once. */
+  stopFetching(): void {
+    void this.#releaseBuffer();
+  }
+
   /** Releases the buffer when `signal` aborts (a stopping worker waits in no fetch). */
   #watch(signal: AbortSignal): void {
     if (this.#watched === signal) return;

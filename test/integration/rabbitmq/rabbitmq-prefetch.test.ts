@@ -2,8 +2,8 @@
  * RabbitMQ prefetch bound under a backlog of trivial jobs: a consumer goes idle between
  * batches, cancels its subscription and subscribes again; it must never hold more than its
  * capacity (in flight) plus its prefetch (buffered), and RabbitMQ's own count of the channel's
- * unacknowledged messages must stay within the same bound. A consumer whose caller stops
- * fetching (a worker draining its running jobs) takes no more messages meanwhile.
+ * unacknowledged messages must stay within the same bound. A consumer told to stop fetching
+ * (a worker draining its running jobs) takes no more messages meanwhile.
  */
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
@@ -95,7 +95,8 @@ describe.skipIf(skip)("rabbitmq prefetch bound", () => {
     expect(held, "messages held by the consumer (in flight + buffered)").toBeLessThanOrEqual(2 * capacity);
     expect(serverPeak, "RabbitMQ's unacknowledged count of the queue").toBeLessThanOrEqual(2 * capacity);
   }, 90_000);
-  it("a consumer whose fetch signal aborted (a stopping worker) takes no more while its jobs drain", async () => {
+
+  it("a consumer told to stop fetching (a stopping worker) takes no more while its jobs drain", async () => {
     const broker = testBroker();
     brokers.push(broker);
     await broker.connect();
@@ -105,7 +106,8 @@ describe.skipIf(skip)("rabbitmq prefetch bound", () => {
     const stop = new AbortController();
     const running: Delivery[] = [];
     while (running.length < 2) running.push(...(await stopping.fetch(2 - running.length, stop.signal)));
-    stop.abort(); // the worker stops fetching; its two jobs still run
+    stop.abort();
+    stopping.stopFetching(); // as a stopping worker does; its two jobs still run
     for (const delivery of running) await delivery.ack();
     // Another worker gets the eight others, each on its first delivery, while the first one
     // is still open (its channel would give back anything pushed to it only when it closes).

@@ -168,7 +168,8 @@ export class RedisBackend implements Backend, RedisRecordWriter {
       channel: this.doneChannel,
       pollIntervalMs: 1000,
       fetchMany: (ids) => this.#fetchMany(ids),
-      onError: (error) => this.#logger.warn({ err: this.#describe(error) }, "redis result wait: read failed"),
+      onError: (error, what = "read failed") =>
+        this.#logger.warn({ err: this.#describe(error) }, `redis result wait: ${what}`),
     });
   }
 

@@ -48,7 +48,8 @@ export interface ResultHubHost {
   readonly channel: string;
   readonly pollIntervalMs: number;
   fetchMany(ids: string[]): Promise<Map<string, TaskRecord | Error>>;
-  onError(error: unknown): void;
+  /** Something went wrong meanwhile (`what`: default "read failed"); waits go on. */
+  onError(error: unknown, what?: string): void;
 }
 
 /** Shared waiting for terminal records (see module doc). */
@@ -225,7 +226,8 @@ export class RedisResultHub {
       this.#isPinging = false;
       if (isAnswered || this.#isClosed || this.#sub !== sub) return;
       this.#host.onError(
-        new Error(`the result subscriber did not answer a PING within ${SUBSCRIBER_PING_TIMEOUT_MS} ms; reconnecting`),
+        new Error(`no answer to a PING within ${SUBSCRIBER_PING_TIMEOUT_MS} ms`),
+        "subscriber connection silent, reconnecting",
       );
       sub.disconnect(true);
     });

@@ -10,6 +10,8 @@ import { BackendNotConfiguredError, TaskFailedError, TimeoutError } from "./erro
 
 /** Longest wait for the read a timed-out `get()` makes before it gives up. */
 const LAST_READ_MS = 1000;
+/** How much earlier than asked a timer may fire (rounding to whole milliseconds). */
+const EARLY_TIMER_MS = 2;
 
 /** Options of {@link AsyncResult.get}. */
 export interface GetOptions {
@@ -72,6 +74,7 @@ export class AsyncResult<R = unknown> {
       options.pollInterval === undefined
         ? (this.#defaults.pollInterval ?? 0.5) * 1000
         : toMs(options.pollInterval, "pollInterval");
+    const startedAt = performance.now();
     const readNow = () =>
       backend.getResult(this.taskId).then((found) => (found && isTerminalState(found.state) ? found : null));
     // A zero timeout asks for the result as it is now: one read, no wait. A wait that timed out
@@ -87,7 +90,13 @@ export class AsyncResult<R = unknown> {
       record = (await settlesWithin(last, LAST_READ_MS)) ? await last : null;
     }
     if (record === null) {
-      const waited = timeoutMs === undefined ? "the wait was aborted" : `no result after ${timeoutMs / 1000} s`;
+      // Cut short, neither aborted nor timed out: the backend closed (disconnected) meanwhile.
+      const isCutShort = timeoutMs === undefined || performance.now() - startedAt < timeoutMs - EARLY_TIMER_MS;
+      const waited = options.signal?.aborted
+        ? "the wait was aborted"
+        : isCutShort
+          ? "the wait ended before a result came (the backend disconnected)"
+          : `no result after ${timeoutMs / 1000} s`;
       throw new TimeoutError(`task ${this.taskId}: ${waited}`);
     }
     return unwrap<R>(record);

@@ -144,6 +144,16 @@ describe.skipIf(skip)("redis backend", () => {
     );
   });
 
+  it("a get() cut short by the backend's disconnect says so, not that its timeout passed", async () => {
+    const s = await setup();
+    const backend = await s.open();
+    const started = Date.now();
+    const pending = new AsyncResult(uniqueName("task-"), backend).get({ timeout: 30 });
+    await backend.disconnect();
+    await expect(pending).rejects.toThrow(/the wait ended before a result came \(the backend disconnected\)/);
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
   it("a result nested as deep as the worker allows is stored, announced and read back", async () => {
     const s = await setup();
     const waiting = await s.open();

@@ -416,13 +416,22 @@ export class RedisConsumer implements Consumer {
    * between reads, so every read's entries are already held here or were never seen.
    */
   async #recoverOwn(conn: RedisClientLike, q: QueueState, room: number, out: RedisDelivery[]): Promise<void> {
-    const [more, flat] = (await runScript(
-      conn,
-      "chicoryRecoverOwn",
-      [q.keys.stream],
-      [this.#ctx.group, this.#consumerId, Math.min(room, RECLAIM_COUNT), ...q.inFlight.keys()],
-    )) as [number, Array<string | string[] | number>];
-    q.mayHoldUnknown = Number(more) === 1;
+    // Cleared first: a reconnect while the call runs sets it again; a failed call leaves it set.
+    q.mayHoldUnknown = false;
+    let reply: [number, Array<string | string[] | number>];
+    try {
+      reply = (await runScript(
+        conn,
+        "chicoryRecoverOwn",
+        [q.keys.stream],
+        [this.#ctx.group, this.#consumerId, Math.min(room, RECLAIM_COUNT), ...q.inFlight.keys()],
+      )) as [number, Array<string | string[] | number>];
+    } catch (error) {
+      q.mayHoldUnknown = true;
+      throw error;
+    }
+    const [more, flat] = reply;
+    if (Number(more) === 1) q.mayHoldUnknown = true;
     for (let i = 0; i + 2 < flat.length; i += 3) {
       this.#handOut(q, flat[i] as string, (flat[i + 1] as string[]) ?? [], Number(flat[i + 2]) || 1, out);
     }

@@ -26,7 +26,7 @@
  *   `max` in a local buffer, which later fetches hand out without a round trip (bounded: at
  *   most `prefetch` entries wait here). Buffered entries are in flight like running ones
  *   (leases renewed; one whose lease was lost is dropped, never handed out) and are released
- *   at once when the fetch signal aborts or the consumer closes.
+ *   at once on `stopFetching()` (a stopping worker), a fetch with an aborted signal, or close.
  * - Abort: a blocked read is ended at once with CLIENT UNBLOCK (else within the block time);
  *   deliveries that arrive after the abort are released, and `fetch` returns `[]`.
  * - Connection loss: `fetch` throws BrokerConnectionError while Redis is unreachable; ioredis
@@ -120,11 +120,6 @@ export class RedisConsumer implements Consumer {
   #turn = 0;
   /** Read-ahead entries not handed out yet (at most `prefetch`). */
   #buffer: RedisDelivery[] = [];
-  /**
-   * The signal of the fetch that last read ahead: its abort releases the buffer (the worker
-   * passes one signal for its whole life; a per-call timeout signal releases it when it fires).
-   */
-  #watched: AbortSignal | undefined;
 
   readonly #onClose: ((consumer: RedisConsumer) => void) | undefined;
 
@@ -207,7 +202,6 @@ export class RedisConsumer implements Consumer {
     const conn = await this.#connection();
     const out: RedisDelivery[] = [];
     const want = max + this.#ctx.prefetch;
-    if (this.#ctx.prefetch > 0) this.#watch(signal);
     const onAbort = () => this.#unblock();
     signal.addEventListener("abort", onAbort, { once: true });
     try {
@@ -238,13 +232,6 @@ export class RedisConsumer implements Consumer {
   /** {@inheritDoc Consumer.stopFetching} Gives the read-ahead entries back at once. */
   stopFetching(): void {
     void this.#releaseBuffer();
-  }
-
-  /** Releases the buffer when `signal` aborts (a stopping worker waits in no fetch). */
-  #watch(signal: AbortSignal): void {
-    if (this.#watched === signal) return;
-    this.#watched = signal;
-    signal.addEventListener("abort", () => void this.#releaseBuffer(), { once: true });
   }
 
   /** Gives every buffered entry back at once (claimable by any consumer, no delivery burnt). */

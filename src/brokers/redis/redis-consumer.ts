@@ -384,18 +384,27 @@ export class RedisConsumer implements Consumer {
         RECLAIM_PAGE,
       ],
     )) as [string, Array<string | string[] | number>];
-    let claimed = 0;
-    for (let i = 0; i + 2 < flat.length; i += 3) {
-      const id = flat[i] as string;
-      // Our own entry whose renewal was late: it is still in flight here, do not hand it out twice.
-      if (q.inFlight.has(id)) continue;
-      this.#handOut(q, id, (flat[i + 1] as string[]) ?? [], Number(flat[i + 2]) || 1, out);
-      claimed++;
-    }
+    const claimed = this.#handOutClaimed(q, flat, out);
     q.reclaimCursor = cursor;
     const now = performance.now();
     if (cursor === "0-0") q.reclaimAtMs = now + this.#reclaimIntervalMs;
     else q.reclaimAtMs = claimed > 0 ? now : now + 100;
+  }
+
+  /**
+   * Hands out the entries a claiming script returned (`id, fields, deliveryCount` triples),
+   * except one still in flight here (our own entry whose renewal was late: never handed out
+   * twice); returns how many were handed out.
+   */
+  #handOutClaimed(q: QueueState, flat: Array<string | string[] | number>, out: RedisDelivery[]): number {
+    let n = 0;
+    for (let i = 0; i + 2 < flat.length; i += 3) {
+      const id = flat[i] as string;
+      if (q.inFlight.has(id)) continue;
+      this.#handOut(q, id, (flat[i + 1] as string[]) ?? [], Number(flat[i + 2]) || 1, out);
+      n++;
+    }
+    return n;
   }
 
   /**
@@ -419,12 +428,10 @@ export class RedisConsumer implements Consumer {
     }
     const [more, flat] = reply;
     if (Number(more) === 1) q.mayHoldUnknown = true;
-    for (let i = 0; i + 2 < flat.length; i += 3) {
-      this.#handOut(q, flat[i] as string, (flat[i + 1] as string[]) ?? [], Number(flat[i + 2]) || 1, out);
-    }
-    if (flat.length > 0) {
+    const taken = this.#handOutClaimed(q, flat, out);
+    if (taken > 0) {
       this.#logger.warn(
-        { queue: q.keys.queue, entries: flat.length / 3 },
+        { queue: q.keys.queue, entries: taken },
         "redis: took back entries handed to this consumer by a read whose reply was lost",
       );
     }

@@ -26,9 +26,6 @@ if redis.call('XPENDING', KEYS[1], ARGV[1])[1] <= scanLimit then
     ids[i] = p[1]
     counts[p[1]] = p[4]
   end
-  if #ids >= want then
-    cursor = '(' .. ids[#ids]
-  end
 else
   local page = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[4], '+', pageSize)
   for _, p in ipairs(page) do
@@ -40,11 +37,13 @@ else
       end
     end
   end
-  if #ids >= want then
-    cursor = '(' .. ids[#ids]
-  elseif #page >= pageSize then
+  if #page >= pageSize then
     cursor = '(' .. page[#page][1]
   end
+end
+-- Enough taken: the next call goes on after the last one (else the cursor stands as set above).
+if #ids >= want then
+  cursor = '(' .. ids[#ids]
 end
 if #ids == 0 then
   return { cursor, {} }

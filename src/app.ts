@@ -4,7 +4,7 @@
  */
 
 import type { StandardSchemaV1 } from "@standard-schema/spec";
-import type { Backend } from "./backends/backend.js";
+import type { Backend, TaskRecord } from "./backends/backend.js";
 import type { Broker } from "./brokers/broker.js";
 import {
   type ChicoryConfig,
@@ -23,7 +23,7 @@ import {
   DEFAULT_BROKER_SPEC,
   defaultBackendSpec,
 } from "./drivers.js";
-import { ChicoryError, ConfigurationError, TaskNotFoundError } from "./errors.js";
+import { BackendConnectionError, ChicoryError, ConfigurationError, TaskNotFoundError } from "./errors.js";
 import type { ResultDefaults } from "./result.js";
 import { type AnyHandler, Task, type TaskOptions, type TaskRuntime } from "./task.js";
 
@@ -88,7 +88,7 @@ export class Chicory {
     const brokerSpec =
       typeof options.broker === "string" ? options.broker : (this.config.brokerUrl ?? DEFAULT_BROKER_SPEC);
     this.broker = typeof options.broker === "object" ? options.broker : createBroker(brokerSpec, context);
-    this.broker.bind({ codec: this.codec });
+    this.broker.bind({ codec: this.codec, guardReplay: (taskId, move) => this.#guardReplay(taskId, move) });
     if (options.backend === null) this.backend = null;
     else if (typeof options.backend === "object") this.backend = options.backend;
     else {
@@ -202,6 +202,41 @@ export class Chicory {
     return { startup: this.#startupHooks, shutdown: this.#shutdownHooks };
   }
 
+  /**
+   * Around the move of a DLQ replay (`app.broker.replayFromDlq`, `chicory dlq replay`): reads
+   * the task's stored record first, and once the entry is back in its queue deletes that
+   * record if it still is the failure read (`FAILURE` or `DEAD_LETTERED`, same time). A
+   * `get()` after the replay then waits for the new run instead of returning the old failure;
+   * a record a newer run wrote meanwhile is kept.
+   * @throws ChicoryError (BackendConnectionError when unreachable) when the record cannot be read: nothing is replayed
+   * @throws ChicoryError when the entry was replayed but its old record could not be deleted
+   */
+  async #guardReplay(taskId: string | undefined, move: () => Promise<boolean>): Promise<boolean> {
+    const backend = this.backend;
+    if (!backend?.deleteResultIf || taskId === undefined) return move();
+    let seen: TaskRecord | null;
+    try {
+      await backend.connect();
+      seen = await backend.getResult(taskId);
+    } catch (error) {
+      const why = `DLQ replay of task ${taskId}: nothing was replayed, its stored result could not be read (a replay would have left an old failure in place; AsyncResult.forget() deletes an unreadable one): ${describe(error)}`;
+      throw error instanceof BackendConnectionError
+        ? new BackendConnectionError(why, { cause: error })
+        : new ChicoryError(why, { cause: error });
+    }
+    const moved = await move();
+    if (!moved || seen === null || (seen.state !== "FAILURE" && seen.state !== "DEAD_LETTERED")) return moved;
+    try {
+      await backend.deleteResultIf(taskId, seen);
+    } catch (error) {
+      throw new ChicoryError(
+        `DLQ replay of task ${taskId}: the task was replayed, but its stored ${seen.state} result could not be deleted, so get() returns it until the new run ends (AsyncResult.forget() deletes it): ${describe(error)}`,
+        { cause: error },
+      );
+    }
+    return moved;
+  }
+
   /** Connects the broker and the backend; idempotent and safe to call concurrently. */
   connect(): Promise<void> {
     if (!this.#connecting) {
@@ -230,4 +265,8 @@ export class Chicory {
       throw errors[0] instanceof ChicoryError ? errors[0] : new ChicoryError("disconnect failed", { cause: errors[0] });
     }
   }
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

@@ -112,6 +112,12 @@ export interface Backend {
   getResult(taskId: string): Promise<TaskRecord | null>;
   /** Deletes the stored record (`AsyncResult.forget`). */
   deleteResult(taskId: string): Promise<void>;
+  /**
+   * Optional: deletes the stored record only while it is still the one `seen` (same `state`
+   * and `updatedAt`), atomically; returns whether it deleted. A DLQ replay uses it to clear the
+   * failure of the run it replays without touching a record a newer run wrote meanwhile.
+   */
+  deleteResultIf?(taskId: string, seen: Pick<TaskRecord, "state" | "updatedAt">): Promise<boolean>;
   /** Stores a worker's heartbeat, expiring after `ttlSeconds`. */
   storeHeartbeat(stats: WorkerStats, ttlSeconds: number): Promise<void>;
   /** A worker's last heartbeat, or null when expired/unknown. */

@@ -116,6 +116,13 @@ export class MemoryBackend implements Backend {
     this.#records.delete(taskId);
   }
 
+  async deleteResultIf(taskId: string, seen: Pick<TaskRecord, "state" | "updatedAt">): Promise<boolean> {
+    const current = this.#read(taskId);
+    if (current?.state !== seen.state || current.updatedAt !== seen.updatedAt) return false;
+    this.#records.delete(taskId);
+    return true;
+  }
+
   async storeHeartbeat(stats: WorkerStats, ttlSeconds: number): Promise<void> {
     const value = copy({ ...stats, lastHeartbeat: stats.lastHeartbeat ?? new Date().toISOString() });
     this.#heartbeats.set(stats.workerId, { value, expiresAt: Date.now() + ttlSeconds * 1000 });

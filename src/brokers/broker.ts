@@ -249,10 +249,20 @@ export interface BrokerAdmin {
   healthcheck(): Promise<HealthStatus>;
 }
 
+/**
+ * Runs the move of one DLQ replay (`move` re-enqueues the entry and removes it from the DLQ,
+ * resolving false when the entry was gone) for the task `taskId` (undefined when the entry's
+ * body names none), and resolves with what `move` resolved. The app uses it to clear the
+ * task's stored failure, so that a `get()` after the replay waits for the new run.
+ */
+export type DlqReplayGuard = (taskId: string | undefined, move: () => Promise<boolean>) => Promise<boolean>;
+
 /** What the app hands a broker before connecting. */
 export interface BrokerBinding {
   /** The app's codec, used to rewrite messages (DLQ replay with `resetRetries`). */
   readonly codec: MessageCodec;
+  /** Wraps the move of every `replayFromDlq` (see {@link DlqReplayGuard}). */
+  readonly guardReplay?: DlqReplayGuard | undefined;
 }
 
 /** A broker: data plane plus administration (both reachable from `app.broker`). */

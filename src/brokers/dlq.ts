@@ -6,7 +6,7 @@
 import type { MessageCodec } from "../core/message.js";
 import { peekMessage } from "../core/message.js";
 import { ValidationError } from "../errors.js";
-import type { DlqMessage } from "./broker.js";
+import type { DlqMessage, DlqReplayGuard } from "./broker.js";
 
 /** What a broker stores for one dead-lettered message. */
 export interface StoredDlqEntry {
@@ -67,4 +67,18 @@ export function rewriteForReplay(codec: MessageCodec, body: string, resetRetries
   }
   if (!resetRetries) return body;
   return codec.encode({ ...decoded.message, retries: 0, eta: null, firstFailureAt: null, lastError: null });
+}
+
+/**
+ * Runs a replay's `move` (see {@link DlqReplayGuard}) through `guard` when the app set one,
+ * for the task named by the replayed `body`.
+ */
+export function guardedReplay(
+  guard: DlqReplayGuard | undefined,
+  body: string,
+  move: () => Promise<boolean>,
+): Promise<boolean> {
+  if (!guard) return move();
+  const id = peekMessage(body)?.id;
+  return guard(typeof id === "string" && id !== "" ? id : undefined, move);
 }

@@ -5,8 +5,8 @@
  * @module
  */
 import type { MessageCodec } from "../core/message.js";
-import type { BrokerAdmin, DlqMessage, HealthStatus } from "./broker.js";
-import { rewriteForReplay, toDlqMessage } from "./dlq.js";
+import type { BrokerAdmin, DlqMessage, DlqReplayGuard, HealthStatus } from "./broker.js";
+import { guardedReplay, rewriteForReplay, toDlqMessage } from "./dlq.js";
 import { type MemoryMessage, MemoryQueue } from "./memory-queue.js";
 
 /** Queue used by admin calls that name none. */
@@ -18,6 +18,8 @@ const DEFAULT_STALE_SECONDS = 300;
 export abstract class MemoryAdmin implements BrokerAdmin {
   /** The codec used to rewrite replayed messages. */
   protected codec: MessageCodec;
+  /** The app's DLQ replay guard, when bound. */
+  protected replayGuard: DlqReplayGuard | undefined;
   /** Queues by name, created on first use. */
   protected readonly queues = new Map<string, MemoryQueue>();
   /** Live (queued, delayed or in flight) messages per task id, for `unique` publish. */
@@ -90,9 +92,13 @@ export abstract class MemoryAdmin implements BrokerAdmin {
     if (origin === undefined || !entry) return false;
     // throws for a body that is not a message: the entry stays in the DLQ
     const body = rewriteForReplay(this.codec, entry.message.body, resetRetries);
-    this.#removeDlq(origin, messageId);
-    this.enqueue(queue ?? origin, entry.message.id, body, entry.message.priority, 0);
-    return true;
+    return guardedReplay(this.replayGuard, body, async () => {
+      // checked again: a concurrent replay may have taken the entry while the guard read
+      if (this.queue(origin).dlq.get(messageId) !== entry) return false;
+      this.#removeDlq(origin, messageId);
+      this.enqueue(queue ?? origin, entry.message.id, body, entry.message.priority, 0);
+      return true;
+    });
   }
 
   async deleteFromDlq(messageId: string, _queue?: string): Promise<boolean> {

@@ -81,6 +81,7 @@ export class MemoryBroker extends MemoryAdmin implements Broker {
   /** Uses the app's codec for DLQ replay rewrites. */
   bind(binding: BrokerBinding): void {
     this.codec = binding.codec;
+    this.replayGuard = binding.guardReplay;
   }
 
   /** Marks the broker connected and re-arms timers of delayed messages; idempotent. */

@@ -152,6 +152,33 @@ export function backendResultTests(h: BackendHarness): void {
     await backend.deleteResult(uniqueName("missing-"));
   });
 
+  it("deleteResultIf deletes the record read, and keeps one written after the read", async () => {
+    const backend = h.backend();
+    if (!backend.deleteResultIf) throw new Error(`${backend.kind} backend has no deleteResultIf`);
+    const stored = record("DEAD_LETTERED", { error: { type: "Error", message: "first run" } });
+    await backend.storeResult(stored);
+    const seen = await backend.getResult(stored.taskId);
+    if (seen === null) throw new Error("stored record not found");
+    expect(await backend.deleteResultIf(stored.taskId, { ...seen, state: "FAILURE" })).toBe(false);
+    expect(await backend.deleteResultIf(stored.taskId, seen)).toBe(true);
+    expect(await backend.getResult(stored.taskId)).toBeNull();
+    expect(await backend.deleteResultIf(stored.taskId, seen)).toBe(false);
+    expect(await backend.deleteResultIf(uniqueName("missing-"), seen)).toBe(false);
+
+    // A newer run's record, same state, written after the read (rewritten until its time differs).
+    await backend.storeResult(stored);
+    const first = await backend.getResult(stored.taskId);
+    if (first === null) throw new Error("stored record not found");
+    let newer = first;
+    while (newer.updatedAt === first.updatedAt) {
+      await backend.storeResult({ ...stored, updatedAt: new Date().toISOString() });
+      newer = (await backend.getResult(stored.taskId)) ?? first;
+    }
+    expect(await backend.deleteResultIf(stored.taskId, first)).toBe(false);
+    expect((await backend.getResult(stored.taskId))?.updatedAt).toBe(newer.updatedAt);
+    await backend.deleteResult(stored.taskId);
+  });
+
   it("healthcheck reports connected; connect and disconnect are idempotent", async () => {
     const backend = h.backend();
     const health = await backend.healthcheck();

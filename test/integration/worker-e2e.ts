@@ -10,6 +10,7 @@ import {
   silentLogger,
   type TaskContext,
   TaskFailedError,
+  TimeoutError,
   Worker,
   type WorkerInit,
 } from "../../src/index.js";
@@ -131,6 +132,31 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       expect(await app.broker.replayFromDlq(entry?.messageId ?? "", "default")).toBe(true);
       await eventually(async () => (await r.state()) === "SUCCESS");
       expect(await r.get({ timeout: 5 })).toBe("fixed");
+      expect(await app.broker.getDlqCount("default")).toBe(0);
+    });
+
+    it("clears a dead letter's stored failure when it is replayed, so get() waits for the new run", async () => {
+      const app = await fresh();
+      let fail = true;
+      const t = app.task({ name: "dlq_replay_state", retryPolicy: { maxRetries: 0 } }, async () => {
+        if (fail) throw new Error("broken for now");
+        return "fixed";
+      });
+      const first = await worker(app, { useDeadLetterQueue: true });
+      const r = await t.delay();
+      await expect(r.get({ timeout: 20 })).rejects.toBeInstanceOf(TaskFailedError);
+      await eventually(async () => (await app.broker.getDlqCount("default")) === 1);
+      await first.stop(2);
+      await app.connect();
+      expect(await r.state()).toBe("DEAD_LETTERED");
+      const [entry] = await app.broker.getDlqMessages("default");
+      fail = false;
+      expect(await app.broker.replayFromDlq(entry?.messageId ?? "", "default")).toBe(true);
+      // No worker runs: the old failure is gone, the task waits in its queue.
+      expect(await r.state()).toBe("PENDING");
+      await expect(r.get({ timeout: 0 })).rejects.toBeInstanceOf(TimeoutError);
+      await worker(app, { useDeadLetterQueue: true });
+      expect(await r.get({ timeout: 20 })).toBe("fixed");
       expect(await app.broker.getDlqCount("default")).toBe(0);
     });
 

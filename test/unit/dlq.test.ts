@@ -1,7 +1,9 @@
 import { describe, expect, it } from "vitest";
+import type { TaskRecord } from "../../src/backends/backend.js";
 import { rewriteForReplay, toDlqMessage } from "../../src/brokers/dlq.js";
 import { MessageCodec, type TaskMessage } from "../../src/core/message.js";
-import { ValidationError } from "../../src/errors.js";
+import { BackendConnectionError, ValidationError } from "../../src/errors.js";
+import { Chicory, MemoryBackend, MemoryBroker } from "../../src/index.js";
 
 function message(overrides: Partial<TaskMessage> = {}): TaskMessage {
   return {
@@ -90,5 +92,66 @@ describe("rewriteForReplay", () => {
     expect(() => rewriteForReplay(codec, "garbage", false)).toThrow(/stays in the DLQ/);
     const unsigned = codec.encode(message());
     expect(() => rewriteForReplay(new MessageCodec({ signingKey: "k" }), unsigned, true)).toThrow(/unsigned/);
+  });
+});
+
+describe("replayFromDlq through an app: the task's stored failure", () => {
+  async function setup(backend: MemoryBackend, record: TaskRecord | null) {
+    const app = new Chicory({ broker: new MemoryBroker(), backend });
+    await app.connect();
+    if (record) await backend.storeResult(record);
+    await app.broker.writeDeadLetter("default", app.codec.encode(message()), "poison");
+    const [entry] = await app.broker.getDlqMessages("default");
+    return { app, entryId: entry?.messageId ?? "" };
+  }
+  const failed: TaskRecord = {
+    taskId: "task-1",
+    state: "DEAD_LETTERED",
+    error: { type: "Error", message: "boom" },
+    updatedAt: new Date().toISOString(),
+  };
+
+  it("is deleted once the entry is back in its queue", async () => {
+    const { app, entryId } = await setup(new MemoryBackend(), failed);
+    expect(await app.broker.replayFromDlq(entryId, "default")).toBe(true);
+    expect(await app.backend?.getResult("task-1")).toBeNull();
+    expect(await app.broker.getQueueSize("default")).toBe(1);
+    await app.disconnect();
+  });
+
+  it("a SUCCESS record is kept", async () => {
+    const { app, entryId } = await setup(new MemoryBackend(), { ...failed, state: "SUCCESS", error: undefined });
+    expect(await app.broker.replayFromDlq(entryId, "default")).toBe(true);
+    expect((await app.backend?.getResult("task-1"))?.state).toBe("SUCCESS");
+    await app.disconnect();
+  });
+
+  it("a backend that cannot be read stops the replay: the entry stays in the DLQ", async () => {
+    class Unreachable extends MemoryBackend {
+      override async getResult(): Promise<TaskRecord | null> {
+        throw new BackendConnectionError("connection refused");
+      }
+    }
+    const { app, entryId } = await setup(new Unreachable(), null);
+    const error = await app.broker.replayFromDlq(entryId, "default").catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(BackendConnectionError);
+    expect(String(error)).toMatch(/task task-1: nothing was replayed.*connection refused/);
+    expect(await app.broker.getDlqCount("default")).toBe(1);
+    expect(await app.broker.getQueueSize("default")).toBe(0);
+    await app.disconnect();
+  });
+
+  it("a delete that fails after the move says the entry was replayed", async () => {
+    class NoDelete extends MemoryBackend {
+      override async deleteResultIf(): Promise<boolean> {
+        throw new BackendConnectionError("connection reset");
+      }
+    }
+    const { app, entryId } = await setup(new NoDelete(), failed);
+    const error = await app.broker.replayFromDlq(entryId, "default").catch((e: unknown) => e);
+    expect(String(error)).toMatch(/the task was replayed, but its stored DEAD_LETTERED result could not be deleted/);
+    expect(await app.broker.getDlqCount("default")).toBe(0);
+    expect(await app.broker.getQueueSize("default")).toBe(1);
+    await app.disconnect();
   });
 });

@@ -336,6 +336,16 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     await this.#run("deleteResult", (main) => main.call("DEL", this.resultKey(taskId)));
   }
 
+  /** Compare-and-delete in one script (`delete-record-if.lua`). */
+  async deleteResultIf(taskId: string, seen: Pick<TaskRecord, "state" | "updatedAt">): Promise<boolean> {
+    const deleted = await this.#run("deleteResultIf", (main) =>
+      runScript(main, "chicoryDeleteRecordIf", [this.resultKey(taskId)], [seen.state, seen.updatedAt]),
+    );
+    if (deleted !== 1) return false;
+    this.#hub?.forget(taskId);
+    return true;
+  }
+
   /** SET of the stats with the TTL, plus the Redis-clock time in the workers set (one round trip). */
   async storeHeartbeat(stats: WorkerStats, ttlSeconds: number): Promise<void> {
     const ttl = Math.max(1, Math.ceil(ttlSeconds));

@@ -140,6 +140,22 @@ export class SqlBackend implements Backend {
     );
   }
 
+  /** One `DELETE` matching the state and time read (`updated_at` is in milliseconds). */
+  async deleteResultIf(taskId: string, seen: Pick<TaskRecord, "state" | "updatedAt">): Promise<boolean> {
+    const updatedAt = Date.parse(seen.updatedAt);
+    if (!this.#isStorableKey(taskId) || !Number.isFinite(updatedAt)) return false;
+    const id = this.#codec.encode(taskId);
+    const result = await this.#run("deleteResultIf", (db) =>
+      db
+        .deleteFrom(this.#names.qualified.results)
+        .where("task_id", "=", id)
+        .where("state", "=", seen.state)
+        .where("updated_at", "=", updatedAt)
+        .executeTakeFirst(),
+    );
+    return Number(result.numDeletedRows) > 0;
+  }
+
   async storeHeartbeat(stats: WorkerStats, ttlSeconds: number): Promise<void> {
     const id = encodeKey(this.#codec, stats.workerId, "worker id");
     const json = JSON.stringify(stats);

@@ -23,6 +23,7 @@ import type {
   Consumer,
   ConsumerOptions,
   DlqMessage,
+  DlqReplayGuard,
   HealthStatus,
   OutgoingMessage,
   PublishResult,
@@ -67,6 +68,7 @@ export class RabbitMqBroker implements Broker {
   readonly #dlq: RabbitMqDlq;
   readonly #consumers = new Set<RabbitMqConsumer>();
   #codec: MessageCodec | null = null;
+  #replayGuard: DlqReplayGuard | undefined;
 
   /**
    * @param options connection and queue options; unset ones come from `CHICORY_BROKER_RABBITMQ_*`
@@ -102,13 +104,14 @@ export class RabbitMqBroker implements Broker {
     this.#sender = new RabbitMqSender(settings, this.#publishConnection, this.#publisher, this.#topology);
     this.#dlq = new RabbitMqDlq(settings, this.#publishConnection, this.#sender, () => {
       this.#codec ??= new MessageCodec();
-      return this.#codec;
+      return { codec: this.#codec, guardReplay: this.#replayGuard };
     });
   }
 
   /** {@inheritDoc Broker.bind} */
   bind(binding: BrokerBinding): void {
     this.#codec = binding.codec;
+    this.#replayGuard = binding.guardReplay;
   }
 
   /** {@inheritDoc Broker.connect} Opens the publish connection; the consume connection opens with the first consumer. */

@@ -13,10 +13,9 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import type { MessageCodec } from "../../core/message.js";
 import { BrokerConnectionError, ChicoryError } from "../../errors.js";
-import type { DlqMessage } from "../broker.js";
-import { rewriteForReplay, toDlqMessage } from "../dlq.js";
+import type { BrokerBinding, DlqMessage } from "../broker.js";
+import { guardedReplay, rewriteForReplay, toDlqMessage } from "../dlq.js";
 import type { RabbitMqConnection } from "./rabbitmq-connection.js";
 import { type AmqpChannel, type AmqpMessage, amqpCode } from "./rabbitmq-driver.js";
 import type { RabbitMqSettings } from "./rabbitmq-options.js";
@@ -63,19 +62,19 @@ export class RabbitMqDlq {
   readonly #settings: RabbitMqSettings;
   readonly #connection: RabbitMqConnection;
   readonly #sender: RabbitMqSender;
-  readonly #codec: () => MessageCodec;
+  readonly #binding: () => BrokerBinding;
   readonly #locks = new Map<string, Promise<unknown>>();
 
   constructor(
     settings: RabbitMqSettings,
     connection: RabbitMqConnection,
     sender: RabbitMqSender,
-    codec: () => MessageCodec,
+    binding: () => BrokerBinding,
   ) {
     this.#settings = settings;
     this.#connection = connection;
     this.#sender = sender;
-    this.#codec = codec;
+    this.#binding = binding;
   }
 
   /** Up to `count` entries from the head of `queue`'s DLQ. */
@@ -102,13 +101,16 @@ export class RabbitMqDlq {
       async (get, channel) => {
         const message = await this.#find(get, messageId);
         if (!message) return false;
-        const body = rewriteForReplay(this.#codec(), message.content.toString("utf8"), resetRetries);
-        await this.#sender.send(queue, Buffer.from(body, "utf8"), {
-          messageId: message.properties.messageId,
-          priority: message.properties.priority,
+        const { codec, guardReplay } = this.#binding();
+        const body = rewriteForReplay(codec, message.content.toString("utf8"), resetRetries);
+        return guardedReplay(guardReplay, body, async () => {
+          await this.#sender.send(queue, Buffer.from(body, "utf8"), {
+            messageId: message.properties.messageId,
+            priority: message.properties.priority,
+          });
+          channel.ack(message);
+          return true;
         });
-        channel.ack(message);
-        return true;
       },
       false,
     );

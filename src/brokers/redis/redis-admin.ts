@@ -7,8 +7,8 @@ import type { MessageCodec } from "../../core/message.js";
 import { peekMessage } from "../../core/message.js";
 import { ValidationError } from "../../errors.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
-import type { DlqMessage } from "../broker.js";
-import { rewriteForReplay, toDlqMessage } from "../dlq.js";
+import type { DlqMessage, DlqReplayGuard } from "../broker.js";
+import { guardedReplay, rewriteForReplay, toDlqMessage } from "../dlq.js";
 import type { QueueKeys } from "./redis-keys.js";
 
 type StreamEntry = [string, string[]];
@@ -63,6 +63,7 @@ export async function replayFromDlq(
   to: QueueKeys,
   messageId: string,
   resetRetries: boolean,
+  guard?: DlqReplayGuard,
 ): Promise<boolean> {
   const entries = (await client.call("XRANGE", from.dlq, dlqEntryId(messageId), messageId)) as StreamEntry[];
   const entry = entries[0];
@@ -71,8 +72,10 @@ export async function replayFromDlq(
   const body = rewriteForReplay(codec, f.data ?? "", resetRetries);
   const id = peekMessage(body)?.id;
   const taskId = typeof id === "string" && id !== "" ? id : (f.id ?? messageId);
-  const moved = await runScript(client, "chicoryReplay", [from.dlq, to.stream], [messageId, body, taskId]);
-  return moved === 1;
+  return guardedReplay(guard, body, async () => {
+    const moved = await runScript(client, "chicoryReplay", [from.dlq, to.stream], [messageId, body, taskId]);
+    return moved === 1;
+  });
 }
 
 /** Deletes one DLQ entry. */

@@ -45,6 +45,7 @@ import type {
   Consumer,
   ConsumerOptions,
   DlqMessage,
+  DlqReplayGuard,
   HealthStatus,
   OutgoingMessage,
   PublishResult,
@@ -90,6 +91,7 @@ export class RedisBroker implements Broker {
   /** Plain publishes of a turn, one script call per queue (set while connected). */
   #batcher: PublishBatcher | undefined;
   #codec = new MessageCodec();
+  #replayGuard: DlqReplayGuard | undefined;
   #ctx: RedisBrokerContext | undefined;
   #connecting: Promise<void> | undefined;
   /** The result backend whose terminal records acks write (see {@link RedisBroker.attachResults}). */
@@ -117,6 +119,7 @@ export class RedisBroker implements Broker {
   /** Uses the app's codec to rewrite messages on DLQ replay. */
   bind(binding: BrokerBinding): void {
     this.#codec = binding.codec;
+    this.#replayGuard = binding.guardReplay;
   }
 
   /** Opens the command connection; idempotent. */
@@ -337,7 +340,7 @@ export class RedisBroker implements Broker {
   replayFromDlq(messageId: string, queue = DEFAULT_QUEUE, resetRetries = true): Promise<boolean> {
     const keys = this.#keys.get(queue);
     return this.#admin("replayFromDlq", (c) =>
-      admin.replayFromDlq(c.main, this.#codec, keys, keys, messageId, resetRetries),
+      admin.replayFromDlq(c.main, this.#codec, keys, keys, messageId, resetRetries, this.#replayGuard),
     );
   }
 

@@ -30,11 +30,12 @@ import type {
   Consumer,
   ConsumerOptions,
   DlqMessage,
+  DlqReplayGuard,
   HealthStatus,
   OutgoingMessage,
   PublishResult,
 } from "../broker.js";
-import { rewriteForReplay, toDlqMessage } from "../dlq.js";
+import { guardedReplay, rewriteForReplay, toDlqMessage } from "../dlq.js";
 import { SqliteAdmin } from "./sqlite-admin.js";
 import { SqliteConsumer, type SqliteConsumerHost } from "./sqlite-consumer.js";
 import type { SqliteDatabase } from "./sqlite-database.js";
@@ -74,6 +75,7 @@ export class SqliteBroker implements Broker {
   readonly #consumers = new Set<SqliteConsumer>();
   readonly #host: SqliteConsumerHost;
   #codec = new MessageCodec();
+  #replayGuard: DlqReplayGuard | undefined;
   #connection: Connection | undefined;
   #connecting: Promise<void> | undefined;
 
@@ -100,6 +102,7 @@ export class SqliteBroker implements Broker {
 
   bind(binding: BrokerBinding): void {
     this.#codec = binding.codec;
+    this.#replayGuard = binding.guardReplay;
   }
 
   async connect(): Promise<void> {
@@ -195,9 +198,11 @@ export class SqliteBroker implements Broker {
     if (row === undefined) return false;
     const body = rewriteForReplay(this.#codec, row.body, resetRetries);
     const target = queue ?? row.queue;
-    const isReplayed = this.#admin("replay DLQ", (admin) => admin.dlqReplay(row, target, body, Date.now()));
-    if (isReplayed) this.#notify(target);
-    return isReplayed;
+    return guardedReplay(this.#replayGuard, body, async () => {
+      const isReplayed = this.#admin("replay DLQ", (admin) => admin.dlqReplay(row, target, body, Date.now()));
+      if (isReplayed) this.#notify(target);
+      return isReplayed;
+    });
   }
 
   async deleteFromDlq(messageId: string, queue?: string): Promise<boolean> {

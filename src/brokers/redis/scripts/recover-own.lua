@@ -7,8 +7,8 @@
 -- the entries this consumer holds (handed out and not settled, or read ahead): left alone
 -- Returns { more (1 when the consumer may hold more such entries, else 0),
 -- { id, fields, deliveryCount, id, fields, deliveryCount, ... } } (as reclaim.lua).
--- Atomic; the delivery count grows by one, as on a reclaim. Composed at load time below
--- claimEntries (claim-entries.lua).
+-- Atomic; the delivery count is kept: the lost read counted the delivery this one makes.
+-- Composed at load time below claimEntries (claim-entries.lua).
 local known = {}
 for i = 4, #ARGV do
   known[ARGV[i]] = true
@@ -27,4 +27,4 @@ local more = #listed >= listLimit and 1 or 0
 if #ids == 0 then
   return { more, {} }
 end
-return { more, claimEntries(KEYS[1], ARGV[1], ARGV[2], 0, ids, counts) }
+return { more, claimEntries(KEYS[1], ARGV[1], ARGV[2], 0, ids, counts, false) }

@@ -22,8 +22,11 @@ export interface RedisClientLike {
    * Without `numberOfKeys`, the method takes the number of keys as its first argument.
    */
   defineCommand(name: string, definition: { lua: string; numberOfKeys?: number }): void;
-  /** A new client with the same options (plus `override`). */
-  duplicate(override?: Record<string, unknown>): RedisClientLike;
+  /**
+   * A new client with the same options (plus `override`). A `Cluster` takes startup nodes
+   * first (an array) and its options second: Chicory calls it that way for a Cluster.
+   */
+  duplicate(override?: Record<string, unknown> | readonly unknown[]): RedisClientLike;
   /** Connects (with `lazyConnect`). */
   connect(): Promise<void>;
   /** Closes after pending replies. */

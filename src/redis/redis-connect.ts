@@ -88,9 +88,36 @@ function redactedCopy(error: unknown, password: string | undefined): unknown {
   return copy;
 }
 
+/** True for an ioredis `Cluster` client. */
+export function isClusterClient(client: RedisClientLike): boolean {
+  return (client as { readonly isCluster?: unknown }).isCluster === true;
+}
+
+/** Options a `Cluster` takes for itself; the others apply to each node's connection. */
+const CLUSTER_LEVEL_OPTIONS = new Set(["enableOfflineQueue", "enableAutoPipelining", "lazyConnect"]);
+
+/**
+ * A `duplicate()` of `client` with `options`. A Cluster's `duplicate` takes startup nodes first
+ * and its nodes' connection options under `redisOptions`: given as to a single-node client,
+ * they would be read as nodes and the copy would never connect.
+ */
+function duplicateWith(client: RedisClientLike, options: Record<string, unknown>): RedisClientLike {
+  if (!isClusterClient(client)) return client.duplicate(options);
+  const clusterOptions: Record<string, unknown> = {};
+  const redisOptions: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(options)) {
+    if (key === "retryStrategy") continue; // a Cluster reconnects by its clusterRetryStrategy
+    (CLUSTER_LEVEL_OPTIONS.has(key) ? clusterOptions : redisOptions)[key] = value;
+  }
+  const cluster = client as unknown as {
+    duplicate(nodes: unknown[], options: Record<string, unknown>): RedisClientLike;
+  };
+  return cluster.duplicate([], { ...clusterOptions, redisOptions });
+}
+
 /** Connects a `duplicate()` of `client` (blocking reader, subscriber) and waits until ready. */
 export async function openDuplicate(client: RedisClientLike, extra: Record<string, unknown>): Promise<RedisClientLike> {
-  const copy = client.duplicate({ lazyConnect: true, retryStrategy: BASE_REDIS_OPTIONS.retryStrategy, ...extra });
+  const copy = duplicateWith(client, { lazyConnect: true, retryStrategy: BASE_REDIS_OPTIONS.retryStrategy, ...extra });
   copy.on("error", () => {
     // see openRedis
   });

@@ -5,7 +5,7 @@
  * @module
  */
 import type { RedisClientLike } from "../../redis/redis-client.js";
-import { openDuplicate } from "../../redis/redis-connect.js";
+import { isClusterClient, openDuplicate } from "../../redis/redis-connect.js";
 import { SOCKET_TIMEOUT_MS } from "../../redis/redis-options.js";
 import { defineBrokerScripts } from "./redis-scripts.js";
 
@@ -52,6 +52,9 @@ export async function openReader(
       () => undefined,
     );
   };
+  // On a Cluster, CLIENT ID and CLIENT UNBLOCK would each reach any node, where the id names
+  // another client: the id stays unknown, and a blocked read ends within its block time.
+  if (isClusterClient(conn)) return conn;
   conn.on("ready", refreshId);
   if (conn.status === "ready") refreshId();
   return conn;

@@ -213,7 +213,22 @@ export class Chicory {
    */
   async #guardReplay(taskId: string | undefined, move: () => Promise<boolean>): Promise<boolean> {
     const backend = this.backend;
-    if (!backend?.deleteResultIf || taskId === undefined) return move();
+    if (!backend || !hasDeleteIf(backend) || taskId === undefined) return move();
+    // A backend the app has not connected is opened for this call only (an admin script that
+    // connected just the broker must still be able to exit).
+    const isBorrowed = this.#connecting === null;
+    try {
+      return await this.#replayClearing(backend, taskId, move);
+    } finally {
+      if (isBorrowed && this.#connecting === null) await backend.disconnect().catch(() => undefined);
+    }
+  }
+
+  async #replayClearing(
+    backend: Backend & Required<Pick<Backend, "deleteResultIf">>,
+    taskId: string,
+    move: () => Promise<boolean>,
+  ): Promise<boolean> {
     let seen: TaskRecord | null;
     try {
       await backend.connect();
@@ -226,14 +241,15 @@ export class Chicory {
     }
     const moved = await move();
     if (!moved || seen === null || (seen.state !== "FAILURE" && seen.state !== "DEAD_LETTERED")) return moved;
+    const left = `DLQ replay of task ${taskId}: the task was replayed, but its stored ${seen.state} result could not be deleted, so get() returns it until the new run ends (AsyncResult.forget() deletes it)`;
+    let isStale: boolean;
     try {
-      await backend.deleteResultIf(taskId, seen);
+      // false: the record changed meanwhile (a newer run's, kept), or it could not be matched
+      isStale = !(await backend.deleteResultIf(taskId, seen)) && isSame(await backend.getResult(taskId), seen);
     } catch (error) {
-      throw new ChicoryError(
-        `DLQ replay of task ${taskId}: the task was replayed, but its stored ${seen.state} result could not be deleted, so get() returns it until the new run ends (AsyncResult.forget() deletes it): ${describe(error)}`,
-        { cause: error },
-      );
+      throw new ChicoryError(`${left}: ${describe(error)}`, { cause: error });
     }
+    if (isStale) throw new ChicoryError(`${left}: the backend did not match the record it returned`);
     return moved;
   }
 
@@ -265,6 +281,14 @@ export class Chicory {
       throw errors[0] instanceof ChicoryError ? errors[0] : new ChicoryError("disconnect failed", { cause: errors[0] });
     }
   }
+}
+
+function hasDeleteIf(backend: Backend): backend is Backend & Required<Pick<Backend, "deleteResultIf">> {
+  return typeof backend.deleteResultIf === "function";
+}
+
+function isSame(record: TaskRecord | null, seen: TaskRecord): boolean {
+  return record !== null && record.state === seen.state && record.updatedAt === seen.updatedAt;
 }
 
 function describe(error: unknown): string {

@@ -79,6 +79,7 @@ export function guardedReplay(
   move: () => Promise<boolean>,
 ): Promise<boolean> {
   if (!guard) return move();
-  const id = peekMessage(body)?.id;
+  // `body` was decoded for the replay already, whatever its size
+  const id = peekMessage(body, Number.POSITIVE_INFINITY)?.id;
   return guard(typeof id === "string" && id !== "" ? id : undefined, move);
 }

@@ -25,6 +25,19 @@ export async function connectBroker(app: Chicory): Promise<void> {
   }
 }
 
+/**
+ * Connects the broker, then the whole app (its backend too, when it has one), as a DLQ replay
+ * needs: it clears the replayed task's stored failure. Failures become one-line failures.
+ */
+export async function connectApp(app: Chicory): Promise<void> {
+  await connectBroker(app);
+  try {
+    await app.connect();
+  } catch (error) {
+    throw connectFailure("backend", app.backend?.displayUrl ?? "", error);
+  }
+}
+
 /** The app's backend, connected; a failure (or no backend) becomes a one-line failure. */
 export async function connectBackend(app: Chicory, purpose: string): Promise<Backend> {
   const backend = app.backend;

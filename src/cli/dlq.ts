@@ -7,7 +7,7 @@
 import type { Command } from "commander";
 import type { Chicory } from "../app.js";
 import type { DlqMessage } from "../brokers/broker.js";
-import { connectBroker, targetQueues, withApp } from "./app-session.js";
+import { connectApp, connectBroker, targetQueues, withApp } from "./app-session.js";
 import { intAtLeast, withLogLevel, withQueues } from "./options.js";
 import { CliFailure, CliUsageError, EXIT_OK, printJson, printLine, printTable, truncate } from "./output.js";
 
@@ -120,7 +120,7 @@ async function replay(spec: string, id: string | undefined, opts: DlqCommandOpti
   if (id && opts.all) throw new CliUsageError("dlq replay: pass a message id or --all, not both");
   const resetRetries = opts.resetRetries ?? true;
   return withApp(spec, async ({ app }) => {
-    await connectBroker(app);
+    await connectApp(app);
     const queues = targetQueues(app, opts.queue);
     if (!id) {
       const n = await replayAll(app, queues, resetRetries);

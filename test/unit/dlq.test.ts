@@ -96,9 +96,10 @@ describe("rewriteForReplay", () => {
 });
 
 describe("replayFromDlq through an app: the task's stored failure", () => {
-  async function setup(backend: MemoryBackend, record: TaskRecord | null) {
+  async function setup(backend: MemoryBackend, record: TaskRecord | null, connectApp = true) {
     const app = new Chicory({ broker: new MemoryBroker(), backend });
-    await app.connect();
+    if (connectApp) await app.connect();
+    else await app.broker.connect();
     if (record) await backend.storeResult(record);
     await app.broker.writeDeadLetter("default", app.codec.encode(message()), "poison");
     const [entry] = await app.broker.getDlqMessages("default");
@@ -151,6 +152,40 @@ describe("replayFromDlq through an app: the task's stored failure", () => {
     const error = await app.broker.replayFromDlq(entryId, "default").catch((e: unknown) => e);
     expect(String(error)).toMatch(/the task was replayed, but its stored DEAD_LETTERED result could not be deleted/);
     expect(await app.broker.getDlqCount("default")).toBe(0);
+    expect(await app.broker.getQueueSize("default")).toBe(1);
+    await app.disconnect();
+  });
+
+  it("a backend the app has not connected is disconnected again after the replay", async () => {
+    const calls: string[] = [];
+    class Watched extends MemoryBackend {
+      override async connect(): Promise<void> {
+        calls.push("connect");
+        await super.connect();
+      }
+      override async disconnect(): Promise<void> {
+        calls.push("disconnect");
+        await super.disconnect();
+      }
+    }
+    const backend = new Watched();
+    const { app, entryId } = await setup(backend, null, false);
+    await backend.storeResult(failed);
+    expect(await app.broker.replayFromDlq(entryId, "default")).toBe(true);
+    expect(calls).toEqual(["connect", "disconnect"]);
+    expect(await backend.getResult("task-1")).toBeNull();
+    await app.disconnect();
+  });
+
+  it("a record the backend cannot delete while it still reads it is reported", async () => {
+    class NoMatch extends MemoryBackend {
+      override async deleteResultIf(): Promise<boolean> {
+        return false;
+      }
+    }
+    const { app, entryId } = await setup(new NoMatch(), failed);
+    const error = await app.broker.replayFromDlq(entryId, "default").catch((e: unknown) => e);
+    expect(String(error)).toMatch(/the task was replayed, but .* could not be deleted.*did not match/);
     expect(await app.broker.getQueueSize("default")).toBe(1);
     await app.disconnect();
   });

@@ -336,10 +336,16 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     await this.#run("deleteResult", (main) => main.call("DEL", this.resultKey(taskId)));
   }
 
-  /** Compare-and-delete in one script (`delete-record-if.lua`). */
+  /**
+   * Compare-and-delete in one script (`delete-record-if.lua`), which also announces the
+   * deletion: a process that kept the old record for a wait to come drops it.
+   */
   async deleteResultIf(taskId: string, seen: Pick<TaskRecord, "state" | "updatedAt">): Promise<boolean> {
+    const head = `{"state":${JSON.stringify(seen.state)},`;
+    const tail = `"updatedAt":${JSON.stringify(seen.updatedAt)}}`;
+    const note = JSON.stringify([taskId]);
     const deleted = await this.#run("deleteResultIf", (main) =>
-      runScript(main, "chicoryDeleteRecordIf", [this.resultKey(taskId)], [seen.state, seen.updatedAt]),
+      runScript(main, "chicoryDeleteRecordIf", [this.resultKey(taskId)], [head, tail, this.doneChannel, note]),
     );
     if (deleted !== 1) return false;
     this.#hub?.forget(taskId);

@@ -13,7 +13,10 @@ import { TASK_STATES, type TaskRecord, type TaskState, type WorkerStats } from "
  */
 export const RECORD_MAX_DEPTH = MAX_DEPTH + 1;
 
-/** Serializes a record with `state` first (members left `undefined` are omitted). */
+/**
+ * Serializes a record with `state` first and `updatedAt` last (members left `undefined` are
+ * omitted): the scripts read only these ends (`store-record.lua`, `delete-record-if.lua`).
+ */
 export function encodeRecord(record: TaskRecord): string {
   return JSON.stringify({
     state: record.state,

@@ -1,7 +1,7 @@
 /**
  * Result waiting for the Redis backend: one subscriber connection per backend instance on the
  * `${prefix}:done:${db}` channel (message = a JSON array of the records finished in one turn of a
- * worker, a record too large to inline given by its task id), shared by every waiter, on top
+ * worker, a record too large to inline, or deleted, given by its task id), shared by every waiter, on top
  * of the shared {@link ResultWaiter} (batched MGET poll fallback, which also covers
  * notifications missed while the subscriber reconnects). An inlined record resolves its
  * waiters at once; ids of one event-loop turn that someone here waits for are read with one
@@ -241,7 +241,7 @@ export class RedisResultHub {
 
   #onMessage(message: string): void {
     // Every worker's finished tasks reach every subscriber: nothing to do unless someone waits.
-    if (this.#waiter.size === 0 && this.#expected.size === 0) return;
+    if (this.#waiter.size === 0 && this.#expected.size === 0 && this.#early.size === 0) return;
     // A batch is a JSON array holding, per finished task, its record or its id (a record too
     // large to inline); an older worker sends a plain id. A message that fails to parse is a
     // plain id (an id may itself start with "[").
@@ -278,8 +278,10 @@ export class RedisResultHub {
 
   #onDone(taskId: string): void {
     if (!this.#waiter.has(taskId)) {
-      // Announced without its record (too large to inline): a later wait reads it.
+      // Announced without its record (too large to inline, or deleted by a DLQ replay): a
+      // later wait reads the key, and a record kept from an earlier announcement is stale.
       this.#expected.delete(taskId);
+      this.#early.delete(taskId);
       return;
     }
     this.#notified.add(taskId);

@@ -32,7 +32,7 @@ import { Deadlines } from "../../core/deadlines.js";
 import type { EnvMap } from "../../core/env.js";
 import { type Logger, silentLogger } from "../../core/logger.js";
 import { MessageCodec, peekMessage } from "../../core/message.js";
-import { BrokerConnectionError, ValidationError } from "../../errors.js";
+import { BrokerConnectionError, ChicoryError } from "../../errors.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import { closeRedis, describeRedisError, openRedis, pingRedis } from "../../redis/redis-connect.js";
 import { watchEviction } from "../../redis/redis-eviction.js";
@@ -327,7 +327,8 @@ export class RedisBroker implements Broker {
     try {
       return await run(ctx);
     } catch (error) {
-      if (error instanceof ValidationError) throw error;
+      // Chicory's own errors (a bad id, the app's DLQ replay guard) already say what failed
+      if (error instanceof ChicoryError) throw error;
       throw ctx.wrapError(operation, error);
     }
   }

@@ -3,6 +3,7 @@
  * waiter (one subscription), heartbeat keys by the Redis clock.
  */
 import { describe, expect, it } from "vitest";
+import type { TaskRecord } from "../../../src/backends/backend.js";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { findNonJson, type JsonValue } from "../../../src/core/json.js";
 import { AsyncResult, silentLogger, TimeoutError } from "../../../src/index.js";
@@ -265,6 +266,38 @@ describe.skipIf(skip)("redis backend", () => {
     expect((await waiting.waitForResult(early, { timeoutMs: 10_000 }))?.result).toBe("kept");
     // Taken by that wait: a second wait reads Redis (nothing there any more).
     expect(await waiting.waitForResult(early, { timeoutMs: 200, pollIntervalMs: 50 })).toBeNull();
+  });
+
+  it("drops a kept record that another process deleted with deleteResultIf (a DLQ replay)", async () => {
+    const s = await setup();
+    const { waiting, writer } = await waiterAndWriter(s);
+    const replayed = uniqueName("task-");
+    const marker = uniqueName("task-");
+    waiting.expectResult(replayed);
+    let markerWait = waiting.waitForResult(marker, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
+    const failed: TaskRecord = {
+      taskId: replayed,
+      state: "DEAD_LETTERED",
+      error: { type: "Error", message: "first run 🎉".slice(0, 11) }, // ends with an unpaired surrogate
+      updatedAt: new Date().toISOString(),
+    };
+    await writer.storeResult(failed);
+    await writer.storeResult(success(marker, 1));
+    expect((await markerWait)?.result).toBe(1); // the failure is kept for a wait to come
+    // Another process replays the task: the record is deleted and the deletion announced. A
+    // second marker, announced after it (its wait reads nothing, it expects the notification).
+    const marker2 = uniqueName("task-");
+    waiting.expectResult(marker2);
+    markerWait = waiting.waitForResult(marker2, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
+    const seen = await writer.getResult(replayed);
+    expect(seen?.state).toBe("DEAD_LETTERED");
+    expect(await writer.deleteResultIf(replayed, seen as TaskRecord)).toBe(true);
+    await writer.storeResult(success(marker2, 2));
+    expect((await markerWait)?.result).toBe(2);
+    // The kept failure is gone: the wait goes on until the new run's record.
+    const wait = waiting.waitForResult(replayed, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
+    await writer.storeResult(success(replayed, "second run"));
+    expect((await wait)?.result).toBe("second run");
   });
 
   it("a wait for a task published here while subscribed reads nothing before its notification", async () => {

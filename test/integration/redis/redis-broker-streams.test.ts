@@ -5,12 +5,14 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
+import type { TaskRecord } from "../../../src/backends/backend.js";
 import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker-options.js";
 import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js";
 import { MessageCodec } from "../../../src/core/message.js";
-import { ValidationError } from "../../../src/errors.js";
+import { BackendConnectionError, ValidationError } from "../../../src/errors.js";
+import { Chicory, MemoryBackend } from "../../../src/index.js";
 import { type RedisClientLike, runScript } from "../../../src/redis/redis-client.js";
 import { encodeTask, eventually, sleep } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
@@ -475,6 +477,27 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(await s.broker.replayFromDlq(`${ms}-1`, s.queue)).toBe(false);
     expect(await s.raw.xlen(s.stream)).toBe(1);
     expect((await s.broker.getDlqMessages(s.queue)).map((m) => m.messageId)).toEqual([`${ms}-0`]);
+  });
+
+  it("a replay whose result backend cannot be read fails with the backend's error, and replays nothing", async () => {
+    class Unreachable extends MemoryBackend {
+      override async getResult(): Promise<TaskRecord | null> {
+        throw new BackendConnectionError("backend down");
+      }
+    }
+    const prefix = testPrefix();
+    cleanups.push(() => deletePrefix(prefix));
+    const broker = new RedisBroker({ url: SERVICES.redis, keyPrefix: prefix, env: {} });
+    const app = new Chicory({ broker, backend: new Unreachable() });
+    cleanups.push(() => app.disconnect());
+    await app.connect();
+    await broker.writeDeadLetter("q", encodeTask(app.codec).body, "poison");
+    const [entry] = await broker.getDlqMessages("q");
+    const error = await broker.replayFromDlq(entry?.messageId ?? "", "q").catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(BackendConnectionError);
+    expect(String(error)).toMatch(/nothing was replayed.*backend down/);
+    expect(await broker.getDlqCount("q")).toBe(1);
+    expect(await broker.getQueueSize("q")).toBe(0);
   });
 
   it("cleanupStaleClients deletes idle consumers without pending entries only", async () => {

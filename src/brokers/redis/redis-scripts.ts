@@ -41,7 +41,7 @@ function readAfterAcksLua(settle: string): string {
 
 /** A claiming script below claimEntries (claim-entries.lua, see its header). */
 function withClaimEntries(name: string): string {
-  return `local function claimEntries(stream, group, consumer, minIdle, ids, counts, bump)\n${lua("claim-entries")}\nend\n${lua(name)}`;
+  return `local function claimEntries(stream, group, consumer, minIdle, ids, counts, keep)\n${lua("claim-entries")}\nend\n${lua(name)}`;
 }
 
 /** Script name -> number of KEYS and source. Names are prefixed to avoid clashing with ioredis methods. */

@@ -48,4 +48,4 @@ end
 if #ids == 0 then
   return { cursor, {} }
 end
-return { cursor, claimEntries(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ids, counts, true) }
+return { cursor, claimEntries(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ids, counts, nil) }

@@ -7,6 +7,7 @@
 -- Returns { id, fields, deliveryCount, id, fields, deliveryCount, ... }.
 -- A pending entry gone from the stream (trimmed or deleted while held) has nothing to deliver:
 -- XCLAIM does not return it, and it leaves the pending list instead of being claimed forever.
+-- An entry XCLAIM skipped for another reason (not idle enough) is left as it is.
 local bumped, claimed = {}, {}
 for _, id in ipairs(ids) do
   if keep and keep[id] then
@@ -32,7 +33,7 @@ for _, entry in ipairs(claimed) do
   end
 end
 for _, id in ipairs(ids) do
-  if not taken[id] then
+  if not taken[id] and #redis.call('XRANGE', stream, id, id) == 0 then
     redis.call('XACK', stream, group, id)
   end
 end

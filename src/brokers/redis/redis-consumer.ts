@@ -202,8 +202,10 @@ export class RedisConsumer implements Consumer {
       if (signal.aborted || this.#isClosed) await this.#releaseBuffer();
       return [];
     }
-    // Entries whose lease was lost are already gone from the buffer (see #renewLeases).
-    if (this.#buffer.length > 0) return this.#buffer.splice(0, max);
+    if (this.#buffer.length > 0) {
+      await this.#confirmBuffered();
+      if (this.#buffer.length > 0) return this.#buffer.splice(0, max);
+    }
     const conn = await this.#connection();
     const out: RedisDelivery[] = [];
     const want = max + this.#ctx.prefetch;
@@ -232,6 +234,47 @@ export class RedisConsumer implements Consumer {
     }
     if (out.length > max) this.#buffer.push(...out.splice(max));
     return out;
+  }
+
+  /**
+   * Entries whose lease renewal found them lost are already gone from the buffer (see
+   * #renewLeases). After a stall of this process (a CPU-bound handler) the renewal may not
+   * have run yet, and another consumer may have reclaimed some: read-ahead entries not
+   * confirmed within half the claim min idle time are renewed (their owner checked) before any
+   * is handed out, and those lost are dropped.
+   */
+  async #confirmBuffered(): Promise<void> {
+    const staleBefore = performance.now() - this.#ctx.claimMinIdleMs / 2;
+    for (const q of this.#queues) {
+      const ids: string[] = [];
+      for (const d of this.#buffer) if (d.keys === q.keys && d.leaseConfirmedAtMs < staleBefore) ids.push(d.deliveryId);
+      if (ids.length === 0) continue;
+      const sentAtMs = performance.now();
+      let lost: string[];
+      try {
+        lost = (await runScript(
+          this.#ctx.main,
+          "chicoryRenew",
+          [q.keys.stream],
+          [this.#ctx.group, this.#consumerId, ...ids],
+        )) as string[];
+      } catch (error) {
+        throw this.#ctx.wrapError("fetch", error);
+      }
+      for (const id of lost) {
+        const delivery = q.inFlight.get(id);
+        q.inFlight.delete(id);
+        delivery?.leaseLost();
+      }
+      for (const id of ids) {
+        const delivery = q.inFlight.get(id);
+        if (delivery) delivery.leaseConfirmedAtMs = sentAtMs;
+      }
+      if (lost.length > 0) {
+        const gone = new Set(lost);
+        this.#buffer = this.#buffer.filter((d) => d.keys !== q.keys || !gone.has(d.deliveryId));
+      }
+    }
   }
 
   /** {@inheritDoc Consumer.stopFetching} Gives the read-ahead entries back at once. */

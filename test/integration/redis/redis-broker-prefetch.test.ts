@@ -104,6 +104,27 @@ describe.skipIf(skip)("redis broker: read-ahead (prefetch)", () => {
     for (const d of [running, ...next]) await d?.ack();
   });
 
+  it("after a stall past half the lease, checks the buffered entries' owner before handing any out", async () => {
+    const leaseMs = 400;
+    const s = await setup({ prefetch: 2, claimMinIdleMs: leaseMs }, 3);
+    const c = s.consumer();
+    const [running] = await c.fetch(1, new AbortController().signal);
+    const [owner] = Object.keys(await s.pendingByConsumer()) as [string];
+    const entries = (await s.raw.xpending(s.stream, s.group, "-", "+", 10, owner)) as Array<[string]>;
+    const bufferedIds = entries.map(([id]) => id).filter((id) => id !== running?.deliveryId);
+    expect(bufferedIds).toHaveLength(2);
+    // Another consumer takes one over while this process is stalled (a CPU-bound handler):
+    // the stall keeps the renewal timer from running before the next fetch.
+    await s.raw.xclaim(s.stream, s.group, "thief", 0, bufferedIds[0] as string, "JUSTID");
+    const stalledUntil = performance.now() + leaseMs * 0.75;
+    while (performance.now() < stalledUntil) {
+      // busy: the stall itself
+    }
+    const next = await c.fetch(5, AbortSignal.timeout(3000));
+    expect(next.map((d) => d.deliveryId)).toEqual([bufferedIds[1]]);
+    for (const d of [running, ...next]) await d?.ack();
+  });
+
   it("releases the buffer at once when told to stop fetching: another consumer takes it, no delivery burnt", async () => {
     const s = await setup({ prefetch: 3, claimMinIdleMs: 60_000 }, 4);
     const c = s.consumer();

@@ -402,6 +402,18 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(await s.raw.xlen(s.stream)).toBe(0);
   });
 
+  it("an ack of an entry pending for nobody (a restored Redis) deletes it and frees its unique id", async () => {
+    const s = await setup();
+    const task = await publish(s.broker, s.queue, { unique: true });
+    const d = await fetchOne(s.consumer());
+    // As after a restore from a snapshot taken between the read and the ack.
+    await s.raw.xack(s.stream, s.broker.settings.consumerGroup, d.deliveryId);
+    await d.ack();
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+    const again = await s.broker.publish(s.queue, { id: task.id, body: task.body, unique: true });
+    expect(again.published).toBe(true);
+  });
+
   it("concurrent replays from two brokers enqueue an entry once", async () => {
     const s = await setup();
     await publish(s.broker, s.queue);

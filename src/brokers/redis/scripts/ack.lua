@@ -40,6 +40,17 @@ for i = 5, #ARGV do
     -- or now owned by another consumer (fenced: nothing changes).
     local owner = redis.pcall('XPENDING', KEYS[1], ARGV[1], id, id, 1)
     if not (type(owner) == 'table' and owner[1]) then
+      -- Still in the stream but pending for nobody (a restored or failed-over Redis): the entry
+      -- goes, and so does its unique marker, which would refuse that task id forever.
+      if hasUnique then
+        local entry = redis.call('XRANGE', KEYS[1], id, id)
+        local fields = entry[1] and entry[1][2] or {}
+        for f = 1, #fields, 2 do
+          if fields[f] == 'id' then
+            redis.call('SREM', KEYS[2], fields[f + 1])
+          end
+        end
+      end
       redis.call('XDEL', KEYS[1], id)
     end
   end

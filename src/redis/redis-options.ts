@@ -62,10 +62,21 @@ export function reconnectDelayMs(times: number): number {
  */
 export const SOCKET_TIMEOUT_MS = 10_000;
 
+/**
+ * After a failover behind one address (a managed service's endpoint, a DNS name, a proxy), a
+ * connection opened to the old primary stays up and every write gets `READONLY`: reconnect
+ * (reaching the new primary) and send the refused command again (a refused write did nothing).
+ * Returns ioredis's `reconnectOnError` answer.
+ */
+export function reconnectOnReadonly(error: Error): 2 | false {
+  return error.message.startsWith("READONLY") ? 2 : false;
+}
+
 /** ioredis options Chicory always sets. */
 export const BASE_REDIS_OPTIONS: Readonly<Record<string, unknown>> = {
   maxRetriesPerRequest: null,
   retryStrategy: reconnectDelayMs,
+  reconnectOnError: reconnectOnReadonly,
   lazyConnect: true,
   socketTimeout: SOCKET_TIMEOUT_MS,
 };

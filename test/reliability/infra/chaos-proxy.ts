@@ -5,7 +5,8 @@
  *   NAT entry);
  * - `stall()`: stop forwarding on every open connection, both ways, without closing anything
  *   (half-open: the client's writes succeed, no reply ever comes); new connections still pass;
- * - `heal()`: forward what the stalled connections buffered and carry on.
+ * - `heal()`: forward what the stalled connections buffered and carry on;
+ * - `retarget(port)`: send new connections to another port.
  * It records when a client gives up on a stalled connection (closes it): that is the client
  * detecting the half-open socket.
  */
@@ -22,7 +23,7 @@ interface Pair {
 
 /** See module doc. */
 export class ChaosProxy {
-  readonly #targetPort: number;
+  #targetPort: number;
   readonly #pairs = new Set<Pair>();
   #server: Server | null = null;
   /** Times (epoch ms) at which a client closed a connection while it was stalled. */
@@ -45,6 +46,11 @@ export class ChaosProxy {
         resolve(typeof address === "object" && address ? address.port : 0);
       });
     });
+  }
+
+  /** New connections go to `port` from now on (open ones stay where they are: a failover behind one address). */
+  retarget(port: number): void {
+    this.#targetPort = port;
   }
 
   /** Open (not closed) connections. */

@@ -1,0 +1,93 @@
+/**
+ * A failover behind one address, as a managed Redis endpoint or a DNS name does it: two
+ * redis-servers this test starts (B replicates A), reached through a TCP proxy. B is promoted,
+ * A demoted, and the proxy sends new connections to B; the connections already open still
+ * reach A, where every write now gets READONLY. The adapters reconnect on READONLY and send the
+ * refused command again: the worker and the producer carry on against B by themselves.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RedisBackend } from "../../../src/backends/redis/index.js";
+import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import { Chicory, silentLogger, Worker } from "../../../src/index.js";
+import { eventually } from "../../contract/contract-helpers.js";
+import { useCleanups } from "../../helpers/cleanups.js";
+import { skipUnless } from "../../helpers/services.js";
+import { ChaosProxy } from "../../reliability/infra/chaos-proxy.js";
+import { freePort, OwnRedis } from "../../reliability/infra/redis-server.js";
+
+const skip = await skipUnless("redis");
+
+describe.skipIf(skip)("redis adapters: failover behind one address", () => {
+  const cleanups = useCleanups();
+  const dirs: string[] = [];
+  const servers: OwnRedis[] = [];
+
+  async function ownRedis(): Promise<OwnRedis> {
+    const dir = mkdtempSync(join(tmpdir(), "chicory-failover-"));
+    dirs.push(dir);
+    const server = new OwnRedis(await freePort(), dir, "none");
+    servers.push(server);
+    await server.start();
+    return server;
+  }
+
+  let a: OwnRedis;
+  let b: OwnRedis;
+  beforeAll(async () => {
+    a = await ownRedis();
+    b = await ownRedis();
+  });
+
+  afterAll(async () => {
+    for (const server of servers) await server.kill();
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("workers and producers carry on against the promoted replica", { timeout: 30_000 }, async () => {
+    const adminA = new Redis(a.port, "127.0.0.1");
+    const adminB = new Redis(b.port, "127.0.0.1");
+    const proxy = new ChaosProxy(a.port);
+    const port = await proxy.listen();
+    cleanups.push(async () => {
+      await proxy.close();
+      adminA.disconnect();
+      adminB.disconnect();
+    });
+    await adminB.call("REPLICAOF", "127.0.0.1", String(a.port));
+    await eventually(
+      async () => /master_link_status:up/.test(String(await adminB.call("INFO", "replication"))),
+      10_000,
+    );
+
+    const url = `redis://127.0.0.1:${port}/0`;
+    const app = new Chicory({
+      broker: new RedisBroker({ url, keyPrefix: "failover", env: {}, blockMs: 200 }),
+      backend: new RedisBackend({ url, keyPrefix: "failover", env: {} }),
+    });
+    const double = app.task(async function double(n: number) {
+      return n * 2;
+    });
+    const worker = new Worker(app, { logger: silentLogger, concurrency: 4, heartbeatInterval: 0.2 });
+    await worker.start();
+    cleanups.push(() => worker.stop(5));
+    expect(await (await double.delay(1)).get({ timeout: 10 })).toBe(2);
+    // Everything written so far is on B before the switch.
+    const offset = async (admin: Redis) =>
+      /master_repl_offset:(\d+)/.exec(String(await admin.call("INFO", "replication")))?.[1];
+    await eventually(async () => (await offset(adminB)) === (await offset(adminA)), 10_000);
+
+    await adminB.call("REPLICAOF", "NO", "ONE");
+    await adminA.call("REPLICAOF", "127.0.0.1", String(b.port));
+    proxy.retarget(b.port);
+
+    const results = await Promise.all(
+      Array.from({ length: 20 }, async (_, i) => (await double.delay(i)).get({ timeout: 20 })),
+    );
+    expect(results).toEqual(Array.from({ length: 20 }, (_, i) => i * 2));
+    expect(await adminB.call("XLEN", "failover:stream:{default}")).toBe(0);
+  });
+});

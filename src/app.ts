@@ -73,6 +73,8 @@ export class Chicory {
   #connecting: Promise<void> | null = null;
   /** True once {@link Chicory.connect} succeeded (until `disconnect`). */
   #isConnected = false;
+  /** DLQ replays running on a backend the app has not connected (see #guardReplay). */
+  #replaysBorrowing = 0;
   readonly #runtime: TaskRuntime;
 
   constructor(options: ChicoryOptions = {}) {
@@ -214,13 +216,16 @@ export class Chicory {
   async #guardReplay(taskId: string | undefined, move: () => Promise<boolean>): Promise<boolean> {
     const backend = this.backend;
     if (!backend || !hasDeleteIf(backend) || taskId === undefined) return move();
-    // A backend the app has not connected is opened for this call only (an admin script that
-    // connected just the broker must still be able to exit).
+    // A backend the app has not connected is opened for the replays running, and closed after
+    // the last (an admin script that connected just the broker must still be able to exit).
     const isBorrowed = this.#connecting === null;
+    if (isBorrowed) this.#replaysBorrowing++;
     try {
       return await this.#replayClearing(backend, taskId, move);
     } finally {
-      if (isBorrowed && this.#connecting === null) await backend.disconnect().catch(() => undefined);
+      if (isBorrowed && --this.#replaysBorrowing === 0 && this.#connecting === null) {
+        await backend.disconnect().catch(() => undefined);
+      }
     }
   }
 

@@ -174,6 +174,15 @@ describe("replayFromDlq through an app: the task's stored failure", () => {
     expect(await app.broker.replayFromDlq(entryId, "default")).toBe(true);
     expect(calls).toEqual(["connect", "disconnect"]);
     expect(await backend.getResult("task-1")).toBeNull();
+    // Two at once: the backend stays open until the last one ends.
+    calls.length = 0;
+    for (const id of ["task-2", "task-3"]) {
+      await app.broker.writeDeadLetter("default", app.codec.encode(message({ id })), "poison");
+    }
+    const entries = await app.broker.getDlqMessages("default");
+    const replayed = await Promise.all(entries.map((e) => app.broker.replayFromDlq(e.messageId, "default")));
+    expect(replayed).toEqual([true, true]);
+    expect(calls).toEqual(["connect", "connect", "disconnect"]);
     await app.disconnect();
   });
 

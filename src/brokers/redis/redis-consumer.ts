@@ -436,9 +436,10 @@ export class RedisConsumer implements Consumer {
       // At id 0: messages published before any worker existed are delivered too.
       await conn.call("XGROUP", "CREATE", q.keys.stream, this.#ctx.group, "0", "MKSTREAM");
     } catch (error) {
-      // A full Redis refuses XGROUP CREATE even when the group exists: the read tells
-      // (NOGROUP makes the next fetch try again).
-      if (!(error instanceof Error && /BUSYGROUP|^OOM /.test(error.message))) throw error;
+      // A full Redis refuses XGROUP CREATE even when the group exists: go on if it does.
+      const isOom = error instanceof Error && /^OOM /.test(error.message);
+      if (isOom && !(await this.#groupExists(conn, q))) throw error;
+      if (!isOom && !(error instanceof Error && error.message.includes("BUSYGROUP"))) throw error;
     }
     // Registered at once (not at its first read), so admin counts see a consumer that started;
     // a full Redis refuses it, and the first read registers the consumer instead.
@@ -447,6 +448,22 @@ export class RedisConsumer implements Consumer {
     });
     q.hasGroup = true;
     q.seenAtMs = performance.now();
+  }
+
+  /** Whether this consumer's group exists on `q`'s stream (XINFO GROUPS, either protocol). */
+  async #groupExists(conn: RedisClientLike, q: QueueState): Promise<boolean> {
+    let groups: unknown;
+    try {
+      groups = await conn.call("XINFO", "GROUPS", q.keys.stream);
+    } catch {
+      return false; // no such stream
+    }
+    if (!Array.isArray(groups)) return false;
+    return groups.some((group: unknown) => {
+      if (Array.isArray(group))
+        return group.some((value, i) => i % 2 === 1 && group[i - 1] === "name" && value === this.#ctx.group);
+      return (group as { name?: unknown } | null)?.name === this.#ctx.group;
+    });
   }
 
   async #moveDelayed(conn: RedisClientLike, q: QueueState): Promise<void> {

@@ -3,7 +3,8 @@
  * producers get an error naming OOM, while workers keep draining the queue. Acks with their
  * results, dead letters and due delayed jobs still go through (each script's first write is
  * one that frees memory: Redis checks only a script's first write against the limit), and a
- * worker started meanwhile joins the existing group.
+ * worker started meanwhile joins the existing group (a queue without a group fails its fetch:
+ * the group cannot be created).
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -85,5 +86,10 @@ describe.skipIf(skip)("redis broker and backend: Redis full", () => {
     expect(await app.broker.getQueueSize("default")).toBe(0);
     expect(await admin.xlen("full:stream:{default}")).toBe(0);
     expect(second.getStats().tasksProcessed).toBeGreaterThan(0);
+    // A queue whose group does not exist yet cannot get one: its fetch fails (the worker backs
+    // off and tries again) instead of reading nothing in a loop.
+    const fresh = app.broker.consumer({ queues: ["never-used"], consumerId: "fresh" });
+    await expect(fresh.fetch(1, AbortSignal.timeout(1000))).rejects.toThrow(/OOM/);
+    await fresh.close();
   });
 });

@@ -222,8 +222,11 @@ export class RedisConsumer implements Consumer {
           { queues: this.#queues.map((q) => q.keys.queue) },
           "redis consumer group missing; recreating",
         );
-      } else if (out.length === 0 && !this.#isClosed && !signal.aborted) {
-        throw this.#ctx.wrapError("fetch", error);
+      } else {
+        // A read that failed may have been applied, its reply lost (on a Cluster, a node's
+        // connection can drop without a `ready` of the whole client): look for such entries.
+        for (const q of this.#queues) q.mayHoldUnknown = true;
+        if (out.length === 0 && !this.#isClosed && !signal.aborted) throw this.#ctx.wrapError("fetch", error);
       }
     } finally {
       signal.removeEventListener("abort", onAbort);
@@ -249,6 +252,12 @@ export class RedisConsumer implements Consumer {
       const ids: string[] = [];
       for (const d of this.#buffer) if (d.keys === q.keys && d.leaseConfirmedAtMs < staleBefore) ids.push(d.deliveryId);
       if (ids.length === 0) continue;
+      // Not queued on a connection that is down (the call would wait for it, whatever the signal).
+      if (this.#ctx.main.status !== "ready") {
+        throw new BrokerConnectionError(
+          `redis unreachable at ${this.#ctx.displayUrl} (connection ${this.#ctx.main.status})`,
+        );
+      }
       const sentAtMs = performance.now();
       let lost: string[];
       try {
@@ -259,7 +268,10 @@ export class RedisConsumer implements Consumer {
           [this.#ctx.group, this.#consumerId, ...ids],
         )) as string[];
       } catch (error) {
-        throw this.#ctx.wrapError("fetch", error);
+        if (!isNoGroupError(error)) throw this.#ctx.wrapError("fetch", error);
+        // The group is gone (Redis restarted empty, or was flushed), and these entries with it.
+        lost = ids;
+        q.hasGroup = false;
       }
       for (const id of lost) {
         const delivery = q.inFlight.get(id);

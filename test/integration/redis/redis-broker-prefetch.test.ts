@@ -125,6 +125,30 @@ describe.skipIf(skip)("redis broker: read-ahead (prefetch)", () => {
     for (const d of [running, ...next]) await d?.ack();
   });
 
+  it("drops the buffer when its group is gone (Redis restarted empty) and goes on with a new group", async () => {
+    const leaseMs = 100;
+    const s = await setup({ prefetch: 2, claimMinIdleMs: leaseMs }, 3);
+    const c = s.consumer();
+    const [running] = await c.fetch(1, new AbortController().signal);
+    expect(running).toBeDefined();
+    // As after a restart without persistence: the stream, its group and the buffered entries
+    // are gone; the renewals fail meanwhile and the buffered entries' leases go stale.
+    await s.raw.del(s.stream);
+    const task = encodeTask(codec);
+    await s.broker.publish(s.queue, { id: task.id, body: task.body });
+    const stalledUntil = performance.now() + leaseMs; // no renewal confirms them meanwhile
+    while (performance.now() < stalledUntil) {
+      // busy: a stall, so the buffered entries' last confirmation is older than half the lease
+    }
+    const next = await eventually(async () => {
+      const got = await c.fetch(5, AbortSignal.timeout(500));
+      expect(got).toHaveLength(1);
+      return got;
+    }, 5000);
+    expect(next[0]?.body).toBe(task.body);
+    await next[0]?.ack();
+  });
+
   it("releases the buffer at once when told to stop fetching: another consumer takes it, no delivery burnt", async () => {
     const s = await setup({ prefetch: 3, claimMinIdleMs: 60_000 }, 4);
     const c = s.consumer();

@@ -26,16 +26,28 @@ export interface TestRedisCluster {
   stop(): Promise<void>;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+function isFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
   });
+}
+
+/**
+ * A port for a cluster node: a node also listens on its port + 10000 (the cluster bus), so
+ * both must be free, and the port at most 55535. Random in 20000..45000, below the range the
+ * system hands out for outgoing connections.
+ */
+async function freeNodePort(taken: readonly number[]): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 25_000);
+    const clashes = (p: number) =>
+      [p, p + 10_000].some((q) => Math.abs(q - port) < 2 || Math.abs(q - port - 10_000) < 2);
+    if (taken.some(clashes)) continue;
+    if ((await isFree(port)) && (await isFree(port + 10_000))) return port;
+  }
+  throw new Error("test Redis Cluster: no free port pair (port, port + 10000) found");
 }
 
 function canConnect(port: number): Promise<boolean> {
@@ -77,7 +89,7 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
   };
   try {
     for (let i = 0; i < 3; i++) {
-      const port = await freePort();
+      const port = await freeNodePort(ports);
       const dir = await mkdtemp(join(tmpdir(), "chicory-cluster-"));
       ports.push(port);
       dirs.push(dir);

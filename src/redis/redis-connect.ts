@@ -7,7 +7,7 @@
 import { warnTlsUnverified } from "../core/tls.js";
 import { redactSecrets } from "../core/url.js";
 import { loadRedis, type RedisClientLike } from "./redis-client.js";
-import { BASE_REDIS_OPTIONS, type ResolvedRedisConnection } from "./redis-options.js";
+import { BASE_REDIS_OPTIONS, type ResolvedRedisConnection, readonlyReconnector } from "./redis-options.js";
 
 /** Builds the error an adapter throws for a failed Redis operation. */
 export type ErrorFactory = (message: string, cause: unknown) => Error;
@@ -54,7 +54,12 @@ export async function openRedis(
 ): Promise<RedisClientLike> {
   const Redis = await loadRedis(what);
   if (connection.tlsUnverified) warnTlsUnverified(what, connection.displayUrl, connection.envPrefix);
-  const client = new Redis({ ...connection.options, ...BASE_REDIS_OPTIONS, ...extra });
+  const client = new Redis({
+    ...connection.options,
+    ...BASE_REDIS_OPTIONS,
+    reconnectOnError: readonlyReconnector(),
+    ...extra,
+  });
   let reported: unknown;
   client.on("error", (error: unknown) => {
     // Later errors surface as rejected commands / status; during connect, keep the reason.
@@ -94,7 +99,12 @@ export function isClusterClient(client: RedisClientLike): boolean {
 }
 
 /** Options a `Cluster` takes for itself; the others apply to each node's connection. */
-const CLUSTER_LEVEL_OPTIONS = new Set(["enableOfflineQueue", "enableAutoPipelining", "lazyConnect"]);
+const CLUSTER_LEVEL_OPTIONS = new Set([
+  "enableOfflineQueue",
+  "enableAutoPipelining",
+  "lazyConnect",
+  "retryDelayOnFailover",
+]);
 
 /**
  * A `duplicate()` of `client` with `options`. A Cluster's `duplicate` takes startup nodes first

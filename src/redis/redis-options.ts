@@ -62,21 +62,36 @@ export function reconnectDelayMs(times: number): number {
  */
 export const SOCKET_TIMEOUT_MS = 10_000;
 
+/** Most reconnects on `READONLY` of one client (and its duplicates) per {@link READONLY_WINDOW_MS}. */
+export const READONLY_RECONNECTS = 3;
+/** See {@link READONLY_RECONNECTS}. */
+export const READONLY_WINDOW_MS = 10_000;
+
 /**
- * After a failover behind one address (a managed service's endpoint, a DNS name, a proxy), a
- * connection opened to the old primary stays up and every write gets `READONLY`: reconnect
- * (reaching the new primary) and send the refused command again (a refused write did nothing).
- * Returns ioredis's `reconnectOnError` answer.
+ * An ioredis `reconnectOnError` for one client. After a failover behind one address (a managed
+ * service's endpoint, a DNS name, a proxy), a connection opened to the old primary stays up and
+ * every write gets `READONLY`: reconnect (reaching the new primary) and send the refused command
+ * again (a refused write did nothing). At most {@link READONLY_RECONNECTS} times per
+ * {@link READONLY_WINDOW_MS}: an address that still leads to a replica (a URL naming one, an
+ * endpoint not switched yet) then fails its writes with `READONLY` at once instead of
+ * reconnecting in a loop with the writes held.
  */
-export function reconnectOnReadonly(error: Error): 2 | false {
-  return error.message.startsWith("READONLY") ? 2 : false;
+export function readonlyReconnector(): (error: Error) => 2 | false {
+  const times: number[] = [];
+  return (error) => {
+    if (!error.message.startsWith("READONLY")) return false;
+    const now = Date.now();
+    while (times.length > 0 && now - (times[0] as number) > READONLY_WINDOW_MS) times.shift();
+    if (times.length >= READONLY_RECONNECTS) return false;
+    times.push(now);
+    return 2;
+  };
 }
 
-/** ioredis options Chicory always sets. */
+/** ioredis options Chicory always sets (plus a fresh {@link readonlyReconnector} per client). */
 export const BASE_REDIS_OPTIONS: Readonly<Record<string, unknown>> = {
   maxRetriesPerRequest: null,
   retryStrategy: reconnectDelayMs,
-  reconnectOnError: reconnectOnReadonly,
   lazyConnect: true,
   socketTimeout: SOCKET_TIMEOUT_MS,
 };

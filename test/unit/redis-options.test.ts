@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Cluster } from "ioredis";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { RedisBackend } from "../../src/backends/redis/index.js";
 import { RedisBroker } from "../../src/brokers/redis/index.js";
 import { queueKeys } from "../../src/brokers/redis/redis-keys.js";
@@ -14,7 +14,7 @@ import { createBackend, createBroker } from "../../src/drivers.js";
 import { ConfigurationError, ValidationError } from "../../src/errors.js";
 import type { RedisClientLike } from "../../src/redis/redis-client.js";
 import { connectFailureHint } from "../../src/redis/redis-connect.js";
-import { resolveRedisConnection } from "../../src/redis/redis-options.js";
+import { READONLY_WINDOW_MS, readonlyReconnector, resolveRedisConnection } from "../../src/redis/redis-options.js";
 
 const PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
@@ -216,5 +216,23 @@ describe("redis broker and backend settings", () => {
     const backend = createBackend("rediss://127.0.0.1:6380/1", { env: {} });
     expect(backend.kind).toBe("redis");
     expect(createBroker("redis", { env: { CHICORY_BROKER_REDIS_HOST: "h" } }).displayUrl).toBe("redis://h:6379/0");
+  });
+});
+
+describe("readonlyReconnector", () => {
+  it("reconnects and resends on READONLY at most 3 times per 10 s, and never on other errors", () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    try {
+      const decide = readonlyReconnector();
+      const readonly = new Error("READONLY You can't write against a read only replica.");
+      expect(decide(new Error("ERR something else"))).toBe(false);
+      expect([decide(readonly), decide(readonly), decide(readonly), decide(readonly)]).toEqual([2, 2, 2, false]);
+      vi.advanceTimersByTime(READONLY_WINDOW_MS + 1);
+      expect(decide(readonly)).toBe(2);
+      // one budget per client
+      expect(readonlyReconnector()(readonly)).toBe(2);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

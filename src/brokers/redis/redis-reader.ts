@@ -34,8 +34,10 @@ export async function openReader(
   const conn = await openDuplicate(main, {
     enableOfflineQueue: false,
     autoResendUnfulfilledCommands: false,
-    // A read in flight when the connection drops fails at once (it is not resent).
+    // A read in flight when the connection drops fails at once (it is not resent; on a Cluster,
+    // retryDelayOnFailover 0 keeps the Cluster from sending it again after a node's close).
     maxRetriesPerRequest: 0,
+    retryDelayOnFailover: 0,
     enableAutoPipelining: false,
     // Safety net for a half-open TCP connection: a blocked read gives up after its block + 5 s.
     blockingTimeout: blockMs + 5_000,

@@ -12,8 +12,12 @@ import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import { queueKeys } from "../../../src/brokers/redis/redis-keys.js";
+import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js";
+import { MessageCodec } from "../../../src/core/message.js";
 import { Chicory, silentLogger, Worker } from "../../../src/index.js";
-import { eventually } from "../../contract/contract-helpers.js";
+import { type RedisClientLike, runScript } from "../../../src/redis/redis-client.js";
+import { encodeTask, eventually } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
 import { ChaosProxy } from "../../reliability/infra/chaos-proxy.js";
@@ -45,6 +49,53 @@ describe.skipIf(skip)("redis adapters: failover behind one address", () => {
   afterAll(async () => {
     for (const server of servers) await server.kill();
     for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("on a replica: a retry is an error, not settled; a publish fails with READONLY after a few reconnects", async () => {
+    const primary = await ownRedis();
+    const replica = await ownRedis();
+    const admin = new Redis(replica.port, "127.0.0.1");
+    cleanups.push(async () => {
+      admin.disconnect();
+      await replica.kill();
+      await primary.kill();
+    });
+    await admin.call("REPLICAOF", "127.0.0.1", String(primary.port));
+    const broker = new RedisBroker({ url: primary.url, keyPrefix: "ro", env: {} });
+    broker.bind({ codec: new MessageCodec() });
+    await broker.connect();
+    cleanups.push(() => broker.disconnect());
+    const task = encodeTask(new MessageCodec());
+    await broker.publish("q", { id: task.id, body: task.body });
+    const consumer = broker.consumer({ queues: ["q"], consumerId: "c" });
+    cleanups.push(() => consumer.close());
+    const [delivery] = await consumer.fetch(1, AbortSignal.timeout(3000));
+    expect(delivery).toBeDefined();
+    const offset = async (client: Redis) =>
+      /master_repl_offset:(\d+)/.exec(String(await client.call("INFO", "replication")))?.[1];
+    const primaryAdmin = new Redis(primary.port, "127.0.0.1");
+    cleanups.push(async () => primaryAdmin.disconnect());
+    await eventually(async () => (await offset(admin)) === (await offset(primaryAdmin)), 10_000);
+
+    // The settle script run where the old primary is now a replica: READONLY, not "settled".
+    const raw = new Redis(replica.port, "127.0.0.1", { maxRetriesPerRequest: 0 });
+    cleanups.push(async () => raw.disconnect());
+    defineBrokerScripts(raw as unknown as RedisClientLike);
+    const keys = queueKeys("ro", "q");
+    const retried = runScript(
+      raw as unknown as RedisClientLike,
+      "chicoryRetry",
+      [keys.stream, keys.delayed, keys.delayedData],
+      [broker.settings.consumerGroup, delivery?.deliveryId ?? "", task.body, 0, task.id, "c"],
+    );
+    await expect(retried).rejects.toThrow(/^READONLY/);
+
+    // A broker whose URL names the replica: its publish fails with READONLY (no endless loop).
+    const onReplica = new RedisBroker({ url: replica.url, keyPrefix: "ro", env: {} });
+    onReplica.bind({ codec: new MessageCodec() });
+    await onReplica.connect();
+    cleanups.push(() => onReplica.disconnect());
+    await expect(onReplica.publish("q", { id: task.id, body: task.body })).rejects.toThrow(/READONLY/);
   });
 
   it("workers and producers carry on against the promoted replica", { timeout: 30_000 }, async () => {

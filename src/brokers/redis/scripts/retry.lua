@@ -13,6 +13,11 @@ if type(owner) == 'table' and owner[1] and owner[1][2] ~= ARGV[6] then
   return 0
 end
 local acked = redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2])
+if type(acked) == 'table' and acked.err and not string.find(acked.err, 'NOGROUP', 1, true) then
+  -- e.g. READONLY (a demoted primary): an error, so the client reconnects and sends it again,
+  -- never "settled elsewhere" (the entry would stay pending and run again at once)
+  return redis.error_reply(acked.err)
+end
 if acked ~= 1 then
   return 0
 end

@@ -240,7 +240,9 @@ export class RedisResultHub {
   }
 
   #onMessage(message: string): void {
-    // Every worker's finished tasks reach every subscriber: nothing to do unless someone waits.
+    // Every worker's finished tasks reach every subscriber: nothing to do unless someone waits
+    // (or a kept record may be superseded; kept records expire, so this does not last).
+    if (this.#early.size > 0) this.#dropExpiredEarly(Date.now());
     if (this.#waiter.size === 0 && this.#expected.size === 0 && this.#early.size === 0) return;
     // A batch is a JSON array holding, per finished task, its record or its id (a record too
     // large to inline); an older worker sends a plain id. A message that fails to parse is a
@@ -269,11 +271,16 @@ export class RedisResultHub {
     }
     if (!this.#expected.delete(taskId)) return;
     const now = Date.now();
+    this.#dropExpiredEarly(now);
+    this.#early.set(taskId, { record, at: now });
+  }
+
+  /** Drops kept records past {@link EARLY_MAX_AGE_MS}, and the oldest beyond {@link MAX_EARLY}. */
+  #dropExpiredEarly(now: number): void {
     for (const [id, early] of this.#early) {
       if (this.#early.size < MAX_EARLY && now - early.at <= EARLY_MAX_AGE_MS) break;
       this.#early.delete(id);
     }
-    this.#early.set(taskId, { record, at: now });
   }
 
   #onDone(taskId: string): void {

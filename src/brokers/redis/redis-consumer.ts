@@ -619,42 +619,50 @@ export class RedisConsumer implements Consumer {
     if (this.#isRenewing || this.#isClosed || this.#ctx.main.status !== "ready") return;
     this.#isRenewing = true;
     try {
+      // One queue's failure (its group gone) never stops the renewal of the others.
       for (const q of this.#queues) {
-        // Not the entries being settled: a renewal that reached Redis after a release would
-        // make the released entry look fresh again (others would wait a claim idle time for it).
-        const ids: string[] = [];
-        for (const [id, delivery] of q.inFlight) if (!delivery.isSettled) ids.push(id);
-        for (let i = 0; i < ids.length; i += RENEW_CHUNK) {
-          const chunk = ids.slice(i, i + RENEW_CHUNK);
-          const sentAtMs = performance.now();
-          const lost = (await runScript(
-            this.#ctx.main,
-            "chicoryRenew",
-            [q.keys.stream],
-            [this.#ctx.group, this.#consumerId, ...chunk],
-          )) as string[];
-          for (const id of lost) {
-            const delivery = q.inFlight.get(id);
-            q.inFlight.delete(id);
-            delivery?.leaseLost();
-          }
-          // The others (still in flight) are held for another claim idle time from when the
-          // renewal was sent.
-          for (const id of chunk) {
-            const delivery = q.inFlight.get(id);
-            if (delivery) delivery.leaseConfirmedAtMs = sentAtMs;
-          }
-          if (lost.length > 0 && this.#buffer.length > 0) {
-            // read ahead, then taken by another consumer: never handed out here
-            this.#buffer = this.#buffer.filter((d) => q.inFlight.get(d.deliveryId) === d || d.keys !== q.keys);
-          }
-          if (lost.length < chunk.length) q.seenAtMs = performance.now();
+        try {
+          await this.#renewQueue(q);
+        } catch (error) {
+          if (isNoGroupError(error)) q.hasGroup = false; // the next fetch re-creates it
+          this.#logger.warn({ queue: q.keys.queue, err: String(error) }, "redis lease renewal failed; will retry");
         }
       }
-    } catch (error) {
-      this.#logger.warn({ err: String(error) }, "redis lease renewal failed; will retry");
     } finally {
       this.#isRenewing = false;
+    }
+  }
+
+  async #renewQueue(q: QueueState): Promise<void> {
+    // Not the entries being settled: a renewal that reached Redis after a release would
+    // make the released entry look fresh again (others would wait a claim idle time for it).
+    const ids: string[] = [];
+    for (const [id, delivery] of q.inFlight) if (!delivery.isSettled) ids.push(id);
+    for (let i = 0; i < ids.length; i += RENEW_CHUNK) {
+      const chunk = ids.slice(i, i + RENEW_CHUNK);
+      const sentAtMs = performance.now();
+      const lost = (await runScript(
+        this.#ctx.main,
+        "chicoryRenew",
+        [q.keys.stream],
+        [this.#ctx.group, this.#consumerId, ...chunk],
+      )) as string[];
+      for (const id of lost) {
+        const delivery = q.inFlight.get(id);
+        q.inFlight.delete(id);
+        delivery?.leaseLost();
+      }
+      // The others (still in flight) are held for another claim idle time from when the
+      // renewal was sent.
+      for (const id of chunk) {
+        const delivery = q.inFlight.get(id);
+        if (delivery) delivery.leaseConfirmedAtMs = sentAtMs;
+      }
+      if (lost.length > 0 && this.#buffer.length > 0) {
+        // read ahead, then taken by another consumer: never handed out here
+        this.#buffer = this.#buffer.filter((d) => q.inFlight.get(d.deliveryId) === d || d.keys !== q.keys);
+      }
+      if (lost.length < chunk.length) q.seenAtMs = performance.now();
     }
   }
 

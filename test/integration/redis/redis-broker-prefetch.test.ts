@@ -149,6 +149,30 @@ describe.skipIf(skip)("redis broker: read-ahead (prefetch)", () => {
     await next[0]?.ack();
   });
 
+  it("a queue whose group is gone does not stop the lease renewal of the consumer's other queues", async () => {
+    const leaseMs = 300;
+    const s = await setup({ prefetch: 0, claimMinIdleMs: leaseMs }, 0);
+    const gone = `${s.queue}-gone`;
+    for (const queue of [gone, s.queue]) {
+      const task = encodeTask(codec);
+      await s.broker.publish(queue, { id: task.id, body: task.body });
+    }
+    const c = s.consumer(s.broker, [gone, s.queue]);
+    const held = await eventually(async () => {
+      const got = await c.fetch(2, AbortSignal.timeout(500));
+      expect(got).toHaveLength(2);
+      return got;
+    }, 3000);
+    await s.raw.del(`${s.prefix}:stream:{${gone}}`); // its group with it
+    const other = s.consumer(await s.newBroker());
+    const stolen = [];
+    const until = Date.now() + 3 * leaseMs;
+    while (Date.now() < until) stolen.push(...(await other.fetch(5, AbortSignal.timeout(leaseMs / 2))));
+    expect(stolen.map((d) => d.deliveryId)).toEqual([]);
+    const kept = held.find((d) => d.queue === s.queue);
+    await kept?.ack();
+  });
+
   it("releases the buffer at once when told to stop fetching: another consumer takes it, no delivery burnt", async () => {
     const s = await setup({ prefetch: 3, claimMinIdleMs: 60_000 }, 4);
     const c = s.consumer();

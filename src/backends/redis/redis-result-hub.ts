@@ -269,8 +269,13 @@ export class RedisResultHub {
       this.#waiter.notify(record);
       return;
     }
-    if (!this.#expected.delete(taskId)) return;
     const now = Date.now();
+    if (this.#early.delete(taskId)) {
+      // a newer record of a kept id (FAILURE then DEAD_LETTERED, a duplicate run) replaces it
+      this.#early.set(taskId, { record, at: now });
+      return;
+    }
+    if (!this.#expected.delete(taskId)) return;
     this.#dropExpiredEarly(now);
     this.#early.set(taskId, { record, at: now });
   }

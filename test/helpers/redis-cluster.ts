@@ -36,12 +36,12 @@ function isFree(port: number): Promise<boolean> {
 
 /**
  * A port for a cluster node: a node also listens on its port + 10000 (the cluster bus), so
- * both must be free, and the port at most 55535. Random in 20000..45000, below the range the
- * system hands out for outgoing connections.
+ * both must be free, and the port at most 55535. Random in 10000..22000 (bus 20000..32000),
+ * below the range Linux hands out for outgoing connections (32768 and up by default).
  */
 async function freeNodePort(taken: readonly number[]): Promise<number> {
   for (let attempt = 0; attempt < 200; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 25_000);
+    const port = 10_000 + Math.floor(Math.random() * 12_000);
     const clashes = (p: number) =>
       [p, p + 10_000].some((q) => Math.abs(q - port) < 2 || Math.abs(q - port - 10_000) < 2);
     if (taken.some(clashes)) continue;

@@ -7,7 +7,12 @@
 import { warnTlsUnverified } from "../core/tls.js";
 import { redactSecrets } from "../core/url.js";
 import { loadRedis, type RedisClientLike } from "./redis-client.js";
-import { BASE_REDIS_OPTIONS, type ResolvedRedisConnection, readonlyReconnector } from "./redis-options.js";
+import {
+  BASE_REDIS_OPTIONS,
+  isReadonlyReconnector,
+  type ResolvedRedisConnection,
+  readonlyReconnector,
+} from "./redis-options.js";
 
 /** Builds the error an adapter throws for a failed Redis operation. */
 export type ErrorFactory = (message: string, cause: unknown) => Error;
@@ -127,7 +132,14 @@ function duplicateWith(client: RedisClientLike, options: Record<string, unknown>
 
 /** Connects a `duplicate()` of `client` (blocking reader, subscriber) and waits until ready. */
 export async function openDuplicate(client: RedisClientLike, extra: Record<string, unknown>): Promise<RedisClientLike> {
-  const copy = duplicateWith(client, { lazyConnect: true, retryStrategy: BASE_REDIS_OPTIONS.retryStrategy, ...extra });
+  // A connection Chicory opened gives each copy a READONLY budget of its own (see readonlyReconnector).
+  const own = isReadonlyReconnector((client as { options?: { reconnectOnError?: unknown } }).options?.reconnectOnError);
+  const copy = duplicateWith(client, {
+    lazyConnect: true,
+    retryStrategy: BASE_REDIS_OPTIONS.retryStrategy,
+    ...(own ? { reconnectOnError: readonlyReconnector() } : {}),
+    ...extra,
+  });
   copy.on("error", () => {
     // see openRedis
   });

@@ -62,30 +62,47 @@ export function reconnectDelayMs(times: number): number {
  */
 export const SOCKET_TIMEOUT_MS = 10_000;
 
-/** Most reconnects on `READONLY` of one client (and its duplicates) per {@link READONLY_WINDOW_MS}. */
+/** Most reconnects on `READONLY` of one connection per {@link READONLY_WINDOW_MS}. */
 export const READONLY_RECONNECTS = 3;
 /** See {@link READONLY_RECONNECTS}. */
 export const READONLY_WINDOW_MS = 10_000;
+/** `READONLY` replies within this time of the one that started a reconnect belong to it. */
+const READONLY_EPISODE_MS = 1000;
+
+/** Marks the `reconnectOnError` functions made by {@link readonlyReconnector}. */
+const CHICORY_RECONNECTOR = Symbol.for("chicory.readonlyReconnector");
+
+/** An ioredis `reconnectOnError` made by {@link readonlyReconnector}. */
+export type ReadonlyReconnector = ((error: Error) => 2 | false) & { readonly [CHICORY_RECONNECTOR]: true };
+
+/** True when `value` is a {@link readonlyReconnector} (a connection Chicory opened). */
+export function isReadonlyReconnector(value: unknown): value is ReadonlyReconnector {
+  return typeof value === "function" && (value as Partial<ReadonlyReconnector>)[CHICORY_RECONNECTOR] === true;
+}
 
 /**
- * An ioredis `reconnectOnError` for one client. After a failover behind one address (a managed
- * service's endpoint, a DNS name, a proxy), a connection opened to the old primary stays up and
- * every write gets `READONLY`: reconnect (reaching the new primary) and send the refused command
- * again (a refused write did nothing). At most {@link READONLY_RECONNECTS} times per
+ * An ioredis `reconnectOnError` for one connection. After a failover behind one address (a
+ * managed service's endpoint, a DNS name, a proxy), a connection opened to the old primary stays
+ * up and every write gets `READONLY`: reconnect (reaching the new primary) and send the refused
+ * command again (a refused write did nothing). The replies of the writes in flight at that
+ * moment belong to the same reconnect; at most {@link READONLY_RECONNECTS} reconnects per
  * {@link READONLY_WINDOW_MS}: an address that still leads to a replica (a URL naming one, an
  * endpoint not switched yet) then fails its writes with `READONLY` at once instead of
  * reconnecting in a loop with the writes held.
  */
-export function readonlyReconnector(): (error: Error) => 2 | false {
-  const times: number[] = [];
-  return (error) => {
+export function readonlyReconnector(): ReadonlyReconnector {
+  const starts: number[] = [];
+  const decide = (error: Error): 2 | false => {
     if (!error.message.startsWith("READONLY")) return false;
-    const now = Date.now();
-    while (times.length > 0 && now - (times[0] as number) > READONLY_WINDOW_MS) times.shift();
-    if (times.length >= READONLY_RECONNECTS) return false;
-    times.push(now);
+    const now = performance.now();
+    const last = starts[starts.length - 1];
+    if (last !== undefined && now - last < READONLY_EPISODE_MS) return 2;
+    while (starts.length > 0 && now - (starts[0] as number) > READONLY_WINDOW_MS) starts.shift();
+    if (starts.length >= READONLY_RECONNECTS) return false;
+    starts.push(now);
     return 2;
   };
+  return Object.assign(decide, { [CHICORY_RECONNECTOR]: true as const });
 }
 
 /** ioredis options Chicory always sets (plus a fresh {@link readonlyReconnector} per client). */

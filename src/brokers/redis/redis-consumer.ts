@@ -101,6 +101,11 @@ interface QueueState {
   mayHoldUnknown: boolean;
   /** When a failed housekeeping step of this queue was last logged (see #housekeep). */
   housekeepingWarnedAtMs: number;
+  /**
+   * Entries this consumer stopped renewing that may still be pending for it (a dead letter
+   * refused by a full DLQ, a failed release), until their lease runs out: left to that lease.
+   */
+  readonly parked: Map<string, number>;
   readonly inFlight: Map<string, RedisDelivery>;
 }
 
@@ -152,15 +157,25 @@ export class RedisConsumer implements Consumer {
       isBacklogged: false,
       mayHoldUnknown: false,
       housekeepingWarnedAtMs: Number.NEGATIVE_INFINITY,
+      parked: new Map(),
       inFlight: new Map(),
     }));
     this.#settler = new RedisSettler(
       ctx,
       this.#consumerId,
-      (d) => {
+      (d, isStillPending) => {
         // Only this delivery: the entry may have come back to this consumer as a newer one.
-        const inFlight = this.#queueOf(d)?.inFlight;
-        if (inFlight?.get(d.deliveryId) === d) inFlight.delete(d.deliveryId);
+        const q = this.#queueOf(d);
+        if (q?.inFlight.get(d.deliveryId) === d) q.inFlight.delete(d.deliveryId);
+        // Left to its lease: recover-own must not take it back at once (see #recoverOwn).
+        if (q && isStillPending) {
+          const now = performance.now();
+          for (const [id, until] of q.parked) {
+            if (until > now) break; // oldest first
+            q.parked.delete(id);
+          }
+          q.parked.set(d.deliveryId, now + ctx.claimMinIdleMs);
+        }
       },
       this.#logger,
       records,
@@ -541,6 +556,8 @@ export class RedisConsumer implements Consumer {
   async #recoverOwn(conn: RedisClientLike, q: QueueState, room: number, out: RedisDelivery[]): Promise<void> {
     // Cleared first: a reconnect while the call runs sets it again; a failed call leaves it set.
     q.mayHoldUnknown = false;
+    const now = performance.now();
+    for (const [id, until] of q.parked) if (until <= now) q.parked.delete(id);
     let reply: [number, Array<string | string[] | number>];
     try {
       reply = (await runScript(
@@ -553,6 +570,7 @@ export class RedisConsumer implements Consumer {
           Math.min(room, RECLAIM_COUNT),
           this.#ctx.claimMinIdleMs,
           ...q.inFlight.keys(),
+          ...q.parked.keys(),
         ],
       )) as [number, Array<string | string[] | number>];
     } catch (error) {

@@ -92,19 +92,21 @@ export class RedisSettler implements DeliverySettler {
   };
   readonly #ctx: RedisBrokerContext;
   readonly #consumerId: string;
-  readonly #onSettled: (delivery: RedisDelivery) => void;
+  readonly #onSettled: (delivery: RedisDelivery, isStillPending?: boolean) => void;
   readonly #logger: Logger;
   readonly #records: RedisRecordWriter | undefined;
 
   /**
-   * @param onSettled called once a delivery no longer needs lease renewal
+   * @param onSettled called once a delivery no longer needs lease renewal; `isStillPending` when
+   *   its entry may still be pending for this consumer (a dead letter refused by a full DLQ, a
+   *   release that failed): it is left to its lease, then reclaimed
    * @param logger the consumer's logger (default: the broker's)
    * @param records the result backend whose records acks may carry (same server and database)
    */
   constructor(
     ctx: RedisBrokerContext,
     consumerId: string,
-    onSettled: (delivery: RedisDelivery) => void,
+    onSettled: (delivery: RedisDelivery, isStillPending?: boolean) => void,
     logger: Logger = ctx.logger,
     records?: RedisRecordWriter,
   ) {
@@ -314,7 +316,7 @@ export class RedisSettler implements DeliverySettler {
     }
     // Stop renewing either way: when the DLQ is full the entry stays in the work stream and is
     // redelivered after its lease expires (the DLQ is never trimmed to make room).
-    this.#onSettled(d);
+    this.#onSettled(d, result === -1);
     if (result === 1 && record !== undefined) this.#records?.recordsWritten([record]);
     if (result === 0) {
       this.#logger.warn(
@@ -342,6 +344,7 @@ export class RedisSettler implements DeliverySettler {
    * life of the process by a worker that no longer runs it.
    */
   async release(d: RedisDelivery, countDelivery = false): Promise<void> {
+    let isReleased = false;
     try {
       await runScript(
         this.#ctx.main,
@@ -356,10 +359,11 @@ export class RedisSettler implements DeliverySettler {
           d.deliveryCount,
         ],
       );
+      isReleased = true;
     } catch (error) {
       throw this.#ctx.wrapError("release", error);
     } finally {
-      this.#onSettled(d);
+      this.#onSettled(d, !isReleased);
     }
   }
 

@@ -16,7 +16,7 @@ import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { BrokerConnectionError } from "../../../src/errors.js";
 import { Chicory, silentLogger, Worker } from "../../../src/index.js";
-import { encodeTask, sleep } from "../../contract/contract-helpers.js";
+import { encodeTask, eventually, sleep } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless, uniqueName } from "../../helpers/services.js";
 
@@ -240,6 +240,44 @@ describe.skipIf(skip)("redis broker: server restart", () => {
     expect(again.deliveryCount).toBe(1);
     expect(await pelCount()).toEqual([1]);
     await again.ack();
+  });
+
+  it("after a reconnect, an entry a full DLQ refused is left to its lease, not taken back at once", async () => {
+    const port = await freePort();
+    const server = await startRedis(port);
+    const url = `redis://127.0.0.1:${port}/0`;
+    const broker = new RedisBroker({
+      url,
+      keyPrefix: "parked",
+      env: {},
+      claimMinIdleMs: 60_000,
+      blockMs: 100,
+      dlqMaxLength: 1,
+    });
+    const admin = new Redis(url, { maxRetriesPerRequest: null });
+    cleanups.push(async () => {
+      await consumer.close();
+      await broker.disconnect();
+      admin.disconnect();
+      await stopRedis(server);
+    });
+    broker.bind({ codec });
+    await broker.connect();
+    const queue = uniqueName("q");
+    const consumer = broker.consumer({ queues: [queue], consumerId: uniqueName("c-") });
+    for (const t of [encodeTask(codec), encodeTask(codec)]) await broker.publish(queue, { id: t.id, body: t.body });
+    const first = (await fetchUntil(consumer, 3000)).delivery;
+    const second = (await fetchUntil(consumer, 3000)).delivery;
+    await first.deadLetter("poison");
+    await expect(second.deadLetter("poison")).rejects.toThrow(/DLQ .* is full/);
+    await admin.call("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes");
+    // The next fetches (after the reconnect) take nothing back: the refused entry waits for its lease.
+    const next = await eventually(async () => consumer.fetch(5, AbortSignal.timeout(300)), 10_000);
+    expect(next).toEqual([]);
+    const pending = (await admin.call("XPENDING", `parked:stream:{${queue}}`, broker.settings.consumerGroup)) as [
+      number,
+    ];
+    expect(Number(pending[0])).toBe(1);
   });
 
   it("a release that Redis refuses (NOREPLICAS) stops lease renewal: another consumer reclaims the entry", async () => {

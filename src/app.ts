@@ -15,6 +15,7 @@ import {
 } from "./config.js";
 import type { TaskContext } from "./context.js";
 import { MessageCodec } from "./core/message.js";
+import { settlesWithin } from "./core/sleep.js";
 import {
   type BackendType,
   type BrokerType,
@@ -26,6 +27,9 @@ import {
 import { BackendConnectionError, ChicoryError, ConfigurationError, TaskNotFoundError } from "./errors.js";
 import type { ResultDefaults } from "./result.js";
 import { type AnyHandler, Task, type TaskOptions, type TaskRuntime } from "./task.js";
+
+/** Longest wait for the backend's record before a DLQ replay gives up (nothing replayed). */
+const REPLAY_READ_TIMEOUT_MS = 10_000;
 
 /** Options of {@link Chicory}. */
 export interface ChicoryOptions {
@@ -236,8 +240,17 @@ export class Chicory {
   ): Promise<boolean> {
     let seen: TaskRecord | null;
     try {
-      await backend.connect();
-      seen = await backend.getResult(taskId);
+      // Bounded: a broker may hold its DLQ entry (RabbitMQ: unacknowledged, its DLQ locked in
+      // this process) while this read runs, and a backend that is down may queue it.
+      const reading = (async () => {
+        await backend.connect();
+        return backend.getResult(taskId);
+      })();
+      if (!(await settlesWithin(reading, REPLAY_READ_TIMEOUT_MS))) {
+        reading.catch(() => undefined);
+        throw new BackendConnectionError(`no answer within ${REPLAY_READ_TIMEOUT_MS / 1000} s`);
+      }
+      seen = await reading;
     } catch (error) {
       const why = `DLQ replay of task ${taskId}: nothing was replayed, its stored result could not be read (a replay would have left an old failure in place; AsyncResult.forget() deletes an unreadable one): ${describe(error)}`;
       throw error instanceof BackendConnectionError

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { TaskRecord } from "../../src/backends/backend.js";
 import { rewriteForReplay, toDlqMessage } from "../../src/brokers/dlq.js";
 import { MessageCodec, type TaskMessage } from "../../src/core/message.js";
@@ -139,6 +139,28 @@ describe("replayFromDlq through an app: the task's stored failure", () => {
     expect(String(error)).toMatch(/task task-1: nothing was replayed.*connection refused/);
     expect(await app.broker.getDlqCount("default")).toBe(1);
     expect(await app.broker.getQueueSize("default")).toBe(0);
+    await app.disconnect();
+  });
+
+  it("a backend that does not answer stops the replay after 10 s: nothing is replayed", async () => {
+    class Silent extends MemoryBackend {
+      override getResult(): Promise<TaskRecord | null> {
+        return new Promise(() => undefined);
+      }
+    }
+    const { app, entryId } = await setup(new Silent(), failed);
+    vi.useFakeTimers();
+    let error: unknown;
+    try {
+      const replay = app.broker.replayFromDlq(entryId, "default").catch((e: unknown) => e);
+      await vi.advanceTimersByTimeAsync(10_001);
+      error = await replay;
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(error).toBeInstanceOf(BackendConnectionError);
+    expect(String(error)).toMatch(/nothing was replayed.*no answer within 10 s/);
+    expect(await app.broker.getDlqCount("default")).toBe(1);
     await app.disconnect();
   });
 

@@ -288,15 +288,7 @@ export class RedisConsumer implements Consumer {
         lost = ids;
         q.hasGroup = false;
       }
-      for (const id of lost) {
-        const delivery = q.inFlight.get(id);
-        q.inFlight.delete(id);
-        delivery?.leaseLost();
-      }
-      for (const id of ids) {
-        const delivery = q.inFlight.get(id);
-        if (delivery) delivery.leaseConfirmedAtMs = sentAtMs;
-      }
+      this.#applyRenewal(q, ids, lost, sentAtMs);
       if (lost.length > 0) {
         const gone = new Set(lost);
         this.#buffer = this.#buffer.filter((d) => d.keys !== q.keys || !gone.has(d.deliveryId));
@@ -651,6 +643,22 @@ export class RedisConsumer implements Consumer {
     }
   }
 
+  /**
+   * A renewal's outcome: the `lost` entries leave this consumer (their runs learn it); the other
+   * `renewed` ones, still in flight, are held for another claim idle time from `sentAtMs`.
+   */
+  #applyRenewal(q: QueueState, renewed: readonly string[], lost: readonly string[], sentAtMs: number): void {
+    for (const id of lost) {
+      const delivery = q.inFlight.get(id);
+      q.inFlight.delete(id);
+      delivery?.leaseLost();
+    }
+    for (const id of renewed) {
+      const delivery = q.inFlight.get(id);
+      if (delivery) delivery.leaseConfirmedAtMs = sentAtMs;
+    }
+  }
+
   async #renewQueue(q: QueueState): Promise<void> {
     // Not the entries being settled: a renewal that reached Redis after a release would
     // make the released entry look fresh again (others would wait a claim idle time for it).
@@ -665,17 +673,7 @@ export class RedisConsumer implements Consumer {
         [q.keys.stream],
         [this.#ctx.group, this.#consumerId, ...chunk],
       )) as string[];
-      for (const id of lost) {
-        const delivery = q.inFlight.get(id);
-        q.inFlight.delete(id);
-        delivery?.leaseLost();
-      }
-      // The others (still in flight) are held for another claim idle time from when the
-      // renewal was sent.
-      for (const id of chunk) {
-        const delivery = q.inFlight.get(id);
-        if (delivery) delivery.leaseConfirmedAtMs = sentAtMs;
-      }
+      this.#applyRenewal(q, chunk, lost, sentAtMs);
       if (lost.length > 0 && this.#buffer.length > 0) {
         // read ahead, then taken by another consumer: never handed out here
         this.#buffer = this.#buffer.filter((d) => q.inFlight.get(d.deliveryId) === d || d.keys !== q.keys);

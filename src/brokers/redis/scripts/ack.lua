@@ -18,6 +18,19 @@ if #ARGV < 5 then
 end
 mine = mine or pendingOf(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 local hasUnique = redis.call('EXISTS', KEYS[2]) == 1
+-- Drops the unique marker of entry `id` (its `id` field), when the queue has unique messages.
+local function dropUniqueMarker(id)
+  if not hasUnique then
+    return
+  end
+  local entry = redis.call('XRANGE', KEYS[1], id, id)
+  local fields = entry[1] and entry[1][2] or {}
+  for f = 1, #fields, 2 do
+    if fields[f] == 'id' then
+      redis.call('SREM', KEYS[2], fields[f + 1])
+    end
+  end
+end
 local results = {}
 local owned = {}
 for i = 5, #ARGV do
@@ -25,15 +38,7 @@ for i = 5, #ARGV do
   local result = 0
   if mine[id] then
     owned[#owned + 1] = id
-    if hasUnique then
-      local entry = redis.call('XRANGE', KEYS[1], id, id)
-      local fields = entry[1] and entry[1][2] or {}
-      for f = 1, #fields, 2 do
-        if fields[f] == 'id' then
-          redis.call('SREM', KEYS[2], fields[f + 1])
-        end
-      end
-    end
+    dropUniqueMarker(id)
     result = 1
   else
     -- Not pending for this consumer: already settled (then only make sure the entry is gone),
@@ -42,15 +47,7 @@ for i = 5, #ARGV do
     if not (type(owner) == 'table' and owner[1]) then
       -- Still in the stream but pending for nobody (a restored or failed-over Redis): the entry
       -- goes, and so does its unique marker, which would refuse that task id forever.
-      if hasUnique then
-        local entry = redis.call('XRANGE', KEYS[1], id, id)
-        local fields = entry[1] and entry[1][2] or {}
-        for f = 1, #fields, 2 do
-          if fields[f] == 'id' then
-            redis.call('SREM', KEYS[2], fields[f + 1])
-          end
-        end
-      end
+      dropUniqueMarker(id)
       redis.call('XDEL', KEYS[1], id)
     end
   end

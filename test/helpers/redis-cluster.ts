@@ -6,11 +6,12 @@
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
-import { connect, createServer } from "node:net";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { Cluster, Redis } from "ioredis";
+import { canConnect } from "./services.js";
 
 const run = promisify(execFile);
 
@@ -48,17 +49,6 @@ async function freeNodePort(taken: readonly number[]): Promise<number> {
     if ((await isFree(port)) && (await isFree(port + 10_000))) return port;
   }
   throw new Error("test Redis Cluster: no free port pair (port, port + 10000) found");
-}
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: "127.0.0.1", port });
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
 }
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

@@ -52,3 +52,15 @@ export async function skipUnless(name: ServiceName): Promise<boolean> {
 export function uniqueName(prefix = "t"): string {
   return `${prefix}${randomBytes(5).toString("hex")}`;
 }
+
+/** True when a TCP connection to 127.0.0.1:`port` succeeds (a server the test started is listening). */
+export function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: "127.0.0.1", port });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}

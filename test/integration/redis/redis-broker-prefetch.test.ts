@@ -16,6 +16,14 @@ import { openBrokerSandbox } from "./redis-broker-sandbox.js";
 const skip = await skipUnless("redis");
 const codec = new MessageCodec();
 
+/** Blocks the event loop for `ms` (a CPU-bound handler): no timer, no renewal runs meanwhile. */
+function stall(ms: number): void {
+  const until = performance.now() + ms;
+  while (performance.now() < until) {
+    // busy
+  }
+}
+
 describe.skipIf(skip)("redis broker: read-ahead (prefetch)", () => {
   const cleanups = useCleanups();
 
@@ -40,7 +48,13 @@ describe.skipIf(skip)("redis broker: read-ahead (prefetch)", () => {
         return got;
       }, 5000);
     };
-    return { ...sandbox, pendingByConsumer, takenByAnother };
+    /** Ids of the entries the (only) consumer holds besides `running`: its read-ahead. */
+    const readAheadIds = async (running: Delivery | undefined): Promise<string[]> => {
+      const [owner] = Object.keys(await pendingByConsumer()) as [string];
+      const entries = (await raw.xpending(stream, group, "-", "+", 10, owner)) as Array<[string]>;
+      return entries.map(([id]) => id).filter((id) => id !== running?.deliveryId);
+    };
+    return { ...sandbox, pendingByConsumer, takenByAnother, readAheadIds };
   }
 
   it("reads prefetch entries beyond max and hands them out on the next fetch without reading", async () => {
@@ -88,9 +102,7 @@ describe.skipIf(skip)("redis broker: read-ahead (prefetch)", () => {
     const s = await setup({ prefetch: 2, claimMinIdleMs: leaseMs }, 3);
     const c = s.consumer();
     const [running] = await c.fetch(1, new AbortController().signal);
-    const [owner] = Object.keys(await s.pendingByConsumer()) as [string];
-    const entries = (await s.raw.xpending(s.stream, s.group, "-", "+", 10, owner)) as Array<[string]>;
-    const bufferedIds = entries.map(([id]) => id).filter((id) => id !== running?.deliveryId);
+    const bufferedIds = await s.readAheadIds(running);
     expect(bufferedIds).toHaveLength(2);
     // another consumer takes one buffered entry over (as after a stall past the lease)
     await s.raw.xclaim(s.stream, s.group, "thief", 0, bufferedIds[0] as string, "JUSTID");
@@ -109,17 +121,12 @@ describe.skipIf(skip)("redis broker: read-ahead (prefetch)", () => {
     const s = await setup({ prefetch: 2, claimMinIdleMs: leaseMs }, 3);
     const c = s.consumer();
     const [running] = await c.fetch(1, new AbortController().signal);
-    const [owner] = Object.keys(await s.pendingByConsumer()) as [string];
-    const entries = (await s.raw.xpending(s.stream, s.group, "-", "+", 10, owner)) as Array<[string]>;
-    const bufferedIds = entries.map(([id]) => id).filter((id) => id !== running?.deliveryId);
+    const bufferedIds = await s.readAheadIds(running);
     expect(bufferedIds).toHaveLength(2);
     // Another consumer takes one over while this process is stalled (a CPU-bound handler):
     // the stall keeps the renewal timer from running before the next fetch.
     await s.raw.xclaim(s.stream, s.group, "thief", 0, bufferedIds[0] as string, "JUSTID");
-    const stalledUntil = performance.now() + leaseMs * 0.75;
-    while (performance.now() < stalledUntil) {
-      // busy: the stall itself
-    }
+    stall(leaseMs * 0.75);
     const next = await c.fetch(5, AbortSignal.timeout(3000));
     expect(next.map((d) => d.deliveryId)).toEqual([bufferedIds[1]]);
     for (const d of [running, ...next]) await d?.ack();
@@ -136,10 +143,7 @@ describe.skipIf(skip)("redis broker: read-ahead (prefetch)", () => {
     await s.raw.del(s.stream);
     const task = encodeTask(codec);
     await s.broker.publish(s.queue, { id: task.id, body: task.body });
-    const stalledUntil = performance.now() + leaseMs; // no renewal confirms them meanwhile
-    while (performance.now() < stalledUntil) {
-      // busy: a stall, so the buffered entries' last confirmation is older than half the lease
-    }
+    stall(leaseMs); // no renewal confirms them meanwhile
     const next = await eventually(async () => {
       const got = await c.fetch(5, AbortSignal.timeout(500));
       expect(got).toHaveLength(1);

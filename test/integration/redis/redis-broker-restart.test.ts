@@ -7,18 +7,19 @@
  * within its shutdown timeout while Redis is down.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { connect, createServer } from "node:net";
+import { createServer } from "node:net";
 import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker-options.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { BrokerConnectionError } from "../../../src/errors.js";
 import { Chicory, silentLogger, Worker } from "../../../src/index.js";
 import { encodeTask, eventually, sleep } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
-import { skipUnless, uniqueName } from "../../helpers/services.js";
+import { canConnect, skipUnless, uniqueName } from "../../helpers/services.js";
 
 const skip = await skipUnless("redis");
 const codec = new MessageCodec();
@@ -32,17 +33,6 @@ function freePort(): Promise<number> {
       const port = typeof address === "object" && address ? address.port : 0;
       server.close(() => resolve(port));
     });
-  });
-}
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: "127.0.0.1", port });
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
   });
 }
 
@@ -84,6 +74,26 @@ describe.skipIf(skip)("redis broker: server restart", () => {
         await sleep(100); // the worker's back-off
       }
     }
+  }
+
+  /** A broker on a redis-server of its own (gone with the test), a raw client, a consumer of a fresh queue. */
+  async function ownServerConsumer(keyPrefix: string, options: Partial<RedisBrokerOptions> = {}) {
+    const port = await freePort();
+    const server = await startRedis(port);
+    const url = `redis://127.0.0.1:${port}/0`;
+    const broker = new RedisBroker({ url, keyPrefix, env: {}, claimMinIdleMs: 60_000, blockMs: 100, ...options });
+    const admin = new Redis(url, { maxRetriesPerRequest: null });
+    const queue = uniqueName("q");
+    const consumerId = uniqueName("c-");
+    cleanups.push(async () => {
+      await broker.disconnect(); // closes its consumers
+      admin.disconnect();
+      await stopRedis(server);
+    });
+    broker.bind({ codec });
+    await broker.connect();
+    const consumer = broker.consumer({ queues: [queue], consumerId });
+    return { broker, admin, queue, consumerId, consumer, stream: `${keyPrefix}:stream:{${queue}}` };
   }
 
   it("a consumer resumes fetching on its own after Redis restarts", { timeout: 30_000 }, async () => {
@@ -163,27 +173,11 @@ describe.skipIf(skip)("redis broker: server restart", () => {
   });
 
   it("after a reconnect, a consumer takes back at once the entries a read handed it unseen", async () => {
-    const port = await freePort();
-    const server = await startRedis(port);
-    const url = `redis://127.0.0.1:${port}/0`;
-    const broker = new RedisBroker({ url, keyPrefix: "unseen", env: {}, claimMinIdleMs: 60_000, blockMs: 100 });
-    const admin = new Redis(url, { maxRetriesPerRequest: null });
-    cleanups.push(async () => {
-      await consumer.close();
-      await broker.disconnect();
-      admin.disconnect();
-      await stopRedis(server);
-    });
-    broker.bind({ codec });
-    await broker.connect();
-    const queue = uniqueName("q");
-    const consumerId = uniqueName("c-");
-    const consumer = broker.consumer({ queues: [queue], consumerId });
+    const { broker, admin, queue, consumerId, consumer, stream } = await ownServerConsumer("unseen");
     const tasks = [encodeTask(codec), encodeTask(codec), encodeTask(codec)];
     for (const t of tasks) await broker.publish(queue, { id: t.id, body: t.body });
     const held = (await fetchUntil(consumer, 3000)).delivery;
     // A read for this consumer whose reply it never got (lost with the connection).
-    const stream = `unseen:stream:{${queue}}`;
     await admin.call(
       "XREADGROUP",
       "GROUP",
@@ -209,26 +203,11 @@ describe.skipIf(skip)("redis broker: server restart", () => {
   });
 
   it("an entry this consumer released, taken back after a reconnect, counts the delivery its release left", async () => {
-    const port = await freePort();
-    const server = await startRedis(port);
-    const url = `redis://127.0.0.1:${port}/0`;
-    const broker = new RedisBroker({ url, keyPrefix: "released", env: {}, claimMinIdleMs: 60_000, blockMs: 100 });
-    const admin = new Redis(url, { maxRetriesPerRequest: null });
-    cleanups.push(async () => {
-      await consumer.close();
-      await broker.disconnect();
-      admin.disconnect();
-      await stopRedis(server);
-    });
-    broker.bind({ codec });
-    await broker.connect();
-    const queue = uniqueName("q");
-    const consumer = broker.consumer({ queues: [queue], consumerId: uniqueName("c-") });
+    const { broker, admin, queue, consumer, stream } = await ownServerConsumer("released");
     const task = encodeTask(codec);
     await broker.publish(queue, { id: task.id, body: task.body });
     const first = (await fetchUntil(consumer, 3000)).delivery;
     await first.release(); // not counted: the pending count drops to 0 until the next claim
-    const stream = `released:stream:{${queue}}`;
     const pelCount = async () =>
       ((await admin.call("XPENDING", stream, broker.settings.consumerGroup, "-", "+", 10)) as unknown[][]).map(
         (p) => p[3],
@@ -243,28 +222,7 @@ describe.skipIf(skip)("redis broker: server restart", () => {
   });
 
   it("after a reconnect, an entry a full DLQ refused is left to its lease, not taken back at once", async () => {
-    const port = await freePort();
-    const server = await startRedis(port);
-    const url = `redis://127.0.0.1:${port}/0`;
-    const broker = new RedisBroker({
-      url,
-      keyPrefix: "parked",
-      env: {},
-      claimMinIdleMs: 60_000,
-      blockMs: 100,
-      dlqMaxLength: 1,
-    });
-    const admin = new Redis(url, { maxRetriesPerRequest: null });
-    cleanups.push(async () => {
-      await consumer.close();
-      await broker.disconnect();
-      admin.disconnect();
-      await stopRedis(server);
-    });
-    broker.bind({ codec });
-    await broker.connect();
-    const queue = uniqueName("q");
-    const consumer = broker.consumer({ queues: [queue], consumerId: uniqueName("c-") });
+    const { broker, admin, queue, consumer, stream } = await ownServerConsumer("parked", { dlqMaxLength: 1 });
     for (const t of [encodeTask(codec), encodeTask(codec)]) await broker.publish(queue, { id: t.id, body: t.body });
     const first = (await fetchUntil(consumer, 3000)).delivery;
     const second = (await fetchUntil(consumer, 3000)).delivery;
@@ -274,9 +232,7 @@ describe.skipIf(skip)("redis broker: server restart", () => {
     // The next fetches (after the reconnect) take nothing back: the refused entry waits for its lease.
     const next = await eventually(async () => consumer.fetch(5, AbortSignal.timeout(300)), 10_000);
     expect(next).toEqual([]);
-    const pending = (await admin.call("XPENDING", `parked:stream:{${queue}}`, broker.settings.consumerGroup)) as [
-      number,
-    ];
+    const pending = (await admin.call("XPENDING", stream, broker.settings.consumerGroup)) as [number];
     expect(Number(pending[0])).toBe(1);
   });
 

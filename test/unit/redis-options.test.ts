@@ -20,6 +20,7 @@ import {
   readonlyReconnector,
   resolveRedisConnection,
 } from "../../src/redis/redis-options.js";
+import { readonlyReconnector as publicReconnector } from "../../src/redis.js";
 
 const PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
@@ -242,6 +243,7 @@ describe("readonlyReconnector", () => {
       vi.advanceTimersByTime(READONLY_WINDOW_MS);
       expect(decide(readonly)).toBe(2);
       expect(isReadonlyReconnector(decide)).toBe(true);
+      expect(publicReconnector).toBe(readonlyReconnector); // for clients given with `client:`
       expect(isReadonlyReconnector(() => 2)).toBe(false);
     } finally {
       vi.useRealTimers();

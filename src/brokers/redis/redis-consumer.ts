@@ -37,7 +37,7 @@
 import type { Logger } from "../../core/logger.js";
 import { settlesWithin } from "../../core/sleep.js";
 import { BrokerConnectionError, ConfigurationError } from "../../errors.js";
-import { isNoGroupError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
+import { isNoGroupError, isOomError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { Consumer, ConsumerOptions } from "../broker.js";
 import type { RedisBrokerContext } from "./redis-context.js";
@@ -269,29 +269,15 @@ export class RedisConsumer implements Consumer {
       if (ids.length === 0) continue;
       // Not queued on a connection that is down (the call would wait for it, whatever the signal).
       if (this.#ctx.main.status !== "ready") {
-        throw new BrokerConnectionError(
-          `redis unreachable at ${this.#ctx.displayUrl} (connection ${this.#ctx.main.status})`,
-        );
+        throw this.#unreachable(this.#ctx.main);
       }
-      const sentAtMs = performance.now();
-      let lost: string[];
       try {
-        lost = (await runScript(
-          this.#ctx.main,
-          "chicoryRenew",
-          [q.keys.stream],
-          [this.#ctx.group, this.#consumerId, ...ids],
-        )) as string[];
+        // The group gone (Redis restarted empty, or was flushed): these entries went with it.
+        await this.#renew(q, ids, () => {
+          q.hasGroup = false;
+        });
       } catch (error) {
-        if (!isNoGroupError(error)) throw this.#ctx.wrapError("fetch", error);
-        // The group is gone (Redis restarted empty, or was flushed), and these entries with it.
-        lost = ids;
-        q.hasGroup = false;
-      }
-      this.#applyRenewal(q, ids, lost, sentAtMs);
-      if (lost.length > 0) {
-        const gone = new Set(lost);
-        this.#buffer = this.#buffer.filter((d) => d.keys !== q.keys || !gone.has(d.deliveryId));
+        throw this.#ctx.wrapError("fetch", error);
       }
     }
   }
@@ -456,14 +442,14 @@ export class RedisConsumer implements Consumer {
       await conn.call("XGROUP", "CREATE", q.keys.stream, this.#ctx.group, "0", "MKSTREAM");
     } catch (error) {
       // A full Redis refuses XGROUP CREATE even when the group exists: go on if it does.
-      const isOom = error instanceof Error && /^OOM /.test(error.message);
+      const isOom = isOomError(error);
       if (isOom && !(await this.#groupExists(conn, q))) throw error;
       if (!isOom && !(error instanceof Error && error.message.includes("BUSYGROUP"))) throw error;
     }
     // Registered at once (not at its first read), so admin counts see a consumer that started;
     // a full Redis refuses it, and the first read registers the consumer instead.
     await conn.call("XGROUP", "CREATECONSUMER", q.keys.stream, this.#ctx.group, this.#consumerId).catch((error) => {
-      if (!(error instanceof Error && /^OOM /.test(error.message))) throw error;
+      if (!isOomError(error)) throw error;
     });
     q.hasGroup = true;
     q.seenAtMs = performance.now();
@@ -591,9 +577,13 @@ export class RedisConsumer implements Consumer {
       }
     }
     if (this.#conn.status !== "ready") {
-      throw new BrokerConnectionError(`redis unreachable at ${this.#ctx.displayUrl} (connection ${this.#conn.status})`);
+      throw this.#unreachable(this.#conn);
     }
     return this.#conn;
+  }
+
+  #unreachable(conn: RedisClientLike): BrokerConnectionError {
+    return new BrokerConnectionError(`redis unreachable at ${this.#ctx.displayUrl} (connection ${conn.status})`);
   }
 
   async #open(): Promise<RedisClientLike> {
@@ -644,19 +634,40 @@ export class RedisConsumer implements Consumer {
   }
 
   /**
-   * A renewal's outcome: the `lost` entries leave this consumer (their runs learn it); the other
-   * `renewed` ones, still in flight, are held for another claim idle time from `sentAtMs`.
+   * Renews the leases of `ids` of `q` in one call. The entries lost (settled, or taken by
+   * another consumer) leave this consumer: their runs learn it, and read-ahead ones are never
+   * handed out. The others are held for another claim idle time from when the call was sent.
+   * `onNoGroup`, when given, takes a missing group (all `ids` are then lost) instead of a throw.
+   * Returns how many are still held.
    */
-  #applyRenewal(q: QueueState, renewed: readonly string[], lost: readonly string[], sentAtMs: number): void {
+  async #renew(q: QueueState, ids: readonly string[], onNoGroup?: () => void): Promise<number> {
+    const sentAtMs = performance.now();
+    let lost: readonly string[];
+    try {
+      lost = (await runScript(
+        this.#ctx.main,
+        "chicoryRenew",
+        [q.keys.stream],
+        [this.#ctx.group, this.#consumerId, ...ids],
+      )) as string[];
+    } catch (error) {
+      if (onNoGroup === undefined || !isNoGroupError(error)) throw error;
+      onNoGroup();
+      lost = ids;
+    }
     for (const id of lost) {
       const delivery = q.inFlight.get(id);
       q.inFlight.delete(id);
       delivery?.leaseLost();
     }
-    for (const id of renewed) {
+    for (const id of ids) {
       const delivery = q.inFlight.get(id);
       if (delivery) delivery.leaseConfirmedAtMs = sentAtMs;
     }
+    if (lost.length > 0 && this.#buffer.length > 0) {
+      this.#buffer = this.#buffer.filter((d) => q.inFlight.get(d.deliveryId) === d || d.keys !== q.keys);
+    }
+    return ids.length - lost.length;
   }
 
   async #renewQueue(q: QueueState): Promise<void> {
@@ -665,20 +676,7 @@ export class RedisConsumer implements Consumer {
     const ids: string[] = [];
     for (const [id, delivery] of q.inFlight) if (!delivery.isSettled) ids.push(id);
     for (let i = 0; i < ids.length; i += RENEW_CHUNK) {
-      const chunk = ids.slice(i, i + RENEW_CHUNK);
-      const sentAtMs = performance.now();
-      const lost = (await runScript(
-        this.#ctx.main,
-        "chicoryRenew",
-        [q.keys.stream],
-        [this.#ctx.group, this.#consumerId, ...chunk],
-      )) as string[];
-      this.#applyRenewal(q, chunk, lost, sentAtMs);
-      if (lost.length > 0 && this.#buffer.length > 0) {
-        // read ahead, then taken by another consumer: never handed out here
-        this.#buffer = this.#buffer.filter((d) => q.inFlight.get(d.deliveryId) === d || d.keys !== q.keys);
-      }
-      if (lost.length < chunk.length) q.seenAtMs = performance.now();
+      if ((await this.#renew(q, ids.slice(i, i + RENEW_CHUNK))) > 0) q.seenAtMs = performance.now();
     }
   }
 

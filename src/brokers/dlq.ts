@@ -71,15 +71,18 @@ export function rewriteForReplay(codec: MessageCodec, body: string, resetRetries
 
 /**
  * Runs a replay's `move` (see {@link DlqReplayGuard}) through `guard` when the app set one,
- * for the task named by the replayed `body`.
+ * for task `taskId` (a broker that stores it passes it; else {@link replayedTaskId}).
  */
 export function guardedReplay(
   guard: DlqReplayGuard | undefined,
-  body: string,
+  taskId: string | undefined,
   move: () => Promise<boolean>,
 ): Promise<boolean> {
-  if (!guard) return move();
-  // `body` was decoded for the replay already, whatever its size
+  return guard ? guard(taskId || undefined, move) : move();
+}
+
+/** The task id of a replayed `body` (already decoded by {@link rewriteForReplay}, whatever its size). */
+export function replayedTaskId(body: string): string | undefined {
   const id = peekMessage(body, Number.POSITIVE_INFINITY)?.id;
-  return guard(typeof id === "string" && id !== "" ? id : undefined, move);
+  return typeof id === "string" && id !== "" ? id : undefined;
 }

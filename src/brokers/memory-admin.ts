@@ -92,7 +92,7 @@ export abstract class MemoryAdmin implements BrokerAdmin {
     if (origin === undefined || !entry) return false;
     // throws for a body that is not a message: the entry stays in the DLQ
     const body = rewriteForReplay(this.codec, entry.message.body, resetRetries);
-    return guardedReplay(this.replayGuard, body, async () => {
+    return guardedReplay(this.replayGuard, entry.message.id, async () => {
       // checked again: a concurrent replay may have taken the entry while the guard read
       if (this.queue(origin).dlq.get(messageId) !== entry) return false;
       this.#removeDlq(origin, messageId);

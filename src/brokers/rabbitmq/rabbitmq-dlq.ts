@@ -15,7 +15,7 @@
 import { createHash } from "node:crypto";
 import { BrokerConnectionError, ChicoryError } from "../../errors.js";
 import type { BrokerBinding, DlqMessage } from "../broker.js";
-import { guardedReplay, rewriteForReplay, toDlqMessage } from "../dlq.js";
+import { guardedReplay, replayedTaskId, rewriteForReplay, toDlqMessage } from "../dlq.js";
 import type { RabbitMqConnection } from "./rabbitmq-connection.js";
 import { type AmqpChannel, type AmqpMessage, amqpCode } from "./rabbitmq-driver.js";
 import type { RabbitMqSettings } from "./rabbitmq-options.js";
@@ -103,7 +103,7 @@ export class RabbitMqDlq {
         if (!message) return false;
         const { codec, guardReplay } = this.#binding();
         const body = rewriteForReplay(codec, message.content.toString("utf8"), resetRetries);
-        return guardedReplay(guardReplay, body, async () => {
+        return guardedReplay(guardReplay, replayedTaskId(body), async () => {
           await this.#sender.send(queue, Buffer.from(body, "utf8"), {
             messageId: message.properties.messageId,
             priority: message.properties.priority,

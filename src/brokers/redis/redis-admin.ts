@@ -4,11 +4,10 @@
  * @module
  */
 import type { MessageCodec } from "../../core/message.js";
-import { peekMessage } from "../../core/message.js";
 import { ValidationError } from "../../errors.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import type { DlqMessage, DlqReplayGuard } from "../broker.js";
-import { guardedReplay, rewriteForReplay, toDlqMessage } from "../dlq.js";
+import { guardedReplay, replayedTaskId, rewriteForReplay, toDlqMessage } from "../dlq.js";
 import type { QueueKeys } from "./redis-keys.js";
 
 type StreamEntry = [string, string[]];
@@ -70,10 +69,14 @@ export async function replayFromDlq(
   if (entry === undefined) return false;
   const f = fieldsOf(entry[1]);
   const body = rewriteForReplay(codec, f.data ?? "", resetRetries);
-  const id = peekMessage(body)?.id;
-  const taskId = typeof id === "string" && id !== "" ? id : (f.id ?? messageId);
-  return guardedReplay(guard, body, async () => {
-    const moved = await runScript(client, "chicoryReplay", [from.dlq, to.stream], [messageId, body, taskId]);
+  const taskId = replayedTaskId(body) ?? f.id;
+  return guardedReplay(guard, taskId, async () => {
+    const moved = await runScript(
+      client,
+      "chicoryReplay",
+      [from.dlq, to.stream],
+      [messageId, body, taskId ?? messageId],
+    );
     return moved === 1;
   });
 }

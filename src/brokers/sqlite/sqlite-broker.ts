@@ -198,7 +198,7 @@ export class SqliteBroker implements Broker {
     if (row === undefined) return false;
     const body = rewriteForReplay(this.#codec, row.body, resetRetries);
     const target = queue ?? row.queue;
-    return guardedReplay(this.#replayGuard, body, async () => {
+    return guardedReplay(this.#replayGuard, row.task_id, async () => {
       const isReplayed = this.#admin("replay DLQ", (admin) => admin.dlqReplay(row, target, body, Date.now()));
       if (isReplayed) this.#notify(target);
       return isReplayed;

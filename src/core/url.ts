@@ -3,9 +3,13 @@
  * @module
  */
 
-/** Replaces the password of a URL (and of `password=` query parameters) with `***`. */
+/**
+ * Replaces the password of a URL (and of `password=` query parameters) with `***`. The
+ * password runs to the last `@`: one written without percent-encoding (`p@ss#w/rd`) makes
+ * an invalid URL, and is still masked whole when that URL is shown in the error.
+ */
 export function maskUrl(url: string): string {
-  let masked = url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/?#@:]*):[^@/?#]*@/i, "$1:***@");
+  let masked = url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/?#@:]*):.*@/is, "$1:***@");
   masked = masked.replace(/([?&](?:password|pass|pwd)=)[^&#]*/gi, "$1***");
   return masked;
 }
@@ -16,7 +20,7 @@ export function maskUrl(url: string): string {
  */
 export function maskUrlsIn(text: string): string {
   return text
-    .replace(/\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#@:'"`]*):[^\s@/?#'"`]*@/gi, "$1:***@")
+    .replace(/\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#@:'"`]*):[^\s'"`]*@/gi, "$1:***@")
     .replace(/([?&](?:password|pass|pwd)=)[^&#\s'"`]*/gi, "$1***");
 }
 

@@ -153,7 +153,10 @@ function fromUrl(
   try {
     parsed = new URL(url);
   } catch (error) {
-    throw new ConfigurationError(`invalid Redis URL ${maskUrl(url)}`, { cause: error });
+    throw new ConfigurationError(
+      `invalid Redis URL ${maskUrl(url)} (percent-encode @ : / ? # % in a user name or password, e.g. @ as %40)`,
+      { cause: error },
+    );
   }
   const isTls = parsed.protocol === "rediss:";
   if (!isTls && parsed.protocol !== "redis:") {

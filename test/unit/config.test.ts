@@ -7,7 +7,7 @@ import { toMs } from "../../src/core/duration.js";
 import { loadEnv } from "../../src/core/env.js";
 import { findNonJson } from "../../src/core/json.js";
 import { assertValidName, isValidName } from "../../src/core/names.js";
-import { maskUrl } from "../../src/core/url.js";
+import { maskUrl, maskUrlsIn } from "../../src/core/url.js";
 import { ConfigurationError, ValidationError } from "../../src/errors.js";
 
 describe("durations", () => {
@@ -109,6 +109,29 @@ describe("names, JSON checks, URL masking", () => {
     expect(maskUrl("amqp://guest:guest@localhost")).toBe("amqp://guest:***@localhost");
     expect(maskUrl("postgres://h/db?password=x&a=1")).toBe("postgres://h/db?password=***&a=1");
     expect(maskUrl("redis://:pw@host")).toBe("redis://:***@host");
+  });
+
+  it("masks a password written without percent-encoding, whole, in a URL and in text", () => {
+    // such URLs do not parse: the error that shows them must not show the password
+    expect(maskUrl("redis://walker:p@ss:w%rd/x@127.0.0.1:6391/12")).toBe("redis://walker:***@127.0.0.1:6391/12");
+    expect(maskUrl("redis://:ab#cdSECRET@127.0.0.1:6391/12")).toBe("redis://:***@127.0.0.1:6391/12");
+    expect(maskUrl("redis://:ab?cdSECRET@127.0.0.1/0")).toBe("redis://:***@127.0.0.1/0");
+    expect(maskUrlsIn("bad URL redis://u:ab#cd/SECRET@h:1/0: Invalid URL")).toBe(
+      "bad URL redis://u:***@h:1/0: Invalid URL",
+    );
+    expect(maskUrlsIn("to amqp://g:p@h and redis://h:6379")).toBe("to amqp://g:***@h and redis://h:6379");
+  });
+
+  it("names the percent-encoding in the error for an unparsable Redis URL, without the password", async () => {
+    const { resolveRedisConnection } = await import("../../src/redis/redis-options.js");
+    let message = "";
+    try {
+      resolveRedisConnection({ url: "redis://:ab#cdSECRET@127.0.0.1:6391/12" }, {}, "CHICORY_BROKER_REDIS");
+    } catch (error) {
+      message = String(error);
+    }
+    expect(message).toMatch(/percent-encode/);
+    expect(message).not.toMatch(/SECRET|cdS/);
   });
 });
 

@@ -36,6 +36,9 @@ export function connectFailureHint(error: unknown, envPrefix: string): string {
   if (/\bWRONGPASS\b|invalid password|invalid username-password/i.test(text)) {
     return ` (authentication failed: check the user and password in the URL or ${envPrefix}_USERNAME/_PASSWORD)`;
   }
+  if (isSelectRefusal(error)) {
+    return ` (the server has no such database: check the database number in the URL or ${envPrefix}_DB; Redis has 16 unless its "databases" setting says otherwise, and Redis Cluster only database 0)`;
+  }
   if (code === "ERR_TLS_CERT_ALTNAME_INVALID") {
     return " (TLS: the server certificate is not valid for this host name: connect with a name the certificate lists)";
   }
@@ -43,6 +46,12 @@ export function connectFailureHint(error: unknown, envPrefix: string): string {
     return ` (TLS: the server certificate is not trusted [${code}]: give its CA with the tls.ca option or ${envPrefix}_TLS_CA)`;
   }
   return "";
+}
+
+/** True for Redis's refusal of `SELECT` (a database number the server does not have). */
+function isSelectRefusal(error: unknown): boolean {
+  const text = error instanceof Error ? error.message : "";
+  return /\bDB index is out of range\b|\binvalid DB index\b|SELECT is not allowed in cluster mode/i.test(text);
 }
 
 /**
@@ -72,6 +81,9 @@ export async function openRedis(
   });
   try {
     await client.connect();
+    // ioredis reports a refused SELECT as an `error` event only, and the connection stays on
+    // database 0: taken as connected, every key would land in the wrong database.
+    if (isSelectRefusal(reported)) throw reported;
   } catch (error) {
     client.disconnect();
     const reason = reported ?? error;

@@ -1,0 +1,36 @@
+/**
+ * Connecting to a Redis database the server does not have: ioredis reports the refused
+ * `SELECT` as an event and stays on database 0, so a broker or backend that took that as
+ * connected would read and write database 0. Both must refuse to start instead.
+ */
+import { describe, expect, it } from "vitest";
+import { RedisBackend } from "../../../src/backends/redis/index.js";
+import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
+import { rawRedis } from "./redis-test-keys.js";
+
+const skip = await skipUnless("redis");
+
+describe.skipIf(skip)("redis connect", () => {
+  it("a database number the server does not have fails connect, named, for the broker and the backend", async () => {
+    const raw = rawRedis();
+    const [, databases] = (await raw.config("GET", "databases")) as [string, string];
+    raw.disconnect();
+    const url = new URL(SERVICES.redis);
+    url.pathname = `/${Number(databases) + 3}`;
+    const prefix = uniqueName("nodb");
+    for (const adapter of [
+      new RedisBroker({ url: url.href, keyPrefix: prefix }),
+      new RedisBackend({ url: url.href, keyPrefix: prefix }),
+    ]) {
+      const error = await adapter.connect().then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
+      await adapter.disconnect();
+      expect(error?.message).toMatch(
+        /DB index is out of range \(the server has no such database: check the database number/,
+      );
+    }
+  });
+});

@@ -21,8 +21,8 @@ import {
   type BrokerType,
   createBackend,
   createBroker,
+  createDefaultBackend,
   DEFAULT_BROKER_SPEC,
-  defaultBackendSpec,
 } from "./drivers.js";
 import { BackendConnectionError, ChicoryError, ConfigurationError, TaskNotFoundError } from "./errors.js";
 import type { ResultDefaults } from "./result.js";
@@ -100,15 +100,11 @@ export class Chicory {
     else {
       // The backend defaults to the broker's own location; for SQLite that is the file the
       // broker resolved (CHICORY_BROKER_SQLITE_PATH included), so both share one file.
-      const spec =
-        options.backend ??
-        this.config.backendUrl ??
-        (typeof options.broker === "object"
-          ? undefined
-          : this.broker.kind === "sqlite"
-            ? this.broker.displayUrl
-            : defaultBackendSpec(brokerSpec));
-      this.backend = spec === undefined ? null : createBackend(spec, context);
+      const spec = options.backend ?? this.config.backendUrl;
+      if (spec !== undefined) this.backend = createBackend(spec, context);
+      else if (typeof options.broker === "object") this.backend = null;
+      else if (this.broker.kind === "sqlite") this.backend = createBackend(this.broker.displayUrl, context);
+      else this.backend = createDefaultBackend(brokerSpec, context) ?? null;
     }
     const app = this;
     let resultDefaults: ResultDefaults | undefined;

@@ -111,3 +111,26 @@ export function defaultBackendSpec(brokerSpec: string): string | undefined {
   const { kind } = parseSpec(brokerSpec, "broker");
   return SHARES_LOCATION.has(kind) ? brokerSpec : undefined;
 }
+
+/** The Redis settings that say where a Redis server is and which keys are the app's. */
+const REDIS_LOCATION = ["URL", "HOST", "PORT", "DB", "USERNAME", "PASSWORD", "TLS_CA", "TLS_REJECT_UNAUTHORIZED"];
+
+/**
+ * The backend a broker spec implies when none is configured (the same kind and location), or
+ * undefined when that kind holds no results. A Redis broker found through its variables
+ * (`broker: "redis"` with `CHICORY_BROKER_REDIS_URL`, `_HOST`, …) shares them with its
+ * backend: unless a `CHICORY_BACKEND_REDIS_` location variable is set, the backend connects
+ * where the broker does, and takes the broker's `KEY_PREFIX` when it has none of its own.
+ */
+export function createDefaultBackend(brokerSpec: string, context: DriverContext): Backend | undefined {
+  const spec = defaultBackendSpec(brokerSpec);
+  if (spec === undefined) return undefined;
+  if (parseSpec(spec, "backend").kind !== "redis") return createBackend(spec, context);
+  const env: Record<string, string | undefined> = { ...context.env };
+  const from = (name: string) => context.env[`CHICORY_BROKER_REDIS_${name}`];
+  if (!REDIS_LOCATION.some((name) => context.env[`CHICORY_BACKEND_REDIS_${name}`] !== undefined)) {
+    for (const name of REDIS_LOCATION) env[`CHICORY_BACKEND_REDIS_${name}`] = from(name);
+  }
+  env.CHICORY_BACKEND_REDIS_KEY_PREFIX ??= from("KEY_PREFIX");
+  return createBackend(spec, { ...context, env });
+}

@@ -85,7 +85,10 @@ export class MaxRetriesExceededError extends ChicoryError {
 /** A result accessor was used on an app configured without a result backend. */
 export class BackendNotConfiguredError extends ChicoryError {
   override readonly code = "BACKEND_NOT_CONFIGURED";
-  constructor(message = "no result backend is configured (backend: null)", options?: ChicoryErrorOptions) {
+  constructor(
+    message = "no result backend is configured: give the app `backend` (a URL or a backend object) or set CHICORY_BACKEND_URL (an app given a broker object, or a broker kind that keeps no results such as RabbitMQ, has none unless one is given)",
+    options?: ChicoryErrorOptions,
+  ) {
     super(message, options);
   }
 }

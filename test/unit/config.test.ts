@@ -144,4 +144,38 @@ describe("default backend location", () => {
     const none = new Chicory({ broker: "amqp://guest:guest@127.0.0.1", config: { env: {} } });
     expect(none.backend).toBeNull();
   });
+
+  it("puts Redis results where a broker found through its variables connects, with its key prefix", async () => {
+    const { Chicory } = await import("../../src/app.js");
+    const { RedisBackend } = await import("../../src/backends/redis/index.js");
+    const env = {
+      CHICORY_BROKER_REDIS_URL: "redis://app:pw@redis.example:6380/12",
+      CHICORY_BROKER_REDIS_KEY_PREFIX: "shop",
+    };
+    const app = new Chicory({ broker: "redis", config: { env } });
+    expect(app.broker.displayUrl).toBe("redis://app:***@redis.example:6380/12");
+    expect(app.backend?.displayUrl).toBe("redis://app:***@redis.example:6380/12");
+    expect((app.backend as InstanceType<typeof RedisBackend>).settings.keyPrefix).toBe("shop");
+    const byUrl = new Chicory({ config: { env: { ...env, CHICORY_BROKER_URL: "redis" } } });
+    expect(byUrl.backend?.displayUrl).toBe("redis://app:***@redis.example:6380/12");
+    // the backend's own variables win, location and prefix each
+    const own = new Chicory({
+      broker: "redis",
+      config: { env: { ...env, CHICORY_BACKEND_REDIS_DB: "3", CHICORY_BACKEND_REDIS_KEY_PREFIX: "res" } },
+    });
+    expect(own.backend?.displayUrl).toBe("redis://127.0.0.1:6379/3");
+    expect((own.backend as InstanceType<typeof RedisBackend>).settings.keyPrefix).toBe("res");
+  });
+
+  it("says how to give a backend when an app given a broker object has none", async () => {
+    const { Chicory } = await import("../../src/app.js");
+    const { MemoryBroker } = await import("../../src/brokers/memory.js");
+    const app = new Chicory({ broker: new MemoryBroker(), config: { env: {} } });
+    expect(app.backend).toBeNull();
+    const add = app.task({ name: "add" }, (a: number, b: number) => a + b);
+    await app.connect();
+    const result = await add.delay(1, 2);
+    await expect(result.get()).rejects.toThrow(/give the app `backend` .*broker object/);
+    await app.disconnect();
+  });
 });

@@ -48,7 +48,10 @@ function toDate(value: Date | string | number): Date {
   if (value instanceof Date) return new Date(value.getTime());
   if (typeof value === "number") return new Date(value);
   const asNumber = /^\d+$/.test(value) ? Number(value) : Number.NaN;
-  return Number.isFinite(asNumber) ? new Date(asNumber) : new Date(value);
+  const date = Number.isFinite(asNumber) ? new Date(asNumber) : new Date(value);
+  // A foreign or corrupt entry's time must not make the whole listing throw (toISOString of an
+  // invalid date does): it shows as the epoch instead.
+  return Number.isNaN(date.getTime()) ? new Date(0) : date;
 }
 
 /**

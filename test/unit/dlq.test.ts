@@ -39,6 +39,9 @@ describe("toDlqMessage", () => {
   it("prefers the stored retryCount", () => {
     const body = new MessageCodec().encode(message());
     expect(toDlqMessage("m", { body, error: "e", failedAt: 0, retryCount: 7 }).retryCount).toBe(7);
+    // a foreign entry's unreadable time shows as the epoch: a listing never throws on it
+    const odd = toDlqMessage("m", { body, error: "e", failedAt: "yesterday-ish" });
+    expect(odd.failedAt.toISOString()).toBe("1970-01-01T00:00:00.000Z");
   });
 
   it("accepts ISO strings, epoch numbers and numeric strings for failedAt", () => {

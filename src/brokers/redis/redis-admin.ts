@@ -4,7 +4,7 @@
  * @module
  */
 import type { MessageCodec } from "../../core/message.js";
-import { ValidationError } from "../../errors.js";
+import { ChicoryError, ValidationError } from "../../errors.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import type { DlqMessage, DlqReplayGuard } from "../broker.js";
 import { guardedReplay, replayedTaskId, rewriteForReplay, toDlqMessage } from "../dlq.js";
@@ -23,6 +23,10 @@ function fieldsOf(fields: readonly string[]): Record<string, string> {
 
 /** Up to `count` oldest DLQ entries. */
 export async function getDlqMessages(client: RedisClientLike, keys: QueueKeys, count: number): Promise<DlqMessage[]> {
+  if (!Number.isSafeInteger(count) || count < 0) {
+    throw new ValidationError(`getDlqMessages: count must be a whole number >= 0, got ${String(count)}`);
+  }
+  if (count === 0) return [];
   const entries = (await client.call("XRANGE", keys.dlq, "-", "+", "COUNT", count)) as StreamEntry[];
   return entries.map(([id, raw]) => {
     const f = fieldsOf(raw);
@@ -36,18 +40,17 @@ export async function getDlqMessages(client: RedisClientLike, keys: QueueKeys, c
   });
 }
 
+const MAX_U64 = 2n ** 64n - 1n;
+
 /**
- * Moves one DLQ entry (of `from`) to the stream of `to`. The new body is computed here
- * (re-encoded when `resetRetries`), then a script enqueues it only if the entry still exists,
- * deleting it in the same step: concurrent replays enqueue once.
- */
-/**
- * `messageId` when it is a whole stream entry id (`<ms>-<seq>`, as `getDlqMessages` gives it),
- * else a ValidationError: Redis reads `<ms>` alone as a range over every entry of that
- * millisecond, so one call could act on another entry than the one named.
+ * `messageId` when it is a whole stream entry id (`<ms>-<seq>`, as `getDlqMessages` gives it,
+ * each part at most 2^64 - 1), else a ValidationError: Redis reads `<ms>` alone as a range
+ * over every entry of that millisecond, so one call could act on another entry than the one
+ * named.
  */
 function dlqEntryId(messageId: string): string {
-  if (!/^\d{1,20}-\d{1,20}$/.test(messageId)) {
+  const parts = /^(\d{1,20})-(\d{1,20})$/.exec(messageId);
+  if (!parts || BigInt(parts[1] as string) > MAX_U64 || BigInt(parts[2] as string) > MAX_U64) {
     throw new ValidationError(
       `DLQ message id ${JSON.stringify(messageId.slice(0, 64))} is not a Redis stream entry id (<ms>-<seq>, e.g. 1700000000000-0)`,
     );
@@ -55,28 +58,35 @@ function dlqEntryId(messageId: string): string {
   return messageId;
 }
 
+/**
+ * Moves one DLQ entry back to its queue's stream. The new body is computed here (re-encoded
+ * when `resetRetries`), then a script enqueues it only if the entry still exists, deleting it
+ * in the same step: concurrent replays enqueue once. The replayed message holds its task id's
+ * unique marker; a replay while another message of that task id holds it is refused.
+ * @throws ChicoryError when another message of the task id is queued, delayed or running
+ */
 export async function replayFromDlq(
   client: RedisClientLike,
   codec: MessageCodec,
-  from: QueueKeys,
-  to: QueueKeys,
+  keys: QueueKeys,
   messageId: string,
   resetRetries: boolean,
   guard?: DlqReplayGuard,
 ): Promise<boolean> {
-  const entries = (await client.call("XRANGE", from.dlq, dlqEntryId(messageId), messageId)) as StreamEntry[];
+  const entries = (await client.call("XRANGE", keys.dlq, dlqEntryId(messageId), messageId)) as StreamEntry[];
   const entry = entries[0];
   if (entry === undefined) return false;
   const f = fieldsOf(entry[1]);
   const body = rewriteForReplay(codec, f.data ?? "", resetRetries);
   const taskId = replayedTaskId(body) ?? f.id;
   return guardedReplay(guard, taskId, async () => {
-    const moved = await runScript(
-      client,
-      "chicoryReplay",
-      [from.dlq, to.stream],
-      [messageId, body, taskId ?? messageId],
-    );
+    const id = taskId ?? messageId;
+    const moved = await runScript(client, "chicoryReplay", [keys.dlq, keys.stream, keys.unique], [messageId, body, id]);
+    if (moved === -2) {
+      throw new ChicoryError(
+        `cannot replay dead-lettered message ${messageId}: a message of task ${id} is already queued, delayed or running (unique task id); the entry stays in the DLQ: replay it once that one has finished, or delete it`,
+      );
+    }
     return moved === 1;
   });
 }

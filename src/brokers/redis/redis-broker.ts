@@ -337,11 +337,14 @@ export class RedisBroker implements Broker {
     return this.#admin("getDlqMessages", (c) => admin.getDlqMessages(c.main, this.#keys.get(queue), count));
   }
 
-  /** Moves one DLQ entry back to `queue` (default: the queue it died on). See {@link admin.replayFromDlq}. */
+  /**
+   * {@inheritDoc BrokerAdmin.replayFromDlq} `queue` (default `"default"`) names the DLQ searched
+   * and the queue replayed to. Refused (an error; the entry stays) while another message of the
+   * task id is queued, delayed or running under a unique marker. See {@link admin.replayFromDlq}.
+   */
   replayFromDlq(messageId: string, queue = DEFAULT_QUEUE, resetRetries = true): Promise<boolean> {
-    const keys = this.#keys.get(queue);
     return this.#admin("replayFromDlq", (c) =>
-      admin.replayFromDlq(c.main, this.#codec, keys, keys, messageId, resetRetries, this.#replayGuard),
+      admin.replayFromDlq(c.main, this.#codec, this.#keys.get(queue), messageId, resetRetries, this.#replayGuard),
     );
   }
 

@@ -63,7 +63,7 @@ const SCRIPTS = {
   /** Variable key count (3, or 4 with a record): called with the number of keys first. */
   chicoryDeadLetter: { lua: `${storeResultsLua()}\n${lua("dead-letter")}` },
   chicoryWriteDeadLetter: { numberOfKeys: 1, lua: lua("write-dead-letter") },
-  chicoryReplay: { numberOfKeys: 2, lua: lua("replay") },
+  chicoryReplay: { numberOfKeys: 3, lua: lua("replay") },
   chicoryPurgeQueue: { numberOfKeys: 4, lua: lua("purge-queue") },
   chicoryQueueStats: { numberOfKeys: 2, lua: lua("queue-stats") },
   chicoryCleanupConsumers: { numberOfKeys: 1, lua: lua("cleanup-consumers") },

@@ -414,6 +414,41 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(again.published).toBe(true);
   });
 
+  it("a replayed message holds its unique id: no second copy while it is queued, and its ack frees only its own", async () => {
+    const s = await setup();
+    const task = await publish(s.broker, s.queue, { unique: true });
+    const c = s.consumer();
+    await (await fetchOne(c)).deadLetter("x");
+    const [entry] = await s.broker.getDlqMessages(s.queue);
+    expect(await s.broker.replayFromDlq(entry?.messageId ?? "", s.queue)).toBe(true);
+    // queued again by the replay: a unique publish of the same id is refused
+    expect((await s.broker.publish(s.queue, { id: task.id, body: task.body, unique: true })).published).toBe(false);
+    await (await fetchOne(c)).ack();
+    expect((await s.broker.publish(s.queue, { id: task.id, body: task.body, unique: true })).published).toBe(true);
+    // that fresh copy holds the id: replaying an older dead letter of it would make a second
+    // copy, so it is refused and the entry stays in the DLQ
+    const fresh = await fetchOne(c);
+    const dlqId = (await s.raw.xadd(
+      s.dlq,
+      "*",
+      "data",
+      task.body,
+      "error",
+      "x",
+      "failed_at",
+      1,
+      "retry_count",
+      0,
+      "id",
+      task.id,
+    )) as string;
+    await expect(s.broker.replayFromDlq(dlqId, s.queue)).rejects.toThrow(/already queued, delayed or running/);
+    expect(await s.broker.getDlqCount(s.queue)).toBe(1);
+    expect(await s.raw.xlen(s.stream)).toBe(1);
+    await fresh.ack();
+    expect(await s.broker.replayFromDlq(dlqId, s.queue)).toBe(true);
+  });
+
   it("concurrent replays from two brokers enqueue an entry once", async () => {
     const s = await setup();
     await publish(s.broker, s.queue);
@@ -485,6 +520,12 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await expect(s.broker.replayFromDlq(`${ms}`, s.queue)).rejects.toBeInstanceOf(ValidationError);
     await expect(s.broker.deleteFromDlq(`${ms}`, s.queue)).rejects.toThrow(/not a Redis stream entry id/);
     await expect(s.broker.replayFromDlq("1-0 OR 2", s.queue)).rejects.toBeInstanceOf(ValidationError);
+    // in form but out of range (a part above 2^64 - 1), or a count that is no whole number
+    await expect(s.broker.replayFromDlq("99999999999999999999-0", s.queue)).rejects.toBeInstanceOf(ValidationError);
+    await expect(s.broker.getDlqMessages(s.queue, 1.5)).rejects.toBeInstanceOf(ValidationError);
+    // a bad queue name rejects like every other admin call (no synchronous throw)
+    const bad = s.broker.replayFromDlq(`${ms}-1`, "bad queue!");
+    await expect(bad).rejects.toBeInstanceOf(ValidationError);
     expect(await s.broker.replayFromDlq(`${ms}-1`, s.queue)).toBe(true);
     expect(await s.broker.replayFromDlq(`${ms}-1`, s.queue)).toBe(false);
     expect(await s.raw.xlen(s.stream)).toBe(1);

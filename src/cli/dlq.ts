@@ -101,18 +101,55 @@ async function count(spec: string, opts: DlqCommandOptions): Promise<number> {
   });
 }
 
-async function replayAll(app: Chicory, queues: readonly string[], resetRetries: boolean): Promise<number> {
+/** An entry `dlq replay --all` left in the DLQ, and why. */
+interface LeftEntry {
+  readonly queue: string;
+  readonly messageId: string;
+  readonly reason: string;
+}
+
+/** Errors about the entry itself (bad body, unique refusal): the entry is skipped, the rest replayed. */
+function isEntryError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code !== "BROKER_CONNECTION" && code !== "BACKEND_CONNECTION";
+}
+
+/**
+ * Replays the entries each queue's DLQ holds when it starts: at most that many, so entries
+ * that die again while it runs (a task that still fails) are not replayed once more, and the
+ * command ends. An entry that cannot be replayed (its body is not a valid message, another
+ * copy of a unique task id is queued) stays in the DLQ and is reported; the others go on. A
+ * connection failure stops it.
+ */
+async function replayAll(
+  app: Chicory,
+  queues: readonly string[],
+  resetRetries: boolean,
+): Promise<{ replayed: number; left: LeftEntry[] }> {
   let replayed = 0;
+  const left: LeftEntry[] = [];
   for (const queue of queues) {
-    for (;;) {
-      const batch = await app.broker.getDlqMessages(queue, 100);
-      let progressed = 0;
-      for (const m of batch) if (await app.broker.replayFromDlq(m.messageId, queue, resetRetries)) progressed++;
-      replayed += progressed;
-      if (batch.length === 0 || progressed === 0) break;
+    const budget = await app.broker.getDlqCount(queue);
+    const tried = new Set<string>();
+    let leftHere = 0;
+    while (tried.size < budget) {
+      // entries left behind stay first in the DLQ: read past them
+      const batch = await app.broker.getDlqMessages(queue, leftHere + 100);
+      const fresh = batch.filter((m) => !tried.has(m.messageId)).slice(0, budget - tried.size);
+      if (fresh.length === 0) break;
+      for (const m of fresh) {
+        tried.add(m.messageId);
+        try {
+          if (await app.broker.replayFromDlq(m.messageId, queue, resetRetries)) replayed++;
+        } catch (error) {
+          if (!isEntryError(error)) throw error;
+          leftHere++;
+          left.push({ queue, messageId: m.messageId, reason: error instanceof Error ? error.message : String(error) });
+        }
+      }
     }
   }
-  return replayed;
+  return { replayed, left };
 }
 
 async function replay(spec: string, id: string | undefined, opts: DlqCommandOptions): Promise<number> {
@@ -123,12 +160,26 @@ async function replay(spec: string, id: string | undefined, opts: DlqCommandOpti
     await connectApp(app);
     const queues = targetQueues(app, opts.queue);
     if (!id) {
-      const n = await replayAll(app, queues, resetRetries);
-      printLine(`replayed ${n} message(s) from the dead-letter queue (${queues.join(", ")})`);
-      return EXIT_OK;
+      const { replayed, left } = await replayAll(app, queues, resetRetries);
+      printLine(`replayed ${replayed} message(s) from the dead-letter queue (${queues.join(", ")})`);
+      if (left.length === 0) return EXIT_OK;
+      for (const entry of left) printLine(`not replayed: ${entry.queue} ${entry.messageId}: ${entry.reason}`);
+      throw new CliFailure(
+        `${left.length} entr${left.length === 1 ? "y" : "ies"} left in the dead-letter queue (listed above; remove one with: chicory dlq delete ${spec} <id>)`,
+      );
     }
     for (const queue of queues) {
-      if (await app.broker.replayFromDlq(id, queue, resetRetries)) {
+      let moved: boolean;
+      try {
+        moved = await app.broker.replayFromDlq(id, queue, resetRetries);
+      } catch (error) {
+        // the entry cannot be replayed (its body, a unique refusal): a failure, not a usage error
+        if (!/cannot replay/.test(String(error))) throw error;
+        throw new CliFailure(
+          `${queue} ${id}: ${error instanceof Error ? error.message : String(error)} (remove it with: chicory dlq delete ${spec} ${id})`,
+        );
+      }
+      if (moved) {
         printLine(`replayed ${id} to queue ${queue}${resetRetries ? " (retries reset)" : ""}`);
         return EXIT_OK;
       }

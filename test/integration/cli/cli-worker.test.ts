@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { skipUnless, uniqueName } from "../../helpers/services.js";
-import { deletePrefix } from "../redis/redis-test-keys.js";
+import { deletePrefix, rawRedis } from "../redis/redis-test-keys.js";
 import {
   APP_JS,
   type CliProcess,
@@ -158,6 +158,45 @@ describe.skipIf(skipRedis)("chicory CLI on Redis (multi-process)", () => {
       worker.child.kill("SIGTERM");
       expect((await worker.exited).code).toBe(0);
     } finally {
+      if (worker.child.exitCode === null) worker.child.kill("SIGKILL");
+    }
+  });
+
+  it("dlq replay --all replays what the DLQ held once, while a worker keeps failing them, and names the entry it cannot replay", async () => {
+    requireBuild();
+    const queue = uniqueName("replayall");
+    const qEnv = { ...env, CHICORY_WORKER_QUEUE: queue };
+    const worker = startCli(["worker", APP_JS, "-c", "2", "--dlq", "-q", queue], qEnv);
+    const raw = rawRedis();
+    try {
+      await worker.waitForStderr(/"msg":"worker started"/);
+      for (let i = 0; i < 3; i++) {
+        expect((await runCli(["enqueue", APP_JS, "boom", `["again ${i}"]`, "-q", queue], qEnv)).code).toBe(0);
+      }
+      const count = async () => Number((await runCli(["dlq", "count", APP_JS, "-q", queue], qEnv)).stdout.trim());
+      await eventually(async () => ((await count()) === 3 ? true : undefined));
+      const bad = (await raw.xadd(
+        `${prefix}:dlq:{${queue}}`,
+        "*",
+        "data",
+        "not json",
+        "error",
+        "x",
+        "failed_at",
+        1,
+      )) as string;
+      const r = await runCli(["dlq", "replay", APP_JS, "--all", "-q", queue], qEnv);
+      expect(r.stdout).toContain("replayed 3 message(s) from the dead-letter queue");
+      expect(r.stdout).toContain(`not replayed: ${queue} ${bad}: cannot replay dead-lettered message: decode_error`);
+      expect(r.stderr).toMatch(/1 entry left in the dead-letter queue .*chicory dlq delete/);
+      expect(r.code).toBe(1);
+      // the three run again and die again: the DLQ ends with them and the bad entry
+      await eventually(async () => ((await count()) === 4 ? true : undefined));
+      const one = await runCli(["dlq", "replay", APP_JS, bad, "-q", queue], qEnv);
+      expect(one.code).toBe(1);
+      expect(one.stderr).toContain(`${queue} ${bad}: cannot replay dead-lettered message`);
+    } finally {
+      raw.disconnect();
       if (worker.child.exitCode === null) worker.child.kill("SIGKILL");
     }
   });

@@ -12,7 +12,7 @@ import type { Consumer, Delivery, HealthStatus } from "../brokers/broker.js";
 import { resolveWorkerConfig, type WorkerConfig, type WorkerOptions } from "../config.js";
 import { newWorkerId } from "../core/ids.js";
 import type { Logger } from "../core/logger.js";
-import type { TaskMessage } from "../core/message.js";
+import { peekMessage, type TaskMessage } from "../core/message.js";
 import { nextTurn, settlesWithin, sleep } from "../core/sleep.js";
 import { ChicoryError, toError } from "../errors.js";
 import { createLogger } from "../logging.js";
@@ -370,11 +370,17 @@ export class Worker {
     if (outcome.kind !== "aborted") this.#processed++;
     if (outcome.kind === "failure" || outcome.kind === "rejected") {
       this.#failed++;
+      // A rejected message (undecodable, forged, unknown task) is named as far as it can be
+      // read, unverified, and by its broker entry id: an operator finds it in the DLQ by these.
+      const named =
+        attempt.message ??
+        (outcome.kind === "rejected" ? peekMessage(delivery.body, this.#app.config.maxMessageBytes) : null);
       this.#logger.warn(
         {
-          taskId: attempt.message?.id,
-          task: attempt.message?.name,
+          taskId: typeof named?.id === "string" ? named.id : undefined,
+          task: typeof named?.name === "string" ? named.name : undefined,
           queue: delivery.queue,
+          ...(outcome.kind === "rejected" ? { deliveryId: delivery.deliveryId } : {}),
           error: outcome.error.message,
         },
         outcome.kind === "rejected" ? "message rejected" : "task failed",

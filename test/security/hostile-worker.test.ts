@@ -19,6 +19,7 @@ import {
   messageBody,
   pollutedNow,
   prototypeSnapshot,
+  recordingLogger,
   startWorker,
 } from "./security-helpers.js";
 
@@ -30,7 +31,8 @@ afterEach(async () => {
 async function setup(config: Parameters<typeof memoryApp>[0] = {}) {
   const env = memoryApp(config);
   cleanups.push(() => env.app.disconnect());
-  const worker: Worker = await startWorker(env.app);
+  const logLines: string[] = [];
+  const worker: Worker = await startWorker(env.app, { logger: recordingLogger(logLines) });
   cleanups.push(() => worker.stop(2));
   const dlqErrors = async (): Promise<Map<string, string>> => {
     const out = new Map<string, string>();
@@ -47,7 +49,7 @@ async function setup(config: Parameters<typeof memoryApp>[0] = {}) {
     const r = await env.ok.delay(21);
     expect(await r.get({ timeout: 5 })).toBe(42);
   };
-  return { ...env, worker, dlqErrors, inject, stillServes };
+  return { ...env, worker, dlqErrors, inject, stillServes, logLines };
 }
 
 describe("A1/A2: code-revival payloads are data, never code", () => {
@@ -372,6 +374,17 @@ describe("A11: signing (CHICORY_SIGNING_KEY)", () => {
     expect(errors.filter((e) => e.includes("bad_signature"))).toHaveLength(4);
     expect(errors.filter((e) => e.includes("unsigned"))).toHaveLength(2);
     expect(s.ran.length).toBe(0);
+    // the log names a rejected message by its (unverified) task id and its broker entry id,
+    // so that an operator whose keys differ finds it
+    const rejected = s.logLines
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.msg === "message rejected");
+    expect(rejected).toHaveLength(6);
+    expect(rejected.find((l) => l.taskId === "wrongkey")).toMatchObject({
+      task: "probe",
+      error: expect.stringContaining("bad_signature"),
+    });
+    expect(rejected.every((l) => typeof l.deliveryId === "string" && l.deliveryId !== "")).toBe(true);
     // the genuine message runs
     await s.inject("good", good);
     await eventually(() => s.ran.length === 1);

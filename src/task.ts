@@ -159,11 +159,19 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
     // JSON, the options) alive while the publish is pending, for every one of many concurrent
     // dispatches. Every check still reports through the returned promise, never by throwing.
     try {
-      const list = Array.isArray(args) ? (args as readonly unknown[]) : null;
+      let list = Array.isArray(args) ? (args as readonly unknown[]) : null;
       if (list === null) throw new ValidationError(`task "${this.name}": arguments must be an array`);
+      // Trailing `undefined`s are optional parameters left out (`f(1, undefined)` is `f(1)`).
+      let count = list.length;
+      while (count > 0 && list[count - 1] === undefined) count--;
+      if (count < list.length) list = list.slice(0, count);
       for (let i = 0; i < list.length; i++) {
         const bad = findNonJson(list[i], `argument ${i + 1}`);
-        if (bad) throw new ValidationError(`task "${this.name}": ${bad}; arguments must be JSON-representable`);
+        if (bad) {
+          throw new ValidationError(
+            `task "${this.name}": ${bad}; arguments must be JSON-representable${list[i] === undefined ? " (pass null)" : ""}`,
+          );
+        }
       }
       const mode = this.validationMode;
       if (this.argsSchema !== undefined && (mode === "inputs" || mode === "strict")) {

@@ -23,7 +23,9 @@ export const MAX_DEPTH = 64;
 /**
  * Returns `null` when `value` is JSON-representable (plain objects, arrays, strings,
  * finite numbers, booleans, null), else a description of the first offending part
- * with its path (e.g. `"[1].when: a Date is not plain JSON"`).
+ * with its path (e.g. `"[1].when: a Date is not plain JSON"`). An object property whose
+ * value is `undefined` (an optional property left unset) is allowed: JSON leaves it out, as
+ * `JSON.stringify` does. `undefined` anywhere else (alone, in an array) is not JSON.
  */
 export function findNonJson(value: unknown, path = "", depth = 0, seen: Set<object> = new Set()): string | null {
   if (value === null) return null;
@@ -62,7 +64,9 @@ export function findNonJson(value: unknown, path = "", depth = 0, seen: Set<obje
       return `${path || "value"}: a ${kind} is not plain JSON`;
     }
     for (const key of Object.keys(obj)) {
-      const bad = findNonJson((obj as Record<string, unknown>)[key], path ? `${path}.${key}` : key, depth + 1, seen);
+      const item = (obj as Record<string, unknown>)[key];
+      if (item === undefined) continue;
+      const bad = findNonJson(item, path ? `${path}.${key}` : key, depth + 1, seen);
       if (bad) return bad;
     }
     return null;

@@ -303,6 +303,23 @@ describe("Worker on the memory broker", () => {
     await expect(t.delay("x".repeat(4096))).rejects.toBeInstanceOf(MessageTooLargeError);
   });
 
+  it("undefined: optional properties and trailing arguments are left out, as JSON.stringify does; elsewhere an error", async () => {
+    const { app } = makeApp();
+    const seen: unknown[] = [];
+    const echo = app.task(async function echo(options: { a: number; b?: string | undefined }, extra?: number) {
+      seen.push(options, extra, arguments.length);
+      return { a: options.a, note: options.b, extra };
+    });
+    await startWorker(app);
+    const r = await echo.delay({ a: 1, b: process.env.CHICORY_TEST_UNSET_VARIABLE }, undefined);
+    // the result's undefined properties are left out too, not a failure after the task ran
+    expect(await r.get({ timeout: 5 })).toEqual({ a: 1 });
+    expect(seen).toEqual([{ a: 1 }, undefined, 1]);
+    const any = app.task(async function anyArgs(..._xs: unknown[]) {});
+    await expect(any.delay(1, undefined, 3)).rejects.toThrow(/argument 2: undefined is not JSON.*\(pass null\)/);
+    await expect(any.delay([1, undefined])).rejects.toThrow(/argument 1\[1\]: undefined is not JSON/);
+  });
+
   it("reports bad dispatch input through the returned promise, never by throwing", async () => {
     const { app, broker } = makeApp();
     const t = app.task(async function opts(_x: number) {});

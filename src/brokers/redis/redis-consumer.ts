@@ -21,7 +21,8 @@
  * - Liveness: Redis 7.0 counts a consumer's `idle` (XINFO CONSUMERS) from the last time it got
  *   entries, not from its last read, so a live worker with nothing to do looks stale to
  *   `cleanupStaleClients`. A consumer that got nothing for 2 s shows itself with an empty
- *   history read (which also re-creates it, should a cleanup have deleted it).
+ *   history read (which also re-creates it, should a cleanup have deleted it). A consumer that
+ *   closes owning no pending entry deletes itself from the group.
  * - Read-ahead (`prefetch` > 0): a read asks for `max + prefetch` entries and keeps those beyond
  *   `max` in a local buffer, which later fetches hand out without a round trip (bounded: at
  *   most `prefetch` entries wait here). Buffered entries are in flight like running ones
@@ -71,6 +72,8 @@ const RECLAIM_PAGE = 2000;
 const RENEW_CHUNK = 500;
 /** Longest wait for the read-ahead buffer's release when closing. */
 const RELEASE_ON_CLOSE_MS = 2000;
+/** How long a closing consumer waits for its own deletion (best effort). */
+const DELETE_ON_CLOSE_MS = 1000;
 /** Longest time a live consumer goes without counting as active in its group. */
 const TOUCH_EVERY_MS = 2000;
 /**
@@ -306,6 +309,15 @@ export class RedisConsumer implements Consumer {
     const conn = this.#conn ?? (await this.#opening?.catch(() => undefined));
     this.#conn = undefined;
     conn?.disconnect();
+    // A consumer that owns nothing now deletes itself, so the group's consumer count is the
+    // live workers (one that still owns entries, given back or not yet acknowledged, stays
+    // for their reclaim; `cleanupStaleClients` removes it later). Best effort, bounded.
+    const deleting = Promise.allSettled(
+      this.#queues.map((q) =>
+        runScript(this.#ctx.main, "chicoryCleanupConsumers", [q.keys.stream], [this.#ctx.group, -1, this.#consumerId]),
+      ),
+    );
+    await settlesWithin(deleting, DELETE_ON_CLOSE_MS);
   }
 
   async #fetchInto(conn: RedisClientLike, max: number, signal: AbortSignal, out: RedisDelivery[]): Promise<void> {

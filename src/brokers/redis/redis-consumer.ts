@@ -484,13 +484,19 @@ export class RedisConsumer implements Consumer {
   }
 
   async #moveDelayed(conn: RedisClientLike, q: QueueState): Promise<void> {
-    const { delayed, delayedData, stream } = q.keys;
-    const [moved, next, nowMs] = (await runScript(
+    const { delayed, delayedData, stream, unique } = q.keys;
+    const [moved, next, nowMs, lost] = (await runScript(
       conn,
       "chicoryMoveDelayed",
-      [delayed, delayedData, stream],
+      [delayed, delayedData, stream, unique],
       [MOVE_BATCH],
-    )) as [number, string, number];
+    )) as [number, string, number, number];
+    if (lost > 0) {
+      this.#logger.warn(
+        { queue: q.keys.queue, dropped: lost },
+        "due delayed jobs had no stored body (restored or edited data?) and were dropped",
+      );
+    }
     if (moved >= MOVE_BATCH) {
       q.moveAtMs = performance.now(); // more are due: next fetch moves the next batch
       return;

@@ -48,7 +48,7 @@ function withClaimEntries(name: string): string {
 const SCRIPTS = {
   chicoryPublish: { numberOfKeys: 4, lua: lua("publish") },
   chicoryPublishBatch: { numberOfKeys: 1, lua: lua("publish-batch") },
-  chicoryMoveDelayed: { numberOfKeys: 3, lua: lua("move-delayed") },
+  chicoryMoveDelayed: { numberOfKeys: 4, lua: lua("move-delayed") },
   chicoryReclaim: { numberOfKeys: 1, lua: withClaimEntries("reclaim") },
   chicoryRecoverOwn: { numberOfKeys: 1, lua: withClaimEntries("recover-own") },
   chicoryRenew: { numberOfKeys: 1, lua: lua("renew") },

@@ -31,6 +31,7 @@ describe.skipIf(skip)("redis broker: delayed messages", () => {
       stream: `${prefix}:stream:${tag}`,
       delayed: `${prefix}:delayed:${tag}`,
       delayedData: `${prefix}:delayed-data:${tag}`,
+      unique: `${prefix}:unique:${tag}`,
     };
   }
 
@@ -52,7 +53,7 @@ describe.skipIf(skip)("redis broker: delayed messages", () => {
     pipeline.zadd(n.delayed, Date.now() + 3_600_000, "future");
     pipeline.hset(n.delayedData, "future", "later");
     await pipeline.exec();
-    const move = () => runScript(client, "chicoryMoveDelayed", [n.delayed, n.delayedData, n.stream], [500]);
+    const move = () => runScript(client, "chicoryMoveDelayed", [n.delayed, n.delayedData, n.stream, n.unique], [500]);
     const [moved1, next1] = (await move()) as [number, string, number];
     expect(moved1).toBe(500);
     expect(Number(next1)).toBe(past + 500);
@@ -68,6 +69,30 @@ describe.skipIf(skip)("redis broker: delayed messages", () => {
     const first = (await raw.xrange(n.stream, "-", "+", "COUNT", 1)) as Array<[string, string[]]>;
     const firstFields = first[0]?.[1];
     expect(firstFields).toEqual(["data", "body-0", "id", "id-0"]);
+  });
+
+  it("a due delayed id without a stored body is dropped, counted, and frees its unique id", async () => {
+    const n = names();
+    const raw = rawRedis();
+    cleanups.push(async () => {
+      await deletePrefix(n.prefix);
+      raw.disconnect();
+    });
+    const client = raw as unknown as RedisClientLike;
+    defineBrokerScripts(client);
+    // as after a partial restore or an evicted hash: the id is due, its body is gone
+    await raw.zadd(n.delayed, Date.now() - 1000, "orphan");
+    await raw.sadd(n.unique, "orphan");
+    const [taken, , , lost] = (await runScript(
+      client,
+      "chicoryMoveDelayed",
+      [n.delayed, n.delayedData, n.stream, n.unique],
+      [500],
+    )) as [number, string, number, number];
+    expect([taken, lost]).toEqual([1, 1]);
+    expect(await raw.zcard(n.delayed)).toBe(0);
+    expect(await raw.sismember(n.unique, "orphan")).toBe(0);
+    expect(await raw.xlen(n.stream)).toBe(0);
   });
 
   it("never delivers before the due time measured by the Redis clock", async () => {

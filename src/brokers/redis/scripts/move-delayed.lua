@@ -1,8 +1,12 @@
 -- move-delayed.lua: move due delayed messages to the stream, one bounded batch.
 -- KEYS[1] delayed zset ${prefix}:delayed:{Q}, KEYS[2] delayed bodies ${prefix}:delayed-data:{Q},
--- KEYS[3] stream ${prefix}:stream:{Q}
+-- KEYS[3] stream ${prefix}:stream:{Q}, KEYS[4] unique set ${prefix}:unique:{Q}
 -- ARGV[1] batch size (e.g. 500)
--- Returns { moved, next due ms of the earliest remaining entry as a string or "-1", Redis now ms }.
+-- Returns { due entries taken, next due ms of the earliest remaining entry as a string or "-1",
+-- Redis now ms, entries dropped because their body was missing }.
+-- A due id without a body (a partial restore, a hand edit, an evicted hash) cannot be moved:
+-- it leaves the set, its unique marker goes too (else that task id would be refused
+-- forever), and the caller reports the count.
 -- Atomic: an entry is removed from the delayed set in the same step it is added to the
 -- stream, so concurrent movers never move it twice; "due" is judged by Redis TIME, so a
 -- consumer with a fast clock cannot move anything early. The LIMIT keeps each call short.
@@ -15,15 +19,19 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', nowMs, 'LIMIT', 0, tonu
 if #ids > 0 then
   redis.call('HDEL', KEYS[2], '') -- exempts the writes below from the memory limit
 end
+local lost = 0
 for _, id in ipairs(ids) do
   local body = redis.call('HGET', KEYS[2], id)
   if body then
     redis.call('XADD', KEYS[3], '*', 'data', body, 'id', id)
     redis.call('HDEL', KEYS[2], id)
+  else
+    redis.call('SREM', KEYS[4], id)
+    lost = lost + 1
   end
 end
 if #ids > 0 then
   redis.call('ZREM', KEYS[1], unpack(ids))
 end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return { #ids, first[2] or '-1', nowMs }
+return { #ids, first[2] or '-1', nowMs, lost }

@@ -56,6 +56,8 @@ class Supervisor {
   #hasEverBeenReady = false;
   #exitCode = EXIT_OK;
   #signals = 0;
+  /** The signal sent to the children to stop them, once stopping. */
+  #stopSignal: NodeJS.Signals | undefined;
   #killTimer: NodeJS.Timeout | undefined;
   #finish: (code: number) => void = () => {};
 
@@ -106,7 +108,10 @@ class Supervisor {
     const { logger } = this.#options;
     const fields = { index: child.index, pid: child.process.pid, code, signal };
     if (this.#isStopping) {
-      if (code !== 0) this.#exitCode = EXIT_FAILURE;
+      // A child the stop signal reached before it was ready (its handlers not yet set) dies of
+      // that signal: stopped as asked, not a failure.
+      const diedOfStop = code === null && signal === this.#stopSignal && !child.isReady;
+      if (code !== 0 && !diedOfStop) this.#exitCode = EXIT_FAILURE;
       logger.info(fields, "worker process stopped");
       this.#finishIfIdle();
       return;
@@ -161,6 +166,7 @@ class Supervisor {
     if (exitCode !== EXIT_OK) this.#exitCode = exitCode;
     if (this.#isStopping) return;
     this.#isStopping = true;
+    this.#stopSignal = signal;
     for (const timer of this.#restartTimers) clearTimeout(timer);
     this.#restartTimers.clear();
     for (const child of this.#children.values()) child.process.kill(signal);

@@ -60,6 +60,20 @@ describe("chicory worker -w 2 (supervisor)", () => {
     }
   });
 
+  it("a SIGTERM while the children are still starting is a clean stop (exit 0)", async () => {
+    const supervisor = startCli(["worker", APP_JS, "-w", "2", "-c", "1"], env);
+    try {
+      // the banner comes right before the children are forked: they get the stop signal
+      // while they load, before their own handlers are set
+      await supervisor.waitForStderr(/concurrency\s+1 per process x 2 processes/);
+      supervisor.child.kill("SIGTERM");
+      const exit = await supervisor.exited;
+      expect(exit.code).toBe(0);
+    } finally {
+      if (supervisor.child.exitCode === null) supervisor.child.kill("SIGKILL");
+    }
+  });
+
   it("a child that cannot start stops the supervisor with exit code 1", async () => {
     const bad = cliEnv({ CHICORY_BROKER_URL: "redis://127.0.0.1:1/0" });
     const r = await runCli(["worker", APP_JS, "-w", "2"], bad, { timeoutMs: 25_000 });

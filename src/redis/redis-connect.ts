@@ -31,7 +31,7 @@ export function connectFailureHint(error: unknown, envPrefix: string): string {
   const text = error instanceof Error ? error.message : String(error);
   const code = (error as { code?: unknown } | null)?.code;
   if (/\bNOAUTH\b/.test(text)) {
-    return ` (authentication required: give the password in the URL or ${envPrefix}_PASSWORD)`;
+    return ` (authentication required: give the password in the URL, or in ${envPrefix}_PASSWORD for a URL without one)`;
   }
   if (/\bWRONGPASS\b|invalid password|invalid username-password/i.test(text)) {
     return ` (authentication failed: check the user and password in the URL or ${envPrefix}_USERNAME/_PASSWORD)`;

@@ -127,7 +127,21 @@ export function resolveRedisConnection(
   const tls = options.tls || fromEnv ? { ...fromEnv, ...options.tls } : undefined;
   const url = options.url ?? envString(env, `${envPrefix}_URL`);
   const base = { envPrefix, tlsUnverified: tls?.rejectUnauthorized === false };
-  if (url !== undefined) return { ...fromUrl(url, tls, options.tls === undefined, envPrefix), ...base };
+  if (url !== undefined) {
+    const resolved = fromUrl(url, tls, options.tls === undefined, envPrefix);
+    // A URL without credentials takes them from the options or variables (a secret kept
+    // apart from the URL); credentials in the URL win.
+    const { username, password } = resolved.options as { username?: string; password?: string };
+    if (password !== undefined || username !== undefined) return { ...resolved, ...base };
+    const envUser = options.username ?? envString(env, `${envPrefix}_USERNAME`);
+    const envPassword = options.password ?? envString(env, `${envPrefix}_PASSWORD`);
+    return {
+      ...resolved,
+      options: { ...resolved.options, username: envUser, password: envPassword },
+      password: envPassword,
+      ...base,
+    };
+  }
   const host = options.host ?? envString(env, `${envPrefix}_HOST`, "127.0.0.1");
   const port = checkInt(options.port ?? envInt(env, `${envPrefix}_PORT`, 6379, 1, 65535), "port", 1, 65535);
   const db = checkInt(options.db ?? envInt(env, `${envPrefix}_DB`, 0, 0, 100_000), "db", 0, 100_000);

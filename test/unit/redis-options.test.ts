@@ -42,6 +42,24 @@ describe("redis connection options", () => {
     expect(r.displayUrl).not.toContain("s3cret");
   });
 
+  it("a URL without credentials takes the user and password from the variables; credentials in the URL win", () => {
+    const env = {
+      CHICORY_BROKER_REDIS_URL: "redis://redis.example:6380/4",
+      CHICORY_BROKER_REDIS_USERNAME: "app",
+      CHICORY_BROKER_REDIS_PASSWORD: "pw-canary",
+    };
+    const r = resolveRedisConnection({}, env, "CHICORY_BROKER_REDIS");
+    expect(r.options).toMatchObject({ host: "redis.example", db: 4, username: "app", password: "pw-canary" });
+    expect(r.password).toBe("pw-canary");
+    expect(r.displayUrl).not.toContain("pw-canary");
+    const own = resolveRedisConnection(
+      {},
+      { ...env, CHICORY_BROKER_REDIS_URL: "redis://:url-pw@redis.example/0" },
+      "CHICORY_BROKER_REDIS",
+    );
+    expect(own.options).toMatchObject({ username: undefined, password: "url-pw" });
+  });
+
   it("reads host, port, db, username and password from the environment", () => {
     const r = resolveRedisConnection(
       {},

@@ -20,16 +20,28 @@ export type ErrorFactory = (message: string, cause: unknown) => Error;
 /** A message for a driver error with the password removed. */
 export function describeRedisError(error: unknown, password: string | undefined): string {
   const text = error instanceof Error ? error.message : String(error);
-  return redactSecrets(text, password);
+  // ioredis's parser asks to report a reply it cannot read; here it means "not a Redis server"
+  return redactSecrets(text.replace(/\s*Please report this\.?/, ""), password);
 }
 
 /**
  * Why a failed connect failed, in words a user can act on: Redis's own refusal (`NOAUTH`,
  * `WRONGPASS`) or the TLS verification error, plus which setting to look at.
  */
-export function connectFailureHint(error: unknown, envPrefix: string): string {
+export function connectFailureHint(error: unknown, envPrefix: string, isTls = false): string {
   const text = error instanceof Error ? error.message : String(error);
   const code = (error as { code?: unknown } | null)?.code;
+  if (code === "ETIMEDOUT" || /\bETIMEDOUT\b/.test(text)) {
+    return isTls
+      ? " (no TLS answer in time: is TLS on at that port? a Redis without TLS needs redis://; else check host, port and firewall)"
+      : " (no answer in time: check host, port and firewall)";
+  }
+  if (/Unknown RESP type/.test(text)) return " (the server does not speak the Redis protocol: is this a Redis port?)";
+  if (/\bECONNRESET\b|Connection is closed/.test(text)) {
+    return isTls
+      ? " (the server closed the connection: is this a Redis port with TLS on?)"
+      : " (the server closed the connection: is this a Redis port? a Redis with TLS only needs rediss://)";
+  }
   if (/\bNOAUTH\b/.test(text)) {
     return ` (authentication required: give the password in the URL, or in ${envPrefix}_PASSWORD for a URL without one)`;
   }
@@ -88,7 +100,7 @@ export async function openRedis(
     client.disconnect();
     const reason = reported ?? error;
     throw makeError(
-      `${what}: cannot connect to ${connection.displayUrl}: ${describeRedisError(reason, connection.password)}${connectFailureHint(reason, connection.envPrefix)}`,
+      `${what}: cannot connect to ${connection.displayUrl}: ${describeRedisError(reason, connection.password)}${connectFailureHint(reason, connection.envPrefix, connection.options.tls !== undefined)}`,
       redactedCopy(reason, connection.password),
     );
   }

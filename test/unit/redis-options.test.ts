@@ -13,7 +13,7 @@ import { queueKeys } from "../../src/brokers/redis/redis-keys.js";
 import { createBackend, createBroker } from "../../src/drivers.js";
 import { ConfigurationError, ValidationError } from "../../src/errors.js";
 import type { RedisClientLike } from "../../src/redis/redis-client.js";
-import { connectFailureHint } from "../../src/redis/redis-connect.js";
+import { connectFailureHint, describeRedisError } from "../../src/redis/redis-connect.js";
 import {
   isReadonlyReconnector,
   READONLY_WINDOW_MS,
@@ -161,6 +161,17 @@ describe("redis connect failure hints", () => {
     const wrongName = Object.assign(new Error("Hostname/IP does not match"), { code: "ERR_TLS_CERT_ALTNAME_INVALID" });
     expect(connectFailureHint(wrongName, P)).toContain("not valid for this host name");
     expect(connectFailureHint(new Error("connect ECONNREFUSED 127.0.0.1:1"), P)).toBe("");
+    // not a Redis server, or TLS on one side only
+    expect(connectFailureHint(new Error('Unknown RESP type 65 "A". Please report this.'), P)).toContain(
+      "does not speak the Redis protocol",
+    );
+    expect(connectFailureHint(new Error("Connection is closed."), P)).toContain("rediss://");
+    const timedOut = Object.assign(new Error("connect ETIMEDOUT"), { code: "ETIMEDOUT" });
+    expect(connectFailureHint(timedOut, P, true)).toContain("is TLS on at that port?");
+    expect(connectFailureHint(timedOut, P)).toContain("check host, port and firewall");
+    expect(describeRedisError(new Error('Unknown RESP type 65 "A". Please report this.'), undefined)).toBe(
+      'Unknown RESP type 65 "A".',
+    );
   });
 });
 

@@ -5,6 +5,7 @@
  */
 import { createRequire } from "node:module";
 import type { Logger, LogLevel } from "./core/logger.js";
+import { ConfigurationError } from "./errors.js";
 
 /** The little of pino this module uses (loaded on first use: an app with its own logger never pays for it). */
 interface PinoLike {
@@ -43,11 +44,21 @@ function hasPretty(): boolean {
   }
 }
 
+/** `CHICORY_LOG_FORMAT` (`json`, `pretty` or `auto`; unset: `auto`). */
+function logFormatFromEnv(value: string | undefined): "json" | "pretty" | "auto" {
+  if (value === undefined || value === "") return "auto";
+  const format = value.trim().toLowerCase();
+  if (format === "json" || format === "pretty" || format === "auto") return format;
+  throw new ConfigurationError(
+    `CHICORY_LOG_FORMAT: ${JSON.stringify(value.slice(0, 40))} is invalid: use json, pretty or auto`,
+  );
+}
+
 /** Creates a pino logger configured for Chicory. */
 export function createLogger(options: CreateLoggerOptions = {}): Logger {
   const level = PINO_LEVEL[options.level ?? "INFO"];
   const fd = options.toStderr ? 2 : 1;
-  const format = options.format ?? (process.env.CHICORY_LOG_FORMAT as "json" | "pretty" | undefined) ?? "auto";
+  const format = options.format ?? logFormatFromEnv(process.env.CHICORY_LOG_FORMAT);
   const isTty = fd === 1 ? process.stdout.isTTY : process.stderr.isTTY;
   const pretty = format === "pretty" || (format === "auto" && isTty && hasPretty());
   const base = { ...options.base };

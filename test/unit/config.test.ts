@@ -135,6 +135,22 @@ describe("names, JSON checks, URL masking", () => {
   });
 });
 
+describe("CHICORY_LOG_FORMAT", () => {
+  it("accepts json, pretty, auto; anything else fails naming the variable", async () => {
+    const { createLogger } = await import("../../src/logging.js");
+    const before = process.env.CHICORY_LOG_FORMAT;
+    try {
+      process.env.CHICORY_LOG_FORMAT = "xml";
+      expect(() => createLogger()).toThrow(/^CHICORY_LOG_FORMAT: "xml" is invalid: use json, pretty or auto/);
+      process.env.CHICORY_LOG_FORMAT = "JSON";
+      expect(typeof createLogger().info).toBe("function");
+    } finally {
+      if (before === undefined) delete process.env.CHICORY_LOG_FORMAT;
+      else process.env.CHICORY_LOG_FORMAT = before;
+    }
+  });
+});
+
 describe("default backend location", () => {
   it("puts SQLite results in the broker's file, wherever the broker found it", async () => {
     const { Chicory } = await import("../../src/app.js");

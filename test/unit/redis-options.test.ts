@@ -208,6 +208,19 @@ describe("redis broker and backend settings", () => {
     });
   });
 
+  it("names the variable of a bad key prefix or consumer group, or the option", () => {
+    expect(() => new RedisBroker({ env: { CHICORY_BROKER_REDIS_KEY_PREFIX: "bad prefix" } })).toThrow(
+      /^CHICORY_BROKER_REDIS_KEY_PREFIX: "bad prefix" is invalid/,
+    );
+    expect(() => new RedisBroker({ env: { CHICORY_BROKER_REDIS_CONSUMER_GROUP: "a{b}" } })).toThrow(
+      /^CHICORY_BROKER_REDIS_CONSUMER_GROUP: /,
+    );
+    expect(() => new RedisBackend({ env: { CHICORY_BACKEND_REDIS_KEY_PREFIX: "x y" } })).toThrow(
+      /^CHICORY_BACKEND_REDIS_KEY_PREFIX: /,
+    );
+    expect(() => new RedisBroker({ keyPrefix: "bad prefix", env: {} })).toThrow(/^keyPrefix: /);
+  });
+
   it("rejects a read-ahead (prefetch) out of 0-1000, naming the option or the variable", () => {
     expect(() => new RedisBroker({ prefetch: -1, env: {} })).toThrow(ConfigurationError);
     expect(() => new RedisBroker({ prefetch: 1001, env: {} })).toThrow(/prefetch: expected an integer from 0 to 1000/);

@@ -44,7 +44,10 @@ export function resolveBackendSettings(options: RedisBackendOptions, env: EnvMap
     );
   }
   return {
-    keyPrefix: checkRedisName(options.keyPrefix ?? envString(env, `${ENV}_KEY_PREFIX`, "chicory"), "keyPrefix"),
+    keyPrefix: checkRedisName(
+      options.keyPrefix ?? envString(env, `${ENV}_KEY_PREFIX`, "chicory"),
+      options.keyPrefix === undefined ? `${ENV}_KEY_PREFIX` : "keyPrefix",
+    ),
     resultTtlSeconds,
   };
 }

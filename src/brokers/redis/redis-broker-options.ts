@@ -73,10 +73,13 @@ function limit(value: number | null | undefined, env: EnvMap, variable: string):
 /** Options over environment over defaults. */
 export function resolveBrokerSettings(options: RedisBrokerOptions, env: EnvMap): RedisBrokerSettings {
   return {
-    keyPrefix: checkRedisName(options.keyPrefix ?? envString(env, `${ENV}_KEY_PREFIX`, "chicory"), "keyPrefix"),
+    keyPrefix: checkRedisName(
+      options.keyPrefix ?? envString(env, `${ENV}_KEY_PREFIX`, "chicory"),
+      options.keyPrefix === undefined ? `${ENV}_KEY_PREFIX` : "keyPrefix",
+    ),
     consumerGroup: checkRedisName(
       options.consumerGroup ?? envString(env, `${ENV}_CONSUMER_GROUP`, "chicory-workers"),
-      "consumerGroup",
+      options.consumerGroup === undefined ? `${ENV}_CONSUMER_GROUP` : "consumerGroup",
     ),
     blockMs: checkInt(options.blockMs ?? envInt(env, `${ENV}_BLOCK_MS`, 5000, 1), "blockMs", 1, 600_000),
     claimMinIdleMs: checkInt(

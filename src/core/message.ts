@@ -111,6 +111,8 @@ export class MessageCodec {
       return { ok: false, reason: "too_large", error: `message is ${size} bytes, over ${this.maxMessageBytes}` };
     }
     const text = typeof raw === "string" ? raw : raw.toString("utf8");
+    if (text === "")
+      return { ok: false, reason: "decode_error", error: "empty message (no body: on Redis, no `data` field)" };
     let parsed: unknown;
     try {
       parsed = safeJsonParse(text);

@@ -20,8 +20,15 @@ export type ErrorFactory = (message: string, cause: unknown) => Error;
 /** A message for a driver error with the password removed. */
 export function describeRedisError(error: unknown, password: string | undefined): string {
   const text = error instanceof Error ? error.message : String(error);
-  // ioredis's parser asks to report a reply it cannot read; here it means "not a Redis server"
-  return redactSecrets(text.replace(/\s*Please report this\.?/, ""), password);
+  // ioredis's parser asks to report a reply it cannot read; here it means "not a Redis server".
+  // A command on a connection that dropped, not sent again, is reported as a retry limit.
+  const plain = text
+    .replace(/\s*Please report this\.?/, "")
+    .replace(
+      /Reached the max retries per request limit \(which is \d+\)\.?.*$/s,
+      "the connection to Redis was lost (reconnecting; this command was not sent again)",
+    );
+  return redactSecrets(plain, password);
 }
 
 /**

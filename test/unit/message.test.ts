@@ -38,6 +38,11 @@ describe("MessageCodec", () => {
     const codec = new MessageCodec();
     expect(codec.decode("\x80\x04cos\nsystem")).toMatchObject({ ok: false, reason: "decode_error" });
     expect(codec.decode("[1,2]")).toMatchObject({ ok: false, reason: "schema_error" });
+    expect(codec.decode("")).toMatchObject({
+      ok: false,
+      reason: "decode_error",
+      error: expect.stringMatching(/^empty message/),
+    });
     for (const bad of [
       { retries: -1 },
       { retries: "x" },

@@ -172,6 +172,12 @@ describe("redis connect failure hints", () => {
     expect(describeRedisError(new Error('Unknown RESP type 65 "A". Please report this.'), undefined)).toBe(
       'Unknown RESP type 65 "A".',
     );
+    const dropped = new Error(
+      'Reached the max retries per request limit (which is 0). Refer to "maxRetriesPerRequest" option for details.',
+    );
+    expect(describeRedisError(dropped, undefined)).toBe(
+      "the connection to Redis was lost (reconnecting; this command was not sent again)",
+    );
   });
 });
 

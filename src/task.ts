@@ -198,7 +198,9 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
     const queue = options.queue ?? this.queue;
     if (options.queue !== undefined) assertValidName(queue, "queue");
     const priority = options.priority ?? this.priority;
-    if (priority !== undefined) checkInt(priority, "priority", 0, 255);
+    if (priority !== undefined && !(Number.isInteger(priority) && priority >= 0 && priority <= 255)) {
+      throw new ValidationError(`applyAsync: priority: expected an integer from 0 to 255, got ${String(priority)}`);
+    }
     const delayMs = delayOf(options);
     const taskId = options.taskId ?? newTaskId();
     if (
@@ -255,7 +257,14 @@ function delayOf(options: ApplyOptions): number {
   if (options.countdown !== undefined && options.eta !== undefined) {
     throw new ValidationError("applyAsync: pass countdown or eta, not both");
   }
-  if (options.countdown !== undefined) return toMs(options.countdown, "countdown");
+  if (options.countdown !== undefined) {
+    try {
+      return toMs(options.countdown, "applyAsync: countdown");
+    } catch (error) {
+      // a bad call argument, like a bad eta: a ValidationError, not a configuration one
+      throw new ValidationError((error as Error).message);
+    }
+  }
   if (options.eta !== undefined) {
     const at = options.eta instanceof Date ? options.eta.getTime() : Number.NaN;
     if (Number.isNaN(at)) throw new ValidationError("applyAsync: eta must be a valid Date");

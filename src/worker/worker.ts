@@ -208,7 +208,7 @@ export class Worker {
       signals++;
       if (signals > 1) {
         this.#logger.warn({ signal }, "second signal: exiting now");
-        process.exit(130);
+        process.exit(signal === "SIGTERM" ? 143 : 130); // 128 + the signal's number, as a shell reports it
       }
       this.#logger.info({ signal }, "signal received: stopping gracefully");
       this.stop().catch((error: unknown) => this.#logger.error({ err: error }, "stop failed"));

@@ -331,6 +331,7 @@ describe("Worker on the memory broker", () => {
         t.applyAsync([1], { queue: "bad queue" }),
         t.applyAsync([1], { countdown: 1, eta: new Date() }),
         t.applyAsync([1], { taskId: "" }),
+        t.applyAsync([1], { countdown: -1 }),
       ];
     }).not.toThrow();
     const errors = await Promise.all(
@@ -341,13 +342,16 @@ describe("Worker on the memory broker", () => {
         ),
       ),
     );
+    // every bad call argument is a ValidationError, whatever the option
     expect(errors.map((e) => (e as Error).constructor.name)).toEqual([
       "ValidationError",
-      "ConfigurationError",
+      "ValidationError",
+      "ValidationError",
       "ValidationError",
       "ValidationError",
       "ValidationError",
     ]);
+    expect(String(errors[5])).toMatch(/countdown: expected a non-negative number of seconds, got -1/);
     expect(await broker.getQueueSize("default")).toBe(0);
   });
 

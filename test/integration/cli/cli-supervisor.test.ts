@@ -63,9 +63,9 @@ describe("chicory worker -w 2 (supervisor)", () => {
   it("a SIGTERM while the children are still starting is a clean stop (exit 0)", async () => {
     const supervisor = startCli(["worker", APP_JS, "-w", "2", "-c", "1"], env);
     try {
-      // the banner comes right before the children are forked: they get the stop signal
-      // while they load, before their own handlers are set
-      await supervisor.waitForStderr(/concurrency\s+1 per process x 2 processes/);
+      // logged once the supervisor handles signals, right before it forks the children: they
+      // get the stop signal while they load, before their own handlers are set
+      await supervisor.waitForStderr(/supervisor starting worker processes/);
       supervisor.child.kill("SIGTERM");
       const exit = await supervisor.exited;
       expect(exit.code).toBe(0);

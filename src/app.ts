@@ -14,8 +14,10 @@ import {
   type ValidationMode,
 } from "./config.js";
 import type { TaskContext } from "./context.js";
+import type { EnvMap } from "./core/env.js";
 import { MessageCodec } from "./core/message.js";
 import { settlesWithin } from "./core/sleep.js";
+import { warnOnce } from "./core/warn-once.js";
 import {
   type BackendType,
   type BrokerType,
@@ -93,6 +95,7 @@ export class Chicory {
     const context = { env: this.config.env };
     const brokerSpec =
       typeof options.broker === "string" ? options.broker : (this.config.brokerUrl ?? DEFAULT_BROKER_SPEC);
+    if (options.broker === undefined && this.config.brokerUrl === undefined) warnUnusedBrokerVariables(this.config.env);
     this.broker = typeof options.broker === "object" ? options.broker : createBroker(brokerSpec, context);
     this.broker.bind({ codec: this.codec, guardReplay: (taskId, move) => this.#guardReplay(taskId, move) });
     if (options.backend === null) this.backend = null;
@@ -307,4 +310,28 @@ function isSame(record: TaskRecord | null, seen: TaskRecord): boolean {
 
 function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/** Variables that say where a Redis or RabbitMQ broker is, but select none by themselves. */
+const BROKER_LOCATION_VARIABLES = [
+  "CHICORY_BROKER_REDIS_URL",
+  "CHICORY_BROKER_REDIS_HOST",
+  "CHICORY_BROKER_RABBITMQ_URL",
+  "CHICORY_BROKER_RABBITMQ_HOST",
+];
+
+/**
+ * Warns when the app falls back to the embedded SQLite broker while a Redis or RabbitMQ
+ * location variable is set: those only configure a broker selected by `CHICORY_BROKER_URL`
+ * (or `broker:`), and a worker silently on `chicory.db` would never see the real queue.
+ */
+function warnUnusedBrokerVariables(env: EnvMap): void {
+  const set = BROKER_LOCATION_VARIABLES.find((name) => env[name] !== undefined && env[name] !== "");
+  if (set === undefined) return;
+  const kind = set.includes("RABBITMQ") ? "rabbitmq" : "redis";
+  warnOnce(
+    `unused ${set}`,
+    `${set} is set but no broker is selected, so the app uses the embedded SQLite default: set CHICORY_BROKER_URL=${kind} (or pass broker: "${kind}") to use it`,
+    "CHICORY_BROKER_NOT_SELECTED",
+  );
 }

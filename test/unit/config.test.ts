@@ -183,6 +183,23 @@ describe("default backend location", () => {
     expect((own.backend as InstanceType<typeof RedisBackend>).settings.keyPrefix).toBe("res");
   });
 
+  it("warns when a Redis location variable is set but no broker is selected (SQLite default)", async () => {
+    const { Chicory } = await import("../../src/app.js");
+    const warned = new Promise<Error>((resolve) => {
+      const listener = (warning: Error) => {
+        if ((warning as { code?: string }).code !== "CHICORY_BROKER_NOT_SELECTED") return;
+        process.off("warning", listener);
+        resolve(warning);
+      };
+      process.on("warning", listener);
+    });
+    const app = new Chicory({ config: { env: { CHICORY_BROKER_REDIS_URL: "redis://127.0.0.1:6379/12" } } });
+    expect(app.broker.kind).toBe("sqlite");
+    expect((await warned).message).toMatch(
+      /^CHICORY_BROKER_REDIS_URL is set but no broker is selected.*CHICORY_BROKER_URL=redis/,
+    );
+  });
+
   it("says how to give a backend when an app given a broker object has none", async () => {
     const { Chicory } = await import("../../src/app.js");
     const { MemoryBroker } = await import("../../src/brokers/memory.js");

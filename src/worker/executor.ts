@@ -5,12 +5,13 @@
  * redelivered rather than lost, and a message whose settling keeps failing ends as poison
  * (`maxDeliveries`) instead of running forever. For a message acknowledged before its run
  * (`at_most_once`), a record that cannot be stored does not stop the retry or dead letter
- * published after it. Two exceptions:
+ * published after it. Three exceptions:
  * - A record the broker does not fence itself (it is not written in the ack's or the DLQ
  *   move's own call) is written only while the delivery's lease is held
  *   ({@link Delivery.holdsLease}): a worker that lost the job to another worker leaves its
  *   result to that worker. The settle steps after it still run: the broker fences them (they
  *   change nothing) and they end the delivery's bookkeeping in the consumer.
+ * - A `RETRY` record that cannot be written is skipped (tried once): the retry goes on.
  * - Publishing a message that is not the delivery itself (an `at_most_once` retry, a dead
  *   letter written for an acknowledged message) is tried once: a publish whose reply was lost
  *   may still be applied, and trying again could add the message twice. The retry is published
@@ -43,6 +44,13 @@ const STEP_BACKOFF_MS = [100, 500, 1000, 2000, 4000, 8000, 15_000];
 /** Steps that add a message and are tried once (see module doc). */
 const ONCE = new Set<Action["type"]>(["republish", "writeDeadLetter"]);
 
+/**
+ * The `RETRY` record only tells `state()` that a retry is coming: when it cannot be written (a
+ * full Redis refuses it, the backend is down) the retry itself goes on. Holding it back would
+ * run the job again instead, and end it as poison after `maxDeliveries` such runs.
+ */
+const isRetryRecord = (action: Action): boolean => action.type === "store" && action.state === "RETRY";
+
 /** Runs `actions` in order; never throws. */
 export async function executeActions(actions: readonly Action[], ctx: ExecutionContext): Promise<void> {
   for (const action of actions) {
@@ -50,6 +58,13 @@ export async function executeActions(actions: readonly Action[], ctx: ExecutionC
     try {
       await runAction(action, ctx);
     } catch (error) {
+      if (isRetryRecord(action)) {
+        ctx.logger.warn(
+          { taskId: ctx.attempt.message?.id, err: toError(error).message },
+          "could not store the RETRY state; the retry goes on (state() shows the previous state until the next attempt)",
+        );
+        continue;
+      }
       if (ONCE.has(action.type)) {
         ctx.logger.error(
           { taskId: ctx.attempt.message?.id, step: action.type, err: toError(error).message },

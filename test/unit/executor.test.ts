@@ -163,6 +163,33 @@ describe("executeActions: leases, failed steps, publishes", () => {
     expect(logs).toContain("settling step failed; giving up");
   });
 
+  it("an at_least_once retry goes on, not stopped, when its RETRY record cannot be stored (a full Redis)", async () => {
+    const backend = new MemoryBackend();
+    const broker = new MemoryBroker();
+    const app = new Chicory({ broker, backend, config: { env: {} } });
+    await app.connect();
+    backend.storeResult = async () => {
+      throw new Error("OOM command not allowed when used memory > 'maxmemory'.");
+    };
+    const outcome = { kind: "retry", error, delayMs: 1000 } as const;
+    const fake = fakeDelivery(false);
+    const logs: string[] = [];
+    const logger = { ...silentLogger, warn: (_: unknown, msg?: string) => void logs.push(msg ?? "") };
+    await executeActions(
+      settle(outcome, { deliveryMode: "at_least_once", useDeadLetterQueue: false, alreadyAcked: false }),
+      {
+        delivery: fake.delivery,
+        attempt: { outcome, message, task: null, alreadyAcked: false },
+        app,
+        logger,
+        stopSignal: new AbortController().signal,
+      },
+    );
+    await app.disconnect();
+    expect(fake.calls).toEqual(["retry"]); // not a release: the job is not run again at once
+    expect(logs).toEqual([expect.stringContaining("could not store the RETRY state; the retry goes on")]);
+  });
+
   it("a shutdown's release (aborted attempt) does not count the delivery", async () => {
     const { calls } = await run({ kind: "aborted", error }, false);
     expect(calls).toEqual(["release"]);

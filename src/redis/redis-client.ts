@@ -68,11 +68,6 @@ export function runScript(client: RedisClientLike, name: string, keys: readonly 
   return fn.call(client, ...keys, ...args);
 }
 
-/** True when Redis refused a command for its memory limit (`maxmemory` with `noeviction`). */
-export function isOomError(error: unknown): boolean {
-  return error instanceof Error && error.message.startsWith("OOM ");
-}
-
 /** True when a Redis error means the consumer group (or its stream) is missing. */
 export function isNoGroupError(error: unknown): boolean {
   return error instanceof Error && /NOGROUP|no such key/i.test(error.message);

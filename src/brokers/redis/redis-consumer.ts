@@ -38,7 +38,7 @@
 import type { Logger } from "../../core/logger.js";
 import { settlesWithin } from "../../core/sleep.js";
 import { BrokerConnectionError, ConfigurationError } from "../../errors.js";
-import { isNoGroupError, isOomError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
+import { isNoGroupError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { Consumer, ConsumerOptions } from "../broker.js";
 import type { RedisBrokerContext } from "./redis-context.js";
@@ -449,38 +449,10 @@ export class RedisConsumer implements Consumer {
   }
 
   async #createGroup(conn: RedisClientLike, q: QueueState): Promise<void> {
-    try {
-      // At id 0: messages published before any worker existed are delivered too.
-      await conn.call("XGROUP", "CREATE", q.keys.stream, this.#ctx.group, "0", "MKSTREAM");
-    } catch (error) {
-      // A full Redis refuses XGROUP CREATE even when the group exists: go on if it does.
-      const isOom = isOomError(error);
-      if (isOom && !(await this.#groupExists(conn, q))) throw error;
-      if (!isOom && !(error instanceof Error && error.message.includes("BUSYGROUP"))) throw error;
-    }
-    // Registered at once (not at its first read), so admin counts see a consumer that started;
-    // a full Redis refuses it, and the first read registers the consumer instead.
-    await conn.call("XGROUP", "CREATECONSUMER", q.keys.stream, this.#ctx.group, this.#consumerId).catch((error) => {
-      if (!isOomError(error)) throw error;
-    });
+    // One script: the group at id 0 and this consumer, created even on a full Redis.
+    await runScript(conn, "chicoryCreateGroup", [q.keys.stream, q.keys.unique], [this.#ctx.group, this.#consumerId]);
     q.hasGroup = true;
     q.seenAtMs = performance.now();
-  }
-
-  /** Whether this consumer's group exists on `q`'s stream (XINFO GROUPS, either protocol). */
-  async #groupExists(conn: RedisClientLike, q: QueueState): Promise<boolean> {
-    let groups: unknown;
-    try {
-      groups = await conn.call("XINFO", "GROUPS", q.keys.stream);
-    } catch {
-      return false; // no such stream
-    }
-    if (!Array.isArray(groups)) return false;
-    return groups.some((group: unknown) => {
-      if (Array.isArray(group))
-        return group.some((value, i) => i % 2 === 1 && group[i - 1] === "name" && value === this.#ctx.group);
-      return (group as { name?: unknown } | null)?.name === this.#ctx.group;
-    });
   }
 
   async #moveDelayed(conn: RedisClientLike, q: QueueState): Promise<void> {

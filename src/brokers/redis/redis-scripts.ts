@@ -64,6 +64,7 @@ const SCRIPTS = {
   chicoryDeadLetter: { lua: `${storeResultsLua()}\n${lua("dead-letter")}` },
   chicoryWriteDeadLetter: { numberOfKeys: 1, lua: lua("write-dead-letter") },
   chicoryReplay: { numberOfKeys: 3, lua: lua("replay") },
+  chicoryCreateGroup: { numberOfKeys: 2, lua: lua("create-group") },
   chicoryPurgeQueue: { numberOfKeys: 4, lua: lua("purge-queue") },
   chicoryQueueStats: { numberOfKeys: 2, lua: lua("queue-stats") },
   chicoryCleanupConsumers: { numberOfKeys: 1, lua: lua("cleanup-consumers") },

@@ -58,6 +58,12 @@ describe.skipIf(skip)("redis broker and backend: Redis full", () => {
     const broken = app.task({ name: "broken", retryPolicy: { maxRetries: 0 } }, async () => {
       throw new Error("always");
     });
+    let flakyRuns = 0;
+    const flaky = app.task({ name: "flaky", retryPolicy: { maxRetries: 2, retryDelay: 0.1 } }, async () => {
+      flakyRuns++;
+      if (flakyRuns === 1) throw new Error("first attempt fails");
+      return "second attempt";
+    });
     const options = { logger: silentLogger, useDeadLetterQueue: true, heartbeatInterval: 0.2 };
     const first = new Worker(app, { ...options, concurrency: 2 });
     await first.start();
@@ -65,6 +71,7 @@ describe.skipIf(skip)("redis broker and backend: Redis full", () => {
     const ready = await Promise.all(Array.from({ length: 40 }, (_, i) => work.delay(i)));
     const delayed = await Promise.all([1, 2, 3].map((i) => work.applyAsync([100 + i], { countdown: 0.5 })));
     const failing = await broken.delay();
+    const retried = await flaky.delay();
 
     // Redis is full now: nothing new fits.
     await admin.config("SET", "maxmemory-policy", "noeviction");
@@ -80,16 +87,23 @@ describe.skipIf(skip)("redis broker and backend: Redis full", () => {
     open();
     const results = await Promise.all([...ready, ...delayed].map((r) => r.get({ timeout: 20 })));
     expect(results).toEqual([...Array.from({ length: 40 }, (_, i) => i), 101, 102, 103]);
+    // a retry goes through although its RETRY state cannot be stored: one retry, not a re-run
+    expect(await retried.get({ timeout: 20 })).toBe("second attempt");
+    expect(flakyRuns).toBe(2);
     await expect(failing.get({ timeout: 20 })).rejects.toBeInstanceOf(TaskFailedError);
     expect(await failing.state()).toBe("DEAD_LETTERED");
     await eventually(async () => (await app.broker.getDlqCount("default")) === 1);
     expect(await app.broker.getQueueSize("default")).toBe(0);
     expect(await admin.xlen("full:stream:{default}")).toBe(0);
     expect(second.getStats().tasksProcessed).toBeGreaterThan(0);
-    // A queue whose group does not exist yet cannot get one: its fetch fails (the worker backs
-    // off and tries again) instead of reading nothing in a loop.
-    const fresh = app.broker.consumer({ queues: ["never-used"], consumerId: "fresh" });
-    await expect(fresh.fetch(1, AbortSignal.timeout(1000))).rejects.toThrow(/OOM/);
+    // A queue filled before any worker existed gets its group on a full Redis too, and is read.
+    await admin.config("SET", "maxmemory", "0");
+    await work.applyAsync([7], { queue: "early" });
+    await admin.config("SET", "maxmemory", "1");
+    const fresh = app.broker.consumer({ queues: ["early"], consumerId: "fresh" });
+    const [early] = await fresh.fetch(1, AbortSignal.timeout(5000));
+    expect(early?.queue).toBe("early");
+    await early?.ack();
     await fresh.close();
   });
 });

@@ -38,6 +38,12 @@ export interface WorkerHealth extends WorkerStats {
 type Phase = "idle" | "starting" | "running" | "stopping" | "stopped";
 
 const CONSUME_LOOP_GRACE_MS = 5000;
+/** Wait before the first fetch retry after a failure; doubles up to {@link FETCH_BACKOFF_MAX_MS}. */
+const FETCH_BACKOFF_FIRST_MS = 100;
+/** Longest wait between fetch retries (each jittered down to half): a worker resumes within about 1 s of its broker. */
+const FETCH_BACKOFF_MAX_MS = 1000;
+/** While fetches keep failing, one log line per this long. */
+const FETCH_FAILURE_LOG_MS = 10_000;
 /** Longest wait for a shutdown step that talks to a server (a loop's round, the last heartbeat). */
 const SHUTDOWN_STEP_MS = 2000;
 /**
@@ -306,7 +312,9 @@ export class Worker {
 
   async #consume(consumer: Consumer): Promise<void> {
     const signal = this.#fetchAbort.signal;
-    let backoffMs = 100;
+    let backoffMs = FETCH_BACKOFF_FIRST_MS;
+    let failures = 0;
+    let loggedAtMs = Number.NEGATIVE_INFINITY;
     while (!signal.aborted) {
       const free = this.#slots.free();
       if (free <= 0) {
@@ -316,11 +324,21 @@ export class Worker {
       let deliveries: Delivery[];
       try {
         deliveries = await consumer.fetch(free, signal);
-        backoffMs = 100;
+        if (failures > 0) this.#logger.info({ failures }, "fetching again");
+        backoffMs = FETCH_BACKOFF_FIRST_MS;
+        failures = 0;
       } catch (error) {
-        this.#logger.warn({ err: toError(error).message, retryInMs: backoffMs }, "fetch failed");
-        await sleep(backoffMs, signal);
-        backoffMs = Math.min(backoffMs * 2, 5000);
+        failures++;
+        // Short and jittered: a fetch while the broker is away fails at once, and workers that
+        // retry at the same instants would all hit it together when it returns. Logged at
+        // most every 10 s while it lasts.
+        const waitMs = Math.round(backoffMs * (0.5 + Math.random() / 2));
+        if (performance.now() - loggedAtMs >= FETCH_FAILURE_LOG_MS) {
+          loggedAtMs = performance.now();
+          this.#logger.warn({ err: toError(error).message, failures, retryInMs: waitMs }, "fetch failed");
+        }
+        await sleep(waitMs, signal);
+        backoffMs = Math.min(backoffMs * 2, FETCH_BACKOFF_MAX_MS);
         continue;
       }
       for (const delivery of deliveries) {

@@ -42,3 +42,30 @@ export async function settlesWithin(promise: Promise<unknown>, ms: number): Prom
     clearTimeout(timer);
   }
 }
+
+/** The error {@link withinDeadline} rejects with. */
+export class DeadlinePassed extends Error {
+  constructor(ms: number) {
+    super(`no answer within ${ms} ms`);
+    this.name = "DeadlinePassed";
+  }
+}
+
+/**
+ * `promise`, or a rejection with {@link DeadlinePassed} once `ms` pass first. The promise goes
+ * on (its later rejection is swallowed): only the caller stops waiting.
+ */
+export async function withinDeadline<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new DeadlinePassed(ms)), timerDelay(ms));
+  });
+  try {
+    return await Promise.race([promise, deadline]);
+  } catch (error) {
+    if (error instanceof DeadlinePassed) promise.catch(() => undefined);
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+}

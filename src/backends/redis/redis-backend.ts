@@ -32,6 +32,7 @@ import type { HealthStatus } from "../../brokers/broker.js";
 import type { EnvMap } from "../../core/env.js";
 import { FlushScheduler } from "../../core/flush-scheduler.js";
 import { type Logger, silentLogger } from "../../core/logger.js";
+import { DeadlinePassed, withinDeadline } from "../../core/sleep.js";
 import { BackendConnectionError, ConfigurationError, ValidationError } from "../../errors.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import { closeRedis, describeRedisError, openRedis, pingRedis, sameRedisServer } from "../../redis/redis-connect.js";
@@ -55,6 +56,8 @@ import { RedisResultHub } from "./redis-result-hub.js";
 
 /** Ids per MGET. */
 const MGET_BATCH = 500;
+/** Longest wait for one backend operation other than `get()`'s waits (Redis away: its commands queue in the client). */
+const OPERATION_TIMEOUT_MS = 10_000;
 
 /**
  * Longest record (bytes of JSON) sent inside the done notification; a longer one is announced
@@ -190,12 +193,23 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     return describeRedisError(error, this.#connection.password);
   }
 
+  /**
+   * Runs one operation on the command connection. Bounded by {@link OPERATION_TIMEOUT_MS}
+   * (commands wait in the client while Redis is away: `state()` or a status page must not hang
+   * for a whole outage), except the waits of `get()`, which resolve once Redis is back.
+   */
   async #run<T>(operation: string, fn: (main: RedisClientLike) => Promise<T>): Promise<T> {
     const main = this.#main;
     if (!main) throw new BackendConnectionError("redis backend is not connected: call connect() first");
     try {
-      return await fn(main);
+      if (operation === "waitForResult") return await fn(main);
+      return await withinDeadline(fn(main), OPERATION_TIMEOUT_MS);
     } catch (error) {
+      if (error instanceof DeadlinePassed) {
+        throw new BackendConnectionError(
+          `redis backend ${operation}: no answer from ${this.displayUrl} within ${OPERATION_TIMEOUT_MS / 1000} s (Redis unreachable?); a write may still be applied once it is back`,
+        );
+      }
       throw new BackendConnectionError(
         `redis backend ${operation} failed (${this.displayUrl}): ${this.#describe(error)}`,
         { cause: error },

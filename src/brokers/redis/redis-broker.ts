@@ -32,6 +32,7 @@ import { Deadlines } from "../../core/deadlines.js";
 import type { EnvMap } from "../../core/env.js";
 import { type Logger, silentLogger } from "../../core/logger.js";
 import { MessageCodec, peekMessage } from "../../core/message.js";
+import { DeadlinePassed, withinDeadline } from "../../core/sleep.js";
 import { BrokerConnectionError, ChicoryError } from "../../errors.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import { closeRedis, describeRedisError, openRedis, pingRedis } from "../../redis/redis-connect.js";
@@ -60,6 +61,16 @@ import { PublishBatcher } from "./redis-publish-batch.js";
 import { defineBrokerScripts } from "./redis-scripts.js";
 import { dlqFullError, retryCountOf } from "./redis-settler.js";
 
+/** Inspection calls bounded by {@link INSPECTION_TIMEOUT_MS}. */
+const INSPECTIONS: ReadonlySet<string> = new Set([
+  "getDlqMessages",
+  "getDlqCount",
+  "getPendingCount",
+  "getQueueSize",
+  "getConsumerCount",
+]);
+/** Longest wait for an inspection call (counts, listings). */
+const INSPECTION_TIMEOUT_MS = 10_000;
 /** Queue used by admin calls without a queue. */
 const DEFAULT_QUEUE = "default";
 
@@ -325,8 +336,16 @@ export class RedisBroker implements Broker {
   async #admin<T>(operation: string, run: (ctx: RedisBrokerContext) => Promise<T>): Promise<T> {
     const ctx = this.#context();
     try {
-      return await run(ctx);
+      // The counts and listings answer within a bound (a status page must not hang for a whole
+      // outage while their commands wait in the client); the changes (replay, purge…) are not
+      // cut short, since they may still be applied.
+      return await (INSPECTIONS.has(operation) ? withinDeadline(run(ctx), INSPECTION_TIMEOUT_MS) : run(ctx));
     } catch (error) {
+      if (error instanceof DeadlinePassed) {
+        throw new BrokerConnectionError(
+          `redis broker ${operation}: no answer from ${ctx.displayUrl} within ${INSPECTION_TIMEOUT_MS / 1000} s (Redis unreachable?)`,
+        );
+      }
       // Chicory's own errors (a bad id, the app's DLQ replay guard) already say what failed
       if (error instanceof ChicoryError) throw error;
       throw ctx.wrapError(operation, error);

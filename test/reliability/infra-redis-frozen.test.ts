@@ -1,0 +1,55 @@
+/**
+ * Infrastructure fault: a redis-server the test starts itself (never the shared :6379) is
+ * frozen (SIGSTOP): its connections stay open and nothing answers. Inspection calls must not
+ * hang for the whole outage: `AsyncResult.state()` and the broker's counts reject with a
+ * connection error naming the deadline (10 s), and answer again once the server resumes.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { BackendConnectionError, BrokerConnectionError, Chicory } from "../../src/index.js";
+import { RedisBackend, RedisBroker } from "../../src/redis.js";
+import { freePort, OwnRedis } from "./infra/redis-server.js";
+
+const hasRedisServer = await (async () => {
+  const { spawnSync } = await import("node:child_process");
+  return spawnSync("redis-server", ["--version"]).status === 0;
+})();
+
+describe.skipIf(!hasRedisServer && process.env.CI !== "true")("infra: own redis-server frozen (SIGSTOP)", () => {
+  it("state() and the broker's counts reject after their 10 s deadline instead of hanging", {
+    timeout: 60_000,
+  }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "chicory-frozen-"));
+    const server = new OwnRedis(await freePort(), dir, "none");
+    await server.start();
+    const app = new Chicory({
+      broker: new RedisBroker({ url: server.url, keyPrefix: "frozen", env: {} }),
+      backend: new RedisBackend({ url: server.url, keyPrefix: "frozen", env: {} }),
+    });
+    const noop = app.task(async function noop() {});
+    try {
+      await app.connect();
+      const result = await noop.delay();
+      expect(await result.state()).toBe("PENDING");
+      process.kill(server.pid as number, "SIGSTOP");
+      const started = performance.now();
+      const [state, size] = await Promise.allSettled([result.state(), app.broker.getQueueSize("default")]);
+      const tookMs = performance.now() - started;
+      expect(state.status === "rejected" && state.reason).toBeInstanceOf(BackendConnectionError);
+      expect(String(state.status === "rejected" && state.reason)).toMatch(/no answer from .* within 10 s/);
+      expect(size.status === "rejected" && size.reason).toBeInstanceOf(BrokerConnectionError);
+      expect(tookMs).toBeGreaterThanOrEqual(9_900);
+      expect(tookMs).toBeLessThan(20_000);
+      process.kill(server.pid as number, "SIGCONT");
+      expect(await result.state()).toBe("PENDING");
+      expect(await app.broker.getQueueSize("default")).toBe(1);
+    } finally {
+      if (server.pid !== undefined) process.kill(server.pid, "SIGCONT");
+      await app.disconnect().catch(() => undefined);
+      await server.kill();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

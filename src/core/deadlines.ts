@@ -48,6 +48,23 @@ export class Deadlines {
     });
   }
 
+  /**
+   * Rejects every operation still pending, now, with `makeError(label)` (their connection is
+   * gone: waiting for the time limit would only delay the same answer).
+   */
+  rejectAll(makeError: (label: string) => Error): void {
+    const queue = this.#queue.slice(this.#head);
+    this.#queue = [];
+    this.#head = 0;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    for (const pending of queue) {
+      const reject = pending.reject;
+      pending.reject = null;
+      reject?.(makeError(pending.label));
+    }
+  }
+
   /** Drops settled operations from the head, so the queue holds about the pending ones. */
   #trim(): void {
     const queue = this.#queue;

@@ -3,6 +3,8 @@
  * frozen (SIGSTOP): its connections stay open and nothing answers. Inspection calls must not
  * hang for the whole outage: `AsyncResult.state()` and the broker's counts reject with a
  * connection error naming the deadline (10 s), and answer again once the server resumes.
+ * And a server that is down (SIGKILL): a publish still waiting for it when the app disconnects
+ * ends then ("outcome unknown"), not at its 10 s time limit, nor never.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -47,6 +49,37 @@ describe.skipIf(!hasRedisServer && process.env.CI !== "true")("infra: own redis-
       expect(await app.broker.getQueueSize("default")).toBe(1);
     } finally {
       if (server.pid !== undefined) process.kill(server.pid, "SIGCONT");
+      await app.disconnect().catch(() => undefined);
+      await server.kill();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a publish pending while Redis is down ends at once when the app disconnects (outcome unknown)", {
+    timeout: 60_000,
+  }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "chicory-down-"));
+    const server = new OwnRedis(await freePort(), dir, "none");
+    await server.start();
+    const app = new Chicory({
+      broker: new RedisBroker({ url: server.url, keyPrefix: "down", env: {} }),
+      backend: null,
+    });
+    const noop = app.task(async function noop() {});
+    try {
+      await app.connect();
+      await server.kill("SIGKILL");
+      const pending = noop.send().then(
+        () => "published",
+        (error: unknown) => error,
+      );
+      const started = performance.now();
+      await app.disconnect();
+      const outcome = await pending;
+      expect(outcome).toBeInstanceOf(BrokerConnectionError);
+      expect(String(outcome)).toMatch(/disconnected before .* answered; its outcome is unknown/);
+      expect(performance.now() - started).toBeLessThan(5_000); // not the 10 s publish time limit
+    } finally {
       await app.disconnect().catch(() => undefined);
       await server.kill();
       rmSync(dir, { recursive: true, force: true });

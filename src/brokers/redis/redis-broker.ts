@@ -220,7 +220,18 @@ export class RedisBroker implements Broker {
     this.#stopEvictionChecks = undefined;
     this.#stopReconnectWatch?.();
     this.#stopReconnectWatch = undefined;
-    if (ctx && ctx.main !== this.#injected) await closeRedis(ctx.main);
+    if (!ctx || ctx.main === this.#injected) return; // a caller's client goes on: its replies will come
+    await closeRedis(ctx.main);
+    // Publishes Redis has not answered by now (it is away: the client keeps them queued and
+    // would never settle them once closed) end with the same "outcome unknown" answer their
+    // time limit would give, at once.
+    const displayUrl = this.displayUrl;
+    this.#publishDeadlines.rejectAll(
+      (queue) =>
+        new BrokerConnectionError(
+          `publish to queue "${queue}": the broker disconnected before ${displayUrl} answered; its outcome is unknown`,
+        ),
+    );
   }
 
   #context(): RedisBrokerContext {

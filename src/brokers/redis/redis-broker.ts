@@ -224,7 +224,9 @@ export class RedisBroker implements Broker {
     await closeRedis(ctx.main);
     // Publishes Redis has not answered by now (it is away: the client keeps them queued and
     // would never settle them once closed) end with the same "outcome unknown" answer their
-    // time limit would give, at once.
+    // time limit would give, at once. One turn first: replies that came before the close
+    // settle their publishes through a few promise steps.
+    await new Promise((resolve) => setImmediate(resolve));
     const displayUrl = this.displayUrl;
     this.#publishDeadlines.rejectAll(
       (queue) =>

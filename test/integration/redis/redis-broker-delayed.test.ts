@@ -35,7 +35,8 @@ describe.skipIf(skip)("redis broker: delayed messages", () => {
     };
   }
 
-  it("moves due entries in batches of 500, atomically, leaving future ones", async () => {
+  /** Fresh key names, and a raw client with the broker's scripts (closed and keys deleted after the test). */
+  function scriptsOnRawClient() {
     const n = names();
     const raw = rawRedis();
     cleanups.push(async () => {
@@ -44,6 +45,11 @@ describe.skipIf(skip)("redis broker: delayed messages", () => {
     });
     const client = raw as unknown as RedisClientLike;
     defineBrokerScripts(client);
+    return { n, raw, client };
+  }
+
+  it("moves due entries in batches of 500, atomically, leaving future ones", async () => {
+    const { n, raw, client } = scriptsOnRawClient();
     const past = Date.now() - 60_000;
     const pipeline = raw.pipeline();
     for (let i = 0; i < 1200; i++) {
@@ -72,14 +78,7 @@ describe.skipIf(skip)("redis broker: delayed messages", () => {
   });
 
   it("a due delayed id without a stored body is dropped, counted, and frees its unique id", async () => {
-    const n = names();
-    const raw = rawRedis();
-    cleanups.push(async () => {
-      await deletePrefix(n.prefix);
-      raw.disconnect();
-    });
-    const client = raw as unknown as RedisClientLike;
-    defineBrokerScripts(client);
+    const { n, raw, client } = scriptsOnRawClient();
     // as after a partial restore or an evicted hash: the id is due, its body is gone
     await raw.zadd(n.delayed, Date.now() - 1000, "orphan");
     await raw.sadd(n.unique, "orphan");

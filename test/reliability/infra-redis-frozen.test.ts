@@ -19,18 +19,29 @@ const hasRedisServer = await (async () => {
   return spawnSync("redis-server", ["--version"]).status === 0;
 })();
 
+/** A redis-server of the test's own, an app on it (with a Redis backend or none), and its cleanup. */
+async function ownRedisApp(withBackend: boolean) {
+  const dir = mkdtempSync(join(tmpdir(), "chicory-frozen-"));
+  const server = new OwnRedis(await freePort(), dir, "none");
+  await server.start();
+  const app = new Chicory({
+    broker: new RedisBroker({ url: server.url, keyPrefix: "frozen", env: {} }),
+    backend: withBackend ? new RedisBackend({ url: server.url, keyPrefix: "frozen", env: {} }) : null,
+  });
+  const noop = app.task(async function noop() {});
+  const close = async () => {
+    await app.disconnect().catch(() => undefined);
+    await server.kill();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { server, app, noop, close };
+}
+
 describe.skipIf(!hasRedisServer && process.env.CI !== "true")("infra: own redis-server frozen (SIGSTOP)", () => {
   it("state() and the broker's counts reject after their 10 s deadline instead of hanging", {
     timeout: 60_000,
   }, async () => {
-    const dir = mkdtempSync(join(tmpdir(), "chicory-frozen-"));
-    const server = new OwnRedis(await freePort(), dir, "none");
-    await server.start();
-    const app = new Chicory({
-      broker: new RedisBroker({ url: server.url, keyPrefix: "frozen", env: {} }),
-      backend: new RedisBackend({ url: server.url, keyPrefix: "frozen", env: {} }),
-    });
-    const noop = app.task(async function noop() {});
+    const { server, app, noop, close } = await ownRedisApp(true);
     try {
       await app.connect();
       const result = await noop.delay();
@@ -49,23 +60,14 @@ describe.skipIf(!hasRedisServer && process.env.CI !== "true")("infra: own redis-
       expect(await app.broker.getQueueSize("default")).toBe(1);
     } finally {
       if (server.pid !== undefined) process.kill(server.pid, "SIGCONT");
-      await app.disconnect().catch(() => undefined);
-      await server.kill();
-      rmSync(dir, { recursive: true, force: true });
+      await close();
     }
   });
 
   it("a publish pending while Redis is down ends at once when the app disconnects (outcome unknown)", {
     timeout: 60_000,
   }, async () => {
-    const dir = mkdtempSync(join(tmpdir(), "chicory-down-"));
-    const server = new OwnRedis(await freePort(), dir, "none");
-    await server.start();
-    const app = new Chicory({
-      broker: new RedisBroker({ url: server.url, keyPrefix: "down", env: {} }),
-      backend: null,
-    });
-    const noop = app.task(async function noop() {});
+    const { server, app, noop, close } = await ownRedisApp(false);
     try {
       await app.connect();
       await server.kill("SIGKILL");
@@ -80,9 +82,7 @@ describe.skipIf(!hasRedisServer && process.env.CI !== "true")("infra: own redis-
       expect(String(outcome)).toMatch(/disconnected before .* answered; its outcome is unknown/);
       expect(performance.now() - started).toBeLessThan(5_000); // not the 10 s publish time limit
     } finally {
-      await app.disconnect().catch(() => undefined);
-      await server.kill();
-      rmSync(dir, { recursive: true, force: true });
+      await close();
     }
   });
 });

@@ -245,21 +245,12 @@ export class RedisSettler implements DeliverySettler {
       for (const { reject } of batch) reject(wrapped);
       throw error;
     }
-    const missed = Array.isArray(results) ? results.filter((r) => Number(r) === 0).length : 0;
-    const settledBefore = Array.isArray(results) ? results.filter((r) => Number(r) === 2).length : 0;
-    if (settledBefore > 0) {
-      // Pending for nobody: most often this very ack, sent again by the client after a
-      // reconnect, whose first copy was applied. (A job another worker took after a lost lease
-      // and finished is reported by the lease renewal.)
-      this.#logger.info(
-        { queue: first.queue, consumer: this.#consumerId, entries: settledBefore },
-        "redis ack: entries already settled (an ack sent again after a reconnect)",
-      );
-    }
+    const missed = Array.isArray(results) ? results.filter((r) => Number(r) !== 1).length : 0;
     if (missed > 0) {
-      // The entry is pending for another consumer: its lease ran out and another worker took it
-      // (this ack was fenced). The job may run (or have run) there too, and its result is the
-      // other run's: a record sent with a fenced ack was not written.
+      // The entry was no longer pending for this consumer: its lease ran out and another worker
+      // took it (this ack was fenced), or it left the PEL some other way. Either way the job may
+      // run (or have run) elsewhere too, and its result is the other run's: a record sent with
+      // a fenced ack was not written.
       this.#logger.warn(
         {
           queue: first.queue,

@@ -11,7 +11,8 @@
  *   ({@link Delivery.holdsLease}): a worker that lost the job to another worker leaves its
  *   result to that worker. The settle steps after it still run: the broker fences them (they
  *   change nothing) and they end the delivery's bookkeeping in the consumer.
- * - A `RETRY` record that cannot be written is skipped (tried once): the retry goes on.
+ * - An informative record (`RETRY`, see `StoreSpec.informative`) that cannot be written is
+ *   skipped (tried once): the retry goes on.
  * - Publishing a message that is not the delivery itself (an `at_most_once` retry, a dead
  *   letter written for an acknowledged message) is tried once: a publish whose reply was lost
  *   may still be applied, and trying again could add the message twice. The retry is published
@@ -44,13 +45,6 @@ const STEP_BACKOFF_MS = [100, 500, 1000, 2000, 4000, 8000, 15_000];
 /** Steps that add a message and are tried once (see module doc). */
 const ONCE = new Set<Action["type"]>(["republish", "writeDeadLetter"]);
 
-/**
- * The `RETRY` record only tells `state()` that a retry is coming: when it cannot be written (a
- * full Redis refuses it, the backend is down) the retry itself goes on. Holding it back would
- * run the job again instead, and end it as poison after `maxDeliveries` such runs.
- */
-const isRetryRecord = (action: Action): boolean => action.type === "store" && action.state === "RETRY";
-
 /** Runs `actions` in order; never throws. */
 export async function executeActions(actions: readonly Action[], ctx: ExecutionContext): Promise<void> {
   for (const action of actions) {
@@ -58,9 +52,9 @@ export async function executeActions(actions: readonly Action[], ctx: ExecutionC
     try {
       await runAction(action, ctx);
     } catch (error) {
-      if (isRetryRecord(action)) {
+      if (action.type === "store" && action.informative) {
         ctx.logger.warn(
-          { taskId: ctx.attempt.message?.id, err: toError(error).message },
+          { taskId: ctx.attempt.message?.id, state: action.state, err: toError(error).message },
           "could not store the RETRY state; the retry goes on (state() shows the previous state until the next attempt)",
         );
         continue;

@@ -37,6 +37,12 @@ interface StoreSpec {
   readonly state: TaskState;
   readonly withValue: boolean;
   readonly withError: boolean;
+  /**
+   * The record only informs (`RETRY`: a retry is coming): tried once, and when it cannot be
+   * written the next step goes on. Holding the retry back for it would run the job again
+   * instead (a full Redis refuses the record, not the retry).
+   */
+  readonly informative?: boolean;
 }
 
 /** One step the worker carries out. */
@@ -72,17 +78,18 @@ export interface SettleMode {
   readonly acksCarryRecords?: boolean;
 }
 
-const store = (state: TaskState, withValue = false, withError = false): Action => ({
+const store = (state: TaskState, withValue = false, withError = false, informative = false): Action => ({
   type: "store",
   state,
   withValue,
   withError,
+  ...(informative ? { informative } : {}),
 });
 
 // The plans are constants (a worker settles every job with one of them): never mutated.
 const ACK: Action = { type: "ack" };
 const SUCCESS = store("SUCCESS", true);
-const RETRY_RECORD = store("RETRY", false, true);
+const RETRY_RECORD = store("RETRY", false, true, true);
 const DEAD_RECORD = store("DEAD_LETTERED", false, true);
 const FAILURE_RECORD = store("FAILURE", false, true);
 const PLANS = {

@@ -30,16 +30,14 @@ export function nextTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
-/** Resolves true when `promise` settles within `ms`, false otherwise. */
+/** Resolves true when `promise` settles within `ms`, false otherwise (its rejection rejects). */
 export async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), timerDelay(ms));
-  });
   try {
-    return await Promise.race([promise.then(() => true as const), timeout]);
-  } finally {
-    clearTimeout(timer);
+    await withinDeadline(promise, ms);
+    return true;
+  } catch (error) {
+    if (error instanceof DeadlinePassed) return false;
+    throw error;
   }
 }
 

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { nextTurn } from "../core/sleep.js";
 import { warnTlsUnverified } from "../core/tls.js";
 import { redactSecrets } from "../core/url.js";
 import { loadRedis, type RedisClientLike } from "./redis-client.js";
@@ -188,7 +189,7 @@ export async function closeRedis(client: RedisClientLike): Promise<void> {
   if (client.status === "ready") {
     // The client writes auto-pipelined commands at the next check phase but QUIT at once: let
     // those go first (Redis answers in order, so they settle before the connection closes).
-    await new Promise((resolve) => setImmediate(resolve));
+    await nextTurn();
   }
   if (client.status === "ready") {
     try {

@@ -32,7 +32,7 @@ import { Deadlines } from "../../core/deadlines.js";
 import type { EnvMap } from "../../core/env.js";
 import { type Logger, silentLogger } from "../../core/logger.js";
 import { MessageCodec, peekMessage } from "../../core/message.js";
-import { DeadlinePassed, withinDeadline } from "../../core/sleep.js";
+import { DeadlinePassed, nextTurn, withinDeadline } from "../../core/sleep.js";
 import { BrokerConnectionError, ChicoryError } from "../../errors.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import { closeRedis, describeRedisError, openRedis, pingRedis } from "../../redis/redis-connect.js";
@@ -226,7 +226,7 @@ export class RedisBroker implements Broker {
     // would never settle them once closed) end with the same "outcome unknown" answer their
     // time limit would give, at once. One turn first: replies that came before the close
     // settle their publishes through a few promise steps.
-    await new Promise((resolve) => setImmediate(resolve));
+    await nextTurn();
     const displayUrl = this.displayUrl;
     this.#publishDeadlines.rejectAll(
       (queue) =>

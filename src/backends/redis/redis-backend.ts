@@ -196,14 +196,14 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   /**
    * Runs one operation on the command connection. Bounded by {@link OPERATION_TIMEOUT_MS}
    * (commands wait in the client while Redis is away: `state()` or a status page must not hang
-   * for a whole outage), except the waits of `get()`, which resolve once Redis is back.
+   * for a whole outage), unless `bounded` is false: the reads of `get()`'s waits, which resolve
+   * once Redis is back.
    */
-  async #run<T>(operation: string, fn: (main: RedisClientLike) => Promise<T>): Promise<T> {
+  async #run<T>(operation: string, fn: (main: RedisClientLike) => Promise<T>, bounded = true): Promise<T> {
     const main = this.#main;
     if (!main) throw new BackendConnectionError("redis backend is not connected: call connect() first");
     try {
-      if (operation === "waitForResult") return await fn(main);
-      return await withinDeadline(fn(main), OPERATION_TIMEOUT_MS);
+      return await (bounded ? withinDeadline(fn(main), OPERATION_TIMEOUT_MS) : fn(main));
     } catch (error) {
       if (error instanceof DeadlinePassed) {
         throw new BackendConnectionError(
@@ -327,21 +327,25 @@ export class RedisBackend implements Backend, RedisRecordWriter {
 
   async #fetchMany(ids: string[]): Promise<Map<string, TaskRecord | Error>> {
     const out = new Map<string, TaskRecord | Error>();
-    await this.#run("waitForResult", async (main) => {
-      for (let i = 0; i < ids.length; i += MGET_BATCH) {
-        const batch = ids.slice(i, i + MGET_BATCH);
-        const values = (await main.call("MGET", ...batch.map((id) => this.resultKey(id)))) as Array<string | null>;
-        values.forEach((text, j) => {
-          const id = batch[j] as string;
-          try {
-            const record = decodeRecord(text, this.resultKey(id), id);
-            if (record) out.set(id, record);
-          } catch (error) {
-            out.set(id, error as Error);
-          }
-        });
-      }
-    });
+    await this.#run(
+      "waitForResult",
+      async (main) => {
+        for (let i = 0; i < ids.length; i += MGET_BATCH) {
+          const batch = ids.slice(i, i + MGET_BATCH);
+          const values = (await main.call("MGET", ...batch.map((id) => this.resultKey(id)))) as Array<string | null>;
+          values.forEach((text, j) => {
+            const id = batch[j] as string;
+            try {
+              const record = decodeRecord(text, this.resultKey(id), id);
+              if (record) out.set(id, record);
+            } catch (error) {
+              out.set(id, error as Error);
+            }
+          });
+        }
+      },
+      false,
+    );
     return out;
   }
 

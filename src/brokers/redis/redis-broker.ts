@@ -61,14 +61,6 @@ import { PublishBatcher } from "./redis-publish-batch.js";
 import { defineBrokerScripts } from "./redis-scripts.js";
 import { dlqFullError, retryCountOf } from "./redis-settler.js";
 
-/** Inspection calls bounded by {@link INSPECTION_TIMEOUT_MS}. */
-const INSPECTIONS: ReadonlySet<string> = new Set([
-  "getDlqMessages",
-  "getDlqCount",
-  "getPendingCount",
-  "getQueueSize",
-  "getConsumerCount",
-]);
 /** Longest wait for an inspection call (counts, listings). */
 const INSPECTION_TIMEOUT_MS = 10_000;
 /** Queue used by admin calls without a queue. */
@@ -346,13 +338,16 @@ export class RedisBroker implements Broker {
     return this.#records !== undefined;
   }
 
-  async #admin<T>(operation: string, run: (ctx: RedisBrokerContext) => Promise<T>): Promise<T> {
+  /**
+   * Runs an inspection or administration call. `isInspection`: a count or listing, answered
+   * within {@link INSPECTION_TIMEOUT_MS} (a status page must not hang for a whole outage while
+   * its commands wait in the client); changes (replay, purge…) are not cut short, since they may
+   * still be applied.
+   */
+  async #admin<T>(operation: string, run: (ctx: RedisBrokerContext) => Promise<T>, isInspection = false): Promise<T> {
     const ctx = this.#context();
     try {
-      // The counts and listings answer within a bound (a status page must not hang for a whole
-      // outage while their commands wait in the client); the changes (replay, purge…) are not
-      // cut short, since they may still be applied.
-      return await (INSPECTIONS.has(operation) ? withinDeadline(run(ctx), INSPECTION_TIMEOUT_MS) : run(ctx));
+      return await (isInspection ? withinDeadline(run(ctx), INSPECTION_TIMEOUT_MS) : run(ctx));
     } catch (error) {
       if (error instanceof DeadlinePassed) {
         throw new BrokerConnectionError(
@@ -366,7 +361,7 @@ export class RedisBroker implements Broker {
   }
 
   getDlqMessages(queue = DEFAULT_QUEUE, count = 100): Promise<DlqMessage[]> {
-    return this.#admin("getDlqMessages", (c) => admin.getDlqMessages(c.main, this.#keys.get(queue), count));
+    return this.#admin("getDlqMessages", (c) => admin.getDlqMessages(c.main, this.#keys.get(queue), count), true);
   }
 
   /**
@@ -389,7 +384,7 @@ export class RedisBroker implements Broker {
   }
 
   getDlqCount(queue = DEFAULT_QUEUE): Promise<number> {
-    return this.#admin("getDlqCount", (c) => admin.getDlqCount(c.main, this.#keys.get(queue)));
+    return this.#admin("getDlqCount", (c) => admin.getDlqCount(c.main, this.#keys.get(queue)), true);
   }
 
   /**
@@ -397,7 +392,11 @@ export class RedisBroker implements Broker {
    * hold and have not handed out (those of other processes are counted).
    */
   async getPendingCount(queue = DEFAULT_QUEUE): Promise<number> {
-    const stats = await this.#admin("getPendingCount", (c) => admin.queueStats(c.main, this.#keys.get(queue), c.group));
+    const stats = await this.#admin(
+      "getPendingCount",
+      (c) => admin.queueStats(c.main, this.#keys.get(queue), c.group),
+      true,
+    );
     return Math.max(0, stats.pending - this.#buffered(queue));
   }
 
@@ -406,7 +405,7 @@ export class RedisBroker implements Broker {
    * plus the read-ahead entries this instance's consumers hold and have not handed out.
    */
   async getQueueSize(queue = DEFAULT_QUEUE): Promise<number> {
-    const s = await this.#admin("getQueueSize", (c) => admin.queueStats(c.main, this.#keys.get(queue), c.group));
+    const s = await this.#admin("getQueueSize", (c) => admin.queueStats(c.main, this.#keys.get(queue), c.group), true);
     return Math.max(0, s.length - s.pending) + s.delayed + this.#buffered(queue);
   }
 
@@ -417,7 +416,7 @@ export class RedisBroker implements Broker {
   }
 
   getConsumerCount(queue = DEFAULT_QUEUE): Promise<number> {
-    return this.#admin("getConsumerCount", (c) => admin.getConsumerCount(c.main, this.#keys.get(queue), c.group));
+    return this.#admin("getConsumerCount", (c) => admin.getConsumerCount(c.main, this.#keys.get(queue), c.group), true);
   }
 
   /** Deletes ready and delayed messages; in-flight (pending) ones are left to their consumers. */

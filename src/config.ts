@@ -42,7 +42,7 @@ export interface WorkerConfig {
   readonly useDeadLetterQueue: boolean;
   /** Seconds between heartbeats (default 10). */
   readonly heartbeatInterval: number;
-  /** Seconds a heartbeat lives (default 30, > heartbeatInterval). */
+  /** Seconds a heartbeat lives (> heartbeatInterval; default 3 × heartbeatInterval, at least 30). */
   readonly heartbeatTtl: number;
   /** Seconds between stale-worker cleanups, jittered ±15 % (default 900, >= 30). */
   readonly cleanupInterval: number;
@@ -183,13 +183,14 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
     10,
     base?.heartbeatInterval,
   );
-  const heartbeatTtl = sec(
-    options.heartbeatTtl,
-    "heartbeatTtl",
-    "CHICORY_WORKER_HEARTBEAT_TTL",
-    30,
-    base?.heartbeatTtl,
-  );
+  // A TTL nobody set follows the interval (3 intervals, at least 30 s), so raising the
+  // interval alone never makes the config invalid; a TTL someone set is checked as given.
+  const ttlGiven =
+    options.heartbeatTtl !== undefined ||
+    (base !== undefined ? givenTtl.has(base) : envString(env, "CHICORY_WORKER_HEARTBEAT_TTL") !== undefined);
+  const heartbeatTtl = ttlGiven
+    ? sec(options.heartbeatTtl, "heartbeatTtl", "CHICORY_WORKER_HEARTBEAT_TTL", 30, base?.heartbeatTtl)
+    : Math.max(30, 3 * heartbeatInterval);
   const cleanupInterval = sec(
     options.cleanupInterval,
     "cleanupInterval",
@@ -215,7 +216,7 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
     throw new ConfigurationError("heartbeatInterval (CHICORY_WORKER_HEARTBEAT_INTERVAL): must be > 0");
   if (heartbeatTtl <= heartbeatInterval) {
     throw new ConfigurationError(
-      `heartbeatTtl (CHICORY_WORKER_HEARTBEAT_TTL) must exceed heartbeatInterval: got ttl ${heartbeatTtl}s, interval ${heartbeatInterval}s`,
+      `heartbeatTtl must exceed heartbeatInterval: got ttl ${heartbeatTtl} s, interval ${heartbeatInterval} s; set a longer TTL (heartbeatTtl, --heartbeat-ttl, CHICORY_WORKER_HEARTBEAT_TTL) or a shorter interval (heartbeatInterval, --heartbeat-interval, CHICORY_WORKER_HEARTBEAT_INTERVAL)`,
     );
   }
   if (cleanupInterval < 30)
@@ -231,7 +232,7 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
     options.logLevel === undefined
       ? (base?.logLevel ?? envChoice(env, "CHICORY_WORKER_LOG_LEVEL", LOG_LEVELS, "INFO"))
       : checkChoice(options.logLevel, "logLevel", LOG_LEVELS);
-  return {
+  const config: WorkerConfig = {
     concurrency,
     queues,
     useDeadLetterQueue:
@@ -249,4 +250,9 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
         ? (base?.maxDeliveries ?? envInt(env, "CHICORY_WORKER_MAX_DELIVERIES", 5, 1, 1000))
         : checkInt(options.maxDeliveries, "maxDeliveries", 1, 1000),
   };
+  if (ttlGiven) givenTtl.add(config);
+  return config;
 }
+
+/** Resolved worker configs whose heartbeat TTL was set (not derived from the interval). */
+const givenTtl = new WeakSet<WorkerConfig>();

@@ -64,10 +64,23 @@ describe("configuration", () => {
     expect(() => resolveConfig({ env: { CHICORY_WORKER_QUEUE: "bad queue" } })).toThrow(ValidationError);
   });
 
+  it("derives a TTL nobody set from the interval, also over an app's resolved config", () => {
+    expect(resolveWorkerConfig({ heartbeatInterval: 40 }, {}).heartbeatTtl).toBe(120);
+    expect(resolveWorkerConfig({ heartbeatInterval: 5 }, {}).heartbeatTtl).toBe(30);
+    const app = resolveConfig({ env: {} }).worker;
+    expect(resolveWorkerConfig({ heartbeatInterval: 40 }, {}, app).heartbeatTtl).toBe(120);
+    const explicit = resolveConfig({ env: {}, worker: { heartbeatTtl: 45 } }).worker;
+    expect(resolveWorkerConfig({ heartbeatInterval: 20 }, {}, explicit).heartbeatTtl).toBe(45);
+    expect(() => resolveWorkerConfig({ heartbeatInterval: 50 }, {}, explicit)).toThrow(/heartbeatTtl must exceed/);
+  });
+
   it("requires heartbeatTtl > heartbeatInterval", () => {
     expect(() => resolveWorkerConfig({ heartbeatInterval: 10, heartbeatTtl: 10 }, {})).toThrow(/heartbeatTtl/);
     expect(() => resolveWorkerConfig({}, { CHICORY_WORKER_HEARTBEAT_TTL: "5" })).toThrow(
       /CHICORY_WORKER_HEARTBEAT_TTL/,
+    );
+    expect(() => resolveWorkerConfig({ heartbeatInterval: 40 }, { CHICORY_WORKER_HEARTBEAT_TTL: "30" })).toThrow(
+      /--heartbeat-interval/,
     );
     expect(() => resolveWorkerConfig({ cleanupInterval: 5 }, {})).toThrow(/cleanupInterval/);
     expect(() => resolveWorkerConfig({ staleWorkersTimeout: 1 }, {})).toThrow(/staleWorkersTimeout/);

@@ -94,6 +94,29 @@ async function importModule(path: string): Promise<Record<string, unknown>> {
   );
 }
 
+/** Codes Node gives a module that cannot be resolved or linked. */
+const MODULE_ERROR_CODES = new Set([
+  "ERR_MODULE_NOT_FOUND",
+  "MODULE_NOT_FOUND",
+  "ERR_UNSUPPORTED_DIR_IMPORT",
+  "ERR_PACKAGE_PATH_NOT_EXPORTED",
+  "ERR_UNKNOWN_FILE_EXTENSION",
+  "ERR_REQUIRE_ESM",
+]);
+
+/**
+ * A problem in the module's source or its imports (a syntax error, a TypeScript file that does
+ * not transform, an import that does not resolve or link), not one met while it ran.
+ */
+function isModuleProblem(error: unknown): boolean {
+  if (error instanceof SyntaxError) return true;
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === "string" && MODULE_ERROR_CODES.has(code)) return true;
+  // tsx reports a TypeScript file esbuild cannot transform as an Error named TransformError.
+  return error.name === "TransformError";
+}
+
 function describe(value: unknown): string {
   if (value === null) return "null";
   if (typeof value === "function") return `a function${value.name ? ` (${value.name})` : ""}`;
@@ -124,7 +147,7 @@ export async function loadApp(spec: string, cwd: string = process.cwd()): Promis
   } catch (error) {
     if (error instanceof CliUsageError) throw error;
     const message = `cannot load ${file}: ${error instanceof Error ? error.message : String(error)}`;
-    throw exitCodeFor(error) === EXIT_USAGE
+    throw exitCodeFor(error) === EXIT_USAGE || isModuleProblem(error)
       ? new CliUsageError(message, { cause: error })
       : new CliFailure(message, { cause: error });
   }

@@ -2,7 +2,8 @@
  * The built `chicory` binary: version, help, usage errors (exit 2), module loading (.ts with an
  * enum, .mts default export, .mjs), masked passwords in the banner and in errors.
  */
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { APP_JS, APP_TS, cliEnv, FIXTURES, ROOT, requireBuild, runCli, sqliteTarget } from "./cli-process.js";
@@ -67,6 +68,27 @@ describe("chicory CLI basics", () => {
     const r = await runCli(args, env);
     expect(r.code).toBe(2);
     expect(oneLineError(r.stderr)).toMatch(pattern);
+  });
+
+  it("a module that does not parse or link is a usage error (2); one that throws while it runs is a failure (1)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "chicory-cli-modules-"));
+    try {
+      const modules: Array<[string, string, number, RegExp]> = [
+        ["syntax.ts", "export const app = { a: 1 ;\n", 2, /cannot load .*syntax\.ts: .*Expected/],
+        ["syntax.mjs", "export const app = ;\n", 2, /cannot load .*syntax\.mjs: Unexpected token/],
+        ["missing.mjs", 'import "./nope.js";\n', 2, /cannot load .*missing\.mjs: Cannot find module/],
+        ["link.mjs", 'import { nope } from "node:fs";\nexport const app = nope;\n', 2, /does not provide an export/],
+        ["throws.mjs", 'throw new Error("config server down");\n', 1, /cannot load .*throws\.mjs: config server down/],
+      ];
+      for (const [name, source, code, pattern] of modules) {
+        writeFileSync(join(dir, name), source);
+        const r = await runCli(["queue", "stats", join(dir, name)], env);
+        expect([name, r.code]).toEqual([name, code]);
+        expect(oneLineError(r.stderr)).toMatch(pattern);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("no command prints the help and exits 2", async () => {

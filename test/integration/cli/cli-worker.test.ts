@@ -200,4 +200,35 @@ describe.skipIf(skipRedis)("chicory CLI on Redis (multi-process)", () => {
       if (worker.child.exitCode === null) worker.child.kill("SIGKILL");
     }
   });
+
+  it("workers shows a heartbeat stamped by a clock ahead of this host as such, not as 0s ago", async () => {
+    requireBuild();
+    const raw = rawRedis();
+    const workerId = uniqueName("skewed");
+    try {
+      const ahead = new Date(Date.now() + 120_000).toISOString();
+      const stats = {
+        workerId,
+        hostname: "h",
+        pid: 1,
+        queue: "default",
+        concurrency: 1,
+        tasksProcessed: 0,
+        tasksFailed: 0,
+        activeTasks: 0,
+        startedAt: ahead,
+        lastHeartbeat: ahead,
+        isRunning: true,
+        uptimeSeconds: 0,
+      };
+      await raw.set(`${prefix}:heartbeat:${workerId}`, JSON.stringify(stats), "EX", 30);
+      await raw.zadd(`${prefix}:workers`, Date.now(), workerId);
+      const r = await runCli(["workers", APP_JS], env);
+      expect(r.code).toBe(0);
+      const line = r.stdout.split("\n").find((l) => l.startsWith(workerId));
+      expect(line).toMatch(/\b1(19|20|21)s ahead \(clock skew\)/);
+    } finally {
+      raw.disconnect();
+    }
+  });
 });

@@ -253,8 +253,35 @@ export class RedisConsumer implements Consumer {
       await Promise.allSettled(out.map((d) => d.release()));
       return [];
     }
-    if (out.length > max) this.#buffer.push(...out.splice(max));
-    return out;
+    const fresh = await this.#dropTakenMeanwhile(out);
+    if (fresh.length > max) this.#buffer.push(...fresh.splice(max));
+    return fresh;
+  }
+
+  /**
+   * `out` without the entries another consumer took while their read's reply waited: a read
+   * sent more than half the claim idle time ago (this process was stopped or its event loop
+   * blocked while Redis handed the entries out) has its entries renewed, their owner checked,
+   * before any runs; one already reclaimed elsewhere is dropped, not run a second time.
+   */
+  async #dropTakenMeanwhile(out: RedisDelivery[]): Promise<RedisDelivery[]> {
+    const staleBefore = performance.now() - this.#ctx.claimMinIdleMs / 2;
+    if (!out.some((d) => d.leaseConfirmedAtMs < staleBefore)) return out;
+    try {
+      await this.#confirmStale(out);
+    } catch (error) {
+      // Not known to be held, so not run yet: kept as read-ahead, whose next fetch checks them.
+      this.#buffer.push(...out);
+      throw error;
+    }
+    const kept = out.filter((d) => this.#queueOf(d)?.inFlight.get(d.deliveryId) === d);
+    if (kept.length < out.length) {
+      this.#logger.warn(
+        { entries: out.length - kept.length },
+        "redis: dropped entries whose read reply came after another consumer reclaimed them (this process was paused); not run here",
+      );
+    }
+    return kept;
   }
 
   /**
@@ -265,10 +292,18 @@ export class RedisConsumer implements Consumer {
    * is handed out, and those lost are dropped.
    */
   async #confirmBuffered(): Promise<void> {
+    await this.#confirmStale(this.#buffer);
+  }
+
+  /**
+   * Renews the entries of `deliveries` whose lease was last confirmed more than half the claim
+   * idle time ago (their owner checked); those lost leave `q.inFlight` (and the buffer).
+   */
+  async #confirmStale(deliveries: readonly RedisDelivery[]): Promise<void> {
     const staleBefore = performance.now() - this.#ctx.claimMinIdleMs / 2;
     for (const q of this.#queues) {
       const ids: string[] = [];
-      for (const d of this.#buffer) if (d.keys === q.keys && d.leaseConfirmedAtMs < staleBefore) ids.push(d.deliveryId);
+      for (const d of deliveries) if (d.keys === q.keys && d.leaseConfirmedAtMs < staleBefore) ids.push(d.deliveryId);
       if (ids.length === 0) continue;
       // Not queued on a connection that is down (the call would wait for it, whatever the signal).
       if (this.#ctx.main.status !== "ready") {
@@ -414,12 +449,14 @@ export class RedisConsumer implements Consumer {
     // that finds nothing new does a blocking read follow. On a queue that is not backlogged the
     // acks go on their own and the blocking read at once: a read that waits for the acks' reply
     // would put a second wake-up of this process on the path of the next job.
+    // A lease starts when Redis hands the entry out, so no later than the request was sent.
+    let sentAtMs = performance.now();
     const withAcks = q.isBacklogged ? this.#settler.readWithAcks(q.keys.stream, count) : undefined;
     if (withAcks === undefined) {
       this.#settler.sendWaitingAcks(); // the results they carry go out before this read
     } else {
       const entries = await withAcks;
-      for (const [id, fields] of entries) this.#handOut(q, id, fields ?? [], 1, out);
+      for (const [id, fields] of entries) this.#handOut(q, id, fields ?? [], 1, out, sentAtMs);
       q.isBacklogged = entries.length >= count;
       if (entries.length > 0 || blockMs === undefined) return;
     }
@@ -427,6 +464,7 @@ export class RedisConsumer implements Consumer {
     if (blockMs !== undefined) args.push("BLOCK", blockMs);
     args.push("STREAMS", q.keys.stream, ">");
     this.#isBlocking = blockMs !== undefined;
+    if (withAcks !== undefined) sentAtMs = performance.now();
     let reply: ReadReply;
     try {
       reply = (await conn.call("XREADGROUP", ...args)) as ReadReply;
@@ -435,15 +473,23 @@ export class RedisConsumer implements Consumer {
     }
     let got = 0;
     for (const entries of streamEntries(reply)) {
-      for (const [id, fields] of entries) this.#handOut(q, id, fields ?? [], 1, out);
+      for (const [id, fields] of entries) this.#handOut(q, id, fields ?? [], 1, out, sentAtMs);
       got += entries.length;
     }
     q.isBacklogged = got >= count;
   }
 
-  #handOut(q: QueueState, id: string, fields: string[], deliveryCount: number, out: RedisDelivery[]): void {
-    const delivery = new RedisDelivery(q.keys, id, fields, deliveryCount, this.#settler);
-    q.seenAtMs = delivery.leaseConfirmedAtMs; // handed out now: one clock reading for both
+  /** Hands out an entry whose read or claim was sent at `sentAtMs` (its lease's start). */
+  #handOut(
+    q: QueueState,
+    id: string,
+    fields: string[],
+    deliveryCount: number,
+    out: RedisDelivery[],
+    sentAtMs: number,
+  ): void {
+    const delivery = new RedisDelivery(q.keys, id, fields, deliveryCount, this.#settler, sentAtMs);
+    q.seenAtMs = sentAtMs;
     q.inFlight.set(id, delivery);
     out.push(delivery);
   }
@@ -480,6 +526,7 @@ export class RedisConsumer implements Consumer {
 
   async #reclaim(conn: RedisClientLike, q: QueueState, room: number, out: RedisDelivery[]): Promise<void> {
     const count = Math.min(room, RECLAIM_COUNT);
+    const sentAtMs = performance.now();
     const [cursor, flat] = (await runScript(
       conn,
       "chicoryReclaim",
@@ -494,7 +541,7 @@ export class RedisConsumer implements Consumer {
         RECLAIM_PAGE,
       ],
     )) as [string, Array<string | string[] | number>];
-    const claimed = this.#handOutClaimed(q, flat, out);
+    const claimed = this.#handOutClaimed(q, flat, out, sentAtMs);
     q.reclaimCursor = cursor;
     const now = performance.now();
     if (cursor === "0-0") q.reclaimAtMs = now + this.#reclaimIntervalMs;
@@ -506,12 +553,17 @@ export class RedisConsumer implements Consumer {
    * except one still in flight here (our own entry whose renewal was late: never handed out
    * twice); returns how many were handed out.
    */
-  #handOutClaimed(q: QueueState, flat: Array<string | string[] | number>, out: RedisDelivery[]): number {
+  #handOutClaimed(
+    q: QueueState,
+    flat: Array<string | string[] | number>,
+    out: RedisDelivery[],
+    sentAtMs: number,
+  ): number {
     let n = 0;
     for (let i = 0; i + 2 < flat.length; i += 3) {
       const id = flat[i] as string;
       if (q.inFlight.has(id)) continue;
-      this.#handOut(q, id, (flat[i + 1] as string[]) ?? [], Number(flat[i + 2]) || 1, out);
+      this.#handOut(q, id, (flat[i + 1] as string[]) ?? [], Number(flat[i + 2]) || 1, out, sentAtMs);
       n++;
     }
     return n;
@@ -526,6 +578,7 @@ export class RedisConsumer implements Consumer {
     q.mayHoldUnknown = false;
     const now = performance.now();
     for (const [id, until] of q.parked) if (until <= now) q.parked.delete(id);
+    const sentAtMs = now;
     let reply: [number, Array<string | string[] | number>];
     try {
       reply = (await runScript(
@@ -547,7 +600,7 @@ export class RedisConsumer implements Consumer {
     }
     const [more, flat] = reply;
     if (Number(more) === 1) q.mayHoldUnknown = true;
-    const taken = this.#handOutClaimed(q, flat, out);
+    const taken = this.#handOutClaimed(q, flat, out, sentAtMs);
     if (taken > 0) {
       this.#logger.warn(
         { queue: q.keys.queue, entries: taken },

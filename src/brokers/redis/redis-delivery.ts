@@ -37,17 +37,21 @@ export class RedisDelivery implements Delivery {
   #isLeaseLost = false;
   /**
    * When this consumer last knew it held the entry (`performance.now()`, a clock that never
-   * jumps): when it was handed out, or when a renewal that confirmed it was sent.
+   * jumps): when the read or claim that handed it out was sent, or when a renewal that
+   * confirmed it was sent. Redis counts the entry's idle time from a moment no earlier.
    */
-  leaseConfirmedAtMs = performance.now();
+  leaseConfirmedAtMs: number;
 
+  /** @param leaseFromMs when the read or claim that returned the entry was sent */
   constructor(
     keys: QueueKeys,
     entryId: string,
     fields: readonly string[],
     deliveryCount: number,
     settler: DeliverySettler,
+    leaseFromMs: number = performance.now(),
   ) {
+    this.leaseConfirmedAtMs = leaseFromMs;
     this.keys = keys;
     this.queue = keys.queue;
     this.deliveryId = entryId;

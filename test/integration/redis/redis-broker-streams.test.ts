@@ -2,7 +2,7 @@
  * Redis-specific broker behaviour: no trimming, acked entries deleted, group at 0, leases,
  * reclaim counts, fencing, DLQ limits and fields, key names. Shared test Redis, random prefix.
  */
-import { execFile } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import type { TaskRecord } from "../../../src/backends/backend.js";
@@ -601,6 +601,43 @@ describe.skipIf(skip)("redis broker: streams", () => {
     } finally {
       await c.close();
     }
+  });
+
+  it("a read whose reply this process handles after another consumer reclaimed its entry (a pause) does not run it", async () => {
+    const s = await setup({ claimMinIdleMs: 400 });
+    const warnings: string[] = [];
+    const logger = {
+      debug: () => {},
+      info: () => {},
+      warn: (fields: unknown, message?: string) => warnings.push(String(message ?? fields)),
+      error: () => {},
+      child: () => logger,
+    };
+    const consumerId = uniqueName("c-");
+    const c = s.broker.consumer({ queues: [s.queue], consumerId, logger });
+    cleanups.push(() => c.close());
+    expect(await c.fetch(1, AbortSignal.timeout(50))).toEqual([]); // the group exists now
+    const reading = c.fetch(1, AbortSignal.timeout(10_000));
+    const name = `name=chicory-consumer-${consumerId}`;
+    await eventually(async () => {
+      const clients = (await s.raw.call("CLIENT", "LIST")) as string;
+      return clients.split("\n").some((l) => l.includes(name) && l.includes("cmd=xreadgroup")) ? true : undefined;
+    });
+    // From here this process stands still (as if stopped) while Redis hands the entry to the
+    // blocked read and another consumer reclaims it; redis-cli does the outside work.
+    const cli = (...args: string[]) => execFileSync("redis-cli", ["-u", SERVICES.redis, ...args], { encoding: "utf8" });
+    const pausedAt = performance.now();
+    cli("XADD", s.stream, "1-1", "data", encodeTask(codec).body);
+    while (!cli("XPENDING", s.stream, s.group, "-", "+", "1").includes(consumerId)) {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+    }
+    cli("XCLAIM", s.stream, s.group, "thief", "0", "1-1", "JUSTID");
+    const past = 300 - (performance.now() - pausedAt); // more than half the claim idle time
+    if (past > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, past);
+    expect(await reading).toEqual([]);
+    expect(warnings).toEqual([expect.stringMatching(/another consumer reclaimed them/)]);
+    const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 1)) as Array<[string, string]>;
+    expect(pending[0]?.[1]).toBe("thief");
   });
 
   it("a live consumer with nothing to read stays active in the group (Redis 7.0 idle) and re-registers after a deletion", async () => {

@@ -48,11 +48,6 @@ export function compareEntryIds(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** True when the ack script reports entry `i` of its batch as acknowledged by this call. */
-function isApplied(results: unknown, i: number): boolean {
-  return Array.isArray(results) && Number(results[i]) === 1;
-}
-
 /** `batch` with the acks that carry a record first (itself when it is not mixed). */
 function withRecordsFirst(batch: PendingAck[]): PendingAck[] {
   let withRecord = 0;
@@ -68,6 +63,13 @@ function withRecordsFirst(batch: PendingAck[]): PendingAck[] {
 function noRecordWriterError(): BrokerConnectionError {
   return new BrokerConnectionError("redis broker: no result backend attached to write records");
 }
+
+/** An entry's settle outcome: applied by this call. */
+const APPLIED = 1;
+/** Applied by an earlier copy of the call (see {@link RedisSettler.#notPending}). */
+const EARLIER = 2;
+/** Not applied: the entry is no longer this consumer's (lease lost). */
+const FENCED = 0;
 
 /** Most acks sent in one script call. */
 const MAX_ACK_BATCH = 500;
@@ -212,6 +214,7 @@ export class RedisSettler implements DeliverySettler {
     let written: TaskRecord[] = [];
     let entries: StreamEntry[] = [];
     let readError: string | undefined;
+    let withRecords = false;
     try {
       // The plain ack script, or the one that first writes the records; `…Read` reads after it.
       const { stream, unique } = first.keys;
@@ -221,6 +224,7 @@ export class RedisSettler implements DeliverySettler {
       let streamIndex = 1;
       const store = records.length > 0 ? this.#records?.storeResultsCall(records) : undefined;
       if (store !== undefined) {
+        withRecords = true;
         script = "chicoryAckWithRecords";
         keys = [String(store.keys.length + 2), ...store.keys, stream, unique];
         ackArgs = [records.length, ...store.args, ...args];
@@ -235,17 +239,36 @@ export class RedisSettler implements DeliverySettler {
       } else {
         results = await runScript(this.#ctx.main, script, keys, ackArgs);
       }
-      // Only the records of entries this consumer still held were written (the script's fence).
-      if (store !== undefined) {
-        written = records.filter((_, i) => isApplied(results, i));
-        this.#records?.recordsWritten(written);
-      }
     } catch (error) {
       const wrapped = this.#ctx.wrapError("ack", error);
       for (const { reject } of batch) reject(wrapped);
       throw error;
     }
-    const missed = Array.isArray(results) ? results.filter((r) => Number(r) !== 1).length : 0;
+    // Per entry: acknowledged by this call, by an earlier copy of it, or fenced (lease lost);
+    // no array at all in the usual case, every entry acknowledged by this call.
+    let outcomes: number[] | undefined;
+    let earlier = 0;
+    let missed = 0;
+    for (let i = 0; i < batch.length; i++) {
+      if (Array.isArray(results) && Number(results[i]) === 1) continue;
+      outcomes ??= new Array<number>(batch.length).fill(APPLIED);
+      const outcome = this.#notPending((batch[i] as PendingAck).delivery);
+      outcomes[i] = outcome;
+      if (outcome === EARLIER) earlier++;
+      else missed++;
+    }
+    // Only the records of entries this consumer still held were written (the script's fence).
+    if (withRecords) {
+      written = missed === 0 ? records : records.filter((_, i) => outcomes?.[i] !== FENCED);
+      this.#records?.recordsWritten(written);
+    }
+    if (earlier > 0) {
+      this.#logger.info(
+        { queue: first.queue, consumer: this.#consumerId, entries: earlier },
+        "redis ack: entries already acknowledged by an earlier copy of this call (resent after a reconnect); " +
+          "their lease was still held, so no other worker took them",
+      );
+    }
     if (missed > 0) {
       // The entry was no longer pending for this consumer: its lease ran out and another worker
       // took it (this ack was fenced), or it left the PEL some other way. Either way the job may
@@ -263,7 +286,7 @@ export class RedisSettler implements DeliverySettler {
     }
     batch.forEach(({ delivery, confirm, resolve, reject }, i) => {
       this.#onSettled(delivery);
-      if (confirm && Array.isArray(results) && Number(results[i]) !== 1) {
+      if (confirm && outcomes?.[i] === FENCED) {
         reject(
           new BrokerConnectionError(
             `redis broker: ack of entry ${delivery.deliveryId} not applied: it is no longer pending for this consumer (lease lost)`,
@@ -317,8 +340,9 @@ export class RedisSettler implements DeliverySettler {
     // Stop renewing either way: when the DLQ is full the entry stays in the work stream and is
     // redelivered after its lease expires (the DLQ is never trimmed to make room).
     this.#onSettled(d, result === -1);
-    if (result === 1 && record !== undefined) this.#records?.recordsWritten([record]);
-    if (result === 0) {
+    const isApplied = result === 1 || (result === 0 && this.#notPending(d) === EARLIER);
+    if (isApplied && record !== undefined) this.#records?.recordsWritten([record]);
+    if (result === 0 && !isApplied) {
       this.#logger.warn(
         { queue: d.queue, consumer: this.#consumerId, entry: d.deliveryId, recordSkipped: record !== undefined },
         "redis dead-letter: entry no longer pending for this consumer (lease lost); left to its new owner",
@@ -365,6 +389,19 @@ export class RedisSettler implements DeliverySettler {
     } finally {
       this.#onSettled(d, !isReleased);
     }
+  }
+
+  /**
+   * What an entry that a settle call found no longer pending for this consumer means.
+   * {@link EARLIER} while its lease is surely still held (confirmed less than half the claim
+   * idle time ago, and no renewal found it gone): no other consumer can have claimed it, so
+   * an earlier copy of the call took it out of the PEL (ioredis resends a call whose reply
+   * a dropped connection lost, and that first copy may have been applied). Else
+   * {@link FENCED}: another consumer may hold it, or have run it.
+   */
+  #notPending(d: RedisDelivery): typeof EARLIER | typeof FENCED {
+    const isHeld = !d.isLeaseLost && performance.now() - d.leaseConfirmedAtMs < this.#ctx.claimMinIdleMs / 2;
+    return isHeld ? EARLIER : FENCED;
   }
 
   /**

@@ -5,7 +5,7 @@
  */
 import type { MessageCodec } from "../core/message.js";
 import { peekMessage } from "../core/message.js";
-import { ValidationError } from "../errors.js";
+import { ChicoryError, ValidationError } from "../errors.js";
 import type { DlqMessage, DlqReplayGuard } from "./broker.js";
 
 /** What a broker stores for one dead-lettered message. */
@@ -82,6 +82,16 @@ export function guardedReplay(
   move: () => Promise<boolean>,
 ): Promise<boolean> {
   return guard ? guard(taskId || undefined, move) : move();
+}
+
+/**
+ * The error of a replay refused because a message of the same task id is live on the target
+ * queue (queued, delayed or running): replaying would make two copies of one task id.
+ */
+export function replayRefusedError(messageId: string, taskId: string): ChicoryError {
+  return new ChicoryError(
+    `cannot replay dead-lettered message ${messageId}: a message of task ${taskId} is already queued, delayed or running (unique task id); the entry stays in the DLQ: replay it once that one has finished, or delete it`,
+  );
 }
 
 /** The task id of a replayed `body` (already decoded by {@link rewriteForReplay}, whatever its size). */

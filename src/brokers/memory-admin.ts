@@ -6,7 +6,7 @@
  */
 import type { MessageCodec } from "../core/message.js";
 import type { BrokerAdmin, DlqMessage, DlqReplayGuard, HealthStatus } from "./broker.js";
-import { guardedReplay, rewriteForReplay, toDlqMessage } from "./dlq.js";
+import { guardedReplay, replayRefusedError, rewriteForReplay, toDlqMessage } from "./dlq.js";
 import { type MemoryMessage, MemoryQueue } from "./memory-queue.js";
 
 /** Queue used by admin calls that name none. */
@@ -95,6 +95,8 @@ export abstract class MemoryAdmin implements BrokerAdmin {
     return guardedReplay(this.replayGuard, entry.message.id, async () => {
       // checked again: a concurrent replay may have taken the entry while the guard read
       if (this.queue(origin).dlq.get(messageId) !== entry) return false;
+      // another copy of the task id is live: two copies of one task id, refused (as on Redis, SQLite)
+      if (this.isLive(entry.message.id)) throw replayRefusedError(messageId, entry.message.id);
       this.#removeDlq(origin, messageId);
       this.enqueue(queue ?? origin, entry.message.id, body, entry.message.priority, 0);
       return true;

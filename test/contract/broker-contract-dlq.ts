@@ -4,7 +4,15 @@
 import { expect, it } from "vitest";
 import type { Broker, DlqMessage } from "../../src/brokers/broker.js";
 import type { BrokerHarness } from "./broker-contract.js";
-import { type EncodedTask, encodeTask, eventually, expectNoDelivery, fetchN, fetchOne } from "./contract-helpers.js";
+import {
+  type EncodedTask,
+  encodeTask,
+  eventually,
+  expectNoDelivery,
+  fetchN,
+  fetchOne,
+  requireCapability,
+} from "./contract-helpers.js";
 
 /** Publishes `task`, fetches it and dead-letters it with `error`; returns the DLQ entry. */
 async function deadLettered(
@@ -105,6 +113,26 @@ export function brokerDlqTests(h: BrokerHarness): void {
     const got = await fetchN(consumer, 1);
     await expectNoDelivery(consumer, 300);
     for (const d of got) await d.ack();
+    expect(await broker.getDlqCount(h.queue())).toBe(0);
+  });
+
+  it("a replay while a unique message of the same task id is live is refused; the replayed copy holds the id", async (ctx) => {
+    const broker = h.broker();
+    requireCapability(ctx.skip, broker, "uniqueIds");
+    const task = encodeTask(h.codec);
+    const entry = await deadLettered(h, task, "exhausted");
+    const unique = { id: task.id, body: task.body, unique: true };
+    expect(await broker.publish(h.queue(), unique)).toEqual({ published: true });
+    await expect(broker.replayFromDlq(entry.messageId, h.queue())).rejects.toThrow(
+      /already queued, delayed or running.*stays in the DLQ/,
+    );
+    expect(await broker.getDlqCount(h.queue())).toBe(1);
+    const consumer = h.consumer();
+    await (await fetchOne(consumer)).ack();
+    expect(await broker.replayFromDlq(entry.messageId, h.queue())).toBe(true);
+    expect(await broker.publish(h.queue(), unique)).toEqual({ published: false });
+    await (await fetchOne(consumer)).ack();
+    await expectNoDelivery(consumer, 200);
     expect(await broker.getDlqCount(h.queue())).toBe(0);
   });
 

@@ -4,10 +4,10 @@
  * @module
  */
 import type { MessageCodec } from "../../core/message.js";
-import { ChicoryError, ValidationError } from "../../errors.js";
+import { ValidationError } from "../../errors.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import type { DlqMessage, DlqReplayGuard } from "../broker.js";
-import { guardedReplay, replayedTaskId, rewriteForReplay, toDlqMessage } from "../dlq.js";
+import { guardedReplay, replayedTaskId, replayRefusedError, rewriteForReplay, toDlqMessage } from "../dlq.js";
 import type { QueueKeys } from "./redis-keys.js";
 
 type StreamEntry = [string, string[]];
@@ -82,11 +82,7 @@ export async function replayFromDlq(
   return guardedReplay(guard, taskId, async () => {
     const id = taskId ?? messageId;
     const moved = await runScript(client, "chicoryReplay", [keys.dlq, keys.stream, keys.unique], [messageId, body, id]);
-    if (moved === -2) {
-      throw new ChicoryError(
-        `cannot replay dead-lettered message ${messageId}: a message of task ${id} is already queued, delayed or running (unique task id); the entry stays in the DLQ: replay it once that one has finished, or delete it`,
-      );
-    }
+    if (moved === -2) throw replayRefusedError(messageId, id);
     return moved === 1;
   });
 }

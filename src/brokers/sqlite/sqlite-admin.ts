@@ -26,6 +26,9 @@ export interface DlqRow {
   readonly retry_count: number;
 }
 
+/** Thrown inside a replay's transaction to roll it back when the insert was refused. */
+const REFUSED = Symbol("replay refused");
+
 const SQL = {
   // Params: queue, count.
   dlqList: "SELECT * FROM chicory_dlq WHERE queue = ? ORDER BY id LIMIT ?",
@@ -76,17 +79,29 @@ export class SqliteAdmin {
 
   /**
    * Deletes DLQ row `id` and, only if it was there, enqueues `body` on `queue`, in one
-   * transaction. False when the row was gone (already replayed or deleted).
+   * transaction: `gone` when the row was gone (already replayed or deleted), `refused` (nothing
+   * changed) when a job of the same task id is live on `queue` under its unique key. The
+   * replayed job holds that key, as a unique publish does.
    */
-  dlqReplay(row: DlqRow, queue: string, body: string, now: number): boolean {
-    return this.#store.transaction(() => {
-      if (Number(this.#s.dlqDelete.run(row.id, null, null).changes) !== 1) return false;
-      this.#store.insert(
-        { queue, taskId: row.task_id, body, priority: row.priority, availableAt: now, uniqueKey: null },
-        now,
-      );
-      return true;
-    });
+  dlqReplay(row: DlqRow, queue: string, body: string, now: number): "replayed" | "gone" | "refused" {
+    try {
+      return this.#store.transaction(() => {
+        if (Number(this.#s.dlqDelete.run(row.id, null, null).changes) !== 1) return "gone";
+        const job = {
+          queue,
+          taskId: row.task_id,
+          body,
+          priority: row.priority,
+          availableAt: now,
+          uniqueKey: row.task_id,
+        };
+        if (!this.#store.insert(job, now)) throw REFUSED; // rolls the delete back
+        return "replayed";
+      });
+    } catch (error) {
+      if (error === REFUSED) return "refused";
+      throw error;
+    }
   }
 
   /** Deletes DLQ row `id` (of `queue` when given); false when it did not exist. */

@@ -35,7 +35,7 @@ import type {
   OutgoingMessage,
   PublishResult,
 } from "../broker.js";
-import { guardedReplay, rewriteForReplay, toDlqMessage } from "../dlq.js";
+import { guardedReplay, replayRefusedError, rewriteForReplay, toDlqMessage } from "../dlq.js";
 import { SqliteAdmin } from "./sqlite-admin.js";
 import { SqliteConsumer, type SqliteConsumerHost } from "./sqlite-consumer.js";
 import type { SqliteDatabase } from "./sqlite-database.js";
@@ -199,9 +199,10 @@ export class SqliteBroker implements Broker {
     const body = rewriteForReplay(this.#codec, row.body, resetRetries);
     const target = queue ?? row.queue;
     return guardedReplay(this.#replayGuard, row.task_id, async () => {
-      const isReplayed = this.#admin("replay DLQ", (admin) => admin.dlqReplay(row, target, body, Date.now()));
-      if (isReplayed) this.#notify(target);
-      return isReplayed;
+      const outcome = this.#admin("replay DLQ", (admin) => admin.dlqReplay(row, target, body, Date.now()));
+      if (outcome === "refused") throw replayRefusedError(messageId, row.task_id);
+      if (outcome === "replayed") this.#notify(target);
+      return outcome === "replayed";
     });
   }
 

@@ -165,7 +165,9 @@ export class RedisBroker implements Broker {
     // after every reconnect.
     this.#stopEvictionChecks = watchEviction(main, "queues", "Redis broker", displayUrl);
     // One listener for every consumer (not one each: many workers in a process share `main`).
+    let readyCount = main.status === "ready" ? 1 : 0;
     const onReconnect = () => {
+      readyCount++;
       for (const consumer of this.#consumers) consumer.noteReconnect();
     };
     main.on("ready", onReconnect);
@@ -180,6 +182,7 @@ export class RedisBroker implements Broker {
       dlqMaxLength: this.settings.dlqMaxLength,
       logger: this.#logger,
       displayUrl,
+      mainReadyCount: () => readyCount,
       wrapError: (operation, error) =>
         error instanceof BrokerConnectionError
           ? error

@@ -253,32 +253,53 @@ export class RedisConsumer implements Consumer {
       await Promise.allSettled(out.map((d) => d.release()));
       return [];
     }
-    const fresh = await this.#dropTakenMeanwhile(out);
+    let fresh = out;
+    if (this.#hasStale(out)) {
+      fresh = await this.#dropTakenMeanwhile(out);
+      if ((signal.aborted || this.#isClosed) && fresh.length > 0) {
+        await Promise.allSettled(fresh.map((d) => d.release()));
+        return [];
+      }
+    }
     if (fresh.length > max) this.#buffer.push(...fresh.splice(max));
     return fresh;
+  }
+
+  /** True when an entry of `deliveries` was last confirmed more than half the claim idle time ago. */
+  #hasStale(deliveries: readonly RedisDelivery[]): boolean {
+    const staleBefore = performance.now() - this.#ctx.claimMinIdleMs / 2;
+    for (const d of deliveries) if (d.leaseConfirmedAtMs < staleBefore) return true;
+    return false;
+  }
+
+  /** True while this consumer holds `d` (its lease was not found lost). */
+  #holds(d: RedisDelivery): boolean {
+    return this.#queueOf(d)?.inFlight.get(d.deliveryId) === d;
   }
 
   /**
    * `out` without the entries another consumer took while their read's reply waited: a read
    * sent more than half the claim idle time ago (this process was stopped or its event loop
    * blocked while Redis handed the entries out) has its entries renewed, their owner checked,
-   * before any runs; one already reclaimed elsewhere is dropped, not run a second time.
+   * before any runs; one already reclaimed elsewhere (or gone with its group) is dropped, not
+   * run a second time.
    */
   async #dropTakenMeanwhile(out: RedisDelivery[]): Promise<RedisDelivery[]> {
-    const staleBefore = performance.now() - this.#ctx.claimMinIdleMs / 2;
-    if (!out.some((d) => d.leaseConfirmedAtMs < staleBefore)) return out;
     try {
       await this.#confirmStale(out);
     } catch (error) {
-      // Not known to be held, so not run yet: kept as read-ahead, whose next fetch checks them.
-      this.#buffer.push(...out);
+      // Not known to be held, so not run yet: kept as read-ahead, whose next fetch checks them
+      // (given back at once when the consumer closed meanwhile).
+      const held = out.filter((d) => this.#holds(d));
+      if (this.#isClosed) await Promise.allSettled(held.map((d) => d.release()));
+      else this.#buffer.push(...held);
       throw error;
     }
-    const kept = out.filter((d) => this.#queueOf(d)?.inFlight.get(d.deliveryId) === d);
+    const kept = out.filter((d) => this.#holds(d));
     if (kept.length < out.length) {
       this.#logger.warn(
         { entries: out.length - kept.length },
-        "redis: dropped entries whose read reply came after another consumer reclaimed them (this process was paused); not run here",
+        "redis: dropped entries this consumer no longer holds: their read reply came late (this process was paused) and another consumer reclaimed them, or their group is gone; not run here",
       );
     }
     return kept;
@@ -489,7 +510,7 @@ export class RedisConsumer implements Consumer {
     sentAtMs: number,
   ): void {
     const delivery = new RedisDelivery(q.keys, id, fields, deliveryCount, this.#settler, sentAtMs);
-    q.seenAtMs = sentAtMs;
+    if (sentAtMs > q.seenAtMs) q.seenAtMs = sentAtMs;
     q.inFlight.set(id, delivery);
     out.push(delivery);
   }

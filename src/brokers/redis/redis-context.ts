@@ -25,6 +25,12 @@ export interface RedisBrokerContext {
   readonly logger: Logger;
   /** Display URL (password masked). */
   readonly displayUrl: string;
+  /**
+   * How many times `main` became ready (connected, then after each reconnect): a call whose
+   * reply comes with a higher count than when it was sent may have been sent twice (ioredis
+   * sends again the commands whose replies a dropped connection lost).
+   */
+  readonly mainReadyCount: () => number;
   /** Wraps a driver error into a BrokerConnectionError naming `operation` (password redacted). */
   wrapError(operation: string, error: unknown): Error;
 }

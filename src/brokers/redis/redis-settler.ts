@@ -215,6 +215,7 @@ export class RedisSettler implements DeliverySettler {
     let entries: StreamEntry[] = [];
     let readError: string | undefined;
     let withRecords = false;
+    const sentAtReady = this.#ctx.mainReadyCount();
     try {
       // The plain ack script, or the one that first writes the records; `…Read` reads after it.
       const { stream, unique } = first.keys;
@@ -250,9 +251,10 @@ export class RedisSettler implements DeliverySettler {
     let earlier = 0;
     let missed = 0;
     for (let i = 0; i < batch.length; i++) {
-      if (Array.isArray(results) && Number(results[i]) === 1) continue;
+      const code = Array.isArray(results) ? Number(results[i]) : 1;
+      if (code === 1) continue;
       outcomes ??= new Array<number>(batch.length).fill(APPLIED);
-      const outcome = this.#notPending((batch[i] as PendingAck).delivery);
+      const outcome = this.#notPending((batch[i] as PendingAck).delivery, code, sentAtReady);
       outcomes[i] = outcome;
       if (outcome === EARLIER) earlier++;
       else missed++;
@@ -332,6 +334,7 @@ export class RedisSettler implements DeliverySettler {
       ...(store?.args ?? []),
     ];
     let result: unknown;
+    const sentAtReady = this.#ctx.mainReadyCount();
     try {
       result = await runScript(this.#ctx.main, "chicoryDeadLetter", [String(keys.length), ...keys], args);
     } catch (cause) {
@@ -340,9 +343,14 @@ export class RedisSettler implements DeliverySettler {
     // Stop renewing either way: when the DLQ is full the entry stays in the work stream and is
     // redelivered after its lease expires (the DLQ is never trimmed to make room).
     this.#onSettled(d, result === -1);
-    const isApplied = result === 1 || (result === 0 && this.#notPending(d) === EARLIER);
-    if (isApplied && record !== undefined) this.#records?.recordsWritten([record]);
-    if (result === 0 && !isApplied) {
+    const isEarlier = result === 2 && this.#notPending(d, 2, sentAtReady) === EARLIER;
+    if ((result === 1 || isEarlier) && record !== undefined) this.#records?.recordsWritten([record]);
+    if (isEarlier) {
+      this.#logger.info(
+        { queue: d.queue, consumer: this.#consumerId, entry: d.deliveryId },
+        "redis dead-letter: entry already moved by an earlier copy of this call (resent after a reconnect)",
+      );
+    } else if (result === 0 || result === 2) {
       this.#logger.warn(
         { queue: d.queue, consumer: this.#consumerId, entry: d.deliveryId, recordSkipped: record !== undefined },
         "redis dead-letter: entry no longer pending for this consumer (lease lost); left to its new owner",
@@ -392,15 +400,22 @@ export class RedisSettler implements DeliverySettler {
   }
 
   /**
-   * What an entry that a settle call found no longer pending for this consumer means.
-   * {@link EARLIER} while its lease is surely still held (confirmed less than half the claim
-   * idle time ago, and no renewal found it gone): no other consumer can have claimed it, so
-   * an earlier copy of the call took it out of the PEL (ioredis resends a call whose reply
-   * a dropped connection lost, and that first copy may have been applied). Else
+   * What an entry that a settle call found no longer pending for this consumer means, from the
+   * script's `code` for it (2: pending for nobody and gone from the stream, i.e. settled
+   * already; 0: another consumer's, or found in the stream pending for nobody).
+   * {@link EARLIER} when it was settled already, the command connection reconnected while the
+   * call was out (ioredis then sends again a call whose reply the dropped connection lost,
+   * and the first copy may have been applied), and the lease was surely still held
+   * (confirmed less than half the claim idle time ago, no renewal found it gone): no other
+   * consumer can have claimed it by idle time, so that first copy settled it. Else
    * {@link FENCED}: another consumer may hold it, or have run it.
    */
-  #notPending(d: RedisDelivery): typeof EARLIER | typeof FENCED {
-    const isHeld = !d.isLeaseLost && performance.now() - d.leaseConfirmedAtMs < this.#ctx.claimMinIdleMs / 2;
+  #notPending(d: RedisDelivery, code: number, sentAtReady: number): typeof EARLIER | typeof FENCED {
+    const isHeld =
+      code === 2 &&
+      this.#ctx.mainReadyCount() !== sentAtReady &&
+      !d.isLeaseLost &&
+      performance.now() - d.leaseConfirmedAtMs < this.#ctx.claimMinIdleMs / 2;
     return isHeld ? EARLIER : FENCED;
   }
 

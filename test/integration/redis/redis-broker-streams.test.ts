@@ -574,8 +574,11 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await held.ack();
   });
 
-  it("an ack that finds its entry gone while the lease is surely held counts it as acknowledged by an earlier copy; otherwise it warns", async () => {
-    const s = await setup({ claimMinIdleMs: 60_000 });
+  it("an ack resent after a reconnect that finds its entry settled, within the lease, counts as applied; otherwise it is a lost lease", async () => {
+    // The broker's command connection is this client, so the test can drop it.
+    const main = rawRedis();
+    cleanups.push(() => main.disconnect());
+    const s = await setup({ claimMinIdleMs: 60_000, client: main });
     const logged: Array<[string, string]> = [];
     const log = (level: string) => (fields: unknown, message?: string) =>
       logged.push([level, String(message ?? fields)]);
@@ -588,39 +591,71 @@ describe.skipIf(skip)("redis broker: streams", () => {
     };
     const consumerId = uniqueName("c-");
     const c = s.broker.consumer({ queues: [s.queue], consumerId, logger });
-    try {
-      for (let i = 0; i < 4; i++) await publish(s.broker, s.queue);
-      const first = await fetchOne(c);
-      await first.ack();
-      expect(logged).toEqual([]);
-      // What a resent ack meets: its first copy, applied before the connection dropped, took
-      // the entry out of the PEL and the stream (the ack script's XACK and XDEL).
-      const resent = await fetchOne(c);
-      await s.raw.xack(s.stream, s.group, resent.deliveryId);
-      await s.raw.xdel(s.stream, resent.deliveryId);
-      await expect(resent.ack({ confirm: true })).resolves.toBeUndefined(); // an at-most-once job runs
-      expect(logged).toEqual([["info", expect.stringMatching(/already acknowledged by an earlier copy/)]]);
-      logged.length = 0;
-      // A dead letter resent after its first copy moved the entry: nothing more to report.
-      const deadLetter = await fetchOne(c);
-      await s.raw.xack(s.stream, s.group, deadLetter.deliveryId);
-      await s.raw.xdel(s.stream, deadLetter.deliveryId);
-      await deadLetter.deadLetter("poison");
-      expect(logged).toEqual([]);
-      // The same, once the lease may have run out (its last confirmation is older than half the
-      // claim idle time): another worker may hold the job, so it is a lost lease.
-      const late = (await fetchOne(c)) as Delivery & { leaseConfirmedAtMs: number };
-      late.leaseConfirmedAtMs -= 31_000;
-      expect(await s.raw.call("XGROUP", "DELCONSUMER", s.stream, s.group, consumerId)).toBe(1);
-      await expect(late.ack({ confirm: true })).rejects.toThrow(/lease lost/);
-      expect(logged).toEqual([["warn", expect.stringMatching(/no longer pending for this consumer \(lease lost\)/)]]);
-    } finally {
-      await c.close();
-    }
+    cleanups.push(() => c.close());
+    for (let i = 0; i < 6; i++) await publish(s.broker, s.queue);
+    const firstCopy = async (d: Delivery) => {
+      await s.raw.xack(s.stream, s.group, d.deliveryId);
+      await s.raw.xdel(s.stream, d.deliveryId);
+    };
+    // Kills the command connection; the settle called next goes out while it reconnects.
+    const dropConnection = async () => {
+      const id = String(await main.call("CLIENT", "ID"));
+      const ready = new Promise((resolve) => main.once("ready", resolve));
+      await s.raw.call("CLIENT", "KILL", "ID", id);
+      return { ready };
+    };
+    const first = await fetchOne(c);
+    await first.ack();
+    expect(logged).toEqual([]);
+
+    // What a resent ack meets: its first copy, applied before the connection dropped, took the
+    // entry out of the PEL and the stream (the ack script's XACK and XDEL); the copy sent again
+    // is answered on the new connection. An at-most-once job acknowledged that way runs.
+    const resent = await fetchOne(c);
+    await firstCopy(resent);
+    const reconnected = await dropConnection();
+    await expect(resent.ack({ confirm: true })).resolves.toBeUndefined();
+    await reconnected.ready;
+    expect(logged).toEqual([["info", expect.stringMatching(/already acknowledged by an earlier copy/)]]);
+    logged.length = 0;
+    // A dead letter resent the same way (its first copy moved the entry): info, nothing else.
+    const deadLetter = await fetchOne(c);
+    await firstCopy(deadLetter);
+    const reconnectedAgain = await dropConnection();
+    await deadLetter.deadLetter("poison");
+    await reconnectedAgain.ready;
+    expect(logged).toEqual([["info", expect.stringMatching(/already moved by an earlier copy/)]]);
+    logged.length = 0;
+
+    // No reconnect while the call was out: nothing was sent twice, so the entry was settled
+    // by someone else: a lost lease.
+    const noResend = await fetchOne(c);
+    await firstCopy(noResend);
+    await expect(noResend.ack({ confirm: true })).rejects.toThrow(/lease lost/);
+    expect(logged).toEqual([["warn", expect.stringMatching(/no longer pending for this consumer \(lease lost\)/)]]);
+    logged.length = 0;
+    // Another consumer's now (taken without waiting for the idle time, as after a failover):
+    // a lost lease, whatever the reconnects.
+    const taken = await fetchOne(c);
+    await s.raw.call("XCLAIM", s.stream, s.group, "thief", "0", taken.deliveryId, "JUSTID");
+    const reconnectedThird = await dropConnection();
+    await expect(taken.ack({ confirm: true })).rejects.toThrow(/lease lost/);
+    await reconnectedThird.ready;
+    expect(logged).toEqual([["warn", expect.stringMatching(/lease lost/)]]);
+    logged.length = 0;
+    // Settled already, after a reconnect, but the lease may have run out (its last confirmation
+    // is older than half the claim idle time): another worker may have run it.
+    const late = (await fetchOne(c)) as Delivery & { leaseConfirmedAtMs: number };
+    late.leaseConfirmedAtMs -= 31_000;
+    await firstCopy(late);
+    const reconnectedLast = await dropConnection();
+    await expect(late.ack({ confirm: true })).rejects.toThrow(/lease lost/);
+    await reconnectedLast.ready;
+    expect(logged).toEqual([["warn", expect.stringMatching(/lease lost/)]]);
   });
 
   it("a read whose reply this process handles after another consumer reclaimed its entry (a pause) does not run it", async () => {
-    const s = await setup({ claimMinIdleMs: 400 });
+    const s = await setup({ claimMinIdleMs: 4000 });
     const warnings: string[] = [];
     const logger = {
       debug: () => {},
@@ -633,23 +668,29 @@ describe.skipIf(skip)("redis broker: streams", () => {
     const c = s.broker.consumer({ queues: [s.queue], consumerId, logger });
     cleanups.push(() => c.close());
     expect(await c.fetch(1, AbortSignal.timeout(50))).toEqual([]); // the group exists now
-    const reading = c.fetch(1, AbortSignal.timeout(10_000));
+    const reading = c.fetch(1, AbortSignal.timeout(20_000));
     const name = `name=chicory-consumer-${consumerId}`;
     await eventually(async () => {
       const clients = (await s.raw.call("CLIENT", "LIST")) as string;
-      return clients.split("\n").some((l) => l.includes(name) && l.includes("cmd=xreadgroup")) ? true : undefined;
+      const line = clients.split("\n").find((l) => l.includes(name));
+      if (!line || !line.includes("cmd=xreadgroup") || !/ flags=\S*b/.test(line)) throw new Error("not blocked yet");
     });
     // From here this process stands still (as if stopped) while Redis hands the entry to the
-    // blocked read and another consumer reclaims it; redis-cli does the outside work.
-    const cli = (...args: string[]) => execFileSync("redis-cli", ["-u", SERVICES.redis, ...args], { encoding: "utf8" });
+    // blocked read and another consumer reclaims it; redis-cli does the outside work. Every
+    // wait below has a deadline: the event loop cannot end this test while it is blocked.
+    const pause = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+    const cli = (...args: string[]) =>
+      execFileSync("redis-cli", ["-u", SERVICES.redis, ...args], { encoding: "utf8", timeout: 5000 });
     const pausedAt = performance.now();
-    cli("XADD", s.stream, "1-1", "data", encodeTask(codec).body);
+    const added = s.raw.xadd(s.stream, "1-1", "data", encodeTask(codec).body); // written now
     while (!cli("XPENDING", s.stream, s.group, "-", "+", "1").includes(consumerId)) {
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+      if (performance.now() - pausedAt > 5000) throw new Error("the blocked read did not get the entry");
+      pause(20);
     }
     cli("XCLAIM", s.stream, s.group, "thief", "0", "1-1", "JUSTID");
-    const past = 300 - (performance.now() - pausedAt); // more than half the claim idle time
-    if (past > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, past);
+    const past = 2100 - (performance.now() - pausedAt); // more than half the claim idle time
+    if (past > 0) pause(past);
+    expect(await added).toBe("1-1");
     expect(await reading).toEqual([]);
     expect(warnings).toEqual([expect.stringMatching(/another consumer reclaimed them/)]);
     const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 1)) as Array<[string, string]>;

@@ -3,8 +3,10 @@
 -- KEYS[1] stream ${prefix}:stream:{Q}, KEYS[2] unique set ${prefix}:unique:{Q}
 -- ARGV[1] group, ARGV[2] consumer settling them, ARGV[3] lowest and ARGV[4] highest entry id of
 -- the batch (computed by the caller), ARGV[5..] entry ids
--- Returns one number per entry id: 1 when the entry was pending and is now acknowledged, else 0
--- (already settled, or owned by another consumer after a lost lease: fenced, nothing changes).
+-- Returns one number per entry id: 1 when the entry was pending and is now acknowledged; 2 when
+-- it is pending for nobody and no longer in the stream (settled already: by an earlier copy of
+-- this call, or by another consumer); else 0 (owned by another consumer after a lost lease:
+-- fenced, nothing changes; or still in the stream, pending for nobody: deleted now).
 -- Atomic: XACK and XDEL together (Redis 7.0 has no XACKDEL), so an acknowledged entry never
 -- stays in the stream (no history growth, no replay if the group is recreated at 0); the
 -- unique marker is dropped only by the settle that actually removed the entry (entries of unique
@@ -48,7 +50,9 @@ for i = 5, #ARGV do
       -- Still in the stream but pending for nobody (a restored or failed-over Redis): the entry
       -- goes, and so does its unique marker, which would refuse that task id forever.
       dropUniqueMarker(id)
-      redis.call('XDEL', KEYS[1], id)
+      if redis.call('XDEL', KEYS[1], id) == 0 then
+        result = 2
+      end
     end
   end
   results[#results + 1] = result

@@ -9,9 +9,11 @@
 -- ARGV[6] DLQ max length (0 = no limit), ARGV[7] task id, ARGV[8] consumer settling it (fenced:
 -- nothing happens when another consumer owns the entry), ARGV[9..13] (with KEYS[4])
 -- store-results.lua's ARGV for that one record
--- Returns 1 moved, 0 entry not pending for this consumer (settled elsewhere, or taken by
--- another consumer), -1 DLQ full. With 0 or -1 nothing changed: no record is written, the
--- message stays where it is (the DLQ is never trimmed).
+-- Returns 1 moved, 0 entry not pending for this consumer (taken by another consumer, or still
+-- in the stream pending for nobody), 2 pending for nobody and no longer in the stream (settled
+-- already: by an earlier copy of this call, or elsewhere), -1 DLQ full. With 0, 2 or -1
+-- nothing changed: no record is written, the message stays where it is (the DLQ is never
+-- trimmed).
 -- Atomic: the checks come before any write, then the record (a script that fails while
 -- writing it changes nothing else: the message is redelivered, not lost), then the removal
 -- from the work stream and the DLQ append together; failed_at is Redis TIME in ms. With Redis
@@ -25,6 +27,9 @@ end
 -- another consumer, which stores its own outcome), do nothing.
 local owner = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
 if type(owner) ~= 'table' or not owner[1] or owner[1][2] ~= ARGV[8] then
+  if type(owner) == 'table' and not owner[1] and #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) == 0 then
+    return 2
+  end
   return 0
 end
 redis.call('XACK', KEYS[1], ARGV[1], '0-0') -- exempts the writes below from the memory limit

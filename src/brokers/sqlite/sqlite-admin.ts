@@ -81,19 +81,25 @@ export class SqliteAdmin {
    * Deletes DLQ row `id` and, only if it was there, enqueues `body` on `queue`, in one
    * transaction: `gone` when the row was gone (already replayed or deleted), `refused` (nothing
    * changed) when a job of the same task id is live on `queue` under its unique key. The
-   * replayed job holds that key, as a unique publish does.
+   * replayed job holds that key, as a unique publish does (none when `taskId` is unknown).
    */
-  dlqReplay(row: DlqRow, queue: string, body: string, now: number): "replayed" | "gone" | "refused" {
+  dlqReplay(
+    row: DlqRow,
+    queue: string,
+    body: string,
+    taskId: string | undefined,
+    now: number,
+  ): "replayed" | "gone" | "refused" {
     try {
       return this.#store.transaction(() => {
         if (Number(this.#s.dlqDelete.run(row.id, null, null).changes) !== 1) return "gone";
         const job = {
           queue,
-          taskId: row.task_id,
+          taskId: taskId ?? row.task_id,
           body,
           priority: row.priority,
           availableAt: now,
-          uniqueKey: row.task_id,
+          uniqueKey: taskId ?? null,
         };
         if (!this.#store.insert(job, now)) throw REFUSED; // rolls the delete back
         return "replayed";

@@ -35,7 +35,7 @@ import type {
   OutgoingMessage,
   PublishResult,
 } from "../broker.js";
-import { guardedReplay, replayRefusedError, rewriteForReplay, toDlqMessage } from "../dlq.js";
+import { guardedReplay, replayedTaskId, replayRefusedError, rewriteForReplay, toDlqMessage } from "../dlq.js";
 import { SqliteAdmin } from "./sqlite-admin.js";
 import { SqliteConsumer, type SqliteConsumerHost } from "./sqlite-consumer.js";
 import type { SqliteDatabase } from "./sqlite-database.js";
@@ -198,9 +198,11 @@ export class SqliteBroker implements Broker {
     if (row === undefined) return false;
     const body = rewriteForReplay(this.#codec, row.body, resetRetries);
     const target = queue ?? row.queue;
-    return guardedReplay(this.#replayGuard, row.task_id, async () => {
-      const outcome = this.#admin("replay DLQ", (admin) => admin.dlqReplay(row, target, body, Date.now()));
-      if (outcome === "refused") throw replayRefusedError(messageId, row.task_id);
+    // The row's task id is empty when the body was too large to peek at when it died.
+    const taskId = row.task_id || replayedTaskId(body);
+    return guardedReplay(this.#replayGuard, taskId, async () => {
+      const outcome = this.#admin("replay DLQ", (admin) => admin.dlqReplay(row, target, body, taskId, Date.now()));
+      if (outcome === "refused") throw replayRefusedError(messageId, taskId ?? "");
       if (outcome === "replayed") this.#notify(target);
       return outcome === "replayed";
     });

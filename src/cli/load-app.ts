@@ -109,8 +109,10 @@ const MODULE_ERROR_CODES = new Set([
  * not transform, an import that does not resolve or link), not one met while it ran.
  */
 function isModuleProblem(error: unknown): boolean {
-  if (error instanceof SyntaxError) return true;
   if (!(error instanceof Error)) return false;
+  // A SyntaxError the module's code threw while it ran (`JSON.parse` of a bad file) has a
+  // frame in a file; one from parsing the module has only the engine's own frames.
+  if (error instanceof SyntaxError) return !/^\s+at .*file:\/\//m.test(error.stack ?? "");
   const code = (error as { code?: unknown }).code;
   if (typeof code === "string" && MODULE_ERROR_CODES.has(code)) return true;
   // tsx reports a TypeScript file esbuild cannot transform as an Error named TransformError.

@@ -122,7 +122,10 @@ class Supervisor {
       this.#finishIfIdle();
       return;
     }
-    if (code === EXIT_USAGE) {
+    // A usage error before any child was ready is the command's or the config's: stop. Once
+    // one ran, a child that cannot load the app met a changed environment (a deploy rewriting
+    // files, modules being reinstalled): restarted like a crash, within the crash-loop limit.
+    if (code === EXIT_USAGE && !this.#hasEverBeenReady) {
       logger.error(fields, "worker process reported a usage or configuration error; stopping");
       this.#stopAll("SIGTERM", EXIT_USAGE);
       return;

@@ -4,9 +4,11 @@
  * exits 0. Runs on the embedded SQLite broker with a 1 s lease, so the crashed job is
  * redelivered quickly.
  */
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { APP_JS, cliEnv, requireBuild, runCli, sqliteTarget, startCli } from "./cli-process.js";
+import { APP_JS, cliEnv, ROOT, requireBuild, runCli, sqliteTarget, startCli } from "./cli-process.js";
 
 function isAlive(pid: number): boolean {
   try {
@@ -69,6 +71,27 @@ describe("chicory worker -w 2 (supervisor)", () => {
       supervisor.child.kill("SIGTERM");
       const exit = await supervisor.exited;
       expect(exit.code).toBe(0);
+    } finally {
+      if (supervisor.child.exitCode === null) supervisor.child.kill("SIGKILL");
+    }
+  });
+
+  it("a restarted child that finds the app module broken (a deploy midway) is restarted, not a reason to stop", async () => {
+    const module = join(target.dir, "deployed-app.mjs");
+    const good = `import { Chicory } from ${JSON.stringify(pathToFileURL(join(ROOT, "dist/index.js")).href)};\nexport const app = new Chicory();\n`;
+    writeFileSync(module, good);
+    const supervisor = startCli(["worker", module, "-w", "2", "-c", "1"], env);
+    try {
+      await supervisor.waitForStderr(/(worker process ready[\s\S]*){2}/, 20_000);
+      writeFileSync(module, "export const app = ;\n"); // half-written by a deploy
+      const [victim] = readyPids(supervisor.output.stderr);
+      process.kill(victim ?? 0, "SIGKILL");
+      // its replacement cannot load the module (a usage error, exit 2), and is restarted again
+      await supervisor.waitForStderr(/"code":2,[^\n]*worker process crashed; restarting it/, 20_000);
+      writeFileSync(module, good);
+      await supervisor.waitForStderr(/(worker process ready[\s\S]*){3}/, 20_000);
+      supervisor.child.kill("SIGTERM");
+      expect((await supervisor.exited).code).toBe(0);
     } finally {
       if (supervisor.child.exitCode === null) supervisor.child.kill("SIGKILL");
     }

@@ -79,6 +79,7 @@ describe("chicory CLI basics", () => {
         ["missing.mjs", 'import "./nope.js";\n', 2, /cannot load .*missing\.mjs: Cannot find module/],
         ["link.mjs", 'import { nope } from "node:fs";\nexport const app = nope;\n', 2, /does not provide an export/],
         ["throws.mjs", 'throw new Error("config server down");\n', 1, /cannot load .*throws\.mjs: config server down/],
+        ["json.mjs", 'JSON.parse("{bad");\n', 1, /cannot load .*json\.mjs: .*JSON/],
       ];
       for (const [name, source, code, pattern] of modules) {
         writeFileSync(join(dir, name), source);

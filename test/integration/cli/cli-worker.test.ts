@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { skipUnless, uniqueName } from "../../helpers/services.js";
+import { idleWorkerStats } from "../../helpers/worker-stats.js";
 import { deletePrefix, rawRedis } from "../redis/redis-test-keys.js";
 import {
   APP_JS,
@@ -206,21 +207,7 @@ describe.skipIf(skipRedis)("chicory CLI on Redis (multi-process)", () => {
     const raw = rawRedis();
     const workerId = uniqueName("skewed");
     try {
-      const ahead = new Date(Date.now() + 120_000).toISOString();
-      const stats = {
-        workerId,
-        hostname: "h",
-        pid: 1,
-        queue: "default",
-        concurrency: 1,
-        tasksProcessed: 0,
-        tasksFailed: 0,
-        activeTasks: 0,
-        startedAt: ahead,
-        lastHeartbeat: ahead,
-        isRunning: true,
-        uptimeSeconds: 0,
-      };
+      const stats = idleWorkerStats(workerId, new Date(Date.now() + 120_000));
       await raw.set(`${prefix}:heartbeat:${workerId}`, JSON.stringify(stats), "EX", 30);
       await raw.zadd(`${prefix}:workers`, Date.now(), workerId);
       const r = await runCli(["workers", APP_JS], env);

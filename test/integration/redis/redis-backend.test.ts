@@ -10,6 +10,7 @@ import { AsyncResult, silentLogger, TimeoutError } from "../../../src/index.js";
 import { eventually, successRecord as success } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
+import { idleWorkerStats } from "../../helpers/worker-stats.js";
 import { deletePrefix, keysUnder, rawRedis, testPrefix } from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
@@ -403,24 +404,7 @@ describe.skipIf(skip)("redis backend", () => {
     const s = await setup();
     const backend = await s.open();
     const workerId = `host-1-${uniqueName("")}`;
-    const now = new Date().toISOString();
-    await backend.storeHeartbeat(
-      {
-        workerId,
-        hostname: "host",
-        pid: 1,
-        queue: "default",
-        concurrency: 1,
-        tasksProcessed: 0,
-        tasksFailed: 0,
-        activeTasks: 0,
-        startedAt: now,
-        lastHeartbeat: now,
-        isRunning: true,
-        uptimeSeconds: 0,
-      },
-      30,
-    );
+    await backend.storeHeartbeat(idleWorkerStats(workerId), 30);
     const ttl = await s.raw.ttl(`${s.prefix}:heartbeat:${workerId}`);
     expect(ttl).toBeGreaterThan(25);
     const [seconds] = await s.raw.time();

@@ -104,15 +104,21 @@ const MODULE_ERROR_CODES = new Set([
   "ERR_REQUIRE_ESM",
 ]);
 
+/** The first `at …` line of a stack ("" when there is none). */
+function firstFrame(stack: string | undefined): string {
+  return /^\s+at [^\n]*/m.exec(stack ?? "")?.[0] ?? "";
+}
+
 /**
  * A problem in the module's source or its imports (a syntax error, a TypeScript file that does
  * not transform, an import that does not resolve or link), not one met while it ran.
  */
 function isModuleProblem(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
-  // A SyntaxError the module's code threw while it ran (`JSON.parse` of a bad file) has a
-  // frame in a file; one from parsing the module has only the engine's own frames.
-  if (error instanceof SyntaxError) return !/^\s+at .*file:\/\//m.test(error.stack ?? "");
+  // One from parsing or linking a module is thrown by Node's loader (its first frame is
+  // `node:internal`); one the module's code threw while it ran (`JSON.parse` of a bad file)
+  // comes from that code.
+  if (error instanceof SyntaxError) return /^\s+at [^\n]*\(?node:internal\//m.test(firstFrame(error.stack));
   const code = (error as { code?: unknown }).code;
   if (typeof code === "string" && MODULE_ERROR_CODES.has(code)) return true;
   // tsx reports a TypeScript file esbuild cannot transform as an Error named TransformError.

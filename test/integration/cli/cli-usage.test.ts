@@ -80,6 +80,7 @@ describe("chicory CLI basics", () => {
         ["link.mjs", 'import { nope } from "node:fs";\nexport const app = nope;\n', 2, /does not provide an export/],
         ["throws.mjs", 'throw new Error("config server down");\n', 1, /cannot load .*throws\.mjs: config server down/],
         ["json.mjs", 'JSON.parse("{bad");\n', 1, /cannot load .*json\.mjs: .*JSON/],
+        ["json.ts", 'JSON.parse("{bad");\nexport const app = 1;\n', 1, /cannot load .*json\.ts: .*JSON/],
       ];
       for (const [name, source, code, pattern] of modules) {
         writeFileSync(join(dir, name), source);

@@ -673,7 +673,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await eventually(async () => {
       const clients = (await s.raw.call("CLIENT", "LIST")) as string;
       const line = clients.split("\n").find((l) => l.includes(name));
-      if (!line || !line.includes("cmd=xreadgroup") || !/ flags=\S*b/.test(line)) throw new Error("not blocked yet");
+      if (!line?.includes("cmd=xreadgroup") || !/ flags=\S*b/.test(line)) throw new Error("not blocked yet");
     });
     // From here this process stands still (as if stopped) while Redis hands the entry to the
     // blocked read and another consumer reclaims it; redis-cli does the outside work. Every

@@ -118,7 +118,7 @@ function isModuleProblem(error: unknown): boolean {
   // One from parsing or linking a module is thrown by Node's loader (its first frame is
   // `node:internal`); one the module's code threw while it ran (`JSON.parse` of a bad file)
   // comes from that code.
-  if (error instanceof SyntaxError) return /^\s+at [^\n]*\(?node:internal\//m.test(firstFrame(error.stack));
+  if (error instanceof SyntaxError) return firstFrame(error.stack).includes("node:internal/");
   const code = (error as { code?: unknown }).code;
   if (typeof code === "string" && MODULE_ERROR_CODES.has(code)) return true;
   // tsx reports a TypeScript file esbuild cannot transform as an Error named TransformError.

@@ -16,7 +16,8 @@ export interface WorkersCommandOptions {
 function age(iso: string | null, now: number): string {
   if (!iso) return "-";
   const seconds = Math.round((now - Date.parse(iso)) / 1000);
-  // The time is the worker's clock: one ahead of this host's shows as such, not as "0s ago".
+  // Stamped by another clock (the worker's on Redis, the database's on SQL): one ahead of this
+  // host's shows as such, not as "0s ago".
   return seconds < -1 ? `${-seconds}s ahead (clock skew)` : `${Math.max(0, seconds)}s ago`;
 }
 

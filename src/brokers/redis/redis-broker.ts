@@ -165,7 +165,7 @@ export class RedisBroker implements Broker {
     // after every reconnect.
     this.#stopEvictionChecks = watchEviction(main, "queues", "Redis broker", displayUrl);
     // One listener for every consumer (not one each: many workers in a process share `main`).
-    let readyCount = main.status === "ready" ? 1 : 0;
+    let readyCount = 0; // compared before and after a call, never read as an absolute
     const onReconnect = () => {
       readyCount++;
       for (const consumer of this.#consumers) consumer.noteReconnect();

@@ -221,7 +221,10 @@ export class RedisConsumer implements Consumer {
       return [];
     }
     if (this.#buffer.length > 0) {
-      await this.#confirmBuffered();
+      // Entries whose renewal found them lost are already gone from the buffer (#renewLeases).
+      // After a stall of this process (a CPU-bound handler) the renewal may not have run yet
+      // and another consumer may have reclaimed some: those not confirmed lately are checked.
+      await this.#confirmStale(this.#buffer);
       if (this.#buffer.length > 0) return this.#buffer.splice(0, max);
     }
     const conn = await this.#connection();
@@ -303,17 +306,6 @@ export class RedisConsumer implements Consumer {
       );
     }
     return kept;
-  }
-
-  /**
-   * Entries whose lease renewal found them lost are already gone from the buffer (see
-   * #renewLeases). After a stall of this process (a CPU-bound handler) the renewal may not
-   * have run yet, and another consumer may have reclaimed some: read-ahead entries not
-   * confirmed within half the claim min idle time are renewed (their owner checked) before any
-   * is handed out, and those lost are dropped.
-   */
-  async #confirmBuffered(): Promise<void> {
-    await this.#confirmStale(this.#buffer);
   }
 
   /**
@@ -599,7 +591,6 @@ export class RedisConsumer implements Consumer {
     q.mayHoldUnknown = false;
     const now = performance.now();
     for (const [id, until] of q.parked) if (until <= now) q.parked.delete(id);
-    const sentAtMs = now;
     let reply: [number, Array<string | string[] | number>];
     try {
       reply = (await runScript(
@@ -621,7 +612,7 @@ export class RedisConsumer implements Consumer {
     }
     const [more, flat] = reply;
     if (Number(more) === 1) q.mayHoldUnknown = true;
-    const taken = this.#handOutClaimed(q, flat, out, sentAtMs);
+    const taken = this.#handOutClaimed(q, flat, out, now); // sent at `now`
     if (taken > 0) {
       this.#logger.warn(
         { queue: q.keys.queue, entries: taken },

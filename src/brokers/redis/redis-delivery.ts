@@ -49,7 +49,7 @@ export class RedisDelivery implements Delivery {
     fields: readonly string[],
     deliveryCount: number,
     settler: DeliverySettler,
-    leaseFromMs: number = performance.now(),
+    leaseFromMs: number,
   ) {
     this.leaseConfirmedAtMs = leaseFromMs;
     this.keys = keys;

@@ -8,8 +8,14 @@ import { type Duration, toMs } from "./core/duration.js";
 import { settlesWithin } from "./core/sleep.js";
 import { BackendNotConfiguredError, TaskFailedError, TimeoutError } from "./errors.js";
 
-/** Longest wait for the read a timed-out `get()` makes before it gives up. */
-const LAST_READ_MS = 1000;
+/**
+ * Bounds of the wait for the read a timed-out `get()` makes before it gives up: a tenth of the
+ * timeout, at least {@link LAST_READ_MIN_MS} (a read on a loaded host) and at most
+ * {@link LAST_READ_MAX_MS}. A backend that does not answer (an outage) makes `get()` late by that
+ * much at most.
+ */
+const LAST_READ_MIN_MS = 250;
+const LAST_READ_MAX_MS = 1000;
 /** How much earlier than asked a timer may fire (rounding to whole milliseconds). */
 const EARLY_TIMER_MS = 2;
 
@@ -87,7 +93,8 @@ export class AsyncResult<R = unknown> {
     if (record === null && timeoutMs !== undefined && timeoutMs > 0 && !options.signal?.aborted) {
       // bounded, and a failing read changes nothing: the wait timed out
       const last = readNow().catch(() => null);
-      record = (await settlesWithin(last, LAST_READ_MS)) ? await last : null;
+      const boundMs = Math.min(LAST_READ_MAX_MS, Math.max(LAST_READ_MIN_MS, timeoutMs / 10));
+      record = (await settlesWithin(last, boundMs)) ? await last : null;
     }
     if (record === null) {
       // Cut short, neither aborted nor timed out: the backend closed (disconnected) meanwhile.

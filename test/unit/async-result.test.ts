@@ -1,0 +1,50 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import type { Backend, TaskRecord, WaitOptions } from "../../src/backends/backend.js";
+import { TimeoutError } from "../../src/errors.js";
+import { AsyncResult } from "../../src/result.js";
+
+/**
+ * A backend in an outage: its wait ends at the timeout with nothing, and a read never answers.
+ * Only the two calls `get()` makes exist.
+ */
+function unansweringBackend(): { backend: Backend; reads: () => number } {
+  let reads = 0;
+  const stub = {
+    waitForResult(_taskId: string, options: WaitOptions): Promise<TaskRecord | null> {
+      return new Promise((resolve) => setTimeout(() => resolve(null), options.timeoutMs));
+    },
+    getResult(): Promise<TaskRecord | null> {
+      reads++;
+      return new Promise(() => {});
+    },
+  };
+  return { backend: stub as unknown as Backend, reads: () => reads };
+}
+
+describe("AsyncResult.get() when the backend does not answer", () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it.each([
+    { timeout: 5, lateMs: 500 }, // a tenth of the timeout
+    { timeout: 0.5, lateMs: 250 }, // at least 250 ms for the last read
+    { timeout: 60, lateMs: 1000 }, // at most 1 s
+  ])("a $timeout s timeout throws at most $lateMs ms late", async ({ timeout, lateMs }) => {
+    const { backend, reads } = unansweringBackend();
+    let outcome: unknown;
+    void new AsyncResult("t1", backend).get({ timeout }).then(
+      () => (outcome = "resolved"),
+      (error: unknown) => (outcome = error),
+    );
+    await vi.advanceTimersByTimeAsync(timeout * 1000 + lateMs - 1);
+    expect(reads()).toBe(1); // the last read was made, and is still out
+    expect(outcome).toBeUndefined();
+    await vi.advanceTimersByTimeAsync(1);
+    expect(outcome).toBeInstanceOf(TimeoutError);
+    expect((outcome as Error).message).toBe(`task t1: no result after ${timeout} s`);
+  });
+});

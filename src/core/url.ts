@@ -33,13 +33,22 @@ export function redactSecrets(text: string, ...secrets: Array<string | undefined
   return out;
 }
 
-/** The password of a URL, decoded, or undefined. */
+/**
+ * The password of a URL, decoded (as written when it holds a `%` that is not a
+ * percent-escape), or undefined: for redacting it from messages.
+ */
 export function urlPassword(url: string): string | undefined {
+  let password: string;
   try {
-    const parsed = new URL(url);
-    return parsed.password ? decodeURIComponent(parsed.password) : undefined;
+    password = new URL(url).password;
   } catch {
     return undefined;
+  }
+  if (!password) return undefined;
+  try {
+    return decodeURIComponent(password);
+  } catch {
+    return password;
   }
 }
 

@@ -6,7 +6,7 @@
  */
 import { checkInt, type EnvMap, envInt, envString } from "../core/env.js";
 import { envTls } from "../core/tls.js";
-import { maskUrl, urlPassword } from "../core/url.js";
+import { maskUrl } from "../core/url.js";
 import { ConfigurationError } from "../errors.js";
 import type { RedisClientLike } from "./redis-client.js";
 
@@ -183,8 +183,13 @@ function fromUrl(
   }
   const dbText = parsed.pathname.replace(/^\//, "");
   const db = dbText === "" ? 0 : checkInt(Number(dbText), `database in ${maskUrl(url)}`, 0, 100_000, dbText);
-  const password = urlPassword(url);
-  const username = parsed.username ? decodeURIComponent(parsed.username) : undefined;
+  if (parsed.search !== "") {
+    throw new ConfigurationError(
+      `invalid Redis URL ${maskUrl(url)}: query parameters are not read; give the password as redis://:password@host (or user:password@) or in ${envPrefix}_PASSWORD, the database as the path (/2)`,
+    );
+  }
+  const password = decodeUrlPart(parsed.password, "password", url);
+  const username = decodeUrlPart(parsed.username, "user name", url);
   return {
     options: {
       host: parsed.hostname.replace(/^\[|\]$/g, "") || "127.0.0.1",
@@ -197,6 +202,22 @@ function fromUrl(
     displayUrl: maskUrl(url),
     password,
   };
+}
+
+/**
+ * A percent-decoded user name or password of a URL, or undefined when empty. A `%` not followed
+ * by two hex digits is a configuration error: decoding it would drop the secret silently.
+ */
+function decodeUrlPart(value: string, part: string, url: string): string | undefined {
+  if (value === "") return undefined;
+  try {
+    return decodeURIComponent(value);
+  } catch (error) {
+    throw new ConfigurationError(
+      `invalid Redis URL ${maskUrl(url)}: the ${part} has a % that is not a percent-escape (write % as %25)`,
+      { cause: error },
+    );
+  }
 }
 
 const NAME = /^[A-Za-z0-9._:-]{1,64}$/;

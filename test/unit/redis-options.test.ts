@@ -80,6 +80,26 @@ describe("redis connection options", () => {
     expect(() => resolveRedisConnection({ url: "http://x" }, {}, "P")).toThrow(ConfigurationError);
     expect(() => resolveRedisConnection({}, { P_PORT: "99999" }, "P")).toThrow(/P_PORT/);
   });
+
+  it("refuses a % that is not a percent-escape in the password or user name, never dropping the secret", () => {
+    const password = () => resolveRedisConnection({ url: "redis://:ab%zzcd@h:6379/0" }, {}, "P");
+    expect(password).toThrow(ConfigurationError);
+    expect(password).toThrow(
+      "invalid Redis URL redis://:***@h:6379/0: the password has a % that is not a percent-escape (write % as %25)",
+    );
+    expect(() => resolveRedisConnection({ url: "redis://us%zz:pw@h/0" }, {}, "P")).toThrow(
+      "invalid Redis URL redis://us%zz:***@h/0: the user name has a % that is not a percent-escape",
+    );
+    const escaped = resolveRedisConnection({ url: "redis://u%25:ab%25zz@h/0" }, {}, "P");
+    expect(escaped.options).toMatchObject({ username: "u%", password: "ab%zz" });
+  });
+
+  it("refuses query parameters instead of ignoring them (a ?password= would be dropped)", () => {
+    const query = () => resolveRedisConnection({ url: "redis://h:6379?password=s3cret" }, {}, "P");
+    expect(query).toThrow(ConfigurationError);
+    expect(query).toThrow(/query parameters are not read; give the password as redis:\/\/:password@host .* P_PASSWORD/);
+    expect(query).not.toThrow(/s3cret/);
+  });
 });
 
 describe("redis TLS settings", () => {

@@ -51,8 +51,14 @@ import {
 import type { RedisBackendOptions, RedisBackendSettings } from "./redis-backend-options.js";
 import { resolveBackendSettings } from "./redis-backend-options.js";
 import { defineBackendScripts } from "./redis-backend-scripts.js";
-import { decodeHeartbeat, decodeRecord, encodeRecord } from "./redis-record.js";
+import { decodeHeartbeat, decodeRecord, encodeRecord, notARecordKey } from "./redis-record.js";
 import { RedisResultHub } from "./redis-result-hub.js";
+
+/** True for Redis's WRONGTYPE reply (a command on a key of another type). */
+function isWrongType(error: unknown): boolean {
+  const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
+  return cause instanceof Error && cause.message.startsWith("WRONGTYPE");
+}
 
 /** Ids per MGET. */
 const MGET_BATCH = 500;
@@ -321,8 +327,33 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   }
 
   async getResult(taskId: string): Promise<TaskRecord | null> {
-    const text = await this.#run("getResult", (main) => main.call("GET", this.resultKey(taskId)));
-    return decodeRecord(text as string | null, this.resultKey(taskId), taskId);
+    const key = this.resultKey(taskId);
+    let text: unknown;
+    try {
+      text = await this.#run("getResult", (main) => main.call("GET", key));
+    } catch (error) {
+      if (!isWrongType(error)) throw error;
+      const type = await this.#run("getResult", (main) => main.call("TYPE", key));
+      throw notARecordKey(key, String(type));
+    }
+    return decodeRecord(text as string | null, key, taskId);
+  }
+
+  /**
+   * MGET answers nil for a key of another type than a string, as for a missing one: a wait on
+   * it would never end. When any key MGET found nil exists (one EXISTS for them all, usually
+   * 0), each existing one that is not a string maps to the error naming it.
+   */
+  async #findForeignKeys(main: RedisClientLike, ids: string[], out: Map<string, TaskRecord | Error>): Promise<void> {
+    if (ids.length === 0) return;
+    const keys = ids.map((id) => this.resultKey(id));
+    if (Number(await main.call("EXISTS", ...keys)) === 0) return;
+    for (let i = 0; i < ids.length; i++) {
+      const key = keys[i] as string;
+      const type = String(await main.call("TYPE", key));
+      // "none": gone meanwhile; "string": written meanwhile (its notification or the next poll)
+      if (type !== "none" && type !== "string") out.set(ids[i] as string, notARecordKey(key, type));
+    }
   }
 
   async #fetchMany(ids: string[]): Promise<Map<string, TaskRecord | Error>> {
@@ -333,8 +364,10 @@ export class RedisBackend implements Backend, RedisRecordWriter {
         for (let i = 0; i < ids.length; i += MGET_BATCH) {
           const batch = ids.slice(i, i + MGET_BATCH);
           const values = (await main.call("MGET", ...batch.map((id) => this.resultKey(id)))) as Array<string | null>;
+          const absent: string[] = [];
           values.forEach((text, j) => {
             const id = batch[j] as string;
+            if (text === null) absent.push(id);
             try {
               const record = decodeRecord(text, this.resultKey(id), id);
               if (record) out.set(id, record);
@@ -342,6 +375,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
               out.set(id, error as Error);
             }
           });
+          await this.#findForeignKeys(main, absent, out);
         }
       },
       false,

@@ -49,6 +49,11 @@ export function decodeRecord(text: string | null | undefined, key: string, taskI
   return record;
 }
 
+/** The error for a result key holding another Redis type than a string (`type`, as TYPE names it). */
+export function notARecordKey(key: string, type: string): ChicoryError {
+  return unreadable(key, `it holds a Redis ${type}, not a string (foreign data at a result key)`);
+}
+
 function unreadable(key: string, why: string): ChicoryError {
   return new ChicoryError(`the stored result at ${key} cannot be read: ${why}`);
 }

@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import type { TaskRecord } from "../../../src/backends/backend.js";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { findNonJson, type JsonValue } from "../../../src/core/json.js";
-import { AsyncResult, silentLogger, TimeoutError } from "../../../src/index.js";
+import { AsyncResult, BackendConnectionError, silentLogger, TimeoutError } from "../../../src/index.js";
 import { eventually, successRecord as success } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
@@ -132,6 +132,24 @@ describe.skipIf(skip)("redis backend", () => {
       await expect(backend.waitForResult(id, { timeoutMs: 30_000, pollIntervalMs: 60_000 })).rejects.toThrow(message);
       expect(Date.now() - started).toBeLessThan(10_000); // at its first read, not at the timeout
     }
+  });
+
+  it("a result key of another Redis type fails getResult, waitForResult and get() at once, naming key and type", async () => {
+    const s = await setup();
+    const backend = await s.open();
+    const id = uniqueName("task-");
+    const key = backend.resultKey(id);
+    await s.raw.hset(key, "a", "b");
+    const message = `the stored result at ${key} cannot be read: it holds a Redis hash, not a string`;
+    const read = backend.getResult(id);
+    await expect(read).rejects.toThrow(message);
+    await expect(read).rejects.not.toBeInstanceOf(BackendConnectionError); // the connection is fine
+    // MGET reads such a key as missing: without the type check the wait would last its timeout
+    await expect(backend.waitForResult(id, { timeoutMs: 600_000, pollIntervalMs: 60_000 })).rejects.toThrow(message);
+    await expect(new AsyncResult(id, backend).get({ timeout: 600 })).rejects.toThrow(message);
+    // a missing key next to it still just waits (and times out)
+    const missing = uniqueName("task-");
+    await expect(backend.waitForResult(missing, { timeoutMs: 50, pollIntervalMs: 60_000 })).resolves.toBeNull();
   });
 
   it("a get() whose short timeout ends before its first read's reply still returns a stored result", async () => {

@@ -253,22 +253,34 @@ function publishFor<R>(
   return runtime.broker.publish(queue, outgoing).then(() => result);
 }
 
+/** Longest delay `applyAsync` takes: ten years (as `ctx.retry`'s countdown), in milliseconds. */
+const MAX_DELAY_MS = 10 * 366 * 24 * 3600 * 1000;
+
 function delayOf(options: ApplyOptions): number {
   if (options.countdown !== undefined && options.eta !== undefined) {
     throw new ValidationError("applyAsync: pass countdown or eta, not both");
   }
   if (options.countdown !== undefined) {
+    let ms: number;
     try {
-      return toMs(options.countdown, "applyAsync: countdown");
+      ms = toMs(options.countdown, "applyAsync: countdown");
     } catch (error) {
       // a bad call argument, like a bad eta: a ValidationError, not a configuration one
       throw new ValidationError((error as Error).message);
     }
+    if (ms > MAX_DELAY_MS) {
+      throw new ValidationError(`applyAsync: countdown: at most ten years, got ${String(options.countdown)}`);
+    }
+    return ms;
   }
   if (options.eta !== undefined) {
     const at = options.eta instanceof Date ? options.eta.getTime() : Number.NaN;
     if (Number.isNaN(at)) throw new ValidationError("applyAsync: eta must be a valid Date");
-    return Math.max(0, at - Date.now());
+    const ms = Math.max(0, at - Date.now());
+    if (ms > MAX_DELAY_MS) {
+      throw new ValidationError(`applyAsync: eta: at most ten years ahead, got ${options.eta.toISOString()}`);
+    }
+    return ms;
   }
   return 0;
 }

@@ -332,6 +332,8 @@ describe("Worker on the memory broker", () => {
         t.applyAsync([1], { countdown: 1, eta: new Date() }),
         t.applyAsync([1], { taskId: "" }),
         t.applyAsync([1], { countdown: -1 }),
+        t.applyAsync([1], { countdown: 1e12 }), // past ten years (an ISO date past year 9999 or none)
+        t.applyAsync([1], { eta: new Date(Date.now() + 11 * 366 * 24 * 3600 * 1000) }),
       ];
     }).not.toThrow();
     const errors = await Promise.all(
@@ -350,8 +352,12 @@ describe("Worker on the memory broker", () => {
       "ValidationError",
       "ValidationError",
       "ValidationError",
+      "ValidationError",
+      "ValidationError",
     ]);
     expect(String(errors[5])).toMatch(/countdown: expected a non-negative number of seconds, got -1/);
+    expect(String(errors[6])).toMatch(/applyAsync: countdown: at most ten years, got 1000000000000$/);
+    expect(String(errors[7])).toMatch(/applyAsync: eta: at most ten years ahead, got \d{4}-/);
     expect(await broker.getQueueSize("default")).toBe(0);
   });
 

@@ -347,12 +347,14 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   async #findForeignKeys(main: RedisClientLike, ids: string[], out: Map<string, TaskRecord | Error>): Promise<void> {
     if (ids.length === 0) return;
     const keys = ids.map((id) => this.resultKey(id));
-    if (Number(await main.call("EXISTS", ...keys)) === 0) return;
-    for (let i = 0; i < ids.length; i++) {
+    let existing = Number(await main.call("EXISTS", ...keys));
+    for (let i = 0; i < ids.length && existing > 0; i++) {
       const key = keys[i] as string;
       const type = String(await main.call("TYPE", key));
-      // "none": gone meanwhile; "string": written meanwhile (its notification or the next poll)
-      if (type !== "none" && type !== "string") out.set(ids[i] as string, notARecordKey(key, type));
+      if (type === "none") continue;
+      existing--;
+      // "string": written since the MGET (its notification or the next poll brings it)
+      if (type !== "string") out.set(ids[i] as string, notARecordKey(key, type));
     }
   }
 

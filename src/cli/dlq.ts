@@ -1,7 +1,8 @@
 /**
  * `chicory dlq list|count|replay|delete|purge <module>`: inspect and administer dead letters.
  * Without `--queue`, a command covers every queue the app knows (worker queues and task
- * queues); `replay`/`delete` look the entry up in each of them.
+ * queues); `replay`/`delete` look the entry up in each of them and refuse an id that several
+ * of them hold.
  * @module
  */
 import type { Command } from "commander";
@@ -152,6 +153,31 @@ async function replayAll(
   return { replayed, left };
 }
 
+/**
+ * The queues `replay`/`delete` of entry `id` should try, in order. Entry ids are the broker's,
+ * and on Redis unique only within one queue's DLQ stream: two queues' DLQs can hold the same
+ * id, and trying each queue in turn would act on whichever comes first. So with several
+ * queues, their DLQs are read to find the ones that hold `id`: several is a usage error, one
+ * is the queue to use. None leaves every queue to the broker, which rejects an id of the
+ * wrong form (a usage error) or finds nothing (the caller's failure).
+ */
+async function queuesForEntry(app: Chicory, queues: readonly string[], id: string): Promise<readonly string[]> {
+  if (queues.length <= 1) return queues;
+  const holding: string[] = [];
+  for (const queue of queues) {
+    const size = await app.broker.getDlqCount(queue);
+    if (size === 0) continue;
+    const entries = await app.broker.getDlqMessages(queue, size);
+    if (entries.some((m) => m.messageId === id)) holding.push(queue);
+  }
+  if (holding.length > 1) {
+    throw new CliUsageError(
+      `dead-letter entry ${id} is in the DLQ of several queues (${holding.join(", ")}): pass -q <queue> to say which`,
+    );
+  }
+  return holding.length === 1 ? holding : queues;
+}
+
 async function replay(spec: string, id: string | undefined, opts: DlqCommandOptions): Promise<number> {
   if (!id && !opts.all) throw new CliUsageError("dlq replay: pass a message id, or --all to replay every entry");
   if (id && opts.all) throw new CliUsageError("dlq replay: pass a message id or --all, not both");
@@ -168,7 +194,7 @@ async function replay(spec: string, id: string | undefined, opts: DlqCommandOpti
         `${left.length} entr${left.length === 1 ? "y" : "ies"} left in the dead-letter queue (listed above; remove one with: chicory dlq delete ${spec} <id>)`,
       );
     }
-    for (const queue of queues) {
+    for (const queue of await queuesForEntry(app, queues, id)) {
       let moved: boolean;
       try {
         moved = await app.broker.replayFromDlq(id, queue, resetRetries);
@@ -192,7 +218,7 @@ async function remove(spec: string, id: string, opts: DlqCommandOptions): Promis
   return withApp(spec, async ({ app }) => {
     await connectBroker(app);
     const queues = targetQueues(app, opts.queue);
-    for (const queue of queues) {
+    for (const queue of await queuesForEntry(app, queues, id)) {
       if (await app.broker.deleteFromDlq(id, queue)) {
         printLine(`deleted ${id} from the dead-letter queue of ${queue}`);
         return EXIT_OK;

@@ -1,0 +1,157 @@
+/**
+ * `chicory dlq replay|delete <id>` without `-q`, over several queues. On Redis a DLQ entry id
+ * (`<ms>-<seq>`) is unique only within one queue's DLQ stream: two queues' DLQs can hold the
+ * same id, and the command must refuse rather than act on whichever queue it looks at first.
+ * On SQLite ids are unique, and the entry goes back to the queue whose DLQ holds it.
+ */
+import Database from "better-sqlite3";
+import type { Redis } from "ioredis";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { MessageCodec } from "../../../src/core/message.js";
+import { encodeTask } from "../../contract/contract-helpers.js";
+import { skipUnless, uniqueName } from "../../helpers/services.js";
+import { deletePrefix, rawRedis } from "../redis/redis-test-keys.js";
+import { APP_JS, cliEnv, requireBuild, runCli, sqliteTarget } from "./cli-process.js";
+
+const skipRedis = await skipUnless("redis");
+
+describe.skipIf(skipRedis)("chicory dlq replay|delete <id> on Redis, an id held by two queues' DLQs", () => {
+  const prefix = uniqueName("clidlq");
+  const codec = new MessageCodec();
+  let raw: Redis;
+  let qa = "";
+  let qb = "";
+  let env: NodeJS.ProcessEnv = {};
+  const dlqKey = (queue: string) => `${prefix}:dlq:{${queue}}`;
+  const streamKey = (queue: string) => `${prefix}:stream:{${queue}}`;
+
+  /** Writes a dead letter of task `add` with entry id `id` into `queue`'s DLQ, as the broker does. */
+  async function deadLetter(queue: string, id: string): Promise<void> {
+    const task = encodeTask(codec, { name: "add", args: [1, 2] });
+    await raw.xadd(
+      dlqKey(queue),
+      id,
+      "data",
+      task.body,
+      "error",
+      `died on ${queue}`,
+      "failed_at",
+      Date.now(),
+      "retry_count",
+      0,
+      "id",
+      task.id,
+    );
+  }
+
+  beforeAll(() => {
+    requireBuild();
+    raw = rawRedis();
+  });
+
+  beforeEach(() => {
+    qa = uniqueName("qa");
+    qb = uniqueName("qb");
+    env = cliEnv({
+      CHICORY_BROKER_URL: "redis://127.0.0.1:6379/0",
+      CHICORY_BROKER_REDIS_KEY_PREFIX: prefix,
+      CHICORY_BACKEND_REDIS_KEY_PREFIX: prefix,
+      CHICORY_WORKER_QUEUE: `${qa},${qb}`,
+    });
+  });
+
+  afterEach(() => deletePrefix(prefix));
+
+  afterAll(() => {
+    raw.disconnect();
+  });
+
+  it.each(["replay", "delete"])(
+    "dlq %s without -q refuses (exit 2), names both queues, and touches neither",
+    async (command) => {
+      const id = "1700000000000-7";
+      await deadLetter(qa, id);
+      await deadLetter(qb, id);
+      const r = await runCli(["dlq", command, APP_JS, id], env);
+      expect(r.code).toBe(2);
+      expect(r.stderr.trim()).toBe(
+        `chicory: dead-letter entry ${id} is in the DLQ of several queues (${qa}, ${qb}): pass -q <queue> to say which`,
+      );
+      expect(r.stdout).toBe("");
+      expect(await raw.xlen(dlqKey(qa))).toBe(1);
+      expect(await raw.xlen(dlqKey(qb))).toBe(1);
+      expect(await raw.xlen(streamKey(qa))).toBe(0);
+      expect(await raw.xlen(streamKey(qb))).toBe(0);
+      // several -q that each hold it are as ambiguous
+      const both = await runCli(["dlq", command, APP_JS, id, "-q", qa, "-q", qb], env);
+      expect(both.code).toBe(2);
+      expect(await raw.xlen(dlqKey(qa))).toBe(1);
+      expect(await raw.xlen(dlqKey(qb))).toBe(1);
+    },
+  );
+
+  it("with -q it acts on that queue's entry only; once one queue holds the id, no -q is needed", async () => {
+    const id = "1700000000000-3";
+    await deadLetter(qa, id);
+    await deadLetter(qb, id);
+    const deleted = await runCli(["dlq", "delete", APP_JS, id, "-q", qa], env);
+    expect(deleted.code).toBe(0);
+    expect(deleted.stdout.trim()).toBe(`deleted ${id} from the dead-letter queue of ${qa}`);
+    expect(await raw.xlen(dlqKey(qa))).toBe(0);
+    expect(await raw.xlen(dlqKey(qb))).toBe(1);
+
+    const replayed = await runCli(["dlq", "replay", APP_JS, id], env);
+    expect(replayed.code).toBe(0);
+    expect(replayed.stdout.trim()).toBe(`replayed ${id} to queue ${qb} (retries reset)`);
+    expect(await raw.xlen(dlqKey(qb))).toBe(0);
+    expect(await raw.xlen(streamKey(qb))).toBe(1);
+    expect(await raw.xlen(streamKey(qa))).toBe(0);
+  });
+
+  it("an unknown id is a failure (exit 1); an id of another form a usage error (exit 2)", async () => {
+    await deadLetter(qa, "1700000000000-1");
+    const unknown = await runCli(["dlq", "delete", APP_JS, "1700000000000-2"], env);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/^chicory: no dead-letter entry 1700000000000-2 in queue\(s\) /);
+    const malformed = await runCli(["dlq", "replay", APP_JS, "1700000000000"], env);
+    expect(malformed.code).toBe(2);
+    expect(malformed.stderr).toMatch(/is not a Redis stream entry id/);
+    expect(await raw.xlen(dlqKey(qa))).toBe(1);
+  });
+});
+
+describe("chicory dlq replay <id> on SQLite, the entry in the second queue's DLQ", () => {
+  const target = sqliteTarget();
+  const codec = new MessageCodec();
+
+  afterAll(() => target.remove());
+
+  it("goes back to the queue whose DLQ holds it, not to the first queue", async () => {
+    requireBuild();
+    const env = cliEnv({ CHICORY_BROKER_URL: target.url, CHICORY_WORKER_QUEUE: "qa,qb" });
+    expect((await runCli(["dlq", "count", APP_JS], env)).code).toBe(0); // creates the schema
+    const task = encodeTask(codec, { name: "add", args: [1, 2] });
+    const db = new Database(target.url.slice("sqlite:".length));
+    let id: string;
+    try {
+      const row = db
+        .prepare(
+          "INSERT INTO chicory_dlq (queue, task_id, body, error, failed_at, retry_count) VALUES (?, ?, ?, ?, ?, 0)",
+        )
+        .run("qb", task.id, task.body, "died on qb", Date.now());
+      id = String(row.lastInsertRowid);
+    } finally {
+      db.close();
+    }
+    const r = await runCli(["dlq", "replay", APP_JS, id], env);
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim()).toBe(`replayed ${id} to queue qb (retries reset)`);
+    const stats = JSON.parse((await runCli(["queue", "stats", APP_JS, "--json"], env)).stdout) as Array<{
+      queue: string;
+      size: number;
+      dlq: number;
+    }>;
+    expect(stats.find((s) => s.queue === "qb")).toMatchObject({ size: 1, dlq: 0 });
+    expect(stats.find((s) => s.queue === "qa")).toMatchObject({ size: 0, dlq: 0 });
+  });
+});

@@ -1,10 +1,13 @@
 /**
- * `chicory result <module> <task-id>`: prints a task's state and its value or error as JSON.
+ * `chicory result <module> <task-id>`: prints a task's state and its value or error as JSON;
+ * with `--wait`, waits for a terminal state first (exit code 1 for a failure or a timeout).
  * @module
  */
 import type { Command } from "commander";
 import type { TaskRecord } from "../backends/backend.js";
 import type { LogLevel } from "../core/logger.js";
+import { TaskFailedError } from "../errors.js";
+import { AsyncResult } from "../result.js";
 import { connectBackend, withApp } from "./app-session.js";
 import { positiveSeconds, withLogLevel } from "./options.js";
 import { EXIT_OK, printJson } from "./output.js";
@@ -34,17 +37,33 @@ export function resultView(taskId: string, record: TaskRecord | null, withStack:
   return view;
 }
 
-/** Runs `chicory result`; resolves to the exit code. */
+/**
+ * Runs `chicory result`; resolves to the exit code. A plain read exits 0 whatever the state.
+ * `--wait` waits as `enqueue --wait` does (same timeout default, the app's
+ * `resultDefaultTimeout`) and ends the same way: a timeout throws its `TimeoutError`, a failed
+ * or dead-lettered task prints its record and throws its `TaskFailedError` (exit code 1).
+ */
 export function runResultCommand(spec: string, taskId: string, opts: ResultCommandOptions): Promise<number> {
   return withApp(spec, async ({ app }) => {
     const backend = await connectBackend(app, "reading results");
-    const record = opts.wait
-      ? await backend.waitForResult(taskId, {
-          timeoutMs: opts.timeout === undefined ? undefined : opts.timeout * 1000,
-          pollIntervalMs: app.config.resultPollInterval * 1000,
-        })
-      : await backend.getResult(taskId);
-    printJson(resultView(taskId, record ?? (await backend.getResult(taskId)), opts.logLevel === "DEBUG"));
+    const withStack = opts.logLevel === "DEBUG";
+    if (!opts.wait) {
+      printJson(resultView(taskId, await backend.getResult(taskId), withStack));
+      return EXIT_OK;
+    }
+    const result = new AsyncResult(taskId, backend, {
+      pollInterval: app.config.resultPollInterval,
+      defaultTimeout: app.config.resultDefaultTimeout,
+    });
+    let failure: TaskFailedError | undefined;
+    try {
+      await result.get({ timeout: opts.timeout ?? app.config.resultDefaultTimeout });
+    } catch (error) {
+      if (!(error instanceof TaskFailedError)) throw error;
+      failure = error;
+    }
+    printJson(resultView(taskId, await result.record(), withStack));
+    if (failure) throw failure;
     return EXIT_OK;
   });
 }
@@ -56,8 +75,12 @@ export function registerResultCommand(program: Command, run: (action: () => Prom
     .description("print a task's state and its value or error as JSON")
     .argument("<module>", "app module: path/to/app.ts[:export]")
     .argument("<task-id>", "task id (printed by enqueue)")
-    .option("--wait", "wait until the task has finished")
-    .option("--timeout <seconds>", "with --wait: stop waiting after this long", positiveSeconds);
+    .option("--wait", "wait until the task has finished (exit code 1 when it failed)")
+    .option(
+      "--timeout <seconds>",
+      "with --wait: give up after this long (exit code 1; default: the app's resultDefaultTimeout)",
+      positiveSeconds,
+    );
   withLogLevel(command).action((spec: string, taskId: string, opts: ResultCommandOptions) =>
     run(() => runResultCommand(spec, taskId, opts)),
   );

@@ -108,6 +108,44 @@ describe("chicory CLI on the embedded SQLite broker (multi-process)", () => {
     expect(again.messageId).toBeTruthy();
   });
 
+  it("result --wait of a failed task prints its record and exits 1 with one line, as enqueue --wait; without --wait it exits 0", async () => {
+    const enqueued = await runCli(["enqueue", APP_JS, "boom", '["late"]'], env);
+    const id = enqueued.stdout.trim();
+    const waited = await runCli(["result", APP_JS, id, "--wait", "--timeout", "10"], env);
+    expect(waited.code).toBe(1);
+    expect(JSON.parse(waited.stdout)).toMatchObject({
+      taskId: id,
+      state: "DEAD_LETTERED",
+      taskName: "boom",
+      error: { type: "TypeError", message: "late" },
+    });
+    expect(waited.stderr.trim()).toBe(`chicory: task ${id} failed: TypeError: late`);
+    const read = await runCli(["result", APP_JS, id], env);
+    expect(read.code).toBe(0);
+    expect(JSON.parse(read.stdout)).toMatchObject({ taskId: id, state: "DEAD_LETTERED" });
+    expect(read.stderr).toBe("");
+  });
+
+  it("result --wait that times out exits 1 with one line, as enqueue --wait; the app's resultDefaultTimeout applies", async () => {
+    const id = "never-enqueued";
+    const timedOut = await runCli(["result", APP_JS, id, "--wait", "--timeout", "0.5"], env);
+    expect(timedOut.code).toBe(1);
+    expect(timedOut.stdout).toBe("");
+    expect(timedOut.stderr.trim()).toBe(`chicory: task ${id}: no result after 0.5 s`);
+    const byDefault = await runCli(
+      ["result", APP_JS, id, "--wait"],
+      { ...env, CHICORY_RESULT_DEFAULT_TIMEOUT: "0.5" },
+      {
+        timeoutMs: 10_000,
+      },
+    );
+    expect(byDefault.code).toBe(1);
+    expect(byDefault.stderr.trim()).toBe(`chicory: task ${id}: no result after 0.5 s`);
+    const read = await runCli(["result", APP_JS, id], env);
+    expect(read.code).toBe(0);
+    expect(JSON.parse(read.stdout)).toEqual({ taskId: id, state: "PENDING" });
+  });
+
   it("queue stats shows the consumer; SIGTERM stops the worker gracefully (exit 0)", async () => {
     const stats = await runCli(["queue", "stats", APP_JS, "--json"], env);
     const [row] = JSON.parse(stats.stdout) as Array<{ queue: string; consumers: number }>;

@@ -48,6 +48,7 @@ import {
   type WaitOptions,
   type WorkerStats,
 } from "../backend.js";
+import { PUSH_SAFETY_POLL_MS } from "../result-waiter.js";
 import type { RedisBackendOptions, RedisBackendSettings } from "./redis-backend-options.js";
 import { resolveBackendSettings } from "./redis-backend-options.js";
 import { defineBackendScripts } from "./redis-backend-scripts.js";
@@ -171,6 +172,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     // In the background: connecting does not wait for the check (which never throws); again
     // after every reconnect.
     this.#stopEvictionChecks = watchEviction(main, "records", "Redis backend", this.displayUrl);
+    void this.#checkPublishRight(main);
     this.#main = main;
     this.#hub = new RedisResultHub({
       main,
@@ -180,6 +182,24 @@ export class RedisBackend implements Backend, RedisRecordWriter {
       onError: (error, what = "read failed") =>
         this.#logger.warn({ err: this.#describe(error) }, `redis result wait: ${what}`),
     });
+  }
+
+  /**
+   * Publishes an empty batch (`[]`, which waiters ignore) on the done channel, in the background:
+   * a Redis user without the right to it (`NOPERM`) gets a warning. Its records are still
+   * written (the scripts publish at best effort), but no waiter hears of them: they are found
+   * by polling.
+   */
+  async #checkPublishRight(main: RedisClientLike): Promise<void> {
+    try {
+      await main.call("PUBLISH", this.doneChannel, "[]");
+    } catch (error) {
+      if (!(error instanceof Error && error.message.startsWith("NOPERM"))) return; // other errors: elsewhere
+      this.#logger.warn(
+        { channel: this.doneChannel, err: this.#describe(error) },
+        `redis backend: this Redis user may not publish on ${this.doneChannel}: finished results are not announced, and waiters find them only by polling (every poll interval, or every ${PUSH_SAFETY_POLL_MS / 1000} s while subscribed); grant the channel to the user (ACL SETUSER <user> &${this.doneChannel})`,
+      );
+    }
   }
 
   /** Closes the connections the backend owns; pending waits resolve null. Idempotent. */

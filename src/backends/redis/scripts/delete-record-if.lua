@@ -17,5 +17,6 @@ if tail ~= ARGV[2] then
   return 0
 end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+-- Best effort, as in store-results.lua: a user without the channel right still deletes.
+redis.pcall('PUBLISH', ARGV[3], ARGV[4])
 return 1

@@ -27,5 +27,9 @@ for i = 1, #KEYS do
     notes[i] = cjson.encode(string.sub(KEYS[i], idFrom))
   end
 end
-redis.call('PUBLISH', ARGV[2], '[' .. table.concat(notes, ',') .. ']')
+-- Best effort (pcall): a Redis user without the right to this channel (Redis 7 gives a new
+-- ACL user none) would fail the call after its SETs, half applied, and the acks composed after
+-- it (ack-with-records.lua) would never happen. Unannounced records are found by the waiters'
+-- polls; the backend warns at connect when it may not publish.
+redis.pcall('PUBLISH', ARGV[2], '[' .. table.concat(notes, ',') .. ']')
 return #KEYS

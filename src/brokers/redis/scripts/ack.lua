@@ -46,6 +46,9 @@ for i = 5, #ARGV do
     -- Not pending for this consumer: already settled (then only make sure the entry is gone),
     -- or now owned by another consumer (fenced: nothing changes).
     local owner = redis.pcall('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+    if type(owner) == 'table' and owner.err and not string.find(owner.err, 'NOGROUP', 1, true) then
+      error(owner) -- as in pendingOf: never taken for "pending for nobody"
+    end
     if not (type(owner) == 'table' and owner[1]) then
       -- Still in the stream but pending for nobody (a restored or failed-over Redis): the entry
       -- goes, and so does its unique marker, which would refuse that task id forever.

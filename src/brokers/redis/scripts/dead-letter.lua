@@ -26,6 +26,11 @@ end
 -- Fenced: unless the entry is pending for this consumer (this one may have lost its lease to
 -- another consumer, which stores its own outcome), do nothing.
 local owner = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if type(owner) == 'table' and owner.err and not string.find(owner.err, 'NOGROUP', 1, true) then
+  -- NOPERM, READONLY, WRONGTYPE: fail the call (taken for "not pending", the entry would be
+  -- given up unsettled)
+  return redis.error_reply(owner.err)
+end
 if type(owner) ~= 'table' or not owner[1] or owner[1][2] ~= ARGV[8] then
   if type(owner) == 'table' and not owner[1] and #redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2]) == 0 then
     return 2

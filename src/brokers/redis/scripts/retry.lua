@@ -9,6 +9,11 @@
 -- adds nothing. The due time comes from Redis TIME.
 -- Fenced: when another consumer owns the entry now (this one lost its lease), do nothing.
 local owner = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if type(owner) == 'table' and owner.err and not string.find(owner.err, 'NOGROUP', 1, true) then
+  -- NOPERM, READONLY, WRONGTYPE: fail the call (taken for "not pending", the entry would be
+  -- given up unsettled)
+  return redis.error_reply(owner.err)
+end
 if type(owner) == 'table' and owner[1] and owner[1][2] ~= ARGV[6] then
   return 0
 end

@@ -1,0 +1,98 @@
+/**
+ * Redis ACL users with fewer rights than `+@all` on every key and channel: what runs, what fails
+ * loudly, and that no job is settled wrongly because a command inside a script was refused.
+ */
+import { describe, expect, it } from "vitest";
+import { RedisBackend } from "../../../src/backends/redis/index.js";
+import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import { MessageCodec } from "../../../src/core/message.js";
+import { Chicory, silentLogger, TaskFailedError, Worker } from "../../../src/index.js";
+import { encodeTask, eventually, fetchOne } from "../../contract/contract-helpers.js";
+import { useCleanups } from "../../helpers/cleanups.js";
+import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
+import { deletePrefix, rawRedis, testPrefix } from "./redis-test-keys.js";
+
+const skip = await skipUnless("redis");
+
+describe.skipIf(skip)("redis with a limited ACL user", () => {
+  const cleanups = useCleanups();
+
+  /** An ACL user with `rules` (added to `on >password`), deleted after the test; its URL. */
+  async function aclUser(...rules: string[]): Promise<string> {
+    const user = uniqueName("chicory-acl-");
+    const password = uniqueName("pw-");
+    const admin = rawRedis();
+    await admin.call("ACL", "SETUSER", user, "on", `>${password}`, ...rules);
+    cleanups.push(async () => {
+      await admin.call("ACL", "DELUSER", user);
+      admin.disconnect();
+    });
+    const url = new URL(SERVICES.redis);
+    url.username = user;
+    url.password = password;
+    return url.toString();
+  }
+
+  it("a user without channel rights (Redis 7's default for a new user): jobs finish and are acknowledged once; the backend warns", async () => {
+    // Every key and command, no pub/sub channel: PUBLISH and SUBSCRIBE answer NOPERM.
+    const url = await aclUser("~*", "resetchannels", "+@all");
+    const prefix = testPrefix();
+    cleanups.push(() => deletePrefix(prefix));
+    const warnings: string[] = [];
+    const logger = {
+      ...silentLogger,
+      warn: (_fields: unknown, message?: string) => void warnings.push(String(message)),
+    };
+    const app = new Chicory({
+      broker: new RedisBroker({ url, keyPrefix: prefix, env: {}, claimMinIdleMs: 2000 }),
+      backend: new RedisBackend({ url, keyPrefix: prefix, env: {}, logger }),
+    });
+    let runs = 0;
+    const work = app.task(async function work(n: number) {
+      runs++;
+      return n * 2;
+    });
+    const broken = app.task({ name: "broken", retryPolicy: { maxRetries: 0 } }, async () => {
+      throw new Error("always");
+    });
+    const worker = new Worker(app, { concurrency: 4, logger: silentLogger, useDeadLetterQueue: true });
+    await worker.start();
+    cleanups.push(() => worker.stop(5));
+    const results = await Promise.all([1, 2, 3].map((n) => work.delay(n)));
+    const failing = await broken.delay();
+    // found by polling: no notification can be published or heard
+    expect(await Promise.all(results.map((r) => r.get({ timeout: 20, pollInterval: 0.05 })))).toEqual([2, 4, 6]);
+    await expect(failing.get({ timeout: 20, pollInterval: 0.05 })).rejects.toBeInstanceOf(TaskFailedError);
+    expect(await failing.state()).toBe("DEAD_LETTERED");
+    // acknowledged and gone: nothing pending, nothing left to run again
+    const raw = rawRedis();
+    cleanups.push(() => raw.disconnect());
+    await eventually(async () => (await raw.xlen(`${prefix}:stream:{default}`)) === 0);
+    expect(await app.broker.getPendingCount("default")).toBe(0);
+    expect(await app.broker.getDlqCount("default")).toBe(1);
+    expect(runs).toBe(3);
+    expect(warnings.join("\n")).toContain("this Redis user may not publish on");
+  });
+
+  it("a refused XPENDING fails the ack instead of reading as not pending: the entry stays, pending", async () => {
+    const url = await aclUser("~*", "&*", "+@all", "-xpending");
+    const prefix = testPrefix();
+    cleanups.push(() => deletePrefix(prefix));
+    const broker = new RedisBroker({ url, keyPrefix: prefix, env: {}, claimMinIdleMs: 60_000 });
+    await broker.connect();
+    cleanups.push(() => broker.disconnect());
+    const codec = new MessageCodec();
+    const task = encodeTask(codec);
+    await broker.publish("default", { id: task.id, body: task.body });
+    const consumer = broker.consumer({ queues: ["default"], consumerId: "acl" });
+    cleanups.push(() => consumer.close());
+    const delivery = await fetchOne(consumer);
+    await expect(delivery.ack({ confirm: true })).rejects.toThrow(/can't run this command/);
+    const raw = rawRedis();
+    cleanups.push(() => raw.disconnect());
+    const stream = `${prefix}:stream:{default}`;
+    expect(await raw.xlen(stream)).toBe(1); // before: deleted, as if settled by someone else
+    const [pending] = (await raw.xpending(stream, "chicory-workers")) as [number];
+    expect(pending).toBe(1);
+  });
+});

@@ -123,6 +123,7 @@ export function resolveRedisConnection(
   env: EnvMap,
   envPrefix: string,
 ): ResolvedRedisConnection {
+  if (options.client !== undefined) return fromClient(options.client, envPrefix);
   const fromEnv = envTls(env, envPrefix);
   const tls = options.tls || fromEnv ? { ...fromEnv, ...options.tls } : undefined;
   const url = options.url ?? envString(env, `${envPrefix}_URL`);
@@ -155,6 +156,44 @@ export function resolveRedisConnection(
     password,
     ...base,
   };
+}
+
+/** A `host:port` of an ioredis node option (`{ host, port }`, a port number or a URL string). */
+function nodeAddress(node: unknown): string {
+  if (typeof node === "number") return `127.0.0.1:${node}`;
+  if (typeof node === "string") return node.replace(/^[a-z]+:\/\//i, "").replace(/^[^@]*@/, "");
+  const n = (node ?? {}) as { host?: unknown; port?: unknown };
+  return `${typeof n.host === "string" ? n.host : "127.0.0.1"}:${typeof n.port === "number" ? n.port : 6379}`;
+}
+
+/**
+ * The connection a ready client (`client` option) talks to, for messages: its own address
+ * (the connection settings and variables do not apply to it), password masked.
+ */
+function fromClient(client: RedisClientLike, envPrefix: string): ResolvedRedisConnection {
+  const c = client as {
+    isCluster?: boolean;
+    startupNodes?: unknown[];
+    options?: Record<string, unknown>;
+  };
+  const o = c.options ?? {};
+  const redisOptions = (c.isCluster === true ? (o.redisOptions as Record<string, unknown> | undefined) : o) ?? {};
+  const password = typeof redisOptions.password === "string" ? redisOptions.password : undefined;
+  const username = typeof redisOptions.username === "string" ? redisOptions.username : undefined;
+  const auth = username || password ? `${username ?? ""}${password ? ":***" : ""}@` : "";
+  const scheme = redisOptions.tls ? "rediss" : "redis";
+  let displayUrl: string;
+  if (c.isCluster === true) {
+    const nodes = (c.startupNodes ?? []).map(nodeAddress).join(",");
+    displayUrl = `${scheme}://${auth}${nodes || "?"} (cluster)`;
+  } else if (Array.isArray(o.sentinels)) {
+    displayUrl = `${scheme}://${auth}${o.sentinels.map(nodeAddress).join(",")}/${String(o.db ?? 0)} (sentinel ${String(o.name ?? "?")})`;
+  } else if (typeof o.path === "string") {
+    displayUrl = `${scheme}+unix://${auth}${o.path}`;
+  } else {
+    displayUrl = `${scheme}://${auth}${String(o.host ?? "127.0.0.1")}:${String(o.port ?? 6379)}/${String(o.db ?? 0)}`;
+  }
+  return { options: {}, displayUrl, password, envPrefix, tlsUnverified: false };
 }
 
 function fromUrl(

@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Cluster } from "ioredis";
+import { Cluster, Redis } from "ioredis";
 import { describe, expect, it, vi } from "vitest";
 import { RedisBackend } from "../../src/backends/redis/index.js";
 import { RedisBroker } from "../../src/brokers/redis/index.js";
@@ -270,6 +270,37 @@ describe("redis broker and backend settings", () => {
       await expect(backend.connect()).rejects.toThrow(/needs a single Redis node/);
       await expect(backend.connect()).rejects.toBeInstanceOf(ConfigurationError);
     } finally {
+      cluster.disconnect();
+    }
+  });
+
+  it("a broker or backend given a client names the client's server in messages, password masked", () => {
+    const single = new Redis({
+      host: "10.1.2.3",
+      port: 6395,
+      db: 5,
+      username: "app",
+      password: "pw-canary",
+      lazyConnect: true,
+    });
+    const cluster = new Cluster(
+      [
+        { host: "10.0.0.1", port: 7000 },
+        { host: "10.0.0.2", port: 7001 },
+      ],
+      { lazyConnect: true, redisOptions: { password: "pw-canary" } },
+    );
+    try {
+      // the variables describe another server: the client wins
+      const env = { CHICORY_BROKER_REDIS_URL: "redis://elsewhere:1/0", CHICORY_BACKEND_REDIS_HOST: "elsewhere" };
+      const broker = new RedisBroker({ client: single as unknown as RedisClientLike, env });
+      expect(broker.displayUrl).toBe("redis://app:***@10.1.2.3:6395/5");
+      const backend = new RedisBackend({ client: single as unknown as RedisClientLike, env });
+      expect(backend.displayUrl).toBe("redis://app:***@10.1.2.3:6395/5");
+      const onCluster = new RedisBroker({ client: cluster as unknown as RedisClientLike, env: {} });
+      expect(onCluster.displayUrl).toBe("redis://:***@10.0.0.1:7000,10.0.0.2:7001 (cluster)");
+    } finally {
+      single.disconnect();
       cluster.disconnect();
     }
   });

@@ -36,7 +36,7 @@ export function describeRedisError(error: unknown, password: string | undefined)
  * Why a failed connect failed, in words a user can act on: Redis's own refusal (`NOAUTH`,
  * `WRONGPASS`) or the TLS verification error, plus which setting to look at.
  */
-export function connectFailureHint(error: unknown, envPrefix: string, isTls = false): string {
+export function connectFailureHint(error: unknown, envPrefix: string, isTls = false, hasCa = false): string {
   const text = error instanceof Error ? error.message : String(error);
   const code = (error as { code?: unknown } | null)?.code;
   if (code === "ETIMEDOUT" || /\bETIMEDOUT\b/.test(text)) {
@@ -63,9 +63,17 @@ export function connectFailureHint(error: unknown, envPrefix: string, isTls = fa
     return " (TLS: the server certificate is not valid for this host name: connect with a name the certificate lists)";
   }
   if (typeof code === "string" && /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)/.test(code)) {
-    return ` (TLS: the server certificate is not trusted [${code}]: give its CA with the tls.ca option or ${envPrefix}_TLS_CA)`;
+    return hasCa
+      ? ` (TLS: the server certificate is not trusted [${code}]: the CA given (tls.ca or ${envPrefix}_TLS_CA) does not sign it; give the CA that does)`
+      : ` (TLS: the server certificate is not trusted [${code}]: give its CA with the tls.ca option or ${envPrefix}_TLS_CA)`;
   }
   return "";
+}
+
+/** True when the connection's TLS options carry a CA of their own. */
+function hasCa(connection: ResolvedRedisConnection): boolean {
+  const tls = connection.options.tls as { ca?: unknown } | undefined;
+  return tls?.ca !== undefined;
 }
 
 /** True for Redis's refusal of `SELECT` (a database number the server does not have). */
@@ -108,7 +116,7 @@ export async function openRedis(
     client.disconnect();
     const reason = reported ?? error;
     throw makeError(
-      `${what}: cannot connect to ${connection.displayUrl}: ${describeRedisError(reason, connection.password)}${connectFailureHint(reason, connection.envPrefix, connection.options.tls !== undefined)}`,
+      `${what}: cannot connect to ${connection.displayUrl}: ${describeRedisError(reason, connection.password)}${connectFailureHint(reason, connection.envPrefix, connection.options.tls !== undefined, hasCa(connection))}`,
       redactedCopy(reason, connection.password),
     );
   }

@@ -178,6 +178,9 @@ describe("redis connect failure hints", () => {
     );
     const selfSigned = Object.assign(new Error("self-signed certificate"), { code: "DEPTH_ZERO_SELF_SIGNED_CERT" });
     expect(connectFailureHint(selfSigned, P)).toContain(`${P}_TLS_CA`);
+    expect(connectFailureHint(selfSigned, P, true, true)).toContain(
+      `the CA given (tls.ca or ${P}_TLS_CA) does not sign it; give the CA that does`,
+    );
     const wrongName = Object.assign(new Error("Hostname/IP does not match"), { code: "ERR_TLS_CERT_ALTNAME_INVALID" });
     expect(connectFailureHint(wrongName, P)).toContain("not valid for this host name");
     expect(connectFailureHint(new Error("connect ECONNREFUSED 127.0.0.1:1"), P)).toBe("");

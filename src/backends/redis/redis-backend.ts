@@ -405,9 +405,18 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     return out;
   }
 
+  /**
+   * Deletes the record and announces the deletion (as {@link RedisBackend.deleteResultIf}
+   * does): another process that kept the record for a wait to come drops it. The announcement
+   * is best effort (a user without the channel's right: those processes keep it at most
+   * 10 s).
+   */
   async deleteResult(taskId: string): Promise<void> {
     this.#hub?.forget(taskId);
-    await this.#run("deleteResult", (main) => main.call("DEL", this.resultKey(taskId)));
+    await this.#run("deleteResult", async (main) => {
+      await main.call("DEL", this.resultKey(taskId));
+      await main.call("PUBLISH", this.doneChannel, JSON.stringify([taskId])).catch(() => undefined);
+    });
   }
 
   /**

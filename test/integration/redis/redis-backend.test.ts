@@ -287,7 +287,10 @@ describe.skipIf(skip)("redis backend", () => {
     expect(await waiting.waitForResult(early, { timeoutMs: 200, pollIntervalMs: 50 })).toBeNull();
   });
 
-  it("drops a kept record that another process deleted with deleteResultIf (a DLQ replay)", async () => {
+  it.each([
+    ["deleteResultIf (a DLQ replay)", "deleteResultIf"],
+    ["deleteResult (forget())", "deleteResult"],
+  ])("drops a kept record that another process deleted with %s", async (_name, how) => {
     const s = await setup();
     const { waiting, writer } = await waiterAndWriter(s);
     const replayed = uniqueName("task-");
@@ -310,7 +313,8 @@ describe.skipIf(skip)("redis backend", () => {
     markerWait = waiting.waitForResult(marker2, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
     const seen = await writer.getResult(replayed);
     expect(seen?.state).toBe("DEAD_LETTERED");
-    expect(await writer.deleteResultIf(replayed, seen as TaskRecord)).toBe(true);
+    if (how === "deleteResult") await writer.deleteResult(replayed);
+    else expect(await writer.deleteResultIf(replayed, seen as TaskRecord)).toBe(true);
     await writer.storeResult(success(marker2, 2));
     expect((await markerWait)?.result).toBe(2);
     // The kept failure is gone: the wait goes on until the new run's record.

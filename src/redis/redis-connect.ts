@@ -113,7 +113,7 @@ export async function openRedis(
     // database 0: taken as connected, every key would land in the wrong database.
     if (isSelectRefusal(reported)) throw reported;
   } catch (error) {
-    client.disconnect();
+    dropRedis(client);
     const reason = reported ?? error;
     throw makeError(
       `${what}: cannot connect to ${connection.displayUrl}: ${describeRedisError(reason, connection.password)}${connectFailureHint(reason, connection.envPrefix, connection.options.tls !== undefined, hasCa(connection))}`,
@@ -192,6 +192,22 @@ export async function openDuplicate(client: RedisClientLike, extra: Record<strin
   return copy;
 }
 
+/**
+ * Disconnects `client` at once, socket included. ioredis only ends its socket (a half-close)
+ * and keeps a 2 s timer until the server closes its side: a timer that holds the process open
+ * when the socket was still connecting or the server does not answer.
+ */
+export function dropRedis(client: RedisClientLike): void {
+  type Socket = { destroy?: () => void; destroyed?: boolean };
+  const c = client as { stream?: Socket; connector?: { stream?: Socket | undefined } };
+  // The socket of a connection still opening is the connector's only. One that is closed
+  // already will not emit the "close" that ioredis's timer waits for: hide it from ioredis.
+  const socket = c.connector?.stream ?? c.stream;
+  if (c.connector && socket?.destroyed === true) c.connector.stream = undefined;
+  client.disconnect();
+  socket?.destroy?.();
+}
+
 /** Closes a client Chicory owns: QUIT when connected, else an immediate disconnect. */
 export async function closeRedis(client: RedisClientLike): Promise<void> {
   if (client.status === "ready") {
@@ -206,7 +222,7 @@ export async function closeRedis(client: RedisClientLike): Promise<void> {
       // already closing
     }
   }
-  client.disconnect();
+  dropRedis(client);
 }
 
 /** Longest healthcheck round trip before it reports a failure. */

@@ -11,7 +11,7 @@
 import { safeJsonParse } from "../../core/json.js";
 import { settlesWithin } from "../../core/sleep.js";
 import type { RedisClientLike } from "../../redis/redis-client.js";
-import { openDuplicate } from "../../redis/redis-connect.js";
+import { dropRedis, openDuplicate } from "../../redis/redis-connect.js";
 import type { TaskRecord, WaitOptions } from "../backend.js";
 import { ResultWaiter } from "../result-waiter.js";
 import { asRecord, RECORD_MAX_DEPTH } from "./redis-record.js";
@@ -155,7 +155,7 @@ export class RedisResultHub {
     // At once, not after the subscription: with Redis unreachable the SUBSCRIBE waits for it
     // (closing the connection ends that wait). A connection still opening is closed by
     // #openSubscriber, which sees #isClosed.
-    this.#sub?.disconnect();
+    if (this.#sub) dropRedis(this.#sub);
     this.#sub = undefined;
     const opening = this.#subscriber;
     this.#subscriber = undefined;
@@ -197,12 +197,12 @@ export class RedisResultHub {
       );
     });
     this.#sub = sub;
-    if (this.#isClosed) sub.disconnect();
+    if (this.#isClosed) dropRedis(sub);
     try {
       await sub.subscribe(this.#host.channel);
     } catch (error) {
       // e.g. NOPERM (an ACL user without rights on the channel): this connection is of no use
-      sub.disconnect();
+      dropRedis(sub);
       if (this.#sub === sub) this.#sub = undefined;
       throw error;
     }

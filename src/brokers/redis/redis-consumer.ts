@@ -39,6 +39,7 @@ import type { Logger } from "../../core/logger.js";
 import { settlesWithin } from "../../core/sleep.js";
 import { BrokerConnectionError, ConfigurationError } from "../../errors.js";
 import { isNoGroupError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
+import { dropRedis } from "../../redis/redis-connect.js";
 import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { Consumer, ConsumerOptions } from "../broker.js";
 import type { RedisBrokerContext } from "./redis-context.js";
@@ -356,7 +357,7 @@ export class RedisConsumer implements Consumer {
     clearInterval(this.#touchTimer);
     const conn = this.#conn ?? (await this.#opening?.catch(() => undefined));
     this.#conn = undefined;
-    conn?.disconnect();
+    if (conn) dropRedis(conn);
     // A consumer that owns nothing now deletes itself, so the group's consumer count is the
     // live workers (one that still owns entries, given back or not yet acknowledged, stays
     // for their reclaim; `cleanupStaleClients` removes it later). Best effort, bounded.
@@ -646,7 +647,7 @@ export class RedisConsumer implements Consumer {
       this.#clientId = id;
     });
     conn.on("ready", this.#onReconnect);
-    if (this.#isClosed) conn.disconnect();
+    if (this.#isClosed) dropRedis(conn);
     return conn;
   }
 

@@ -2,6 +2,8 @@
  * Redis-specific backend behaviour: key layout and TTL, pub/sub wake-up shared by every
  * waiter (one subscription), heartbeat keys by the Redis clock.
  */
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import type { TaskRecord } from "../../../src/backends/backend.js";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
@@ -13,6 +15,8 @@ import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { idleWorkerStats } from "../../helpers/worker-stats.js";
 import { deletePrefix, keysUnder, rawRedis, testPrefix } from "./redis-test-keys.js";
 
+const run = promisify(execFile);
+const tsx = import.meta.resolve("tsx");
 const skip = await skipUnless("redis");
 
 /** A raw subscriber of `channel` and the messages it received so far. */
@@ -162,6 +166,32 @@ describe.skipIf(skip)("redis backend", () => {
     await expect(new AsyncResult(uniqueName("task-"), reader).get({ timeout: "1ms" })).rejects.toBeInstanceOf(
       TimeoutError,
     );
+  });
+
+  it("a process whose app disconnects while a get() waits (its subscriber still opening) exits at once", async () => {
+    const prefix = testPrefix();
+    cleanups.push(() => deletePrefix(prefix));
+    // Nothing may hold the process open after disconnect(): an unref'd timer prints what does.
+    const script = `
+      import { Chicory } from ${JSON.stringify(new URL("../../../src/index.ts", import.meta.url).href)};
+      import { RedisBroker } from ${JSON.stringify(new URL("../../../src/brokers/redis/index.ts", import.meta.url).href)};
+      import { RedisBackend } from ${JSON.stringify(new URL("../../../src/backends/redis/index.ts", import.meta.url).href)};
+      const url = ${JSON.stringify(SERVICES.redis)};
+      const app = new Chicory({
+        broker: new RedisBroker({ url, keyPrefix: ${JSON.stringify(prefix)}, env: {} }),
+        backend: new RedisBackend({ url, keyPrefix: ${JSON.stringify(prefix)}, env: {} }),
+      });
+      const t = app.task({ name: "t", queue: "nobody" }, async (x) => x);
+      const r = await t.delay(1);
+      const waited = r.get({ timeout: 20 }).then(() => "resolved", (e) => e.name);
+      await app.disconnect();
+      console.log(await waited);
+      setTimeout(() => console.log("alive", JSON.stringify(process.getActiveResourcesInfo())), 500).unref();
+    `;
+    const { stdout } = await run(process.execPath, ["--import", tsx, "--input-type=module", "-e", script], {
+      timeout: 30_000,
+    });
+    expect(stdout.trim()).toBe("TimeoutError"); // before: "alive" with a 2 s ioredis timer
   });
 
   it("a get() cut short by the backend's disconnect says so, not that its timeout passed", async () => {

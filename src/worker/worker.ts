@@ -7,7 +7,7 @@
 import { setMaxListeners } from "node:events";
 import { hostname as osHostname } from "node:os";
 import type { Chicory } from "../app.js";
-import type { WorkerStats } from "../backends/backend.js";
+import type { StoredError, WorkerStats } from "../backends/backend.js";
 import type { Consumer, Delivery, HealthStatus } from "../brokers/broker.js";
 import { resolveWorkerConfig, type WorkerConfig, type WorkerOptions } from "../config.js";
 import { newWorkerId } from "../core/ids.js";
@@ -399,15 +399,24 @@ export class Worker {
           task: typeof named?.name === "string" ? named.name : undefined,
           queue: delivery.queue,
           ...(outcome.kind === "rejected" ? { deliveryId: delivery.deliveryId } : {}),
+          errorType: outcome.error.type,
           error: outcome.error.message,
         },
         outcome.kind === "rejected" ? "message rejected" : "task failed",
       );
+      this.#logStack(named?.id, outcome.error);
     } else if (outcome.kind === "retry") {
       this.#logger.info(
-        { taskId: attempt.message?.id, task: attempt.message?.name, delayMs: Math.round(outcome.delayMs) },
+        {
+          taskId: attempt.message?.id,
+          task: attempt.message?.name,
+          delayMs: Math.round(outcome.delayMs),
+          errorType: outcome.error.type,
+          error: outcome.error.message,
+        },
         "task will retry",
       );
+      this.#logStack(attempt.message?.id, outcome.error);
     }
     // The slot frees now; the outcome is stored and acknowledged in the background.
     this.#slots.settle(
@@ -422,6 +431,15 @@ export class Worker {
   }
 
   /** Writes `STARTED` for a task still running after {@link STARTED_AFTER_MS}. */
+  /** The stack of a failed attempt's error, at DEBUG level (the warning has its type and message). */
+  #logStack(taskId: unknown, error: StoredError): void {
+    if (error.stack)
+      this.#logger.debug(
+        { taskId: typeof taskId === "string" ? taskId : undefined, stack: error.stack },
+        "error stack",
+      );
+  }
+
   #markStarted(message: TaskMessage): void {
     this.#app.backend
       ?.setState(message.id, "STARTED", { retries: message.retries, taskName: message.name })

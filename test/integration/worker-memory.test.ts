@@ -94,6 +94,33 @@ describe("Worker on the memory broker", () => {
     expect(await r.failed()).toBe(true);
   });
 
+  it("logs a failure and a retry with the error's type and message, and its stack at DEBUG", async () => {
+    const { app } = makeApp();
+    const lines: Array<{ level: string; message: string; fields: Record<string, unknown> }> = [];
+    const record = (level: string) => (fields: unknown, message?: unknown) =>
+      void lines.push({ level, message: String(message), fields: fields as Record<string, unknown> });
+    const logger = { ...silentLogger, debug: record("debug"), info: record("info"), warn: record("warn") };
+    logger.child = () => logger;
+    let calls = 0;
+    const flaky = app.task({ name: "flaky", retryPolicy: { maxRetries: 1, retryDelay: 0 } }, async () => {
+      calls++;
+      throw new TypeError(`attempt ${calls}`);
+    });
+    await startWorker(app, { logger });
+    const r = await flaky.delay();
+    await expect(r.get({ timeout: 5 })).rejects.toBeInstanceOf(TaskFailedError);
+    const retry = lines.find((l) => l.message === "task will retry");
+    expect(retry?.fields).toMatchObject({ taskId: r.taskId, errorType: "TypeError", error: "attempt 1" });
+    await eventually(() => lines.some((l) => l.message === "task failed"));
+    const failed = lines.find((l) => l.message === "task failed");
+    expect(failed?.fields).toMatchObject({ taskId: r.taskId, errorType: "TypeError", error: "attempt 2" });
+    const stacks = lines.filter((l) => l.level === "debug" && l.message === "error stack");
+    expect(stacks.map((l) => String(l.fields.stack).split("\n")[0])).toEqual([
+      "TypeError: attempt 1",
+      "TypeError: attempt 2",
+    ]);
+  });
+
   it("get() times out with TimeoutError; without a backend accessors throw", async () => {
     const { app } = makeApp();
     const never = app.task(async function never() {

@@ -114,7 +114,7 @@ export class RedisBroker implements Broker {
       (queue, timeoutMs) =>
         new BrokerConnectionError(
           `publish to queue "${queue}" got no answer from ${displayUrl} within ${timeoutMs} ms; ` +
-            "its outcome is unknown (it is sent if Redis comes back)",
+            "its outcome is unknown: it may be applied once Redis answers, or twice if the connection was dropped meanwhile (the client sends it again); a caller-chosen taskId makes a retry safe",
         ),
     );
   }

@@ -41,8 +41,8 @@ export interface RedisBrokerOptions extends RedisConnectionOptions {
   /**
    * Milliseconds `publish` waits while Redis is unreachable before it rejects with
    * `BrokerConnectionError` (default 10000; `PUBLISH_TIMEOUT_MS`). The outcome of a publish that
-   * timed out is unknown: it may be applied once Redis answers, twice if the connection was
-   * dropped meanwhile (a Redis stalled past 10 s: the client sends it again after reconnecting).
+   * timed out is unknown: it is applied if Redis received it (the client sends it again once
+   * reconnected; a resent copy adds nothing, see docs/brokers/redis.md, Limits).
    */
   publishTimeoutMs?: number | undefined;
   /** Environment to read the variables from (default `process.env`). */

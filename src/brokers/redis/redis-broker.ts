@@ -5,12 +5,13 @@
  * `P:stream:{Q}` (entries: `data` = body; `id` = task id on entries of unique messages and on
  * re-added ones: retries, replays, delayed jobs), `P:delayed:{Q}` (sorted set of
  * task ids by due time) with `P:delayed-data:{Q}` (their bodies), `P:dlq:{Q}` (fields data,
- * error, failed_at, retry_count, id) and `P:unique:{Q}` (ids of unique messages not yet
- * settled); `P` = `keyPrefix` (default `chicory`).
+ * error, failed_at, retry_count, id), `P:unique:{Q}` (ids of unique messages not yet
+ * settled) and `P:sent:{Q}:<token>` (a plain publish call's receipt, 60 s); `P` = `keyPrefix`
+ * (default `chicory`).
  *
  * Semantics: at-least-once. `publish` is one XADD (plain publishes of one event-loop turn to
- * one queue go together in one script call; one script for a delay, `unique` or a backlog
- * limit) and resolves when Redis replied: durable only as far as the server persists
+ * one queue go together in one script call, which leaves a receipt so that a resent copy adds
+ * nothing; one script for a delay, `unique` or a backlog limit) and resolves when Redis replied: durable only as far as the server persists
  * (AOF `appendfsync always` for no loss). Work streams and the DLQ are never trimmed; acked
  * entries are deleted (XACK+XDEL in one script). Delays are measured by the Redis clock.
  * FIFO per queue except for redeliveries, retries and delayed messages; no priorities.
@@ -114,7 +115,7 @@ export class RedisBroker implements Broker {
       (queue, timeoutMs) =>
         new BrokerConnectionError(
           `publish to queue "${queue}" got no answer from ${displayUrl} within ${timeoutMs} ms; ` +
-            "its outcome is unknown: it may be applied once Redis answers, or twice if the connection was dropped meanwhile (the client sends it again); a caller-chosen taskId makes a retry safe",
+            "its outcome is unknown: it is applied if Redis received it (the client sends it again once reconnected); a caller-chosen taskId makes a retry safe",
         ),
     );
   }
@@ -143,15 +144,14 @@ export class RedisBroker implements Broker {
           enableAutoPipelining: true,
           // The settler already sends one ack call per turn: write it at once rather than a
           // poll phase later with the automatic pipeline.
-          // The same for publishes (a batch, or a lone XADD): a full batch leaves while the caller
-          // is still publishing, and the calls of one queue reach Redis in the order they were made.
+          // The same for publish batches: a full batch leaves while the caller is still
+          // publishing, and the calls of one queue reach Redis in the order they were made.
           autoPipeliningIgnoredCommands: [
             "chicoryAck",
             "chicoryAckWithRecords",
             "chicoryAckRead",
             "chicoryAckWithRecordsRead",
             "chicoryPublishBatch",
-            "XADD",
           ],
           connectionName: "chicory-broker",
         },
@@ -238,8 +238,8 @@ export class RedisBroker implements Broker {
 
   /**
    * Enqueues a message. A plain one (no delay, `unique` or backlog limit) joins the other
-   * plain publishes of this event-loop turn to its queue in one script call (a lone one is
-   * one XADD, see `redis-publish-batch.ts`); the others are one script call each.
+   * plain publishes of this event-loop turn to its queue in one script call, which a resent
+   * copy does not repeat (see `redis-publish-batch.ts`); the others are one script call each.
    * @throws BrokerConnectionError when Redis refuses it or the backlog limit is reached
    */
   publish(queue: string, message: OutgoingMessage): Promise<PublishResult> {
@@ -257,7 +257,7 @@ export class RedisBroker implements Broker {
         return Promise.reject(error);
       }
       // The body holds the task id; only entries of unique messages repeat it in an `id` field.
-      return batcher.publish(keys.stream, queue, message.body);
+      return batcher.publish(keys.stream, keys.sent, queue, message.body);
     }
     return this.#publishDeadlines.guard(this.#publish(queue, message), queue);
   }

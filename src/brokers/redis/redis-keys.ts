@@ -20,6 +20,11 @@ export interface QueueKeys {
   readonly dlq: string;
   /** Task ids published with `unique` that are queued, delayed or in flight. */
   readonly unique: string;
+  /**
+   * Prefix of the receipts of plain publish calls (`…:sent:{Q}:<call token>`, a string with a
+   * short TTL): a call the client sends again after a dropped connection adds nothing twice.
+   */
+  readonly sent: string;
 }
 
 /** Builds the keys of `queue` under `prefix`. */
@@ -33,6 +38,7 @@ export function queueKeys(prefix: string, queue: string): QueueKeys {
     delayedData: `${prefix}:delayed-data:${tag}`,
     dlq: `${prefix}:dlq:${tag}`,
     unique: `${prefix}:unique:${tag}`,
+    sent: `${prefix}:sent:${tag}`,
   };
 }
 

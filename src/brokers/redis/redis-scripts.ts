@@ -47,7 +47,7 @@ function withClaimEntries(name: string): string {
 /** Script name -> number of KEYS and source. Names are prefixed to avoid clashing with ioredis methods. */
 const SCRIPTS = {
   chicoryPublish: { numberOfKeys: 4, lua: lua("publish") },
-  chicoryPublishBatch: { numberOfKeys: 1, lua: lua("publish-batch") },
+  chicoryPublishBatch: { numberOfKeys: 2, lua: lua("publish-batch") },
   chicoryMoveDelayed: { numberOfKeys: 4, lua: lua("move-delayed") },
   chicoryReclaim: { numberOfKeys: 1, lua: withClaimEntries("reclaim") },
   chicoryRecoverOwn: { numberOfKeys: 1, lua: withClaimEntries("recover-own") },

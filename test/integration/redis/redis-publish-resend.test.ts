@@ -1,0 +1,82 @@
+/**
+ * A Redis that stalls past the client's reply limit, on a redis-server this test starts itself
+ * (the stall would hold up every other test on the shared one): the client drops the
+ * connection and, once reconnected, sends again the publish it had no reply for, which the
+ * stalled Redis still ran. The call's receipt makes the second copy add nothing.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import { MessageCodec } from "../../../src/core/message.js";
+import { BASE_REDIS_OPTIONS, readonlyReconnector } from "../../../src/redis/redis-options.js";
+import { encodeTask } from "../../contract/contract-helpers.js";
+import { useCleanups } from "../../helpers/cleanups.js";
+import { skipUnless } from "../../helpers/services.js";
+import { freePort, OwnRedis } from "../../reliability/infra/redis-server.js";
+
+const skip = await skipUnless("redis");
+
+/** Keeps the server busy in a script for `ms` (no other client is served meanwhile). */
+const STALL = `
+  local function now() local t = redis.call('TIME') return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000 end
+  local until_ms = now() + tonumber(ARGV[1])
+  while now() < until_ms do end
+  return 1`;
+
+describe.skipIf(skip)("redis broker: a publish resent after a stall", () => {
+  const cleanups = useCleanups();
+  let server: OwnRedis;
+  let dir: string;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "chicory-resend-"));
+    server = new OwnRedis(await freePort(), dir, "none");
+    await server.start();
+  });
+
+  afterAll(async () => {
+    await server?.kill();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("plain publishes in flight when the client drops a stalled connection are enqueued once", async () => {
+    const admin = new Redis(server.url);
+    cleanups.push(() => admin.disconnect());
+    // The broker's own connections give up on a reply after 10 s; this client after 200 ms,
+    // so a 1.5 s stall is enough to make it drop the connection and send the calls again.
+    const client = new Redis(server.url, {
+      ...BASE_REDIS_OPTIONS,
+      reconnectOnError: readonlyReconnector(),
+      socketTimeout: 200,
+    });
+    cleanups.push(() => client.disconnect());
+    client.on("error", () => undefined); // the socket timeouts this test causes
+    await client.connect();
+    const reconnects: number[] = [];
+    client.on("ready", () => reconnects.push(Date.now()));
+    const broker = new RedisBroker({ client, keyPrefix: "resend", env: {} });
+    await broker.connect();
+    cleanups.push(() => broker.disconnect());
+    const codec = new MessageCodec();
+    const stall = admin.eval(STALL, 0, 1500);
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the stall has begun
+    const lone = encodeTask(codec);
+    const batch = Array.from({ length: 3 }, () => encodeTask(codec));
+    const published = [
+      broker.publish("q", { id: lone.id, body: lone.body }),
+      ...batch.map((t) => broker.publish("q2", { id: t.id, body: t.body })),
+    ];
+    await stall;
+    expect(await Promise.all(published)).toEqual(Array(4).fill({ published: true }));
+    expect(reconnects.length).toBeGreaterThan(0); // the connection was dropped and made again
+    expect(await admin.xlen("resend:stream:{q}")).toBe(1); // before: 2 (the first copy and the resent one)
+    expect(await admin.xlen("resend:stream:{q2}")).toBe(3); // before: 6
+    // The receipts expire (60 s): they do not pile up.
+    const receipts = await admin.keys("resend:sent:*");
+    expect(receipts.length).toBe(2);
+    for (const key of receipts) expect(await admin.pttl(key)).toBeGreaterThan(0);
+  });
+});

@@ -6,16 +6,14 @@
  * the adapters warn after their next reconnect; a client given to the adapters keeps no
  * listener of theirs once they disconnect.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Redis } from "ioredis";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
 import { freePort, OwnRedis } from "../../reliability/infra/redis-server.js";
+import { useOwnRedis } from "./own-redis.js";
 
 const skip = await skipUnless("redis");
 
@@ -37,28 +35,19 @@ function nextWarnings(code: string, count: number): Promise<Error[]> {
 
 describe.skipIf(skip)("redis adapters: eviction policy check", () => {
   const cleanups = useCleanups();
-  let server: OwnRedis;
-  let dir: string;
+  const own = useOwnRedis("eviction");
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "chicory-eviction-"));
-    server = new OwnRedis(await freePort(), dir, "none");
-    await server.start();
-    const admin = new Redis(server.url);
+    const admin = new Redis(own.server.url);
     await admin.config("SET", "maxmemory", "64mb");
     await admin.config("SET", "maxmemory-policy", "allkeys-lru");
     admin.disconnect();
   });
 
-  afterAll(async () => {
-    await server?.kill();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
-
   it("warns once per adapter and server that Redis may evict its keys", async () => {
     const warnings = nextWarnings("CHICORY_REDIS_EVICTION", 2);
-    const broker = new RedisBroker({ url: server.url });
-    const backend = new RedisBackend({ url: server.url });
+    const broker = new RedisBroker({ url: own.server.url });
+    const backend = new RedisBackend({ url: own.server.url });
     cleanups.push(
       () => broker.disconnect(),
       () => backend.disconnect(),
@@ -78,7 +67,7 @@ describe.skipIf(skip)("redis adapters: eviction policy check", () => {
     };
     process.on("warning", onWarning);
     cleanups.push(() => void process.off("warning", onWarning));
-    const again = new RedisBroker({ url: server.url });
+    const again = new RedisBroker({ url: own.server.url });
     cleanups.push(() => again.disconnect());
     await again.connect();
     expect((await again.healthcheck()).connected).toBe(true);
@@ -87,7 +76,7 @@ describe.skipIf(skip)("redis adapters: eviction policy check", () => {
   });
 
   it("checks again after a reconnect: a policy set later is reported", async () => {
-    const later = new OwnRedis(await freePort(), dir, "none");
+    const later = new OwnRedis(await freePort(), own.dir, "none");
     cleanups.push(() => later.kill());
     await later.start();
     const broker = new RedisBroker({ url: later.url });
@@ -122,7 +111,7 @@ describe.skipIf(skip)("redis adapters: eviction policy check", () => {
   });
 
   it("leaves no listener on a client it was given once disconnected", async () => {
-    const client = new Redis(server.url);
+    const client = new Redis(own.server.url);
     cleanups.push(() => void client.disconnect());
     await new Promise((resolve) => client.once("ready", resolve));
     const before = client.listenerCount("ready");

@@ -6,38 +6,24 @@
  * worker started meanwhile joins the existing group (a queue without a group fails its fetch:
  * the group cannot be created).
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Redis } from "ioredis";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { BrokerConnectionError, Chicory, silentLogger, TaskFailedError, Worker } from "../../../src/index.js";
 import { eventually } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
-import { freePort, OwnRedis } from "../../reliability/infra/redis-server.js";
+import { useOwnRedis } from "./own-redis.js";
 
 const skip = await skipUnless("redis");
 
 describe.skipIf(skip)("redis broker and backend: Redis full", () => {
   const cleanups = useCleanups();
-  let server: OwnRedis;
-  let dir: string;
-
-  beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "chicory-full-"));
-    server = new OwnRedis(await freePort(), dir, "none");
-    await server.start();
-  });
-
-  afterAll(async () => {
-    await server?.kill();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  const own = useOwnRedis("full");
 
   it("workers keep draining while producers are refused", { timeout: 30_000 }, async () => {
+    const { server } = own;
     const admin = new Redis(server.url);
     cleanups.push(async () => {
       await admin.config("SET", "maxmemory", "0").catch(() => undefined);

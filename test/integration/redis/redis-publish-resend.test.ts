@@ -4,18 +4,15 @@
  * connection and, once reconnected, sends again the publish it had no reply for, which the
  * stalled Redis still ran. The call's receipt makes the second copy add nothing.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Redis } from "ioredis";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { BASE_REDIS_OPTIONS, readonlyReconnector } from "../../../src/redis/redis-options.js";
 import { encodeTask } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
-import { freePort, OwnRedis } from "../../reliability/infra/redis-server.js";
+import { useOwnRedis } from "./own-redis.js";
 
 const skip = await skipUnless("redis");
 
@@ -28,21 +25,10 @@ const STALL = `
 
 describe.skipIf(skip)("redis broker: a publish resent after a stall", () => {
   const cleanups = useCleanups();
-  let server: OwnRedis;
-  let dir: string;
-
-  beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "chicory-resend-"));
-    server = new OwnRedis(await freePort(), dir, "none");
-    await server.start();
-  });
-
-  afterAll(async () => {
-    await server?.kill();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  const own = useOwnRedis("resend");
 
   it("plain publishes in flight when the client drops a stalled connection are enqueued once", async () => {
+    const { server } = own;
     const admin = new Redis(server.url);
     cleanups.push(() => admin.disconnect());
     // The broker's own connections give up on a reply after 10 s; this client after 200 ms,

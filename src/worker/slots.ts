@@ -33,6 +33,11 @@ export class JobSlots {
     return this.#running;
   }
 
+  /** Jobs that have ended and whose outcome is still being stored or acknowledged. */
+  get settling(): number {
+    return this.#settling;
+  }
+
   /** How many more messages may be fetched now (0: wait with {@link JobSlots.whenFree}). */
   free(): number {
     const running = this.#running;

@@ -468,7 +468,13 @@ export class Worker {
     );
     const drained = await settlesWithin(this.#slots.drain(), Math.min(timeoutMs, left(CLOSE_RESERVE_MS)));
     if (!drained) {
-      this.#logger.warn({ running: this.#slots.running }, "shutdown timeout: aborting running tasks");
+      const { running, settling } = this.#slots;
+      this.#logger.warn(
+        { running, settling },
+        running > 0
+          ? "shutdown timeout: aborting running tasks"
+          : "shutdown timeout: no task runs, but the outcomes of ended ones are still being stored or acknowledged (broker or backend slow or away)",
+      );
       this.#shutdownAbort.abort();
       await settlesWithin(this.#slots.drain(), left(CLOSE_RESERVE_MS));
     }

@@ -430,7 +430,6 @@ export class Worker {
     );
   }
 
-  /** Writes `STARTED` for a task still running after {@link STARTED_AFTER_MS}. */
   /** The stack of a failed attempt's error, at DEBUG level (the warning has its type and message). */
   #logStack(taskId: unknown, error: StoredError): void {
     if (error.stack)
@@ -440,6 +439,7 @@ export class Worker {
       );
   }
 
+  /** Writes `STARTED` for a task still running after {@link STARTED_AFTER_MS}. */
   #markStarted(message: TaskMessage): void {
     this.#app.backend
       ?.setState(message.id, "STARTED", { retries: message.retries, taskName: message.name })

@@ -116,7 +116,7 @@ export const BASE_REDIS_OPTIONS: Readonly<Record<string, unknown>> = {
 /**
  * Merges options over `${envPrefix}_{URL,HOST,PORT,DB,USERNAME,PASSWORD,TLS_CA,
  * TLS_REJECT_UNAUTHORIZED}` (options win; a URL, from options or env, wins over the separate
- * fields).
+ * fields). A ready `client` wins over all of them: the result describes that client.
  */
 export function resolveRedisConnection(
   options: RedisConnectionOptions,

@@ -413,9 +413,11 @@ export class RedisBackend implements Backend, RedisRecordWriter {
    */
   async deleteResult(taskId: string): Promise<void> {
     this.#hub?.forget(taskId);
-    await this.#run("deleteResult", async (main) => {
-      await main.call("DEL", this.resultKey(taskId));
-      await main.call("PUBLISH", this.doneChannel, JSON.stringify([taskId])).catch(() => undefined);
+    await this.#run("deleteResult", (main) => {
+      // one round trip: both sent in this turn, the DEL first (one connection keeps the order)
+      const deleted = main.call("DEL", this.resultKey(taskId));
+      const announced = main.call("PUBLISH", this.doneChannel, JSON.stringify([taskId])).catch(() => undefined);
+      return Promise.all([deleted, announced]);
     });
   }
 

@@ -11,8 +11,8 @@
  *
  * Semantics: at-least-once. `publish` is one XADD (plain publishes of one event-loop turn to
  * one queue go together in one script call, which leaves a receipt so that a resent copy adds
- * nothing; one script for a delay, `unique` or a backlog limit) and resolves when Redis replied: durable only as far as the server persists
- * (AOF `appendfsync always` for no loss). Work streams and the DLQ are never trimmed; acked
+ * nothing; one script for a delay, `unique` or a backlog limit) and resolves when Redis
+ * replied: durable only as far as the server persists (AOF `appendfsync always` for no loss). Work streams and the DLQ are never trimmed; acked
  * entries are deleted (XACK+XDEL in one script). Delays are measured by the Redis clock.
  * FIFO per queue except for redeliveries, retries and delayed messages; no priorities.
  * Every settle (ack, retry, dead-letter) acts only if the entry is still pending, so a

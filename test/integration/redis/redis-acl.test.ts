@@ -9,29 +9,13 @@ import { MessageCodec } from "../../../src/core/message.js";
 import { Chicory, silentLogger, TaskFailedError, Worker } from "../../../src/index.js";
 import { encodeTask, eventually, fetchOne } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
-import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
-import { deletePrefix, rawRedis, testPrefix } from "./redis-test-keys.js";
+import { skipUnless } from "../../helpers/services.js";
+import { aclUser, deletePrefix, rawRedis, testPrefix } from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
 
 describe.skipIf(skip)("redis with a limited ACL user", () => {
   const cleanups = useCleanups();
-
-  /** An ACL user with `rules` (added to `on >password`), deleted after the test; its URL. */
-  async function aclUser(...rules: string[]): Promise<string> {
-    const user = uniqueName("chicory-acl-");
-    const password = uniqueName("pw-");
-    const admin = rawRedis();
-    await admin.call("ACL", "SETUSER", user, "on", `>${password}`, ...rules);
-    cleanups.push(async () => {
-      await admin.call("ACL", "DELUSER", user);
-      admin.disconnect();
-    });
-    const url = new URL(SERVICES.redis);
-    url.username = user;
-    url.password = password;
-    return url.toString();
-  }
 
   /**
    * Runs three jobs and a failing one through a worker as the user of `url`, results found by
@@ -75,7 +59,7 @@ describe.skipIf(skip)("redis with a limited ACL user", () => {
 
   it("a user without channel rights (Redis 7's default for a new user): jobs finish and are acknowledged once; the backend warns", async () => {
     // Every key and command, no pub/sub channel: PUBLISH and SUBSCRIBE answer NOPERM.
-    const url = await aclUser("~*", "resetchannels", "+@all");
+    const { url } = await aclUser(cleanups, "~*", "resetchannels", "+@all");
     const prefix = testPrefix();
     cleanups.push(() => deletePrefix(prefix));
     // found by polling: no notification can be published or heard
@@ -85,12 +69,20 @@ describe.skipIf(skip)("redis with a limited ACL user", () => {
   it("the ACL docs/brokers/redis.md gives (prefix keys, done channel, no admin commands) runs everything", async () => {
     const prefix = testPrefix();
     cleanups.push(() => deletePrefix(prefix));
-    const url = await aclUser(`~${prefix}:*`, `&${prefix}:done:*`, "+@all", "-@admin", "-@dangerous", "+info");
+    const { url } = await aclUser(
+      cleanups,
+      `~${prefix}:*`,
+      `&${prefix}:done:*`,
+      "+@all",
+      "-@admin",
+      "-@dangerous",
+      "+info",
+    );
     expect(await runJobsAs(url, prefix)).toEqual([]);
   });
 
   it("a refused XPENDING fails the ack instead of reading as not pending: the entry stays, pending", async () => {
-    const url = await aclUser("~*", "&*", "+@all", "-xpending");
+    const { url } = await aclUser(cleanups, "~*", "&*", "+@all", "-xpending");
     const prefix = testPrefix();
     cleanups.push(() => deletePrefix(prefix));
     const broker = new RedisBroker({ url, keyPrefix: prefix, env: {}, claimMinIdleMs: 60_000 });

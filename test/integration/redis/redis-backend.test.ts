@@ -13,7 +13,7 @@ import { eventually, successRecord as success } from "../../contract/contract-he
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { idleWorkerStats } from "../../helpers/worker-stats.js";
-import { deletePrefix, keysUnder, rawRedis, testPrefix } from "./redis-test-keys.js";
+import { aclUser, deletePrefix, keysUnder, rawRedis, testPrefix } from "./redis-test-keys.js";
 
 const run = promisify(execFile);
 const tsx = import.meta.resolve("tsx");
@@ -467,21 +467,11 @@ describe.skipIf(skip)("redis backend", () => {
 
   it("a subscription the server refuses (ACL without channel rights) leaves no connection behind", async () => {
     const s = await setup();
-    const user = uniqueName("chicory-nochannels-");
-    const password = uniqueName("pw-");
     // Every key and command, no pub/sub channel: SUBSCRIBE answers NOPERM.
-    await s.raw.call("ACL", "SETUSER", user, "on", `>${password}`, "~*", "resetchannels", "+@all");
-    cleanups.push(async () => {
-      const admin = rawRedis();
-      await admin.call("ACL", "DELUSER", user);
-      admin.disconnect();
-    });
-    const url = new URL(SERVICES.redis);
-    url.username = user;
-    url.password = password;
+    const { user, url } = await aclUser(cleanups, "~*", "resetchannels", "+@all");
     const errors: string[] = [];
     const backend = new RedisBackend({
-      url: url.toString(),
+      url,
       keyPrefix: s.prefix,
       env: {},
       logger: { ...silentLogger, warn: (fields: unknown) => void errors.push(JSON.stringify(fields)) },

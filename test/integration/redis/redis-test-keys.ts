@@ -3,6 +3,7 @@
  * deletion of every key under a test's random prefix (never FLUSHDB on the shared server).
  */
 import { Redis } from "ioredis";
+import type { Cleanups } from "../../helpers/cleanups.js";
 import { SERVICES, uniqueName } from "../../helpers/services.js";
 
 /** A random key prefix for one test. */
@@ -43,4 +44,23 @@ export function otherDatabase(url: string = SERVICES.redis): string {
   const u = new URL(url);
   u.pathname = u.pathname === "/1" ? "/2" : "/1";
   return u.toString();
+}
+
+/**
+ * An ACL user of the test server with `rules` (after `on >password`), deleted by `cleanups`;
+ * its name and a URL that logs in as it.
+ */
+export async function aclUser(cleanups: Cleanups, ...rules: string[]): Promise<{ user: string; url: string }> {
+  const user = uniqueName("chicory-acl-");
+  const password = uniqueName("pw-");
+  const admin = rawRedis();
+  await admin.call("ACL", "SETUSER", user, "on", `>${password}`, ...rules);
+  cleanups.push(async () => {
+    await admin.call("ACL", "DELUSER", user);
+    admin.disconnect();
+  });
+  const url = new URL(SERVICES.redis);
+  url.username = user;
+  url.password = password;
+  return { user, url: url.toString() };
 }

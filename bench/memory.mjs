@@ -2,11 +2,12 @@
 //  - Redis used_memory delta per queued (not yet processed) increment job, --jobs jobs enqueued
 //    with no worker running (Chicory: `delay()`; BullMQ: `Queue.add`; bare: `XADD`; each in waves
 //    of 1000 concurrent calls), plus a key-pattern breakdown (MEMORY USAGE of every key);
-//  - worker process RSS: idle on an empty queue 2 s after start, and idle again 2 s after
-//    processing one batch of --load-n increment jobs.
+//  - worker process RSS: idle on an empty queue 2 s after start (the start-up's young generation
+//    still committed), idle again --settle-ms after start (V8's memory reducer has run; 20 s by
+//    default), and idle 2 s after processing one batch of --load-n increment jobs.
 // Bounded: hard deadline, per-step timeouts.
 // Usage: node bench/memory.mjs [--systems=chicory,bullmq,bare-ioredis,beequeue] [--jobs=100000] [--reps=2]
-//          [--load-n=4096] [--out=bench/results/memory.json]
+//          [--load-n=4096] [--settle-ms=20000] [--out=bench/results/memory.json]
 import { hardDeadline, median, parseArgs, rssMiB, sleep, startWorkers, withTimeout, writeJson } from "./lib/common.mjs";
 import { connect, flushBenchDb, redisInfo } from "./lib/redis.mjs";
 
@@ -15,6 +16,7 @@ const systems = String(a.systems || "chicory,bullmq,bare-ioredis,beequeue").spli
 const N = Number(a.jobs || 100000);
 const reps = Number(a.reps || 2);
 const loadN = Number(a["load-n"] || 4096);
+const settleMs = Number(a["settle-ms"] || 20000);
 const out = a.out || `bench/results/tmp/memory-${Date.now()}.json`;
 hardDeadline(Number(a["max-minutes"] || 15) * 60000, "memory");
 const usedMemory = async () => Number((await redisInfo("memory")).used_memory);
@@ -35,7 +37,10 @@ async function keyBreakdown() {
       for (const k of keys) p.memory("USAGE", k, "SAMPLES", "0");
       const res = await p.exec();
       keys.forEach((k, i) => {
-        const pattern = k.replace(/[0-9a-f]{8}-[0-9a-f-]{27,}/gi, "*").replace(/\d+/g, "#");
+        const pattern = k
+          .replace(/(:sent:\{[^}]*\}:).*/, "$1*") // Chicory's publish receipts (random tokens)
+          .replace(/[0-9a-f]{8}-[0-9a-f-]{27,}/gi, "*")
+          .replace(/\d+/g, "#");
         const g = groups[pattern] || { keys: 0, bytes: 0 };
         g.keys++;
         g.bytes += Number(res[i][1]) || 0;
@@ -59,8 +64,11 @@ for (let rep = 1; rep <= reps; rep++) {
       let producer = await driver.createProducer({ queue });
       const workers = await startWorkers(sys, 1, { QUEUE_NAME: queue });
       try {
+        const t0 = Date.now();
         await sleep(2000);
         row.workerRssIdleMiB = rssMiB(workers.pids[0]);
+        await sleep(Math.max(0, settleMs - (Date.now() - t0)));
+        row.workerRssSettledMiB = rssMiB(workers.pids[0]);
         await withTimeout(producer.runBatch("increment", loadN), 120000, `${sys} load batch`);
         await sleep(2000);
         row.workerRssAfterLoadMiB = rssMiB(workers.pids[0]);
@@ -83,7 +91,7 @@ for (let rep = 1; rep <= reps; rep++) {
       }
       console.log(
         `rep${rep} ${sys.padEnd(13)} redis=${row.redisBytesPerJob.toFixed(1)} B/job ` +
-          `workerRSS idle=${row.workerRssIdleMiB.toFixed(1)} MiB afterLoad=${row.workerRssAfterLoadMiB.toFixed(1)} MiB ` +
+          `workerRSS idle=${row.workerRssIdleMiB.toFixed(1)} settled=${row.workerRssSettledMiB.toFixed(1)} MiB afterLoad=${row.workerRssAfterLoadMiB.toFixed(1)} MiB ` +
           `keys=${JSON.stringify(Object.fromEntries(Object.entries(row.keys).map(([k, v]) => [k, `${v.keys} keys ${(v.bytes / N).toFixed(1)} B/job`])))}`,
       );
     } catch (e) {
@@ -91,7 +99,7 @@ for (let rep = 1; rep <= reps; rep++) {
       row.error = e.message;
     }
     rows.push(row);
-    writeJson(out, { started, node: process.version, N, reps, loadN, rows });
+    writeJson(out, { started, node: process.version, N, reps, loadN, settleMs, rows });
   }
 }
 await flushBenchDb();
@@ -100,7 +108,7 @@ for (const sys of systems) {
   const rs = rows.filter((r) => r.system === sys && !r.error);
   console.log(
     sys.padEnd(13),
-    ["redisBytesPerJob", "workerRssIdleMiB", "workerRssAfterLoadMiB"]
+    ["redisBytesPerJob", "workerRssIdleMiB", "workerRssSettledMiB", "workerRssAfterLoadMiB"]
       .map((k) => `${k}=${median(rs.map((r) => r[k])).toFixed(1)}`)
       .join(" "),
   );

@@ -252,12 +252,22 @@ if (mem) {
     `## Memory (${fmt(mem.N)} queued increment jobs, no worker; worker RSS idle and after a ${fmt(mem.loadN)}-job batch)`,
   );
   p();
-  p("| system | Redis bytes / queued job | worker RSS idle (MiB) | worker RSS after batch (MiB) |");
-  p("|---|---:|---:|---:|");
+  const settled = rs.some((r) => r.workerRssSettledMiB !== undefined);
+  const settleS = fmt((mem.settleMs ?? 20000) / 1000);
+  p(
+    `| system | Redis bytes / queued job | worker RSS idle 2 s after start (MiB) |${settled ? ` worker RSS idle ${settleS} s after start (MiB) |` : ""} worker RSS 2 s after a batch (MiB) |`,
+  );
+  p(`|---|---:|---:|${settled ? "---:|" : ""}---:|`);
   const beeMem = rs.some((r) => r.system === BEE);
   for (const [s, label] of SYS.filter(([s]) => s !== BEE || beeMem)) {
     p(
-      `| ${label} | ${fmt(m(s, "redisBytesPerJob"), 1)} | ${fmt(m(s, "workerRssIdleMiB"), 1)} | ${fmt(m(s, "workerRssAfterLoadMiB"), 1)} |`,
+      `| ${label} | ${fmt(m(s, "redisBytesPerJob"), 1)} | ${fmt(m(s, "workerRssIdleMiB"), 1)} |${settled ? ` ${fmt(m(s, "workerRssSettledMiB"), 1)} |` : ""} ${fmt(m(s, "workerRssAfterLoadMiB"), 1)} |`,
+    );
+  }
+  if (settled) {
+    p();
+    p(
+      "RSS is read from /proc (VmRSS). 2 s after start, Node still holds the young generation its start-up grew (V8 widens it while most new objects survive, as when modules load); V8's memory reducer gives it back after about 10 s without work. The goal row uses MB (10^6 bytes), as the issue states it.",
     );
   }
   if (!beeMem) p(`| bee-queue *ref* | ${fmt(BEE_REF.redisBytesPerJob)} | – | – |`);
@@ -271,9 +281,14 @@ if (mem) {
     );
   }
   const b = m("chicory", "redisBytesPerJob");
-  const rss = m("chicory", "workerRssIdleMiB");
   goal("Redis bytes per queued job", fmt(b, 1), "≤ 90", b <= 90);
-  goal("worker RSS idle (MiB)", fmt(rss, 1), "≤ 70", rss <= 70);
+  const MB = 1048576 / 1e6;
+  const early = m("chicory", "workerRssIdleMiB") * MB;
+  goal("worker RSS idle 2 s after start (MB)", fmt(early, 1), "≤ 70", early <= 70, "start-up young generation still held");
+  if (settled) {
+    const rss = m("chicory", "workerRssSettledMiB") * MB;
+    goal(`worker RSS idle ${settleS} s after start (MB)`, fmt(rss, 1), "≤ 70", rss <= 70);
+  }
 }
 
 const head = lines.splice(0, 5);

@@ -100,6 +100,13 @@ export interface Backend {
   connect(): Promise<void>;
   /** Closes connections the backend owns; idempotent. */
   disconnect(): Promise<void>;
+  /**
+   * Checks, once the backend is connected, that its server lets this user write records and
+   * heartbeats (e.g. Redis ACL rights). A worker calls it at start and does not start when it
+   * throws.
+   * @throws ConfigurationError when the server refuses access; other failures are not thrown
+   */
+  checkAccess?(): Promise<void>;
   /** Writes a state (with precedence, see module doc). `error` for `RETRY`. */
   setState(
     taskId: string,

@@ -284,6 +284,13 @@ export interface Broker extends BrokerAdmin {
   /** Creates a consumer of the given queues. */
   consumer(options: ConsumerOptions): Consumer;
   /**
+   * Checks, once the broker is connected, that its server lets this user work on `queues`
+   * (e.g. Redis ACL rights). A worker calls it at start and does not start when it throws.
+   * @throws ConfigurationError when the server refuses access; other failures (server away)
+   *   are not thrown
+   */
+  checkAccess?(queues: readonly string[]): Promise<void>;
+  /**
    * Offers to write `backend`'s terminal records in the same call as the acks of their
    * deliveries (one round trip per settled batch instead of two). Returns true when this broker
    * can, e.g. the Redis broker with a Redis backend on the same server, database and user;

@@ -147,6 +147,9 @@ export class Worker {
     };
     try {
       await this.#app.connect();
+      // A user the server refuses (ACL) would run and log the same refusal on every call
+      await this.#app.broker.checkAccess?.(this.config.queues);
+      await this.#app.backend?.checkAccess?.();
       for (const hook of this.#app.workerHooks.startup) {
         try {
           await hook();

@@ -34,6 +34,7 @@ import { FlushScheduler } from "../../core/flush-scheduler.js";
 import { type Logger, silentLogger } from "../../core/logger.js";
 import { DeadlinePassed, withinDeadline } from "../../core/sleep.js";
 import { BackendConnectionError, ConfigurationError, ValidationError } from "../../errors.js";
+import { checkRedisAccess } from "../../redis/redis-access.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import { closeRedis, describeRedisError, openRedis, pingRedis, sameRedisServer } from "../../redis/redis-connect.js";
 import { watchEviction } from "../../redis/redis-eviction.js";
@@ -479,6 +480,23 @@ export class RedisBackend implements Backend, RedisRecordWriter {
         if (ids.length < CLEANUP_BATCH) return removed;
       }
     });
+  }
+
+  /**
+   * Checks that this Redis user may run the backend's scripts on its record, heartbeat and
+   * worker-list keys (no-op script calls naming them; Redis's ACL check refuses with `NOPERM`).
+   * A worker calls it at start.
+   * @throws ConfigurationError when Redis refuses; any other failure is left to the calls that follow
+   */
+  async checkAccess(): Promise<void> {
+    const main = this.#main;
+    if (main === undefined) throw new BackendConnectionError("redis backend is not connected: call connect() first");
+    const groups = [
+      { keys: [this.resultKey("check")], what: "the result keys" },
+      { keys: [this.#heartbeatKey("check")], what: "the heartbeat keys" },
+      { keys: [this.#workersKey], what: `the worker list (${this.#workersKey})` },
+    ];
+    await checkRedisAccess(main, "redis backend", groups, `${this.#prefix}:*`, (error) => this.#describe(error));
   }
 
   /** PING round trip; never throws. */

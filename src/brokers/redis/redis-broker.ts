@@ -35,6 +35,7 @@ import { type Logger, silentLogger } from "../../core/logger.js";
 import { MessageCodec, peekMessage } from "../../core/message.js";
 import { DeadlinePassed, nextTurn, withinDeadline } from "../../core/sleep.js";
 import { BrokerConnectionError, ChicoryError } from "../../errors.js";
+import { checkRedisAccess } from "../../redis/redis-access.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import { closeRedis, describeRedisError, openRedis, pingRedis } from "../../redis/redis-connect.js";
 import { watchEviction } from "../../redis/redis-eviction.js";
@@ -432,6 +433,27 @@ export class RedisBroker implements Broker {
     const staleMs = Math.max(0, Math.round(staleSeconds * 1000));
     return this.#admin("cleanupStaleClients", (c) =>
       admin.cleanupStaleConsumers(c.main, this.#keys.get(queue), c.group, staleMs),
+    );
+  }
+
+  /**
+   * Checks that this Redis user may run the broker's scripts on every key of `queues` (one
+   * no-op script call per queue, naming its keys; Redis's ACL check refuses it with `NOPERM`).
+   * A worker calls it at start. Commands a script runs inside are not checked here (a refusal
+   * there fails the call that runs it, and the job is delivered again).
+   * @throws ConfigurationError when Redis refuses; any other failure is left to the calls that follow
+   */
+  async checkAccess(queues: readonly string[]): Promise<void> {
+    const ctx = this.#context();
+    const groups = queues.map((queue) => {
+      const k = this.#keys.get(queue);
+      return {
+        keys: [k.stream, k.delayed, k.delayedData, k.dlq, k.unique, `${k.sent}:check`],
+        what: `the keys of queue "${queue}"`,
+      };
+    });
+    await checkRedisAccess(ctx.main, "redis broker", groups, `${this.settings.keyPrefix}:*`, (error) =>
+      describeRedisError(error, this.#connection.password),
     );
   }
 

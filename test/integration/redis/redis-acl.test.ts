@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { MessageCodec } from "../../../src/core/message.js";
-import { Chicory, silentLogger, TaskFailedError, Worker } from "../../../src/index.js";
+import { Chicory, ConfigurationError, silentLogger, TaskFailedError, Worker } from "../../../src/index.js";
 import { encodeTask, eventually, fetchOne } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
@@ -79,6 +79,63 @@ describe.skipIf(skip)("redis with a limited ACL user", () => {
       "+info",
     );
     expect(await runJobsAs(url, prefix)).toEqual([]);
+  });
+
+  /** Starts a worker as the user of `url` on queue "jobs"; returns start()'s rejection. */
+  async function startRefused(url: string, prefix: string): Promise<unknown> {
+    const app = new Chicory({
+      broker: new RedisBroker({ url, keyPrefix: prefix, env: {} }),
+      backend: new RedisBackend({ url, keyPrefix: prefix, env: {} }),
+    });
+    const worker = new Worker(app, { queue: "jobs", concurrency: 2, logger: silentLogger });
+    cleanups.push(() => worker.stop(5));
+    const error = await worker.start().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(worker.isRunning).toBe(false);
+    return error;
+  }
+
+  it("a worker whose user may not touch its queue's keys does not start, and says why", async () => {
+    const prefix = testPrefix();
+    cleanups.push(() => deletePrefix(prefix));
+    // the backend's keys, not the queue's
+    const { url } = await aclUser(
+      cleanups,
+      `~${prefix}:result:*`,
+      `~${prefix}:heartbeat:*`,
+      `~${prefix}:workers`,
+      "&*",
+      "+@all",
+    );
+    const error = await startRefused(url, prefix);
+    expect(error).toBeInstanceOf(ConfigurationError);
+    expect(String(error)).toMatch(
+      /redis broker: the Redis user may not run its scripts on the keys of queue "jobs" \(NOPERM .*keys/,
+    );
+    expect(String(error)).toContain(`~${prefix}:*`);
+  });
+
+  it("a worker whose user may not run scripts does not start, and says why", async () => {
+    const prefix = testPrefix();
+    cleanups.push(() => deletePrefix(prefix));
+    const { url } = await aclUser(cleanups, "~*", "&*", "+@all", "-@scripting");
+    const error = await startRefused(url, prefix);
+    expect(error).toBeInstanceOf(ConfigurationError);
+    expect(String(error)).toMatch(/NOPERM .*'eval/);
+  });
+
+  it("a worker whose user may not write the backend's heartbeats does not start, and says why", async () => {
+    const prefix = testPrefix();
+    cleanups.push(() => deletePrefix(prefix));
+    const queueKeys = ["stream", "delayed", "delayed-data", "dlq", "unique", "sent"].map((k) => `~${prefix}:${k}:*`);
+    const { url } = await aclUser(cleanups, ...queueKeys, `~${prefix}:result:*`, `~${prefix}:workers`, "&*", "+@all");
+    const error = await startRefused(url, prefix);
+    expect(error).toBeInstanceOf(ConfigurationError);
+    expect(String(error)).toMatch(
+      /redis backend: the Redis user may not run its scripts on the heartbeat keys \(NOPERM/,
+    );
   });
 
   it("a refused XPENDING fails the ack instead of reading as not pending: the entry stays, pending", async () => {

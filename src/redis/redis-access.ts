@@ -1,0 +1,64 @@
+/**
+ * A start-up check of a Redis user's ACL rights (scripting and key patterns), so a worker
+ * whose user may not touch its keys fails to start with a clear error instead of running and
+ * logging the same refusal on every call.
+ * @module
+ */
+import { readFileSync } from "node:fs";
+import { withinDeadline } from "../core/sleep.js";
+import { ConfigurationError } from "../errors.js";
+import { type RedisClientLike, runScript } from "./redis-client.js";
+
+const CHECK_ACCESS = "chicoryCheckAccess";
+const CHECK_ACCESS_LUA = readFileSync(new URL("./scripts/check-access.lua", import.meta.url), "utf8");
+/** How long a check waits for Redis (an outage right after connecting must not hold a start). */
+const CHECK_TIMEOUT_MS = 5000;
+
+/** True for Redis's refusal by an ACL rule. */
+export function isNoPermError(error: unknown): boolean {
+  return error instanceof Error && error.message.startsWith("NOPERM");
+}
+
+/** One set of keys to check (all in one Cluster slot) and what they are, for the message. */
+export interface AccessGroup {
+  /** The keys, as the scripts will name them. */
+  readonly keys: readonly string[];
+  /** What they serve, e.g. `the keys of queue "emails"`. */
+  readonly what: string;
+}
+
+/**
+ * Calls `check-access.lua` once per group, naming the group's keys: Redis refuses the call
+ * (`NOPERM`) when the user may not run scripts or may not touch one of the keys.
+ * @param describe redacts the password from Redis's message
+ * @throws ConfigurationError on a refusal, naming what was refused and where to read more;
+ *   other errors (Redis away, no answer within 5 s) are not thrown: the calls that follow
+ *   meet them and retry as usual
+ */
+export async function checkRedisAccess(
+  client: RedisClientLike,
+  component: string,
+  groups: readonly AccessGroup[],
+  keyPattern: string,
+  describe: (error: unknown) => string,
+): Promise<void> {
+  client.defineCommand(CHECK_ACCESS, { lua: CHECK_ACCESS_LUA });
+  const refusals = await Promise.all(
+    groups.map((group) =>
+      withinDeadline(
+        runScript(client, CHECK_ACCESS, [String(group.keys.length), ...group.keys], []),
+        CHECK_TIMEOUT_MS,
+      ).then(
+        () => undefined,
+        (error: unknown) => (isNoPermError(error) ? { group, error } : undefined),
+      ),
+    ),
+  );
+  const refused = refusals.find((r) => r !== undefined);
+  if (refused === undefined) return;
+  throw new ConfigurationError(
+    `${component}: the Redis user may not run its scripts on ${refused.group.what} (${describe(refused.error)}); ` +
+      `grant it the scripting commands and the keys (ACL SETUSER <user> ~${keyPattern} …; see docs/brokers/redis.md, "ACL")`,
+    { cause: refused.error },
+  );
+}

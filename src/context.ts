@@ -12,6 +12,18 @@ export function isMarkedNonRetryable(error: unknown): boolean {
   return error !== null && typeof error === "object" && nonRetryable.has(error);
 }
 
+/** `Type: message` of an error given to `ctx.retry`, bounded; never throws. */
+function describeCause(error: unknown): string {
+  try {
+    const e = toError(error);
+    const type = typeof e.name === "string" && e.name !== "" && e.name !== "Error" ? e.name : e.constructor?.name;
+    const text = `${typeof type === "string" && type !== "" ? type : "Error"}: ${String(e.message)}`;
+    return text.length > 2000 ? `${text.slice(0, 2000)}…` : text;
+  } catch {
+    return "(an error that cannot be read)";
+  }
+}
+
 /** Longest countdown {@link TaskContext.retry} takes: ten years, in seconds. */
 const MAX_RETRY_COUNTDOWN_SECONDS = 10 * 366 * 24 * 3600;
 
@@ -95,8 +107,11 @@ export class TaskContext {
       throw options.error;
     }
     if (this.isLastRetry) {
+      // The last attempt's own error goes into the message: the stored result and the DLQ
+      // entry keep only the message and stack of what was thrown, not its cause.
+      const last = options.error === undefined ? "" : `; last error: ${describeCause(options.error)}`;
       throw new MaxRetriesExceededError(
-        `task ${this.taskName} (${this.taskId}) has no retries left (${this.retries} of ${this.maxRetries} done)`,
+        `task ${this.taskName} (${this.taskId}) has no retries left (${this.retries} of ${this.maxRetries} done)${last}`,
         { cause: options.error },
       );
     }

@@ -18,9 +18,9 @@ export interface RetryPolicyOptions {
   retryDelay?: Duration;
   /** Growth of the delay (default `exponential`: delay x 2^(attempt-1)). */
   backoff?: BackoffStrategy;
-  /** Upper bound of a delay (default 3600 s). */
+  /** Upper bound of a delay, jitter included (default 3600 s, or `retryDelay` when longer). */
   maxDelay?: Duration;
-  /** Randomize each delay by ±25 % (default true). */
+  /** Randomize each delay by ±25 % (default true), never past `maxDelay`. */
   jitter?: boolean;
   /** Retry only errors with one of these names (`error.name` or constructor name). */
   retryOn?: readonly string[];
@@ -42,7 +42,7 @@ export class RetryPolicy {
   readonly retryDelay: number;
   /** Growth of the delay. */
   readonly backoff: BackoffStrategy;
-  /** Upper bound of a delay in seconds. */
+  /** Upper bound of a delay in seconds, jitter included. */
   readonly maxDelay: number;
   /** Whether delays are randomized by ±25 %. */
   readonly jitter: boolean;
@@ -55,7 +55,11 @@ export class RetryPolicy {
     this.maxRetries = checkInt(options.maxRetries ?? 3, "retryPolicy.maxRetries", 0, 1_000_000);
     this.retryDelay = toSeconds(options.retryDelay ?? 1, "retryPolicy.retryDelay");
     this.backoff = checkChoice(options.backoff ?? "exponential", "retryPolicy.backoff", BACKOFFS);
-    this.maxDelay = toSeconds(options.maxDelay ?? 3600, "retryPolicy.maxDelay");
+    // The default bound never undercuts a longer base delay the caller chose.
+    this.maxDelay =
+      options.maxDelay === undefined
+        ? Math.max(3600, this.retryDelay)
+        : toSeconds(options.maxDelay, "retryPolicy.maxDelay");
     if (this.maxDelay < this.retryDelay) {
       throw new ConfigurationError("retryPolicy.maxDelay must be >= retryPolicy.retryDelay");
     }
@@ -80,7 +84,7 @@ export class RetryPolicy {
     else if (this.backoff === "linear") delay = this.retryDelay * n;
     else delay = this.retryDelay * 2 ** (n - 1);
     delay = Math.min(delay, this.maxDelay);
-    if (this.jitter) delay *= 0.75 + random() * 0.5;
+    if (this.jitter) delay = Math.min(delay * (0.75 + random() * 0.5), this.maxDelay);
     return Math.max(0, delay);
   }
 

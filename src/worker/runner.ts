@@ -282,6 +282,18 @@ async function attempt(
 }
 
 function failureOutcome(task: Task<readonly unknown[], unknown>, message: TaskMessage, thrown: unknown): Outcome {
+  try {
+    return classifyFailure(task, message, thrown);
+  } catch {
+    // A thrown value that cannot be inspected (`instanceof` throws on a revoked Proxy): an
+    // ordinary failure, retried as the policy says, never a crash of the worker's job loop.
+    const error = toStoredError(thrown);
+    if (message.retries >= task.retryPolicy.maxRetries) return { kind: "failure", error };
+    return { kind: "retry", error, delayMs: task.retryPolicy.calculateDelay(message.retries + 1) * 1000 };
+  }
+}
+
+function classifyFailure(task: Task<readonly unknown[], unknown>, message: TaskMessage, thrown: unknown): Outcome {
   if (thrown instanceof TaskAbortedError) return { kind: "aborted", error: toStoredError(thrown) };
   if (thrown instanceof RetryError) {
     const reason = thrown.reason === undefined ? thrown : thrown.reason;

@@ -213,6 +213,26 @@ describe("Worker on the memory broker", () => {
     expect(error).toMatchObject({ errorType: MaxRetriesExceededError.name });
   });
 
+  it("ctx.retry({ error }) with no retries left: the stored failure names that last error", async () => {
+    const { app } = makeApp();
+    class GatewayDown extends Error {
+      override name = "GatewayDown";
+    }
+    let runs = 0;
+    const t = app.task(
+      { name: "charges", context: true, retryPolicy: { maxRetries: 1, retryDelay: 0, jitter: false } },
+      async (ctx: TaskContext) => {
+        runs++;
+        ctx.retry({ countdown: 0, error: new GatewayDown(`gateway 502 on attempt ${runs}`) });
+      },
+    );
+    await startWorker(app);
+    const error = await (await t.delay()).get({ timeout: 5 }).catch((e: unknown) => e);
+    expect(runs).toBe(2);
+    expect(error).toMatchObject({ errorType: MaxRetriesExceededError.name });
+    expect((error as Error).message).toContain("last error: GatewayDown: gateway 502 on attempt 2");
+  });
+
   it("ctx.retry with a countdown that is not a number of seconds fails the task, naming the value", async () => {
     const { app } = makeApp();
     const countdowns = [Number.NaN, Number.POSITIVE_INFINITY, -1, 1e12];
@@ -248,8 +268,16 @@ describe("Worker on the memory broker", () => {
             },
           },
         ),
+      () => {
+        // `instanceof` itself throws on a revoked Proxy
+        const { proxy, revoke } = Proxy.revocable(new Error("inner"), {});
+        revoke();
+        return proxy;
+      },
     ];
+    const runs = throws.map(() => 0);
     const t = app.task({ name: "throws_oddly", retryPolicy: { maxRetries: 1, retryDelay: 0 } }, async (i: number) => {
+      runs[i] = (runs[i] ?? 0) + 1;
       throw (throws[i] as () => unknown)();
     });
     const ok = app.task({ name: "fine" }, async () => "fine");
@@ -259,6 +287,7 @@ describe("Worker on the memory broker", () => {
       await expect(r.get({ timeout: 5 })).rejects.toBeInstanceOf(TaskFailedError);
       expect(await r.state()).toBe("FAILURE");
     }
+    expect(runs).toEqual(throws.map(() => 2)); // the first run and its one retry, as the policy says
     expect(await (await ok.delay()).get({ timeout: 5 })).toBe("fine");
   });
 

@@ -25,6 +25,18 @@ describe("RetryPolicy", () => {
     expect(p.calculateDelay(1, () => 1)).toBe(5);
   });
 
+  it("never lets jitter take a delay past maxDelay", () => {
+    const p = new RetryPolicy({ retryDelay: 10, maxDelay: 10, backoff: "fixed" });
+    expect(p.calculateDelay(5, () => 1)).toBe(10);
+    expect(p.calculateDelay(5, () => 0)).toBe(7.5);
+  });
+
+  it("a retryDelay over the default maxDelay raises the default instead of failing", () => {
+    const p = new RetryPolicy({ retryDelay: "2h", backoff: "fixed", jitter: false });
+    expect([p.retryDelay, p.maxDelay, p.calculateDelay(3)]).toEqual([7200, 7200, 7200]);
+    expect(() => new RetryPolicy({ retryDelay: "2h", maxDelay: "1h" })).toThrow(/maxDelay/);
+  });
+
   it("accepts durations with units", () => {
     expect(new RetryPolicy({ retryDelay: "250ms", maxDelay: "1m" }).retryDelay).toBe(0.25);
   });
@@ -71,6 +83,16 @@ describe("TaskContext", () => {
       expect((e as RetryError).retries).toBe(0);
     }
     expect(() => make(2).retry()).toThrow(MaxRetriesExceededError);
+  });
+
+  it("retry({ error }) with no retries left names that error in the message", () => {
+    class GatewayDown extends Error {
+      override name = "GatewayDown";
+    }
+    expect(() => make(2).retry({ error: new GatewayDown("502") })).toThrow(
+      /no retries left \(2 of 2 done\); last error: GatewayDown: 502$/,
+    );
+    expect(() => make(2).retry({ error: "plain text" })).toThrow(/last error: Error: plain text$/);
   });
 
   it("retry({ error }) rethrows an error the policy does not retry", () => {

@@ -219,7 +219,9 @@ export interface BrokerAdmin {
   /** Up to `count` (default 100) oldest entries of `queue`'s DLQ. */
   getDlqMessages(queue?: string, count?: number): Promise<DlqMessage[]>;
   /**
-   * Moves one DLQ entry back to `queue` (default: the queue it died on). Idempotent per entry:
+   * Moves one DLQ entry back to `queue` (default: the queue it died on). A broker with one DLQ
+   * per queue (Redis) looks for the entry in `queue`'s DLQ only, and replays it there: `queue`
+   * defaults to `"default"` and must name the queue the entry died on. Idempotent per entry:
    * replaying an entry twice (even concurrently) enqueues it once. Returns false when the
    * entry does not exist (already replayed or deleted).
    * @param resetRetries set the message's `retries` to 0 (default true)

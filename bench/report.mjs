@@ -284,7 +284,13 @@ if (mem) {
   goal("Redis bytes per queued job", fmt(b, 1), "≤ 90", b <= 90);
   const MB = 1048576 / 1e6;
   const early = m("chicory", "workerRssIdleMiB") * MB;
-  goal("worker RSS idle 2 s after start (MB)", fmt(early, 1), "≤ 70", early <= 70, "start-up young generation still held");
+  goal(
+    "worker RSS idle 2 s after start (MB)",
+    fmt(early, 1),
+    "≤ 70",
+    early <= 70,
+    "start-up young generation still held",
+  );
   if (settled) {
     const rss = m("chicory", "workerRssSettledMiB") * MB;
     goal(`worker RSS idle ${settleS} s after start (MB)`, fmt(rss, 1), "≤ 70", rss <= 70);

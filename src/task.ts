@@ -3,7 +3,7 @@
  * @module
  */
 import type { StandardSchemaV1 } from "@standard-schema/spec";
-import type { Backend } from "./backends/backend.js";
+import { type Backend, isTerminalState, type TaskRecord } from "./backends/backend.js";
 import type { Broker, OutgoingMessage } from "./brokers/broker.js";
 import type { DeliveryMode, ValidationMode } from "./config.js";
 import type { TaskContext } from "./context.js";
@@ -14,6 +14,7 @@ import { findNonJson, isWellFormedText, type JsonValue } from "./core/json.js";
 import type { MessageCodec, TaskMessage } from "./core/message.js";
 import { assertValidName } from "./core/names.js";
 import { validateWithSchema } from "./core/schema.js";
+import { settlesWithin } from "./core/sleep.js";
 import { ValidationError } from "./errors.js";
 import { AsyncResult, type ResultDefaults } from "./result.js";
 import { RetryPolicy, type RetryPolicyOptions } from "./retry.js";
@@ -249,8 +250,34 @@ function publishFor<R>(
   isNewId: boolean,
   result: AsyncResult<R>,
 ): Promise<AsyncResult<R>> {
-  if (isNewId) runtime.backend?.expectResult?.(outgoing.id);
+  if (!isNewId) return publishReusedId(runtime, queue, outgoing).then(() => result);
+  runtime.backend?.expectResult?.(outgoing.id);
   return runtime.broker.publish(queue, outgoing).then(() => result);
+}
+
+/** How long the publish of a caller-chosen id waits to read the id's stored record. */
+const PREVIOUS_RUN_READ_MS = 2000;
+
+/**
+ * Publishes a message whose id the caller chose, which may name a job that ran before (once
+ * that run has finished, the same id enqueues a new one). The id's stored record is read
+ * first; when the publish enqueues a new run and that record is a finished run's, it is
+ * deleted if it is still the same record, so `get()` and `state()` follow the new run instead
+ * of returning the old outcome (a record the new run wrote meanwhile is kept). Best effort: a
+ * backend that cannot answer within {@link PREVIOUS_RUN_READ_MS} or fails the delete leaves the
+ * old outcome visible until the new run ends; the publish itself goes ahead.
+ */
+async function publishReusedId(runtime: TaskRuntime, queue: string, outgoing: OutgoingMessage): Promise<void> {
+  const backend = runtime.backend;
+  let seen: TaskRecord | null = null;
+  if (backend?.deleteResultIf) {
+    const reading = backend.getResult(outgoing.id);
+    reading.catch(() => undefined);
+    if (await settlesWithin(reading, PREVIOUS_RUN_READ_MS)) seen = await reading.catch(() => null);
+  }
+  const { published } = await runtime.broker.publish(queue, outgoing);
+  if (!published || seen === null || !isTerminalState(seen.state)) return;
+  await backend?.deleteResultIf?.(outgoing.id, seen).catch(() => false);
 }
 
 /** Longest delay `applyAsync` takes: ten years (as `ctx.retry`'s countdown), in milliseconds. */

@@ -160,6 +160,27 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       expect(await app.broker.getDlqCount("default")).toBe(0);
     });
 
+    it("a caller-chosen id enqueued again after its run finished: get() and state() follow the new run", async () => {
+      const app = await fresh();
+      let fail = true;
+      const t = app.task({ name: "reused_id", retryPolicy: { maxRetries: 0 } }, async () => {
+        if (fail) throw new Error("first run failed");
+        return "second run ok";
+      });
+      const first = await worker(app);
+      const r = await t.applyAsync([], { taskId: "invoice-42" });
+      await expect(r.get({ timeout: 20 })).rejects.toBeInstanceOf(TaskFailedError);
+      await first.stop(2);
+      await app.connect();
+      fail = false;
+      const again = await t.applyAsync([], { taskId: "invoice-42" });
+      // No worker runs: the first run's failure is gone, the new run waits in its queue.
+      expect(await again.state()).toBe("PENDING");
+      await expect(again.get({ timeout: 0 })).rejects.toBeInstanceOf(TimeoutError);
+      await worker(app);
+      expect(await again.get({ timeout: 20 })).toBe("second run ok");
+    });
+
     it("runs a delayed task no earlier than its countdown", async () => {
       const app = await fresh();
       const t = app.task(async function delayed() {

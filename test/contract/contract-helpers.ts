@@ -14,14 +14,17 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /**
- * Calls `fn` until it resolves without throwing (an assertion that passes) and returns its
- * value; rethrows the last error once `timeoutMs` passed.
+ * Calls `fn` until it resolves without throwing (an assertion that passes) and to anything but
+ * `false` (a condition that holds), and returns its value; once `timeoutMs` passed, rethrows the
+ * last error or fails with "condition still false".
  */
 export async function eventually<T>(fn: () => T | Promise<T>, timeoutMs = 5000, intervalMs = 25): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
-      return await fn();
+      const value = await fn();
+      if (value !== false) return value;
+      if (Date.now() >= deadline) throw new Error(`condition still false after ${timeoutMs} ms`);
     } catch (error) {
       if (Date.now() >= deadline) throw error;
     }

@@ -58,6 +58,7 @@ import type { RedisBrokerOptions, RedisBrokerSettings } from "./redis-broker-opt
 import { resolveBrokerSettings } from "./redis-broker-options.js";
 import { RedisConsumer } from "./redis-consumer.js";
 import type { RedisBrokerContext } from "./redis-context.js";
+import { DueMover } from "./redis-due-mover.js";
 import { QueueKeyCache, type QueueKeys } from "./redis-keys.js";
 import { PublishBatcher } from "./redis-publish-batch.js";
 import { defineBrokerScripts } from "./redis-scripts.js";
@@ -99,6 +100,8 @@ export class RedisBroker implements Broker {
   #replayGuard: DlqReplayGuard | undefined;
   #ctx: RedisBrokerContext | undefined;
   #connecting: Promise<void> | undefined;
+  /** Moves the delayed jobs this process schedules when they fall due. */
+  #dueMover: DueMover | undefined;
   /** The result backend whose terminal records acks write (see {@link RedisBroker.attachResults}). */
   #records: RedisRecordWriter | undefined;
 
@@ -173,6 +176,8 @@ export class RedisBroker implements Broker {
     };
     main.on("ready", onReconnect);
     this.#stopReconnectWatch = () => main.off("ready", onReconnect);
+    const dueMover = new DueMover(main, this.#logger);
+    this.#dueMover = dueMover;
     this.#ctx = {
       main,
       keys: this.#keys,
@@ -184,6 +189,7 @@ export class RedisBroker implements Broker {
       logger: this.#logger,
       displayUrl,
       mainReadyCount: () => readyCount,
+      scheduleMove: (keys, delayMs) => dueMover.schedule(keys, delayMs),
       wrapError: (operation, error) =>
         error instanceof BrokerConnectionError
           ? error
@@ -210,6 +216,8 @@ export class RedisBroker implements Broker {
     this.#ctx = undefined;
     this.#batcher?.flush();
     this.#batcher = undefined;
+    this.#dueMover?.close();
+    this.#dueMover = undefined;
     await Promise.all([...this.#consumers].map((c) => c.close()));
     this.#consumers.clear();
     this.#stopEvictionChecks?.();
@@ -281,6 +289,7 @@ export class RedisBroker implements Broker {
           `queue "${queue}" is full (${max} messages, CHICORY_BROKER_REDIS_MAX_STREAM_LENGTH): message not published`,
         );
       }
+      if (result === 1 && delayMs > 0) ctx.scheduleMove(keys, delayMs);
       return { published: result === 1 };
     } catch (error) {
       throw ctx.wrapError("publish", error);

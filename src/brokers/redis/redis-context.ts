@@ -5,7 +5,7 @@
  */
 import type { Logger } from "../../core/logger.js";
 import type { RedisClientLike } from "../../redis/redis-client.js";
-import type { QueueKeyCache } from "./redis-keys.js";
+import type { QueueKeyCache, QueueKeys } from "./redis-keys.js";
 
 /** Settings of a connected broker. */
 export interface RedisBrokerContext {
@@ -31,6 +31,11 @@ export interface RedisBrokerContext {
    * sends again the commands whose replies a dropped connection lost).
    */
   readonly mainReadyCount: () => number;
+  /**
+   * Notes a delayed job Redis has just accepted `delayMs` from now, to move it into its stream
+   * when due (see `redis-due-mover.ts`).
+   */
+  scheduleMove(keys: QueueKeys, delayMs: number): void;
   /** Wraps a driver error into a BrokerConnectionError naming `operation` (password redacted). */
   wrapError(operation: string, error: unknown): Error;
 }

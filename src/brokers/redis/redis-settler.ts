@@ -303,7 +303,7 @@ export class RedisSettler implements DeliverySettler {
   async retry(d: RedisDelivery, body: string, delayMs: number): Promise<void> {
     const { stream, delayed, delayedData } = d.keys;
     const delay = Math.max(0, Math.ceil(delayMs)); // never early: rounded up
-    await this.#settle(d, "retry", () =>
+    const done = await this.#settle(d, "retry", () =>
       runScript(
         this.#ctx.main,
         "chicoryRetry",
@@ -311,6 +311,7 @@ export class RedisSettler implements DeliverySettler {
         [this.#ctx.group, d.deliveryId, body, delay, d.taskId, this.#consumerId],
       ),
     );
+    if (delay > 0 && Number(done) === 1) this.#ctx.scheduleMove(d.keys, delay);
   }
 
   /**

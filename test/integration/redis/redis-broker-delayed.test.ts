@@ -9,7 +9,7 @@ import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js
 import { MessageCodec } from "../../../src/core/message.js";
 import type { RedisClientLike } from "../../../src/redis/redis-client.js";
 import { runScript } from "../../../src/redis/redis-client.js";
-import { encodeTask, eventually } from "../../contract/contract-helpers.js";
+import { encodeTask, eventually, fetchOne } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { openBrokerSandbox } from "./redis-broker-sandbox.js";
@@ -137,6 +137,59 @@ describe.skipIf(skip)("redis broker: delayed messages", () => {
     expect(new Set(seen).size).toBe(6);
     expect(await raw.zcard(n.delayed)).toBe(0);
     expect(await raw.xlen(n.stream)).toBe(0);
+  });
+
+  /** A connected broker on fresh keys, and a raw client (both closed, keys deleted after the test). */
+  async function brokerAndRaw() {
+    const n = names();
+    const raw = rawRedis();
+    const broker = new RedisBroker({ url: SERVICES.redis, keyPrefix: n.prefix, env: {}, claimMinIdleMs: 60_000 });
+    broker.bind({ codec });
+    await broker.connect();
+    cleanups.push(async () => {
+      await broker.disconnect();
+      await deletePrefix(n.prefix);
+      raw.disconnect();
+    });
+    return { n, raw, broker };
+  }
+
+  /** Waits until the delayed set is empty and the stream holds `count` entries, none added before its due time. */
+  async function movedOnTime(
+    n: ReturnType<typeof names>,
+    raw: ReturnType<typeof rawRedis>,
+    due: number,
+    count: number,
+  ) {
+    await eventually(async () => {
+      expect(await raw.zcard(n.delayed)).toBe(0);
+      const entries = await raw.xrange(n.stream, "-", "+");
+      expect(entries).toHaveLength(count);
+      // stream entry ids carry the Redis time (ms) the mover added them at
+      for (const [id] of entries) expect(Number(id.split("-")[0])).toBeGreaterThanOrEqual(due);
+    }, 5000);
+  }
+
+  it("the process that publishes a short countdown moves it when due, though no worker runs", async () => {
+    const { n, raw, broker } = await brokerAndRaw();
+    const t = encodeTask(codec);
+    await broker.publish(n.queue, { id: t.id, body: t.body, delayMs: 400 });
+    const due = Number(await raw.zscore(n.delayed, t.id));
+    expect(due).toBeGreaterThan(0);
+    await movedOnTime(n, raw, due, 1);
+  });
+
+  it("a retry a consumer schedules is moved when due by its own process, not at a worker's next recheck", async () => {
+    const { n, raw, broker } = await brokerAndRaw();
+    const t = encodeTask(codec);
+    await broker.publish(n.queue, { id: t.id, body: t.body });
+    const consumer = broker.consumer({ queues: [n.queue], consumerId: uniqueName("c-") });
+    const delivery = await fetchOne(consumer);
+    await delivery.retry(t.body, 400);
+    const due = Number(await raw.zscore(n.delayed, t.id));
+    expect(due).toBeGreaterThan(0);
+    await consumer.close(); // no consumer left to move it
+    await movedOnTime(n, raw, due, 1);
   });
 
   it("a wall clock stepped back does not hold off the mover or the reclaim (monotonic schedule)", async () => {

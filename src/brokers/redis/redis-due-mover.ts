@@ -1,0 +1,113 @@
+/**
+ * Moves the delayed jobs this process scheduled (retries its workers settle, countdowns it
+ * publishes) into their stream when they fall due. The workers' own movers check the delayed
+ * set at the next due time they know of, and at least every second for entries others add:
+ * without this, a 100 ms retry or countdown could wait for that recheck, up to a second. The
+ * move script's `XADD` wakes the workers blocked on the stream, so the job starts on time.
+ *
+ * Best effort and bounded: delays up to {@link HORIZON_MS}, at most {@link MAX_DUE_PER_QUEUE}
+ * due times per queue, one timer per queue (unref'd: it never holds the process open), due
+ * times less than {@link COALESCE_MS} apart served by one call. The move script judges "due" by
+ * Redis's clock and moves an entry once whoever runs it, so a timer that fires a little early
+ * moves nothing and a late or failed one leaves the job to the workers' recheck.
+ * @module
+ */
+import type { Logger } from "../../core/logger.js";
+import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
+import type { QueueKeys } from "./redis-keys.js";
+
+/** Longest delay this process moves itself; later ones are left to the workers' recheck. */
+const HORIZON_MS = 60_000;
+/** Most due times kept per queue (beyond, the workers' recheck serves them). */
+const MAX_DUE_PER_QUEUE = 10_000;
+/** Due times this close after the one a timer fires for are served by the same call. */
+const COALESCE_MS = 5;
+/** Entries moved per call (as the workers' mover). */
+const MOVE_BATCH = 500;
+
+interface QueueDue {
+  readonly keys: QueueKeys;
+  /** Due times (performance.now() ms), ascending. */
+  readonly due: number[];
+  timer: NodeJS.Timeout | undefined;
+  /** When `timer` fires. */
+  timerAt: number;
+}
+
+/** The delayed jobs of one broker instance, moved when due (see the module's comment). */
+export class DueMover {
+  readonly #main: RedisClientLike;
+  readonly #logger: Logger;
+  readonly #queues = new Map<string, QueueDue>();
+  #closed = false;
+
+  constructor(main: RedisClientLike, logger: Logger) {
+    this.#main = main;
+    this.#logger = logger;
+  }
+
+  /**
+   * Notes a delayed job of `keys`'s queue that Redis has accepted `delayMs` from now (call it
+   * once the script that added it has answered: Redis's due time then lies before ours).
+   */
+  schedule(keys: QueueKeys, delayMs: number): void {
+    if (this.#closed || !(delayMs > 0) || delayMs > HORIZON_MS) return;
+    let q = this.#queues.get(keys.delayed);
+    if (q === undefined) {
+      q = { keys, due: [], timer: undefined, timerAt: Number.POSITIVE_INFINITY };
+      this.#queues.set(keys.delayed, q);
+    }
+    if (q.due.length >= MAX_DUE_PER_QUEUE) return;
+    const at = performance.now() + delayMs + 1; // +1: setTimeout and Redis round to whole ms
+    // ascending: most calls append (later due times come later)
+    let i = q.due.length;
+    while (i > 0 && (q.due[i - 1] as number) > at) i--;
+    q.due.splice(i, 0, at);
+    this.#arm(q);
+  }
+
+  /** Stops every timer; later calls to {@link DueMover.schedule} do nothing. */
+  close(): void {
+    this.#closed = true;
+    for (const q of this.#queues.values()) clearTimeout(q.timer);
+    this.#queues.clear();
+  }
+
+  #arm(q: QueueDue): void {
+    const next = q.due[0];
+    if (next === undefined) {
+      if (q.timer === undefined) this.#queues.delete(q.keys.delayed);
+      return;
+    }
+    if (q.timer !== undefined) {
+      if (q.timerAt <= next) return;
+      clearTimeout(q.timer);
+    }
+    q.timerAt = next;
+    q.timer = setTimeout(() => this.#fire(q), Math.max(0, Math.ceil(next - performance.now())));
+    q.timer.unref();
+  }
+
+  #fire(q: QueueDue): void {
+    q.timer = undefined;
+    q.timerAt = Number.POSITIVE_INFINITY;
+    const until = performance.now() + COALESCE_MS;
+    let served = 0;
+    while (served < q.due.length && (q.due[served] as number) <= until) served++;
+    q.due.splice(0, served);
+    const { delayed, delayedData, stream, unique } = q.keys;
+    runScript(this.#main, "chicoryMoveDelayed", [delayed, delayedData, stream, unique], [MOVE_BATCH]).then(
+      () => {
+        if (!this.#closed) this.#arm(q);
+      },
+      (error: unknown) => {
+        // the workers' recheck moves it instead
+        this.#logger.debug(
+          { queue: q.keys.queue, err: error instanceof Error ? error.message : String(error) },
+          "redis: could not move a due delayed job",
+        );
+        if (!this.#closed) this.#arm(q);
+      },
+    );
+  }
+}

@@ -31,10 +31,11 @@
 import type { HealthStatus } from "../../brokers/broker.js";
 import type { EnvMap } from "../../core/env.js";
 import { FlushScheduler } from "../../core/flush-scheduler.js";
-import { type Logger, silentLogger } from "../../core/logger.js";
+import type { Logger } from "../../core/logger.js";
 import { DeadlinePassed, withinDeadline } from "../../core/sleep.js";
+import { processWarningLogger } from "../../core/warn-once.js";
 import { BackendConnectionError, ConfigurationError, ValidationError } from "../../errors.js";
-import { checkRedisAccess } from "../../redis/redis-access.js";
+import { checkRedisAccess, isNoPermError } from "../../redis/redis-access.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import { closeRedis, describeRedisError, openRedis, pingRedis, sameRedisServer } from "../../redis/redis-connect.js";
 import { watchEviction } from "../../redis/redis-eviction.js";
@@ -119,7 +120,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     this.settings = resolveBackendSettings(options, env);
     this.displayUrl = this.#connection.displayUrl;
     this.#injected = options.client;
-    this.#logger = options.logger ?? silentLogger;
+    this.#logger = options.logger ?? processWarningLogger("CHICORY_REDIS_BACKEND");
     this.#prefix = this.settings.keyPrefix;
     this.#idOffset = Buffer.byteLength(this.resultKey(""), "utf8");
     const injectedDb = (options.client as { readonly options?: { readonly db?: unknown } } | undefined)?.options?.db;
@@ -195,7 +196,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     try {
       await main.call("PUBLISH", this.doneChannel, "[]");
     } catch (error) {
-      if (!(error instanceof Error && error.message.startsWith("NOPERM"))) return; // other errors: elsewhere
+      if (!isNoPermError(error)) return; // other errors: elsewhere
       this.#logger.warn(
         { channel: this.doneChannel, err: this.#describe(error) },
         `redis backend: this Redis user may not publish on ${this.doneChannel}: finished results are not announced, and waiters find them only by polling (every poll interval, or every ${PUSH_SAFETY_POLL_MS / 1000} s while subscribed); grant the channel to the user (ACL SETUSER <user> &${this.doneChannel})`,

@@ -10,6 +10,7 @@
  */
 import { safeJsonParse } from "../../core/json.js";
 import { settlesWithin } from "../../core/sleep.js";
+import { isNoPermError } from "../../redis/redis-access.js";
 import type { RedisClientLike } from "../../redis/redis-client.js";
 import { dropRedis, openDuplicate } from "../../redis/redis-connect.js";
 import type { TaskRecord, WaitOptions } from "../backend.js";
@@ -18,6 +19,13 @@ import { asRecord, RECORD_MAX_DEPTH } from "./redis-record.js";
 
 /** Longest wait for the subscription before a waiter relies on polling alone. */
 const SUBSCRIBE_WAIT_MS = 1000;
+/**
+ * After a failed subscribe, waits poll without trying again for this long: a minute when Redis
+ * refused the channel (`NOPERM`: an ACL user without it), a second otherwise (Redis away).
+ * Without it every `get()` would open, and drop, a connection of its own.
+ */
+const NOPERM_RETRY_MS = 60_000;
+const FAILED_RETRY_MS = 1000;
 
 /**
  * How often the subscriber connection is checked with a PING, and how long its answer may take.
@@ -69,6 +77,8 @@ export class RedisResultHub {
   #isPinging = false;
   #isClosed = false;
   #isSubscribed = false;
+  /** No subscribe before this time (performance.now() ms), after a failed one. */
+  #retrySubscribeAtMs = Number.NEGATIVE_INFINITY;
   /** True while the subscription is confirmed and its connection has not dropped since. */
   #isLive = false;
 
@@ -163,11 +173,15 @@ export class RedisResultHub {
   }
 
   #subscribe(): Promise<RedisClientLike | undefined> {
+    if (this.#subscriber === undefined && performance.now() < this.#retrySubscribeAtMs) {
+      return Promise.resolve(undefined); // polling meanwhile (see NOPERM_RETRY_MS)
+    }
     this.#subscriber ??= this.#openSubscriber().catch((error: unknown) => {
-      // No push notifications: the poll fallback still resolves waiters. Try again next wait.
+      // No push notifications: the poll fallback still resolves waiters. Try again later.
       if (!this.#isClosed) this.#host.onError(error);
       this.#subscriber = undefined;
       this.#isSubscribed = false;
+      this.#retrySubscribeAtMs = performance.now() + (isNoPermError(error) ? NOPERM_RETRY_MS : FAILED_RETRY_MS);
       return undefined;
     });
     return this.#subscriber;

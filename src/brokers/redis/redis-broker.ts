@@ -31,9 +31,10 @@
 import type { Backend } from "../../backends/backend.js";
 import { Deadlines } from "../../core/deadlines.js";
 import type { EnvMap } from "../../core/env.js";
-import { type Logger, silentLogger } from "../../core/logger.js";
+import type { Logger } from "../../core/logger.js";
 import { MessageCodec, peekMessage } from "../../core/message.js";
 import { DeadlinePassed, nextTurn, withinDeadline } from "../../core/sleep.js";
+import { processWarningLogger } from "../../core/warn-once.js";
 import { BrokerConnectionError, ChicoryError } from "../../errors.js";
 import { checkRedisAccess } from "../../redis/redis-access.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
@@ -112,7 +113,7 @@ export class RedisBroker implements Broker {
     this.displayUrl = this.#connection.displayUrl;
     this.#injected = options.client;
     this.#keys = new QueueKeyCache(this.settings.keyPrefix);
-    this.#logger = options.logger ?? silentLogger;
+    this.#logger = options.logger ?? processWarningLogger("CHICORY_REDIS_BROKER");
     const displayUrl = this.displayUrl;
     this.#publishDeadlines = new Deadlines(
       this.settings.publishTimeoutMs,

@@ -2,6 +2,7 @@
  * Redis ACL users with fewer rights than `+@all` on every key and channel: what runs, what fails
  * loudly, and that no job is settled wrongly because a command inside a script was refused.
  */
+import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
@@ -10,6 +11,7 @@ import { Chicory, ConfigurationError, silentLogger, TaskFailedError, Worker } fr
 import { encodeTask, eventually, fetchOne } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
+import { useOwnRedis } from "./own-redis.js";
 import { aclUser, deletePrefix, rawRedis, testPrefix } from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
@@ -160,3 +162,46 @@ describe.skipIf(skip)("redis with a limited ACL user", () => {
     expect(pending).toBe(1);
   });
 });
+
+describe.skipIf(skip)("redis results for an ACL user without the done channel, on a server of its own", () => {
+  const own = useOwnRedis("acl-results");
+  const cleanups = useCleanups();
+
+  it("waits poll on one connection (no new subscriber per get()), and a backend built from a URL says why as a process warning", async () => {
+    const admin = new Redis(own.server.url);
+    cleanups.push(async () => void admin.disconnect());
+    await admin.call("ACL", "SETUSER", "nochannel", "on", ">pw", "~*", "resetchannels", "+@all");
+    const url = new URL(own.server.url);
+    url.username = "nochannel";
+    url.password = "pw";
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => void warnings.push(w.message);
+    process.on("warning", onWarning);
+    cleanups.push(async () => void process.off("warning", onWarning));
+    const prefix = testPrefix();
+    // built from URLs, as most apps do: no logger given
+    const app = new Chicory({
+      broker: url.toString(),
+      config: { env: { CHICORY_BROKER_REDIS_KEY_PREFIX: prefix, CHICORY_BACKEND_REDIS_KEY_PREFIX: prefix } },
+    });
+    const work = app.task(async function double(n: number) {
+      return n * 2;
+    });
+    const worker = new Worker(app, { concurrency: 2, logger: silentLogger });
+    await worker.start();
+    cleanups.push(() => worker.stop(5));
+    await eventually(() => expect(warnings.join("\n")).toContain("this Redis user may not publish on"));
+    const connectionsBefore = await totalConnections(admin);
+    for (let i = 0; i < 10; i++) {
+      expect(await (await work.delay(i)).get({ timeout: 20, pollInterval: 0.05 })).toBe(i * 2);
+    }
+    // before: one more connection (opened, refused SUBSCRIBE, dropped) per get()
+    expect((await totalConnections(admin)) - connectionsBefore).toBeLessThanOrEqual(2);
+  });
+});
+
+/** Connections the server has accepted since it started (INFO stats). */
+async function totalConnections(admin: Redis): Promise<number> {
+  const info = String(await admin.info("stats"));
+  return Number(/total_connections_received:(\d+)/.exec(info)?.[1]);
+}

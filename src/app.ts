@@ -27,7 +27,7 @@ import {
   DEFAULT_BROKER_SPEC,
 } from "./drivers.js";
 import { BackendConnectionError, ChicoryError, ConfigurationError, TaskNotFoundError } from "./errors.js";
-import type { ResultDefaults } from "./result.js";
+import { bindResultDefaults, type ResultDefaults } from "./result.js";
 import { type AnyHandler, Task, type TaskOptions, type TaskRuntime } from "./task.js";
 
 /** Longest wait for the backend's record before a DLQ replay gives up (nothing replayed). */
@@ -110,7 +110,11 @@ export class Chicory {
       else this.backend = createDefaultBackend(brokerSpec, context) ?? null;
     }
     const app = this;
-    let resultDefaults: ResultDefaults | undefined;
+    const resultDefaults: ResultDefaults = {
+      pollInterval: this.config.resultPollInterval,
+      defaultTimeout: this.config.resultDefaultTimeout,
+    };
+    if (this.backend) bindResultDefaults(this.backend, resultDefaults);
     this.#runtime = {
       get broker() {
         return app.broker;
@@ -128,10 +132,6 @@ export class Chicory {
         return app.config.deliveryMode;
       },
       get resultDefaults() {
-        resultDefaults ??= {
-          pollInterval: app.config.resultPollInterval,
-          defaultTimeout: app.config.resultDefaultTimeout,
-        };
         return resultDefaults;
       },
       get isConnected() {

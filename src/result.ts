@@ -40,6 +40,18 @@ export interface ResultDefaults {
   defaultTimeout?: number | null;
 }
 
+/** The defaults of the app each backend belongs to (see {@link bindResultDefaults}). */
+const appDefaults = new WeakMap<Backend, ResultDefaults>();
+
+/**
+ * @internal Makes `defaults` the ones of every {@link AsyncResult} built on `backend` without
+ * defaults of its own (`new AsyncResult(taskId, app.backend)`), as of those `delay()` returns.
+ * The app calls it for its backend.
+ */
+export function bindResultDefaults(backend: Backend, defaults: ResultDefaults): void {
+  appDefaults.set(backend, defaults);
+}
+
 /**
  * The eventual result of a task.
  * @example
@@ -53,10 +65,15 @@ export class AsyncResult<R = unknown> {
   readonly #backend: Backend | null;
   readonly #defaults: ResultDefaults;
 
-  constructor(taskId: string, backend: Backend | null, defaults: ResultDefaults = {}) {
+  /**
+   * @param defaults `get()`'s defaults; without them, those of the app whose backend this is
+   *   (`CHICORY_RESULT_DEFAULT_TIMEOUT`, `CHICORY_RESULT_POLL_INTERVAL`), as for the results
+   *   `delay()` returns
+   */
+  constructor(taskId: string, backend: Backend | null, defaults?: ResultDefaults) {
     this.taskId = taskId;
     this.#backend = backend;
-    this.#defaults = defaults;
+    this.#defaults = defaults ?? (backend === null ? undefined : appDefaults.get(backend)) ?? {};
   }
 
   #requireBackend(): Backend {

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { Backend, TaskRecord, WaitOptions } from "../../src/backends/backend.js";
 import { TimeoutError } from "../../src/errors.js";
+import { Chicory } from "../../src/index.js";
 import { AsyncResult } from "../../src/result.js";
 
 /**
@@ -46,5 +47,25 @@ describe("AsyncResult.get() when the backend does not answer", () => {
     await vi.advanceTimersByTimeAsync(1);
     expect(outcome).toBeInstanceOf(TimeoutError);
     expect((outcome as Error).message).toBe(`task t1: no result after ${timeout} s`);
+  });
+});
+
+describe("an AsyncResult built from an id", () => {
+  it("takes the defaults of the app whose backend it is given (CHICORY_RESULT_DEFAULT_TIMEOUT)", async () => {
+    const app = new Chicory({
+      broker: "memory",
+      backend: "memory",
+      config: { env: { CHICORY_RESULT_DEFAULT_TIMEOUT: "0.05" } },
+    });
+    await app.connect();
+    try {
+      // no run, no result: get() without a timeout ends at the app's default, as delay()'s results do
+      await expect(new AsyncResult("never-runs", app.backend).get()).rejects.toBeInstanceOf(TimeoutError);
+      // defaults passed to the constructor win
+      const own = new AsyncResult("never-runs", app.backend, { defaultTimeout: 0 });
+      await expect(own.get()).rejects.toBeInstanceOf(TimeoutError);
+    } finally {
+      await app.disconnect();
+    }
   });
 });

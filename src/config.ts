@@ -46,7 +46,7 @@ export interface WorkerConfig {
   readonly heartbeatTtl: number;
   /** Seconds between stale-worker cleanups, jittered ±15 % (default 900, >= 30). */
   readonly cleanupInterval: number;
-  /** Seconds after which a silent worker is stale (default 300, >= 10). */
+  /** Seconds after which a silent worker is stale (> heartbeatInterval; default 300, or 3 × heartbeatInterval when longer; >= 10). */
   readonly staleWorkersTimeout: number;
   /** Seconds `stop()` waits for running tasks (default 30). */
   readonly shutdownTimeout: number;
@@ -198,13 +198,21 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
     900,
     base?.cleanupInterval,
   );
-  const staleWorkersTimeout = sec(
-    options.staleWorkersTimeout,
-    "staleWorkersTimeout",
-    "CHICORY_WORKER_STALE_WORKERS_TIMEOUT",
-    300,
-    base?.staleWorkersTimeout,
-  );
+  // A live worker is silent for up to one heartbeat interval: a stale timeout nobody set
+  // follows a long interval (3 intervals, at least 300 s); one someone set is checked below.
+  const staleGiven =
+    options.staleWorkersTimeout !== undefined ||
+    base !== undefined ||
+    envString(env, "CHICORY_WORKER_STALE_WORKERS_TIMEOUT") !== undefined;
+  const staleWorkersTimeout = staleGiven
+    ? sec(
+        options.staleWorkersTimeout,
+        "staleWorkersTimeout",
+        "CHICORY_WORKER_STALE_WORKERS_TIMEOUT",
+        300,
+        base?.staleWorkersTimeout,
+      )
+    : Math.max(300, 3 * heartbeatInterval);
   const shutdownTimeout = sec(
     options.shutdownTimeout,
     "shutdownTimeout",
@@ -226,6 +234,11 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
   if (staleWorkersTimeout < 10) {
     throw new ConfigurationError(
       `staleWorkersTimeout (CHICORY_WORKER_STALE_WORKERS_TIMEOUT): must be >= 10 s, got ${staleWorkersTimeout}`,
+    );
+  }
+  if (staleWorkersTimeout <= heartbeatInterval) {
+    throw new ConfigurationError(
+      `staleWorkersTimeout must exceed heartbeatInterval (a live worker is silent for up to one interval, and its cleanup would remove live workers): got ${staleWorkersTimeout} s and ${heartbeatInterval} s; set a longer timeout (staleWorkersTimeout, CHICORY_WORKER_STALE_WORKERS_TIMEOUT) or a shorter interval (heartbeatInterval, --heartbeat-interval, CHICORY_WORKER_HEARTBEAT_INTERVAL)`,
     );
   }
   const logLevel =

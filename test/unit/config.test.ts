@@ -86,6 +86,17 @@ describe("configuration", () => {
     expect(() => resolveWorkerConfig({ staleWorkersTimeout: 1 }, {})).toThrow(/staleWorkersTimeout/);
   });
 
+  it("requires staleWorkersTimeout > heartbeatInterval (else cleanup removes live workers); an unset one follows the interval", () => {
+    expect(() => resolveWorkerConfig({ heartbeatInterval: 40, staleWorkersTimeout: 15 }, {})).toThrow(
+      /staleWorkersTimeout must exceed heartbeatInterval/,
+    );
+    expect(() =>
+      resolveWorkerConfig({ heartbeatInterval: 40 }, { CHICORY_WORKER_STALE_WORKERS_TIMEOUT: "40" }),
+    ).toThrow(/CHICORY_WORKER_STALE_WORKERS_TIMEOUT/);
+    expect(resolveWorkerConfig({ heartbeatInterval: 400 }, {}).staleWorkersTimeout).toBe(1200);
+    expect(resolveWorkerConfig({}, {}).staleWorkersTimeout).toBe(300);
+  });
+
   it("reads .env with process variables taking precedence", () => {
     const dir = mkdtempSync(join(tmpdir(), "chicory-env-"));
     writeFileSync(join(dir, ".env"), "CHICORY_WORKER_CONCURRENCY=5\nCHICORY_DELIVERY_MODE=at_most_once\n");

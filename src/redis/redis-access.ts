@@ -14,6 +14,16 @@ const CHECK_ACCESS_LUA = readFileSync(new URL("./scripts/check-access.lua", impo
 /** How long a check waits for Redis (an outage right after connecting must not hold a start). */
 const CHECK_TIMEOUT_MS = 5000;
 
+/**
+ * Registers the check's script on `client`. Call it when the client opens, with the adapter's
+ * other scripts: ioredis's automatic pipelining copies a client's scripts into each pipeline it
+ * starts, so a script defined while one is filling is missing from it, and calling it there
+ * breaks that pipeline's other replies.
+ */
+export function defineAccessCheck(client: RedisClientLike): void {
+  client.defineCommand(CHECK_ACCESS, { lua: CHECK_ACCESS_LUA });
+}
+
 /** True for Redis's refusal by an ACL rule. */
 export function isNoPermError(error: unknown): boolean {
   return error instanceof Error && error.message.startsWith("NOPERM");
@@ -28,7 +38,8 @@ export interface AccessGroup {
 }
 
 /**
- * Calls `check-access.lua` once per group, naming the group's keys: Redis refuses the call
+ * Calls `check-access.lua` (registered with {@link defineAccessCheck}) once per group, naming
+ * the group's keys: Redis refuses the call
  * (`NOPERM`) when the user may not run scripts or may not touch one of the keys.
  * @param describe redacts the password from Redis's message
  * @throws ConfigurationError on a refusal, naming what was refused and where to read more;
@@ -42,7 +53,6 @@ export async function checkRedisAccess(
   keyPattern: string,
   describe: (error: unknown) => string,
 ): Promise<void> {
-  client.defineCommand(CHECK_ACCESS, { lua: CHECK_ACCESS_LUA });
   const refusals = await Promise.all(
     groups.map((group) =>
       withinDeadline(

@@ -35,7 +35,7 @@ import type { Logger } from "../../core/logger.js";
 import { DeadlinePassed, withinDeadline } from "../../core/sleep.js";
 import { processWarningLogger } from "../../core/warn-once.js";
 import { BackendConnectionError, ConfigurationError, ValidationError } from "../../errors.js";
-import { checkRedisAccess, isNoPermError } from "../../redis/redis-access.js";
+import { checkRedisAccess, defineAccessCheck, isNoPermError } from "../../redis/redis-access.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import { closeRedis, describeRedisError, openRedis, pingRedis, sameRedisServer } from "../../redis/redis-connect.js";
 import { watchEviction } from "../../redis/redis-eviction.js";
@@ -171,6 +171,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
         (message, cause) => new BackendConnectionError(message, { cause }),
       ));
     defineBackendScripts(main);
+    defineAccessCheck(main);
     // In the background: connecting does not wait for the check (which never throws); again
     // after every reconnect.
     this.#stopEvictionChecks = watchEviction(main, "records", "Redis backend", this.displayUrl);

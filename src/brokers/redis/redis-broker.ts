@@ -36,7 +36,7 @@ import { MessageCodec, peekMessage } from "../../core/message.js";
 import { DeadlinePassed, nextTurn, withinDeadline } from "../../core/sleep.js";
 import { processWarningLogger } from "../../core/warn-once.js";
 import { BrokerConnectionError, ChicoryError } from "../../errors.js";
-import { checkRedisAccess } from "../../redis/redis-access.js";
+import { checkRedisAccess, defineAccessCheck } from "../../redis/redis-access.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import { closeRedis, describeRedisError, openRedis, pingRedis } from "../../redis/redis-connect.js";
 import { watchEviction } from "../../redis/redis-eviction.js";
@@ -164,6 +164,7 @@ export class RedisBroker implements Broker {
         (message, cause) => new BrokerConnectionError(message, { cause }),
       ));
     defineBrokerScripts(main);
+    defineAccessCheck(main);
     const password = this.#connection.password;
     const displayUrl = this.displayUrl;
     // In the background: connecting does not wait for the check (which never throws); again
@@ -391,6 +392,11 @@ export class RedisBroker implements Broker {
 
   deleteFromDlq(messageId: string, queue = DEFAULT_QUEUE): Promise<boolean> {
     return this.#admin("deleteFromDlq", (c) => admin.deleteFromDlq(c.main, this.#keys.get(queue), messageId));
+  }
+
+  /** Whether `queue`'s DLQ holds entry `messageId` (one `XRANGE`; a malformed id is a `ValidationError`). */
+  hasDlqEntry(messageId: string, queue = DEFAULT_QUEUE): Promise<boolean> {
+    return this.#admin("hasDlqEntry", (c) => admin.hasDlqEntry(c.main, this.#keys.get(queue), messageId), true);
   }
 
   purgeDlq(queue = DEFAULT_QUEUE): Promise<number> {

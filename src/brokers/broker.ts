@@ -229,6 +229,11 @@ export interface BrokerAdmin {
   replayFromDlq(messageId: string, queue?: string, resetRetries?: boolean): Promise<boolean>;
   /** Deletes one DLQ entry; false when it did not exist. */
   deleteFromDlq(messageId: string, queue?: string): Promise<boolean>;
+  /**
+   * Whether `queue`'s DLQ holds entry `messageId`, without reading the others (brokers that
+   * can look an entry up by id). Without it, callers list the DLQ.
+   */
+  hasDlqEntry?(messageId: string, queue?: string): Promise<boolean>;
   /** Deletes every DLQ entry of `queue`; returns how many. */
   purgeDlq(queue?: string): Promise<number>;
   /** Number of DLQ entries of `queue`. */

@@ -157,17 +157,23 @@ async function replayAll(
  * The queues `replay`/`delete` of entry `id` should try, in order. Entry ids are the broker's,
  * and on Redis unique only within one queue's DLQ stream: two queues' DLQs can hold the same
  * id, and trying each queue in turn would act on whichever comes first. So with several
- * queues, their DLQs are read to find the ones that hold `id`: several is a usage error, one
+ * queues, their DLQs are searched for `id` (looked up by id where the broker can, else listed):
+ * several is a usage error, one
  * is the queue to use. None leaves every queue to the broker, which rejects an id of the
  * wrong form (a usage error) or finds nothing (the caller's failure).
  */
 async function queuesForEntry(app: Chicory, queues: readonly string[], id: string): Promise<readonly string[]> {
   if (queues.length <= 1) return queues;
   const holding: string[] = [];
+  const broker = app.broker;
   for (const queue of queues) {
-    const size = await app.broker.getDlqCount(queue);
+    if (broker.hasDlqEntry) {
+      if (await broker.hasDlqEntry(id, queue)) holding.push(queue);
+      continue;
+    }
+    const size = await broker.getDlqCount(queue);
     if (size === 0) continue;
-    const entries = await app.broker.getDlqMessages(queue, size);
+    const entries = await broker.getDlqMessages(queue, size);
     if (entries.some((m) => m.messageId === id)) holding.push(queue);
   }
   if (holding.length > 1) {

@@ -87,6 +87,13 @@ export async function replayFromDlq(
   });
 }
 
+/** Whether the DLQ holds entry `messageId` (one `XRANGE` of that id). */
+export async function hasDlqEntry(client: RedisClientLike, keys: QueueKeys, messageId: string): Promise<boolean> {
+  const id = dlqEntryId(messageId);
+  const entries = (await client.call("XRANGE", keys.dlq, id, id, "COUNT", 1)) as StreamEntry[];
+  return entries.length > 0;
+}
+
 /** Deletes one DLQ entry. */
 export async function deleteFromDlq(client: RedisClientLike, keys: QueueKeys, messageId: string): Promise<boolean> {
   return (await client.call("XDEL", keys.dlq, dlqEntryId(messageId))) === 1;

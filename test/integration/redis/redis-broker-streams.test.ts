@@ -519,6 +519,10 @@ describe.skipIf(skip)("redis broker: streams", () => {
     }
     await expect(s.broker.replayFromDlq(`${ms}`, s.queue)).rejects.toBeInstanceOf(ValidationError);
     await expect(s.broker.deleteFromDlq(`${ms}`, s.queue)).rejects.toThrow(/not a Redis stream entry id/);
+    // looked up by its whole id, without reading the DLQ
+    expect(await s.broker.hasDlqEntry(`${ms}-1`, s.queue)).toBe(true);
+    expect(await s.broker.hasDlqEntry(`${ms}-2`, s.queue)).toBe(false);
+    await expect(s.broker.hasDlqEntry(`${ms}`, s.queue)).rejects.toBeInstanceOf(ValidationError);
     await expect(s.broker.replayFromDlq("1-0 OR 2", s.queue)).rejects.toBeInstanceOf(ValidationError);
     // in form but out of range (a part above 2^64 - 1), or a count that is no whole number
     await expect(s.broker.replayFromDlq("99999999999999999999-0", s.queue)).rejects.toBeInstanceOf(ValidationError);

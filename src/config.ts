@@ -109,6 +109,20 @@ export interface ChicoryConfigInput {
 }
 
 /** Resolves configuration from options, environment and defaults. */
+/**
+ * A signing key given in code, read as `CHICORY_SIGNING_KEY` is (surrounding whitespace dropped:
+ * a key read from a file keeps no trailing newline that a worker reading the variable would
+ * lack). Null turns signing off; an empty or blank key is refused (a missing secret must not
+ * turn signing off unnoticed).
+ */
+function givenKey(key: string | null): string | null {
+  if (key === null) return null;
+  if (typeof key !== "string" || key.trim() === "") {
+    throw new ConfigurationError("signingKey: an empty key; pass null (or leave it out) to turn signing off");
+  }
+  return key.trim();
+}
+
 export function resolveConfig(input: ChicoryConfigInput = {}): ChicoryConfig {
   const env = input.env ?? loadEnv();
   const maxMessageBytes =
@@ -137,7 +151,8 @@ export function resolveConfig(input: ChicoryConfigInput = {}): ChicoryConfig {
     resultDefaultTimeout,
     brokerUrl: input.brokerUrl ?? envString(env, "CHICORY_BROKER_URL"),
     backendUrl: input.backendUrl ?? envString(env, "CHICORY_BACKEND_URL"),
-    signingKey: input.signingKey === undefined ? (envString(env, "CHICORY_SIGNING_KEY") ?? null) : input.signingKey,
+    signingKey:
+      input.signingKey === undefined ? (envString(env, "CHICORY_SIGNING_KEY") ?? null) : givenKey(input.signingKey),
     maxMessageBytes,
     worker: resolveWorkerConfig(input.worker ?? {}, env),
     env,

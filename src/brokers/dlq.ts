@@ -59,7 +59,8 @@ function toDate(value: Date | string | number): Date {
  * message gets `retries = 0` and no `eta`, `firstFailureAt` or `lastError`, and is
  * re-encoded (and re-signed when the codec signs). Without it the body is returned as is
  * after checking that it decodes.
- * @throws ValidationError when the body is not a valid message (the entry should stay in the DLQ)
+ * @throws ValidationError when the body is not a valid message, or is signed while the codec
+ *   cannot sign its rewrite (the entry should stay in the DLQ)
  */
 export function rewriteForReplay(codec: MessageCodec, body: string, resetRetries: boolean): string {
   const decoded = codec.decode(body);
@@ -69,7 +70,19 @@ export function rewriteForReplay(codec: MessageCodec, body: string, resetRetries
     );
   }
   if (!resetRetries) return body;
+  if (!codec.isSigning && isSigned(body)) {
+    // Re-encoded here it would go out unsigned: workers that verify would reject it for good.
+    throw new ValidationError(
+      "cannot replay dead-lettered message with its retries reset: it is signed and this process has no signing key (CHICORY_SIGNING_KEY) to sign the rewritten message; replay it from a process with the key, or as it is (resetRetries false, `--no-reset-retries`); the entry stays in the DLQ",
+    );
+  }
   return codec.encode({ ...decoded.message, retries: 0, eta: null, firstFailureAt: null, lastError: null });
+}
+
+/** Whether a message body carries a signature (`sig`). */
+function isSigned(body: string): boolean {
+  const peeked = peekMessage(body, Number.POSITIVE_INFINITY) as { sig?: unknown } | null;
+  return typeof peeked?.sig === "string";
 }
 
 /**

@@ -84,6 +84,9 @@ export function toStoredError(thrown: unknown): StoredError {
 export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<Attempt> {
   const decoded = env.codec.decode(delivery.body);
   if (!decoded.ok) {
+    // With signing on, a message that is not verified may be forged: it must not settle anything
+    // of the task id it claims (without signing, any writer can enqueue anything anyway)
+    if (env.codec.isSigning) delivery.markUntrusted?.();
     const error = { type: "MessageRejected", message: `${decoded.reason}: ${decoded.error}` };
     return { outcome: { kind: "rejected", error, taskId: null }, message: null, task: null, alreadyAcked: false };
   }

@@ -55,6 +55,16 @@ describe("configuration", () => {
     expect([o.validationMode, o.worker.concurrency]).toEqual(["none", 3]);
   });
 
+  it("reads a signing key given in code as the variable is read (trimmed); an empty one is refused", () => {
+    const fromFile = "s3cret-from-file\n";
+    expect(resolveConfig({ env: {}, signingKey: fromFile }).signingKey).toBe(
+      resolveConfig({ env: { CHICORY_SIGNING_KEY: fromFile } }).signingKey,
+    );
+    expect(() => resolveConfig({ env: {}, signingKey: "" })).toThrow(ConfigurationError);
+    expect(() => resolveConfig({ env: {}, signingKey: "  " })).toThrow(/signingKey: an empty key/);
+    expect(resolveConfig({ env: { CHICORY_SIGNING_KEY: "k" }, signingKey: null }).signingKey).toBeNull();
+  });
+
   it("fails fast naming the variable", () => {
     expect(() => resolveConfig({ env: { CHICORY_WORKER_CONCURRENCY: "many" } })).toThrow(/CHICORY_WORKER_CONCURRENCY/);
     expect(() => resolveConfig({ env: { CHICORY_DELIVERY_MODE: "twice" } })).toThrow(/CHICORY_DELIVERY_MODE/);

@@ -89,6 +89,14 @@ describe("rewriteForReplay", () => {
     expect(decoded.ok && decoded.message.retries).toBe(0);
   });
 
+  it("refuses to reset a signed message's retries without the key (it would go out unsigned); as is, it replays", () => {
+    const signed = new MessageCodec({ signingKey: "k" }).encode(message({ retries: 2 }));
+    const keyless = new MessageCodec();
+    expect(() => rewriteForReplay(keyless, signed, true)).toThrow(ValidationError);
+    expect(() => rewriteForReplay(keyless, signed, true)).toThrow(/no signing key .*`--no-reset-retries`/);
+    expect(rewriteForReplay(keyless, signed, false)).toBe(signed);
+  });
+
   it("throws a ValidationError for a body that does not decode", () => {
     const codec = new MessageCodec();
     expect(() => rewriteForReplay(codec, "garbage", true)).toThrow(ValidationError);

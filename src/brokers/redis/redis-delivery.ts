@@ -35,6 +35,7 @@ export class RedisDelivery implements Delivery {
   readonly #leaseLost = new LeaseLostListener();
   #isSettled = false;
   #isLeaseLost = false;
+  #isUntrusted = false;
   /**
    * When this consumer last knew it held the entry (`performance.now()`, a clock that never
    * jumps): when the read or claim that handed it out was sent, or when a renewal that
@@ -72,6 +73,16 @@ export class RedisDelivery implements Delivery {
       this.#taskId = typeof id === "string" && id.length > 0 ? id : this.deliveryId;
     }
     return this.#taskId;
+  }
+
+  /** {@inheritDoc Delivery.markUntrusted} */
+  markUntrusted(): void {
+    this.#isUntrusted = true;
+  }
+
+  /** True once {@link RedisDelivery.markUntrusted} was called. */
+  get isUntrusted(): boolean {
+    return this.#isUntrusted;
   }
 
   /** True once a settle call succeeded (or is in progress). */

@@ -200,12 +200,15 @@ export class RedisSettler implements DeliverySettler {
     // entry of the i-th record at the i-th place of the ids.
     const batch = withRecordsFirst(waiting);
     const first = (batch[0] as PendingAck).delivery;
-    const ids = batch.map(({ delivery }) => delivery.deliveryId);
     let low = first.deliveryId;
     let high = low;
-    for (const id of ids) {
+    const ids: string[] = [];
+    for (const { delivery } of batch) {
+      const id = delivery.deliveryId;
       if (compareEntryIds(id, low) < 0) low = id;
       if (compareEntryIds(high, id) < 0) high = id;
+      // `!`: the script leaves alone the unique marker this untrusted entry claims (ack.lua)
+      ids.push(delivery.isUntrusted ? `!${id}` : id);
     }
     const args = [this.#ctx.group, this.#consumerId, low, high, ...ids];
     const records: TaskRecord[] = [];
@@ -330,7 +333,7 @@ export class RedisSettler implements DeliverySettler {
       error,
       retryCountOf(d.body),
       this.#ctx.dlqMaxLength,
-      d.taskId,
+      d.isUntrusted ? "" : d.taskId, // an untrusted entry's claimed id keeps its unique marker
       this.#consumerId,
       ...(store?.args ?? []),
     ];

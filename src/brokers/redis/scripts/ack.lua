@@ -2,7 +2,9 @@
 -- the same event-loop turn travel together (one call for the whole batch).
 -- KEYS[1] stream ${prefix}:stream:{Q}, KEYS[2] unique set ${prefix}:unique:{Q}
 -- ARGV[1] group, ARGV[2] consumer settling them, ARGV[3] lowest and ARGV[4] highest entry id of
--- the batch (computed by the caller), ARGV[5..] entry ids
+-- the batch (computed by the caller), ARGV[5..] entry ids; an id prefixed with `!` is that of an
+-- untrusted entry (with signing on, its message failed to decode or verify): acknowledged like the others, but the
+-- task id its `id` field claims keeps its unique marker, which a genuine message may hold
 -- Returns one number per entry id: 1 when the entry was pending and is now acknowledged; 2 when
 -- it is pending for nobody and no longer in the stream (settled already: by an earlier copy of
 -- this call, or by another consumer); else 0 (owned by another consumer after a lost lease:
@@ -37,10 +39,16 @@ local results = {}
 local owned = {}
 for i = 5, #ARGV do
   local id = ARGV[i]
+  local trusted = string.byte(id, 1) ~= 33 -- '!'
+  if not trusted then
+    id = string.sub(id, 2)
+  end
   local result = 0
   if mine[id] then
     owned[#owned + 1] = id
-    dropUniqueMarker(id)
+    if trusted then
+      dropUniqueMarker(id)
+    end
     result = 1
   else
     -- Not pending for this consumer: already settled (then only make sure the entry is gone),
@@ -52,7 +60,9 @@ for i = 5, #ARGV do
     if not (type(owner) == 'table' and owner[1]) then
       -- Still in the stream but pending for nobody (a restored or failed-over Redis): the entry
       -- goes, and so does its unique marker, which would refuse that task id forever.
-      dropUniqueMarker(id)
+      if trusted then
+        dropUniqueMarker(id)
+      end
       if redis.call('XDEL', KEYS[1], id) == 0 then
         result = 2
       end

@@ -217,8 +217,9 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
   // follows a long interval (3 intervals, at least 300 s); one someone set is checked below.
   const staleGiven =
     options.staleWorkersTimeout !== undefined ||
-    base !== undefined ||
-    envString(env, "CHICORY_WORKER_STALE_WORKERS_TIMEOUT") !== undefined;
+    (base !== undefined
+      ? givenStale.has(base)
+      : envString(env, "CHICORY_WORKER_STALE_WORKERS_TIMEOUT") !== undefined);
   const staleWorkersTimeout = staleGiven
     ? sec(
         options.staleWorkersTimeout,
@@ -279,8 +280,11 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
         : checkInt(options.maxDeliveries, "maxDeliveries", 1, 1000),
   };
   if (ttlGiven) givenTtl.add(config);
+  if (staleGiven) givenStale.add(config);
   return config;
 }
 
 /** Resolved worker configs whose heartbeat TTL was set (not derived from the interval). */
 const givenTtl = new WeakSet<WorkerConfig>();
+/** Worker configs whose stale timeout was set (not derived from the heartbeat interval). */
+const givenStale = new WeakSet<WorkerConfig>();

@@ -104,6 +104,12 @@ describe("configuration", () => {
       resolveWorkerConfig({ heartbeatInterval: 40 }, { CHICORY_WORKER_STALE_WORKERS_TIMEOUT: "40" }),
     ).toThrow(/CHICORY_WORKER_STALE_WORKERS_TIMEOUT/);
     expect(resolveWorkerConfig({ heartbeatInterval: 400 }, {}).staleWorkersTimeout).toBe(1200);
+    // over the app's config (what a Worker does): still derived from the interval
+    const appConfig = resolveWorkerConfig({}, {});
+    expect(resolveWorkerConfig({ heartbeatInterval: 400 }, {}, appConfig).staleWorkersTimeout).toBe(1200);
+    expect(resolveWorkerConfig({ heartbeatInterval: 200 }, {}, appConfig).staleWorkersTimeout).toBe(600);
+    const setStale = resolveWorkerConfig({}, { CHICORY_WORKER_STALE_WORKERS_TIMEOUT: "100" });
+    expect(() => resolveWorkerConfig({ heartbeatInterval: 200 }, {}, setStale)).toThrow(/staleWorkersTimeout must exceed/);
     expect(resolveWorkerConfig({}, {}).staleWorkersTimeout).toBe(300);
   });
 

@@ -84,7 +84,12 @@ export class RetryPolicy {
     else if (this.backoff === "linear") delay = this.retryDelay * n;
     else delay = this.retryDelay * 2 ** (n - 1);
     delay = Math.min(delay, this.maxDelay);
-    if (this.jitter) delay = Math.min(delay * (0.75 + random() * 0.5), this.maxDelay);
+    if (this.jitter) {
+      // uniform over ±25 %, the part past maxDelay cut off (not piled up on maxDelay: retries
+      // capped together still spread)
+      const low = delay * 0.75;
+      delay = low + random() * (Math.min(delay * 1.25, this.maxDelay) - low);
+    }
     return Math.max(0, delay);
   }
 

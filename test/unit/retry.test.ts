@@ -29,6 +29,7 @@ describe("RetryPolicy", () => {
     const p = new RetryPolicy({ retryDelay: 10, maxDelay: 10, backoff: "fixed" });
     expect(p.calculateDelay(5, () => 1)).toBe(10);
     expect(p.calculateDelay(5, () => 0)).toBe(7.5);
+    expect(p.calculateDelay(5, () => 0.5)).toBe(8.75); // spread below the cap, not piled on it
   });
 
   it("a retryDelay over the default maxDelay raises the default instead of failing", () => {

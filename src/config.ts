@@ -217,9 +217,7 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
   // follows a long interval (3 intervals, at least 300 s); one someone set is checked below.
   const staleGiven =
     options.staleWorkersTimeout !== undefined ||
-    (base !== undefined
-      ? givenStale.has(base)
-      : envString(env, "CHICORY_WORKER_STALE_WORKERS_TIMEOUT") !== undefined);
+    (base !== undefined ? givenStale.has(base) : envString(env, "CHICORY_WORKER_STALE_WORKERS_TIMEOUT") !== undefined);
   const staleWorkersTimeout = staleGiven
     ? sec(
         options.staleWorkersTimeout,

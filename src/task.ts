@@ -255,29 +255,40 @@ function publishFor<R>(
   return runtime.broker.publish(queue, outgoing).then(() => result);
 }
 
-/** How long the publish of a caller-chosen id waits to read the id's stored record. */
-const PREVIOUS_RUN_READ_MS = 2000;
+/**
+ * How long the publish of a caller-chosen id waits for the backend, the read before it and the
+ * delete after it together (the delete at least {@link PREVIOUS_RUN_DELETE_MS}).
+ */
+const PREVIOUS_RUN_MS = 1000;
+const PREVIOUS_RUN_DELETE_MS = 250;
 
 /**
  * Publishes a message whose id the caller chose, which may name a job that ran before (once
- * that run has finished, the same id enqueues a new one). The id's stored record is read
- * first; when the publish enqueues a new run and that record is a finished run's, it is
- * deleted if it is still the same record, so `get()` and `state()` follow the new run instead
- * of returning the old outcome (a record the new run wrote meanwhile is kept). Best effort: a
- * backend that cannot answer within {@link PREVIOUS_RUN_READ_MS} or fails the delete leaves the
- * old outcome visible until the new run ends; the publish itself goes ahead.
+ * that run has finished, the same id enqueues a new one). The id's record is read first (only
+ * its state and time where the backend can); when the publish enqueues a new run and that
+ * record is a finished run's, it is deleted if it is still the same record, so `get()` and
+ * `state()` follow the new run instead of returning the old outcome (a record the new run
+ * wrote meanwhile is kept). Best effort, and bounded by {@link PREVIOUS_RUN_MS}: a backend that
+ * fails or does not answer in time leaves the old outcome visible until the new run ends (a
+ * late delete still happens); the publish itself always goes ahead.
  */
 async function publishReusedId(runtime: TaskRuntime, queue: string, outgoing: OutgoingMessage): Promise<void> {
   const backend = runtime.backend;
-  let seen: TaskRecord | null = null;
+  let seen: Pick<TaskRecord, "state" | "updatedAt"> | null = null;
+  const startedAt = performance.now();
   if (backend?.deleteResultIf) {
-    const reading = backend.getResult(outgoing.id);
-    reading.catch(() => undefined);
-    if (await settlesWithin(reading, PREVIOUS_RUN_READ_MS)) seen = await reading.catch(() => null);
+    const reading = (
+      backend.getResultStamp ? backend.getResultStamp(outgoing.id) : backend.getResult(outgoing.id)
+    ).catch(
+      () => null, // unreadable or unreachable: nothing to compare, nothing deleted
+    );
+    if (await settlesWithin(reading, PREVIOUS_RUN_MS)) seen = await reading;
   }
   const { published } = await runtime.broker.publish(queue, outgoing);
-  if (!published || seen === null || !isTerminalState(seen.state)) return;
-  await backend?.deleteResultIf?.(outgoing.id, seen).catch(() => false);
+  if (!published || seen === null || !isTerminalState(seen.state) || !backend?.deleteResultIf) return;
+  const deleting = backend.deleteResultIf(outgoing.id, seen).catch(() => false);
+  const left = Math.max(PREVIOUS_RUN_DELETE_MS, PREVIOUS_RUN_MS - (performance.now() - startedAt));
+  await settlesWithin(deleting, left);
 }
 
 /** Longest delay `applyAsync` takes: ten years (as `ctx.retry`'s countdown), in milliseconds. */

@@ -125,6 +125,12 @@ export interface Backend {
    * failure of the run it replays without touching a record a newer run wrote meanwhile.
    */
   deleteResultIf?(taskId: string, seen: Pick<TaskRecord, "state" | "updatedAt">): Promise<boolean>;
+  /**
+   * The `state` and `updatedAt` of a task's record, or null when there is none: what
+   * {@link Backend.deleteResultIf} compares, read without the record's result (which may be
+   * large). Backends without it are read with `getResult`.
+   */
+  getResultStamp?(taskId: string): Promise<Pick<TaskRecord, "state" | "updatedAt"> | null>;
   /** Stores a worker's heartbeat, expiring after `ttlSeconds`. */
   storeHeartbeat(stats: WorkerStats, ttlSeconds: number): Promise<void>;
   /** A worker's last heartbeat, or null when expired/unknown. */

@@ -109,7 +109,9 @@ describe("configuration", () => {
     expect(resolveWorkerConfig({ heartbeatInterval: 400 }, {}, appConfig).staleWorkersTimeout).toBe(1200);
     expect(resolveWorkerConfig({ heartbeatInterval: 200 }, {}, appConfig).staleWorkersTimeout).toBe(600);
     const setStale = resolveWorkerConfig({}, { CHICORY_WORKER_STALE_WORKERS_TIMEOUT: "100" });
-    expect(() => resolveWorkerConfig({ heartbeatInterval: 200 }, {}, setStale)).toThrow(/staleWorkersTimeout must exceed/);
+    expect(() => resolveWorkerConfig({ heartbeatInterval: 200 }, {}, setStale)).toThrow(
+      /staleWorkersTimeout must exceed/,
+    );
     expect(resolveWorkerConfig({}, {}).staleWorkersTimeout).toBe(300);
   });
 

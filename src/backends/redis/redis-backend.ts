@@ -34,7 +34,7 @@ import { FlushScheduler } from "../../core/flush-scheduler.js";
 import type { Logger } from "../../core/logger.js";
 import { DeadlinePassed, withinDeadline } from "../../core/sleep.js";
 import { processWarningLogger } from "../../core/warn-once.js";
-import { BackendConnectionError, ConfigurationError, ValidationError } from "../../errors.js";
+import { BackendConnectionError, ChicoryError, ConfigurationError, ValidationError } from "../../errors.js";
 import { checkRedisAccess, defineAccessCheck, isNoPermError } from "../../redis/redis-access.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import { closeRedis, describeRedisError, openRedis, pingRedis, sameRedisServer } from "../../redis/redis-connect.js";
@@ -45,6 +45,7 @@ import {
   type Backend,
   isTerminalState,
   type StoredError,
+  TASK_STATES,
   type TaskRecord,
   type TaskState,
   type WaitOptions,
@@ -428,6 +429,26 @@ export class RedisBackend implements Backend, RedisRecordWriter {
    * Compare-and-delete in one script (`delete-record-if.lua`), which also announces the
    * deletion: a process that kept the old record for a wait to come drops it.
    */
+  /**
+   * Both ends of the record (`state` comes first and `updatedAt` last, see encodeRecord): one
+   * round trip of two `GETRANGE`s, whatever the record's size.
+   * @throws ChicoryError naming the key when its ends are not those of a record
+   */
+  async getResultStamp(taskId: string): Promise<Pick<TaskRecord, "state" | "updatedAt"> | null> {
+    const key = this.resultKey(taskId);
+    const [head, tail] = await this.#run("getResultStamp", (main) =>
+      Promise.all([main.call("GETRANGE", key, 0, 63), main.call("GETRANGE", key, -64, -1)]),
+    );
+    if (head === "" && tail === "") return null; // no key (GETRANGE reads a missing key as empty)
+    const state = /^\{"state":"([A-Z_]+)",/.exec(String(head))?.[1];
+    const updatedAt = /"updatedAt":"([^"\\]+)"\}$/.exec(String(tail))?.[1];
+    const known = TASK_STATES.find((s) => s === state);
+    if (known === undefined || updatedAt === undefined) {
+      throw new ChicoryError(`the stored result at ${key} cannot be read: its ends are not those of a task record`);
+    }
+    return { state: known, updatedAt };
+  }
+
   async deleteResultIf(taskId: string, seen: Pick<TaskRecord, "state" | "updatedAt">): Promise<boolean> {
     const head = `{"state":${JSON.stringify(seen.state)},`;
     const tail = `"updatedAt":${JSON.stringify(seen.updatedAt)}}`;

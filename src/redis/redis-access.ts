@@ -12,7 +12,7 @@ import { type RedisClientLike, runScript } from "./redis-client.js";
 const CHECK_ACCESS = "chicoryCheckAccess";
 const CHECK_ACCESS_LUA = readFileSync(new URL("./scripts/check-access.lua", import.meta.url), "utf8");
 /** How long a check waits for Redis (an outage right after connecting must not hold a start). */
-const CHECK_TIMEOUT_MS = 5000;
+const CHECK_TIMEOUT_MS = 2000;
 
 /**
  * Registers the check's script on `client`. Call it when the client opens, with the adapter's
@@ -43,7 +43,7 @@ export interface AccessGroup {
  * (`NOPERM`) when the user may not run scripts or may not touch one of the keys.
  * @param describe redacts the password from Redis's message
  * @throws ConfigurationError on a refusal, naming what was refused and where to read more;
- *   other errors (Redis away, no answer within 5 s) are not thrown: the calls that follow
+ *   other errors (Redis away, no answer within 2 s) are not thrown: the calls that follow
  *   meet them and retry as usual
  */
 export async function checkRedisAccess(

@@ -148,8 +148,7 @@ export class Worker {
     try {
       await this.#app.connect();
       // A user the server refuses (ACL) would run and log the same refusal on every call
-      await this.#app.broker.checkAccess?.(this.config.queues);
-      await this.#app.backend?.checkAccess?.();
+      await Promise.all([this.#app.broker.checkAccess?.(this.config.queues), this.#app.backend?.checkAccess?.()]);
       for (const hook of this.#app.workerHooks.startup) {
         try {
           await hook();

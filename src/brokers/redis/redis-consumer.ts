@@ -44,12 +44,11 @@ import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { Consumer, ConsumerOptions } from "../broker.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import { RedisDelivery } from "./redis-delivery.js";
+import { MOVE_BATCH } from "./redis-due-mover.js";
 import type { QueueKeys } from "./redis-keys.js";
 import { openReader, type ReadReply, streamEntries } from "./redis-reader.js";
 import { RedisSettler } from "./redis-settler.js";
 
-/** Delayed entries moved per script call. */
-const MOVE_BATCH = 500;
 /** Longest time before re-checking the delayed set (others may add earlier entries). */
 const MOVER_RECHECK_MS = 1000;
 /** At most one warning per queue this often about housekeeping that keeps failing. */

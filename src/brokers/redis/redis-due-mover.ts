@@ -22,8 +22,8 @@ const HORIZON_MS = 60_000;
 const MAX_DUE_PER_QUEUE = 10_000;
 /** Due times this close after the one a timer fires for are served by the same call. */
 const COALESCE_MS = 5;
-/** Entries moved per call (as the workers' mover). */
-const MOVE_BATCH = 500;
+/** Delayed entries moved per script call (here and by the workers' mover). */
+export const MOVE_BATCH = 500;
 
 interface QueueDue {
   readonly keys: QueueKeys;

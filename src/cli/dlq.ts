@@ -156,32 +156,39 @@ async function replayAll(
 /**
  * The queues `replay`/`delete` of entry `id` should try, in order. Entry ids are the broker's,
  * and on Redis unique only within one queue's DLQ stream: two queues' DLQs can hold the same
- * id, and trying each queue in turn would act on whichever comes first. So with several
- * queues, their DLQs are searched for `id` (looked up by id where the broker can, else listed):
- * several is a usage error, one
- * is the queue to use. None leaves every queue to the broker, which rejects an id of the
- * wrong form (a usage error) or finds nothing (the caller's failure).
+ * id, and trying each queue in turn would act on whichever comes first. So the queues' DLQs
+ * are searched for `id`: several holding it is a usage error, one is the queue to use. Where
+ * the broker looks an entry up by id (`hasDlqEntry`: Redis, SQLite), that is done even for one
+ * queue and only the queues holding it are returned (none: nothing to act on). Otherwise, with
+ * several queues, their DLQs are listed; none found leaves every queue to the broker, which
+ * rejects an id of the wrong form (a usage error) or finds nothing (the caller's failure).
  */
 async function queuesForEntry(app: Chicory, queues: readonly string[], id: string): Promise<readonly string[]> {
+  const broker = app.broker;
+  if (broker.hasDlqEntry) {
+    // Even for one queue: a broker whose replay takes its queue as the target (SQLite) would
+    // otherwise move another queue's dead letter there.
+    const holding: string[] = [];
+    for (const queue of queues) if (await broker.hasDlqEntry(id, queue)) holding.push(queue);
+    if (holding.length > 1) throw severalQueuesError(id, holding);
+    return holding;
+  }
   if (queues.length <= 1) return queues;
   const holding: string[] = [];
-  const broker = app.broker;
   for (const queue of queues) {
-    if (broker.hasDlqEntry) {
-      if (await broker.hasDlqEntry(id, queue)) holding.push(queue);
-      continue;
-    }
     const size = await broker.getDlqCount(queue);
     if (size === 0) continue;
     const entries = await broker.getDlqMessages(queue, size);
     if (entries.some((m) => m.messageId === id)) holding.push(queue);
   }
-  if (holding.length > 1) {
-    throw new CliUsageError(
-      `dead-letter entry ${id} is in the DLQ of several queues (${holding.join(", ")}): pass -q <queue> to say which`,
-    );
-  }
+  if (holding.length > 1) throw severalQueuesError(id, holding);
   return holding.length === 1 ? holding : queues;
+}
+
+function severalQueuesError(id: string, holding: readonly string[]): CliUsageError {
+  return new CliUsageError(
+    `dead-letter entry ${id} is in the DLQ of several queues (${holding.join(", ")}): pass -q <queue> to say which`,
+  );
 }
 
 async function replay(spec: string, id: string | undefined, opts: DlqCommandOptions): Promise<number> {

@@ -208,6 +208,15 @@ export class SqliteBroker implements Broker {
     });
   }
 
+  /** Whether `queue`'s dead letters (default `"default"`) include entry `messageId`. */
+  async hasDlqEntry(messageId: string, queue = DEFAULT_QUEUE): Promise<boolean> {
+    const id = parseRowId(messageId);
+    if (id === undefined) return false;
+    assertValidName(queue, "queue");
+    const row = this.#admin("read DLQ", (admin) => admin.dlqGet(id));
+    return row !== undefined && row.queue === queue;
+  }
+
   async deleteFromDlq(messageId: string, queue?: string): Promise<boolean> {
     const id = parseRowId(messageId);
     if (id === undefined) return false;

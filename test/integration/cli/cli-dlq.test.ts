@@ -154,4 +154,39 @@ describe("chicory dlq replay <id> on SQLite, the entry in the second queue's DLQ
     expect(stats.find((s) => s.queue === "qb")).toMatchObject({ size: 1, dlq: 0 });
     expect(stats.find((s) => s.queue === "qa")).toMatchObject({ size: 0, dlq: 0 });
   });
+
+  it("with -q naming another queue, or with no queue of the app holding it, the entry stays (exit 1)", async () => {
+    requireBuild();
+    const env = cliEnv({ CHICORY_BROKER_URL: target.url, CHICORY_WORKER_QUEUE: "qa,qb" });
+    expect((await runCli(["dlq", "count", APP_JS], env)).code).toBe(0); // creates the schema
+    const task = encodeTask(codec, { name: "add", args: [1, 2] });
+    const db = new Database(target.url.slice("sqlite:".length));
+    let id: string;
+    try {
+      const row = db
+        .prepare(
+          "INSERT INTO chicory_dlq (queue, task_id, body, error, failed_at, retry_count) VALUES (?, ?, ?, ?, ?, 0)",
+        )
+        .run("other", task.id, task.body, "died on other", Date.now());
+      id = String(row.lastInsertRowid);
+    } finally {
+      db.close();
+    }
+    const statsNow = async () =>
+      JSON.parse((await runCli(["queue", "stats", APP_JS, "--json", "-q", "qa,qb,other"], env)).stdout) as Array<{
+        queue: string;
+        size: number;
+        dlq: number;
+      }>;
+    const before = await statsNow();
+    const named = await runCli(["dlq", "replay", APP_JS, id, "-q", "qa"], env);
+    expect(named.code).toBe(1);
+    expect(named.stderr).toMatch(new RegExp(`^chicory: no dead-letter entry ${id} in queue\\(s\\) qa`));
+    const unnamed = await runCli(["dlq", "replay", APP_JS, id], env);
+    expect(unnamed.code).toBe(1);
+    expect(unnamed.stderr).toMatch(new RegExp(`^chicory: no dead-letter entry ${id} in queue\\(s\\) qa, qb`));
+    // nothing moved: the entry is still in the DLQ of the queue it died on
+    expect(await statsNow()).toEqual(before);
+    expect(before.find((q) => q.queue === "other")).toMatchObject({ size: 0, dlq: 1 });
+  });
 });

@@ -8,6 +8,7 @@ import type { ApplyOptions } from "../task.js";
 import { connectBackend, connectBroker, withApp } from "./app-session.js";
 import { positiveSeconds, seconds, withLogLevel } from "./options.js";
 import { CliUsageError, EXIT_OK, printJson, printLine } from "./output.js";
+import { resultView } from "./result.js";
 
 /** Options of `chicory enqueue`. */
 export interface EnqueueCommandOptions {
@@ -62,9 +63,21 @@ export async function runEnqueueCommand(
     }
     if (!opts.json) printLine(result.taskId);
     const timeout = opts.timeout ?? app.config.resultDefaultTimeout;
-    const value = await result.get({ timeout });
-    if (opts.json) printJson({ taskId: result.taskId, task: taskName, state: "SUCCESS", result: value ?? null });
-    else printLine(JSON.stringify(value ?? null));
+    if (!opts.json) {
+      printLine(JSON.stringify((await result.get({ timeout })) ?? null));
+      return EXIT_OK;
+    }
+    let value: unknown;
+    try {
+      value = await result.get({ timeout });
+    } catch (error) {
+      // still one JSON object on stdout: the task's record as it is (its error, or the state it
+      // had when the wait ended), then the failure line on stderr
+      const record = await result.record().catch(() => null);
+      printJson({ taskId: result.taskId, task: taskName, ...resultView(result.taskId, record, false) });
+      throw error;
+    }
+    printJson({ taskId: result.taskId, task: taskName, state: "SUCCESS", result: value ?? null });
     return EXIT_OK;
   });
 }

@@ -68,6 +68,14 @@ describe("chicory CLI on the embedded SQLite broker (multi-process)", () => {
     expect(failed.stderr.trim()).toMatch(/^chicory: task [0-9a-f-]{36} failed: TypeError: kaput$/);
     const json = await runCli(["enqueue", APP_JS, "add", "[1, 1]", "--wait", "--timeout", "10", "--json"], env);
     expect(JSON.parse(json.stdout)).toMatchObject({ task: "add", state: "SUCCESS", result: 2 });
+    // a wait that fails still prints one JSON object (the record as it is), then the failure line
+    const late = await runCli(["enqueue", APP_JS, "slow", "[1500]", "--wait", "--timeout", "0.2", "--json"], env);
+    expect(late.code).toBe(1);
+    expect(JSON.parse(late.stdout)).toMatchObject({
+      task: "slow",
+      state: expect.stringMatching(/^(PENDING|STARTED)$/),
+    });
+    expect(late.stderr.trim()).toMatch(/^chicory: task [0-9a-f-]{36}: no result after 0.2 s/);
   });
 
   it("workers lists the live worker (table and --json)", async () => {

@@ -126,23 +126,27 @@ describe("chicory dlq replay <id> on SQLite, the entry in the second queue's DLQ
 
   afterAll(() => target.remove());
 
-  it("goes back to the queue whose DLQ holds it, not to the first queue", async () => {
-    requireBuild();
-    const env = cliEnv({ CHICORY_BROKER_URL: target.url, CHICORY_WORKER_QUEUE: "qa,qb" });
+  /** Writes a dead letter of task `add` that died on `queue` (the schema created first); returns its id. */
+  async function deadLetter(env: NodeJS.ProcessEnv, queue: string): Promise<string> {
     expect((await runCli(["dlq", "count", APP_JS], env)).code).toBe(0); // creates the schema
     const task = encodeTask(codec, { name: "add", args: [1, 2] });
     const db = new Database(target.url.slice("sqlite:".length));
-    let id: string;
     try {
       const row = db
         .prepare(
           "INSERT INTO chicory_dlq (queue, task_id, body, error, failed_at, retry_count) VALUES (?, ?, ?, ?, ?, 0)",
         )
-        .run("qb", task.id, task.body, "died on qb", Date.now());
-      id = String(row.lastInsertRowid);
+        .run(queue, task.id, task.body, `died on ${queue}`, Date.now());
+      return String(row.lastInsertRowid);
     } finally {
       db.close();
     }
+  }
+
+  it("goes back to the queue whose DLQ holds it, not to the first queue", async () => {
+    requireBuild();
+    const env = cliEnv({ CHICORY_BROKER_URL: target.url, CHICORY_WORKER_QUEUE: "qa,qb" });
+    const id = await deadLetter(env, "qb");
     const r = await runCli(["dlq", "replay", APP_JS, id], env);
     expect(r.code).toBe(0);
     expect(r.stdout.trim()).toBe(`replayed ${id} to queue qb (retries reset)`);
@@ -158,20 +162,7 @@ describe("chicory dlq replay <id> on SQLite, the entry in the second queue's DLQ
   it("with -q naming another queue, or with no queue of the app holding it, the entry stays (exit 1)", async () => {
     requireBuild();
     const env = cliEnv({ CHICORY_BROKER_URL: target.url, CHICORY_WORKER_QUEUE: "qa,qb" });
-    expect((await runCli(["dlq", "count", APP_JS], env)).code).toBe(0); // creates the schema
-    const task = encodeTask(codec, { name: "add", args: [1, 2] });
-    const db = new Database(target.url.slice("sqlite:".length));
-    let id: string;
-    try {
-      const row = db
-        .prepare(
-          "INSERT INTO chicory_dlq (queue, task_id, body, error, failed_at, retry_count) VALUES (?, ?, ?, ?, ?, 0)",
-        )
-        .run("other", task.id, task.body, "died on other", Date.now());
-      id = String(row.lastInsertRowid);
-    } finally {
-      db.close();
-    }
+    const id = await deadLetter(env, "other");
     const statsNow = async () =>
       JSON.parse((await runCli(["queue", "stats", APP_JS, "--json", "-q", "qa,qb,other"], env)).stdout) as Array<{
         queue: string;

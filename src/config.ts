@@ -46,7 +46,10 @@ export interface WorkerConfig {
   readonly heartbeatTtl: number;
   /** Seconds between stale-worker cleanups, jittered ±15 % (default 900, >= 30). */
   readonly cleanupInterval: number;
-  /** Seconds after which a silent worker is stale (> heartbeatInterval; default 300, or 3 × heartbeatInterval when longer; >= 10). */
+  /**
+   * Seconds after which a silent worker is stale (> heartbeatInterval, >= 10; default 300, or
+   * 3 × heartbeatInterval when longer).
+   */
   readonly staleWorkersTimeout: number;
   /** Seconds `stop()` waits for running tasks (default 30). */
   readonly shutdownTimeout: number;
@@ -108,7 +111,6 @@ export interface ChicoryConfigInput {
   env?: EnvMap;
 }
 
-/** Resolves configuration from options, environment and defaults. */
 /**
  * A signing key given in code, read as `CHICORY_SIGNING_KEY` is (surrounding whitespace dropped:
  * a key read from a file keeps no trailing newline that a worker reading the variable would
@@ -123,6 +125,7 @@ function givenKey(key: string | null): string | null {
   return key.trim();
 }
 
+/** Resolves configuration from options, environment and defaults. */
 export function resolveConfig(input: ChicoryConfigInput = {}): ChicoryConfig {
   const env = input.env ?? loadEnv();
   const maxMessageBytes =

@@ -2,6 +2,7 @@
  * The per-attempt task context (SPEC §5), given to handlers registered with `context: true`.
  * @module
  */
+import { toStoredError } from "./core/stored-error.js";
 import { MaxRetriesExceededError, RetryError, toError, ValidationError } from "./errors.js";
 import type { RetryPolicy } from "./retry.js";
 
@@ -12,16 +13,11 @@ export function isMarkedNonRetryable(error: unknown): boolean {
   return error !== null && typeof error === "object" && nonRetryable.has(error);
 }
 
-/** `Type: message` of an error given to `ctx.retry`, bounded; never throws. */
+/** `Type: message` of an error given to `ctx.retry`, as it would be stored, bounded. */
 function describeCause(error: unknown): string {
-  try {
-    const e = toError(error);
-    const type = typeof e.name === "string" && e.name !== "" && e.name !== "Error" ? e.name : e.constructor?.name;
-    const text = `${typeof type === "string" && type !== "" ? type : "Error"}: ${String(e.message)}`;
-    return text.length > 2000 ? `${text.slice(0, 2000)}…` : text;
-  } catch {
-    return "(an error that cannot be read)";
-  }
+  const { type, message } = toStoredError(error);
+  const text = `${type}: ${message}`;
+  return text.length > 2000 ? `${text.slice(0, 2000)}…` : text;
 }
 
 /** Longest countdown {@link TaskContext.retry} takes: ten years, in seconds. */

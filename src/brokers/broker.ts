@@ -118,8 +118,8 @@ export interface Delivery {
   holdsLease?(): Promise<boolean>;
   /**
    * Marks the message as unverified (with signing on, it failed to decode or verify): the task
-   * id it claims is not to be trusted, so settling it leaves that id's state alone (Redis: the id's unique marker, which
-   * a genuine message of that id may hold). Call before settling.
+   * id it claims is not to be trusted, so settling it leaves that id's state alone (Redis: the
+   * id's unique marker, which a genuine message of that id may hold). Call before settling.
    */
   markUntrusted?(): void;
   /** Move the message to its queue's dead-letter queue with a reason, and remove it here. */

@@ -51,10 +51,7 @@ export function runResultCommand(spec: string, taskId: string, opts: ResultComma
       printJson(resultView(taskId, await backend.getResult(taskId), withStack));
       return EXIT_OK;
     }
-    const result = new AsyncResult(taskId, backend, {
-      pollInterval: app.config.resultPollInterval,
-      defaultTimeout: app.config.resultDefaultTimeout,
-    });
+    const result = new AsyncResult(taskId, backend); // the app's get() defaults
     let failure: TaskFailedError | undefined;
     try {
       await result.get({ timeout: opts.timeout ?? app.config.resultDefaultTimeout });

@@ -5,14 +5,13 @@
  * throws: every problem becomes an outcome.
  * @module
  */
-import type { StoredError } from "../backends/backend.js";
 import type { Delivery } from "../brokers/broker.js";
 import { isMarkedNonRetryable, isRetryCountdown, TaskContext } from "../context.js";
 import { findNonJson } from "../core/json.js";
 import type { MessageCodec, TaskMessage } from "../core/message.js";
 import { validateWithSchema } from "../core/schema.js";
 import { timerDelay } from "../core/sleep.js";
-import { maskUrlsIn } from "../core/url.js";
+import { MAX_STORED_TEXT, toStoredError } from "../core/stored-error.js";
 import {
   MaxRetriesExceededError,
   MessageTooLargeError,
@@ -20,7 +19,6 @@ import {
   TaskAbortedError,
   TaskNotFoundError,
   TaskTimeoutError,
-  toError,
   ValidationError,
 } from "../errors.js";
 import type { Task } from "../task.js";
@@ -49,35 +47,6 @@ export interface Attempt {
   readonly task: Task<readonly unknown[], unknown> | null;
   /** True when the message was acknowledged before the run (`at_most_once`). */
   readonly alreadyAcked: boolean;
-}
-
-const MAX_TEXT = 8192;
-
-/**
- * Converts anything thrown into the stored form of an error. Never throws, whatever was
- * thrown (a `name` or `stack` that is not a string, getters that throw, a Proxy...).
- */
-export function toStoredError(thrown: unknown): StoredError {
-  try {
-    const error = toError(thrown);
-    const name: unknown = error.name;
-    const constructorName: unknown = error.constructor?.name;
-    const type =
-      typeof name === "string" && name !== "" && name !== "Error"
-        ? name
-        : typeof constructorName === "string" && constructorName !== ""
-          ? constructorName
-          : "Error";
-    const stack: unknown = error.stack;
-    // passwords of URLs in error texts never reach logs, results or the DLQ (RELIABILITY A10)
-    return {
-      type: type.slice(0, 200),
-      message: maskUrlsIn(String(error.message).slice(0, MAX_TEXT)),
-      stack: typeof stack === "string" ? maskUrlsIn(stack.slice(0, MAX_TEXT)) : undefined,
-    };
-  } catch {
-    return { type: "Error", message: "the task threw a value that cannot be read as an error" };
-  }
 }
 
 /** Runs one delivery to its outcome. Never throws. */
@@ -136,7 +105,7 @@ function retryThatFits(outcome: Outcome, message: TaskMessage, codec: MessageCod
       message:
         `cannot retry: the next attempt's message is ${thrown.size} bytes, over the limit of ${thrown.limit} bytes (CHICORY_MAX_MESSAGE_BYTES); the failure that asked for the retry: ${outcome.error.type}: ${outcome.error.message}`.slice(
           0,
-          MAX_TEXT,
+          MAX_STORED_TEXT,
         ),
     };
     return { kind: "failure", error };

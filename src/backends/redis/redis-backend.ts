@@ -426,10 +426,6 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   }
 
   /**
-   * Compare-and-delete in one script (`delete-record-if.lua`), which also announces the
-   * deletion: a process that kept the old record for a wait to come drops it.
-   */
-  /**
    * Both ends of the record (`state` comes first and `updatedAt` last, see encodeRecord): one
    * round trip of two `GETRANGE`s, whatever the record's size.
    * @throws ChicoryError naming the key when its ends are not those of a record
@@ -449,6 +445,10 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     return { state: known, updatedAt };
   }
 
+  /**
+   * Compare-and-delete in one script (`delete-record-if.lua`), which also announces the
+   * deletion: a process that kept the old record for a wait to come drops it.
+   */
   async deleteResultIf(taskId: string, seen: Pick<TaskRecord, "state" | "updatedAt">): Promise<boolean> {
     const head = `{"state":${JSON.stringify(seen.state)},`;
     const tail = `"updatedAt":${JSON.stringify(seen.updatedAt)}}`;

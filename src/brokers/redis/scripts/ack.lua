@@ -3,8 +3,9 @@
 -- KEYS[1] stream ${prefix}:stream:{Q}, KEYS[2] unique set ${prefix}:unique:{Q}
 -- ARGV[1] group, ARGV[2] consumer settling them, ARGV[3] lowest and ARGV[4] highest entry id of
 -- the batch (computed by the caller), ARGV[5..] entry ids; an id prefixed with `!` is that of an
--- untrusted entry (with signing on, its message failed to decode or verify): acknowledged like the others, but the
--- task id its `id` field claims keeps its unique marker, which a genuine message may hold
+-- untrusted entry (with signing on, its message failed to decode or verify): acknowledged like
+-- the others, but the task id its `id` field claims keeps its unique marker, which a genuine
+-- message may hold
 -- Returns one number per entry id: 1 when the entry was pending and is now acknowledged; 2 when
 -- it is pending for nobody and no longer in the stream (settled already: by an earlier copy of
 -- this call, or by another consumer); else 0 (owned by another consumer after a lost lease:

@@ -78,11 +78,12 @@ export class RetryPolicy {
    * @param random source of randomness for the jitter (tests)
    */
   calculateDelay(attempt: number, random: () => number = Math.random): number {
-    const n = Math.max(1, Math.floor(attempt));
+    const n = Number.isNaN(attempt) ? 1 : Math.max(1, Math.floor(attempt));
     let delay: number;
-    if (this.backoff === "fixed") delay = this.retryDelay;
+    if (this.backoff === "fixed" || this.retryDelay === 0) delay = this.retryDelay;
     else if (this.backoff === "linear") delay = this.retryDelay * n;
     else delay = this.retryDelay * 2 ** (n - 1);
+    // 2 ** 1024 is Infinity: capped, never NaN
     delay = Math.min(delay, this.maxDelay);
     if (this.jitter) {
       // uniform over ±25 %, the part past maxDelay cut off (not piled up on maxDelay: retries

@@ -19,6 +19,17 @@ describe("RetryPolicy", () => {
     expect([1, 2, 3, 4].map((n) => exp.calculateDelay(n))).toEqual([2, 4, 8, 10]);
   });
 
+  it("gives a number for any attempt: no NaN past 2 ** 1024, with a zero delay, or for NaN", () => {
+    const zero = new RetryPolicy({ retryDelay: 0, jitter: false, maxRetries: 5000 });
+    const one = new RetryPolicy({ retryDelay: 1, jitter: false, maxDelay: 60 });
+    expect([1, 1025, 5000, Number.POSITIVE_INFINITY, Number.NaN].map((n) => zero.calculateDelay(n))).toEqual([
+      0, 0, 0, 0, 0,
+    ]);
+    expect([1025, 5000, Number.POSITIVE_INFINITY].map((n) => one.calculateDelay(n))).toEqual([60, 60, 60]);
+    expect(one.calculateDelay(Number.NaN)).toBe(1);
+    expect(new RetryPolicy({ retryDelay: 0, backoff: "linear" }).calculateDelay(Number.POSITIVE_INFINITY)).toBe(0);
+  });
+
   it("applies ±25 % jitter", () => {
     const p = new RetryPolicy({ retryDelay: 4, backoff: "fixed" });
     expect(p.calculateDelay(1, () => 0)).toBe(3);

@@ -5,17 +5,17 @@
 import type { StandardSchemaV1 } from "@standard-schema/spec";
 import { type Backend, isTerminalState, type TaskRecord } from "./backends/backend.js";
 import type { Broker, OutgoingMessage } from "./brokers/broker.js";
-import type { DeliveryMode, ValidationMode } from "./config.js";
+import { DELIVERY_MODES, type DeliveryMode, VALIDATION_MODES, type ValidationMode } from "./config.js";
 import type { TaskContext } from "./context.js";
 import { type Duration, toMs } from "./core/duration.js";
-import { checkInt } from "./core/env.js";
+import { checkChoice, checkInt } from "./core/env.js";
 import { newTaskId } from "./core/ids.js";
 import { findNonJson, isWellFormedText, type JsonValue } from "./core/json.js";
 import type { MessageCodec, TaskMessage } from "./core/message.js";
 import { assertValidName } from "./core/names.js";
 import { validateWithSchema } from "./core/schema.js";
 import { settlesWithin } from "./core/sleep.js";
-import { ValidationError } from "./errors.js";
+import { ConfigurationError, ValidationError } from "./errors.js";
 import { AsyncResult, type ResultDefaults } from "./result.js";
 import { RetryPolicy, type RetryPolicyOptions } from "./retry.js";
 
@@ -121,16 +121,19 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
     assertValidName(this.queue, "queue");
     const policy = options.retryPolicy;
     this.retryPolicy = policy instanceof RetryPolicy ? policy : policy ? new RetryPolicy(policy) : RetryPolicy.none();
-    this.ignoreResult = options.ignoreResult ?? false;
-    this.usesContext = options.context ?? false;
+    this.ignoreResult = optionalFlag(options.ignoreResult, `task ${name} ignoreResult`);
+    this.usesContext = optionalFlag(options.context, `task ${name} context`);
     this.timeoutMs = options.timeout === undefined ? undefined : toMs(options.timeout, `task ${name} timeout`);
+    if (this.timeoutMs === 0) {
+      throw new ConfigurationError(`task ${name} timeout: must be more than 0 (leave it out for no time limit)`);
+    }
     this.priority =
       options.priority === undefined ? undefined : checkInt(options.priority, `task ${name} priority`, 0, 255);
-    this.argsSchema = options.args;
-    this.resultSchema = options.result;
+    this.argsSchema = optionalSchema(options.args, `task ${name} args`);
+    this.resultSchema = optionalSchema(options.result, `task ${name} result`);
     this.handler = handler;
-    this.#validationMode = options.validationMode;
-    this.#deliveryMode = options.deliveryMode;
+    this.#validationMode = optionalChoice(options.validationMode, `task ${name} validationMode`, VALIDATION_MODES);
+    this.#deliveryMode = optionalChoice(options.deliveryMode, `task ${name} deliveryMode`, DELIVERY_MODES);
   }
 
   /** Effective validation mode (task's, else the app's). */
@@ -321,4 +324,43 @@ function delayOf(options: ApplyOptions): number {
     return ms;
   }
   return 0;
+}
+
+/** A boolean task option: `false` when left out; anything but a boolean is refused. */
+function optionalFlag(value: unknown, what: string): boolean {
+  if (value === undefined) return false;
+  if (typeof value !== "boolean")
+    throw new ConfigurationError(`${what}: expected true or false, got ${describe(value)}`);
+  return value;
+}
+
+/** A choice task option (any letter case), or undefined when left out (the app's default applies). */
+function optionalChoice<T extends string>(value: unknown, what: string, choices: readonly T[]): T | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "string") {
+    throw new ConfigurationError(`${what}: expected one of ${choices.join(", ")}, got ${describe(value)}`);
+  }
+  return checkChoice(value, what, choices);
+}
+
+/** A Standard Schema task option (an object with `~standard.validate`), or undefined. */
+function optionalSchema(value: unknown, what: string): StandardSchemaV1 | undefined {
+  if (value === undefined) return undefined;
+  const standard =
+    value !== null && (typeof value === "object" || typeof value === "function")
+      ? (value as { "~standard"?: { validate?: unknown } })["~standard"]
+      : undefined;
+  if (typeof standard?.validate !== "function") {
+    throw new ConfigurationError(
+      `${what}: expected a Standard Schema (zod, valibot, arktype...: an object with "~standard".validate), got ${describe(value)}`,
+    );
+  }
+  return value as StandardSchemaV1;
+}
+
+function describe(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value.slice(0, 50));
+  if (typeof value === "function") return "a function";
+  if (value === null || typeof value !== "object") return String(value);
+  return Array.isArray(value) ? "an array" : "an object";
 }

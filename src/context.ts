@@ -14,7 +14,7 @@ export function isMarkedNonRetryable(error: unknown): boolean {
 }
 
 /** `Type: message` of an error given to `ctx.retry`, as it would be stored, bounded. */
-function describeCause(error: unknown): string {
+export function describeCause(error: unknown): string {
   const { type, message } = toStoredError(error);
   const text = `${type}: ${message}`;
   return text.length > 2000 ? `${text.slice(0, 2000)}…` : text;

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Delivery } from "../brokers/broker.js";
-import { isMarkedNonRetryable, isRetryCountdown, TaskContext } from "../context.js";
+import { describeCause, isMarkedNonRetryable, isRetryCountdown, TaskContext } from "../context.js";
 import { findNonJson } from "../core/json.js";
 import type { MessageCodec, TaskMessage } from "../core/message.js";
 import { validateWithSchema } from "../core/schema.js";
@@ -238,19 +238,31 @@ async function attempt(
     // A handler that returned a promise (any async one) is waited for unless the attempt ends
     // first; a plain value (a synchronous handler) needs no wait.
     if (isThenable(value)) value = await run.race(value);
-    if (value === undefined) value = null;
+    // The schema sees what the handler returned (`undefined` too: `z.void()` accepts it);
+    // `undefined` is stored as null.
     if (task.resultSchema && (mode === "outputs" || mode === "strict")) {
       value = await validateWithSchema(task.resultSchema, value, `task "${task.name}" result`);
     }
+    if (value === undefined) value = null;
     const bad = findNonJson(value, "result");
     if (bad) throw new ValidationError(`task "${task.name}": ${bad}; results must be JSON-representable`);
-    return { kind: "success", value };
+    return { kind: "success", value: snapshot(value) };
   } catch (thrown) {
     return failureOutcome(task, message, thrown);
   } finally {
     if (timer) clearTimeout(timer);
     unwatchShutdown(env.shutdownSignal, run);
   }
+}
+
+/**
+ * The result as it was when the handler returned: an object or array is copied through JSON
+ * (checked by `findNonJson` first, so this cannot throw), so that a handler changing it later
+ * (a cache entry it returned, a timer) cannot change what is stored, or make it unstorable and
+ * the job run again. A primitive is its own snapshot.
+ */
+function snapshot(value: unknown): unknown {
+  return value !== null && typeof value === "object" ? JSON.parse(JSON.stringify(value)) : value;
 }
 
 function failureOutcome(task: Task<readonly unknown[], unknown>, message: TaskMessage, thrown: unknown): Outcome {
@@ -269,6 +281,18 @@ function classifyFailure(task: Task<readonly unknown[], unknown>, message: TaskM
   if (thrown instanceof TaskAbortedError) return { kind: "aborted", error: toStoredError(thrown) };
   if (thrown instanceof RetryError) {
     const reason = thrown.reason === undefined ? thrown : thrown.reason;
+    // `ctx.retry` checks the budget and the policy before it throws; a RetryError thrown by
+    // hand gets the same checks here (else it would retry past `maxRetries`, forever).
+    if (thrown.reason !== undefined && !task.retryPolicy.shouldRetry(thrown.reason)) {
+      return { kind: "failure", error: toStoredError(thrown.reason) };
+    }
+    if (message.retries >= task.retryPolicy.maxRetries) {
+      const last = thrown.reason === undefined ? "" : `; last error: ${describeCause(thrown.reason)}`;
+      const spent = new MaxRetriesExceededError(
+        `task ${task.name} (${message.id}) has no retries left (${message.retries} of ${task.retryPolicy.maxRetries} done)${last}`,
+      );
+      return { kind: "failure", error: toStoredError(spent) };
+    }
     // `ctx.retry` checks its countdown; a RetryError made by hand may carry anything.
     const delaySeconds = isRetryCountdown(thrown.countdown)
       ? thrown.countdown

@@ -181,6 +181,24 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       expect(await again.get({ timeout: 20 })).toBe("second run ok");
     });
 
+    it("stores the result as it was when the handler returned: a later change to it is not stored", async () => {
+      const app = await fresh();
+      let runs = 0;
+      const t = app.task(async function shared_state() {
+        runs++;
+        const value: Record<string, unknown> = { count: 1 };
+        // changed (made circular) right after the return, before the worker stores it
+        setImmediate(() => {
+          value.count = 2;
+          value.self = value;
+        });
+        return value;
+      });
+      await worker(app);
+      expect(await (await t.delay()).get({ timeout: 10 })).toEqual({ count: 1 });
+      expect(runs).toBe(1);
+    });
+
     it("runs a delayed task no earlier than its countdown", async () => {
       const app = await fresh();
       const t = app.task(async function delayed() {

@@ -12,6 +12,7 @@ import {
   MemoryBroker,
   MessageCodec,
   MessageTooLargeError,
+  RetryError,
   silentLogger,
   type TaskContext,
   TaskFailedError,
@@ -233,6 +234,37 @@ describe("Worker on the memory broker", () => {
     expect((error as Error).message).toContain("last error: GatewayDown: gateway 502 on attempt 2");
   });
 
+  it("a RetryError thrown by hand keeps to maxRetries and to retryOn/ignoreOn", async () => {
+    const { app } = makeApp();
+    class Transient extends Error {
+      override name = "Transient";
+    }
+    class Fatal extends Error {
+      override name = "Fatal";
+    }
+    const runs = { budget: 0, ignored: 0 };
+    const budget = app.task({ name: "hand_retry", retryPolicy: { maxRetries: 2, retryDelay: 0 } }, async () => {
+      runs.budget++;
+      throw new RetryError({ retries: 0, maxRetries: 2, countdown: 0, reason: new Transient("flaky") });
+    });
+    const ignored = app.task(
+      { name: "hand_retry_ignored", retryPolicy: { maxRetries: 5, retryDelay: 0, ignoreOn: ["Fatal"] } },
+      async () => {
+        runs.ignored++;
+        throw new RetryError({ retries: 0, maxRetries: 5, countdown: 0, reason: new Fatal("bad input") });
+      },
+    );
+    await startWorker(app);
+    const spent = await (await budget.delay()).get({ timeout: 5 }).catch((e: unknown) => e);
+    expect(spent).toMatchObject({ errorType: MaxRetriesExceededError.name });
+    expect((spent as Error).message).toContain("last error: Transient: flaky");
+    expect(runs.budget).toBe(3);
+    const fatal = await (await ignored.delay()).get({ timeout: 5 }).catch((e: unknown) => e);
+    expect(fatal).toMatchObject({ errorType: "Fatal" });
+    expect((fatal as Error).message).toContain("bad input");
+    expect(runs.ignored).toBe(1);
+  });
+
   it("ctx.retry with a countdown that is not a number of seconds fails the task, naming the value", async () => {
     const { app } = makeApp();
     const countdowns = [Number.NaN, Number.POSITIVE_INFINITY, -1, 1e12];
@@ -348,6 +380,17 @@ describe("Worker on the memory broker", () => {
     const bad = await t.delay("bb@cd.io", "2026-01-01");
     await expect(bad.get({ timeout: 5 })).rejects.toMatchObject({ errorType: "ValidationError" });
     expect(await broker.getDlqCount("default")).toBe(1);
+  });
+
+  it("a result schema sees what the handler returned: z.void() accepts undefined, stored as null", async () => {
+    const { app } = makeApp({ validationMode: "outputs" });
+    const quiet = app.task({ name: "returns_nothing", result: z.void() }, async () => {});
+    const maybe = app.task({ name: "returns_maybe", result: z.number().optional() }, async () => undefined);
+    await startWorker(app);
+    const r1 = await quiet.delay();
+    expect(await r1.get({ timeout: 5 })).toBeNull();
+    expect(await r1.state()).toBe("SUCCESS");
+    expect(await (await maybe.delay()).get({ timeout: 5 })).toBeNull();
   });
 
   it("rejects non-JSON arguments naming the argument, and oversized messages at dispatch", async () => {
@@ -847,6 +890,29 @@ describe("Worker on the memory broker", () => {
     expect(() => app.getTask("nope")).toThrow(/not registered/);
     await expect(t.applyAsync([], { queue: "a b" })).rejects.toThrow(/queue name/);
     expect(await broker.getQueueSize("default")).toBe(0);
+  });
+
+  it("registration refuses task options of the wrong kind, naming the option", () => {
+    const { app } = makeApp();
+    const handler = async () => {};
+    // Each as a caller without TypeScript (or with a cast) could pass it.
+    const cases: Array<[Record<string, unknown>, RegExp]> = [
+      [
+        { validationMode: "input" },
+        /task t1 validationMode: expected one of none, inputs, outputs, strict, got "input"/,
+      ],
+      [{ deliveryMode: "at-most-once" }, /task t2 deliveryMode: expected one of at_least_once, at_most_once/],
+      [{ ignoreResult: "no" }, /task t3 ignoreResult: expected true or false, got "no"/],
+      [{ context: 1 }, /task t4 context: expected true or false, got 1/],
+      [{ args: {} }, /task t5 args: expected a Standard Schema/],
+      [{ result: z.string }, /task t6 result: expected a Standard Schema .*got a function/],
+      [{ timeout: 0 }, /task t7 timeout: must be more than 0/],
+    ];
+    cases.forEach(([options, error], i) => {
+      expect(() => app.task({ name: `t${i + 1}`, ...options } as never, handler)).toThrow(error);
+    });
+    // accepted: any letter case, as the app-level options
+    expect(app.task({ name: "t8", validationMode: "STRICT" as never }, handler).validationMode).toBe("strict");
   });
 });
 

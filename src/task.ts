@@ -56,8 +56,9 @@ export interface ApplyOptions {
   /** Priority 0-255 for this message. */
   priority?: number;
   /**
-   * Caller-chosen task id. Publishing an id that is still queued, delayed or running does not
-   * create a second job (idempotent enqueue); the returned result refers to the existing one.
+   * Caller-chosen task id. Publishing an id that is still queued, delayed or running on the same
+   * queue does not create a second job (idempotent enqueue, where the broker supports it:
+   * SQLite and Redis); the returned result refers to the existing one.
    */
   taskId?: string;
 }

@@ -79,8 +79,10 @@ export class Chicory {
   #connecting: Promise<void> | null = null;
   /** True once {@link Chicory.connect} succeeded (until `disconnect`). */
   #isConnected = false;
-  /** DLQ replays running on a backend the app has not connected (see #guardReplay). */
-  #replaysBorrowing = 0;
+  /** DLQ replays running (see #guardReplay). */
+  #replaysRunning = 0;
+  /** Whether a running replay opened the backend, which the last replay then closes. */
+  #replayOpenedBackend = false;
   readonly #runtime: TaskRuntime;
 
   constructor(options: ChicoryOptions = {}) {
@@ -219,15 +221,17 @@ export class Chicory {
   async #guardReplay(taskId: string | undefined, move: () => Promise<boolean>): Promise<boolean> {
     const backend = this.backend;
     if (!backend || !hasDeleteIf(backend) || taskId === undefined) return move();
-    // A backend the app has not connected is opened for the replays running, and closed after
-    // the last (an admin script that connected just the broker must still be able to exit).
-    const isBorrowed = this.#connecting === null;
-    if (isBorrowed) this.#replaysBorrowing++;
+    // A backend nobody opened (neither the app nor its caller: `backend.connect()`, another app
+    // sharing it) is opened for the replays running, and closed after the last (an admin
+    // script that connected just the broker must still be able to exit).
+    if (this.#connecting === null && backend.isOpen !== true) this.#replayOpenedBackend = true;
+    this.#replaysRunning++;
     try {
       return await this.#replayClearing(backend, taskId, move);
     } finally {
-      if (isBorrowed && --this.#replaysBorrowing === 0 && this.#connecting === null) {
-        await backend.disconnect().catch(() => undefined);
+      if (--this.#replaysRunning === 0 && this.#replayOpenedBackend) {
+        this.#replayOpenedBackend = false;
+        if (this.#connecting === null) await backend.disconnect().catch(() => undefined);
       }
     }
   }

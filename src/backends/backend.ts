@@ -101,6 +101,12 @@ export interface Backend {
   /** Closes connections the backend owns; idempotent. */
   disconnect(): Promise<void>;
   /**
+   * True from a `connect()` call (while it runs, too) until `disconnect()`. Optional: code
+   * that opens a backend for one operation and closes it after (a DLQ replay by an app that
+   * did not connect) leaves a backend it reads as open to whoever opened it.
+   */
+  readonly isOpen?: boolean;
+  /**
    * Checks, once the backend is connected, that its server lets this user write records and
    * heartbeats (e.g. Redis ACL rights). A worker calls it at start and does not start when it
    * throws.

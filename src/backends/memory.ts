@@ -58,6 +58,11 @@ export class MemoryBackend implements Backend {
     this.#pollIntervalMs = Math.max(10, (options.pollIntervalSeconds ?? 0.5) * 1000);
   }
 
+  /** {@inheritDoc Backend.isOpen} */
+  get isOpen(): boolean {
+    return this.#isConnected;
+  }
+
   /** Marks the backend connected; idempotent. */
   async connect(): Promise<void> {
     this.#isConnected = true;

@@ -160,6 +160,37 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       expect(await app.broker.getDlqCount("default")).toBe(0);
     });
 
+    it("a replay by an app that did not connect closes only a backend it opened itself", async () => {
+      const app = await fresh();
+      const t = app.task({ name: "dlq_replay_open", retryPolicy: { maxRetries: 0 } }, async () => {
+        throw new Error("broken");
+      });
+      const first = await worker(app, { useDeadLetterQueue: true });
+      const [a, b] = [await t.delay(), await t.delay()];
+      await eventually(async () => (await app.broker.getDlqCount("default")) === 2);
+      await first.stop(2);
+      await app.disconnect();
+      const backend = app.backend;
+      if (!backend) throw new Error("this suite needs a backend");
+      const entries = await (async () => {
+        await app.broker.connect();
+        return app.broker.getDlqMessages("default");
+      })();
+      const entryOf = (id: string) => entries.find((e) => e.originalMessage?.id === id)?.messageId ?? "";
+      // opened by its caller: left open (and its waits go on)
+      await backend.connect();
+      expect(await app.broker.replayFromDlq(entryOf(a.taskId), "default")).toBe(true);
+      expect(backend.isOpen).not.toBe(false);
+      expect(await a.state()).toBe("PENDING");
+      const waited = await a.get({ timeout: 0.5 }).catch((e: unknown) => e);
+      expect(waited).toBeInstanceOf(TimeoutError);
+      expect((waited as Error).message).toContain("no result after 0.5 s");
+      // opened by the replay: closed after it
+      await backend.disconnect();
+      expect(await app.broker.replayFromDlq(entryOf(b.taskId), "default")).toBe(true);
+      expect(backend.isOpen).not.toBe(true);
+    });
+
     it("a caller-chosen id enqueued again after its run finished: get() and state() follow the new run", async () => {
       const app = await fresh();
       let fail = true;

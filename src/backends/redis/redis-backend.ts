@@ -143,6 +143,11 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   }
 
   /** Opens the command connection; idempotent. The subscriber opens with the first wait. */
+  /** {@inheritDoc Backend.isOpen} */
+  get isOpen(): boolean {
+    return this.#main !== undefined || this.#connecting !== undefined;
+  }
+
   connect(): Promise<void> {
     if (this.#main) return Promise.resolve();
     this.#connecting ??= this.#open().finally(() => {

@@ -93,6 +93,11 @@ export class SqlBackend implements Backend {
     return this.#names.qualified;
   }
 
+  /** {@inheritDoc Backend.isOpen} */
+  get isOpen(): boolean {
+    return this.#connection !== undefined || this.#connecting !== undefined;
+  }
+
   async connect(): Promise<void> {
     if (this.#connection) return;
     this.#connecting ??= this.#open().finally(() => {

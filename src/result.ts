@@ -23,7 +23,8 @@ const EARLY_TIMER_MS = 2;
 export interface GetOptions {
   /**
    * Give up after this long (seconds or a unit string) with a `TimeoutError`; 0 reads the
-   * result once, as it is now, without waiting.
+   * result once, as it is now, without waiting (a backend that does not answer within 0.25 s
+   * gives a `TimeoutError` too); `null` or `Infinity` waits as long as it takes.
    */
   timeout?: Duration | null;
   /** Interval of the fallback poll (seconds or a unit string). */
@@ -92,7 +93,10 @@ export class AsyncResult<R = unknown> {
   async get(options: GetOptions = {}): Promise<R> {
     const backend = this.#requireBackend();
     const timeout = options.timeout === undefined ? this.#defaults.defaultTimeout : options.timeout;
-    const timeoutMs = timeout === null || timeout === undefined ? undefined : toMs(timeout, "timeout");
+    const timeoutMs =
+      timeout === null || timeout === undefined || timeout === Number.POSITIVE_INFINITY
+        ? undefined
+        : toMs(timeout, "timeout");
     const pollIntervalMs =
       options.pollInterval === undefined
         ? (this.#defaults.pollInterval ?? 0.5) * 1000
@@ -103,10 +107,21 @@ export class AsyncResult<R = unknown> {
     // A zero timeout asks for the result as it is now: one read, no wait. A wait that timed out
     // reads once more before it gives up: its timer may have fired before its first read's
     // reply (a short timeout, a slow link), and the record may be there already.
-    let record =
-      timeoutMs === 0
-        ? await readNow()
-        : await backend.waitForResult(this.taskId, { timeoutMs, pollIntervalMs, signal: options.signal });
+    let record: TaskRecord | null;
+    if (timeoutMs === 0) {
+      // bounded as a timed-out wait's last read: a backend that is down (a client queueing
+      // commands while it reconnects) must not turn "as it is now" into seconds
+      const now = readNow();
+      if (!(await settlesWithin(now, LAST_READ_MIN_MS))) {
+        now.catch(() => undefined);
+        throw new TimeoutError(
+          `task ${this.taskId}: the backend did not answer within ${LAST_READ_MIN_MS / 1000} s (timeout 0: no wait)`,
+        );
+      }
+      record = await now;
+    } else {
+      record = await backend.waitForResult(this.taskId, { timeoutMs, pollIntervalMs, signal: options.signal });
+    }
     if (record === null && timeoutMs !== undefined && timeoutMs > 0 && !options.signal?.aborted) {
       // bounded, and a failing read changes nothing: the wait timed out
       const last = readNow().catch(() => null);

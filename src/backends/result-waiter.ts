@@ -241,7 +241,7 @@ export class ResultWaiter {
     this.#timer = setInterval(() => {
       // a slow read must not pile up overlapping polls
       if (this.#activePolls === 0) void this.#poll([...this.#waiters.keys()]);
-    }, intervalMs);
+    }, timerDelay(intervalMs)); // a pollInterval of weeks: not the 1 ms Node makes of an overflow
     this.#timer.unref();
   }
 

@@ -48,6 +48,33 @@ describe("AsyncResult.get() when the backend does not answer", () => {
     expect(outcome).toBeInstanceOf(TimeoutError);
     expect((outcome as Error).message).toBe(`task t1: no result after ${timeout} s`);
   });
+
+  it("timeout 0 (no wait) throws TimeoutError 250 ms into a read that does not answer", async () => {
+    const { backend } = unansweringBackend();
+    let outcome: unknown;
+    void new AsyncResult("t1", backend).get({ timeout: 0 }).then(
+      () => (outcome = "resolved"),
+      (error: unknown) => (outcome = error),
+    );
+    await vi.advanceTimersByTimeAsync(249);
+    expect(outcome).toBeUndefined();
+    await vi.advanceTimersByTimeAsync(1);
+    expect(outcome).toBeInstanceOf(TimeoutError);
+    expect((outcome as Error).message).toContain("did not answer within 0.25 s");
+  });
+
+  it("timeout Infinity waits as long as it takes, as null does", async () => {
+    const waits: WaitOptions[] = [];
+    const done: TaskRecord = { taskId: "t1", state: "SUCCESS", result: 7, updatedAt: "2024-01-01T00:00:00.000Z" };
+    const backend = {
+      async waitForResult(_id: string, options: WaitOptions) {
+        waits.push(options);
+        return done;
+      },
+    } as unknown as Backend;
+    expect(await new AsyncResult("t1", backend).get({ timeout: Number.POSITIVE_INFINITY })).toBe(7);
+    expect(waits[0]?.timeoutMs).toBeUndefined();
+  });
 });
 
 describe("an AsyncResult built from an id", () => {

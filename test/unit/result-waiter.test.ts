@@ -165,6 +165,15 @@ describe("ResultWaiter", () => {
     expect((await result)?.state).toBe("SUCCESS");
   });
 
+  it("a poll interval past what a timer holds (weeks) polls rarely, not every millisecond", async () => {
+    const store = fakeStore();
+    const waiter = new ResultWaiter({ fetchMany: store.fetchMany, pollIntervalMs: 500 });
+    void waiter.wait("a", { pollIntervalMs: 30 * 86_400_000 });
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(store.calls.length).toBe(1); // the first read only
+    waiter.close();
+  });
+
   it("never overlaps polls when a read is slow", async () => {
     let active = 0;
     let maxActive = 0;

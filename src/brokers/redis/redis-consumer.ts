@@ -36,7 +36,7 @@
  * @module
  */
 import type { Logger } from "../../core/logger.js";
-import { settlesWithin } from "../../core/sleep.js";
+import { settlesWithin, timerDelay } from "../../core/sleep.js";
 import { BrokerConnectionError, ConfigurationError } from "../../errors.js";
 import { isNoGroupError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import { dropRedis } from "../../redis/redis-connect.js";
@@ -185,7 +185,7 @@ export class RedisConsumer implements Consumer {
     );
     this.#reclaimIntervalMs = Math.max(50, Math.min(Math.floor(ctx.claimMinIdleMs / 2), 1000));
     const renewEveryMs = Math.max(50, Math.floor(ctx.claimMinIdleMs / 3));
-    this.#renewTimer = setInterval(() => void this.#renewLeases(), renewEveryMs);
+    this.#renewTimer = setInterval(() => void this.#renewLeases(), timerDelay(renewEveryMs));
     this.#renewTimer.unref();
     this.#touchTimer = setInterval(() => void this.#touch(), TOUCH_EVERY_MS / 4);
     this.#touchTimer.unref();

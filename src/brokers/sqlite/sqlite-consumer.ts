@@ -19,6 +19,7 @@
  */
 import type { Logger } from "../../core/logger.js";
 import { peekMessage, truncateError } from "../../core/message.js";
+import { timerDelay } from "../../core/sleep.js";
 import type { Consumer, Delivery } from "../broker.js";
 import { isBusyError } from "./sqlite-database.js";
 import { SqliteDelivery, type SqliteSettleAction } from "./sqlite-delivery.js";
@@ -149,7 +150,7 @@ export class SqliteConsumer implements Consumer {
       throw this.#host.wrap(error, "register consumer");
     }
     const everyMs = Math.max(10, Math.floor(this.#host.options.claimMinIdleMs / 3));
-    this.#renewTimer = setInterval(() => this.#renew(), everyMs);
+    this.#renewTimer = setInterval(() => this.#renew(), timerDelay(everyMs));
     this.#renewTimer.unref();
   }
 

@@ -243,7 +243,8 @@ async function attempt(
     if (task.resultSchema && (mode === "outputs" || mode === "strict")) {
       value = await validateWithSchema(task.resultSchema, value, `task "${task.name}" result`);
     }
-    if (value === undefined) value = null;
+    // nothing is stored: a value that is not JSON (a driver's row object, a BigInt) is no failure
+    if (task.ignoreResult || value === undefined) return { kind: "success", value: null };
     const bad = findNonJson(value, "result");
     if (bad) throw new ValidationError(`task "${task.name}": ${bad}; results must be JSON-representable`);
     return { kind: "success", value: snapshot(value) };

@@ -393,6 +393,15 @@ describe("Worker on the memory broker", () => {
     expect(await (await maybe.delay()).get({ timeout: 5 })).toBeNull();
   });
 
+  it("ignoreResult: a returned value that is not JSON is no failure (nothing is stored)", async () => {
+    const { app } = makeApp();
+    const t = app.task({ name: "returns_row", ignoreResult: true }, async () => ({ id: 10n, at: new Date(0) }));
+    await startWorker(app);
+    const r = await t.delay();
+    expect(await r.get({ timeout: 5 })).toBeUndefined();
+    expect(await r.state()).toBe("SUCCESS");
+  });
+
   it("rejects non-JSON arguments naming the argument, and oversized messages at dispatch", async () => {
     const { app } = makeApp({ config: { maxMessageBytes: 2048 } });
     const t = app.task(async function takesAnything(_x: unknown, _y?: unknown) {});

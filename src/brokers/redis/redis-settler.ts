@@ -286,7 +286,8 @@ export class RedisSettler implements DeliverySettler {
           entries: missed,
           recordsSkipped: records.length - written.length,
         },
-        "redis ack: entries no longer pending for this consumer (lease lost); their jobs may run twice",
+        "redis ack: entries no longer pending for this consumer (lease lost to another worker, or the entries are gone: " +
+          "purged, or a Redis restart without persistence); their jobs may run twice, and the results this run sent were not stored",
       );
     }
     batch.forEach(({ delivery, confirm, resolve, reject }, i) => {

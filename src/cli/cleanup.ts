@@ -3,7 +3,7 @@
  * silent for longer than `--stale-seconds` (never a consumer that still owns pending messages).
  * @module
  */
-import type { Command } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
 import { connectBackend, connectBroker, targetQueues, withApp } from "./app-session.js";
 import { positiveSeconds, withLogLevel, withQueues } from "./options.js";
 import { EXIT_OK, printJson, printLine } from "./output.js";
@@ -46,10 +46,21 @@ export function registerCleanupCommand(program: Command, run: (action: () => Pro
     .argument("<module>", "app module: path/to/app.ts[:export]")
     .option(
       "--stale-seconds <seconds>",
-      "remove what has been silent longer than this (default: the app's staleWorkersTimeout, 300)",
-      positiveSeconds,
+      "remove what has been silent longer than this, >= 10, and longer than the workers' heartbeat interval (default: the app's staleWorkersTimeout, 300)",
+      staleSeconds,
     )
     .option("--json", "print JSON");
   withQueues(command, "queue whose consumers to clean (repeatable); default: all the app's queues");
   withLogLevel(command).action((spec: string, opts: CleanupCommandOptions) => run(() => runCleanupCommand(spec, opts)));
+}
+
+/** `--stale-seconds`: at least 10 s, as `staleWorkersTimeout` (less would remove live workers between heartbeats). */
+function staleSeconds(value: string): number {
+  const s = positiveSeconds(value);
+  if (s < 10) {
+    throw new InvalidArgumentError(
+      `expected at least 10 s (and more than the workers' heartbeat interval, else live workers are removed), got "${value}"`,
+    );
+  }
+  return s;
 }

@@ -178,6 +178,10 @@ describe("chicory CLI on the embedded SQLite broker (multi-process)", () => {
     const cleanup = await runCli(["cleanup", APP_JS, "--stale-seconds", "3600", "--json"], env);
     expect(cleanup.code).toBe(0);
     expect(JSON.parse(cleanup.stdout)).toMatchObject({ staleSeconds: 3600, removedWorkers: 0 });
+    // shorter than a heartbeat interval would remove live workers: refused
+    const tooShort = await runCli(["cleanup", APP_JS, "--stale-seconds", "0.5"], env);
+    expect(tooShort.code).toBe(2);
+    expect(tooShort.stderr).toContain("expected at least 10 s");
   });
 });
 

@@ -182,6 +182,12 @@ export interface Consumer {
   /** Number of deliveries handed out and not yet settled. */
   readonly inFlight: number;
   /**
+   * Optional. True once the consumer is closed, by `close()` or by the broker's `disconnect()`:
+   * its `fetch` returns no message ever again (a worker whose app was disconnected under it
+   * stops instead of fetching in a loop).
+   */
+  readonly isClosed?: boolean;
+  /**
    * Optional. The caller will fetch no more for now (a worker that stops and lets its running
    * jobs finish): take no new messages and give back at once those held and not handed out.
    * Deliveries in hand can still be settled; a later `fetch` starts taking messages again.

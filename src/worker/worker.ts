@@ -104,6 +104,13 @@ export class Worker {
   #processed = 0;
   #failed = 0;
   #stopping: Promise<void> | null = null;
+  /**
+   * Set by a `stop()` that gave up waiting for the `start()` in progress (a startup hook that
+   * never ends): that start, if it ever ends, stops at once instead of running.
+   */
+  #isStartAbandoned = false;
+  /** Resolves when a `stop()` gives up on the start in progress (`run()` returns then). */
+  #onStartAbandoned: (() => void) | null = null;
 
   constructor(app: Chicory, options: WorkerInit = {}) {
     this.#app = app;
@@ -126,6 +133,7 @@ export class Worker {
       this.#logger.warn(`worker already ${this.#phase}; start() ignored`);
       return Promise.resolve();
     }
+    this.#isStartAbandoned = false;
     this.#starting = this.#start().finally(() => {
       this.#starting = null;
     });
@@ -155,6 +163,11 @@ export class Worker {
         } catch (error) {
           throw new ChicoryError(`worker startup hook failed: ${toError(error).message}`, { cause: error });
         }
+      }
+      if (this.#isStartAbandoned) {
+        throw new ChicoryError(
+          "worker start abandoned: a stop() gave up waiting for it (a startup hook that did not end in time)",
+        );
       }
     } catch (error) {
       this.#phase = "stopped";
@@ -197,10 +210,33 @@ export class Worker {
    * @param timeout seconds (default `shutdownTimeout`)
    */
   stop(timeout: number = this.config.shutdownTimeout): Promise<void> {
-    if (this.#starting) {
+    const starting = this.#starting;
+    if (starting) {
       // Called while starting: let the start finish (its hooks, the connections), then stop
-      // what it started; a start that failed left nothing running.
-      return this.#starting.catch(() => undefined).then(() => this.stop(timeout));
+      // what it started; a start that failed left nothing running. Bounded as the rest: a
+      // start still running at the deadline (a startup hook that never ends) is abandoned.
+      return (async () => {
+        const endsMs = timeout * 1000 + SHUTDOWN_GRACE_MS - CLOSE_RESERVE_MS;
+        if (
+          await settlesWithin(
+            starting.catch(() => undefined),
+            Math.max(0, endsMs),
+          )
+        )
+          return this.stop(timeout);
+        if (this.#starting !== starting) return this.stop(timeout);
+        this.#isStartAbandoned = true;
+        this.#logger.warn(
+          "stop(): the start still running at the deadline (a startup hook that does not end?) is abandoned: the worker will not run",
+        );
+        this.#onStartAbandoned?.();
+        if (!runningWorkers.get(this.#app)) {
+          await settlesWithin(
+            this.#app.disconnect().catch(() => undefined),
+            CLOSE_RESERVE_MS,
+          );
+        }
+      })();
     }
     if (this.#phase === "idle" || this.#phase === "stopped") return Promise.resolve();
     this.#stopping ??= this.#shutdown(timeout * 1000).finally(() => {
@@ -224,9 +260,13 @@ export class Worker {
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
     try {
-      await this.start();
+      const abandoned = new Promise<"abandoned">((resolve) => {
+        this.#onStartAbandoned = () => resolve("abandoned");
+      });
+      if ((await Promise.race([this.start(), abandoned])) === "abandoned") return;
       await this.#untilStopped();
     } finally {
+      this.#onStartAbandoned = null;
       process.off("SIGINT", onSignal);
       process.off("SIGTERM", onSignal);
     }
@@ -343,6 +383,15 @@ export class Worker {
         backoffMs = Math.min(backoffMs * 2, FETCH_BACKOFF_MAX_MS);
         continue;
       }
+      if (deliveries.length === 0 && consumer.isClosed === true && !signal.aborted) {
+        // Closed under a running worker (`app.disconnect()` while it ran): every fetch would
+        // return nothing at once, for good. Stop, rather than spin.
+        this.#logger.error(
+          "the broker closed this worker's consumer (was the app disconnected while the worker ran? stop the worker first): stopping",
+        );
+        void this.stop().catch(() => undefined);
+        return;
+      }
       for (const delivery of deliveries) {
         if (signal.aborted) {
           // Fetched but not started: give it back at once rather than run it during shutdown.
@@ -352,8 +401,9 @@ export class Worker {
         this.#dispatch(delivery);
       }
       // The next fetch waits for this turn's settling writes: the results of jobs that ended
-      // at once go out before the next blocking read is sent.
-      if (deliveries.length > 0) await nextTurn();
+      // at once go out before the next blocking read is sent. After an empty fetch too: one
+      // that returns at once must not starve timers and signal handlers of the event loop.
+      await nextTurn();
     }
   }
 
@@ -502,7 +552,9 @@ export class Worker {
           .then(hook)
           .catch((error: unknown) => this.#logger.error({ err: toError(error) }, "worker shutdown hook failed"));
       }
-      if (others === 0) {
+      // counted again here: a start() of this worker meanwhile (after a stop() that returned
+      // at its deadline) must not lose its connections to this late disconnect
+      if ((runningWorkers.get(this.#app) ?? 0) === 0) {
         await this.#app
           .disconnect()
           .catch((error: unknown) => this.#logger.warn({ err: toError(error).message }, "disconnect failed"));

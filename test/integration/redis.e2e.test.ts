@@ -1,4 +1,5 @@
-import { Chicory } from "../../src/index.js";
+import { describe, expect, it } from "vitest";
+import { Chicory, type Logger, silentLogger, Worker } from "../../src/index.js";
 import { SERVICES, skipUnless, uniqueName } from "../helpers/services.js";
 import { deletePrefix, otherDatabase } from "./redis/redis-test-keys.js";
 import { runWorkerE2E } from "./worker-e2e.js";
@@ -47,3 +48,23 @@ if (!skip) {
     destroy: async (app) => deletePrefix(prefixes.get(app) ?? "none"),
   });
 }
+
+describe.skipIf(skip)("a worker on redis whose app is disconnected under it", () => {
+  it("stops itself, saying why, instead of fetching from its closed consumer in a loop", async () => {
+    const app = makeApp();
+    const errors: string[] = [];
+    const logger: Logger = { ...silentLogger, error: (m: unknown) => void errors.push(String(m)), child: () => logger };
+    const worker = new Worker(app, { logger, concurrency: 2 });
+    try {
+      await worker.start();
+      await app.disconnect();
+      // a timer still fires (the event loop is not starved), and the worker has stopped by then
+      for (let i = 0; i < 100 && worker.isRunning; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(worker.isRunning).toBe(false);
+      expect(errors.some((e) => e.includes("closed this worker's consumer"))).toBe(true);
+    } finally {
+      await worker.stop(1);
+      await deletePrefix(prefixes.get(app) ?? "none");
+    }
+  });
+});

@@ -731,14 +731,16 @@ describe("Worker on the memory broker", () => {
     expect(await r.get({ timeout: 5 })).toBe("second run");
   });
 
-  it("stop(timeout) resolves within timeout + 5 s though a task ignores its abort and a shutdown hook never ends; hooks keep their order", async () => {
+  it("stop(timeout) resolves within timeout + 5 s though a task ignores its abort and a shutdown hook does not end; hooks keep their order; a restart meanwhile keeps its connections", async () => {
     const { app } = makeApp();
     const started = deferred();
+    const hookMayEnd = deferred();
     let hookRan = false;
     let secondStarted = false;
     app.onWorkerShutdown(async () => {
+      if (hookRan) return;
       hookRan = true;
-      await new Promise(() => {});
+      await hookMayEnd.promise;
     });
     app.onWorkerShutdown(() => {
       secondStarted = true; // only after the first one ended: never here
@@ -753,7 +755,10 @@ describe("Worker on the memory broker", () => {
       warn: (m: unknown) => void warnings.push(String(m)),
       child: () => logger,
     };
-    const worker = new Worker(app, { logger, concurrency: 1 });
+    const quick = app.task(async function quick() {
+      return "ran";
+    });
+    const worker = new Worker(app, { logger, concurrency: 2 });
     await worker.start();
     await t.delay();
     await started.promise;
@@ -764,6 +769,35 @@ describe("Worker on the memory broker", () => {
     expect(secondStarted).toBe(false); // the hooks keep their order past the deadline
     expect(worker.isRunning).toBe(false);
     expect(warnings.some((w) => w.startsWith("shutdown deadline: the shutdown hooks"))).toBe(true);
+    // Started again while that shutdown's tail still runs: its late disconnect, once the hook
+    // ends, must not take the restarted worker's connections.
+    await worker.start();
+    hookMayEnd.resolve();
+    await eventually(() => secondStarted);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect((await app.broker.healthcheck()).connected).toBe(true); // still connected
+    expect(await (await quick.delay()).get({ timeout: 5 })).toBe("ran");
+    expect(worker.isRunning).toBe(true);
+  }, 15_000);
+
+  it("stop() during a start whose startup hook does not end resolves by timeout + 5 s; that start never runs the worker", async () => {
+    const { app } = makeApp();
+    const hookMayEnd = deferred();
+    app.onWorkerStartup(() => hookMayEnd.promise);
+    const warnings: string[] = [];
+    const logger: Logger = {
+      ...silentLogger,
+      warn: (m: unknown) => void warnings.push(String(m)),
+      child: () => logger,
+    };
+    const worker = new Worker(app, { logger });
+    const starting = worker.start().catch((e: unknown) => e);
+    const bound = new Promise<"bound">((resolve) => setTimeout(() => resolve("bound"), 100 + 5000 + 500).unref());
+    expect(await Promise.race([worker.stop(0.1).then(() => "stopped" as const), bound])).toBe("stopped");
+    expect(warnings.some((w) => w.includes("start still running at the deadline"))).toBe(true);
+    hookMayEnd.resolve();
+    expect(String(await starting)).toContain("worker start abandoned");
+    expect(worker.isRunning).toBe(false);
   }, 15_000);
 
   it("a task whose attempt a forced stop aborts before its handler starts never starts", async () => {

@@ -92,6 +92,11 @@ export class RabbitMqConsumer implements Consumer {
     for (const queue of this.#queues) this.#buffers.set(queue, []);
   }
 
+  /** {@inheritDoc Consumer.isClosed} */
+  get isClosed(): boolean {
+    return this.#isClosed;
+  }
+
   /** {@inheritDoc Consumer.inFlight} */
   get inFlight(): number {
     return this.#inFlight;

@@ -201,6 +201,11 @@ export class RedisConsumer implements Consumer {
 
   readonly #onReconnect = (): void => this.noteReconnect();
 
+  /** {@inheritDoc Consumer.isClosed} */
+  get isClosed(): boolean {
+    return this.#isClosed;
+  }
+
   /** {@inheritDoc Consumer.inFlight} (read-ahead entries not handed out yet are not counted) */
   get inFlight(): number {
     let n = 0;

@@ -77,6 +77,11 @@ export class SqliteConsumer implements Consumer {
     this.#pollMs = host.options.pollMinMs;
   }
 
+  /** {@inheritDoc Consumer.isClosed} */
+  get isClosed(): boolean {
+    return this.#isClosed;
+  }
+
   get inFlight(): number {
     return this.#inFlight.size;
   }

@@ -636,7 +636,9 @@ describe.skipIf(skip)("redis broker: streams", () => {
     const noResend = await fetchOne(c);
     await firstCopy(noResend);
     await expect(noResend.ack({ confirm: true })).rejects.toThrow(/lease lost/);
-    expect(logged).toEqual([["warn", expect.stringMatching(/no longer pending for this consumer \(lease lost to another worker/)]]);
+    expect(logged).toEqual([
+      ["warn", expect.stringMatching(/no longer pending for this consumer \(lease lost to another worker/)],
+    ]);
     logged.length = 0;
     // Another consumer's now (taken without waiting for the idle time, as after a failover):
     // a lost lease, whatever the reconnects.

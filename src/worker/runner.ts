@@ -47,6 +47,11 @@ export interface Attempt {
   readonly task: Task<readonly unknown[], unknown> | null;
   /** True when the message was acknowledged before the run (`at_most_once`). */
   readonly alreadyAcked: boolean;
+  /**
+   * Settles when the handler does, when the attempt ended before it (a timeout, a lost lease, a
+   * forced shutdown): a handler that does not stop on `ctx.signal` keeps its slot until then.
+   */
+  readonly lingering?: Promise<void> | undefined;
 }
 
 /** Runs one delivery to its outcome. Never throws. */
@@ -83,8 +88,9 @@ export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<A
       return { outcome: { kind: "aborted", error: toStoredError(thrown) }, message, task, alreadyAcked: false };
     }
   }
-  const outcome = await attempt(task, message, env, delivery);
-  return { outcome: retryThatFits(outcome, message, env.codec), message, task, alreadyAcked };
+  const run = new AttemptAbort();
+  const outcome = await attempt(task, message, env, delivery, run);
+  return { outcome: retryThatFits(outcome, message, env.codec), message, task, alreadyAcked, lingering: run.lingering };
 }
 
 /**
@@ -123,6 +129,8 @@ class AttemptAbort {
   reason: Error | undefined;
   /** `ctx.signal`'s controller (context tasks only). */
   controller: AbortController | undefined;
+  /** Settles with the handler, when the attempt ended before it did. */
+  lingering: Promise<void> | undefined;
   #reject: ((reason: Error) => void) | undefined;
 
   abort(reason: Error): void {
@@ -176,6 +184,8 @@ function unwatchShutdown(signal: AbortSignal, run: AttemptAbort): void {
 
 const SHUT_DOWN = "worker shut down before the task ended";
 
+function ignore(): void {}
+
 function isThenable(value: unknown): value is PromiseLike<unknown> {
   return (
     value !== null &&
@@ -189,10 +199,10 @@ async function attempt(
   message: TaskMessage,
   env: RunnerEnv,
   delivery: Delivery,
+  run: AttemptAbort,
 ): Promise<Outcome> {
   // The attempt ends early on timeout, forced shutdown or a lost lease: the wait for the
   // handler rejects, and a context task's `ctx.signal` aborts.
-  const run = new AttemptAbort();
   watchShutdown(env.shutdownSignal, run);
   // A lease lost while the task runs (this process stalled past it, another worker took the
   // message): stop here and leave the job to its new owner.
@@ -237,7 +247,17 @@ async function attempt(
     }
     // A handler that returned a promise (any async one) is waited for unless the attempt ends
     // first; a plain value (a synchronous handler) needs no wait.
-    if (isThenable(value)) value = await run.race(value);
+    if (isThenable(value)) {
+      const pending = value;
+      try {
+        value = await run.race(pending);
+      } catch (thrown) {
+        // ended early: the handler may go on (one that ignores ctx.signal); the worker keeps
+        // its slot until it settles, so that no more than `concurrency` handlers run at once
+        if (thrown === run.reason) run.lingering = Promise.resolve(pending).then(ignore, ignore);
+        throw thrown;
+      }
+    }
     // The schema sees what the handler returned (`undefined` too: `z.void()` accepts it);
     // `undefined` is stored as null.
     if (task.resultSchema && (mode === "outputs" || mode === "strict")) {

@@ -42,6 +42,8 @@ const CONSUME_LOOP_GRACE_MS = 5000;
 const FETCH_BACKOFF_FIRST_MS = 100;
 /** Longest wait between fetch retries (each jittered down to half): a worker resumes within about 1 s of its broker. */
 const FETCH_BACKOFF_MAX_MS = 1000;
+/** A handler still running this long after its attempt ended is logged (it ignores ctx.signal). */
+const LINGER_WARN_MS = 1000;
 /** While fetches keep failing, one log line per this long. */
 const FETCH_FAILURE_LOG_MS = 10_000;
 /** Longest wait for a shutdown step that talks to a server (a loop's round, the last heartbeat). */
@@ -480,6 +482,22 @@ export class Worker {
         stopSignal: this.#shutdownAbort.signal,
       }).catch(this.#onSettleError),
     );
+    // unless the handler goes on after its attempt ended (timeout, lost lease): then the slot
+    // stays taken until it returns
+    if (attempt.lingering) await this.#linger(attempt.lingering, attempt.message);
+  }
+
+  async #linger(handler: Promise<void>, message: TaskMessage | null): Promise<void> {
+    // A forced stop stops waiting for running handlers: it does not wait for these either.
+    const stop = this.#shutdownAbort.signal;
+    if ((await untilSettledOrAborted(handler, stop, LINGER_WARN_MS)) !== "timeout") return;
+    this.#logger.warn(
+      { taskId: message?.id, task: message?.name, running: this.#slots.running },
+      "a handler goes on after its attempt ended (it does not stop on ctx.signal): its slot stays taken until it returns",
+    );
+    if ((await untilSettledOrAborted(handler, stop)) === "settled") {
+      this.#logger.info({ taskId: message?.id, task: message?.name }, "a handler that outlived its attempt returned");
+    }
   }
 
   /** The stack of a failed attempt's error, at DEBUG level (the warning has its type and message). */
@@ -567,4 +585,24 @@ export class Worker {
     }
     this.#logger.info({ processed: this.#processed, failed: this.#failed }, "worker stopped");
   }
+}
+
+/** Waits for `promise` (which must not reject) until `signal` aborts or `ms` passes. */
+function untilSettledOrAborted(
+  promise: Promise<void>,
+  signal: AbortSignal,
+  ms?: number,
+): Promise<"settled" | "aborted" | "timeout"> {
+  if (signal.aborted) return Promise.resolve("aborted");
+  return new Promise((resolve) => {
+    const onAbort = () => done("aborted");
+    const timer = ms === undefined ? undefined : setTimeout(() => done("timeout"), ms);
+    function done(how: "settled" | "aborted" | "timeout"): void {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", onAbort);
+      resolve(how);
+    }
+    signal.addEventListener("abort", onAbort, { once: true });
+    void promise.then(() => done("settled"));
+  });
 }

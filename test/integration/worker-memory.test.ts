@@ -549,6 +549,36 @@ describe("Worker on the memory broker", () => {
     expect(aborted).toBe(true);
   });
 
+  it("a handler that ignores its timeout keeps its slot until it returns: never more than concurrency at once", async () => {
+    const { app } = makeApp();
+    const release = deferred();
+    let running = 0;
+    let most = 0;
+    const deaf = app.task({ name: "deaf_to_timeout", timeout: "50ms" }, async (n: number) => {
+      running++;
+      most = Math.max(most, running);
+      if (n === 0) await release.promise; // ignores its timeout
+      running--;
+      return n;
+    });
+    const warnings: string[] = [];
+    const logger: Logger = {
+      ...silentLogger,
+      warn: (fields: unknown, message?: string) => void warnings.push(message ?? String(fields)),
+      child: () => logger,
+    };
+    const worker = await startWorker(app, { concurrency: 1, logger });
+    const first = await deaf.delay(0);
+    await expect(first.get({ timeout: 5 })).rejects.toMatchObject({ errorType: "TaskTimeoutError" });
+    const second = await deaf.delay(1);
+    await eventually(() => warnings.some((w) => w.includes("its slot stays taken until it returns")));
+    expect(await second.state()).toBe("PENDING"); // waits for the slot
+    expect(worker.getStats().activeTasks).toBe(1);
+    release.resolve();
+    expect(await second.get({ timeout: 5 })).toBe(1);
+    expect(most).toBe(1);
+  });
+
   it("never holds more messages than it can start (bounded prefetch)", async () => {
     const { app, broker } = makeApp();
     const gate = deferred();
@@ -745,9 +775,11 @@ describe("Worker on the memory broker", () => {
     app.onWorkerShutdown(() => {
       secondStarted = true; // only after the first one ended: never here
     });
+    let deafRuns = 0;
     const t = app.task({ name: "deaf" }, async () => {
+      if (deafRuns++ > 0) return; // its redelivery, after the restart below
       started.resolve();
-      await new Promise(() => {}); // ignores ctx.signal
+      await new Promise(() => {}); // ignores ctx.signal (and keeps its slot)
     });
     const warnings: string[] = [];
     const logger: Logger = {

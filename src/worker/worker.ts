@@ -129,11 +129,14 @@ export class Worker {
     return this.#phase === "running";
   }
 
-  /** Starts consuming; resolves once running. A second call warns and returns. */
+  /**
+   * Starts consuming; resolves once running. A second call warns and returns (while the first
+   * is in progress, it returns that start: it resolves once the worker runs).
+   */
   start(): Promise<void> {
     if (this.#phase !== "idle" && this.#phase !== "stopped") {
       this.#logger.warn(`worker already ${this.#phase}; start() ignored`);
-      return Promise.resolve();
+      return this.#starting ?? Promise.resolve();
     }
     this.#isStartAbandoned = false;
     this.#starting = this.#start().finally(() => {

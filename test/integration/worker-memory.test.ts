@@ -898,9 +898,12 @@ describe("Worker on the memory broker", () => {
       child: () => logger,
     };
     const worker = new Worker(app, { logger });
+    const first = worker.start();
+    await worker.start(); // while the first is in progress: resolves once the worker runs
+    expect(worker.isRunning).toBe(true);
+    await first;
     await worker.start();
-    await worker.start();
-    expect(warnings.some((w) => w.includes("already"))).toBe(true);
+    expect(warnings.filter((w) => w.includes("already"))).toHaveLength(2);
     await worker.stop(1);
     expect(events).toEqual(["up", "down"]);
 

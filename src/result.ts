@@ -83,6 +83,16 @@ export class AsyncResult<R = unknown> {
   }
 
   /**
+   * The backend, connected: an AsyncResult built from an id in a process that never connected
+   * its app (`new AsyncResult(id, app.backend)`) opens it on first use, as `delay()` does.
+   */
+  async #backendReady(): Promise<Backend> {
+    const backend = this.#requireBackend();
+    if (backend.isOpen === false) await backend.connect();
+    return backend;
+  }
+
+  /**
    * Waits for a terminal state and returns the value.
    * @throws TaskFailedError when the task failed or was dead-lettered
    * @throws TimeoutError when `timeout` passes first
@@ -91,7 +101,7 @@ export class AsyncResult<R = unknown> {
    * foreign data; Redis backend)
    */
   async get(options: GetOptions = {}): Promise<R> {
-    const backend = this.#requireBackend();
+    const backend = await this.#backendReady();
     const timeout = options.timeout === undefined ? this.#defaults.defaultTimeout : options.timeout;
     const timeoutMs =
       timeout === null || timeout === undefined || timeout === Number.POSITIVE_INFINITY
@@ -143,7 +153,7 @@ export class AsyncResult<R = unknown> {
 
   /** Current state; `PENDING` when the backend knows nothing of the task. */
   async state(): Promise<TaskState> {
-    const record = await this.#requireBackend().getResult(this.taskId);
+    const record = await (await this.#backendReady()).getResult(this.taskId);
     return record?.state ?? "PENDING";
   }
 
@@ -160,12 +170,12 @@ export class AsyncResult<R = unknown> {
 
   /** Deletes the stored result. */
   async forget(): Promise<void> {
-    await this.#requireBackend().deleteResult(this.taskId);
+    await (await this.#backendReady()).deleteResult(this.taskId);
   }
 
   /** The stored record, or null (for tools that want the error details without throwing). */
   async record(): Promise<TaskRecord | null> {
-    return this.#requireBackend().getResult(this.taskId);
+    return (await this.#backendReady()).getResult(this.taskId);
   }
 }
 

@@ -230,6 +230,22 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       expect(runs).toBe(1);
     });
 
+    it("an AsyncResult built from an id opens its backend on first use, as delay() does", async () => {
+      const app = await fresh();
+      const t = app.task(async function answer() {
+        return 42;
+      });
+      const w = await worker(app);
+      const { taskId } = await t.delay();
+      await eventually(async () => (await new AsyncResult(taskId, app.backend).state()) === "SUCCESS");
+      await w.stop(2);
+      await app.disconnect();
+      // a process that only reads results: nothing connected yet
+      const later = new AsyncResult<number>(taskId, app.backend);
+      expect(await later.get({ timeout: 5 })).toBe(42);
+      expect(await later.state()).toBe("SUCCESS");
+    });
+
     it("runs a delayed task no earlier than its countdown", async () => {
       const app = await fresh();
       const t = app.task(async function delayed() {

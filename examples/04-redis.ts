@@ -1,8 +1,8 @@
-// The same API on Redis: set CHICORY_BROKER_URL or pass the URL. Needs a Redis server.
-// Run: npx tsx examples/04-redis.ts   (REDIS_URL defaults to redis://127.0.0.1:6379/0)
+// The same API on Redis. Needs a Redis server.
+// Run: CHICORY_BROKER_URL=redis://127.0.0.1:6379/0 npx tsx examples/04-redis.ts   (that URL is the default)
 import { Chicory, Worker } from "chicory";
 
-const app = new Chicory({ broker: process.env.REDIS_URL ?? "redis://127.0.0.1:6379/0" });
+const app = new Chicory({ broker: process.env.CHICORY_BROKER_URL ?? "redis://127.0.0.1:6379/0" });
 
 const resize = app.task({ name: "resize", queue: "images" }, async (url: string, width: number) => ({ url, width }));
 

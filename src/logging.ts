@@ -60,6 +60,12 @@ export function createLogger(options: CreateLoggerOptions = {}): Logger {
   const fd = options.toStderr ? 2 : 1;
   const format = options.format ?? logFormatFromEnv(process.env.CHICORY_LOG_FORMAT);
   const isTty = fd === 1 ? process.stdout.isTTY : process.stderr.isTTY;
+  if (format === "pretty" && !hasPretty()) {
+    // else pino's own "unable to determine transport target" is all the user sees
+    throw new ConfigurationError(
+      'log format "pretty" (CHICORY_LOG_FORMAT) needs the package "pino-pretty": run npm install pino-pretty',
+    );
+  }
   const pretty = format === "pretty" || (format === "auto" && isTty && hasPretty());
   const base = { ...options.base };
   const pino = require("pino") as PinoLike;

@@ -20,7 +20,7 @@ import {
 import { LOG_LEVELS, type LogLevel } from "./core/logger.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./core/message.js";
 import { assertValidName } from "./core/names.js";
-import { ConfigurationError } from "./errors.js";
+import { ConfigurationError, toError } from "./errors.js";
 
 /** When arguments and results are validated against their schemas. */
 export type ValidationMode = "none" | "inputs" | "outputs" | "strict";
@@ -184,15 +184,24 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
       ? (base?.concurrency ?? envInt(env, "CHICORY_WORKER_CONCURRENCY", defaultConcurrency(), 1, 10_000))
       : checkInt(options.concurrency, "concurrency", 1, 10_000);
   let queues: readonly string[];
+  let queueSource = "queue";
   if (options.queue !== undefined) queues = typeof options.queue === "string" ? [options.queue] : [...options.queue];
   else if (base) queues = base.queues;
-  else
+  else {
+    queueSource = "CHICORY_WORKER_QUEUE";
     queues = (envString(env, "CHICORY_WORKER_QUEUE", "default") ?? "default")
       .split(",")
       .map((q) => q.trim())
       .filter(Boolean);
-  if (queues.length === 0) throw new ConfigurationError("queue: at least one queue is required");
-  for (const q of queues) assertValidName(q, "queue");
+  }
+  if (queues.length === 0) throw new ConfigurationError(`${queueSource}: at least one queue is required`);
+  for (const q of queues) {
+    try {
+      assertValidName(q, "queue");
+    } catch (error) {
+      throw new ConfigurationError(`${queueSource}: ${toError(error).message}`, { cause: error });
+    }
+  }
 
   const heartbeatInterval = sec(
     options.heartbeatInterval,

@@ -8,7 +8,7 @@ import { loadEnv } from "../../src/core/env.js";
 import { findNonJson } from "../../src/core/json.js";
 import { assertValidName, isValidName } from "../../src/core/names.js";
 import { maskUrl, maskUrlsIn } from "../../src/core/url.js";
-import { ConfigurationError, ValidationError } from "../../src/errors.js";
+import { ConfigurationError } from "../../src/errors.js";
 
 describe("durations", () => {
   it("accepts seconds and unit strings", () => {
@@ -71,7 +71,7 @@ describe("configuration", () => {
     expect(() => resolveConfig({ env: { CHICORY_WORKER_USE_DEAD_LETTER_QUEUE: "maybe" } })).toThrow(
       /CHICORY_WORKER_USE_DEAD_LETTER_QUEUE/,
     );
-    expect(() => resolveConfig({ env: { CHICORY_WORKER_QUEUE: "bad queue" } })).toThrow(ValidationError);
+    expect(() => resolveConfig({ env: { CHICORY_WORKER_QUEUE: "bad queue" } })).toThrow(/CHICORY_WORKER_QUEUE/);
   });
 
   it("derives a TTL nobody set from the interval, also over an app's resolved config", () => {
@@ -113,6 +113,15 @@ describe("configuration", () => {
       /staleWorkersTimeout must exceed/,
     );
     expect(resolveWorkerConfig({}, {}).staleWorkersTimeout).toBe(300);
+  });
+
+  it("names CHICORY_WORKER_QUEUE when its queue names are bad", () => {
+    expect(() => resolveConfig({ env: { CHICORY_WORKER_QUEUE: "bad queue" } })).toThrow(
+      /^CHICORY_WORKER_QUEUE: queue name "bad queue" is invalid/,
+    );
+    expect(() => resolveConfig({ env: { CHICORY_WORKER_QUEUE: "," } })).toThrow(
+      "CHICORY_WORKER_QUEUE: at least one queue is required",
+    );
   });
 
   it("reads .env with process variables taking precedence", () => {

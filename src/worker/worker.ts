@@ -6,7 +6,7 @@
  */
 import { setMaxListeners } from "node:events";
 import { hostname as osHostname } from "node:os";
-import type { Chicory } from "../app.js";
+import type { Chicory, WorkerHook } from "../app.js";
 import type { StoredError, WorkerStats } from "../backends/backend.js";
 import type { Consumer, Delivery, HealthStatus } from "../brokers/broker.js";
 import { resolveWorkerConfig, type WorkerConfig, type WorkerOptions } from "../config.js";
@@ -64,8 +64,13 @@ const CLOSE_RESERVE_MS = 1500;
  */
 const STARTED_AFTER_MS = 100;
 
-/** Running workers per app: the last one to stop disconnects the app. */
+/** Running workers per app: the last one to stop runs the shutdown hooks and disconnects the app. */
 const runningWorkers = new WeakMap<Chicory, number>();
+/**
+ * The startup hooks' run per app, shared by the workers of that app in this process (the
+ * hooks run once per process, as the shutdown hooks do, however many workers serve the app).
+ */
+const startupHooksRun = new WeakMap<Chicory, Promise<void>>();
 
 /**
  * Consumes and runs tasks.
@@ -162,13 +167,17 @@ export class Worker {
       await this.#app.connect();
       // A user the server refuses (ACL) would run and log the same refusal on every call
       await Promise.all([this.#app.broker.checkAccess?.(this.config.queues), this.#app.backend?.checkAccess?.()]);
-      for (const hook of this.#app.workerHooks.startup) {
-        try {
-          await hook();
-        } catch (error) {
-          throw new ChicoryError(`worker startup hook failed: ${toError(error).message}`, { cause: error });
-        }
+      let hooks = startupHooksRun.get(this.#app);
+      if (hooks === undefined) {
+        const app = this.#app;
+        hooks = runStartupHooks(app.workerHooks.startup);
+        startupHooksRun.set(app, hooks);
+        // a failed run is not kept: the next start runs the hooks again
+        hooks.catch(() => {
+          if (startupHooksRun.get(app) === hooks) startupHooksRun.delete(app);
+        });
       }
+      await hooks;
       if (this.#isStartAbandoned) {
         throw new ChicoryError(
           "worker start abandoned: a stop() gave up waiting for it (a startup hook that did not end in time)",
@@ -568,6 +577,9 @@ export class Worker {
     // The hooks one after another, then the disconnect: in this order even when the deadline
     // passes meanwhile (what is left then goes on in the background).
     const hooksThenDisconnect = (async () => {
+      // Once per process: another worker of this app still running runs them when it stops.
+      if (others > 0) return;
+      startupHooksRun.delete(this.#app);
       for (const hook of this.#app.workerHooks.shutdown) {
         await Promise.resolve()
           .then(hook)
@@ -608,4 +620,15 @@ function untilSettledOrAborted(
     signal.addEventListener("abort", onAbort, { once: true });
     void promise.then(() => done("settled"));
   });
+}
+
+/** Runs the startup hooks one after another; the first failure ends the run, named. */
+async function runStartupHooks(hooks: readonly WorkerHook[]): Promise<void> {
+  for (const hook of hooks) {
+    try {
+      await hook();
+    } catch (error) {
+      throw new ChicoryError(`worker startup hook failed: ${toError(error).message}`, { cause: error });
+    }
+  }
 }

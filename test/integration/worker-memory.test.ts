@@ -916,6 +916,27 @@ describe("Worker on the memory broker", () => {
     );
   });
 
+  it("lifecycle hooks run once per process, whatever the number of workers of the app: the last to stop runs the shutdown hooks", async () => {
+    const { app } = makeApp();
+    const events: string[] = [];
+    app.onWorkerStartup(async () => {
+      events.push("up");
+      await new Promise((resolve) => setTimeout(resolve, 20)); // the second worker starts meanwhile
+    });
+    app.onWorkerShutdown(() => void events.push("down"));
+    const mail = new Worker(app, { logger: silentLogger, queue: "mail", concurrency: 2 });
+    const main = new Worker(app, { logger: silentLogger, queue: "default", concurrency: 8 });
+    await Promise.all([mail.start(), main.start()]);
+    expect(events).toEqual(["up"]);
+    await mail.stop(1);
+    expect(events).toEqual(["up"]); // the pool the hooks opened still serves the other worker
+    await main.stop(1);
+    expect(events).toEqual(["up", "down"]);
+    await mail.start(); // a new run of the process's workers: the hooks run again
+    await mail.stop(1);
+    expect(events).toEqual(["up", "down", "up", "down"]);
+  });
+
   it("run() blocks until stop() and removes its signal handlers", async () => {
     const { app } = makeApp();
     const before = process.listenerCount("SIGTERM");

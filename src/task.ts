@@ -56,7 +56,7 @@ export interface ApplyOptions {
   /** Priority 0-255 for this message. */
   priority?: number;
   /**
-   * Caller-chosen task id. Publishing an id that is still queued, delayed or running on the same
+   * Caller-chosen task id (1-255 characters). Publishing an id that is still queued, delayed or running on the same
    * queue does not create a second job (idempotent enqueue, where the broker supports it:
    * SQLite and Redis); the returned result refers to the existing one.
    */
@@ -210,9 +210,9 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
     const taskId = options.taskId ?? newTaskId();
     if (
       options.taskId !== undefined &&
-      (typeof taskId !== "string" || taskId.length === 0 || taskId.length > 256 || !isWellFormedText(taskId))
+      (typeof taskId !== "string" || taskId.length === 0 || taskId.length > 255 || !isWellFormedText(taskId))
     ) {
-      throw new ValidationError("taskId must be a well-formed string of 1-256 characters (no lone surrogates)");
+      throw new ValidationError("taskId must be a well-formed string of 1-255 characters (no lone surrogates)");
     }
     const message: TaskMessage = {
       v: 1,

@@ -178,8 +178,9 @@ function isIsoOrNull(value: unknown): boolean {
 function checkShape(m: Record<string, unknown> | TaskMessage): string | null {
   const r = m as Record<string, unknown>;
   if (r.v !== MESSAGE_VERSION) return `unsupported message version ${JSON.stringify(r.v)?.slice(0, 20)}`;
-  if (typeof r.id !== "string" || r.id.length === 0 || r.id.length > 256 || !isWellFormedText(r.id)) {
-    return "id must be a well-formed string of 1-256 chars";
+  // 255: the longest key the SQL backends store (a longer id could never get its record)
+  if (typeof r.id !== "string" || r.id.length === 0 || r.id.length > 255 || !isWellFormedText(r.id)) {
+    return "id must be a well-formed string of 1-255 chars";
   }
   if (!isValidName(r.name)) return "name must be 1-128 of [A-Za-z0-9._:-]";
   if (!Array.isArray(r.args)) return "args must be an array";

@@ -246,6 +246,17 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       expect(await later.state()).toBe("SUCCESS");
     });
 
+    it("a caller-chosen id of 255 characters runs and stores its result; a longer one is refused at dispatch", async () => {
+      const app = await fresh();
+      const t = app.task(async function long_id() {
+        return "ok";
+      });
+      await worker(app);
+      await expect(t.applyAsync([], { taskId: "x".repeat(256) })).rejects.toThrow(/1-255 characters/);
+      const r = await t.applyAsync([], { taskId: "y".repeat(255) });
+      expect(await r.get({ timeout: 10 })).toBe("ok");
+    });
+
     it("runs a delayed task no earlier than its countdown", async () => {
       const app = await fresh();
       const t = app.task(async function delayed() {

@@ -45,7 +45,7 @@ const jsonArgs = fc.array(fc.jsonValue({ maxDepth: 4 }), { maxLength: 5 }) as fc
 
 const validMessage: fc.Arbitrary<TaskMessage> = fc.record({
   v: fc.constant(1 as const),
-  id: fc.string({ minLength: 1, maxLength: 256, unit: "grapheme" }).filter((s) => s.length >= 1 && s.length <= 256),
+  id: fc.string({ minLength: 1, maxLength: 255, unit: "grapheme" }).filter((s) => s.length >= 1 && s.length <= 255),
   name: validName,
   args: jsonArgs,
   retries: fc.integer({ min: 0, max: 1_000_000 }),

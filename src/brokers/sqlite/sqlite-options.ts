@@ -127,3 +127,10 @@ export function resolveSqliteBrokerOptions(options: SqliteBrokerOptions): Resolv
     logger: options.logger ?? silentLogger,
   };
 }
+
+/**
+ * The size a checkpointed WAL file is cut back to (`journal_size_limit`, broker and backend
+ * connections): 16 MiB. Without it, the file keeps the size a burst grew it to until the last
+ * connection closes.
+ */
+export const WAL_SIZE_LIMIT_BYTES = 16 * 1024 * 1024;

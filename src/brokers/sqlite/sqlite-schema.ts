@@ -17,6 +17,7 @@
  */
 import { ConfigurationError } from "../../errors.js";
 import { isBusyError, type SqliteDatabase } from "./sqlite-database.js";
+import { WAL_SIZE_LIMIT_BYTES } from "./sqlite-options.js";
 
 /** Version of the schema below; bump it with a migration step in {@link migrateSqliteSchema}. */
 export const SQLITE_BROKER_SCHEMA_VERSION = 1;
@@ -96,6 +97,9 @@ export async function migrateSqliteSchema(db: SqliteDatabase, settings: SqliteCo
       return String(row?.journal_mode ?? "").toLowerCase();
     });
     db.exec(`PRAGMA synchronous = ${settings.synchronous}`);
+    // Once checkpointed, a WAL that a burst grew is cut back to this size when it restarts
+    // (without it the file keeps its largest size until the last connection closes).
+    db.exec(`PRAGMA journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
     if (!(await withBusyRetry(deadline, () => hasCurrentSchema(db)))) {
       await withBusyRetry(deadline, () => createSchema(db));
     }

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { parseSqliteUrl } from "../../../brokers/sqlite/sqlite-options.js";
+import { parseSqliteUrl, WAL_SIZE_LIMIT_BYTES } from "../../../brokers/sqlite/sqlite-options.js";
 import type { EnvMap } from "../../../core/env.js";
 import { loadKysely } from "../kysely.js";
 import { importDriver } from "../sql-driver.js";
@@ -85,6 +85,7 @@ export function sqliteDialect(options: SqliteDialectOptions = {}): SqlDialect {
         database = new Database(path, { timeout: busyTimeoutMs });
         if (path !== ":memory:") database.pragma("journal_mode = WAL");
         database.pragma("synchronous = NORMAL");
+        database.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`); // see the broker's schema setup
       }
       database.pragma(`busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
       const { Kysely, SqliteDialect } = await loadKysely();

@@ -54,6 +54,8 @@ export interface SqlBackendOptions extends SqlTableOptions {
 
 /** Ids per `IN (...)` query (well under every database's parameter limit). */
 const CHUNK = 500;
+/** How often a SQLite backend with waiters reads `data_version` (plus 1 ms per 50 waiting ids). */
+const VERSION_CHECK_MS = 20;
 
 /**
  * A result backend on a SQL database.
@@ -76,6 +78,8 @@ export class SqlBackend implements Backend {
   #connection: SqlConnection | undefined;
   #connecting: Promise<SqlConnection> | undefined;
   #unlisten: (() => Promise<void>) | undefined;
+  /** The `data_version` check's timer while results are awaited (SQLite). */
+  #versionTimer: NodeJS.Timeout | undefined;
 
   constructor(options: SqlBackendOptions) {
     this.#dialect = options.dialect;
@@ -112,6 +116,8 @@ export class SqlBackend implements Backend {
     const connection = this.#connection;
     this.#connection = undefined;
     this.#hub.close();
+    if (this.#versionTimer !== undefined) clearTimeout(this.#versionTimer);
+    this.#versionTimer = undefined;
     const unlisten = this.#unlisten;
     this.#unlisten = undefined;
     await unlisten?.();
@@ -228,9 +234,50 @@ export class SqlBackend implements Backend {
   }
 
   waitForResult(taskId: string, options: WaitOptions = {}): Promise<TaskRecord | null> {
-    this.#requireConnection("waitForResult");
+    const connection = this.#requireConnection("waitForResult");
     this.#listen();
-    return this.#hub.wait(taskId, options);
+    const waiting = this.#hub.wait(taskId, options);
+    this.#watchDataVersion(connection);
+    return waiting;
+  }
+
+  /**
+   * SQLite: while results are awaited, reads the file's `data_version` every few tens of ms and
+   * fetches the awaited records when another process committed (a result it stored), instead
+   * of waiting for the poll interval. The interval grows with the number of waiting ids (each
+   * check reads them all).
+   */
+  #watchDataVersion(connection: SqlConnection): void {
+    const read = connection.dataVersion;
+    if (!read || this.#versionTimer !== undefined) return;
+    let seen: number;
+    try {
+      seen = read();
+    } catch {
+      return; // the poll goes on as before
+    }
+    this.#hub.setNotified(true);
+    const tick = () => {
+      this.#versionTimer = undefined;
+      if (this.#hub.size === 0 || this.#connection !== connection) {
+        this.#hub.setNotified(false);
+        return;
+      }
+      try {
+        const now = read();
+        if (now !== seen) {
+          seen = now;
+          this.#hub.notifyAll();
+        }
+      } catch {
+        this.#hub.setNotified(false);
+        return;
+      }
+      this.#versionTimer = setTimeout(tick, VERSION_CHECK_MS + Math.floor(this.#hub.size / 50));
+      this.#versionTimer.unref();
+    };
+    this.#versionTimer = setTimeout(tick, VERSION_CHECK_MS);
+    this.#versionTimer.unref();
   }
 
   async #open(): Promise<SqlConnection> {

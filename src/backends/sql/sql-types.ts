@@ -55,6 +55,11 @@ export interface SqlConnection {
   close(): Promise<void>;
   /** Maps a driver error to a Chicory error when it means the pool had no free connection in time. */
   isPoolTimeout(error: unknown): boolean;
+  /**
+   * SQLite only: the file's `data_version`, which changes when another connection (another
+   * process) commits. Read cheaply and often, it tells a waiter when to look for results.
+   */
+  dataVersion?(): number;
 }
 
 /** A dedicated connection that receives PostgreSQL notifications. */

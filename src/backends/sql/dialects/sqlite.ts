@@ -17,7 +17,7 @@ import type { SqlConnection, SqlDatabase, SqlDialect } from "../sql-types.js";
 
 /** The little of a better-sqlite3 `Database` the backend uses directly. */
 export interface SqliteDatabaseLike {
-  pragma(source: string): unknown;
+  pragma(source: string, options?: { simple?: boolean }): unknown;
   close(): unknown;
   prepare(sql: string): unknown;
 }
@@ -103,6 +103,7 @@ export function sqliteDialect(options: SqliteDialectOptions = {}): SqlDialect {
           await db.destroy();
         },
         isPoolTimeout: () => false,
+        dataVersion: () => Number(database.pragma("data_version", { simple: true })),
       };
     },
   };

@@ -57,6 +57,17 @@ async function eventually<T>(fn: () => Promise<T> | T, timeoutMs = 5000): Promis
   }
 }
 
+/** A logger that keeps the text of its warnings (`warn(message)` or `warn(fields, message)`). */
+function warningLogger(): { logger: Logger; warnings: string[] } {
+  const warnings: string[] = [];
+  const logger: Logger = {
+    ...silentLogger,
+    warn: (fields: unknown, message?: string) => void warnings.push(message ?? String(fields)),
+    child: () => logger,
+  };
+  return { logger, warnings };
+}
+
 function deferred<T = void>() {
   let resolve!: (v: T) => void;
   const promise = new Promise<T>((r) => {
@@ -561,12 +572,7 @@ describe("Worker on the memory broker", () => {
       running--;
       return n;
     });
-    const warnings: string[] = [];
-    const logger: Logger = {
-      ...silentLogger,
-      warn: (fields: unknown, message?: string) => void warnings.push(message ?? String(fields)),
-      child: () => logger,
-    };
+    const { logger, warnings } = warningLogger();
     const worker = await startWorker(app, { concurrency: 1, logger });
     const first = await deaf.delay(0);
     await expect(first.get({ timeout: 5 })).rejects.toMatchObject({ errorType: "TaskTimeoutError" });
@@ -781,12 +787,7 @@ describe("Worker on the memory broker", () => {
       started.resolve();
       await new Promise(() => {}); // ignores ctx.signal (and keeps its slot)
     });
-    const warnings: string[] = [];
-    const logger: Logger = {
-      ...silentLogger,
-      warn: (m: unknown) => void warnings.push(String(m)),
-      child: () => logger,
-    };
+    const { logger, warnings } = warningLogger();
     const quick = app.task(async function quick() {
       return "ran";
     });
@@ -816,12 +817,7 @@ describe("Worker on the memory broker", () => {
     const { app } = makeApp();
     const hookMayEnd = deferred();
     app.onWorkerStartup(() => hookMayEnd.promise);
-    const warnings: string[] = [];
-    const logger: Logger = {
-      ...silentLogger,
-      warn: (m: unknown) => void warnings.push(String(m)),
-      child: () => logger,
-    };
+    const { logger, warnings } = warningLogger();
     const worker = new Worker(app, { logger });
     const starting = worker.start().catch((e: unknown) => e);
     const bound = new Promise<"bound">((resolve) => setTimeout(() => resolve("bound"), 100 + 5000 + 500).unref());
@@ -891,12 +887,7 @@ describe("Worker on the memory broker", () => {
     const events: string[] = [];
     app.onWorkerStartup(() => void events.push("up"));
     app.onWorkerShutdown(() => void events.push("down"));
-    const warnings: string[] = [];
-    const logger: Logger = {
-      ...silentLogger,
-      warn: (m: unknown) => void warnings.push(String(m)),
-      child: () => logger,
-    };
+    const { logger, warnings } = warningLogger();
     const worker = new Worker(app, { logger });
     const first = worker.start();
     await worker.start(); // while the first is in progress: resolves once the worker runs

@@ -199,6 +199,9 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
     try {
       assertValidName(q, "queue");
     } catch (error) {
+      // a name given in code stays a ValidationError, as everywhere names are checked; one
+      // read from the environment is a configuration error naming the variable
+      if (queueSource === "queue") throw error;
       throw new ConfigurationError(`${queueSource}: ${toError(error).message}`, { cause: error });
     }
   }

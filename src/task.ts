@@ -133,8 +133,15 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
     this.argsSchema = optionalSchema(options.args, `task ${name} args`);
     this.resultSchema = optionalSchema(options.result, `task ${name} result`);
     this.handler = handler;
-    this.#validationMode = optionalChoice(options.validationMode, `task ${name} validationMode`, VALIDATION_MODES);
-    this.#deliveryMode = optionalChoice(options.deliveryMode, `task ${name} deliveryMode`, DELIVERY_MODES);
+    // left out: the app's default applies
+    this.#validationMode =
+      options.validationMode === undefined
+        ? undefined
+        : checkChoice(options.validationMode, `task ${name} validationMode`, VALIDATION_MODES);
+    this.#deliveryMode =
+      options.deliveryMode === undefined
+        ? undefined
+        : checkChoice(options.deliveryMode, `task ${name} deliveryMode`, DELIVERY_MODES);
   }
 
   /** Effective validation mode (task's, else the app's). */
@@ -333,15 +340,6 @@ function optionalFlag(value: unknown, what: string): boolean {
   if (typeof value !== "boolean")
     throw new ConfigurationError(`${what}: expected true or false, got ${describe(value)}`);
   return value;
-}
-
-/** A choice task option (any letter case), or undefined when left out (the app's default applies). */
-function optionalChoice<T extends string>(value: unknown, what: string, choices: readonly T[]): T | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== "string") {
-    throw new ConfigurationError(`${what}: expected one of ${choices.join(", ")}, got ${describe(value)}`);
-  }
-  return checkChoice(value, what, choices);
 }
 
 /** A Standard Schema task option (an object with `~standard.validate`), or undefined. */

@@ -89,11 +89,21 @@ export function envChoice<T extends string>(env: EnvMap, name: string, choices: 
   return checkChoice(value, name, choices);
 }
 
-/** Checks a choice option; accepts any letter case. */
-export function checkChoice<T extends string>(value: string, name: string, choices: readonly T[]): T {
-  const found = choices.find((c) => c.toLowerCase() === value.toLowerCase());
+/**
+ * Checks a choice option; accepts any letter case. `value` may be anything (an option from
+ * JavaScript without types): a non-string is refused as a wrong choice is.
+ */
+export function checkChoice<T extends string>(value: unknown, name: string, choices: readonly T[]): T {
+  const text = typeof value === "string" ? value.toLowerCase() : undefined;
+  const found = text === undefined ? undefined : choices.find((c) => c.toLowerCase() === text);
   if (found === undefined) {
-    throw new ConfigurationError(`${name}: expected one of ${choices.join(", ")}, got ${JSON.stringify(value)}`);
+    const shown =
+      typeof value === "string"
+        ? JSON.stringify(value)
+        : value !== null && typeof value === "object"
+          ? "an object"
+          : String(value);
+    throw new ConfigurationError(`${name}: expected one of ${choices.join(", ")}, got ${shown}`);
   }
   return found;
 }

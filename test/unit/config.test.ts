@@ -72,6 +72,10 @@ describe("configuration", () => {
       /CHICORY_WORKER_USE_DEAD_LETTER_QUEUE/,
     );
     expect(() => resolveConfig({ env: { CHICORY_WORKER_QUEUE: "bad queue" } })).toThrow(/CHICORY_WORKER_QUEUE/);
+    // an option of the wrong type (JavaScript without types) is refused the same way, not a TypeError
+    expect(() => resolveConfig({ env: {}, validationMode: 5 as never })).toThrow(
+      "validationMode: expected one of none, inputs, outputs, strict, got 5",
+    );
   });
 
   it("derives a TTL nobody set from the interval, also over an app's resolved config", () => {

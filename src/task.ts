@@ -10,8 +10,8 @@ import type { TaskContext } from "./context.js";
 import { type Duration, toMs } from "./core/duration.js";
 import { checkChoice, checkInt } from "./core/env.js";
 import { newTaskId } from "./core/ids.js";
-import { findNonJson, isWellFormedText, type JsonValue } from "./core/json.js";
-import type { MessageCodec, TaskMessage } from "./core/message.js";
+import { findNonJson, type JsonValue } from "./core/json.js";
+import { isValidTaskId, MAX_TASK_ID_LENGTH, type MessageCodec, type TaskMessage } from "./core/message.js";
 import { assertValidName } from "./core/names.js";
 import { validateWithSchema } from "./core/schema.js";
 import { settlesWithin } from "./core/sleep.js";
@@ -215,11 +215,10 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
     }
     const delayMs = delayOf(options);
     const taskId = options.taskId ?? newTaskId();
-    if (
-      options.taskId !== undefined &&
-      (typeof taskId !== "string" || taskId.length === 0 || taskId.length > 255 || !isWellFormedText(taskId))
-    ) {
-      throw new ValidationError("taskId must be a well-formed string of 1-255 characters (no lone surrogates)");
+    if (options.taskId !== undefined && !isValidTaskId(taskId)) {
+      throw new ValidationError(
+        `taskId must be a well-formed string of 1-${MAX_TASK_ID_LENGTH} characters (no lone surrogates)`,
+      );
     }
     const message: TaskMessage = {
       v: 1,

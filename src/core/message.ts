@@ -8,6 +8,14 @@ import { MessageTooLargeError, ValidationError } from "../errors.js";
 import { findNonJson, isWellFormedText, type JsonValue, safeJsonParse } from "./json.js";
 import { isValidName } from "./names.js";
 
+/** Longest task id: the longest key the SQL backends store (a longer id could never get its record). */
+export const MAX_TASK_ID_LENGTH = 255;
+
+/** True for a task id: a well-formed string of 1-{@link MAX_TASK_ID_LENGTH} characters. */
+export function isValidTaskId(id: unknown): id is string {
+  return typeof id === "string" && id.length > 0 && id.length <= MAX_TASK_ID_LENGTH && isWellFormedText(id);
+}
+
 /** Current wire format version. */
 export const MESSAGE_VERSION = 1;
 
@@ -178,9 +186,8 @@ function isIsoOrNull(value: unknown): boolean {
 function checkShape(m: Record<string, unknown> | TaskMessage): string | null {
   const r = m as Record<string, unknown>;
   if (r.v !== MESSAGE_VERSION) return `unsupported message version ${JSON.stringify(r.v)?.slice(0, 20)}`;
-  // 255: the longest key the SQL backends store (a longer id could never get its record)
-  if (typeof r.id !== "string" || r.id.length === 0 || r.id.length > 255 || !isWellFormedText(r.id)) {
-    return "id must be a well-formed string of 1-255 chars";
+  if (!isValidTaskId(r.id)) {
+    return `id must be a well-formed string of 1-${MAX_TASK_ID_LENGTH} chars`;
   }
   if (!isValidName(r.name)) return "name must be 1-128 of [A-Za-z0-9._:-]";
   if (!Array.isArray(r.args)) return "args must be an array";

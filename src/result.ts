@@ -86,10 +86,10 @@ export class AsyncResult<R = unknown> {
    * The backend, connected: an AsyncResult built from an id in a process that never connected
    * its app (`new AsyncResult(id, app.backend)`) opens it on first use, as `delay()` does.
    */
-  async #backendReady(): Promise<Backend> {
+  #backendReady(): Backend | Promise<Backend> {
     const backend = this.#requireBackend();
-    if (backend.isOpen === false) await backend.connect();
-    return backend;
+    // open (every get() after a delay()): no promise, no extra turn
+    return backend.isOpen === false ? backend.connect().then(() => backend) : backend;
   }
 
   /**
@@ -101,7 +101,8 @@ export class AsyncResult<R = unknown> {
    * foreign data; Redis backend)
    */
   async get(options: GetOptions = {}): Promise<R> {
-    const backend = await this.#backendReady();
+    const ready = this.#backendReady();
+    const backend = ready instanceof Promise ? await ready : ready;
     const timeout = options.timeout === undefined ? this.#defaults.defaultTimeout : options.timeout;
     const timeoutMs =
       timeout === null || timeout === undefined || timeout === Number.POSITIVE_INFINITY

@@ -5,7 +5,7 @@
  * redelivered rather than lost, and a message whose settling keeps failing ends as poison
  * (`maxDeliveries`) instead of running forever. For a message acknowledged before its run
  * (`at_most_once`), a record that cannot be stored does not stop the retry or dead letter
- * published after it. Three exceptions:
+ * published after it. Four exceptions:
  * - A record the broker does not fence itself (it is not written in the ack's or the DLQ
  *   move's own call) is written only while the delivery's lease is held
  *   ({@link Delivery.holdsLease}): a worker that lost the job to another worker leaves its
@@ -13,6 +13,9 @@
  *   change nothing) and they end the delivery's bookkeeping in the consumer.
  * - An informative record (`RETRY`, see `StoreSpec.informative`) that cannot be written is
  *   skipped (tried once): the retry goes on.
+ * - The record of a rejected message (poison after `maxDeliveries`, undecodable, unknown task)
+ *   that cannot be written is given up: the message is still acknowledged or moved to the DLQ,
+ *   since it would only come back to be rejected again.
  * - Publishing a message that is not the delivery itself (an `at_most_once` retry, a dead
  *   letter written for an acknowledged message) is tried once: a publish whose reply was lost
  *   may still be applied, and trying again could add the message twice. The retry is published
@@ -72,6 +75,19 @@ export async function executeActions(actions: readonly Action[], ctx: ExecutionC
       // An acknowledged message's record is bookkeeping: the publish after it (its retry or
       // dead letter) must still happen, or nothing would ever publish it.
       if (ctx.attempt.alreadyAcked && action.type === "store") continue;
+      // A rejected message (poison after `maxDeliveries`, undecodable, unknown task) is not
+      // run again: its record is best effort. Releasing it would bring it back to be rejected
+      // again, for good, while the backend refuses the record.
+      const without = ctx.attempt.outcome.kind === "rejected" ? withoutRecord(action) : undefined;
+      if (without !== undefined) {
+        ctx.logger.error(
+          { taskId: ctx.attempt.message?.id, queue: ctx.delivery.queue, step: action.type },
+          "could not store the rejected message's record; settling it without one (its state stays as it was)",
+        );
+        if (without === null) continue;
+        await executeActions([without], ctx);
+        return;
+      }
       if (!ctx.attempt.alreadyAcked && action.type !== "release") {
         await ctx.delivery.release({ countDelivery: true }).catch((error: unknown) => {
           ctx.logger.warn({ err: toError(error).message }, "release after a failed step failed; the lease will expire");
@@ -79,6 +95,23 @@ export async function executeActions(actions: readonly Action[], ctx: ExecutionC
       }
       return;
     }
+  }
+}
+
+/**
+ * A record step's settle without the record: `null` for a lone store (the next step goes on),
+ * `undefined` for a step that writes no record.
+ */
+function withoutRecord(action: Action): Action | null | undefined {
+  switch (action.type) {
+    case "store":
+      return null;
+    case "storeAndAck":
+      return { type: "ack" };
+    case "storeAndDeadLetter":
+      return { type: "deadLetter" };
+    default:
+      return undefined;
   }
 }
 

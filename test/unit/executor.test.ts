@@ -13,6 +13,8 @@ interface FakeOptions {
   readonly holdsLease?: boolean;
   /** Every settle call rejects. */
   readonly failing?: boolean;
+  /** The one-call settles that carry a record reject (the record is refused). */
+  readonly recordsRefused?: boolean;
 }
 
 /** A delivery that records which settle calls it got. */
@@ -37,10 +39,12 @@ function fakeDelivery(withRecords: boolean, options: FakeOptions = {}) {
       ? {
           ackWithRecord: async (record: TaskRecord) => {
             calls.push("ackWithRecord");
+            if (options.recordsRefused) throw new Error("record refused");
             records.push(record);
           },
           deadLetterWithRecord: async (_error: string, record: TaskRecord) => {
             calls.push("deadLetterWithRecord");
+            if (options.recordsRefused) throw new Error("record refused");
             records.push(record);
           },
         }
@@ -188,6 +192,55 @@ describe("executeActions: leases, failed steps, publishes", () => {
     await app.disconnect();
     expect(fake.calls).toEqual(["retry"]); // not a release: the job is not run again at once
     expect(logs).toEqual([expect.stringContaining("could not store the RETRY state; the retry goes on")]);
+  });
+
+  it("settles a rejected message without its record when the record cannot be stored, rather than release it for good", async () => {
+    // Before, a poison message (rejected after maxDeliveries) whose record the backend refused
+    // was released, delivered again, rejected again: a loop without end.
+    const rejected = { kind: "rejected", error, taskId: "task-1" } as const;
+    for (const [carry, dlq, expected] of [
+      [true, true, ["deadLetterWithRecord", "deadLetter"]],
+      [true, false, ["ackWithRecord", "ack"]],
+      [false, true, ["deadLetter"]],
+      [false, false, ["ack"]],
+    ] as const) {
+      const backend = new MemoryBackend();
+      const app = new Chicory({ broker: new MemoryBroker(), backend, config: { env: {} } });
+      await app.connect();
+      backend.storeResult = async () => {
+        throw new Error("record refused");
+      };
+      const fake = fakeDelivery(carry, { recordsRefused: true });
+      const logs: string[] = [];
+      const logger = { ...silentLogger, error: (_: unknown, msg?: string) => void logs.push(msg ?? "") };
+      const stop = new AbortController();
+      stop.abort(); // the failing record is given up at once (no backoff)
+      await executeActions(
+        settle(rejected, {
+          deliveryMode: "at_least_once",
+          useDeadLetterQueue: dlq,
+          alreadyAcked: false,
+          acksCarryRecords: carry,
+        }),
+        {
+          delivery: fake.delivery,
+          attempt: { outcome: rejected, message, task: null, alreadyAcked: false },
+          app,
+          logger,
+          stopSignal: stop.signal,
+        },
+      );
+      await app.disconnect();
+      expect(fake.calls).toEqual(expected);
+      expect(logs).toContain(
+        "could not store the rejected message's record; settling it without one (its state stays as it was)",
+      );
+    }
+  });
+
+  it("still releases a task's own outcome whose record cannot be stored (counted: maxDeliveries bounds it)", async () => {
+    const { calls } = await run({ kind: "failure", error }, true, true, true, { recordsRefused: true, stopped: true });
+    expect(calls).toEqual(["deadLetterWithRecord", "release(counted)"]);
   });
 
   it("a shutdown's release (aborted attempt) does not count the delivery", async () => {

@@ -404,6 +404,32 @@ describe("Worker on the memory broker", () => {
     expect(await (await maybe.delay()).get({ timeout: 5 })).toBeNull();
   });
 
+  it("a schema that throws (instead of reporting an issue) fails validation: a ValidationError at delay(), not retried in the worker", async () => {
+    const { app, broker } = makeApp({ validationMode: "strict" });
+    const throwing = z.number().transform((n) => {
+      if (n < 0) throw new RangeError("negative");
+      return n;
+    });
+    let runs = 0;
+    const t = app.task(
+      { name: "throwing_schemas", args: z.tuple([throwing]), result: throwing, retryPolicy: { maxRetries: 3 } },
+      async (n: number) => {
+        runs++;
+        return n - 10;
+      },
+    );
+    await expect(t.delay(-1)).rejects.toThrow(/arguments failed validation: the schema threw RangeError: negative/);
+    expect(await broker.getQueueSize("default")).toBe(0);
+    await startWorker(app, { useDeadLetterQueue: true });
+    const r = await t.delay(5); // the result (-5) makes the result schema throw
+    await expect(r.get({ timeout: 5 })).rejects.toMatchObject({
+      errorType: "ValidationError",
+      message: expect.stringContaining("result failed validation: the schema threw RangeError: negative"),
+    });
+    expect(runs).toBe(1); // not retried
+    expect(await broker.getDlqCount("default")).toBe(1);
+  });
+
   it("ignoreResult: a returned value that is not JSON is no failure (nothing is stored)", async () => {
     const { app } = makeApp();
     const t = app.task({ name: "returns_row", ignoreResult: true }, async () => ({ id: 10n, at: new Date(0) }));

@@ -225,6 +225,35 @@ export function peekMessage(raw: string, maxChars: number = PEEK_MAX_CHARS): Par
   return null;
 }
 
+// `{"v":1,"id":"…","name":"…"`: how every message Chicory encodes begins (canonical order)
+const HEAD = /^\{"v":1,"id":("(?:[^"\\]|\\.){1,1530}"),"name":("(?:[^"\\]|\\.){1,128}")/;
+
+/**
+ * The task id and name of a raw message too large to decode, read from its first bytes (a
+ * message Chicory encoded begins with them), or from the whole body when it is no longer than
+ * {@link PEEK_MAX_CHARS}. Unverified: only for a message whose signature is not checked.
+ * Null when no well-formed id is found.
+ */
+export function peekHead(raw: string): { id: string; name: string | null } | null {
+  let id: unknown;
+  let name: unknown;
+  const head = HEAD.exec(raw.slice(0, 2048));
+  if (head) {
+    try {
+      id = JSON.parse(head[1] as string);
+      name = JSON.parse(head[2] as string);
+    } catch {
+      id = undefined;
+    }
+  } else {
+    const peeked = peekMessage(raw);
+    id = peeked?.id;
+    name = peeked?.name;
+  }
+  if (!isValidTaskId(id)) return null;
+  return { id, name: isValidName(name) ? name : null };
+}
+
 /** Truncates an error text to {@link MAX_LAST_ERROR_CHARS}. */
 export function truncateError(text: string): string {
   return text.length > MAX_LAST_ERROR_CHARS ? `${text.slice(0, MAX_LAST_ERROR_CHARS - 1)}…` : text;

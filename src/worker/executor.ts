@@ -169,23 +169,40 @@ function encodeNextAttempt(app: Chicory, next: TaskMessage): string {
   }
 }
 
+/** Whose record a store writes: the decoded message's task, or a rejected one's id as read. */
+interface RecordTarget {
+  readonly id: string;
+  readonly name: string | null;
+  readonly retries: number;
+}
+
+function recordTarget(attempt: Attempt): RecordTarget | null {
+  const { message, outcome } = attempt;
+  if (message) return message;
+  // not decoded (too large), its id read from its first bytes
+  if (outcome.kind === "rejected" && outcome.taskId !== null) {
+    return { id: outcome.taskId, name: outcome.taskName ?? null, retries: 0 };
+  }
+  return null;
+}
+
 /** The record a `store` / `storeAndAck` / `storeAndDeadLetter` action writes. */
 function recordOf(
   action: Extract<Action, { type: "store" | "storeAndAck" | "storeAndDeadLetter" }>,
   attempt: Attempt,
-  message: TaskMessage,
+  target: RecordTarget,
 ): TaskRecord {
   const { outcome } = attempt;
   return {
-    taskId: message.id,
+    taskId: target.id,
     state: action.state,
     result:
       action.withValue && outcome.kind === "success" && !attempt.task?.ignoreResult
         ? (outcome.value as TaskRecord["result"])
         : undefined,
     error: action.withError && outcome.kind !== "success" ? outcome.error : undefined,
-    retries: message.retries,
-    taskName: message.name,
+    retries: target.retries,
+    ...(target.name === null ? {} : { taskName: target.name }),
     updatedAt: isoNow(),
   };
 }
@@ -210,21 +227,24 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
   switch (action.type) {
     case "store": {
       const backend = app.backend;
-      if (!backend || !message) return;
+      const target = recordTarget(attempt);
+      if (!backend || !target) return;
       if (!(await mayStore(ctx, action.state))) return;
-      await backend.storeResult(recordOf(action, attempt, message));
+      await backend.storeResult(recordOf(action, attempt, target));
       return;
     }
-    case "storeAndAck":
-      if (app.backend && message && delivery.ackWithRecord) {
+    case "storeAndAck": {
+      const target = recordTarget(attempt);
+      if (app.backend && target && delivery.ackWithRecord) {
         // fenced by the broker: the record is written only if this consumer still holds the entry
-        await delivery.ackWithRecord(recordOf(action, attempt, message));
+        await delivery.ackWithRecord(recordOf(action, attempt, target));
         return;
       }
       // A delivery without the one-call ack (e.g. wrapped by the caller): store, then ack.
       await runAction({ ...action, type: "store" }, ctx);
       await delivery.ack();
       return;
+    }
     case "ack":
       await delivery.ack();
       return;
@@ -259,15 +279,17 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
     case "deadLetter":
       await delivery.deadLetter(errorText(ctx));
       return;
-    case "storeAndDeadLetter":
-      if (app.backend && message && delivery.deadLetterWithRecord) {
+    case "storeAndDeadLetter": {
+      const target = recordTarget(attempt);
+      if (app.backend && target && delivery.deadLetterWithRecord) {
         // fenced by the broker: the record is written only if the move happens
-        await delivery.deadLetterWithRecord(errorText(ctx), recordOf(action, attempt, message));
+        await delivery.deadLetterWithRecord(errorText(ctx), recordOf(action, attempt, target));
         return;
       }
       await runAction({ ...action, type: "store" }, ctx);
       await delivery.deadLetter(errorText(ctx));
       return;
+    }
     case "writeDeadLetter":
       await app.broker.writeDeadLetter(delivery.queue, delivery.body, errorText(ctx));
       return;

@@ -8,7 +8,7 @@
 import type { Delivery } from "../brokers/broker.js";
 import { describeCause, isMarkedNonRetryable, isRetryCountdown, TaskContext } from "../context.js";
 import { findNonJson } from "../core/json.js";
-import type { MessageCodec, TaskMessage } from "../core/message.js";
+import { type MessageCodec, peekHead, type TaskMessage } from "../core/message.js";
 import { validateWithSchema } from "../core/schema.js";
 import { timerDelay } from "../core/sleep.js";
 import { MAX_STORED_TEXT, toStoredError } from "../core/stored-error.js";
@@ -62,7 +62,13 @@ export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<A
     // of the task id it claims (without signing, any writer can enqueue anything anyway)
     if (env.codec.isSigning) delivery.markUntrusted?.();
     const error = { type: "MessageRejected", message: `${decoded.reason}: ${decoded.error}` };
-    return { outcome: { kind: "rejected", error, taskId: null }, message: null, task: null, alreadyAcked: false };
+    // Too large for this worker's limit (a producer with a higher one) but otherwise a message:
+    // without signing, its id (read from its first bytes) gets the failure, so a get() ends.
+    const head = decoded.reason === "too_large" && !env.codec.isSigning ? peekHead(delivery.body) : null;
+    const outcome: Outcome = head
+      ? { kind: "rejected", error, taskId: head.id, taskName: head.name }
+      : { kind: "rejected", error, taskId: null };
+    return { outcome, message: null, task: null, alreadyAcked: false };
   }
   const message = decoded.message;
   if (delivery.deliveryCount > env.maxDeliveries) {

@@ -27,8 +27,16 @@ export type Outcome =
   | { readonly kind: "retry"; readonly error: StoredError; readonly delayMs: number }
   /** It failed for good (non-retryable, validation, budget spent, unknown task). */
   | { readonly kind: "failure"; readonly error: StoredError }
-  /** The message could not be decoded or verified, or is poison; `taskId` when known. */
-  | { readonly kind: "rejected"; readonly error: StoredError; readonly taskId: string | null }
+  /**
+   * The message could not be decoded or verified, or is poison; `taskId` when known, and
+   * `taskName` for a message that was not decoded (too large) but whose id was read.
+   */
+  | {
+      readonly kind: "rejected";
+      readonly error: StoredError;
+      readonly taskId: string | null;
+      readonly taskName?: string | null;
+    }
   /** Shutdown aborted a running attempt before it ended. */
   | { readonly kind: "aborted"; readonly error: StoredError };
 

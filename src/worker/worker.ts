@@ -458,7 +458,11 @@ export class Worker {
       // read, unverified, and by its broker entry id: an operator finds it in the DLQ by these.
       const named =
         attempt.message ??
-        (outcome.kind === "rejected" ? peekMessage(delivery.body, this.#app.config.maxMessageBytes) : null);
+        (outcome.kind === "rejected"
+          ? outcome.taskId === null
+            ? peekMessage(delivery.body, this.#app.config.maxMessageBytes)
+            : { id: outcome.taskId, name: outcome.taskName ?? undefined }
+          : null);
       this.#logger.warn(
         {
           taskId: typeof named?.id === "string" ? named.id : undefined,

@@ -280,6 +280,25 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       expect((await app.broker.getDlqMessages("default"))[0]?.error).toMatch(/decode_error/);
     });
 
+    it("a message over the worker's size limit (a producer with a higher one) fails under its task id", async () => {
+      const app = await fresh();
+      const stillOk = app.task(async function afterBig() {
+        return "ok";
+      });
+      await worker(app, { useDeadLetterQueue: true });
+      const limit = app.codec.maxMessageBytes;
+      const message = { v: 1, id: "too-big-1", name: "big_task", args: ["x".repeat(limit)], retries: 0 };
+      const body = JSON.stringify({ ...message, eta: null, priority: null, firstFailureAt: null, lastError: null });
+      await app.broker.publish("default", { id: message.id, body });
+      // before, nothing was stored: get() waited for its whole timeout (for ever without one)
+      const error = await new AsyncResult("too-big-1", app.backend).get({ timeout: 20 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(TaskFailedError);
+      expect(error).toMatchObject({ errorType: "MessageRejected", message: expect.stringMatching(/too_large/) });
+      expect(await new AsyncResult("too-big-1", app.backend).state()).toBe("DEAD_LETTERED");
+      expect(await app.broker.getDlqCount("default")).toBe(1);
+      expect(await (await stillOk.delay()).get({ timeout: 20 })).toBe("ok");
+    });
+
     it("at_most_once tasks run once and are acknowledged before they run", async () => {
       const app = await fresh();
       let pending = -1;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { MessageCodec, type TaskMessage } from "../../src/core/message.js";
+import { MessageCodec, peekHead, type TaskMessage } from "../../src/core/message.js";
 import { MessageTooLargeError, ValidationError } from "../../src/errors.js";
 
 const message = (over: Partial<TaskMessage> = {}): TaskMessage => ({
@@ -123,5 +123,25 @@ describe("safe parsing of escaped keys", () => {
     expect(Object.getPrototypeOf(arg)).toBeNull();
     Object.assign({}, arg);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+});
+
+describe("peekHead (the id of a message too large to decode)", () => {
+  it("reads the id and name from the first bytes of a message Chicory encoded, escapes included", () => {
+    const codec = new MessageCodec({ maxMessageBytes: 10 * 1024 * 1024 });
+    const id = 'a "quoted" id \\ é 😀';
+    const body = codec.encode(message({ id, name: "big.task", args: ["x".repeat(5 * 1024 * 1024)] }));
+    expect(peekHead(body)).toEqual({ id, name: "big.task" });
+  });
+
+  it("falls back to parsing a body in another member order; null without a well-formed id", () => {
+    expect(peekHead(JSON.stringify({ name: "t", args: [], id: "late-id", v: 1 }))).toEqual({
+      id: "late-id",
+      name: "t",
+    });
+    expect(peekHead(JSON.stringify({ v: 1, id: "", name: "t" }))).toBeNull();
+    expect(peekHead(JSON.stringify({ v: 1, id: "x".repeat(256), name: "t" }))).toBeNull();
+    expect(peekHead(`{"v":1,"id":"ok","name":"bad name!",`)).toEqual({ id: "ok", name: null });
+    expect(peekHead("not json")).toBeNull();
   });
 });

@@ -21,6 +21,8 @@ export interface RedisRecordWriter {
   storeResultsCall(records: readonly TaskRecord[]): StoreResultsCall;
   /** Called once `records` were written: resolves this process's waiters at once. */
   recordsWritten(records: readonly TaskRecord[]): void;
+  /** Writes terminal `records` (at most 500) on the backend's own connection, and announces them. */
+  storeRecords(records: readonly TaskRecord[]): Promise<void>;
 }
 
 /** True when `backend` can lend its record writes to the broker's acks. */
@@ -31,6 +33,7 @@ export function isRedisRecordWriter(backend: unknown): backend is RedisRecordWri
     b !== null &&
     typeof b.sharesServerWith === "function" &&
     typeof b.storeResultsCall === "function" &&
-    typeof b.recordsWritten === "function"
+    typeof b.recordsWritten === "function" &&
+    typeof b.storeRecords === "function"
   );
 }

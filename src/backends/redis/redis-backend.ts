@@ -349,6 +349,15 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     );
   }
 
+  /** {@inheritDoc RedisRecordWriter.storeRecords} */
+  async storeRecords(records: readonly TaskRecord[]): Promise<void> {
+    const { keys, args } = this.storeResultsCall(records);
+    await this.#run("storeResult", (main) =>
+      runScript(main, "chicoryStoreResults", [String(keys.length), ...keys], args),
+    );
+    this.recordsWritten(records);
+  }
+
   /** Terminal `records` were written (here or by the broker's ack script): wake local waiters. */
   recordsWritten(records: readonly TaskRecord[]): void {
     const hub = this.#hub;

@@ -263,16 +263,20 @@ export class RedisSettler implements DeliverySettler {
       else missed++;
     }
     // Only the records of entries this consumer still held were written (the script's fence).
+    // Those of entries an earlier copy of the call settled are written again: that copy's
+    // writes are gone when the reconnect was a Redis restart without persistence.
+    const again = earlier > 0 && withRecords ? records.filter((_, i) => outcomes?.[i] === EARLIER) : [];
     if (withRecords) {
-      written = missed === 0 ? records : records.filter((_, i) => outcomes?.[i] !== FENCED);
+      written = missed === 0 && earlier === 0 ? records : records.filter((_, i) => outcomes?.[i] === APPLIED);
       this.#records?.recordsWritten(written);
     }
     if (earlier > 0) {
       this.#logger.info(
-        { queue: first.queue, consumer: this.#consumerId, entries: earlier },
-        "redis ack: entries already acknowledged by an earlier copy of this call (resent after a reconnect); " +
-          "their lease was still held, so no other worker took them",
+        { queue: first.queue, consumer: this.#consumerId, entries: earlier, recordsWrittenAgain: again.length },
+        "redis ack: entries already acknowledged by an earlier copy of this call (resent after a reconnect, or gone " +
+          "in a Redis restart without persistence); their lease was still held, so no other worker took them",
       );
+      if (again.length > 0) this.#writeAgain(again, first.queue);
     }
     if (missed > 0) {
       // The entry was no longer pending for this consumer: its lease ran out and another worker
@@ -349,7 +353,9 @@ export class RedisSettler implements DeliverySettler {
     // redelivered after its lease expires (the DLQ is never trimmed to make room).
     this.#onSettled(d, result === -1);
     const isEarlier = result === 2 && this.#notPending(d, 2, sentAtReady) === EARLIER;
-    if ((result === 1 || isEarlier) && record !== undefined) this.#records?.recordsWritten([record]);
+    if (result === 1 && record !== undefined) this.#records?.recordsWritten([record]);
+    // written again: the earlier copy's writes are gone after a Redis restart without persistence
+    if (isEarlier && record !== undefined) this.#writeAgain([record], d.queue);
     if (isEarlier) {
       this.#logger.info(
         { queue: d.queue, consumer: this.#consumerId, entry: d.deliveryId },
@@ -402,6 +408,21 @@ export class RedisSettler implements DeliverySettler {
     } finally {
       this.#onSettled(d, !isReleased);
     }
+  }
+
+  /**
+   * Writes again the records of entries an earlier copy of a settle call settled (the copy
+   * applied before a reconnect): identical terminal records replace each other, and the first
+   * writes are lost when the reconnect was a Redis restart without persistence. Best effort,
+   * in the background: a failure is logged.
+   */
+  #writeAgain(records: readonly TaskRecord[], queue: string): void {
+    this.#records?.storeRecords(records).catch((error: unknown) => {
+      this.#logger.warn(
+        { queue, records: records.length, err: error instanceof Error ? error.message : String(error) },
+        "redis: could not write again the records of entries settled by an earlier copy of a call; they may be missing",
+      );
+    });
   }
 
   /**

@@ -51,6 +51,7 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
         args: [-1, s.backend.doneChannel, 0, 2048, JSON.stringify(records[0])],
       }),
       recordsWritten: () => undefined,
+      storeRecords: async () => undefined,
     };
     const broker = await s.newBroker();
     expect(broker.attachResults(failing as unknown as RedisBackend)).toBe(true);
@@ -98,6 +99,45 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     expect(await s.raw.xlen(s.stream)).toBe(0);
     expect(await s.raw.xpending(s.stream, s.group)).toEqual([0, null, null, null]);
     sub.disconnect();
+  });
+
+  it("an ack or dead letter resent after a reconnect, its entry settled already, writes its record again (gone with a Redis restart without persistence)", async () => {
+    const s = await setup();
+    // the broker's command connection is this client, so the test can drop it
+    const main = rawRedis();
+    cleanups.push(() => main.disconnect());
+    const broker = await s.newBroker({ claimMinIdleMs: 60_000, client: main });
+    expect(broker.attachResults(s.backend)).toBe(true);
+    const c = broker.consumer({ queues: [s.queue], consumerId: "resent" });
+    cleanups.push(() => c.close());
+    const dropConnection = async () => {
+      const id = String(await main.call("CLIENT", "ID"));
+      const ready = new Promise((resolve) => main.once("ready", resolve));
+      await s.raw.call("CLIENT", "KILL", "ID", id);
+      return { ready };
+    };
+    for (const settle of ["ack", "deadLetter"] as const) {
+      const id = await s.publish();
+      const d = await fetchOne(c);
+      // What the resent call meets after a restart that lost the first copy's writes (or
+      // after a first copy applied without them): the entry is gone, no record stored.
+      await s.raw.xack(s.stream, s.group, d.deliveryId);
+      await s.raw.xdel(s.stream, d.deliveryId);
+      const reconnected = await dropConnection(); // the settle goes out while it reconnects
+      const wait = s.backend.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 50 });
+      if (settle === "ack") await d.ackWithRecord?.(success(id, "done"));
+      else
+        await d.deadLetterWithRecord?.("poison", {
+          taskId: id,
+          state: "DEAD_LETTERED",
+          error: { type: "Error", message: "poison" },
+          updatedAt: new Date().toISOString(),
+        });
+      await reconnected.ready;
+      // before, the record was taken as written by the first copy: get() waited for ever
+      expect((await wait)?.state).toBe(settle === "ack" ? "SUCCESS" : "DEAD_LETTERED");
+      expect(await s.raw.ttl(s.backend.resultKey(id))).toBeGreaterThan(0);
+    }
   });
 
   /**

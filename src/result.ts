@@ -88,8 +88,9 @@ export class AsyncResult<R = unknown> {
    */
   #backendReady(): Backend | Promise<Backend> {
     const backend = this.#requireBackend();
-    // open (every get() after a delay()): no promise, no extra turn
-    return backend.isOpen === false ? backend.connect().then(() => backend) : backend;
+    // connected (every get() after a delay()): no promise, no extra turn; else connect, or
+    // wait for the connect under way (several first calls at once)
+    return (backend.isReady ?? backend.isOpen) === false ? backend.connect().then(() => backend) : backend;
   }
 
   /**

@@ -107,6 +107,12 @@ export interface Backend {
    */
   readonly isOpen?: boolean;
   /**
+   * True once a `connect()` has resolved, until `disconnect()` (false while connecting).
+   * Optional: an `AsyncResult` built from an id connects a backend that is not ready (or waits
+   * for the connect under way) before its first call.
+   */
+  readonly isReady?: boolean;
+  /**
    * Checks, once the backend is connected, that its server lets this user write records and
    * heartbeats (e.g. Redis ACL rights). A worker calls it at start and does not start when it
    * throws.

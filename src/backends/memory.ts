@@ -63,6 +63,11 @@ export class MemoryBackend implements Backend {
     return this.#isConnected;
   }
 
+  /** {@inheritDoc Backend.isReady} */
+  get isReady(): boolean {
+    return this.#isConnected;
+  }
+
   /** Marks the backend connected; idempotent. */
   async connect(): Promise<void> {
     this.#isConnected = true;

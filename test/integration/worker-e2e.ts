@@ -244,6 +244,13 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       const later = new AsyncResult<number>(taskId, app.backend);
       expect(await later.get({ timeout: 5 })).toBe(42);
       expect(await later.state()).toBe("SUCCESS");
+      // several first calls at once (a web server just started) wait for the one connect
+      await app.disconnect();
+      const many = Array.from({ length: 5 }, () => new AsyncResult<number>(taskId, app.backend));
+      expect(await Promise.all([...many.map((r) => r.get({ timeout: 5 })), ...many.map((r) => r.state())])).toEqual([
+        ...many.map(() => 42),
+        ...many.map(() => "SUCCESS"),
+      ]);
     });
 
     it("a caller-chosen id of 255 characters runs and stores its result; a longer one is refused at dispatch", async () => {

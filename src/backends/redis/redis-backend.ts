@@ -148,6 +148,11 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     return this.#main !== undefined || this.#connecting !== undefined;
   }
 
+  /** {@inheritDoc Backend.isReady} */
+  get isReady(): boolean {
+    return this.#main !== undefined;
+  }
+
   connect(): Promise<void> {
     if (this.#main) return Promise.resolve();
     this.#connecting ??= this.#open().finally(() => {

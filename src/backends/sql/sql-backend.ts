@@ -102,6 +102,11 @@ export class SqlBackend implements Backend {
     return this.#connection !== undefined || this.#connecting !== undefined;
   }
 
+  /** {@inheritDoc Backend.isReady} */
+  get isReady(): boolean {
+    return this.#connection !== undefined;
+  }
+
   async connect(): Promise<void> {
     if (this.#connection) return;
     this.#connecting ??= this.#open().finally(() => {

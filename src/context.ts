@@ -2,6 +2,7 @@
  * The per-attempt task context (SPEC §5), given to handlers registered with `context: true`.
  * @module
  */
+import { type Duration, toSeconds } from "./core/duration.js";
 import { toStoredError } from "./core/stored-error.js";
 import { MaxRetriesExceededError, RetryError, toError, ValidationError } from "./errors.js";
 import type { RetryPolicy } from "./retry.js";
@@ -33,10 +34,36 @@ export function isRetryCountdown(countdown: unknown): countdown is number {
   );
 }
 
+/** A `ctx.retry` countdown in seconds (a duration string is parsed); a ValidationError naming a bad one. */
+function retryCountdownSeconds(countdown: unknown): number | undefined {
+  if (countdown === undefined) return undefined;
+  let seconds: unknown = countdown;
+  if (typeof countdown === "string") {
+    try {
+      seconds = toSeconds(countdown, "ctx.retry: countdown");
+    } catch {
+      seconds = Number.NaN;
+    }
+  }
+  if (isRetryCountdown(seconds)) return seconds;
+  const shown =
+    typeof countdown === "number"
+      ? String(countdown)
+      : typeof countdown === "string"
+        ? JSON.stringify(countdown.slice(0, 40))
+        : typeof countdown;
+  throw new ValidationError(
+    `ctx.retry: countdown must be a duration from 0 to ${MAX_RETRY_COUNTDOWN_SECONDS} seconds (ten years): seconds or a string with a unit ("250ms", "5m"), got ${shown}`,
+  );
+}
+
 /** Options of {@link TaskContext.retry}. */
 export interface RetryOptions {
-  /** Seconds before the next attempt, from 0 to ten years (default: from the policy). */
-  countdown?: number;
+  /**
+   * Time before the next attempt, from 0 to ten years: seconds, or a string with a unit
+   * (`"250ms"`, `"5m"`; default: from the policy).
+   */
+  countdown?: Duration | undefined;
   /** The error that caused the retry; if the policy does not retry it, it is rethrown. */
   error?: unknown;
 }
@@ -91,14 +118,7 @@ export class TaskContext {
    * attempt then fails for good, naming the bad value)
    */
   retry(options: RetryOptions = {}): never {
-    const { countdown } = options;
-    if (countdown !== undefined && !isRetryCountdown(countdown)) {
-      throw new ValidationError(
-        `ctx.retry: countdown must be a number of seconds from 0 to ${MAX_RETRY_COUNTDOWN_SECONDS} (ten years), got ${
-          typeof countdown === "number" ? String(countdown) : typeof countdown
-        }`,
-      );
-    }
+    const countdown = retryCountdownSeconds(options.countdown);
     if (options.error !== undefined && !this.retryPolicy.shouldRetry(options.error)) {
       throw options.error;
     }
@@ -114,7 +134,7 @@ export class TaskContext {
     throw new RetryError({
       retries: this.retries,
       maxRetries: this.maxRetries,
-      countdown: options.countdown,
+      countdown,
       reason: options.error,
     });
   }

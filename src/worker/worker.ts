@@ -10,6 +10,7 @@ import type { Chicory, WorkerHook } from "../app.js";
 import type { StoredError, WorkerStats } from "../backends/backend.js";
 import type { Consumer, Delivery, HealthStatus } from "../brokers/broker.js";
 import { resolveWorkerConfig, type WorkerConfig, type WorkerOptions } from "../config.js";
+import { type Duration, toSeconds } from "../core/duration.js";
 import { newWorkerId } from "../core/ids.js";
 import type { Logger } from "../core/logger.js";
 import { peekMessage, type TaskMessage } from "../core/message.js";
@@ -221,9 +222,21 @@ export class Worker {
    * whatever happens (a server that does not answer, a task that ignores the abort, a hook
    * that never ends): a step still running at that deadline is left behind and logged (the
    * shutdown hooks, then the disconnect, keep their order in the background).
-   * @param timeout seconds (default `shutdownTimeout`)
+   * @param timeout seconds, or a string with a unit (`"10s"`; default `shutdownTimeout`)
+   * @throws ConfigurationError (the promise rejects) when `timeout` is not a non-negative duration
    */
-  stop(timeout: number = this.config.shutdownTimeout): Promise<void> {
+  stop(timeout: Duration = this.config.shutdownTimeout): Promise<void> {
+    let seconds: number;
+    try {
+      seconds = toSeconds(timeout, "worker.stop(timeout)");
+    } catch (error) {
+      // a NaN or "1s" read as a number would leave stop() unbounded
+      return Promise.reject(error);
+    }
+    return this.#stop(seconds);
+  }
+
+  #stop(timeout: number): Promise<void> {
     const starting = this.#starting;
     if (starting) {
       // Called while starting: let the start finish (its hooks, the connections), then stop
@@ -237,8 +250,8 @@ export class Worker {
             Math.max(0, endsMs),
           )
         )
-          return this.stop(timeout);
-        if (this.#starting !== starting) return this.stop(timeout);
+          return this.#stop(timeout);
+        if (this.#starting !== starting) return this.#stop(timeout);
         this.#isStartAbandoned = true;
         this.#logger.warn(
           "stop(): the start still running at the deadline (a startup hook that does not end?) is abandoned: the worker will not run",

@@ -6,6 +6,7 @@ import {
   BackendNotConfiguredError,
   Chicory,
   type ChicoryOptions,
+  ConfigurationError,
   type Logger,
   MaxRetriesExceededError,
   MemoryBackend,
@@ -276,9 +277,9 @@ describe("Worker on the memory broker", () => {
     expect(runs.ignored).toBe(1);
   });
 
-  it("ctx.retry with a countdown that is not a number of seconds fails the task, naming the value", async () => {
+  it("ctx.retry with a countdown that is not a duration fails the task, naming the value", async () => {
     const { app } = makeApp();
-    const countdowns = [Number.NaN, Number.POSITIVE_INFINITY, -1, 1e12];
+    const countdowns = [Number.NaN, Number.POSITIVE_INFINITY, -1, 1e12, "soon", "11000d"];
     let runs = 0;
     const t = app.task(
       { name: "bad_countdown", context: true, retryPolicy: { maxRetries: 3, retryDelay: 0 } },
@@ -291,10 +292,37 @@ describe("Worker on the memory broker", () => {
     for (const [i, countdown] of countdowns.entries()) {
       const error = await (await t.delay(i)).get({ timeout: 5 }).catch((e: unknown) => e);
       expect(error).toMatchObject({ errorType: "ValidationError" });
-      expect((error as Error).message).toContain(`countdown must be a number of seconds`);
+      expect((error as Error).message).toContain(`countdown must be a duration from 0 to`);
       expect((error as Error).message).toContain(String(countdown));
     }
     expect(runs).toBe(countdowns.length); // failed for good: not retried
+  });
+
+  it("ctx.retry takes a countdown with a unit, as every duration does (SPEC §1)", async () => {
+    const { app } = makeApp();
+    const t = app.task(
+      { name: "unit_countdown", context: true, retryPolicy: { maxRetries: 1, retryDelay: 60 } },
+      async (ctx: TaskContext) => {
+        if (ctx.retries === 0) ctx.retry({ countdown: "20ms" });
+        return ctx.retries;
+      },
+    );
+    await startWorker(app);
+    // the policy's 60 s would time the get() out: the countdown given is used
+    expect(await (await t.delay()).get({ timeout: 5 })).toBe(1);
+  });
+
+  it("worker.stop() takes a duration with a unit, and refuses a timeout that is not one (it would not be bounded)", async () => {
+    const { app } = makeApp();
+    const worker = await startWorker(app);
+    await expect(worker.stop(Number.NaN)).rejects.toThrow(
+      /worker.stop\(timeout\): expected a non-negative number of seconds, got NaN/,
+    );
+    await expect(worker.stop(-1)).rejects.toBeInstanceOf(ConfigurationError);
+    await expect(worker.stop("soon")).rejects.toThrow(/is not a duration/);
+    expect(worker.isRunning).toBe(true);
+    await worker.stop("1s");
+    expect(worker.isRunning).toBe(false);
   });
 
   it("a task that throws something unreadable fails cleanly and the worker keeps going", async () => {

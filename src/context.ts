@@ -2,7 +2,7 @@
  * The per-attempt task context (SPEC §5), given to handlers registered with `context: true`.
  * @module
  */
-import { type Duration, toSeconds } from "./core/duration.js";
+import { type Duration, MAX_DELAY_SECONDS, toSeconds } from "./core/duration.js";
 import { toStoredError } from "./core/stored-error.js";
 import { MaxRetriesExceededError, RetryError, toError, ValidationError } from "./errors.js";
 import type { RetryPolicy } from "./retry.js";
@@ -22,7 +22,7 @@ export function describeCause(error: unknown): string {
 }
 
 /** Longest countdown {@link TaskContext.retry} takes: ten years, in seconds. */
-const MAX_RETRY_COUNTDOWN_SECONDS = 10 * 366 * 24 * 3600;
+const MAX_RETRY_COUNTDOWN_SECONDS = MAX_DELAY_SECONDS;
 
 /** True when `countdown` is a usable retry countdown: seconds, finite, from 0 to ten years. */
 export function isRetryCountdown(countdown: unknown): countdown is number {

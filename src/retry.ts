@@ -3,7 +3,7 @@
  * deserve one.
  * @module
  */
-import { type Duration, toSeconds } from "./core/duration.js";
+import { type Duration, MAX_DELAY_SECONDS, toSeconds } from "./core/duration.js";
 import { checkChoice, checkInt } from "./core/env.js";
 import { ConfigurationError } from "./errors.js";
 
@@ -30,6 +30,19 @@ export interface RetryPolicyOptions {
 
 const BACKOFFS: readonly BackoffStrategy[] = ["fixed", "linear", "exponential"];
 
+const OPTION_NAMES = new Set(["maxRetries", "retryDelay", "backoff", "maxDelay", "jitter", "retryOn", "ignoreOn"]);
+
+/** `retryOn` / `ignoreOn`: an array of error names (a lone string would be spread to letters). */
+function errorNameList(value: unknown, name: string): readonly string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value) || !value.every((n) => typeof n === "string")) {
+    throw new ConfigurationError(
+      `retryPolicy.${name}: expected an array of error names (["TimeoutError"]), got ${typeof value === "string" ? JSON.stringify(value.slice(0, 40)) : typeof value}`,
+    );
+  }
+  return [...value];
+}
+
 /**
  * When and how a failed task is retried.
  * @example
@@ -51,7 +64,23 @@ export class RetryPolicy {
   /** Error names that are never retried. */
   readonly ignoreOn: readonly string[];
 
+  /**
+   * @throws ConfigurationError naming the option when one is unknown or of the wrong type, a
+   * delay is over ten years, or `maxDelay` is below `retryDelay`
+   */
   constructor(options: RetryPolicyOptions = {}) {
+    if (options === null || typeof options !== "object") {
+      throw new ConfigurationError(`retryPolicy: expected an object of options, got ${typeof options}`);
+    }
+    if (!(options instanceof RetryPolicy)) {
+      for (const key of Object.keys(options)) {
+        if (!OPTION_NAMES.has(key)) {
+          throw new ConfigurationError(
+            `retryPolicy: unknown option "${key.slice(0, 40)}" (options: ${[...OPTION_NAMES].join(", ")})`,
+          );
+        }
+      }
+    }
     this.maxRetries = checkInt(options.maxRetries ?? 3, "retryPolicy.maxRetries", 0, 1_000_000);
     this.retryDelay = toSeconds(options.retryDelay ?? 1, "retryPolicy.retryDelay");
     this.backoff = checkChoice(options.backoff ?? "exponential", "retryPolicy.backoff", BACKOFFS);
@@ -63,9 +92,24 @@ export class RetryPolicy {
     if (this.maxDelay < this.retryDelay) {
       throw new ConfigurationError("retryPolicy.maxDelay must be >= retryPolicy.retryDelay");
     }
-    this.jitter = options.jitter ?? true;
-    this.retryOn = [...(options.retryOn ?? [])];
-    this.ignoreOn = [...(options.ignoreOn ?? [])];
+    // a message's retry must be schedulable: its eta is a date, at most ten years ahead
+    for (const [name, seconds] of [
+      ["retryDelay", this.retryDelay],
+      ["maxDelay", this.maxDelay],
+    ] as const) {
+      if (seconds > MAX_DELAY_SECONDS) {
+        throw new ConfigurationError(
+          `retryPolicy.${name}: at most ${MAX_DELAY_SECONDS} s (ten years), got ${seconds} s`,
+        );
+      }
+    }
+    const jitter: unknown = options.jitter ?? true;
+    if (typeof jitter !== "boolean") {
+      throw new ConfigurationError(`retryPolicy.jitter: expected true or false, got ${JSON.stringify(jitter)}`);
+    }
+    this.jitter = jitter;
+    this.retryOn = errorNameList(options.retryOn, "retryOn");
+    this.ignoreOn = errorNameList(options.ignoreOn, "ignoreOn");
   }
 
   /** A policy that never retries. */

@@ -6,6 +6,9 @@ import { ConfigurationError } from "../errors.js";
  */
 export type Duration = number | string;
 
+/** The longest delay a message can be given (a countdown, an eta, a retry): ten years, in seconds. */
+export const MAX_DELAY_SECONDS = 10 * 366 * 24 * 3600;
+
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 const PATTERN = /^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$/;
 

@@ -56,7 +56,8 @@ export function checkInt(
   shown: unknown = value,
 ): number {
   if (!Number.isSafeInteger(value) || value < min || value > max) {
-    throw new ConfigurationError(`${name}: expected an integer from ${min} to ${max}, got ${JSON.stringify(shown)}`);
+    const text = typeof shown === "number" ? String(shown) : JSON.stringify(shown);
+    throw new ConfigurationError(`${name}: expected an integer from ${min} to ${max}, got ${text}`);
   }
   return value;
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { TaskContext } from "../../src/context.js";
 import { ConfigurationError, MaxRetriesExceededError, RetryError, ValidationError } from "../../src/errors.js";
-import { RetryPolicy } from "../../src/retry.js";
+import { RetryPolicy, type RetryPolicyOptions } from "../../src/retry.js";
 
 describe("RetryPolicy", () => {
   it("has the SPEC defaults", () => {
@@ -115,5 +115,30 @@ describe("TaskContext", () => {
 
   it("fail() throws the error", () => {
     expect(() => make(0).fail(new Error("bad"))).toThrow("bad");
+  });
+});
+
+describe("RetryPolicy option checks", () => {
+  it("refuses options that would be misread, naming them", () => {
+    const bad: Array<[Record<string, unknown>, RegExp]> = [
+      // a lone string was spread to its letters: nothing was ever retried
+      [{ retryOn: "TypeError" }, /retryPolicy.retryOn: expected an array of error names/],
+      [{ ignoreOn: [1] }, /retryPolicy.ignoreOn: expected an array of error names/],
+      // "false" is truthy: jitter stayed on
+      [{ jitter: "false" }, /retryPolicy.jitter: expected true or false, got "false"/],
+      [{ maxRetries: Number.POSITIVE_INFINITY }, /maxRetries: expected an integer from 0 to 1000000, got Infinity/],
+      [{ max_retries: 5 }, /retryPolicy: unknown option "max_retries"/],
+      // a retry's eta would be past year 9999 (or past Date's range): its settle failed for good
+      [{ retryDelay: 5e11 }, /retryPolicy.retryDelay: at most 316224000 s \(ten years\)/],
+      [{ retryDelay: 60, maxDelay: 1e13 }, /retryPolicy.maxDelay: at most 316224000 s/],
+    ];
+    for (const [options, message] of bad) {
+      expect(() => new RetryPolicy(options as RetryPolicyOptions)).toThrow(ConfigurationError);
+      expect(() => new RetryPolicy(options as RetryPolicyOptions)).toThrow(message);
+    }
+    // a policy copied from another one, and the longest delays, are fine
+    const longest = new RetryPolicy({ retryDelay: "3660d", jitter: false, retryOn: ["TimeoutError"] });
+    expect(new RetryPolicy(longest).retryOn).toEqual(["TimeoutError"]);
+    expect(longest.calculateDelay(40)).toBe(316_224_000);
   });
 });

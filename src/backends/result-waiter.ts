@@ -265,7 +265,8 @@ export class ResultWaiter {
         this.notifyRead(await this.#fetchMany(batch));
       }
     } catch (error) {
-      this.#onError?.(error);
+      // a read still out when the backend closed fails with its connection: nobody waits now
+      if (!this.#isClosed) this.#onError?.(error);
     } finally {
       this.#activePolls--;
     }

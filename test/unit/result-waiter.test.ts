@@ -125,6 +125,26 @@ describe("ResultWaiter", () => {
     expect((await result)?.state).toBe("SUCCESS");
   });
 
+  it("does not report a read that fails because the waiter closed while it was out (a clean disconnect)", async () => {
+    const errors: unknown[] = [];
+    let release!: () => void;
+    const waiter = new ResultWaiter({
+      fetchMany: () =>
+        new Promise((_, reject) => {
+          release = () => reject(new Error("Connection is closed."));
+        }),
+      pollIntervalMs: 100,
+      onError: (error) => errors.push(error),
+    });
+    const result = waiter.wait("a");
+    await vi.advanceTimersByTimeAsync(150); // the first read is out
+    waiter.close();
+    release();
+    expect(await result).toBeNull();
+    await vi.advanceTimersByTimeAsync(10);
+    expect(errors).toEqual([]);
+  });
+
   it("rejects the waiters of an id whose stored record cannot be read, and only those", async () => {
     const store = fakeStore();
     store.records.set("good", rec("good", "SUCCESS"));

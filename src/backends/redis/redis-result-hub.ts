@@ -73,6 +73,8 @@ export class RedisResultHub {
   /** The subscriber connection once opened, before its subscription is confirmed. */
   #sub: RedisClientLike | undefined;
   #flush: NodeJS.Immediate | undefined;
+  /** Drops the kept records once they expire, while any are kept (unref'd). */
+  #earlySweep: NodeJS.Timeout | undefined;
   #pingTimer: NodeJS.Timeout | undefined;
   #isPinging = false;
   #isClosed = false;
@@ -160,6 +162,8 @@ export class RedisResultHub {
     this.#waiter.close();
     this.#expected.clear();
     this.#early.clear();
+    clearTimeout(this.#earlySweep);
+    this.#earlySweep = undefined;
     if (this.#flush) clearImmediate(this.#flush);
     clearInterval(this.#pingTimer);
     // At once, not after the subscription: with Redis unreachable the SUBSCRIBE waits for it
@@ -292,6 +296,24 @@ export class RedisResultHub {
     if (!this.#expected.delete(taskId)) return;
     this.#dropExpiredEarly(now);
     this.#early.set(taskId, { record, at: now });
+    this.#sweepEarlyLater();
+  }
+
+  /**
+   * While records are kept, drops them as they expire: an idle producer (no more notifications)
+   * would otherwise hold up to {@link MAX_EARLY} records for good.
+   */
+  #sweepEarlyLater(): void {
+    if (this.#earlySweep !== undefined || this.#isClosed) return;
+    const oldest = this.#early.values().next().value;
+    if (oldest === undefined) return;
+    const dueMs = Math.max(0, oldest.at + EARLY_MAX_AGE_MS - Date.now()) + 100;
+    this.#earlySweep = setTimeout(() => {
+      this.#earlySweep = undefined;
+      this.#dropExpiredEarly(Date.now());
+      this.#sweepEarlyLater();
+    }, dueMs);
+    this.#earlySweep.unref();
   }
 
   /** Drops kept records past {@link EARLY_MAX_AGE_MS}, and the oldest beyond {@link MAX_EARLY}. */

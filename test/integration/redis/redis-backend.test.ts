@@ -4,7 +4,7 @@
  */
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { TaskRecord } from "../../../src/backends/backend.js";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { findNonJson, type JsonValue } from "../../../src/core/json.js";
@@ -314,6 +314,28 @@ describe.skipIf(skip)("redis backend", () => {
     await s.raw.call("DEL", writer.resultKey(early));
     expect((await waiting.waitForResult(early, { timeoutMs: 10_000 }))?.result).toBe("kept");
     // Taken by that wait: a second wait reads Redis (nothing there any more).
+    expect(await waiting.waitForResult(early, { timeoutMs: 200, pollIntervalMs: 50 })).toBeNull();
+  });
+
+  it("drops a kept record when it expires, even with no notification after it (an idle producer)", async () => {
+    const s = await setup();
+    const { waiting, writer } = await waiterAndWriter(s);
+    const early = uniqueName("task-");
+    const marker = uniqueName("task-");
+    waiting.expectResult(early);
+    const markerWait = waiting.waitForResult(marker, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
+    // the sweep's timer and clock are the test's from here
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
+    try {
+      await writer.storeResult(success(early, "kept"));
+      await writer.storeResult(success(marker, 1));
+      expect((await markerWait)?.result).toBe(1);
+      await vi.advanceTimersByTimeAsync(10_500); // past the 10 s a record is kept
+    } finally {
+      vi.useRealTimers();
+    }
+    await s.raw.call("DEL", writer.resultKey(early));
+    // before, the record stayed kept until the next notification: this wait got it
     expect(await waiting.waitForResult(early, { timeoutMs: 200, pollIntervalMs: 50 })).toBeNull();
   });
 

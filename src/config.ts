@@ -59,19 +59,34 @@ export interface WorkerConfig {
   readonly maxDeliveries: number;
 }
 
-/** Worker settings as accepted from users: durations in seconds or unit strings. */
+/**
+ * Worker settings as accepted from users: durations in seconds or unit strings. Each falls
+ * back to its `CHICORY_WORKER_*` variable, then to its default.
+ */
 export interface WorkerOptions {
-  concurrency?: number;
-  /** One queue or several. */
-  queue?: string | readonly string[];
-  useDeadLetterQueue?: boolean;
-  heartbeatInterval?: Duration;
-  heartbeatTtl?: Duration;
-  cleanupInterval?: Duration;
-  staleWorkersTimeout?: Duration;
-  shutdownTimeout?: Duration;
-  logLevel?: LogLevel | Lowercase<LogLevel>;
-  maxDeliveries?: number;
+  /** Tasks run at once (`CHICORY_WORKER_CONCURRENCY`; default min(32, cpus + 4)). */
+  concurrency?: number | undefined;
+  /** One queue or several, in order of preference (`CHICORY_WORKER_QUEUE`; default `"default"`). */
+  queue?: string | readonly string[] | undefined;
+  /** Move failed and poison messages to the DLQ (`CHICORY_WORKER_USE_DEAD_LETTER_QUEUE`; default false). */
+  useDeadLetterQueue?: boolean | undefined;
+  /** Time between heartbeats (`CHICORY_WORKER_HEARTBEAT_INTERVAL`; default 10 s). */
+  heartbeatInterval?: Duration | undefined;
+  /** How long a heartbeat lives, over the interval (`CHICORY_WORKER_HEARTBEAT_TTL`; default 3 intervals, at least 30 s). */
+  heartbeatTtl?: Duration | undefined;
+  /** Time between stale-worker cleanups, ±15 % (`CHICORY_WORKER_CLEANUP_INTERVAL`; default 900 s, at least 30 s). */
+  cleanupInterval?: Duration | undefined;
+  /**
+   * Silence after which a worker is stale and cleaned up, over the heartbeat interval and at
+   * least 10 s (`CHICORY_WORKER_STALE_WORKERS_TIMEOUT`; default 300 s, or 3 intervals when longer).
+   */
+  staleWorkersTimeout?: Duration | undefined;
+  /** How long `stop()` waits for running tasks (`CHICORY_WORKER_SHUTDOWN_TIMEOUT`; default 30 s). */
+  shutdownTimeout?: Duration | undefined;
+  /** Log level (`CHICORY_WORKER_LOG_LEVEL`; default `INFO`). */
+  logLevel?: LogLevel | Lowercase<LogLevel> | undefined;
+  /** Deliveries after which a message is poison and dead-lettered (`CHICORY_WORKER_MAX_DELIVERIES`; default 5). */
+  maxDeliveries?: number | undefined;
 }
 
 /** The resolved application configuration. */
@@ -96,19 +111,31 @@ export interface ChicoryConfig {
   readonly env: EnvMap;
 }
 
-/** Configuration as accepted from users (every field optional). */
+/**
+ * Configuration as accepted from users (every field optional). Each falls back to its
+ * `CHICORY_*` variable, then to its default.
+ */
 export interface ChicoryConfigInput {
-  validationMode?: ValidationMode;
-  deliveryMode?: DeliveryMode;
-  resultPollInterval?: Duration;
-  resultDefaultTimeout?: Duration | null;
-  brokerUrl?: string;
-  backendUrl?: string;
-  signingKey?: string | null;
-  maxMessageBytes?: number;
-  worker?: WorkerOptions;
+  /** Where schemas are checked (`CHICORY_VALIDATION_MODE`; default `inputs`). */
+  validationMode?: ValidationMode | undefined;
+  /** The tasks' default delivery mode (`CHICORY_DELIVERY_MODE`; default `at_least_once`). */
+  deliveryMode?: DeliveryMode | undefined;
+  /** Interval of `get()`'s fallback poll (`CHICORY_RESULT_POLL_INTERVAL`; default 0.5 s). */
+  resultPollInterval?: Duration | undefined;
+  /** Default `get()` timeout, null for none (`CHICORY_RESULT_DEFAULT_TIMEOUT`; default none). */
+  resultDefaultTimeout?: Duration | null | undefined;
+  /** Broker URL (`CHICORY_BROKER_URL`; default the embedded SQLite file). */
+  brokerUrl?: string | undefined;
+  /** Result backend URL (`CHICORY_BACKEND_URL`). */
+  backendUrl?: string | undefined;
+  /** HMAC key that signs and verifies messages, null for none (`CHICORY_SIGNING_KEY`). */
+  signingKey?: string | null | undefined;
+  /** Largest encoded message in bytes, 1 KiB to 512 MiB (`CHICORY_MAX_MESSAGE_BYTES`; default 1 MiB). */
+  maxMessageBytes?: number | undefined;
+  /** Worker defaults. */
+  worker?: WorkerOptions | undefined;
   /** Environment to read instead of `process.env` + `.env` (tests). */
-  env?: EnvMap;
+  env?: EnvMap | undefined;
 }
 
 /**

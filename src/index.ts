@@ -43,10 +43,17 @@ export {
 } from "./config.js";
 export { type RetryOptions, TaskContext } from "./context.js";
 export { type Duration, toMs, toSeconds } from "./core/duration.js";
+export type { EnvMap } from "./core/env.js";
 export type { JsonValue } from "./core/json.js";
-export { type Logger, type LogLevel, silentLogger } from "./core/logger.js";
-export { MessageCodec, type MessageCodecOptions, type TaskMessage } from "./core/message.js";
-export { type BackendType, type BrokerType, createBackend, createBroker } from "./drivers.js";
+export { type LogFn, type Logger, type LogLevel, silentLogger } from "./core/logger.js";
+export {
+  type DecodeFailure,
+  type DecodeResult,
+  MessageCodec,
+  type MessageCodecOptions,
+  type TaskMessage,
+} from "./core/message.js";
+export { type BackendType, type BrokerType, createBackend, createBroker, type DriverContext } from "./drivers.js";
 export {
   BackendConnectionError,
   BackendNotConfiguredError,
@@ -68,7 +75,7 @@ export {
   type ValidationIssue,
 } from "./errors.js";
 export { type CreateLoggerOptions, createLogger } from "./logging.js";
-export { AsyncResult, type GetOptions } from "./result.js";
+export { AsyncResult, type GetOptions, type ResultDefaults } from "./result.js";
 export { type BackoffStrategy, RetryPolicy, type RetryPolicyOptions } from "./retry.js";
 export { type ApplyOptions, Task, type TaskOptions } from "./task.js";
 export { Worker, type WorkerHealth, type WorkerInit } from "./worker/worker.js";

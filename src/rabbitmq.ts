@@ -8,4 +8,5 @@ export {
   RabbitMqBroker,
   type RabbitMqBrokerOptions,
   type RabbitMqQueueType,
+  type RabbitMqSettings,
 } from "./brokers/rabbitmq/index.js";

@@ -4,4 +4,4 @@
  */
 export { RabbitMqBroker } from "./rabbitmq-broker.js";
 export { DEFAULT_DELAY_LEVELS_MS } from "./rabbitmq-delays.js";
-export type { RabbitMqBrokerOptions, RabbitMqQueueType } from "./rabbitmq-options.js";
+export type { RabbitMqBrokerOptions, RabbitMqQueueType, RabbitMqSettings } from "./rabbitmq-options.js";

@@ -10,7 +10,7 @@ import type { Chicory } from "../app.js";
 import type { DlqMessage } from "../brokers/broker.js";
 import { connectApp, connectBroker, targetQueues, withApp } from "./app-session.js";
 import { intAtLeast, withLogLevel, withQueues } from "./options.js";
-import { CliFailure, CliUsageError, EXIT_OK, printJson, printLine, printTable, truncate } from "./output.js";
+import { CliFailure, CliUsageError, EXIT_OK, printInfo, printJson, printLine, printTable, truncate } from "./output.js";
 
 type Run = (action: () => Promise<number>) => Promise<void>;
 
@@ -52,7 +52,13 @@ function view(queue: string, m: DlqMessage): DlqEntryView {
 async function listEntries(app: Chicory, queues: readonly string[], limit: number): Promise<DlqEntryView[]> {
   const entries: DlqEntryView[] = [];
   for (const queue of queues) {
-    for (const m of await app.broker.getDlqMessages(queue, limit)) entries.push(view(queue, m));
+    const messages = await app.broker.getDlqMessages(queue, limit);
+    for (const m of messages) entries.push(view(queue, m));
+    if (messages.length >= limit) {
+      // said on stderr: the listing itself (and its JSON) stays as asked
+      const more = (await app.broker.getDlqCount(queue)) - messages.length;
+      if (more > 0) printInfo(`chicory: ${queue}: ${more} more dead letters not listed (raise --limit)`);
+    }
   }
   return entries;
 }

@@ -44,6 +44,7 @@ export async function runEnqueueCommand(
   opts: EnqueueCommandOptions,
 ): Promise<number> {
   const args = parseArgs(argsText);
+  if (opts.timeout !== undefined && !opts.wait) throw new CliUsageError("--timeout needs --wait");
   return withApp(spec, async ({ app, display }) => {
     const task = app.tasks.get(taskName);
     if (!task) {

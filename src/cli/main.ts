@@ -74,6 +74,14 @@ process.on("unhandledRejection", (reason) => {
   process.exit(1);
 });
 
+// A closed stdout (`chicory dlq list app.ts --json | head -1`, head gone): the reader wants no
+// more output, which is no failure worth a stack trace: end quietly.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "EPIPE") process.exit(typeof process.exitCode === "number" ? process.exitCode : EXIT_OK);
+  reportError(error, false);
+  process.exit(1);
+});
+
 const code = await main(process.argv);
 process.exitCode = code;
 // Everything is closed by now; do not let a stray handle (a driver's timer) keep the CLI alive.

@@ -8,11 +8,12 @@ import { toSeconds } from "../core/duration.js";
 import { LOG_LEVELS, type LogLevel } from "../core/logger.js";
 
 /** Parses a whole number >= `min`. */
-export function intAtLeast(min: number): (value: string) => number {
+export function intAtLeast(min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
   return (value) => {
     const n = Number(value);
-    if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < min) {
-      throw new InvalidArgumentError(`expected a whole number >= ${min}, got "${value}"`);
+    if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n < min || n > max) {
+      const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`;
+      throw new InvalidArgumentError(`expected a whole number ${range}, got "${value}"`);
     }
     return n;
   };

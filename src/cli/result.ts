@@ -6,11 +6,12 @@
 import type { Command } from "commander";
 import type { TaskRecord } from "../backends/backend.js";
 import type { LogLevel } from "../core/logger.js";
+import { isValidTaskId, MAX_TASK_ID_LENGTH } from "../core/message.js";
 import { TaskFailedError } from "../errors.js";
 import { AsyncResult } from "../result.js";
 import { connectBackend, withApp } from "./app-session.js";
 import { positiveSeconds, withLogLevel } from "./options.js";
-import { EXIT_OK, printJson } from "./output.js";
+import { CliUsageError, EXIT_OK, printJson } from "./output.js";
 
 /** Options of `chicory result`. */
 export interface ResultCommandOptions {
@@ -44,6 +45,14 @@ export function resultView(taskId: string, record: TaskRecord | null, withStack:
  * or dead-lettered task prints its record and throws its `TaskFailedError` (exit code 1).
  */
 export function runResultCommand(spec: string, taskId: string, opts: ResultCommandOptions): Promise<number> {
+  if (!isValidTaskId(taskId)) {
+    return Promise.reject(
+      new CliUsageError(
+        `task id: expected 1-${MAX_TASK_ID_LENGTH} characters, got ${JSON.stringify(String(taskId).slice(0, 40))}`,
+      ),
+    );
+  }
+  if (opts.timeout !== undefined && !opts.wait) return Promise.reject(new CliUsageError("--timeout needs --wait"));
   return withApp(spec, async ({ app }) => {
     const backend = await connectBackend(app, "reading results");
     const withStack = opts.logLevel === "DEBUG";

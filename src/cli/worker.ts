@@ -96,13 +96,20 @@ export async function runWorkerCommand(spec: string, opts: WorkerCommandOptions)
   return EXIT_OK;
 }
 
+/** Most worker processes one `chicory worker -w N` supervises (a typo must not fork hundreds). */
+const MAX_WORKER_PROCESSES = 256;
+
 /** Adds `chicory worker` to the program. */
 export function registerWorkerCommand(program: Command, run: (action: () => Promise<number>) => Promise<void>): void {
   const command = program
     .command("worker")
     .description("run a worker (or, with -w N, supervise N worker processes) until SIGINT/SIGTERM")
     .argument("<module>", "app module: path/to/app.ts[:export] (.ts, .mts, .js, .mjs; export `app` by default)")
-    .option("-w, --workers <n>", "number of worker processes to run and supervise", intAtLeast(1))
+    .option(
+      "-w, --workers <n>",
+      `number of worker processes to run and supervise (at most ${MAX_WORKER_PROCESSES})`,
+      intAtLeast(1, MAX_WORKER_PROCESSES),
+    )
     .option("-c, --concurrency <n>", "tasks run at once per process", intAtLeast(1));
   withQueues(command, "queue to consume (repeatable, or comma-separated); default: the app's worker queue");
   command

@@ -66,6 +66,19 @@ describe.skipIf(skipRedis)("chicory dlq replay|delete <id> on Redis, an id held 
     raw.disconnect();
   });
 
+  it("dlq list says on stderr how many entries --limit left out, per queue", async () => {
+    for (let i = 1; i <= 3; i++) await deadLetter(qa, `1700000000000-${i}`);
+    await deadLetter(qb, "1700000000000-1");
+    const r = await runCli(["dlq", "list", APP_JS, "--limit", "2", "--json"], env);
+    expect(r.code).toBe(0);
+    expect((JSON.parse(r.stdout) as unknown[]).length).toBe(3); // 2 of qa, 1 of qb
+    expect(r.stderr.trim()).toBe(`chicory: ${qa}: 1 more dead letters not listed (raise --limit)`);
+    // closed by its reader (`| head`): no EPIPE stack trace, a quiet end
+    const piped = await runCli(["dlq", "list", APP_JS, "--json"], env, { closeStdout: true });
+    expect(piped.stderr).not.toMatch(/EPIPE|Unhandled/);
+    expect(piped.code).toBe(0);
+  });
+
   it.each(["replay", "delete"])(
     "dlq %s without -q refuses (exit 2), names both queues, and touches neither",
     async (command) => {

@@ -59,10 +59,17 @@ export interface CliProcess {
 }
 
 /** Starts `chicory ...args` (in `ROOT` unless `cwd` is given). */
-export function startCli(args: readonly string[], env: NodeJS.ProcessEnv = cliEnv(), cwd = ROOT): CliProcess {
+export function startCli(
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = cliEnv(),
+  cwd = ROOT,
+  closeStdout = false,
+): CliProcess {
   const child = spawn(process.execPath, [CLI, ...args], { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
   const output = { stdout: "", stderr: "" };
   const listeners = new Set<() => void>();
+  // closed at once, as by a reader gone (`| head`): the CLI's writes fail with EPIPE
+  if (closeStdout) child.stdout?.destroy();
   child.stdout?.on("data", (chunk: Buffer) => {
     output.stdout += chunk.toString();
   });
@@ -104,9 +111,9 @@ export function startCli(args: readonly string[], env: NodeJS.ProcessEnv = cliEn
 export function runCli(
   args: readonly string[],
   env?: NodeJS.ProcessEnv,
-  options: { timeoutMs?: number; cwd?: string } = {},
+  options: { timeoutMs?: number; cwd?: string; closeStdout?: boolean } = {},
 ): Promise<CliResult> {
-  const cli = startCli(args, env, options.cwd);
+  const cli = startCli(args, env, options.cwd, options.closeStdout);
   const timeoutMs = options.timeoutMs ?? 20_000;
   const timer = setTimeout(() => cli.child.kill("SIGKILL"), timeoutMs);
   return cli.exited.finally(() => clearTimeout(timer));

@@ -64,6 +64,11 @@ describe("chicory CLI basics", () => {
     [["enqueue", APP_TS, "add", '{"a": 1}'], /arguments must be a JSON array/],
     [["enqueue", APP_TS, "nope"], /task "nope" is not registered .*tasks: add, boom/],
     [["dlq", "replay", APP_TS], /pass a message id, or --all/],
+    // a typo must not fork hundreds of processes
+    [["worker", APP_TS, "-w", "500"], /workers.*from 1 to 256.*500/],
+    [["result", APP_TS, ""], /task id: expected 1-255 characters, got ""/],
+    [["result", APP_TS, "some-id", "--timeout", "5"], /--timeout needs --wait/],
+    [["enqueue", APP_TS, "add", "[1, 2]", "--timeout", "5"], /--timeout needs --wait/],
   ])("usage error %j exits 2 with one line", async (args, pattern) => {
     const r = await runCli(args, env);
     expect(r.code).toBe(2);

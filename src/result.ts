@@ -134,11 +134,17 @@ export class AsyncResult<R = unknown> {
     } else {
       record = await backend.waitForResult(this.taskId, { timeoutMs, pollIntervalMs, signal: options.signal });
     }
+    // why the last read found nothing, when the backend is the reason (said in the TimeoutError)
+    let backendNote = "";
     if (record === null && timeoutMs !== undefined && timeoutMs > 0 && !options.signal?.aborted) {
       // bounded, and a failing read changes nothing: the wait timed out
-      const last = readNow().catch(() => null);
+      const last = readNow().catch((error: unknown) => {
+        backendNote = ` (the backend is unreachable: ${error instanceof Error ? error.message : String(error)})`;
+        return null;
+      });
       const boundMs = Math.min(LAST_READ_MAX_MS, Math.max(LAST_READ_MIN_MS, timeoutMs / 10));
-      record = (await settlesWithin(last, boundMs)) ? await last : null;
+      if (await settlesWithin(last, boundMs)) record = await last;
+      else backendNote = ` (the backend did not answer within ${boundMs / 1000} s: unreachable?)`;
     }
     if (record === null) {
       // Cut short, neither aborted nor timed out: the backend closed (disconnected) meanwhile.
@@ -147,7 +153,7 @@ export class AsyncResult<R = unknown> {
         ? "the wait was aborted"
         : isCutShort
           ? "the wait ended before a result came (the backend disconnected)"
-          : `no result after ${timeoutMs / 1000} s`;
+          : `no result after ${timeoutMs / 1000} s${backendNote}`;
       throw new TimeoutError(`task ${this.taskId}: ${waited}`);
     }
     return unwrap<R>(record);

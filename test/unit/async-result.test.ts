@@ -46,7 +46,24 @@ describe("AsyncResult.get() when the backend does not answer", () => {
     expect(outcome).toBeUndefined();
     await vi.advanceTimersByTimeAsync(1);
     expect(outcome).toBeInstanceOf(TimeoutError);
-    expect((outcome as Error).message).toBe(`task t1: no result after ${timeout} s`);
+    expect((outcome as Error).message).toBe(
+      `task t1: no result after ${timeout} s (the backend did not answer within ${lateMs / 1000} s: unreachable?)`,
+    );
+  });
+
+  it("a timeout says so when the last read failed: the backend, not the task, is the likely reason", async () => {
+    const backend = {
+      waitForResult: (_taskId: string, options: WaitOptions) =>
+        new Promise<null>((resolve) => setTimeout(() => resolve(null), options.timeoutMs)),
+      getResult: () => Promise.reject(new Error("connect ECONNREFUSED 127.0.0.1:6399")),
+    } as unknown as Backend;
+    const waiting = new AsyncResult("t2", backend).get({ timeout: 2 }).catch((error: unknown) => error);
+    await vi.advanceTimersByTimeAsync(2000);
+    const error = await waiting;
+    expect(error).toBeInstanceOf(TimeoutError);
+    expect((error as Error).message).toBe(
+      "task t2: no result after 2 s (the backend is unreachable: connect ECONNREFUSED 127.0.0.1:6399)",
+    );
   });
 
   it("timeout 0 (no wait) throws TimeoutError 250 ms into a read that does not answer", async () => {

@@ -107,6 +107,7 @@ export async function openRedis(
     // Later errors surface as rejected commands / status; during connect, keep the reason.
     reported ??= error;
   });
+  trackConnectionErrors(client, connection.password);
   try {
     await client.connect();
     // ioredis reports a refused SELECT as an `error` event only, and the connection stays on
@@ -183,6 +184,7 @@ export async function openDuplicate(client: RedisClientLike, extra: Record<strin
   copy.on("error", () => {
     // see openRedis
   });
+  trackConnectionErrors(copy, passwordOf(client));
   try {
     await copy.connect();
   } catch (error) {
@@ -225,6 +227,34 @@ export async function closeRedis(client: RedisClientLike): Promise<void> {
   dropRedis(client);
 }
 
+/** The last error of each connection while it is not ready (described, password removed). */
+const connectionErrors = new WeakMap<RedisClientLike, string>();
+
+/** Keeps the last error `client` reports until it is ready again (see {@link lastConnectionError}). */
+function trackConnectionErrors(client: RedisClientLike, password: string | undefined): void {
+  const emitter = client as unknown as { on(event: string, listener: (error?: unknown) => void): void };
+  emitter.on("error", (error) => {
+    connectionErrors.set(client, describeRedisError(error, password).slice(0, 300));
+  });
+  emitter.on("ready", () => connectionErrors.delete(client));
+}
+
+function passwordOf(client: RedisClientLike): string | undefined {
+  const password = (client as { options?: { password?: unknown } }).options?.password;
+  return typeof password === "string" ? password : undefined;
+}
+
+/**
+ * Why `client` is not connected, as its last error said (`WRONGPASS` after a password change,
+ * `ECONNREFUSED`...), for messages that would otherwise only give its status; "" when ready or
+ * unknown.
+ */
+export function lastConnectionError(client: RedisClientLike | undefined): string {
+  if (client === undefined || client.status === "ready") return "";
+  const error = connectionErrors.get(client);
+  return error === undefined ? "" : `; last error: ${error}`;
+}
+
 /** Longest healthcheck round trip before it reports a failure. */
 const HEALTHCHECK_TIMEOUT_MS = 2000;
 
@@ -234,7 +264,9 @@ export async function pingRedis(
   password: string | undefined,
 ): Promise<{ connected: boolean; error?: string; latencyMs?: number }> {
   if (!client) return { connected: false, error: "not connected" };
-  if (client.status !== "ready") return { connected: false, error: `connection ${client.status}` };
+  if (client.status !== "ready") {
+    return { connected: false, error: `connection ${client.status}${lastConnectionError(client)}` };
+  }
   const started = performance.now();
   let timer: NodeJS.Timeout | undefined;
   try {

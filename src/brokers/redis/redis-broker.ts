@@ -38,7 +38,13 @@ import { processWarningLogger } from "../../core/warn-once.js";
 import { BrokerConnectionError, ChicoryError } from "../../errors.js";
 import { checkRedisAccess, defineAccessCheck } from "../../redis/redis-access.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
-import { closeRedis, describeRedisError, openRedis, pingRedis } from "../../redis/redis-connect.js";
+import {
+  closeRedis,
+  describeRedisError,
+  lastConnectionError,
+  openRedis,
+  pingRedis,
+} from "../../redis/redis-connect.js";
 import { watchEviction } from "../../redis/redis-eviction.js";
 import { type ResolvedRedisConnection, resolveRedisConnection } from "../../redis/redis-options.js";
 import { isRedisRecordWriter, type RedisRecordWriter } from "../../redis/redis-record-writer.js";
@@ -119,7 +125,7 @@ export class RedisBroker implements Broker {
       this.settings.publishTimeoutMs,
       (queue, timeoutMs) =>
         new BrokerConnectionError(
-          `publish to queue "${queue}" got no answer from ${displayUrl} within ${timeoutMs} ms; ` +
+          `publish to queue "${queue}" got no answer from ${displayUrl} within ${timeoutMs} ms${lastConnectionError(this.#ctx?.main)}; ` +
             "its outcome is unknown: it is applied if Redis received it (the client sends it again once reconnected); a caller-chosen taskId makes a retry safe",
         ),
     );

@@ -39,7 +39,7 @@ import type { Logger } from "../../core/logger.js";
 import { settlesWithin, timerDelay } from "../../core/sleep.js";
 import { BrokerConnectionError, ConfigurationError } from "../../errors.js";
 import { isNoGroupError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
-import { dropRedis } from "../../redis/redis-connect.js";
+import { dropRedis, lastConnectionError } from "../../redis/redis-connect.js";
 import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { Consumer, ConsumerOptions } from "../broker.js";
 import type { RedisBrokerContext } from "./redis-context.js";
@@ -643,7 +643,9 @@ export class RedisConsumer implements Consumer {
   }
 
   #unreachable(conn: RedisClientLike): BrokerConnectionError {
-    return new BrokerConnectionError(`redis unreachable at ${this.#ctx.displayUrl} (connection ${conn.status})`);
+    return new BrokerConnectionError(
+      `redis unreachable at ${this.#ctx.displayUrl} (connection ${conn.status}${lastConnectionError(conn)})`,
+    );
   }
 
   async #open(): Promise<RedisClientLike> {

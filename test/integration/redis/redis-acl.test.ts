@@ -140,6 +140,31 @@ describe.skipIf(skip)("redis with a limited ACL user", () => {
     );
   });
 
+  it("after the user's password changed under a running broker, its errors say why (WRONGPASS), not only 'reconnecting'", async () => {
+    const { user, url } = await aclUser(cleanups, "~*", "&*", "+@all");
+    const prefix = testPrefix();
+    cleanups.push(() => deletePrefix(prefix));
+    const broker = new RedisBroker({ url, keyPrefix: prefix, env: {}, publishTimeoutMs: 1000 });
+    await broker.connect();
+    cleanups.push(() => broker.disconnect());
+    const admin = rawRedis();
+    cleanups.push(() => admin.disconnect());
+    await admin.call("ACL", "SETUSER", user, "resetpass", ">rotated-elsewhere");
+    await admin.call("CLIENT", "KILL", "USER", user);
+    const health = await eventually(async () => {
+      const h = await broker.healthcheck();
+      return h.error?.includes("WRONGPASS") ? h : false;
+    });
+    expect(health).toMatchObject({ connected: false, error: expect.stringContaining("WRONGPASS") });
+    const task = encodeTask(new MessageCodec());
+    // refused at once, or after the publish timeout: either way the reason is given
+    await expect(broker.publish("default", { id: task.id, body: task.body })).rejects.toThrow(/WRONGPASS/);
+    // a worker's fetch while the connection is down names it too
+    const consumer = broker.consumer({ queues: ["default"], consumerId: "rotated" });
+    cleanups.push(() => consumer.close());
+    await expect(consumer.fetch(1, AbortSignal.timeout(2000))).rejects.toThrow(/WRONGPASS/);
+  });
+
   it("a refused XPENDING fails the ack instead of reading as not pending: the entry stays, pending", async () => {
     const { url } = await aclUser(cleanups, "~*", "&*", "+@all", "-xpending");
     const prefix = testPrefix();

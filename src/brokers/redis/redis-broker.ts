@@ -35,8 +35,8 @@ import type { Logger } from "../../core/logger.js";
 import { MessageCodec, peekMessage } from "../../core/message.js";
 import { DeadlinePassed, nextTurn, withinDeadline } from "../../core/sleep.js";
 import { processWarningLogger } from "../../core/warn-once.js";
-import { BrokerConnectionError, ChicoryError } from "../../errors.js";
-import { checkRedisAccess, defineAccessCheck } from "../../redis/redis-access.js";
+import { BrokerConnectionError, ChicoryError, ConfigurationError } from "../../errors.js";
+import { checkRedisAccess, defineAccessCheck, isNoPermError } from "../../redis/redis-access.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import {
   closeRedis,
@@ -474,9 +474,38 @@ export class RedisBroker implements Broker {
         what: `the keys of queue "${queue}"`,
       };
     });
-    await checkRedisAccess(ctx.main, "redis broker", groups, `${this.settings.keyPrefix}:*`, (error) =>
-      describeRedisError(error, this.#connection.password),
+    const describe = (error: unknown) => describeRedisError(error, this.#connection.password);
+    await checkRedisAccess(ctx.main, "redis broker", groups, `${this.settings.keyPrefix}:*`, describe);
+    // The reads are a plain XREADGROUP (a @blocking command): a user without it would start and
+    // then fail every fetch. Probed on a key that does not exist (NOGROUP: nothing is read or
+    // created); Redis checks the command and the key before it runs.
+    const probes = queues.map((queue) =>
+      withinDeadline(
+        ctx.main.call(
+          "XREADGROUP",
+          "GROUP",
+          ctx.group,
+          "check",
+          "COUNT",
+          1,
+          "STREAMS",
+          `${this.#keys.get(queue).sent}:check`,
+          "0",
+        ),
+        2000,
+      ).then(
+        () => undefined,
+        (error: unknown) => (isNoPermError(error) ? { queue, error } : undefined),
+      ),
     );
+    const refused = (await Promise.all(probes)).find((r) => r !== undefined);
+    if (refused) {
+      throw new ConfigurationError(
+        `redis broker: the Redis user may not read queue "${refused.queue}" with XREADGROUP (${describe(refused.error)}); ` +
+          'grant it the command (ACL SETUSER <user> +xreadgroup, or +@blocking; see docs/brokers/redis.md, "ACL")',
+        { cause: refused.error },
+      );
+    }
   }
 
   /** PING round trip; never throws. */

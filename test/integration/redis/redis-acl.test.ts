@@ -128,6 +128,19 @@ describe.skipIf(skip)("redis with a limited ACL user", () => {
     expect(String(error)).toMatch(/NOPERM .*'eval/);
   });
 
+  it.each(["-xreadgroup", "-@blocking"])(
+    "a worker whose user may not read with XREADGROUP (%s) does not start, and says why",
+    async (rule) => {
+      const prefix = testPrefix();
+      cleanups.push(() => deletePrefix(prefix));
+      const { url } = await aclUser(cleanups, "~*", "&*", "+@all", rule);
+      // before, it started, then every fetch failed (jobs never ran)
+      const error = await startRefused(url, prefix);
+      expect(error).toBeInstanceOf(ConfigurationError);
+      expect(String(error)).toMatch(/redis broker: the Redis user may not read queue "jobs" with XREADGROUP \(NOPERM/);
+    },
+  );
+
   it("a worker whose user may not write the backend's heartbeats does not start, and says why", async () => {
     const prefix = testPrefix();
     cleanups.push(() => deletePrefix(prefix));

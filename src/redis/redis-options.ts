@@ -207,7 +207,7 @@ function fromUrl(
     parsed = new URL(url);
   } catch (error) {
     throw new ConfigurationError(
-      `invalid Redis URL ${maskUrl(url)} (percent-encode @ : / ? # % in a user name or password, e.g. @ as %40)`,
+      `invalid Redis URL ${maskUrl(url)}: expected redis://[user:password@]host[:port][/db], a port from 1 to 65535 (percent-encode @ : / ? # % in a user name or password, e.g. @ as %40)`,
       { cause: error },
     );
   }

@@ -79,6 +79,10 @@ describe("redis connection options", () => {
   it("rejects bad URLs and ports with the variable named", () => {
     expect(() => resolveRedisConnection({ url: "http://x" }, {}, "P")).toThrow(ConfigurationError);
     expect(() => resolveRedisConnection({}, { P_PORT: "99999" }, "P")).toThrow(/P_PORT/);
+    // the hint names the port and host, not only the escapes of a password
+    for (const url of ["redis://127.0.0.1:99999/0", "redis://:pw@:6390/0"]) {
+      expect(() => resolveRedisConnection({ url }, {}, "P")).toThrow(/a port from 1 to 65535/);
+    }
   });
 
   it("refuses a % that is not a percent-escape in the password or user name, never dropping the secret", () => {

@@ -41,6 +41,11 @@ export interface ExecutionContext {
   readonly logger: Logger;
   /** Aborts retries of failing steps (forced shutdown). */
   readonly stopSignal: AbortSignal;
+  /**
+   * True once the broker closed the consumer the delivery came from (`app.disconnect()` under
+   * a running worker): a failing step is not tried again, it cannot succeed.
+   */
+  readonly isConsumerClosed?: (() => boolean) | undefined;
 }
 
 const STEP_BACKOFF_MS = [100, 500, 1000, 2000, 4000, 8000, 15_000];
@@ -121,7 +126,7 @@ async function retryStep(action: Action, ctx: ExecutionContext, firstError: unkn
   for (let i = 0; ; i++) {
     const delay = STEP_BACKOFF_MS[i];
     const taskId = ctx.attempt.message?.id;
-    if (delay === undefined || ctx.stopSignal.aborted) {
+    if (delay === undefined || ctx.stopSignal.aborted || ctx.isConsumerClosed?.() === true) {
       ctx.logger.error({ taskId, step: action.type, err: toError(error).message }, "settling step failed; giving up");
       return false;
     }

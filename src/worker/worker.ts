@@ -439,6 +439,7 @@ export class Worker {
   }
 
   // Created once: every job's promise chain uses the same callbacks.
+  readonly #isConsumerClosed = (): boolean => this.#consumer?.isClosed === true;
   readonly #onProcessError = (error: unknown): void =>
     this.#logger.error({ err: toError(error) }, "unexpected error while processing");
   readonly #onSettleError = (error: unknown): void =>
@@ -509,6 +510,7 @@ export class Worker {
         app,
         logger: this.#logger,
         stopSignal: this.#shutdownAbort.signal,
+        isConsumerClosed: this.#isConsumerClosed,
       }).catch(this.#onSettleError),
     );
     // unless the handler goes on after its attempt ended (timeout, lost lease): then the slot

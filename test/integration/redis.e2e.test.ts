@@ -67,4 +67,39 @@ describe.skipIf(skip)("a worker on redis whose app is disconnected under it", ()
       await deletePrefix(prefixes.get(app) ?? "none");
     }
   });
+
+  it("does not retry the settles of jobs that end after it (its connections are closed for good): stop() ends at once", async () => {
+    const app = makeApp();
+    const logs: string[] = [];
+    const log = (_fields: unknown, m?: string) => void logs.push(String(m));
+    const logger: Logger = { ...silentLogger, warn: log, error: log, child: () => logger };
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let started!: () => void;
+    const running = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    const slow = app.task(async function held() {
+      started();
+      await released;
+      return 1;
+    });
+    const worker = new Worker(app, { logger, concurrency: 2 });
+    try {
+      await worker.start();
+      await slow.delay();
+      await running;
+      await app.disconnect();
+      release(); // its ack fails: the connection is closed
+      // before, the ack was tried again with backoff for about 30 s, and stop() waited for it
+      await worker.stop(1);
+      expect(logs).toContain("settling step failed; giving up");
+      expect(logs).not.toContain("settling step failed");
+    } finally {
+      await worker.stop(1);
+      await deletePrefix(prefixes.get(app) ?? "none");
+    }
+  }, 10_000);
 });

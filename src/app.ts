@@ -55,6 +55,83 @@ type SchemaIn<S> = S extends StandardSchemaV1 ? StandardSchemaV1.InferInput<S> :
 type SchemaOut<S> = S extends StandardSchemaV1 ? StandardSchemaV1.InferOutput<S> : never;
 type Tuple<T> = T extends readonly unknown[] ? T : never;
 
+/** An argument schema: its output is the handler's argument list (a tuple or an array). */
+type ArgsSchema = StandardSchemaV1<unknown, readonly unknown[]>;
+/** `delay()`'s arguments for an argument schema: its input, or any list when its input is `unknown`. */
+type ArgsIn<S> = unknown extends SchemaIn<S> ? unknown[] : Tuple<SchemaIn<S>>;
+/** A handler's return type. */
+type ReturnOf<F> = F extends (...args: never) => infer R ? R : never;
+/** The result type of a task: `undefined` when `ignoreResult` is literally `true` (nothing is stored). */
+type ResultOf<I, R> = [I] extends [true] ? undefined : R;
+
+/** An option's type in `O`, or `undefined` when `O` leaves it out. */
+type OptionOf<O, K extends keyof TaskOptions> = K extends keyof O ? O[K] : undefined;
+/** Whether `O` fixes `context`: `"on"` (`true`), `"off"` (`false` or left out), else `"unknown"` (a `boolean`). */
+type ContextKind<O> = [OptionOf<O, "context">] extends [true]
+  ? "on"
+  : [OptionOf<O, "context">] extends [false | undefined]
+    ? "off"
+    : "unknown";
+/**
+ * Whether `O` fixes `args`: `"none"` (left out), `"known"` (a schema of known output), else
+ * `"unknown"` (a schema that may be left out, or one typed `StandardSchemaV1` whose output is `unknown`).
+ */
+type ArgsKind<O> = [OptionOf<O, "args">] extends [undefined]
+  ? "none"
+  : [OptionOf<O, "args">] extends [StandardSchemaV1]
+    ? unknown extends SchemaOut<OptionOf<O, "args">>
+      ? "unknown"
+      : "known"
+    : "unknown";
+/**
+ * What the general overload requires of options `O` besides `TaskOptions`: no key that is not an
+ * option (a misspelt option is an error, as in an object literal), and an argument schema whose
+ * output is an argument list when its output is known.
+ */
+type OptionsCheck<O> = { [K in Exclude<keyof O, keyof TaskOptions>]: never } & (ArgsKind<O> extends "known"
+  ? [SchemaOut<OptionOf<O, "args">>] extends [readonly unknown[]]
+    ? unknown
+    : { args: ArgsSchema }
+  : unknown);
+/**
+ * A handler whose parameters are not checked: any handler fits (a method's parameters are compared
+ * both ways), and an unannotated parameter is `unknown`.
+ */
+type UncheckedHandler = { handler(...args: unknown[]): unknown }["handler"];
+/** As {@link UncheckedHandler}, but its first parameter must take a {@link TaskContext}. */
+type UncheckedContextHandler = { handler(ctx: TaskContext, ...args: unknown[]): unknown }["handler"];
+/**
+ * The handlers the general overload accepts for options `O`: checked against the context and the
+ * argument schema's output as far as the types of `O` fix them (as the precise overloads do when
+ * they fix both), and not checked where they do not.
+ */
+type HandlerFor<O> =
+  ContextKind<O> extends "unknown"
+    ? UncheckedHandler
+    : ArgsKind<O> extends "known"
+      ? ContextKind<O> extends "on"
+        ? (ctx: TaskContext, ...args: Tuple<SchemaOut<OptionOf<O, "args">>>) => unknown
+        : (...args: Tuple<SchemaOut<OptionOf<O, "args">>>) => unknown
+      : ContextKind<O> extends "on"
+        ? UncheckedContextHandler
+        : UncheckedHandler;
+/**
+ * `delay()`'s arguments under the general overload: the argument schema's input when it is known,
+ * else the handler's parameters (after the context) when `O` fixes `context`, else any list.
+ */
+type ArgsFor<O, F> =
+  ArgsKind<O> extends "known"
+    ? ArgsIn<OptionOf<O, "args">>
+    : ContextKind<O> extends "on"
+      ? F extends (ctx: never, ...args: infer A) => unknown
+        ? A
+        : never
+      : ContextKind<O> extends "off"
+        ? F extends (...args: infer A) => unknown
+          ? A
+          : never
+        : unknown[];
+
 /**
  * A Chicory application: register tasks, dispatch them, run workers.
  * @example
@@ -145,26 +222,45 @@ export class Chicory {
 
   /** Registers a handler named after the function. */
   task<A extends unknown[], R>(fn: (...args: A) => Awaitable<R>): Task<A, Awaited<R>>;
-  /** Registers a handler with an argument schema and a context. */
-  task<S extends StandardSchemaV1, R>(
-    options: TaskOptions & { args: S; context: true },
+  /** Registers a handler with an argument schema (whose output is its argument list) and a context. */
+  task<S extends ArgsSchema, R, I extends boolean = false>(
+    options: TaskOptions & { args: S; context: true; ignoreResult?: I },
     fn: (ctx: TaskContext, ...args: Tuple<SchemaOut<S>>) => Awaitable<R>,
-  ): Task<Tuple<SchemaIn<S>>, Awaited<R>>;
-  /** Registers a handler with an argument schema. */
-  task<S extends StandardSchemaV1, R>(
-    options: TaskOptions & { args: S; context?: false },
+  ): Task<ArgsIn<S>, ResultOf<I, Awaited<R>>>;
+  /** Registers a handler with an argument schema (whose output is its argument list). */
+  task<S extends ArgsSchema, R, I extends boolean = false>(
+    options: TaskOptions & { args: S; context?: false; ignoreResult?: I },
     fn: (...args: Tuple<SchemaOut<S>>) => Awaitable<R>,
-  ): Task<Tuple<SchemaIn<S>>, Awaited<R>>;
+  ): Task<ArgsIn<S>, ResultOf<I, Awaited<R>>>;
   /** Registers a handler that receives a {@link TaskContext} first. */
-  task<A extends unknown[], R>(
-    options: TaskOptions & { context: true; args?: undefined },
+  task<A extends unknown[], R, I extends boolean = false>(
+    options: TaskOptions & { context: true; args?: undefined; ignoreResult?: I },
     fn: (ctx: TaskContext, ...args: A) => Awaitable<R>,
-  ): Task<A, Awaited<R>>;
+  ): Task<A, ResultOf<I, Awaited<R>>>;
   /** Registers a handler with options. */
-  task<A extends unknown[], R>(
-    options: TaskOptions & { context?: false; args?: undefined },
+  task<A extends unknown[], R, I extends boolean = false>(
+    options: TaskOptions & { context?: false; args?: undefined; ignoreResult?: I },
     fn: (...args: A) => Awaitable<R>,
-  ): Task<A, Awaited<R>>;
+  ): Task<A, ResultOf<I, Awaited<R>>>;
+  /**
+   * Registers a handler with options whose types leave `context` or `args` open (a variable typed
+   * `TaskOptions`, spread `Partial<TaskOptions>` defaults, `{ context: boolean }`, an argument
+   * schema typed `StandardSchemaV1`). The handler is checked as far as those types go: its first
+   * parameter against `TaskContext` when `context` is literally `true`, its parameters against the
+   * argument schema's output when that is known; the rest is not checked, and an unannotated
+   * parameter is `unknown`. `delay()` takes the schema's input when it is known, else the
+   * handler's parameters (after the context) when `context` is literally `true` or `false`, else
+   * any arguments (`unknown[]`: only the run-time checks apply). The result type is the handler's
+   * (`undefined` with a literal `ignoreResult: true`). Options whose types fix both are checked
+   * exactly as by the overloads above; an unknown option key is an error.
+   * @example
+   * const defaults: TaskOptions = { queue: "mail", retryPolicy: { maxRetries: 3 } };
+   * const notify = app.task({ ...defaults, name: "notify" }, async (to: string) => to); // Task<unknown[], string>
+   */
+  task<const O extends TaskOptions, F extends HandlerFor<O>>(
+    options: O & OptionsCheck<O>,
+    fn: F,
+  ): Task<ArgsFor<O, F>, ResultOf<OptionOf<O, "ignoreResult">, Awaited<ReturnOf<F>>>>;
   task(optionsOrFn: TaskOptions | AnyHandler, maybeFn?: AnyHandler): Task<readonly unknown[], unknown> {
     const options: TaskOptions = typeof optionsOrFn === "function" ? {} : optionsOrFn;
     const fn = typeof optionsOrFn === "function" ? optionsOrFn : maybeFn;

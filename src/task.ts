@@ -25,13 +25,26 @@ export interface TaskOptions {
   name?: string;
   /** Retries (default: none). */
   retryPolicy?: RetryPolicy | RetryPolicyOptions;
-  /** Store only the state, not the return value. */
+  /**
+   * Store only the state, not the return value: `get()` resolves to `undefined`. Given as a
+   * literal `true`, the task's result type is `undefined` too.
+   */
   ignoreResult?: boolean;
   /** When arguments and results are validated (default: the app's). */
   validationMode?: ValidationMode;
   /** Ack before running (`at_most_once`) or after the outcome is stored (default: the app's). */
   deliveryMode?: DeliveryMode;
-  /** A Standard Schema for the argument tuple. */
+  /**
+   * A Standard Schema for the argument list: its input is what `delay()` takes, its output (an
+   * array or a tuple; any other output type is a compile error at `app.task()`) is what the
+   * handler receives.
+   *
+   * The handler's parameter types assume the arguments are validated in the worker, validation
+   * mode `inputs` (the default) or `strict`. Under `none` or `outputs` the handler receives the
+   * arguments as published (not coerced or transformed by the schema), whatever its parameter
+   * types say; the types cannot tell, as the mode may come from the app or the environment
+   * (`CHICORY_VALIDATION_MODE`).
+   */
   args?: StandardSchemaV1;
   /** A Standard Schema for the return value. */
   result?: StandardSchemaV1;

@@ -1,6 +1,15 @@
+import type { StandardSchemaV1 } from "@standard-schema/spec";
 import { describe, expectTypeOf, it } from "vitest";
 import { z } from "zod";
-import { type AsyncResult, Chicory, MemoryBackend, MemoryBroker, type TaskContext } from "../../src/index.js";
+import {
+  type AsyncResult,
+  Chicory,
+  MemoryBackend,
+  MemoryBroker,
+  type Task,
+  type TaskContext,
+  type TaskOptions,
+} from "../../src/index.js";
 
 const app = new Chicory({ broker: new MemoryBroker(), backend: new MemoryBackend() });
 
@@ -42,5 +51,130 @@ describe("task typing", () => {
   it("sync handlers give the plain result type", () => {
     const t = app.task({ name: "sync_task" }, (a: string) => a.length);
     expectTypeOf(t.delay("x")).resolves.toEqualTypeOf<AsyncResult<number>>();
+  });
+});
+
+declare const options: TaskOptions;
+declare const defaults: Partial<TaskOptions>;
+declare const anySchema: StandardSchemaV1;
+
+/** A wrapper that passes options typed `TaskOptions` through. */
+function define<A extends unknown[], R>(o: TaskOptions, fn: (...args: A) => R | Promise<R>) {
+  return app.task(o, fn);
+}
+
+describe("options whose types do not fix context or args (the general overload)", () => {
+  it("accepts a TaskOptions variable: delay() takes any arguments, the result type is the handler's", () => {
+    const t = app.task(options, async (a: number) => ({ a }));
+    expectTypeOf(t.delay).parameters.toEqualTypeOf<unknown[]>();
+    expectTypeOf(t.delay(1)).resolves.toEqualTypeOf<AsyncResult<{ a: number }>>();
+  });
+
+  it("accepts spread Partial<TaskOptions> defaults", () => {
+    const t = app.task({ ...defaults, name: "from_defaults" }, (a: number) => a * 2);
+    expectTypeOf(t.delay).parameters.toEqualTypeOf<unknown[]>();
+    expectTypeOf(t.delay(1)).resolves.toEqualTypeOf<AsyncResult<number>>();
+  });
+
+  it("accepts a generic wrapper's options", () => {
+    const t = define({ name: "wrapped" }, async (a: number) => String(a));
+    expectTypeOf(t).toEqualTypeOf<Task<unknown[], string>>();
+  });
+
+  it("accepts { context: true } held in a variable (context: boolean)", () => {
+    const withContext = { name: "ctx_var", context: true };
+    const t = app.task(withContext, async (ctx: TaskContext, a: number) => `${ctx.taskId}:${a}`);
+    expectTypeOf(t.delay).parameters.toEqualTypeOf<unknown[]>();
+    expectTypeOf(t.delay(1)).resolves.toEqualTypeOf<AsyncResult<string>>();
+  });
+
+  it("an unannotated parameter it cannot check is unknown, not never", () => {
+    app.task(options, async (a) => {
+      expectTypeOf(a).toEqualTypeOf<unknown>();
+    });
+  });
+
+  it("checks the context and types delay() from the handler when context is literal", () => {
+    const on = app.task({ ...defaults, context: true }, async (ctx, a: number) => `${ctx.taskId}:${a}`);
+    expectTypeOf(on.delay).parameters.toEqualTypeOf<[a: number]>();
+    expectTypeOf(on.delay(1)).resolves.toEqualTypeOf<AsyncResult<string>>();
+    const off = app.task({ ...defaults, context: false }, (a: number, b?: string) => a + (b ?? ""));
+    expectTypeOf(off.delay).parameters.toEqualTypeOf<[a: number, b?: string | undefined]>();
+    // @ts-expect-error context: true but the handler does not take a TaskContext first
+    app.task({ ...defaults, context: true }, async (n: number) => n);
+  });
+
+  it("types delay() from the handler with an argument schema typed StandardSchemaV1 (output unknown)", () => {
+    const t = app.task({ name: "any_schema", args: anySchema }, async (a: number) => a);
+    expectTypeOf(t.delay).parameters.toEqualTypeOf<[a: number]>();
+  });
+
+  it("types delay() from a known argument schema's input", () => {
+    const t = app.task({ ...defaults, args: z.tuple([z.string(), z.coerce.number()]) }, (a: string) => a);
+    expectTypeOf(t.delay).parameters.toEqualTypeOf<[string, unknown]>();
+  });
+});
+
+describe("the general overload keeps rejecting what the precise overloads reject", () => {
+  it("a handler that does not match a literal context or a known argument schema", () => {
+    // @ts-expect-error context: true but the handler does not take a TaskContext first
+    app.task({ name: "no_ctx", context: true }, async (to: string) => to);
+    // @ts-expect-error the handler's parameter does not take the schema's output
+    app.task({ name: "wrong_arg", args: z.tuple([z.string()]) }, async (n: number) => n);
+    // @ts-expect-error the handler does not take a TaskContext first
+    app.task({ name: "wrong_ctx", args: z.tuple([z.string()]), context: true }, async (n: number) => n);
+    // @ts-expect-error the handler needs more arguments than the schema gives
+    app.task({ name: "too_many", args: z.tuple([z.string()]) }, async (a: string, b: number) => a + b);
+  });
+
+  it("a misspelt or mistyped option", () => {
+    // @ts-expect-error not an option
+    app.task({ name: "typo", timout: 5 }, async (a: number) => a);
+    // @ts-expect-error not an option
+    app.task({ ...defaults, timout: 5 }, async (a: number) => a);
+    // @ts-expect-error queue is a string
+    app.task({ name: "bad_queue", context: true, queue: 1 }, async (ctx: TaskContext) => ctx.taskId);
+  });
+});
+
+describe("argument schemas", () => {
+  it("must output an argument list (a tuple or an array)", () => {
+    const object = z.object({ a: z.string() });
+    // @ts-expect-error an object is not an argument list
+    app.task({ name: "object_args", args: object }, async (o: { a: string }) => o);
+    // @ts-expect-error an object is not an argument list
+    app.task({ name: "object_ctx", context: true, args: object }, async (_c: TaskContext, o: { a: string }) => o);
+    // @ts-expect-error an object is not an argument list
+    app.task({ ...defaults, args: object }, async (o: { a: string }) => o);
+    const list = app.task({ name: "array_args", args: z.array(z.number()) }, async (...n) => n.length);
+    expectTypeOf(list.delay).parameters.toEqualTypeOf<number[]>();
+  });
+
+  it("a schema whose input is unknown takes any arguments in delay()", () => {
+    const schema = {} as StandardSchemaV1<unknown, [number]>;
+    const t = app.task({ name: "unknown_input", args: schema }, async (n) => n);
+    expectTypeOf(t.delay).parameters.toEqualTypeOf<unknown[]>();
+    expectTypeOf(t.delay(1)).resolves.toEqualTypeOf<AsyncResult<number>>();
+  });
+});
+
+describe("ignoreResult", () => {
+  it("given literally as true, the result type is undefined", () => {
+    const plain = app.task({ name: "ignored", ignoreResult: true }, async (a: number) => a);
+    expectTypeOf(plain.delay(1)).resolves.toEqualTypeOf<AsyncResult<undefined>>();
+    const ctx = app.task({ name: "ignored_ctx", ignoreResult: true, context: true }, async (_c, a: number) => a);
+    expectTypeOf(ctx.delay(1)).resolves.toEqualTypeOf<AsyncResult<undefined>>();
+    const schema = app.task({ name: "ignored_args", ignoreResult: true, args: z.tuple([z.number()]) }, (a) => a);
+    expectTypeOf(schema.delay(1)).resolves.toEqualTypeOf<AsyncResult<undefined>>();
+    const general = app.task({ ...defaults, ignoreResult: true }, async (a: number) => a);
+    expectTypeOf(general.delay(1)).resolves.toEqualTypeOf<AsyncResult<undefined>>();
+  });
+
+  it("false or a boolean keeps the handler's result type", () => {
+    const kept = app.task({ name: "kept", ignoreResult: false }, async (a: number) => a);
+    expectTypeOf(kept.delay(1)).resolves.toEqualTypeOf<AsyncResult<number>>();
+    const flag = { name: "flag", ignoreResult: true };
+    const flagged = app.task(flag, async (a: number) => a);
+    expectTypeOf(flagged.delay(1)).resolves.toEqualTypeOf<AsyncResult<number>>();
   });
 });

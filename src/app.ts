@@ -132,6 +132,18 @@ type ArgsFor<O, F> =
           : never
         : unknown[];
 
+/** Runs `create`; a ConfigurationError it throws names `variable` (where the bad value came from). */
+function namingVariable<T>(variable: string | undefined, create: () => T): T {
+  try {
+    return create();
+  } catch (error) {
+    if (variable === undefined || !(error instanceof ConfigurationError) || error.message.startsWith(variable)) {
+      throw error;
+    }
+    throw new ConfigurationError(`${variable}: ${error.message}`, { cause: error });
+  }
+}
+
 /**
  * A Chicory application: register tasks, dispatch them, run workers.
  * @example
@@ -175,7 +187,19 @@ export class Chicory {
     const brokerSpec =
       typeof options.broker === "string" ? options.broker : (this.config.brokerUrl ?? DEFAULT_BROKER_SPEC);
     if (options.broker === undefined && this.config.brokerUrl === undefined) warnUnusedBrokerVariables(this.config.env);
-    this.broker = typeof options.broker === "object" ? options.broker : createBroker(brokerSpec, context);
+    // a URL read from CHICORY_BROKER_URL / CHICORY_BACKEND_URL: its errors name the variable
+    const brokerVariable =
+      options.broker === undefined && input.brokerUrl === undefined && this.config.brokerUrl !== undefined
+        ? "CHICORY_BROKER_URL"
+        : undefined;
+    const backendVariable =
+      options.backend === undefined && input.backendUrl === undefined && this.config.backendUrl !== undefined
+        ? "CHICORY_BACKEND_URL"
+        : undefined;
+    this.broker =
+      typeof options.broker === "object"
+        ? options.broker
+        : namingVariable(brokerVariable, () => createBroker(brokerSpec, context));
     this.broker.bind({ codec: this.codec, guardReplay: (taskId, move) => this.#guardReplay(taskId, move) });
     if (options.backend === null) this.backend = null;
     else if (typeof options.backend === "object") this.backend = options.backend;
@@ -183,8 +207,9 @@ export class Chicory {
       // The backend defaults to the broker's own location; for SQLite that is the file the
       // broker resolved (CHICORY_BROKER_SQLITE_PATH included), so both share one file.
       const spec = options.backend ?? this.config.backendUrl;
-      if (spec !== undefined) this.backend = createBackend(spec, context);
-      else if (typeof options.broker === "object") this.backend = null;
+      if (spec !== undefined) {
+        this.backend = namingVariable(backendVariable, () => createBackend(spec, context));
+      } else if (typeof options.broker === "object") this.backend = null;
       else if (this.broker.kind === "sqlite") this.backend = createBackend(this.broker.displayUrl, context);
       else this.backend = createDefaultBackend(brokerSpec, context) ?? null;
     }

@@ -255,6 +255,26 @@ describe("default backend location", () => {
     );
   });
 
+  it("a bad CHICORY_BROKER_URL / CHICORY_BACKEND_URL is named in the error; a URL given in code is not", async () => {
+    const { Chicory } = await import("../../src/app.js");
+    const { ConfigurationError } = await import("../../src/errors.js");
+    expect(() => new Chicory({ config: { env: { CHICORY_BROKER_URL: "redis://127.0.0.1/x" } } })).toThrow(
+      /^CHICORY_BROKER_URL: database in redis:\/\/127\.0\.0\.1\/x: expected an integer/,
+    );
+    expect(
+      () => new Chicory({ broker: "memory", config: { env: { CHICORY_BACKEND_URL: "redis://127.0.0.1:99999/0" } } }),
+    ).toThrow(/^CHICORY_BACKEND_URL: invalid Redis URL/);
+    const inCode = (() => {
+      try {
+        new Chicory({ broker: "redis://127.0.0.1/x", config: { env: {} } });
+      } catch (error) {
+        return error;
+      }
+    })();
+    expect(inCode).toBeInstanceOf(ConfigurationError);
+    expect(String(inCode)).not.toContain("CHICORY_BROKER_URL");
+  });
+
   it("says how to give a backend when an app given a broker object has none", async () => {
     const { Chicory } = await import("../../src/app.js");
     const { MemoryBroker } = await import("../../src/brokers/memory.js");

@@ -220,9 +220,12 @@ async function replay(spec: string, id: string | undefined, opts: DlqCommandOpti
       } catch (error) {
         // the entry cannot be replayed (its body, a unique refusal): a failure, not a usage error
         if (!/cannot replay/.test(String(error))) throw error;
-        throw new CliFailure(
-          `${queue} ${id}: ${error instanceof Error ? error.message : String(error)} (remove it with: chicory dlq delete ${spec} ${id})`,
+        // the library's hint names its API; here the command says it
+        const reason = (error instanceof Error ? error.message : String(error)).replace(
+          /; delete it with deleteFromDlq\)$/,
+          ")",
         );
+        throw new CliFailure(`${queue} ${id}: ${reason} (remove it with: chicory dlq delete ${spec} ${id})`);
       }
       if (moved) {
         printLine(`replayed ${id} to queue ${queue}${resetRetries ? " (retries reset)" : ""}`);

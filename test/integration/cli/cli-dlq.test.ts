@@ -66,6 +66,19 @@ describe.skipIf(skipRedis)("chicory dlq replay|delete <id> on Redis, an id held 
     raw.disconnect();
   });
 
+  it("dlq replay of an entry that cannot be replayed says how to remove it with the CLI, once", async () => {
+    const id = "1700000000000-9";
+    await raw.xadd(dlqKey(qa), id, "data", "not json", "error", "bad", "failed_at", Date.now(), "retry_count", 0);
+    const r = await runCli(["dlq", "replay", APP_JS, id, "-q", qa], env);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toMatch(
+      new RegExp(
+        `^chicory: ${qa} ${id}: cannot replay .*\\(the entry stays in the DLQ\\) \\(remove it with: chicory dlq delete `,
+      ),
+    );
+    expect(r.stderr).not.toContain("deleteFromDlq");
+  });
+
   it("dlq list says on stderr how many entries --limit left out, per queue", async () => {
     for (let i = 1; i <= 3; i++) await deadLetter(qa, `1700000000000-${i}`);
     await deadLetter(qb, "1700000000000-1");

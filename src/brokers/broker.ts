@@ -122,6 +122,13 @@ export interface Delivery {
    * id's unique marker, which a genuine message of that id may hold). Call before settling.
    */
   markUntrusted?(): void;
+  /**
+   * The worker decoded (and, with signing on, verified) the message: its task id is `taskId`.
+   * A delivery whose broker-side record names another id (Redis: the entry's `id` field, which
+   * no signature covers) settles it under `taskId` and as untrusted, leaving the other id's state
+   * alone. Call before settling.
+   */
+  decodedTaskId?(taskId: string): void;
   /** Move the message to its queue's dead-letter queue with a reason, and remove it here. */
   deadLetter(error: string): Promise<void>;
   /**

@@ -59,10 +59,25 @@ function toDate(value: Date | string | number): Date {
  * message gets `retries = 0` and no `eta`, `firstFailureAt` or `lastError`, and is
  * re-encoded (and re-signed when the codec signs). Without it the body is returned as is
  * after checking that it decodes.
+ * @param storedError the entry's stored reason: an entry the workers rejected for its signature
+ *   is refused by a process without the key (it would only be rejected again)
  * @throws ValidationError when the body is not a valid message, or is signed while the codec
- *   cannot sign its rewrite (the entry should stay in the DLQ)
+ *   cannot sign its rewrite, or was rejected for its signature (the entry should stay in the DLQ)
  */
-export function rewriteForReplay(codec: MessageCodec, body: string, resetRetries: boolean): string {
+export function rewriteForReplay(
+  codec: MessageCodec,
+  body: string,
+  resetRetries: boolean,
+  storedError?: string,
+): string {
+  if (!codec.isSigning && storedError !== undefined && SIGNATURE_REJECTED.test(storedError)) {
+    // A process without the key would replay it as it is: the workers, which verify, would
+    // reject it again, and its claimed task id would stay reserved (a rejected message is
+    // never trusted to release it).
+    throw new ValidationError(
+      "cannot replay dead-lettered message: the workers rejected it for its signature (unsigned, or signed with another key) and would again; the entry stays in the DLQ: delete it, and publish the task again from a process with the key",
+    );
+  }
   const decoded = codec.decode(body);
   if (!decoded.ok) {
     throw new ValidationError(
@@ -78,6 +93,9 @@ export function rewriteForReplay(codec: MessageCodec, body: string, resetRetries
   }
   return codec.encode({ ...decoded.message, retries: 0, eta: null, firstFailureAt: null, lastError: null });
 }
+
+/** The stored error of a message the workers rejected for its signature (see the runner). */
+const SIGNATURE_REJECTED = /^MessageRejected: (unsigned|bad_signature):/;
 
 /** Whether a message body carries a signature (`sig`). */
 function isSigned(body: string): boolean {

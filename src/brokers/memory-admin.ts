@@ -91,7 +91,7 @@ export abstract class MemoryAdmin implements BrokerAdmin {
     const entry = origin === undefined ? undefined : this.queue(origin).dlq.get(messageId);
     if (origin === undefined || !entry) return false;
     // throws for a body that is not a message: the entry stays in the DLQ
-    const body = rewriteForReplay(this.codec, entry.message.body, resetRetries);
+    const body = rewriteForReplay(this.codec, entry.message.body, resetRetries, entry.error);
     return guardedReplay(this.replayGuard, entry.message.id, async () => {
       // checked again: a concurrent replay may have taken the entry while the guard read
       if (this.queue(origin).dlq.get(messageId) !== entry) return false;

@@ -71,6 +71,7 @@ export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<A
     return { outcome, message: null, task: null, alreadyAcked: false };
   }
   const message = decoded.message;
+  delivery.decodedTaskId?.(message.id);
   if (delivery.deliveryCount > env.maxDeliveries) {
     const error = {
       type: "PoisonMessage",

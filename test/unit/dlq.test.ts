@@ -97,6 +97,21 @@ describe("rewriteForReplay", () => {
     expect(rewriteForReplay(keyless, signed, false)).toBe(signed);
   });
 
+  it("a process without the key refuses an entry the workers rejected for its signature (it would only be rejected again, its id kept reserved)", () => {
+    const keyless = new MessageCodec();
+    const unsigned = keyless.encode(message());
+    for (const error of [
+      "MessageRejected: unsigned: message is not signed",
+      "MessageRejected: bad_signature: message signature does not match",
+    ]) {
+      for (const reset of [true, false]) {
+        expect(() => rewriteForReplay(keyless, unsigned, reset, error)).toThrow(/rejected it for its signature/);
+      }
+    }
+    // any other failure replays as before
+    expect(rewriteForReplay(keyless, unsigned, false, "Error: boom")).toBe(unsigned);
+  });
+
   it("throws a ValidationError for a body that does not decode", () => {
     const codec = new MessageCodec();
     expect(() => rewriteForReplay(codec, "garbage", true)).toThrow(ValidationError);

@@ -102,7 +102,13 @@ export class RabbitMqDlq {
         const message = await this.#find(get, messageId);
         if (!message) return false;
         const { codec, guardReplay } = this.#binding();
-        const body = rewriteForReplay(codec, message.content.toString("utf8"), resetRetries);
+        const storedError = message.properties.headers?.[DLQ_HEADERS.error];
+        const body = rewriteForReplay(
+          codec,
+          message.content.toString("utf8"),
+          resetRetries,
+          typeof storedError === "string" ? storedError : undefined,
+        );
         return guardedReplay(guardReplay, replayedTaskId(body), async () => {
           await this.#sender.send(queue, Buffer.from(body, "utf8"), {
             messageId: message.properties.messageId,

@@ -77,7 +77,7 @@ export async function replayFromDlq(
   const entry = entries[0];
   if (entry === undefined) return false;
   const f = fieldsOf(entry[1]);
-  const body = rewriteForReplay(codec, f.data ?? "", resetRetries);
+  const body = rewriteForReplay(codec, f.data ?? "", resetRetries, f.error);
   const taskId = replayedTaskId(body) ?? f.id;
   return guardedReplay(guard, taskId, async () => {
     const id = taskId ?? messageId;

@@ -75,6 +75,14 @@ export class RedisDelivery implements Delivery {
     return this.#taskId;
   }
 
+  /** {@inheritDoc Delivery.decodedTaskId} */
+  decodedTaskId(taskId: string): void {
+    // An `id` field that is not the message's own (written by someone with Redis access next to
+    // a copied body) must not release that id's unique marker or take its delayed slot.
+    if (this.#taskId !== undefined && this.#taskId !== taskId) this.#isUntrusted = true;
+    this.#taskId = taskId;
+  }
+
   /** {@inheritDoc Delivery.markUntrusted} */
   markUntrusted(): void {
     this.#isUntrusted = true;

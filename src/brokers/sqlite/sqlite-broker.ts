@@ -196,7 +196,7 @@ export class SqliteBroker implements Broker {
     if (queue !== undefined) assertValidName(queue, "queue");
     const row = this.#admin("read DLQ", (admin) => admin.dlqGet(id));
     if (row === undefined) return false;
-    const body = rewriteForReplay(this.#codec, row.body, resetRetries);
+    const body = rewriteForReplay(this.#codec, row.body, resetRetries, row.error ?? undefined);
     const target = queue ?? row.queue;
     // The row's task id is empty when the body was too large to peek at when it died.
     const taskId = row.task_id || replayedTaskId(body);

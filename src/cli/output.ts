@@ -57,17 +57,30 @@ export function exitCodeFor(error: unknown): number {
   return code !== undefined && USAGE_CODES.has(code) ? EXIT_USAGE : EXIT_FAILURE;
 }
 
+// Control characters other than newlines and tabs (ESC starts the sequences that move the
+// cursor, recolour, retitle the terminal): text from queues, stored errors and task ids is
+// anyone's, and is printed as escapes instead.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching them is the point
+const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
+
+/** `text` with its control characters (not newlines or tabs) shown as `\xHH` escapes. */
+export function printable(text: string): string {
+  return text.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+}
+
 /** One line describing `error` (and its cause when that adds information), secrets masked. */
 export function errorLine(error: unknown): string {
   const parts: string[] = [];
   let current: unknown = error;
   for (let depth = 0; depth < 3 && current !== undefined && current !== null; depth++) {
     const message = current instanceof Error ? current.message : String(current);
-    if (message && !parts.some((part) => part.includes(message))) parts.push(message);
+    // a cause whose text (its first sentence) the line already holds adds nothing
+    const head = message.split(/(?<=\.)\s|\s\(/)[0] ?? message;
+    if (message && !parts.some((part) => part.includes(head))) parts.push(message);
     current = current instanceof Error ? current.cause : undefined;
   }
   const line = parts.join(": ").replace(/\s*\n\s*/g, "; ");
-  return maskSecrets(line || "unknown error");
+  return printable(maskSecrets(line || "unknown error"));
 }
 
 /** Prints `chicory: <message>` to stderr, plus the stack (masked) when `withStack`. */
@@ -98,12 +111,13 @@ export function printJson(value: unknown): void {
 
 /** Shortens `text` to `max` characters with an ellipsis, on one line. */
 export function truncate(text: string, max: number): string {
-  const flat = text.replace(/\s*\n\s*/g, " ");
+  const flat = printable(text.replace(/\s*\n\s*/g, " "));
   return flat.length <= max ? flat : `${flat.slice(0, Math.max(0, max - 1))}…`;
 }
 
 /** A plain-text table: header row, then rows; columns padded to their widest cell. */
-export function formatTable(headers: readonly string[], rows: readonly (readonly string[])[]): string {
+export function formatTable(headers: readonly string[], shownRows: readonly (readonly string[])[]): string {
+  const rows = shownRows.map((row) => row.map(printable));
   const widths = headers.map((header, i) => Math.max(header.length, ...rows.map((row) => (row[i] ?? "").length)));
   const line = (cells: readonly string[]) =>
     cells

@@ -1,7 +1,7 @@
 /** Pure helpers of the CLI: module spec parsing, secret masking, error lines, tables, child args. */
 import { describe, expect, it } from "vitest";
 import { parseModuleSpec } from "../../src/cli/load-app.js";
-import { errorLine, exitCodeFor, formatTable, maskSecrets, truncate } from "../../src/cli/output.js";
+import { errorLine, exitCodeFor, formatTable, maskSecrets, printable, truncate } from "../../src/cli/output.js";
 import { childArgs } from "../../src/cli/worker.js";
 import { ConfigurationError } from "../../src/errors.js";
 
@@ -51,5 +51,23 @@ describe("CLI helpers", () => {
       "--heartbeat-interval",
       "1",
     ]);
+  });
+});
+
+describe("CLI output of text from queues and stored errors", () => {
+  it("shows control characters (terminal escape sequences, carriage returns) as \\xHH escapes, in tables and error lines", () => {
+    const hostile = "boom\u001b]0;PWNED\u0007\u001b[2K\rfake row";
+    const table = formatTable(["TASK", "ERROR"], [["t\u001b[41mx", hostile]]);
+    expect([...table].filter((c) => c !== "\n" && (c < " " || (c >= "\u007f" && c <= "\u009f")))).toEqual([]);
+    expect(table).toContain("\\x1b]0;PWNED\\x07\\x1b[2K\\x0dfake row");
+    expect(truncate(hostile, 80)).toBe("boom\\x1b]0;PWNED\\x07\\x1b[2K\\x0dfake row");
+    expect(errorLine(new Error(hostile))).toBe("boom\\x1b]0;PWNED\\x07\\x1b[2K\\x0dfake row");
+    expect(printable("tab\tstays")).toBe("tab\tstays");
+  });
+
+  it("an error line does not repeat a cause the message already quotes", () => {
+    const cause = new Error('Unknown RESP type 72 "H". Please report this.');
+    const error = new Error('Unknown RESP type 72 "H". (the server does not speak the Redis protocol)', { cause });
+    expect(errorLine(error)).toBe('Unknown RESP type 72 "H". (the server does not speak the Redis protocol)');
   });
 });

@@ -112,6 +112,17 @@ interface QueueState {
   readonly inFlight: Map<string, RedisDelivery>;
 }
 
+/**
+ * The delivery count of a claimed entry. A count past 2^53 (an `XCLAIM … RETRYCOUNT` set by
+ * someone with Redis access) comes back from the script overflowed, negative: taken as spent
+ * (poison), never as a first delivery.
+ */
+function claimedCount(reply: unknown): number {
+  const count = Number(reply);
+  if (count >= 1 && count <= Number.MAX_SAFE_INTEGER) return count;
+  return count < 0 || count > Number.MAX_SAFE_INTEGER ? Number.MAX_SAFE_INTEGER : 1;
+}
+
 /** A consumer of one or more queues (see module doc). */
 export class RedisConsumer implements Consumer {
   readonly #ctx: RedisBrokerContext;
@@ -581,7 +592,7 @@ export class RedisConsumer implements Consumer {
     for (let i = 0; i + 2 < flat.length; i += 3) {
       const id = flat[i] as string;
       if (q.inFlight.has(id)) continue;
-      this.#handOut(q, id, (flat[i + 1] as string[]) ?? [], Number(flat[i + 2]) || 1, out, sentAtMs);
+      this.#handOut(q, id, (flat[i + 1] as string[]) ?? [], claimedCount(flat[i + 2]), out, sentAtMs);
       n++;
     }
     return n;

@@ -203,6 +203,19 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await fourth.ack();
   });
 
+  it("a delivery count forged past 2^63 by hand (XCLAIM RETRYCOUNT) reads as spent, not as a first delivery", async () => {
+    const s = await setup({ claimMinIdleMs: 500 });
+    await publish(s.broker, s.queue);
+    const a = s.consumer();
+    const first = await fetchOne(a);
+    await a.close();
+    await s.raw.call("XCLAIM", s.stream, s.group, "dead", 0, first.deliveryId, "RETRYCOUNT", "9223372036854775806");
+    const reclaimed = await fetchOne(s.consumer());
+    expect(reclaimed.deliveryId).toBe(first.deliveryId);
+    expect(reclaimed.deliveryCount).toBe(Number.MAX_SAFE_INTEGER); // before: negative, so it ran
+    await reclaimed.ack();
+  });
+
   /** A queue of `live` entries held by a live consumer, then one held by a dead one, idle for an hour. */
   async function behindLiveEntries(s: Awaited<ReturnType<typeof setup>>, live: number) {
     const tasks = await Promise.all(Array.from({ length: live + 1 }, () => encodeTask(codec)));

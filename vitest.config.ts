@@ -11,6 +11,7 @@ export default defineConfig({
     hookTimeout: 30_000,
     pool: "forks",
     maxWorkers: 2,
-    typecheck: { enabled: true, include: ["test/types/**/*.test-d.ts"] },
+    // type tests: with exactOptionalPropertyTypes on, as in projects `tsc --init` creates
+    typecheck: { enabled: true, include: ["test/types/**/*.test-d.ts"], tsconfig: "./tsconfig.types.json" },
   },
 });

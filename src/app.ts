@@ -36,15 +36,15 @@ const REPLAY_READ_TIMEOUT_MS = 10_000;
 /** Options of {@link Chicory}. */
 export interface ChicoryOptions {
   /** A kind (`"redis"`), a URL (`"redis://..."`) or a broker instance. Default: `CHICORY_BROKER_URL`, else `sqlite:chicory.db`. */
-  broker?: BrokerType | (string & {}) | Broker;
+  broker?: BrokerType | (string & {}) | Broker | undefined;
   /** A kind, a URL, a backend instance, or null for none. Default: `CHICORY_BACKEND_URL`, else the broker's location when it can hold results. */
-  backend?: BackendType | (string & {}) | Backend | null;
+  backend?: BackendType | (string & {}) | Backend | null | undefined;
   /** Configuration (over environment variables and `.env`). */
-  config?: ChicoryConfigInput;
+  config?: ChicoryConfigInput | undefined;
   /** App default validation mode (wins over `config`). */
-  validationMode?: ValidationMode;
+  validationMode?: ValidationMode | undefined;
   /** App default delivery mode (wins over `config`). */
-  deliveryMode?: DeliveryMode;
+  deliveryMode?: DeliveryMode | undefined;
 }
 
 /** A lifecycle hook run by each worker process. */
@@ -249,22 +249,22 @@ export class Chicory {
   task<A extends unknown[], R>(fn: (...args: A) => Awaitable<R>): Task<A, Awaited<R>>;
   /** Registers a handler with an argument schema (whose output is its argument list) and a context. */
   task<S extends ArgsSchema, R, I extends boolean = false>(
-    options: TaskOptions & { args: S; context: true; ignoreResult?: I },
+    options: TaskOptions & { args: S; context: true; ignoreResult?: I | undefined },
     fn: (ctx: TaskContext, ...args: Tuple<SchemaOut<S>>) => Awaitable<R>,
   ): Task<ArgsIn<S>, ResultOf<I, Awaited<R>>>;
   /** Registers a handler with an argument schema (whose output is its argument list). */
   task<S extends ArgsSchema, R, I extends boolean = false>(
-    options: TaskOptions & { args: S; context?: false; ignoreResult?: I },
+    options: TaskOptions & { args: S; context?: false; ignoreResult?: I | undefined },
     fn: (...args: Tuple<SchemaOut<S>>) => Awaitable<R>,
   ): Task<ArgsIn<S>, ResultOf<I, Awaited<R>>>;
   /** Registers a handler that receives a {@link TaskContext} first. */
   task<A extends unknown[], R, I extends boolean = false>(
-    options: TaskOptions & { context: true; args?: undefined; ignoreResult?: I },
+    options: TaskOptions & { context: true; args?: undefined; ignoreResult?: I | undefined },
     fn: (ctx: TaskContext, ...args: A) => Awaitable<R>,
   ): Task<A, ResultOf<I, Awaited<R>>>;
   /** Registers a handler with options. */
   task<A extends unknown[], R, I extends boolean = false>(
-    options: TaskOptions & { context?: false; args?: undefined; ignoreResult?: I },
+    options: TaskOptions & { context?: false; args?: undefined; ignoreResult?: I | undefined },
     fn: (...args: A) => Awaitable<R>,
   ): Task<A, ResultOf<I, Awaited<R>>>;
   /**

@@ -37,7 +37,7 @@ export interface ValidationIssue {
   /** Human-readable description. */
   message: string;
   /** Path to the offending value, e.g. `["args", 0, "email"]`. */
-  path?: ReadonlyArray<PropertyKey>;
+  path?: ReadonlyArray<PropertyKey> | undefined;
 }
 
 /** Arguments, a result, a name or a message failed validation. Never retried. */

@@ -26,11 +26,11 @@ export interface GetOptions {
    * result once, as it is now, without waiting (a backend that does not answer within 0.25 s
    * gives a `TimeoutError` too); `null` or `Infinity` waits as long as it takes.
    */
-  timeout?: Duration | null;
+  timeout?: Duration | null | undefined;
   /** Interval of the fallback poll (seconds or a unit string). */
-  pollInterval?: Duration;
+  pollInterval?: Duration | undefined;
   /** Aborts the wait with a `TimeoutError`. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /** Defaults an {@link AsyncResult} inherits from its app. */

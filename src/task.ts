@@ -22,18 +22,18 @@ import { RetryPolicy, type RetryPolicyOptions } from "./retry.js";
 /** Options of a task (SPEC §3). */
 export interface TaskOptions {
   /** Unique task name (default: the function's name). */
-  name?: string;
+  name?: string | undefined;
   /** Retries (default: none). */
-  retryPolicy?: RetryPolicy | RetryPolicyOptions;
+  retryPolicy?: RetryPolicy | RetryPolicyOptions | undefined;
   /**
    * Store only the state, not the return value: `get()` resolves to `undefined`. Given as a
    * literal `true`, the task's result type is `undefined` too.
    */
-  ignoreResult?: boolean;
+  ignoreResult?: boolean | undefined;
   /** When arguments and results are validated (default: the app's). */
-  validationMode?: ValidationMode;
+  validationMode?: ValidationMode | undefined;
   /** Ack before running (`at_most_once`) or after the outcome is stored (default: the app's). */
-  deliveryMode?: DeliveryMode;
+  deliveryMode?: DeliveryMode | undefined;
   /**
    * A Standard Schema for the argument list: its input is what `delay()` takes, its output (an
    * array or a tuple; any other output type is a compile error at `app.task()`) is what the
@@ -45,35 +45,35 @@ export interface TaskOptions {
    * types say; the types cannot tell, as the mode may come from the app or the environment
    * (`CHICORY_VALIDATION_MODE`).
    */
-  args?: StandardSchemaV1;
+  args?: StandardSchemaV1 | undefined;
   /** A Standard Schema for the return value. */
-  result?: StandardSchemaV1;
+  result?: StandardSchemaV1 | undefined;
   /** Pass a {@link TaskContext} as the handler's first parameter. */
-  context?: boolean;
+  context?: boolean | undefined;
   /** Queue the task is published to (default `"default"`). */
-  queue?: string;
+  queue?: string | undefined;
   /** Per-attempt time limit (seconds or a unit string). */
-  timeout?: Duration;
+  timeout?: Duration | undefined;
   /** Default priority 0-255, higher first where the broker supports it. */
-  priority?: number;
+  priority?: number | undefined;
 }
 
 /** Options of {@link Task.applyAsync}. */
 export interface ApplyOptions {
   /** Run after this many seconds (or a unit string). */
-  countdown?: Duration;
+  countdown?: Duration | undefined;
   /** Run at or after this time. */
-  eta?: Date;
+  eta?: Date | undefined;
   /** Queue to publish to instead of the task's. */
-  queue?: string;
+  queue?: string | undefined;
   /** Priority 0-255 for this message. */
-  priority?: number;
+  priority?: number | undefined;
   /**
    * Caller-chosen task id (1-255 characters). Publishing an id that is still queued, delayed or running on the same
    * queue does not create a second job (idempotent enqueue, where the broker supports it:
    * SQLite and Redis); the returned result refers to the existing one.
    */
-  taskId?: string;
+  taskId?: string | undefined;
 }
 
 /** What a task needs from its app (implemented by `Chicory`). */

@@ -18,7 +18,7 @@ export interface MemoryMessage {
   /** Deliveries so far. */
   deliveryCount: number;
   /** Due time (epoch ms) while delayed. */
-  dueAt?: number;
+  dueAt?: number | undefined;
 }
 
 /** A message handed to a consumer and not yet settled. */

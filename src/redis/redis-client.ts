@@ -57,7 +57,7 @@ export function loadRedis(what: string): Promise<RedisConstructor> {
   );
   return loaded.catch((error: unknown) => {
     loaded = undefined;
-    throw new DriverNotInstalledError("ioredis", what, { cause: error });
+    throw new DriverNotInstalledError("ioredis@6", what, { cause: error });
   });
 }
 

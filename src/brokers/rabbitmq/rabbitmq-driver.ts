@@ -102,7 +102,7 @@ export function loadAmqplib(): Promise<AmqpModule> {
     (mod) => ((mod as { default?: unknown }).default ?? mod) as unknown as AmqpModule,
     (error: unknown) => {
       loaded = undefined;
-      throw new DriverNotInstalledError("amqplib", "the RabbitMQ broker", { cause: error });
+      throw new DriverNotInstalledError("amqplib@2", "the RabbitMQ broker", { cause: error });
     },
   );
   return loaded;

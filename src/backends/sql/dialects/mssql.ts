@@ -63,11 +63,11 @@ export function mssqlDialect(options: MssqlDialectOptions = {}): SqlDialect {
     displayUrl: maskUrl(settings.url),
     async connect(): Promise<SqlConnection> {
       const tedious = await importDriver<MssqlConfig["tedious"] & { Connection: new (c: unknown) => unknown }>(
-        "tedious",
+        "tedious@19",
         "the MSSQL result backend",
         () => import("tedious"),
       );
-      const tarn = await importDriver<MssqlConfig["tarn"]>("tarn", "the MSSQL result backend", () => import("tarn"));
+      const tarn = await importDriver<MssqlConfig["tarn"]>("tarn@3", "the MSSQL result backend", () => import("tarn"));
       const { Kysely, MssqlDialect } = await loadKysely();
       const db = new Kysely<SqlDatabase>({
         dialect: new MssqlDialect({

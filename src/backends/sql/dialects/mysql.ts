@@ -60,7 +60,7 @@ export function mysqlDialect(options: MysqlDialectOptions = {}): SqlDialect {
     async connect(): Promise<SqlConnection> {
       let pool = injected;
       if (pool === undefined) {
-        const mysql = await importDriver<Mysql2Module>("mysql2", "the MySQL result backend", () => import("mysql2"));
+        const mysql = await importDriver<Mysql2Module>("mysql2@3", "the MySQL result backend", () => import("mysql2"));
         const url = settings.url.replace(/^mariadb:/i, "mysql:");
         pool = mysql.createPool({
           uri: url,

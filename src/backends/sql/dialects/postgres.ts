@@ -52,7 +52,7 @@ export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialec
   const settings = resolvePoolSettings("postgres", options, options.env ?? process.env);
   const applicationName = options.applicationName ?? "chicory";
   const injected = options.pool;
-  const loadPg = () => importDriver<PgModule>("pg", WHAT, () => import("pg"));
+  const loadPg = () => importDriver<PgModule>("pg@8", WHAT, () => import("pg"));
   return {
     flavor: "postgres",
     displayUrl: injected ? "postgres (injected pool)" : maskUrl(settings.url),

@@ -98,6 +98,13 @@ export class BrokerConnectionError extends ChicoryError {
   override readonly code = "BROKER_CONNECTION";
 }
 
+/**
+ * A queue's dead-letter queue is at its configured cap (`CHICORY_BROKER_REDIS_DLQ_MAX_LENGTH`):
+ * nothing was moved to it (a DLQ is never trimmed). A worker does not retry the move at once:
+ * the message stays in its queue and comes back after its lease.
+ */
+export class DeadLetterQueueFullError extends BrokerConnectionError {}
+
 /** The result backend cannot be reached or refused an operation. */
 export class BackendConnectionError extends ChicoryError {
   override readonly code = "BACKEND_CONNECTION";

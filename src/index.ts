@@ -62,6 +62,7 @@ export {
   type ChicoryErrorOptions,
   ConfigurationError,
   DbPoolExhaustedError,
+  DeadLetterQueueFullError,
   DriverNotInstalledError,
   MaxRetriesExceededError,
   MessageTooLargeError,

@@ -5,7 +5,7 @@
  * redelivered rather than lost, and a message whose settling keeps failing ends as poison
  * (`maxDeliveries`) instead of running forever. For a message acknowledged before its run
  * (`at_most_once`), a record that cannot be stored does not stop the retry or dead letter
- * published after it. Four exceptions:
+ * published after it. Five exceptions:
  * - A record the broker does not fence itself (it is not written in the ack's or the DLQ
  *   move's own call) is written only while the delivery's lease is held
  *   ({@link Delivery.holdsLease}): a worker that lost the job to another worker leaves its
@@ -16,6 +16,9 @@
  * - The record of a rejected message (poison after `maxDeliveries`, undecodable, unknown task)
  *   that cannot be written is given up: the message is still acknowledged or moved to the DLQ,
  *   since it would only come back to be rejected again.
+ * - A DLQ move refused because the DLQ is full ({@link DeadLetterQueueFullError}) is not tried
+ *   again nor released: the broker keeps the message in its queue, and it comes back after its
+ *   lease. An acknowledged message's dead letter refused so ends with a FAILURE record.
  * - Publishing a message that is not the delivery itself (an `at_most_once` retry, a dead
  *   letter written for an acknowledged message) is tried once: a publish whose reply was lost
  *   may still be applied, and trying again could add the message twice. The retry is published
@@ -29,7 +32,7 @@ import { isoNow } from "../core/clock.js";
 import type { Logger } from "../core/logger.js";
 import { type TaskMessage, truncateError } from "../core/message.js";
 import { sleep } from "../core/sleep.js";
-import { MessageTooLargeError, toError } from "../errors.js";
+import { DeadLetterQueueFullError, MessageTooLargeError, toError } from "../errors.js";
 import type { Attempt } from "./runner.js";
 import type { Action } from "./settle.js";
 
@@ -70,7 +73,21 @@ export async function executeActions(actions: readonly Action[], ctx: ExecutionC
       if (ONCE.has(action.type)) {
         ctx.logger.error(
           { taskId: ctx.attempt.message?.id, step: action.type, err: toError(error).message },
-          "settling step failed; not tried again (the message may have been added all the same)",
+          error instanceof DeadLetterQueueFullError
+            ? "the DLQ is full: the dead letter of this acknowledged message was not written; the job ends FAILURE"
+            : "settling step failed; not tried again (the message may have been added all the same)",
+        );
+        // not (surely) in the DLQ: its record must not say DEAD_LETTERED
+        if (action.type === "writeDeadLetter") await storeFailureInstead(ctx);
+        return;
+      }
+      if (error instanceof DeadLetterQueueFullError && !ctx.attempt.alreadyAcked) {
+        // Nothing to retry now: the broker keeps the message in its queue, and it comes back
+        // after its lease (the broker stopped renewing it). Trying again meanwhile, or
+        // releasing it, would run it again at once.
+        ctx.logger.warn(
+          { taskId: ctx.attempt.message?.id, queue: ctx.delivery.queue, err: toError(error).message },
+          "the DLQ is full: the message stays in its queue and comes back after its lease",
         );
         return;
       }
@@ -100,6 +117,19 @@ export async function executeActions(actions: readonly Action[], ctx: ExecutionC
       }
       return;
     }
+  }
+}
+
+/** The FAILURE record of an acknowledged message whose dead letter was not written (best effort). */
+async function storeFailureInstead(ctx: ExecutionContext): Promise<void> {
+  const action = { type: "store", state: "FAILURE", withValue: false, withError: true } as const;
+  try {
+    await runAction(action, ctx);
+  } catch (error) {
+    ctx.logger.warn(
+      { taskId: ctx.attempt.message?.id, err: toError(error).message },
+      "could not store the FAILURE record either",
+    );
   }
 }
 

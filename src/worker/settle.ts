@@ -8,7 +8,8 @@
  * - `at_least_once`: the outcome is stored BEFORE the message is acknowledged, retried or
  *   dead-lettered, so a crash in between re-runs the task instead of losing its result.
  * - `at_most_once`: the message was acknowledged before the run, so nothing here acks it again;
- *   retries are published as new messages and dead letters are written directly.
+ *   retries are published as new messages and dead letters are written directly (before their
+ *   DEAD_LETTERED record: one that cannot be written ends the job `FAILURE`).
  * - Messages with no usable task id (undecodable) get no stored state.
  * - When the broker writes the backend's records in its settle calls (`acksCarryRecords`), a
  *   final record and the ack after it are one `storeAndAck`, and a DEAD_LETTERED record and
@@ -105,7 +106,9 @@ const PLANS = {
   success: [SUCCESS, ACK],
   retryAcked: [RETRY_RECORD, { type: "republish" }],
   retry: [RETRY_RECORD, { type: "retry" }],
-  deadAcked: [DEAD_RECORD, { type: "writeDeadLetter" }],
+  // written first: a dead letter that cannot be written (a full DLQ) leaves a FAILURE record
+  // instead of a DEAD_LETTERED one that says the message is in the DLQ
+  deadAcked: [{ type: "writeDeadLetter" }, DEAD_RECORD],
   dead: [DEAD_RECORD, { type: "deadLetter" }],
   failureAcked: [FAILURE_RECORD],
   failure: [FAILURE_RECORD, ACK],

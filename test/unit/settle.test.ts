@@ -23,14 +23,14 @@ const TABLE: Array<[keyof typeof outcomes, string, string, string, string]> = [
     "store:FAILURE > ack",
     "store:DEAD_LETTERED > deadLetter",
     "store:FAILURE",
-    "store:DEAD_LETTERED > writeDeadLetter",
+    "writeDeadLetter > store:DEAD_LETTERED",
   ],
   [
     "rejectedWithId",
     "store:FAILURE > ack",
     "store:DEAD_LETTERED > deadLetter",
     "store:FAILURE",
-    "store:DEAD_LETTERED > writeDeadLetter",
+    "writeDeadLetter > store:DEAD_LETTERED",
   ],
   ["rejectedNoId", "ack", "deadLetter", "", "writeDeadLetter"],
   ["aborted", "release", "release", "store:FAILURE", "store:FAILURE"],
@@ -103,7 +103,7 @@ describe("settle: when the broker writes the backend's records with its acks", (
   it("every other plan is unchanged", () => {
     expect(named(settle(outcomes.retry as Outcome, mode(false)))).toBe("store:RETRY > retry");
     expect(named(settle(outcomes.rejectedNoId as Outcome, mode(true)))).toBe("deadLetter");
-    expect(named(settle(outcomes.failure as Outcome, mode(true, true)))).toBe("store:DEAD_LETTERED > writeDeadLetter");
+    expect(named(settle(outcomes.failure as Outcome, mode(true, true)))).toBe("writeDeadLetter > store:DEAD_LETTERED");
     expect(named(settle(outcomes.rejectedNoId as Outcome, mode(false)))).toBe("ack");
     expect(named(settle(outcomes.success as Outcome, mode(false, true)))).toBe("store:SUCCESS");
     expect(named(settle(outcomes.aborted as Outcome, mode(false)))).toBe("release");

@@ -12,7 +12,7 @@
 import type { TaskRecord } from "../../backends/backend.js";
 import type { Logger } from "../../core/logger.js";
 import { peekMessage } from "../../core/message.js";
-import { BrokerConnectionError } from "../../errors.js";
+import { BrokerConnectionError, DeadLetterQueueFullError } from "../../errors.js";
 import { type RedisArg, runScript } from "../../redis/redis-client.js";
 import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { RedisBrokerContext } from "./redis-context.js";
@@ -26,8 +26,8 @@ export function retryCountOf(body: string): number {
 }
 
 /** The error thrown when a DLQ reached `CHICORY_BROKER_REDIS_DLQ_MAX_LENGTH` (never trimmed). */
-export function dlqFullError(queue: string, max: number, what: string): BrokerConnectionError {
-  return new BrokerConnectionError(
+export function dlqFullError(queue: string, max: number, what: string): DeadLetterQueueFullError {
+  return new DeadLetterQueueFullError(
     `DLQ of queue "${queue}" is full (${max} entries, CHICORY_BROKER_REDIS_DLQ_MAX_LENGTH): ${what}; ` +
       "replay, delete or purge DLQ entries",
   );

@@ -25,6 +25,8 @@ execFileSync(
     "false",
     "--sourceMap",
     "false",
+    "--inlineSources",
+    "false",
   ],
   { stdio: "inherit", timeout: 180000 },
 );

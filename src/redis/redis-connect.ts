@@ -4,9 +4,10 @@
  * @module
  */
 
-import { nextTurn } from "../core/sleep.js";
+import { nextTurn, withinDeadline } from "../core/sleep.js";
 import { warnTlsUnverified } from "../core/tls.js";
 import { redactSecrets } from "../core/url.js";
+import { ConfigurationError } from "../errors.js";
 import { loadRedis, type RedisClientLike } from "./redis-client.js";
 import {
   BASE_REDIS_OPTIONS,
@@ -121,7 +122,78 @@ export async function openRedis(
       redactedCopy(reason, connection.password),
     );
   }
+  if (await isClusterNode(client)) {
+    dropRedis(client);
+    // A plain connection to one node of a Cluster: every call on a key of another node fails
+    // (MOVED), and a script over several slots too (CROSSSLOT): refused here, not job by job.
+    throw new ConfigurationError(
+      `${what}: ${connection.displayUrl} is a node of a Redis Cluster, which a URL cannot reach as a whole: ` +
+        'give the broker a Cluster client (client: new Cluster([...]), see docs/brokers/redis.md, "Redis Cluster"); ' +
+        "the result backend needs a Redis that is not a Cluster",
+    );
+  }
   return client;
+}
+
+/** Longest wait for a caller's client to become ready, at connect. */
+const GIVEN_CLIENT_READY_MS = 10_000;
+
+/**
+ * Waits until a client the caller gave (`client:`, a `Cluster` included) is ready, connecting it
+ * when it was made with `lazyConnect`; bounded. The caller keeps owning it: nothing is closed.
+ * @throws the error of `makeError` naming the reason the client reported (a Cluster's last node
+ *   error: `WRONGPASS`, `ECONNREFUSED`...) when it is not ready in time, or has ended
+ */
+export async function awaitGivenClient(
+  client: RedisClientLike,
+  displayUrl: string,
+  what: string,
+  makeError: ErrorFactory,
+): Promise<void> {
+  if (client.status === "ready") return;
+  let last: unknown;
+  const onError = (error: unknown) => {
+    const reason = (error as { lastNodeError?: unknown }).lastNodeError ?? error;
+    // ioredis ends a failed connect with a bare "Connection is closed": keep the reason before it
+    if (last === undefined || !/^Connection is closed/.test(String((reason as Error)?.message))) last = reason;
+  };
+  const emitter = client as unknown as {
+    on(event: string, listener: (...args: unknown[]) => void): void;
+    off(event: string, listener: (...args: unknown[]) => void): void;
+  };
+  emitter.on("error", onError);
+  let timer: NodeJS.Timeout | undefined;
+  let onReady: (() => void) | undefined;
+  let onEnd: (() => void) | undefined;
+  try {
+    const ready = new Promise<boolean>((resolve) => {
+      onReady = () => resolve(true);
+      onEnd = () => resolve(false);
+      emitter.on("ready", onReady);
+      emitter.on("end", onEnd);
+      timer = setTimeout(() => resolve(false), GIVEN_CLIENT_READY_MS);
+    });
+    if (client.status === "wait") client.connect().catch(onError);
+    if (client.status === "ready" || (await ready)) return;
+  } finally {
+    clearTimeout(timer);
+    emitter.off("error", onError);
+    if (onReady) emitter.off("ready", onReady);
+    if (onEnd) emitter.off("end", onEnd);
+  }
+  const reason =
+    last === undefined ? `not ready within ${GIVEN_CLIENT_READY_MS / 1000} s` : describeRedisError(last, undefined);
+  throw makeError(`${what}: the client given cannot reach ${displayUrl} (status ${client.status}): ${reason}`, last);
+}
+
+/** True when `client`'s server runs in cluster mode (`INFO cluster`); false when it will not say. */
+async function isClusterNode(client: RedisClientLike): Promise<boolean> {
+  try {
+    const info = await withinDeadline(client.call("INFO", "cluster") as Promise<unknown>, 2000);
+    return typeof info === "string" && /^cluster_enabled:1\s*$/m.test(info);
+  } catch {
+    return false; // INFO refused (ACL) or no answer: the calls that follow will tell
+  }
 }
 
 /**

@@ -6,11 +6,11 @@
  * shared test Redis.
  */
 import type { Cluster } from "ioredis";
-import { afterAll, beforeAll } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RedisBackend } from "../../src/backends/redis/index.js";
 import type { Broker } from "../../src/brokers/broker.js";
 import { RedisBroker } from "../../src/brokers/redis/index.js";
-import { Chicory } from "../../src/index.js";
+import { Chicory, ConfigurationError } from "../../src/index.js";
 import { startRedisCluster, type TestRedisCluster } from "../helpers/redis-cluster.js";
 import { SERVICES, skipUnless } from "../helpers/services.js";
 import { deletePrefix, testPrefix } from "../integration/redis/redis-test-keys.js";
@@ -70,5 +70,21 @@ if (!skip) {
       await cluster?.deletePrefix(app.broker.settings.keyPrefix);
       await deletePrefix(app.broker.settings.keyPrefix);
     },
+  });
+
+  describe("a redis:// URL that names one node of the cluster", () => {
+    it("is refused at connect, by the broker and the backend, saying to use a Cluster client", async () => {
+      const url = `redis://127.0.0.1:${cluster?.ports[0]}/0`;
+      // before: the worker started, then every call on another node's keys failed (MOVED,
+      // CROSSSLOT) and its jobs ran again and again
+      for (const open of [
+        () => new RedisBroker({ url, env: {} }).connect(),
+        () => new RedisBackend({ url, env: {} }).connect(),
+      ]) {
+        const error = await open().catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(ConfigurationError);
+        expect(String(error)).toMatch(/is a node of a Redis Cluster.*client: new Cluster/);
+      }
+    });
   });
 }

@@ -37,7 +37,14 @@ import { processWarningLogger } from "../../core/warn-once.js";
 import { BackendConnectionError, ChicoryError, ConfigurationError, ValidationError } from "../../errors.js";
 import { checkRedisAccess, defineAccessCheck, isNoPermError } from "../../redis/redis-access.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
-import { closeRedis, describeRedisError, openRedis, pingRedis, sameRedisServer } from "../../redis/redis-connect.js";
+import {
+  awaitGivenClient,
+  closeRedis,
+  describeRedisError,
+  openRedis,
+  pingRedis,
+  sameRedisServer,
+} from "../../redis/redis-connect.js";
 import { watchEviction } from "../../redis/redis-eviction.js";
 import { type ResolvedRedisConnection, resolveRedisConnection } from "../../redis/redis-options.js";
 import type { RedisRecordWriter, StoreResultsCall } from "../../redis/redis-record-writer.js";
@@ -166,6 +173,14 @@ export class RedisBackend implements Backend, RedisRecordWriter {
       // Its scripts write several records per call and its reads are MGETs: one node only.
       throw new ConfigurationError(
         "the Redis result backend needs a single Redis node, not a Cluster client (the broker runs on a Cluster; pass the backend a client of one node, or another backend)",
+      );
+    }
+    if (this.#injected) {
+      await awaitGivenClient(
+        this.#injected,
+        this.displayUrl,
+        "Redis backend",
+        (message, cause) => new BackendConnectionError(message, { cause }),
       );
     }
     const main =

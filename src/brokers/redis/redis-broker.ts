@@ -39,6 +39,7 @@ import { BrokerConnectionError, ChicoryError, ConfigurationError } from "../../e
 import { checkRedisAccess, defineAccessCheck, isNoPermError } from "../../redis/redis-access.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import {
+  awaitGivenClient,
   closeRedis,
   describeRedisError,
   lastConnectionError,
@@ -147,6 +148,14 @@ export class RedisBroker implements Broker {
   }
 
   async #open(): Promise<void> {
+    if (this.#injected) {
+      await awaitGivenClient(
+        this.#injected,
+        this.displayUrl,
+        "Redis broker",
+        (message, cause) => new BrokerConnectionError(message, { cause }),
+      );
+    }
     const main =
       this.#injected ??
       (await openRedis(

@@ -3,15 +3,32 @@
  * `SELECT` as an event and stays on database 0, so a broker or backend that took that as
  * connected would read and write database 0. Both must refuse to start instead.
  */
+import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import { BackendConnectionError, BrokerConnectionError } from "../../../src/index.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { rawRedis } from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
 
 describe.skipIf(skip)("redis connect", () => {
+  it("a client given that cannot connect fails connect with its reason (it started, then every call failed)", async () => {
+    for (const [open, type] of [
+      [(client: Redis) => new RedisBroker({ client, env: {} }).connect(), BrokerConnectionError],
+      [(client: Redis) => new RedisBackend({ client, env: {} }).connect(), BackendConnectionError],
+    ] as const) {
+      // a closed port, made with lazyConnect and no retries: it ends at once
+      const client = new Redis({ port: 1, lazyConnect: true, retryStrategy: () => null });
+      client.on("error", () => {});
+      const error = await open(client).catch((e: unknown) => e);
+      client.disconnect();
+      expect(error).toBeInstanceOf(type);
+      expect(String(error)).toMatch(/the client given cannot reach .* \(status end\): connect ECONNREFUSED/);
+    }
+  });
+
   it("a database number the server does not have fails connect, named, for the broker and the backend", async () => {
     const raw = rawRedis();
     const [, databases] = (await raw.config("GET", "databases")) as [string, string];

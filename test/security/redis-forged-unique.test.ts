@@ -23,25 +23,31 @@ const unsigned = (id: string) => JSON.stringify({ v: 1, id, name: "work", args: 
 const badlySigned = (id: string) => JSON.stringify({ v: 1, id, name: "work", args: [], retries: 0, sig: "00" });
 const garbage = () => "not json at all";
 
+/** A signing app on a fresh key prefix, its task `work`, and a raw client (all cleaned up). */
+function signingApp() {
+  const prefix = uniqueName("chforge");
+  const raw = new Redis(SERVICES.redis, { maxRetriesPerRequest: null });
+  cleanups.push(async () => {
+    const keys = await raw.keys(`${prefix}:*`);
+    if (keys.length > 0) await raw.del(...keys);
+    raw.disconnect();
+  });
+  const app = new Chicory({
+    broker: new RedisBroker({ url: SERVICES.redis, keyPrefix: prefix, blockMs: 200, env: {} }),
+    backend: new MemoryBackend(),
+    config: { env: {}, signingKey: KEY },
+  });
+  const work = app.task({ name: "work" }, async (label: string) => label);
+  return { prefix, raw, app, work };
+}
+
 describe.skipIf(skip)("a forged entry claiming a genuine unique job's task id (signing on, Redis)", () => {
   it.each([
     { dlq: true, kind: "unsigned", body: unsigned },
     { dlq: false, kind: "badly signed", body: badlySigned },
     { dlq: true, kind: "undecodable", body: garbage },
   ])("$kind, DLQ $dlq: settling it does not free the id, and a re-publish is still refused", async ({ dlq, body }) => {
-    const prefix = uniqueName("chforge");
-    const raw = new Redis(SERVICES.redis, { maxRetriesPerRequest: null });
-    cleanups.push(async () => {
-      const keys = await raw.keys(`${prefix}:*`);
-      if (keys.length > 0) await raw.del(...keys);
-      raw.disconnect();
-    });
-    const app = new Chicory({
-      broker: new RedisBroker({ url: SERVICES.redis, keyPrefix: prefix, blockMs: 200, env: {} }),
-      backend: new MemoryBackend(),
-      config: { env: {}, signingKey: KEY },
-    });
-    const work = app.task({ name: "work" }, async (label: string) => label);
+    const { prefix, raw, app, work } = signingApp();
     cleanups.push(() => app.disconnect());
     // the genuine unique job, due in an hour: it holds its id's marker meanwhile
     await work.applyAsync(["genuine"], { taskId: "order-42", countdown: 3600 });
@@ -61,19 +67,7 @@ describe.skipIf(skip)("a forged entry claiming a genuine unique job's task id (s
   });
 
   it("a copy of a genuinely signed message of another task, given the id field of a genuine unique job, frees nothing and takes no delayed slot", async () => {
-    const prefix = uniqueName("chforge");
-    const raw = new Redis(SERVICES.redis, { maxRetriesPerRequest: null });
-    cleanups.push(async () => {
-      const keys = await raw.keys(`${prefix}:*`);
-      if (keys.length > 0) await raw.del(...keys);
-      raw.disconnect();
-    });
-    const app = new Chicory({
-      broker: new RedisBroker({ url: SERVICES.redis, keyPrefix: prefix, blockMs: 200, env: {} }),
-      backend: new MemoryBackend(),
-      config: { env: {}, signingKey: KEY },
-    });
-    const work = app.task({ name: "work" }, async (label: string) => label);
+    const { prefix, raw, app, work } = signingApp();
     let flakyRuns = 0;
     app.task({ name: "flaky", retryPolicy: { maxRetries: 1, retryDelay: 3600, jitter: false } }, async () => {
       flakyRuns++;

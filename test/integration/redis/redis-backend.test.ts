@@ -297,8 +297,12 @@ describe.skipIf(skip)("redis backend", () => {
     expect(subscribers).toBe(0);
   });
 
-  it("keeps the record of a task this process published when it finishes before the wait", async () => {
-    const s = await setup();
+  /**
+   * A record of `early` (an id this process published) announced before any wait for it, so
+   * kept; a later `marker`'s wait tells that the notification was handled. `beforeWrites` runs
+   * just before the records are written.
+   */
+  async function keptEarlyRecord(s: Awaited<ReturnType<typeof setup>>, beforeWrites = () => {}) {
     // The first wait subscribes (and times out: nothing is stored under that id).
     const { waiting, writer } = await waiterAndWriter(s);
     const early = uniqueName("task-");
@@ -307,9 +311,16 @@ describe.skipIf(skip)("redis backend", () => {
     // `marker` is announced after `early` on the same channel: once its wait resolves, the
     // notification of `early` has been handled.
     const markerWait = waiting.waitForResult(marker, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
+    beforeWrites();
     await writer.storeResult(success(early, "kept"));
     await writer.storeResult(success(marker, 1));
     expect((await markerWait)?.result).toBe(1);
+    return { waiting, writer, early };
+  }
+
+  it("keeps the record of a task this process published when it finishes before the wait", async () => {
+    const s = await setup();
+    const { waiting, writer, early } = await keptEarlyRecord(s);
     // The stored record is gone, so only the kept copy can answer.
     await s.raw.call("DEL", writer.resultKey(early));
     expect((await waiting.waitForResult(early, { timeoutMs: 10_000 }))?.result).toBe("kept");
@@ -319,24 +330,17 @@ describe.skipIf(skip)("redis backend", () => {
 
   it("drops a kept record when it expires, even with no notification after it (an idle producer)", async () => {
     const s = await setup();
-    const { waiting, writer } = await waiterAndWriter(s);
-    const early = uniqueName("task-");
-    const marker = uniqueName("task-");
-    waiting.expectResult(early);
-    const markerWait = waiting.waitForResult(marker, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
-    // the sweep's timer and clock are the test's from here
-    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
+    let kept: Awaited<ReturnType<typeof keptEarlyRecord>>;
     try {
-      await writer.storeResult(success(early, "kept"));
-      await writer.storeResult(success(marker, 1));
-      expect((await markerWait)?.result).toBe(1);
+      // the sweep's timer and clock are the test's from the writes on
+      kept = await keptEarlyRecord(s, () => vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] }));
       await vi.advanceTimersByTimeAsync(10_500); // past the 10 s a record is kept
     } finally {
       vi.useRealTimers();
     }
-    await s.raw.call("DEL", writer.resultKey(early));
+    await s.raw.call("DEL", kept.writer.resultKey(kept.early));
     // before, the record stayed kept until the next notification: this wait got it
-    expect(await waiting.waitForResult(early, { timeoutMs: 200, pollIntervalMs: 50 })).toBeNull();
+    expect(await kept.waiting.waitForResult(kept.early, { timeoutMs: 200, pollIntervalMs: 50 })).toBeNull();
   });
 
   it.each([

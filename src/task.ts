@@ -126,7 +126,7 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
   readonly #deliveryMode: DeliveryMode | undefined;
   readonly #runtime: TaskRuntime;
 
-  /** @internal Use `app.task()`. */
+  /** Not for direct use: tasks are made by `app.task()`, which registers them. */
   constructor(runtime: TaskRuntime, name: string, options: TaskOptions, handler: AnyHandler) {
     assertValidName(name, "task");
     this.#runtime = runtime;

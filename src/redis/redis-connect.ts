@@ -139,21 +139,38 @@ export async function openRedis(
 const GIVEN_CLIENT_READY_MS = 10_000;
 
 /**
- * Waits until a client the caller gave (`client:`, a `Cluster` included) is ready, connecting it
- * when it was made with `lazyConnect`; bounded. The caller keeps owning it: nothing is closed.
+ * The command connection of an adapter: the client the caller gave (`client:`, a `Cluster`
+ * included), once ready, or a new one from `connection` ({@link openRedis}).
+ */
+export async function adapterClient(
+  given: RedisClientLike | undefined,
+  connection: ResolvedRedisConnection,
+  extra: Record<string, unknown>,
+  what: string,
+  makeError: ErrorFactory,
+): Promise<RedisClientLike> {
+  if (given === undefined) return openRedis(connection, extra, what, makeError);
+  await awaitGivenClient(given, connection, what, makeError);
+  return given;
+}
+
+/**
+ * Waits until a client the caller gave is ready, connecting it when it was made with
+ * `lazyConnect`; bounded. The caller keeps owning it: nothing is closed.
  * @throws the error of `makeError` naming the reason the client reported (a Cluster's last node
  *   error: `WRONGPASS`, `ECONNREFUSED`...) when it is not ready in time, or has ended
  */
-export async function awaitGivenClient(
+async function awaitGivenClient(
   client: RedisClientLike,
-  displayUrl: string,
+  connection: ResolvedRedisConnection,
   what: string,
   makeError: ErrorFactory,
 ): Promise<void> {
+  trackConnectionErrors(client, connection.password);
   if (client.status === "ready") return;
   let last: unknown;
   const onError = (error: unknown) => {
-    const reason = (error as { lastNodeError?: unknown }).lastNodeError ?? error;
+    const reason = errorReason(error);
     // ioredis ends a failed connect with a bare "Connection is closed": keep the reason before it
     if (last === undefined || !/^Connection is closed/.test(String((reason as Error)?.message))) last = reason;
   };
@@ -182,8 +199,18 @@ export async function awaitGivenClient(
     if (onEnd) emitter.off("end", onEnd);
   }
   const reason =
-    last === undefined ? `not ready within ${GIVEN_CLIENT_READY_MS / 1000} s` : describeRedisError(last, undefined);
-  throw makeError(`${what}: the client given cannot reach ${displayUrl} (status ${client.status}): ${reason}`, last);
+    last === undefined
+      ? `not ready within ${GIVEN_CLIENT_READY_MS / 1000} s`
+      : describeRedisError(last, connection.password);
+  throw makeError(
+    `${what}: the client given cannot reach ${connection.displayUrl} (status ${client.status}): ${reason}`,
+    redactedCopy(last, connection.password),
+  );
+}
+
+/** The error that says why: a Cluster's last node error rather than its "all nodes failed". */
+function errorReason(error: unknown): unknown {
+  return (error as { lastNodeError?: unknown } | undefined)?.lastNodeError ?? error;
 }
 
 /** True when `client`'s server runs in cluster mode (`INFO cluster`); false when it will not say. */
@@ -301,12 +328,16 @@ export async function closeRedis(client: RedisClientLike): Promise<void> {
 
 /** The last error of each connection while it is not ready (described, password removed). */
 const connectionErrors = new WeakMap<RedisClientLike, string>();
+/** The connections {@link trackConnectionErrors} listens to (a given client is connected again and again). */
+const tracked = new WeakSet<RedisClientLike>();
 
 /** Keeps the last error `client` reports until it is ready again (see {@link lastConnectionError}). */
 function trackConnectionErrors(client: RedisClientLike, password: string | undefined): void {
+  if (tracked.has(client)) return;
+  tracked.add(client);
   const emitter = client as unknown as { on(event: string, listener: (error?: unknown) => void): void };
   emitter.on("error", (error) => {
-    connectionErrors.set(client, describeRedisError(error, password).slice(0, 300));
+    connectionErrors.set(client, describeRedisError(errorReason(error), password).slice(0, 300));
   });
   emitter.on("ready", () => connectionErrors.delete(client));
 }

@@ -38,10 +38,9 @@ import { BackendConnectionError, ChicoryError, ConfigurationError, ValidationErr
 import { checkRedisAccess, defineAccessCheck, isNoPermError } from "../../redis/redis-access.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import {
-  awaitGivenClient,
+  adapterClient,
   closeRedis,
   describeRedisError,
-  openRedis,
   pingRedis,
   sameRedisServer,
 } from "../../redis/redis-connect.js";
@@ -175,27 +174,18 @@ export class RedisBackend implements Backend, RedisRecordWriter {
         "the Redis result backend needs a single Redis node, not a Cluster client (the broker runs on a Cluster; pass the backend a client of one node, or another backend)",
       );
     }
-    if (this.#injected) {
-      await awaitGivenClient(
-        this.#injected,
-        this.displayUrl,
-        "Redis backend",
-        (message, cause) => new BackendConnectionError(message, { cause }),
-      );
-    }
-    const main =
-      this.#injected ??
-      (await openRedis(
-        this.#connection,
-        {
-          enableAutoPipelining: true,
-          // Terminal records are already one call per turn: written at once (see the broker).
-          autoPipeliningIgnoredCommands: ["chicoryStoreResults"],
-          connectionName: "chicory-backend",
-        },
-        "Redis backend",
-        (message, cause) => new BackendConnectionError(message, { cause }),
-      ));
+    const main = await adapterClient(
+      this.#injected,
+      this.#connection,
+      {
+        enableAutoPipelining: true,
+        // Terminal records are already one call per turn: written at once (see the broker).
+        autoPipeliningIgnoredCommands: ["chicoryStoreResults"],
+        connectionName: "chicory-backend",
+      },
+      "Redis backend",
+      (message, cause) => new BackendConnectionError(message, { cause }),
+    );
     defineBackendScripts(main);
     defineAccessCheck(main);
     // In the background: connecting does not wait for the check (which never throws); again

@@ -39,11 +39,10 @@ import { BrokerConnectionError, ChicoryError, ConfigurationError } from "../../e
 import { checkRedisAccess, defineAccessCheck, isNoPermError } from "../../redis/redis-access.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import {
-  awaitGivenClient,
+  adapterClient,
   closeRedis,
   describeRedisError,
   lastConnectionError,
-  openRedis,
   pingRedis,
 } from "../../redis/redis-connect.js";
 import { watchEviction } from "../../redis/redis-eviction.js";
@@ -148,36 +147,27 @@ export class RedisBroker implements Broker {
   }
 
   async #open(): Promise<void> {
-    if (this.#injected) {
-      await awaitGivenClient(
-        this.#injected,
-        this.displayUrl,
-        "Redis broker",
-        (message, cause) => new BrokerConnectionError(message, { cause }),
-      );
-    }
-    const main =
-      this.#injected ??
-      (await openRedis(
-        this.#connection,
-        {
-          enableAutoPipelining: true,
-          // The settler already sends one ack call per turn: write it at once rather than a
-          // poll phase later with the automatic pipeline.
-          // The same for publish batches: a full batch leaves while the caller is still
-          // publishing, and the calls of one queue reach Redis in the order they were made.
-          autoPipeliningIgnoredCommands: [
-            "chicoryAck",
-            "chicoryAckWithRecords",
-            "chicoryAckRead",
-            "chicoryAckWithRecordsRead",
-            "chicoryPublishBatch",
-          ],
-          connectionName: "chicory-broker",
-        },
-        "Redis broker",
-        (message, cause) => new BrokerConnectionError(message, { cause }),
-      ));
+    const main = await adapterClient(
+      this.#injected,
+      this.#connection,
+      {
+        enableAutoPipelining: true,
+        // The settler already sends one ack call per turn: write it at once rather than a
+        // poll phase later with the automatic pipeline.
+        // The same for publish batches: a full batch leaves while the caller is still
+        // publishing, and the calls of one queue reach Redis in the order they were made.
+        autoPipeliningIgnoredCommands: [
+          "chicoryAck",
+          "chicoryAckWithRecords",
+          "chicoryAckRead",
+          "chicoryAckWithRecordsRead",
+          "chicoryPublishBatch",
+        ],
+        connectionName: "chicory-broker",
+      },
+      "Redis broker",
+      (message, cause) => new BrokerConnectionError(message, { cause }),
+    );
     defineBrokerScripts(main);
     defineAccessCheck(main);
     const password = this.#connection.password;

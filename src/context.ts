@@ -21,16 +21,10 @@ export function describeCause(error: unknown): string {
   return text.length > 2000 ? `${text.slice(0, 2000)}…` : text;
 }
 
-/** Longest countdown {@link TaskContext.retry} takes: ten years, in seconds. */
-const MAX_RETRY_COUNTDOWN_SECONDS = MAX_DELAY_SECONDS;
-
 /** True when `countdown` is a usable retry countdown: seconds, finite, from 0 to ten years. */
 export function isRetryCountdown(countdown: unknown): countdown is number {
   return (
-    typeof countdown === "number" &&
-    Number.isFinite(countdown) &&
-    countdown >= 0 &&
-    countdown <= MAX_RETRY_COUNTDOWN_SECONDS
+    typeof countdown === "number" && Number.isFinite(countdown) && countdown >= 0 && countdown <= MAX_DELAY_SECONDS
   );
 }
 
@@ -53,7 +47,7 @@ function retryCountdownSeconds(countdown: unknown): number | undefined {
         ? JSON.stringify(countdown.slice(0, 40))
         : typeof countdown;
   throw new ValidationError(
-    `ctx.retry: countdown must be a duration from 0 to ${MAX_RETRY_COUNTDOWN_SECONDS} seconds (ten years): seconds or a string with a unit ("250ms", "5m"), got ${shown}`,
+    `ctx.retry: countdown must be a duration from 0 to ${MAX_DELAY_SECONDS} seconds (ten years): seconds or a string with a unit ("250ms", "5m"), got ${shown}`,
   );
 }
 

@@ -7,7 +7,7 @@ import { type Backend, isTerminalState, type TaskRecord } from "./backends/backe
 import type { Broker, OutgoingMessage } from "./brokers/broker.js";
 import { DELIVERY_MODES, type DeliveryMode, VALIDATION_MODES, type ValidationMode } from "./config.js";
 import type { TaskContext } from "./context.js";
-import { type Duration, toMs } from "./core/duration.js";
+import { type Duration, MAX_DELAY_SECONDS, toMs } from "./core/duration.js";
 import { checkChoice, checkInt } from "./core/env.js";
 import { newTaskId } from "./core/ids.js";
 import { findNonJson, type JsonValue } from "./core/json.js";
@@ -314,9 +314,6 @@ async function publishReusedId(runtime: TaskRuntime, queue: string, outgoing: Ou
   await settlesWithin(deleting, left);
 }
 
-/** Longest delay `applyAsync` takes: ten years (as `ctx.retry`'s countdown), in milliseconds. */
-const MAX_DELAY_MS = 10 * 366 * 24 * 3600 * 1000;
-
 function delayOf(options: ApplyOptions): number {
   if (options.countdown !== undefined && options.eta !== undefined) {
     throw new ValidationError("applyAsync: pass countdown or eta, not both");
@@ -329,7 +326,7 @@ function delayOf(options: ApplyOptions): number {
       // a bad call argument, like a bad eta: a ValidationError, not a configuration one
       throw new ValidationError((error as Error).message);
     }
-    if (ms > MAX_DELAY_MS) {
+    if (ms > MAX_DELAY_SECONDS * 1000) {
       throw new ValidationError(`applyAsync: countdown: at most ten years, got ${String(options.countdown)}`);
     }
     return ms;
@@ -338,7 +335,7 @@ function delayOf(options: ApplyOptions): number {
     const at = options.eta instanceof Date ? options.eta.getTime() : Number.NaN;
     if (Number.isNaN(at)) throw new ValidationError("applyAsync: eta must be a valid Date");
     const ms = Math.max(0, at - Date.now());
-    if (ms > MAX_DELAY_MS) {
+    if (ms > MAX_DELAY_SECONDS * 1000) {
       throw new ValidationError(`applyAsync: eta: at most ten years ahead, got ${options.eta.toISOString()}`);
     }
     return ms;

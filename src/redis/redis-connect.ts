@@ -166,7 +166,7 @@ async function awaitGivenClient(
   what: string,
   makeError: ErrorFactory,
 ): Promise<void> {
-  trackConnectionErrors(client, connection.password);
+  // Its listeners are removed before returning: a client the caller owns is left as it was.
   if (client.status === "ready") return;
   let last: unknown;
   const onError = (error: unknown) => {
@@ -328,13 +328,8 @@ export async function closeRedis(client: RedisClientLike): Promise<void> {
 
 /** The last error of each connection while it is not ready (described, password removed). */
 const connectionErrors = new WeakMap<RedisClientLike, string>();
-/** The connections {@link trackConnectionErrors} listens to (a given client is connected again and again). */
-const tracked = new WeakSet<RedisClientLike>();
-
 /** Keeps the last error `client` reports until it is ready again (see {@link lastConnectionError}). */
 function trackConnectionErrors(client: RedisClientLike, password: string | undefined): void {
-  if (tracked.has(client)) return;
-  tracked.add(client);
   const emitter = client as unknown as { on(event: string, listener: (error?: unknown) => void): void };
   emitter.on("error", (error) => {
     connectionErrors.set(client, describeRedisError(errorReason(error), password).slice(0, 300));

@@ -11,7 +11,8 @@
  *
  * Semantics: at-least-once. `publish` is one XADD (plain publishes of one event-loop turn to
  * one queue go together in one script call, which leaves a receipt so that a resent copy adds
- * nothing; one script for a delay, `unique` or a backlog limit) and resolves when Redis
+ * nothing; delayed ones of a turn go together in another, with one Redis clock reading for
+ * all; one script for `unique` or a backlog limit without a delay) and resolves when Redis
  * replied: durable only as far as the server persists (AOF `appendfsync always` for no loss). Work streams and the DLQ are never trimmed; acked
  * entries are deleted (XACK+XDEL in one script). Delays are measured by the Redis clock.
  * FIFO per queue except for redeliveries, retries and delayed messages; no priorities.
@@ -75,6 +76,13 @@ import { dlqFullError, retryCountOf } from "./redis-settler.js";
 const INSPECTION_TIMEOUT_MS = 10_000;
 /** Queue used by admin calls without a queue. */
 const DEFAULT_QUEUE = "default";
+
+/** The error of a publish refused by the backlog limit `max`. */
+function queueFullError(queue: string, max: number): BrokerConnectionError {
+  return new BrokerConnectionError(
+    `queue "${queue}" is full (${max} messages, CHICORY_BROKER_REDIS_MAX_STREAM_LENGTH): message not published`,
+  );
+}
 
 /** Redis Streams broker (see module doc). */
 export class RedisBroker implements Broker {
@@ -162,6 +170,7 @@ export class RedisBroker implements Broker {
           "chicoryAckRead",
           "chicoryAckWithRecordsRead",
           "chicoryPublishBatch",
+          "chicoryPublishDelayed",
         ],
         connectionName: "chicory-broker",
       },
@@ -210,6 +219,7 @@ export class RedisBroker implements Broker {
       main,
       deadlines: this.#publishDeadlines,
       wrapError: (error) => ctx.wrapError("publish", error),
+      scheduleMove: (keys, delayMs) => dueMover.schedule(keys, delayMs),
     });
   }
 
@@ -255,22 +265,28 @@ export class RedisBroker implements Broker {
   /**
    * Enqueues a message. A plain one (no delay, `unique` or backlog limit) joins the other
    * plain publishes of this event-loop turn to its queue in one script call, which a resent
-   * copy does not repeat (see `redis-publish-batch.ts`); the others are one script call each.
+   * copy does not repeat; a delayed one joins the delayed publishes of the turn to its queue
+   * in another, which reads the Redis clock once for all (see `redis-publish-batch.ts`); the
+   * others (`unique` or a backlog limit, no delay) are one script call each.
    * @throws BrokerConnectionError when Redis refuses it or the backlog limit is reached
    */
   publish(queue: string, message: OutgoingMessage): Promise<PublishResult> {
     const batcher = this.#batcher;
-    if (
-      batcher !== undefined &&
-      !message.unique &&
-      !((message.delayMs ?? 0) > 0) &&
-      this.settings.maxStreamLength === 0
-    ) {
+    const max = this.settings.maxStreamLength;
+    const delayMs = message.delayMs ?? 0;
+    if (batcher !== undefined && (delayMs > 0 || (!message.unique && max === 0))) {
       let keys: QueueKeys;
       try {
         keys = this.#keys.get(queue); // checks the queue name
       } catch (error) {
         return Promise.reject(error);
+      }
+      if (delayMs > 0) {
+        const delayed = { id: message.id, body: message.body, delayMs, unique: message.unique === true };
+        return batcher.publishDelayed(keys, delayed, max).then((code) => {
+          if (code === -1) throw queueFullError(queue, max);
+          return { published: code === 1 };
+        });
       }
       // The body holds the task id; only entries of unique messages repeat it in an `id` field.
       return batcher.publish(keys.stream, keys.sent, queue, message.body);
@@ -278,7 +294,10 @@ export class RedisBroker implements Broker {
     return this.#publishDeadlines.guard(this.#publish(queue, message), queue);
   }
 
-  /** A publish with a delay, `unique` or the backlog limit (a plain one goes to the batcher). */
+  /**
+   * A publish with `unique` or the backlog limit and no delay (the others go to the batcher,
+   * which exists whenever the broker is connected; a delay is still honoured here).
+   */
   async #publish(queue: string, message: OutgoingMessage): Promise<PublishResult> {
     const ctx = this.#context();
     const keys = this.#keys.get(queue);
@@ -291,11 +310,7 @@ export class RedisBroker implements Broker {
         [keys.stream, keys.delayed, keys.delayedData, keys.unique],
         [message.body, message.id, delayMs, message.unique ? "1" : "0", max],
       );
-      if (result === -1) {
-        throw new BrokerConnectionError(
-          `queue "${queue}" is full (${max} messages, CHICORY_BROKER_REDIS_MAX_STREAM_LENGTH): message not published`,
-        );
-      }
+      if (result === -1) throw queueFullError(queue, max);
       if (result === 1 && delayMs > 0) ctx.scheduleMove(keys, delayMs);
       return { published: result === 1 };
     } catch (error) {

@@ -7,9 +7,15 @@
  *
  * Best effort and bounded: delays up to {@link HORIZON_MS}, at most {@link MAX_DUE_PER_QUEUE}
  * due times per queue, one timer per queue (unref'd: it never holds the process open), due
- * times less than {@link COALESCE_MS} apart served by one call. The move script judges "due" by
- * Redis's clock and moves an entry once whoever runs it, so a timer that fires a little early
- * moves nothing and a late or failed one leaves the job to the workers' recheck.
+ * times less than {@link COALESCE_MS} apart served by one wake-up. A wake-up moves what is due
+ * in batches of {@link MOVE_BATCH} (one bounded script call each, one after the other): while a
+ * call moves a full batch and this process has jobs due that may still be in the set, the next
+ * call follows at once, so a burst due at one moment is in its stream after one wake-up (not a
+ * batch now and the rest at the workers' next recheck, up to a second later). The move script
+ * judges "due" by Redis's clock and moves an entry once whoever runs it, so a timer that fires a
+ * little early moves nothing (a wake-up that served due times ahead of Redis's clock, which
+ * still holds an entry due within them, wakes once more for them) and a late or failed one
+ * leaves the job to the workers' recheck.
  * @module
  */
 import type { Logger } from "../../core/logger.js";
@@ -58,11 +64,7 @@ export class DueMover {
       this.#queues.set(keys.delayed, q);
     }
     if (q.due.length >= MAX_DUE_PER_QUEUE) return;
-    const at = performance.now() + delayMs + 1; // +1: setTimeout and Redis round to whole ms
-    // ascending: most calls append (later due times come later)
-    let i = q.due.length;
-    while (i > 0 && (q.due[i - 1] as number) > at) i--;
-    q.due.splice(i, 0, at);
+    insertDue(q, performance.now() + delayMs + 1); // +1: setTimeout and Redis round to whole ms
     this.#arm(q);
   }
 
@@ -91,23 +93,53 @@ export class DueMover {
   #fire(q: QueueDue): void {
     q.timer = undefined;
     q.timerAt = Number.POSITIVE_INFINITY;
-    const until = performance.now() + COALESCE_MS;
+    const now = performance.now();
+    const until = now + COALESCE_MS;
     let served = 0;
     while (served < q.due.length && (q.due[served] as number) <= until) served++;
+    const latest = q.due[served - 1] ?? now;
     q.due.splice(0, served);
-    const { delayed, delayedData, stream, unique } = q.keys;
-    runScript(this.#main, "chicoryMoveDelayed", [delayed, delayedData, stream, unique], [MOVE_BATCH]).then(
-      () => {
-        if (!this.#closed) this.#arm(q);
-      },
-      (error: unknown) => {
-        // the workers' recheck moves it instead
-        this.#logger.debug(
-          { queue: q.keys.queue, err: error instanceof Error ? error.message : String(error) },
-          "redis: could not move a due delayed job",
-        );
-        if (!this.#closed) this.#arm(q);
-      },
-    );
+    void this.#move(q, served, latest > now ? latest : undefined).then(() => {
+      if (!this.#closed) this.#arm(q);
+    });
   }
+
+  /**
+   * Moves the due entries of `q`, a batch per call, while a call moves a full batch and fewer
+   * than `served` (this wake-up's due times) have moved: at most `served / MOVE_BATCH + 1`
+   * calls. `ahead`: the latest due time served that lay ahead of the wake-up; if Redis still
+   * holds an entry due within {@link COALESCE_MS}, it is noted again (one more wake-up).
+   * Never throws: a failure is left to the workers' recheck.
+   */
+  async #move(q: QueueDue, served: number, ahead: number | undefined): Promise<void> {
+    const { delayed, delayedData, stream, unique } = q.keys;
+    try {
+      let left = served;
+      let reply: [number, string, number, number];
+      do {
+        reply = (await runScript(
+          this.#main,
+          "chicoryMoveDelayed",
+          [delayed, delayedData, stream, unique],
+          [MOVE_BATCH],
+        )) as [number, string, number, number];
+        left -= reply[0];
+      } while (reply[0] >= MOVE_BATCH && left > 0 && !this.#closed);
+      const nextDue = Number(reply[1]);
+      if (ahead !== undefined && nextDue >= 0 && nextDue - reply[2] <= COALESCE_MS) insertDue(q, ahead);
+    } catch (error) {
+      // the workers' recheck moves it instead
+      this.#logger.debug(
+        { queue: q.keys.queue, err: error instanceof Error ? error.message : String(error) },
+        "redis: could not move a due delayed job",
+      );
+    }
+  }
+}
+
+/** Inserts due time `at` into `q.due` (ascending: most calls append, later due times come later). */
+function insertDue(q: QueueDue, at: number): void {
+  let i = q.due.length;
+  while (i > 0 && (q.due[i - 1] as number) > at) i--;
+  q.due.splice(i, 0, at);
 }

@@ -10,6 +10,17 @@
  * {@link RECEIPT_TTL_MS} (see `publish-batch.lua`): a copy the client sends again after it
  * dropped a connection (a Redis stalled past the reply limit still runs the first copy) adds
  * nothing twice.
+ *
+ * Delayed publishes to one queue in one turn go together too (`publish-delayed.lua`, the same
+ * limits): one call reads the Redis clock once for all of them, so a burst scheduled for one
+ * moment gets one due time instead of due times spread over the time Redis takes to run one
+ * call per message. Their calls, full ones too, leave when the turn's synchronous code is
+ * done: a call written while the caller still publishes would wait for that code (its reply
+ * too, which the due mover's timer starts from). The delay sent is the one asked less the
+ * time it waited here since `publish` was called (at least 1 ms, rounded up): the due time is
+ * then the moment asked for, measured by Redis's clock from the call (Redis runs the script
+ * after it was sent, so it is never earlier), rather than that moment plus the time the whole
+ * burst took to publish.
  * @module
  */
 import { randomBytes } from "node:crypto";
@@ -17,6 +28,7 @@ import type { Deadlines } from "../../core/deadlines.js";
 import type { RedisClientLike } from "../../redis/redis-client.js";
 import { runScript } from "../../redis/redis-client.js";
 import type { PublishResult } from "../broker.js";
+import type { QueueKeys } from "./redis-keys.js";
 
 /** Most messages per script call (bounds the time Redis spends in one call). */
 export const MAX_MESSAGES = 500;
@@ -42,6 +54,29 @@ interface Batch {
   chars: number;
 }
 
+/** Delayed publishes of one queue in one turn (see module doc). */
+interface DelayedBatch {
+  readonly keys: QueueKeys;
+  /** The backlog limit (0 = none), then four per message: task id, body, delay ms (as asked until sent), "1" = unique. */
+  readonly args: Array<string | number>;
+  /** `performance.now()` when each message was published. */
+  readonly publishedAt: number[];
+  readonly resolves: Array<(code: number) => void>;
+  readonly rejects: Array<(error: Error) => void>;
+  chars: number;
+}
+
+/** A delayed publish to hand to {@link PublishBatcher.publishDelayed}. */
+export interface DelayedPublish {
+  /** Task id (the delayed set's member). */
+  readonly id: string;
+  readonly body: string;
+  /** Delay asked for, ms (> 0). */
+  readonly delayMs: number;
+  /** Refused when a message of the id is queued, delayed or running. */
+  readonly unique: boolean;
+}
+
 /** What the batcher needs from its broker. */
 export interface PublishBatchHost {
   /** The broker's command connection. */
@@ -50,6 +85,8 @@ export interface PublishBatchHost {
   readonly deadlines: Deadlines;
   /** Wraps a driver error (or an error text of the script) into the broker's error. */
   wrapError(error: unknown): Error;
+  /** Notes a delayed job Redis accepted `delayMs` from now (see `redis-due-mover.ts`). */
+  scheduleMove(keys: QueueKeys, delayMs: number): void;
 }
 
 /** Groups plain publishes per queue and turn (see module doc). */
@@ -57,6 +94,10 @@ export class PublishBatcher {
   readonly #host: PublishBatchHost;
   /** Open batches by stream key. */
   readonly #open = new Map<string, Batch>();
+  /** Open batches of delayed publishes by stream key. */
+  readonly #openDelayed = new Map<string, DelayedBatch>();
+  /** Full batches of delayed publishes, sent with the open ones at the end of the turn. */
+  #fullDelayed: DelayedBatch[] = [];
   /** This batcher's part of every call token; a counter tells its calls apart. */
   readonly #tokenPrefix = randomBytes(9).toString("base64url");
   #calls = 0;
@@ -76,10 +117,7 @@ export class PublishBatcher {
       if (batch === undefined) {
         batch = { stream, sent, queue, bodies: [], resolves: [], rejects: [], chars: 0 };
         this.#open.set(stream, batch);
-        if (!this.#isScheduled) {
-          this.#isScheduled = true;
-          process.nextTick(this.#flushAll);
-        }
+        this.#schedule();
       }
       batch.bodies.push(body);
       batch.resolves.push(resolve);
@@ -92,16 +130,84 @@ export class PublishBatcher {
     });
   }
 
+  /**
+   * Adds a delayed publish to the batch of this turn of `keys`'s queue (see module doc);
+   * settles with `publish-delayed.lua`'s answer for it: 1 published, 0 not (unique id
+   * present), -1 backlog over `maxLength`. A published one is handed to the due mover.
+   */
+  publishDelayed(keys: QueueKeys, message: DelayedPublish, maxLength: number): Promise<number> {
+    const publishedAt = performance.now();
+    return new Promise<number>((resolve, reject) => {
+      let batch = this.#openDelayed.get(keys.stream);
+      if (batch === undefined) {
+        batch = { keys, args: [maxLength], publishedAt: [], resolves: [], rejects: [], chars: 0 };
+        this.#openDelayed.set(keys.stream, batch);
+        this.#schedule();
+      }
+      batch.args.push(message.id, message.body, message.delayMs, message.unique ? "1" : "0");
+      batch.publishedAt.push(publishedAt);
+      batch.resolves.push(resolve);
+      batch.rejects.push(reject);
+      batch.chars += message.body.length;
+      if (batch.resolves.length >= MAX_MESSAGES || batch.chars >= MAX_BYTES) {
+        this.#openDelayed.delete(keys.stream);
+        this.#fullDelayed.push(batch);
+      }
+    });
+  }
+
   /** Sends every open batch now (before the connection closes: they would go after QUIT). */
   flush(): void {
     this.#flushAll();
+  }
+
+  /** Flushes the open batches once this turn's synchronous code is done. */
+  #schedule(): void {
+    if (this.#isScheduled) return;
+    this.#isScheduled = true;
+    process.nextTick(this.#flushAll);
   }
 
   readonly #flushAll = (): void => {
     this.#isScheduled = false;
     for (const batch of this.#open.values()) this.#send(batch);
     this.#open.clear();
+    const full = this.#fullDelayed;
+    this.#fullDelayed = [];
+    for (const batch of full) this.#sendDelayed(batch);
+    for (const batch of this.#openDelayed.values()) this.#sendDelayed(batch);
+    this.#openDelayed.clear();
   };
+
+  #sendDelayed(batch: DelayedBatch): void {
+    const host = this.#host;
+    const { keys, args, publishedAt } = batch;
+    // The delay left of each: the time it waited here since its publish has passed already
+    // (rounded up, and at least 1 ms: a delayed message always goes through the delayed set).
+    const now = performance.now();
+    for (let i = 0; i < publishedAt.length; i++) {
+      const asked = args[3 + 4 * i] as number;
+      args[3 + 4 * i] = Math.max(1, Math.ceil(asked - (now - (publishedAt[i] as number))));
+    }
+    let call: Promise<unknown>;
+    try {
+      call = runScript(
+        host.main,
+        "chicoryPublishDelayed",
+        [keys.stream, keys.delayed, keys.delayedData, keys.unique],
+        args,
+      );
+    } catch (error) {
+      call = Promise.reject(error); // as in #send
+    }
+    host.deadlines.guard(call, keys.queue).then(
+      (reply) => settleDelayed(batch, reply, host),
+      (error: unknown) => {
+        const wrapped = host.wrapError(error);
+        for (const reject of batch.rejects) reject(wrapped);
+      },
+    );
+  }
 
   #send(batch: Batch): void {
     const host = this.#host;
@@ -138,4 +244,23 @@ function settle(batch: Batch, reply: unknown, host: PublishBatchHost): void {
   const text = Array.isArray(reply) ? String(reply[1]) : `unexpected reply ${JSON.stringify(reply)}`;
   const error = host.wrapError(new Error(text));
   for (let i = added; i < n; i++) (batch.rejects[i] as (error: Error) => void)(error);
+}
+
+/**
+ * Settles each delayed publish with its code in the reply of `publish-delayed.lua` (one per
+ * message), and notes the published ones for the due mover.
+ */
+function settleDelayed(batch: DelayedBatch, reply: unknown, host: PublishBatchHost): void {
+  const codes = Array.isArray(reply) ? reply : [];
+  for (let i = 0; i < batch.resolves.length; i++) {
+    const code = Number(codes[i]);
+    if (code !== 1 && code !== 0 && code !== -1) {
+      (batch.rejects[i] as (error: Error) => void)(
+        host.wrapError(new Error(`unexpected reply ${JSON.stringify(reply)}`)),
+      );
+      continue;
+    }
+    if (code === 1) host.scheduleMove(batch.keys, batch.args[3 + 4 * i] as number);
+    (batch.resolves[i] as (code: number) => void)(code);
+  }
 }

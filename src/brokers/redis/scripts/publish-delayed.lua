@@ -1,0 +1,34 @@
+-- publish-delayed.lua: enqueue the delayed messages that one process published to one queue in
+-- one event-loop turn: one call, and one Redis clock reading, instead of one call each (a burst
+-- scheduled for one moment gets one due time, not one spread over the time Redis took to run
+-- a call per message).
+-- KEYS[1] stream         ${prefix}:stream:{Q}
+-- KEYS[2] delayed zset   ${prefix}:delayed:{Q}       (member = task id, score = due ms)
+-- KEYS[3] delayed bodies ${prefix}:delayed-data:{Q}  (hash task id -> body)
+-- KEYS[4] unique set     ${prefix}:unique:{Q}        (task ids queued, delayed or in flight)
+-- ARGV[1] max backlog (stream + delayed; 0 = no limit), then four per message, in publish
+-- order: task id, body, delay ms (> 0), "1" = unique.
+-- Returns one number per message: 1 published, 0 not published (unique id already present),
+-- -1 backlog over limit; each as publish.lua would have answered it, called in that order.
+-- Atomic: the backlog check, the unique marker and the enqueue must not interleave with
+-- another publish, and the due time comes from the Redis clock (TIME), never a client's.
+-- With Redis full (maxmemory, noeviction) the first write fails and nothing is written.
+local maxLen = tonumber(ARGV[1])
+local t = redis.call('TIME')
+-- rounded up: the due time is never earlier than now + delay (the mover rounds down)
+local nowMs = tonumber(t[1]) * 1000 + math.ceil(tonumber(t[2]) / 1000)
+local out = {}
+for i = 2, #ARGV, 4 do
+  local id = ARGV[i]
+  local result = 1
+  if maxLen > 0 and redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) >= maxLen then
+    result = -1
+  elseif ARGV[i + 3] == '1' and redis.call('SADD', KEYS[4], id) == 0 then
+    result = 0
+  else
+    redis.call('ZADD', KEYS[2], nowMs + tonumber(ARGV[i + 2]), id)
+    redis.call('HSET', KEYS[3], id, ARGV[i + 1])
+  end
+  out[#out + 1] = result
+end
+return out

@@ -41,6 +41,7 @@ import {
   adapterClient,
   closeRedis,
   describeRedisError,
+  lastConnectionError,
   pingRedis,
   sameRedisServer,
 } from "../../redis/redis-connect.js";
@@ -200,6 +201,13 @@ export class RedisBackend implements Backend, RedisRecordWriter {
       fetchMany: (ids) => this.#fetchMany(ids),
       onError: (error, what = "read failed") =>
         this.#logger.warn({ err: this.#describe(error) }, `redis result wait: ${what}`),
+      // get() without a timeout waits through an outage: one warning (not one per get()), and
+      // one line when Redis answers again
+      outage: {
+        logger: this.#logger,
+        backend: `redis backend ${this.displayUrl}`,
+        lastError: () => lastConnectionError(main),
+      },
     });
   }
 

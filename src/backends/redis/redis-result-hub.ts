@@ -14,7 +14,7 @@ import { isNoPermError } from "../../redis/redis-access.js";
 import type { RedisClientLike } from "../../redis/redis-client.js";
 import { dropRedis, openDuplicate } from "../../redis/redis-connect.js";
 import type { TaskRecord, WaitOptions } from "../backend.js";
-import { ResultWaiter } from "../result-waiter.js";
+import { type OutageNotice, ResultWaiter } from "../result-waiter.js";
 import { asRecord, RECORD_MAX_DEPTH } from "./redis-record.js";
 
 /** Longest wait for the subscription before a waiter relies on polling alone. */
@@ -58,6 +58,8 @@ export interface ResultHubHost {
   fetchMany(ids: string[]): Promise<Map<string, TaskRecord | Error>>;
   /** Something went wrong meanwhile (`what`: default "read failed"); waits go on. */
   onError(error: unknown, what?: string): void;
+  /** Tells of an outage that waits meet, once per outage (see {@link OutageNotice}). */
+  readonly outage?: OutageNotice;
 }
 
 /** Shared waiting for terminal records (see module doc). */
@@ -90,6 +92,7 @@ export class RedisResultHub {
       fetchMany: (ids) => host.fetchMany(ids),
       pollIntervalMs: host.pollIntervalMs,
       onError: (error) => host.onError(error),
+      ...(host.outage === undefined ? {} : { outage: host.outage }),
     });
   }
 

@@ -1,0 +1,102 @@
+/**
+ * `get()` without a timeout while the result backend's Redis is down: it still waits, and
+ * resolves once Redis is back and the record is there, but the outage is no longer silent: the
+ * backend's logger gets one warning naming the backend and the reason (one for a thousand
+ * waiting `get()`s), and one info line when Redis answers again. On a redis-server of the
+ * test's own (killed and restarted on the same port).
+ */
+import { describe, expect, it } from "vitest";
+import { RedisBackend } from "../../../src/backends/redis/index.js";
+import type { Logger } from "../../../src/core/logger.js";
+import { AsyncResult } from "../../../src/index.js";
+import { successRecord } from "../../contract/contract-helpers.js";
+import { useCleanups } from "../../helpers/cleanups.js";
+import { skipUnless, uniqueName } from "../../helpers/services.js";
+import { useOwnRedis } from "./own-redis.js";
+
+const skip = await skipUnless("redis");
+
+/** One captured log line. */
+interface Line {
+  readonly level: "debug" | "info" | "warn" | "error";
+  readonly fields: Record<string, unknown>;
+  readonly message: string;
+}
+
+/** A logger that keeps its lines and resolves `until(pattern)` once a line matches. */
+function capturingLogger() {
+  const lines: Line[] = [];
+  const waiting: Array<{ pattern: RegExp; resolve: (line: Line) => void }> = [];
+  const at =
+    (level: Line["level"]) =>
+    (fieldsOrMessage: Record<string, unknown> | string, message?: string): void => {
+      const line =
+        typeof fieldsOrMessage === "string"
+          ? { level, fields: {}, message: fieldsOrMessage }
+          : { level, fields: fieldsOrMessage, message: message ?? "" };
+      lines.push(line);
+      for (const w of [...waiting]) {
+        if (!w.pattern.test(line.message)) continue;
+        waiting.splice(waiting.indexOf(w), 1);
+        w.resolve(line);
+      }
+    };
+  const logger: Logger = {
+    debug: at("debug"),
+    info: at("info"),
+    warn: at("warn"),
+    error: at("error"),
+    child: () => logger,
+  };
+  const until = (pattern: RegExp): Promise<Line> => {
+    const seen = lines.find((line) => pattern.test(line.message));
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve) => waiting.push({ pattern, resolve }));
+  };
+  return { logger, lines, until };
+}
+
+describe.skipIf(skip)("redis backend: get() without a timeout during an outage", () => {
+  const own = useOwnRedis("outage");
+  const cleanups = useCleanups();
+
+  it("warns once while Redis is down, keeps waiting, and resolves every get() once Redis and the records are back", async () => {
+    const { logger, lines, until } = capturingLogger();
+    const keyPrefix = uniqueName("outage");
+    const backend = new RedisBackend({ url: own.server.url, keyPrefix, env: {}, logger });
+    cleanups.push(() => backend.disconnect());
+    await backend.connect();
+    // a get() while Redis is up: the result subscription is open when Redis goes
+    await backend.storeResult(successRecord("before", 0));
+    expect(await new AsyncResult("before", backend).get()).toBe(0);
+
+    await own.server.kill();
+    const ids = Array.from({ length: 1000 }, (_, i) => `down-${i}`);
+    let settled = 0;
+    const gets = ids.map((id) =>
+      new AsyncResult<number>(id, backend).get().finally(() => {
+        settled++;
+      }),
+    );
+    const values = Promise.all(gets);
+    values.catch(() => undefined); // awaited below; a failure before that is the test's
+    const warning = await until(/results cannot be read/);
+    expect(warning.level).toBe("warn");
+    expect(warning.message).toContain(`redis backend redis://127.0.0.1:${own.server.port}/0`);
+    expect(String(warning.fields.err)).toMatch(/no answer for \d+\.\d s; last error: .*ECONNREFUSED/);
+    expect(warning.fields.waitingTaskIds).toBe(ids.length);
+    expect(settled).toBe(0); // still waiting: no TimeoutError, no rejection
+
+    await own.server.start();
+    const recovered = until(/results can be read again/);
+    // the records come from another process (here: another backend instance)
+    const writer = new RedisBackend({ url: own.server.url, keyPrefix, env: {} });
+    cleanups.push(() => writer.disconnect());
+    await writer.connect();
+    await Promise.all(ids.map((id, i) => writer.storeResult(successRecord(id, i))));
+    expect(await values).toEqual(ids.map((_, i) => i));
+    expect((await recovered).level).toBe("info");
+    // one warning for the outage, whatever the number of waits, and no other warning
+    expect(lines.filter((line) => line.level === "warn" || line.level === "error")).toEqual([warning]);
+  });
+});

@@ -1,0 +1,173 @@
+/**
+ * The outage notice of the shared result waiter: waits whose reads fail, or get no answer, for
+ * OUTAGE_NOTICE_MS give one warning (whatever their number), once per outage, and one info line
+ * when a read succeeds again; the waits themselves go on and resolve as before.
+ */
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import type { TaskRecord } from "../../src/backends/backend.js";
+import { OUTAGE_NOTICE_MS, ResultWaiter } from "../../src/backends/result-waiter.js";
+import type { Logger } from "../../src/core/logger.js";
+
+function success(taskId: string): TaskRecord {
+  return { taskId, state: "SUCCESS", result: taskId, updatedAt: "2024-01-01T00:00:00.000Z" };
+}
+
+/** A logger that keeps its lines as `level: message (err)`. */
+function linesLogger() {
+  const lines: string[] = [];
+  const at = (level: string) => (fields: Record<string, unknown> | string, message?: string) => {
+    if (typeof fields === "string") lines.push(`${level}: ${fields}`);
+    else lines.push(`${level}: ${message ?? ""}${fields.err === undefined ? "" : ` (${String(fields.err)})`}`);
+  };
+  const logger: Logger = {
+    debug: at("debug"),
+    info: at("info"),
+    warn: at("warn"),
+    error: at("error"),
+    child: () => logger,
+  };
+  return { logger, lines };
+}
+
+/** A store whose reads can be made to hang (`hang`) or fail (`fail`), and released. */
+function flakyStore() {
+  const records = new Map<string, TaskRecord>();
+  const held: Array<() => void> = [];
+  const state = { mode: "up" as "up" | "hang" | "fail", reads: 0 };
+  const read = (ids: string[]) => {
+    const out = new Map<string, TaskRecord>();
+    for (const id of ids) {
+      const record = records.get(id);
+      if (record) out.set(id, record);
+    }
+    return out;
+  };
+  const fetchMany = (ids: string[]): Promise<Map<string, TaskRecord>> => {
+    state.reads++;
+    if (state.mode === "fail") return Promise.reject(new Error("connect ECONNREFUSED 127.0.0.1:6379"));
+    if (state.mode === "up") return Promise.resolve(read(ids));
+    // held as a Redis client holds its commands while it reconnects: answered once it is back
+    return new Promise((resolve) => held.push(() => resolve(read(ids))));
+  };
+  const up = () => {
+    state.mode = "up";
+    for (const release of held.splice(0)) release();
+  };
+  return { records, state, fetchMany, up };
+}
+
+describe("ResultWaiter outage notice", () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it("one warning for a thousand waits whose reads get no answer, after OUTAGE_NOTICE_MS; one info line when they are answered", async () => {
+    const store = flakyStore();
+    const { logger, lines } = linesLogger();
+    const waiter = new ResultWaiter({
+      fetchMany: store.fetchMany,
+      pollIntervalMs: 500,
+      outage: { logger, backend: "redis backend redis://:***@h:6379/0", lastError: () => "; last error: ECONNREFUSED" },
+    });
+    store.state.mode = "hang";
+    const waits = Array.from({ length: 1000 }, (_, i) => waiter.wait(`t${i}`));
+    await vi.advanceTimersByTimeAsync(OUTAGE_NOTICE_MS);
+    expect(lines).toEqual([]); // not before the read has gone unanswered that long
+    await vi.advanceTimersByTimeAsync(600);
+    expect(lines).toEqual([
+      expect.stringMatching(
+        /^warn: redis backend redis:\/\/:\*\*\*@h:6379\/0: results cannot be read \(backend unreachable\?\); waits go on, and resolve once it answers \(no answer for 5\.\d s; last error: ECONNREFUSED\)$/,
+      ),
+    ]);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(lines).toHaveLength(1); // once per outage, not per poll or per wait
+    for (let i = 0; i < 1000; i++) store.records.set(`t${i}`, success(`t${i}`));
+    store.up();
+    await vi.advanceTimersByTimeAsync(600);
+    expect(await Promise.all(waits)).toEqual(Array.from({ length: 1000 }, (_, i) => success(`t${i}`)));
+    expect(lines).toHaveLength(2);
+    expect(lines[1]).toMatch(
+      /^info: redis backend redis:\/\/:\*\*\*@h:6379\/0: results can be read again \(after \d+\.\d s\)$/,
+    );
+    waiter.close();
+  });
+
+  it("failing reads: onError once per run of failures, the warning gives the error, and each outage is told", async () => {
+    const store = flakyStore();
+    const { logger, lines } = linesLogger();
+    const errors: unknown[] = [];
+    const waiter = new ResultWaiter({
+      fetchMany: store.fetchMany,
+      pollIntervalMs: 100,
+      onError: (error) => errors.push(error),
+      outage: { logger, backend: "sql backend" },
+    });
+    store.state.mode = "fail";
+    const first = waiter.wait("a");
+    await vi.advanceTimersByTimeAsync(OUTAGE_NOTICE_MS + 200);
+    expect(store.state.reads).toBeGreaterThan(40);
+    expect(errors).toHaveLength(1);
+    expect(lines).toEqual([
+      "warn: sql backend: results cannot be read (backend unreachable?); waits go on, and resolve once it answers (connect ECONNREFUSED 127.0.0.1:6379)",
+    ]);
+    store.records.set("a", success("a"));
+    store.up();
+    await vi.advanceTimersByTimeAsync(100);
+    expect(await first).toEqual(success("a"));
+    expect(lines[1]).toMatch(/^info: sql backend: results can be read again/);
+
+    // a second outage is told again
+    store.state.mode = "fail";
+    const second = waiter.wait("b", { timeoutMs: 60_000 });
+    await vi.advanceTimersByTimeAsync(OUTAGE_NOTICE_MS + 200);
+    expect(errors).toHaveLength(2);
+    expect(lines).toHaveLength(3);
+    expect(lines[2]).toMatch(/^warn: sql backend: results cannot be read/);
+    store.records.set("b", success("b"));
+    store.up();
+    await vi.advanceTimersByTimeAsync(100);
+    expect(await second).toEqual(success("b"));
+    expect(lines).toHaveLength(4);
+    waiter.close();
+  });
+
+  it("says nothing of an outage nobody waits through, nor of reads slower than the poll interval", async () => {
+    const store = flakyStore();
+    const { logger, lines } = linesLogger();
+    const waiter = new ResultWaiter({
+      fetchMany: store.fetchMany,
+      pollIntervalMs: 100,
+      outage: { logger, backend: "b" },
+    });
+    store.state.mode = "fail";
+    const timedOut = waiter.wait("a", { timeoutMs: OUTAGE_NOTICE_MS / 2 });
+    await vi.advanceTimersByTimeAsync(OUTAGE_NOTICE_MS / 2);
+    expect(await timedOut).toBeNull();
+    await vi.advanceTimersByTimeAsync(OUTAGE_NOTICE_MS * 2);
+    expect(lines).toEqual([]);
+
+    // reads answered, late (each after 300 ms, the poll interval 100 ms): no outage
+    let slowMs = 300;
+    const slow = new ResultWaiter({
+      fetchMany: (ids) =>
+        new Promise((resolve) =>
+          setTimeout(
+            () => resolve(new Map(ids.map((id) => [id, { ...success(id), state: "STARTED" as const }]))),
+            slowMs,
+          ),
+        ),
+      pollIntervalMs: 100,
+      outage: { logger, backend: "b" },
+    });
+    const waiting = slow.wait("x");
+    await vi.advanceTimersByTimeAsync(OUTAGE_NOTICE_MS * 3);
+    expect(lines).toEqual([]);
+    slowMs = 0;
+    slow.close();
+    expect(await waiting).toBeNull();
+    waiter.close();
+  });
+});

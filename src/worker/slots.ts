@@ -14,6 +14,8 @@ export class JobSlots {
   #onFree: (() => void) | null = null;
   /** Resolvers of {@link JobSlots.drain} calls waiting for every job to end. */
   #onIdle: Array<() => void> = [];
+  /** Resolvers of {@link JobSlots.whenNoneRunning} calls. */
+  #onNoneRunning: Array<() => void> = [];
   // One callback each for every job (a job is counted, not kept: no per-job closure or set entry).
   readonly #runEnded = (): void => {
     this.#running--;
@@ -78,8 +80,21 @@ export class JobSlots {
     });
   }
 
+  /** Resolves once no handler runs (outcomes may still be settling). */
+  whenNoneRunning(): Promise<void> {
+    if (this.#running === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#onNoneRunning.push(resolve);
+    });
+  }
+
   #ended(): void {
     this.wake();
+    if (this.#running === 0 && this.#onNoneRunning.length > 0) {
+      const waiting = this.#onNoneRunning;
+      this.#onNoneRunning = [];
+      for (const resolve of waiting) resolve();
+    }
     if (this.#running === 0 && this.#settling === 0 && this.#onIdle.length > 0) {
       const idle = this.#onIdle;
       this.#onIdle = [];

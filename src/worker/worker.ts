@@ -14,7 +14,7 @@ import { type Duration, toSeconds } from "../core/duration.js";
 import { newWorkerId } from "../core/ids.js";
 import type { Logger } from "../core/logger.js";
 import { peekMessage, type TaskMessage } from "../core/message.js";
-import { nextTurn, settlesWithin, sleep } from "../core/sleep.js";
+import { DeadlinePassed, nextTurn, settlesWithin, sleep, withinDeadline } from "../core/sleep.js";
 import { ChicoryError, toError } from "../errors.js";
 import { createLogger } from "../logging.js";
 import { executeActions } from "./executor.js";
@@ -221,7 +221,11 @@ export class Worker {
    * when no other worker of the same app is still running. Resolves within `timeout` + 5 s
    * whatever happens (a server that does not answer, a task that ignores the abort, a hook
    * that never ends): a step still running at that deadline is left behind and logged (the
-   * shutdown hooks, then the disconnect, keep their order in the background).
+   * shutdown hooks, then the disconnect, keep their order in the background). With the broker
+   * or the backend unreachable (its healthcheck fails), the steps that need it are not waited
+   * for, each logged: a heartbeat or cleanup round in progress, the outcomes of aborted tasks
+   * (their messages stay pending for another worker), the final heartbeat (the worker's record
+   * then expires): an idle worker stops at once during an outage.
    * @param timeout seconds, or a string with a unit (`"10s"`; default `shutdownTimeout`)
    * @throws ConfigurationError (the promise rejects) when `timeout` is not a non-negative duration
    */
@@ -338,8 +342,12 @@ export class Worker {
   }
 
   #startLoops(): void {
-    const onError = (what: string) => (error: unknown) =>
-      this.#logger.warn({ err: toError(error).message }, `${what} failed; will try again`);
+    const onError = (what: string) => (error: unknown) => {
+      // a round cut off by the shutdown (see #stopLoops) is not tried again
+      if (this.#phase === "running")
+        this.#logger.warn({ err: toError(error).message }, `${what} failed; will try again`);
+      else this.#logger.debug({ err: toError(error).message }, `${what} failed during shutdown`);
+    };
     const backend = this.#app.backend;
     if (backend) {
       this.#loops.push(
@@ -549,6 +557,103 @@ export class Worker {
       );
   }
 
+  /**
+   * Stops the heartbeat and cleanup loops and waits, up to {@link SHUTDOWN_STEP_MS}, for a round
+   * in progress. Such a round may wait for a server that is away (its commands queued in the
+   * client): when the broker or the backend does not answer its healthcheck, the round is not
+   * waited for (it fails once the app disconnects).
+   */
+  async #stopLoops(loops: readonly Loop[]): Promise<void> {
+    const until = performance.now() + SHUTDOWN_STEP_MS;
+    const stopped = Promise.all(loops.map((loop) => loop.stop()));
+    // No round in progress (the usual case): nothing to wait for, nothing to ask the servers.
+    if (await settlesWithin(stopped, 0)) return;
+    let reasons: string[] | null; // null: the round ended first
+    try {
+      reasons = await withinDeadline(
+        Promise.race([stopped.then(() => null), this.#unreachableServers()]),
+        Math.max(0, until - performance.now()),
+      );
+    } catch {
+      return; // DeadlinePassed (neither rejects): the step's time is up
+    }
+    if (reasons === null) return;
+    if (reasons.length > 0) {
+      this.#logger.warn(
+        { unreachable: reasons },
+        "shutdown: not waiting for the heartbeat or cleanup round in progress: a server it needs cannot be reached (the round fails when the app disconnects)",
+      );
+      return;
+    }
+    await settlesWithin(stopped, Math.max(0, until - performance.now()));
+  }
+
+  /**
+   * After the shutdown timeout and the abort: waits up to `ms` for the handlers to return and
+   * the outcomes to be settled. Once no handler runs, outcomes still waiting for a server that
+   * cannot be reached (their commands only queue in the client) are not waited for: nothing is
+   * lost, their messages stay unacknowledged and are delivered again once their lease expires.
+   */
+  async #drainAborted(ms: number): Promise<void> {
+    const until = performance.now() + ms;
+    const rest = () => Math.max(0, until - performance.now());
+    const drained = this.#slots.drain();
+    // a handler that ignores its abort: the deadline ends the wait, as before
+    if (!(await settlesWithin(this.#slots.whenNoneRunning(), rest()))) return;
+    if (await settlesWithin(drained, 0)) return;
+    let reasons: string[] | null; // null: the outcomes were settled first
+    try {
+      reasons = await withinDeadline(Promise.race([drained.then(() => null), this.#unreachableServers()]), rest());
+    } catch {
+      return; // DeadlinePassed (neither rejects): the step's time is up
+    }
+    if (reasons === null) return;
+    if (reasons.length > 0) {
+      this.#logger.warn(
+        { settling: this.#slots.settling, unreachable: reasons },
+        "shutdown: not waiting for outcomes that cannot be stored or acknowledged now (a server cannot be reached): their messages stay unacknowledged and are delivered again once their lease expires",
+      );
+      return;
+    }
+    await settlesWithin(drained, rest());
+  }
+
+  /** Why each of the broker and the backend cannot be reached now, if it cannot (see {@link probe}). */
+  async #unreachableServers(): Promise<string[]> {
+    const [broker, backend] = await Promise.all([probe(this.#app.broker), probe(this.#app.backend)]);
+    const reasons: string[] = [];
+    if (broker !== null) reasons.push(`broker ${this.#app.broker.displayUrl}: ${broker}`);
+    if (backend !== null) reasons.push(`backend ${this.#app.backend?.displayUrl ?? ""}: ${backend}`);
+    return reasons;
+  }
+
+  /**
+   * The last heartbeat, with `isRunning: false`, unless the backend cannot be reached: its
+   * write would only wait in the client (then the worker's record is left to expire, logged).
+   */
+  async #finalHeartbeat(): Promise<void> {
+    const backend = this.#app.backend;
+    if (!backend) return;
+    const unreachable = await probe(backend);
+    if (unreachable !== null) {
+      this.#warnRecordNotUpdated(`backend ${backend.displayUrl} unreachable: ${unreachable}`);
+      return;
+    }
+    try {
+      await this.#heartbeat();
+    } catch (error) {
+      this.#warnRecordNotUpdated(toError(error).message);
+    }
+  }
+
+  #warnRecordNotUpdated(why: string): void {
+    const { heartbeatTtl, staleWorkersTimeout } = this.config;
+    this.#logger.warn(
+      { err: why, heartbeatTtl, staleWorkersTimeout },
+      `final heartbeat not stored: this worker's record is not marked stopped; it leaves the active workers when its last heartbeat expires (heartbeatTtl, ${heartbeatTtl} s) and a worker's stale-worker cleanup removes it (staleWorkersTimeout, ${staleWorkersTimeout} s)`,
+    );
+  }
+
   async #shutdown(timeoutMs: number): Promise<void> {
     // Every step is bounded, and so is the whole: `timeoutMs` + SHUTDOWN_GRACE_MS, even with a
     // server that does not answer, a task that ignores its abort or a hook that never ends (what
@@ -561,7 +666,7 @@ export class Worker {
     this.#consumer?.stopFetching?.();
     this.#slots.wake();
     // Bounded: a loop's round (a heartbeat) may wait for a server that is down.
-    const loopsStopped = settlesWithin(Promise.all(this.#loops.map((loop) => loop.stop())), SHUTDOWN_STEP_MS);
+    const loopsStopped = this.#stopLoops(this.#loops);
     this.#loops = [];
     await settlesWithin(
       Promise.all([loopsStopped, this.#consumeLoop]),
@@ -577,7 +682,7 @@ export class Worker {
           : "shutdown timeout: no task runs, but the outcomes of ended ones are still being stored or acknowledged (broker or backend slow or away)",
       );
       this.#shutdownAbort.abort();
-      await settlesWithin(this.#slots.drain(), left(CLOSE_RESERVE_MS));
+      await this.#drainAborted(left(CLOSE_RESERVE_MS));
     }
     const consumer = this.#consumer;
     this.#consumer = null;
@@ -587,10 +692,10 @@ export class Worker {
     }
     this.#started.clear();
     this.#phase = "stopped";
-    await settlesWithin(
-      this.#heartbeat().catch(() => undefined),
-      Math.min(SHUTDOWN_STEP_MS, left()),
-    );
+    const heartbeatMs = Math.min(SHUTDOWN_STEP_MS, left());
+    if (!(await settlesWithin(this.#finalHeartbeat(), heartbeatMs))) {
+      this.#warnRecordNotUpdated(`no answer from the backend within ${Math.round(heartbeatMs)} ms`);
+    }
     const others = (runningWorkers.get(this.#app) ?? 1) - 1;
     runningWorkers.set(this.#app, others);
     // The hooks one after another, then the disconnect: in this order even when the deadline
@@ -649,5 +754,19 @@ async function runStartupHooks(hooks: readonly WorkerHook[]): Promise<void> {
     } catch (error) {
       throw new ChicoryError(`worker startup hook failed: ${toError(error).message}`, { cause: error });
     }
+  }
+}
+
+/**
+ * Null when `server` answers its healthcheck within {@link SHUTDOWN_STEP_MS} (or there is no
+ * server), else why not. A Redis adapter answers at once while its connection is down.
+ */
+async function probe(server: { healthcheck(): Promise<HealthStatus> } | null): Promise<string | null> {
+  if (server === null) return null;
+  try {
+    const health = await withinDeadline(server.healthcheck(), SHUTDOWN_STEP_MS);
+    return health.connected ? null : (health.error ?? "not connected");
+  } catch (error) {
+    return error instanceof DeadlinePassed ? `no answer within ${SHUTDOWN_STEP_MS} ms` : toError(error).message;
   }
 }

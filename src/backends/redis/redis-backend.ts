@@ -29,10 +29,11 @@
  */
 
 import type { HealthStatus } from "../../brokers/broker.js";
+import { Deadlines } from "../../core/deadlines.js";
 import type { EnvMap } from "../../core/env.js";
 import { FlushScheduler } from "../../core/flush-scheduler.js";
 import type { Logger } from "../../core/logger.js";
-import { DeadlinePassed, withinDeadline } from "../../core/sleep.js";
+import { DeadlinePassed, nextTurn } from "../../core/sleep.js";
 import { processWarningLogger } from "../../core/warn-once.js";
 import { BackendConnectionError, ChicoryError, ConfigurationError, ValidationError } from "../../errors.js";
 import { checkRedisAccess, defineAccessCheck, isNoPermError } from "../../redis/redis-access.js";
@@ -75,6 +76,14 @@ function isWrongType(error: unknown): boolean {
 const MGET_BATCH = 500;
 /** Longest wait for one backend operation other than `get()`'s waits (Redis away: its commands queue in the client). */
 const OPERATION_TIMEOUT_MS = 10_000;
+
+/** An operation Redis had not answered when the backend disconnected (see {@link RedisBackend.disconnect}). */
+class AnswerLost extends Error {}
+
+/** The time limits of one connection's bounded operations. */
+function operationDeadlines(): Deadlines {
+  return new Deadlines(OPERATION_TIMEOUT_MS, () => new DeadlinePassed(OPERATION_TIMEOUT_MS));
+}
 
 /**
  * Longest record (bytes of JSON) sent inside the done notification; a longer one is announced
@@ -121,6 +130,11 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   #terminal: TerminalBatch[] = [];
   readonly #terminalFlush = new FlushScheduler(() => this.#flushTerminal());
   #connecting: Promise<void> | undefined;
+  /**
+   * Time limits of the bounded operations (see {@link RedisBackend.#run}), one timer for all,
+   * which does not keep the process alive; `disconnect` ends those Redis has not answered.
+   */
+  #deadlines = operationDeadlines();
 
   constructor(options: RedisBackendOptions = {}) {
     const env: EnvMap = options.env ?? process.env;
@@ -234,12 +248,21 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     await this.#connecting?.catch(() => undefined);
     const main = this.#main;
     const hub = this.#hub;
+    const deadlines = this.#deadlines;
     this.#main = undefined;
     this.#hub = undefined;
+    this.#deadlines = operationDeadlines(); // a connect() meanwhile keeps its own
     await hub?.close();
     this.#stopEvictionChecks?.();
     this.#stopEvictionChecks = undefined;
-    if (main && main !== this.#injected) await closeRedis(main);
+    if (!main || main === this.#injected) return; // a caller's client goes on: its replies will come
+    await closeRedis(main);
+    // Operations Redis has not answered by now (it is away: the client keeps their commands
+    // queued and would never settle them once closed; a heartbeat of a worker stopping during
+    // an outage) end now with a connection error, rather than at their time limit. One turn
+    // first: replies that came before the close settle their operations through a few steps.
+    await nextTurn();
+    deadlines.rejectAll(() => new AnswerLost());
   }
 
   #describe(error: unknown): string {
@@ -256,8 +279,13 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     const main = this.#main;
     if (!main) throw new BackendConnectionError("redis backend is not connected: call connect() first");
     try {
-      return await (bounded ? withinDeadline(fn(main), OPERATION_TIMEOUT_MS) : fn(main));
+      return await (bounded ? this.#deadlines.guard(fn(main), operation) : fn(main));
     } catch (error) {
+      if (error instanceof AnswerLost) {
+        throw new BackendConnectionError(
+          `redis backend ${operation}: the backend disconnected before ${this.displayUrl} answered (Redis unreachable?); a write may still be applied if it was sent`,
+        );
+      }
       if (error instanceof DeadlinePassed) {
         throw new BackendConnectionError(
           `redis backend ${operation}: no answer from ${this.displayUrl} within ${OPERATION_TIMEOUT_MS / 1000} s (Redis unreachable?); a write may still be applied once it is back`,

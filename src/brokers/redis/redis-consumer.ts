@@ -366,13 +366,29 @@ export class RedisConsumer implements Consumer {
     this.#isClosed = true;
     this.#onClose?.(this);
     this.#unblock();
+    // With the command connection down (Redis unreachable), its commands would only wait in the
+    // client: the steps below that need Redis are not waited for, or not sent. Nothing is lost:
+    // entries this consumer holds stay pending and are reclaimed once their leases expire.
+    const isReachable = this.#ctx.main.status === "ready";
+    const released = this.#releaseBuffer();
     // bounded: with Redis unreachable the entries come back when their leases expire
-    await settlesWithin(this.#releaseBuffer(), RELEASE_ON_CLOSE_MS);
+    if (isReachable) await settlesWithin(released, RELEASE_ON_CLOSE_MS);
     clearInterval(this.#renewTimer);
     clearInterval(this.#touchTimer);
     const conn = this.#conn ?? (await this.#opening?.catch(() => undefined));
     this.#conn = undefined;
     if (conn) dropRedis(conn);
+    if (!isReachable) {
+      this.#logger.warn(
+        {
+          consumer: this.#consumerId,
+          queues: this.#queues.map((q) => q.keys.queue),
+          err: `redis unreachable at ${this.#ctx.displayUrl} (connection ${this.#ctx.main.status}${lastConnectionError(this.#ctx.main)})`,
+        },
+        "redis consumer closed without removing itself from its consumer group (Redis unreachable): a worker's stale-client cleanup removes it later; entries it still held stay pending and are reclaimed once their lease expires",
+      );
+      return;
+    }
     // A consumer that owns nothing now deletes itself, so the group's consumer count is the
     // live workers (one that still owns entries, given back or not yet acknowledged, stays
     // for their reclaim; `cleanupStaleClients` removes it later). Best effort, bounded.

@@ -1,0 +1,220 @@
+/**
+ * A worker told to stop while its Redis (broker and backend) is down: an idle one stops at once
+ * instead of waiting for commands that can only queue in the client (the consumer's removal
+ * from its group, the last heartbeat, a heartbeat round in progress), and says which cleanup it
+ * could not do; with Redis up nothing changes (the last heartbeat is stored, the consumer leaves
+ * its group); a job running when Redis went away gets its graceful timeout, its aborted run's
+ * release is not waited for, and it is not lost (it stays pending and another worker reclaims it
+ * once Redis is back). Each test runs on a redis-server of this file's own.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import type { WorkerStats } from "../../../src/backends/backend.js";
+import { RedisBackend } from "../../../src/backends/redis/index.js";
+import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import { AsyncResult, Chicory, type Logger, Worker } from "../../../src/index.js";
+import { useCleanups } from "../../helpers/cleanups.js";
+import { skipUnless, uniqueName } from "../../helpers/services.js";
+import { freePort, OwnRedis } from "../../reliability/infra/redis-server.js";
+import { useOwnRedis } from "./own-redis.js";
+
+const skip = await skipUnless("redis");
+
+interface Line {
+  readonly level: "debug" | "info" | "warn" | "error";
+  readonly fields: Record<string, unknown>;
+  readonly message: string;
+}
+
+/** A logger keeping every line. */
+function capturingLogger(): { logger: Logger; lines: Line[] } {
+  const lines: Line[] = [];
+  const at =
+    (level: Line["level"]) =>
+    (fieldsOrMessage: Record<string, unknown> | string, message?: string): void => {
+      lines.push(
+        typeof fieldsOrMessage === "string"
+          ? { level, fields: {}, message: fieldsOrMessage }
+          : { level, fields: fieldsOrMessage, message: message ?? "" },
+      );
+    };
+  const logger: Logger = {
+    debug: at("debug"),
+    info: at("info"),
+    warn: at("warn"),
+    error: at("error"),
+    child: () => logger,
+  };
+  return { logger, lines };
+}
+
+/** Resolves once `ready` is true (polled every 10 ms), rejects after `timeoutMs`. */
+function until(ready: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const timer = setInterval(() => {
+      if (ready()) {
+        clearInterval(timer);
+        resolve();
+      } else if (Date.now() - started > timeoutMs) {
+        clearInterval(timer);
+        reject(new Error(`${what}: not within ${timeoutMs} ms`));
+      }
+    }, 10);
+  });
+}
+
+describe.skipIf(skip)("redis worker: stop() while Redis is down", () => {
+  const own = useOwnRedis("stop-outage");
+  const cleanups = useCleanups();
+
+  /** The own server running (a test before may have stopped it), and an app of a fresh prefix on it. */
+  async function appOnOwnServer(): Promise<{ app: Chicory; keyPrefix: string }> {
+    if (own.server.pid === undefined) await own.server.start();
+    const url = own.server.url;
+    const keyPrefix = uniqueName("stopdown");
+    const app = new Chicory({
+      broker: new RedisBroker({ url, keyPrefix, env: {}, blockMs: 200 }),
+      backend: new RedisBackend({ url, keyPrefix, env: {} }),
+      config: { env: {} },
+    });
+    cleanups.push(() => app.disconnect().catch(() => undefined));
+    return { app, keyPrefix };
+  }
+
+  it("an idle worker stops at once, names what it could not clean up, and leaves no Redis call pending", async () => {
+    const { app } = await appOnOwnServer();
+    const backend = app.backend as RedisBackend;
+    // A heartbeat round sent while Redis is down is the one stop() finds in progress.
+    let isDown = false;
+    // (the round wrapped: a promise resolved with a promise would wait for it)
+    let onDownHeartbeat: (sent: { round: Promise<void> }) => void = () => undefined;
+    const downHeartbeat = new Promise<{ round: Promise<void> }>((resolve) => {
+      onDownHeartbeat = resolve;
+    });
+    const storeHeartbeat = backend.storeHeartbeat.bind(backend);
+    backend.storeHeartbeat = (stats: WorkerStats, ttl: number): Promise<void> => {
+      const round = storeHeartbeat(stats, ttl);
+      if (isDown) {
+        round.catch(() => undefined);
+        onDownHeartbeat({ round });
+      }
+      return round;
+    };
+    const { logger, lines } = capturingLogger();
+    const worker = new Worker(app, { logger, concurrency: 2, heartbeatInterval: 0.1, heartbeatTtl: 1 });
+    cleanups.push(() => worker.stop(0));
+    await worker.start();
+    await until(() => worker.lastHeartbeat !== null, "first heartbeat");
+
+    await own.server.kill(); // Redis gone (SIGKILL, no persistence)
+    isDown = true;
+    const { round } = await downHeartbeat; // queued in the client, waiting for a Redis that is gone
+    const started = performance.now();
+    await worker.stop();
+    const elapsedMs = performance.now() - started;
+
+    expect(worker.isRunning).toBe(false);
+    expect(worker.getStats().isRunning).toBe(false);
+    const warnings = lines.filter((l) => l.level === "warn").map((l) => l.message);
+    expect(warnings).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^shutdown: not waiting for the heartbeat or cleanup round in progress/),
+        expect.stringMatching(/^redis consumer closed without removing itself from its consumer group/),
+        expect.stringMatching(/^final heartbeat not stored: this worker's record is not marked stopped/),
+      ]),
+    );
+    const lastHeartbeat = lines.find((l) => l.message.startsWith("final heartbeat not stored"));
+    expect(String(lastHeartbeat?.fields.err)).toMatch(/unreachable/);
+    // The round cut off ended with the disconnect, not at its own 10 s limit (whose timer would
+    // keep a process that has nothing else to do alive for that long).
+    await expect(round).rejects.toThrow(/the backend disconnected before .* answered/);
+    // Before, fixed waits of 2 s (the round) + 1 s (the consumer's removal) + 2 s (the last
+    // heartbeat) made this at least 5 s whatever the machine; now no step waits for Redis.
+    expect(elapsedMs).toBeLessThan(2500);
+  });
+
+  it("with Redis up, stop() still stores the last heartbeat and removes the consumer from its group", async () => {
+    const { app, keyPrefix } = await appOnOwnServer();
+    const { logger, lines } = capturingLogger();
+    const worker = new Worker(app, { logger, concurrency: 2 });
+    cleanups.push(() => worker.stop(0));
+    await worker.start();
+    await until(() => worker.lastHeartbeat !== null, "first heartbeat");
+    await worker.stop();
+
+    const url = own.server.url;
+    const broker = new RedisBroker({ url, keyPrefix, env: {} });
+    const backend = new RedisBackend({ url, keyPrefix, env: {} });
+    cleanups.push(() => backend.disconnect());
+    cleanups.push(() => broker.disconnect());
+    await Promise.all([broker.connect(), backend.connect()]);
+    expect((await backend.getHeartbeat(worker.workerId))?.isRunning).toBe(false);
+    expect(await broker.getConsumerCount("default")).toBe(0);
+    expect(lines.filter((l) => l.level === "warn" || l.level === "error")).toEqual([]);
+  });
+
+  it("a job running when Redis goes away stays pending, and another worker runs it once Redis is back", async () => {
+    // A server that keeps its data (AOF, fsync always) across the outage.
+    const dir = mkdtempSync(join(tmpdir(), "chicory-stop-outage-aof-"));
+    const server = new OwnRedis(await freePort(), dir, "always");
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    cleanups.push(() => server.kill());
+    await server.start();
+    const keyPrefix = uniqueName("stopdown-job");
+    const makeApp = () =>
+      new Chicory({
+        broker: new RedisBroker({ url: server.url, keyPrefix, env: {}, blockMs: 200, claimMinIdleMs: 500 }),
+        backend: new RedisBackend({ url: server.url, keyPrefix, env: {} }),
+        config: { env: {}, deliveryMode: "at_least_once" },
+      });
+    const runs: string[] = [];
+    let aborted = 0;
+    const register = (app: Chicory, who: string) =>
+      app.task({ name: "hold", context: true }, async (ctx) => {
+        runs.push(who);
+        if (who === "second") return "done";
+        // the first worker's run holds the job until its worker aborts it
+        await new Promise<void>((resolve) => ctx.signal.addEventListener("abort", () => resolve(), { once: true }));
+        aborted++;
+        throw new Error("aborted");
+      });
+
+    const first = makeApp();
+    const hold = register(first, "first");
+    cleanups.push(() => first.disconnect().catch(() => undefined));
+    const { logger, lines } = capturingLogger();
+    const worker = new Worker(first, { logger, concurrency: 1 });
+    cleanups.push(() => worker.stop(0));
+    await worker.start();
+    const handle = await hold.delay();
+    await until(() => runs.length === 1, "the first run");
+
+    await server.kill(); // mid-run: the job cannot be acknowledged or released now
+    const started = performance.now();
+    await worker.stop(0.3); // the graceful timeout, then the abort
+    const elapsedMs = performance.now() - started;
+    expect(aborted).toBe(1);
+    expect(worker.isRunning).toBe(false);
+    // The handler had its whole graceful timeout; then the release of its aborted run, which
+    // cannot reach Redis, was not waited for (before: until the shutdown grace ran out, at least
+    // 3.5 s more whatever the machine). The message stays pending for its lease.
+    expect(elapsedMs).toBeGreaterThanOrEqual(290);
+    expect(elapsedMs).toBeLessThan(2500);
+    expect(lines.map((l) => l.message)).toContainEqual(
+      expect.stringMatching(/^shutdown: not waiting for outcomes that cannot be stored or acknowledged now/),
+    );
+
+    await server.start(); // same data (AOF): the entry is still pending for the stopped worker
+    const second = makeApp();
+    register(second, "second");
+    cleanups.push(() => second.disconnect().catch(() => undefined));
+    const rescuer = new Worker(second, { logger, concurrency: 1 });
+    cleanups.push(() => rescuer.stop(0));
+    await rescuer.start();
+    expect(await new AsyncResult(handle.taskId, second.backend).get({ timeout: 20 })).toBe("done");
+    expect(runs).toEqual(["first", "second"]);
+  });
+});

@@ -96,9 +96,9 @@ export class AsyncResult<R = unknown> {
   /**
    * Waits for a terminal state and returns the value. Without a timeout it waits as long as it
    * takes, through a backend outage too: it resolves once the backend answers again and the
-   * record is there. Such a wait is not silent: the Redis backend warns (its logger, else a
-   * process warning) when its waiters' reads have failed or gone unanswered for 5 s, once per
-   * outage however many `get()`s wait, and says when it can be read again.
+   * record is there. Such a wait is not silent: the Redis and SQL backends warn (their logger,
+   * else a process warning) when their waiters' reads have failed or gone unanswered for 5 s,
+   * once per outage however many `get()`s wait, and say when they can be read again.
    * @throws TaskFailedError when the task failed or was dead-lettered
    * @throws TimeoutError when `timeout` passes first
    * @throws BackendNotConfiguredError without a backend

@@ -6,10 +6,12 @@
  * @module
  */
 
-import type { Logger } from "../core/logger.js";
 import { timerDelay } from "../core/sleep.js";
 import type { TaskRecord, WaitOptions } from "./backend.js";
 import { isTerminalState } from "./backend.js";
+import { type OutageNotice, OutageWatch } from "./outage-notice.js";
+
+export { OUTAGE_NOTICE_MS, type OutageNotice } from "./outage-notice.js";
 
 /** Options of a {@link ResultWaiter}. */
 export interface ResultWaiterOptions {
@@ -30,24 +32,6 @@ export interface ResultWaiterOptions {
   /** Says so when waiters cannot read the backend for a while (see {@link OutageNotice}). */
   outage?: OutageNotice;
 }
-
-/**
- * How a {@link ResultWaiter} tells of an outage: when waiters are waiting and no read of their
- * records has succeeded for {@link OUTAGE_NOTICE_MS} (reads that fail, or that get no answer: a
- * client holding its commands while it reconnects), one warning, whatever the number of waits;
- * one info line when a read succeeds again. The waits themselves go on unchanged.
- */
-export interface OutageNotice {
-  /** Receives the warning and the recovery line. */
-  readonly logger: Logger;
-  /** The backend as the lines name it, password masked: `redis backend redis://:***@host:6379/0`. */
-  readonly backend: string;
-  /** Why the backend cannot be read, as its connection last said (`"; last error: ..."`), or "". */
-  lastError?(): string;
-}
-
-/** How long waiters' reads fail, or go unanswered, before an {@link OutageNotice} warns. */
-export const OUTAGE_NOTICE_MS = 5000;
 
 /**
  * One `wait()` call. A class with a `handleEvent` method (the abort listener) and a shared
@@ -138,26 +122,15 @@ export class ResultWaiter {
   #activePolls = 0;
   #isClosed = false;
   #isPushActive = false;
-  readonly #outage: OutageNotice | undefined;
-  /**
-   * Since when (performance.now() ms) no read has succeeded, while one failed or was seen
-   * unanswered by the timer; undefined while reads succeed. Nothing is done per wait or per
-   * successful poll beyond testing it.
-   */
-  #troubleSinceMs: number | undefined;
-  /** The last failed read's error message ("" when reads went unanswered rather than failed). */
-  #troubleError = "";
-  /** Fires {@link OUTAGE_NOTICE_MS} after the trouble began (once per outage, unref'd). */
-  #outageTimer: NodeJS.Timeout | undefined;
-  /** When the outage that was warned of began (performance.now() ms); undefined when none was. */
-  #warnedSinceMs: number | undefined;
+  /** Tells of an outage its waits meet (see {@link OutageNotice}); tracks it without one. */
+  readonly #outage: OutageWatch;
 
   constructor(options: ResultWaiterOptions) {
     this.#fetchMany = options.fetchMany;
     this.#defaultIntervalMs = Math.max(MIN_POLL_INTERVAL_MS, options.pollIntervalMs);
     this.#maxBatch = Math.max(1, options.maxBatch ?? 1000);
     this.#onError = options.onError;
-    this.#outage = options.outage;
+    this.#outage = new OutageWatch(options.outage, () => (this.#isClosed ? 0 : this.#waiters.size));
   }
 
   /** Number of task ids currently waited for. */
@@ -236,7 +209,7 @@ export class ResultWaiter {
       for (const waiter of each(waiters)) waiter.settle(null);
     }
     this.#stopTimer();
-    this.#clearTrouble();
+    this.#outage.reset();
   }
 
   #add(waiter: Waiter, isAnnounced: boolean): void {
@@ -281,7 +254,7 @@ export class ResultWaiter {
       // a slow read must not pile up overlapping polls; one still out a whole interval later
       // may be a backend that does not answer (its client holds the commands while it reconnects)
       if (this.#activePolls === 0) void this.#poll([...this.#waiters.keys()]);
-      else this.#onTrouble(undefined);
+      else this.#outage.unanswered();
     }, timerDelay(intervalMs)); // a pollInterval of weeks: not the 1 ms Node makes of an overflow
     this.#timer.unref();
   }
@@ -297,7 +270,7 @@ export class ResultWaiter {
     this.#timerIntervalMs = 0;
     // nobody waits: an outage is told of again only if a wait meets it (a warned one's
     // recovery is still told at the next read that succeeds)
-    if (this.#waiters.size === 0) this.#clearTrouble();
+    if (this.#waiters.size === 0) this.#outage.reset();
   }
 
   async #poll(ids: string[]): Promise<void> {
@@ -307,65 +280,17 @@ export class ResultWaiter {
         const batch = ids.slice(i, i + this.#maxBatch).filter((id) => this.#waiters.has(id));
         if (batch.length === 0) continue;
         const read = await this.#fetchMany(batch);
-        if (this.#troubleSinceMs !== undefined || this.#warnedSinceMs !== undefined) this.#onReadAgain();
+        if (this.#outage.isActive) this.#outage.readAgain();
         this.notifyRead(read);
       }
     } catch (error) {
       // a read still out when the backend closed fails with its connection: nobody waits now
       if (!this.#isClosed) {
-        if (this.#troubleError === "") this.#onError?.(error);
-        this.#onTrouble(error);
+        if (!this.#outage.hasFailed) this.#onError?.(error);
+        this.#outage.failed(error);
       }
     } finally {
       this.#activePolls--;
     }
-  }
-
-  /** A read failed (`error`), or one is still out a poll interval later (undefined). */
-  #onTrouble(error: unknown): void {
-    if (this.#isClosed || this.#waiters.size === 0) return;
-    if (error !== undefined) this.#troubleError = error instanceof Error ? error.message : String(error);
-    if (this.#troubleSinceMs !== undefined) return;
-    this.#troubleSinceMs = performance.now();
-    if (this.#outage === undefined || this.#warnedSinceMs !== undefined) return;
-    this.#outageTimer = setTimeout(() => this.#warnOutage(), OUTAGE_NOTICE_MS);
-    this.#outageTimer.unref();
-  }
-
-  #warnOutage(): void {
-    this.#outageTimer = undefined;
-    const outage = this.#outage;
-    const since = this.#troubleSinceMs;
-    if (outage === undefined || since === undefined || this.#isClosed || this.#waiters.size === 0) return;
-    this.#warnedSinceMs = since;
-    const forMs = Math.round(performance.now() - since);
-    const reason =
-      this.#troubleError === ""
-        ? `no answer for ${(forMs / 1000).toFixed(1)} s${outage.lastError?.() ?? ""}`
-        : this.#troubleError;
-    outage.logger.warn(
-      { backend: outage.backend, err: reason, waitingTaskIds: this.#waiters.size, unreachableForMs: forMs },
-      `${outage.backend}: results cannot be read (backend unreachable?); waits go on, and resolve once it answers`,
-    );
-  }
-
-  /** A read succeeded: the trouble, if any, is over (told when it was warned of). */
-  #onReadAgain(): void {
-    const warnedSince = this.#warnedSinceMs;
-    this.#clearTrouble();
-    this.#warnedSinceMs = undefined;
-    if (warnedSince === undefined || this.#outage === undefined) return;
-    const forMs = Math.round(performance.now() - warnedSince);
-    this.#outage.logger.info(
-      { backend: this.#outage.backend, unreachableForMs: forMs },
-      `${this.#outage.backend}: results can be read again (after ${(forMs / 1000).toFixed(1)} s)`,
-    );
-  }
-
-  #clearTrouble(): void {
-    this.#troubleSinceMs = undefined;
-    this.#troubleError = "";
-    if (this.#outageTimer !== undefined) clearTimeout(this.#outageTimer);
-    this.#outageTimer = undefined;
   }
 }

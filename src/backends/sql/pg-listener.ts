@@ -7,6 +7,10 @@
  * fails (killed, server restart) it is recreated with exponential backoff (100 ms to 5 s)
  * and LISTENs again; subscribers are told when notifications stop and resume, so they poll
  * meanwhile and re-check every waiting id after the gap.
+ *
+ * A lost or failing LISTEN connection is told at info level, once per run of failures (the
+ * attempts after the first at debug), and so is its return: waits do not depend on it (they
+ * poll meanwhile), and a database outage that they meet is warned of by the wait hub.
  * @module
  */
 import type { Logger } from "../../core/logger.js";
@@ -57,6 +61,8 @@ class PgSharedListener {
   #isClosed = false;
   #backoffMs = 100;
   #retryTimer: NodeJS.Timeout | undefined;
+  /** The connection was lost, or failed to open, since it last listened: told once. */
+  #isFailing = false;
 
   constructor(source: PgListenSource, channel: string, logger: Logger, onEmpty: () => void) {
     this.#source = source;
@@ -94,7 +100,11 @@ class PgSharedListener {
     try {
       client = await this.#source.connect();
     } catch (error) {
-      this.#logger.warn({ err: error, retryInMs: this.#backoffMs }, "PostgreSQL LISTEN connection failed");
+      const fields = { err: error, retryInMs: this.#backoffMs };
+      const message = "PostgreSQL LISTEN connection failed; retrying (waiters poll meanwhile)";
+      if (this.#isFailing) this.#logger.debug(fields, message);
+      else this.#logger.info(fields, message);
+      this.#isFailing = true;
       this.#retryLater();
       return;
     }
@@ -114,7 +124,11 @@ class PgSharedListener {
       client.on("error", () => undefined);
       void client.end().catch(() => undefined);
       if (this.#isClosed) return;
-      this.#logger.warn({ err: error, retryInMs: this.#backoffMs }, "PostgreSQL LISTEN connection lost; reconnecting");
+      const fields = { err: error, retryInMs: this.#backoffMs };
+      const message = "PostgreSQL LISTEN connection lost; reconnecting (waiters poll meanwhile)";
+      if (this.#isFailing) this.#logger.debug(fields, message);
+      else this.#logger.info(fields, message);
+      this.#isFailing = true;
       this.#retryLater();
     };
     client.removeAllListeners("error");
@@ -132,6 +146,8 @@ class PgSharedListener {
       return;
     }
     this.#backoffMs = 100;
+    if (this.#isFailing) this.#logger.info("PostgreSQL LISTEN connection listens again");
+    this.#isFailing = false;
     this.#setListening(true);
   }
 

@@ -14,12 +14,18 @@
  * three times, and anything else rejects with a `BackendConnectionError` (or
  * `DbPoolExhaustedError`), so a worker never acknowledges a message whose result is not
  * stored. Connections belong to the backend unless a pool/database was injected.
+ *
+ * A `get()` without a timeout waits through an outage; when its reads have failed (or gone
+ * unanswered) for 5 s the backend warns once, naming itself (password masked) and the reason,
+ * and logs an info line when they succeed again (see `OutageNotice`). The retries of those
+ * reads log nothing of their own. Without a logger, warnings are process warnings, once each.
  * @module
  */
 import type { Kysely } from "kysely";
 import type { HealthStatus } from "../../brokers/broker.js";
 import type { EnvMap } from "../../core/env.js";
-import { type Logger, silentLogger } from "../../core/logger.js";
+import type { Logger } from "../../core/logger.js";
+import { processWarningLogger } from "../../core/warn-once.js";
 import { BackendConnectionError } from "../../errors.js";
 import {
   type Backend,
@@ -48,7 +54,12 @@ export interface SqlBackendOptions extends SqlTableOptions {
   dialect: SqlDialect;
   /** Environment for `CHICORY_BACKEND_<DB>_*` defaults (default `process.env`). */
   env?: EnvMap | undefined;
-  /** Logger for background problems (LISTEN reconnects, failed polls). */
+  /**
+   * Logger for background problems: an outage that waiting `get()`s meet (one warning after 5 s,
+   * one info line when results can be read again), lost connections, LISTEN reconnects. Default:
+   * warnings become process warnings (code `CHICORY_<KIND>_BACKEND`, e.g.
+   * `CHICORY_POSTGRES_BACKEND`), each message once per process.
+   */
   logger?: Logger | undefined;
 }
 
@@ -88,8 +99,15 @@ export class SqlBackend implements Backend {
     this.#settings = resolveTableSettings(this.kind, options, options.env ?? process.env);
     this.#names = tableNames(this.#settings.tablePrefix, this.#settings.schema);
     this.#codec = textCodec(this.kind);
-    this.#logger = (options.logger ?? silentLogger).child({ backend: this.kind });
-    this.#hub = new SqlWaitHub((ids) => this.#fetchRecords(ids), this.#settings.pollIntervalMs, this.#logger);
+    this.#logger = (options.logger ?? processWarningLogger(`CHICORY_${this.kind.toUpperCase()}_BACKEND`)).child({
+      backend: this.kind,
+    });
+    // get() without a timeout waits through an outage: one warning (not one per poll or per
+    // get()), and one line when the database answers again
+    this.#hub = new SqlWaitHub((ids) => this.#fetchRecords(ids, true), this.#settings.pollIntervalMs, this.#logger, {
+      logger: this.#logger,
+      backend: `${this.kind} backend ${this.displayUrl}`,
+    });
   }
 
   /** The real table names (prefix and schema applied). */
@@ -345,18 +363,22 @@ export class SqlBackend implements Backend {
     );
   }
 
-  async #fetchRecords(ids: readonly string[]): Promise<TaskRecord[]> {
+  /** Reads the records of `ids`; `isWait`: for the waiters, whose retries log nothing (see module doc). */
+  async #fetchRecords(ids: readonly string[], isWait = false): Promise<TaskRecord[]> {
     const encoded = ids.filter((id) => this.#isStorableKey(id)).map((id) => this.#codec.encode(id));
     const records: TaskRecord[] = [];
     for (let i = 0; i < encoded.length; i += CHUNK) {
       const chunk = encoded.slice(i, i + CHUNK);
-      const rows = await this.#run("getResult", (db) =>
-        db
-          .selectFrom(this.#names.qualified.results)
-          .select(["task_id", "state", "result", "error", "retries", "task_name", "updated_at"])
-          .where("task_id", "in", chunk)
-          .where((eb) => eb.or([eb("expires_at", "is", null), eb("expires_at", ">", nowMs(this.kind))]))
-          .execute(),
+      const rows = await this.#run(
+        "getResult",
+        (db) =>
+          db
+            .selectFrom(this.#names.qualified.results)
+            .select(["task_id", "state", "result", "error", "retries", "task_name", "updated_at"])
+            .where("task_id", "in", chunk)
+            .where((eb) => eb.or([eb("expires_at", "is", null), eb("expires_at", ">", nowMs(this.kind))]))
+            .execute(),
+        isWait,
       );
       for (const row of rows) records.push(toTaskRecord(row, this.#codec));
     }
@@ -384,15 +406,19 @@ export class SqlBackend implements Backend {
     return connection;
   }
 
-  #run<T>(what: string, fn: (db: Kysely<SqlDatabase>) => Promise<T>): Promise<T> {
-    return this.#withRetries(what, this.#requireConnection(what), fn);
+  #run<T>(what: string, fn: (db: Kysely<SqlDatabase>) => Promise<T>, isQuiet = false): Promise<T> {
+    return this.#withRetries(what, this.#requireConnection(what), fn, isQuiet);
   }
 
-  /** Runs `fn`, retrying once after a dead connection and up to three times after a deadlock. */
+  /**
+   * Runs `fn`, retrying up to four times after a dead connection and up to three times after a
+   * deadlock; `isQuiet`: without a warning per retry.
+   */
   async #withRetries<T>(
     what: string,
     connection: SqlConnection,
     fn: (db: Kysely<SqlDatabase>) => Promise<T>,
+    isQuiet = false,
   ): Promise<T> {
     // After a server restart or pg_terminate_backend every idle pooled connection is dead, and
     // each failed try discards one: try a few more before giving up.
@@ -404,7 +430,12 @@ export class SqlBackend implements Backend {
       } catch (error) {
         const isPoolTimeout = connection.isPoolTimeout(error);
         if (!isPoolTimeout && isConnectionError(error) && connectionRetries-- > 0) {
-          this.#logger.warn({ err: error, operation: what }, "database connection lost; retrying on a new connection");
+          if (!isQuiet) {
+            this.#logger.warn(
+              { err: error, operation: what },
+              "database connection lost; retrying on a new connection",
+            );
+          }
           continue;
         }
         if (!isPoolTimeout && isTransientConflict(error) && conflictRetries-- > 0) {

@@ -3,10 +3,16 @@
  * hub; one query fetches the state of all of them (`WHERE task_id IN (...)`, in chunks) per
  * poll interval, and a notification (PostgreSQL LISTEN) or a new waiter triggers a fetch of
  * just those ids, batched per event-loop turn.
+ *
+ * An outage is told of once (see `OutageNotice`): when no read of the waiting ids has succeeded
+ * for 5 s (they failed, or one is still out a poll interval later), one warning, however many
+ * waits and polls; one info line when a read succeeds again. The waits go on meanwhile.
  * @module
  */
 import type { Logger } from "../../core/logger.js";
+import { timerDelay } from "../../core/sleep.js";
 import { isTerminalState, type TaskRecord, type WaitOptions } from "../backend.js";
+import { type OutageNotice, OutageWatch } from "../outage-notice.js";
 
 /** Fetches the current records of `ids` (missing ids are left out). */
 export type FetchRecords = (ids: readonly string[]) => Promise<TaskRecord[]>;
@@ -28,11 +34,20 @@ export class SqlWaitHub {
   #pollAt = Number.POSITIVE_INFINITY;
   /** Notifications are flowing: poll only as a slow safety net. */
   #isNotified = false;
+  /** Whether the waiters' reads fail or go unanswered, and telling of it. */
+  readonly #outage: OutageWatch;
 
-  constructor(fetch: FetchRecords, defaultPollMs: number, logger: Logger) {
+  /**
+   * @param fetch the batched read of the waiting ids
+   * @param defaultPollMs the poll interval of a wait that gives none
+   * @param logger receives a debug line when the reads start failing
+   * @param outage where an outage the waits meet is told of (none: not told)
+   */
+  constructor(fetch: FetchRecords, defaultPollMs: number, logger: Logger, outage?: OutageNotice) {
     this.#fetch = fetch;
     this.#defaultPollMs = defaultPollMs;
     this.#logger = logger;
+    this.#outage = new OutageWatch(outage, () => this.#waiters.size);
   }
 
   /** Number of ids being waited on. */
@@ -100,20 +115,32 @@ export class SqlWaitHub {
     for (const set of [...this.#waiters.values()]) for (const waiter of [...set]) waiter.resolve(null);
     this.#waiters.clear();
     this.#clearPoll();
+    this.#outage.reset();
   }
 
   async #check(ids: readonly string[]): Promise<void> {
     if (ids.length === 0) return;
     let records: TaskRecord[];
+    // a read still out a poll interval later: the database may not answer (a connection that
+    // waits for its connect timeout, a half-open socket)
+    const unanswered = setTimeout(() => this.#outage.unanswered(), timerDelay(this.#intervalMs()));
+    unanswered.unref();
     try {
       records = await this.#fetch(ids);
     } catch (error) {
-      this.#logger.warn(
-        { err: error, waiting: this.#waiters.size },
-        "fetching waited results failed; retrying at the next poll",
-      );
+      // the first failure of a run only: the outage warning (after 5 s) tells of the rest
+      if (!this.#outage.hasFailed && this.#waiters.size > 0) {
+        this.#logger.debug(
+          { err: error, waiting: this.#waiters.size },
+          "fetching waited results failed; retrying at the next poll",
+        );
+      }
+      this.#outage.failed(error);
       return;
+    } finally {
+      clearTimeout(unanswered);
     }
+    if (this.#outage.isActive) this.#outage.readAgain();
     for (const record of records) {
       if (!isTerminalState(record.state)) continue;
       const set = this.#waiters.get(record.taskId);
@@ -126,7 +153,11 @@ export class SqlWaitHub {
     if (!set) return;
     set.delete(waiter);
     if (set.size === 0) this.#waiters.delete(taskId);
-    if (this.#waiters.size === 0) this.#clearPoll();
+    if (this.#waiters.size === 0) {
+      this.#clearPoll();
+      // nobody waits: an outage is told of again only if a wait meets it
+      this.#outage.reset();
+    }
   }
 
   #intervalMs(): number {

@@ -1,0 +1,206 @@
+/**
+ * `get()` without a timeout while a SQL backend's database is unreachable (PostgreSQL,
+ * MariaDB): it still waits, and resolves once the database answers and the record is there,
+ * but the outage is no longer silent. A backend given a logger gets one warning naming it
+ * (password masked) and the reason, for a hundred waiting `get()`s and every failed poll, and
+ * one info line when results can be read again; a backend built from a URL (no logger) gives
+ * one process warning. The outage is a TCP proxy of the test's own in front of the shared
+ * server, refusing connections and resetting the open ones; the records are written around it.
+ */
+import { describe, expect, it } from "vitest";
+import type { SqlBackend } from "../../../src/backends/sql/sql-backend.js";
+import type { Logger } from "../../../src/core/logger.js";
+import { createBackend } from "../../../src/drivers.js";
+import { AsyncResult } from "../../../src/index.js";
+import { MysqlBackend, PostgresBackend } from "../../../src/sql.js";
+import { successRecord } from "../../contract/contract-helpers.js";
+import { SERVICES, skipUnless } from "../../helpers/services.js";
+import { OutageProxy } from "./sql-outage-proxy.js";
+import { dropMysqlTables, dropPgTables, freshPrefix } from "./sql-test-helpers.js";
+
+const skipPg = await skipUnless("postgres");
+const skipMysql = await skipUnless("mysql");
+
+/** Longest wait for the warning (it comes 5 s into the outage): the test fails, not times out. */
+const WARNING_DEADLINE_MS = 15_000;
+
+/** One captured log line. */
+interface Line {
+  readonly level: "debug" | "info" | "warn" | "error";
+  readonly fields: Record<string, unknown>;
+  readonly message: string;
+}
+
+/** A logger that keeps its lines and resolves `until(pattern)` once a line matches. */
+function capturingLogger() {
+  const lines: Line[] = [];
+  const waiting: Array<{ pattern: RegExp; resolve: (line: Line) => void }> = [];
+  const at =
+    (level: Line["level"]) =>
+    (fieldsOrMessage: Record<string, unknown> | string, message?: string): void => {
+      const line =
+        typeof fieldsOrMessage === "string"
+          ? { level, fields: {}, message: fieldsOrMessage }
+          : { level, fields: fieldsOrMessage, message: message ?? "" };
+      lines.push(line);
+      for (const w of [...waiting]) {
+        if (!w.pattern.test(line.message)) continue;
+        waiting.splice(waiting.indexOf(w), 1);
+        w.resolve(line);
+      }
+    };
+  const logger: Logger = {
+    debug: at("debug"),
+    info: at("info"),
+    warn: at("warn"),
+    error: at("error"),
+    child: () => logger,
+  };
+  const until = (pattern: RegExp): Promise<Line> => {
+    const seen = lines.find((line) => pattern.test(line.message));
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve) => waiting.push({ pattern, resolve }));
+  };
+  return { logger, lines, until };
+}
+
+/** Resolves with the first process warning of `code` whose message contains `text`. */
+function processWarning(code: string, text: string): { warning: Promise<Error>; stop(): void } {
+  let stop = (): void => undefined;
+  const warning = new Promise<Error>((resolve) => {
+    const listener = (w: Error & { code?: string }) => {
+      if (w.code !== code || !w.message.includes(text)) return;
+      stop();
+      resolve(w);
+    };
+    process.on("warning", listener);
+    stop = () => process.off("warning", listener);
+  });
+  return { warning, stop };
+}
+
+/** `promise`, or a rejection saying what did not happen within `ms`. */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} within ${ms / 1000} s of the outage`)), ms);
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}
+
+interface Case {
+  readonly kind: "postgres" | "mysql";
+  readonly skip: boolean;
+  readonly serviceUrl: string;
+  readonly defaultPort: number;
+  /** A password in the URL the backends are given (PostgreSQL trusts loopback: it is ignored). */
+  readonly password: string | undefined;
+  readonly create: (options: { url: string; tablePrefix: string; logger?: Logger }) => SqlBackend;
+  readonly drop: (prefix: string) => Promise<void>;
+}
+
+const CASES: Case[] = [
+  {
+    kind: "postgres",
+    skip: skipPg,
+    serviceUrl: SERVICES.postgres,
+    defaultPort: 5432,
+    password: "s3cret-pw",
+    create: (options) => new PostgresBackend({ ...options, env: {}, poolSize: 2, pollInterval: 0.1 }),
+    drop: (prefix) => dropPgTables(prefix),
+  },
+  {
+    kind: "mysql",
+    skip: skipMysql,
+    serviceUrl: SERVICES.mysql,
+    defaultPort: 3306,
+    password: undefined, // root has none: a password given would be refused
+    create: (options) => new MysqlBackend({ ...options, env: {}, poolSize: 2, pollInterval: 0.1 }),
+    drop: (prefix) => dropMysqlTables(prefix),
+  },
+];
+
+describe.concurrent("sql backends: get() without a timeout during an outage", () => {
+  for (const c of CASES) {
+    it.skipIf(c.skip)(
+      `${c.kind}: warns once while the database is unreachable (logger, or a process warning without one), keeps waiting, and resolves every get() once it answers`,
+      async () => {
+        const proxy = new OutageProxy(c.serviceUrl, c.defaultPort);
+        const prefix = freshPrefix();
+        const closing: Array<() => Promise<void>> = [];
+        try {
+          await proxy.up();
+          const proxied = new URL(proxy.urlFor(c.serviceUrl));
+          if (c.password !== undefined) proxied.password = c.password;
+          const url = proxied.toString();
+          const { logger, lines, until } = capturingLogger();
+          const logged = c.create({ url, tablePrefix: prefix, logger });
+          closing.push(() => logged.disconnect());
+          // built as `new Chicory({ backend: url })` builds it: no logger
+          const fromUrl = createBackend(url, {
+            env: {
+              [`CHICORY_BACKEND_${c.kind.toUpperCase()}_TABLE_PREFIX`]: prefix,
+              CHICORY_RESULT_POLL_INTERVAL: "0.1",
+            },
+          });
+          closing.push(() => fromUrl.disconnect());
+          const writer = c.create({ url: c.serviceUrl, tablePrefix: prefix });
+          closing.push(() => writer.disconnect());
+          await Promise.all([logged.connect(), fromUrl.connect(), writer.connect()]);
+          expect(logged.displayUrl).toBe(fromUrl.displayUrl);
+          if (c.password !== undefined) expect(logged.displayUrl).toContain(":***@");
+          // a get() while the database is up (on PostgreSQL, the LISTEN connection is open when it goes)
+          await writer.storeResult(successRecord("before", 0));
+          expect(await new AsyncResult("before", logged).get()).toBe(0);
+          const { warning: fromUrlWarning, stop } = processWarning(
+            `CHICORY_${c.kind.toUpperCase()}_BACKEND`,
+            `:${proxy.port}/`,
+          );
+          closing.push(async () => stop());
+
+          await proxy.down();
+          const ids = Array.from({ length: 100 }, (_, i) => `down-${i}`);
+          let settled = 0;
+          const waitAll = (backend: typeof fromUrl) =>
+            Promise.all(
+              ids.map((id) =>
+                new AsyncResult<number>(id, backend).get().finally(() => {
+                  settled++;
+                }),
+              ),
+            );
+          const values = [waitAll(logged), waitAll(fromUrl)];
+          for (const v of values) v.catch(() => undefined); // awaited below; a failure before that is the test's
+          const warning = await within(until(/results cannot be read/), WARNING_DEADLINE_MS, "no outage warning");
+          expect(warning.level).toBe("warn");
+          expect(warning.message).toBe(
+            `${c.kind} backend ${logged.displayUrl}: results cannot be read (backend unreachable?); waits go on, and resolve once it answers`,
+          );
+          expect(String(warning.fields.err)).toMatch(/ECONNREFUSED/);
+          expect(warning.fields.waitingTaskIds).toBe(ids.length);
+          const fromUrlMessage = (await within(fromUrlWarning, WARNING_DEADLINE_MS, "no process warning")).message;
+          expect(fromUrlMessage).toContain(`${c.kind} backend ${fromUrl.displayUrl}: results cannot be read`);
+          expect(fromUrlMessage).toMatch(/ECONNREFUSED/);
+          expect(settled).toBe(0); // still waiting: no rejection
+
+          await proxy.up();
+          const recovered = until(/results can be read again/);
+          await Promise.all(ids.map((id, i) => writer.storeResult(successRecord(id, i))));
+          const expected = ids.map((_, i) => i);
+          expect(await Promise.all(values)).toEqual([expected, expected]);
+          expect((await recovered).level).toBe("info");
+          // one warning for the outage, whatever the number of waits and of failed polls
+          expect(lines.filter((line) => line.level === "warn" || line.level === "error")).toEqual([warning]);
+          if (c.password !== undefined) {
+            const everything = JSON.stringify(lines.map((l) => [l.message, String(l.fields.err)])) + fromUrlMessage;
+            expect(everything).not.toContain(c.password);
+          }
+        } finally {
+          for (const close of closing.reverse()) await close();
+          await proxy.down();
+          await c.drop(prefix);
+        }
+      },
+    );
+  }
+});

@@ -1,0 +1,78 @@
+/**
+ * A TCP proxy on a free loopback port in front of a shared database server, to take the
+ * database "down" for one backend without touching the server: `down()` refuses new
+ * connections and resets the open ones, `up()` accepts again on the same port.
+ */
+import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
+
+/** See module doc. */
+export class OutageProxy {
+  readonly #target: { readonly host: string; readonly port: number };
+  readonly #sockets = new Set<Socket>();
+  #server: Server | undefined;
+  #port = 0;
+
+  constructor(targetUrl: string, defaultPort: number) {
+    const url = new URL(targetUrl);
+    this.#target = { host: url.hostname || "127.0.0.1", port: Number(url.port) || defaultPort };
+  }
+
+  /** The port it listens on (0 before {@link OutageProxy.up}). */
+  get port(): number {
+    return this.#port;
+  }
+
+  /** `url` with its host and port replaced by the proxy's. */
+  urlFor(url: string): string {
+    const parsed = new URL(url);
+    parsed.hostname = "127.0.0.1";
+    parsed.port = String(this.#port);
+    return parsed.toString();
+  }
+
+  /** Listens (on a free port the first time, on the same port after a `down()`). */
+  up(): Promise<number> {
+    if (this.#server !== undefined) return Promise.resolve(this.#port);
+    const server = createServer((client) => this.#accept(client));
+    this.#server = server;
+    return new Promise((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.#port, "127.0.0.1", () => {
+        server.off("error", reject);
+        const address = server.address();
+        this.#port = typeof address === "object" && address !== null ? address.port : 0;
+        resolve(this.#port);
+      });
+    });
+  }
+
+  /** Refuses new connections and resets every open one (a database server gone). */
+  async down(): Promise<void> {
+    const server = this.#server;
+    this.#server = undefined;
+    for (const socket of this.#sockets) {
+      if (socket.connecting || socket.destroyed) socket.destroy();
+      else socket.resetAndDestroy();
+    }
+    this.#sockets.clear();
+    if (server !== undefined) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  #accept(client: Socket): void {
+    const upstream = tcpConnect(this.#target);
+    this.#sockets.add(client);
+    this.#sockets.add(upstream);
+    const gone = () => {
+      for (const socket of [client, upstream]) {
+        this.#sockets.delete(socket);
+        socket.destroy();
+      }
+    };
+    for (const socket of [client, upstream]) {
+      socket.on("error", gone);
+      socket.on("close", gone);
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  }
+}

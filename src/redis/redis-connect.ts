@@ -294,9 +294,54 @@ export async function openDuplicate(client: RedisClientLike, extra: Record<strin
 }
 
 /**
- * Disconnects `client` at once, socket included. ioredis only ends its socket (a half-close)
- * and keeps a 2 s timer until the server closes its side: a timer that holds the process open
- * when the socket was still connecting or the server does not answer.
+ * The error a command rejects with when Chicory closes its connection before Redis answered it
+ * (Redis unreachable: the command waited in the client, or was sent and its reply never came).
+ * Adapters turn it into their own connection error, naming the server.
+ */
+export class RedisClosedBeforeAnswer extends Error {
+  constructor() {
+    super(
+      "the connection was closed before Redis answered (Redis unreachable?); the outcome of a write is unknown: it is applied if Redis received it",
+    );
+    this.name = "RedisClosedBeforeAnswer";
+  }
+}
+
+/**
+ * True for a command ended by the close of its connection before Redis answered:
+ * {@link RedisClosedBeforeAnswer}, or ioredis's own "Connection is closed." (a command it still
+ * held, e.g. in an auto-pipeline, once the client had ended).
+ */
+export function isClosedBeforeAnswer(error: unknown): boolean {
+  return (
+    error instanceof RedisClosedBeforeAnswer ||
+    (error instanceof Error && /^Connection is closed\.?$/.test(error.message))
+  );
+}
+
+/** The parts of an ioredis client (private in its types) that reject the commands it holds. */
+interface HeldCommands {
+  /** Rejects the commands of the offline queue and the command queue (ioredis's own close step). */
+  flushQueue?: (error: Error, options?: { offlineQueue?: boolean; commandQueue?: boolean }) => void;
+  /** Commands sent on a connection that dropped, kept to be sent again once reconnected. */
+  prevCommandQueue?: { shift?: () => { command?: { reject?: (error: Error) => void } } | undefined } | null;
+  /** Sets `status` and emits it as an event. */
+  setStatus?: (status: string) => void;
+  /** A Cluster's node connections. */
+  nodes?: (role: "all") => RedisClientLike[];
+}
+
+/**
+ * Disconnects `client` at once, socket included, and rejects every command it still holds with
+ * {@link RedisClosedBeforeAnswer}. Only for connections Chicory opened: a client the caller
+ * gave is never closed by Chicory.
+ *
+ * ioredis only ends its socket (a half-close) and keeps a 2 s timer until the server closes its
+ * side: a timer that holds the process open when the socket was still connecting or the server
+ * does not answer. And a client waiting to reconnect (Redis down) has no socket whose "close"
+ * would end it: `disconnect()` leaves it "reconnecting" for ever, the commands of its offline
+ * queue (and those sent before the drop) never settle, and a command sent to it later would
+ * wait too (ioredis 6; see {@link endHeldCommands}).
  */
 export function dropRedis(client: RedisClientLike): void {
   type Socket = { destroy?: () => void; destroyed?: boolean };
@@ -305,8 +350,46 @@ export function dropRedis(client: RedisClientLike): void {
   // already will not emit the "close" that ioredis's timer waits for: hide it from ioredis.
   const socket = c.connector?.stream ?? c.stream;
   if (c.connector && socket?.destroyed === true) c.connector.stream = undefined;
+  // A Cluster's node connections leave its pool on disconnect: found before.
+  const nodes = isClusterClient(client) ? clusterNodes(client) : [];
   client.disconnect();
   socket?.destroy?.();
+  for (const node of [client, ...nodes]) endHeldCommands(node);
+}
+
+function clusterNodes(client: RedisClientLike): RedisClientLike[] {
+  try {
+    return (client as HeldCommands).nodes?.("all") ?? [];
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Rejects the commands a disconnected client still holds, and ends a client that would stay
+ * "reconnecting". ioredis has no public way to do either: it flushes its queues when the socket
+ * closes, and a client between reconnect attempts has no socket (redis/ioredis#2169, open). Its
+ * own close step is used (`flushQueue`, then status "end" as ioredis sets it, so a command sent
+ * afterwards fails at once with "Connection is closed"); each part is skipped when a later
+ * ioredis no longer has it. A client whose socket is still closing gets the same rejections now
+ * rather than "Connection is closed." once the socket is gone.
+ */
+function endHeldCommands(client: RedisClientLike): void {
+  const held = client as unknown as HeldCommands;
+  const error = new RedisClosedBeforeAnswer();
+  try {
+    if (typeof held.flushQueue === "function") held.flushQueue(error);
+    // Commands sent before a drop, kept apart once a new socket opened (to be sent again when
+    // ready): neither queue of flushQueue holds them.
+    const previous = held.prevCommandQueue;
+    if (typeof previous?.shift === "function") {
+      for (let item = previous.shift(); item !== undefined; item = previous.shift()) item.command?.reject?.(error);
+    }
+    // No socket will close to end it (disconnect() cleared the reconnect timer already).
+    if (client.status === "reconnecting" && typeof held.setStatus === "function") held.setStatus.call(client, "end");
+  } catch {
+    // an ioredis of another shape: its own close handling is all there is
+  }
 }
 
 /** Closes a client Chicory owns: QUIT when connected, else an immediate disconnect. */

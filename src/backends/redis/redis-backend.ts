@@ -42,6 +42,7 @@ import {
   adapterClient,
   closeRedis,
   describeRedisError,
+  isClosedBeforeAnswer,
   lastConnectionError,
   pingRedis,
   sameRedisServer,
@@ -281,7 +282,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     try {
       return await (bounded ? this.#deadlines.guard(fn(main), operation) : fn(main));
     } catch (error) {
-      if (error instanceof AnswerLost) {
+      if (error instanceof AnswerLost || isClosedBeforeAnswer(error)) {
         throw new BackendConnectionError(
           `redis backend ${operation}: the backend disconnected before ${this.displayUrl} answered (Redis unreachable?); a write may still be applied if it was sent`,
         );

@@ -43,6 +43,7 @@ import {
   adapterClient,
   closeRedis,
   describeRedisError,
+  isClosedBeforeAnswer,
   lastConnectionError,
   pingRedis,
 } from "../../redis/redis-connect.js";
@@ -209,10 +210,15 @@ export class RedisBroker implements Broker {
       wrapError: (operation, error) =>
         error instanceof BrokerConnectionError
           ? error
-          : new BrokerConnectionError(
-              `redis broker ${operation} failed (${displayUrl}): ${describeRedisError(error, password)}`,
-              { cause: error },
-            ),
+          : isClosedBeforeAnswer(error) // the broker disconnected while Redis was away
+            ? new BrokerConnectionError(
+                `redis broker ${operation}: the broker disconnected before ${displayUrl} answered; its outcome is unknown (a write is applied if Redis received it)`,
+                { cause: error },
+              )
+            : new BrokerConnectionError(
+                `redis broker ${operation} failed (${displayUrl}): ${describeRedisError(error, password)}`,
+                { cause: error },
+              ),
     };
     const ctx = this.#ctx;
     this.#batcher = new PublishBatcher({

@@ -439,16 +439,33 @@ export function lastConnectionError(client: RedisClientLike | undefined): string
 /** Longest healthcheck round trip before it reports a failure. */
 const HEALTHCHECK_TIMEOUT_MS = 2000;
 
-/** PING with latency; never throws and never waits longer than 2 s (commands may be queued offline). */
+/** Longest connect of the one-off connection that checks whether a reconnecting client's server answers. */
+const PROBE_CONNECT_MS = 1000;
+
+/**
+ * PING with latency; never throws and never waits longer than about 2 s (commands may be queued
+ * offline). A client between reconnect attempts says nothing of the server now (ioredis waits
+ * up to 2 s before its next attempt, and stays "reconnecting" meanwhile, even once the server is
+ * back): a one-off connection checks the server, and if it answers, the client's return is
+ * awaited (within the same bound). So a Redis down is reported at once (its connect is refused),
+ * and one back for a moment is not reported down.
+ */
 export async function pingRedis(
   client: RedisClientLike | undefined,
   password: string | undefined,
 ): Promise<{ connected: boolean; error?: string; latencyMs?: number }> {
   if (!client) return { connected: false, error: "not connected" };
-  if (client.status !== "ready") {
-    return { connected: false, error: `connection ${client.status}${lastConnectionError(client)}` };
-  }
   const started = performance.now();
+  if (client.status !== "ready") {
+    const notReady = () => ({ connected: false, error: `connection ${client.status}${lastConnectionError(client)}` });
+    if (!isBetweenAttempts(client) || !(await serverAnswers(client))) return notReady();
+    if (!(await becomesReady(client, HEALTHCHECK_TIMEOUT_MS - (performance.now() - started)))) {
+      return {
+        connected: false,
+        error: `connection ${client.status} (the server answers; the connection is not back yet)`,
+      };
+    }
+  }
   let timer: NodeJS.Timeout | undefined;
   try {
     const timeout = new Promise<never>((_, reject) => {
@@ -464,6 +481,56 @@ export async function pingRedis(
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** True for a single-node client that is (re)connecting: its status may lag behind the server's. */
+function isBetweenAttempts(client: RedisClientLike): boolean {
+  const { status } = client;
+  return (status === "reconnecting" || status === "connecting" || status === "connect") && !isClusterClient(client);
+}
+
+/** Whether `client`'s server accepts a new connection and answers a PING now (a one-off connection, closed after). */
+async function serverAnswers(client: RedisClientLike): Promise<boolean> {
+  let probe: RedisClientLike | undefined;
+  try {
+    probe = duplicateWith(client, {
+      lazyConnect: true,
+      retryStrategy: () => null,
+      reconnectOnError: null,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      connectTimeout: PROBE_CONNECT_MS,
+      connectionName: "chicory-probe",
+    });
+    probe.on("error", () => {
+      // the refusal is the answer
+    });
+    await withinDeadline(probe.connect(), PROBE_CONNECT_MS);
+    await withinDeadline(probe.call("PING") as Promise<unknown>, PROBE_CONNECT_MS);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    if (probe !== undefined) dropRedis(probe);
+  }
+}
+
+/** Resolves true once `client` is ready, false after `ms`. */
+function becomesReady(client: RedisClientLike, ms: number): Promise<boolean> {
+  if (client.status === "ready") return Promise.resolve(true);
+  if (ms <= 0) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const onReady = () => {
+      clearTimeout(timer);
+      client.off("ready", onReady);
+      resolve(true);
+    };
+    const timer = setTimeout(() => {
+      client.off("ready", onReady);
+      resolve(false);
+    }, ms);
+    client.on("ready", onReady);
+  });
 }
 
 /** The connection options of an ioredis client that decide which server and database it talks to. */

@@ -629,20 +629,21 @@ export class Worker {
 
   /**
    * The last heartbeat, with `isRunning: false`, unless the backend cannot be reached: its
-   * write would only wait in the client (then the worker's record is left to expire, logged).
+   * write would only wait in the client (then the worker's record is left to expire, logged
+   * unless `abandoned.value`: the shutdown stopped waiting for this step and warned itself).
    */
-  async #finalHeartbeat(): Promise<void> {
+  async #finalHeartbeat(abandoned: { value: boolean }): Promise<void> {
     const backend = this.#app.backend;
     if (!backend) return;
     const unreachable = await probe(backend);
     if (unreachable !== null) {
-      this.#warnRecordNotUpdated(`backend ${backend.displayUrl} unreachable: ${unreachable}`);
+      if (!abandoned.value) this.#warnRecordNotUpdated(`backend ${backend.displayUrl} unreachable: ${unreachable}`);
       return;
     }
     try {
       await this.#heartbeat();
     } catch (error) {
-      this.#warnRecordNotUpdated(toError(error).message);
+      if (!abandoned.value) this.#warnRecordNotUpdated(toError(error).message);
     }
   }
 
@@ -693,7 +694,10 @@ export class Worker {
     this.#started.clear();
     this.#phase = "stopped";
     const heartbeatMs = Math.min(SHUTDOWN_STEP_MS, left());
-    if (!(await settlesWithin(this.#finalHeartbeat(), heartbeatMs))) {
+    // once this stops waiting for the step (and warns), the step warns no more
+    const abandoned = { value: false };
+    if (!(await settlesWithin(this.#finalHeartbeat(abandoned), heartbeatMs))) {
+      abandoned.value = true;
       this.#warnRecordNotUpdated(`no answer from the backend within ${Math.round(heartbeatMs)} ms`);
     }
     const others = (runningWorkers.get(this.#app) ?? 1) - 1;

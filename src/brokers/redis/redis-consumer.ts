@@ -39,7 +39,7 @@ import type { Logger } from "../../core/logger.js";
 import { settlesWithin, timerDelay } from "../../core/sleep.js";
 import { BrokerConnectionError, ConfigurationError } from "../../errors.js";
 import { isNoGroupError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
-import { dropRedis, lastConnectionError } from "../../redis/redis-connect.js";
+import { dropRedis, lastConnectionError, pingRedis } from "../../redis/redis-connect.js";
 import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { Consumer, ConsumerOptions } from "../broker.js";
 import type { RedisBrokerContext } from "./redis-context.js";
@@ -369,8 +369,10 @@ export class RedisConsumer implements Consumer {
     // With the command connection down (Redis unreachable), its commands would only wait in the
     // client: the steps below that need Redis are not waited for, or not sent. Nothing is lost:
     // entries this consumer holds stay pending and are reclaimed once their leases expire.
-    const isReachable = this.#ctx.main.status === "ready";
     const released = this.#releaseBuffer();
+    // a connection between reconnect attempts may have its server back: checked (see pingRedis)
+    const main = this.#ctx.main;
+    const isReachable = main.status === "ready" || (await pingRedis(main, undefined)).connected;
     // bounded: with Redis unreachable the entries come back when their leases expire
     if (isReachable) await settlesWithin(released, RELEASE_ON_CLOSE_MS);
     clearInterval(this.#renewTimer);

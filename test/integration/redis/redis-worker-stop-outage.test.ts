@@ -10,6 +10,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Redis as IORedis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import type { WorkerStats } from "../../../src/backends/backend.js";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
@@ -154,6 +155,64 @@ describe.skipIf(skip)("redis worker: stop() while Redis is down", () => {
     expect((await backend.getHeartbeat(worker.workerId))?.isRunning).toBe(false);
     expect(await broker.getConsumerCount("default")).toBe(0);
     expect(lines.filter((l) => l.level === "warn" || l.level === "error")).toEqual([]);
+  });
+
+  it("a stop() right after Redis came back, while the connections still wait to reconnect, still cleans up", async () => {
+    if (own.server.pid === undefined) await own.server.start();
+    const keyPrefix = uniqueName("stopdown-back");
+    // Given clients (same reconnect delays as Chicory's own: 100 ms more per attempt), whose
+    // reconnect attempts the test can see.
+    const connect = () => {
+      const client = new IORedis(own.server.url, { retryStrategy: (n: number) => Math.min(100 * n, 2000) });
+      client.on("error", () => undefined);
+      cleanups.push(() => client.disconnect());
+      return client;
+    };
+    const brokerClient = connect();
+    const backendClient = connect();
+    const app = new Chicory({
+      broker: new RedisBroker({ client: brokerClient, keyPrefix, env: {}, blockMs: 200 }),
+      backend: new RedisBackend({ client: backendClient, keyPrefix, env: {} }),
+      config: { env: {} },
+    });
+    cleanups.push(() => app.disconnect().catch(() => undefined));
+    const { logger, lines } = capturingLogger();
+    const worker = new Worker(app, { logger, concurrency: 2 });
+    cleanups.push(() => worker.stop(0));
+    await worker.start();
+    await until(() => worker.lastHeartbeat !== null, "first heartbeat");
+
+    // Down long enough that each connection's next attempt is at least 300 ms away...
+    const attempts = (client: IORedis, n: number) =>
+      new Promise<void>((resolve) => {
+        let seen = 0;
+        const onAttempt = () => {
+          if (++seen < n) return;
+          client.off("reconnecting", onAttempt);
+          resolve();
+        };
+        client.on("reconnecting", onAttempt);
+      });
+    const waited = Promise.all([attempts(brokerClient, 3), attempts(backendClient, 3)]);
+    await own.server.kill();
+    await waited;
+    // ...then back: both connections still say "reconnecting" when stop() is called.
+    await own.server.start();
+    expect([brokerClient.status, backendClient.status]).toEqual(["reconnecting", "reconnecting"]);
+    const beforeStop = lines.length; // (the outage itself was logged: fetches failed)
+    await worker.stop();
+
+    const backend = new RedisBackend({ url: own.server.url, keyPrefix, env: {} });
+    const broker = new RedisBroker({ url: own.server.url, keyPrefix, env: {} });
+    cleanups.push(() => backend.disconnect());
+    cleanups.push(() => broker.disconnect());
+    await Promise.all([broker.connect(), backend.connect()]);
+    // The server answers again: not taken for one that is away (the heartbeat as stopped, the
+    // consumer gone from its group, no warning).
+    expect((await backend.getHeartbeat(worker.workerId))?.isRunning).toBe(false);
+    expect(await broker.getConsumerCount("default")).toBe(0);
+    const stopLines = lines.slice(beforeStop);
+    expect(stopLines.filter((l) => l.level === "warn" || l.level === "error").map((l) => l.message)).toEqual([]);
   });
 
   it("a job running when Redis goes away stays pending, and another worker runs it once Redis is back", async () => {

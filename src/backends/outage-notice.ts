@@ -137,7 +137,7 @@ export class OutageWatch {
         : this.#troubleError;
     notice.logger.warn(
       { backend: notice.backend, err: reason, waitingTaskIds: waiting, unreachableForMs: forMs },
-      `${notice.backend}: results cannot be read (backend unreachable?); waits go on, and resolve once it answers`,
+      `${notice.backend}: results cannot be read (backend unreachable?); waits go on (until their timeout, if any) and resolve once it answers`,
     );
   }
 }

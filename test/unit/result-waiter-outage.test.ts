@@ -79,7 +79,7 @@ describe("ResultWaiter outage notice", () => {
     await vi.advanceTimersByTimeAsync(600);
     expect(lines).toEqual([
       expect.stringMatching(
-        /^warn: redis backend redis:\/\/:\*\*\*@h:6379\/0: results cannot be read \(backend unreachable\?\); waits go on, and resolve once it answers \(no answer for 5\.\d s; last error: ECONNREFUSED\)$/,
+        /^warn: redis backend redis:\/\/:\*\*\*@h:6379\/0: results cannot be read \(backend unreachable\?\); waits go on \(until their timeout, if any\) and resolve once it answers \(no answer for 5\.\d s; last error: ECONNREFUSED\)$/,
       ),
     ]);
     await vi.advanceTimersByTimeAsync(60_000);
@@ -111,7 +111,7 @@ describe("ResultWaiter outage notice", () => {
     expect(store.state.reads).toBeGreaterThan(40);
     expect(errors).toHaveLength(1);
     expect(lines).toEqual([
-      "warn: sql backend: results cannot be read (backend unreachable?); waits go on, and resolve once it answers (connect ECONNREFUSED 127.0.0.1:6379)",
+      "warn: sql backend: results cannot be read (backend unreachable?); waits go on (until their timeout, if any) and resolve once it answers (connect ECONNREFUSED 127.0.0.1:6379)",
     ]);
     store.records.set("a", success("a"));
     store.up();

@@ -78,7 +78,7 @@ describe("SqlWaitHub outage notice", () => {
     expect(lines[0]).toMatch(/^debug: fetching waited results failed/);
     await vi.advanceTimersByTimeAsync(400);
     expect(visible()).toEqual([
-      `warn: ${BACKEND}: results cannot be read (backend unreachable?); waits go on, and resolve once it answers (getResult failed on postgres://app:***@db:5432/app: connect ECONNREFUSED)`,
+      `warn: ${BACKEND}: results cannot be read (backend unreachable?); waits go on (until their timeout, if any) and resolve once it answers (getResult failed on postgres://app:***@db:5432/app: connect ECONNREFUSED)`,
     ]);
     await vi.advanceTimersByTimeAsync(60_000);
     expect(lines).toHaveLength(2); // once per outage, not per poll or per wait

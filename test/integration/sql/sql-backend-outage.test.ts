@@ -174,7 +174,7 @@ describe.concurrent("sql backends: get() without a timeout during an outage", ()
           const warning = await within(until(/results cannot be read/), WARNING_DEADLINE_MS, "no outage warning");
           expect(warning.level).toBe("warn");
           expect(warning.message).toBe(
-            `${c.kind} backend ${logged.displayUrl}: results cannot be read (backend unreachable?); waits go on, and resolve once it answers`,
+            `${c.kind} backend ${logged.displayUrl}: results cannot be read (backend unreachable?); waits go on (until their timeout, if any) and resolve once it answers`,
           );
           expect(String(warning.fields.err)).toMatch(/ECONNREFUSED/);
           expect(warning.fields.waitingTaskIds).toBe(ids.length);

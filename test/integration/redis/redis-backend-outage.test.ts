@@ -7,54 +7,14 @@
  */
 import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
-import type { Logger } from "../../../src/core/logger.js";
 import { AsyncResult } from "../../../src/index.js";
 import { successRecord } from "../../contract/contract-helpers.js";
+import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless, uniqueName } from "../../helpers/services.js";
 import { useOwnRedis } from "./own-redis.js";
 
 const skip = await skipUnless("redis");
-
-/** One captured log line. */
-interface Line {
-  readonly level: "debug" | "info" | "warn" | "error";
-  readonly fields: Record<string, unknown>;
-  readonly message: string;
-}
-
-/** A logger that keeps its lines and resolves `until(pattern)` once a line matches. */
-function capturingLogger() {
-  const lines: Line[] = [];
-  const waiting: Array<{ pattern: RegExp; resolve: (line: Line) => void }> = [];
-  const at =
-    (level: Line["level"]) =>
-    (fieldsOrMessage: Record<string, unknown> | string, message?: string): void => {
-      const line =
-        typeof fieldsOrMessage === "string"
-          ? { level, fields: {}, message: fieldsOrMessage }
-          : { level, fields: fieldsOrMessage, message: message ?? "" };
-      lines.push(line);
-      for (const w of [...waiting]) {
-        if (!w.pattern.test(line.message)) continue;
-        waiting.splice(waiting.indexOf(w), 1);
-        w.resolve(line);
-      }
-    };
-  const logger: Logger = {
-    debug: at("debug"),
-    info: at("info"),
-    warn: at("warn"),
-    error: at("error"),
-    child: () => logger,
-  };
-  const until = (pattern: RegExp): Promise<Line> => {
-    const seen = lines.find((line) => pattern.test(line.message));
-    if (seen) return Promise.resolve(seen);
-    return new Promise((resolve) => waiting.push({ pattern, resolve }));
-  };
-  return { logger, lines, until };
-}
 
 describe.skipIf(skip)("redis backend: get() without a timeout during an outage", () => {
   const own = useOwnRedis("outage");

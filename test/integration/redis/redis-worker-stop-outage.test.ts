@@ -15,41 +15,14 @@ import { describe, expect, it } from "vitest";
 import type { WorkerStats } from "../../../src/backends/backend.js";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
-import { AsyncResult, Chicory, type Logger, Worker } from "../../../src/index.js";
+import { AsyncResult, Chicory, Worker } from "../../../src/index.js";
+import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless, uniqueName } from "../../helpers/services.js";
 import { freePort, OwnRedis } from "../../reliability/infra/redis-server.js";
 import { useOwnRedis } from "./own-redis.js";
 
 const skip = await skipUnless("redis");
-
-interface Line {
-  readonly level: "debug" | "info" | "warn" | "error";
-  readonly fields: Record<string, unknown>;
-  readonly message: string;
-}
-
-/** A logger keeping every line. */
-function capturingLogger(): { logger: Logger; lines: Line[] } {
-  const lines: Line[] = [];
-  const at =
-    (level: Line["level"]) =>
-    (fieldsOrMessage: Record<string, unknown> | string, message?: string): void => {
-      lines.push(
-        typeof fieldsOrMessage === "string"
-          ? { level, fields: {}, message: fieldsOrMessage }
-          : { level, fields: fieldsOrMessage, message: message ?? "" },
-      );
-    };
-  const logger: Logger = {
-    debug: at("debug"),
-    info: at("info"),
-    warn: at("warn"),
-    error: at("error"),
-    child: () => logger,
-  };
-  return { logger, lines };
-}
 
 /** Resolves once `ready` is true (polled every 10 ms), rejects after `timeoutMs`. */
 function until(ready: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {

@@ -14,6 +14,7 @@ import { createBackend } from "../../../src/drivers.js";
 import { AsyncResult } from "../../../src/index.js";
 import { MysqlBackend, PostgresBackend } from "../../../src/sql.js";
 import { successRecord } from "../../contract/contract-helpers.js";
+import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { SERVICES, skipUnless } from "../../helpers/services.js";
 import { OutageProxy } from "./sql-outage-proxy.js";
 import { dropMysqlTables, dropPgTables, freshPrefix } from "./sql-test-helpers.js";
@@ -23,46 +24,6 @@ const skipMysql = await skipUnless("mysql");
 
 /** Longest wait for the warning (it comes 5 s into the outage): the test fails, not times out. */
 const WARNING_DEADLINE_MS = 15_000;
-
-/** One captured log line. */
-interface Line {
-  readonly level: "debug" | "info" | "warn" | "error";
-  readonly fields: Record<string, unknown>;
-  readonly message: string;
-}
-
-/** A logger that keeps its lines and resolves `until(pattern)` once a line matches. */
-function capturingLogger() {
-  const lines: Line[] = [];
-  const waiting: Array<{ pattern: RegExp; resolve: (line: Line) => void }> = [];
-  const at =
-    (level: Line["level"]) =>
-    (fieldsOrMessage: Record<string, unknown> | string, message?: string): void => {
-      const line =
-        typeof fieldsOrMessage === "string"
-          ? { level, fields: {}, message: fieldsOrMessage }
-          : { level, fields: fieldsOrMessage, message: message ?? "" };
-      lines.push(line);
-      for (const w of [...waiting]) {
-        if (!w.pattern.test(line.message)) continue;
-        waiting.splice(waiting.indexOf(w), 1);
-        w.resolve(line);
-      }
-    };
-  const logger: Logger = {
-    debug: at("debug"),
-    info: at("info"),
-    warn: at("warn"),
-    error: at("error"),
-    child: () => logger,
-  };
-  const until = (pattern: RegExp): Promise<Line> => {
-    const seen = lines.find((line) => pattern.test(line.message));
-    if (seen) return Promise.resolve(seen);
-    return new Promise((resolve) => waiting.push({ pattern, resolve }));
-  };
-  return { logger, lines, until };
-}
 
 /** Resolves with the first process warning of `code` whose message contains `text`. */
 function processWarning(code: string, text: string): { warning: Promise<Error>; stop(): void } {

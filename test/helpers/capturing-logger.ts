@@ -1,0 +1,49 @@
+/**
+ * A logger for tests that keeps every line (level, fields, message) and can await one.
+ * @module
+ */
+import type { Logger } from "../../src/index.js";
+
+/** One captured log line. */
+export interface Line {
+  readonly level: "debug" | "info" | "warn" | "error";
+  readonly fields: Record<string, unknown>;
+  readonly message: string;
+}
+
+/** A logger that keeps its lines and resolves `until(pattern)` once a line matches. */
+export function capturingLogger(): {
+  logger: Logger;
+  lines: Line[];
+  until(pattern: RegExp): Promise<Line>;
+} {
+  const lines: Line[] = [];
+  const waiting: Array<{ pattern: RegExp; resolve: (line: Line) => void }> = [];
+  const at =
+    (level: Line["level"]) =>
+    (fieldsOrMessage: Record<string, unknown> | string, message?: string): void => {
+      const line =
+        typeof fieldsOrMessage === "string"
+          ? { level, fields: {}, message: fieldsOrMessage }
+          : { level, fields: fieldsOrMessage, message: message ?? "" };
+      lines.push(line);
+      for (const w of [...waiting]) {
+        if (!w.pattern.test(line.message)) continue;
+        waiting.splice(waiting.indexOf(w), 1);
+        w.resolve(line);
+      }
+    };
+  const logger: Logger = {
+    debug: at("debug"),
+    info: at("info"),
+    warn: at("warn"),
+    error: at("error"),
+    child: () => logger,
+  };
+  const until = (pattern: RegExp): Promise<Line> => {
+    const seen = lines.find((line) => pattern.test(line.message));
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve) => waiting.push({ pattern, resolve }));
+  };
+  return { logger, lines, until };
+}

@@ -21,7 +21,7 @@ export interface QueueKeys {
   /** Task ids published with `unique` that are queued, delayed or in flight. */
   readonly unique: string;
   /**
-   * Prefix of the receipts of plain publish calls (`…:sent:{Q}:<call token>`, a string with a
+   * Prefix of the receipts of plain and delayed publish calls (`…:sent:{Q}:<call token>`, a string with a
    * short TTL): a call the client sends again after a dropped connection adds nothing twice.
    */
   readonly sent: string;

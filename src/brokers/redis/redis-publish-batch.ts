@@ -12,7 +12,7 @@
  * nothing twice.
  *
  * Delayed publishes to one queue in one turn go together too (`publish-delayed.lua`, the same
- * limits): one call reads the Redis clock once for all of them, so a burst scheduled for one
+ * limits, and a receipt of their own: a resent copy answers as the first did): one call reads the Redis clock once for all of them, so a burst scheduled for one
  * moment gets one due time instead of due times spread over the time Redis takes to run one
  * call per message. Their calls, full ones too, leave when the turn's synchronous code is
  * done: a call written while the caller still publishes would wait for that code (its reply
@@ -191,11 +191,13 @@ export class PublishBatcher {
     }
     let call: Promise<unknown>;
     try {
+      const receipt = `${keys.sent}:${this.#tokenPrefix}.${(this.#calls++).toString(36)}`;
+      const [maxLength, ...messages] = args;
       call = runScript(
         host.main,
         "chicoryPublishDelayed",
-        [keys.stream, keys.delayed, keys.delayedData, keys.unique],
-        args,
+        [keys.stream, keys.delayed, keys.delayedData, keys.unique, receipt],
+        [maxLength as number, RECEIPT_TTL_MS, ...messages],
       );
     } catch (error) {
       call = Promise.reject(error); // as in #send

@@ -48,7 +48,7 @@ function withClaimEntries(name: string): string {
 const SCRIPTS = {
   chicoryPublish: { numberOfKeys: 4, lua: lua("publish") },
   chicoryPublishBatch: { numberOfKeys: 2, lua: lua("publish-batch") },
-  chicoryPublishDelayed: { numberOfKeys: 4, lua: lua("publish-delayed") },
+  chicoryPublishDelayed: { numberOfKeys: 5, lua: lua("publish-delayed") },
   chicoryMoveDelayed: { numberOfKeys: 4, lua: lua("move-delayed") },
   chicoryReclaim: { numberOfKeys: 1, lua: withClaimEntries("reclaim") },
   chicoryRecoverOwn: { numberOfKeys: 1, lua: withClaimEntries("recover-own") },

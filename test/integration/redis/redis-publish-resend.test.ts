@@ -2,7 +2,8 @@
  * A Redis that stalls past the client's reply limit, on a redis-server this test starts itself
  * (the stall would hold up every other test on the shared one): the client drops the
  * connection and, once reconnected, sends again the publish it had no reply for, which the
- * stalled Redis still ran. The call's receipt makes the second copy add nothing.
+ * stalled Redis still ran. The call's receipt makes the second copy add nothing (plain and
+ * delayed publish calls alike) and answer as the first did.
  */
 import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
@@ -27,7 +28,7 @@ describe.skipIf(skip)("redis broker: a publish resent after a stall", () => {
   const cleanups = useCleanups();
   const own = useOwnRedis("resend");
 
-  it("plain publishes in flight when the client drops a stalled connection are enqueued once", async () => {
+  it("publishes (plain and delayed) in flight when the client drops a stalled connection are enqueued once", async () => {
     const { server } = own;
     const admin = new Redis(server.url);
     cleanups.push(() => admin.disconnect());
@@ -51,18 +52,24 @@ describe.skipIf(skip)("redis broker: a publish resent after a stall", () => {
     await new Promise((resolve) => setTimeout(resolve, 50)); // the stall has begun
     const lone = encodeTask(codec);
     const batch = Array.from({ length: 3 }, () => encodeTask(codec));
+    // A delayed one, unique: a resent copy without a receipt found its id taken (by the first
+    // copy) and answered "not published" for a job that was; one without `unique` could be
+    // scheduled twice when the first was moved to the stream in between.
+    const delayed = encodeTask(codec);
     const published = [
       broker.publish("q", { id: lone.id, body: lone.body }),
       ...batch.map((t) => broker.publish("q2", { id: t.id, body: t.body })),
+      broker.publish("q3", { id: delayed.id, body: delayed.body, delayMs: 60_000, unique: true }),
     ];
     await stall;
-    expect(await Promise.all(published)).toEqual(Array(4).fill({ published: true }));
+    expect(await Promise.all(published)).toEqual(Array(5).fill({ published: true }));
+    expect(await admin.zcard("resend:delayed:{q3}")).toBe(1);
     expect(reconnects.length).toBeGreaterThan(0); // the connection was dropped and made again
     expect(await admin.xlen("resend:stream:{q}")).toBe(1); // before: 2 (the first copy and the resent one)
     expect(await admin.xlen("resend:stream:{q2}")).toBe(3); // before: 6
     // The receipts expire (60 s): they do not pile up.
     const receipts = await admin.keys("resend:sent:*");
-    expect(receipts.length).toBe(2);
+    expect(receipts.length).toBe(3);
     for (const key of receipts) expect(await admin.pttl(key)).toBeGreaterThan(0);
   });
 });

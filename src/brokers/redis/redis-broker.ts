@@ -29,6 +29,7 @@
  * @module
  */
 
+import { randomUUID } from "node:crypto";
 import type { Backend } from "../../backends/backend.js";
 import { Deadlines } from "../../core/deadlines.js";
 import type { EnvMap } from "../../core/env.js";
@@ -69,7 +70,7 @@ import { RedisConsumer } from "./redis-consumer.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import { DueMover } from "./redis-due-mover.js";
 import { QueueKeyCache, type QueueKeys } from "./redis-keys.js";
-import { PublishBatcher } from "./redis-publish-batch.js";
+import { PublishBatcher, RECEIPT_TTL_MS } from "./redis-publish-batch.js";
 import { defineBrokerScripts } from "./redis-scripts.js";
 import { dlqFullError, retryCountOf } from "./redis-settler.js";
 
@@ -309,12 +310,15 @@ export class RedisBroker implements Broker {
     const keys = this.#keys.get(queue);
     const delayMs = Math.max(0, Math.ceil(message.delayMs ?? 0)); // never early: rounded up
     const max = this.settings.maxStreamLength;
+    const batcher = this.#batcher;
+    // a receipt, as for the batched calls: a resent copy answers as the first did
+    const receipt = batcher ? batcher.receiptKey(keys.sent) : `${keys.sent}:${randomUUID()}`;
     try {
       const result = await runScript(
         ctx.main,
         "chicoryPublish",
-        [keys.stream, keys.delayed, keys.delayedData, keys.unique],
-        [message.body, message.id, delayMs, message.unique ? "1" : "0", max],
+        [keys.stream, keys.delayed, keys.delayedData, keys.unique, receipt],
+        [message.body, message.id, delayMs, message.unique ? "1" : "0", max, RECEIPT_TTL_MS],
       );
       if (result === -1) throw queueFullError(queue, max);
       if (result === 1 && delayMs > 0) ctx.scheduleMove(keys, delayMs);

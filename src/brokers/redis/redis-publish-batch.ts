@@ -156,6 +156,14 @@ export class PublishBatcher {
     });
   }
 
+  /**
+   * A new receipt key for one publish call to the queue of receipt prefix `sent` (`…:sent:{Q}`):
+   * unique to this batcher and call (see module doc).
+   */
+  receiptKey(sent: string): string {
+    return `${sent}:${this.#tokenPrefix}.${(this.#calls++).toString(36)}`;
+  }
+
   /** Sends every open batch now (before the connection closes: they would go after QUIT). */
   flush(): void {
     this.#flushAll();
@@ -191,7 +199,7 @@ export class PublishBatcher {
     }
     let call: Promise<unknown>;
     try {
-      const receipt = `${keys.sent}:${this.#tokenPrefix}.${(this.#calls++).toString(36)}`;
+      const receipt = this.receiptKey(keys.sent);
       const [maxLength, ...messages] = args;
       call = runScript(
         host.main,
@@ -216,7 +224,7 @@ export class PublishBatcher {
     const { bodies } = batch;
     let call: Promise<unknown>;
     try {
-      const receipt = `${batch.sent}:${this.#tokenPrefix}.${(this.#calls++).toString(36)}`;
+      const receipt = this.receiptKey(batch.sent);
       call = runScript(host.main, "chicoryPublishBatch", [batch.stream, receipt], [RECEIPT_TTL_MS, ...bodies]);
     } catch (error) {
       // e.g. the script is not defined on an injected client: every publish of the batch

@@ -46,7 +46,7 @@ function withClaimEntries(name: string): string {
 
 /** Script name -> number of KEYS and source. Names are prefixed to avoid clashing with ioredis methods. */
 const SCRIPTS = {
-  chicoryPublish: { numberOfKeys: 4, lua: lua("publish") },
+  chicoryPublish: { numberOfKeys: 5, lua: lua("publish") },
   chicoryPublishBatch: { numberOfKeys: 2, lua: lua("publish-batch") },
   chicoryPublishDelayed: { numberOfKeys: 5, lua: lua("publish-delayed") },
   chicoryMoveDelayed: { numberOfKeys: 4, lua: lua("move-delayed") },

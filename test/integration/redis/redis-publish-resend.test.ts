@@ -3,7 +3,7 @@
  * (the stall would hold up every other test on the shared one): the client drops the
  * connection and, once reconnected, sends again the publish it had no reply for, which the
  * stalled Redis still ran. The call's receipt makes the second copy add nothing (plain and
- * delayed publish calls alike) and answer as the first did.
+ * delayed and unique publish calls alike) and answer as the first did.
  */
 import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
@@ -28,7 +28,7 @@ describe.skipIf(skip)("redis broker: a publish resent after a stall", () => {
   const cleanups = useCleanups();
   const own = useOwnRedis("resend");
 
-  it("publishes (plain and delayed) in flight when the client drops a stalled connection are enqueued once", async () => {
+  it("publishes (plain, delayed, unique) in flight when the client drops a stalled connection are enqueued once", async () => {
     const { server } = own;
     const admin = new Redis(server.url);
     cleanups.push(() => admin.disconnect());
@@ -55,21 +55,25 @@ describe.skipIf(skip)("redis broker: a publish resent after a stall", () => {
     // A delayed one, unique: a resent copy without a receipt found its id taken (by the first
     // copy) and answered "not published" for a job that was; one without `unique` could be
     // scheduled twice when the first was moved to the stream in between.
+    // The same for a unique one without a delay (a call of its own).
     const delayed = encodeTask(codec);
+    const unique = encodeTask(codec);
     const published = [
       broker.publish("q", { id: lone.id, body: lone.body }),
       ...batch.map((t) => broker.publish("q2", { id: t.id, body: t.body })),
       broker.publish("q3", { id: delayed.id, body: delayed.body, delayMs: 60_000, unique: true }),
+      broker.publish("q4", { id: unique.id, body: unique.body, unique: true }),
     ];
     await stall;
-    expect(await Promise.all(published)).toEqual(Array(5).fill({ published: true }));
+    expect(await Promise.all(published)).toEqual(Array(6).fill({ published: true }));
     expect(await admin.zcard("resend:delayed:{q3}")).toBe(1);
+    expect(await admin.xlen("resend:stream:{q4}")).toBe(1);
     expect(reconnects.length).toBeGreaterThan(0); // the connection was dropped and made again
     expect(await admin.xlen("resend:stream:{q}")).toBe(1); // before: 2 (the first copy and the resent one)
     expect(await admin.xlen("resend:stream:{q2}")).toBe(3); // before: 6
     // The receipts expire (60 s): they do not pile up.
     const receipts = await admin.keys("resend:sent:*");
-    expect(receipts.length).toBe(3);
+    expect(receipts.length).toBe(4);
     for (const key of receipts) expect(await admin.pttl(key)).toBeGreaterThan(0);
   });
 });

@@ -455,17 +455,18 @@ export async function pingRedis(
   password: string | undefined,
 ): Promise<{ connected: boolean; error?: string; latencyMs?: number }> {
   if (!client) return { connected: false, error: "not connected" };
-  const started = performance.now();
   if (client.status !== "ready") {
-    const notReady = () => ({ connected: false, error: `connection ${client.status}${lastConnectionError(client)}` });
-    if (!isBetweenAttempts(client) || !(await serverAnswers(client))) return notReady();
-    if (!(await becomesReady(client, HEALTHCHECK_TIMEOUT_MS - (performance.now() - started)))) {
-      return {
-        connected: false,
-        error: `connection ${client.status} (the server answers; the connection is not back yet)`,
-      };
+    if (!isBetweenAttempts(client)) return notReady(client);
+    // one check per client at a time, whatever the number of healthchecks that ask
+    let back = returns.get(client);
+    if (back === undefined) {
+      back = returnOf(client).finally(() => returns.delete(client));
+      returns.set(client, back);
     }
+    const error = await back;
+    if (error !== null) return { connected: false, error };
   }
+  const started = performance.now(); // the round trip only, not a reconnect waited for
   let timer: NodeJS.Timeout | undefined;
   try {
     const timeout = new Promise<never>((_, reject) => {
@@ -515,21 +516,48 @@ async function serverAnswers(client: RedisClientLike): Promise<boolean> {
   }
 }
 
-/** Resolves true once `client` is ready, false after `ms`. */
+/** Why `client` is not connected, as its status and last error say. */
+function notReady(client: RedisClientLike): { connected: false; error: string } {
+  return { connected: false, error: `connection ${client.status}${lastConnectionError(client)}` };
+}
+
+/** The checks of reconnecting clients under way (see {@link returnOf}). */
+const returns = new WeakMap<RedisClientLike, Promise<string | null>>();
+
+/**
+ * Null once a reconnecting `client` is ready again (its server answers a one-off connection,
+ * and the client comes back within the healthcheck's bound), else why not.
+ */
+async function returnOf(client: RedisClientLike): Promise<string | null> {
+  const started = performance.now();
+  if (!(await serverAnswers(client))) return notReady(client).error;
+  const ready = await becomesReady(client, HEALTHCHECK_TIMEOUT_MS - (performance.now() - started));
+  if (ready) return null;
+  return client.status === "end"
+    ? "connection closed"
+    : `connection ${client.status} (the server answers; the connection is not back yet)`;
+}
+
+/**
+ * Resolves true once `client` is ready, false after `ms` or when it is closed (its timer does
+ * not keep the process alive).
+ */
 function becomesReady(client: RedisClientLike, ms: number): Promise<boolean> {
   if (client.status === "ready") return Promise.resolve(true);
-  if (ms <= 0) return Promise.resolve(false);
+  if (ms <= 0 || client.status === "end") return Promise.resolve(false);
   return new Promise((resolve) => {
-    const onReady = () => {
+    const settle = (isReady: boolean) => {
       clearTimeout(timer);
       client.off("ready", onReady);
-      resolve(true);
+      client.off("end", onEnd);
+      resolve(isReady);
     };
-    const timer = setTimeout(() => {
-      client.off("ready", onReady);
-      resolve(false);
-    }, ms);
+    const onReady = () => settle(true);
+    const onEnd = () => settle(false);
+    const timer = setTimeout(() => settle(false), ms);
+    timer.unref();
     client.on("ready", onReady);
+    client.on("end", onEnd);
   });
 }
 

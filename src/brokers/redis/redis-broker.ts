@@ -113,6 +113,8 @@ export class RedisBroker implements Broker {
   readonly #publishDeadlines: Deadlines;
   /** Plain publishes of a turn, one script call per queue (set while connected). */
   #batcher: PublishBatcher | undefined;
+  /** Set by a disconnect() after a connect(), cleared by the next connect: says so in errors. */
+  #isDisconnected = false;
   #codec = new MessageCodec();
   #replayGuard: DlqReplayGuard | undefined;
   #ctx: RedisBrokerContext | undefined;
@@ -196,6 +198,7 @@ export class RedisBroker implements Broker {
     this.#stopReconnectWatch = () => main.off("ready", onReconnect);
     const dueMover = new DueMover(main, this.#logger);
     this.#dueMover = dueMover;
+    this.#isDisconnected = false;
     this.#ctx = {
       main,
       keys: this.#keys,
@@ -238,6 +241,7 @@ export class RedisBroker implements Broker {
     await this.#connecting?.catch(() => undefined);
     const ctx = this.#ctx;
     this.#ctx = undefined;
+    if (ctx) this.#isDisconnected = true;
     this.#batcher?.flush();
     this.#batcher = undefined;
     this.#dueMover?.close();
@@ -265,7 +269,13 @@ export class RedisBroker implements Broker {
   }
 
   #context(): RedisBrokerContext {
-    if (!this.#ctx) throw new BrokerConnectionError("redis broker is not connected: call connect() first");
+    if (!this.#ctx) {
+      throw new BrokerConnectionError(
+        this.#isDisconnected
+          ? "redis broker is disconnected (disconnect() was called, by app.disconnect() say): connect() again to use it"
+          : "redis broker is not connected: call connect() first",
+      );
+    }
     return this.#ctx;
   }
 

@@ -136,6 +136,17 @@ describe.skipIf(skip)("redis: commands held by a connection closed during an out
     expect(await record).toBeNull();
   });
 
+  it("a call made after app.disconnect() says the broker was disconnected, not that it never connected", async () => {
+    const app = await appOnOwnServer();
+    await app.disconnect();
+    const broker = app.broker as RedisBroker;
+    await expect(broker.publish(uniqueName("q"), { id: "m-1", body: "{}", unique: true })).rejects.toThrow(
+      /redis broker is disconnected \(disconnect\(\) was called/,
+    );
+    await broker.connect(); // connected again: usable again
+    expect(await broker.publish(uniqueName("q"), { id: "m-2", body: "{}", unique: true })).toEqual({ published: true });
+  });
+
   it("a client the caller gave is not closed, and keeps the commands it holds (they run once Redis is back)", async () => {
     if (own.server.pid === undefined) await own.server.start();
     const client = new Redis(own.server.url, { retryStrategy: () => 50, maxRetriesPerRequest: null });

@@ -188,6 +188,39 @@ describe.skipIf(skip)("redis worker: stop() while Redis is down", () => {
     expect(stopLines.filter((l) => l.level === "warn" || l.level === "error").map((l) => l.message)).toEqual([]);
   });
 
+  it("healthchecks asked together while a connection waits to reconnect share one check of the server", async () => {
+    if (own.server.pid === undefined) await own.server.start();
+    const client = new IORedis(own.server.url, { retryStrategy: (n: number) => Math.min(100 * n, 2000) });
+    client.on("error", () => undefined);
+    cleanups.push(() => client.disconnect());
+    const broker = new RedisBroker({ client, keyPrefix: uniqueName("hc"), env: {} });
+    cleanups.push(() => broker.disconnect());
+    await broker.connect();
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning);
+    process.on("warning", onWarning);
+    cleanups.push(() => {
+      process.off("warning", onWarning);
+    });
+
+    const attempts = new Promise<void>((resolve) => {
+      let seen = 0;
+      client.on("reconnecting", () => {
+        if (++seen === 3) resolve();
+      });
+    });
+    await own.server.kill();
+    await attempts; // the next attempt is at least 300 ms away
+    await own.server.start();
+    expect(client.status).toBe("reconnecting");
+    const health = await Promise.all(Array.from({ length: 20 }, () => broker.healthcheck()));
+    expect(health.map((h) => h.connected)).toEqual(Array(20).fill(true));
+    // one listener for the connection's return, not one per healthcheck (20 listeners: a
+    // MaxListenersExceededWarning, and 20 one-off connections to the server)
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(warnings.map((w) => w.name)).not.toContain("MaxListenersExceededWarning");
+  });
+
   it("a job running when Redis goes away stays pending, and another worker runs it once Redis is back", async () => {
     // A server that keeps its data (AOF, fsync always) across the outage.
     const dir = mkdtempSync(join(tmpdir(), "chicory-stop-outage-aof-"));

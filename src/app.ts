@@ -327,9 +327,8 @@ export class Chicory {
    * parameter is `unknown`. `delay()` takes the schema's input when it is known, else the
    * handler's parameters (after the context) when `context` is literally `true` or `false`, else
    * any arguments (`unknown[]`: only the run-time checks apply). When the result schema's type is
-   * known, the handler's return must fit its input; the result type is the handler's return
-   * type, or the schema's output when that return is one of its values (`undefined` with a
-   * literal `ignoreResult: true`). Options whose
+   * known, the handler's return must fit its input and the result type is its output; else the
+   * result type is the handler's (`undefined` with a literal `ignoreResult: true`). Options whose
    * types fix `context` and `args` are checked exactly as by the overloads above; an unknown option
    * key is an error.
    * @example

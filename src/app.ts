@@ -63,56 +63,6 @@ type ArgsIn<S> = unknown extends SchemaIn<S> ? unknown[] : Tuple<SchemaIn<S>>;
 type ReturnOf<F> = F extends (...args: never) => infer R ? R : never;
 /** The result type of a task: `undefined` when `ignoreResult` is literally `true` (nothing is stored). */
 type ResultOf<I, R> = [I] extends [true] ? undefined : R;
-/** A result schema option: its input is what the handler returns (see {@link ValueOf} for `get()`). */
-type ResultSchema = StandardSchemaV1 | undefined;
-/**
- * What a handler may return (awaited) for a result schema `RS`: the schema's input, or anything
- * when there is no schema or its type leaves it open (`StandardSchemaV1`, `StandardSchemaV1 | undefined`).
- */
-type ReturnFor<RS> = [RS] extends [StandardSchemaV1] ? SchemaIn<RS> : unknown;
-/**
- * A task's value (what `get()` resolves to) for a result schema `RS` and the handler's (awaited)
- * return type `R`: the schema's output when `R` is one of its values (an enum's or a literal's
- * full type, say), else `R`. Under the default validation mode the worker stores what the handler
- * returned, not the schema's output: a schema that changes the value (a transform, a coercion)
- * leaves the value typed as the handler returns it (see `TaskOptions.result`).
- */
-type ValueOf<RS, R> = [RS] extends [StandardSchemaV1]
-  ? unknown extends SchemaOut<RS>
-    ? R
-    : [R] extends [SchemaOut<RS>]
-      ? SchemaOut<RS>
-      : R
-  : R;
-/**
- * The options that type a task's value, in the precise overloads. A member of its own, with no
- * required key: TypeScript infers nothing from options that lack a required key of a member and
- * have a key it lacks, and the first overload tried (with `args` and `context` required) is where
- * the handler's return type is fixed, for every overload, even when the options do not fit it.
- */
-type ResultOptions<RS, I> = { result?: RS; ignoreResult?: I | undefined };
-/**
- * The handler of the precise overloads, with parameters `P`: it returns (or resolves to) the result
- * schema's input when `RS` is a schema, else `R`, inferred (from either branch). A conditional type
- * (a plain function type would not be instantiated with `RS` before the handler's body is typed),
- * so that a literal the handler returns for a `z.literal()` or `z.enum()` schema stays a literal.
- */
-type HandlerOf<P extends readonly unknown[], RS, R> = [RS] extends [StandardSchemaV1]
-  ? (...args: P) => Returning<SchemaIn<RS>, R>
-  : (...args: P) => Awaitable<R>;
-/**
- * What a handler returns for a result schema's input `T`: anything when `T` is `unknown`; while the
- * handler's own type is not inferred yet (`Inferred` unknown, as when its body is typed), a form
- * whose promise and non-promise parts both keep the literals of `T` (against `T | Promise<T>` an
- * async handler's literal is widened, microsoft/TypeScript#30185); once it is, `T` or a promise of it.
- */
-type Returning<T, Inferred> = unknown extends T
-  ? unknown
-  : unknown extends Inferred
-    ? (T & Promise<T>) | Promise<T>
-    : ResultSchemaInput<T>;
-/** A result schema's input `T` or a promise of it (named so in the error for a handler returning something else). */
-type ResultSchemaInput<T> = T | Promise<T>;
 
 /** An option's type in `O`, or `undefined` when `O` leaves it out. */
 type OptionOf<O, K extends keyof TaskOptions> = K extends keyof O ? O[K] : undefined;
@@ -145,27 +95,26 @@ type OptionsCheck<O> = { [K in Exclude<keyof O, keyof TaskOptions>]: never } & (
   : unknown);
 /**
  * A handler whose parameters are not checked: any handler fits (a method's parameters are compared
- * both ways), and an unannotated parameter is `unknown`. It returns `T` or a promise of it.
+ * both ways), and an unannotated parameter is `unknown`.
  */
-type UncheckedHandler<T> = { handler(...args: unknown[]): T }["handler"];
+type UncheckedHandler = { handler(...args: unknown[]): unknown }["handler"];
 /** As {@link UncheckedHandler}, but its first parameter must take a {@link TaskContext}. */
-type UncheckedContextHandler<T> = { handler(ctx: TaskContext, ...args: unknown[]): T }["handler"];
+type UncheckedContextHandler = { handler(ctx: TaskContext, ...args: unknown[]): unknown }["handler"];
 /**
- * The handlers the general overload accepts for options `O`: checked against the context, the
- * argument schema's output and the result schema's input as far as the types of `O` fix them (as
- * the precise overloads do when they fix all three), and not checked where they do not. `F` is the
- * handler's own type, unknown until inferred (see {@link Returning}).
+ * The handlers the general overload accepts for options `O`: checked against the context and the
+ * argument schema's output as far as the types of `O` fix them (as the precise overloads do when
+ * they fix both), and not checked where they do not.
  */
-type HandlerFor<O, F, T = Returning<ReturnFor<OptionOf<O, "result">>, F>> =
+type HandlerFor<O> =
   ContextKind<O> extends "unknown"
-    ? UncheckedHandler<T>
+    ? UncheckedHandler
     : ArgsKind<O> extends "known"
       ? ContextKind<O> extends "on"
-        ? (ctx: TaskContext, ...args: Tuple<SchemaOut<OptionOf<O, "args">>>) => T
-        : (...args: Tuple<SchemaOut<OptionOf<O, "args">>>) => T
+        ? (ctx: TaskContext, ...args: Tuple<SchemaOut<OptionOf<O, "args">>>) => unknown
+        : (...args: Tuple<SchemaOut<OptionOf<O, "args">>>) => unknown
       : ContextKind<O> extends "on"
-        ? UncheckedContextHandler<T>
-        : UncheckedHandler<T>;
+        ? UncheckedContextHandler
+        : UncheckedHandler;
 /**
  * `delay()`'s arguments under the general overload: the argument schema's input when it is known,
  * else the handler's parameters (after the context) when `O` fixes `context`, else any list.
@@ -299,25 +248,25 @@ export class Chicory {
   /** Registers a handler named after the function. */
   task<A extends unknown[], R>(fn: (...args: A) => Awaitable<R>): Task<A, Awaited<R>>;
   /** Registers a handler with an argument schema (whose output is its argument list) and a context. */
-  task<S extends ArgsSchema, RS extends ResultSchema, R, I extends boolean = false>(
-    options: TaskOptions & { args: S; context: true } & ResultOptions<RS, I>,
-    fn: HandlerOf<[ctx: TaskContext, ...args: Tuple<SchemaOut<S>>], RS, R>,
-  ): Task<ArgsIn<S>, ResultOf<I, ValueOf<RS, Awaited<R>>>>;
+  task<S extends ArgsSchema, R, I extends boolean = false>(
+    options: TaskOptions & { args: S; context: true; ignoreResult?: I | undefined },
+    fn: (ctx: TaskContext, ...args: Tuple<SchemaOut<S>>) => Awaitable<R>,
+  ): Task<ArgsIn<S>, ResultOf<I, Awaited<R>>>;
   /** Registers a handler with an argument schema (whose output is its argument list). */
-  task<S extends ArgsSchema, RS extends ResultSchema, R, I extends boolean = false>(
-    options: TaskOptions & { args: S; context?: false } & ResultOptions<RS, I>,
-    fn: HandlerOf<Tuple<SchemaOut<S>>, RS, R>,
-  ): Task<ArgsIn<S>, ResultOf<I, ValueOf<RS, Awaited<R>>>>;
+  task<S extends ArgsSchema, R, I extends boolean = false>(
+    options: TaskOptions & { args: S; context?: false; ignoreResult?: I | undefined },
+    fn: (...args: Tuple<SchemaOut<S>>) => Awaitable<R>,
+  ): Task<ArgsIn<S>, ResultOf<I, Awaited<R>>>;
   /** Registers a handler that receives a {@link TaskContext} first. */
-  task<A extends unknown[], RS extends ResultSchema, R, I extends boolean = false>(
-    options: TaskOptions & { context: true; args?: undefined } & ResultOptions<RS, I>,
-    fn: HandlerOf<[ctx: TaskContext, ...args: A], RS, R>,
-  ): Task<A, ResultOf<I, ValueOf<RS, Awaited<R>>>>;
+  task<A extends unknown[], R, I extends boolean = false>(
+    options: TaskOptions & { context: true; args?: undefined; ignoreResult?: I | undefined },
+    fn: (ctx: TaskContext, ...args: A) => Awaitable<R>,
+  ): Task<A, ResultOf<I, Awaited<R>>>;
   /** Registers a handler with options. */
-  task<A extends unknown[], RS extends ResultSchema, R, I extends boolean = false>(
-    options: TaskOptions & { context?: false; args?: undefined } & ResultOptions<RS, I>,
-    fn: HandlerOf<A, RS, R>,
-  ): Task<A, ResultOf<I, ValueOf<RS, Awaited<R>>>>;
+  task<A extends unknown[], R, I extends boolean = false>(
+    options: TaskOptions & { context?: false; args?: undefined; ignoreResult?: I | undefined },
+    fn: (...args: A) => Awaitable<R>,
+  ): Task<A, ResultOf<I, Awaited<R>>>;
   /**
    * Registers a handler with options whose types leave `context` or `args` open (a variable typed
    * `TaskOptions`, spread `Partial<TaskOptions>` defaults, `{ context: boolean }`, an argument
@@ -326,19 +275,17 @@ export class Chicory {
    * argument schema's output when that is known; the rest is not checked, and an unannotated
    * parameter is `unknown`. `delay()` takes the schema's input when it is known, else the
    * handler's parameters (after the context) when `context` is literally `true` or `false`, else
-   * any arguments (`unknown[]`: only the run-time checks apply). When the result schema's type is
-   * known, the handler's return must fit its input and the result type is its output; else the
-   * result type is the handler's (`undefined` with a literal `ignoreResult: true`). Options whose
-   * types fix `context` and `args` are checked exactly as by the overloads above; an unknown option
-   * key is an error.
+   * any arguments (`unknown[]`: only the run-time checks apply). The result type is the handler's
+   * (`undefined` with a literal `ignoreResult: true`). Options whose types fix both are checked
+   * exactly as by the overloads above; an unknown option key is an error.
    * @example
    * const defaults: TaskOptions = { queue: "mail", retryPolicy: { maxRetries: 3 } };
    * const notify = app.task({ ...defaults, name: "notify" }, async (to: string) => to); // Task<unknown[], string>
    */
-  task<const O extends TaskOptions, F extends HandlerFor<O, F>>(
+  task<const O extends TaskOptions, F extends HandlerFor<O>>(
     options: O & OptionsCheck<O>,
     fn: F,
-  ): Task<ArgsFor<O, F>, ResultOf<OptionOf<O, "ignoreResult">, ValueOf<OptionOf<O, "result">, Awaited<ReturnOf<F>>>>>;
+  ): Task<ArgsFor<O, F>, ResultOf<OptionOf<O, "ignoreResult">, Awaited<ReturnOf<F>>>>;
   task(optionsOrFn: TaskOptions | AnyHandler, maybeFn?: AnyHandler): Task<readonly unknown[], unknown> {
     const options: TaskOptions = typeof optionsOrFn === "function" ? {} : optionsOrFn;
     const fn = typeof optionsOrFn === "function" ? optionsOrFn : maybeFn;

@@ -46,17 +46,7 @@ export interface TaskOptions {
    * (`CHICORY_VALIDATION_MODE`).
    */
   args?: StandardSchemaV1 | undefined;
-  /**
-   * A Standard Schema for the return value: the handler's return type (awaited) must fit its input
-   * (a compile error at `app.task()` otherwise).
-   *
-   * The worker validates the return value with it, and stores the schema's output, under
-   * validation mode `outputs` or `strict` only; under `none` or `inputs` (the default) it stores
-   * what the handler returned. `get()` is typed as the schema's output when the handler's return
-   * type is one of its values (a `z.enum()`'s full union, say), else as the handler's return type:
-   * for a schema that changes the value (a transform, a coercion) under `outputs`/`strict`, the
-   * stored value is the schema's output while `get()`'s type stays the handler's.
-   */
+  /** A Standard Schema for the return value. */
   result?: StandardSchemaV1 | undefined;
   /** Pass a {@link TaskContext} as the handler's first parameter. */
   context?: boolean | undefined;
@@ -105,9 +95,7 @@ export interface TaskRuntime {
 export type AnyHandler = (...args: never[]) => unknown;
 
 /**
- * A registered task. `A` is the argument tuple of `delay()`, `R` what `get()` resolves to: the
- * handler's (awaited) return type, or the result schema's output when that return is one of its
- * values (see {@link TaskOptions.result}).
+ * A registered task. `A` is the argument tuple of `delay()`, `R` the (awaited) return type.
  * @example
  * const add = app.task(async function add(a: number, b: number) { return a + b; });
  * const result = await add.delay(1, 2);

@@ -47,3 +47,20 @@ export function capturingLogger(): {
   };
   return { logger, lines, until };
 }
+
+/** A logger that keeps its lines as text, `level: message (err)`; `visible()`: those above debug. */
+export function textLogger(): { logger: Logger; lines: string[]; visible(): string[] } {
+  const lines: string[] = [];
+  const at = (level: string) => (fields: Record<string, unknown> | string, message?: string) => {
+    if (typeof fields === "string") lines.push(`${level}: ${fields}`);
+    else lines.push(`${level}: ${message ?? ""}${fields.err === undefined ? "" : ` (${String(fields.err)})`}`);
+  };
+  const logger: Logger = {
+    debug: at("debug"),
+    info: at("info"),
+    warn: at("warn"),
+    error: at("error"),
+    child: () => logger,
+  };
+  return { logger, lines, visible: () => lines.filter((line) => !line.startsWith("debug")) };
+}

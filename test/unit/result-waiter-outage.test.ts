@@ -6,27 +6,10 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { TaskRecord } from "../../src/backends/backend.js";
 import { OUTAGE_NOTICE_MS, ResultWaiter } from "../../src/backends/result-waiter.js";
-import type { Logger } from "../../src/core/logger.js";
+import { textLogger } from "../helpers/capturing-logger.js";
 
 function success(taskId: string): TaskRecord {
   return { taskId, state: "SUCCESS", result: taskId, updatedAt: "2024-01-01T00:00:00.000Z" };
-}
-
-/** A logger that keeps its lines as `level: message (err)`. */
-function linesLogger() {
-  const lines: string[] = [];
-  const at = (level: string) => (fields: Record<string, unknown> | string, message?: string) => {
-    if (typeof fields === "string") lines.push(`${level}: ${fields}`);
-    else lines.push(`${level}: ${message ?? ""}${fields.err === undefined ? "" : ` (${String(fields.err)})`}`);
-  };
-  const logger: Logger = {
-    debug: at("debug"),
-    info: at("info"),
-    warn: at("warn"),
-    error: at("error"),
-    child: () => logger,
-  };
-  return { logger, lines };
 }
 
 /** A store whose reads can be made to hang (`hang`) or fail (`fail`), and released. */
@@ -66,7 +49,7 @@ describe("ResultWaiter outage notice", () => {
 
   it("one warning for a thousand waits whose reads get no answer, after OUTAGE_NOTICE_MS; one info line when they are answered", async () => {
     const store = flakyStore();
-    const { logger, lines } = linesLogger();
+    const { logger, lines } = textLogger();
     const waiter = new ResultWaiter({
       fetchMany: store.fetchMany,
       pollIntervalMs: 500,
@@ -97,7 +80,7 @@ describe("ResultWaiter outage notice", () => {
 
   it("failing reads: onError once per run of failures, the warning gives the error, and each outage is told", async () => {
     const store = flakyStore();
-    const { logger, lines } = linesLogger();
+    const { logger, lines } = textLogger();
     const errors: unknown[] = [];
     const waiter = new ResultWaiter({
       fetchMany: store.fetchMany,
@@ -136,7 +119,7 @@ describe("ResultWaiter outage notice", () => {
 
   it("says nothing of an outage nobody waits through, nor of reads slower than the poll interval", async () => {
     const store = flakyStore();
-    const { logger, lines } = linesLogger();
+    const { logger, lines } = textLogger();
     const waiter = new ResultWaiter({
       fetchMany: store.fetchMany,
       pollIntervalMs: 100,

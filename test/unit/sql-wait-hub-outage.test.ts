@@ -8,31 +8,12 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { TaskRecord } from "../../src/backends/backend.js";
 import { OUTAGE_NOTICE_MS } from "../../src/backends/outage-notice.js";
 import { SqlWaitHub } from "../../src/backends/sql/sql-wait-hub.js";
-import type { Logger } from "../../src/core/logger.js";
+import { textLogger } from "../helpers/capturing-logger.js";
 
 const BACKEND = "postgres backend postgres://app:***@db:5432/app";
 
 function success(taskId: string): TaskRecord {
   return { taskId, state: "SUCCESS", result: taskId, updatedAt: "2024-01-01T00:00:00.000Z" };
-}
-
-/** A logger that keeps its lines as `level: message (err)`. */
-function linesLogger() {
-  const lines: string[] = [];
-  const at = (level: string) => (fields: Record<string, unknown> | string, message?: string) => {
-    if (typeof fields === "string") lines.push(`${level}: ${fields}`);
-    else lines.push(`${level}: ${message ?? ""}${fields.err === undefined ? "" : ` (${String(fields.err)})`}`);
-  };
-  const logger: Logger = {
-    debug: at("debug"),
-    info: at("info"),
-    warn: at("warn"),
-    error: at("error"),
-    child: () => logger,
-  };
-  /** The lines above debug level. */
-  const visible = () => lines.filter((line) => !line.startsWith("debug"));
-  return { logger, lines, visible };
 }
 
 /** A table whose reads can be made to hang (`hang`) or fail (`fail`), and released. */
@@ -67,7 +48,7 @@ describe("SqlWaitHub outage notice", () => {
 
   it("failing reads: one warning after OUTAGE_NOTICE_MS for all waits and polls, one info line when reads succeed, each outage told", async () => {
     const table = flakyTable();
-    const { logger, lines, visible } = linesLogger();
+    const { logger, lines, visible } = textLogger();
     const hub = new SqlWaitHub(table.fetch, 100, logger, { logger, backend: BACKEND });
     table.state.mode = "fail";
     const waits = Array.from({ length: 100 }, (_, i) => hub.wait(`t${i}`));
@@ -106,7 +87,7 @@ describe("SqlWaitHub outage notice", () => {
 
   it("reads that get no answer: one warning saying so after OUTAGE_NOTICE_MS; the waits resolve once the reads are answered", async () => {
     const table = flakyTable();
-    const { logger, lines } = linesLogger();
+    const { logger, lines } = textLogger();
     const hub = new SqlWaitHub(table.fetch, 100, logger, { logger, backend: BACKEND });
     table.state.mode = "hang";
     const waits = [hub.wait("a"), hub.wait("b")];
@@ -131,7 +112,7 @@ describe("SqlWaitHub outage notice", () => {
 
   it("says nothing of failures nobody waits through, nor of one shorter than OUTAGE_NOTICE_MS", async () => {
     const table = flakyTable();
-    const { logger, visible } = linesLogger();
+    const { logger, visible } = textLogger();
     const hub = new SqlWaitHub(table.fetch, 100, logger, { logger, backend: BACKEND });
     table.state.mode = "fail";
     // a wait that gives up before the notice: nobody waits through the rest

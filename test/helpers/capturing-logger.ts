@@ -33,13 +33,7 @@ export function capturingLogger(): {
         w.resolve(line);
       }
     };
-  const logger: Logger = {
-    debug: at("debug"),
-    info: at("info"),
-    warn: at("warn"),
-    error: at("error"),
-    child: () => logger,
-  };
+  const logger = loggerOf(at);
   const until = (pattern: RegExp): Promise<Line> => {
     const seen = lines.find((line) => pattern.test(line.message));
     if (seen) return Promise.resolve(seen);
@@ -51,10 +45,17 @@ export function capturingLogger(): {
 /** A logger that keeps its lines as text, `level: message (err)`; `visible()`: those above debug. */
 export function textLogger(): { logger: Logger; lines: string[]; visible(): string[] } {
   const lines: string[] = [];
-  const at = (level: string) => (fields: Record<string, unknown> | string, message?: string) => {
+  const logger = loggerOf((level) => (fields, message) => {
     if (typeof fields === "string") lines.push(`${level}: ${fields}`);
     else lines.push(`${level}: ${message ?? ""}${fields.err === undefined ? "" : ` (${String(fields.err)})`}`);
-  };
+  });
+  return { logger, lines, visible: () => lines.filter((line) => !line.startsWith("debug")) };
+}
+
+/** A logger whose every level writes through `at(level)`; its children are itself. */
+function loggerOf(
+  at: (level: Line["level"]) => (fields: Record<string, unknown> | string, message?: string) => void,
+): Logger {
   const logger: Logger = {
     debug: at("debug"),
     info: at("info"),
@@ -62,5 +63,5 @@ export function textLogger(): { logger: Logger; lines: string[]; visible(): stri
     error: at("error"),
     child: () => logger,
   };
-  return { logger, lines, visible: () => lines.filter((line) => !line.startsWith("debug")) };
+  return logger;
 }

@@ -21,6 +21,10 @@ export class Deadlines {
   #queue: Pending[] = [];
   #head = 0;
   #timer: NodeJS.Timeout | undefined;
+  /** Operations not settled yet (neither answered nor rejected). */
+  #pendingCount = 0;
+  /** Called once no operation is pending (see {@link whenIdle}). */
+  #idleWaiters: Array<() => void> = [];
 
   /** @param onTimeout builds the error of an operation that ran out of time */
   constructor(timeoutMs: number, onTimeout: (label: string, timeoutMs: number) => Error) {
@@ -35,17 +39,37 @@ export class Deadlines {
       this.#trim();
       this.#queue.push(pending);
       this.#timer ??= setTimeout(() => this.#expire(), timerDelay(this.#timeoutMs)).unref();
+      this.#pendingCount++;
       operation.then(
         (value) => {
-          pending.reject = null;
+          this.#release(pending);
           resolve(value);
         },
         (error: unknown) => {
-          pending.reject = null;
+          this.#release(pending);
           reject(error);
         },
       );
     });
+  }
+
+  /** Resolves once no operation is pending: each answered, or rejected at its time limit. */
+  whenIdle(): Promise<void> {
+    if (this.#pendingCount === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Marks `pending` settled (once) and returns its reject, or null when it was settled already. */
+  #release(pending: Pending): ((error: Error) => void) | null {
+    const reject = pending.reject;
+    if (reject === null) return null;
+    pending.reject = null;
+    if (--this.#pendingCount === 0 && this.#idleWaiters.length > 0) {
+      const waiters = this.#idleWaiters;
+      this.#idleWaiters = [];
+      for (const waiter of waiters) waiter();
+    }
+    return reject;
   }
 
   /**
@@ -58,11 +82,7 @@ export class Deadlines {
     this.#head = 0;
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    for (const pending of queue) {
-      const reject = pending.reject;
-      pending.reject = null;
-      reject?.(makeError(pending.label));
-    }
+    for (const pending of queue) this.#release(pending)?.(makeError(pending.label));
   }
 
   /** Drops settled operations from the head, so the queue holds about the pending ones. */
@@ -86,9 +106,7 @@ export class Deadlines {
       const pending = queue[this.#head] as Pending;
       if (pending.reject !== null && pending.at > now) break;
       this.#head++;
-      const reject = pending.reject;
-      pending.reject = null;
-      reject?.(this.#onTimeout(pending.label, this.#timeoutMs));
+      this.#release(pending)?.(this.#onTimeout(pending.label, this.#timeoutMs));
     }
     this.#trim();
     if (this.#queue.length === 0) return;

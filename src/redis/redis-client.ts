@@ -39,7 +39,7 @@ export interface RedisClientLike {
   on(event: "error", listener: (error: Error) => void): unknown;
   on(event: "ready" | "close" | "end" | "reconnecting", listener: () => void): unknown;
   /** Removes a listener added with `on`. */
-  off(event: "ready" | "end", listener: () => void): unknown;
+  off(event: "ready" | "close" | "end", listener: () => void): unknown;
 }
 
 /** Constructor of an ioredis client. */

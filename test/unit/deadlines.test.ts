@@ -55,4 +55,36 @@ describe("Deadlines", () => {
     await vi.advanceTimersByTimeAsync(1000);
     expect(await late).toBe("late timed out after 1000 ms");
   });
+
+  it("whenIdle() resolves once every pending operation is answered or timed out", async () => {
+    const d = deadlines();
+    await d.whenIdle(); // nothing pending: at once
+    let answer!: (v: number) => void;
+    const answered = d.guard(
+      new Promise<number>((resolve) => {
+        answer = resolve;
+      }),
+      "answered",
+    );
+    const timedOut = d.guard(new Promise<number>(() => undefined), "timed-out").catch((e: Error) => e.message);
+    let idle = false;
+    void d.whenIdle().then(() => {
+      idle = true;
+    });
+    answer(1);
+    expect(await answered).toBe(1);
+    expect(idle).toBe(false); // one still pending
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(await timedOut).toBe("timed-out timed out after 1000 ms");
+    expect(idle).toBe(true);
+  });
+
+  it("whenIdle() resolves when rejectAll() ends the pending operations", async () => {
+    const d = deadlines();
+    const pending = d.guard(new Promise<number>(() => undefined), "p").catch((e: Error) => e.message);
+    const idle = d.whenIdle();
+    d.rejectAll((label) => new Error(`${label} dropped`));
+    await idle;
+    expect(await pending).toBe("p dropped");
+  });
 });

@@ -235,7 +235,9 @@ export class RedisBroker implements Broker {
 
   /**
    * Closes consumers and the connections the broker owns; idempotent. Publishes made before
-   * the call are sent first: they settle as Redis answers them, before the connection closes.
+   * the call are sent first, and the connection stays open until each is answered (or reaches
+   * its `publishTimeoutMs`), so a busy Redis does not turn a publish it applies into an error.
+   * While the connection is down, those still unanswered fail at once ("outcome unknown").
    */
   async disconnect(): Promise<void> {
     await this.#connecting?.catch(() => undefined);
@@ -253,6 +255,7 @@ export class RedisBroker implements Broker {
     this.#stopReconnectWatch?.();
     this.#stopReconnectWatch = undefined;
     if (!ctx || ctx.main === this.#injected) return; // a caller's client goes on: its replies will come
+    await whilePublishesConnected(ctx.main, this.#publishDeadlines.whenIdle());
     await closeRedis(ctx.main);
     // Publishes Redis has not answered by now (it is away: the client keeps them queued and
     // would never settle them once closed) end with the same "outcome unknown" answer their
@@ -546,4 +549,23 @@ export class RedisBroker implements Broker {
   async healthcheck(): Promise<HealthStatus> {
     return pingRedis(this.#ctx?.main, this.#connection.password);
   }
+}
+
+/**
+ * Resolves once `answered` does (every publish in flight answered, or at its time limit), or
+ * as soon as `client` is not connected: commands of a connection that is down only wait in the
+ * client, and end at once when it closes.
+ */
+function whilePublishesConnected(client: RedisClientLike, answered: Promise<void>): Promise<void> {
+  if (client.status !== "ready") return Promise.resolve();
+  return new Promise((resolve) => {
+    const finish = (): void => {
+      client.off("close", finish);
+      client.off("end", finish);
+      resolve();
+    };
+    client.on("close", finish);
+    client.on("end", finish);
+    answered.then(finish, finish);
+  });
 }

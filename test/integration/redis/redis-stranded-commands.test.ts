@@ -4,7 +4,8 @@
  * and the commands sent before the drop): an admin call without a time limit hung for ever, an
  * inspection call until its 10 s limit, and that limit's timer kept the process alive. Closing
  * a connection Chicory opened now rejects every command it holds with a connection error, at
- * once; with Redis up, pending replies still arrive before the close; a client the caller gave
+ * once; with Redis up, pending replies still arrive before the close (publishes too when Redis
+ * answers them only after QUIT's 1 s wait); a client the caller gave
  * is left as it was (nothing closed, nothing rejected). On a redis-server of this file's own.
  */
 import { Redis } from "ioredis";
@@ -134,6 +135,30 @@ describe.skipIf(skip)("redis: commands held by a connection closed during an out
     expect(await published).toEqual({ published: true });
     expect(await size).toBe(1);
     expect(await record).toBeNull();
+  });
+
+  it("with Redis busy past QUIT's 1 s wait, publishes in flight at app.disconnect() get their answers", async () => {
+    // Was: the connection was dropped 1 s after QUIT and the publishes still unanswered were
+    // rejected as "outcome unknown", though Redis applied them (a caller would send them again).
+    const app = await appOnOwnServer();
+    const broker = app.broker as RedisBroker;
+    const queue = uniqueName("q");
+    const pid = own.server.pid as number;
+    process.kill(pid, "SIGSTOP"); // busy: the connections stay open, the answers come later
+    let resume: NodeJS.Timeout | undefined;
+    cleanups.push(() => {
+      clearTimeout(resume);
+      process.kill(pid, "SIGCONT");
+    });
+    const published = Array.from({ length: 200 }, (_, i) => broker.publish(queue, { id: `m-${i}`, body: "{}" }));
+    const disconnected = app.disconnect();
+    resume = setTimeout(() => process.kill(pid, "SIGCONT"), 1_500);
+    await disconnected;
+    const outcomes = await Promise.allSettled(published);
+    expect(outcomes.filter((o) => o.status === "rejected").map((o) => String(o.reason))).toEqual([]);
+    const check = new Redis(own.server.url);
+    cleanups.push(() => check.disconnect());
+    expect(await check.xlen(`${broker.settings.keyPrefix}:stream:{${queue}}`)).toBe(200);
   });
 
   it("a call made after app.disconnect() says the broker was disconnected, not that it never connected", async () => {

@@ -140,6 +140,15 @@ export interface Delivery {
    */
   deadLetterWithRecord?(error: string, record: TaskRecord): Promise<void>;
   /**
+   * For a delivery acknowledged before its run (`at_most_once`): appends its message to its
+   * queue's DLQ and writes `record` (the task's DEAD_LETTERED record) to the result backend
+   * attached with {@link Broker.attachResults}, in one atomic call: both or neither (a worker
+   * that dies between two calls would leave a DLQ entry whose record never says so). Rejects,
+   * writing nothing, when the DLQ is full. Only on deliveries of a consumer created after
+   * `attachResults` returned true.
+   */
+  writeDeadLetterWithRecord?(error: string, record: TaskRecord): Promise<void>;
+  /**
    * Give the message back: visible to other consumers at once. By default without counting a
    * delivery where the broker can avoid it (a worker shutting down gives back what it fetched
    * and did not start); with `countDelivery`, the delivery counts towards `maxDeliveries`

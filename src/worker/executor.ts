@@ -54,7 +54,7 @@ export interface ExecutionContext {
 const STEP_BACKOFF_MS = [100, 500, 1000, 2000, 4000, 8000, 15_000];
 
 /** Steps that add a message and are tried once (see module doc). */
-const ONCE = new Set<Action["type"]>(["republish", "writeDeadLetter"]);
+const ONCE = new Set<Action["type"]>(["republish", "writeDeadLetter", "storeAndWriteDeadLetter"]);
 
 /** Runs `actions` in order; never throws. */
 export async function executeActions(actions: readonly Action[], ctx: ExecutionContext): Promise<void> {
@@ -78,7 +78,7 @@ export async function executeActions(actions: readonly Action[], ctx: ExecutionC
             : "settling step failed; not tried again (the message may have been added all the same)",
         );
         // not (surely) in the DLQ: its record must not say DEAD_LETTERED
-        if (action.type === "writeDeadLetter") await storeFailureInstead(ctx);
+        if (action.type !== "republish") await storeFailureInstead(ctx);
         return;
       }
       if (error instanceof DeadLetterQueueFullError && !ctx.attempt.alreadyAcked) {
@@ -221,9 +221,9 @@ function recordTarget(attempt: Attempt): RecordTarget | null {
   return null;
 }
 
-/** The record a `store` / `storeAndAck` / `storeAndDeadLetter` action writes. */
+/** The record a `store` / `storeAndAck` / `storeAndDeadLetter` / `storeAndWriteDeadLetter` action writes. */
 function recordOf(
-  action: Extract<Action, { type: "store" | "storeAndAck" | "storeAndDeadLetter" }>,
+  action: Extract<Action, { type: "store" | "storeAndAck" | "storeAndDeadLetter" | "storeAndWriteDeadLetter" }>,
   attempt: Attempt,
   target: RecordTarget,
 ): TaskRecord {
@@ -328,5 +328,17 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
     case "writeDeadLetter":
       await app.broker.writeDeadLetter(delivery.queue, delivery.body, errorText(ctx));
       return;
+    case "storeAndWriteDeadLetter": {
+      const target = recordTarget(attempt);
+      if (app.backend && target && delivery.writeDeadLetterWithRecord) {
+        // both in one call: a worker that dies in between leaves no DLQ entry without its record
+        await delivery.writeDeadLetterWithRecord(errorText(ctx), recordOf(action, attempt, target));
+        return;
+      }
+      // A delivery without the one call (e.g. wrapped by the caller): the dead letter, then its
+      // record, each handled as in the plan without it.
+      await executeActions([{ type: "writeDeadLetter" }, { ...action, type: "store" }], ctx);
+      return;
+    }
   }
 }

@@ -14,7 +14,8 @@
  * - When the broker writes the backend's records in its settle calls (`acksCarryRecords`), a
  *   final record and the ack after it are one `storeAndAck`, and a DEAD_LETTERED record and
  *   the DLQ move after it one `storeAndDeadLetter`: stored in the same atomic call, and only
- *   when the broker carries out the ack or the move.
+ *   when the broker carries out the ack or the move. An acknowledged message's dead letter
+ *   and its DEAD_LETTERED record are one `storeAndWriteDeadLetter`, written together.
  * @module
  */
 import type { StoredError, TaskState } from "../backends/backend.js";
@@ -70,6 +71,11 @@ export type Action =
   | ({ readonly type: "storeAndDeadLetter" } & StoreSpec)
   /** Write the (already acknowledged) message to the DLQ. */
   | { readonly type: "writeDeadLetter" }
+  /**
+   * Write the (already acknowledged) message to the DLQ and its DEAD_LETTERED record, in one
+   * broker call (`acksCarryRecords`).
+   */
+  | ({ readonly type: "storeAndWriteDeadLetter" } & StoreSpec)
   /** Give the message back for another worker. */
   | { readonly type: "release" };
 
@@ -123,12 +129,14 @@ const PLANS = {
 /**
  * The store-then-settle plans as one call (see {@link SettleMode.acksCarryRecords}): a store
  * followed by an ack is always a final record (SUCCESS or FAILURE) and the end; a store
- * followed by a DLQ move is the DEAD_LETTERED record and the end.
+ * followed by a DLQ move, or a dead letter written followed by its record, is the
+ * DEAD_LETTERED record and the end.
  */
 const STORED_WITH_ACK = new Map<readonly Action[], readonly Action[]>([
   [PLANS.success, [{ type: "storeAndAck", state: "SUCCESS", withValue: true, withError: false }]],
   [PLANS.failure, [{ type: "storeAndAck", state: "FAILURE", withValue: false, withError: true }]],
   [PLANS.dead, [{ type: "storeAndDeadLetter", state: "DEAD_LETTERED", withValue: false, withError: true }]],
+  [PLANS.deadAcked, [{ type: "storeAndWriteDeadLetter", state: "DEAD_LETTERED", withValue: false, withError: true }]],
 ]);
 
 /** The actions for an outcome, in the order they must run. */

@@ -47,6 +47,11 @@ function fakeDelivery(withRecords: boolean, options: FakeOptions = {}) {
             if (options.recordsRefused) throw new Error("record refused");
             records.push(record);
           },
+          writeDeadLetterWithRecord: async (_error: string, record: TaskRecord) => {
+            calls.push("writeDeadLetterWithRecord");
+            if (options.recordsRefused) throw new Error("record refused");
+            records.push(record);
+          },
         }
       : {}),
   };
@@ -109,6 +114,37 @@ describe("settle + executeActions: a terminal store and its ack or DLQ move", ()
     expect(calls).toEqual(["deadLetterWithRecord"]);
     expect(records).toEqual([expect.objectContaining({ taskId: "task-1", state: "DEAD_LETTERED", error })]);
     expect(stored).toBeNull(); // written by the broker's call, not through the backend
+  });
+
+  it("an acknowledged message's dead letter and its DEAD_LETTERED record become one writeDeadLetterWithRecord call", async () => {
+    const error = { type: "Error", message: "boom" };
+    const { calls, records, stored, broker } = await run({ kind: "failure", error }, true, true, true, {
+      alreadyAcked: true,
+    });
+    expect(calls).toEqual(["writeDeadLetterWithRecord"]);
+    expect(records).toEqual([expect.objectContaining({ taskId: "task-1", state: "DEAD_LETTERED", error })]);
+    expect(stored).toBeNull(); // written by the broker's call, not through the backend
+    expect(await broker.getDlqCount("q")).toBe(0); // nor through the broker's own writeDeadLetter
+  });
+
+  it("an acknowledged message whose one-call dead letter fails ends FAILURE (not in the DLQ, surely)", async () => {
+    const error = { type: "Error", message: "boom" };
+    const { calls, records, stored, logs } = await run({ kind: "failure", error }, true, true, true, {
+      alreadyAcked: true,
+      recordsRefused: true,
+    });
+    expect(calls).toEqual(["writeDeadLetterWithRecord"]); // tried once: it adds a message
+    expect(records).toEqual([]);
+    expect(stored).toMatchObject({ state: "FAILURE", error });
+    expect(logs).toContain("settling step failed; not tried again (the message may have been added all the same)");
+  });
+
+  it("an acknowledged message's dead letter without the one call: written, then its record", async () => {
+    const error = { type: "Error", message: "boom" };
+    const { calls, stored, broker } = await run({ kind: "failure", error }, true, true, false, { alreadyAcked: true });
+    expect(calls).toEqual([]);
+    expect(stored).toMatchObject({ state: "DEAD_LETTERED", error });
+    expect(await broker.getDlqCount("q")).toBe(1);
   });
 
   it("a DLQ move stays two steps (store, then move) otherwise", async () => {

@@ -100,10 +100,17 @@ describe("settle: when the broker writes the backend's records with its acks", (
     expect(named(settle(outcomes.rejectedWithId as Outcome, mode(true)))).toBe("storeAndDeadLetter:DEAD_LETTERED");
   });
 
+  it("an acknowledged message's dead letter and its DEAD_LETTERED record become one storeAndWriteDeadLetter", () => {
+    expect(named(settle(outcomes.failure as Outcome, mode(true, true)))).toBe("storeAndWriteDeadLetter:DEAD_LETTERED");
+    expect(named(settle(outcomes.rejectedWithId as Outcome, mode(true, true)))).toBe(
+      "storeAndWriteDeadLetter:DEAD_LETTERED",
+    );
+  });
+
   it("every other plan is unchanged", () => {
     expect(named(settle(outcomes.retry as Outcome, mode(false)))).toBe("store:RETRY > retry");
     expect(named(settle(outcomes.rejectedNoId as Outcome, mode(true)))).toBe("deadLetter");
-    expect(named(settle(outcomes.failure as Outcome, mode(true, true)))).toBe("writeDeadLetter > store:DEAD_LETTERED");
+    expect(named(settle(outcomes.rejectedNoId as Outcome, mode(true, true)))).toBe("writeDeadLetter");
     expect(named(settle(outcomes.rejectedNoId as Outcome, mode(false)))).toBe("ack");
     expect(named(settle(outcomes.success as Outcome, mode(false, true)))).toBe("store:SUCCESS");
     expect(named(settle(outcomes.aborted as Outcome, mode(false)))).toBe("release");

@@ -34,7 +34,7 @@ import type { Backend } from "../../backends/backend.js";
 import { Deadlines } from "../../core/deadlines.js";
 import type { EnvMap } from "../../core/env.js";
 import type { Logger } from "../../core/logger.js";
-import { MessageCodec, peekMessage } from "../../core/message.js";
+import { MessageCodec } from "../../core/message.js";
 import { DeadlinePassed, nextTurn, withinDeadline } from "../../core/sleep.js";
 import { processWarningLogger } from "../../core/warn-once.js";
 import { BrokerConnectionError, ChicoryError, ConfigurationError } from "../../errors.js";
@@ -72,7 +72,7 @@ import { DueMover } from "./redis-due-mover.js";
 import { QueueKeyCache, type QueueKeys } from "./redis-keys.js";
 import { PublishBatcher, RECEIPT_TTL_MS } from "./redis-publish-batch.js";
 import { defineBrokerScripts } from "./redis-scripts.js";
-import { dlqFullError, retryCountOf } from "./redis-settler.js";
+import { writeDeadLetter } from "./redis-settler.js";
 
 /** Longest wait for an inspection call (counts, listings). */
 const INSPECTION_TIMEOUT_MS = 10_000;
@@ -346,31 +346,7 @@ export class RedisBroker implements Broker {
    * @throws BrokerConnectionError when the DLQ is full (the DLQ is never trimmed)
    */
   async writeDeadLetter(queue: string, body: string, error: string): Promise<void> {
-    const ctx = this.#context();
-    const keys = this.#keys.get(queue);
-    const id = peekMessage(body)?.id;
-    let result: unknown;
-    try {
-      result = await runScript(
-        ctx.main,
-        "chicoryWriteDeadLetter",
-        [keys.dlq],
-        [body, error, retryCountOf(body), this.settings.dlqMaxLength, typeof id === "string" ? id : ""],
-      );
-    } catch (cause) {
-      throw ctx.wrapError("writeDeadLetter", cause);
-    }
-    if (result === -1) {
-      this.#logger.error(
-        { queue, dlqMaxLength: this.settings.dlqMaxLength },
-        "redis DLQ full: dead letter not written",
-      );
-      throw dlqFullError(
-        queue,
-        this.settings.dlqMaxLength,
-        "the dead letter of an acknowledged message was not written",
-      );
-    }
+    await writeDeadLetter(this.#context(), queue, this.#keys.get(queue).dlq, body, error);
   }
 
   /** A consumer of `options.queues` (its blocking connection opens on the first fetch). */

@@ -14,6 +14,7 @@ export interface DeliverySettler {
   ack(delivery: RedisDelivery, confirm?: boolean, record?: TaskRecord): Promise<void>;
   retry(delivery: RedisDelivery, body: string, delayMs: number): Promise<void>;
   deadLetter(delivery: RedisDelivery, error: string, record?: TaskRecord): Promise<void>;
+  writeDeadLetter(delivery: RedisDelivery, error: string, record: TaskRecord): Promise<void>;
   release(delivery: RedisDelivery, countDelivery?: boolean): Promise<void>;
   holdsLease(delivery: RedisDelivery): Promise<boolean>;
 }
@@ -139,6 +140,12 @@ export class RedisDelivery implements Delivery {
   /** {@inheritDoc Delivery.deadLetterWithRecord} */
   deadLetterWithRecord(error: string, record: TaskRecord): Promise<void> {
     return this.#settle(() => this.#settler.deadLetter(this, error, record));
+  }
+
+  /** {@inheritDoc Delivery.writeDeadLetterWithRecord} */
+  writeDeadLetterWithRecord(error: string, record: TaskRecord): Promise<void> {
+    // (acknowledged already: not a settle of the entry, which is gone)
+    return this.#settler.writeDeadLetter(this, error, record);
   }
 
   release(options?: ReleaseOptions): Promise<void> {

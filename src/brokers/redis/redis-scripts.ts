@@ -63,7 +63,8 @@ const SCRIPTS = {
   chicoryRetry: { numberOfKeys: 3, lua: lua("retry") },
   /** Variable key count (3, or 4 with a record): called with the number of keys first. */
   chicoryDeadLetter: { lua: `${storeResultsLua()}\n${lua("dead-letter")}` },
-  chicoryWriteDeadLetter: { numberOfKeys: 1, lua: lua("write-dead-letter") },
+  /** Variable key count (1, or 2 with a record): called with the number of keys first. */
+  chicoryWriteDeadLetter: { lua: `${storeResultsLua()}\n${lua("write-dead-letter")}` },
   chicoryReplay: { numberOfKeys: 3, lua: lua("replay") },
   chicoryCreateGroup: { numberOfKeys: 2, lua: lua("create-group") },
   chicoryPurgeQueue: { numberOfKeys: 4, lua: lua("purge-queue") },

@@ -34,6 +34,40 @@ export function dlqFullError(queue: string, max: number, what: string): DeadLett
 }
 
 /**
+ * Appends an already acknowledged message (a failed `at_most_once` task) to `queue`'s DLQ
+ * (`write-dead-letter.lua`); with `store` (the result backend's call for its DEAD_LETTERED
+ * record), the record is written in the same call: both or neither.
+ * @throws DeadLetterQueueFullError when the DLQ is full (nothing written; the DLQ is never trimmed)
+ * @throws BrokerConnectionError when Redis refuses the call
+ */
+export async function writeDeadLetter(
+  ctx: RedisBrokerContext,
+  queue: string,
+  dlqKey: string,
+  body: string,
+  error: string,
+  store?: { readonly keys: readonly string[]; readonly args: readonly RedisArg[] },
+): Promise<void> {
+  const id = peekMessage(body)?.id;
+  const keys = [dlqKey, ...(store?.keys ?? [])];
+  let result: unknown;
+  try {
+    result = await runScript(
+      ctx.main,
+      "chicoryWriteDeadLetter",
+      [String(keys.length), ...keys],
+      [body, error, retryCountOf(body), ctx.dlqMaxLength, typeof id === "string" ? id : "", ...(store?.args ?? [])],
+    );
+  } catch (cause) {
+    throw ctx.wrapError("writeDeadLetter", cause);
+  }
+  if (result === -1) {
+    ctx.logger.error({ queue, dlqMaxLength: ctx.dlqMaxLength }, "redis DLQ full: dead letter not written");
+    throw dlqFullError(queue, ctx.dlqMaxLength, "the dead letter of an acknowledged message was not written");
+  }
+}
+
+/**
  * Orders two stream entry ids (`<ms>-<seq>`, both decimal without leading zeros): negative when
  * `a` comes first. Ids of another shape (never handed out by Redis) compare as strings.
  */
@@ -320,6 +354,17 @@ export class RedisSettler implements DeliverySettler {
       ),
     );
     if (delay > 0 && Number(done) === 1) this.#ctx.scheduleMove(d.keys, delay);
+  }
+
+  /**
+   * Appends the already acknowledged delivery's message to its DLQ and writes its DEAD_LETTERED
+   * `record` in the same call (see {@link writeDeadLetter}).
+   */
+  async writeDeadLetter(d: RedisDelivery, error: string, record: TaskRecord): Promise<void> {
+    const store = this.#records?.storeResultsCall([record]);
+    if (store === undefined) throw noRecordWriterError();
+    await writeDeadLetter(this.#ctx, d.queue, d.keys.dlq, d.body, error, store);
+    this.#records?.recordsWritten([record]);
   }
 
   /**

@@ -1,7 +1,8 @@
 /**
  * Redis broker + Redis backend on one server: a delivery's terminal record and its ack are one
  * script call (`ack-with-records.lua`), written before the ack, atomic, and fenced like an ack;
- * so are a DEAD_LETTERED record and the DLQ move (`dead-letter.lua`).
+ * so are a DEAD_LETTERED record and the DLQ move (`dead-letter.lua`), and an acknowledged
+ * (`at_most_once`) message's dead letter and its record (`write-dead-letter.lua`).
  */
 import { describe, expect, it } from "vitest";
 import type { TaskRecord } from "../../../src/backends/backend.js";
@@ -272,6 +273,46 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     expect(await s.raw.xlen(s.dlq)).toBe(0);
     const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;
     expect(pending.map(([entry]) => entry)).toEqual([d.deliveryId]);
+  });
+
+  it("an acknowledged message's dead letter and its DEAD_LETTERED record are written and announced in one call", async () => {
+    const s = await setup();
+    expect(s.broker.attachResults(s.backend)).toBe(true);
+    const id = await s.publish();
+    const d = await fetchOne(s.consumer());
+    await d.ack(); // at_most_once: acknowledged before the run
+    const wait = s.backend.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
+    await d.writeDeadLetterWithRecord?.("Error: poison", deadRecord(id));
+    expect(await wait).toMatchObject({ taskId: id, state: "DEAD_LETTERED" });
+    expect(await s.raw.ttl(s.backend.resultKey(id))).toBeGreaterThan(0);
+    const [entry] = await s.broker.getDlqMessages(s.queue);
+    expect(entry).toMatchObject({ error: "Error: poison", originalMessage: expect.objectContaining({ id }) });
+  });
+
+  it("an acknowledged message's dead letter refused by a full DLQ writes no record either", async () => {
+    const s = await setup();
+    const broker = await s.newBroker({ dlqMaxLength: 1 });
+    expect(broker.attachResults(s.backend)).toBe(true);
+    const first = await s.publish();
+    const second = await s.publish();
+    const [a, b] = await fetchN(s.consumer(broker), 2);
+    if (!a || !b) throw new Error("two deliveries expected");
+    await Promise.all([a.ack(), b.ack()]);
+    await a.writeDeadLetterWithRecord?.("Error: poison", deadRecord(first));
+    await expect(b.writeDeadLetterWithRecord?.("Error: poison", deadRecord(second))).rejects.toThrow(/DLQ .* is full/);
+    expect(await s.raw.get(s.backend.resultKey(second))).toBeNull();
+    expect(await s.raw.xlen(s.dlq)).toBe(1);
+  });
+
+  it("an acknowledged message's dead letter whose record cannot be written appends nothing", async () => {
+    const s = await setup();
+    const { broker, key } = await brokerWithFailingRecords(s);
+    await s.publish();
+    const d: Delivery = await fetchOne(s.consumer(broker));
+    await d.ack();
+    await expect(d.writeDeadLetterWithRecord?.("Error: poison", deadRecord("broken"))).rejects.toThrow(/expire/i);
+    expect(await s.raw.exists(key)).toBe(0);
+    expect(await s.raw.xlen(s.dlq)).toBe(0);
   });
 
   it("acks nothing when the record cannot be written (the delivery is redelivered, not lost)", async () => {

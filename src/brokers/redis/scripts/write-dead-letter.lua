@@ -1,14 +1,24 @@
--- write-dead-letter.lua: append an already acknowledged message to a queue's DLQ
--- (an at_most_once task that failed: there is no pending entry left to move).
--- KEYS[1] DLQ stream ${prefix}:dlq:{Q}
+-- write-dead-letter.lua: append an already acknowledged message to a queue's DLQ (an
+-- at_most_once task that failed: there is no pending entry left to move), optionally writing
+-- the result backend's DEAD_LETTERED record in the same step (called with a variable number of
+-- keys: 1, or 2 with a record). Composed at load time: the text of store-results.lua (backend)
+-- becomes the function storeResults(KEYS, ARGV) above this body.
+-- KEYS[1] DLQ stream ${prefix}:dlq:{Q}, KEYS[2] (optional) record key (store-results.lua's
+-- KEYS[1])
 -- ARGV[1] body, ARGV[2] error, ARGV[3] retry count, ARGV[4] DLQ max length (0 = no limit),
--- ARGV[5] task id
--- Returns 1 written, -1 DLQ full (nothing written; the DLQ is never trimmed).
--- Atomic: the limit check and the append cannot interleave with another writer; failed_at
--- is Redis TIME in ms.
+-- ARGV[5] task id, ARGV[6..10] (with KEYS[2]) store-results.lua's ARGV for that one record
+-- Returns 1 written, -1 DLQ full (nothing written, no record either; the DLQ is never
+-- trimmed).
+-- Atomic: the limit check and the writes cannot interleave with another writer, and the entry
+-- and its record are written together (a worker killed between two calls left a DLQ entry
+-- whose record never said DEAD_LETTERED); the record first, so a script that fails while
+-- writing it appends nothing. failed_at is Redis TIME in ms.
 local maxLen = tonumber(ARGV[4])
 if maxLen > 0 and redis.call('XLEN', KEYS[1]) >= maxLen then
   return -1
+end
+if KEYS[2] then
+  storeResults({ KEYS[2] }, { ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10] })
 end
 local t = redis.call('TIME')
 local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

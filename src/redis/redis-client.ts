@@ -3,6 +3,7 @@
  * type, plus the lazy loader. `ioredis` is imported only when a Redis adapter connects.
  * @module
  */
+import { createHash } from "node:crypto";
 import { DriverNotInstalledError } from "../errors.js";
 
 /** An argument of a Redis command. */
@@ -71,4 +72,27 @@ export function runScript(client: RedisClientLike, name: string, keys: readonly 
 /** True when a Redis error means the consumer group (or its stream) is missing. */
 export function isNoGroupError(error: unknown): boolean {
   return error instanceof Error && /NOGROUP|no such key/i.test(error.message);
+}
+
+/** Chicory's scripts by name, as registered (see {@link nameScripts}). */
+const namedScripts = new Map<string, string>();
+/** SHA1 of each script's source -> its name, built on first lookup. */
+let scriptNamesBySha: Map<string, string> | undefined;
+
+/**
+ * Records the names of scripts Chicory registers (`defineCommand`), so that an error Redis
+ * reports by script SHA (an ACL refusal inside a script) can name the script.
+ */
+export function nameScripts(scripts: Readonly<Record<string, { readonly lua: string }>>): void {
+  for (const [name, { lua }] of Object.entries(scripts)) namedScripts.set(name, lua);
+  scriptNamesBySha = undefined;
+}
+
+/** The name of the Chicory script whose source has SHA1 `sha`, if it is one. */
+export function scriptNameOf(sha: string): string | undefined {
+  if (scriptNamesBySha === undefined) {
+    scriptNamesBySha = new Map();
+    for (const [name, lua] of namedScripts) scriptNamesBySha.set(createHash("sha1").update(lua).digest("hex"), name);
+  }
+  return scriptNamesBySha.get(sha.toLowerCase());
 }

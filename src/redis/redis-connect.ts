@@ -8,7 +8,7 @@ import { nextTurn, withinDeadline } from "../core/sleep.js";
 import { warnTlsUnverified } from "../core/tls.js";
 import { redactSecrets } from "../core/url.js";
 import { ConfigurationError } from "../errors.js";
-import { loadRedis, type RedisClientLike } from "./redis-client.js";
+import { loadRedis, type RedisClientLike, scriptNameOf } from "./redis-client.js";
 import {
   BASE_REDIS_OPTIONS,
   isReadonlyReconnector,
@@ -30,7 +30,20 @@ export function describeRedisError(error: unknown, password: string | undefined)
       /Reached the max retries per request limit \(which is \d+\)\.?.*$/s,
       "the connection to Redis was lost (reconnecting; this command was not sent again)",
     );
-  return redactSecrets(plain, password);
+  return redactSecrets(withScriptRefusalHint(plain), password);
+}
+
+/**
+ * Redis reports a command an ACL refuses inside a script by the script's SHA only ("The user
+ * executing the script can't run this command or subcommand script: <sha>, on
+ * @user_script:6."): names the script when it is one of Chicory's, and where to look.
+ */
+function withScriptRefusalHint(text: string): string {
+  const match = /can't run this command or subcommand script: ([0-9a-f]{40})/i.exec(text);
+  if (match === null) return text;
+  const name = scriptNameOf(match[1] as string);
+  const script = name === undefined ? "a script" : `Chicory's script ${name}`;
+  return `${text} (${script} runs a command this Redis user may not run: ACL LOG on the server names it; see docs/brokers/redis.md, "ACL")`;
 }
 
 /**

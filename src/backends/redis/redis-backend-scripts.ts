@@ -4,7 +4,7 @@
  * @module
  */
 import { readFileSync } from "node:fs";
-import type { RedisClientLike } from "../../redis/redis-client.js";
+import { nameScripts, type RedisClientLike } from "../../redis/redis-client.js";
 
 function lua(name: string): string {
   return readFileSync(new URL(`./scripts/${name}.lua`, import.meta.url), "utf8");
@@ -18,6 +18,7 @@ const SCRIPTS = {
   chicoryTouchWorker: { numberOfKeys: 1, lua: lua("touch-worker") },
   chicoryCleanupWorkers: { numberOfKeys: 1, lua: lua("cleanup-workers") },
 } as const;
+nameScripts(SCRIPTS);
 
 /** The source of every backend script (to load them all ahead, e.g. in a test). */
 export function backendScriptSources(): string[] {

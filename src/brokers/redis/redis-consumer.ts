@@ -398,7 +398,19 @@ export class RedisConsumer implements Consumer {
       this.#queues.map((q) =>
         runScript(this.#ctx.main, "chicoryCleanupConsumers", [q.keys.stream], [this.#ctx.group, -1, this.#consumerId]),
       ),
-    );
+    ).then((outcomes) => {
+      const refused = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");
+      if (refused === undefined) return;
+      // (e.g. NOPERM: a user without XINFO): said, not taken for a consumer that stayed on purpose
+      this.#logger.warn(
+        {
+          consumer: this.#consumerId,
+          queues: this.#queues.map((q) => q.keys.queue),
+          err: this.#ctx.wrapError("remove consumer", refused.reason).message.slice(0, 300),
+        },
+        "redis consumer could not remove itself from its consumer group: a worker's stale-client cleanup removes it later",
+      );
+    });
     await settlesWithin(deleting, DELETE_ON_CLOSE_MS);
   }
 

@@ -5,7 +5,7 @@
  * @module
  */
 import { readFileSync } from "node:fs";
-import type { RedisClientLike } from "../../redis/redis-client.js";
+import { nameScripts, type RedisClientLike } from "../../redis/redis-client.js";
 
 function lua(name: string, folder = "./scripts"): string {
   return readFileSync(new URL(`${folder}/${name}.lua`, import.meta.url), "utf8");
@@ -72,6 +72,7 @@ const SCRIPTS = {
   chicoryCleanupConsumers: { numberOfKeys: 1, lua: lua("cleanup-consumers") },
   chicoryPurgeDlq: { numberOfKeys: 1, lua: lua("purge-dlq") },
 } as const;
+nameScripts(SCRIPTS);
 
 /** Name of a broker script. */
 export type BrokerScript = keyof typeof SCRIPTS;

@@ -71,7 +71,7 @@ describe.skipIf(skip)("redis with a limited ACL user", () => {
   it("the ACL docs/brokers/redis.md gives (prefix keys, done channel, no admin commands) runs everything", async () => {
     const prefix = testPrefix();
     cleanups.push(() => deletePrefix(prefix));
-    const { url } = await aclUser(
+    const { user, url } = await aclUser(
       cleanups,
       `~${prefix}:*`,
       `&${prefix}:done:*`,
@@ -79,8 +79,16 @@ describe.skipIf(skip)("redis with a limited ACL user", () => {
       "-@admin",
       "-@dangerous",
       "+info",
+      "+client|unblock",
     );
     expect(await runJobsAs(url, prefix)).toEqual([]);
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup(); // the worker stopped
+    // nothing this user did was refused (a stopping worker's CLIENT UNBLOCK was, without its rule)
+    const raw = rawRedis();
+    cleanups.push(() => raw.disconnect());
+    const log = (await raw.call("ACL", "LOG", "1000")) as unknown[][];
+    const refusals = log.filter((entry) => entry.includes(user));
+    expect(refusals).toEqual([]);
   });
 
   /** Starts a worker as the user of `url` on queue "jobs"; returns start()'s rejection. */
@@ -191,13 +199,34 @@ describe.skipIf(skip)("redis with a limited ACL user", () => {
     const consumer = broker.consumer({ queues: ["default"], consumerId: "acl" });
     cleanups.push(() => consumer.close());
     const delivery = await fetchOne(consumer);
-    await expect(delivery.ack({ confirm: true })).rejects.toThrow(/can't run this command/);
+    // Redis names only the script's SHA: the error names Chicory's script and where to look
+    await expect(delivery.ack({ confirm: true })).rejects.toThrow(
+      /can't run this command.*\(Chicory's script chicoryAck\w* runs a command this Redis user may not run: ACL LOG/,
+    );
     const raw = rawRedis();
     cleanups.push(() => raw.disconnect());
     const stream = `${prefix}:stream:{default}`;
     expect(await raw.xlen(stream)).toBe(1); // before: deleted, as if settled by someone else
     const [pending] = (await raw.xpending(stream, "chicory-workers")) as [number];
     expect(pending).toBe(1);
+  });
+
+  it("a cleanup whose XINFO is refused fails and says so, instead of reporting 0 stale consumers", async () => {
+    const prefix = testPrefix();
+    cleanups.push(() => deletePrefix(prefix));
+    // a consumer of the group that owns nothing, as a dead worker leaves it
+    const admin = rawRedis();
+    cleanups.push(() => admin.disconnect());
+    const stream = `${prefix}:stream:{default}`;
+    await admin.xgroup("CREATE", stream, "chicory-workers", "0", "MKSTREAM");
+    await admin.xgroup("CREATECONSUMER", stream, "chicory-workers", "ghost");
+    const { url } = await aclUser(cleanups, "~*", "&*", "+@all", "-xinfo");
+    const broker = new RedisBroker({ url, keyPrefix: prefix, env: {} });
+    await broker.connect();
+    cleanups.push(() => broker.disconnect());
+    await expect(broker.cleanupStaleClients("default", 0)).rejects.toThrow(/can't run this command|NOPERM/);
+    const consumers = (await admin.xinfo("CONSUMERS", stream, "chicory-workers")) as unknown[];
+    expect(consumers).toHaveLength(1); // still there: nothing was removed, and nothing said so before
   });
 });
 

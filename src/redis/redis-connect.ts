@@ -36,11 +36,17 @@ export function describeRedisError(error: unknown, password: string | undefined)
 /**
  * Redis reports a command an ACL refuses inside a script by the script's SHA only ("The user
  * executing the script can't run this command or subcommand script: <sha>, on
- * @user_script:6."): names the script when it is one of Chicory's, and where to look.
+ * @user_script:6."): names the script when it is one of Chicory's, and where to look. Other
+ * refusals (`NOPERM`: a key outside the user's patterns) get where to look.
  */
 function withScriptRefusalHint(text: string): string {
   const match = /can't run this command or subcommand script: ([0-9a-f]{40})/i.exec(text);
-  if (match === null) return text;
+  if (match === null) {
+    // a key or channel outside the user's patterns, or a command it may not run
+    return /^NOPERM\b/.test(text) && !text.includes("ACL LOG")
+      ? `${text} (ACL LOG on the server names what was refused; see docs/brokers/redis.md, "ACL")`
+      : text;
+  }
   const name = scriptNameOf(match[1] as string);
   const script = name === undefined ? "a script" : `Chicory's script ${name}`;
   return `${text} (${script} runs a command this Redis user may not run: ACL LOG on the server names it; see docs/brokers/redis.md, "ACL")`;

@@ -211,6 +211,18 @@ describe.skipIf(skip)("redis with a limited ACL user", () => {
     expect(pending).toBe(1);
   });
 
+  it("a publish to keys outside the user's patterns fails with Redis's NOPERM and where to look", async () => {
+    const prefix = testPrefix();
+    cleanups.push(() => deletePrefix(prefix));
+    const { url } = await aclUser(cleanups, "~someone-else:*", "&*", "+@all");
+    const broker = new RedisBroker({ url, keyPrefix: prefix, env: {} });
+    await broker.connect();
+    cleanups.push(() => broker.disconnect());
+    await expect(broker.publish("default", { id: "t-1", body: "{}", unique: true })).rejects.toThrow(
+      /NOPERM.*\(ACL LOG on the server names what was refused; see docs\/brokers\/redis\.md, "ACL"\)/,
+    );
+  });
+
   it("a cleanup whose XINFO is refused fails and says so, instead of reporting 0 stale consumers", async () => {
     const prefix = testPrefix();
     cleanups.push(() => deletePrefix(prefix));

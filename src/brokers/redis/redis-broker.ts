@@ -72,7 +72,7 @@ import { DueMover } from "./redis-due-mover.js";
 import { QueueKeyCache, type QueueKeys } from "./redis-keys.js";
 import { PublishBatcher, RECEIPT_TTL_MS } from "./redis-publish-batch.js";
 import { defineBrokerScripts } from "./redis-scripts.js";
-import { writeDeadLetter } from "./redis-settler.js";
+import { appendDeadLetter } from "./redis-settler.js";
 
 /** Longest wait for an inspection call (counts, listings). */
 const INSPECTION_TIMEOUT_MS = 10_000;
@@ -346,7 +346,7 @@ export class RedisBroker implements Broker {
    * @throws BrokerConnectionError when the DLQ is full (the DLQ is never trimmed)
    */
   async writeDeadLetter(queue: string, body: string, error: string): Promise<void> {
-    await writeDeadLetter(this.#context(), queue, this.#keys.get(queue).dlq, body, error);
+    await appendDeadLetter(this.#context(), queue, this.#keys.get(queue).dlq, body, error);
   }
 
   /** A consumer of `options.queues` (its blocking connection opens on the first fetch). */

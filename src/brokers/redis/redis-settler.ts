@@ -40,7 +40,7 @@ export function dlqFullError(queue: string, max: number, what: string): DeadLett
  * @throws DeadLetterQueueFullError when the DLQ is full (nothing written; the DLQ is never trimmed)
  * @throws BrokerConnectionError when Redis refuses the call
  */
-export async function writeDeadLetter(
+export async function appendDeadLetter(
   ctx: RedisBrokerContext,
   queue: string,
   dlqKey: string,
@@ -358,12 +358,12 @@ export class RedisSettler implements DeliverySettler {
 
   /**
    * Appends the already acknowledged delivery's message to its DLQ and writes its DEAD_LETTERED
-   * `record` in the same call (see {@link writeDeadLetter}).
+   * `record` in the same call (see {@link appendDeadLetter}).
    */
   async writeDeadLetter(d: RedisDelivery, error: string, record: TaskRecord): Promise<void> {
     const store = this.#records?.storeResultsCall([record]);
     if (store === undefined) throw noRecordWriterError();
-    await writeDeadLetter(this.#ctx, d.queue, d.keys.dlq, d.body, error, store);
+    await appendDeadLetter(this.#ctx, d.queue, d.keys.dlq, d.body, error, store);
     this.#records?.recordsWritten([record]);
   }
 

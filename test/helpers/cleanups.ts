@@ -13,8 +13,11 @@ export type Cleanups = Array<() => Promise<void> | void>;
  */
 export function useCleanups(): Cleanups {
   const cleanups: Cleanups = [];
-  afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-  });
+  afterEach(() => runCleanups(cleanups));
   return cleanups;
+}
+
+/** Runs, in reverse order, and removes every step on `cleanups` now (before the test ends). */
+export async function runCleanups(cleanups: Cleanups): Promise<void> {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 }

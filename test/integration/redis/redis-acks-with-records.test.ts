@@ -210,6 +210,28 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
   });
 
   /** The DEAD_LETTERED record of `id`. */
+  /**
+   * Two deliveries of a broker whose DLQ holds one entry (records attached), and their task ids:
+   * the first dead letter fits, the second finds the DLQ full.
+   */
+  async function twoDeliveriesOverFullDlq(s: Awaited<ReturnType<typeof setup>>) {
+    const broker = await s.newBroker({ dlqMaxLength: 1 });
+    expect(broker.attachResults(s.backend)).toBe(true);
+    const first = await s.publish();
+    const second = await s.publish();
+    const [a, b] = await fetchN(s.consumer(broker), 2);
+    if (!a || !b) throw new Error("two deliveries expected");
+    return { first, second, a, b };
+  }
+
+  /** A delivery of a broker whose attached records fail inside the script, and that record's key. */
+  async function deliveryWithFailingRecords(s: Awaited<ReturnType<typeof setup>>) {
+    const { broker, key } = await brokerWithFailingRecords(s);
+    await s.publish();
+    const d: Delivery = await fetchOne(s.consumer(broker));
+    return { d, key };
+  }
+
   const deadRecord = (id: string): TaskRecord => ({
     taskId: id,
     state: "DEAD_LETTERED",
@@ -233,12 +255,7 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
 
   it("a full DLQ moves nothing and writes no record: the message stays in the work stream", async () => {
     const s = await setup();
-    const broker = await s.newBroker({ dlqMaxLength: 1 });
-    expect(broker.attachResults(s.backend)).toBe(true);
-    const first = await s.publish();
-    const second = await s.publish();
-    const [a, b] = await fetchN(s.consumer(broker), 2);
-    if (!a || !b) throw new Error("two deliveries expected");
+    const { first, second, a, b } = await twoDeliveriesOverFullDlq(s);
     await a.deadLetterWithRecord?.("Error: poison", deadRecord(first));
     await expect(b.deadLetterWithRecord?.("Error: poison", deadRecord(second))).rejects.toThrow(/DLQ .* is full/);
     expect(await s.raw.get(s.backend.resultKey(second))).toBeNull();
@@ -265,9 +282,7 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
 
   it("a DLQ move whose record cannot be written moves nothing (redelivered, not lost)", async () => {
     const s = await setup();
-    const { broker, key } = await brokerWithFailingRecords(s);
-    await s.publish();
-    const d: Delivery = await fetchOne(s.consumer(broker));
+    const { d, key } = await deliveryWithFailingRecords(s);
     await expect(d.deadLetterWithRecord?.("Error: poison", deadRecord("broken"))).rejects.toThrow(/expire/i);
     expect(await s.raw.exists(key)).toBe(0);
     expect(await s.raw.xlen(s.dlq)).toBe(0);
@@ -291,12 +306,7 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
 
   it("an acknowledged message's dead letter refused by a full DLQ writes no record either", async () => {
     const s = await setup();
-    const broker = await s.newBroker({ dlqMaxLength: 1 });
-    expect(broker.attachResults(s.backend)).toBe(true);
-    const first = await s.publish();
-    const second = await s.publish();
-    const [a, b] = await fetchN(s.consumer(broker), 2);
-    if (!a || !b) throw new Error("two deliveries expected");
+    const { first, second, a, b } = await twoDeliveriesOverFullDlq(s);
     await Promise.all([a.ack(), b.ack()]);
     await a.writeDeadLetterWithRecord?.("Error: poison", deadRecord(first));
     await expect(b.writeDeadLetterWithRecord?.("Error: poison", deadRecord(second))).rejects.toThrow(/DLQ .* is full/);
@@ -306,9 +316,7 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
 
   it("an acknowledged message's dead letter whose record cannot be written appends nothing", async () => {
     const s = await setup();
-    const { broker, key } = await brokerWithFailingRecords(s);
-    await s.publish();
-    const d: Delivery = await fetchOne(s.consumer(broker));
+    const { d, key } = await deliveryWithFailingRecords(s);
     await d.ack();
     await expect(d.writeDeadLetterWithRecord?.("Error: poison", deadRecord("broken"))).rejects.toThrow(/expire/i);
     expect(await s.raw.exists(key)).toBe(0);
@@ -317,9 +325,7 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
 
   it("acks nothing when the record cannot be written (the delivery is redelivered, not lost)", async () => {
     const s = await setup();
-    const { broker, key } = await brokerWithFailingRecords(s);
-    await s.publish();
-    const d: Delivery = await fetchOne(s.consumer(broker));
+    const { d, key } = await deliveryWithFailingRecords(s);
     await expect(d.ackWithRecord?.(success("broken", 1))).rejects.toThrow(/expire/i);
     expect(await s.raw.exists(key)).toBe(0);
     const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;

@@ -9,7 +9,7 @@ import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { Chicory, ConfigurationError, silentLogger, TaskFailedError, Worker } from "../../../src/index.js";
 import { encodeTask, eventually, fetchOne } from "../../contract/contract-helpers.js";
-import { useCleanups } from "../../helpers/cleanups.js";
+import { runCleanups, useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
 import { useOwnRedis } from "./own-redis.js";
 import { aclUser, deletePrefix, rawRedis, testPrefix } from "./redis-test-keys.js";
@@ -82,7 +82,7 @@ describe.skipIf(skip)("redis with a limited ACL user", () => {
       "+client|unblock",
     );
     expect(await runJobsAs(url, prefix)).toEqual([]);
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup(); // the worker stopped
+    await runCleanups(cleanups); // the worker stopped
     // nothing this user did was refused (a stopping worker's CLIENT UNBLOCK was, without its rule)
     const raw = rawRedis();
     cleanups.push(() => raw.disconnect());

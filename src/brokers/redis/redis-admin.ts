@@ -8,7 +8,7 @@ import { ValidationError } from "../../errors.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import type { DlqMessage, DlqReplayGuard } from "../broker.js";
 import { guardedReplay, replayedTaskId, replayRefusedError, rewriteForReplay, toDlqMessage } from "../dlq.js";
-import type { QueueKeys } from "./redis-keys.js";
+import { type QueueKeys, RELEASED_CONSUMER } from "./redis-keys.js";
 
 type StreamEntry = [string, string[]];
 
@@ -119,7 +119,7 @@ export async function queueStats(
     client,
     "chicoryQueueStats",
     [keys.stream, keys.delayed],
-    [group],
+    [group, RELEASED_CONSUMER],
   )) as [number, number, number];
   return { length: Number(length), pending: Number(pending), delayed: Number(delayed) };
 }
@@ -127,8 +127,9 @@ export async function queueStats(
 /** Consumers registered in the group (0 when the group does not exist). */
 export async function getConsumerCount(client: RedisClientLike, keys: QueueKeys, group: string): Promise<number> {
   try {
-    const consumers = (await client.call("XINFO", "CONSUMERS", keys.stream, group)) as unknown[];
-    return consumers.length;
+    const consumers = (await client.call("XINFO", "CONSUMERS", keys.stream, group)) as unknown[][];
+    // (not a worker: the holder of given-back entries, see RELEASED_CONSUMER)
+    return consumers.filter((c) => c[1] !== RELEASED_CONSUMER).length;
   } catch (error) {
     if (error instanceof Error && /NOGROUP|no such key/i.test(error.message)) return 0;
     throw error;
@@ -162,5 +163,5 @@ export async function cleanupStaleConsumers(
   group: string,
   staleMs: number,
 ): Promise<number> {
-  return Number(await runScript(client, "chicoryCleanupConsumers", [keys.stream], [group, staleMs]));
+  return Number(await runScript(client, "chicoryCleanupConsumers", [keys.stream], [group, staleMs, RELEASED_CONSUMER]));
 }

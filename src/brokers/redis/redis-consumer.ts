@@ -22,7 +22,8 @@
  *   entries, not from its last read, so a live worker with nothing to do looks stale to
  *   `cleanupStaleClients`. A consumer that got nothing for 2 s shows itself with an empty
  *   history read (which also re-creates it, should a cleanup have deleted it). A consumer that
- *   closes owning no pending entry deletes itself from the group.
+ *   closes owning no pending entry deletes itself from the group; entries it gave back
+ *   (`release`) are owned by the shared RELEASED_CONSUMER until claimed, not by it.
  * - Read-ahead (`prefetch` > 0): a read asks for `max + prefetch` entries and keeps those beyond
  *   `max` in a local buffer, which later fetches hand out without a round trip (bounded: at
  *   most `prefetch` entries wait here). Buffered entries are in flight like running ones
@@ -45,7 +46,7 @@ import type { Consumer, ConsumerOptions } from "../broker.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import { RedisDelivery } from "./redis-delivery.js";
 import { MOVE_BATCH } from "./redis-due-mover.js";
-import type { QueueKeys } from "./redis-keys.js";
+import { type QueueKeys, RELEASED_CONSUMER } from "./redis-keys.js";
 import { openReader, type ReadReply, streamEntries } from "./redis-reader.js";
 import { RedisSettler } from "./redis-settler.js";
 
@@ -392,11 +393,17 @@ export class RedisConsumer implements Consumer {
       return;
     }
     // A consumer that owns nothing now deletes itself, so the group's consumer count is the
-    // live workers (one that still owns entries, given back or not yet acknowledged, stays
-    // for their reclaim; `cleanupStaleClients` removes it later). Best effort, bounded.
+    // live workers (entries it gave back belong to RELEASED_CONSUMER; one that still owns
+    // entries not acknowledged, a release that failed, stays for their reclaim, and
+    // `cleanupStaleClients` removes it later). Best effort, bounded.
     const deleting = Promise.allSettled(
       this.#queues.map((q) =>
-        runScript(this.#ctx.main, "chicoryCleanupConsumers", [q.keys.stream], [this.#ctx.group, -1, this.#consumerId]),
+        runScript(
+          this.#ctx.main,
+          "chicoryCleanupConsumers",
+          [q.keys.stream],
+          [this.#ctx.group, -1, RELEASED_CONSUMER, this.#consumerId],
+        ),
       ),
     ).then((outcomes) => {
       const refused = outcomes.find((o): o is PromiseRejectedResult => o.status === "rejected");

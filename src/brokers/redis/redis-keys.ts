@@ -6,6 +6,14 @@
  */
 import { assertValidName } from "../../core/names.js";
 
+/**
+ * The consumer that holds the entries consumers gave back (`release`) until another consumer
+ * claims them: a consumer that gave entries back owns none, so it can leave the group when it
+ * closes. Not a worker (a worker id has no `:`): not counted by `getConsumerCount`, its entries
+ * are counted as waiting, not pending, and a cleanup deletes it whenever it holds nothing.
+ */
+export const RELEASED_CONSUMER = "chicory:released";
+
 /** The keys of one queue. */
 export interface QueueKeys {
   /** Queue name. */

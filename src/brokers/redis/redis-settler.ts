@@ -17,6 +17,7 @@ import { type RedisArg, runScript } from "../../redis/redis-client.js";
 import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import type { DeliverySettler, RedisDelivery } from "./redis-delivery.js";
+import { RELEASED_CONSUMER } from "./redis-keys.js";
 import type { StreamEntry } from "./redis-reader.js";
 
 /** The `retries` of a message body (0 when unreadable), stored as the DLQ entry's retry_count. */
@@ -445,6 +446,7 @@ export class RedisSettler implements DeliverySettler {
           this.#ctx.claimMinIdleMs,
           countDelivery ? "1" : "0",
           d.deliveryCount,
+          RELEASED_CONSUMER,
         ],
       );
       isReleased = true;

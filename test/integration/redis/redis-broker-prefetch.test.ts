@@ -7,6 +7,7 @@
 import { describe, expect, it } from "vitest";
 import type { Delivery } from "../../../src/brokers/broker.js";
 import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker-options.js";
+import { RELEASED_CONSUMER } from "../../../src/brokers/redis/redis-keys.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { encodeTask, eventually } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
@@ -203,5 +204,29 @@ describe.skipIf(skip)("redis broker: read-ahead (prefetch)", () => {
     const taken = await s.takenByAnother(2);
     for (const d of taken) await d.ack();
     expect(await s.raw.xlen(s.stream)).toBe(0);
+  });
+
+  it("a consumer that gave entries back leaves the group when it closes; they wait for any consumer", async () => {
+    const s = await setup({ prefetch: 2, claimMinIdleMs: 60_000 }, 3);
+    const c = s.consumer();
+    const [running] = await c.fetch(1, AbortSignal.timeout(3000));
+    await running?.ack();
+    await c.close();
+    // the two read-ahead entries belong to the shared holder of given-back entries, not to c
+    expect(await s.pendingByConsumer()).toEqual({ [RELEASED_CONSUMER]: 2 });
+    const names = async () =>
+      ((await s.raw.call("XINFO", "CONSUMERS", s.stream, s.group)) as string[][]).map((c) => c[1]);
+    expect(await names()).toEqual([RELEASED_CONSUMER]);
+    expect(await s.broker.getConsumerCount(s.queue)).toBe(0);
+    expect(await s.broker.getPendingCount(s.queue)).toBe(0);
+    expect(await s.broker.getQueueSize(s.queue)).toBe(2);
+    const taken = await s.takenByAnother(2);
+    expect(taken.map((d) => d.deliveryCount)).toEqual([1, 1]); // no delivery burnt
+    expect(await s.broker.getPendingCount(s.queue)).toBe(2);
+    expect(await s.broker.getQueueSize(s.queue)).toBe(0);
+    for (const d of taken) await d.ack();
+    // holding nothing, the holder goes with the next cleanup, whatever its idle time; not counted
+    expect(await s.broker.cleanupStaleClients(s.queue, 3600)).toBe(0);
+    expect(await names()).not.toContain(RELEASED_CONSUMER);
   });
 });

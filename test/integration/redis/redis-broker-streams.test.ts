@@ -9,6 +9,7 @@ import type { TaskRecord } from "../../../src/backends/backend.js";
 import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker-options.js";
+import { RELEASED_CONSUMER } from "../../../src/brokers/redis/redis-keys.js";
 import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { BackendConnectionError, ValidationError } from "../../../src/errors.js";
@@ -299,10 +300,13 @@ describe.skipIf(skip)("redis broker: streams", () => {
     ];
     const client = s.raw as unknown as RedisClientLike;
     defineBrokerScripts(client);
-    // The call `reclaimed.release()` sends, applied twice.
-    const args = [s.group, owner, id, 500, "0", reclaimed.deliveryCount];
-    for (let i = 0; i < 2; i++) expect(await runScript(client, "chicoryRelease", [s.stream], args)).toBe(1);
+    // The call `reclaimed.release()` sends, applied twice: the copy finds the entry given back
+    // (owned by RELEASED_CONSUMER) and changes nothing.
+    const args = [s.group, owner, id, 500, "0", reclaimed.deliveryCount, RELEASED_CONSUMER];
+    expect(await runScript(client, "chicoryRelease", [s.stream], args)).toBe(1);
+    expect(await runScript(client, "chicoryRelease", [s.stream], args)).toBe(0);
     const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 1)) as Array<[string, string, number, number]>;
+    expect(pending[0]?.[1]).toBe(RELEASED_CONSUMER);
     expect(pending[0]?.[3]).toBe(1); // the next claim makes it 2 again: no delivery burnt, none lost
   });
 

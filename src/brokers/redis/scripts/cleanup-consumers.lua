@@ -1,9 +1,11 @@
 -- cleanup-consumers.lua: delete stale consumers of a group.
 -- KEYS[1] stream ${prefix}:stream:{Q}
--- ARGV[1] group, ARGV[2] stale ms (-1: any idle time), ARGV[3] (optional) only this consumer
--- (a consumer closing deletes itself when it owns nothing)
--- Returns the number of consumers deleted; fails when XINFO fails for another reason than a
--- missing stream or group.
+-- ARGV[1] group, ARGV[2] stale ms (-1: any idle time), ARGV[3] the consumer that holds
+-- given-back entries (RELEASED_CONSUMER in redis-keys.ts: deleted whenever it holds nothing,
+-- whatever its idle time, and not counted), ARGV[4] (optional) only this consumer (a consumer
+-- closing deletes itself when it owns nothing)
+-- Returns the number of consumers deleted (workers' consumers); fails when XINFO fails for
+-- another reason than a missing stream or group.
 -- Atomic (fixes C10): "owns no pending entry and idle longer than stale" is checked and the
 -- consumer deleted in the same step, so a consumer that reads in between is never deleted
 -- with entries it owns (DELCONSUMER would make them unclaimable).
@@ -29,7 +31,11 @@ for _, c in ipairs(consumers) do
     if c[i] == 'pending' then pending = tonumber(c[i + 1]) end
     if c[i] == 'idle' then idle = tonumber(c[i + 1]) end
   end
-  if name and (ARGV[3] == nil or name == ARGV[3]) and pending == 0 and idle and idle > staleMs then
+  if name == ARGV[3] then
+    if pending == 0 then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+    end
+  elseif name and (ARGV[4] == nil or name == ARGV[4]) and pending == 0 and idle and idle > staleMs then
     redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
     deleted = deleted + 1
   end

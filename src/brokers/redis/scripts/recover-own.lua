@@ -9,8 +9,8 @@
 -- Returns { more (1 when the consumer may hold more such entries, else 0),
 -- { id, fields, deliveryCount, id, fields, deliveryCount, ... } } (as reclaim.lua).
 -- Atomic. An entry idle for less than the claim min idle keeps its delivery count: the lost
--- read counted the delivery this one makes. One idle for longer (released by this consumer,
--- which set its idle time so, or expired) counts one more, as a reclaim would.
+-- read counted the delivery this one makes. One idle for longer (its lease expired) counts one
+-- more, as a reclaim would.
 -- Composed at load time below claimEntries (claim-entries.lua).
 local known = {}
 for i = 5, #ARGV do

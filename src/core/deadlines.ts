@@ -32,6 +32,11 @@ export class Deadlines {
     this.#onTimeout = onTimeout;
   }
 
+  /** The time limit of every operation, ms. */
+  get timeoutMs(): number {
+    return this.#timeoutMs;
+  }
+
   /** Settles like `operation`, or rejects with the timeout error once the limit passes first. */
   guard<T>(operation: Promise<T>, label: string): Promise<T> {
     return new Promise<T>((resolve, reject) => {

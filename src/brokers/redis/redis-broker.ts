@@ -38,6 +38,7 @@ import { MessageCodec } from "../../core/message.js";
 import { DeadlinePassed, nextTurn, withinDeadline } from "../../core/sleep.js";
 import { processWarningLogger } from "../../core/warn-once.js";
 import { BrokerConnectionError, ChicoryError, ConfigurationError } from "../../errors.js";
+import { resendWhileClusterMoves } from "../../redis/cluster-resend.js";
 import { checkRedisAccess, defineAccessCheck, isNoPermError } from "../../redis/redis-access.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import {
@@ -45,6 +46,7 @@ import {
   closeRedis,
   describeRedisError,
   isClosedBeforeAnswer,
+  isClusterClient,
   lastConnectionError,
   pingRedis,
 } from "../../redis/redis-connect.js";
@@ -70,7 +72,7 @@ import { RedisConsumer } from "./redis-consumer.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import { DueMover } from "./redis-due-mover.js";
 import { QueueKeyCache, type QueueKeys } from "./redis-keys.js";
-import { PublishBatcher, RECEIPT_TTL_MS } from "./redis-publish-batch.js";
+import { PublishBatcher, RECEIPT_TTL_MS, resendUntil } from "./redis-publish-batch.js";
 import { defineBrokerScripts } from "./redis-scripts.js";
 import { appendDeadLetter } from "./redis-settler.js";
 
@@ -197,6 +199,7 @@ export class RedisBroker implements Broker {
     main.on("ready", onReconnect);
     this.#stopReconnectWatch = () => main.off("ready", onReconnect);
     const dueMover = new DueMover(main, this.#logger);
+    const isCluster = isClusterClient(main);
     this.#dueMover = dueMover;
     this.#isDisconnected = false;
     this.#ctx = {
@@ -214,9 +217,11 @@ export class RedisBroker implements Broker {
       wrapError: (operation, error) =>
         error instanceof BrokerConnectionError
           ? error
-          : isClosedBeforeAnswer(error) // the broker disconnected while Redis was away
+          : isClosedBeforeAnswer(error) // the broker disconnected while Redis was away, or a Cluster node went
             ? new BrokerConnectionError(
-                `redis broker ${operation}: the broker disconnected before ${displayUrl} answered; its outcome is unknown (a write is applied if Redis received it)`,
+                isCluster
+                  ? `redis broker ${operation}: the connection to a node of ${displayUrl} closed before it answered (the node went away, or the broker disconnected); its outcome is unknown (a write is applied if the node received it)`
+                  : `redis broker ${operation}: the broker disconnected before ${displayUrl} answered; its outcome is unknown (a write is applied if Redis received it)`,
                 { cause: error },
               )
             : new BrokerConnectionError(
@@ -327,11 +332,15 @@ export class RedisBroker implements Broker {
     // a receipt, as for the batched calls: a resent copy answers as the first did
     const receipt = batcher ? batcher.receiptKey(keys.sent) : `${keys.sent}:${randomUUID()}`;
     try {
-      const result = await runScript(
-        ctx.main,
-        "chicoryPublish",
-        [keys.stream, keys.delayed, keys.delayedData, keys.unique, receipt],
-        [message.body, message.id, delayMs, message.unique ? "1" : "0", max, RECEIPT_TTL_MS],
+      const result = await resendWhileClusterMoves(
+        () =>
+          runScript(
+            ctx.main,
+            "chicoryPublish",
+            [keys.stream, keys.delayed, keys.delayedData, keys.unique, receipt],
+            [message.body, message.id, delayMs, message.unique ? "1" : "0", max, RECEIPT_TTL_MS],
+          ),
+        resendUntil({ deadlines: this.#publishDeadlines }),
       );
       if (result === -1) throw queueFullError(queue, max);
       if (result === 1 && delayMs > 0) ctx.scheduleMove(keys, delayMs);

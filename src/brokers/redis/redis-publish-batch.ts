@@ -25,6 +25,7 @@
  */
 import { randomBytes } from "node:crypto";
 import type { Deadlines } from "../../core/deadlines.js";
+import { resendWhileClusterMoves } from "../../redis/cluster-resend.js";
 import type { RedisClientLike } from "../../redis/redis-client.js";
 import { runScript } from "../../redis/redis-client.js";
 import type { PublishResult } from "../broker.js";
@@ -201,11 +202,15 @@ export class PublishBatcher {
     try {
       const receipt = this.receiptKey(keys.sent);
       const [maxLength, ...messages] = args;
-      call = runScript(
-        host.main,
-        "chicoryPublishDelayed",
-        [keys.stream, keys.delayed, keys.delayedData, keys.unique, receipt],
-        [maxLength as number, RECEIPT_TTL_MS, ...messages],
+      call = resendWhileClusterMoves(
+        () =>
+          runScript(
+            host.main,
+            "chicoryPublishDelayed",
+            [keys.stream, keys.delayed, keys.delayedData, keys.unique, receipt],
+            [maxLength as number, RECEIPT_TTL_MS, ...messages],
+          ),
+        resendUntil(host),
       );
     } catch (error) {
       call = Promise.reject(error); // as in #send
@@ -225,7 +230,10 @@ export class PublishBatcher {
     let call: Promise<unknown>;
     try {
       const receipt = this.receiptKey(batch.sent);
-      call = runScript(host.main, "chicoryPublishBatch", [batch.stream, receipt], [RECEIPT_TTL_MS, ...bodies]);
+      call = resendWhileClusterMoves(
+        () => runScript(host.main, "chicoryPublishBatch", [batch.stream, receipt], [RECEIPT_TTL_MS, ...bodies]),
+        resendUntil(host),
+      );
     } catch (error) {
       // e.g. the script is not defined on an injected client: every publish of the batch
       // rejects (never a throw out of the flush, which runs on its own tick)
@@ -239,6 +247,15 @@ export class PublishBatcher {
       },
     );
   }
+}
+
+/**
+ * Until when a publish call is sent again while a Cluster moves (`resendWhileClusterMoves`):
+ * past its time limit, so that the limit's "outcome unknown" answers the caller, never the
+ * last redirection error of a call an earlier copy of which may have been applied.
+ */
+export function resendUntil(host: Pick<PublishBatchHost, "deadlines">): number {
+  return performance.now() + host.deadlines.timeoutMs + 1000;
 }
 
 /**

@@ -105,6 +105,11 @@ const APPLIED = 1;
 const EARLIER = 2;
 /** Not applied: the entry is no longer this consumer's (lease lost). */
 const FENCED = 0;
+/**
+ * Applied by this call to an entry the group had lost (in the stream, pending for nobody: the
+ * group was deleted and recreated, or Redis restored or failed over): deleted, its record written.
+ */
+const ORPHANED = 3;
 
 /** Most acks sent in one script call. */
 const MAX_ACK_BATCH = 500;
@@ -288,13 +293,16 @@ export class RedisSettler implements DeliverySettler {
     let outcomes: number[] | undefined;
     let earlier = 0;
     let missed = 0;
+    let orphaned = 0;
     for (let i = 0; i < batch.length; i++) {
       const code = Array.isArray(results) ? Number(results[i]) : 1;
       if (code === 1) continue;
       outcomes ??= new Array<number>(batch.length).fill(APPLIED);
-      const outcome = this.#notPending((batch[i] as PendingAck).delivery, code, sentAtReady);
+      const outcome =
+        code === ORPHANED ? ORPHANED : this.#notPending((batch[i] as PendingAck).delivery, code, sentAtReady);
       outcomes[i] = outcome;
       if (outcome === EARLIER) earlier++;
+      else if (outcome === ORPHANED) orphaned++;
       else missed++;
     }
     // Only the records of entries this consumer still held were written (the script's fence).
@@ -302,7 +310,10 @@ export class RedisSettler implements DeliverySettler {
     // writes are gone when the reconnect was a Redis restart without persistence.
     const again = earlier > 0 && withRecords ? records.filter((_, i) => outcomes?.[i] === EARLIER) : [];
     if (withRecords) {
-      written = missed === 0 && earlier === 0 ? records : records.filter((_, i) => outcomes?.[i] === APPLIED);
+      written =
+        missed === 0 && earlier === 0
+          ? records
+          : records.filter((_, i) => outcomes?.[i] === APPLIED || outcomes?.[i] === ORPHANED);
       this.#records?.recordsWritten(written);
     }
     if (earlier > 0) {
@@ -312,6 +323,14 @@ export class RedisSettler implements DeliverySettler {
           "in a Redis restart without persistence); their lease was still held, so no other worker took them",
       );
       if (again.length > 0) this.#writeAgain(again, first.queue);
+    }
+    if (orphaned > 0) {
+      this.#logger.warn(
+        { queue: first.queue, consumer: this.#consumerId, entries: orphaned },
+        "redis ack: entries were in the stream but pending for no consumer (the consumer group was deleted and " +
+          "recreated, or Redis was restored from a backup or failed over): deleted now, so they do not run again; " +
+          "their results are stored",
+      );
     }
     if (missed > 0) {
       // The entry was no longer pending for this consumer: its lease ran out and another worker

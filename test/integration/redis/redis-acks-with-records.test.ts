@@ -78,6 +78,38 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     expect(await s.raw.xlen(s.stream)).toBe(0);
   });
 
+  it("an ack of an entry the group lost (deleted and recreated meanwhile) deletes it and writes its record", async () => {
+    const s = await setup();
+    expect(s.broker.attachResults(s.backend)).toBe(true);
+    const id = await s.publish();
+    const d = await fetchOne(s.consumer());
+    // An operator deletes the group while the job runs; a worker recreates it (at id 0).
+    await s.raw.xgroup("DESTROY", s.stream, s.group);
+    await s.raw.xgroup("CREATE", s.stream, s.group, "0");
+    await d.ackWithRecord?.(success(id, "done"));
+    expect(JSON.parse((await s.raw.get(s.backend.resultKey(id))) ?? "null")).toMatchObject({ state: "SUCCESS" });
+    expect(await s.raw.xlen(s.stream)).toBe(0); // not run a second time by the new group
+    // and with no group at all
+    const other = await s.publish();
+    const e = await fetchOne(s.consumer());
+    await s.raw.xgroup("DESTROY", s.stream, s.group);
+    await e.ackWithRecord?.(success(other, "done"));
+    expect(JSON.parse((await s.raw.get(s.backend.resultKey(other))) ?? "null")).toMatchObject({ state: "SUCCESS" });
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+  });
+
+  it("writes the record of an untrusted entry (an `id` field that is not its message's id) with its ack", async () => {
+    const s = await setup();
+    expect(s.broker.attachResults(s.backend)).toBe(true);
+    const task = encodeTask(codec);
+    await s.raw.xadd(s.stream, "*", "data", task.body, "id", "not-its-id");
+    const d = await fetchOne(s.consumer());
+    d.decodedTaskId?.(task.id); // as the worker does once the body is decoded: marks it untrusted
+    await d.ackWithRecord?.(success(task.id, "done"));
+    expect(JSON.parse((await s.raw.get(s.backend.resultKey(task.id))) ?? "null")).toMatchObject({ state: "SUCCESS" });
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+  });
+
   it("writes and announces the record, then acks, in one call", async () => {
     const s = await setup();
     expect(s.broker.attachResults(s.backend)).toBe(true);

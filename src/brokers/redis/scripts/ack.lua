@@ -8,8 +8,10 @@
 -- message may hold
 -- Returns one number per entry id: 1 when the entry was pending and is now acknowledged; 2 when
 -- it is pending for nobody and no longer in the stream (settled already: by an earlier copy of
--- this call, or by another consumer); else 0 (owned by another consumer after a lost lease:
--- fenced, nothing changes; or still in the stream, pending for nobody: deleted now).
+-- this call, or by another consumer); 3 when it was still in the stream, pending for nobody (the
+-- group lost it: deleted and recreated, or a Redis restored from a backup or failed over), and
+-- is deleted now, as an ack would have (else a group read from 0 runs it again); else 0 (owned
+-- by another consumer after a lost lease: fenced, nothing changes).
 -- Atomic: XACK and XDEL together (Redis 7.0 has no XACKDEL), so an acknowledged entry never
 -- stays in the stream (no history growth, no replay if the group is recreated at 0); the
 -- unique marker is dropped only by the settle that actually removed the entry (entries of unique
@@ -66,6 +68,8 @@ for i = 5, #ARGV do
       end
       if redis.call('XDEL', KEYS[1], id) == 0 then
         result = 2
+      else
+        result = 3
       end
     end
   end

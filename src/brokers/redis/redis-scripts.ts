@@ -39,6 +39,11 @@ function readAfterAcksLua(settle: string): string {
   return [`local function settle(KEYS, ARGV)\n${settle}\nend`, lua("read-after-acks")].join("\n");
 }
 
+/** A settle script below assertType (assert-type.lua, see its header). */
+function withAssertType(body: string): string {
+  return `local function assertType(key, want)\n${lua("assert-type")}\nend\n${body}`;
+}
+
 /** A claiming script below claimEntries (claim-entries.lua, see its header). */
 function withClaimEntries(name: string): string {
   return `local function claimEntries(stream, group, consumer, minIdle, ids, counts, keep)\n${lua("claim-entries")}\nend\n${lua(name)}`;
@@ -60,11 +65,11 @@ const SCRIPTS = {
   chicoryAckRead: { numberOfKeys: 2, lua: readAfterAcksLua(ackLua()) },
   /** Variable key count: called with the number of keys first. */
   chicoryAckWithRecordsRead: { lua: readAfterAcksLua(ackWithRecordsLua()) },
-  chicoryRetry: { numberOfKeys: 3, lua: lua("retry") },
+  chicoryRetry: { numberOfKeys: 3, lua: withAssertType(lua("retry")) },
   /** Variable key count (3, or 4 with a record): called with the number of keys first. */
-  chicoryDeadLetter: { lua: `${storeResultsLua()}\n${lua("dead-letter")}` },
+  chicoryDeadLetter: { lua: withAssertType(`${storeResultsLua()}\n${lua("dead-letter")}`) },
   /** Variable key count (1, or 2 with a record): called with the number of keys first. */
-  chicoryWriteDeadLetter: { lua: `${storeResultsLua()}\n${lua("write-dead-letter")}` },
+  chicoryWriteDeadLetter: { lua: withAssertType(`${storeResultsLua()}\n${lua("write-dead-letter")}`) },
   chicoryReplay: { numberOfKeys: 3, lua: lua("replay") },
   chicoryCreateGroup: { numberOfKeys: 2, lua: lua("create-group") },
   chicoryPurgeQueue: { numberOfKeys: 4, lua: lua("purge-queue") },

@@ -310,6 +310,25 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(pending[0]?.[3]).toBe(1); // the next claim makes it 2 again: no delivery burnt, none lost
   });
 
+  it("a dead letter or retry onto a key of another type fails before any write: the message stays pending", async () => {
+    const s = await setup();
+    await publish(s.broker, s.queue);
+    const d = await fetchOne(s.consumer());
+    const pending = async () => Number(((await s.raw.xpending(s.stream, s.group)) as [number])[0]);
+    await s.raw.set(s.dlq, "not a stream");
+    await expect(d.deadLetter("poison")).rejects.toThrow(/WRONGTYPE key .*:dlq:.* holds a string, not a stream/);
+    await expect(s.broker.writeDeadLetter(s.queue, d.body, "poison")).rejects.toThrow(/WRONGTYPE/);
+    const delayed = `${s.prefix}:delayed:{${s.queue}}`;
+    await s.raw.set(delayed, "not a zset");
+    await expect(d.retry(d.body, 60_000)).rejects.toThrow(/WRONGTYPE key .*:delayed:.* holds a string, not a zset/);
+    expect(await pending()).toBe(1);
+    expect(await s.raw.xlen(s.stream)).toBe(1);
+    await s.raw.del(s.dlq, delayed);
+    await d.deadLetter("poison");
+    expect(await s.raw.xlen(s.dlq)).toBe(1);
+    expect(await pending()).toBe(0);
+  });
+
   it("a settle from a consumer that lost its lease adds nothing (fencing)", async () => {
     const s = await setup({ claimMinIdleMs: 500 });
     await publish(s.broker, s.queue);

@@ -37,6 +37,10 @@ if type(owner) ~= 'table' or not owner[1] or owner[1][2] ~= ARGV[8] then
   end
   return 0
 end
+-- (composed above: assertType, assert-type.lua) a DLQ or unique set of another type would fail
+-- the append after the entry's removal: checked first
+assertType(KEYS[2], 'stream')
+assertType(KEYS[3], 'set')
 redis.call('XACK', KEYS[1], ARGV[1], '0-0') -- exempts the writes below from the memory limit
 if KEYS[4] then
   storeResults({ KEYS[4] }, { ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13] })

@@ -17,6 +17,12 @@ end
 if type(owner) == 'table' and owner[1] and owner[1][2] ~= ARGV[6] then
   return 0
 end
+-- (composed above: assertType, assert-type.lua) a delayed set or bodies hash of another type
+-- would fail the new attempt's enqueue after the old entry's removal: checked first
+if tonumber(ARGV[4]) > 0 then
+  assertType(KEYS[2], 'zset')
+  assertType(KEYS[3], 'hash')
+end
 local acked = redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2])
 if type(acked) == 'table' and acked.err and not string.find(acked.err, 'NOGROUP', 1, true) then
   -- e.g. READONLY (a demoted primary): an error, so the client reconnects and sends it again,

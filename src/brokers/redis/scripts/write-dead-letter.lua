@@ -17,6 +17,9 @@ local maxLen = tonumber(ARGV[4])
 if maxLen > 0 and redis.call('XLEN', KEYS[1]) >= maxLen then
   return -1
 end
+-- (composed above: assertType, assert-type.lua) a DLQ of another type would fail the append
+-- after the record: checked first
+assertType(KEYS[1], 'stream')
 if KEYS[2] then
   storeResults({ KEYS[2] }, { ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10] })
 end

@@ -115,6 +115,7 @@ export class DueMover {
     const { delayed, delayedData, stream, unique } = q.keys;
     try {
       let left = served;
+      let dropped = 0;
       let reply: [number, string, number, number];
       do {
         reply = (await runScript(
@@ -124,7 +125,15 @@ export class DueMover {
           [MOVE_BATCH],
         )) as [number, string, number, number];
         left -= reply[0];
+        dropped += Number(reply[3]);
       } while (reply[0] >= MOVE_BATCH && left > 0 && !this.#closed);
+      if (dropped > 0) {
+        // as the workers' own mover says it (redis-consumer.ts): the jobs are gone
+        this.#logger.warn(
+          { queue: q.keys.queue, dropped },
+          "due delayed jobs had no stored body (restored or edited data?) and were dropped",
+        );
+      }
       const nextDue = Number(reply[1]);
       if (ahead !== undefined && nextDue >= 0 && nextDue - reply[2] <= COALESCE_MS) insertDue(q, ahead);
     } catch (error) {

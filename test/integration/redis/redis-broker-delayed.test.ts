@@ -10,6 +10,7 @@ import { MessageCodec } from "../../../src/core/message.js";
 import type { RedisClientLike } from "../../../src/redis/redis-client.js";
 import { runScript } from "../../../src/redis/redis-client.js";
 import { encodeTask, eventually, fetchOne } from "../../contract/contract-helpers.js";
+import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { openBrokerSandbox } from "./redis-broker-sandbox.js";
@@ -92,6 +93,26 @@ describe.skipIf(skip)("redis broker: delayed messages", () => {
     expect(await raw.zcard(n.delayed)).toBe(0);
     expect(await raw.sismember(n.unique, "orphan")).toBe(0);
     expect(await raw.xlen(n.stream)).toBe(0);
+  });
+
+  it("a producer whose due mover drops jobs without a stored body says so", async () => {
+    const n = names();
+    const raw = rawRedis();
+    const { logger, until } = capturingLogger();
+    const broker = new RedisBroker({ url: SERVICES.redis, keyPrefix: n.prefix, env: {}, logger });
+    broker.bind({ codec });
+    await broker.connect();
+    cleanups.push(async () => {
+      await broker.disconnect();
+      await deletePrefix(n.prefix);
+      raw.disconnect();
+    });
+    const task = encodeTask(codec);
+    await broker.publish(n.queue, { id: task.id, body: task.body, delayMs: 300 });
+    await raw.hdel(n.delayedData, task.id); // as a hand edit or a partial restore would
+    const line = await until(/no stored body .* dropped/);
+    expect(line).toMatchObject({ level: "warn", fields: { queue: n.queue, dropped: 1 } });
+    expect(await raw.zcard(n.delayed)).toBe(0);
   });
 
   it("never delivers before the due time measured by the Redis clock", async () => {

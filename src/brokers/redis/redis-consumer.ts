@@ -71,6 +71,9 @@ const RECLAIM_SCAN_LIMIT = 20_000;
 const RECLAIM_PAGE = 2000;
 /** Entry ids per lease-renewal script call. */
 const RENEW_CHUNK = 500;
+/** A consumer group lost again within this time of the last loss fails the fetch (see `fetch`). */
+const GROUP_LOST_AGAIN_MS = 10_000;
+
 /** Longest wait for the read-ahead buffer's release when closing. */
 const RELEASE_ON_CLOSE_MS = 2000;
 /** How long a closing consumer waits for its own deletion (best effort). */
@@ -128,6 +131,8 @@ function claimedCount(reply: unknown): number {
 export class RedisConsumer implements Consumer {
   readonly #ctx: RedisBrokerContext;
   readonly #consumerId: string;
+  /** When a read last found a consumer group missing (`performance.now()`). */
+  #groupLostAtMs = Number.NEGATIVE_INFINITY;
   readonly #queues: QueueState[];
   readonly #reclaimIntervalMs: number;
   readonly #renewTimer: NodeJS.Timeout;
@@ -256,10 +261,21 @@ export class RedisConsumer implements Consumer {
         // The stream or group vanished (Redis restarted without persistence, or was flushed):
         // re-create the groups on the next fetch and keep going.
         for (const q of this.#queues) q.hasGroup = false;
-        this.#logger.warn(
-          { queues: this.#queues.map((q) => q.keys.queue) },
-          "redis consumer group missing; recreating",
-        );
+        const now = performance.now();
+        const isAgain = now - this.#groupLostAtMs < GROUP_LOST_AGAIN_MS;
+        this.#groupLostAtMs = now;
+        const queues = this.#queues.map((q) => q.keys.queue);
+        if (!isAgain) {
+          this.#logger.warn({ queues }, "redis consumer group missing; recreating");
+        } else if (out.length === 0 && !this.#isClosed && !signal.aborted) {
+          // Gone again soon after its re-creation (evicted under an `allkeys-*` policy, a script
+          // deleting keys): a failure, so that the worker's fetch backoff and its log limit
+          // apply, rather than a re-creation and a warning per round trip.
+          throw new BrokerConnectionError(
+            `redis consumer group of ${queues.join(", ")} missing again within ${GROUP_LOST_AGAIN_MS / 1000} s of its re-creation ` +
+              `at ${this.#ctx.displayUrl} (keys evicted? Chicory needs maxmemory-policy noeviction; see docs/brokers/redis.md); re-created on the next fetch`,
+          );
+        }
       } else {
         // A read that failed may have been applied, its reply lost (on a Cluster, a node's
         // connection can drop without a `ready` of the whole client): look for such entries.

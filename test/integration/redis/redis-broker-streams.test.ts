@@ -16,6 +16,7 @@ import { BackendConnectionError, ValidationError } from "../../../src/errors.js"
 import { Chicory, MemoryBackend } from "../../../src/index.js";
 import { type RedisClientLike, runScript } from "../../../src/redis/redis-client.js";
 import { encodeTask, eventually, sleep } from "../../contract/contract-helpers.js";
+import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { openBrokerSandbox } from "./redis-broker-sandbox.js";
@@ -819,6 +820,23 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(got.body).toBe(task.body);
     await got.ack();
   });
+  it("a group lost again soon after its re-creation fails the fetch (the worker's backoff applies), warning once", async () => {
+    const s = await setup();
+    const { logger, lines } = capturingLogger();
+    const c = s.broker.consumer({ queues: [s.queue], consumerId: uniqueName("c-"), logger });
+    cleanups.push(() => c.close());
+    await publish(s.broker, s.queue);
+    await (await fetchOne(c)).ack();
+    await s.raw.del(s.stream); // evicted, say
+    expect(await c.fetch(1, AbortSignal.timeout(300))).toEqual([]);
+    expect(await c.fetch(1, AbortSignal.timeout(300))).toEqual([]); // re-created
+    await s.raw.del(s.stream); // and evicted again
+    await expect(c.fetch(1, AbortSignal.timeout(300))).rejects.toThrow(/missing again within 10 s .*noeviction/);
+    expect(lines.filter((l) => /consumer group missing/.test(l.message))).toHaveLength(1);
+    const task = await publish(s.broker, s.queue);
+    expect((await fetchOne(c)).body).toBe(task.body); // re-created by the next fetch
+  });
+
   it("uses an injected client without closing it (the caller owns it)", async () => {
     const prefix = testPrefix();
     const client = rawRedis();

@@ -151,7 +151,7 @@ async function replayAll(
         } catch (error) {
           if (!isEntryError(error)) throw error;
           leftHere++;
-          left.push({ queue, messageId: m.messageId, reason: error instanceof Error ? error.message : String(error) });
+          left.push({ queue, messageId: m.messageId, reason: withoutApiHint(error) });
         }
       }
     }
@@ -197,6 +197,11 @@ function severalQueuesError(id: string, holding: readonly string[]): CliUsageErr
   );
 }
 
+/** A replay refusal's text without the library's hint, which names its API (the command names its own). */
+function withoutApiHint(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).replace(/; delete it with deleteFromDlq\)$/, ")");
+}
+
 async function replay(spec: string, id: string | undefined, opts: DlqCommandOptions): Promise<number> {
   if (!id && !opts.all) throw new CliUsageError("dlq replay: pass a message id, or --all to replay every entry");
   if (id && opts.all) throw new CliUsageError("dlq replay: pass a message id or --all, not both");
@@ -220,11 +225,7 @@ async function replay(spec: string, id: string | undefined, opts: DlqCommandOpti
       } catch (error) {
         // the entry cannot be replayed (its body, a unique refusal): a failure, not a usage error
         if (!/cannot replay/.test(String(error))) throw error;
-        // the library's hint names its API; here the command says it
-        const reason = (error instanceof Error ? error.message : String(error)).replace(
-          /; delete it with deleteFromDlq\)$/,
-          ")",
-        );
+        const reason = withoutApiHint(error);
         throw new CliFailure(`${queue} ${id}: ${reason} (remove it with: chicory dlq delete ${spec} ${id})`);
       }
       if (moved) {

@@ -239,6 +239,7 @@ describe.skipIf(skipRedis)("chicory CLI on Redis (multi-process)", () => {
       const r = await runCli(["dlq", "replay", APP_JS, "--all", "-q", queue], qEnv);
       expect(r.stdout).toContain("replayed 3 message(s) from the dead-letter queue");
       expect(r.stdout).toContain(`not replayed: ${queue} ${bad}: cannot replay dead-lettered message: decode_error`);
+      expect(r.stdout).not.toContain("deleteFromDlq"); // the library's API, not a command
       expect(r.stderr).toMatch(/1 entry left in the dead-letter queue .*chicory dlq delete/);
       expect(r.code).toBe(1);
       // the three run again and die again: the DLQ ends with them and the bad entry

@@ -30,7 +30,28 @@ export function describeRedisError(error: unknown, password: string | undefined)
       /Reached the max retries per request limit \(which is \d+\)\.?.*$/s,
       "the connection to Redis was lost (reconnecting; this command was not sent again)",
     );
-  return redactSecrets(withScriptRefusalHint(plain), password);
+  return redactSecrets(withWrongTypeHint(withScriptRefusalHint(plain), error), password);
+}
+
+/**
+ * Redis's `WRONGTYPE` names no key: names the keys of the refused command (ioredis keeps the
+ * command on its reply errors), so that a key of another type under the prefix (an operator's
+ * `SET`) can be found. Chicory's own type checks name their key already.
+ */
+function withWrongTypeHint(text: string, error: unknown): string {
+  if (!/^WRONGTYPE\b/.test(text) || /^WRONGTYPE key /.test(text)) return text;
+  const command = (error as { command?: { name?: unknown; args?: unknown } } | null)?.command;
+  const args = Array.isArray(command?.args) ? command.args.map(String) : [];
+  const name = String(command?.name ?? "").toLowerCase();
+  let keys: string[];
+  if (name === "evalsha" || name === "eval") keys = args.slice(2, 2 + Number(args[1] ?? 0));
+  else if (name === "xreadgroup" || name === "xread") {
+    const at = args.findIndex((a) => a.toUpperCase() === "STREAMS");
+    keys = at < 0 ? [] : args.slice(at + 1, at + 1 + (args.length - at - 1) / 2);
+  } else keys = args.slice(0, 1);
+  return keys.length === 0
+    ? `${text} (a key holds a value of another type than Chicory's)`
+    : `${text} (${keys.length === 1 ? "key" : "one of the keys"} ${keys.join(", ")}; TYPE <key> tells which)`;
 }
 
 /**

@@ -319,6 +319,8 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await s.raw.set(s.dlq, "not a stream");
     await expect(d.deadLetter("poison")).rejects.toThrow(/WRONGTYPE key .*:dlq:.* holds a string, not a stream/);
     await expect(s.broker.writeDeadLetter(s.queue, d.body, "poison")).rejects.toThrow(/WRONGTYPE/);
+    // Redis's own WRONGTYPE names no key: the error names the command's
+    await expect(s.broker.getDlqCount(s.queue)).rejects.toThrow(/WRONGTYPE .*\(key .*:dlq:\{.*\}; TYPE <key> tells/);
     const delayed = `${s.prefix}:delayed:{${s.queue}}`;
     await s.raw.set(delayed, "not a zset");
     await expect(d.retry(d.body, 60_000)).rejects.toThrow(/WRONGTYPE key .*:delayed:.* holds a string, not a zset/);

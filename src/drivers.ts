@@ -88,7 +88,9 @@ export function createBroker(spec: string, context: DriverContext): Broker {
   const { kind, url } = parseSpec(spec, "broker");
   const factory = BROKERS[kind as BrokerType];
   if (!factory) {
-    throw new ConfigurationError(`broker "${kind}" is not available (brokers: ${Object.keys(BROKERS).join(", ")})`);
+    throw new ConfigurationError(
+      `broker "${maskUrl(kind)}" is not available (brokers: ${Object.keys(BROKERS).join(", ")})`,
+    );
   }
   return factory(url, context);
 }
@@ -98,7 +100,9 @@ export function createBackend(spec: string, context: DriverContext): Backend {
   const { kind, url } = parseSpec(spec, "backend");
   const factory = BACKENDS[kind as BackendType];
   if (!factory) {
-    throw new ConfigurationError(`backend "${kind}" is not available (backends: ${Object.keys(BACKENDS).join(", ")})`);
+    throw new ConfigurationError(
+      `backend "${maskUrl(kind)}" is not available (backends: ${Object.keys(BACKENDS).join(", ")})`,
+    );
   }
   return factory(url, context);
 }

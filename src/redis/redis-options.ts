@@ -221,7 +221,7 @@ function fromUrl(
     );
   }
   const dbText = parsed.pathname.replace(/^\//, "");
-  const db = dbText === "" ? 0 : checkInt(Number(dbText), `database in ${maskUrl(url)}`, 0, 100_000, dbText);
+  const db = dbText === "" ? 0 : checkInt(Number(dbText), `database in ${maskUrl(url)}`, 0, 100_000, maskUrl(dbText));
   if (parsed.search !== "") {
     throw new ConfigurationError(
       `invalid Redis URL ${maskUrl(url)}: query parameters are not read; give the password as redis://:password@host (or user:password@) or in ${envPrefix}_PASSWORD, the database as the path (/2)`,

@@ -90,6 +90,29 @@ describe("A10: DSN passwords never appear", () => {
     }, 20_000);
   }
 
+  it("a mistyped URL (not scheme://user:password@) keeps its password out of the configuration error", () => {
+    const typos = [
+      `redis:/app:${CANARY}@127.0.0.1:1/0`,
+      `redis//app:${CANARY}@127.0.0.1:1`,
+      `app:${CANARY}@127.0.0.1:1`,
+      `redis:app:${CANARY}@127.0.0.1:1`,
+      `redis ://app:${CANARY}@127.0.0.1:1`,
+      `postgres//u:${CANARY}@127.0.0.1:1/db`,
+    ];
+    for (const url of typos) {
+      for (const role of ["broker", "backend"] as const) {
+        let error: unknown;
+        try {
+          new Chicory({ broker: role === "broker" ? url : "memory", backend: role === "backend" ? url : null });
+        } catch (caught) {
+          error = caught;
+        }
+        expect(error, `${role} ${url}`).toBeInstanceOf(Error);
+        expect(inspect(error).toLowerCase(), `${role} ${url}`).not.toContain(CANARY.toLowerCase());
+      }
+    }
+  });
+
   it("a DSN inside a thrown task error is masked in logs, the stored result and the DLQ", async () => {
     const logger = recordingLogger();
     const broker = new MemoryBroker();

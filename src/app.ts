@@ -22,6 +22,7 @@ import {
   type BackendType,
   type BrokerType,
   createBackend,
+  createBackendBeside,
   createBroker,
   createDefaultBackend,
   DEFAULT_BROKER_SPEC,
@@ -208,7 +209,11 @@ export class Chicory {
       // broker resolved (CHICORY_BROKER_SQLITE_PATH included), so both share one file.
       const spec = options.backend ?? this.config.backendUrl;
       if (spec !== undefined) {
-        this.backend = namingVariable(backendVariable, () => createBackend(spec, context));
+        this.backend = namingVariable(backendVariable, () =>
+          typeof options.broker === "object"
+            ? createBackend(spec, context)
+            : createBackendBeside(spec, brokerSpec, context),
+        );
       } else if (typeof options.broker === "object") this.backend = null;
       else if (this.broker.kind === "sqlite") this.backend = createBackend(this.broker.displayUrl, context);
       else this.backend = createDefaultBackend(brokerSpec, context) ?? null;

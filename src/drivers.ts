@@ -116,8 +116,15 @@ export function defaultBackendSpec(brokerSpec: string): string | undefined {
   return SHARES_LOCATION.has(kind) ? brokerSpec : undefined;
 }
 
-/** The Redis settings that say where a Redis server is and which keys are the app's. */
-const REDIS_LOCATION = ["URL", "HOST", "PORT", "DB", "USERNAME", "PASSWORD", "TLS_CA", "TLS_REJECT_UNAUTHORIZED"];
+/** The Redis settings that say where a Redis server is. */
+const REDIS_LOCATION = ["URL", "HOST", "PORT", "DB", "USERNAME", "PASSWORD"];
+/** The Redis settings of how to trust that server: shared with the location, each unless set. */
+const REDIS_TLS = ["TLS_CA", "TLS_REJECT_UNAUTHORIZED"];
+
+/** True when a `CHICORY_BACKEND_REDIS_` location variable is set: the backend has its own server. */
+function hasOwnRedisLocation(env: EnvMap): boolean {
+  return REDIS_LOCATION.some((name) => env[`CHICORY_BACKEND_REDIS_${name}`] !== undefined);
+}
 
 /**
  * The backend a broker spec implies when none is configured (the same kind and location), or
@@ -132,9 +139,28 @@ export function createDefaultBackend(brokerSpec: string, context: DriverContext)
   if (parseSpec(spec, "backend").kind !== "redis") return createBackend(spec, context);
   const env: Record<string, string | undefined> = { ...context.env };
   const from = (name: string) => context.env[`CHICORY_BROKER_REDIS_${name}`];
-  if (!REDIS_LOCATION.some((name) => context.env[`CHICORY_BACKEND_REDIS_${name}`] !== undefined)) {
+  if (!hasOwnRedisLocation(context.env)) {
     for (const name of REDIS_LOCATION) env[`CHICORY_BACKEND_REDIS_${name}`] = from(name);
+    // the same server: trusted the same way, unless the backend says otherwise
+    for (const name of REDIS_TLS) env[`CHICORY_BACKEND_REDIS_${name}`] ??= from(name);
   }
   env.CHICORY_BACKEND_REDIS_KEY_PREFIX ??= from("KEY_PREFIX");
   return createBackend(spec, { ...context, env });
+}
+
+/**
+ * The backend of spec `backendSpec` next to a broker of spec `brokerSpec`. A backend asked for
+ * by kind alone (`"redis"`, no URL) beside a Redis broker, with no `CHICORY_BACKEND_REDIS_`
+ * location variable of its own, is the broker's default backend: where the broker connects
+ * (`new Chicory({ broker: "redis", backend: "redis" })` with `CHICORY_BROKER_REDIS_URL` set
+ * keeps both on that server), not on the Redis defaults (127.0.0.1:6379).
+ */
+export function createBackendBeside(backendSpec: string, brokerSpec: string, context: DriverContext): Backend {
+  const backend = parseSpec(backendSpec, "backend");
+  if (backend.kind === "redis" && backend.url === undefined && !hasOwnRedisLocation(context.env)) {
+    if (parseSpec(brokerSpec, "broker").kind === "redis") {
+      return createDefaultBackend(brokerSpec, context) ?? createBackend(backendSpec, context);
+    }
+  }
+  return createBackend(backendSpec, context);
 }

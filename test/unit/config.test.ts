@@ -236,6 +236,25 @@ describe("default backend location", () => {
     });
     expect(own.backend?.displayUrl).toBe("redis://127.0.0.1:6379/3");
     expect((own.backend as InstanceType<typeof RedisBackend>).settings.keyPrefix).toBe("res");
+    // asked for by kind alone (SPEC §2's `backend: "redis"`), the backend still follows the broker
+    for (const config of [{ env }, { env: { ...env, CHICORY_BROKER_URL: "redis", CHICORY_BACKEND_URL: "redis" } }]) {
+      const both = new Chicory({ broker: "redis", backend: "redis", config });
+      expect(both.backend?.displayUrl).toBe("redis://app:***@redis.example:6380/12");
+      expect((both.backend as InstanceType<typeof RedisBackend>).settings.keyPrefix).toBe("shop");
+    }
+    const byBrokerUrl = new Chicory({ broker: "redis://redis.example:6381/5", backend: "redis", config: { env: {} } });
+    expect(byBrokerUrl.backend?.displayUrl).toBe("redis://redis.example:6381/5");
+    // a TLS setting of the backend's own is no location: the backend stays on the broker's server
+    const tls = new Chicory({
+      broker: "redis",
+      config: {
+        env: {
+          CHICORY_BROKER_REDIS_URL: "rediss://app:pw@redis.example:6380/12",
+          CHICORY_BACKEND_REDIS_TLS_REJECT_UNAUTHORIZED: "true",
+        },
+      },
+    });
+    expect(tls.backend?.displayUrl).toBe("rediss://app:***@redis.example:6380/12");
   });
 
   it("warns when a Redis location variable is set but no broker is selected (SQLite default)", async () => {

@@ -138,7 +138,12 @@ function namingVariable<T>(variable: string | undefined, create: () => T): T {
   try {
     return create();
   } catch (error) {
-    if (variable === undefined || !(error instanceof ConfigurationError) || error.message.startsWith(variable)) {
+    // (an error that names its own variable, e.g. CHICORY_BROKER_REDIS_BLOCK_MS, is not this one's)
+    if (
+      variable === undefined ||
+      !(error instanceof ConfigurationError) ||
+      /^CHICORY_[A-Z0-9_]+: /.test(error.message)
+    ) {
       throw error;
     }
     throw new ConfigurationError(`${variable}: ${error.message}`, { cause: error });

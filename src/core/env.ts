@@ -57,7 +57,8 @@ export function checkInt(
 ): number {
   if (!Number.isSafeInteger(value) || value < min || value > max) {
     const text = typeof shown === "number" ? String(shown) : JSON.stringify(shown);
-    throw new ConfigurationError(`${name}: expected an integer from ${min} to ${max}, got ${text}`);
+    const range = max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`;
+    throw new ConfigurationError(`${name}: expected an integer ${range}, got ${text}`);
   }
   return value;
 }

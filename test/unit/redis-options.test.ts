@@ -263,6 +263,22 @@ describe("redis broker and backend settings", () => {
     expect(new RedisBroker({ prefetch: 8, env: { CHICORY_BROKER_REDIS_PREFETCH: "16" } }).settings.prefetch).toBe(8);
   });
 
+  it("names the variable of a value out of range, not the option it sets", async () => {
+    const { Chicory } = await import("../../src/app.js");
+    expect(() => new RedisBroker({ env: { CHICORY_BROKER_REDIS_BLOCK_MS: "900000" } })).toThrow(
+      /^CHICORY_BROKER_REDIS_BLOCK_MS: expected an integer from 1 to 600000, got "900000"/,
+    );
+    expect(() => new RedisBackend({ env: { CHICORY_BACKEND_REDIS_RESULT_TTL: "4000000000" } })).toThrow(
+      /^CHICORY_BACKEND_REDIS_RESULT_TTL: at most 3153600000 s/,
+    );
+    expect(() => new RedisBroker({ env: { CHICORY_BROKER_REDIS_CLAIM_MIN_IDLE_MS: "5" } })).toThrow(
+      /^CHICORY_BROKER_REDIS_CLAIM_MIN_IDLE_MS: expected an integer of at least 100, got "5"/,
+    );
+    // read through CHICORY_BROKER_URL=redis: the error still starts with the variable at fault
+    const env = { CHICORY_BROKER_URL: "redis", CHICORY_BROKER_REDIS_BLOCK_MS: "900000" };
+    expect(() => new Chicory({ config: { env } })).toThrow(/^CHICORY_BROKER_REDIS_BLOCK_MS: /);
+  });
+
   it("rejects a key prefix that could escape its hash tag, and invalid queue names", () => {
     expect(() => new RedisBroker({ keyPrefix: "a{b}", env: {} })).toThrow(ConfigurationError);
     expect(() => new RedisBackend({ keyPrefix: "a b", env: {} })).toThrow(ConfigurationError);

@@ -40,7 +40,7 @@ export function resolveBackendSettings(options: RedisBackendOptions, env: EnvMap
   const resultTtlSeconds = Math.ceil(ttlMs / 1000);
   if (resultTtlSeconds > MAX_TTL_SECONDS) {
     throw new ConfigurationError(
-      `resultTtl: at most ${MAX_TTL_SECONDS} s (100 years), got ${resultTtlSeconds} s; 0 keeps records forever`,
+      `${options.resultTtl === undefined ? `${ENV}_RESULT_TTL` : "resultTtl"}: at most ${MAX_TTL_SECONDS} s (100 years), got ${resultTtlSeconds} s; 0 keeps records forever`,
     );
   }
   return {

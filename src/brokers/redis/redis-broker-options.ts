@@ -82,7 +82,7 @@ export function resolveBrokerSettings(options: RedisBrokerOptions, env: EnvMap):
       options.consumerGroup ?? envString(env, `${ENV}_CONSUMER_GROUP`, "chicory-workers"),
       options.consumerGroup === undefined ? `${ENV}_CONSUMER_GROUP` : "consumerGroup",
     ),
-    blockMs: checkInt(options.blockMs ?? envInt(env, `${ENV}_BLOCK_MS`, 5000, 1), "blockMs", 1, 600_000),
+    blockMs: checkInt(options.blockMs ?? envInt(env, `${ENV}_BLOCK_MS`, 5000, 1, 600_000), "blockMs", 1, 600_000),
     claimMinIdleMs: checkInt(
       options.claimMinIdleMs ?? envInt(env, `${ENV}_CLAIM_MIN_IDLE_MS`, 30_000, 100),
       "claimMinIdleMs",

@@ -7,7 +7,7 @@
 import type { Chicory } from "../app.js";
 import type { Backend } from "../backends/backend.js";
 import { type LoadedApp, loadApp } from "./load-app.js";
-import { CliFailure } from "./output.js";
+import { CliFailure, CliUsageError } from "./output.js";
 
 /** The failure line: the adapter's own message when it already names the location, else prefixed. */
 function connectFailure(what: string, displayUrl: string, error: unknown): CliFailure {
@@ -42,7 +42,8 @@ export async function connectApp(app: Chicory): Promise<void> {
 export async function connectBackend(app: Chicory, purpose: string): Promise<Backend> {
   const backend = app.backend;
   if (!backend) {
-    throw new CliFailure(
+    // the app's configuration, not a runtime failure: a usage error (exit 2), as docs/cli.md says
+    throw new CliUsageError(
       `${purpose} needs a result backend, and this app has none (set backend or CHICORY_BACKEND_URL)`,
     );
   }

@@ -124,6 +124,12 @@ describe("chicory CLI basics", () => {
     expect(queues).toEqual(["default", "mail"]);
   });
 
+  it("a command that needs results, on an app with no result backend, is a usage error (2)", async () => {
+    const r = await runCli(["result", APP_JS, "some-task-id"], cliEnv({ CHICORY_BROKER_URL: "amqp://127.0.0.1:1" }));
+    expect(oneLineError(r.stderr)).toMatch(/needs a result backend, and this app has none/);
+    expect(r.code).toBe(2);
+  });
+
   it("masks passwords in the banner and in the unreachable-broker error (exit 1)", async () => {
     const secret = "s3cr3t-Pa55";
     const url = `redis://user:${secret}@127.0.0.1:1/0`;

@@ -104,7 +104,10 @@ export function registerWorkerCommand(program: Command, run: (action: () => Prom
   const command = program
     .command("worker")
     .description("run a worker (or, with -w N, supervise N worker processes) until SIGINT/SIGTERM")
-    .argument("<module>", "app module: path/to/app.ts[:export] (.ts, .mts, .js, .mjs; export `app` by default)")
+    .argument(
+      "<module>",
+      "app module: path/to/app.ts[:export] (.ts, .mts, .cts, .js, .mjs, .cjs; export `app` by default)",
+    )
     .option(
       "-w, --workers <n>",
       `number of worker processes to run and supervise (at most ${MAX_WORKER_PROCESSES})`,

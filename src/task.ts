@@ -19,6 +19,33 @@ import { ConfigurationError, ValidationError } from "./errors.js";
 import { AsyncResult, type ResultDefaults } from "./result.js";
 import { RetryPolicy, type RetryPolicyOptions } from "./retry.js";
 
+/** The keys of {@link TaskOptions}: any other is refused (a typo would be ignored silently). */
+const TASK_OPTION_KEYS: ReadonlySet<string> = new Set([
+  "name",
+  "retryPolicy",
+  "ignoreResult",
+  "validationMode",
+  "deliveryMode",
+  "args",
+  "result",
+  "context",
+  "queue",
+  "timeout",
+  "priority",
+]);
+
+/** Refuses an options object with a key {@link TaskOptions} does not have (untyped callers). */
+function checkOptionKeys(name: string, options: TaskOptions): void {
+  for (const key of Object.keys(options)) {
+    if (TASK_OPTION_KEYS.has(key)) continue;
+    const note =
+      key === "isolate"
+        ? ": not supported (a handler runs on the worker's event loop; run CPU-heavy work in a worker_threads pool of your own)"
+        : ` (options: ${[...TASK_OPTION_KEYS].join(", ")})`;
+    throw new ConfigurationError(`task ${name}: unknown option "${key}"${note}`);
+  }
+}
+
 /** Options of a task (SPEC §3). */
 export interface TaskOptions {
   /** Unique task name (default: the function's name). */
@@ -129,6 +156,7 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
   /** Not for direct use: tasks are made by `app.task()`, which registers them. */
   constructor(runtime: TaskRuntime, name: string, options: TaskOptions, handler: AnyHandler) {
     assertValidName(name, "task");
+    checkOptionKeys(name, options);
     this.#runtime = runtime;
     this.name = name;
     this.queue = options.queue ?? "default";

@@ -1051,12 +1051,14 @@ describe("Worker on the memory broker", () => {
       [{ args: {} }, /task t5 args: expected a Standard Schema/],
       [{ result: z.string }, /task t6 result: expected a Standard Schema .*got a function/],
       [{ timeout: 0 }, /task t7 timeout: must be more than 0/],
+      [{ retries: 3 }, /task t8: unknown option "retries" \(options: name, retryPolicy, /],
+      [{ isolate: "thread" }, /task t9: unknown option "isolate": not supported/],
     ];
     cases.forEach(([options, error], i) => {
       expect(() => app.task({ name: `t${i + 1}`, ...options } as never, handler)).toThrow(error);
     });
     // accepted: any letter case, as the app-level options
-    expect(app.task({ name: "t8", validationMode: "STRICT" as never }, handler).validationMode).toBe("strict");
+    expect(app.task({ name: "t10", validationMode: "STRICT" as never }, handler).validationMode).toBe("strict");
   });
 });
 

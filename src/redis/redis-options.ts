@@ -227,6 +227,12 @@ function fromUrl(
       `invalid Redis URL ${maskUrl(url)}: query parameters are not read; give the password as redis://:password@host (or user:password@) or in ${envPrefix}_PASSWORD, the database as the path (/2)`,
     );
   }
+  if (parsed.hash !== "") {
+    // e.g. a `#` in a password, not percent-encoded: what follows it would be dropped silently
+    throw new ConfigurationError(
+      `invalid Redis URL ${maskUrl(url)}: a "#" starts a fragment, which is not read; percent-encode a "#" in the user or password as %23`,
+    );
+  }
   const password = decodeUrlPart(parsed.password, "password", url);
   const username = decodeUrlPart(parsed.username, "user name", url);
   return {

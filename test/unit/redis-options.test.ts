@@ -104,6 +104,17 @@ describe("redis connection options", () => {
     expect(query).toThrow(/query parameters are not read; give the password as redis:\/\/:password@host .* P_PASSWORD/);
     expect(query).not.toThrow(/s3cret/);
   });
+
+  it("refuses a fragment instead of ignoring it; a # in a password is refused as a bad URL", () => {
+    const hash = () => resolveRedisConnection({ url: "redis://:s3cret@h:6379/0#primary" }, {}, "P");
+    expect(hash).toThrow(/invalid Redis URL redis:\/\/:\*\*\*@h:6379\/0#primary: a "#" starts a fragment/);
+    expect(hash).not.toThrow(/s3cret/);
+    const inPassword = () => resolveRedisConnection({ url: "redis://:pa#ss3cret@h:6379/0" }, {}, "P");
+    expect(inPassword).toThrow(/percent-encode @ : \/ \? # %/);
+    expect(inPassword).not.toThrow(/ss3cret/);
+    const encoded = resolveRedisConnection({ url: "redis://:pa%23ss@h:6379/0" }, {}, "P");
+    expect(encoded.options).toMatchObject({ password: "pa#ss" });
+  });
 });
 
 describe("redis TLS settings", () => {

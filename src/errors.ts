@@ -105,6 +105,14 @@ export class BrokerConnectionError extends ChicoryError {
  */
 export class DeadLetterQueueFullError extends BrokerConnectionError {}
 
+/**
+ * A publish was refused because its queue is at its configured backlog limit
+ * (`CHICORY_BROKER_REDIS_MAX_STREAM_LENGTH`): nothing was published. Sending it again at once
+ * meets the same limit; wait for workers to drain the queue (a `BrokerConnectionError`, so
+ * code that catches those still catches it).
+ */
+export class QueueFullError extends BrokerConnectionError {}
+
 /** The result backend cannot be reached or refused an operation. */
 export class BackendConnectionError extends ChicoryError {
   override readonly code = "BACKEND_CONNECTION";

@@ -66,6 +66,7 @@ export {
   DriverNotInstalledError,
   MaxRetriesExceededError,
   MessageTooLargeError,
+  QueueFullError,
   RetryError,
   TaskAbortedError,
   TaskFailedError,

@@ -37,7 +37,7 @@ import type { Logger } from "../../core/logger.js";
 import { MessageCodec } from "../../core/message.js";
 import { DeadlinePassed, nextTurn, withinDeadline } from "../../core/sleep.js";
 import { processWarningLogger } from "../../core/warn-once.js";
-import { BrokerConnectionError, ChicoryError, ConfigurationError } from "../../errors.js";
+import { BrokerConnectionError, ChicoryError, ConfigurationError, QueueFullError } from "../../errors.js";
 import { resendWhileClusterMoves } from "../../redis/cluster-resend.js";
 import { checkRedisAccess, defineAccessCheck, isNoPermError } from "../../redis/redis-access.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
@@ -82,8 +82,8 @@ const INSPECTION_TIMEOUT_MS = 10_000;
 const DEFAULT_QUEUE = "default";
 
 /** The error of a publish refused by the backlog limit `max`. */
-function queueFullError(queue: string, max: number): BrokerConnectionError {
-  return new BrokerConnectionError(
+function queueFullError(queue: string, max: number): QueueFullError {
+  return new QueueFullError(
     `queue "${queue}" is full (${max} messages, CHICORY_BROKER_REDIS_MAX_STREAM_LENGTH): message not published`,
   );
 }

@@ -12,7 +12,7 @@ import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker
 import { RELEASED_CONSUMER } from "../../../src/brokers/redis/redis-keys.js";
 import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js";
 import { MessageCodec } from "../../../src/core/message.js";
-import { BackendConnectionError, ValidationError } from "../../../src/errors.js";
+import { BackendConnectionError, BrokerConnectionError, QueueFullError, ValidationError } from "../../../src/errors.js";
 import { Chicory, MemoryBackend } from "../../../src/index.js";
 import { type RedisClientLike, runScript } from "../../../src/redis/redis-client.js";
 import { encodeTask, eventually, sleep } from "../../contract/contract-helpers.js";
@@ -56,6 +56,10 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(await s.raw.xlen(s.stream)).toBe(300);
     const limited = await s.newBroker({ maxStreamLength: 300 });
     await expect(publish(limited, s.queue)).rejects.toThrow(/full.*MAX_STREAM_LENGTH/);
+    // its own class (a caller retrying connection errors can tell), still a BrokerConnectionError
+    await expect(publish(limited, s.queue)).rejects.toBeInstanceOf(QueueFullError);
+    await expect(publish(limited, s.queue, { delayMs: 1000 })).rejects.toBeInstanceOf(BrokerConnectionError);
+    await expect(publish(limited, s.queue, { delayMs: 1000 })).rejects.toBeInstanceOf(QueueFullError);
     expect(await s.raw.xlen(s.stream)).toBe(300);
   });
 

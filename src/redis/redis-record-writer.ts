@@ -23,6 +23,11 @@ export interface RedisRecordWriter {
   recordsWritten(records: readonly TaskRecord[]): void;
   /** Writes terminal `records` (at most 500) on the backend's own connection, and announces them. */
   storeRecords(records: readonly TaskRecord[]): Promise<void>;
+  /**
+   * Writes those of terminal `records` (at most 500) whose task has no terminal record yet, and
+   * announces them; resolves to those written.
+   */
+  storeRecordsUnlessFinal?(records: readonly TaskRecord[]): Promise<TaskRecord[]>;
 }
 
 /** True when `backend` can lend its record writes to the broker's acks. */

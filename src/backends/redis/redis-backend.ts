@@ -196,7 +196,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
       {
         enableAutoPipelining: true,
         // Terminal records are already one call per turn: written at once (see the broker).
-        autoPipeliningIgnoredCommands: ["chicoryStoreResults"],
+        autoPipeliningIgnoredCommands: ["chicoryStoreResults", "chicoryStoreResultsUnlessFinal"],
         connectionName: "chicory-backend",
       },
       "Redis backend",
@@ -403,6 +403,17 @@ export class RedisBackend implements Backend, RedisRecordWriter {
       runScript(main, "chicoryStoreResults", [String(keys.length), ...keys], args),
     );
     this.recordsWritten(records);
+  }
+
+  /** {@inheritDoc RedisRecordWriter.storeRecordsUnlessFinal} */
+  async storeRecordsUnlessFinal(records: readonly TaskRecord[]): Promise<TaskRecord[]> {
+    const { keys, args } = this.storeResultsCall(records);
+    const reply = await this.#run("storeResult", (main) =>
+      runScript(main, "chicoryStoreResultsUnlessFinal", [String(keys.length), ...keys], args),
+    );
+    const written = records.filter((_, i) => Array.isArray(reply) && Number(reply[i]) === 1);
+    this.recordsWritten(written);
+    return written;
   }
 
   /** Terminal `records` were written (here or by the broker's ack script): wake local waiters. */

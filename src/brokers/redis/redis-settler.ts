@@ -294,6 +294,8 @@ export class RedisSettler implements DeliverySettler {
     let earlier = 0;
     let missed = 0;
     let orphaned = 0;
+    /** Indexes of fenced entries that were gone from the stream (code 2), not another consumer's. */
+    const gone: number[] = [];
     for (let i = 0; i < batch.length; i++) {
       const code = Array.isArray(results) ? Number(results[i]) : 1;
       if (code === 1) continue;
@@ -303,7 +305,10 @@ export class RedisSettler implements DeliverySettler {
       outcomes[i] = outcome;
       if (outcome === EARLIER) earlier++;
       else if (outcome === ORPHANED) orphaned++;
-      else missed++;
+      else {
+        missed++;
+        if (code === 2) gone.push(i);
+      }
     }
     // Only the records of entries this consumer still held were written (the script's fence).
     // Those of entries an earlier copy of the call settled are written again: that copy's
@@ -332,20 +337,28 @@ export class RedisSettler implements DeliverySettler {
           "their results are stored",
       );
     }
+    // Entries gone from the stream: settled by a worker that took them over (its final record
+    // is there, and stays), or lost with the stream (a Redis restart without persistence:
+    // nobody runs them again, and a record of this run's outcome is the only one they get).
+    const goneRecords = withRecords ? gone.filter((i) => i < records.length).map((i) => records[i]) : [];
+    if (goneRecords.length > 0) this.#storeUnlessFinal(goneRecords as TaskRecord[], first.queue);
     if (missed > 0) {
       // The entry was no longer pending for this consumer: its lease ran out and another worker
       // took it (this ack was fenced), or it left the PEL some other way. Either way the job may
       // run (or have run) elsewhere too, and its result is the other run's: a record sent with
-      // a fenced ack was not written.
+      // a fenced ack was not written (one of an entry gone from the stream is, just above,
+      // where the task has no final record).
       this.#logger.warn(
         {
           queue: first.queue,
           consumer: this.#consumerId,
           entries: missed,
-          recordsSkipped: records.length - written.length,
+          recordsSkipped: records.length - written.length - goneRecords.length,
+          recordsStoredUnlessFinal: goneRecords.length,
         },
         "redis ack: entries no longer pending for this consumer (lease lost to another worker, or the entries are gone: " +
-          "purged, or a Redis restart without persistence); their jobs may run twice, and the results this run sent were not stored",
+          "purged, or lost in a Redis restart without persistence); a job another worker took may run twice, and its " +
+          "result is that worker's; the result of one gone from the stream is stored unless a final one is there",
       );
     }
     batch.forEach(({ delivery, confirm, resolve, reject }, i) => {
@@ -482,6 +495,27 @@ export class RedisSettler implements DeliverySettler {
    * writes are lost when the reconnect was a Redis restart without persistence. Best effort,
    * in the background: a failure is logged.
    */
+  /** Writes `records` of entries gone from the stream where their task has no final record (see `#ackBatch`). */
+  #storeUnlessFinal(records: readonly TaskRecord[], queue: string): void {
+    const writer = this.#records;
+    if (writer?.storeRecordsUnlessFinal === undefined) return;
+    writer.storeRecordsUnlessFinal(records).then(
+      (written) => {
+        if (written.length === 0) return;
+        this.#logger.info(
+          { queue, records: written.length, leftToFinal: records.length - written.length },
+          "redis ack: stored the results of jobs whose entries were gone from the stream and that had no final result (lost with the stream?)",
+        );
+      },
+      (error: unknown) => {
+        this.#logger.warn(
+          { queue, records: records.length, err: error instanceof Error ? error.message : String(error) },
+          "redis: could not store the results of jobs whose entries were gone from the stream; they may be missing",
+        );
+      },
+    );
+  }
+
   #writeAgain(records: readonly TaskRecord[], queue: string): void {
     this.#records?.storeRecords(records).catch((error: unknown) => {
       this.#logger.warn(

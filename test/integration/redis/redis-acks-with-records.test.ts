@@ -13,7 +13,7 @@ import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { Chicory, Worker } from "../../../src/index.js";
 import type { RedisRecordWriter } from "../../../src/redis/redis-record-writer.js";
-import { encodeTask, fetchN, fetchOne, successRecord as success } from "../../contract/contract-helpers.js";
+import { encodeTask, eventually, fetchN, fetchOne, successRecord as success } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless } from "../../helpers/services.js";
 import { openBrokerSandbox } from "./redis-broker-sandbox.js";
@@ -96,6 +96,26 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     await e.ackWithRecord?.(success(other, "done"));
     expect(JSON.parse((await s.raw.get(s.backend.resultKey(other))) ?? "null")).toMatchObject({ state: "SUCCESS" });
     expect(await s.raw.xlen(s.stream)).toBe(0);
+  });
+
+  it("an ack whose entry is gone from the stream (lost in a restart without persistence) stores its record unless a final one is there", async () => {
+    const s = await setup();
+    expect(s.broker.attachResults(s.backend)).toBe(true);
+    const lost = await s.publish();
+    const takenOver = await s.publish();
+    const [a, b] = await fetchN(s.consumer(), 2);
+    // Both entries leave the stream under the worker: one lost with the data, the other settled
+    // by a worker that took it over and stored its own outcome.
+    for (const d of [a, b]) {
+      await s.raw.xack(s.stream, s.group, d?.deliveryId ?? "");
+      await s.raw.xdel(s.stream, d?.deliveryId ?? "");
+    }
+    await s.backend.storeResult(success(takenOver, "theirs"));
+    const ids = [a, b].map((d) => (d?.body.includes(lost) ? lost : takenOver));
+    await Promise.all([a, b].map((d, i) => d?.ackWithRecord?.(success(ids[i] as string, "mine"))));
+    const value = async (id: string) => JSON.parse((await s.raw.get(s.backend.resultKey(id))) ?? "null")?.result;
+    await eventually(async () => expect(await value(lost)).toBe("mine"));
+    expect(await value(takenOver)).toBe("theirs");
   });
 
   it("writes the record of an untrusted entry (an `id` field that is not its message's id) with its ack", async () => {

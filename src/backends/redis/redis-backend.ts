@@ -213,6 +213,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
       main,
       channel: this.doneChannel,
       pollIntervalMs: 1000,
+      recordTtlMs: this.settings.resultTtlSeconds * 1000,
       fetchMany: (ids) => this.#fetchMany(ids),
       onError: (error, what = "read failed") =>
         this.#logger.warn({ err: this.#describe(error) }, `redis result wait: ${what}`),

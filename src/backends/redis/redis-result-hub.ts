@@ -60,12 +60,16 @@ export interface ResultHubHost {
   onError(error: unknown, what?: string): void;
   /** Tells of an outage that waits meet, once per outage (see {@link OutageNotice}). */
   readonly outage?: OutageNotice;
+  /** How long a record lives in Redis, ms (0: for ever): a kept record is not handed out older. */
+  readonly recordTtlMs?: number;
 }
 
 /** Shared waiting for terminal records (see module doc). */
 export class RedisResultHub {
   readonly #host: ResultHubHost;
   readonly #waiter: ResultWaiter;
+  /** {@link EARLY_MAX_AGE_MS}, or the records' TTL when shorter (an expired record reads PENDING). */
+  readonly #earlyMaxAgeMs: number;
   readonly #notified = new Set<string>();
   /** Ids published by this process (`expect`), oldest first; dropped once their record arrives. */
   readonly #expected = new Set<string>();
@@ -88,6 +92,8 @@ export class RedisResultHub {
 
   constructor(host: ResultHubHost) {
     this.#host = host;
+    const ttlMs = host.recordTtlMs ?? 0;
+    this.#earlyMaxAgeMs = ttlMs > 0 ? Math.min(EARLY_MAX_AGE_MS, ttlMs) : EARLY_MAX_AGE_MS;
     this.#waiter = new ResultWaiter({
       fetchMany: (ids) => host.fetchMany(ids),
       pollIntervalMs: host.pollIntervalMs,
@@ -102,7 +108,7 @@ export class RedisResultHub {
     const early = this.#early.get(taskId);
     if (early !== undefined) {
       this.#early.delete(taskId);
-      if (Date.now() - early.at <= EARLY_MAX_AGE_MS) return Promise.resolve(early.record);
+      if (Date.now() - early.at <= this.#earlyMaxAgeMs) return Promise.resolve(early.record);
     }
     // From now on the waiter receives the record. An id published here while the subscription
     // was live, whose record has not arrived, needs no first read: its notification is still to
@@ -310,7 +316,7 @@ export class RedisResultHub {
     if (this.#earlySweep !== undefined || this.#isClosed) return;
     const oldest = this.#early.values().next().value;
     if (oldest === undefined) return;
-    const dueMs = Math.max(0, oldest.at + EARLY_MAX_AGE_MS - Date.now()) + 100;
+    const dueMs = Math.max(0, oldest.at + this.#earlyMaxAgeMs - Date.now()) + 100;
     this.#earlySweep = setTimeout(() => {
       this.#earlySweep = undefined;
       this.#dropExpiredEarly(Date.now());
@@ -322,7 +328,7 @@ export class RedisResultHub {
   /** Drops kept records past {@link EARLY_MAX_AGE_MS}, and the oldest beyond {@link MAX_EARLY}. */
   #dropExpiredEarly(now: number): void {
     for (const [id, early] of this.#early) {
-      if (this.#early.size < MAX_EARLY && now - early.at <= EARLY_MAX_AGE_MS) break;
+      if (this.#early.size < MAX_EARLY && now - early.at <= this.#earlyMaxAgeMs) break;
       this.#early.delete(id);
     }
   }

@@ -194,6 +194,19 @@ describe.skipIf(skip)("redis backend", () => {
     expect(stdout.trim()).toBe("TimeoutError"); // before: "alive" with a 2 s ioredis timer
   });
 
+  it("a record kept from its notification is not handed out once its TTL made it expire in Redis", async () => {
+    const s = await setup();
+    const waiting = await s.open("1s");
+    const writer = await s.open("1s");
+    expect(await waiting.waitForResult(uniqueName("task-"), { timeoutMs: 1 })).toBeNull(); // subscribed
+    const id = uniqueName("task-");
+    waiting.expectResult(id); // as delay() does: its notification is kept until a wait comes
+    await writer.storeResult(success(id, "short-lived"));
+    await eventually(async () => expect(await s.raw.exists(waiting.resultKey(id))).toBe(0), 5000);
+    // As Redis says: expired, unknown (it was handed out from memory for 10 s)
+    expect(await waiting.waitForResult(id, { timeoutMs: 200 })).toBeNull();
+  });
+
   it("a get() cut short by the backend's disconnect says so, not that its timeout passed", async () => {
     const s = await setup();
     const backend = await s.open();

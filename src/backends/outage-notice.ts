@@ -83,10 +83,13 @@ export class OutageWatch {
     this.#begin();
   }
 
-  /** A read is still out a poll interval after it was sent (the backend may not answer). */
-  unanswered(): void {
+  /**
+   * A read is still out a poll interval after it was sent (the backend may not answer);
+   * `sentAtMs` (performance.now() ms): when it was sent, from which the outage is counted.
+   */
+  unanswered(sentAtMs?: number): void {
     if (this.#waiting() === 0) return;
-    this.#begin();
+    this.#begin(sentAtMs);
   }
 
   /** A read succeeded: the trouble, if any, is over (told when it was warned of). */
@@ -115,11 +118,13 @@ export class OutageWatch {
     this.#timer = undefined;
   }
 
-  #begin(): void {
+  #begin(sinceMs?: number): void {
     if (this.#troubleSinceMs !== undefined) return;
-    this.#troubleSinceMs = performance.now();
+    const now = performance.now();
+    // (a read unanswered since it was sent: the trouble began then, not when it was noticed)
+    this.#troubleSinceMs = sinceMs === undefined ? now : Math.min(sinceMs, now);
     if (this.#notice === undefined || this.#warnedSinceMs !== undefined) return;
-    this.#timer = setTimeout(() => this.#warn(), OUTAGE_NOTICE_MS);
+    this.#timer = setTimeout(() => this.#warn(), Math.max(0, this.#troubleSinceMs + OUTAGE_NOTICE_MS - now));
     this.#timer.unref();
   }
 

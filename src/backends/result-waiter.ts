@@ -120,6 +120,8 @@ export class ResultWaiter {
   #timer: NodeJS.Timeout | undefined;
   #timerIntervalMs = 0;
   #activePolls = 0;
+  /** When the polls out now began (performance.now() ms): an outage of a backend that does not answer counts from then. */
+  #pollsSinceMs: number | undefined;
   #isClosed = false;
   #isPushActive = false;
   /** Tells of an outage its waits meet (see {@link OutageNotice}); tracks it without one. */
@@ -254,7 +256,7 @@ export class ResultWaiter {
       // a slow read must not pile up overlapping polls; one still out a whole interval later
       // may be a backend that does not answer (its client holds the commands while it reconnects)
       if (this.#activePolls === 0) void this.#poll([...this.#waiters.keys()]);
-      else this.#outage.unanswered();
+      else this.#outage.unanswered(this.#pollsSinceMs);
     }, timerDelay(intervalMs)); // a pollInterval of weeks: not the 1 ms Node makes of an overflow
     this.#timer.unref();
   }
@@ -274,7 +276,7 @@ export class ResultWaiter {
   }
 
   async #poll(ids: string[]): Promise<void> {
-    this.#activePolls++;
+    if (this.#activePolls++ === 0) this.#pollsSinceMs = performance.now();
     try {
       for (let i = 0; i < ids.length; i += this.#maxBatch) {
         const batch = ids.slice(i, i + this.#maxBatch).filter((id) => this.#waiters.has(id));

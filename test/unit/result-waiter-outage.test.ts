@@ -47,6 +47,29 @@ describe("ResultWaiter outage notice", () => {
     vi.useRealTimers();
   });
 
+  it("a backend that stops answering between polls is told of OUTAGE_NOTICE_MS after the first unanswered read was sent", async () => {
+    const store = flakyStore();
+    const { logger, lines } = textLogger();
+    const waiter = new ResultWaiter({
+      fetchMany: store.fetchMany,
+      pollIntervalMs: 5000, // the Redis hub's safety-net poll
+      outage: { logger, backend: "redis backend redis://h:6379/0", lastError: () => "" },
+    });
+    const wait = waiter.wait("t");
+    await vi.advanceTimersByTimeAsync(1000); // read at once: not there yet
+    store.state.mode = "hang"; // frozen: the next read (at 5 s) gets no answer
+    await vi.advanceTimersByTimeAsync(OUTAGE_NOTICE_MS + 4000 - 1);
+    expect(lines).toEqual([]);
+    await vi.advanceTimersByTimeAsync(2);
+    // counted from the unanswered read's send (was: from when the next poll noticed it, 5 s later)
+    expect(lines).toEqual([expect.stringMatching(/no answer for 5\.0 s\)$/)]);
+    store.records.set("t", success("t"));
+    store.up();
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(await wait).toEqual(success("t"));
+    waiter.close();
+  });
+
   it("one warning for a thousand waits whose reads get no answer, after OUTAGE_NOTICE_MS; one info line when they are answered", async () => {
     const store = flakyStore();
     const { logger, lines } = textLogger();
@@ -57,8 +80,8 @@ describe("ResultWaiter outage notice", () => {
     });
     store.state.mode = "hang";
     const waits = Array.from({ length: 1000 }, (_, i) => waiter.wait(`t${i}`));
-    await vi.advanceTimersByTimeAsync(OUTAGE_NOTICE_MS);
-    expect(lines).toEqual([]); // not before the read has gone unanswered that long
+    await vi.advanceTimersByTimeAsync(OUTAGE_NOTICE_MS - 1);
+    expect(lines).toEqual([]); // not before the read has gone unanswered that long (counted from its send)
     await vi.advanceTimersByTimeAsync(600);
     expect(lines).toEqual([
       expect.stringMatching(

@@ -123,7 +123,8 @@ export class SqlWaitHub {
     let records: TaskRecord[];
     // a read still out a poll interval later: the database may not answer (a connection that
     // waits for its connect timeout, a half-open socket)
-    const unanswered = setTimeout(() => this.#outage.unanswered(), timerDelay(this.#intervalMs()));
+    const sentAtMs = performance.now();
+    const unanswered = setTimeout(() => this.#outage.unanswered(sentAtMs), timerDelay(this.#intervalMs()));
     unanswered.unref();
     try {
       records = await this.#fetch(ids);

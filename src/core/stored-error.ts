@@ -24,7 +24,7 @@ export function toStoredError(thrown: unknown): StoredError {
         : typeof constructorName === "string" && constructorName !== ""
           ? constructorName
           : "Error";
-    const stack: unknown = error.stack;
+    const stack = withCauses(error, error.stack);
     // passwords of URLs in error texts never reach logs, results or the DLQ (RELIABILITY A10)
     return {
       type: type.slice(0, 200),
@@ -34,4 +34,33 @@ export function toStoredError(thrown: unknown): StoredError {
   } catch {
     return { type: "Error", message: "the task threw a value that cannot be read as an error" };
   }
+}
+
+/** Most causes (and inner errors of an `AggregateError`) written after a stack. */
+const MAX_CAUSES = 5;
+
+/**
+ * `stack` followed by the error's `cause` chain and, for an `AggregateError`, its inner errors,
+ * as Node prints them ("Caused by: …", "[errors[0]] …"); `stack` as it is when there are none.
+ */
+function withCauses(error: Error, stack: unknown): unknown {
+  const inner = error instanceof AggregateError && Array.isArray(error.errors) ? error.errors : [];
+  if (error.cause === undefined && inner.length === 0) return stack;
+  const describe = (thrown: unknown): string => {
+    const e = toError(thrown);
+    return typeof e.stack === "string" ? e.stack : `${String(e.name)}: ${String(e.message)}`;
+  };
+  let text = typeof stack === "string" ? stack : `${String(error.name)}: ${String(error.message)}`;
+  inner.slice(0, MAX_CAUSES).forEach((e: unknown, i: number) => {
+    text += `\n[errors[${i}]] ${describe(e)}`;
+  });
+  const seen = new Set<unknown>([error]);
+  let cause: unknown = error.cause;
+  for (let depth = 0; cause !== undefined && depth < MAX_CAUSES && !seen.has(cause); depth++) {
+    if (text.length >= MAX_STORED_TEXT) break;
+    seen.add(cause);
+    text += `\nCaused by: ${describe(cause)}`;
+    cause = cause instanceof Error ? cause.cause : undefined;
+  }
+  return text;
 }

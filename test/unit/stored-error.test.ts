@@ -1,0 +1,39 @@
+/** The stored form of what a task threw: causes and inner errors are kept in its stack text. */
+import { describe, expect, it } from "vitest";
+import { MAX_STORED_TEXT, toStoredError } from "../../src/core/stored-error.js";
+
+describe("toStoredError", () => {
+  it("keeps an error's cause chain after its stack, as Node prints it", () => {
+    const root = new TypeError("socket hang up: redis://app:s3cret@db:6379/0");
+    const error = new Error("charge failed", { cause: new Error("gateway timeout", { cause: root }) });
+    const stored = toStoredError(error);
+    expect(stored.type).toBe("Error");
+    expect(stored.message).toBe("charge failed");
+    expect(stored.stack).toMatch(/^Error: charge failed\n/);
+    expect(stored.stack).toMatch(/\nCaused by: Error: gateway timeout\n[\s\S]*\nCaused by: TypeError: socket hang up/);
+    expect(stored.stack).not.toContain("s3cret"); // masked in causes too
+  });
+
+  it("keeps the inner errors of an AggregateError, and a cause that is not an Error", () => {
+    const stored = toStoredError(new AggregateError([new RangeError("a"), "b"], "all failed", { cause: { code: 7 } }));
+    expect(stored.type).toBe("AggregateError");
+    expect(stored.stack).toMatch(/\n\[errors\[0\]\] RangeError: a\n/);
+    expect(stored.stack).toMatch(/\n\[errors\[1\]\] Error: b/);
+    expect(stored.stack).toMatch(/\nCaused by: Error: .*code/);
+  });
+
+  it("ends on a cyclic cause chain and stays within the stored length", () => {
+    const a = new Error("a");
+    const b = new Error("b", { cause: a });
+    (a as { cause?: unknown }).cause = b;
+    const stored = toStoredError(a);
+    expect(stored.stack?.match(/Caused by/g)).toHaveLength(1);
+    const long = new Error("x".repeat(MAX_STORED_TEXT), { cause: new Error("y".repeat(MAX_STORED_TEXT)) });
+    expect(toStoredError(long).stack?.length).toBeLessThanOrEqual(MAX_STORED_TEXT);
+  });
+
+  it("leaves an error without causes as it was", () => {
+    const error = new Error("plain");
+    expect(toStoredError(error)).toEqual({ type: "Error", message: "plain", stack: error.stack });
+  });
+});

@@ -18,6 +18,11 @@ export interface StoredDlqEntry {
   readonly failedAt: Date | string | number;
   /** The retry counter, when the broker stored it; else read from the message. */
   readonly retryCount?: number | undefined;
+  /**
+   * The task id, when the broker stored it next to the body: `originalMessage` is `{ id }` for a
+   * body that cannot be read (too large, not JSON), so listings still name the task.
+   */
+  readonly taskId?: string | undefined;
 }
 
 /**
@@ -26,7 +31,7 @@ export interface StoredDlqEntry {
  * else from the message's `retries`, else 0.
  */
 export function toDlqMessage(messageId: string, stored: StoredDlqEntry): DlqMessage {
-  const originalMessage = peekMessage(stored.body);
+  const originalMessage = peekMessage(stored.body) ?? (stored.taskId ? { id: stored.taskId } : null);
   const fromMessage = originalMessage?.retries;
   const retryCount =
     stored.retryCount !== undefined && Number.isFinite(stored.retryCount)

@@ -36,6 +36,7 @@ export async function getDlqMessages(client: RedisClientLike, keys: QueueKeys, c
       error: f.error ?? "",
       failedAt: f.failed_at ?? 0,
       retryCount: Number.isFinite(retryCount) ? retryCount : undefined,
+      taskId: f.id || undefined,
     });
   });
 }

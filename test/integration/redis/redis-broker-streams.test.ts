@@ -582,6 +582,28 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect((await s.broker.getDlqMessages(s.queue)).map((m) => m.messageId)).toEqual([`${ms}-0`]);
   });
 
+  it("lists a dead letter whose body cannot be read with the task id stored next to it", async () => {
+    const s = await setup();
+    await s.raw.xadd(
+      s.dlq,
+      "*",
+      "data",
+      "{not json",
+      "error",
+      "decode_error",
+      "failed_at",
+      1,
+      "retry_count",
+      0,
+      "id",
+      "task-7",
+    );
+    await s.raw.xadd(s.dlq, "*", "data", "{not json", "error", "decode_error", "failed_at", 1, "retry_count", 0);
+    const [withId, without] = await s.broker.getDlqMessages(s.queue);
+    expect(withId?.originalMessage).toEqual({ id: "task-7" });
+    expect(without?.originalMessage).toBeNull();
+  });
+
   it("a replay whose result backend cannot be read fails with the backend's error, and replays nothing", async () => {
     class Unreachable extends MemoryBackend {
       override async getResult(): Promise<TaskRecord | null> {

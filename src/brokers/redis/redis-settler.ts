@@ -331,10 +331,9 @@ export class RedisSettler implements DeliverySettler {
     }
     if (orphaned > 0) {
       this.#logger.warn(
-        { queue: first.queue, consumer: this.#consumerId, entries: orphaned },
+        { queue: first.queue, consumer: this.#consumerId, entries: orphaned, resultsStoredWithAck: withRecords },
         "redis ack: entries were in the stream but pending for no consumer (the consumer group was deleted and " +
-          "recreated, or Redis was restored from a backup or failed over): deleted now, so they do not run again; " +
-          "their results are stored",
+          "recreated, or Redis was restored from a backup or failed over): deleted now, so they do not run again",
       );
     }
     // Entries gone from the stream: settled by a worker that took them over (its final record

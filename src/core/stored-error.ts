@@ -44,23 +44,33 @@ const MAX_CAUSES = 5;
  * as Node prints them ("Caused by: …", "[errors[0]] …"); `stack` as it is when there are none.
  */
 function withCauses(error: Error, stack: unknown): unknown {
-  const inner = error instanceof AggregateError && Array.isArray(error.errors) ? error.errors : [];
-  if (error.cause === undefined && inner.length === 0) return stack;
-  const describe = (thrown: unknown): string => {
-    const e = toError(thrown);
-    return typeof e.stack === "string" ? e.stack : `${String(e.name)}: ${String(e.message)}`;
-  };
-  let text = typeof stack === "string" ? stack : `${String(error.name)}: ${String(error.message)}`;
-  inner.slice(0, MAX_CAUSES).forEach((e: unknown, i: number) => {
-    text += `\n[errors[${i}]] ${describe(e)}`;
-  });
-  const seen = new Set<unknown>([error]);
-  let cause: unknown = error.cause;
-  for (let depth = 0; cause !== undefined && depth < MAX_CAUSES && !seen.has(cause); depth++) {
-    if (text.length >= MAX_STORED_TEXT) break;
-    seen.add(cause);
-    text += `\nCaused by: ${describe(cause)}`;
-    cause = cause instanceof Error ? cause.cause : undefined;
+  // Never at the cost of the error itself: a cause or `errors` getter that throws, a Proxy…
+  // leave the stack as it is.
+  try {
+    const inner = error instanceof AggregateError && Array.isArray(error.errors) ? error.errors : [];
+    if (error.cause === undefined && inner.length === 0) return stack;
+    let text = typeof stack === "string" ? stack : `${String(error.name)}: ${String(error.message)}`;
+    inner.slice(0, MAX_CAUSES).forEach((e: unknown, i: number) => {
+      text += `\n[errors[${i}]] ${describeThrown(e)}`;
+    });
+    const seen = new Set<unknown>([error]);
+    let cause: unknown = error.cause;
+    for (let depth = 0; cause !== undefined && depth < MAX_CAUSES && !seen.has(cause); depth++) {
+      if (text.length >= MAX_STORED_TEXT) break;
+      seen.add(cause);
+      text += `\nCaused by: ${describeThrown(cause)}`;
+      cause = cause instanceof Error ? cause.cause : undefined;
+    }
+    return text;
+  } catch {
+    return stack;
   }
-  return text;
+}
+
+/** An error's own stack; a value that is not an Error as its text alone (no stack of ours). */
+function describeThrown(thrown: unknown): string {
+  if (thrown instanceof Error) {
+    return typeof thrown.stack === "string" ? thrown.stack : `${String(thrown.name)}: ${String(thrown.message)}`;
+  }
+  return toError(thrown).message;
 }

@@ -38,6 +38,9 @@ export function describeRedisError(error: unknown, password: string | undefined)
  * command on its reply errors), so that a key of another type under the prefix (an operator's
  * `SET`) can be found. Chicory's own type checks name their key already.
  */
+/** Commands whose first argument is a subcommand, the key coming next (`XINFO CONSUMERS key …`). */
+const SUBCOMMAND_FIRST: ReadonlySet<string> = new Set(["xinfo", "xgroup", "object", "memory"]);
+
 function withWrongTypeHint(text: string, error: unknown): string {
   if (!/^WRONGTYPE\b/.test(text) || /^WRONGTYPE key /.test(text)) return text;
   const command = (error as { command?: { name?: unknown; args?: unknown } } | null)?.command;
@@ -48,7 +51,8 @@ function withWrongTypeHint(text: string, error: unknown): string {
   else if (name === "xreadgroup" || name === "xread") {
     const at = args.findIndex((a) => a.toUpperCase() === "STREAMS");
     keys = at < 0 ? [] : args.slice(at + 1, at + 1 + (args.length - at - 1) / 2);
-  } else keys = args.slice(0, 1);
+  } else if (SUBCOMMAND_FIRST.has(name)) keys = args.slice(1, 2);
+  else keys = args.slice(0, 1);
   return keys.length === 0
     ? `${text} (a key holds a value of another type than Chicory's)`
     : `${text} (${keys.length === 1 ? "key" : "one of the keys"} ${keys.join(", ")}; TYPE <key> tells which)`;

@@ -325,6 +325,11 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await expect(s.broker.writeDeadLetter(s.queue, d.body, "poison")).rejects.toThrow(/WRONGTYPE/);
     // Redis's own WRONGTYPE names no key: the error names the command's
     await expect(s.broker.getDlqCount(s.queue)).rejects.toThrow(/WRONGTYPE .*\(key .*:dlq:\{.*\}; TYPE <key> tells/);
+    // (a command whose key follows a subcommand: XINFO CONSUMERS <key>)
+    await s.raw.rename(s.stream, `${s.stream}:kept`);
+    await s.raw.set(s.stream, "not a stream");
+    await expect(s.broker.getConsumerCount(s.queue)).rejects.toThrow(/\(key .*:stream:\{.*\}; TYPE <key> tells/);
+    await s.raw.rename(`${s.stream}:kept`, s.stream);
     const delayed = `${s.prefix}:delayed:{${s.queue}}`;
     await s.raw.set(delayed, "not a zset");
     await expect(d.retry(d.body, 60_000)).rejects.toThrow(/WRONGTYPE key .*:delayed:.* holds a string, not a zset/);

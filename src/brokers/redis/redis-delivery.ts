@@ -33,6 +33,8 @@ export class RedisDelivery implements Delivery {
   readonly keys: QueueKeys;
   readonly #settler: DeliverySettler;
   #taskId: string | undefined;
+  /** True when {@link taskId} fell back to the entry id. */
+  #taskIdIsEntryId = false;
   readonly #leaseLost = new LeaseLostListener();
   #isSettled = false;
   #isLeaseLost = false;
@@ -71,9 +73,19 @@ export class RedisDelivery implements Delivery {
   get taskId(): string {
     if (this.#taskId === undefined) {
       const id = peekMessage(this.body)?.id;
-      this.#taskId = typeof id === "string" && id.length > 0 ? id : this.deliveryId;
+      this.#taskIdIsEntryId = !(typeof id === "string" && id.length > 0);
+      this.#taskId = this.#taskIdIsEntryId ? this.deliveryId : (id as string);
     }
     return this.#taskId;
+  }
+
+  /**
+   * The task id when the entry or its message names one; undefined when {@link taskId} falls back
+   * to the entry id (a body that cannot be read and no `id` field): that is no task's id.
+   */
+  get knownTaskId(): string | undefined {
+    const id = this.taskId; // (reads the body's id first, when needed)
+    return this.#taskIdIsEntryId ? undefined : id;
   }
 
   /** {@inheritDoc Delivery.decodedTaskId} */
@@ -82,6 +94,7 @@ export class RedisDelivery implements Delivery {
     // a copied body) must not release that id's unique marker or take its delayed slot.
     if (this.#taskId !== undefined && this.#taskId !== taskId) this.#isUntrusted = true;
     this.#taskId = taskId;
+    this.#taskIdIsEntryId = false;
   }
 
   /** {@inheritDoc Delivery.markUntrusted} */

@@ -415,7 +415,8 @@ export class RedisSettler implements DeliverySettler {
       error,
       retryCountOf(d.body),
       this.#ctx.dlqMaxLength,
-      d.isUntrusted ? "" : d.taskId, // an untrusted entry's claimed id keeps its unique marker
+      // an untrusted entry's claimed id keeps its unique marker; an unreadable one has no task id
+      d.isUntrusted ? "" : (d.knownTaskId ?? ""),
       this.#consumerId,
       ...(store?.args ?? []),
     ];

@@ -607,6 +607,13 @@ describe.skipIf(skip)("redis broker: streams", () => {
     const [withId, without] = await s.broker.getDlqMessages(s.queue);
     expect(withId?.originalMessage).toEqual({ id: "task-7" });
     expect(without?.originalMessage).toBeNull();
+    // dead-lettered by a consumer: an unreadable body with no `id` field names no task (not its entry id)
+    await s.raw.xadd(s.stream, "*", "data", "{not json either");
+    const d = await fetchOne(s.consumer());
+    await d.deadLetter("decode_error");
+    const third = (await s.broker.getDlqMessages(s.queue))[2];
+    expect(third?.body).toBe("{not json either");
+    expect(third?.originalMessage).toBeNull();
   });
 
   it("a replay whose result backend cannot be read fails with the backend's error, and replays nothing", async () => {

@@ -73,6 +73,8 @@ const RECLAIM_PAGE = 2000;
 const RENEW_CHUNK = 500;
 /** A consumer group lost again within this time of the last loss fails the fetch (see `fetch`). */
 const GROUP_LOST_AGAIN_MS = 10_000;
+/** Longest pause before a group lost again and again is re-created. */
+const GROUP_RECREATE_MAX_MS = 30_000;
 
 /** Longest wait for the read-ahead buffer's release when closing. */
 const RELEASE_ON_CLOSE_MS = 2000;
@@ -133,6 +135,10 @@ export class RedisConsumer implements Consumer {
   readonly #consumerId: string;
   /** When a read last found a consumer group missing (`performance.now()`). */
   #groupLostAtMs = Number.NEGATIVE_INFINITY;
+  /** Losses of a group, each within {@link GROUP_LOST_AGAIN_MS} of the one before. */
+  #groupLosses = 0;
+  /** No group is re-created before this time (`performance.now()`), after a loss soon after the last. */
+  #groupRecreateAtMs = Number.NEGATIVE_INFINITY;
   readonly #queues: QueueState[];
   readonly #reclaimIntervalMs: number;
   readonly #renewTimer: NodeJS.Timeout;
@@ -249,6 +255,10 @@ export class RedisConsumer implements Consumer {
       await this.#confirmStale(this.#buffer);
       if (this.#buffer.length > 0) return this.#buffer.splice(0, max);
     }
+    if (performance.now() < this.#groupRecreateAtMs && this.#queues.some((q) => !q.hasGroup)) {
+      // lost again soon after its last re-creation: not re-created before its pause is over
+      throw this.#groupLostAgainError();
+    }
     const conn = await this.#connection();
     const out: RedisDelivery[] = [];
     const want = max + this.#ctx.prefetch;
@@ -264,17 +274,19 @@ export class RedisConsumer implements Consumer {
         const now = performance.now();
         const isAgain = now - this.#groupLostAtMs < GROUP_LOST_AGAIN_MS;
         this.#groupLostAtMs = now;
-        const queues = this.#queues.map((q) => q.keys.queue);
+        this.#groupLosses = isAgain ? this.#groupLosses + 1 : 0;
         if (!isAgain) {
-          this.#logger.warn({ queues }, "redis consumer group missing; recreating");
-        } else if (out.length === 0 && !this.#isClosed && !signal.aborted) {
-          // Gone again soon after its re-creation (evicted under an `allkeys-*` policy, a script
-          // deleting keys): a failure, so that the worker's fetch backoff and its log limit
-          // apply, rather than a re-creation and a warning per round trip.
-          throw new BrokerConnectionError(
-            `redis consumer group of ${queues.join(", ")} missing again within ${GROUP_LOST_AGAIN_MS / 1000} s of its re-creation ` +
-              `at ${this.#ctx.displayUrl} (keys evicted? Chicory needs maxmemory-policy noeviction; see docs/brokers/redis.md); re-created on the next fetch`,
+          this.#logger.warn(
+            { queues: this.#queues.map((q) => q.keys.queue) },
+            "redis consumer group missing; recreating",
           );
+        } else {
+          // Gone again soon after its re-creation (evicted under an `allkeys-*` policy, a script
+          // deleting keys): re-created after a pause that doubles with each loss, and the fetch
+          // fails meanwhile, so that the worker's backoff and its log limit apply, rather than a
+          // re-creation and a warning per round trip.
+          this.#groupRecreateAtMs = now + Math.min(GROUP_RECREATE_MAX_MS, 500 * 2 ** (this.#groupLosses - 1));
+          if (out.length === 0 && !this.#isClosed && !signal.aborted) throw this.#groupLostAgainError();
         }
       } else {
         // A read that failed may have been applied, its reply lost (on a Cluster, a node's
@@ -435,6 +447,17 @@ export class RedisConsumer implements Consumer {
       );
     });
     await settlesWithin(deleting, DELETE_ON_CLOSE_MS);
+  }
+
+  /** The error of a fetch while a group lost again and again waits to be re-created. */
+  #groupLostAgainError(): BrokerConnectionError {
+    const queues = this.#queues.map((q) => q.keys.queue).join(", ");
+    const inMs = Math.max(0, Math.round(this.#groupRecreateAtMs - performance.now()));
+    return new BrokerConnectionError(
+      `redis consumer group of ${queues} went missing again within ${GROUP_LOST_AGAIN_MS / 1000} s of its re-creation ` +
+        `at ${this.#ctx.displayUrl} (keys evicted? Chicory needs maxmemory-policy noeviction; see docs/brokers/redis.md); ` +
+        `re-created in ${inMs} ms`,
+    );
   }
 
   async #fetchInto(conn: RedisClientLike, max: number, signal: AbortSignal, out: RedisDelivery[]): Promise<void> {

@@ -873,8 +873,16 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await s.raw.del(s.stream); // and evicted again
     await expect(c.fetch(1, AbortSignal.timeout(300))).rejects.toThrow(/missing again within 10 s .*noeviction/);
     expect(lines.filter((l) => /consumer group missing/.test(l.message))).toHaveLength(1);
+    // not re-created at once: the fetches fail (no Redis call) until a pause is over
+    await expect(c.fetch(1, AbortSignal.timeout(300))).rejects.toThrow(/re-created in \d+ ms/);
+    expect(await s.raw.exists(s.stream)).toBe(0);
     const task = await publish(s.broker, s.queue);
-    expect((await fetchOne(c)).body).toBe(task.body); // re-created by the next fetch
+    const got = await eventually(async () => {
+      const [d] = await c.fetch(1, AbortSignal.timeout(300));
+      if (!d) throw new Error("nothing yet");
+      return d;
+    }, 5000);
+    expect(got.body).toBe(task.body); // re-created once the pause was over
   });
 
   it("uses an injected client without closing it (the caller owns it)", async () => {

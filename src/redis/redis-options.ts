@@ -107,6 +107,10 @@ export function readonlyReconnector(): ReadonlyReconnector {
 
 /** ioredis options Chicory always sets (plus a fresh {@link readonlyReconnector} per client). */
 export const BASE_REDIS_OPTIONS: Readonly<Record<string, unknown>> = {
+  // No `CLIENT SETINFO` at connect: Redis before 7.2 refuses it, and over a slow link ioredis 6
+  // sometimes takes that refusal for a fatal error and fails the connect (about 1 in 15 through
+  // 20–150 ms of latency). The connection name (`connectionName`) still tells clients apart.
+  disableClientInfo: true,
   maxRetriesPerRequest: null,
   retryStrategy: reconnectDelayMs,
   lazyConnect: true,

@@ -9,9 +9,35 @@ import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { BackendConnectionError, BrokerConnectionError } from "../../../src/index.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
+import { useOwnRedis } from "./own-redis.js";
 import { rawRedis } from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
+
+describe.skipIf(skip)("redis connect: what a connection sends first", () => {
+  const own = useOwnRedis("connect-handshake");
+
+  it("sends no CLIENT SETINFO (refused before Redis 7.2; over a slow link ioredis 6 failed connects on it)", async () => {
+    const { server } = own;
+    const raw = new Redis(server.port, "127.0.0.1");
+    try {
+      await raw.config("RESETSTAT");
+      const broker = new RedisBroker({ url: server.url, env: {} });
+      const backend = new RedisBackend({ url: server.url, env: {} });
+      await broker.connect();
+      await backend.connect();
+      await Promise.all([broker.disconnect(), backend.disconnect()]);
+      // (raw, opened before the reset, sent its own SETINFO then)
+      const stats = String(await raw.info("commandstats"));
+      const errors = String(await raw.info("errorstats"));
+      expect(stats).toMatch(/cmdstat_client\|setname/); // the adapters did connect
+      expect(stats).not.toMatch(/setinfo/i);
+      expect(errors).not.toMatch(/errorstat_ERR/);
+    } finally {
+      raw.disconnect();
+    }
+  });
+});
 
 describe.skipIf(skip)("redis connect", () => {
   it("a client given that cannot connect fails connect with its reason (it started, then every call failed)", async () => {

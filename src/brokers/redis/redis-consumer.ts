@@ -787,9 +787,9 @@ export class RedisConsumer implements Consumer {
    * another consumer) leave this consumer: their runs learn it, and read-ahead ones are never
    * handed out. The others are held for another claim idle time from when the call was sent.
    * `onNoGroup`, when given, takes a missing group (all `ids` are then lost) instead of a throw.
-   * Returns how many are still held.
+   * `sayLost`: warn of entries lost while they ran here. Returns how many are still held.
    */
-  async #renew(q: QueueState, ids: readonly string[], onNoGroup?: () => void): Promise<number> {
+  async #renew(q: QueueState, ids: readonly string[], onNoGroup?: () => void, sayLost = false): Promise<number> {
     const sentAtMs = performance.now();
     let lost: readonly string[];
     try {
@@ -804,10 +804,21 @@ export class RedisConsumer implements Consumer {
       onNoGroup();
       lost = ids;
     }
+    let running = 0;
     for (const id of lost) {
       const delivery = q.inFlight.get(id);
       q.inFlight.delete(id);
+      // handed out (not read-ahead) and not being settled: a run here
+      if (sayLost && delivery !== undefined && !delivery.isSettled && !this.#buffer.includes(delivery)) running++;
       delivery?.leaseLost();
+    }
+    if (running > 0) {
+      // (a settle finds it out too, and says so; a run aborted here would otherwise end unsaid)
+      this.#logger.warn(
+        { queue: q.keys.queue, consumer: this.#consumerId, entries: running },
+        "redis consumer: lease lost on entries it held (another worker took them after they went unrenewed for the claim idle time: " +
+          "an event loop, process or network stall?); their runs here are aborted, and their outcomes are that worker's",
+      );
     }
     for (const id of ids) {
       const delivery = q.inFlight.get(id);
@@ -825,7 +836,7 @@ export class RedisConsumer implements Consumer {
     const ids: string[] = [];
     for (const [id, delivery] of q.inFlight) if (!delivery.isSettled) ids.push(id);
     for (let i = 0; i < ids.length; i += RENEW_CHUNK) {
-      if ((await this.#renew(q, ids.slice(i, i + RENEW_CHUNK))) > 0) q.seenAtMs = performance.now();
+      if ((await this.#renew(q, ids.slice(i, i + RENEW_CHUNK), undefined, true)) > 0) q.seenAtMs = performance.now();
     }
   }
 

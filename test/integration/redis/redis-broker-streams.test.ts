@@ -397,11 +397,13 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(await s.raw.xlen(s.stream)).toBe(0);
   });
 
-  it("tells an unsettled delivery when a renewal finds its entry taken by another consumer", async () => {
+  it("tells an unsettled delivery (and the log) when a renewal finds its entry taken by another consumer", async () => {
     const s = await setup({ claimMinIdleMs: 600 });
     await publish(s.broker, s.queue);
     await publish(s.broker, s.queue);
-    const a = s.consumer();
+    const { logger, until } = capturingLogger();
+    const a = s.broker.consumer({ queues: [s.queue], consumerId: uniqueName("c-"), logger });
+    cleanups.push(() => a.close());
     const [stolen, kept] = await a.fetch(2, AbortSignal.timeout(1000));
     if (!stolen || !kept) throw new Error("expected two deliveries");
     const lost = new Promise<string>((resolve) => stolen.onLeaseLost?.(() => resolve(stolen.deliveryId)));
@@ -412,6 +414,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
     // Another consumer takes one entry over (as XAUTOCLAIM does once a stalled owner's lease ran out).
     await s.raw.call("XCLAIM", s.stream, s.group, "thief", 0, stolen.deliveryId, "JUSTID");
     expect(await lost).toBe(stolen.deliveryId);
+    expect(await until(/lease lost on entries it held/)).toMatchObject({ level: "warn", fields: { entries: 1 } });
     await kept.ack();
     expect(keptLost).toBe(false);
   });

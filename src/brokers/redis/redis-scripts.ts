@@ -11,10 +11,14 @@ function lua(name: string, folder = "./scripts"): string {
   return readFileSync(new URL(`${folder}/${name}.lua`, import.meta.url), "utf8");
 }
 
-/** `pending-of.lua` and `ack.lua` as the local functions pendingOf and ack (see ack.lua's header). */
+/**
+ * `pending-of.lua`, `pending-for-nobody.lua` and `ack.lua` as the local functions pendingOf,
+ * pendingForNobody and ack (see ack.lua's header).
+ */
 function ackFunctionsLua(): string {
   return [
     `local function pendingOf(stream, group, consumer, low, high)\n${lua("pending-of")}\nend`,
+    `local function pendingForNobody(stream, group, id)\n${lua("pending-for-nobody")}\nend`,
     `local function ack(KEYS, ARGV, mine)\n${lua("ack")}\nend`,
   ].join("\n");
 }

@@ -15,7 +15,9 @@ const SCRIPTS = {
   /** Variable key count: called with the number of keys first. */
   chicoryStoreResults: { lua: lua("store-results") },
   /** Variable key count: called with the number of keys first. */
-  chicoryStoreResultsUnlessFinal: { lua: lua("store-results-unless-final") },
+  chicoryStoreResultsUnlessFinal: {
+    lua: `local function storeResults(KEYS, ARGV)\n${lua("store-results")}\nend\n${lua("store-results-unless-final")}`,
+  },
   chicoryDeleteRecordIf: { numberOfKeys: 1, lua: lua("delete-record-if") },
   chicoryTouchWorker: { numberOfKeys: 1, lua: lua("touch-worker") },
   chicoryCleanupWorkers: { numberOfKeys: 1, lua: lua("cleanup-workers") },

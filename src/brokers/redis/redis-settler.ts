@@ -295,7 +295,7 @@ export class RedisSettler implements DeliverySettler {
     let missed = 0;
     let orphaned = 0;
     /** Indexes of fenced entries that were gone from the stream (code 2), not another consumer's. */
-    const gone: number[] = [];
+    let gone: number[] | undefined;
     for (let i = 0; i < batch.length; i++) {
       const code = Array.isArray(results) ? Number(results[i]) : 1;
       if (code === 1) continue;
@@ -307,7 +307,10 @@ export class RedisSettler implements DeliverySettler {
       else if (outcome === ORPHANED) orphaned++;
       else {
         missed++;
-        if (code === 2) gone.push(i);
+        if (code === 2) {
+          gone ??= [];
+          gone.push(i);
+        }
       }
     }
     // Only the records of entries this consumer still held were written (the script's fence).
@@ -339,8 +342,12 @@ export class RedisSettler implements DeliverySettler {
     // Entries gone from the stream: settled by a worker that took them over (its final record
     // is there, and stays), or lost with the stream (a Redis restart without persistence:
     // nobody runs them again, and a record of this run's outcome is the only one they get).
-    const goneRecords = withRecords ? gone.filter((i) => i < records.length).map((i) => records[i]) : [];
-    if (goneRecords.length > 0) this.#storeUnlessFinal(goneRecords as TaskRecord[], first.queue);
+    let goneStored = 0;
+    if (withRecords && gone !== undefined) {
+      const goneRecords = gone.filter((i) => i < records.length).map((i) => records[i] as TaskRecord);
+      goneStored = goneRecords.length;
+      if (goneStored > 0) this.#storeUnlessFinal(goneRecords, first.queue);
+    }
     if (missed > 0) {
       // The entry was no longer pending for this consumer: its lease ran out and another worker
       // took it (this ack was fenced), or it left the PEL some other way. Either way the job may
@@ -352,8 +359,8 @@ export class RedisSettler implements DeliverySettler {
           queue: first.queue,
           consumer: this.#consumerId,
           entries: missed,
-          recordsSkipped: records.length - written.length - goneRecords.length,
-          recordsStoredUnlessFinal: goneRecords.length,
+          recordsSkipped: records.length - written.length - goneStored,
+          recordsStoredUnlessFinal: goneStored,
         },
         "redis ack: entries no longer pending for this consumer (lease lost to another worker, or the entries are gone: " +
           "purged, or lost in a Redis restart without persistence); a job another worker took may run twice, and its " +
@@ -489,12 +496,6 @@ export class RedisSettler implements DeliverySettler {
     }
   }
 
-  /**
-   * Writes again the records of entries an earlier copy of a settle call settled (the copy
-   * applied before a reconnect): identical terminal records replace each other, and the first
-   * writes are lost when the reconnect was a Redis restart without persistence. Best effort,
-   * in the background: a failure is logged.
-   */
   /** Writes `records` of entries gone from the stream where their task has no final record (see `#ackBatch`). */
   #storeUnlessFinal(records: readonly TaskRecord[], queue: string): void {
     const writer = this.#records;
@@ -516,6 +517,12 @@ export class RedisSettler implements DeliverySettler {
     );
   }
 
+  /**
+   * Writes again the records of entries an earlier copy of a settle call settled (the copy
+   * applied before a reconnect): identical terminal records replace each other, and the first
+   * writes are lost when the reconnect was a Redis restart without persistence. Best effort,
+   * in the background: a failure is logged.
+   */
   #writeAgain(records: readonly TaskRecord[], queue: string): void {
     this.#records?.storeRecords(records).catch((error: unknown) => {
       this.#logger.warn(

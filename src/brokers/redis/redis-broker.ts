@@ -29,7 +29,6 @@
  * @module
  */
 
-import { randomUUID } from "node:crypto";
 import type { Backend } from "../../backends/backend.js";
 import { Deadlines } from "../../core/deadlines.js";
 import type { EnvMap } from "../../core/env.js";
@@ -38,9 +37,8 @@ import { MessageCodec } from "../../core/message.js";
 import { DeadlinePassed, nextTurn, withinDeadline } from "../../core/sleep.js";
 import { processWarningLogger } from "../../core/warn-once.js";
 import { BrokerConnectionError, ChicoryError, ConfigurationError, QueueFullError } from "../../errors.js";
-import { resendWhileClusterMoves } from "../../redis/cluster-resend.js";
 import { checkRedisAccess, defineAccessCheck, isNoPermError } from "../../redis/redis-access.js";
-import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
+import type { RedisClientLike } from "../../redis/redis-client.js";
 import {
   adapterClient,
   closeRedis,
@@ -72,7 +70,7 @@ import { RedisConsumer } from "./redis-consumer.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import { DueMover } from "./redis-due-mover.js";
 import { QueueKeyCache, type QueueKeys } from "./redis-keys.js";
-import { PublishBatcher, RECEIPT_TTL_MS, resendUntil } from "./redis-publish-batch.js";
+import { PublishBatcher, RECEIPT_TTL_MS } from "./redis-publish-batch.js";
 import { defineBrokerScripts } from "./redis-scripts.js";
 import { appendDeadLetter } from "./redis-settler.js";
 
@@ -232,6 +230,7 @@ export class RedisBroker implements Broker {
     const ctx = this.#ctx;
     this.#batcher = new PublishBatcher({
       main,
+      isCluster,
       deadlines: this.#publishDeadlines,
       wrapError: (error) => ctx.wrapError("publish", error),
       scheduleMove: (keys, delayMs) => dueMover.schedule(keys, delayMs),
@@ -328,19 +327,13 @@ export class RedisBroker implements Broker {
     const keys = this.#keys.get(queue);
     const delayMs = Math.max(0, Math.ceil(message.delayMs ?? 0)); // never early: rounded up
     const max = this.settings.maxStreamLength;
-    const batcher = this.#batcher;
-    // a receipt, as for the batched calls: a resent copy answers as the first did
-    const receipt = batcher ? batcher.receiptKey(keys.sent) : `${keys.sent}:${randomUUID()}`;
+    const batcher = this.#batcher!; // made and dropped with the context (connect, disconnect)
     try {
-      const result = await resendWhileClusterMoves(
-        () =>
-          runScript(
-            ctx.main,
-            "chicoryPublish",
-            [keys.stream, keys.delayed, keys.delayedData, keys.unique, receipt],
-            [message.body, message.id, delayMs, message.unique ? "1" : "0", max, RECEIPT_TTL_MS],
-          ),
-        resendUntil({ deadlines: this.#publishDeadlines }),
+      // a receipt, as for the batched calls: a resent copy answers as the first did
+      const result = await batcher.sendCall(
+        "chicoryPublish",
+        [keys.stream, keys.delayed, keys.delayedData, keys.unique, batcher.receiptKey(keys.sent)],
+        [message.body, message.id, delayMs, message.unique ? "1" : "0", max, RECEIPT_TTL_MS],
       );
       if (result === -1) throw queueFullError(queue, max);
       if (result === 1 && delayMs > 0) ctx.scheduleMove(keys, delayMs);

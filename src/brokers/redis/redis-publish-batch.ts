@@ -26,7 +26,7 @@
 import { randomBytes } from "node:crypto";
 import type { Deadlines } from "../../core/deadlines.js";
 import { resendWhileClusterMoves } from "../../redis/cluster-resend.js";
-import type { RedisClientLike } from "../../redis/redis-client.js";
+import type { RedisArg, RedisClientLike } from "../../redis/redis-client.js";
 import { runScript } from "../../redis/redis-client.js";
 import type { PublishResult } from "../broker.js";
 import type { QueueKeys } from "./redis-keys.js";
@@ -82,6 +82,8 @@ export interface DelayedPublish {
 export interface PublishBatchHost {
   /** The broker's command connection. */
   readonly main: RedisClientLike;
+  /** True when `main` is a Redis Cluster client (publish calls are then resent while it moves). */
+  readonly isCluster: boolean;
   /** Time limit per call: rejects with the broker's timeout error. */
   readonly deadlines: Deadlines;
   /** Wraps a driver error (or an error text of the script) into the broker's error. */
@@ -165,6 +167,23 @@ export class PublishBatcher {
     return `${sent}:${this.#tokenPrefix}.${(this.#calls++).toString(36)}`;
   }
 
+  /**
+   * Sends one publish script call (each names its own receipt key). On a Cluster it is sent
+   * again while the Cluster moves (`resendWhileClusterMoves`) until past the publish time
+   * limit, so that the limit's "outcome unknown" answers the caller, never the last redirection
+   * error of a call an earlier copy of which may have been applied.
+   */
+  sendCall(
+    name: "chicoryPublish" | "chicoryPublishBatch" | "chicoryPublishDelayed",
+    keys: readonly string[],
+    args: readonly RedisArg[],
+  ): Promise<unknown> {
+    const host = this.#host;
+    const send = () => runScript(host.main, name, keys, args);
+    if (!host.isCluster) return send();
+    return resendWhileClusterMoves(send, performance.now() + host.deadlines.timeoutMs + 1000);
+  }
+
   /** Sends every open batch now (before the connection closes: they would go after QUIT). */
   flush(): void {
     this.#flushAll();
@@ -202,15 +221,10 @@ export class PublishBatcher {
     try {
       const receipt = this.receiptKey(keys.sent);
       const [maxLength, ...messages] = args;
-      call = resendWhileClusterMoves(
-        () =>
-          runScript(
-            host.main,
-            "chicoryPublishDelayed",
-            [keys.stream, keys.delayed, keys.delayedData, keys.unique, receipt],
-            [maxLength as number, RECEIPT_TTL_MS, ...messages],
-          ),
-        resendUntil(host),
+      call = this.sendCall(
+        "chicoryPublishDelayed",
+        [keys.stream, keys.delayed, keys.delayedData, keys.unique, receipt],
+        [maxLength as number, RECEIPT_TTL_MS, ...messages],
       );
     } catch (error) {
       call = Promise.reject(error); // as in #send
@@ -230,10 +244,7 @@ export class PublishBatcher {
     let call: Promise<unknown>;
     try {
       const receipt = this.receiptKey(batch.sent);
-      call = resendWhileClusterMoves(
-        () => runScript(host.main, "chicoryPublishBatch", [batch.stream, receipt], [RECEIPT_TTL_MS, ...bodies]),
-        resendUntil(host),
-      );
+      call = this.sendCall("chicoryPublishBatch", [batch.stream, receipt], [RECEIPT_TTL_MS, ...bodies]);
     } catch (error) {
       // e.g. the script is not defined on an injected client: every publish of the batch
       // rejects (never a throw out of the flush, which runs on its own tick)
@@ -247,15 +258,6 @@ export class PublishBatcher {
       },
     );
   }
-}
-
-/**
- * Until when a publish call is sent again while a Cluster moves (`resendWhileClusterMoves`):
- * past its time limit, so that the limit's "outcome unknown" answers the caller, never the
- * last redirection error of a call an earlier copy of which may have been applied.
- */
-export function resendUntil(host: Pick<PublishBatchHost, "deadlines">): number {
-  return performance.now() + host.deadlines.timeoutMs + 1000;
 }
 
 /**

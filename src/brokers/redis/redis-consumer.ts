@@ -369,8 +369,10 @@ export class RedisConsumer implements Consumer {
       }
       try {
         // The group gone (Redis restarted empty, or was flushed): these entries went with it.
-        await this.#renew(q, ids, () => {
-          q.hasGroup = false;
+        await this.#renew(q, ids, {
+          onNoGroup: () => {
+            q.hasGroup = false;
+          },
         });
       } catch (error) {
         throw this.#ctx.wrapError("fetch", error);
@@ -789,7 +791,11 @@ export class RedisConsumer implements Consumer {
    * `onNoGroup`, when given, takes a missing group (all `ids` are then lost) instead of a throw.
    * `sayLost`: warn of entries lost while they ran here. Returns how many are still held.
    */
-  async #renew(q: QueueState, ids: readonly string[], onNoGroup?: () => void, sayLost = false): Promise<number> {
+  async #renew(
+    q: QueueState,
+    ids: readonly string[],
+    { onNoGroup, sayLost = false }: { onNoGroup?: () => void; sayLost?: boolean },
+  ): Promise<number> {
     const sentAtMs = performance.now();
     let lost: readonly string[];
     try {
@@ -836,7 +842,7 @@ export class RedisConsumer implements Consumer {
     const ids: string[] = [];
     for (const [id, delivery] of q.inFlight) if (!delivery.isSettled) ids.push(id);
     for (let i = 0; i < ids.length; i += RENEW_CHUNK) {
-      if ((await this.#renew(q, ids.slice(i, i + RENEW_CHUNK), undefined, true)) > 0) q.seenAtMs = performance.now();
+      if ((await this.#renew(q, ids.slice(i, i + RENEW_CHUNK), { sayLost: true })) > 0) q.seenAtMs = performance.now();
     }
   }
 

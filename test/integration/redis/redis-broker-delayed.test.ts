@@ -5,6 +5,7 @@
  */
 import { describe, expect, it, vi } from "vitest";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker-options.js";
 import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import type { RedisClientLike } from "../../../src/redis/redis-client.js";
@@ -96,17 +97,8 @@ describe.skipIf(skip)("redis broker: delayed messages", () => {
   });
 
   it("a producer whose due mover drops jobs without a stored body says so", async () => {
-    const n = names();
-    const raw = rawRedis();
     const { logger, until } = capturingLogger();
-    const broker = new RedisBroker({ url: SERVICES.redis, keyPrefix: n.prefix, env: {}, logger });
-    broker.bind({ codec });
-    await broker.connect();
-    cleanups.push(async () => {
-      await broker.disconnect();
-      await deletePrefix(n.prefix);
-      raw.disconnect();
-    });
+    const { n, raw, broker } = await brokerAndRaw({ logger });
     const task = encodeTask(codec);
     await broker.publish(n.queue, { id: task.id, body: task.body, delayMs: 300 });
     await raw.hdel(n.delayedData, task.id); // as a hand edit or a partial restore would
@@ -160,11 +152,20 @@ describe.skipIf(skip)("redis broker: delayed messages", () => {
     expect(await raw.xlen(n.stream)).toBe(0);
   });
 
-  /** A connected broker on fresh keys, and a raw client (both closed, keys deleted after the test). */
-  async function brokerAndRaw() {
+  /**
+   * A connected broker on fresh keys (with `extra` options), and a raw client (both closed, keys
+   * deleted after the test).
+   */
+  async function brokerAndRaw(extra: RedisBrokerOptions = {}) {
     const n = names();
     const raw = rawRedis();
-    const broker = new RedisBroker({ url: SERVICES.redis, keyPrefix: n.prefix, env: {}, claimMinIdleMs: 60_000 });
+    const broker = new RedisBroker({
+      url: SERVICES.redis,
+      keyPrefix: n.prefix,
+      env: {},
+      claimMinIdleMs: 60_000,
+      ...extra,
+    });
     broker.bind({ codec });
     await broker.connect();
     cleanups.push(async () => {

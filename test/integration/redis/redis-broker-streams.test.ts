@@ -855,14 +855,11 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await (await fetchOne(c)).ack();
     await s.raw.del(s.stream); // what a restart without persistence looks like
     const task = await publish(s.broker, s.queue);
-    const got = await eventually(async () => {
-      const [d] = await c.fetch(1, AbortSignal.timeout(300));
-      if (!d) throw new Error("nothing yet");
-      return d;
-    }, 5000);
+    const got = await fetchOne(c, 5000);
     expect(got.body).toBe(task.body);
     await got.ack();
   });
+
   it("a group lost again soon after its re-creation fails the fetch (the worker's backoff applies), warning once", async () => {
     const s = await setup();
     const { logger, lines } = capturingLogger();
@@ -880,11 +877,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await expect(c.fetch(1, AbortSignal.timeout(300))).rejects.toThrow(/re-created in \d+ ms/);
     expect(await s.raw.exists(s.stream)).toBe(0);
     const task = await publish(s.broker, s.queue);
-    const got = await eventually(async () => {
-      const [d] = await c.fetch(1, AbortSignal.timeout(300));
-      if (!d) throw new Error("nothing yet");
-      return d;
-    }, 5000);
+    const got = await fetchOne(c, 5000);
     expect(got.body).toBe(task.body); // re-created once the pause was over
   });
 

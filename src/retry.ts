@@ -4,7 +4,7 @@
  * @module
  */
 import { type Duration, MAX_DELAY_SECONDS, toSeconds } from "./core/duration.js";
-import { checkChoice, checkInt } from "./core/env.js";
+import { checkChoice, checkInt, checkOptionKeys } from "./core/env.js";
 import { ConfigurationError } from "./errors.js";
 
 /** How the delay grows between attempts. */
@@ -72,15 +72,7 @@ export class RetryPolicy {
     if (options === null || typeof options !== "object") {
       throw new ConfigurationError(`retryPolicy: expected an object of options, got ${typeof options}`);
     }
-    if (!(options instanceof RetryPolicy)) {
-      for (const key of Object.keys(options)) {
-        if (!OPTION_NAMES.has(key)) {
-          throw new ConfigurationError(
-            `retryPolicy: unknown option "${key.slice(0, 40)}" (options: ${[...OPTION_NAMES].join(", ")})`,
-          );
-        }
-      }
-    }
+    if (!(options instanceof RetryPolicy)) checkOptionKeys(options, "retryPolicy", OPTION_NAMES);
     this.maxRetries = checkInt(options.maxRetries ?? 3, "retryPolicy.maxRetries", 0, 1_000_000);
     this.retryDelay = toSeconds(options.retryDelay ?? 1, "retryPolicy.retryDelay");
     this.backoff = checkChoice(options.backoff ?? "exponential", "retryPolicy.backoff", BACKOFFS);

@@ -8,7 +8,7 @@ import type { Broker, OutgoingMessage } from "./brokers/broker.js";
 import { DELIVERY_MODES, type DeliveryMode, VALIDATION_MODES, type ValidationMode } from "./config.js";
 import type { TaskContext } from "./context.js";
 import { type Duration, MAX_DELAY_SECONDS, toMs } from "./core/duration.js";
-import { checkChoice, checkInt } from "./core/env.js";
+import { checkChoice, checkInt, checkOptionKeys } from "./core/env.js";
 import { newTaskId } from "./core/ids.js";
 import { findNonJson, type JsonValue } from "./core/json.js";
 import { isValidTaskId, MAX_TASK_ID_LENGTH, type MessageCodec, type TaskMessage } from "./core/message.js";
@@ -34,17 +34,11 @@ const TASK_OPTION_KEYS: ReadonlySet<string> = new Set([
   "priority",
 ]);
 
-/** Refuses an options object with a key {@link TaskOptions} does not have (untyped callers). */
-function checkOptionKeys(name: string, options: TaskOptions): void {
-  for (const key of Object.keys(options)) {
-    if (TASK_OPTION_KEYS.has(key)) continue;
-    const note =
-      key === "isolate"
-        ? ": not supported (a handler runs on the worker's event loop; run CPU-heavy work in a worker_threads pool of your own)"
-        : ` (options: ${[...TASK_OPTION_KEYS].join(", ")})`;
-    throw new ConfigurationError(`task ${name}: unknown option "${key}"${note}`);
-  }
-}
+/** Why an option of the SPEC that Chicory does not have is refused. */
+const UNSUPPORTED_TASK_OPTIONS = {
+  isolate:
+    ": not supported (a handler runs on the worker's event loop; run CPU-heavy work in a worker_threads pool of your own)",
+};
 
 /** Options of a task (SPEC §3). */
 export interface TaskOptions {
@@ -156,7 +150,7 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
   /** Not for direct use: tasks are made by `app.task()`, which registers them. */
   constructor(runtime: TaskRuntime, name: string, options: TaskOptions, handler: AnyHandler) {
     assertValidName(name, "task");
-    checkOptionKeys(name, options);
+    checkOptionKeys(options, `task ${name}`, TASK_OPTION_KEYS, UNSUPPORTED_TASK_OPTIONS);
     this.#runtime = runtime;
     this.name = name;
     this.queue = options.queue ?? "default";

@@ -92,6 +92,23 @@ export function envChoice<T extends string>(env: EnvMap, name: string, choices: 
 }
 
 /**
+ * Refuses an options object with a key not in `known` (an untyped caller's typo would be ignored
+ * silently): `${name}: unknown option "key"`, then `notes[key]` when given, else the options.
+ */
+export function checkOptionKeys(
+  options: object,
+  name: string,
+  known: ReadonlySet<string>,
+  notes: Readonly<Record<string, string>> = {},
+): void {
+  for (const key of Object.keys(options)) {
+    if (known.has(key)) continue;
+    const note = Object.hasOwn(notes, key) ? notes[key] : ` (options: ${[...known].join(", ")})`;
+    throw new ConfigurationError(`${name}: unknown option "${key.slice(0, 40)}"${note}`);
+  }
+}
+
+/**
  * Checks a choice option; accepts any letter case. `value` may be anything (an option from
  * JavaScript without types): a non-string is refused as a wrong choice is.
  */

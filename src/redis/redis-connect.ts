@@ -33,14 +33,14 @@ export function describeRedisError(error: unknown, password: string | undefined)
   return redactSecrets(withWrongTypeHint(withScriptRefusalHint(plain), error), password);
 }
 
+/** Commands whose first argument is a subcommand, the key coming next (`XINFO CONSUMERS key …`). */
+const SUBCOMMAND_FIRST: ReadonlySet<string> = new Set(["xinfo", "xgroup", "object", "memory"]);
+
 /**
  * Redis's `WRONGTYPE` names no key: names the keys of the refused command (ioredis keeps the
  * command on its reply errors), so that a key of another type under the prefix (an operator's
  * `SET`) can be found. Chicory's own type checks name their key already.
  */
-/** Commands whose first argument is a subcommand, the key coming next (`XINFO CONSUMERS key …`). */
-const SUBCOMMAND_FIRST: ReadonlySet<string> = new Set(["xinfo", "xgroup", "object", "memory"]);
-
 function withWrongTypeHint(text: string, error: unknown): string {
   if (!/^WRONGTYPE\b/.test(text) || /^WRONGTYPE key /.test(text)) return text;
   const command = (error as { command?: { name?: unknown; args?: unknown } } | null)?.command;

@@ -45,7 +45,7 @@ import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { Consumer, ConsumerOptions } from "../broker.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import { RedisDelivery } from "./redis-delivery.js";
-import { MOVE_BATCH } from "./redis-due-mover.js";
+import { MOVE_BATCH, warnDropped } from "./redis-due-mover.js";
 import { type QueueKeys, RELEASED_CONSUMER } from "./redis-keys.js";
 import { openReader, type ReadReply, streamEntries } from "./redis-reader.js";
 import { RedisSettler } from "./redis-settler.js";
@@ -616,12 +616,7 @@ export class RedisConsumer implements Consumer {
       [delayed, delayedData, stream, unique],
       [MOVE_BATCH],
     )) as [number, string, number, number];
-    if (lost > 0) {
-      this.#logger.warn(
-        { queue: q.keys.queue, dropped: lost },
-        "due delayed jobs had no stored body (restored or edited data?) and were dropped",
-      );
-    }
+    if (lost > 0) warnDropped(this.#logger, q.keys.queue, lost);
     if (moved >= MOVE_BATCH) {
       q.moveAtMs = performance.now(); // more are due: next fetch moves the next batch
       return;

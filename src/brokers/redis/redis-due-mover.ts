@@ -127,13 +127,7 @@ export class DueMover {
         left -= reply[0];
         dropped += Number(reply[3]);
       } while (reply[0] >= MOVE_BATCH && left > 0 && !this.#closed);
-      if (dropped > 0) {
-        // as the workers' own mover says it (redis-consumer.ts): the jobs are gone
-        this.#logger.warn(
-          { queue: q.keys.queue, dropped },
-          "due delayed jobs had no stored body (restored or edited data?) and were dropped",
-        );
-      }
+      if (dropped > 0) warnDropped(this.#logger, q.keys.queue, dropped);
       const nextDue = Number(reply[1]);
       if (ahead !== undefined && nextDue >= 0 && nextDue - reply[2] <= COALESCE_MS) insertDue(q, ahead);
     } catch (error) {
@@ -144,6 +138,14 @@ export class DueMover {
       );
     }
   }
+}
+
+/**
+ * Says that `dropped` due delayed jobs of `queue` had no stored body (`move-delayed.lua` drops
+ * them): this process's due mover and the workers' both moved them.
+ */
+export function warnDropped(logger: Logger, queue: string, dropped: number): void {
+  logger.warn({ queue, dropped }, "due delayed jobs had no stored body (restored or edited data?) and were dropped");
 }
 
 /** Inserts due time `at` into `q.due` (ascending: most calls append, later due times come later). */

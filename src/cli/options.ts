@@ -64,11 +64,12 @@ export interface CommonOptions {
 }
 
 /** Adds `--log-level` to a command. */
-export function withLogLevel(command: Command): Command {
+export function withLogLevel(command: Command, defaultNote?: string): Command {
+  const note = defaultNote === undefined ? "" : `; default: ${defaultNote}`;
   return command.addOption(
     new Option(
       "--log-level <level>",
-      "DEBUG, INFO, WARNING, ERROR or CRITICAL (DEBUG also prints stack traces)",
+      `DEBUG, INFO, WARNING, ERROR or CRITICAL (DEBUG also prints stack traces${note})`,
     ).argParser(logLevel),
   );
 }

@@ -110,16 +110,40 @@ export function registerWorkerCommand(program: Command, run: (action: () => Prom
     )
     .option(
       "-w, --workers <n>",
-      `number of worker processes to run and supervise (at most ${MAX_WORKER_PROCESSES})`,
+      `number of worker processes to run and supervise (at most ${MAX_WORKER_PROCESSES}; default: 1, in this process)`,
       intAtLeast(1, MAX_WORKER_PROCESSES),
     )
-    .option("-c, --concurrency <n>", "tasks run at once per process", intAtLeast(1));
-  withQueues(command, "queue to consume (repeatable, or comma-separated); default: the app's worker queue");
+    .option(
+      "-c, --concurrency <n>",
+      "tasks run at once per process (default: the app's, CHICORY_WORKER_CONCURRENCY, or min(32, CPUs + 4))",
+      intAtLeast(1),
+    );
+  withQueues(
+    command,
+    "queue to consume (repeatable, or comma-separated; default: the app's worker queue, CHICORY_WORKER_QUEUE, or default)",
+  );
   command
-    .option("--dlq", "move tasks that finally fail to the dead-letter queue")
+    .option(
+      "--dlq",
+      "move tasks that finally fail to the dead-letter queue (default: the app's, CHICORY_WORKER_USE_DEAD_LETTER_QUEUE, or off)",
+    )
     .option("--no-dlq", "do not use the dead-letter queue")
-    .option("--heartbeat-interval <seconds>", "seconds between heartbeats", positiveSeconds)
-    .option("--heartbeat-ttl <seconds>", "seconds a heartbeat stays valid (> interval)", positiveSeconds)
-    .option("--shutdown-timeout <seconds>", "seconds to wait for running tasks on shutdown", seconds);
-  withLogLevel(command).action((spec: string, opts: WorkerCommandOptions) => run(() => runWorkerCommand(spec, opts)));
+    .option(
+      "--heartbeat-interval <seconds>",
+      "seconds between heartbeats (default: the app's, CHICORY_WORKER_HEARTBEAT_INTERVAL, or 10)",
+      positiveSeconds,
+    )
+    .option(
+      "--heartbeat-ttl <seconds>",
+      "seconds a heartbeat stays valid, > interval (default: the app's, CHICORY_WORKER_HEARTBEAT_TTL, or max(30, 3 × interval))",
+      positiveSeconds,
+    )
+    .option(
+      "--shutdown-timeout <seconds>",
+      "seconds to wait for running tasks on shutdown (default: the app's, CHICORY_WORKER_SHUTDOWN_TIMEOUT, or 30)",
+      seconds,
+    );
+  withLogLevel(command, "the app's, CHICORY_WORKER_LOG_LEVEL, or INFO").action(
+    (spec: string, opts: WorkerCommandOptions) => run(() => runWorkerCommand(spec, opts)),
+  );
 }

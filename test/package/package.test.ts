@@ -26,6 +26,17 @@ describe("the published package", () => {
     expect(files).toContain("package/dist/index.d.ts");
     expect(files).toContain("package/dist/brokers/redis/scripts/ack.lua");
     expect(files).not.toMatch(/package\/(src|test)\//);
+    // every relative link of the shipped Markdown (README, docs) points at a shipped file
+    const shipped = new Set(files.split("\n").map((f) => f.replace(/^package\//, "").replace(/\/$/, "")));
+    const broken: string[] = [];
+    for (const doc of [...shipped].filter((f) => f.endsWith(".md"))) {
+      for (const [, target] of readFileSync(join(root, doc), "utf8").matchAll(/\]\(([^)\s]+)\)/g)) {
+        if (/^(https?:|mailto:|#)/.test(target ?? "")) continue;
+        const path = join(doc, "..", (target ?? "").split("#")[0] ?? "").replace(/\/$/, "");
+        if (!shipped.has(path) && ![...shipped].some((f) => f.startsWith(`${path}/`))) broken.push(`${doc}: ${target}`);
+      }
+    }
+    expect(broken).toEqual([]);
 
     const project = join(dir, "project");
     await run("mkdir", ["-p", project]);

@@ -127,11 +127,20 @@ export class TaskFailedError extends ChicoryError {
   readonly errorType: string;
   /** Stack of the remote error, when it was stored. */
   readonly remoteStack: string | undefined;
-  constructor(init: { taskId: string; errorType: string; message: string; remoteStack?: string | undefined }) {
+  /** `code` of the remote error (e.g. `"ECONNREFUSED"`), when it had one. */
+  readonly remoteCode: string | undefined;
+  constructor(init: {
+    taskId: string;
+    errorType: string;
+    message: string;
+    remoteStack?: string | undefined;
+    remoteCode?: string | undefined;
+  }) {
     super(`task ${init.taskId} failed: ${init.errorType}: ${init.message}`);
     this.taskId = init.taskId;
     this.errorType = init.errorType;
     this.remoteStack = init.remoteStack;
+    this.remoteCode = init.remoteCode;
     this.remoteMessage = init.message;
   }
   /** The remote error's own message. */

@@ -200,5 +200,6 @@ export function unwrap<R>(record: TaskRecord): R {
     errorType: error?.type ?? record.state,
     message: error?.message ?? `task ended in state ${record.state}`,
     remoteStack: error?.stack,
+    remoteCode: error?.code,
   });
 }

@@ -40,6 +40,11 @@ export interface StoredError {
   readonly message: string;
   /** The error's stack, when known. */
   readonly stack?: string | undefined;
+  /**
+   * The error's own `code`, when it had a string or number one (`"ECONNREFUSED"`,
+   * `"ERR_INVALID_ARG_TYPE"`, a driver's code), as a string.
+   */
+  readonly code?: string | undefined;
 }
 
 /** What a backend stores for one task. */

@@ -31,6 +31,7 @@ export function resultView(taskId: string, record: TaskRecord | null, withStack:
     view.error = {
       type: record.error.type,
       message: record.error.message,
+      ...(record.error.code === undefined ? {} : { code: record.error.code }),
       ...(withStack && record.error.stack ? { stack: record.error.stack } : {}),
     };
   }

@@ -25,15 +25,35 @@ export function toStoredError(thrown: unknown): StoredError {
           ? constructorName
           : "Error";
     const stack = withCauses(error, error.stack);
+    const code = codeOf(error);
     // passwords of URLs in error texts never reach logs, results or the DLQ (RELIABILITY A10)
     return {
       type: type.slice(0, 200),
       message: maskUrlsIn(String(error.message).slice(0, MAX_STORED_TEXT)),
       stack: typeof stack === "string" ? maskUrlsIn(stack.slice(0, MAX_STORED_TEXT)) : undefined,
+      ...(code === undefined ? {} : { code }),
     };
   } catch {
     return { type: "Error", message: "the task threw a value that cannot be read as an error" };
   }
+}
+
+/** Longest `code` kept of an error. */
+const MAX_CODE_LENGTH = 200;
+
+/**
+ * The error's `code` as a string when it is a non-empty string or a finite number (Node's
+ * `"ECONNREFUSED"`, a driver's `"23505"` or `1062`); undefined otherwise, or when reading it throws.
+ */
+function codeOf(error: Error): string | undefined {
+  try {
+    const code: unknown = (error as { code?: unknown }).code;
+    if (typeof code === "number" && Number.isFinite(code)) return String(code);
+    if (typeof code === "string" && code !== "") return maskUrlsIn(code.slice(0, MAX_CODE_LENGTH));
+  } catch {
+    // a getter that throws: no code
+  }
+  return undefined;
 }
 
 /** Most causes (and inner errors of an `AggregateError`) written after a stack. */

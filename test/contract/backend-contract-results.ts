@@ -64,7 +64,12 @@ export function backendResultTests(h: BackendHarness): void {
 
   it("round-trips a FAILURE record with its error", async () => {
     const backend = h.backend();
-    const error = { type: "TypeError", message: 'bad 🎉 "input" \u0000', stack: "TypeError: bad\n    at x (y.ts:1:2)" };
+    const error = {
+      type: "TypeError",
+      message: 'bad 🎉 "input" \u0000',
+      stack: "TypeError: bad\n    at x (y.ts:1:2)",
+      code: "ERR_BAD_INPUT",
+    };
     const stored = record("FAILURE", { error, retries: 3 });
     await backend.storeResult(stored);
     const got = await backend.getResult(stored.taskId);

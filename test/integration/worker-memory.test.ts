@@ -96,13 +96,18 @@ describe("Worker on the memory broker", () => {
   it("reports remote errors with type, message and stack", async () => {
     const { app } = makeApp();
     const boom = app.task(async function boom() {
-      throw new TypeError("bad thing");
+      throw Object.assign(new TypeError("bad thing"), { code: "ERR_BAD_THING" });
     });
     await startWorker(app);
     const r = await boom.delay();
     const error = await r.get({ timeout: 5 }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(TaskFailedError);
-    expect(error).toMatchObject({ errorType: "TypeError", remoteMessage: "bad thing", taskId: r.taskId });
+    expect(error).toMatchObject({
+      errorType: "TypeError",
+      remoteMessage: "bad thing",
+      remoteCode: "ERR_BAD_THING",
+      taskId: r.taskId,
+    });
     expect((error as TaskFailedError).remoteStack).toContain("bad thing");
     expect(await r.failed()).toBe(true);
   });

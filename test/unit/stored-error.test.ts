@@ -23,6 +23,23 @@ describe("toStoredError", () => {
     expect(stored.stack).toMatch(/\nCaused by: \{"code":7\}$/);
   });
 
+  it("keeps an error's string or number code, and no other kind", () => {
+    const refused = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" });
+    expect(toStoredError(refused).code).toBe("ECONNREFUSED");
+    expect(toStoredError(Object.assign(new Error("dup"), { code: 1062 })).code).toBe("1062");
+    for (const code of [undefined, "", { nested: true }, Number.NaN, ["x"]]) {
+      expect(toStoredError(Object.assign(new Error("x"), { code }))).not.toHaveProperty("code");
+    }
+    const throwing = new Error("outer");
+    Object.defineProperty(throwing, "code", {
+      get() {
+        throw new Error("getter");
+      },
+    });
+    expect(toStoredError(throwing)).toEqual({ type: "Error", message: "outer", stack: throwing.stack });
+    expect(toStoredError(Object.assign(new Error("x"), { code: "E".repeat(500) })).code).toHaveLength(200);
+  });
+
   it("keeps the error when reading its cause throws", () => {
     const error = new Error("outer");
     Object.defineProperty(error, "cause", {

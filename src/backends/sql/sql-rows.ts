@@ -64,10 +64,11 @@ export function toWorkerStats(stats: string): WorkerStats {
 /** Serializes a stored error, keeping only its documented fields. */
 export function errorJson(error: StoredError | undefined): string | null {
   if (error === undefined) return null;
-  const plain: { type: string; message: string; stack?: string } = {
+  const plain: { type: string; message: string; stack?: string; code?: string } = {
     type: String(error.type),
     message: String(error.message),
   };
   if (error.stack !== undefined) plain.stack = String(error.stack);
+  if (error.code !== undefined) plain.code = String(error.code);
   return JSON.stringify(plain);
 }

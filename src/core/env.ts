@@ -47,6 +47,26 @@ export function envInt(env: EnvMap, name: string, fallback: number, min = 0, max
   return checkInt(Number(value), name, min, max, value);
 }
 
+/**
+ * A whole number of milliseconds from a `_MS` variable: a bare number is milliseconds
+ * (`"5000"`), a unit string is converted (`"5s"`, `"250ms"`, `"1m"`), or `fallback`.
+ */
+export function envMillis(env: EnvMap, name: string, fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  const value = raw(env, name);
+  if (value === undefined) return fallback;
+  if (!/[a-z]\s*$/i.test(value)) return checkInt(Number(value), name, min, max, value);
+  let ms: number;
+  try {
+    ms = Math.round(toMs(value, name));
+  } catch (error) {
+    throw new ConfigurationError(
+      `${name}: expected milliseconds (5000) or a unit string ("5s", "250ms"), got ${JSON.stringify(value.slice(0, 50))}`,
+      { cause: error },
+    );
+  }
+  return checkInt(ms, name, min, max, value);
+}
+
 /** Checks an integer option; the error names `name`. */
 export function checkInt(
   value: number,

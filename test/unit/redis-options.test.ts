@@ -252,6 +252,26 @@ describe("redis broker and backend settings", () => {
     });
   });
 
+  it("takes a unit string in a _MS variable (a bare number is milliseconds), and names it when wrong", () => {
+    const broker = new RedisBroker({
+      env: {
+        CHICORY_BROKER_REDIS_BLOCK_MS: "2s",
+        CHICORY_BROKER_REDIS_CLAIM_MIN_IDLE_MS: "1.5m",
+        CHICORY_BROKER_REDIS_PUBLISH_TIMEOUT_MS: "250ms",
+      },
+    });
+    expect(broker.settings).toMatchObject({ blockMs: 2000, claimMinIdleMs: 90_000, publishTimeoutMs: 250 });
+    expect(() => new RedisBroker({ env: { CHICORY_BROKER_REDIS_BLOCK_MS: "20m" } })).toThrow(
+      /^CHICORY_BROKER_REDIS_BLOCK_MS: expected an integer from 1 to 600000, got "20m"/,
+    );
+    expect(() => new RedisBroker({ env: { CHICORY_BROKER_REDIS_BLOCK_MS: "2 weeks" } })).toThrow(
+      /^CHICORY_BROKER_REDIS_BLOCK_MS: expected milliseconds \(5000\) or a unit string/,
+    );
+    expect(() => new RedisBroker({ env: { CHICORY_BROKER_REDIS_BLOCK_MS: "1.5" } })).toThrow(
+      /^CHICORY_BROKER_REDIS_BLOCK_MS: expected an integer/,
+    );
+  });
+
   it("names the variable of a bad key prefix or consumer group, or the option", () => {
     expect(() => new RedisBroker({ env: { CHICORY_BROKER_REDIS_KEY_PREFIX: "bad prefix" } })).toThrow(
       /^CHICORY_BROKER_REDIS_KEY_PREFIX: "bad prefix" is invalid/,

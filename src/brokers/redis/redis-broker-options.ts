@@ -2,7 +2,7 @@
  * Options of the Redis broker and their `CHICORY_BROKER_REDIS_*` environment variables.
  * @module
  */
-import { checkInt, type EnvMap, envInt, envString } from "../../core/env.js";
+import { checkInt, type EnvMap, envInt, envMillis, envString } from "../../core/env.js";
 import type { Logger } from "../../core/logger.js";
 import { checkRedisName, type RedisConnectionOptions } from "../../redis/redis-options.js";
 
@@ -82,9 +82,9 @@ export function resolveBrokerSettings(options: RedisBrokerOptions, env: EnvMap):
       options.consumerGroup ?? envString(env, `${ENV}_CONSUMER_GROUP`, "chicory-workers"),
       options.consumerGroup === undefined ? `${ENV}_CONSUMER_GROUP` : "consumerGroup",
     ),
-    blockMs: checkInt(options.blockMs ?? envInt(env, `${ENV}_BLOCK_MS`, 5000, 1, 600_000), "blockMs", 1, 600_000),
+    blockMs: checkInt(options.blockMs ?? envMillis(env, `${ENV}_BLOCK_MS`, 5000, 1, 600_000), "blockMs", 1, 600_000),
     claimMinIdleMs: checkInt(
-      options.claimMinIdleMs ?? envInt(env, `${ENV}_CLAIM_MIN_IDLE_MS`, 30_000, 100),
+      options.claimMinIdleMs ?? envMillis(env, `${ENV}_CLAIM_MIN_IDLE_MS`, 30_000, 100),
       "claimMinIdleMs",
       100,
     ),
@@ -92,7 +92,7 @@ export function resolveBrokerSettings(options: RedisBrokerOptions, env: EnvMap):
     maxStreamLength: limit(options.maxStreamLength, env, `${ENV}_MAX_STREAM_LENGTH`),
     dlqMaxLength: limit(options.dlqMaxLength, env, `${ENV}_DLQ_MAX_LENGTH`),
     publishTimeoutMs: checkInt(
-      options.publishTimeoutMs ?? envInt(env, `${ENV}_PUBLISH_TIMEOUT_MS`, 10_000, 1),
+      options.publishTimeoutMs ?? envMillis(env, `${ENV}_PUBLISH_TIMEOUT_MS`, 10_000, 1),
       "publishTimeoutMs",
       1,
     ),

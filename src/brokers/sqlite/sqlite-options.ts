@@ -10,7 +10,7 @@
  * | `pollMinMs` / `pollMaxMs` | `CHICORY_BROKER_SQLITE_POLL_MIN_MS` / `_POLL_MAX_MS` | 5 / 25 |
  * @module
  */
-import { checkInt, type EnvMap, envChoice, envInt, envString } from "../../core/env.js";
+import { checkInt, type EnvMap, envChoice, envInt, envMillis, envString } from "../../core/env.js";
 import { type Logger, silentLogger } from "../../core/logger.js";
 import { ConfigurationError } from "../../errors.js";
 import { openBetterSqlite3, type SqliteDatabase, type SqliteOpener } from "./sqlite-database.js";
@@ -98,11 +98,11 @@ export function parseSqliteUrl(url: string): string {
 export function sqliteBrokerOptionsFromEnv(url: string | undefined, env: EnvMap): SqliteBrokerOptions {
   return {
     path: url === undefined ? envString(env, "CHICORY_BROKER_SQLITE_PATH", DEFAULT_SQLITE_PATH) : parseSqliteUrl(url),
-    claimMinIdleMs: envInt(env, "CHICORY_BROKER_SQLITE_CLAIM_MIN_IDLE_MS", 30_000, 100),
-    busyTimeoutMs: envInt(env, "CHICORY_BROKER_SQLITE_BUSY_TIMEOUT_MS", 5000, 0),
+    claimMinIdleMs: envMillis(env, "CHICORY_BROKER_SQLITE_CLAIM_MIN_IDLE_MS", 30_000, 100),
+    busyTimeoutMs: envMillis(env, "CHICORY_BROKER_SQLITE_BUSY_TIMEOUT_MS", 5000, 0),
     synchronous: envChoice<"NORMAL" | "FULL">(env, "CHICORY_BROKER_SQLITE_SYNCHRONOUS", ["NORMAL", "FULL"], "NORMAL"),
-    pollMinMs: envInt(env, "CHICORY_BROKER_SQLITE_POLL_MIN_MS", 5, 1, 10_000),
-    pollMaxMs: envInt(env, "CHICORY_BROKER_SQLITE_POLL_MAX_MS", 25, 1, 60_000),
+    pollMinMs: envMillis(env, "CHICORY_BROKER_SQLITE_POLL_MIN_MS", 5, 1, 10_000),
+    pollMaxMs: envMillis(env, "CHICORY_BROKER_SQLITE_POLL_MAX_MS", 25, 1, 60_000),
   };
 }
 

@@ -96,6 +96,19 @@ describe.skipIf(skip)("redis broker: delayed messages", () => {
     expect(await raw.xlen(n.stream)).toBe(0);
   });
 
+  it("a due member that is a whole message (another producer's ZADD of the JSON) is delivered, not dropped", async () => {
+    const { n, raw, broker } = await brokerAndRaw();
+    const task = encodeTask(codec);
+    await raw.zadd(n.delayed, Date.now() - 10, task.body);
+    const consumer = broker.consumer({ queues: [n.queue], consumerId: uniqueName("c-") });
+    cleanups.push(() => consumer.close());
+    const delivery = await fetchOne(consumer);
+    expect(delivery.body).toBe(task.body);
+    await delivery.ack();
+    expect(await raw.zcard(n.delayed)).toBe(0);
+    expect(await raw.xlen(n.stream)).toBe(0);
+  });
+
   it("a producer whose due mover drops jobs without a stored body says so", async () => {
     const { logger, until } = capturingLogger();
     const { n, raw, broker } = await brokerAndRaw({ logger });

@@ -211,9 +211,12 @@ async function replay(spec: string, id: string | undefined, opts: DlqCommandOpti
     const queues = targetQueues(app, opts.queue);
     if (!id) {
       const { replayed, left } = await replayAll(app, queues, resetRetries);
-      printLine(`replayed ${replayed} message(s) from the dead-letter queue (${queues.join(", ")})`);
+      if (opts.json) printJson({ replayed, queues, notReplayed: left });
+      else {
+        printLine(`replayed ${replayed} message(s) from the dead-letter queue (${queues.join(", ")})`);
+        for (const entry of left) printLine(`not replayed: ${entry.queue} ${entry.messageId}: ${entry.reason}`);
+      }
       if (left.length === 0) return EXIT_OK;
-      for (const entry of left) printLine(`not replayed: ${entry.queue} ${entry.messageId}: ${entry.reason}`);
       throw new CliFailure(
         `${left.length} entr${left.length === 1 ? "y" : "ies"} left in the dead-letter queue (listed above; remove one with: chicory dlq delete ${spec} <id>)`,
       );
@@ -229,7 +232,8 @@ async function replay(spec: string, id: string | undefined, opts: DlqCommandOpti
         throw new CliFailure(`${queue} ${id}: ${reason} (remove it with: chicory dlq delete ${spec} ${id})`);
       }
       if (moved) {
-        printLine(`replayed ${id} to queue ${queue}${resetRetries ? " (retries reset)" : ""}`);
+        if (opts.json) printJson({ queue, messageId: id, replayed: true, retriesReset: resetRetries });
+        else printLine(`replayed ${id} to queue ${queue}${resetRetries ? " (retries reset)" : ""}`);
         return EXIT_OK;
       }
     }
@@ -243,7 +247,8 @@ async function remove(spec: string, id: string, opts: DlqCommandOptions): Promis
     const queues = targetQueues(app, opts.queue);
     for (const queue of await queuesForEntry(app, queues, id)) {
       if (await app.broker.deleteFromDlq(id, queue)) {
-        printLine(`deleted ${id} from the dead-letter queue of ${queue}`);
+        if (opts.json) printJson({ queue, messageId: id, deleted: true });
+        else printLine(`deleted ${id} from the dead-letter queue of ${queue}`);
         return EXIT_OK;
       }
     }
@@ -290,9 +295,11 @@ export function registerDlqCommand(program: Command, run: Run): void {
     .argument("[id]", "message id (from dlq list)")
     .option("--all", "replay every entry")
     .option("--no-reset-retries", "keep the message's retry counter")
+    .option("--json", "print JSON")
     .action((spec: string, id: string | undefined, opts: DlqCommandOptions) => run(() => replay(spec, id, opts)));
   common(sub(dlq, "delete", "delete one dead-lettered message"))
     .argument("<id>", "message id (from dlq list)")
+    .option("--json", "print JSON")
     .action((spec: string, id: string, opts: DlqCommandOptions) => run(() => remove(spec, id, opts)));
   common(sub(dlq, "purge", "delete every dead-lettered message"))
     .option("--json", "print JSON")

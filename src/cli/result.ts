@@ -16,6 +16,7 @@ import { CliUsageError, EXIT_OK, printJson } from "./output.js";
 /** Options of `chicory result`. */
 export interface ResultCommandOptions {
   wait?: boolean;
+  json?: boolean;
   timeout?: number;
   logLevel?: LogLevel;
 }
@@ -87,7 +88,8 @@ export function registerResultCommand(program: Command, run: (action: () => Prom
       "--timeout <seconds>",
       "with --wait: give up after this long (exit code 1; default: the app's resultDefaultTimeout)",
       positiveSeconds,
-    );
+    )
+    .option("--json", "print JSON (what this command always prints; accepted as every command's)");
   withLogLevel(command).action((spec: string, taskId: string, opts: ResultCommandOptions) =>
     run(() => runResultCommand(spec, taskId, opts)),
   );

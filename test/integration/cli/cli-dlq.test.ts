@@ -66,6 +66,31 @@ describe.skipIf(skipRedis)("chicory dlq replay|delete <id> on Redis, an id held 
     raw.disconnect();
   });
 
+  it("dlq replay and delete print one JSON object with --json, as the other commands do", async () => {
+    await deadLetter(qa, "1700000000000-1");
+    await deadLetter(qa, "1700000000000-2");
+    await raw.xadd(dlqKey(qa), "1700000000000-3", "data", "not json", "error", "bad", "failed_at", 1, "retry_count", 0);
+    const one = await runCli(["dlq", "replay", APP_JS, "1700000000000-1", "-q", qa, "--json"], env);
+    expect([one.code, JSON.parse(one.stdout)]).toEqual([
+      0,
+      { queue: qa, messageId: "1700000000000-1", replayed: true, retriesReset: true },
+    ]);
+    const all = await runCli(["dlq", "replay", APP_JS, "--all", "-q", qa, "--json"], env);
+    expect(all.code).toBe(1); // the unreadable entry stays
+    expect(JSON.parse(all.stdout)).toMatchObject({
+      replayed: 1,
+      queues: [qa],
+      notReplayed: [{ queue: qa, messageId: "1700000000000-3" }],
+    });
+    const deleted = await runCli(["dlq", "delete", APP_JS, "1700000000000-3", "-q", qa, "--json"], env);
+    expect([deleted.code, JSON.parse(deleted.stdout)]).toEqual([
+      0,
+      { queue: qa, messageId: "1700000000000-3", deleted: true },
+    ]);
+    expect(await raw.xlen(streamKey(qa))).toBe(2);
+    expect(await raw.xlen(dlqKey(qa))).toBe(0);
+  });
+
   it("dlq replay of an entry that cannot be replayed says how to remove it with the CLI, once", async () => {
     const id = "1700000000000-9";
     await raw.xadd(dlqKey(qa), id, "data", "not json", "error", "bad", "failed_at", Date.now(), "retry_count", 0);

@@ -128,7 +128,7 @@ describe("chicory CLI on the embedded SQLite broker (multi-process)", () => {
       error: { type: "TypeError", message: "late", code: "ERR_BOOM" },
     });
     expect(waited.stderr.trim()).toBe(`chicory: task ${id} failed: TypeError: late`);
-    const read = await runCli(["result", APP_JS, id], env);
+    const read = await runCli(["result", APP_JS, id, "--json"], env); // always JSON; --json accepted
     expect(read.code).toBe(0);
     expect(JSON.parse(read.stdout)).toMatchObject({ taskId: id, state: "DEAD_LETTERED" });
     expect(read.stderr).toBe("");
@@ -149,7 +149,7 @@ describe("chicory CLI on the embedded SQLite broker (multi-process)", () => {
     );
     expect(byDefault.code).toBe(1);
     expect(byDefault.stderr.trim()).toBe(`chicory: task ${id}: no result after 0.5 s`);
-    const read = await runCli(["result", APP_JS, id], env);
+    const read = await runCli(["result", APP_JS, id, "--json"], env); // always JSON; --json accepted
     expect(read.code).toBe(0);
     expect(JSON.parse(read.stdout)).toEqual({ taskId: id, state: "PENDING" });
   });

@@ -90,6 +90,17 @@ describe("MessageCodec", () => {
       expect(signer.decode(body)).toEqual({ ok: true, message: message() });
     });
 
+    it("verifies a message signed elsewhere as docs/reliability/security.md describes (the Python snippet's output)", () => {
+      const signed =
+        '{"v":1,"id":"py-1","name":"add","args":[1,2],"retries":0,"eta":null,"priority":null,"firstFailureAt":null,"lastError":null,"sig":"GkQF3FIm24JXo8w9NllNAkGUYXq5W4Erubs467K1Gl4"}';
+      expect(new MessageCodec({ signingKey: "s3cret" }).decode(signed)).toMatchObject({
+        ok: true,
+        message: { id: "py-1", name: "add", args: [1, 2] },
+      });
+      const spaced = signed.replace(',"sig":', ', "sig": ');
+      expect(new MessageCodec({ signingKey: "s3cret" }).decode(spaced)).toMatchObject({ reason: "bad_signature" });
+    });
+
     it("rejects unsigned, forged and tampered messages", () => {
       expect(signer.decode(new MessageCodec().encode(message()))).toMatchObject({ ok: false, reason: "unsigned" });
       expect(signer.decode(new MessageCodec({ signingKey: "other" }).encode(message()))).toMatchObject({

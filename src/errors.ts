@@ -176,7 +176,10 @@ export class MessageTooLargeError extends ChicoryError {
   }
 }
 
-/** A SQL backend's connection pool had no free connection within its timeout. */
+/**
+ * A SQL backend's connection pool gave no connection within its timeout: every connection
+ * stayed busy, or the database did not answer a new one in time.
+ */
 export class DbPoolExhaustedError extends ChicoryError {
   override readonly code = "DB_POOL_EXHAUSTED";
 }

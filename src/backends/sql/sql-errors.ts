@@ -65,7 +65,7 @@ export function wrapSqlError(error: unknown, what: string, displayUrl: string, i
   const detail = error instanceof Error ? error.message : String(error);
   if (isPoolTimeout) {
     return new DbPoolExhaustedError(
-      `${what}: no free connection in the pool of ${displayUrl} within the pool timeout (raise POOL_SIZE/MAX_OVERFLOW or POOL_TIMEOUT)`,
+      `${what}: no connection from the pool of ${displayUrl} within the pool timeout: the database did not answer a new connection in time (unreachable or stalled?), or every connection stayed busy (then raise POOL_SIZE/MAX_OVERFLOW or POOL_TIMEOUT)`,
       { cause: error },
     );
   }

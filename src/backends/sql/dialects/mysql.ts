@@ -109,7 +109,7 @@ function timedPool(
       let isSettled = false;
       const timer = setTimeout(() => {
         isSettled = true;
-        callback(new MysqlPoolTimeoutError(`no free connection within ${timeoutMs} ms`), undefined as never);
+        callback(new MysqlPoolTimeoutError(`no connection within ${timeoutMs} ms`), undefined as never);
       }, timeoutMs);
       const attempt = () =>
         pool.getConnection((error, connection) => {

@@ -25,6 +25,7 @@ export type {
   Delivery,
   DlqMessage,
   HealthStatus,
+  LeaseState,
   OutgoingMessage,
   PublishResult,
   ReleaseOptions,

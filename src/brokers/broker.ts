@@ -74,6 +74,9 @@ export interface AckOptions {
   readonly confirm?: boolean;
 }
 
+/** Who holds a delivered message now (see {@link Delivery.leaseState}). */
+export type LeaseState = "held" | "taken" | "ownerless";
+
 /**
  * One message handed to a worker. It knows how to settle itself; exactly one settle
  * call takes effect, later ones are no-ops.
@@ -116,6 +119,15 @@ export interface Delivery {
    * the channel that delivered the message is still open. Brokers without either omit it.
    */
   holdsLease?(): Promise<boolean>;
+  /**
+   * {@link Delivery.holdsLease} that tells two cases of "not held" apart: `taken` (another
+   * consumer holds the message, or will be handed it, and stores its own outcome) and
+   * `ownerless` (no consumer holds it and none will run it again: on Redis, an entry that left
+   * the stream, lost in a restart without persistence or settled by a consumer that reclaimed it).
+   * The worker stores an ownerless delivery's outcome unless the task already has a final record.
+   * Brokers that cannot tell omit it (`holdsLease` false then means `taken`).
+   */
+  leaseState?(): Promise<LeaseState>;
   /**
    * Marks the message as unverified (with signing on, it failed to decode or verify): the task
    * id it claims is not to be trusted, so settling it leaves that id's state alone (Redis: the

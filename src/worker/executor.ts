@@ -26,7 +26,7 @@
  * @module
  */
 import type { Chicory } from "../app.js";
-import type { TaskRecord } from "../backends/backend.js";
+import { isTerminalState, type TaskRecord } from "../backends/backend.js";
 import type { Delivery } from "../brokers/broker.js";
 import { isoNow } from "../core/clock.js";
 import type { Logger } from "../core/logger.js";
@@ -244,13 +244,37 @@ function recordOf(
 
 /**
  * False when the record of an unacknowledged delivery must not be written: the lease was lost
- * (another worker holds the job now, and stores its own outcome). Logged here.
+ * (another worker holds the job now, and stores its own outcome), or the broker lost the
+ * message (`ownerless`: nobody will run it again) and the task already has a final record.
+ * Logged here.
  */
-async function mayStore(ctx: ExecutionContext, state: string): Promise<boolean> {
+async function mayStore(ctx: ExecutionContext, state: string, taskId: string): Promise<boolean> {
   const { delivery, attempt } = ctx;
-  if (attempt.alreadyAcked || delivery.holdsLease === undefined || (await delivery.holdsLease())) return true;
+  if (attempt.alreadyAcked) return true;
+  const lease = delivery.leaseState
+    ? await delivery.leaseState()
+    : delivery.holdsLease === undefined || (await delivery.holdsLease())
+      ? "held"
+      : "taken";
+  if (lease === "held") return true;
+  const fields = { taskId: attempt.message?.id, queue: delivery.queue, state };
+  if (lease === "ownerless") {
+    const current = await ctx.app.backend?.getResult(taskId);
+    if (current === null || current === undefined || !isTerminalState(current.state)) {
+      ctx.logger.warn(
+        fields,
+        "the broker no longer holds this job's message (lost in a broker restart, or finished by a worker that took it over): its outcome is stored, as nobody will run it again",
+      );
+      return true;
+    }
+    ctx.logger.warn(
+      { ...fields, storedState: current.state },
+      "the broker no longer holds this job's message and the task already has a final record (a worker that took the job over finished it): this run's outcome is not stored",
+    );
+    return false;
+  }
   ctx.logger.warn(
-    { taskId: attempt.message?.id, queue: delivery.queue, state },
+    fields,
     "lease lost before the outcome was stored: another worker holds the job now; its outcome is left to that worker",
   );
   return false;
@@ -264,7 +288,7 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
       const backend = app.backend;
       const target = recordTarget(attempt);
       if (!backend || !target) return;
-      if (!(await mayStore(ctx, action.state))) return;
+      if (!(await mayStore(ctx, action.state, target.id))) return;
       await backend.storeResult(recordOf(action, attempt, target));
       return;
     }

@@ -368,12 +368,9 @@ export class RedisConsumer implements Consumer {
         throw this.#unreachable(this.#ctx.main);
       }
       try {
-        // The group gone (Redis restarted empty, or was flushed): these entries went with it.
-        await this.#renew(q, ids, {
-          onNoGroup: () => {
-            q.hasGroup = false;
-          },
-        });
+        // Not handed out yet: one that left the stream is dropped too (a read-ahead entry that
+        // Redis lost goes as the queued jobs it was read with went).
+        await this.#renew(q, ids, {});
       } catch (error) {
         throw this.#ctx.wrapError("fetch", error);
       }
@@ -780,55 +777,72 @@ export class RedisConsumer implements Consumer {
   }
 
   /**
-   * Renews the leases of `ids` of `q` in one call. The entries lost (settled, or taken by
-   * another consumer) leave this consumer: their runs learn it, and read-ahead ones are never
-   * handed out. The others are held for another claim idle time from when the call was sent.
-   * `onNoGroup`, when given, takes a missing group (all `ids` are then lost) instead of a throw.
-   * `sayLost`: warn of entries lost while they ran here. Returns how many are still held.
+   * Renews the leases of `ids` of `q` in one call. The entries another consumer holds (or will
+   * be handed: their group was re-created) leave this consumer: their runs learn it, and
+   * read-ahead ones are never handed out. Entries nobody holds that left the stream (settled by
+   * a consumer that reclaimed them, or lost in a Redis restart without persistence) leave it
+   * too, but with `keepGoneRuns` their runs go on, and their outcomes are stored unless the task
+   * has a final one ({@link RedisDelivery.entryGone}): nobody else will run them. The others are
+   * held for another claim idle time from when the call was sent. A missing group is noted for
+   * the next fetch to re-create. `sayLost`: warn of entries lost while they ran here.
+   * Returns how many are still held.
    */
   async #renew(
     q: QueueState,
     ids: readonly string[],
-    { onNoGroup, sayLost = false }: { onNoGroup?: () => void; sayLost?: boolean },
+    { keepGoneRuns = false, sayLost = false }: { keepGoneRuns?: boolean; sayLost?: boolean },
   ): Promise<number> {
     const sentAtMs = performance.now();
-    let lost: readonly string[];
-    try {
-      lost = (await runScript(
-        this.#ctx.main,
-        "chicoryRenew",
-        [q.keys.stream],
-        [this.#ctx.group, this.#consumerId, ...ids],
-      )) as string[];
-    } catch (error) {
-      if (onNoGroup === undefined || !isNoGroupError(error)) throw error;
-      onNoGroup();
-      lost = ids;
-    }
+    const [lost, gone, noGroup] = (await runScript(
+      this.#ctx.main,
+      "chicoryRenew",
+      [q.keys.stream],
+      [this.#ctx.group, this.#consumerId, ...ids],
+    )) as [string[], string[], number];
+    if (noGroup === 1) q.hasGroup = false; // the next fetch re-creates it
     let running = 0;
+    let goneRunning = 0;
+    const isRun = (d: RedisDelivery | undefined): d is RedisDelivery =>
+      d !== undefined && !d.isSettled && !this.#buffer.includes(d);
     for (const id of lost) {
       const delivery = q.inFlight.get(id);
       q.inFlight.delete(id);
       // handed out (not read-ahead) and not being settled: a run here
-      if (sayLost && delivery !== undefined && !delivery.isSettled && !this.#buffer.includes(delivery)) running++;
+      if (sayLost && isRun(delivery)) running++;
       delivery?.leaseLost();
+    }
+    for (const id of gone) {
+      const delivery = q.inFlight.get(id);
+      q.inFlight.delete(id);
+      if (keepGoneRuns && isRun(delivery)) {
+        goneRunning++;
+        delivery.entryGone();
+      } else delivery?.leaseLost();
     }
     if (running > 0) {
       // (a settle finds it out too, and says so; a run aborted here would otherwise end unsaid)
       this.#logger.warn(
         { queue: q.keys.queue, consumer: this.#consumerId, entries: running },
-        "redis consumer: lease lost on entries it held (another worker took them after they went unrenewed for the claim idle time: " +
-          "an event loop, process or network stall?); their runs here are aborted, and their outcomes are that worker's",
+        noGroup === 1
+          ? "redis consumer: entries it was running are in no consumer's hands (their consumer group was deleted, then re-created?): their runs here are aborted, and the group delivers them again"
+          : "redis consumer: lease lost on entries it held (another worker took them after they went unrenewed for the claim idle time: " +
+              "an event loop, process or network stall? or their consumer group was re-created): their runs here are aborted, and their outcomes are left to the worker that runs them",
+      );
+    }
+    if (goneRunning > 0) {
+      this.#logger.warn(
+        { queue: q.keys.queue, consumer: this.#consumerId, entries: goneRunning },
+        "redis consumer: entries it is running left the stream, held by no consumer (Redis restarted without persistence or lost its data, or another worker that took them over finished them): their runs go on, and each outcome is stored unless the task already has a final one",
       );
     }
     for (const id of ids) {
       const delivery = q.inFlight.get(id);
       if (delivery) delivery.leaseConfirmedAtMs = sentAtMs;
     }
-    if (lost.length > 0 && this.#buffer.length > 0) {
+    if ((lost.length > 0 || gone.length > 0) && this.#buffer.length > 0) {
       this.#buffer = this.#buffer.filter((d) => q.inFlight.get(d.deliveryId) === d || d.keys !== q.keys);
     }
-    return ids.length - lost.length;
+    return ids.length - lost.length - gone.length;
   }
 
   async #renewQueue(q: QueueState): Promise<void> {
@@ -837,7 +851,8 @@ export class RedisConsumer implements Consumer {
     const ids: string[] = [];
     for (const [id, delivery] of q.inFlight) if (!delivery.isSettled) ids.push(id);
     for (let i = 0; i < ids.length; i += RENEW_CHUNK) {
-      if ((await this.#renew(q, ids.slice(i, i + RENEW_CHUNK), { sayLost: true })) > 0) q.seenAtMs = performance.now();
+      const chunk = ids.slice(i, i + RENEW_CHUNK);
+      if ((await this.#renew(q, chunk, { keepGoneRuns: true, sayLost: true })) > 0) q.seenAtMs = performance.now();
     }
   }
 

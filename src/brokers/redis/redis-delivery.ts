@@ -5,7 +5,7 @@
  */
 import type { TaskRecord } from "../../backends/backend.js";
 import { peekMessage } from "../../core/message.js";
-import type { AckOptions, Delivery, ReleaseOptions } from "../broker.js";
+import type { AckOptions, Delivery, LeaseState, ReleaseOptions } from "../broker.js";
 import { LeaseLostListener } from "../lease-lost.js";
 import type { QueueKeys } from "./redis-keys.js";
 
@@ -17,6 +17,7 @@ export interface DeliverySettler {
   writeDeadLetter(delivery: RedisDelivery, error: string, record: TaskRecord): Promise<void>;
   release(delivery: RedisDelivery, countDelivery?: boolean): Promise<void>;
   holdsLease(delivery: RedisDelivery): Promise<boolean>;
+  leaseState(delivery: RedisDelivery): Promise<LeaseState>;
 }
 
 /** A stream entry delivered to this consumer. */
@@ -38,6 +39,7 @@ export class RedisDelivery implements Delivery {
   readonly #leaseLost = new LeaseLostListener();
   #isSettled = false;
   #isLeaseLost = false;
+  #isEntryGone = false;
   #isUntrusted = false;
   /**
    * When this consumer last knew it held the entry (`performance.now()`, a clock that never
@@ -128,9 +130,32 @@ export class RedisDelivery implements Delivery {
     this.#leaseLost.fire(this.#isSettled);
   }
 
+  /**
+   * True once a lease renewal found the entry held by no consumer and gone from the stream
+   * while it ran here ({@link RedisDelivery.entryGone}).
+   */
+  get isEntryGone(): boolean {
+    return this.#isEntryGone;
+  }
+
+  /**
+   * Called by the consumer when a lease renewal found the entry, while it ran here, held by no
+   * consumer and gone from the stream (settled by a consumer that had reclaimed it, or lost in a
+   * Redis restart without persistence): the run goes on, since nobody else will run it, and
+   * {@link RedisDelivery.leaseState} says `ownerless`.
+   */
+  entryGone(): void {
+    this.#isEntryGone = true;
+  }
+
   /** {@inheritDoc Delivery.holdsLease} */
   holdsLease(): Promise<boolean> {
     return this.#settler.holdsLease(this);
+  }
+
+  /** {@inheritDoc Delivery.leaseState} */
+  leaseState(): Promise<LeaseState> {
+    return this.#settler.leaseState(this);
   }
 
   ack(options?: AckOptions): Promise<void> {

@@ -53,6 +53,11 @@ function withClaimEntries(name: string): string {
   return `local function claimEntries(stream, group, consumer, minIdle, ids, counts, keep)\n${lua("claim-entries")}\nend\n${lua(name)}`;
 }
 
+/** A script below holderOf (holder-of.lua, see its header). */
+function withHolderOf(name: string): string {
+  return `local function holderOf(stream, group, consumer, id)\n${lua("holder-of")}\nend\n${lua(name)}`;
+}
+
 /** Script name -> number of KEYS and source. Names are prefixed to avoid clashing with ioredis methods. */
 const SCRIPTS = {
   chicoryPublish: { numberOfKeys: 5, lua: lua("publish") },
@@ -61,7 +66,8 @@ const SCRIPTS = {
   chicoryMoveDelayed: { numberOfKeys: 4, lua: lua("move-delayed") },
   chicoryReclaim: { numberOfKeys: 1, lua: withClaimEntries("reclaim") },
   chicoryRecoverOwn: { numberOfKeys: 1, lua: withClaimEntries("recover-own") },
-  chicoryRenew: { numberOfKeys: 1, lua: lua("renew") },
+  chicoryRenew: { numberOfKeys: 1, lua: withHolderOf("renew") },
+  chicoryLeaseState: { numberOfKeys: 1, lua: withHolderOf("lease-state") },
   chicoryRelease: { numberOfKeys: 1, lua: lua("release") },
   chicoryAck: { numberOfKeys: 2, lua: ackLua() },
   /** Variable key count: called with the number of keys first. */

@@ -15,6 +15,7 @@ import { peekMessage } from "../../core/message.js";
 import { BrokerConnectionError, DeadLetterQueueFullError } from "../../errors.js";
 import { type RedisArg, runScript } from "../../redis/redis-client.js";
 import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
+import type { LeaseState } from "../broker.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import type { DeliverySettler, RedisDelivery } from "./redis-delivery.js";
 import { RELEASED_CONSUMER } from "./redis-keys.js";
@@ -568,5 +569,29 @@ export class RedisSettler implements DeliverySettler {
     }
     const entry = Array.isArray(reply) ? (reply[0] as unknown[] | undefined) : undefined;
     return Array.isArray(entry) && entry[1] === this.#consumerId;
+  }
+
+  /**
+   * {@inheritDoc Delivery.leaseState}: `ownerless` once a renewal found the entry gone while it
+   * ran here, `taken` once one found it held elsewhere; `held` at once while the last lease confirmation is less than half the claim idle
+   * time old; else asks Redis (`lease-state.lua`): an entry no consumer holds that left the
+   * stream is `ownerless`, one another consumer holds or will be handed is `taken`.
+   */
+  async leaseState(d: RedisDelivery): Promise<LeaseState> {
+    if (d.isEntryGone) return "ownerless";
+    if (d.isLeaseLost) return "taken";
+    if (performance.now() - d.leaseConfirmedAtMs < this.#ctx.claimMinIdleMs / 2) return "held";
+    let holder: unknown;
+    try {
+      holder = await runScript(
+        this.#ctx.main,
+        "chicoryLeaseState",
+        [d.keys.stream],
+        [this.#ctx.group, this.#consumerId, d.deliveryId],
+      );
+    } catch (error) {
+      throw this.#ctx.wrapError("leaseState", error);
+    }
+    return Number(holder) === 0 ? "held" : Number(holder) === 2 ? "ownerless" : "taken";
   }
 }

@@ -9,6 +9,7 @@ import type { TaskRecord } from "../../../src/backends/backend.js";
 import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker-options.js";
+import type { RedisDelivery } from "../../../src/brokers/redis/redis-delivery.js";
 import { RELEASED_CONSUMER } from "../../../src/brokers/redis/redis-keys.js";
 import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js";
 import { MessageCodec } from "../../../src/core/message.js";
@@ -417,6 +418,54 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(await until(/lease lost on entries it held/)).toMatchObject({ level: "warn", fields: { entries: 1 } });
     await kept.ack();
     expect(keptLost).toBe(false);
+  });
+
+  it("a renewal that finds a running entry gone from the stream, held by nobody, keeps its run: leaseState says ownerless", async () => {
+    const s = await setup({ claimMinIdleMs: 600 });
+    await publish(s.broker, s.queue);
+    await publish(s.broker, s.queue);
+    const { logger, until } = capturingLogger();
+    const a = s.broker.consumer({ queues: [s.queue], consumerId: uniqueName("c-"), logger });
+    cleanups.push(() => a.close());
+    const [gone, kept] = (await a.fetch(2, AbortSignal.timeout(1000))) as RedisDelivery[];
+    if (!gone || !kept) throw new Error("expected two deliveries");
+    let goneLost = false;
+    gone.onLeaseLost(() => {
+      goneLost = true;
+    });
+    // as a Redis restart without persistence loses it (or a worker that took it over settles it)
+    await s.raw.xack(s.stream, s.group, gone.deliveryId);
+    await s.raw.xdel(s.stream, gone.deliveryId);
+    expect(await until(/left the stream, held by no consumer/)).toMatchObject({
+      level: "warn",
+      fields: { entries: 1 },
+    });
+    expect(goneLost).toBe(false);
+    expect(gone.isEntryGone).toBe(true);
+    expect(await gone.leaseState()).toBe("ownerless");
+    expect(await kept.leaseState()).toBe("held");
+    await gone.ack(); // nothing left to acknowledge: resolves
+    await kept.ack();
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+  });
+
+  it("leaseState asks Redis once the lease is old: taken when another consumer holds the entry or the re-created group will hand it out", async () => {
+    const s = await setup({ claimMinIdleMs: 600 });
+    await publish(s.broker, s.queue);
+    const a = s.broker.consumer({ queues: [s.queue], consumerId: uniqueName("c-") });
+    cleanups.push(() => a.close());
+    const d = (await fetchOne(a)) as RedisDelivery;
+    d.leaseConfirmedAtMs = 0; // as if the last renewal were long ago (no wait for a real one)
+    expect(await d.leaseState()).toBe("held");
+    await s.raw.call("XCLAIM", s.stream, s.group, "thief", 0, d.deliveryId, "JUSTID");
+    expect(await d.leaseState()).toBe("taken");
+    // the group deleted and re-created at 0: the entry, still in the stream, goes to a reader again
+    await s.raw.xgroup("DESTROY", s.stream, s.group);
+    expect(await d.leaseState()).toBe("taken");
+    await s.raw.xgroup("CREATE", s.stream, s.group, "0");
+    expect(await d.leaseState()).toBe("taken");
+    await s.raw.del(s.stream); // and gone with the stream
+    expect(await d.leaseState()).toBe("ownerless");
   });
 
   it("aborting a long blocked fetch returns at once", async () => {

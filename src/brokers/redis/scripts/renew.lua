@@ -1,16 +1,21 @@
 -- renew.lua: renew the leases of this consumer's unsettled entries.
 -- KEYS[1] stream ${prefix}:stream:{Q}
 -- ARGV[1] group, ARGV[2] this consumer, ARGV[3..n] entry ids
--- Returns the ids this consumer no longer owns (settled, or reclaimed by another consumer).
+-- Returns { lost, gone, noGroup }: `lost` the ids another consumer holds or will be handed
+-- (holderOf 1), `gone` the ids nobody holds that left the stream (holderOf 2), `noGroup` 1 when
+-- the group does not exist (then nothing was renewed), else 0.
+-- Composed below holderOf (holder-of.lua).
 -- Atomic: the owner check and the XCLAIM (min idle 0, JUSTID: resets idle without counting a
 -- delivery) happen together, so a renewal never steals an entry another consumer reclaimed.
-local owned, lost = {}, {}
+local owned, lost, gone = {}, {}, {}
 for i = 3, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if p[1] and p[1][2] == ARGV[2] then
+  local holder = holderOf(KEYS[1], ARGV[1], ARGV[2], ARGV[i])
+  if holder == 0 then
     owned[#owned + 1] = ARGV[i]
-  else
+  elseif holder == 1 then
     lost[#lost + 1] = ARGV[i]
+  else
+    gone[#gone + 1] = ARGV[i]
   end
 end
 if #owned > 0 then
@@ -22,4 +27,11 @@ if #owned > 0 then
   args[#args + 1] = 'JUSTID'
   redis.call(unpack(args))
 end
-return lost
+local noGroup = 0
+if #owned < #ARGV - 2 then
+  local summary = redis.pcall('XPENDING', KEYS[1], ARGV[1])
+  if type(summary) == 'table' and summary.err and string.find(summary.err, 'NOGROUP', 1, true) then
+    noGroup = 1
+  end
+end
+return { lost, gone, noGroup }

@@ -1,0 +1,75 @@
+/**
+ * A task still running when Redis loses its stream entry (a restart without persistence, the
+ * stream deleted): nobody else will run it, so its run goes on and its result is stored, with
+ * the result backend on another server (here in memory) and beside the broker alike. Before,
+ * the next lease renewal took the entry as taken by another worker: the run was aborted (or its
+ * outcome dropped) and `get()` waited until its timeout.
+ */
+import { describe, expect, it } from "vitest";
+import type { Backend } from "../../../src/backends/backend.js";
+import { RedisBackend } from "../../../src/backends/redis/index.js";
+import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import { Chicory, MemoryBackend, Worker } from "../../../src/index.js";
+import { capturingLogger } from "../../helpers/capturing-logger.js";
+import { useCleanups } from "../../helpers/cleanups.js";
+import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
+import { deletePrefix, rawRedis, testPrefix } from "./redis-test-keys.js";
+
+const skip = await skipUnless("redis");
+
+describe.skipIf(skip)("redis: a running task whose stream entry Redis lost", () => {
+  const cleanups = useCleanups();
+
+  async function lostWhileRunning(backendOf: (keyPrefix: string) => Backend) {
+    const keyPrefix = testPrefix();
+    const queue = uniqueName("q");
+    const raw = rawRedis();
+    const app = new Chicory({
+      // a short lease: renewals every 200 ms find the loss while the task runs
+      broker: new RedisBroker({ url: SERVICES.redis, keyPrefix, env: {}, claimMinIdleMs: 600, blockMs: 200 }),
+      backend: backendOf(keyPrefix),
+      config: { env: {} },
+    });
+    cleanups.push(async () => {
+      await app.disconnect();
+      await deletePrefix(keyPrefix);
+      raw.disconnect();
+    });
+    let openGate: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      openGate = resolve;
+    });
+    let onStarted: () => void = () => undefined;
+    const started = new Promise<void>((resolve) => {
+      onStarted = resolve;
+    });
+    let runs = 0;
+    const long = app.task({ name: "long", queue }, async () => {
+      runs++;
+      onStarted();
+      await gate;
+      return "done";
+    });
+    const { logger, lines, until } = capturingLogger();
+    const worker = new Worker(app, { queue, concurrency: 2, logger });
+    await worker.start();
+    cleanups.push(() => worker.stop(5));
+    const result = await long.delay();
+    await started;
+    await raw.del(`${keyPrefix}:stream:{${queue}}`); // the entry and its group, as an empty restart leaves them
+    await until(/left the stream, held by no consumer/);
+    openGate();
+    expect(await result.get({ timeout: 10 })).toBe("done");
+    expect(runs).toBe(1);
+    return lines;
+  }
+
+  it("with the result backend elsewhere, stores the run's result", async () => {
+    const lines = await lostWhileRunning(() => new MemoryBackend());
+    expect(lines.some((l) => /no longer holds this job's message .* its outcome is stored/.test(l.message))).toBe(true);
+  });
+
+  it("with the result backend beside the broker, stores the run's result with its ack", async () => {
+    await lostWhileRunning((keyPrefix) => new RedisBackend({ url: SERVICES.redis, keyPrefix, env: {} }));
+  });
+});

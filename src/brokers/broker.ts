@@ -105,11 +105,13 @@ export interface Delivery {
   retry(body: string, delayMs: number): Promise<void>;
   /**
    * Registers `listener`, called at most once when the broker finds, while this delivery is
-   * unsettled, that this consumer no longer holds the message (its lease ran out, e.g. the
-   * process stalled, and another consumer took it). The worker then aborts the running task
-   * (`ctx.signal`) and leaves the message to its new owner. Brokers without leases omit it.
+   * unsettled, that this consumer no longer holds the message: `taken` (its lease ran out, e.g.
+   * the process stalled, and another consumer took it: the worker then aborts the running task's
+   * `ctx.signal` and leaves the message to its new owner) or `ownerless` (see
+   * {@link Delivery.leaseState}: the worker aborts the task only when it already has a final
+   * record, finished by a consumer that took it over). Brokers without leases omit it.
    */
-  onLeaseLost?(listener: () => void): void;
+  onLeaseLost?(listener: (reason: Exclude<LeaseState, "held">) => void): void;
   /**
    * Resolves false when this consumer no longer holds the message: its lease ran out and
    * another consumer may have taken it (and stored its own result). The worker asks before it

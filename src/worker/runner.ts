@@ -36,6 +36,11 @@ export interface RunnerEnv {
    * write). The handler does not wait for it; must not throw.
    */
   onStart(message: TaskMessage): void;
+  /**
+   * Resolves true when the task already has a final record (for a run whose message the broker
+   * no longer holds: another worker that took it over finished it). Absent without a backend.
+   */
+  isFinished?(taskId: string): Promise<boolean>;
 }
 
 /** The runner's answer for one delivery. */
@@ -212,10 +217,21 @@ async function attempt(
   // handler rejects, and a context task's `ctx.signal` aborts.
   watchShutdown(env.shutdownSignal, run);
   // A lease lost while the task runs (this process stalled past it, another worker took the
-  // message): stop here and leave the job to its new owner.
-  delivery.onLeaseLost?.(() =>
-    run.abort(new TaskAbortedError("the lease on this message was lost: another worker took it over")),
-  );
+  // message): stop here and leave the job to its new owner. A message the broker no longer holds
+  // (ownerless): stop only if another worker that took it over has finished the task; else this
+  // run is the job's only one.
+  delivery.onLeaseLost?.((reason) => {
+    if (reason === "taken") {
+      run.abort(new TaskAbortedError("the lease on this message was lost: another worker took it over"));
+      return;
+    }
+    env.isFinished?.(message.id).then(
+      (isFinished) => {
+        if (isFinished) run.abort(new TaskAbortedError("another worker that took this message over finished the task"));
+      },
+      () => undefined, // unknown: the run goes on, and its outcome is stored unless a final one is there
+    );
+  });
   let timer: NodeJS.Timeout | undefined;
   try {
     const mode = task.validationMode;

@@ -7,7 +7,7 @@
 import { setMaxListeners } from "node:events";
 import { hostname as osHostname } from "node:os";
 import type { Chicory, WorkerHook } from "../app.js";
-import type { StoredError, WorkerStats } from "../backends/backend.js";
+import { isTerminalState, type StoredError, type WorkerStats } from "../backends/backend.js";
 import type { Consumer, Delivery, HealthStatus } from "../brokers/broker.js";
 import { resolveWorkerConfig, type WorkerConfig, type WorkerOptions } from "../config.js";
 import { type Duration, toSeconds } from "../core/duration.js";
@@ -163,6 +163,10 @@ export class Worker {
       maxDeliveries: this.config.maxDeliveries,
       shutdownSignal: this.#shutdownAbort.signal,
       onStart: (message) => this.#started.started(message),
+      isFinished: async (taskId) => {
+        const record = await this.#app.backend?.getResult(taskId);
+        return record !== null && record !== undefined && isTerminalState(record.state);
+      },
     };
     try {
       await this.#app.connect();

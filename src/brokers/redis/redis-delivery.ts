@@ -115,7 +115,7 @@ export class RedisDelivery implements Delivery {
   }
 
   /** {@inheritDoc Delivery.onLeaseLost} */
-  onLeaseLost(listener: () => void): void {
+  onLeaseLost(listener: (reason: Exclude<LeaseState, "held">) => void): void {
     this.#leaseLost.set(listener);
   }
 
@@ -141,11 +141,13 @@ export class RedisDelivery implements Delivery {
   /**
    * Called by the consumer when a lease renewal found the entry, while it ran here, held by no
    * consumer and gone from the stream (settled by a consumer that had reclaimed it, or lost in a
-   * Redis restart without persistence): the run goes on, since nobody else will run it, and
-   * {@link RedisDelivery.leaseState} says `ownerless`.
+   * Redis restart without persistence): the run goes on unless the task already has a final
+   * record (the lease-lost listener hears `ownerless`), and {@link RedisDelivery.leaseState}
+   * says `ownerless`.
    */
   entryGone(): void {
     this.#isEntryGone = true;
+    this.#leaseLost.fire(this.#isSettled, "ownerless");
   }
 
   /** {@inheritDoc Delivery.holdsLease} */

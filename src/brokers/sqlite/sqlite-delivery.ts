@@ -5,7 +5,7 @@
  * @module
  */
 import { BrokerConnectionError } from "../../errors.js";
-import type { AckOptions, Delivery, ReleaseOptions } from "../broker.js";
+import type { AckOptions, Delivery, LeaseState, ReleaseOptions } from "../broker.js";
 import { LeaseLostListener } from "../lease-lost.js";
 import type { ClaimedJob } from "./sqlite-store.js";
 
@@ -45,7 +45,7 @@ export class SqliteDelivery implements Delivery {
   }
 
   /** {@inheritDoc Delivery.onLeaseLost} */
-  onLeaseLost(listener: () => void): void {
+  onLeaseLost(listener: (reason: Exclude<LeaseState, "held">) => void): void {
     this.#leaseLost.set(listener);
   }
 

@@ -10,7 +10,7 @@
  * | `pollMinMs` / `pollMaxMs` | `CHICORY_BROKER_SQLITE_POLL_MIN_MS` / `_POLL_MAX_MS` | 5 / 25 |
  * @module
  */
-import { checkInt, type EnvMap, envChoice, envInt, envMillis, envString } from "../../core/env.js";
+import { checkInt, type EnvMap, envChoice, envMillis, envString } from "../../core/env.js";
 import { type Logger, silentLogger } from "../../core/logger.js";
 import { ConfigurationError } from "../../errors.js";
 import { openBetterSqlite3, type SqliteDatabase, type SqliteOpener } from "./sqlite-database.js";

@@ -9,7 +9,7 @@ import { describe, expect, it } from "vitest";
 import type { Backend } from "../../../src/backends/backend.js";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
-import { Chicory, MemoryBackend, Worker } from "../../../src/index.js";
+import { Chicory, MemoryBackend, type TaskContext, Worker } from "../../../src/index.js";
 import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
@@ -71,5 +71,64 @@ describe.skipIf(skip)("redis: a running task whose stream entry Redis lost", () 
 
   it("with the result backend beside the broker, stores the run's result with its ack", async () => {
     await lostWhileRunning((keyPrefix) => new RedisBackend({ url: SERVICES.redis, keyPrefix, env: {} }));
+  });
+
+  it("aborts the run, and stores nothing, when a worker that took the message over has finished the task", async () => {
+    const keyPrefix = testPrefix();
+    const queue = uniqueName("q");
+    const raw = rawRedis();
+    const backend = new MemoryBackend();
+    const app = new Chicory({
+      broker: new RedisBroker({ url: SERVICES.redis, keyPrefix, env: {}, claimMinIdleMs: 600, blockMs: 200 }),
+      backend,
+      config: { env: {} },
+    });
+    cleanups.push(async () => {
+      await app.disconnect();
+      await deletePrefix(keyPrefix);
+      raw.disconnect();
+    });
+    let onStarted: () => void = () => undefined;
+    const started = new Promise<void>((resolve) => {
+      onStarted = resolve;
+    });
+    let onAborted: (reason: string) => void = () => undefined;
+    const aborted = new Promise<string>((resolve) => {
+      onAborted = resolve;
+    });
+    const long = app.task({ name: "long", queue, context: true }, async (ctx: TaskContext) => {
+      onStarted();
+      await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+      onAborted(String((ctx.signal.reason as Error).message));
+      return "this run's";
+    });
+    const { logger, until } = capturingLogger();
+    const worker = new Worker(app, { queue, concurrency: 2, logger });
+    await worker.start();
+    cleanups.push(() => worker.stop(5));
+    const result = await long.delay();
+    await started;
+    // The heir (after this worker stalled past its lease) took the entry, stored its result, acked it.
+    const stream = `${keyPrefix}:stream:{${queue}}`;
+    const entryId = ((await raw.xrange(stream, "-", "+")) as Array<[string, string[]]>)[0]?.[0] ?? "";
+    await backend.storeResult({
+      taskId: result.taskId,
+      state: "SUCCESS",
+      result: "the heir's",
+      updatedAt: new Date().toISOString(),
+    });
+    // in one step, so that no renewal sees the entry pending for the heir
+    await raw.eval(
+      "redis.call('XCLAIM', KEYS[1], ARGV[1], 'heir', 0, ARGV[2], 'JUSTID'); redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]); return redis.call('XDEL', KEYS[1], ARGV[2])",
+      1,
+      stream,
+      "chicory-workers",
+      entryId,
+    );
+    await until(/left the stream, held by no consumer/);
+    expect(await result.get({ timeout: 10 })).toBe("the heir's");
+    // the run was told (ctx.signal), and its outcome not stored over the heir's
+    expect(await aborted).toMatch(/another worker that took this message over finished the task/);
+    expect((await backend.getResult(result.taskId))?.result).toBe("the heir's");
   });
 });

@@ -121,12 +121,12 @@ describe("sqlite broker leases", () => {
     await a.publish(queue, { id: "t1", body: "one" });
     const consumer = a.consumer({ queues: [queue], consumerId: "owner" });
     const delivery = await fetchOne(consumer);
-    const lost = new Promise<void>((resolve) => delivery.onLeaseLost?.(resolve));
+    const lost = new Promise<string>((resolve) => delivery.onLeaseLost?.(resolve));
     // Another consumer holds the job now (as after this one stalled past its lease).
     const db = new Database(path);
     db.prepare("UPDATE chicory_jobs SET locked_by = 'thief' WHERE task_id = 't1'").run();
     db.close();
-    await lost;
+    expect(await lost).toBe("taken");
     await expect(delivery.ack({ confirm: true })).rejects.toThrow(/lease expired/);
   });
 

@@ -58,10 +58,10 @@ export function envMillis(env: EnvMap, name: string, fallback: number, min = 0, 
   let ms: number;
   try {
     ms = Math.round(toMs(value, name));
-  } catch (error) {
+  } catch {
+    // (not toMs's own message: it speaks of seconds, which a bare number here is not)
     throw new ConfigurationError(
       `${name}: expected milliseconds (5000) or a unit string ("5s", "250ms"), got ${JSON.stringify(value.slice(0, 50))}`,
-      { cause: error },
     );
   }
   return checkInt(ms, name, min, max, value);

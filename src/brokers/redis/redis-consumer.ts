@@ -832,7 +832,7 @@ export class RedisConsumer implements Consumer {
     if (goneRunning > 0) {
       this.#logger.warn(
         { queue: q.keys.queue, consumer: this.#consumerId, entries: goneRunning },
-        "redis consumer: entries it is running left the stream, held by no consumer (Redis restarted without persistence or lost its data, or another worker that took them over finished them): their runs go on, and each outcome is stored unless the task already has a final one",
+        "redis consumer: entries it is running left the stream, held by no consumer (Redis restarted without persistence or lost its data, or another worker that took them over finished them): their runs go on unless the task already has a final record (then they are aborted: another worker finished it), and each outcome is stored unless the task has a final record by then",
       );
     }
     for (const id of ids) {

@@ -360,8 +360,10 @@ export class RedisSettler implements DeliverySettler {
           queue: first.queue,
           consumer: this.#consumerId,
           entries: missed,
-          recordsSkipped: records.length - written.length - goneStored,
-          recordsStoredUnlessFinal: goneStored,
+          // (records travel with acks only when the result backend shares the server)
+          ...(withRecords
+            ? { recordsSkipped: records.length - written.length - goneStored, recordsStoredUnlessFinal: goneStored }
+            : {}),
         },
         "redis ack: entries no longer pending for this consumer (lease lost to another worker, or the entries are gone: " +
           "purged, or lost in a Redis restart without persistence); a job another worker took may run twice, and its " +

@@ -25,6 +25,7 @@ import type { Kysely } from "kysely";
 import type { HealthStatus } from "../../brokers/broker.js";
 import type { EnvMap } from "../../core/env.js";
 import type { Logger } from "../../core/logger.js";
+import { DeadlinePassed, withinDeadline } from "../../core/sleep.js";
 import { processWarningLogger } from "../../core/warn-once.js";
 import { BackendConnectionError } from "../../errors.js";
 import {
@@ -424,10 +425,18 @@ export class SqlBackend implements Backend {
     // each failed try discards one: try a few more before giving up.
     let connectionRetries = 4;
     let conflictRetries = 3;
+    const limitMs = connection.queryTimeout?.ms ?? 0;
     for (;;) {
       try {
-        return await fn(connection.db);
+        return limitMs > 0 ? await withinDeadline(fn(connection.db), limitMs) : await fn(connection.db);
       } catch (error) {
+        if (error instanceof DeadlinePassed) {
+          // Not tried again: the statement may still be applied when the database answers.
+          throw new BackendConnectionError(
+            `${what}: ${this.displayUrl} did not answer within ${limitMs / 1000} s (queryTimeout, ${connection.queryTimeout?.variable}): the database is stalled or unreachable; a write may still be applied if it answers later`,
+            { cause: error },
+          );
+        }
         const isPoolTimeout = connection.isPoolTimeout(error);
         if (!isPoolTimeout && isConnectionError(error) && connectionRetries-- > 0) {
           if (!isQuiet) {

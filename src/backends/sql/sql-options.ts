@@ -20,6 +20,13 @@ export interface SqlPoolOptions {
   poolTimeout?: Duration | undefined;
   /** Seconds after which a connection is replaced (default 3600, `..._POOL_RECYCLE`; 0 = never). */
   poolRecycle?: Duration | undefined;
+  /**
+   * Seconds one operation (a store, a read, a heartbeat; taking a connection from the pool
+   * included) may wait for the database before it fails with `BackendConnectionError` (default
+   * 60, `..._QUERY_TIMEOUT`; 0 = no limit): a database that stops answering on an open
+   * connection would otherwise hold it for ever.
+   */
+  queryTimeout?: Duration | undefined;
 }
 
 /** Resolved pool settings; durations in milliseconds. */
@@ -29,6 +36,8 @@ export interface SqlPoolSettings {
   readonly maxOverflow: number;
   readonly poolTimeoutMs: number;
   readonly poolRecycleMs: number;
+  /** 0: no limit. */
+  readonly queryTimeoutMs: number;
 }
 
 /** Options of where and how long results are kept. */
@@ -82,6 +91,10 @@ export function resolvePoolSettings(flavor: SqlFlavor, options: SqlPoolOptions, 
       options.poolRecycle === undefined
         ? envDurationMs(env, `${p}POOL_RECYCLE`, 3_600_000)
         : toMs(options.poolRecycle, "poolRecycle"),
+    queryTimeoutMs:
+      options.queryTimeout === undefined
+        ? envDurationMs(env, `${p}QUERY_TIMEOUT`, 60_000)
+        : toMs(options.queryTimeout, "queryTimeout"),
   };
 }
 

@@ -11,7 +11,7 @@ import { describe, expect, it } from "vitest";
 import type { SqlBackend } from "../../../src/backends/sql/sql-backend.js";
 import type { Logger } from "../../../src/core/logger.js";
 import { createBackend } from "../../../src/drivers.js";
-import { AsyncResult } from "../../../src/index.js";
+import { AsyncResult, BackendConnectionError } from "../../../src/index.js";
 import { MysqlBackend, PostgresBackend } from "../../../src/sql.js";
 import { successRecord } from "../../contract/contract-helpers.js";
 import { capturingLogger } from "../../helpers/capturing-logger.js";
@@ -158,6 +158,46 @@ describe.concurrent("sql backends: get() without a timeout during an outage", ()
           }
         } finally {
           for (const close of closing.reverse()) await close();
+          await proxy.down();
+          await c.drop(prefix);
+        }
+      },
+    );
+  }
+});
+
+describe.concurrent("sql backends: a database that stops answering on open connections", () => {
+  for (const c of CASES) {
+    it.skipIf(c.skip)(
+      `${c.kind}: an operation fails after queryTimeout with a BackendConnectionError naming it, and works again once the database answers`,
+      async () => {
+        const proxy = new OutageProxy(c.serviceUrl, c.defaultPort);
+        const prefix = freshPrefix();
+        try {
+          await proxy.up();
+          const url = proxy.urlFor(c.serviceUrl);
+          const stalled =
+            c.kind === "postgres"
+              ? new PostgresBackend({ url, tablePrefix: prefix, env: {}, queryTimeout: "500ms", poolSize: 2 })
+              : new MysqlBackend({ url, tablePrefix: prefix, env: {}, queryTimeout: "500ms", poolSize: 2 });
+          try {
+            await stalled.connect();
+            await stalled.storeResult(successRecord("before", 1));
+            proxy.freeze();
+            const failure = await stalled.getResult("before").catch((error: unknown) => error);
+            expect(failure).toBeInstanceOf(BackendConnectionError);
+            expect(String((failure as Error).message)).toMatch(
+              new RegExp(
+                `^getResult: .* did not answer within 0\\.5 s \\(queryTimeout, CHICORY_BACKEND_${c.kind.toUpperCase()}_QUERY_TIMEOUT\\)`,
+              ),
+            );
+            proxy.thaw();
+            expect((await stalled.getResult("before"))?.result).toBe(1);
+          } finally {
+            proxy.thaw();
+            await stalled.disconnect();
+          }
+        } finally {
           await proxy.down();
           await c.drop(prefix);
         }

@@ -1,7 +1,8 @@
 /**
  * A TCP proxy on a free loopback port in front of a shared database server, to take the
  * database "down" for one backend without touching the server: `down()` refuses new
- * connections and resets the open ones, `up()` accepts again on the same port.
+ * connections and resets the open ones, `up()` accepts again on the same port; `freeze()` keeps
+ * every connection open but forwards nothing (a stalled server, a half-open link) until `thaw()`.
  */
 import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
 
@@ -11,6 +12,9 @@ export class OutageProxy {
   readonly #sockets = new Set<Socket>();
   #server: Server | undefined;
   #port = 0;
+  #isFrozen = false;
+  /** Writes held while frozen, in order. */
+  #held: Array<() => void> = [];
 
   constructor(targetUrl: string, defaultPort: number) {
     const url = new URL(targetUrl);
@@ -46,6 +50,17 @@ export class OutageProxy {
     });
   }
 
+  /** Forwards nothing more, either way, until {@link OutageProxy.thaw}; connections stay open. */
+  freeze(): void {
+    this.#isFrozen = true;
+  }
+
+  /** Forwards what was held while frozen, then everything again. */
+  thaw(): void {
+    this.#isFrozen = false;
+    for (const write of this.#held.splice(0)) write();
+  }
+
   /** Refuses new connections and resets every open one (a database server gone). */
   async down(): Promise<void> {
     const server = this.#server;
@@ -72,7 +87,12 @@ export class OutageProxy {
       socket.on("error", gone);
       socket.on("close", gone);
     }
-    client.pipe(upstream);
-    upstream.pipe(client);
+    const forward = (from: Socket, to: Socket) =>
+      from.on("data", (chunk: Buffer) => {
+        if (this.#isFrozen) this.#held.push(() => to.write(chunk));
+        else to.write(chunk);
+      });
+    forward(client, upstream);
+    forward(upstream, client);
   }
 }

@@ -12,13 +12,13 @@ function lua(name: string, folder = "./scripts"): string {
 }
 
 /**
- * `pending-of.lua`, `pending-for-nobody.lua` and `ack.lua` as the local functions pendingOf,
- * pendingForNobody and ack (see ack.lua's header).
+ * `pending-of.lua`, `owner-of.lua` and `ack.lua` as the local functions pendingOf, ownerOf and
+ * ack (see ack.lua's header).
  */
 function ackFunctionsLua(): string {
   return [
     `local function pendingOf(stream, group, consumer, low, high)\n${lua("pending-of")}\nend`,
-    `local function pendingForNobody(stream, group, id)\n${lua("pending-for-nobody")}\nend`,
+    ownerOfLua(),
     `local function ack(KEYS, ARGV, mine)\n${lua("ack")}\nend`,
   ].join("\n");
 }
@@ -53,9 +53,14 @@ function withClaimEntries(name: string): string {
   return `local function claimEntries(stream, group, consumer, minIdle, ids, counts, keep)\n${lua("claim-entries")}\nend\n${lua(name)}`;
 }
 
-/** A script below holderOf (holder-of.lua, see its header). */
+/** `owner-of.lua` as the local function ownerOf (see its header). */
+function ownerOfLua(): string {
+  return `local function ownerOf(stream, group, id)\n${lua("owner-of")}\nend`;
+}
+
+/** A script below holderOf (holder-of.lua, see its header) and the ownerOf it calls. */
 function withHolderOf(name: string): string {
-  return `local function holderOf(stream, group, consumer, id)\n${lua("holder-of")}\nend\n${lua(name)}`;
+  return `${ownerOfLua()}\nlocal function holderOf(stream, group, consumer, id)\n${lua("holder-of")}\nend\n${lua(name)}`;
 }
 
 /** Script name -> number of KEYS and source. Names are prefixed to avoid clashing with ioredis methods. */

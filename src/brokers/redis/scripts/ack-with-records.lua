@@ -2,8 +2,8 @@
 -- then ack the deliveries: one call where store-results.lua and ack.lua would be two. Used when
 -- the broker and the result backend share one Redis server and database (not a Cluster).
 -- Composed at load time: the text of store-results.lua (backend), pending-of.lua,
--- pending-for-nobody.lua and ack.lua (broker) become the functions storeResults(KEYS, ARGV),
--- pendingOf(…), pendingForNobody(…) and ack(KEYS, ARGV, mine) above this body.
+-- owner-of.lua and ack.lua (broker) become the functions storeResults(KEYS, ARGV),
+-- pendingOf(…), ownerOf(…) and ack(KEYS, ARGV, mine) above this body.
 -- KEYS[1..n] record keys (store-results.lua's KEYS), KEYS[n + 1] stream, KEYS[n + 2] unique set
 -- ARGV[1] n, ARGV[2..5 + n] store-results.lua's ARGV, ARGV[6 + n..] ack.lua's ARGV, whose
 -- first n entry ids are those of the records' deliveries, in the order of the records
@@ -31,7 +31,7 @@ redis.call('XACK', KEYS[n + 1], group, '0-0') -- exempts the writes below from t
 -- True when entry `id`, not pending for this consumer, is pending for nobody and still in the
 -- stream: ack.lua deletes it (its result 3).
 local function orphaned(id)
-  return pendingForNobody(KEYS[n + 1], group, id) and #redis.call('XRANGE', KEYS[n + 1], id, id) > 0
+  return not ownerOf(KEYS[n + 1], group, id) and #redis.call('XRANGE', KEYS[n + 1], id, id) > 0
 end
 local storeKeys, storeArgv = {}, { ARGV[2], ARGV[3], ARGV[4], ARGV[5] }
 for i = 1, n do

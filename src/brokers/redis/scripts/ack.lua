@@ -19,7 +19,7 @@
 -- Cost: one XPENDING lists this consumer's entries in the batch's id range, then one XACK and one
 -- XDEL for all of them; only entries not pending for this consumer are looked at one by one.
 -- Composed at load time as the function ack(KEYS, ARGV, mine), below pendingOf (pending-of.lua)
--- and pendingForNobody (pending-for-nobody.lua): `mine`, when given, is that list already made
+-- and ownerOf (owner-of.lua): `mine`, when given, is that list already made
 -- in the same call (ack-with-records.lua).
 if #ARGV < 5 then
   return {}
@@ -57,7 +57,7 @@ for i = 5, #ARGV do
   else
     -- Not pending for this consumer: already settled (then only make sure the entry is gone),
     -- or now owned by another consumer (fenced: nothing changes).
-    if pendingForNobody(KEYS[1], ARGV[1], id) then
+    if not ownerOf(KEYS[1], ARGV[1], id) then
       -- Still in the stream but pending for nobody (a restored or failed-over Redis): the entry
       -- goes, and so does its unique marker, which would refuse that task id forever.
       if trusted then

@@ -16,7 +16,6 @@ export interface DeliverySettler {
   deadLetter(delivery: RedisDelivery, error: string, record?: TaskRecord): Promise<void>;
   writeDeadLetter(delivery: RedisDelivery, error: string, record: TaskRecord): Promise<void>;
   release(delivery: RedisDelivery, countDelivery?: boolean): Promise<void>;
-  holdsLease(delivery: RedisDelivery): Promise<boolean>;
   leaseState(delivery: RedisDelivery): Promise<LeaseState>;
 }
 
@@ -151,8 +150,8 @@ export class RedisDelivery implements Delivery {
   }
 
   /** {@inheritDoc Delivery.holdsLease} */
-  holdsLease(): Promise<boolean> {
-    return this.#settler.holdsLease(this);
+  async holdsLease(): Promise<boolean> {
+    return (await this.#settler.leaseState(this)) === "held";
   }
 
   /** {@inheritDoc Delivery.leaseState} */

@@ -556,28 +556,11 @@ export class RedisSettler implements DeliverySettler {
   }
 
   /**
-   * {@inheritDoc Delivery.holdsLease}: true at once while the last lease confirmation (the
-   * read or reclaim that handed the entry out, or a renewal) is less than half the claim idle
-   * time old, else asks Redis who owns the entry now.
-   */
-  async holdsLease(d: RedisDelivery): Promise<boolean> {
-    if (d.isLeaseLost) return false;
-    if (performance.now() - d.leaseConfirmedAtMs < this.#ctx.claimMinIdleMs / 2) return true;
-    let reply: unknown;
-    try {
-      reply = await this.#ctx.main.call("XPENDING", d.keys.stream, this.#ctx.group, d.deliveryId, d.deliveryId, 1);
-    } catch (error) {
-      throw this.#ctx.wrapError("holdsLease", error);
-    }
-    const entry = Array.isArray(reply) ? (reply[0] as unknown[] | undefined) : undefined;
-    return Array.isArray(entry) && entry[1] === this.#consumerId;
-  }
-
-  /**
    * {@inheritDoc Delivery.leaseState}: `ownerless` once a renewal found the entry gone while it
-   * ran here, `taken` once one found it held elsewhere; `held` at once while the last lease confirmation is less than half the claim idle
-   * time old; else asks Redis (`lease-state.lua`): an entry no consumer holds that left the
-   * stream is `ownerless`, one another consumer holds or will be handed is `taken`.
+   * ran here, `taken` once one found it held elsewhere; `held` at once while the last lease
+   * confirmation (the read or reclaim that handed the entry out, or a renewal) is less than half
+   * the claim idle time old; else asks Redis (`lease-state.lua`): an entry no consumer holds that
+   * left the stream is `ownerless`, one another consumer holds or will be handed is `taken`.
    */
   async leaseState(d: RedisDelivery): Promise<LeaseState> {
     if (d.isEntryGone) return "ownerless";

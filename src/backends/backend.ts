@@ -27,6 +27,15 @@ export function isTerminalState(state: TaskState): boolean {
   return state === "SUCCESS" || state === "FAILURE" || state === "DEAD_LETTERED";
 }
 
+/**
+ * The task's terminal state in `backend`, or null when it has no record or one not terminal yet
+ * (for a run whose message the broker lost: has a worker that took it over finished it?).
+ */
+export async function terminalStateOf(backend: Backend, taskId: string): Promise<TaskState | null> {
+  const record = await backend.getResult(taskId);
+  return record !== null && isTerminalState(record.state) ? record.state : null;
+}
+
 /** Whether a write of `next` may replace a stored `current` (state precedence). */
 export function mayOverwrite(current: TaskState | undefined, next: TaskState): boolean {
   return current === undefined || !isTerminalState(current) || isTerminalState(next);

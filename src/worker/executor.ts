@@ -26,7 +26,7 @@
  * @module
  */
 import type { Chicory } from "../app.js";
-import { isTerminalState, type TaskRecord } from "../backends/backend.js";
+import { type TaskRecord, terminalStateOf } from "../backends/backend.js";
 import type { Delivery } from "../brokers/broker.js";
 import { isoNow } from "../core/clock.js";
 import type { Logger } from "../core/logger.js";
@@ -259,8 +259,9 @@ async function mayStore(ctx: ExecutionContext, state: string, taskId: string): P
   if (lease === "held") return true;
   const fields = { taskId: attempt.message?.id, queue: delivery.queue, state };
   if (lease === "ownerless") {
-    const current = await ctx.app.backend?.getResult(taskId);
-    if (current === null || current === undefined || !isTerminalState(current.state)) {
+    const backend = ctx.app.backend;
+    const final = backend ? await terminalStateOf(backend, taskId) : null;
+    if (final === null) {
       ctx.logger.warn(
         fields,
         "the broker no longer holds this job's message (lost in a broker restart, or finished by a worker that took it over): its outcome is stored, as nobody will run it again",
@@ -268,7 +269,7 @@ async function mayStore(ctx: ExecutionContext, state: string, taskId: string): P
       return true;
     }
     ctx.logger.warn(
-      { ...fields, storedState: current.state },
+      { ...fields, storedState: final },
       "the broker no longer holds this job's message and the task already has a final record (a worker that took the job over finished it): this run's outcome is not stored",
     );
     return false;

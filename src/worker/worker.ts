@@ -7,7 +7,7 @@
 import { setMaxListeners } from "node:events";
 import { hostname as osHostname } from "node:os";
 import type { Chicory, WorkerHook } from "../app.js";
-import { isTerminalState, type StoredError, type WorkerStats } from "../backends/backend.js";
+import { type StoredError, terminalStateOf, type WorkerStats } from "../backends/backend.js";
 import type { Consumer, Delivery, HealthStatus } from "../brokers/broker.js";
 import { resolveWorkerConfig, type WorkerConfig, type WorkerOptions } from "../config.js";
 import { type Duration, toSeconds } from "../core/duration.js";
@@ -164,8 +164,8 @@ export class Worker {
       shutdownSignal: this.#shutdownAbort.signal,
       onStart: (message) => this.#started.started(message),
       isFinished: async (taskId) => {
-        const record = await this.#app.backend?.getResult(taskId);
-        return record !== null && record !== undefined && isTerminalState(record.state);
+        const backend = this.#app.backend;
+        return backend !== null && (await terminalStateOf(backend, taskId)) !== null;
       },
     };
     try {

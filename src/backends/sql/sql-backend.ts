@@ -42,7 +42,7 @@ import { subscribePg } from "./pg-listener.js";
 import { nowMs } from "./sql-clock.js";
 import { isConnectionError, isTransientConflict, wrapSqlError } from "./sql-errors.js";
 import { type SqlTableNames, type TextCodec, tableNames, textCodec } from "./sql-names.js";
-import { resolveTableSettings, type SqlTableOptions, type SqlTableSettings } from "./sql-options.js";
+import { envPrefix, resolveTableSettings, type SqlTableOptions, type SqlTableSettings } from "./sql-options.js";
 import { encodeKey, errorJson, MAX_KEY_LENGTH, millis, toTaskRecord, toWorkerStats } from "./sql-rows.js";
 import { ensureSchema } from "./sql-schema.js";
 import type { SqlConnection, SqlDatabase, SqlDialect, SqlFlavor } from "./sql-types.js";
@@ -425,7 +425,7 @@ export class SqlBackend implements Backend {
     // each failed try discards one: try a few more before giving up.
     let connectionRetries = 4;
     let conflictRetries = 3;
-    const limitMs = connection.queryTimeout?.ms ?? 0;
+    const limitMs = connection.queryTimeoutMs ?? 0;
     for (;;) {
       try {
         return limitMs > 0 ? await withinDeadline(fn(connection.db), limitMs) : await fn(connection.db);
@@ -433,7 +433,7 @@ export class SqlBackend implements Backend {
         if (error instanceof DeadlinePassed) {
           // Not tried again: the statement may still be applied when the database answers.
           throw new BackendConnectionError(
-            `${what}: ${this.displayUrl} did not answer within ${limitMs / 1000} s (queryTimeout, ${connection.queryTimeout?.variable}): the database is stalled or unreachable; a write may still be applied if it answers later`,
+            `${what}: ${this.displayUrl} did not answer within ${limitMs / 1000} s (queryTimeout, ${envPrefix(this.kind)}QUERY_TIMEOUT): the database is stalled or unreachable; a write may still be applied if it answers later`,
             { cause: error },
           );
         }

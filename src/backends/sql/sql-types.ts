@@ -55,11 +55,8 @@ export interface SqlConnection {
   close(): Promise<void>;
   /** Maps a driver error to a Chicory error when it means the pool had no free connection in time. */
   isPoolTimeout(error: unknown): boolean;
-  /**
-   * How long one operation may wait for the database (`queryTimeout`, ms; 0 = no limit), and
-   * the setting's variable (named in the error).
-   */
-  readonly queryTimeout?: { readonly ms: number; readonly variable: string } | undefined;
+  /** How long one operation may wait for the database (`queryTimeout`, ms; 0 or absent: no limit). */
+  readonly queryTimeoutMs?: number | undefined;
   /**
    * SQLite only: the file's `data_version`, which changes when another connection (another
    * process) commits. Read cheaply and often, it tells a waiter when to look for results.

@@ -90,7 +90,7 @@ export function mssqlDialect(options: MssqlDialectOptions = {}): SqlDialect {
       return {
         db,
         close: () => db.destroy(),
-        queryTimeout: { ms: settings.queryTimeoutMs, variable: "CHICORY_BACKEND_MSSQL_QUERY_TIMEOUT" },
+        queryTimeoutMs: settings.queryTimeoutMs,
         isPoolTimeout: (error) => error instanceof Error && error.name === "TimeoutError",
       };
     },

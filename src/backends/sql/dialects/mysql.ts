@@ -91,7 +91,7 @@ export function mysqlDialect(options: MysqlDialectOptions = {}): SqlDialect {
           if (injected) return;
           await db.destroy();
         },
-        queryTimeout: { ms: settings.queryTimeoutMs, variable: "CHICORY_BACKEND_MYSQL_QUERY_TIMEOUT" },
+        queryTimeoutMs: settings.queryTimeoutMs,
         isPoolTimeout: (error) => error instanceof MysqlPoolTimeoutError,
       };
     },

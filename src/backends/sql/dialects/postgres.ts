@@ -95,7 +95,7 @@ export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialec
           if (injected) return; // the caller owns the pool
           await db.destroy();
         },
-        queryTimeout: { ms: settings.queryTimeoutMs, variable: "CHICORY_BACKEND_POSTGRES_QUERY_TIMEOUT" },
+        queryTimeoutMs: settings.queryTimeoutMs,
         isPoolTimeout: (error) =>
           error instanceof Error &&
           /timeout exceeded when trying to connect/i.test(error.message) &&

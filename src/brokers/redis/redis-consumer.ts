@@ -781,17 +781,14 @@ export class RedisConsumer implements Consumer {
    * be handed: their group was re-created) leave this consumer: their runs learn it, and
    * read-ahead ones are never handed out. Entries nobody holds that left the stream (settled by
    * a consumer that reclaimed them, or lost in a Redis restart without persistence) leave it
-   * too, but with `keepGoneRuns` their runs go on, and their outcomes are stored unless the task
-   * has a final one ({@link RedisDelivery.entryGone}): nobody else will run them. The others are
-   * held for another claim idle time from when the call was sent. A missing group is noted for
-   * the next fetch to re-create. `sayLost`: warn of entries lost while they ran here.
+   * too, but with `ofRuns` their runs go on, and their outcomes are stored unless the task has a
+   * final one ({@link RedisDelivery.entryGone}): nobody else will run them. The others are held
+   * for another claim idle time from when the call was sent. A missing group is noted for the
+   * next fetch to re-create. `ofRuns`: the ids are of handed-out (or read-ahead) entries, as
+   * opposed to those of a late read not handed out yet; lost runs are warned of.
    * Returns how many are still held.
    */
-  async #renew(
-    q: QueueState,
-    ids: readonly string[],
-    { keepGoneRuns = false, sayLost = false }: { keepGoneRuns?: boolean; sayLost?: boolean },
-  ): Promise<number> {
+  async #renew(q: QueueState, ids: readonly string[], { ofRuns = false }: { ofRuns?: boolean }): Promise<number> {
     const sentAtMs = performance.now();
     const [lost, gone, noGroup] = (await runScript(
       this.#ctx.main,
@@ -808,13 +805,13 @@ export class RedisConsumer implements Consumer {
       const delivery = q.inFlight.get(id);
       q.inFlight.delete(id);
       // handed out (not read-ahead) and not being settled: a run here
-      if (sayLost && isRun(delivery)) running++;
+      if (ofRuns && isRun(delivery)) running++;
       delivery?.leaseLost();
     }
     for (const id of gone) {
       const delivery = q.inFlight.get(id);
       q.inFlight.delete(id);
-      if (keepGoneRuns && isRun(delivery)) {
+      if (ofRuns && isRun(delivery)) {
         goneRunning++;
         delivery.entryGone();
       } else delivery?.leaseLost();
@@ -852,7 +849,7 @@ export class RedisConsumer implements Consumer {
     for (const [id, delivery] of q.inFlight) if (!delivery.isSettled) ids.push(id);
     for (let i = 0; i < ids.length; i += RENEW_CHUNK) {
       const chunk = ids.slice(i, i + RENEW_CHUNK);
-      if ((await this.#renew(q, chunk, { keepGoneRuns: true, sayLost: true })) > 0) q.seenAtMs = performance.now();
+      if ((await this.#renew(q, chunk, { ofRuns: true })) > 0) q.seenAtMs = performance.now();
     }
   }
 

@@ -398,15 +398,21 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(await s.raw.xlen(s.stream)).toBe(0);
   });
 
-  it("tells an unsettled delivery (and the log) when a renewal finds its entry taken by another consumer", async () => {
+  /** Two entries running on a consumer with a short lease (renewals every 200 ms), and its log. */
+  async function twoRunning() {
     const s = await setup({ claimMinIdleMs: 600 });
     await publish(s.broker, s.queue);
     await publish(s.broker, s.queue);
     const { logger, until } = capturingLogger();
     const a = s.broker.consumer({ queues: [s.queue], consumerId: uniqueName("c-"), logger });
     cleanups.push(() => a.close());
-    const [stolen, kept] = await a.fetch(2, AbortSignal.timeout(1000));
-    if (!stolen || !kept) throw new Error("expected two deliveries");
+    const [first, second] = (await a.fetch(2, AbortSignal.timeout(1000))) as RedisDelivery[];
+    if (!first || !second) throw new Error("expected two deliveries");
+    return { s, until, first, second };
+  }
+
+  it("tells an unsettled delivery (and the log) when a renewal finds its entry taken by another consumer", async () => {
+    const { s, until, first: stolen, second: kept } = await twoRunning();
     const lost = new Promise<string>((resolve) => stolen.onLeaseLost?.(() => resolve(stolen.deliveryId)));
     let keptLost = false;
     kept.onLeaseLost?.(() => {
@@ -421,14 +427,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
   });
 
   it("a renewal that finds a running entry gone from the stream, held by nobody, says ownerless (not taken), and so does leaseState", async () => {
-    const s = await setup({ claimMinIdleMs: 600 });
-    await publish(s.broker, s.queue);
-    await publish(s.broker, s.queue);
-    const { logger, until } = capturingLogger();
-    const a = s.broker.consumer({ queues: [s.queue], consumerId: uniqueName("c-"), logger });
-    cleanups.push(() => a.close());
-    const [gone, kept] = (await a.fetch(2, AbortSignal.timeout(1000))) as RedisDelivery[];
-    if (!gone || !kept) throw new Error("expected two deliveries");
+    const { s, until, first: gone, second: kept } = await twoRunning();
     const told = new Promise<string>((resolve) => gone.onLeaseLost(resolve));
     // as a Redis restart without persistence loses it (or a worker that took it over settles it)
     await s.raw.xack(s.stream, s.group, gone.deliveryId);

@@ -20,12 +20,12 @@ const skip = await skipUnless("redis");
 describe.skipIf(skip)("redis: a running task whose stream entry Redis lost", () => {
   const cleanups = useCleanups();
 
-  async function lostWhileRunning(backendOf: (keyPrefix: string) => Backend) {
+  /** An app on a fresh prefix with a short lease (renewals every 200 ms find a loss while a task runs). */
+  function appWith(backendOf: (keyPrefix: string) => Backend) {
     const keyPrefix = testPrefix();
     const queue = uniqueName("q");
     const raw = rawRedis();
     const app = new Chicory({
-      // a short lease: renewals every 200 ms find the loss while the task runs
       broker: new RedisBroker({ url: SERVICES.redis, keyPrefix, env: {}, claimMinIdleMs: 600, blockMs: 200 }),
       backend: backendOf(keyPrefix),
       config: { env: {} },
@@ -35,6 +35,11 @@ describe.skipIf(skip)("redis: a running task whose stream entry Redis lost", () 
       await deletePrefix(keyPrefix);
       raw.disconnect();
     });
+    return { keyPrefix, queue, raw, app };
+  }
+
+  async function lostWhileRunning(backendOf: (keyPrefix: string) => Backend) {
+    const { keyPrefix, queue, raw, app } = appWith(backendOf);
     let openGate: () => void = () => undefined;
     const gate = new Promise<void>((resolve) => {
       openGate = resolve;
@@ -74,20 +79,8 @@ describe.skipIf(skip)("redis: a running task whose stream entry Redis lost", () 
   });
 
   it("aborts the run, and stores nothing, when a worker that took the message over has finished the task", async () => {
-    const keyPrefix = testPrefix();
-    const queue = uniqueName("q");
-    const raw = rawRedis();
     const backend = new MemoryBackend();
-    const app = new Chicory({
-      broker: new RedisBroker({ url: SERVICES.redis, keyPrefix, env: {}, claimMinIdleMs: 600, blockMs: 200 }),
-      backend,
-      config: { env: {} },
-    });
-    cleanups.push(async () => {
-      await app.disconnect();
-      await deletePrefix(keyPrefix);
-      raw.disconnect();
-    });
+    const { keyPrefix, queue, raw, app } = appWith(() => backend);
     let onStarted: () => void = () => undefined;
     const started = new Promise<void>((resolve) => {
       onStarted = resolve;

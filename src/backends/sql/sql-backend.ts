@@ -45,6 +45,7 @@ import { type SqlTableNames, type TextCodec, tableNames, textCodec } from "./sql
 import { envPrefix, resolveTableSettings, type SqlTableOptions, type SqlTableSettings } from "./sql-options.js";
 import { encodeKey, errorJson, MAX_KEY_LENGTH, millis, toTaskRecord, toWorkerStats } from "./sql-rows.js";
 import { ensureSchema } from "./sql-schema.js";
+import { SqlOperation } from "./sql-sockets.js";
 import type { SqlConnection, SqlDatabase, SqlDialect, SqlFlavor } from "./sql-types.js";
 import { upsertHeartbeat, upsertResult } from "./sql-upsert.js";
 import { SqlWaitHub } from "./sql-wait-hub.js";
@@ -427,13 +428,21 @@ export class SqlBackend implements Backend {
     let conflictRetries = 3;
     const limitMs = connection.queryTimeoutMs ?? 0;
     for (;;) {
+      const operation = new SqlOperation();
       try {
-        return limitMs > 0 ? await withinDeadline(fn(connection.db), limitMs) : await fn(connection.db);
+        return limitMs > 0
+          ? await withinDeadline(
+              operation.run(() => fn(connection.db)),
+              limitMs,
+            )
+          : await fn(connection.db);
       } catch (error) {
         if (error instanceof DeadlinePassed) {
-          // Not tried again: the statement may still be applied when the database answers.
+          // Its connections may never hear back (a half-open link): closed, so the pool opens
+          // new ones. Not tried again: a write may already be applied.
+          operation.abandon();
           throw new BackendConnectionError(
-            `${what}: ${this.displayUrl} did not answer within ${limitMs / 1000} s (queryTimeout, ${envPrefix(this.kind)}QUERY_TIMEOUT): the database is stalled or unreachable; a write may still be applied if it answers later`,
+            `${what}: ${this.displayUrl} did not answer within ${limitMs / 1000} s (queryTimeout, ${envPrefix(this.kind)}QUERY_TIMEOUT): the database is stalled or unreachable; its connection was closed, and a write may already be applied`,
             { cause: error },
           );
         }

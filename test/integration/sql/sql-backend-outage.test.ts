@@ -205,3 +205,54 @@ describe.concurrent("sql backends: a database that stops answering on open conne
     );
   }
 });
+
+describe.concurrent("sql backends: a link that goes silent for good", () => {
+  for (const c of CASES) {
+    it.skipIf(c.skip)(
+      `${c.kind}: the connection of an operation that timed out is closed, the next one works on a new connection, and disconnect() does not wait for the silent ones`,
+      async () => {
+        const proxy = new OutageProxy(c.serviceUrl, c.defaultPort);
+        const prefix = freshPrefix();
+        try {
+          await proxy.up();
+          // One connection at most: the one that goes silent must be given back for the next
+          // operation to run at all.
+          const options = {
+            url: proxy.urlFor(c.serviceUrl),
+            tablePrefix: prefix,
+            env: {},
+            queryTimeout: "500ms",
+            poolSize: 1,
+            maxOverflow: 0,
+            poolTimeout: "3s",
+          };
+          const backend = c.kind === "postgres" ? new PostgresBackend(options) : new MysqlBackend(options);
+          let isDisconnected = false;
+          try {
+            await backend.connect();
+            await backend.storeResult(successRecord("before", 1));
+            // The LISTEN connection (PostgreSQL) too: a waiter opens it.
+            const waiting = new AsyncResult("never-stored", backend).get({ timeout: 30 }).catch((e: unknown) => e);
+            proxy.silenceOpen();
+            const failure = await backend.getResult("before").catch((error: unknown) => error);
+            expect(failure).toBeInstanceOf(BackendConnectionError);
+            expect(String((failure as Error).message)).toMatch(
+              /did not answer within 0\.5 s .* its connection was closed/,
+            );
+            expect((await backend.getResult("before"))?.result).toBe(1);
+            await backend.disconnect();
+            isDisconnected = true;
+            await proxy.noConnections();
+            expect(proxy.connections).toBe(0);
+            expect(await waiting).toBeInstanceOf(Error);
+          } finally {
+            if (!isDisconnected) await backend.disconnect();
+          }
+        } finally {
+          await proxy.down();
+          await c.drop(prefix);
+        }
+      },
+    );
+  }
+});

@@ -2,7 +2,9 @@
  * A TCP proxy on a free loopback port in front of a shared database server, to take the
  * database "down" for one backend without touching the server: `down()` refuses new
  * connections and resets the open ones, `up()` accepts again on the same port; `freeze()` keeps
- * every connection open but forwards nothing (a stalled server, a half-open link) until `thaw()`.
+ * every connection open but forwards nothing (a stalled server, a half-open link) until `thaw()`;
+ * `silenceOpen()` makes the connections open now forward nothing for good while new ones work
+ * (a NAT or firewall that dropped those links).
  */
 import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
 
@@ -10,6 +12,11 @@ import { createServer, type Server, type Socket, connect as tcpConnect } from "n
 export class OutageProxy {
   readonly #target: { readonly host: string; readonly port: number };
   readonly #sockets = new Set<Socket>();
+  /** Client-side sockets open now, and who waits for none to be. */
+  readonly #clients = new Set<Socket>();
+  #noClients: Array<() => void> = [];
+  /** Sockets whose data is dropped. */
+  readonly #silenced = new WeakSet<Socket>();
   #server: Server | undefined;
   #port = 0;
   #isFrozen = false;
@@ -55,6 +62,22 @@ export class OutageProxy {
     this.#isFrozen = true;
   }
 
+  /** The connections open now forward nothing more, either way, for good; new ones work. */
+  silenceOpen(): void {
+    for (const socket of this.#sockets) this.#silenced.add(socket);
+  }
+
+  /** How many client connections are open. */
+  get connections(): number {
+    return this.#clients.size;
+  }
+
+  /** Resolves once no client connection is open. */
+  noConnections(): Promise<void> {
+    if (this.#clients.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#noClients.push(resolve));
+  }
+
   /** Forwards what was held while frozen, then everything again. */
   thaw(): void {
     this.#isFrozen = false;
@@ -77,11 +100,14 @@ export class OutageProxy {
     const upstream = tcpConnect(this.#target);
     this.#sockets.add(client);
     this.#sockets.add(upstream);
+    this.#clients.add(client);
     const gone = () => {
       for (const socket of [client, upstream]) {
         this.#sockets.delete(socket);
         socket.destroy();
       }
+      this.#clients.delete(client);
+      if (this.#clients.size === 0) for (const resolve of this.#noClients.splice(0)) resolve();
     };
     for (const socket of [client, upstream]) {
       socket.on("error", gone);
@@ -89,6 +115,7 @@ export class OutageProxy {
     }
     const forward = (from: Socket, to: Socket) =>
       from.on("data", (chunk: Buffer) => {
+        if (this.#silenced.has(from)) return;
         if (this.#isFrozen) this.#held.push(() => to.write(chunk));
         else to.write(chunk);
       });

@@ -15,6 +15,14 @@ import { maskUrl } from "../../../core/url.js";
 import { loadKysely } from "../kysely.js";
 import { importDriver } from "../sql-driver.js";
 import { resolvePoolSettings, type SqlPoolOptions } from "../sql-options.js";
+import {
+  closeGraceMs,
+  currentOperation,
+  holdSocket,
+  OpenSockets,
+  type SocketLike,
+  type SqlOperation,
+} from "../sql-sockets.js";
 import type { SqlConnection, SqlDatabase, SqlDialect } from "../sql-types.js";
 
 type Callback<T> = (error: unknown, value: T) => void;
@@ -24,6 +32,8 @@ interface MysqlConnectionLike {
   query(sql: string, callback?: Callback<unknown>): unknown;
   release(): void;
   destroy(): void;
+  /** Its socket. */
+  readonly stream?: SocketLike | undefined;
 }
 
 /** The little of a mysql2 callback pool the backend uses (an injected pool must offer this). */
@@ -76,8 +86,10 @@ export function mysqlDialect(options: MysqlDialectOptions = {}): SqlDialect {
         });
       }
       const born = new WeakMap<object, number>();
+      const sockets = new OpenSockets();
       pool.on("connection", (connection) => {
         born.set(connection, Date.now());
+        sockets.add(connection.stream);
         connection.query("set time_zone = '+00:00'", () => undefined);
       });
       const timed = timedPool(pool, settings.poolTimeoutMs, settings.poolRecycleMs, born);
@@ -89,7 +101,8 @@ export function mysqlDialect(options: MysqlDialectOptions = {}): SqlDialect {
         db,
         close: async () => {
           if (injected) return;
-          await db.destroy();
+          // mysql2's end() waits for every connection's goodbye: a silent link never gives one.
+          await sockets.close(db.destroy(), closeGraceMs(settings.queryTimeoutMs));
         },
         queryTimeoutMs: settings.queryTimeoutMs,
         isPoolTimeout: (error) => error instanceof MysqlPoolTimeoutError,
@@ -98,7 +111,11 @@ export function mysqlDialect(options: MysqlDialectOptions = {}): SqlDialect {
   };
 }
 
-/** Wraps a mysql2 pool with a checkout timeout and a maximum connection age. */
+/**
+ * Wraps a mysql2 pool with a checkout timeout and a maximum connection age, and notes each
+ * checked-out connection's socket as held by the backend operation that asked for it, until it
+ * is released (see `sql-sockets.ts`).
+ */
 function timedPool(
   pool: MysqlPoolLike,
   timeoutMs: number,
@@ -107,6 +124,7 @@ function timedPool(
 ): Pick<MysqlPoolLike, "getConnection" | "end"> {
   return {
     getConnection(callback) {
+      const operation = currentOperation();
       let isSettled = false;
       const timer = setTimeout(() => {
         isSettled = true;
@@ -126,7 +144,7 @@ function timedPool(
           }
           isSettled = true;
           clearTimeout(timer);
-          callback(error, connection);
+          callback(error, connection && held(connection, operation));
         });
       attempt();
     },
@@ -134,4 +152,21 @@ function timedPool(
       pool.end(callback);
     },
   };
+}
+
+/** `connection`, its socket held by `operation` until its next `release()`. */
+function held(connection: MysqlConnectionLike, operation: SqlOperation | undefined): MysqlConnectionLike {
+  const letGo = holdSocket(operation, connection.stream);
+  const { release } = connection;
+  // An own property for this checkout only: removed again at release.
+  Object.defineProperty(connection, "release", {
+    configurable: true,
+    writable: true,
+    value: function releaseHeld(this: MysqlConnectionLike) {
+      letGo();
+      delete (connection as Partial<MysqlConnectionLike>).release;
+      release.call(connection);
+    },
+  });
+  return connection;
 }

@@ -15,6 +15,7 @@ import { maskUrl } from "../../../core/url.js";
 import { loadKysely } from "../kysely.js";
 import { importDriver } from "../sql-driver.js";
 import { resolvePoolSettings, type SqlPoolOptions } from "../sql-options.js";
+import { closeGraceMs, currentOperation, holdSocket, OpenSockets, type SocketLike } from "../sql-sockets.js";
 import type { PgListenClient, SqlConnection, SqlDatabase, SqlDialect } from "../sql-types.js";
 
 /** The little of a `pg.Pool` the backend uses (an injected pool must offer this). */
@@ -82,18 +83,22 @@ export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialec
       // A checked-out client has no listener of its own: a FATAL message (the connection was
       // killed) would crash the process. The failing query rejects anyway, and the pool
       // discards the client when it is released.
-      pool.on("connect", (client) => client.on("error", onError));
+      const sockets = new OpenSockets();
+      pool.on("connect", (client) => {
+        client.on("error", onError);
+        sockets.add(socketOf(client));
+      });
       const { Kysely, PostgresDialect } = await loadKysely();
       const db = new Kysely<SqlDatabase>({
         dialect: new PostgresDialect({
-          pool: pool as unknown as ConstructorParameters<typeof PostgresDialect>[0]["pool"],
+          pool: heldPool(pool) as unknown as ConstructorParameters<typeof PostgresDialect>[0]["pool"],
         }),
       });
       return {
         db,
         close: async () => {
           if (injected) return; // the caller owns the pool
-          await db.destroy();
+          await sockets.close(db.destroy(), closeGraceMs(settings.queryTimeoutMs));
         },
         queryTimeoutMs: settings.queryTimeoutMs,
         isPoolTimeout: (error) =>
@@ -118,11 +123,54 @@ export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialec
             try {
               await client.connect();
             } catch (error) {
-              await client.end().catch(() => undefined);
+              await endPgClient(client, () => client.end(), settings.queryTimeoutMs);
               throw error;
             }
+            // Its end() waits for the server's goodbye: bounded, as a silent link never gives one.
+            const end = client.end.bind(client);
+            client.end = () => endPgClient(client, end, settings.queryTimeoutMs);
             return client;
           },
         },
   };
+}
+
+/** A pooled client, as far as its socket and release are concerned. */
+interface PgPooledClient {
+  release(error?: unknown): void;
+  readonly connection?: { readonly stream?: SocketLike | undefined } | undefined;
+}
+
+/** The socket under a `pg` client (`client.connection.stream`), if it has one. */
+function socketOf(client: object): SocketLike | undefined {
+  return (client as PgPooledClient).connection?.stream;
+}
+
+/**
+ * `pool` as Kysely sees it, noting each checked-out client's socket as held by the backend
+ * operation that asked for it, until it is released (see `sql-sockets.ts`).
+ */
+function heldPool(pool: PgPoolLike): Pick<PgPoolLike, "connect" | "end"> {
+  return {
+    async connect() {
+      const operation = currentOperation();
+      const client = (await pool.connect()) as Awaited<ReturnType<PgPoolLike["connect"]>> & PgPooledClient;
+      const letGo = holdSocket(operation, socketOf(client));
+      // pg-pool gives the client a new `release` at every checkout: this wrapper goes with it.
+      const release = client.release;
+      client.release = (error?: unknown) => {
+        letGo();
+        release.call(client, error);
+      };
+      return client;
+    },
+    end: () => pool.end(),
+  };
+}
+
+/** Ends a `pg` client: waits for the server's goodbye (see `closeGraceMs`), then closes its socket. */
+async function endPgClient(client: object, end: () => Promise<void>, queryTimeoutMs: number): Promise<void> {
+  const sockets = new OpenSockets();
+  sockets.add(socketOf(client));
+  await sockets.close(end(), closeGraceMs(queryTimeoutMs));
 }

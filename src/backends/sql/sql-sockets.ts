@@ -1,0 +1,141 @@
+/**
+ * The sockets under a SQL backend's pool, so that a connection a stalled database holds can be
+ * closed instead of kept for ever.
+ *
+ * An operation abandoned after `queryTimeout` leaves its connection waiting for an answer that
+ * may never come (a half-open link after a NAT or firewall dropped it, a frozen server). The
+ * pool would keep that connection checked out, or queue the next statement behind it, and
+ * ending the pool would wait for a goodbye that never comes. So each dialect reports the socket
+ * of every connection an operation checks out ({@link holdSocket}), the backend destroys those
+ * of an operation it gives up on ({@link SqlOperation.abandon}), and the driver then fails the
+ * statement and its pool discards the connection. {@link OpenSockets} bounds the pool's close
+ * the same way.
+ * @module
+ */
+
+import { AsyncLocalStorage } from "node:async_hooks";
+
+/** A connection's socket, as far as it is closed here (a `net.Socket` or `tls.TLSSocket`). */
+export interface SocketLike {
+  destroy(): void;
+  readonly destroyed?: boolean;
+  once(event: "close", listener: () => void): unknown;
+}
+
+/** The sockets one backend operation holds. */
+export class SqlOperation {
+  readonly #held = new Set<SocketLike>();
+  #isAbandoned = false;
+
+  /** Notes `socket` as checked out by this operation; returns what to call when it is released. */
+  hold(socket: SocketLike): () => void {
+    if (this.#isAbandoned) {
+      // Checked out after the operation was given up on: nobody waits for its statement.
+      socket.destroy();
+      return noop;
+    }
+    this.#held.add(socket);
+    return () => this.#held.delete(socket);
+  }
+
+  /** Destroys the sockets still held, and any checked out later by this operation. */
+  abandon(): void {
+    this.#isAbandoned = true;
+    for (const socket of this.#held) socket.destroy();
+    this.#held.clear();
+  }
+
+  /** Runs `fn` as this operation: checkouts made within it are held by it. */
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    return current.run(this, fn);
+  }
+}
+
+const current = new AsyncLocalStorage<SqlOperation>();
+
+function noop(): void {}
+
+/**
+ * Holds `socket` for the operation that asked for the connection (`operation`, read with
+ * {@link currentOperation} when the checkout began); returns what to call when it is released.
+ */
+export function holdSocket(operation: SqlOperation | undefined, socket: SocketLike | undefined): () => void {
+  if (operation === undefined || socket === undefined) return noop;
+  return operation.hold(socket);
+}
+
+/** The operation running now, if any (read it synchronously when a checkout begins). */
+export function currentOperation(): SqlOperation | undefined {
+  return current.getStore();
+}
+
+/**
+ * How long closing a pool waits for the database to say goodbye before it closes the sockets:
+ * 5 s, or `queryTimeoutMs` if shorter (and not 0).
+ */
+export function closeGraceMs(queryTimeoutMs: number): number {
+  return queryTimeoutMs > 0 ? Math.min(queryTimeoutMs, 5_000) : 5_000;
+}
+
+/** Every open socket of one pool, to close a pool the database no longer answers. */
+export class OpenSockets {
+  readonly #open = new Set<SocketLike>();
+
+  /** Notes a new connection's socket (until it closes). */
+  add(socket: SocketLike | undefined): void {
+    if (socket === undefined || socket.destroyed === true || this.#open.has(socket)) return;
+    this.#open.add(socket);
+    socket.once("close", () => this.#open.delete(socket));
+  }
+
+  /** How many are open. */
+  get size(): number {
+    return this.#open.size;
+  }
+
+  /**
+   * Waits for `ending` (the pool's own close) at most `graceMs`, then destroys every socket still
+   * open and waits for `ending` at most `graceMs` more; sockets still open after a graceful end
+   * (a goodbye the database did not acknowledge) are destroyed too. Never rejects.
+   */
+  async close(ending: Promise<unknown>, graceMs: number): Promise<void> {
+    const settled = ending.then(
+      () => true,
+      () => true,
+    );
+    if (!(await settledWithin(settled, graceMs))) {
+      this.#destroyAll();
+      await settledWithin(settled, graceMs);
+    }
+    if (this.#open.size > 0) {
+      const closed = Promise.all(
+        [...this.#open].map((socket) => new Promise((r) => socket.once("close", () => r(true)))),
+      );
+      if (
+        !(await settledWithin(
+          closed.then(() => true),
+          graceMs,
+        ))
+      )
+        this.#destroyAll();
+    }
+  }
+
+  #destroyAll(): void {
+    for (const socket of this.#open) socket.destroy();
+    this.#open.clear();
+  }
+}
+
+/** `true` once `settled` resolves, or `false` after `ms`. */
+async function settledWithin(settled: Promise<boolean>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([settled, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -13,6 +13,7 @@ import {
   type QueryResult,
 } from "kysely";
 import { describe, expect, it } from "vitest";
+import { tediousConfig } from "../../src/backends/sql/dialects/mssql.js";
 import type { SqlDatabase } from "../../src/backends/sql/sql-types.js";
 import { ValidationError } from "../../src/errors.js";
 import { mssqlDialect, SqlBackend, type SqlDialect } from "../../src/sql.js";
@@ -156,6 +157,16 @@ describe("mssql compiled SQL", () => {
     await expect(backend.setState("x".repeat(256), "STARTED")).rejects.toBeInstanceOf(ValidationError);
     expect(await backend.getResult("x".repeat(256))).toBeNull();
     await backend.disconnect();
+  });
+
+  it("tedious's request and connect timeouts are the backend's queryTimeout and poolTimeout, not tedious's 15 s", () => {
+    const url = "mssql://sa:secret@127.0.0.1:1/db";
+    const options = (config: Record<string, unknown>) => config.options as Record<string, unknown>;
+    expect(options(tediousConfig(url))).toMatchObject({ requestTimeout: 60_000, connectTimeout: 30_000 });
+    expect(options(tediousConfig(url, { queryTimeoutMs: 0, connectTimeoutMs: 5_000 }))).toMatchObject({
+      requestTimeout: 0,
+      connectTimeout: 5_000,
+    });
   });
 
   it("the real dialect imports tedious and tarn lazily and compiles without a server", async () => {

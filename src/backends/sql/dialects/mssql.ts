@@ -25,8 +25,18 @@ export interface MssqlDialectOptions extends SqlPoolOptions {
   env?: EnvMap | undefined;
 }
 
-/** The tedious connection configuration of an `mssql://` URL. */
-export function tediousConfig(url: string): Record<string, unknown> {
+/**
+ * The tedious connection configuration of an `mssql://` URL. tedious's own timeouts follow the
+ * backend's: a statement is cancelled after `queryTimeoutMs` (0: never; tedious's default is
+ * 15 s), and a new connection gives up after `connectTimeoutMs` (`poolTimeout`).
+ */
+export function tediousConfig(
+  url: string,
+  timeouts: { readonly queryTimeoutMs: number; readonly connectTimeoutMs: number } = {
+    queryTimeoutMs: 60_000,
+    connectTimeoutMs: 30_000,
+  },
+): Record<string, unknown> {
   let parsed: URL;
   try {
     parsed = new URL(url.replace(/^sqlserver:/i, "mssql:"));
@@ -50,6 +60,8 @@ export function tediousConfig(url: string): Record<string, unknown> {
       encrypt: flag("encrypt", true),
       trustServerCertificate: flag("trustServerCertificate", false),
       appName: "chicory",
+      requestTimeout: timeouts.queryTimeoutMs,
+      connectTimeout: timeouts.connectTimeoutMs,
     },
   };
 }
@@ -57,7 +69,10 @@ export function tediousConfig(url: string): Record<string, unknown> {
 /** A SQL Server database for {@link SqlBackend}. */
 export function mssqlDialect(options: MssqlDialectOptions = {}): SqlDialect {
   const settings = resolvePoolSettings("mssql", options, options.env ?? process.env);
-  const config = tediousConfig(settings.url);
+  const config = tediousConfig(settings.url, {
+    queryTimeoutMs: settings.queryTimeoutMs,
+    connectTimeoutMs: settings.poolTimeoutMs,
+  });
   return {
     flavor: "mssql",
     displayUrl: maskUrl(settings.url),

@@ -64,6 +64,27 @@ export function holdSocket(operation: SqlOperation | undefined, socket: SocketLi
   return operation.hold(socket);
 }
 
+/**
+ * Makes the next `release()` of a checked-out `connection` call `letGo` first. The wrapper lasts
+ * one checkout: at release the connection's own `release` is put back as it was (pg-pool gives
+ * each checkout its own; mysql2's is on the prototype), so wrappers never pile up.
+ */
+export function onRelease<C extends { release(...args: never[]): unknown }>(connection: C, letGo: () => void): C {
+  const before = Object.getOwnPropertyDescriptor(connection, "release");
+  const release = connection.release;
+  Object.defineProperty(connection, "release", {
+    configurable: true,
+    writable: true,
+    value: function releaseHeld(...args: never[]) {
+      letGo();
+      if (before) Object.defineProperty(connection, "release", before);
+      else delete (connection as Partial<C>).release;
+      return release.apply(connection, args);
+    },
+  });
+  return connection;
+}
+
 /** The operation running now, if any (read it synchronously when a checkout begins). */
 export function currentOperation(): SqlOperation | undefined {
   return current.getStore();

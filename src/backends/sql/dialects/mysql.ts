@@ -15,14 +15,7 @@ import { maskUrl } from "../../../core/url.js";
 import { loadKysely } from "../kysely.js";
 import { importDriver } from "../sql-driver.js";
 import { resolvePoolSettings, type SqlPoolOptions } from "../sql-options.js";
-import {
-  closeGraceMs,
-  currentOperation,
-  holdSocket,
-  OpenSockets,
-  type SocketLike,
-  type SqlOperation,
-} from "../sql-sockets.js";
+import { closeGraceMs, currentOperation, holdSocket, OpenSockets, onRelease, type SocketLike } from "../sql-sockets.js";
 import type { SqlConnection, SqlDatabase, SqlDialect } from "../sql-types.js";
 
 type Callback<T> = (error: unknown, value: T) => void;
@@ -144,7 +137,7 @@ function timedPool(
           }
           isSettled = true;
           clearTimeout(timer);
-          callback(error, connection && held(connection, operation));
+          callback(error, connection && onRelease(connection, holdSocket(operation, connection.stream)));
         });
       attempt();
     },
@@ -152,21 +145,4 @@ function timedPool(
       pool.end(callback);
     },
   };
-}
-
-/** `connection`, its socket held by `operation` until its next `release()`. */
-function held(connection: MysqlConnectionLike, operation: SqlOperation | undefined): MysqlConnectionLike {
-  const letGo = holdSocket(operation, connection.stream);
-  const { release } = connection;
-  // An own property for this checkout only: removed again at release.
-  Object.defineProperty(connection, "release", {
-    configurable: true,
-    writable: true,
-    value: function releaseHeld(this: MysqlConnectionLike) {
-      letGo();
-      delete (connection as Partial<MysqlConnectionLike>).release;
-      release.call(connection);
-    },
-  });
-  return connection;
 }

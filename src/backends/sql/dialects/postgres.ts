@@ -15,7 +15,7 @@ import { maskUrl } from "../../../core/url.js";
 import { loadKysely } from "../kysely.js";
 import { importDriver } from "../sql-driver.js";
 import { resolvePoolSettings, type SqlPoolOptions } from "../sql-options.js";
-import { closeGraceMs, currentOperation, holdSocket, OpenSockets, type SocketLike } from "../sql-sockets.js";
+import { closeGraceMs, currentOperation, holdSocket, OpenSockets, onRelease, type SocketLike } from "../sql-sockets.js";
 import type { PgListenClient, SqlConnection, SqlDatabase, SqlDialect } from "../sql-types.js";
 
 /** The little of a `pg.Pool` the backend uses (an injected pool must offer this). */
@@ -155,14 +155,7 @@ function heldPool(pool: PgPoolLike): Pick<PgPoolLike, "connect" | "end"> {
     async connect() {
       const operation = currentOperation();
       const client = (await pool.connect()) as Awaited<ReturnType<PgPoolLike["connect"]>> & PgPooledClient;
-      const letGo = holdSocket(operation, socketOf(client));
-      // pg-pool gives the client a new `release` at every checkout: this wrapper goes with it.
-      const release = client.release;
-      client.release = (error?: unknown) => {
-        letGo();
-        release.call(client, error);
-      };
-      return client;
+      return onRelease(client, holdSocket(operation, socketOf(client)));
     },
     end: () => pool.end(),
   };

@@ -251,9 +251,11 @@ export class SqlBackend implements Backend {
     if (!connection) return { connected: false, error: "not connected" };
     const started = performance.now();
     try {
-      await sql`select 1 as ok`.execute(connection.db);
+      await this.#bounded(connection, (db) => sql`select 1 as ok`.execute(db));
       return { connected: true, latencyMs: Math.round((performance.now() - started) * 100) / 100 };
     } catch (error) {
+      if (error instanceof DeadlinePassed)
+        return { connected: false, error: `healthcheck: ${this.#silence(connection)}` };
       return { connected: false, error: wrapSqlError(error, "healthcheck", this.displayUrl, false).message };
     }
   }
@@ -413,6 +415,32 @@ export class SqlBackend implements Backend {
   }
 
   /**
+   * Runs `fn` as one {@link SqlOperation}, rejecting with `DeadlinePassed` after `queryTimeout`:
+   * the connections it holds then may never hear back (a half-open link), so they are closed
+   * and the pool opens new ones.
+   */
+  async #bounded<T>(connection: SqlConnection, fn: (db: Kysely<SqlDatabase>) => Promise<T>): Promise<T> {
+    const operation = new SqlOperation();
+    const limitMs = connection.queryTimeoutMs ?? 0;
+    if (limitMs <= 0) return operation.run(() => fn(connection.db));
+    try {
+      return await withinDeadline(
+        operation.run(() => fn(connection.db)),
+        limitMs,
+      );
+    } catch (error) {
+      if (error instanceof DeadlinePassed) operation.abandon();
+      throw error;
+    }
+  }
+
+  /** What a `DeadlinePassed` of {@link SqlBackend.#bounded} means, for an error message. */
+  #silence(connection: SqlConnection): string {
+    const limitMs = connection.queryTimeoutMs ?? 0;
+    return `${this.displayUrl} did not answer within ${limitMs / 1000} s (queryTimeout, ${envPrefix(this.kind)}QUERY_TIMEOUT): the database is stalled or unreachable`;
+  }
+
+  /**
    * Runs `fn`, retrying up to four times after a dead connection and up to three times after a
    * deadlock; `isQuiet`: without a warning per retry.
    */
@@ -426,23 +454,14 @@ export class SqlBackend implements Backend {
     // each failed try discards one: try a few more before giving up.
     let connectionRetries = 4;
     let conflictRetries = 3;
-    const limitMs = connection.queryTimeoutMs ?? 0;
     for (;;) {
-      const operation = new SqlOperation();
       try {
-        return limitMs > 0
-          ? await withinDeadline(
-              operation.run(() => fn(connection.db)),
-              limitMs,
-            )
-          : await fn(connection.db);
+        return await this.#bounded(connection, fn);
       } catch (error) {
         if (error instanceof DeadlinePassed) {
-          // Its connections may never hear back (a half-open link): closed, so the pool opens
-          // new ones. Not tried again: a write may already be applied.
-          operation.abandon();
+          // Not tried again: a write may already be applied.
           throw new BackendConnectionError(
-            `${what}: ${this.displayUrl} did not answer within ${limitMs / 1000} s (queryTimeout, ${envPrefix(this.kind)}QUERY_TIMEOUT): the database is stalled or unreachable; its connection was closed, and a write may already be applied`,
+            `${what}: ${this.#silence(connection)}; its connection was closed, and a write may already be applied`,
             { cause: error },
           );
         }

@@ -175,7 +175,7 @@ describe.concurrent("sql backends: get() without a timeout during an outage", ()
 describe.concurrent("sql backends: a database that stops answering on open connections", () => {
   for (const c of CASES) {
     it.skipIf(c.skip)(
-      `${c.kind}: an operation fails after queryTimeout with a BackendConnectionError naming it, and works again once the database answers`,
+      `${c.kind}: an operation fails after queryTimeout with a BackendConnectionError naming it, a healthcheck says so, and both work again once the database answers`,
       async () => {
         const proxy = new OutageProxy(c.serviceUrl, c.defaultPort);
         const prefix = freshPrefix();
@@ -197,6 +197,10 @@ describe.concurrent("sql backends: a database that stops answering on open conne
                 `^getResult: .* did not answer within 2 s \\(queryTimeout, CHICORY_BACKEND_${c.kind.toUpperCase()}_QUERY_TIMEOUT\\)`,
               ),
             );
+            expect(await stalled.healthcheck()).toEqual({
+              connected: false,
+              error: expect.stringMatching(/^healthcheck: .* did not answer within 2 s \(queryTimeout/),
+            });
             proxy.thaw();
             expect((await stalled.getResult("before"))?.result).toBe(1);
           } finally {

@@ -27,10 +27,20 @@ export class SqlOperation {
   readonly #held = new Set<SocketLike>();
   #isAbandoned = false;
 
+  /**
+   * Whether the backend gave up on this operation. A connection it gets from the pool after
+   * that has sent nothing yet: the dialect gives it back and fails the checkout with
+   * {@link AbandonedCheckout} (destroying it would cost a new connection per operation that
+   * timed out waiting for the pool, a storm of them when a stalled database comes back).
+   */
+  get isAbandoned(): boolean {
+    return this.#isAbandoned;
+  }
+
   /** Notes `socket` as checked out by this operation; returns what to call when it is released. */
   hold(socket: SocketLike): () => void {
     if (this.#isAbandoned) {
-      // Checked out after the operation was given up on: nobody waits for its statement.
+      // Not reached through the dialects, which check isAbandoned first.
       socket.destroy();
       return noop;
     }
@@ -48,6 +58,14 @@ export class SqlOperation {
   /** Runs `fn` as this operation: checkouts made within it are held by it. */
   run<T>(fn: () => Promise<T>): Promise<T> {
     return current.run(this, fn);
+  }
+}
+
+/** A checkout that completed after the backend gave up on its operation (nobody sees it). */
+export class AbandonedCheckout extends Error {
+  override readonly name = "AbandonedCheckout";
+  constructor() {
+    super("the operation was given up on (queryTimeout) before it got a connection");
   }
 }
 

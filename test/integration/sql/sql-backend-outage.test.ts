@@ -216,6 +216,52 @@ describe.concurrent("sql backends: a database that stops answering on open conne
   }
 });
 
+describe.concurrent("sql backends: operations that time out waiting for the pool", () => {
+  for (const c of CASES) {
+    it.skipIf(c.skip)(
+      `${c.kind}: give back the connection they get once the database answers: one new connection in all, not one each`,
+      async () => {
+        const proxy = new OutageProxy(c.serviceUrl, c.defaultPort);
+        const prefix = freshPrefix();
+        try {
+          await proxy.up();
+          const options = {
+            url: proxy.urlFor(c.serviceUrl),
+            tablePrefix: prefix,
+            env: {},
+            queryTimeout: QUERY_TIMEOUT,
+            poolSize: 1,
+            maxOverflow: 0,
+            poolTimeout: "30s", // the waiting checkouts are still queued when the database answers
+          };
+          const backend = c.kind === "postgres" ? new PostgresBackend(options) : new MysqlBackend(options);
+          try {
+            await backend.connect();
+            await backend.storeResult(successRecord("before", 1));
+            const acceptedBefore = proxy.accepted;
+            proxy.freeze();
+            // The first holds the one connection (closed at its timeout); the others wait for it.
+            const failures = await Promise.all(
+              Array.from({ length: 8 }, () => backend.getResult("before").catch((error: unknown) => error)),
+            );
+            for (const failure of failures) expect(failure).toBeInstanceOf(BackendConnectionError);
+            proxy.thaw();
+            expect((await backend.getResult("before"))?.result).toBe(1);
+            // One replaces the connection closed at the first timeout (before: one per operation).
+            expect(proxy.accepted - acceptedBefore).toBeLessThanOrEqual(2);
+          } finally {
+            proxy.thaw();
+            await backend.disconnect();
+          }
+        } finally {
+          await proxy.down();
+          await c.drop(prefix);
+        }
+      },
+    );
+  }
+});
+
 describe.concurrent("sql backends: a link that goes silent for good", () => {
   for (const c of CASES) {
     it.skipIf(c.skip)(

@@ -20,6 +20,7 @@ export class OutageProxy {
   #server: Server | undefined;
   #port = 0;
   #isFrozen = false;
+  #accepted = 0;
   /** Writes held while frozen, in order. */
   #held: Array<() => void> = [];
 
@@ -67,6 +68,11 @@ export class OutageProxy {
     for (const socket of this.#sockets) this.#silenced.add(socket);
   }
 
+  /** How many client connections it has accepted in all. */
+  get accepted(): number {
+    return this.#accepted;
+  }
+
   /** How many client connections are open. */
   get connections(): number {
     return this.#clients.size;
@@ -97,6 +103,7 @@ export class OutageProxy {
   }
 
   #accept(client: Socket): void {
+    this.#accepted++;
     const upstream = tcpConnect(this.#target);
     this.#sockets.add(client);
     this.#sockets.add(upstream);

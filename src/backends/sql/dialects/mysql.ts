@@ -15,7 +15,15 @@ import { maskUrl } from "../../../core/url.js";
 import { loadKysely } from "../kysely.js";
 import { importDriver } from "../sql-driver.js";
 import { resolvePoolSettings, type SqlPoolOptions } from "../sql-options.js";
-import { closeGraceMs, currentOperation, holdSocket, OpenSockets, onRelease, type SocketLike } from "../sql-sockets.js";
+import {
+  AbandonedCheckout,
+  closeGraceMs,
+  currentOperation,
+  holdSocket,
+  OpenSockets,
+  onRelease,
+  type SocketLike,
+} from "../sql-sockets.js";
 import type { SqlConnection, SqlDatabase, SqlDialect } from "../sql-types.js";
 
 type Callback<T> = (error: unknown, value: T) => void;
@@ -137,6 +145,11 @@ function timedPool(
           }
           isSettled = true;
           clearTimeout(timer);
+          if (!error && connection && operation?.isAbandoned) {
+            connection.release();
+            callback(new AbandonedCheckout(), undefined as never);
+            return;
+          }
           callback(error, connection && onRelease(connection, holdSocket(operation, connection.stream)));
         });
       attempt();

@@ -15,7 +15,15 @@ import { maskUrl } from "../../../core/url.js";
 import { loadKysely } from "../kysely.js";
 import { importDriver } from "../sql-driver.js";
 import { resolvePoolSettings, type SqlPoolOptions } from "../sql-options.js";
-import { closeGraceMs, currentOperation, holdSocket, OpenSockets, onRelease, type SocketLike } from "../sql-sockets.js";
+import {
+  AbandonedCheckout,
+  closeGraceMs,
+  currentOperation,
+  holdSocket,
+  OpenSockets,
+  onRelease,
+  type SocketLike,
+} from "../sql-sockets.js";
 import type { PgListenClient, SqlConnection, SqlDatabase, SqlDialect } from "../sql-types.js";
 
 /** The little of a `pg.Pool` the backend uses (an injected pool must offer this). */
@@ -155,6 +163,10 @@ function heldPool(pool: PgPoolLike): Pick<PgPoolLike, "connect" | "end"> {
     async connect() {
       const operation = currentOperation();
       const client = (await pool.connect()) as Awaited<ReturnType<PgPoolLike["connect"]>> & PgPooledClient;
+      if (operation?.isAbandoned) {
+        client.release();
+        throw new AbandonedCheckout();
+      }
       return onRelease(client, holdSocket(operation, socketOf(client)));
     },
     end: () => pool.end(),

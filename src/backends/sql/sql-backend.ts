@@ -145,8 +145,8 @@ export class SqlBackend implements Backend {
     this.#versionTimer = undefined;
     const unlisten = this.#unlisten;
     this.#unlisten = undefined;
-    await unlisten?.();
-    await connection?.close();
+    // Together: each waits for the database's goodbye at most a few seconds.
+    await Promise.all([unlisten?.(), connection?.close()]);
   }
 
   async setState(
@@ -462,6 +462,13 @@ export class SqlBackend implements Backend {
           // Not tried again: a write may already be applied.
           throw new BackendConnectionError(
             `${what}: ${this.#silence(connection)}; its connection was closed, and a write may already be applied`,
+            { cause: error },
+          );
+        }
+        if (this.#connection !== connection && isConnectionError(error)) {
+          // disconnect() closed the pool under it: nothing to retry on.
+          throw new BackendConnectionError(
+            `${what}: the ${this.kind} backend at ${this.displayUrl} was disconnected while it ran; a write may already be applied`,
             { cause: error },
           );
         }

@@ -310,5 +310,33 @@ describe.concurrent("sql backends: a link that goes silent for good", () => {
         }
       },
     );
+
+    it.skipIf(c.skip)(
+      `${c.kind}: without queryTimeout, disconnect() closes a silent connection after 5 s, and the operation on it fails as cut off by disconnect(), not retried`,
+      async () => {
+        const proxy = new OutageProxy(c.serviceUrl, c.defaultPort);
+        const prefix = freshPrefix();
+        const { logger, lines } = capturingLogger();
+        try {
+          await proxy.up();
+          const options = { url: proxy.urlFor(c.serviceUrl), tablePrefix: prefix, env: {}, queryTimeout: 0, logger };
+          const backend = c.kind === "postgres" ? new PostgresBackend(options) : new MysqlBackend(options);
+          await backend.connect();
+          proxy.silenceOpen();
+          const sent = proxy.dropped();
+          const inFlight = backend.getResult("any").catch((error: unknown) => error);
+          await sent;
+          await backend.disconnect();
+          const failure = await inFlight;
+          expect(failure).toBeInstanceOf(BackendConnectionError);
+          expect(String((failure as Error).message)).toMatch(/^getResult: .* was disconnected while it ran/);
+          expect(lines.filter((line) => /retrying/.test(line.message))).toEqual([]);
+          await proxy.noConnections();
+        } finally {
+          await proxy.down();
+          await c.drop(prefix);
+        }
+      },
+    );
   }
 });

@@ -15,6 +15,7 @@ export class OutageProxy {
   /** Client-side sockets open now, and who waits for none to be. */
   readonly #clients = new Set<Socket>();
   #noClients: Array<() => void> = [];
+  #onDrop: Array<() => void> = [];
   /** Sockets whose data is dropped. */
   readonly #silenced = new WeakSet<Socket>();
   #server: Server | undefined;
@@ -66,6 +67,11 @@ export class OutageProxy {
   /** The connections open now forward nothing more, either way, for good; new ones work. */
   silenceOpen(): void {
     for (const socket of this.#sockets) this.#silenced.add(socket);
+  }
+
+  /** Resolves when the next chunk on a silenced connection is dropped (a statement was sent). */
+  dropped(): Promise<void> {
+    return new Promise((resolve) => this.#onDrop.push(resolve));
   }
 
   /** How many client connections it has accepted in all. */
@@ -122,7 +128,10 @@ export class OutageProxy {
     }
     const forward = (from: Socket, to: Socket) =>
       from.on("data", (chunk: Buffer) => {
-        if (this.#silenced.has(from)) return;
+        if (this.#silenced.has(from)) {
+          for (const resolve of this.#onDrop.splice(0)) resolve();
+          return;
+        }
         if (this.#isFrozen) this.#held.push(() => to.write(chunk));
         else to.write(chunk);
       });

@@ -8,13 +8,16 @@
  * and LISTENs again; subscribers are told when notifications stop and resume, so they poll
  * meanwhile and re-check every waiting id after the gap.
  *
+ * A connection that stops answering without an error (a half-open link) is found by a
+ * liveness probe (`PgListenSource.probe`) and replaced the same way.
+ *
  * A lost or failing LISTEN connection is told at info level, once per run of failures (the
  * attempts after the first at debug), and so is its return: waits do not depend on it (they
  * poll meanwhile), and a database outage that they meet is warned of by the wait hub.
  * @module
  */
 import type { Logger } from "../../core/logger.js";
-import type { PgListenClient } from "./sql-types.js";
+import type { PgListenClient, PgListenSource } from "./sql-types.js";
 
 /** What a subscriber receives. */
 export interface PgSubscriber {
@@ -22,12 +25,6 @@ export interface PgSubscriber {
   onNotify(payload: string): void;
   /** Notifications started (true) or stopped (false) flowing. */
   onStatus(isListening: boolean): void;
-}
-
-/** How to open the connection. */
-export interface PgListenSource {
-  readonly key: string;
-  connect(): Promise<PgListenClient>;
 }
 
 const shared = new Map<string, PgSharedListener>();
@@ -61,6 +58,7 @@ class PgSharedListener {
   #isClosed = false;
   #backoffMs = 100;
   #retryTimer: NodeJS.Timeout | undefined;
+  #probeTimer: NodeJS.Timeout | undefined;
   /** The connection was lost, or failed to open, since it last listened: told once. */
   #isFailing = false;
 
@@ -83,6 +81,7 @@ class PgSharedListener {
     this.#isClosed = true;
     this.#onEmpty();
     if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    clearTimeout(this.#probeTimer);
     const client = this.#client;
     this.#client = undefined;
     this.#isListening = false;
@@ -117,6 +116,7 @@ class PgSharedListener {
     const lost = (error?: Error) => {
       if (isLost || this.#client !== client) return;
       isLost = true;
+      clearTimeout(this.#probeTimer);
       this.#client = undefined;
       this.#setListening(false);
       client.removeAllListeners("notification");
@@ -147,8 +147,34 @@ class PgSharedListener {
     }
     this.#backoffMs = 100;
     if (this.#isFailing) this.#logger.info("PostgreSQL LISTEN connection listens again");
+    else this.#logger.debug("PostgreSQL LISTEN connection listening");
     this.#isFailing = false;
     this.#setListening(true);
+    this.#probeLater(client, lost);
+  }
+
+  /** Runs the liveness probe of `client` after the interval, and again after each answer. */
+  #probeLater(client: PgListenClient, lost: (error?: Error) => void): void {
+    const probe = this.#source.probe;
+    if (probe === undefined || this.#isClosed || this.#client !== client) return;
+    this.#probeTimer = setTimeout(async () => {
+      let timer: NodeJS.Timeout | undefined;
+      const silent = new Promise<"silent">((resolve) => {
+        timer = setTimeout(() => resolve("silent"), probe.timeoutMs);
+      });
+      const answer = await Promise.race([
+        client.query("select 1").then(
+          () => "answered" as const,
+          (error: unknown) => error as Error,
+        ),
+        silent,
+      ]);
+      clearTimeout(timer);
+      if (answer === "answered") this.#probeLater(client, lost);
+      else if (answer === "silent") lost(new Error(`no answer to a liveness probe within ${probe.timeoutMs / 1000} s`));
+      else lost(answer);
+    }, probe.intervalMs);
+    this.#probeTimer.unref();
   }
 
   #setListening(isListening: boolean): void {

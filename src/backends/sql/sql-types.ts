@@ -90,5 +90,17 @@ export interface SqlDialect {
    * PostgreSQL only: opens a connection for LISTEN (one per process, shared by all waiters),
    * and the key that identifies the database for sharing it.
    */
-  readonly listen?: { readonly key: string; connect(): Promise<PgListenClient> } | undefined;
+  readonly listen?: PgListenSource | undefined;
+}
+
+/** How to open the LISTEN connection, and how to check it is alive. */
+export interface PgListenSource {
+  readonly key: string;
+  connect(): Promise<PgListenClient>;
+  /**
+   * While it listens, the connection runs `select 1` every `intervalMs` and is replaced when that
+   * gets no answer within `timeoutMs`: a link gone silent (a NAT or firewall that dropped it)
+   * raises no error, and its waiters would only ever get results from their polls.
+   */
+  readonly probe?: { readonly intervalMs: number; readonly timeoutMs: number } | undefined;
 }

@@ -265,7 +265,7 @@ describe.concurrent("sql backends: operations that time out waiting for the pool
 describe.concurrent("sql backends: a link that goes silent for good", () => {
   for (const c of CASES) {
     it.skipIf(c.skip)(
-      `${c.kind}: the connection of an operation that timed out is closed, the next one works on a new connection, and disconnect() does not wait for the silent ones`,
+      `${c.kind}: the connection of an operation that timed out is closed, the next one works on a new connection, a silent LISTEN connection is replaced, and disconnect() does not wait for the silent ones`,
       async () => {
         const proxy = new OutageProxy(c.serviceUrl, c.defaultPort);
         const prefix = freshPrefix();
@@ -273,6 +273,7 @@ describe.concurrent("sql backends: a link that goes silent for good", () => {
           await proxy.up();
           // One connection at most: the one that goes silent must be given back for the next
           // operation to run at all.
+          const { logger, until } = capturingLogger();
           const options = {
             url: proxy.urlFor(c.serviceUrl),
             tablePrefix: prefix,
@@ -281,6 +282,7 @@ describe.concurrent("sql backends: a link that goes silent for good", () => {
             poolSize: 1,
             maxOverflow: 0,
             poolTimeout: "3s",
+            logger,
           };
           const backend = c.kind === "postgres" ? new PostgresBackend(options) : new MysqlBackend(options);
           let isDisconnected = false;
@@ -289,6 +291,7 @@ describe.concurrent("sql backends: a link that goes silent for good", () => {
             await backend.storeResult(successRecord("before", 1));
             // The LISTEN connection (PostgreSQL) too: a waiter opens it.
             const waiting = new AsyncResult("never-stored", backend).get({ timeout: 30 }).catch((e: unknown) => e);
+            if (c.kind === "postgres") await until(/^PostgreSQL LISTEN connection listening$/);
             proxy.silenceOpen();
             const failure = await backend.getResult("before").catch((error: unknown) => error);
             expect(failure).toBeInstanceOf(BackendConnectionError);
@@ -296,6 +299,8 @@ describe.concurrent("sql backends: a link that goes silent for good", () => {
               /did not answer within 2 s .* its connection was closed/,
             );
             expect((await backend.getResult("before"))?.result).toBe(1);
+            // Its liveness probe (every queryTimeout here) finds the LISTEN connection silent.
+            if (c.kind === "postgres") await until(/^PostgreSQL LISTEN connection listens again$/);
             await backend.disconnect();
             isDisconnected = true;
             await proxy.noConnections();

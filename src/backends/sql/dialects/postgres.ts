@@ -56,6 +56,9 @@ export interface PostgresDialectOptions extends SqlPoolOptions {
 
 const WHAT = "the PostgreSQL result backend";
 
+/** How often the LISTEN connection is probed (or every `queryTimeout`, if shorter). */
+const LISTEN_PROBE_MS = 10_000;
+
 /** A PostgreSQL database for {@link SqlBackend}. */
 export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialect {
   const settings = resolvePoolSettings("postgres", options, options.env ?? process.env);
@@ -120,6 +123,13 @@ export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialec
       ? undefined
       : {
           key: `${settings.url}\0${applicationName}`,
+          probe: {
+            intervalMs: Math.min(
+              LISTEN_PROBE_MS,
+              settings.queryTimeoutMs > 0 ? settings.queryTimeoutMs : LISTEN_PROBE_MS,
+            ),
+            timeoutMs: closeGraceMs(settings.queryTimeoutMs),
+          },
           async connect(): Promise<PgListenClient> {
             const pg = await loadPg();
             const client = new pg.Client({

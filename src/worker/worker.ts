@@ -15,6 +15,7 @@ import { newWorkerId } from "../core/ids.js";
 import type { Logger } from "../core/logger.js";
 import { peekMessage, type TaskMessage } from "../core/message.js";
 import { DeadlinePassed, nextTurn, settlesWithin, sleep, withinDeadline } from "../core/sleep.js";
+import { routeUnownedLogs } from "../core/warn-once.js";
 import { ChicoryError, toError } from "../errors.js";
 import { createLogger } from "../logging.js";
 import { executeActions } from "./executor.js";
@@ -117,6 +118,8 @@ export class Worker {
    * never ends): that start, if it ever ends, stops at once instead of running.
    */
   #isStartAbandoned = false;
+  /** Ends the routing of logger-less adapters' lines to this worker's logger. */
+  #unrouteLogs: (() => void) | null = null;
   /** Resolves when a `stop()` gives up on the start in progress (`run()` returns then). */
   #onStartAbandoned: (() => void) | null = null;
 
@@ -153,6 +156,8 @@ export class Worker {
 
   async #start(): Promise<void> {
     this.#phase = "starting";
+    this.#unrouteLogs?.();
+    this.#unrouteLogs = routeUnownedLogs(this.#logger);
     this.#fetchAbort = new AbortController();
     this.#shutdownAbort = new AbortController();
     // Not a leak: during an outage every settling job's retry sleeps on the shutdown signal.
@@ -191,6 +196,7 @@ export class Worker {
     } catch (error) {
       this.#phase = "stopped";
       if (!runningWorkers.get(this.#app)) await this.#app.disconnect().catch(() => undefined);
+      this.#stopRoutingLogs();
       throw error;
     }
     this.startedAt = new Date();
@@ -733,6 +739,13 @@ export class Worker {
       );
     }
     this.#logger.info({ processed: this.#processed, failed: this.#failed }, "worker stopped");
+    this.#stopRoutingLogs();
+  }
+
+  /** Adapters built without a logger log as process warnings again (see `routeUnownedLogs`). */
+  #stopRoutingLogs(): void {
+    this.#unrouteLogs?.();
+    this.#unrouteLogs = null;
   }
 }
 

@@ -1,6 +1,7 @@
 import type { StandardSchemaV1 } from "@standard-schema/spec";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { z } from "zod";
+import { processWarningLogger } from "../../src/core/warn-once.js";
 import {
   AsyncResult,
   BackendNotConfiguredError,
@@ -23,6 +24,7 @@ import {
   type WorkerInit,
 } from "../../src/index.js";
 import { taskMessage } from "../contract/contract-helpers.js";
+import { capturingLogger } from "../helpers/capturing-logger.js";
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -852,6 +854,7 @@ describe("Worker on the memory broker", () => {
     });
     const worker = new Worker(app, { logger, concurrency: 2 });
     await worker.start();
+    cleanups.push(() => worker.stop(1));
     await t.delay();
     await started.promise;
     const stopping = worker.stop(0.2);
@@ -1079,5 +1082,26 @@ describe("at_most_once failures with the DLQ on", () => {
     await eventually(async () => (await broker.getDlqCount("default")) === 1);
     expect((await broker.getDlqMessages("default"))[0]?.error).toContain("lost cause");
     expect(await broker.getPendingCount("default")).toBe(0);
+  });
+});
+
+describe("lines of adapters built without a logger", () => {
+  it("go to a running worker's logger, naming the adapter, and no longer once it stops", async () => {
+    const { app } = makeApp();
+    const { logger, lines } = capturingLogger();
+    const adapterLog = processWarningLogger("CHICORY_TEST_ADAPTER").child({ queue: "q" });
+    const worker = new Worker(app, { logger, concurrency: 1 });
+    await worker.start();
+    adapterLog.warn({ err: "boom" }, "adapter trouble");
+    adapterLog.info("adapter news");
+    expect(lines).toContainEqual({
+      level: "warn",
+      message: "adapter trouble",
+      fields: expect.objectContaining({ component: "CHICORY_TEST_ADAPTER", queue: "q", err: "boom" }),
+    });
+    expect(lines.some((line) => line.level === "info" && line.message === "adapter news")).toBe(true);
+    await worker.stop(1);
+    adapterLog.warn("adapter trouble after stop");
+    expect(lines.some((line) => line.message.startsWith("adapter trouble after"))).toBe(false);
   });
 });

@@ -23,12 +23,17 @@ export type ErrorFactory = (message: string, cause: unknown) => Error;
 export function describeRedisError(error: unknown, password: string | undefined): string {
   const text = error instanceof Error ? error.message : String(error);
   // ioredis's parser asks to report a reply it cannot read; here it means "not a Redis server".
-  // A command on a connection that dropped, not sent again, is reported as a retry limit.
+  // A command on a connection that dropped, not sent again, is reported as a retry limit; one
+  // issued while it reconnects, as an offline queue setting.
   const plain = text
     .replace(/\s*Please report this\.?/, "")
     .replace(
       /Reached the max retries per request limit \(which is \d+\)\.?.*$/s,
       "the connection to Redis was lost (reconnecting; this command was not sent again)",
+    )
+    .replace(
+      /Stream isn't writeable and enableOfflineQueue options? is false\.?/,
+      "not connected to Redis (reconnecting; this command was not sent)",
     );
   return redactSecrets(withWrongTypeHint(withScriptRefusalHint(plain), error), password);
 }

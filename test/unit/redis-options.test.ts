@@ -216,6 +216,10 @@ describe("redis connect failure hints", () => {
     expect(describeRedisError(dropped, undefined)).toBe(
       "the connection to Redis was lost (reconnecting; this command was not sent again)",
     );
+    const offline = new Error("Stream isn't writeable and enableOfflineQueue options is false");
+    expect(describeRedisError(offline, undefined)).toBe(
+      "not connected to Redis (reconnecting; this command was not sent)",
+    );
   });
 });
 

@@ -527,7 +527,7 @@ export class RedisConsumer implements Consumer {
       if (now - q.housekeepingWarnedAtMs >= HOUSEKEEPING_WARN_MS) {
         q.housekeepingWarnedAtMs = now;
         this.#logger.warn(
-          { queue: q.keys.queue, err: error instanceof Error ? error.message : String(error) },
+          { queue: q.keys.queue, err: this.#ctx.wrapError(what, error).message },
           `redis: could not ${what}; reading ready jobs meanwhile`,
         );
       }

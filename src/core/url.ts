@@ -18,11 +18,13 @@ export function maskUrl(url: string): string {
 /**
  * A spec with an `@` that is not a `scheme://user:password@` URL (a typo: `redis:/u:p@host`,
  * `redis//u:p@host`, `u:p@host`) may still hold a password before its last `@`: all of that but
- * the scheme is masked. A well-formed `scheme://user@host` (no password) is left as it is.
+ * the scheme is masked. A well-formed `scheme://user@host` (no password), or one masked already,
+ * is left as it is.
  */
 function maskMistypedUserinfo(spec: string): string {
   const at = spec.lastIndexOf("@");
-  if (at < 0 || /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*@/i.test(spec)) return spec;
+  // well-formed: `scheme://user@`, or `scheme://user:***@` (masked already)
+  if (at < 0 || /^[a-z][a-z0-9+.-]*:\/\/[^/?#@:]*(?::\*\*\*)?@/i.test(spec)) return spec;
   const scheme = /^[a-z][a-z0-9+.-]*:(?:\/\/?)?/i.exec(spec.slice(0, at))?.[0] ?? "";
   return spec.slice(scheme.length, at).length > 0 ? `${scheme}***${spec.slice(at)}` : spec;
 }

@@ -162,6 +162,8 @@ describe("names, JSON checks, URL masking", () => {
   it("masks passwords", () => {
     expect(maskUrl("redis://user:s3cret@host:6379/0")).toBe("redis://user:***@host:6379/0");
     expect(maskUrl("amqp://guest:guest@localhost")).toBe("amqp://guest:***@localhost");
+    // masking a masked URL (the worker banner masks display URLs again) keeps the user
+    expect(maskUrl(maskUrl("redis://bob:s3cret@host:6379/0"))).toBe("redis://bob:***@host:6379/0");
     expect(maskUrl("postgres://h/db?password=x&a=1")).toBe("postgres://h/db?password=***&a=1");
     expect(maskUrl("redis://:pw@host")).toBe("redis://:***@host");
   });

@@ -10,11 +10,12 @@ import {
   type ChicoryConfig,
   type ChicoryConfigInput,
   type DeliveryMode,
+  keysOf,
   resolveConfig,
   type ValidationMode,
 } from "./config.js";
 import type { TaskContext } from "./context.js";
-import type { EnvMap } from "./core/env.js";
+import { checkOptionKeys, type EnvMap } from "./core/env.js";
 import { MessageCodec } from "./core/message.js";
 import { settlesWithin } from "./core/sleep.js";
 import { warnOnce } from "./core/warn-once.js";
@@ -47,6 +48,14 @@ export interface ChicoryOptions {
   /** App default delivery mode (wins over `config`). */
   deliveryMode?: DeliveryMode | undefined;
 }
+
+const CHICORY_OPTION_KEYS = keysOf<ChicoryOptions>({
+  broker: true,
+  backend: true,
+  config: true,
+  validationMode: true,
+  deliveryMode: true,
+});
 
 /** A lifecycle hook run by each worker process. */
 export type WorkerHook = () => void | Promise<void>;
@@ -181,6 +190,7 @@ export class Chicory {
   readonly #runtime: TaskRuntime;
 
   constructor(options: ChicoryOptions = {}) {
+    checkOptionKeys(options, "Chicory", CHICORY_OPTION_KEYS);
     const input: ChicoryConfigInput = { ...options.config };
     if (options.validationMode) input.validationMode = options.validationMode;
     if (options.deliveryMode) input.deliveryMode = options.deliveryMode;

@@ -9,6 +9,7 @@ import { type Duration, toMs } from "./core/duration.js";
 import {
   checkChoice,
   checkInt,
+  checkOptionKeys,
   type EnvMap,
   envBool,
   envChoice,
@@ -152,8 +153,48 @@ function givenKey(key: string | null): string | null {
   return key.trim();
 }
 
+/** The keys of `T`, all of them (the compiler checks the list against the type). */
+export function keysOf<T>(keys: { readonly [K in keyof Required<T>]: true }): ReadonlySet<string> {
+  return new Set(Object.keys(keys));
+}
+
+/** The keys of {@link WorkerOptions}. */
+export const WORKER_OPTION_KEYS = keysOf<WorkerOptions>({
+  concurrency: true,
+  queue: true,
+  useDeadLetterQueue: true,
+  heartbeatInterval: true,
+  heartbeatTtl: true,
+  cleanupInterval: true,
+  staleWorkersTimeout: true,
+  shutdownTimeout: true,
+  logLevel: true,
+  maxDeliveries: true,
+});
+
+/** Notes for worker option keys that are easy to get wrong. */
+export const WORKER_OPTION_NOTES: Readonly<Record<string, string>> = {
+  queues: ' (did you mean "queue"? it takes one name or a list)',
+};
+
+const CONFIG_INPUT_KEYS = keysOf<ChicoryConfigInput>({
+  validationMode: true,
+  deliveryMode: true,
+  resultPollInterval: true,
+  resultDefaultTimeout: true,
+  brokerUrl: true,
+  backendUrl: true,
+  signingKey: true,
+  maxMessageBytes: true,
+  worker: true,
+  env: true,
+});
+
 /** Resolves configuration from options, environment and defaults. */
 export function resolveConfig(input: ChicoryConfigInput = {}): ChicoryConfig {
+  checkOptionKeys(input, "config", CONFIG_INPUT_KEYS);
+  if (input.worker !== undefined)
+    checkOptionKeys(input.worker, "config.worker", WORKER_OPTION_KEYS, WORKER_OPTION_NOTES);
   const env = input.env ?? loadEnv();
   const maxMessageBytes =
     input.maxMessageBytes === undefined

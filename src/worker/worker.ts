@@ -9,8 +9,15 @@ import { hostname as osHostname } from "node:os";
 import type { Chicory, WorkerHook } from "../app.js";
 import { type StoredError, terminalStateOf, type WorkerStats } from "../backends/backend.js";
 import type { Consumer, Delivery, HealthStatus } from "../brokers/broker.js";
-import { resolveWorkerConfig, type WorkerConfig, type WorkerOptions } from "../config.js";
+import {
+  resolveWorkerConfig,
+  WORKER_OPTION_KEYS,
+  WORKER_OPTION_NOTES,
+  type WorkerConfig,
+  type WorkerOptions,
+} from "../config.js";
 import { type Duration, toSeconds } from "../core/duration.js";
+import { checkOptionKeys } from "../core/env.js";
 import { newWorkerId } from "../core/ids.js";
 import type { Logger } from "../core/logger.js";
 import { peekMessage, type TaskMessage } from "../core/message.js";
@@ -30,6 +37,8 @@ export interface WorkerInit extends WorkerOptions {
   /** Logger (default: pino at `logLevel`). */
   logger?: Logger;
 }
+
+const WORKER_INIT_KEYS: ReadonlySet<string> = new Set([...WORKER_OPTION_KEYS, "logger"]);
 
 /** {@link WorkerStats} plus broker and backend connectivity. */
 export interface WorkerHealth extends WorkerStats {
@@ -124,6 +133,7 @@ export class Worker {
   #onStartAbandoned: (() => void) | null = null;
 
   constructor(app: Chicory, options: WorkerInit = {}) {
+    checkOptionKeys(options, "Worker", WORKER_INIT_KEYS, WORKER_OPTION_NOTES);
     this.#app = app;
     this.config = resolveWorkerConfig(options, app.config.env, app.config.worker);
     this.hostname = osHostname();

@@ -34,7 +34,8 @@ afterEach(async () => {
 function makeApp(options: Omit<ChicoryOptions, "broker" | "backend"> & { claimMinIdleMs?: number } = {}) {
   const broker = new MemoryBroker({ claimMinIdleMs: options.claimMinIdleMs ?? 30_000 });
   const backend = new MemoryBackend();
-  const app = new Chicory({ ...options, broker, backend, config: { env: {}, ...options.config } });
+  const { claimMinIdleMs: _, ...appOptions } = options;
+  const app = new Chicory({ ...appOptions, broker, backend, config: { env: {}, ...options.config } });
   cleanups.push(() => app.disconnect());
   return { app, broker, backend };
 }

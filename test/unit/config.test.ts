@@ -9,6 +9,15 @@ import { findNonJson } from "../../src/core/json.js";
 import { assertValidName, isValidName } from "../../src/core/names.js";
 import { maskUrl, maskUrlsIn } from "../../src/core/url.js";
 import { ConfigurationError } from "../../src/errors.js";
+import {
+  Chicory,
+  type ChicoryConfigInput,
+  type ChicoryOptions,
+  silentLogger,
+  Worker,
+  type WorkerInit,
+  type WorkerOptions,
+} from "../../src/index.js";
 
 describe("durations", () => {
   it("accepts seconds and unit strings", () => {
@@ -306,5 +315,40 @@ describe("default backend location", () => {
     const result = await add.delay(1, 2);
     await expect(result.get()).rejects.toThrow(/give the app `backend` .*broker object/);
     await app.disconnect();
+  });
+});
+
+describe("unknown option keys (a JavaScript caller's typo)", () => {
+  it("are refused by Chicory, its config, its config.worker and Worker, naming the key and the options", () => {
+    const refused = (make: () => unknown) => {
+      try {
+        make();
+      } catch (error) {
+        expect(error).toBeInstanceOf(ConfigurationError);
+        return (error as Error).message;
+      }
+      throw new Error("not refused");
+    };
+    const memory = { broker: "memory", backend: "memory" } as const;
+    expect(refused(() => new Chicory({ brokr: "redis" } as ChicoryOptions))).toBe(
+      'Chicory: unknown option "brokr" (options: broker, backend, config, validationMode, deliveryMode)',
+    );
+    expect(
+      refused(() => new Chicory({ ...memory, config: { env: {}, brokerURL: "x" } as ChicoryConfigInput })),
+    ).toMatch(/^config: unknown option "brokerURL" \(options: validationMode, .*brokerUrl/);
+    expect(
+      refused(() => new Chicory({ ...memory, config: { env: {}, worker: { queues: ["a"] } as WorkerOptions } })),
+    ).toBe('config.worker: unknown option "queues" (did you mean "queue"? it takes one name or a list)');
+    const app = new Chicory({ ...memory, config: { env: {} } });
+    expect(refused(() => new Worker(app, { queues: ["a"] } as WorkerInit))).toBe(
+      'Worker: unknown option "queues" (did you mean "queue"? it takes one name or a list)',
+    );
+    expect(refused(() => new Worker(app, { concurency: 2 } as WorkerInit))).toMatch(
+      /^Worker: unknown option "concurency" \(options: concurrency, queue, .*logger\)$/,
+    );
+    expect(new Worker(app, { concurrency: 2, queue: ["a", "b"], logger: silentLogger }).config.queues).toEqual([
+      "a",
+      "b",
+    ]);
   });
 });

@@ -9,6 +9,7 @@ import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { Chicory, ConfigurationError, silentLogger, TaskFailedError, Worker } from "../../../src/index.js";
 import { encodeTask, eventually, fetchOne } from "../../contract/contract-helpers.js";
+import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { runCleanups, useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
 import { useOwnRedis } from "./own-redis.js";
@@ -246,17 +247,14 @@ describe.skipIf(skip)("redis results for an ACL user without the done channel, o
   const own = useOwnRedis("acl-results");
   const cleanups = useCleanups();
 
-  it("waits poll on one connection (no new subscriber per get()), and a backend built from a URL says why as a process warning", async () => {
+  it("waits poll on one connection (no new subscriber per get()), and a backend built from a URL says why in the running worker's log", async () => {
     const admin = new Redis(own.server.url);
     cleanups.push(async () => void admin.disconnect());
     await admin.call("ACL", "SETUSER", "nochannel", "on", ">pw", "~*", "resetchannels", "+@all");
     const url = new URL(own.server.url);
     url.username = "nochannel";
     url.password = "pw";
-    const warnings: string[] = [];
-    const onWarning = (w: Error) => void warnings.push(w.message);
-    process.on("warning", onWarning);
-    cleanups.push(async () => void process.off("warning", onWarning));
+    const { logger, until } = capturingLogger();
     const prefix = testPrefix();
     // built from URLs, as most apps do: no logger given
     const app = new Chicory({
@@ -266,10 +264,11 @@ describe.skipIf(skip)("redis results for an ACL user without the done channel, o
     const work = app.task(async function double(n: number) {
       return n * 2;
     });
-    const worker = new Worker(app, { concurrency: 2, logger: silentLogger });
+    const worker = new Worker(app, { concurrency: 2, logger });
     await worker.start();
     cleanups.push(() => worker.stop(5));
-    await eventually(() => expect(warnings.join("\n")).toContain("this Redis user may not publish on"));
+    const warning = await until(/this Redis user may not publish on/);
+    expect([warning.level, warning.fields.component]).toEqual(["warn", "CHICORY_REDIS_BACKEND"]);
     const connectionsBefore = await totalConnections(admin);
     for (let i = 0; i < 10; i++) {
       expect(await (await work.delay(i)).get({ timeout: 20, pollInterval: 0.05 })).toBe(i * 2);

@@ -1,4 +1,5 @@
 // Standard Schema validation of arguments (with coercion) and results, here with zod.
+// Needs zod (`npm install zod`; any Standard Schema library works the same way).
 // Run: npx tsx examples/03-validation.ts
 import { Chicory, ValidationError, Worker } from "chicory";
 import { z } from "zod";

@@ -29,7 +29,7 @@ import {
   DEFAULT_BROKER_SPEC,
 } from "./drivers.js";
 import { BackendConnectionError, ChicoryError, ConfigurationError, TaskNotFoundError } from "./errors.js";
-import { bindResultDefaults, type ResultDefaults } from "./result.js";
+import { bindResultDefaults, type ResultDefaults, type StoredResult } from "./result.js";
 import { type AnyHandler, Task, type TaskOptions, type TaskRuntime } from "./task.js";
 
 /** Longest wait for the backend's record before a DLQ replay gives up (nothing replayed). */
@@ -71,8 +71,11 @@ type ArgsSchema = StandardSchemaV1<unknown, readonly unknown[]>;
 type ArgsIn<S> = unknown extends SchemaIn<S> ? unknown[] : Tuple<SchemaIn<S>>;
 /** A handler's return type. */
 type ReturnOf<F> = F extends (...args: never) => infer R ? R : never;
-/** The result type of a task: `undefined` when `ignoreResult` is literally `true` (nothing is stored). */
-type ResultOf<I, R> = [I] extends [true] ? undefined : R;
+/**
+ * The result type of a task: `undefined` when `ignoreResult` is literally `true` (nothing is
+ * stored), else the handler's, with `null` for nothing (JSON; see {@link StoredResult}).
+ */
+type ResultOf<I, R> = [I] extends [true] ? undefined : StoredResult<R>;
 
 /** An option's type in `O`, or `undefined` when `O` leaves it out. */
 type OptionOf<O, K extends keyof TaskOptions> = K extends keyof O ? O[K] : undefined;

@@ -54,6 +54,12 @@ export function bindResultDefaults(backend: Backend, defaults: ResultDefaults): 
 }
 
 /**
+ * The result type of a task whose handler returns `R`: results are stored as JSON, so a handler
+ * that returns nothing (`void`, `undefined`) gives `null` to `get()`.
+ */
+export type StoredResult<R> = R extends void ? null : R; // undefined extends void too
+
+/**
  * The eventual result of a task.
  * @example
  * const r = await sendEmail.delay("a@b.c", "Hi", "Welcome");

@@ -178,3 +178,14 @@ describe("ignoreResult", () => {
     expectTypeOf(flagged.delay(1)).resolves.toEqualTypeOf<AsyncResult<number>>();
   });
 });
+
+describe("get()", () => {
+  it("gives null for a handler that returns nothing (results are JSON), the handler's type otherwise", async () => {
+    const nothing = app.task({ name: "returns_nothing" }, async (_n: number) => {});
+    const maybe = app.task({ name: "returns_maybe" }, (n: number) => (n > 0 ? n : undefined));
+    const value = app.task({ name: "returns_value" }, async (n: number) => ({ n }));
+    expectTypeOf((await nothing.delay(1)).get()).resolves.toEqualTypeOf<null>();
+    expectTypeOf((await maybe.delay(1)).get()).resolves.toEqualTypeOf<number | null>();
+    expectTypeOf((await value.delay(1)).get()).resolves.toEqualTypeOf<{ n: number }>();
+  });
+});

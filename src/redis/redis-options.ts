@@ -219,6 +219,12 @@ function fromUrl(
   if (!isTls && parsed.protocol !== "redis:") {
     throw new ConfigurationError(`invalid Redis URL ${maskUrl(url)}: use redis:// or rediss://`);
   }
+  if (!/^rediss?:\/\//i.test(url)) {
+    // `redis:/host:port` or `redis:host` parses, with the host taken for the database path
+    throw new ConfigurationError(
+      `invalid Redis URL ${maskUrl(url)}: expected ${parsed.protocol}//[user:password@]host[:port][/db] (two slashes after "${parsed.protocol}")`,
+    );
+  }
   if (!isTls && tls && tlsFromEnvOnly) {
     throw new ConfigurationError(
       `${envPrefix}_TLS_* is set but the URL ${maskUrl(url)} is not TLS: use rediss:// (or unset the TLS variables)`,

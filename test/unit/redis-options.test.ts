@@ -105,6 +105,14 @@ describe("redis connection options", () => {
     expect(query).not.toThrow(/s3cret/);
   });
 
+  it("refuses a URL with one slash after the scheme (its host was read as the database)", () => {
+    for (const url of ["redis:/127.0.0.1:6391", "redis:127.0.0.1", "rediss:/h:6380/0"]) {
+      expect(() => resolveRedisConnection({ url }, {}, "P")).toThrow(
+        new RegExp(`^invalid Redis URL ${url.replace(/[/.]/g, "\\$&")}: expected rediss?://\\[user:password@\\]host`),
+      );
+    }
+  });
+
   it("refuses a fragment instead of ignoring it; a # in a password is refused as a bad URL", () => {
     const hash = () => resolveRedisConnection({ url: "redis://:s3cret@h:6379/0#primary" }, {}, "P");
     expect(hash).toThrow(/invalid Redis URL redis:\/\/:\*\*\*@h:6379\/0#primary: a "#" starts a fragment/);

@@ -90,13 +90,21 @@ export function registerEnqueueCommand(program: Command, run: (action: () => Pro
     .description("dispatch a task and print its id (--wait: print its result)")
     .argument("<module>", "app module: path/to/app.ts[:export]")
     .argument("<task>", "task name")
-    .argument("[args]", "arguments as a JSON array, e.g. '[1, 2]' (default [])")
+    .argument("[args...]", "arguments as one JSON array, e.g. '[1, 2]' (default [])")
     .option("--countdown <seconds>", "run no earlier than this many seconds from now", seconds)
     .option("-q, --queue <name>", "queue to publish to (default: the task's queue)")
     .option("--wait", "wait for the result and print it as JSON")
     .option("--timeout <seconds>", "with --wait: give up after this long (exit code 1)", positiveSeconds)
     .option("--json", "print one JSON object");
-  withLogLevel(command).action((spec: string, task: string, args: string | undefined, opts: EnqueueCommandOptions) =>
-    run(() => runEnqueueCommand(spec, task, args, opts)),
+  withLogLevel(command).action((spec: string, task: string, words: string[], opts: EnqueueCommandOptions) =>
+    run(async () => {
+      if (words.length > 1) {
+        // `enqueue app.ts add 1 2`: the shell split what should be one JSON array
+        throw new CliUsageError(
+          `arguments must be one JSON array, quoted as one shell word: '[${words.join(", ")}]' (got ${words.length} words: ${words.join(" ")})`,
+        );
+      }
+      return runEnqueueCommand(spec, task, words[0], opts);
+    }),
   );
 }

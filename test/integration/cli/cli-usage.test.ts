@@ -62,6 +62,10 @@ describe("chicory CLI basics", () => {
     [["worker", APP_TS, "--heartbeat-interval", "10", "--heartbeat-ttl", "5"], /heartbeatTtl.*must exceed/],
     [["enqueue", APP_TS, "add", "[1, 2"], /arguments must be a JSON array/],
     [["enqueue", APP_TS, "add", '{"a": 1}'], /arguments must be a JSON array/],
+    [
+      ["enqueue", APP_TS, "add", "1", "2"],
+      /arguments must be one JSON array, quoted as one shell word: '\[1, 2\]' \(got 2 words: 1 2\)/,
+    ],
     [["enqueue", APP_TS, "nope"], /task "nope" is not registered .*tasks: add, boom/],
     [["dlq", "replay", APP_TS], /pass a message id, or --all/],
     // a typo must not fork hundreds of processes

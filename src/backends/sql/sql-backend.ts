@@ -70,6 +70,9 @@ const CHUNK = 500;
 /** How often a SQLite backend with waiters reads `data_version` (plus 1 ms per 50 waiting ids). */
 const VERSION_CHECK_MS = 20;
 
+/** Shortest time between two "retrying on a new connection" warnings of one backend. */
+const RETRY_WARN_EVERY_MS = 10_000;
+
 /**
  * A result backend on a SQL database.
  * @example
@@ -89,6 +92,8 @@ export class SqlBackend implements Backend {
   readonly #logger: Logger;
   readonly #hub: SqlWaitHub;
   #connection: SqlConnection | undefined;
+  #retryWarnedAtMs = Number.NEGATIVE_INFINITY;
+  #retriesNotWarned = 0;
   #connecting: Promise<SqlConnection> | undefined;
   #unlisten: (() => Promise<void>) | undefined;
   /** The `data_version` check's timer while results are awaited (SQLite). */
@@ -415,6 +420,29 @@ export class SqlBackend implements Backend {
   }
 
   /**
+   * Says that an operation is retried on a new connection: at most once per
+   * {@link RETRY_WARN_EVERY_MS} per backend (an outage fails every operation's tries within
+   * milliseconds), with how many retries the lines left out.
+   */
+  #warnRetry(what: string, error: unknown): void {
+    const now = performance.now();
+    if (now - this.#retryWarnedAtMs < RETRY_WARN_EVERY_MS) {
+      this.#retriesNotWarned++;
+      return;
+    }
+    this.#logger.warn(
+      {
+        err: error instanceof Error ? error.message : String(error),
+        operation: what,
+        ...(this.#retriesNotWarned > 0 ? { retriesSinceLastWarning: this.#retriesNotWarned } : {}),
+      },
+      "database connection lost or refused; retrying on a new connection",
+    );
+    this.#retryWarnedAtMs = now;
+    this.#retriesNotWarned = 0;
+  }
+
+  /**
    * Runs `fn` as one {@link SqlOperation}, rejecting with `DeadlinePassed` after `queryTimeout`:
    * the connections it holds then may never hear back (a half-open link), so they are closed
    * and the pool opens new ones.
@@ -474,12 +502,7 @@ export class SqlBackend implements Backend {
         }
         const isPoolTimeout = connection.isPoolTimeout(error);
         if (!isPoolTimeout && isConnectionError(error) && connectionRetries-- > 0) {
-          if (!isQuiet) {
-            this.#logger.warn(
-              { err: error, operation: what },
-              "database connection lost; retrying on a new connection",
-            );
-          }
+          if (!isQuiet) this.#warnRetry(what, error);
           continue;
         }
         if (!isPoolTimeout && isTransientConflict(error) && conflictRetries-- > 0) {

@@ -216,6 +216,35 @@ describe.concurrent("sql backends: a database that stops answering on open conne
   }
 });
 
+describe.concurrent("sql backends: operations during an outage", () => {
+  for (const c of CASES) {
+    it.skipIf(c.skip)(`${c.kind}: retried on new connections with one warning, not one per try`, async () => {
+      const proxy = new OutageProxy(c.serviceUrl, c.defaultPort);
+      const prefix = freshPrefix();
+      const { logger, lines } = capturingLogger();
+      try {
+        await proxy.up();
+        const backend = c.create({ url: proxy.urlFor(c.serviceUrl), tablePrefix: prefix, logger });
+        try {
+          await backend.connect();
+          await proxy.down();
+          for (let i = 0; i < 5; i++) {
+            expect(await backend.getResult("any").catch((error: unknown) => error)).toBeInstanceOf(Error);
+          }
+          const retries = lines.filter((line) => /retrying on a new connection/.test(line.message));
+          expect(retries).toHaveLength(1);
+          expect(retries[0]?.fields).toMatchObject({ operation: "getResult", err: expect.any(String) });
+        } finally {
+          await backend.disconnect();
+        }
+      } finally {
+        await proxy.down();
+        await c.drop(prefix);
+      }
+    });
+  }
+});
+
 describe.concurrent("sql backends: operations that time out waiting for the pool", () => {
   for (const c of CASES) {
     it.skipIf(c.skip)(

@@ -116,6 +116,9 @@ export function closeGraceMs(queryTimeoutMs: number): number {
   return queryTimeoutMs > 0 ? Math.min(queryTimeoutMs, 5_000) : 5_000;
 }
 
+/** How long a pool's close may still take once its sockets were destroyed. */
+const AFTER_DESTROY_MS = 1_000;
+
 /** Every open socket of one pool, to close a pool the database no longer answers. */
 export class OpenSockets {
   readonly #open = new Set<SocketLike>();
@@ -133,18 +136,20 @@ export class OpenSockets {
   }
 
   /**
-   * Waits for `ending` (the pool's own close) at most `graceMs`, then destroys every socket still
-   * open and waits for `ending` at most `graceMs` more; sockets still open after a graceful end
-   * (a goodbye the database did not acknowledge) are destroyed too. Never rejects.
+   * Waits for `ending` (the pool's own close) and then for the sockets to close, all within
+   * `graceMs`; then destroys every socket still open (and waits for `ending` at most
+   * {@link AFTER_DESTROY_MS} more: the driver fails what ran on them). Never rejects.
    */
   async close(ending: Promise<unknown>, graceMs: number): Promise<void> {
+    const deadline = performance.now() + graceMs;
+    const left = () => Math.max(0, deadline - performance.now());
     const settled = ending.then(
       () => true,
       () => true,
     );
-    if (!(await settledWithin(settled, graceMs))) {
+    if (!(await settledWithin(settled, left()))) {
       this.#destroyAll();
-      await settledWithin(settled, graceMs);
+      await settledWithin(settled, AFTER_DESTROY_MS);
     }
     if (this.#open.size > 0) {
       const closed = Promise.all(
@@ -153,7 +158,7 @@ export class OpenSockets {
       if (
         !(await settledWithin(
           closed.then(() => true),
-          graceMs,
+          left(),
         ))
       )
         this.#destroyAll();

@@ -80,7 +80,7 @@ export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialec
         pool = new pg.Pool({
           connectionString: settings.url,
           application_name: applicationName,
-          min: 0,
+          min: settings.poolSize, // kept when idle; the overflow closes after 10 s idle
           max,
           idleTimeoutMillis: 10_000,
           connectionTimeoutMillis: settings.poolTimeoutMs,

@@ -92,6 +92,8 @@ export class SqlBackend implements Backend {
   readonly #logger: Logger;
   readonly #hub: SqlWaitHub;
   #connection: SqlConnection | undefined;
+  /** Connections that disconnect() closed (an operation on one is not retried). */
+  readonly #closed = new WeakSet<SqlConnection>();
   #retryWarnedAtMs = Number.NEGATIVE_INFINITY;
   #retriesNotWarned = 0;
   #connecting: Promise<SqlConnection> | undefined;
@@ -145,6 +147,7 @@ export class SqlBackend implements Backend {
     if (pending) await pending.catch(() => undefined);
     const connection = this.#connection;
     this.#connection = undefined;
+    if (connection) this.#closed.add(connection);
     this.#hub.close();
     if (this.#versionTimer !== undefined) clearTimeout(this.#versionTimer);
     this.#versionTimer = undefined;
@@ -493,7 +496,7 @@ export class SqlBackend implements Backend {
             { cause: error },
           );
         }
-        if (this.#connection !== connection && isConnectionError(error)) {
+        if (this.#closed.has(connection) && isConnectionError(error)) {
           // disconnect() closed the pool under it: nothing to retry on.
           throw new BackendConnectionError(
             `${what}: the ${this.kind} backend at ${this.displayUrl} was disconnected while it ran; a write may already be applied`,

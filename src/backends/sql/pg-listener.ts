@@ -17,6 +17,7 @@
  * @module
  */
 import type { Logger } from "../../core/logger.js";
+import { DeadlinePassed, withinDeadline } from "../../core/sleep.js";
 import type { PgListenClient, PgListenSource } from "./sql-types.js";
 
 /** What a subscriber receives. */
@@ -158,21 +159,14 @@ class PgSharedListener {
     const probe = this.#source.probe;
     if (probe === undefined || this.#isClosed || this.#client !== client) return;
     this.#probeTimer = setTimeout(async () => {
-      let timer: NodeJS.Timeout | undefined;
-      const silent = new Promise<"silent">((resolve) => {
-        timer = setTimeout(() => resolve("silent"), probe.timeoutMs);
-      });
-      const answer = await Promise.race([
-        client.query("select 1").then(
-          () => "answered" as const,
-          (error: unknown) => error as Error,
-        ),
-        silent,
-      ]);
-      clearTimeout(timer);
-      if (answer === "answered") this.#probeLater(client, lost);
-      else if (answer === "silent") lost(new Error(`no answer to a liveness probe within ${probe.timeoutMs / 1000} s`));
-      else lost(answer);
+      try {
+        await withinDeadline(client.query("select 1"), probe.timeoutMs);
+      } catch (error) {
+        const silent = new Error(`no answer to a liveness probe within ${probe.timeoutMs / 1000} s`);
+        lost(error instanceof DeadlinePassed ? silent : (error as Error));
+        return;
+      }
+      this.#probeLater(client, lost);
     }, probe.intervalMs);
     this.#probeTimer.unref();
   }

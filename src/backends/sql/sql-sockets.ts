@@ -14,6 +14,7 @@
  */
 
 import { AsyncLocalStorage } from "node:async_hooks";
+import { settlesWithin } from "../../core/sleep.js";
 
 /** A connection's socket, as far as it is closed here (a `net.Socket` or `tls.TLSSocket`). */
 export interface SocketLike {
@@ -103,6 +104,23 @@ export function onRelease<C extends { release(...args: never[]): unknown }>(conn
   return connection;
 }
 
+/**
+ * A connection the pool handed to `operation` (read with {@link currentOperation} when the
+ * checkout began): given back with {@link AbandonedCheckout} thrown when the backend gave up on
+ * the operation meanwhile, else returned with `socket` held by the operation until released.
+ */
+export function adoptCheckout<C extends { release(...args: never[]): unknown }>(
+  operation: SqlOperation | undefined,
+  connection: C,
+  socket: SocketLike | undefined,
+): C {
+  if (operation?.isAbandoned) {
+    connection.release();
+    throw new AbandonedCheckout();
+  }
+  return onRelease(connection, holdSocket(operation, socket));
+}
+
 /** The operation running now, if any (read it synchronously when a checkout begins). */
 export function currentOperation(): SqlOperation | undefined {
   return current.getStore();
@@ -113,7 +131,12 @@ export function currentOperation(): SqlOperation | undefined {
  * 5 s, or `queryTimeoutMs` if shorter (and not 0).
  */
 export function closeGraceMs(queryTimeoutMs: number): number {
-  return queryTimeoutMs > 0 ? Math.min(queryTimeoutMs, 5_000) : 5_000;
+  return cappedByQueryTimeout(5_000, queryTimeoutMs);
+}
+
+/** `ms`, or `queryTimeoutMs` if shorter (and not 0: no limit). */
+export function cappedByQueryTimeout(ms: number, queryTimeoutMs: number): number {
+  return queryTimeoutMs > 0 ? Math.min(queryTimeoutMs, ms) : ms;
 }
 
 /** How long a pool's close may still take once its sockets were destroyed. */
@@ -147,39 +170,20 @@ export class OpenSockets {
       () => true,
       () => true,
     );
-    if (!(await settledWithin(settled, left()))) {
+    if (!(await settlesWithin(settled, left()))) {
       this.#destroyAll();
-      await settledWithin(settled, AFTER_DESTROY_MS);
+      await settlesWithin(settled, AFTER_DESTROY_MS);
     }
     if (this.#open.size > 0) {
       const closed = Promise.all(
-        [...this.#open].map((socket) => new Promise((r) => socket.once("close", () => r(true)))),
+        [...this.#open].map((socket) => new Promise<void>((r) => socket.once("close", () => r()))),
       );
-      if (
-        !(await settledWithin(
-          closed.then(() => true),
-          left(),
-        ))
-      )
-        this.#destroyAll();
+      if (!(await settlesWithin(closed, left()))) this.#destroyAll();
     }
   }
 
   #destroyAll(): void {
     for (const socket of this.#open) socket.destroy();
     this.#open.clear();
-  }
-}
-
-/** `true` once `settled` resolves, or `false` after `ms`. */
-async function settledWithin(settled: Promise<boolean>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<boolean>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  try {
-    return await Promise.race([settled, late]);
-  } finally {
-    clearTimeout(timer);
   }
 }

@@ -15,15 +15,7 @@ import { maskUrl } from "../../../core/url.js";
 import { loadKysely } from "../kysely.js";
 import { importDriver } from "../sql-driver.js";
 import { resolvePoolSettings, type SqlPoolOptions } from "../sql-options.js";
-import {
-  AbandonedCheckout,
-  closeGraceMs,
-  currentOperation,
-  holdSocket,
-  OpenSockets,
-  onRelease,
-  type SocketLike,
-} from "../sql-sockets.js";
+import { adoptCheckout, closeGraceMs, currentOperation, OpenSockets, type SocketLike } from "../sql-sockets.js";
 import type { SqlConnection, SqlDatabase, SqlDialect } from "../sql-types.js";
 
 type Callback<T> = (error: unknown, value: T) => void;
@@ -145,12 +137,18 @@ function timedPool(
           }
           isSettled = true;
           clearTimeout(timer);
-          if (!error && connection && operation?.isAbandoned) {
-            connection.release();
-            callback(new AbandonedCheckout(), undefined as never);
+          if (error || !connection) {
+            callback(error, connection);
             return;
           }
-          callback(error, connection && onRelease(connection, holdSocket(operation, connection.stream)));
+          let adopted: MysqlConnectionLike;
+          try {
+            adopted = adoptCheckout(operation, connection, connection.stream);
+          } catch (abandoned) {
+            callback(abandoned, undefined as never);
+            return;
+          }
+          callback(null, adopted);
         });
       attempt();
     },

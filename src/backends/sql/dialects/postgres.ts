@@ -16,12 +16,11 @@ import { loadKysely } from "../kysely.js";
 import { importDriver } from "../sql-driver.js";
 import { resolvePoolSettings, type SqlPoolOptions } from "../sql-options.js";
 import {
-  AbandonedCheckout,
+  adoptCheckout,
+  cappedByQueryTimeout,
   closeGraceMs,
   currentOperation,
-  holdSocket,
   OpenSockets,
-  onRelease,
   type SocketLike,
 } from "../sql-sockets.js";
 import type { PgListenClient, SqlConnection, SqlDatabase, SqlDialect } from "../sql-types.js";
@@ -124,10 +123,7 @@ export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialec
       : {
           key: `${settings.url}\0${applicationName}`,
           probe: {
-            intervalMs: Math.min(
-              LISTEN_PROBE_MS,
-              settings.queryTimeoutMs > 0 ? settings.queryTimeoutMs : LISTEN_PROBE_MS,
-            ),
+            intervalMs: cappedByQueryTimeout(LISTEN_PROBE_MS, settings.queryTimeoutMs),
             timeoutMs: closeGraceMs(settings.queryTimeoutMs),
           },
           async connect(): Promise<PgListenClient> {
@@ -173,11 +169,7 @@ function heldPool(pool: PgPoolLike): Pick<PgPoolLike, "connect" | "end"> {
     async connect() {
       const operation = currentOperation();
       const client = (await pool.connect()) as Awaited<ReturnType<PgPoolLike["connect"]>> & PgPooledClient;
-      if (operation?.isAbandoned) {
-        client.release();
-        throw new AbandonedCheckout();
-      }
-      return onRelease(client, holdSocket(operation, socketOf(client)));
+      return adoptCheckout(operation, client, socketOf(client));
     },
     end: () => pool.end(),
   };

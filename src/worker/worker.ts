@@ -166,7 +166,7 @@ export class Worker {
 
   async #start(): Promise<void> {
     this.#phase = "starting";
-    this.#unrouteLogs?.();
+    this.#stopRoutingLogs();
     this.#unrouteLogs = routeUnownedLogs(this.#logger);
     this.#fetchAbort = new AbortController();
     this.#shutdownAbort = new AbortController();

@@ -53,10 +53,15 @@ for (const n of SIZES) {
     await r.call("XREADGROUP", "GROUP", "g", `c${(i / 10_000) % 7}`, "COUNT", 10_000, "STREAMS", key, ">");
   }
   for (const free of [1, 32]) {
-    await runScript(r, "chicoryReclaim", [key], ["g", "me", LEASE_MS, "0-0", free, SCAN_LIMIT, PAGE]); // loaded
+    await runScript(r, "chicoryReclaim", [key], ["g", "me", LEASE_MS, "0-0", free, SCAN_LIMIT, PAGE, 0, 0, 0]); // loaded
     await r.config("RESETSTAT");
     const calls = await sweep(async (cursor) => {
-      const [next] = await runScript(r, "chicoryReclaim", [key], ["g", "me", LEASE_MS, cursor, free, SCAN_LIMIT, PAGE]);
+      const [next] = await runScript(
+        r,
+        "chicoryReclaim",
+        [key],
+        ["g", "me", LEASE_MS, cursor, free, SCAN_LIMIT, PAGE, 0, 0, 0],
+      );
       return next;
     });
     const usec = await usecOf("evalsha");

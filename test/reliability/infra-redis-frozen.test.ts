@@ -5,13 +5,18 @@
  * connection error naming the deadline (10 s), and answer again once the server resumes.
  * And a server that is down (SIGKILL): a publish still waiting for it when the app disconnects
  * ends then ("outcome unknown"), not at its 10 s time limit, nor never.
+ * And a freeze longer than the lease: every entry looks expired when Redis answers again, and a
+ * worker coming out of the freeze must not take a live worker's job before that worker's
+ * renewal gets in; a dead worker's job is still taken over.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
-import { BackendConnectionError, BrokerConnectionError, Chicory } from "../../src/index.js";
+import { BackendConnectionError, BrokerConnectionError, Chicory, type Logger, Worker } from "../../src/index.js";
 import { RedisBackend, RedisBroker } from "../../src/redis.js";
+import { sleepMs, waitFor } from "./infra/ledger.js";
 import { freePort, OwnRedis } from "./infra/redis-server.js";
 
 const hasRedisServer = await (async () => {
@@ -83,6 +88,86 @@ describe.skipIf(!hasRedisServer && process.env.CI !== "true")("infra: own redis-
       expect(performance.now() - started).toBeLessThan(5_000); // not the 10 s publish time limit
     } finally {
       await close();
+    }
+  });
+
+  it("a freeze longer than the lease: a live worker's job stays with it; a dead worker's is taken over after", {
+    timeout: 60_000,
+  }, async () => {
+    const LEASE_MS = 3000;
+    const FREEZE_MS = 4500;
+    const dir = mkdtempSync(join(tmpdir(), "chicory-frozen-"));
+    const server = new OwnRedis(await freePort(), dir, "none");
+    await server.start();
+    const broker = new RedisBroker({
+      url: server.url,
+      keyPrefix: "frozen",
+      consumerGroup: "g",
+      claimMinIdleMs: LEASE_MS,
+      env: {},
+    });
+    const app = new Chicory({ broker, backend: null });
+    const runs: string[] = [];
+    let deadJobRan: () => void = () => undefined;
+    const deadJobRun = new Promise<void>((resolve) => {
+      deadJobRan = resolve;
+    });
+    const job = app.task({ name: "frozen_job" }, async (of: string) => {
+      runs.push(of);
+      if (of === "dead") deadJobRan();
+    });
+    const warnings: string[] = [];
+    const logger: Logger = {
+      debug: () => undefined,
+      info: () => undefined,
+      warn: (fields: unknown, message?: string) => void warnings.push(String(message ?? fields)),
+      error: () => undefined,
+      child: () => logger,
+    };
+    const raw = new Redis(server.url);
+    const worker = new Worker(app, { logger, concurrency: 4 });
+    const stream = "frozen:stream:{default}";
+    try {
+      await raw.xgroup("CREATE", stream, "g", "0", "MKSTREAM");
+      await job.delay("live");
+      await job.delay("dead");
+      // Two other workers' reads: "live" renews its lease after the freeze (a little after the
+      // worker under test comes out of it, as a renewal can), "dead" never does.
+      const read = async (consumer: string) => {
+        const reply = (await raw.xreadgroup("GROUP", "g", consumer, "COUNT", 1, "STREAMS", stream, ">")) as Array<
+          [string, Array<[string, string[]]>]
+        >;
+        return reply[0]?.[1][0]?.[0] as string;
+      };
+      const liveId = await read("live-worker");
+      await read("dead-worker");
+      await worker.start();
+      const consumers = async () => ((await raw.xinfo("CONSUMERS", stream, "g")) as unknown[]).length;
+      expect(await waitFor(async () => (await consumers()) === 3, 10_000)).toBe(true);
+      process.kill(server.pid as number, "SIGSTOP");
+      await sleepMs(FREEZE_MS);
+      process.kill(server.pid as number, "SIGCONT");
+      await raw.ping(); // Redis answers again; both entries have been idle longer than the lease
+      await sleepMs(500);
+      expect(await raw.xclaim(stream, "g", "live-worker", 0, liveId, "JUSTID")).toEqual([liveId]);
+      await sleepMs(500);
+      await raw.xack(stream, "g", liveId); // the live worker finished its job
+      await raw.xdel(stream, liveId);
+      await Promise.race([
+        deadJobRun,
+        sleepMs(15_000).then(() => {
+          throw new Error("the dead worker's job was not taken over");
+        }),
+      ]);
+      expect(runs).toEqual(["dead"]);
+      expect(warnings).toContainEqual(expect.stringMatching(/^redis: no reply from Redis for gapMs/));
+    } finally {
+      if (server.pid !== undefined) process.kill(server.pid, "SIGCONT");
+      await worker.stop().catch(() => undefined);
+      await app.disconnect().catch(() => undefined);
+      raw.disconnect();
+      await server.kill();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -17,7 +17,10 @@
  * - One stream per command (Redis Cluster safe). With several queues, a non-blocking read per
  *   queue in order of preference, then a short block (≤ 250 ms) on one queue in turn.
  * - Leases: every claimMinIdle/3 the consumer XCLAIMs (JUSTID, owner-checked in Lua) its own
- *   unsettled entries, so a long task is never reclaimed while its worker lives.
+ *   unsettled entries, so a long task is never reclaimed while its worker lives. After a gap
+ *   in Redis's replies (Redis frozen or restarting, or this process stalled) it renews them at
+ *   once, and for one claimMinIdle reclaims only entries idle longer than claimMinIdle plus
+ *   the gap: the live owners, cut off by the same stall, renew first (redis-contact.ts).
  * - Liveness: Redis 7.0 counts a consumer's `idle` (XINFO CONSUMERS) from the last time it got
  *   entries, not from its last read, so a live worker with nothing to do looks stale to
  *   `cleanupStaleClients`. A consumer that got nothing for 2 s shows itself with an empty
@@ -43,6 +46,7 @@ import { isNoGroupError, type RedisClientLike, runScript } from "../../redis/red
 import { dropRedis, lastConnectionError, pingRedis } from "../../redis/redis-connect.js";
 import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { Consumer, ConsumerOptions } from "../broker.js";
+import { ContactClock, type OutOfTouch } from "./redis-contact.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import { RedisDelivery } from "./redis-delivery.js";
 import { MOVE_BATCH, warnDropped } from "./redis-due-mover.js";
@@ -141,6 +145,8 @@ export class RedisConsumer implements Consumer {
   #groupRecreateAtMs = Number.NEGATIVE_INFINITY;
   readonly #queues: QueueState[];
   readonly #reclaimIntervalMs: number;
+  /** Replies from Redis: when this consumer was out of touch, and for how long. */
+  readonly #contact: ContactClock;
   readonly #renewTimer: NodeJS.Timeout;
   readonly #touchTimer: NodeJS.Timeout;
   readonly #settler: RedisSettler;
@@ -208,6 +214,9 @@ export class RedisConsumer implements Consumer {
     );
     this.#reclaimIntervalMs = Math.max(50, Math.min(Math.floor(ctx.claimMinIdleMs / 2), 1000));
     const renewEveryMs = Math.max(50, Math.floor(ctx.claimMinIdleMs / 3));
+    // A live consumer hears from Redis at least this often: reads block no longer than the
+    // next reclaim step is due, and a busy one renews its leases.
+    this.#contact = new ContactClock(ctx.claimMinIdleMs, Math.max(this.#reclaimIntervalMs, renewEveryMs));
     this.#renewTimer = setInterval(() => void this.#renewLeases(), timerDelay(renewEveryMs));
     this.#renewTimer.unref();
     this.#touchTimer = setInterval(() => void this.#touch(), TOUCH_EVERY_MS / 4);
@@ -560,6 +569,7 @@ export class RedisConsumer implements Consumer {
       this.#settler.sendWaitingAcks(); // the results they carry go out before this read
     } else {
       const entries = await withAcks;
+      this.#replied();
       for (const [id, fields] of entries) this.#handOut(q, id, fields ?? [], 1, out, sentAtMs);
       q.isBacklogged = entries.length >= count;
       if (entries.length > 0 || blockMs === undefined) return;
@@ -575,6 +585,7 @@ export class RedisConsumer implements Consumer {
     } finally {
       this.#isBlocking = false;
     }
+    this.#replied();
     let got = 0;
     for (const entries of streamEntries(reply)) {
       for (const [id, fields] of entries) this.#handOut(q, id, fields ?? [], 1, out, sentAtMs);
@@ -613,6 +624,7 @@ export class RedisConsumer implements Consumer {
       [delayed, delayedData, stream, unique],
       [MOVE_BATCH],
     )) as [number, string, number, number];
+    this.#replied(Number(nowMs));
     if (lost > 0) warnDropped(this.#logger, q.keys.queue, lost);
     if (moved >= MOVE_BATCH) {
       q.moveAtMs = performance.now(); // more are due: next fetch moves the next batch
@@ -626,7 +638,8 @@ export class RedisConsumer implements Consumer {
   async #reclaim(conn: RedisClientLike, q: QueueState, room: number, out: RedisDelivery[]): Promise<void> {
     const count = Math.min(room, RECLAIM_COUNT);
     const sentAtMs = performance.now();
-    const [cursor, flat] = (await runScript(
+    const extraMs = this.#contact.extraMs(sentAtMs);
+    const [cursor, flat, redisNowMs, appliedMs] = (await runScript(
       conn,
       "chicoryReclaim",
       [q.keys.stream],
@@ -638,8 +651,14 @@ export class RedisConsumer implements Consumer {
         count,
         RECLAIM_SCAN_LIMIT,
         RECLAIM_PAGE,
+        this.#contact.lastReplyRedisMs(),
+        this.#contact.stallMs,
+        extraMs,
       ],
-    )) as [string, Array<string | string[] | number>];
+    )) as [string, Array<string | string[] | number>, number, number];
+    this.#replied(Number(redisNowMs));
+    // The script saw a stall that began after the last reply (it ran after it): the same window.
+    if (Number(appliedMs) > extraMs) this.#outOfTouch(this.#contact.outOfTouch(Number(appliedMs)));
     const claimed = this.#handOutClaimed(q, flat, out, sentAtMs);
     q.reclaimCursor = cursor;
     const now = performance.now();
@@ -796,6 +815,7 @@ export class RedisConsumer implements Consumer {
       [q.keys.stream],
       [this.#ctx.group, this.#consumerId, ...ids],
     )) as [string[], string[], number];
+    this.#replied();
     if (noGroup === 1) q.hasGroup = false; // the next fetch re-creates it
     let running = 0;
     let goneRunning = 0;
@@ -875,6 +895,7 @@ export class RedisConsumer implements Consumer {
           q.keys.stream,
           PAST_LAST_ID,
         );
+        this.#replied();
         q.seenAtMs = performance.now();
       }
     } catch {
@@ -882,6 +903,32 @@ export class RedisConsumer implements Consumer {
     } finally {
       this.#isTouching = false;
     }
+  }
+
+  /** Notes a reply from Redis (with the Redis time it carries, if any); see {@link ContactClock}. */
+  #replied(redisNowMs?: number): void {
+    this.#outOfTouch(this.#contact.replied(redisNowMs));
+  }
+
+  /**
+   * A gap in Redis's replies opened (or widened) an out-of-touch window: said once per window,
+   * and this consumer's own leases are renewed now rather than at the next round, so other
+   * workers coming out of the same stall find them fresh.
+   */
+  #outOfTouch(window: OutOfTouch | undefined): void {
+    if (window === undefined || this.#isClosed) return;
+    this.#logger.warn(
+      {
+        consumer: this.#consumerId,
+        queues: this.#queues.map((q) => q.keys.queue),
+        gapMs: window.extraMs,
+        windowMs: this.#ctx.claimMinIdleMs,
+      },
+      "redis: no reply from Redis for gapMs (Redis frozen, paused or restarting, or this process stalled): " +
+        "leases renewed now; for the next claimMinIdle this consumer reclaims only entries idle longer than claimMinIdle + gapMs, " +
+        "so that live workers cut off by the same stall keep their jobs",
+    );
+    void this.#renewLeases();
   }
 
   #queueOf(delivery: RedisDelivery): QueueState | undefined {

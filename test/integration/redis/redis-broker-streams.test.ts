@@ -263,7 +263,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
         client,
         "chicoryReclaim",
         [s.stream],
-        [s.group, "me", 60_000, cursor, 1, 20, 10],
+        [s.group, "me", 60_000, cursor, 1, 20, 10, 0, 0, 0],
       )) as [string, unknown[]];
       steps.push([next, flat]);
       cursor = next;
@@ -280,6 +280,33 @@ describe.skipIf(skip)("redis broker: streams", () => {
       [false, 3],
       [true, 0],
     ]);
+  });
+
+  it("a reclaim step that runs after a stall longer than the threshold waits for the lease plus the stall", async () => {
+    const s = await setup({ claimMinIdleMs: 60_000, blockMs: 20 });
+    const { deadId } = await behindLiveEntries(s, 1); // the dead one idle for an hour
+    const client = s.raw as unknown as RedisClientLike;
+    defineBrokerScripts(client);
+    const [seconds] = (await s.raw.time()) as [string, string];
+    const nowMs = Number(seconds) * 1000;
+    const reclaim = (lastReplyMs: number, extraMs: number) =>
+      runScript(
+        client,
+        "chicoryReclaim",
+        [s.stream],
+        [s.group, "me", 60_000, "0-0", 1, 20, 10, lastReplyMs, 30_000, extraMs],
+      );
+    // the consumer's last reply was 2 hours ago (Redis was frozen since): 1 h idle is not enough
+    const [, none, , applied] = (await reclaim(nowMs - 7_200_000, 0)) as [string, unknown[], number, number];
+    expect(none).toEqual([]);
+    expect(applied).toBeGreaterThanOrEqual(7_200_000);
+    // an open window asks for its extra too
+    const [, stillNone] = (await reclaim(0, 3_600_000)) as [string, unknown[]];
+    expect(stillNone).toEqual([]);
+    // a recent last reply and no window: taken
+    const [, flat, , noExtra] = (await reclaim(nowMs, 0)) as [string, unknown[], number, number];
+    expect(flat[0]).toBe(deadId);
+    expect(noExtra).toBe(0);
   });
 
   it("drops an expired pending entry that is gone from the stream instead of handing it out", async () => {
@@ -826,7 +853,11 @@ describe.skipIf(skip)("redis broker: streams", () => {
     if (past > 0) pause(past);
     expect(await added).toBe("1-1");
     expect(await reading).toEqual([]);
-    expect(warnings).toEqual([expect.stringMatching(/another consumer reclaimed them/)]);
+    // (the stand-still was longer than half the claim idle time: said as a gap in Redis's replies too)
+    expect(warnings).toEqual([
+      expect.stringMatching(/^redis: no reply from Redis for gapMs/),
+      expect.stringMatching(/another consumer reclaimed them/),
+    ]);
     const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 1)) as Array<[string, string]>;
     expect(pending[0]?.[1]).toBe("thief");
   });

@@ -2,9 +2,17 @@
 -- KEYS[1] stream ${prefix}:stream:{Q}
 -- ARGV[1] group, ARGV[2] this consumer, ARGV[3] min idle ms, ARGV[4] cursor (pending entry id
 -- to look from; "0-0" at the start), ARGV[5] count (most entries to take), ARGV[6] most pending
--- entries looked at by XPENDING's IDLE filter, ARGV[7] most pending entries of one page
+-- entries looked at by XPENDING's IDLE filter, ARGV[7] most pending entries of one page,
+-- ARGV[8] Redis time (ms) of this consumer's last reply before this call (0: unknown), ARGV[9]
+-- a gap since then longer than this (ms) is a stall, ARGV[10] extra idle ms required (the
+-- consumer's out-of-touch window; redis-contact.ts)
 -- Returns { next cursor ("0-0" once the pending list was looked at to its end),
--- { id, fields, deliveryCount, id, fields, deliveryCount, ... } }.
+-- { id, fields, deliveryCount, id, fields, deliveryCount, ... }, Redis time ms, extra idle ms
+-- applied }.
+-- Entries are taken when idle longer than the min idle plus the extra. When this call ran
+-- after a stall that began after this consumer's last reply (Redis frozen or restarting while
+-- the call was on its way), the gap is the extra: the live owners were cut off as long as this
+-- consumer, and their renewals are on their way too.
 -- Finds the expired entries however few free slots the caller has (XAUTOCLAIM looks at no more
 -- than ten times its COUNT per call: a worker with one free slot would crawl through a busy
 -- fleet's pending list ten entries per call), in a call of bounded length (the pending list of
@@ -16,7 +24,13 @@
 -- Atomic: the entries are claimed in the step that found them, and the delivery counter of
 -- each (previous deliveries + this one) is the real one for the poison check.
 -- Composed at load time below claimEntries (claim-entries.lua).
-local minIdle, want = tonumber(ARGV[3]), tonumber(ARGV[5])
+local time = redis.call('TIME')
+local nowMs = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local extra, lastReply = tonumber(ARGV[10]), tonumber(ARGV[8])
+if lastReply > 0 and nowMs - lastReply > tonumber(ARGV[9]) then
+  extra = math.max(extra, nowMs - lastReply)
+end
+local minIdle, want = tonumber(ARGV[3]) + extra, tonumber(ARGV[5])
 local scanLimit, pageSize = tonumber(ARGV[6]), tonumber(ARGV[7])
 local ids, counts = {}, {}
 local cursor = '0-0'
@@ -46,6 +60,6 @@ if #ids >= want then
   cursor = '(' .. ids[#ids]
 end
 if #ids == 0 then
-  return { cursor, {} }
+  return { cursor, {}, nowMs, extra }
 end
-return { cursor, claimEntries(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ids, counts, nil) }
+return { cursor, claimEntries(KEYS[1], ARGV[1], ARGV[2], minIdle, ids, counts, nil), nowMs, extra }

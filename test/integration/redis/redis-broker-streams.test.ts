@@ -287,8 +287,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
     const { deadId } = await behindLiveEntries(s, 1); // the dead one idle for an hour
     const client = s.raw as unknown as RedisClientLike;
     defineBrokerScripts(client);
-    const [seconds] = (await s.raw.time()) as [string, string];
-    const nowMs = Number(seconds) * 1000;
+    const nowMs = Number((await s.raw.time())[0]) * 1000;
     const reclaim = (lastReplyMs: number, extraMs: number) =>
       runScript(
         client,

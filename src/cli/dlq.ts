@@ -9,6 +9,7 @@ import type { Command } from "commander";
 import type { Chicory } from "../app.js";
 import type { DlqMessage } from "../brokers/broker.js";
 import { connectApp, connectBroker, targetQueues, withApp } from "./app-session.js";
+import { confirmDeletion, requireConfirmable } from "./confirm.js";
 import { intAtLeast, withLogLevel, withQueues } from "./options.js";
 import { CliFailure, CliUsageError, EXIT_OK, printInfo, printJson, printLine, printTable, truncate } from "./output.js";
 
@@ -21,6 +22,8 @@ export interface DlqCommandOptions {
   limit?: number;
   all?: boolean;
   resetRetries?: boolean;
+  /** `purge`: no question (required when stdin is not a terminal). */
+  yes?: boolean;
 }
 
 /** A DLQ entry as printed by `dlq list --json`. */
@@ -257,9 +260,15 @@ async function remove(spec: string, id: string, opts: DlqCommandOptions): Promis
 }
 
 async function purge(spec: string, opts: DlqCommandOptions): Promise<number> {
+  requireConfirmable("dlq purge", opts.yes);
   return withApp(spec, async ({ app }) => {
     await connectBroker(app);
     const queues = targetQueues(app, opts.queue);
+    if (!opts.yes) {
+      const counts = await Promise.all(queues.map((queue) => app.broker.getDlqCount(queue)));
+      const dead = counts.reduce((a, b) => a + b, 0);
+      await confirmDeletion(`delete the ${dead} dead-letter message(s) of ${queues.join(", ")}?`, dead === 0);
+    }
     const purged: Record<string, number> = {};
     for (const queue of queues) purged[queue] = await app.broker.purgeDlq(queue);
     if (opts.json) printJson(purged);
@@ -302,6 +311,7 @@ export function registerDlqCommand(program: Command, run: Run): void {
     .option("--json", "print JSON")
     .action((spec: string, id: string, opts: DlqCommandOptions) => run(() => remove(spec, id, opts)));
   common(sub(dlq, "purge", "delete every dead-lettered message"))
+    .option("-y, --yes", "do not ask (required when stdin is not a terminal)")
     .option("--json", "print JSON")
     .action((spec: string, opts: DlqCommandOptions) => run(() => purge(spec, opts)));
 }

@@ -5,6 +5,7 @@
  */
 import type { Command } from "commander";
 import { connectBroker, targetQueues, withApp } from "./app-session.js";
+import { confirmDeletion, requireConfirmable } from "./confirm.js";
 import { withLogLevel, withQueues } from "./options.js";
 import { EXIT_OK, printJson, printLine, printTable } from "./output.js";
 
@@ -14,6 +15,8 @@ type Run = (action: () => Promise<number>) => Promise<void>;
 export interface QueueCommandOptions {
   queue?: string[];
   json?: boolean;
+  /** `purge`: no question (required when stdin is not a terminal). */
+  yes?: boolean;
 }
 
 /** One row of `queue stats`. */
@@ -51,9 +54,15 @@ async function stats(spec: string, opts: QueueCommandOptions): Promise<number> {
 }
 
 async function purge(spec: string, opts: QueueCommandOptions): Promise<number> {
+  requireConfirmable("queue purge", opts.yes);
   return withApp(spec, async ({ app }) => {
     await connectBroker(app);
     const queues = targetQueues(app, opts.queue);
+    if (!opts.yes) {
+      const sizes = await Promise.all(queues.map((queue) => app.broker.getQueueSize(queue)));
+      const waiting = sizes.reduce((a, b) => a + b, 0);
+      await confirmDeletion(`delete the ${waiting} waiting message(s) of ${queues.join(", ")}?`, waiting === 0);
+    }
     const purged: Record<string, number> = {};
     for (const queue of queues) purged[queue] = await app.broker.purgeQueue(queue);
     if (opts.json) printJson(purged);
@@ -77,6 +86,7 @@ export function registerQueueCommand(program: Command, run: Run): void {
       .description(description)
       .argument("<module>", "app module: path/to/app.ts[:export]")
       .option("--json", "print JSON");
+    if (name === "purge") command.option("-y, --yes", "do not ask (required when stdin is not a terminal)");
     withQueues(command, "queue (repeatable); default: every queue of the app");
     withLogLevel(command).action((spec: string, opts: QueueCommandOptions) => run(() => action(spec, opts)));
   }

@@ -1,7 +1,18 @@
 /** Pure helpers of the CLI: module spec parsing, secret masking, error lines, tables, child args. */
+import { PassThrough } from "node:stream";
 import { describe, expect, it } from "vitest";
+import { confirmDeletion, requireConfirmable } from "../../src/cli/confirm.js";
 import { parseModuleSpec } from "../../src/cli/load-app.js";
-import { errorLine, exitCodeFor, formatTable, maskSecrets, printable, truncate } from "../../src/cli/output.js";
+import {
+  CliFailure,
+  CliUsageError,
+  errorLine,
+  exitCodeFor,
+  formatTable,
+  maskSecrets,
+  printable,
+  truncate,
+} from "../../src/cli/output.js";
 import { childArgs } from "../../src/cli/worker.js";
 import { ConfigurationError } from "../../src/errors.js";
 
@@ -69,5 +80,53 @@ describe("CLI output of text from queues and stored errors", () => {
     const cause = new Error('Unknown RESP type 72 "H". Please report this.');
     const error = new Error('Unknown RESP type 72 "H". (the server does not speak the Redis protocol)', { cause });
     expect(errorLine(error)).toBe('Unknown RESP type 72 "H". (the server does not speak the Redis protocol)');
+  });
+});
+
+describe("purge confirmation", () => {
+  /** A terminal-like input that answers `lines`, and the text written as the question. */
+  function io(lines: string | null, isTTY = true) {
+    const input = Object.assign(new PassThrough(), { isTTY });
+    const output = new PassThrough();
+    let asked = "";
+    output.on("data", (chunk: Buffer) => {
+      asked += chunk.toString();
+    });
+    if (lines === null) input.end();
+    else input.end(lines);
+    return { io: { input, output }, asked: () => asked };
+  }
+
+  it("asks on a terminal and goes on only on yes", async () => {
+    for (const answer of ["y\n", "YES\n", " yes \n"]) {
+      const t = io(answer);
+      await expect(confirmDeletion("delete the 3 waiting message(s) of default?", false, t.io)).resolves.toBe(
+        undefined,
+      );
+      expect(t.asked()).toBe("delete the 3 waiting message(s) of default? [y/N] ");
+    }
+    for (const answer of ["\n", "n\n", "yess\n", null]) {
+      await expect(confirmDeletion("delete?", false, io(answer).io)).rejects.toThrow(
+        new CliFailure("nothing deleted (not confirmed)"),
+      );
+    }
+  });
+
+  it("--yes asks nothing; without it, a script (stdin not a terminal) is refused before anything runs", async () => {
+    const t = io(null, false);
+    await confirmDeletion("delete?", true, t.io);
+    expect(t.asked()).toBe("");
+    expect(() => requireConfirmable("queue purge", true, t.io)).not.toThrow();
+    expect(() => requireConfirmable("queue purge", undefined, io(null, true).io)).not.toThrow();
+    const refused = (() => {
+      try {
+        requireConfirmable("queue purge", undefined, t.io);
+      } catch (error) {
+        return error;
+      }
+    })();
+    expect(refused).toBeInstanceOf(CliUsageError);
+    expect(exitCodeFor(refused)).toBe(2);
+    expect(String(refused)).toContain("queue purge deletes messages for good: pass --yes to confirm");
   });
 });

@@ -116,7 +116,7 @@ describe("chicory CLI basics", () => {
     const mts = await runCli(["queue", "stats", `${FIXTURES}/cli-default-app.mts`, "--json"], env);
     expect(mts.code).toBe(0);
     expect(JSON.parse(mts.stdout)).toEqual([{ queue: "default", size: 1, pending: 0, consumers: 0, dlq: 0 }]);
-    const mjs = await runCli(["queue", "purge", APP_JS], env);
+    const mjs = await runCli(["queue", "purge", APP_JS, "--yes"], env);
     expect(mjs.code).toBe(0);
     expect(mjs.stdout).toContain("purged 1 waiting message(s)");
   });

@@ -111,7 +111,13 @@ describe("chicory CLI on the embedded SQLite broker (multi-process)", () => {
     const missing = await runCli(["dlq", "delete", APP_JS, "no-such-entry"], env);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/^chicory: no dead-letter entry no-such-entry/);
-    const purge = await runCli(["dlq", "purge", APP_JS], env);
+    // nobody to ask (stdin is not a terminal): refused without --yes, nothing deleted
+    const unconfirmed = await runCli(["dlq", "purge", APP_JS], env);
+    expect(unconfirmed.code).toBe(2);
+    expect(unconfirmed.stderr).toBe(
+      "chicory: dlq purge deletes messages for good: pass --yes to confirm (stdin is not a terminal)\n",
+    );
+    const purge = await runCli(["dlq", "purge", APP_JS, "--yes"], env);
     expect(purge.stdout).toContain("purged 1 dead-letter message(s)");
     expect(again.messageId).toBeTruthy();
   });
@@ -173,7 +179,10 @@ describe("chicory CLI on the embedded SQLite broker (multi-process)", () => {
       size: number;
     }>;
     expect(before[0]?.size).toBe(2);
-    const purge = await runCli(["queue", "purge", APP_JS], env);
+    const unconfirmed = await runCli(["queue", "purge", APP_JS], env);
+    expect(unconfirmed.code).toBe(2);
+    expect(unconfirmed.stderr).toContain("pass --yes to confirm");
+    const purge = await runCli(["queue", "purge", APP_JS, "-y"], env);
     expect(purge.stdout).toContain("purged 2 waiting message(s)");
     const cleanup = await runCli(["cleanup", APP_JS, "--stale-seconds", "3600", "--json"], env);
     expect(cleanup.code).toBe(0);

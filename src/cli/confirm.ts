@@ -1,0 +1,51 @@
+/**
+ * Confirmation of the commands that delete messages for good (`queue purge`, `dlq purge`):
+ * `--yes`, or a yes to a question asked on an interactive terminal. A script (stdin not a
+ * terminal) must say `--yes`: a purge is never run because nobody was there to answer.
+ * @module
+ */
+import { createInterface } from "node:readline";
+import type { Readable, Writable } from "node:stream";
+import { CliFailure, CliUsageError } from "./output.js";
+
+/** Where the question is asked (the process's stdin and stderr by default; tests give their own). */
+export interface ConfirmIo {
+  readonly input: Readable & { readonly isTTY?: boolean | undefined };
+  readonly output: Writable;
+}
+
+const PROCESS_IO: ConfirmIo = { input: process.stdin, output: process.stderr };
+
+/**
+ * Throws a usage error when `yes` is not set and nobody can be asked (stdin is not a
+ * terminal): checked before anything connects or counts. `command` names it in the error.
+ */
+export function requireConfirmable(command: string, yes: boolean | undefined, io: ConfirmIo = PROCESS_IO): void {
+  if (yes === true || io.input.isTTY === true) return;
+  throw new CliUsageError(`${command} deletes messages for good: pass --yes to confirm (stdin is not a terminal)`);
+}
+
+/**
+ * Asks `question` (a `[y/N]` is added) unless `yes` is set; resolves when the answer is yes
+ * (`y` or `yes`, any case) and throws a {@link CliFailure} "nothing deleted" otherwise.
+ */
+export async function confirmDeletion(
+  question: string,
+  yes: boolean | undefined,
+  io: ConfirmIo = PROCESS_IO,
+): Promise<void> {
+  if (yes === true) return;
+  io.output.write(`${question} [y/N] `);
+  const rl = createInterface({ input: io.input, terminal: false });
+  let answer: string;
+  try {
+    // the first line; an input that ends without one (Ctrl-D) answers no
+    answer = await new Promise<string>((resolve) => {
+      rl.once("line", resolve);
+      rl.once("close", () => resolve(""));
+    });
+  } finally {
+    rl.close();
+  }
+  if (!/^\s*y(es)?\s*$/i.test(answer)) throw new CliFailure("nothing deleted (not confirmed)");
+}

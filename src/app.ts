@@ -240,6 +240,7 @@ export class Chicory {
     const resultDefaults: ResultDefaults = {
       pollInterval: this.config.resultPollInterval,
       defaultTimeout: this.config.resultDefaultTimeout,
+      countConsumers: (queue) => this.broker.getConsumerCount(queue),
     };
     if (this.backend) bindResultDefaults(this.backend, resultDefaults);
     this.#runtime = {

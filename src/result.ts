@@ -39,6 +39,11 @@ export interface ResultDefaults {
   pollInterval?: number;
   /** Default `get()` timeout in seconds, or null for none. */
   defaultTimeout?: number | null;
+  /**
+   * @internal How many workers consume `queue` (the app's broker): a `get()` that timed out on
+   * a task sent to a queue nobody consumes says so.
+   */
+  countConsumers?: ((queue: string) => Promise<number>) | undefined;
 }
 
 /** The defaults of the app each backend belongs to (see {@link bindResultDefaults}). */
@@ -71,15 +76,19 @@ export class AsyncResult<R = unknown> {
   readonly taskId: string;
   readonly #backend: Backend | null;
   readonly #defaults: ResultDefaults;
+  readonly #queue: string | undefined;
 
   /**
    * @param defaults `get()`'s defaults; without them, those of the app whose backend this is
    *   (`CHICORY_RESULT_DEFAULT_TIMEOUT`, `CHICORY_RESULT_POLL_INTERVAL`), as for the results
    *   `delay()` returns
+   * @param queue the queue the task was sent to, when known (`delay()` gives it): a `get()` that
+   *   times out says when no worker consumes it
    */
-  constructor(taskId: string, backend: Backend | null, defaults?: ResultDefaults) {
+  constructor(taskId: string, backend: Backend | null, defaults?: ResultDefaults, queue?: string) {
     this.taskId = taskId;
     this.#backend = backend;
+    this.#queue = queue;
     this.#defaults = defaults ?? (backend === null ? undefined : appDefaults.get(backend)) ?? {};
   }
 
@@ -144,7 +153,8 @@ export class AsyncResult<R = unknown> {
     } else {
       record = await backend.waitForResult(this.taskId, { timeoutMs, pollIntervalMs, signal: options.signal });
     }
-    // why the last read found nothing, when the backend is the reason (said in the TimeoutError)
+    // why the last read found nothing, when the backend is the reason (said in the TimeoutError),
+    // or when no worker consumes the task's queue
     let backendNote = "";
     if (record === null && timeoutMs !== undefined && timeoutMs > 0 && !options.signal?.aborted) {
       // bounded, and a failing read changes nothing: the wait timed out
@@ -152,9 +162,18 @@ export class AsyncResult<R = unknown> {
         backendNote = ` (the backend is unreachable: ${error instanceof Error ? error.message : String(error)})`;
         return null;
       });
+      const queue = this.#queue;
+      const consumers =
+        queue === undefined ? undefined : this.#defaults.countConsumers?.(queue).catch(() => Number.NaN);
       const boundMs = Math.min(LAST_READ_MAX_MS, Math.max(LAST_READ_MIN_MS, timeoutMs / 10));
       if (await settlesWithin(last, boundMs)) record = await last;
       else backendNote = ` (the backend did not answer within ${boundMs / 1000} s: unreachable?)`;
+      if (record === null && backendNote === "" && consumers !== undefined) {
+        // (bounded too: an unreachable broker adds nothing to the message)
+        if ((await settlesWithin(consumers, LAST_READ_MIN_MS)) && (await consumers) === 0) {
+          backendNote = ` (no worker consumes queue "${queue}": start one for it)`;
+        }
+      }
     }
     if (record === null) {
       // Cut short, neither aborted nor timed out: the backend closed (disconnected) meanwhile.

@@ -191,6 +191,35 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       expect(backend.isOpen).not.toBe(true);
     });
 
+    it("a get() that times out on a queue no worker consumes says so; with a worker on it, it does not", async () => {
+      const app = await fresh();
+      let release: () => void = () => undefined;
+      const held = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      let started: () => void = () => undefined;
+      const running = new Promise<void>((resolve) => {
+        started = resolve;
+      });
+      const t = app.task({ name: "nobody_home", queue: "nobody" }, async () => {
+        started();
+        await held;
+      });
+      const unconsumed = await t.delay();
+      const lonely = await unconsumed.get({ timeout: 0.3 }).catch((e: unknown) => e);
+      expect(lonely).toBeInstanceOf(TimeoutError);
+      expect((lonely as Error).message).toBe(
+        `task ${unconsumed.taskId}: no result after 0.3 s (no worker consumes queue "nobody": start one for it)`,
+      );
+      const w = await worker(app, { queue: "nobody" });
+      await running; // the worker took it: the queue has a consumer now
+      const busy = await unconsumed.get({ timeout: 0.3 }).catch((e: unknown) => e);
+      expect((busy as Error).message).toBe(`task ${unconsumed.taskId}: no result after 0.3 s`);
+      release();
+      expect(await unconsumed.get({ timeout: 10 })).toBeNull();
+      await w.stop(2);
+    });
+
     it("a caller-chosen id enqueued again after its run finished: get() and state() follow the new run", async () => {
       const app = await fresh();
       let fail = true;

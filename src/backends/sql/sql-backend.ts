@@ -25,7 +25,7 @@ import type { Kysely } from "kysely";
 import type { HealthStatus } from "../../brokers/broker.js";
 import type { EnvMap } from "../../core/env.js";
 import type { Logger } from "../../core/logger.js";
-import { DeadlinePassed, withinDeadline } from "../../core/sleep.js";
+import { DeadlinePassed, sleep, withinDeadline } from "../../core/sleep.js";
 import { processWarningLogger } from "../../core/warn-once.js";
 import { BackendConnectionError } from "../../errors.js";
 import {
@@ -70,6 +70,8 @@ const CHUNK = 500;
 /** How often a SQLite backend with waiters reads `data_version` (plus 1 ms per 50 waiting ids). */
 const VERSION_CHECK_MS = 20;
 
+/** Tries of an operation after its connection died (or was refused), after the first. */
+const CONNECTION_RETRIES = 4;
 /** Shortest time between two "retrying on a new connection" warnings of one backend. */
 const RETRY_WARN_EVERY_MS = 10_000;
 
@@ -483,7 +485,7 @@ export class SqlBackend implements Backend {
   ): Promise<T> {
     // After a server restart or pg_terminate_backend every idle pooled connection is dead, and
     // each failed try discards one: try a few more before giving up.
-    let connectionRetries = 4;
+    let connectionRetries = CONNECTION_RETRIES;
     let conflictRetries = 3;
     for (;;) {
       try {
@@ -506,6 +508,11 @@ export class SqlBackend implements Backend {
         const isPoolTimeout = connection.isPoolTimeout(error);
         if (!isPoolTimeout && isConnectionError(error) && connectionRetries-- > 0) {
           if (!isQuiet) this.#warnRetry(what, error);
+          // The first retry at once (the next pooled connection is likely alive); the later ones
+          // spaced out (25, 100, 400 ms, ± 20 %), so a database that refuses connections for a
+          // moment (a restart, a failover) is waited out rather than hit four times in a row.
+          const tried = CONNECTION_RETRIES - connectionRetries;
+          if (tried > 1) await sleep(25 * 4 ** (tried - 2) * (0.8 + Math.random() * 0.4));
           continue;
         }
         if (!isPoolTimeout && isTransientConflict(error) && conflictRetries-- > 0) {

@@ -245,6 +245,37 @@ describe.concurrent("sql backends: operations during an outage", () => {
   }
 });
 
+describe.concurrent("sql backends: a database that refuses connections for a moment", () => {
+  for (const c of CASES) {
+    it.skipIf(c.skip)(
+      `${c.kind}: an operation's retries wait out a refusal of 0.2 s (spaced, not back to back)`,
+      async () => {
+        const proxy = new OutageProxy(c.serviceUrl, c.defaultPort);
+        const prefix = freshPrefix();
+        const { logger } = capturingLogger();
+        try {
+          await proxy.up();
+          const backend = c.create({ url: proxy.urlFor(c.serviceUrl), tablePrefix: prefix, logger });
+          try {
+            await backend.connect();
+            await backend.storeResult(successRecord("kept", 7));
+            await proxy.down(); // a restart: the open connections reset, new ones refused
+            const back = new Promise((resolve) => setTimeout(resolve, 200)).then(() => proxy.up());
+            // tries at 0, 0, 25, 100 and 400 ms after the first failure (± 20 %): the last ones get through
+            expect((await backend.getResult("kept"))?.result).toBe(7);
+            await back;
+          } finally {
+            await backend.disconnect();
+          }
+        } finally {
+          await proxy.down();
+          await c.drop(prefix);
+        }
+      },
+    );
+  }
+});
+
 describe.concurrent("sql backends: operations that time out waiting for the pool", () => {
   for (const c of CASES) {
     it.skipIf(c.skip)(

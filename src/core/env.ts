@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { parseEnv } from "node:util";
 import { ConfigurationError } from "../errors.js";
 import { type Duration, toMs } from "./duration.js";
+import { KNOWN_ENV_NAMES } from "./env-names.js";
 
 /** A read-only map of environment variables. */
 export type EnvMap = Readonly<Record<string, string | undefined>>;
@@ -28,7 +29,70 @@ export function loadEnv(cwd: string = process.cwd(), processEnv: EnvMap = proces
   return { ...fileEnv, ...processEnv };
 }
 
+/** The names the readers below were asked for in this process (see {@link unknownEnvNames}). */
+const consulted = new Set<string>();
+
+/** Longest edit distance at which a known name is suggested for an unknown one. */
+const SUGGESTION_DISTANCE = 4;
+
+/** Levenshtein distance of `a` and `b`, or `max + 1` once it is known to exceed `max`. */
+function editDistance(a: string, b: string, max: number): number {
+  if (Math.abs(a.length - b.length) > max) return max + 1;
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    let best = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      const d = Math.min((previous[j] ?? 0) + 1, (row[j - 1] ?? 0) + 1, (previous[j - 1] ?? 0) + cost);
+      row.push(d);
+      best = Math.min(best, d);
+    }
+    if (best > max) return max + 1;
+    previous = row;
+  }
+  return previous[b.length] ?? max + 1;
+}
+
+/**
+ * The `CHICORY_*` variables set in `env` that are no Chicory setting (not in
+ * {@link KNOWN_ENV_NAMES}, and not read by anything in this process), each with the closest
+ * name that is, when one is within a few typos (`CHICORY_WORKER_CONCURENCY` →
+ * `CHICORY_WORKER_CONCURRENCY`) or ends in the same words (`CHICORY_QUEUE` →
+ * `CHICORY_WORKER_QUEUE`): likely misspellings, which would otherwise be ignored
+ * without a word. A variable of a broker or backend the process does not use is not reported.
+ */
+export function unknownEnvNames(env: EnvMap): Array<{ name: string; meant: string | undefined }> {
+  const found: Array<{ name: string; meant: string | undefined }> = [];
+  for (const name of Object.keys(env)) {
+    if (!name.startsWith("CHICORY_") || KNOWN_ENV_NAMES.has(name) || consulted.has(name)) continue;
+    let meant: string | undefined;
+    let distance = SUGGESTION_DISTANCE + 1;
+    const candidates = [...KNOWN_ENV_NAMES, ...consulted];
+    for (const known of candidates) {
+      const d = editDistance(name, known, Math.min(SUGGESTION_DISTANCE, distance - 1));
+      if (d < distance) {
+        distance = d;
+        meant = known;
+      }
+    }
+    // a segment left out (`CHICORY_QUEUE`, `CHICORY_REDIS_URL`): the shortest name ending in the rest
+    const rest = `_${name.slice("CHICORY_".length)}`;
+    for (const known of meant === undefined ? candidates : []) {
+      if (known.endsWith(rest) && (meant === undefined || known.length < meant.length)) meant = known;
+    }
+    found.push({ name, meant });
+  }
+  return found;
+}
+
+/** The names the readers were asked for in this process (tests check them against {@link KNOWN_ENV_NAMES}). */
+export function consultedEnvNames(): ReadonlySet<string> {
+  return consulted;
+}
+
 function raw(env: EnvMap, name: string): string | undefined {
+  consulted.add(name);
   const value = env[name];
   return value === undefined || value.trim() === "" ? undefined : value.trim();
 }

@@ -17,7 +17,7 @@ import {
   type WorkerOptions,
 } from "../config.js";
 import { type Duration, toSeconds } from "../core/duration.js";
-import { checkOptionKeys } from "../core/env.js";
+import { checkOptionKeys, unknownEnvNames } from "../core/env.js";
 import { newWorkerId } from "../core/ids.js";
 import type { Logger } from "../core/logger.js";
 import { peekMessage, type TaskMessage } from "../core/message.js";
@@ -82,6 +82,9 @@ const runningWorkers = new WeakMap<Chicory, number>();
  * hooks run once per process, as the shutdown hooks do, however many workers serve the app).
  */
 const startupHooksRun = new WeakMap<Chicory, Promise<void>>();
+
+/** The unknown `CHICORY_*` variables already warned of in this process. */
+const warnedEnvNames = new Set<string>();
 
 /**
  * Consumes and runs tasks.
@@ -209,6 +212,7 @@ export class Worker {
       this.#stopRoutingLogs();
       throw error;
     }
+    this.#warnUnknownEnv();
     this.startedAt = new Date();
     runningWorkers.set(this.#app, (runningWorkers.get(this.#app) ?? 0) + 1);
     const backend = this.#app.backend;
@@ -750,6 +754,21 @@ export class Worker {
     }
     this.#logger.info({ processed: this.#processed, failed: this.#failed }, "worker stopped");
     this.#stopRoutingLogs();
+  }
+
+  /**
+   * Warns of each `CHICORY_*` variable that is no Chicory setting (a misspelling, most likely),
+   * once per process and name: the app, its broker and backend have read theirs by now.
+   */
+  #warnUnknownEnv(): void {
+    for (const { name, meant } of unknownEnvNames(this.#app.config.env)) {
+      if (warnedEnvNames.has(name)) continue;
+      warnedEnvNames.add(name);
+      this.#logger.warn(
+        { variable: name, ...(meant === undefined ? {} : { didYouMean: meant }) },
+        `environment variable ${name} is no Chicory setting and is ignored${meant === undefined ? "" : ` (did you mean ${meant}?)`}`,
+      );
+    }
   }
 
   /** Adapters built without a logger log as process warnings again (see `routeUnownedLogs`). */

@@ -9,15 +9,35 @@ import { maskUrlsIn } from "./url.js";
 /** Longest message or stack kept of an error. */
 export const MAX_STORED_TEXT = 8192;
 
+/** The stored type of a thrown value that is not an error (a string, a number, a plain object). */
+export const NON_ERROR_TYPE = "NonError";
+
+/**
+ * An Error, or an object that looks like one (a string `message` and a string `name` or
+ * `stack`: an error of another realm, or a library's error-shaped object).
+ */
+function isErrorLike(value: unknown): boolean {
+  if (value instanceof Error) return true;
+  if (value === null || typeof value !== "object") return false;
+  const { message, name, stack } = value as { message?: unknown; name?: unknown; stack?: unknown };
+  return typeof message === "string" && (typeof name === "string" || typeof stack === "string");
+}
+
 /**
  * Converts anything thrown into the stored form of an error. Never throws, whatever was
  * thrown (a `name` or `stack` that is not a string, getters that throw, a Proxy...).
  */
 export function toStoredError(thrown: unknown): StoredError {
   try {
-    const error = toError(thrown);
+    if (!isErrorLike(thrown)) {
+      // `throw "oops"`, `throw 42`, `throw { status: 500 }`: its text, typed as what it is; no
+      // stack (one made up here would point into Chicory, not where it was thrown)
+      return { type: NON_ERROR_TYPE, message: maskUrlsIn(toError(thrown).message.slice(0, MAX_STORED_TEXT)) };
+    }
+    // an error of another realm or an error-shaped object is read as it is
+    const error = thrown as Error;
     const name: unknown = error.name;
-    const constructorName: unknown = error.constructor?.name;
+    const constructorName: unknown = thrown instanceof Error ? error.constructor?.name : undefined;
     const type =
       typeof name === "string" && name !== "" && name !== "Error"
         ? name

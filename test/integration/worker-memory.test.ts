@@ -115,6 +115,18 @@ describe("Worker on the memory broker", () => {
     expect(await r.failed()).toBe(true);
   });
 
+  it("a thrown value that is not an Error fails the task as NonError with its text", async () => {
+    const { app } = makeApp();
+    const declined = app.task(async function declined() {
+      throw "card declined";
+    });
+    await startWorker(app);
+    const r = await declined.delay();
+    const error = await r.get({ timeout: 5 }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(TaskFailedError);
+    expect(error).toMatchObject({ errorType: "NonError", remoteMessage: "card declined", remoteStack: undefined });
+  });
+
   it("logs a failure and a retry with the error's type and message, and its stack at DEBUG", async () => {
     const { app } = makeApp();
     const lines: Array<{ level: string; message: string; fields: Record<string, unknown> }> = [];

@@ -104,7 +104,7 @@ describe("TaskContext", () => {
     expect(() => make(2).retry({ error: new GatewayDown("502") })).toThrow(
       /no retries left \(2 of 2 done\); last error: GatewayDown: 502$/,
     );
-    expect(() => make(2).retry({ error: "plain text" })).toThrow(/last error: Error: plain text$/);
+    expect(() => make(2).retry({ error: "plain text" })).toThrow(/last error: NonError: plain text$/);
   });
 
   it("retry({ error }) rethrows an error the policy does not retry", () => {

@@ -23,6 +23,23 @@ describe("toStoredError", () => {
     expect(stored.stack).toMatch(/\nCaused by: \{"code":7\}$/);
   });
 
+  it("a thrown value that is not an error is stored as NonError with its text and no stack", () => {
+    expect(toStoredError("card declined")).toEqual({ type: "NonError", message: "card declined" });
+    expect(toStoredError(42)).toEqual({ type: "NonError", message: "42" });
+    expect(toStoredError({ status: 500, url: "redis://u:pw@h" })).toEqual({
+      type: "NonError",
+      message: '{"status":500,"url":"redis://u:***@h"}',
+    });
+    expect(toStoredError(undefined)).toEqual({ type: "NonError", message: "undefined" });
+    // error-shaped objects (another realm's errors, libraries' own) keep their name and stack
+    expect(toStoredError({ name: "HttpError", message: "502", stack: "HttpError: 502\n    at x" })).toEqual({
+      type: "HttpError",
+      message: "502",
+      stack: "HttpError: 502\n    at x",
+    });
+    expect(toStoredError({ name: "Error", message: "plain" })).toMatchObject({ type: "Error", message: "plain" });
+  });
+
   it("keeps an error's string or number code, and no other kind", () => {
     const refused = Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" });
     expect(toStoredError(refused).code).toBe("ECONNREFUSED");

@@ -75,6 +75,14 @@ const CONNECTION_RETRIES = 4;
 /** Shortest time between two "retrying on a new connection" warnings of one backend. */
 const RETRY_WARN_EVERY_MS = 10_000;
 
+/** An operation still waiting when `disconnect()` had closed its connection (see `#cuts`). */
+class CutByDisconnect extends Error {
+  constructor() {
+    super("the backend was disconnected while the operation waited");
+    this.name = "CutByDisconnect";
+  }
+}
+
 /**
  * A result backend on a SQL database.
  * @example
@@ -96,6 +104,12 @@ export class SqlBackend implements Backend {
   #connection: SqlConnection | undefined;
   /** Connections that disconnect() closed (an operation on one is not retried). */
   readonly #closed = new WeakSet<SqlConnection>();
+  /**
+   * Per connection: rejects once `disconnect()` has closed it, ending the operations still
+   * waiting then (a checkout queued in the pool, which its driver would leave waiting for
+   * `poolTimeout`).
+   */
+  readonly #cuts = new WeakMap<SqlConnection, { readonly cut: Promise<never>; readonly fire: () => void }>();
   #retryWarnedAtMs = Number.NEGATIVE_INFINITY;
   #retriesNotWarned = 0;
   #connecting: Promise<SqlConnection> | undefined;
@@ -157,6 +171,22 @@ export class SqlBackend implements Backend {
     this.#unlisten = undefined;
     // Together: each waits for the database's goodbye at most a few seconds.
     await Promise.all([unlisten?.(), connection?.close()]);
+    if (connection) this.#cutOf(connection).fire();
+  }
+
+  /** The cut of `connection` (see {@link SqlBackend.#cuts}). */
+  #cutOf(connection: SqlConnection): { readonly cut: Promise<never>; readonly fire: () => void } {
+    let entry = this.#cuts.get(connection);
+    if (entry === undefined) {
+      let fire = (): void => undefined;
+      const cut = new Promise<never>((_, reject) => {
+        fire = () => reject(new CutByDisconnect());
+      });
+      cut.catch(() => undefined); // raced by each operation; none may be running
+      entry = { cut, fire };
+      this.#cuts.set(connection, entry);
+    }
+    return entry;
   }
 
   async setState(
@@ -455,14 +485,15 @@ export class SqlBackend implements Backend {
   async #bounded<T>(connection: SqlConnection, fn: (db: Kysely<SqlDatabase>) => Promise<T>): Promise<T> {
     const operation = new SqlOperation();
     const limitMs = connection.queryTimeoutMs ?? 0;
-    if (limitMs <= 0) return operation.run(() => fn(connection.db));
+    const running = operation.run(() => fn(connection.db));
+    const { cut } = this.#cutOf(connection);
     try {
-      return await withinDeadline(
-        operation.run(() => fn(connection.db)),
-        limitMs,
-      );
+      return await Promise.race([limitMs > 0 ? withinDeadline(running, limitMs) : running, cut]);
     } catch (error) {
-      if (error instanceof DeadlinePassed) operation.abandon();
+      if (error instanceof DeadlinePassed || error instanceof CutByDisconnect) {
+        operation.abandon();
+        running.catch(() => undefined);
+      }
       throw error;
     }
   }
@@ -498,7 +529,7 @@ export class SqlBackend implements Backend {
             { cause: error },
           );
         }
-        if (this.#closed.has(connection) && isConnectionError(error)) {
+        if (error instanceof CutByDisconnect || (this.#closed.has(connection) && isConnectionError(error))) {
           // disconnect() closed the pool under it: nothing to retry on.
           throw new BackendConnectionError(
             `${what}: the ${this.kind} backend at ${this.displayUrl} was disconnected while it ran; a write may already be applied`,

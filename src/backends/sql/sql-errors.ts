@@ -34,6 +34,7 @@ const CONNECTION_MESSAGES = [
   "connection lost",
   "server closed the connection",
   "socket hang up",
+  "pool is closed", // mysql2: a checkout still queued when the pool ended
   "connection is closed",
 ];
 

@@ -10,6 +10,7 @@
 import { describe, expect, it } from "vitest";
 import type { SqlBackend } from "../../../src/backends/sql/sql-backend.js";
 import type { Logger } from "../../../src/core/logger.js";
+import { settlesWithin } from "../../../src/core/sleep.js";
 import { createBackend } from "../../../src/drivers.js";
 import { AsyncResult, BackendConnectionError } from "../../../src/index.js";
 import { MysqlBackend, PostgresBackend } from "../../../src/sql.js";
@@ -377,24 +378,36 @@ describe.concurrent("sql backends: a link that goes silent for good", () => {
     );
 
     it.skipIf(c.skip)(
-      `${c.kind}: without queryTimeout, disconnect() closes a silent connection after 5 s, and the operation on it fails as cut off by disconnect(), not retried`,
+      `${c.kind}: without queryTimeout, disconnect() closes a silent connection after 5 s, and the operation on it fails as cut off by disconnect(), not retried; one still waiting for the pool ends with it, not at poolTimeout`,
       async () => {
         const proxy = new OutageProxy(c.serviceUrl, c.defaultPort);
         const prefix = freshPrefix();
         const { logger, lines } = capturingLogger();
         try {
           await proxy.up();
-          const options = { url: proxy.urlFor(c.serviceUrl), tablePrefix: prefix, env: {}, queryTimeout: 0, logger };
+          const options = {
+            url: proxy.urlFor(c.serviceUrl),
+            tablePrefix: prefix,
+            env: {},
+            queryTimeout: 0,
+            logger,
+            poolSize: 1,
+            maxOverflow: 0,
+            poolTimeout: "60s",
+          };
           const backend = c.kind === "postgres" ? new PostgresBackend(options) : new MysqlBackend(options);
           await backend.connect();
           proxy.silenceOpen();
           const sent = proxy.dropped();
           const inFlight = backend.getResult("any").catch((error: unknown) => error);
           await sent;
+          const queued = backend.getResult("other").catch((error: unknown) => error); // the one connection is taken
           await backend.disconnect();
           const failure = await inFlight;
           expect(failure).toBeInstanceOf(BackendConnectionError);
           expect(String((failure as Error).message)).toMatch(/^getResult: .* was disconnected while it ran/);
+          expect(await settlesWithin(queued, 1000)).toBe(true);
+          expect(String(((await queued) as Error).message)).toMatch(/^getResult: .* was disconnected while it ran/);
           expect(lines.filter((line) => /retrying/.test(line.message))).toEqual([]);
           await proxy.noConnections();
         } finally {

@@ -13,7 +13,12 @@ import type { Logger } from "../../../src/core/logger.js";
 import { settlesWithin } from "../../../src/core/sleep.js";
 import { createBackend } from "../../../src/drivers.js";
 import { AsyncResult, BackendConnectionError } from "../../../src/index.js";
-import { MysqlBackend, PostgresBackend } from "../../../src/sql.js";
+import {
+  MysqlBackend,
+  type MysqlBackendOptions,
+  PostgresBackend,
+  type PostgresBackendOptions,
+} from "../../../src/sql.js";
 import { successRecord } from "../../contract/contract-helpers.js";
 import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { SERVICES, skipUnless } from "../../helpers/services.js";
@@ -64,6 +69,8 @@ interface Case {
   /** A password in the URL the backends are given (PostgreSQL trusts loopback: it is ignored). */
   readonly password: string | undefined;
   readonly create: (options: { url: string; tablePrefix: string; logger?: Logger }) => SqlBackend;
+  /** A backend with exactly these options (no defaults of the test's own). */
+  readonly build: (options: PostgresBackendOptions & MysqlBackendOptions) => SqlBackend;
   readonly drop: (prefix: string) => Promise<void>;
 }
 
@@ -75,6 +82,7 @@ const CASES: Case[] = [
     defaultPort: 5432,
     password: "s3cret-pw",
     create: (options) => new PostgresBackend({ ...options, env: {}, poolSize: 2, pollInterval: 0.1 }),
+    build: (options) => new PostgresBackend(options),
     drop: (prefix) => dropPgTables(prefix),
   },
   {
@@ -84,91 +92,115 @@ const CASES: Case[] = [
     defaultPort: 3306,
     password: undefined, // root has none: a password given would be refused
     create: (options) => new MysqlBackend({ ...options, env: {}, poolSize: 2, pollInterval: 0.1 }),
+    build: (options) => new MysqlBackend(options),
     drop: (prefix) => dropMysqlTables(prefix),
   },
 ];
+
+/**
+ * Runs `body` with a proxy of its own in front of `c`'s server (listening) and a fresh table
+ * prefix; then forwards again, closes the proxy and drops the tables, whatever happened.
+ */
+async function withProxy(c: Case, body: (proxy: OutageProxy, prefix: string) => Promise<void>): Promise<void> {
+  const proxy = new OutageProxy(c.serviceUrl, c.defaultPort);
+  const prefix = freshPrefix();
+  try {
+    await proxy.up();
+    await body(proxy, prefix);
+  } finally {
+    proxy.thaw();
+    await proxy.down();
+    await c.drop(prefix);
+  }
+}
+
+/** Connects `backend`, runs `body`, and disconnects it whatever happened (again, if `body` did). */
+async function connected(backend: SqlBackend, body: () => Promise<void>): Promise<void> {
+  try {
+    await backend.connect();
+    await body();
+  } finally {
+    await backend.disconnect();
+  }
+}
 
 describe.concurrent("sql backends: get() without a timeout during an outage", () => {
   for (const c of CASES) {
     it.skipIf(c.skip)(
       `${c.kind}: warns once while the database is unreachable (logger, or a process warning without one), keeps waiting, and resolves every get() once it answers`,
-      async () => {
-        const proxy = new OutageProxy(c.serviceUrl, c.defaultPort);
-        const prefix = freshPrefix();
-        const closing: Array<() => Promise<void>> = [];
-        try {
-          await proxy.up();
-          const proxied = new URL(proxy.urlFor(c.serviceUrl));
-          if (c.password !== undefined) proxied.password = c.password;
-          const url = proxied.toString();
-          const { logger, lines, until } = capturingLogger();
-          const logged = c.create({ url, tablePrefix: prefix, logger });
-          closing.push(() => logged.disconnect());
-          // built as `new Chicory({ backend: url })` builds it: no logger
-          const fromUrl = createBackend(url, {
-            env: {
-              [`CHICORY_BACKEND_${c.kind.toUpperCase()}_TABLE_PREFIX`]: prefix,
-              CHICORY_RESULT_POLL_INTERVAL: "0.1",
-            },
-          });
-          closing.push(() => fromUrl.disconnect());
-          const writer = c.create({ url: c.serviceUrl, tablePrefix: prefix });
-          closing.push(() => writer.disconnect());
-          await Promise.all([logged.connect(), fromUrl.connect(), writer.connect()]);
-          expect(logged.displayUrl).toBe(fromUrl.displayUrl);
-          if (c.password !== undefined) expect(logged.displayUrl).toContain(":***@");
-          // a get() while the database is up (on PostgreSQL, the LISTEN connection is open when it goes)
-          await writer.storeResult(successRecord("before", 0));
-          expect(await new AsyncResult("before", logged).get()).toBe(0);
-          const { warning: fromUrlWarning, stop } = processWarning(
-            `CHICORY_${c.kind.toUpperCase()}_BACKEND`,
-            `:${proxy.port}/`,
-          );
-          closing.push(async () => stop());
-
-          await proxy.down();
-          const ids = Array.from({ length: 100 }, (_, i) => `down-${i}`);
-          let settled = 0;
-          const waitAll = (backend: typeof fromUrl) =>
-            Promise.all(
-              ids.map((id) =>
-                new AsyncResult<number>(id, backend).get().finally(() => {
-                  settled++;
-                }),
-              ),
+      () =>
+        withProxy(c, async (proxy, prefix) => {
+          const closing: Array<() => Promise<void>> = [];
+          try {
+            const proxied = new URL(proxy.urlFor(c.serviceUrl));
+            if (c.password !== undefined) proxied.password = c.password;
+            const url = proxied.toString();
+            const { logger, lines, until } = capturingLogger();
+            const logged = c.create({ url, tablePrefix: prefix, logger });
+            closing.push(() => logged.disconnect());
+            // built as `new Chicory({ backend: url })` builds it: no logger
+            const fromUrl = createBackend(url, {
+              env: {
+                [`CHICORY_BACKEND_${c.kind.toUpperCase()}_TABLE_PREFIX`]: prefix,
+                CHICORY_RESULT_POLL_INTERVAL: "0.1",
+              },
+            });
+            closing.push(() => fromUrl.disconnect());
+            const writer = c.create({ url: c.serviceUrl, tablePrefix: prefix });
+            closing.push(() => writer.disconnect());
+            await Promise.all([logged.connect(), fromUrl.connect(), writer.connect()]);
+            expect(logged.displayUrl).toBe(fromUrl.displayUrl);
+            if (c.password !== undefined) expect(logged.displayUrl).toContain(":***@");
+            // a get() while the database is up (on PostgreSQL, the LISTEN connection is open when it goes)
+            await writer.storeResult(successRecord("before", 0));
+            expect(await new AsyncResult("before", logged).get()).toBe(0);
+            const { warning: fromUrlWarning, stop } = processWarning(
+              `CHICORY_${c.kind.toUpperCase()}_BACKEND`,
+              `:${proxy.port}/`,
             );
-          const values = [waitAll(logged), waitAll(fromUrl)];
-          for (const v of values) v.catch(() => undefined); // awaited below; a failure before that is the test's
-          const warning = await within(until(/results cannot be read/), WARNING_DEADLINE_MS, "no outage warning");
-          expect(warning.level).toBe("warn");
-          expect(warning.message).toBe(
-            `${c.kind} backend ${logged.displayUrl}: results cannot be read (backend unreachable?); waits go on (until their timeout, if any) and resolve once it answers`,
-          );
-          expect(String(warning.fields.err)).toMatch(/ECONNREFUSED/);
-          expect(warning.fields.waitingTaskIds).toBe(ids.length);
-          const fromUrlMessage = (await within(fromUrlWarning, WARNING_DEADLINE_MS, "no process warning")).message;
-          expect(fromUrlMessage).toContain(`${c.kind} backend ${fromUrl.displayUrl}: results cannot be read`);
-          expect(fromUrlMessage).toMatch(/ECONNREFUSED/);
-          expect(settled).toBe(0); // still waiting: no rejection
+            closing.push(async () => stop());
 
-          await proxy.up();
-          const recovered = until(/results can be read again/);
-          await Promise.all(ids.map((id, i) => writer.storeResult(successRecord(id, i))));
-          const expected = ids.map((_, i) => i);
-          expect(await Promise.all(values)).toEqual([expected, expected]);
-          expect((await recovered).level).toBe("info");
-          // one warning for the outage, whatever the number of waits and of failed polls
-          expect(lines.filter((line) => line.level === "warn" || line.level === "error")).toEqual([warning]);
-          if (c.password !== undefined) {
-            const everything = JSON.stringify(lines.map((l) => [l.message, String(l.fields.err)])) + fromUrlMessage;
-            expect(everything).not.toContain(c.password);
+            await proxy.down();
+            const ids = Array.from({ length: 100 }, (_, i) => `down-${i}`);
+            let settled = 0;
+            const waitAll = (backend: typeof fromUrl) =>
+              Promise.all(
+                ids.map((id) =>
+                  new AsyncResult<number>(id, backend).get().finally(() => {
+                    settled++;
+                  }),
+                ),
+              );
+            const values = [waitAll(logged), waitAll(fromUrl)];
+            for (const v of values) v.catch(() => undefined); // awaited below; a failure before that is the test's
+            const warning = await within(until(/results cannot be read/), WARNING_DEADLINE_MS, "no outage warning");
+            expect(warning.level).toBe("warn");
+            expect(warning.message).toBe(
+              `${c.kind} backend ${logged.displayUrl}: results cannot be read (backend unreachable?); waits go on (until their timeout, if any) and resolve once it answers`,
+            );
+            expect(String(warning.fields.err)).toMatch(/ECONNREFUSED/);
+            expect(warning.fields.waitingTaskIds).toBe(ids.length);
+            const fromUrlMessage = (await within(fromUrlWarning, WARNING_DEADLINE_MS, "no process warning")).message;
+            expect(fromUrlMessage).toContain(`${c.kind} backend ${fromUrl.displayUrl}: results cannot be read`);
+            expect(fromUrlMessage).toMatch(/ECONNREFUSED/);
+            expect(settled).toBe(0); // still waiting: no rejection
+
+            await proxy.up();
+            const recovered = until(/results can be read again/);
+            await Promise.all(ids.map((id, i) => writer.storeResult(successRecord(id, i))));
+            const expected = ids.map((_, i) => i);
+            expect(await Promise.all(values)).toEqual([expected, expected]);
+            expect((await recovered).level).toBe("info");
+            // one warning for the outage, whatever the number of waits and of failed polls
+            expect(lines.filter((line) => line.level === "warn" || line.level === "error")).toEqual([warning]);
+            if (c.password !== undefined) {
+              const everything = JSON.stringify(lines.map((l) => [l.message, String(l.fields.err)])) + fromUrlMessage;
+              expect(everything).not.toContain(c.password);
+            }
+          } finally {
+            for (const close of closing.reverse()) await close();
           }
-        } finally {
-          for (const close of closing.reverse()) await close();
-          await proxy.down();
-          await c.drop(prefix);
-        }
-      },
+        }),
     );
   }
 });
@@ -177,18 +209,11 @@ describe.concurrent("sql backends: a database that stops answering on open conne
   for (const c of CASES) {
     it.skipIf(c.skip)(
       `${c.kind}: an operation fails after queryTimeout with a BackendConnectionError naming it, a healthcheck says so, and both work again once the database answers`,
-      async () => {
-        const proxy = new OutageProxy(c.serviceUrl, c.defaultPort);
-        const prefix = freshPrefix();
-        try {
-          await proxy.up();
+      () =>
+        withProxy(c, async (proxy, prefix) => {
           const url = proxy.urlFor(c.serviceUrl);
-          const stalled =
-            c.kind === "postgres"
-              ? new PostgresBackend({ url, tablePrefix: prefix, env: {}, queryTimeout: QUERY_TIMEOUT, poolSize: 2 })
-              : new MysqlBackend({ url, tablePrefix: prefix, env: {}, queryTimeout: QUERY_TIMEOUT, poolSize: 2 });
-          try {
-            await stalled.connect();
+          const stalled = c.build({ url, tablePrefix: prefix, env: {}, queryTimeout: QUERY_TIMEOUT, poolSize: 2 });
+          await connected(stalled, async () => {
             await stalled.storeResult(successRecord("before", 1));
             proxy.freeze();
             const failure = await stalled.getResult("before").catch((error: unknown) => error);
@@ -204,30 +229,19 @@ describe.concurrent("sql backends: a database that stops answering on open conne
             });
             proxy.thaw();
             expect((await stalled.getResult("before"))?.result).toBe(1);
-          } finally {
-            proxy.thaw();
-            await stalled.disconnect();
-          }
-        } finally {
-          await proxy.down();
-          await c.drop(prefix);
-        }
-      },
+          });
+        }),
     );
   }
 });
 
 describe.concurrent("sql backends: operations during an outage", () => {
   for (const c of CASES) {
-    it.skipIf(c.skip)(`${c.kind}: retried on new connections with one warning, not one per try`, async () => {
-      const proxy = new OutageProxy(c.serviceUrl, c.defaultPort);
-      const prefix = freshPrefix();
-      const { logger, lines } = capturingLogger();
-      try {
-        await proxy.up();
+    it.skipIf(c.skip)(`${c.kind}: retried on new connections with one warning, not one per try`, () =>
+      withProxy(c, async (proxy, prefix) => {
+        const { logger, lines } = capturingLogger();
         const backend = c.create({ url: proxy.urlFor(c.serviceUrl), tablePrefix: prefix, logger });
-        try {
-          await backend.connect();
+        await connected(backend, async () => {
           await proxy.down();
           for (let i = 0; i < 5; i++) {
             expect(await backend.getResult("any").catch((error: unknown) => error)).toBeInstanceOf(Error);
@@ -235,44 +249,30 @@ describe.concurrent("sql backends: operations during an outage", () => {
           const retries = lines.filter((line) => /retrying on a new connection/.test(line.message));
           expect(retries).toHaveLength(1);
           expect(retries[0]?.fields).toMatchObject({ operation: "getResult", err: expect.any(String) });
-        } finally {
-          await backend.disconnect();
-        }
-      } finally {
-        await proxy.down();
-        await c.drop(prefix);
-      }
-    });
+        });
+      }),
+    );
   }
 });
 
 describe.concurrent("sql backends: a database that refuses connections for a moment", () => {
   for (const c of CASES) {
-    it.skipIf(c.skip)(
-      `${c.kind}: an operation's retries wait out a refusal of 0.2 s (spaced, not back to back)`,
-      async () => {
-        const proxy = new OutageProxy(c.serviceUrl, c.defaultPort);
-        const prefix = freshPrefix();
-        const { logger } = capturingLogger();
-        try {
-          await proxy.up();
-          const backend = c.create({ url: proxy.urlFor(c.serviceUrl), tablePrefix: prefix, logger });
-          try {
-            await backend.connect();
-            await backend.storeResult(successRecord("kept", 7));
-            await proxy.down(); // a restart: the open connections reset, new ones refused
-            const back = new Promise((resolve) => setTimeout(resolve, 200)).then(() => proxy.up());
-            // tries at 0, 0, 25, 100 and 400 ms after the first failure (± 20 %): the last ones get through
-            expect((await backend.getResult("kept"))?.result).toBe(7);
-            await back;
-          } finally {
-            await backend.disconnect();
-          }
-        } finally {
-          await proxy.down();
-          await c.drop(prefix);
-        }
-      },
+    it.skipIf(c.skip)(`${c.kind}: an operation's retries wait out a refusal of 0.2 s (spaced, not back to back)`, () =>
+      withProxy(c, async (proxy, prefix) => {
+        const backend = c.create({
+          url: proxy.urlFor(c.serviceUrl),
+          tablePrefix: prefix,
+          logger: capturingLogger().logger,
+        });
+        await connected(backend, async () => {
+          await backend.storeResult(successRecord("kept", 7));
+          await proxy.down(); // a restart: the open connections reset, new ones refused
+          const back = new Promise((resolve) => setTimeout(resolve, 200)).then(() => proxy.up());
+          // tries at 0, 0, 25, 100 and 400 ms after the first failure (± 20 %): the last ones get through
+          expect((await backend.getResult("kept"))?.result).toBe(7);
+          await back;
+        });
+      }),
     );
   }
 });
@@ -281,12 +281,9 @@ describe.concurrent("sql backends: operations that time out waiting for the pool
   for (const c of CASES) {
     it.skipIf(c.skip)(
       `${c.kind}: give back the connection they get once the database answers: one new connection in all, not one each`,
-      async () => {
-        const proxy = new OutageProxy(c.serviceUrl, c.defaultPort);
-        const prefix = freshPrefix();
-        try {
-          await proxy.up();
-          const options = {
+      () =>
+        withProxy(c, async (proxy, prefix) => {
+          const backend = c.build({
             url: proxy.urlFor(c.serviceUrl),
             tablePrefix: prefix,
             env: {},
@@ -294,10 +291,8 @@ describe.concurrent("sql backends: operations that time out waiting for the pool
             poolSize: 1,
             maxOverflow: 0,
             poolTimeout: "30s", // the waiting checkouts are still queued when the database answers
-          };
-          const backend = c.kind === "postgres" ? new PostgresBackend(options) : new MysqlBackend(options);
-          try {
-            await backend.connect();
+          });
+          await connected(backend, async () => {
             await backend.storeResult(successRecord("before", 1));
             const acceptedBefore = proxy.accepted;
             proxy.freeze();
@@ -310,15 +305,8 @@ describe.concurrent("sql backends: operations that time out waiting for the pool
             expect((await backend.getResult("before"))?.result).toBe(1);
             // One replaces the connection closed at the first timeout (before: one per operation).
             expect(proxy.accepted - acceptedBefore).toBeLessThanOrEqual(2);
-          } finally {
-            proxy.thaw();
-            await backend.disconnect();
-          }
-        } finally {
-          await proxy.down();
-          await c.drop(prefix);
-        }
-      },
+          });
+        }),
     );
   }
 });
@@ -327,15 +315,12 @@ describe.concurrent("sql backends: a link that goes silent for good", () => {
   for (const c of CASES) {
     it.skipIf(c.skip)(
       `${c.kind}: the connection of an operation that timed out is closed, the next one works on a new connection, a silent LISTEN connection is replaced, and disconnect() does not wait for the silent ones`,
-      async () => {
-        const proxy = new OutageProxy(c.serviceUrl, c.defaultPort);
-        const prefix = freshPrefix();
-        try {
-          await proxy.up();
+      () =>
+        withProxy(c, async (proxy, prefix) => {
           // One connection at most: the one that goes silent must be given back for the next
           // operation to run at all.
           const { logger, until } = capturingLogger();
-          const options = {
+          const backend = c.build({
             url: proxy.urlFor(c.serviceUrl),
             tablePrefix: prefix,
             env: {},
@@ -344,11 +329,8 @@ describe.concurrent("sql backends: a link that goes silent for good", () => {
             maxOverflow: 0,
             poolTimeout: "3s",
             logger,
-          };
-          const backend = c.kind === "postgres" ? new PostgresBackend(options) : new MysqlBackend(options);
-          let isDisconnected = false;
-          try {
-            await backend.connect();
+          });
+          await connected(backend, async () => {
             await backend.storeResult(successRecord("before", 1));
             // The LISTEN connection (PostgreSQL) too: a waiter opens it.
             const waiting = new AsyncResult("never-stored", backend).get({ timeout: 30 }).catch((e: unknown) => e);
@@ -363,29 +345,19 @@ describe.concurrent("sql backends: a link that goes silent for good", () => {
             // Its liveness probe (every queryTimeout here) finds the LISTEN connection silent.
             if (c.kind === "postgres") await until(/^PostgreSQL LISTEN connection listens again$/);
             await backend.disconnect();
-            isDisconnected = true;
             await proxy.noConnections();
             expect(proxy.connections).toBe(0);
             expect(await waiting).toBeInstanceOf(Error);
-          } finally {
-            if (!isDisconnected) await backend.disconnect();
-          }
-        } finally {
-          await proxy.down();
-          await c.drop(prefix);
-        }
-      },
+          });
+        }),
     );
 
     it.skipIf(c.skip)(
       `${c.kind}: without queryTimeout, disconnect() closes a silent connection after 5 s, and the operation on it fails as cut off by disconnect(), not retried; one still waiting for the pool ends with it, not at poolTimeout`,
-      async () => {
-        const proxy = new OutageProxy(c.serviceUrl, c.defaultPort);
-        const prefix = freshPrefix();
-        const { logger, lines } = capturingLogger();
-        try {
-          await proxy.up();
-          const options = {
+      () =>
+        withProxy(c, async (proxy, prefix) => {
+          const { logger, lines } = capturingLogger();
+          const backend = c.build({
             url: proxy.urlFor(c.serviceUrl),
             tablePrefix: prefix,
             env: {},
@@ -394,8 +366,7 @@ describe.concurrent("sql backends: a link that goes silent for good", () => {
             poolSize: 1,
             maxOverflow: 0,
             poolTimeout: "60s",
-          };
-          const backend = c.kind === "postgres" ? new PostgresBackend(options) : new MysqlBackend(options);
+          });
           await backend.connect();
           proxy.silenceOpen();
           const sent = proxy.dropped();
@@ -410,11 +381,7 @@ describe.concurrent("sql backends: a link that goes silent for good", () => {
           expect(String(((await queued) as Error).message)).toMatch(/^getResult: .* was disconnected while it ran/);
           expect(lines.filter((line) => /retrying/.test(line.message))).toEqual([]);
           await proxy.noConnections();
-        } finally {
-          await proxy.down();
-          await c.drop(prefix);
-        }
-      },
+        }),
     );
   }
 });

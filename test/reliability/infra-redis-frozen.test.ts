@@ -95,7 +95,9 @@ describe.skipIf(!hasRedisServer && process.env.CI !== "true")("infra: own redis-
     timeout: 60_000,
   }, async () => {
     const LEASE_MS = 3000;
-    const FREEZE_MS = 4500;
+    // longer than the lease, and than a blocked read's client-side time limit (its block + 5 s),
+    // which ends the read with no reply from Redis
+    const FREEZE_MS = 10_000;
     const dir = mkdtempSync(join(tmpdir(), "chicory-frozen-"));
     const server = new OwnRedis(await freePort(), dir, "none");
     await server.start();

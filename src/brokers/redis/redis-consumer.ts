@@ -51,13 +51,18 @@ import type { RedisBrokerContext } from "./redis-context.js";
 import { RedisDelivery } from "./redis-delivery.js";
 import { MOVE_BATCH, warnDropped } from "./redis-due-mover.js";
 import { type QueueKeys, RELEASED_CONSUMER } from "./redis-keys.js";
-import { openReader, type ReadReply, streamEntries } from "./redis-reader.js";
+import { openReader, READ_GIVE_UP_GRACE_MS, type ReadReply, streamEntries } from "./redis-reader.js";
 import { RedisSettler } from "./redis-settler.js";
 
 /** Longest time before re-checking the delayed set (others may add earlier entries). */
 const MOVER_RECHECK_MS = 1000;
 /** At most one warning per queue this often about housekeeping that keeps failing. */
 const HOUSEKEEPING_WARN_MS = 10_000;
+/**
+ * A blocked read that ended with nothing this long past its block time was ended by the
+ * client's time limit (see {@link READ_GIVE_UP_GRACE_MS}), not by a reply from Redis.
+ */
+const GAVE_UP_AFTER_MS = READ_GIVE_UP_GRACE_MS / 2;
 /** Longest block on one queue when consuming several. */
 const MULTI_QUEUE_BLOCK_MS = 250;
 /** CLIENT UNBLOCK tries while the targeted read has not started blocking yet (see #unblock). */
@@ -211,6 +216,7 @@ export class RedisConsumer implements Consumer {
       },
       this.#logger,
       records,
+      () => this.#contact.extraMs(),
     );
     this.#reclaimIntervalMs = Math.max(50, Math.min(Math.floor(ctx.claimMinIdleMs / 2), 1000));
     const renewEveryMs = Math.max(50, Math.floor(ctx.claimMinIdleMs / 3));
@@ -580,12 +586,20 @@ export class RedisConsumer implements Consumer {
     this.#isBlocking = blockMs !== undefined;
     if (withAcks !== undefined) sentAtMs = performance.now();
     let reply: ReadReply;
+    const readSentAtMs = performance.now();
     try {
       reply = (await conn.call("XREADGROUP", ...args)) as ReadReply;
     } finally {
       this.#isBlocking = false;
     }
-    this.#replied();
+    if (reply === null && blockMs !== undefined && performance.now() - readSentAtMs >= blockMs + GAVE_UP_AFTER_MS) {
+      // Ended by the client's own time limit (READ_GIVE_UP_GRACE_MS), not by Redis: no reply
+      // (Redis frozen?). Should Redis hand this read entries later, they are pending for this
+      // consumer and not held: the next fetch takes them back.
+      q.mayHoldUnknown = true;
+    } else {
+      this.#replied();
+    }
     let got = 0;
     for (const entries of streamEntries(reply)) {
       for (const [id, fields] of entries) this.#handOut(q, id, fields ?? [], 1, out, sentAtMs);

@@ -9,6 +9,13 @@ import { isClusterClient, openDuplicate } from "../../redis/redis-connect.js";
 import { SOCKET_TIMEOUT_MS } from "../../redis/redis-options.js";
 import { defineBrokerScripts } from "./redis-scripts.js";
 
+/**
+ * How long after its block time a blocked read on the reader connection gives up, ending with
+ * `null` as a read that timed out in Redis does, though Redis sent nothing (frozen, or the
+ * connection half-open).
+ */
+export const READ_GIVE_UP_GRACE_MS = 5_000;
+
 /** One stream entry: id and flat field list. */
 export type StreamEntry = [string, string[] | null];
 /** RESP2: `[[stream, entries], ...]`; RESP3 through `call`: the map flattened, `[stream, entries, ...]`. */
@@ -40,8 +47,8 @@ export async function openReader(
     retryDelayOnFailover: 0,
     enableAutoPipelining: false,
     // Safety net for a half-open TCP connection: a blocked read gives up after its block + 5 s.
-    blockingTimeout: blockMs + 5_000,
-    blockingTimeoutGrace: 5_000,
+    blockingTimeout: blockMs + READ_GIVE_UP_GRACE_MS,
+    blockingTimeoutGrace: READ_GIVE_UP_GRACE_MS,
     // A blocked read legitimately gets no data for blockMs: only a longer silence means dead.
     socketTimeout: blockMs + SOCKET_TIMEOUT_MS,
     connectionName: `chicory-consumer-${consumerId}`.replace(/[^A-Za-z0-9._:-]/g, "_").slice(0, 100),

@@ -146,18 +146,26 @@ export class RedisSettler implements DeliverySettler {
    * @param logger the consumer's logger (default: the broker's)
    * @param records the result backend whose records acks may carry (same server and database)
    */
+  /**
+   * How long the consumer was just out of touch with Redis (0 outside the window that follows
+   * such a gap; see redis-contact.ts): no other worker takes an entry for that long more.
+   */
+  readonly #outOfTouchMs: () => number;
+
   constructor(
     ctx: RedisBrokerContext,
     consumerId: string,
     onSettled: (delivery: RedisDelivery, isStillPending?: boolean) => void,
     logger: Logger = ctx.logger,
     records?: RedisRecordWriter,
+    outOfTouchMs: () => number = () => 0,
   ) {
     this.#ctx = ctx;
     this.#consumerId = consumerId;
     this.#onSettled = onSettled;
     this.#logger = logger;
     this.#records = records;
+    this.#outOfTouchMs = outOfTouchMs;
   }
 
   async #settle(delivery: RedisDelivery, operation: string, run: () => Promise<unknown>): Promise<unknown> {
@@ -542,7 +550,8 @@ export class RedisSettler implements DeliverySettler {
    * {@link EARLIER} when it was settled already, the command connection reconnected while the
    * call was out (ioredis then sends again a call whose reply the dropped connection lost,
    * and the first copy may have been applied), and the lease was surely still held
-   * (confirmed less than half the claim idle time ago, no renewal found it gone): no other
+   * (confirmed less than half the claim idle time ago, no renewal found it gone; a gap in
+   * Redis's replies just before, during which nobody could take it, does not count): no other
    * consumer can have claimed it by idle time, so that first copy settled it. Else
    * {@link FENCED}: another consumer may hold it, or have run it.
    */
@@ -551,7 +560,7 @@ export class RedisSettler implements DeliverySettler {
       code === 2 &&
       this.#ctx.mainReadyCount() !== sentAtReady &&
       !d.isLeaseLost &&
-      performance.now() - d.leaseConfirmedAtMs < this.#ctx.claimMinIdleMs / 2;
+      performance.now() - d.leaseConfirmedAtMs - this.#outOfTouchMs() < this.#ctx.claimMinIdleMs / 2;
     return isHeld ? EARLIER : FENCED;
   }
 

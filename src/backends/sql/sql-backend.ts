@@ -21,6 +21,8 @@
  * reads log nothing of their own. Without a logger, warnings are process warnings, once each.
  * @module
  */
+
+import { setMaxListeners } from "node:events";
 import type { Kysely } from "kysely";
 import type { HealthStatus } from "../../brokers/broker.js";
 import type { EnvMap } from "../../core/env.js";
@@ -105,11 +107,11 @@ export class SqlBackend implements Backend {
   /** Connections that disconnect() closed (an operation on one is not retried). */
   readonly #closed = new WeakSet<SqlConnection>();
   /**
-   * Per connection: rejects once `disconnect()` has closed it, ending the operations still
+   * Per connection: aborted once `disconnect()` has closed it, ending the operations still
    * waiting then (a checkout queued in the pool, which its driver would leave waiting for
-   * `poolTimeout`).
+   * `poolTimeout`) and the pauses between retries.
    */
-  readonly #cuts = new WeakMap<SqlConnection, { readonly cut: Promise<never>; readonly fire: () => void }>();
+  readonly #cuts = new WeakMap<SqlConnection, AbortController>();
   #retryWarnedAtMs = Number.NEGATIVE_INFINITY;
   #retriesNotWarned = 0;
   #connecting: Promise<SqlConnection> | undefined;
@@ -171,22 +173,18 @@ export class SqlBackend implements Backend {
     this.#unlisten = undefined;
     // Together: each waits for the database's goodbye at most a few seconds.
     await Promise.all([unlisten?.(), connection?.close()]);
-    if (connection) this.#cutOf(connection).fire();
+    if (connection) this.#cutOf(connection).abort();
   }
 
   /** The cut of `connection` (see {@link SqlBackend.#cuts}). */
-  #cutOf(connection: SqlConnection): { readonly cut: Promise<never>; readonly fire: () => void } {
-    let entry = this.#cuts.get(connection);
-    if (entry === undefined) {
-      let fire = (): void => undefined;
-      const cut = new Promise<never>((_, reject) => {
-        fire = () => reject(new CutByDisconnect());
-      });
-      cut.catch(() => undefined); // raced by each operation; none may be running
-      entry = { cut, fire };
-      this.#cuts.set(connection, entry);
+  #cutOf(connection: SqlConnection): AbortController {
+    let cut = this.#cuts.get(connection);
+    if (cut === undefined) {
+      cut = new AbortController();
+      setMaxListeners(0, cut.signal); // one listener per running operation, removed when it ends
+      this.#cuts.set(connection, cut);
     }
-    return entry;
+    return cut;
   }
 
   async setState(
@@ -485,8 +483,14 @@ export class SqlBackend implements Backend {
   async #bounded<T>(connection: SqlConnection, fn: (db: Kysely<SqlDatabase>) => Promise<T>): Promise<T> {
     const operation = new SqlOperation();
     const limitMs = connection.queryTimeoutMs ?? 0;
+    const { signal } = this.#cutOf(connection);
+    if (signal.aborted) throw new CutByDisconnect(); // (a retry after disconnect() closed the pool)
     const running = operation.run(() => fn(connection.db));
-    const { cut } = this.#cutOf(connection);
+    let onCut = (): void => undefined;
+    const cut = new Promise<never>((_, reject) => {
+      onCut = () => reject(new CutByDisconnect());
+    });
+    signal.addEventListener("abort", onCut, { once: true });
     try {
       return await Promise.race([limitMs > 0 ? withinDeadline(running, limitMs) : running, cut]);
     } catch (error) {
@@ -495,6 +499,8 @@ export class SqlBackend implements Backend {
         running.catch(() => undefined);
       }
       throw error;
+    } finally {
+      signal.removeEventListener("abort", onCut);
     }
   }
 
@@ -543,7 +549,8 @@ export class SqlBackend implements Backend {
           // spaced out (25, 100, 400 ms, ± 20 %), so a database that refuses connections for a
           // moment (a restart, a failover) is waited out rather than hit four times in a row.
           const tried = CONNECTION_RETRIES - connectionRetries;
-          if (tried > 1) await sleep(25 * 4 ** (tried - 2) * (0.8 + Math.random() * 0.4));
+          if (tried > 1)
+            await sleep(25 * 4 ** (tried - 2) * (0.8 + Math.random() * 0.4), this.#cutOf(connection).signal);
           continue;
         }
         if (!isPoolTimeout && isTransientConflict(error) && conflictRetries-- > 0) {

@@ -35,6 +35,7 @@ const CONNECTION_MESSAGES = [
   "server closed the connection",
   "socket hang up",
   "pool is closed", // mysql2: a checkout still queued when the pool ended
+  "cannot use a pool after calling end on the pool", // pg: the same, asked after end()
   "connection is closed",
 ];
 

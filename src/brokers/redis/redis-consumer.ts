@@ -225,7 +225,11 @@ export class RedisConsumer implements Consumer {
     this.#contact = new ContactClock(ctx.claimMinIdleMs, Math.max(this.#reclaimIntervalMs, renewEveryMs));
     this.#renewTimer = setInterval(() => void this.#renewLeases(), timerDelay(renewEveryMs));
     this.#renewTimer.unref();
-    this.#touchTimer = setInterval(() => void this.#touch(), TOUCH_EVERY_MS / 4);
+    // Also keeps this consumer hearing from Redis at least every half stall threshold (see #touch).
+    this.#touchTimer = setInterval(
+      () => void this.#touch(),
+      Math.min(TOUCH_EVERY_MS / 4, Math.max(50, Math.floor(this.#contact.stallMs / 4))),
+    );
     this.#touchTimer.unref();
   }
 
@@ -638,7 +642,7 @@ export class RedisConsumer implements Consumer {
       [delayed, delayedData, stream, unique],
       [MOVE_BATCH],
     )) as [number, string, number, number];
-    this.#replied(Number(nowMs));
+    this.#replied(Number(nowMs), stream);
     if (lost > 0) warnDropped(this.#logger, q.keys.queue, lost);
     if (moved >= MOVE_BATCH) {
       q.moveAtMs = performance.now(); // more are due: next fetch moves the next batch
@@ -665,12 +669,12 @@ export class RedisConsumer implements Consumer {
         count,
         RECLAIM_SCAN_LIMIT,
         RECLAIM_PAGE,
-        this.#contact.lastReplyRedisMs(),
+        this.#contact.lastReplyRedisMs(q.keys.stream),
         this.#contact.stallMs,
         extraMs,
       ],
     )) as [string, Array<string | string[] | number>, number, number];
-    this.#replied(Number(redisNowMs));
+    this.#replied(Number(redisNowMs), q.keys.stream);
     // The script saw a stall that began after the last reply (it ran after it): the same window.
     if (Number(appliedMs) > extraMs) this.#outOfTouch(this.#contact.outOfTouch(Number(appliedMs)));
     const claimed = this.#handOutClaimed(q, flat, out, sentAtMs);
@@ -890,12 +894,19 @@ export class RedisConsumer implements Consumer {
   /**
    * Marks this consumer active on every queue where the group has not seen it for
    * TOUCH_EVERY_MS (see module doc): an empty, non-blocking history read on the command
-   * connection. A failure is left to the next round (fetch reports connection problems).
+   * connection. And a consumer that has heard nothing from Redis for half its stall threshold
+   * (nothing to read or renew: all its jobs are `at_most_once` ones, acknowledged already)
+   * sends a PING, so that quiet is never taken for a stall. A failure is left to the next
+   * round (fetch reports connection problems).
    */
   async #touch(): Promise<void> {
     if (this.#isTouching || this.#isClosed || this.#ctx.main.status !== "ready") return;
     this.#isTouching = true;
     try {
+      if (this.#contact.quietForMs() >= this.#contact.stallMs / 2) {
+        await this.#ctx.main.call("PING");
+        this.#replied();
+      }
       for (const q of this.#queues) {
         if (!q.hasGroup || performance.now() - q.seenAtMs < TOUCH_EVERY_MS) continue;
         await this.#ctx.main.call(
@@ -920,8 +931,8 @@ export class RedisConsumer implements Consumer {
   }
 
   /** Notes a reply from Redis (with the Redis time it carries, if any); see {@link ContactClock}. */
-  #replied(redisNowMs?: number): void {
-    this.#outOfTouch(this.#contact.replied(redisNowMs));
+  #replied(redisNowMs?: number, stream?: string): void {
+    this.#outOfTouch(this.#contact.replied(redisNowMs, stream));
   }
 
   /**

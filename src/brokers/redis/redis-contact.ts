@@ -8,11 +8,14 @@
  * would take them before their owners' renewals do. A worker cannot tell a dead owner from one
  * that was as cut off as itself, but it knows when it was cut off itself: a reply from Redis
  * came more than `stallMs` after the one before (its reads and renewals answer far more often
- * than that). For one claim idle time after such a gap, it reclaims only entries idle longer
+ * than that, and a consumer that would hear nothing for half of it sends a PING). For one claim
+ * idle time after such a gap, it reclaims only entries idle longer
  * than the claim idle time plus the gap, which leaves the live owners time to renew; a dead
  * owner's entries are taken once that window ends. The reclaim script applies the same rule
  * itself when the gap ended while the script was on its way (sent just before the stall):
- * it gets the Redis time of this consumer's last reply.
+ * it gets the Redis time of this consumer's last reply, from the offset between the two clocks
+ * that the scripts of that stream's server returned (per stream: the servers of a Cluster may
+ * disagree on the time).
  * Times are `performance.now()` readings, except the Redis times the scripts return.
  * @module
  */
@@ -31,8 +34,8 @@ export class ContactClock {
   /** A gap between two replies longer than this is a stall. */
   readonly stallMs: number;
   #lastReplyMs: number | undefined;
-  /** Redis TIME minus `performance.now()`, from the last script that returned Redis's time. */
-  #offsetMs: number | undefined;
+  /** Per stream key: Redis TIME minus `performance.now()`, from the last script on it that returned Redis's time. */
+  readonly #offsetsMs = new Map<string, number>();
   #window: OutOfTouch | undefined;
 
   /**
@@ -49,10 +52,11 @@ export class ContactClock {
 
   /**
    * Notes a reply from Redis received now (`redisNowMs`: the Redis time the reply carries, when
-   * it does). Returns the window it opened, if the gap since the previous reply was a stall.
+   * it does, from the server of stream `key`). Returns the window it opened, if the gap since
+   * the previous reply was a stall.
    */
-  replied(redisNowMs?: number, nowMs = performance.now()): OutOfTouch | undefined {
-    if (redisNowMs !== undefined && Number.isFinite(redisNowMs)) this.#offsetMs = redisNowMs - nowMs;
+  replied(redisNowMs?: number, key = "", nowMs = performance.now()): OutOfTouch | undefined {
+    if (redisNowMs !== undefined && Number.isFinite(redisNowMs)) this.#offsetsMs.set(key, redisNowMs - nowMs);
     const last = this.#lastReplyMs;
     this.#lastReplyMs = nowMs;
     if (last === undefined || nowMs - last <= this.stallMs) return undefined;
@@ -65,7 +69,8 @@ export class ContactClock {
    */
   outOfTouch(gapMs: number, nowMs = performance.now()): OutOfTouch | undefined {
     const open = this.#window !== undefined && this.#window.untilMs > nowMs ? this.#window : undefined;
-    if (open !== undefined && open.extraMs >= gapMs) return undefined;
+    // (the same stall measured twice, locally and by a script, differs by a reply's latency)
+    if (open !== undefined && open.extraMs + this.stallMs / 4 >= gapMs) return undefined;
     this.#window = { extraMs: Math.round(gapMs), untilMs: nowMs + this.#leaseMs };
     return this.#window;
   }
@@ -76,9 +81,18 @@ export class ContactClock {
     return w !== undefined && w.untilMs > nowMs ? w.extraMs : 0;
   }
 
-  /** The Redis time of the last reply, or 0 when unknown (no Redis time seen yet). */
-  lastReplyRedisMs(): number {
-    if (this.#lastReplyMs === undefined || this.#offsetMs === undefined) return 0;
-    return Math.floor(this.#lastReplyMs + this.#offsetMs);
+  /**
+   * The time of the last reply on the clock of stream `key`'s server, or 0 when unknown (no
+   * Redis time seen from it yet).
+   */
+  lastReplyRedisMs(key = ""): number {
+    const offset = this.#offsetsMs.get(key);
+    if (this.#lastReplyMs === undefined || offset === undefined) return 0;
+    return Math.floor(this.#lastReplyMs + offset);
+  }
+
+  /** How long since the last reply (0 before the first). */
+  quietForMs(nowMs = performance.now()): number {
+    return this.#lastReplyMs === undefined ? 0 : nowMs - this.#lastReplyMs;
   }
 }

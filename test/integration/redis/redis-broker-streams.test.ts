@@ -861,6 +861,18 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(pending[0]?.[1]).toBe("thief");
   });
 
+  it("a consumer with nothing to read or renew for a while (its at_most_once jobs run) takes no quiet for a Redis stall", async () => {
+    const s = await setup({ claimMinIdleMs: 3000 }); // stall threshold 1.5 s
+    const { logger, lines } = capturingLogger();
+    const c = s.broker.consumer({ queues: [s.queue], consumerId: uniqueName("c-"), logger });
+    cleanups.push(() => c.close());
+    await publish(s.broker, s.queue);
+    const d = await fetchOne(c);
+    await d.ack(); // at_most_once: acknowledged before it runs, so nothing is left to renew
+    await sleep(4000); // the job runs; no fetch meanwhile
+    expect(lines.filter((line) => /no reply from Redis/.test(line.message))).toEqual([]);
+  });
+
   it("a live consumer with nothing to read stays active in the group (Redis 7.0 idle) and re-registers after a deletion", async () => {
     const s = await setup({ claimMinIdleMs: 60_000 });
     const consumerId = uniqueName("c-");

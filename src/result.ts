@@ -163,15 +163,22 @@ export class AsyncResult<R = unknown> {
         return null;
       });
       const queue = this.#queue;
+      const count = this.#defaults.countConsumers;
+      // (in the same bound: a slow or unreachable broker adds nothing to the wait or the message)
       const consumers =
-        queue === undefined ? undefined : this.#defaults.countConsumers?.(queue).catch(() => Number.NaN);
+        queue === undefined || count === undefined
+          ? undefined
+          : Promise.resolve()
+              .then(() => count(queue))
+              .catch(() => Number.NaN);
       const boundMs = Math.min(LAST_READ_MAX_MS, Math.max(LAST_READ_MIN_MS, timeoutMs / 10));
+      const lastReadAt = performance.now();
       if (await settlesWithin(last, boundMs)) record = await last;
       else backendNote = ` (the backend did not answer within ${boundMs / 1000} s: unreachable?)`;
       if (record === null && backendNote === "" && consumers !== undefined) {
-        // (bounded too: an unreachable broker adds nothing to the message)
-        if ((await settlesWithin(consumers, LAST_READ_MIN_MS)) && (await consumers) === 0) {
-          backendNote = ` (no worker consumes queue "${queue}": start one for it)`;
+        const leftMs = boundMs - (performance.now() - lastReadAt);
+        if (leftMs > 0 && (await settlesWithin(consumers, leftMs)) && (await consumers) === 0) {
+          backendNote = ` (the broker counts no consumer of queue "${queue}": is a worker running for it?)`;
         }
       }
     }

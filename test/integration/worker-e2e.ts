@@ -191,7 +191,7 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       expect(backend.isOpen).not.toBe(true);
     });
 
-    it("a get() that times out on a queue no worker consumes says so; with a worker on it, it does not", async () => {
+    it("a get() that times out on a queue the broker counts no consumer of says so; with a worker on it, it does not", async () => {
       const app = await fresh();
       let release: () => void = () => undefined;
       const held = new Promise<void>((resolve) => {
@@ -209,7 +209,7 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       const lonely = await unconsumed.get({ timeout: 0.3 }).catch((e: unknown) => e);
       expect(lonely).toBeInstanceOf(TimeoutError);
       expect((lonely as Error).message).toBe(
-        `task ${unconsumed.taskId}: no result after 0.3 s (no worker consumes queue "nobody": start one for it)`,
+        `task ${unconsumed.taskId}: no result after 0.3 s (the broker counts no consumer of queue "nobody": is a worker running for it?)`,
       );
       const w = await worker(app, { queue: "nobody" });
       await running; // the worker took it: the queue has a consumer now

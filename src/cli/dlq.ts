@@ -264,13 +264,16 @@ async function purge(spec: string, opts: DlqCommandOptions): Promise<number> {
   return withApp(spec, async ({ app }) => {
     await connectBroker(app);
     const queues = targetQueues(app, opts.queue);
-    if (!opts.yes) {
-      const counts = await Promise.all(queues.map((queue) => app.broker.getDlqCount(queue)));
-      const dead = counts.reduce((a, b) => a + b, 0);
-      await confirmDeletion(`delete the ${dead} dead-letter message(s) of ${queues.join(", ")}?`, dead === 0);
-    }
     const purged: Record<string, number> = {};
-    for (const queue of queues) purged[queue] = await app.broker.purgeDlq(queue);
+    // Asked: what the DLQs hold now (a purge takes what arrives meanwhile too); nothing there, nothing asked or purged.
+    const counts = opts.yes ? undefined : await Promise.all(queues.map((queue) => app.broker.getDlqCount(queue)));
+    const dead = counts?.reduce((a, b) => a + b, 0);
+    if (dead !== 0) {
+      if (dead !== undefined) {
+        await confirmDeletion(`delete every dead-letter message of ${queues.join(", ")} (${dead} now)?`, false);
+      }
+      for (const queue of queues) purged[queue] = await app.broker.purgeDlq(queue);
+    } else for (const queue of queues) purged[queue] = 0;
     if (opts.json) printJson(purged);
     else {
       const total = Object.values(purged).reduce((a, b) => a + b, 0);

@@ -58,13 +58,16 @@ async function purge(spec: string, opts: QueueCommandOptions): Promise<number> {
   return withApp(spec, async ({ app }) => {
     await connectBroker(app);
     const queues = targetQueues(app, opts.queue);
-    if (!opts.yes) {
-      const sizes = await Promise.all(queues.map((queue) => app.broker.getQueueSize(queue)));
-      const waiting = sizes.reduce((a, b) => a + b, 0);
-      await confirmDeletion(`delete the ${waiting} waiting message(s) of ${queues.join(", ")}?`, waiting === 0);
-    }
     const purged: Record<string, number> = {};
-    for (const queue of queues) purged[queue] = await app.broker.purgeQueue(queue);
+    // Asked: what waits now (a purge takes what arrives meanwhile too); nothing waiting, nothing asked or purged.
+    const sizes = opts.yes ? undefined : await Promise.all(queues.map((queue) => app.broker.getQueueSize(queue)));
+    const waiting = sizes?.reduce((a, b) => a + b, 0);
+    if (waiting !== 0) {
+      if (waiting !== undefined) {
+        await confirmDeletion(`delete every waiting message of ${queues.join(", ")} (${waiting} now)?`, false);
+      }
+      for (const queue of queues) purged[queue] = await app.broker.purgeQueue(queue);
+    } else for (const queue of queues) purged[queue] = 0;
     if (opts.json) printJson(purged);
     else {
       const total = Object.values(purged).reduce((a, b) => a + b, 0);

@@ -96,6 +96,15 @@ export const KNOWN_ENV_NAMES: ReadonlySet<string> = new Set([
     "SYNCHRONOUS",
   ]),
   ...["POSTGRES", "MYSQL", "MSSQL", "SQLITE"].flatMap((db) => family(`CHICORY_BACKEND_${db}_`, SQL)),
-  // the test suites' own (README, "Testing")
-  ...family("CHICORY_RELIABILITY_", ["FULL", "KEEP", "REPORT_DIR", "ROOT", "SEED"]),
 ]);
+
+/**
+ * Prefixes of the variables of this project's own test suites and benchmarks (README,
+ * "Testing"; bench/README.md), which their worker processes inherit.
+ */
+export const KNOWN_ENV_PREFIXES: readonly string[] = [
+  "CHICORY_RELIABILITY_",
+  "CHICORY_TEST_",
+  "CHICORY_BENCH_",
+  "CHICORY_DIST",
+];

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { parseEnv } from "node:util";
 import { ConfigurationError } from "../errors.js";
 import { type Duration, toMs } from "./duration.js";
-import { KNOWN_ENV_NAMES } from "./env-names.js";
+import { KNOWN_ENV_NAMES, KNOWN_ENV_PREFIXES } from "./env-names.js";
 
 /** A read-only map of environment variables. */
 export type EnvMap = Readonly<Record<string, string | undefined>>;
@@ -66,6 +66,7 @@ export function unknownEnvNames(env: EnvMap): Array<{ name: string; meant: strin
   const found: Array<{ name: string; meant: string | undefined }> = [];
   for (const name of Object.keys(env)) {
     if (!name.startsWith("CHICORY_") || KNOWN_ENV_NAMES.has(name) || consulted.has(name)) continue;
+    if (KNOWN_ENV_PREFIXES.some((prefix) => name.startsWith(prefix))) continue;
     let meant: string | undefined;
     let distance = SUGGESTION_DISTANCE + 1;
     const candidates = [...KNOWN_ENV_NAMES, ...consulted];

@@ -51,6 +51,8 @@ describe("unknown CHICORY_* variables", () => {
       CHICORY_SOMETHING_ELSE: "1", // like nothing known
       CHICORY_BACKEND_MSSQL_PORT: "1433", // known: another backend's, not reported
       CHICORY_LOG_FORMAT: "json",
+      CHICORY_TEST_ANYTHING: "1", // this project's test suites' own
+      CHICORY_RELIABILITY_FULL: "1",
       NOT_CHICORY_WORKER_CONCURENCY: "1", // not ours
     };
     expect(unknownEnvNames(env)).toEqual([

@@ -49,3 +49,34 @@ export async function confirmDeletion(
   }
   if (!/^\s*y(es)?\s*$/i.test(answer)) throw new CliFailure("nothing deleted (not confirmed)");
 }
+
+/** What {@link purgeConfirmed} purges: `what` names the messages in the question. */
+export interface PurgeTarget {
+  readonly what: string;
+  count(queue: string): Promise<number>;
+  purge(queue: string): Promise<number>;
+}
+
+/**
+ * Purges `queues` (`queue purge`, `dlq purge`), after asking unless `yes`: the question says
+ * how many there are now (the purge takes what arrives meanwhile too); with none counted,
+ * nothing is asked or purged. Returns how many each queue's purge deleted.
+ */
+export async function purgeConfirmed(
+  queues: readonly string[],
+  yes: boolean | undefined,
+  target: PurgeTarget,
+): Promise<Record<string, number>> {
+  const purged: Record<string, number> = {};
+  if (yes !== true) {
+    const counts = await Promise.all(queues.map((queue) => target.count(queue)));
+    const now = counts.reduce((a, b) => a + b, 0);
+    if (now === 0) {
+      for (const queue of queues) purged[queue] = 0;
+      return purged;
+    }
+    await confirmDeletion(`delete every ${target.what} of ${queues.join(", ")} (${now} now)?`, yes);
+  }
+  for (const queue of queues) purged[queue] = await target.purge(queue);
+  return purged;
+}

@@ -9,7 +9,7 @@ import type { Command } from "commander";
 import type { Chicory } from "../app.js";
 import type { DlqMessage } from "../brokers/broker.js";
 import { connectApp, connectBroker, targetQueues, withApp } from "./app-session.js";
-import { confirmDeletion, requireConfirmable } from "./confirm.js";
+import { purgeConfirmed, requireConfirmable } from "./confirm.js";
 import { intAtLeast, withLogLevel, withQueues } from "./options.js";
 import { CliFailure, CliUsageError, EXIT_OK, printInfo, printJson, printLine, printTable, truncate } from "./output.js";
 
@@ -264,16 +264,11 @@ async function purge(spec: string, opts: DlqCommandOptions): Promise<number> {
   return withApp(spec, async ({ app }) => {
     await connectBroker(app);
     const queues = targetQueues(app, opts.queue);
-    const purged: Record<string, number> = {};
-    // Asked: what the DLQs hold now (a purge takes what arrives meanwhile too); nothing there, nothing asked or purged.
-    const counts = opts.yes ? undefined : await Promise.all(queues.map((queue) => app.broker.getDlqCount(queue)));
-    const dead = counts?.reduce((a, b) => a + b, 0);
-    if (dead !== 0) {
-      if (dead !== undefined) {
-        await confirmDeletion(`delete every dead-letter message of ${queues.join(", ")} (${dead} now)?`, false);
-      }
-      for (const queue of queues) purged[queue] = await app.broker.purgeDlq(queue);
-    } else for (const queue of queues) purged[queue] = 0;
+    const purged = await purgeConfirmed(queues, opts.yes, {
+      what: "dead-letter message",
+      count: (queue) => app.broker.getDlqCount(queue),
+      purge: (queue) => app.broker.purgeDlq(queue),
+    });
     if (opts.json) printJson(purged);
     else {
       const total = Object.values(purged).reduce((a, b) => a + b, 0);

@@ -5,7 +5,7 @@
  */
 import type { Command } from "commander";
 import { connectBroker, targetQueues, withApp } from "./app-session.js";
-import { confirmDeletion, requireConfirmable } from "./confirm.js";
+import { purgeConfirmed, requireConfirmable } from "./confirm.js";
 import { withLogLevel, withQueues } from "./options.js";
 import { EXIT_OK, printJson, printLine, printTable } from "./output.js";
 
@@ -58,16 +58,11 @@ async function purge(spec: string, opts: QueueCommandOptions): Promise<number> {
   return withApp(spec, async ({ app }) => {
     await connectBroker(app);
     const queues = targetQueues(app, opts.queue);
-    const purged: Record<string, number> = {};
-    // Asked: what waits now (a purge takes what arrives meanwhile too); nothing waiting, nothing asked or purged.
-    const sizes = opts.yes ? undefined : await Promise.all(queues.map((queue) => app.broker.getQueueSize(queue)));
-    const waiting = sizes?.reduce((a, b) => a + b, 0);
-    if (waiting !== 0) {
-      if (waiting !== undefined) {
-        await confirmDeletion(`delete every waiting message of ${queues.join(", ")} (${waiting} now)?`, false);
-      }
-      for (const queue of queues) purged[queue] = await app.broker.purgeQueue(queue);
-    } else for (const queue of queues) purged[queue] = 0;
+    const purged = await purgeConfirmed(queues, opts.yes, {
+      what: "waiting message",
+      count: (queue) => app.broker.getQueueSize(queue),
+      purge: (queue) => app.broker.purgeQueue(queue),
+    });
     if (opts.json) printJson(purged);
     else {
       const total = Object.values(purged).reduce((a, b) => a + b, 0);

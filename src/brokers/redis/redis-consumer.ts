@@ -590,13 +590,12 @@ export class RedisConsumer implements Consumer {
     this.#isBlocking = blockMs !== undefined;
     if (withAcks !== undefined) sentAtMs = performance.now();
     let reply: ReadReply;
-    const readSentAtMs = performance.now();
     try {
       reply = (await conn.call("XREADGROUP", ...args)) as ReadReply;
     } finally {
       this.#isBlocking = false;
     }
-    if (reply === null && blockMs !== undefined && performance.now() - readSentAtMs >= blockMs + GAVE_UP_AFTER_MS) {
+    if (reply === null && blockMs !== undefined && performance.now() - sentAtMs >= blockMs + GAVE_UP_AFTER_MS) {
       // Ended by the client's own time limit (READ_GIVE_UP_GRACE_MS), not by Redis: no reply
       // (Redis frozen?). Should Redis hand this read entries later, they are pending for this
       // consumer and not held: the next fetch takes them back.

@@ -140,18 +140,19 @@ export class RedisSettler implements DeliverySettler {
   readonly #records: RedisRecordWriter | undefined;
 
   /**
-   * @param onSettled called once a delivery no longer needs lease renewal; `isStillPending` when
-   *   its entry may still be pending for this consumer (a dead letter refused by a full DLQ, a
-   *   release that failed): it is left to its lease, then reclaimed
-   * @param logger the consumer's logger (default: the broker's)
-   * @param records the result backend whose records acks may carry (same server and database)
-   */
-  /**
    * How long the consumer was just out of touch with Redis (0 outside the window that follows
    * such a gap; see redis-contact.ts): no other worker takes an entry for that long more.
    */
   readonly #outOfTouchMs: () => number;
 
+  /**
+   * @param onSettled called once a delivery no longer needs lease renewal; `isStillPending` when
+   *   its entry may still be pending for this consumer (a dead letter refused by a full DLQ, a
+   *   release that failed): it is left to its lease, then reclaimed
+   * @param logger the consumer's logger (default: the broker's)
+   * @param records the result backend whose records acks may carry (same server and database)
+   * @param outOfTouchMs how long the consumer was just out of touch with Redis (see the field)
+   */
   constructor(
     ctx: RedisBrokerContext,
     consumerId: string,

@@ -23,6 +23,7 @@ const LEASE_MS = 600_000;
 const r = connect();
 defineBrokerScripts(r);
 const key = "bench:reclaim-cost";
+const PULSE = `${key}:pulse`;
 
 async function usecOf(command) {
   const info = await r.info("commandstats");
@@ -41,7 +42,7 @@ async function sweep(step) {
 }
 
 for (const n of SIZES) {
-  await r.del(key);
+  await r.del(key, PULSE);
   for (let i = 0; i < n; i += 5000) {
     const p = r.pipeline();
     for (let k = 0; k < Math.min(5000, n - i); k++) p.xadd(key, "*", "data", "x");
@@ -53,13 +54,13 @@ for (const n of SIZES) {
     await r.call("XREADGROUP", "GROUP", "g", `c${(i / 10_000) % 7}`, "COUNT", 10_000, "STREAMS", key, ">");
   }
   for (const free of [1, 32]) {
-    await runScript(r, "chicoryReclaim", [key], ["g", "me", LEASE_MS, "0-0", free, SCAN_LIMIT, PAGE, 0, 0, 0]); // loaded
+    await runScript(r, "chicoryReclaim", [key, PULSE], ["g", "me", LEASE_MS, "0-0", free, SCAN_LIMIT, PAGE, 0, 0, 0]); // loaded
     await r.config("RESETSTAT");
     const calls = await sweep(async (cursor) => {
       const [next] = await runScript(
         r,
         "chicoryReclaim",
-        [key],
+        [key, PULSE],
         ["g", "me", LEASE_MS, cursor, free, SCAN_LIMIT, PAGE, 0, 0, 0],
       );
       return next;
@@ -78,5 +79,5 @@ for (const n of SIZES) {
     );
   }
 }
-await r.del(key);
+await r.del(key, PULSE);
 r.disconnect();

@@ -6,8 +6,8 @@
  * And a server that is down (SIGKILL): a publish still waiting for it when the app disconnects
  * ends then ("outcome unknown"), not at its 10 s time limit, nor never.
  * And a freeze longer than the lease: every entry looks expired when Redis answers again, and a
- * worker coming out of the freeze must not take a live worker's job before that worker's
- * renewal gets in; a dead worker's job is still taken over.
+ * worker coming out of the freeze, or one started during it, must not take a live worker's job
+ * before that worker's renewal gets in; a dead worker's job is still taken over.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -91,9 +91,14 @@ describe.skipIf(!hasRedisServer && process.env.CI !== "true")("infra: own redis-
     }
   });
 
-  it("a freeze longer than the lease: a live worker's job stays with it; a dead worker's is taken over after", {
-    timeout: 60_000,
-  }, async () => {
+  /**
+   * Two entries held by other workers' consumers: "live" renews its lease 0.5 s after the freeze
+   * ends (a little after the workers under test come out of it, as a renewal can), "dead" never
+   * does. Worker A runs through the freeze; with `lateWorker`, worker B (another app on the same
+   * server) starts during it, and never saw Redis before the stall. Neither may run "live"; the
+   * dead worker's job is taken over after. Returns the warnings logged.
+   */
+  async function freezeLongerThanTheLease(lateWorker: boolean): Promise<string[]> {
     const LEASE_MS = 3000;
     // longer than the lease, and than a blocked read's client-side time limit (its block + 5 s),
     // which ends the read with no reply from Redis
@@ -101,22 +106,10 @@ describe.skipIf(!hasRedisServer && process.env.CI !== "true")("infra: own redis-
     const dir = mkdtempSync(join(tmpdir(), "chicory-frozen-"));
     const server = new OwnRedis(await freePort(), dir, "none");
     await server.start();
-    const broker = new RedisBroker({
-      url: server.url,
-      keyPrefix: "frozen",
-      consumerGroup: "g",
-      claimMinIdleMs: LEASE_MS,
-      env: {},
-    });
-    const app = new Chicory({ broker, backend: null });
     const runs: string[] = [];
     let deadJobRan: () => void = () => undefined;
     const deadJobRun = new Promise<void>((resolve) => {
       deadJobRan = resolve;
-    });
-    const job = app.task({ name: "frozen_job" }, async (of: string) => {
-      runs.push(of);
-      if (of === "dead") deadJobRan();
     });
     const warnings: string[] = [];
     const logger: Logger = {
@@ -126,15 +119,31 @@ describe.skipIf(!hasRedisServer && process.env.CI !== "true")("infra: own redis-
       error: () => undefined,
       child: () => logger,
     };
+    const newApp = () => {
+      const app = new Chicory({
+        broker: new RedisBroker({
+          url: server.url,
+          keyPrefix: "frozen",
+          consumerGroup: "g",
+          claimMinIdleMs: LEASE_MS,
+          env: {},
+        }),
+        backend: null,
+      });
+      const job = app.task({ name: "frozen_job" }, async (of: string) => {
+        runs.push(of);
+        if (of === "dead") deadJobRan();
+      });
+      return { app, job, worker: new Worker(app, { logger, concurrency: 4 }) };
+    };
+    const a = newApp();
+    const b = newApp();
     const raw = new Redis(server.url);
-    const worker = new Worker(app, { logger, concurrency: 4 });
     const stream = "frozen:stream:{default}";
     try {
       await raw.xgroup("CREATE", stream, "g", "0", "MKSTREAM");
-      await job.delay("live");
-      await job.delay("dead");
-      // Two other workers' reads: "live" renews its lease after the freeze (a little after the
-      // worker under test comes out of it, as a renewal can), "dead" never does.
+      await a.job.delay("live");
+      await a.job.delay("dead");
       const read = async (consumer: string) => {
         const reply = (await raw.xreadgroup("GROUP", "g", consumer, "COUNT", 1, "STREAMS", stream, ">")) as Array<
           [string, Array<[string, string[]]>]
@@ -143,14 +152,25 @@ describe.skipIf(!hasRedisServer && process.env.CI !== "true")("infra: own redis-
       };
       const liveId = await read("live-worker");
       await read("dead-worker");
-      await worker.start();
+      await a.worker.start();
+      await b.app.connect();
       const consumers = async () => ((await raw.xinfo("CONSUMERS", stream, "g")) as unknown[]).length;
       expect(await waitFor(async () => (await consumers()) === 3, 10_000)).toBe(true);
+      // worker A has reclaimed once at least: the queue's pulse is kept (as for any worker running
+      // longer than its first second)
+      expect(await waitFor(async () => (await raw.hexists("frozen:pulse:{default}", "at")) === 1, 10_000)).toBe(true);
       process.kill(server.pid as number, "SIGSTOP");
-      await sleepMs(FREEZE_MS);
+      let bStarted: Promise<void> = Promise.resolve();
+      if (lateWorker) {
+        await sleepMs(FREEZE_MS - 3000);
+        bStarted = b.worker.start(); // its first call gets in when Redis answers again
+        await sleepMs(3000);
+      } else await sleepMs(FREEZE_MS);
       process.kill(server.pid as number, "SIGCONT");
       await raw.ping(); // Redis answers again; both entries have been idle longer than the lease
+      await bStarted;
       await sleepMs(500);
+      expect(runs).not.toContain("live");
       expect(await raw.xclaim(stream, "g", "live-worker", 0, liveId, "JUSTID")).toEqual([liveId]);
       await sleepMs(500);
       await raw.xack(stream, "g", liveId); // the live worker finished its job
@@ -162,14 +182,30 @@ describe.skipIf(!hasRedisServer && process.env.CI !== "true")("infra: own redis-
         }),
       ]);
       expect(runs).toEqual(["dead"]);
-      expect(warnings).toContainEqual(expect.stringMatching(/^redis: no reply from Redis for gapMs/));
+      return warnings;
     } finally {
       if (server.pid !== undefined) process.kill(server.pid, "SIGCONT");
-      await worker.stop().catch(() => undefined);
-      await app.disconnect().catch(() => undefined);
+      await Promise.allSettled([a.worker.stop(), b.worker.stop()]);
+      await Promise.allSettled([a.app.disconnect(), b.app.disconnect()]);
       raw.disconnect();
       await server.kill();
       rmSync(dir, { recursive: true, force: true });
     }
+  }
+
+  it("a freeze longer than the lease: a live worker's job stays with it; a dead worker's is taken over after", {
+    timeout: 60_000,
+  }, async () => {
+    const warnings = await freezeLongerThanTheLease(false);
+    expect(warnings).toContainEqual(expect.stringMatching(/^redis: no reply from Redis for gapMs/));
+  });
+
+  it("a worker started during a freeze longer than the lease leaves the live worker's job alone too", {
+    timeout: 60_000,
+  }, async () => {
+    const warnings = await freezeLongerThanTheLease(true);
+    expect(warnings).toContainEqual(
+      expect.stringMatching(/^redis: no consumer was in touch with this queue for quietMs/),
+    );
   });
 });

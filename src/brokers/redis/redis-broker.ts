@@ -485,7 +485,7 @@ export class RedisBroker implements Broker {
     const groups = queues.map((queue) => {
       const k = this.#keys.get(queue);
       return {
-        keys: [k.stream, k.delayed, k.delayedData, k.dlq, k.unique, `${k.sent}:check`],
+        keys: [k.stream, k.delayed, k.delayedData, k.dlq, k.unique, k.pulse, `${k.sent}:check`],
         what: `the keys of queue "${queue}"`,
       };
     });

@@ -21,6 +21,9 @@
  *   in Redis's replies (Redis frozen or restarting, or this process stalled) it renews them at
  *   once, and for one claimMinIdle reclaims only entries idle longer than claimMinIdle plus
  *   the gap: the live owners, cut off by the same stall, renew first (redis-contact.ts).
+ *   Its reclaims and renewals also keep the queue's pulse, which opens the same window for
+ *   every consumer of the queue when none could call for that long (fleet-pulse.lua): one
+ *   that started during the stall saw no gap of its own.
  * - Liveness: Redis 7.0 counts a consumer's `idle` (XINFO CONSUMERS) from the last time it got
  *   entries, not from its last read, so a live worker with nothing to do looks stale to
  *   `cleanupStaleClients`. A consumer that got nothing for 2 s shows itself with an empty
@@ -656,10 +659,10 @@ export class RedisConsumer implements Consumer {
     const count = Math.min(room, RECLAIM_COUNT);
     const sentAtMs = performance.now();
     const extraMs = this.#contact.extraMs(sentAtMs);
-    const [cursor, flat, redisNowMs, appliedMs] = (await runScript(
+    const [cursor, flat, redisNowMs, appliedMs, streamExtraMs, opened] = (await runScript(
       conn,
       "chicoryReclaim",
-      [q.keys.stream],
+      [q.keys.stream, q.keys.pulse],
       [
         this.#ctx.group,
         this.#consumerId,
@@ -672,10 +675,11 @@ export class RedisConsumer implements Consumer {
         this.#contact.stallMs,
         extraMs,
       ],
-    )) as [string, Array<string | string[] | number>, number, number];
+    )) as [string, Array<string | string[] | number>, number, number, number, number];
     this.#replied(Number(redisNowMs), q.keys.stream);
     // The script saw a stall that began after the last reply (it ran after it): the same window.
     if (Number(appliedMs) > extraMs) this.#outOfTouch(this.#contact.outOfTouch(Number(appliedMs)));
+    if (opened === 1) this.#streamWindowOpened(q, Number(streamExtraMs));
     const claimed = this.#handOutClaimed(q, flat, out, sentAtMs);
     q.reclaimCursor = cursor;
     const now = performance.now();
@@ -829,8 +833,8 @@ export class RedisConsumer implements Consumer {
     const [lost, gone, noGroup] = (await runScript(
       this.#ctx.main,
       "chicoryRenew",
-      [q.keys.stream],
-      [this.#ctx.group, this.#consumerId, ...ids],
+      [q.keys.stream, q.keys.pulse],
+      [this.#ctx.group, this.#consumerId, this.#contact.stallMs, this.#ctx.claimMinIdleMs, ...ids],
     )) as [string[], string[], number];
     this.#replied();
     if (noGroup === 1) q.hasGroup = false; // the next fetch re-creates it
@@ -953,6 +957,26 @@ export class RedisConsumer implements Consumer {
         "so that live workers cut off by the same stall keep their jobs",
     );
     void this.#renewLeases();
+  }
+
+  /**
+   * This consumer's reclaim step opened `q`'s stream window (fleet-pulse.lua): no consumer had
+   * called on the stream for `quietMs`, or this consumer saw a stall during which none did. Said
+   * once, by the consumer that opened it.
+   */
+  #streamWindowOpened(q: QueueState, quietMs: number): void {
+    if (this.#isClosed) return;
+    this.#logger.warn(
+      {
+        consumer: this.#consumerId,
+        queue: q.keys.queue,
+        quietMs,
+        windowMs: this.#ctx.claimMinIdleMs,
+      },
+      "redis: no consumer was in touch with this queue for quietMs (Redis frozen, paused or restarting, or no worker was running): " +
+        "for the next claimMinIdle every consumer reclaims only entries idle longer than claimMinIdle + quietMs, " +
+        "so that live workers cut off by a stall keep their jobs",
+    );
   }
 
   #queueOf(delivery: RedisDelivery): QueueState | undefined {

@@ -15,7 +15,8 @@
  * itself when the gap ended while the script was on its way (sent just before the stall):
  * it gets the Redis time of this consumer's last reply, from the offset between the two clocks
  * that the scripts of that stream's server returned (per stream: the servers of a Cluster may
- * disagree on the time).
+ * disagree on the time). The scripts also keep a pulse per stream (fleet-pulse.lua), so that a
+ * stall is waited out by consumers that did not see it (one started during it).
  * Times are `performance.now()` readings, except the Redis times the scripts return.
  * @module
  */

@@ -33,6 +33,11 @@ export interface QueueKeys {
    * short TTL): a call the client sends again after a dropped connection adds nothing twice.
    */
   readonly sent: string;
+  /**
+   * The consumers' pulse on this queue's stream (a hash: the Redis time of a live consumer's last
+   * reclaim or renewal, and the out-of-touch window open after a stall; `fleet-pulse.lua`).
+   */
+  readonly pulse: string;
 }
 
 /** Builds the keys of `queue` under `prefix`. */
@@ -47,6 +52,7 @@ export function queueKeys(prefix: string, queue: string): QueueKeys {
     dlq: `${prefix}:dlq:${tag}`,
     unique: `${prefix}:unique:${tag}`,
     sent: `${prefix}:sent:${tag}`,
+    pulse: `${prefix}:pulse:${tag}`,
   };
 }
 

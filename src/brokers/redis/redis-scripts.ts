@@ -53,6 +53,11 @@ function withClaimEntries(name: string): string {
   return `local function claimEntries(stream, group, consumer, minIdle, ids, counts, keep)\n${lua("claim-entries")}\nend\n${lua(name)}`;
 }
 
+/** A script below fleetPulse (fleet-pulse.lua, see its header). */
+function withFleetPulse(body: string): string {
+  return `local function fleetPulse(key, nowMs, stallMs, leaseMs, seenMs)\n${lua("fleet-pulse")}\nend\n${body}`;
+}
+
 /** `owner-of.lua` as the local function ownerOf (see its header). */
 function ownerOfLua(): string {
   return `local function ownerOf(stream, group, id)\n${lua("owner-of")}\nend`;
@@ -69,9 +74,9 @@ const SCRIPTS = {
   chicoryPublishBatch: { numberOfKeys: 2, lua: lua("publish-batch") },
   chicoryPublishDelayed: { numberOfKeys: 5, lua: lua("publish-delayed") },
   chicoryMoveDelayed: { numberOfKeys: 4, lua: lua("move-delayed") },
-  chicoryReclaim: { numberOfKeys: 1, lua: withClaimEntries("reclaim") },
+  chicoryReclaim: { numberOfKeys: 2, lua: withFleetPulse(withClaimEntries("reclaim")) },
   chicoryRecoverOwn: { numberOfKeys: 1, lua: withClaimEntries("recover-own") },
-  chicoryRenew: { numberOfKeys: 1, lua: withHolderOf("renew") },
+  chicoryRenew: { numberOfKeys: 2, lua: withFleetPulse(withHolderOf("renew")) },
   chicoryLeaseState: { numberOfKeys: 1, lua: withHolderOf("lease-state") },
   chicoryRelease: { numberOfKeys: 1, lua: lua("release") },
   chicoryAck: { numberOfKeys: 2, lua: ackLua() },

@@ -27,6 +27,8 @@ export interface BrokerSandbox {
   readonly stream: string;
   /** Key of the queue's DLQ stream. */
   readonly dlq: string;
+  /** The queue's pulse key (fleet-pulse.lua). */
+  readonly pulse: string;
   readonly group: string;
 }
 
@@ -72,6 +74,7 @@ export async function openBrokerSandbox(
     consumer,
     stream: `${prefix}:stream:{${queue}}`,
     dlq: `${prefix}:dlq:{${queue}}`,
+    pulse: `${prefix}:pulse:{${queue}}`,
     group: broker.settings.consumerGroup,
   };
 }

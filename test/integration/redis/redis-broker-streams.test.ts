@@ -262,7 +262,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
       const [next, flat] = (await runScript(
         client,
         "chicoryReclaim",
-        [s.stream],
+        [s.stream, s.pulse],
         [s.group, "me", 60_000, cursor, 1, 20, 10, 0, 0, 0],
       )) as [string, unknown[]];
       steps.push([next, flat]);
@@ -292,20 +292,107 @@ describe.skipIf(skip)("redis broker: streams", () => {
       runScript(
         client,
         "chicoryReclaim",
-        [s.stream],
+        [s.stream, s.pulse],
         [s.group, "me", 60_000, "0-0", 1, 20, 10, lastReplyMs, 30_000, extraMs],
       );
     // the consumer's last reply was 2 hours ago (Redis was frozen since): 1 h idle is not enough
-    const [, none, , applied] = (await reclaim(nowMs - 7_200_000, 0)) as [string, unknown[], number, number];
+    const [, none, , applied, streamExtra, opened] = (await reclaim(nowMs - 7_200_000, 0)) as [
+      string,
+      unknown[],
+      number,
+      number,
+      number,
+      number,
+    ];
     expect(none).toEqual([]);
     expect(applied).toBeGreaterThanOrEqual(7_200_000);
+    // nobody called on the stream during that stall: it opened the stream's window for all
+    expect([streamExtra, opened]).toEqual([applied, 1]);
+    await s.raw.del(s.pulse);
     // an open window asks for its extra too
     const [, stillNone] = (await reclaim(0, 3_600_000)) as [string, unknown[]];
     expect(stillNone).toEqual([]);
+    await s.raw.del(s.pulse); // (that window opened the stream's too: nobody had called)
+    // a stall of its own while another consumer called (this process stalled, not Redis): the
+    // stream's window stays shut
+    await s.raw.hset(s.pulse, "at", nowMs - 1000);
+    const [, , , ownOnly, noStreamExtra] = (await reclaim(nowMs - 7_200_000, 0)) as [
+      string,
+      unknown[],
+      number,
+      number,
+      number,
+    ];
+    expect(ownOnly).toBeGreaterThanOrEqual(7_200_000);
+    expect(noStreamExtra).toBe(0);
     // a recent last reply and no window: taken
     const [, flat, , noExtra] = (await reclaim(nowMs, 0)) as [string, unknown[], number, number];
     expect(flat[0]).toBe(deadId);
     expect(noExtra).toBe(0);
+  });
+
+  it("after no consumer called on the stream for longer than the threshold, every consumer's reclaim waits for the lease plus that time, for one lease", async () => {
+    const s = await setup({ claimMinIdleMs: 60_000, blockMs: 20 });
+    const { deadId } = await behindLiveEntries(s, 1); // the dead one idle for an hour
+    const client = s.raw as unknown as RedisClientLike;
+    defineBrokerScripts(client);
+    const nowMs = Number((await s.raw.time())[0]) * 1000;
+    // consumers that never saw a stall of their own (no last reply known, no window)
+    const reclaim = (consumer: string, stallMs = 30_000) =>
+      runScript(
+        client,
+        "chicoryReclaim",
+        [s.stream, s.pulse],
+        [s.group, consumer, 60_000, "0-0", 1, 20, 10, 0, stallMs, 0],
+      ) as Promise<[string, unknown[], number, number, number, number]>;
+    // the last call on the stream was 2 hours ago (Redis frozen since, or no worker running)
+    await s.raw.hset(s.pulse, "at", nowMs - 7_200_000);
+    const [, none, , own, streamExtra, opened] = await reclaim("started-during-the-stall");
+    expect([none, own, opened]).toEqual([[], 0, 1]);
+    expect(streamExtra).toBeGreaterThanOrEqual(7_200_000);
+    // the window is the stream's: another consumer waits too, and it was not opened again
+    const [, stillNone, , , sameExtra, openedAgain] = await reclaim("another");
+    expect([stillNone, openedAgain, sameExtra]).toEqual([[], 0, streamExtra]);
+    const until = Number(await s.raw.hget(s.pulse, "until"));
+    expect(until - nowMs).toBeGreaterThanOrEqual(60_000);
+    expect(until - nowMs).toBeLessThan(70_000);
+    // the window over (one lease later), the dead one's entry is taken
+    await s.raw.hset(s.pulse, "until", nowMs - 1);
+    const [, flat, , , noExtra] = await reclaim("another");
+    expect(flat[0]).toBe(deadId);
+    expect(noExtra).toBe(0);
+  });
+
+  it("a renewal that is the first call on the stream after a long quiet opens the stream's window too; a threshold of 0 checks nothing", async () => {
+    const s = await setup({ claimMinIdleMs: 60_000, blockMs: 20 });
+    const { deadId } = await behindLiveEntries(s, 1);
+    const [[liveId = ""] = []] = (await s.raw.xpending(s.stream, s.group, "-", "+", 10, "live")) as Array<[string]>;
+    const client = s.raw as unknown as RedisClientLike;
+    defineBrokerScripts(client);
+    const nowMs = Number((await s.raw.time())[0]) * 1000;
+    await s.raw.hset(s.pulse, "at", nowMs - 7_200_000);
+    const [lost, gone] = (await runScript(
+      client,
+      "chicoryRenew",
+      [s.stream, s.pulse],
+      [s.group, "live", 30_000, 60_000, liveId],
+    )) as [string[], string[]];
+    expect([lost, gone]).toEqual([[], []]);
+    expect(Number(await s.raw.hget(s.pulse, "extra"))).toBeGreaterThanOrEqual(7_200_000);
+    const reclaim = (stallMs: number) =>
+      runScript(
+        client,
+        "chicoryReclaim",
+        [s.stream, s.pulse],
+        [s.group, "me", 60_000, "0-0", 1, 20, 10, 0, stallMs, 0],
+      ) as Promise<[string, unknown[], number, number, number, number]>;
+    const [, none, , , streamExtra, opened] = await reclaim(30_000);
+    expect([none, opened]).toEqual([[], 0]);
+    expect(streamExtra).toBeGreaterThanOrEqual(7_200_000);
+    // no window, a quiet of 2 hours again, but the check is off: taken
+    await s.raw.hset(s.pulse, "at", nowMs - 7_200_000, "until", 0);
+    const [, flat, , , noExtra, notOpened] = await reclaim(0);
+    expect([flat[0], noExtra, notOpened]).toEqual([deadId, 0, 0]);
   });
 
   it("drops an expired pending entry that is gone from the stream instead of handing it out", async () => {
@@ -927,7 +1014,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
       // a publish call's receipt (`…:sent:{Q}:<call token>`) is the only key that adds to the tag
       expect(key).toMatch(
         new RegExp(
-          `^${s.prefix}:((stream|delayed|delayed-data|dlq|unique):\\{${s.queue}\\}|sent:\\{${s.queue}\\}:[A-Za-z0-9_.-]+)$`,
+          `^${s.prefix}:((stream|delayed|delayed-data|dlq|unique|pulse):\\{${s.queue}\\}|sent:\\{${s.queue}\\}:[A-Za-z0-9_.-]+)$`,
         ),
       );
     }

@@ -1,5 +1,5 @@
 -- reclaim.lua: take over entries whose lease expired (their consumer stopped renewing).
--- KEYS[1] stream ${prefix}:stream:{Q}
+-- KEYS[1] stream ${prefix}:stream:{Q}, KEYS[2] pulse ${prefix}:pulse:{Q} (fleet-pulse.lua)
 -- ARGV[1] group, ARGV[2] this consumer, ARGV[3] min idle ms, ARGV[4] cursor (pending entry id
 -- to look from; "0-0" at the start), ARGV[5] count (most entries to take), ARGV[6] most pending
 -- entries looked at by XPENDING's IDLE filter, ARGV[7] most pending entries of one page,
@@ -8,11 +8,15 @@
 -- consumer's out-of-touch window; redis-contact.ts)
 -- Returns { next cursor ("0-0" once the pending list was looked at to its end),
 -- { id, fields, deliveryCount, id, fields, deliveryCount, ... }, Redis time ms, extra idle ms
--- applied }.
+-- of this consumer's own (its window, or the stall this call ran after), extra idle ms of the
+-- stream's window (fleet-pulse.lua; 0: none), 1 when this call opened that window }.
 -- Entries are taken when idle longer than the min idle plus the extra. When this call ran
 -- after a stall that began after this consumer's last reply (Redis frozen or restarting while
 -- the call was on its way), the gap is the extra: the live owners were cut off as long as this
--- consumer, and their renewals are on their way too.
+-- consumer, and their renewals are on their way too. The stream's window (fleet-pulse.lua)
+-- applies too: opened when no consumer called on this stream for longer than the threshold (a
+-- stall this consumer may not have seen, having started during it), or by this consumer's own
+-- stall when nobody called during it, so that consumers that did not see it wait as well.
 -- Finds the expired entries however few free slots the caller has (XAUTOCLAIM looks at no more
 -- than ten times its COUNT per call: a worker with one free slot would crawl through a busy
 -- fleet's pending list ten entries per call), in a call of bounded length (the pending list of
@@ -23,14 +27,15 @@
 --   entry crosses into Lua: slower per entry, so the page is smaller).
 -- Atomic: the entries are claimed in the step that found them, and the delivery counter of
 -- each (previous deliveries + this one) is the real one for the poison check.
--- Composed at load time below claimEntries (claim-entries.lua).
+-- Composed at load time below claimEntries (claim-entries.lua) and fleetPulse (fleet-pulse.lua).
 local time = redis.call('TIME')
 local nowMs = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local extra, lastReply = tonumber(ARGV[10]), tonumber(ARGV[8])
 if lastReply > 0 and nowMs - lastReply > tonumber(ARGV[9]) then
   extra = math.max(extra, nowMs - lastReply)
 end
-local minIdle, want = tonumber(ARGV[3]) + extra, tonumber(ARGV[5])
+local pulse = fleetPulse(KEYS[2], nowMs, tonumber(ARGV[9]), tonumber(ARGV[3]), extra)
+local minIdle, want = tonumber(ARGV[3]) + math.max(extra, pulse[1]), tonumber(ARGV[5])
 local scanLimit, pageSize = tonumber(ARGV[6]), tonumber(ARGV[7])
 local ids, counts = {}, {}
 local cursor = '0-0'
@@ -60,6 +65,6 @@ if #ids >= want then
   cursor = '(' .. ids[#ids]
 end
 if #ids == 0 then
-  return { cursor, {}, nowMs, extra }
+  return { cursor, {}, nowMs, extra, pulse[1], pulse[2] }
 end
-return { cursor, claimEntries(KEYS[1], ARGV[1], ARGV[2], minIdle, ids, counts, nil), nowMs, extra }
+return { cursor, claimEntries(KEYS[1], ARGV[1], ARGV[2], minIdle, ids, counts, nil), nowMs, extra, pulse[1], pulse[2] }

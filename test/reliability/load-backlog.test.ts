@@ -182,7 +182,9 @@ describe.skipIf(!hasRedisServer)("L1 backlog drain with bounds (own redis-server
         const settleStart = Date.now();
         // Publish calls' receipts expire after 60 s (checked below): not waited for.
         const isReceipt = (key: string) => key.startsWith(`${PREFIX}:sent:`);
-        const kept = (key: string) => key === STREAM || key === `${PREFIX}:workers` || isReceipt(key);
+        // The stream stays (with its group), and so does the queue's pulse (fleet-pulse.lua).
+        const kept = (key: string) =>
+          key === STREAM || key === `${PREFIX}:pulse:{default}` || key === `${PREFIX}:workers` || isReceipt(key);
         const expected = (key: string) => kept(key) || key.startsWith(`${PREFIX}:heartbeat:`);
         let leftovers: string[] = [];
         await waitUntil(

@@ -140,8 +140,10 @@ export class RedisSettler implements DeliverySettler {
   readonly #records: RedisRecordWriter | undefined;
 
   /**
-   * How long the consumer was just out of touch with Redis (0 outside the window that follows
-   * such a gap; see redis-contact.ts): no other worker takes an entry for that long more.
+   * Notes the reply from Redis just received (a settle call's, which can be the first after a
+   * stall), then says how long the consumer was just out of touch with Redis (0 outside the
+   * window that follows such a gap; see redis-contact.ts): no other worker takes an entry for
+   * that long more.
    */
   readonly #outOfTouchMs: () => number;
 
@@ -151,7 +153,8 @@ export class RedisSettler implements DeliverySettler {
    *   release that failed): it is left to its lease, then reclaimed
    * @param logger the consumer's logger (default: the broker's)
    * @param records the result backend whose records acks may carry (same server and database)
-   * @param outOfTouchMs how long the consumer was just out of touch with Redis (see the field)
+   * @param outOfTouchMs notes a reply just received and says how long the consumer was just out
+   *   of touch with Redis (see the field)
    */
   constructor(
     ctx: RedisBrokerContext,

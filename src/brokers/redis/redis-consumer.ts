@@ -116,6 +116,8 @@ interface QueueState {
   reclaimCursor: string;
   /** When the group last saw this consumer active on the queue (entries handed out, renewed, or a touch). */
   seenAtMs: number;
+  /** When this consumer last sent a call that keeps the queue's pulse (reclaim, renewal; fleet-pulse.lua). */
+  pulsedAtMs: number;
   /** The last read of the queue got as many new entries as it asked for: more are likely waiting. */
   isBacklogged: boolean;
   /** A connection reconnected: entries pending for this consumer that it does not hold may exist. */
@@ -194,6 +196,7 @@ export class RedisConsumer implements Consumer {
       reclaimAtMs: 0,
       reclaimCursor: "0-0",
       seenAtMs: performance.now(),
+      pulsedAtMs: Number.NEGATIVE_INFINITY,
       isBacklogged: false,
       mayHoldUnknown: false,
       housekeepingWarnedAtMs: Number.NEGATIVE_INFINITY,
@@ -680,6 +683,7 @@ export class RedisConsumer implements Consumer {
       ],
     )) as [string, Array<string | string[] | number>, number, number, number, number];
     this.#replied(Number(redisNowMs), q.keys.stream);
+    q.pulsedAtMs = sentAtMs;
     // The script saw a stall that began after the last reply (it ran after it): the same window.
     if (Number(appliedMs) > extraMs) this.#outOfTouch(this.#contact.outOfTouch(Number(appliedMs)));
     if (opened === 1) this.#streamWindowOpened(q, Number(streamExtraMs));
@@ -833,13 +837,15 @@ export class RedisConsumer implements Consumer {
    */
   async #renew(q: QueueState, ids: readonly string[], { ofRuns = false }: { ofRuns?: boolean }): Promise<number> {
     const sentAtMs = performance.now();
-    const [lost, gone, noGroup] = (await runScript(
+    const [lost, gone, noGroup, streamExtraMs, opened] = (await runScript(
       this.#ctx.main,
       "chicoryRenew",
       [q.keys.stream, q.keys.pulse],
       [this.#ctx.group, this.#consumerId, this.#contact.stallMs, this.#ctx.claimMinIdleMs, ...ids],
-    )) as [string[], string[], number];
+    )) as [string[], string[], number, number, number];
     this.#replied();
+    q.pulsedAtMs = sentAtMs;
+    if (opened === 1) this.#streamWindowOpened(q, Number(streamExtraMs));
     if (noGroup === 1) q.hasGroup = false; // the next fetch re-creates it
     let running = 0;
     let goneRunning = 0;
@@ -900,7 +906,8 @@ export class RedisConsumer implements Consumer {
   /**
    * Marks this consumer active on every queue where the group has not seen it for
    * TOUCH_EVERY_MS (see module doc): an empty, non-blocking history read on the command
-   * connection. And a consumer that has heard nothing from Redis for half its stall threshold
+   * connection. Keeps each queue's pulse (fleet-pulse.lua) when its reclaims and renewals have
+   * not for half the stall threshold. And a consumer that has heard nothing from Redis for half its stall threshold
    * (nothing to read or renew: all its jobs are `at_most_once` ones, acknowledged already)
    * sends a PING, so that quiet is never taken for a stall. A failure is left to the next
    * round (fetch reports connection problems).
@@ -914,6 +921,9 @@ export class RedisConsumer implements Consumer {
         this.#replied();
       }
       for (const q of this.#queues) {
+        // Keeps the queue's pulse when neither reclaims (no free slot) nor renewals (nothing
+        // unsettled) have for half the stall threshold: a renewal of no entries.
+        if (q.hasGroup && performance.now() - q.pulsedAtMs >= this.#contact.stallMs / 2) await this.#renew(q, [], {});
         if (!q.hasGroup || performance.now() - q.seenAtMs < TOUCH_EVERY_MS) continue;
         await this.#ctx.main.call(
           "XREADGROUP",
@@ -963,7 +973,7 @@ export class RedisConsumer implements Consumer {
   }
 
   /**
-   * This consumer's reclaim step opened `q`'s stream window (fleet-pulse.lua): no consumer had
+   * A reclaim or renewal of this consumer opened `q`'s stream window (fleet-pulse.lua): no consumer had
    * called on the stream for `quietMs`, or this consumer saw a stall during which none did. Said
    * once, by the consumer that opened it.
    */

@@ -534,12 +534,20 @@ export class RedisSettler implements DeliverySettler {
 
   /**
    * Writes again the records of entries an earlier copy of a settle call settled (the copy
-   * applied before a reconnect): identical terminal records replace each other, and the first
-   * writes are lost when the reconnect was a Redis restart without persistence. Best effort,
-   * in the background: a failure is logged.
+   * applied before a reconnect), unless the task has a final record: the first writes are lost
+   * when the reconnect was a Redis restart without persistence, and a final record there is the
+   * earlier copy's (or, after a partition of this worker alone that outlasted its lease, that
+   * of the worker that took the job over, which stays). Best effort, in the background: a
+   * failure is logged.
    */
   #writeAgain(records: readonly TaskRecord[], queue: string): void {
-    this.#records?.storeRecords(records).catch((error: unknown) => {
+    const writer = this.#records;
+    if (writer === undefined) return;
+    const write =
+      writer.storeRecordsUnlessFinal !== undefined
+        ? writer.storeRecordsUnlessFinal(records)
+        : writer.storeRecords(records);
+    write.catch((error: unknown) => {
       this.#logger.warn(
         { queue, records: records.length, err: error instanceof Error ? error.message : String(error) },
         "redis: could not write again the records of entries settled by an earlier copy of a call; they may be missing",

@@ -4,13 +4,16 @@
  * results, dead letters and due delayed jobs still go through (each script's first write is
  * one that frees memory: Redis checks only a script's first write against the limit), and a
  * worker started meanwhile joins the existing group (a queue without a group fails its fetch:
- * the group cannot be created).
+ * the group cannot be created). Lease renewals and reclaims go on too (the queue's pulse, an
+ * HSET, is not their first write).
  */
 import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js";
 import { BrokerConnectionError, Chicory, silentLogger, TaskFailedError, Worker } from "../../../src/index.js";
+import { type RedisClientLike, runScript } from "../../../src/redis/redis-client.js";
 import { eventually } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
@@ -82,6 +85,26 @@ describe.skipIf(skip)("redis broker and backend: Redis full", () => {
     expect(await app.broker.getQueueSize("default")).toBe(0);
     expect(await admin.xlen("full:stream:{default}")).toBe(0);
     expect(second.getStats().tasksProcessed).toBeGreaterThan(0);
+    // Lease renewals and reclaims go on: their first write is not the pulse's HSET.
+    const client = admin as unknown as RedisClientLike;
+    defineBrokerScripts(client);
+    const keys = ["full:stream:{default}", "full:pulse:{default}"];
+    const group = (app.broker as RedisBroker).settings.consumerGroup;
+    const renewed = (await runScript(client, "chicoryRenew", keys, [group, "x", 30_000, 60_000])) as unknown[];
+    expect(renewed.slice(0, 3)).toEqual([[], [], 0]);
+    const reclaimed = (await runScript(client, "chicoryReclaim", keys, [
+      group,
+      "x",
+      60_000,
+      "0-0",
+      1,
+      20_000,
+      2000,
+      0,
+      30_000,
+      0,
+    ])) as unknown[];
+    expect(reclaimed.slice(0, 2)).toEqual(["0-0", []]);
     // A queue filled before any worker existed gets its group on a full Redis too, and is read.
     await admin.config("SET", "maxmemory", "0");
     await work.applyAsync([7], { queue: "early" });

@@ -15,7 +15,9 @@
 -- (at most one lease later than without the window). A stall the caller saw opens the window
 -- too, unless another consumer called during it (then the stall was the caller's own: its
 -- process or its network, not Redis); so does one that came before any call was recorded.
--- stallMs <= 0 turns the quiet check off.
+-- stallMs <= 0 turns the quiet check off. The hash expires a day after the last call (a queue
+-- no worker served for a day has no window to keep). Its writes must not be a script's first
+-- (a full Redis refuses HSET as one): the callers write something else first.
 local v = redis.call('HMGET', key, 'at', 'extra', 'until')
 local at, extra, untilMs = tonumber(v[1]), tonumber(v[2]) or 0, tonumber(v[3]) or 0
 if untilMs <= nowMs then
@@ -39,4 +41,5 @@ if extra > 0 then
 else
   redis.call('HSET', key, 'at', nowMs)
 end
+redis.call('PEXPIRE', key, 86400000)
 return { extra, opened }

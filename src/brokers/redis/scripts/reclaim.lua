@@ -28,6 +28,9 @@
 -- Atomic: the entries are claimed in the step that found them, and the delivery counter of
 -- each (previous deliveries + this one) is the real one for the poison check.
 -- Composed at load time below claimEntries (claim-entries.lua) and fleetPulse (fleet-pulse.lua).
+-- With Redis full, as renew.lua: the first write is an XACK of id 0-0, so that the pulse's
+-- HSET is not refused (XCLAIM would not be).
+redis.call('XACK', KEYS[1], ARGV[1], '0-0') -- exempts the writes below from the memory limit
 local time = redis.call('TIME')
 local nowMs = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local extra, lastReply = tonumber(ARGV[10]), tonumber(ARGV[8])

@@ -238,6 +238,19 @@ describe.skipIf(skip)("redis broker: streams", () => {
     return { deadId, body: tasks[live]?.body };
   }
 
+  /**
+   * A group with one live entry and one idle for an hour (behindLiveEntries), the broker's
+   * scripts defined on the raw client, and Redis's time (ms).
+   */
+  async function withDeadEntry() {
+    const s = await setup({ claimMinIdleMs: 60_000, blockMs: 20 });
+    const { deadId } = await behindLiveEntries(s, 1);
+    const client = s.raw as unknown as RedisClientLike;
+    defineBrokerScripts(client);
+    const nowMs = Number((await s.raw.time())[0]) * 1000;
+    return { s, deadId, client, nowMs };
+  }
+
   it("finds an expired entry behind many live ones in one step, with a single free slot", async () => {
     const s = await setup({ claimMinIdleMs: 60_000, blockMs: 20 });
     const { deadId, body } = await behindLiveEntries(s, 400);
@@ -283,11 +296,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
   });
 
   it("a reclaim step that runs after a stall longer than the threshold waits for the lease plus the stall", async () => {
-    const s = await setup({ claimMinIdleMs: 60_000, blockMs: 20 });
-    const { deadId } = await behindLiveEntries(s, 1); // the dead one idle for an hour
-    const client = s.raw as unknown as RedisClientLike;
-    defineBrokerScripts(client);
-    const nowMs = Number((await s.raw.time())[0]) * 1000;
+    const { s, deadId, client, nowMs } = await withDeadEntry();
     const reclaim = (lastReplyMs: number, extraMs: number) =>
       runScript(
         client,
@@ -332,11 +341,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
   });
 
   it("after no consumer called on the stream for longer than the threshold, every consumer's reclaim waits for the lease plus that time, for one lease", async () => {
-    const s = await setup({ claimMinIdleMs: 60_000, blockMs: 20 });
-    const { deadId } = await behindLiveEntries(s, 1); // the dead one idle for an hour
-    const client = s.raw as unknown as RedisClientLike;
-    defineBrokerScripts(client);
-    const nowMs = Number((await s.raw.time())[0]) * 1000;
+    const { s, deadId, client, nowMs } = await withDeadEntry();
     // consumers that never saw a stall of their own (no last reply known, no window)
     const reclaim = (consumer: string, stallMs = 30_000) =>
       runScript(
@@ -364,12 +369,8 @@ describe.skipIf(skip)("redis broker: streams", () => {
   });
 
   it("a renewal that is the first call on the stream after a long quiet opens the stream's window too; a threshold of 0 checks nothing", async () => {
-    const s = await setup({ claimMinIdleMs: 60_000, blockMs: 20 });
-    const { deadId } = await behindLiveEntries(s, 1);
+    const { s, deadId, client, nowMs } = await withDeadEntry();
     const [[liveId = ""] = []] = (await s.raw.xpending(s.stream, s.group, "-", "+", 10, "live")) as Array<[string]>;
-    const client = s.raw as unknown as RedisClientLike;
-    defineBrokerScripts(client);
-    const nowMs = Number((await s.raw.time())[0]) * 1000;
     await s.raw.hset(s.pulse, "at", nowMs - 7_200_000);
     const [lost, gone] = (await runScript(
       client,

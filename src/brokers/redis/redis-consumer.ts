@@ -907,23 +907,27 @@ export class RedisConsumer implements Consumer {
    * Marks this consumer active on every queue where the group has not seen it for
    * TOUCH_EVERY_MS (see module doc): an empty, non-blocking history read on the command
    * connection. Keeps each queue's pulse (fleet-pulse.lua) when its reclaims and renewals have
-   * not for half the stall threshold. And a consumer that has heard nothing from Redis for half its stall threshold
-   * (nothing to read or renew: all its jobs are `at_most_once` ones, acknowledged already)
-   * sends a PING, so that quiet is never taken for a stall. A failure is left to the next
+   * not for half the stall threshold, with a renewal of no entries: a reply from Redis too, so
+   * that a consumer with nothing to read or renew (all its jobs are `at_most_once` ones,
+   * acknowledged already) never takes its quiet for a stall; one still quiet (no queue has a
+   * group yet) sends a PING. A failure is left to the next
    * round (fetch reports connection problems).
    */
   async #touch(): Promise<void> {
     if (this.#isTouching || this.#isClosed || this.#ctx.main.status !== "ready") return;
     this.#isTouching = true;
     try {
+      for (const q of this.#queues) {
+        // Keeps the queue's pulse when neither reclaims (no free slot) nor renewals (nothing
+        // unsettled) have for half the stall threshold: a renewal of no entries (a reply too).
+        if (q.hasGroup && performance.now() - q.pulsedAtMs >= this.#contact.stallMs / 2) await this.#renew(q, [], {});
+      }
+      // Still quiet (no queue has a group yet): a PING instead.
       if (this.#contact.quietForMs() >= this.#contact.stallMs / 2) {
         await this.#ctx.main.call("PING");
         this.#replied();
       }
       for (const q of this.#queues) {
-        // Keeps the queue's pulse when neither reclaims (no free slot) nor renewals (nothing
-        // unsettled) have for half the stall threshold: a renewal of no entries.
-        if (q.hasGroup && performance.now() - q.pulsedAtMs >= this.#contact.stallMs / 2) await this.#renew(q, [], {});
         if (!q.hasGroup || performance.now() - q.seenAtMs < TOUCH_EVERY_MS) continue;
         await this.#ctx.main.call(
           "XREADGROUP",

@@ -36,10 +36,6 @@ if seen > extra then
   untilMs = nowMs + leaseMs
   opened = 1
 end
-if extra > 0 then
-  redis.call('HSET', key, 'at', nowMs, 'extra', extra, 'until', untilMs)
-else
-  redis.call('HSET', key, 'at', nowMs)
-end
+redis.call('HSET', key, 'at', nowMs, 'extra', extra, 'until', untilMs)
 redis.call('PEXPIRE', key, 86400000)
 return { extra, opened }

@@ -193,6 +193,39 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     }
   });
 
+  it("a resent ack writes its records again only where the task has no final record (another worker's stays)", async () => {
+    const s = await setup();
+    const main = rawRedis();
+    cleanups.push(() => main.disconnect());
+    const broker = await s.newBroker({ claimMinIdleMs: 60_000, client: main });
+    expect(broker.attachResults(s.backend)).toBe(true);
+    const c = broker.consumer({ queues: [s.queue], consumerId: "resent-final" });
+    cleanups.push(() => c.close());
+    const theirs = await s.publish();
+    const lost = await s.publish();
+    const deliveries = await fetchN(c, 2);
+    const idOf = (d: Delivery) => (d.body.includes(theirs) ? theirs : lost);
+    // Both entries were settled before the resent acks arrive; one task has a final record
+    // (written by a worker that took the job over while this one was cut off), the other none
+    // (its first copy's write was lost in a restart without persistence).
+    for (const d of deliveries) {
+      await s.raw.xack(s.stream, s.group, d.deliveryId);
+      await s.raw.xdel(s.stream, d.deliveryId);
+    }
+    await s.backend.storeResult(success(theirs, "theirs"));
+    const id = String(await main.call("CLIENT", "ID"));
+    const ready = new Promise((resolve) => main.once("ready", resolve));
+    await s.raw.call("CLIENT", "KILL", "ID", id);
+    // the task with the final record first: its write again is sent first on the backend's connection
+    deliveries.sort((a, b) => (idOf(a) === theirs ? -1 : idOf(b) === theirs ? 1 : 0));
+    await Promise.all(deliveries.map((d) => d.ackWithRecord?.(success(idOf(d), "mine"))));
+    await ready;
+    const value = async (taskId: string) =>
+      JSON.parse((await s.raw.get(s.backend.resultKey(taskId))) ?? "null")?.result;
+    await eventually(async () => expect(await value(lost)).toBe("mine"));
+    expect(await value(theirs)).toBe("theirs");
+  });
+
   /**
    * A published task, its delivery to a consumer that then closed (no more lease renewal), the
    * same entry reclaimed by another consumer, and a late FAILURE record of the first.

@@ -979,11 +979,13 @@ export class RedisConsumer implements Consumer {
   /**
    * A reclaim or renewal of this consumer opened `q`'s stream window (fleet-pulse.lua): no consumer had
    * called on the stream for `quietMs`, or this consumer saw a stall during which none did. Said
-   * once, by the consumer that opened it.
+   * once, by the consumer that opened it: a warning, or only at info level when this consumer
+   * has just warned of the same stall itself ("no reply from Redis …": its own window is open).
    */
   #streamWindowOpened(q: QueueState, quietMs: number): void {
     if (this.#isClosed) return;
-    this.#logger.warn(
+    const level = this.#contact.extraMs() > 0 ? "info" : "warn";
+    this.#logger[level](
       {
         consumer: this.#consumerId,
         queue: q.keys.queue,

@@ -161,8 +161,8 @@ describe.skipIf(!hasRedisServer && process.env.CI !== "true")("infra: own redis-
       await b.app.connect();
       const consumers = async () => ((await raw.xinfo("CONSUMERS", stream, "g")) as unknown[]).length;
       expect(await waitFor(async () => (await consumers()) === 3, 10_000)).toBe(true);
-      // worker A has reclaimed once at least: the queue's pulse is kept (as for any worker running
-      // longer than its first second)
+      // worker A has made its first fetch: the queue's pulse is kept (a worker writes it before
+      // its first read; here the two entries were read by hand, before any worker started)
       expect(await waitFor(async () => (await raw.hexists("frozen:pulse:{default}", "at")) === 1, 10_000)).toBe(true);
       process.kill(server.pid as number, "SIGSTOP");
       let bStarted: Promise<void> = Promise.resolve();

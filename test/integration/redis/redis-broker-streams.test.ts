@@ -956,6 +956,23 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(pending[0]?.[1]).toBe("thief");
   });
 
+  it("a consumer's first fetch writes the queue's pulse before its first read: every entry a worker holds has one", async () => {
+    const s = await setup({ claimMinIdleMs: 60_000 });
+    expect(await s.raw.exists(s.pulse)).toBe(0);
+    await publish(s.broker, s.queue);
+    const d = await fetchOne(s.consumer());
+    const [pending] = (await s.raw.xpending(s.stream, s.group, "-", "+", 1)) as Array<[string, string, number]>;
+    const idleMs = pending?.[2];
+    const [seconds, micros] = await s.raw.time(); // (after: nowMs - idleMs is not before the read)
+    const nowMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    // (so a stall right after the first worker's start is measured from that call: a worker
+    // started during the stall opens the queue's window, as in the freeze tests)
+    const at = await s.raw.hget(s.pulse, "at");
+    expect(at).not.toBeNull();
+    expect(Number(at)).toBeLessThanOrEqual(nowMs - Number(idleMs));
+    await d.ack();
+  });
+
   it("a consumer with nothing to read or renew for a while (its at_most_once jobs run) takes no quiet for a Redis stall", async () => {
     const s = await setup({ claimMinIdleMs: 3000 }); // stall threshold 1.5 s
     const { logger, lines } = capturingLogger();

@@ -14,8 +14,10 @@
  *   call acks them and reads up to `max` new entries without blocking, on the command
  *   connection; a blocking read follows only if it found none. Otherwise the waiting acks are
  *   sent first, then the read.
- * - One stream per command (Redis Cluster safe). With several queues, a non-blocking read per
- *   queue in order of preference, then a short block (≤ 250 ms) on one queue in turn.
+ * - With several queues, a non-blocking read per queue in order of preference, then one
+ *   blocking read of all their streams (a job on any of them wakes the consumer at once). On a
+ *   Cluster, where the streams are on different slots, one stream per command: a short block
+ *   (≤ 250 ms) on one queue in turn.
  * - Leases: every claimMinIdle/3 the consumer XCLAIMs (JUSTID, owner-checked in Lua) its own
  *   unsettled entries, so a long task is never reclaimed while its worker lives. After a gap
  *   in Redis's replies (Redis frozen or restarting, or this process stalled) it renews them at
@@ -46,7 +48,7 @@ import type { Logger } from "../../core/logger.js";
 import { settlesWithin, timerDelay } from "../../core/sleep.js";
 import { BrokerConnectionError, ConfigurationError } from "../../errors.js";
 import { isNoGroupError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
-import { dropRedis, lastConnectionError, pingRedis } from "../../redis/redis-connect.js";
+import { dropRedis, isClusterClient, lastConnectionError, pingRedis } from "../../redis/redis-connect.js";
 import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { Consumer, ConsumerOptions } from "../broker.js";
 import { ContactClock, type OutOfTouch } from "./redis-contact.js";
@@ -54,7 +56,7 @@ import type { RedisBrokerContext } from "./redis-context.js";
 import { RedisDelivery } from "./redis-delivery.js";
 import { MOVE_BATCH, warnDropped } from "./redis-due-mover.js";
 import { type QueueKeys, RELEASED_CONSUMER } from "./redis-keys.js";
-import { openReader, READ_GIVE_UP_GRACE_MS, type ReadReply, streamEntries } from "./redis-reader.js";
+import { openReader, READ_GIVE_UP_GRACE_MS, type ReadReply, streamEntries, streamReplies } from "./redis-reader.js";
 import { RedisSettler } from "./redis-settler.js";
 
 /** Longest time before re-checking the delayed set (others may add earlier entries). */
@@ -537,8 +539,57 @@ export class RedisConsumer implements Consumer {
       await this.#read(conn, q, max - out.length, undefined, out);
     }
     if (out.length > 0 || signal.aborted) return;
+    if (!isClusterClient(conn)) {
+      await this.#readAny(conn, max, this.#blockFor(), out);
+      return;
+    }
+    // On a Cluster the queues' streams are on different slots (one command cannot block on
+    // them all): it blocks on one queue in turn, for a short time.
     const q = queues[this.#turn++ % queues.length] as QueueState;
     await this.#read(conn, q, max, Math.min(this.#blockFor(), MULTI_QUEUE_BLOCK_MS), out);
+  }
+
+  /**
+   * One blocking read of all this consumer's queues (one XREADGROUP over their streams), so a
+   * job published to any of them wakes this consumer at once. Called after a read of each
+   * found nothing: Redis then answers with the one stream that got entries first. Should
+   * entries of several streams have arrived between those reads and this one, the answer may
+   * hold more than `count` in all: those beyond are given back at once (released, their
+   * delivery not counted), so the read-ahead stays within its bound.
+   */
+  async #readAny(conn: RedisClientLike, count: number, blockMs: number, out: RedisDelivery[]): Promise<void> {
+    this.#settler.sendWaitingAcks(); // the results they carry go out before this read
+    const queues = this.#queues;
+    const args: Array<string | number> = ["GROUP", this.#ctx.group, this.#consumerId, "COUNT", count];
+    args.push("BLOCK", blockMs, "STREAMS");
+    for (const q of queues) args.push(q.keys.stream);
+    for (let i = 0; i < queues.length; i++) args.push(">");
+    const sentAtMs = performance.now();
+    this.#isBlocking = true;
+    let reply: ReadReply;
+    try {
+      reply = (await conn.call("XREADGROUP", ...args)) as ReadReply;
+    } finally {
+      this.#isBlocking = false;
+    }
+    if (reply === null && performance.now() - sentAtMs >= blockMs + GAVE_UP_AFTER_MS) {
+      // ended by the client's time limit, not by Redis (see #read)
+      for (const q of queues) q.mayHoldUnknown = true;
+      return;
+    }
+    this.#replied();
+    const first = out.length;
+    for (const [stream, entries] of streamReplies(reply)) {
+      // (a client given with ioredis's own keyPrefix answers with the prefixed name)
+      const q = queues.find((x) => x.keys.stream === stream) ?? queues.find((x) => stream.endsWith(x.keys.stream));
+      if (q === undefined) continue;
+      for (const [id, fields] of entries) this.#handOut(q, id, fields ?? [], 1, out, sentAtMs);
+      q.isBacklogged = entries.length >= count;
+    }
+    if (out.length - first > count) {
+      const extra = out.splice(first + count);
+      await Promise.allSettled(extra.map((d) => d.release()));
+    }
   }
 
   /**

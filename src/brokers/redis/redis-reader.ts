@@ -21,6 +21,15 @@ export type StreamEntry = [string, string[] | null];
 /** RESP2: `[[stream, entries], ...]`; RESP3 through `call`: the map flattened, `[stream, entries, ...]`. */
 export type ReadReply = Array<[string, StreamEntry[]] | string | StreamEntry[]> | null;
 
+/** The streams of an XREADGROUP reply with their entries, whichever protocol the connection speaks. */
+export function streamReplies(reply: ReadReply): Array<[string, StreamEntry[]]> {
+  if (reply === null || reply.length === 0) return [];
+  if (typeof reply[0] !== "string") return reply as Array<[string, StreamEntry[]]>;
+  const out: Array<[string, StreamEntry[]]> = [];
+  for (let i = 0; i + 1 < reply.length; i += 2) out.push([String(reply[i]), reply[i + 1] as StreamEntry[]]);
+  return out;
+}
+
 /** The entry lists of an XREADGROUP reply, whichever protocol the connection speaks. */
 export function streamEntries(reply: ReadReply): StreamEntry[][] {
   if (reply === null || reply.length === 0) return [];

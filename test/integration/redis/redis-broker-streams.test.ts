@@ -156,6 +156,29 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(commands.indexOf("XREADGROUP")).toBeGreaterThan(commands.indexOf("XDEL"));
   });
 
+  it("a consumer of several queues blocks on all of them in one read: a job on any of them wakes it", async () => {
+    const s = await setup({ claimMinIdleMs: 60_000 });
+    const other = uniqueName("q");
+    const otherStream = `${s.prefix}:stream:{${other}}`;
+    const c = s.consumer(s.broker, [s.queue, other]);
+    expect(await c.fetch(1, AbortSignal.timeout(50))).toEqual([]); // both groups exist now
+    const monitor = await rawRedis().monitor();
+    cleanups.push(() => monitor.disconnect());
+    const blockedOnBoth: string[][] = [];
+    monitor.on("monitor", (_time: string, args: string[]) => {
+      const isRead = args[0]?.toUpperCase() === "XREADGROUP" && args.some((a) => a.toUpperCase() === "BLOCK");
+      if (isRead && args.includes(s.stream) && args.includes(otherStream)) blockedOnBoth.push(args);
+    });
+    const reading = c.fetch(1, AbortSignal.timeout(30_000));
+    await eventually(async () => expect(blockedOnBoth.length).toBeGreaterThan(0));
+    const task = await publish(s.broker, other); // the second queue: the read blocked on it too
+    const [d] = await reading;
+    expect(d?.queue).toBe(other);
+    expect(d?.body).toBe(task.body);
+    await d?.ack();
+    expect(await s.raw.xlen(otherStream)).toBe(0);
+  });
+
   it("a read that goes with waiting acks and finds the group gone applies the acks and re-creates the group", async () => {
     const s = await setup();
     await publish(s.broker, s.queue);

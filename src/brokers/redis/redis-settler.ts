@@ -85,6 +85,15 @@ export function compareEntryIds(a: string, b: string): number {
 }
 
 /** `batch` with the acks that carry a record first (itself when it is not mixed). */
+/**
+ * How long after its last confirmation an entry's lease surely still holds, on this process's
+ * clock: the claim idle time less a margin (a tenth of it, at most 2 s) for the difference
+ * between this clock and Redis's, which counts the idle time.
+ */
+function heldUntilMs(claimMinIdleMs: number): number {
+  return claimMinIdleMs - Math.min(2000, claimMinIdleMs / 10);
+}
+
 function withRecordsFirst(batch: PendingAck[]): PendingAck[] {
   let withRecord = 0;
   for (const ack of batch) if (ack.record !== undefined) withRecord++;
@@ -141,11 +150,9 @@ export class RedisSettler implements DeliverySettler {
 
   /**
    * Notes the reply from Redis just received (a settle call's, which can be the first after a
-   * stall), then says how long the consumer was just out of touch with Redis (0 outside the
-   * window that follows such a gap; see redis-contact.ts): no other worker takes an entry for
-   * that long more.
+   * stall: the consumer then warns of it and renews its leases; see redis-contact.ts).
    */
-  readonly #outOfTouchMs: () => number;
+  readonly #noteReply: () => void;
 
   /**
    * @param onSettled called once a delivery no longer needs lease renewal; `isStillPending` when
@@ -153,8 +160,7 @@ export class RedisSettler implements DeliverySettler {
    *   release that failed): it is left to its lease, then reclaimed
    * @param logger the consumer's logger (default: the broker's)
    * @param records the result backend whose records acks may carry (same server and database)
-   * @param outOfTouchMs notes a reply just received and says how long the consumer was just out
-   *   of touch with Redis (see the field)
+   * @param noteReply notes a reply just received (see the field)
    */
   constructor(
     ctx: RedisBrokerContext,
@@ -162,14 +168,14 @@ export class RedisSettler implements DeliverySettler {
     onSettled: (delivery: RedisDelivery, isStillPending?: boolean) => void,
     logger: Logger = ctx.logger,
     records?: RedisRecordWriter,
-    outOfTouchMs: () => number = () => 0,
+    noteReply: () => void = () => undefined,
   ) {
     this.#ctx = ctx;
     this.#consumerId = consumerId;
     this.#onSettled = onSettled;
     this.#logger = logger;
     this.#records = records;
-    this.#outOfTouchMs = outOfTouchMs;
+    this.#noteReply = noteReply;
   }
 
   async #settle(delivery: RedisDelivery, operation: string, run: () => Promise<unknown>): Promise<unknown> {
@@ -561,18 +567,22 @@ export class RedisSettler implements DeliverySettler {
    * already; 0: another consumer's, or found in the stream pending for nobody).
    * {@link EARLIER} when it was settled already, the command connection reconnected while the
    * call was out (ioredis then sends again a call whose reply the dropped connection lost,
-   * and the first copy may have been applied), and the lease was surely still held
-   * (confirmed less than half the claim idle time ago, no renewal found it gone; a gap in
-   * Redis's replies just before, during which nobody could take it, does not count): no other
-   * consumer can have claimed it by idle time, so that first copy settled it. Else
+   * and the first copy may have been applied), and the lease was surely held until now: no
+   * renewal found it gone, and it was confirmed less than {@link heldUntilMs} ago. Another
+   * consumer takes an entry only once Redis counts it idle for the claim idle time; its idle
+   * time runs from no earlier than the confirmation was sent, and the first copy was applied
+   * before now, so none can have taken it before that copy settled it. A gap in Redis's
+   * replies does not extend this: from this worker's side, a Redis stall (during which no one
+   * takes anything) looks like a cut-off of this worker alone (during which others do). Else
    * {@link FENCED}: another consumer may hold it, or have run it.
    */
   #notPending(d: RedisDelivery, code: number, sentAtReady: number): typeof EARLIER | typeof FENCED {
+    this.#noteReply();
     const isHeld =
       code === 2 &&
       this.#ctx.mainReadyCount() !== sentAtReady &&
       !d.isLeaseLost &&
-      performance.now() - d.leaseConfirmedAtMs - this.#outOfTouchMs() < this.#ctx.claimMinIdleMs / 2;
+      performance.now() - d.leaseConfirmedAtMs < heldUntilMs(this.#ctx.claimMinIdleMs);
     return isHeld ? EARLIER : FENCED;
   }
 

@@ -861,7 +861,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
     const consumerId = uniqueName("c-");
     const c = s.broker.consumer({ queues: [s.queue], consumerId, logger });
     cleanups.push(() => c.close());
-    for (let i = 0; i < 6; i++) await publish(s.broker, s.queue);
+    for (let i = 0; i < 7; i++) await publish(s.broker, s.queue);
     const firstCopy = async (d: Delivery) => {
       await s.raw.xack(s.stream, s.group, d.deliveryId);
       await s.raw.xdel(s.stream, d.deliveryId);
@@ -914,10 +914,20 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await reconnectedThird.ready;
     expect(logged).toEqual([["warn", expect.stringMatching(/lease lost/)]]);
     logged.length = 0;
+    // Confirmed 40 s ago, within the 60 s claim idle time less its margin (a tenth, at most 2 s): no
+    // other worker could have claimed it before the first copy was applied.
+    const older = (await fetchOne(c)) as Delivery & { leaseConfirmedAtMs: number };
+    older.leaseConfirmedAtMs -= 40_000;
+    await firstCopy(older);
+    const reconnectedOlder = await dropConnection();
+    await expect(older.ack({ confirm: true })).resolves.toBeUndefined();
+    await reconnectedOlder.ready;
+    expect(logged).toEqual([["info", expect.stringMatching(/already acknowledged by an earlier copy/)]]);
+    logged.length = 0;
     // Settled already, after a reconnect, but the lease may have run out (its last confirmation
-    // is older than half the claim idle time): another worker may have run it.
+    // is older than the claim idle time less its margin): another worker may have run it.
     const late = (await fetchOne(c)) as Delivery & { leaseConfirmedAtMs: number };
-    late.leaseConfirmedAtMs -= 31_000;
+    late.leaseConfirmedAtMs -= 58_500;
     await firstCopy(late);
     const reconnectedLast = await dropConnection();
     await expect(late.ack({ confirm: true })).rejects.toThrow(/lease lost/);

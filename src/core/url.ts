@@ -30,6 +30,19 @@ function maskMistypedUserinfo(spec: string): string {
 }
 
 /**
+ * What is wrong with a URL whose user name or password holds an unencoded `/` (its `@` then
+ * lies after the host: `scheme://u:pa@ss/rest@host/db`), or undefined. The URL parser ends the
+ * host at that `/`, taking part of the password for the host and the rest for the path, so an
+ * error naming that host (`ENOTFOUND`) or path would show it: such a URL is refused before any
+ * connection, in a message that quotes nothing but the masked URL.
+ */
+export function unencodedUserinfo(url: string): string | undefined {
+  const path = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(\/[^?#]*)/i.exec(url)?.[1];
+  if (path === undefined || !path.includes("@")) return undefined;
+  return `${maskUrl(url)}: an "@" after the host; percent-encode @ : / ? # % in a user name or password (e.g. / as %2F, @ as %40)`;
+}
+
+/**
  * Masks the password of every URL found inside free text (error messages, stacks), e.g.
  * `connect to postgres://app:s3cret@db/x failed` -> `connect to postgres://app:***@db/x failed`.
  */

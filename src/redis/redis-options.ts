@@ -6,7 +6,7 @@
  */
 import { checkInt, type EnvMap, envInt, envString } from "../core/env.js";
 import { envTls } from "../core/tls.js";
-import { maskUrl } from "../core/url.js";
+import { maskUrl, unencodedUserinfo } from "../core/url.js";
 import { ConfigurationError } from "../errors.js";
 import type { RedisClientLike } from "./redis-client.js";
 
@@ -230,8 +230,15 @@ function fromUrl(
       `${envPrefix}_TLS_* is set but the URL ${maskUrl(url)} is not TLS: use rediss:// (or unset the TLS variables)`,
     );
   }
+  const unencoded = unencodedUserinfo(url); // (nothing of the password may appear in the message)
+  if (unencoded !== undefined) throw new ConfigurationError(`invalid Redis URL ${unencoded}`);
   const dbText = parsed.pathname.replace(/^\//, "");
-  const db = dbText === "" ? 0 : checkInt(Number(dbText), `database in ${maskUrl(url)}`, 0, 100_000, maskUrl(dbText));
+  if (dbText !== "" && !/^\d+$/.test(dbText)) {
+    throw new ConfigurationError(
+      `database in ${maskUrl(url)}: expected an integer from 0 to 100000 as the path (/2), got "${dbText}"`,
+    );
+  }
+  const db = dbText === "" ? 0 : checkInt(Number(dbText), `database in ${maskUrl(url)}`, 0, 100_000, dbText);
   if (parsed.search !== "") {
     throw new ConfigurationError(
       `invalid Redis URL ${maskUrl(url)}: query parameters are not read; give the password as redis://:password@host (or user:password@) or in ${envPrefix}_PASSWORD, the database as the path (/2)`,

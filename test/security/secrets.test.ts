@@ -113,6 +113,30 @@ describe("A10: DSN passwords never appear", () => {
     }
   });
 
+  it("a password with an unencoded / is refused before any connection, and no part of it is shown", () => {
+    // The parser ends the host at the `/`: "pa" would be the password, "Canary7" the host (an
+    // ENOTFOUND naming it) and the rest the path (a database error quoting it).
+    const [head, tail] = [CANARY.slice(0, 7), CANARY.slice(7)];
+    const urls: Array<[string, "broker" | "backend"]> = [
+      [`redis://:pa@${head}/${tail}:x@127.0.0.1:6379/0`, "broker"],
+      [`amqp://u:pa@${head}/${tail}:x@127.0.0.1:5672/`, "broker"],
+      [`postgres://u:pa@${head}/${tail}:x@127.0.0.1:5432/test`, "backend"],
+      [`mysql://u:pa@${head}/${tail}:x@127.0.0.1:3306/test`, "backend"],
+      [`rediss://:pa@${head}/${tail}@127.0.0.1:6379/0`, "backend"],
+    ];
+    for (const [url, role] of urls) {
+      let error: unknown;
+      try {
+        new Chicory({ broker: role === "broker" ? url : "memory", backend: role === "backend" ? url : null });
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error, url).toBeInstanceOf(Error);
+      expect((error as Error).message, url).toMatch(/an "@" after the host; percent-encode/);
+      for (const part of [head, tail]) expect(errorText(error), url).not.toContain(part);
+    }
+  });
+
   it("a DSN inside a thrown task error is masked in logs, the stored result and the DLQ", async () => {
     const logger = recordingLogger();
     const broker = new MemoryBroker();

@@ -113,6 +113,16 @@ describe("redis connection options", () => {
     }
   });
 
+  it("takes the database path as decimal digits only", () => {
+    for (const path of ["0x1", "1e1", "-1", "1.5", "db"]) {
+      expect(() => resolveRedisConnection({ url: `redis://h:6379/${path}` }, {}, "P")).toThrow(
+        `database in redis://h:6379/${path}: expected an integer from 0 to 100000 as the path (/2), got "${path}"`,
+      );
+    }
+    expect(resolveRedisConnection({ url: "redis://h:6379/15" }, {}, "P").options).toMatchObject({ db: 15 });
+    expect(() => resolveRedisConnection({ url: "redis://h:6379/100001" }, {}, "P")).toThrow(ConfigurationError);
+  });
+
   it("refuses a fragment instead of ignoring it; a # in a password is refused as a bad URL", () => {
     const hash = () => resolveRedisConnection({ url: "redis://:s3cret@h:6379/0#primary" }, {}, "P");
     expect(hash).toThrow(/invalid Redis URL redis:\/\/:\*\*\*@h:6379\/0#primary: a "#" starts a fragment/);

@@ -5,6 +5,7 @@
  */
 import { type Duration, toMs } from "../../core/duration.js";
 import { checkInt, type EnvMap, envDurationMs, envInt, envString } from "../../core/env.js";
+import { unencodedUserinfo } from "../../core/url.js";
 import { ConfigurationError } from "../../errors.js";
 import type { SqlFlavor } from "./sql-types.js";
 
@@ -71,8 +72,11 @@ export function envPrefix(flavor: SqlFlavor): string {
 /** Resolves pool settings: options over environment over defaults. */
 export function resolvePoolSettings(flavor: SqlFlavor, options: SqlPoolOptions, env: EnvMap): SqlPoolSettings {
   const p = envPrefix(flavor);
+  const url = options.url ?? urlFromEnv(flavor, env);
+  const unencoded = unencodedUserinfo(url);
+  if (unencoded !== undefined) throw new ConfigurationError(`invalid ${flavor} URL ${unencoded}`);
   return {
-    url: options.url ?? urlFromEnv(flavor, env),
+    url,
     poolSize:
       options.poolSize === undefined
         ? envInt(env, `${p}POOL_SIZE`, 5, 1, 1000)

@@ -18,7 +18,7 @@ import {
 import type { Logger } from "../../core/logger.js";
 import { silentLogger } from "../../core/logger.js";
 import { envTls } from "../../core/tls.js";
-import { maskUrl } from "../../core/url.js";
+import { maskUrl, unencodedUserinfo } from "../../core/url.js";
 import { ConfigurationError } from "../../errors.js";
 import { checkDelayLevels, DEFAULT_DELAY_LEVELS_MS } from "./rabbitmq-delays.js";
 
@@ -136,6 +136,8 @@ export function resolveRabbitMqSettings(options: RabbitMqBrokerOptions = {}): Ra
   if (!/^amqps?:\/\//i.test(url)) {
     throw new ConfigurationError(`${V}URL: expected an amqp:// or amqps:// URL`);
   }
+  const unencoded = unencodedUserinfo(url);
+  if (unencoded !== undefined) throw new ConfigurationError(`invalid RabbitMQ URL ${unencoded}`);
   const fromEnv = envTls(env, `${V}`.slice(0, -1));
   const tls = options.tls || fromEnv ? { ...fromEnv, ...options.tls } : undefined;
   if (tls && !/^amqps:\/\//i.test(url)) {

@@ -242,6 +242,14 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
   /** Builds, encodes and publishes the message; throws on bad options (callers turn it into a rejection). */
   #dispatch(list: readonly unknown[], options: ApplyOptions, validated: boolean): Promise<AsyncResult<R>> {
     const runtime = this.#runtime;
+    for (const key in options) {
+      // an untyped caller's typo (`countdwn`) would otherwise run the job at once
+      if (!APPLY_OPTION_KEYS.has(key)) {
+        throw new ValidationError(
+          `applyAsync: unknown option "${key.slice(0, 40)}" (options: ${[...APPLY_OPTION_KEYS].join(", ")})`,
+        );
+      }
+    }
     const queue = options.queue ?? this.queue;
     if (options.queue !== undefined) assertValidName(queue, "queue");
     const priority = options.priority ?? this.priority;
@@ -335,6 +343,9 @@ async function publishReusedId(runtime: TaskRuntime, queue: string, outgoing: Ou
   const left = Math.max(PREVIOUS_RUN_DELETE_MS, PREVIOUS_RUN_MS - (performance.now() - startedAt));
   await settlesWithin(deleting, left);
 }
+
+/** The keys of {@link ApplyOptions}. */
+const APPLY_OPTION_KEYS: ReadonlySet<string> = new Set(["countdown", "eta", "queue", "priority", "taskId"]);
 
 function delayOf(options: ApplyOptions): number {
   if (options.countdown !== undefined && options.eta !== undefined) {

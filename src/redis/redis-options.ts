@@ -51,6 +51,18 @@ export interface ResolvedRedisConnection {
   readonly tlsUnverified: boolean;
 }
 
+/** The keys of {@link RedisConnectionOptions} (a missing or extra one fails to compile). */
+export const REDIS_CONNECTION_OPTION_KEYS: Readonly<Record<keyof RedisConnectionOptions, true>> = {
+  url: true,
+  host: true,
+  port: true,
+  db: true,
+  username: true,
+  password: true,
+  tls: true,
+  client: true,
+};
+
 /** Reconnect delay: 100 ms growing to 2 s, so a restarted Redis is picked up within ~2 s. */
 export function reconnectDelayMs(times: number): number {
   return Math.min(100 * times, 2000);
@@ -128,6 +140,9 @@ export function resolveRedisConnection(
   envPrefix: string,
 ): ResolvedRedisConnection {
   if (options.client !== undefined) return fromClient(options.client, envPrefix);
+  if (options.url !== undefined && typeof options.url !== "string") {
+    throw new ConfigurationError(`url: expected a redis:// or rediss:// URL string, got ${typeof options.url}`);
+  }
   const fromEnv = envTls(env, envPrefix);
   const tls = options.tls || fromEnv ? { ...fromEnv, ...options.tls } : undefined;
   const url = options.url ?? envString(env, `${envPrefix}_URL`);

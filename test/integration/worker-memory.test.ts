@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { z } from "zod";
 import { processWarningLogger } from "../../src/core/warn-once.js";
 import {
+  type ApplyOptions,
   AsyncResult,
   BackendNotConfiguredError,
   Chicory,
@@ -527,6 +528,7 @@ describe("Worker on the memory broker", () => {
         t.applyAsync([1], { countdown: -1 }),
         t.applyAsync([1], { countdown: 1e12 }), // past ten years (an ISO date past year 9999 or none)
         t.applyAsync([1], { eta: new Date(Date.now() + 11 * 366 * 24 * 3600 * 1000) }),
+        t.applyAsync([1], { countdwn: 5 } as unknown as ApplyOptions), // a typo would run it at once
       ];
     }).not.toThrow();
     const errors = await Promise.all(
@@ -547,7 +549,11 @@ describe("Worker on the memory broker", () => {
       "ValidationError",
       "ValidationError",
       "ValidationError",
+      "ValidationError",
     ]);
+    expect(String(errors[8])).toMatch(
+      /applyAsync: unknown option "countdwn" \(options: countdown, eta, queue, priority, taskId\)/,
+    );
     expect(String(errors[5])).toMatch(/countdown: expected a non-negative number of seconds, got -1/);
     expect(String(errors[6])).toMatch(/applyAsync: countdown: at most ten years, got 1000000000000$/);
     expect(String(errors[7])).toMatch(/applyAsync: eta: at most ten years ahead, got \d{4}-/);

@@ -113,6 +113,20 @@ describe("redis connection options", () => {
     }
   });
 
+  it("refuses an unknown option key of RedisBroker and RedisBackend (an untyped caller's typo)", () => {
+    const url = "redis://127.0.0.1:6379/0";
+    expect(() => new RedisBroker({ url, env: {}, claimMinIdle: 5 } as never)).toThrow(
+      /^RedisBroker: unknown option "claimMinIdle" \(options: url, host, .*claimMinIdleMs/,
+    );
+    expect(() => new RedisBackend({ url, env: {}, ttl: 9 } as never)).toThrow(
+      /^RedisBackend: unknown option "ttl" \(options: url, .*resultTtl/,
+    );
+    expect(() => new RedisBroker({ url, env: {}, blockMs: 10, prefetch: 0 })).not.toThrow();
+    expect(() => new RedisBroker({ url: 42 as never, env: {} })).toThrow(
+      "url: expected a redis:// or rediss:// URL string, got number",
+    );
+  });
+
   it("takes the database path as decimal digits only", () => {
     for (const path of ["0x1", "1e1", "-1", "1.5", "db"]) {
       expect(() => resolveRedisConnection({ url: `redis://h:6379/${path}` }, {}, "P")).toThrow(

@@ -3,10 +3,14 @@
  * @module
  */
 import type { Duration } from "../../core/duration.js";
-import { durationMs, type EnvMap, envDurationMs, envString } from "../../core/env.js";
+import { checkOptionKeys, durationMs, type EnvMap, envDurationMs, envString } from "../../core/env.js";
 import type { Logger } from "../../core/logger.js";
 import { ConfigurationError } from "../../errors.js";
-import { checkRedisName, type RedisConnectionOptions } from "../../redis/redis-options.js";
+import {
+  checkRedisName,
+  REDIS_CONNECTION_OPTION_KEYS,
+  type RedisConnectionOptions,
+} from "../../redis/redis-options.js";
 
 /** Options of {@link RedisBackend} (each falls back to its `CHICORY_BACKEND_REDIS_*` variable). */
 export interface RedisBackendOptions extends RedisConnectionOptions {
@@ -32,7 +36,19 @@ const ENV = "CHICORY_BACKEND_REDIS";
 const MAX_TTL_SECONDS = 100 * 365 * 86_400;
 
 /** Options over environment over defaults. */
+/** The keys of {@link RedisBackendOptions}: any other is refused (an untyped caller's typo). */
+const OPTION_KEYS: ReadonlySet<string> = new Set(
+  Object.keys({
+    ...REDIS_CONNECTION_OPTION_KEYS,
+    keyPrefix: true,
+    resultTtl: true,
+    env: true,
+    logger: true,
+  } satisfies Record<keyof RedisBackendOptions, true>),
+);
+
 export function resolveBackendSettings(options: RedisBackendOptions, env: EnvMap): RedisBackendSettings {
+  checkOptionKeys(options, "RedisBackend", OPTION_KEYS);
   const ttlMs =
     options.resultTtl === undefined
       ? envDurationMs(env, `${ENV}_RESULT_TTL`, 86_400_000)

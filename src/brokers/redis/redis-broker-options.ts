@@ -2,9 +2,13 @@
  * Options of the Redis broker and their `CHICORY_BROKER_REDIS_*` environment variables.
  * @module
  */
-import { checkInt, type EnvMap, envInt, envMillis, envString } from "../../core/env.js";
+import { checkInt, checkOptionKeys, type EnvMap, envInt, envMillis, envString } from "../../core/env.js";
 import type { Logger } from "../../core/logger.js";
-import { checkRedisName, type RedisConnectionOptions } from "../../redis/redis-options.js";
+import {
+  checkRedisName,
+  REDIS_CONNECTION_OPTION_KEYS,
+  type RedisConnectionOptions,
+} from "../../redis/redis-options.js";
 
 /** Options of {@link RedisBroker} (each falls back to its `CHICORY_BROKER_REDIS_*` variable). */
 export interface RedisBrokerOptions extends RedisConnectionOptions {
@@ -72,7 +76,25 @@ function limit(value: number | null | undefined, env: EnvMap, variable: string):
 }
 
 /** Options over environment over defaults. */
+/** The keys of {@link RedisBrokerOptions}: any other is refused (an untyped caller's typo). */
+const OPTION_KEYS: ReadonlySet<string> = new Set(
+  Object.keys({
+    ...REDIS_CONNECTION_OPTION_KEYS,
+    keyPrefix: true,
+    consumerGroup: true,
+    blockMs: true,
+    claimMinIdleMs: true,
+    prefetch: true,
+    maxStreamLength: true,
+    dlqMaxLength: true,
+    publishTimeoutMs: true,
+    env: true,
+    logger: true,
+  } satisfies Record<keyof RedisBrokerOptions, true>),
+);
+
 export function resolveBrokerSettings(options: RedisBrokerOptions, env: EnvMap): RedisBrokerSettings {
+  checkOptionKeys(options, "RedisBroker", OPTION_KEYS);
   return {
     keyPrefix: checkRedisName(
       options.keyPrefix ?? envString(env, `${ENV}_KEY_PREFIX`, "chicory"),

@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { withinDeadline } from "../core/sleep.js";
 import { ConfigurationError } from "../errors.js";
 import { type RedisClientLike, runScript } from "./redis-client.js";
+import { isClusterClient } from "./redis-connect.js";
 
 const CHECK_ACCESS = "chicoryCheckAccess";
 const CHECK_ACCESS_LUA = readFileSync(new URL("./scripts/check-access.lua", import.meta.url), "utf8");
@@ -70,5 +71,31 @@ export async function checkRedisAccess(
     `${component}: the Redis user may not run its scripts on ${refused.group.what} (${describe(refused.error)}); ` +
       `grant it the scripting commands and the keys (ACL SETUSER <user> ~${keyPattern} …; see docs/brokers/redis.md, "ACL")`,
     { cause: refused.error },
+  );
+}
+
+/**
+ * Refuses a server that is a replica (`role:slave` in `INFO replication`): every call of the
+ * broker and backend writes, and a read-only replica refuses each write with `READONLY` (the
+ * connection then reconnects, looking for a primary after a failover), so a worker pointed at
+ * one would start and then fail every fetch. A Cluster client is not checked (it sends writes
+ * to the primaries), nor a server that refuses `INFO` or does not answer within 2 s.
+ * @throws ConfigurationError naming the server and its primary
+ */
+export async function refuseReplica(client: RedisClientLike, component: string, displayUrl: string): Promise<void> {
+  if (isClusterClient(client)) return;
+  let info: string;
+  try {
+    info = String(await withinDeadline(client.call("INFO", "replication"), CHECK_TIMEOUT_MS));
+  } catch {
+    return;
+  }
+  if (!/^role:slave\r?$/m.test(info)) return;
+  const host = /^master_host:(\S+?)\r?$/m.exec(info)?.[1];
+  const port = /^master_port:(\d+)\r?$/m.exec(info)?.[1];
+  const primary = host === undefined ? "" : ` of ${host}${port === undefined ? "" : `:${port}`}`;
+  throw new ConfigurationError(
+    `${component}: ${displayUrl} is a replica${primary}, which refuses writes (READONLY), and every call ` +
+      "of Chicory writes: point it at the primary (after a failover, at the new one)",
   );
 }

@@ -36,7 +36,7 @@ import type { Logger } from "../../core/logger.js";
 import { DeadlinePassed, nextTurn } from "../../core/sleep.js";
 import { processWarningLogger } from "../../core/warn-once.js";
 import { BackendConnectionError, ChicoryError, ConfigurationError, ValidationError } from "../../errors.js";
-import { checkRedisAccess, defineAccessCheck, isNoPermError } from "../../redis/redis-access.js";
+import { checkRedisAccess, defineAccessCheck, isNoPermError, refuseReplica } from "../../redis/redis-access.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import {
   adapterClient,
@@ -582,7 +582,8 @@ export class RedisBackend implements Backend, RedisRecordWriter {
    * Checks that this Redis user may run the backend's scripts on its record, heartbeat and
    * worker-list keys (no-op script calls naming them; Redis's ACL check refuses with `NOPERM`).
    * A worker calls it at start.
-   * @throws ConfigurationError when Redis refuses; any other failure is left to the calls that follow
+   * @throws ConfigurationError when Redis refuses, or the server is a replica (see `refuseReplica`); any other
+   *   failure is left to the calls that follow
    */
   async checkAccess(): Promise<void> {
     const main = this.#main;
@@ -592,6 +593,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
       { keys: [this.#heartbeatKey("check")], what: "the heartbeat keys" },
       { keys: [this.#workersKey], what: `the worker list (${this.#workersKey})` },
     ];
+    await refuseReplica(main, "redis backend", this.displayUrl);
     await checkRedisAccess(main, "redis backend", groups, `${this.#prefix}:*`, (error) => this.#describe(error));
   }
 

@@ -37,7 +37,7 @@ import { MessageCodec } from "../../core/message.js";
 import { DeadlinePassed, nextTurn, withinDeadline } from "../../core/sleep.js";
 import { processWarningLogger } from "../../core/warn-once.js";
 import { BrokerConnectionError, ChicoryError, ConfigurationError, QueueFullError } from "../../errors.js";
-import { checkRedisAccess, defineAccessCheck, isNoPermError } from "../../redis/redis-access.js";
+import { checkRedisAccess, defineAccessCheck, isNoPermError, refuseReplica } from "../../redis/redis-access.js";
 import type { RedisClientLike } from "../../redis/redis-client.js";
 import {
   adapterClient,
@@ -478,7 +478,8 @@ export class RedisBroker implements Broker {
    * no-op script call per queue, naming its keys; Redis's ACL check refuses it with `NOPERM`).
    * A worker calls it at start. Commands a script runs inside are not checked here (a refusal
    * there fails the call that runs it, and the job is delivered again).
-   * @throws ConfigurationError when Redis refuses; any other failure is left to the calls that follow
+   * @throws ConfigurationError when Redis refuses, or the server is a replica (see `refuseReplica`); any other
+   *   failure is left to the calls that follow
    */
   async checkAccess(queues: readonly string[]): Promise<void> {
     const ctx = this.#context();
@@ -490,6 +491,7 @@ export class RedisBroker implements Broker {
       };
     });
     const describe = (error: unknown) => describeRedisError(error, this.#connection.password);
+    await refuseReplica(ctx.main, "redis broker", this.displayUrl);
     await checkRedisAccess(ctx.main, "redis broker", groups, `${this.settings.keyPrefix}:*`, describe);
     // The reads are a plain XREADGROUP (a @blocking command): a user without it would start and
     // then fail every fetch. Probed on a key that does not exist (NOGROUP: nothing is read or

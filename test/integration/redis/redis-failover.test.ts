@@ -96,6 +96,24 @@ describe.skipIf(skip)("redis adapters: failover behind one address", () => {
     await onReplica.connect();
     cleanups.push(() => onReplica.disconnect());
     await expect(onReplica.publish("q", { id: task.id, body: task.body })).rejects.toThrow(/READONLY/);
+
+    // A worker whose broker or backend names the replica refuses to start, naming it and its
+    // primary (it would start and then fail every fetch).
+    const replicaAt = `127.0.0.1:${replica.port}`;
+    const primaryAt = `127.0.0.1:${primary.port}`;
+    for (const [broker, backend] of [
+      [replica.url, null],
+      ["memory", replica.url],
+    ] as const) {
+      const app = new Chicory({ broker, backend, config: { env: {} } });
+      cleanups.push(() => app.disconnect());
+      app.task({ name: "noop" }, async () => undefined);
+      const worker = new Worker(app, { logger: silentLogger });
+      const component = broker === "memory" ? "redis backend" : "redis broker";
+      await expect(worker.start()).rejects.toThrow(
+        `${component}: redis://${replicaAt}/0 is a replica of ${primaryAt}, which refuses writes (READONLY)`,
+      );
+    }
   });
 
   it("workers and producers carry on against the promoted replica", { timeout: 30_000 }, async () => {

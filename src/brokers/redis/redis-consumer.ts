@@ -688,6 +688,36 @@ export class RedisConsumer implements Consumer {
     await runScript(conn, "chicoryCreateGroup", [q.keys.stream, q.keys.unique], [this.#ctx.group, this.#consumerId]);
     q.hasGroup = true;
     q.seenAtMs = performance.now();
+    await this.#warnOfOtherGroups(conn, q);
+  }
+
+  /**
+   * Warns when the queue's stream has consumer groups besides this consumer's: each group gets
+   * every message, so workers of two groups (a typo, or two deployments that share a server and
+   * prefix and differ in `consumerGroup`) each run every job. Best effort: a failure is ignored.
+   */
+  async #warnOfOtherGroups(conn: RedisClientLike, q: QueueState): Promise<void> {
+    let groups: unknown;
+    try {
+      groups = await conn.call("XINFO", "GROUPS", q.keys.stream);
+    } catch {
+      return;
+    }
+    if (!Array.isArray(groups)) return;
+    const others: string[] = [];
+    for (const group of groups) {
+      // RESP2: a flat [name, value, …] list per group; RESP3 through `call`: the same
+      const fields = Array.isArray(group) ? (group as unknown[]) : [];
+      const name = fields[fields.indexOf("name") + 1];
+      if (typeof name === "string" && name !== this.#ctx.group) others.push(name);
+    }
+    if (others.length === 0) return;
+    this.#logger.warn(
+      { queue: q.keys.queue, consumerGroup: this.#ctx.group, otherGroups: others.slice(0, 10) },
+      "redis: the queue's stream has other consumer groups: each group gets every job, so the workers of each " +
+        "group run it (once per group); unless that is meant, give every worker of the queue the same " +
+        "consumerGroup (CHICORY_BROKER_REDIS_CONSUMER_GROUP) and delete the others (XGROUP DESTROY)",
+    );
   }
 
   async #moveDelayed(conn: RedisClientLike, q: QueueState): Promise<void> {

@@ -156,6 +156,27 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(commands.indexOf("XREADGROUP")).toBeGreaterThan(commands.indexOf("XDEL"));
   });
 
+  it("a consumer warns when its queue's stream has another consumer group (every job would run once per group)", async () => {
+    const s = await setup();
+    await s.raw.xgroup("CREATE", s.stream, "staging-workers", "0", "MKSTREAM");
+    const { logger, lines } = capturingLogger();
+    const c = s.broker.consumer({ queues: [s.queue], consumerId: uniqueName("c-"), logger });
+    cleanups.push(() => c.close());
+    expect(await c.fetch(1, AbortSignal.timeout(50))).toEqual([]);
+    const warnings = lines.filter((line) => line.level === "warn");
+    expect(warnings.map((line) => line.message)).toEqual([
+      expect.stringMatching(/^redis: the queue's stream has other consumer groups: each group gets every job/),
+    ]);
+    expect(warnings[0]?.fields).toMatchObject({ queue: s.queue, otherGroups: ["staging-workers"] });
+    // none when the group is the only one
+    const lone = await setup();
+    const quiet = capturingLogger();
+    const d = lone.broker.consumer({ queues: [lone.queue], consumerId: uniqueName("c-"), logger: quiet.logger });
+    cleanups.push(() => d.close());
+    expect(await d.fetch(1, AbortSignal.timeout(50))).toEqual([]);
+    expect(quiet.lines.filter((line) => line.level === "warn")).toEqual([]);
+  });
+
   it("a consumer of several queues blocks on all of them in one read: a job on any of them wakes it", async () => {
     const s = await setup({ claimMinIdleMs: 60_000 });
     const other = uniqueName("q");

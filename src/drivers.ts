@@ -15,6 +15,7 @@ import { RedisBroker } from "./brokers/redis/index.js";
 import { SqliteBroker, sqliteBrokerOptionsFromEnv } from "./brokers/sqlite/index.js";
 import type { EnvMap } from "./core/env.js";
 import { maskUrl, urlScheme } from "./core/url.js";
+import { warnOnce } from "./core/warn-once.js";
 import { ConfigurationError } from "./errors.js";
 
 /** Broker kinds accepted by `new Chicory({ broker })`. */
@@ -123,7 +124,22 @@ const REDIS_TLS = ["TLS_CA", "TLS_REJECT_UNAUTHORIZED"];
 
 /** True when a `CHICORY_BACKEND_REDIS_` location variable is set: the backend has its own server. */
 function hasOwnRedisLocation(env: EnvMap): boolean {
-  return REDIS_LOCATION.some((name) => env[`CHICORY_BACKEND_REDIS_${name}`] !== undefined);
+  const own = REDIS_LOCATION.filter((name) => env[`CHICORY_BACKEND_REDIS_${name}`] !== undefined);
+  if (own.length === 0) return false;
+  const broker = ["URL", "HOST", "PORT"].filter((name) => env[`CHICORY_BROKER_REDIS_${name}`] !== undefined);
+  if (!own.includes("URL") && !own.includes("HOST") && broker.length > 0) {
+    // e.g. only CHICORY_BACKEND_REDIS_DB beside CHICORY_BROKER_REDIS_PORT: reads as "the same
+    // server, another database", but is the backend's own location on the Redis defaults
+    const where = `127.0.0.1:${env.CHICORY_BACKEND_REDIS_PORT ?? 6379}`;
+    warnOnce(
+      `backend redis location ${own.join(",")}`,
+      `CHICORY_BACKEND_REDIS_${own.join(", _")} ${own.length === 1 ? "is" : "are"} set, so the Redis backend has a location ` +
+        `of its own, and without CHICORY_BACKEND_REDIS_URL or _HOST its server is ${where}, not the broker's ` +
+        `(CHICORY_BROKER_REDIS_${broker.join(", _")}): set CHICORY_BACKEND_REDIS_URL (or _HOST) too, or unset them`,
+      "CHICORY_BACKEND_LOCATION",
+    );
+  }
+  return true;
 }
 
 /**
@@ -157,8 +173,8 @@ export function createDefaultBackend(brokerSpec: string, context: DriverContext)
  */
 export function createBackendBeside(backendSpec: string, brokerSpec: string, context: DriverContext): Backend {
   const backend = parseSpec(backendSpec, "backend");
-  if (backend.kind === "redis" && backend.url === undefined && !hasOwnRedisLocation(context.env)) {
-    if (parseSpec(brokerSpec, "broker").kind === "redis") {
+  if (backend.kind === "redis" && backend.url === undefined && parseSpec(brokerSpec, "broker").kind === "redis") {
+    if (!hasOwnRedisLocation(context.env)) {
       return createDefaultBackend(brokerSpec, context) ?? createBackend(backendSpec, context);
     }
   }

@@ -1,7 +1,7 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { resolveConfig, resolveWorkerConfig } from "../../src/config.js";
 import { toMs } from "../../src/core/duration.js";
 import { loadEnv } from "../../src/core/env.js";
@@ -240,11 +240,24 @@ describe("default backend location", () => {
     expect((app.backend as InstanceType<typeof RedisBackend>).settings.keyPrefix).toBe("shop");
     const byUrl = new Chicory({ config: { env: { ...env, CHICORY_BROKER_URL: "redis" } } });
     expect(byUrl.backend?.displayUrl).toBe("redis://app:***@redis.example:6380/12");
-    // the backend's own variables win, location and prefix each
-    const own = new Chicory({
-      broker: "redis",
-      config: { env: { ...env, CHICORY_BACKEND_REDIS_DB: "3", CHICORY_BACKEND_REDIS_KEY_PREFIX: "res" } },
-    });
+    // the backend's own variables win, location and prefix each; a location of its own without
+    // a URL or host (only _DB here) is on the Redis defaults, which a warning says
+    const emitted = vi.spyOn(process, "emitWarning").mockImplementation(() => undefined);
+    let own: InstanceType<typeof Chicory>;
+    try {
+      own = new Chicory({
+        broker: "redis",
+        config: { env: { ...env, CHICORY_BACKEND_REDIS_DB: "3", CHICORY_BACKEND_REDIS_KEY_PREFIX: "res" } },
+      });
+      expect(emitted).toHaveBeenCalledWith(
+        "CHICORY_BACKEND_REDIS_DB is set, so the Redis backend has a location of its own, and without " +
+          "CHICORY_BACKEND_REDIS_URL or _HOST its server is 127.0.0.1:6379, not the broker's " +
+          "(CHICORY_BROKER_REDIS_URL): set CHICORY_BACKEND_REDIS_URL (or _HOST) too, or unset them",
+        { code: "CHICORY_BACKEND_LOCATION" },
+      );
+    } finally {
+      emitted.mockRestore();
+    }
     expect(own.backend?.displayUrl).toBe("redis://127.0.0.1:6379/3");
     expect((own.backend as InstanceType<typeof RedisBackend>).settings.keyPrefix).toBe("res");
     // asked for by kind alone (SPEC §2's `backend: "redis"`), the backend still follows the broker

@@ -182,9 +182,16 @@ function isIsoOrNull(value: unknown): boolean {
   return value === null || (typeof value === "string" && ISO_DATE.test(value) && !Number.isNaN(Date.parse(value)));
 }
 
+/** `: "…" has no offset (a local time, read differently on each machine)` for such a value, else "". */
+function isoWithoutOffset(value: unknown): string {
+  if (typeof value !== "string" || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?$/.test(value)) return "";
+  return `: "${value}" has no offset (a local time, read differently on each machine)`;
+}
+
 /** Returns a description of the first shape problem, or null. */
 function checkShape(m: Record<string, unknown> | TaskMessage): string | null {
   const r = m as Record<string, unknown>;
+  if (r.v === undefined) return `no message version ("v": ${MESSAGE_VERSION} expected): not a Chicory task message?`;
   if (r.v !== MESSAGE_VERSION) return `unsupported message version ${JSON.stringify(r.v)?.slice(0, 20)}`;
   if (!isValidTaskId(r.id)) {
     return `id must be a well-formed string of 1-${MAX_TASK_ID_LENGTH} chars`;
@@ -194,14 +201,17 @@ function checkShape(m: Record<string, unknown> | TaskMessage): string | null {
   if (!Number.isSafeInteger(r.retries) || (r.retries as number) < 0 || (r.retries as number) > 1_000_000) {
     return "retries must be a non-negative integer";
   }
-  if (!isIsoOrNull(r.eta)) return "eta must be an ISO date or null";
+  if (!isIsoOrNull(r.eta))
+    return `eta must be an ISO 8601 date-time with its offset (Z or +hh:mm) or null${isoWithoutOffset(r.eta)}`;
   if (
     r.priority !== null &&
     !(Number.isInteger(r.priority) && (r.priority as number) >= 0 && (r.priority as number) <= 255)
   ) {
     return "priority must be an integer 0-255 or null";
   }
-  if (!isIsoOrNull(r.firstFailureAt)) return "firstFailureAt must be an ISO date or null";
+  if (!isIsoOrNull(r.firstFailureAt)) {
+    return `firstFailureAt must be an ISO 8601 date-time with its offset (Z or +hh:mm) or null${isoWithoutOffset(r.firstFailureAt)}`;
+  }
   if (r.lastError !== null && typeof r.lastError !== "string") return "lastError must be a string or null";
   return null;
 }

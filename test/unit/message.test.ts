@@ -58,6 +58,17 @@ describe("MessageCodec", () => {
       const body = JSON.stringify({ ...message(), ...bad });
       expect(codec.decode(body), JSON.stringify(bad)).toMatchObject({ ok: false, reason: "schema_error" });
     }
+    // the errors say what to send instead
+    const error = (bad: Record<string, unknown>) => {
+      const decoded = codec.decode(JSON.stringify({ ...message(), ...bad }));
+      return decoded.ok ? "" : decoded.error;
+    };
+    expect(error({ eta: "2026-12-04T10:00:00" })).toBe(
+      'eta must be an ISO 8601 date-time with its offset (Z or +hh:mm) or null: "2026-12-04T10:00:00" has no offset (a local time, read differently on each machine)',
+    );
+    expect(error({ eta: "tomorrow" })).toBe("eta must be an ISO 8601 date-time with its offset (Z or +hh:mm) or null");
+    expect(error({ v: undefined })).toBe('no message version ("v": 1 expected): not a Chicory task message?');
+    expect(error({ eta: "2026-12-04T10:00:00+01:00" })).toBe("");
   });
 
   it("rejects nesting deeper than 64 before building objects", () => {

@@ -154,14 +154,16 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     sub.disconnect();
   });
 
-  it("an ack or dead letter resent after a reconnect, its entry settled already, writes its record again (gone with a Redis restart without persistence)", async () => {
-    const s = await setup();
-    // the broker's command connection is this client, so the test can drop it
+  /**
+   * A consumer of another broker (records attached) whose command connection the test can drop:
+   * `dropConnection()` kills it, and the settle called next goes out while it reconnects.
+   */
+  async function consumerOnDroppableConnection(s: Awaited<ReturnType<typeof setup>>, consumerId: string) {
     const main = rawRedis();
     cleanups.push(() => main.disconnect());
     const broker = await s.newBroker({ claimMinIdleMs: 60_000, client: main });
     expect(broker.attachResults(s.backend)).toBe(true);
-    const c = broker.consumer({ queues: [s.queue], consumerId: "resent" });
+    const c = broker.consumer({ queues: [s.queue], consumerId });
     cleanups.push(() => c.close());
     const dropConnection = async () => {
       const id = String(await main.call("CLIENT", "ID"));
@@ -169,6 +171,12 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
       await s.raw.call("CLIENT", "KILL", "ID", id);
       return { ready };
     };
+    return { c, dropConnection };
+  }
+
+  it("an ack or dead letter resent after a reconnect, its entry settled already, writes its record again (gone with a Redis restart without persistence)", async () => {
+    const s = await setup();
+    const { c, dropConnection } = await consumerOnDroppableConnection(s, "resent");
     for (const settle of ["ack", "deadLetter"] as const) {
       const id = await s.publish();
       const d = await fetchOne(c);
@@ -195,12 +203,7 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
 
   it("a resent ack writes its records again only where the task has no final record (another worker's stays)", async () => {
     const s = await setup();
-    const main = rawRedis();
-    cleanups.push(() => main.disconnect());
-    const broker = await s.newBroker({ claimMinIdleMs: 60_000, client: main });
-    expect(broker.attachResults(s.backend)).toBe(true);
-    const c = broker.consumer({ queues: [s.queue], consumerId: "resent-final" });
-    cleanups.push(() => c.close());
+    const { c, dropConnection } = await consumerOnDroppableConnection(s, "resent-final");
     const theirs = await s.publish();
     const lost = await s.publish();
     const deliveries = await fetchN(c, 2);
@@ -213,9 +216,7 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
       await s.raw.xdel(s.stream, d.deliveryId);
     }
     await s.backend.storeResult(success(theirs, "theirs"));
-    const id = String(await main.call("CLIENT", "ID"));
-    const ready = new Promise((resolve) => main.once("ready", resolve));
-    await s.raw.call("CLIENT", "KILL", "ID", id);
+    const { ready } = await dropConnection();
     // the task with the final record first: its write again is sent first on the backend's connection
     deliveries.sort((a, b) => (idOf(a) === theirs ? -1 : idOf(b) === theirs ? 1 : 0));
     await Promise.all(deliveries.map((d) => d.ackWithRecord?.(success(idOf(d), "mine"))));

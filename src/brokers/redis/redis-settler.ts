@@ -84,16 +84,18 @@ export function compareEntryIds(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** `batch` with the acks that carry a record first (itself when it is not mixed). */
 /**
  * How long after its last confirmation an entry's lease surely still holds, on this process's
- * clock: the claim idle time less a margin (a tenth of it, at most 2 s) for the difference
- * between this clock and Redis's, which counts the idle time.
+ * clock: the claim idle time, less one renewal interval (a third of it: a renewal Redis
+ * acknowledged can still be lost in a failover to a lagging replica or a restart from disk,
+ * and the idle time then runs from the renewal before), less a margin (a tenth, at most 2 s)
+ * for the difference between this clock and Redis's, which counts the idle time.
  */
 function heldUntilMs(claimMinIdleMs: number): number {
-  return claimMinIdleMs - Math.min(2000, claimMinIdleMs / 10);
+  return claimMinIdleMs - Math.floor(claimMinIdleMs / 3) - Math.min(2000, claimMinIdleMs / 10);
 }
 
+/** `batch` with the acks that carry a record first (itself when it is not mixed). */
 function withRecordsFirst(batch: PendingAck[]): PendingAck[] {
   let withRecord = 0;
   for (const ack of batch) if (ack.record !== undefined) withRecord++;

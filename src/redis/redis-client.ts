@@ -71,7 +71,9 @@ export function runScript(client: RedisClientLike, name: string, keys: readonly 
 
 /** True when a Redis error means the consumer group (or its stream) is missing. */
 export function isNoGroupError(error: unknown): boolean {
-  return error instanceof Error && /NOGROUP|no such key/i.test(error.message);
+  // (Redis 7.0 ends a read blocked on a stream that was deleted with "UNBLOCKED the stream key
+  // no longer exists")
+  return error instanceof Error && /NOGROUP|no such key|stream key no longer exists/i.test(error.message);
 }
 
 /** Chicory's scripts by name, as registered (see {@link nameScripts}). */

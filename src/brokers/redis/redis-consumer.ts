@@ -171,6 +171,8 @@ export class RedisConsumer implements Consumer {
   #isTouching = false;
   #isClosed = false;
   #turn = 0;
+  /** True once the server refused a read of several streams (CROSSSLOT): see #fetchInto. */
+  #readsOneByOne = false;
   /** Read-ahead entries not handed out yet (at most `prefetch`). */
   #buffer: RedisDelivery[] = [];
 
@@ -536,9 +538,20 @@ export class RedisConsumer implements Consumer {
       await this.#read(conn, q, max - out.length, undefined, out);
     }
     if (out.length > 0 || signal.aborted) return;
-    if (!isClusterClient(conn)) {
-      await this.#readAny(conn, max, this.#blockFor(), out);
-      return;
+    if (!this.#readsOneByOne && !isClusterClient(conn)) {
+      try {
+        await this.#readAny(conn, max, this.#blockFor(), out);
+        return;
+      } catch (error) {
+        // A sharded server behind one endpoint (a proxy, a managed "cluster" without the
+        // Cluster API) refuses a command over keys of several slots: read one queue at a time.
+        if (!(error instanceof Error && error.message.startsWith("CROSSSLOT"))) throw error;
+        this.#readsOneByOne = true;
+        this.#logger.info(
+          { queues: queues.map((x) => x.keys.queue) },
+          "redis: the server refuses one read over several queues' streams (CROSSSLOT); reading them one at a time",
+        );
+      }
     }
     // On a Cluster the queues' streams are on different slots (one command cannot block on
     // them all): it blocks on one queue in turn, for a short time.
@@ -579,7 +592,11 @@ export class RedisConsumer implements Consumer {
     for (const [stream, entries] of streamReplies(reply)) {
       // (a client given with ioredis's own keyPrefix answers with the prefixed name)
       const q = queues.find((x) => x.keys.stream === stream) ?? queues.find((x) => stream.endsWith(x.keys.stream));
-      if (q === undefined) continue;
+      if (q === undefined) {
+        // (never seen) entries read but not held: the next fetch takes them back
+        for (const x of queues) x.mayHoldUnknown = true;
+        continue;
+      }
       for (const [id, fields] of entries) this.#handOut(q, id, fields ?? [], 1, out, sentAtMs);
       q.isBacklogged = entries.length >= count;
     }

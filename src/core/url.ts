@@ -31,14 +31,19 @@ function maskMistypedUserinfo(spec: string): string {
 
 /**
  * What is wrong with a URL whose user name or password holds an unencoded `/` (its `@` then
- * lies after the host: `scheme://u:pa@ss/rest@host/db`), or undefined. The URL parser ends the
- * host at that `/`, taking part of the password for the host and the rest for the path, so an
- * error naming that host (`ENOTFOUND`) or path would show it: such a URL is refused before any
- * connection, in a message that quotes nothing but the masked URL.
+ * lies after the host: `scheme://u:pa@ss/rest@host:port/db`), or undefined. The URL parser ends
+ * the host at that `/`, taking part of the password for the host and the rest for the path, so
+ * an error naming that host (`ENOTFOUND`) or path would show it: such a URL is refused before
+ * any connection, in a message that quotes nothing but the masked URL. Told by what follows the
+ * path's last `@`: a host and a port, or a host and a path of its own. With `anyAt` (a path
+ * that can hold no `@`, as Redis's database number), any `@` in the path counts; otherwise a
+ * database or vhost named with an `@` (`/team@prod`) is left alone.
  */
-export function unencodedUserinfo(url: string): string | undefined {
+export function unencodedUserinfo(url: string, anyAt = false): string | undefined {
   const path = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(\/[^?#]*)/i.exec(url)?.[1];
   if (path === undefined || !path.includes("@")) return undefined;
+  const after = path.slice(path.lastIndexOf("@") + 1);
+  if (!anyAt && !after.includes("/") && !/:\d+$/.test(after)) return undefined;
   return `${maskUrl(url)}: an "@" after the host; percent-encode @ : / ? # % in a user name or password (e.g. / as %2F, @ as %40)`;
 }
 

@@ -245,7 +245,7 @@ function fromUrl(
       `${envPrefix}_TLS_* is set but the URL ${maskUrl(url)} is not TLS: use rediss:// (or unset the TLS variables)`,
     );
   }
-  const unencoded = unencodedUserinfo(url); // (nothing of the password may appear in the message)
+  const unencoded = unencodedUserinfo(url, true); // (nothing of the password may appear in the message)
   if (unencoded !== undefined) throw new ConfigurationError(`invalid Redis URL ${unencoded}`);
   const dbText = parsed.pathname.replace(/^\//, "");
   if (dbText !== "" && !/^\d+$/.test(dbText)) {

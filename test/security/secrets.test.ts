@@ -135,6 +135,13 @@ describe("A10: DSN passwords never appear", () => {
       expect((error as Error).message, url).toMatch(/an "@" after the host; percent-encode/);
       for (const part of [head, tail]) expect(errorText(error), url).not.toContain(part);
     }
+    // a database or vhost named with an "@" is no such URL
+    for (const [broker, backend] of [
+      ["amqp://u:p@127.0.0.1:5672/team@prod", null],
+      ["memory", "postgres://u:p@127.0.0.1:5432/my@db"],
+    ] as const) {
+      expect(() => new Chicory({ broker, backend })).not.toThrow();
+    }
   });
 
   it("a DSN inside a thrown task error is masked in logs, the stored result and the DLQ", async () => {

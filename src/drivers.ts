@@ -122,12 +122,18 @@ const REDIS_LOCATION = ["URL", "HOST", "PORT", "DB", "USERNAME", "PASSWORD"];
 /** The Redis settings of how to trust that server: shared with the location, each unless set. */
 const REDIS_TLS = ["TLS_CA", "TLS_REJECT_UNAUTHORIZED"];
 
-/** True when a `CHICORY_BACKEND_REDIS_` location variable is set: the backend has its own server. */
-function hasOwnRedisLocation(env: EnvMap): boolean {
+/**
+ * True when a `CHICORY_BACKEND_REDIS_` location variable is set: the backend has its own server.
+ * `brokerSpec`: the spec of a Redis broker beside it, whose location then comes from its
+ * variables when the spec has no URL (a warning says when the backend's own location, lacking a
+ * URL or host, lands on the Redis defaults instead).
+ */
+function hasOwnRedisLocation(env: EnvMap, brokerSpec?: string): boolean {
   const own = REDIS_LOCATION.filter((name) => env[`CHICORY_BACKEND_REDIS_${name}`] !== undefined);
   if (own.length === 0) return false;
+  const fromVariables = brokerSpec !== undefined && parseSpec(brokerSpec, "broker").url === undefined;
   const broker = ["URL", "HOST", "PORT"].filter((name) => env[`CHICORY_BROKER_REDIS_${name}`] !== undefined);
-  if (!own.includes("URL") && !own.includes("HOST") && broker.length > 0) {
+  if (fromVariables && !own.includes("URL") && !own.includes("HOST") && broker.length > 0) {
     // e.g. only CHICORY_BACKEND_REDIS_DB beside CHICORY_BROKER_REDIS_PORT: reads as "the same
     // server, another database", but is the backend's own location on the Redis defaults
     const where = `127.0.0.1:${env.CHICORY_BACKEND_REDIS_PORT ?? 6379}`;
@@ -155,7 +161,7 @@ export function createDefaultBackend(brokerSpec: string, context: DriverContext)
   if (parseSpec(spec, "backend").kind !== "redis") return createBackend(spec, context);
   const env: Record<string, string | undefined> = { ...context.env };
   const from = (name: string) => context.env[`CHICORY_BROKER_REDIS_${name}`];
-  if (!hasOwnRedisLocation(context.env)) {
+  if (!hasOwnRedisLocation(context.env, brokerSpec)) {
     for (const name of REDIS_LOCATION) env[`CHICORY_BACKEND_REDIS_${name}`] = from(name);
     // the same server: trusted the same way, unless the backend says otherwise
     for (const name of REDIS_TLS) env[`CHICORY_BACKEND_REDIS_${name}`] ??= from(name);
@@ -174,7 +180,7 @@ export function createDefaultBackend(brokerSpec: string, context: DriverContext)
 export function createBackendBeside(backendSpec: string, brokerSpec: string, context: DriverContext): Backend {
   const backend = parseSpec(backendSpec, "backend");
   if (backend.kind === "redis" && backend.url === undefined && parseSpec(brokerSpec, "broker").kind === "redis") {
-    if (!hasOwnRedisLocation(context.env)) {
+    if (!hasOwnRedisLocation(context.env, brokerSpec)) {
       return createDefaultBackend(brokerSpec, context) ?? createBackend(backendSpec, context);
     }
   }

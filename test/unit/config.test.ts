@@ -255,6 +255,13 @@ describe("default backend location", () => {
           "(CHICORY_BROKER_REDIS_URL): set CHICORY_BACKEND_REDIS_URL (or _HOST) too, or unset them",
         { code: "CHICORY_BACKEND_LOCATION" },
       );
+      // none when the broker's location is a URL in its spec (the backend then takes that URL)
+      emitted.mockClear();
+      new Chicory({
+        broker: "redis://redis.example:6390/0",
+        config: { env: { CHICORY_BROKER_REDIS_PORT: "6391", CHICORY_BACKEND_REDIS_PASSWORD: "x" } },
+      });
+      expect(emitted).not.toHaveBeenCalled();
     } finally {
       emitted.mockRestore();
     }

@@ -35,7 +35,6 @@ const ENV = "CHICORY_BACKEND_REDIS";
 /** Longest record TTL (Redis refuses an `EX` whose milliseconds overflow). */
 const MAX_TTL_SECONDS = 100 * 365 * 86_400;
 
-/** Options over environment over defaults. */
 /** The keys of {@link RedisBackendOptions}: any other is refused (an untyped caller's typo). */
 const OPTION_KEYS: ReadonlySet<string> = new Set(
   Object.keys({
@@ -47,6 +46,7 @@ const OPTION_KEYS: ReadonlySet<string> = new Set(
   } satisfies Record<keyof RedisBackendOptions, true>),
 );
 
+/** Options over environment over defaults. */
 export function resolveBackendSettings(options: RedisBackendOptions, env: EnvMap): RedisBackendSettings {
   checkOptionKeys(options, "RedisBackend", OPTION_KEYS);
   const ttlMs =

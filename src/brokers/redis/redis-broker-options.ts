@@ -75,7 +75,6 @@ function limit(value: number | null | undefined, env: EnvMap, variable: string):
   return checkInt(value, variable, 0);
 }
 
-/** Options over environment over defaults. */
 /** The keys of {@link RedisBrokerOptions}: any other is refused (an untyped caller's typo). */
 const OPTION_KEYS: ReadonlySet<string> = new Set(
   Object.keys({
@@ -93,6 +92,7 @@ const OPTION_KEYS: ReadonlySet<string> = new Set(
   } satisfies Record<keyof RedisBrokerOptions, true>),
 );
 
+/** Options over environment over defaults. */
 export function resolveBrokerSettings(options: RedisBrokerOptions, env: EnvMap): RedisBrokerSettings {
   checkOptionKeys(options, "RedisBroker", OPTION_KEYS);
   return {

@@ -11,6 +11,10 @@
  *     resume and every confirmed job end SUCCESS.
  * (d) stall of the result subscriber: it only receives, so only its PING check can tell the
  *     connection died; it reconnects and push notifications flow again during the stall.
+ * (e) one worker cut off alone past its lease: another worker (straight to Redis) takes its
+ *     jobs over and runs them; the cut-off worker's acks, sent again once it reconnects, find
+ *     them settled and report a possible double run (a warning), not "acknowledged by an
+ *     earlier copy" (its own gap in Redis's replies is no stall of Redis).
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -18,6 +22,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../src/backends/redis/index.js";
 import { Chicory, silentLogger, Worker } from "../../src/index.js";
+import { capturingLogger } from "../helpers/capturing-logger.js";
 import { uniqueName } from "../helpers/services.js";
 import { ChaosProxy } from "./infra/chaos-proxy.js";
 import { JobLedger, produce, report, sleepMs, waitFor } from "./infra/ledger.js";
@@ -221,6 +226,61 @@ describe.skipIf(!hasRedisServer)("infra: chaos TCP proxy between the app and Red
     expect(stallFigures?.detectedAfterMs).not.toBeNull();
     expect(stallFigures?.detectedAfterMs).toBeLessThanOrEqual(15_000);
   });
+
+  it("(e) a worker cut off alone past its lease: the jobs another worker took over are reported as possibly run twice", async () => {
+    const { dir, server, proxy, proxyPort } = await redisBehindProxy();
+    const name = uniqueName("rel");
+    const env = {
+      CHICORY_BROKER_REDIS_KEY_PREFIX: name,
+      CHICORY_BACKEND_REDIS_KEY_PREFIX: name,
+      CHICORY_BROKER_REDIS_CLAIM_MIN_IDLE_MS: "3000",
+    };
+    const runs = new Map<number, string[]>();
+    const newApp = (url: string, who: string, ms: number) => {
+      const app = new Chicory({ broker: url, config: { env } });
+      const job = app.task({ name: "rel_cut_off_job" }, async (i: number) => {
+        runs.set(i, [...(runs.get(i) ?? []), who]);
+        await sleepMs(ms);
+        return who;
+      });
+      return { app, job };
+    };
+    const a = newApp(`redis://127.0.0.1:${proxyPort}/0`, "a", 1000); // through the proxy
+    const b = newApp(server.url, "b", 0); // straight to Redis
+    const { logger, lines } = capturingLogger();
+    const workerA = new Worker(a.app, { logger, concurrency: 4 });
+    const workerB = new Worker(b.app, { logger: silentLogger, concurrency: 4 });
+    const warned = () =>
+      lines
+        .filter((line) => line.level === "warn" && /^redis ack: entries no longer pending/.test(line.message))
+        .reduce((sum, line) => sum + Number(line.fields.entries ?? 0), 0);
+    try {
+      const ids: string[] = [];
+      for (let i = 0; i < 4; i++) ids.push((await a.job.delay(i)).taskId); // all four taken by A at its first read
+      await workerA.start();
+      expect(await waitFor(() => runs.size === 4, 10_000, 10)).toBe(true);
+      expect(proxy.stall()).toBeGreaterThan(0); // A's jobs end in 1 s; their acks do not get through
+      await workerB.start();
+      // B takes them over once A's leases run out (3 s), and runs them
+      expect(await waitFor(() => [...runs.values()].every((r) => r.includes("b")), 20_000)).toBe(true);
+      // A gives up its stalled sockets (10 s without a reply), reconnects (new connections pass)
+      // and sends its acks again, which find the entries settled by B
+      expect(await waitFor(() => warned() >= 4, 30_000)).toBe(true);
+      expect([...runs.values()].map((r) => [...r].sort())).toEqual([...Array(4)].map(() => ["a", "b"]));
+      expect(warned()).toBe(4);
+      expect(lines.filter((line) => /already acknowledged by an earlier copy/.test(line.message))).toEqual([]);
+      // the results stay B's (A's records went with fenced acks: stored only where none was final)
+      const results = await Promise.all(ids.map((id) => b.app.backend?.getResult(id)));
+      expect(results.map((r) => [r?.state, r?.result])).toEqual(ids.map(() => ["SUCCESS", "b"]));
+    } finally {
+      proxy.heal();
+      await Promise.allSettled([workerA.stop(2), workerB.stop(2)]);
+      await Promise.allSettled([a.app.disconnect(), b.app.disconnect()]);
+      await proxy.close();
+      await server.kill("SIGKILL");
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
 
   it("(d) a stalled result subscriber is noticed by its PING check: push resumes during the stall", async () => {
     const { dir, server, proxy, proxyPort } = await redisBehindProxy();

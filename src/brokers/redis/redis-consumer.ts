@@ -56,7 +56,7 @@ import type { RedisBrokerContext } from "./redis-context.js";
 import { RedisDelivery } from "./redis-delivery.js";
 import { MOVE_BATCH, warnDropped } from "./redis-due-mover.js";
 import { type QueueKeys, RELEASED_CONSUMER } from "./redis-keys.js";
-import { openReader, READ_GIVE_UP_GRACE_MS, type ReadReply, streamEntries, streamReplies } from "./redis-reader.js";
+import { openReader, READ_GIVE_UP_GRACE_MS, type ReadReply, streamReplies } from "./redis-reader.js";
 import { RedisSettler } from "./redis-settler.js";
 
 /** Longest time before re-checking the delayed set (others may add earlier entries). */
@@ -569,26 +569,47 @@ export class RedisConsumer implements Consumer {
    */
   async #readAny(conn: RedisClientLike, count: number, blockMs: number, out: RedisDelivery[]): Promise<void> {
     this.#settler.sendWaitingAcks(); // the results they carry go out before this read
-    const queues = this.#queues;
+    const first = out.length;
+    await this.#readStreams(conn, this.#queues, count, blockMs, out, performance.now());
+    if (out.length - first > count) {
+      const extra = out.splice(first + count);
+      await Promise.allSettled(extra.map((d) => d.release()));
+    }
+  }
+
+  /**
+   * One XREADGROUP of new entries of `queues`' streams (blocking for `blockMs` when given),
+   * handed out to `out` with leases from `sentAtMs`.
+   */
+  async #readStreams(
+    conn: RedisClientLike,
+    queues: readonly QueueState[],
+    count: number,
+    blockMs: number | undefined,
+    out: RedisDelivery[],
+    sentAtMs: number,
+  ): Promise<void> {
     const args: Array<string | number> = ["GROUP", this.#ctx.group, this.#consumerId, "COUNT", count];
-    args.push("BLOCK", blockMs, "STREAMS");
+    if (blockMs !== undefined) args.push("BLOCK", blockMs);
+    args.push("STREAMS");
     for (const q of queues) args.push(q.keys.stream);
     for (let i = 0; i < queues.length; i++) args.push(">");
-    const sentAtMs = performance.now();
-    this.#isBlocking = true;
+    this.#isBlocking = blockMs !== undefined;
     let reply: ReadReply;
     try {
       reply = (await conn.call("XREADGROUP", ...args)) as ReadReply;
     } finally {
       this.#isBlocking = false;
     }
-    if (reply === null && performance.now() - sentAtMs >= blockMs + GAVE_UP_AFTER_MS) {
-      // ended by the client's time limit, not by Redis (see #read)
+    if (reply === null && blockMs !== undefined && performance.now() - sentAtMs >= blockMs + GAVE_UP_AFTER_MS) {
+      // Ended by the client's own time limit (READ_GIVE_UP_GRACE_MS), not by Redis: no reply
+      // (Redis frozen?). Should Redis hand this read entries later, they are pending for this
+      // consumer and not held: the next fetch takes them back.
       for (const q of queues) q.mayHoldUnknown = true;
       return;
     }
     this.#replied();
-    const first = out.length;
+    for (const q of queues) q.isBacklogged = false;
     for (const [stream, entries] of streamReplies(reply)) {
       // (a client given with ioredis's own keyPrefix answers with the prefixed name)
       const q = queues.find((x) => x.keys.stream === stream) ?? queues.find((x) => stream.endsWith(x.keys.stream));
@@ -599,10 +620,6 @@ export class RedisConsumer implements Consumer {
       }
       for (const [id, fields] of entries) this.#handOut(q, id, fields ?? [], 1, out, sentAtMs);
       q.isBacklogged = entries.length >= count;
-    }
-    if (out.length - first > count) {
-      const extra = out.splice(first + count);
-      await Promise.allSettled(extra.map((d) => d.release()));
     }
   }
 
@@ -658,31 +675,8 @@ export class RedisConsumer implements Consumer {
       q.isBacklogged = entries.length >= count;
       if (entries.length > 0 || blockMs === undefined) return;
     }
-    const args: Array<string | number> = ["GROUP", this.#ctx.group, this.#consumerId, "COUNT", count];
-    if (blockMs !== undefined) args.push("BLOCK", blockMs);
-    args.push("STREAMS", q.keys.stream, ">");
-    this.#isBlocking = blockMs !== undefined;
     if (withAcks !== undefined) sentAtMs = performance.now();
-    let reply: ReadReply;
-    try {
-      reply = (await conn.call("XREADGROUP", ...args)) as ReadReply;
-    } finally {
-      this.#isBlocking = false;
-    }
-    if (reply === null && blockMs !== undefined && performance.now() - sentAtMs >= blockMs + GAVE_UP_AFTER_MS) {
-      // Ended by the client's own time limit (READ_GIVE_UP_GRACE_MS), not by Redis: no reply
-      // (Redis frozen?). Should Redis hand this read entries later, they are pending for this
-      // consumer and not held: the next fetch takes them back.
-      q.mayHoldUnknown = true;
-    } else {
-      this.#replied();
-    }
-    let got = 0;
-    for (const entries of streamEntries(reply)) {
-      for (const [id, fields] of entries) this.#handOut(q, id, fields ?? [], 1, out, sentAtMs);
-      got += entries.length;
-    }
-    q.isBacklogged = got >= count;
+    await this.#readStreams(conn, [q], count, blockMs, out, sentAtMs);
   }
 
   /** Hands out an entry whose read or claim was sent at `sentAtMs` (its lease's start). */

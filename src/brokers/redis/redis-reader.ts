@@ -30,13 +30,6 @@ export function streamReplies(reply: ReadReply): Array<[string, StreamEntry[]]> 
   return out;
 }
 
-/** The entry lists of an XREADGROUP reply, whichever protocol the connection speaks. */
-export function streamEntries(reply: ReadReply): StreamEntry[][] {
-  if (reply === null || reply.length === 0) return [];
-  if (typeof reply[0] === "string") return reply.filter((_, i) => i % 2 === 1) as StreamEntry[][];
-  return (reply as Array<[string, StreamEntry[]]>).map(([, entries]) => entries);
-}
-
 /**
  * Opens a reader connection duplicated from `main`. `onClientId` receives the connection's
  * CLIENT ID after every (re)connect, and undefined while it is unknown.

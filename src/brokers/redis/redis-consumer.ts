@@ -226,7 +226,6 @@ export class RedisConsumer implements Consumer {
       },
       this.#logger,
       records,
-      () => this.#replied(), // (a settle's reply can be the first after a stall: the window opens now)
     );
     this.#reclaimIntervalMs = Math.max(50, Math.min(Math.floor(ctx.claimMinIdleMs / 2), 1000));
     const renewEveryMs = Math.max(50, Math.floor(ctx.claimMinIdleMs / 3));

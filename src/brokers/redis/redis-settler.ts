@@ -151,18 +151,11 @@ export class RedisSettler implements DeliverySettler {
   readonly #records: RedisRecordWriter | undefined;
 
   /**
-   * Notes the reply from Redis just received (a settle call's, which can be the first after a
-   * stall: the consumer then warns of it and renews its leases; see redis-contact.ts).
-   */
-  readonly #noteReply: () => void;
-
-  /**
    * @param onSettled called once a delivery no longer needs lease renewal; `isStillPending` when
    *   its entry may still be pending for this consumer (a dead letter refused by a full DLQ, a
    *   release that failed): it is left to its lease, then reclaimed
    * @param logger the consumer's logger (default: the broker's)
    * @param records the result backend whose records acks may carry (same server and database)
-   * @param noteReply notes a reply just received (see the field)
    */
   constructor(
     ctx: RedisBrokerContext,
@@ -170,14 +163,12 @@ export class RedisSettler implements DeliverySettler {
     onSettled: (delivery: RedisDelivery, isStillPending?: boolean) => void,
     logger: Logger = ctx.logger,
     records?: RedisRecordWriter,
-    noteReply: () => void = () => undefined,
   ) {
     this.#ctx = ctx;
     this.#consumerId = consumerId;
     this.#onSettled = onSettled;
     this.#logger = logger;
     this.#records = records;
-    this.#noteReply = noteReply;
   }
 
   async #settle(delivery: RedisDelivery, operation: string, run: () => Promise<unknown>): Promise<unknown> {
@@ -579,7 +570,6 @@ export class RedisSettler implements DeliverySettler {
    * {@link FENCED}: another consumer may hold it, or have run it.
    */
   #notPending(d: RedisDelivery, code: number, sentAtReady: number): typeof EARLIER | typeof FENCED {
-    this.#noteReply();
     const isHeld =
       code === 2 &&
       this.#ctx.mainReadyCount() !== sentAtReady &&

@@ -178,18 +178,20 @@ export function envChoice<T extends string>(env: EnvMap, name: string, choices: 
 
 /**
  * Refuses an options object with a key not in `known` (an untyped caller's typo would be ignored
- * silently): `${name}: unknown option "key"`, then `notes[key]` when given, else the options.
+ * silently): `${name}: unknown option "key"`, then `notes[key]` when given, else the options; a
+ * `ConfigurationError` unless `Refusal` says which error.
  */
 export function checkOptionKeys(
   options: object,
   name: string,
   known: ReadonlySet<string>,
   notes: Readonly<Record<string, string>> = {},
+  Refusal: new (message: string) => Error = ConfigurationError,
 ): void {
   for (const key of Object.keys(options)) {
     if (known.has(key)) continue;
     const note = Object.hasOwn(notes, key) ? notes[key] : ` (options: ${[...known].join(", ")})`;
-    throw new ConfigurationError(`${name}: unknown option "${key.slice(0, 40)}"${note}`);
+    throw new Refusal(`${name}: unknown option "${key.slice(0, 40)}"${note}`);
   }
 }
 

@@ -184,7 +184,7 @@ function isIsoOrNull(value: unknown): boolean {
 
 /** `: "…" has no offset (a local time, read differently on each machine)` for such a value, else "". */
 function isoWithoutOffset(value: unknown): string {
-  if (typeof value !== "string" || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?$/.test(value)) return "";
+  if (typeof value !== "string" || !isIsoOrNull(`${value}Z`)) return "";
   return `: "${value}" has no offset (a local time, read differently on each machine)`;
 }
 

@@ -60,7 +60,7 @@ export interface ResultHubHost {
   onError(error: unknown, what?: string): void;
   /** Tells of an outage that waits meet, once per outage (see {@link OutageNotice}). */
   readonly outage?: OutageNotice;
-  /** How long a record lives in Redis, ms (0: for ever): a kept record is not handed out older. */
+  /** How long a record lives in Redis, ms (0: for ever): a kept record is handed out for half that at most. */
   readonly recordTtlMs?: number;
 }
 
@@ -68,7 +68,12 @@ export interface ResultHubHost {
 export class RedisResultHub {
   readonly #host: ResultHubHost;
   readonly #waiter: ResultWaiter;
-  /** {@link EARLY_MAX_AGE_MS}, or the records' TTL when shorter (an expired record reads PENDING). */
+  /**
+   * {@link EARLY_MAX_AGE_MS}, or half the records' TTL when shorter. A record is kept from its
+   * arrival, which comes after its write by the notification's delay (more when this process's
+   * event loop was busy): the half leaves that delay room, so a kept record is not handed out
+   * once Redis has expired it (an expired record reads PENDING).
+   */
   readonly #earlyMaxAgeMs: number;
   readonly #notified = new Set<string>();
   /** Ids published by this process (`expect`), oldest first; dropped once their record arrives. */
@@ -93,7 +98,7 @@ export class RedisResultHub {
   constructor(host: ResultHubHost) {
     this.#host = host;
     const ttlMs = host.recordTtlMs ?? 0;
-    this.#earlyMaxAgeMs = ttlMs > 0 ? Math.min(EARLY_MAX_AGE_MS, ttlMs) : EARLY_MAX_AGE_MS;
+    this.#earlyMaxAgeMs = ttlMs > 0 ? Math.min(EARLY_MAX_AGE_MS, Math.floor(ttlMs / 2)) : EARLY_MAX_AGE_MS;
     this.#waiter = new ResultWaiter({
       fetchMany: (ids) => host.fetchMany(ids),
       pollIntervalMs: host.pollIntervalMs,

@@ -65,9 +65,9 @@ describe.skipIf(skip)("redis backend", () => {
   }
 
   /** A waiting backend whose subscription is open (its first wait subscribes) and a writing one. */
-  async function waiterAndWriter(s: Awaited<ReturnType<typeof setup>>) {
-    const waiting = await s.open();
-    const writer = await s.open();
+  async function waiterAndWriter(s: Awaited<ReturnType<typeof setup>>, ttl?: Parameters<typeof s.open>[0]) {
+    const waiting = await s.open(ttl);
+    const writer = await s.open(ttl);
     expect(await waiting.waitForResult(uniqueName("task-"), { timeoutMs: 1 })).toBeNull();
     return { waiting, writer };
   }
@@ -315,9 +315,13 @@ describe.skipIf(skip)("redis backend", () => {
    * kept; a later `marker`'s wait tells that the notification was handled. `beforeWrites` runs
    * just before the records are written.
    */
-  async function keptEarlyRecord(s: Awaited<ReturnType<typeof setup>>, beforeWrites = () => {}) {
+  async function keptEarlyRecord(
+    s: Awaited<ReturnType<typeof setup>>,
+    beforeWrites = () => {},
+    ttl?: Parameters<typeof s.open>[0],
+  ) {
     // The first wait subscribes (and times out: nothing is stored under that id).
-    const { waiting, writer } = await waiterAndWriter(s);
+    const { waiting, writer } = await waiterAndWriter(s, ttl);
     const early = uniqueName("task-");
     const marker = uniqueName("task-");
     waiting.expectResult(early);
@@ -354,6 +358,20 @@ describe.skipIf(skip)("redis backend", () => {
     await s.raw.call("DEL", kept.writer.resultKey(kept.early));
     // before, the record stayed kept until the next notification: this wait got it
     expect(await kept.waiting.waitForResult(kept.early, { timeoutMs: 200, pollIntervalMs: 50 })).toBeNull();
+  });
+
+  it("reads a kept record from Redis once it is older than half the result TTL (its notification may have come late)", async () => {
+    const s = await setup();
+    try {
+      // the hub's clock is the test's from the writes on (timers stay real)
+      const kept = await keptEarlyRecord(s, () => vi.useFakeTimers({ toFake: ["Date"] }), "1s");
+      await s.raw.call("DEL", kept.writer.resultKey(kept.early));
+      vi.advanceTimersByTime(501); // the record lives 1 s in Redis; kept for 500 ms
+      // handed out from memory before: Redis may have expired it already
+      expect(await kept.waiting.waitForResult(kept.early, { timeoutMs: 200, pollIntervalMs: 50 })).toBeNull();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it.each([

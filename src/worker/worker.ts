@@ -77,6 +77,13 @@ const STARTED_AFTER_MS = 100;
 
 /** Running workers per app: the last one to stop runs the shutdown hooks and disconnects the app. */
 const runningWorkers = new WeakMap<Chicory, number>();
+
+/** What `start()` rejects with when a `stop()` came while it connected (`run()` returns). */
+class StartCancelled extends ChicoryError {
+  constructor() {
+    super("worker start cancelled: stop() was called while the worker connected to its broker and backend");
+  }
+}
 /**
  * The startup hooks' run per app, shared by the workers of that app in this process (the
  * hooks run once per process, as the shutdown hooks do, however many workers serve the app).
@@ -134,6 +141,13 @@ export class Worker {
   #unrouteLogs: (() => void) | null = null;
   /** Resolves when a `stop()` gives up on the start in progress (`run()` returns then). */
   #onStartAbandoned: (() => void) | null = null;
+  /**
+   * Set while a start connects and checks access (nothing of the worker runs yet): a `stop()`
+   * then cancels the start at once rather than waiting out a connect that hangs.
+   */
+  #cancelConnect: (() => void) | null = null;
+  /** The disconnect of a start cancelled while connecting (a later start waits for it). */
+  #cancelledClose: Promise<void> | null = null;
 
   constructor(app: Chicory, options: WorkerInit = {}) {
     checkOptionKeys(options, "Worker", WORKER_INIT_KEYS, WORKER_OPTION_NOTES);
@@ -154,6 +168,8 @@ export class Worker {
   /**
    * Starts consuming; resolves once running. A second call warns and returns (while the first
    * is in progress, it returns that start: it resolves once the worker runs).
+   * @throws ChicoryError (the promise rejects) when connecting fails, a startup hook fails, or
+   *   a `stop()` came while the worker was still connecting ("worker start cancelled")
    */
   start(): Promise<void> {
     if (this.#phase !== "idle" && this.#phase !== "stopped") {
@@ -187,9 +203,14 @@ export class Worker {
       },
     };
     try {
-      await this.#app.connect();
-      // A user the server refuses (ACL) would run and log the same refusal on every call
-      await Promise.all([this.#app.broker.checkAccess?.(this.config.queues), this.#app.backend?.checkAccess?.()]);
+      await this.#cancelledClose;
+      await this.#untilCancelled(
+        (async () => {
+          await this.#app.connect();
+          // A user the server refuses (ACL) would run and log the same refusal on every call
+          await Promise.all([this.#app.broker.checkAccess?.(this.config.queues), this.#app.backend?.checkAccess?.()]);
+        })(),
+      );
       let hooks = startupHooksRun.get(this.#app);
       if (hooks === undefined) {
         const app = this.#app;
@@ -208,7 +229,11 @@ export class Worker {
       }
     } catch (error) {
       this.#phase = "stopped";
-      if (!runningWorkers.get(this.#app)) await this.#app.disconnect().catch(() => undefined);
+      if (error instanceof StartCancelled) {
+        // The connect goes on in the background until it ends (its own timeout), then closes.
+        if (!runningWorkers.get(this.#app)) this.#cancelledClose = this.#app.disconnect().catch(() => undefined);
+        this.#logger.info("stopped while connecting: the worker did not start");
+      } else if (!runningWorkers.get(this.#app)) await this.#app.disconnect().catch(() => undefined);
       this.#stopRoutingLogs();
       throw error;
     }
@@ -238,7 +263,7 @@ export class Worker {
   }
 
   /**
-   * Stops gracefully (after a `start()` still in progress): stop fetching, stop the loops,
+   * Stops gracefully: stop fetching, stop the loops,
    * wait up to 5 s for the consume loop, wait up to `timeout` seconds for running tasks, then
    * abort their `ctx.signal` (their messages are released for redelivery under
    * `at_least_once`), send a final heartbeat, run the shutdown hooks, and disconnect the app
@@ -249,7 +274,11 @@ export class Worker {
    * or the backend unreachable (its healthcheck fails), the steps that need it are not waited
    * for, each logged: a heartbeat or cleanup round in progress, the outcomes of aborted tasks
    * (their messages stay pending for another worker), the final heartbeat (the worker's record
-   * then expires): an idle worker stops at once during an outage.
+   * then expires): an idle worker stops at once during an outage. Called while a `start()` is
+   * in progress: a start still connecting (to a server that does not answer, say) is cancelled
+   * at once (that `start()` rejects, `run()` returns); one running its startup hooks is waited
+   * for, then stopped (a hook still running at the deadline is abandoned: that start never
+   * runs the worker).
    * @param timeout seconds, or a string with a unit (`"10s"`; default `shutdownTimeout`)
    * @throws ConfigurationError (the promise rejects) when `timeout` is not a non-negative duration
    */
@@ -267,6 +296,7 @@ export class Worker {
   #stop(timeout: number): Promise<void> {
     const starting = this.#starting;
     if (starting) {
+      this.#cancelConnect?.(); // still connecting: nothing to stop but the start itself
       // Called while starting: let the start finish (its hooks, the connections), then stop
       // what it started; a start that failed left nothing running. Bounded as the rest: a
       // start still running at the deadline (a startup hook that never ends) is abandoned.
@@ -300,6 +330,19 @@ export class Worker {
     return this.#stopping;
   }
 
+  /** `connecting`, or a {@link StartCancelled} rejection as soon as a `stop()` comes. */
+  async #untilCancelled(connecting: Promise<void>): Promise<void> {
+    connecting.catch(() => undefined); // its failure after a cancel is the background close's
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.#cancelConnect = () => reject(new StartCancelled());
+        connecting.then(resolve, reject);
+      });
+    } finally {
+      this.#cancelConnect = null;
+    }
+  }
+
   /** Starts, then blocks until SIGINT/SIGTERM (or `stop()`); a second signal exits at once. */
   async run(): Promise<void> {
     let signals = 0;
@@ -318,7 +361,12 @@ export class Worker {
       const abandoned = new Promise<"abandoned">((resolve) => {
         this.#onStartAbandoned = () => resolve("abandoned");
       });
-      if ((await Promise.race([this.start(), abandoned])) === "abandoned") return;
+      try {
+        if ((await Promise.race([this.start(), abandoned])) === "abandoned") return;
+      } catch (error) {
+        if (error instanceof StartCancelled) return; // a signal during the connect: a clean stop
+        throw error;
+      }
       await this.#untilStopped();
     } finally {
       this.#onStartAbandoned = null;

@@ -8,6 +8,7 @@
  * once Redis is back). Each test runs on a redis-server of this file's own.
  */
 import { mkdtempSync, rmSync } from "node:fs";
+import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis as IORedis } from "ioredis";
@@ -281,5 +282,53 @@ describe.skipIf(skip)("redis worker: stop() while Redis is down", () => {
     await rescuer.start();
     expect(await new AsyncResult(handle.taskId, second.backend).get({ timeout: 20 })).toBe("done");
     expect(runs).toEqual(["first", "second"]);
+  });
+  it("stop() while the connect hangs (a server that accepts and never answers) cancels the start at once; run() returns", async () => {
+    const sockets: Socket[] = [];
+    let onConnection = () => {};
+    const silent = createServer((socket) => {
+      sockets.push(socket);
+      onConnection();
+    });
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    cleanups.push(async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    });
+    const { port } = silent.address() as { port: number };
+    const url = `redis://127.0.0.1:${port}/0`;
+    /** A worker of a fresh app on the silent server, and a promise of its connection attempt. */
+    const workerOnSilentServer = () => {
+      const app = new Chicory({
+        broker: new RedisBroker({ url, env: {} }),
+        backend: new RedisBackend({ url, env: {} }),
+        config: { env: {} },
+      });
+      cleanups.push(() => app.disconnect().catch(() => undefined));
+      const { logger, lines } = capturingLogger();
+      const connecting = new Promise<void>((resolve) => {
+        onConnection = resolve;
+      });
+      return { worker: new Worker(app, { logger }), lines, connecting };
+    };
+
+    const first = workerOnSilentServer();
+    const started = first.worker.start().catch((error: unknown) => error);
+    await first.connecting;
+    const stopAt = Date.now();
+    await first.worker.stop();
+    expect(String(await started)).toContain("worker start cancelled: stop() was called while the worker connected");
+    expect(Date.now() - stopAt).toBeLessThan(5_000); // not the 10 s connect timeout
+    expect(first.worker.isRunning).toBe(false);
+    expect(first.lines.map((l) => l.message)).toContain("stopped while connecting: the worker did not start");
+
+    // run() (the CLI's, a signal's stop) ends without an error
+    const second = workerOnSilentServer();
+    const running = second.worker.run();
+    await second.connecting;
+    await second.worker.stop();
+    await expect(running).resolves.toBeUndefined();
+    // the connects still hang in the background: end them, so the apps' cleanups close at once
+    for (const socket of sockets) socket.destroy();
   });
 });

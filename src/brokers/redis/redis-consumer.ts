@@ -120,6 +120,8 @@ interface QueueState {
   seenAtMs: number;
   /** When this consumer last sent a call that keeps the queue's pulse (reclaim, renewal; fleet-pulse.lua). */
   pulsedAtMs: number;
+  /** The extra idle ms of the stream's window in force at the last renewal's reply (0: none). */
+  streamWindowMs: number;
   /** The last read of the queue got as many new entries as it asked for: more are likely waiting. */
   isBacklogged: boolean;
   /** A connection reconnected: entries pending for this consumer that it does not hold may exist. */
@@ -206,6 +208,7 @@ export class RedisConsumer implements Consumer {
       housekeepingWarnedAtMs: Number.NEGATIVE_INFINITY,
       parked: new Map(),
       inFlight: new Map(),
+      streamWindowMs: 0,
     }));
     this.#settler = new RedisSettler(
       ctx,
@@ -226,6 +229,7 @@ export class RedisConsumer implements Consumer {
       },
       this.#logger,
       records,
+      (d) => this.#streamWindowMs(d),
     );
     this.#reclaimIntervalMs = Math.max(50, Math.min(Math.floor(ctx.claimMinIdleMs / 2), 1000));
     const renewEveryMs = Math.max(50, Math.floor(ctx.claimMinIdleMs / 3));
@@ -933,7 +937,8 @@ export class RedisConsumer implements Consumer {
     )) as [string[], string[], number, number, number];
     this.#replied();
     q.pulsedAtMs = sentAtMs;
-    if (opened === 1) this.#streamWindowOpened(q, Number(streamExtraMs));
+    q.streamWindowMs = Number(streamExtraMs) || 0;
+    if (opened === 1) this.#streamWindowOpened(q, q.streamWindowMs);
     if (noGroup === 1) q.hasGroup = false; // the next fetch re-creates it
     let running = 0;
     let goneRunning = 0;
@@ -1084,6 +1089,19 @@ export class RedisConsumer implements Consumer {
         "for the next claimMinIdle every consumer reclaims only entries idle longer than claimMinIdle + quietMs, " +
         "so that live workers cut off by a stall keep their jobs",
     );
+  }
+
+  /**
+   * The extra idle ms every reclaim of `d`'s stream requires now (fleet-pulse.lua), for the
+   * settler's judgement of a call resent after a stall: a renewal of no entries, which is a
+   * live consumer's call on the stream, so it opens the window when nobody called for longer
+   * than the stall threshold (as the next reclaim would).
+   */
+  async #streamWindowMs(d: RedisDelivery): Promise<number> {
+    const q = this.#queueOf(d);
+    if (q === undefined || this.#isClosed) return 0;
+    await this.#renew(q, [], {});
+    return q.streamWindowMs;
   }
 
   #queueOf(delivery: RedisDelivery): QueueState | undefined {

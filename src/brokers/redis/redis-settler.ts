@@ -149,6 +149,8 @@ export class RedisSettler implements DeliverySettler {
   readonly #onSettled: (delivery: RedisDelivery, isStillPending?: boolean) => void;
   readonly #logger: Logger;
   readonly #records: RedisRecordWriter | undefined;
+  /** Asks the consumer for the stream window in force (see {@link RedisSettler.#streamWindowMs}). */
+  readonly #streamWindow: ((delivery: RedisDelivery) => Promise<number>) | undefined;
 
   /**
    * @param onSettled called once a delivery no longer needs lease renewal; `isStillPending` when
@@ -163,12 +165,14 @@ export class RedisSettler implements DeliverySettler {
     onSettled: (delivery: RedisDelivery, isStillPending?: boolean) => void,
     logger: Logger = ctx.logger,
     records?: RedisRecordWriter,
+    streamWindow?: (delivery: RedisDelivery) => Promise<number>,
   ) {
     this.#ctx = ctx;
     this.#consumerId = consumerId;
     this.#onSettled = onSettled;
     this.#logger = logger;
     this.#records = records;
+    this.#streamWindow = streamWindow;
   }
 
   async #settle(delivery: RedisDelivery, operation: string, run: () => Promise<unknown>): Promise<unknown> {
@@ -308,12 +312,19 @@ export class RedisSettler implements DeliverySettler {
     let orphaned = 0;
     /** Indexes of fenced entries that were gone from the stream (code 2), not another consumer's. */
     let gone: number[] | undefined;
+    let windowMs = 0;
+    if (
+      Array.isArray(results) &&
+      batch.some((ack, i) => this.#isAgedOut(ack.delivery, Number(results[i]), sentAtReady))
+    ) {
+      windowMs = await this.#streamWindowMs(first);
+    }
     for (let i = 0; i < batch.length; i++) {
       const code = Array.isArray(results) ? Number(results[i]) : 1;
       if (code === 1) continue;
       outcomes ??= new Array<number>(batch.length).fill(APPLIED);
       const outcome =
-        code === ORPHANED ? ORPHANED : this.#notPending((batch[i] as PendingAck).delivery, code, sentAtReady);
+        code === ORPHANED ? ORPHANED : this.#notPending((batch[i] as PendingAck).delivery, code, sentAtReady, windowMs);
       outcomes[i] = outcome;
       if (outcome === EARLIER) earlier++;
       else if (outcome === ORPHANED) orphaned++;
@@ -451,7 +462,8 @@ export class RedisSettler implements DeliverySettler {
     // Stop renewing either way: when the DLQ is full the entry stays in the work stream and is
     // redelivered after its lease expires (the DLQ is never trimmed to make room).
     this.#onSettled(d, result === -1);
-    const isEarlier = result === 2 && this.#notPending(d, 2, sentAtReady) === EARLIER;
+    const windowMs = this.#isAgedOut(d, Number(result), sentAtReady) ? await this.#streamWindowMs(d) : 0;
+    const isEarlier = result === 2 && this.#notPending(d, 2, sentAtReady, windowMs) === EARLIER;
     if (result === 1 && record !== undefined) this.#records?.recordsWritten([record]);
     // written again: the earlier copy's writes are gone after a Redis restart without persistence
     if (isEarlier && record !== undefined) this.#writeAgain([record], d.queue);
@@ -566,16 +578,51 @@ export class RedisSettler implements DeliverySettler {
    * time runs from no earlier than the confirmation was sent, and the first copy was applied
    * before now, so none can have taken it before that copy settled it. A gap in Redis's
    * replies does not extend this: from this worker's side, a Redis stall (during which no one
-   * takes anything) looks like a cut-off of this worker alone (during which others do). Else
-   * {@link FENCED}: another consumer may hold it, or have run it.
+   * takes anything) looks like a cut-off of this worker alone (during which others do). What
+   * extends it is the stream's own window (`windowMs`, read after the call by
+   * {@link RedisSettler.#streamWindowMs}): opened when no consumer at all could call for a
+   * while (a stall of Redis, not of this worker alone), it makes every reclaim wait that much
+   * longer. Else {@link FENCED}: another consumer may hold it, or have run it.
    */
-  #notPending(d: RedisDelivery, code: number, sentAtReady: number): typeof EARLIER | typeof FENCED {
+  #notPending(d: RedisDelivery, code: number, sentAtReady: number, windowMs = 0): typeof EARLIER | typeof FENCED {
     const isHeld =
       code === 2 &&
       this.#ctx.mainReadyCount() !== sentAtReady &&
       !d.isLeaseLost &&
-      performance.now() - d.leaseConfirmedAtMs < heldUntilMs(this.#ctx.claimMinIdleMs);
+      performance.now() - d.leaseConfirmedAtMs < heldUntilMs(this.#ctx.claimMinIdleMs) + windowMs;
     return isHeld ? EARLIER : FENCED;
+  }
+
+  /**
+   * True when {@link RedisSettler.#notPending} would judge `d` settled by an earlier copy of the
+   * call but for its age: only the stream's window can then tell (rare: a settle resent after
+   * a Redis stall longer than about half the lease).
+   */
+  #isAgedOut(d: RedisDelivery, code: number, sentAtReady: number): boolean {
+    return (
+      code === 2 &&
+      this.#ctx.mainReadyCount() !== sentAtReady &&
+      !d.isLeaseLost &&
+      performance.now() - d.leaseConfirmedAtMs >= heldUntilMs(this.#ctx.claimMinIdleMs)
+    );
+  }
+
+  /**
+   * The extra idle ms every reclaim of `d`'s stream requires now, from the consumer (a pulse
+   * call, fleet-pulse.lua; 0: no window in force, no consumer to ask, or Redis did not answer:
+   * then nothing is discounted).
+   */
+  async #streamWindowMs(d: RedisDelivery): Promise<number> {
+    if (this.#streamWindow === undefined) return 0;
+    try {
+      return await this.#streamWindow(d);
+    } catch (error) {
+      this.#logger.debug(
+        { err: error instanceof Error ? error.message : String(error) },
+        "redis: could not read the stream's window",
+      );
+      return 0;
+    }
   }
 
   /**

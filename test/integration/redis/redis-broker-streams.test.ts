@@ -888,7 +888,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
     const consumerId = uniqueName("c-");
     const c = s.broker.consumer({ queues: [s.queue], consumerId, logger });
     cleanups.push(() => c.close());
-    for (let i = 0; i < 7; i++) await publish(s.broker, s.queue);
+    for (let i = 0; i < 11; i++) await publish(s.broker, s.queue);
     const firstCopy = async (d: Delivery) => {
       await s.raw.xack(s.stream, s.group, d.deliveryId);
       await s.raw.xdel(s.stream, d.deliveryId);
@@ -959,6 +959,41 @@ describe.skipIf(skip)("redis broker: streams", () => {
     const late = (await fetchOne(c)) as Delivery & { leaseConfirmedAtMs: number };
     late.leaseConfirmedAtMs -= 39_000;
     await expect(ackResent(late)).rejects.toThrow(/lease lost/);
+    expect(logged).toEqual([["warn", expect.stringMatching(/lease lost/)]]);
+    logged.length = 0;
+    // The same age while the stream's window is in force (nobody could call for 5 s: a stall
+    // of Redis, fleet-pulse.lua): every reclaim waits 5 s more, so the lease held until now.
+    const [seconds] = await s.raw.time();
+    const redisNowMs = Number(seconds) * 1000;
+    await s.raw.hset(s.pulse, "at", redisNowMs, "extra", 5_000, "until", redisNowMs + 60_000);
+    const afterStall = (await fetchOne(c)) as Delivery & { leaseConfirmedAtMs: number };
+    afterStall.leaseConfirmedAtMs -= 39_000;
+    await expect(ackResent(afterStall)).resolves.toBeUndefined();
+    expect(logged).toEqual([["info", expect.stringMatching(/already acknowledged by an earlier copy/)]]);
+    logged.length = 0;
+    // Older than the lease (less the margins) plus the window: another worker may have taken it.
+    const tooLate = (await fetchOne(c)) as Delivery & { leaseConfirmedAtMs: number };
+    tooLate.leaseConfirmedAtMs -= 44_000;
+    await expect(ackResent(tooLate)).rejects.toThrow(/lease lost/);
+    expect(logged).toEqual([["warn", expect.stringMatching(/lease lost/)]]);
+    logged.length = 0;
+    // No window yet, but nobody called for 45 s (longer than the stall threshold, half the
+    // lease): the worker's own question is the first call after the stall, which opens it.
+    const quiet = (await fetchOne(c)) as Delivery & { leaseConfirmedAtMs: number };
+    quiet.leaseConfirmedAtMs -= 80_000;
+    await s.raw.del(s.pulse);
+    await s.raw.hset(s.pulse, "at", redisNowMs - 45_000);
+    await expect(ackResent(quiet)).resolves.toBeUndefined();
+    expect(logged).toEqual([
+      ["warn", expect.stringMatching(/no consumer was in touch with this queue/)],
+      ["info", expect.stringMatching(/already acknowledged by an earlier copy/)],
+    ]);
+    logged.length = 0;
+    // A window that ended: reclaims wait the lease alone again.
+    await s.raw.hset(s.pulse, "until", redisNowMs - 1);
+    const windowEnded = (await fetchOne(c)) as Delivery & { leaseConfirmedAtMs: number };
+    windowEnded.leaseConfirmedAtMs -= 39_000;
+    await expect(ackResent(windowEnded)).rejects.toThrow(/lease lost/);
     expect(logged).toEqual([["warn", expect.stringMatching(/lease lost/)]]);
   });
 

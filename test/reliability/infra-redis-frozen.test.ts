@@ -213,4 +213,76 @@ describe.skipIf(!hasRedisServer && process.env.CI !== "true")("infra: own redis-
       expect.stringMatching(/^redis: no consumer was in touch with this queue for quietMs/),
     );
   });
+  it("an ack sent into a freeze longer than the lease is resent after the reconnect and counted as applied, not as a lost lease", {
+    timeout: 60_000,
+  }, async () => {
+    const LEASE_MS = 3000;
+    // longer than the command connection's reply limit (10 s): the client drops the connection
+    // and sends the unanswered ack again once reconnected; the frozen server still runs the
+    // first copy when it resumes
+    const FREEZE_MS = 13_000;
+    const dir = mkdtempSync(join(tmpdir(), "chicory-frozen-"));
+    const server = new OwnRedis(await freePort(), dir, "none");
+    await server.start();
+    const warnings: string[] = [];
+    let onEarlierCopy: () => void = () => undefined;
+    const earlierCopy = new Promise<void>((resolve) => {
+      onEarlierCopy = resolve;
+    });
+    const logger: Logger = {
+      debug: () => undefined,
+      info: (_fields: unknown, message?: string) => {
+        if (/already acknowledged by an earlier copy/.test(String(message))) onEarlierCopy();
+      },
+      warn: (fields: unknown, message?: string) => void warnings.push(String(message ?? fields)),
+      error: () => undefined,
+      child: () => logger,
+    };
+    const app = new Chicory({
+      broker: new RedisBroker({ url: server.url, keyPrefix: "frozen", claimMinIdleMs: LEASE_MS, env: {} }),
+      backend: null,
+    });
+    let runs = 0;
+    let started: () => void = () => undefined;
+    const running = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    let finish: () => void = () => undefined;
+    const finishes = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    const job = app.task({ name: "frozen_ack" }, async () => {
+      runs++;
+      started();
+      await finishes;
+    });
+    const worker = new Worker(app, { logger, concurrency: 2 });
+    const raw = new Redis(server.url);
+    try {
+      await worker.start();
+      await job.delay();
+      await running;
+      process.kill(server.pid as number, "SIGSTOP");
+      await sleepMs(500);
+      finish(); // its ack goes out to the frozen server
+      await sleepMs(FREEZE_MS - 500);
+      process.kill(server.pid as number, "SIGCONT");
+      await Promise.race([
+        earlierCopy,
+        sleepMs(20_000).then(() => {
+          throw new Error(`no resent ack counted as applied; warnings: ${warnings.join(" | ")}`);
+        }),
+      ]);
+      expect(warnings.filter((w) => /no longer pending for this consumer/.test(w))).toEqual([]);
+      expect(runs).toBe(1);
+      expect(await raw.xlen("frozen:stream:{default}")).toBe(0);
+    } finally {
+      if (server.pid !== undefined) process.kill(server.pid, "SIGCONT");
+      await worker.stop().catch(() => undefined);
+      await app.disconnect().catch(() => undefined);
+      raw.disconnect();
+      await server.kill();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

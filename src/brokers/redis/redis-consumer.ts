@@ -45,7 +45,7 @@
  * @module
  */
 import type { Logger } from "../../core/logger.js";
-import { settlesWithin, timerDelay } from "../../core/sleep.js";
+import { settlesWithin, timerDelay, withinDeadline } from "../../core/sleep.js";
 import { BrokerConnectionError, ConfigurationError } from "../../errors.js";
 import { isNoGroupError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import { dropRedis, isClusterClient, lastConnectionError, pingRedis } from "../../redis/redis-connect.js";
@@ -120,8 +120,6 @@ interface QueueState {
   seenAtMs: number;
   /** When this consumer last sent a call that keeps the queue's pulse (reclaim, renewal; fleet-pulse.lua). */
   pulsedAtMs: number;
-  /** The extra idle ms of the stream's window in force at the last renewal's reply (0: none). */
-  streamWindowMs: number;
   /** The last read of the queue got as many new entries as it asked for: more are likely waiting. */
   isBacklogged: boolean;
   /** A connection reconnected: entries pending for this consumer that it does not hold may exist. */
@@ -208,7 +206,6 @@ export class RedisConsumer implements Consumer {
       housekeepingWarnedAtMs: Number.NEGATIVE_INFINITY,
       parked: new Map(),
       inFlight: new Map(),
-      streamWindowMs: 0,
     }));
     this.#settler = new RedisSettler(
       ctx,
@@ -927,18 +924,22 @@ export class RedisConsumer implements Consumer {
    * opposed to those of a late read not handed out yet; lost runs are warned of.
    * Returns how many are still held.
    */
-  async #renew(q: QueueState, ids: readonly string[], { ofRuns = false }: { ofRuns?: boolean }): Promise<number> {
+  async #renew(
+    q: QueueState,
+    ids: readonly string[],
+    { ofRuns = false, window }: { ofRuns?: boolean; window?: { provenMs: number } },
+  ): Promise<number> {
     const sentAtMs = performance.now();
-    const [lost, gone, noGroup, streamExtraMs, opened] = (await runScript(
+    const [lost, gone, noGroup, streamExtraMs, opened, provenMs] = (await runScript(
       this.#ctx.main,
       "chicoryRenew",
       [q.keys.stream, q.keys.pulse],
       [this.#ctx.group, this.#consumerId, this.#contact.stallMs, this.#ctx.claimMinIdleMs, ...ids],
-    )) as [string[], string[], number, number, number];
+    )) as [string[], string[], number, number, number, number];
     this.#replied();
     q.pulsedAtMs = sentAtMs;
-    q.streamWindowMs = Number(streamExtraMs) || 0;
-    if (opened === 1) this.#streamWindowOpened(q, q.streamWindowMs);
+    if (window) window.provenMs = Number(provenMs) || 0;
+    if (opened === 1) this.#streamWindowOpened(q, Number(streamExtraMs));
     if (noGroup === 1) q.hasGroup = false; // the next fetch re-creates it
     let running = 0;
     let goneRunning = 0;
@@ -1092,16 +1093,22 @@ export class RedisConsumer implements Consumer {
   }
 
   /**
-   * The extra idle ms every reclaim of `d`'s stream requires now (fleet-pulse.lua), for the
-   * settler's judgement of a call resent after a stall: a renewal of no entries, which is a
-   * live consumer's call on the stream, so it opens the window when nobody called for longer
-   * than the stall threshold (as the next reclaim would).
+   * The proven extra idle ms every reclaim of `d`'s stream requires now (fleet-pulse.lua's
+   * `sure`), for the settler's judgement of a call resent after a stall: a renewal of no
+   * entries, which is a live consumer's call on the stream, so it opens the window when nobody
+   * called for longer than the stall threshold (as the next reclaim would). 0 without asking
+   * while the command connection is not ready, and 0 when no reply comes within a third of the
+   * lease (Redis away again): the judgement then stands without it, and the settle it holds
+   * back is not kept waiting.
    */
   async #streamWindowMs(d: RedisDelivery): Promise<number> {
     const q = this.#queueOf(d);
-    if (q === undefined || this.#isClosed) return 0;
-    await this.#renew(q, [], {});
-    return q.streamWindowMs;
+    if (q === undefined || this.#isClosed || this.#ctx.main.status !== "ready") return 0;
+    const window = { provenMs: 0 };
+    const renewal = this.#renew(q, [], { window });
+    renewal.catch(() => undefined); // (past the deadline, its failure is nobody's)
+    await withinDeadline(renewal, Math.floor(this.#ctx.claimMinIdleMs / 3));
+    return window.provenMs;
   }
 
   #queueOf(delivery: RedisDelivery): QueueState | undefined {

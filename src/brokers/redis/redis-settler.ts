@@ -312,10 +312,11 @@ export class RedisSettler implements DeliverySettler {
     let orphaned = 0;
     /** Indexes of fenced entries that were gone from the stream (code 2), not another consumer's. */
     let gone: number[] | undefined;
+    const judgedAtMs = performance.now();
     let windowMs = 0;
     if (
       Array.isArray(results) &&
-      batch.some((ack, i) => this.#isAgedOut(ack.delivery, Number(results[i]), sentAtReady))
+      batch.some((ack, i) => this.#isAgedOut(ack.delivery, Number(results[i]), sentAtReady, judgedAtMs))
     ) {
       windowMs = await this.#streamWindowMs(first);
     }
@@ -324,7 +325,9 @@ export class RedisSettler implements DeliverySettler {
       if (code === 1) continue;
       outcomes ??= new Array<number>(batch.length).fill(APPLIED);
       const outcome =
-        code === ORPHANED ? ORPHANED : this.#notPending((batch[i] as PendingAck).delivery, code, sentAtReady, windowMs);
+        code === ORPHANED
+          ? ORPHANED
+          : this.#notPending((batch[i] as PendingAck).delivery, code, sentAtReady, judgedAtMs, windowMs);
       outcomes[i] = outcome;
       if (outcome === EARLIER) earlier++;
       else if (outcome === ORPHANED) orphaned++;
@@ -462,8 +465,9 @@ export class RedisSettler implements DeliverySettler {
     // Stop renewing either way: when the DLQ is full the entry stays in the work stream and is
     // redelivered after its lease expires (the DLQ is never trimmed to make room).
     this.#onSettled(d, result === -1);
-    const windowMs = this.#isAgedOut(d, Number(result), sentAtReady) ? await this.#streamWindowMs(d) : 0;
-    const isEarlier = result === 2 && this.#notPending(d, 2, sentAtReady, windowMs) === EARLIER;
+    const judgedAtMs = performance.now();
+    const windowMs = this.#isAgedOut(d, Number(result), sentAtReady, judgedAtMs) ? await this.#streamWindowMs(d) : 0;
+    const isEarlier = result === 2 && this.#notPending(d, 2, sentAtReady, judgedAtMs, windowMs) === EARLIER;
     if (result === 1 && record !== undefined) this.#records?.recordsWritten([record]);
     // written again: the earlier copy's writes are gone after a Redis restart without persistence
     if (isEarlier && record !== undefined) this.#writeAgain([record], d.queue);
@@ -579,18 +583,31 @@ export class RedisSettler implements DeliverySettler {
    * before now, so none can have taken it before that copy settled it. A gap in Redis's
    * replies does not extend this: from this worker's side, a Redis stall (during which no one
    * takes anything) looks like a cut-off of this worker alone (during which others do). What
-   * extends it is the stream's own window (`windowMs`, read after the call by
-   * {@link RedisSettler.#streamWindowMs}): opened when no consumer at all could call for a
-   * while (a stall of Redis, not of this worker alone), it makes every reclaim wait that much
-   * longer. Else {@link FENCED}: another consumer may hold it, or have run it.
+   * extends it is the stream's own window (`windowMs`, its proven part, read after the call by
+   * {@link RedisSettler.#streamWindowMs}): opened at some time W by a call that found no call on
+   * the stream in the `windowMs` before W (a stall of Redis or of every consumer, not of this
+   * worker alone), and in force since. Every reclaim is such a call, so one before W ran no
+   * later than W − `windowMs` (when the entry was idle less than the lease, given the check
+   * below), and one since W needed the lease plus `windowMs` of idle time: an entry confirmed
+   * less than {@link heldUntilMs} + `windowMs` ago, timed after the window's reply, was taken by
+   * none. `judgedAtMs`: when the call's reply came (the plain check is timed then). Else
+   * {@link FENCED}: another consumer may hold it, or have run it.
    */
-  #notPending(d: RedisDelivery, code: number, sentAtReady: number, windowMs = 0): typeof EARLIER | typeof FENCED {
-    const isHeld =
-      code === 2 &&
-      this.#ctx.mainReadyCount() !== sentAtReady &&
-      !d.isLeaseLost &&
-      performance.now() - d.leaseConfirmedAtMs < heldUntilMs(this.#ctx.claimMinIdleMs) + windowMs;
-    return isHeld ? EARLIER : FENCED;
+  #notPending(
+    d: RedisDelivery,
+    code: number,
+    sentAtReady: number,
+    judgedAtMs: number,
+    windowMs = 0,
+  ): typeof EARLIER | typeof FENCED {
+    if (code !== 2 || this.#ctx.mainReadyCount() === sentAtReady || d.isLeaseLost) return FENCED;
+    const heldMs = heldUntilMs(this.#ctx.claimMinIdleMs);
+    if (judgedAtMs - d.leaseConfirmedAtMs < heldMs) return EARLIER;
+    if (windowMs <= 0) return FENCED;
+    // Timed after the window's reply (it may have opened the window itself), less a thousandth
+    // for clock rates over a window that may last long.
+    const limitMs = heldMs + windowMs;
+    return performance.now() - d.leaseConfirmedAtMs < limitMs - limitMs / 1000 ? EARLIER : FENCED;
   }
 
   /**
@@ -598,12 +615,12 @@ export class RedisSettler implements DeliverySettler {
    * call but for its age: only the stream's window can then tell (rare: a settle resent after
    * a Redis stall longer than about half the lease).
    */
-  #isAgedOut(d: RedisDelivery, code: number, sentAtReady: number): boolean {
+  #isAgedOut(d: RedisDelivery, code: number, sentAtReady: number, judgedAtMs: number): boolean {
     return (
       code === 2 &&
       this.#ctx.mainReadyCount() !== sentAtReady &&
       !d.isLeaseLost &&
-      performance.now() - d.leaseConfirmedAtMs >= heldUntilMs(this.#ctx.claimMinIdleMs)
+      judgedAtMs - d.leaseConfirmedAtMs >= heldUntilMs(this.#ctx.claimMinIdleMs)
     );
   }
 

@@ -355,6 +355,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
         [s.group, "me", 60_000, "0-0", 1, 20, 10, lastReplyMs, 30_000, extraMs],
       );
     // the consumer's last reply was 2 hours ago (Redis was frozen since): 1 h idle is not enough
+    await s.raw.del(s.pulse); // (no pulse recorded yet)
     const [, none, , applied, streamExtra, opened] = (await reclaim(nowMs - 7_200_000, 0)) as [
       string,
       unknown[],
@@ -367,6 +368,8 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(applied).toBeGreaterThanOrEqual(7_200_000);
     // nobody called on the stream during that stall: it opened the stream's window for all
     expect([streamExtra, opened]).toEqual([applied, 1]);
+    // but with no pulse recorded before, nothing proves that nobody called meanwhile
+    expect(await s.raw.hget(s.pulse, "sure")).toBe("0");
     await s.raw.del(s.pulse);
     // an open window asks for its extra too
     const [, stillNone] = (await reclaim(0, 3_600_000)) as [string, unknown[]];
@@ -405,6 +408,9 @@ describe.skipIf(skip)("redis broker: streams", () => {
     const [, none, , own, streamExtra, opened] = await reclaim("started-during-the-stall");
     expect([none, own, opened]).toEqual([[], 0, 1]);
     expect(streamExtra).toBeGreaterThanOrEqual(7_200_000);
+    // proven: the pulse shows no call in that time
+    expect(await s.raw.hget(s.pulse, "sure")).toBe(String(streamExtra));
+    expect(await s.raw.pttl(s.pulse)).toBe(-1); // no TTL: an eviction policy must not pick it
     // the window is the stream's: another consumer waits too, and it was not opened again
     const [, stillNone, , , sameExtra, openedAgain] = await reclaim("another");
     expect([stillNone, openedAgain, sameExtra]).toEqual([[], 0, streamExtra]);
@@ -888,7 +894,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
     const consumerId = uniqueName("c-");
     const c = s.broker.consumer({ queues: [s.queue], consumerId, logger });
     cleanups.push(() => c.close());
-    for (let i = 0; i < 11; i++) await publish(s.broker, s.queue);
+    for (let i = 0; i < 12; i++) await publish(s.broker, s.queue);
     const firstCopy = async (d: Delivery) => {
       await s.raw.xack(s.stream, s.group, d.deliveryId);
       await s.raw.xdel(s.stream, d.deliveryId);
@@ -965,7 +971,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
     // of Redis, fleet-pulse.lua): every reclaim waits 5 s more, so the lease held until now.
     const [seconds] = await s.raw.time();
     const redisNowMs = Number(seconds) * 1000;
-    await s.raw.hset(s.pulse, "at", redisNowMs, "extra", 5_000, "until", redisNowMs + 60_000);
+    await s.raw.hset(s.pulse, "at", redisNowMs, "extra", 5_000, "until", redisNowMs + 60_000, "sure", 5_000);
     const afterStall = (await fetchOne(c)) as Delivery & { leaseConfirmedAtMs: number };
     afterStall.leaseConfirmedAtMs -= 39_000;
     await expect(ackResent(afterStall)).resolves.toBeUndefined();
@@ -975,6 +981,14 @@ describe.skipIf(skip)("redis broker: streams", () => {
     const tooLate = (await fetchOne(c)) as Delivery & { leaseConfirmedAtMs: number };
     tooLate.leaseConfirmedAtMs -= 44_000;
     await expect(ackResent(tooLate)).rejects.toThrow(/lease lost/);
+    expect(logged).toEqual([["warn", expect.stringMatching(/lease lost/)]]);
+    logged.length = 0;
+    // A window opened while the pulse hash was missing (deleted, evicted, lost in a restart)
+    // rests on one consumer's own stall: nothing proves nobody reclaimed meanwhile.
+    await s.raw.hset(s.pulse, "sure", 0);
+    const unproven = (await fetchOne(c)) as Delivery & { leaseConfirmedAtMs: number };
+    unproven.leaseConfirmedAtMs -= 39_000;
+    await expect(ackResent(unproven)).rejects.toThrow(/lease lost/);
     expect(logged).toEqual([["warn", expect.stringMatching(/lease lost/)]]);
     logged.length = 0;
     // No window yet, but nobody called for 45 s (longer than the stall threshold, half the

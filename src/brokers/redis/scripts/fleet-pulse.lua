@@ -3,8 +3,11 @@
 -- reclaim interval while it has a free slot, renew.lua every lease/3 while it holds entries).
 -- key ${prefix}:pulse:{Q}, a hash: `at` the Redis time (ms) of the last such call on this
 -- stream, `extra` and `until` the out-of-touch window open on it (extra idle ms that reclaims
--- require, until that Redis time). seenMs: a stall the caller saw itself (0: none).
--- Returns { extra idle ms in force (0: no window), 1 when this call opened or widened it }.
+-- require, until that Redis time), `sure` how much of `extra` is proven: no call on this stream
+-- in the `sure` ms before the window opened (the hash was there to tell; see below). seenMs: a
+-- stall the caller saw itself (0: none).
+-- Returns { extra idle ms in force (0: no window), 1 when this call opened or widened it, the
+-- proven part of the extra in force }.
 -- Why: a lease is an entry's idle time in Redis, which keeps counting while Redis is frozen or
 -- restarting. A consumer that saw the stall itself waits (redis-contact.ts), but one that
 -- started during it, or one in touch with other Cluster nodes only, did not. Here the stream's
@@ -15,13 +18,19 @@
 -- (at most one lease later than without the window). A stall the caller saw opens the window
 -- too, unless another consumer called during it (then the stall was the caller's own: its
 -- process or its network, not Redis); so does one that came before any call was recorded.
--- stallMs <= 0 turns the quiet check off. The hash expires a day after the last call (a queue
--- no worker served for a day has no window to keep). Its writes must not be a script's first
--- (a full Redis refuses HSET as one): the callers write something else first.
-local v = redis.call('HMGET', key, 'at', 'extra', 'until')
-local at, extra, untilMs = tonumber(v[1]), tonumber(v[2]) or 0, tonumber(v[3]) or 0
+-- stallMs <= 0 turns the quiet check off. A window opened while the hash was missing (never
+-- written, deleted, or lost with a restart) rests on the caller's own stall alone: nothing
+-- shows that nobody called meanwhile, so it is not proven (`sure` 0). Every reclaim is such a
+-- call and the hash records the last one, so a proven window tells a settle resent after a stall
+-- that no reclaim took an entry confirmed less than the lease plus `sure` ago (redis-settler.ts).
+-- The hash has no TTL (a volatile-* eviction policy must not pick it; PERSIST clears the day-long
+-- TTL that earlier versions set). Its writes must not be a script's first (a full Redis refuses
+-- HSET as one): the callers write something else first.
+local v = redis.call('HMGET', key, 'at', 'extra', 'until', 'sure')
+local at, extra, untilMs, sure = tonumber(v[1]), tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0
 if untilMs <= nowMs then
   extra = 0
+  sure = 0
 end
 local seen = 0
 if at == nil or at <= nowMs - seenMs then
@@ -35,7 +44,12 @@ if seen > extra then
   extra = seen
   untilMs = nowMs + leaseMs
   opened = 1
+  if at ~= nil then
+    sure = seen
+  else
+    sure = 0
+  end
 end
-redis.call('HSET', key, 'at', nowMs, 'extra', extra, 'until', untilMs)
-redis.call('PEXPIRE', key, 86400000)
-return { extra, opened }
+redis.call('HSET', key, 'at', nowMs, 'extra', extra, 'until', untilMs, 'sure', sure)
+redis.call('PERSIST', key)
+return { extra, opened, sure }

@@ -2,10 +2,10 @@
 -- KEYS[1] stream ${prefix}:stream:{Q}, KEYS[2] pulse ${prefix}:pulse:{Q} (fleet-pulse.lua)
 -- ARGV[1] group, ARGV[2] this consumer, ARGV[3] stall threshold ms (0: no pulse check), ARGV[4]
 -- the lease (claim idle ms), ARGV[5..n] entry ids
--- Returns { lost, gone, noGroup, extra, opened }: `lost` the ids another consumer holds or will
+-- Returns { lost, gone, noGroup, extra, opened, sure }: `lost` the ids another consumer holds or will
 -- be handed (holderOf 1), `gone` the ids nobody holds that left the stream (holderOf 2),
--- `noGroup` 1 when the group does not exist (then nothing was renewed), else 0; `extra` and
--- `opened` the stream's window as fleetPulse returns it. Without ids it only keeps the pulse
+-- `noGroup` 1 when the group does not exist (then nothing was renewed), else 0; `extra`,
+-- `opened` and `sure` the stream's window as fleetPulse returns it. Without ids it only keeps the pulse
 -- (a consumer whose slots are all busy with nothing to renew: see redis-consumer.ts #touch).
 -- Composed below holderOf (holder-of.lua) and fleetPulse (fleet-pulse.lua): a renewal is a
 -- live consumer's call on this stream, and when it is the first after a stall, it opens the
@@ -45,4 +45,4 @@ if #owned < #ARGV - 4 then
     noGroup = 1
   end
 end
-return { lost, gone, noGroup, pulse[1], pulse[2] }
+return { lost, gone, noGroup, pulse[1], pulse[2], pulse[3] }

@@ -71,8 +71,10 @@ export class RedisResultHub {
   /**
    * {@link EARLY_MAX_AGE_MS}, or half the records' TTL when shorter. A record is kept from its
    * arrival, which comes after its write by the notification's delay (more when this process's
-   * event loop was busy): the half leaves that delay room, so a kept record is not handed out
-   * once Redis has expired it (an expired record reads PENDING).
+   * event loop was busy): the half leaves that delay room, so that a kept record is not handed
+   * out after Redis expired it (an expired record reads PENDING) unless its notification came
+   * more than half the TTL late. The TTL is this backend's setting; a worker that writes with
+   * a shorter one shortens the record's life in Redis, not this.
    */
   readonly #earlyMaxAgeMs: number;
   readonly #notified = new Set<string>();

@@ -184,6 +184,8 @@ export class Chicory {
   readonly #startupHooks: WorkerHook[] = [];
   readonly #shutdownHooks: WorkerHook[] = [];
   #connecting: Promise<void> | null = null;
+  /** Counts `disconnect()` calls: a connect that one overtook does not mark the app connected. */
+  #connectEpoch = 0;
   /** True once {@link Chicory.connect} succeeded (until `disconnect`). */
   #isConnected = false;
   /** DLQ replays running (see #guardReplay). */
@@ -422,13 +424,16 @@ export class Chicory {
   /** Connects the broker and the backend; idempotent and safe to call concurrently. */
   connect(): Promise<void> {
     if (!this.#connecting) {
-      this.#connecting = (async () => {
+      const epoch = this.#connectEpoch;
+      const connecting = (async () => {
         await this.broker.connect();
         if (this.backend) await this.backend.connect();
-        this.#isConnected = true;
+        // not when a disconnect() came meanwhile (it closes what this opened)
+        if (this.#connectEpoch === epoch) this.#isConnected = true;
       })();
-      this.#connecting.catch(() => {
-        this.#connecting = null;
+      this.#connecting = connecting;
+      connecting.catch(() => {
+        if (this.#connecting === connecting) this.#connecting = null;
       });
     }
     return this.#connecting;
@@ -438,6 +443,7 @@ export class Chicory {
   async disconnect(): Promise<void> {
     const pending = this.#connecting;
     this.#connecting = null;
+    this.#connectEpoch++;
     this.#isConnected = false;
     if (pending) await pending.catch(() => undefined);
     const errors: unknown[] = [];

@@ -203,9 +203,9 @@ export class Worker {
       },
     };
     try {
-      await this.#cancelledClose;
       await this.#untilCancelled(
         (async () => {
+          await this.#cancelledClose; // a start cancelled before this one: its close first
           await this.#app.connect();
           // A user the server refuses (ACL) would run and log the same refusal on every call
           await Promise.all([this.#app.broker.checkAccess?.(this.config.queues), this.#app.backend?.checkAccess?.()]);

@@ -800,11 +800,13 @@ describe("Worker on the memory broker", () => {
     expect(await r.get({ timeout: 5 })).toBe("done");
   });
 
-  it("stop() during start() waits for the start, then stops it: nothing left running", async () => {
+  it("stop() during start()'s startup hooks waits for the start, then stops it: nothing left running", async () => {
     const { app, broker } = makeApp();
     const shutdownHookRan = deferred();
+    const hookStarted = deferred();
     const order: string[] = [];
     app.onWorkerStartup(async () => {
+      hookStarted.resolve();
       // A slow startup: it ends when a shutdown hook runs meanwhile (it must not), else after
       // 300 ms.
       await Promise.race([shutdownHookRan.promise, new Promise((resolve) => setTimeout(resolve, 300))]);
@@ -816,12 +818,31 @@ describe("Worker on the memory broker", () => {
     });
     const worker = new Worker(app, { logger: silentLogger, concurrency: 2 });
     const starting = worker.start();
+    await hookStarted.promise; // connected: from here a stop() waits for the start
     const stopping = worker.stop(1);
     await Promise.all([starting, stopping]);
     expect(worker.isRunning).toBe(false);
     expect(order).toEqual(["startup hook", "shutdown hook"]);
     // Stopped for good: the broker sees no consumer of the queue, nothing is fetched.
     expect(await broker.getConsumerCount("default")).toBe(0);
+  });
+
+  it("stop() while start() still connects cancels the start: it rejects, no hook runs, nothing is left running", async () => {
+    const { app, broker } = makeApp();
+    const hooks: string[] = [];
+    app.onWorkerStartup(() => void hooks.push("startup"));
+    app.onWorkerShutdown(() => void hooks.push("shutdown"));
+    const worker = new Worker(app, { logger: silentLogger });
+    const starting = worker.start().catch((e: unknown) => e);
+    await worker.stop(1);
+    expect(String(await starting)).toContain("worker start cancelled");
+    expect(hooks).toEqual([]);
+    expect(worker.isRunning).toBe(false);
+    expect(await broker.getConsumerCount("default")).toBe(0);
+    // and it starts again
+    await worker.start();
+    expect(worker.isRunning).toBe(true);
+    await worker.stop(1);
   });
 
   it("stop() past its timeout aborts ctx.signal and releases the message for redelivery", async () => {
@@ -897,10 +918,15 @@ describe("Worker on the memory broker", () => {
   it("stop() during a start whose startup hook does not end resolves by timeout + 5 s; that start never runs the worker", async () => {
     const { app } = makeApp();
     const hookMayEnd = deferred();
-    app.onWorkerStartup(() => hookMayEnd.promise);
+    const hookStarted = deferred();
+    app.onWorkerStartup(() => {
+      hookStarted.resolve();
+      return hookMayEnd.promise;
+    });
     const { logger, warnings } = warningLogger();
     const worker = new Worker(app, { logger });
     const starting = worker.start().catch((e: unknown) => e);
+    await hookStarted.promise;
     const bound = new Promise<"bound">((resolve) => setTimeout(() => resolve("bound"), 100 + 5000 + 500).unref());
     expect(await Promise.race([worker.stop(0.1).then(() => "stopped" as const), bound])).toBe("stopped");
     expect(warnings.some((w) => w.includes("start still running at the deadline"))).toBe(true);

@@ -8,7 +8,7 @@
  * once Redis is back). Each test runs on a redis-server of this file's own.
  */
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer, type Socket } from "node:net";
+import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis as IORedis } from "ioredis";
@@ -321,6 +321,12 @@ describe.skipIf(skip)("redis worker: stop() while Redis is down", () => {
     expect(Date.now() - stopAt).toBeLessThan(5_000); // not the 10 s connect timeout
     expect(first.worker.isRunning).toBe(false);
     expect(first.lines.map((l) => l.message)).toContain("stopped while connecting: the worker did not start");
+    // Started again while that start's close waits for its connect: a stop() cancels at once too.
+    const again = first.worker.start().catch((error: unknown) => error);
+    const againAt = Date.now();
+    await first.worker.stop();
+    expect(String(await again)).toContain("worker start cancelled");
+    expect(Date.now() - againAt).toBeLessThan(5_000);
 
     // run() (the CLI's, a signal's stop) ends without an error
     const second = workerOnSilentServer();
@@ -330,5 +336,58 @@ describe.skipIf(skip)("redis worker: stop() while Redis is down", () => {
     await expect(running).resolves.toBeUndefined();
     // the connects still hang in the background: end them, so the apps' cleanups close at once
     for (const socket of sockets) socket.destroy();
+  });
+  it("a start cancelled while connecting leaves its app usable: a later delay() connects and publishes", async () => {
+    if (own.server.pid === undefined) await own.server.start();
+    // answers only after 1 s: the start is cancelled before that, its connect then succeeds
+    const sockets: Socket[] = [];
+    let onConnection = () => {};
+    let onFirstClosed = () => {};
+    const firstClosed = new Promise<void>((resolve) => {
+      onFirstClosed = resolve;
+    });
+    const slow = createServer((client) => {
+      if (sockets.length === 0) client.once("close", () => onFirstClosed());
+      sockets.push(client);
+      client.pause();
+      onConnection();
+      setTimeout(() => {
+        const upstream = new Socket();
+        sockets.push(upstream);
+        upstream.connect(own.server.port, "127.0.0.1", () => {
+          client.pipe(upstream).pipe(client);
+          client.resume();
+        });
+      }, 1000);
+    });
+    await new Promise<void>((resolve) => slow.listen(0, "127.0.0.1", resolve));
+    cleanups.push(async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => slow.close(resolve));
+    });
+    const { port } = slow.address() as { port: number };
+    const keyPrefix = uniqueName("cancelled");
+    const app = new Chicory({
+      broker: new RedisBroker({ url: `redis://127.0.0.1:${port}/0`, keyPrefix, env: {} }),
+      backend: null,
+      config: { env: {} },
+    });
+    cleanups.push(() => app.disconnect().catch(() => undefined));
+    const job = app.task({ name: "after_cancel", ignoreResult: true }, async () => undefined);
+    const worker = new Worker(app, { logger: capturingLogger().logger });
+    const connecting = new Promise<void>((resolve) => {
+      onConnection = resolve;
+    });
+    const started = worker.start().catch((error: unknown) => error);
+    await connecting;
+    await worker.stop();
+    expect(String(await started)).toContain("worker start cancelled");
+    // the cancelled start's connect went through later, and its close after it: the app was
+    // marked connected by neither, so delay() connects again (it was refused as disconnected)
+    await firstClosed;
+    await expect(job.delay()).resolves.toBeDefined();
+    const raw = new IORedis(own.server.url);
+    cleanups.push(() => raw.quit().then(() => undefined));
+    expect(await raw.xlen(`${keyPrefix}:stream:{default}`)).toBe(1);
   });
 });

@@ -918,7 +918,8 @@ export class RedisConsumer implements Consumer {
    * read-ahead ones are never handed out. Entries nobody holds that left the stream (settled by
    * a consumer that reclaimed them, or lost in a Redis restart without persistence) leave it
    * too, but with `ofRuns` their runs go on, and their outcomes are stored unless the task has a
-   * final one ({@link RedisDelivery.entryGone}): nobody else will run them. The others are held
+   * final one ({@link RedisDelivery.entryGone}): nobody else will run them; those being settled
+   * are left to their settle call's judgement. The others are held
    * for another claim idle time from when the call was sent. A missing group is noted for the
    * next fetch to re-create. `ofRuns`: the ids are of handed-out (or read-ahead) entries, as
    * opposed to those of a late read not handed out yet; lost runs are warned of.
@@ -958,7 +959,11 @@ export class RedisConsumer implements Consumer {
       if (ofRuns && isRun(delivery)) {
         goneRunning++;
         delivery.entryGone();
-      } else delivery?.leaseLost();
+      } else if (delivery?.isSettled !== true) delivery?.leaseLost();
+      // Being settled (its settle call went out after this renewal): the entry's absence says
+      // no more than the settle call's own reply will (settled already), which the settler
+      // judges (an earlier copy of that call, or a lost lease); a lost lease noted here would
+      // overrule it, and warn falsely of every ack resent after a stall of Redis.
     }
     if (running > 0) {
       // (a settle finds it out too, and says so; a run aborted here would otherwise end unsaid)

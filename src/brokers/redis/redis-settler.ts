@@ -577,7 +577,8 @@ export class RedisSettler implements DeliverySettler {
    * {@link EARLIER} when it was settled already, the command connection reconnected while the
    * call was out (ioredis then sends again a call whose reply the dropped connection lost,
    * and the first copy may have been applied), and the lease was surely held until now: no
-   * renewal found it gone, and it was confirmed less than {@link heldUntilMs} ago. Another
+   * renewal found it held by another consumer (one that found it gone, as this call did, says
+   * no more than this call's reply), and it was confirmed less than {@link heldUntilMs} ago. Another
    * consumer takes an entry only once Redis counts it idle for the claim idle time; its idle
    * time runs from no earlier than the confirmation was sent, and the first copy was applied
    * before now, so none can have taken it before that copy settled it. A gap in Redis's

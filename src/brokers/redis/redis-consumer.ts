@@ -959,11 +959,11 @@ export class RedisConsumer implements Consumer {
       if (ofRuns && isRun(delivery)) {
         goneRunning++;
         delivery.entryGone();
-      } else if (delivery?.isSettled !== true) delivery?.leaseLost();
-      // Being settled (its settle call went out after this renewal): the entry's absence says
-      // no more than the settle call's own reply will (settled already), which the settler
-      // judges (an earlier copy of that call, or a lost lease); a lost lease noted here would
-      // overrule it, and warn falsely of every ack resent after a stall of Redis.
+        // Being settled (its settle call went out after this renewal): the entry's absence says
+        // no more than that call's own reply will (settled already), which the settler judges
+        // (an earlier copy of the call, or a lost lease); a lost lease noted here would overrule
+        // it, and warn falsely of every ack resent after a stall of Redis.
+      } else if (delivery !== undefined && !delivery.isSettled) delivery.leaseLost();
     }
     if (running > 0) {
       // (a settle finds it out too, and says so; a run aborted here would otherwise end unsaid)

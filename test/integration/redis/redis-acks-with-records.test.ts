@@ -17,7 +17,7 @@ import { encodeTask, eventually, fetchN, fetchOne, successRecord as success } fr
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless } from "../../helpers/services.js";
 import { openBrokerSandbox } from "./redis-broker-sandbox.js";
-import { deletePrefix, otherDatabase, rawRedis, testPrefix } from "./redis-test-keys.js";
+import { deletePrefix, dropConnection, otherDatabase, rawRedis, settleByHand, testPrefix } from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
 const codec = new MessageCodec();
@@ -107,8 +107,7 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     // Both entries leave the stream under the worker: one lost with the data, the other settled
     // by a worker that took it over and stored its own outcome.
     for (const d of [a, b]) {
-      await s.raw.xack(s.stream, s.group, d?.deliveryId ?? "");
-      await s.raw.xdel(s.stream, d?.deliveryId ?? "");
+      await settleByHand(s.raw, s.stream, s.group, d?.deliveryId ?? "");
     }
     await s.backend.storeResult(success(takenOver, "theirs"));
     const ids = [a, b].map((d) => (d?.body.includes(lost) ? lost : takenOver));
@@ -156,7 +155,7 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
 
   /**
    * A consumer of another broker (records attached) whose command connection the test can drop:
-   * `dropConnection()` kills it, and the settle called next goes out while it reconnects.
+   * `drop()` kills it, and the settle called next goes out while it reconnects.
    */
   async function consumerOnDroppableConnection(s: Awaited<ReturnType<typeof setup>>, consumerId: string) {
     const main = rawRedis();
@@ -165,26 +164,19 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     expect(broker.attachResults(s.backend)).toBe(true);
     const c = broker.consumer({ queues: [s.queue], consumerId });
     cleanups.push(() => c.close());
-    const dropConnection = async () => {
-      const id = String(await main.call("CLIENT", "ID"));
-      const ready = new Promise((resolve) => main.once("ready", resolve));
-      await s.raw.call("CLIENT", "KILL", "ID", id);
-      return { ready };
-    };
-    return { c, dropConnection };
+    return { c, drop: () => dropConnection(main, s.raw) };
   }
 
   it("an ack or dead letter resent after a reconnect, its entry settled already, writes its record again (gone with a Redis restart without persistence)", async () => {
     const s = await setup();
-    const { c, dropConnection } = await consumerOnDroppableConnection(s, "resent");
+    const { c, drop } = await consumerOnDroppableConnection(s, "resent");
     for (const settle of ["ack", "deadLetter"] as const) {
       const id = await s.publish();
       const d = await fetchOne(c);
       // What the resent call meets after a restart that lost the first copy's writes (or
       // after a first copy applied without them): the entry is gone, no record stored.
-      await s.raw.xack(s.stream, s.group, d.deliveryId);
-      await s.raw.xdel(s.stream, d.deliveryId);
-      const reconnected = await dropConnection(); // the settle goes out while it reconnects
+      await settleByHand(s.raw, s.stream, s.group, d.deliveryId);
+      const reconnected = await drop(); // the settle goes out while it reconnects
       const wait = s.backend.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 50 });
       if (settle === "ack") await d.ackWithRecord?.(success(id, "done"));
       else
@@ -203,7 +195,7 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
 
   it("a resent ack writes its records again only where the task has no final record (another worker's stays)", async () => {
     const s = await setup();
-    const { c, dropConnection } = await consumerOnDroppableConnection(s, "resent-final");
+    const { c, drop } = await consumerOnDroppableConnection(s, "resent-final");
     const theirs = await s.publish();
     const lost = await s.publish();
     const deliveries = await fetchN(c, 2);
@@ -212,11 +204,10 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     // (written by a worker that took the job over while this one was cut off), the other none
     // (its first copy's write was lost in a restart without persistence).
     for (const d of deliveries) {
-      await s.raw.xack(s.stream, s.group, d.deliveryId);
-      await s.raw.xdel(s.stream, d.deliveryId);
+      await settleByHand(s.raw, s.stream, s.group, d.deliveryId);
     }
     await s.backend.storeResult(success(theirs, "theirs"));
-    const { ready } = await dropConnection();
+    const { ready } = await drop();
     // the task with the final record first: its write again is sent first on the backend's connection
     deliveries.sort((a, b) => (idOf(a) === theirs ? -1 : idOf(b) === theirs ? 1 : 0));
     await Promise.all(deliveries.map((d) => d.ackWithRecord?.(success(idOf(d), "mine"))));

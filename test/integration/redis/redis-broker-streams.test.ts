@@ -21,7 +21,7 @@ import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { openBrokerSandbox } from "./redis-broker-sandbox.js";
-import { deletePrefix, keysUnder, rawRedis, testPrefix } from "./redis-test-keys.js";
+import { deletePrefix, dropConnection, keysUnder, rawRedis, settleByHand, testPrefix } from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
 const codec = new MessageCodec();
@@ -600,8 +600,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
     const { s, until, first: gone, second: kept } = await twoRunning();
     const told = new Promise<string>((resolve) => gone.onLeaseLost(resolve));
     // as a Redis restart without persistence loses it (or a worker that took it over settles it)
-    await s.raw.xack(s.stream, s.group, gone.deliveryId);
-    await s.raw.xdel(s.stream, gone.deliveryId);
+    await settleByHand(s.raw, s.stream, s.group, gone.deliveryId);
     expect(await until(/left the stream, held by no consumer/)).toMatchObject({
       level: "warn",
       fields: { entries: 1 },
@@ -895,17 +894,9 @@ describe.skipIf(skip)("redis broker: streams", () => {
     const c = s.broker.consumer({ queues: [s.queue], consumerId, logger });
     cleanups.push(() => c.close());
     for (let i = 0; i < 12; i++) await publish(s.broker, s.queue);
-    const firstCopy = async (d: Delivery) => {
-      await s.raw.xack(s.stream, s.group, d.deliveryId);
-      await s.raw.xdel(s.stream, d.deliveryId);
-    };
+    const firstCopy = (d: Delivery) => settleByHand(s.raw, s.stream, s.group, d.deliveryId);
     // Kills the command connection; the settle called next goes out while it reconnects.
-    const dropConnection = async () => {
-      const id = String(await main.call("CLIENT", "ID"));
-      const ready = new Promise((resolve) => main.once("ready", resolve));
-      await s.raw.call("CLIENT", "KILL", "ID", id);
-      return { ready };
-    };
+    const dropMain = () => dropConnection(main, s.raw);
     const first = await fetchOne(c);
     await first.ack();
     expect(logged).toEqual([]);
@@ -916,7 +907,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
     /** Its first copy applied by hand, `d`'s confirmed ack goes out while the connection drops. */
     const ackResent = async (d: Delivery) => {
       await firstCopy(d);
-      const reconnected = await dropConnection();
+      const reconnected = await dropMain();
       const acked = d.ack({ confirm: true });
       acked.catch(() => undefined); // (handled by the caller, after the reconnect)
       await reconnected.ready;
@@ -928,7 +919,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
     // A dead letter resent the same way (its first copy moved the entry): info, nothing else.
     const deadLetter = await fetchOne(c);
     await firstCopy(deadLetter);
-    const reconnectedAgain = await dropConnection();
+    const reconnectedAgain = await dropMain();
     await deadLetter.deadLetter("poison");
     await reconnectedAgain.ready;
     expect(logged).toEqual([["info", expect.stringMatching(/already moved by an earlier copy/)]]);
@@ -947,7 +938,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
     // a lost lease, whatever the reconnects.
     const taken = await fetchOne(c);
     await s.raw.call("XCLAIM", s.stream, s.group, "thief", "0", taken.deliveryId, "JUSTID");
-    const reconnectedThird = await dropConnection();
+    const reconnectedThird = await dropMain();
     await expect(taken.ack({ confirm: true })).rejects.toThrow(/lease lost/);
     await reconnectedThird.ready;
     expect(logged).toEqual([["warn", expect.stringMatching(/lease lost/)]]);
@@ -1038,16 +1029,13 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await renewalSeen; // (renewals go out every lease / 3: 1 s)
     // The ack's first copy, applied before the connection dropped: the entry left the PEL and
     // the stream.
-    await s.raw.xack(s.stream, s.group, d.deliveryId);
-    await s.raw.xdel(s.stream, d.deliveryId);
-    const mainId = String(await main.call("CLIENT", "ID"));
-    const ready = new Promise((resolve) => main.once("ready", resolve));
-    await s.raw.call("CLIENT", "KILL", "ID", mainId);
+    await settleByHand(s.raw, s.stream, s.group, d.deliveryId);
+    const reconnected = await dropConnection(main, s.raw);
     if (heldBack === undefined) throw new Error("unreachable: the renewal was seen");
     void send(heldBack);
     const acked = d.ack({ confirm: true });
     acked.catch(() => undefined); // (checked after the reconnect)
-    await ready;
+    await reconnected.ready;
     // The renewal finds the entry gone (pending for nobody, out of the stream), as the ack
     // does: it says nothing the ack's own judgement does not weigh (within the lease, after a
     // reconnect: its earlier copy). Before, it counted as a lost lease (a false warning).

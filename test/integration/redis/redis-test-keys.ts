@@ -1,6 +1,7 @@
 /**
- * Helpers of the Redis tests: a raw ioredis connection to the shared test Redis, and
- * deletion of every key under a test's random prefix (never FLUSHDB on the shared server).
+ * Helpers of the Redis tests: a raw ioredis connection to the shared test Redis (and a way to
+ * drop one), and deletion of every key under a test's random prefix (never FLUSHDB on the
+ * shared server).
  */
 import { Redis } from "ioredis";
 import type { Cleanups } from "../../helpers/cleanups.js";
@@ -14,6 +15,27 @@ export function testPrefix(): string {
 /** A raw client for assertions (caller disconnects it). */
 export function rawRedis(url: string = SERVICES.redis): Redis {
   return new Redis(url, { maxRetriesPerRequest: null });
+}
+
+/**
+ * Drops `client`'s connection (`CLIENT KILL` sent by `admin`): the commands it has no reply for,
+ * and those sent before it reconnects, go out again on the new connection. `ready`: the
+ * reconnect.
+ */
+export async function dropConnection(client: Redis, admin: Redis): Promise<{ ready: Promise<void> }> {
+  const id = String(await client.call("CLIENT", "ID"));
+  const ready = new Promise<void>((resolve) => client.once("ready", () => resolve()));
+  await admin.call("CLIENT", "KILL", "ID", id);
+  return { ready };
+}
+
+/**
+ * What the ack script does to an entry, by hand: out of the group's pending list (XACK) and
+ * out of the stream (XDEL). As an ack's first copy, or another consumer's ack, would leave it.
+ */
+export async function settleByHand(redis: Redis, stream: string, group: string, id: string): Promise<void> {
+  await redis.xack(stream, group, id);
+  await redis.xdel(stream, id);
 }
 
 /** Every key under `prefix:` (SCAN). */

@@ -202,7 +202,7 @@ describe.skipIf(!hasRedisServer && process.env.CI !== "true")("infra: own redis-
     timeout: 60_000,
   }, async () => {
     const warnings = await freezeLongerThanTheLease(false);
-    expect(warnings).toContainEqual(expect.stringMatching(/^redis: no reply from Redis for gapMs/));
+    expect(warnings).toContainEqual(expect.stringMatching(/^redis: no reply from Redis for \d+\.\d s/));
   });
 
   it("a worker started during a freeze longer than the lease leaves the live worker's job alone too", {
@@ -210,7 +210,7 @@ describe.skipIf(!hasRedisServer && process.env.CI !== "true")("infra: own redis-
   }, async () => {
     const warnings = await freezeLongerThanTheLease(true);
     expect(warnings).toContainEqual(
-      expect.stringMatching(/^redis: no consumer was in touch with this queue for quietMs/),
+      expect.stringMatching(/^redis: no consumer was in touch with queue \S+ for \d+\.\d s/),
     );
   });
   it("an ack sent into a freeze longer than the lease is resent after the reconnect and counted as applied, not as a lost lease", {

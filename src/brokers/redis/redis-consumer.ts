@@ -145,6 +145,11 @@ function claimedCount(reply: unknown): number {
   return count < 0 || count > Number.MAX_SAFE_INTEGER ? Number.MAX_SAFE_INTEGER : 1;
 }
 
+/** A duration in ms as seconds for a log message, e.g. `45.2 s`. */
+function seconds(ms: number): string {
+  return `${(ms / 1000).toFixed(1)} s`;
+}
+
 /** A consumer of one or more queues (see module doc). */
 export class RedisConsumer implements Consumer {
   readonly #ctx: RedisBrokerContext;
@@ -754,7 +759,7 @@ export class RedisConsumer implements Consumer {
     const count = Math.min(room, RECLAIM_COUNT);
     const sentAtMs = performance.now();
     const extraMs = this.#contact.extraMs(sentAtMs);
-    const [cursor, flat, redisNowMs, appliedMs, streamExtraMs, opened] = (await runScript(
+    const [cursor, flat, redisNowMs, appliedMs, streamExtraMs, opened, held] = (await runScript(
       conn,
       "chicoryReclaim",
       [q.keys.stream, q.keys.pulse],
@@ -769,13 +774,14 @@ export class RedisConsumer implements Consumer {
         this.#contact.lastReplyRedisMs(q.keys.stream),
         this.#contact.stallMs,
         extraMs,
+        RELEASED_CONSUMER,
       ],
-    )) as [string, Array<string | string[] | number>, number, number, number, number];
+    )) as [string, Array<string | string[] | number>, number, number, number, number, number];
     this.#replied(Number(redisNowMs), q.keys.stream);
     q.pulsedAtMs = sentAtMs;
     // The script saw a stall that began after the last reply (it ran after it): the same window.
     if (Number(appliedMs) > extraMs) this.#outOfTouch(this.#contact.outOfTouch(Number(appliedMs)));
-    if (opened === 1) this.#streamWindowOpened(q, Number(streamExtraMs));
+    if (opened === 1) this.#streamWindowOpened(q, Number(streamExtraMs), Number(held));
     const claimed = this.#handOutClaimed(q, flat, out, sentAtMs);
     q.reclaimCursor = cursor;
     const now = performance.now();
@@ -1068,8 +1074,9 @@ export class RedisConsumer implements Consumer {
         gapMs: window.extraMs,
         windowMs: this.#ctx.claimMinIdleMs,
       },
-      "redis: no reply from Redis for gapMs (Redis frozen, paused or restarting, or this process stalled): " +
-        "leases renewed now; for the next claimMinIdle this consumer reclaims only entries idle longer than claimMinIdle + gapMs, " +
+      `redis: no reply from Redis for ${seconds(window.extraMs)} (Redis frozen, paused or restarting, or this process stalled): ` +
+        `leases renewed now; for the next ${seconds(this.#ctx.claimMinIdleMs)} (the lease, claimMinIdle) this consumer reclaims only ` +
+        `entries idle longer than ${seconds(this.#ctx.claimMinIdleMs + window.extraMs)} (the lease plus that gap), ` +
         "so that live workers cut off by the same stall keep their jobs",
     );
     void this.#renewLeases();
@@ -1079,21 +1086,28 @@ export class RedisConsumer implements Consumer {
    * A reclaim or renewal of this consumer opened `q`'s stream window (fleet-pulse.lua): no consumer had
    * called on the stream for `quietMs`, or this consumer saw a stall during which none did. Said
    * once, by the consumer that opened it: a warning, or only at info level when this consumer
-   * has just warned of the same stall itself ("no reply from Redis …": its own window is open).
+   * has just warned of the same stall itself ("no reply from Redis …": its own window is open)
+   * or when no consumer held an entry (`held` 0: the window keeps nobody waiting, as on a start
+   * after every worker was gone a while; entries given back by stopping workers are not held:
+   * reclaims take them at the lease alone, window or not).
    */
-  #streamWindowOpened(q: QueueState, quietMs: number): void {
+  #streamWindowOpened(q: QueueState, quietMs: number, held?: number): void {
     if (this.#isClosed) return;
-    const level = this.#contact.extraMs() > 0 ? "info" : "warn";
+    const level = this.#contact.extraMs() > 0 || held === 0 ? "info" : "warn";
+    const leaseMs = this.#ctx.claimMinIdleMs;
     this.#logger[level](
       {
         consumer: this.#consumerId,
         queue: q.keys.queue,
         quietMs,
-        windowMs: this.#ctx.claimMinIdleMs,
+        windowMs: leaseMs,
+        ...(held === undefined ? {} : { held }),
       },
-      "redis: no consumer was in touch with this queue for quietMs (Redis frozen, paused or restarting, or no worker was running): " +
-        "for the next claimMinIdle every consumer reclaims only entries idle longer than claimMinIdle + quietMs, " +
-        "so that live workers cut off by a stall keep their jobs",
+      `redis: no consumer was in touch with queue ${q.keys.queue} for ${seconds(quietMs)} ` +
+        "(Redis frozen, paused or restarting, or no worker was running): " +
+        `for the next ${seconds(leaseMs)} (the lease, claimMinIdle) every consumer reclaims only entries ` +
+        `idle longer than ${seconds(leaseMs + quietMs)} (the lease plus that time), so that live workers cut off by a stall ` +
+        `keep their jobs${held === undefined ? "" : held === 0 ? "; no entry is held now" : `; ${held} entries held now`}`,
     );
   }
 

@@ -11,6 +11,7 @@ import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import { RELEASED_CONSUMER } from "../../../src/brokers/redis/redis-keys.js";
 import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js";
 import { BrokerConnectionError, Chicory, silentLogger, TaskFailedError, Worker } from "../../../src/index.js";
 import { type RedisClientLike, runScript } from "../../../src/redis/redis-client.js";
@@ -103,6 +104,7 @@ describe.skipIf(skip)("redis broker and backend: Redis full", () => {
       0,
       30_000,
       0,
+      RELEASED_CONSUMER,
     ])) as unknown[];
     expect(reclaimed.slice(0, 2)).toEqual(["0-0", []]);
     // A queue filled before any worker existed gets its group on a full Redis too, and is read.

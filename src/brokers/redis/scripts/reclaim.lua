@@ -5,11 +5,13 @@
 -- entries looked at by XPENDING's IDLE filter, ARGV[7] most pending entries of one page,
 -- ARGV[8] Redis time (ms) of this consumer's last reply before this call (0: unknown), ARGV[9]
 -- a gap since then longer than this (ms) is a stall, ARGV[10] extra idle ms required (the
--- consumer's out-of-touch window; redis-contact.ts)
+-- consumer's out-of-touch window; redis-contact.ts), ARGV[11] the consumer that holds
+-- given-back entries (RELEASED_CONSUMER in redis-keys.ts)
 -- Returns { next cursor ("0-0" once the pending list was looked at to its end),
 -- { id, fields, deliveryCount, id, fields, deliveryCount, ... }, Redis time ms, extra idle ms
 -- of this consumer's own (its window, or the stall this call ran after), extra idle ms of the
--- stream's window (fleet-pulse.lua; 0: none), 1 when this call opened that window }.
+-- stream's window (fleet-pulse.lua; 0: none), 1 when this call opened that window, the number
+-- of entries pending for consumers (given-back ones not counted) before this call's claims }.
 -- Entries are taken when idle longer than the min idle plus the extra. When this call ran
 -- after a stall that began after this consumer's last reply (Redis frozen or restarting while
 -- the call was on its way), the gap is the extra: the live owners were cut off as long as this
@@ -17,6 +19,9 @@
 -- applies too: opened when no consumer called on this stream for longer than the threshold (a
 -- stall this consumer may not have seen, having started during it), or by this consumer's own
 -- stall when nobody called during it, so that consumers that did not see it wait as well.
+-- Given-back entries (release.lua: a stopping worker's read-ahead, or its jobs past the
+-- shutdown timeout) are taken at the min idle alone, window or not: no owner renews them, so
+-- there is nobody to wait for.
 -- Finds the expired entries however few free slots the caller has (XAUTOCLAIM looks at no more
 -- than ten times its COUNT per call: a worker with one free slot would crawl through a busy
 -- fleet's pending list ten entries per call), in a call of bounded length (the pending list of
@@ -38,20 +43,44 @@ if lastReply > 0 and nowMs - lastReply > tonumber(ARGV[9]) then
   extra = math.max(extra, nowMs - lastReply)
 end
 local pulse = fleetPulse(KEYS[2], nowMs, tonumber(ARGV[9]), tonumber(ARGV[3]), extra)
-local minIdle, want = tonumber(ARGV[3]) + math.max(extra, pulse[1]), tonumber(ARGV[5])
+local leaseIdle, want = tonumber(ARGV[3]), tonumber(ARGV[5])
+local minIdle = leaseIdle + math.max(extra, pulse[1])
 local scanLimit, pageSize = tonumber(ARGV[6]), tonumber(ARGV[7])
-local ids, counts = {}, {}
-local cursor = '0-0'
-if redis.call('XPENDING', KEYS[1], ARGV[1])[1] <= scanLimit then
-  local expired = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', minIdle, ARGV[4], '+', want)
-  for i, p in ipairs(expired) do
-    ids[i] = p[1]
+local summary = redis.call('XPENDING', KEYS[1], ARGV[1])
+local held = summary[1]
+for _, c in ipairs(summary[4] or {}) do
+  if c[1] == ARGV[11] then
+    held = held - tonumber(c[2])
+  end
+end
+local counts = {}
+-- Given-back entries first, when a window asks more of the others (else the scan below finds
+-- them at the same idle): the released consumer's own pending list, short.
+local released = {}
+if minIdle > leaseIdle then
+  for i, p in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', leaseIdle, '-', '+', want, ARGV[11])) do
+    released[i] = p[1]
     counts[p[1]] = p[4]
+  end
+  want = want - #released
+end
+local ids = {}
+local cursor = '0-0'
+if want <= 0 then
+  -- (full with given-back entries: the scan goes on from where it was, soon)
+  cursor = ARGV[4] == '0-0' and '-' or ARGV[4]
+elseif summary[1] <= scanLimit then
+  local expired = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', minIdle, ARGV[4], '+', want)
+  for _, p in ipairs(expired) do
+    if not counts[p[1]] then
+      ids[#ids + 1] = p[1]
+      counts[p[1]] = p[4]
+    end
   end
 else
   local page = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[4], '+', pageSize)
   for _, p in ipairs(page) do
-    if p[3] >= minIdle then
+    if p[3] >= minIdle and not counts[p[1]] then
       ids[#ids + 1] = p[1]
       counts[p[1]] = p[4]
       if #ids >= want then
@@ -64,10 +93,16 @@ else
   end
 end
 -- Enough taken: the next call goes on after the last one (else the cursor stands as set above).
-if #ids >= want then
+if want > 0 and #ids >= want then
   cursor = '(' .. ids[#ids]
 end
-if #ids == 0 then
-  return { cursor, {}, nowMs, extra, pulse[1], pulse[2] }
+local out = {}
+if #released > 0 then
+  out = claimEntries(KEYS[1], ARGV[1], ARGV[2], leaseIdle, released, counts, nil)
 end
-return { cursor, claimEntries(KEYS[1], ARGV[1], ARGV[2], minIdle, ids, counts, nil), nowMs, extra, pulse[1], pulse[2] }
+if #ids > 0 then
+  for _, v in ipairs(claimEntries(KEYS[1], ARGV[1], ARGV[2], minIdle, ids, counts, nil)) do
+    out[#out + 1] = v
+  end
+end
+return { cursor, out, nowMs, extra, pulse[1], pulse[2], held }

@@ -272,7 +272,7 @@ export class Chicory {
   }
 
   /** Registers a handler named after the function. */
-  task<A extends unknown[], R>(fn: (...args: A) => Awaitable<R>): Task<A, Awaited<R>>;
+  task<A extends unknown[], R>(fn: (...args: A) => Awaitable<R>): Task<A, StoredResult<Awaited<R>>>;
   /** Registers a handler with an argument schema (whose output is its argument list) and a context. */
   task<S extends ArgsSchema, R, I extends boolean = false>(
     options: TaskOptions & { args: S; context: true; ignoreResult?: I | undefined },

@@ -188,4 +188,13 @@ describe("get()", () => {
     expectTypeOf((await maybe.delay(1)).get()).resolves.toEqualTypeOf<number | null>();
     expectTypeOf((await value.delay(1)).get()).resolves.toEqualTypeOf<{ n: number }>();
   });
+
+  it("gives null for nothing with a handler registered without options too", async () => {
+    const nothing = app.task(async function returnsNothingBare(_n: number) {});
+    const maybe = app.task(function returnsMaybeBare(n: number) {
+      return n > 0 ? n : undefined;
+    });
+    expectTypeOf((await nothing.delay(1)).get()).resolves.toEqualTypeOf<null>();
+    expectTypeOf((await maybe.delay(1)).get()).resolves.toEqualTypeOf<number | null>();
+  });
 });

@@ -28,7 +28,13 @@ import {
   createDefaultBackend,
   DEFAULT_BROKER_SPEC,
 } from "./drivers.js";
-import { BackendConnectionError, ChicoryError, ConfigurationError, TaskNotFoundError } from "./errors.js";
+import {
+  BackendConnectionError,
+  ChicoryError,
+  ConfigurationError,
+  DriverNotInstalledError,
+  TaskNotFoundError,
+} from "./errors.js";
 import { bindResultDefaults, type ResultDefaults, type StoredResult } from "./result.js";
 import { type AnyHandler, Task, type TaskOptions, type TaskRuntime } from "./task.js";
 
@@ -188,6 +194,8 @@ export class Chicory {
   #connectEpoch = 0;
   /** True once {@link Chicory.connect} succeeded (until `disconnect`). */
   #isConnected = false;
+  /** Whether the broker is the embedded SQLite default (no `broker` option, no `CHICORY_BROKER_URL`). */
+  readonly #isDefaultBroker: boolean;
   /** DLQ replays running (see #guardReplay). */
   #replaysRunning = 0;
   /** Whether a running replay opened the backend, which the last replay then closes. */
@@ -207,7 +215,8 @@ export class Chicory {
     const context = { env: this.config.env };
     const brokerSpec =
       typeof options.broker === "string" ? options.broker : (this.config.brokerUrl ?? DEFAULT_BROKER_SPEC);
-    if (options.broker === undefined && this.config.brokerUrl === undefined) warnUnusedBrokerVariables(this.config.env);
+    this.#isDefaultBroker = options.broker === undefined && this.config.brokerUrl === undefined;
+    if (this.#isDefaultBroker) warnUnusedBrokerVariables(this.config.env);
     // a URL read from CHICORY_BROKER_URL / CHICORY_BACKEND_URL: its errors name the variable
     const brokerVariable =
       options.broker === undefined && input.brokerUrl === undefined && this.config.brokerUrl !== undefined
@@ -426,7 +435,9 @@ export class Chicory {
     if (!this.#connecting) {
       const epoch = this.#connectEpoch;
       const connecting = (async () => {
-        await this.broker.connect();
+        await this.broker.connect().catch((error: unknown) => {
+          throw this.#isDefaultBroker ? defaultBrokerError(error, this.broker.displayUrl) : error;
+        });
         if (this.backend) await this.backend.connect();
         // not when a disconnect() came meanwhile (it closes what this opened)
         if (this.#connectEpoch === epoch) this.#isConnected = true;
@@ -465,6 +476,20 @@ function isSame(record: TaskRecord | null, seen: TaskRecord): boolean {
 
 function describe(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * The embedded default broker's missing driver, told as what it is: no broker was configured
+ * (a user of Redis or RabbitMQ who forgot `CHICORY_BROKER_URL` should not be sent to install
+ * SQLite). Other errors are returned as they are.
+ */
+function defaultBrokerError(error: unknown, displayUrl: string): unknown {
+  if (!(error instanceof DriverNotInstalledError)) return error;
+  return new DriverNotInstalledError(
+    "better-sqlite3@12",
+    `no broker is configured (no broker option, CHICORY_BROKER_URL not set: set it, e.g. to redis://localhost:6379, for another broker), so the app uses the embedded SQLite default (${displayUrl}), which`,
+    { cause: error },
+  );
 }
 
 /** Variables that say where a Redis or RabbitMQ broker is, but select none by themselves. */

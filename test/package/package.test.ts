@@ -57,12 +57,17 @@ describe("the published package", () => {
       await worker.start();
       const value = await (await add.delay(2, 3)).get({ timeout: 5 });
       await worker.stop(1);
-      console.log(JSON.stringify({ loaded, value }));
+      // no broker configured: the embedded SQLite default, whose driver is not installed here
+      const defaultError = await new Chicory({ config: { env: {} } }).connect().then(() => "", (e) => e.message);
+      console.log(JSON.stringify({ loaded, value, defaultError }));
     `;
     writeFileSync(join(project, "check.mjs"), script);
     const out = await run(process.execPath, ["check.mjs"], { cwd: project, timeout: 60_000 });
-    const result = JSON.parse(out.stdout.trim()) as { loaded: number[]; value: number };
+    const result = JSON.parse(out.stdout.trim()) as { loaded: number[]; value: number; defaultError: string };
     expect(result.value).toBe(5);
+    expect(result.defaultError).toMatch(
+      /^no broker is configured \(no broker option, CHICORY_BROKER_URL not set: set it, e\.g\. to redis:\/\/localhost:6379, for another broker\), so the app uses the embedded SQLite default \(.*chicory\.db\), which needs the package "better-sqlite3@12": run npm install better-sqlite3@12$/,
+    );
     expect(result.loaded.every((n) => n > 0)).toBe(true);
     const version = await run(join(project, "node_modules/.bin/chicory"), ["--version"], { cwd: project });
     expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);

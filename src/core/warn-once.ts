@@ -6,7 +6,20 @@
 
 import type { LogFn, Logger } from "./logger.js";
 
-const emitted = new Set<string>();
+/**
+ * State shared by every copy of this module in the process, kept on `globalThis`: the CLI
+ * loads a TypeScript app through tsx, which gives the app's `import "chicory"` its own copy of
+ * the package, so a module-level value here would not be seen by the CLI's worker (the app's
+ * broker and backend would never find the worker's logger).
+ */
+function shared<T>(name: string, create: () => T): T {
+  const store = globalThis as unknown as Record<symbol, T | undefined>;
+  const key = Symbol.for(`chicory.${name}`);
+  store[key] ??= create();
+  return store[key];
+}
+
+const emitted = shared("emittedWarnings", () => new Set<string>());
 
 /** Emits `message` as a process warning with `code`, unless one was already emitted for `key`. */
 export function warnOnce(key: string, message: string, code: string): void {
@@ -16,7 +29,7 @@ export function warnOnce(key: string, message: string, code: string): void {
 }
 
 /** The loggers of the running workers, latest last: adapters without one log through it. */
-const routes: Logger[] = [];
+const routes = shared<Logger[]>("unownedLogRoutes", () => []);
 
 /**
  * Sends the lines of every adapter built without a logger to `logger` (all levels, with a

@@ -52,3 +52,32 @@ describe("processWarningLogger", () => {
     expect((await warned).code).toBe("CHICORY_TEST_ROUTED");
   });
 });
+
+describe("two copies of the module in one process (the CLI loads a TypeScript app through tsx)", () => {
+  it("an adapter of one copy logs to a worker route set up by the other, and a warning is said once by both", async () => {
+    const copy = (await import(
+      /* @vite-ignore */ `../../src/core/warn-once.js?copy=${Date.now()}`
+    )) as typeof import("../../src/core/warn-once.js");
+    expect(copy.routeUnownedLogs).not.toBe(routeUnownedLogs); // (a real second copy)
+    const worker = capturingLogger();
+    const end = routeUnownedLogs(worker.logger);
+    copy.processWarningLogger("CHICORY_TEST_COPY").warn("from the app's copy");
+    end();
+    expect(worker.lines.map((line) => [line.level, line.message, line.fields.component])).toEqual([
+      ["warn", "from the app's copy", "CHICORY_TEST_COPY"],
+    ]);
+    const seen: string[] = [];
+    const listener = (warning: Error) => {
+      if (warning.message.startsWith("said once")) seen.push(warning.message);
+    };
+    process.on("warning", listener);
+    const warned = nextWarning("said once");
+    copy.warnOnce("said-once", "said once", "CHICORY_TEST_COPY");
+    const { warnOnce } = await import("../../src/core/warn-once.js");
+    warnOnce("said-once", "said once", "CHICORY_TEST_COPY");
+    await warned;
+    await new Promise((resolve) => setImmediate(resolve));
+    process.off("warning", listener);
+    expect(seen).toEqual(["said once"]);
+  });
+});

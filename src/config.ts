@@ -21,6 +21,7 @@ import {
 import { LOG_LEVELS, type LogLevel } from "./core/logger.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./core/message.js";
 import { assertValidName } from "./core/names.js";
+import { maskUrl } from "./core/url.js";
 import { ConfigurationError, toError } from "./errors.js";
 
 /** When arguments and results are validated against their schemas. */
@@ -208,7 +209,7 @@ export function resolveConfig(input: ChicoryConfigInput = {}): ChicoryConfig {
     const fromEnv = envString(env, "CHICORY_RESULT_DEFAULT_TIMEOUT");
     resultDefaultTimeout = fromEnv === undefined ? null : toMs(fromEnv, "CHICORY_RESULT_DEFAULT_TIMEOUT") / 1000;
   }
-  return {
+  return withRedactedView({
     validationMode: input.validationMode
       ? checkChoice(input.validationMode, "validationMode", VALIDATION_MODES)
       : envChoice(env, "CHICORY_VALIDATION_MODE", VALIDATION_MODES, "inputs"),
@@ -227,7 +228,29 @@ export function resolveConfig(input: ChicoryConfigInput = {}): ChicoryConfig {
     maxMessageBytes,
     worker: resolveWorkerConfig(input.worker ?? {}, env),
     env,
-  };
+  });
+}
+
+/**
+ * Gives `config` a view for `JSON.stringify` and `util.inspect` (so for `console.log(app)` too)
+ * without its secrets: URL passwords masked, the signing key as `***`, and the environment as a
+ * count (it holds the process's whole environment, other services' secrets included). The
+ * fields themselves are unchanged; the two methods are not enumerable.
+ */
+function withRedactedView(config: ChicoryConfig): ChicoryConfig {
+  const view = () => ({
+    ...config,
+    brokerUrl: config.brokerUrl === undefined ? undefined : maskUrl(config.brokerUrl),
+    backendUrl: config.backendUrl === undefined ? undefined : maskUrl(config.backendUrl),
+    signingKey: config.signingKey === null ? null : "***",
+    env: `[${Object.keys(config.env).length} variables]`,
+  });
+  Object.defineProperty(config, "toJSON", { value: view });
+  Object.defineProperty(config, Symbol.for("nodejs.util.inspect.custom"), {
+    value: (_depth: number, options: object, inspect: (value: unknown, options: object) => string) =>
+      inspect(view(), options),
+  });
+  return config;
 }
 
 /** Default concurrency: min(32, cpus + 4). */

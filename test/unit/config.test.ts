@@ -1,6 +1,7 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { inspect } from "node:util";
 import { describe, expect, it, vi } from "vitest";
 import { resolveConfig, resolveWorkerConfig } from "../../src/config.js";
 import { toMs } from "../../src/core/duration.js";
@@ -148,6 +149,33 @@ describe("configuration", () => {
 });
 
 describe("names, JSON checks, URL masking", () => {
+  it("an app's configuration shows no secret when logged or serialised; its fields keep them", () => {
+    const env = {
+      CHICORY_BROKER_URL: "redis://app:TopSecretPW@127.0.0.1:6379/0",
+      CHICORY_BACKEND_URL: "postgres://app:DbSecretPW@db/app",
+      CHICORY_SIGNING_KEY: "SigningKey123",
+      AWS_SECRET_ACCESS_KEY: "AKIAFAKE",
+    };
+    const app = new Chicory({ broker: "memory://", backend: null, config: { env } });
+    const shown = [JSON.stringify(app.config), inspect(app.config, { depth: 5 }), inspect(app, { depth: 5 })];
+    for (const text of shown) {
+      for (const secret of ["TopSecretPW", "DbSecretPW", "SigningKey123", "AKIAFAKE"])
+        expect(text).not.toContain(secret);
+    }
+    expect(JSON.parse(shown[0] ?? "{}")).toMatchObject({
+      brokerUrl: "redis://app:***@127.0.0.1:6379/0",
+      backendUrl: "postgres://app:***@db/app",
+      signingKey: "***",
+      env: "[4 variables]",
+      deliveryMode: "at_least_once",
+    });
+    expect(shown[1]).toContain("redis://app:***@127.0.0.1:6379/0");
+    expect(app.config.brokerUrl).toBe(env.CHICORY_BROKER_URL);
+    expect(app.config.signingKey).toBe("SigningKey123");
+    expect(app.config.env).toBe(env);
+    expect(Object.keys(app.config)).not.toContain("toJSON");
+  });
+
   it("validates queue and task names", () => {
     for (const ok of ["default", "a.b:c-d_e", "x".repeat(128)]) expect(isValidName(ok)).toBe(true);
     for (const bad of ["", "a b", "*", "{x}", "x".repeat(129), "a\nb", "a\u0000b", "é", "\u202e"]) {

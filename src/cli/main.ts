@@ -14,6 +14,7 @@ import { wantsStack } from "./options.js";
 import { EXIT_OK, EXIT_USAGE, exitCodeFor, maskSecrets, reportError } from "./output.js";
 import { registerQueueCommand } from "./queue.js";
 import { registerResultCommand } from "./result.js";
+import { strayError } from "./stray-errors.js";
 import { packageVersion } from "./version.js";
 import { registerWorkerCommand } from "./worker.js";
 import { registerWorkersCommand } from "./workers.js";
@@ -70,7 +71,14 @@ async function main(argv: readonly string[]): Promise<number> {
 }
 
 process.on("unhandledRejection", (reason) => {
+  if (strayError("rejection", reason)) return;
   reportError(reason, wantsStack(process.argv));
+  process.exit(1);
+});
+// (as Node does without a listener: the stack, exit 1)
+process.on("uncaughtException", (error) => {
+  if (strayError("exception", error)) return;
+  reportError(error, true);
   process.exit(1);
 });
 

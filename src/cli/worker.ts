@@ -7,12 +7,15 @@ import type { Command } from "commander";
 import type { WorkerOptions } from "../config.js";
 import type { LogLevel } from "../core/logger.js";
 import { sleep } from "../core/sleep.js";
+import { maskUrlsIn } from "../core/url.js";
+import { toError } from "../errors.js";
 import { createLogger } from "../logging.js";
 import { Worker } from "../worker/worker.js";
 import { bannerLines } from "./banner.js";
 import { loadApp } from "./load-app.js";
 import { intAtLeast, positiveSeconds, seconds, withLogLevel, withQueues } from "./options.js";
-import { EXIT_OK, printInfo } from "./output.js";
+import { EXIT_FAILURE, EXIT_OK, printInfo } from "./output.js";
+import { handleStrayErrors } from "./stray-errors.js";
 import { runSupervisor, SUPERVISED_ENV } from "./supervisor.js";
 
 /** Options of `chicory worker`. */
@@ -82,9 +85,33 @@ export async function runWorkerCommand(spec: string, opts: WorkerCommandOptions)
     });
     process.channel?.unref();
   }
+  // An error nobody caught (from a task's stray promise or timer) must not kill the jobs
+  // running beside it: a rejection is logged and the worker goes on; an exception (after which
+  // Node holds the process's state unsafe) stops the worker gracefully, then exits 1.
+  let hasFailed = false;
+  const stopHandlingStrays = handleStrayErrors((kind, error) => {
+    const err = strayText(error);
+    if (kind === "rejection") {
+      logger.error(
+        { err },
+        "unhandled promise rejection (a promise nobody awaited or caught, e.g. in a task): logged, the worker goes on",
+      );
+      return;
+    }
+    const isFirst = !hasFailed;
+    hasFailed = true;
+    logger.error(
+      { err },
+      isFirst
+        ? "uncaught exception (thrown outside any task's promise, e.g. from a timer): stopping gracefully (running jobs get the shutdown timeout), then exit 1"
+        : "uncaught exception while stopping",
+    );
+    if (isFirst) worker.stop().catch(() => undefined);
+  });
   let isDone = false;
   const running = worker.run().finally(() => {
     isDone = true;
+    stopHandlingStrays();
   });
   if (isSupervised) {
     void (async () => {
@@ -93,7 +120,18 @@ export async function runWorkerCommand(spec: string, opts: WorkerCommandOptions)
     })();
   }
   await running;
-  return EXIT_OK;
+  return hasFailed ? EXIT_FAILURE : EXIT_OK;
+}
+
+/** A stray error for the log: its stack (or text), URL passwords masked. */
+function strayText(error: unknown): string {
+  let text: string;
+  try {
+    text = error instanceof Error ? (error.stack ?? `${error.name}: ${error.message}`) : toError(error).message;
+  } catch {
+    text = "(a value that cannot be shown)"; // e.g. a getter that throws
+  }
+  return maskUrlsIn(text);
 }
 
 /** Most worker processes one `chicory worker -w N` supervises (a typo must not fork hundreds). */

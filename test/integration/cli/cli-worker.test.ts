@@ -44,7 +44,7 @@ describe("chicory CLI on the embedded SQLite broker (multi-process)", () => {
     const banner = worker.output.stderr;
     expect(banner).toContain("chicory worker v");
     expect(banner).toMatch(/app\s+test\/fixtures\/cli-app\.mjs:app/);
-    expect(banner).toMatch(/tasks\s+4 registered: add, boom, crash_once, slow/);
+    expect(banner).toMatch(/tasks\s+5 registered: add, boom, crash_once, slow, stray/);
     expect(banner).toMatch(/queues\s+default/);
     expect(banner).toMatch(/concurrency\s+2/);
     expect(banner).toMatch(/dead letters\s+on/);
@@ -191,6 +191,39 @@ describe("chicory CLI on the embedded SQLite broker (multi-process)", () => {
     const tooShort = await runCli(["cleanup", APP_JS, "--stale-seconds", "0.5"], env);
     expect(tooShort.code).toBe(2);
     expect(tooShort.stderr).toContain("expected at least 10 s");
+  });
+});
+
+describe("chicory worker and errors nobody caught in a task (SQLite)", () => {
+  const target = sqliteTarget();
+  const env = cliEnv({ CHICORY_BROKER_URL: target.url });
+  afterAll(() => target.remove());
+
+  it("an unhandled rejection is logged and the worker goes on; an uncaught exception stops it gracefully (running jobs finish), exit 1", async () => {
+    requireBuild();
+    const worker = startCli(["worker", APP_JS, "-c", "2", "--shutdown-timeout", "10"], env);
+    try {
+      await worker.waitForStderr(/"msg":"worker started"/);
+      const rejected = await runCli(["enqueue", APP_JS, "stray", '["rejection"]', "--wait", "--timeout", "10"], env);
+      expect(rejected.stdout.trim().split("\n")[1]).toBe('"ok"');
+      await worker.waitForStderr(/unhandled promise rejection .*the worker goes on/);
+      expect(worker.output.stderr).toContain("late stray rejection");
+      const after = await runCli(["enqueue", APP_JS, "add", "[1, 2]", "--wait", "--timeout", "10"], env);
+      expect(after.stdout.trim().split("\n")[1]).toBe("3");
+      // a job running when the exception comes finishes before the worker exits
+      const slow = await runCli(["enqueue", APP_JS, "slow", "[1500]"], env);
+      const slowId = slow.stdout.trim();
+      await runCli(["enqueue", APP_JS, "stray", '["exception"]'], env);
+      const exit = await worker.exited;
+      expect(exit.code).toBe(1);
+      expect(exit.stderr).toMatch(/"level":50,.*uncaught exception .*stopping gracefully/);
+      expect(exit.stderr).toContain("late stray exception");
+      expect(exit.stderr).toContain('"msg":"worker stopped"');
+      const read = await runCli(["result", APP_JS, slowId], env);
+      expect(JSON.parse(read.stdout)).toMatchObject({ taskId: slowId, state: "SUCCESS", result: 1500 });
+    } finally {
+      if (worker.child.exitCode === null) worker.child.kill("SIGKILL");
+    }
   });
 });
 

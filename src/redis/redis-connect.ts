@@ -95,7 +95,7 @@ export function connectFailureHint(error: unknown, envPrefix: string, isTls = fa
       : " (no answer in time: check host, port and firewall)";
   }
   if (/Unknown RESP type/.test(text)) return " (the server does not speak the Redis protocol: is this a Redis port?)";
-  if (/\bECONNRESET\b|Connection is closed/.test(text)) {
+  if (/\bECONNRESET\b|\bEPIPE\b|Connection is closed/.test(text)) {
     return isTls
       ? " (the server closed the connection: is this a Redis port with TLS on?)"
       : " (the server closed the connection: is this a Redis port? a Redis with TLS only needs rediss://)";
@@ -146,6 +146,58 @@ export async function openRedis(
 ): Promise<RedisClientLike> {
   const Redis = await loadRedis(what);
   if (connection.tlsUnverified) warnTlsUnverified(what, connection.displayUrl, connection.envPrefix);
+  let client: RedisClientLike | undefined;
+  for (let attempt = 0; client === undefined; attempt++) {
+    const opened = await connectOnce(Redis, connection, extra);
+    if ("client" in opened) {
+      client = opened.client;
+      break;
+    }
+    const reason = opened.reason;
+    // A connection the server closed during the handshake (a restart, `CLIENT KILL`, a proxy
+    // that dropped it) is tried again, twice, shortly after: one that is not Redis at all
+    // closes every time, and still fails within half a second.
+    const retryInMs = CLOSED_AT_CONNECT_RETRY_MS[attempt];
+    if (retryInMs !== undefined && isClosedAtConnect(reason)) {
+      await new Promise((resolve) => setTimeout(resolve, retryInMs));
+      continue;
+    }
+    throw makeError(
+      `${what}: cannot connect to ${connection.displayUrl}: ${describeRedisError(reason, connection.password)}${connectFailureHint(reason, connection.envPrefix, connection.options.tls !== undefined, hasCa(connection))}`,
+      redactedCopy(reason, connection.password),
+    );
+  }
+  if (await isClusterNode(client)) {
+    dropRedis(client);
+    // A plain connection to one node of a Cluster: every call on a key of another node fails
+    // (MOVED), and a script over several slots too (CROSSSLOT): refused here, not job by job.
+    throw new ConfigurationError(
+      `${what}: ${connection.displayUrl} is a node of a Redis Cluster, which a URL cannot reach as a whole: ` +
+        'give the broker a Cluster client (client: new Cluster([...]), see docs/brokers/redis.md, "Redis Cluster"); ' +
+        "the result backend needs a Redis that is not a Cluster",
+    );
+  }
+  return client;
+}
+
+/** Waits before the second and third attempt of a connect the server closed (see {@link openRedis}). */
+const CLOSED_AT_CONNECT_RETRY_MS = [100, 300];
+
+/** True for a connect the server ended by closing the connection (not a refusal or a timeout). */
+function isClosedAtConnect(reason: unknown): boolean {
+  const text = reason instanceof Error ? reason.message : String(reason);
+  return /\bECONNRESET\b|\bEPIPE\b|^Connection is closed/.test(text);
+}
+
+/**
+ * One attempt of {@link openRedis}: the connected client, or the reason it failed (the client
+ * closed, no reconnect loop left behind).
+ */
+async function connectOnce(
+  Redis: Awaited<ReturnType<typeof loadRedis>>,
+  connection: ResolvedRedisConnection,
+  extra: Record<string, unknown>,
+): Promise<{ client: RedisClientLike } | { reason: unknown }> {
   const client = new Redis({
     ...connection.options,
     ...BASE_REDIS_OPTIONS,
@@ -163,25 +215,11 @@ export async function openRedis(
     // ioredis reports a refused SELECT as an `error` event only, and the connection stays on
     // database 0: taken as connected, every key would land in the wrong database.
     if (isSelectRefusal(reported)) throw reported;
+    return { client };
   } catch (error) {
     dropRedis(client);
-    const reason = reported ?? error;
-    throw makeError(
-      `${what}: cannot connect to ${connection.displayUrl}: ${describeRedisError(reason, connection.password)}${connectFailureHint(reason, connection.envPrefix, connection.options.tls !== undefined, hasCa(connection))}`,
-      redactedCopy(reason, connection.password),
-    );
+    return { reason: reported ?? error };
   }
-  if (await isClusterNode(client)) {
-    dropRedis(client);
-    // A plain connection to one node of a Cluster: every call on a key of another node fails
-    // (MOVED), and a script over several slots too (CROSSSLOT): refused here, not job by job.
-    throw new ConfigurationError(
-      `${what}: ${connection.displayUrl} is a node of a Redis Cluster, which a URL cannot reach as a whole: ` +
-        'give the broker a Cluster client (client: new Cluster([...]), see docs/brokers/redis.md, "Redis Cluster"); ' +
-        "the result backend needs a Redis that is not a Cluster",
-    );
-  }
-  return client;
 }
 
 /** Longest wait for a caller's client to become ready, at connect. */

@@ -3,6 +3,7 @@
  * `SELECT` as an event and stays on database 0, so a broker or backend that took that as
  * connected would read and write database 0. Both must refuse to start instead.
  */
+import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
@@ -40,6 +41,46 @@ describe.skipIf(skip)("redis connect: what a connection sends first", () => {
 });
 
 describe.skipIf(skip)("redis connect", () => {
+  it("a connection the server closes during the handshake is tried again; a server that always closes fails, with the hint", async () => {
+    const target = new URL(SERVICES.redis);
+    let closeFirst = 2; // the first two connections are closed at once, as by CLIENT KILL or a restart
+    const sockets = new Set<Socket>();
+    const proxy = createServer((socket) => {
+      sockets.add(socket);
+      if (closeFirst-- > 0) {
+        socket.destroy();
+        return;
+      }
+      const upstream = connect(Number(target.port || 6379), target.hostname);
+      sockets.add(upstream);
+      socket.pipe(upstream).pipe(socket);
+      const closeBoth = () => {
+        socket.destroy();
+        upstream.destroy();
+      };
+      for (const side of [socket, upstream]) side.on("error", () => undefined).on("close", closeBoth);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    const { port } = proxy.address() as AddressInfo;
+    try {
+      const broker = new RedisBroker({ url: `redis://127.0.0.1:${port}/0`, env: {} });
+      await broker.connect();
+      expect(await broker.healthcheck()).toMatchObject({ connected: true });
+      await broker.disconnect();
+      closeFirst = 1_000; // now a server that closes every connection: not Redis (or TLS only)
+      const startedAt = performance.now();
+      const error = await new RedisBackend({ url: `redis://127.0.0.1:${port}/0`, env: {} })
+        .connect()
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(BackendConnectionError);
+      expect(String(error)).toMatch(/the server closed the connection: is this a Redis port\?/);
+      expect(performance.now() - startedAt).toBeLessThan(5000);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => proxy.close(resolve));
+    }
+  });
+
   it("a client given that cannot connect fails connect with its reason (it started, then every call failed)", async () => {
     for (const [open, type] of [
       [(client: Redis) => new RedisBroker({ client, env: {} }).connect(), BrokerConnectionError],

@@ -85,7 +85,7 @@ export interface WorkerOptions {
   staleWorkersTimeout?: Duration | undefined;
   /** How long `stop()` waits for running tasks (`CHICORY_WORKER_SHUTDOWN_TIMEOUT`; default 30 s). */
   shutdownTimeout?: Duration | undefined;
-  /** Log level (`CHICORY_WORKER_LOG_LEVEL`; default `INFO`). */
+  /** Log level (`CHICORY_WORKER_LOG_LEVEL`; default `INFO`) of the worker's default logger (a `logger` given keeps its own). */
   logLevel?: LogLevel | Lowercase<LogLevel> | undefined;
   /** Deliveries after which a message is poison and dead-lettered (`CHICORY_WORKER_MAX_DELIVERIES`; default 5). */
   maxDeliveries?: number | undefined;

@@ -157,6 +157,12 @@ export class Worker {
     this.pid = process.pid;
     this.workerId = newWorkerId(this.hostname, this.pid);
     this.#logger = (options.logger ?? createLogger({ level: this.config.logLevel })).child({ workerId: this.workerId });
+    if (options.logger !== undefined && options.logLevel !== undefined) {
+      this.#logger.warn(
+        { logLevel: options.logLevel },
+        "Worker: logLevel applies to the default logger only and is ignored with a logger of your own: set the level on that logger (e.g. createLogger({ level }))",
+      );
+    }
     this.#slots = new JobSlots(this.config.concurrency);
   }
 

@@ -19,6 +19,7 @@ import {
   type WorkerInit,
   type WorkerOptions,
 } from "../../src/index.js";
+import { capturingLogger } from "../helpers/capturing-logger.js";
 
 describe("durations", () => {
   it("accepts seconds and unit strings", () => {
@@ -397,6 +398,16 @@ describe("unknown option keys (a JavaScript caller's typo)", () => {
     expect(new Worker(app, { concurrency: 2, queue: ["a", "b"], logger: silentLogger }).config.queues).toEqual([
       "a",
       "b",
+    ]);
+  });
+
+  it("a Worker given its own logger and a logLevel says that the level is not applied", () => {
+    const app = new Chicory({ broker: "memory", backend: "memory", config: { env: {} } });
+    const { logger, lines } = capturingLogger();
+    new Worker(app, { logger, logLevel: "WARNING" });
+    new Worker(app, { logger });
+    expect(lines.map((line) => [line.level, line.message])).toEqual([
+      ["warn", expect.stringMatching(/^Worker: logLevel applies to the default logger only and is ignored/)],
     ]);
   });
 });

@@ -70,6 +70,15 @@ export function findNonJson(value: unknown, path = "", depth = 0, seen: Set<obje
       if (bad) return bad;
     }
     return null;
+  } catch (error) {
+    // a getter or a Proxy trap that throws: not data that JSON can hold
+    let reason: string;
+    try {
+      reason = error instanceof Error ? error.message : String(error);
+    } catch {
+      reason = "an error that cannot be shown";
+    }
+    return `${path || "value"}: reading it threw (${reason.slice(0, 200)})`;
   } finally {
     seen.delete(obj);
   }

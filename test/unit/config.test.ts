@@ -195,6 +195,38 @@ describe("names, JSON checks, URL masking", () => {
     expect(findNonJson(Symbol("s"))).toMatch(/symbol/);
     expect(findNonJson(Number.NaN)).toMatch(/finite/);
     expect(findNonJson(new Map())).toMatch(/Map/);
+    const evil = {
+      get boom() {
+        throw new Error("getter exploded");
+      },
+    };
+    expect(findNonJson({ a: [evil] })).toBe("a[0]: reading it threw (getter exploded)");
+    const trap = new Proxy(
+      {},
+      {
+        ownKeys: () => {
+          throw new Error("trap");
+        },
+      },
+    );
+    expect(findNonJson([trap], "args")).toBe("args[0]: reading it threw (trap)");
+  });
+
+  it("delay() with an argument whose getter throws rejects with a ValidationError naming it", async () => {
+    const app = new Chicory({ broker: "memory", backend: "memory", config: { env: {} } });
+    const echo = app.task(async function echo(_x: unknown) {});
+    const evil = {
+      get boom() {
+        throw new Error("getter exploded");
+      },
+    };
+    await expect(echo.delay(evil)).rejects.toThrow(
+      expect.objectContaining({
+        code: "VALIDATION_ERROR",
+        message: expect.stringMatching(/argument 1: reading it threw \(getter exploded\)/),
+      }),
+    );
+    await app.disconnect();
   });
 
   it("masks passwords", () => {

@@ -5,8 +5,9 @@
 import type { Backend, TaskRecord, TaskState } from "./backends/backend.js";
 import { isTerminalState } from "./backends/backend.js";
 import { type Duration, toMs } from "./core/duration.js";
+import { MAX_TASK_ID_LENGTH } from "./core/message.js";
 import { settlesWithin } from "./core/sleep.js";
-import { BackendNotConfiguredError, TaskFailedError, TimeoutError } from "./errors.js";
+import { BackendNotConfiguredError, TaskFailedError, TimeoutError, ValidationError } from "./errors.js";
 
 /**
  * Bounds of the wait for the read a timed-out `get()` makes before it gives up: a tenth of the
@@ -86,6 +87,13 @@ export class AsyncResult<R = unknown> {
    *   times out says when no worker consumes it
    */
   constructor(taskId: string, backend: Backend | null, defaults?: ResultDefaults, queue?: string) {
+    // (a cheap check: an id from a request or a CLI argument that is empty or no string at all
+    // would otherwise read as a task still PENDING)
+    if (typeof taskId !== "string" || taskId.length === 0 || taskId.length > MAX_TASK_ID_LENGTH) {
+      throw new ValidationError(
+        `AsyncResult: taskId must be a string of 1-${MAX_TASK_ID_LENGTH} characters, got ${typeof taskId === "string" ? `${taskId.length} characters` : typeof taskId}`,
+      );
+    }
     this.taskId = taskId;
     this.#backend = backend;
     this.#queue = queue;

@@ -95,6 +95,19 @@ describe("AsyncResult.get() when the backend does not answer", () => {
 });
 
 describe("an AsyncResult built from an id", () => {
+  it("refuses an empty, overlong or non-string id (it would read as PENDING forever)", () => {
+    for (const [id, got] of [
+      ["", "0 characters"],
+      ["x".repeat(256), "256 characters"],
+      [undefined, "undefined"],
+    ] as const) {
+      expect(() => new AsyncResult(id as string, null)).toThrow(
+        `AsyncResult: taskId must be a string of 1-255 characters, got ${got}`,
+      );
+    }
+    expect(new AsyncResult("x".repeat(255), null).taskId).toHaveLength(255);
+  });
+
   it("takes the defaults of the app whose backend it is given (CHICORY_RESULT_DEFAULT_TIMEOUT)", async () => {
     const app = new Chicory({
       broker: "memory",

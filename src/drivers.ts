@@ -158,7 +158,23 @@ function hasOwnRedisLocation(env: EnvMap, brokerSpec?: string): boolean {
 export function createDefaultBackend(brokerSpec: string, context: DriverContext): Backend | undefined {
   const spec = defaultBackendSpec(brokerSpec);
   if (spec === undefined) return undefined;
-  if (parseSpec(spec, "backend").kind !== "redis") return createBackend(spec, context);
+  const { kind, url } = parseSpec(spec, "backend");
+  if (kind !== "redis") return createBackend(spec, context);
+  if (url !== undefined) {
+    // the broker's URL, whose server the backend's own variables do not move (its _USERNAME and
+    // _PASSWORD do serve a URL without credentials): said, not ignored silently
+    const own = ["URL", "HOST", "PORT", "DB"].filter(
+      (name) => context.env[`CHICORY_BACKEND_REDIS_${name}`] !== undefined,
+    );
+    if (own.length > 0) {
+      warnOnce(
+        `backend redis location ignored ${own.join(",")}`,
+        `CHICORY_BACKEND_REDIS_${own.join(", _")} ${own.length === 1 ? "is" : "are"} set but not used: with no backend configured, ` +
+          "the result backend is the broker's Redis URL; set CHICORY_BACKEND_URL (or pass backend:) to place it elsewhere",
+        "CHICORY_BACKEND_LOCATION",
+      );
+    }
+  }
   const env: Record<string, string | undefined> = { ...context.env };
   const from = (name: string) => context.env[`CHICORY_BROKER_REDIS_${name}`];
   if (!hasOwnRedisLocation(context.env, brokerSpec)) {

@@ -323,6 +323,18 @@ describe("default backend location", () => {
         config: { env: { CHICORY_BROKER_REDIS_PORT: "6391", CHICORY_BACKEND_REDIS_PASSWORD: "x" } },
       });
       expect(emitted).not.toHaveBeenCalled();
+      // a location of the backend's own beside a broker URL is not used: said
+      const ignored = new Chicory({
+        config: {
+          env: { CHICORY_BROKER_URL: "redis://redis.example:6390/0", CHICORY_BACKEND_REDIS_URL: "redis://elsewhere/1" },
+        },
+      });
+      expect(ignored.backend?.displayUrl).toBe("redis://redis.example:6390/0");
+      expect(emitted).toHaveBeenCalledWith(
+        "CHICORY_BACKEND_REDIS_URL is set but not used: with no backend configured, the result backend is the broker's " +
+          "Redis URL; set CHICORY_BACKEND_URL (or pass backend:) to place it elsewhere",
+        { code: "CHICORY_BACKEND_LOCATION" },
+      );
     } finally {
       emitted.mockRestore();
     }

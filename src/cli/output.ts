@@ -115,9 +115,14 @@ export function truncate(text: string, max: number): string {
   return flat.length <= max ? flat : `${flat.slice(0, Math.max(0, max - 1))}…`;
 }
 
+/** A table cell: on one line, control characters, newlines and tabs as escapes. */
+function tableCell(text: string): string {
+  return printable(text).replace(/\n/g, "\\n").replace(/\t/g, "\\t");
+}
+
 /** A plain-text table: header row, then rows; columns padded to their widest cell. */
 export function formatTable(headers: readonly string[], shownRows: readonly (readonly string[])[]): string {
-  const rows = shownRows.map((row) => row.map(printable));
+  const rows = shownRows.map((row) => row.map(tableCell));
   const widths = headers.map((header, i) => Math.max(header.length, ...rows.map((row) => (row[i] ?? "").length)));
   const line = (cells: readonly string[]) =>
     cells

@@ -74,6 +74,8 @@ describe("CLI output of text from queues and stored errors", () => {
     expect(truncate(hostile, 80)).toBe("boom\\x1b]0;PWNED\\x07\\x1b[2K\\x0dfake row");
     expect(errorLine(new Error(hostile))).toBe("boom\\x1b]0;PWNED\\x07\\x1b[2K\\x0dfake row");
     expect(printable("tab\tstays")).toBe("tab\tstays");
+    // a newline or tab in a cell (a task id, say) would break the table's rows and columns
+    expect(formatTable(["ID", "TASK"], [["a\nb\tc", "add"]])).toBe("ID       TASK\na\\nb\\tc  add");
   });
 
   it("an error line does not repeat a cause the message already quotes", () => {

@@ -1107,7 +1107,8 @@ export class RedisConsumer implements Consumer {
         "(Redis frozen, paused or restarting, or no worker was running): " +
         `for the next ${seconds(leaseMs)} (the lease, claimMinIdle) every consumer reclaims only entries ` +
         `idle longer than ${seconds(leaseMs + quietMs)} (the lease plus that time), so that live workers cut off by a stall ` +
-        `keep their jobs${held === undefined ? "" : held === 0 ? "; no entry is held now" : `; ${held} entries held now`}`,
+        `keep their jobs (entries given back by stopping workers are taken at the lease)` +
+        `${held === undefined ? "" : held === 0 ? "; no entry is held now" : `; ${held} ${held === 1 ? "entry is" : "entries are"} held now`}`,
     );
   }
 

@@ -589,9 +589,10 @@ export class RedisSettler implements DeliverySettler {
    * the stream in the `windowMs` before W (a stall of Redis or of every consumer, not of this
    * worker alone), and in force since. Every reclaim is such a call, so one before W ran no
    * later than W − `windowMs` (when the entry was idle less than the lease, given the check
-   * below), and one since W needed the lease plus `windowMs` of idle time: an entry confirmed
-   * less than {@link heldUntilMs} + `windowMs` ago, timed after the window's reply, was taken by
-   * none. `judgedAtMs`: when the call's reply came (the plain check is timed then). Else
+   * below), and one since W needed the lease plus `windowMs` of idle time (entries given back,
+   * which a reclaim takes at the lease alone, excepted: only an entry's owner gives it back, and
+   * this worker did not give back one it was settling): an entry confirmed less than
+   * {@link heldUntilMs} + `windowMs` ago, timed after the window's reply, was taken by none. `judgedAtMs`: when the call's reply came (the plain check is timed then). Else
    * {@link FENCED}: another consumer may hold it, or have run it.
    */
   #notPending(

@@ -55,7 +55,8 @@ for _, c in ipairs(summary[4] or {}) do
 end
 local counts = {}
 -- Given-back entries first, when a window asks more of the others (else the scan below finds
--- them at the same idle): the released consumer's own pending list, short.
+-- them at the same idle): the released consumer's own pending list, short. When they fill the
+-- count, the scan waits for the next call (within 100 ms: the cursor says it is not done).
 local released = {}
 if minIdle > leaseIdle then
   for i, p in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', leaseIdle, '-', '+', want, ARGV[11])) do
@@ -70,11 +71,15 @@ if want <= 0 then
   -- (full with given-back entries: the scan goes on from where it was, soon)
   cursor = ARGV[4] == '0-0' and '-' or ARGV[4]
 elseif summary[1] <= scanLimit then
-  local expired = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', minIdle, ARGV[4], '+', want)
+  -- (given-back entries taken above may be listed again: as many more are asked for, and skipped)
+  local expired = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', minIdle, ARGV[4], '+', want + #released)
   for _, p in ipairs(expired) do
     if not counts[p[1]] then
       ids[#ids + 1] = p[1]
       counts[p[1]] = p[4]
+      if #ids >= want then
+        break
+      end
     end
   end
 else

@@ -153,7 +153,8 @@ describe.skipIf(skip)("redis with a limited ACL user", () => {
   it("a worker whose user may not write the backend's heartbeats does not start, and says why", async () => {
     const prefix = testPrefix();
     cleanups.push(() => deletePrefix(prefix));
-    const queueKeys = ["stream", "delayed", "delayed-data", "dlq", "unique", "sent"].map((k) => `~${prefix}:${k}:*`);
+    // every key the broker checks (its check and the backend's run at once: the first refusal wins)
+    const queueKeys = ["stream", "delayed", "delayed-data", "dlq", "unique", "sent", "pulse"].map((k) => `~${prefix}:${k}:*`);
     const { url } = await aclUser(cleanups, ...queueKeys, `~${prefix}:result:*`, `~${prefix}:workers`, "&*", "+@all");
     const error = await startRefused(url, prefix);
     expect(error).toBeInstanceOf(ConfigurationError);

@@ -75,10 +75,10 @@ process.on("unhandledRejection", (reason) => {
   reportError(reason, wantsStack(process.argv));
   process.exit(1);
 });
-// (as Node does without a listener: the stack, exit 1)
+// (as Node does without a listener, exit 1; one line, and the stack at DEBUG, as every error)
 process.on("uncaughtException", (error) => {
   if (strayError("exception", error)) return;
-  reportError(error, true);
+  reportError(error, wantsStack(process.argv));
   process.exit(1);
 });
 

@@ -39,7 +39,7 @@ export function workerOptionsFrom(opts: WorkerCommandOptions): WorkerOptions {
   if (opts.heartbeatInterval !== undefined) options.heartbeatInterval = opts.heartbeatInterval;
   if (opts.heartbeatTtl !== undefined) options.heartbeatTtl = opts.heartbeatTtl;
   if (opts.shutdownTimeout !== undefined) options.shutdownTimeout = opts.shutdownTimeout;
-  if (opts.logLevel !== undefined) options.logLevel = opts.logLevel;
+  // (--log-level is the level of the logger `runWorkerCommand` builds, not a Worker option)
   return options;
 }
 
@@ -106,7 +106,14 @@ export async function runWorkerCommand(spec: string, opts: WorkerCommandOptions)
         ? "uncaught exception (thrown outside any task's promise, e.g. from a timer): stopping gracefully (running jobs get the shutdown timeout), then exit 1"
         : "uncaught exception while stopping",
     );
-    if (isFirst) worker.stop().catch(() => undefined);
+    if (!isFirst) return;
+    // The process's state is not to be trusted now: should the stop itself hang, the process
+    // still ends (its manager restarts it), after the shutdown timeout and 10 s more.
+    setTimeout(() => process.exit(EXIT_FAILURE), (worker.config.shutdownTimeout + 10) * 1000).unref();
+    worker.stop().catch((stopError: unknown) => {
+      logger.error({ err: strayText(stopError) }, "worker stop after an uncaught exception failed: exiting");
+      process.exit(EXIT_FAILURE);
+    });
   });
   let isDone = false;
   const running = worker.run().finally(() => {

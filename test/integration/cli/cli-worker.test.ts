@@ -201,7 +201,7 @@ describe("chicory worker and errors nobody caught in a task (SQLite)", () => {
 
   it("an unhandled rejection is logged and the worker goes on; an uncaught exception stops it gracefully (running jobs finish), exit 1", async () => {
     requireBuild();
-    const worker = startCli(["worker", APP_JS, "-c", "2", "--shutdown-timeout", "10"], env);
+    const worker = startCli(["worker", APP_JS, "-c", "2", "--shutdown-timeout", "10", "--log-level", "INFO"], env);
     try {
       await worker.waitForStderr(/"msg":"worker started"/);
       const rejected = await runCli(["enqueue", APP_JS, "stray", '["rejection"]', "--wait", "--timeout", "10"], env);
@@ -219,6 +219,7 @@ describe("chicory worker and errors nobody caught in a task (SQLite)", () => {
       expect(exit.stderr).toMatch(/"level":50,.*uncaught exception .*stopping gracefully/);
       expect(exit.stderr).toContain("late stray exception");
       expect(exit.stderr).toContain('"msg":"worker stopped"');
+      expect(exit.stderr).not.toContain("logLevel applies to the default logger only"); // (--log-level is the CLI's own)
       const read = await runCli(["result", APP_JS, slowId], env);
       expect(JSON.parse(read.stdout)).toMatchObject({ taskId: slowId, state: "SUCCESS", result: 1500 });
     } finally {

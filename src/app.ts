@@ -430,14 +430,22 @@ export class Chicory {
     return moved;
   }
 
+  /**
+   * @internal Connects the broker alone (the CLI's inspection commands); a missing driver of the
+   * embedded default says that no broker was configured.
+   */
+  connectBroker(): Promise<void> {
+    return this.broker.connect().catch((error: unknown) => {
+      throw this.#isDefaultBroker ? defaultBrokerError(error, this.broker.displayUrl) : error;
+    });
+  }
+
   /** Connects the broker and the backend; idempotent and safe to call concurrently. */
   connect(): Promise<void> {
     if (!this.#connecting) {
       const epoch = this.#connectEpoch;
       const connecting = (async () => {
-        await this.broker.connect().catch((error: unknown) => {
-          throw this.#isDefaultBroker ? defaultBrokerError(error, this.broker.displayUrl) : error;
-        });
+        await this.connectBroker();
         if (this.backend) await this.backend.connect();
         // not when a disconnect() came meanwhile (it closes what this opened)
         if (this.#connectEpoch === epoch) this.#isConnected = true;

@@ -19,7 +19,7 @@ function connectFailure(what: string, displayUrl: string, error: unknown): CliFa
 /** Connects the app's broker; an unreachable broker becomes a one-line failure (exit 1). */
 export async function connectBroker(app: Chicory): Promise<void> {
   try {
-    await app.broker.connect();
+    await app.connectBroker();
   } catch (error) {
     throw connectFailure("broker", app.broker.displayUrl, error);
   }

@@ -71,5 +71,18 @@ describe("the published package", () => {
     expect(result.loaded.every((n) => n > 0)).toBe(true);
     const version = await run(join(project, "node_modules/.bin/chicory"), ["--version"], { cwd: project });
     expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+    // the CLI's inspection commands, which connect the broker alone, say the same
+    writeFileSync(join(project, "app.mjs"), 'import { Chicory } from "chicory";\nexport const app = new Chicory();\n');
+    const env = { ...process.env };
+    for (const key of Object.keys(env)) if (key.startsWith("CHICORY_")) delete env[key];
+    const stats = await run(join(project, "node_modules/.bin/chicory"), ["queue", "stats", "app.mjs"], {
+      cwd: project,
+      env,
+    }).then(
+      () => ({ stderr: "", code: 0 }),
+      (e: { stderr: string; code: number }) => e,
+    );
+    expect(stats.code).toBe(1);
+    expect(stats.stderr).toMatch(/^chicory: no broker is configured \(no broker option, CHICORY_BROKER_URL not set/);
   }, 300_000);
 });

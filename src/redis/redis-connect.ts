@@ -154,7 +154,7 @@ export async function openRedis(
       break;
     }
     const reason = opened.reason;
-    // A connection the server closed during the handshake (a restart, `CLIENT KILL`, a proxy
+    // A connection the server closed during the handshake (`CLIENT KILL`, a server going down, a proxy
     // that dropped it) is tried again, twice, shortly after: one that is not Redis at all
     // closes every time, and still fails within half a second.
     const retryInMs = CLOSED_AT_CONNECT_RETRY_MS[attempt];

@@ -64,24 +64,33 @@ export function findNonJson(value: unknown, path = "", depth = 0, seen: Set<obje
       return `${path || "value"}: a ${kind} is not plain JSON`;
     }
     for (const key of Object.keys(obj)) {
-      const item = (obj as Record<string, unknown>)[key];
+      let item: unknown;
+      try {
+        item = (obj as Record<string, unknown>)[key];
+      } catch (error) {
+        return threw(path ? `${path}.${key}` : key, error); // a getter
+      }
       if (item === undefined) continue;
       const bad = findNonJson(item, path ? `${path}.${key}` : key, depth + 1, seen);
       if (bad) return bad;
     }
     return null;
   } catch (error) {
-    // a getter or a Proxy trap that throws: not data that JSON can hold
-    let reason: string;
-    try {
-      reason = error instanceof Error ? error.message : String(error);
-    } catch {
-      reason = "an error that cannot be shown";
-    }
-    return `${path || "value"}: reading it threw (${reason.slice(0, 200)})`;
+    return threw(path || "value", error); // a Proxy trap
   } finally {
     seen.delete(obj);
   }
+}
+
+/** What is wrong with a value whose reading threw `error` (a getter, a Proxy trap): not data JSON can hold. */
+function threw(path: string, error: unknown): string {
+  let reason: string;
+  try {
+    reason = String(error instanceof Error ? error.message : error);
+  } catch {
+    reason = "an error that cannot be shown";
+  }
+  return `${path}: reading it threw (${reason.slice(0, 200)})`;
 }
 
 /**

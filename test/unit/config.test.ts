@@ -200,7 +200,15 @@ describe("names, JSON checks, URL masking", () => {
         throw new Error("getter exploded");
       },
     };
-    expect(findNonJson({ a: [evil] })).toBe("a[0]: reading it threw (getter exploded)");
+    expect(findNonJson({ a: [evil] })).toBe("a[0].boom: reading it threw (getter exploded)");
+    const odd = Object.assign(new Error(), { message: 42 });
+    expect(
+      findNonJson({
+        get x() {
+          throw odd;
+        },
+      }),
+    ).toBe("x: reading it threw (42)");
     const trap = new Proxy(
       {},
       {
@@ -223,7 +231,7 @@ describe("names, JSON checks, URL masking", () => {
     await expect(echo.delay(evil)).rejects.toThrow(
       expect.objectContaining({
         code: "VALIDATION_ERROR",
-        message: expect.stringMatching(/argument 1: reading it threw \(getter exploded\)/),
+        message: expect.stringMatching(/argument 1\.boom: reading it threw \(getter exploded\)/),
       }),
     );
     await app.disconnect();

@@ -117,6 +117,12 @@ export function defaultBackendSpec(brokerSpec: string): string | undefined {
   return SHARES_LOCATION.has(kind) ? brokerSpec : undefined;
 }
 
+/** True when variable `name` is set and not blank (the variable readers take a blank one for unset). */
+function isSet(env: EnvMap, name: string): boolean {
+  const value = env[name];
+  return value !== undefined && value.trim() !== "";
+}
+
 /** The Redis settings that say where a Redis server is. */
 const REDIS_LOCATION = ["URL", "HOST", "PORT", "DB", "USERNAME", "PASSWORD"];
 /** The Redis settings of how to trust that server: shared with the location, each unless set. */
@@ -129,10 +135,10 @@ const REDIS_TLS = ["TLS_CA", "TLS_REJECT_UNAUTHORIZED"];
  * URL or host, lands on the Redis defaults instead).
  */
 function hasOwnRedisLocation(env: EnvMap, brokerSpec?: string): boolean {
-  const own = REDIS_LOCATION.filter((name) => env[`CHICORY_BACKEND_REDIS_${name}`] !== undefined);
+  const own = REDIS_LOCATION.filter((name) => isSet(env, `CHICORY_BACKEND_REDIS_${name}`));
   if (own.length === 0) return false;
   const fromVariables = brokerSpec !== undefined && parseSpec(brokerSpec, "broker").url === undefined;
-  const broker = ["URL", "HOST", "PORT"].filter((name) => env[`CHICORY_BROKER_REDIS_${name}`] !== undefined);
+  const broker = ["URL", "HOST", "PORT"].filter((name) => isSet(env, `CHICORY_BROKER_REDIS_${name}`));
   if (fromVariables && !own.includes("URL") && !own.includes("HOST") && broker.length > 0) {
     // e.g. only CHICORY_BACKEND_REDIS_DB beside CHICORY_BROKER_REDIS_PORT: reads as "the same
     // server, another database", but is the backend's own location on the Redis defaults
@@ -164,7 +170,7 @@ export function createDefaultBackend(brokerSpec: string, context: DriverContext)
     // the broker's URL, whose server the backend's own variables do not move (its _USERNAME and
     // _PASSWORD do serve a URL without credentials): said, not ignored silently
     const own = ["URL", "HOST", "PORT", "DB"].filter(
-      (name) => context.env[`CHICORY_BACKEND_REDIS_${name}`] !== undefined,
+      (name) => isSet(context.env, `CHICORY_BACKEND_REDIS_${name}`),
     );
     if (own.length > 0) {
       warnOnce(

@@ -343,6 +343,14 @@ describe("default backend location", () => {
           "Redis URL; set CHICORY_BACKEND_URL (or pass backend:) to place it elsewhere",
         { code: "CHICORY_BACKEND_LOCATION" },
       );
+      // a blank variable (as compose files leave them) is unset, as the readers take it
+      emitted.mockClear();
+      const blank = new Chicory({ broker: "redis", config: { env: { ...env, CHICORY_BACKEND_REDIS_DB: " " } } });
+      expect(blank.backend?.displayUrl).toBe("redis://app:***@redis.example:6380/12");
+      new Chicory({
+        config: { env: { CHICORY_BROKER_URL: "redis://redis.example:6390/0", CHICORY_BACKEND_REDIS_URL: "" } },
+      });
+      expect(emitted).not.toHaveBeenCalled();
     } finally {
       emitted.mockRestore();
     }

@@ -169,9 +169,7 @@ export function createDefaultBackend(brokerSpec: string, context: DriverContext)
   if (url !== undefined) {
     // the broker's URL, whose server the backend's own variables do not move (its _USERNAME and
     // _PASSWORD do serve a URL without credentials): said, not ignored silently
-    const own = ["URL", "HOST", "PORT", "DB"].filter(
-      (name) => isSet(context.env, `CHICORY_BACKEND_REDIS_${name}`),
-    );
+    const own = ["URL", "HOST", "PORT", "DB"].filter((name) => isSet(context.env, `CHICORY_BACKEND_REDIS_${name}`));
     if (own.length > 0) {
       warnOnce(
         `backend redis location ignored ${own.join(",")}`,

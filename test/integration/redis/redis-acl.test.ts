@@ -154,7 +154,9 @@ describe.skipIf(skip)("redis with a limited ACL user", () => {
     const prefix = testPrefix();
     cleanups.push(() => deletePrefix(prefix));
     // every key the broker checks (its check and the backend's run at once: the first refusal wins)
-    const queueKeys = ["stream", "delayed", "delayed-data", "dlq", "unique", "sent", "pulse"].map((k) => `~${prefix}:${k}:*`);
+    const queueKeys = ["stream", "delayed", "delayed-data", "dlq", "unique", "sent", "pulse"].map(
+      (k) => `~${prefix}:${k}:*`,
+    );
     const { url } = await aclUser(cleanups, ...queueKeys, `~${prefix}:result:*`, `~${prefix}:workers`, "&*", "+@all");
     const error = await startRefused(url, prefix);
     expect(error).toBeInstanceOf(ConfigurationError);

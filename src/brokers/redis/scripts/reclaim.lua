@@ -66,6 +66,14 @@ if minIdle > leaseIdle then
   want = want - #released
 end
 local ids = {}
+-- Takes pending entry `p` (an XPENDING row) unless taken already; true once `want` are taken.
+local function take(p)
+  if not counts[p[1]] then
+    ids[#ids + 1] = p[1]
+    counts[p[1]] = p[4]
+  end
+  return #ids >= want
+end
 local cursor = '0-0'
 if want <= 0 then
   -- (full with given-back entries: the scan goes on from where it was, soon)
@@ -74,23 +82,15 @@ elseif summary[1] <= scanLimit then
   -- (given-back entries taken above may be listed again: as many more are asked for, and skipped)
   local expired = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', minIdle, ARGV[4], '+', want + #released)
   for _, p in ipairs(expired) do
-    if not counts[p[1]] then
-      ids[#ids + 1] = p[1]
-      counts[p[1]] = p[4]
-      if #ids >= want then
-        break
-      end
+    if take(p) then
+      break
     end
   end
 else
   local page = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[4], '+', pageSize)
   for _, p in ipairs(page) do
-    if p[3] >= minIdle and not counts[p[1]] then
-      ids[#ids + 1] = p[1]
-      counts[p[1]] = p[4]
-      if #ids >= want then
-        break
-      end
+    if p[3] >= minIdle and take(p) then
+      break
     end
   end
   if #page >= pageSize then

@@ -135,6 +135,7 @@ async function replayAll(
   app: Chicory,
   queues: readonly string[],
   resetRetries: boolean,
+  isStopped: () => boolean = () => false,
 ): Promise<{ replayed: number; left: LeftEntry[] }> {
   let replayed = 0;
   const left: LeftEntry[] = [];
@@ -142,12 +143,13 @@ async function replayAll(
     const budget = await app.broker.getDlqCount(queue);
     const tried = new Set<string>();
     let leftHere = 0;
-    while (tried.size < budget) {
+    while (tried.size < budget && !isStopped()) {
       // entries left behind stay first in the DLQ: read past them
       const batch = await app.broker.getDlqMessages(queue, leftHere + 100);
       const fresh = batch.filter((m) => !tried.has(m.messageId)).slice(0, budget - tried.size);
       if (fresh.length === 0) break;
       for (const m of fresh) {
+        if (isStopped()) break;
         tried.add(m.messageId);
         try {
           if (await app.broker.replayFromDlq(m.messageId, queue, resetRetries)) replayed++;
@@ -200,6 +202,11 @@ function severalQueuesError(id: string, holding: readonly string[]): CliUsageErr
   );
 }
 
+/** The exit code of a command a signal ended: 128 + its number (130 for SIGINT, 143 for SIGTERM). */
+function exitCodeOfSignal(signal: NodeJS.Signals): number {
+  return signal === "SIGTERM" ? 143 : 130;
+}
+
 /** A replay refusal's text without the library's hint, which names its API (the command names its own). */
 function withoutApiHint(error: unknown): string {
   return (error instanceof Error ? error.message : String(error)).replace(/; delete it with deleteFromDlq\)$/, ")");
@@ -213,7 +220,31 @@ async function replay(spec: string, id: string | undefined, opts: DlqCommandOpti
     await connectApp(app);
     const queues = targetQueues(app, opts.queue);
     if (!id) {
-      const { replayed, left } = await replayAll(app, queues, resetRetries);
+      // A first SIGINT/SIGTERM stops after the entry being replayed (each move is atomic) and
+      // says how far it got; a second exits at once.
+      let signal: NodeJS.Signals | undefined;
+      const onSignal = (received: NodeJS.Signals) => {
+        if (signal !== undefined) process.exit(exitCodeOfSignal(received));
+        signal = received;
+      };
+      process.on("SIGINT", onSignal).on("SIGTERM", onSignal);
+      let outcome: { replayed: number; left: LeftEntry[] };
+      try {
+        outcome = await replayAll(app, queues, resetRetries, () => signal !== undefined);
+      } finally {
+        process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
+      }
+      const { replayed, left } = outcome;
+      if (signal !== undefined) {
+        const waiting = (await Promise.all(queues.map((q) => app.broker.getDlqCount(q).catch(() => 0)))).reduce(
+          (a, b) => a + b,
+          0,
+        );
+        printInfo(
+          `interrupted by ${signal}: replayed ${replayed} message(s); ${waiting} left in the dead-letter queue (${queues.join(", ")}): run the command again to go on`,
+        );
+        return exitCodeOfSignal(signal);
+      }
       if (opts.json) printJson({ replayed, queues, notReplayed: left });
       else {
         printLine(`replayed ${replayed} message(s) from the dead-letter queue (${queues.join(", ")})`);

@@ -4,6 +4,8 @@
  * random key prefix.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MessageCodec } from "../../../src/core/message.js";
+import { encodeTask } from "../../contract/contract-helpers.js";
 import { skipUnless, uniqueName } from "../../helpers/services.js";
 import { idleWorkerStats } from "../../helpers/worker-stats.js";
 import { deletePrefix, rawRedis } from "../redis/redis-test-keys.js";
@@ -293,6 +295,41 @@ describe.skipIf(skipRedis)("chicory CLI on Redis (multi-process)", () => {
     } finally {
       raw.disconnect();
       if (worker.child.exitCode === null) worker.child.kill("SIGKILL");
+    }
+  });
+
+  it("dlq replay --all stopped by SIGINT ends after the entry under way and says how far it got", async () => {
+    requireBuild();
+    const queue = uniqueName("replaystop");
+    const dlq = `${prefix}:dlq:{${queue}}`;
+    const stream = `${prefix}:stream:{${queue}}`;
+    const raw = rawRedis();
+    try {
+      const codec = new MessageCodec();
+      const total = 5000;
+      const fill = raw.pipeline();
+      for (let i = 0; i < total; i++) {
+        fill.xadd(dlq, "*", "data", encodeTask(codec).body, "error", "x", "failed_at", 1);
+      }
+      await fill.exec();
+      const replaying = startCli(["dlq", "replay", APP_JS, "--all", "-q", queue], {
+        ...env,
+        CHICORY_WORKER_QUEUE: queue,
+      });
+      await eventually(async () => ((await raw.xlen(stream)) > 0 ? true : undefined)); // under way
+      replaying.child.kill("SIGINT");
+      const exit = await replaying.exited;
+      expect(exit.code).toBe(130);
+      const said =
+        /interrupted by SIGINT: replayed (\d+) message\(s\); (\d+) left in the dead-letter queue \(.*\): run the command again to go on/.exec(
+          exit.stderr,
+        );
+      expect(said).not.toBeNull();
+      const [replayed, left] = [Number(said?.[1]), Number(said?.[2])];
+      expect(left).toBeGreaterThan(0); // stopped before the end
+      expect([replayed + left, await raw.xlen(stream), await raw.xlen(dlq)]).toEqual([total, replayed, left]);
+    } finally {
+      raw.disconnect();
     }
   });
 

@@ -8,6 +8,7 @@
 import type { Command } from "commander";
 import type { Chicory } from "../app.js";
 import type { DlqMessage } from "../brokers/broker.js";
+import { onStopSignals, signalExitCode } from "../core/signals.js";
 import { connectApp, connectBroker, targetQueues, withApp } from "./app-session.js";
 import { purgeConfirmed, requireConfirmable } from "./confirm.js";
 import { intAtLeast, withLogLevel, withQueues } from "./options.js";
@@ -202,11 +203,6 @@ function severalQueuesError(id: string, holding: readonly string[]): CliUsageErr
   );
 }
 
-/** The exit code of a command a signal ended: 128 + its number (130 for SIGINT, 143 for SIGTERM). */
-function exitCodeOfSignal(signal: NodeJS.Signals): number {
-  return signal === "SIGTERM" ? 143 : 130;
-}
-
 /** A replay refusal's text without the library's hint, which names its API (the command names its own). */
 function withoutApiHint(error: unknown): string {
   return (error instanceof Error ? error.message : String(error)).replace(/; delete it with deleteFromDlq\)$/, ")");
@@ -223,16 +219,14 @@ async function replay(spec: string, id: string | undefined, opts: DlqCommandOpti
       // A first SIGINT/SIGTERM stops after the entry being replayed (each move is atomic) and
       // says how far it got; a second exits at once.
       let signal: NodeJS.Signals | undefined;
-      const onSignal = (received: NodeJS.Signals) => {
-        if (signal !== undefined) process.exit(exitCodeOfSignal(received));
+      const offSignals = onStopSignals((received) => {
         signal = received;
-      };
-      process.on("SIGINT", onSignal).on("SIGTERM", onSignal);
+      });
       let outcome: { replayed: number; left: LeftEntry[] };
       try {
         outcome = await replayAll(app, queues, resetRetries, () => signal !== undefined);
       } finally {
-        process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
+        offSignals();
       }
       const { replayed, left } = outcome;
       if (signal !== undefined) {
@@ -243,7 +237,7 @@ async function replay(spec: string, id: string | undefined, opts: DlqCommandOpti
         printInfo(
           `interrupted by ${signal}: replayed ${replayed} message(s); ${waiting} left in the dead-letter queue (${queues.join(", ")}): run the command again to go on`,
         );
-        return exitCodeOfSignal(signal);
+        return signalExitCode(signal);
       }
       if (opts.json) printJson({ replayed, queues, notReplayed: left });
       else {

@@ -21,6 +21,7 @@ import { checkOptionKeys, unknownEnvNames } from "../core/env.js";
 import { newWorkerId } from "../core/ids.js";
 import type { Logger } from "../core/logger.js";
 import { peekMessage, type TaskMessage } from "../core/message.js";
+import { onStopSignals } from "../core/signals.js";
 import { DeadlinePassed, nextTurn, settlesWithin, sleep, withinDeadline } from "../core/sleep.js";
 import { routeUnownedLogs } from "../core/warn-once.js";
 import { ChicoryError, toError } from "../errors.js";
@@ -351,18 +352,13 @@ export class Worker {
 
   /** Starts, then blocks until SIGINT/SIGTERM (or `stop()`); a second signal exits at once. */
   async run(): Promise<void> {
-    let signals = 0;
-    const onSignal = (signal: NodeJS.Signals) => {
-      signals++;
-      if (signals > 1) {
-        this.#logger.warn({ signal }, "second signal: exiting now");
-        process.exit(signal === "SIGTERM" ? 143 : 130); // 128 + the signal's number, as a shell reports it
-      }
-      this.#logger.info({ signal }, "signal received: stopping gracefully");
-      this.stop().catch((error: unknown) => this.#logger.error({ err: error }, "stop failed"));
-    };
-    process.on("SIGINT", onSignal);
-    process.on("SIGTERM", onSignal);
+    const offSignals = onStopSignals(
+      (signal) => {
+        this.#logger.info({ signal }, "signal received: stopping gracefully");
+        this.stop().catch((error: unknown) => this.#logger.error({ err: error }, "stop failed"));
+      },
+      (signal) => this.#logger.warn({ signal }, "second signal: exiting now"),
+    );
     try {
       const abandoned = new Promise<"abandoned">((resolve) => {
         this.#onStartAbandoned = () => resolve("abandoned");
@@ -376,8 +372,7 @@ export class Worker {
       await this.#untilStopped();
     } finally {
       this.#onStartAbandoned = null;
-      process.off("SIGINT", onSignal);
-      process.off("SIGTERM", onSignal);
+      offSignals();
     }
   }
 

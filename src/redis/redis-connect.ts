@@ -4,7 +4,7 @@
  * @module
  */
 
-import { nextTurn, withinDeadline } from "../core/sleep.js";
+import { nextTurn, sleep, withinDeadline } from "../core/sleep.js";
 import { warnTlsUnverified } from "../core/tls.js";
 import { redactSecrets } from "../core/url.js";
 import { ConfigurationError } from "../errors.js";
@@ -21,7 +21,7 @@ export type ErrorFactory = (message: string, cause: unknown) => Error;
 
 /** A message for a driver error with the password removed. */
 export function describeRedisError(error: unknown, password: string | undefined): string {
-  const text = error instanceof Error ? error.message : String(error);
+  const text = errorText(error);
   // ioredis's parser asks to report a reply it cannot read; here it means "not a Redis server".
   // A command on a connection that dropped, not sent again, is reported as a retry limit; one
   // issued while it reconnects, as an offline queue setting.
@@ -82,12 +82,20 @@ function withScriptRefusalHint(text: string): string {
   return `${text} (${script} runs a command this Redis user may not run: ACL LOG on the server names it; see docs/brokers/redis.md, "ACL")`;
 }
 
+/** A connect the server ended by closing the connection (not a refusal, a timeout or a reply). */
+const CLOSED_BY_SERVER = /\bECONNRESET\b|\bEPIPE\b|Connection is closed/;
+
+/** The message of a thrown value. */
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
 /**
  * Why a failed connect failed, in words a user can act on: Redis's own refusal (`NOAUTH`,
  * `WRONGPASS`) or the TLS verification error, plus which setting to look at.
  */
 export function connectFailureHint(error: unknown, envPrefix: string, isTls = false, hasCa = false): string {
-  const text = error instanceof Error ? error.message : String(error);
+  const text = errorText(error);
   const code = (error as { code?: unknown } | null)?.code;
   if (code === "ETIMEDOUT" || /\bETIMEDOUT\b/.test(text)) {
     return isTls
@@ -95,7 +103,7 @@ export function connectFailureHint(error: unknown, envPrefix: string, isTls = fa
       : " (no answer in time: check host, port and firewall)";
   }
   if (/Unknown RESP type/.test(text)) return " (the server does not speak the Redis protocol: is this a Redis port?)";
-  if (/\bECONNRESET\b|\bEPIPE\b|Connection is closed/.test(text)) {
+  if (CLOSED_BY_SERVER.test(text)) {
     return isTls
       ? " (the server closed the connection: is this a Redis port with TLS on?)"
       : " (the server closed the connection: is this a Redis port? a Redis with TLS only needs rediss://)";
@@ -146,8 +154,8 @@ export async function openRedis(
 ): Promise<RedisClientLike> {
   const Redis = await loadRedis(what);
   if (connection.tlsUnverified) warnTlsUnverified(what, connection.displayUrl, connection.envPrefix);
-  let client: RedisClientLike | undefined;
-  for (let attempt = 0; client === undefined; attempt++) {
+  let client: RedisClientLike;
+  for (let attempt = 0; ; attempt++) {
     const opened = await connectOnce(Redis, connection, extra);
     if ("client" in opened) {
       client = opened.client;
@@ -158,8 +166,8 @@ export async function openRedis(
     // that dropped it) is tried again, twice, shortly after: one that is not Redis at all
     // closes every time, and still fails within half a second.
     const retryInMs = CLOSED_AT_CONNECT_RETRY_MS[attempt];
-    if (retryInMs !== undefined && isClosedAtConnect(reason)) {
-      await new Promise((resolve) => setTimeout(resolve, retryInMs));
+    if (retryInMs !== undefined && CLOSED_BY_SERVER.test(errorText(reason))) {
+      await sleep(retryInMs);
       continue;
     }
     throw makeError(
@@ -182,12 +190,6 @@ export async function openRedis(
 
 /** Waits before the second and third attempt of a connect the server closed (see {@link openRedis}). */
 const CLOSED_AT_CONNECT_RETRY_MS = [100, 300];
-
-/** True for a connect the server ended by closing the connection (not a refusal or a timeout). */
-function isClosedAtConnect(reason: unknown): boolean {
-  const text = reason instanceof Error ? reason.message : String(reason);
-  return /\bECONNRESET\b|\bEPIPE\b|^Connection is closed/.test(text);
-}
 
 /**
  * One attempt of {@link openRedis}: the connected client, or the reason it failed (the client

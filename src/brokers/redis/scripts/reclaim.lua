@@ -11,7 +11,8 @@
 -- { id, fields, deliveryCount, id, fields, deliveryCount, ... }, Redis time ms, extra idle ms
 -- of this consumer's own (its window, or the stall this call ran after), extra idle ms of the
 -- stream's window (fleet-pulse.lua; 0: none), 1 when this call opened that window, the number
--- of entries pending for consumers (given-back ones not counted) before this call's claims }.
+-- of entries pending for consumers (given-back ones not counted) before this call's claims,
+-- when it opened the window (else 0) }.
 -- Entries are taken when idle longer than the min idle plus the extra. When this call ran
 -- after a stall that began after this consumer's last reply (Redis frozen or restarting while
 -- the call was on its way), the gap is the extra: the live owners were cut off as long as this
@@ -47,10 +48,14 @@ local leaseIdle, want = tonumber(ARGV[3]), tonumber(ARGV[5])
 local minIdle = leaseIdle + math.max(extra, pulse[1])
 local scanLimit, pageSize = tonumber(ARGV[6]), tonumber(ARGV[7])
 local summary = redis.call('XPENDING', KEYS[1], ARGV[1])
-local held = summary[1]
-for _, c in ipairs(summary[4] or {}) do
-  if c[1] == ARGV[11] then
-    held = held - tonumber(c[2])
+-- (counted only for the log line of a window this call opened)
+local held = 0
+if pulse[2] == 1 then
+  held = summary[1]
+  for _, c in ipairs(summary[4] or {}) do
+    if c[1] == ARGV[11] then
+      held = held - tonumber(c[2])
+    end
   end
 end
 local counts = {}

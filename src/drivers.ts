@@ -123,8 +123,10 @@ function isSet(env: EnvMap, name: string): boolean {
   return value !== undefined && value.trim() !== "";
 }
 
-/** The Redis settings that say where a Redis server is. */
-const REDIS_LOCATION = ["URL", "HOST", "PORT", "DB", "USERNAME", "PASSWORD"];
+/** The Redis settings that say which server and database. */
+const REDIS_SERVER = ["URL", "HOST", "PORT", "DB"];
+/** The Redis settings that say where a Redis server is, and as whom. */
+const REDIS_LOCATION = [...REDIS_SERVER, "USERNAME", "PASSWORD"];
 /** The Redis settings of how to trust that server: shared with the location, each unless set. */
 const REDIS_TLS = ["TLS_CA", "TLS_REJECT_UNAUTHORIZED"];
 
@@ -169,7 +171,7 @@ export function createDefaultBackend(brokerSpec: string, context: DriverContext)
   if (url !== undefined) {
     // the broker's URL, whose server the backend's own variables do not move (its _USERNAME and
     // _PASSWORD do serve a URL without credentials): said, not ignored silently
-    const own = ["URL", "HOST", "PORT", "DB"].filter((name) => isSet(context.env, `CHICORY_BACKEND_REDIS_${name}`));
+    const own = REDIS_SERVER.filter((name) => isSet(context.env, `CHICORY_BACKEND_REDIS_${name}`));
     if (own.length > 0) {
       warnOnce(
         `backend redis location ignored ${own.join(",")}`,

@@ -592,7 +592,8 @@ export class RedisSettler implements DeliverySettler {
    * below), and one since W needed the lease plus `windowMs` of idle time (entries given back,
    * which a reclaim takes at the lease alone, excepted: only an entry's owner gives it back, and
    * this worker did not give back one it was settling): an entry confirmed less than
-   * {@link heldUntilMs} + `windowMs` ago, timed after the window's reply, was taken by none. `judgedAtMs`: when the call's reply came (the plain check is timed then). Else
+   * {@link heldUntilMs} + `windowMs` ago, timed after the window's reply, was taken by none.
+   * `judgedAtMs`: when the call's reply came (the plain check is timed then). Else
    * {@link FENCED}: another consumer may hold it, or have run it.
    */
   #notPending(

@@ -15,8 +15,8 @@
 -- dead or none could reach this server (a stall). Both are answered the same way: for one lease
 -- from now, every consumer reclaims only entries idle longer than the lease plus the quiet
 -- time (entries given back by their owner excepted: reclaim.lua takes those at the lease,
--- there is no owner to wait for). A live owner renews within that lease; a dead owner's entries are taken when it ends
--- (at most one lease later than without the window). A stall the caller saw opens the window
+-- there is no owner to wait for). A live owner renews within that lease; a dead owner's
+-- entries are taken when it ends (at most one lease later than without the window). A stall the caller saw opens the window
 -- too, unless another consumer called during it (then the stall was the caller's own: its
 -- process or its network, not Redis); so does one that came before any call was recorded.
 -- stallMs <= 0 turns the quiet check off. A window opened while the hash was missing (never

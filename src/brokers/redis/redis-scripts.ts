@@ -58,6 +58,11 @@ function withFleetPulse(body: string): string {
   return `local function fleetPulse(key, nowMs, stallMs, leaseMs, seenMs)\n${lua("fleet-pulse")}\nend\n${body}`;
 }
 
+/** A script below heldCount (held-count.lua, see its header). */
+function withHeldCount(body: string): string {
+  return `local function heldCount(summary, released)\n${lua("held-count")}\nend\n${body}`;
+}
+
 /** `owner-of.lua` as the local function ownerOf (see its header). */
 function ownerOfLua(): string {
   return `local function ownerOf(stream, group, id)\n${lua("owner-of")}\nend`;
@@ -74,7 +79,7 @@ const SCRIPTS = {
   chicoryPublishBatch: { numberOfKeys: 2, lua: lua("publish-batch") },
   chicoryPublishDelayed: { numberOfKeys: 5, lua: lua("publish-delayed") },
   chicoryMoveDelayed: { numberOfKeys: 4, lua: lua("move-delayed") },
-  chicoryReclaim: { numberOfKeys: 2, lua: withFleetPulse(withClaimEntries("reclaim")) },
+  chicoryReclaim: { numberOfKeys: 2, lua: withHeldCount(withFleetPulse(withClaimEntries("reclaim"))) },
   chicoryRecoverOwn: { numberOfKeys: 1, lua: withClaimEntries("recover-own") },
   chicoryRenew: { numberOfKeys: 2, lua: withFleetPulse(withHolderOf("renew")) },
   chicoryLeaseState: { numberOfKeys: 1, lua: withHolderOf("lease-state") },
@@ -93,7 +98,7 @@ const SCRIPTS = {
   chicoryReplay: { numberOfKeys: 3, lua: lua("replay") },
   chicoryCreateGroup: { numberOfKeys: 2, lua: lua("create-group") },
   chicoryPurgeQueue: { numberOfKeys: 4, lua: lua("purge-queue") },
-  chicoryQueueStats: { numberOfKeys: 2, lua: lua("queue-stats") },
+  chicoryQueueStats: { numberOfKeys: 2, lua: withHeldCount(lua("queue-stats")) },
   chicoryCleanupConsumers: { numberOfKeys: 1, lua: lua("cleanup-consumers") },
   chicoryPurgeDlq: { numberOfKeys: 1, lua: lua("purge-dlq") },
 } as const;

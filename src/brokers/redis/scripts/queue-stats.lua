@@ -5,16 +5,11 @@
 -- Returns { stream length, pending count, delayed count }. Acknowledged entries are deleted,
 -- so waiting = stream length - pending + delayed. Entries given back (owned by ARGV[2] until a
 -- consumer claims them) wait for a consumer: not counted as pending. Atomic so the three
--- numbers agree.
+-- numbers agree. Composed at load time below heldCount (held-count.lua).
 local len = redis.call('XLEN', KEYS[1])
 local pending = 0
 local p = redis.pcall('XPENDING', KEYS[1], ARGV[1])
 if type(p) == 'table' and not p.err then
-  pending = tonumber(p[1]) or 0
-  for _, owner in ipairs(p[4] or {}) do
-    if owner[1] == ARGV[2] then
-      pending = pending - tonumber(owner[2])
-    end
-  end
+  pending = heldCount(p, ARGV[2])
 end
 return { len, pending, redis.call('ZCARD', KEYS[2]) }

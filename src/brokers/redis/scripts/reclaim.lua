@@ -33,7 +33,8 @@
 --   entry crosses into Lua: slower per entry, so the page is smaller).
 -- Atomic: the entries are claimed in the step that found them, and the delivery counter of
 -- each (previous deliveries + this one) is the real one for the poison check.
--- Composed at load time below claimEntries (claim-entries.lua) and fleetPulse (fleet-pulse.lua).
+-- Composed at load time below claimEntries (claim-entries.lua), fleetPulse (fleet-pulse.lua)
+-- and heldCount (held-count.lua).
 -- With Redis full, as renew.lua: the first write is an XACK of id 0-0, so that the pulse's
 -- HSET is not refused (XCLAIM would not be).
 redis.call('XACK', KEYS[1], ARGV[1], '0-0') -- exempts the writes below from the memory limit
@@ -51,12 +52,7 @@ local summary = redis.call('XPENDING', KEYS[1], ARGV[1])
 -- (counted only for the log line of a window this call opened)
 local held = 0
 if pulse[2] == 1 then
-  held = summary[1]
-  for _, c in ipairs(summary[4] or {}) do
-    if c[1] == ARGV[11] then
-      held = held - tonumber(c[2])
-    end
-  end
+  held = heldCount(summary, ARGV[11])
 end
 local counts = {}
 -- Given-back entries first, when a window asks more of the others (else the scan below finds

@@ -174,6 +174,7 @@ export class RabbitMqConnection {
       ...this.#options.tls,
       clientProperties: { connection_name: `${connectionName}:${role}` },
       timeout: CONNECT_TIMEOUT_MS,
+      noDelay: true,
     });
     if (this.#isClosed) {
       await connection.close().catch(() => {});

@@ -126,11 +126,26 @@ function isEntryError(error: unknown): boolean {
 }
 
 /**
+ * Replays in flight at once: one replay is a few round trips (read the entry, the task's
+ * record, move it, clear the record), so one at a time left the connection idle most of the
+ * time. Within a window, entries may reach their queue out of DLQ order. RabbitMQ runs the
+ * operations on one DLQ one after the other within a process: a window would gain nothing
+ * there, and would queue up a timeout each behind a failure (a backend down), so it has none.
+ */
+function replayWindow(app: Chicory): number {
+  return app.broker.kind === "rabbitmq" ? 1 : 64;
+}
+
+/** DLQ entries read per listing, past those left behind. */
+const REPLAY_BATCH = 1000;
+
+/**
  * Replays the entries each queue's DLQ holds when it starts: at most that many, so entries
  * that die again while it runs (a task that still fails) are not replayed once more, and the
  * command ends. An entry that cannot be replayed (its body is not a valid message, another
- * copy of a unique task id is queued) stays in the DLQ and is reported; the others go on. A
- * connection failure stops it.
+ * copy of a unique task id is queued) stays in the DLQ and is reported, in DLQ order; the
+ * others go on. Up to {@link replayWindow} replays run at once; a connection failure stops
+ * it once those under way have ended, and so does `isStopped()`.
  */
 async function replayAll(
   app: Chicory,
@@ -140,26 +155,40 @@ async function replayAll(
 ): Promise<{ replayed: number; left: LeftEntry[] }> {
   let replayed = 0;
   const left: LeftEntry[] = [];
+  const window = replayWindow(app);
   for (const queue of queues) {
     const budget = await app.broker.getDlqCount(queue);
     const tried = new Set<string>();
     let leftHere = 0;
     while (tried.size < budget && !isStopped()) {
       // entries left behind stay first in the DLQ: read past them
-      const batch = await app.broker.getDlqMessages(queue, leftHere + 100);
+      const batch = await app.broker.getDlqMessages(queue, leftHere + REPLAY_BATCH);
       const fresh = batch.filter((m) => !tried.has(m.messageId)).slice(0, budget - tried.size);
       if (fresh.length === 0) break;
-      for (const m of fresh) {
-        if (isStopped()) break;
-        tried.add(m.messageId);
-        try {
-          if (await app.broker.replayFromDlq(m.messageId, queue, resetRetries)) replayed++;
-        } catch (error) {
-          if (!isEntryError(error)) throw error;
-          leftHere++;
-          left.push({ queue, messageId: m.messageId, reason: withoutApiHint(error) });
+      const reasons: (string | undefined)[] = [];
+      let next = 0;
+      let failure: { error: unknown } | undefined;
+      const lane = async (): Promise<void> => {
+        while (next < fresh.length && failure === undefined && !isStopped()) {
+          const index = next++;
+          const m = fresh[index] as DlqMessage;
+          tried.add(m.messageId);
+          try {
+            if (await app.broker.replayFromDlq(m.messageId, queue, resetRetries)) replayed++;
+          } catch (error) {
+            if (!isEntryError(error)) failure ??= { error };
+            else reasons[index] = withoutApiHint(error);
+          }
         }
-      }
+      };
+      await Promise.all(Array.from({ length: Math.min(window, fresh.length) }, lane));
+      fresh.forEach((m, index) => {
+        const reason = reasons[index];
+        if (reason === undefined) return;
+        leftHere++;
+        left.push({ queue, messageId: m.messageId, reason });
+      });
+      if (failure !== undefined) throw failure.error;
     }
   }
   return { replayed, left };
@@ -216,8 +245,8 @@ async function replay(spec: string, id: string | undefined, opts: DlqCommandOpti
     await connectApp(app);
     const queues = targetQueues(app, opts.queue);
     if (!id) {
-      // A first SIGINT/SIGTERM stops after the entry being replayed (each move is atomic) and
-      // says how far it got; a second exits at once.
+      // A first SIGINT/SIGTERM stops once the replays under way have ended (each move is
+      // atomic) and says how far it got; a second exits at once.
       let signal: NodeJS.Signals | undefined;
       const offSignals = onStopSignals((received) => {
         signal = received;

@@ -91,6 +91,29 @@ describe.skipIf(skipRedis)("chicory dlq replay|delete <id> on Redis, an id held 
     expect(await raw.xlen(dlqKey(qa))).toBe(0);
   });
 
+  it("dlq replay --all, several replays at once, lists the entries it left in DLQ order", async () => {
+    const total = 300; // more than the replays run at once
+    const bad: string[] = [];
+    const fill = raw.pipeline();
+    for (let i = 1; i <= total; i++) {
+      const id = `1700000000000-${i}`;
+      if (i % 25 === 0) {
+        bad.push(id);
+        fill.xadd(dlqKey(qa), id, "data", "not json", "error", "bad", "failed_at", 1, "retry_count", 0);
+      } else {
+        fill.xadd(dlqKey(qa), id, "data", encodeTask(codec, { name: "add", args: [i, 0] }).body, "error", "x");
+      }
+    }
+    await fill.exec();
+    const all = await runCli(["dlq", "replay", APP_JS, "--all", "-q", qa, "--json"], env);
+    expect(all.code).toBe(1);
+    const out = JSON.parse(all.stdout) as { replayed: number; notReplayed: { messageId: string }[] };
+    expect(out.replayed).toBe(total - bad.length);
+    expect(out.notReplayed.map((e) => e.messageId)).toEqual(bad);
+    expect(await raw.xlen(streamKey(qa))).toBe(total - bad.length);
+    expect((await raw.xrange(dlqKey(qa), "-", "+")).map(([id]) => id)).toEqual(bad);
+  });
+
   it("dlq replay of an entry that cannot be replayed says how to remove it with the CLI, once", async () => {
     const id = "1700000000000-9";
     await raw.xadd(dlqKey(qa), id, "data", "not json", "error", "bad", "failed_at", Date.now(), "retry_count", 0);

@@ -342,6 +342,9 @@ function common(command: Command): Command {
   return withLogLevel(command);
 }
 
+/** `-y` of the commands that change the DLQ without asking: taken, so scripts may pass it to every one. */
+const NOTHING_TO_CONFIRM = "accepted, and changes nothing: this command asks no question";
+
 /** Adds `chicory dlq ...` to the program. */
 export function registerDlqCommand(program: Command, run: Run): void {
   const dlq = program.command("dlq").description("inspect and administer dead-letter queues");
@@ -356,10 +359,12 @@ export function registerDlqCommand(program: Command, run: Run): void {
     .argument("[id]", "message id (from dlq list)")
     .option("--all", "replay every entry")
     .option("--no-reset-retries", "keep the message's retry counter")
+    .option("-y, --yes", NOTHING_TO_CONFIRM)
     .option("--json", "print JSON")
     .action((spec: string, id: string | undefined, opts: DlqCommandOptions) => run(() => replay(spec, id, opts)));
   common(sub(dlq, "delete", "delete one dead-lettered message"))
     .argument("<id>", "message id (from dlq list)")
+    .option("-y, --yes", NOTHING_TO_CONFIRM)
     .option("--json", "print JSON")
     .action((spec: string, id: string, opts: DlqCommandOptions) => run(() => remove(spec, id, opts)));
   common(sub(dlq, "purge", "delete every dead-lettered message"))

@@ -66,11 +66,12 @@ describe.skipIf(skipRedis)("chicory dlq replay|delete <id> on Redis, an id held 
     raw.disconnect();
   });
 
-  it("dlq replay and delete print one JSON object with --json, as the other commands do", async () => {
+  it("dlq replay and delete print one JSON object with --json, as the other commands do, and take -y", async () => {
     await deadLetter(qa, "1700000000000-1");
     await deadLetter(qa, "1700000000000-2");
     await raw.xadd(dlqKey(qa), "1700000000000-3", "data", "not json", "error", "bad", "failed_at", 1, "retry_count", 0);
-    const one = await runCli(["dlq", "replay", APP_JS, "1700000000000-1", "-q", qa, "--json"], env);
+    // -y asks nothing of these two, and is taken (scripts pass it to every command)
+    const one = await runCli(["dlq", "replay", APP_JS, "1700000000000-1", "-q", qa, "--json", "-y"], env);
     expect([one.code, JSON.parse(one.stdout)]).toEqual([
       0,
       { queue: qa, messageId: "1700000000000-1", replayed: true, retriesReset: true },
@@ -82,7 +83,7 @@ describe.skipIf(skipRedis)("chicory dlq replay|delete <id> on Redis, an id held 
       queues: [qa],
       notReplayed: [{ queue: qa, messageId: "1700000000000-3" }],
     });
-    const deleted = await runCli(["dlq", "delete", APP_JS, "1700000000000-3", "-q", qa, "--json"], env);
+    const deleted = await runCli(["dlq", "delete", APP_JS, "1700000000000-3", "-q", qa, "--json", "--yes"], env);
     expect([deleted.code, JSON.parse(deleted.stdout)]).toEqual([
       0,
       { queue: qa, messageId: "1700000000000-3", deleted: true },

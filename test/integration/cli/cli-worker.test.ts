@@ -298,7 +298,7 @@ describe.skipIf(skipRedis)("chicory CLI on Redis (multi-process)", () => {
     }
   });
 
-  it("dlq replay --all stopped by SIGINT ends after the entry under way and says how far it got", async () => {
+  it("dlq replay --all stopped by SIGINT ends once the replays under way have ended and says how far it got", async () => {
     requireBuild();
     const queue = uniqueName("replaystop");
     const dlq = `${prefix}:dlq:{${queue}}`;

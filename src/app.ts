@@ -33,6 +33,7 @@ import {
   ChicoryError,
   ConfigurationError,
   DriverNotInstalledError,
+  ReplayRecordKeptError,
   TaskNotFoundError,
 } from "./errors.js";
 import { bindResultDefaults, type ResultDefaults, type StoredResult } from "./result.js";
@@ -372,7 +373,7 @@ export class Chicory {
    * `get()` after the replay then waits for the new run instead of returning the old failure;
    * a record a newer run wrote meanwhile is kept.
    * @throws ChicoryError (BackendConnectionError when unreachable) when the record cannot be read: nothing is replayed
-   * @throws ChicoryError when the entry was replayed but its old record could not be deleted
+   * @throws ReplayRecordKeptError when the entry was replayed but its old record could not be deleted
    */
   async #guardReplay(taskId: string | undefined, move: () => Promise<boolean>): Promise<boolean> {
     const backend = this.backend;
@@ -424,9 +425,9 @@ export class Chicory {
       // false: the record changed meanwhile (a newer run's, kept), or it could not be matched
       isStale = !(await backend.deleteResultIf(taskId, seen)) && isSame(await backend.getResult(taskId), seen);
     } catch (error) {
-      throw new ChicoryError(`${left}: ${describe(error)}`, { cause: error });
+      throw new ReplayRecordKeptError(`${left}: ${describe(error)}`, { cause: error });
     }
-    if (isStale) throw new ChicoryError(`${left}: the backend did not match the record it returned`);
+    if (isStale) throw new ReplayRecordKeptError(`${left}: the backend did not match the record it returned`);
     return moved;
   }
 

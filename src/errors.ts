@@ -192,6 +192,15 @@ export class DriverNotInstalledError extends ChicoryError {
   }
 }
 
+/**
+ * A DLQ replay moved its entry back to the queue, but the task's old `FAILURE` /
+ * `DEAD_LETTERED` record could not be deleted: `get()` returns that record until the new run
+ * ends (`AsyncResult.forget()` deletes it). The replay itself is done.
+ */
+export class ReplayRecordKeptError extends ChicoryError {
+  override readonly code = "REPLAY_RECORD_KEPT";
+}
+
 /** A task was aborted because its worker is shutting down. */
 export class TaskAbortedError extends ChicoryError {
   override readonly code = "TASK_ABORTED";

@@ -68,6 +68,7 @@ export {
   MaxRetriesExceededError,
   MessageTooLargeError,
   QueueFullError,
+  ReplayRecordKeptError,
   RetryError,
   TaskAbortedError,
   TaskFailedError,

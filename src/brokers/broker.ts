@@ -34,6 +34,12 @@ export interface BrokerCapabilities {
   readonly durable: boolean;
   /** Several processes can share the broker. */
   readonly multiProcess: boolean;
+  /**
+   * The DLQ operations on one queue (list, replay, delete) run one after the other within a
+   * process (RabbitMQ: each reads the DLQ on a channel of its own): calling them concurrently
+   * gains nothing, and queues each behind the one before. Absent: false.
+   */
+  readonly serialDlq?: boolean;
 }
 
 /** A message to publish. */

@@ -9,10 +9,21 @@ import type { Command } from "commander";
 import type { Chicory } from "../app.js";
 import type { DlqMessage } from "../brokers/broker.js";
 import { onStopSignals, signalExitCode } from "../core/signals.js";
+import { sleep } from "../core/sleep.js";
 import { connectApp, connectBroker, targetQueues, withApp } from "./app-session.js";
 import { purgeConfirmed, requireConfirmable } from "./confirm.js";
 import { intAtLeast, withLogLevel, withQueues } from "./options.js";
-import { CliFailure, CliUsageError, EXIT_OK, printInfo, printJson, printLine, printTable, truncate } from "./output.js";
+import {
+  CliFailure,
+  CliUsageError,
+  EXIT_OK,
+  errorLine,
+  printInfo,
+  printJson,
+  printLine,
+  printTable,
+  truncate,
+} from "./output.js";
 
 type Run = (action: () => Promise<number>) => Promise<void>;
 
@@ -121,77 +132,145 @@ interface LeftEntry {
 
 /** Errors about the entry itself (bad body, unique refusal): the entry is skipped, the rest replayed. */
 function isEntryError(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
+  const code = codeOf(error);
   return code !== "BROKER_CONNECTION" && code !== "BACKEND_CONNECTION";
+}
+
+function codeOf(error: unknown): unknown {
+  return (error as { code?: unknown } | null)?.code;
 }
 
 /**
  * Replays in flight at once: one replay is a few round trips (read the entry, the task's
  * record, move it, clear the record), so one at a time left the connection idle most of the
- * time. Within a window, entries may reach their queue out of DLQ order. RabbitMQ runs the
- * operations on one DLQ one after the other within a process: a window would gain nothing
- * there, and would queue up a timeout each behind a failure (a backend down), so it has none.
+ * time. Within a window, entries may reach their queue out of DLQ order. A broker whose DLQ
+ * operations run one after the other (`serialDlq`: RabbitMQ) gains nothing from a window, and
+ * would queue a timeout each behind a failure (a backend down): one at a time there.
  */
 function replayWindow(app: Chicory): number {
-  return app.broker.kind === "rabbitmq" ? 1 : 64;
+  return app.broker.capabilities.serialDlq === true ? 1 : 64;
 }
 
-/** DLQ entries read per listing, past those left behind. */
-const REPLAY_BATCH = 1000;
+/** DLQ entries read per listing, past those left behind: a few windows' worth (bodies may be up to 1 MiB each). */
+const REPLAY_BATCH = 256;
+
+/**
+ * How long replays under way are waited for once the command stops (a signal, a connection
+ * failure): they take milliseconds, unless the server does not answer, and then the command
+ * says so instead of hanging.
+ */
+const REPLAY_GRACE_MS = 5000;
+
+/** What `dlq replay --all` did. */
+interface ReplayOutcome {
+  replayed: number;
+  /** Entries it could not replay (they stay in the DLQ), in DLQ order. */
+  readonly left: LeftEntry[];
+  /** Entries replayed whose task's old failure record could not be deleted. */
+  readonly recordsKept: LeftEntry[];
+  /** Replays still under way when it stopped waiting for them (REPLAY_GRACE_MS after a stop). */
+  unanswered: number;
+  /** The connection failure that stopped it. */
+  failure?: { readonly error: unknown };
+}
 
 /**
  * Replays the entries each queue's DLQ holds when it starts: at most that many, so entries
  * that die again while it runs (a task that still fails) are not replayed once more, and the
  * command ends. An entry that cannot be replayed (its body is not a valid message, another
  * copy of a unique task id is queued) stays in the DLQ and is reported, in DLQ order; the
- * others go on. Up to {@link replayWindow} replays run at once; a connection failure stops
- * it once those under way have ended, and so does `isStopped()`.
+ * others go on. Up to {@link replayWindow} replays run at once. A connection failure or
+ * `stop` ends it once the replays under way have ended, or {@link REPLAY_GRACE_MS} later
+ * (`unanswered` counts those it left).
  */
 async function replayAll(
   app: Chicory,
   queues: readonly string[],
   resetRetries: boolean,
-  isStopped: () => boolean = () => false,
-): Promise<{ replayed: number; left: LeftEntry[] }> {
-  let replayed = 0;
-  const left: LeftEntry[] = [];
+  stop: AbortSignal,
+): Promise<ReplayOutcome> {
+  const outcome: ReplayOutcome = { replayed: 0, left: [], recordsKept: [], unanswered: 0 };
   const window = replayWindow(app);
-  for (const queue of queues) {
-    const budget = await app.broker.getDlqCount(queue);
-    const tried = new Set<string>();
-    let leftHere = 0;
-    while (tried.size < budget && !isStopped()) {
-      // entries left behind stay first in the DLQ: read past them
-      const batch = await app.broker.getDlqMessages(queue, leftHere + REPLAY_BATCH);
-      const fresh = batch.filter((m) => !tried.has(m.messageId)).slice(0, budget - tried.size);
-      if (fresh.length === 0) break;
-      const reasons: (string | undefined)[] = [];
-      let next = 0;
-      let failure: { error: unknown } | undefined;
-      const lane = async (): Promise<void> => {
-        while (next < fresh.length && failure === undefined && !isStopped()) {
-          const index = next++;
-          const m = fresh[index] as DlqMessage;
-          tried.add(m.messageId);
-          try {
-            if (await app.broker.replayFromDlq(m.messageId, queue, resetRetries)) replayed++;
-          } catch (error) {
-            if (!isEntryError(error)) failure ??= { error };
-            else reasons[index] = withoutApiHint(error);
+  const halt = new AbortController(); // a stop, or a connection failure
+  const onStop = () => halt.abort();
+  stop.addEventListener("abort", onStop, { once: true });
+  try {
+    for (const queue of queues) {
+      const budget = await app.broker.getDlqCount(queue);
+      const tried = new Set<string>();
+      let leftHere = 0;
+      while (tried.size < budget && !halt.signal.aborted) {
+        // entries left behind stay first in the DLQ: read past them
+        const batch = await app.broker.getDlqMessages(queue, leftHere + REPLAY_BATCH);
+        const fresh = batch.filter((m) => !tried.has(m.messageId)).slice(0, budget - tried.size);
+        if (fresh.length === 0) break;
+        const reasons: (string | undefined)[] = [];
+        let next = 0;
+        let underWay = 0;
+        const lane = async (): Promise<void> => {
+          while (next < fresh.length && !halt.signal.aborted) {
+            const index = next++;
+            const m = fresh[index] as DlqMessage;
+            tried.add(m.messageId);
+            underWay++;
+            try {
+              if (await app.broker.replayFromDlq(m.messageId, queue, resetRetries)) outcome.replayed++;
+            } catch (error) {
+              if (codeOf(error) === "REPLAY_RECORD_KEPT") {
+                outcome.replayed++;
+                outcome.recordsKept.push({ queue, messageId: m.messageId, reason: errorText(error) });
+              } else if (isEntryError(error)) reasons[index] = withoutApiHint(error);
+              else if (outcome.failure === undefined) {
+                outcome.failure = { error };
+                halt.abort();
+              }
+            } finally {
+              underWay--;
+            }
           }
+        };
+        const lanes = Promise.all(Array.from({ length: Math.min(window, fresh.length) }, lane));
+        const hasEnded = await Promise.race([lanes.then(() => true), graceAfter(halt.signal, lanes)]);
+        fresh.forEach((m, index) => {
+          const reason = reasons[index];
+          if (reason === undefined) return;
+          leftHere++;
+          outcome.left.push({ queue, messageId: m.messageId, reason });
+        });
+        if (!hasEnded) {
+          outcome.unanswered = underWay;
+          return outcome;
         }
-      };
-      await Promise.all(Array.from({ length: Math.min(window, fresh.length) }, lane));
-      fresh.forEach((m, index) => {
-        const reason = reasons[index];
-        if (reason === undefined) return;
-        leftHere++;
-        left.push({ queue, messageId: m.messageId, reason });
-      });
-      if (failure !== undefined) throw failure.error;
+      }
+      if (halt.signal.aborted) break;
     }
+    return outcome;
+  } finally {
+    stop.removeEventListener("abort", onStop);
   }
-  return { replayed, left };
+}
+
+/** Resolves to false {@link REPLAY_GRACE_MS} after `halt` aborts, unless `lanes` ends first. */
+function graceAfter(halt: AbortSignal, lanes: Promise<unknown>): Promise<boolean> {
+  return new Promise((resolve) => {
+    const ended = new AbortController();
+    lanes.finally(() => ended.abort()).catch(() => undefined);
+    const wait = () => {
+      sleep(REPLAY_GRACE_MS, ended.signal).then(
+        () => resolve(false),
+        () => undefined,
+      );
+    };
+    if (halt.aborted) wait();
+    else {
+      halt.addEventListener("abort", wait, { once: true });
+      ended.signal.addEventListener("abort", () => halt.removeEventListener("abort", wait), { once: true });
+    }
+  });
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 /**
@@ -237,6 +316,74 @@ function withoutApiHint(error: unknown): string {
   return (error instanceof Error ? error.message : String(error)).replace(/; delete it with deleteFromDlq\)$/, ")");
 }
 
+/**
+ * `dlq replay --all`. A first SIGINT/SIGTERM stops it once the replays under way have ended
+ * (each move is atomic), or {@link REPLAY_GRACE_MS} later when the server does not answer, and
+ * it says how far it got; a second exits at once. A connection failure stops it the same way.
+ */
+async function replayEverything(
+  app: Chicory,
+  spec: string,
+  queues: readonly string[],
+  resetRetries: boolean,
+  json: boolean,
+): Promise<number> {
+  let signal: NodeJS.Signals | undefined;
+  const stop = new AbortController();
+  const offSignals = onStopSignals((received) => {
+    signal = received;
+    stop.abort();
+  });
+  let outcome: ReplayOutcome;
+  try {
+    outcome = await replayAll(app, queues, resetRetries, stop.signal);
+  } finally {
+    offSignals();
+  }
+  const { replayed, left, recordsKept, unanswered, failure } = outcome;
+  const where = queues.join(", ");
+  if (json) printJson({ replayed, queues, notReplayed: left, recordsKept, ...(signal ? { interrupted: signal } : {}) });
+  else {
+    if (signal === undefined && failure === undefined) {
+      printLine(`replayed ${replayed} message(s) from the dead-letter queue (${where})`);
+    }
+    for (const entry of left) printLine(`not replayed: ${entry.queue} ${entry.messageId}: ${entry.reason}`);
+    for (const entry of recordsKept)
+      printLine(`replayed, old record kept: ${entry.queue} ${entry.messageId}: ${entry.reason}`);
+  }
+  const noAnswer =
+    unanswered > 0
+      ? `; ${unanswered} replay(s) under way got no answer within ${REPLAY_GRACE_MS / 1000} s (each moves its entry whole or not at all)`
+      : "";
+  if (failure !== undefined) {
+    printInfo(`replayed ${replayed} message(s) before the failure below${noAnswer}: run the command again to go on`);
+    throw failure.error;
+  }
+  if (signal !== undefined) {
+    const waiting = await dlqLeft(app, queues, unanswered > 0);
+    printInfo(
+      `interrupted by ${signal}: replayed ${replayed} message(s)${noAnswer}; ${waiting}: run the command again to go on`,
+    );
+    return signalExitCode(signal);
+  }
+  if (left.length === 0) return EXIT_OK;
+  throw new CliFailure(
+    `${left.length} entr${left.length === 1 ? "y" : "ies"} left in the dead-letter queue (listed above; remove one with: chicory dlq delete ${spec} <id>)`,
+  );
+}
+
+/** "N left in the dead-letter queue (…)", or why it was not counted. */
+async function dlqLeft(app: Chicory, queues: readonly string[], isUnanswered: boolean): Promise<string> {
+  const where = queues.join(", ");
+  if (isUnanswered) return `the dead-letter queue (${where}) was not counted (the server does not answer)`;
+  try {
+    const counts = await Promise.all(queues.map((q) => app.broker.getDlqCount(q)));
+    return `${counts.reduce((a, b) => a + b, 0)} left in the dead-letter queue (${where})`;
+  } catch (error) {
+    return `the dead-letter queue (${where}) could not be counted: ${errorLine(error)}`;
+  }
+}
+
 async function replay(spec: string, id: string | undefined, opts: DlqCommandOptions): Promise<number> {
   if (!id && !opts.all) throw new CliUsageError("dlq replay: pass a message id, or --all to replay every entry");
   if (id && opts.all) throw new CliUsageError("dlq replay: pass a message id or --all, not both");
@@ -244,40 +391,7 @@ async function replay(spec: string, id: string | undefined, opts: DlqCommandOpti
   return withApp(spec, async ({ app }) => {
     await connectApp(app);
     const queues = targetQueues(app, opts.queue);
-    if (!id) {
-      // A first SIGINT/SIGTERM stops once the replays under way have ended (each move is
-      // atomic) and says how far it got; a second exits at once.
-      let signal: NodeJS.Signals | undefined;
-      const offSignals = onStopSignals((received) => {
-        signal = received;
-      });
-      let outcome: { replayed: number; left: LeftEntry[] };
-      try {
-        outcome = await replayAll(app, queues, resetRetries, () => signal !== undefined);
-      } finally {
-        offSignals();
-      }
-      const { replayed, left } = outcome;
-      if (signal !== undefined) {
-        const waiting = (await Promise.all(queues.map((q) => app.broker.getDlqCount(q).catch(() => 0)))).reduce(
-          (a, b) => a + b,
-          0,
-        );
-        printInfo(
-          `interrupted by ${signal}: replayed ${replayed} message(s); ${waiting} left in the dead-letter queue (${queues.join(", ")}): run the command again to go on`,
-        );
-        return signalExitCode(signal);
-      }
-      if (opts.json) printJson({ replayed, queues, notReplayed: left });
-      else {
-        printLine(`replayed ${replayed} message(s) from the dead-letter queue (${queues.join(", ")})`);
-        for (const entry of left) printLine(`not replayed: ${entry.queue} ${entry.messageId}: ${entry.reason}`);
-      }
-      if (left.length === 0) return EXIT_OK;
-      throw new CliFailure(
-        `${left.length} entr${left.length === 1 ? "y" : "ies"} left in the dead-letter queue (listed above; remove one with: chicory dlq delete ${spec} <id>)`,
-      );
-    }
+    if (!id) return replayEverything(app, spec, queues, resetRetries, opts.json === true);
     for (const queue of await queuesForEntry(app, queues, id)) {
       let moved: boolean;
       try {

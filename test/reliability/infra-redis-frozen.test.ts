@@ -14,8 +14,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
+import { MessageCodec } from "../../src/core/message.js";
 import { BackendConnectionError, BrokerConnectionError, Chicory, type Logger, Worker } from "../../src/index.js";
 import { RedisBackend, RedisBroker } from "../../src/redis.js";
+import { APP_JS, cliEnv, requireBuild, startCli } from "../integration/cli/cli-process.js";
 import { sleepMs, waitFor } from "./infra/ledger.js";
 import { freePort, OwnRedis } from "./infra/redis-server.js";
 
@@ -280,6 +282,70 @@ describe.skipIf(!hasRedisServer && process.env.CI !== "true")("infra: own redis-
       if (server.pid !== undefined) process.kill(server.pid, "SIGCONT");
       await worker.stop().catch(() => undefined);
       await app.disconnect().catch(() => undefined);
+      raw.disconnect();
+      await server.kill();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("dlq replay --all stopped by SIGINT while Redis is frozen ends 5 s later, saying how many replays got no answer", {
+    timeout: 60_000,
+  }, async () => {
+    requireBuild();
+    const dir = mkdtempSync(join(tmpdir(), "chicory-frozen-"));
+    const server = new OwnRedis(await freePort(), dir, "none");
+    await server.start();
+    const raw = new Redis(server.url);
+    const [dlq, stream] = ["frozen:dlq:{replayq}", "frozen:stream:{replayq}"];
+    try {
+      const codec = new MessageCodec();
+      const total = 20_000;
+      const fill = raw.pipeline();
+      for (let i = 0; i < total; i++) {
+        const body = codec.encode({
+          v: 1,
+          id: `t-${i}`,
+          name: "add",
+          args: [i, 1],
+          retries: 0,
+          eta: null,
+          priority: null,
+          firstFailureAt: null,
+          lastError: null,
+        });
+        fill.xadd(dlq, "*", "data", body, "error", "x", "failed_at", 1);
+      }
+      await fill.exec();
+      const replaying = startCli(
+        ["dlq", "replay", APP_JS, "--all", "-q", "replayq"],
+        cliEnv({
+          CHICORY_BROKER_URL: server.url,
+          CHICORY_BROKER_REDIS_KEY_PREFIX: "frozen",
+          CHICORY_BACKEND_REDIS_KEY_PREFIX: "frozen",
+        }),
+      );
+      await waitFor(async () => (await raw.xlen(stream)) > 0, 15_000); // under way
+      process.kill(server.pid as number, "SIGSTOP");
+      replaying.child.kill("SIGINT");
+      const signalled = performance.now();
+      const exit = await replaying.exited;
+      const tookMs = performance.now() - signalled;
+      expect(exit.code).toBe(130);
+      const said =
+        /interrupted by SIGINT: replayed (\d+) message\(s\); (\d+) replay\(s\) under way got no answer within 5 s \(each moves its entry whole or not at all\); the dead-letter queue \(replayq\) was not counted \(the server does not answer\): run the command again to go on/.exec(
+          exit.stderr,
+        );
+      expect(said, exit.stderr).not.toBeNull();
+      expect(tookMs).toBeGreaterThanOrEqual(4_900);
+      expect(tookMs).toBeLessThan(15_000);
+      process.kill(server.pid as number, "SIGCONT");
+      // each move is whole: what the queue and the DLQ hold adds up, and the count said is a floor
+      const [queued, left] = [await raw.xlen(stream), await raw.xlen(dlq)];
+      expect(queued + left).toBe(total);
+      expect(queued).toBeGreaterThanOrEqual(Number(said?.[1]));
+      expect(queued).toBeLessThanOrEqual(Number(said?.[1]) + Number(said?.[2]));
+    } finally {
+      if (server.pid !== undefined) process.kill(server.pid, "SIGCONT");
       raw.disconnect();
       await server.kill();
       rmSync(dir, { recursive: true, force: true });

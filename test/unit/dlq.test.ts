@@ -2,7 +2,7 @@ import { describe, expect, it, vi } from "vitest";
 import type { TaskRecord } from "../../src/backends/backend.js";
 import { rewriteForReplay, toDlqMessage } from "../../src/brokers/dlq.js";
 import { MessageCodec, type TaskMessage } from "../../src/core/message.js";
-import { BackendConnectionError, ValidationError } from "../../src/errors.js";
+import { BackendConnectionError, ReplayRecordKeptError, ValidationError } from "../../src/errors.js";
 import { Chicory, MemoryBackend, MemoryBroker } from "../../src/index.js";
 
 function message(overrides: Partial<TaskMessage> = {}): TaskMessage {
@@ -198,6 +198,8 @@ describe("replayFromDlq through an app: the task's stored failure", () => {
     }
     const { app, entryId } = await setup(new NoDelete(), failed);
     const error = await app.broker.replayFromDlq(entryId, "default").catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ReplayRecordKeptError);
+    expect((error as ReplayRecordKeptError).code).toBe("REPLAY_RECORD_KEPT");
     expect(String(error)).toMatch(/the task was replayed, but its stored DEAD_LETTERED result could not be deleted/);
     expect(await app.broker.getDlqCount("default")).toBe(0);
     expect(await app.broker.getQueueSize("default")).toBe(1);
@@ -242,6 +244,7 @@ describe("replayFromDlq through an app: the task's stored failure", () => {
     }
     const { app, entryId } = await setup(new NoMatch(), failed);
     const error = await app.broker.replayFromDlq(entryId, "default").catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ReplayRecordKeptError);
     expect(String(error)).toMatch(/the task was replayed, but .* could not be deleted.*did not match/);
     expect(await app.broker.getQueueSize("default")).toBe(1);
     await app.disconnect();

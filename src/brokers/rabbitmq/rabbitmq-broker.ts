@@ -84,6 +84,7 @@ export class RabbitMqBroker implements Broker {
       uniqueIds: false,
       durable: settings.durable,
       multiProcess: true,
+      serialDlq: true,
     };
     const connection = (role: "publish" | "consume") =>
       new RabbitMqConnection({

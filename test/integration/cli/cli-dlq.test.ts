@@ -11,7 +11,7 @@ import { MessageCodec } from "../../../src/core/message.js";
 import { encodeTask } from "../../contract/contract-helpers.js";
 import { skipUnless, uniqueName } from "../../helpers/services.js";
 import { deletePrefix, rawRedis } from "../redis/redis-test-keys.js";
-import { APP_JS, cliEnv, requireBuild, runCli, sqliteTarget } from "./cli-process.js";
+import { APP_JS, cliEnv, FIXTURES, requireBuild, runCli, sqliteTarget } from "./cli-process.js";
 
 const skipRedis = await skipUnless("redis");
 
@@ -99,8 +99,14 @@ describe.skipIf(skipRedis)("chicory dlq replay|delete <id> on Redis, an id held 
     for (let i = 1; i <= total; i++) {
       const id = `1700000000000-${i}`;
       if (i % 25 === 0) {
+        // refused: its task id is live (three round trips), before an unreadable body (one)
+        const refused = encodeTask(codec, { name: "add", args: [i, 0] });
+        fill.sadd(`${prefix}:unique:{${qa}}`, refused.id);
+        fill.xadd(dlqKey(qa), id, "data", refused.body, "error", "x", "id", refused.id);
         bad.push(id);
+      } else if (i % 25 === 1 && i > 1) {
         fill.xadd(dlqKey(qa), id, "data", "not json", "error", "bad", "failed_at", 1, "retry_count", 0);
+        bad.push(id);
       } else {
         fill.xadd(dlqKey(qa), id, "data", encodeTask(codec, { name: "add", args: [i, 0] }).body, "error", "x");
       }
@@ -108,9 +114,11 @@ describe.skipIf(skipRedis)("chicory dlq replay|delete <id> on Redis, an id held 
     await fill.exec();
     const all = await runCli(["dlq", "replay", APP_JS, "--all", "-q", qa, "--json"], env);
     expect(all.code).toBe(1);
-    const out = JSON.parse(all.stdout) as { replayed: number; notReplayed: { messageId: string }[] };
+    const out = JSON.parse(all.stdout) as { replayed: number; notReplayed: { messageId: string; reason: string }[] };
     expect(out.replayed).toBe(total - bad.length);
     expect(out.notReplayed.map((e) => e.messageId)).toEqual(bad);
+    expect(out.notReplayed[0]?.reason).toMatch(/already queued, delayed or running/);
+    expect(out.notReplayed[1]?.reason).toMatch(/decode_error/);
     expect(await raw.xlen(streamKey(qa))).toBe(total - bad.length);
     expect((await raw.xrange(dlqKey(qa), "-", "+")).map(([id]) => id)).toEqual(bad);
   });
@@ -232,6 +240,22 @@ describe("chicory dlq replay <id> on SQLite, the entry in the second queue's DLQ
     }>;
     expect(stats.find((s) => s.queue === "qb")).toMatchObject({ size: 1, dlq: 0 });
     expect(stats.find((s) => s.queue === "qa")).toMatchObject({ size: 0, dlq: 0 });
+  });
+
+  it("dlq replay --all counts an entry whose old record could not be deleted as replayed, and lists it", async () => {
+    requireBuild();
+    const env = cliEnv({ CHICORY_BROKER_URL: target.url, CHICORY_WORKER_QUEUE: "kept" });
+    const ids = [await deadLetter(env, "kept"), await deadLetter(env, "kept")];
+    const app = `${FIXTURES}/cli-record-kept-app.mjs`;
+    const r = await runCli(["dlq", "replay", app, "--all", "-q", "kept"], env);
+    expect(r.code).toBe(0); // replayed: only the old record stays
+    const lines = r.stdout.trim().split("\n");
+    expect(lines[0]).toBe("replayed 2 message(s) from the dead-letter queue (kept)");
+    expect(lines.slice(1)).toEqual(
+      ids.map((id) => expect.stringMatching(new RegExp(`^replayed, old record kept: kept ${id}: .*connection reset`))),
+    );
+    const stats = JSON.parse((await runCli(["queue", "stats", APP_JS, "--json", "-q", "kept"], env)).stdout);
+    expect(stats).toMatchObject([{ queue: "kept", size: 2, dlq: 0 }]);
   });
 
   it("with -q naming another queue, or with no queue of the app holding it, the entry stays (exit 1)", async () => {

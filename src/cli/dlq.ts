@@ -151,8 +151,14 @@ function replayWindow(app: Chicory): number {
   return app.broker.capabilities.serialDlq === true ? 1 : 64;
 }
 
-/** DLQ entries read per listing, past those left behind: a few windows' worth (bodies may be up to 1 MiB each). */
+/** New DLQ entries read per listing at most: a few windows' worth. */
 const REPLAY_BATCH = 256;
+
+/**
+ * Bytes of bodies a listing should hold about: with large bodies (up to the 1 MiB message limit)
+ * a listing reads fewer entries, as the last one's average body size says.
+ */
+const REPLAY_LISTING_BYTES = 32 * 1024 * 1024;
 
 /**
  * How long replays under way are waited for once the command stops (a signal, a connection
@@ -190,64 +196,110 @@ async function replayAll(
   stop: AbortSignal,
 ): Promise<ReplayOutcome> {
   const outcome: ReplayOutcome = { replayed: 0, left: [], recordsKept: [], unanswered: 0 };
-  const window = replayWindow(app);
   const halt = new AbortController(); // a stop, or a connection failure
   const onStop = () => halt.abort();
   stop.addEventListener("abort", onStop, { once: true });
   try {
     for (const queue of queues) {
-      const budget = await app.broker.getDlqCount(queue);
-      const tried = new Set<string>();
-      let leftHere = 0;
-      while (tried.size < budget && !halt.signal.aborted) {
-        // entries left behind stay first in the DLQ: read past them
-        const batch = await app.broker.getDlqMessages(queue, leftHere + REPLAY_BATCH);
-        const fresh = batch.filter((m) => !tried.has(m.messageId)).slice(0, budget - tried.size);
-        if (fresh.length === 0) break;
-        const reasons: (string | undefined)[] = [];
-        let next = 0;
-        let underWay = 0;
-        const lane = async (): Promise<void> => {
-          while (next < fresh.length && !halt.signal.aborted) {
-            const index = next++;
-            const m = fresh[index] as DlqMessage;
-            tried.add(m.messageId);
-            underWay++;
-            try {
-              if (await app.broker.replayFromDlq(m.messageId, queue, resetRetries)) outcome.replayed++;
-            } catch (error) {
-              if (codeOf(error) === "REPLAY_RECORD_KEPT") {
-                outcome.replayed++;
-                outcome.recordsKept.push({ queue, messageId: m.messageId, reason: errorText(error) });
-              } else if (isEntryError(error)) reasons[index] = withoutApiHint(error);
-              else if (outcome.failure === undefined) {
-                outcome.failure = { error };
-                halt.abort();
-              }
-            } finally {
-              underWay--;
-            }
-          }
-        };
-        const lanes = Promise.all(Array.from({ length: Math.min(window, fresh.length) }, lane));
-        const hasEnded = await Promise.race([lanes.then(() => true), graceAfter(halt.signal, lanes)]);
-        fresh.forEach((m, index) => {
-          const reason = reasons[index];
-          if (reason === undefined) return;
-          leftHere++;
-          outcome.left.push({ queue, messageId: m.messageId, reason });
-        });
-        if (!hasEnded) {
-          outcome.unanswered = underWay;
-          return outcome;
-        }
-      }
-      if (halt.signal.aborted) break;
+      if (halt.signal.aborted || !(await replayQueue(app, queue, resetRetries, halt, outcome))) break;
     }
+    return outcome;
+  } catch (error) {
+    // a count or listing that failed before any replay of the queue was under way
+    if (outcome.failure === undefined) outcome.failure = { error };
     return outcome;
   } finally {
     stop.removeEventListener("abort", onStop);
   }
+}
+
+/**
+ * {@link replayAll} for one queue: lanes take entries from listings read ahead (a listing is
+ * read again once fewer than a window's worth are waiting, past the entries left behind and
+ * those taken, which stay in the DLQ until moved). Returns false when it stopped waiting for
+ * replays under way (`outcome.unanswered`).
+ */
+async function replayQueue(
+  app: Chicory,
+  queue: string,
+  resetRetries: boolean,
+  halt: AbortController,
+  outcome: ReplayOutcome,
+): Promise<boolean> {
+  const window = replayWindow(app);
+  const budget = await app.broker.getDlqCount(queue);
+  const taken = new Set<string>(); // listed, to be replayed once (at most `budget`)
+  const waiting: string[] = []; // ids only: a listing's bodies are let go at once
+  let batchSize = REPLAY_BATCH;
+  const left: { index: number; entry: LeftEntry }[] = [];
+  let isExhausted = false;
+  let underWay = 0;
+  let listing: Promise<void> | null = null;
+
+  const list = async (): Promise<void> => {
+    // entries left behind and those under way or waiting are still first in the DLQ: read past them
+    const batch = await app.broker.getDlqMessages(queue, left.length + underWay + waiting.length + batchSize);
+    const fresh = batch.filter((m) => !taken.has(m.messageId)).slice(0, budget - taken.size);
+    if (fresh.length === 0) isExhausted = true;
+    for (const m of fresh) {
+      taken.add(m.messageId);
+      waiting.push(m.messageId);
+    }
+    if (taken.size >= budget) isExhausted = true;
+    if (batch.length > 0) {
+      const averageBytes = batch.reduce((sum, m) => sum + m.body.length, 0) / batch.length;
+      batchSize = Math.max(16, Math.min(REPLAY_BATCH, Math.floor(REPLAY_LISTING_BYTES / Math.max(averageBytes, 1))));
+    }
+  };
+  const readAhead = (): Promise<void> => {
+    listing ??= list()
+      .catch((error: unknown) => {
+        if (outcome.failure === undefined) outcome.failure = { error };
+        halt.abort();
+      })
+      .finally(() => {
+        listing = null;
+      });
+    return listing;
+  };
+  const take = async (): Promise<string | undefined> => {
+    for (;;) {
+      if (halt.signal.aborted) return undefined;
+      if (waiting.length < window && !isExhausted) {
+        const reading = readAhead();
+        if (waiting.length === 0) await reading;
+      }
+      if (waiting.length > 0 || isExhausted) return waiting.shift();
+    }
+  };
+  let order = 0;
+  const lane = async (): Promise<void> => {
+    for (let messageId = await take(); messageId !== undefined && !halt.signal.aborted; messageId = await take()) {
+      const index = order++;
+      underWay++;
+      try {
+        if (await app.broker.replayFromDlq(messageId, queue, resetRetries)) outcome.replayed++;
+      } catch (error) {
+        if (codeOf(error) === "REPLAY_RECORD_KEPT") {
+          outcome.replayed++;
+          outcome.recordsKept.push({ queue, messageId, reason: errorText(error) });
+        } else if (isEntryError(error)) {
+          left.push({ index, entry: { queue, messageId, reason: withoutApiHint(error) } });
+        } else if (outcome.failure === undefined) {
+          outcome.failure = { error };
+          halt.abort();
+        }
+      } finally {
+        underWay--;
+      }
+    }
+  };
+  const lanes = Promise.all(Array.from({ length: Math.min(window, Math.max(budget, 1)) }, lane));
+  const hasEnded = await Promise.race([lanes.then(() => true), graceAfter(halt.signal, lanes)]);
+  left.sort((a, b) => a.index - b.index);
+  for (const { entry } of left) outcome.left.push(entry);
+  if (!hasEnded) outcome.unanswered = underWay;
+  return hasEnded;
 }
 
 /** Resolves to false {@link REPLAY_GRACE_MS} after `halt` aborts, unless `lanes` ends first. */

@@ -17,7 +17,8 @@ import { flushBenchDb } from "./lib/redis.mjs";
 
 const BROKER = process.env.BROKER || "redis";
 const N = Number(process.env.N || (BROKER === "rabbitmq" ? 1000 : 20000));
-const QUEUE = "replaybench";
+const QUEUE = `replaybench-${process.pid}`; // RabbitMQ: its queues are deleted at the end
+process.env.BENCH_QUEUE = QUEUE;
 const DIST = process.env.CHICORY_DIST ? path.resolve(process.env.CHICORY_DIST) : path.join(ROOT, "..", "dist");
 process.env.CHICORY_DIST = DIST;
 process.env.CHICORY_BROKER_URL = BROKER === "rabbitmq" ? "amqp://guest:guest@127.0.0.1:5672" : REDIS_URL;
@@ -47,6 +48,7 @@ const t0 = performance.now();
 const run = spawnSync(process.execPath, [...profile, cli, "dlq", "replay", appModule, "--all", "-q", QUEUE], {
   env: { ...process.env, BENCH_FAIL: "0" },
   encoding: "utf8",
+  timeout: 600_000,
 });
 const seconds = (performance.now() - t0) / 1000;
 const queued = await app.broker.getQueueSize(QUEUE);
@@ -54,6 +56,7 @@ const dead = await app.broker.getDlqCount(QUEUE);
 await app.broker.purgeQueue(QUEUE);
 await app.disconnect();
 await flushBenchDb();
+if (BROKER === "rabbitmq") await deleteRabbitMqQueues();
 if (run.status !== 0 || queued !== N || dead !== 0) {
   console.error(run.stdout, run.stderr);
   console.error({ status: run.status, queued, dead });
@@ -62,3 +65,15 @@ if (run.status !== 0 || queued !== N || dead !== 0) {
 console.log(
   `dlq replay --all on ${BROKER}: ${N} entries in ${seconds.toFixed(2)} s, ${Math.round(N / seconds)} entries/s (process start included)`,
 );
+
+/** Deletes the run's RabbitMQ queues (work queue, DLQ). */
+async function deleteRabbitMqQueues() {
+  const amqp = await import("amqplib");
+  const connection = await amqp.connect(process.env.CHICORY_BROKER_URL);
+  try {
+    const channel = await connection.createChannel();
+    for (const name of [`chicory.${QUEUE}`, `chicory.${QUEUE}.dlq`]) await channel.deleteQueue(name);
+  } finally {
+    await connection.close();
+  }
+}

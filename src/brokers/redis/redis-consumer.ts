@@ -497,7 +497,11 @@ export class RedisConsumer implements Consumer {
     for (const q of this.#queues) if (!q.hasGroup) await this.#createGroup(conn, q);
     // Housekeeping that fails (a full Redis, a script error) is logged and tried again later:
     // it never keeps the read below from taking the jobs that are ready.
+    // A consumer closed meanwhile (or a fetch given up) sends no more calls that name it: each
+    // would re-create the consumer close() removes (and take entries for nobody).
+    const isOver = () => this.#isClosed || signal.aborted;
     for (const q of this.#queues) {
+      if (isOver()) return;
       if (q.mayHoldUnknown && out.length < max) {
         await this.#housekeep(q, "recover own entries", () => this.#recoverOwn(conn, q, max - out.length, out));
       }
@@ -515,6 +519,7 @@ export class RedisConsumer implements Consumer {
       }
     }
     for (const q of this.#queues) {
+      if (isOver()) return;
       if (out.length < max && performance.now() >= q.reclaimAtMs) {
         await this.#housekeep(
           q,
@@ -526,7 +531,7 @@ export class RedisConsumer implements Consumer {
         );
       }
     }
-    if (out.length >= max || signal.aborted) return;
+    if (out.length >= max || isOver()) return;
     const queues = this.#queues;
     if (queues.length === 1) {
       await this.#read(
@@ -539,10 +544,10 @@ export class RedisConsumer implements Consumer {
       return;
     }
     for (const q of queues) {
-      if (out.length >= max) return;
+      if (out.length >= max || isOver()) return;
       await this.#read(conn, q, max - out.length, undefined, out);
     }
-    if (out.length > 0 || signal.aborted) return;
+    if (out.length > 0 || isOver()) return;
     if (!this.#readsOneByOne && !isClusterClient(conn)) {
       try {
         await this.#readAny(conn, max, this.#blockFor(), out);
@@ -1025,14 +1030,18 @@ export class RedisConsumer implements Consumer {
       for (const q of this.#queues) {
         // Keeps the queue's pulse when neither reclaims (no free slot) nor renewals (nothing
         // unsettled) have for half the stall threshold: a renewal of no entries (a reply too).
+        if (this.#isClosed) return;
         if (q.hasGroup && performance.now() - q.pulsedAtMs >= this.#contact.stallMs / 2) await this.#renew(q, [], {});
       }
       // Still quiet (no queue has a group yet): a PING instead.
+      if (this.#isClosed) return;
       if (this.#contact.quietForMs() >= this.#contact.stallMs / 2) {
         await this.#ctx.main.call("PING");
         this.#replied();
       }
       for (const q of this.#queues) {
+        // closed meanwhile: a read now would re-create the consumer close() removed
+        if (this.#isClosed) return;
         if (!q.hasGroup || performance.now() - q.seenAtMs < TOUCH_EVERY_MS) continue;
         await this.#ctx.main.call(
           "XREADGROUP",

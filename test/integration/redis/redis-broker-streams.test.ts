@@ -959,6 +959,40 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(await broker.getQueueSize("q")).toBe(0);
   });
 
+  it("a consumer closed while its touch of several queues is under way stays out of every group", async () => {
+    // The touch (an empty history read per queue, one after the other, which re-creates a
+    // missing consumer) must not go on to the next queue once close() has removed the consumer.
+    const main = rawRedis();
+    cleanups.push(() => main.disconnect());
+    const s = await setup({ client: main });
+    const other = uniqueName("q2");
+    const otherStream = `${s.prefix}:stream:{${other}}`;
+    const c = s.consumer(s.broker, [s.queue, other]);
+    await c.fetch(1, AbortSignal.timeout(50)); // creates both groups
+    let firstTouchReply: Promise<unknown> | undefined;
+    const closed = new Promise<void>((resolve, reject) => {
+      const call = main.call.bind(main) as (...args: unknown[]) => Promise<unknown>;
+      (main as unknown as { call: (...args: unknown[]) => Promise<unknown> }).call = (...args) => {
+        const reply = call(...args);
+        if (firstTouchReply === undefined && args[0] === "XREADGROUP" && args.at(-2) === s.stream) {
+          // the first queue's touch: close now, and let its reply arrive after close() ended
+          firstTouchReply = c
+            .close()
+            .then(() => reply)
+            .finally(resolve);
+          firstTouchReply.catch(reject);
+          return firstTouchReply;
+        }
+        return reply;
+      };
+    });
+    await closed; // (the touch comes within about 2.5 s of the fetch)
+    await main.call("PING"); // after whatever the touch sent once its first reply came
+    const consumersOf = async (stream: string) =>
+      ((await s.raw.call("XINFO", "CONSUMERS", stream, s.group)) as unknown[]).length;
+    expect([await consumersOf(s.stream), await consumersOf(otherStream)]).toEqual([0, 0]);
+  });
+
   it("cleanupStaleClients deletes idle consumers without pending entries only", async () => {
     const s = await setup({ claimMinIdleMs: 60_000 });
     await publish(s.broker, s.queue);

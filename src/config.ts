@@ -76,7 +76,11 @@ export interface WorkerOptions {
   heartbeatInterval?: Duration | undefined;
   /** How long a heartbeat lives, over the interval (`CHICORY_WORKER_HEARTBEAT_TTL`; default 3 intervals, at least 30 s). */
   heartbeatTtl?: Duration | undefined;
-  /** Time between stale-worker cleanups, ±15 % (`CHICORY_WORKER_CLEANUP_INTERVAL`; default 900 s, at least 30 s). */
+  /**
+   * Time between stale-worker cleanups, ±15 % (`CHICORY_WORKER_CLEANUP_INTERVAL`; default 900 s,
+   * at least 30 s). The first round runs about a minute after the start (or after this
+   * interval, when shorter).
+   */
   cleanupInterval?: Duration | undefined;
   /**
    * Silence after which a worker is stale and cleaned up, over the heartbeat interval and at

@@ -19,6 +19,8 @@ export interface LoopOptions {
   readonly jitter?: number;
   /** Run once immediately (default false). */
   readonly runFirst?: boolean;
+  /** Milliseconds (jittered too) before the first iteration, when not `runFirst`; default `intervalMs`. */
+  readonly firstDelayMs?: number;
   /** Called with an iteration's error; the loop goes on. */
   readonly onError: (error: unknown) => void;
   /** Randomness (tests). */
@@ -47,7 +49,7 @@ export function startLoop(body: () => Promise<void>, options: LoopOptions): Loop
       .finally(() => schedule(jitteredInterval(options.intervalMs, options.jitter ?? 0, options.random)));
   };
   if (options.runFirst) tick();
-  else schedule(jitteredInterval(options.intervalMs, options.jitter ?? 0, options.random));
+  else schedule(jitteredInterval(options.firstDelayMs ?? options.intervalMs, options.jitter ?? 0, options.random));
 
   return {
     async stop() {

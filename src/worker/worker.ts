@@ -56,6 +56,8 @@ const FETCH_BACKOFF_FIRST_MS = 100;
 const FETCH_BACKOFF_MAX_MS = 1000;
 /** A handler still running this long after its attempt ended is logged (it ignores ctx.signal). */
 const LINGER_WARN_MS = 1000;
+/** When the first stale-worker cleanup runs after a start (±15 %), unless `cleanupInterval` is shorter. */
+const FIRST_CLEANUP_MS = 60_000;
 /** While fetches keep failing, one log line per this long. */
 const FETCH_FAILURE_LOG_MS = 10_000;
 /** Longest wait for a shutdown step that talks to a server (a loop's round, the last heartbeat). */
@@ -434,6 +436,9 @@ export class Worker {
     this.#loops.push(
       startLoop(() => this.#cleanup(), {
         intervalMs: this.config.cleanupInterval * 1000,
+        // A first round soon after the start: in a fleet whose workers live shorter than the
+        // interval (frequent deploys, autoscaling), a round would otherwise never come.
+        firstDelayMs: Math.min(FIRST_CLEANUP_MS, this.config.cleanupInterval * 1000),
         jitter: 0.15,
         onError: onError("cleanup"),
       }),

@@ -1,0 +1,56 @@
+/**
+ * The worker's stale-worker cleanup: a first round about a minute after the start, then every
+ * `cleanupInterval` (±15 %), so that workers living shorter than the interval still run one.
+ */
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { Chicory, MemoryBackend, MemoryBroker, silentLogger, Worker } from "../../src/index.js";
+
+class CountingBroker extends MemoryBroker {
+  cleanups = 0;
+  override async cleanupStaleClients(queue?: string, staleSeconds?: number): Promise<number> {
+    this.cleanups++;
+    return super.cleanupStaleClients(queue, staleSeconds);
+  }
+}
+
+describe("worker cleanup loop", () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it("runs a first round within 60 s (±15 %) of the start, then every cleanupInterval", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval"] });
+    const broker = new CountingBroker();
+    const app = new Chicory({ broker, backend: new MemoryBackend() });
+    const worker = new Worker(app, { logger: silentLogger, cleanupInterval: "900s" });
+    await worker.start();
+    try {
+      await vi.advanceTimersByTimeAsync(50_000); // before the earliest first round (51 s)
+      expect(broker.cleanups).toBe(0);
+      await vi.advanceTimersByTimeAsync(20_000); // past the latest (69 s)
+      expect(broker.cleanups).toBe(1);
+      await vi.advanceTimersByTimeAsync(700_000); // the next comes 765-1,035 s after the first
+      expect(broker.cleanups).toBe(1);
+      await vi.advanceTimersByTimeAsync(400_000);
+      expect(broker.cleanups).toBe(2);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it("with a cleanupInterval under a minute, the first round comes after that interval", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval"] });
+    const broker = new CountingBroker();
+    const app = new Chicory({ broker, backend: new MemoryBackend() });
+    const worker = new Worker(app, { logger: silentLogger, cleanupInterval: "30s" });
+    await worker.start();
+    try {
+      await vi.advanceTimersByTimeAsync(25_000); // before 30 s - 15 %
+      expect(broker.cleanups).toBe(0);
+      await vi.advanceTimersByTimeAsync(10_000); // past 30 s + 15 %
+      expect(broker.cleanups).toBe(1);
+    } finally {
+      await worker.stop();
+    }
+  });
+});

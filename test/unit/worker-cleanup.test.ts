@@ -13,17 +13,23 @@ class CountingBroker extends MemoryBroker {
   }
 }
 
+/** A started worker (on fake timers) whose broker counts its cleanup rounds. */
+async function countingWorker(cleanupInterval: string): Promise<{ broker: CountingBroker; worker: Worker }> {
+  vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval"] });
+  const broker = new CountingBroker();
+  const app = new Chicory({ broker, backend: new MemoryBackend() });
+  const worker = new Worker(app, { logger: silentLogger, cleanupInterval });
+  await worker.start();
+  return { broker, worker };
+}
+
 describe("worker cleanup loop", () => {
   afterEach(() => {
     vi.useRealTimers();
   });
 
   it("runs a first round within 60 s (±15 %) of the start, then every cleanupInterval", async () => {
-    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval"] });
-    const broker = new CountingBroker();
-    const app = new Chicory({ broker, backend: new MemoryBackend() });
-    const worker = new Worker(app, { logger: silentLogger, cleanupInterval: "900s" });
-    await worker.start();
+    const { broker, worker } = await countingWorker("900s");
     try {
       await vi.advanceTimersByTimeAsync(50_000); // before the earliest first round (51 s)
       expect(broker.cleanups).toBe(0);
@@ -39,11 +45,7 @@ describe("worker cleanup loop", () => {
   });
 
   it("with a cleanupInterval under a minute, the first round comes after that interval", async () => {
-    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval"] });
-    const broker = new CountingBroker();
-    const app = new Chicory({ broker, backend: new MemoryBackend() });
-    const worker = new Worker(app, { logger: silentLogger, cleanupInterval: "30s" });
-    await worker.start();
+    const { broker, worker } = await countingWorker("30s");
     try {
       await vi.advanceTimersByTimeAsync(25_000); // before 30 s - 15 %
       expect(broker.cleanups).toBe(0);

@@ -9,13 +9,15 @@ import type { Command } from "commander";
 import type { Chicory } from "../app.js";
 import type { DlqMessage } from "../brokers/broker.js";
 import { onStopSignals, signalExitCode } from "../core/signals.js";
-import { sleep } from "../core/sleep.js";
+import { settlesWithin } from "../core/sleep.js";
+import { toError } from "../errors.js";
 import { connectApp, connectBroker, targetQueues, withApp } from "./app-session.js";
 import { purgeConfirmed, requireConfirmable } from "./confirm.js";
 import { intAtLeast, withLogLevel, withQueues } from "./options.js";
 import {
   CliFailure,
   CliUsageError,
+  codeOf,
   EXIT_OK,
   errorLine,
   printInfo,
@@ -134,10 +136,6 @@ interface LeftEntry {
 function isEntryError(error: unknown): boolean {
   const code = codeOf(error);
   return code !== "BROKER_CONNECTION" && code !== "BACKEND_CONNECTION";
-}
-
-function codeOf(error: unknown): unknown {
-  return (error as { code?: unknown } | null)?.code;
 }
 
 /**
@@ -282,7 +280,7 @@ async function replayQueue(
       } catch (error) {
         if (codeOf(error) === "REPLAY_RECORD_KEPT") {
           outcome.replayed++;
-          outcome.recordsKept.push({ queue, messageId, reason: errorText(error) });
+          outcome.recordsKept.push({ queue, messageId, reason: toError(error).message });
         } else if (isEntryError(error)) {
           left.push({ index, entry: { queue, messageId, reason: withoutApiHint(error) } });
         } else if (outcome.failure === undefined) {
@@ -295,34 +293,14 @@ async function replayQueue(
     }
   };
   const lanes = Promise.all(Array.from({ length: Math.min(window, Math.max(budget, 1)) }, lane));
-  const hasEnded = await Promise.race([lanes.then(() => true), graceAfter(halt.signal, lanes)]);
+  // until the lanes end, or a stop or failure halts them: then they get REPLAY_GRACE_MS more
+  const halted = new Promise<void>((resolve) => halt.signal.addEventListener("abort", () => resolve(), { once: true }));
+  await Promise.race([lanes, halted]);
+  const hasEnded = !halt.signal.aborted || (await settlesWithin(lanes, REPLAY_GRACE_MS));
   left.sort((a, b) => a.index - b.index);
   for (const { entry } of left) outcome.left.push(entry);
   if (!hasEnded) outcome.unanswered = underWay;
   return hasEnded;
-}
-
-/** Resolves to false {@link REPLAY_GRACE_MS} after `halt` aborts, unless `lanes` ends first. */
-function graceAfter(halt: AbortSignal, lanes: Promise<unknown>): Promise<boolean> {
-  return new Promise((resolve) => {
-    const ended = new AbortController();
-    lanes.finally(() => ended.abort()).catch(() => undefined);
-    const wait = () => {
-      sleep(REPLAY_GRACE_MS, ended.signal).then(
-        () => resolve(false),
-        () => undefined,
-      );
-    };
-    if (halt.aborted) wait();
-    else {
-      halt.addEventListener("abort", wait, { once: true });
-      ended.signal.addEventListener("abort", () => halt.removeEventListener("abort", wait), { once: true });
-    }
-  });
-}
-
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /**
@@ -365,7 +343,7 @@ function severalQueuesError(id: string, holding: readonly string[]): CliUsageErr
 
 /** A replay refusal's text without the library's hint, which names its API (the command names its own). */
 function withoutApiHint(error: unknown): string {
-  return (error instanceof Error ? error.message : String(error)).replace(/; delete it with deleteFromDlq\)$/, ")");
+  return toError(error).message.replace(/; delete it with deleteFromDlq\)$/, ")");
 }
 
 /**

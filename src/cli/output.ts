@@ -43,7 +43,8 @@ export function maskSecrets(text: string): string {
   return text.replace(URL_PASSWORD, "$1:***@").replace(QUERY_PASSWORD, "$1***");
 }
 
-function codeOf(error: unknown): string | undefined {
+/** The `code` of a thrown value (ChicoryError's, a driver's), when it has a string one. */
+export function codeOf(error: unknown): string | undefined {
   if (typeof error === "object" && error !== null && "code" in error) {
     const code = (error as { code: unknown }).code;
     return typeof code === "string" ? code : undefined;

@@ -7,7 +7,7 @@
 import { nextTurn, sleep, withinDeadline } from "../core/sleep.js";
 import { warnTlsUnverified } from "../core/tls.js";
 import { redactSecrets } from "../core/url.js";
-import { ConfigurationError } from "../errors.js";
+import { ConfigurationError, toError } from "../errors.js";
 import { loadRedis, type RedisClientLike, scriptNameOf } from "./redis-client.js";
 import {
   BASE_REDIS_OPTIONS,
@@ -21,7 +21,7 @@ export type ErrorFactory = (message: string, cause: unknown) => Error;
 
 /** A message for a driver error with the password removed. */
 export function describeRedisError(error: unknown, password: string | undefined): string {
-  const text = errorText(error);
+  const text = toError(error).message;
   // ioredis's parser asks to report a reply it cannot read; here it means "not a Redis server".
   // A command on a connection that dropped, not sent again, is reported as a retry limit; one
   // issued while it reconnects, as an offline queue setting.
@@ -85,17 +85,12 @@ function withScriptRefusalHint(text: string): string {
 /** A connect the server ended by closing the connection (not a refusal, a timeout or a reply). */
 const CLOSED_BY_SERVER = /\bECONNRESET\b|\bEPIPE\b|Connection is closed/;
 
-/** The message of a thrown value. */
-function errorText(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 /**
  * Why a failed connect failed, in words a user can act on: Redis's own refusal (`NOAUTH`,
  * `WRONGPASS`) or the TLS verification error, plus which setting to look at.
  */
 export function connectFailureHint(error: unknown, envPrefix: string, isTls = false, hasCa = false): string {
-  const text = errorText(error);
+  const text = toError(error).message;
   const code = (error as { code?: unknown } | null)?.code;
   if (code === "ETIMEDOUT" || /\bETIMEDOUT\b/.test(text)) {
     return isTls
@@ -166,7 +161,7 @@ export async function openRedis(
     // that dropped it) is tried again, twice, shortly after: one that is not Redis at all
     // closes every time, and still fails within half a second.
     const retryInMs = CLOSED_AT_CONNECT_RETRY_MS[attempt];
-    if (retryInMs !== undefined && CLOSED_BY_SERVER.test(errorText(reason))) {
+    if (retryInMs !== undefined && CLOSED_BY_SERVER.test(toError(reason).message)) {
       await sleep(retryInMs);
       continue;
     }

@@ -267,6 +267,13 @@ export interface BrokerAdmin {
   /** Up to `count` (default 100) oldest entries of `queue`'s DLQ. */
   getDlqMessages(queue?: string, count?: number): Promise<DlqMessage[]>;
   /**
+   * Up to `count` (default 100) oldest entries of `queue`'s DLQ that came after entry
+   * `afterMessageId` (a `messageId` this broker gave; the entry itself need not exist any more):
+   * pages through a DLQ without reading its first entries again. Brokers whose DLQ entries are
+   * ordered by id (Redis, SQLite, memory); without it, callers read from the start.
+   */
+  getDlqMessagesAfter?(afterMessageId: string, queue?: string, count?: number): Promise<DlqMessage[]>;
+  /**
    * Moves one DLQ entry back to `queue` (default: the queue it died on). A broker with one DLQ
    * per queue (Redis) looks for the entry in `queue`'s DLQ only, and replays it there: `queue`
    * defaults to `"default"` and must name the queue the entry died on. Idempotent per entry:

@@ -5,6 +5,7 @@
  * @module
  */
 import type { MessageCodec } from "../core/message.js";
+import { ValidationError } from "../errors.js";
 import type { BrokerAdmin, DlqMessage, DlqReplayGuard, HealthStatus } from "./broker.js";
 import { guardedReplay, replayRefusedError, rewriteForReplay, toDlqMessage } from "./dlq.js";
 import { type MemoryMessage, MemoryQueue } from "./memory-queue.js";
@@ -78,9 +79,27 @@ export abstract class MemoryAdmin implements BrokerAdmin {
   }
 
   async getDlqMessages(queue = DEFAULT_QUEUE, count = 100): Promise<DlqMessage[]> {
+    return this.#listDlq(queue, count, 0);
+  }
+
+  /** {@inheritDoc BrokerAdmin.getDlqMessagesAfter} An id not of the form `dlq-<n>` is a `ValidationError`. */
+  async getDlqMessagesAfter(afterMessageId: string, queue = DEFAULT_QUEUE, count = 100): Promise<DlqMessage[]> {
+    const after = /^dlq-(\d{1,15})$/.exec(afterMessageId)?.[1];
+    if (after === undefined) {
+      throw new ValidationError(
+        `DLQ message id ${JSON.stringify(afterMessageId.slice(0, 64))} is not a memory DLQ entry id (dlq-<n>, e.g. dlq-7)`,
+      );
+    }
+    return this.#listDlq(queue, count, Number(after));
+  }
+
+  /** Up to `count` DLQ entries of `queue` with a sequence number above `afterSeq`, in order. */
+  #listDlq(queue: string, count: number, afterSeq: number): DlqMessage[] {
     const out: DlqMessage[] = [];
     for (const entry of this.queue(queue).dlq.values()) {
       if (out.length >= count) break;
+      // entry ids are dlq-<seq>, added in sequence order
+      if (afterSeq > 0 && Number(entry.entryId.slice(4)) <= afterSeq) continue;
       out.push(toDlqMessage(entry.entryId, { body: entry.message.body, error: entry.error, failedAt: entry.failedAt }));
     }
     return out;

@@ -3,6 +3,7 @@
  */
 import { expect, it } from "vitest";
 import type { Broker, DlqMessage } from "../../src/brokers/broker.js";
+import { ValidationError } from "../../src/errors.js";
 import type { BrokerHarness } from "./broker-contract.js";
 import {
   type EncodedTask,
@@ -172,5 +173,31 @@ export function brokerDlqTests(h: BrokerHarness): void {
     await deadLettered(h, second, "second");
     const entries = await broker.getDlqMessages(h.queue(), 100);
     expect(entries.map((m) => m.body)).toEqual([first.body, second.body]);
+  });
+
+  it("getDlqMessagesAfter pages past an entry, also one no longer there", async (ctx) => {
+    const broker = h.broker();
+    if (!broker.getDlqMessagesAfter) {
+      console.info(`skipped: broker "${broker.kind}" does not list a DLQ past an id`);
+      ctx.skip();
+      return;
+    }
+    const errors = ["a", "b", "c", "d"];
+    for (const error of errors) await deadLettered(h, encodeTask(h.codec), error);
+    const all = await broker.getDlqMessages(h.queue(), 100);
+    expect(all.map((m) => m.error)).toEqual(errors);
+    const [a, b, , d] = all.map((m) => m.messageId) as [string, string, string, string];
+    const page = await broker.getDlqMessagesAfter(a, h.queue(), 2);
+    expect(page.map((m) => m.error)).toEqual(["b", "c"]);
+    expect(page[0]).toEqual(all[1]);
+    // past an entry since deleted (or replayed): the ones after it
+    expect(await broker.deleteFromDlq(b, h.queue())).toBe(true);
+    expect((await broker.getDlqMessagesAfter(b, h.queue(), 10)).map((m) => m.error)).toEqual(["c", "d"]);
+    expect(await broker.getDlqMessagesAfter(d, h.queue(), 10)).toEqual([]);
+    expect(await broker.getDlqMessagesAfter(a, h.queue(), 0)).toEqual([]);
+    // an entry dead-lettered later comes after the last one
+    await deadLettered(h, encodeTask(h.codec), "e");
+    expect((await broker.getDlqMessagesAfter(d, h.queue(), 10)).map((m) => m.error)).toEqual(["e"]);
+    await expect(broker.getDlqMessagesAfter("not an id", h.queue(), 10)).rejects.toBeInstanceOf(ValidationError);
   });
 }

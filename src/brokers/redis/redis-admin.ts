@@ -21,13 +21,23 @@ function fieldsOf(fields: readonly string[]): Record<string, string> {
   return out;
 }
 
-/** Up to `count` oldest DLQ entries. */
-export async function getDlqMessages(client: RedisClientLike, keys: QueueKeys, count: number): Promise<DlqMessage[]> {
+/**
+ * Up to `count` oldest DLQ entries; with `afterMessageId` (a whole entry id), those after it
+ * (an exclusive `XRANGE` start, Redis 6.2+).
+ */
+export async function getDlqMessages(
+  client: RedisClientLike,
+  keys: QueueKeys,
+  count: number,
+  afterMessageId?: string,
+): Promise<DlqMessage[]> {
+  const operation = afterMessageId === undefined ? "getDlqMessages" : "getDlqMessagesAfter";
   if (!Number.isSafeInteger(count) || count < 0) {
-    throw new ValidationError(`getDlqMessages: count must be a whole number >= 0, got ${String(count)}`);
+    throw new ValidationError(`${operation}: count must be a whole number >= 0, got ${String(count)}`);
   }
+  const start = afterMessageId === undefined ? "-" : `(${dlqEntryId(afterMessageId)}`;
   if (count === 0) return [];
-  const entries = (await client.call("XRANGE", keys.dlq, "-", "+", "COUNT", count)) as StreamEntry[];
+  const entries = (await client.call("XRANGE", keys.dlq, start, "+", "COUNT", count)) as StreamEntry[];
   return entries.map(([id, raw]) => {
     const f = fieldsOf(raw);
     const retryCount = f.retry_count === undefined ? undefined : Number(f.retry_count);

@@ -401,6 +401,18 @@ export class RedisBroker implements Broker {
   }
 
   /**
+   * {@inheritDoc BrokerAdmin.getDlqMessagesAfter} One `XRANGE` from past that entry id; a
+   * malformed id is a `ValidationError`.
+   */
+  getDlqMessagesAfter(afterMessageId: string, queue = DEFAULT_QUEUE, count = 100): Promise<DlqMessage[]> {
+    return this.#admin(
+      "getDlqMessagesAfter",
+      (c) => admin.getDlqMessages(c.main, this.#keys.get(queue), count, afterMessageId),
+      true,
+    );
+  }
+
+  /**
    * {@inheritDoc BrokerAdmin.replayFromDlq} `queue` (default `"default"`) names the DLQ searched
    * and the queue replayed to. Refused (an error; the entry stays) while another message of the
    * task id is queued, delayed or running under a unique marker. See {@link admin.replayFromDlq}.

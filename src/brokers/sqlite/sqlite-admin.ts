@@ -32,6 +32,8 @@ const REFUSED = Symbol("replay refused");
 const SQL = {
   // Params: queue, count.
   dlqList: "SELECT * FROM chicory_dlq WHERE queue = ? ORDER BY id LIMIT ?",
+  // Params: queue, after id, count.
+  dlqListAfter: "SELECT * FROM chicory_dlq WHERE queue = ? AND id > ? ORDER BY id LIMIT ?",
   // Params: id.
   dlqGet: "SELECT * FROM chicory_dlq WHERE id = ?",
   // Params: id, queue (null: any queue).
@@ -70,6 +72,11 @@ export class SqliteAdmin {
   /** Oldest `count` DLQ rows of `queue`. */
   dlqList(queue: string, count: number): DlqRow[] {
     return this.#s.dlqList.all(queue, count) as DlqRow[];
+  }
+
+  /** Up to `count` DLQ rows of `queue` after row `afterId`, oldest first. */
+  dlqListAfter(queue: string, afterId: number, count: number): DlqRow[] {
+    return this.#s.dlqListAfter.all(queue, afterId, count) as DlqRow[];
   }
 
   /** One DLQ row, or undefined. */

@@ -22,7 +22,7 @@
  */
 import { MessageCodec, peekMessage, truncateError } from "../../core/message.js";
 import { assertValidName } from "../../core/names.js";
-import { BrokerConnectionError, ChicoryError, ConfigurationError } from "../../errors.js";
+import { BrokerConnectionError, ChicoryError, ConfigurationError, ValidationError } from "../../errors.js";
 import type {
   Broker,
   BrokerBinding,
@@ -36,7 +36,7 @@ import type {
   PublishResult,
 } from "../broker.js";
 import { guardedReplay, replayedTaskId, replayRefusedError, rewriteForReplay, toDlqMessage } from "../dlq.js";
-import { SqliteAdmin } from "./sqlite-admin.js";
+import { type DlqRow, SqliteAdmin } from "./sqlite-admin.js";
 import { SqliteConsumer, type SqliteConsumerHost } from "./sqlite-consumer.js";
 import type { SqliteDatabase } from "./sqlite-database.js";
 import {
@@ -179,15 +179,22 @@ export class SqliteBroker implements Broker {
   }
 
   async getDlqMessages(queue = DEFAULT_QUEUE, count = 100): Promise<DlqMessage[]> {
-    const rows = this.#admin("list DLQ", (admin) => admin.dlqList(queue, Math.max(0, Math.trunc(count))));
-    return rows.map((row) =>
-      toDlqMessage(String(row.id), {
-        body: row.body,
-        error: row.error,
-        failedAt: row.failed_at,
-        retryCount: row.retry_count,
-      }),
-    );
+    return toDlqMessages(this.#admin("list DLQ", (admin) => admin.dlqList(queue, Math.max(0, Math.trunc(count)))));
+  }
+
+  /**
+   * {@inheritDoc BrokerAdmin.getDlqMessagesAfter} Row ids only grow (`AUTOINCREMENT`), so an
+   * entry dead-lettered later is never skipped; an id that is not a row id is a `ValidationError`.
+   */
+  async getDlqMessagesAfter(afterMessageId: string, queue = DEFAULT_QUEUE, count = 100): Promise<DlqMessage[]> {
+    const afterId = parseRowId(afterMessageId);
+    if (afterId === undefined) {
+      throw new ValidationError(
+        `DLQ message id ${JSON.stringify(afterMessageId.slice(0, 64))} is not a SQLite DLQ row id (a whole number, e.g. 42)`,
+      );
+    }
+    const size = Math.max(0, Math.trunc(count));
+    return toDlqMessages(this.#admin("list DLQ", (admin) => admin.dlqListAfter(queue, afterId, size)));
   }
 
   async replayFromDlq(messageId: string, queue?: string, resetRetries = true): Promise<boolean> {
@@ -320,6 +327,18 @@ export class SqliteBroker implements Broker {
 }
 
 /** A DLQ message id as a row id, or undefined when it is not one. */
+/** The {@link DlqMessage}s of DLQ rows. */
+function toDlqMessages(rows: readonly DlqRow[]): DlqMessage[] {
+  return rows.map((row) =>
+    toDlqMessage(String(row.id), {
+      body: row.body,
+      error: row.error,
+      failedAt: row.failed_at,
+      retryCount: row.retry_count,
+    }),
+  );
+}
+
 function parseRowId(messageId: string): number | undefined {
   if (!/^\d{1,15}$/.test(messageId)) return undefined;
   return Number(messageId);

@@ -9,6 +9,8 @@
 //                                                results on Redis DB 2)
 //   PROFILE=dir node bench/dlq-replay.mjs        (the CLI process runs with --cpu-prof into dir)
 //   CHICORY_DIST=.tmp/bench-dist node bench/dlq-replay.mjs   (another build)
+//   UNREPLAYABLE=20000 N=1000 node bench/dlq-replay.mjs  (first K entries are bodies that are
+//                                                not messages: the CLI leaves them and lists them)
 import { spawnSync } from "node:child_process";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
@@ -17,6 +19,7 @@ import { flushBenchDb } from "./lib/redis.mjs";
 
 const BROKER = process.env.BROKER || "redis";
 const N = Number(process.env.N || (BROKER === "rabbitmq" ? 1000 : 20000));
+const UNREPLAYABLE = Number(process.env.UNREPLAYABLE || 0);
 const QUEUE = `replaybench-${process.pid}`; // RabbitMQ: its queues are deleted at the end
 process.env.BENCH_QUEUE = QUEUE;
 const DIST = process.env.CHICORY_DIST ? path.resolve(process.env.CHICORY_DIST) : path.join(ROOT, "..", "dist");
@@ -35,10 +38,16 @@ await app.broker.purgeDlq(QUEUE);
 process.env.BENCH_FAIL = "1";
 const worker = new Worker(app, { queue: QUEUE, concurrency: 64, useDeadLetterQueue: true, logger: silentLogger });
 await worker.start();
+// bodies that are not messages: the worker dead-letters them (decode_error), first in the DLQ
+for (let sent = 0; sent < UNREPLAYABLE; sent += 1000) {
+  const ids = Array.from({ length: Math.min(1000, UNREPLAYABLE - sent) }, (_, i) => `bad-${sent + i}`);
+  await Promise.all(ids.map((id) => app.broker.publish(QUEUE, { id, body: `{not a message ${id}` })));
+}
+while ((await app.broker.getDlqCount(QUEUE)) < UNREPLAYABLE) await new Promise((r) => setTimeout(r, 100));
 for (let sent = 0; sent < N; sent += 1000) {
   await Promise.all(Array.from({ length: Math.min(1000, N - sent) }, (_, i) => fail.delay(sent + i)));
 }
-while ((await app.broker.getDlqCount(QUEUE)) < N) await new Promise((r) => setTimeout(r, 100));
+while ((await app.broker.getDlqCount(QUEUE)) < UNREPLAYABLE + N) await new Promise((r) => setTimeout(r, 100));
 await worker.stop(); // disconnects the app
 await app.connect();
 
@@ -49,6 +58,7 @@ const run = spawnSync(process.execPath, [...profile, cli, "dlq", "replay", appMo
   env: { ...process.env, BENCH_FAIL: "0" },
   encoding: "utf8",
   timeout: 600_000,
+  maxBuffer: 1 << 30, // every entry left is a line
 });
 const seconds = (performance.now() - t0) / 1000;
 const queued = await app.broker.getQueueSize(QUEUE);
@@ -57,13 +67,16 @@ await app.broker.purgeQueue(QUEUE);
 await app.disconnect();
 await flushBenchDb();
 if (BROKER === "rabbitmq") await deleteRabbitMqQueues();
-if (run.status !== 0 || queued !== N || dead !== 0) {
+// entries left behind make the command exit 1
+if (run.status !== (UNREPLAYABLE > 0 ? 1 : 0) || queued !== N || dead !== UNREPLAYABLE) {
   console.error(run.stdout, run.stderr);
   console.error({ status: run.status, queued, dead });
   process.exit(1);
 }
 console.log(
-  `dlq replay --all on ${BROKER}: ${N} entries in ${seconds.toFixed(2)} s, ${Math.round(N / seconds)} entries/s (process start included)`,
+  `dlq replay --all on ${BROKER}: ${N} entries` +
+    (UNREPLAYABLE > 0 ? ` after ${UNREPLAYABLE} unreplayable ones (left)` : "") +
+    ` in ${seconds.toFixed(2)} s, ${Math.round(N / seconds)} entries/s (process start included)`,
 );
 
 /** Deletes the run's RabbitMQ queues (work queue, DLQ). */

@@ -213,9 +213,11 @@ async function replayAll(
 
 /**
  * {@link replayAll} for one queue: lanes take entries from listings read ahead (a listing is
- * read again once fewer than a window's worth are waiting, past the entries left behind and
- * those taken, which stay in the DLQ until moved). Returns false when it stopped waiting for
- * replays under way (`outcome.unanswered`).
+ * read again once fewer than a window's worth are waiting). Each listing starts past the last
+ * entry listed where the broker lists past an id (`getDlqMessagesAfter`), else it reads the
+ * entries left behind and those taken again (they stay in the DLQ until moved), which is
+ * quadratic in the entries left. Returns false when it stopped waiting for replays under way
+ * (`outcome.unanswered`).
  */
 async function replayQueue(
   app: Chicory,
@@ -234,9 +236,16 @@ async function replayQueue(
   let underWay = 0;
   let listing: Promise<void> | null = null;
 
+  const broker = app.broker;
+  let cursor: string | undefined; // the last entry listed, where the broker lists past an id
   const list = async (): Promise<void> => {
-    // entries left behind and those under way or waiting are still first in the DLQ: read past them
-    const batch = await app.broker.getDlqMessages(queue, left.length + underWay + waiting.length + batchSize);
+    // Entries left behind and those under way or waiting are still first in the DLQ: a broker
+    // that lists past an id starts after the last one listed, the others read past them.
+    const batch =
+      cursor !== undefined && broker.getDlqMessagesAfter
+        ? await broker.getDlqMessagesAfter(cursor, queue, batchSize)
+        : await broker.getDlqMessages(queue, left.length + underWay + waiting.length + batchSize);
+    cursor = batch.at(-1)?.messageId ?? cursor;
     const fresh = batch.filter((m) => !taken.has(m.messageId)).slice(0, budget - taken.size);
     if (fresh.length === 0) isExhausted = true;
     for (const m of fresh) {

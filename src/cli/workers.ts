@@ -1,16 +1,21 @@
 /**
- * `chicory workers <module>`: lists live workers from their heartbeats in the backend.
+ * `chicory workers <module>`: lists live workers from their heartbeats in the backend; with
+ * `--min`, also a health probe (exit 1 when fewer are running).
  * @module
  */
 import type { Command } from "commander";
 import type { WorkerStats } from "../backends/backend.js";
 import { connectBackend, withApp } from "./app-session.js";
-import { withLogLevel } from "./options.js";
-import { EXIT_OK, printJson, printTable } from "./output.js";
+import { intAtLeast, withLogLevel } from "./options.js";
+import { EXIT_FAILURE, EXIT_OK, printInfo, printJson, printTable } from "./output.js";
 
 /** Options of `chicory workers`. */
 export interface WorkersCommandOptions {
   json?: boolean;
+  /** Only the workers of this host (as `os.hostname()` gives it on the worker's machine). */
+  host?: string;
+  /** Exit 1 when fewer than this many of the listed workers are running. */
+  min?: number;
 }
 
 function age(iso: string | null, now: number): string {
@@ -31,12 +36,13 @@ function uptime(seconds: number): string {
 export function runWorkersCommand(spec: string, opts: WorkersCommandOptions): Promise<number> {
   return withApp(spec, async ({ app }) => {
     const backend = await connectBackend(app, "listing workers");
-    const workers: WorkerStats[] = [...(await backend.getActiveWorkers())].sort((a, b) =>
-      a.workerId.localeCompare(b.workerId),
-    );
+    const workers: WorkerStats[] = (await backend.getActiveWorkers())
+      .filter((w) => opts.host === undefined || w.hostname === opts.host)
+      .sort((a, b) => a.workerId.localeCompare(b.workerId));
+    const exitCode = checkRunning(workers, opts);
     if (opts.json) {
       printJson(workers);
-      return EXIT_OK;
+      return exitCode;
     }
     const now = Date.now();
     printTable(
@@ -54,10 +60,23 @@ export function runWorkersCommand(spec: string, opts: WorkersCommandOptions): Pr
         age(w.lastHeartbeat, now),
         w.isRunning ? "running" : "stopped",
       ]),
-      "no live workers",
+      opts.host === undefined ? "no live workers" : `no live workers on host ${opts.host}`,
     );
-    return EXIT_OK;
+    return exitCode;
   });
+}
+
+/**
+ * With `--min n`: EXIT_FAILURE, said on stderr, when fewer than n of `workers` are running (a
+ * stopping worker's heartbeat says stopped); EXIT_OK otherwise.
+ */
+function checkRunning(workers: readonly WorkerStats[], opts: WorkersCommandOptions): number {
+  if (opts.min === undefined) return EXIT_OK;
+  const running = workers.filter((w) => w.isRunning).length;
+  if (running >= opts.min) return EXIT_OK;
+  const where = opts.host === undefined ? "" : ` on host ${opts.host}`;
+  printInfo(`chicory: ${running} running worker(s)${where}, fewer than --min ${opts.min}`);
+  return EXIT_FAILURE;
 }
 
 /** Adds `chicory workers` to the program. */
@@ -66,6 +85,12 @@ export function registerWorkersCommand(program: Command, run: (action: () => Pro
     .command("workers")
     .description("list live workers (from their heartbeats)")
     .argument("<module>", "app module: path/to/app.ts[:export]")
-    .option("--json", "print JSON instead of a table");
+    .option("--json", "print JSON instead of a table")
+    .option("--host <hostname>", "only the workers of this host (its os.hostname(), as in the HOST column)")
+    .option(
+      "--min <n>",
+      'exit 1 when fewer than n listed workers are running (a health probe; e.g. --host "$(hostname)" --min 1)',
+      intAtLeast(1),
+    );
   withLogLevel(command).action((spec: string, opts: WorkersCommandOptions) => run(() => runWorkersCommand(spec, opts)));
 }

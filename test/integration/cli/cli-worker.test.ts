@@ -91,6 +91,27 @@ describe("chicory CLI on the embedded SQLite broker (multi-process)", () => {
     expect(table.stdout).toContain(mine?.workerId ?? "?");
   });
 
+  it("workers --min is a health probe: exit 1 with a line on stderr when fewer are running", async () => {
+    const json = await runCli(["workers", APP_JS, "--json"], env);
+    const [only] = JSON.parse(json.stdout) as Array<{ hostname: string; pid: number }>;
+    expect(only?.pid).toBe(worker.child.pid);
+    const host = only?.hostname ?? "?";
+    const ok = await runCli(["workers", APP_JS, "--host", host, "--min", "1"], env);
+    expect([ok.code, ok.stderr]).toEqual([0, ""]);
+    expect(ok.stdout).toContain(String(worker.child.pid));
+    const few = await runCli(["workers", APP_JS, "--min", "2", "--json"], env);
+    expect(few.code).toBe(1);
+    expect(JSON.parse(few.stdout)).toHaveLength(1);
+    expect(few.stderr).toBe("chicory: 1 running worker(s), fewer than --min 2\n");
+    const elsewhere = await runCli(["workers", APP_JS, "--host", "no-such-host", "--min", "1"], env);
+    expect(elsewhere.code).toBe(1);
+    expect(elsewhere.stdout).toContain("no live workers on host no-such-host");
+    expect(elsewhere.stderr).toBe("chicory: 0 running worker(s) on host no-such-host, fewer than --min 1\n");
+    const zero = await runCli(["workers", APP_JS, "--min", "0"], env);
+    expect(zero.code).toBe(2);
+    expect(zero.stderr).toMatch(/--min.*expected a whole number >= 1, got "0"/);
+  });
+
   it("dlq list/count/replay/delete/purge", async () => {
     const count = await runCli(["dlq", "count", APP_JS], env);
     expect(count.stdout.trim()).toBe("1");
@@ -329,6 +350,34 @@ describe.skipIf(skipRedis)("chicory CLI on Redis (multi-process)", () => {
       expect(left).toBeGreaterThan(0); // stopped before the end
       expect([replayed + left, await raw.xlen(stream), await raw.xlen(dlq)]).toEqual([total, replayed, left]);
     } finally {
+      raw.disconnect();
+    }
+  });
+
+  it("workers --min counts a stopping worker's heartbeat as not running", async () => {
+    requireBuild();
+    const raw = rawRedis();
+    const host = uniqueName("probe-host");
+    const stopping = uniqueName("stopping");
+    const running = uniqueName("running");
+    try {
+      for (const [workerId, isRunning] of [
+        [stopping, false],
+        [running, true],
+      ] as const) {
+        const stats = idleWorkerStats(workerId, new Date(), { hostname: host, isRunning });
+        await raw.set(`${prefix}:heartbeat:${workerId}`, JSON.stringify(stats), "EX", 30);
+        await raw.zadd(`${prefix}:workers`, Date.now(), workerId);
+      }
+      const one = await runCli(["workers", APP_JS, "--host", host, "--min", "1"], env);
+      expect([one.code, one.stderr]).toEqual([0, ""]);
+      const two = await runCli(["workers", APP_JS, "--host", host, "--min", "2"], env);
+      expect(two.code).toBe(1);
+      expect(two.stderr).toBe(`chicory: 1 running worker(s) on host ${host}, fewer than --min 2\n`);
+      expect(two.stdout).toMatch(new RegExp(`${stopping}.*stopped`));
+    } finally {
+      await raw.del(`${prefix}:heartbeat:${stopping}`, `${prefix}:heartbeat:${running}`);
+      await raw.zrem(`${prefix}:workers`, stopping, running);
       raw.disconnect();
     }
   });

@@ -94,6 +94,12 @@ export interface Delivery {
   readonly deliveryId: string;
   /** Raw message body as published. */
   readonly body: string;
+  /**
+   * Why the broker found the message malformed before its body was read (`<reason>: <text>`,
+   * e.g. a Redis stream entry with two `data` fields): the worker rejects it with this error
+   * (to the dead-letter queue when enabled) instead of running it.
+   */
+  readonly problem?: string | undefined;
   /** How many times the broker handed this message out, counting this one (>= 1). */
   readonly deliveryCount: number;
   /** Done with the message: remove it from the queue for good. */

@@ -61,6 +61,12 @@ export interface Attempt {
 
 /** Runs one delivery to its outcome. Never throws. */
 export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<Attempt> {
+  if (delivery.problem !== undefined) {
+    // malformed as the broker holds it: which body or id to trust is not known
+    delivery.markUntrusted?.();
+    const error = { type: "MessageRejected", message: delivery.problem };
+    return { outcome: { kind: "rejected", error, taskId: null }, message: null, task: null, alreadyAcked: false };
+  }
   const decoded = env.codec.decode(delivery.body);
   if (!decoded.ok) {
     // With signing on, a message that is not verified may be forged: it must not settle anything

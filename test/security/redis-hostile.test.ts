@@ -10,7 +10,9 @@ import { RedisBackend } from "../../src/backends/redis/index.js";
 import { backendScriptSources } from "../../src/backends/redis/redis-backend-scripts.js";
 import { RedisBroker } from "../../src/brokers/redis/index.js";
 import { brokerScriptSources } from "../../src/brokers/redis/redis-scripts.js";
+import { MessageCodec } from "../../src/core/message.js";
 import { Chicory, MemoryBackend, ValidationError, Worker } from "../../src/index.js";
+import { encodeTask } from "../contract/contract-helpers.js";
 import { SERVICES, skipUnless, uniqueName } from "../helpers/services.js";
 import { canary, eventually, hostileBodies, recordingLogger } from "./security-helpers.js";
 
@@ -105,6 +107,22 @@ describe.skipIf(skip)("redis: hostile raw stream entries", () => {
     expect(c.fired()).toBe(false);
     expect(await s.broker.getPendingCount("default")).toBe(0);
     await s.stillServes();
+  });
+
+  it("A1: an entry with two `data` fields (two runnable messages) is dead-lettered, neither run", async () => {
+    const s = await setup();
+    const codec = new MessageCodec();
+    const first = encodeTask(codec, { name: "probe", args: ["first"] });
+    const second = encodeTask(codec, { name: "probe", args: ["second"] });
+    await s.raw.xadd(s.stream, "*", "data", first.body, "data", second.body);
+    const [entry] = await eventually(async () => {
+      const entries = await s.broker.getDlqMessages("default", 10);
+      return entries.length > 0 ? entries : undefined;
+    });
+    expect(entry?.error).toMatch(/decode_error: the stream entry has more than one `data` field/);
+    await s.stillServes();
+    expect(s.ran).toEqual([["still"]]);
+    expect(await s.broker.getPendingCount("default")).toBe(0);
   });
 
   it("A5: a 64 MiB raw entry is rejected by length (too_large) with bounded worker memory; others continue", async () => {

@@ -27,6 +27,8 @@ export class RedisDelivery implements Delivery {
   readonly deliveryId: string;
   /** Raw body (field `data`). */
   readonly body: string;
+  /** {@inheritDoc Delivery.problem} */
+  readonly problem: string | undefined;
   /** Deliveries of this entry to the group, counting this one. */
   readonly deliveryCount: number;
   /** Keys of the queue. */
@@ -62,12 +64,17 @@ export class RedisDelivery implements Delivery {
     this.deliveryId = entryId;
     this.deliveryCount = deliveryCount;
     this.#settler = settler;
-    let body = "";
+    let body: string | undefined;
+    let problem: string | undefined;
     for (let i = 0; i + 1 < fields.length; i += 2) {
-      if (fields[i] === "data") body = fields[i + 1] as string;
-      else if (fields[i] === "id") this.#taskId = fields[i + 1];
+      if (fields[i] === "data") {
+        // (an entry written by hand): which one is the message is not known
+        if (body !== undefined) problem = "decode_error: the stream entry has more than one `data` field";
+        body = fields[i + 1] as string;
+      } else if (fields[i] === "id") this.#taskId = fields[i + 1];
     }
-    this.body = body;
+    this.body = body ?? "";
+    this.problem = problem;
   }
 
   /** Task id: the entry's `id` field, else the body's `id`, else the entry id. */

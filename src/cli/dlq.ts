@@ -34,6 +34,8 @@ export interface DlqCommandOptions {
   queue?: string[];
   json?: boolean;
   limit?: number;
+  /** `list`: the entries after this entry id (one queue). */
+  after?: string;
   all?: boolean;
   resetRetries?: boolean;
   /** `purge`: no question (required when stdin is not a terminal). */
@@ -66,24 +68,59 @@ function view(queue: string, m: DlqMessage): DlqEntryView {
   };
 }
 
-async function listEntries(app: Chicory, queues: readonly string[], limit: number): Promise<DlqEntryView[]> {
+/**
+ * Up to `limit` entries of each queue's DLQ, from its head or, with `after`, past that entry id
+ * (one queue). What was left out is said on stderr, with the `--after` that lists on.
+ */
+async function listEntries(
+  app: Chicory,
+  queues: readonly string[],
+  limit: number,
+  after: string | undefined,
+): Promise<DlqEntryView[]> {
+  const broker = app.broker;
   const entries: DlqEntryView[] = [];
   for (const queue of queues) {
-    const messages = await app.broker.getDlqMessages(queue, limit);
-    for (const m of messages) entries.push(view(queue, m));
-    if (messages.length >= limit) {
+    let messages: DlqMessage[];
+    let hasMore: boolean;
+    if (after === undefined) {
+      messages = await broker.getDlqMessages(queue, limit);
       // said on stderr: the listing itself (and its JSON) stays as asked
-      const more = (await app.broker.getDlqCount(queue)) - messages.length;
-      if (more > 0) printInfo(`chicory: ${queue}: ${more} more dead letters not listed (raise --limit)`);
+      const more = messages.length >= limit ? (await broker.getDlqCount(queue)) - messages.length : 0;
+      hasMore = more > 0;
+      const on = broker.getDlqMessagesAfter ? onFrom(messages) : "";
+      if (hasMore) printInfo(`chicory: ${queue}: ${more} more dead letters not listed (raise --limit${on})`);
+    } else {
+      if (!broker.getDlqMessagesAfter) {
+        throw new CliUsageError(`dlq list --after: the ${broker.kind} broker cannot list a DLQ past an entry id`);
+      }
+      // one more than shown tells whether more follow
+      messages = await broker.getDlqMessagesAfter(after, queue, limit + 1);
+      hasMore = messages.length > limit;
+      if (hasMore) messages = messages.slice(0, limit);
+      if (hasMore) printInfo(`chicory: ${queue}: more dead letters not listed (raise --limit${onFrom(messages)})`);
     }
+    for (const m of messages) entries.push(view(queue, m));
   }
   return entries;
+}
+
+/** `, or list on with --after <id>` for the last entry listed. */
+function onFrom(listed: readonly DlqMessage[]): string {
+  const last = listed.at(-1)?.messageId;
+  return last === undefined ? "" : `, or list on with --after ${last}`;
 }
 
 async function list(spec: string, opts: DlqCommandOptions): Promise<number> {
   return withApp(spec, async ({ app }) => {
     await connectBroker(app);
-    const entries = await listEntries(app, targetQueues(app, opts.queue), opts.limit ?? 100);
+    const queues = targetQueues(app, opts.queue);
+    if (opts.after !== undefined && queues.length !== 1) {
+      throw new CliUsageError(
+        `dlq list --after: entry ids belong to one queue's DLQ; name it with -q (the app has ${queues.length}: ${queues.join(", ")})`,
+      );
+    }
+    const entries = await listEntries(app, queues, opts.limit ?? 100, opts.after);
     if (opts.json) {
       printJson(entries);
       return EXIT_OK;
@@ -503,6 +540,7 @@ export function registerDlqCommand(program: Command, run: Run): void {
   const dlq = program.command("dlq").description("inspect and administer dead-letter queues");
   common(sub(dlq, "list", "list dead-lettered messages"))
     .option("--limit <n>", "entries per queue (default 100)", intAtLeast(1))
+    .option("--after <id>", "the entries after this entry id (one queue, -q; Redis, SQLite)")
     .option("--json", "print JSON")
     .action((spec: string, opts: DlqCommandOptions) => run(() => list(spec, opts)));
   common(sub(dlq, "count", "count dead-lettered messages"))

@@ -142,11 +142,36 @@ describe.skipIf(skipRedis)("chicory dlq replay|delete <id> on Redis, an id held 
     const r = await runCli(["dlq", "list", APP_JS, "--limit", "2", "--json"], env);
     expect(r.code).toBe(0);
     expect((JSON.parse(r.stdout) as unknown[]).length).toBe(3); // 2 of qa, 1 of qb
-    expect(r.stderr.trim()).toBe(`chicory: ${qa}: 1 more dead letters not listed (raise --limit)`);
+    expect(r.stderr.trim()).toBe(
+      `chicory: ${qa}: 1 more dead letters not listed (raise --limit, or list on with --after 1700000000000-2)`,
+    );
     // closed by its reader (`| head`): no EPIPE stack trace, a quiet end
     const piped = await runCli(["dlq", "list", APP_JS, "--json"], env, { closeStdout: true });
     expect(piped.stderr).not.toMatch(/EPIPE|Unhandled/);
     expect(piped.code).toBe(0);
+  });
+
+  it("dlq list --after lists on past an entry id, of one queue", async () => {
+    for (let i = 1; i <= 3; i++) await deadLetter(qa, `1700000000000-${i}`);
+    const ids = (r: { stdout: string }) => (JSON.parse(r.stdout) as { messageId: string }[]).map((e) => e.messageId);
+    const page = await runCli(
+      ["dlq", "list", APP_JS, "-q", qa, "--after", "1700000000000-1", "--limit", "1", "--json"],
+      env,
+    );
+    expect([page.code, ids(page)]).toEqual([0, ["1700000000000-2"]]);
+    expect(page.stderr.trim()).toBe(
+      `chicory: ${qa}: more dead letters not listed (raise --limit, or list on with --after 1700000000000-2)`,
+    );
+    const last = await runCli(["dlq", "list", APP_JS, "-q", qa, "--after", "1700000000000-2", "--json"], env);
+    expect([last.code, ids(last), last.stderr]).toEqual([0, ["1700000000000-3"], ""]);
+    const manyQueues = await runCli(["dlq", "list", APP_JS, "--after", "1700000000000-1"], env);
+    expect(manyQueues.code).toBe(2);
+    expect(manyQueues.stderr).toMatch(
+      /^chicory: dlq list --after: entry ids belong to one queue's DLQ; name it with -q/,
+    );
+    const malformed = await runCli(["dlq", "list", APP_JS, "-q", qa, "--after", "1700000000000"], env);
+    expect(malformed.code).toBe(2);
+    expect(malformed.stderr).toMatch(/is not a Redis stream entry id/);
   });
 
   it.each(["replay", "delete"])(

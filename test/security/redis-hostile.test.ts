@@ -116,7 +116,10 @@ describe.skipIf(skip)("redis: hostile raw stream entries", () => {
     const second = encodeTask(codec, { name: "probe", args: ["second"] });
     await s.raw.xadd(s.stream, "*", "data", first.body, "data", second.body);
     const entry = await eventually(async () => (await s.broker.getDlqMessages("default", 10))[0]);
-    expect(entry?.error).toMatch(/decode_error: the stream entry has more than one `data` field/);
+    expect(entry?.error).toMatch(/decode_error: the stream entry has 2 `data` fields/);
+    // both bodies kept, as a JSON array: no message, so a replay is refused
+    expect(JSON.parse(entry?.body ?? "")).toEqual([first.body, second.body]);
+    await expect(s.broker.replayFromDlq(entry?.messageId ?? "", "default")).rejects.toThrow(/cannot replay/);
     await s.stillServes();
     expect(s.ran).toEqual([["still"]]);
     expect(await s.broker.getPendingCount("default")).toBe(0);

@@ -65,16 +65,20 @@ export class RedisDelivery implements Delivery {
     this.deliveryCount = deliveryCount;
     this.#settler = settler;
     let body: string | undefined;
-    let problem: string | undefined;
+    let bodies: string[] | undefined; // an entry written by hand with several `data` fields
     for (let i = 0; i + 1 < fields.length; i += 2) {
       if (fields[i] === "data") {
-        // (an entry written by hand): which one is the message is not known
-        if (body !== undefined) problem = "decode_error: the stream entry has more than one `data` field";
-        body = fields[i + 1] as string;
+        const data = fields[i + 1] as string;
+        if (body === undefined) body = data;
+        else if (bodies === undefined) bodies = [body, data];
+        else bodies.push(data);
       } else if (fields[i] === "id") this.#taskId = fields[i + 1];
     }
-    this.body = body ?? "";
-    this.problem = problem;
+    // Which one is the message is not known: none runs, and the dead letter holds them all as a
+    // JSON array, which is no message either (a replay of it is refused).
+    this.body = bodies === undefined ? (body ?? "") : JSON.stringify(bodies);
+    this.problem =
+      bodies === undefined ? undefined : `decode_error: the stream entry has ${bodies.length} \`data\` fields`;
   }
 
   /** Task id: the entry's `id` field, else the body's `id`, else the entry id. */

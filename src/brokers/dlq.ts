@@ -26,6 +26,17 @@ export interface StoredDlqEntry {
 }
 
 /**
+ * `count` of a DLQ listing (`getDlqMessages`, `getDlqMessagesAfter`: named by `operation`) when
+ * it is a whole number >= 0, else a ValidationError.
+ */
+export function dlqListCount(operation: string, count: number): number {
+  if (!Number.isSafeInteger(count) || count < 0) {
+    throw new ValidationError(`${operation}: count must be a whole number >= 0, got ${String(count)}`);
+  }
+  return count;
+}
+
+/**
  * Builds the {@link DlqMessage} shown by `getDlqMessages` from a stored entry. The
  * message is read leniently (no signature check); `retryCount` comes from the entry,
  * else from the message's `retries`, else 0.

@@ -7,7 +7,7 @@
 import type { MessageCodec } from "../core/message.js";
 import { ValidationError } from "../errors.js";
 import type { BrokerAdmin, DlqMessage, DlqReplayGuard, HealthStatus } from "./broker.js";
-import { guardedReplay, replayRefusedError, rewriteForReplay, toDlqMessage } from "./dlq.js";
+import { dlqListCount, guardedReplay, replayRefusedError, rewriteForReplay, toDlqMessage } from "./dlq.js";
 import { type MemoryMessage, MemoryQueue } from "./memory-queue.js";
 
 /** Queue used by admin calls that name none. */
@@ -95,6 +95,7 @@ export abstract class MemoryAdmin implements BrokerAdmin {
 
   /** Up to `count` DLQ entries of `queue` with a sequence number above `afterSeq`, in order. */
   #listDlq(queue: string, count: number, afterSeq: number): DlqMessage[] {
+    dlqListCount(afterSeq > 0 ? "getDlqMessagesAfter" : "getDlqMessages", count);
     const out: DlqMessage[] = [];
     for (const entry of this.queue(queue).dlq.values()) {
       if (out.length >= count) break;

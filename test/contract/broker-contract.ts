@@ -29,6 +29,8 @@ export interface BrokerContractTarget {
   create(): Promise<Broker> | Broker;
   /** The broker's lease / claim-min-idle time in milliseconds (default 1000). */
   claimMinIdleMs?: number;
+  /** The broker lists a DLQ past an entry id (`getDlqMessagesAfter`): tested, and required. */
+  listsDlqAfter?: boolean;
   /**
    * Removes everything the broker created; called after `disconnect`. `queues` lists every
    * queue name the test used (for brokers whose queues live outside a per-broker prefix).

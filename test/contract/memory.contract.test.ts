@@ -5,5 +5,10 @@ import { runBrokerContract } from "./broker-contract.js";
 
 const claimMinIdleMs = 1000;
 
-runBrokerContract({ name: "memory", create: () => new MemoryBroker({ claimMinIdleMs }), claimMinIdleMs });
+runBrokerContract({
+  name: "memory",
+  create: () => new MemoryBroker({ claimMinIdleMs }),
+  claimMinIdleMs,
+  listsDlqAfter: true,
+});
 runBackendContract({ name: "memory", create: () => new MemoryBackend() });

@@ -35,6 +35,7 @@ if (!skip) {
 
   runBrokerContract({
     name: "redis cluster",
+    listsDlqAfter: true,
     claimMinIdleMs: CLAIM_MIN_IDLE_MS,
     create: () => {
       if (!client) throw new Error("the test cluster did not start");

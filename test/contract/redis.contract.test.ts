@@ -18,6 +18,7 @@ if (!skip) {
   runBrokerContract({
     name: "redis",
     claimMinIdleMs: CLAIM_MIN_IDLE_MS,
+    listsDlqAfter: true,
     create: () =>
       new RedisBroker({ url: SERVICES.redis, keyPrefix: testPrefix(), claimMinIdleMs: CLAIM_MIN_IDLE_MS, env: {} }),
     destroy: async (broker: Broker) => {
@@ -29,6 +30,7 @@ if (!skip) {
   runBrokerContract({
     name: "redis (prefetch 4)",
     claimMinIdleMs: CLAIM_MIN_IDLE_MS,
+    listsDlqAfter: true,
     create: () =>
       new RedisBroker({
         url: SERVICES.redis,

@@ -10,6 +10,7 @@ const CLAIM_MIN_IDLE_MS = 1000;
 
 runBrokerContract({
   name: "sqlite",
+  listsDlqAfter: true,
   claimMinIdleMs: CLAIM_MIN_IDLE_MS,
   create: () => new SqliteBroker({ path: tempDbPath("chicory-contract-"), claimMinIdleMs: CLAIM_MIN_IDLE_MS }),
   destroy: async (broker: Broker) => {

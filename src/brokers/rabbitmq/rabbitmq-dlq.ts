@@ -15,7 +15,7 @@
 import { createHash } from "node:crypto";
 import { BrokerConnectionError, ChicoryError } from "../../errors.js";
 import type { BrokerBinding, DlqMessage } from "../broker.js";
-import { guardedReplay, replayedTaskId, rewriteForReplay, toDlqMessage } from "../dlq.js";
+import { dlqListCount, guardedReplay, replayedTaskId, rewriteForReplay, toDlqMessage } from "../dlq.js";
 import type { RabbitMqConnection } from "./rabbitmq-connection.js";
 import { type AmqpChannel, type AmqpMessage, amqpCode } from "./rabbitmq-driver.js";
 import type { RabbitMqSettings } from "./rabbitmq-options.js";
@@ -78,7 +78,8 @@ export class RabbitMqDlq {
   }
 
   /** Up to `count` entries from the head of `queue`'s DLQ. */
-  list(queue: string, count: number): Promise<DlqMessage[]> {
+  async list(queue: string, count: number): Promise<DlqMessage[]> {
+    dlqListCount("getDlqMessages", count);
     return this.#scan(
       queue,
       async (get) => {

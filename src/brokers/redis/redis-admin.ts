@@ -7,7 +7,14 @@ import type { MessageCodec } from "../../core/message.js";
 import { ValidationError } from "../../errors.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import type { DlqMessage, DlqReplayGuard } from "../broker.js";
-import { guardedReplay, replayedTaskId, replayRefusedError, rewriteForReplay, toDlqMessage } from "../dlq.js";
+import {
+  dlqListCount,
+  guardedReplay,
+  replayedTaskId,
+  replayRefusedError,
+  rewriteForReplay,
+  toDlqMessage,
+} from "../dlq.js";
 import { type QueueKeys, RELEASED_CONSUMER } from "./redis-keys.js";
 
 type StreamEntry = [string, string[]];
@@ -31,12 +38,10 @@ export async function getDlqMessages(
   count: number,
   afterMessageId?: string,
 ): Promise<DlqMessage[]> {
-  const operation = afterMessageId === undefined ? "getDlqMessages" : "getDlqMessagesAfter";
-  if (!Number.isSafeInteger(count) || count < 0) {
-    throw new ValidationError(`${operation}: count must be a whole number >= 0, got ${String(count)}`);
-  }
+  dlqListCount(afterMessageId === undefined ? "getDlqMessages" : "getDlqMessagesAfter", count);
   const start = afterMessageId === undefined ? "-" : `(${dlqEntryId(afterMessageId)}`;
-  if (count === 0) return [];
+  // nothing comes after the largest id (and Redis refuses it as an exclusive start)
+  if (count === 0 || start === `(${MAX_U64}-${MAX_U64}`) return [];
   const entries = (await client.call("XRANGE", keys.dlq, start, "+", "COUNT", count)) as StreamEntry[];
   return entries.map(([id, raw]) => {
     const f = fieldsOf(raw);

@@ -35,7 +35,14 @@ import type {
   OutgoingMessage,
   PublishResult,
 } from "../broker.js";
-import { guardedReplay, replayedTaskId, replayRefusedError, rewriteForReplay, toDlqMessage } from "../dlq.js";
+import {
+  dlqListCount,
+  guardedReplay,
+  replayedTaskId,
+  replayRefusedError,
+  rewriteForReplay,
+  toDlqMessage,
+} from "../dlq.js";
 import { type DlqRow, SqliteAdmin } from "./sqlite-admin.js";
 import { SqliteConsumer, type SqliteConsumerHost } from "./sqlite-consumer.js";
 import type { SqliteDatabase } from "./sqlite-database.js";
@@ -179,7 +186,8 @@ export class SqliteBroker implements Broker {
   }
 
   async getDlqMessages(queue = DEFAULT_QUEUE, count = 100): Promise<DlqMessage[]> {
-    return toDlqMessages(this.#admin("list DLQ", (admin) => admin.dlqList(queue, Math.max(0, Math.trunc(count)))));
+    const size = dlqListCount("getDlqMessages", count);
+    return toDlqMessages(this.#admin("list DLQ", (admin) => admin.dlqList(queue, size)));
   }
 
   /**
@@ -193,7 +201,7 @@ export class SqliteBroker implements Broker {
         `DLQ message id ${JSON.stringify(afterMessageId.slice(0, 64))} is not a SQLite DLQ row id (a whole number, e.g. 42)`,
       );
     }
-    const size = Math.max(0, Math.trunc(count));
+    const size = dlqListCount("getDlqMessagesAfter", count);
     return toDlqMessages(this.#admin("list DLQ", (admin) => admin.dlqListAfter(queue, afterId, size)));
   }
 
@@ -326,7 +334,6 @@ export class SqliteBroker implements Broker {
   }
 }
 
-/** A DLQ message id as a row id, or undefined when it is not one. */
 /** The {@link DlqMessage}s of DLQ rows. */
 function toDlqMessages(rows: readonly DlqRow[]): DlqMessage[] {
   return rows.map((row) =>
@@ -339,6 +346,7 @@ function toDlqMessages(rows: readonly DlqRow[]): DlqMessage[] {
   );
 }
 
+/** A DLQ message id as a row id, or undefined when it is not one. */
 function parseRowId(messageId: string): number | undefined {
   if (!/^\d{1,15}$/.test(messageId)) return undefined;
   return Number(messageId);

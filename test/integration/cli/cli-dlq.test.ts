@@ -4,6 +4,9 @@
  * same id, and the command must refuse rather than act on whichever queue it looks at first.
  * On SQLite ids are unique, and the entry goes back to the queue whose DLQ holds it.
  */
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import Database from "better-sqlite3";
 import type { Redis } from "ioredis";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -172,6 +175,40 @@ describe.skipIf(skipRedis)("chicory dlq replay|delete <id> on Redis, an id held 
     const malformed = await runCli(["dlq", "list", APP_JS, "-q", qa, "--after", "1700000000000"], env);
     expect(malformed.code).toBe(2);
     expect(malformed.stderr).toMatch(/is not a Redis stream entry id/);
+  });
+
+  it("dlq replay --all reads each entry it leaves once: every listing goes on from the last one", async () => {
+    const left = 600; // more than two listings' worth, before the entries it can replay
+    const good = 40;
+    const fill = raw.pipeline();
+    for (let i = 1; i <= left; i++) fill.xadd(dlqKey(qa), `1700000000000-${i}`, "data", "not json", "error", "bad");
+    for (let i = 1; i <= good; i++) {
+      fill.xadd(dlqKey(qa), `1700000000001-${i}`, "data", encodeTask(codec, { name: "add", args: [i, 0] }).body);
+    }
+    await fill.exec();
+    const log = path.join(mkdtempSync(path.join(os.tmpdir(), "chicory-listing-")), "calls.json");
+    try {
+      const app = path.join(FIXTURES, "cli-listing-app.mjs");
+      const r = await runCli(["dlq", "replay", app, "--all", "-q", qa, "--json"], {
+        ...env,
+        CHICORY_TEST_LISTING_LOG: log,
+      });
+      expect(r.code).toBe(1);
+      const out = JSON.parse(r.stdout) as { replayed: number; notReplayed: unknown[] };
+      expect([out.replayed, out.notReplayed.length]).toEqual([good, left]);
+      type Call = { method: string; after: string | null; count: number; listed: number; last: string | null };
+      const calls = JSON.parse(readFileSync(log, "utf8")) as Call[];
+      // the first listing from the start, every later one past the last entry listed before it
+      expect(calls[0]?.method).toBe("getDlqMessages");
+      for (let i = 1; i < calls.length; i++) {
+        expect(calls[i]?.method, `listing ${i}`).toBe("getDlqMessagesAfter");
+        expect(calls[i]?.after, `listing ${i}`).toBe(calls[i - 1]?.last);
+      }
+      // so each entry was read once
+      expect(calls.reduce((sum, c) => sum + c.listed, 0)).toBe(left + good);
+    } finally {
+      rmSync(path.dirname(log), { recursive: true, force: true });
+    }
   });
 
   it.each(["replay", "delete"])(

@@ -900,6 +900,10 @@ describe.skipIf(skip)("redis broker: streams", () => {
     // in form but out of range (a part above 2^64 - 1), or a count that is no whole number
     await expect(s.broker.replayFromDlq("99999999999999999999-0", s.queue)).rejects.toBeInstanceOf(ValidationError);
     await expect(s.broker.getDlqMessages(s.queue, 1.5)).rejects.toBeInstanceOf(ValidationError);
+    // listing on: past the largest id there is nothing (Redis refuses it as an exclusive start)
+    expect((await s.broker.getDlqMessagesAfter(`${ms}-0`, s.queue)).map((m) => m.messageId)).toEqual([`${ms}-1`]);
+    expect(await s.broker.getDlqMessagesAfter("18446744073709551615-18446744073709551615", s.queue)).toEqual([]);
+    await expect(s.broker.getDlqMessagesAfter(`${ms}`, s.queue)).rejects.toBeInstanceOf(ValidationError);
     // a bad queue name rejects like every other admin call (no synchronous throw)
     const bad = s.broker.replayFromDlq(`${ms}-1`, "bad queue!");
     await expect(bad).rejects.toBeInstanceOf(ValidationError);

@@ -645,17 +645,30 @@ function becomesReady(client: RedisClientLike, ms: number): Promise<boolean> {
   });
 }
 
-/** The connection options of an ioredis client that decide which server and database it talks to. */
+/**
+ * The connection options of an ioredis client that decide which server and database it talks
+ * to: its address, or for a Sentinel client the primary its sentinels name (`name`, the same
+ * set of sentinels); undefined for a Cluster or a client of replicas.
+ */
 function serverOf(client: RedisClientLike): string | undefined {
   const c = client as { isCluster?: boolean; options?: Record<string, unknown> };
   const o = c.options;
-  if (c.isCluster === true || o === undefined || o.sentinels) return undefined;
+  if (c.isCluster === true || o === undefined) return undefined;
+  if (o.sentinels !== undefined && o.sentinels !== null) {
+    if (!Array.isArray(o.sentinels) || (o.role ?? "master") !== "master" || typeof o.name !== "string")
+      return undefined;
+    const sentinels = (o.sentinels as { host?: unknown; port?: unknown }[])
+      .map((s) => `${String(s.host ?? "localhost")}:${String(s.port ?? 26379)}`)
+      .sort();
+    return JSON.stringify(["sentinel", o.name, sentinels, o.db ?? 0, o.username ?? null]);
+  }
   return JSON.stringify([o.path ?? null, o.host ?? "localhost", o.port ?? 6379, o.db ?? 0, o.username ?? null]);
 }
 
 /**
- * True when `a` and `b` are single-node clients (no Cluster, no Sentinel) of the same server,
- * database and user, so one Lua script may touch the keys of both. False when unsure.
+ * True when `a` and `b` are single-node clients (no Cluster) of the same server, database and
+ * user, or Sentinel clients of the same primary and database, so one Lua script may touch the
+ * keys of both. False when unsure.
  */
 export function sameRedisServer(a: RedisClientLike, b: RedisClientLike): boolean {
   const server = serverOf(a);

@@ -286,6 +286,19 @@ describe("CHICORY_LOG_FORMAT", () => {
   });
 });
 
+describe("createLogger level", () => {
+  it("takes a level in any case; anything else fails naming the levels (not pino's own error)", async () => {
+    const { createLogger } = await import("../../src/logging.js");
+    const quiet = createLogger({ level: "error", format: "json" }) as unknown as { level: string };
+    expect(quiet.level).toBe("error");
+    expect((createLogger({ level: "WARNING", format: "json" }) as unknown as { level: string }).level).toBe("warn");
+    const js = createLogger as (options: { level: string }) => unknown; // a caller without the types
+    expect(() => js({ level: "verbose" })).toThrow(
+      'createLogger: level: expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got "verbose"',
+    );
+  });
+});
+
 describe("default backend location", () => {
   it("puts SQLite results in the broker's file, wherever the broker found it", async () => {
     const { Chicory } = await import("../../src/app.js");

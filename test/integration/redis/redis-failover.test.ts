@@ -22,6 +22,7 @@ import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
 import { ChaosProxy } from "../../reliability/infra/chaos-proxy.js";
 import { freePort, OwnRedis } from "../../reliability/infra/redis-server.js";
+import { caughtUp, replicate } from "./replication.js";
 
 const skip = await skipUnless("redis");
 
@@ -126,11 +127,7 @@ describe.skipIf(skip)("redis adapters: failover behind one address", () => {
       adminA.disconnect();
       adminB.disconnect();
     });
-    await adminB.call("REPLICAOF", "127.0.0.1", String(a.port));
-    await eventually(
-      async () => /master_link_status:up/.test(String(await adminB.call("INFO", "replication"))),
-      10_000,
-    );
+    await replicate(adminB, a.port);
 
     const url = `redis://127.0.0.1:${port}/0`;
     const app = new Chicory({
@@ -145,9 +142,7 @@ describe.skipIf(skip)("redis adapters: failover behind one address", () => {
     cleanups.push(() => worker.stop(5));
     expect(await (await double.delay(1)).get({ timeout: 10 })).toBe(2);
     // Everything written so far is on B before the switch.
-    const offset = async (admin: Redis) =>
-      /master_repl_offset:(\d+)/.exec(String(await admin.call("INFO", "replication")))?.[1];
-    await eventually(async () => (await offset(adminB)) === (await offset(adminA)), 10_000);
+    await caughtUp(adminA, adminB);
 
     await adminB.call("REPLICAOF", "NO", "ONE");
     await adminA.call("REPLICAOF", "127.0.0.1", String(b.port));

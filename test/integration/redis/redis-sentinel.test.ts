@@ -18,6 +18,7 @@ import { eventually } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
 import { freePort, OwnRedis, pingRedis } from "../../reliability/infra/redis-server.js";
+import { caughtUp, replicate } from "./replication.js";
 
 const skip = await skipUnless("redis");
 
@@ -73,11 +74,7 @@ describe.skipIf(skip)("redis adapters: Sentinel", () => {
       adminA.disconnect();
       adminB.disconnect();
     });
-    await adminB.call("REPLICAOF", "127.0.0.1", String(a.port));
-    await eventually(
-      async () => /master_link_status:up/.test(String(await adminB.call("INFO", "replication"))),
-      10_000,
-    );
+    await replicate(adminB, a.port);
     const sentinel = await startSentinel(dir, "chicory", a.port);
     const sentinelAdmin = new Redis(sentinel.port, "127.0.0.1");
     cleanups.push(() => {
@@ -119,9 +116,7 @@ describe.skipIf(skip)("redis adapters: Sentinel", () => {
     expect(broker.attachResults(backend)).toBe(true);
     expect(await (await double.delay(1)).get({ timeout: 10 })).toBe(2);
     // Everything written so far is on B before the failover.
-    const offset = async (admin: Redis) =>
-      /master_repl_offset:(\d+)/.exec(String(await admin.call("INFO", "replication")))?.[1];
-    await eventually(async () => (await offset(adminB)) === (await offset(adminA)), 10_000);
+    await caughtUp(adminA, adminB);
 
     // (NOGOODSLAVE until the sentinel has its own fresh view of the replica)
     await eventually(async () => (await sentinelAdmin.call("SENTINEL", "FAILOVER", "chicory")) === "OK", 20_000, 200);

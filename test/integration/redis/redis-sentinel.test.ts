@@ -1,8 +1,10 @@
 /**
  * Redis Sentinel: the broker and the backend given ioredis clients that find the primary through
- * a sentinel (`client:` option, with `readonlyReconnector()`). Two redis-servers and a sentinel
- * this test starts; a forced failover (`SENTINEL FAILOVER`) promotes the replica and demotes the
- * old primary: the worker and the producer carry on against the new primary by themselves.
+ * sentinels (`client:` option, with `readonlyReconnector()`). Two redis-servers and the
+ * sentinels this test starts. A forced failover (`SENTINEL FAILOVER`) promotes the replica and
+ * demotes the old primary; a crash (SIGKILL of the primary, three sentinels agreeing) promotes
+ * the replica. Either way the worker and the producer carry on against the new primary by
+ * themselves.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -22,23 +24,26 @@ import { caughtUp, replicate } from "./replication.js";
 
 const skip = await skipUnless("redis");
 
-/** `redis-server --sentinel` monitoring `127.0.0.1:<primaryPort>` as `name`, alone (quorum 1). */
+const NAME = "chicory";
+
+/** `redis-server --sentinel` monitoring `127.0.0.1:<primaryPort>` as {@link NAME}. */
 async function startSentinel(
   dir: string,
-  name: string,
   primaryPort: number,
+  quorum: number,
 ): Promise<{ port: number; child: ChildProcess }> {
   const port = await freePort();
-  const conf = join(dir, "sentinel.conf");
+  const own = mkdtempSync(join(dir, "sentinel-"));
+  const conf = join(own, "sentinel.conf");
   writeFileSync(
     conf,
     [
       `port ${port}`,
       "bind 127.0.0.1",
-      `dir ${dir}`,
-      `sentinel monitor ${name} 127.0.0.1 ${primaryPort} 1`,
-      `sentinel down-after-milliseconds ${name} 1000`,
-      `sentinel failover-timeout ${name} 5000`,
+      `dir ${own}`,
+      `sentinel monitor ${NAME} 127.0.0.1 ${primaryPort} ${quorum}`,
+      `sentinel down-after-milliseconds ${NAME} 1000`,
+      `sentinel failover-timeout ${NAME} 5000`,
       "",
     ].join("\n"),
   );
@@ -51,15 +56,19 @@ async function startSentinel(
 }
 
 const role = async (admin: Redis) => String(((await admin.call("ROLE")) as unknown[])[0]);
+const count = async (admin: Redis, ...command: string[]) =>
+  ((await admin.call(...(command as [string]))) as unknown[]).length;
 
 describe.skipIf(skip)("redis adapters: Sentinel", () => {
   const cleanups = useCleanups();
   const dir = mkdtempSync(join(tmpdir(), "chicory-sentinel-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("workers and producers carry on after a failover, through clients that ask the sentinel", {
-    timeout: 60_000,
-  }, async () => {
+  /**
+   * A primary A, its replica B, `sentinels` sentinels (quorum: a majority), and an app whose
+   * broker and backend reach the primary through them, with a worker started.
+   */
+  async function setup(sentinels: number) {
     const a = new OwnRedis(await freePort(), mkdtempSync(join(dir, "a-")), "none");
     const b = new OwnRedis(await freePort(), mkdtempSync(join(dir, "b-")), "none");
     cleanups.push(async () => {
@@ -68,43 +77,38 @@ describe.skipIf(skip)("redis adapters: Sentinel", () => {
     });
     await a.start();
     await b.start();
-    const adminA = new Redis(a.port, "127.0.0.1");
+    const adminA = new Redis(a.port, "127.0.0.1", { maxRetriesPerRequest: 1 });
     const adminB = new Redis(b.port, "127.0.0.1");
+    adminA.on("error", () => {}); // A may be killed
     cleanups.push(() => {
       adminA.disconnect();
       adminB.disconnect();
     });
     await replicate(adminB, a.port);
-    const sentinel = await startSentinel(dir, "chicory", a.port);
-    const sentinelAdmin = new Redis(sentinel.port, "127.0.0.1");
+    const started: { port: number; child: ChildProcess }[] = [];
+    for (let i = 0; i < sentinels; i++) started.push(await startSentinel(dir, a.port, Math.floor(sentinels / 2) + 1));
+    const sentinel = new Redis((started[0] as { port: number }).port, "127.0.0.1");
     cleanups.push(() => {
-      sentinelAdmin.disconnect();
-      sentinel.child.kill("SIGKILL");
+      sentinel.disconnect();
+      for (const s of started) s.child.kill("SIGKILL");
     });
-    // the sentinel has found the replica (it can fail over to it)
-    await eventually(
-      async () => ((await sentinelAdmin.call("SENTINEL", "replicas", "chicory")) as unknown[]).length === 1,
-      15_000,
-    );
+    // the sentinels have found the replica and each other (they can fail over)
+    await eventually(async () => (await count(sentinel, "SENTINEL", "replicas", NAME)) === 1, 15_000, 100);
+    await eventually(async () => (await count(sentinel, "SENTINEL", "sentinels", NAME)) === sentinels - 1, 15_000, 100);
 
     const viaSentinel = () => {
       const client = new Redis({
-        sentinels: [{ host: "127.0.0.1", port: sentinel.port }],
-        name: "chicory",
+        sentinels: started.map((s) => ({ host: "127.0.0.1", port: s.port })),
+        name: NAME,
         reconnectOnError: readonlyReconnector(),
       });
-      // the owner's listener (the sentinel kills the old primary's clients when it demotes it)
+      // the owner's listener (connections drop when the primary goes away or is demoted)
       client.on("error", () => {});
+      cleanups.push(() => client.disconnect());
       return client;
     };
-    const brokerClient = viaSentinel();
-    const backendClient = viaSentinel();
-    cleanups.push(() => {
-      brokerClient.disconnect();
-      backendClient.disconnect();
-    });
-    const broker = new RedisBroker({ client: brokerClient, keyPrefix: "sentinel", blockMs: 200, env: {} });
-    const backend = new RedisBackend({ client: backendClient, keyPrefix: "sentinel", env: {} });
+    const broker = new RedisBroker({ client: viaSentinel(), keyPrefix: "sentinel", blockMs: 200, env: {} });
+    const backend = new RedisBackend({ client: viaSentinel(), keyPrefix: "sentinel", env: {} });
     const app = new Chicory({ broker, backend });
     const double = app.task(async function double(n: number) {
       return n * 2;
@@ -112,28 +116,14 @@ describe.skipIf(skip)("redis adapters: Sentinel", () => {
     const worker = new Worker(app, { logger: silentLogger, concurrency: 4, heartbeatInterval: 0.2 });
     await worker.start();
     cleanups.push(() => worker.stop(5));
-    // two clients of the same sentinels' primary: a result and its entry's ack are one script call
-    expect(broker.attachResults(backend)).toBe(true);
-    expect(await (await double.delay(1)).get({ timeout: 10 })).toBe(2);
-    // Everything written so far is on B before the failover.
-    await caughtUp(adminA, adminB);
+    const run = async (from: number, n: number) =>
+      Promise.all(Array.from({ length: n }, async (_, i) => (await double.delay(from + i)).get({ timeout: 30 })));
+    return { a, b, adminA, adminB, sentinel, broker, backend, double, run };
+  }
 
-    // (NOGOODSLAVE until the sentinel has its own fresh view of the replica)
-    await eventually(async () => (await sentinelAdmin.call("SENTINEL", "FAILOVER", "chicory")) === "OK", 20_000, 200);
-    await eventually(async () => {
-      const [, port] = (await sentinelAdmin.call("SENTINEL", "get-master-addr-by-name", "chicory")) as string[];
-      return Number(port) === b.port;
-    }, 20_000);
-    // the old primary is a replica now: connections still open to it get READONLY
-    await eventually(async () => (await role(adminA)) === "slave", 20_000);
-    expect(await role(adminB)).toBe("master");
-
-    const results = await Promise.all(
-      Array.from({ length: 20 }, async (_, i) => (await double.delay(i)).get({ timeout: 30 })),
-    );
-    expect(results).toEqual(Array.from({ length: 20 }, (_, i) => i * 2));
-    // every entry acknowledged and deleted there (the broker and the backend are two clients, so
-    // a result can be announced just before its entry's ack reaches Redis)
+  /** Every entry of B's stream acknowledged and deleted, none pending, the worker's heartbeat there. */
+  async function settledOn(adminB: Redis): Promise<void> {
+    // (a result can be announced just before its entry's ack reaches Redis)
     await eventually(async () => Number(await adminB.call("XLEN", "sentinel:stream:{default}")) === 0, 5000);
     expect(await adminB.call("XPENDING", "sentinel:stream:{default}", "chicory-workers")).toEqual([
       0,
@@ -141,8 +131,52 @@ describe.skipIf(skip)("redis adapters: Sentinel", () => {
       null,
       null,
     ]);
-    // the worker's heartbeat goes on on the new primary
-    const heartbeats = async () => Number(await adminB.call("ZCARD", "sentinel:workers"));
-    await eventually(async () => (await heartbeats()) === 1, 5000);
+    await eventually(async () => Number(await adminB.call("ZCARD", "sentinel:workers")) === 1, 5000);
+  }
+
+  it("workers and producers carry on after a forced failover and the old primary's demotion", {
+    timeout: 60_000,
+  }, async () => {
+    const s = await setup(1);
+    // two clients of the same sentinels' primary: a result and its entry's ack are one script call
+    expect(s.broker.attachResults(s.backend)).toBe(true);
+    expect(await s.run(0, 1)).toEqual([0]);
+    await caughtUp(s.adminA, s.adminB);
+
+    // (NOGOODSLAVE until the sentinel has its own fresh view of the replica)
+    await eventually(async () => (await s.sentinel.call("SENTINEL", "FAILOVER", NAME)) === "OK", 20_000, 200);
+    await eventually(async () => {
+      const [, port] = (await s.sentinel.call("SENTINEL", "get-master-addr-by-name", NAME)) as string[];
+      return Number(port) === s.b.port;
+    }, 20_000);
+    // the old primary is a replica now, and the sentinel closed its clients' connections
+    await eventually(async () => (await role(s.adminA)) === "slave", 20_000);
+    expect(await role(s.adminB)).toBe("master");
+
+    expect(await s.run(0, 20)).toEqual(Array.from({ length: 20 }, (_, i) => i * 2));
+    await settledOn(s.adminB);
+  });
+
+  it("jobs published while the primary is down (SIGKILL) run when three sentinels have promoted the replica", {
+    timeout: 60_000,
+  }, async () => {
+    const s = await setup(3);
+    expect(await s.run(0, 10)).toEqual(Array.from({ length: 10 }, (_, i) => i * 2));
+    await caughtUp(s.adminA, s.adminB); // what was acknowledged before is on B (replication is asynchronous)
+
+    await s.a.kill("SIGKILL");
+    // published from the crash on, through the sentinels' agreement and the promotion
+    const during = s.run(100, 50);
+    await eventually(
+      async () => {
+        const [, port] = (await s.sentinel.call("SENTINEL", "get-master-addr-by-name", NAME)) as string[];
+        return Number(port) === s.b.port;
+      },
+      30_000,
+      100,
+    );
+    expect(await during).toEqual(Array.from({ length: 50 }, (_, i) => (100 + i) * 2));
+    expect(await s.run(200, 20)).toEqual(Array.from({ length: 20 }, (_, i) => (200 + i) * 2));
+    await settledOn(s.adminB);
   });
 });

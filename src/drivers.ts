@@ -55,6 +55,8 @@ const SCHEMES: Record<string, BrokerType | BackendType> = {
   sqlite: "sqlite",
   redis: "redis",
   rediss: "redis",
+  "redis+sentinel": "redis",
+  "rediss+sentinel": "redis", // (refused by the Redis adapters, with the reason)
   amqp: "rabbitmq",
   amqps: "rabbitmq",
   postgres: "postgres",

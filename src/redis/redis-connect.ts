@@ -157,6 +157,15 @@ export async function openRedis(
       break;
     }
     const reason = opened.reason;
+    const sentinels = connection.options.sentinels as { host: string; port: number }[] | undefined;
+    if (sentinels !== undefined) {
+      // (a connection to a sentinel that closed is no Redis handshake to try again)
+      const asked = sentinels.map((s) => `${s.host}:${s.port}`).join(", ");
+      throw makeError(
+        `${what}: cannot connect to ${connection.displayUrl}: no sentinel (${asked}) led to the primary "${String(connection.options.name)}": ${describeRedisError(reason, connection.password)}`,
+        redactedCopy(reason, connection.password),
+      );
+    }
     // A connection the server closed during the handshake (`CLIENT KILL`, a server going down, a proxy
     // that dropped it) is tried again, twice, shortly after: one that is not Redis at all
     // closes every time, and still fails within half a second.
@@ -183,6 +192,29 @@ export async function openRedis(
   return client;
 }
 
+/**
+ * `connect()` of a client that asks sentinels for the primary, failing after the first round in
+ * which no sentinel led to it: ioredis's own connect would go on asking for ever. Later
+ * reconnects keep asking (ioredis's `sentinelRetryStrategy`), so a connection that lost the
+ * primary waits for the sentinels to name one.
+ */
+function sentinelConnect(client: RedisClientLike): Promise<void> {
+  const emitter = client as unknown as {
+    on(event: "error", listener: (error: Error) => void): void;
+    off(event: "error", listener: (error: Error) => void): void;
+  };
+  let onError: ((error: Error) => void) | undefined;
+  const gaveUp = new Promise<never>((_, reject) => {
+    onError = (error) => {
+      if (/^All sentinels are unreachable/.test(error.message)) reject(error);
+    };
+    emitter.on("error", onError);
+  });
+  return Promise.race([client.connect(), gaveUp]).finally(() => {
+    if (onError) emitter.off("error", onError);
+  });
+}
+
 /** Waits before the second and third attempt of a connect the server closed (see {@link openRedis}). */
 const CLOSED_AT_CONNECT_RETRY_MS = [100, 300];
 
@@ -206,16 +238,30 @@ async function connectOnce(
     // Later errors surface as rejected commands / status; during connect, keep the reason.
     reported ??= error;
   });
+  // Through sentinels: why the last one did not name a primary (an unknown name, say), which
+  // ioredis's own error ("All sentinels are unreachable") leaves out when it answered.
+  let sentinelError: unknown;
+  (client as unknown as { on(event: "sentinelError", listener: (error: Error) => void): void }).on(
+    "sentinelError",
+    (error) => {
+      sentinelError = error;
+    },
+  );
   trackConnectionErrors(client, connection.password);
   try {
-    await client.connect();
+    await (connection.options.sentinels === undefined ? client.connect() : sentinelConnect(client));
     // ioredis reports a refused SELECT as an `error` event only, and the connection stays on
     // database 0: taken as connected, every key would land in the wrong database.
     if (isSelectRefusal(reported)) throw reported;
     return { client };
   } catch (error) {
     dropRedis(client);
-    return { reason: reported ?? error };
+    const reason = reported ?? error;
+    const text = toError(reason).message.replace(/ Retrying from scratch after \d+ms\./, "");
+    if (sentinelError !== undefined && !/Last error/.test(text)) {
+      return { reason: new Error(`${text} (${toError(sentinelError).message})`) };
+    }
+    return sentinelError === undefined && text === toError(reason).message ? { reason } : { reason: new Error(text) };
   }
 }
 

@@ -221,6 +221,7 @@ function fromUrl(
   tlsFromEnvOnly: boolean,
   envPrefix: string,
 ): Omit<ResolvedRedisConnection, "envPrefix" | "tlsUnverified"> {
+  if (/^rediss?\+sentinel:/i.test(url)) return fromSentinelUrl(url, tls);
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -275,6 +276,81 @@ function fromUrl(
       username,
       password,
       ...(isTls || tls ? { tls: tls ?? {} } : {}),
+    },
+    displayUrl: maskUrl(url),
+    password,
+  };
+}
+
+/** Port of a sentinel named without one. */
+const SENTINEL_PORT = 26379;
+
+const SENTINEL_URL_FORM = "redis+sentinel://[user:password@]host[:port][,host[:port]...]/<primary name>[/db]";
+
+/**
+ * `redis+sentinel://[user:password@]host[:port][,host[:port]...]/<name>[/db]`: the sentinels to
+ * ask (port 26379 by default) for the primary they call `name`; the user name and password are
+ * the primary's (sentinels without a password). ioredis follows the sentinels' `+switch-master`
+ * (`failoverDetector`). TLS is not read from this form: give a client (`client:`) for it.
+ */
+function fromSentinelUrl(
+  url: string,
+  tls: Record<string, unknown> | undefined,
+): Omit<ResolvedRedisConnection, "envPrefix" | "tlsUnverified"> {
+  const invalid = (why: string) => new ConfigurationError(`invalid Redis Sentinel URL ${maskUrl(url)}: ${why}`);
+  if (!/^redis\+sentinel:\/\//i.test(url)) {
+    throw invalid(
+      /^rediss\+/i.test(url)
+        ? "TLS is not read from a Sentinel URL: give the broker and backend an ioredis client (client:) with sentinelTLS/tls"
+        : `expected ${SENTINEL_URL_FORM}`,
+    );
+  }
+  if (tls) throw invalid("TLS options are not read with a Sentinel URL: give an ioredis client (client:) instead");
+  const match = /^[^:]+:\/\/(?:([^/?#]*)@)?([^/?#@]+)(\/[^?#]*)?$/i.exec(url);
+  if (match === null) {
+    throw invalid(
+      /[?#]/.test(url)
+        ? "query parameters and fragments are not read (percent-encode ? # in a password)"
+        : `expected ${SENTINEL_URL_FORM}`,
+    );
+  }
+  const [, userinfo, hostList, path = ""] = match as unknown as [
+    string,
+    string | undefined,
+    string,
+    string | undefined,
+  ];
+  const sentinels = hostList.split(",").map((node) => {
+    const address = /^(\[[0-9a-f:.]+\]|[^:[\]]+)(?::(\d{1,5}))?$/i.exec(node.trim());
+    const port = address?.[2] === undefined ? SENTINEL_PORT : Number(address[2]);
+    if (!address || port < 1 || port > 65535)
+      throw invalid(`sentinel "${node}": expected host[:port], a port from 1 to 65535`);
+    return { host: (address[1] as string).replace(/^\[|\]$/g, ""), port };
+  });
+  const [name, dbText, ...rest] = path.replace(/^\//, "").split("/");
+  if (!name) throw invalid(`the primary's name is missing: expected ${SENTINEL_URL_FORM}`);
+  if (rest.length > 0 || (dbText !== undefined && dbText !== "" && !/^\d+$/.test(dbText))) {
+    throw invalid(`expected /<primary name>[/db], the database an integer from 0 to 100000, got "${path}"`);
+  }
+  const db =
+    dbText === undefined || dbText === ""
+      ? 0
+      : checkInt(Number(dbText), `database in ${maskUrl(url)}`, 0, 100_000, dbText);
+  const colon = userinfo?.indexOf(":") ?? -1;
+  const username =
+    userinfo === undefined
+      ? undefined
+      : decodeUrlPart(colon < 0 ? userinfo : userinfo.slice(0, colon), "user name", url);
+  const password =
+    userinfo === undefined || colon < 0 ? undefined : decodeUrlPart(userinfo.slice(colon + 1), "password", url);
+  return {
+    options: {
+      sentinels,
+      name: decodeUrlPart(name, "primary name", url),
+      db,
+      username,
+      password,
+      failoverDetector: true,
     },
     displayUrl: maskUrl(url),
     password,

@@ -149,6 +149,59 @@ describe("redis connection options", () => {
   });
 });
 
+describe("redis+sentinel:// URLs", () => {
+  const resolve = (url: string, env: Record<string, string> = {}) =>
+    resolveRedisConnection({ url }, env, "CHICORY_BROKER_REDIS");
+
+  it("names the sentinels (port 26379 by default), the primary, the database and its credentials", () => {
+    const r = resolve("redis+sentinel://app:s%40cret@s1,s2:26380,[::1]:26381/mymaster/2");
+    expect(r.options).toMatchObject({
+      sentinels: [
+        { host: "s1", port: 26379 },
+        { host: "s2", port: 26380 },
+        { host: "::1", port: 26381 },
+      ],
+      name: "mymaster",
+      db: 2,
+      username: "app",
+      password: "s@cret",
+      failoverDetector: true,
+    });
+    expect(r.displayUrl).toBe("redis+sentinel://app:***@s1,s2:26380,[::1]:26381/mymaster/2");
+    expect(resolve("redis+sentinel://s1/mymaster").options).toMatchObject({ db: 0, name: "mymaster" });
+    // credentials from the variables when the URL has none, as for redis://
+    expect(resolve("redis+sentinel://s1/m", { CHICORY_BROKER_REDIS_PASSWORD: "pw" }).options.password).toBe("pw");
+  });
+
+  it("is a Redis broker and backend URL", () => {
+    const url = "redis+sentinel://s1/mymaster";
+    expect(createBroker(url, { env: {} })).toBeInstanceOf(RedisBroker);
+    expect(createBackend(url, { env: {} })).toBeInstanceOf(RedisBackend);
+  });
+
+  it("refuses what it would not read: no name, a bad database or port, a query, TLS", () => {
+    const refused = (url: string, env: Record<string, string> = {}) => {
+      let error: unknown;
+      try {
+        resolve(url, env);
+      } catch (e) {
+        error = e;
+      }
+      expect(error, url).toBeInstanceOf(ConfigurationError);
+      return (error as Error).message;
+    };
+    expect(refused("redis+sentinel://s1")).toMatch(/the primary's name is missing/);
+    expect(refused("redis+sentinel://s1/m/x")).toMatch(/the database an integer/);
+    expect(refused("redis+sentinel://s1/m/1/2")).toMatch(/expected \/<primary name>\[\/db\]/);
+    expect(refused("redis+sentinel://s1:99999/m")).toMatch(/sentinel "s1:99999": expected host\[:port\]/);
+    expect(refused("redis+sentinel://:pw@s1/m?password=x")).toMatch(/query parameters and fragments are not read/);
+    expect(refused("redis+sentinel://:pw@s1/m?password=x")).not.toContain("pw");
+    expect(refused("rediss+sentinel://s1/m")).toMatch(/TLS is not read from a Sentinel URL/);
+    expect(refused("redis+sentinel://s1/m", { CHICORY_BROKER_REDIS_TLS_CA: PEM })).toMatch(/TLS options are not read/);
+    expect(refused("redis+sentinel:/s1/m")).toMatch(/expected redis\+sentinel:\/\//);
+  });
+});
+
 describe("redis TLS settings", () => {
   const P = "CHICORY_BROKER_REDIS";
 

@@ -66,9 +66,10 @@ describe.skipIf(skip)("redis adapters: Sentinel", () => {
 
   /**
    * A primary A, its replica B, `sentinels` sentinels (quorum: a majority), and an app whose
-   * broker and backend reach the primary through them, with a worker started.
+   * broker and backend reach the primary through them (clients given, or a `redis+sentinel://`
+   * URL), with a worker started.
    */
-  async function setup(sentinels: number) {
+  async function setup(sentinels: number, form: "client" | "url") {
     const a = new OwnRedis(await freePort(), mkdtempSync(join(dir, "a-")), "none");
     const b = new OwnRedis(await freePort(), mkdtempSync(join(dir, "b-")), "none");
     cleanups.push(async () => {
@@ -107,8 +108,10 @@ describe.skipIf(skip)("redis adapters: Sentinel", () => {
       cleanups.push(() => client.disconnect());
       return client;
     };
-    const broker = new RedisBroker({ client: viaSentinel(), keyPrefix: "sentinel", blockMs: 200, env: {} });
-    const backend = new RedisBackend({ client: viaSentinel(), keyPrefix: "sentinel", env: {} });
+    const url = `redis+sentinel://${started.map((s) => `127.0.0.1:${s.port}`).join(",")}/${NAME}`;
+    const via = () => (form === "url" ? { url } : { client: viaSentinel() });
+    const broker = new RedisBroker({ ...via(), keyPrefix: "sentinel", blockMs: 200, env: {} });
+    const backend = new RedisBackend({ ...via(), keyPrefix: "sentinel", env: {} });
     const app = new Chicory({ broker, backend });
     const double = app.task(async function double(n: number) {
       return n * 2;
@@ -118,7 +121,7 @@ describe.skipIf(skip)("redis adapters: Sentinel", () => {
     cleanups.push(() => worker.stop(5));
     const run = async (from: number, n: number) =>
       Promise.all(Array.from({ length: n }, async (_, i) => (await double.delay(from + i)).get({ timeout: 30 })));
-    return { a, b, adminA, adminB, sentinel, broker, backend, double, run };
+    return { a, b, adminA, adminB, sentinel, url, broker, backend, double, run };
   }
 
   /** Every entry of B's stream acknowledged and deleted, none pending, the worker's heartbeat there. */
@@ -137,7 +140,7 @@ describe.skipIf(skip)("redis adapters: Sentinel", () => {
   it("workers and producers carry on after a forced failover and the old primary's demotion", {
     timeout: 60_000,
   }, async () => {
-    const s = await setup(1);
+    const s = await setup(1, "client");
     // two clients of the same sentinels' primary: a result and its entry's ack are one script call
     expect(s.broker.attachResults(s.backend)).toBe(true);
     expect(await s.run(0, 1)).toEqual([0]);
@@ -157,10 +160,17 @@ describe.skipIf(skip)("redis adapters: Sentinel", () => {
     await settledOn(s.adminB);
   });
 
-  it("jobs published while the primary is down (SIGKILL) run when three sentinels have promoted the replica", {
+  it("jobs published while the primary is down (SIGKILL) run when three sentinels have promoted the replica (redis+sentinel:// URL)", {
     timeout: 60_000,
   }, async () => {
-    const s = await setup(3);
+    const s = await setup(3, "url");
+    // a redis+sentinel:// URL: the same primary for both, so results and acks are one script call
+    expect(s.broker.attachResults(s.backend)).toBe(true);
+    // a name the sentinels do not know: connect fails at once, naming them (no endless wait)
+    const unknown = new RedisBroker({ url: s.url.replace(`/${NAME}`, "/nosuch"), env: {} });
+    await expect(unknown.connect()).rejects.toThrow(
+      /cannot connect to redis\+sentinel:\/\/.*: no sentinel \(127\.0\.0\.1:\d+, .*\) led to the primary "nosuch"/,
+    );
     expect(await s.run(0, 10)).toEqual(Array.from({ length: 10 }, (_, i) => i * 2));
     await caughtUp(s.adminA, s.adminB); // what was acknowledged before is on B (replication is asynchronous)
 

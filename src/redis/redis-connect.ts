@@ -192,26 +192,42 @@ export async function openRedis(
   return client;
 }
 
+/** No sentinel led to the primary in a connect's first round (see {@link sentinelConnect}). */
+class NoPrimaryError extends Error {}
+
 /**
  * `connect()` of a client that asks sentinels for the primary, failing after the first round in
  * which no sentinel led to it: ioredis's own connect would go on asking for ever. Later
  * reconnects keep asking (ioredis's `sentinelRetryStrategy`), so a connection that lost the
- * primary waits for the sentinels to name one.
+ * primary waits for the sentinels to name one. The error says why the round failed, with the
+ * last sentinel's answer when one answered without naming a primary (an unknown name, say),
+ * which ioredis's own "All sentinels are unreachable" leaves out.
  */
 function sentinelConnect(client: RedisClientLike): Promise<void> {
   const emitter = client as unknown as {
-    on(event: "error", listener: (error: Error) => void): void;
-    off(event: "error", listener: (error: Error) => void): void;
+    on(event: "error" | "sentinelError", listener: (error: Error) => void): void;
+    off(event: "error" | "sentinelError", listener: (error: Error) => void): void;
+  };
+  let answer: Error | undefined;
+  const onSentinelError = (error: Error) => {
+    answer = error;
   };
   let onError: ((error: Error) => void) | undefined;
   const gaveUp = new Promise<never>((_, reject) => {
     onError = (error) => {
-      if (/^All sentinels are unreachable/.test(error.message)) reject(error);
+      if (!/^All sentinels are unreachable/.test(error.message)) return;
+      // (it would retry; this connect does not)
+      const text = error.message.replace(/ Retrying from scratch after \d+ms\./, "");
+      reject(
+        new NoPrimaryError(answer !== undefined && !/Last error/.test(text) ? `${text} (${answer.message})` : text),
+      );
     };
     emitter.on("error", onError);
   });
+  emitter.on("sentinelError", onSentinelError);
   return Promise.race([client.connect(), gaveUp]).finally(() => {
     if (onError) emitter.off("error", onError);
+    emitter.off("sentinelError", onSentinelError);
   });
 }
 
@@ -238,15 +254,6 @@ async function connectOnce(
     // Later errors surface as rejected commands / status; during connect, keep the reason.
     reported ??= error;
   });
-  // Through sentinels: why the last one did not name a primary (an unknown name, say), which
-  // ioredis's own error ("All sentinels are unreachable") leaves out when it answered.
-  let sentinelError: unknown;
-  (client as unknown as { on(event: "sentinelError", listener: (error: Error) => void): void }).on(
-    "sentinelError",
-    (error) => {
-      sentinelError = error;
-    },
-  );
   trackConnectionErrors(client, connection.password);
   try {
     await (connection.options.sentinels === undefined ? client.connect() : sentinelConnect(client));
@@ -256,12 +263,8 @@ async function connectOnce(
     return { client };
   } catch (error) {
     dropRedis(client);
-    const reason = reported ?? error;
-    const text = toError(reason).message.replace(/ Retrying from scratch after \d+ms\./, "");
-    if (sentinelError !== undefined && !/Last error/.test(text)) {
-      return { reason: new Error(`${text} (${toError(sentinelError).message})`) };
-    }
-    return sentinelError === undefined && text === toError(reason).message ? { reason } : { reason: new Error(text) };
+    // (sentinelConnect's error says more than the first one reported)
+    return { reason: error instanceof NoPrimaryError ? error : (reported ?? error) };
   }
 }
 

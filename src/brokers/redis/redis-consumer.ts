@@ -493,15 +493,19 @@ export class RedisConsumer implements Consumer {
     );
   }
 
+  /** True once this consumer is closed or the fetch given `signal` was given up. */
+  #isOver(signal: AbortSignal): boolean {
+    return this.#isClosed || signal.aborted;
+  }
+
   async #fetchInto(conn: RedisClientLike, max: number, signal: AbortSignal, out: RedisDelivery[]): Promise<void> {
     for (const q of this.#queues) if (!q.hasGroup) await this.#createGroup(conn, q);
     // Housekeeping that fails (a full Redis, a script error) is logged and tried again later:
     // it never keeps the read below from taking the jobs that are ready.
     // A consumer closed meanwhile (or a fetch given up) sends no more calls that name it: each
-    // would re-create the consumer close() removes (and take entries for nobody).
-    const isOver = () => this.#isClosed || signal.aborted;
+    // would re-create the consumer close() removes (and take entries for nobody): #isOver.
     for (const q of this.#queues) {
-      if (isOver()) return;
+      if (this.#isOver(signal)) return;
       if (q.mayHoldUnknown && out.length < max) {
         await this.#housekeep(q, "recover own entries", () => this.#recoverOwn(conn, q, max - out.length, out));
       }
@@ -519,7 +523,7 @@ export class RedisConsumer implements Consumer {
       }
     }
     for (const q of this.#queues) {
-      if (isOver()) return;
+      if (this.#isOver(signal)) return;
       if (out.length < max && performance.now() >= q.reclaimAtMs) {
         await this.#housekeep(
           q,
@@ -531,7 +535,7 @@ export class RedisConsumer implements Consumer {
         );
       }
     }
-    if (out.length >= max || isOver()) return;
+    if (out.length >= max || this.#isOver(signal)) return;
     const queues = this.#queues;
     if (queues.length === 1) {
       await this.#read(
@@ -544,10 +548,10 @@ export class RedisConsumer implements Consumer {
       return;
     }
     for (const q of queues) {
-      if (out.length >= max || isOver()) return;
+      if (out.length >= max || this.#isOver(signal)) return;
       await this.#read(conn, q, max - out.length, undefined, out);
     }
-    if (out.length > 0 || isOver()) return;
+    if (out.length > 0 || this.#isOver(signal)) return;
     if (!this.#readsOneByOne && !isClusterClient(conn)) {
       try {
         await this.#readAny(conn, max, this.#blockFor(), out);

@@ -79,7 +79,7 @@ export abstract class MemoryAdmin implements BrokerAdmin {
   }
 
   async getDlqMessages(queue = DEFAULT_QUEUE, count = 100): Promise<DlqMessage[]> {
-    return this.#listDlq(queue, count, 0);
+    return this.#listDlq("getDlqMessages", queue, count, 0);
   }
 
   /** {@inheritDoc BrokerAdmin.getDlqMessagesAfter} An id not of the form `dlq-<n>` is a `ValidationError`. */
@@ -90,12 +90,12 @@ export abstract class MemoryAdmin implements BrokerAdmin {
         `DLQ message id ${JSON.stringify(afterMessageId.slice(0, 64))} is not a memory DLQ entry id (dlq-<n>, e.g. dlq-7)`,
       );
     }
-    return this.#listDlq(queue, count, Number(after));
+    return this.#listDlq("getDlqMessagesAfter", queue, count, Number(after));
   }
 
   /** Up to `count` DLQ entries of `queue` with a sequence number above `afterSeq`, in order. */
-  #listDlq(queue: string, count: number, afterSeq: number): DlqMessage[] {
-    dlqListCount(afterSeq > 0 ? "getDlqMessagesAfter" : "getDlqMessages", count);
+  #listDlq(operation: string, queue: string, count: number, afterSeq: number): DlqMessage[] {
+    dlqListCount(operation, count);
     const out: DlqMessage[] = [];
     for (const entry of this.queue(queue).dlq.values()) {
       if (out.length >= count) break;

@@ -81,24 +81,23 @@ async function listEntries(
   const broker = app.broker;
   const entries: DlqEntryView[] = [];
   for (const queue of queues) {
+    // What was left out is said on stderr: the listing itself (and its JSON) stays as asked.
     let messages: DlqMessage[];
-    let hasMore: boolean;
     if (after === undefined) {
       messages = await broker.getDlqMessages(queue, limit);
-      // said on stderr: the listing itself (and its JSON) stays as asked
       const more = messages.length >= limit ? (await broker.getDlqCount(queue)) - messages.length : 0;
-      hasMore = more > 0;
       const on = broker.getDlqMessagesAfter ? onFrom(messages) : "";
-      if (hasMore) printInfo(`chicory: ${queue}: ${more} more dead letters not listed (raise --limit${on})`);
+      if (more > 0) printInfo(`chicory: ${queue}: ${more} more dead letters not listed (raise --limit${on})`);
     } else {
       if (!broker.getDlqMessagesAfter) {
         throw new CliUsageError(`dlq list --after: the ${broker.kind} broker cannot list a DLQ past an entry id`);
       }
       // one more than shown tells whether more follow
       messages = await broker.getDlqMessagesAfter(after, queue, limit + 1);
-      hasMore = messages.length > limit;
-      if (hasMore) messages = messages.slice(0, limit);
-      if (hasMore) printInfo(`chicory: ${queue}: more dead letters not listed (raise --limit${onFrom(messages)})`);
+      if (messages.length > limit) {
+        messages = messages.slice(0, limit);
+        printInfo(`chicory: ${queue}: more dead letters not listed (raise --limit${onFrom(messages)})`);
+      }
     }
     for (const m of messages) entries.push(view(queue, m));
   }

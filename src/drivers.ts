@@ -56,7 +56,7 @@ const SCHEMES: Record<string, BrokerType | BackendType> = {
   redis: "redis",
   rediss: "redis",
   "redis+sentinel": "redis",
-  "rediss+sentinel": "redis", // (refused by the Redis adapters, with the reason)
+  "rediss+sentinel": "redis",
   amqp: "rabbitmq",
   amqps: "rabbitmq",
   postgres: "postgres",
@@ -129,8 +129,11 @@ function isSet(env: EnvMap, name: string): boolean {
 const REDIS_SERVER = ["URL", "HOST", "PORT", "DB"];
 /** The Redis settings that say where a Redis server is, and as whom. */
 const REDIS_LOCATION = [...REDIS_SERVER, "USERNAME", "PASSWORD"];
-/** The Redis settings of how to trust that server: shared with the location, each unless set. */
-const REDIS_TLS = ["TLS_CA", "TLS_REJECT_UNAUTHORIZED"];
+/**
+ * The Redis settings of how to trust that server and log in to its sentinels: shared with the
+ * location, each unless set.
+ */
+const REDIS_TRUST = ["TLS_CA", "TLS_REJECT_UNAUTHORIZED", "SENTINEL_USERNAME", "SENTINEL_PASSWORD"];
 
 /**
  * True when a `CHICORY_BACKEND_REDIS_` location variable is set: the backend has its own server.
@@ -187,8 +190,9 @@ export function createDefaultBackend(brokerSpec: string, context: DriverContext)
   const from = (name: string) => context.env[`CHICORY_BROKER_REDIS_${name}`];
   if (!hasOwnRedisLocation(context.env, brokerSpec)) {
     for (const name of REDIS_LOCATION) env[`CHICORY_BACKEND_REDIS_${name}`] = from(name);
-    // the same server: trusted the same way, unless the backend says otherwise
-    for (const name of REDIS_TLS) env[`CHICORY_BACKEND_REDIS_${name}`] ??= from(name);
+    // the same server: trusted (and its sentinels logged in to) the same way, unless the
+    // backend says otherwise
+    for (const name of REDIS_TRUST) env[`CHICORY_BACKEND_REDIS_${name}`] ??= from(name);
   }
   env.CHICORY_BACKEND_REDIS_KEY_PREFIX ??= from("KEY_PREFIX");
   return createBackend(spec, { ...context, env });

@@ -8,7 +8,18 @@
 
 const family = (prefix: string, names: readonly string[]): string[] => names.map((name) => `${prefix}${name}`);
 
-const REDIS_LOCATION = ["URL", "HOST", "PORT", "DB", "USERNAME", "PASSWORD", "TLS_CA", "TLS_REJECT_UNAUTHORIZED"];
+const REDIS_LOCATION = [
+  "URL",
+  "HOST",
+  "PORT",
+  "DB",
+  "USERNAME",
+  "PASSWORD",
+  "TLS_CA",
+  "TLS_REJECT_UNAUTHORIZED",
+  "SENTINEL_USERNAME",
+  "SENTINEL_PASSWORD",
+];
 const SQL = [
   "URL",
   "HOST",

@@ -157,13 +157,21 @@ export async function openRedis(
       break;
     }
     const reason = opened.reason;
-    const sentinels = connection.options.sentinels as { host: string; port: number }[] | undefined;
-    if (sentinels !== undefined) {
+    if (reason instanceof NoPrimaryError) {
       // (a connection to a sentinel that closed is no Redis handshake to try again)
+      const sentinels = connection.options.sentinels as SentinelAddress[];
       const asked = sentinels.map((s) => `${s.host}:${s.port}`).join(", ");
+      // ioredis says only "Connection is closed" of a sentinel it could not reach: ask one why
+      const why = /Connection is closed\.?$/.test(reason.message)
+        ? await sentinelRefusal(Redis, connection)
+        : undefined;
+      const said =
+        why === undefined
+          ? describeRedisError(reason, connection.password)
+          : `${reason.message.replace(/\s*Last error: Connection is closed\.?$/, "")} ${why.sentinel}: ${describeRedisError(why.error, connection.password)}`;
       throw makeError(
-        `${what}: cannot connect to ${connection.displayUrl}: no sentinel (${asked}) led to the primary "${String(connection.options.name)}": ${describeRedisError(reason, connection.password)}`,
-        redactedCopy(reason, connection.password),
+        `${what}: cannot connect to ${connection.displayUrl}: no sentinel (${asked}) led to the primary "${String(connection.options.name)}": ${said}${sentinelFailureHint(why?.error ?? reason, connection)}`,
+        redactedCopy(why?.error ?? reason, connection.password),
       );
     }
     // A connection the server closed during the handshake (`CLIENT KILL`, a server going down, a proxy
@@ -175,7 +183,7 @@ export async function openRedis(
       continue;
     }
     throw makeError(
-      `${what}: cannot connect to ${connection.displayUrl}: ${describeRedisError(reason, connection.password)}${connectFailureHint(reason, connection.envPrefix, connection.options.tls !== undefined, hasCa(connection))}`,
+      `${what}: cannot connect to ${connection.displayUrl}: ${describeRedisError(reason, connection.password)}${primaryFailureHint(reason, connection)}`,
       redactedCopy(reason, connection.password),
     );
   }
@@ -194,6 +202,98 @@ export async function openRedis(
 
 /** No sentinel led to the primary in a connect's first round (see {@link sentinelConnect}). */
 class NoPrimaryError extends Error {}
+
+/**
+ * {@link connectFailureHint} for a connect that reached the server (or, through sentinels, the
+ * primary they named): a primary's certificate must name the address the sentinels give, which
+ * the URL does not choose.
+ */
+function primaryFailureHint(error: unknown, connection: ResolvedRedisConnection): string {
+  if (
+    connection.options.sentinels !== undefined &&
+    (error as { code?: unknown } | null)?.code === "ERR_TLS_CERT_ALTNAME_INVALID"
+  ) {
+    return " (TLS: the primary's certificate is not valid for the address the sentinels gave for it: it must list that address, an IP unless the sentinels announce host names (resolve-hostnames, announce-hostnames))";
+  }
+  return connectFailureHint(error, connection.envPrefix, connection.options.tls !== undefined, hasCa(connection));
+}
+
+/** A sentinel of a `redis+sentinel://` URL. */
+interface SentinelAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+/**
+ * The first sentinel (in the URL's order) that a one-off connection, made as ioredis makes its
+ * own, cannot reach, with the error it reports (refused, a TLS certificate, a login), or
+ * undefined when each one connects. Run only after a failed connect: ioredis keeps these errors
+ * of its sentinel connections to itself.
+ */
+async function sentinelRefusal(
+  Redis: Awaited<ReturnType<typeof loadRedis>>,
+  connection: ResolvedRedisConnection,
+): Promise<{ sentinel: string; error: unknown } | undefined> {
+  const o = connection.options;
+  const refusals = await Promise.all(
+    (o.sentinels as SentinelAddress[]).map(async (sentinel) => {
+      let first: unknown;
+      const probe = new Redis({
+        host: sentinel.host,
+        port: sentinel.port,
+        username: o.sentinelUsername,
+        password: o.sentinelPassword,
+        tls: o.sentinelTLS,
+        lazyConnect: true,
+        retryStrategy: () => null,
+        enableReadyCheck: false,
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 0,
+        connectTimeout: PROBE_CONNECT_MS,
+        disableClientInfo: true,
+      });
+      probe.on("error", (error: unknown) => {
+        first ??= error;
+      });
+      try {
+        await withinDeadline(probe.connect(), PROBE_CONNECT_MS);
+      } catch (error) {
+        first ??= error;
+      } finally {
+        dropRedis(probe);
+      }
+      return first === undefined ? undefined : { sentinel: `${sentinel.host}:${sentinel.port}`, error: first };
+    }),
+  );
+  return refusals.find((refusal) => refusal !== undefined);
+}
+
+/**
+ * Which setting to look at when a sentinel refused the login or its TLS certificate did not
+ * verify, or closed a connection without TLS.
+ */
+function sentinelFailureHint(error: unknown, connection: ResolvedRedisConnection): string {
+  const text = toError(error).message;
+  const code = (error as { code?: unknown } | null)?.code;
+  const prefix = connection.envPrefix;
+  if (
+    /\bNOAUTH\b|\bWRONGPASS\b|invalid password|invalid username-password|without any password configured/i.test(text)
+  ) {
+    return ` (the sentinels refused the login: their own user and password are ${prefix}_SENTINEL_USERNAME/_SENTINEL_PASSWORD or the sentinelUsername/sentinelPassword options, not the primary's)`;
+  }
+  if (code === "ERR_TLS_CERT_ALTNAME_INVALID") {
+    return " (TLS: a sentinel's certificate is not valid for the name it is reached at: name it in the URL as its certificate does)";
+  }
+  if (typeof code === "string" && /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)/.test(code)) {
+    return hasCa(connection)
+      ? ` (TLS: a sentinel's certificate is not trusted [${code}]: the CA given (tls.ca or ${prefix}_TLS_CA) does not sign it; give the CA that does)`
+      : ` (TLS: a sentinel's certificate is not trusted [${code}]: give its CA with the tls.ca option or ${prefix}_TLS_CA)`;
+  }
+  if (connection.options.sentinelTLS === undefined && CLOSED_BY_SERVER.test(text)) {
+    return " (a sentinel closed the connection: is TLS on at its port? sentinels with TLS need rediss+sentinel://)";
+  }
+  return "";
+}
 
 /**
  * `connect()` of a client that asks sentinels for the primary, failing after the first round in

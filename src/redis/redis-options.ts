@@ -31,6 +31,16 @@ export interface RedisConnectionOptions {
    */
   tls?: Record<string, unknown> | undefined;
   /**
+   * ACL user name the sentinels of a `redis+sentinel://` URL ask for (their own `AUTH`, not the
+   * primary's). Read only with such a URL.
+   */
+  sentinelUsername?: string | undefined;
+  /**
+   * Password of the sentinels of a `redis+sentinel://` URL (their `requirepass`, not the
+   * primary's). Read only with such a URL.
+   */
+  sentinelPassword?: string | undefined;
+  /**
    * A ready ioredis client. The caller owns it (Chicory never closes it); connections Chicory
    * needs in addition (blocking readers, the result subscriber) are `duplicate()`s of it.
    */
@@ -60,6 +70,8 @@ export const REDIS_CONNECTION_OPTION_KEYS: Readonly<Record<keyof RedisConnection
   username: true,
   password: true,
   tls: true,
+  sentinelUsername: true,
+  sentinelPassword: true,
   client: true,
 };
 
@@ -131,8 +143,9 @@ export const BASE_REDIS_OPTIONS: Readonly<Record<string, unknown>> = {
 
 /**
  * Merges options over `${envPrefix}_{URL,HOST,PORT,DB,USERNAME,PASSWORD,TLS_CA,
- * TLS_REJECT_UNAUTHORIZED}` (options win; a URL, from options or env, wins over the separate
- * fields). A ready `client` wins over all of them: the result describes that client.
+ * TLS_REJECT_UNAUTHORIZED,SENTINEL_USERNAME,SENTINEL_PASSWORD}` (options win; a URL, from options
+ * or env, wins over the separate fields). A ready `client` wins over all of them: the result
+ * describes that client.
  */
 export function resolveRedisConnection(
   options: RedisConnectionOptions,
@@ -147,8 +160,10 @@ export function resolveRedisConnection(
   const tls = options.tls || fromEnv ? { ...fromEnv, ...options.tls } : undefined;
   const url = options.url ?? envString(env, `${envPrefix}_URL`);
   const base = { envPrefix, tlsUnverified: tls?.rejectUnauthorized === false };
+  const sentinelAuth = sentinelCredentials(options, env, envPrefix, url);
   if (url !== undefined) {
-    const resolved = fromUrl(url, tls, options.tls === undefined, envPrefix);
+    const fromAnyUrl = fromUrl(url, tls, options.tls === undefined, envPrefix);
+    const resolved = sentinelAuth ? { ...fromAnyUrl, options: { ...fromAnyUrl.options, ...sentinelAuth } } : fromAnyUrl;
     // A URL without credentials takes them from the options or variables (a secret kept
     // apart from the URL); credentials in the URL win.
     const { username, password } = resolved.options as { username?: string; password?: string };
@@ -175,6 +190,30 @@ export function resolveRedisConnection(
     password,
     ...base,
   };
+}
+
+/**
+ * The sentinels' own user name and password (`sentinelUsername`/`sentinelPassword` or
+ * `${envPrefix}_SENTINEL_USERNAME`/`_PASSWORD`) as ioredis options, or undefined when neither is
+ * set.
+ * @throws ConfigurationError when one is set and `url` is not a `redis+sentinel://` URL (it
+ *   would be ignored)
+ */
+function sentinelCredentials(
+  options: RedisConnectionOptions,
+  env: EnvMap,
+  envPrefix: string,
+  url: string | undefined,
+): { sentinelUsername: string | undefined; sentinelPassword: string | undefined } | undefined {
+  const sentinelUsername = options.sentinelUsername ?? envString(env, `${envPrefix}_SENTINEL_USERNAME`);
+  const sentinelPassword = options.sentinelPassword ?? envString(env, `${envPrefix}_SENTINEL_PASSWORD`);
+  if (sentinelUsername === undefined && sentinelPassword === undefined) return undefined;
+  if (url === undefined || !SENTINEL_SCHEME.test(url)) {
+    throw new ConfigurationError(
+      `sentinelUsername/sentinelPassword (or ${envPrefix}_SENTINEL_USERNAME/_SENTINEL_PASSWORD) are set but the connection is not through sentinels: they are read only with a ${SENTINEL_URL_FORM} URL (the primary's password is the URL's, or ${envPrefix}_PASSWORD)`,
+    );
+  }
+  return { sentinelUsername, sentinelPassword };
 }
 
 /** A `host:port` of an ioredis node option (`{ host, port }`, a port number or a URL string). */
@@ -221,7 +260,7 @@ function fromUrl(
   tlsFromEnvOnly: boolean,
   envPrefix: string,
 ): Omit<ResolvedRedisConnection, "envPrefix" | "tlsUnverified"> {
-  if (/^rediss?\+sentinel:/i.test(url)) return fromSentinelUrl(url, tls);
+  if (SENTINEL_SCHEME.test(url)) return fromSentinelUrl(url, tls, tlsFromEnvOnly, envPrefix);
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -285,27 +324,33 @@ function fromUrl(
 /** Port of a sentinel named without one. */
 const SENTINEL_PORT = 26379;
 
+/** The schemes of a URL that names sentinels. */
+const SENTINEL_SCHEME = /^rediss?\+sentinel:/i;
+
 const SENTINEL_URL_FORM = "redis+sentinel://[user:password@]host[:port][,host[:port]...]/<primary name>[/db]";
 
 /**
  * `redis+sentinel://[user:password@]host[:port][,host[:port]...]/<name>[/db]`: the sentinels to
  * ask (port 26379 by default) for the primary they call `name`; the user name and password are
- * the primary's (sentinels without a password). ioredis follows the sentinels' `+switch-master`
- * (`failoverDetector`). TLS is not read from this form: give a client (`client:`) for it.
+ * the primary's (the sentinels' own are {@link RedisConnectionOptions.sentinelPassword} and
+ * `_SENTINEL_*`). ioredis follows the sentinels' `+switch-master` (`failoverDetector`).
+ * `rediss+sentinel://` (or `tls` given) is TLS to the sentinels and to the primary and replicas
+ * alike, with the same TLS options.
  */
 function fromSentinelUrl(
   url: string,
   tls: Record<string, unknown> | undefined,
+  tlsFromEnvOnly: boolean,
+  envPrefix: string,
 ): Omit<ResolvedRedisConnection, "envPrefix" | "tlsUnverified"> {
   const invalid = (why: string) => new ConfigurationError(`invalid Redis Sentinel URL ${maskUrl(url)}: ${why}`);
-  if (!/^redis\+sentinel:\/\//i.test(url)) {
-    throw invalid(
-      /^rediss\+/i.test(url)
-        ? "TLS is not read from a Sentinel URL: give the broker and backend an ioredis client (client:) with sentinelTLS/tls"
-        : `expected ${SENTINEL_URL_FORM}`,
+  if (!/^rediss?\+sentinel:\/\//i.test(url)) throw invalid(`expected ${SENTINEL_URL_FORM}`);
+  const isTls = /^rediss\+/i.test(url);
+  if (!isTls && tls && tlsFromEnvOnly) {
+    throw new ConfigurationError(
+      `${envPrefix}_TLS_* is set but the URL ${maskUrl(url)} is not TLS: use rediss+sentinel:// (or unset the TLS variables)`,
     );
   }
-  if (tls) throw invalid("TLS options are not read with a Sentinel URL: give an ioredis client (client:) instead");
   const match = /^[^:]+:\/\/(?:([^/?#]*)@)?([^/?#@]+)(\/[^?#]*)?$/i.exec(url);
   if (match === null) {
     throw invalid(
@@ -351,6 +396,9 @@ function fromSentinelUrl(
       username,
       password,
       failoverDetector: true,
+      // (ioredis: `sentinelTLS` for the sentinels, `tls` with `enableTLSForSentinelMode` for the
+      // primary and replicas they name)
+      ...(isTls || tls ? { tls: tls ?? {}, sentinelTLS: tls ?? {}, enableTLSForSentinelMode: true } : {}),
     },
     displayUrl: maskUrl(url),
     password,

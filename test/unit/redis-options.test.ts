@@ -196,9 +196,73 @@ describe("redis+sentinel:// URLs", () => {
     expect(refused("redis+sentinel://s1:99999/m")).toMatch(/sentinel "s1:99999": expected host\[:port\]/);
     expect(refused("redis+sentinel://:pw@s1/m?password=x")).toMatch(/query parameters and fragments are not read/);
     expect(refused("redis+sentinel://:pw@s1/m?password=x")).not.toContain("pw");
-    expect(refused("rediss+sentinel://s1/m")).toMatch(/TLS is not read from a Sentinel URL/);
-    expect(refused("redis+sentinel://s1/m", { CHICORY_BROKER_REDIS_TLS_CA: PEM })).toMatch(/TLS options are not read/);
+    expect(refused("redis+sentinel://s1/m", { CHICORY_BROKER_REDIS_TLS_CA: PEM })).toMatch(
+      /CHICORY_BROKER_REDIS_TLS_\* is set but the URL redis\+sentinel:\/\/s1\/m is not TLS: use rediss\+sentinel:\/\//,
+    );
     expect(refused("redis+sentinel:/s1/m")).toMatch(/expected redis\+sentinel:\/\//);
+  });
+
+  it("rediss+sentinel:// (or the tls option) is TLS to the sentinels and to the servers they name", () => {
+    const r = resolve("rediss+sentinel://:pw@s1,s2/m", { CHICORY_BROKER_REDIS_TLS_CA: PEM });
+    expect(r.options).toMatchObject({
+      tls: { ca: PEM.trim() },
+      sentinelTLS: { ca: PEM.trim() },
+      enableTLSForSentinelMode: true,
+      password: "pw",
+    });
+    expect(r.displayUrl).toBe("rediss+sentinel://:***@s1,s2/m");
+    expect(resolve("rediss+sentinel://s1/m").options).toMatchObject({ tls: {}, sentinelTLS: {} });
+    const opted = resolveRedisConnection(
+      { url: "redis+sentinel://s1/m", tls: { servername: "x" } },
+      {},
+      "CHICORY_BROKER_REDIS",
+    );
+    expect(opted.options).toMatchObject({ tls: { servername: "x" }, sentinelTLS: { servername: "x" } });
+    expect(resolve("redis+sentinel://s1/m").options).not.toHaveProperty("sentinelTLS");
+    expect(resolve("redis+sentinel://s1/m").options).not.toHaveProperty("tls");
+    expect(createBroker("rediss+sentinel://s1/m", { env: {} })).toBeInstanceOf(RedisBroker);
+  });
+
+  it("the sentinels' own login comes from _SENTINEL_USERNAME/_PASSWORD or the options, never from the URL", () => {
+    const r = resolve("redis+sentinel://:pw@s1/m", {
+      CHICORY_BROKER_REDIS_SENTINEL_USERNAME: "watcher",
+      CHICORY_BROKER_REDIS_SENTINEL_PASSWORD: "spw",
+    });
+    expect(r.options).toMatchObject({ password: "pw", sentinelUsername: "watcher", sentinelPassword: "spw" });
+    expect(r.displayUrl).not.toContain("spw");
+    const given = resolveRedisConnection(
+      { url: "redis+sentinel://s1/m", sentinelPassword: "opt" },
+      { CHICORY_BROKER_REDIS_SENTINEL_PASSWORD: "env" },
+      "CHICORY_BROKER_REDIS",
+    );
+    expect(given.options).toMatchObject({ sentinelPassword: "opt" });
+    // credentials from the variables for the primary, and the sentinels' apart from them
+    const split = resolve("redis+sentinel://s1/m", {
+      CHICORY_BROKER_REDIS_PASSWORD: "pw",
+      CHICORY_BROKER_REDIS_SENTINEL_PASSWORD: "spw",
+    });
+    expect(split.options).toMatchObject({ password: "pw", sentinelPassword: "spw" });
+    expect(resolve("redis+sentinel://:pw@s1/m").options).not.toHaveProperty("sentinelPassword");
+  });
+
+  it("refuses a sentinel login where there are no sentinels (it would be ignored)", () => {
+    for (const [options, env] of [
+      [{ url: "redis://h:6379/0" }, { CHICORY_BROKER_REDIS_SENTINEL_PASSWORD: "spw" }],
+      [{ url: "rediss://h:6379/0", sentinelUsername: "watcher" }, {}],
+      [{ host: "h" }, { CHICORY_BROKER_REDIS_SENTINEL_USERNAME: "watcher" }],
+    ] as const) {
+      let error: unknown;
+      try {
+        resolveRedisConnection(options, env, "CHICORY_BROKER_REDIS");
+      } catch (e) {
+        error = e;
+      }
+      expect(error).toBeInstanceOf(ConfigurationError);
+      expect((error as Error).message).toMatch(
+        /sentinelUsername\/sentinelPassword \(or CHICORY_BROKER_REDIS_SENTINEL_USERNAME\/_SENTINEL_PASSWORD\) are set but the connection is not through sentinels/,
+      );
+      expect((error as Error).message).not.toContain("spw");
+    }
   });
 });
 

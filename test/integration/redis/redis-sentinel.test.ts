@@ -4,17 +4,19 @@
  * sentinels this test starts. A forced failover (`SENTINEL FAILOVER`) promotes the replica and
  * demotes the old primary; a crash (SIGKILL of the primary, three sentinels agreeing) promotes
  * the replica. Either way the worker and the producer carry on against the new primary by
- * themselves.
+ * themselves. The same forced failover runs with TLS and passwords everywhere (servers and
+ * sentinel TLS-only, a certificate made at test time), reached by a `rediss+sentinel://` URL.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { inspect } from "node:util";
 import { Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
-import { Chicory, silentLogger, Worker } from "../../../src/index.js";
+import { Chicory, ChicoryError, silentLogger, Worker } from "../../../src/index.js";
 import { readonlyReconnector } from "../../../src/redis/redis-options.js";
 import { eventually } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
@@ -26,31 +28,100 @@ const skip = await skipUnless("redis");
 
 const NAME = "chicory";
 
+/**
+ * TLS and passwords for every server and sentinel: TLS-only ports, a self-signed certificate for
+ * `localhost` and `127.0.0.1` (the address the sentinels give for the servers), `--tls-auth-clients no`.
+ */
+interface Secure {
+  readonly cert: string;
+  readonly key: string;
+  readonly password: string;
+  readonly sentinelPassword: string;
+}
+
+/** The TLS arguments of a redis-server (server or sentinel) of the secure setup. */
+const tlsArgs = (secure: Secure) => [
+  ...["--tls-cert-file", secure.cert, "--tls-key-file", secure.key, "--tls-ca-cert-file", secure.cert],
+  ...["--tls-auth-clients", "no", "--tls-replication", "yes"],
+];
+
+/** How a test client reaches a server or sentinel of the setup (TLS and its password when secure). */
+const reach = (secure: Secure | undefined, password?: string) =>
+  secure === undefined ? {} : { tls: { ca: readFileSync(secure.cert) }, password };
+
+/** PING through ioredis (a TLS port does not answer the plain-text ping). */
+async function answers(port: number, options: Record<string, unknown>): Promise<boolean> {
+  const client = new Redis({ port, host: "127.0.0.1", lazyConnect: true, retryStrategy: () => null, ...options });
+  client.on("error", () => {});
+  try {
+    await client.connect();
+    return (await client.ping()) === "PONG";
+  } catch {
+    return false;
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** A redis-server of the secure setup: TLS only, with a password. */
+async function startSecureServer(dir: string, secure: Secure): Promise<{ port: number; kill(): Promise<void> }> {
+  const port = await freePort();
+  const child = spawn(
+    "redis-server",
+    [
+      ...["--port", "0", "--tls-port", String(port), "--bind", "127.0.0.1", "--dir", dir],
+      ...["--save", "", "--appendonly", "no", "--requirepass", secure.password, "--masterauth", secure.password],
+      ...tlsArgs(secure),
+    ],
+    { stdio: "ignore" },
+  );
+  await eventually(async () => {
+    if (child.exitCode !== null) throw new Error(`TLS redis-server exited with ${child.exitCode}`);
+    return answers(port, reach(secure, secure.password));
+  }, 10_000);
+  return {
+    port,
+    kill: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+      child.kill("SIGKILL");
+      await exited;
+    },
+  };
+}
+
 /** `redis-server --sentinel` monitoring `127.0.0.1:<primaryPort>` as {@link NAME}. */
 async function startSentinel(
   dir: string,
   primaryPort: number,
   quorum: number,
+  secure: Secure | undefined,
 ): Promise<{ port: number; child: ChildProcess }> {
   const port = await freePort();
   const own = mkdtempSync(join(dir, "sentinel-"));
   const conf = join(own, "sentinel.conf");
-  writeFileSync(
-    conf,
-    [
-      `port ${port}`,
-      "bind 127.0.0.1",
-      `dir ${own}`,
-      `sentinel monitor ${NAME} 127.0.0.1 ${primaryPort} ${quorum}`,
-      `sentinel down-after-milliseconds ${NAME} 1000`,
-      `sentinel failover-timeout ${NAME} 5000`,
-      "",
-    ].join("\n"),
-  );
-  const child = spawn("redis-server", [conf, "--sentinel"], { stdio: "ignore" });
+  const lines = [
+    ...(secure === undefined ? [`port ${port}`] : ["port 0", `tls-port ${port}`]),
+    "bind 127.0.0.1",
+    `dir ${own}`,
+    `sentinel monitor ${NAME} 127.0.0.1 ${primaryPort} ${quorum}`,
+    `sentinel down-after-milliseconds ${NAME} 1000`,
+    `sentinel failover-timeout ${NAME} 5000`,
+  ];
+  if (secure !== undefined) {
+    lines.push(
+      `requirepass ${secure.sentinelPassword}`,
+      `sentinel auth-pass ${NAME} ${secure.password}`,
+      `sentinel sentinel-pass ${secure.sentinelPassword}`,
+    );
+  }
+  writeFileSync(conf, `${lines.join("\n")}\n`);
+  const child = spawn("redis-server", [conf, "--sentinel", ...(secure === undefined ? [] : tlsArgs(secure))], {
+    stdio: "ignore",
+  });
   await eventually(async () => {
     if (child.exitCode !== null) throw new Error(`redis-sentinel exited with ${child.exitCode}`);
-    return pingRedis(port);
+    return secure === undefined ? pingRedis(port) : answers(port, reach(secure, secure.sentinelPassword));
   }, 10_000);
   return { port, child };
 }
@@ -67,19 +138,22 @@ describe.skipIf(skip)("redis adapters: Sentinel", () => {
   /**
    * A primary A, its replica B, `sentinels` sentinels (quorum: a majority), and an app whose
    * broker and backend reach the primary through them (clients given, or a `redis+sentinel://`
-   * URL), with a worker started.
+   * URL; `secure`: TLS and passwords, a `rediss+sentinel://` URL), with a worker started.
    */
-  async function setup(sentinels: number, form: "client" | "url") {
-    const a = new OwnRedis(await freePort(), mkdtempSync(join(dir, "a-")), "none");
-    const b = new OwnRedis(await freePort(), mkdtempSync(join(dir, "b-")), "none");
-    cleanups.push(async () => {
-      await a.kill();
-      await b.kill();
-    });
-    await a.start();
-    await b.start();
-    const adminA = new Redis(a.port, "127.0.0.1", { maxRetriesPerRequest: 1 });
-    const adminB = new Redis(b.port, "127.0.0.1");
+  async function setup(sentinels: number, form: "client" | "url", secure?: Secure) {
+    const server = async (name: string) => {
+      const own = mkdtempSync(join(dir, `${name}-`));
+      if (secure !== undefined) return startSecureServer(own, secure);
+      const plain = new OwnRedis(await freePort(), own, "none");
+      await plain.start();
+      return plain;
+    };
+    const a = await server("a");
+    cleanups.push(() => a.kill());
+    const b = await server("b");
+    cleanups.push(() => b.kill());
+    const adminA = new Redis(a.port, "127.0.0.1", { maxRetriesPerRequest: 1, ...reach(secure, secure?.password) });
+    const adminB = new Redis(b.port, "127.0.0.1", reach(secure, secure?.password));
     adminA.on("error", () => {}); // A may be killed
     cleanups.push(() => {
       adminA.disconnect();
@@ -87,8 +161,14 @@ describe.skipIf(skip)("redis adapters: Sentinel", () => {
     });
     await replicate(adminB, a.port);
     const started: { port: number; child: ChildProcess }[] = [];
-    for (let i = 0; i < sentinels; i++) started.push(await startSentinel(dir, a.port, Math.floor(sentinels / 2) + 1));
-    const sentinel = new Redis((started[0] as { port: number }).port, "127.0.0.1");
+    for (let i = 0; i < sentinels; i++) {
+      started.push(await startSentinel(dir, a.port, Math.floor(sentinels / 2) + 1, secure));
+    }
+    const sentinel = new Redis(
+      (started[0] as { port: number }).port,
+      "127.0.0.1",
+      reach(secure, secure?.sentinelPassword),
+    );
     cleanups.push(() => {
       sentinel.disconnect();
       for (const s of started) s.child.kill("SIGKILL");
@@ -108,11 +188,32 @@ describe.skipIf(skip)("redis adapters: Sentinel", () => {
       cleanups.push(() => client.disconnect());
       return client;
     };
-    const url = `redis+sentinel://${started.map((s) => `127.0.0.1:${s.port}`).join(",")}/${NAME}`;
+    // (secure: the sentinels by the name their certificate gives, the primary's password in the URL)
+    const url =
+      secure === undefined
+        ? `redis+sentinel://${started.map((s) => `127.0.0.1:${s.port}`).join(",")}/${NAME}`
+        : `rediss+sentinel://:${secure.password}@${started.map((s) => `localhost:${s.port}`).join(",")}/${NAME}`;
     const via = () => (form === "url" ? { url } : { client: viaSentinel() });
-    const broker = new RedisBroker({ ...via(), keyPrefix: "sentinel", blockMs: 200, env: {} });
-    const backend = new RedisBackend({ ...via(), keyPrefix: "sentinel", env: {} });
-    const app = new Chicory({ broker, backend });
+    // secure: the app's URL and the broker's variables only (the default backend shares them)
+    const app =
+      secure === undefined
+        ? new Chicory({
+            broker: new RedisBroker({ ...via(), keyPrefix: "sentinel", blockMs: 200, env: {} }),
+            backend: new RedisBackend({ ...via(), keyPrefix: "sentinel", env: {} }),
+          })
+        : new Chicory({
+            broker: url,
+            config: {
+              env: {
+                CHICORY_BROKER_REDIS_TLS_CA: secure.cert,
+                CHICORY_BROKER_REDIS_SENTINEL_PASSWORD: secure.sentinelPassword,
+                CHICORY_BROKER_REDIS_KEY_PREFIX: "sentinel",
+                CHICORY_BROKER_REDIS_BLOCK_MS: "200",
+              },
+            },
+          });
+    const broker = app.broker as RedisBroker;
+    const backend = app.backend as RedisBackend;
     const double = app.task(async function double(n: number) {
       return n * 2;
     });
@@ -137,15 +238,12 @@ describe.skipIf(skip)("redis adapters: Sentinel", () => {
     await eventually(async () => Number(await adminB.call("ZCARD", "sentinel:workers")) === 1, 5000);
   }
 
-  it("workers and producers carry on after a forced failover and the old primary's demotion", {
-    timeout: 60_000,
-  }, async () => {
-    const s = await setup(1, "client");
-    // two clients of the same sentinels' primary: a result and its entry's ack are one script call
-    expect(s.broker.attachResults(s.backend)).toBe(true);
-    expect(await s.run(0, 1)).toEqual([0]);
+  /**
+   * Forces a failover and waits for the old primary's demotion; then jobs run, and B's stream ends
+   * empty (the worker and the producer moved to B by themselves).
+   */
+  async function failOverAndCarryOn(s: Awaited<ReturnType<typeof setup>>): Promise<void> {
     await caughtUp(s.adminA, s.adminB);
-
     // (NOGOODSLAVE until the sentinel has its own fresh view of the replica)
     await eventually(async () => (await s.sentinel.call("SENTINEL", "FAILOVER", NAME)) === "OK", 20_000, 200);
     await eventually(async () => {
@@ -158,6 +256,70 @@ describe.skipIf(skip)("redis adapters: Sentinel", () => {
 
     expect(await s.run(0, 20)).toEqual(Array.from({ length: 20 }, (_, i) => i * 2));
     await settledOn(s.adminB);
+  }
+
+  it("workers and producers carry on after a forced failover and the old primary's demotion", {
+    timeout: 60_000,
+  }, async () => {
+    const s = await setup(1, "client");
+    // two clients of the same sentinels' primary: a result and its entry's ack are one script call
+    expect(s.broker.attachResults(s.backend)).toBe(true);
+    expect(await s.run(0, 1)).toEqual([0]);
+    await failOverAndCarryOn(s);
+  });
+
+  it("TLS and passwords on the servers and the sentinel (rediss+sentinel://): refusals name the setting; a failover carries on", {
+    timeout: 60_000,
+  }, async () => {
+    const cert = join(dir, "cert.pem");
+    const key = join(dir, "key.pem");
+    execFileSync(
+      "openssl",
+      [
+        ...["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"],
+        ...["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert],
+      ],
+      { stdio: "ignore" },
+    );
+    const secure: Secure = { cert, key, password: "PrimaryCanary7x", sentinelPassword: "SentinelCanary3z" };
+    const s = await setup(1, "url", secure);
+    // the default backend took the broker's TLS and sentinel settings: it reached the same primary
+    expect(s.broker.attachResults(s.backend)).toBe(true);
+    expect(await s.run(0, 5)).toEqual([0, 2, 4, 6, 8]);
+
+    const WRONG = "WrongCanary9q";
+    const refusal = async (url: string, env: Record<string, string>) => {
+      const broker = new RedisBroker({ url, env });
+      cleanups.push(() => broker.disconnect());
+      const error: unknown = await broker.connect().then(
+        () => new Error("connected, but it should have been refused"),
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(ChicoryError);
+      const text = `${inspect(error, { depth: 8 })}\n${(error as Error).stack}`;
+      for (const secret of [secure.password, secure.sentinelPassword, WRONG]) expect(text).not.toContain(secret);
+      return (error as Error).message;
+    };
+    const ca = { CHICORY_BROKER_REDIS_TLS_CA: cert };
+    const login = { CHICORY_BROKER_REDIS_SENTINEL_PASSWORD: secure.sentinelPassword };
+    expect(await refusal(s.url, ca)).toMatch(
+      /NOAUTH .*\(the sentinels refused the login: their own user and password are CHICORY_BROKER_REDIS_SENTINEL_USERNAME\/_SENTINEL_PASSWORD/,
+    );
+    expect(await refusal(s.url, { ...ca, CHICORY_BROKER_REDIS_SENTINEL_PASSWORD: WRONG })).toMatch(
+      /WRONGPASS .*\(the sentinels refused the login/,
+    );
+    expect(await refusal(s.url, login)).toMatch(
+      /no sentinel \(localhost:\d+\) led to the primary "chicory": All sentinels are unreachable\. localhost:\d+: self-signed certificate \(TLS: a sentinel's certificate is not trusted \[DEPTH_ZERO_SELF_SIGNED_CERT\]: give its CA with the tls\.ca option or CHICORY_BROKER_REDIS_TLS_CA\)/,
+    );
+    expect(await refusal(s.url.replace("rediss+", "redis+"), login)).toMatch(
+      /\(a sentinel closed the connection: is TLS on at its port\? sentinels with TLS need rediss\+sentinel:\/\/\)/,
+    );
+    // the primary's own refusal, after the sentinels named it
+    expect(await refusal(s.url.replace(`:${secure.password}@`, `:${WRONG}@`), { ...ca, ...login })).toMatch(
+      /cannot connect to rediss\+sentinel:\/\/:\*\*\*@localhost:\d+\/chicory: WRONGPASS .*\(authentication failed/,
+    );
+
+    await failOverAndCarryOn(s);
   });
 
   it("jobs published while the primary is down (SIGKILL) run when three sentinels have promoted the replica (redis+sentinel:// URL)", {

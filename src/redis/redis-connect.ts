@@ -35,7 +35,17 @@ export function describeRedisError(error: unknown, password: string | undefined)
       /Stream isn't writeable and enableOfflineQueue options? is false\.?/,
       "not connected to Redis (reconnecting; this command was not sent)",
     );
-  return redactSecrets(withWrongTypeHint(withScriptRefusalHint(plain), error), password);
+  return redactSecrets(withNoReplicasHint(withWrongTypeHint(withScriptRefusalHint(plain), error)), password);
+}
+
+/**
+ * A primary with `min-replicas-to-write` refuses every write (`NOREPLICAS`) while too few
+ * replicas are in sync: says so, and that writes resume by themselves (the worker retries its
+ * acks and reads; a refused publish was not applied).
+ */
+function withNoReplicasHint(text: string): string {
+  if (!/^NOREPLICAS\b/.test(text)) return text;
+  return `${text} (the primary refuses writes while fewer replicas than its min-replicas-to-write are connected within min-replicas-max-lag; they resume when enough are back)`;
 }
 
 /** Commands whose first argument is a subcommand, the key coming next (`XINFO CONSUMERS key …`). */

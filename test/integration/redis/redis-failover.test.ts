@@ -3,7 +3,9 @@
  * redis-servers this test starts (B replicates A), reached through a TCP proxy. B is promoted,
  * A demoted, and the proxy sends new connections to B; the connections already open still
  * reach A, where every write now gets READONLY. The adapters reconnect on READONLY and send the
- * refused command again: the worker and the producer carry on against B by themselves.
+ * refused command again: the worker and the producer carry on against B by themselves. A
+ * primary with `min-replicas-to-write` whose replica is gone refuses writes (`NOREPLICAS`):
+ * publishes fail, and the worker's acks wait for the replica's return.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -18,6 +20,7 @@ import { MessageCodec } from "../../../src/core/message.js";
 import { Chicory, silentLogger, Worker } from "../../../src/index.js";
 import { type RedisClientLike, runScript } from "../../../src/redis/redis-client.js";
 import { encodeTask, eventually } from "../../contract/contract-helpers.js";
+import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
 import { ChaosProxy } from "../../reliability/infra/chaos-proxy.js";
@@ -153,5 +156,65 @@ describe.skipIf(skip)("redis adapters: failover behind one address", () => {
     );
     expect(results).toEqual(Array.from({ length: 20 }, (_, i) => i * 2));
     expect(await adminB.call("XLEN", "failover:stream:{default}")).toBe(0);
+  });
+
+  it("a primary refusing writes for want of replicas (min-replicas-to-write): publishes fail naming it; jobs under way settle once the replica is back", {
+    timeout: 30_000,
+  }, async () => {
+    const primary = await ownRedis();
+    const replica = await ownRedis();
+    const adminP = new Redis(primary.port, "127.0.0.1");
+    const adminR = new Redis(replica.port, "127.0.0.1");
+    adminR.on("error", () => {}); // the replica is killed and started again
+    cleanups.push(() => {
+      adminP.disconnect();
+      adminR.disconnect();
+    });
+    await replicate(adminR, primary.port);
+    await adminP.call("CONFIG", "SET", "min-replicas-to-write", "1", "min-replicas-max-lag", "10");
+    await adminP.call("CONFIG", "SET", "repl-diskless-sync-delay", "0"); // (the replica's return: no 5 s wait)
+    const goodReplicas = async () =>
+      Number(/min_slaves_good_slaves:(\d+)/.exec(String(await adminP.call("INFO", "replication")))?.[1]);
+    await eventually(async () => (await goodReplicas()) === 1, 10_000);
+
+    const app = new Chicory({
+      broker: new RedisBroker({ url: primary.url, keyPrefix: "norep", env: {}, blockMs: 200 }),
+      backend: new RedisBackend({ url: primary.url, keyPrefix: "norep", env: {} }),
+    });
+    let open: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const started: number[] = [];
+    const held = app.task(async function held(n: number) {
+      started.push(n);
+      await gate;
+      return n * 2;
+    });
+    const { logger, until } = capturingLogger();
+    const worker = new Worker(app, { logger, concurrency: 4, heartbeatInterval: 0.2 });
+    await worker.start();
+    cleanups.push(() => worker.stop(5));
+    const underWay = await Promise.all([1, 2, 3].map((n) => held.delay(n)));
+    await eventually(async () => started.length === 3, 10_000);
+
+    await replica.kill();
+    await eventually(async () => (await goodReplicas()) === 0, 10_000);
+    // nothing is published (the script's first write is refused)
+    await expect(held.delay(9)).rejects.toThrow(
+      /publish failed .*NOREPLICAS Not enough good replicas to write\. \(the primary refuses writes while fewer replicas than its min-replicas-to-write/,
+    );
+    expect(await adminP.call("XLEN", "norep:stream:{default}")).toBe(3);
+    open();
+    // the results and acks are refused, and tried again
+    const refused = await until(/settling step failed/);
+    expect(String(refused.fields.err)).toMatch(/NOREPLICAS/);
+
+    await replica.start();
+    await replicate(adminR, primary.port);
+    expect(await Promise.all(underWay.map((r) => r.get({ timeout: 20 })))).toEqual([2, 4, 6]);
+    expect(await (await held.delay(4)).get({ timeout: 10 })).toBe(8);
+    await eventually(async () => Number(await adminP.call("XLEN", "norep:stream:{default}")) === 0, 5000);
+    expect(await adminP.call("XPENDING", "norep:stream:{default}", "chicory-workers")).toEqual([0, null, null, null]);
   });
 });

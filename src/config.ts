@@ -18,7 +18,7 @@ import {
   envString,
   loadEnv,
 } from "./core/env.js";
-import { LOG_LEVELS, type LogLevel } from "./core/logger.js";
+import { checkLogLevel, type LogLevel, type LogLevelName } from "./core/logger.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./core/message.js";
 import { assertValidName } from "./core/names.js";
 import { maskUrl } from "./core/url.js";
@@ -90,7 +90,7 @@ export interface WorkerOptions {
   /** How long `stop()` waits for running tasks (`CHICORY_WORKER_SHUTDOWN_TIMEOUT`; default 30 s). */
   shutdownTimeout?: Duration | undefined;
   /** Log level (`CHICORY_WORKER_LOG_LEVEL`; default `INFO`) of the worker's default logger (a `logger` given keeps its own). */
-  logLevel?: LogLevel | Lowercase<LogLevel> | undefined;
+  logLevel?: LogLevelName | undefined;
   /** Deliveries after which a message is poison and dead-lettered (`CHICORY_WORKER_MAX_DELIVERIES`; default 5). */
   maxDeliveries?: number | undefined;
 }
@@ -367,8 +367,9 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
   }
   const logLevel =
     options.logLevel === undefined
-      ? (base?.logLevel ?? envChoice(env, "CHICORY_WORKER_LOG_LEVEL", LOG_LEVELS, "INFO"))
-      : checkChoice(options.logLevel, "logLevel", LOG_LEVELS);
+      ? (base?.logLevel ??
+        checkLogLevel(envString(env, "CHICORY_WORKER_LOG_LEVEL", "INFO"), "CHICORY_WORKER_LOG_LEVEL"))
+      : checkLogLevel(options.logLevel, "logLevel");
   const config: WorkerConfig = {
     concurrency,
     queues,

@@ -4,8 +4,7 @@
  * @module
  */
 import { createRequire } from "node:module";
-import { checkChoice } from "./core/env.js";
-import { LOG_LEVELS, type Logger, type LogLevel } from "./core/logger.js";
+import { checkLogLevel, type Logger, type LogLevel, type LogLevelName } from "./core/logger.js";
 import { ConfigurationError } from "./errors.js";
 
 /** The little of pino this module uses (loaded on first use: an app with its own logger never pays for it). */
@@ -26,8 +25,8 @@ const PINO_LEVEL: Record<LogLevel, string> = {
 
 /** Options of {@link createLogger}. */
 export interface CreateLoggerOptions {
-  /** Minimum level (default `INFO`; any case, as `logLevel` in the config). */
-  level?: LogLevel | Lowercase<LogLevel>;
+  /** Minimum level (default `INFO`; any case, and pino's `warn`/`fatal`, as `logLevel` in the config). */
+  level?: LogLevelName;
   /** `json`, `pretty`, or `auto` (pretty on a TTY when pino-pretty is installed; default). */
   format?: "json" | "pretty" | "auto";
   /** Fields added to every line. */
@@ -57,8 +56,7 @@ function logFormatFromEnv(value: string | undefined): "json" | "pretty" | "auto"
 
 /** Creates a pino logger configured for Chicory. */
 export function createLogger(options: CreateLoggerOptions = {}): Logger {
-  const level =
-    PINO_LEVEL[options.level === undefined ? "INFO" : checkChoice(options.level, "createLogger: level", LOG_LEVELS)];
+  const level = PINO_LEVEL[options.level === undefined ? "INFO" : checkLogLevel(options.level, "createLogger: level")];
   const fd = options.toStderr ? 2 : 1;
   const format = options.format ?? logFormatFromEnv(process.env.CHICORY_LOG_FORMAT);
   const isTty = fd === 1 ? process.stdout.isTTY : process.stderr.isTTY;

@@ -5,7 +5,7 @@
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { toSeconds } from "../core/duration.js";
-import { LOG_LEVELS, type LogLevel } from "../core/logger.js";
+import { LOG_LEVELS_TEXT, type LogLevel, toLogLevel } from "../core/logger.js";
 
 /** Parses a whole number >= `min`. */
 export function intAtLeast(min: number, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
@@ -39,12 +39,9 @@ export function positiveSeconds(value: string): number {
 
 /** Parses a log level, case-insensitively (`debug`, `INFO`, `warn`...). */
 export function logLevel(value: string): LogLevel {
-  const upper = value.toUpperCase();
-  const level = upper === "WARN" ? "WARNING" : upper === "FATAL" ? "CRITICAL" : upper;
-  if (!(LOG_LEVELS as readonly string[]).includes(level)) {
-    throw new InvalidArgumentError(`expected one of ${LOG_LEVELS.join(", ")}, got "${value}"`);
-  }
-  return level as LogLevel;
+  const level = toLogLevel(value);
+  if (level === undefined) throw new InvalidArgumentError(`expected one of ${LOG_LEVELS_TEXT}, got "${value}"`);
+  return level;
 }
 
 /** Collects a repeatable option; each value may also be a comma-separated list. */

@@ -3,6 +3,7 @@
  * fits; {@link silentLogger} drops everything.
  * @module
  */
+import { ConfigurationError } from "../errors.js";
 
 /** A log method: `(fields, message)` or `(message)`. */
 export interface LogFn {
@@ -25,6 +26,40 @@ export type LogLevel = "DEBUG" | "INFO" | "WARNING" | "ERROR" | "CRITICAL";
 
 /** All log levels. */
 export const LOG_LEVELS: readonly LogLevel[] = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"];
+
+/**
+ * A log level as it may be written: {@link LogLevel} in any case, or pino's `warn` and `fatal`
+ * (for `WARNING` and `CRITICAL`).
+ */
+export type LogLevelName = LogLevel | Lowercase<LogLevel> | "warn" | "WARN" | "fatal" | "FATAL";
+
+/** Pino's names of two levels, taken as Chicory's. */
+const LEVEL_ALIASES: Readonly<Record<string, LogLevel>> = { WARN: "WARNING", FATAL: "CRITICAL" };
+
+/**
+ * The {@link LogLevel} of `value`, in any case, `warn` and `fatal` included; undefined for
+ * anything else (the caller names the setting in its error).
+ */
+export function toLogLevel(value: unknown): LogLevel | undefined {
+  if (typeof value !== "string") return undefined;
+  const upper = value.trim().toUpperCase();
+  const level = LEVEL_ALIASES[upper] ?? upper;
+  return (LOG_LEVELS as readonly string[]).includes(level) ? (level as LogLevel) : undefined;
+}
+
+/** The levels as an error message lists them. */
+export const LOG_LEVELS_TEXT = `${LOG_LEVELS.join(", ")} (any case; warn and fatal also do)`;
+
+/**
+ * {@link toLogLevel}, or a `ConfigurationError` naming the setting `name`.
+ * @throws ConfigurationError for anything else than a level
+ */
+export function checkLogLevel(value: unknown, name: string): LogLevel {
+  const level = toLogLevel(value);
+  if (level !== undefined) return level;
+  const shown = typeof value === "string" ? JSON.stringify(value.slice(0, 40)) : typeof value;
+  throw new ConfigurationError(`${name}: expected one of ${LOG_LEVELS_TEXT}, got ${shown}`);
+}
 
 const noop = (): void => {};
 

@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { inspect } from "node:util";
 import { describe, expect, it, vi } from "vitest";
+import { logLevel } from "../../src/cli/options.js";
 import { resolveConfig, resolveWorkerConfig } from "../../src/config.js";
 import { toMs } from "../../src/core/duration.js";
 import { loadEnv } from "../../src/core/env.js";
@@ -14,6 +15,7 @@ import {
   Chicory,
   type ChicoryConfigInput,
   type ChicoryOptions,
+  type LogLevelName,
   silentLogger,
   Worker,
   type WorkerInit,
@@ -287,15 +289,34 @@ describe("CHICORY_LOG_FORMAT", () => {
 });
 
 describe("createLogger level", () => {
-  it("takes a level in any case; anything else fails naming the levels (not pino's own error)", async () => {
+  it("takes a level in any case, and pino's warn/fatal; anything else fails naming the levels (not pino's own error)", async () => {
     const { createLogger } = await import("../../src/logging.js");
-    const quiet = createLogger({ level: "error", format: "json" }) as unknown as { level: string };
-    expect(quiet.level).toBe("error");
-    expect((createLogger({ level: "WARNING", format: "json" }) as unknown as { level: string }).level).toBe("warn");
+    const levelOf = (level: LogLevelName) =>
+      (createLogger({ level, format: "json" }) as unknown as { level: string }).level;
+    expect(levelOf("error")).toBe("error");
+    expect(levelOf("WARNING")).toBe("warn");
+    expect(levelOf("warn")).toBe("warn");
+    expect(levelOf("fatal")).toBe("fatal");
     const js = createLogger as (options: { level: string }) => unknown; // a caller without the types
     expect(() => js({ level: "verbose" })).toThrow(
-      'createLogger: level: expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got "verbose"',
+      'createLogger: level: expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL (any case; warn and fatal also do), got "verbose"',
     );
+  });
+
+  it("the worker's logLevel and CHICORY_WORKER_LOG_LEVEL take the same names as the CLI's --log-level", () => {
+    const worker = (logLevel: LogLevelName | undefined, env: Record<string, string> = {}) =>
+      resolveWorkerConfig({ ...(logLevel === undefined ? {} : { logLevel }) }, env).logLevel;
+    expect(worker("warn")).toBe("WARNING");
+    expect(worker("Fatal" as LogLevelName)).toBe("CRITICAL");
+    expect(worker(undefined, { CHICORY_WORKER_LOG_LEVEL: "warn" })).toBe("WARNING");
+    expect(worker(undefined, { CHICORY_WORKER_LOG_LEVEL: " debug " })).toBe("DEBUG");
+    expect(worker(undefined)).toBe("INFO");
+    expect(() => worker(undefined, { CHICORY_WORKER_LOG_LEVEL: "loud" })).toThrow(
+      /CHICORY_WORKER_LOG_LEVEL: expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL \(any case; warn and fatal also do\), got "loud"/,
+    );
+    expect(() => worker("verbose" as LogLevelName)).toThrow(/^logLevel: expected one of DEBUG/);
+    expect(logLevel("WARN")).toBe("WARNING");
+    expect(() => logLevel("loud")).toThrow(/expected one of DEBUG, .*got "loud"/);
   });
 });
 

@@ -468,10 +468,11 @@ async function isClusterNode(client: RedisClientLike): Promise<boolean> {
 
 /**
  * The error without what it must not carry: ioredis attaches the failed command to a reply
- * error (`command.args` of `HELLO 3 AUTH user password` holds the password), which
- * `util.inspect` and loggers print. Keeps name, message, code and stack, password removed.
+ * error (`command.args` of `HELLO 3 AUTH user password` holds the password; of a script call,
+ * its source and the job bodies it was given), which `util.inspect` and loggers print. Keeps
+ * name, message, code and stack, password removed.
  */
-function redactedCopy(error: unknown, password: string | undefined): unknown {
+export function redactedCopy(error: unknown, password: string | undefined): unknown {
   if (!(error instanceof Error)) return error;
   const copy = new Error(redactSecrets(error.message, password)) as Error & { code?: unknown };
   copy.name = error.name;

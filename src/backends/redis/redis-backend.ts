@@ -45,6 +45,7 @@ import {
   isClosedBeforeAnswer,
   lastConnectionError,
   pingRedis,
+  redactedCopy,
   sameRedisServer,
 } from "../../redis/redis-connect.js";
 import { watchEviction } from "../../redis/redis-eviction.js";
@@ -295,7 +296,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
       }
       throw new BackendConnectionError(
         `redis backend ${operation} failed (${this.displayUrl}): ${this.#describe(error)}`,
-        { cause: error },
+        { cause: redactedCopy(error, this.#connection.password) },
       );
     }
   }

@@ -47,6 +47,7 @@ import {
   isClusterClient,
   lastConnectionError,
   pingRedis,
+  redactedCopy,
 } from "../../redis/redis-connect.js";
 import { watchEviction } from "../../redis/redis-eviction.js";
 import { type ResolvedRedisConnection, resolveRedisConnection } from "../../redis/redis-options.js";
@@ -220,11 +221,11 @@ export class RedisBroker implements Broker {
                 isCluster
                   ? `redis broker ${operation}: the connection to a node of ${displayUrl} closed before it answered (the node went away, or the broker disconnected); its outcome is unknown (a write is applied if the node received it)`
                   : `redis broker ${operation}: the broker disconnected before ${displayUrl} answered; its outcome is unknown (a write is applied if Redis received it)`,
-                { cause: error },
+                { cause: redactedCopy(error, password) },
               )
             : new BrokerConnectionError(
                 `redis broker ${operation} failed (${displayUrl}): ${describeRedisError(error, password)}`,
-                { cause: error },
+                { cause: redactedCopy(error, password) },
               ),
     };
     const ctx = this.#ctx;

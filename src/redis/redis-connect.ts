@@ -7,6 +7,7 @@
 import { nextTurn, sleep, withinDeadline } from "../core/sleep.js";
 import { warnTlsUnverified } from "../core/tls.js";
 import { redactSecrets } from "../core/url.js";
+import { processWarningLogger } from "../core/warn-once.js";
 import { ConfigurationError, toError } from "../errors.js";
 import { loadRedis, type RedisClientLike, scriptNameOf } from "./redis-client.js";
 import {
@@ -359,6 +360,7 @@ async function connectOnce(
     reconnectOnError: readonlyReconnector(),
     ...extra,
   });
+  hearSentinelDetector(client);
   let reported: unknown;
   client.on("error", (error: unknown) => {
     // Later errors surface as rejected commands / status; during connect, keep the reason.
@@ -514,6 +516,47 @@ function duplicateWith(client: RedisClientLike, options: Record<string, unknown>
   return cluster.duplicate([], { ...clusterOptions, redisOptions });
 }
 
+/** Logs that a sentinel does not answer (see {@link hearSentinelDetector}). */
+const sentinelLog = processWarningLogger("CHICORY_SENTINEL_UNREACHABLE");
+/** When each sentinel's silence was last logged (`host:port` → ms). */
+const sentinelWarnedAt = new Map<string, number>();
+/** At most one such line per sentinel in this time. */
+const SENTINEL_WARN_EVERY_MS = 10 * 60_000;
+
+/**
+ * ioredis's failover detector (`failoverDetector`, on for `redis+sentinel://` URLs) keeps a
+ * connection to each sentinel that has no `error` listener: a sentinel that is down then prints
+ * "[ioredis] Unhandled error event" and a stack on stderr at each attempt (every minute), on
+ * each connection. Gives those connections a listener that logs instead, once per sentinel per
+ * {@link SENTINEL_WARN_EVERY_MS} (the worker's log while a worker runs, else a process warning).
+ * Reaches into ioredis 6's `SentinelConnector.connectToSentinel`; a client of another shape (not
+ * through sentinels, or another ioredis) is left as it is.
+ */
+function hearSentinelDetector(client: RedisClientLike): void {
+  type SentinelClient = { on(event: "error", listener: (error: Error) => void): unknown };
+  const connector = (
+    client as unknown as {
+      connector?: { connectToSentinel?: (endpoint: { host?: string; port?: number }, ...rest: unknown[]) => unknown };
+    }
+  ).connector;
+  const connect = connector?.connectToSentinel;
+  if (connector === undefined || typeof connect !== "function") return;
+  connector.connectToSentinel = function (this: unknown, endpoint, ...rest) {
+    const sentinel = connect.call(this, endpoint, ...rest) as SentinelClient;
+    sentinel.on("error", (error) => {
+      const address = `${endpoint.host ?? "127.0.0.1"}:${endpoint.port ?? 26379}`;
+      const now = Date.now();
+      if (now - (sentinelWarnedAt.get(address) ?? Number.NEGATIVE_INFINITY) < SENTINEL_WARN_EVERY_MS) return;
+      sentinelWarnedAt.set(address, now);
+      sentinelLog.warn(
+        { sentinel: address, err: error.message },
+        `redis: sentinel ${address} does not answer; the connections ask the other sentinels, and this one again later (each minute for failover notices)`,
+      );
+    });
+    return sentinel;
+  };
+}
+
 /** Connects a `duplicate()` of `client` (blocking reader, subscriber) and waits until ready. */
 export async function openDuplicate(client: RedisClientLike, extra: Record<string, unknown>): Promise<RedisClientLike> {
   // A connection Chicory opened gives each copy a READONLY budget of its own (see readonlyReconnector).
@@ -527,6 +570,7 @@ export async function openDuplicate(client: RedisClientLike, extra: Record<strin
   copy.on("error", () => {
     // see openRedis
   });
+  hearSentinelDetector(copy);
   trackConnectionErrors(copy, passwordOf(client));
   try {
     await copy.connect();

@@ -13,12 +13,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { inspect } from "node:util";
 import { Redis } from "ioredis";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
-import { Chicory, ChicoryError, silentLogger, Worker } from "../../../src/index.js";
+import { Chicory, ChicoryError, Worker } from "../../../src/index.js";
 import { readonlyReconnector } from "../../../src/redis/redis-options.js";
 import { eventually } from "../../contract/contract-helpers.js";
+import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
 import { freePort, OwnRedis, pingRedis } from "../../reliability/infra/redis-server.js";
@@ -217,12 +218,13 @@ describe.skipIf(skip)("redis adapters: Sentinel", () => {
     const double = app.task(async function double(n: number) {
       return n * 2;
     });
-    const worker = new Worker(app, { logger: silentLogger, concurrency: 4, heartbeatInterval: 0.2 });
+    const log = capturingLogger();
+    const worker = new Worker(app, { logger: log.logger, concurrency: 4, heartbeatInterval: 0.2 });
     await worker.start();
     cleanups.push(() => worker.stop(5));
     const run = async (from: number, n: number) =>
       Promise.all(Array.from({ length: n }, async (_, i) => (await double.delay(from + i)).get({ timeout: 30 })));
-    return { a, b, adminA, adminB, sentinel, url, broker, backend, double, run };
+    return { a, b, adminA, adminB, sentinel, started, url, broker, backend, double, run, log };
   }
 
   /** Every entry of B's stream acknowledged and deleted, none pending, the worker's heartbeat there. */
@@ -350,5 +352,21 @@ describe.skipIf(skip)("redis adapters: Sentinel", () => {
     expect(await during).toEqual(Array.from({ length: 50 }, (_, i) => (100 + i) * 2));
     expect(await s.run(200, 20)).toEqual(Array.from({ length: 20 }, (_, i) => (200 + i) * 2));
     await settledOn(s.adminB);
+
+    // A sentinel down: the connections' failover detectors, reconnecting, cannot reach it.
+    // ioredis would print "[ioredis] Unhandled error event" and a stack on stderr for each;
+    // the worker's log says it once instead.
+    const printed = vi.spyOn(console, "error");
+    cleanups.push(() => printed.mockRestore());
+    const gone = s.started[2] as { port: number; child: ChildProcess };
+    gone.child.kill("SIGKILL");
+    await s.adminB.call("CLIENT", "KILL", "TYPE", "normal"); // every connection reconnects
+    const said = await s.log.until(/sentinel 127\.0\.0\.1:\d+ does not answer/);
+    expect(said.fields).toMatchObject({ sentinel: `127.0.0.1:${gone.port}` });
+    expect(await s.run(300, 10)).toEqual(Array.from({ length: 10 }, (_, i) => (300 + i) * 2));
+    expect(s.log.lines.filter((line) => /does not answer/.test(line.message))).toHaveLength(1);
+    expect(printed.mock.calls.map((call) => String(call[0]))).not.toContainEqual(
+      expect.stringContaining("Unhandled error event"),
+    );
   });
 });

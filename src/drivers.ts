@@ -188,10 +188,13 @@ export function createDefaultBackend(brokerSpec: string, context: DriverContext)
   }
   const env: Record<string, string | undefined> = { ...context.env };
   const from = (name: string) => context.env[`CHICORY_BROKER_REDIS_${name}`];
-  if (!hasOwnRedisLocation(context.env, brokerSpec)) {
+  const hasOwnLocation = hasOwnRedisLocation(context.env, brokerSpec);
+  if (!hasOwnLocation) {
     for (const name of REDIS_LOCATION) env[`CHICORY_BACKEND_REDIS_${name}`] = from(name);
-    // the same server: trusted (and its sentinels logged in to) the same way, unless the
-    // backend says otherwise
+  }
+  if (url !== undefined || !hasOwnLocation) {
+    // the same server (the broker's URL, whatever the backend's own variables say): trusted (and
+    // its sentinels logged in to) the same way, unless the backend says otherwise
     for (const name of REDIS_TRUST) env[`CHICORY_BACKEND_REDIS_${name}`] ??= from(name);
   }
   env.CHICORY_BACKEND_REDIS_KEY_PREFIX ??= from("KEY_PREFIX");

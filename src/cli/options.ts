@@ -76,12 +76,14 @@ export function withQueues(command: Command, description: string): Command {
   return command.option("-q, --queue <name>", description, collect);
 }
 
-/** True when `argv` (or the environment) asks for DEBUG, so errors include their stacks. */
+/** True when `argv` asks for DEBUG (`--log-level debug`), so errors include their stacks. */
 export function wantsStack(argv: readonly string[]): boolean {
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] ?? "";
-    if (arg.toLowerCase() === "--log-level=debug") return true;
-    if (arg === "--log-level" && argv[i + 1]?.toUpperCase() === "DEBUG") return true;
+    if (arg.toLowerCase().startsWith("--log-level=") && toLogLevel(arg.slice("--log-level=".length)) === "DEBUG") {
+      return true;
+    }
+    if (arg === "--log-level" && toLogLevel(argv[i + 1]) === "DEBUG") return true;
   }
   return false;
 }

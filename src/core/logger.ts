@@ -28,8 +28,9 @@ export type LogLevel = "DEBUG" | "INFO" | "WARNING" | "ERROR" | "CRITICAL";
 export const LOG_LEVELS: readonly LogLevel[] = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"];
 
 /**
- * A log level as it may be written: {@link LogLevel} in any case, or pino's `warn` and `fatal`
- * (for `WARNING` and `CRITICAL`).
+ * A log level as it may be written: {@link LogLevel} in upper or lower case, or pino's `warn`
+ * and `fatal` (for `WARNING` and `CRITICAL`). At run time any case is taken (`Warning`, from a
+ * variable say).
  */
 export type LogLevelName = LogLevel | Lowercase<LogLevel> | "warn" | "WARN" | "fatal" | "FATAL";
 

@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
 import { withinDeadline } from "../core/sleep.js";
 import { ConfigurationError } from "../errors.js";
 import { type RedisClientLike, runScript } from "./redis-client.js";
-import { isClusterClient } from "./redis-connect.js";
+import { isClusterClient, redactedCopy } from "./redis-connect.js";
 
 const CHECK_ACCESS = "chicoryCheckAccess";
 const CHECK_ACCESS_LUA = readFileSync(new URL("./scripts/check-access.lua", import.meta.url), "utf8");
@@ -70,7 +70,7 @@ export async function checkRedisAccess(
   throw new ConfigurationError(
     `${component}: the Redis user may not run its scripts on ${refused.group.what} (${describe(refused.error)}); ` +
       `grant it the scripting commands and the keys (ACL SETUSER <user> ~${keyPattern} …; see docs/brokers/redis.md, "ACL")`,
-    { cause: refused.error },
+    { cause: redactedCopy(refused.error) },
   );
 }
 

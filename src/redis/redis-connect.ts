@@ -4,7 +4,7 @@
  * @module
  */
 
-import { nextTurn, sleep, withinDeadline } from "../core/sleep.js";
+import { DeadlinePassed, nextTurn, sleep, withinDeadline } from "../core/sleep.js";
 import { warnTlsUnverified } from "../core/tls.js";
 import { redactSecrets } from "../core/url.js";
 import { processWarningLogger } from "../core/warn-once.js";
@@ -46,7 +46,7 @@ export function describeRedisError(error: unknown, password: string | undefined)
  */
 function withNoReplicasHint(text: string): string {
   if (!/^NOREPLICAS\b/.test(text)) return text;
-  return `${text} (the primary refuses writes while fewer replicas than its min-replicas-to-write are connected within min-replicas-max-lag; they resume when enough are back)`;
+  return `${text} (this write was not applied: the primary refuses writes while fewer replicas than its min-replicas-to-write are connected within min-replicas-max-lag, until enough are back)`;
 }
 
 /** Commands whose first argument is a subcommand, the key coming next (`XINFO CONSUMERS key …`). */
@@ -180,9 +180,15 @@ export async function openRedis(
         why === undefined
           ? describeRedisError(reason, connection.password)
           : `${reason.message.replace(/\s*Last error: Connection is closed\.?$/, "")} ${why.sentinel}: ${describeRedisError(why.error, connection.password)}`;
+      const hint =
+        why === undefined ? sentinelLoginHint(reason, connection) : sentinelFailureHint(why.error, connection);
+      const sentinelPassword = connection.options.sentinelPassword as string | undefined;
       throw makeError(
-        `${what}: cannot connect to ${connection.displayUrl}: no sentinel (${asked}) led to the primary "${String(connection.options.name)}": ${said}${sentinelFailureHint(why?.error ?? reason, connection)}`,
-        redactedCopy(why?.error ?? reason, connection.password),
+        redactSecrets(
+          `${what}: cannot connect to ${connection.displayUrl}: no sentinel (${asked}) led to the primary "${String(connection.options.name)}": ${said}${hint}`,
+          sentinelPassword,
+        ),
+        redactedCopy(why?.error ?? reason, connection.password, sentinelPassword),
       );
     }
     // A connection the server closed during the handshake (`CLIENT KILL`, a server going down, a proxy
@@ -219,14 +225,31 @@ class NoPrimaryError extends Error {}
  * primary they named): a primary's certificate must name the address the sentinels give, which
  * the URL does not choose.
  */
-function primaryFailureHint(error: unknown, connection: ResolvedRedisConnection): string {
-  if (
-    connection.options.sentinels !== undefined &&
-    (error as { code?: unknown } | null)?.code === "ERR_TLS_CERT_ALTNAME_INVALID"
-  ) {
-    return " (TLS: the primary's certificate is not valid for the address the sentinels gave for it: it must list that address, an IP unless the sentinels announce host names (resolve-hostnames, announce-hostnames))";
+export function primaryFailureHint(error: unknown, connection: ResolvedRedisConnection): string {
+  if (connection.options.sentinels !== undefined) {
+    const code = (error as { code?: unknown } | null)?.code;
+    const text = toError(error).message;
+    if (code === "ERR_TLS_CERT_ALTNAME_INVALID") {
+      return " (TLS: the primary's certificate is not valid for the address the sentinels gave for it: it must list that address, an IP unless the sentinels announce host names (resolve-hostnames, announce-hostnames))";
+    }
+    if (connection.options.tls === undefined && CLOSED_BY_SERVER.test(text)) {
+      return " (the primary the sentinels named closed the connection: is TLS on at its port? TLS to the sentinels and the servers is rediss+sentinel://; for TLS to the servers only, give a client:)";
+    }
+    if (connection.options.tls !== undefined && isNoTlsAnswer(error)) {
+      return " (no TLS answer from the primary the sentinels named: is TLS on at its port? rediss+sentinel:// is TLS to the sentinels and the servers alike; for TLS to the sentinels only, give a client:)";
+    }
   }
   return connectFailureHint(error, connection.envPrefix, connection.options.tls !== undefined, hasCa(connection));
+}
+
+/** A TLS connect to a port that does not speak TLS: no answer in time, or a reply that is not TLS. */
+function isNoTlsAnswer(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return (
+    code === "ETIMEDOUT" ||
+    error instanceof DeadlinePassed ||
+    /\bETIMEDOUT\b|WRONG_VERSION_NUMBER|packet length too long/i.test(toError(error).message)
+  );
 }
 
 /** A sentinel of a `redis+sentinel://` URL. */
@@ -276,22 +299,30 @@ async function sentinelRefusal(
       return first === undefined ? undefined : { sentinel: `${sentinel.host}:${sentinel.port}`, error: first };
     }),
   );
-  return refusals.find((refusal) => refusal !== undefined);
+  // a login or certificate refusal says more than a sentinel that is down
+  const telling = refusals.find(
+    (refusal) => refusal !== undefined && sentinelFailureHint(refusal.error, connection) !== "",
+  );
+  return telling ?? refusals.find((refusal) => refusal !== undefined);
+}
+
+/** The sentinels' login hint when `error` (a sentinel's answer, or ioredis's last error) is a refused login; else "". */
+function sentinelLoginHint(error: unknown, connection: ResolvedRedisConnection): string {
+  return /\bNOAUTH\b|\bWRONGPASS\b|invalid password|invalid username-password/i.test(toError(error).message)
+    ? ` (the sentinels refused the login: their own user and password are ${connection.envPrefix}_SENTINEL_USERNAME/_SENTINEL_PASSWORD or the sentinelUsername/sentinelPassword options, not the primary's)`
+    : "";
 }
 
 /**
- * Which setting to look at when a sentinel refused the login or its TLS certificate did not
- * verify, or closed a connection without TLS.
+ * Which setting to look at when a one-off connection to a sentinel failed: the login, its TLS
+ * certificate, or TLS on one side only; "" when the error says none of these.
  */
-function sentinelFailureHint(error: unknown, connection: ResolvedRedisConnection): string {
+export function sentinelFailureHint(error: unknown, connection: ResolvedRedisConnection): string {
   const text = toError(error).message;
   const code = (error as { code?: unknown } | null)?.code;
   const prefix = connection.envPrefix;
-  if (
-    /\bNOAUTH\b|\bWRONGPASS\b|invalid password|invalid username-password|without any password configured/i.test(text)
-  ) {
-    return ` (the sentinels refused the login: their own user and password are ${prefix}_SENTINEL_USERNAME/_SENTINEL_PASSWORD or the sentinelUsername/sentinelPassword options, not the primary's)`;
-  }
+  const login = sentinelLoginHint(error, connection);
+  if (login !== "") return login;
   if (code === "ERR_TLS_CERT_ALTNAME_INVALID") {
     return " (TLS: a sentinel's certificate is not valid for the name it is reached at: name it in the URL as its certificate does)";
   }
@@ -302,6 +333,9 @@ function sentinelFailureHint(error: unknown, connection: ResolvedRedisConnection
   }
   if (connection.options.sentinelTLS === undefined && CLOSED_BY_SERVER.test(text)) {
     return " (a sentinel closed the connection: is TLS on at its port? sentinels with TLS need rediss+sentinel://)";
+  }
+  if (connection.options.sentinelTLS !== undefined && isNoTlsAnswer(error)) {
+    return " (no TLS answer from a sentinel: is TLS on at its port? sentinels without TLS need redis+sentinel://)";
   }
   return "";
 }
@@ -474,15 +508,21 @@ async function isClusterNode(client: RedisClientLike): Promise<boolean> {
  * its source and the job bodies it was given), which `util.inspect` and loggers print. Keeps
  * name, message, code and stack, password removed.
  */
-export function redactedCopy(error: unknown, password: string | undefined): unknown {
+export function redactedCopy(error: unknown, ...secrets: Array<string | undefined>): unknown {
   if (!(error instanceof Error)) return error;
-  const copy = new Error(redactSecrets(error.message, password)) as Error & { code?: unknown };
+  const copy = new Error(redactSecrets(error.message, ...secrets)) as Error & Record<string, unknown>;
   copy.name = error.name;
-  const code = (error as { code?: unknown }).code;
-  if (code !== undefined) copy.code = code;
-  copy.stack = redactSecrets(error.stack ?? "", password);
+  const fields = error as unknown as Record<string, unknown>;
+  for (const key of KEPT_ERROR_FIELDS) {
+    const value = fields[key];
+    if (typeof value === "string" || typeof value === "number") copy[key] = value;
+  }
+  copy.stack = redactSecrets(error.stack ?? "", ...secrets);
   return copy;
 }
+
+/** The fields of a driver error {@link redactedCopy} keeps (what the system or server said). */
+const KEPT_ERROR_FIELDS = ["code", "errno", "syscall", "address", "port"] as const;
 
 /** True for an ioredis `Cluster` client. */
 export function isClusterClient(client: RedisClientLike): boolean {

@@ -12,7 +12,11 @@ import type { RedisClientLike } from "./redis-client.js";
 
 /** How to reach Redis. A `url` wins over host/port/db/username/password. */
 export interface RedisConnectionOptions {
-  /** `redis://[user:pass@]host:port/db` or `rediss://` (TLS). */
+  /**
+   * `redis://[user:pass@]host:port/db` or `rediss://` (TLS); or, through sentinels,
+   * `redis+sentinel://[user:pass@]host[:port][,host[:port]...]/<primary name>[/db]` or
+   * `rediss+sentinel://` (TLS to the sentinels and the servers).
+   */
   url?: string | undefined;
   /** Host (default `127.0.0.1`). */
   host?: string | undefined;
@@ -26,18 +30,19 @@ export interface RedisConnectionOptions {
   password?: string | undefined;
   /**
    * TLS options passed to `tls.connect` (e.g. `{ ca }`), merged over the `TLS_CA` /
-   * `TLS_REJECT_UNAUTHORIZED` variables; TLS is on for `rediss://` or when this is set. The
+   * `TLS_REJECT_UNAUTHORIZED` variables; TLS is on for `rediss://` and `rediss+sentinel://`, or
+   * when this is set (with a sentinel URL, to the sentinels and the servers alike). The
    * server certificate is always verified unless `rejectUnauthorized: false` is given.
    */
   tls?: Record<string, unknown> | undefined;
   /**
    * ACL user name the sentinels of a `redis+sentinel://` URL ask for (their own `AUTH`, not the
-   * primary's). Read only with such a URL.
+   * primary's). Only with such a URL: set with another, it is a `ConfigurationError`.
    */
   sentinelUsername?: string | undefined;
   /**
    * Password of the sentinels of a `redis+sentinel://` URL (their `requirepass`, not the
-   * primary's). Read only with such a URL.
+   * primary's). Only with such a URL: set with another, it is a `ConfigurationError`.
    */
   sentinelPassword?: string | undefined;
   /**
@@ -154,7 +159,9 @@ export function resolveRedisConnection(
 ): ResolvedRedisConnection {
   if (options.client !== undefined) return fromClient(options.client, envPrefix);
   if (options.url !== undefined && typeof options.url !== "string") {
-    throw new ConfigurationError(`url: expected a redis:// or rediss:// URL string, got ${typeof options.url}`);
+    throw new ConfigurationError(
+      `url: expected a redis://, rediss:// or redis+sentinel:// URL string, got ${typeof options.url}`,
+    );
   }
   const fromEnv = envTls(env, envPrefix);
   const tls = options.tls || fromEnv ? { ...fromEnv, ...options.tls } : undefined;

@@ -10,10 +10,16 @@ import { describe, expect, it, vi } from "vitest";
 import { RedisBackend } from "../../src/backends/redis/index.js";
 import { RedisBroker } from "../../src/brokers/redis/index.js";
 import { queueKeys } from "../../src/brokers/redis/redis-keys.js";
-import { createBackend, createBroker } from "../../src/drivers.js";
+import { DeadlinePassed } from "../../src/core/sleep.js";
+import { createBackend, createBroker, createDefaultBackend } from "../../src/drivers.js";
 import { ConfigurationError, ValidationError } from "../../src/errors.js";
 import type { RedisClientLike } from "../../src/redis/redis-client.js";
-import { connectFailureHint, describeRedisError } from "../../src/redis/redis-connect.js";
+import {
+  connectFailureHint,
+  describeRedisError,
+  primaryFailureHint,
+  sentinelFailureHint,
+} from "../../src/redis/redis-connect.js";
 import {
   isReadonlyReconnector,
   READONLY_WINDOW_MS,
@@ -123,7 +129,7 @@ describe("redis connection options", () => {
     );
     expect(() => new RedisBroker({ url, env: {}, blockMs: 10, prefetch: 0 })).not.toThrow();
     expect(() => new RedisBroker({ url: 42 as never, env: {} })).toThrow(
-      "url: expected a redis:// or rediss:// URL string, got number",
+      "url: expected a redis://, rediss:// or redis+sentinel:// URL string, got number",
     );
   });
 
@@ -369,6 +375,89 @@ describe("redis connect failure hints", () => {
     expect(describeRedisError(offline, undefined)).toBe(
       "not connected to Redis (reconnecting; this command was not sent)",
     );
+  });
+});
+
+describe("redis Sentinel failure hints", () => {
+  const P = "CHICORY_BROKER_REDIS";
+  const via = (url: string, env: Record<string, string> = {}) => resolveRedisConnection({ url }, env, P);
+  const coded = (message: string, code: string) => Object.assign(new Error(message), { code });
+
+  it("a sentinel's refusal names the sentinels' login, their certificate, or TLS on one side only", () => {
+    const plain = via("redis+sentinel://s1/m");
+    const tls = via("rediss+sentinel://s1/m", { [`${P}_TLS_CA`]: PEM });
+    expect(sentinelFailureHint(new Error("WRONGPASS invalid username-password pair"), plain)).toContain(
+      `the sentinels refused the login: their own user and password are ${P}_SENTINEL_USERNAME/_SENTINEL_PASSWORD`,
+    );
+    expect(sentinelFailureHint(coded("self-signed certificate", "DEPTH_ZERO_SELF_SIGNED_CERT"), tls)).toContain(
+      `the CA given (tls.ca or ${P}_TLS_CA) does not sign it`,
+    );
+    expect(
+      sentinelFailureHint(
+        coded("self-signed certificate", "DEPTH_ZERO_SELF_SIGNED_CERT"),
+        via("rediss+sentinel://s1/m"),
+      ),
+    ).toContain(`give its CA with the tls.ca option or ${P}_TLS_CA`);
+    expect(sentinelFailureHint(coded("Hostname/IP does not match", "ERR_TLS_CERT_ALTNAME_INVALID"), tls)).toContain(
+      "not valid for the name it is reached at",
+    );
+    expect(sentinelFailureHint(coded("read ECONNRESET", "ECONNRESET"), plain)).toContain(
+      "sentinels with TLS need rediss+sentinel://",
+    );
+    expect(sentinelFailureHint(coded("read ECONNRESET", "ECONNRESET"), tls)).toBe("");
+    expect(sentinelFailureHint(new DeadlinePassed(1000), tls)).toContain(
+      "sentinels without TLS need redis+sentinel://",
+    );
+    expect(sentinelFailureHint(coded("connect ECONNREFUSED 127.0.0.1:1", "ECONNREFUSED"), plain)).toBe("");
+  });
+
+  it("the primary's refusal, through sentinels, speaks of the address they gave and of rediss+sentinel://", () => {
+    const plain = via("redis+sentinel://s1/m");
+    const tls = via("rediss+sentinel://s1/m");
+    expect(primaryFailureHint(coded("Hostname/IP does not match", "ERR_TLS_CERT_ALTNAME_INVALID"), tls)).toContain(
+      "not valid for the address the sentinels gave for it",
+    );
+    expect(primaryFailureHint(new Error("Connection is closed."), plain)).toContain(
+      "TLS to the sentinels and the servers is rediss+sentinel://",
+    );
+    expect(primaryFailureHint(coded("connect ETIMEDOUT", "ETIMEDOUT"), tls)).toContain(
+      "no TLS answer from the primary the sentinels named",
+    );
+    expect(primaryFailureHint(new Error("WRONGPASS invalid username-password pair"), plain)).toContain(
+      `${P}_USERNAME/_PASSWORD`,
+    );
+    // not through sentinels: as before
+    expect(primaryFailureHint(new Error("Connection is closed."), via("redis://h:6379/0"))).toContain(
+      "a Redis with TLS only needs rediss://",
+    );
+  });
+
+  it("the default backend on the broker's URL shares its TLS and sentinel login even with a login of its own", () => {
+    // (seen through what the backend refuses: the copied setting with a URL that cannot use it)
+    const refusal = (brokerUrl: string, env: Record<string, string>) => {
+      try {
+        createDefaultBackend(brokerUrl, { env });
+      } catch (error) {
+        expect(error).toBeInstanceOf(ConfigurationError);
+        return (error as Error).message;
+      }
+      return "created";
+    };
+    const sentinelLogin = { CHICORY_BROKER_REDIS_SENTINEL_PASSWORD: "spw" };
+    expect(refusal("redis://h:6379/0", sentinelLogin)).toMatch(/CHICORY_BACKEND_REDIS_SENTINEL_USERNAME/);
+    expect(refusal("redis://h:6379/0", { ...sentinelLogin, CHICORY_BACKEND_REDIS_PASSWORD: "own" })).toMatch(
+      /CHICORY_BACKEND_REDIS_SENTINEL_USERNAME/,
+    );
+    expect(refusal("redis://h:6379/0", { CHICORY_BROKER_REDIS_TLS_CA: PEM, CHICORY_BACKEND_REDIS_DB: "1" })).toMatch(
+      /CHICORY_BACKEND_REDIS_TLS_\* is set but the URL/,
+    );
+    // its own setting wins
+    expect(
+      refusal("rediss+sentinel://s1/m", {
+        CHICORY_BROKER_REDIS_TLS_CA: "/nonexistent/ca.pem",
+        CHICORY_BACKEND_REDIS_TLS_CA: PEM,
+      }),
+    ).toBe("created");
   });
 });
 

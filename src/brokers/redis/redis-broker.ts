@@ -533,7 +533,7 @@ export class RedisBroker implements Broker {
       throw new ConfigurationError(
         `redis broker: the Redis user may not read queue "${refused.queue}" with XREADGROUP (${describe(refused.error)}); ` +
           'grant it the command (ACL SETUSER <user> +xreadgroup, or +@blocking; see docs/brokers/redis.md, "ACL")',
-        { cause: refused.error },
+        { cause: redactedCopy(refused.error, this.#connection.password) },
       );
     }
   }

@@ -45,7 +45,7 @@ export {
 export { type RetryOptions, TaskContext } from "./context.js";
 export { type Duration, toMs, toSeconds } from "./core/duration.js";
 export type { EnvMap } from "./core/env.js";
-export type { JsonValue } from "./core/json.js";
+export type { JsonArg, JsonArgs, JsonValue, NotJson } from "./core/json.js";
 export { type LogFn, type Logger, type LogLevel, type LogLevelName, silentLogger } from "./core/logger.js";
 export {
   type DecodeFailure,

@@ -7,6 +7,45 @@
 /** A JSON value. */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
+/**
+ * The type of a value no argument has: what {@link JsonArg} puts in place of a type that is not
+ * JSON, so that passing one fails to compile with `Why` in the message.
+ */
+export interface NotJson<Why extends string> {
+  /** Never present: no value is a `NotJson`. */
+  readonly "not JSON": Why;
+}
+
+/**
+ * `T` as a task argument may be: `T` itself where it is JSON (strings, finite numbers,
+ * booleans, null, arrays and objects of these; `undefined` in an optional place), with
+ * {@link NotJson} in place of what is not (a `Date`, `Map`, `Set`, `bigint`, function,
+ * symbol...). `unknown` and `any` stay as they are. A class instance cannot be told from a
+ * plain object by its type: `delay()` still refuses it when it runs.
+ */
+export type JsonArg<T> = unknown extends T
+  ? T
+  : T extends string | number | boolean | null | undefined
+    ? T
+    : T extends bigint
+      ? NotJson<"a bigint is not JSON: pass it as a string">
+      : T extends symbol
+        ? NotJson<"a symbol is not JSON">
+        : T extends (...args: never) => unknown
+          ? NotJson<"a function is not JSON">
+          : T extends Date
+            ? NotJson<"a Date is not JSON: pass date.toISOString()">
+            : T extends ReadonlyMap<unknown, unknown>
+              ? NotJson<"a Map is not JSON: pass Object.fromEntries(map)">
+              : T extends ReadonlySet<unknown>
+                ? NotJson<"a Set is not JSON: pass [...set]">
+                : T extends RegExp | Error | Promise<unknown> | ArrayBuffer | ArrayBufferView
+                  ? NotJson<"only plain objects and arrays are JSON">
+                  : { [K in keyof T]: JsonArg<T[K]> };
+
+/** An argument list as `delay()` takes it: each argument's {@link JsonArg}. */
+export type JsonArgs<A extends readonly unknown[]> = { [K in keyof A]: JsonArg<A[K]> };
+
 const LONE_SURROGATE = /\p{Cs}/u;
 
 /**

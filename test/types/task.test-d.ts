@@ -48,6 +48,46 @@ describe("task typing", () => {
     expectTypeOf(t.delay).parameters.toEqualTypeOf<[string, unknown]>();
   });
 
+  it("refuses at compile time an argument whose type is not JSON (Date, Map, Set, bigint, function), at any depth", () => {
+    interface Order {
+      id: string;
+      lines: { sku: string; qty: number }[];
+      note?: string;
+    }
+    const t = app.task(async function json_args(order: Order, tags: readonly string[], extra?: number) {
+      return order.lines.length + tags.length + (extra ?? 0);
+    });
+    expectTypeOf(t.delay).parameters.toEqualTypeOf<[Order, readonly string[], (number | undefined)?]>();
+    void t.delay({ id: "1", lines: [{ sku: "a", qty: 1 }] }, ["x"]);
+
+    const dated = app.task(async function dated(when: Date, _map: Map<string, number>) {
+      return when.getTime();
+    });
+    // @ts-expect-error a Date is not JSON
+    void dated.delay(new Date(), {} as never);
+    // @ts-expect-error a Map is not JSON
+    void dated.delay({} as never, new Map());
+    const nested = app.task(async function nested(payload: { at: Date | string; ids: Set<number>; n: bigint }) {
+      return payload;
+    });
+    // @ts-expect-error a Date inside an object
+    void nested.delay({ at: new Date(), ids: {} as never, n: {} as never });
+    // @ts-expect-error a Set inside an object
+    void nested.delay({ at: "2026-12-04", ids: new Set([1]), n: {} as never });
+    // @ts-expect-error a bigint
+    void nested.delay({ at: "2026-12-04", ids: {} as never, n: 1n });
+    const callback = app.task(async function callback(_f: () => void) {});
+    // @ts-expect-error a function is not JSON
+    void callback.send(() => {});
+
+    // what the types cannot tell stays open
+    const loose = app.task(async function loose(a: unknown, b: Record<string, unknown>) {
+      return [a, b];
+    });
+    expectTypeOf(loose.delay).parameters.toEqualTypeOf<[unknown, Record<string, unknown>]>();
+    void loose.delay(new Date(), { when: new Date() }); // (refused when it runs: a ValidationError)
+  });
+
   it("sync handlers give the plain result type", () => {
     const t = app.task({ name: "sync_task" }, (a: string) => a.length);
     expectTypeOf(t.delay("x")).resolves.toEqualTypeOf<AsyncResult<number>>();

@@ -259,10 +259,11 @@ interface SentinelAddress {
 }
 
 /**
- * The first sentinel (in the URL's order) that a one-off connection, made as ioredis makes its
- * own, cannot reach, with the error it reports (refused, a TLS certificate, a login), or
- * undefined when each one connects. Run only after a failed connect: ioredis keeps these errors
- * of its sentinel connections to itself.
+ * A sentinel that a one-off connection, made as ioredis makes its own, cannot reach, with the
+ * error it reports, or undefined when each one connects: the first (in the URL's order) whose
+ * error names a setting (a login, a TLS certificate, TLS on one side only), else the first.
+ * Run only after a failed connect: ioredis keeps these errors of its sentinel connections to
+ * itself.
  */
 async function sentinelRefusal(
   Redis: Awaited<ReturnType<typeof loadRedis>>,
@@ -506,7 +507,7 @@ async function isClusterNode(client: RedisClientLike): Promise<boolean> {
  * The error without what it must not carry: ioredis attaches the failed command to a reply
  * error (`command.args` of `HELLO 3 AUTH user password` holds the password; of a script call,
  * its source and the job bodies it was given), which `util.inspect` and loggers print. Keeps
- * name, message, code and stack, password removed.
+ * name, message, stack and {@link KEPT_ERROR_FIELDS}, with `secrets` removed.
  */
 export function redactedCopy(error: unknown, ...secrets: Array<string | undefined>): unknown {
   if (!(error instanceof Error)) return error;

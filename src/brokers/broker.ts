@@ -96,8 +96,9 @@ export interface Delivery {
   readonly body: string;
   /**
    * Why the broker found the message malformed before its body was read (`<reason>: <text>`,
-   * e.g. a Redis stream entry with two `data` fields): the worker rejects it with this error
-   * (to the dead-letter queue when enabled) instead of running it.
+   * e.g. a Redis stream entry with two `data` fields, an AMQP message with an empty body or one
+   * that is not UTF-8): the worker rejects it with this error (to the dead-letter queue when
+   * enabled, else acknowledged and logged) instead of running it.
    */
   readonly problem?: string | undefined;
   /** How many times the broker handed this message out, counting this one (>= 1). */

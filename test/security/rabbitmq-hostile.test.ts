@@ -17,7 +17,7 @@ afterEach(async () => {
   while (cleanups.length) await cleanups.pop()?.();
 });
 
-async function setup() {
+async function setup(useDeadLetterQueue = true) {
   const broker = testBroker({ claimMinIdleMs: 2000 });
   cleanups.push(() => deleteQueues(broker));
   const app = new Chicory({ broker, backend: new MemoryBackend(), config: { env: {} } });
@@ -26,7 +26,8 @@ async function setup() {
     ran.push(args);
     return args;
   });
-  const worker = new Worker(app, { concurrency: 4, useDeadLetterQueue: true, logger: recordingLogger() });
+  const logger = recordingLogger();
+  const worker = new Worker(app, { concurrency: 4, useDeadLetterQueue, logger });
   await worker.start();
   cleanups.push(() => worker.stop(2));
   // the work queue is declared once the worker consumes it
@@ -47,7 +48,7 @@ async function setup() {
     const r = await probe.delay("still");
     expect(await r.get({ timeout: 10 })).toEqual(["still"]);
   };
-  return { broker, app, probe, ran, worker, publishRaw, stillServes };
+  return { broker, app, probe, ran, worker, publishRaw, stillServes, logger };
 }
 
 describe.skipIf(skip)("rabbitmq: hostile raw publishes", () => {
@@ -67,6 +68,26 @@ describe.skipIf(skip)("rabbitmq: hostile raw publishes", () => {
     expect(errors.some((e) => e.includes("not valid UTF-8"))).toBe(true);
     expect(c.fired()).toBe(false);
     expect(await s.broker.getQueueSize("default")).toBe(0);
+    await s.stillServes();
+  }, 30_000);
+
+  it("an empty or non-UTF-8 body with the worker's DLQ off: rejected as any undecodable message (acknowledged and logged), never run", async () => {
+    const s = await setup(false);
+    await s.publishRaw(Buffer.alloc(0));
+    await s.publishRaw(Buffer.from([0xff, 0xfe, 0x00, 0xc3, 0x28]));
+    const rejected = () =>
+      s.logger.lines
+        .map((line) => JSON.parse(line) as { msg: string; error?: string })
+        .filter((l) => l.msg === "message rejected");
+    await eventually(() => rejected().length === 2, 10_000, "both rejected");
+    expect(
+      rejected()
+        .map((l) => l.error)
+        .sort(),
+    ).toEqual(["decode_error: the message body is not valid UTF-8", "empty_body: the message has no body"]);
+    expect(s.ran).toEqual([]);
+    expect(await s.broker.getQueueSize("default")).toBe(0);
+    expect(await s.broker.getDlqCount("default")).toBe(0);
     await s.stillServes();
   }, 30_000);
 

@@ -24,8 +24,9 @@
  * `claimMinIdle` does not apply. While the consume connection is down, `fetch` waits up to
  * 2 s for it and then throws {@link BrokerConnectionError}; the next `fetch` after the
  * connection is back opens a new channel and consumes again (topology declared again).
- * Messages the broker itself cannot hand out (empty body, invalid UTF-8) are dead-lettered
- * with a reason, never acked and dropped (RELIABILITY C13).
+ * A message whose body cannot be read (empty, not UTF-8) is handed out with its `problem`: the
+ * worker rejects it as any undecodable message, to the DLQ with the reason (RELIABILITY C13), or
+ * acknowledged and logged when its DLQ is off; it never runs.
  * @module
  */
 import { isUtf8 } from "node:buffer";
@@ -56,12 +57,14 @@ export interface ConsumerHost {
 const FETCH_WAIT_MS = 5000;
 /** Longest a `fetch` waits for a lost connection before throwing. */
 const RECONNECT_WAIT_MS = 2000;
-/** Pause before an internally handled message that failed (DLQ/re-delay) is requeued. */
+/** Pause before a message whose re-delay failed is requeued. */
 const INTERNAL_RETRY_MS = 1000;
 
 interface Buffered {
   readonly session: ConsumerSession;
   readonly message: AmqpMessage;
+  /** Why its body cannot be read, if so. */
+  readonly problem?: string | undefined;
 }
 
 let sessionIds = 0;
@@ -281,31 +284,22 @@ export class RabbitMqConsumer implements Consumer {
         ? "empty_body: the message has no body"
         : !isUtf8(message.content)
           ? "decode_error: the message body is not valid UTF-8"
-          : null;
-    const remainingMs = remainingDelayMs(message.properties.headers);
-    if (problem !== null || remainingMs > 0) {
-      this.#handleInternally(session, queue, message, problem, remainingMs);
+          : undefined;
+    const remainingMs = problem === undefined ? remainingDelayMs(message.properties.headers) : 0;
+    if (remainingMs > 0) {
+      this.#redelay(session, queue, message, remainingMs);
       return;
     }
-    this.#buffers.get(queue)?.push({ session, message });
+    this.#buffers.get(queue)?.push({ session, message, problem });
     this.#wake();
   }
 
-  #handleInternally(
-    session: ConsumerSession,
-    queue: string,
-    message: AmqpMessage,
-    problem: string | null,
-    remainingMs: number,
-  ): void {
+  /** A delayed message not due yet (longer than the top delay level): on to the next delay queue. */
+  #redelay(session: ConsumerSession, queue: string, message: AmqpMessage, remainingMs: number): void {
     const { sender, logger } = this.#host;
     const delivery = new RabbitMqDelivery({ queue, message, session, sender, logger, beforeSettle: async () => {} });
-    const work = problem !== null ? delivery.deadLetter(problem) : delivery.redelay(remainingMs);
-    work.catch((error: unknown) => {
-      logger.warn(
-        { queue, err: (error as Error).message, problem },
-        "rabbitmq could not dead-letter or re-delay a message; requeueing it",
-      );
+    delivery.redelay(remainingMs).catch((error: unknown) => {
+      logger.warn({ queue, err: (error as Error).message }, "rabbitmq could not re-delay a message; requeueing it");
       setTimeout(() => void delivery.release(), INTERNAL_RETRY_MS).unref();
     });
   }
@@ -327,7 +321,15 @@ export class RabbitMqConsumer implements Consumer {
           return this.#inFlight === 0 && this.#fetching === 0 ? this.#cancelIfStillIdle() : Promise.resolve();
         };
         out.push(
-          new RabbitMqDelivery({ queue, message: entry.message, session: entry.session, sender, logger, beforeSettle }),
+          new RabbitMqDelivery({
+            queue,
+            message: entry.message,
+            session: entry.session,
+            sender,
+            logger,
+            beforeSettle,
+            problem: entry.problem,
+          }),
         );
       }
     }

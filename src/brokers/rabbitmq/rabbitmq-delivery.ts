@@ -69,6 +69,7 @@ export class RabbitMqDelivery implements Delivery {
   readonly queue: string;
   readonly deliveryId: string;
   readonly body: string;
+  readonly problem: string | undefined;
   readonly deliveryCount: number;
   readonly #message: AmqpMessage;
   readonly #session: ConsumerSession;
@@ -85,6 +86,8 @@ export class RabbitMqDelivery implements Delivery {
     logger: Logger;
     /** Runs once, before the settle frame is sent (counters, subscription changes). */
     beforeSettle: () => Promise<void>;
+    /** Why the message cannot be read (see {@link Delivery.problem}). */
+    problem?: string | undefined;
   }) {
     this.queue = init.queue;
     this.#message = init.message;
@@ -94,6 +97,7 @@ export class RabbitMqDelivery implements Delivery {
     this.#beforeSettle = init.beforeSettle;
     this.deliveryId = `${init.session.id}:${init.message.fields.deliveryTag}`;
     this.body = init.message.content.toString("utf8");
+    this.problem = init.problem;
     this.deliveryCount = deliveryCountOf(init.message);
   }
 

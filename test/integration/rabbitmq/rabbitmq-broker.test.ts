@@ -62,7 +62,7 @@ describe.skipIf(skip)("rabbitmq broker", () => {
     await consumer.close();
   });
 
-  it("dead-letters empty and non-UTF-8 bodies with a reason instead of dropping them", async () => {
+  it("hands out empty and non-UTF-8 bodies with their problem (the worker rejects them), never as readable messages", async () => {
     const broker = await open();
     const queue = uniqueName("q");
     const consumer = broker.consumer({ queues: [queue], consumerId: "w1" });
@@ -71,9 +71,17 @@ describe.skipIf(skip)("rabbitmq broker", () => {
     await sendRaw(work, Buffer.alloc(0));
     await sendRaw(work, Buffer.from([0xff, 0xfe, 0x00, 0xc3]));
     await broker.publish(queue, { id: "ok", body: '{"id":"ok"}' });
-    const delivery = await fetchOne(consumer);
-    expect(delivery.body).toBe('{"id":"ok"}');
-    await delivery.ack();
+    const deliveries = [await fetchOne(consumer), await fetchOne(consumer), await fetchOne(consumer)];
+    expect(deliveries.map((d) => d.problem)).toEqual([
+      "empty_body: the message has no body",
+      "decode_error: the message body is not valid UTF-8",
+      undefined,
+    ]);
+    expect(deliveries[2]?.body).toBe('{"id":"ok"}');
+    // as the worker settles them with its DLQ on: dead-lettered with the reason, the raw bytes kept
+    for (const delivery of deliveries) {
+      await (delivery.problem === undefined ? delivery.ack() : delivery.deadLetter(delivery.problem));
+    }
     const entries = await eventually(async () => {
       const found = await broker.getDlqMessages(queue);
       expect(found).toHaveLength(2);

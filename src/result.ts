@@ -5,6 +5,7 @@
 import type { Backend, TaskRecord, TaskState } from "./backends/backend.js";
 import { isTerminalState } from "./backends/backend.js";
 import { type Duration, toMs } from "./core/duration.js";
+import type { JsonArg, NotJson } from "./core/json.js";
 import { MAX_TASK_ID_LENGTH } from "./core/message.js";
 import { settlesWithin } from "./core/sleep.js";
 import { BackendNotConfiguredError, TaskFailedError, TimeoutError, ValidationError } from "./errors.js";
@@ -61,9 +62,11 @@ export function bindResultDefaults(backend: Backend, defaults: ResultDefaults): 
 
 /**
  * The result type of a task whose handler returns `R`: results are stored as JSON, so a handler
- * that returns nothing (`void`, `undefined`) gives `null` to `get()`.
+ * that returns nothing (`void`, `undefined`) gives `null` to `get()`, and a part of `R` that is
+ * not JSON (a `Date`, a `Map`...) is a {@link NotJson} naming why: such a result fails the task
+ * when it runs, and using it as a `Date` does not compile.
  */
-export type StoredResult<R> = R extends void ? null : R; // undefined extends void too
+export type StoredResult<R> = R extends void ? null : JsonArg<R>; // undefined extends void too
 
 /**
  * The eventual result of a task.

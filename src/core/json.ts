@@ -17,7 +17,7 @@ export interface NotJson<Why extends string> {
 }
 
 /**
- * `T` as a task argument may be: `T` itself where it is JSON (strings, finite numbers,
+ * `T` as a task argument (or result) may be: `T` itself where it is JSON (strings, finite numbers,
  * booleans, null, arrays and objects of these; `undefined` in an optional place), with
  * {@link NotJson} in place of what is not (a `Date`, `Map`, `Set`, `bigint`, function,
  * symbol...). `unknown` and `any` stay as they are. A class instance cannot be told from a
@@ -28,17 +28,17 @@ export type JsonArg<T> = unknown extends T
   : T extends string | number | boolean | null | undefined
     ? T
     : T extends bigint
-      ? NotJson<"a bigint is not JSON: pass it as a string">
+      ? NotJson<"a bigint is not JSON: use a string">
       : T extends symbol
         ? NotJson<"a symbol is not JSON">
         : T extends (...args: never) => unknown
           ? NotJson<"a function is not JSON">
           : T extends Date
-            ? NotJson<"a Date is not JSON: pass date.toISOString()">
+            ? NotJson<"a Date is not JSON: use date.toISOString()">
             : T extends ReadonlyMap<unknown, unknown>
-              ? NotJson<"a Map is not JSON: pass Object.fromEntries(map)">
+              ? NotJson<"a Map is not JSON: use Object.fromEntries(map)">
               : T extends ReadonlySet<unknown>
-                ? NotJson<"a Set is not JSON: pass [...set]">
+                ? NotJson<"a Set is not JSON: use [...set]">
                 : T extends RegExp | Error | Promise<unknown> | ArrayBuffer | ArrayBufferView
                   ? NotJson<"only plain objects and arrays are JSON">
                   : { [K in keyof T]: JsonArg<T[K]> };

@@ -6,6 +6,7 @@ import {
   Chicory,
   MemoryBackend,
   MemoryBroker,
+  type NotJson,
   type Task,
   type TaskContext,
   type TaskOptions,
@@ -86,6 +87,19 @@ describe("task typing", () => {
     });
     expectTypeOf(loose.delay).parameters.toEqualTypeOf<[unknown, Record<string, unknown>]>();
     void loose.delay(new Date(), { when: new Date() }); // (refused when it runs: a ValidationError)
+  });
+
+  it("a result part that is not JSON is typed NotJson (the task fails when it runs), so using it as such does not compile", () => {
+    const when = app.task(async function when_result() {
+      return { at: new Date(), id: "x" };
+    });
+    expectTypeOf(when.delay()).resolves.toEqualTypeOf<
+      AsyncResult<{ at: NotJson<"a Date is not JSON: use date.toISOString()">; id: string }>
+    >();
+    const result = {} as Awaited<ReturnType<Awaited<ReturnType<typeof when.delay>>["get"]>>;
+    // @ts-expect-error the stored result holds no Date
+    void result.at.getTime();
+    expectTypeOf(result.id).toEqualTypeOf<string>();
   });
 
   it("sync handlers give the plain result type", () => {

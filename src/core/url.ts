@@ -30,8 +30,8 @@ function maskMistypedUserinfo(spec: string): string {
 }
 
 /**
- * What is wrong with a URL whose user name or password holds an unencoded `/` (its `@` then
- * lies after the host: `scheme://u:pa@ss/rest@host:port/db`), or undefined. The URL parser ends
+ * What is wrong with a URL whose user name or password holds an unencoded `?` or `#` (see
+ * below), or an unencoded `/` (its `@` then lies after the host: `scheme://u:pa@ss/rest@host:port/db`), or undefined. The URL parser ends
  * the host at that `/`, taking part of the password for the host and the rest for the path, so
  * an error naming that host (`ENOTFOUND`) or path would show it: such a URL is refused before
  * any connection, in a message that quotes nothing but the masked URL. Told by what follows the
@@ -40,6 +40,14 @@ function maskMistypedUserinfo(spec: string): string {
  * database or vhost named with an `@` (`/team@prod`) is left alone.
  */
 export function unencodedUserinfo(url: string, anyAt = false): string | undefined {
+  // `scheme://user:pa#ss@host`: the parser ends the authority at the `#` (or `?`), taking the
+  // user name for the host and the rest of the password for the port, fragment or query. Told
+  // by a `user:` before it, no `@` before it, and an `@` after it with no `=`/`&` between (a
+  // query's `key=value` may hold an `@`).
+  const early = /^[a-z][a-z0-9+.-]*:\/\/([^/?#@]*:[^/?#@]*)([?#])([^=&]*)@/i.exec(url);
+  if (early !== null) {
+    return `${maskUrl(url)}: a "${early[2]}" in the user name or password ends it there; percent-encode @ : / ? # % in a user name or password (e.g. # as %23, ? as %3F)`;
+  }
   const path = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(\/[^?#]*)/i.exec(url)?.[1];
   if (path === undefined || !path.includes("@")) return undefined;
   const after = path.slice(path.lastIndexOf("@") + 1);

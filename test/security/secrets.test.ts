@@ -144,6 +144,39 @@ describe("A10: DSN passwords never appear", () => {
     }
   });
 
+  it("a password with an unencoded ? or # is refused before any connection, and no part of it is shown", () => {
+    // The parser ends the authority at the `?`/`#`: the user name would be the host, the rest of
+    // the password the port, and the remainder a query or fragment, dropped silently.
+    const [head, tail] = [CANARY.slice(0, 7), CANARY.slice(7)];
+    const urls: Array<[string, "broker" | "backend", "?" | "#"]> = [
+      [`amqp://u:${head}#${tail}@127.0.0.1:5672/`, "broker", "#"],
+      [`amqp://u:${head}?${tail}@127.0.0.1:5672/`, "broker", "?"],
+      [`postgres://u:${head}#${tail}@127.0.0.1:5432/test`, "backend", "#"],
+      [`mysql://u:${head}?${tail}@127.0.0.1:3306/test`, "backend", "?"],
+    ];
+    for (const [url, role, mark] of urls) {
+      let error: unknown;
+      try {
+        new Chicory({ broker: role === "broker" ? url : "memory", backend: role === "backend" ? url : null });
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error, url).toBeInstanceOf(Error);
+      expect((error as Error).message, url).toContain(
+        `a "${mark}" in the user name or password ends it there; percent-encode @ : / ? # %`,
+      );
+      for (const part of [head, tail]) expect(errorText(error), url).not.toContain(part);
+    }
+    // a query (key=value) that holds an "@" is no such URL
+    for (const [broker, backend] of [
+      ["amqp://u:p@127.0.0.1:5672?heartbeat=5&name=a@b", null],
+      ["amqp://127.0.0.1:5672?name=a@b", null],
+      ["memory", "postgres://u:p@127.0.0.1:5432/db?application_name=a@b"],
+    ] as const) {
+      expect(() => new Chicory({ broker, backend }), `${broker} ${backend}`).not.toThrow();
+    }
+  });
+
   it("a DSN inside a thrown task error is masked in logs, the stored result and the DLQ", async () => {
     const logger = recordingLogger();
     const broker = new MemoryBroker();

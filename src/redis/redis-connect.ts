@@ -831,10 +831,12 @@ async function serverAnswers(client: RedisClientLike): Promise<boolean> {
       maxRetriesPerRequest: 0,
       connectTimeout: PROBE_CONNECT_MS,
       connectionName: "chicory-probe",
+      failoverDetector: false, // (through sentinels: a one-off connection needs no failover notices)
     });
     probe.on("error", () => {
       // the refusal is the answer
     });
+    hearSentinelDetector(probe);
     await withinDeadline(probe.connect(), PROBE_CONNECT_MS);
     await withinDeadline(probe.call("PING") as Promise<unknown>, PROBE_CONNECT_MS);
     return true;

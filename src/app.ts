@@ -16,6 +16,7 @@ import {
 } from "./config.js";
 import type { TaskContext } from "./context.js";
 import { checkOptionKeys, type EnvMap } from "./core/env.js";
+import type { JsonArgs } from "./core/json.js";
 import { MessageCodec } from "./core/message.js";
 import { settlesWithin } from "./core/sleep.js";
 import { warnOnce } from "./core/warn-once.js";
@@ -137,18 +138,19 @@ type HandlerFor<O> =
         : UncheckedHandler;
 /**
  * `delay()`'s arguments under the general overload: the argument schema's input when it is known,
- * else the handler's parameters (after the context) when `O` fixes `context`, else any list.
+ * else the handler's parameters (after the context) when `O` fixes `context`, each through
+ * {@link JsonArgs}; else any list.
  */
 type ArgsFor<O, F> =
   ArgsKind<O> extends "known"
-    ? ArgsIn<OptionOf<O, "args">>
+    ? JsonArgs<ArgsIn<OptionOf<O, "args">>>
     : ContextKind<O> extends "on"
       ? F extends (ctx: never, ...args: infer A) => unknown
-        ? A
+        ? JsonArgs<A>
         : never
       : ContextKind<O> extends "off"
         ? F extends (...args: infer A) => unknown
-          ? A
+          ? JsonArgs<A>
           : never
         : unknown[];
 
@@ -282,27 +284,27 @@ export class Chicory {
   }
 
   /** Registers a handler named after the function. */
-  task<A extends unknown[], R>(fn: (...args: A) => Awaitable<R>): Task<A, StoredResult<Awaited<R>>>;
+  task<A extends unknown[], R>(fn: (...args: A) => Awaitable<R>): Task<JsonArgs<A>, StoredResult<Awaited<R>>>;
   /** Registers a handler with an argument schema (whose output is its argument list) and a context. */
   task<S extends ArgsSchema, R, I extends boolean = false>(
     options: TaskOptions & { args: S; context: true; ignoreResult?: I | undefined },
     fn: (ctx: TaskContext, ...args: Tuple<SchemaOut<S>>) => Awaitable<R>,
-  ): Task<ArgsIn<S>, ResultOf<I, Awaited<R>>>;
+  ): Task<JsonArgs<ArgsIn<S>>, ResultOf<I, Awaited<R>>>;
   /** Registers a handler with an argument schema (whose output is its argument list). */
   task<S extends ArgsSchema, R, I extends boolean = false>(
     options: TaskOptions & { args: S; context?: false; ignoreResult?: I | undefined },
     fn: (...args: Tuple<SchemaOut<S>>) => Awaitable<R>,
-  ): Task<ArgsIn<S>, ResultOf<I, Awaited<R>>>;
+  ): Task<JsonArgs<ArgsIn<S>>, ResultOf<I, Awaited<R>>>;
   /** Registers a handler that receives a {@link TaskContext} first. */
   task<A extends unknown[], R, I extends boolean = false>(
     options: TaskOptions & { context: true; args?: undefined; ignoreResult?: I | undefined },
     fn: (ctx: TaskContext, ...args: A) => Awaitable<R>,
-  ): Task<A, ResultOf<I, Awaited<R>>>;
+  ): Task<JsonArgs<A>, ResultOf<I, Awaited<R>>>;
   /** Registers a handler with options. */
   task<A extends unknown[], R, I extends boolean = false>(
     options: TaskOptions & { context?: false; args?: undefined; ignoreResult?: I | undefined },
     fn: (...args: A) => Awaitable<R>,
-  ): Task<A, ResultOf<I, Awaited<R>>>;
+  ): Task<JsonArgs<A>, ResultOf<I, Awaited<R>>>;
   /**
    * Registers a handler with options whose types leave `context` or `args` open (a variable typed
    * `TaskOptions`, spread `Partial<TaskOptions>` defaults, `{ context: boolean }`, an argument

@@ -10,7 +10,7 @@ import type { TaskContext } from "./context.js";
 import { type Duration, MAX_DELAY_SECONDS, toMs } from "./core/duration.js";
 import { checkChoice, checkInt, checkOptionKeys } from "./core/env.js";
 import { newTaskId } from "./core/ids.js";
-import { findNonJson, type JsonArgs, type JsonValue } from "./core/json.js";
+import { findNonJson, type JsonValue } from "./core/json.js";
 import { isValidTaskId, MAX_TASK_ID_LENGTH, type MessageCodec, type TaskMessage } from "./core/message.js";
 import { assertValidName } from "./core/names.js";
 import { validateWithSchema } from "./core/schema.js";
@@ -190,22 +190,23 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
   }
 
   /**
-   * Dispatches the task and returns a handle on its result. The arguments must be JSON: one whose
-   * type is not (a `Date`, a `Map`...) fails to compile (see `JsonArg`), and one that is not
-   * at run time (a class instance, `NaN`) is refused with a `ValidationError`.
+   * Dispatches the task and returns a handle on its result. The arguments must be JSON: for a
+   * task made by `app.task()`, one whose type is not (a `Date`, a `Map`...) fails to compile
+   * (`A` is the handler's parameters through `JsonArgs`), and one that is not at run time (a
+   * class instance, `NaN`) is refused with a `ValidationError`.
    */
-  delay(...args: JsonArgs<A>): Promise<AsyncResult<R>> {
+  delay(...args: A): Promise<AsyncResult<R>> {
     return this.applyAsync(args);
   }
 
   /** Dispatches the task without keeping a result handle; returns the task id. */
-  async send(...args: JsonArgs<A>): Promise<string> {
+  async send(...args: A): Promise<string> {
     const result = await this.applyAsync(args);
     return result.taskId;
   }
 
   /** Dispatches the task with options: delay, queue, priority, caller-chosen id. */
-  applyAsync(args: JsonArgs<A>, options: ApplyOptions = NO_OPTIONS): Promise<AsyncResult<R>> {
+  applyAsync(args: A, options: ApplyOptions = NO_OPTIONS): Promise<AsyncResult<R>> {
     // Not an `async` function: a suspended one would keep all its locals (the message, its
     // JSON, the options) alive while the publish is pending, for every one of many concurrent
     // dispatches. Every check still reports through the returned promise, never by throwing.

@@ -16,32 +16,43 @@ export interface NotJson<Why extends string> {
   readonly "not JSON": Why;
 }
 
+/** The types that are JSON as they are (`undefined` for an optional place). */
+type JsonShape =
+  | string
+  | number
+  | boolean
+  | null
+  | undefined
+  | readonly JsonShape[]
+  | { readonly [key: string]: JsonShape };
+
 /**
- * `T` as a task argument (or result) may be: `T` itself where it is JSON (strings, finite numbers,
- * booleans, null, arrays and objects of these; `undefined` in an optional place), with
- * {@link NotJson} in place of what is not (a `Date`, `Map`, `Set`, `bigint`, function,
- * symbol...). `unknown` and `any` stay as they are. A class instance cannot be told from a
- * plain object by its type: `delay()` still refuses it when it runs.
+ * `T` as a task argument (or result) may be: `T` itself where it is JSON (strings, numbers,
+ * booleans, null, arrays and objects of these), with {@link NotJson} in place of what is not (a
+ * `Date`, `Map`, `Set`, `bigint`, function, symbol...). `unknown` and `any` stay as they are.
+ * What a type cannot tell is checked when `delay()` runs: a class instance, `NaN`, and
+ * `undefined` other than as an object property or a trailing argument.
  */
-export type JsonArg<T> = unknown extends T
+export type JsonArg<T> = unknown extends T ? T : [T] extends [JsonShape] ? T : JsonArgOf<T>;
+
+/** {@link JsonArg} of a type that is not JSON as a whole: part by part. */
+type JsonArgOf<T> = T extends string | number | boolean | null | undefined
   ? T
-  : T extends string | number | boolean | null | undefined
-    ? T
-    : T extends bigint
-      ? NotJson<"a bigint is not JSON: use a string">
-      : T extends symbol
-        ? NotJson<"a symbol is not JSON">
-        : T extends (...args: never) => unknown
-          ? NotJson<"a function is not JSON">
-          : T extends Date
-            ? NotJson<"a Date is not JSON: use date.toISOString()">
-            : T extends ReadonlyMap<unknown, unknown>
-              ? NotJson<"a Map is not JSON: use Object.fromEntries(map)">
-              : T extends ReadonlySet<unknown>
-                ? NotJson<"a Set is not JSON: use [...set]">
-                : T extends RegExp | Error | Promise<unknown> | ArrayBuffer | ArrayBufferView
-                  ? NotJson<"only plain objects and arrays are JSON">
-                  : { [K in keyof T]: JsonArg<T[K]> };
+  : T extends bigint
+    ? NotJson<"a bigint is not JSON: use a string">
+    : T extends symbol
+      ? NotJson<"a symbol is not JSON">
+      : T extends (...args: never) => unknown
+        ? NotJson<"a function is not JSON">
+        : T extends Date
+          ? NotJson<"a Date is not JSON: use date.toISOString()">
+          : T extends ReadonlyMap<unknown, unknown>
+            ? NotJson<"a Map is not JSON: use Object.fromEntries(map)">
+            : T extends ReadonlySet<unknown>
+              ? NotJson<"a Set is not JSON: use [...set]">
+              : T extends RegExp | Promise<unknown> | ArrayBuffer | ArrayBufferView
+                ? NotJson<"only plain objects and arrays are JSON">
+                : { [K in keyof T]: JsonArg<T[K]> };
 
 /** An argument list as `delay()` takes it: each argument's {@link JsonArg}. */
 export type JsonArgs<A extends readonly unknown[]> = { [K in keyof A]: JsonArg<A[K]> };

@@ -4,6 +4,7 @@ import { z } from "zod";
 import {
   type AsyncResult,
   Chicory,
+  type JsonValue,
   MemoryBackend,
   MemoryBroker,
   type NotJson,
@@ -87,6 +88,44 @@ describe("task typing", () => {
     });
     expectTypeOf(loose.delay).parameters.toEqualTypeOf<[unknown, Record<string, unknown>]>();
     void loose.delay(new Date(), { when: new Date() }); // (refused when it runs: a ValidationError)
+  });
+
+  it("JSON types pass as they are: JsonValue, recursive types, error-shaped data, index signatures", () => {
+    type Tree = { name: string; children: Tree[] };
+    interface Notice {
+      name: string;
+      message: string;
+      to: string;
+    }
+    const t = app.task(async function json_kinds(
+      value: JsonValue,
+      tree: Tree,
+      notice: Notice,
+      bag: Record<string, number>,
+    ) {
+      return { value, tree, error: { name: notice.name, message: notice.message }, bag };
+    });
+    expectTypeOf(t.delay).parameters.toEqualTypeOf<[JsonValue, Tree, Notice, Record<string, number>]>();
+    const many = app.task(async function json_many(): Promise<JsonValue[]> {
+      return [];
+    });
+    expectTypeOf(many.delay()).resolves.toEqualTypeOf<AsyncResult<JsonValue[]>>();
+    const result = {} as Awaited<ReturnType<Awaited<ReturnType<typeof t.delay>>["get"]>>;
+    expectTypeOf(result.error.message).toEqualTypeOf<string>();
+  });
+
+  it("generic code over Task<A, R> compiles", () => {
+    async function enqueue<A extends unknown[], R>(task: Task<A, R>, ...args: A): Promise<R> {
+      return (await task.delay(...args)).get();
+    }
+    async function later<A extends unknown[]>(task: Task<A>, args: A): Promise<string> {
+      return (await task.applyAsync(args, { countdown: 1 })).taskId;
+    }
+    const add = app.task(async function generic_add(a: number, b: number) {
+      return a + b;
+    });
+    expectTypeOf(enqueue(add, 1, 2)).resolves.toEqualTypeOf<number>();
+    void later(add, [1, 2]);
   });
 
   it("a result part that is not JSON is typed NotJson (the task fails when it runs), so using it as such does not compile", () => {

@@ -557,24 +557,30 @@ function duplicateWith(client: RedisClientLike, options: Record<string, unknown>
   return cluster.duplicate([], { ...clusterOptions, redisOptions });
 }
 
-/** Logs that a sentinel does not answer (see {@link hearSentinelDetector}). */
+/** Logs what a sentinel connection reported (see {@link hearSentinelDetector}). */
 const sentinelLog = processWarningLogger("CHICORY_SENTINEL_UNREACHABLE");
-/** When each sentinel's silence was last logged (`host:port` → ms). */
+/** When each sentinel's error was last logged (`host:port` → ms). */
 const sentinelWarnedAt = new Map<string, number>();
-/** At most one such line per sentinel in this time. */
+/** At most one such line per sentinel in this time (in a worker's log; a process warning is once). */
 const SENTINEL_WARN_EVERY_MS = 10 * 60_000;
+
+/** An ioredis connection to a sentinel, as {@link hearSentinelDetector} sees it. */
+interface SentinelClient {
+  on(event: "error", listener: (error: Error) => void): unknown;
+}
 
 /**
  * ioredis's failover detector (`failoverDetector`, on for `redis+sentinel://` URLs) keeps a
  * connection to each sentinel that has no `error` listener: a sentinel that is down then prints
- * "[ioredis] Unhandled error event" and a stack on stderr at each attempt (every minute), on
- * each connection. Gives those connections a listener that logs instead, once per sentinel per
- * {@link SENTINEL_WARN_EVERY_MS} (the worker's log while a worker runs, else a process warning).
- * Reaches into ioredis 6's `SentinelConnector.connectToSentinel`; a client of another shape (not
- * through sentinels, or another ioredis) is left as it is.
+ * "[ioredis] Unhandled error event" and a stack on stderr at each attempt (every minute by
+ * default), on each connection. Gives every sentinel connection of `client` a listener that logs
+ * instead: in a worker's log while a worker runs (at most once per sentinel per
+ * {@link SENTINEL_WARN_EVERY_MS}), else as a process warning (once per sentinel). Reaches into
+ * ioredis 6's `SentinelConnector.connectToSentinel`; a client without it, or a sentinel
+ * connection without `on`, is left as it is.
+ * @internal exported for tests
  */
-function hearSentinelDetector(client: RedisClientLike): void {
-  type SentinelClient = { on(event: "error", listener: (error: Error) => void): unknown };
+export function hearSentinelDetector(client: RedisClientLike): void {
   const connector = (
     client as unknown as {
       connector?: { connectToSentinel?: (endpoint: { host?: string; port?: number }, ...rest: unknown[]) => unknown };
@@ -583,19 +589,27 @@ function hearSentinelDetector(client: RedisClientLike): void {
   const connect = connector?.connectToSentinel;
   if (connector === undefined || typeof connect !== "function") return;
   connector.connectToSentinel = function (this: unknown, endpoint, ...rest) {
-    const sentinel = connect.call(this, endpoint, ...rest) as SentinelClient;
-    sentinel.on("error", (error) => {
-      const address = `${endpoint.host ?? "127.0.0.1"}:${endpoint.port ?? 26379}`;
-      const now = Date.now();
-      if (now - (sentinelWarnedAt.get(address) ?? Number.NEGATIVE_INFINITY) < SENTINEL_WARN_EVERY_MS) return;
-      sentinelWarnedAt.set(address, now);
-      sentinelLog.warn(
-        { sentinel: address, err: error.message },
-        `redis: sentinel ${address} does not answer; the connections ask the other sentinels, and this one again later (each minute for failover notices)`,
-      );
-    });
+    const sentinel = connect.call(this, endpoint, ...rest);
+    if (typeof (sentinel as Partial<SentinelClient> | null)?.on !== "function") return sentinel;
+    try {
+      (sentinel as SentinelClient).on("error", (error) => logSentinelError(endpoint, error));
+    } catch {
+      // (another shape: ioredis's own behaviour stays)
+    }
     return sentinel;
   };
+}
+
+/** One line for a sentinel connection's error, at most once per sentinel per {@link SENTINEL_WARN_EVERY_MS}. */
+function logSentinelError(endpoint: { host?: string; port?: number } | undefined, error: Error): void {
+  const address = `${endpoint?.host ?? "127.0.0.1"}:${endpoint?.port ?? 26379}`;
+  const now = Date.now();
+  if (now - (sentinelWarnedAt.get(address) ?? Number.NEGATIVE_INFINITY) < SENTINEL_WARN_EVERY_MS) return;
+  sentinelWarnedAt.set(address, now);
+  sentinelLog.warn(
+    { sentinel: address, err: error?.message },
+    `redis: sentinel ${address} refused or did not answer; the connections ask the other sentinels, and this one again later`,
+  );
 }
 
 /** Connects a `duplicate()` of `client` (blocking reader, subscriber) and waits until ready. */

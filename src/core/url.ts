@@ -29,30 +29,45 @@ function maskMistypedUserinfo(spec: string): string {
   return spec.slice(scheme.length, at).length > 0 ? `${scheme}***${spec.slice(at)}` : spec;
 }
 
+/** The end of the messages of {@link unencodedUserinfo}. */
+const ENCODE_HINT = "percent-encode @ : / ? # % in a user name or password";
+
 /**
- * What is wrong with a URL whose user name or password holds an unencoded `?` or `#` (see
- * below), or an unencoded `/` (its `@` then lies after the host: `scheme://u:pa@ss/rest@host:port/db`), or undefined. The URL parser ends
- * the host at that `/`, taking part of the password for the host and the rest for the path, so
- * an error naming that host (`ENOTFOUND`) or path would show it: such a URL is refused before
- * any connection, in a message that quotes nothing but the masked URL. Told by what follows the
- * path's last `@`: a host and a port, or a host and a path of its own. With `anyAt` (a path
- * that can hold no `@`, as Redis's database number), any `@` in the path counts; otherwise a
- * database or vhost named with an `@` (`/team@prod`) is left alone.
+ * What is wrong with a URL whose user name or password holds a character that ends it early, or
+ * undefined. The URL parser ends the authority at the first `/`, `?` or `#`: the rest of the
+ * user name or password would be taken for the host, the port, the path, a query or a fragment
+ * (dropped silently), and an error naming that host (`ENOTFOUND`) or path would show part of the
+ * password. Such a URL is refused before any connection, in a message that quotes nothing but
+ * the masked URL. Told by an `@` after:
+ * - a `#` (no URL here has a fragment);
+ * - a `?` with no `/` or `@` before it and no `=` or `&` between it and the `@` (a query's
+ *   `key=value` may hold an `@`);
+ * - an authority whose port is not a number (`u:pa/ss@host`: the port would be `pa`);
+ * - a path, when what follows its last `@` is a host and a port or a path of its own, or any
+ *   `@` with `anyAt` (a path that can hold no `@`, as Redis's database number); otherwise a
+ *   database or vhost named with an `@` (`/team@prod`) is left alone.
  */
 export function unencodedUserinfo(url: string, anyAt = false): string | undefined {
-  // `scheme://user:pa#ss@host`: the parser ends the authority at the `#` (or `?`), taking the
-  // user name for the host and the rest of the password for the port, fragment or query. Told
-  // by a `user:` before it, no `@` before it, and an `@` after it with no `=`/`&` between (a
-  // query's `key=value` may hold an `@`).
-  const early = /^[a-z][a-z0-9+.-]*:\/\/([^/?#@]*:[^/?#@]*)([?#])([^=&]*)@/i.exec(url);
-  if (early !== null) {
-    return `${maskUrl(url)}: a "${early[2]}" in the user name or password ends it there; percent-encode @ : / ? # % in a user name or password (e.g. # as %23, ? as %3F)`;
+  const rest = /^[a-z][a-z0-9+.-]*:\/\/(.*)$/is.exec(url)?.[1];
+  if (rest === undefined || !rest.includes("@")) return undefined;
+  const hash = rest.indexOf("#");
+  if (hash >= 0 && rest.indexOf("@", hash) > hash) {
+    return `${maskUrl(url)}: a "#" in the user name or password ends it there; ${ENCODE_HINT} (# as %23)`;
   }
-  const path = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(\/[^?#]*)/i.exec(url)?.[1];
+  if (/^[^/?#@]*\?[^=&#]*@/.test(rest)) {
+    return `${maskUrl(url)}: a "?" in the user name or password ends it there; ${ENCODE_HINT} (? as %3F)`;
+  }
+  const authority = /^[^/?#]*/.exec(rest)?.[0] ?? "";
+  const port = /^(?:\[[^\]]*\]|[^:]*):(.*)$/s.exec(authority)?.[1];
+  const atLater = !authority.includes("@");
+  if (atLater && port !== undefined && !/^\d*$/.test(port)) {
+    return `${maskUrl(url)}: an "@" after the host; ${ENCODE_HINT} (e.g. / as %2F, @ as %40)`;
+  }
+  const path = /^[^/?#]*(\/[^?#]*)/.exec(rest)?.[1];
   if (path === undefined || !path.includes("@")) return undefined;
   const after = path.slice(path.lastIndexOf("@") + 1);
   if (!anyAt && !after.includes("/") && !/:\d+$/.test(after)) return undefined;
-  return `${maskUrl(url)}: an "@" after the host; percent-encode @ : / ? # % in a user name or password (e.g. / as %2F, @ as %40)`;
+  return `${maskUrl(url)}: an "@" after the host; ${ENCODE_HINT} (e.g. / as %2F, @ as %40)`;
 }
 
 /**

@@ -25,8 +25,8 @@
  * 2 s for it and then throws {@link BrokerConnectionError}; the next `fetch` after the
  * connection is back opens a new channel and consumes again (topology declared again).
  * A message whose body cannot be read (empty, not UTF-8) is handed out with its `problem`: the
- * worker rejects it as any undecodable message, to the DLQ with the reason (RELIABILITY C13), or
- * acknowledged and logged when its DLQ is off; it never runs.
+ * worker rejects it as any undecodable message (SPEC §8): to the DLQ with the reason and its raw
+ * bytes, or acknowledged and logged when its DLQ is off; it never runs.
  * @module
  */
 import { isUtf8 } from "node:buffer";

@@ -1,6 +1,7 @@
 /**
- * RabbitMQ-specific behaviour beyond the broker contract: confirms, dead-lettering of
- * messages the broker cannot hand out (C13), quorum delivery limits, configuration errors.
+ * RabbitMQ-specific behaviour beyond the broker contract: confirms, unreadable bodies handed out
+ * with their `problem` (never as readable messages), quorum delivery limits, configuration
+ * errors.
  */
 import { afterEach, describe, expect, it } from "vitest";
 import type { Consumer, Delivery } from "../../../src/brokers/broker.js";

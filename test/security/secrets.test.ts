@@ -113,6 +113,18 @@ describe("A10: DSN passwords never appear", () => {
     }
   });
 
+  /** The error building an app on `url` (as its broker or backend) throws; the test fails without one. */
+  function buildError(url: string, role: "broker" | "backend"): Error {
+    let error: unknown;
+    try {
+      new Chicory({ broker: role === "broker" ? url : "memory", backend: role === "backend" ? url : null });
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error, url).toBeInstanceOf(Error);
+    return error as Error;
+  }
+
   it("a password with an unencoded / is refused before any connection, and no part of it is shown", () => {
     // The parser ends the host at the `/`: "pa" would be the password, "Canary7" the host (an
     // ENOTFOUND naming it) and the rest the path (a database error quoting it).
@@ -125,14 +137,8 @@ describe("A10: DSN passwords never appear", () => {
       [`rediss://:pa@${head}/${tail}@127.0.0.1:6379/0`, "backend"],
     ];
     for (const [url, role] of urls) {
-      let error: unknown;
-      try {
-        new Chicory({ broker: role === "broker" ? url : "memory", backend: role === "backend" ? url : null });
-      } catch (caught) {
-        error = caught;
-      }
-      expect(error, url).toBeInstanceOf(Error);
-      expect((error as Error).message, url).toMatch(/an "@" after the host; percent-encode/);
+      const error = buildError(url, role);
+      expect(error.message, url).toMatch(/an "@" after the host; percent-encode/);
       for (const part of [head, tail]) expect(errorText(error), url).not.toContain(part);
     }
     // a database or vhost named with an "@" is no such URL
@@ -159,15 +165,9 @@ describe("A10: DSN passwords never appear", () => {
       [`amqp://u:${head}/${tail}?x@127.0.0.1:5672/`, "broker", 'an "@" after the host'],
     ];
     for (const [url, role, reason] of urls) {
-      let error: unknown;
-      try {
-        new Chicory({ broker: role === "broker" ? url : "memory", backend: role === "backend" ? url : null });
-      } catch (caught) {
-        error = caught;
-      }
-      expect(error, url).toBeInstanceOf(Error);
-      expect((error as Error).message, url).toContain(reason);
-      expect((error as Error).message, url).toContain("percent-encode @ : / ? # % in a user name or password");
+      const error = buildError(url, role);
+      expect(error.message, url).toContain(reason);
+      expect(error.message, url).toContain("percent-encode @ : / ? # % in a user name or password");
       for (const part of [head, tail]) expect(errorText(error), url).not.toContain(part);
     }
     // a query (key=value) that holds an "@", an IPv6 host, a user without a password, escapes

@@ -261,6 +261,25 @@ function fromClient(client: RedisClientLike, envPrefix: string): ResolvedRedisCo
   return { options: {}, displayUrl, password, envPrefix, tlsUnverified: false };
 }
 
+/**
+ * Refuses the `_TLS_*` variables beside a URL that is not TLS: connecting in clear text where
+ * TLS was meant is not done silently (a `tls` option given in code turns TLS on instead).
+ * @throws ConfigurationError naming the TLS scheme to use
+ */
+function refuseTlsVariablesWithoutTls(
+  isTls: boolean,
+  tls: Record<string, unknown> | undefined,
+  tlsFromEnvOnly: boolean,
+  url: string,
+  envPrefix: string,
+  tlsScheme: string,
+): void {
+  if (isTls || !tls || !tlsFromEnvOnly) return;
+  throw new ConfigurationError(
+    `${envPrefix}_TLS_* is set but the URL ${maskUrl(url)} is not TLS: use ${tlsScheme} (or unset the TLS variables)`,
+  );
+}
+
 function fromUrl(
   url: string,
   tls: Record<string, unknown> | undefined,
@@ -287,11 +306,7 @@ function fromUrl(
       `invalid Redis URL ${maskUrl(url)}: expected ${parsed.protocol}//[user:password@]host[:port][/db] (two slashes after "${parsed.protocol}")`,
     );
   }
-  if (!isTls && tls && tlsFromEnvOnly) {
-    throw new ConfigurationError(
-      `${envPrefix}_TLS_* is set but the URL ${maskUrl(url)} is not TLS: use rediss:// (or unset the TLS variables)`,
-    );
-  }
+  refuseTlsVariablesWithoutTls(isTls, tls, tlsFromEnvOnly, url, envPrefix, "rediss://");
   const unencoded = unencodedUserinfo(url, true); // (nothing of the password may appear in the message)
   if (unencoded !== undefined) throw new ConfigurationError(`invalid Redis URL ${unencoded}`);
   const dbText = parsed.pathname.replace(/^\//, "");
@@ -353,11 +368,7 @@ function fromSentinelUrl(
   const invalid = (why: string) => new ConfigurationError(`invalid Redis Sentinel URL ${maskUrl(url)}: ${why}`);
   if (!/^rediss?\+sentinel:\/\//i.test(url)) throw invalid(`expected ${SENTINEL_URL_FORM}`);
   const isTls = /^rediss\+/i.test(url);
-  if (!isTls && tls && tlsFromEnvOnly) {
-    throw new ConfigurationError(
-      `${envPrefix}_TLS_* is set but the URL ${maskUrl(url)} is not TLS: use rediss+sentinel:// (or unset the TLS variables)`,
-    );
-  }
+  refuseTlsVariablesWithoutTls(isTls, tls, tlsFromEnvOnly, url, envPrefix, "rediss+sentinel://");
   const match = /^[^:]+:\/\/(?:([^/?#]*)@)?([^/?#@]+)(\/[^?#]*)?$/i.exec(url);
   if (match === null) {
     throw invalid(

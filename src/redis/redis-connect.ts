@@ -117,7 +117,7 @@ export function connectFailureHint(error: unknown, envPrefix: string, isTls = fa
   if (/\bNOAUTH\b/.test(text)) {
     return ` (authentication required: give the password in the URL, or in ${envPrefix}_PASSWORD for a URL without one)`;
   }
-  if (/\bWRONGPASS\b|invalid password|invalid username-password/i.test(text)) {
+  if (WRONG_LOGIN.test(text)) {
     return ` (authentication failed: check the user and password in the URL or ${envPrefix}_USERNAME/_PASSWORD)`;
   }
   if (isSelectRefusal(error)) {
@@ -126,12 +126,21 @@ export function connectFailureHint(error: unknown, envPrefix: string, isTls = fa
   if (code === "ERR_TLS_CERT_ALTNAME_INVALID") {
     return " (TLS: the server certificate is not valid for this host name: connect with a name the certificate lists)";
   }
-  if (typeof code === "string" && /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)/.test(code)) {
-    return hasCa
-      ? ` (TLS: the server certificate is not trusted [${code}]: the CA given (tls.ca or ${envPrefix}_TLS_CA) does not sign it; give the CA that does)`
-      : ` (TLS: the server certificate is not trusted [${code}]: give its CA with the tls.ca option or ${envPrefix}_TLS_CA)`;
-  }
-  return "";
+  return untrustedCertificateHint(code, "the server certificate", hasCa, envPrefix);
+}
+
+/** A login the server refused: a wrong user name or password (`NOAUTH` is a missing one). */
+const WRONG_LOGIN = /\bWRONGPASS\b|invalid password|invalid username-password/i;
+
+/**
+ * Where to give the CA when TLS verification failed with `code` (a certificate error), naming
+ * `whose` certificate; "" for any other code.
+ */
+function untrustedCertificateHint(code: unknown, whose: string, hasCa: boolean, envPrefix: string): string {
+  if (typeof code !== "string" || !/CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)/.test(code)) return "";
+  return hasCa
+    ? ` (TLS: ${whose} is not trusted [${code}]: the CA given (tls.ca or ${envPrefix}_TLS_CA) does not sign it; give the CA that does)`
+    : ` (TLS: ${whose} is not trusted [${code}]: give its CA with the tls.ca option or ${envPrefix}_TLS_CA)`;
 }
 
 /** True when the connection's TLS options carry a CA of their own. */
@@ -309,7 +318,8 @@ async function sentinelRefusal(
 
 /** The sentinels' login hint when `error` (a sentinel's answer, or ioredis's last error) is a refused login; else "". */
 function sentinelLoginHint(error: unknown, connection: ResolvedRedisConnection): string {
-  return /\bNOAUTH\b|\bWRONGPASS\b|invalid password|invalid username-password/i.test(toError(error).message)
+  const text = toError(error).message;
+  return /\bNOAUTH\b/.test(text) || WRONG_LOGIN.test(text)
     ? ` (the sentinels refused the login: their own user and password are ${connection.envPrefix}_SENTINEL_USERNAME/_SENTINEL_PASSWORD or the sentinelUsername/sentinelPassword options, not the primary's)`
     : "";
 }
@@ -327,11 +337,8 @@ export function sentinelFailureHint(error: unknown, connection: ResolvedRedisCon
   if (code === "ERR_TLS_CERT_ALTNAME_INVALID") {
     return " (TLS: a sentinel's certificate is not valid for the name it is reached at: name it in the URL as its certificate does)";
   }
-  if (typeof code === "string" && /CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)/.test(code)) {
-    return hasCa(connection)
-      ? ` (TLS: a sentinel's certificate is not trusted [${code}]: the CA given (tls.ca or ${prefix}_TLS_CA) does not sign it; give the CA that does)`
-      : ` (TLS: a sentinel's certificate is not trusted [${code}]: give its CA with the tls.ca option or ${prefix}_TLS_CA)`;
-  }
+  const untrusted = untrustedCertificateHint(code, "a sentinel's certificate", hasCa(connection), prefix);
+  if (untrusted !== "") return untrusted;
   if (connection.options.sentinelTLS === undefined && CLOSED_BY_SERVER.test(text)) {
     return " (a sentinel closed the connection: is TLS on at its port? sentinels with TLS need rediss+sentinel://)";
   }

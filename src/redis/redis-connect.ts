@@ -288,12 +288,8 @@ async function sentinelRefusal(
         username: o.sentinelUsername,
         password: o.sentinelPassword,
         tls: o.sentinelTLS,
-        lazyConnect: true,
-        retryStrategy: () => null,
+        ...ONE_OFF_OPTIONS,
         enableReadyCheck: false,
-        enableOfflineQueue: false,
-        maxRetriesPerRequest: 0,
-        connectTimeout: PROBE_CONNECT_MS,
         disableClientInfo: true,
       });
       probe.on("error", (error: unknown) => {
@@ -792,6 +788,15 @@ const HEALTHCHECK_TIMEOUT_MS = 2000;
 /** Longest connect of the one-off connection that checks whether a reconnecting client's server answers. */
 const PROBE_CONNECT_MS = 1000;
 
+/** ioredis options of a one-off connection (a probe): no retries, no queueing, a short connect. */
+const ONE_OFF_OPTIONS: Readonly<Record<string, unknown>> = {
+  lazyConnect: true,
+  retryStrategy: () => null,
+  enableOfflineQueue: false,
+  maxRetriesPerRequest: 0,
+  connectTimeout: PROBE_CONNECT_MS,
+};
+
 /**
  * PING with latency; never throws and never waits longer than about 2 s (commands may be queued
  * offline). A client between reconnect attempts says nothing of the server now (ioredis waits
@@ -845,12 +850,8 @@ async function serverAnswers(client: RedisClientLike): Promise<boolean> {
   let probe: RedisClientLike | undefined;
   try {
     probe = duplicateWith(client, {
-      lazyConnect: true,
-      retryStrategy: () => null,
+      ...ONE_OFF_OPTIONS,
       reconnectOnError: null,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      connectTimeout: PROBE_CONNECT_MS,
       connectionName: "chicory-probe",
       failoverDetector: false, // (through sentinels: a one-off connection needs no failover notices)
     });

@@ -24,6 +24,15 @@ import { assertValidName } from "./core/names.js";
 import { maskUrl } from "./core/url.js";
 import { ConfigurationError, toError } from "./errors.js";
 
+/**
+ * Default of `maxResultBytes`: 8 MiB, below the smallest default limit of a backend's server
+ * (MariaDB's `max_allowed_packet`, 16 MiB), so that a result too large for it fails its task
+ * at once instead of a refused write, retried for half a minute on each of its runs.
+ */
+export const DEFAULT_MAX_RESULT_BYTES = 8 * 1024 * 1024;
+/** Highest `maxResultBytes`: half Redis's largest value, room for the record around it. */
+const MAX_RESULT_BYTES_LIMIT = 256 * 1024 * 1024;
+
 /** When arguments and results are validated against their schemas. */
 export type ValidationMode = "none" | "inputs" | "outputs" | "strict";
 /** All validation modes. */
@@ -111,6 +120,8 @@ export interface ChicoryConfig {
   readonly signingKey: string | null;
   /** Maximum encoded message size in bytes (default 1 MiB). */
   readonly maxMessageBytes: number;
+  /** Largest result a worker stores, in bytes of JSON (default 8 MiB). */
+  readonly maxResultBytes: number;
   /** Worker defaults. */
   readonly worker: WorkerConfig;
   /** The environment the configuration was read from (adapters read their own variables). */
@@ -138,6 +149,12 @@ export interface ChicoryConfigInput {
   signingKey?: string | null | undefined;
   /** Largest encoded message in bytes, 1 KiB to 512 MiB (`CHICORY_MAX_MESSAGE_BYTES`; default 1 MiB). */
   maxMessageBytes?: number | undefined;
+  /**
+   * Largest task result a worker stores, in bytes of JSON, 1 KiB to 256 MiB
+   * (`CHICORY_MAX_RESULT_BYTES`; default 8 MiB). A larger result fails its task with a
+   * `ValidationError` (not retried) instead of being stored: return a reference to large data.
+   */
+  maxResultBytes?: number | undefined;
   /** Worker defaults. */
   worker?: WorkerOptions | undefined;
   /** Environment to read instead of `process.env` + `.env` (tests). */
@@ -191,6 +208,7 @@ const CONFIG_INPUT_KEYS = keysOf<ChicoryConfigInput>({
   backendUrl: true,
   signingKey: true,
   maxMessageBytes: true,
+  maxResultBytes: true,
   worker: true,
   env: true,
 });
@@ -205,6 +223,10 @@ export function resolveConfig(input: ChicoryConfigInput = {}): ChicoryConfig {
     input.maxMessageBytes === undefined
       ? envInt(env, "CHICORY_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, 1024, 512 * 1024 * 1024)
       : checkInt(input.maxMessageBytes, "maxMessageBytes", 1024, 512 * 1024 * 1024);
+  const maxResultBytes =
+    input.maxResultBytes === undefined
+      ? envInt(env, "CHICORY_MAX_RESULT_BYTES", DEFAULT_MAX_RESULT_BYTES, 1024, MAX_RESULT_BYTES_LIMIT)
+      : checkInt(input.maxResultBytes, "maxResultBytes", 1024, MAX_RESULT_BYTES_LIMIT);
   const timeoutRaw = input.resultDefaultTimeout;
   let resultDefaultTimeout: number | null;
   if (timeoutRaw === null) resultDefaultTimeout = null;
@@ -230,6 +252,7 @@ export function resolveConfig(input: ChicoryConfigInput = {}): ChicoryConfig {
     signingKey:
       input.signingKey === undefined ? (envString(env, "CHICORY_SIGNING_KEY") ?? null) : givenKey(input.signingKey),
     maxMessageBytes,
+    maxResultBytes,
     worker: resolveWorkerConfig(input.worker ?? {}, env),
     env,
   });

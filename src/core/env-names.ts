@@ -49,6 +49,7 @@ export const KNOWN_ENV_NAMES: ReadonlySet<string> = new Set([
     "RESULT_DEFAULT_TIMEOUT",
     "SIGNING_KEY",
     "MAX_MESSAGE_BYTES",
+    "MAX_RESULT_BYTES",
     "LOG_FORMAT",
     "CLI_SUPERVISED",
   ]),

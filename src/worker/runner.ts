@@ -29,6 +29,8 @@ export interface RunnerEnv {
   readonly codec: MessageCodec;
   readonly tasks: ReadonlyMap<string, Task<readonly unknown[], unknown>>;
   readonly maxDeliveries: number;
+  /** Largest result stored, in bytes of JSON (`maxResultBytes`). */
+  readonly maxResultBytes: number;
   /** Aborts when a forced shutdown gives up on running tasks. */
   readonly shutdownSignal: AbortSignal;
   /**
@@ -296,7 +298,7 @@ async function attempt(
     if (task.ignoreResult || value === undefined) return { kind: "success", value: null };
     const bad = findNonJson(value, "result");
     if (bad) throw new ValidationError(`task "${task.name}": ${bad}; results must be JSON-representable`);
-    return { kind: "success", value: snapshot(value) };
+    return { kind: "success", value: snapshot(value, task.name, env.maxResultBytes) };
   } catch (thrown) {
     return failureOutcome(task, message, thrown);
   } finally {
@@ -310,9 +312,40 @@ async function attempt(
  * (checked by `findNonJson` first, so this cannot throw), so that a handler changing it later
  * (a cache entry it returned, a timer) cannot change what is stored, or make it unstorable and
  * the job run again. A primitive is its own snapshot.
+ *
+ * A result over `limit` bytes of JSON is refused here, as a failure of the task: stored, it
+ * would exceed what the backend's server takes (Redis's bulk length, MariaDB's
+ * `max_allowed_packet`), and a write the server refuses is retried for half a minute, then the
+ * message is released and the task runs again, until it is poison (`maxDeliveries`): minutes of
+ * work, and no result. The exact UTF-8 size is counted only when the text's length could exceed
+ * the limit.
  */
-function snapshot(value: unknown): unknown {
-  return value !== null && typeof value === "object" ? JSON.parse(JSON.stringify(value)) : value;
+function snapshot(value: unknown, taskName: string, limit: number): unknown {
+  if (typeof value === "string") {
+    // JSON escapes a UTF-16 unit as at most 6 ASCII bytes ("\u001f"), plus the quotes
+    if (value.length * 6 + 2 <= limit) return value;
+  } else if (value === null || typeof value !== "object") {
+    return value;
+  }
+  let text: string;
+  try {
+    text = JSON.stringify(value);
+  } catch (thrown) {
+    // longer than the longest string V8 builds
+    if (thrown instanceof RangeError) throw resultTooLarge(taskName, `more than ${limit}`, limit);
+    throw thrown;
+  }
+  if (text.length * 3 > limit) {
+    const size = Buffer.byteLength(text);
+    if (size > limit) throw resultTooLarge(taskName, String(size), limit);
+  }
+  return typeof value === "string" ? value : JSON.parse(text);
+}
+
+function resultTooLarge(taskName: string, size: string, limit: number): ValidationError {
+  return new ValidationError(
+    `task "${taskName}": its result is ${size} bytes of JSON, over the limit of ${limit} bytes (maxResultBytes, CHICORY_MAX_RESULT_BYTES); store large data elsewhere (a file, object storage) and return a reference to it`,
+  );
 }
 
 function failureOutcome(task: Task<readonly unknown[], unknown>, message: TaskMessage, thrown: unknown): Outcome {

@@ -204,6 +204,7 @@ export class Worker {
       codec: this.#app.codec,
       tasks: this.#app.tasks,
       maxDeliveries: this.config.maxDeliveries,
+      maxResultBytes: this.#app.config.maxResultBytes,
       shutdownSignal: this.#shutdownAbort.signal,
       onStart: (message) => this.#started.started(message),
       isFinished: async (taskId) => {

@@ -335,6 +335,29 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       expect(await (await stillOk.delay()).get({ timeout: 20 })).toBe("ok");
     });
 
+    it("a result over the default maxResultBytes (8 MiB) fails its task, not retried, instead of being stored", async () => {
+      const app = await fresh();
+      let runs = 0;
+      const huge = app.task({ name: "huge_result", retryPolicy: { maxRetries: 2, retryDelay: 0 } }, async () => {
+        runs++;
+        return "x".repeat(app.config.maxResultBytes);
+      });
+      const stillOk = app.task(async function afterHuge() {
+        return "ok";
+      });
+      await worker(app);
+      // before, a result larger than a server takes (MariaDB's 16 MiB max_allowed_packet) was
+      // retried, run again on each redelivery and finally dropped as poison, with no result
+      const error = await (await huge.delay()).get({ timeout: 20 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(TaskFailedError);
+      expect(error).toMatchObject({
+        errorType: "ValidationError",
+        message: expect.stringMatching(/its result is 8388610 bytes of JSON, over the limit of 8388608 bytes/),
+      });
+      expect(runs).toBe(1);
+      expect(await (await stillOk.delay()).get({ timeout: 20 })).toBe("ok");
+    });
+
     it("at_most_once tasks run once and are acknowledged before they run", async () => {
       const app = await fresh();
       let pending = -1;

@@ -488,6 +488,41 @@ describe("Worker on the memory broker", () => {
     expect(await r.state()).toBe("SUCCESS");
   });
 
+  it("a result over maxResultBytes fails its task once, counted in UTF-8 bytes of JSON; others are stored", async () => {
+    const { app, backend } = makeApp({ config: { maxResultBytes: 1024 } });
+    let runs = 0;
+    const echo = app.task(
+      { name: "echo_result", retryPolicy: { maxRetries: 3, retryDelay: 0 } },
+      async (value: string | string[]) => {
+        runs++;
+        return value;
+      },
+    );
+    await startWorker(app);
+    const fits = ["x".repeat(1022), "é".repeat(510), ["a".repeat(1000)]];
+    // 1,200 bytes of UTF-8 in 600 characters; 200 control characters, each 6 bytes escaped
+    const over = ["x".repeat(1023), "é".repeat(600), "\u0001".repeat(200), ["a".repeat(1021)]];
+    const stored = await Promise.all(fits.map(async (v) => (await echo.delay(v)).get({ timeout: 5 })));
+    expect(stored).toEqual(fits);
+    for (const value of over) {
+      const r = await echo.delay(value);
+      const error = await r.get({ timeout: 5 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(TaskFailedError);
+      expect(error).toMatchObject({
+        errorType: "ValidationError",
+        message: expect.stringMatching(
+          /its result is \d+ bytes of JSON, over the limit of 1024 bytes \(maxResultBytes/,
+        ),
+      });
+      // the record holds the failure, not the value
+      const record = await backend.getResult(r.taskId);
+      expect(record?.state).toBe("FAILURE");
+      expect(record?.result ?? null).toBeNull();
+    }
+    // not retried: a result too large stays too large
+    expect(runs).toBe(fits.length + over.length);
+  });
+
   it("rejects non-JSON arguments naming the argument, and oversized messages at dispatch", async () => {
     const { app } = makeApp({ config: { maxMessageBytes: 2048 } });
     const t = app.task(async function takesAnything(_x: unknown, _y?: unknown) {});

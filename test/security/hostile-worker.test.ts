@@ -321,6 +321,7 @@ describe("A6: forged control fields", () => {
       codec,
       tasks: app.tasks,
       maxDeliveries: 5,
+      maxResultBytes: 1024 * 1024,
       shutdownSignal: new AbortController().signal,
       onStart: async () => {},
     };

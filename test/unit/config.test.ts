@@ -41,6 +41,7 @@ describe("configuration", () => {
     expect(c.validationMode).toBe("inputs");
     expect(c.deliveryMode).toBe("at_least_once");
     expect(c.maxMessageBytes).toBe(1024 * 1024);
+    expect(c.maxResultBytes).toBe(8 * 1024 * 1024);
     expect(c.worker.queues).toEqual(["default"]);
     expect(c.worker.heartbeatInterval).toBe(10);
     expect(c.worker.heartbeatTtl).toBe(30);
@@ -58,8 +59,11 @@ describe("configuration", () => {
       CHICORY_WORKER_HEARTBEAT_TTL: "1m",
       CHICORY_RESULT_DEFAULT_TIMEOUT: "30",
       CHICORY_SIGNING_KEY: "secret",
+      CHICORY_MAX_RESULT_BYTES: "65536",
     };
     const c = resolveConfig({ env });
+    expect(c.maxResultBytes).toBe(65536);
+    expect(resolveConfig({ env, maxResultBytes: 2048 }).maxResultBytes).toBe(2048);
     expect([c.validationMode, c.deliveryMode, c.worker.concurrency]).toEqual(["strict", "at_most_once", 7]);
     expect(c.worker.queues).toEqual(["a", "b"]);
     expect([c.worker.heartbeatInterval, c.worker.heartbeatTtl, c.resultDefaultTimeout]).toEqual([2, 60, 30]);
@@ -85,6 +89,8 @@ describe("configuration", () => {
       /CHICORY_WORKER_USE_DEAD_LETTER_QUEUE/,
     );
     expect(() => resolveConfig({ env: { CHICORY_WORKER_QUEUE: "bad queue" } })).toThrow(/CHICORY_WORKER_QUEUE/);
+    expect(() => resolveConfig({ env: { CHICORY_MAX_RESULT_BYTES: "1gb" } })).toThrow(/CHICORY_MAX_RESULT_BYTES/);
+    expect(() => resolveConfig({ env: {}, maxResultBytes: 512 * 1024 * 1024 })).toThrow(/maxResultBytes/);
     // an option of the wrong type (JavaScript without types) is refused the same way, not a TypeError
     expect(() => resolveConfig({ env: {}, validationMode: 5 as never })).toThrow(
       "validationMode: expected one of none, inputs, outputs, strict, got 5",

@@ -76,6 +76,8 @@ export const KNOWN_ENV_NAMES: ReadonlySet<string> = new Set([
     "KEY_PREFIX",
     "PREFETCH",
     "PUBLISH_TIMEOUT_MS",
+    "WAIT_REPLICAS",
+    "WAIT_TIMEOUT_MS",
   ]),
   ...family("CHICORY_BACKEND_REDIS_", [...REDIS_LOCATION, "KEY_PREFIX", "RESULT_TTL"]),
   ...family("CHICORY_BROKER_RABBITMQ_", [

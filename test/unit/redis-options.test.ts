@@ -484,6 +484,8 @@ describe("redis broker and backend settings", () => {
       publishTimeoutMs: 1500,
       maxStreamLength: 10,
       dlqMaxLength: 20,
+      waitReplicas: 0,
+      waitTimeoutMs: 1000,
     });
     expect(new RedisBroker({ env: {} }).settings).toMatchObject({
       keyPrefix: "chicory",
@@ -492,6 +494,23 @@ describe("redis broker and backend settings", () => {
       dlqMaxLength: 0,
       publishTimeoutMs: 10_000,
     });
+  });
+
+  it("waitReplicas: read from its variables, off by default; a wait as long as the publish timeout or a given client is refused", () => {
+    expect(new RedisBroker({ env: {} }).settings).toMatchObject({ waitReplicas: 0, waitTimeoutMs: 1000 });
+    const env = { CHICORY_BROKER_REDIS_WAIT_REPLICAS: "2", CHICORY_BROKER_REDIS_WAIT_TIMEOUT_MS: "250ms" };
+    expect(new RedisBroker({ env }).settings).toMatchObject({ waitReplicas: 2, waitTimeoutMs: 250 });
+    expect(new RedisBroker({ env, waitReplicas: 1 }).settings.waitReplicas).toBe(1);
+    expect(() => new RedisBroker({ env: {}, waitReplicas: 1, waitTimeoutMs: 10_000 })).toThrow(
+      /^waitTimeoutMs \(10000\) must be below publishTimeoutMs \(10000\)/,
+    );
+    expect(() => new RedisBroker({ env: { CHICORY_BROKER_REDIS_WAIT_REPLICAS: "all" } })).toThrow(
+      /^CHICORY_BROKER_REDIS_WAIT_REPLICAS: expected an integer/,
+    );
+    const client = { status: "ready" } as unknown as RedisClientLike;
+    expect(() => new RedisBroker({ env: {}, client, waitReplicas: 1 })).toThrow(
+      /waitReplicas needs the broker's own connections/,
+    );
   });
 
   it("takes a unit string in a _MS variable (a bare number is milliseconds), and names it when wrong", () => {

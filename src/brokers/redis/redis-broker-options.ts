@@ -4,6 +4,7 @@
  */
 import { checkInt, checkOptionKeys, type EnvMap, envInt, envMillis, envString } from "../../core/env.js";
 import type { Logger } from "../../core/logger.js";
+import { ConfigurationError } from "../../errors.js";
 import {
   checkRedisName,
   REDIS_CONNECTION_OPTION_KEYS,
@@ -49,6 +50,21 @@ export interface RedisBrokerOptions extends RedisConnectionOptions {
    * reconnected; a resent copy adds nothing, see docs/brokers/redis.md, Limits).
    */
   publishTimeoutMs?: number | undefined;
+  /**
+   * Replicas that must hold a published message before `publish` (so `delay()`) resolves
+   * (default 0: it resolves once the primary applied it; `WAIT_REPLICAS`). With n > 0, each
+   * publish call is followed by `WAIT n waitTimeoutMs` on a connection of its own: a publish that
+   * fewer replicas acknowledged in time rejects with `BrokerConnectionError`, although the
+   * primary applied it (it runs, unless the primary fails before a replica copies it). It
+   * narrows what a failover can lose (asynchronous replication, docs/brokers/redis.md); it
+   * does not make Redis consistent. Needs the broker's own connections (not a `client`).
+   */
+  waitReplicas?: number | undefined;
+  /**
+   * Longest wait of `waitReplicas`, in milliseconds, below `publishTimeoutMs` (default 1000;
+   * `WAIT_TIMEOUT_MS`).
+   */
+  waitTimeoutMs?: number | undefined;
   /** Environment to read the variables from (default `process.env`). */
   env?: EnvMap | undefined;
   /** Where warnings go (default: nowhere). */
@@ -65,6 +81,10 @@ export interface RedisBrokerSettings {
   readonly maxStreamLength: number;
   readonly dlqMaxLength: number;
   readonly publishTimeoutMs: number;
+  /** Replicas a publish waits for (0 = none). */
+  readonly waitReplicas: number;
+  /** Longest wait for them, ms. */
+  readonly waitTimeoutMs: number;
 }
 
 const ENV = "CHICORY_BROKER_REDIS";
@@ -87,6 +107,8 @@ const OPTION_KEYS: ReadonlySet<string> = new Set(
     maxStreamLength: true,
     dlqMaxLength: true,
     publishTimeoutMs: true,
+    waitReplicas: true,
+    waitTimeoutMs: true,
     env: true,
     logger: true,
   } satisfies Record<keyof RedisBrokerOptions, true>),
@@ -95,6 +117,32 @@ const OPTION_KEYS: ReadonlySet<string> = new Set(
 /** Options over environment over defaults. */
 export function resolveBrokerSettings(options: RedisBrokerOptions, env: EnvMap): RedisBrokerSettings {
   checkOptionKeys(options, "RedisBroker", OPTION_KEYS);
+  const publishTimeoutMs = checkInt(
+    options.publishTimeoutMs ?? envMillis(env, `${ENV}_PUBLISH_TIMEOUT_MS`, 10_000, 1),
+    "publishTimeoutMs",
+    1,
+  );
+  const waitReplicas = checkInt(
+    options.waitReplicas ?? envInt(env, `${ENV}_WAIT_REPLICAS`, 0, 0, 100),
+    "waitReplicas",
+    0,
+    100,
+  );
+  const waitTimeoutMs = checkInt(
+    options.waitTimeoutMs ?? envMillis(env, `${ENV}_WAIT_TIMEOUT_MS`, 1000, 1),
+    "waitTimeoutMs",
+    1,
+  );
+  if (waitReplicas > 0 && waitTimeoutMs >= publishTimeoutMs) {
+    throw new ConfigurationError(
+      `waitTimeoutMs (${waitTimeoutMs}) must be below publishTimeoutMs (${publishTimeoutMs}): a publish would time out ("outcome unknown") before the replicas' answer`,
+    );
+  }
+  if (waitReplicas > 0 && options.client !== undefined) {
+    throw new ConfigurationError(
+      "waitReplicas needs the broker's own connections (a url or the connection options), not a given client: publishes wait on a connection of their own",
+    );
+  }
   return {
     keyPrefix: checkRedisName(
       options.keyPrefix ?? envString(env, `${ENV}_KEY_PREFIX`, "chicory"),
@@ -113,10 +161,8 @@ export function resolveBrokerSettings(options: RedisBrokerOptions, env: EnvMap):
     prefetch: checkInt(options.prefetch ?? envInt(env, `${ENV}_PREFETCH`, 0, 0, 1000), "prefetch", 0, 1000),
     maxStreamLength: limit(options.maxStreamLength, env, `${ENV}_MAX_STREAM_LENGTH`),
     dlqMaxLength: limit(options.dlqMaxLength, env, `${ENV}_DLQ_MAX_LENGTH`),
-    publishTimeoutMs: checkInt(
-      options.publishTimeoutMs ?? envMillis(env, `${ENV}_PUBLISH_TIMEOUT_MS`, 10_000, 1),
-      "publishTimeoutMs",
-      1,
-    ),
+    publishTimeoutMs,
+    waitReplicas,
+    waitTimeoutMs,
   };
 }

@@ -46,6 +46,7 @@ import {
   isClosedBeforeAnswer,
   isClusterClient,
   lastConnectionError,
+  openRedis,
   pingRedis,
   redactedCopy,
 } from "../../redis/redis-connect.js";
@@ -124,6 +125,8 @@ export class RedisBroker implements Broker {
   #dueMover: DueMover | undefined;
   /** The result backend whose terminal records acks write (see {@link RedisBroker.attachResults}). */
   #records: RedisRecordWriter | undefined;
+  /** The publishes' own connection, with `waitReplicas` (a `WAIT` blocks its connection). */
+  #publisher: RedisClientLike | undefined;
 
   constructor(options: RedisBrokerOptions = {}) {
     const env: EnvMap = options.env ?? process.env;
@@ -138,7 +141,7 @@ export class RedisBroker implements Broker {
       this.settings.publishTimeoutMs,
       (queue, timeoutMs) =>
         new BrokerConnectionError(
-          `publish to queue "${queue}" got no answer from ${displayUrl} within ${timeoutMs} ms${lastConnectionError(this.#ctx?.main)}; ` +
+          `publish to queue "${queue}" got no answer from ${displayUrl} within ${timeoutMs} ms${lastConnectionError(this.#publisher ?? this.#ctx?.main)}; ` +
             "its outcome is unknown: it is applied if Redis received it (the client sends it again once reconnected); a caller-chosen taskId makes a retry safe",
         ),
     );
@@ -184,6 +187,25 @@ export class RedisBroker implements Broker {
     );
     defineBrokerScripts(main);
     defineAccessCheck(main);
+    const { waitReplicas, waitTimeoutMs } = this.settings;
+    if (waitReplicas > 0) {
+      // Publishes wait for replicas on a connection of their own: a WAIT holds up every command
+      // behind it on its connection, and the workers' acks and lease renewals must not wait
+      // (never a given client: the settings refuse one). Commands leave in the order made: the
+      // WAIT right after its call.
+      try {
+        this.#publisher = await openRedis(
+          this.#connection,
+          { enableAutoPipelining: false, connectionName: "chicory-broker-publish" },
+          "Redis broker",
+          (message, cause) => new BrokerConnectionError(message, { cause }),
+        );
+      } catch (error) {
+        await closeRedis(main);
+        throw error;
+      }
+      defineBrokerScripts(this.#publisher);
+    }
     const password = this.#connection.password;
     const displayUrl = this.displayUrl;
     // In the background: connecting does not wait for the check (which never throws); again
@@ -230,7 +252,8 @@ export class RedisBroker implements Broker {
     };
     const ctx = this.#ctx;
     this.#batcher = new PublishBatcher({
-      main,
+      main: this.#publisher ?? main,
+      wait: waitReplicas > 0 ? { replicas: waitReplicas, timeoutMs: waitTimeoutMs } : undefined,
       isCluster,
       deadlines: this.#publishDeadlines,
       wrapError: (error) => ctx.wrapError("publish", error),
@@ -259,9 +282,11 @@ export class RedisBroker implements Broker {
     this.#stopEvictionChecks = undefined;
     this.#stopReconnectWatch?.();
     this.#stopReconnectWatch = undefined;
+    const publisher = this.#publisher;
+    this.#publisher = undefined;
     if (!ctx || ctx.main === this.#injected) return; // a caller's client goes on: its replies will come
-    await whilePublishesConnected(ctx.main, this.#publishDeadlines.whenIdle());
-    await closeRedis(ctx.main);
+    await whilePublishesConnected(publisher ?? ctx.main, this.#publishDeadlines.whenIdle());
+    await Promise.all([closeRedis(ctx.main), publisher && closeRedis(publisher)]);
     // Publishes Redis has not answered by now (it is away: the client keeps them queued and
     // would never settle them once closed) end with the same "outcome unknown" answer their
     // time limit would give, at once. One turn first: replies that came before the close

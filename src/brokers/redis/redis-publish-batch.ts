@@ -80,8 +80,13 @@ export interface DelayedPublish {
 
 /** What the batcher needs from its broker. */
 export interface PublishBatchHost {
-  /** The broker's command connection. */
+  /**
+   * The connection publish calls go on: the broker's command connection, or one of their own
+   * when they wait for replicas (a `WAIT` blocks its connection).
+   */
   readonly main: RedisClientLike;
+  /** Replicas each call waits for (`WAIT`, after the call on the same connection), if any. */
+  readonly wait?: { readonly replicas: number; readonly timeoutMs: number } | undefined;
   /** True when `main` is a Redis Cluster client (publish calls are then resent while it moves). */
   readonly isCluster: boolean;
   /** Time limit per call: rejects with the broker's timeout error. */
@@ -179,6 +184,16 @@ export class PublishBatcher {
     args: readonly RedisArg[],
   ): Promise<unknown> {
     const host = this.#host;
+    const { wait } = host;
+    if (wait !== undefined) {
+      // Written right after the call on its connection (no Cluster here): WAIT counts the
+      // replicas that hold every write this connection made, the call's included.
+      return confirmedBy(
+        runScript(host.main, name, keys, args),
+        host.main.call("WAIT", wait.replicas, wait.timeoutMs),
+        wait,
+      );
+    }
     const send = () => runScript(host.main, name, keys, args);
     if (!host.isCluster) return send();
     return resendWhileClusterMoves(send, performance.now() + host.deadlines.timeoutMs + 1000);
@@ -258,6 +273,22 @@ export class PublishBatcher {
       },
     );
   }
+}
+
+/**
+ * The reply of a publish call once `WAIT` has counted its replicas; rejects when fewer than
+ * `wait.replicas` acknowledged it in time (the call is applied on the primary all the same).
+ */
+async function confirmedBy(
+  call: Promise<unknown>,
+  acknowledged: Promise<unknown>,
+  wait: { readonly replicas: number; readonly timeoutMs: number },
+): Promise<unknown> {
+  const [reply, count] = await Promise.all([call, acknowledged]);
+  if (typeof count === "number" && count >= wait.replicas) return reply;
+  throw new Error(
+    `only ${String(count)} of the ${wait.replicas} replicas asked for (waitReplicas) acknowledged it within ${wait.timeoutMs} ms (waitTimeoutMs): it is applied on the primary and runs, unless the primary fails before a replica copies it`,
+  );
 }
 
 /**

@@ -18,7 +18,7 @@ import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { queueKeys } from "../../../src/brokers/redis/redis-keys.js";
 import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js";
 import { MessageCodec } from "../../../src/core/message.js";
-import { BrokerConnectionError, Chicory, silentLogger, Worker } from "../../../src/index.js";
+import { AsyncResult, BrokerConnectionError, Chicory, silentLogger, Worker } from "../../../src/index.js";
 import { type RedisClientLike, runScript } from "../../../src/redis/redis-client.js";
 import { encodeTask, eventually } from "../../contract/contract-helpers.js";
 import { capturingLogger } from "../../helpers/capturing-logger.js";
@@ -226,5 +226,81 @@ describe.skipIf(skip)("redis adapters: failover behind one address", () => {
     expect(await (await held.delay(4)).get({ timeout: 10 })).toBe(8);
     await eventually(async () => Number(await adminP.call("XLEN", "norep:stream:{default}")) === 0, 5000);
     expect(await adminP.call("XPENDING", "norep:stream:{default}", "chicory-workers")).toEqual([0, null, null, null]);
+  });
+  it("waitReplicas: a publish resolves once the replica holds it; with the replica gone it rejects after waitTimeoutMs, applied all the same, while the worker's acks go on", {
+    timeout: 30_000,
+  }, async () => {
+    const primary = await ownRedis();
+    const replica = await ownRedis();
+    const adminP = new Redis(primary.port, "127.0.0.1");
+    const adminR = new Redis(replica.port, "127.0.0.1");
+    adminR.on("error", () => {}); // the replica is killed and started again
+    cleanups.push(() => {
+      adminP.disconnect();
+      adminR.disconnect();
+    });
+    await replicate(adminR, primary.port);
+    await adminP.call("CONFIG", "SET", "repl-diskless-sync-delay", "0"); // (the replica's return: no 5 s wait)
+    const waitTimeoutMs = 3000;
+    const app = new Chicory({
+      broker: new RedisBroker({
+        url: primary.url,
+        keyPrefix: "wait",
+        env: {},
+        blockMs: 200,
+        waitReplicas: 1,
+        waitTimeoutMs,
+      }),
+      backend: new RedisBackend({ url: primary.url, keyPrefix: "wait", env: {} }),
+    });
+    cleanups.push(() => app.disconnect());
+    const double = app.task(async function double(n: number) {
+      return n * 2;
+    });
+    let open: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    const held = app.task(async function heldForWait(n: number) {
+      await gate;
+      return n * 3;
+    });
+
+    // no worker yet: once delay() resolves, the replica holds every message
+    await Promise.all(Array.from({ length: 20 }, (_, i) => double.delay(i)));
+    expect(await adminR.call("XLEN", "wait:stream:{default}")).toBe(20);
+
+    const worker = new Worker(app, { logger: silentLogger, concurrency: 4, heartbeatInterval: 0.2 });
+    await worker.start();
+    cleanups.push(() => worker.stop(5));
+    const underWay = await held.delay(1);
+    await eventually(async () => Number(await adminP.call("XLEN", "wait:stream:{default}")) === 1, 10_000);
+
+    await replica.kill();
+    const waiting = double.applyAsync([21], { taskId: "wait-unconfirmed" }).then(
+      () => new Error("confirmed, but no replica was there"),
+      (error: unknown) => error as Error,
+    );
+    // a client blocked in WAIT (CLIENT LIST: flags with "b", last command wait)
+    const blockedInWait = async () =>
+      String(await adminP.call("CLIENT", "LIST"))
+        .split("\n")
+        .some((line) => /\bflags=\w*b/.test(line) && /\bcmd=wait\b/.test(line));
+    // the publish waits on its own connection: the job under way settles meanwhile
+    await eventually(blockedInWait, 5000);
+    open();
+    expect(await underWay.get({ timeout: 10 })).toBe(3);
+    expect(await blockedInWait()).toBe(true); // acked before the WAIT ended
+    const refusal = await waiting;
+    expect(refusal).toBeInstanceOf(BrokerConnectionError);
+    expect(refusal.message).toMatch(
+      /publish failed .*only 0 of the 1 replicas asked for \(waitReplicas\) acknowledged it within 3000 ms \(waitTimeoutMs\): it is applied on the primary and runs/,
+    );
+    // applied on the primary: it runs
+    expect(await new AsyncResult("wait-unconfirmed", app.backend).get({ timeout: 10 })).toBe(42);
+
+    await replica.start();
+    await replicate(adminR, primary.port);
+    expect(await (await double.delay(50)).get({ timeout: 10 })).toBe(100);
   });
 });

@@ -565,7 +565,15 @@ export class RedisBroker implements Broker {
 
   /** PING round trip; never throws. */
   async healthcheck(): Promise<HealthStatus> {
-    return pingRedis(this.#ctx?.main, this.#connection.password);
+    const status = await pingRedis(this.#ctx?.main, this.#connection.password);
+    // The publishes' own connection (`waitReplicas`) is not pinged (a PING would wait behind
+    // a WAIT): only its state is read.
+    const publisher = this.#publisher;
+    if (!status.connected || publisher === undefined || publisher.status === "ready") return status;
+    return {
+      connected: false,
+      error: `the publishes' connection is ${publisher.status}${lastConnectionError(publisher)}`,
+    };
   }
 }
 

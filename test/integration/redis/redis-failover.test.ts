@@ -44,6 +44,22 @@ describe.skipIf(skip)("redis adapters: failover behind one address", () => {
     return server;
   }
 
+  /** A primary and its replica (killed and started again by the tests), with an admin connection to each. */
+  async function primaryWithReplica() {
+    const primary = await ownRedis();
+    const replica = await ownRedis();
+    const adminP = new Redis(primary.port, "127.0.0.1");
+    const adminR = new Redis(replica.port, "127.0.0.1");
+    adminR.on("error", () => {}); // the replica is killed and started again
+    cleanups.push(() => {
+      adminP.disconnect();
+      adminR.disconnect();
+    });
+    await replicate(adminR, primary.port);
+    await adminP.call("CONFIG", "SET", "repl-diskless-sync-delay", "0"); // (the replica's return: no 5 s wait)
+    return { primary, replica, adminP, adminR };
+  }
+
   let a: OwnRedis;
   let b: OwnRedis;
   beforeAll(async () => {
@@ -162,18 +178,8 @@ describe.skipIf(skip)("redis adapters: failover behind one address", () => {
   it("a primary refusing writes for want of replicas (min-replicas-to-write): publishes fail naming it; jobs under way settle once the replica is back", {
     timeout: 30_000,
   }, async () => {
-    const primary = await ownRedis();
-    const replica = await ownRedis();
-    const adminP = new Redis(primary.port, "127.0.0.1");
-    const adminR = new Redis(replica.port, "127.0.0.1");
-    adminR.on("error", () => {}); // the replica is killed and started again
-    cleanups.push(() => {
-      adminP.disconnect();
-      adminR.disconnect();
-    });
-    await replicate(adminR, primary.port);
+    const { primary, replica, adminP, adminR } = await primaryWithReplica();
     await adminP.call("CONFIG", "SET", "min-replicas-to-write", "1", "min-replicas-max-lag", "10");
-    await adminP.call("CONFIG", "SET", "repl-diskless-sync-delay", "0"); // (the replica's return: no 5 s wait)
     const goodReplicas = async () =>
       Number(/min_slaves_good_slaves:(\d+)/.exec(String(await adminP.call("INFO", "replication")))?.[1]);
     await eventually(async () => (await goodReplicas()) === 1, 10_000);
@@ -230,17 +236,7 @@ describe.skipIf(skip)("redis adapters: failover behind one address", () => {
   it("waitReplicas: a publish resolves once the replica holds it; with the replica gone it rejects after waitTimeoutMs, applied all the same, while the worker's acks go on", {
     timeout: 30_000,
   }, async () => {
-    const primary = await ownRedis();
-    const replica = await ownRedis();
-    const adminP = new Redis(primary.port, "127.0.0.1");
-    const adminR = new Redis(replica.port, "127.0.0.1");
-    adminR.on("error", () => {}); // the replica is killed and started again
-    cleanups.push(() => {
-      adminP.disconnect();
-      adminR.disconnect();
-    });
-    await replicate(adminR, primary.port);
-    await adminP.call("CONFIG", "SET", "repl-diskless-sync-delay", "0"); // (the replica's return: no 5 s wait)
+    const { primary, replica, adminP, adminR } = await primaryWithReplica();
     const waitTimeoutMs = 3000;
     const app = new Chicory({
       broker: new RedisBroker({

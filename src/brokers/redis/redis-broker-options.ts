@@ -53,7 +53,7 @@ export interface RedisBrokerOptions extends RedisConnectionOptions {
   /**
    * Replicas that must hold a published message before `publish` (so `delay()`) resolves
    * (default 0: it resolves once the primary applied it; `WAIT_REPLICAS`). With n > 0, each
-   * publish call is followed by `WAIT n waitTimeoutMs` on a connection of its own: a publish that
+   * publish call is confirmed by `WAIT n waitTimeoutMs` on a connection of its own: a publish that
    * fewer replicas acknowledged in time rejects with `BrokerConnectionError`, although the
    * primary applied it (it runs, unless the primary fails before a replica copies it). It
    * narrows what a failover can lose (asynchronous replication, docs/brokers/redis.md); it
@@ -61,8 +61,9 @@ export interface RedisBrokerOptions extends RedisConnectionOptions {
    */
   waitReplicas?: number | undefined;
   /**
-   * Longest wait of `waitReplicas`, in milliseconds, below `publishTimeoutMs` (default 1000;
-   * `WAIT_TIMEOUT_MS`).
+   * Longest wait of `waitReplicas`, in milliseconds, below half of `publishTimeoutMs` (default
+   * 1000; `WAIT_TIMEOUT_MS`): one `WAIT` at a time confirms every publish call sent before it,
+   * so a publish waits for at most two.
    */
   waitTimeoutMs?: number | undefined;
   /** Environment to read the variables from (default `process.env`). */
@@ -133,9 +134,9 @@ export function resolveBrokerSettings(options: RedisBrokerOptions, env: EnvMap):
     "waitTimeoutMs",
     1,
   );
-  if (waitReplicas > 0 && waitTimeoutMs >= publishTimeoutMs) {
+  if (waitReplicas > 0 && 2 * waitTimeoutMs >= publishTimeoutMs) {
     throw new ConfigurationError(
-      `waitTimeoutMs (${waitTimeoutMs}) must be below publishTimeoutMs (${publishTimeoutMs}): a publish would time out ("outcome unknown") before the replicas' answer`,
+      `waitTimeoutMs (${waitTimeoutMs}) must be below half of publishTimeoutMs (${publishTimeoutMs}): a publish waits for at most two waits (the one under way when it is sent, and its own), and would otherwise time out ("outcome unknown") before the replicas' answer`,
     );
   }
   if (waitReplicas > 0 && options.client !== undefined) {

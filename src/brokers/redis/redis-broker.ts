@@ -51,7 +51,7 @@ import {
   redactedCopy,
 } from "../../redis/redis-connect.js";
 import { watchEviction } from "../../redis/redis-eviction.js";
-import { type ResolvedRedisConnection, resolveRedisConnection } from "../../redis/redis-options.js";
+import { type ResolvedRedisConnection, resolveRedisConnection, SOCKET_TIMEOUT_MS } from "../../redis/redis-options.js";
 import { isRedisRecordWriter, type RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type {
   Broker,
@@ -196,7 +196,12 @@ export class RedisBroker implements Broker {
       try {
         this.#publisher = await openRedis(
           this.#connection,
-          { enableAutoPipelining: false, connectionName: "chicory-broker-publish" },
+          {
+            enableAutoPipelining: false,
+            connectionName: "chicory-broker-publish",
+            // a WAIT's answer may take waitTimeoutMs: not a dead connection
+            socketTimeout: waitTimeoutMs + SOCKET_TIMEOUT_MS,
+          },
           "Redis broker",
           (message, cause) => new BrokerConnectionError(message, { cause }),
         );
@@ -356,13 +361,18 @@ export class RedisBroker implements Broker {
     const batcher = this.#batcher!; // made and dropped with the context (connect, disconnect)
     try {
       // a receipt, as for the batched calls: a resent copy answers as the first did
-      const result = await batcher.sendCall(
+      const call = batcher.sendCall(
         "chicoryPublish",
         [keys.stream, keys.delayed, keys.delayedData, keys.unique, batcher.receiptKey(keys.sent)],
         [message.body, message.id, delayMs, message.unique ? "1" : "0", max, RECEIPT_TTL_MS],
       );
+      const confirmation = batcher.confirmation(); // never rejects
+      const result = await call;
       if (result === -1) throw queueFullError(queue, max);
       if (result === 1 && delayMs > 0) ctx.scheduleMove(keys, delayMs);
+      // (only a message this call added waits for the replicas)
+      const unconfirmed = result === 1 ? await confirmation : undefined;
+      if (unconfirmed !== undefined) throw unconfirmed;
       return { published: result === 1 };
     } catch (error) {
       throw ctx.wrapError("publish", error);

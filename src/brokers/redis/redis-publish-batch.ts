@@ -111,8 +111,12 @@ export class PublishBatcher {
   #calls = 0;
   #isScheduled = false;
 
+  /** Waits for replicas after the calls (`waitReplicas`), if asked. */
+  readonly #confirmer: ReplicaConfirmer | undefined;
+
   constructor(host: PublishBatchHost) {
     this.#host = host;
+    this.#confirmer = host.wait === undefined ? undefined : new ReplicaConfirmer(host.main, host.wait);
   }
 
   /**
@@ -184,19 +188,19 @@ export class PublishBatcher {
     args: readonly RedisArg[],
   ): Promise<unknown> {
     const host = this.#host;
-    const { wait } = host;
-    if (wait !== undefined) {
-      // Written right after the call on its connection (no Cluster here): WAIT counts the
-      // replicas that hold every write this connection made, the call's included.
-      return confirmedBy(
-        runScript(host.main, name, keys, args),
-        host.main.call("WAIT", wait.replicas, wait.timeoutMs),
-        wait,
-      );
-    }
     const send = () => runScript(host.main, name, keys, args);
     if (!host.isCluster) return send();
     return resendWhileClusterMoves(send, performance.now() + host.deadlines.timeoutMs + 1000);
+  }
+
+  /**
+   * With `waitReplicas`: resolves once the replicas asked for hold every write this connection
+   * made so far (the call just sent included), with `undefined`, or with the error that says
+   * they were not confirmed. Call it right after {@link sendCall}, in the same turn. Never
+   * rejects; resolves `undefined` at once without `waitReplicas`.
+   */
+  confirmation(): Promise<Error | undefined> {
+    return this.#confirmer?.confirm() ?? NOTHING_TO_CONFIRM;
   }
 
   /** Sends every open batch now (before the connection closes: they would go after QUIT). */
@@ -244,8 +248,11 @@ export class PublishBatcher {
     } catch (error) {
       call = Promise.reject(error); // as in #send
     }
-    host.deadlines.guard(call, keys.queue).then(
-      (reply) => settleDelayed(batch, reply, host),
+    const confirmation = this.confirmation();
+    // The due mover hears of the published ones from Redis's reply, not after the replicas' wait.
+    call.then((reply) => scheduleMoves(batch, reply, host), ignore);
+    host.deadlines.guard(withConfirmation(call, confirmation), keys.queue).then(
+      ([reply, unconfirmed]) => settleDelayed(batch, reply, host, unconfirmed),
       (error: unknown) => {
         const wrapped = host.wrapError(error);
         for (const reject of batch.rejects) reject(wrapped);
@@ -265,8 +272,8 @@ export class PublishBatcher {
       // rejects (never a throw out of the flush, which runs on its own tick)
       call = Promise.reject(error);
     }
-    host.deadlines.guard(call, batch.queue).then(
-      (reply) => settle(batch, reply, host),
+    host.deadlines.guard(withConfirmation(call, this.confirmation()), batch.queue).then(
+      ([reply, unconfirmed]) => settle(batch, reply, host, unconfirmed),
       (error: unknown) => {
         const wrapped = host.wrapError(error);
         for (const reject of batch.rejects) reject(wrapped);
@@ -275,31 +282,108 @@ export class PublishBatcher {
   }
 }
 
-/**
- * The reply of a publish call once `WAIT` has counted its replicas; rejects when fewer than
- * `wait.replicas` acknowledged it in time (the call is applied on the primary all the same).
- */
-async function confirmedBy(
+/** The confirmation without `waitReplicas`. */
+const NOTHING_TO_CONFIRM: Promise<Error | undefined> = Promise.resolve(undefined);
+
+function ignore(): void {}
+
+/** A call's reply with its confirmation (see {@link PublishBatcher.confirmation}). */
+export function withConfirmation(
   call: Promise<unknown>,
-  acknowledged: Promise<unknown>,
-  wait: { readonly replicas: number; readonly timeoutMs: number },
-): Promise<unknown> {
-  const [reply, count] = await Promise.all([call, acknowledged]);
-  if (typeof count === "number" && count >= wait.replicas) return reply;
-  throw new Error(
-    `only ${String(count)} of the ${wait.replicas} replicas asked for (waitReplicas) acknowledged it within ${wait.timeoutMs} ms (waitTimeoutMs): it is applied on the primary and runs, unless the primary fails before a replica copies it`,
-  );
+  confirmation: Promise<Error | undefined>,
+): Promise<[unknown, Error | undefined]> {
+  return Promise.all([call, confirmation]);
+}
+
+/**
+ * `WAIT` after publish calls on their own connection (`waitReplicas`). One `WAIT` at a time:
+ * it counts the replicas that hold every write its connection made before it, so the calls
+ * sent while one is blocked (Redis runs them after it) share the next, instead of each
+ * waiting its turn behind the others' waits. A call waits at most two waits: the one under way
+ * when it was sent, and its own. A call answered across a reconnect is not confirmed: the
+ * `WAIT` sent again on the new connection counts that connection's writes, not the call's.
+ */
+class ReplicaConfirmer {
+  readonly #conn: RedisClientLike;
+  readonly #wait: { readonly replicas: number; readonly timeoutMs: number };
+  /** Calls sent since the last `WAIT` left, with the connection's ready count when sent. */
+  #next: Array<{ readonly resolve: (unconfirmed: Error | undefined) => void; readonly readyAt: number }> = [];
+  #isWaiting = false;
+  #readyCount = 0;
+
+  constructor(conn: RedisClientLike, wait: { readonly replicas: number; readonly timeoutMs: number }) {
+    this.#conn = conn;
+    this.#wait = wait;
+    conn.on("ready", () => {
+      this.#readyCount++;
+    });
+  }
+
+  confirm(): Promise<Error | undefined> {
+    return new Promise((resolve) => {
+      this.#next.push({ resolve, readyAt: this.#readyCount });
+      if (!this.#isWaiting) this.#send();
+    });
+  }
+
+  #send(): void {
+    const waiters = this.#next;
+    this.#next = [];
+    this.#isWaiting = true;
+    const { replicas, timeoutMs } = this.#wait;
+    let answer: Promise<unknown>;
+    try {
+      answer = this.#conn.call("WAIT", replicas, timeoutMs);
+    } catch (error) {
+      answer = Promise.reject(error);
+    }
+    answer
+      .then(
+        (count) => {
+          for (const waiter of waiters) waiter.resolve(this.#verdict(count, waiter.readyAt));
+        },
+        (error: unknown) => {
+          const reason = error instanceof Error ? error.message : String(error);
+          const unconfirmed = new Error(
+            `waiting for the replicas (waitReplicas) failed: ${reason}; whether they hold it is unknown (it is applied if the primary received it)`,
+          );
+          for (const waiter of waiters) waiter.resolve(unconfirmed);
+        },
+      )
+      .finally(() => {
+        this.#isWaiting = false;
+        if (this.#next.length > 0) this.#send();
+      });
+  }
+
+  #verdict(count: unknown, readyAt: number): Error | undefined {
+    const { replicas, timeoutMs } = this.#wait;
+    if (readyAt !== this.#readyCount) {
+      return new Error(
+        "the connection to Redis was made again while waiting for the replicas (waitReplicas): whether they hold it is unknown (it is applied if the primary received it)",
+      );
+    }
+    if (typeof count === "number" && count >= replicas) return undefined;
+    return new Error(
+      `only ${String(count)} of the ${replicas} replicas asked for (waitReplicas) acknowledged it within ${timeoutMs} ms (waitTimeoutMs): it is applied on the primary and runs, unless the primary fails before a replica copies it`,
+    );
+  }
 }
 
 /**
  * Resolves the publishes the call added, rejects the others with its error. The reply is the
  * script's: a count, or `[count, error]`.
  */
-function settle(batch: Batch, reply: unknown, host: PublishBatchHost): void {
+function settle(batch: Batch, reply: unknown, host: PublishBatchHost, unconfirmed: Error | undefined): void {
   const count = typeof reply === "number" ? reply : Array.isArray(reply) ? Number(reply[0]) : 0;
   const n = batch.resolves.length;
   const added = Number.isSafeInteger(count) && count > 0 ? Math.min(count, n) : 0;
-  for (let i = 0; i < added; i++) (batch.resolves[i] as (result: PublishResult) => void)(PUBLISHED);
+  if (unconfirmed === undefined) {
+    for (let i = 0; i < added; i++) (batch.resolves[i] as (result: PublishResult) => void)(PUBLISHED);
+  } else if (added > 0) {
+    const error = host.wrapError(unconfirmed);
+    for (let i = 0; i < added; i++) (batch.rejects[i] as (error: Error) => void)(error);
+  }
   if (added >= n) return;
   const text = Array.isArray(reply) ? String(reply[1]) : `unexpected reply ${JSON.stringify(reply)}`;
   const error = host.wrapError(new Error(text));
@@ -308,10 +392,16 @@ function settle(batch: Batch, reply: unknown, host: PublishBatchHost): void {
 
 /**
  * Settles each delayed publish with its code in the reply of `publish-delayed.lua` (one per
- * message), and notes the published ones for the due mover.
+ * message); a published one whose replicas were not confirmed rejects with `unconfirmed`.
  */
-function settleDelayed(batch: DelayedBatch, reply: unknown, host: PublishBatchHost): void {
+function settleDelayed(
+  batch: DelayedBatch,
+  reply: unknown,
+  host: PublishBatchHost,
+  unconfirmed: Error | undefined,
+): void {
   const codes = Array.isArray(reply) ? reply : [];
+  const notConfirmed = unconfirmed === undefined ? undefined : host.wrapError(unconfirmed);
   for (let i = 0; i < batch.resolves.length; i++) {
     const code = Number(codes[i]);
     if (code !== 1 && code !== 0 && code !== -1) {
@@ -320,7 +410,15 @@ function settleDelayed(batch: DelayedBatch, reply: unknown, host: PublishBatchHo
       );
       continue;
     }
-    if (code === 1) host.scheduleMove(batch.keys, batch.args[3 + 4 * i] as number);
-    (batch.resolves[i] as (code: number) => void)(code);
+    if (code === 1 && notConfirmed !== undefined) (batch.rejects[i] as (error: Error) => void)(notConfirmed);
+    else (batch.resolves[i] as (code: number) => void)(code);
+  }
+}
+
+/** Notes the delayed publishes `publish-delayed.lua` published for the due mover. */
+function scheduleMoves(batch: DelayedBatch, reply: unknown, host: PublishBatchHost): void {
+  const codes = Array.isArray(reply) ? reply : [];
+  for (let i = 0; i < batch.resolves.length; i++) {
+    if (Number(codes[i]) === 1) host.scheduleMove(batch.keys, batch.args[3 + 4 * i] as number);
   }
 }

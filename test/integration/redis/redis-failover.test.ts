@@ -18,7 +18,14 @@ import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { queueKeys } from "../../../src/brokers/redis/redis-keys.js";
 import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js";
 import { MessageCodec } from "../../../src/core/message.js";
-import { AsyncResult, BrokerConnectionError, Chicory, silentLogger, Worker } from "../../../src/index.js";
+import {
+  AsyncResult,
+  BrokerConnectionError,
+  Chicory,
+  QueueFullError,
+  silentLogger,
+  Worker,
+} from "../../../src/index.js";
 import { type RedisClientLike, runScript } from "../../../src/redis/redis-client.js";
 import { encodeTask, eventually } from "../../contract/contract-helpers.js";
 import { capturingLogger } from "../../helpers/capturing-logger.js";
@@ -298,5 +305,90 @@ describe.skipIf(skip)("redis adapters: failover behind one address", () => {
     await replica.start();
     await replicate(adminR, primary.port);
     expect(await (await double.delay(50)).get({ timeout: 10 })).toBe(100);
+  });
+  it("waitReplicas: calls sent during a wait share the next one; messages a call did not add keep their own answer; a wait across a reconnect is not a confirmation", {
+    timeout: 30_000,
+  }, async () => {
+    // a replica that stopped answering (SIGSTOP): every WAIT ends at its timeout with 0
+    const { primary, replica, adminP: admin } = await primaryWithReplica();
+    const stopped = replica.pid;
+    if (stopped === undefined) throw new Error("the replica has no process");
+    process.kill(stopped, "SIGSTOP");
+    cleanups.push(async () => {
+      process.kill(stopped, "SIGCONT");
+    });
+    const options = {
+      url: primary.url,
+      keyPrefix: "waits",
+      env: {},
+      waitReplicas: 1,
+      waitTimeoutMs: 500,
+      publishTimeoutMs: 1500,
+    };
+    const app = new Chicory({ broker: new RedisBroker(options) });
+    const full = new Chicory({ broker: new RedisBroker({ ...options, maxStreamLength: 3 }) });
+    cleanups.push(() => app.disconnect());
+    cleanups.push(() => full.disconnect());
+    const t = app.task(async function waited(n: number) {
+      return n;
+    });
+    const unconfirmed = /only 0 of the 1 replicas asked for \(waitReplicas\) acknowledged it within 500 ms/;
+    const outcome = (p: Promise<unknown>) =>
+      p.then(
+        () => "resolved",
+        (error: unknown) => error as Error,
+      );
+
+    // six calls, each sent while a WAIT blocks: each waits for at most two waits, not for the
+    // ones before it (one WAIT per call, each after the last, would end the later ones at the
+    // publish time limit, "outcome unknown")
+    const blockedInWait = async () =>
+      String(await admin.call("CLIENT", "LIST"))
+        .split("\n")
+        .some((line) => /\bflags=\w*b/.test(line) && /\bcmd=wait\b/.test(line));
+    const calls: Array<Promise<unknown>> = [];
+    for (let i = 0; i < 6; i++) {
+      if (i > 0) await eventually(blockedInWait, 5000);
+      calls.push(outcome(t.delay(i)));
+    }
+    for (const answer of await Promise.all(calls)) {
+      expect(answer).toBeInstanceOf(BrokerConnectionError);
+      expect((answer as Error).message).toMatch(unconfirmed);
+    }
+    expect(await admin.call("XLEN", "waits:stream:{default}")).toBe(6);
+
+    // a delayed publish waits too; applied, it is in the delayed set
+    expect(String(await outcome(t.applyAsync([7], { countdown: 60 })))).toMatch(unconfirmed);
+    expect(await admin.call("ZCARD", "waits:delayed:{default}")).toBe(1);
+
+    // a unique publish: the first adds its message (unconfirmed); the second adds nothing, so
+    // nothing waits for the replicas: an idempotent enqueue, as without waitReplicas
+    expect(String(await outcome(t.applyAsync([8], { taskId: "waits-dup" })))).toMatch(unconfirmed);
+    expect(await outcome(t.applyAsync([8], { taskId: "waits-dup" }))).toBe("resolved");
+    // a publish over the backlog limit is refused as such, not "applied on the primary"
+    const refused = await outcome(
+      full
+        .task(async function waited(n: number) {
+          return n;
+        })
+        .delay(9),
+    );
+    expect(refused).toBeInstanceOf(QueueFullError);
+    expect(await admin.call("XLEN", "waits:stream:{default}")).toBe(7);
+
+    // the publish connection dropped while its WAIT is blocked: the WAIT ioredis sends again on
+    // the new connection counts that connection's writes, not the call's
+    const dropped = outcome(t.delay(10));
+    const publisherId = async () =>
+      /\bid=(\d+)\b[^\n]*\bname=chicory-broker-publish\b[^\n]*\bcmd=wait\b/.exec(
+        String(await admin.call("CLIENT", "LIST")),
+      )?.[1];
+    const id = await eventually(publisherId, 5000);
+    await admin.call("CLIENT", "KILL", "ID", String(id));
+    const answer = await dropped;
+    expect(answer).toBeInstanceOf(BrokerConnectionError);
+    expect((answer as Error).message).toMatch(
+      /the connection to Redis was made again while waiting for the replicas|waiting for the replicas \(waitReplicas\) failed/,
+    );
   });
 });

@@ -25,11 +25,12 @@ import { maskUrl } from "./core/url.js";
 import { ConfigurationError, toError } from "./errors.js";
 
 /**
- * Default of `maxResultBytes`: 8 MiB, below the smallest default limit of a backend's server
- * (MariaDB's `max_allowed_packet`, 16 MiB), so that a result too large for it fails its task
- * at once instead of a refused write, retried for half a minute on each of its runs.
+ * Default of `maxResultBytes`: 4 MiB, a quarter of the smallest default limit of a backend's
+ * server (MariaDB's `max_allowed_packet`, 16 MiB; the MySQL driver escapes `\` and `"` on the
+ * client, which can double a record on the wire), so that a result too large for it fails its
+ * task at once instead of a refused write, retried for half a minute on each of its runs.
  */
-export const DEFAULT_MAX_RESULT_BYTES = 8 * 1024 * 1024;
+export const DEFAULT_MAX_RESULT_BYTES = 4 * 1024 * 1024;
 /** Highest `maxResultBytes`: half Redis's largest value, room for the record around it. */
 const MAX_RESULT_BYTES_LIMIT = 256 * 1024 * 1024;
 
@@ -120,7 +121,7 @@ export interface ChicoryConfig {
   readonly signingKey: string | null;
   /** Maximum encoded message size in bytes (default 1 MiB). */
   readonly maxMessageBytes: number;
-  /** Largest result a worker stores, in bytes of JSON (default 8 MiB). */
+  /** Largest result a worker stores, in bytes of JSON (default 4 MiB). */
   readonly maxResultBytes: number;
   /** Worker defaults. */
   readonly worker: WorkerConfig;
@@ -151,7 +152,7 @@ export interface ChicoryConfigInput {
   maxMessageBytes?: number | undefined;
   /**
    * Largest task result a worker stores, in bytes of JSON, 1 KiB to 256 MiB
-   * (`CHICORY_MAX_RESULT_BYTES`; default 8 MiB). A larger result fails its task with a
+   * (`CHICORY_MAX_RESULT_BYTES`; default 4 MiB). A larger result fails its task with a
    * `ValidationError` (not retried) instead of being stored: return a reference to large data.
    */
   maxResultBytes?: number | undefined;

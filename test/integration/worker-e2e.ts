@@ -335,7 +335,7 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       expect(await (await stillOk.delay()).get({ timeout: 20 })).toBe("ok");
     });
 
-    it("a result over the default maxResultBytes (8 MiB) fails its task, not retried, instead of being stored", async () => {
+    it("a result over the default maxResultBytes (4 MiB) fails its task, not retried, instead of being stored", async () => {
       const app = await fresh();
       let runs = 0;
       const huge = app.task({ name: "huge_result", retryPolicy: { maxRetries: 2, retryDelay: 0 } }, async () => {
@@ -352,7 +352,7 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       expect(error).toBeInstanceOf(TaskFailedError);
       expect(error).toMatchObject({
         errorType: "ValidationError",
-        message: expect.stringMatching(/its result is 8388610 bytes of JSON, over the limit of 8388608 bytes/),
+        message: expect.stringMatching(/its result is 4194306 bytes of JSON, over the limit of 4194304 bytes/),
       });
       expect(runs).toBe(1);
       expect(await (await stillOk.delay()).get({ timeout: 20 })).toBe("ok");

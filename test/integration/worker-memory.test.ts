@@ -499,9 +499,25 @@ describe("Worker on the memory broker", () => {
       },
     );
     await startWorker(app);
-    const fits = ["x".repeat(1022), "é".repeat(510), ["a".repeat(1000)]];
+    // past the length up to which no count is needed (6 × 170 + 2 ≤ 1024): counted, fits;
+    // 255 surrogate pairs are 1,020 bytes of UTF-8, 170 lone surrogates 1,020 bytes escaped
+    const fits = [
+      "x".repeat(1022),
+      "x".repeat(171),
+      "é".repeat(510),
+      "😀".repeat(255),
+      "\ud800".repeat(170),
+      ["a".repeat(1000)],
+    ];
     // 1,200 bytes of UTF-8 in 600 characters; 200 control characters, each 6 bytes escaped
-    const over = ["x".repeat(1023), "é".repeat(600), "\u0001".repeat(200), ["a".repeat(1021)]];
+    const over = [
+      "x".repeat(1023),
+      "é".repeat(600),
+      "\u0001".repeat(200),
+      "😀".repeat(256),
+      "\ud800".repeat(171),
+      ["a".repeat(1021)],
+    ];
     const stored = await Promise.all(fits.map(async (v) => (await echo.delay(v)).get({ timeout: 5 })));
     expect(stored).toEqual(fits);
     for (const value of over) {

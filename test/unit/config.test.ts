@@ -41,7 +41,7 @@ describe("configuration", () => {
     expect(c.validationMode).toBe("inputs");
     expect(c.deliveryMode).toBe("at_least_once");
     expect(c.maxMessageBytes).toBe(1024 * 1024);
-    expect(c.maxResultBytes).toBe(8 * 1024 * 1024);
+    expect(c.maxResultBytes).toBe(4 * 1024 * 1024);
     expect(c.worker.queues).toEqual(["default"]);
     expect(c.worker.heartbeatInterval).toBe(10);
     expect(c.worker.heartbeatTtl).toBe(30);

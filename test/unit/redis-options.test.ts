@@ -501,10 +501,13 @@ describe("redis broker and backend settings", () => {
     const env = { CHICORY_BROKER_REDIS_WAIT_REPLICAS: "2", CHICORY_BROKER_REDIS_WAIT_TIMEOUT_MS: "250ms" };
     expect(new RedisBroker({ env }).settings).toMatchObject({ waitReplicas: 2, waitTimeoutMs: 250 });
     expect(new RedisBroker({ env, waitReplicas: 1 }).settings.waitReplicas).toBe(1);
-    expect(() => new RedisBroker({ env: {}, waitReplicas: 1, waitTimeoutMs: 5000 })).toThrow(
-      /^waitTimeoutMs \(5000\) must be below half of publishTimeoutMs \(10000\)/,
+    expect(() => new RedisBroker({ env: {}, waitReplicas: 1, waitTimeoutMs: 4501 })).toThrow(
+      /^waitTimeoutMs \(4501\) is too long for publishTimeoutMs \(10000\): .* 2 × waitTimeoutMs \+ 1000 ms/,
     );
-    expect(new RedisBroker({ env: {}, waitReplicas: 1, waitTimeoutMs: 4999 }).settings.waitTimeoutMs).toBe(4999);
+    expect(new RedisBroker({ env: {}, waitReplicas: 1, waitTimeoutMs: 4500 }).settings.waitTimeoutMs).toBe(4500);
+    expect(
+      () => new RedisBroker({ env: {}, waitReplicas: 1, waitTimeoutMs: 41_000, publishTimeoutMs: 90_000 }),
+    ).toThrow(/2 × waitTimeoutMs \+ 9000 ms/);
     expect(() => new RedisBroker({ env: { CHICORY_BROKER_REDIS_WAIT_REPLICAS: "all" } })).toThrow(
       /^CHICORY_BROKER_REDIS_WAIT_REPLICAS: expected an integer/,
     );

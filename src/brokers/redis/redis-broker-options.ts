@@ -53,17 +53,20 @@ export interface RedisBrokerOptions extends RedisConnectionOptions {
   /**
    * Replicas that must hold a published message before `publish` (so `delay()`) resolves
    * (default 0: it resolves once the primary applied it; `WAIT_REPLICAS`). With n > 0, each
-   * publish call is confirmed by `WAIT n waitTimeoutMs` on a connection of its own: a publish that
-   * fewer replicas acknowledged in time rejects with `BrokerConnectionError`, although the
-   * primary applied it (it runs, unless the primary fails before a replica copies it). It
+   * publish call that added a message is confirmed by `WAIT n waitTimeoutMs` after its reply,
+   * on a connection of the publishes' own: a publish that fewer replicas acknowledged in time
+   * (or whose connection was made again meanwhile) rejects with `BrokerConnectionError`,
+   * although the primary applied it (it runs, unless the primary fails before a replica copies
+   * it). It
    * narrows what a failover can lose (asynchronous replication, docs/brokers/redis.md); it
    * does not make Redis consistent. Needs the broker's own connections (not a `client`).
    */
   waitReplicas?: number | undefined;
   /**
-   * Longest wait of `waitReplicas`, in milliseconds, below half of `publishTimeoutMs` (default
-   * 1000; `WAIT_TIMEOUT_MS`): one `WAIT` at a time confirms every publish call sent before it,
-   * so a publish waits for at most two.
+   * Longest wait of `waitReplicas`, in milliseconds (default 1000; `WAIT_TIMEOUT_MS`): one `WAIT`
+   * at a time confirms every publish call answered before it, so a publish waits for at most
+   * two, and 2 × `waitTimeoutMs` + 1 s (or a tenth of `publishTimeoutMs`, the larger) must not
+   * exceed `publishTimeoutMs`.
    */
   waitTimeoutMs?: number | undefined;
   /** Environment to read the variables from (default `process.env`). */
@@ -134,9 +137,10 @@ export function resolveBrokerSettings(options: RedisBrokerOptions, env: EnvMap):
     "waitTimeoutMs",
     1,
   );
-  if (waitReplicas > 0 && 2 * waitTimeoutMs >= publishTimeoutMs) {
+  const margin = Math.max(1000, Math.ceil(publishTimeoutMs / 10));
+  if (waitReplicas > 0 && 2 * waitTimeoutMs + margin > publishTimeoutMs) {
     throw new ConfigurationError(
-      `waitTimeoutMs (${waitTimeoutMs}) must be below half of publishTimeoutMs (${publishTimeoutMs}): a publish waits for at most two waits (the one under way when it is sent, and its own), and would otherwise time out ("outcome unknown") before the replicas' answer`,
+      `waitTimeoutMs (${waitTimeoutMs}) is too long for publishTimeoutMs (${publishTimeoutMs}): a publish waits for at most two waits (the one under way when it asks, and its own), so 2 × waitTimeoutMs + ${margin} ms (the call and its replies: 1 s, or a tenth of publishTimeoutMs) must not exceed publishTimeoutMs, or it would time out ("outcome unknown") before the replicas' answer`,
     );
   }
   if (waitReplicas > 0 && options.client !== undefined) {

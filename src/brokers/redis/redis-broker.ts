@@ -191,8 +191,8 @@ export class RedisBroker implements Broker {
     if (waitReplicas > 0) {
       // Publishes wait for replicas on a connection of their own: a WAIT holds up every command
       // behind it on its connection, and the workers' acks and lease renewals must not wait
-      // (never a given client: the settings refuse one). Commands leave in the order made: the
-      // WAIT right after its call.
+      // (never a given client: the settings refuse one). A call's WAIT leaves once its reply is
+      // in (redis-publish-batch.ts).
       try {
         this.#publisher = await openRedis(
           this.#connection,
@@ -361,17 +361,22 @@ export class RedisBroker implements Broker {
     const batcher = this.#batcher!; // made and dropped with the context (connect, disconnect)
     try {
       // a receipt, as for the batched calls: a resent copy answers as the first did
+      const mark = batcher.mark();
       const call = batcher.sendCall(
         "chicoryPublish",
         [keys.stream, keys.delayed, keys.delayedData, keys.unique, batcher.receiptKey(keys.sent)],
         [message.body, message.id, delayMs, message.unique ? "1" : "0", max, RECEIPT_TTL_MS],
       );
-      const confirmation = batcher.confirmation(); // never rejects
-      const result = await call;
+      const [result, unconfirmed] = await batcher.confirmed(
+        call.then((reply) => {
+          // the due mover hears of it from Redis's reply, not after the replicas' wait
+          if (reply === 1 && delayMs > 0) ctx.scheduleMove(keys, delayMs);
+          return reply;
+        }),
+        mark,
+        (reply) => reply === 1, // only a message this call added waits for the replicas
+      );
       if (result === -1) throw queueFullError(queue, max);
-      if (result === 1 && delayMs > 0) ctx.scheduleMove(keys, delayMs);
-      // (only a message this call added waits for the replicas)
-      const unconfirmed = result === 1 ? await confirmation : undefined;
       if (unconfirmed !== undefined) throw unconfirmed;
       return { published: result === 1 };
     } catch (error) {

@@ -194,13 +194,26 @@ export class PublishBatcher {
   }
 
   /**
-   * With `waitReplicas`: resolves once the replicas asked for hold every write this connection
-   * made so far (the call just sent included), with `undefined`, or with the error that says
-   * they were not confirmed. Call it right after {@link sendCall}, in the same turn. Never
-   * rejects; resolves `undefined` at once without `waitReplicas`.
+   * The reply of `call` (sent by {@link sendCall}) and, with `waitReplicas` when it `adds` a
+   * message, whether the replicas asked for hold what it wrote: `undefined` when they do (or
+   * nothing was to be confirmed), else the error that says why not. The `WAIT` goes after the
+   * reply, so it follows every copy of the call Redis ran (an `EVAL` sent again after
+   * `NOSCRIPT` included), and only for calls that added something. Take `mark` just before
+   * sending the call ({@link mark}).
    */
-  confirmation(): Promise<Error | undefined> {
-    return this.#confirmer?.confirm() ?? NOTHING_TO_CONFIRM;
+  async confirmed(
+    call: Promise<unknown>,
+    mark: number | undefined,
+    adds: (reply: unknown) => boolean,
+  ): Promise<[unknown, Error | undefined]> {
+    const reply = await call;
+    if (this.#confirmer === undefined || mark === undefined || !adds(reply)) return [reply, undefined];
+    return [reply, await this.#confirmer.confirm(mark)];
+  }
+
+  /** With `waitReplicas`: the publish connection's mark to take just before sending a call. */
+  mark(): number | undefined {
+    return this.#confirmer?.mark();
   }
 
   /** Sends every open batch now (before the connection closes: they would go after QUIT). */
@@ -237,6 +250,7 @@ export class PublishBatcher {
       args[3 + 4 * i] = Math.max(1, Math.ceil(asked - (now - (publishedAt[i] as number))));
     }
     let call: Promise<unknown>;
+    const mark = this.mark();
     try {
       const receipt = this.receiptKey(keys.sent);
       const [maxLength, ...messages] = args;
@@ -248,10 +262,10 @@ export class PublishBatcher {
     } catch (error) {
       call = Promise.reject(error); // as in #send
     }
-    const confirmation = this.confirmation();
     // The due mover hears of the published ones from Redis's reply, not after the replicas' wait.
     call.then((reply) => scheduleMoves(batch, reply, host), ignore);
-    host.deadlines.guard(withConfirmation(call, confirmation), keys.queue).then(
+    const adds = (reply: unknown) => Array.isArray(reply) && reply.some((code) => Number(code) === 1);
+    host.deadlines.guard(this.confirmed(call, mark, adds), keys.queue).then(
       ([reply, unconfirmed]) => settleDelayed(batch, reply, host, unconfirmed),
       (error: unknown) => {
         const wrapped = host.wrapError(error);
@@ -264,6 +278,7 @@ export class PublishBatcher {
     const host = this.#host;
     const { bodies } = batch;
     let call: Promise<unknown>;
+    const mark = this.mark();
     try {
       const receipt = this.receiptKey(batch.sent);
       call = this.sendCall("chicoryPublishBatch", [batch.stream, receipt], [RECEIPT_TTL_MS, ...bodies]);
@@ -272,7 +287,7 @@ export class PublishBatcher {
       // rejects (never a throw out of the flush, which runs on its own tick)
       call = Promise.reject(error);
     }
-    host.deadlines.guard(withConfirmation(call, this.confirmation()), batch.queue).then(
+    host.deadlines.guard(this.confirmed(call, mark, addedAny), batch.queue).then(
       ([reply, unconfirmed]) => settle(batch, reply, host, unconfirmed),
       (error: unknown) => {
         const wrapped = host.wrapError(error);
@@ -282,31 +297,31 @@ export class PublishBatcher {
   }
 }
 
-/** The confirmation without `waitReplicas`. */
-const NOTHING_TO_CONFIRM: Promise<Error | undefined> = Promise.resolve(undefined);
-
 function ignore(): void {}
 
-/** A call's reply with its confirmation (see {@link PublishBatcher.confirmation}). */
-export function withConfirmation(
-  call: Promise<unknown>,
-  confirmation: Promise<Error | undefined>,
-): Promise<[unknown, Error | undefined]> {
-  return Promise.all([call, confirmation]);
+/** The number of messages a `publish-batch.lua` reply says were added. */
+function addedCount(reply: unknown): number {
+  return typeof reply === "number" ? reply : Array.isArray(reply) ? Number(reply[0]) : 0;
+}
+
+function addedAny(reply: unknown): boolean {
+  return addedCount(reply) > 0;
 }
 
 /**
- * `WAIT` after publish calls on their own connection (`waitReplicas`). One `WAIT` at a time:
- * it counts the replicas that hold every write its connection made before it, so the calls
- * sent while one is blocked (Redis runs them after it) share the next, instead of each
- * waiting its turn behind the others' waits. A call waits at most two waits: the one under way
- * when it was sent, and its own. A call answered across a reconnect is not confirmed: the
- * `WAIT` sent again on the new connection counts that connection's writes, not the call's.
+ * `WAIT` after publish calls on their own connection (`waitReplicas`), sent once their reply
+ * is in (Redis has run them). One `WAIT` at a time: it counts the replicas that acknowledged
+ * the replication offset of its connection's last command, which every call answered before it
+ * is within, so the calls answered while one is blocked share the next one instead of each
+ * waiting its turn behind the others'. A call waits for at most two: the one under way when it
+ * asked, and its own. A call whose connection was made again between its send and the `WAIT`'s
+ * answer is not confirmed: the client may have sent it again after the `WAIT`, or to another
+ * primary (after a failover) than the one the `WAIT` asked.
  */
 class ReplicaConfirmer {
   readonly #conn: RedisClientLike;
   readonly #wait: { readonly replicas: number; readonly timeoutMs: number };
-  /** Calls sent since the last `WAIT` left, with the connection's ready count when sent. */
+  /** Calls answered since the last `WAIT` left, with the connection's {@link mark} when sent. */
   #next: Array<{ readonly resolve: (unconfirmed: Error | undefined) => void; readonly readyAt: number }> = [];
   #isWaiting = false;
   #readyCount = 0;
@@ -319,9 +334,19 @@ class ReplicaConfirmer {
     });
   }
 
-  confirm(): Promise<Error | undefined> {
+  /**
+   * The count of connections made so far, or the next one's while the connection is down (a
+   * call sent then waits in the client and leaves on the next connection): taken just before a
+   * call is sent, and compared when the `WAIT` answers.
+   */
+  mark(): number {
+    return this.#conn.status === "ready" ? this.#readyCount : this.#readyCount + 1;
+  }
+
+  /** Resolves once a `WAIT` sent from now on answers (see the class doc); never rejects. */
+  confirm(mark: number): Promise<Error | undefined> {
     return new Promise((resolve) => {
-      this.#next.push({ resolve, readyAt: this.#readyCount });
+      this.#next.push({ resolve, readyAt: mark });
       if (!this.#isWaiting) this.#send();
     });
   }
@@ -375,7 +400,7 @@ class ReplicaConfirmer {
  * script's: a count, or `[count, error]`.
  */
 function settle(batch: Batch, reply: unknown, host: PublishBatchHost, unconfirmed: Error | undefined): void {
-  const count = typeof reply === "number" ? reply : Array.isArray(reply) ? Number(reply[0]) : 0;
+  const count = addedCount(reply);
   const n = batch.resolves.length;
   const added = Number.isSafeInteger(count) && count > 0 ? Math.min(count, n) : 0;
   if (unconfirmed === undefined) {

@@ -272,6 +272,10 @@ describe.skipIf(skip)("redis adapters: failover behind one address", () => {
     // no worker yet: once delay() resolves, the replica holds every message
     await Promise.all(Array.from({ length: 20 }, (_, i) => double.delay(i)));
     expect(await adminR.call("XLEN", "wait:stream:{default}")).toBe(20);
+    // a call Redis no longer knows by its SHA (NOSCRIPT, then EVAL): its WAIT follows the EVAL
+    await adminP.call("SCRIPT", "FLUSH");
+    await double.delay(20);
+    expect(await adminR.call("XLEN", "wait:stream:{default}")).toBe(21);
 
     const worker = new Worker(app, { logger: silentLogger, concurrency: 4, heartbeatInterval: 0.2 });
     await worker.start();
@@ -323,7 +327,7 @@ describe.skipIf(skip)("redis adapters: failover behind one address", () => {
       env: {},
       waitReplicas: 1,
       waitTimeoutMs: 500,
-      publishTimeoutMs: 1500,
+      publishTimeoutMs: 2000,
     };
     const app = new Chicory({ broker: new RedisBroker(options) });
     const full = new Chicory({ broker: new RedisBroker({ ...options, maxStreamLength: 3 }) });
@@ -378,12 +382,17 @@ describe.skipIf(skip)("redis adapters: failover behind one address", () => {
 
     // the publish connection dropped while its WAIT is blocked: the WAIT ioredis sends again on
     // the new connection counts that connection's writes, not the call's
+    const length = Number(await admin.call("XLEN", "waits:stream:{default}"));
     const dropped = outcome(t.delay(10));
-    const publisherId = async () =>
-      /\bid=(\d+)\b[^\n]*\bname=chicory-broker-publish\b[^\n]*\bcmd=wait\b/.exec(
-        String(await admin.call("CLIENT", "LIST")),
-      )?.[1];
-    const id = await eventually(publisherId, 5000);
+    // the publish connection, blocked in the WAIT of this call (its message is in)
+    const blockedPublisher = async () => {
+      if (Number(await admin.call("XLEN", "waits:stream:{default}")) !== length + 1) return false;
+      const line = String(await admin.call("CLIENT", "LIST"))
+        .split("\n")
+        .find((l) => /\bname=chicory-broker-publish\b/.test(l) && /\bflags=\w*b/.test(l) && /\bcmd=wait\b/.test(l));
+      return line === undefined ? false : (/\bid=(\d+)\b/.exec(line)?.[1] ?? false);
+    };
+    const id = await eventually(blockedPublisher, 5000);
     await admin.call("CLIENT", "KILL", "ID", String(id));
     const answer = await dropped;
     expect(answer).toBeInstanceOf(BrokerConnectionError);

@@ -501,13 +501,13 @@ describe("redis broker and backend settings", () => {
     const env = { CHICORY_BROKER_REDIS_WAIT_REPLICAS: "2", CHICORY_BROKER_REDIS_WAIT_TIMEOUT_MS: "250ms" };
     expect(new RedisBroker({ env }).settings).toMatchObject({ waitReplicas: 2, waitTimeoutMs: 250 });
     expect(new RedisBroker({ env, waitReplicas: 1 }).settings.waitReplicas).toBe(1);
-    expect(() => new RedisBroker({ env: {}, waitReplicas: 1, waitTimeoutMs: 4501 })).toThrow(
-      /^waitTimeoutMs \(4501\) is too long for publishTimeoutMs \(10000\): .* 2 × waitTimeoutMs \+ 1000 ms/,
+    expect(() => new RedisBroker({ env: {}, waitReplicas: 1, waitTimeoutMs: 3001 })).toThrow(
+      /^waitTimeoutMs \(3001\) is too long for publishTimeoutMs \(10000\): .* 3 × waitTimeoutMs \+ 1000 ms/,
     );
-    expect(new RedisBroker({ env: {}, waitReplicas: 1, waitTimeoutMs: 4500 }).settings.waitTimeoutMs).toBe(4500);
+    expect(new RedisBroker({ env: {}, waitReplicas: 1, waitTimeoutMs: 3000 }).settings.waitTimeoutMs).toBe(3000);
     expect(
-      () => new RedisBroker({ env: {}, waitReplicas: 1, waitTimeoutMs: 41_000, publishTimeoutMs: 90_000 }),
-    ).toThrow(/2 × waitTimeoutMs \+ 9000 ms/);
+      () => new RedisBroker({ env: {}, waitReplicas: 1, waitTimeoutMs: 27_001, publishTimeoutMs: 90_000 }),
+    ).toThrow(/3 × waitTimeoutMs \+ 9000 ms/);
     expect(() => new RedisBroker({ env: { CHICORY_BROKER_REDIS_WAIT_REPLICAS: "all" } })).toThrow(
       /^CHICORY_BROKER_REDIS_WAIT_REPLICAS: expected an integer/,
     );

@@ -64,9 +64,9 @@ export interface RedisBrokerOptions extends RedisConnectionOptions {
   waitReplicas?: number | undefined;
   /**
    * Longest wait of `waitReplicas`, in milliseconds (default 1000; `WAIT_TIMEOUT_MS`): one `WAIT`
-   * at a time confirms every publish call answered before it, so a publish waits for at most
-   * two, and 2 × `waitTimeoutMs` + 1 s (or a tenth of `publishTimeoutMs`, the larger) must not
-   * exceed `publishTimeoutMs`.
+   * at a time, shared by the calls that ask in one turn, so a publish waits for up to three (two
+   * as a rule), and 3 × `waitTimeoutMs` + 1 s (or a tenth of `publishTimeoutMs`, the larger)
+   * must not exceed `publishTimeoutMs`.
    */
   waitTimeoutMs?: number | undefined;
   /** Environment to read the variables from (default `process.env`). */
@@ -138,9 +138,9 @@ export function resolveBrokerSettings(options: RedisBrokerOptions, env: EnvMap):
     1,
   );
   const margin = Math.max(1000, Math.ceil(publishTimeoutMs / 10));
-  if (waitReplicas > 0 && 2 * waitTimeoutMs + margin > publishTimeoutMs) {
+  if (waitReplicas > 0 && 3 * waitTimeoutMs + margin > publishTimeoutMs) {
     throw new ConfigurationError(
-      `waitTimeoutMs (${waitTimeoutMs}) is too long for publishTimeoutMs (${publishTimeoutMs}): a publish waits for at most two waits (the one under way when it asks, and its own), so 2 × waitTimeoutMs + ${margin} ms (the call and its replies: 1 s, or a tenth of publishTimeoutMs) must not exceed publishTimeoutMs, or it would time out ("outcome unknown") before the replicas' answer`,
+      `waitTimeoutMs (${waitTimeoutMs}) is too long for publishTimeoutMs (${publishTimeoutMs}): a publish waits for up to three waits (the one under way when it is sent, the next, and in rare cases one more), so 3 × waitTimeoutMs + ${margin} ms (the call and its replies: 1 s, or a tenth of publishTimeoutMs, the larger) must not exceed publishTimeoutMs, or it would time out ("outcome unknown") before the replicas' answer: lower waitTimeoutMs or raise publishTimeoutMs`,
     );
   }
   if (waitReplicas > 0 && options.client !== undefined) {

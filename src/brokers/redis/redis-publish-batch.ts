@@ -310,19 +310,23 @@ function addedAny(reply: unknown): boolean {
 
 /**
  * `WAIT` after publish calls on their own connection (`waitReplicas`), sent once their reply
- * is in (Redis has run them). One `WAIT` at a time: it counts the replicas that acknowledged
- * the replication offset of its connection's last command, which every call answered before it
- * is within, so the calls answered while one is blocked share the next one instead of each
- * waiting its turn behind the others'. A call waits for at most two: the one under way when it
- * asked, and its own. A call whose connection was made again between its send and the `WAIT`'s
- * answer is not confirmed: the client may have sent it again after the `WAIT`, or to another
- * primary (after a failover) than the one the `WAIT` asked.
+ * is in (Redis has run them). One `WAIT` at a time, sent at the end of the event-loop turn
+ * (`setImmediate`): the calls that asked in one turn (their replies came in one read) share it.
+ * A call sent while a `WAIT` blocks its connection runs after it, and asks for the next one,
+ * sent when that answers; so a call waits for at most two waits in the usual case, three when
+ * its reply comes after the next one left (replies split over reads, or an `EVAL` sent again
+ * after `NOSCRIPT`). A call whose connection was made again between its send and the `WAIT`'s
+ * answer is not confirmed, at once: the client may have sent it again after the `WAIT`, or to
+ * a new primary (after a failover) rather than the one the `WAIT` asks.
  */
 class ReplicaConfirmer {
   readonly #conn: RedisClientLike;
   readonly #wait: { readonly replicas: number; readonly timeoutMs: number };
-  /** Calls answered since the last `WAIT` left, with the connection's {@link mark} when sent. */
-  #next: Array<{ readonly resolve: (unconfirmed: Error | undefined) => void; readonly readyAt: number }> = [];
+  /** Calls that asked since the last `WAIT` left, with the connection's {@link mark} when sent. */
+  #next: Waiter[] = [];
+  /** The calls the `WAIT` under way answers. */
+  #current: Waiter[] = [];
+  /** A `WAIT` is under way or about to be sent. */
   #isWaiting = false;
   #readyCount = 0;
 
@@ -331,6 +335,12 @@ class ReplicaConfirmer {
     this.#wait = wait;
     conn.on("ready", () => {
       this.#readyCount++;
+      // Calls sent on an earlier connection are not confirmed whatever a WAIT says (see the
+      // class doc): they are told now, not after a WAIT sent again on this connection.
+      for (const waiter of [...this.#current, ...this.#next]) {
+        if (waiter.readyAt < this.#readyCount) waiter.resolve(madeAgain());
+      }
+      this.#next = this.#next.filter((waiter) => waiter.readyAt >= this.#readyCount);
     });
   }
 
@@ -346,15 +356,28 @@ class ReplicaConfirmer {
   /** Resolves once a `WAIT` sent from now on answers (see the class doc); never rejects. */
   confirm(mark: number): Promise<Error | undefined> {
     return new Promise((resolve) => {
+      if (mark < this.#readyCount) {
+        resolve(madeAgain());
+        return;
+      }
       this.#next.push({ resolve, readyAt: mark });
-      if (!this.#isWaiting) this.#send();
+      if (!this.#isWaiting) this.#sendSoon();
     });
+  }
+
+  #sendSoon(): void {
+    this.#isWaiting = true;
+    setImmediate(() => this.#send());
   }
 
   #send(): void {
     const waiters = this.#next;
     this.#next = [];
-    this.#isWaiting = true;
+    if (waiters.length === 0) {
+      this.#isWaiting = false;
+      return;
+    }
+    this.#current = waiters;
     const { replicas, timeoutMs } = this.#wait;
     let answer: Promise<unknown>;
     try {
@@ -376,23 +399,33 @@ class ReplicaConfirmer {
         },
       )
       .finally(() => {
-        this.#isWaiting = false;
-        if (this.#next.length > 0) this.#send();
+        this.#current = [];
+        if (this.#next.length > 0) this.#sendSoon();
+        else this.#isWaiting = false;
       });
   }
 
   #verdict(count: unknown, readyAt: number): Error | undefined {
     const { replicas, timeoutMs } = this.#wait;
-    if (readyAt !== this.#readyCount) {
-      return new Error(
-        "the connection to Redis was made again while waiting for the replicas (waitReplicas): whether they hold it is unknown (it is applied if the primary received it)",
-      );
-    }
+    if (readyAt !== this.#readyCount) return madeAgain();
     if (typeof count === "number" && count >= replicas) return undefined;
     return new Error(
       `only ${String(count)} of the ${replicas} replicas asked for (waitReplicas) acknowledged it within ${timeoutMs} ms (waitTimeoutMs): it is applied on the primary and runs, unless the primary fails before a replica copies it`,
     );
   }
+}
+
+/** A call waiting for a `WAIT`'s answer. */
+interface Waiter {
+  readonly resolve: (unconfirmed: Error | undefined) => void;
+  /** The connection's {@link ReplicaConfirmer.mark} when the call was sent. */
+  readonly readyAt: number;
+}
+
+function madeAgain(): Error {
+  return new Error(
+    "the connection to Redis was made again while waiting for the replicas (waitReplicas): whether they hold it is unknown (it is applied if the primary received it)",
+  );
 }
 
 /**

@@ -57,9 +57,8 @@ export interface RedisBrokerOptions extends RedisConnectionOptions {
    * on a connection of the publishes' own: a publish that fewer replicas acknowledged in time
    * (or whose connection was made again meanwhile) rejects with `BrokerConnectionError`,
    * although the primary applied it (it runs, unless the primary fails before a replica copies
-   * it). It
-   * narrows what a failover can lose (asynchronous replication, docs/brokers/redis.md); it
-   * does not make Redis consistent. Needs the broker's own connections (not a `client`).
+   * it). It narrows what a failover can lose (asynchronous replication, docs/brokers/redis.md);
+   * it does not make Redis consistent. Needs the broker's own connections (not a `client`).
    */
   waitReplicas?: number | undefined;
   /**

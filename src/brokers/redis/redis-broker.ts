@@ -361,22 +361,16 @@ export class RedisBroker implements Broker {
     const batcher = this.#batcher!; // made and dropped with the context (connect, disconnect)
     try {
       // a receipt, as for the batched calls: a resent copy answers as the first did
-      const mark = batcher.mark();
-      const call = batcher.sendCall(
+      const mark = batcher.mark(); // (waitReplicas)
+      const result = await batcher.sendCall(
         "chicoryPublish",
         [keys.stream, keys.delayed, keys.delayedData, keys.unique, batcher.receiptKey(keys.sent)],
         [message.body, message.id, delayMs, message.unique ? "1" : "0", max, RECEIPT_TTL_MS],
       );
-      const [result, unconfirmed] = await batcher.confirmed(
-        call.then((reply) => {
-          // the due mover hears of it from Redis's reply, not after the replicas' wait
-          if (reply === 1 && delayMs > 0) ctx.scheduleMove(keys, delayMs);
-          return reply;
-        }),
-        mark,
-        (reply) => reply === 1, // only a message this call added waits for the replicas
-      );
       if (result === -1) throw queueFullError(queue, max);
+      if (result === 1 && delayMs > 0) ctx.scheduleMove(keys, delayMs); // before the replicas' wait
+      // only a message this call added waits for the replicas
+      const unconfirmed = result === 1 && mark !== undefined ? await batcher.confirm(mark) : undefined;
       if (unconfirmed !== undefined) throw unconfirmed;
       return { published: result === 1 };
     } catch (error) {

@@ -85,7 +85,7 @@ export interface PublishBatchHost {
    * when they wait for replicas (a `WAIT` blocks its connection).
    */
   readonly main: RedisClientLike;
-  /** Replicas each call waits for (`WAIT`, after the call on the same connection), if any. */
+  /** Replicas each call waits for (`WAIT`, after the call's reply on the same connection), if any. */
   readonly wait?: { readonly replicas: number; readonly timeoutMs: number } | undefined;
   /** True when `main` is a Redis Cluster client (publish calls are then resent while it moves). */
   readonly isCluster: boolean;
@@ -207,13 +207,23 @@ export class PublishBatcher {
     adds: (reply: unknown) => boolean,
   ): Promise<[unknown, Error | undefined]> {
     const reply = await call;
-    if (this.#confirmer === undefined || mark === undefined || !adds(reply)) return [reply, undefined];
-    return [reply, await this.#confirmer.confirm(mark)];
+    return [reply, mark === undefined || !adds(reply) ? undefined : await this.confirm(mark)];
   }
 
-  /** With `waitReplicas`: the publish connection's mark to take just before sending a call. */
+  /**
+   * With `waitReplicas`: the publish connection's mark to take just before sending a call;
+   * `undefined` without it.
+   */
   mark(): number | undefined {
     return this.#confirmer?.mark();
+  }
+
+  /**
+   * Whether the replicas hold what a call sent at `mark` wrote, asked once its reply is in (see
+   * {@link confirmed}): `undefined` when they do, else the error that says why not.
+   */
+  confirm(mark: number): Promise<Error | undefined> {
+    return this.#confirmer?.confirm(mark) ?? Promise.resolve(undefined);
   }
 
   /** Sends every open batch now (before the connection closes: they would go after QUIT). */
@@ -264,13 +274,8 @@ export class PublishBatcher {
     }
     // The due mover hears of the published ones from Redis's reply, not after the replicas' wait.
     call.then((reply) => scheduleMoves(batch, reply, host), ignore);
-    const adds = (reply: unknown) => Array.isArray(reply) && reply.some((code) => Number(code) === 1);
-    host.deadlines.guard(this.confirmed(call, mark, adds), keys.queue).then(
-      ([reply, unconfirmed]) => settleDelayed(batch, reply, host, unconfirmed),
-      (error: unknown) => {
-        const wrapped = host.wrapError(error);
-        for (const reject of batch.rejects) reject(wrapped);
-      },
+    this.#settleWhenAnswered(call, mark, keys.queue, publishedAny, batch.rejects, (reply, unconfirmed) =>
+      settleDelayed(batch, reply, host, unconfirmed),
     );
   }
 
@@ -287,13 +292,36 @@ export class PublishBatcher {
       // rejects (never a throw out of the flush, which runs on its own tick)
       call = Promise.reject(error);
     }
-    host.deadlines.guard(this.confirmed(call, mark, addedAny), batch.queue).then(
-      ([reply, unconfirmed]) => settle(batch, reply, host, unconfirmed),
-      (error: unknown) => {
-        const wrapped = host.wrapError(error);
-        for (const reject of batch.rejects) reject(wrapped);
-      },
+    this.#settleWhenAnswered(call, mark, batch.queue, addedAny, batch.rejects, (reply, unconfirmed) =>
+      settle(batch, reply, host, unconfirmed),
     );
+  }
+
+  /**
+   * Settles a batch's publishes from its call, within the publish time limit: from the reply at
+   * once without `waitReplicas` (no step more per call than before the option existed), else
+   * with the replicas' verdict ({@link confirmed}). Rejects them all with the call's error.
+   */
+  #settleWhenAnswered(
+    call: Promise<unknown>,
+    mark: number | undefined,
+    queue: string,
+    adds: (reply: unknown) => boolean,
+    rejects: ReadonlyArray<(error: Error) => void>,
+    settleWith: (reply: unknown, unconfirmed: Error | undefined) => void,
+  ): void {
+    const host = this.#host;
+    const fail = (error: unknown) => {
+      const wrapped = host.wrapError(error);
+      for (const reject of rejects) reject(wrapped);
+    };
+    if (this.#confirmer === undefined) {
+      host.deadlines.guard(call, queue).then((reply) => settleWith(reply, undefined), fail);
+      return;
+    }
+    host.deadlines
+      .guard(this.confirmed(call, mark, adds), queue)
+      .then(([reply, unconfirmed]) => settleWith(reply, unconfirmed), fail);
   }
 }
 
@@ -306,6 +334,11 @@ function addedCount(reply: unknown): number {
 
 function addedAny(reply: unknown): boolean {
   return addedCount(reply) > 0;
+}
+
+/** True when a `publish-delayed.lua` reply says a message was published (a code 1). */
+function publishedAny(reply: unknown): boolean {
+  return Array.isArray(reply) && reply.some((code) => Number(code) === 1);
 }
 
 /**

@@ -33,6 +33,7 @@ import { Deadlines } from "../../core/deadlines.js";
 import type { EnvMap } from "../../core/env.js";
 import { FlushScheduler } from "../../core/flush-scheduler.js";
 import type { Logger } from "../../core/logger.js";
+import { recordRefusal } from "../../core/record-refused.js";
 import { DeadlinePassed, nextTurn } from "../../core/sleep.js";
 import { processWarningLogger } from "../../core/warn-once.js";
 import { BackendConnectionError, ChicoryError, ConfigurationError, ValidationError } from "../../errors.js";
@@ -334,15 +335,25 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     );
   }
 
-  /** Adds `record` to this turn's batch of terminal records; resolves once the batch is written. */
+  /**
+   * Adds `record` to this turn's batch of terminal records; resolves once the batch is written.
+   * A batch Redis refuses for the size of a record in it (`proto-max-bulk-len`) is written
+   * again one record per call, so that only the record too large is refused.
+   */
   #storeTerminal(record: TaskRecord): Promise<void> {
     let batch = this.#terminal[this.#terminal.length - 1];
     if (!batch || batch.keys.length >= MAX_TERMINAL_BATCH) batch = this.#newTerminalBatch();
-    batch.keys.push(this.resultKey(record.taskId));
-    batch.jsons.push(encodeRecord(record));
+    const key = this.resultKey(record.taskId);
+    const json = encodeRecord(record);
+    batch.keys.push(key);
+    batch.jsons.push(json);
     batch.records.push(record);
     this.#terminalFlush.request();
-    return batch.written;
+    const { written, keys } = batch;
+    return written.catch((error: unknown) => {
+      if (keys.length === 1 || recordRefusal(error) === undefined) throw error;
+      return this.#writeTerminal({ keys: [key], jsons: [json], records: [record] });
+    });
   }
 
   #newTerminalBatch(): TerminalBatch {
@@ -364,7 +375,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     for (const batch of batches) this.#writeTerminal(batch).then(batch.resolve, batch.reject);
   }
 
-  async #writeTerminal({ keys, jsons, records }: TerminalBatch): Promise<void> {
+  async #writeTerminal({ keys, jsons, records }: Pick<TerminalBatch, "keys" | "jsons" | "records">): Promise<void> {
     const { args } = this.#storeResultsArgs(keys, jsons);
     await this.#run("storeResult", (main) =>
       runScript(main, "chicoryStoreResults", [String(keys.length), ...keys], args),

@@ -28,7 +28,7 @@ import { ConfigurationError, toError } from "./errors.js";
  * Default of `maxResultBytes`: 4 MiB, a quarter of the smallest default limit of a backend's
  * server (MariaDB's `max_allowed_packet`, 16 MiB; the MySQL driver escapes `\` and `"` on the
  * client, which can double a record on the wire), so that a result too large for it fails its
- * task at once instead of a refused write, retried for half a minute on each of its runs.
+ * task before it is sent rather than by the server's refusal (see `worker/executor.ts`).
  */
 export const DEFAULT_MAX_RESULT_BYTES = 4 * 1024 * 1024;
 /** Highest `maxResultBytes`: half Redis's largest value, room for the record around it. */

@@ -19,6 +19,11 @@
  * - A DLQ move refused because the DLQ is full ({@link DeadLetterQueueFullError}) is not tried
  *   again nor released: the broker keeps the message in its queue, and it comes back after its
  *   lease. An acknowledged message's dead letter refused so ends with a FAILURE record.
+ * - A result the backend's server refuses for its size (MySQL's `max_allowed_packet`, Redis's
+ *   `proto-max-bulk-len`, see {@link recordRefusal}) is not sent again: it would be refused
+ *   every time, and the message would run again until it is poison. The task fails instead,
+ *   with a `ValidationError`, as a result over `maxResultBytes` does, and that outcome is
+ *   settled (its FAILURE or DEAD_LETTERED record, the ack or DLQ move) by the plan for it.
  * - Publishing a message that is not the delivery itself (an `at_most_once` retry, a dead
  *   letter written for an acknowledged message) is tried once: a publish whose reply was lost
  *   may still be applied, and trying again could add the message twice. The retry is published
@@ -31,10 +36,12 @@ import type { Delivery } from "../brokers/broker.js";
 import { isoNow } from "../core/clock.js";
 import type { Logger } from "../core/logger.js";
 import { type TaskMessage, truncateError } from "../core/message.js";
+import { recordRefusal } from "../core/record-refused.js";
 import { sleep } from "../core/sleep.js";
-import { DeadLetterQueueFullError, MessageTooLargeError, toError } from "../errors.js";
+import { toStoredError } from "../core/stored-error.js";
+import { DeadLetterQueueFullError, MessageTooLargeError, toError, ValidationError } from "../errors.js";
 import type { Attempt } from "./runner.js";
-import type { Action } from "./settle.js";
+import { type Action, type SettleMode, settle } from "./settle.js";
 
 /** What the executor needs. */
 export interface ExecutionContext {
@@ -49,6 +56,12 @@ export interface ExecutionContext {
    * a running worker): a failing step is not tried again, it cannot succeed.
    */
   readonly isConsumerClosed?: (() => boolean) | undefined;
+  /**
+   * How `actions` were planned: with it, a result the backend's server refuses for its size
+   * ends the task as a failure settled by this mode's plan; without it, the step is retried as
+   * any failed step is.
+   */
+  readonly settleMode?: SettleMode | undefined;
 }
 
 const STEP_BACKOFF_MS = [100, 500, 1000, 2000, 4000, 8000, 15_000];
@@ -91,7 +104,17 @@ export async function executeActions(actions: readonly Action[], ctx: ExecutionC
         );
         return;
       }
-      ok = await retryStep(action, ctx, error);
+      const refused = refusedResult(action, ctx, error);
+      if (refused !== undefined) {
+        await failRefusedResult(ctx, refused);
+        return;
+      }
+      const retried = await retryStep(action, ctx, error);
+      if (typeof retried === "string") {
+        await failRefusedResult(ctx, retried);
+        return;
+      }
+      ok = retried;
     }
     if (!ok) {
       // An acknowledged message's record is bookkeeping: the publish after it (its retry or
@@ -150,8 +173,43 @@ function withoutRecord(action: Action): Action | null | undefined {
   }
 }
 
-/** Tries a failed step again with backoff; true once it succeeds, false when it gives up. */
-async function retryStep(action: Action, ctx: ExecutionContext, firstError: unknown): Promise<boolean> {
+/**
+ * The server's words when `error` is its refusal of the result `action` stores (see
+ * {@link recordRefusal}) and the outcome can be settled as a failure instead; else undefined.
+ */
+function refusedResult(action: Action, ctx: ExecutionContext, error: unknown): string | undefined {
+  if (ctx.settleMode === undefined || ctx.attempt.outcome.kind !== "success") return undefined;
+  if ((action.type !== "store" && action.type !== "storeAndAck") || !action.withValue) return undefined;
+  return recordRefusal(error);
+}
+
+/** Settles the attempt as a failure: its result was refused by the backend's server (`refusal`). */
+async function failRefusedResult(ctx: ExecutionContext, refusal: string): Promise<void> {
+  const mode = ctx.settleMode as SettleMode;
+  const { message } = ctx.attempt;
+  const what = message ? `task "${message.name}"` : "the task";
+  const error = new ValidationError(
+    `${what}: the result backend refused to store its result (${refusal.slice(0, 200)}): the result is larger than the backend's server accepts; set maxResultBytes (CHICORY_MAX_RESULT_BYTES) below the server's limit, or store large data elsewhere (a file, object storage) and return a reference to it`,
+  );
+  const outcome = { kind: "failure", error: toStoredError(error) } as const;
+  ctx.logger.warn(
+    {
+      taskId: message?.id,
+      task: message?.name,
+      queue: ctx.delivery.queue,
+      errorType: outcome.error.type,
+      error: error.message,
+    },
+    "task failed",
+  );
+  await executeActions(settle(outcome, mode), { ...ctx, attempt: { ...ctx.attempt, outcome } });
+}
+
+/**
+ * Tries a failed step again with backoff: true once it succeeds, false when it gives up, or the
+ * server's words when it refuses the result the step stores (see {@link refusedResult}).
+ */
+async function retryStep(action: Action, ctx: ExecutionContext, firstError: unknown): Promise<boolean | string> {
   let error = firstError;
   for (let i = 0; ; i++) {
     const delay = STEP_BACKOFF_MS[i];
@@ -170,6 +228,8 @@ async function retryStep(action: Action, ctx: ExecutionContext, firstError: unkn
       return true;
     } catch (next) {
       error = next;
+      const refused = refusedResult(action, ctx, next);
+      if (refused !== undefined) return refused;
     }
   }
 }

@@ -314,11 +314,11 @@ async function attempt(
  * the job run again. A primitive is its own snapshot.
  *
  * A result over `limit` bytes of JSON is refused here, as a failure of the task: stored, it
- * would exceed what the backend's server takes (Redis's bulk length, MariaDB's
- * `max_allowed_packet`), and a write the server refuses is retried for half a minute, then the
- * message is released and the task runs again, until it is poison (`maxDeliveries`): minutes of
- * work, and no result. The exact UTF-8 size is counted only when the text's length could exceed
- * the limit.
+ * could exceed what the backend's server takes (Redis's bulk length, MariaDB's
+ * `max_allowed_packet`). One under the limit that the server refuses all the same (a server
+ * configured lower) fails the task the same way once the refusal comes back (see
+ * `executor.ts`), after a round trip that carried the whole record. The exact UTF-8 size is
+ * counted only when the text's length could exceed the limit.
  */
 function snapshot(value: unknown, taskName: string, limit: number): unknown {
   if (typeof value === "string") {

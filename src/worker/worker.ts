@@ -546,12 +546,13 @@ export class Worker {
     }
     if (attempt.message) this.#started.ended(attempt.message);
     const { outcome } = attempt;
-    const actions = settle(outcome, {
+    const settleMode = {
       deliveryMode: attempt.task?.deliveryMode ?? app.config.deliveryMode,
       useDeadLetterQueue: this.config.useDeadLetterQueue,
       alreadyAcked: attempt.alreadyAcked,
       acksCarryRecords: this.#acksCarryRecords,
-    });
+    };
+    const actions = settle(outcome, settleMode);
     if (outcome.kind !== "aborted") this.#processed++;
     if (outcome.kind === "failure" || outcome.kind === "rejected") {
       this.#failed++;
@@ -600,6 +601,7 @@ export class Worker {
         logger: this.#logger,
         stopSignal: this.#shutdownAbort.signal,
         isConsumerClosed: this.#isConsumerClosed,
+        settleMode,
       }).catch(this.#onSettleError),
     );
     // unless the handler goes on after its attempt ended (timeout, lost lease): then the slot

@@ -15,7 +15,15 @@ interface FakeOptions {
   readonly failing?: boolean;
   /** The one-call settles that carry a record reject (the record is refused). */
   readonly recordsRefused?: boolean;
+  /** A SUCCESS record is refused as Redis refuses an argument over `proto-max-bulk-len`. */
+  readonly resultTooLarge?: boolean;
 }
+
+/** How a broker passes on Redis's refusal of a too long argument (the driver's error as cause). */
+const bulkTooLong = () =>
+  new Error("redis broker ack failed (redis://h:6379/0): ERR Protocol error: invalid bulk length", {
+    cause: Object.assign(new Error("ERR Protocol error: invalid bulk length"), { name: "ReplyError" }),
+  });
 
 /** A delivery that records which settle calls it got. */
 function fakeDelivery(withRecords: boolean, options: FakeOptions = {}) {
@@ -40,6 +48,7 @@ function fakeDelivery(withRecords: boolean, options: FakeOptions = {}) {
           ackWithRecord: async (record: TaskRecord) => {
             calls.push("ackWithRecord");
             if (options.recordsRefused) throw new Error("record refused");
+            if (options.resultTooLarge && record.state === "SUCCESS") throw bulkTooLong();
             records.push(record);
           },
           deadLetterWithRecord: async (_error: string, record: TaskRecord) => {
@@ -74,12 +83,13 @@ async function run(
   const fake = fakeDelivery(deliveryWritesRecords, options);
   const alreadyAcked = options.alreadyAcked === true;
   const attempt: Attempt = { outcome, message, task: null, alreadyAcked };
-  const actions = settle(outcome, {
-    deliveryMode: alreadyAcked ? "at_most_once" : "at_least_once",
+  const settleMode = {
+    deliveryMode: alreadyAcked ? ("at_most_once" as const) : ("at_least_once" as const),
     useDeadLetterQueue,
     alreadyAcked,
     acksCarryRecords,
-  });
+  };
+  const actions = settle(outcome, settleMode);
   const stop = new AbortController();
   if (options.stopped) stop.abort(); // a failing step is given up at once (no backoff)
   const logs: string[] = [];
@@ -88,7 +98,7 @@ async function run(
     warn: (_: unknown, msg?: string) => void logs.push(msg ?? ""),
     error: (_: unknown, msg?: string) => void logs.push(msg ?? ""),
   };
-  await executeActions(actions, { delivery: fake.delivery, attempt, app, logger, stopSignal: stop.signal });
+  await executeActions(actions, { delivery: fake.delivery, attempt, app, logger, stopSignal: stop.signal, settleMode });
   const stored = await backend.getResult("task-1");
   await app.disconnect();
   return { ...fake, stored, logs, broker };
@@ -162,6 +172,40 @@ describe("settle + executeActions: a terminal store and its ack or DLQ move", ()
     const dead = await run({ kind: "failure", error }, true, true, false);
     expect(dead.calls).toEqual(["deadLetter"]);
     expect(dead.stored).toMatchObject({ state: "DEAD_LETTERED" });
+  });
+});
+
+describe("executeActions: a result the backend's server refuses for its size", () => {
+  it("ends the task FAILURE with a ValidationError at once, acknowledged, not retried nor released", async () => {
+    const { calls, records, logs } = await run({ kind: "success", value: "big" }, true, false, true, {
+      resultTooLarge: true,
+    });
+    const [stored] = records;
+    expect(calls).toEqual(["ackWithRecord", "ackWithRecord"]);
+    expect(stored?.state).toBe("FAILURE");
+    expect(stored?.error?.type).toBe("ValidationError");
+    expect(stored?.error?.message).toMatch(
+      /^task "t": the result backend refused to store its result \(redis broker ack failed .*invalid bulk length\): .*maxResultBytes \(CHICORY_MAX_RESULT_BYTES\)/,
+    );
+    expect(logs).toEqual(["task failed"]);
+  });
+
+  it("with the DLQ on, moves the message to the DLQ with its DEAD_LETTERED record", async () => {
+    const { calls, records } = await run({ kind: "success", value: "big" }, true, true, true, { resultTooLarge: true });
+    const [stored] = records;
+    expect(calls).toEqual(["ackWithRecord", "deadLetterWithRecord"]);
+    expect(stored?.state).toBe("DEAD_LETTERED");
+    expect(stored?.error?.type).toBe("ValidationError");
+  });
+
+  it("another failure of the record's write is retried, then the message released, as before", async () => {
+    const { calls, stored, records } = await run({ kind: "success", value: 1 }, true, false, true, {
+      recordsRefused: true,
+      stopped: true,
+    });
+    expect(calls).toEqual(["ackWithRecord", "release(counted)"]);
+    expect(stored).toBeNull();
+    expect(records).toEqual([]);
   });
 });
 

@@ -396,12 +396,44 @@ describe.skipIf(skip)("redis adapters: failover behind one address", () => {
     expect(String(await outcome(t.applyAsync([7], { countdown: 60 })))).toMatch(unconfirmed);
     expect(await admin.call("ZCARD", "waits:delayed:{default}")).toBe(1);
 
+    const waits = async () =>
+      Number(/cmdstat_wait:calls=(\d+)/.exec(String(await admin.call("INFO", "commandstats")))?.[1] ?? 0);
+    // calls answered together share one WAIT: five queues, five script calls in one turn, one
+    // WAIT (two when the replies arrive in two reads), not one per call
+    let waitsBefore = await waits();
+    const queues = ["q1", "q2", "q3", "q4", "q5"];
+    const together = await Promise.all(queues.map((queue, i) => outcome(t.applyAsync([i], { queue }))));
+    for (const answer of together) expect(String(answer)).toMatch(unconfirmed);
+    expect((await waits()) - waitsBefore).toBeGreaterThanOrEqual(1);
+    expect((await waits()) - waitsBefore).toBeLessThanOrEqual(2);
+    for (const queue of queues) expect(await admin.call("XLEN", `waits:stream:{${queue}}`)).toBe(1);
+
+    // a countdown's move is scheduled from the call's reply, not after its wait: with no worker
+    // here to find it (their recheck), it is in its stream while delay() still waits
+    const moving = new Chicory({
+      broker: new RedisBroker({ ...options, waitTimeoutMs: 3000, publishTimeoutMs: 15_000 }),
+    });
+    cleanups.push(() => moving.disconnect());
+    let settled = false;
+    const countdown = outcome(
+      moving
+        .task(async function waited(n: number) {
+          return n;
+        })
+        .applyAsync([11], { countdown: 0.1, queue: "soon" }),
+    ).finally(() => {
+      settled = true;
+    });
+    await eventually(async () => Number(await admin.call("XLEN", "waits:stream:{soon}")) === 1, 2500);
+    expect(settled).toBe(false);
+    expect(String(await countdown)).toMatch(
+      /only 0 of the 1 replicas asked for \(waitReplicas\) acknowledged it within 3000 ms/,
+    );
+
     // a unique publish: the first adds its message (unconfirmed); the second adds nothing, so
     // nothing waits for the replicas: an idempotent enqueue, as without waitReplicas
     expect(String(await outcome(t.applyAsync([8], { taskId: "waits-dup" })))).toMatch(unconfirmed);
-    const waits = async () =>
-      Number(/cmdstat_wait:calls=(\d+)/.exec(String(await admin.call("INFO", "commandstats")))?.[1]);
-    const waitsBefore = await waits();
+    waitsBefore = await waits();
     expect(await outcome(t.applyAsync([8], { taskId: "waits-dup" }))).toBe("resolved");
     expect(await waits()).toBe(waitsBefore); // no WAIT for a call that added nothing
     // a publish over the backlog limit is refused as such, not "applied on the primary"

@@ -467,4 +467,37 @@ describe.skipIf(skip)("redis adapters: failover behind one address", () => {
       /the connection to Redis was made again while waiting for the replicas|waiting for the replicas \(waitReplicas\) failed/,
     );
   });
+
+  it("waitReplicas: the healthcheck reports the publishes' own connection when it is down", {
+    timeout: 30_000,
+  }, async () => {
+    const server = await ownRedis();
+    const admin = new Redis(server.port, "127.0.0.1");
+    cleanups.push(async () => {
+      await admin.config("SET", "maxclients", "10000").catch(() => undefined);
+      admin.disconnect();
+    });
+    const broker = new RedisBroker({ url: server.url, keyPrefix: "health", env: {}, waitReplicas: 1 });
+    cleanups.push(() => broker.disconnect());
+    await broker.connect();
+    expect(await broker.healthcheck()).toEqual(expect.objectContaining({ connected: true }));
+
+    // the publishes' connection dropped and kept out (no new connection accepted); the main
+    // one, which the healthcheck pings, stays up
+    await admin.config("SET", "maxclients", "1");
+    const line = String(await admin.call("CLIENT", "LIST"))
+      .split("\n")
+      .find((l) => /\bname=chicory-broker-publish\b/.test(l));
+    const id = line === undefined ? undefined : /\bid=(\d+)\b/.exec(line)?.[1];
+    if (id === undefined) throw new Error("no publish connection in CLIENT LIST");
+    await admin.call("CLIENT", "KILL", "ID", id);
+    const down = await eventually(async () => {
+      const status = await broker.healthcheck();
+      return status.connected ? false : status;
+    }, 10_000);
+    expect(down.error).toMatch(/^the publishes' connection is (connecting|reconnecting|connect|wait)/);
+
+    await admin.config("SET", "maxclients", "10000");
+    await eventually(async () => (await broker.healthcheck()).connected, 10_000);
+  });
 });

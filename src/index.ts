@@ -6,6 +6,7 @@ export { Chicory, type ChicoryOptions, type WorkerHook } from "./app.js";
 export {
   type Backend,
   isTerminalState,
+  type ResultSizeLimit,
   type StoredError,
   TASK_STATES,
   type TaskRecord,

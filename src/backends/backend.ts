@@ -104,6 +104,14 @@ export interface WaitOptions {
   readonly signal?: AbortSignal | undefined;
 }
 
+/** The largest result a backend's server takes, as read from that server (see {@link Backend.resultSizeLimit}). */
+export interface ResultSizeLimit {
+  /** Largest result, in UTF-8 bytes of its JSON. */
+  readonly bytes: number;
+  /** Where the limit comes from, for error messages (e.g. "the Redis server's proto-max-bulk-len, 1048576 bytes"). */
+  readonly source: string;
+}
+
 /** A result backend (SPEC §7). */
 export interface Backend {
   /** Short kind name (`"memory"`, `"redis"`, `"postgres"`...). */
@@ -133,6 +141,13 @@ export interface Backend {
    * @throws ConfigurationError when the server refuses access; other failures are not thrown
    */
   checkAccess?(): Promise<void>;
+  /**
+   * The largest result the backend's server takes in a record, read from the server when the
+   * backend connected (Redis's `proto-max-bulk-len`, MySQL's `max_allowed_packet`); undefined
+   * when it has no such limit or it could not be read. Optional. A worker fails a larger result
+   * at once, as one over `maxResultBytes`, rather than send a record the server refuses.
+   */
+  resultSizeLimit?(): ResultSizeLimit | undefined;
   /** Writes a state (with precedence, see module doc). `error` for `RETRY`. */
   setState(
     taskId: string,

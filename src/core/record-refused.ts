@@ -18,9 +18,11 @@ const REDIS_BULK_TOO_LONG = /protocol error: invalid bulk length/i;
 
 /**
  * The server's words when `error` (or an error in its `cause` chain: the adapters wrap driver
- * errors) says the server refused a record for its size; undefined for any other error.
+ * errors) says the server refused a record for its size; undefined for any other error. The
+ * innermost such error's words: a wrapper's message names the server's address.
  */
 export function recordRefusal(error: unknown): string | undefined {
+  let found: string | undefined;
   let current = error;
   for (let depth = 0; depth < 8 && current !== null && typeof current === "object"; depth++) {
     const { code, errno, message, cause } = current as ErrorLike;
@@ -35,9 +37,9 @@ export function recordRefusal(error: unknown): string | undefined {
       code === "SQLITE_TOOBIG" ||
       REDIS_BULK_TOO_LONG.test(text)
     ) {
-      return text || String(code ?? errno);
+      found = text || String(code ?? errno);
     }
     current = cause;
   }
-  return undefined;
+  return found;
 }

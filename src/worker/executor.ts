@@ -62,6 +62,8 @@ export interface ExecutionContext {
    * any failed step is.
    */
   readonly settleMode?: SettleMode | undefined;
+  /** Called when a success ends as a failure here (its result refused), for the worker's counts. */
+  readonly onFailedInstead?: (() => void) | undefined;
 }
 
 const STEP_BACKOFF_MS = [100, 500, 1000, 2000, 4000, 8000, 15_000];
@@ -192,6 +194,7 @@ async function failRefusedResult(ctx: ExecutionContext, refusal: string): Promis
     `${what}: the result backend refused to store its result (${refusal.slice(0, 200)}): the result is larger than the backend's server accepts; set maxResultBytes (CHICORY_MAX_RESULT_BYTES) below the server's limit, or store large data elsewhere (a file, object storage) and return a reference to it`,
   );
   const outcome = { kind: "failure", error: toStoredError(error) } as const;
+  ctx.onFailedInstead?.();
   ctx.logger.warn(
     {
       taskId: message?.id,

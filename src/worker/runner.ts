@@ -29,8 +29,13 @@ export interface RunnerEnv {
   readonly codec: MessageCodec;
   readonly tasks: ReadonlyMap<string, Task<readonly unknown[], unknown>>;
   readonly maxDeliveries: number;
-  /** Largest result stored, in bytes of JSON (`maxResultBytes`). */
+  /**
+   * Largest result stored, in bytes of JSON: `maxResultBytes`, or less when the result
+   * backend's server takes less (then `resultLimitSource` says so).
+   */
   readonly maxResultBytes: number;
+  /** Where `maxResultBytes` comes from when it is the backend server's limit, not the setting. */
+  readonly resultLimitSource?: string | undefined;
   /** Aborts when a forced shutdown gives up on running tasks. */
   readonly shutdownSignal: AbortSignal;
   /**
@@ -298,7 +303,7 @@ async function attempt(
     if (task.ignoreResult || value === undefined) return { kind: "success", value: null };
     const bad = findNonJson(value, "result");
     if (bad) throw new ValidationError(`task "${task.name}": ${bad}; results must be JSON-representable`);
-    return { kind: "success", value: snapshot(value, task.name, env.maxResultBytes) };
+    return { kind: "success", value: snapshot(value, task.name, env.maxResultBytes, env.resultLimitSource) };
   } catch (thrown) {
     return failureOutcome(task, message, thrown);
   } finally {
@@ -320,7 +325,7 @@ async function attempt(
  * `executor.ts`), after a round trip that carried the whole record. The exact UTF-8 size is
  * counted only when the text's length could exceed the limit.
  */
-function snapshot(value: unknown, taskName: string, limit: number): unknown {
+function snapshot(value: unknown, taskName: string, limit: number, source: string | undefined): unknown {
   if (typeof value === "string") {
     // JSON escapes a UTF-16 unit as at most 6 ASCII bytes ("\u001f"), plus the quotes
     if (value.length * 6 + 2 <= limit) return value;
@@ -332,19 +337,20 @@ function snapshot(value: unknown, taskName: string, limit: number): unknown {
     text = JSON.stringify(value);
   } catch (thrown) {
     // longer than the longest string V8 builds
-    if (thrown instanceof RangeError) throw resultTooLarge(taskName, `more than ${limit}`, limit);
+    if (thrown instanceof RangeError) throw resultTooLarge(taskName, `more than ${limit}`, limit, source);
     throw thrown;
   }
   if (text.length * 3 > limit) {
     const size = Buffer.byteLength(text);
-    if (size > limit) throw resultTooLarge(taskName, String(size), limit);
+    if (size > limit) throw resultTooLarge(taskName, String(size), limit, source);
   }
   return typeof value === "string" ? value : JSON.parse(text);
 }
 
-function resultTooLarge(taskName: string, size: string, limit: number): ValidationError {
+function resultTooLarge(taskName: string, size: string, limit: number, source: string | undefined): ValidationError {
+  const why = source ?? "maxResultBytes, CHICORY_MAX_RESULT_BYTES";
   return new ValidationError(
-    `task "${taskName}": its result is ${size} bytes of JSON, over the limit of ${limit} bytes (maxResultBytes, CHICORY_MAX_RESULT_BYTES); store large data elsewhere (a file, object storage) and return a reference to it`,
+    `task "${taskName}": its result is ${size} bytes of JSON, over the limit of ${limit} bytes (${why}); store large data elsewhere (a file, object storage) and return a reference to it`,
   );
 }
 

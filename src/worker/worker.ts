@@ -248,6 +248,7 @@ export class Worker {
       throw error;
     }
     this.#warnUnknownEnv();
+    this.#applyResultSizeLimit();
     this.startedAt = new Date();
     runningWorkers.set(this.#app, (runningWorkers.get(this.#app) ?? 0) + 1);
     const backend = this.#app.backend;
@@ -529,6 +530,10 @@ export class Worker {
   readonly #isConsumerClosed = (): boolean => this.#consumer?.isClosed === true;
   readonly #onProcessError = (error: unknown): void =>
     this.#logger.error({ err: toError(error) }, "unexpected error while processing");
+  /** A success whose result the backend's server refused ends as a failure (see `executor.ts`). */
+  readonly #countFailure = (): void => {
+    this.#failed++;
+  };
   readonly #onSettleError = (error: unknown): void =>
     this.#logger.error({ err: toError(error) }, "unexpected error while settling");
 
@@ -602,6 +607,7 @@ export class Worker {
         stopSignal: this.#shutdownAbort.signal,
         isConsumerClosed: this.#isConsumerClosed,
         settleMode,
+        onFailedInstead: this.#countFailure,
       }).catch(this.#onSettleError),
     );
     // unless the handler goes on after its attempt ended (timeout, lost lease): then the slot
@@ -817,6 +823,25 @@ export class Worker {
    * Warns of each `CHICORY_*` variable that is no Chicory setting (a misspelling, most likely),
    * once per process and name: the app, its broker and backend have read theirs by now.
    */
+  /**
+   * Lowers the largest result stored to what the backend's server takes, when it said so at
+   * connect and takes less than `maxResultBytes` (a larger result then fails its task at once,
+   * rather than be sent to a server that refuses it).
+   */
+  #applyResultSizeLimit(): void {
+    const configured = this.#app.config.maxResultBytes;
+    const limit = this.#app.backend?.resultSizeLimit?.();
+    if (limit === undefined || !(limit.bytes < configured)) {
+      this.#runnerEnv = { ...this.#runnerEnv, maxResultBytes: configured, resultLimitSource: undefined };
+      return;
+    }
+    this.#runnerEnv = { ...this.#runnerEnv, maxResultBytes: limit.bytes, resultLimitSource: limit.source };
+    this.#logger.info(
+      { maxResultBytes: configured, limit: limit.bytes, source: limit.source },
+      "results over the limit the result backend's server takes fail their task (it is below maxResultBytes)",
+    );
+  }
+
   #warnUnknownEnv(): void {
     for (const { name, meant } of unknownEnvNames(this.#app.config.env)) {
       if (warnedEnvNames.has(name)) continue;

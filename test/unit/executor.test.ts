@@ -17,6 +17,32 @@ interface FakeOptions {
   readonly recordsRefused?: boolean;
   /** A SUCCESS record is refused as Redis refuses an argument over `proto-max-bulk-len`. */
   readonly resultTooLarge?: boolean;
+  /**
+   * The backend refuses SUCCESS records as MySQL refuses a packet over `max_allowed_packet`
+   * (`afterTransient`: the first write fails as a dropped connection does).
+   */
+  readonly backendRefuses?: "always" | "afterTransient";
+}
+
+/** A memory backend whose server "refuses" SUCCESS records for their size (see FakeOptions). */
+class RefusingBackend extends MemoryBackend {
+  successWrites = 0;
+  constructor(readonly mode: "always" | "afterTransient") {
+    super();
+  }
+  override async storeResult(record: TaskRecord): Promise<void> {
+    if (record.state !== "SUCCESS") return super.storeResult(record);
+    this.successWrites++;
+    if (this.mode === "afterTransient" && this.successWrites === 1) {
+      throw Object.assign(new Error("write ECONNRESET"), { code: "ECONNRESET" });
+    }
+    throw new Error("storeResult failed on mysql://h/db: Got a packet bigger than 'max_allowed_packet' bytes", {
+      cause: Object.assign(new Error("Got a packet bigger than 'max_allowed_packet' bytes"), {
+        code: "ER_NET_PACKET_TOO_LARGE",
+        errno: 1153,
+      }),
+    });
+  }
 }
 
 /** How a broker passes on Redis's refusal of a too long argument (the driver's error as cause). */
@@ -76,7 +102,7 @@ async function run(
   deliveryWritesRecords = true,
   options: FakeOptions & { readonly alreadyAcked?: boolean; readonly stopped?: boolean } = {},
 ) {
-  const backend = new MemoryBackend();
+  const backend = options.backendRefuses ? new RefusingBackend(options.backendRefuses) : new MemoryBackend();
   const broker = new MemoryBroker();
   const app = new Chicory({ broker, backend, config: { env: {} } });
   await app.connect();
@@ -101,7 +127,7 @@ async function run(
   await executeActions(actions, { delivery: fake.delivery, attempt, app, logger, stopSignal: stop.signal, settleMode });
   const stored = await backend.getResult("task-1");
   await app.disconnect();
-  return { ...fake, stored, logs, broker };
+  return { ...fake, stored, logs, broker, backend };
 }
 
 describe("settle + executeActions: a terminal store and its ack or DLQ move", () => {
@@ -185,7 +211,7 @@ describe("executeActions: a result the backend's server refuses for its size", (
     expect(stored?.state).toBe("FAILURE");
     expect(stored?.error?.type).toBe("ValidationError");
     expect(stored?.error?.message).toMatch(
-      /^task "t": the result backend refused to store its result \(redis broker ack failed .*invalid bulk length\): .*maxResultBytes \(CHICORY_MAX_RESULT_BYTES\)/,
+      /^task "t": the result backend refused to store its result \(ERR Protocol error: invalid bulk length\): .*maxResultBytes \(CHICORY_MAX_RESULT_BYTES\)/,
     );
     expect(logs).toEqual(["task failed"]);
   });
@@ -196,6 +222,36 @@ describe("executeActions: a result the backend's server refuses for its size", (
     expect(calls).toEqual(["ackWithRecord", "deadLetterWithRecord"]);
     expect(stored?.state).toBe("DEAD_LETTERED");
     expect(stored?.error?.type).toBe("ValidationError");
+  });
+
+  it("stored by the backend, then acknowledged: the same, and a refusal after a dropped connection too", async () => {
+    for (const backendRefuses of ["always", "afterTransient"] as const) {
+      const { calls, stored, backend } = await run({ kind: "success", value: "big" }, false, false, false, {
+        backendRefuses,
+      });
+      expect(calls).toEqual(["ack"]);
+      expect(stored?.state).toBe("FAILURE");
+      expect(stored?.error?.message).toMatch(
+        /refused to store its result \(Got a packet bigger than 'max_allowed_packet' bytes\)/,
+      );
+      expect((backend as RefusingBackend).successWrites).toBe(backendRefuses === "always" ? 1 : 2);
+    }
+  });
+
+  it("at_most_once (acknowledged before the run): FAILURE, or DEAD_LETTERED with the dead letter written", async () => {
+    const plain = await run({ kind: "success", value: "big" }, true, false, true, {
+      alreadyAcked: true,
+      backendRefuses: "always",
+    });
+    expect(plain.calls).toEqual([]);
+    expect(plain.stored?.state).toBe("FAILURE");
+    const dlq = await run({ kind: "success", value: "big" }, false, true, false, {
+      alreadyAcked: true,
+      backendRefuses: "always",
+    });
+    expect(dlq.calls).toEqual([]);
+    expect(dlq.stored?.state).toBe("DEAD_LETTERED");
+    expect(dlq.stored?.error?.type).toBe("ValidationError");
   });
 
   it("another failure of the record's write is retried, then the message released, as before", async () => {

@@ -55,6 +55,7 @@ import type { RedisRecordWriter, StoreResultsCall } from "../../redis/redis-reco
 import {
   type Backend,
   isTerminalState,
+  type ResultSizeLimit,
   type StoredError,
   TASK_STATES,
   type TaskRecord,
@@ -84,6 +85,9 @@ const OPERATION_TIMEOUT_MS = 10_000;
 class AnswerLost extends Error {}
 
 /** The time limits of one connection's bounded operations. */
+/** Room a record takes in a Redis argument besides its result (id, state, name, times): ample. */
+const RECORD_ROOM_BYTES = 64 * 1024;
+
 function operationDeadlines(): Deadlines {
   return new Deadlines(OPERATION_TIMEOUT_MS, () => new DeadlinePassed(OPERATION_TIMEOUT_MS));
 }
@@ -129,6 +133,8 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   readonly #idOffset: number;
   #main: RedisClientLike | undefined;
   #hub: RedisResultHub | undefined;
+  /** Read from the server at connect (see {@link RedisBackend.resultSizeLimit}). */
+  #sizeLimit: ResultSizeLimit | undefined;
   /** Terminal records waiting for their write, in batches (see {@link RedisBackend.storeResult}). */
   #terminal: TerminalBatch[] = [];
   readonly #terminalFlush = new FlushScheduler(() => this.#flushTerminal());
@@ -151,6 +157,36 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     const injectedDb = (options.client as { readonly options?: { readonly db?: unknown } } | undefined)?.options?.db;
     const db = Number((options.client === undefined ? this.#connection.options.db : injectedDb) ?? 0) || 0;
     this.doneChannel = `${this.#prefix}:done:${db}`;
+  }
+
+  /**
+   * {@inheritDoc Backend.resultSizeLimit} From the server's `proto-max-bulk-len` (512 MB by
+   * default), read with `CONFIG GET` at connect as the default user; undefined for a named ACL
+   * user (whose rules rarely allow `CONFIG`: each refusal would be an `ACL LOG` entry) or when
+   * `CONFIG` is refused (a managed service). A record the server refuses is then recognized by
+   * its reply, which comes only once a send happens to read it before Redis closes the
+   * connection: a few reconnects for a record somewhat over the limit, possibly none for one
+   * many times over it.
+   */
+  resultSizeLimit(): ResultSizeLimit | undefined {
+    return this.#sizeLimit;
+  }
+
+  async #readSizeLimit(main: RedisClientLike): Promise<ResultSizeLimit | undefined> {
+    const user = (main as { readonly options?: { readonly username?: unknown } }).options?.username;
+    if (typeof user === "string" && user !== "" && user !== "default") return undefined;
+    let reply: unknown;
+    try {
+      reply = await this.#deadlines.guard(main.call("CONFIG", "GET", "proto-max-bulk-len"), "CONFIG GET");
+    } catch {
+      return undefined;
+    }
+    const value = Array.isArray(reply) ? Number(reply[1]) : Number.NaN;
+    if (!Number.isSafeInteger(value) || value <= 2 * RECORD_ROOM_BYTES) return undefined;
+    return {
+      bytes: value - RECORD_ROOM_BYTES,
+      source: `the result backend's Redis server takes arguments of at most ${value} bytes (its proto-max-bulk-len), the record's other fields included`,
+    };
   }
 
   /** Key of a task's record. */
@@ -210,6 +246,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     // after every reconnect.
     this.#stopEvictionChecks = watchEviction(main, "records", "Redis backend", this.displayUrl);
     void this.#checkPublishRight(main);
+    this.#sizeLimit = await this.#readSizeLimit(main);
     this.#main = main;
     this.#hub = new RedisResultHub({
       main,

@@ -33,6 +33,7 @@ import { BackendConnectionError } from "../../errors.js";
 import {
   type Backend,
   isTerminalState,
+  type ResultSizeLimit,
   type StoredError,
   type TaskRecord,
   type TaskState,
@@ -69,6 +70,8 @@ export interface SqlBackendOptions extends SqlTableOptions {
 
 /** Ids per `IN (...)` query (well under every database's parameter limit). */
 const CHUNK = 500;
+/** Room a MySQL upsert takes besides its result (the statement, id, state, name, times): ample. */
+const STATEMENT_ROOM_BYTES = 64 * 1024;
 /** How often a SQLite backend with waiters reads `data_version` (plus 1 ms per 50 waiting ids). */
 const VERSION_CHECK_MS = 20;
 
@@ -115,6 +118,8 @@ export class SqlBackend implements Backend {
   #retryWarnedAtMs = Number.NEGATIVE_INFINITY;
   #retriesNotWarned = 0;
   #connecting: Promise<SqlConnection> | undefined;
+  /** Read from the server at connect (see {@link SqlBackend.resultSizeLimit}). */
+  #sizeLimit: ResultSizeLimit | undefined;
   #unlisten: (() => Promise<void>) | undefined;
   /** The `data_version` check's timer while results are awaited (SQLite). */
   #versionTimer: NodeJS.Timeout | undefined;
@@ -359,7 +364,34 @@ export class SqlBackend implements Backend {
       await connection.close().catch(() => undefined);
       throw error;
     }
+    if (this.kind === "mysql") this.#sizeLimit = await this.#readPacketLimit(connection);
     return connection;
+  }
+
+  /**
+   * {@inheritDoc Backend.resultSizeLimit} MySQL and MariaDB only: from the server's
+   * `max_allowed_packet` (16 MiB by default on MariaDB, 64 MiB on MySQL 8, 4 MiB on MySQL 5.7),
+   * read at connect, halved (the driver escapes quotes and backslashes on the client: a record
+   * can double on the wire) less room for the statement. The other databases take records far
+   * larger than `maxResultBytes` allows.
+   */
+  resultSizeLimit(): ResultSizeLimit | undefined {
+    return this.#sizeLimit;
+  }
+
+  async #readPacketLimit(connection: SqlConnection): Promise<ResultSizeLimit | undefined> {
+    let value: number;
+    try {
+      const { rows } = await sql<{ max: unknown }>`select @@max_allowed_packet as max`.execute(connection.db);
+      value = Number(rows[0]?.max);
+    } catch {
+      return undefined; // not read: a refused record is recognized by the server's error instead
+    }
+    if (!Number.isSafeInteger(value) || value <= 2 * STATEMENT_ROOM_BYTES) return undefined;
+    return {
+      bytes: Math.floor((value - STATEMENT_ROOM_BYTES) / 2),
+      source: `half the result backend's max_allowed_packet of ${value} bytes, less room for the statement (the MySQL driver escapes quotes and backslashes: a record can double on the wire)`,
+    };
   }
 
   #listen(): void {

@@ -1,10 +1,13 @@
 /**
- * A result Redis refuses for its size (an argument over `proto-max-bulk-len`, set here below
- * `maxResultBytes` on a redis-server of the test's own): its task fails at once with a
- * `ValidationError` and runs once, instead of being stored again and again, released and run
- * again until it is poison. The jobs whose records went in the same script call as the refused
- * one are written one by one and succeed, each run once: with the broker's acks carrying the
- * records, and with the backend's own batch of terminal records (another broker).
+ * A result too large for the Redis server (an argument over `proto-max-bulk-len`, set here below
+ * `maxResultBytes` on a redis-server of the test's own):
+ * - the limit read at connect (`CONFIG GET`): a larger result fails its task at once with a
+ *   `ValidationError` naming the server's limit, and is never sent;
+ * - the limit not readable (a user without `CONFIG`): Redis's refusal of the record is
+ *   recognized, and the task fails the same way after its one run, instead of being stored again
+ *   and again, released and run again until it is poison. The jobs whose records went in the
+ *   same script call are written one by one and succeed, each run once: with the broker's acks
+ *   carrying the records, and with the backend's own batch of terminal records (another broker).
  */
 import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
@@ -17,28 +20,76 @@ import { useOwnRedis } from "./own-redis.js";
 
 const skip = await skipUnless("redis");
 
-/** Bigger than the server's 1 MiB bulk limit, smaller than the default `maxResultBytes` (4 MiB). */
+/** The server's bulk limit set here (its lowest allowed value). */
+const BULK_LIMIT = 1024 * 1024;
+/** Bigger than the server's bulk limit, smaller than the default `maxResultBytes` (4 MiB). */
 const BIG = 1536 * 1024;
 
 describe.skipIf(skip)("redis: a result the server refuses for its size", () => {
   const cleanups = useCleanups();
   const own = useOwnRedis("refused-result");
 
+  async function adminWithLowLimit(): Promise<Redis> {
+    const admin = new Redis(own.server.url);
+    cleanups.push(() => admin.disconnect());
+    await admin.config("SET", "proto-max-bulk-len", String(BULK_LIMIT));
+    return admin;
+  }
+
+  it("the server's limit read at connect: a larger result fails its task at once, never sent", {
+    timeout: 60_000,
+  }, async () => {
+    const admin = await adminWithLowLimit();
+    const url = own.server.url;
+    const app = new Chicory({
+      broker: new RedisBroker({ url, keyPrefix: "limit", env: {} }),
+      backend: new RedisBackend({ url, keyPrefix: "limit", env: {} }),
+      config: { maxResultBytes: 256 * 1024 * 1024 },
+    });
+    cleanups.push(() => app.disconnect());
+    let runs = 0;
+    const make = app.task({ name: "make", retryPolicy: { maxRetries: 2, retryDelay: 0 } }, async (size: number) => {
+      runs++;
+      return "x".repeat(size);
+    });
+    const worker = new Worker(app, { concurrency: 4, logger: silentLogger, heartbeatInterval: 0.2 });
+    await worker.start();
+    cleanups.push(() => worker.stop(5));
+    const inputBytes = async () =>
+      Number(/total_net_input_bytes:(\d+)/.exec(String(await admin.call("INFO", "stats")))?.[1]);
+    const before = await inputBytes();
+    // 64 MiB: a record this far over the limit, sent, would be sent again and again (Redis
+    // closes the connection before its error reply can be read), holding up the connection
+    const refused = await (await make.delay(64 * 1024 * 1024)).get({ timeout: 20 }).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(TaskFailedError);
+    expect(refused).toMatchObject({
+      errorType: "ValidationError",
+      remoteMessage: expect.stringMatching(
+        /^task "make": its result is 67108866 bytes of JSON, over the limit of 983040 bytes \(the result backend's Redis server takes arguments of at most 1048576 bytes \(its proto-max-bulk-len\)/,
+      ),
+    });
+    expect(runs).toBe(1);
+    expect((await inputBytes()) - before).toBeLessThan(BULK_LIMIT); // the result never went out
+    // under the server's limit: stored
+    expect(await (await make.delay(900 * 1024)).get({ timeout: 20 })).toHaveLength(900 * 1024);
+  });
+
   for (const broker of ["redis", "memory"] as const) {
-    it(`fails its task after one run; the others of its batch succeed (${broker} broker)`, {
+    it(`the limit not readable: fails its task after one run; the others of its batch succeed (${broker} broker)`, {
       timeout: 60_000,
     }, async () => {
-      const { server } = own;
-      const admin = new Redis(server.url);
-      cleanups.push(() => admin.disconnect());
-      await admin.config("SET", "proto-max-bulk-len", String(1024 * 1024));
+      const admin = await adminWithLowLimit();
+      // a user that may not read the server's configuration
+      await admin.call("ACL", "SETUSER", "noconfig", "on", ">pw", "~*", "&*", "+@all", "-config");
+      const url = own.server.url.replace("redis://", "redis://noconfig:pw@");
       const prefix = `refused-${broker}`;
       const app = new Chicory({
-        broker:
-          broker === "redis" ? new RedisBroker({ url: server.url, keyPrefix: prefix, env: {} }) : new MemoryBroker(),
-        backend: new RedisBackend({ url: server.url, keyPrefix: prefix, env: {} }),
+        broker: broker === "redis" ? new RedisBroker({ url, keyPrefix: prefix, env: {} }) : new MemoryBroker(),
+        backend: new RedisBackend({ url, keyPrefix: prefix, env: {} }),
       });
       cleanups.push(() => app.disconnect());
+      await app.connect();
+      expect(app.backend?.resultSizeLimit?.()).toBeUndefined();
       const runs = new Map<number, number>();
       let release: () => void = () => undefined;
       const gate = new Promise<void>((resolve) => {
@@ -58,16 +109,19 @@ describe.skipIf(skip)("redis: a result the server refuses for its size", () => {
 
       const refused = await (results[0] as (typeof results)[number]).get({ timeout: 30 }).catch((e: unknown) => e);
       expect(refused).toBeInstanceOf(TaskFailedError);
-      expect((refused as TaskFailedError).errorType).toBe("ValidationError");
-      expect((refused as TaskFailedError).remoteMessage).toMatch(
-        /task "make": the result backend refused to store its result \(.*invalid bulk length.*maxResultBytes/,
-      );
+      expect(refused).toMatchObject({
+        errorType: "ValidationError",
+        remoteMessage: expect.stringMatching(
+          /^task "make": the result backend refused to store its result \(ERR Protocol error: invalid bulk length\): .*maxResultBytes/,
+        ),
+      });
       const others = await Promise.all(results.slice(1).map((r) => r.get({ timeout: 30 })));
       expect(others).toEqual(Array.from({ length: 15 }, (_, i) => `small ${i + 1}`));
       expect(await results[0]?.state()).toBe("FAILURE");
       // nothing left to run: every message acknowledged (with its record, on Redis)
       expect(await app.broker.getPendingCount()).toBe(0);
       expect(await app.broker.getQueueSize()).toBe(0);
+      expect(worker.getStats().tasksFailed).toBe(1);
       await worker.stop(5);
       expect([...runs.values()]).toEqual(Array.from({ length: 16 }, () => 1));
     });

@@ -491,9 +491,11 @@ describe.skipIf(skip)("redis adapters: failover behind one address", () => {
     const id = line === undefined ? undefined : /\bid=(\d+)\b/.exec(line)?.[1];
     if (id === undefined) throw new Error("no publish connection in CLIENT LIST");
     await admin.call("CLIENT", "KILL", "ID", id);
-    const down = await eventually(async () => {
+    let down: { readonly error?: string | undefined } = {};
+    await eventually(async () => {
       const status = await broker.healthcheck();
-      return status.connected ? false : status;
+      down = status;
+      return !status.connected;
     }, 10_000);
     expect(down.error).toMatch(/^the publishes' connection is (connecting|reconnecting|connect|wait)/);
 

@@ -106,10 +106,15 @@ export interface WaitOptions {
 
 /** The largest result a backend's server takes, as read from that server (see {@link Backend.resultSizeLimit}). */
 export interface ResultSizeLimit {
-  /** Largest result, in UTF-8 bytes of its JSON. */
+  /** Largest result, in UTF-8 bytes of its JSON (plus one per quote and backslash with `quotesEscaped`). */
   readonly bytes: number;
   /** Where the limit comes from, for error messages (e.g. "the Redis server's proto-max-bulk-len, 1048576 bytes"). */
   readonly source: string;
+  /**
+   * The server receives the JSON with each `'`, `"` and `\` escaped (one byte more each, as the
+   * MySQL driver sends it): the size compared with `bytes` counts them twice.
+   */
+  readonly quotesEscaped?: boolean;
 }
 
 /** A result backend (SPEC §7). */
@@ -142,12 +147,13 @@ export interface Backend {
    */
   checkAccess?(): Promise<void>;
   /**
-   * The largest result the backend's server takes in a record, read from the server when the
-   * backend connected (Redis's `proto-max-bulk-len`, MySQL's `max_allowed_packet`); undefined
-   * when it has no such limit or it could not be read. Optional. A worker fails a larger result
-   * at once, as one over `maxResultBytes`, rather than send a record the server refuses.
+   * The largest result the backend's server takes in a record, read from the server (Redis's
+   * `proto-max-bulk-len`, MySQL's `max_allowed_packet`) when called: a worker asks once as it
+   * starts, on the connected backend, and fails a larger result at once, as one over
+   * `maxResultBytes`, rather than send a record the server refuses. Undefined when the server
+   * has no such limit or it could not be read. Optional; never rejects.
    */
-  resultSizeLimit?(): ResultSizeLimit | undefined;
+  resultSizeLimit?(): Promise<ResultSizeLimit | undefined>;
   /** Writes a state (with precedence, see module doc). `error` for `RETRY`. */
   setState(
     taskId: string,

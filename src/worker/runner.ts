@@ -5,6 +5,7 @@
  * throws: every problem becomes an outcome.
  * @module
  */
+import type { ResultSizeLimit } from "../backends/backend.js";
 import type { Delivery } from "../brokers/broker.js";
 import { describeCause, isMarkedNonRetryable, isRetryCountdown, TaskContext } from "../context.js";
 import { findNonJson } from "../core/json.js";
@@ -29,13 +30,10 @@ export interface RunnerEnv {
   readonly codec: MessageCodec;
   readonly tasks: ReadonlyMap<string, Task<readonly unknown[], unknown>>;
   readonly maxDeliveries: number;
-  /**
-   * Largest result stored, in bytes of JSON: `maxResultBytes`, or less when the result
-   * backend's server takes less (then `resultLimitSource` says so).
-   */
+  /** Largest result stored, in bytes of JSON (`maxResultBytes`). */
   readonly maxResultBytes: number;
-  /** Where `maxResultBytes` comes from when it is the backend server's limit, not the setting. */
-  readonly resultLimitSource?: string | undefined;
+  /** The result backend's server's own limit, when it binds below `maxResultBytes`. */
+  readonly serverResultLimit?: ResultSizeLimit | undefined;
   /** Aborts when a forced shutdown gives up on running tasks. */
   readonly shutdownSignal: AbortSignal;
   /**
@@ -303,7 +301,7 @@ async function attempt(
     if (task.ignoreResult || value === undefined) return { kind: "success", value: null };
     const bad = findNonJson(value, "result");
     if (bad) throw new ValidationError(`task "${task.name}": ${bad}; results must be JSON-representable`);
-    return { kind: "success", value: snapshot(value, task.name, env.maxResultBytes, env.resultLimitSource) };
+    return { kind: "success", value: snapshot(value, task.name, env.maxResultBytes, env.serverResultLimit) };
   } catch (thrown) {
     return failureOutcome(task, message, thrown);
   } finally {
@@ -320,15 +318,19 @@ async function attempt(
  *
  * A result over `limit` bytes of JSON is refused here, as a failure of the task: stored, it
  * could exceed what the backend's server takes (Redis's bulk length, MariaDB's
- * `max_allowed_packet`). One under the limit that the server refuses all the same (a server
- * configured lower) fails the task the same way once the refusal comes back (see
- * `executor.ts`), after a round trip that carried the whole record. The exact UTF-8 size is
- * counted only when the text's length could exceed the limit.
+ * `max_allowed_packet`); so is one over the server's own limit (`server`, read as the worker
+ * started), counted as the server receives it. One the server refuses all the same (its limit
+ * not read) fails the task once the refusal comes back (see `executor.ts`). The exact size is
+ * counted only when the text's length could exceed a limit.
  */
-function snapshot(value: unknown, taskName: string, limit: number, source: string | undefined): unknown {
+function snapshot(value: unknown, taskName: string, limit: number, server: ResultSizeLimit | undefined): unknown {
+  // the most bytes a result of this JSON length can take, per UTF-16 unit: 3 in UTF-8, twice
+  // that with quotes escaped on the wire
+  const wireLimit =
+    server === undefined ? limit : Math.min(limit, server.quotesEscaped ? server.bytes / 2 : server.bytes);
   if (typeof value === "string") {
     // JSON escapes a UTF-16 unit as at most 6 ASCII bytes ("\u001f"), plus the quotes
-    if (value.length * 6 + 2 <= limit) return value;
+    if (value.length * 6 + 2 <= wireLimit) return value;
   } else if (value === null || typeof value !== "object") {
     return value;
   }
@@ -337,20 +339,40 @@ function snapshot(value: unknown, taskName: string, limit: number, source: strin
     text = JSON.stringify(value);
   } catch (thrown) {
     // longer than the longest string V8 builds
-    if (thrown instanceof RangeError) throw resultTooLarge(taskName, `more than ${limit}`, limit, source);
+    if (thrown instanceof RangeError) throw resultTooLarge(taskName, `more than ${limit}`, limit, undefined);
     throw thrown;
   }
-  if (text.length * 3 > limit) {
+  if (text.length * 3 > wireLimit) {
     const size = Buffer.byteLength(text);
-    if (size > limit) throw resultTooLarge(taskName, String(size), limit, source);
+    if (size > limit) throw resultTooLarge(taskName, String(size), limit, undefined);
+    if (server !== undefined) {
+      const wire = server.quotesEscaped ? size + countQuotes(text) : size;
+      if (wire > server.bytes) throw resultTooLarge(taskName, String(wire), server.bytes, server);
+    }
   }
   return typeof value === "string" ? value : JSON.parse(text);
 }
 
-function resultTooLarge(taskName: string, size: string, limit: number, source: string | undefined): ValidationError {
-  const why = source ?? "maxResultBytes, CHICORY_MAX_RESULT_BYTES";
+/** The `'`, `"` and `\` in `text` (the MySQL driver escapes each with one more byte). */
+function countQuotes(text: string): number {
+  let count = 0;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code === 34 || code === 39 || code === 92) count++;
+  }
+  return count;
+}
+
+function resultTooLarge(
+  taskName: string,
+  size: string,
+  limit: number,
+  server: ResultSizeLimit | undefined,
+): ValidationError {
+  const why = server?.source ?? "maxResultBytes, CHICORY_MAX_RESULT_BYTES";
+  const what = server?.quotesEscaped ? "bytes as sent (quotes and backslashes escaped)" : "bytes of JSON";
   return new ValidationError(
-    `task "${taskName}": its result is ${size} bytes of JSON, over the limit of ${limit} bytes (${why}); store large data elsewhere (a file, object storage) and return a reference to it`,
+    `task "${taskName}": its result is ${size} ${what}, over the limit of ${limit} bytes (${why}); store large data elsewhere (a file, object storage) and return a reference to it`,
   );
 }
 

@@ -7,7 +7,7 @@
 import { setMaxListeners } from "node:events";
 import { hostname as osHostname } from "node:os";
 import type { Chicory, WorkerHook } from "../app.js";
-import { type StoredError, terminalStateOf, type WorkerStats } from "../backends/backend.js";
+import { type ResultSizeLimit, type StoredError, terminalStateOf, type WorkerStats } from "../backends/backend.js";
 import type { Consumer, Delivery, HealthStatus } from "../brokers/broker.js";
 import {
   resolveWorkerConfig,
@@ -212,6 +212,7 @@ export class Worker {
         return backend !== null && (await terminalStateOf(backend, taskId)) !== null;
       },
     };
+    let serverResultLimit: ResultSizeLimit | undefined;
     try {
       await this.#untilCancelled(
         (async () => {
@@ -219,6 +220,7 @@ export class Worker {
           await this.#app.connect();
           // A user the server refuses (ACL) would run and log the same refusal on every call
           await Promise.all([this.#app.broker.checkAccess?.(this.config.queues), this.#app.backend?.checkAccess?.()]);
+          serverResultLimit = await this.#app.backend?.resultSizeLimit?.();
         })(),
       );
       let hooks = startupHooksRun.get(this.#app);
@@ -248,7 +250,7 @@ export class Worker {
       throw error;
     }
     this.#warnUnknownEnv();
-    this.#applyResultSizeLimit();
+    this.#applyResultSizeLimit(serverResultLimit);
     this.startedAt = new Date();
     runningWorkers.set(this.#app, (runningWorkers.get(this.#app) ?? 0) + 1);
     const backend = this.#app.backend;
@@ -820,28 +822,25 @@ export class Worker {
   }
 
   /**
-   * Warns of each `CHICORY_*` variable that is no Chicory setting (a misspelling, most likely),
-   * once per process and name: the app, its broker and backend have read theirs by now.
+   * The largest result stored: `maxResultBytes`, lowered to what the backend's server takes
+   * when it takes less (`limit`, read as the worker starts): a larger result then fails its task
+   * at once, rather than be sent to a server that refuses it.
    */
-  /**
-   * Lowers the largest result stored to what the backend's server takes, when it said so at
-   * connect and takes less than `maxResultBytes` (a larger result then fails its task at once,
-   * rather than be sent to a server that refuses it).
-   */
-  #applyResultSizeLimit(): void {
+  #applyResultSizeLimit(limit: ResultSizeLimit | undefined): void {
     const configured = this.#app.config.maxResultBytes;
-    const limit = this.#app.backend?.resultSizeLimit?.();
-    if (limit === undefined || !(limit.bytes < configured)) {
-      this.#runnerEnv = { ...this.#runnerEnv, maxResultBytes: configured, resultLimitSource: undefined };
-      return;
-    }
-    this.#runnerEnv = { ...this.#runnerEnv, maxResultBytes: limit.bytes, resultLimitSource: limit.source };
+    const lower = limit !== undefined && limit.bytes < (limit.quotesEscaped ? 2 : 1) * configured;
+    this.#runnerEnv = { ...this.#runnerEnv, maxResultBytes: configured, serverResultLimit: lower ? limit : undefined };
+    if (!lower) return;
     this.#logger.info(
       { maxResultBytes: configured, limit: limit.bytes, source: limit.source },
-      "results over the limit the result backend's server takes fail their task (it is below maxResultBytes)",
+      "results larger than the result backend's server takes fail their task (its limit is below maxResultBytes)",
     );
   }
 
+  /**
+   * Warns of each `CHICORY_*` variable that is no Chicory setting (a misspelling, most likely),
+   * once per process and name: the app, its broker and backend have read theirs by now.
+   */
   #warnUnknownEnv(): void {
     for (const { name, meant } of unknownEnvNames(this.#app.config.env)) {
       if (warnedEnvNames.has(name)) continue;

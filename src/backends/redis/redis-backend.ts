@@ -84,10 +84,10 @@ const OPERATION_TIMEOUT_MS = 10_000;
 /** An operation Redis had not answered when the backend disconnected (see {@link RedisBackend.disconnect}). */
 class AnswerLost extends Error {}
 
-/** The time limits of one connection's bounded operations. */
 /** Room a record takes in a Redis argument besides its result (id, state, name, times): ample. */
 const RECORD_ROOM_BYTES = 64 * 1024;
 
+/** The time limits of one connection's bounded operations. */
 function operationDeadlines(): Deadlines {
   return new Deadlines(OPERATION_TIMEOUT_MS, () => new DeadlinePassed(OPERATION_TIMEOUT_MS));
 }
@@ -133,8 +133,6 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   readonly #idOffset: number;
   #main: RedisClientLike | undefined;
   #hub: RedisResultHub | undefined;
-  /** Read from the server at connect (see {@link RedisBackend.resultSizeLimit}). */
-  #sizeLimit: ResultSizeLimit | undefined;
   /** Terminal records waiting for their write, in batches (see {@link RedisBackend.storeResult}). */
   #terminal: TerminalBatch[] = [];
   readonly #terminalFlush = new FlushScheduler(() => this.#flushTerminal());
@@ -160,32 +158,40 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   }
 
   /**
-   * {@inheritDoc Backend.resultSizeLimit} From the server's `proto-max-bulk-len` (512 MB by
-   * default), read with `CONFIG GET` at connect as the default user; undefined for a named ACL
-   * user (whose rules rarely allow `CONFIG`: each refusal would be an `ACL LOG` entry) or when
-   * `CONFIG` is refused (a managed service). A record the server refuses is then recognized by
-   * its reply, which comes only once a send happens to read it before Redis closes the
-   * connection: a few reconnects for a record somewhat over the limit, possibly none for one
-   * many times over it.
+   * {@inheritDoc Backend.resultSizeLimit} The smaller of the server's `proto-max-bulk-len`
+   * (512 MB by default) and `client-query-buffer-limit` (1 GB; over it Redis closes the
+   * connection without a reply), less room for the record's other fields, read with
+   * `CONFIG GET` as the default user; undefined for a named ACL user (whose rules rarely allow
+   * `CONFIG`: each refusal would be an `ACL LOG` entry) or when `CONFIG` is refused (a managed
+   * service). A record the server refuses is then recognized by its reply, which comes only
+   * once a send happens to read it before Redis closes the connection: a few reconnects for a
+   * record somewhat over the limit, possibly none for one many times over it.
    */
-  resultSizeLimit(): ResultSizeLimit | undefined {
-    return this.#sizeLimit;
-  }
-
-  async #readSizeLimit(main: RedisClientLike): Promise<ResultSizeLimit | undefined> {
+  async resultSizeLimit(): Promise<ResultSizeLimit | undefined> {
+    const main = this.#main;
+    if (main === undefined) return undefined;
     const user = (main as { readonly options?: { readonly username?: unknown } }).options?.username;
     if (typeof user === "string" && user !== "" && user !== "default") return undefined;
-    let reply: unknown;
+    const read = async (name: string): Promise<number> => {
+      const reply = await this.#deadlines.guard(main.call("CONFIG", "GET", name), "CONFIG GET");
+      return Array.isArray(reply) ? Number(reply[1]) : Number.NaN;
+    };
+    let values: number[];
     try {
-      reply = await this.#deadlines.guard(main.call("CONFIG", "GET", "proto-max-bulk-len"), "CONFIG GET");
-    } catch {
+      values = await Promise.all([read("proto-max-bulk-len"), read("client-query-buffer-limit")]);
+    } catch (error) {
+      this.#logger.debug(
+        { err: this.#describe(error) },
+        "redis backend: the server's argument size limit could not be read; a record it refuses is recognized by its reply",
+      );
       return undefined;
     }
-    const value = Array.isArray(reply) ? Number(reply[1]) : Number.NaN;
+    const [bulk = Number.NaN, buffer = Number.NaN] = values;
+    const value = Math.min(bulk, buffer);
     if (!Number.isSafeInteger(value) || value <= 2 * RECORD_ROOM_BYTES) return undefined;
     return {
       bytes: value - RECORD_ROOM_BYTES,
-      source: `the result backend's Redis server takes arguments of at most ${value} bytes (its proto-max-bulk-len), the record's other fields included`,
+      source: `the result backend's Redis server takes arguments of at most ${value} bytes (its ${value === bulk ? "proto-max-bulk-len" : "client-query-buffer-limit"}), the record's other fields included`,
     };
   }
 
@@ -246,7 +252,6 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     // after every reconnect.
     this.#stopEvictionChecks = watchEviction(main, "records", "Redis backend", this.displayUrl);
     void this.#checkPublishRight(main);
-    this.#sizeLimit = await this.#readSizeLimit(main);
     this.#main = main;
     this.#hub = new RedisResultHub({
       main,

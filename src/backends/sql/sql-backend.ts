@@ -118,8 +118,6 @@ export class SqlBackend implements Backend {
   #retryWarnedAtMs = Number.NEGATIVE_INFINITY;
   #retriesNotWarned = 0;
   #connecting: Promise<SqlConnection> | undefined;
-  /** Read from the server at connect (see {@link SqlBackend.resultSizeLimit}). */
-  #sizeLimit: ResultSizeLimit | undefined;
   #unlisten: (() => Promise<void>) | undefined;
   /** The `data_version` check's timer while results are awaited (SQLite). */
   #versionTimer: NodeJS.Timeout | undefined;
@@ -364,33 +362,37 @@ export class SqlBackend implements Backend {
       await connection.close().catch(() => undefined);
       throw error;
     }
-    if (this.kind === "mysql") this.#sizeLimit = await this.#readPacketLimit(connection);
     return connection;
   }
 
   /**
-   * {@inheritDoc Backend.resultSizeLimit} MySQL and MariaDB only: from the server's
-   * `max_allowed_packet` (16 MiB by default on MariaDB, 64 MiB on MySQL 8, 4 MiB on MySQL 5.7),
-   * read at connect, halved (the driver escapes quotes and backslashes on the client: a record
-   * can double on the wire) less room for the statement. The other databases take records far
-   * larger than `maxResultBytes` allows.
+   * {@inheritDoc Backend.resultSizeLimit} MySQL and MariaDB only: the server's
+   * `max_allowed_packet` (16 MiB by default on MariaDB, 64 MiB on MySQL 8, 4 MiB on MySQL 5.7)
+   * less room for the statement, with quotes and backslashes counted twice (the driver escapes
+   * them on the client). The other databases take records far larger than `maxResultBytes`
+   * allows.
    */
-  resultSizeLimit(): ResultSizeLimit | undefined {
-    return this.#sizeLimit;
-  }
-
-  async #readPacketLimit(connection: SqlConnection): Promise<ResultSizeLimit | undefined> {
+  async resultSizeLimit(): Promise<ResultSizeLimit | undefined> {
+    const connection = this.#connection;
+    if (this.kind !== "mysql" || connection === undefined) return undefined;
     let value: number;
     try {
-      const { rows } = await sql<{ max: unknown }>`select @@max_allowed_packet as max`.execute(connection.db);
+      const { rows } = await this.#withRetries("read max_allowed_packet", connection, (db) =>
+        sql<{ max: unknown }>`select @@max_allowed_packet as max`.execute(db),
+      );
       value = Number(rows[0]?.max);
-    } catch {
-      return undefined; // not read: a refused record is recognized by the server's error instead
+    } catch (error) {
+      this.#logger.debug(
+        { err: error instanceof Error ? error.message : String(error) },
+        "mysql backend: max_allowed_packet could not be read; a record the server refuses is recognized by its error",
+      );
+      return undefined;
     }
     if (!Number.isSafeInteger(value) || value <= 2 * STATEMENT_ROOM_BYTES) return undefined;
     return {
-      bytes: Math.floor((value - STATEMENT_ROOM_BYTES) / 2),
-      source: `half the result backend's max_allowed_packet of ${value} bytes, less room for the statement (the MySQL driver escapes quotes and backslashes: a record can double on the wire)`,
+      bytes: value - STATEMENT_ROOM_BYTES,
+      source: `the result backend's max_allowed_packet of ${value} bytes, less room for the statement, counting quotes and backslashes twice (the MySQL driver escapes them)`,
+      quotesEscaped: true,
     };
   }
 

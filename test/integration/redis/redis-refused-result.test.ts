@@ -1,7 +1,8 @@
 /**
  * A result too large for the Redis server (an argument over `proto-max-bulk-len`, set here below
  * `maxResultBytes` on a redis-server of the test's own):
- * - the limit read at connect (`CONFIG GET`): a larger result fails its task at once with a
+ * - the limit read as the worker starts (`CONFIG GET`, `proto-max-bulk-len` and
+ *   `client-query-buffer-limit`): a larger result fails its task at once with a
  *   `ValidationError` naming the server's limit, and is never sent;
  * - the limit not readable (a user without `CONFIG`): Redis's refusal of the record is
  *   recognized, and the task fails the same way after its one run, instead of being stored again
@@ -29,14 +30,16 @@ describe.skipIf(skip)("redis: a result the server refuses for its size", () => {
   const cleanups = useCleanups();
   const own = useOwnRedis("refused-result");
 
-  async function adminWithLowLimit(): Promise<Redis> {
+  async function adminWithLowLimit(limit = "proto-max-bulk-len"): Promise<Redis> {
     const admin = new Redis(own.server.url);
     cleanups.push(() => admin.disconnect());
-    await admin.config("SET", "proto-max-bulk-len", String(BULK_LIMIT));
+    await admin.config("SET", "proto-max-bulk-len", "512mb");
+    await admin.config("SET", "client-query-buffer-limit", "1gb");
+    await admin.config("SET", limit, String(BULK_LIMIT));
     return admin;
   }
 
-  it("the server's limit read at connect: a larger result fails its task at once, never sent", {
+  it("the server's limit read as the worker starts: a larger result fails its task at once, never sent", {
     timeout: 60_000,
   }, async () => {
     const admin = await adminWithLowLimit();
@@ -74,6 +77,34 @@ describe.skipIf(skip)("redis: a result the server refuses for its size", () => {
     expect(await (await make.delay(900 * 1024)).get({ timeout: 20 })).toHaveLength(900 * 1024);
   });
 
+  it("over the server's client-query-buffer-limit (Redis closes the connection without a reply): the same", {
+    timeout: 60_000,
+  }, async () => {
+    await adminWithLowLimit("client-query-buffer-limit");
+    const url = own.server.url;
+    const app = new Chicory({
+      broker: new RedisBroker({ url, keyPrefix: "buffer", env: {} }),
+      backend: new RedisBackend({ url, keyPrefix: "buffer", env: {} }),
+    });
+    cleanups.push(() => app.disconnect());
+    let runs = 0;
+    const make = app.task({ name: "make", retryPolicy: { maxRetries: 2, retryDelay: 0 } }, async (size: number) => {
+      runs++;
+      return "x".repeat(size);
+    });
+    const worker = new Worker(app, { concurrency: 4, logger: silentLogger, heartbeatInterval: 0.2 });
+    await worker.start();
+    cleanups.push(() => worker.stop(5));
+    const refused = await (await make.delay(3 * 1024 * 1024)).get({ timeout: 20 }).catch((e: unknown) => e);
+    expect(refused).toMatchObject({
+      errorType: "ValidationError",
+      remoteMessage: expect.stringMatching(
+        /over the limit of 983040 bytes \(the result backend's Redis server takes arguments of at most 1048576 bytes \(its client-query-buffer-limit\)/,
+      ),
+    });
+    expect(runs).toBe(1);
+  });
+
   for (const broker of ["redis", "memory"] as const) {
     it(`the limit not readable: fails its task after one run; the others of its batch succeed (${broker} broker)`, {
       timeout: 60_000,
@@ -89,7 +120,7 @@ describe.skipIf(skip)("redis: a result the server refuses for its size", () => {
       });
       cleanups.push(() => app.disconnect());
       await app.connect();
-      expect(app.backend?.resultSizeLimit?.()).toBeUndefined();
+      expect(await app.backend?.resultSizeLimit?.()).toBeUndefined();
       const runs = new Map<number, number>();
       let release: () => void = () => undefined;
       const gate = new Promise<void>((resolve) => {

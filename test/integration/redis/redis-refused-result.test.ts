@@ -39,15 +39,13 @@ describe.skipIf(skip)("redis: a result the server refuses for its size", () => {
     return admin;
   }
 
-  it("the server's limit read as the worker starts: a larger result fails its task at once, never sent", {
-    timeout: 60_000,
-  }, async () => {
-    const admin = await adminWithLowLimit();
+  /** A worker on the own server (default user) with a task returning `size` bytes of "x". */
+  async function startMaker(prefix: string, maxResultBytes?: number) {
     const url = own.server.url;
     const app = new Chicory({
-      broker: new RedisBroker({ url, keyPrefix: "limit", env: {} }),
-      backend: new RedisBackend({ url, keyPrefix: "limit", env: {} }),
-      config: { maxResultBytes: 256 * 1024 * 1024 },
+      broker: new RedisBroker({ url, keyPrefix: prefix, env: {} }),
+      backend: new RedisBackend({ url, keyPrefix: prefix, env: {} }),
+      ...(maxResultBytes === undefined ? {} : { config: { maxResultBytes } }),
     });
     cleanups.push(() => app.disconnect());
     let runs = 0;
@@ -58,6 +56,14 @@ describe.skipIf(skip)("redis: a result the server refuses for its size", () => {
     const worker = new Worker(app, { concurrency: 4, logger: silentLogger, heartbeatInterval: 0.2 });
     await worker.start();
     cleanups.push(() => worker.stop(5));
+    return { make, runs: () => runs };
+  }
+
+  it("the server's limit read as the worker starts: a larger result fails its task at once, never sent", {
+    timeout: 60_000,
+  }, async () => {
+    const admin = await adminWithLowLimit();
+    const { make, runs } = await startMaker("limit", 256 * 1024 * 1024);
     const inputBytes = async () =>
       Number(/total_net_input_bytes:(\d+)/.exec(String(await admin.call("INFO", "stats")))?.[1]);
     const before = await inputBytes();
@@ -71,7 +77,7 @@ describe.skipIf(skip)("redis: a result the server refuses for its size", () => {
         /^task "make": its result is 67108866 bytes of JSON, over the limit of 983040 bytes \(the result backend's Redis server takes arguments of at most 1048576 bytes \(its proto-max-bulk-len\)/,
       ),
     });
-    expect(runs).toBe(1);
+    expect(runs()).toBe(1);
     expect((await inputBytes()) - before).toBeLessThan(BULK_LIMIT); // the result never went out
     // under the server's limit: stored
     expect(await (await make.delay(900 * 1024)).get({ timeout: 20 })).toHaveLength(900 * 1024);
@@ -81,20 +87,7 @@ describe.skipIf(skip)("redis: a result the server refuses for its size", () => {
     timeout: 60_000,
   }, async () => {
     await adminWithLowLimit("client-query-buffer-limit");
-    const url = own.server.url;
-    const app = new Chicory({
-      broker: new RedisBroker({ url, keyPrefix: "buffer", env: {} }),
-      backend: new RedisBackend({ url, keyPrefix: "buffer", env: {} }),
-    });
-    cleanups.push(() => app.disconnect());
-    let runs = 0;
-    const make = app.task({ name: "make", retryPolicy: { maxRetries: 2, retryDelay: 0 } }, async (size: number) => {
-      runs++;
-      return "x".repeat(size);
-    });
-    const worker = new Worker(app, { concurrency: 4, logger: silentLogger, heartbeatInterval: 0.2 });
-    await worker.start();
-    cleanups.push(() => worker.stop(5));
+    const { make, runs } = await startMaker("buffer");
     const refused = await (await make.delay(3 * 1024 * 1024)).get({ timeout: 20 }).catch((e: unknown) => e);
     expect(refused).toMatchObject({
       errorType: "ValidationError",
@@ -102,7 +95,7 @@ describe.skipIf(skip)("redis: a result the server refuses for its size", () => {
         /over the limit of 983040 bytes \(the result backend's Redis server takes arguments of at most 1048576 bytes \(its client-query-buffer-limit\)/,
       ),
     });
-    expect(runs).toBe(1);
+    expect(runs()).toBe(1);
   });
 
   for (const broker of ["redis", "memory"] as const) {

@@ -106,11 +106,6 @@ export async function executeActions(actions: readonly Action[], ctx: ExecutionC
         );
         return;
       }
-      const refused = refusedResult(action, ctx, error);
-      if (refused !== undefined) {
-        await failRefusedResult(ctx, refused);
-        return;
-      }
       const retried = await retryStep(action, ctx, error);
       if (typeof retried === "string") {
         await failRefusedResult(ctx, retried);
@@ -215,6 +210,8 @@ async function failRefusedResult(ctx: ExecutionContext, refusal: string): Promis
 async function retryStep(action: Action, ctx: ExecutionContext, firstError: unknown): Promise<boolean | string> {
   let error = firstError;
   for (let i = 0; ; i++) {
+    const refused = refusedResult(action, ctx, error);
+    if (refused !== undefined) return refused;
     const delay = STEP_BACKOFF_MS[i];
     const taskId = ctx.attempt.message?.id;
     if (delay === undefined || ctx.stopSignal.aborted || ctx.isConsumerClosed?.() === true) {
@@ -231,8 +228,6 @@ async function retryStep(action: Action, ctx: ExecutionContext, firstError: unkn
       return true;
     } catch (next) {
       error = next;
-      const refused = refusedResult(action, ctx, next);
-      if (refused !== undefined) return refused;
     }
   }
 }

@@ -829,7 +829,7 @@ export class Worker {
   #applyResultSizeLimit(limit: ResultSizeLimit | undefined): void {
     const configured = this.#app.config.maxResultBytes;
     const lower = limit !== undefined && limit.bytes < (limit.quotesEscaped ? 2 : 1) * configured;
-    this.#runnerEnv = { ...this.#runnerEnv, maxResultBytes: configured, serverResultLimit: lower ? limit : undefined };
+    this.#runnerEnv = { ...this.#runnerEnv, serverResultLimit: lower ? limit : undefined };
     if (!lower) return;
     this.#logger.info(
       { maxResultBytes: configured, limit: limit.bytes, source: limit.source },

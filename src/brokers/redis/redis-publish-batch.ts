@@ -201,7 +201,7 @@ export class PublishBatcher {
    * `NOSCRIPT` included), and only for calls that added something. Take `mark` just before
    * sending the call ({@link mark}).
    */
-  async confirmed(
+  async #confirmed(
     call: Promise<unknown>,
     mark: number | undefined,
     adds: (reply: unknown) => boolean,
@@ -220,7 +220,7 @@ export class PublishBatcher {
 
   /**
    * Whether the replicas hold what a call sent at `mark` wrote, asked once its reply is in (see
-   * {@link confirmed}): `undefined` when they do, else the error that says why not.
+   * {@link PublishBatcher.#confirmed}): `undefined` when they do, else the error that says why not.
    */
   confirm(mark: number): Promise<Error | undefined> {
     return this.#confirmer?.confirm(mark) ?? Promise.resolve(undefined);
@@ -272,10 +272,12 @@ export class PublishBatcher {
     } catch (error) {
       call = Promise.reject(error); // as in #send
     }
-    // The due mover hears of the published ones from Redis's reply, not after the replicas' wait.
-    call.then((reply) => scheduleMoves(batch, reply, host), ignore);
+    // With waitReplicas, the due mover hears of the published ones from Redis's reply, not after
+    // the replicas' wait; without, as they are settled (one pass, no step more per call).
+    const movesFirst = this.#confirmer !== undefined;
+    if (movesFirst) call.then((reply) => scheduleMoves(batch, reply, host), ignore);
     this.#settleWhenAnswered(call, mark, keys.queue, publishedAny, batch.rejects, (reply, unconfirmed) =>
-      settleDelayed(batch, reply, host, unconfirmed),
+      settleDelayed(batch, reply, host, unconfirmed, !movesFirst),
     );
   }
 
@@ -300,7 +302,7 @@ export class PublishBatcher {
   /**
    * Settles a batch's publishes from its call, within the publish time limit: from the reply at
    * once without `waitReplicas` (no step more per call than before the option existed), else
-   * with the replicas' verdict ({@link confirmed}). Rejects them all with the call's error.
+   * with the replicas' verdict ({@link PublishBatcher.#confirmed}). Rejects them all with the call's error.
    */
   #settleWhenAnswered(
     call: Promise<unknown>,
@@ -320,7 +322,7 @@ export class PublishBatcher {
       return;
     }
     host.deadlines
-      .guard(this.confirmed(call, mark, adds), queue)
+      .guard(this.#confirmed(call, mark, adds), queue)
       .then(([reply, unconfirmed]) => settleWith(reply, unconfirmed), fail);
   }
 }
@@ -483,13 +485,15 @@ function settle(batch: Batch, reply: unknown, host: PublishBatchHost, unconfirme
 
 /**
  * Settles each delayed publish with its code in the reply of `publish-delayed.lua` (one per
- * message); a published one whose replicas were not confirmed rejects with `unconfirmed`.
+ * message), and with `scheduleMoves` notes the published ones for the due mover; a published
+ * one whose replicas were not confirmed rejects with `unconfirmed`.
  */
 function settleDelayed(
   batch: DelayedBatch,
   reply: unknown,
   host: PublishBatchHost,
   unconfirmed: Error | undefined,
+  scheduleMoves: boolean,
 ): void {
   const codes = Array.isArray(reply) ? reply : [];
   const notConfirmed = unconfirmed === undefined ? undefined : host.wrapError(unconfirmed);
@@ -501,12 +505,13 @@ function settleDelayed(
       );
       continue;
     }
+    if (code === 1 && scheduleMoves) host.scheduleMove(batch.keys, batch.args[3 + 4 * i] as number);
     if (code === 1 && notConfirmed !== undefined) (batch.rejects[i] as (error: Error) => void)(notConfirmed);
     else (batch.resolves[i] as (code: number) => void)(code);
   }
 }
 
-/** Notes the delayed publishes `publish-delayed.lua` published for the due mover. */
+/** Notes the delayed publishes `publish-delayed.lua` published for the due mover (`waitReplicas`). */
 function scheduleMoves(batch: DelayedBatch, reply: unknown, host: PublishBatchHost): void {
   const codes = Array.isArray(reply) ? reply : [];
   for (let i = 0; i < batch.resolves.length; i++) {

@@ -8,22 +8,16 @@
 // keep --jobs × the per-job CPU well above that), the producer's from process.cpuUsage() (it
 // includes this script's loop, the same for every system), Redis's from INFO cpu.
 // Usage: node bench/latency-cpu.mjs [--systems=chicory,beequeue,bare-ioredis,bullmq] [--jobs=3000] [--reps=2]
-import fs from "node:fs";
 import os from "node:os";
-import { median, parseArgs, percentile, sleep, startWorkers, withTimeout } from "./lib/common.mjs";
+import { median, parseArgs, percentile, procCpuSeconds, sleep, startWorkers, withTimeout } from "./lib/common.mjs";
 import { flushBenchDb, redisCpuSeconds } from "./lib/redis.mjs";
 
 const a = parseArgs();
 const systems = String(a.systems || "chicory,beequeue,bare-ioredis,bullmq").split(",");
 const jobs = Number(a.jobs || 3000);
 const reps = Number(a.reps || 2);
-const TICK_US = 1e6 / 100; // USER_HZ is 100 on Linux
-
 /** User + system CPU of process `pid` so far, µs. */
-function processCpuUs(pid) {
-  const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * TICK_US; // utime, stime
-}
+const processCpuUs = (pid) => procCpuSeconds(pid) * 1e6;
 
 const rows = new Map(systems.map((s) => [s, []]));
 for (let rep = 1; rep <= reps; rep++) {

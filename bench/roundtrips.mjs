@@ -7,8 +7,17 @@
 // commands run inside scripts (MONITOR slows Redis: its timings are not used).
 // Usage: node bench/roundtrips.mjs [--systems=chicory,bullmq,bare-ioredis,beequeue] [--n=4096] [--reps=3]
 //          [--monitor] [--monitor-n=1024] [--out=bench/results/roundtrips.json]
-import fs from "node:fs";
-import { hardDeadline, median, parseArgs, REDIS, sleep, startWorkers, withTimeout, writeJson } from "./lib/common.mjs";
+import {
+  hardDeadline,
+  median,
+  parseArgs,
+  procCpuSeconds,
+  REDIS,
+  sleep,
+  startWorkers,
+  withTimeout,
+  writeJson,
+} from "./lib/common.mjs";
 import { commandStats, connect, flushBenchDb, redisInfo } from "./lib/redis.mjs";
 
 const a = parseArgs();
@@ -22,12 +31,6 @@ const rows = [];
 const monitorRows = [];
 const started = new Date().toISOString();
 const save = () => writeJson(out, { started, node: process.version, N, reps, rows, monitorN, monitorRows });
-
-/** CPU seconds (user + sys) of a process, from /proc (Linux). */
-function procCpuSeconds(pid) {
-  const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
-}
 
 /** Runs fn() with a batch of the system's producer and 1 worker. */
 async function withSystem(sys, tag, fn) {

@@ -122,6 +122,12 @@ export function rssMiB(pid) {
   return m ? Number(m[1]) / 1024 : Number.NaN;
 }
 
+/** CPU seconds (user + sys) of a process, from /proc (Linux; clock ticks of 10 ms, USER_HZ = 100). */
+export function procCpuSeconds(pid) {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime
+}
+
 /** Writes a results file (creating its folder). */
 export function writeJson(file, data) {
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });

@@ -4,14 +4,14 @@
  * logging the same refusal on every call.
  * @module
  */
-import { readFileSync } from "node:fs";
 import { withinDeadline } from "../core/sleep.js";
 import { ConfigurationError } from "../errors.js";
+import { readLua } from "./lua.js";
 import { type RedisClientLike, runScript } from "./redis-client.js";
 import { isClusterClient, redactedCopy } from "./redis-connect.js";
 
 const CHECK_ACCESS = "chicoryCheckAccess";
-const CHECK_ACCESS_LUA = readFileSync(new URL("./scripts/check-access.lua", import.meta.url), "utf8");
+const CHECK_ACCESS_LUA = readLua("redis/scripts/check-access.lua");
 /** How long a check waits for Redis (an outage right after connecting must not hold a start). */
 const CHECK_TIMEOUT_MS = 2000;
 

@@ -24,7 +24,10 @@ describe("the published package", () => {
     const files = (await run("tar", ["-tzf", tarball])).stdout;
     expect(files).toContain("package/dist/index.js");
     expect(files).toContain("package/dist/index.d.ts");
-    expect(files).toContain("package/dist/brokers/redis/scripts/ack.lua");
+    expect(files).toContain("package/dist/cli/main.js");
+    // the code is bundled per entry point (shared code in dist/chunks/), the Lua scripts inside it
+    expect(files).toMatch(/package\/dist\/chunks\/[^/\n]+\.js\n/);
+    expect(files).not.toMatch(/\.lua\n/);
     expect(files).not.toMatch(/package\/(src|test)\//);
     // every relative link of the shipped Markdown (README, docs) points at a shipped file
     const shipped = new Set(files.split("\n").map((f) => f.replace(/^package\//, "").replace(/\/$/, "")));

@@ -3,11 +3,11 @@
  * registered per connection with `defineCommand` (EVALSHA).
  * @module
  */
-import { readFileSync } from "node:fs";
+import { readLua } from "../../redis/lua.js";
 import { nameScripts, type RedisClientLike } from "../../redis/redis-client.js";
 
 function lua(name: string): string {
-  return readFileSync(new URL(`./scripts/${name}.lua`, import.meta.url), "utf8");
+  return readLua(`backends/redis/scripts/${name}.lua`);
 }
 
 const SCRIPTS = {

@@ -1,14 +1,15 @@
 /**
  * The broker's Lua scripts (see each file's header for KEYS/ARGV, return value and why it is
- * atomic). Read once at module load from `./scripts/*.lua` (the build copies them next to the
- * compiled module) and registered per connection with `defineCommand`, so calls use EVALSHA.
+ * atomic). Read once at module load from `./scripts/*.lua` (the build embeds them, see
+ * `redis/lua.ts`) and registered per connection with `defineCommand`, so calls use EVALSHA.
  * @module
  */
-import { readFileSync } from "node:fs";
+
+import { readLua } from "../../redis/lua.js";
 import { nameScripts, type RedisClientLike } from "../../redis/redis-client.js";
 
-function lua(name: string, folder = "./scripts"): string {
-  return readFileSync(new URL(`${folder}/${name}.lua`, import.meta.url), "utf8");
+function lua(name: string, folder = "brokers/redis/scripts"): string {
+  return readLua(`${folder}/${name}.lua`);
 }
 
 /**
@@ -30,7 +31,7 @@ function ackLua(): string {
 
 /** The result backend's `store-results.lua` as the local function storeResults(KEYS, ARGV). */
 function storeResultsLua(): string {
-  return `local function storeResults(KEYS, ARGV)\n${lua("store-results", "../../backends/redis/scripts")}\nend`;
+  return `local function storeResults(KEYS, ARGV)\n${lua("store-results", "backends/redis/scripts")}\nend`;
 }
 
 /** `ack-with-records.lua` below the scripts it calls, as local functions (see its header). */

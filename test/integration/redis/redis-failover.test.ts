@@ -33,7 +33,7 @@ import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
 import { ChaosProxy } from "../../reliability/infra/chaos-proxy.js";
 import { freePort, OwnRedis } from "../../reliability/infra/redis-server.js";
-import { caughtUp, replicate } from "./replication.js";
+import { acknowledged, caughtUp, replicate } from "./replication.js";
 
 const skip = await skipUnless("redis");
 
@@ -269,15 +269,58 @@ describe.skipIf(skip)("redis adapters: failover behind one address", () => {
       return n * 3;
     });
 
+    // a client blocked in WAIT (CLIENT LIST: flags with "b", last command wait)
+    const blockedInWait = async () =>
+      String(await adminP.call("CLIENT", "LIST"))
+        .split("\n")
+        .some((line) => /\bflags=\w*b/.test(line) && /\bcmd=wait\b/.test(line));
+    const replicaPid = replica.pid ?? 0;
+    const resumeReplica = () => {
+      try {
+        process.kill(replicaPid, "SIGCONT");
+      } catch {
+        // killed and started again since (a later step of this test)
+      }
+    };
+    cleanups.push(resumeReplica);
+
     // no worker yet: once delay() resolves, the replica holds every message
-    await Promise.all(Array.from({ length: 20 }, (_, i) => double.delay(i)));
+    await Promise.all(Array.from({ length: 19 }, (_, i) => double.delay(i)));
+    expect(await adminR.call("XLEN", "wait:stream:{default}")).toBe(19);
+    // with the replica stopped, a publish in the primary's stream stays unresolved until it is back
+    await acknowledged(adminP);
+    process.kill(replicaPid, "SIGSTOP");
+    let isResolved = false;
+    const stalled = double.delay(19).then(() => {
+      isResolved = true;
+    });
+    await eventually(async () => Number(await adminP.call("XLEN", "wait:stream:{default}")) === 20, 5000);
+    await eventually(blockedInWait, 5000);
+    expect(isResolved).toBe(false);
+    resumeReplica();
+    await stalled;
     expect(await adminR.call("XLEN", "wait:stream:{default}")).toBe(20);
-    // a call Redis no longer knows by its SHA (NOSCRIPT, then EVAL) is waited for too (its WAIT
-    // leaves after the EVAL's reply; not shown to matter here: SCRIPT FLUSH is itself a write
-    // the replica must acknowledge)
+    // a call Redis no longer knows by its SHA (NOSCRIPT, then EVAL) is waited for too: its WAIT
+    // leaves after the EVAL's reply. The replica stops once it has acknowledged the SCRIPT
+    // FLUSH: a WAIT sent before the EVAL ran would count that acknowledgement and confirm at once
     await adminP.call("SCRIPT", "FLUSH");
-    await double.delay(20);
-    expect(await adminR.call("XLEN", "wait:stream:{default}")).toBe(21);
+    await acknowledged(adminP);
+    process.kill(replicaPid, "SIGSTOP");
+    // a batched publish (EVALSHA sent first) and one with a task id (its own call)
+    const afterNoscript = await Promise.all(
+      [double.delay(20), double.applyAsync([20], { taskId: "wait-after-noscript" })].map((sent) =>
+        sent.then(
+          () => new Error("confirmed, but the replica was stopped"),
+          (error: unknown) => error as Error,
+        ),
+      ),
+    );
+    for (const error of afterNoscript) {
+      expect(error.message).toMatch(/only 0 of the 1 replicas asked for \(waitReplicas\) acknowledged it/);
+    }
+    resumeReplica();
+    await caughtUp(adminP, adminR);
+    expect(await adminR.call("XLEN", "wait:stream:{default}")).toBe(22);
 
     const worker = new Worker(app, { logger: silentLogger, concurrency: 4, heartbeatInterval: 0.2 });
     await worker.start();
@@ -290,11 +333,6 @@ describe.skipIf(skip)("redis adapters: failover behind one address", () => {
       () => new Error("confirmed, but no replica was there"),
       (error: unknown) => error as Error,
     );
-    // a client blocked in WAIT (CLIENT LIST: flags with "b", last command wait)
-    const blockedInWait = async () =>
-      String(await adminP.call("CLIENT", "LIST"))
-        .split("\n")
-        .some((line) => /\bflags=\w*b/.test(line) && /\bcmd=wait\b/.test(line));
     // the publish waits on its own connection: the job under way settles meanwhile
     await eventually(blockedInWait, 5000);
     open();

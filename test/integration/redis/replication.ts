@@ -16,3 +16,12 @@ export async function caughtUp(primary: Redis, replica: Redis): Promise<void> {
     /master_repl_offset:(\d+)/.exec(String(await admin.call("INFO", "replication")))?.[1];
   await eventually(async () => (await offset(replica)) === (await offset(primary)), 10_000);
 }
+
+/** Waits until the primary has heard its replica acknowledge everything written to it so far. */
+export async function acknowledged(primary: Redis): Promise<void> {
+  await eventually(async () => {
+    const info = String(await primary.call("INFO", "replication"));
+    const acked = /slave0:[^\r\n]*\boffset=(\d+)/.exec(info)?.[1];
+    return acked !== undefined && acked === /master_repl_offset:(\d+)/.exec(info)?.[1];
+  }, 10_000);
+}

@@ -1,4 +1,4 @@
-// Builds a private copy of the package into .tmp/bench-dist (tsc + Lua/SQL assets) so a long
+// Builds a private copy of the package into .tmp/bench-dist (scripts/build.mjs, no types) so a long
 // benchmark run is not broken by someone rebuilding dist/ meanwhile. Then run the scripts with
 // CHICORY_DIST=.tmp/bench-dist. Records a fingerprint of src/ in .tmp/bench-dist/SNAPSHOT.json.
 // Usage (from the repository root): node bench/snapshot.mjs
@@ -11,25 +11,10 @@ import { fileURLToPath } from "node:url";
 const repo = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
 const out = path.join(repo, ".tmp", "bench-dist");
 fs.rmSync(out, { recursive: true, force: true });
-execFileSync(
-  process.execPath,
-  [
-    path.join(repo, "node_modules/typescript/bin/tsc"),
-    "-p",
-    path.join(repo, "tsconfig.build.json"),
-    "--outDir",
-    out,
-    "--declaration",
-    "false",
-    "--declarationMap",
-    "false",
-    "--sourceMap",
-    "false",
-    "--inlineSources",
-    "false",
-  ],
-  { stdio: "inherit", timeout: 180000 },
-);
+execFileSync(process.execPath, [path.join(repo, "scripts/build.mjs"), `--outdir=${out}`, "--no-types"], {
+  stdio: "inherit",
+  timeout: 180000,
+});
 const hash = createHash("sha256");
 let files = 0;
 const walk = (dir) => {
@@ -39,11 +24,6 @@ const walk = (dir) => {
     else {
       hash.update(`${path.relative(repo, p)}\0`).update(fs.readFileSync(p));
       files++;
-      if (/\.(lua|sql)$/.test(name)) {
-        const dest = path.join(out, path.relative(path.join(repo, "src"), p));
-        fs.mkdirSync(path.dirname(dest), { recursive: true });
-        fs.copyFileSync(p, dest);
-      }
     }
   }
 };

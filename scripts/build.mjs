@@ -6,24 +6,29 @@
 //    modules: a worker starts ~50 ms sooner and holds ~4 MiB less (bench/PROFILE.md);
 //  - the Lua scripts are embedded (src/redis/lua.ts is replaced by a module holding their text);
 //  - the CLI entry point is made executable.
+// Usage: node scripts/build.mjs [--outdir=DIR] [--no-types]   (default dist/, with declarations;
+// bench/snapshot.mjs builds a private copy with --outdir=.tmp/bench-dist --no-types)
 import { execFileSync } from "node:child_process";
 import { chmodSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
-import { join, relative, sep } from "node:path";
+import { join, relative, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const src = join(root, "src");
-const dist = join(root, "dist");
+const args = process.argv.slice(2);
+const outdirArg = args.find((a) => a.startsWith("--outdir="))?.slice("--outdir=".length);
+const dist = resolve(root, outdirArg ?? "dist");
+const withTypes = !args.includes("--no-types");
 const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
 
 rmSync(dist, { recursive: true, force: true });
-execFileSync(process.execPath, [join(root, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.build.json"], {
-  cwd: root,
-  stdio: "inherit",
-});
+if (withTypes) {
+  const tsc = join(root, "node_modules/typescript/bin/tsc");
+  execFileSync(process.execPath, [tsc, "-p", "tsconfig.build.json", "--outDir", dist], { cwd: root, stdio: "inherit" });
+}
 
-/** `./dist/x/y.js` -> `src/x/y.ts` */
+/** `./dist/x/y.js` -> `src/x/y.ts` (package.json's targets) */
 const toSource = (target) => join(src, target.replace(/^\.\/dist\//, "").replace(/\.js$/, ".ts"));
 const targets = [
   ...Object.values(pkg.exports).flatMap((e) => (typeof e === "object" && e.default ? [e.default] : [])),
@@ -85,7 +90,9 @@ const result = await build({
 
 // Modules that find files relative to their own URL must stay in the CLI's entry file:
 // supervisor.ts forks ./main.js, version.ts reads ../../package.json.
-const cliOut = Object.values(pkg.bin)[0].replace(/^\.\//, "");
+const cliOut = relative(root, join(dist, Object.values(pkg.bin)[0].replace(/^\.\/dist\//, "")))
+  .split(sep)
+  .join("/");
 const placed = (source) =>
   Object.entries(result.metafile.outputs).find(([, o]) => Object.keys(o.inputs).includes(source))?.[0];
 for (const source of ["src/cli/supervisor.ts", "src/cli/version.ts"]) {

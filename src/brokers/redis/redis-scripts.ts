@@ -4,7 +4,6 @@
  * `redis/lua.ts`) and registered per connection with `defineCommand`, so calls use EVALSHA.
  * @module
  */
-
 import { readLua } from "../../redis/lua.js";
 import { nameScripts, type RedisClientLike } from "../../redis/redis-client.js";
 

@@ -132,6 +132,8 @@ export class Worker {
   readonly #started = new StartedMarker(STARTED_AFTER_MS, (message) => this.#markStarted(message));
   /** What the runner needs, shared by every job of one run (set by `start`). */
   #runnerEnv!: RunnerEnv;
+  /** The backend server's result size limit as last read (see {@link #refreshResultSizeLimit}). */
+  #serverResultLimit: ResultSizeLimit | undefined;
   #processed = 0;
   #failed = 0;
   #stopping: Promise<void> | null = null;
@@ -250,6 +252,7 @@ export class Worker {
       throw error;
     }
     this.#warnUnknownEnv();
+    this.#serverResultLimit = serverResultLimit;
     this.#applyResultSizeLimit(serverResultLimit);
     this.startedAt = new Date();
     runningWorkers.set(this.#app, (runningWorkers.get(this.#app) ?? 0) + 1);
@@ -430,7 +433,7 @@ export class Worker {
     const backend = this.#app.backend;
     if (backend) {
       this.#loops.push(
-        startLoop(() => this.#heartbeat(), {
+        startLoop(() => this.#heartbeat().then(() => this.#refreshResultSizeLimit()), {
           intervalMs: this.config.heartbeatInterval * 1000,
           runFirst: true,
           onError: onError("heartbeat"),
@@ -823,8 +826,8 @@ export class Worker {
 
   /**
    * The largest result stored: `maxResultBytes`, lowered to what the backend's server takes
-   * when it takes less (`limit`, read as the worker starts): a larger result then fails its task
-   * at once, rather than be sent to a server that refuses it.
+   * when it takes less (`limit`, read as the worker starts and again with each heartbeat): a
+   * larger result then fails its task at once, rather than be sent to a server that refuses it.
    */
   #applyResultSizeLimit(limit: ResultSizeLimit | undefined): void {
     const configured = this.#app.config.maxResultBytes;
@@ -835,6 +838,26 @@ export class Worker {
       { maxResultBytes: configured, limit: limit.bytes, source: limit.source },
       "results larger than the result backend's server takes fail their task (its limit is below maxResultBytes)",
     );
+  }
+
+  /**
+   * Reads the backend server's result size limit again (after each heartbeat), so a limit
+   * changed on the server (`CONFIG SET`, `SET GLOBAL`) or another server behind the same address
+   * (a failover) is followed within a heartbeat interval. Only when it could be read as the
+   * worker started: a server that does not tell (ACL, `CONFIG` disabled) is not asked again. A
+   * failed read keeps the limit known.
+   */
+  async #refreshResultSizeLimit(): Promise<void> {
+    const known = this.#serverResultLimit;
+    if (known === undefined || this.#phase !== "running") return;
+    const limit = await this.#app.backend?.resultSizeLimit?.().catch(() => undefined);
+    if (limit === undefined || limit.bytes === known.bytes) return;
+    this.#serverResultLimit = limit;
+    this.#logger.info(
+      { limit: limit.bytes, before: known.bytes, source: limit.source },
+      "the result backend's server changed its size limit",
+    );
+    this.#applyResultSizeLimit(limit);
   }
 
   /**

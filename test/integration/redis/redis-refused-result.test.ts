@@ -14,7 +14,9 @@ import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
-import { Chicory, MemoryBroker, silentLogger, TaskFailedError, Worker } from "../../../src/index.js";
+import { Chicory, type Logger, MemoryBroker, silentLogger, TaskFailedError, Worker } from "../../../src/index.js";
+import { eventually } from "../../contract/contract-helpers.js";
+import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
 import { useOwnRedis } from "./own-redis.js";
@@ -40,7 +42,7 @@ describe.skipIf(skip)("redis: a result the server refuses for its size", () => {
   }
 
   /** A worker on the own server (default user) with a task returning `size` bytes of "x". */
-  async function startMaker(prefix: string, maxResultBytes?: number) {
+  async function startMaker(prefix: string, maxResultBytes?: number, logger: Logger = silentLogger) {
     const url = own.server.url;
     const app = new Chicory({
       broker: new RedisBroker({ url, keyPrefix: prefix, env: {} }),
@@ -53,7 +55,7 @@ describe.skipIf(skip)("redis: a result the server refuses for its size", () => {
       runs++;
       return "x".repeat(size);
     });
-    const worker = new Worker(app, { concurrency: 4, logger: silentLogger, heartbeatInterval: 0.2 });
+    const worker = new Worker(app, { concurrency: 4, logger, heartbeatInterval: 0.2 });
     await worker.start();
     cleanups.push(() => worker.stop(5));
     return { make, runs: () => runs };
@@ -96,6 +98,31 @@ describe.skipIf(skip)("redis: a result the server refuses for its size", () => {
       ),
     });
     expect(runs()).toBe(1);
+  });
+
+  it("a limit changed on the server after the worker started is followed within a heartbeat", {
+    timeout: 60_000,
+  }, async () => {
+    const admin = await adminWithLowLimit();
+    const { logger, lines } = capturingLogger();
+    const { make, runs } = await startMaker("changed", undefined, logger);
+    // the worker's line for the count-th change it saw
+    const changed = (count: number) =>
+      eventually(() => lines.filter((l) => /server changed its size limit/.test(l.message)).length >= count, 10_000);
+    const attempt = async () => (await make.delay(BIG)).get({ timeout: 20 }).catch((e: unknown) => e);
+    expect(await attempt()).toMatchObject({ errorType: "ValidationError" }); // over 1 MiB at the start
+    // raised: the same result is stored
+    await admin.config("SET", "proto-max-bulk-len", "512mb");
+    await changed(1);
+    expect(await attempt()).toHaveLength(BIG);
+    // lowered again: it fails at once again, naming the new limit
+    await admin.config("SET", "proto-max-bulk-len", String(BULK_LIMIT));
+    await changed(2);
+    expect(await attempt()).toMatchObject({
+      errorType: "ValidationError",
+      remoteMessage: expect.stringMatching(/over the limit of 983040 bytes \(the result backend's Redis server/),
+    });
+    expect(runs()).toBe(3);
   });
 
   for (const broker of ["redis", "memory"] as const) {

@@ -1,11 +1,13 @@
 // Worker start-up: RSS 2 s after a worker process reports ready (as memory.mjs reads it), and
 // the time from fork to ready, for one or more builds of Chicory side by side, in interleaved
 // reps (build A, build B, ..., then again), with the bare loop's worker as the reference.
+// Flushes the bench DB (REDIS_DB, 2 by default) when done.
 // Use it to compare two builds: `npm run build`, copy dist/ away, change and build again, then
 //   node bench/start-rss.mjs --dists=dist,/tmp/dist-old --reps=8
 // Usage: node bench/start-rss.mjs [--dists=dist] [--reps=8] [--bare=1] [--out=bench/results/tmp/start-rss-<ts>.json]
 import path from "node:path";
 import { hardDeadline, median, parseArgs, rssMiB, sleep, startWorkers, writeJson } from "./lib/common.mjs";
+import { flushBenchDb } from "./lib/redis.mjs";
 
 const a = parseArgs();
 const dists = String(a.dists || "dist").split(",");
@@ -57,4 +59,5 @@ for (const r of rows) {
   );
 }
 writeJson(out, { started: new Date().toISOString(), reps, rows });
+await flushBenchDb(); // the workers' groups and heartbeats (the bench DB only)
 process.exit(0);

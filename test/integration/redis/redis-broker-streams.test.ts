@@ -617,6 +617,23 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(await pending()).toBe(0);
   });
 
+  it("an ack or dead letter is not held up by a unique set of another type: the entry is settled", async () => {
+    const s = await setup();
+    await publish(s.broker, s.queue, { unique: true }); // its entry names its task id
+    const d = await fetchOne(s.consumer());
+    const unique = `${s.prefix}:unique:{${s.queue}}`;
+    expect(await s.raw.type(unique)).toBe("set");
+    await s.raw.set(unique, "not a set"); // an operator's SET at the key, say
+    await d.ack();
+    expect(Number(((await s.raw.xpending(s.stream, s.group)) as [number])[0])).toBe(0);
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+    // nor a dead letter
+    await publish(s.broker, s.queue);
+    await fetchOne(s.consumer()).then((poison) => poison.deadLetter("poison"));
+    expect(await s.raw.xlen(s.dlq)).toBe(1);
+    expect(await s.raw.get(unique)).toBe("not a set"); // left as it was
+  });
+
   it("a settle from a consumer that lost its lease adds nothing (fencing)", async () => {
     const s = await setup({ claimMinIdleMs: 500 });
     await publish(s.broker, s.queue);

@@ -25,7 +25,9 @@ if #ARGV < 5 then
   return {}
 end
 mine = mine or pendingOf(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
-local hasUnique = redis.call('EXISTS', KEYS[2]) == 1
+-- Only a set holds markers: a key of another type there (an operator's SET, say) must not fail
+-- the ack, or the message would stay pending and run again after every lease.
+local hasUnique = redis.call('TYPE', KEYS[2])['ok'] == 'set'
 -- Drops the unique marker of entry `id` (its `id` field), when the queue has unique messages.
 local function dropUniqueMarker(id)
   if not hasUnique then

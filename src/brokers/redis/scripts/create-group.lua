@@ -6,8 +6,10 @@
 -- With Redis full (maxmemory, noeviction) the group is still created: the first write is an
 -- SREM of the empty member, which no task id uses, and Redis checks only a script's first
 -- write against the limit. Without this, a queue filled before any worker started could never
--- be read while Redis stays full.
-redis.call('SREM', KEYS[2], '') -- exempts the writes below from the memory limit
+-- be read while Redis stays full. Called with pcall: a key of another type there (an
+-- operator's SET, say; it holds no markers) must not stop a worker from reading the queue, and
+-- Redis counts a write as the script's first whether or not the command then fails.
+redis.pcall('SREM', KEYS[2], '') -- exempts the writes below from the memory limit
 local created = 1
 local reply = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
 if type(reply) == 'table' and reply.err then

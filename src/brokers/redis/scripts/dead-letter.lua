@@ -37,10 +37,11 @@ if type(owner) ~= 'table' or not owner[1] or owner[1][2] ~= ARGV[8] then
   end
   return 0
 end
--- (composed above: assertType, assert-type.lua) a DLQ or unique set of another type would fail
--- the append after the entry's removal: checked first
+-- (composed above: assertType, assert-type.lua) a DLQ of another type would fail the append
+-- after the entry's removal: checked first. A unique set of another type holds no marker to
+-- drop, and does not stop the move.
 assertType(KEYS[2], 'stream')
-assertType(KEYS[3], 'set')
+local uniqueIsSet = redis.call('TYPE', KEYS[3])['ok'] == 'set'
 redis.call('XACK', KEYS[1], ARGV[1], '0-0') -- exempts the writes below from the memory limit
 if KEYS[4] then
   storeResults({ KEYS[4] }, { ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13] })
@@ -50,5 +51,7 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 local t = redis.call('TIME')
 local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('XADD', KEYS[2], '*', 'data', ARGV[3], 'error', ARGV[4], 'failed_at', nowMs, 'retry_count', ARGV[5], 'id', ARGV[7])
-redis.call('SREM', KEYS[3], ARGV[7])
+if uniqueIsSet then
+  redis.call('SREM', KEYS[3], ARGV[7])
+end
 return 1

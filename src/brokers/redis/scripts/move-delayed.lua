@@ -33,7 +33,9 @@ for _, id in ipairs(ids) do
     -- dead-lettered, not dropped here)
     redis.call('XADD', KEYS[3], '*', 'data', id)
   else
-    redis.call('SREM', KEYS[4], id)
+    if redis.call('TYPE', KEYS[4])['ok'] == 'set' then -- (another type: no marker to drop)
+      redis.call('SREM', KEYS[4], id)
+    end
     lost = lost + 1
   end
 end

@@ -21,7 +21,15 @@ import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { openBrokerSandbox } from "./redis-broker-sandbox.js";
-import { deletePrefix, dropConnection, keysUnder, rawRedis, settleByHand, testPrefix } from "./redis-test-keys.js";
+import {
+  deletePrefix,
+  dropConnection,
+  keysUnder,
+  monitorCommands,
+  rawRedis,
+  settleByHand,
+  testPrefix,
+} from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
 const codec = new MessageCodec();
@@ -129,10 +137,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
     const c = s.consumer();
     const first = await c.fetch(2, AbortSignal.timeout(1000));
     expect(first.map((d) => d.body)).toEqual(bodies.slice(0, 2));
-    const monitor = await rawRedis().monitor();
-    cleanups.push(() => monitor.disconnect());
-    const seen: Array<{ args: string[]; source: string }> = [];
-    monitor.on("monitor", (_time: string, args: string[], source: string) => seen.push({ args, source }));
+    const seen = await monitorCommands(cleanups);
     // The acks wait for the event loop's check phase; the fetch right after them takes them along.
     const acked = first.map((d) => d.ack());
     const next = await c.fetch(2, AbortSignal.timeout(1000));
@@ -183,13 +188,12 @@ describe.skipIf(skip)("redis broker: streams", () => {
     const otherStream = `${s.prefix}:stream:{${other}}`;
     const c = s.consumer(s.broker, [s.queue, other]);
     expect(await c.fetch(1, AbortSignal.timeout(50))).toEqual([]); // both groups exist now
-    const monitor = await rawRedis().monitor();
-    cleanups.push(() => monitor.disconnect());
-    const blockedOnBoth: string[][] = [];
-    monitor.on("monitor", (_time: string, args: string[]) => {
-      const isRead = args[0]?.toUpperCase() === "XREADGROUP" && args.some((a) => a.toUpperCase() === "BLOCK");
-      if (isRead && args.includes(s.stream) && args.includes(otherStream)) blockedOnBoth.push(args);
-    });
+    const seen = await monitorCommands(cleanups);
+    const blockedOnBoth = () =>
+      seen.filter(({ args }) => {
+        const isRead = args[0]?.toUpperCase() === "XREADGROUP" && args.some((a) => a.toUpperCase() === "BLOCK");
+        return isRead && args.includes(s.stream) && args.includes(otherStream);
+      });
     // (a blocked read ends within about a second for the consumer's housekeeping: read again)
     const reading = (async () => {
       for (;;) {
@@ -197,7 +201,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
         if (got.length > 0) return got;
       }
     })();
-    await eventually(async () => expect(blockedOnBoth.length).toBeGreaterThan(0));
+    await eventually(async () => expect(blockedOnBoth().length).toBeGreaterThan(0));
     const task = await publish(s.broker, other); // the second queue: the read blocked on it too
     const [d] = await reading;
     expect(d?.queue).toBe(other);

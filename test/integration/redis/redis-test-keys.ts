@@ -3,9 +3,57 @@
  * drop one), and deletion of every key under a test's random prefix (never FLUSHDB on the
  * shared server).
  */
+import { connect } from "node:net";
 import { Redis } from "ioredis";
 import type { Cleanups } from "../../helpers/cleanups.js";
 import { SERVICES, uniqueName } from "../../helpers/services.js";
+
+/** A command Redis logged to a `MONITOR` connection: its arguments, and who sent it. */
+export interface MonitoredCommand {
+  readonly args: string[];
+  /** `host:port` of the client, or `lua` for a command a script ran. */
+  readonly source: string;
+}
+
+/**
+ * A `MONITOR` connection on a plain socket, which pushes every command Redis logs onto
+ * `seen` until `cleanups` run. (ioredis's `monitor()` can fail with "Command queue state
+ * error" when another client's command is logged in the same read as MONITOR's `+OK`.)
+ */
+export async function monitorCommands(cleanups: Cleanups, url: string = SERVICES.redis): Promise<MonitoredCommand[]> {
+  const { hostname, port } = new URL(url);
+  const socket = connect(Number(port || 6379), hostname);
+  cleanups.push(() => {
+    socket.destroy();
+  });
+  const seen: MonitoredCommand[] = [];
+  let buffered = "";
+  await new Promise<void>((resolve, reject) => {
+    socket.once("error", reject);
+    socket.setEncoding("utf8");
+    socket.on("data", (chunk: string) => {
+      buffered += chunk;
+      for (let end = buffered.indexOf("\r\n"); end >= 0; end = buffered.indexOf("\r\n")) {
+        const line = buffered.slice(0, end);
+        buffered = buffered.slice(end + 2);
+        if (line === "+OK") resolve();
+        // +<time> [<db> <source>] "arg" "arg" ... (arguments escaped as Redis's sdscatrepr does)
+        const logged = /^\+\d+\.\d+ \[\d+ ([^\]]+)\] (.*)$/.exec(line);
+        if (logged === null) continue;
+        const args = [...(logged[2] ?? "").matchAll(/"((?:[^"\\]|\\.)*)"/g)].map(([, arg = ""]) =>
+          arg.replace(/\\(x[0-9a-f]{2}|.)/g, (_, c: string) =>
+            c.length === 3
+              ? String.fromCharCode(Number.parseInt(c.slice(1), 16))
+              : ({ n: "\n", r: "\r", t: "\t" }[c] ?? c),
+          ),
+        );
+        seen.push({ args, source: logged[1] ?? "" });
+      }
+    });
+    socket.write("MONITOR\r\n");
+  });
+  return seen;
+}
 
 /** A random key prefix for one test. */
 export function testPrefix(): string {

@@ -61,7 +61,6 @@ export function readLua(path) {
   return text;
 }
 `,
-        watchFiles: scripts.map(([p]) => join(src, p)),
       };
     });
   },

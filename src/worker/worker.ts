@@ -432,12 +432,20 @@ export class Worker {
     };
     const backend = this.#app.backend;
     if (backend) {
+      let isFirstRound = true; // the result size limit was just read, as the worker started
       this.#loops.push(
-        startLoop(() => this.#heartbeat().then(() => this.#refreshResultSizeLimit()), {
-          intervalMs: this.config.heartbeatInterval * 1000,
-          runFirst: true,
-          onError: onError("heartbeat"),
-        }),
+        startLoop(
+          async () => {
+            await this.#heartbeat();
+            if (isFirstRound) isFirstRound = false;
+            else await this.#refreshResultSizeLimit();
+          },
+          {
+            intervalMs: this.config.heartbeatInterval * 1000,
+            runFirst: true,
+            onError: onError("heartbeat"),
+          },
+        ),
       );
     }
     this.#loops.push(
@@ -841,11 +849,11 @@ export class Worker {
   }
 
   /**
-   * Reads the backend server's result size limit again (after each heartbeat), so a limit
-   * changed on the server (`CONFIG SET`, `SET GLOBAL`) or another server behind the same address
-   * (a failover) is followed within a heartbeat interval. Only when it could be read as the
-   * worker started: a server that does not tell (ACL, `CONFIG` disabled) is not asked again. A
-   * failed read keeps the limit known.
+   * Reads the backend server's result size limit again (after each heartbeat but the first,
+   * which follows the start's read), so a limit changed on the server (`CONFIG SET`, `SET
+   * GLOBAL`) or another server behind the same address (a failover) is followed within a
+   * heartbeat interval. Only when it could be read as the worker started: a server that does not
+   * tell (ACL, `CONFIG` disabled) is not asked again. A failed read keeps the limit known.
    */
   async #refreshResultSizeLimit(): Promise<void> {
     const known = this.#serverResultLimit;

@@ -87,6 +87,18 @@ class AnswerLost extends Error {}
 /** Room a record takes in a Redis argument besides its result (id, state, name, times): ample. */
 const RECORD_ROOM_BYTES = 64 * 1024;
 
+/** Where the `GETBIT` probe of `proto-max-bulk-len` starts: Redis's default (512 MiB), over any `maxResultBytes`. */
+const PROBE_CEILING_BYTES = 512 * 1024 * 1024;
+
+/** The result size limit of a server that takes arguments of at most `value` bytes; `how` completes its description. */
+function sizeLimit(value: number, how: string): ResultSizeLimit | undefined {
+  if (!Number.isSafeInteger(value) || value <= 2 * RECORD_ROOM_BYTES) return undefined;
+  return {
+    bytes: value - RECORD_ROOM_BYTES,
+    source: `the result backend's Redis server ${how}, the record's other fields included`,
+  };
+}
+
 /** The time limits of one connection's bounded operations. */
 function operationDeadlines(): Deadlines {
   return new Deadlines(OPERATION_TIMEOUT_MS, () => new DeadlinePassed(OPERATION_TIMEOUT_MS));
@@ -161,24 +173,46 @@ export class RedisBackend implements Backend, RedisRecordWriter {
    * {@inheritDoc Backend.resultSizeLimit} The smaller of the server's `proto-max-bulk-len`
    * (512 MB by default) and `client-query-buffer-limit` (1 GB; over it Redis closes the
    * connection without a reply), less room for the record's other fields, read with
-   * `CONFIG GET` as the default user; undefined for a named ACL user (whose rules rarely allow
-   * `CONFIG`: each refusal would be an `ACL LOG` entry) or when `CONFIG` is refused (a managed
-   * service). A record the server refuses is then recognized by its reply, which comes only
-   * once a send happens to read it before Redis closes the connection: a few reconnects for a
-   * record somewhat over the limit, possibly none for one many times over it.
+   * `CONFIG GET` as the default user. For a named ACL user (whose rules rarely allow `CONFIG`:
+   * each refusal would be an `ACL LOG` entry) or when `CONFIG` is refused (a managed service),
+   * `proto-max-bulk-len` alone, found with `GETBIT` (which refuses a bit offset of that many
+   * bytes or more); undefined when that is refused too. A record the server refuses is then
+   * recognized by its reply, which comes only once a send happens to read it before Redis
+   * closes the connection: a few reconnects for a record somewhat over the limit, possibly none
+   * for one many times over it.
    */
   async resultSizeLimit(): Promise<ResultSizeLimit | undefined> {
     const main = this.#main;
     if (main === undefined) return undefined;
     const user = (main as { readonly options?: { readonly username?: unknown } }).options?.username;
-    if (typeof user === "string" && user !== "" && user !== "default") return undefined;
-    const read = async (name: string): Promise<number> => {
-      const reply = await this.#deadlines.guard(main.call("CONFIG", "GET", name), "CONFIG GET");
-      return Array.isArray(reply) ? Number(reply[1]) : Number.NaN;
-    };
-    let values: number[];
+    if (typeof user !== "string" || user === "" || user === "default") {
+      const read = async (name: string): Promise<number> => {
+        const reply = await this.#deadlines.guard(main.call("CONFIG", "GET", name), "CONFIG GET");
+        return Array.isArray(reply) ? Number(reply[1]) : Number.NaN;
+      };
+      try {
+        const [bulk = Number.NaN, buffer = Number.NaN] = await Promise.all([
+          read("proto-max-bulk-len"),
+          read("client-query-buffer-limit"),
+        ]);
+        const value = Math.min(bulk, buffer);
+        const which = value === bulk ? "proto-max-bulk-len" : "client-query-buffer-limit";
+        return sizeLimit(value, `takes arguments of at most ${value} bytes (its ${which})`);
+      } catch (error) {
+        this.#logger.debug(
+          { err: this.#describe(error) },
+          "redis backend: the server's argument size limits could not be read with CONFIG GET; probing proto-max-bulk-len with GETBIT",
+        );
+      }
+    }
     try {
-      values = await Promise.all([read("proto-max-bulk-len"), read("client-query-buffer-limit")]);
+      const value = await this.#probeBulkLimit(main);
+      return sizeLimit(
+        value,
+        value >= PROBE_CEILING_BYTES
+          ? `takes arguments of ${value} bytes or more (its proto-max-bulk-len, probed with GETBIT)`
+          : `takes arguments of at most ${value} bytes (its proto-max-bulk-len, probed with GETBIT)`,
+      );
     } catch (error) {
       this.#logger.debug(
         { err: this.#describe(error) },
@@ -186,13 +220,39 @@ export class RedisBackend implements Backend, RedisRecordWriter {
       );
       return undefined;
     }
-    const [bulk = Number.NaN, buffer = Number.NaN] = values;
-    const value = Math.min(bulk, buffer);
-    if (!Number.isSafeInteger(value) || value <= 2 * RECORD_ROOM_BYTES) return undefined;
-    return {
-      bytes: value - RECORD_ROOM_BYTES,
-      source: `the result backend's Redis server takes arguments of at most ${value} bytes (its ${value === bulk ? "proto-max-bulk-len" : "client-query-buffer-limit"}), the record's other fields included`,
+  }
+
+  /**
+   * The server's `proto-max-bulk-len` without `CONFIG`: `GETBIT` refuses a bit offset of that
+   * many bytes or more ("bit offset is not an integer or out of range", checked before the key
+   * is read; nothing is written), so the largest argument the server takes is found by a binary
+   * search over offsets, on a key no record uses. One command when the limit is at least
+   * {@link PROBE_CEILING_BYTES} (Redis's default), about 30 when it was lowered.
+   * @throws when the server refuses `GETBIT` itself (ACL) or does not answer
+   */
+  async #probeBulkLimit(main: RedisClientLike): Promise<number> {
+    const key = this.resultKey(""); // no task id is empty
+    const takes = async (bytes: number): Promise<boolean> => {
+      try {
+        await this.#deadlines.guard(main.call("GETBIT", key, String((bytes - 1) * 8)), "GETBIT");
+        return true;
+      } catch (error) {
+        const message = error instanceof Error ? error.message : "";
+        if (/bit offset is not an integer or out of range/i.test(message)) return false;
+        if (/^WRONGTYPE/.test(message)) return true; // the offset passed; the key holds another type
+        throw error;
+      }
     };
+    if (await takes(PROBE_CEILING_BYTES)) return PROBE_CEILING_BYTES;
+    let taken = 1; // GETBIT at offset 0
+    let refused = PROBE_CEILING_BYTES;
+    if (!(await takes(taken))) throw new Error("redis backend: GETBIT refused bit offset 0");
+    while (refused - taken > 1) {
+      const middle = taken + Math.floor((refused - taken) / 2);
+      if (await takes(middle)) taken = middle;
+      else refused = middle;
+    }
+    return taken;
   }
 
   /** Key of a task's record. */

@@ -4,7 +4,8 @@
  * - the limit read as the worker starts (`CONFIG GET`, `proto-max-bulk-len` and
  *   `client-query-buffer-limit`): a larger result fails its task at once with a
  *   `ValidationError` naming the server's limit, and is never sent;
- * - the limit not readable (a user without `CONFIG`): Redis's refusal of the record is
+ * - a user without `CONFIG`: `proto-max-bulk-len` found with `GETBIT`, and held to the same way;
+ * - the limit not readable (a user without `CONFIG` and `GETBIT`): Redis's refusal of the record is
  *   recognized, and the task fails the same way after its one run, instead of being stored again
  *   and again, released and run again until it is poison. The jobs whose records went in the
  *   same script call are written one by one and succeed, each run once: with the broker's acks
@@ -125,13 +126,60 @@ describe.skipIf(skip)("redis: a result the server refuses for its size", () => {
     expect(runs()).toBe(3);
   });
 
+  it("a user without CONFIG: proto-max-bulk-len is found with GETBIT, and a result many times over it fails at once", {
+    timeout: 60_000,
+  }, async () => {
+    const admin = await adminWithLowLimit();
+    await admin.call("ACL", "SETUSER", "probing", "on", ">pw", "~*", "&*", "+@all", "-config");
+    const url = own.server.url.replace("redis://", "redis://probing:pw@");
+    const app = new Chicory({
+      broker: new RedisBroker({ url, keyPrefix: "probed", env: {} }),
+      backend: new RedisBackend({ url, keyPrefix: "probed", env: {} }),
+      config: { maxResultBytes: 256 * 1024 * 1024 },
+    });
+    cleanups.push(() => app.disconnect());
+    await app.connect();
+    const limit = () => app.backend?.resultSizeLimit?.();
+    const source = "the result backend's Redis server takes arguments of at most";
+    expect(await limit()).toEqual({ bytes: BULK_LIMIT - 65536, source: expect.stringContaining(source) });
+    // the exact value, not a power of two; the default: not binding
+    await admin.config("SET", "proto-max-bulk-len", String(3 * BULK_LIMIT + 12345));
+    expect(await limit()).toMatchObject({ bytes: 3 * BULK_LIMIT + 12345 - 65536 });
+    await admin.config("SET", "proto-max-bulk-len", "512mb");
+    expect(await limit()).toMatchObject({
+      bytes: 512 * BULK_LIMIT - 65536,
+      source: expect.stringContaining("or more"),
+    });
+    await admin.config("SET", "proto-max-bulk-len", String(BULK_LIMIT));
+    expect(await admin.call("ACL", "LOG")).toEqual([]); // the user was refused nothing
+
+    let runs = 0;
+    const make = app.task({ name: "make", retryPolicy: { maxRetries: 2, retryDelay: 0 } }, async (size: number) => {
+      runs++;
+      return "x".repeat(size);
+    });
+    const worker = new Worker(app, { concurrency: 4, logger: silentLogger, heartbeatInterval: 0.2 });
+    await worker.start();
+    cleanups.push(() => worker.stop(5));
+    // 16 MiB: sent, Redis would close the connection before its refusal could be read, again and again
+    const refused = await (await make.delay(16 * BULK_LIMIT)).get({ timeout: 20 }).catch((e: unknown) => e);
+    expect(refused).toMatchObject({
+      errorType: "ValidationError",
+      remoteMessage: expect.stringMatching(
+        /over the limit of 983040 bytes \(the result backend's Redis server takes arguments of at most 1048576 bytes \(its proto-max-bulk-len, probed with GETBIT\)/,
+      ),
+    });
+    expect(runs).toBe(1);
+    expect(await (await make.delay(900 * 1024)).get({ timeout: 20 })).toHaveLength(900 * 1024);
+  });
+
   for (const broker of ["redis", "memory"] as const) {
     it(`the limit not readable: fails its task after one run; the others of its batch succeed (${broker} broker)`, {
       timeout: 60_000,
     }, async () => {
       const admin = await adminWithLowLimit();
-      // a user that may not read the server's configuration
-      await admin.call("ACL", "SETUSER", "noconfig", "on", ">pw", "~*", "&*", "+@all", "-config");
+      // a user that may neither read the server's configuration nor probe it with GETBIT
+      await admin.call("ACL", "SETUSER", "noconfig", "on", ">pw", "~*", "&*", "+@all", "-config", "-getbit");
       const url = own.server.url.replace("redis://", "redis://noconfig:pw@");
       const prefix = `refused-${broker}`;
       const app = new Chicory({

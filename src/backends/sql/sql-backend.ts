@@ -367,8 +367,9 @@ export class SqlBackend implements Backend {
 
   /**
    * {@inheritDoc Backend.resultSizeLimit} MySQL and MariaDB only: the server's
-   * `max_allowed_packet` (16 MiB by default on MariaDB, 64 MiB on MySQL 8, 4 MiB on MySQL 5.7)
-   * less room for the statement, with quotes and backslashes counted twice (the driver escapes
+   * `max_allowed_packet` (16 MiB by default on MariaDB, 64 MiB on MySQL 8, 4 MiB on MySQL 5.7),
+   * the lower of its global value and the connection's (a `SET GLOBAL` reaches only connections
+   * made after it), less room for the statement, with quotes and backslashes counted twice (the driver escapes
    * them on the client). The other databases take records far larger than `maxResultBytes`
    * allows.
    */
@@ -378,7 +379,11 @@ export class SqlBackend implements Backend {
     let value: number;
     try {
       const { rows } = await this.#withRetries("read max_allowed_packet", connection, (db) =>
-        sql<{ max: unknown }>`select @@max_allowed_packet as max`.execute(db),
+        // the session's value is the global one when the connection was made: a pooled
+        // connection made before a SET GLOBAL keeps the old one, new connections take the new one
+        sql<{ max: unknown }>`select least(@@global.max_allowed_packet, @@session.max_allowed_packet) as max`.execute(
+          db,
+        ),
       );
       value = Number(rows[0]?.max);
     } catch (error) {

@@ -4,10 +4,14 @@
  * it): one over it fails its task at once with a `ValidationError` naming the server's limit,
  * runs once, and is never sent (before, the record was sent again for half a minute, the
  * message released and run again until it was poison); one under it is stored, however close.
+ * A `max_allowed_packet` lowered with `SET GLOBAL` while the worker runs is followed within a
+ * heartbeat, though the worker's pooled connections keep the value they were made with.
  */
 import { createPool } from "mysql2/promise";
 import { describe, expect, it } from "vitest";
 import { Chicory, MemoryBroker, silentLogger, TaskFailedError, Worker } from "../../../src/index.js";
+import { eventually } from "../../contract/contract-helpers.js";
+import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES } from "../../helpers/services.js";
 import { sqlTargets } from "./sql-targets.js";
@@ -68,5 +72,51 @@ describe.skipIf(mysql === undefined || mysql.skip)("mysql backend: a result over
     const plain = Math.floor((limit * 3) / 4);
     expect(await (await big.delay("x", plain)).get({ timeout: 30 })).toHaveLength(plain);
     expect(await app.broker.getQueueSize()).toBe(0);
+  });
+
+  it("a max_allowed_packet lowered with SET GLOBAL while the worker runs: followed within a heartbeat", {
+    timeout: 60_000,
+  }, async (test) => {
+    const target = mysql as NonNullable<typeof mysql>;
+    cleanups.push(() => target.cleanup());
+    const admin = createPool({ uri: SERVICES.mysql, connectionLimit: 1 });
+    cleanups.push(() => admin.end());
+    const [rows] = await admin.query("select @@global.max_allowed_packet as max");
+    const serverMax = Number((rows as Array<{ max: unknown }>)[0]?.max);
+    // lowered by 4 MiB, no lower than 12 MiB: other tests' workers (4 MiB maxResultBytes, quotes
+    // counted twice) started meanwhile still hold results to their maxResultBytes
+    const lowered = serverMax - 4 * 1024 * 1024;
+    if (lowered < 12 * 1024 * 1024 || serverMax > 200 * 1024 * 1024) test.skip();
+    const size = serverMax - 2 * 1024 * 1024; // under the server's value, over the lowered one
+
+    const { logger, lines } = capturingLogger();
+    const app = new Chicory({
+      broker: new MemoryBroker(),
+      backend: target.create(),
+      config: { maxResultBytes: 256 * 1024 * 1024 },
+    });
+    cleanups.push(() => app.disconnect());
+    const make = app.task({ name: "make", retryPolicy: { maxRetries: 2, retryDelay: 0 } }, async (n: number) =>
+      "x".repeat(n),
+    );
+    const worker = new Worker(app, { concurrency: 2, logger, heartbeatInterval: 0.2 });
+    await worker.start();
+    cleanups.push(() => worker.stop(5));
+    expect(await (await make.delay(size)).get({ timeout: 30 })).toHaveLength(size);
+
+    cleanups.push(async () => {
+      await admin.query(`set global max_allowed_packet = ${serverMax}`);
+    });
+    await admin.query(`set global max_allowed_packet = ${lowered}`);
+    await eventually(() => lines.some((l) => /server changed its size limit/.test(l.message)), 10_000);
+    const refused = await (await make.delay(size)).get({ timeout: 30 }).catch((e: unknown) => e);
+    expect(refused).toMatchObject({
+      errorType: "ValidationError",
+      remoteMessage: expect.stringMatching(
+        new RegExp(
+          `over the limit of ${lowered - 64 * 1024} bytes \\(the result backend's max_allowed_packet of ${lowered} bytes`,
+        ),
+      ),
+    });
   });
 });

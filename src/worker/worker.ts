@@ -853,7 +853,8 @@ export class Worker {
    * which follows the start's read), so a limit changed on the server (`CONFIG SET`, `SET
    * GLOBAL`) or another server behind the same address (a failover) is followed within a
    * heartbeat interval. Only when it could be read as the worker started: a server that does not
-   * tell (a Redis user refused both `CONFIG` and `GETBIT`) is not asked again. A failed read keeps the limit known.
+   * tell (a Redis user refused both `CONFIG` and `GETBIT`) is not asked again. A failed read
+   * keeps the limit known.
    */
   async #refreshResultSizeLimit(): Promise<void> {
     const known = this.#serverResultLimit;

@@ -369,9 +369,9 @@ export class SqlBackend implements Backend {
    * {@inheritDoc Backend.resultSizeLimit} MySQL and MariaDB only: the server's
    * `max_allowed_packet` (16 MiB by default on MariaDB, 64 MiB on MySQL 8, 4 MiB on MySQL 5.7),
    * the lower of its global value and the connection's (a `SET GLOBAL` reaches only connections
-   * made after it), less room for the statement, with quotes and backslashes counted twice (the driver escapes
-   * them on the client). The other databases take records far larger than `maxResultBytes`
-   * allows.
+   * made after it), less room for the statement, with quotes and backslashes counted twice (the
+   * driver escapes them on the client). The other databases take records far larger than
+   * `maxResultBytes` allows.
    */
   async resultSizeLimit(): Promise<ResultSizeLimit | undefined> {
     const connection = this.#connection;

@@ -144,6 +144,8 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   /** Bytes of a result key before the task id (`P:result:`). */
   readonly #idOffset: number;
   #main: RedisClientLike | undefined;
+  /** The `proto-max-bulk-len` the last `GETBIT` probe found (see {@link RedisBackend.resultSizeLimit}). */
+  #probedBulkLimit: number | undefined;
   #hub: RedisResultHub | undefined;
   /** Terminal records waiting for their write, in batches (see {@link RedisBackend.storeResult}). */
   #terminal: TerminalBatch[] = [];
@@ -227,7 +229,8 @@ export class RedisBackend implements Backend, RedisRecordWriter {
    * many bytes or more ("bit offset is not an integer or out of range", checked before the key
    * is read; nothing is written), so the largest argument the server takes is found by a binary
    * search over offsets, on a key no record uses. One command when the limit is at least
-   * {@link PROBE_CEILING_BYTES} (Redis's default), about 30 when it was lowered.
+   * {@link PROBE_CEILING_BYTES} (Redis's default), about 30 when it was lowered, two when it is
+   * the lowered value found by the last probe.
    * @throws when the server refuses `GETBIT` itself (ACL) or does not answer
    */
   async #probeBulkLimit(main: RedisClientLike): Promise<number> {
@@ -243,6 +246,17 @@ export class RedisBackend implements Backend, RedisRecordWriter {
         throw error;
       }
     };
+    const last = this.#probedBulkLimit;
+    // unchanged since the last probe (a worker asks after each heartbeat): two commands
+    if (last !== undefined && last < PROBE_CEILING_BYTES && (await takes(last)) && !(await takes(last + 1))) {
+      return last;
+    }
+    this.#probedBulkLimit = await this.#searchBulkLimit(takes);
+    return this.#probedBulkLimit;
+  }
+
+  /** The largest size `takes` accepts, up to {@link PROBE_CEILING_BYTES}: a binary search. */
+  async #searchBulkLimit(takes: (bytes: number) => Promise<boolean>): Promise<number> {
     if (await takes(PROBE_CEILING_BYTES)) return PROBE_CEILING_BYTES;
     let taken = 1; // GETBIT at offset 0
     let refused = PROBE_CEILING_BYTES;

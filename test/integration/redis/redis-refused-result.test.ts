@@ -21,6 +21,7 @@ import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
 import { useOwnRedis } from "./own-redis.js";
+import { monitorCommands } from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
 
@@ -142,6 +143,12 @@ describe.skipIf(skip)("redis: a result the server refuses for its size", () => {
     const limit = () => app.backend?.resultSizeLimit?.();
     const source = "the result backend's Redis server takes arguments of at most";
     expect(await limit()).toEqual({ bytes: BULK_LIMIT - 65536, source: expect.stringContaining(source) });
+    // asked again (as after each heartbeat), unchanged: two GETBITs, not another search
+    const seen = await monitorCommands(cleanups, own.server.url);
+    expect(await limit()).toMatchObject({ bytes: BULK_LIMIT - 65536 });
+    await admin.echo("probe counted");
+    await eventually(() => seen.some((c) => c.args[1] === "probe counted"), 5_000);
+    expect(seen.filter((c) => c.args[0]?.toLowerCase() === "getbit")).toHaveLength(2);
     // the exact value, not a power of two; the default: not binding
     await admin.config("SET", "proto-max-bulk-len", String(3 * BULK_LIMIT + 12345));
     expect(await limit()).toMatchObject({ bytes: 3 * BULK_LIMIT + 12345 - 65536 });

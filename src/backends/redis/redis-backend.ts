@@ -146,6 +146,8 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   #main: RedisClientLike | undefined;
   /** The `proto-max-bulk-len` the last `GETBIT` probe found (see {@link RedisBackend.resultSizeLimit}). */
   #probedBulkLimit: number | undefined;
+  /** The server refused `CONFIG GET` (see {@link RedisBackend.resultSizeLimit}). */
+  #configRefused = false;
   #hub: RedisResultHub | undefined;
   /** Terminal records waiting for their write, in batches (see {@link RedisBackend.storeResult}). */
   #terminal: TerminalBatch[] = [];
@@ -187,7 +189,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     const main = this.#main;
     if (main === undefined) return undefined;
     const user = (main as { readonly options?: { readonly username?: unknown } }).options?.username;
-    if (typeof user !== "string" || user === "" || user === "default") {
+    if ((typeof user !== "string" || user === "" || user === "default") && !this.#configRefused) {
       const read = async (name: string): Promise<number> => {
         const reply = await this.#deadlines.guard(main.call("CONFIG", "GET", name), "CONFIG GET");
         return Array.isArray(reply) ? Number(reply[1]) : Number.NaN;
@@ -201,6 +203,9 @@ export class RedisBackend implements Backend, RedisRecordWriter {
         const which = value === bulk ? "proto-max-bulk-len" : "client-query-buffer-limit";
         return sizeLimit(value, `takes arguments of at most ${value} bytes (its ${which})`);
       } catch (error) {
+        // refused by the server (ACL, a renamed command): not asked again, each refusal would be
+        // one more ACL LOG entry (a worker asks after each heartbeat)
+        if (error instanceof Error && error.name === "ReplyError") this.#configRefused = true;
         this.#logger.debug(
           { err: this.#describe(error) },
           "redis backend: the server's argument size limits could not be read with CONFIG GET; probing proto-max-bulk-len with GETBIT",

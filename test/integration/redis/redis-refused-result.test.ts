@@ -4,7 +4,8 @@
  * - the limit read as the worker starts (`CONFIG GET`, `proto-max-bulk-len` and
  *   `client-query-buffer-limit`): a larger result fails its task at once with a
  *   `ValidationError` naming the server's limit, and is never sent;
- * - a user without `CONFIG`: `proto-max-bulk-len` found with `GETBIT`, and held to the same way;
+ * - a user without `CONFIG`: `proto-max-bulk-len` found with `GETBIT`, and held to the same way
+ *   (the `default` user refused `CONFIG` is refused it once, not after each heartbeat);
  * - the limit not readable (a user without `CONFIG` and `GETBIT`): Redis's refusal of the record is
  *   recognized, and the task fails the same way after its one run, instead of being stored again
  *   and again, released and run again until it is poison. The jobs whose records went in the
@@ -178,6 +179,29 @@ describe.skipIf(skip)("redis: a result the server refuses for its size", () => {
     });
     expect(runs).toBe(1);
     expect(await (await make.delay(900 * 1024)).get({ timeout: 20 })).toHaveLength(900 * 1024);
+  });
+
+  it("the default user refused CONFIG: asked once, then the limit is probed with GETBIT", async () => {
+    const admin = await adminWithLowLimit();
+    const backend = new RedisBackend({ url: own.server.url, keyPrefix: "noconfig-default", env: {} });
+    cleanups.push(() => backend.disconnect());
+    await backend.connect();
+    cleanups.push(async () => {
+      await admin.call("ACL", "SETUSER", "default", "+config");
+    });
+    await admin.call("ACL", "SETUSER", "default", "-config");
+    await admin.call("ACL", "LOG", "RESET");
+    for (let read = 0; read < 3; read++) {
+      expect(await backend.resultSizeLimit()).toMatchObject({
+        bytes: BULK_LIMIT - 65536,
+        source: expect.stringContaining("(its proto-max-bulk-len, probed with GETBIT)"),
+      });
+    }
+    // the first read's two CONFIG GETs, refused (one entry, counted twice); none after
+    const log = (await admin.call("ACL", "LOG")) as unknown[][];
+    expect(log.map((entry) => [entry[entry.indexOf("object") + 1], entry[entry.indexOf("count") + 1]])).toEqual([
+      ["config|get", 2],
+    ]);
   });
 
   for (const broker of ["redis", "memory"] as const) {

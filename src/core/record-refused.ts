@@ -13,8 +13,11 @@ interface ErrorLike {
   readonly cause?: unknown;
 }
 
-/** Redis's reply to an argument longer than `proto-max-bulk-len` (it then closes the connection). */
-const REDIS_BULK_TOO_LONG = /protocol error: invalid bulk length/i;
+/**
+ * Redis's reply to an argument longer than `proto-max-bulk-len` (it then closes the
+ * connection), and to an `APPEND` that would make a string longer than that.
+ */
+const REDIS_BULK_TOO_LONG = /protocol error: invalid bulk length|string exceeds maximum allowed size/i;
 
 /**
  * The server's words when `error` (or an error in its `cause` chain: the adapters wrap driver

@@ -23,7 +23,7 @@ import {
   ValidationError,
 } from "../errors.js";
 import type { Task } from "../task.js";
-import type { Outcome } from "./settle.js";
+import { LARGE_RESULT_BYTES, type Outcome } from "./settle.js";
 
 /** What the runner needs from its worker. */
 export interface RunnerEnv {
@@ -301,7 +301,7 @@ async function attempt(
     if (task.ignoreResult || value === undefined) return { kind: "success", value: null };
     const bad = findNonJson(value, "result");
     if (bad) throw new ValidationError(`task "${task.name}": ${bad}; results must be JSON-representable`);
-    return { kind: "success", value: snapshot(value, task.name, env.maxResultBytes, env.serverResultLimit) };
+    return snapshot(value, task.name, env.maxResultBytes, env.serverResultLimit);
   } catch (thrown) {
     return failureOutcome(task, message, thrown);
   } finally {
@@ -321,18 +321,26 @@ async function attempt(
  * `max_allowed_packet`); so is one over the server's own limit (`server`, read as the worker
  * started), counted as the server receives it. One the server refuses all the same (its limit
  * not read) fails the task once the refusal comes back (see `executor.ts`). The exact size is
- * counted only when the text's length could exceed a limit.
+ * counted only when the text's length could exceed a limit. The outcome is marked `large` when
+ * the JSON may take more than {@link LARGE_RESULT_BYTES}.
  */
-function snapshot(value: unknown, taskName: string, limit: number, server: ResultSizeLimit | undefined): unknown {
+function snapshot(
+  value: unknown,
+  taskName: string,
+  limit: number,
+  server: ResultSizeLimit | undefined,
+): Extract<Outcome, { kind: "success" }> {
   // the most bytes a result of this JSON length can take, per UTF-16 unit: 3 in UTF-8, twice
   // that with quotes escaped on the wire
   const wireLimit =
     server === undefined ? limit : Math.min(limit, server.quotesEscaped ? server.bytes / 2 : server.bytes);
   if (typeof value === "string") {
     // JSON escapes a UTF-16 unit as at most 6 ASCII bytes ("\u001f"), plus the quotes
-    if (value.length * 6 + 2 <= wireLimit) return value;
+    const most = value.length * 6 + 2;
+    if (most <= wireLimit)
+      return most > LARGE_RESULT_BYTES ? { kind: "success", value, large: true } : { kind: "success", value };
   } else if (value === null || typeof value !== "object") {
-    return value;
+    return { kind: "success", value };
   }
   let text: string;
   try {
@@ -350,7 +358,10 @@ function snapshot(value: unknown, taskName: string, limit: number, server: Resul
       if (wire > server.bytes) throw resultTooLarge(taskName, String(wire), server.bytes, server);
     }
   }
-  return typeof value === "string" ? value : JSON.parse(text);
+  const copy: unknown = typeof value === "string" ? value : JSON.parse(text);
+  return text.length * 3 > LARGE_RESULT_BYTES
+    ? { kind: "success", value: copy, large: true }
+    : { kind: "success", value: copy };
 }
 
 /** The `'`, `"` and `\` in `text` (the MySQL driver escapes each with one more byte). */

@@ -18,6 +18,7 @@ const SCRIPTS = {
   chicoryStoreResultsUnlessFinal: {
     lua: `local function storeResults(KEYS, ARGV)\n${lua("store-results")}\nend\n${lua("store-results-unless-final")}`,
   },
+  chicoryStorePieces: { numberOfKeys: 2, lua: lua("store-pieces") },
   chicoryDeleteRecordIf: { numberOfKeys: 1, lua: lua("delete-record-if") },
   chicoryTouchWorker: { numberOfKeys: 1, lua: lua("touch-worker") },
   chicoryCleanupWorkers: { numberOfKeys: 1, lua: lua("cleanup-workers") },

@@ -28,6 +28,7 @@
  * @module
  */
 
+import { randomUUID } from "node:crypto";
 import type { HealthStatus } from "../../brokers/broker.js";
 import { Deadlines } from "../../core/deadlines.js";
 import type { EnvMap } from "../../core/env.js";
@@ -87,10 +88,18 @@ class AnswerLost extends Error {}
 /** Room a record takes in a Redis argument besides its result (id, state, name, times): ample. */
 const RECORD_ROOM_BYTES = 64 * 1024;
 
+/**
+ * A terminal record longer than this (UTF-8 bytes of JSON) is written in pieces of this size
+ * (see {@link RedisBackend.storeResult}): half of the least Redis takes in one argument.
+ */
+const PIECE_BYTES = 512 * 1024;
+/** How long the staging key of a record written in pieces outlives a writer that died. */
+const STAGING_TTL_SECONDS = 3600;
+
 /** Where the `GETBIT` probe of `proto-max-bulk-len` starts: Redis's default (512 MiB), over any `maxResultBytes`. */
 const PROBE_CEILING_BYTES = 512 * 1024 * 1024;
 
-/** The result size limit of a server that takes arguments of at most `value` bytes; `how` completes its description. */
+/** The result size limit of a server that stores strings of at most `value` bytes; `how` completes its description. */
 function sizeLimit(value: number, how: string): ResultSizeLimit | undefined {
   if (!Number.isSafeInteger(value) || value <= 2 * RECORD_ROOM_BYTES) return undefined;
   return {
@@ -174,41 +183,32 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   }
 
   /**
-   * {@inheritDoc Backend.resultSizeLimit} The smaller of the server's `proto-max-bulk-len`
-   * (512 MB by default) and `client-query-buffer-limit` (1 GB; over it Redis closes the
-   * connection without a reply), less room for the record's other fields, read with
-   * `CONFIG GET` as the default user. For a named ACL user (whose rules rarely allow `CONFIG`:
-   * each refusal would be an `ACL LOG` entry) or when `CONFIG` is refused (a managed service),
-   * `proto-max-bulk-len` alone, found with `GETBIT` (which refuses a bit offset of that many
-   * bytes or more); undefined when that is refused too. A record the server refuses is then
-   * recognized by its reply, which comes only once a send happens to read it before Redis
-   * closes the connection: a few reconnects for a record somewhat over the limit, possibly none
-   * for one many times over it.
+   * {@inheritDoc Backend.resultSizeLimit} The server's `proto-max-bulk-len` (512 MB by
+   * default: the longest string it stores, and argument it takes), less room for the record's
+   * other fields, read with `CONFIG GET` as the default user. For a named ACL user (whose rules
+   * rarely allow `CONFIG`: each refusal would be an `ACL LOG` entry) or when `CONFIG` is refused
+   * (a managed service), found with `GETBIT` (which refuses a bit offset of that many bytes or
+   * more); undefined when that is refused too. A record over it is then refused by Redis when
+   * written (records over 512 KiB are written in pieces, so the refusal is read).
+   * `client-query-buffer-limit` (1 MiB at least) does not limit records: none is sent in one
+   * argument longer than 512 KiB.
    */
   async resultSizeLimit(): Promise<ResultSizeLimit | undefined> {
     const main = this.#main;
     if (main === undefined) return undefined;
     const user = (main as { readonly options?: { readonly username?: unknown } }).options?.username;
     if ((typeof user !== "string" || user === "" || user === "default") && !this.#configRefused) {
-      const read = async (name: string): Promise<number> => {
-        const reply = await this.#deadlines.guard(main.call("CONFIG", "GET", name), "CONFIG GET");
-        return Array.isArray(reply) ? Number(reply[1]) : Number.NaN;
-      };
       try {
-        const [bulk = Number.NaN, buffer = Number.NaN] = await Promise.all([
-          read("proto-max-bulk-len"),
-          read("client-query-buffer-limit"),
-        ]);
-        const value = Math.min(bulk, buffer);
-        const which = value === bulk ? "proto-max-bulk-len" : "client-query-buffer-limit";
-        return sizeLimit(value, `takes arguments of at most ${value} bytes (its ${which})`);
+        const reply = await this.#deadlines.guard(main.call("CONFIG", "GET", "proto-max-bulk-len"), "CONFIG GET");
+        const value = Array.isArray(reply) ? Number(reply[1]) : Number.NaN;
+        return sizeLimit(value, `stores strings of at most ${value} bytes (its proto-max-bulk-len)`);
       } catch (error) {
         // refused by the server (ACL, a renamed command): not asked again, each refusal would be
         // one more ACL LOG entry (a worker asks after each heartbeat)
         if (error instanceof Error && error.name === "ReplyError") this.#configRefused = true;
         this.#logger.debug(
           { err: this.#describe(error) },
-          "redis backend: the server's argument size limits could not be read with CONFIG GET; probing proto-max-bulk-len with GETBIT",
+          "redis backend: the server's proto-max-bulk-len could not be read with CONFIG GET; probing it with GETBIT",
         );
       }
     }
@@ -217,8 +217,8 @@ export class RedisBackend implements Backend, RedisRecordWriter {
       return sizeLimit(
         value,
         value >= PROBE_CEILING_BYTES
-          ? `takes arguments of ${value} bytes or more (its proto-max-bulk-len, probed with GETBIT)`
-          : `takes arguments of at most ${value} bytes (its proto-max-bulk-len, probed with GETBIT)`,
+          ? `stores strings of ${value} bytes or more (its proto-max-bulk-len, probed with GETBIT)`
+          : `stores strings of at most ${value} bytes (its proto-max-bulk-len, probed with GETBIT)`,
       );
     } catch (error) {
       this.#logger.debug(
@@ -462,10 +462,13 @@ export class RedisBackend implements Backend, RedisRecordWriter {
    * again one record per call, so that only the record too large is refused.
    */
   #storeTerminal(record: TaskRecord): Promise<void> {
-    let batch = this.#terminal[this.#terminal.length - 1];
-    if (!batch || batch.keys.length >= MAX_TERMINAL_BATCH) batch = this.#newTerminalBatch();
     const key = this.resultKey(record.taskId);
     const json = encodeRecord(record);
+    if (json.length * 3 > PIECE_BYTES && Buffer.byteLength(json) > PIECE_BYTES) {
+      return this.#storeInPieces(key, record, json);
+    }
+    let batch = this.#terminal[this.#terminal.length - 1];
+    if (!batch || batch.keys.length >= MAX_TERMINAL_BATCH) batch = this.#newTerminalBatch();
     batch.keys.push(key);
     batch.jsons.push(json);
     batch.records.push(record);
@@ -475,6 +478,44 @@ export class RedisBackend implements Backend, RedisRecordWriter {
       if (keys.length === 1 || recordRefusal(error) === undefined) throw error;
       return this.#writeTerminal({ keys: [key], jsons: [json], records: [record] });
     });
+  }
+
+  /**
+   * Writes a terminal record longer than {@link PIECE_BYTES} in pieces of that size: `SET` and
+   * `APPEND`s to a staging key of its own (expiring within an hour if left behind), then
+   * `store-pieces.lua` renames it to the record's key, sets its TTL and announces it. No
+   * argument is then longer than Redis's smallest `proto-max-bulk-len` and
+   * `client-query-buffer-limit` (1 MiB), and a record over the server's `proto-max-bulk-len`
+   * is refused by an `APPEND` ("string exceeds maximum allowed size") on a connection that stays
+   * open. Sent in one argument, such a record would make Redis close the connection, before its
+   * refusal can be read when the record is many times over the limit; the client sends it again
+   * after each reconnect, and the connection stalls.
+   */
+  async #storeInPieces(key: string, record: TaskRecord, json: string): Promise<void> {
+    const bytes = Buffer.from(json, "utf8");
+    const staging = `${this.#prefix}:pieces:${record.taskId}:${randomUUID()}`;
+    await this.#run("storeResult", async (main) => {
+      const writes: Promise<unknown>[] = [];
+      for (let at = 0; at < bytes.length; at += PIECE_BYTES) {
+        const piece = bytes.subarray(at, at + PIECE_BYTES);
+        writes.push(
+          at === 0 ? main.call("SET", staging, piece, "EX", STAGING_TTL_SECONDS) : main.call("APPEND", staging, piece),
+        );
+      }
+      const written = await Promise.allSettled(writes);
+      const failed = written.find((w): w is PromiseRejectedResult => w.status === "rejected");
+      if (failed !== undefined) {
+        await main.call("DEL", staging).catch(() => undefined);
+        throw failed.reason;
+      }
+      await runScript(
+        main,
+        "chicoryStorePieces",
+        [staging, key],
+        [this.settings.resultTtlSeconds, this.doneChannel, this.#idOffset, bytes.length],
+      );
+    });
+    this.recordsWritten([record]);
   }
 
   #newTerminalBatch(): TerminalBatch {

@@ -109,6 +109,8 @@ export interface Delivery {
    * Writes `record` (a terminal task record) to the result backend attached with
    * {@link Broker.attachResults}, then acks, in one atomic call: when the write fails nothing is
    * acknowledged. Only on deliveries of a consumer created after `attachResults` returned true.
+   * The worker does not send a result that may exceed 512 KiB of JSON this way: it stores it
+   * with the backend, then acks.
    */
   ackWithRecord?(record: TaskRecord): Promise<void>;
   /**

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { inspect } from "node:util";
@@ -149,11 +149,15 @@ describe("configuration", () => {
 
   it("reads .env with process variables taking precedence", () => {
     const dir = mkdtempSync(join(tmpdir(), "chicory-env-"));
-    writeFileSync(join(dir, ".env"), "CHICORY_WORKER_CONCURRENCY=5\nCHICORY_DELIVERY_MODE=at_most_once\n");
-    const env = loadEnv(dir, { CHICORY_DELIVERY_MODE: "at_least_once" });
-    const c = resolveConfig({ env });
-    expect([c.worker.concurrency, c.deliveryMode]).toEqual([5, "at_least_once"]);
-    expect(loadEnv(tmpdir(), {})).toEqual({});
+    try {
+      writeFileSync(join(dir, ".env"), "CHICORY_WORKER_CONCURRENCY=5\nCHICORY_DELIVERY_MODE=at_most_once\n");
+      const env = loadEnv(dir, { CHICORY_DELIVERY_MODE: "at_least_once" });
+      const c = resolveConfig({ env });
+      expect([c.worker.concurrency, c.deliveryMode]).toEqual([5, "at_least_once"]);
+      expect(loadEnv(tmpdir(), {})).toEqual({});
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -34,7 +34,6 @@ import { Deadlines } from "../../core/deadlines.js";
 import type { EnvMap } from "../../core/env.js";
 import { FlushScheduler } from "../../core/flush-scheduler.js";
 import type { Logger } from "../../core/logger.js";
-import { recordRefusal } from "../../core/record-refused.js";
 import { DeadlinePassed, nextTurn } from "../../core/sleep.js";
 import { processWarningLogger } from "../../core/warn-once.js";
 import { BackendConnectionError, ChicoryError, ConfigurationError, ValidationError } from "../../errors.js";
@@ -458,8 +457,8 @@ export class RedisBackend implements Backend, RedisRecordWriter {
 
   /**
    * Adds `record` to this turn's batch of terminal records; resolves once the batch is written.
-   * A batch Redis refuses for the size of a record in it (`proto-max-bulk-len`) is written
-   * again one record per call, so that only the record too large is refused.
+   * A record over {@link PIECE_BYTES} is written on its own, in pieces: no record in a batch is
+   * then longer than Redis takes in one argument (1 MiB at least), so none refuses a batch.
    */
   #storeTerminal(record: TaskRecord): Promise<void> {
     const key = this.resultKey(record.taskId);
@@ -473,11 +472,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     batch.jsons.push(json);
     batch.records.push(record);
     this.#terminalFlush.request();
-    const { written, keys } = batch;
-    return written.catch((error: unknown) => {
-      if (keys.length === 1 || recordRefusal(error) === undefined) throw error;
-      return this.#writeTerminal({ keys: [key], jsons: [json], records: [record] });
-    });
+    return batch.written;
   }
 
   /**

@@ -12,7 +12,6 @@
 import type { TaskRecord } from "../../backends/backend.js";
 import type { Logger } from "../../core/logger.js";
 import { peekMessage } from "../../core/message.js";
-import { recordRefusal } from "../../core/record-refused.js";
 import { BrokerConnectionError, DeadLetterQueueFullError } from "../../errors.js";
 import { type RedisArg, runScript } from "../../redis/redis-client.js";
 import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
@@ -301,12 +300,6 @@ export class RedisSettler implements DeliverySettler {
         results = await runScript(this.#ctx.main, script, keys, ackArgs);
       }
     } catch (error) {
-      if (withRecords && batch.length > 1 && recordRefusal(error) !== undefined) {
-        // Redis refused an argument (a record) too long for it: nothing was applied. Each ack is
-        // sent again on its own, so that only the one whose record is too large is refused.
-        for (const ack of batch) this.#ackBatch([ack], 0).catch(() => undefined);
-        return [];
-      }
       const wrapped = this.#ctx.wrapError("ack", error);
       for (const { reject } of batch) reject(wrapped);
       throw error;

@@ -38,6 +38,7 @@ import { DeadlinePassed, nextTurn } from "../../core/sleep.js";
 import { processWarningLogger } from "../../core/warn-once.js";
 import { BackendConnectionError, ChicoryError, ConfigurationError, ValidationError } from "../../errors.js";
 import { checkRedisAccess, defineAccessCheck, isNoPermError, refuseReplica } from "../../redis/redis-access.js";
+import { BulkLimitReader } from "../../redis/redis-bulk-limit.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import {
   adapterClient,
@@ -95,9 +96,6 @@ const PIECE_BYTES = 512 * 1024;
 /** How long the staging key of a record written in pieces outlives a writer that died. */
 const STAGING_TTL_SECONDS = 3600;
 
-/** Where the `GETBIT` probe of `proto-max-bulk-len` starts: Redis's default (512 MiB), over any `maxResultBytes`. */
-const PROBE_CEILING_BYTES = 512 * 1024 * 1024;
-
 /** The result size limit of a server that stores strings of at most `value` bytes; `how` completes its description. */
 function sizeLimit(value: number, how: string): ResultSizeLimit | undefined {
   if (!Number.isSafeInteger(value) || value <= 2 * RECORD_ROOM_BYTES) return undefined;
@@ -152,10 +150,8 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   /** Bytes of a result key before the task id (`P:result:`). */
   readonly #idOffset: number;
   #main: RedisClientLike | undefined;
-  /** The `proto-max-bulk-len` the last `GETBIT` probe found (see {@link RedisBackend.resultSizeLimit}). */
-  #probedBulkLimit: number | undefined;
-  /** The server refused `CONFIG GET` (see {@link RedisBackend.resultSizeLimit}). */
-  #configRefused = false;
+  /** Reads the server's `proto-max-bulk-len` (see {@link RedisBackend.resultSizeLimit}). */
+  readonly #bulkLimit: BulkLimitReader;
   #hub: RedisResultHub | undefined;
   /** Terminal records waiting for their write, in batches (see {@link RedisBackend.storeResult}). */
   #terminal: TerminalBatch[] = [];
@@ -175,6 +171,17 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     this.#injected = options.client;
     this.#logger = options.logger ?? processWarningLogger("CHICORY_REDIS_BACKEND");
     this.#prefix = this.settings.keyPrefix;
+    this.#bulkLimit = new BulkLimitReader({
+      probeKey: this.resultKey(""), // no task id is empty
+      guard: (operation, label) => this.#deadlines.guard(operation, label),
+      onStepFailed: (step, error) =>
+        this.#logger.debug(
+          { err: this.#describe(error) },
+          step === "config"
+            ? "redis backend: the server's proto-max-bulk-len could not be read with CONFIG GET; probing it with GETBIT"
+            : "redis backend: the server's argument size limit could not be read; a record it refuses is recognized by its reply",
+        ),
+    });
     this.#idOffset = Buffer.byteLength(this.resultKey(""), "utf8");
     const injectedDb = (options.client as { readonly options?: { readonly db?: unknown } } | undefined)?.options?.db;
     const db = Number((options.client === undefined ? this.#connection.options.db : injectedDb) ?? 0) || 0;
@@ -195,82 +202,8 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   async resultSizeLimit(): Promise<ResultSizeLimit | undefined> {
     const main = this.#main;
     if (main === undefined) return undefined;
-    const user = (main as { readonly options?: { readonly username?: unknown } }).options?.username;
-    if ((typeof user !== "string" || user === "" || user === "default") && !this.#configRefused) {
-      try {
-        const reply = await this.#deadlines.guard(main.call("CONFIG", "GET", "proto-max-bulk-len"), "CONFIG GET");
-        const value = Array.isArray(reply) ? Number(reply[1]) : Number.NaN;
-        return sizeLimit(value, `stores strings of at most ${value} bytes (its proto-max-bulk-len)`);
-      } catch (error) {
-        // refused by the server (ACL, a renamed command): not asked again, each refusal would be
-        // one more ACL LOG entry (a worker asks after each heartbeat)
-        if (error instanceof Error && error.name === "ReplyError") this.#configRefused = true;
-        this.#logger.debug(
-          { err: this.#describe(error) },
-          "redis backend: the server's proto-max-bulk-len could not be read with CONFIG GET; probing it with GETBIT",
-        );
-      }
-    }
-    try {
-      const value = await this.#probeBulkLimit(main);
-      return sizeLimit(
-        value,
-        value >= PROBE_CEILING_BYTES
-          ? `stores strings of ${value} bytes or more (its proto-max-bulk-len, probed with GETBIT)`
-          : `stores strings of at most ${value} bytes (its proto-max-bulk-len, probed with GETBIT)`,
-      );
-    } catch (error) {
-      this.#logger.debug(
-        { err: this.#describe(error) },
-        "redis backend: the server's argument size limit could not be read; a record it refuses is recognized by its reply",
-      );
-      return undefined;
-    }
-  }
-
-  /**
-   * The server's `proto-max-bulk-len` without `CONFIG`: `GETBIT` refuses a bit offset of that
-   * many bytes or more ("bit offset is not an integer or out of range", checked before the key
-   * is read; nothing is written), so the largest argument the server takes is found by a binary
-   * search over offsets, on a key no record uses. One command when the limit is at least
-   * {@link PROBE_CEILING_BYTES} (Redis's default), about 30 when it was lowered, two when it is
-   * the lowered value found by the last probe.
-   * @throws when the server refuses `GETBIT` itself (ACL) or does not answer
-   */
-  async #probeBulkLimit(main: RedisClientLike): Promise<number> {
-    const key = this.resultKey(""); // no task id is empty
-    const takes = async (bytes: number): Promise<boolean> => {
-      try {
-        await this.#deadlines.guard(main.call("GETBIT", key, String((bytes - 1) * 8)), "GETBIT");
-        return true;
-      } catch (error) {
-        const message = error instanceof Error ? error.message : "";
-        if (/bit offset is not an integer or out of range/i.test(message)) return false;
-        if (/^WRONGTYPE/.test(message)) return true; // the offset passed; the key holds another type
-        throw error;
-      }
-    };
-    const last = this.#probedBulkLimit;
-    // unchanged since the last probe (a worker asks after each heartbeat): two commands
-    if (last !== undefined && last < PROBE_CEILING_BYTES && (await takes(last)) && !(await takes(last + 1))) {
-      return last;
-    }
-    this.#probedBulkLimit = await this.#searchBulkLimit(takes);
-    return this.#probedBulkLimit;
-  }
-
-  /** The largest size `takes` accepts, up to {@link PROBE_CEILING_BYTES}: a binary search. */
-  async #searchBulkLimit(takes: (bytes: number) => Promise<boolean>): Promise<number> {
-    if (await takes(PROBE_CEILING_BYTES)) return PROBE_CEILING_BYTES;
-    let taken = 1; // GETBIT at offset 0
-    let refused = PROBE_CEILING_BYTES;
-    if (!(await takes(taken))) throw new Error("redis backend: GETBIT refused bit offset 0");
-    while (refused - taken > 1) {
-      const middle = taken + Math.floor((refused - taken) / 2);
-      if (await takes(middle)) taken = middle;
-      else refused = middle;
-    }
-    return taken;
+    const limit = await this.#bulkLimit.read(main);
+    return limit === undefined ? undefined : sizeLimit(limit.bytes, limit.how);
   }
 
   /** Key of a task's record. */

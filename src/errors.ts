@@ -162,15 +162,27 @@ export class ConfigurationError extends ChicoryError {
   override readonly code = "CONFIGURATION";
 }
 
-/** An encoded message is larger than `maxMessageBytes`. */
+/** Options of {@link MessageTooLargeError}. */
+export interface MessageTooLargeErrorOptions extends ChicoryErrorOptions {
+  /** Whose limit it is, shown in brackets; default `"CHICORY_MAX_MESSAGE_BYTES"`. */
+  source?: string;
+}
+
+/**
+ * An encoded message is larger than `maxMessageBytes`, or than the broker's server takes (a
+ * Redis server's `proto-max-bulk-len`; the message names the source).
+ */
 export class MessageTooLargeError extends ChicoryError {
   override readonly code = "MESSAGE_TOO_LARGE";
   /** Encoded size in bytes. */
   readonly size: number;
-  /** The configured limit in bytes. */
+  /** The limit in bytes. */
   readonly limit: number;
-  constructor(size: number, limit: number, options?: ChicoryErrorOptions) {
-    super(`message is ${size} bytes, over the limit of ${limit} bytes (CHICORY_MAX_MESSAGE_BYTES)`, options);
+  constructor(size: number, limit: number, options?: MessageTooLargeErrorOptions) {
+    super(
+      `message is ${size} bytes, over the limit of ${limit} bytes (${options?.source ?? "CHICORY_MAX_MESSAGE_BYTES"})`,
+      options,
+    );
     this.size = size;
     this.limit = limit;
   }

@@ -68,6 +68,7 @@ export {
   DriverNotInstalledError,
   MaxRetriesExceededError,
   MessageTooLargeError,
+  type MessageTooLargeErrorOptions,
   QueueFullError,
   ReplayRecordKeptError,
   RetryError,

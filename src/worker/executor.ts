@@ -24,6 +24,10 @@
  *   every time, and the message would run again until it is poison. The task fails instead,
  *   with a `ValidationError`, as a result over `maxResultBytes` does, and that outcome is
  *   settled (its FAILURE or DEAD_LETTERED record, the ack or DLQ move) by the plan for it.
+ * - A retry the broker refuses for its size ({@link MessageTooLargeError}: the next attempt's
+ *   message is longer than the broker's server takes, e.g. a Redis server's lowered
+ *   `proto-max-bulk-len`) is not sent again either: the task fails instead, as a retry over
+ *   `maxMessageBytes` does (the runner's check), settled by the plan for a failure.
  * - Publishing a message that is not the delivery itself (an `at_most_once` retry, a dead
  *   letter written for an acknowledged message) is tried once: a publish whose reply was lost
  *   may still be applied, and trying again could add the message twice. The retry is published
@@ -31,14 +35,14 @@
  * @module
  */
 import type { Chicory } from "../app.js";
-import { type TaskRecord, terminalStateOf } from "../backends/backend.js";
+import { type StoredError, type TaskRecord, terminalStateOf } from "../backends/backend.js";
 import type { Delivery } from "../brokers/broker.js";
 import { isoNow } from "../core/clock.js";
 import type { Logger } from "../core/logger.js";
 import { type TaskMessage, truncateError } from "../core/message.js";
 import { recordRefusal } from "../core/record-refused.js";
 import { sleep } from "../core/sleep.js";
-import { toStoredError } from "../core/stored-error.js";
+import { MAX_STORED_TEXT, toStoredError } from "../core/stored-error.js";
 import { DeadLetterQueueFullError, MessageTooLargeError, toError, ValidationError } from "../errors.js";
 import type { Attempt } from "./runner.js";
 import { type Action, type SettleMode, settle } from "./settle.js";
@@ -84,6 +88,11 @@ export async function executeActions(actions: readonly Action[], ctx: ExecutionC
           "could not store the RETRY state; the retry goes on (state() shows the previous state until the next attempt)",
         );
         continue;
+      }
+      const refusedRetry = retryTooLarge(action, ctx, error);
+      if (refusedRetry !== undefined) {
+        await failRefusedRetry(ctx, refusedRetry);
+        return;
       }
       if (ONCE.has(action.type)) {
         ctx.logger.error(
@@ -182,20 +191,50 @@ function refusedResult(action: Action, ctx: ExecutionContext, error: unknown): s
 
 /** Settles the attempt as a failure: its result was refused by the backend's server (`refusal`). */
 async function failRefusedResult(ctx: ExecutionContext, refusal: string): Promise<void> {
-  const mode = ctx.settleMode as SettleMode;
   const { message } = ctx.attempt;
   const what = message ? `task "${message.name}"` : "the task";
   const error = new ValidationError(
     `${what}: the result backend refused to store its result (${refusal.slice(0, 200)}): the result is larger than the backend's server accepts; set maxResultBytes (CHICORY_MAX_RESULT_BYTES) below the server's limit, or store large data elsewhere (a file, object storage) and return a reference to it`,
   );
-  const outcome = { kind: "failure", error: toStoredError(error) } as const;
+  await failInstead(ctx, toStoredError(error));
+}
+
+/**
+ * The broker's refusal of a `retry` / `republish` step for the next attempt's size, when the
+ * outcome can be settled as a failure instead (see module doc); else undefined.
+ */
+function retryTooLarge(action: Action, ctx: ExecutionContext, error: unknown): MessageTooLargeError | undefined {
+  if (ctx.settleMode === undefined || ctx.attempt.outcome.kind !== "retry") return undefined;
+  if (action.type !== "retry" && action.type !== "republish") return undefined;
+  return error instanceof MessageTooLargeError ? error : undefined;
+}
+
+/** Settles the attempt as a failure: the broker refused its retry's message for its size (`refused`). */
+async function failRefusedRetry(ctx: ExecutionContext, refused: MessageTooLargeError): Promise<void> {
+  const { outcome } = ctx.attempt;
+  const cause = outcome.kind === "retry" ? `${outcome.error.type}: ${outcome.error.message}` : "";
+  await failInstead(ctx, {
+    type: "MessageTooLarge",
+    message:
+      `cannot retry: the next attempt's ${refused.message}; the failure that asked for the retry: ${cause}`.slice(
+        0,
+        MAX_STORED_TEXT,
+      ),
+  });
+}
+
+/** Settles the attempt as a failure with `error` instead of its outcome, by the plan for a failure. */
+async function failInstead(ctx: ExecutionContext, error: StoredError): Promise<void> {
+  const mode = ctx.settleMode as SettleMode;
+  const { message } = ctx.attempt;
+  const outcome = { kind: "failure", error } as const;
   ctx.onFailedInstead?.();
   ctx.logger.warn(
     {
       taskId: message?.id,
       task: message?.name,
       queue: ctx.delivery.queue,
-      errorType: outcome.error.type,
+      errorType: error.type,
       error: error.message,
     },
     "task failed",

@@ -7,7 +7,8 @@
  * task ids by due time) with `P:delayed-data:{Q}` (their bodies), `P:dlq:{Q}` (fields data,
  * error, failed_at, retry_count, id), `P:unique:{Q}` (ids of unique messages not yet
  * settled) and `P:sent:{Q}:<token>` (a plain publish call's receipt, 60 s); `P` = `keyPrefix`
- * (default `chicory`).
+ * (default `chicory`). `P:probe` is only read (`GETBIT`, to find the server's
+ * `proto-max-bulk-len` without `CONFIG`: a longer message is refused at `publish`).
  *
  * Semantics: at-least-once. `publish` is one XADD (plain publishes of one event-loop turn to
  * one queue go together in one script call, which leaves a receipt so that a resent copy adds
@@ -36,8 +37,15 @@ import type { Logger } from "../../core/logger.js";
 import { MessageCodec } from "../../core/message.js";
 import { DeadlinePassed, nextTurn, withinDeadline } from "../../core/sleep.js";
 import { processWarningLogger } from "../../core/warn-once.js";
-import { BrokerConnectionError, ChicoryError, ConfigurationError, QueueFullError } from "../../errors.js";
+import {
+  BrokerConnectionError,
+  ChicoryError,
+  ConfigurationError,
+  MessageTooLargeError,
+  QueueFullError,
+} from "../../errors.js";
 import { checkRedisAccess, defineAccessCheck, isNoPermError, refuseReplica } from "../../redis/redis-access.js";
+import { type BulkLimit, BulkLimitReader } from "../../redis/redis-bulk-limit.js";
 import type { RedisClientLike } from "../../redis/redis-client.js";
 import {
   adapterClient,
@@ -78,6 +86,8 @@ import { appendDeadLetter } from "./redis-settler.js";
 
 /** Longest wait for an inspection call (counts, listings). */
 const INSPECTION_TIMEOUT_MS = 10_000;
+/** Longest wait for one command of the read of the server's `proto-max-bulk-len`. */
+const LIMIT_READ_TIMEOUT_MS = 5000;
 /** Queue used by admin calls without a queue. */
 const DEFAULT_QUEUE = "default";
 
@@ -127,6 +137,10 @@ export class RedisBroker implements Broker {
   #records: RedisRecordWriter | undefined;
   /** The publishes' own connection, with `waitReplicas` (a `WAIT` blocks its connection). */
   #publisher: RedisClientLike | undefined;
+  /** Reads the server's `proto-max-bulk-len` (see {@link RedisBroker.#readBodyLimit}). */
+  readonly #bulkLimit: BulkLimitReader;
+  /** The server's `proto-max-bulk-len` as last read (unknown: undefined, or "at least" the probe's ceiling). */
+  #bodyLimit: BulkLimit | undefined;
 
   constructor(options: RedisBrokerOptions = {}) {
     const env: EnvMap = options.env ?? process.env;
@@ -136,6 +150,18 @@ export class RedisBroker implements Broker {
     this.#injected = options.client;
     this.#keys = new QueueKeyCache(this.settings.keyPrefix);
     this.#logger = options.logger ?? processWarningLogger("CHICORY_REDIS_BROKER");
+    const limitDeadlines = new Deadlines(LIMIT_READ_TIMEOUT_MS, () => new DeadlinePassed(LIMIT_READ_TIMEOUT_MS));
+    this.#bulkLimit = new BulkLimitReader({
+      probeKey: `${this.settings.keyPrefix}:probe`, // no queue key (those are \`P:<kind>:{Q}\`); only read
+      guard: (operation, label) => limitDeadlines.guard(operation, label),
+      onStepFailed: (step, error) =>
+        this.#logger.debug(
+          { err: describeRedisError(error, this.#connection.password) },
+          step === "config"
+            ? "redis broker: the server's proto-max-bulk-len could not be read with CONFIG GET; probing it with GETBIT"
+            : "redis broker: the server's proto-max-bulk-len could not be read; messages are not checked against it",
+        ),
+    });
     const displayUrl = this.displayUrl;
     this.#publishDeadlines = new Deadlines(
       this.settings.publishTimeoutMs,
@@ -187,6 +213,7 @@ export class RedisBroker implements Broker {
     );
     defineBrokerScripts(main);
     defineAccessCheck(main);
+    await this.#readBodyLimit(main);
     const { waitReplicas, waitTimeoutMs } = this.settings;
     if (waitReplicas > 0) {
       // Publishes wait for replicas on a connection of their own: a WAIT holds up every command
@@ -221,6 +248,7 @@ export class RedisBroker implements Broker {
     const onReconnect = () => {
       readyCount++;
       for (const consumer of this.#consumers) consumer.noteReconnect();
+      void this.#readBodyLimit(main); // a restarted server may run with another limit
     };
     main.on("ready", onReconnect);
     this.#stopReconnectWatch = () => main.off("ready", onReconnect);
@@ -239,6 +267,7 @@ export class RedisBroker implements Broker {
       logger: this.#logger,
       displayUrl,
       mainReadyCount: () => readyCount,
+      oversize: (body) => this.#oversize(body),
       scheduleMove: (keys, delayMs) => dueMover.schedule(keys, delayMs),
       wrapError: (operation, error) =>
         error instanceof BrokerConnectionError
@@ -263,6 +292,33 @@ export class RedisBroker implements Broker {
       deadlines: this.#publishDeadlines,
       wrapError: (error) => ctx.wrapError("publish", error),
       scheduleMove: (keys, delayMs) => dueMover.schedule(keys, delayMs),
+    });
+  }
+
+  /**
+   * Reads the server's `proto-max-bulk-len`, the longest message it takes: as the broker
+   * connects, and again after each reconnect. A longer one would not be refused by a reply: Redis
+   * closes the connection on reading its length, and the client would send it again after each
+   * reconnect, stalling the connection (and every publish and ack on it) for good. So such a
+   * message is refused here ({@link RedisBroker.#oversize}). Read with `CONFIG GET` as the
+   * `default` user, else probed with `GETBIT` (see {@link BulkLimitReader}): one command at
+   * Redis's default limit. A read that fails keeps the last value (none at first: nothing is
+   * refused here then).
+   */
+  async #readBodyLimit(main: RedisClientLike): Promise<void> {
+    const limit = await this.#bulkLimit.read(main);
+    if (limit !== undefined) this.#bodyLimit = limit.atLeast ? undefined : limit;
+  }
+
+  /** The error of a message `body` longer than the server takes in one argument; else undefined. */
+  #oversize(body: string): MessageTooLargeError | undefined {
+    const limit = this.#bodyLimit;
+    // at most 3 UTF-8 bytes per UTF-16 unit: the exact count only near the limit
+    if (limit === undefined || body.length * 3 <= limit.bytes) return undefined;
+    const size = Buffer.byteLength(body, "utf8");
+    if (size <= limit.bytes) return undefined;
+    return new MessageTooLargeError(size, limit.bytes, {
+      source: `the broker's Redis server ${limit.how}; keep CHICORY_MAX_MESSAGE_BYTES at most that`,
     });
   }
 
@@ -324,8 +380,12 @@ export class RedisBroker implements Broker {
    * in another, which reads the Redis clock once for all (see `redis-publish-batch.ts`); the
    * others (`unique` or a backlog limit, no delay) are one script call each.
    * @throws BrokerConnectionError when Redis refuses it or the backlog limit is reached
+   * @throws MessageTooLargeError when the body is longer than the server takes in one argument
+   *   (its `proto-max-bulk-len`, see {@link RedisBroker.#readBodyLimit})
    */
   publish(queue: string, message: OutgoingMessage): Promise<PublishResult> {
+    const tooLarge = this.#oversize(message.body);
+    if (tooLarge !== undefined) return Promise.reject(tooLarge);
     const batcher = this.#batcher;
     const max = this.settings.maxStreamLength;
     const delayMs = message.delayMs ?? 0;
@@ -454,7 +514,15 @@ export class RedisBroker implements Broker {
    */
   replayFromDlq(messageId: string, queue = DEFAULT_QUEUE, resetRetries = true): Promise<boolean> {
     return this.#admin("replayFromDlq", (c) =>
-      admin.replayFromDlq(c.main, this.#codec, this.#keys.get(queue), messageId, resetRetries, this.#replayGuard),
+      admin.replayFromDlq(
+        c.main,
+        this.#codec,
+        this.#keys.get(queue),
+        messageId,
+        resetRetries,
+        this.#replayGuard,
+        (body) => this.#oversize(body),
+      ),
     );
   }
 

@@ -32,6 +32,11 @@ export interface RedisBrokerContext {
    */
   readonly mainReadyCount: () => number;
   /**
+   * The error of a message body longer than the server takes in one argument (its
+   * `proto-max-bulk-len`, which would stall the connection: see `RedisBroker`); else undefined.
+   */
+  oversize(body: string): Error | undefined;
+  /**
    * Notes a delayed job Redis has just accepted `delayMs` from now, to move it into its stream
    * when due (see `redis-due-mover.ts`).
    */

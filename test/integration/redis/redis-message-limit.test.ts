@@ -1,0 +1,155 @@
+/**
+ * A message longer than the broker's Redis server takes in one argument (its
+ * `proto-max-bulk-len`, lowered here under `maxMessageBytes` on a redis-server of the test's
+ * own). Sent, Redis would close the connection on reading its length and the client would send
+ * it again after each reconnect: the connection, and every publish on it, stalled for good. The
+ * broker reads the limit as it connects and after each reconnect, and refuses such a message:
+ * - `delay()` (plain, delayed, unique) fails at once with a `MessageTooLargeError` naming the
+ *   server's limit; nothing is sent, and the next publishes go through;
+ * - the limit is found with `GETBIT` for a user without `CONFIG`;
+ * - a limit raised on a restarted server is read again after the reconnect;
+ * - a retry whose next message (with its `lastError`) no longer fits fails its task instead,
+ *   after one run, for both delivery modes.
+ */
+import { Redis } from "ioredis";
+import { describe, expect, it } from "vitest";
+import { RedisBackend } from "../../../src/backends/redis/index.js";
+import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import { Chicory, MessageTooLargeError, silentLogger, TaskFailedError, Worker } from "../../../src/index.js";
+import { eventually } from "../../contract/contract-helpers.js";
+import { useCleanups } from "../../helpers/cleanups.js";
+import { skipUnless } from "../../helpers/services.js";
+import { useOwnRedis } from "./own-redis.js";
+
+const skip = await skipUnless("redis");
+
+/** The server's bulk limit set here (its lowest allowed value). */
+const BULK_LIMIT = 1024 * 1024;
+/** The apps' `maxMessageBytes`: over the server's limit. */
+const MAX_MESSAGE_BYTES = 8 * BULK_LIMIT;
+
+describe.skipIf(skip)("redis: a message longer than the broker's server takes", () => {
+  const cleanups = useCleanups();
+  const own = useOwnRedis("message-limit");
+
+  async function admin(): Promise<Redis> {
+    const client = new Redis(own.server.url);
+    cleanups.push(() => client.disconnect());
+    await client.config("SET", "proto-max-bulk-len", String(BULK_LIMIT));
+    cleanups.push(async () => {
+      await client.config("SET", "proto-max-bulk-len", "512mb");
+    });
+    return client;
+  }
+
+  function appOn(prefix: string, url = own.server.url): Chicory {
+    const app = new Chicory({
+      broker: new RedisBroker({ url, keyPrefix: prefix, env: {} }),
+      backend: new RedisBackend({ url, keyPrefix: prefix, env: {} }),
+      config: { maxMessageBytes: MAX_MESSAGE_BYTES },
+    });
+    cleanups.push(() => app.disconnect());
+    return app;
+  }
+
+  const inputBytes = async (client: Redis) =>
+    Number(/total_net_input_bytes:(\d+)/.exec(String(await client.call("INFO", "stats")))?.[1]);
+
+  it("delay() of a longer message fails at once with MessageTooLargeError, sends nothing, and the next publishes go through", {
+    timeout: 30_000,
+  }, async () => {
+    const server = await admin();
+    const app = appOn("plain");
+    const echo = app.task({ name: "echo" }, async (text: string) => text.length);
+    await app.connect();
+    const before = await inputBytes(server);
+    const big = "x".repeat(2 * BULK_LIMIT);
+    for (const options of [{}, { countdown: 60 }, { taskId: "chosen-id" }]) {
+      const refused = await echo.applyAsync([big], options).catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(MessageTooLargeError);
+      expect((refused as MessageTooLargeError).limit).toBe(BULK_LIMIT);
+      expect((refused as Error).message).toMatch(
+        /^message is 2097\d{3} bytes, over the limit of 1048576 bytes \(the broker's Redis server stores strings of at most 1048576 bytes \(its proto-max-bulk-len\); keep CHICORY_MAX_MESSAGE_BYTES at most that\)$/,
+      );
+    }
+    expect((await inputBytes(server)) - before).toBeLessThan(BULK_LIMIT); // never sent
+    // the connection is fine: a message just under the limit is published and runs
+    const worker = new Worker(app, { concurrency: 2, logger: silentLogger });
+    await worker.start();
+    cleanups.push(() => worker.stop(5));
+    const fits = "y".repeat(BULK_LIMIT - 1024);
+    expect(await (await echo.delay(fits)).get({ timeout: 10 })).toBe(fits.length);
+    expect(await (await echo.delay("z")).get({ timeout: 10 })).toBe(1);
+  });
+
+  it("a user without CONFIG: the limit is found with GETBIT, and no ACL LOG entry is made", {
+    timeout: 30_000,
+  }, async () => {
+    const server = await admin();
+    await server.call("ACL", "SETUSER", "producer", "on", ">pw", "~*", "&*", "+@all", "-config");
+    cleanups.push(async () => {
+      await server.call("ACL", "DELUSER", "producer");
+    });
+    await server.call("ACL", "LOG", "RESET");
+    const app = appOn("probed", own.server.url.replace("redis://", "redis://producer:pw@"));
+    const echo = app.task({ name: "echo" }, async (text: string) => text.length);
+    const refused = await echo.delay("x".repeat(BULK_LIMIT + 1)).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(MessageTooLargeError);
+    expect((refused as Error).message).toContain(
+      "the broker's Redis server stores strings of at most 1048576 bytes (its proto-max-bulk-len, probed with GETBIT)",
+    );
+    expect(await app.broker.getQueueSize()).toBe(0);
+    expect(await server.call("ACL", "LOG")).toEqual([]);
+  });
+
+  it("a limit raised on a restarted server is read again after the reconnect", { timeout: 60_000 }, async () => {
+    await admin();
+    const app = appOn("restarted");
+    const echo = app.task({ name: "echo" }, async (text: string) => text.length);
+    await app.connect();
+    const big = "x".repeat(2 * BULK_LIMIT);
+    expect(await echo.delay(big).catch((e: unknown) => e)).toBeInstanceOf(MessageTooLargeError);
+    // the server restarts with its default limit (512 MiB); the broker reconnects by itself
+    await own.server.kill();
+    await own.server.start();
+    const result = await eventually(() => echo.delay(big), 20_000, 100);
+    expect(await app.broker.getQueueSize()).toBe(1);
+    expect(result.taskId).toEqual(expect.any(String));
+    await app.broker.purgeQueue();
+  });
+
+  for (const deliveryMode of ["at_least_once", "at_most_once"] as const) {
+    it(`a retry whose next message no longer fits fails its task after one run (${deliveryMode})`, {
+      timeout: 30_000,
+    }, async () => {
+      await admin();
+      const app = appOn(`retry-${deliveryMode}`);
+      let runs = 0;
+      const flaky = app.task(
+        { name: "flaky", deliveryMode, retryPolicy: { maxRetries: 3, retryDelay: 0 } },
+        async (text: string) => {
+          runs++;
+          // the next attempt's lastError pushes its message over the server's limit
+          throw new Error(`failed on ${text.length} characters: ${"e".repeat(2000)}`);
+        },
+      );
+      const worker = new Worker(app, { concurrency: 2, logger: silentLogger });
+      await worker.start();
+      cleanups.push(() => worker.stop(5));
+      const handle = await flaky.delay("x".repeat(BULK_LIMIT - 1024)); // fits, with 1 KiB to spare
+      const failed = await handle.get({ timeout: 20 }).catch((e: unknown) => e);
+      expect(failed).toBeInstanceOf(TaskFailedError);
+      expect(failed).toMatchObject({
+        errorType: "MessageTooLarge",
+        remoteMessage: expect.stringMatching(
+          /^cannot retry: the next attempt's message is \d+ bytes, over the limit of 1048576 bytes \(the broker's Redis server stores strings of at most 1048576 bytes \(its proto-max-bulk-len\); .*\); the failure that asked for the retry: Error: failed on 1047552 characters/,
+        ),
+      });
+      expect(runs).toBe(1);
+      expect(await handle.state()).toBe("FAILURE");
+      await eventually(async () => (await app.broker.getPendingCount()) === 0);
+      expect(await app.broker.getQueueSize()).toBe(0);
+      expect(worker.getStats().tasksFailed).toBe(1);
+    });
+  }
+});

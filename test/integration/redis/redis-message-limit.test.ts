@@ -8,6 +8,7 @@
  *   server's limit; nothing is sent, and the next publishes go through;
  * - the limit is found with `GETBIT` for a user without `CONFIG`;
  * - a limit raised on a restarted server is read again after the reconnect;
+ * - a DLQ replay over the limit is refused, and its entry stays;
  * - a retry whose next message (with its `lastError`) no longer fits fails its task instead,
  *   after one run, for both delivery modes.
  */
@@ -116,6 +117,38 @@ describe.skipIf(skip)("redis: a message longer than the broker's server takes", 
     expect(await app.broker.getQueueSize()).toBe(1);
     expect(result.taskId).toEqual(expect.any(String));
     await app.broker.purgeQueue();
+  });
+
+  it("a DLQ replay over a limit lowered since is refused, and its entry stays in the DLQ", {
+    timeout: 30_000,
+  }, async () => {
+    const first = appOn("replay");
+    await first.connect();
+    // dead-lettered while the server took it (as a worker's DLQ move does)
+    const body = first.codec.encode({
+      v: 1,
+      id: "replayed-id",
+      name: "echo",
+      args: ["x".repeat(1536 * 1024)],
+      retries: 3,
+      eta: null,
+      priority: null,
+      firstFailureAt: null,
+      lastError: "Error: boom",
+    });
+    await first.broker.writeDeadLetter("default", body, "Error: boom");
+    await first.disconnect();
+    await admin(); // the limit lowered to 1 MiB; a new broker reads it as it connects
+    const app = appOn("replay");
+    await app.connect();
+    const [entry] = await app.broker.getDlqMessages();
+    expect(entry?.body).toBe(body);
+    const refused = await app.broker.replayFromDlq(entry?.messageId ?? "").catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(MessageTooLargeError);
+    expect((refused as Error).message).toMatch(/over the limit of 1048576 bytes \(the broker's Redis server/);
+    expect(await app.broker.getDlqCount()).toBe(1);
+    expect(await app.broker.getQueueSize()).toBe(0);
+    await app.broker.purgeDlq();
   });
 
   for (const deliveryMode of ["at_least_once", "at_most_once"] as const) {

@@ -152,7 +152,7 @@ export class RedisBroker implements Broker {
     this.#logger = options.logger ?? processWarningLogger("CHICORY_REDIS_BROKER");
     const limitDeadlines = new Deadlines(LIMIT_READ_TIMEOUT_MS, () => new DeadlinePassed(LIMIT_READ_TIMEOUT_MS));
     this.#bulkLimit = new BulkLimitReader({
-      probeKey: `${this.settings.keyPrefix}:probe`, // no queue key (those are \`P:<kind>:{Q}\`); only read
+      probeKey: `${this.settings.keyPrefix}:probe`, // no queue key (those are P:<kind>:{Q}); only read
       guard: (operation, label) => limitDeadlines.guard(operation, label),
       onStepFailed: (step, error) =>
         this.#logger.debug(

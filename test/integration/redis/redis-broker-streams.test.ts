@@ -638,6 +638,39 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(await s.raw.get(unique)).toBe("not a set"); // left as it was
   });
 
+  it("a purge or DLQ replay with a key of another type: the purge goes on, the replay fails before any write", async () => {
+    const s = await setup();
+    const unique = `${s.prefix}:unique:{${s.queue}}`;
+    await publish(s.broker, s.queue);
+    await fetchOne(s.consumer()).then((poison) => poison.deadLetter("poison"));
+    const [entry] = await s.broker.getDlqMessages(s.queue);
+    const messageId = entry?.messageId ?? "";
+    await s.raw.set(unique, "not a set"); // an operator's SET at the key, say
+    await expect(s.broker.replayFromDlq(messageId, s.queue)).rejects.toThrow(
+      /WRONGTYPE key .*:unique:.* holds a string, not a set \(nothing was changed\)/,
+    );
+    await s.raw.del(unique);
+    // a work stream of another type: the DLQ entry must not be deleted before the XADD fails
+    await s.raw.rename(s.stream, `${s.stream}:kept`);
+    await s.raw.set(s.stream, "not a stream");
+    await expect(s.broker.replayFromDlq(messageId, s.queue)).rejects.toThrow(
+      /WRONGTYPE key .*:stream:.* holds a string, not a stream/,
+    );
+    await s.raw.del(s.stream);
+    await s.raw.rename(`${s.stream}:kept`, s.stream);
+    expect(await s.raw.xlen(s.dlq)).toBe(1); // still there
+    expect(await s.broker.replayFromDlq(messageId, s.queue)).toBe(true);
+    expect(await s.raw.xlen(s.dlq)).toBe(0);
+    // the purge: the waiting and delayed messages go, the key of another type stays as it was
+    await publish(s.broker, s.queue, { unique: true });
+    await publish(s.broker, s.queue, { delayMs: 60_000, unique: true });
+    await s.raw.del(unique);
+    await s.raw.set(unique, "not a set");
+    expect(await s.broker.purgeQueue(s.queue)).toBe(3);
+    expect(await s.broker.getQueueSize(s.queue)).toBe(0);
+    expect(await s.raw.get(unique)).toBe("not a set");
+  });
+
   it("a settle from a consumer that lost its lease adds nothing (fencing)", async () => {
     const s = await setup({ claimMinIdleMs: 500 });
     await publish(s.broker, s.queue);

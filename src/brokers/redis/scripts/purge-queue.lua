@@ -6,7 +6,10 @@
 -- Waiting stream entries are those after the group's last-delivered id; entries up to it are
 -- pending (in flight) and are left alone. Atomic so no consumer reads an entry between the
 -- lookup of the last-delivered id and the delete.
+-- Only a set holds unique markers: a key of another type there (an operator's SET, say) is left
+-- alone, and the purge still deletes the messages.
 local batch = tonumber(ARGV[2])
+local hasUnique = redis.call('TYPE', KEYS[4])['ok'] == 'set'
 local last = '0-0'
 local groups = redis.pcall('XINFO', 'GROUPS', KEYS[1])
 if type(groups) == 'table' and not groups.err then
@@ -25,7 +28,7 @@ for _, e in ipairs(entries) do
   redis.call('XDEL', KEYS[1], e[1])
   local fields = e[2]
   for i = 1, #fields, 2 do
-    if fields[i] == 'id' then redis.call('SREM', KEYS[4], fields[i + 1]) end
+    if fields[i] == 'id' and hasUnique then redis.call('SREM', KEYS[4], fields[i + 1]) end
   end
   deleted = deleted + 1
 end
@@ -33,7 +36,7 @@ local ids = redis.call('ZRANGE', KEYS[2], 0, batch - 1)
 if #ids > 0 then
   redis.call('ZREM', KEYS[2], unpack(ids))
   redis.call('HDEL', KEYS[3], unpack(ids))
-  redis.call('SREM', KEYS[4], unpack(ids))
+  if hasUnique then redis.call('SREM', KEYS[4], unpack(ids)) end
   deleted = deleted + #ids
 end
 return deleted

@@ -11,6 +11,10 @@
 -- its settle drops it): a unique publish of that id while it is queued is refused, and its
 -- settle never drops the marker of another copy. Replaying while another copy holds the
 -- marker would make two copies of one unique id: refused instead.
+-- A work stream or unique set of another type (an operator's SET at the key, say) fails the call
+-- before any write (assertType): failing after the XDEL would lose the entry.
+assertType(KEYS[2], 'stream')
+assertType(KEYS[3], 'set')
 if redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then
   if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then
     return 0

@@ -26,8 +26,9 @@
  *   settled (its FAILURE or DEAD_LETTERED record, the ack or DLQ move) by the plan for it.
  * - A retry the broker refuses for its size ({@link MessageTooLargeError}: the next attempt's
  *   message is longer than the broker's server takes, e.g. a Redis server's lowered
- *   `proto-max-bulk-len`) is not sent again either: the task fails instead, as a retry over
- *   `maxMessageBytes` does (the runner's check), settled by the plan for a failure.
+ *   `proto-max-bulk-len`) is sent once more without its `lastError`, as for `maxMessageBytes`;
+ *   refused again, it is not retried: the task fails instead, as a retry over `maxMessageBytes`
+ *   does (the runner's check), settled by the plan for a failure.
  * - Publishing a message that is not the delivery itself (an `at_most_once` retry, a dead
  *   letter written for an acknowledged message) is tried once: a publish whose reply was lost
  *   may still be applied, and trying again could add the message twice. The retry is published
@@ -301,6 +302,39 @@ function encodeNextAttempt(app: Chicory, next: TaskMessage): string {
   }
 }
 
+/**
+ * Sends the next attempt's message: as the delivery's own retry (`retry`), or published anew
+ * for an acknowledged message (`republish`).
+ */
+async function sendRetry(
+  asRetry: boolean,
+  body: string,
+  ctx: ExecutionContext,
+  message: TaskMessage,
+  delayMs: number,
+): Promise<void> {
+  const { delivery, app } = ctx;
+  if (asRetry) {
+    await delivery.retry(body, delayMs);
+    return;
+  }
+  // Unique: a publish the client sends again after a lost reply (ioredis re-sends the
+  // commands in flight when it reconnects) adds the retry once (where the broker can).
+  const { published } = await app.broker.publish(delivery.queue, {
+    id: message.id,
+    body,
+    delayMs,
+    priority: message.priority,
+    unique: true,
+  });
+  if (!published) {
+    ctx.logger.warn(
+      { taskId: message.id, queue: delivery.queue },
+      "retry not published: a message with this task id is already queued",
+    );
+  }
+}
+
 /** Whose record a store writes: the decoded message's task, or a rejected one's id as read. */
 interface RecordTarget {
   readonly id: string;
@@ -415,25 +449,16 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
     case "retry":
     case "republish": {
       if (!message || outcome.kind !== "retry") return;
-      const body = encodeNextAttempt(app, nextAttempt(message, ctx, outcome.delayMs));
-      if (action.type === "retry") {
-        await delivery.retry(body, outcome.delayMs);
-        return;
-      }
-      // Unique: a publish the client sends again after a lost reply (ioredis re-sends the
-      // commands in flight when it reconnects) adds the retry once (where the broker can).
-      const { published } = await app.broker.publish(delivery.queue, {
-        id: message.id,
-        body,
-        delayMs: outcome.delayMs,
-        priority: message.priority,
-        unique: true,
-      });
-      if (!published) {
-        ctx.logger.warn(
-          { taskId: message.id, queue: delivery.queue },
-          "retry not published: a message with this task id is already queued",
-        );
+      const next = nextAttempt(message, ctx, outcome.delayMs);
+      const send = (body: string) => sendRetry(action.type === "retry", body, ctx, message, outcome.delayMs);
+      const body = encodeNextAttempt(app, next);
+      try {
+        await send(body);
+      } catch (error) {
+        // refused by the broker for its size (sent nothing): without lastError, as for the
+        // codec's limit (encodeNextAttempt); still refused, the task fails (retryTooLarge)
+        if (!(error instanceof MessageTooLargeError) || next.lastError === null) throw error;
+        await send(app.codec.encode({ ...next, lastError: null }));
       }
       return;
     }

@@ -7,9 +7,15 @@
  * published with `mandatory`), or no confirm arrives within the publish timeout (e.g. a
  * memory alarm blocks publishers). It never hangs. After a timeout the message may still be
  * confirmed later: a caller that publishes again can create a duplicate (at-least-once).
+ *
+ * A message over the server's `max_message_size` (128 MiB by default in RabbitMQ 3.8-3.13, 16 MiB
+ * in 4.x; AMQP does not tell a client) makes RabbitMQ close the channel: that message fails
+ * with a {@link MessageTooLargeError} naming the server's limit, the others then unconfirmed on
+ * the channel fail with RabbitMQ's reason (their outcome is unknown), and later messages over
+ * the limit learned so are refused before they are sent, so they close no channel again.
  * @module
  */
-import { BrokerConnectionError } from "../../errors.js";
+import { BrokerConnectionError, MessageTooLargeError } from "../../errors.js";
 import type { RabbitMqConnection } from "./rabbitmq-connection.js";
 import type { AmqpConfirmChannel, AmqpMessage, AmqpPublishOptions } from "./rabbitmq-driver.js";
 
@@ -18,7 +24,18 @@ interface ConfirmState {
   isOpen: boolean;
   /** Correlation ids of messages RabbitMQ returned as unroutable (return precedes the confirm). */
   readonly returned: Set<string>;
+  /** Why RabbitMQ closed the channel (its `error` event comes before the failed confirms). */
+  closeReason: string | undefined;
 }
+
+/** RabbitMQ's reason for closing a channel on a message over `max_message_size`: its size and the limit. */
+function sizeRefusal(reason: string | undefined): { size: number; max: number } | undefined {
+  const found = /message size (\d+) is larger than configured max size (\d+)/.exec(reason ?? "");
+  return found ? { size: Number(found[1]), max: Number(found[2]) } : undefined;
+}
+
+/** The source named by a {@link MessageTooLargeError} for RabbitMQ's limit. */
+const MAX_SIZE_SOURCE = "RabbitMQ's max_message_size; keep CHICORY_MAX_MESSAGE_BYTES at most that";
 
 /** The message came back unroutable: its queue does not exist (deleted behind our back). */
 export class UnroutableError extends BrokerConnectionError {}
@@ -30,6 +47,8 @@ export class RabbitMqPublisher {
   readonly #connection: RabbitMqConnection;
   readonly #timeoutMs: number;
   #state: Promise<ConfirmState> | null = null;
+  /** The server's `max_message_size`, once a refusal told it (see module doc). */
+  #maxMessageSize: number | undefined;
 
   constructor(connection: RabbitMqConnection, timeoutMs: number) {
     this.#connection = connection;
@@ -41,6 +60,10 @@ export class RabbitMqPublisher {
    * @throws BrokerConnectionError (see module doc)
    */
   async send(queue: string, content: Buffer, options: AmqpPublishOptions): Promise<void> {
+    const max = this.#maxMessageSize;
+    if (max !== undefined && content.length > max) {
+      throw new MessageTooLargeError(content.length, max, { source: MAX_SIZE_SOURCE });
+    }
     const deadline = Date.now() + this.#timeoutMs;
     const state = await this.#open(deadline);
     sequence = (sequence + 1) % Number.MAX_SAFE_INTEGER;
@@ -68,13 +91,7 @@ export class RabbitMqPublisher {
       try {
         state.channel.sendToQueue(queue, content, { ...options, mandatory: true, correlationId }, (error: unknown) => {
           if (error) {
-            finish(
-              new BrokerConnectionError(
-                `RabbitMQ refused a message for queue "${queue}" (${describe(error)}; a queue with ` +
-                  "x-max-length rejects publishes when full)",
-                { cause: error },
-              ),
-            );
+            finish(this.#refusal(queue, content, state.closeReason, error));
           } else if (state.returned.has(correlationId)) {
             finish(new UnroutableError(`RabbitMQ queue "${queue}" does not exist (message returned unroutable)`));
           } else {
@@ -88,6 +105,28 @@ export class RabbitMqPublisher {
         );
       }
     });
+  }
+
+  /** The error of a message RabbitMQ did not confirm: `error` from amqplib, `closeReason` from the server. */
+  #refusal(queue: string, content: Buffer, closeReason: string | undefined, error: unknown): Error {
+    const tooLarge = sizeRefusal(closeReason);
+    if (tooLarge !== undefined) {
+      this.#maxMessageSize = tooLarge.max;
+      if (content.length > tooLarge.max) {
+        return new MessageTooLargeError(content.length, tooLarge.max, { source: MAX_SIZE_SOURCE, cause: error });
+      }
+    }
+    if (closeReason !== undefined) {
+      return new BrokerConnectionError(
+        `RabbitMQ closed the publish channel before confirming a message for queue "${queue}" (${closeReason}); its outcome is unknown`,
+        { cause: error },
+      );
+    }
+    return new BrokerConnectionError(
+      `RabbitMQ refused a message for queue "${queue}" (${describe(error)}; a queue with ` +
+        "x-max-length rejects publishes when full)",
+      { cause: error },
+    );
   }
 
   /** Closes the confirm channel (waiting for outstanding confirms is the callers' business). */
@@ -122,8 +161,10 @@ export class RabbitMqPublisher {
         cause: error,
       });
     }
-    const state: ConfirmState = { channel, isOpen: true, returned: new Set() };
-    channel.on("error", () => {});
+    const state: ConfirmState = { channel, isOpen: true, returned: new Set(), closeReason: undefined };
+    channel.on("error", (error: unknown) => {
+      state.closeReason = describe(error);
+    });
     channel.on("close", () => {
       state.isOpen = false;
     });

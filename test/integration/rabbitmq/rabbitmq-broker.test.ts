@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
 import type { RabbitMqBroker } from "../../../src/brokers/rabbitmq/index.js";
-import { BrokerConnectionError, ConfigurationError } from "../../../src/errors.js";
+import { BrokerConnectionError, ConfigurationError, MessageTooLargeError } from "../../../src/errors.js";
 import { eventually } from "../../contract/contract-helpers.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { deleteQueues, testBroker } from "./rabbitmq-test-utils.js";
@@ -111,6 +111,42 @@ describe.skipIf(skip)("rabbitmq broker", () => {
     expect(entry?.body).toBe('{"id":"poison"}');
     expect(entry?.error).toMatch(/delivery_limit/);
     await consumer.close();
+  });
+
+  it("a message over the server's max_message_size fails with MessageTooLargeError; later ones are refused before they are sent", {
+    timeout: 60_000,
+  }, async () => {
+    const broker = await open();
+    const queue = uniqueName("q");
+    const small = (n: number) =>
+      broker.publish(queue, { id: `s${n}`, body: `{"id":"s${n}"}` }).then(
+        () => "ok",
+        (error: unknown) => error,
+      );
+    // over RabbitMQ 3.x's default max_message_size (128 MiB); RabbitMQ closes the channel
+    const big = "x".repeat(129 * 1024 * 1024);
+    const before = small(0);
+    const refused = broker.publish(queue, { id: "big", body: big }).catch((error: unknown) => error);
+    const after = small(1);
+    const error = await refused;
+    expect(error).toBeInstanceOf(MessageTooLargeError);
+    expect((error as MessageTooLargeError).limit).toBeLessThan(big.length);
+    expect((error as Error).message).toMatch(
+      /^message is 135266304 bytes, over the limit of \d+ bytes \(RabbitMQ's max_message_size; keep CHICORY_MAX_MESSAGE_BYTES at most that\)$/,
+    );
+    expect(await before).toBe("ok"); // confirmed before the channel closed
+    // sent on the closed channel: RabbitMQ's reason, not a guess
+    const lost = await after;
+    expect(lost).toBeInstanceOf(BrokerConnectionError);
+    expect((lost as Error).message).toMatch(
+      /closed the publish channel .*message size 135266304 is larger than configured max size/,
+    );
+    // now known: refused before it is sent, so the channel stays open for the others
+    const again = broker.publish(queue, { id: "big2", body: big }).catch((e: unknown) => e);
+    const beside = small(2);
+    expect(await again).toBeInstanceOf(MessageTooLargeError);
+    expect(await beside).toBe("ok");
+    expect(await broker.getQueueSize(queue)).toBe(2);
   });
 
   it("refuses to use a queue declared with other arguments with a ConfigurationError", async () => {

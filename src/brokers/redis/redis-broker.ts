@@ -141,6 +141,8 @@ export class RedisBroker implements Broker {
   readonly #bulkLimit: BulkLimitReader;
   /** The server's `proto-max-bulk-len` as last read (unknown: undefined, or "at least" the probe's ceiling). */
   #bodyLimit: BulkLimit | undefined;
+  /** Some read of the limit succeeded (a server that never told is not asked after heartbeats). */
+  #bodyLimitRead = false;
 
   constructor(options: RedisBrokerOptions = {}) {
     const env: EnvMap = options.env ?? process.env;
@@ -307,7 +309,29 @@ export class RedisBroker implements Broker {
    */
   async #readBodyLimit(main: RedisClientLike): Promise<void> {
     const limit = await this.#bulkLimit.read(main);
-    if (limit !== undefined) this.#bodyLimit = limit.atLeast ? undefined : limit;
+    if (limit === undefined) return;
+    const before = this.#bodyLimitRead ? (this.#bodyLimit?.bytes ?? "default") : undefined;
+    this.#bodyLimitRead = true;
+    this.#bodyLimit = limit.atLeast ? undefined : limit;
+    const now = this.#bodyLimit?.bytes ?? "default";
+    if (before !== undefined && before !== now) {
+      this.#logger.info(
+        { limit: now, before, source: limit.how },
+        "redis broker: the server changed its proto-max-bulk-len; messages are held to the new limit",
+      );
+    }
+  }
+
+  /**
+   * {@inheritDoc Broker.refreshLimits} Reads `proto-max-bulk-len` again (see
+   * {@link RedisBroker.#readBodyLimit}), so that a `CONFIG SET` on the server is followed within
+   * a worker's heartbeat; not when no read ever succeeded (a user refused `CONFIG` and `GETBIT`
+   * would add an `ACL LOG` entry each time).
+   */
+  async refreshLimits(): Promise<void> {
+    const ctx = this.#ctx;
+    if (ctx === undefined || !this.#bodyLimitRead) return;
+    await this.#readBodyLimit(ctx.main);
   }
 
   /** The error of a message `body` longer than the server takes in one argument; else undefined. */

@@ -7,7 +7,8 @@
  * - `delay()` (plain, delayed, unique) fails at once with a `MessageTooLargeError` naming the
  *   server's limit; nothing is sent, and the next publishes go through;
  * - the limit is found with `GETBIT` for a user without `CONFIG`;
- * - a limit raised on a restarted server is read again after the reconnect;
+ * - a limit raised on a restarted server is read again after the reconnect, and one lowered with
+ *   `CONFIG SET` is followed within a worker's heartbeat;
  * - a DLQ replay over the limit is refused, and its entry stays;
  * - a retry whose `lastError` pushes its message over the limit goes without it; one that does
  *   not fit even so fails its task after one run; both delivery modes.
@@ -18,6 +19,7 @@ import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { Chicory, MessageTooLargeError, silentLogger, TaskFailedError, Worker } from "../../../src/index.js";
 import { eventually } from "../../contract/contract-helpers.js";
+import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
 import { useOwnRedis } from "./own-redis.js";
@@ -117,6 +119,29 @@ describe.skipIf(skip)("redis: a message longer than the broker's server takes", 
     expect(await app.broker.getQueueSize()).toBe(1);
     expect(result.taskId).toEqual(expect.any(String));
     await app.broker.purgeQueue();
+  });
+
+  it("a limit lowered on the server while connected is followed within a worker's heartbeat", {
+    timeout: 30_000,
+  }, async () => {
+    const { logger, until } = capturingLogger();
+    const url = own.server.url;
+    const app = new Chicory({
+      broker: new RedisBroker({ url, keyPrefix: "lowered", env: {}, logger }),
+      backend: new RedisBackend({ url, keyPrefix: "lowered", env: {} }),
+      config: { maxMessageBytes: MAX_MESSAGE_BYTES },
+    });
+    cleanups.push(() => app.disconnect());
+    const echo = app.task({ name: "echo" }, async (text: string) => text.length);
+    const worker = new Worker(app, { concurrency: 2, logger: silentLogger, heartbeatInterval: 0.2 });
+    await worker.start();
+    cleanups.push(() => worker.stop(5));
+    const big = "x".repeat(2 * BULK_LIMIT);
+    expect(await (await echo.delay(big)).get({ timeout: 10 })).toBe(big.length); // the default limit
+    await admin(); // CONFIG SET proto-max-bulk-len 1 MiB; the broker stays connected
+    const changed = await until(/changed its proto-max-bulk-len/);
+    expect(changed.fields).toMatchObject({ limit: BULK_LIMIT, before: 512 * BULK_LIMIT });
+    expect(await echo.delay(big).catch((e: unknown) => e)).toBeInstanceOf(MessageTooLargeError);
   });
 
   it("a DLQ replay over a limit lowered since is refused, and its entry stays in the DLQ", {

@@ -24,11 +24,12 @@
  *   every time, and the message would run again until it is poison. The task fails instead,
  *   with a `ValidationError`, as a result over `maxResultBytes` does, and that outcome is
  *   settled (its FAILURE or DEAD_LETTERED record, the ack or DLQ move) by the plan for it.
- * - A retry the broker refuses for its size ({@link MessageTooLargeError}: the next attempt's
- *   message is longer than the broker's server takes, e.g. a Redis server's lowered
- *   `proto-max-bulk-len`) is sent once more without its `lastError`, as for `maxMessageBytes`;
- *   refused again, it is not retried: the task fails instead, as a retry over `maxMessageBytes`
- *   does (the runner's check), settled by the plan for a failure.
+ * - A retry whose next message is too large ({@link MessageTooLargeError}: over
+ *   `maxMessageBytes` when encoded, or longer than the broker's server takes, e.g. a Redis
+ *   server's lowered `proto-max-bulk-len`) goes without its `lastError`; when even that does
+ *   not fit (a message close to the limit grows by its `eta` and `firstFailureAt`), it is not
+ *   tried again: the task fails instead (`MessageTooLarge`), settled by the plan for a failure,
+ *   rather than failing its settling on every delivery.
  * - Publishing a message that is not the delivery itself (an `at_most_once` retry, a dead
  *   letter written for an acknowledged message) is tried once: a publish whose reply was lost
  *   may still be applied, and trying again could add the message twice. The retry is published

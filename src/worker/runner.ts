@@ -12,10 +12,9 @@ import { findNonJson } from "../core/json.js";
 import { type MessageCodec, peekHead, type TaskMessage } from "../core/message.js";
 import { validateWithSchema } from "../core/schema.js";
 import { timerDelay } from "../core/sleep.js";
-import { MAX_STORED_TEXT, toStoredError } from "../core/stored-error.js";
+import { toStoredError } from "../core/stored-error.js";
 import {
   MaxRetriesExceededError,
-  MessageTooLargeError,
   RetryError,
   TaskAbortedError,
   TaskNotFoundError,
@@ -113,32 +112,7 @@ export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<A
   }
   const run = new AttemptAbort();
   const outcome = await attempt(task, message, env, delivery, run);
-  return { outcome: retryThatFits(outcome, message, env.codec), message, task, alreadyAcked, lingering: run.lingering };
-}
-
-/**
- * A retry whose next message would exceed the message size limit even without its
- * `lastError` (a message close to the limit grows by its `eta` and `firstFailureAt`) cannot be
- * sent: it ends as a final failure instead of failing its settling on every delivery.
- */
-function retryThatFits(outcome: Outcome, message: TaskMessage, codec: MessageCodec): Outcome {
-  if (outcome.kind !== "retry") return outcome;
-  const now = new Date().toISOString();
-  try {
-    codec.encode({ ...message, retries: message.retries + 1, eta: now, firstFailureAt: now, lastError: null });
-    return outcome;
-  } catch (thrown) {
-    if (!(thrown instanceof MessageTooLargeError)) return outcome; // the settling step reports it
-    const error = {
-      type: "MessageTooLarge",
-      message:
-        `cannot retry: the next attempt's message is ${thrown.size} bytes, over the limit of ${thrown.limit} bytes (CHICORY_MAX_MESSAGE_BYTES); the failure that asked for the retry: ${outcome.error.type}: ${outcome.error.message}`.slice(
-          0,
-          MAX_STORED_TEXT,
-        ),
-    };
-    return { kind: "failure", error };
-  }
+  return { outcome, message, task, alreadyAcked, lingering: run.lingering };
 }
 
 /**

@@ -109,8 +109,8 @@ export interface Delivery {
    * Writes `record` (a terminal task record) to the result backend attached with
    * {@link Broker.attachResults}, then acks, in one atomic call: when the write fails nothing is
    * acknowledged. Only on deliveries of a consumer created after `attachResults` returned true.
-   * The worker does not send a result that may exceed 512 KiB of JSON this way: it stores it
-   * with the backend, then acks.
+   * A broker may write a record too long for one call its own way (the Redis broker: the lease
+   * checked, the record written in pieces, then the ack), never acking before it is written.
    */
   ackWithRecord?(record: TaskRecord): Promise<void>;
   /**

@@ -7,6 +7,19 @@
 import type { TaskRecord } from "../backends/backend.js";
 import type { RedisArg, RedisClientLike } from "./redis-client.js";
 
+/**
+ * A terminal record longer than this (UTF-8 bytes of JSON) is written apart from any batch, in
+ * pieces of this size: half of the least Redis takes in one argument (`proto-max-bulk-len` and
+ * `client-query-buffer-limit`, 1 MiB at least), so no record makes a call Redis refuses or
+ * closes the connection on.
+ */
+export const RECORD_PIECE_BYTES = 512 * 1024;
+
+/** True when the record `json` is longer than {@link RECORD_PIECE_BYTES} (counted only when it may be). */
+export function isPieceSized(json: string): boolean {
+  return json.length * 3 > RECORD_PIECE_BYTES && Buffer.byteLength(json) > RECORD_PIECE_BYTES;
+}
+
 /** The KEYS and ARGV of one `store-results.lua` call. */
 export interface StoreResultsCall {
   readonly keys: string[];
@@ -17,8 +30,21 @@ export interface StoreResultsCall {
 export interface RedisRecordWriter {
   /** True when `client` reaches this backend's server, database and user (see `sameRedisServer`). */
   sharesServerWith(client: RedisClientLike): boolean;
-  /** The `store-results.lua` call that writes and announces `records` (at most 500). */
-  storeResultsCall(records: readonly TaskRecord[]): StoreResultsCall;
+  /** `record` as this backend stores it (the JSON a {@link RedisRecordWriter.storeResultsCall} takes). */
+  encodeRecord(record: TaskRecord): string;
+  /**
+   * The `store-results.lua` call that writes and announces `records` (at most 500, none
+   * {@link isPieceSized}); `jsons`: their {@link RedisRecordWriter.encodeRecord}, when done
+   * already.
+   */
+  storeResultsCall(records: readonly TaskRecord[], jsons?: readonly string[]): StoreResultsCall;
+  /**
+   * Writes a terminal `record` whose `json` is {@link isPieceSized} in pieces on the backend's
+   * own connection, and announces it; with `unlessFinal`, only when the task has no terminal
+   * record yet. Resolves to whether it was written; rejects with Redis's refusal when the
+   * record is longer than the server stores.
+   */
+  storeRecordInPieces(record: TaskRecord, json: string, unlessFinal: boolean): Promise<boolean>;
   /** Called once `records` were written: resolves this process's waiters at once. */
   recordsWritten(records: readonly TaskRecord[]): void;
   /** Writes terminal `records` (at most 500) on the backend's own connection, and announces them. */
@@ -37,7 +63,9 @@ export function isRedisRecordWriter(backend: unknown): backend is RedisRecordWri
     typeof b === "object" &&
     b !== null &&
     typeof b.sharesServerWith === "function" &&
+    typeof b.encodeRecord === "function" &&
     typeof b.storeResultsCall === "function" &&
+    typeof b.storeRecordInPieces === "function" &&
     typeof b.recordsWritten === "function" &&
     typeof b.storeRecords === "function"
   );

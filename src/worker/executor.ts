@@ -427,16 +427,12 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
     }
     case "storeAndAck": {
       const target = recordTarget(attempt);
-      // A large result is stored before the ack, not in the ack's call: the backend may then
-      // write it its own way (see LARGE_RESULT_BYTES)
-      const large = outcome.kind === "success" && outcome.large === true;
-      if (app.backend && target && delivery.ackWithRecord && !large) {
+      if (app.backend && target && delivery.ackWithRecord) {
         // fenced by the broker: the record is written only if this consumer still holds the entry
         await delivery.ackWithRecord(recordOf(action, attempt, target));
         return;
       }
-      // A delivery without the one-call ack (e.g. wrapped by the caller), or a large result:
-      // store, then ack.
+      // A delivery without the one-call ack (e.g. wrapped by the caller): store, then ack.
       await runAction({ ...action, type: "store" }, ctx);
       await delivery.ack();
       return;

@@ -22,7 +22,7 @@ import {
   ValidationError,
 } from "../errors.js";
 import type { Task } from "../task.js";
-import { LARGE_RESULT_BYTES, type Outcome } from "./settle.js";
+import type { Outcome } from "./settle.js";
 
 /** What the runner needs from its worker. */
 export interface RunnerEnv {
@@ -295,8 +295,7 @@ async function attempt(
  * `max_allowed_packet`); so is one over the server's own limit (`server`, read as the worker
  * started), counted as the server receives it. One the server refuses all the same (its limit
  * not read) fails the task once the refusal comes back (see `executor.ts`). The exact size is
- * counted only when the text's length could exceed a limit. The outcome is marked `large` when
- * the JSON may take more than {@link LARGE_RESULT_BYTES}.
+ * counted only when the text's length could exceed a limit.
  */
 function snapshot(
   value: unknown,
@@ -311,8 +310,7 @@ function snapshot(
   if (typeof value === "string") {
     // JSON escapes a UTF-16 unit as at most 6 ASCII bytes ("\u001f"), plus the quotes
     const most = value.length * 6 + 2;
-    if (most <= wireLimit)
-      return most > LARGE_RESULT_BYTES ? { kind: "success", value, large: true } : { kind: "success", value };
+    if (most <= wireLimit) return { kind: "success", value };
   } else if (value === null || typeof value !== "object") {
     return { kind: "success", value };
   }
@@ -333,9 +331,7 @@ function snapshot(
     }
   }
   const copy: unknown = typeof value === "string" ? value : JSON.parse(text);
-  return text.length * 3 > LARGE_RESULT_BYTES
-    ? { kind: "success", value: copy, large: true }
-    : { kind: "success", value: copy };
+  return { kind: "success", value: copy };
 }
 
 /** The `'`, `"` and `\` in `text` (the MySQL driver escapes each with one more byte). */

@@ -14,29 +14,17 @@
  * - When the broker writes the backend's records in its settle calls (`acksCarryRecords`), a
  *   final record and the ack after it are one `storeAndAck`, and a DEAD_LETTERED record and
  *   the DLQ move after it one `storeAndDeadLetter`: stored in the same atomic call, and only
- *   when the broker carries out the ack or the move (but for a `large` result: stored, then
- *   acknowledged, see `executor.ts`). An acknowledged message's dead letter
+ *   when the broker carries out the ack or the move. An acknowledged message's dead letter
  *   and its DEAD_LETTERED record are one `storeAndWriteDeadLetter`, written together.
  * @module
  */
 import type { StoredError, TaskState } from "../backends/backend.js";
 import type { DeliveryMode } from "../config.js";
 
-/**
- * A result whose JSON may take more than this many UTF-8 bytes is stored apart from its
- * message's ack (a store, then the ack), so that a backend may write it its own way: the Redis
- * backend writes such a record in pieces, each within any server's argument limits (Redis takes
- * no less than 1 MiB in one argument), where the ack's call would carry it in one argument.
- */
-export const LARGE_RESULT_BYTES = 512 * 1024;
-
 /** How an attempt (or the attempt to start one) ended. */
 export type Outcome =
-  /**
-   * The handler returned a value. `large`: its JSON may take more than
-   * {@link LARGE_RESULT_BYTES}; its record is then stored before the ack, not in the ack's call.
-   */
-  | { readonly kind: "success"; readonly value: unknown; readonly large?: boolean }
+  /** The handler returned a value. */
+  | { readonly kind: "success"; readonly value: unknown }
   /** It failed and will be retried after `delayMs`. */
   | { readonly kind: "retry"; readonly error: StoredError; readonly delayMs: number }
   /** It failed for good (non-retryable, validation, budget spent, unknown task). */

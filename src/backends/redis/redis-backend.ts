@@ -52,7 +52,12 @@ import {
 } from "../../redis/redis-connect.js";
 import { watchEviction } from "../../redis/redis-eviction.js";
 import { type ResolvedRedisConnection, resolveRedisConnection } from "../../redis/redis-options.js";
-import type { RedisRecordWriter, StoreResultsCall } from "../../redis/redis-record-writer.js";
+import {
+  isPieceSized,
+  RECORD_PIECE_BYTES,
+  type RedisRecordWriter,
+  type StoreResultsCall,
+} from "../../redis/redis-record-writer.js";
 import {
   type Backend,
   isTerminalState,
@@ -88,11 +93,6 @@ class AnswerLost extends Error {}
 /** Room a record takes in a Redis argument besides its result (id, state, name, times): ample. */
 const RECORD_ROOM_BYTES = 64 * 1024;
 
-/**
- * A terminal record longer than this (UTF-8 bytes of JSON) is written in pieces of this size
- * (see {@link RedisBackend.storeResult}): half of the least Redis takes in one argument.
- */
-const PIECE_BYTES = 512 * 1024;
 /** How long the staging key of a record written in pieces outlives a writer that died. */
 const STAGING_TTL_SECONDS = 3600;
 
@@ -390,14 +390,16 @@ export class RedisBackend implements Backend, RedisRecordWriter {
 
   /**
    * Adds `record` to this turn's batch of terminal records; resolves once the batch is written.
-   * A record over {@link PIECE_BYTES} is written on its own, in pieces: no record in a batch is
-   * then longer than Redis takes in one argument (1 MiB at least), so none refuses a batch.
+   * A record over {@link RECORD_PIECE_BYTES} is written on its own, in pieces: no record in a
+   * batch is then longer than Redis takes in one argument (1 MiB at least), so none refuses a
+   * batch.
    */
-  #storeTerminal(record: TaskRecord): Promise<void> {
+  async #storeTerminal(record: TaskRecord): Promise<void> {
     const key = this.resultKey(record.taskId);
     const json = encodeRecord(record);
-    if (json.length * 3 > PIECE_BYTES && Buffer.byteLength(json) > PIECE_BYTES) {
-      return this.#storeInPieces(key, record, json);
+    if (isPieceSized(json)) {
+      await this.storeRecordInPieces(record, json, false);
+      return;
     }
     let batch = this.#terminal[this.#terminal.length - 1];
     if (!batch || batch.keys.length >= MAX_TERMINAL_BATCH) batch = this.#newTerminalBatch();
@@ -409,9 +411,12 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   }
 
   /**
-   * Writes a terminal record longer than {@link PIECE_BYTES} in pieces of that size: `SET` and
-   * `APPEND`s to a staging key of its own (expiring within an hour if left behind), then
-   * `store-pieces.lua` renames it to the record's key, sets its TTL and announces it. No
+   * {@inheritDoc RedisRecordWriter.storeRecordInPieces}
+   *
+   * The pieces are {@link RECORD_PIECE_BYTES} long: `SET` and `APPEND`s to a staging key of its
+   * own (expiring within an hour if left behind), then `store-pieces.lua` renames it to the
+   * record's key (with `unlessFinal`, only when that holds no terminal record; the staging key
+   * is deleted otherwise), sets its TTL and announces it. No
    * argument is then longer than Redis's smallest `proto-max-bulk-len` and
    * `client-query-buffer-limit` (1 MiB), and a record over the server's `proto-max-bulk-len`
    * is refused by an `APPEND` ("string exceeds maximum allowed size") on a connection that stays
@@ -419,13 +424,15 @@ export class RedisBackend implements Backend, RedisRecordWriter {
    * refusal can be read when the record is many times over the limit; the client sends it again
    * after each reconnect, and the connection stalls.
    */
-  async #storeInPieces(key: string, record: TaskRecord, json: string): Promise<void> {
+  async storeRecordInPieces(record: TaskRecord, json: string, unlessFinal: boolean): Promise<boolean> {
+    if (!isTerminalState(record.state)) throw new ValidationError(`not a terminal record: ${record.state}`);
+    const key = this.resultKey(record.taskId);
     const bytes = Buffer.from(json, "utf8");
     const staging = `${this.#prefix}:pieces:${record.taskId}:${randomUUID()}`;
-    await this.#run("storeResult", async (main) => {
+    const written = await this.#run("storeResult", async (main) => {
       const writes: Promise<unknown>[] = [];
-      for (let at = 0; at < bytes.length; at += PIECE_BYTES) {
-        const piece = bytes.subarray(at, at + PIECE_BYTES);
+      for (let at = 0; at < bytes.length; at += RECORD_PIECE_BYTES) {
+        const piece = bytes.subarray(at, at + RECORD_PIECE_BYTES);
         writes.push(
           at === 0 ? main.call("SET", staging, piece, "EX", STAGING_TTL_SECONDS) : main.call("APPEND", staging, piece),
         );
@@ -436,14 +443,16 @@ export class RedisBackend implements Backend, RedisRecordWriter {
         await main.call("DEL", staging).catch(() => undefined);
         throw failed.reason;
       }
-      await runScript(
+      const reply = await runScript(
         main,
         "chicoryStorePieces",
         [staging, key],
-        [this.settings.resultTtlSeconds, this.doneChannel, this.#idOffset, bytes.length],
+        [this.settings.resultTtlSeconds, this.doneChannel, this.#idOffset, bytes.length, unlessFinal ? 1 : 0],
       );
+      return Number(reply) === 1;
     });
-    this.recordsWritten([record]);
+    if (written) this.recordsWritten([record]);
+    return written;
   }
 
   #newTerminalBatch(): TerminalBatch {
@@ -488,14 +497,19 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     return this.#main !== undefined && sameRedisServer(this.#main, client);
   }
 
+  /** {@inheritDoc RedisRecordWriter.encodeRecord} */
+  encodeRecord(record: TaskRecord): string {
+    return encodeRecord(record);
+  }
+
   /** The `store-results.lua` call for terminal `records` (at most 500), for the broker's ack script. */
-  storeResultsCall(records: readonly TaskRecord[]): StoreResultsCall {
+  storeResultsCall(records: readonly TaskRecord[], jsons?: readonly string[]): StoreResultsCall {
     for (const record of records) {
       if (!isTerminalState(record.state)) throw new ValidationError(`not a terminal record: ${record.state}`);
     }
     return this.#storeResultsArgs(
       records.map((r) => this.resultKey(r.taskId)),
-      records.map((r) => encodeRecord(r)),
+      jsons ?? records.map((r) => encodeRecord(r)),
     );
   }
 

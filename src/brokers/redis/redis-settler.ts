@@ -14,7 +14,7 @@ import type { Logger } from "../../core/logger.js";
 import { peekMessage } from "../../core/message.js";
 import { BrokerConnectionError, DeadLetterQueueFullError } from "../../errors.js";
 import { type RedisArg, runScript } from "../../redis/redis-client.js";
-import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
+import { isPieceSized, type RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { LeaseState } from "../broker.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import type { DeliverySettler, RedisDelivery } from "./redis-delivery.js";
@@ -132,6 +132,8 @@ interface PendingAck {
   readonly confirm: boolean;
   /** A terminal record to write first (see {@link RedisSettler.ack}). */
   readonly record: TaskRecord | undefined;
+  /** The record's JSON (set with `record`). */
+  readonly json: string | undefined;
   resolve(): void;
   reject(error: unknown): void;
 }
@@ -193,11 +195,21 @@ export class RedisSettler implements DeliverySettler {
    * the consumer that comes first (its fetch runs in the worker's own check-phase callback,
    * scheduled when the jobs started) takes the batch along ({@link RedisSettler.readWithAcks}).
    * With a `record` (only when the consumer was given the result backend's writer), the same
-   * call first writes that terminal record to the result backend.
+   * call first writes that terminal record to the result backend; but a record too long for one
+   * argument of every Redis server ({@link isPieceSized}) is written apart, in pieces, before
+   * the ack (see {@link RedisSettler.#ackAfterPieces}).
    */
   ack(d: RedisDelivery, confirm = false, record?: TaskRecord): Promise<void> {
-    if (record !== undefined && this.#records === undefined) {
-      return Promise.reject(noRecordWriterError());
+    let json: string | undefined;
+    if (record !== undefined) {
+      const writer = this.#records;
+      if (writer === undefined) return Promise.reject(noRecordWriterError());
+      try {
+        json = writer.encodeRecord(record);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      if (isPieceSized(json)) return this.#ackAfterPieces(d, confirm, record, json, writer);
     }
     return new Promise((resolve, reject) => {
       let batch = this.#acks.get(d.keys.stream);
@@ -205,12 +217,49 @@ export class RedisSettler implements DeliverySettler {
         batch = [];
         this.#acks.set(d.keys.stream, batch);
       }
-      batch.push({ delivery: d, confirm, record, resolve, reject });
+      batch.push({ delivery: d, confirm, record, json, resolve, reject });
       if (!this.#isFlushScheduled) {
         this.#isFlushScheduled = true;
         setImmediate(this.#flushAcks);
       }
     });
+  }
+
+  /**
+   * The ack of a delivery whose record is {@link isPieceSized}: its lease checked, the record
+   * written in pieces by the backend, then a plain ack. Held: written. Taken by another worker:
+   * not written (its result is that worker's), as the ack script's fence does. Ownerless (the
+   * entry left the stream while it ran here): written unless the task has a final record, as
+   * for an entry the ack script finds gone. The lease may still be lost between the check and
+   * the ack, as with any backend that does not share the broker's server.
+   */
+  async #ackAfterPieces(
+    d: RedisDelivery,
+    confirm: boolean,
+    record: TaskRecord,
+    json: string,
+    writer: RedisRecordWriter,
+  ): Promise<void> {
+    // asked of Redis (an entry gone from the stream is not seen otherwise until a renewal)
+    const lease = await this.leaseState(d, true);
+    const fields = { queue: d.queue, consumer: this.#consumerId, entry: d.deliveryId, taskId: record.taskId };
+    if (lease === "taken") {
+      this.#logger.warn(
+        fields,
+        "lease lost before the outcome was stored: another worker holds the job now; its outcome is left to that worker",
+      );
+    } else if (!(await writer.storeRecordInPieces(record, json, lease === "ownerless"))) {
+      this.#logger.warn(
+        fields,
+        "the broker no longer holds this job's message and the task already has a final record (a worker that took the job over finished it): this run's outcome is not stored",
+      );
+    } else if (lease === "ownerless") {
+      this.#logger.warn(
+        fields,
+        "the broker no longer holds this job's message (lost in a broker restart, or finished by a worker that took it over): its outcome is stored, as nobody will run it again",
+      );
+    }
+    return this.ack(d, confirm);
   }
 
   /** Sends every waiting ack now rather than at the check phase (a no-op when none waits). */
@@ -268,7 +317,12 @@ export class RedisSettler implements DeliverySettler {
     }
     const args = [this.#ctx.group, this.#consumerId, low, high, ...ids];
     const records: TaskRecord[] = [];
-    for (const ack of batch) if (ack.record !== undefined) records.push(ack.record);
+    const jsons: string[] = [];
+    for (const ack of batch) {
+      if (ack.record === undefined) continue;
+      records.push(ack.record);
+      jsons.push(ack.json as string);
+    }
     let results: unknown;
     let written: TaskRecord[] = [];
     let entries: StreamEntry[] = [];
@@ -282,7 +336,7 @@ export class RedisSettler implements DeliverySettler {
       let keys = [stream, unique];
       let ackArgs: RedisArg[] = args;
       let streamIndex = 1;
-      const store = records.length > 0 ? this.#records?.storeResultsCall(records) : undefined;
+      const store = records.length > 0 ? this.#records?.storeResultsCall(records, jsons) : undefined;
       if (store !== undefined) {
         withRecords = true;
         script = "chicoryAckWithRecords";
@@ -651,13 +705,13 @@ export class RedisSettler implements DeliverySettler {
    * {@inheritDoc Delivery.leaseState}: `ownerless` once a renewal found the entry gone while it
    * ran here, `taken` once one found it held elsewhere; `held` at once while the last lease
    * confirmation (the read or reclaim that handed the entry out, or a renewal) is less than half
-   * the claim idle time old; else asks Redis (`lease-state.lua`): an entry no consumer holds that
+   * the claim idle time old (unless `ask`); else asks Redis (`lease-state.lua`): an entry no consumer holds that
    * left the stream is `ownerless`, one another consumer holds or will be handed is `taken`.
    */
-  async leaseState(d: RedisDelivery): Promise<LeaseState> {
+  async leaseState(d: RedisDelivery, ask = false): Promise<LeaseState> {
     if (d.isEntryGone) return "ownerless";
     if (d.isLeaseLost) return "taken";
-    if (performance.now() - d.leaseConfirmedAtMs < this.#ctx.claimMinIdleMs / 2) return "held";
+    if (!ask && performance.now() - d.leaseConfirmedAtMs < this.#ctx.claimMinIdleMs / 2) return "held";
     let holder: unknown;
     try {
       holder = await runScript(

@@ -17,7 +17,15 @@ import { encodeTask, eventually, fetchN, fetchOne, successRecord as success } fr
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless } from "../../helpers/services.js";
 import { openBrokerSandbox } from "./redis-broker-sandbox.js";
-import { deletePrefix, dropConnection, otherDatabase, rawRedis, settleByHand, testPrefix } from "./redis-test-keys.js";
+import {
+  deletePrefix,
+  dropConnection,
+  monitorCommands,
+  otherDatabase,
+  rawRedis,
+  settleByHand,
+  testPrefix,
+} from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
 const codec = new MessageCodec();
@@ -47,6 +55,8 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     const key = s.backend.resultKey("broken");
     const failing: RedisRecordWriter = {
       sharesServerWith: () => true,
+      encodeRecord: (record) => JSON.stringify(record),
+      storeRecordInPieces: async () => false,
       storeResultsCall: (records) => ({
         keys: [key],
         args: [-1, s.backend.doneChannel, 0, 2048, JSON.stringify(records[0])],
@@ -263,6 +273,45 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
       result: "done",
     });
     expect(await wait).toMatchObject({ state: "SUCCESS", result: "done" });
+  });
+
+  it("a record over 512 KiB is written apart, in pieces, then acked: held, written; taken, left to the new owner; gone, written unless a final one is there", async () => {
+    const s = await setup();
+    const seen = await monitorCommands(cleanups);
+    const big = "x".repeat(600 * 1024);
+    const value = async (id: string) => JSON.parse((await s.raw.get(s.backend.resultKey(id))) ?? "null")?.result;
+    // Held: written in pieces and announced, then the entry is acked.
+    const { id, held, stolen } = await stolenTask(s);
+    const wait = s.backend.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
+    // Taken (the lease ran out and another consumer holds it): nothing written or acked.
+    await held.ackWithRecord?.(success(id, big));
+    expect(await s.raw.get(s.backend.resultKey(id))).toBeNull();
+    const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;
+    expect(pending.map(([entry]) => entry)).toEqual([stolen.deliveryId]);
+    await stolen.ackWithRecord?.(success(id, big));
+    expect((await wait)?.result).toBe(big);
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+    expect(await s.raw.ttl(s.backend.resultKey(id))).toBeGreaterThan(0);
+    // Gone from the stream under the worker: one lost with the data gets this run's record, the
+    // other, settled by a worker that took it over, keeps that worker's.
+    const lost = await s.publish();
+    const takenOver = await s.publish();
+    const [a, b] = await fetchN(s.consumer(), 2);
+    for (const d of [a, b]) await settleByHand(s.raw, s.stream, s.group, d?.deliveryId ?? "");
+    await s.backend.storeResult(success(takenOver, "theirs"));
+    const ids = [a, b].map((d) => (d?.body.includes(lost) ? lost : takenOver));
+    await Promise.all([a, b].map((d, i) => d?.ackWithRecord?.(success(ids[i] as string, big))));
+    expect(await value(lost)).toBe(big);
+    expect(await value(takenOver)).toBe("theirs");
+    // In pieces (no argument over 512 KiB), none left behind.
+    await eventually(() =>
+      expect(seen.filter((c) => c.args[0] === "APPEND" && c.args[1]?.startsWith(`${s.prefix}:pieces:`))).toHaveLength(
+        3,
+      ),
+    );
+    const ours = seen.filter((c) => c.args.some((arg) => arg.startsWith(s.prefix)));
+    expect(ours.filter((c) => c.args.some((arg) => arg.length > 512 * 1024))).toEqual([]);
+    expect(await s.raw.keys(`${s.prefix}:pieces:*`)).toEqual([]);
   });
 
   it("a batch mixing plain acks, records and a fenced entry writes each record for its own entry", async () => {

@@ -88,14 +88,14 @@ export async function replayFromDlq(
   messageId: string,
   resetRetries: boolean,
   guard?: DlqReplayGuard,
-  oversize?: (body: string) => Error | undefined,
+  oversize?: (body: string) => Error | undefined | Promise<Error | undefined>,
 ): Promise<boolean> {
   const entries = (await client.call("XRANGE", keys.dlq, dlqEntryId(messageId), messageId)) as StreamEntry[];
   const entry = entries[0];
   if (entry === undefined) return false;
   const f = fieldsOf(entry[1]);
   const body = rewriteForReplay(codec, f.data ?? "", resetRetries, f.error);
-  const tooLarge = oversize?.(body);
+  const tooLarge = await oversize?.(body);
   if (tooLarge !== undefined) throw tooLarge; // the entry stays in the DLQ
   const taskId = replayedTaskId(body) ?? f.id;
   return guardedReplay(guard, taskId, async () => {

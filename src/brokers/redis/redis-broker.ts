@@ -88,6 +88,10 @@ import { appendDeadLetter } from "./redis-settler.js";
 const INSPECTION_TIMEOUT_MS = 10_000;
 /** Longest wait for one command of the read of the server's `proto-max-bulk-len`. */
 const LIMIT_READ_TIMEOUT_MS = 5000;
+/** Redis's least `proto-max-bulk-len` (1 MiB): a message no longer fits whatever the server's limit. */
+const LEAST_BULK_BYTES = 1024 * 1024;
+/** Oldest read of the limit a message that may exceed {@link LEAST_BULK_BYTES} is checked against. */
+const LIMIT_MAX_AGE_MS = 1000;
 /** Queue used by admin calls without a queue. */
 const DEFAULT_QUEUE = "default";
 
@@ -143,6 +147,10 @@ export class RedisBroker implements Broker {
   #bodyLimit: BulkLimit | undefined;
   /** Some read of the limit succeeded (a server that never told is not asked after heartbeats). */
   #bodyLimitRead = false;
+  /** When a read of the limit last succeeded (`performance.now()`). */
+  #bodyLimitReadAtMs = Number.NEGATIVE_INFINITY;
+  /** The read of the limit under way for messages that wait for it (see {@link RedisBroker.#checkSize}). */
+  #bodyLimitReading: Promise<void> | undefined;
 
   constructor(options: RedisBrokerOptions = {}) {
     const env: EnvMap = options.env ?? process.env;
@@ -269,7 +277,7 @@ export class RedisBroker implements Broker {
       logger: this.#logger,
       displayUrl,
       mainReadyCount: () => readyCount,
-      oversize: (body) => this.#oversize(body),
+      oversize: (body) => this.#checkSize(body),
       scheduleMove: (keys, delayMs) => dueMover.schedule(keys, delayMs),
       wrapError: (operation, error) =>
         error instanceof BrokerConnectionError
@@ -312,6 +320,7 @@ export class RedisBroker implements Broker {
     if (limit === undefined) return;
     const before = this.#bodyLimitRead ? (this.#bodyLimit?.bytes ?? "default") : undefined;
     this.#bodyLimitRead = true;
+    this.#bodyLimitReadAtMs = performance.now();
     this.#bodyLimit = limit.atLeast ? undefined : limit;
     const now = this.#bodyLimit?.bytes ?? "default";
     if (before !== undefined && before !== now) {
@@ -332,6 +341,26 @@ export class RedisBroker implements Broker {
     const ctx = this.#ctx;
     if (ctx === undefined || !this.#bodyLimitRead) return;
     await this.#readBodyLimit(ctx.main);
+  }
+
+  /**
+   * {@link RedisBroker.#oversize}, against a limit read at most {@link LIMIT_MAX_AGE_MS} ago when
+   * `body` may be longer than Redis's least `proto-max-bulk-len` (1 MiB: only with
+   * `CHICORY_MAX_MESSAGE_BYTES` raised over it): a process that only publishes has no heartbeat
+   * after which to read it again, and a `CONFIG SET` that lowered it would otherwise go unseen
+   * until a reconnect. Such a message then waits for one read (shared by all that wait), and
+   * may reach its queue after shorter ones published after it. Not when no read ever succeeded
+   * (see {@link RedisBroker.refreshLimits}).
+   */
+  #checkSize(body: string): MessageTooLargeError | undefined | Promise<MessageTooLargeError | undefined> {
+    if (body.length * 3 <= LEAST_BULK_BYTES || !this.#bodyLimitRead) return this.#oversize(body);
+    const ctx = this.#ctx;
+    if (ctx === undefined || performance.now() - this.#bodyLimitReadAtMs < LIMIT_MAX_AGE_MS)
+      return this.#oversize(body);
+    this.#bodyLimitReading ??= this.#readBodyLimit(ctx.main).finally(() => {
+      this.#bodyLimitReading = undefined;
+    });
+    return this.#bodyLimitReading.then(() => this.#oversize(body));
   }
 
   /** The error of a message `body` longer than the server takes in one argument; else undefined. */
@@ -408,8 +437,19 @@ export class RedisBroker implements Broker {
    *   (its `proto-max-bulk-len`, see {@link RedisBroker.#readBodyLimit})
    */
   publish(queue: string, message: OutgoingMessage): Promise<PublishResult> {
-    const tooLarge = this.#oversize(message.body);
+    const tooLarge = this.#checkSize(message.body);
+    if (tooLarge instanceof Promise) {
+      return tooLarge.then((error) => {
+        if (error !== undefined) throw error;
+        return this.#publishFitting(queue, message);
+      });
+    }
     if (tooLarge !== undefined) return Promise.reject(tooLarge);
+    return this.#publishFitting(queue, message);
+  }
+
+  /** {@link RedisBroker.publish} of a message the server takes. */
+  #publishFitting(queue: string, message: OutgoingMessage): Promise<PublishResult> {
     const batcher = this.#batcher;
     const max = this.settings.maxStreamLength;
     const delayMs = message.delayMs ?? 0;
@@ -545,7 +585,7 @@ export class RedisBroker implements Broker {
         messageId,
         resetRetries,
         this.#replayGuard,
-        (body) => this.#oversize(body),
+        (body) => this.#checkSize(body),
       ),
     );
   }

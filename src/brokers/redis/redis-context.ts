@@ -34,8 +34,10 @@ export interface RedisBrokerContext {
   /**
    * The error of a message body longer than the server takes in one argument (its
    * `proto-max-bulk-len`, which would stall the connection: see `RedisBroker`); else undefined.
+   * A promise when a body that may exceed Redis's least limit waits for the limit to be read
+   * again.
    */
-  oversize(body: string): Error | undefined;
+  oversize(body: string): Error | undefined | Promise<Error | undefined>;
   /**
    * Notes a delayed job Redis has just accepted `delayMs` from now, to move it into its stream
    * when due (see `redis-due-mover.ts`).

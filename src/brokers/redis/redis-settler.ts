@@ -464,7 +464,7 @@ export class RedisSettler implements DeliverySettler {
   }
 
   async retry(d: RedisDelivery, body: string, delayMs: number): Promise<void> {
-    const tooLarge = this.#ctx.oversize(body);
+    const tooLarge = await this.#ctx.oversize(body);
     if (tooLarge !== undefined) throw tooLarge;
     const { stream, delayed, delayedData } = d.keys;
     const delay = Math.max(0, Math.ceil(delayMs)); // never early: rounded up

@@ -8,7 +8,8 @@
  *   server's limit; nothing is sent, and the next publishes go through;
  * - the limit is found with `GETBIT` for a user without `CONFIG`;
  * - a limit raised on a restarted server is read again after the reconnect, and one lowered with
- *   `CONFIG SET` is followed within a worker's heartbeat;
+ *   `CONFIG SET` is followed within a worker's heartbeat, and by a process that only publishes
+ *   (read again before a message over 1 MiB when the last read is over a second old);
  * - a DLQ replay over the limit is refused, and its entry stays;
  * - a retry whose `lastError` pushes its message over the limit goes without it; one that does
  *   not fit even so fails its task after one run; both delivery modes.
@@ -142,6 +143,34 @@ describe.skipIf(skip)("redis: a message longer than the broker's server takes", 
     const changed = await until(/changed its proto-max-bulk-len/);
     expect(changed.fields).toMatchObject({ limit: BULK_LIMIT, before: 512 * BULK_LIMIT });
     expect(await echo.delay(big).catch((e: unknown) => e)).toBeInstanceOf(MessageTooLargeError);
+  });
+
+  it("a process that only publishes follows a lowered limit: a message over 1 MiB has it read again first", {
+    timeout: 30_000,
+  }, async () => {
+    const { logger, until } = capturingLogger();
+    const url = own.server.url;
+    const app = new Chicory({
+      broker: new RedisBroker({ url, keyPrefix: "publisher", env: {}, logger }),
+      config: { maxMessageBytes: MAX_MESSAGE_BYTES },
+    });
+    cleanups.push(() => app.disconnect());
+    const echo = app.task({ name: "echo" }, async (text: string) => text.length);
+    await app.connect();
+    const big = "x".repeat(2 * BULK_LIMIT);
+    await echo.delay(big); // the default limit, read as the broker connected
+    const server = await admin(); // CONFIG SET proto-max-bulk-len 1 MiB: no worker, heartbeat or reconnect here
+    // The read the next long message is checked against must be over a second old: only time
+    // passing makes it so (no event to await).
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const before = await inputBytes(server);
+    const refused = await echo.delay(big).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(MessageTooLargeError);
+    expect((refused as MessageTooLargeError).limit).toBe(BULK_LIMIT);
+    expect((await inputBytes(server)) - before).toBeLessThan(BULK_LIMIT); // never sent
+    expect((await until(/changed its proto-max-bulk-len/)).fields).toMatchObject({ limit: BULK_LIMIT });
+    expect(await app.broker.getQueueSize()).toBe(1);
+    await app.broker.purgeQueue();
   });
 
   it("a DLQ replay over a limit lowered since is refused, and its entry stays in the DLQ", {

@@ -362,12 +362,6 @@ export interface Broker extends BrokerAdmin {
    */
   checkAccess?(queues: readonly string[]): Promise<void>;
   /**
-   * Reads again the server limits the broker checks messages against (a Redis server's
-   * `proto-max-bulk-len`), so a limit changed on the server is followed. A worker calls it
-   * after each heartbeat. Optional; never rejects.
-   */
-  refreshLimits?(): Promise<void>;
-  /**
    * Offers to write `backend`'s terminal records in the same call as the acks of their
    * deliveries (one round trip per settled batch instead of two). Returns true when this broker
    * can, e.g. the Redis broker with a Redis backend on the same server, database and user;

@@ -438,7 +438,7 @@ export class Worker {
           async () => {
             await this.#heartbeat();
             if (isFirstRound) isFirstRound = false;
-            else await Promise.all([this.#refreshResultSizeLimit(), this.#app.broker.refreshLimits?.()]);
+            else await this.#refreshResultSizeLimit();
           },
           {
             intervalMs: this.config.heartbeatInterval * 1000,

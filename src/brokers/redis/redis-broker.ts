@@ -332,25 +332,14 @@ export class RedisBroker implements Broker {
   }
 
   /**
-   * {@inheritDoc Broker.refreshLimits} Reads `proto-max-bulk-len` again (see
-   * {@link RedisBroker.#readBodyLimit}), so that a `CONFIG SET` on the server is followed within
-   * a worker's heartbeat; not when no read ever succeeded (a user refused `CONFIG` and `GETBIT`
-   * would add an `ACL LOG` entry each time).
-   */
-  async refreshLimits(): Promise<void> {
-    const ctx = this.#ctx;
-    if (ctx === undefined || !this.#bodyLimitRead) return;
-    await this.#readBodyLimit(ctx.main);
-  }
-
-  /**
    * {@link RedisBroker.#oversize}, against a limit read at most {@link LIMIT_MAX_AGE_MS} ago when
    * `body` may be longer than Redis's least `proto-max-bulk-len` (1 MiB: only with
-   * `CHICORY_MAX_MESSAGE_BYTES` raised over it): a process that only publishes has no heartbeat
-   * after which to read it again, and a `CONFIG SET` that lowered it would otherwise go unseen
-   * until a reconnect. Such a message then waits for one read (shared by all that wait), and
-   * may reach its queue after shorter ones published after it. Not when no read ever succeeded
-   * (see {@link RedisBroker.refreshLimits}).
+   * `CHICORY_MAX_MESSAGE_BYTES` raised over it), so that a `CONFIG SET` that lowered it is
+   * followed without a reconnect (publishes, a worker's retries, DLQ replays). Such a message
+   * then waits for one read (shared by all that wait), and may reach its queue after shorter
+   * ones published after it. Shorter messages fit any server and wait for nothing. Not when no
+   * read ever succeeded: a user refused `CONFIG` and `GETBIT` would add an `ACL LOG` entry
+   * each time.
    */
   #checkSize(body: string): MessageTooLargeError | undefined | Promise<MessageTooLargeError | undefined> {
     if (body.length * 3 <= LEAST_BULK_BYTES || !this.#bodyLimitRead) return this.#oversize(body);

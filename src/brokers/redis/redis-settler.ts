@@ -35,6 +35,25 @@ export function dlqFullError(queue: string, max: number, what: string): DeadLett
   );
 }
 
+/** Length of the pieces a dead letter's body is sent in when the server would refuse it whole. */
+const BODY_PIECE_BYTES = 512 * 1024;
+
+/**
+ * A dead letter's `body` in pieces of {@link BODY_PIECE_BYTES} (within any server's
+ * `proto-max-bulk-len`) when it is longer than the server takes in one argument (a limit
+ * lowered since the message was published); undefined when it fits. The scripts join the
+ * pieces (`dead-letter.lua`, `write-dead-letter.lua`): Redis limits what it reads from a client,
+ * not what a script writes. Sent whole, the body would make Redis close the connection, again
+ * after each reconnect.
+ */
+async function bodyPieces(ctx: RedisBrokerContext, body: string): Promise<Buffer[] | undefined> {
+  if ((await ctx.oversize(body)) === undefined) return undefined;
+  const bytes = Buffer.from(body, "utf8");
+  const pieces: Buffer[] = [];
+  for (let at = 0; at < bytes.length; at += BODY_PIECE_BYTES) pieces.push(bytes.subarray(at, at + BODY_PIECE_BYTES));
+  return pieces;
+}
+
 /**
  * Appends an already acknowledged message (a failed `at_most_once` task) to `queue`'s DLQ
  * (`write-dead-letter.lua`); with `store` (the result backend's call for its DEAD_LETTERED
@@ -52,13 +71,22 @@ export async function appendDeadLetter(
 ): Promise<void> {
   const id = peekMessage(body)?.id;
   const keys = [dlqKey, ...(store?.keys ?? [])];
+  const pieces = await bodyPieces(ctx, body);
   let result: unknown;
   try {
     result = await runScript(
       ctx.main,
       "chicoryWriteDeadLetter",
       [String(keys.length), ...keys],
-      [body, error, retryCountOf(body), ctx.dlqMaxLength, typeof id === "string" ? id : "", ...(store?.args ?? [])],
+      [
+        pieces === undefined ? body : "",
+        error,
+        retryCountOf(body),
+        ctx.dlqMaxLength,
+        typeof id === "string" ? id : "",
+        ...(store?.args ?? []),
+        ...(pieces ?? []),
+      ],
     );
   } catch (cause) {
     throw ctx.wrapError("writeDeadLetter", cause);
@@ -499,10 +527,11 @@ export class RedisSettler implements DeliverySettler {
     const store = record === undefined ? undefined : this.#records?.storeResultsCall([record]);
     if (record !== undefined && store === undefined) throw noRecordWriterError();
     const keys = [d.keys.stream, d.keys.dlq, d.keys.unique, ...(store?.keys ?? [])];
+    const pieces = await bodyPieces(this.#ctx, d.body);
     const args: RedisArg[] = [
       this.#ctx.group,
       d.deliveryId,
-      d.body,
+      pieces === undefined ? d.body : "",
       error,
       retryCountOf(d.body),
       this.#ctx.dlqMaxLength,
@@ -510,6 +539,7 @@ export class RedisSettler implements DeliverySettler {
       d.isUntrusted ? "" : (d.knownTaskId ?? ""),
       this.#consumerId,
       ...(store?.args ?? []),
+      ...(pieces ?? []),
     ];
     let result: unknown;
     const sentAtReady = this.#ctx.mainReadyCount();

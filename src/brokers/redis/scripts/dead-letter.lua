@@ -8,7 +8,8 @@
 -- ARGV[1] group, ARGV[2] entry id, ARGV[3] body, ARGV[4] error, ARGV[5] retry count,
 -- ARGV[6] DLQ max length (0 = no limit), ARGV[7] task id, ARGV[8] consumer settling it (fenced:
 -- nothing happens when another consumer owns the entry), ARGV[9..13] (with KEYS[4])
--- store-results.lua's ARGV for that one record
+-- store-results.lua's ARGV for that one record; any further ARGV: the body in pieces, joined
+-- here (ARGV[3] is then empty), for a body longer than the server reads in one argument
 -- Returns 1 moved, 0 entry not pending for this consumer (taken by another consumer, or still
 -- in the stream pending for nobody), 2 pending for nobody and no longer in the stream (settled
 -- already: by an earlier copy of this call, or elsewhere), -1 DLQ full. With 0, 2 or -1
@@ -46,11 +47,16 @@ redis.call('XACK', KEYS[1], ARGV[1], '0-0') -- exempts the writes below from the
 if KEYS[4] then
   storeResults({ KEYS[4] }, { ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13] })
 end
+local body = ARGV[3]
+local fixed = KEYS[4] and 13 or 8
+if #ARGV > fixed then
+  body = table.concat(ARGV, '', fixed + 1)
+end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 local t = redis.call('TIME')
 local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('XADD', KEYS[2], '*', 'data', ARGV[3], 'error', ARGV[4], 'failed_at', nowMs, 'retry_count', ARGV[5], 'id', ARGV[7])
+redis.call('XADD', KEYS[2], '*', 'data', body, 'error', ARGV[4], 'failed_at', nowMs, 'retry_count', ARGV[5], 'id', ARGV[7])
 if uniqueIsSet then
   redis.call('SREM', KEYS[3], ARGV[7])
 end

@@ -6,7 +6,9 @@
 -- KEYS[1] DLQ stream ${prefix}:dlq:{Q}, KEYS[2] (optional) record key (store-results.lua's
 -- KEYS[1])
 -- ARGV[1] body, ARGV[2] error, ARGV[3] retry count, ARGV[4] DLQ max length (0 = no limit),
--- ARGV[5] task id, ARGV[6..10] (with KEYS[2]) store-results.lua's ARGV for that one record
+-- ARGV[5] task id, ARGV[6..10] (with KEYS[2]) store-results.lua's ARGV for that one record;
+-- any further ARGV: the body in pieces, joined here (ARGV[1] is then empty), for a body longer
+-- than the server reads in one argument
 -- Returns 1 written, -1 DLQ full (nothing written, no record either; the DLQ is never
 -- trimmed).
 -- Atomic: the limit check and the writes cannot interleave with another writer, and the entry
@@ -23,7 +25,12 @@ assertType(KEYS[1], 'stream')
 if KEYS[2] then
   storeResults({ KEYS[2] }, { ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10] })
 end
+local body = ARGV[1]
+local fixed = KEYS[2] and 10 or 5
+if #ARGV > fixed then
+  body = table.concat(ARGV, '', fixed + 1)
+end
 local t = redis.call('TIME')
 local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('XADD', KEYS[1], '*', 'data', ARGV[1], 'error', ARGV[2], 'failed_at', nowMs, 'retry_count', ARGV[3], 'id', ARGV[5])
+redis.call('XADD', KEYS[1], '*', 'data', body, 'error', ARGV[2], 'failed_at', nowMs, 'retry_count', ARGV[3], 'id', ARGV[5])
 return 1

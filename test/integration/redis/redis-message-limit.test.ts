@@ -23,6 +23,7 @@ import { eventually } from "../../contract/contract-helpers.js";
 import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
+import { retriesOverLimit } from "../retries-over-limit.js";
 import { useOwnRedis } from "./own-redis.js";
 
 const skip = await skipUnless("redis");
@@ -248,79 +249,16 @@ describe.skipIf(skip)("redis: a message longer than the broker's server takes", 
   });
 
   for (const deliveryMode of ["at_least_once", "at_most_once"] as const) {
-    /** A worker on the lowered server with a task that always fails with a 2,000-character message. */
-    async function startFlaky(prefix: string) {
-      await admin();
-      const app = appOn(`${prefix}-${deliveryMode}`);
-      let runs = 0;
-      const flaky = app.task(
-        { name: "flaky", deliveryMode, retryPolicy: { maxRetries: 3, retryDelay: 0 } },
-        async (text: string) => {
-          runs++;
-          throw new Error(`failed on ${text.length} characters: ${"e".repeat(2000)}`);
-        },
-      );
-      const worker = new Worker(app, { concurrency: 2, logger: silentLogger });
-      await worker.start();
-      cleanups.push(() => worker.stop(5));
-      return { app, flaky, worker, runs: () => runs };
-    }
-
-    /** The length of a string argument that makes flaky's first message `bytes` long. */
-    function argumentFor(app: Chicory, bytes: number): number {
-      const empty = app.codec.encode({
-        v: 1,
-        id: "00000000-0000-4000-8000-000000000000", // as long as the ids delay() makes
-        name: "flaky",
-        args: [""],
-        retries: 0,
-        eta: null,
-        priority: null,
-        firstFailureAt: null,
-        lastError: null,
-      });
-      return bytes - Buffer.byteLength(empty);
-    }
-
-    it(`a retry whose lastError pushes it over the limit goes without it (${deliveryMode})`, {
-      timeout: 30_000,
-    }, async () => {
-      const { app, flaky, worker, runs } = await startFlaky("lasterror");
-      const length = argumentFor(app, BULK_LIMIT - 1024); // 1 KiB to spare: not for the error
-      const failed = await (await flaky.delay("x".repeat(length))).get({ timeout: 20 }).catch((e: unknown) => e);
-      expect(failed).toBeInstanceOf(TaskFailedError);
-      expect(failed).toMatchObject({
-        errorType: "Error",
-        remoteMessage: `failed on ${length} characters: ${"e".repeat(2000)}`,
-      });
-      expect(runs()).toBe(4); // every retry ran
-      await eventually(async () => (await app.broker.getPendingCount()) === 0);
-      expect(await app.broker.getQueueSize()).toBe(0);
-      expect(worker.getStats().tasksFailed).toBe(1);
-    });
-
-    it(`a retry that does not fit even without its lastError fails its task after one run (${deliveryMode})`, {
-      timeout: 30_000,
-    }, async () => {
-      const { app, flaky, worker, runs } = await startFlaky("nofit");
-      // 10 bytes to spare: the next attempt's eta and firstFailureAt take more
-      const length = argumentFor(app, BULK_LIMIT - 10);
-      const handle = await flaky.delay("x".repeat(length));
-      const failed = await handle.get({ timeout: 20 }).catch((e: unknown) => e);
-      expect(failed).toBeInstanceOf(TaskFailedError);
-      expect(failed).toMatchObject({
-        errorType: "MessageTooLarge",
-        remoteMessage: expect.stringMatching(
-          new RegExp(
-            `^cannot retry: the next attempt's message is \\d+ bytes, over the limit of 1048576 bytes \\(the broker's Redis server stores strings of at most 1048576 bytes \\(its proto-max-bulk-len\\); .*\\); the failure that asked for the retry: Error: failed on ${length} characters`,
-          ),
-        ),
-      });
-      expect(runs()).toBe(1);
-      expect(await handle.state()).toBe("FAILURE");
-      await eventually(async () => (await app.broker.getPendingCount()) === 0);
-      expect(await app.broker.getQueueSize()).toBe(0);
-      expect(worker.getStats().tasksFailed).toBe(1);
+    retriesOverLimit({
+      deliveryMode,
+      limit: BULK_LIMIT,
+      source: "the broker's Redis server",
+      cleanups,
+      timeoutMs: 30_000,
+      start: async (label) => {
+        await admin();
+        return appOn(label);
+      },
     });
   }
 });

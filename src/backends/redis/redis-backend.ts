@@ -394,13 +394,10 @@ export class RedisBackend implements Backend, RedisRecordWriter {
    * batch is then longer than Redis takes in one argument (1 MiB at least), so none refuses a
    * batch.
    */
-  async #storeTerminal(record: TaskRecord): Promise<void> {
+  #storeTerminal(record: TaskRecord): Promise<void> {
     const key = this.resultKey(record.taskId);
     const json = encodeRecord(record);
-    if (isPieceSized(json)) {
-      await this.storeRecordInPieces(record, json, false);
-      return;
-    }
+    if (isPieceSized(json)) return this.storeRecordInPieces(record, json, false).then(() => undefined);
     let batch = this.#terminal[this.#terminal.length - 1];
     if (!batch || batch.keys.length >= MAX_TERMINAL_BATCH) batch = this.#newTerminalBatch();
     batch.keys.push(key);

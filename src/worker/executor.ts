@@ -291,19 +291,6 @@ function nextAttempt(message: TaskMessage, ctx: ExecutionContext, delayMs: numbe
 }
 
 /**
- * Encodes the next attempt; when its `lastError` pushes a message that fitted over the size
- * limit, the attempt goes without `lastError` rather than failing this step on every try.
- */
-function encodeNextAttempt(app: Chicory, next: TaskMessage): string {
-  try {
-    return app.codec.encode(next);
-  } catch (error) {
-    if (!(error instanceof MessageTooLargeError) || next.lastError === null) throw error;
-    return app.codec.encode({ ...next, lastError: null });
-  }
-}
-
-/**
  * Sends the next attempt's message: as the delivery's own retry (`retry`), or published anew
  * for an acknowledged message (`republish`).
  */
@@ -447,15 +434,16 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
     case "republish": {
       if (!message || outcome.kind !== "retry") return;
       const next = nextAttempt(message, ctx, outcome.delayMs);
-      const send = (body: string) => sendRetry(action.type === "retry", body, ctx, message, outcome.delayMs);
-      const body = encodeNextAttempt(app, next);
+      const send = (attempt: TaskMessage) =>
+        sendRetry(action.type === "retry", app.codec.encode(attempt), ctx, message, outcome.delayMs);
       try {
-        await send(body);
+        await send(next);
       } catch (error) {
-        // refused by the broker for its size (sent nothing): without lastError, as for the
-        // codec's limit (encodeNextAttempt); still refused, the task fails (retryTooLarge)
+        // Too large (over maxMessageBytes when encoded, or refused by the broker's server,
+        // which sent nothing): once more without lastError; still too large, the task fails
+        // (retryTooLarge)
         if (!(error instanceof MessageTooLargeError) || next.lastError === null) throw error;
-        await send(app.codec.encode({ ...next, lastError: null }));
+        await send({ ...next, lastError: null });
       }
       return;
     }

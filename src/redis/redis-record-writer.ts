@@ -7,19 +7,6 @@
 import type { TaskRecord } from "../backends/backend.js";
 import type { RedisArg, RedisClientLike } from "./redis-client.js";
 
-/**
- * A terminal record longer than this (UTF-8 bytes of JSON) is written apart from any batch, in
- * pieces of this size: half of the least Redis takes in one argument (`proto-max-bulk-len` and
- * `client-query-buffer-limit`, 1 MiB at least), so no record makes a call Redis refuses or
- * closes the connection on.
- */
-export const RECORD_PIECE_BYTES = 512 * 1024;
-
-/** True when the record `json` is longer than {@link RECORD_PIECE_BYTES} (counted only when it may be). */
-export function isPieceSized(json: string): boolean {
-  return json.length * 3 > RECORD_PIECE_BYTES && Buffer.byteLength(json) > RECORD_PIECE_BYTES;
-}
-
 /** The KEYS and ARGV of one `store-results.lua` call. */
 export interface StoreResultsCall {
   readonly keys: string[];
@@ -33,14 +20,14 @@ export interface RedisRecordWriter {
   /** `record` as this backend stores it (the JSON a {@link RedisRecordWriter.storeResultsCall} takes). */
   encodeRecord(record: TaskRecord): string;
   /**
-   * The `store-results.lua` call that writes and announces `records` (at most 500, none
-   * {@link isPieceSized}); `jsons`: their {@link RedisRecordWriter.encodeRecord}, when done
-   * already.
+   * The `store-results.lua` call that writes and announces `records` (at most 500, none over
+   * `PIECE_BYTES` of `redis-pieces.ts`); `jsons`: their {@link RedisRecordWriter.encodeRecord},
+   * when done already.
    */
   storeResultsCall(records: readonly TaskRecord[], jsons?: readonly string[]): StoreResultsCall;
   /**
-   * Writes a terminal `record` whose `json` is {@link isPieceSized} in pieces on the backend's
-   * own connection, and announces it; with `unlessFinal`, only when the task has no terminal
+   * Writes a terminal `record` whose `json` is over `PIECE_BYTES` (`redis-pieces.ts`) in pieces
+   * on the backend's own connection, and announces it; with `unlessFinal`, only when the task has no terminal
    * record yet. Resolves to whether it was written; rejects with Redis's refusal when the
    * record is longer than the server stores.
    */

@@ -52,12 +52,8 @@ import {
 } from "../../redis/redis-connect.js";
 import { watchEviction } from "../../redis/redis-eviction.js";
 import { type ResolvedRedisConnection, resolveRedisConnection } from "../../redis/redis-options.js";
-import {
-  isPieceSized,
-  RECORD_PIECE_BYTES,
-  type RedisRecordWriter,
-  type StoreResultsCall,
-} from "../../redis/redis-record-writer.js";
+import { inPieces, isPieceSized, PIECE_BYTES } from "../../redis/redis-pieces.js";
+import type { RedisRecordWriter, StoreResultsCall } from "../../redis/redis-record-writer.js";
 import {
   type Backend,
   isTerminalState,
@@ -390,7 +386,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
 
   /**
    * Adds `record` to this turn's batch of terminal records; resolves once the batch is written.
-   * A record over {@link RECORD_PIECE_BYTES} is written on its own, in pieces: no record in a
+   * A record over {@link PIECE_BYTES} is written on its own, in pieces: no record in a
    * batch is then longer than Redis takes in one argument (1 MiB at least), so none refuses a
    * batch.
    */
@@ -410,7 +406,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   /**
    * {@inheritDoc RedisRecordWriter.storeRecordInPieces}
    *
-   * The pieces are {@link RECORD_PIECE_BYTES} long: `SET` and `APPEND`s to a staging key of its
+   * The pieces are {@link PIECE_BYTES} long: `SET` and `APPEND`s to a staging key of its
    * own (expiring within an hour if left behind), then `store-pieces.lua` renames it to the
    * record's key (with `unlessFinal`, only when that holds no terminal record; the staging key
    * is deleted otherwise), sets its TTL and announces it. No
@@ -427,13 +423,9 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     const bytes = Buffer.from(json, "utf8");
     const staging = `${this.#prefix}:pieces:${record.taskId}:${randomUUID()}`;
     const written = await this.#run("storeResult", async (main) => {
-      const writes: Promise<unknown>[] = [];
-      for (let at = 0; at < bytes.length; at += RECORD_PIECE_BYTES) {
-        const piece = bytes.subarray(at, at + RECORD_PIECE_BYTES);
-        writes.push(
-          at === 0 ? main.call("SET", staging, piece, "EX", STAGING_TTL_SECONDS) : main.call("APPEND", staging, piece),
-        );
-      }
+      const writes = inPieces(bytes).map((piece, i) =>
+        i === 0 ? main.call("SET", staging, piece, "EX", STAGING_TTL_SECONDS) : main.call("APPEND", staging, piece),
+      );
       const written = await Promise.allSettled(writes);
       const failed = written.find((w): w is PromiseRejectedResult => w.status === "rejected");
       if (failed !== undefined) {

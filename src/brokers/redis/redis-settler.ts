@@ -14,7 +14,8 @@ import type { Logger } from "../../core/logger.js";
 import { peekMessage } from "../../core/message.js";
 import { BrokerConnectionError, DeadLetterQueueFullError } from "../../errors.js";
 import { type RedisArg, runScript } from "../../redis/redis-client.js";
-import { isPieceSized, type RedisRecordWriter } from "../../redis/redis-record-writer.js";
+import { inPieces, isPieceSized } from "../../redis/redis-pieces.js";
+import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { LeaseState } from "../broker.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import type { DeliverySettler, RedisDelivery } from "./redis-delivery.js";
@@ -35,12 +36,8 @@ export function dlqFullError(queue: string, max: number, what: string): DeadLett
   );
 }
 
-/** Length of the pieces a dead letter's body is sent in when the server would refuse it whole. */
-const BODY_PIECE_BYTES = 512 * 1024;
-
 /**
- * A dead letter's `body` in pieces of {@link BODY_PIECE_BYTES} (within any server's
- * `proto-max-bulk-len`) when it is longer than the server takes in one argument (a limit
+ * A dead letter's `body` in pieces (see `redis-pieces.ts`) when it is longer than the server takes in one argument (a limit
  * lowered since the message was published); undefined when it fits. The scripts join the
  * pieces (`dead-letter.lua`, `write-dead-letter.lua`): Redis limits what it reads from a client,
  * not what a script writes. Sent whole, the body would make Redis close the connection, again
@@ -48,10 +45,7 @@ const BODY_PIECE_BYTES = 512 * 1024;
  */
 async function bodyPieces(ctx: RedisBrokerContext, body: string): Promise<Buffer[] | undefined> {
   if ((await ctx.oversize(body)) === undefined) return undefined;
-  const bytes = Buffer.from(body, "utf8");
-  const pieces: Buffer[] = [];
-  for (let at = 0; at < bytes.length; at += BODY_PIECE_BYTES) pieces.push(bytes.subarray(at, at + BODY_PIECE_BYTES));
-  return pieces;
+  return inPieces(Buffer.from(body, "utf8"));
 }
 
 /**

@@ -10,15 +10,22 @@ function lua(name: string): string {
   return readLua(`backends/redis/scripts/${name}.lua`);
 }
 
+/** A script below holdsFinal(key) (holds-final.lua, see its header). */
+function withHoldsFinal(body: string): string {
+  return `local function holdsFinal(key)\n${lua("holds-final")}\nend\n${body}`;
+}
+
 const SCRIPTS = {
-  chicoryStoreRecord: { numberOfKeys: 1, lua: lua("store-record") },
+  chicoryStoreRecord: { numberOfKeys: 1, lua: withHoldsFinal(lua("store-record")) },
   /** Variable key count: called with the number of keys first. */
   chicoryStoreResults: { lua: lua("store-results") },
   /** Variable key count: called with the number of keys first. */
   chicoryStoreResultsUnlessFinal: {
-    lua: `local function storeResults(KEYS, ARGV)\n${lua("store-results")}\nend\n${lua("store-results-unless-final")}`,
+    lua: withHoldsFinal(
+      `local function storeResults(KEYS, ARGV)\n${lua("store-results")}\nend\n${lua("store-results-unless-final")}`,
+    ),
   },
-  chicoryStorePieces: { numberOfKeys: 2, lua: lua("store-pieces") },
+  chicoryStorePieces: { numberOfKeys: 2, lua: withHoldsFinal(lua("store-pieces")) },
   chicoryDeleteRecordIf: { numberOfKeys: 1, lua: lua("delete-record-if") },
   chicoryTouchWorker: { numberOfKeys: 1, lua: lua("touch-worker") },
   chicoryCleanupWorkers: { numberOfKeys: 1, lua: lua("cleanup-workers") },

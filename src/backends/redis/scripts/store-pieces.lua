@@ -3,7 +3,8 @@
 -- KEYS[1] staging key ${prefix}:pieces:ID:RANDOM, KEYS[2] record key ${prefix}:result:ID
 -- ARGV[1] TTL seconds (an integer; "0": no expiry), ARGV[2] done channel, ARGV[3] length of the
 -- key prefix before the id ("${prefix}:result:"), ARGV[4] the record's length in bytes,
--- ARGV[5] "1": only when KEYS[2] holds no terminal record (as store-results-unless-final.lua)
+-- ARGV[5] "1": only when KEYS[2] holds no terminal record (holdsFinal, holds-final.lua,
+-- composed above at load time)
 -- Returns 1 written, 0 left (ARGV[5] "1" and a terminal record there: the staging key is
 -- deleted); an error when the staging key is missing or shorter (it expired, or a piece was
 -- lost): nothing is written then.
@@ -12,12 +13,9 @@
 if redis.call('STRLEN', KEYS[1]) ~= tonumber(ARGV[4]) then
   return redis.error_reply('ERR the record written in pieces is incomplete at ' .. KEYS[1])
 end
-if ARGV[5] == '1' then
-  local state = string.match(redis.call('GETRANGE', KEYS[2], 0, 40), '^{"state":"([%u_]+)"')
-  if state == 'SUCCESS' or state == 'FAILURE' or state == 'DEAD_LETTERED' then
-    redis.call('DEL', KEYS[1])
-    return 0
-  end
+if ARGV[5] == '1' and holdsFinal(KEYS[2]) then
+  redis.call('DEL', KEYS[1])
+  return 0
 end
 redis.call('RENAME', KEYS[1], KEYS[2])
 if ARGV[1] == '0' then

@@ -4,11 +4,9 @@
 -- ARGV[1] record JSON, ARGV[2] TTL seconds ("0": no expiry)
 -- Returns 1 written, 0 refused (a terminal record is never replaced by a non-terminal one).
 -- Atomic: the precedence check and the write cannot interleave with another write of the
--- same task (a late STARTED/RETRY never overwrites SUCCESS/FAILURE/DEAD_LETTERED). Only the
--- first bytes of the stored record are read (GETRANGE), however large the result.
-local head = redis.call('GETRANGE', KEYS[1], 0, 40)
-local state = string.match(head, '^{"state":"([%u_]+)"')
-if state == 'SUCCESS' or state == 'FAILURE' or state == 'DEAD_LETTERED' then
+-- same task (a late STARTED/RETRY never overwrites SUCCESS/FAILURE/DEAD_LETTERED).
+-- Composed at load time below holdsFinal(key) (holds-final.lua).
+if holdsFinal(KEYS[1]) then
   return 0
 end
 if ARGV[2] == '0' then

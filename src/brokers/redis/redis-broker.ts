@@ -145,7 +145,7 @@ export class RedisBroker implements Broker {
   readonly #bulkLimit: BulkLimitReader;
   /** The server's `proto-max-bulk-len` as last read (unknown: undefined, or "at least" the probe's ceiling). */
   #bodyLimit: BulkLimit | undefined;
-  /** Some read of the limit succeeded (a server that never told is not asked after heartbeats). */
+  /** Some read of the limit succeeded (a server that never told is not asked again before long messages). */
   #bodyLimitRead = false;
   /** When a read of the limit last succeeded (`performance.now()`). */
   #bodyLimitReadAtMs = Number.NEGATIVE_INFINITY;
@@ -307,7 +307,8 @@ export class RedisBroker implements Broker {
 
   /**
    * Reads the server's `proto-max-bulk-len`, the longest message it takes: as the broker
-   * connects, and again after each reconnect. A longer one would not be refused by a reply: Redis
+   * connects, again after each reconnect, and before a long message when the last read is old
+   * ({@link RedisBroker.#checkSize}). A longer one would not be refused by a reply: Redis
    * closes the connection on reading its length, and the client would send it again after each
    * reconnect, stalling the connection (and every publish and ack on it) for good. So such a
    * message is refused here ({@link RedisBroker.#oversize}). Read with `CONFIG GET` as the

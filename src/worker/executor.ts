@@ -36,10 +36,12 @@
  *   `unique`, so a copy the client itself sends again is not added either.
  * @module
  */
+
 import type { Chicory } from "../app.js";
 import { type StoredError, type TaskRecord, terminalStateOf } from "../backends/backend.js";
 import type { Delivery } from "../brokers/broker.js";
 import { isoNow } from "../core/clock.js";
+import { OUTCOME_FINAL_THERE, OUTCOME_LEFT_TO_NEW_OWNER, OUTCOME_STORED_OWNERLESS } from "../core/lease-outcome.js";
 import type { Logger } from "../core/logger.js";
 import { type TaskMessage, truncateError } from "../core/message.js";
 import { recordRefusal } from "../core/record-refused.js";
@@ -381,22 +383,13 @@ async function mayStore(ctx: ExecutionContext, state: string, taskId: string): P
     const backend = ctx.app.backend;
     const final = backend ? await terminalStateOf(backend, taskId) : null;
     if (final === null) {
-      ctx.logger.warn(
-        fields,
-        "the broker no longer holds this job's message (lost in a broker restart, or finished by a worker that took it over): its outcome is stored, as nobody will run it again",
-      );
+      ctx.logger.warn(fields, OUTCOME_STORED_OWNERLESS);
       return true;
     }
-    ctx.logger.warn(
-      { ...fields, storedState: final },
-      "the broker no longer holds this job's message and the task already has a final record (a worker that took the job over finished it): this run's outcome is not stored",
-    );
+    ctx.logger.warn({ ...fields, storedState: final }, OUTCOME_FINAL_THERE);
     return false;
   }
-  ctx.logger.warn(
-    fields,
-    "lease lost before the outcome was stored: another worker holds the job now; its outcome is left to that worker",
-  );
+  ctx.logger.warn(fields, OUTCOME_LEFT_TO_NEW_OWNER);
   return false;
 }
 

@@ -9,7 +9,9 @@
  * nothing.
  * @module
  */
+
 import type { TaskRecord } from "../../backends/backend.js";
+import { OUTCOME_FINAL_THERE, OUTCOME_LEFT_TO_NEW_OWNER, OUTCOME_STORED_OWNERLESS } from "../../core/lease-outcome.js";
 import type { Logger } from "../../core/logger.js";
 import { peekMessage } from "../../core/message.js";
 import { BrokerConnectionError, DeadLetterQueueFullError } from "../../errors.js";
@@ -266,20 +268,11 @@ export class RedisSettler implements DeliverySettler {
     const lease = await this.leaseState(d, true);
     const fields = { queue: d.queue, consumer: this.#consumerId, entry: d.deliveryId, taskId: record.taskId };
     if (lease === "taken") {
-      this.#logger.warn(
-        fields,
-        "lease lost before the outcome was stored: another worker holds the job now; its outcome is left to that worker",
-      );
+      this.#logger.warn(fields, OUTCOME_LEFT_TO_NEW_OWNER);
     } else if (!(await writer.storeRecordInPieces(record, json, lease === "ownerless"))) {
-      this.#logger.warn(
-        fields,
-        "the broker no longer holds this job's message and the task already has a final record (a worker that took the job over finished it): this run's outcome is not stored",
-      );
+      this.#logger.warn(fields, OUTCOME_FINAL_THERE);
     } else if (lease === "ownerless") {
-      this.#logger.warn(
-        fields,
-        "the broker no longer holds this job's message (lost in a broker restart, or finished by a worker that took it over): its outcome is stored, as nobody will run it again",
-      );
+      this.#logger.warn(fields, OUTCOME_STORED_OWNERLESS);
     }
     return this.ack(d, confirm);
   }

@@ -1,0 +1,18 @@
+/**
+ * The log lines of an outcome stored while its delivery's lease was no longer held: by the
+ * executor's two-call path (store, then ack) and by the Redis settler for records written in
+ * pieces. One text each, so an operator searching the logs finds both.
+ * @module
+ */
+
+/** Another consumer holds the job now: this run's outcome is not stored. */
+export const OUTCOME_LEFT_TO_NEW_OWNER =
+  "lease lost before the outcome was stored: another worker holds the job now; its outcome is left to that worker";
+
+/** The broker lost the message and no final record is there: this run's outcome is stored. */
+export const OUTCOME_STORED_OWNERLESS =
+  "the broker no longer holds this job's message (lost in a broker restart, or finished by a worker that took it over): its outcome is stored, as nobody will run it again";
+
+/** The broker lost the message and a final record is there: this run's outcome is not stored. */
+export const OUTCOME_FINAL_THERE =
+  "the broker no longer holds this job's message and the task already has a final record (a worker that took the job over finished it): this run's outcome is not stored";

@@ -1,12 +1,13 @@
 // Single-job round trip on an idle queue: enqueue -> worker -> result seen by the producer, over
 // --jobs sequential increment jobs with 1 worker process (concurrency 32). p50/p95/p99 per system;
 // systems interleaved per rep. Bounded: per-job timeout and a hard deadline.
-// Usage: node bench/latency.mjs [--systems=chicory,bullmq,bare-ioredis,beequeue] [--jobs=2000] [--reps=3]
+// Usage: node bench/latency.mjs [--systems=chicory,bullmq,bare-ioredis,beequeue] [--jobs=2000] [--reps=3] [--order=rotate|fixed]
 //          [--max-minutes=15] [--out=bench/results/latency.json]
 import os from "node:os";
 import {
   hardDeadline,
   median,
+  orderFor,
   parseArgs,
   percentile,
   sleep,
@@ -26,7 +27,7 @@ const rows = [];
 const started = new Date().toISOString();
 
 for (let rep = 1; rep <= reps; rep++) {
-  for (const sys of systems) {
+  for (const sys of orderFor(systems, rep)) {
     const queue = `lat-${sys}-${rep}-${process.pid}`;
     await flushBenchDb();
     const [base, ...experiments] = sys.split("+"); // e.g. chicory+no-started (see drivers/chicory.mjs)
@@ -65,7 +66,7 @@ for (let rep = 1; rep <= reps; rep++) {
       if (workers) await workers.stop();
       await Promise.race([producer.close(), sleep(5000)]).catch(() => {});
     }
-    writeJson(out, { started, node: process.version, jobs, reps, rows });
+    writeJson(out, { started, node: process.version, order: a.order || "rotate", jobs, reps, rows });
   }
 }
 await flushBenchDb();

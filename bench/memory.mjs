@@ -6,9 +6,19 @@
 //    still committed), idle again --settle-ms after start (V8's memory reducer has run; 20 s by
 //    default), and idle 2 s after processing one batch of --load-n increment jobs.
 // Bounded: hard deadline, per-step timeouts.
-// Usage: node bench/memory.mjs [--systems=chicory,bullmq,bare-ioredis,beequeue] [--jobs=100000] [--reps=2]
+// Usage: node bench/memory.mjs [--systems=chicory,bullmq,bare-ioredis,beequeue] [--jobs=100000] [--reps=2] [--order=rotate|fixed]
 //          [--load-n=4096] [--settle-ms=20000] [--out=bench/results/memory.json]
-import { hardDeadline, median, parseArgs, rssMiB, sleep, startWorkers, withTimeout, writeJson } from "./lib/common.mjs";
+import {
+  hardDeadline,
+  median,
+  orderFor,
+  parseArgs,
+  rssMiB,
+  sleep,
+  startWorkers,
+  withTimeout,
+  writeJson,
+} from "./lib/common.mjs";
 import { connect, flushBenchDb, redisInfo } from "./lib/redis.mjs";
 
 const a = parseArgs();
@@ -54,7 +64,7 @@ async function keyBreakdown() {
 }
 
 for (let rep = 1; rep <= reps; rep++) {
-  for (const sys of systems) {
+  for (const sys of orderFor(systems, rep)) {
     const queue = `mem-${sys}-${rep}-${process.pid}`;
     const driver = await import(`./drivers/${sys}.mjs`);
     const row = { system: sys, rep, N };
@@ -99,7 +109,7 @@ for (let rep = 1; rep <= reps; rep++) {
       row.error = e.message;
     }
     rows.push(row);
-    writeJson(out, { started, node: process.version, N, reps, loadN, settleMs, rows });
+    writeJson(out, { started, node: process.version, order: a.order || "rotate", N, reps, loadN, settleMs, rows });
   }
 }
 await flushBenchDb();

@@ -83,7 +83,9 @@ if (tp) {
   p("## Throughput (jobs/s; N individual adds at once, then all N results awaited)");
   p();
   p(
-    `Run started ${tp.started}, Node ${tp.node}, reps=${tp.reps}, concurrency 32 per worker process, ` +
+    `Run started ${tp.started}, Node ${tp.node}, reps=${tp.reps}, ` +
+      `${tp.order === "rotate" ? "systems' order rotated each rep" : "systems in the same order each rep"}, ` +
+      "concurrency 32 per worker process, " +
       `1-minute load average during the run: median ${fmt(median(loads), 1)}, max ${fmt(Math.max(...loads), 1)}.`,
   );
   for (const w of workloads) {

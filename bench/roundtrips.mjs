@@ -5,11 +5,12 @@
 // Redis server is otherwise quiet (other users of the server add noise).
 // With --monitor, also runs a smaller batch under MONITOR to split client-issued commands from
 // commands run inside scripts (MONITOR slows Redis: its timings are not used).
-// Usage: node bench/roundtrips.mjs [--systems=chicory,bullmq,bare-ioredis,beequeue] [--n=4096] [--reps=3]
+// Usage: node bench/roundtrips.mjs [--systems=chicory,bullmq,bare-ioredis,beequeue] [--n=4096] [--reps=3] [--order=rotate|fixed]
 //          [--monitor] [--monitor-n=1024] [--out=bench/results/roundtrips.json]
 import {
   hardDeadline,
   median,
+  orderFor,
   parseArgs,
   procCpuSeconds,
   REDIS,
@@ -30,7 +31,8 @@ hardDeadline(Number(a["max-minutes"] || 12) * 60000, "roundtrips");
 const rows = [];
 const monitorRows = [];
 const started = new Date().toISOString();
-const save = () => writeJson(out, { started, node: process.version, N, reps, rows, monitorN, monitorRows });
+const save = () =>
+  writeJson(out, { started, node: process.version, order: a.order || "rotate", N, reps, rows, monitorN, monitorRows });
 
 /** Runs fn() with a batch of the system's producer and 1 worker. */
 async function withSystem(sys, tag, fn) {
@@ -52,7 +54,7 @@ async function withSystem(sys, tag, fn) {
 }
 
 for (let rep = 1; rep <= reps; rep++) {
-  for (const sys of systems) {
+  for (const sys of orderFor(systems, rep)) {
     try {
       await withSystem(sys, rep, async (producer, pids) => {
         const w0 = pids.reduce((t, pid) => t + procCpuSeconds(pid), 0);

@@ -1,5 +1,7 @@
 // The full set, as committed in bench/results/: throughput matrix, latency, Redis cost per job,
 // memory, then the report. Each script has its own hard deadline; this runner adds one per step.
+// The scripts rotate the systems' order each rep; the full run has as many reps as systems in
+// throughput, latency and roundtrips, so each system runs once in each place of a rep.
 // Usage (from the repository root, after `npm run build` or `node bench/snapshot.mjs` +
 // CHICORY_DIST=.tmp/bench-dist): node bench/run-all.mjs [--quick]
 import { spawn, spawnSync } from "node:child_process";
@@ -15,7 +17,7 @@ const steps = [
     quick
       ? ["--reps=1", "--workers=2", "--batches=1024,4096"]
       : [
-          "--reps=3",
+          "--reps=5",
           "--workers=1,2",
           "--batches=1024,4096,16384",
           "--skip=cpu_bound:1024,io_bound:1024",
@@ -23,8 +25,8 @@ const steps = [
         ],
     45,
   ],
-  ["latency.mjs", quick ? ["--jobs=300", "--reps=1"] : ["--jobs=1000", "--reps=3"], 15],
-  ["roundtrips.mjs", quick ? ["--n=1024", "--reps=1"] : ["--n=4096", "--reps=3", "--monitor", "--monitor-n=1024"], 12],
+  ["latency.mjs", quick ? ["--jobs=300", "--reps=1"] : ["--jobs=1000", "--reps=4"], 15],
+  ["roundtrips.mjs", quick ? ["--n=1024", "--reps=1"] : ["--n=4096", "--reps=4", "--monitor", "--monitor-n=1024"], 12],
   ["memory.mjs", quick ? ["--jobs=10000", "--reps=1"] : ["--jobs=100000", "--reps=2"], 15],
 ];
 const snap = process.env.CHICORY_DIST ? `${process.env.CHICORY_DIST}/SNAPSHOT.json` : null;

@@ -2,13 +2,15 @@
 //   each batch: enqueue N jobs concurrently as individual add calls, then await all N results;
 //   throughput = N / (enqueue time + result time). Workers run in separate processes.
 // Reps are interleaved (rep -> worker count -> system) so ratios between systems come from the
-// same time window. Bounded: per-batch timeout and a hard deadline for the whole script.
+// same time window; each rep runs the systems in the list's order rotated by one place more
+// (`--order=fixed`: always the list's order). Bounded: per-batch timeout and a hard deadline for the whole script.
 // Usage: node bench/throughput.mjs [--systems=chicory,bullmq,bare-ioredis,beequeue] [--workers=1,2] [--reps=2]
+//          [--order=rotate|fixed]
 //          [--workloads=increment,cpu_bound,io_bound] [--batches=1024,4096,16384]
 //          [--skip=cpu_bound:1024,io_bound:1024] [--batch-timeout-ms=180000] [--max-minutes=40]
 //          [--out=bench/results/throughput.json]
 import os from "node:os";
-import { hardDeadline, median, parseArgs, startWorkers, withTimeout, writeJson } from "./lib/common.mjs";
+import { hardDeadline, median, orderFor, parseArgs, startWorkers, withTimeout, writeJson } from "./lib/common.mjs";
 import { flushBenchDb } from "./lib/redis.mjs";
 
 const a = parseArgs();
@@ -33,11 +35,21 @@ hardDeadline(Number(a["max-minutes"] || 40) * 60000, "throughput");
 const rows = [];
 const started = new Date().toISOString();
 const save = () =>
-  writeJson(out, { started, node: process.version, systems, workerCounts, reps, workloads, batches, rows });
+  writeJson(out, {
+    started,
+    node: process.version,
+    order: a.order || "rotate",
+    systems,
+    workerCounts,
+    reps,
+    workloads,
+    batches,
+    rows,
+  });
 
 for (let rep = 1; rep <= reps; rep++) {
   for (const W of workerCounts) {
-    for (const sys of systems) {
+    for (const sys of orderFor(systems, rep)) {
       const queue = `bench-${sys}-${rep}-${W}-${process.pid}`;
       await flushBenchDb();
       const [base, ...experiments] = sys.split("+"); // e.g. chicory+no-started (see drivers/chicory.mjs)

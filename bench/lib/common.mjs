@@ -59,6 +59,19 @@ export function median(xs) {
   return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
+/**
+ * The systems in the order rep `rep` (1-based) runs them: the list rotated by rep - 1, unless
+ * `--order=fixed`. Whichever system runs first in a rep tends to measure slower on this machine
+ * (bench/PROFILE.md, "Current state"); rotating spreads that over the systems, and with as many
+ * reps as systems each takes each place once.
+ */
+export function orderFor(systems, rep, order = parseArgs().order || "rotate") {
+  if (order === "fixed") return systems;
+  if (order !== "rotate") throw new Error(`--order must be rotate or fixed, not ${order}`);
+  const k = (rep - 1) % systems.length;
+  return [...systems.slice(k), ...systems.slice(0, k)];
+}
+
 export function percentile(xs, p) {
   const s = [...xs].sort((a, b) => a - b);
   if (!s.length) return Number.NaN;

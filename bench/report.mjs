@@ -123,6 +123,23 @@ if (tp) {
         "checks the default, with extra rows marked (prefetch 32).",
     );
   }
+  if (tp.order === "rotate" && tp.systems.length > 1) {
+    // rep r runs the list rotated by r - 1 (lib/common.mjs orderFor): system i is in place
+    // ((i - (r - 1)) mod S) + 1
+    const S = tp.systems.length;
+    const placeOf = (r) => ((((tp.systems.indexOf(r.system) - (r.rep - 1)) % S) + S) % S) + 1;
+    const logs = Array.from({ length: S }, () => []);
+    for (const r of tpRows) {
+      const own = tpMed(r.system, r.workload, r.n, r.workers);
+      if (own > 0) logs[placeOf(r) - 1].push(Math.log(r.jobsPerSec / own));
+    }
+    const gm = logs.map((v) => (v.length ? fmt(Math.exp(v.reduce((t, x) => t + x, 0) / v.length), 3) : "–"));
+    p();
+    p(
+      "Place in the rep: each system's jobs/s in a cell against its own median there, geometric mean " +
+        `over all cells, by place 1 to ${S}: ${gm.join(", ")} (1 = the place makes no difference).`,
+    );
+  }
   const errs = tp.rows.filter((r) => r.error);
   if (errs.length) p(`\nErrors: ${errs.map((e) => `${e.system} W=${e.workers} rep${e.rep}: ${e.error}`).join("; ")}`);
   for (const n of [16384, 4096]) {

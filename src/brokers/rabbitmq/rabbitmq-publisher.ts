@@ -10,9 +10,12 @@
  *
  * A message over the server's `max_message_size` (128 MiB by default in RabbitMQ 3.8-3.13, 16 MiB
  * in 4.x; AMQP does not tell a client) makes RabbitMQ close the channel: that message fails
- * with a {@link MessageTooLargeError} naming the server's limit, the others then unconfirmed on
- * the channel fail with RabbitMQ's reason (their outcome is unknown), and later messages over
- * the limit learned so are refused before they are sent, so they close no channel again.
+ * with a {@link MessageTooLargeError} naming the server's limit, and later messages over the
+ * limit learned so are refused before they are sent, so they close no channel again. Messages
+ * over {@link LARGE_MESSAGE_BYTES} (possible only with `CHICORY_MAX_MESSAGE_BYTES` raised over
+ * its 1 MiB default) go one at a time on a confirm channel of their own: the channel such a
+ * message closes carries no other message, so no other publish fails with it (on a shared
+ * channel, the messages unconfirmed when it closes would fail with an unknown outcome).
  * @module
  */
 import { BrokerConnectionError, MessageTooLargeError } from "../../errors.js";
@@ -42,11 +45,28 @@ export class UnroutableError extends BrokerConnectionError {}
 
 let sequence = 0;
 
+/**
+ * Messages longer than this are published on their own channel, one at a time (see module
+ * doc): the SPEC's default message limit, under the least default `max_message_size` of
+ * RabbitMQ (16 MiB in 4.x).
+ */
+export const LARGE_MESSAGE_BYTES = 1024 * 1024;
+
+/** A confirm channel, opened when first needed and again after it closed. */
+interface Lane {
+  state: Promise<ConfirmState> | null;
+}
+
 /** Publishes with confirms (see module doc). */
 export class RabbitMqPublisher {
   readonly #connection: RabbitMqConnection;
   readonly #timeoutMs: number;
-  #state: Promise<ConfirmState> | null = null;
+  /** The channel of messages up to {@link LARGE_MESSAGE_BYTES}. */
+  readonly #common: Lane = { state: null };
+  /** The channel of longer ones, one message at a time. */
+  readonly #large: Lane = { state: null };
+  /** The end of the line of long messages. */
+  #largeTail: Promise<unknown> = Promise.resolve();
   /** The server's `max_message_size`, once a refusal told it (see module doc). */
   #maxMessageSize: number | undefined;
 
@@ -59,13 +79,21 @@ export class RabbitMqPublisher {
    * Publishes `content` to queue `queue` through the default exchange and waits for the confirm.
    * @throws BrokerConnectionError (see module doc)
    */
-  async send(queue: string, content: Buffer, options: AmqpPublishOptions): Promise<void> {
+  send(queue: string, content: Buffer, options: AmqpPublishOptions): Promise<void> {
+    if (content.length <= LARGE_MESSAGE_BYTES) return this.#sendOn(this.#common, queue, content, options);
+    // the publish timeout starts when the message's turn comes
+    const turn = this.#largeTail.then(() => this.#sendOn(this.#large, queue, content, options));
+    this.#largeTail = turn.catch(() => undefined);
+    return turn;
+  }
+
+  async #sendOn(lane: Lane, queue: string, content: Buffer, options: AmqpPublishOptions): Promise<void> {
     const max = this.#maxMessageSize;
     if (max !== undefined && content.length > max) {
       throw new MessageTooLargeError(content.length, max, { source: MAX_SIZE_SOURCE });
     }
     const deadline = Date.now() + this.#timeoutMs;
-    const state = await this.#open(deadline);
+    const state = await this.#open(lane, deadline);
     sequence = (sequence + 1) % Number.MAX_SAFE_INTEGER;
     const correlationId = `c${sequence}`;
     await new Promise<void>((resolve, reject) => {
@@ -129,24 +157,28 @@ export class RabbitMqPublisher {
     );
   }
 
-  /** Closes the confirm channel (waiting for outstanding confirms is the callers' business). */
+  /** Closes the confirm channels (waiting for outstanding confirms is the callers' business). */
   async close(): Promise<void> {
-    const state = await this.#state?.catch(() => null);
-    this.#state = null;
-    if (state?.isOpen) await state.channel.close().catch(() => {});
+    await Promise.all(
+      [this.#common, this.#large].map(async (lane) => {
+        const state = await lane.state?.catch(() => null);
+        lane.state = null;
+        if (state?.isOpen) await state.channel.close().catch(() => {});
+      }),
+    );
   }
 
-  async #open(deadline: number): Promise<ConfirmState> {
-    for (let current = this.#state; current; current = this.#state) {
+  async #open(lane: Lane, deadline: number): Promise<ConfirmState> {
+    for (let current = lane.state; current; current = lane.state) {
       const existing = await current.catch(() => null);
       if (existing?.isOpen) return existing;
       // another caller may have replaced the closed channel meanwhile: use theirs
-      if (this.#state === current) break;
+      if (lane.state === current) break;
     }
     const created = this.#create(deadline);
-    this.#state = created;
+    lane.state = created;
     created.catch(() => {
-      if (this.#state === created) this.#state = null;
+      if (lane.state === created) lane.state = null;
     });
     return created;
   }

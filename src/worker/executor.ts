@@ -36,7 +36,6 @@
  *   `unique`, so a copy the client itself sends again is not added either.
  * @module
  */
-
 import type { Chicory } from "../app.js";
 import { type StoredError, type TaskRecord, terminalStateOf } from "../backends/backend.js";
 import type { Delivery } from "../brokers/broker.js";

@@ -18,6 +18,7 @@
  * channel, the messages unconfirmed when it closes would fail with an unknown outcome).
  * @module
  */
+import { DEFAULT_MAX_MESSAGE_BYTES } from "../../core/message.js";
 import { BrokerConnectionError, MessageTooLargeError } from "../../errors.js";
 import type { RabbitMqConnection } from "./rabbitmq-connection.js";
 import type { AmqpConfirmChannel, AmqpMessage, AmqpPublishOptions } from "./rabbitmq-driver.js";
@@ -47,10 +48,10 @@ let sequence = 0;
 
 /**
  * Messages longer than this are published on their own channel, one at a time (see module
- * doc): the SPEC's default message limit, under the least default `max_message_size` of
- * RabbitMQ (16 MiB in 4.x).
+ * doc): the default message limit, under the least default `max_message_size` of RabbitMQ
+ * (16 MiB in 4.x).
  */
-export const LARGE_MESSAGE_BYTES = 1024 * 1024;
+const LARGE_MESSAGE_BYTES = DEFAULT_MAX_MESSAGE_BYTES;
 
 /** A confirm channel, opened when first needed and again after it closed. */
 interface Lane {

@@ -9,7 +9,6 @@
  * nothing.
  * @module
  */
-
 import type { TaskRecord } from "../../backends/backend.js";
 import { OUTCOME_FINAL_THERE, OUTCOME_LEFT_TO_NEW_OWNER, OUTCOME_STORED_OWNERLESS } from "../../core/lease-outcome.js";
 import type { Logger } from "../../core/logger.js";
@@ -39,11 +38,11 @@ export function dlqFullError(queue: string, max: number, what: string): DeadLett
 }
 
 /**
- * A dead letter's `body` in pieces (see `redis-pieces.ts`) when it is longer than the server takes in one argument (a limit
- * lowered since the message was published); undefined when it fits. The scripts join the
- * pieces (`dead-letter.lua`, `write-dead-letter.lua`): Redis limits what it reads from a client,
- * not what a script writes. Sent whole, the body would make Redis close the connection, again
- * after each reconnect.
+ * A dead letter's `body` in pieces (`redis-pieces.ts`) when it is longer than the server takes
+ * in one argument (a limit lowered since the message was published); undefined when it fits.
+ * The scripts join the pieces (`dead-letter.lua`, `write-dead-letter.lua`): Redis limits what
+ * it reads from a client, not what a script writes. Sent whole, the body would make Redis close
+ * the connection, again after each reconnect.
  */
 async function bodyPieces(ctx: RedisBrokerContext, body: string): Promise<Buffer[] | undefined> {
   if ((await ctx.oversize(body)) === undefined) return undefined;

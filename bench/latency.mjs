@@ -7,6 +7,7 @@ import os from "node:os";
 import {
   hardDeadline,
   median,
+  orderArg,
   orderFor,
   parseArgs,
   percentile,
@@ -18,6 +19,7 @@ import {
 import { flushBenchDb } from "./lib/redis.mjs";
 
 const a = parseArgs();
+const order = orderArg(a);
 const systems = String(a.systems || "chicory,bullmq,bare-ioredis,beequeue").split(",");
 const jobs = Number(a.jobs || 2000);
 const reps = Number(a.reps || 3);
@@ -27,7 +29,7 @@ const rows = [];
 const started = new Date().toISOString();
 
 for (let rep = 1; rep <= reps; rep++) {
-  for (const sys of orderFor(systems, rep)) {
+  for (const sys of orderFor(systems, rep, order)) {
     const queue = `lat-${sys}-${rep}-${process.pid}`;
     await flushBenchDb();
     const [base, ...experiments] = sys.split("+"); // e.g. chicory+no-started (see drivers/chicory.mjs)
@@ -66,7 +68,7 @@ for (let rep = 1; rep <= reps; rep++) {
       if (workers) await workers.stop();
       await Promise.race([producer.close(), sleep(5000)]).catch(() => {});
     }
-    writeJson(out, { started, node: process.version, order: a.order || "rotate", jobs, reps, rows });
+    writeJson(out, { started, node: process.version, order, jobs, reps, rows });
   }
 }
 await flushBenchDb();

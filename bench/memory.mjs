@@ -11,6 +11,7 @@
 import {
   hardDeadline,
   median,
+  orderArg,
   orderFor,
   parseArgs,
   rssMiB,
@@ -22,6 +23,7 @@ import {
 import { connect, flushBenchDb, redisInfo } from "./lib/redis.mjs";
 
 const a = parseArgs();
+const order = orderArg(a);
 const systems = String(a.systems || "chicory,bullmq,bare-ioredis,beequeue").split(",");
 const N = Number(a.jobs || 100000);
 const reps = Number(a.reps || 2);
@@ -64,7 +66,7 @@ async function keyBreakdown() {
 }
 
 for (let rep = 1; rep <= reps; rep++) {
-  for (const sys of orderFor(systems, rep)) {
+  for (const sys of orderFor(systems, rep, order)) {
     const queue = `mem-${sys}-${rep}-${process.pid}`;
     const driver = await import(`./drivers/${sys}.mjs`);
     const row = { system: sys, rep, N };
@@ -109,7 +111,7 @@ for (let rep = 1; rep <= reps; rep++) {
       row.error = e.message;
     }
     rows.push(row);
-    writeJson(out, { started, node: process.version, order: a.order || "rotate", N, reps, loadN, settleMs, rows });
+    writeJson(out, { started, node: process.version, order, N, reps, loadN, settleMs, rows });
   }
 }
 await flushBenchDb();

@@ -5,7 +5,7 @@
 //   reads <dir>/throughput.json, latency.json, roundtrips.json, memory.json (each optional)
 import fs from "node:fs";
 import path from "node:path";
-import { median, parseArgs } from "./lib/common.mjs";
+import { median, orderFor, parseArgs } from "./lib/common.mjs";
 
 const a = parseArgs();
 const dir = a.dir || "bench/results";
@@ -124,10 +124,8 @@ if (tp) {
     );
   }
   if (tp.order === "rotate" && tp.systems.length > 1) {
-    // rep r runs the list rotated by r - 1 (lib/common.mjs orderFor): system i is in place
-    // ((i - (r - 1)) mod S) + 1
     const S = tp.systems.length;
-    const placeOf = (r) => ((((tp.systems.indexOf(r.system) - (r.rep - 1)) % S) + S) % S) + 1;
+    const placeOf = (r) => orderFor(tp.systems, r.rep, tp.order).indexOf(r.system) + 1;
     const logs = Array.from({ length: S }, () => []);
     for (const r of tpRows) {
       const own = tpMed(r.system, r.workload, r.n, r.workers);

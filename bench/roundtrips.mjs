@@ -10,6 +10,7 @@
 import {
   hardDeadline,
   median,
+  orderArg,
   orderFor,
   parseArgs,
   procCpuSeconds,
@@ -22,6 +23,7 @@ import {
 import { commandStats, connect, flushBenchDb, redisInfo } from "./lib/redis.mjs";
 
 const a = parseArgs();
+const order = orderArg(a);
 const systems = String(a.systems || "chicory,bullmq,bare-ioredis,beequeue").split(",");
 const N = Number(a.n || 4096);
 const reps = Number(a.reps || 3);
@@ -31,8 +33,7 @@ hardDeadline(Number(a["max-minutes"] || 12) * 60000, "roundtrips");
 const rows = [];
 const monitorRows = [];
 const started = new Date().toISOString();
-const save = () =>
-  writeJson(out, { started, node: process.version, order: a.order || "rotate", N, reps, rows, monitorN, monitorRows });
+const save = () => writeJson(out, { started, node: process.version, order, N, reps, rows, monitorN, monitorRows });
 
 /** Runs fn() with a batch of the system's producer and 1 worker. */
 async function withSystem(sys, tag, fn) {
@@ -54,7 +55,7 @@ async function withSystem(sys, tag, fn) {
 }
 
 for (let rep = 1; rep <= reps; rep++) {
-  for (const sys of orderFor(systems, rep)) {
+  for (const sys of orderFor(systems, rep, order)) {
     try {
       await withSystem(sys, rep, async (producer, pids) => {
         const w0 = pids.reduce((t, pid) => t + procCpuSeconds(pid), 0);

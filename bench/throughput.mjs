@@ -3,17 +3,28 @@
 //   throughput = N / (enqueue time + result time). Workers run in separate processes.
 // Reps are interleaved (rep -> worker count -> system) so ratios between systems come from the
 // same time window; each rep runs the systems in the list's order rotated by one place more
-// (`--order=fixed`: always the list's order). Bounded: per-batch timeout and a hard deadline for the whole script.
+// (`--order=fixed`: always the list's order). Bounded: per-batch timeout and a hard deadline for
+// the whole script.
 // Usage: node bench/throughput.mjs [--systems=chicory,bullmq,bare-ioredis,beequeue] [--workers=1,2] [--reps=2]
 //          [--order=rotate|fixed]
 //          [--workloads=increment,cpu_bound,io_bound] [--batches=1024,4096,16384]
 //          [--skip=cpu_bound:1024,io_bound:1024] [--batch-timeout-ms=180000] [--max-minutes=40]
 //          [--out=bench/results/throughput.json]
 import os from "node:os";
-import { hardDeadline, median, orderFor, parseArgs, startWorkers, withTimeout, writeJson } from "./lib/common.mjs";
+import {
+  hardDeadline,
+  median,
+  orderArg,
+  orderFor,
+  parseArgs,
+  startWorkers,
+  withTimeout,
+  writeJson,
+} from "./lib/common.mjs";
 import { flushBenchDb } from "./lib/redis.mjs";
 
 const a = parseArgs();
+const order = orderArg(a);
 const systems = String(a.systems || "chicory,bullmq,bare-ioredis,beequeue").split(",");
 const workerCounts = String(a.workers || "1,2")
   .split(",")
@@ -38,7 +49,7 @@ const save = () =>
   writeJson(out, {
     started,
     node: process.version,
-    order: a.order || "rotate",
+    order,
     systems,
     workerCounts,
     reps,
@@ -49,7 +60,7 @@ const save = () =>
 
 for (let rep = 1; rep <= reps; rep++) {
   for (const W of workerCounts) {
-    for (const sys of orderFor(systems, rep)) {
+    for (const sys of orderFor(systems, rep, order)) {
       const queue = `bench-${sys}-${rep}-${W}-${process.pid}`;
       await flushBenchDb();
       const [base, ...experiments] = sys.split("+"); // e.g. chicory+no-started (see drivers/chicory.mjs)

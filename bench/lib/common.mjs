@@ -59,15 +59,21 @@ export function median(xs) {
   return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
+/** The `--order` of the parsed arguments `a`: "rotate" (default) or "fixed". */
+export function orderArg(a) {
+  const order = a.order || "rotate";
+  if (order !== "rotate" && order !== "fixed") throw new Error(`--order must be rotate or fixed, not ${order}`);
+  return order;
+}
+
 /**
- * The systems in the order rep `rep` (1-based) runs them: the list rotated by rep - 1, unless
- * `--order=fixed`. Whichever system runs first in a rep tends to measure slower on this machine
- * (bench/PROFILE.md, "Current state"); rotating spreads that over the systems, and with as many
- * reps as systems each takes each place once.
+ * The systems in the order rep `rep` (1-based) runs them: with `order` "rotate", the list
+ * rotated by rep - 1, so that no system always runs first (A/B runs had seemed to favour a later
+ * place; bench/PROFILE.md) and, with as many reps as systems, each takes each place once; with
+ * "fixed", the list's order.
  */
-export function orderFor(systems, rep, order = parseArgs().order || "rotate") {
+export function orderFor(systems, rep, order) {
   if (order === "fixed") return systems;
-  if (order !== "rotate") throw new Error(`--order must be rotate or fixed, not ${order}`);
   const k = (rep - 1) % systems.length;
   return [...systems.slice(k), ...systems.slice(0, k)];
 }

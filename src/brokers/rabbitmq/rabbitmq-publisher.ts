@@ -15,7 +15,8 @@
  * over {@link LARGE_MESSAGE_BYTES} (possible only with `CHICORY_MAX_MESSAGE_BYTES` raised over
  * its 1 MiB default) go one at a time on a confirm channel of their own: the channel such a
  * message closes carries no other message, so no other publish fails with it (on a shared
- * channel, the messages unconfirmed when it closes would fail with an unknown outcome).
+ * channel, the messages unconfirmed when it closes would fail with an unknown outcome). A long
+ * message may so reach its queue after shorter ones sent after it.
  * @module
  */
 import { DEFAULT_MAX_MESSAGE_BYTES } from "../../core/message.js";

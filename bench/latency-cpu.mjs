@@ -8,6 +8,7 @@
 // keep --jobs × the per-job CPU well above that), the producer's from process.cpuUsage() (it
 // includes this script's loop, the same for every system), Redis's from INFO cpu.
 // Usage: node bench/latency-cpu.mjs [--systems=chicory,beequeue,bare-ioredis,bullmq] [--jobs=3000] [--reps=2]
+//          [--warmup=200] (sequential jobs before measuring; 10000 measures the steady state, see latency.mjs)
 import os from "node:os";
 import { median, parseArgs, percentile, procCpuSeconds, sleep, startWorkers, withTimeout } from "./lib/common.mjs";
 import { flushBenchDb, redisCpuSeconds } from "./lib/redis.mjs";
@@ -28,7 +29,8 @@ for (let rep = 1; rep <= reps; rep++) {
     const producer = await driver.createProducer({ queue });
     const workers = await startWorkers(sys, 1, { QUEUE_NAME: queue });
     try {
-      for (let i = 0; i < 200; i++) await withTimeout(producer.runBatch("increment", 1), 10000, "warmup");
+      for (let i = 0; i < Number(a.warmup ?? 200); i++)
+        await withTimeout(producer.runBatch("increment", 1), 10000, "warmup");
       await sleep(200);
       const pid = workers.pids[0];
       const worker0 = processCpuUs(pid);

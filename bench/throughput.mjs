@@ -9,7 +9,7 @@
 //          [--order=rotate|fixed]
 //          [--workloads=increment,cpu_bound,io_bound] [--batches=1024,4096,16384]
 //          [--skip=cpu_bound:1024,io_bound:1024] [--batch-timeout-ms=180000] [--max-minutes=40]
-//          [--out=bench/results/throughput.json]
+//          [--warmup=64] [--out=bench/results/throughput.json]
 import os from "node:os";
 import {
   hardDeadline,
@@ -41,6 +41,7 @@ const skip = new Set(
 );
 const out = a.out || `bench/results/tmp/throughput-${Date.now()}.json`;
 const batchTimeoutMs = Number(a["batch-timeout-ms"] || 180000);
+const warmup = Number(a.warmup ?? 64);
 hardDeadline(Number(a["max-minutes"] || 40) * 60000, "throughput");
 
 const rows = [];
@@ -50,6 +51,7 @@ const save = () =>
     started,
     node: process.version,
     order,
+    warmup,
     systems,
     workerCounts,
     reps,
@@ -69,7 +71,7 @@ for (let rep = 1; rep <= reps; rep++) {
       let workers = null;
       try {
         workers = await startWorkers(base, W, { QUEUE_NAME: queue, CHICORY_BENCH_EXPERIMENT: experiments.join(",") });
-        await withTimeout(producer.runBatch("increment", 64), 60000, "warmup"); // discarded warm-up
+        await withTimeout(producer.runBatch("increment", warmup), batchTimeoutMs, "warmup"); // discarded warm-up
         for (const w of workloads) {
           for (const n of batches) {
             if (skip.has(`${w}:${n}`)) continue;

@@ -3,7 +3,7 @@
 // systems interleaved per rep. Bounded: per-job timeout and a hard deadline.
 // Each rep starts a fresh worker process and runs --warmup sequential jobs before measuring: on
 // this path a process runs its code once per job, so V8 optimizes it only after some thousands
-// of jobs (every system here is 1.6-3.5x slower over its first 1,000 jobs than once warm). The
+// of jobs (every system here is 1.5-3.5x slower over its first 1,000 jobs than once warm). The
 // warm-up's first --cold-jobs jobs are kept as the "cold" figures (coldP50, coldP99: a worker
 // that has just started), the --jobs after the warm-up as the steady state (p50, p95, p99).
 // Usage: node bench/latency.mjs [--systems=chicory,bullmq,bare-ioredis,beequeue] [--jobs=2000] [--reps=3] [--order=rotate|fixed]

@@ -17,6 +17,7 @@ const a = parseArgs();
 const systems = String(a.systems || "chicory,beequeue,bare-ioredis,bullmq").split(",");
 const jobs = Number(a.jobs || 3000);
 const reps = Number(a.reps || 2);
+const warmup = Number(a.warmup ?? 200);
 /** User + system CPU of process `pid` so far, µs. */
 const processCpuUs = (pid) => procCpuSeconds(pid) * 1e6;
 
@@ -29,8 +30,7 @@ for (let rep = 1; rep <= reps; rep++) {
     const producer = await driver.createProducer({ queue });
     const workers = await startWorkers(sys, 1, { QUEUE_NAME: queue });
     try {
-      for (let i = 0; i < Number(a.warmup ?? 200); i++)
-        await withTimeout(producer.runBatch("increment", 1), 10000, "warmup");
+      for (let i = 0; i < warmup; i++) await withTimeout(producer.runBatch("increment", 1), 10000, "warmup");
       await sleep(200);
       const pid = workers.pids[0];
       const worker0 = processCpuUs(pid);

@@ -25,7 +25,7 @@ const steps = [
         ],
     45,
   ],
-  ["latency.mjs", quick ? ["--jobs=300", "--reps=1"] : ["--jobs=1000", "--reps=4"], 15],
+  ["latency.mjs", quick ? ["--jobs=300", "--reps=1", "--warmup=1000"] : ["--jobs=1000", "--reps=4"], 15],
   ["roundtrips.mjs", quick ? ["--n=1024", "--reps=1"] : ["--n=4096", "--reps=4", "--monitor", "--monitor-n=1024"], 12],
   ["memory.mjs", quick ? ["--jobs=10000", "--reps=1"] : ["--jobs=100000", "--reps=2"], 15],
 ];

@@ -71,7 +71,7 @@ for (let rep = 1; rep <= reps; rep++) {
       let workers = null;
       try {
         workers = await startWorkers(base, W, { QUEUE_NAME: queue, CHICORY_BENCH_EXPERIMENT: experiments.join(",") });
-        await withTimeout(producer.runBatch("increment", warmup), batchTimeoutMs, "warmup"); // discarded warm-up
+        if (warmup > 0) await withTimeout(producer.runBatch("increment", warmup), batchTimeoutMs, "warmup"); // discarded
         for (const w of workloads) {
           for (const n of batches) {
             if (skip.has(`${w}:${n}`)) continue;

@@ -496,7 +496,7 @@ describe("redis broker and backend settings", () => {
     });
   });
 
-  it("waitReplicas: read from its variables, off by default; a wait as long as the publish timeout or a given client is refused", () => {
+  it("waitReplicas: read from its variables, off by default; a wait as long as the publish timeout or a Cluster client is refused", () => {
     expect(new RedisBroker({ env: {} }).settings).toMatchObject({ waitReplicas: 0, waitTimeoutMs: 1000 });
     const env = { CHICORY_BROKER_REDIS_WAIT_REPLICAS: "2", CHICORY_BROKER_REDIS_WAIT_TIMEOUT_MS: "250ms" };
     expect(new RedisBroker({ env }).settings).toMatchObject({ waitReplicas: 2, waitTimeoutMs: 250 });
@@ -512,9 +512,12 @@ describe("redis broker and backend settings", () => {
       /^CHICORY_BROKER_REDIS_WAIT_REPLICAS: expected an integer/,
     );
     const client = { status: "ready" } as unknown as RedisClientLike;
-    expect(() => new RedisBroker({ env: {}, client, waitReplicas: 1 })).toThrow(
-      /waitReplicas needs the broker's own connections/,
+    expect(new RedisBroker({ env: {}, client, waitReplicas: 1 }).settings.waitReplicas).toBe(1);
+    const cluster = { status: "ready", isCluster: true } as unknown as RedisClientLike;
+    expect(() => new RedisBroker({ env: {}, client: cluster, waitReplicas: 1 })).toThrow(
+      /^waitReplicas is not for a Redis Cluster: /,
     );
+    expect(new RedisBroker({ env: {}, client: cluster }).settings.waitReplicas).toBe(0);
   });
 
   it("takes a unit string in a _MS variable (a bare number is milliseconds), and names it when wrong", () => {

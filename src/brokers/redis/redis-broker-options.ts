@@ -5,6 +5,7 @@
 import { checkInt, checkOptionKeys, type EnvMap, envInt, envMillis, envString } from "../../core/env.js";
 import type { Logger } from "../../core/logger.js";
 import { ConfigurationError } from "../../errors.js";
+import { isClusterClient } from "../../redis/redis-connect.js";
 import {
   checkRedisName,
   REDIS_CONNECTION_OPTION_KEYS,
@@ -58,7 +59,8 @@ export interface RedisBrokerOptions extends RedisConnectionOptions {
    * (or whose connection was made again meanwhile) rejects with `BrokerConnectionError`,
    * although the primary applied it (it runs, unless the primary fails before a replica copies
    * it). It narrows what a failover can lose (asynchronous replication, docs/brokers/redis.md);
-   * it does not make Redis consistent. Needs the broker's own connections (not a `client`).
+   * it does not make Redis consistent. With a given `client`, the publishes wait on a copy of it
+   * (`duplicate()`) that the broker owns; not for a Redis Cluster.
    */
   waitReplicas?: number | undefined;
   /**
@@ -142,9 +144,9 @@ export function resolveBrokerSettings(options: RedisBrokerOptions, env: EnvMap):
       `waitTimeoutMs (${waitTimeoutMs}) is too long for publishTimeoutMs (${publishTimeoutMs}): a publish waits for up to three waits (the one under way when it is sent, the next, and in rare cases one more), so 3 × waitTimeoutMs + ${margin} ms (the call and its replies: 1 s, or a tenth of publishTimeoutMs, the larger) must not exceed publishTimeoutMs, or it would time out ("outcome unknown") before the replicas' answer: lower waitTimeoutMs or raise publishTimeoutMs`,
     );
   }
-  if (waitReplicas > 0 && options.client !== undefined) {
+  if (waitReplicas > 0 && options.client !== undefined && isClusterClient(options.client)) {
     throw new ConfigurationError(
-      "waitReplicas needs the broker's own connections (a url or the connection options), not a given client: publishes wait on a connection of their own",
+      "waitReplicas is not for a Redis Cluster: a WAIT confirms the writes of the connection it is sent on, and a Cluster sends each queue's publishes to the node of its slot",
     );
   }
   return {

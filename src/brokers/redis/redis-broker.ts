@@ -54,6 +54,7 @@ import {
   isClosedBeforeAnswer,
   isClusterClient,
   lastConnectionError,
+  openDuplicate,
   openRedis,
   pingRedis,
   redactedCopy,
@@ -228,22 +229,23 @@ export class RedisBroker implements Broker {
     if (waitReplicas > 0) {
       // Publishes wait for replicas on a connection of their own: a WAIT holds up every command
       // behind it on its connection, and the workers' acks and lease renewals must not wait
-      // (never a given client: the settings refuse one). A call's WAIT leaves once its reply is
-      // in (redis-publish-batch.ts).
+      // (with a given client, a copy of it that the broker owns; never a Cluster: the settings
+      // refuse one). A call's WAIT leaves once its reply is in (redis-publish-batch.ts).
+      const publisherOptions = {
+        enableAutoPipelining: false,
+        connectionName: "chicory-broker-publish",
+        // a WAIT's answer may take waitTimeoutMs: not a dead connection
+        socketTimeout: waitTimeoutMs + SOCKET_TIMEOUT_MS,
+      };
       try {
-        this.#publisher = await openRedis(
-          this.#connection,
-          {
-            enableAutoPipelining: false,
-            connectionName: "chicory-broker-publish",
-            // a WAIT's answer may take waitTimeoutMs: not a dead connection
-            socketTimeout: waitTimeoutMs + SOCKET_TIMEOUT_MS,
-          },
-          "Redis broker",
-          (message, cause) => new BrokerConnectionError(message, { cause }),
-        );
+        this.#publisher =
+          main === this.#injected
+            ? await openDuplicate(main, publisherOptions)
+            : await openRedis(this.#connection, publisherOptions, "Redis broker", (message, cause) => {
+                return new BrokerConnectionError(message, { cause });
+              });
       } catch (error) {
-        await closeRedis(main);
+        if (main !== this.#injected) await closeRedis(main);
         throw error;
       }
       defineBrokerScripts(this.#publisher);
@@ -388,9 +390,16 @@ export class RedisBroker implements Broker {
     this.#stopReconnectWatch = undefined;
     const publisher = this.#publisher;
     this.#publisher = undefined;
-    if (!ctx || ctx.main === this.#injected) return; // a caller's client goes on: its replies will come
-    await whilePublishesConnected(publisher ?? ctx.main, this.#publishDeadlines.whenIdle());
-    await Promise.all([closeRedis(ctx.main), publisher && closeRedis(publisher)]);
+    if (!ctx) return;
+    if (ctx.main !== this.#injected) {
+      await whilePublishesConnected(publisher ?? ctx.main, this.#publishDeadlines.whenIdle());
+      await Promise.all([closeRedis(ctx.main), publisher && closeRedis(publisher)]);
+    } else {
+      if (publisher === undefined) return; // a caller's client goes on: its replies will come
+      // the publishes went on the broker's own copy of it (waitReplicas): closed as the broker's own
+      await whilePublishesConnected(publisher, this.#publishDeadlines.whenIdle());
+      await closeRedis(publisher);
+    }
     // Publishes Redis has not answered by now (it is away: the client keeps them queued and
     // would never settle them once closed) end with the same "outcome unknown" answer their
     // time limit would give, at once. One turn first: replies that came before the close

@@ -540,4 +540,56 @@ describe.skipIf(skip)("redis adapters: failover behind one address", () => {
     await admin.config("SET", "maxclients", "10000");
     await eventually(async () => (await broker.healthcheck()).connected, 10_000);
   });
+
+  it("waitReplicas with a given client: publishes wait on the broker's own copy of it, which disconnect closes, leaving the client open", {
+    timeout: 30_000,
+  }, async () => {
+    const { primary, replica, adminP, adminR } = await primaryWithReplica();
+    const client = new Redis(primary.port, "127.0.0.1");
+    cleanups.push(() => client.disconnect());
+    const app = new Chicory({
+      broker: new RedisBroker({ client, keyPrefix: "waitgiven", env: {}, waitReplicas: 1, waitTimeoutMs: 500 }),
+      backend: new RedisBackend({ url: primary.url, keyPrefix: "waitgiven", env: {} }),
+    });
+    cleanups.push(() => app.disconnect());
+    const double = app.task(async function double(n: number) {
+      return n * 2;
+    });
+    const publishConnections = async () =>
+      String(await adminP.call("CLIENT", "LIST"))
+        .split("\n")
+        .filter((line) => /\bname=chicory-broker-publish\b/.test(line)).length;
+
+    // once delay() resolves, the replica holds every message
+    await Promise.all(Array.from({ length: 10 }, (_, i) => double.delay(i)));
+    expect(await adminR.call("XLEN", "waitgiven:stream:{default}")).toBe(10);
+    expect(await publishConnections()).toBe(1);
+    // with the replica stopped, a publish is applied on the primary and rejects, saying so
+    await acknowledged(adminP);
+    const replicaPid = replica.pid ?? 0;
+    process.kill(replicaPid, "SIGSTOP");
+    cleanups.push(() => {
+      try {
+        process.kill(replicaPid, "SIGCONT");
+      } catch {
+        // already gone
+      }
+    });
+    const refusal = await double.delay(10).then(
+      () => new Error("confirmed, but the replica was stopped"),
+      (error: unknown) => error as Error,
+    );
+    process.kill(replicaPid, "SIGCONT");
+    expect(refusal).toBeInstanceOf(BrokerConnectionError);
+    expect(refusal.message).toMatch(
+      /only 0 of the 1 replicas asked for \(waitReplicas\) acknowledged it within 500 ms \(waitTimeoutMs\)/,
+    );
+    expect(await adminP.call("XLEN", "waitgiven:stream:{default}")).toBe(11);
+
+    // the broker closes its copy; the caller's client stays open and usable
+    await app.disconnect();
+    await eventually(async () => (await publishConnections()) === 0, 5000);
+    expect(client.status).toBe("ready");
+    expect(await client.ping()).toBe("PONG");
+  });
 });

@@ -28,8 +28,8 @@ export interface RedisRecordWriter {
   /**
    * Writes a terminal `record` whose `json` is over `PIECE_BYTES` (`redis-pieces.ts`) in
    * pieces on the backend's own connection, and announces it; with `unlessFinal`, only when the
-   * task has no terminal record yet. Resolves to whether it was written; rejects with Redis's refusal when the
-   * record is longer than the server stores.
+   * task has no terminal record yet. Resolves to whether it was written; rejects with Redis's
+   * refusal when the record is longer than the server stores.
    */
   storeRecordInPieces(record: TaskRecord, json: string, unlessFinal: boolean): Promise<boolean>;
   /** Called once `records` were written: resolves this process's waiters at once. */

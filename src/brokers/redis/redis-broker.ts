@@ -220,7 +220,7 @@ export class RedisBroker implements Broker {
         connectionName: "chicory-broker",
       },
       "Redis broker",
-      (message, cause) => new BrokerConnectionError(message, { cause }),
+      connectionError,
     );
     defineBrokerScripts(main);
     defineAccessCheck(main);
@@ -241,9 +241,7 @@ export class RedisBroker implements Broker {
         this.#publisher =
           main === this.#injected
             ? await openDuplicate(main, publisherOptions)
-            : await openRedis(this.#connection, publisherOptions, "Redis broker", (message, cause) => {
-                return new BrokerConnectionError(message, { cause });
-              });
+            : await openRedis(this.#connection, publisherOptions, "Redis broker", connectionError);
       } catch (error) {
         if (main !== this.#injected) await closeRedis(main);
         throw error;
@@ -390,16 +388,12 @@ export class RedisBroker implements Broker {
     this.#stopReconnectWatch = undefined;
     const publisher = this.#publisher;
     this.#publisher = undefined;
-    if (!ctx) return;
-    if (ctx.main !== this.#injected) {
-      await whilePublishesConnected(publisher ?? ctx.main, this.#publishDeadlines.whenIdle());
-      await Promise.all([closeRedis(ctx.main), publisher && closeRedis(publisher)]);
-    } else {
-      if (publisher === undefined) return; // a caller's client goes on: its replies will come
-      // the publishes went on the broker's own copy of it (waitReplicas): closed as the broker's own
-      await whilePublishesConnected(publisher, this.#publishDeadlines.whenIdle());
-      await closeRedis(publisher);
-    }
+    // A caller's client goes on (its replies will come); the broker closes what it opened: its
+    // connections, or with a given client the copy of it the publishes used (waitReplicas).
+    const ownsMain = ctx?.main !== this.#injected;
+    if (!ctx || (!ownsMain && publisher === undefined)) return;
+    await whilePublishesConnected(publisher ?? ctx.main, this.#publishDeadlines.whenIdle());
+    await Promise.all([ownsMain && closeRedis(ctx.main), publisher && closeRedis(publisher)]);
     // Publishes Redis has not answered by now (it is away: the client keeps them queued and
     // would never settle them once closed) end with the same "outcome unknown" answer their
     // time limit would give, at once. One turn first: replies that came before the close
@@ -715,6 +709,11 @@ export class RedisBroker implements Broker {
       error: `the publishes' connection is ${publisher.status}${lastConnectionError(publisher)}`,
     };
   }
+}
+
+/** The error of a failed connect of the broker's (see {@link adapterClient}). */
+function connectionError(message: string, cause: unknown): BrokerConnectionError {
+  return new BrokerConnectionError(message, { cause });
 }
 
 /**

@@ -2,19 +2,19 @@
 // for pending lists of several lengths, none expired (the common case: every look finds
 // nothing): one look through the whole list following the cursor, with 1 and 32 free slots.
 // Redis time is INFO commandstats `usec` of the calls (EVALSHA for Chicory's script).
-//   node bench/reclaim-cost.mjs [--sizes=64,2000,5000,100000]   (dist/ or CHICORY_DIST)
-import path from "node:path";
-import { pathToFileURL } from "node:url";
-import { parseArgs, ROOT } from "./lib/common.mjs";
+//   node bench/reclaim-cost.mjs [--sizes=64,2000,5000,100000]
+// The broker's script module is loaded from the sources (src/, or CHICORY_SRC): the bundled
+// build has no module of its own for it.
+import { parseArgs } from "./lib/common.mjs";
 import { connect } from "./lib/redis.mjs";
+import { importSource } from "./lib/source.mjs";
 
 const args = parseArgs();
 const SIZES = String(args.sizes ?? "64,2000,5000,100000")
   .split(",")
   .map(Number);
-const DIST = process.env.CHICORY_DIST ? path.resolve(process.env.CHICORY_DIST) : path.join(path.dirname(ROOT), "dist");
-const { defineBrokerScripts } = await import(pathToFileURL(path.join(DIST, "brokers/redis/redis-scripts.js")).href);
-const { runScript } = await import(pathToFileURL(path.join(DIST, "redis/redis-client.js")).href);
+const { defineBrokerScripts } = await importSource("brokers/redis/redis-scripts.ts");
+const { runScript } = await importSource("redis/redis-client.ts");
 // The consumer's settings (src/brokers/redis/redis-consumer.ts).
 const SCAN_LIMIT = 20_000;
 const PAGE = 2000;

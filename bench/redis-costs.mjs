@@ -9,21 +9,18 @@
 //               same writes as native commands in MULTI (SET x32, PUBLISH, then ack.lua for the
 //               fence), or a bare XACK without results: Redis CPU per job, and this process's
 //               CPU per job (building the records and commands, reading the replies)
-// The scripts come from the build (dist/ or CHICORY_DIST), as the broker loads them. Redis CPU is the
-// used_cpu_user+sys difference of INFO cpu around each phase.
-// Usage (after `npm run build`): node bench/redis-costs.mjs [--reps=2] [--out=bench/results/tmp/redis-costs.json]
-import path from "node:path";
-import { pathToFileURL } from "node:url";
-import { median, parseArgs, ROOT, writeJson } from "./lib/common.mjs";
+// The scripts are composed by the broker's own module, loaded from the sources (src/, or
+// CHICORY_SRC: the bundled build has no module of its own for it), so they are the scripts the
+// broker built from that tree loads. Redis CPU is the used_cpu_user+sys difference of INFO cpu
+// around each phase.
+// Usage: node bench/redis-costs.mjs [--reps=2] [--out=bench/results/tmp/redis-costs.json]
+import { median, parseArgs, writeJson } from "./lib/common.mjs";
 import { connect, flushBenchDb } from "./lib/redis.mjs";
+import { importSource } from "./lib/source.mjs";
 
 const a = parseArgs();
 const REPS = Number(a.reps || 2);
-// The scripts exactly as the broker loads them (dist/ or CHICORY_DIST, like the other scripts).
-const DIST = process.env.CHICORY_DIST ? path.resolve(process.env.CHICORY_DIST) : path.join(path.dirname(ROOT), "dist");
-const { brokerScriptSource } = await import(
-  pathToFileURL(path.join(DIST, "brokers", "redis", "redis-scripts.js")).href
-);
+const { brokerScriptSource } = await importSource("brokers/redis/redis-scripts.ts");
 const ACK = brokerScriptSource("chicoryAck");
 const ACK_WITH_RECORDS = brokerScriptSource("chicoryAckWithRecords");
 const PUBLISH_BATCH = brokerScriptSource("chicoryPublishBatch");
@@ -85,7 +82,7 @@ async function publish(mode, n = 100000, batch = 500) {
       const p = r.pipeline();
       for (const b of bodies) p.xadd("costs:stream", "*", "data", b);
       await p.exec();
-    } else await r.evalsha(sha.publishBatch, 1, "costs:stream", ...bodies);
+    } else await r.evalsha(sha.publishBatch, 2, "costs:stream", `costs:sent:${i}`, 60000, ...bodies);
   }
   return (((await redisCpuS()) - s0) * 1e6) / n;
 }

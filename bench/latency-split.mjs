@@ -17,6 +17,7 @@
 // A diagnostic for PROFILE.md; quote latency from latency.mjs.
 // Usage: node bench/latency-split.mjs [--systems=chicory,bare-ioredis,beequeue] [--jobs=1500] [--reps=2]
 //          [--pct=50] (another percentile of each part, e.g. 95: where the tail is)
+//          [--warmup=5000] (sequential jobs run first, not measured, as in latency.mjs)
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -29,6 +30,7 @@ const systems = String(a.systems || "chicory,bare-ioredis,beequeue").split(",");
 const jobs = Number(a.jobs || 1500);
 const reps = Number(a.reps || 2);
 const pct = Number(a.pct || 50); // the percentile shown of each part (default: the median)
+const warmup = Number(a.warmup ?? 5000);
 const clock = () => performance.timeOrigin + now();
 const ioDir = fs.mkdtempSync(path.join(os.tmpdir(), "latency-split-"));
 /** Index of the first time in the sorted `xs` at or after `t`. */
@@ -54,7 +56,7 @@ for (let rep = 1; rep <= reps; rep++) {
     const env = { QUEUE_NAME: queue, IO_TIMES_DIR: ioDir, CHICORY_BENCH_EXPERIMENT: experiments.join(",") };
     const workers = await startWorkers(base, 1, env, nodeArgs);
     try {
-      for (let i = 0; i < 200; i++) await withTimeout(producer.runBatch("increment", 1), 10000, "warmup");
+      for (let i = 0; i < warmup; i++) await withTimeout(producer.runBatch("increment", 1), 10000, "warmup");
       await sleep(200);
       const enqueue = [];
       const toHandler = [];

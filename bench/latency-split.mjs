@@ -18,6 +18,8 @@
 // Usage: node bench/latency-split.mjs [--systems=chicory,bare-ioredis,beequeue] [--jobs=1500] [--reps=2]
 //          [--pct=50] (another percentile of each part, e.g. 95: where the tail is)
 //          [--warmup=5000] (sequential jobs run first, not measured, as in latency.mjs)
+// With a build from probe-dist.mjs in the worker (CHICORY_DIST_B=<copy>, system chicory+dist-b),
+// each rep also prints when the job passed each probe, from the handler's start.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -96,6 +98,17 @@ for (let rep = 1; rep <= reps; rep++) {
         writeToProducer.push(m.producerRead - w);
         readToResult.push(m.t2 - m.producerRead);
       }
+      // Probes of a build from probe-dist.mjs: from the handler's start to the first pass of each
+      // probe at or after it, up to the worker's first write after it.
+      const probeParts = {};
+      for (const [k, times] of Object.entries(io?.probes ?? {})) {
+        probeParts[k] = [];
+        for (const m of marks) {
+          const t = times[firstAt(times, m.started)];
+          const w = io.writes[firstAt(io.writes, m.started)];
+          if (t !== undefined && w !== undefined && t <= w) probeParts[k].push(t - m.started);
+        }
+      }
       const f = (xs) => (xs.length ? percentile(xs, pct).toFixed(3) : "–");
       console.log(
         `rep${rep} ${sys.padEnd(13)} total ${f(total)} ms  enqueue ${f(enqueue)}  ` +
@@ -103,6 +116,11 @@ for (let rep = 1; rep <= reps; rep++) {
           `     worker read->handler ${f(readToHandler)}  handler->worker write ${f(handlerToWrite)}  ` +
           `worker write->producer ${f(writeToProducer)}  producer read->result ${f(readToResult)}`,
       );
+      const probed = Object.entries(probeParts).filter(([, xs]) => xs.length > 0);
+      if (probed.length > 0) {
+        probed.sort(([, x], [, y]) => percentile(x, pct) - percentile(y, pct));
+        console.log(`     from the handler's start: ${probed.map(([k, xs]) => `${k} ${f(xs)}`).join(", ")}`);
+      }
     } finally {
       await workers.stop();
       await Promise.race([producer.close(), sleep(5000)]).catch(() => {});

@@ -8,7 +8,7 @@ import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
-import { BackendConnectionError, BrokerConnectionError } from "../../../src/index.js";
+import { BackendConnectionError, BrokerConnectionError, ConfigurationError } from "../../../src/index.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { useOwnRedis } from "./own-redis.js";
 import { rawRedis } from "./redis-test-keys.js";
@@ -115,6 +115,71 @@ describe.skipIf(skip)("redis connect", () => {
       expect(error?.message).toMatch(
         /DB index is out of range \(the server has no such database: check the database number/,
       );
+    }
+  });
+});
+
+describe.skipIf(skip)("redis connect: the server's version", () => {
+  const own = useOwnRedis("connect-version");
+
+  it("a server older than Redis 6.2 is refused at connect, its version named; the broker's connections closed, a given client left open", async () => {
+    const { server } = own;
+    // In front of the real server: its INFO replies say 6.x where they said 7.x (same length,
+    // so the reply's own length prefix still holds); everything else passes unchanged.
+    const sockets = new Set<Socket>();
+    const proxy = createServer((socket) => {
+      const upstream = connect(server.port, "127.0.0.1");
+      for (const side of [socket, upstream]) sockets.add(side);
+      socket.pipe(upstream);
+      upstream.on("data", (chunk: Buffer) => {
+        socket.write(Buffer.from(chunk.toString("latin1").replace("redis_version:7", "redis_version:6"), "latin1"));
+      });
+      const closeBoth = () => {
+        socket.destroy();
+        upstream.destroy();
+      };
+      for (const side of [socket, upstream]) side.on("error", () => undefined).on("close", closeBoth);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+    const { port } = proxy.address() as AddressInfo;
+    const raw = new Redis(server.port, "127.0.0.1");
+    const given = new Redis(port, "127.0.0.1");
+    try {
+      const version = /^redis_version:(\S+)/m.exec(String(await raw.info("server")))?.[1] ?? "";
+      expect(version).toMatch(/^7\./); // the server of this test; the proxy makes it 6.x
+      const older = `6${version.slice(1)}`;
+      const refusal = new RegExp(
+        `runs Redis ${older.replaceAll(".", "\\.")}; the Redis broker needs Redis 6\\.2 or later`,
+      );
+      const broker = new RedisBroker({ url: `redis://127.0.0.1:${port}/0`, env: {} });
+      const error = await broker.connect().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ConfigurationError);
+      expect(String(error)).toMatch(refusal);
+      expect(String(error)).toContain(`redis://127.0.0.1:${port}/0`);
+      await broker.disconnect();
+      const names = async () =>
+        String(await raw.client("LIST"))
+          .split("\n")
+          .map((line) => /name=(\S*)/.exec(line)?.[1])
+          .filter((name) => name?.startsWith("chicory-broker"));
+      await expect.poll(names).toEqual([]); // the connection it opened is closed
+      const fromGiven = await new RedisBroker({ client: given, env: {} }).connect().catch((e: unknown) => e);
+      expect(fromGiven).toBeInstanceOf(ConfigurationError);
+      expect(String(fromGiven)).toMatch(refusal);
+      expect(await given.ping()).toBe("PONG"); // the caller's client stays theirs, open
+      // The result backend needs no 6.2 command: it connects through the same proxy.
+      const backend = new RedisBackend({ url: `redis://127.0.0.1:${port}/0`, env: {} });
+      await backend.connect();
+      await backend.disconnect();
+      // The real server (7.x) is not refused.
+      const direct = new RedisBroker({ url: server.url, env: {} });
+      await direct.connect();
+      await direct.disconnect();
+    } finally {
+      given.disconnect();
+      raw.disconnect();
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => proxy.close(resolve));
     }
   });
 });

@@ -15,6 +15,45 @@ import { rawRedis } from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
 
+/**
+ * A TCP proxy on a free local port to the Redis at `host:port`. `refuse()`, asked for each new
+ * connection, closes it at once when true; `rewrite` changes the server's replies on their way
+ * back (text as latin1: a rewrite that keeps lengths keeps RESP valid).
+ */
+async function redisProxy(
+  host: string,
+  port: number,
+  options: { refuse?: () => boolean; rewrite?: (reply: string) => string } = {},
+): Promise<{ port: number; close: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const proxy = createServer((socket) => {
+    sockets.add(socket);
+    if (options.refuse?.()) {
+      socket.destroy();
+      return;
+    }
+    const upstream = connect(port, host);
+    sockets.add(upstream);
+    socket.pipe(upstream);
+    const { rewrite } = options;
+    if (rewrite === undefined) upstream.pipe(socket);
+    else upstream.on("data", (chunk: Buffer) => socket.write(Buffer.from(rewrite(chunk.toString("latin1")), "latin1")));
+    const closeBoth = () => {
+      socket.destroy();
+      upstream.destroy();
+    };
+    for (const side of [socket, upstream]) side.on("error", () => undefined).on("close", closeBoth);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (proxy.address() as AddressInfo).port,
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => proxy.close(resolve));
+    },
+  };
+}
+
 describe.skipIf(skip)("redis connect: what a connection sends first", () => {
   const own = useOwnRedis("connect-handshake");
 
@@ -44,24 +83,8 @@ describe.skipIf(skip)("redis connect", () => {
   it("a connection the server closes during the handshake is tried again; a server that always closes fails, with the hint", async () => {
     const target = new URL(SERVICES.redis);
     let closeFirst = 2; // the first two connections are closed at once, as by CLIENT KILL or a restart
-    const sockets = new Set<Socket>();
-    const proxy = createServer((socket) => {
-      sockets.add(socket);
-      if (closeFirst-- > 0) {
-        socket.destroy();
-        return;
-      }
-      const upstream = connect(Number(target.port || 6379), target.hostname);
-      sockets.add(upstream);
-      socket.pipe(upstream).pipe(socket);
-      const closeBoth = () => {
-        socket.destroy();
-        upstream.destroy();
-      };
-      for (const side of [socket, upstream]) side.on("error", () => undefined).on("close", closeBoth);
-    });
-    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
-    const { port } = proxy.address() as AddressInfo;
+    const proxy = await redisProxy(target.hostname, Number(target.port || 6379), { refuse: () => closeFirst-- > 0 });
+    const { port } = proxy;
     try {
       const broker = new RedisBroker({ url: `redis://127.0.0.1:${port}/0`, env: {} });
       await broker.connect();
@@ -76,8 +99,7 @@ describe.skipIf(skip)("redis connect", () => {
       expect(String(error)).toMatch(/the server closed the connection: is this a Redis port\?/);
       expect(performance.now() - startedAt).toBeLessThan(5000);
     } finally {
-      for (const socket of sockets) socket.destroy();
-      await new Promise((resolve) => proxy.close(resolve));
+      await proxy.close();
     }
   });
 
@@ -126,22 +148,10 @@ describe.skipIf(skip)("redis connect: the server's version", () => {
     const { server } = own;
     // In front of the real server: its INFO replies say 6.x where they said 7.x (same length,
     // so the reply's own length prefix still holds); everything else passes unchanged.
-    const sockets = new Set<Socket>();
-    const proxy = createServer((socket) => {
-      const upstream = connect(server.port, "127.0.0.1");
-      for (const side of [socket, upstream]) sockets.add(side);
-      socket.pipe(upstream);
-      upstream.on("data", (chunk: Buffer) => {
-        socket.write(Buffer.from(chunk.toString("latin1").replace("redis_version:7", "redis_version:6"), "latin1"));
-      });
-      const closeBoth = () => {
-        socket.destroy();
-        upstream.destroy();
-      };
-      for (const side of [socket, upstream]) side.on("error", () => undefined).on("close", closeBoth);
+    const proxy = await redisProxy("127.0.0.1", server.port, {
+      rewrite: (reply) => reply.replace("redis_version:7", "redis_version:6"),
     });
-    await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
-    const { port } = proxy.address() as AddressInfo;
+    const { port } = proxy;
     const raw = new Redis(server.port, "127.0.0.1");
     const given = new Redis(port, "127.0.0.1");
     try {
@@ -178,8 +188,7 @@ describe.skipIf(skip)("redis connect: the server's version", () => {
     } finally {
       given.disconnect();
       raw.disconnect();
-      for (const socket of sockets) socket.destroy();
-      await new Promise((resolve) => proxy.close(resolve));
+      await proxy.close();
     }
   });
 });

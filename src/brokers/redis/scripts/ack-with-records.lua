@@ -3,7 +3,7 @@
 -- the broker and the result backend share one Redis server and database (not a Cluster).
 -- Composed at load time: the text of store-results.lua (backend), pending-of.lua,
 -- owner-of.lua and ack.lua (broker) become the functions storeResults(KEYS, ARGV),
--- pendingOf(…), ownerOf(…) and ack(KEYS, ARGV, mine) above this body.
+-- pendingOf(...), ownerOf(...) and ack(KEYS, ARGV, mine) above this body.
 -- KEYS[1..n] record keys (store-results.lua's KEYS), KEYS[n + 1] stream, KEYS[n + 2] unique set
 -- ARGV[1] n, ARGV[2..5 + n] store-results.lua's ARGV, ARGV[6 + n..] ack.lua's ARGV, whose
 -- first n entry ids are those of the records' deliveries, in the order of the records

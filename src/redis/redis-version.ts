@@ -2,9 +2,10 @@
  * The Redis version the Redis broker needs, checked when it connects. The broker's scripts use
  * `XGROUP CREATECONSUMER`, `XPENDING … IDLE` and exclusive `XRANGE` ranges (`(id`), which came in
  * Redis 6.2: on an older server a worker would start, then fail its fetches with the server's
- * errors for those commands (an unknown subcommand, a syntax error) while its queue fills. The broker reads `redis_version` from `INFO server` and refuses an older
- * server at once, naming the version it found. A server that does not answer `INFO` (ACL rules,
- * some managed services) or reports no version it can read is not refused.
+ * errors for those commands (an unknown subcommand, a syntax error) while its queue fills. The
+ * broker reads `redis_version` from `INFO server` and refuses an older server at once, naming
+ * the version it found. A server that does not answer `INFO` (ACL rules, some managed services)
+ * or reports no version it can read is not refused.
  * @module
  */
 import type { RedisClientLike } from "./redis-client.js";

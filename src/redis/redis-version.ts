@@ -8,7 +8,12 @@
  * or reports no version it can read is not refused.
  * @module
  */
+import { withinDeadline } from "../core/sleep.js";
+import { ConfigurationError } from "../errors.js";
 import type { RedisClientLike } from "./redis-client.js";
+
+/** Longest wait for the server's `INFO` (as for the replica check). */
+const CHECK_TIMEOUT_MS = 2000;
 
 /** The oldest Redis the broker runs on, as [major, minor]. */
 export const BROKER_MIN_REDIS: readonly [number, number] = [6, 2];
@@ -37,17 +42,18 @@ export function brokerVersionProblem(info: string): string | undefined {
 }
 
 /**
- * Asks `client`'s server for its version (`INFO server`, within `guard`'s time limit) and
- * returns {@link brokerVersionProblem}'s sentence. Never throws: a refused, failed or late `INFO`
- * gives undefined (not checked).
+ * Refuses a server older than Redis 6.2 ({@link brokerVersionProblem}), as `refuseReplica`
+ * (`redis-access.ts`) refuses a replica: `INFO server` within 2 s; a server that refuses `INFO`
+ * or does not answer in time is not checked.
+ * @throws ConfigurationError naming `component`, the server and its version
  */
-export async function readBrokerVersionProblem(
-  client: RedisClientLike,
-  guard: <T>(operation: Promise<T>, label: string) => Promise<T>,
-): Promise<string | undefined> {
+export async function refuseOldRedis(client: RedisClientLike, component: string, displayUrl: string): Promise<void> {
+  let info: string;
   try {
-    return brokerVersionProblem(String(await guard(client.call("INFO", "server"), "INFO server")));
+    info = String(await withinDeadline(client.call("INFO", "server"), CHECK_TIMEOUT_MS));
   } catch {
-    return undefined;
+    return;
   }
+  const problem = brokerVersionProblem(info);
+  if (problem !== undefined) throw new ConfigurationError(`${component} (${displayUrl}): ${problem}`);
 }

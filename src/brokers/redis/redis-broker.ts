@@ -62,7 +62,7 @@ import {
 import { watchEviction } from "../../redis/redis-eviction.js";
 import { type ResolvedRedisConnection, resolveRedisConnection, SOCKET_TIMEOUT_MS } from "../../redis/redis-options.js";
 import { isRedisRecordWriter, type RedisRecordWriter } from "../../redis/redis-record-writer.js";
-import { readBrokerVersionProblem } from "../../redis/redis-version.js";
+import { refuseOldRedis } from "../../redis/redis-version.js";
 import type {
   Broker,
   BrokerBinding,
@@ -143,8 +143,6 @@ export class RedisBroker implements Broker {
   #records: RedisRecordWriter | undefined;
   /** The publishes' own connection, with `waitReplicas` (a `WAIT` blocks its connection). */
   #publisher: RedisClientLike | undefined;
-  /** The time limit of the reads of the server's settings at connect (limit, version). */
-  readonly #serverReadGuard: <T>(operation: Promise<T>, label: string) => Promise<T>;
   /** Reads the server's `proto-max-bulk-len` (see {@link RedisBroker.#readBodyLimit}). */
   readonly #bulkLimit: BulkLimitReader;
   /** The server's `proto-max-bulk-len` as last read (unknown: undefined, or "at least" the probe's ceiling). */
@@ -165,10 +163,9 @@ export class RedisBroker implements Broker {
     this.#keys = new QueueKeyCache(this.settings.keyPrefix);
     this.#logger = options.logger ?? processWarningLogger("CHICORY_REDIS_BROKER");
     const limitDeadlines = new Deadlines(LIMIT_READ_TIMEOUT_MS, () => new DeadlinePassed(LIMIT_READ_TIMEOUT_MS));
-    this.#serverReadGuard = (operation, label) => limitDeadlines.guard(operation, label);
     this.#bulkLimit = new BulkLimitReader({
       probeKey: `${this.settings.keyPrefix}:probe`, // no queue key (those are P:<kind>:{Q}); only read
-      guard: this.#serverReadGuard,
+      guard: (operation, label) => limitDeadlines.guard(operation, label),
       onStepFailed: (step, error) =>
         this.#logger.debug(
           { err: describeRedisError(error, this.#connection.password) },
@@ -228,13 +225,11 @@ export class RedisBroker implements Broker {
     );
     defineBrokerScripts(main);
     defineAccessCheck(main);
-    const [tooOld] = await Promise.all([
-      readBrokerVersionProblem(main, this.#serverReadGuard),
-      this.#readBodyLimit(main),
-    ]);
-    if (tooOld !== undefined) {
+    try {
+      await Promise.all([refuseOldRedis(main, "Redis broker", this.displayUrl), this.#readBodyLimit(main)]);
+    } catch (error) {
       if (main !== this.#injected) await closeRedis(main);
-      throw new ConfigurationError(`Redis broker (${this.displayUrl}): ${tooOld}`);
+      throw error;
     }
     const { waitReplicas, waitTimeoutMs } = this.settings;
     if (waitReplicas > 0) {

@@ -91,6 +91,7 @@ for (let rep = 1; rep <= reps; rep++) {
       const readToResult = [];
       for (const m of marks) {
         const w = io?.writes[firstAt(io.writes, m.started)];
+        m.workerWrite = w; // (the probes below end at it too)
         const rd = io?.reads[firstAt(io.reads, m.started) - 1];
         if (w === undefined || rd === undefined) continue;
         readToHandler.push(m.started - rd);
@@ -105,8 +106,7 @@ for (let rep = 1; rep <= reps; rep++) {
         probeParts[k] = [];
         for (const m of marks) {
           const t = times[firstAt(times, m.started)];
-          const w = io.writes[firstAt(io.writes, m.started)];
-          if (t !== undefined && w !== undefined && t <= w) probeParts[k].push(t - m.started);
+          if (t !== undefined && m.workerWrite !== undefined && t <= m.workerWrite) probeParts[k].push(t - m.started);
         }
       }
       const f = (xs) => (xs.length ? percentile(xs, pct).toFixed(3) : "–");

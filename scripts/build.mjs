@@ -109,12 +109,8 @@ const ASCII_FOR = { "…": ".", "–": "-", "—": "-", "−": "-", "→": ">", 
 for (const out of Object.keys(result.metafile.outputs).filter((f) => f.endsWith(".js"))) {
   const path = join(root, out);
   const text = readFileSync(path, "utf8");
-  const beyondLatin1 = /[\u{100}-\u{10ffff}]/gu;
-  if (!beyondLatin1.test(text)) continue;
-  writeFileSync(
-    path,
-    text.replace(beyondLatin1, (c) => ASCII_FOR[c] ?? "?".repeat(c.length)),
-  );
+  const ascii = text.replace(/[\u{100}-\u{10ffff}]/gu, (c) => ASCII_FOR[c] ?? "?".repeat(c.length));
+  if (ascii !== text) writeFileSync(path, ascii);
 }
 
 chmodSync(join(root, cliOut), 0o755);

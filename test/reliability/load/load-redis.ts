@@ -217,6 +217,7 @@ export async function primeCommands(redis: Redis): Promise<void> {
   await redis.bitcount("load-test-prime:bits");
   await redis.incr("load-test-prime:n");
   await redis.get("load-test-prime:n");
+  await redis.pttl("load-test-prime:n");
   await redis.memory("USAGE", key, "SAMPLES", "0");
   await memoryStats(redis);
   await redis.info("clients");

@@ -1,7 +1,7 @@
 /**
  * Redis full (`maxmemory` reached, `noeviction`), on a redis-server this test starts itself:
  * producers get an error naming OOM, while workers keep draining the queue. Acks with their
- * results, dead letters and due delayed jobs still go through (each script's first write is
+ * results, dead letters (at-most-once jobs' too) and due delayed jobs still go through (each script's first write is
  * one that frees memory: Redis checks only a script's first write against the limit), and a
  * worker started meanwhile joins the existing group (a queue without a group fails its fetch:
  * the group cannot be created). Lease renewals and reclaims go on too (the queue's pulse, an
@@ -48,6 +48,13 @@ describe.skipIf(skip)("redis broker and backend: Redis full", () => {
     const broken = app.task({ name: "broken", retryPolicy: { maxRetries: 0 } }, async () => {
       throw new Error("always");
     });
+    const brokenOnce = app.task(
+      { name: "broken_once", deliveryMode: "at_most_once", retryPolicy: { maxRetries: 0 } },
+      async () => {
+        await gate;
+        throw new Error("always, at most once");
+      },
+    );
     let flakyRuns = 0;
     const flaky = app.task({ name: "flaky", retryPolicy: { maxRetries: 2, retryDelay: 0.1 } }, async () => {
       flakyRuns++;
@@ -62,6 +69,7 @@ describe.skipIf(skip)("redis broker and backend: Redis full", () => {
     const delayed = await Promise.all([1, 2, 3].map((i) => work.applyAsync([100 + i], { countdown: 0.5 })));
     const failing = await broken.delay();
     const retried = await flaky.delay();
+    const failingOnce = await brokenOnce.delay();
 
     // Redis is full now: nothing new fits.
     await admin.config("SET", "maxmemory-policy", "noeviction");
@@ -82,7 +90,10 @@ describe.skipIf(skip)("redis broker and backend: Redis full", () => {
     expect(flakyRuns).toBe(2);
     await expect(failing.get({ timeout: 20 })).rejects.toBeInstanceOf(TaskFailedError);
     expect(await failing.state()).toBe("DEAD_LETTERED");
-    await eventually(async () => (await app.broker.getDlqCount("default")) === 1);
+    // an at-most-once job's dead letter (its message acknowledged before it ran) is written too
+    await expect(failingOnce.get({ timeout: 20 })).rejects.toBeInstanceOf(TaskFailedError);
+    expect(await failingOnce.state()).toBe("DEAD_LETTERED");
+    await eventually(async () => (await app.broker.getDlqCount("default")) === 2);
     expect(await app.broker.getQueueSize("default")).toBe(0);
     expect(await admin.xlen("full:stream:{default}")).toBe(0);
     expect(second.getStats().tasksProcessed).toBeGreaterThan(0);

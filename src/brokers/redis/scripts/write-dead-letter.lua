@@ -15,6 +15,9 @@
 -- and its record are written together (a worker killed between two calls left a DLQ entry
 -- whose record never said DEAD_LETTERED); the record first, so a script that fails while
 -- writing it appends nothing. failed_at is Redis TIME in ms.
+-- Redis full (maxmemory, noeviction): the first write is an XACK of id 0-0, which never
+-- exists and never fails, and Redis checks only a script's first write against the limit: the
+-- dead letter (whose message was acknowledged already) and its record still go through.
 local maxLen = tonumber(ARGV[4])
 if maxLen > 0 and redis.call('XLEN', KEYS[1]) >= maxLen then
   return -1
@@ -22,6 +25,7 @@ end
 -- (composed above: assertType, assert-type.lua) a DLQ of another type would fail the append
 -- after the record: checked first
 assertType(KEYS[1], 'stream')
+redis.call('XACK', KEYS[1], 'x', '0-0') -- exempts the writes below from the memory limit
 if KEYS[2] then
   storeResults({ KEYS[2] }, { ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10] })
 end

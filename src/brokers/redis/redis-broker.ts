@@ -82,7 +82,7 @@ import { RedisConsumer } from "./redis-consumer.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import { DueMover } from "./redis-due-mover.js";
 import { QueueKeyCache, type QueueKeys } from "./redis-keys.js";
-import { PublishBatcher, RECEIPT_TTL_MS } from "./redis-publish-batch.js";
+import { PublishBatcher } from "./redis-publish-batch.js";
 import { defineBrokerScripts } from "./redis-scripts.js";
 import { appendDeadLetter } from "./redis-settler.js";
 
@@ -488,7 +488,7 @@ export class RedisBroker implements Broker {
       const result = await batcher.sendCall(
         "chicoryPublish",
         [keys.stream, keys.delayed, keys.delayedData, keys.unique, batcher.receiptKey(keys.sent)],
-        [message.body, message.id, delayMs, message.unique ? "1" : "0", max, RECEIPT_TTL_MS],
+        [message.body, message.id, delayMs, message.unique ? "1" : "0", max, batcher.receiptTtlMs],
       );
       if (result === -1) throw queueFullError(queue, max);
       if (result === 1 && delayMs > 0) ctx.scheduleMove(keys, delayMs); // before the replicas' wait

@@ -7,7 +7,7 @@
  * full batch is sent at once, the rest when the turn's synchronous code is done
  * (`process.nextTick`), so no message waits for I/O or timers. Each publish settles on its
  * own: the script reports how many messages it added. Each call leaves a receipt for
- * {@link RECEIPT_TTL_MS} (see `publish-batch.lua`): a copy the client sends again after it
+ * {@link receiptTtlMs} (see `publish-batch.lua`): a copy the client sends again after it
  * dropped a connection (a Redis stalled past the reply limit still runs the first copy) adds
  * nothing twice.
  *
@@ -36,10 +36,20 @@ export const MAX_MESSAGES = 500;
 /** Most body characters per script call (a batch is sent once it reaches this). */
 export const MAX_BYTES = 512 * 1024;
 /**
- * How long a call's receipt is kept: longer than a resent copy can follow the first (it is
- * sent once the client has reconnected, right after the stalled Redis ran the first).
+ * How long a call's receipt is kept at least: longer than a resent copy can follow the first (it
+ * is sent once the client has reconnected, right after the stalled Redis ran the first).
  */
 export const RECEIPT_TTL_MS = 60_000;
+
+/**
+ * How long the receipts of a broker whose publish time limit is `publishTimeoutMs` are kept:
+ * {@link RECEIPT_TTL_MS}, or longer than that limit plus 5 s when it is longer (on a Cluster a
+ * call is sent again while the Cluster moves, until past the limit: see
+ * {@link PublishBatcher.sendCall}).
+ */
+export function receiptTtlMs(publishTimeoutMs: number): number {
+  return Math.max(RECEIPT_TTL_MS, publishTimeoutMs + 5000);
+}
 
 /** The outcome of every publish that is not a `unique` one (one shared object). */
 const PUBLISHED: PublishResult = Object.freeze({ published: true });
@@ -113,9 +123,12 @@ export class PublishBatcher {
 
   /** Waits for replicas after the calls (`waitReplicas`), if asked. */
   readonly #confirmer: ReplicaConfirmer | undefined;
+  /** How long each call's receipt is kept, ms ({@link receiptTtlMs}). */
+  readonly receiptTtlMs: number;
 
   constructor(host: PublishBatchHost) {
     this.#host = host;
+    this.receiptTtlMs = receiptTtlMs(host.deadlines.timeoutMs);
     this.#confirmer = host.wait === undefined ? undefined : new ReplicaConfirmer(host.main, host.wait);
   }
 
@@ -267,7 +280,7 @@ export class PublishBatcher {
       call = this.sendCall(
         "chicoryPublishDelayed",
         [keys.stream, keys.delayed, keys.delayedData, keys.unique, receipt],
-        [maxLength as number, RECEIPT_TTL_MS, ...messages],
+        [maxLength as number, this.receiptTtlMs, ...messages],
       );
     } catch (error) {
       call = Promise.reject(error); // as in #send
@@ -288,7 +301,7 @@ export class PublishBatcher {
     const mark = this.mark();
     try {
       const receipt = this.receiptKey(batch.sent);
-      call = this.sendCall("chicoryPublishBatch", [batch.stream, receipt], [RECEIPT_TTL_MS, ...bodies]);
+      call = this.sendCall("chicoryPublishBatch", [batch.stream, receipt], [this.receiptTtlMs, ...bodies]);
     } catch (error) {
       // e.g. the script is not defined on an injected client: every publish of the batch
       // rejects (never a throw out of the flush, which runs on its own tick)

@@ -76,4 +76,25 @@ describe.skipIf(skip)("redis broker: a publish resent after a stall", () => {
     expect(receipts.length).toBe(4);
     for (const key of receipts) expect(await admin.pttl(key)).toBeGreaterThan(0);
   });
+
+  it("receipts outlast a publish time limit over a minute (a Cluster sends a call again until past it)", async () => {
+    const { server } = own;
+    const admin = new Redis(server.url);
+    cleanups.push(() => admin.disconnect());
+    const codec = new MessageCodec();
+    const ttls = async (keyPrefix: string, publishTimeoutMs?: number): Promise<number[]> => {
+      const broker = new RedisBroker({ url: server.url, keyPrefix, env: {}, publishTimeoutMs });
+      await broker.connect();
+      cleanups.push(() => broker.disconnect());
+      const [plain, delayed, unique] = [encodeTask(codec), encodeTask(codec), encodeTask(codec)];
+      await broker.publish("q", { id: plain.id, body: plain.body });
+      await broker.publish("q", { id: delayed.id, body: delayed.body, delayMs: 60_000 });
+      await broker.publish("q", { id: unique.id, body: unique.body, unique: true });
+      const keys = await admin.keys(`${keyPrefix}:sent:*`);
+      expect(keys.length).toBe(3);
+      return Promise.all(keys.map((key) => admin.pttl(key)));
+    };
+    for (const ttl of await ttls("receipt-default")) expect(ttl > 55_000 && ttl <= 60_000, `${ttl}`).toBe(true);
+    for (const ttl of await ttls("receipt-long", 120_000)) expect(ttl > 120_000 && ttl <= 125_000, `${ttl}`).toBe(true);
+  });
 });

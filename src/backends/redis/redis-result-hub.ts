@@ -89,6 +89,8 @@ export class RedisResultHub {
   /** Drops the kept records once they expire, while any are kept (unref'd). */
   #earlySweep: NodeJS.Timeout | undefined;
   #pingTimer: NodeJS.Timeout | undefined;
+  /** The next SUBSCRIBE of a reconnected subscriber after a NOPERM (see #subscribeAgain). */
+  #resubscribeTimer: NodeJS.Timeout | undefined;
   #isPinging = false;
   #isClosed = false;
   #isSubscribed = false;
@@ -182,6 +184,7 @@ export class RedisResultHub {
     this.#earlySweep = undefined;
     if (this.#flush) clearImmediate(this.#flush);
     clearInterval(this.#pingTimer);
+    clearTimeout(this.#resubscribeTimer);
     // At once, not after the subscription: with Redis unreachable the SUBSCRIBE waits for it
     // (closing the connection ends that wait). A connection still opening is closed by
     // #openSubscriber, which sees #isClosed.
@@ -211,6 +214,7 @@ export class RedisResultHub {
     const sub = await openDuplicate(this.#host.main, {
       enableAutoPipelining: false,
       enableOfflineQueue: true,
+      autoResubscribe: false, // (see the "ready" listener below)
       // e.g. chicory-results-chicory:done:0 (CLIENT LIST tells the apps of one server apart)
       connectionName: `chicory-results-${this.#host.channel}`.replace(/[^A-Za-z0-9._:-]/g, "_").slice(0, 100),
     });
@@ -222,14 +226,11 @@ export class RedisResultHub {
       this.#expected.clear();
       this.#waiter.setPushActive(false);
     });
-    // ioredis re-subscribes after a reconnect (autoResubscribe); this SUBSCRIBE is answered after
-    // that one, so once it is, notifications flow again and every waited id is read once.
-    sub.on("ready", () => {
-      sub.subscribe(this.#host.channel).then(
-        () => this.#onLive(),
-        (error: unknown) => this.#host.onError(error),
-      );
-    });
+    // After a reconnect this SUBSCRIBE (ioredis's own re-subscribe is off: it sends one whose
+    // refusal, e.g. NOPERM once the user lost the channel, nobody handles, and the process
+    // would end on that unhandled rejection): once answered, notifications flow again and
+    // every waited id is read once. Refused, waiters poll meanwhile (see #subscribeAgain).
+    sub.on("ready", () => this.#subscribeAgain(sub));
     this.#sub = sub;
     if (this.#isClosed) dropRedis(sub);
     try {
@@ -246,6 +247,30 @@ export class RedisResultHub {
     this.#pingTimer = setInterval(() => this.#checkSubscriber(sub), SUBSCRIBER_PING_MS);
     this.#pingTimer.unref();
     return sub;
+  }
+
+  /**
+   * Subscribes `sub` again after it reconnected. Refused with NOPERM (the user lost the
+   * channel), tried again after {@link NOPERM_RETRY_MS} while the connection stays up; any other
+   * failure waits for the next reconnect. Nothing is reported once the hub is closed (a
+   * `disconnect()` during the SUBSCRIBE ends it).
+   */
+  #subscribeAgain(sub: RedisClientLike): void {
+    clearTimeout(this.#resubscribeTimer);
+    this.#resubscribeTimer = undefined;
+    if (this.#isClosed || this.#sub !== sub) return;
+    sub.subscribe(this.#host.channel).then(
+      () => this.#onLive(),
+      (error: unknown) => {
+        if (this.#isClosed || this.#sub !== sub) return;
+        this.#host.onError(error, "subscribing again after a reconnect failed (waiters poll meanwhile)");
+        if (!isNoPermError(error)) return;
+        this.#resubscribeTimer = setTimeout(() => {
+          if (sub.status === "ready") this.#subscribeAgain(sub);
+        }, NOPERM_RETRY_MS);
+        this.#resubscribeTimer.unref();
+      },
+    );
   }
 
   /** A subscriber that does not answer a PING in time is dropped and reconnected (see above). */

@@ -8,7 +8,7 @@ import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { Chicory, ConfigurationError, silentLogger, TaskFailedError, Worker } from "../../../src/index.js";
-import { encodeTask, eventually, fetchOne } from "../../contract/contract-helpers.js";
+import { encodeTask, eventually, fetchOne, successRecord } from "../../contract/contract-helpers.js";
 import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { runCleanups, useCleanups } from "../../helpers/cleanups.js";
 import { skipUnless } from "../../helpers/services.js";
@@ -278,6 +278,41 @@ describe.skipIf(skip)("redis results for an ACL user without the done channel, o
     }
     // before: one more connection (opened, refused SUBSCRIBE, dropped) per get()
     expect((await totalConnections(admin)) - connectionsBefore).toBeLessThanOrEqual(2);
+  });
+});
+
+describe.skipIf(skip)("redis result subscriber: the channel right taken away", () => {
+  const own = useOwnRedis("acl-revoked");
+  const cleanups = useCleanups();
+
+  it("Redis drops the subscriber and refuses its SUBSCRIBE after the reconnect: logged, no unhandled rejection, results still found", async () => {
+    const admin = new Redis(own.server.url);
+    cleanups.push(async () => void admin.disconnect());
+    await admin.call("ACL", "SETUSER", "revoked", "on", ">pw", "~*", "&*", "+@all");
+    const url = new URL(own.server.url);
+    url.username = "revoked";
+    url.password = "pw";
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => void unhandled.push(reason);
+    process.on("unhandledRejection", onUnhandled);
+    cleanups.push(async () => void process.off("unhandledRejection", onUnhandled));
+    const { logger, until } = capturingLogger();
+    const backend = new RedisBackend({ url: url.toString(), keyPrefix: testPrefix(), env: {}, logger });
+    await backend.connect();
+    cleanups.push(() => backend.disconnect());
+    expect(await backend.waitForResult("nothing-yet", { timeoutMs: 50 })).toBeNull(); // subscribes
+    const channel = backend.doneChannel;
+    await eventually(async () => (await admin.call("PUBSUB", "NUMSUB", channel))?.toString() === `${channel},1`);
+    // Redis closes the connections subscribed to a channel the user may no longer read; the
+    // subscriber reconnects and its SUBSCRIBE is refused (NOPERM)
+    await admin.call("ACL", "SETUSER", "revoked", "resetchannels");
+    const line = await until(/subscribing again after a reconnect failed/);
+    expect(String(line.fields.err)).toMatch(/NOPERM/);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(unhandled).toEqual([]);
+    // waiters poll meanwhile
+    await backend.storeResult(successRecord("done-later", 42));
+    expect((await backend.waitForResult("done-later", { timeoutMs: 5000, pollIntervalMs: 50 }))?.state).toBe("SUCCESS");
   });
 });
 

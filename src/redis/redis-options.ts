@@ -369,6 +369,10 @@ function fromSentinelUrl(
   if (!/^rediss?\+sentinel:\/\//i.test(url)) throw invalid(`expected ${SENTINEL_URL_FORM}`);
   const isTls = /^rediss\+/i.test(url);
   refuseTlsVariablesWithoutTls(isTls, tls, tlsFromEnvOnly, url, envPrefix, "rediss+sentinel://");
+  // A "/" (or "?", "#") left unencoded in the password would move the rest of it into the
+  // sentinels or the path, which the messages below quote: refused first, saying only where.
+  const unencoded = unencodedUserinfo(url, true);
+  if (unencoded !== undefined) throw new ConfigurationError(`invalid Redis Sentinel URL ${unencoded}`);
   const match = /^[^:]+:\/\/(?:([^/?#]*)@)?([^/?#@]+)(\/[^?#]*)?$/i.exec(url);
   if (match === null) {
     throw invalid(

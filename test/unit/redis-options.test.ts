@@ -206,6 +206,19 @@ describe("redis+sentinel:// URLs", () => {
       /CHICORY_BROKER_REDIS_TLS_\* is set but the URL redis\+sentinel:\/\/s1\/m is not TLS: use rediss\+sentinel:\/\//,
     );
     expect(refused("redis+sentinel:/s1/m")).toMatch(/expected redis\+sentinel:\/\//);
+    // a "/", "?" or "#" left unencoded in the password: refused, quoting none of it (before,
+    // the rest of it was quoted as a sentinel, or taken for the primary's name and accepted)
+    for (const url of [
+      "redis+sentinel://:SuperSecret/Part2@s1:26379,s2/m/0",
+      "redis+sentinel://app:Sec:ret99/xyz@s1/m",
+      "redis+sentinel://u:123/def@s1",
+      "redis+sentinel://:top?Secret@s1/m",
+      "redis+sentinel://:top#Secret@s1/m",
+    ]) {
+      const message = refused(url);
+      expect(message).toMatch(/percent-encode @ : \/ \? # %/);
+      for (const part of ["Secret", "Part2", "ret99", "xyz", "123", "def"]) expect(message, url).not.toContain(part);
+    }
   });
 
   it("rediss+sentinel:// (or the tls option) is TLS to the sentinels and to the servers they name", () => {

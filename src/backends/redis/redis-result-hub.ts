@@ -96,6 +96,8 @@ export class RedisResultHub {
   #isSubscribed = false;
   /** No subscribe before this time (performance.now() ms), after a failed one. */
   #retrySubscribeAtMs = Number.NEGATIVE_INFINITY;
+  /** `performance.now()` when the subscription under way (or the last one) began. */
+  #subscribeStartedAt = Number.NEGATIVE_INFINITY;
   /** True while the subscription is confirmed and its connection has not dropped since. */
   #isLive = false;
 
@@ -133,14 +135,29 @@ export class RedisResultHub {
    */
   async #subscribeThenWait(taskId: string, options: WaitOptions): Promise<TaskRecord | null> {
     const startedAt = performance.now();
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      this.#subscribe(),
-      new Promise((resolve) => {
-        timer = setTimeout(resolve, SUBSCRIBE_WAIT_MS);
-      }),
-    ]);
-    clearTimeout(timer);
+    const subscribing = this.#subscribe();
+    // At most SUBSCRIBE_WAIT_MS from the subscription's start, and not past the wait's own
+    // timeout or abort: a subscription pending longer (Redis away) is not waited for again,
+    // so waits do not each pay that second, nor each hold a reaction on its promise.
+    const { signal } = options;
+    const limit = Math.min(
+      SUBSCRIBE_WAIT_MS - (startedAt - this.#subscribeStartedAt),
+      options.timeoutMs ?? Number.POSITIVE_INFINITY,
+    );
+    if (limit > 0 && signal?.aborted !== true) {
+      let timer: NodeJS.Timeout | undefined;
+      let onAbort: (() => void) | undefined;
+      await Promise.race([
+        subscribing,
+        new Promise((resolve) => {
+          timer = setTimeout(resolve, limit);
+          onAbort = () => resolve(undefined);
+          signal?.addEventListener("abort", onAbort, { once: true });
+        }),
+      ]);
+      clearTimeout(timer);
+      if (onAbort) signal?.removeEventListener("abort", onAbort);
+    }
     // The wait's time counts from the call, subscribing included.
     const { timeoutMs } = options;
     if (timeoutMs === undefined) return this.#waiter.wait(taskId, options);
@@ -199,6 +216,7 @@ export class RedisResultHub {
     if (this.#subscriber === undefined && performance.now() < this.#retrySubscribeAtMs) {
       return Promise.resolve(undefined); // polling meanwhile (see NOPERM_RETRY_MS)
     }
+    if (this.#subscriber === undefined) this.#subscribeStartedAt = performance.now();
     this.#subscriber ??= this.#openSubscriber().catch((error: unknown) => {
       // No push notifications: the poll fallback still resolves waiters. Try again later.
       if (!this.#isClosed) this.#host.onError(error);

@@ -59,4 +59,24 @@ describe.skipIf(skip)("redis backend: get() without a timeout during an outage",
     // one warning for the outage, whatever the number of waits, and no other warning
     expect(lines.filter((line) => line.level === "warn" || line.level === "error")).toEqual([warning]);
   });
+
+  it("a first wait whose subscription cannot open (Redis down) keeps its own timeout and abort", async () => {
+    const backend = new RedisBackend({ url: own.server.url, keyPrefix: uniqueName("outage"), env: {} });
+    cleanups.push(() => backend.disconnect());
+    await backend.connect();
+    await own.server.kill(); // before any wait: the subscription opens with the first one
+    cleanups.push(() => own.server.start());
+    const timed = async (wait: () => Promise<unknown>): Promise<[unknown, number]> => {
+      const start = performance.now();
+      const value = await wait();
+      return [value, performance.now() - start];
+    };
+    // before: each of these took the subscription's full second (SUBSCRIBE_WAIT_MS)
+    const [value, ms] = await timed(() => backend.waitForResult("a", { timeoutMs: 100 }));
+    expect(value).toBeNull();
+    expect(ms).toBeLessThan(700);
+    const [aborted, abortedMs] = await timed(() => backend.waitForResult("b", { signal: AbortSignal.timeout(50) }));
+    expect(aborted).toBeNull();
+    expect(abortedMs).toBeLessThan(700);
+  });
 });

@@ -132,8 +132,6 @@ export class AsyncResult<R = unknown> {
    * foreign data; Redis backend)
    */
   async get(options: GetOptions = {}): Promise<R> {
-    const ready = this.#backendReady();
-    const backend = ready instanceof Promise ? await ready : ready;
     const timeout = options.timeout === undefined ? this.#defaults.defaultTimeout : options.timeout;
     const timeoutMs =
       timeout === null || timeout === undefined || timeout === Number.POSITIVE_INFINITY
@@ -144,6 +142,25 @@ export class AsyncResult<R = unknown> {
         ? (this.#defaults.pollInterval ?? 0.5) * 1000
         : toMs(options.pollInterval, "pollInterval");
     const startedAt = performance.now();
+    const ready = this.#backendReady();
+    let backend: Backend;
+    if (ready instanceof Promise) {
+      // A backend not connected yet (an AsyncResult made from an id) connects within the
+      // wait's time, as the wait itself (a timeout of 0: within a last read's bound)
+      const limitMs = timeoutMs === undefined ? undefined : Math.max(timeoutMs, timeoutMs === 0 ? LAST_READ_MIN_MS : 0);
+      if (!(await settlesBefore(ready, limitMs, options.signal))) {
+        ready.catch(() => undefined); // (it goes on; its failure is the next call's)
+        const why = options.signal?.aborted
+          ? "the wait was aborted"
+          : `the backend did not connect within ${(limitMs as number) / 1000} s`;
+        throw new TimeoutError(`task ${this.taskId}: ${why}`);
+      }
+      backend = await ready;
+    } else {
+      backend = ready;
+    }
+    const waitMs =
+      timeoutMs === undefined || timeoutMs === 0 ? timeoutMs : Math.max(1, timeoutMs - (performance.now() - startedAt));
     const readNow = () =>
       backend.getResult(this.taskId).then((found) => (found && isTerminalState(found.state) ? found : null));
     // A zero timeout asks for the result as it is now: one read, no wait. A wait that timed out
@@ -162,7 +179,7 @@ export class AsyncResult<R = unknown> {
       }
       record = await now;
     } else {
-      record = await backend.waitForResult(this.taskId, { timeoutMs, pollIntervalMs, signal: options.signal });
+      record = await backend.waitForResult(this.taskId, { timeoutMs: waitMs, pollIntervalMs, signal: options.signal });
     }
     // why the last read found nothing, when the backend is the reason (said in the TimeoutError),
     // or when no worker consumes the task's queue
@@ -244,5 +261,32 @@ export function unwrap<R>(record: TaskRecord): R {
     message: error?.message ?? `task ended in state ${record.state}`,
     remoteStack: error?.stack,
     remoteCode: error?.code,
+  });
+}
+
+/**
+ * True when `promise` settles before `limitMs` (none: no limit) and before `signal` aborts.
+ */
+function settlesBefore(
+  promise: Promise<unknown>,
+  limitMs: number | undefined,
+  signal: AbortSignal | undefined,
+): Promise<boolean> {
+  if (signal?.aborted) return Promise.resolve(false);
+  let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
+  return Promise.race([
+    promise.then(
+      () => true,
+      () => true,
+    ),
+    new Promise<boolean>((resolve) => {
+      if (limitMs !== undefined) timer = setTimeout(() => resolve(false), limitMs);
+      onAbort = () => resolve(false);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    }),
+  ]).finally(() => {
+    clearTimeout(timer);
+    if (onAbort) signal?.removeEventListener("abort", onAbort);
   });
 }

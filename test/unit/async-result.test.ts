@@ -80,6 +80,44 @@ describe("AsyncResult.get() when the backend does not answer", () => {
     expect((outcome as Error).message).toContain("did not answer within 0.25 s");
   });
 
+  it("a backend not connected yet connects within the timeout (or the abort), and the wait gets what is left", async () => {
+    const waits: WaitOptions[] = [];
+    let connect: () => void = () => undefined;
+    const backend = {
+      isReady: false,
+      connect: () =>
+        new Promise<void>((resolve) => {
+          connect = resolve;
+        }),
+      async waitForResult(_id: string, options: WaitOptions) {
+        waits.push(options);
+        return { taskId: "t1", state: "SUCCESS", result: 3, updatedAt: "2024-01-01T00:00:00.000Z" } as TaskRecord;
+      },
+    } as unknown as Backend;
+    // never connects: the timeout ends it (before: after the client's own connect limit, 10 s)
+    let outcome: unknown;
+    void new AsyncResult("t1", backend).get({ timeout: 1 }).then(
+      () => (outcome = "resolved"),
+      (error: unknown) => (outcome = error),
+    );
+    await vi.advanceTimersByTimeAsync(999);
+    expect(outcome).toBeUndefined();
+    await vi.advanceTimersByTimeAsync(1);
+    expect(outcome).toBeInstanceOf(TimeoutError);
+    expect((outcome as Error).message).toBe("task t1: the backend did not connect within 1 s");
+    // aborted while connecting
+    const abort = new AbortController();
+    const aborted = new AsyncResult("t1", backend).get({ signal: abort.signal }).catch((error: unknown) => error);
+    abort.abort();
+    expect(((await aborted) as Error).message).toBe("task t1: the wait was aborted");
+    // connected 400 ms into a 1 s timeout: the wait has the 600 ms left
+    const done = new AsyncResult("t1", backend).get({ timeout: 1 });
+    await vi.advanceTimersByTimeAsync(400);
+    connect();
+    expect(await done).toBe(3);
+    expect(waits.map((w) => w.timeoutMs)).toEqual([600]);
+  });
+
   it("timeout Infinity waits as long as it takes, as null does", async () => {
     const waits: WaitOptions[] = [];
     const done: TaskRecord = { taskId: "t1", state: "SUCCESS", result: 7, updatedAt: "2024-01-01T00:00:00.000Z" };

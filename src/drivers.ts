@@ -188,7 +188,12 @@ export function createDefaultBackend(brokerSpec: string, context: DriverContext)
   }
   const env: Record<string, string | undefined> = { ...context.env };
   const from = (name: string) => context.env[`CHICORY_BROKER_REDIS_${name}`];
-  const hasOwnLocation = hasOwnRedisLocation(context.env, brokerSpec);
+  // Beside the broker's URL only the backend's own login counts as its own (its other location
+  // variables are not used, as said above): without one it logs in as the broker does.
+  const hasOwnLocation =
+    url !== undefined
+      ? ["USERNAME", "PASSWORD"].some((name) => isSet(context.env, `CHICORY_BACKEND_REDIS_${name}`))
+      : hasOwnRedisLocation(context.env, brokerSpec);
   if (!hasOwnLocation) {
     for (const name of REDIS_LOCATION) env[`CHICORY_BACKEND_REDIS_${name}`] = from(name);
   }

@@ -3,7 +3,7 @@
  * loudly, and that no job is settled wrongly because a command inside a script was refused.
  */
 import { Redis } from "ioredis";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { MessageCodec } from "../../../src/core/message.js";
@@ -188,6 +188,41 @@ describe.skipIf(skip)("redis with a limited ACL user", () => {
     const consumer = broker.consumer({ queues: ["default"], consumerId: "rotated" });
     cleanups.push(() => consumer.close());
     await expect(consumer.fetch(1, AbortSignal.timeout(2000))).rejects.toThrow(/WRONGPASS/);
+  });
+
+  it("the default backend on the broker's URL logs in as the broker does, even beside a location variable of its own (which is not used)", async () => {
+    const { user, url } = await aclUser(cleanups, "~*", "&*", "+@all");
+    const login = new URL(url);
+    const bare = new URL(url);
+    bare.username = "";
+    bare.password = "";
+    const emitted = vi.spyOn(process, "emitWarning").mockImplementation(() => undefined);
+    cleanups.push(async () => void emitted.mockRestore());
+    const admin = rawRedis();
+    cleanups.push(async () => void admin.disconnect());
+    for (const extra of [{}, { CHICORY_BACKEND_REDIS_DB: "3" }]) {
+      const app = new Chicory({
+        config: {
+          env: {
+            CHICORY_BROKER_URL: bare.toString(),
+            CHICORY_BROKER_REDIS_USERNAME: decodeURIComponent(login.username),
+            CHICORY_BROKER_REDIS_PASSWORD: decodeURIComponent(login.password),
+            ...extra,
+          },
+        },
+      });
+      await app.backend?.connect();
+      cleanups.push(() => app.disconnect());
+      const clients = String(await admin.call("CLIENT", "LIST"));
+      const backendUsers = clients
+        .split("\n")
+        .filter((line) => line.includes("name=chicory-backend "))
+        .map((line) => / user=(\S+)/.exec(line)?.[1]);
+      // before, beside CHICORY_BACKEND_REDIS_DB: no login at all (the default user here; NOAUTH
+      // where the default user is off)
+      expect(backendUsers, JSON.stringify(extra)).toContain(user);
+      await app.disconnect();
+    }
   });
 
   it("a refused XPENDING fails the ack instead of reading as not pending: the entry stays, pending", async () => {

@@ -100,11 +100,20 @@ describe.skipIf(skip)("redis broker: delayed messages", () => {
     const { n, raw, broker } = await brokerAndRaw();
     const task = encodeTask(codec);
     await raw.zadd(n.delayed, Date.now() - 10, task.body);
+    // JSON with whitespace before it (a pretty-printer's) too: before, read as a task id without
+    // a stored body and dropped
+    const spaced = encodeTask(codec);
+    await raw.zadd(n.delayed, Date.now() - 5, `\n  ${spaced.body}`);
     const consumer = broker.consumer({ queues: [n.queue], consumerId: uniqueName("c-") });
     cleanups.push(() => consumer.close());
     const delivery = await fetchOne(consumer);
     expect(delivery.body).toBe(task.body);
     await delivery.ack();
+    const second = await fetchOne(consumer);
+    expect(second.body).toBe(`\n  ${spaced.body}`);
+    const decoded = codec.decode(second.body);
+    expect(decoded.ok && decoded.message.id).toBe(spaced.id);
+    await second.ack();
     expect(await raw.zcard(n.delayed)).toBe(0);
     expect(await raw.xlen(n.stream)).toBe(0);
   });

@@ -4,7 +4,7 @@
 -- ARGV[1] batch size (e.g. 500)
 -- Returns { due entries taken, next due ms of the earliest remaining entry as a string or "-1",
 -- Redis now ms, entries dropped because their body was missing }.
--- A member that starts with '{' is taken as a whole message (another producer may ZADD the
+-- A member that starts with '{' (after any whitespace) is taken as a whole message (another producer may ZADD the
 -- message JSON, scored in epoch ms): it is moved as the entry's data, as it is.
 -- A due id without a body (a partial restore, a hand edit, an evicted hash) cannot be moved:
 -- it leaves the set, its unique marker goes too (else that task id would be refused
@@ -27,7 +27,7 @@ for _, id in ipairs(ids) do
   if body then
     redis.call('XADD', KEYS[3], '*', 'data', body, 'id', id)
     redis.call('HDEL', KEYS[2], id)
-  elseif string.byte(id, 1) == 123 then
+  elseif string.find(id, '^%s*{') then
     -- '{': a member that is a message itself (another producer's ZADD of the JSON, as the
     -- delayed set's plain layout has it); the worker checks it as any entry (a bad one is
     -- dead-lettered, not dropped here)

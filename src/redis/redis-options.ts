@@ -172,14 +172,15 @@ export function resolveRedisConnection(
     const fromAnyUrl = fromUrl(url, tls, options.tls === undefined, envPrefix);
     const resolved = sentinelAuth ? { ...fromAnyUrl, options: { ...fromAnyUrl.options, ...sentinelAuth } } : fromAnyUrl;
     // A URL without credentials takes them from the options or variables (a secret kept
-    // apart from the URL); credentials in the URL win.
+    // apart from the URL); credentials in the URL win. A URL with a user and no password takes
+    // the password alone (`redis://app@host` with the secret in the variable).
     const { username, password } = resolved.options as { username?: string; password?: string };
-    if (password !== undefined || username !== undefined) return { ...resolved, ...base };
-    const envUser = options.username ?? envString(env, `${envPrefix}_USERNAME`);
+    if (password !== undefined) return { ...resolved, ...base };
+    const user = username ?? options.username ?? envString(env, `${envPrefix}_USERNAME`);
     const envPassword = options.password ?? envString(env, `${envPrefix}_PASSWORD`);
     return {
       ...resolved,
-      options: { ...resolved.options, username: envUser, password: envPassword },
+      options: { ...resolved.options, username: user, password: envPassword },
       password: envPassword,
       ...base,
     };

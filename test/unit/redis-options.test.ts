@@ -64,6 +64,14 @@ describe("redis connection options", () => {
       "CHICORY_BROKER_REDIS",
     );
     expect(own.options).toMatchObject({ username: undefined, password: "url-pw" });
+    // a user in the URL without a password: the password from the variable (before: none)
+    const userOnly = resolveRedisConnection(
+      {},
+      { ...env, CHICORY_BROKER_REDIS_URL: "redis://worker@redis.example/0" },
+      "CHICORY_BROKER_REDIS",
+    );
+    expect(userOnly.options).toMatchObject({ username: "worker", password: "pw-canary" });
+    expect(userOnly.displayUrl).not.toContain("pw-canary");
   });
 
   it("reads host, port, db, username and password from the environment", () => {

@@ -3,6 +3,7 @@
  * the Redis broker). Every multi-step change is one Lua script on one queue's keys.
  * @module
  */
+import { randomBytes } from "node:crypto";
 import type { MessageCodec } from "../../core/message.js";
 import { ValidationError } from "../../errors.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
@@ -16,6 +17,7 @@ import {
   toDlqMessage,
 } from "../dlq.js";
 import { type QueueKeys, RELEASED_CONSUMER } from "./redis-keys.js";
+import { RECEIPT_TTL_MS } from "./redis-publish-batch.js";
 
 type StreamEntry = [string, string[]];
 
@@ -100,7 +102,15 @@ export async function replayFromDlq(
   const taskId = replayedTaskId(body) ?? f.id;
   return guardedReplay(guard, taskId, async () => {
     const id = taskId ?? messageId;
-    const moved = await runScript(client, "chicoryReplay", [keys.dlq, keys.stream, keys.unique], [messageId, body, id]);
+    // a receipt, as a publish call's: a copy sent again after a dropped connection answers as
+    // the first did
+    const receipt = `${keys.sent}:rp.${randomBytes(9).toString("base64url")}`;
+    const moved = await runScript(
+      client,
+      "chicoryReplay",
+      [keys.dlq, keys.stream, keys.unique, receipt],
+      [messageId, body, id, RECEIPT_TTL_MS],
+    );
     if (moved === -2) throw replayRefusedError(messageId, id);
     return moved === 1;
   });

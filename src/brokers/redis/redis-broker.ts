@@ -506,7 +506,7 @@ export class RedisBroker implements Broker {
    * @throws BrokerConnectionError when the DLQ is full (the DLQ is never trimmed)
    */
   async writeDeadLetter(queue: string, body: string, error: string): Promise<void> {
-    await appendDeadLetter(this.#context(), queue, this.#keys.get(queue).dlq, body, error);
+    await appendDeadLetter(this.#context(), queue, this.#keys.get(queue), body, error);
   }
 
   /** A consumer of `options.queues` (its blocking connection opens on the first fetch). */

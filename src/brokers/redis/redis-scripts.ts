@@ -95,7 +95,7 @@ const SCRIPTS = {
   chicoryDeadLetter: { lua: withAssertType(`${storeResultsLua()}\n${lua("dead-letter")}`) },
   /** Variable key count (1, or 2 with a record): called with the number of keys first. */
   chicoryWriteDeadLetter: { lua: withAssertType(`${storeResultsLua()}\n${lua("write-dead-letter")}`) },
-  chicoryReplay: { numberOfKeys: 3, lua: withAssertType(lua("replay")) },
+  chicoryReplay: { numberOfKeys: 4, lua: withAssertType(lua("replay")) },
   chicoryCreateGroup: { numberOfKeys: 2, lua: lua("create-group") },
   chicoryPurgeQueue: { numberOfKeys: 4, lua: lua("purge-queue") },
   chicoryQueueStats: { numberOfKeys: 2, lua: withHeldCount(lua("queue-stats")) },

@@ -9,6 +9,7 @@
  * nothing.
  * @module
  */
+import { randomBytes } from "node:crypto";
 import type { TaskRecord } from "../../backends/backend.js";
 import { OUTCOME_FINAL_THERE, OUTCOME_LEFT_TO_NEW_OWNER, OUTCOME_STORED_OWNERLESS } from "../../core/lease-outcome.js";
 import type { Logger } from "../../core/logger.js";
@@ -20,7 +21,8 @@ import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { LeaseState } from "../broker.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import type { DeliverySettler, RedisDelivery } from "./redis-delivery.js";
-import { RELEASED_CONSUMER } from "./redis-keys.js";
+import { type QueueKeys, RELEASED_CONSUMER } from "./redis-keys.js";
+import { RECEIPT_TTL_MS } from "./redis-publish-batch.js";
 import type { StreamEntry } from "./redis-reader.js";
 
 /** The `retries` of a message body (0 when unreadable), stored as the DLQ entry's retry_count. */
@@ -59,13 +61,15 @@ async function bodyPieces(ctx: RedisBrokerContext, body: string): Promise<Buffer
 export async function appendDeadLetter(
   ctx: RedisBrokerContext,
   queue: string,
-  dlqKey: string,
+  queueKeys: QueueKeys,
   body: string,
   error: string,
   store?: { readonly keys: readonly string[]; readonly args: readonly RedisArg[] },
 ): Promise<void> {
   const id = peekMessage(body)?.id;
-  const keys = [dlqKey, ...(store?.keys ?? [])];
+  // a receipt, as a publish call's: a copy sent again after a dropped connection appends nothing
+  const receipt = `${queueKeys.sent}:dl.${randomBytes(9).toString("base64url")}`;
+  const keys = [queueKeys.dlq, receipt, ...(store?.keys ?? [])];
   const pieces = await bodyPieces(ctx, body);
   let result: unknown;
   try {
@@ -79,6 +83,7 @@ export async function appendDeadLetter(
         retryCountOf(body),
         ctx.dlqMaxLength,
         typeof id === "string" ? id : "",
+        RECEIPT_TTL_MS,
         ...(store?.args ?? []),
         ...(pieces ?? []),
       ],
@@ -500,7 +505,7 @@ export class RedisSettler implements DeliverySettler {
   async writeDeadLetter(d: RedisDelivery, error: string, record: TaskRecord): Promise<void> {
     const store = this.#records?.storeResultsCall([record]);
     if (store === undefined) throw noRecordWriterError();
-    await appendDeadLetter(this.#ctx, d.queue, d.keys.dlq, d.body, error, store);
+    await appendDeadLetter(this.#ctx, d.queue, d.keys, d.body, error, store);
     this.#records?.recordsWritten([record]);
   }
 

@@ -8,7 +8,9 @@
 import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
+import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js";
 import { MessageCodec } from "../../../src/core/message.js";
+import { type RedisClientLike, runScript } from "../../../src/redis/redis-client.js";
 import { BASE_REDIS_OPTIONS, readonlyReconnector } from "../../../src/redis/redis-options.js";
 import { encodeTask } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
@@ -75,6 +77,43 @@ describe.skipIf(skip)("redis broker: a publish resent after a stall", () => {
     const receipts = await admin.keys("resend:sent:*");
     expect(receipts.length).toBe(4);
     for (const key of receipts) expect(await admin.pttl(key)).toBeGreaterThan(0);
+  });
+
+  it("an at_most_once job's dead letter in flight when the client drops a stalled connection is written once; a DLQ replay sent twice replays once and says so both times", async () => {
+    const { server } = own;
+    const admin = new Redis(server.url);
+    cleanups.push(() => admin.disconnect());
+    const client = new Redis(server.url, {
+      ...BASE_REDIS_OPTIONS,
+      reconnectOnError: readonlyReconnector(),
+      socketTimeout: 200,
+    });
+    cleanups.push(() => client.disconnect());
+    client.on("error", () => undefined); // the socket timeouts this test causes
+    await client.connect();
+    const broker = new RedisBroker({ client, keyPrefix: "resend-dl", env: {} });
+    await broker.connect();
+    cleanups.push(() => broker.disconnect());
+    const codec = new MessageCodec();
+    const letter = encodeTask(codec);
+    const stall = admin.eval(STALL, 0, 1500);
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the stall has begun
+    const written = broker.writeDeadLetter("q", letter.body, "failed");
+    await stall;
+    await written;
+    expect(await admin.xlen("resend-dl:dlq:{q}")).toBe(1); // before: 2 (the first copy and the resent one)
+    // A replay's call sent twice (as the client resends one whose reply it lacked) answers
+    // "replayed" both times and enqueues once (before, the second copy found the entry gone and
+    // answered 0: the caller was told nothing was replayed)
+    const [entry] = await broker.getDlqMessages("q", 10);
+    const raw = admin as unknown as RedisClientLike;
+    defineBrokerScripts(raw);
+    const keys = ["resend-dl:dlq:{q}", "resend-dl:stream:{q}", "resend-dl:unique:{q}", "resend-dl:sent:{q}:rp.test"];
+    const args = [entry?.messageId as string, letter.body, letter.id, 60_000];
+    expect(await runScript(raw, "chicoryReplay", keys, args)).toBe(1);
+    expect(await runScript(raw, "chicoryReplay", keys, args)).toBe(1);
+    expect(await admin.xlen("resend-dl:dlq:{q}")).toBe(0);
+    expect(await admin.xlen("resend-dl:stream:{q}")).toBe(1);
   });
 
   it("receipts outlast a publish time limit over a minute (a Cluster sends a call again until past it)", async () => {

@@ -615,10 +615,11 @@ export class RedisConsumer implements Consumer {
     } finally {
       this.#isBlocking = false;
     }
-    if (reply === null && blockMs !== undefined && performance.now() - sentAtMs >= blockMs + GAVE_UP_AFTER_MS) {
-      // Ended by the client's own time limit (READ_GIVE_UP_GRACE_MS), not by Redis: no reply
-      // (Redis frozen?). Should Redis hand this read entries later, they are pending for this
-      // consumer and not held: the next fetch takes them back.
+    if (reply === null && performance.now() - sentAtMs >= (blockMs ?? 0) + GAVE_UP_AFTER_MS) {
+      // Ended by the client's own time limit (READ_GIVE_UP_GRACE_MS, which ioredis applies to a
+      // read without BLOCK too), not by Redis: no reply (Redis frozen?). Should Redis hand this
+      // read entries later, they are pending for this consumer and not held: the next fetch
+      // takes them back.
       for (const q of queues) q.mayHoldUnknown = true;
       return;
     }

@@ -30,25 +30,33 @@ describe.skipIf(skip)("redis broker: a publish resent after a stall", () => {
   const cleanups = useCleanups();
   const own = useOwnRedis("resend");
 
-  it("publishes (plain, delayed, unique) in flight when the client drops a stalled connection are enqueued once", async () => {
+  /**
+   * A broker on a client that gives up on a reply after 200 ms (the broker's own connections:
+   * 10 s), so a 1.5 s stall is enough to make it drop the connection and send its calls again;
+   * and an admin connection.
+   */
+  async function impatientBroker(keyPrefix: string): Promise<{ admin: Redis; client: Redis; broker: RedisBroker }> {
     const { server } = own;
     const admin = new Redis(server.url);
     cleanups.push(() => admin.disconnect());
-    // The broker's own connections give up on a reply after 10 s; this client after 200 ms,
-    // so a 1.5 s stall is enough to make it drop the connection and send the calls again.
     const client = new Redis(server.url, {
       ...BASE_REDIS_OPTIONS,
       reconnectOnError: readonlyReconnector(),
       socketTimeout: 200,
     });
     cleanups.push(() => client.disconnect());
-    client.on("error", () => undefined); // the socket timeouts this test causes
+    client.on("error", () => undefined); // the socket timeouts these tests cause
     await client.connect();
-    const reconnects: number[] = [];
-    client.on("ready", () => reconnects.push(Date.now()));
-    const broker = new RedisBroker({ client, keyPrefix: "resend", env: {} });
+    const broker = new RedisBroker({ client, keyPrefix, env: {} });
     await broker.connect();
     cleanups.push(() => broker.disconnect());
+    return { admin, client, broker };
+  }
+
+  it("publishes (plain, delayed, unique) in flight when the client drops a stalled connection are enqueued once", async () => {
+    const { admin, client, broker } = await impatientBroker("resend");
+    const reconnects: number[] = [];
+    client.on("ready", () => reconnects.push(Date.now()));
     const codec = new MessageCodec();
     const stall = admin.eval(STALL, 0, 1500);
     await new Promise((resolve) => setTimeout(resolve, 50)); // the stall has begun
@@ -80,20 +88,7 @@ describe.skipIf(skip)("redis broker: a publish resent after a stall", () => {
   });
 
   it("an at_most_once job's dead letter in flight when the client drops a stalled connection is written once; a DLQ replay sent twice replays once and says so both times", async () => {
-    const { server } = own;
-    const admin = new Redis(server.url);
-    cleanups.push(() => admin.disconnect());
-    const client = new Redis(server.url, {
-      ...BASE_REDIS_OPTIONS,
-      reconnectOnError: readonlyReconnector(),
-      socketTimeout: 200,
-    });
-    cleanups.push(() => client.disconnect());
-    client.on("error", () => undefined); // the socket timeouts this test causes
-    await client.connect();
-    const broker = new RedisBroker({ client, keyPrefix: "resend-dl", env: {} });
-    await broker.connect();
-    cleanups.push(() => broker.disconnect());
+    const { admin, broker } = await impatientBroker("resend-dl");
     const codec = new MessageCodec();
     const letter = encodeTask(codec);
     const stall = admin.eval(STALL, 0, 1500);

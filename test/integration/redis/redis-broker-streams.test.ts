@@ -829,6 +829,25 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(await s.raw.xlen(s.stream)).toBe(0);
   });
 
+  it("a dead-letter move sent again after it filled the DLQ answers 'moved already', not 'DLQ full'", async () => {
+    const s = await setup({ dlqMaxLength: 1 });
+    const task = await publish(s.broker, s.queue);
+    const consumerId = uniqueName("c-");
+    const c = s.broker.consumer({ queues: [s.queue], consumerId });
+    cleanups.push(() => c.close());
+    const d = await fetchOne(c);
+    const raw = s.raw as unknown as RedisClientLike;
+    defineBrokerScripts(raw);
+    const keys = ["3", s.stream, s.dlq, `${s.prefix}:unique:{${s.queue}}`];
+    const args = [s.group, d.deliveryId, task.body, "boom", 0, 1, task.id, consumerId];
+    expect(await runScript(raw, "chicoryDeadLetter", keys, args)).toBe(1);
+    // as the client's copy sent again after a dropped connection (before: -1, logged as "DLQ
+    // full, message kept in the work stream" for a message that was moved)
+    expect(await runScript(raw, "chicoryDeadLetter", keys, args)).toBe(2);
+    expect(await s.raw.xlen(s.dlq)).toBe(1);
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+  });
+
   it("an ack of an entry pending for nobody (a restored Redis) deletes it and frees its unique id", async () => {
     const s = await setup();
     const task = await publish(s.broker, s.queue, { unique: true });

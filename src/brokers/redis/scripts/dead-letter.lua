@@ -20,10 +20,6 @@
 -- from the work stream and the DLQ append together; failed_at is Redis TIME in ms. With Redis
 -- full (maxmemory, noeviction) a dead letter still moves: the first write is an XACK of id 0-0
 -- (never exists, never fails), and Redis checks only a script's first write against the limit.
-local maxLen = tonumber(ARGV[6])
-if maxLen > 0 and redis.call('XLEN', KEYS[2]) >= maxLen then
-  return -1
-end
 -- Fenced: unless the entry is pending for this consumer (this one may have lost its lease to
 -- another consumer, which stores its own outcome), do nothing.
 local owner = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
@@ -42,6 +38,12 @@ end
 -- after the entry's removal: checked first. A unique set of another type holds no marker to
 -- drop, and does not stop the move.
 assertType(KEYS[2], 'stream')
+-- The cap after the fence: a copy of this call sent again after the first moved the message
+-- (which may have filled the DLQ) answers 2 ("settled already"), not -1 ("DLQ full, kept").
+local maxLen = tonumber(ARGV[6])
+if maxLen > 0 and redis.call('XLEN', KEYS[2]) >= maxLen then
+  return -1
+end
 local uniqueIsSet = redis.call('TYPE', KEYS[3])['ok'] == 'set'
 redis.call('XACK', KEYS[1], ARGV[1], '0-0') -- exempts the writes below from the memory limit
 if KEYS[4] then

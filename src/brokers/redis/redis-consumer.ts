@@ -544,12 +544,13 @@ export class RedisConsumer implements Consumer {
         max - out.length,
         out.length > 0 ? undefined : this.#blockFor(),
         out,
+        signal,
       );
       return;
     }
     for (const q of queues) {
       if (out.length >= max || this.#isOver(signal)) return;
-      await this.#read(conn, q, max - out.length, undefined, out);
+      await this.#read(conn, q, max - out.length, undefined, out, signal);
     }
     if (out.length > 0 || this.#isOver(signal)) return;
     if (!this.#readsOneByOne && !isClusterClient(conn)) {
@@ -570,7 +571,7 @@ export class RedisConsumer implements Consumer {
     // On a Cluster the queues' streams are on different slots (one command cannot block on
     // them all): it blocks on one queue in turn, for a short time.
     const q = queues[this.#turn++ % queues.length] as QueueState;
-    await this.#read(conn, q, max, Math.min(this.#blockFor(), MULTI_QUEUE_BLOCK_MS), out);
+    await this.#read(conn, q, max, Math.min(this.#blockFor(), MULTI_QUEUE_BLOCK_MS), out, signal);
   }
 
   /**
@@ -672,6 +673,7 @@ export class RedisConsumer implements Consumer {
     count: number,
     blockMs: number | undefined,
     out: RedisDelivery[],
+    signal: AbortSignal,
   ): Promise<void> {
     // While the queue has a backlog (the last read got all it asked for), acks of this stream
     // waiting for the check phase go first, with a non-blocking read in the same call; only when
@@ -688,7 +690,8 @@ export class RedisConsumer implements Consumer {
       this.#replied();
       for (const [id, fields] of entries) this.#handOut(q, id, fields ?? [], 1, out, sentAtMs);
       q.isBacklogged = entries.length >= count;
-      if (entries.length > 0 || blockMs === undefined) return;
+      // (a stop while the acks were out: no blocking read after it)
+      if (entries.length > 0 || blockMs === undefined || this.#isOver(signal)) return;
     }
     if (withAcks !== undefined) sentAtMs = performance.now();
     await this.#readStreams(conn, [q], count, blockMs, out, sentAtMs);

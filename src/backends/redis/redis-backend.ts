@@ -153,6 +153,8 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   #terminal: TerminalBatch[] = [];
   readonly #terminalFlush = new FlushScheduler(() => this.#flushTerminal());
   #connecting: Promise<void> | undefined;
+  /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
+  #disconnecting: Promise<void> | undefined;
   /**
    * Time limits of the bounded operations (see {@link RedisBackend.#run}), one timer for all,
    * which does not keep the process alive; `disconnect` ends those Redis has not answered.
@@ -227,6 +229,10 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   }
 
   connect(): Promise<void> {
+    // After a disconnect() still under way, which may not have let go of the connection yet:
+    // opened now, the new connection would be stopped by it, or left closed.
+    const disconnecting = this.#disconnecting;
+    if (disconnecting !== undefined) return disconnecting.then(() => this.connect());
     if (this.#main) return Promise.resolve();
     this.#connecting ??= this.#open().finally(() => {
       this.#connecting = undefined;
@@ -297,7 +303,17 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   }
 
   /** Closes the connections the backend owns; pending waits resolve null. Idempotent. */
-  async disconnect(): Promise<void> {
+  disconnect(): Promise<void> {
+    const run = this.#disconnect();
+    const settled = run.catch(() => undefined);
+    this.#disconnecting = settled;
+    void settled.then(() => {
+      if (this.#disconnecting === settled) this.#disconnecting = undefined;
+    });
+    return run;
+  }
+
+  async #disconnect(): Promise<void> {
     await this.#connecting?.catch(() => undefined);
     const main = this.#main;
     const hub = this.#hub;

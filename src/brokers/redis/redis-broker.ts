@@ -137,6 +137,8 @@ export class RedisBroker implements Broker {
   #replayGuard: DlqReplayGuard | undefined;
   #ctx: RedisBrokerContext | undefined;
   #connecting: Promise<void> | undefined;
+  /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
+  #disconnecting: Promise<void> | undefined;
   /** Moves the delayed jobs this process schedules when they fall due. */
   #dueMover: DueMover | undefined;
   /** The result backend whose terminal records acks write (see {@link RedisBroker.attachResults}). */
@@ -193,6 +195,10 @@ export class RedisBroker implements Broker {
 
   /** Opens the command connection; idempotent. */
   connect(): Promise<void> {
+    // After a disconnect() still under way, which may not have let go of the connection yet:
+    // opened now, the new connection would be stopped by it, or left closed.
+    const disconnecting = this.#disconnecting;
+    if (disconnecting !== undefined) return disconnecting.then(() => this.connect());
     if (this.#ctx) return Promise.resolve();
     this.#connecting ??= this.#open().finally(() => {
       this.#connecting = undefined;
@@ -377,7 +383,17 @@ export class RedisBroker implements Broker {
    * its `publishTimeoutMs`), so a busy Redis does not turn a publish it applies into an error.
    * While the connection is down, those still unanswered fail at once ("outcome unknown").
    */
-  async disconnect(): Promise<void> {
+  disconnect(): Promise<void> {
+    const run = this.#disconnect();
+    const settled = run.catch(() => undefined);
+    this.#disconnecting = settled;
+    void settled.then(() => {
+      if (this.#disconnecting === settled) this.#disconnecting = undefined;
+    });
+    return run;
+  }
+
+  async #disconnect(): Promise<void> {
     await this.#connecting?.catch(() => undefined);
     const ctx = this.#ctx;
     this.#ctx = undefined;

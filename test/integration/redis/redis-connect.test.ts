@@ -103,6 +103,38 @@ describe.skipIf(skip)("redis connect", () => {
     }
   });
 
+  it("connect() called while a disconnect() is under way opens once that is done (it would otherwise stop what the new one starts)", async () => {
+    const prefix = uniqueName("reopen");
+    const raw = rawRedis();
+    try {
+      for (const open of [
+        () => new RedisBroker({ url: SERVICES.redis, keyPrefix: prefix, env: {} }),
+        () => new RedisBackend({ url: SERVICES.redis, keyPrefix: prefix, env: {} }),
+      ]) {
+        const adapter = open();
+        await adapter.connect();
+        const order: string[] = [];
+        const closing = adapter.disconnect().then(() => order.push("disconnected"));
+        const opening = adapter.connect().then(() => order.push("connected"));
+        await Promise.all([closing, opening]);
+        expect(order).toEqual(["disconnected", "connected"]);
+        expect(await adapter.healthcheck()).toMatchObject({ connected: true });
+        await adapter.disconnect();
+      }
+      const broker = new RedisBroker({ url: SERVICES.redis, keyPrefix: prefix, env: {} });
+      await broker.connect();
+      void broker.disconnect();
+      await broker.connect();
+      // a publish of the new connection is not ended by the old disconnect ("outcome unknown")
+      expect(await broker.publish("q", { id: "t1", body: '{"v":1}' })).toEqual({ published: true });
+      await broker.disconnect();
+    } finally {
+      const keys = await raw.keys(`${prefix}:*`);
+      if (keys.length > 0) await raw.del(...keys);
+      raw.disconnect();
+    }
+  });
+
   it("a client given that cannot connect fails connect with its reason (it started, then every call failed)", async () => {
     for (const [open, type] of [
       [(client: Redis) => new RedisBroker({ client, env: {} }).connect(), BrokerConnectionError],

@@ -31,6 +31,7 @@
 import { randomUUID } from "node:crypto";
 import type { HealthStatus } from "../../brokers/broker.js";
 import { Deadlines } from "../../core/deadlines.js";
+import { DisconnectGate } from "../../core/disconnect-gate.js";
 import type { EnvMap } from "../../core/env.js";
 import { FlushScheduler } from "../../core/flush-scheduler.js";
 import type { Logger } from "../../core/logger.js";
@@ -154,7 +155,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   readonly #terminalFlush = new FlushScheduler(() => this.#flushTerminal());
   #connecting: Promise<void> | undefined;
   /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
-  #disconnecting: Promise<void> | undefined;
+  readonly #disconnecting = new DisconnectGate();
   /**
    * Time limits of the bounded operations (see {@link RedisBackend.#run}), one timer for all,
    * which does not keep the process alive; `disconnect` ends those Redis has not answered.
@@ -231,7 +232,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   connect(): Promise<void> {
     // After a disconnect() still under way, which may not have let go of the connection yet:
     // opened now, the new connection would be stopped by it, or left closed.
-    const disconnecting = this.#disconnecting;
+    const disconnecting = this.#disconnecting.pending;
     if (disconnecting !== undefined) return disconnecting.then(() => this.connect());
     if (this.#main) return Promise.resolve();
     this.#connecting ??= this.#open().finally(() => {
@@ -304,13 +305,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
 
   /** Closes the connections the backend owns; pending waits resolve null. Idempotent. */
   disconnect(): Promise<void> {
-    const run = this.#disconnect();
-    const settled = run.catch(() => undefined);
-    this.#disconnecting = settled;
-    void settled.then(() => {
-      if (this.#disconnecting === settled) this.#disconnecting = undefined;
-    });
-    return run;
+    return this.#disconnecting.closing(this.#disconnect());
   }
 
   async #disconnect(): Promise<void> {

@@ -32,6 +32,7 @@
 
 import type { Backend } from "../../backends/backend.js";
 import { Deadlines } from "../../core/deadlines.js";
+import { DisconnectGate } from "../../core/disconnect-gate.js";
 import type { EnvMap } from "../../core/env.js";
 import type { Logger } from "../../core/logger.js";
 import { MessageCodec } from "../../core/message.js";
@@ -138,7 +139,7 @@ export class RedisBroker implements Broker {
   #ctx: RedisBrokerContext | undefined;
   #connecting: Promise<void> | undefined;
   /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
-  #disconnecting: Promise<void> | undefined;
+  readonly #disconnecting = new DisconnectGate();
   /** Moves the delayed jobs this process schedules when they fall due. */
   #dueMover: DueMover | undefined;
   /** The result backend whose terminal records acks write (see {@link RedisBroker.attachResults}). */
@@ -197,7 +198,7 @@ export class RedisBroker implements Broker {
   connect(): Promise<void> {
     // After a disconnect() still under way, which may not have let go of the connection yet:
     // opened now, the new connection would be stopped by it, or left closed.
-    const disconnecting = this.#disconnecting;
+    const disconnecting = this.#disconnecting.pending;
     if (disconnecting !== undefined) return disconnecting.then(() => this.connect());
     if (this.#ctx) return Promise.resolve();
     this.#connecting ??= this.#open().finally(() => {
@@ -384,13 +385,7 @@ export class RedisBroker implements Broker {
    * While the connection is down, those still unanswered fail at once ("outcome unknown").
    */
   disconnect(): Promise<void> {
-    const run = this.#disconnect();
-    const settled = run.catch(() => undefined);
-    this.#disconnecting = settled;
-    void settled.then(() => {
-      if (this.#disconnecting === settled) this.#disconnecting = undefined;
-    });
-    return run;
+    return this.#disconnecting.closing(this.#disconnect());
   }
 
   async #disconnect(): Promise<void> {

@@ -130,7 +130,9 @@ export async function deleteFromDlq(client: RedisClientLike, keys: QueueKeys, me
 
 /** Deletes the DLQ of a queue; returns how many entries it had. */
 export async function purgeDlq(client: RedisClientLike, keys: QueueKeys): Promise<number> {
-  return Number(await runScript(client, "chicoryPurgeDlq", [keys.dlq], []));
+  // a receipt, as a publish call's: a copy sent again after a dropped connection deletes nothing more
+  const receipt = `${keys.sent}:pd.${randomBytes(9).toString("base64url")}`;
+  return Number(await runScript(client, "chicoryPurgeDlq", [keys.dlq, receipt], [RECEIPT_TTL_MS]));
 }
 
 /** Number of DLQ entries. */

@@ -100,7 +100,7 @@ const SCRIPTS = {
   chicoryPurgeQueue: { numberOfKeys: 4, lua: lua("purge-queue") },
   chicoryQueueStats: { numberOfKeys: 2, lua: withHeldCount(lua("queue-stats")) },
   chicoryCleanupConsumers: { numberOfKeys: 1, lua: lua("cleanup-consumers") },
-  chicoryPurgeDlq: { numberOfKeys: 1, lua: lua("purge-dlq") },
+  chicoryPurgeDlq: { numberOfKeys: 2, lua: lua("purge-dlq") },
 } as const;
 nameScripts(SCRIPTS);
 

@@ -87,7 +87,7 @@ describe.skipIf(skip)("redis broker: a publish resent after a stall", () => {
     for (const key of receipts) expect(await admin.pttl(key)).toBeGreaterThan(0);
   });
 
-  it("an at_most_once job's dead letter in flight when the client drops a stalled connection is written once; a DLQ replay sent twice replays once and says so both times", async () => {
+  it("an at_most_once job's dead letter in flight when the client drops a stalled connection is written once; a DLQ replay or purge sent twice acts once and answers as the first did both times", async () => {
     const { admin, broker } = await impatientBroker("resend-dl");
     const codec = new MessageCodec();
     const letter = encodeTask(codec);
@@ -109,6 +109,14 @@ describe.skipIf(skip)("redis broker: a publish resent after a stall", () => {
     expect(await runScript(raw, "chicoryReplay", keys, args)).toBe(1);
     expect(await admin.xlen("resend-dl:dlq:{q}")).toBe(0);
     expect(await admin.xlen("resend-dl:stream:{q}")).toBe(1);
+    // A DLQ purge sent twice deletes only what the first copy found (before, the second copy
+    // deleted the dead letters written in between)
+    await broker.writeDeadLetter("q", encodeTask(codec).body, "failed");
+    const purge = [["resend-dl:dlq:{q}", "resend-dl:sent:{q}:pd.test"], [60_000]] as const;
+    expect(await runScript(raw, "chicoryPurgeDlq", purge[0], purge[1])).toBe(1);
+    await broker.writeDeadLetter("q", encodeTask(codec).body, "failed later");
+    expect(await runScript(raw, "chicoryPurgeDlq", purge[0], purge[1])).toBe(1);
+    expect(await admin.xlen("resend-dl:dlq:{q}")).toBe(1);
   });
 
   it("receipts outlast a publish time limit over a minute (a Cluster sends a call again until past it)", async () => {

@@ -3,7 +3,6 @@
  * the Redis broker). Every multi-step change is one Lua script on one queue's keys.
  * @module
  */
-import { randomBytes } from "node:crypto";
 import type { MessageCodec } from "../../core/message.js";
 import { ValidationError } from "../../errors.js";
 import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
@@ -17,7 +16,7 @@ import {
   toDlqMessage,
 } from "../dlq.js";
 import { type QueueKeys, RELEASED_CONSUMER } from "./redis-keys.js";
-import { RECEIPT_TTL_MS } from "./redis-publish-batch.js";
+import { callReceiptKey, RECEIPT_TTL_MS } from "./redis-publish-batch.js";
 
 type StreamEntry = [string, string[]];
 
@@ -104,7 +103,7 @@ export async function replayFromDlq(
     const id = taskId ?? messageId;
     // a receipt, as a publish call's: a copy sent again after a dropped connection answers as
     // the first did
-    const receipt = `${keys.sent}:rp.${randomBytes(9).toString("base64url")}`;
+    const receipt = callReceiptKey(keys, "rp");
     const moved = await runScript(
       client,
       "chicoryReplay",
@@ -131,7 +130,7 @@ export async function deleteFromDlq(client: RedisClientLike, keys: QueueKeys, me
 /** Deletes the DLQ of a queue; returns how many entries it had. */
 export async function purgeDlq(client: RedisClientLike, keys: QueueKeys): Promise<number> {
   // a receipt, as a publish call's: a copy sent again after a dropped connection deletes nothing more
-  const receipt = `${keys.sent}:pd.${randomBytes(9).toString("base64url")}`;
+  const receipt = callReceiptKey(keys, "pd");
   return Number(await runScript(client, "chicoryPurgeDlq", [keys.dlq, receipt], [RECEIPT_TTL_MS]));
 }
 

@@ -42,6 +42,15 @@ export const MAX_BYTES = 512 * 1024;
 export const RECEIPT_TTL_MS = 60_000;
 
 /**
+ * A receipt key of its own for one call to queue `keys` that is not a publish (an `at_most_once`
+ * dead letter `dl`, a DLQ replay `rp` or purge `pd`): a copy of the call sent again after a
+ * dropped connection finds it and answers as the first did. Kept {@link RECEIPT_TTL_MS}.
+ */
+export function callReceiptKey(keys: Pick<QueueKeys, "sent">, kind: "dl" | "rp" | "pd"): string {
+  return `${keys.sent}:${kind}.${randomBytes(9).toString("base64url")}`;
+}
+
+/**
  * How long the receipts of a broker whose publish time limit is `publishTimeoutMs` are kept:
  * {@link RECEIPT_TTL_MS}, or longer than that limit plus 5 s when it is longer (on a Cluster a
  * call is sent again while the Cluster moves, until past the limit: see

@@ -9,7 +9,6 @@
  * nothing.
  * @module
  */
-import { randomBytes } from "node:crypto";
 import type { TaskRecord } from "../../backends/backend.js";
 import { OUTCOME_FINAL_THERE, OUTCOME_LEFT_TO_NEW_OWNER, OUTCOME_STORED_OWNERLESS } from "../../core/lease-outcome.js";
 import type { Logger } from "../../core/logger.js";
@@ -22,7 +21,7 @@ import type { LeaseState } from "../broker.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import type { DeliverySettler, RedisDelivery } from "./redis-delivery.js";
 import { type QueueKeys, RELEASED_CONSUMER } from "./redis-keys.js";
-import { RECEIPT_TTL_MS } from "./redis-publish-batch.js";
+import { callReceiptKey, RECEIPT_TTL_MS } from "./redis-publish-batch.js";
 import type { StreamEntry } from "./redis-reader.js";
 
 /** The `retries` of a message body (0 when unreadable), stored as the DLQ entry's retry_count. */
@@ -68,7 +67,7 @@ export async function appendDeadLetter(
 ): Promise<void> {
   const id = peekMessage(body)?.id;
   // a receipt, as a publish call's: a copy sent again after a dropped connection appends nothing
-  const receipt = `${queueKeys.sent}:dl.${randomBytes(9).toString("base64url")}`;
+  const receipt = callReceiptKey(queueKeys, "dl");
   const keys = [queueKeys.dlq, receipt, ...(store?.keys ?? [])];
   const pieces = await bodyPieces(ctx, body);
   let result: unknown;

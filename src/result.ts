@@ -144,23 +144,23 @@ export class AsyncResult<R = unknown> {
     const startedAt = performance.now();
     const ready = this.#backendReady();
     let backend: Backend;
+    let waitMs = timeoutMs;
     if (ready instanceof Promise) {
       // A backend not connected yet (an AsyncResult made from an id) connects within the
-      // wait's time, as the wait itself (a timeout of 0: within a last read's bound)
-      const limitMs = timeoutMs === undefined ? undefined : Math.max(timeoutMs, timeoutMs === 0 ? LAST_READ_MIN_MS : 0);
-      if (!(await settlesBefore(ready, limitMs, options.signal))) {
-        ready.catch(() => undefined); // (it goes on; its failure is the next call's)
+      // wait's time, as the wait itself (a timeout of 0: within a last read's bound); the wait
+      // then has what is left
+      const limitMs = timeoutMs === 0 ? LAST_READ_MIN_MS : (timeoutMs ?? Number.POSITIVE_INFINITY);
+      if (!(await settlesWithin(ready, limitMs, options.signal))) {
         const why = options.signal?.aborted
           ? "the wait was aborted"
-          : `the backend did not connect within ${(limitMs as number) / 1000} s`;
+          : `the backend did not connect within ${limitMs / 1000} s`;
         throw new TimeoutError(`task ${this.taskId}: ${why}`);
       }
       backend = await ready;
+      if (timeoutMs) waitMs = Math.max(1, timeoutMs - (performance.now() - startedAt));
     } else {
       backend = ready;
     }
-    const waitMs =
-      timeoutMs === undefined || timeoutMs === 0 ? timeoutMs : Math.max(1, timeoutMs - (performance.now() - startedAt));
     const readNow = () =>
       backend.getResult(this.taskId).then((found) => (found && isTerminalState(found.state) ? found : null));
     // A zero timeout asks for the result as it is now: one read, no wait. A wait that timed out
@@ -261,32 +261,5 @@ export function unwrap<R>(record: TaskRecord): R {
     message: error?.message ?? `task ended in state ${record.state}`,
     remoteStack: error?.stack,
     remoteCode: error?.code,
-  });
-}
-
-/**
- * True when `promise` settles before `limitMs` (none: no limit) and before `signal` aborts.
- */
-function settlesBefore(
-  promise: Promise<unknown>,
-  limitMs: number | undefined,
-  signal: AbortSignal | undefined,
-): Promise<boolean> {
-  if (signal?.aborted) return Promise.resolve(false);
-  let timer: NodeJS.Timeout | undefined;
-  let onAbort: (() => void) | undefined;
-  return Promise.race([
-    promise.then(
-      () => true,
-      () => true,
-    ),
-    new Promise<boolean>((resolve) => {
-      if (limitMs !== undefined) timer = setTimeout(() => resolve(false), limitMs);
-      onAbort = () => resolve(false);
-      signal?.addEventListener("abort", onAbort, { once: true });
-    }),
-  ]).finally(() => {
-    clearTimeout(timer);
-    if (onAbort) signal?.removeEventListener("abort", onAbort);
   });
 }

@@ -30,15 +30,36 @@ export function nextTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
-/** Resolves true when `promise` settles within `ms`, false otherwise (its rejection rejects). */
-export async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  try {
-    await withinDeadline(promise, ms);
-    return true;
-  } catch (error) {
-    if (error instanceof DeadlinePassed) return false;
-    throw error;
-  }
+/**
+ * Resolves true when `promise` settles within `ms` (`Infinity`: no limit) and before `signal`
+ * aborts, false otherwise (its rejection rejects). The promise goes on (a later rejection is
+ * swallowed): only the caller stops waiting. Leaves no timer or listener behind.
+ */
+export function settlesWithin(promise: Promise<unknown>, ms: number, signal?: AbortSignal): Promise<boolean> {
+  return new Promise<boolean>((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", giveUp);
+    };
+    const giveUp = () => {
+      done();
+      resolve(false);
+    };
+    promise.then(
+      () => {
+        done();
+        resolve(true);
+      },
+      (error: unknown) => {
+        done();
+        reject(error);
+      },
+    );
+    if (signal?.aborted) return giveUp();
+    if (ms !== Number.POSITIVE_INFINITY) timer = setTimeout(giveUp, timerDelay(ms));
+    signal?.addEventListener("abort", giveUp, { once: true });
+  });
 }
 
 /** The error {@link withinDeadline} rejects with. */

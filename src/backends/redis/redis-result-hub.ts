@@ -139,25 +139,11 @@ export class RedisResultHub {
     // At most SUBSCRIBE_WAIT_MS from the subscription's start, and not past the wait's own
     // timeout or abort: a subscription pending longer (Redis away) is not waited for again,
     // so waits do not each pay that second, nor each hold a reaction on its promise.
-    const { signal } = options;
     const limit = Math.min(
       SUBSCRIBE_WAIT_MS - (startedAt - this.#subscribeStartedAt),
       options.timeoutMs ?? Number.POSITIVE_INFINITY,
     );
-    if (limit > 0 && signal?.aborted !== true) {
-      let timer: NodeJS.Timeout | undefined;
-      let onAbort: (() => void) | undefined;
-      await Promise.race([
-        subscribing,
-        new Promise((resolve) => {
-          timer = setTimeout(resolve, limit);
-          onAbort = () => resolve(undefined);
-          signal?.addEventListener("abort", onAbort, { once: true });
-        }),
-      ]);
-      clearTimeout(timer);
-      if (onAbort) signal?.removeEventListener("abort", onAbort);
-    }
+    if (limit > 0) await settlesWithin(subscribing, limit, options.signal);
     // The wait's time counts from the call, subscribing included.
     const { timeoutMs } = options;
     if (timeoutMs === undefined) return this.#waiter.wait(taskId, options);

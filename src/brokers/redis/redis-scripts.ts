@@ -93,7 +93,7 @@ const SCRIPTS = {
   chicoryRetry: { numberOfKeys: 3, lua: withAssertType(lua("retry")) },
   /** Variable key count (3, or 4 with a record): called with the number of keys first. */
   chicoryDeadLetter: { lua: withAssertType(`${storeResultsLua()}\n${lua("dead-letter")}`) },
-  /** Variable key count (1, or 2 with a record): called with the number of keys first. */
+  /** Variable key count (2, or 3 with a record): called with the number of keys first. */
   chicoryWriteDeadLetter: { lua: withAssertType(`${storeResultsLua()}\n${lua("write-dead-letter")}`) },
   chicoryReplay: { numberOfKeys: 4, lua: withAssertType(lua("replay")) },
   chicoryCreateGroup: { numberOfKeys: 2, lua: lua("create-group") },

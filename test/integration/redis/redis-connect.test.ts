@@ -3,7 +3,6 @@
  * `SELECT` as an event and stays on database 0, so a broker or backend that took that as
  * connected would read and write database 0. Both must refuse to start instead.
  */
-import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
@@ -11,48 +10,10 @@ import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { BackendConnectionError, BrokerConnectionError, ConfigurationError } from "../../../src/index.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { useOwnRedis } from "./own-redis.js";
+import { redisProxy } from "./redis-proxy.js";
 import { rawRedis } from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
-
-/**
- * A TCP proxy on a free local port to the Redis at `host:port`. `refuse()`, asked for each new
- * connection, closes it at once when true; `rewrite` changes the server's replies on their way
- * back (text as latin1: a rewrite that keeps lengths keeps RESP valid).
- */
-async function redisProxy(
-  host: string,
-  port: number,
-  options: { refuse?: () => boolean; rewrite?: (reply: string) => string } = {},
-): Promise<{ port: number; close: () => Promise<void> }> {
-  const sockets = new Set<Socket>();
-  const proxy = createServer((socket) => {
-    sockets.add(socket);
-    if (options.refuse?.()) {
-      socket.destroy();
-      return;
-    }
-    const upstream = connect(port, host);
-    sockets.add(upstream);
-    socket.pipe(upstream);
-    const { rewrite } = options;
-    if (rewrite === undefined) upstream.pipe(socket);
-    else upstream.on("data", (chunk: Buffer) => socket.write(Buffer.from(rewrite(chunk.toString("latin1")), "latin1")));
-    const closeBoth = () => {
-      socket.destroy();
-      upstream.destroy();
-    };
-    for (const side of [socket, upstream]) side.on("error", () => undefined).on("close", closeBoth);
-  });
-  await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
-  return {
-    port: (proxy.address() as AddressInfo).port,
-    close: async () => {
-      for (const socket of sockets) socket.destroy();
-      await new Promise((resolve) => proxy.close(resolve));
-    },
-  };
-}
 
 describe.skipIf(skip)("redis connect: what a connection sends first", () => {
   const own = useOwnRedis("connect-handshake");

@@ -5,69 +5,55 @@
  * pending for this consumer, which never saw them. The next fetch takes them back at once, with
  * their delivery count kept, instead of leaving them until the lease expires.
  */
-import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { describe, expect, it } from "vitest";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { encodeTask } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
+import { redisProxy } from "./redis-proxy.js";
 import { deletePrefix, rawRedis, testPrefix } from "./redis-test-keys.js";
 
 const skip = await skipUnless("redis");
 
 /**
- * A TCP proxy to the test Redis that, once `arm()`ed, holds back the next non-blocking
+ * A proxy to the test Redis that, once `arm()`ed, holds back the next non-blocking
  * `XREADGROUP` a consumer's reader connection sends (and what follows it) for `holdMs`.
  */
-async function holdingProxy(holdMs: number): Promise<{
-  port: number;
-  arm: () => Promise<void>;
-  close: () => Promise<void>;
-}> {
+async function holdingProxy(
+  holdMs: number,
+): Promise<{ port: number; arm: () => Promise<void>; close: () => Promise<void> }> {
   const target = new URL(SERVICES.redis);
-  const sockets = new Set<Socket>();
   let armed = false;
   let onHeld: () => void = () => undefined;
-  const proxy = createServer((client) => {
-    const upstream = connect(Number(target.port || 6379), target.hostname);
-    sockets.add(client).add(upstream);
-    let isReader = false;
-    let held: Buffer[] | undefined;
-    client.on("data", (chunk: Buffer) => {
-      const text = chunk.toString("latin1");
-      if (text.includes("chicory-consumer-")) isReader = true;
-      if (armed && held === undefined && isReader && text.includes("XREADGROUP") && !text.includes("BLOCK")) {
-        armed = false;
-        held = [];
-        onHeld();
-        setTimeout(() => {
-          for (const b of held ?? []) upstream.write(b);
-          held = undefined;
-        }, holdMs);
-      }
-      if (held !== undefined) held.push(chunk);
-      else upstream.write(chunk);
-    });
-    upstream.on("data", (chunk: Buffer) => client.write(chunk));
-    const closeBoth = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    for (const side of [client, upstream]) side.on("error", () => undefined).on("close", closeBoth);
+  const proxy = await redisProxy(target.hostname, Number(target.port || 6379), {
+    fromClient: () => {
+      let isReader = false;
+      let held: Buffer[] | undefined;
+      return (chunk, forward) => {
+        const text = chunk.toString("latin1");
+        if (text.includes("chicory-consumer-")) isReader = true;
+        if (armed && held === undefined && isReader && text.includes("XREADGROUP") && !text.includes("BLOCK")) {
+          armed = false;
+          held = [];
+          onHeld();
+          setTimeout(() => {
+            for (const b of held ?? []) forward(b);
+            held = undefined;
+          }, holdMs);
+        }
+        if (held !== undefined) held.push(chunk);
+        else forward(chunk);
+      };
+    },
   });
-  await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
   return {
-    port: (proxy.address() as AddressInfo).port,
+    ...proxy,
     arm: () =>
       new Promise<void>((resolve) => {
         armed = true;
         onHeld = resolve;
       }),
-    close: async () => {
-      for (const socket of sockets) socket.destroy();
-      await new Promise((resolve) => proxy.close(resolve));
-    },
   };
 }
 

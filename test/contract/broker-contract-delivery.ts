@@ -162,6 +162,37 @@ export function brokerDeliveryTests(h: BrokerHarness): void {
     await delivery.ack();
   });
 
+  it("two delayed publishes of one task id (not unique) are both delivered", async (ctx) => {
+    const broker = h.broker();
+    requireCapability(ctx.skip, broker, "delayedDelivery");
+    const first = encodeTask(h.codec);
+    const second = encodeTask(h.codec, { id: first.id, retries: 1 });
+    await broker.publish(h.queue(), { id: first.id, body: first.body, delayMs: 20 });
+    await broker.publish(h.queue(), { id: second.id, body: second.body, delayMs: 20 });
+    expect(await broker.getQueueSize(h.queue())).toBe(2);
+    const consumer = h.consumer();
+    const got = await fetchN(consumer, 2);
+    expect(got.map((d) => d.body).sort()).toEqual([first.body, second.body].sort());
+    for (const d of got) await d.ack();
+    await expectNoDelivery(consumer, 100);
+  });
+
+  it("a delayed retry and a delayed publish of the same task id are both delivered", async (ctx) => {
+    const broker = h.broker();
+    requireCapability(ctx.skip, broker, "delayedDelivery");
+    const [task] = await publishTasks(broker, h.queue(), h.codec, 1);
+    if (!task) throw new Error("no task");
+    const consumer = h.consumer();
+    const running = await fetchOne(consumer);
+    const other = encodeTask(h.codec, { id: task.id, args: ["other"] });
+    await broker.publish(h.queue(), { id: other.id, body: other.body, delayMs: 20 });
+    const next = encodeTask(h.codec, { id: task.id, retries: 1 });
+    await running.retry(next.body, 20);
+    const got = await fetchN(consumer, 2);
+    expect(got.map((d) => d.body).sort()).toEqual([other.body, next.body].sort());
+    for (const d of got) await d.ack();
+  });
+
   it("release() makes the message available to another consumer at once", async () => {
     const [task] = await publishTasks(h.broker(), h.queue(), h.codec, 1);
     const holder = h.consumer();

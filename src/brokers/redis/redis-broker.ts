@@ -19,7 +19,8 @@
  * FIFO per queue except for redeliveries, retries and delayed messages; no priorities.
  * Every settle (ack, retry, dead-letter) acts only if the entry is still pending, so a
  * settle repeated after a lost lease or a reconnect adds nothing.
- * Duplicate delayed publishes of one task id keep the last body (the id is the set member).
+ * Delayed messages of one task id are all kept (the second and later are set members that
+ * add byte 255 and a number to the id, see `delayed-member.lua`).
  * Connections: one command connection (auto-pipelined) plus one per consumer; an injected
  * `client` stays owned by the caller.
  * @example

@@ -48,6 +48,11 @@ function withAssertType(body: string): string {
   return `local function assertType(key, want)\n${lua("assert-type")}\nend\n${body}`;
 }
 
+/** A script that schedules delayed messages, below addDelayed (delayed-member.lua, see its header). */
+function withAddDelayed(body: string): string {
+  return `local function addDelayed(zset, bodies, id, dueMs, body)\n${lua("delayed-member")}\nend\n${body}`;
+}
+
 /** A claiming script below claimEntries (claim-entries.lua, see its header). */
 function withClaimEntries(name: string): string {
   return `local function claimEntries(stream, group, consumer, minIdle, ids, counts, keep)\n${lua("claim-entries")}\nend\n${lua(name)}`;
@@ -75,9 +80,9 @@ function withHolderOf(name: string): string {
 
 /** Script name -> number of KEYS and source. Names are prefixed to avoid clashing with ioredis methods. */
 const SCRIPTS = {
-  chicoryPublish: { numberOfKeys: 5, lua: lua("publish") },
+  chicoryPublish: { numberOfKeys: 5, lua: withAddDelayed(lua("publish")) },
   chicoryPublishBatch: { numberOfKeys: 2, lua: lua("publish-batch") },
-  chicoryPublishDelayed: { numberOfKeys: 5, lua: lua("publish-delayed") },
+  chicoryPublishDelayed: { numberOfKeys: 5, lua: withAddDelayed(lua("publish-delayed")) },
   chicoryMoveDelayed: { numberOfKeys: 4, lua: lua("move-delayed") },
   chicoryReclaim: { numberOfKeys: 2, lua: withHeldCount(withFleetPulse(withClaimEntries("reclaim"))) },
   chicoryRecoverOwn: { numberOfKeys: 1, lua: withClaimEntries("recover-own") },
@@ -90,7 +95,7 @@ const SCRIPTS = {
   chicoryAckRead: { numberOfKeys: 2, lua: readAfterAcksLua(ackLua()) },
   /** Variable key count: called with the number of keys first. */
   chicoryAckWithRecordsRead: { lua: readAfterAcksLua(ackWithRecordsLua()) },
-  chicoryRetry: { numberOfKeys: 3, lua: withAssertType(lua("retry")) },
+  chicoryRetry: { numberOfKeys: 3, lua: withAssertType(withAddDelayed(lua("retry"))) },
   /** Variable key count (3, or 4 with a record): called with the number of keys first. */
   chicoryDeadLetter: { lua: withAssertType(`${storeResultsLua()}\n${lua("dead-letter")}`) },
   /** Variable key count (2, or 3 with a record): called with the number of keys first. */

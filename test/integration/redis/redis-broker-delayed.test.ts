@@ -118,6 +118,54 @@ describe.skipIf(skip)("redis broker: delayed messages", () => {
     expect(await raw.xlen(n.stream)).toBe(0);
   });
 
+  it("a second delayed message of one task id is kept beside the first and moves under that task id", async () => {
+    const { n, raw, broker } = await brokerAndRaw();
+    const first = encodeTask(codec);
+    const second = encodeTask(codec, { id: first.id, retries: 1 });
+    const third = encodeTask(codec, { id: first.id, retries: 2 });
+    for (const t of [first, second, third]) {
+      await broker.publish(n.queue, { id: t.id, body: t.body, delayMs: 3_600_000 });
+    }
+    const members = await raw.zrangeBuffer(n.delayed, "0", "-1");
+    const suffixed = (k: number) => Buffer.concat([Buffer.from(first.id), Buffer.from([255]), Buffer.from(String(k))]);
+    expect(members.map((m) => m.toString("hex")).sort()).toEqual(
+      [Buffer.from(first.id), suffixed(2), suffixed(3)].map((m) => m.toString("hex")).sort(),
+    );
+    for (const m of members) await raw.zadd(n.delayed, "XX", String(Date.now() - 1000), m);
+    const client = raw as unknown as RedisClientLike;
+    defineBrokerScripts(client);
+    const [taken] = (await runScript(
+      client,
+      "chicoryMoveDelayed",
+      [n.delayed, n.delayedData, n.stream, n.unique],
+      [500],
+    )) as [number];
+    expect(taken).toBe(3);
+    const entries = (await raw.xrange(n.stream, "-", "+")) as Array<[string, string[]]>;
+    expect(entries.map(([, f]) => f[1]).sort()).toEqual([first.body, second.body, third.body].sort());
+    expect(entries.map(([, f]) => f.slice(2))).toEqual([
+      ["id", first.id],
+      ["id", first.id],
+      ["id", first.id],
+    ]);
+    expect(await raw.hlen(n.delayedData)).toBe(0);
+  });
+
+  it("purging a second delayed message of one task id frees that id's unique marker", async () => {
+    const { n, raw, broker } = await brokerAndRaw();
+    const first = encodeTask(codec);
+    const second = encodeTask(codec, { id: first.id, retries: 1 });
+    await broker.publish(n.queue, { id: first.id, body: first.body, delayMs: 3_600_000 });
+    // unique: no marker yet (the first was not unique), so it is taken, beside the first
+    const sent = await broker.publish(n.queue, { id: second.id, body: second.body, delayMs: 3_600_000, unique: true });
+    expect(sent.published).toBe(true);
+    expect(await raw.zcard(n.delayed)).toBe(2);
+    expect(await raw.sismember(n.unique, first.id)).toBe(1);
+    expect(await broker.purgeQueue(n.queue)).toBe(2);
+    expect(await raw.sismember(n.unique, first.id)).toBe(0);
+    expect(await raw.exists(n.delayed, n.delayedData)).toBe(0);
+  });
+
   it("a producer whose due mover drops jobs without a stored body says so", async () => {
     const { logger, until } = capturingLogger();
     const { n, raw, broker } = await brokerAndRaw({ logger });

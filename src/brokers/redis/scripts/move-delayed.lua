@@ -15,6 +15,11 @@
 -- With Redis full (maxmemory, noeviction) due jobs still move (the stream grows by what the
 -- delayed set loses): the first write is an HDEL of the empty field, which no task id uses,
 -- and Redis checks only a script's first write against the limit.
+-- A member is a task id, or (a second message of one task id, see delayed-member.lua) the id,
+-- byte 255 and a number: the entry's `id` field gets the part before byte 255.
+local function taskIdOf(member)
+  return string.match(member, '^(.-)\255') or member
+end
 local t = redis.call('TIME')
 local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', nowMs, 'LIMIT', 0, tonumber(ARGV[1]))
@@ -25,7 +30,7 @@ local lost = 0
 for _, id in ipairs(ids) do
   local body = redis.call('HGET', KEYS[2], id)
   if body then
-    redis.call('XADD', KEYS[3], '*', 'data', body, 'id', id)
+    redis.call('XADD', KEYS[3], '*', 'data', body, 'id', taskIdOf(id))
     redis.call('HDEL', KEYS[2], id)
   elseif string.find(id, '^%s*{') then
     -- '{': a member that is a message itself (another producer's ZADD of the JSON, as the
@@ -34,7 +39,7 @@ for _, id in ipairs(ids) do
     redis.call('XADD', KEYS[3], '*', 'data', id)
   else
     if redis.call('TYPE', KEYS[4])['ok'] == 'set' then -- (another type: no marker to drop)
-      redis.call('SREM', KEYS[4], id)
+      redis.call('SREM', KEYS[4], taskIdOf(id))
     end
     lost = lost + 1
   end

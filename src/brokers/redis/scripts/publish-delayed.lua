@@ -3,8 +3,8 @@
 -- scheduled for one moment gets one due time, not one spread over the time Redis took to run
 -- a call per message).
 -- KEYS[1] stream         ${prefix}:stream:{Q}
--- KEYS[2] delayed zset   ${prefix}:delayed:{Q}       (member = task id, score = due ms)
--- KEYS[3] delayed bodies ${prefix}:delayed-data:{Q}  (hash task id -> body)
+-- KEYS[2] delayed zset   ${prefix}:delayed:{Q}       (member = task id, see delayed-member.lua; score = due ms)
+-- KEYS[3] delayed bodies ${prefix}:delayed-data:{Q}  (hash member -> body)
 -- KEYS[4] unique set     ${prefix}:unique:{Q}        (task ids queued, delayed or in flight)
 -- KEYS[5] this call's receipt ${prefix}:sent:{Q}:<token>
 -- ARGV[1] max backlog (stream + delayed; 0 = no limit), ARGV[2] receipt TTL in ms, then four
@@ -39,8 +39,7 @@ for i = 3, #ARGV, 4 do
   elseif ARGV[i + 3] == '1' and redis.call('SADD', KEYS[4], id) == 0 then
     result = 0
   else
-    redis.call('ZADD', KEYS[2], nowMs + tonumber(ARGV[i + 2]), id)
-    redis.call('HSET', KEYS[3], id, ARGV[i + 1])
+    addDelayed(KEYS[2], KEYS[3], id, nowMs + tonumber(ARGV[i + 2]), ARGV[i + 1])
   end
   out[#out + 1] = result
 end

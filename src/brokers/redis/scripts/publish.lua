@@ -1,8 +1,8 @@
 -- publish.lua: enqueue one message when it needs more than a plain XADD (delay, unique,
 -- backlog limit).
 -- KEYS[1] stream         ${prefix}:stream:{Q}
--- KEYS[2] delayed zset   ${prefix}:delayed:{Q}       (member = task id, score = due ms)
--- KEYS[3] delayed bodies ${prefix}:delayed-data:{Q}  (hash task id -> body)
+-- KEYS[2] delayed zset   ${prefix}:delayed:{Q}       (member = task id, see delayed-member.lua; score = due ms)
+-- KEYS[3] delayed bodies ${prefix}:delayed-data:{Q}  (hash member -> body)
 -- KEYS[4] unique set     ${prefix}:unique:{Q}        (task ids queued, delayed or in flight)
 -- KEYS[5] this call's receipt ${prefix}:sent:{Q}:<token>
 -- ARGV[1] body, ARGV[2] task id, ARGV[3] delay ms (0 = now), ARGV[4] "1" = unique,
@@ -34,8 +34,7 @@ if delayMs > 0 then
   local t = redis.call('TIME')
   -- rounded up: the due time is never earlier than now + delay (the mover rounds down)
   local nowMs = tonumber(t[1]) * 1000 + math.ceil(tonumber(t[2]) / 1000)
-  redis.call('ZADD', KEYS[2], nowMs + delayMs, ARGV[2])
-  redis.call('HSET', KEYS[3], ARGV[2], ARGV[1])
+  addDelayed(KEYS[2], KEYS[3], ARGV[2], nowMs + delayMs, ARGV[1])
 else
   redis.call('XADD', KEYS[1], '*', 'data', ARGV[1], 'id', ARGV[2])
 end

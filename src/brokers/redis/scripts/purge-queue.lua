@@ -36,7 +36,13 @@ local ids = redis.call('ZRANGE', KEYS[2], 0, batch - 1)
 if #ids > 0 then
   redis.call('ZREM', KEYS[2], unpack(ids))
   redis.call('HDEL', KEYS[3], unpack(ids))
-  if hasUnique then redis.call('SREM', KEYS[4], unpack(ids)) end
+  if hasUnique then
+    local taskIds = {}
+    for i, member in ipairs(ids) do
+      taskIds[i] = string.match(member, '^(.-)\255') or member -- (see delayed-member.lua)
+    end
+    redis.call('SREM', KEYS[4], unpack(taskIds))
+  end
   deleted = deleted + #ids
 end
 return deleted

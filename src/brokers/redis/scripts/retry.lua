@@ -38,8 +38,7 @@ if delayMs > 0 then
   local t = redis.call('TIME')
   -- rounded up: the due time is never earlier than now + delay (the mover rounds down)
   local nowMs = tonumber(t[1]) * 1000 + math.ceil(tonumber(t[2]) / 1000)
-  redis.call('ZADD', KEYS[2], nowMs + delayMs, ARGV[5])
-  redis.call('HSET', KEYS[3], ARGV[5], ARGV[3])
+  addDelayed(KEYS[2], KEYS[3], ARGV[5], nowMs + delayMs, ARGV[3])
 else
   redis.call('XADD', KEYS[1], '*', 'data', ARGV[3], 'id', ARGV[5])
 end

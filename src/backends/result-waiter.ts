@@ -6,7 +6,7 @@
  * @module
  */
 
-import { timerDelay } from "../core/sleep.js";
+import { MAX_TIMER_MS, timerDelay } from "../core/sleep.js";
 import type { TaskRecord, WaitOptions } from "./backend.js";
 import { isTerminalState } from "./backend.js";
 import { type OutageNotice, OutageWatch } from "./outage-notice.js";
@@ -45,6 +45,8 @@ class Waiter {
   readonly #onSettled: (waiter: Waiter) => void;
   readonly #signal: AbortSignal | undefined;
   #timeout: NodeJS.Timeout | undefined;
+  /** Time left after the armed timer fires (a timeout over Node's timer limit takes several). */
+  #timeLeftMs = 0;
   #isSettled = false;
 
   constructor(
@@ -61,8 +63,21 @@ class Waiter {
     this.#reject = reject;
     this.#onSettled = onSettled;
     this.#signal = options.signal;
-    if (options.timeoutMs !== undefined) this.#timeout = setTimeout(expire, timerDelay(options.timeoutMs), this);
+    if (options.timeoutMs !== undefined) this.#arm(options.timeoutMs);
     this.#signal?.addEventListener("abort", this, { once: true });
+  }
+
+  /** Arms the timeout for `ms`, in steps of at most {@link MAX_TIMER_MS}. */
+  #arm(ms: number): void {
+    const step = timerDelay(ms);
+    this.#timeLeftMs = ms - step;
+    this.#timeout = setTimeout(expire, step, this);
+  }
+
+  /** The timeout's timer fired: ends the wait, or arms the next step of a longer timeout. */
+  expire(): void {
+    if (this.#timeLeftMs > 0) this.#arm(this.#timeLeftMs);
+    else this.settle(null);
   }
 
   /** The abort listener. */
@@ -82,7 +97,7 @@ class Waiter {
 }
 
 function expire(waiter: Waiter): void {
-  waiter.settle(null);
+  waiter.expire();
 }
 
 /** The waiters of one task id: usually one, an array when several wait for the same id. */

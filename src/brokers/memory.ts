@@ -11,6 +11,7 @@
  * @module
  */
 import { MessageCodec, peekMessage } from "../core/message.js";
+import { timerDelay } from "../core/sleep.js";
 import { BrokerConnectionError } from "../errors.js";
 import type {
   Broker,
@@ -261,7 +262,7 @@ export class MemoryBroker extends MemoryAdmin implements Broker {
         this.#timer = undefined;
         this.#wake();
       },
-      Math.max(0, next - now),
+      timerDelay(next - now), // a delay of weeks: woken at Node's timer limit, then armed again
     );
     this.#timer.unref();
   }

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { MemoryBroker } from "../../src/brokers/memory.js";
 import { BrokerConnectionError } from "../../src/errors.js";
 
@@ -15,6 +15,23 @@ describe("MemoryBroker specifics", () => {
     expect(delivery?.body).toBe("A");
     await delivery?.ack();
     await broker.disconnect();
+  });
+
+  it("a delay past what a timer holds (30 days) arms a few timers, not one every millisecond", async () => {
+    vi.useFakeTimers();
+    try {
+      const broker = new MemoryBroker();
+      await broker.connect();
+      const armed = vi.spyOn(globalThis, "setTimeout");
+      await broker.publish("q", { id: "a", body: "A", delayMs: 30 * 86_400_000 });
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(armed.mock.calls.length).toBeLessThan(5); // (an overflowing timer fires after 1 ms)
+      expect(await broker.getQueueSize("q")).toBe(1);
+      await broker.disconnect();
+    } finally {
+      vi.useRealTimers();
+      vi.restoreAllMocks();
+    }
   });
 
   it("throws BrokerConnectionError when not connected", async () => {

@@ -91,6 +91,21 @@ describe("ResultWaiter", () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 
+  it("a timeout past what a timer holds (30 days) ends after 30 days, not 24.8", async () => {
+    const store = fakeStore();
+    const days = 86_400_000;
+    const waiter = new ResultWaiter({ fetchMany: store.fetchMany, pollIntervalMs: 10 * days });
+    let settled = false;
+    const result = waiter.wait("a", { timeoutMs: 30 * days }).finally(() => {
+      settled = true;
+    });
+    await vi.advanceTimersByTimeAsync(29 * days);
+    expect(settled).toBe(false);
+    await vi.advanceTimersByTimeAsync(days);
+    expect(await result).toBeNull();
+    expect(waiter.size).toBe(0);
+  });
+
   it("resolves null when the signal aborts, and at once for an aborted signal", async () => {
     const store = fakeStore();
     const waiter = new ResultWaiter({ fetchMany: store.fetchMany, pollIntervalMs: 100 });

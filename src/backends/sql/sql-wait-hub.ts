@@ -70,8 +70,12 @@ export class SqlWaitHub {
           resolve(record);
         },
       };
-      if (options.timeoutMs !== undefined)
-        timer = setTimeout(() => waiter.resolve(null), Math.max(0, options.timeoutMs));
+      // in steps of at most MAX_TIMER_MS: a longer timer would fire after 1 ms
+      const arm = (ms: number) => {
+        const step = timerDelay(ms);
+        timer = setTimeout(() => (ms > step ? arm(ms - step) : waiter.resolve(null)), step);
+      };
+      if (options.timeoutMs !== undefined) arm(options.timeoutMs);
       options.signal?.addEventListener("abort", onAbort, { once: true });
       let set = this.#waiters.get(taskId);
       if (!set) {
@@ -173,12 +177,15 @@ export class SqlWaitHub {
     if (this.#pollTimer && this.#pollAt <= at) return;
     this.#clearPoll();
     this.#pollAt = at;
-    this.#pollTimer = setTimeout(() => {
-      this.#pollTimer = undefined;
-      this.#pollAt = Number.POSITIVE_INFINITY;
-      const ids = [...this.#waiters.keys()];
-      void this.#check(ids).finally(() => this.#schedulePoll());
-    }, at - Date.now());
+    this.#pollTimer = setTimeout(
+      () => {
+        this.#pollTimer = undefined;
+        this.#pollAt = Number.POSITIVE_INFINITY;
+        const ids = [...this.#waiters.keys()];
+        void this.#check(ids).finally(() => this.#schedulePoll());
+      },
+      timerDelay(at - Date.now()),
+    ); // an interval of weeks: not the 1 ms Node makes of an overflow
   }
 
   #reschedule(): void {

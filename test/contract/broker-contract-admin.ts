@@ -65,6 +65,19 @@ export function brokerAdminTests(h: BrokerHarness): void {
     expect(await broker.purgeQueue(h.queue())).toBe(0);
   });
 
+  it("purgeQueue deletes a message given back with release() too (a worker's graceful stop)", async () => {
+    const broker = h.broker();
+    await publishTasks(broker, h.queue(), h.codec, 1);
+    const consumer = h.consumer();
+    const given = await fetchOne(consumer);
+    await given.release();
+    await consumer.close();
+    await eventually(async () => expect(await broker.getQueueSize(h.queue())).toBe(1));
+    expect(await broker.purgeQueue(h.queue())).toBe(1);
+    expect(await broker.getQueueSize(h.queue())).toBe(0);
+    await expectNoDelivery(h.consumer(), 300);
+  });
+
   it("unique publish enqueues an id once until it is acknowledged", async (ctx) => {
     const broker = h.broker();
     requireCapability(ctx.skip, broker, "uniqueIds");

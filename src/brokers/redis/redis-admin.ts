@@ -167,18 +167,20 @@ export async function getConsumerCount(client: RedisClientLike, keys: QueueKeys,
 }
 
 /**
- * Deletes every waiting message (ready and delayed) in batches; pending (in-flight) entries
- * are kept, so their consumers can still settle them. Returns how many were deleted.
+ * Deletes every waiting message (ready, given back by a stopped consumer, and delayed) in
+ * batches; in-flight entries are kept, so their consumers can still settle them. Returns how
+ * many were deleted.
  */
 export async function purgeQueue(client: RedisClientLike, keys: QueueKeys, group: string): Promise<number> {
   let total = 0;
   for (;;) {
+    const receipt = callReceiptKey(keys, "pq");
     const n = Number(
       await runScript(
         client,
         "chicoryPurgeQueue",
-        [keys.stream, keys.delayed, keys.delayedData, keys.unique],
-        [group, PURGE_BATCH],
+        [keys.stream, keys.delayed, keys.delayedData, keys.unique, receipt],
+        [group, PURGE_BATCH, RELEASED_CONSUMER, RECEIPT_TTL_MS],
       ),
     );
     total += n;

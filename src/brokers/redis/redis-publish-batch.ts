@@ -43,10 +43,10 @@ export const RECEIPT_TTL_MS = 60_000;
 
 /**
  * A receipt key of its own for one call to queue `keys` that is not a publish (an `at_most_once`
- * dead letter `dl`, a DLQ replay `rp` or purge `pd`): a copy of the call sent again after a
+ * dead letter `dl`, a DLQ replay `rp` or purge `pd`, a batch of a queue purge `pq`): a copy of the call sent again after a
  * dropped connection finds it and answers as the first did. Kept {@link RECEIPT_TTL_MS}.
  */
-export function callReceiptKey(keys: Pick<QueueKeys, "sent">, kind: "dl" | "rp" | "pd"): string {
+export function callReceiptKey(keys: Pick<QueueKeys, "sent">, kind: "dl" | "rp" | "pd" | "pq"): string {
   return `${keys.sent}:${kind}.${randomBytes(9).toString("base64url")}`;
 }
 

@@ -102,7 +102,7 @@ const SCRIPTS = {
   chicoryWriteDeadLetter: { lua: withAssertType(`${storeResultsLua()}\n${lua("write-dead-letter")}`) },
   chicoryReplay: { numberOfKeys: 4, lua: withAssertType(lua("replay")) },
   chicoryCreateGroup: { numberOfKeys: 2, lua: lua("create-group") },
-  chicoryPurgeQueue: { numberOfKeys: 4, lua: lua("purge-queue") },
+  chicoryPurgeQueue: { numberOfKeys: 5, lua: lua("purge-queue") },
   chicoryQueueStats: { numberOfKeys: 2, lua: withHeldCount(lua("queue-stats")) },
   chicoryCleanupConsumers: { numberOfKeys: 1, lua: lua("cleanup-consumers") },
   chicoryPurgeDlq: { numberOfKeys: 2, lua: lua("purge-dlq") },

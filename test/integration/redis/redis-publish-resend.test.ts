@@ -87,7 +87,7 @@ describe.skipIf(skip)("redis broker: a publish resent after a stall", () => {
     for (const key of receipts) expect(await admin.pttl(key)).toBeGreaterThan(0);
   });
 
-  it("an at_most_once job's dead letter in flight when the client drops a stalled connection is written once; a DLQ replay or purge sent twice acts once and answers as the first did both times", async () => {
+  it("an at_most_once job's dead letter in flight when the client drops a stalled connection is written once; a DLQ replay or purge, or a queue purge's batch, sent twice acts once and answers as the first did both times", async () => {
     const { admin, broker } = await impatientBroker("resend-dl");
     const codec = new MessageCodec();
     const letter = encodeTask(codec);
@@ -117,6 +117,17 @@ describe.skipIf(skip)("redis broker: a publish resent after a stall", () => {
     await broker.writeDeadLetter("q", encodeTask(codec).body, "failed later");
     expect(await runScript(raw, "chicoryPurgeDlq", purge[0], purge[1])).toBe(1);
     expect(await admin.xlen("resend-dl:dlq:{q}")).toBe(1);
+    // A queue purge's batch sent twice answers as the first did (before, the second copy found
+    // nothing and answered 0: the purge reported too few)
+    const purgeQueue = [
+      ["stream", "delayed", "delayed-data", "unique"]
+        .map((k) => `resend-dl:${k}:{q}`)
+        .concat("resend-dl:sent:{q}:pq.test"),
+      ["chicory", 1000, "chicory:released", 60_000],
+    ] as const;
+    expect(await runScript(raw, "chicoryPurgeQueue", purgeQueue[0], purgeQueue[1])).toBe(1); // the replayed entry
+    expect(await runScript(raw, "chicoryPurgeQueue", purgeQueue[0], purgeQueue[1])).toBe(1);
+    expect(await admin.xlen("resend-dl:stream:{q}")).toBe(0);
   });
 
   it("receipts outlast a publish time limit over a minute (a Cluster sends a call again until past it)", async () => {

@@ -1,9 +1,12 @@
 /**
  * Carries out the actions chosen by `settle`, in order. A failed step is retried with backoff
  * (the broker or backend may be restarting); when a step still fails, the remaining steps are
- * skipped and an unacknowledged message is released, counting the delivery, so it is
- * redelivered rather than lost, and a message whose settling keeps failing ends as poison
- * (`maxDeliveries`) instead of running forever. For a message acknowledged before its run
+ * skipped and an unacknowledged message is released, so it is redelivered rather than lost.
+ * The release counts the delivery when a broker step failed, so a message whose settling keeps
+ * failing ends as poison (`maxDeliveries`) instead of running forever; not when the backend
+ * alone failed to store a record (a `store` step, with a backend apart from the broker): a
+ * backend outage longer than the backoff would otherwise turn every job it holds into poison,
+ * settled without a record. Such a job runs again until its record is stored. For a message acknowledged before its run
  * (`at_most_once`), a record that cannot be stored does not stop the retry or dead letter
  * published after it. Five exceptions:
  * - A record the broker does not fence itself (it is not written in the ack's or the DLQ
@@ -143,7 +146,11 @@ export async function executeActions(actions: readonly Action[], ctx: ExecutionC
         return;
       }
       if (!ctx.attempt.alreadyAcked && action.type !== "release") {
-        await ctx.delivery.release({ countDelivery: true }).catch((error: unknown) => {
+        // A record the backend alone failed to store (a `store` step: an outage of a backend
+        // apart from the broker) says nothing about the message: not counted, or an outage of
+        // a few minutes would make every job poison, settled without its record.
+        const countDelivery = action.type !== "store";
+        await ctx.delivery.release({ countDelivery }).catch((error: unknown) => {
           ctx.logger.warn({ err: toError(error).message }, "release after a failed step failed; the lease will expire");
         });
       }

@@ -379,6 +379,37 @@ describe("executeActions: leases, failed steps, publishes", () => {
     expect(calls).toEqual(["deadLetterWithRecord", "release(counted)"]);
   });
 
+  it("releases without counting the delivery when a backend apart from the broker keeps failing to store the record", async () => {
+    // Before, counted: a backend outage longer than the backoff made every job poison after
+    // maxDeliveries, then acknowledged without a record (its state PENDING for good).
+    for (const outcome of [
+      { kind: "success", value: 1 },
+      { kind: "failure", error },
+    ] as const) {
+      const backend = new MemoryBackend();
+      const app = new Chicory({ broker: new MemoryBroker(), backend, config: { env: {} } });
+      await app.connect();
+      backend.storeResult = async () => {
+        throw Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" });
+      };
+      const fake = fakeDelivery(false);
+      const stop = new AbortController();
+      stop.abort(); // given up at once (no backoff)
+      await executeActions(
+        settle(outcome, { deliveryMode: "at_least_once", useDeadLetterQueue: false, alreadyAcked: false }),
+        {
+          delivery: fake.delivery,
+          attempt: { outcome, message, task: null, alreadyAcked: false },
+          app,
+          logger: silentLogger,
+          stopSignal: stop.signal,
+        },
+      );
+      await app.disconnect();
+      expect(fake.calls).toEqual(["release"]);
+    }
+  });
+
   it("a shutdown's release (aborted attempt) does not count the delivery", async () => {
     const { calls } = await run({ kind: "aborted", error }, false);
     expect(calls).toEqual(["release"]);

@@ -8,7 +8,7 @@
  * backend outage longer than the backoff would otherwise turn every job it holds into poison,
  * settled without a record. Such a job runs again until its record is stored. For a message acknowledged before its run
  * (`at_most_once`), a record that cannot be stored does not stop the retry or dead letter
- * published after it. Five exceptions:
+ * published after it. Exceptions:
  * - A record the broker does not fence itself (it is not written in the ack's or the DLQ
  *   move's own call) is written only while the delivery's lease is held
  *   ({@link Delivery.holdsLease}): a worker that lost the job to another worker leaves its
@@ -18,7 +18,9 @@
  *   skipped (tried once): the retry goes on.
  * - The record of a rejected message (poison after `maxDeliveries`, undecodable, unknown task)
  *   that cannot be written is given up: the message is still acknowledged or moved to the DLQ,
- *   since it would only come back to be rejected again.
+ *   since it would only come back to be rejected again. When its task has a final record
+ *   already (a finished run's copy delivered again), no record is written at all
+ *   ({@link keepingFinalRecord}).
  * - A DLQ move refused because the DLQ is full ({@link DeadLetterQueueFullError}) is not tried
  *   again nor released: the broker keeps the message in its queue, and it comes back after its
  *   lease. An acknowledged message's dead letter refused so ends with a FAILURE record.
@@ -82,7 +84,8 @@ const STEP_BACKOFF_MS = [100, 500, 1000, 2000, 4000, 8000, 15_000];
 const ONCE = new Set<Action["type"]>(["republish", "writeDeadLetter", "storeAndWriteDeadLetter"]);
 
 /** Runs `actions` in order; never throws. */
-export async function executeActions(actions: readonly Action[], ctx: ExecutionContext): Promise<void> {
+export async function executeActions(planned: readonly Action[], ctx: ExecutionContext): Promise<void> {
+  const actions = await keepingFinalRecord(planned, ctx);
   for (const action of actions) {
     let ok = true;
     try {
@@ -187,6 +190,35 @@ function withoutRecord(action: Action): Action | null | undefined {
     default:
       return undefined;
   }
+}
+
+/**
+ * `actions` without their record writes when they settle a rejected message (poison, naming a
+ * task this worker does not know, too large for it) whose task has a final record already: a
+ * copy of a finished run delivered again (its worker stopped between the record and the ack).
+ * Its rejection must not replace the outcome a `get()` may have returned (a SUCCESS turned
+ * FAILURE). A backend that cannot be read leaves the plan as it is.
+ */
+async function keepingFinalRecord(actions: readonly Action[], ctx: ExecutionContext): Promise<readonly Action[]> {
+  const { outcome } = ctx.attempt;
+  const backend = ctx.app.backend;
+  if (outcome.kind !== "rejected" || outcome.taskId === null || backend === null) return actions;
+  if (!actions.some((action) => withoutRecord(action) !== undefined)) return actions;
+  let final: string | null;
+  try {
+    final = await terminalStateOf(backend, outcome.taskId);
+  } catch {
+    return actions;
+  }
+  if (final === null) return actions;
+  ctx.logger.info(
+    { taskId: outcome.taskId, state: final, queue: ctx.delivery.queue },
+    "the rejected message's task has a final record already: kept, the message settled without a new one",
+  );
+  return actions.flatMap((action) => {
+    const without = withoutRecord(action);
+    return without === undefined ? [action] : without === null ? [] : [without];
+  });
 }
 
 /**

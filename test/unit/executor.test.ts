@@ -374,6 +374,44 @@ describe("executeActions: leases, failed steps, publishes", () => {
     }
   });
 
+  it("settles a rejected message whose task has a final record already without a new record (a SUCCESS stays)", async () => {
+    // A finished run's copy delivered again (its worker stopped between the record and the ack),
+    // then rejected (poison, a worker without its task): before, FAILURE or DEAD_LETTERED
+    // replaced the SUCCESS a get() may have returned.
+    const rejected = { kind: "rejected", error, taskId: "task-1" } as const;
+    for (const [carry, dlq, expected] of [
+      [true, true, ["deadLetter"]],
+      [true, false, ["ack"]],
+      [false, true, ["deadLetter"]],
+      [false, false, ["ack"]],
+    ] as const) {
+      const backend = new MemoryBackend();
+      const app = new Chicory({ broker: new MemoryBroker(), backend, config: { env: {} } });
+      await app.connect();
+      const success = { taskId: "task-1", state: "SUCCESS", result: 42, updatedAt: new Date().toISOString() } as const;
+      await backend.storeResult(success);
+      const fake = fakeDelivery(carry);
+      await executeActions(
+        settle(rejected, {
+          deliveryMode: "at_least_once",
+          useDeadLetterQueue: dlq,
+          alreadyAcked: false,
+          acksCarryRecords: carry,
+        }),
+        {
+          delivery: fake.delivery,
+          attempt: { outcome: rejected, message, task: null, alreadyAcked: false },
+          app,
+          logger: silentLogger,
+          stopSignal: new AbortController().signal,
+        },
+      );
+      expect(await backend.getResult("task-1")).toMatchObject({ state: "SUCCESS", result: 42 });
+      await app.disconnect();
+      expect(fake.calls).toEqual(expected);
+    }
+  });
+
   it("still releases a task's own outcome whose record cannot be stored (counted: maxDeliveries bounds it)", async () => {
     const { calls } = await run({ kind: "failure", error }, true, true, true, { recordsRefused: true, stopped: true });
     expect(calls).toEqual(["deadLetterWithRecord", "release(counted)"]);

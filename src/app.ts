@@ -195,8 +195,11 @@ export class Chicory {
   #connecting: Promise<void> | null = null;
   /** Counts `disconnect()` calls: a connect that one overtook does not mark the app connected. */
   #connectEpoch = 0;
-  /** True once {@link Chicory.connect} succeeded (until `disconnect`). */
-  #isConnected = false;
+  /**
+   * True once the broker is connected, by {@link Chicory.connect} or a `delay()` (see
+   * #connectForPublish), until `disconnect`: a `delay()` then publishes at once.
+   */
+  #isPublishReady = false;
   /** Whether the broker is the embedded SQLite default (no `broker` option, no `CHICORY_BROKER_URL`). */
   readonly #isDefaultBroker: boolean;
   /** DLQ replays running (see #guardReplay). */
@@ -277,9 +280,9 @@ export class Chicory {
         return resultDefaults;
       },
       get isConnected() {
-        return app.#isConnected;
+        return app.#isPublishReady;
       },
-      ensureConnected: () => this.connect(),
+      ensureConnected: () => this.#connectForPublish(),
     };
   }
 
@@ -451,7 +454,7 @@ export class Chicory {
         await this.connectBroker();
         if (this.backend) await this.backend.connect();
         // not when a disconnect() came meanwhile (it closes what this opened)
-        if (this.#connectEpoch === epoch) this.#isConnected = true;
+        if (this.#connectEpoch === epoch) this.#isPublishReady = true;
       })();
       this.#connecting = connecting;
       connecting.catch(() => {
@@ -461,12 +464,27 @@ export class Chicory {
     return this.#connecting;
   }
 
+  /**
+   * What a `delay()` needs first: the broker. Connects the whole app, as {@link Chicory.connect}
+   * does (the backend too, so that a result's notification is expected from the first job on);
+   * a backend that does not connect does not stop the publish: enqueueing needs no result
+   * backend, and a `get()` connects it when asked (within its timeout), saying why it cannot.
+   */
+  async #connectForPublish(): Promise<void> {
+    const epoch = this.#connectEpoch;
+    await this.connectBroker();
+    // (connected: connect()'s own connectBroker() returns at once; a failure is the backend's,
+    // for get() to tell)
+    await this.connect().catch(() => undefined);
+    if (this.#connectEpoch === epoch) this.#isPublishReady = true; // not after a disconnect() meanwhile
+  }
+
   /** Disconnects the broker and the backend; idempotent. */
   async disconnect(): Promise<void> {
     const pending = this.#connecting;
     this.#connecting = null;
     this.#connectEpoch++;
-    this.#isConnected = false;
+    this.#isPublishReady = false;
     if (pending) await pending.catch(() => undefined);
     const errors: unknown[] = [];
     await this.broker.disconnect().catch((e: unknown) => errors.push(e));

@@ -106,9 +106,9 @@ export interface TaskRuntime {
   readonly defaultDeliveryMode: DeliveryMode;
   /** Defaults of the results of `delay()` (one object shared by every result). */
   readonly resultDefaults: ResultDefaults;
-  /** True once connected: `delay()` skips {@link TaskRuntime.ensureConnected}. */
+  /** True once the broker is connected: `delay()` skips {@link TaskRuntime.ensureConnected}. */
   readonly isConnected: boolean;
-  /** Connects the app on first use. */
+  /** Connects the app on first use (a backend that fails to connect does not stop a publish). */
   ensureConnected(): Promise<void>;
 }
 

@@ -263,6 +263,19 @@ describe.skipIf(skipRedis)("chicory CLI on Redis (multi-process)", () => {
 
   afterAll(() => deletePrefix(prefix));
 
+  it("enqueue without --wait needs only the broker: an unreachable backend does not stop it", async () => {
+    requireBuild();
+    const queue = uniqueName("q-");
+    const down = { ...env, CHICORY_BACKEND_URL: "redis://127.0.0.1:1/0" };
+    const r = await runCli(["enqueue", APP_JS, "add", "[1, 2]", "-q", queue], down);
+    expect(r.code).toBe(0);
+    expect(r.stdout.trim()).toMatch(/^[0-9a-f-]{36}$/);
+    expect(await rawRedisLength(`${prefix}:stream:{${queue}}`)).toBe(1);
+    const waited = await runCli(["enqueue", APP_JS, "add", "[1, 2]", "-q", queue, "--wait", "--timeout", "5"], down);
+    expect(waited.code).toBe(1);
+    expect(waited.stderr).toMatch(/cannot connect to redis:\/\/127\.0\.0\.1:1\/0/);
+  });
+
   it("enqueue --wait is answered by a worker process; SIGTERM exits 0", async () => {
     requireBuild();
     const worker = startCli(["worker", APP_JS, "-c", "2"], env);
@@ -406,3 +419,13 @@ describe.skipIf(skipRedis)("chicory CLI on Redis (multi-process)", () => {
     }
   });
 });
+
+/** XLEN of `key` on the test Redis. */
+async function rawRedisLength(key: string): Promise<number> {
+  const raw = rawRedis();
+  try {
+    return await raw.xlen(key);
+  } finally {
+    raw.disconnect();
+  }
+}

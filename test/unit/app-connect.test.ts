@@ -1,0 +1,56 @@
+/**
+ * How `delay()` connects the app on first use: the broker is what a publish needs.
+ */
+import { describe, expect, it } from "vitest";
+import { BackendConnectionError, BrokerConnectionError } from "../../src/errors.js";
+import { Chicory, MemoryBackend, MemoryBroker } from "../../src/index.js";
+
+function appWith(broker: MemoryBroker, backend: MemoryBackend) {
+  const app = new Chicory({ broker, backend, config: { env: {} } });
+  const add = app.task(function add(a: number, b: number) {
+    return a + b;
+  });
+  return { app, add };
+}
+
+describe("delay() connecting the app", () => {
+  it("publishes when the backend cannot connect, once, and get() then says why", async () => {
+    const broker = new MemoryBroker();
+    const backend = new MemoryBackend();
+    let attempts = 0;
+    backend.connect = async () => {
+      attempts++;
+      throw new BackendConnectionError("memory backend: connect ECONNREFUSED");
+    };
+    const { app, add } = appWith(broker, backend);
+    try {
+      const first = await add.delay(1, 2);
+      await add.delay(3, 4);
+      expect(await broker.getQueueSize("default")).toBe(2);
+      expect(attempts).toBe(1); // the second delay() did not wait for the backend again
+      await expect(first.get({ timeout: 1 })).rejects.toThrow(/ECONNREFUSED/);
+    } finally {
+      await app.disconnect();
+    }
+  });
+
+  it("fails when the broker cannot connect, and connects both on the next call", async () => {
+    const broker = new MemoryBroker();
+    const backend = new MemoryBackend();
+    const connectBroker = broker.connect.bind(broker);
+    broker.connect = async () => {
+      throw new BrokerConnectionError("memory broker: connect ECONNREFUSED");
+    };
+    const { app, add } = appWith(broker, backend);
+    try {
+      await expect(add.delay(1, 2)).rejects.toThrow(/ECONNREFUSED/);
+      broker.connect = connectBroker;
+      const result = await add.delay(1, 2);
+      expect(await broker.getQueueSize("default")).toBe(1);
+      expect(await result.state()).toBe("PENDING");
+      expect((await backend.healthcheck()).connected).toBe(true);
+    } finally {
+      await app.disconnect();
+    }
+  });
+});

@@ -132,6 +132,12 @@ interface QueueState {
    */
   readonly parked: Map<string, number>;
   readonly inFlight: Map<string, RedisDelivery>;
+  /**
+   * Entries a claim gave back to this consumer while their delivery here was being settled (a
+   * release whose reply came after the claim's): once that settle is done, recover-own takes
+   * them back (see #handOutClaimed).
+   */
+  readonly claimedWhileSettling: Set<string>;
 }
 
 /**
@@ -211,6 +217,7 @@ export class RedisConsumer implements Consumer {
       housekeepingWarnedAtMs: Number.NEGATIVE_INFINITY,
       parked: new Map(),
       inFlight: new Map(),
+      claimedWhileSettling: new Set(),
     }));
     this.#settler = new RedisSettler(
       ctx,
@@ -219,6 +226,7 @@ export class RedisConsumer implements Consumer {
         // Only this delivery: the entry may have come back to this consumer as a newer one.
         const q = this.#queueOf(d);
         if (q?.inFlight.get(d.deliveryId) === d) q.inFlight.delete(d.deliveryId);
+        if (q?.claimedWhileSettling.delete(d.deliveryId)) q.mayHoldUnknown = true;
         // Left to its lease: recover-own must not take it back at once (see #recoverOwn).
         if (q && isStillPending) {
           const now = performance.now();
@@ -805,7 +813,12 @@ export class RedisConsumer implements Consumer {
   /**
    * Hands out the entries a claiming script returned (`id, fields, deliveryCount` triples),
    * except one still in flight here (our own entry whose renewal was late: never handed out
-   * twice); returns how many were handed out.
+   * twice); returns how many were handed out. One whose delivery here is being settled (a
+   * release that made it claimable at once, its reply still on its way; or an ack, after a
+   * stall that let the lease run out) is noted instead: once that settle is done, recover-own
+   * takes the entry back if it is still pending here (the release's), and finds nothing if not
+   * (the ack's). Handed out now, an ack's entry would run twice; skipped without a note, a
+   * release's would wait here, held by nobody, for a whole lease and a second counted delivery.
    */
   #handOutClaimed(
     q: QueueState,
@@ -816,7 +829,11 @@ export class RedisConsumer implements Consumer {
     let n = 0;
     for (let i = 0; i + 2 < flat.length; i += 3) {
       const id = flat[i] as string;
-      if (q.inFlight.has(id)) continue;
+      const held = q.inFlight.get(id);
+      if (held !== undefined) {
+        if (held.isSettled) q.claimedWhileSettling.add(id);
+        continue;
+      }
       this.#handOut(q, id, (flat[i + 1] as string[]) ?? [], claimedCount(flat[i + 2]), out, sentAtMs);
       n++;
     }

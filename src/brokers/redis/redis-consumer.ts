@@ -967,6 +967,8 @@ export class RedisConsumer implements Consumer {
     { ofRuns = false, window }: { ofRuns?: boolean; window?: { provenMs: number } },
   ): Promise<number> {
     const sentAtMs = performance.now();
+    // the deliveries renewed: a reply that comes late must not act on a newer one of an id
+    const renewed = ids.map((id) => q.inFlight.get(id));
     const [lost, gone, noGroup, streamExtraMs, opened, provenMs] = (await runScript(
       this.#ctx.main,
       "chicoryRenew",
@@ -982,16 +984,20 @@ export class RedisConsumer implements Consumer {
     let goneRunning = 0;
     const isRun = (d: RedisDelivery | undefined): d is RedisDelivery =>
       d !== undefined && !d.isSettled && !this.#buffer.includes(d);
-    for (const id of lost) {
+    const sentOf = (id: string): RedisDelivery | undefined => {
       const delivery = q.inFlight.get(id);
+      if (delivery === undefined || !renewed.includes(delivery)) return undefined;
       q.inFlight.delete(id);
+      return delivery;
+    };
+    for (const id of lost) {
+      const delivery = sentOf(id);
       // handed out (not read-ahead) and not being settled: a run here
       if (ofRuns && isRun(delivery)) running++;
       delivery?.leaseLost();
     }
     for (const id of gone) {
-      const delivery = q.inFlight.get(id);
-      q.inFlight.delete(id);
+      const delivery = sentOf(id);
       if (ofRuns && isRun(delivery)) {
         goneRunning++;
         delivery.entryGone();

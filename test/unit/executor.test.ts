@@ -130,6 +130,44 @@ async function run(
   return { ...fake, stored, logs, broker, backend };
 }
 
+/**
+ * Settles `outcome` of task-1 (at_least_once, not acknowledged) on a memory app whose backend
+ * `prepare` sets up first (a refusing `storeResult`, a stored record); `stopped`: a failing step
+ * is given up at once. Returns the delivery's calls, the log messages and the stored record.
+ */
+async function settleOn(
+  outcome: Attempt["outcome"],
+  mode: { readonly carry: boolean; readonly dlq: boolean },
+  prepare: (backend: MemoryBackend) => Promise<void> | void,
+  options: { readonly fake?: FakeOptions; readonly stopped?: boolean } = {},
+) {
+  const backend = new MemoryBackend();
+  const app = new Chicory({ broker: new MemoryBroker(), backend, config: { env: {} } });
+  await app.connect();
+  await prepare(backend);
+  const fake = fakeDelivery(mode.carry, options.fake);
+  const logs: string[] = [];
+  const logger = { ...silentLogger, error: (_: unknown, msg?: string) => void logs.push(msg ?? "") };
+  const stop = new AbortController();
+  if (options.stopped) stop.abort();
+  const settleMode = {
+    deliveryMode: "at_least_once",
+    useDeadLetterQueue: mode.dlq,
+    alreadyAcked: false,
+    acksCarryRecords: mode.carry,
+  } as const;
+  await executeActions(settle(outcome, settleMode), {
+    delivery: fake.delivery,
+    attempt: { outcome, message, task: null, alreadyAcked: false },
+    app,
+    logger,
+    stopSignal: stop.signal,
+  });
+  const stored = await backend.getResult("task-1");
+  await app.disconnect();
+  return { calls: fake.calls, logs, stored };
+}
+
 describe("settle + executeActions: a terminal store and its ack or DLQ move", () => {
   it("become one ackWithRecord call when the broker writes the backend's records", async () => {
     const { calls, records, stored } = await run({ kind: "success", value: 42 }, true);
@@ -340,34 +378,16 @@ describe("executeActions: leases, failed steps, publishes", () => {
       [false, true, ["deadLetter"]],
       [false, false, ["ack"]],
     ] as const) {
-      const backend = new MemoryBackend();
-      const app = new Chicory({ broker: new MemoryBroker(), backend, config: { env: {} } });
-      await app.connect();
-      backend.storeResult = async () => {
-        throw new Error("record refused");
+      const refuse = (backend: MemoryBackend) => {
+        backend.storeResult = async () => {
+          throw new Error("record refused");
+        };
       };
-      const fake = fakeDelivery(carry, { recordsRefused: true });
-      const logs: string[] = [];
-      const logger = { ...silentLogger, error: (_: unknown, msg?: string) => void logs.push(msg ?? "") };
-      const stop = new AbortController();
-      stop.abort(); // the failing record is given up at once (no backoff)
-      await executeActions(
-        settle(rejected, {
-          deliveryMode: "at_least_once",
-          useDeadLetterQueue: dlq,
-          alreadyAcked: false,
-          acksCarryRecords: carry,
-        }),
-        {
-          delivery: fake.delivery,
-          attempt: { outcome: rejected, message, task: null, alreadyAcked: false },
-          app,
-          logger,
-          stopSignal: stop.signal,
-        },
-      );
-      await app.disconnect();
-      expect(fake.calls).toEqual(expected);
+      const { calls, logs } = await settleOn(rejected, { carry, dlq }, refuse, {
+        fake: { recordsRefused: true },
+        stopped: true, // the failing record is given up at once (no backoff)
+      });
+      expect(calls).toEqual(expected);
       expect(logs).toContain(
         "could not store the rejected message's record; settling it without one (its state stays as it was)",
       );
@@ -385,30 +405,10 @@ describe("executeActions: leases, failed steps, publishes", () => {
       [false, true, ["deadLetter"]],
       [false, false, ["ack"]],
     ] as const) {
-      const backend = new MemoryBackend();
-      const app = new Chicory({ broker: new MemoryBroker(), backend, config: { env: {} } });
-      await app.connect();
       const success = { taskId: "task-1", state: "SUCCESS", result: 42, updatedAt: new Date().toISOString() } as const;
-      await backend.storeResult(success);
-      const fake = fakeDelivery(carry);
-      await executeActions(
-        settle(rejected, {
-          deliveryMode: "at_least_once",
-          useDeadLetterQueue: dlq,
-          alreadyAcked: false,
-          acksCarryRecords: carry,
-        }),
-        {
-          delivery: fake.delivery,
-          attempt: { outcome: rejected, message, task: null, alreadyAcked: false },
-          app,
-          logger: silentLogger,
-          stopSignal: new AbortController().signal,
-        },
-      );
-      expect(await backend.getResult("task-1")).toMatchObject({ state: "SUCCESS", result: 42 });
-      await app.disconnect();
-      expect(fake.calls).toEqual(expected);
+      const { calls, stored } = await settleOn(rejected, { carry, dlq }, (backend) => backend.storeResult(success));
+      expect(stored).toMatchObject({ state: "SUCCESS", result: 42 });
+      expect(calls).toEqual(expected);
     }
   });
 
@@ -424,27 +424,13 @@ describe("executeActions: leases, failed steps, publishes", () => {
       { kind: "success", value: 1 },
       { kind: "failure", error },
     ] as const) {
-      const backend = new MemoryBackend();
-      const app = new Chicory({ broker: new MemoryBroker(), backend, config: { env: {} } });
-      await app.connect();
-      backend.storeResult = async () => {
-        throw Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" });
+      const down = (backend: MemoryBackend) => {
+        backend.storeResult = async () => {
+          throw Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" });
+        };
       };
-      const fake = fakeDelivery(false);
-      const stop = new AbortController();
-      stop.abort(); // given up at once (no backoff)
-      await executeActions(
-        settle(outcome, { deliveryMode: "at_least_once", useDeadLetterQueue: false, alreadyAcked: false }),
-        {
-          delivery: fake.delivery,
-          attempt: { outcome, message, task: null, alreadyAcked: false },
-          app,
-          logger: silentLogger,
-          stopSignal: stop.signal,
-        },
-      );
-      await app.disconnect();
-      expect(fake.calls).toEqual(["release"]);
+      const { calls } = await settleOn(outcome, { carry: false, dlq: false }, down, { stopped: true });
+      expect(calls).toEqual(["release"]);
     }
   });
 

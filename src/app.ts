@@ -192,7 +192,7 @@ export class Chicory {
   readonly #tasks = new Map<string, Task<readonly unknown[], unknown>>();
   readonly #startupHooks: WorkerHook[] = [];
   readonly #shutdownHooks: WorkerHook[] = [];
-  #connecting: Promise<void> | null = null;
+  #connecting: { readonly broker: Promise<void>; readonly all: Promise<void> } | null = null;
   /** Counts `disconnect()` calls: a connect that one overtook does not mark the app connected. */
   #connectEpoch = 0;
   /**
@@ -448,16 +448,23 @@ export class Chicory {
 
   /** Connects the broker and the backend; idempotent and safe to call concurrently. */
   connect(): Promise<void> {
+    return this.#connect().all;
+  }
+
+  /** The connect in progress (or done), started if there is none: the broker's part and the whole. */
+  #connect(): { readonly broker: Promise<void>; readonly all: Promise<void> } {
     if (!this.#connecting) {
       const epoch = this.#connectEpoch;
-      const connecting = (async () => {
-        await this.connectBroker();
+      const broker = this.connectBroker();
+      const all = (async () => {
+        await broker;
         if (this.backend) await this.backend.connect();
         // not when a disconnect() came meanwhile (it closes what this opened)
         if (this.#connectEpoch === epoch) this.#isPublishReady = true;
       })();
+      const connecting = { broker, all };
       this.#connecting = connecting;
-      connecting.catch(() => {
+      all.catch(() => {
         if (this.#connecting === connecting) this.#connecting = null;
       });
     }
@@ -466,16 +473,16 @@ export class Chicory {
 
   /**
    * What a `delay()` needs first: the broker. Connects the whole app, as {@link Chicory.connect}
-   * does (the backend too, so that a result's notification is expected from the first job on);
-   * a backend that does not connect does not stop the publish: enqueueing needs no result
-   * backend, and a `get()` connects it when asked (within its timeout), saying why it cannot.
+   * does (the backend too, so that a result's notification is expected from the first job on;
+   * a `disconnect()` meanwhile waits for it and closes both); a backend that does not connect
+   * does not stop the publish: enqueueing needs no result backend, and a `get()` connects it
+   * when asked (within its timeout), saying why it cannot.
    */
   async #connectForPublish(): Promise<void> {
     const epoch = this.#connectEpoch;
-    await this.connectBroker();
-    // (connected: connect()'s own connectBroker() returns at once; a failure is the backend's,
-    // for get() to tell)
-    await this.connect().catch(() => undefined);
+    const { broker, all } = this.#connect();
+    await broker; // its failure: the publish's
+    await all.catch(() => undefined); // the backend's: for get() to tell
     if (this.#connectEpoch === epoch) this.#isPublishReady = true; // not after a disconnect() meanwhile
   }
 
@@ -485,7 +492,7 @@ export class Chicory {
     this.#connecting = null;
     this.#connectEpoch++;
     this.#isPublishReady = false;
-    if (pending) await pending.catch(() => undefined);
+    if (pending) await pending.all.catch(() => undefined);
     const errors: unknown[] = [];
     await this.broker.disconnect().catch((e: unknown) => errors.push(e));
     if (this.backend) await this.backend.disconnect().catch((e: unknown) => errors.push(e));

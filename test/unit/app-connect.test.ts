@@ -34,6 +34,29 @@ describe("delay() connecting the app", () => {
     }
   });
 
+  it("a delay() racing disconnect() leaves the broker and the backend closed", async () => {
+    const broker = new MemoryBroker();
+    const backend = new MemoryBackend();
+    const connectBroker = broker.connect.bind(broker);
+    let letConnect: () => void = () => undefined;
+    const connectHeld = new Promise<void>((resolve) => {
+      letConnect = resolve;
+    });
+    broker.connect = async () => {
+      await connectHeld; // a broker that takes its time to connect
+      await connectBroker();
+    };
+    const { app, add } = appWith(broker, backend);
+    const sent = add.delay(1, 2);
+    const closing = app.disconnect();
+    letConnect();
+    await closing;
+    await expect(sent).rejects.toThrow(/not connected|disconnected/);
+    // before, the delay() connected both again after the disconnect had resolved
+    expect((await broker.healthcheck()).connected).toBe(false);
+    expect((await backend.healthcheck()).connected).toBe(false);
+  });
+
   it("fails when the broker cannot connect, and connects both on the next call", async () => {
     const broker = new MemoryBroker();
     const backend = new MemoryBackend();

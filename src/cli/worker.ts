@@ -6,7 +6,7 @@
 import type { Command } from "commander";
 import type { WorkerOptions } from "../config.js";
 import type { LogLevel } from "../core/logger.js";
-import { sleep } from "../core/sleep.js";
+import { sleep, timerDelay } from "../core/sleep.js";
 import { maskUrlsIn } from "../core/url.js";
 import { toError } from "../errors.js";
 import { createLogger } from "../logging.js";
@@ -109,7 +109,7 @@ export async function runWorkerCommand(spec: string, opts: WorkerCommandOptions)
     if (!isFirst) return;
     // The process's state is not to be trusted now: should the stop itself hang, the process
     // still ends (its manager restarts it), after the shutdown timeout and 10 s more.
-    setTimeout(() => process.exit(EXIT_FAILURE), (worker.config.shutdownTimeout + 10) * 1000).unref();
+    setTimeout(() => process.exit(EXIT_FAILURE), timerDelay((worker.config.shutdownTimeout + 10) * 1000)).unref();
     worker.stop().catch((stopError: unknown) => {
       logger.error({ err: strayText(stopError) }, "worker stop after an uncaught exception failed: exiting");
       process.exit(EXIT_FAILURE);

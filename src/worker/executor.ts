@@ -6,7 +6,8 @@
  * failing ends as poison (`maxDeliveries`) instead of running forever; not when the backend
  * alone failed to store a record (a `store` step, with a backend apart from the broker): a
  * backend outage longer than the backoff would otherwise turn every job it holds into poison,
- * settled without a record. Such a job runs again until its record is stored. For a message acknowledged before its run
+ * settled without a record. Such a job runs again until its record is stored (on RabbitMQ
+ * quorum queues, whose requeue always counts, `maxDeliveries` still bounds it). For a message acknowledged before its run
  * (`at_most_once`), a record that cannot be stored does not stop the retry or dead letter
  * published after it. Exceptions:
  * - A record the broker does not fence itself (it is not written in the ack's or the DLQ

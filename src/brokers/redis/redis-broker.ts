@@ -650,7 +650,10 @@ export class RedisBroker implements Broker {
     return this.#admin("getConsumerCount", (c) => admin.getConsumerCount(c.main, this.#keys.get(queue), c.group), true);
   }
 
-  /** Deletes ready and delayed messages; in-flight (pending) ones are left to their consumers. */
+  /**
+   * Deletes waiting messages: ready, delayed, and those a stopped consumer gave back; in-flight
+   * (pending) ones are left to their consumers.
+   */
   purgeQueue(queue = DEFAULT_QUEUE): Promise<number> {
     return this.#admin("purgeQueue", (c) => admin.purgeQueue(c.main, this.#keys.get(queue), c.group));
   }

@@ -1023,9 +1023,11 @@ export class RedisConsumer implements Consumer {
         "redis consumer: entries it is running left the stream, held by no consumer (Redis restarted without persistence or lost its data, or another worker that took them over finished them): their runs go on unless the task already has a final record (then they are aborted: another worker finished it), and each outcome is stored unless the task has a final record by then",
       );
     }
-    for (const id of ids) {
-      const delivery = q.inFlight.get(id);
-      if (delivery) delivery.leaseConfirmedAtMs = sentAtMs;
+    for (const delivery of renewed) {
+      // still held (neither lost nor gone): its lease was confirmed as this call was sent
+      if (delivery !== undefined && q.inFlight.get(delivery.deliveryId) === delivery) {
+        delivery.leaseConfirmedAtMs = sentAtMs;
+      }
     }
     if ((lost.length > 0 || gone.length > 0) && this.#buffer.length > 0) {
       this.#buffer = this.#buffer.filter((d) => q.inFlight.get(d.deliveryId) === d || d.keys !== q.keys);

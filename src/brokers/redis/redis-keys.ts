@@ -20,9 +20,12 @@ export interface QueueKeys {
   readonly queue: string;
   /** Work stream (field `data` = body, `id` = task id). */
   readonly stream: string;
-  /** Delayed messages: sorted set, member = task id, score = due time (ms, Redis clock). */
+  /**
+   * Delayed messages: sorted set, member = task id (a second message of that id: the id, byte
+   * 255 and a number; `delayed-member.lua`), score = due time (ms, Redis clock).
+   */
   readonly delayed: string;
-  /** Bodies of delayed messages: hash task id -> body. */
+  /** Bodies of delayed messages: hash member -> body. */
   readonly delayedData: string;
   /** Dead-letter stream (fields data, error, failed_at, retry_count, id). */
   readonly dlq: string;

@@ -86,7 +86,8 @@ const ONCE = new Set<Action["type"]>(["republish", "writeDeadLetter", "storeAndW
 
 /** Runs `actions` in order; never throws. */
 export async function executeActions(planned: readonly Action[], ctx: ExecutionContext): Promise<void> {
-  const actions = await keepingFinalRecord(planned, ctx);
+  // (a rejected message's only: no wait added to every job's settle)
+  const actions = ctx.attempt.outcome.kind === "rejected" ? await keepingFinalRecord(planned, ctx) : planned;
   for (const action of actions) {
     let ok = true;
     try {

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { MAX_TIMER_MS, timerDelay } from "../core/sleep.js";
+import { LongTimeout, timerDelay } from "../core/sleep.js";
 import type { TaskRecord, WaitOptions } from "./backend.js";
 import { isTerminalState } from "./backend.js";
 import { type OutageNotice, OutageWatch } from "./outage-notice.js";
@@ -44,9 +44,7 @@ class Waiter {
   readonly #reject: (error: Error) => void;
   readonly #onSettled: (waiter: Waiter) => void;
   readonly #signal: AbortSignal | undefined;
-  #timeout: NodeJS.Timeout | undefined;
-  /** Time left after the armed timer fires (a timeout over Node's timer limit takes several). */
-  #timeLeftMs = 0;
+  #timeout: LongTimeout<Waiter> | undefined;
   #isSettled = false;
 
   constructor(
@@ -63,21 +61,8 @@ class Waiter {
     this.#reject = reject;
     this.#onSettled = onSettled;
     this.#signal = options.signal;
-    if (options.timeoutMs !== undefined) this.#arm(options.timeoutMs);
+    if (options.timeoutMs !== undefined) this.#timeout = new LongTimeout<Waiter>(expire, options.timeoutMs, this);
     this.#signal?.addEventListener("abort", this, { once: true });
-  }
-
-  /** Arms the timeout for `ms`, in steps of at most {@link MAX_TIMER_MS}. */
-  #arm(ms: number): void {
-    const step = timerDelay(ms);
-    this.#timeLeftMs = ms - step;
-    this.#timeout = setTimeout(expire, step, this);
-  }
-
-  /** The timeout's timer fired: ends the wait, or arms the next step of a longer timeout. */
-  expire(): void {
-    if (this.#timeLeftMs > 0) this.#arm(this.#timeLeftMs);
-    else this.settle(null);
   }
 
   /** The abort listener. */
@@ -88,7 +73,7 @@ class Waiter {
   settle(record: TaskRecord | null | Error): void {
     if (this.#isSettled) return;
     this.#isSettled = true;
-    if (this.#timeout !== undefined) clearTimeout(this.#timeout);
+    this.#timeout?.clear();
     this.#signal?.removeEventListener("abort", this);
     this.#onSettled(this);
     if (record instanceof Error) this.#reject(record);
@@ -97,7 +82,7 @@ class Waiter {
 }
 
 function expire(waiter: Waiter): void {
-  waiter.expire();
+  waiter.settle(null);
 }
 
 /** The waiters of one task id: usually one, an array when several wait for the same id. */

@@ -9,6 +9,40 @@ export function timerDelay(ms: number): number {
   return Number.isFinite(ms) ? Math.min(Math.max(0, ms), MAX_TIMER_MS) : MAX_TIMER_MS;
 }
 
+/**
+ * A timer for a delay of any length: one past {@link MAX_TIMER_MS} (a wait's timeout of weeks)
+ * is armed again in steps of at most that, where a plain `setTimeout` would fire after 1 ms.
+ * Calls `fire(arg)` once the whole delay has passed, unless {@link LongTimeout.clear}ed first.
+ */
+export class LongTimeout<T> {
+  #timer: NodeJS.Timeout;
+  #leftMs = 0;
+  readonly #fire: (arg: T) => void;
+  readonly #arg: T;
+
+  constructor(fire: (arg: T) => void, ms: number, arg: T) {
+    this.#fire = fire;
+    this.#arg = arg;
+    this.#timer = this.#arm(ms);
+  }
+
+  /** Stops the timer (idempotent). */
+  clear(): void {
+    clearTimeout(this.#timer);
+  }
+
+  #arm(ms: number): NodeJS.Timeout {
+    const step = timerDelay(ms);
+    this.#leftMs = ms - step;
+    return setTimeout(LongTimeout.#tick<T>, step, this);
+  }
+
+  static #tick<U>(timeout: LongTimeout<U>): void {
+    if (timeout.#leftMs > 0) timeout.#timer = timeout.#arm(timeout.#leftMs);
+    else timeout.#fire(timeout.#arg);
+  }
+}
+
 /** Resolves after `ms`, or at once when `signal` aborts; leaves no listener behind. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {

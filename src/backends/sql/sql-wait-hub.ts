@@ -10,7 +10,7 @@
  * @module
  */
 import type { Logger } from "../../core/logger.js";
-import { timerDelay } from "../../core/sleep.js";
+import { LongTimeout, timerDelay } from "../../core/sleep.js";
 import { isTerminalState, type TaskRecord, type WaitOptions } from "../backend.js";
 import { type OutageNotice, OutageWatch } from "../outage-notice.js";
 
@@ -20,6 +20,11 @@ export type FetchRecords = (ids: readonly string[]) => Promise<TaskRecord[]>;
 interface Waiter {
   readonly pollMs: number;
   resolve(record: TaskRecord | null): void;
+}
+
+/** A wait's timeout: it ends with nothing. */
+function resolveNull(waiter: Waiter): void {
+  waiter.resolve(null);
 }
 
 /** Batched waiting on task results. */
@@ -59,23 +64,18 @@ export class SqlWaitHub {
   wait(taskId: string, options: WaitOptions = {}): Promise<TaskRecord | null> {
     if (options.signal?.aborted) return Promise.resolve(null);
     return new Promise((resolve) => {
-      let timer: NodeJS.Timeout | undefined;
+      let timer: LongTimeout<Waiter> | undefined;
       const onAbort = () => waiter.resolve(null);
       const waiter: Waiter = {
         pollMs: Math.max(10, options.pollIntervalMs ?? this.#defaultPollMs),
         resolve: (record) => {
-          if (timer) clearTimeout(timer);
+          timer?.clear();
           options.signal?.removeEventListener("abort", onAbort);
           this.#remove(taskId, waiter);
           resolve(record);
         },
       };
-      // in steps of at most MAX_TIMER_MS: a longer timer would fire after 1 ms
-      const arm = (ms: number) => {
-        const step = timerDelay(ms);
-        timer = setTimeout(() => (ms > step ? arm(ms - step) : waiter.resolve(null)), step);
-      };
-      if (options.timeoutMs !== undefined) arm(options.timeoutMs);
+      if (options.timeoutMs !== undefined) timer = new LongTimeout(resolveNull, options.timeoutMs, waiter);
       options.signal?.addEventListener("abort", onAbort, { once: true });
       let set = this.#waiters.get(taskId);
       if (!set) {

@@ -16,7 +16,7 @@ import {
   toDlqMessage,
 } from "../dlq.js";
 import { type QueueKeys, RELEASED_CONSUMER } from "./redis-keys.js";
-import { callReceiptKey, RECEIPT_TTL_MS } from "./redis-publish-batch.js";
+import { RECEIPT_TTL_MS, receiptKey } from "./redis-publish-batch.js";
 
 type StreamEntry = [string, string[]];
 
@@ -103,7 +103,7 @@ export async function replayFromDlq(
     const id = taskId ?? messageId;
     // a receipt, as a publish call's: a copy sent again after a dropped connection answers as
     // the first did
-    const receipt = callReceiptKey(keys, "rp");
+    const receipt = receiptKey(keys.sent);
     const moved = await runScript(
       client,
       "chicoryReplay",
@@ -130,7 +130,7 @@ export async function deleteFromDlq(client: RedisClientLike, keys: QueueKeys, me
 /** Deletes the DLQ of a queue; returns how many entries it had. */
 export async function purgeDlq(client: RedisClientLike, keys: QueueKeys): Promise<number> {
   // a receipt, as a publish call's: a copy sent again after a dropped connection deletes nothing more
-  const receipt = callReceiptKey(keys, "pd");
+  const receipt = receiptKey(keys.sent);
   return Number(await runScript(client, "chicoryPurgeDlq", [keys.dlq, receipt], [RECEIPT_TTL_MS]));
 }
 
@@ -174,7 +174,7 @@ export async function getConsumerCount(client: RedisClientLike, keys: QueueKeys,
 export async function purgeQueue(client: RedisClientLike, keys: QueueKeys, group: string): Promise<number> {
   let total = 0;
   for (;;) {
-    const receipt = callReceiptKey(keys, "pq");
+    const receipt = receiptKey(keys.sent);
     const n = Number(
       await runScript(
         client,

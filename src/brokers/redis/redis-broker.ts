@@ -84,7 +84,7 @@ import { RedisConsumer } from "./redis-consumer.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import { DueMover } from "./redis-due-mover.js";
 import { QueueKeyCache, type QueueKeys } from "./redis-keys.js";
-import { PublishBatcher } from "./redis-publish-batch.js";
+import { PublishBatcher, receiptKey } from "./redis-publish-batch.js";
 import { defineBrokerScripts } from "./redis-scripts.js";
 import { appendDeadLetter } from "./redis-settler.js";
 
@@ -499,7 +499,7 @@ export class RedisBroker implements Broker {
       const mark = batcher.mark(); // (waitReplicas)
       const result = await batcher.sendCall(
         "chicoryPublish",
-        [keys.stream, keys.delayed, keys.delayedData, keys.unique, batcher.receiptKey(keys.sent)],
+        [keys.stream, keys.delayed, keys.delayedData, keys.unique, receiptKey(keys.sent)],
         [message.body, message.id, delayMs, message.unique ? "1" : "0", max, batcher.receiptTtlMs],
       );
       if (result === -1) throw queueFullError(queue, max);

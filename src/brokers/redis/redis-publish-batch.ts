@@ -41,13 +41,18 @@ export const MAX_BYTES = 512 * 1024;
  */
 export const RECEIPT_TTL_MS = 60_000;
 
+/** This process's part of every receipt key; a counter tells its calls apart. */
+const RECEIPT_TOKEN = randomBytes(9).toString("base64url");
+let receiptCalls = 0;
+
 /**
- * A receipt key of its own for one call to queue `keys` that is not a publish (an `at_most_once`
- * dead letter `dl`, a DLQ replay `rp` or purge `pd`, a batch of a queue purge `pq`): a copy of the call sent again after a
- * dropped connection finds it and answers as the first did. Kept {@link RECEIPT_TTL_MS}.
+ * A new receipt key for one call to the queue whose receipt prefix is `sent` (`…:sent:{Q}`),
+ * unique to this process and call: a publish call's (see module doc), or that of another call a
+ * copy of which sent again after a dropped connection must answer as the first did (an
+ * `at_most_once` dead letter, a DLQ replay or purge, a batch of a queue purge).
  */
-export function callReceiptKey(keys: Pick<QueueKeys, "sent">, kind: "dl" | "rp" | "pd" | "pq"): string {
-  return `${keys.sent}:${kind}.${randomBytes(9).toString("base64url")}`;
+export function receiptKey(sent: string): string {
+  return `${sent}:${RECEIPT_TOKEN}.${(receiptCalls++).toString(36)}`;
 }
 
 /**
@@ -125,9 +130,6 @@ export class PublishBatcher {
   readonly #openDelayed = new Map<string, DelayedBatch>();
   /** Full batches of delayed publishes, sent with the open ones at the end of the turn. */
   #fullDelayed: DelayedBatch[] = [];
-  /** This batcher's part of every call token; a counter tells its calls apart. */
-  readonly #tokenPrefix = randomBytes(9).toString("base64url");
-  #calls = 0;
   #isScheduled = false;
 
   /** Waits for replicas after the calls (`waitReplicas`), if asked. */
@@ -188,14 +190,6 @@ export class PublishBatcher {
         this.#fullDelayed.push(batch);
       }
     });
-  }
-
-  /**
-   * A new receipt key for one publish call to the queue of receipt prefix `sent` (`…:sent:{Q}`):
-   * unique to this batcher and call (see module doc).
-   */
-  receiptKey(sent: string): string {
-    return `${sent}:${this.#tokenPrefix}.${(this.#calls++).toString(36)}`;
   }
 
   /**
@@ -284,7 +278,7 @@ export class PublishBatcher {
     let call: Promise<unknown>;
     const mark = this.mark();
     try {
-      const receipt = this.receiptKey(keys.sent);
+      const receipt = receiptKey(keys.sent);
       const [maxLength, ...messages] = args;
       call = this.sendCall(
         "chicoryPublishDelayed",
@@ -309,7 +303,7 @@ export class PublishBatcher {
     let call: Promise<unknown>;
     const mark = this.mark();
     try {
-      const receipt = this.receiptKey(batch.sent);
+      const receipt = receiptKey(batch.sent);
       call = this.sendCall("chicoryPublishBatch", [batch.stream, receipt], [this.receiptTtlMs, ...bodies]);
     } catch (error) {
       // e.g. the script is not defined on an injected client: every publish of the batch

@@ -21,7 +21,7 @@ import type { LeaseState } from "../broker.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import type { DeliverySettler, RedisDelivery } from "./redis-delivery.js";
 import { type QueueKeys, RELEASED_CONSUMER } from "./redis-keys.js";
-import { callReceiptKey, RECEIPT_TTL_MS } from "./redis-publish-batch.js";
+import { RECEIPT_TTL_MS, receiptKey } from "./redis-publish-batch.js";
 import type { StreamEntry } from "./redis-reader.js";
 
 /** The `retries` of a message body (0 when unreadable), stored as the DLQ entry's retry_count. */
@@ -67,7 +67,7 @@ export async function appendDeadLetter(
 ): Promise<void> {
   const id = peekMessage(body)?.id;
   // a receipt, as a publish call's: a copy sent again after a dropped connection appends nothing
-  const receipt = callReceiptKey(queueKeys, "dl");
+  const receipt = receiptKey(queueKeys.sent);
   const keys = [queueKeys.dlq, receipt, ...(store?.keys ?? [])];
   const pieces = await bodyPieces(ctx, body);
   let result: unknown;

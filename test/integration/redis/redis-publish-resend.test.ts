@@ -26,6 +26,16 @@ const STALL = `
   while now() < until_ms do end
   return 1`;
 
+/**
+ * Starts a stall of `ms` on `admin`'s server; resolves once it has surely begun (its script sent
+ * 50 ms ago: no client can ask Redis anything while it runs), with the stall's own end.
+ */
+async function stallBegun(admin: Redis, ms: number): Promise<{ ended: Promise<unknown> }> {
+  const ended = admin.eval(STALL, 0, ms);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  return { ended };
+}
+
 describe.skipIf(skip)("redis broker: a publish resent after a stall", () => {
   const cleanups = useCleanups();
   const own = useOwnRedis("resend");
@@ -58,8 +68,7 @@ describe.skipIf(skip)("redis broker: a publish resent after a stall", () => {
     const reconnects: number[] = [];
     client.on("ready", () => reconnects.push(Date.now()));
     const codec = new MessageCodec();
-    const stall = admin.eval(STALL, 0, 1500);
-    await new Promise((resolve) => setTimeout(resolve, 50)); // the stall has begun
+    const stall = (await stallBegun(admin, 1500)).ended;
     const lone = encodeTask(codec);
     const batch = Array.from({ length: 3 }, () => encodeTask(codec));
     // A delayed one, unique: a resent copy without a receipt found its id taken (by the first
@@ -91,8 +100,7 @@ describe.skipIf(skip)("redis broker: a publish resent after a stall", () => {
     const { admin, broker } = await impatientBroker("resend-dl");
     const codec = new MessageCodec();
     const letter = encodeTask(codec);
-    const stall = admin.eval(STALL, 0, 1500);
-    await new Promise((resolve) => setTimeout(resolve, 50)); // the stall has begun
+    const stall = (await stallBegun(admin, 1500)).ended;
     const written = broker.writeDeadLetter("q", letter.body, "failed");
     await stall;
     await written;

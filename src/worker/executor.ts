@@ -6,10 +6,13 @@
  * failing ends as poison (`maxDeliveries`) instead of running forever; not when the backend
  * alone failed to store a record (a `store` step, with a backend apart from the broker): a
  * backend outage longer than the backoff would otherwise turn every job it holds into poison,
- * settled without a record. Such a job runs again until its record is stored (on RabbitMQ
- * quorum queues, whose requeue always counts, `maxDeliveries` still bounds it). For a message acknowledged before its run
- * (`at_most_once`), a record that cannot be stored does not stop the retry or dead letter
- * published after it. Exceptions:
+ * settled without a record. Such a record write holds the worker's fetches back, and while the
+ * backend does not answer at all it is tried past its schedule, the job held rather than given
+ * back ({@link RecordGate}); a backend that answers and still refuses the record has the job
+ * given back after the schedule, to run again until its record is stored (on RabbitMQ quorum
+ * queues, whose requeue always counts, `maxDeliveries` still bounds it). For a message
+ * acknowledged before its run (`at_most_once`), a record that cannot be stored does not stop
+ * the retry or dead letter published after it. Exceptions:
  * - A record the broker does not fence itself (it is not written in the ack's or the DLQ
  *   move's own call) is written only while the delivery's lease is held
  *   ({@link Delivery.holdsLease}): a worker that lost the job to another worker leaves its
@@ -53,6 +56,7 @@ import { recordRefusal } from "../core/record-refused.js";
 import { sleep } from "../core/sleep.js";
 import { MAX_STORED_TEXT, toStoredError } from "../core/stored-error.js";
 import { DeadLetterQueueFullError, MessageTooLargeError, toError, ValidationError } from "../errors.js";
+import type { RecordGate } from "./record-gate.js";
 import type { Attempt } from "./runner.js";
 import { type Action, type SettleMode, settle } from "./settle.js";
 
@@ -77,9 +81,19 @@ export interface ExecutionContext {
   readonly settleMode?: SettleMode | undefined;
   /** Called when a success ends as a failure here (its result refused), for the worker's counts. */
   readonly onFailedInstead?: (() => void) | undefined;
+  /**
+   * The worker's backpressure while records cannot be stored: a failing record write holds
+   * its fetches back, and while the backend does not answer, the write is tried past its
+   * backoff schedule (see {@link RecordGate}).
+   */
+  readonly recordGate?: RecordGate | undefined;
 }
 
 const STEP_BACKOFF_MS = [100, 500, 1000, 2000, 4000, 8000, 15_000];
+/** Between two tries of a record held for a backend that does not answer (the gate wakes it sooner). */
+const HELD_RECORD_RETRY_MS = 15_000;
+/** A held record's failed tries are logged one in this many (every minute or so). */
+const HELD_RECORD_LOG_EVERY = 4;
 
 /** Steps that add a message and are tried once (see module doc). */
 const ONCE = new Set<Action["type"]>(["republish", "writeDeadLetter", "storeAndWriteDeadLetter"]);
@@ -288,24 +302,54 @@ async function failInstead(ctx: ExecutionContext, error: StoredError): Promise<v
 
 /**
  * Tries a failed step again with backoff: true once it succeeds, false when it gives up, or the
- * server's words when it refuses the result the step stores (see {@link refusedResult}).
+ * server's words when it refuses the result the step stores (see {@link refusedResult}). A
+ * record write (`store`) holds the worker's fetches back meanwhile; past its schedule, it goes
+ * on while the backend does not answer, unless it is a rejected message's (see {@link RecordGate}).
  */
 async function retryStep(action: Action, ctx: ExecutionContext, firstError: unknown): Promise<boolean | string> {
+  const gate = action.type === "store" ? ctx.recordGate : undefined;
+  if (gate === undefined) return retrying(action, ctx, firstError, undefined);
+  gate.begin();
+  try {
+    return await retrying(action, ctx, firstError, gate);
+  } finally {
+    gate.end();
+  }
+}
+
+async function retrying(
+  action: Action,
+  ctx: ExecutionContext,
+  firstError: unknown,
+  gate: RecordGate | undefined,
+): Promise<boolean | string> {
   let error = firstError;
+  let held = 0;
   for (let i = 0; ; i++) {
     const refused = refusedResult(action, ctx, error);
     if (refused !== undefined) return refused;
-    const delay = STEP_BACKOFF_MS[i];
     const taskId = ctx.attempt.message?.id;
+    const scheduled = STEP_BACKOFF_MS[i];
+    // Past the schedule, a record waits for a backend that does not answer; given back, its
+    // job would only run again (a rejected message's record is best effort: not held).
+    const holds = scheduled === undefined && gate?.backendDown === true && ctx.attempt.outcome.kind !== "rejected";
+    const delay = holds ? HELD_RECORD_RETRY_MS : scheduled;
     if (delay === undefined || ctx.stopSignal.aborted || ctx.isConsumerClosed?.() === true) {
       ctx.logger.error({ taskId, step: action.type, err: toError(error).message }, "settling step failed; giving up");
       return false;
     }
-    ctx.logger.warn(
-      { taskId, step: action.type, err: toError(error).message, retryInMs: delay },
-      "settling step failed",
-    );
-    await sleep(delay, ctx.stopSignal);
+    if (!holds) {
+      ctx.logger.warn(
+        { taskId, step: action.type, err: toError(error).message, retryInMs: delay },
+        "settling step failed",
+      );
+    } else if (held++ % HELD_RECORD_LOG_EVERY === 0) {
+      ctx.logger.error(
+        { taskId, queue: ctx.delivery.queue, err: toError(error).message, tries: i + 1 },
+        "the result backend does not answer: the job's record waits for it (the job is held, not run again)",
+      );
+    }
+    await (gate ? gate.pause(delay, ctx.stopSignal) : sleep(delay, ctx.stopSignal));
     try {
       await runAction(action, ctx);
       return true;

@@ -28,6 +28,7 @@ import { ChicoryError, toError } from "../errors.js";
 import { createLogger } from "../logging.js";
 import { executeActions } from "./executor.js";
 import { type Loop, startLoop } from "./loops.js";
+import { RecordGate } from "./record-gate.js";
 import { type Attempt, type RunnerEnv, runDelivery } from "./runner.js";
 import { settle } from "./settle.js";
 import { JobSlots } from "./slots.js";
@@ -129,6 +130,8 @@ export class Worker {
   #fetchAbort = new AbortController();
   #shutdownAbort = new AbortController();
   readonly #slots: JobSlots;
+  /** Holds fetches back while the result backend cannot store records (see `record-gate.ts`). */
+  readonly #recordGate: RecordGate;
   readonly #started = new StartedMarker(STARTED_AFTER_MS, (message) => this.#markStarted(message));
   /** What the runner needs, shared by every job of one run (set by `start`). */
   #runnerEnv!: RunnerEnv;
@@ -169,6 +172,10 @@ export class Worker {
       );
     }
     this.#slots = new JobSlots(this.config.concurrency);
+    this.#recordGate = new RecordGate(async () => {
+      const backend = this.#app.backend;
+      return backend === null || (await backend.healthcheck()).connected;
+    }, this.#logger);
   }
 
   /** True between a successful `start()` and the end of `stop()`. */
@@ -491,6 +498,10 @@ export class Worker {
         await this.#slots.whenFree();
         continue;
       }
+      if (this.#recordGate.closed) {
+        await this.#recordGate.whenOpen(signal);
+        continue;
+      }
       let deliveries: Delivery[];
       try {
         deliveries = await consumer.fetch(free, signal);
@@ -621,6 +632,7 @@ export class Worker {
         isConsumerClosed: this.#isConsumerClosed,
         settleMode,
         onFailedInstead: this.#countFailure,
+        recordGate: this.#recordGate,
       }).catch(this.#onSettleError),
     );
     // unless the handler goes on after its attempt ended (timeout, lost lease): then the slot

@@ -1,0 +1,167 @@
+/**
+ * Backpressure while a worker's result backend cannot store records (RELIABILITY D1). When a
+ * record write fails and is tried again, the gate probes the backend (`healthcheck()`, about
+ * once a second, while any write is being tried again):
+ * - while the backend does not answer (or until the first probe answers), the worker fetches
+ *   no new message: the jobs it holds wait for the backend instead of more jobs running whose
+ *   results could not be stored either;
+ * - while it does not answer, a write whose backoff schedule is spent keeps being tried (the
+ *   job is held, its lease renewed by the broker's consumer, not given back to run again;
+ *   see `executor.ts`);
+ * - once it answers again, fetching resumes and the waiting writes are tried at once.
+ * A backend that answers its probe while a write keeps failing (a record it refuses, a write
+ * permission missing, a full disk) does not pause fetching: that failure is the record's, and
+ * the write gives up after its schedule as before.
+ * @module
+ */
+import type { Logger } from "../core/logger.js";
+import { timerDelay } from "../core/sleep.js";
+
+/** Milliseconds between two probes of the backend while records fail. */
+export const PROBE_EVERY_MS = 1000;
+
+/** What the gate knows of the backend while records fail. */
+type BackendState = "unknown" | "down" | "up";
+
+/** See module doc. One per worker. */
+export class RecordGate {
+  readonly #probe: () => Promise<boolean>;
+  readonly #logger: Logger;
+  readonly #probeEveryMs: number;
+  /** Record writes being tried again now. */
+  #failing = 0;
+  #state: BackendState = "unknown";
+  /** The probe loop's run: a loop of an earlier run stops when it sees a newer one. */
+  #probeRun = 0;
+  #probing = false;
+  #probeTimer: NodeJS.Timeout | undefined;
+  /** Resolvers of {@link RecordGate.whenOpen}. */
+  #onOpen: Array<() => void> = [];
+  /** Pending {@link RecordGate.pause} calls: woken when the backend answers again. */
+  readonly #onBack = new Set<() => void>();
+  #pausedAtMs = 0;
+
+  /**
+   * @param probe resolves true when the backend answers (never rejects).
+   * @param logger where the pause and the resumption are logged.
+   */
+  constructor(probe: () => Promise<boolean>, logger: Logger, probeEveryMs = PROBE_EVERY_MS) {
+    this.#probe = probe;
+    this.#logger = logger;
+    this.#probeEveryMs = probeEveryMs;
+  }
+
+  /** True while the worker must not fetch: records are failing and the backend is not known to answer. */
+  get closed(): boolean {
+    return this.#failing > 0 && this.#state !== "up";
+  }
+
+  /** True when the last probe found the backend not answering (while records are failing). */
+  get backendDown(): boolean {
+    return this.#state === "down";
+  }
+
+  /** Record writes being tried again now. */
+  get failing(): number {
+    return this.#failing;
+  }
+
+  /** A record write failed and is tried again: call {@link RecordGate.end} once it ends. */
+  begin(): void {
+    this.#failing++;
+    if (this.#failing === 1) {
+      this.#pausedAtMs = performance.now();
+      this.#state = "unknown";
+      this.#startProbing();
+    }
+  }
+
+  /** A write begun with {@link RecordGate.begin} ended (stored, or given up). */
+  end(): void {
+    this.#failing--;
+    if (this.#failing > 0) return;
+    this.#state = "unknown";
+    this.#stopProbing();
+    this.#open();
+  }
+
+  /** Resolves once the gate is open, or when `signal` aborts. */
+  whenOpen(signal: AbortSignal): Promise<void> {
+    if (!this.closed || signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      signal.addEventListener("abort", done, { once: true });
+      this.#onOpen.push(done);
+    });
+  }
+
+  /** Resolves after `ms`, when `signal` aborts, or when the backend answers again, whichever is first. */
+  pause(ms: number, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        this.#onBack.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, timerDelay(ms));
+      signal.addEventListener("abort", done, { once: true });
+      this.#onBack.add(done);
+    });
+  }
+
+  #startProbing(): void {
+    if (this.#probing) return;
+    this.#probing = true;
+    void this.#probeOnce(++this.#probeRun);
+  }
+
+  #stopProbing(): void {
+    this.#probing = false;
+    this.#probeRun++;
+    if (this.#probeTimer !== undefined) clearTimeout(this.#probeTimer);
+    this.#probeTimer = undefined;
+  }
+
+  async #probeOnce(run: number): Promise<void> {
+    this.#probeTimer = undefined;
+    const answers = await this.#probe().catch(() => false);
+    if (run !== this.#probeRun) return;
+    const before = this.#state;
+    this.#state = answers ? "up" : "down";
+    if (before !== "down" && !answers) {
+      this.#logger.error(
+        { failingRecords: this.#failing },
+        "the result backend does not answer: fetching paused, the jobs held wait for it (not run again)",
+      );
+    }
+    if (answers) {
+      if (before === "down") {
+        this.#logger.info(
+          { failingRecords: this.#failing, pausedMs: Math.round(performance.now() - this.#pausedAtMs) },
+          "the result backend answers again: fetching resumes, the records held are stored",
+        );
+        // (only then: while it answers, the writes failing keep their own backoff)
+        this.#wakePauses();
+      }
+      this.#open();
+    }
+    this.#probeTimer = setTimeout(() => void this.#probeOnce(run), this.#probeEveryMs);
+    this.#probeTimer.unref();
+  }
+
+  #wakePauses(): void {
+    for (const wake of [...this.#onBack]) wake();
+  }
+
+  #open(): void {
+    if (this.closed) return;
+    const waiting = this.#onOpen;
+    this.#onOpen = [];
+    for (const resolve of waiting) resolve();
+  }
+}

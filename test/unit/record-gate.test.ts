@@ -1,0 +1,225 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import type { TaskRecord } from "../../src/backends/backend.js";
+import type { Delivery } from "../../src/brokers/broker.js";
+import { Chicory, MemoryBackend, MemoryBroker, silentLogger } from "../../src/index.js";
+import { executeActions } from "../../src/worker/executor.js";
+import { RecordGate } from "../../src/worker/record-gate.js";
+import type { Attempt } from "../../src/worker/runner.js";
+import { settle } from "../../src/worker/settle.js";
+import { taskMessage } from "../contract/contract-helpers.js";
+
+beforeEach(() => {
+  vi.useFakeTimers();
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+/** A logger that keeps its messages. */
+function keptLogs() {
+  const logs: string[] = [];
+  const keep = (_: unknown, msg?: string) => void logs.push(msg ?? "");
+  return { logs, logger: { ...silentLogger, info: keep, warn: keep, error: keep } };
+}
+
+/** A backend outage as the gate sees it: `answers` is what the probe says. */
+function probedBackend() {
+  const state = { answers: false, probes: 0 };
+  const probe = async () => {
+    state.probes++;
+    return state.answers;
+  };
+  return { state, probe };
+}
+
+describe("RecordGate", () => {
+  it("is open while no record write fails", () => {
+    const gate = new RecordGate(async () => false, silentLogger);
+    expect(gate.closed).toBe(false);
+    expect(gate.backendDown).toBe(false);
+  });
+
+  it("closes while a write fails and the backend does not answer; opens once it answers, and wakes the waiting writes", async () => {
+    const { state, probe } = probedBackend();
+    const { logs, logger } = keptLogs();
+    const gate = new RecordGate(probe, logger, 1000);
+    gate.begin();
+    expect(gate.closed).toBe(true); // before the first probe's answer too
+    await vi.advanceTimersByTimeAsync(0);
+    expect(gate.backendDown).toBe(true);
+    expect(logs).toEqual([expect.stringContaining("fetching paused")]);
+    const stop = new AbortController();
+    let opened = false;
+    void gate.whenOpen(stop.signal).then(() => {
+      opened = true;
+    });
+    let woken = false;
+    void gate.pause(60_000, stop.signal).then(() => {
+      woken = true;
+    });
+    await vi.advanceTimersByTimeAsync(5000);
+    expect([opened, woken]).toEqual([false, false]);
+    expect(state.probes).toBe(6); // one at once, then one a second
+    state.answers = true;
+    await vi.advanceTimersByTimeAsync(1000);
+    expect([opened, woken, gate.closed, gate.backendDown]).toEqual([true, true, false, false]);
+    expect(logs.at(-1)).toContain("fetching resumes");
+    gate.end();
+    const probes = state.probes;
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(state.probes).toBe(probes); // no probe while no write fails
+  });
+
+  it("stays open when the backend answers while a write fails (the record's own failure)", async () => {
+    const { state, probe } = probedBackend();
+    state.answers = true;
+    const gate = new RecordGate(probe, silentLogger, 1000);
+    gate.begin();
+    await vi.advanceTimersByTimeAsync(0);
+    expect([gate.closed, gate.backendDown]).toEqual([false, false]);
+    let woken = false;
+    void gate.pause(8000, new AbortController().signal).then(() => {
+      woken = true;
+    });
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(woken).toBe(false); // its own backoff: not woken by each answer
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(woken).toBe(true);
+    gate.end();
+  });
+
+  it("opens when the last failing write ends, and whenOpen / pause end on their signal", async () => {
+    const { probe } = probedBackend();
+    const gate = new RecordGate(probe, silentLogger, 1000);
+    gate.begin();
+    gate.begin();
+    await vi.advanceTimersByTimeAsync(0);
+    const stop = new AbortController();
+    let paused = false;
+    void gate.pause(60_000, stop.signal).then(() => {
+      paused = true;
+    });
+    stop.abort();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(paused).toBe(true);
+    await expect(gate.whenOpen(stop.signal)).resolves.toBeUndefined();
+    gate.end();
+    expect(gate.closed).toBe(true);
+    gate.end();
+    expect([gate.closed, gate.failing]).toEqual([false, 0]);
+  });
+});
+
+const message = taskMessage({ id: "task-1", name: "t", args: [] });
+const refused = () => Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" });
+
+/**
+ * Settles `outcome` (at_least_once, the record stored apart from the ack) on a memory app whose
+ * backend fails to store while `backend.down`, with a record gate probing `backend.answers`.
+ */
+async function settling(outcome: Attempt["outcome"], options: { readonly answers: boolean }) {
+  const backend = new MemoryBackend();
+  const app = new Chicory({ broker: new MemoryBroker(), backend, config: { env: {} } });
+  await app.connect();
+  const outage = { down: true, answers: options.answers, writes: 0 };
+  const store = backend.storeResult.bind(backend);
+  backend.storeResult = async (record: TaskRecord) => {
+    outage.writes++;
+    if (outage.down) throw refused();
+    await store(record);
+  };
+  const calls: string[] = [];
+  const call = async (name: string) => void calls.push(name);
+  const delivery: Delivery = {
+    queue: "q",
+    deliveryId: "1-0",
+    body: "{}",
+    deliveryCount: 1,
+    ack: () => call("ack"),
+    retry: () => call("retry"),
+    deadLetter: () => call("deadLetter"),
+    release: (release) => call(release?.countDelivery ? "release(counted)" : "release"),
+  };
+  const { logs, logger } = keptLogs();
+  const gate = new RecordGate(async () => outage.answers, logger, 1000);
+  const stop = new AbortController();
+  const settleMode = { deliveryMode: "at_least_once", useDeadLetterQueue: false, alreadyAcked: false } as const;
+  let done = false;
+  const settled = executeActions(settle(outcome, settleMode), {
+    delivery,
+    attempt: { outcome, message, task: null, alreadyAcked: false },
+    app,
+    logger,
+    stopSignal: stop.signal,
+    recordGate: gate,
+  }).then(() => {
+    done = true;
+  });
+  return {
+    outage,
+    calls,
+    logs,
+    gate,
+    stop,
+    isDone: () => done,
+    settled,
+    stored: () => backend.getResult("task-1"),
+    close: () => app.disconnect(),
+  };
+}
+
+describe("executeActions with a record gate (a result backend apart from the broker)", () => {
+  it("holds the job past the backoff while the backend does not answer, then stores its record and acks", async () => {
+    const s = await settling({ kind: "success", value: 42 }, { answers: false });
+    await vi.advanceTimersByTimeAsync(10 * 60_000);
+    expect(s.isDone()).toBe(false);
+    expect(s.calls).toEqual([]); // not given back: it would only run again
+    expect([s.gate.closed, s.gate.backendDown, s.gate.failing]).toEqual([true, true, 1]);
+    expect(s.outage.writes).toBeLessThan(60); // tried every 15 s past the schedule, not in a loop
+    expect(s.logs).toContain(
+      "the result backend does not answer: the job's record waits for it (the job is held, not run again)",
+    );
+    s.outage.down = false;
+    s.outage.answers = true;
+    await vi.advanceTimersByTimeAsync(1000); // the next probe answers and wakes the write
+    await s.settled;
+    expect(s.calls).toEqual(["ack"]);
+    expect(await s.stored()).toMatchObject({ state: "SUCCESS", result: 42 });
+    expect([s.gate.closed, s.gate.failing]).toEqual([false, 0]);
+    await s.close();
+  });
+
+  it("gives the job back (uncounted) after the schedule when the backend answers but keeps refusing the record", async () => {
+    const s = await settling({ kind: "success", value: 42 }, { answers: true });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(s.gate.closed).toBe(false); // fetching goes on: the backend answers
+    await vi.advanceTimersByTimeAsync(40_000);
+    await s.settled;
+    expect(s.calls).toEqual(["release"]);
+    expect(s.logs).toContain("settling step failed; giving up");
+    expect(s.gate.failing).toBe(0);
+    await s.close();
+  });
+
+  it("a forced stop ends the hold: the job is given back, uncounted", async () => {
+    const s = await settling({ kind: "success", value: 42 }, { answers: false });
+    await vi.advanceTimersByTimeAsync(2 * 60_000);
+    expect(s.isDone()).toBe(false);
+    s.stop.abort();
+    await vi.advanceTimersByTimeAsync(0);
+    await s.settled;
+    expect(s.calls).toEqual(["release"]);
+    expect(s.gate.failing).toBe(0);
+    await s.close();
+  });
+
+  it("does not hold a rejected message's record (best effort): settled without it after the schedule", async () => {
+    const rejected = { kind: "rejected", error: { type: "PoisonMessage", message: "x" }, taskId: "task-1" } as const;
+    const s = await settling(rejected, { answers: false });
+    await vi.advanceTimersByTimeAsync(40_000);
+    await s.settled;
+    expect(s.calls).toEqual(["ack"]);
+    expect(s.gate.failing).toBe(0);
+    await s.close();
+  });
+});

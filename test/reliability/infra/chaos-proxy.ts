@@ -5,6 +5,8 @@
  *   NAT entry);
  * - `stall()`: stop forwarding on every open connection, both ways, without closing anything
  *   (half-open: the client's writes succeed, no reply ever comes); new connections still pass;
+ * - `refuse(true)`: reset every connection it accepts from now on (with `cut()`: a server that
+ *   went away), until `refuse(false)`;
  * - `heal()`: forward what the stalled connections buffered and carry on;
  * - `retarget(port)`: send new connections to another port.
  * It records when a client gives up on a stalled connection (closes it): that is the client
@@ -30,6 +32,9 @@ export class ChaosProxy {
   readonly stalledClosedAt: number[] = [];
   /** Connections accepted so far. */
   accepted = 0;
+  /** Connections reset as soon as accepted (see {@link ChaosProxy.refuse}). */
+  refused = 0;
+  #refusing = false;
 
   constructor(targetPort: number) {
     this.#targetPort = targetPort;
@@ -69,6 +74,11 @@ export class ChaosProxy {
     return n;
   }
 
+  /** While `on`, every new connection is reset as soon as accepted. */
+  refuse(on: boolean): void {
+    this.#refusing = on;
+  }
+
   /** Stops forwarding on every open connection without closing it; returns how many. */
   stall(): number {
     let n = 0;
@@ -106,6 +116,12 @@ export class ChaosProxy {
 
   #accept(client: Socket): void {
     this.accepted++;
+    if (this.#refusing) {
+      this.refused++;
+      client.on("error", () => undefined);
+      client.resetAndDestroy();
+      return;
+    }
     const upstream = tcpConnect({ host: "127.0.0.1", port: this.#targetPort });
     const pair: Pair = { client, upstream, stalled: false, held: [[], []], closed: false };
     this.#pairs.add(pair);

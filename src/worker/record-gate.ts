@@ -9,6 +9,8 @@
  *   job is held, its lease renewed by the broker's consumer, not given back to run again;
  *   see `executor.ts`);
  * - once it answers again, fetching resumes and the waiting writes are tried at once.
+ * A probe not answered within 5 s counts as "down" (a database that stopped answering on an open
+ * connection: its own `queryTimeout` may be a minute).
  * A backend that answers its probe while a write keeps failing (a record it refuses, a write
  * permission missing, a full disk) does not pause fetching: that failure is the record's, and
  * the write gives up after its schedule as before.
@@ -17,8 +19,13 @@
 import type { Logger } from "../core/logger.js";
 import { timerDelay } from "../core/sleep.js";
 
-/** Milliseconds between two probes of the backend while records fail. */
-export const PROBE_EVERY_MS = 1000;
+/** Timing of the probes (tests shorten them). */
+export interface ProbeTiming {
+  /** Milliseconds between two probes of the backend while records fail (default 1000). */
+  readonly everyMs?: number;
+  /** A probe without an answer within this many milliseconds counts as "down" (default 5000). */
+  readonly timeoutMs?: number;
+}
 
 /** What the gate knows of the backend while records fail. */
 type BackendState = "unknown" | "down" | "up";
@@ -28,6 +35,7 @@ export class RecordGate {
   readonly #probe: () => Promise<boolean>;
   readonly #logger: Logger;
   readonly #probeEveryMs: number;
+  readonly #probeTimeoutMs: number;
   /** Record writes being tried again now. */
   #failing = 0;
   #state: BackendState = "unknown";
@@ -45,10 +53,11 @@ export class RecordGate {
    * @param probe resolves true when the backend answers (never rejects).
    * @param logger where the pause and the resumption are logged.
    */
-  constructor(probe: () => Promise<boolean>, logger: Logger, probeEveryMs = PROBE_EVERY_MS) {
+  constructor(probe: () => Promise<boolean>, logger: Logger, timing: ProbeTiming = {}) {
     this.#probe = probe;
     this.#logger = logger;
-    this.#probeEveryMs = probeEveryMs;
+    this.#probeEveryMs = timing.everyMs ?? 1000;
+    this.#probeTimeoutMs = timing.timeoutMs ?? 5000;
   }
 
   /** True while the worker must not fetch: records are failing and the backend is not known to answer. */
@@ -70,7 +79,6 @@ export class RecordGate {
   begin(): void {
     this.#failing++;
     if (this.#failing === 1) {
-      this.#pausedAtMs = performance.now();
       this.#state = "unknown";
       this.#startProbing();
     }
@@ -129,29 +137,47 @@ export class RecordGate {
 
   async #probeOnce(run: number): Promise<void> {
     this.#probeTimer = undefined;
-    const answers = await this.#probe().catch(() => false);
+    const answered = this.#probe().catch(() => false);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<false>((resolve) => {
+      timer = setTimeout(resolve, this.#probeTimeoutMs, false);
+    });
+    const answers = await Promise.race([answered, late]);
+    clearTimeout(timer);
     if (run !== this.#probeRun) return;
+    this.#found(answers);
+    // A probe without an answer in time says "down"; the next one waits for its answer (a
+    // database that does not answer would otherwise pile up probes, each holding a connection).
+    if (!answers && (await answered)) {
+      if (run !== this.#probeRun) return;
+      this.#found(true);
+    }
+    if (run !== this.#probeRun) return;
+    this.#probeTimer = setTimeout(() => void this.#probeOnce(run), this.#probeEveryMs);
+    this.#probeTimer.unref();
+  }
+
+  /** A probe's answer: the state, the log lines of its changes, and who waits for an answer. */
+  #found(answers: boolean): void {
     const before = this.#state;
     this.#state = answers ? "up" : "down";
     if (before !== "down" && !answers) {
+      this.#pausedAtMs = performance.now();
       this.#logger.error(
         { failingRecords: this.#failing },
         "the result backend does not answer: fetching paused, the jobs held wait for it (not run again)",
       );
     }
-    if (answers) {
-      if (before === "down") {
-        this.#logger.info(
-          { failingRecords: this.#failing, pausedMs: Math.round(performance.now() - this.#pausedAtMs) },
-          "the result backend answers again: fetching resumes, the records held are stored",
-        );
-        // (only then: while it answers, the writes failing keep their own backoff)
-        this.#wakePauses();
-      }
-      this.#open();
+    if (!answers) return;
+    if (before === "down") {
+      this.#logger.info(
+        { failingRecords: this.#failing, pausedMs: Math.round(performance.now() - this.#pausedAtMs) },
+        "the result backend answers again: fetching resumes, the records held are stored",
+      );
+      // (only then: while it answers, the writes failing keep their own backoff)
+      this.#wakePauses();
     }
-    this.#probeTimer = setTimeout(() => void this.#probeOnce(run), this.#probeEveryMs);
-    this.#probeTimer.unref();
+    this.#open();
   }
 
   #wakePauses(): void {

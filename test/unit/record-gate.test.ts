@@ -42,7 +42,7 @@ describe("RecordGate", () => {
   it("closes while a write fails and the backend does not answer; opens once it answers, and wakes the waiting writes", async () => {
     const { state, probe } = probedBackend();
     const { logs, logger } = keptLogs();
-    const gate = new RecordGate(probe, logger, 1000);
+    const gate = new RecordGate(probe, logger);
     gate.begin();
     expect(gate.closed).toBe(true); // before the first probe's answer too
     await vi.advanceTimersByTimeAsync(0);
@@ -73,7 +73,7 @@ describe("RecordGate", () => {
   it("stays open when the backend answers while a write fails (the record's own failure)", async () => {
     const { state, probe } = probedBackend();
     state.answers = true;
-    const gate = new RecordGate(probe, silentLogger, 1000);
+    const gate = new RecordGate(probe, silentLogger);
     gate.begin();
     await vi.advanceTimersByTimeAsync(0);
     expect([gate.closed, gate.backendDown]).toEqual([false, false]);
@@ -88,9 +88,35 @@ describe("RecordGate", () => {
     gate.end();
   });
 
+  it("counts a probe without an answer in 5 s as down, and sends no other probe until it answers", async () => {
+    let probes = 0;
+    let answer: ((answers: boolean) => void) | undefined;
+    const gate = new RecordGate(
+      () =>
+        new Promise<boolean>((resolve) => {
+          probes++;
+          answer = resolve;
+        }),
+      silentLogger,
+    );
+    gate.begin();
+    await vi.advanceTimersByTimeAsync(4900);
+    expect([gate.closed, gate.backendDown]).toEqual([true, false]);
+    await vi.advanceTimersByTimeAsync(100);
+    expect([gate.closed, gate.backendDown]).toEqual([true, true]);
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(probes).toBe(1);
+    answer?.(true);
+    await vi.advanceTimersByTimeAsync(0);
+    expect([gate.closed, gate.backendDown]).toEqual([false, false]);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(probes).toBe(2);
+    gate.end();
+  });
+
   it("opens when the last failing write ends, and whenOpen / pause end on their signal", async () => {
     const { probe } = probedBackend();
-    const gate = new RecordGate(probe, silentLogger, 1000);
+    const gate = new RecordGate(probe, silentLogger);
     gate.begin();
     gate.begin();
     await vi.advanceTimersByTimeAsync(0);
@@ -141,7 +167,7 @@ async function settling(outcome: Attempt["outcome"], options: { readonly answers
     release: (release) => call(release?.countDelivery ? "release(counted)" : "release"),
   };
   const { logs, logger } = keptLogs();
-  const gate = new RecordGate(async () => outage.answers, logger, 1000);
+  const gate = new RecordGate(async () => outage.answers, logger);
   const stop = new AbortController();
   const settleMode = { deliveryMode: "at_least_once", useDeadLetterQueue: false, alreadyAcked: false } as const;
   let done = false;

@@ -6,9 +6,9 @@
  * failing ends as poison (`maxDeliveries`) instead of running forever; not when the backend
  * alone failed to store a record (a `store` step, with a backend apart from the broker): a
  * backend outage longer than the backoff would otherwise turn every job it holds into poison,
- * settled without a record. Such a record write holds the worker's fetches back, and while the
- * backend does not answer at all it is tried past its schedule, the job held rather than given
- * back ({@link RecordGate}); a backend that answers and still refuses the record has the job
+ * settled without a record. While such a write fails and the backend does not answer at all,
+ * the worker fetches nothing and the write is tried past its schedule, the job held rather than
+ * given back ({@link RecordGate}); a backend that answers and still refuses the record has the job
  * given back after the schedule, to run again until its record is stored (on RabbitMQ quorum
  * queues, whose requeue always counts, `maxDeliveries` still bounds it). For a message
  * acknowledged before its run (`at_most_once`), a record that cannot be stored does not stop
@@ -82,9 +82,9 @@ export interface ExecutionContext {
   /** Called when a success ends as a failure here (its result refused), for the worker's counts. */
   readonly onFailedInstead?: (() => void) | undefined;
   /**
-   * The worker's backpressure while records cannot be stored: a failing record write holds
-   * its fetches back, and while the backend does not answer, the write is tried past its
-   * backoff schedule (see {@link RecordGate}).
+   * The worker's backpressure while records cannot be stored: while a record write fails and
+   * the backend does not answer its probe, the worker fetches nothing and the write is tried
+   * past its backoff schedule (see {@link RecordGate}).
    */
   readonly recordGate?: RecordGate | undefined;
 }
@@ -303,8 +303,8 @@ async function failInstead(ctx: ExecutionContext, error: StoredError): Promise<v
 /**
  * Tries a failed step again with backoff: true once it succeeds, false when it gives up, or the
  * server's words when it refuses the result the step stores (see {@link refusedResult}). A
- * record write (`store`) holds the worker's fetches back meanwhile; past its schedule, it goes
- * on while the backend does not answer, unless it is a rejected message's (see {@link RecordGate}).
+ * record write (`store`) tells the worker's {@link RecordGate} meanwhile; past its schedule, it
+ * goes on while the backend does not answer, unless it is a rejected message's.
  */
 async function retryStep(action: Action, ctx: ExecutionContext, firstError: unknown): Promise<boolean | string> {
   const gate = action.type === "store" ? ctx.recordGate : undefined;
@@ -325,11 +325,20 @@ async function retrying(
 ): Promise<boolean | string> {
   let error = firstError;
   let held = 0;
-  for (let i = 0; ; i++) {
+  let tries = 0;
+  for (let step = 0; ; step++) {
     const refused = refusedResult(action, ctx, error);
     if (refused !== undefined) return refused;
     const taskId = ctx.attempt.message?.id;
-    const scheduled = STEP_BACKOFF_MS[i];
+    tries++;
+    // A held record whose backend answers again gets the whole schedule once more: its try in
+    // flight when the backend came back (or the first after, on a pool still reconnecting) may
+    // fail, and giving up then would run the job again, which the hold was for.
+    if (held > 0 && STEP_BACKOFF_MS[step] === undefined && gate?.backendDown !== true) {
+      held = 0;
+      step = 0;
+    }
+    const scheduled = STEP_BACKOFF_MS[step];
     // Past the schedule, a record waits for a backend that does not answer; given back, its
     // job would only run again (a rejected message's record is best effort: not held).
     const holds = scheduled === undefined && gate?.backendDown === true && ctx.attempt.outcome.kind !== "rejected";
@@ -345,8 +354,10 @@ async function retrying(
       );
     } else if (held++ % HELD_RECORD_LOG_EVERY === 0) {
       ctx.logger.error(
-        { taskId, queue: ctx.delivery.queue, err: toError(error).message, tries: i + 1 },
-        "the result backend does not answer: the job's record waits for it (the job is held, not run again)",
+        { taskId, queue: ctx.delivery.queue, err: toError(error).message, tries },
+        ctx.attempt.alreadyAcked
+          ? "the result backend does not answer: the job's record waits for it (its message was acknowledged before the run)"
+          : "the result backend does not answer: the job's record waits for it (the job is held, not run again)",
       );
     }
     await (gate ? gate.pause(delay, ctx.stopSignal) : sleep(delay, ctx.stopSignal));

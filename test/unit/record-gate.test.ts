@@ -104,13 +104,53 @@ describe("RecordGate", () => {
     expect([gate.closed, gate.backendDown]).toEqual([true, false]);
     await vi.advanceTimersByTimeAsync(100);
     expect([gate.closed, gate.backendDown]).toEqual([true, true]);
-    await vi.advanceTimersByTimeAsync(30_000);
+    await vi.advanceTimersByTimeAsync(20_000);
     expect(probes).toBe(1);
     answer?.(true);
     await vi.advanceTimersByTimeAsync(0);
     expect([gate.closed, gate.backendDown]).toEqual([false, false]);
     await vi.advanceTimersByTimeAsync(1000);
     expect(probes).toBe(2);
+    gate.end();
+  });
+
+  it("sends a new probe when one stays unanswered 35 s (stuck on a dead connection) and the backend is back", async () => {
+    let probes = 0;
+    const gate = new RecordGate(
+      () => (++probes === 1 ? new Promise<boolean>(() => undefined) : Promise.resolve(true)),
+      silentLogger,
+    );
+    gate.begin();
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(gate.backendDown).toBe(true);
+    await vi.advanceTimersByTimeAsync(30_000 + 1000);
+    expect(probes).toBe(2);
+    expect(gate.closed).toBe(false);
+    gate.end();
+  });
+
+  it("logs the resumption when the writes held end before a probe saw the backend back", async () => {
+    const { logs, logger } = keptLogs();
+    const gate = new RecordGate(async () => false, logger);
+    gate.begin();
+    await vi.advanceTimersByTimeAsync(0);
+    gate.end();
+    expect(logs).toEqual([expect.stringContaining("fetching paused"), expect.stringContaining("fetching resumes")]);
+  });
+
+  it("whenOpen ends when its signal aborts while the gate stays closed", async () => {
+    const gate = new RecordGate(async () => false, silentLogger);
+    gate.begin();
+    const stop = new AbortController();
+    let ended = false;
+    void gate.whenOpen(stop.signal).then(() => {
+      ended = true;
+    });
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(ended).toBe(false);
+    stop.abort();
+    await vi.advanceTimersByTimeAsync(0);
+    expect([ended, gate.closed]).toEqual([true, true]);
     gate.end();
   });
 
@@ -212,6 +252,21 @@ describe("executeActions with a record gate (a result backend apart from the bro
     expect(s.calls).toEqual(["ack"]);
     expect(await s.stored()).toMatchObject({ state: "SUCCESS", result: 42 });
     expect([s.gate.closed, s.gate.failing]).toEqual([false, 0]);
+    await s.close();
+  });
+
+  it("goes on with the whole schedule when its try in flight fails as the backend comes back (not given back)", async () => {
+    const s = await settling({ kind: "success", value: 42 }, { answers: false });
+    await vi.advanceTimersByTimeAsync(2 * 60_000); // held
+    s.outage.answers = true; // the probe sees the backend back; the writes fail a little longer
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(s.isDone()).toBe(false);
+    s.outage.down = false;
+    await vi.advanceTimersByTimeAsync(40_000);
+    await s.settled;
+    expect(s.calls).toEqual(["ack"]);
+    expect(await s.stored()).toMatchObject({ state: "SUCCESS" });
+    expect(s.logs).not.toContain("settling step failed; giving up");
     await s.close();
   });
 

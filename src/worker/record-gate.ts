@@ -5,12 +5,16 @@
  * - while the backend does not answer (or until the first probe answers), the worker fetches
  *   no new message: the jobs it holds wait for the backend instead of more jobs running whose
  *   results could not be stored either;
- * - while it does not answer, a write whose backoff schedule is spent keeps being tried (the
- *   job is held, its lease renewed by the broker's consumer, not given back to run again;
- *   see `executor.ts`);
- * - once it answers again, fetching resumes and the waiting writes are tried at once.
+ * - while it does not answer, a write whose backoff schedule is spent keeps being tried every
+ *   15 s: an unacknowledged job is held (its lease renewed by the broker's consumer), not given
+ *   back to run again; an acknowledged one's (`at_most_once`) record waits too; a rejected
+ *   message's record is not held (see `executor.ts`);
+ * - once it answers again, fetching resumes and the waiting writes are tried at once (each
+ *   with its whole schedule again).
  * A probe not answered within 5 s counts as "down" (a database that stopped answering on an open
- * connection: its own `queryTimeout` may be a minute).
+ * connection: its own `queryTimeout` may be a minute); the next probe waits for its answer up
+ * to 30 s more. The pause is logged (error) each time the backend is found not answering, and
+ * the resumption (info) when it answers again.
  * A backend that answers its probe while a write keeps failing (a record it refuses, a write
  * permission missing, a full disk) does not pause fetching: that failure is the record's, and
  * the write gives up after its schedule as before.
@@ -21,7 +25,7 @@ import { timerDelay } from "../core/sleep.js";
 
 /** Timing of the probes (tests shorten them). */
 export interface ProbeTiming {
-  /** Milliseconds between two probes of the backend while records fail (default 1000). */
+  /** Milliseconds from a probe's answer to the next probe while records fail (default 1000). */
   readonly everyMs?: number;
   /** A probe without an answer within this many milliseconds counts as "down" (default 5000). */
   readonly timeoutMs?: number;
@@ -43,8 +47,8 @@ export class RecordGate {
   #probeRun = 0;
   #probing = false;
   #probeTimer: NodeJS.Timeout | undefined;
-  /** Resolvers of {@link RecordGate.whenOpen}. */
-  #onOpen: Array<() => void> = [];
+  /** Pending {@link RecordGate.whenOpen} calls. */
+  readonly #onOpen = new Set<() => void>();
   /** Pending {@link RecordGate.pause} calls: woken when the backend answers again. */
   readonly #onBack = new Set<() => void>();
   #pausedAtMs = 0;
@@ -88,6 +92,7 @@ export class RecordGate {
   end(): void {
     this.#failing--;
     if (this.#failing > 0) return;
+    if (this.#state === "down") this.#logResumed(); // stored before a probe saw the backend back
     this.#state = "unknown";
     this.#stopProbing();
     this.#open();
@@ -99,10 +104,11 @@ export class RecordGate {
     return new Promise((resolve) => {
       const done = () => {
         signal.removeEventListener("abort", done);
+        this.#onOpen.delete(done);
         resolve();
       };
       signal.addEventListener("abort", done, { once: true });
-      this.#onOpen.push(done);
+      this.#onOpen.add(done);
     });
   }
 
@@ -138,17 +144,14 @@ export class RecordGate {
   async #probeOnce(run: number): Promise<void> {
     this.#probeTimer = undefined;
     const answered = this.#probe().catch(() => false);
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<false>((resolve) => {
-      timer = setTimeout(resolve, this.#probeTimeoutMs, false);
-    });
-    const answers = await Promise.race([answered, late]);
-    clearTimeout(timer);
+    const answers = await within(answered, this.#probeTimeoutMs);
     if (run !== this.#probeRun) return;
-    this.#found(answers);
-    // A probe without an answer in time says "down"; the next one waits for its answer (a
-    // database that does not answer would otherwise pile up probes, each holding a connection).
-    if (!answers && (await answered)) {
+    this.#found(answers === true);
+    // A probe without an answer in time says "down". Its answer is waited for a while before
+    // the next probe (a database that does not answer would otherwise pile probes up, each
+    // holding a connection), but not for ever: a probe stuck on a dead connection must not keep
+    // fetching paused once the backend is back.
+    if (answers === undefined && (await within(answered, LATE_ANSWER_WAIT_MS)) === true) {
       if (run !== this.#probeRun) return;
       this.#found(true);
     }
@@ -170,14 +173,18 @@ export class RecordGate {
     }
     if (!answers) return;
     if (before === "down") {
-      this.#logger.info(
-        { failingRecords: this.#failing, pausedMs: Math.round(performance.now() - this.#pausedAtMs) },
-        "the result backend answers again: fetching resumes, the records held are stored",
-      );
+      this.#logResumed();
       // (only then: while it answers, the writes failing keep their own backoff)
       this.#wakePauses();
     }
     this.#open();
+  }
+
+  #logResumed(): void {
+    this.#logger.info(
+      { failingRecords: this.#failing, pausedMs: Math.round(performance.now() - this.#pausedAtMs) },
+      "the result backend answers again: fetching resumes, the records held are stored",
+    );
   }
 
   #wakePauses(): void {
@@ -186,8 +193,19 @@ export class RecordGate {
 
   #open(): void {
     if (this.closed) return;
-    const waiting = this.#onOpen;
-    this.#onOpen = [];
-    for (const resolve of waiting) resolve();
+    for (const done of [...this.#onOpen]) done();
   }
+}
+
+/** How long a probe's late answer is waited for before the next probe (see `#probeOnce`). */
+const LATE_ANSWER_WAIT_MS = 30_000;
+
+/** `promise`'s value, or undefined when it has not settled within `ms` (the timer does not hold the process). */
+function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(resolve, ms, undefined);
+    timer.unref();
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }

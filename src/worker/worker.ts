@@ -499,6 +499,9 @@ export class Worker {
         continue;
       }
       if (this.#recordGate.closed) {
+        // Nothing more is taken while results cannot be stored: what the consumer read ahead
+        // goes back to the queue (the next fetch takes messages again).
+        consumer.stopFetching?.();
         await this.#recordGate.whenOpen(signal);
         continue;
       }

@@ -309,11 +309,14 @@ async function failInstead(ctx: ExecutionContext, error: StoredError): Promise<v
 async function retryStep(action: Action, ctx: ExecutionContext, firstError: unknown): Promise<boolean | string> {
   const gate = action.type === "store" ? ctx.recordGate : undefined;
   if (gate === undefined) return retrying(action, ctx, firstError, undefined);
-  gate.begin();
+  const write = gate.begin();
+  let stored = false;
   try {
-    return await retrying(action, ctx, firstError, gate);
+    const retried = await retrying(action, ctx, firstError, gate);
+    stored = retried === true;
+    return retried;
   } finally {
-    gate.end();
+    gate.end(write, stored ? "stored" : ctx.stopSignal.aborted ? "stopped" : "givenUp");
   }
 }
 
@@ -361,6 +364,12 @@ async function retrying(
       );
     }
     await (gate ? gate.pause(delay, ctx.stopSignal) : sleep(delay, ctx.stopSignal));
+    if (ctx.stopSignal.aborted && holds) {
+      // a forced stop: not one more try of a write held for a backend that does not answer
+      // (it could take the backend's whole query timeout)
+      ctx.logger.error({ taskId, step: action.type, err: toError(error).message }, "settling step failed; giving up");
+      return false;
+    }
     try {
       await runAction(action, ctx);
       return true;

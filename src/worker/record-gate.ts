@@ -4,7 +4,8 @@
  * once a second, while any write is being tried again):
  * - while the backend does not answer (or until the first probe answers), the worker fetches
  *   no new message: the jobs it holds wait for the backend instead of more jobs running whose
- *   results could not be stored either;
+ *   results could not be stored either; once a probe finds it not answering, the consumer's
+ *   read-ahead is given back (`onPause`);
  * - while it does not answer, a write whose backoff schedule is spent keeps being tried every
  *   15 s: an unacknowledged job is held (its lease renewed by the broker's consumer), not given
  *   back to run again; an acknowledged one's (`at_most_once`) record waits too; a rejected
@@ -16,19 +17,31 @@
  * to 30 s more. The pause is logged (error) each time the backend is found not answering, and
  * the resumption (info) when it answers again.
  * A backend that answers its probe while a write keeps failing (a record it refuses, a write
- * permission missing, a full disk) does not pause fetching: that failure is the record's, and
- * the write gives up after its schedule as before.
+ * permission missing, a full disk) pauses fetching only until that probe's answer: the failure
+ * is the record's, and the write gives up after its schedule as before.
  * @module
  */
 import type { Logger } from "../core/logger.js";
 import { timerDelay } from "../core/sleep.js";
 
-/** Timing of the probes (tests shorten them). */
-export interface ProbeTiming {
-  /** Milliseconds from a probe's answer to the next probe while records fail (default 1000). */
+/** Options of a {@link RecordGate}. */
+export interface RecordGateOptions {
+  /**
+   * Called each time a probe finds the backend not answering while it was not known so (the
+   * worker gives back what its consumer read ahead): not for a write that fails while the
+   * backend answers, nor before the first probe's answer.
+   */
+  readonly onPause?: () => void;
+  /** Milliseconds from a probe's answer to the next probe while records fail (default 1000; tests). */
   readonly everyMs?: number;
-  /** A probe without an answer within this many milliseconds counts as "down" (default 5000). */
+  /** A probe without an answer within this many milliseconds counts as "down" (default 5000; tests). */
   readonly timeoutMs?: number;
+}
+
+/** A write's part in the gate, from {@link RecordGate.begin} to {@link RecordGate.end}. */
+export interface HeldWrite {
+  /** The gate's epoch when the write began: one that began before a {@link RecordGate.stop} counts no more. */
+  readonly epoch: number;
 }
 
 /** What the gate knows of the backend while records fail. */
@@ -40,6 +53,9 @@ export class RecordGate {
   readonly #logger: Logger;
   readonly #probeEveryMs: number;
   readonly #probeTimeoutMs: number;
+  readonly #onPause: (() => void) | undefined;
+  /** Incremented by {@link RecordGate.stop}: the writes begun before count no more. */
+  #epoch = 0;
   /** Record writes being tried again now. */
   #failing = 0;
   #state: BackendState = "unknown";
@@ -57,11 +73,12 @@ export class RecordGate {
    * @param probe resolves true when the backend answers (never rejects).
    * @param logger where the pause and the resumption are logged.
    */
-  constructor(probe: () => Promise<boolean>, logger: Logger, timing: ProbeTiming = {}) {
+  constructor(probe: () => Promise<boolean>, logger: Logger, options: RecordGateOptions = {}) {
     this.#probe = probe;
     this.#logger = logger;
-    this.#probeEveryMs = timing.everyMs ?? 1000;
-    this.#probeTimeoutMs = timing.timeoutMs ?? 5000;
+    this.#onPause = options.onPause;
+    this.#probeEveryMs = options.everyMs ?? 1000;
+    this.#probeTimeoutMs = options.timeoutMs ?? 5000;
   }
 
   /** True while the worker must not fetch: records are failing and the backend is not known to answer. */
@@ -79,23 +96,39 @@ export class RecordGate {
     return this.#failing;
   }
 
-  /** A record write failed and is tried again: call {@link RecordGate.end} once it ends. */
-  begin(): void {
+  /** A record write failed and is tried again: pass the answer to {@link RecordGate.end} once it ends. */
+  begin(): HeldWrite {
     this.#failing++;
     if (this.#failing === 1) {
       this.#state = "unknown";
       this.#startProbing();
     }
+    return { epoch: this.#epoch };
   }
 
-  /** A write begun with {@link RecordGate.begin} ended (stored, or given up). */
-  end(): void {
+  /**
+   * A write begun with {@link RecordGate.begin} ended: `stored`, `givenUp` (its job given back,
+   * or a rejected message's record dropped), or `stopped` (a forced stop of the worker).
+   */
+  end(write: HeldWrite, how: "stored" | "givenUp" | "stopped"): void {
+    if (write.epoch !== this.#epoch) return;
     this.#failing--;
     if (this.#failing > 0) return;
-    if (this.#state === "down") this.#logResumed(); // stored before a probe saw the backend back
-    this.#state = "unknown";
-    this.#stopProbing();
-    this.#open();
+    if (this.#state === "down" && how === "stored") this.#logResumed(); // before a probe saw the backend back
+    if (this.#state === "down" && how === "givenUp") {
+      this.#logger.info("no record waits any more (the result backend still does not answer): fetching resumes");
+    }
+    this.#reset();
+  }
+
+  /**
+   * The worker stopped (its outcomes settled or given up): no more probes, and the writes that
+   * began before count no more (a later start begins with the gate open).
+   */
+  stop(): void {
+    this.#epoch++;
+    this.#failing = 0;
+    this.#reset();
   }
 
   /** Resolves once the gate is open, or when `signal` aborts. */
@@ -126,6 +159,12 @@ export class RecordGate {
       signal.addEventListener("abort", done, { once: true });
       this.#onBack.add(done);
     });
+  }
+
+  #reset(): void {
+    this.#state = "unknown";
+    this.#stopProbing();
+    this.#open();
   }
 
   #startProbing(): void {
@@ -170,6 +209,7 @@ export class RecordGate {
         { failingRecords: this.#failing },
         "the result backend does not answer: fetching paused, the jobs held wait for it (not run again)",
       );
+      this.#onPause?.();
     }
     if (!answers) return;
     if (before === "down") {

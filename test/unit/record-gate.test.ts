@@ -18,7 +18,7 @@ afterEach(() => {
 /** A logger that keeps its messages. */
 function keptLogs() {
   const logs: string[] = [];
-  const keep = (_: unknown, msg?: string) => void logs.push(msg ?? "");
+  const keep = (fields: unknown, msg?: string) => void logs.push(typeof fields === "string" ? fields : (msg ?? ""));
   return { logs, logger: { ...silentLogger, info: keep, warn: keep, error: keep } };
 }
 
@@ -43,7 +43,7 @@ describe("RecordGate", () => {
     const { state, probe } = probedBackend();
     const { logs, logger } = keptLogs();
     const gate = new RecordGate(probe, logger);
-    gate.begin();
+    const write = gate.begin();
     expect(gate.closed).toBe(true); // before the first probe's answer too
     await vi.advanceTimersByTimeAsync(0);
     expect(gate.backendDown).toBe(true);
@@ -64,7 +64,7 @@ describe("RecordGate", () => {
     await vi.advanceTimersByTimeAsync(1000);
     expect([opened, woken, gate.closed, gate.backendDown]).toEqual([true, true, false, false]);
     expect(logs.at(-1)).toContain("fetching resumes");
-    gate.end();
+    gate.end(write, "stored");
     const probes = state.probes;
     await vi.advanceTimersByTimeAsync(10_000);
     expect(state.probes).toBe(probes); // no probe while no write fails
@@ -74,7 +74,7 @@ describe("RecordGate", () => {
     const { state, probe } = probedBackend();
     state.answers = true;
     const gate = new RecordGate(probe, silentLogger);
-    gate.begin();
+    const write = gate.begin();
     await vi.advanceTimersByTimeAsync(0);
     expect([gate.closed, gate.backendDown]).toEqual([false, false]);
     let woken = false;
@@ -85,7 +85,7 @@ describe("RecordGate", () => {
     expect(woken).toBe(false); // its own backoff: not woken by each answer
     await vi.advanceTimersByTimeAsync(3000);
     expect(woken).toBe(true);
-    gate.end();
+    gate.end(write, "givenUp");
   });
 
   it("counts a probe without an answer in 5 s as down, and sends no other probe until it answers", async () => {
@@ -99,7 +99,7 @@ describe("RecordGate", () => {
         }),
       silentLogger,
     );
-    gate.begin();
+    const write = gate.begin();
     await vi.advanceTimersByTimeAsync(4900);
     expect([gate.closed, gate.backendDown]).toEqual([true, false]);
     await vi.advanceTimersByTimeAsync(100);
@@ -111,7 +111,7 @@ describe("RecordGate", () => {
     expect([gate.closed, gate.backendDown]).toEqual([false, false]);
     await vi.advanceTimersByTimeAsync(1000);
     expect(probes).toBe(2);
-    gate.end();
+    gate.end(write, "stored");
   });
 
   it("sends a new probe when one stays unanswered 35 s (stuck on a dead connection) and the backend is back", async () => {
@@ -120,27 +120,71 @@ describe("RecordGate", () => {
       () => (++probes === 1 ? new Promise<boolean>(() => undefined) : Promise.resolve(true)),
       silentLogger,
     );
-    gate.begin();
+    const write = gate.begin();
     await vi.advanceTimersByTimeAsync(5000);
     expect(gate.backendDown).toBe(true);
     await vi.advanceTimersByTimeAsync(30_000 + 1000);
     expect(probes).toBe(2);
     expect(gate.closed).toBe(false);
-    gate.end();
+    gate.end(write, "stored");
   });
 
-  it("logs the resumption when the writes held end before a probe saw the backend back", async () => {
-    const { logs, logger } = keptLogs();
-    const gate = new RecordGate(async () => false, logger);
-    gate.begin();
+  it("logs the resumption when the writes held are stored before a probe saw the backend back; not on a stop", async () => {
+    for (const [how, expected] of [
+      ["stored", ["fetching paused", "fetching resumes, the records held are stored"]],
+      ["givenUp", ["fetching paused", "no record waits any more"]],
+      ["stopped", ["fetching paused"]],
+    ] as const) {
+      const { logs, logger } = keptLogs();
+      const gate = new RecordGate(async () => false, logger);
+      const write = gate.begin();
+      await vi.advanceTimersByTimeAsync(0);
+      gate.end(write, how);
+      expect(logs).toEqual(expected.map((text) => expect.stringContaining(text)));
+      expect(gate.closed).toBe(false);
+    }
+  });
+
+  it("calls onPause when a probe finds the backend not answering, not before nor for a backend that answers", async () => {
+    let answers = true;
+    let pauses = 0;
+    const gate = new RecordGate(async () => answers, silentLogger, { onPause: () => void pauses++ });
+    const first = gate.begin();
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(pauses).toBe(0); // the record's own failure: nothing given back
+    gate.end(first, "givenUp");
+    answers = false;
+    const write = gate.begin();
+    expect(pauses).toBe(0); // not before the first probe's answer
     await vi.advanceTimersByTimeAsync(0);
-    gate.end();
-    expect(logs).toEqual([expect.stringContaining("fetching paused"), expect.stringContaining("fetching resumes")]);
+    expect(pauses).toBe(1);
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(pauses).toBe(1); // once per outage
+    gate.end(write, "stopped");
+  });
+
+  it("stop(): no more probes, the gate opens, and writes begun before count no more", async () => {
+    let probes = 0;
+    const gate = new RecordGate(async () => {
+      probes++;
+      return false;
+    }, silentLogger);
+    const old = gate.begin();
+    await vi.advanceTimersByTimeAsync(3000);
+    gate.stop();
+    const after = probes;
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect([probes, gate.closed, gate.failing]).toEqual([after, false, 0]);
+    const write = gate.begin(); // a start again
+    gate.end(old, "stopped"); // the old write ends late: ignored
+    expect([gate.closed, gate.failing]).toEqual([true, 1]);
+    gate.end(write, "stored");
+    expect(gate.failing).toBe(0);
   });
 
   it("whenOpen ends when its signal aborts while the gate stays closed", async () => {
     const gate = new RecordGate(async () => false, silentLogger);
-    gate.begin();
+    const write = gate.begin();
     const stop = new AbortController();
     let ended = false;
     void gate.whenOpen(stop.signal).then(() => {
@@ -151,14 +195,14 @@ describe("RecordGate", () => {
     stop.abort();
     await vi.advanceTimersByTimeAsync(0);
     expect([ended, gate.closed]).toEqual([true, true]);
-    gate.end();
+    gate.end(write, "stopped");
   });
 
   it("opens when the last failing write ends, and whenOpen / pause end on their signal", async () => {
     const { probe } = probedBackend();
     const gate = new RecordGate(probe, silentLogger);
-    gate.begin();
-    gate.begin();
+    const first = gate.begin();
+    const second = gate.begin();
     await vi.advanceTimersByTimeAsync(0);
     const stop = new AbortController();
     let paused = false;
@@ -169,9 +213,9 @@ describe("RecordGate", () => {
     await vi.advanceTimersByTimeAsync(0);
     expect(paused).toBe(true);
     await expect(gate.whenOpen(stop.signal)).resolves.toBeUndefined();
-    gate.end();
+    gate.end(first, "stored");
     expect(gate.closed).toBe(true);
-    gate.end();
+    gate.end(second, "stored");
     expect([gate.closed, gate.failing]).toEqual([false, 0]);
   });
 });

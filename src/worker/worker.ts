@@ -172,10 +172,15 @@ export class Worker {
       );
     }
     this.#slots = new JobSlots(this.config.concurrency);
-    this.#recordGate = new RecordGate(async () => {
-      const backend = this.#app.backend;
-      return backend === null || (await backend.healthcheck()).connected;
-    }, this.#logger);
+    this.#recordGate = new RecordGate(
+      async () => {
+        const backend = this.#app.backend;
+        return backend === null || (await backend.healthcheck()).connected;
+      },
+      this.#logger,
+      // What the consumer read ahead goes back to the queue (the next fetch takes messages again).
+      { onPause: () => this.#consumer?.stopFetching?.() },
+    );
   }
 
   /** True between a successful `start()` and the end of `stop()`. */
@@ -493,16 +498,14 @@ export class Worker {
     let failures = 0;
     let loggedAtMs = Number.NEGATIVE_INFINITY;
     while (!signal.aborted) {
+      // Nothing more is taken while results cannot be stored (see `record-gate.ts`).
+      if (this.#recordGate.closed) {
+        await this.#recordGate.whenOpen(signal);
+        continue;
+      }
       const free = this.#slots.free();
       if (free <= 0) {
         await this.#slots.whenFree();
-        continue;
-      }
-      if (this.#recordGate.closed) {
-        // Nothing more is taken while results cannot be stored: what the consumer read ahead
-        // goes back to the queue (the next fetch takes messages again).
-        consumer.stopFetching?.();
-        await this.#recordGate.whenOpen(signal);
         continue;
       }
       let deliveries: Delivery[];
@@ -802,6 +805,7 @@ export class Worker {
       this.#shutdownAbort.abort();
       await this.#drainAborted(left(CLOSE_RESERVE_MS));
     }
+    this.#recordGate.stop();
     const consumer = this.#consumer;
     this.#consumer = null;
     const closed = consumer?.close().catch(() => undefined);

@@ -124,6 +124,7 @@ describe.each(BROKERS)(
           );
           const releasedDuring = lines.filter((l) => l.message === "settling step failed; giving up").length;
 
+          const resumedEarly = lines.filter((l) => /fetching resumes/.test(l.message)).length;
           proxy.refuse(false);
           const healedAt = Date.now();
           await within(until(/fetching resumes/), 10_000, "the worker's resumption");
@@ -162,6 +163,7 @@ describe.each(BROKERS)(
           expect(runsAtEnd - runsAtPause).toBeLessThanOrEqual(2 * CONCURRENCY);
           expect(held.size).toBeGreaterThan(0);
           expect(releasedDuring).toBe(0);
+          expect(resumedEarly).toBe(0);
           expect(ledger.duplicates()).toBe(0);
           expect(ledger.runs.size).toBe(JOBS);
           expect(await broker.getPendingCount("default")).toBe(0);

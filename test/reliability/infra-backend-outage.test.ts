@@ -2,13 +2,13 @@
  * Infrastructure fault (RELIABILITY §3.4 D1, backpressure): a PostgreSQL result backend goes
  * away for longer than a settling step's backoff (~31 s) while at-least-once jobs run on a Redis
  * broker, then on a RabbitMQ quorum queue (whose consumer's read-ahead a paused worker gives
- * back, and whose subscription it opens again on resuming). The backend reaches PostgreSQL through a chaos proxy that resets its connections and
- * refuses new ones for {@link OUTAGE_MS}. Pass: the worker stops fetching once a record cannot
- * be written (the handler runs at most 2 × concurrency more times after the pause is logged);
- * the jobs it holds are neither given back nor run again, their records written once the
- * backend answers; fetching resumes on its own; every job ends SUCCESS and ran exactly once.
+ * back, and whose subscription it opens again on resuming). The backend reaches PostgreSQL
+ * through a chaos proxy that resets its connections and refuses new ones for
+ * {@link OUTAGE_MS}. Pass: the worker stops fetching once a record cannot be written (after the
+ * pause is logged, the handler ends at most 2 × concurrency more times); the jobs it holds are neither given back nor
+ * run again, their records written once the backend answers; fetching resumes on its own (and
+ * is not said to before); every job ends SUCCESS and ran exactly once.
  */
-import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import { PostgresBackend } from "../../src/backends/sql/index.js";
 import type { Broker } from "../../src/brokers/broker.js";
@@ -21,6 +21,7 @@ import { dropPgTables } from "../integration/sql/sql-test-helpers.js";
 import { deleteRabbitQueues } from "./harness/rabbitmq.js";
 import { ChaosProxy } from "./infra/chaos-proxy.js";
 import { JobLedger, report, sleepMs, waitFor } from "./infra/ledger.js";
+import { deleteRedisKeys } from "./infra/redis-keys.js";
 
 const skipRedis = await skipUnless("redis");
 const skipRabbit = await skipUnless("rabbitmq");
@@ -37,16 +38,6 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
     timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
   });
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
-}
-
-async function deleteRedisKeys(prefix: string): Promise<void> {
-  const redis = new Redis(SERVICES.redis);
-  try {
-    const keys = await redis.keys(`${prefix}:*`);
-    if (keys.length) await redis.del(...keys);
-  } finally {
-    redis.disconnect();
-  }
 }
 
 /** A broker under test and how to remove what it left. */

@@ -8,7 +8,6 @@
  * results are read back through the same app after the kills stop).
  */
 
-import { Redis } from "ioredis";
 import mysql from "mysql2/promise";
 import pg from "pg";
 import { describe, expect, it } from "vitest";
@@ -20,6 +19,7 @@ import { SERVICES, skipUnless, uniqueName } from "../helpers/services.js";
 import { dropPgTables } from "../integration/sql/sql-test-helpers.js";
 import { auditAcks } from "./infra/audit.js";
 import { JobLedger, produce, report, sleepMs, waitFor } from "./infra/ledger.js";
+import { deleteRedisKeys } from "./infra/redis-keys.js";
 
 const skipRedis = await skipUnless("redis");
 const skipPg = await skipUnless("postgres");
@@ -91,16 +91,6 @@ async function mariadb(name: string): Promise<DbUnderTest> {
       }
     },
   };
-}
-
-async function deleteRedisKeys(prefix: string): Promise<void> {
-  const redis = new Redis(SERVICES.redis);
-  try {
-    const keys = await redis.keys(`${prefix}:*`);
-    if (keys.length) await redis.del(...keys);
-  } finally {
-    redis.disconnect();
-  }
 }
 
 async function runKillTest(label: string, open: (name: string) => Promise<DbUnderTest>): Promise<void> {

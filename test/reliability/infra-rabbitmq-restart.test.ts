@@ -9,13 +9,13 @@
 import { execFile } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { promisify } from "node:util";
-import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import { RabbitMqBroker } from "../../src/brokers/rabbitmq/index.js";
 import { Chicory, silentLogger, Worker } from "../../src/index.js";
 import { reachable, SERVICES, skipUnless, uniqueName } from "../helpers/services.js";
 import { deleteQueues, hasRabbitmqctl } from "../integration/rabbitmq/rabbitmq-test-utils.js";
 import { JobLedger, produce, report, sleepMs, waitFor } from "./infra/ledger.js";
+import { deleteRedisKeys } from "./infra/redis-keys.js";
 
 const run = promisify(execFile);
 const skip = (await skipUnless("rabbitmq")) || (await skipUnless("redis")) || !(await hasRabbitmqctl());
@@ -40,16 +40,6 @@ function staleTagErrors(log: string | undefined, from: number): number | null {
   if (!log) return null;
   const text = readFileSync(log).subarray(from).toString();
   return (text.match(/unknown delivery tag/g) ?? []).length;
-}
-
-async function deleteRedisKeys(prefix: string): Promise<void> {
-  const redis = new Redis(SERVICES.redis);
-  try {
-    const keys = await redis.keys(`${prefix}:*`);
-    if (keys.length) await redis.del(...keys);
-  } finally {
-    redis.disconnect();
-  }
 }
 
 describe.skipIf(skip)("infra: RabbitMQ node restart mid-run (destructive)", () => {

@@ -1,17 +1,18 @@
 /**
  * Backpressure while a worker's result backend cannot store records (RELIABILITY D1). When a
- * record write fails and is tried again, the gate probes the backend (`healthcheck()`, about
- * once a second, while any write is being tried again):
+ * record write fails and is tried again, the gate probes the backend (`healthcheck()`, a second
+ * after each answer, while any write is being tried again or the backend was found away):
  * - while the backend does not answer (or until the first probe answers), the worker fetches
- *   no new message: the jobs it holds wait for the backend instead of more jobs running whose
- *   results could not be stored either; once a probe finds it not answering, the consumer's
- *   read-ahead is given back (`onPause`);
+ *   no new message (a fetch under way is ended: `onClose`): the jobs it holds wait for the
+ *   backend instead of more jobs running whose results could not be stored either; once a
+ *   probe finds it not answering, the consumer's read-ahead is given back (`onPause`);
  * - while it does not answer, a write whose backoff schedule is spent keeps being tried every
  *   15 s: an unacknowledged job is held (its lease renewed by the broker's consumer), not given
  *   back to run again; an acknowledged one's (`at_most_once`) record waits too; a rejected
  *   message's record is not held (see `executor.ts`);
  * - once it answers again, fetching resumes and the waiting writes are tried at once (each
- *   with its whole schedule again).
+ *   with its whole schedule again). Fetching stays paused, and the probes go on, until then,
+ *   even when no write waits any more (a rejected message's record, not held, given up).
  * A probe not answered within 5 s counts as "down" (a database that stopped answering on an open
  * connection: its own `queryTimeout` may be a minute); the next probe waits for its answer up
  * to 30 s more. The pause is logged (error) each time the backend is found not answering, and
@@ -32,6 +33,8 @@ export interface RecordGateOptions {
    * backend answers, nor before the first probe's answer.
    */
   readonly onPause?: () => void;
+  /** Called when the gate closes (a write fails while it was open): the worker ends a fetch under way. */
+  readonly onClose?: () => void;
   /** Milliseconds from a probe's answer to the next probe while records fail (default 1000; tests). */
   readonly everyMs?: number;
   /** A probe without an answer within this many milliseconds counts as "down" (default 5000; tests). */
@@ -54,6 +57,7 @@ export class RecordGate {
   readonly #probeEveryMs: number;
   readonly #probeTimeoutMs: number;
   readonly #onPause: (() => void) | undefined;
+  readonly #onClose: (() => void) | undefined;
   /** Incremented by {@link RecordGate.stop}: the writes begun before count no more. */
   #epoch = 0;
   /** Record writes being tried again now. */
@@ -77,16 +81,20 @@ export class RecordGate {
     this.#probe = probe;
     this.#logger = logger;
     this.#onPause = options.onPause;
+    this.#onClose = options.onClose;
     this.#probeEveryMs = options.everyMs ?? 1000;
     this.#probeTimeoutMs = options.timeoutMs ?? 5000;
   }
 
-  /** True while the worker must not fetch: records are failing and the backend is not known to answer. */
+  /**
+   * True while the worker must not fetch: the last probe found the backend not answering, or
+   * records are failing and no probe has answered yet.
+   */
   get closed(): boolean {
-    return this.#failing > 0 && this.#state !== "up";
+    return this.#state === "down" || (this.#failing > 0 && this.#state === "unknown");
   }
 
-  /** True when the last probe found the backend not answering (while records are failing). */
+  /** True when the last probe found the backend not answering (while records fail, or since). */
   get backendDown(): boolean {
     return this.#state === "down";
   }
@@ -98,11 +106,13 @@ export class RecordGate {
 
   /** A record write failed and is tried again: pass the answer to {@link RecordGate.end} once it ends. */
   begin(): HeldWrite {
+    const wasClosed = this.closed;
     this.#failing++;
-    if (this.#failing === 1) {
+    if (!this.#probing) {
       this.#state = "unknown";
       this.#startProbing();
     }
+    if (!wasClosed) this.#onClose?.();
     return { epoch: this.#epoch };
   }
 
@@ -114,10 +124,10 @@ export class RecordGate {
     if (write.epoch !== this.#epoch) return;
     this.#failing--;
     if (this.#failing > 0) return;
+    // Given up (a rejected message's record) while the backend does not answer: the gate stays
+    // closed, the probes go on, until one answers.
+    if (this.#state === "down" && how === "givenUp") return;
     if (this.#state === "down" && how === "stored") this.#logResumed(); // before a probe saw the backend back
-    if (this.#state === "down" && how === "givenUp") {
-      this.#logger.info("no record waits any more (the result backend still does not answer): fetching resumes");
-    }
     this.#reset();
   }
 
@@ -217,7 +227,9 @@ export class RecordGate {
       // (only then: while it answers, the writes failing keep their own backoff)
       this.#wakePauses();
     }
-    this.#open();
+    if (this.#failing === 0)
+      this.#reset(); // no write waits any more: probing ends
+    else this.#open();
   }
 
   #logResumed(): void {

@@ -128,6 +128,12 @@ export class Worker {
   #consumeLoop: Promise<void> | null = null;
   #loops: Loop[] = [];
   #fetchAbort = new AbortController();
+  /**
+   * The signal of each fetch: follows {@link #fetchAbort}, and is aborted (then renewed) when the
+   * record gate closes, so a fetch under way (a blocked read) brings in no more jobs.
+   */
+  #fetchCut = new AbortController();
+  #unlinkFetchCut: (() => void) | null = null;
   #shutdownAbort = new AbortController();
   readonly #slots: JobSlots;
   /** Holds fetches back while the result backend cannot store records (see `record-gate.ts`). */
@@ -178,8 +184,15 @@ export class Worker {
         return backend === null || (await backend.healthcheck()).connected;
       },
       this.#logger,
-      // What the consumer read ahead goes back to the queue (the next fetch takes messages again).
-      { onPause: () => this.#consumer?.stopFetching?.() },
+      {
+        // What the consumer read ahead goes back to the queue (the next fetch takes messages again).
+        onPause: () => this.#consumer?.stopFetching?.(),
+        onClose: () => {
+          const cut = this.#fetchCut;
+          this.#renewFetchCut();
+          cut.abort();
+        },
+      },
     );
   }
 
@@ -214,6 +227,7 @@ export class Worker {
     this.#shutdownAbort = new AbortController();
     // Not a leak: during an outage every settling job's retry sleeps on the shutdown signal.
     setMaxListeners(0, this.#fetchAbort.signal, this.#shutdownAbort.signal);
+    this.#renewFetchCut();
     this.#runnerEnv = {
       codec: this.#app.codec,
       tasks: this.#app.tasks,
@@ -510,7 +524,7 @@ export class Worker {
       }
       let deliveries: Delivery[];
       try {
-        deliveries = await consumer.fetch(free, signal);
+        deliveries = await consumer.fetch(free, this.#fetchCut.signal);
         if (failures > 0) this.#logger.info({ failures }, "fetching again");
         backoffMs = FETCH_BACKOFF_FIRST_MS;
         failures = 0;
@@ -550,6 +564,18 @@ export class Worker {
       // that returns at once must not starve timers and signal handlers of the event loop.
       await nextTurn();
     }
+  }
+
+  /** A new {@link #fetchCut}, following the current {@link #fetchAbort}. */
+  #renewFetchCut(): void {
+    this.#unlinkFetchCut?.();
+    const cut = new AbortController();
+    const parent = this.#fetchAbort.signal;
+    const follow = (): void => cut.abort();
+    if (parent.aborted) cut.abort();
+    else parent.addEventListener("abort", follow, { once: true });
+    this.#unlinkFetchCut = () => parent.removeEventListener("abort", follow);
+    this.#fetchCut = cut;
   }
 
   #dispatch(delivery: Delivery): void {

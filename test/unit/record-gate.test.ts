@@ -132,7 +132,6 @@ describe("RecordGate", () => {
   it("logs the resumption when the writes held are stored before a probe saw the backend back; not on a stop", async () => {
     for (const [how, expected] of [
       ["stored", ["fetching paused", "fetching resumes, the records held are stored"]],
-      ["givenUp", ["fetching paused", "no record waits any more"]],
       ["stopped", ["fetching paused"]],
     ] as const) {
       const { logs, logger } = keptLogs();
@@ -143,6 +142,43 @@ describe("RecordGate", () => {
       expect(logs).toEqual(expected.map((text) => expect.stringContaining(text)));
       expect(gate.closed).toBe(false);
     }
+  });
+
+  it("stays closed, probing, when the last write is given up while the backend does not answer (a rejected message's record)", async () => {
+    const { logs, logger } = keptLogs();
+    let answers = false;
+    let probes = 0;
+    const gate = new RecordGate(async () => {
+      probes++;
+      return answers;
+    }, logger);
+    const write = gate.begin();
+    await vi.advanceTimersByTimeAsync(0);
+    gate.end(write, "givenUp");
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect([gate.closed, gate.failing, logs.length]).toEqual([true, 0, 1]);
+    const again = gate.begin(); // another record fails meanwhile: the probing already runs
+    gate.end(again, "givenUp");
+    answers = true;
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(gate.closed).toBe(false);
+    expect(logs.at(-1)).toContain("fetching resumes");
+    const probed = probes;
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(probes).toBe(probed); // no write waits: probing ended
+  });
+
+  it("calls onClose when a write fails while the gate is open (the worker ends a fetch under way), once per closing", async () => {
+    let closings = 0;
+    const gate = new RecordGate(async () => false, silentLogger, { onClose: () => void closings++ });
+    const first = gate.begin();
+    const second = gate.begin();
+    expect(closings).toBe(1);
+    await vi.advanceTimersByTimeAsync(0);
+    gate.end(first, "stored");
+    gate.end(second, "stored");
+    gate.end(gate.begin(), "stored");
+    expect(closings).toBe(2);
   });
 
   it("calls onPause when a probe finds the backend not answering, not before nor for a backend that answers", async () => {

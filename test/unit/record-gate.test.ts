@@ -1,12 +1,12 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { TaskRecord } from "../../src/backends/backend.js";
-import type { Delivery } from "../../src/brokers/broker.js";
 import { Chicory, MemoryBackend, MemoryBroker, silentLogger } from "../../src/index.js";
 import { executeActions } from "../../src/worker/executor.js";
 import { RecordGate } from "../../src/worker/record-gate.js";
 import type { Attempt } from "../../src/worker/runner.js";
 import { settle } from "../../src/worker/settle.js";
 import { taskMessage } from "../contract/contract-helpers.js";
+import { fakeDelivery } from "../helpers/fake-delivery.js";
 
 beforeEach(() => {
   vi.useFakeTimers();
@@ -274,18 +274,8 @@ async function settling(outcome: Attempt["outcome"], options: { readonly answers
     if (outage.down) throw refused();
     await store(record);
   };
-  const calls: string[] = [];
-  const call = async (name: string) => void calls.push(name);
-  const delivery: Delivery = {
-    queue: "q",
-    deliveryId: "1-0",
-    body: "{}",
-    deliveryCount: 1,
-    ack: () => call("ack"),
-    retry: () => call("retry"),
-    deadLetter: () => call("deadLetter"),
-    release: (release) => call(release?.countDelivery ? "release(counted)" : "release"),
-  };
+  const { delivery, calls } = fakeDelivery(false);
+
   const { logs, logger } = keptLogs();
   const gate = new RecordGate(async () => outage.answers, logger);
   const stop = new AbortController();

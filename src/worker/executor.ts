@@ -27,7 +27,9 @@
  *   ({@link keepingFinalRecord}).
  * - A DLQ move refused because the DLQ is full ({@link DeadLetterQueueFullError}) is not tried
  *   again nor released: the broker keeps the message in its queue, and it comes back after its
- *   lease. An acknowledged message's dead letter refused so ends with a FAILURE record.
+ *   lease; a DEAD_LETTERED record stored ahead of the move (a backend apart from the broker) is
+ *   replaced by FAILURE. An acknowledged message's dead letter refused so ends with a FAILURE
+ *   record.
  * - A result the backend's server refuses for its size (MySQL's `max_allowed_packet`, Redis's
  *   `proto-max-bulk-len`, see {@link recordRefusal}) is not sent again: it would be refused
  *   every time, and the message would run again until it is poison. The task fails instead,
@@ -138,6 +140,11 @@ export async function executeActions(planned: readonly Action[], ctx: ExecutionC
           { taskId: ctx.attempt.message?.id, queue: ctx.delivery.queue, err: toError(error).message },
           "the DLQ is full: the message stays in its queue and comes back after its lease",
         );
+        // A DEAD_LETTERED record stored before the refused move (a backend apart from the
+        // broker) would say the message is in the DLQ: FAILURE instead.
+        if (action.type === "deadLetter" && actions.some((a) => a.type === "store" && a.state === "DEAD_LETTERED")) {
+          await storeFailureInstead(ctx);
+        }
         return;
       }
       const retried = await retryStep(action, ctx, error);

@@ -5,6 +5,7 @@
  */
 import type { TaskRecord } from "../../src/backends/backend.js";
 import type { Delivery } from "../../src/brokers/broker.js";
+import { DeadLetterQueueFullError } from "../../src/errors.js";
 
 /** How the fake delivery behaves beyond recording its calls. */
 export interface FakeOptions {
@@ -12,6 +13,8 @@ export interface FakeOptions {
   readonly holdsLease?: boolean;
   /** Every settle call rejects. */
   readonly failing?: boolean;
+  /** The DLQ move rejects as a full DLQ refuses it. */
+  readonly dlqFull?: boolean;
   /** The one-call settles that carry a record reject (the record is refused). */
   readonly recordsRefused?: boolean;
   /** A SUCCESS record is refused as Redis refuses an argument over `proto-max-bulk-len`. */
@@ -44,7 +47,10 @@ export function fakeDelivery(withRecords: boolean, options: FakeOptions = {}) {
     deliveryCount: 1,
     ack: () => call("ack"),
     retry: () => call("retry"),
-    deadLetter: () => call("deadLetter"),
+    deadLetter: async () => {
+      await call("deadLetter");
+      if (options.dlqFull) throw new DeadLetterQueueFullError("the DLQ of q is full (its cap: 1)");
+    },
     release: (release) => call(release?.countDelivery ? "release(counted)" : "release"),
     ...(options.holdsLease === undefined ? {} : { holdsLease: async () => options.holdsLease === true }),
     ...(withRecords

@@ -369,6 +369,13 @@ describe("executeActions: leases, failed steps, publishes", () => {
     }
   });
 
+  it("a DLQ move refused for a full DLQ leaves a FAILURE record, not the DEAD_LETTERED one stored before it", async () => {
+    const { calls, stored, logs } = await run({ kind: "failure", error }, false, true, false, { dlqFull: true });
+    expect(calls).toEqual(["deadLetter"]); // not released: it comes back after its lease
+    expect(stored).toMatchObject({ state: "FAILURE", error });
+    expect(logs).toContain("the DLQ is full: the message stays in its queue and comes back after its lease");
+  });
+
   it("a shutdown's release (aborted attempt) does not count the delivery", async () => {
     const { calls } = await run({ kind: "aborted", error }, false);
     expect(calls).toEqual(["release"]);

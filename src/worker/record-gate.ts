@@ -23,7 +23,7 @@
  * @module
  */
 import type { Logger } from "../core/logger.js";
-import { timerDelay } from "../core/sleep.js";
+import { settlesWithin, sleep, timerDelay } from "../core/sleep.js";
 
 /** Options of a {@link RecordGate}. */
 export interface RecordGateOptions {
@@ -63,10 +63,8 @@ export class RecordGate {
   /** Record writes being tried again now. */
   #failing = 0;
   #state: BackendState = "unknown";
-  /** The probe loop's run: a loop of an earlier run stops when it sees a newer one. */
-  #probeRun = 0;
-  #probing = false;
-  #probeTimer: NodeJS.Timeout | undefined;
+  /** Stops the probe loop that runs (null: none runs). */
+  #probes: AbortController | null = null;
   /** Pending {@link RecordGate.whenOpen} calls. */
   readonly #onOpen = new Set<() => void>();
   /** Pending {@link RecordGate.pause} calls: woken when the backend answers again. */
@@ -108,9 +106,10 @@ export class RecordGate {
   begin(): HeldWrite {
     const wasClosed = this.closed;
     this.#failing++;
-    if (!this.#probing) {
+    if (this.#probes === null) {
       this.#state = "unknown";
-      this.#startProbing();
+      this.#probes = new AbortController();
+      void this.#probeLoop(this.#probes.signal);
     }
     if (!wasClosed) this.#onClose?.();
     return { epoch: this.#epoch };
@@ -173,40 +172,32 @@ export class RecordGate {
 
   #reset(): void {
     this.#state = "unknown";
-    this.#stopProbing();
+    this.#probes?.abort();
+    this.#probes = null;
     this.#open();
   }
 
-  #startProbing(): void {
-    if (this.#probing) return;
-    this.#probing = true;
-    void this.#probeOnce(++this.#probeRun);
-  }
-
-  #stopProbing(): void {
-    this.#probing = false;
-    this.#probeRun++;
-    if (this.#probeTimer !== undefined) clearTimeout(this.#probeTimer);
-    this.#probeTimer = undefined;
-  }
-
-  async #probeOnce(run: number): Promise<void> {
-    this.#probeTimer = undefined;
-    const answered = this.#probe().catch(() => false);
-    const answers = await within(answered, this.#probeTimeoutMs);
-    if (run !== this.#probeRun) return;
-    this.#found(answers === true);
-    // A probe without an answer in time says "down". Its answer is waited for a while before
-    // the next probe (a database that does not answer would otherwise pile probes up, each
-    // holding a connection), but not for ever: a probe stuck on a dead connection must not keep
-    // fetching paused once the backend is back.
-    if (answers === undefined && (await within(answered, LATE_ANSWER_WAIT_MS)) === true) {
-      if (run !== this.#probeRun) return;
-      this.#found(true);
+  /**
+   * Probes the backend a second after each answer until `signal` aborts. A probe without an
+   * answer in time says "down"; its answer is then waited for a while before the next probe (a
+   * database that does not answer would otherwise pile probes up, each holding a connection),
+   * but not for ever: a probe stuck on a dead connection must not keep fetching paused once the
+   * backend is back.
+   */
+  async #probeLoop(signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      const answered = this.#probe().catch(() => false);
+      const inTime = await settlesWithin(answered, this.#probeTimeoutMs, signal);
+      if (signal.aborted) return;
+      if (inTime) this.#found(await answered);
+      else {
+        this.#found(false);
+        const late = await settlesWithin(answered, LATE_ANSWER_WAIT_MS, signal);
+        if (signal.aborted) return;
+        if (late && (await answered)) this.#found(true);
+      }
+      await sleep(this.#probeEveryMs, signal);
     }
-    if (run !== this.#probeRun) return;
-    this.#probeTimer = setTimeout(() => void this.#probeOnce(run), this.#probeEveryMs);
-    this.#probeTimer.unref();
   }
 
   /** A probe's answer: the state, the log lines of its changes, and who waits for an answer. */
@@ -249,15 +240,5 @@ export class RecordGate {
   }
 }
 
-/** How long a probe's late answer is waited for before the next probe (see `#probeOnce`). */
+/** How long a probe's late answer is waited for before the next probe (see `#probeLoop`). */
 const LATE_ANSWER_WAIT_MS = 30_000;
-
-/** `promise`'s value, or undefined when it has not settled within `ms` (the timer does not hold the process). */
-function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<undefined>((resolve) => {
-    timer = setTimeout(resolve, ms, undefined);
-    timer.unref();
-  });
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
-}

@@ -317,13 +317,12 @@ async function retryStep(action: Action, ctx: ExecutionContext, firstError: unkn
   const gate = action.type === "store" ? ctx.recordGate : undefined;
   if (gate === undefined) return retrying(action, ctx, firstError, undefined);
   const write = gate.begin();
-  let stored = false;
+  let retried: boolean | string = false;
   try {
-    const retried = await retrying(action, ctx, firstError, gate);
-    stored = retried === true;
+    retried = await retrying(action, ctx, firstError, gate);
     return retried;
   } finally {
-    gate.end(write, stored ? "stored" : ctx.stopSignal.aborted ? "stopped" : "givenUp");
+    gate.end(write, retried === true ? "stored" : ctx.stopSignal.aborted ? "stopped" : "givenUp");
   }
 }
 
@@ -371,12 +370,9 @@ async function retrying(
       );
     }
     await (gate ? gate.pause(delay, ctx.stopSignal) : sleep(delay, ctx.stopSignal));
-    if (ctx.stopSignal.aborted && holds) {
-      // a forced stop: not one more try of a write held for a backend that does not answer
-      // (it could take the backend's whole query timeout)
-      ctx.logger.error({ taskId, step: action.type, err: toError(error).message }, "settling step failed; giving up");
-      return false;
-    }
+    // a forced stop: no more try of a write held for a backend that does not answer (it could
+    // take the backend's whole query timeout); the loop gives up
+    if (holds && ctx.stopSignal.aborted) continue;
     try {
       await runAction(action, ctx);
       return true;

@@ -146,12 +146,8 @@ describe("RecordGate", () => {
 
   it("stays closed, probing, when the last write is given up while the backend does not answer (a rejected message's record)", async () => {
     const { logs, logger } = keptLogs();
-    let answers = false;
-    let probes = 0;
-    const gate = new RecordGate(async () => {
-      probes++;
-      return answers;
-    }, logger);
+    const { state, probe } = probedBackend();
+    const gate = new RecordGate(probe, logger);
     const write = gate.begin();
     await vi.advanceTimersByTimeAsync(0);
     gate.end(write, "givenUp");
@@ -159,13 +155,13 @@ describe("RecordGate", () => {
     expect([gate.closed, gate.failing, logs.length]).toEqual([true, 0, 1]);
     const again = gate.begin(); // another record fails meanwhile: the probing already runs
     gate.end(again, "givenUp");
-    answers = true;
+    state.answers = true;
     await vi.advanceTimersByTimeAsync(1000);
     expect(gate.closed).toBe(false);
     expect(logs.at(-1)).toContain("fetching resumes");
-    const probed = probes;
+    const probed = state.probes;
     await vi.advanceTimersByTimeAsync(10_000);
-    expect(probes).toBe(probed); // no write waits: probing ended
+    expect(state.probes).toBe(probed); // no write waits: probing ended
   });
 
   it("calls onClose when a write fails while the gate is open (the worker ends a fetch under way), once per closing", async () => {
@@ -200,17 +196,14 @@ describe("RecordGate", () => {
   });
 
   it("stop(): no more probes, the gate opens, and writes begun before count no more", async () => {
-    let probes = 0;
-    const gate = new RecordGate(async () => {
-      probes++;
-      return false;
-    }, silentLogger);
+    const { state, probe } = probedBackend();
+    const gate = new RecordGate(probe, silentLogger);
     const old = gate.begin();
     await vi.advanceTimersByTimeAsync(3000);
     gate.stop();
-    const after = probes;
+    const after = state.probes;
     await vi.advanceTimersByTimeAsync(10_000);
-    expect([probes, gate.closed, gate.failing]).toEqual([after, false, 0]);
+    expect([state.probes, gate.closed, gate.failing]).toEqual([after, false, 0]);
     const write = gate.begin(); // a start again
     gate.end(old, "stopped"); // the old write ends late: ignored
     expect([gate.closed, gate.failing]).toEqual([true, 1]);

@@ -6,6 +6,7 @@ import { RecordGate } from "../../src/worker/record-gate.js";
 import type { Attempt } from "../../src/worker/runner.js";
 import { settle } from "../../src/worker/settle.js";
 import { taskMessage } from "../contract/contract-helpers.js";
+import { capturingLogger } from "../helpers/capturing-logger.js";
 import { fakeDelivery } from "../helpers/fake-delivery.js";
 
 beforeEach(() => {
@@ -17,9 +18,8 @@ afterEach(() => {
 
 /** A logger that keeps its messages. */
 function keptLogs() {
-  const logs: string[] = [];
-  const keep = (fields: unknown, msg?: string) => void logs.push(typeof fields === "string" ? fields : (msg ?? ""));
-  return { logs, logger: { ...silentLogger, info: keep, warn: keep, error: keep } };
+  const { logger, lines } = capturingLogger();
+  return { logger, messages: () => lines.map((line) => line.message) };
 }
 
 /** A backend outage as the gate sees it: `answers` is what the probe says. */
@@ -41,13 +41,13 @@ describe("RecordGate", () => {
 
   it("closes while a write fails and the backend does not answer; opens once it answers, and wakes the waiting writes", async () => {
     const { state, probe } = probedBackend();
-    const { logs, logger } = keptLogs();
+    const { messages, logger } = keptLogs();
     const gate = new RecordGate(probe, logger);
     const write = gate.begin();
     expect(gate.closed).toBe(true); // before the first probe's answer too
     await vi.advanceTimersByTimeAsync(0);
     expect(gate.backendDown).toBe(true);
-    expect(logs).toEqual([expect.stringContaining("fetching paused")]);
+    expect(messages()).toEqual([expect.stringContaining("fetching paused")]);
     const stop = new AbortController();
     let opened = false;
     void gate.whenOpen(stop.signal).then(() => {
@@ -63,7 +63,7 @@ describe("RecordGate", () => {
     state.answers = true;
     await vi.advanceTimersByTimeAsync(1000);
     expect([opened, woken, gate.closed, gate.backendDown]).toEqual([true, true, false, false]);
-    expect(logs.at(-1)).toContain("fetching resumes");
+    expect(messages().at(-1)).toContain("fetching resumes");
     gate.end(write, "stored");
     const probes = state.probes;
     await vi.advanceTimersByTimeAsync(10_000);
@@ -134,31 +134,31 @@ describe("RecordGate", () => {
       ["stored", ["fetching paused", "fetching resumes, the records held are stored"]],
       ["stopped", ["fetching paused"]],
     ] as const) {
-      const { logs, logger } = keptLogs();
+      const { messages, logger } = keptLogs();
       const gate = new RecordGate(async () => false, logger);
       const write = gate.begin();
       await vi.advanceTimersByTimeAsync(0);
       gate.end(write, how);
-      expect(logs).toEqual(expected.map((text) => expect.stringContaining(text)));
+      expect(messages()).toEqual(expected.map((text) => expect.stringContaining(text)));
       expect(gate.closed).toBe(false);
     }
   });
 
   it("stays closed, probing, when the last write is given up while the backend does not answer (a rejected message's record)", async () => {
-    const { logs, logger } = keptLogs();
+    const { messages, logger } = keptLogs();
     const { state, probe } = probedBackend();
     const gate = new RecordGate(probe, logger);
     const write = gate.begin();
     await vi.advanceTimersByTimeAsync(0);
     gate.end(write, "givenUp");
     await vi.advanceTimersByTimeAsync(10_000);
-    expect([gate.closed, gate.failing, logs.length]).toEqual([true, 0, 1]);
+    expect([gate.closed, gate.failing, messages().length]).toEqual([true, 0, 1]);
     const again = gate.begin(); // another record fails meanwhile: the probing already runs
     gate.end(again, "givenUp");
     state.answers = true;
     await vi.advanceTimersByTimeAsync(1000);
     expect(gate.closed).toBe(false);
-    expect(logs.at(-1)).toContain("fetching resumes");
+    expect(messages().at(-1)).toContain("fetching resumes");
     const probed = state.probes;
     await vi.advanceTimersByTimeAsync(10_000);
     expect(state.probes).toBe(probed); // no write waits: probing ended
@@ -269,7 +269,7 @@ async function settling(outcome: Attempt["outcome"], options: { readonly answers
   };
   const { delivery, calls } = fakeDelivery(false);
 
-  const { logs, logger } = keptLogs();
+  const { messages, logger } = keptLogs();
   const gate = new RecordGate(async () => outage.answers, logger);
   const stop = new AbortController();
   const settleMode = { deliveryMode: "at_least_once", useDeadLetterQueue: false, alreadyAcked: false } as const;
@@ -287,7 +287,7 @@ async function settling(outcome: Attempt["outcome"], options: { readonly answers
   return {
     outage,
     calls,
-    logs,
+    messages,
     gate,
     stop,
     isDone: () => done,
@@ -305,7 +305,7 @@ describe("executeActions with a record gate (a result backend apart from the bro
     expect(s.calls).toEqual([]); // not given back: it would only run again
     expect([s.gate.closed, s.gate.backendDown, s.gate.failing]).toEqual([true, true, 1]);
     expect(s.outage.writes).toBeLessThan(60); // tried every 15 s past the schedule, not in a loop
-    expect(s.logs).toContain(
+    expect(s.messages()).toContain(
       "the result backend does not answer: the job's record waits for it (the job is held, not run again)",
     );
     s.outage.down = false;
@@ -329,7 +329,7 @@ describe("executeActions with a record gate (a result backend apart from the bro
     await s.settled;
     expect(s.calls).toEqual(["ack"]);
     expect(await s.stored()).toMatchObject({ state: "SUCCESS" });
-    expect(s.logs).not.toContain("settling step failed; giving up");
+    expect(s.messages()).not.toContain("settling step failed; giving up");
     await s.close();
   });
 
@@ -340,7 +340,7 @@ describe("executeActions with a record gate (a result backend apart from the bro
     await vi.advanceTimersByTimeAsync(40_000);
     await s.settled;
     expect(s.calls).toEqual(["release"]);
-    expect(s.logs).toContain("settling step failed; giving up");
+    expect(s.messages()).toContain("settling step failed; giving up");
     expect(s.gate.failing).toBe(0);
     await s.close();
   });

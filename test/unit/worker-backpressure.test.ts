@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { TaskRecord } from "../../src/backends/backend.js";
-import { Chicory, type Logger, MemoryBackend, MemoryBroker, silentLogger, Worker } from "../../src/index.js";
+import { Chicory, MemoryBackend, MemoryBroker, Worker } from "../../src/index.js";
+import { capturingLogger } from "../helpers/capturing-logger.js";
 
 beforeEach(() => {
   vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval"] });
@@ -26,7 +27,20 @@ function rig(concurrency: number, firstMs = 0) {
   const healthcheck = backend.healthcheck.bind(backend);
   backend.healthcheck = async () =>
     outage.down ? { connected: false, error: "connect ECONNREFUSED 127.0.0.1:5432" } : healthcheck();
-  const watch = { paused: false, fetchesWhilePaused: 0, stopFetching: 0 };
+  const { logger, lines } = capturingLogger();
+  const messages = () => lines.map((line) => line.message);
+  // paused: the last pause or resumption logged is a pause
+  const watch = {
+    get paused() {
+      return (
+        messages()
+          .findLast((m) => /fetching (paused|resumes)/.test(m))
+          ?.includes("paused") === true
+      );
+    },
+    fetchesWhilePaused: 0,
+    stopFetching: 0,
+  };
   const broker = new MemoryBroker();
   const consumer = broker.consumer.bind(broker);
   broker.consumer = (options) => {
@@ -55,13 +69,6 @@ function rig(concurrency: number, firstMs = 0) {
     else if (firstMs > 0) await new Promise((resolve) => setTimeout(resolve, firstMs));
     return i;
   });
-  const messages: string[] = [];
-  const keep = (_: unknown, msg?: string) => {
-    messages.push(msg ?? "");
-    if (msg?.includes("fetching paused")) watch.paused = true;
-    if (msg?.includes("fetching resumes")) watch.paused = false;
-  };
-  const logger: Logger = { ...silentLogger, info: keep, warn: keep, error: keep, child: () => logger };
   const worker = new Worker(app, { logger, concurrency, shutdownTimeout: 2 });
   return {
     backend,
@@ -103,15 +110,15 @@ describe("Worker: backpressure while the result backend does not answer", () => 
       expect(r.watch.fetchesWhilePaused).toBe(0);
       expect(r.watch.stopFetching).toBe(1); // its read-ahead given back once
       expect(r.ranOnce()).toBe(true);
-      expect(r.messages).not.toContain("settling step failed; giving up");
+      expect(r.messages()).not.toContain("settling step failed; giving up");
 
       r.outage.down = false;
       await vi.advanceTimersByTimeAsync(60_000);
       expect(await r.states(ids)).toEqual(ids.map(() => "SUCCESS"));
       expect(r.started.size).toBe(20);
       expect(r.ranOnce()).toBe(true);
-      expect(r.messages.filter((m) => m.includes("fetching paused"))).toHaveLength(1);
-      expect(r.messages.filter((m) => m.includes("fetching resumes"))).toHaveLength(1);
+      expect(r.messages().filter((m) => m.includes("fetching paused"))).toHaveLength(1);
+      expect(r.messages().filter((m) => m.includes("fetching resumes"))).toHaveLength(1);
     } finally {
       await r.close();
     }

@@ -14,6 +14,7 @@ import { PostgresBackend } from "../../src/backends/sql/index.js";
 import type { Broker } from "../../src/brokers/broker.js";
 import { RabbitMqBroker } from "../../src/brokers/rabbitmq/index.js";
 import { RedisBroker } from "../../src/brokers/redis/index.js";
+import { withinDeadline } from "../../src/core/sleep.js";
 import { Chicory, Worker } from "../../src/index.js";
 import { capturingLogger } from "../helpers/capturing-logger.js";
 import { SERVICES, skipUnless, uniqueName } from "../helpers/services.js";
@@ -30,15 +31,6 @@ const JOBS = 300;
 const CONCURRENCY = 4;
 /** Longer than a settling step's whole backoff schedule (100 ms .. 15 s: 30.6 s of pauses). */
 const OUTAGE_MS = 40_000;
-
-/** `promise`, or a rejection naming `what` after `ms`. */
-function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
-}
 
 /** A broker under test and how to remove what it left. */
 interface BrokerUnderTest {
@@ -105,7 +97,7 @@ describe.each(BROKERS)(
           proxy.refuse(true);
           const reset = proxy.cut();
           const outageAt = Date.now();
-          await within(until(/fetching paused/), 10_000, "the worker's pause");
+          await withinDeadline(until(/fetching paused/), 10_000); // the worker's pause
           const pausedAfterMs = Date.now() - outageAt;
           const runsAtPause = runs();
           await sleepMs(OUTAGE_MS); // the outage itself
@@ -118,7 +110,7 @@ describe.each(BROKERS)(
           const resumedEarly = lines.filter((l) => /fetching resumes/.test(l.message)).length;
           proxy.refuse(false);
           const healedAt = Date.now();
-          await within(until(/fetching resumes/), 10_000, "the worker's resumption");
+          await withinDeadline(until(/fetching resumes/), 10_000); // its resumption
           const resumedAfterMs = Date.now() - healedAt;
           const allStored = await waitFor(
             async () => {

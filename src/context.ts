@@ -3,6 +3,7 @@
  * @module
  */
 import { type Duration, MAX_DELAY_SECONDS, toSeconds } from "./core/duration.js";
+import { guardListeners } from "./core/guarded-signal.js";
 import { toStoredError } from "./core/stored-error.js";
 import { MaxRetriesExceededError, RetryError, toError, ValidationError } from "./errors.js";
 import type { RetryPolicy } from "./retry.js";
@@ -72,21 +73,44 @@ export class TaskContext {
   readonly retries: number;
   /** The task's retry policy. */
   readonly retryPolicy: RetryPolicy;
-  /** Aborts on timeout, cancellation or forced shutdown. */
-  readonly signal: AbortSignal;
+  readonly #signal: AbortSignal;
+  #onListenerError: ((error: unknown) => void) | undefined;
 
+  /**
+   * @param init.onListenerError when given, an error thrown by a listener added to
+   * {@link TaskContext.signal} (or a promise such a listener returns that rejects) is handed to
+   * it instead of escaping as an uncaught exception, which would end the process (the worker
+   * passes one that logs it)
+   */
   constructor(init: {
     taskId: string;
     taskName: string;
     retries: number;
     retryPolicy: RetryPolicy;
     signal: AbortSignal;
+    onListenerError?: ((error: unknown) => void) | undefined;
   }) {
     this.taskId = init.taskId;
     this.taskName = init.taskName;
     this.retries = init.retries;
     this.retryPolicy = init.retryPolicy;
-    this.signal = init.signal;
+    this.#signal = init.signal;
+    this.#onListenerError = init.onListenerError;
+  }
+
+  /**
+   * Aborts on timeout, cancellation or forced shutdown. In a worker, a listener added to it that
+   * throws is logged (error level, with the task's id) and does not end the process; a signal
+   * derived from it (`AbortSignal.any`) is a target of its own, whose listeners are not guarded.
+   */
+  get signal(): AbortSignal {
+    // guarded when first read: a task that never reads it pays nothing
+    const report = this.#onListenerError;
+    if (report !== undefined) {
+      this.#onListenerError = undefined;
+      guardListeners(this.#signal, report);
+    }
+    return this.#signal;
   }
 
   /** The policy's retry budget. */

@@ -13,6 +13,7 @@ import { type MessageCodec, peekHead, type TaskMessage } from "../core/message.j
 import { validateWithSchema } from "../core/schema.js";
 import { timerDelay } from "../core/sleep.js";
 import { toStoredError } from "../core/stored-error.js";
+import { isThenable } from "../core/thenable.js";
 import {
   MaxRetriesExceededError,
   RetryError,
@@ -45,6 +46,11 @@ export interface RunnerEnv {
    * no longer holds: another worker that took it over finished it). Absent without a backend.
    */
   isFinished?(taskId: string): Promise<boolean>;
+  /**
+   * Told of an error thrown by a listener the handler added to `ctx.signal` (or a rejection of
+   * a promise one returned), which would otherwise be an uncaught exception. Must not throw.
+   */
+  onSignalListenerError?(message: TaskMessage, error: unknown): void;
 }
 
 /** The runner's answer for one delivery. */
@@ -183,14 +189,6 @@ const SHUT_DOWN = "worker shut down before the task ended";
 
 function ignore(): void {}
 
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return (
-    value !== null &&
-    (typeof value === "object" || typeof value === "function") &&
-    typeof (value as { then?: unknown }).then === "function"
-  );
-}
-
 async function attempt(
   task: Task<readonly unknown[], unknown>,
   message: TaskMessage,
@@ -248,6 +246,7 @@ async function attempt(
         retries: message.retries,
         retryPolicy: task.retryPolicy,
         signal: run.controller.signal,
+        onListenerError: env.onSignalListenerError && ((error) => env.onSignalListenerError?.(message, error)),
       });
       value = handler(ctx, ...args);
     } else {

@@ -239,6 +239,11 @@ export class Worker {
         const backend = this.#app.backend;
         return backend !== null && (await terminalStateOf(backend, taskId)) !== null;
       },
+      onSignalListenerError: (message, error) =>
+        this.#logger.error(
+          { taskId: message.id, task: message.name, err: toError(error) },
+          "a listener on ctx.signal threw: logged, the worker goes on (the task's outcome is its own)",
+        ),
     };
     let serverResultLimit: ResultSizeLimit | undefined;
     try {

@@ -691,6 +691,48 @@ describe("Worker on the memory broker", () => {
     expect(aborted).toBe(true);
   });
 
+  it("a ctx.signal listener that throws is logged with its task, and the worker and its other jobs go on", async () => {
+    const { app } = makeApp();
+    const gate = deferred();
+    const throwing = app.task({ name: "throws_on_abort", timeout: "50ms", context: true }, async (ctx: TaskContext) => {
+      ctx.signal.addEventListener("abort", () => {
+        throw new Error("listener function");
+      });
+      ctx.signal.addEventListener("abort", {
+        handleEvent() {
+          throw new Error("listener object");
+        },
+      });
+      ctx.signal.addEventListener("abort", async () => {
+        throw new Error("async listener");
+      });
+      ctx.signal.onabort = () => {
+        throw new Error("onabort handler");
+      };
+      await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
+    });
+    const beside = app.task({ name: "runs_beside" }, async () => {
+      await gate.promise;
+      return "done";
+    });
+    const { logger, lines } = capturingLogger();
+    await startWorker(app, { logger });
+    const running = await beside.delay();
+    const failed = await throwing.delay();
+    await expect(failed.get({ timeout: 5 })).rejects.toMatchObject({ errorType: "TaskTimeoutError" });
+    const thrown = () => lines.filter((line) => line.message.includes("ctx.signal threw"));
+    await eventually(() => thrown().length === 4);
+    expect(
+      thrown()
+        .map((line) => (line.fields.err as Error).message)
+        .sort(),
+    ).toEqual(["async listener", "listener function", "listener object", "onabort handler"]);
+    expect(thrown().every((line) => line.level === "error" && line.fields.taskId === failed.taskId)).toBe(true);
+    gate.resolve();
+    expect(await running.get({ timeout: 5 })).toBe("done");
+    expect(await (await beside.delay()).get({ timeout: 5 })).toBe("done");
+  });
+
   it("a handler that ignores its timeout keeps its slot until it returns: never more than concurrency at once", async () => {
     const { app } = makeApp();
     const release = deferred();

@@ -1,0 +1,112 @@
+import { addAbortListener } from "node:events";
+import { describe, expect, it } from "vitest";
+import { guardListeners } from "../../src/core/guarded-signal.js";
+import { RetryPolicy, TaskContext } from "../../src/index.js";
+
+/** A signal whose listeners are guarded, and what they reported. */
+function guarded(): { controller: AbortController; reported: unknown[] } {
+  const controller = new AbortController();
+  const reported: unknown[] = [];
+  guardListeners(controller.signal, (error) => reported.push(error));
+  return { controller, reported };
+}
+
+/** Waits for the rejections of async listeners to be reported. */
+const settled = () => new Promise((resolve) => setImmediate(resolve));
+
+describe("guardListeners", () => {
+  it("reports what a listener throws or rejects with, and runs the listeners after it", async () => {
+    const { controller, reported } = guarded();
+    const seen: string[] = [];
+    controller.signal.addEventListener("abort", () => {
+      throw new Error("function");
+    });
+    controller.signal.addEventListener("abort", {
+      handleEvent() {
+        throw new Error("object");
+      },
+    });
+    controller.signal.addEventListener("abort", () => Promise.reject(new Error("promise")));
+    controller.signal.onabort = () => {
+      throw new Error("onabort");
+    };
+    addAbortListener(controller.signal, () => {
+      throw new Error("addAbortListener");
+    });
+    controller.signal.addEventListener("abort", () => seen.push("after"));
+    controller.abort(new Error("reason"));
+    await settled();
+    expect(seen).toEqual(["after"]);
+    expect(reported.map((error) => (error as Error).message).sort()).toEqual([
+      "addAbortListener",
+      "function",
+      "object",
+      "onabort",
+      "promise",
+    ]);
+  });
+
+  it("keeps a listener's this, event, options and removal as they were", () => {
+    const { controller, reported } = guarded();
+    const { signal } = controller;
+    const calls: Array<[unknown, string]> = [];
+    function listener(this: unknown, event: Event): void {
+      calls.push([this, event.type]);
+    }
+    const removed = () => calls.push(["removed", "abort"]);
+    const object = { handleEvent: (event: Event) => calls.push([object, event.type]) };
+    signal.addEventListener("abort", listener);
+    signal.addEventListener("abort", listener); // the same listener twice: added once
+    signal.addEventListener("abort", object);
+    signal.addEventListener("abort", removed);
+    signal.removeEventListener("abort", removed);
+    signal.removeEventListener("abort", () => undefined); // never added: nothing happens
+    controller.abort();
+    expect(calls).toEqual([
+      [signal, "abort"],
+      [object, "abort"],
+    ]);
+    expect(reported).toEqual([]);
+  });
+
+  it("a once listener runs once; a signal option removes it; bad listeners meet Node's own checks", () => {
+    const { controller } = guarded();
+    const { signal } = controller;
+    let runs = 0;
+    const cut = new AbortController();
+    signal.addEventListener("abort", () => runs++, { once: true });
+    signal.addEventListener("abort", () => runs++, { signal: cut.signal });
+    cut.abort();
+    expect(() => signal.addEventListener("abort", 42 as unknown as () => void)).toThrow(
+      expect.objectContaining({ code: "ERR_INVALID_ARG_TYPE" }),
+    );
+    controller.abort();
+    signal.dispatchEvent(new Event("abort"));
+    expect(runs).toBe(1);
+  });
+});
+
+describe("TaskContext.signal", () => {
+  const context = (signal: AbortSignal, onListenerError?: (error: unknown) => void) =>
+    new TaskContext({
+      taskId: "id",
+      taskName: "t",
+      retries: 0,
+      retryPolicy: new RetryPolicy(),
+      signal,
+      onListenerError,
+    });
+
+  it("is guarded when read, with onListenerError; left as it is without", () => {
+    const reported: unknown[] = [];
+    const guardedSignal = new AbortController().signal;
+    const ctx = context(guardedSignal, (error) => reported.push(error));
+    expect(Object.hasOwn(guardedSignal, "addEventListener")).toBe(false); // not read yet
+    expect(ctx.signal).toBe(guardedSignal);
+    expect(Object.hasOwn(guardedSignal, "addEventListener")).toBe(true);
+    expect(ctx.signal).toBe(guardedSignal); // read again: guarded once
+    const plain = new AbortController().signal;
+    expect(context(plain).signal).toBe(plain);
+    expect(Object.hasOwn(plain, "addEventListener")).toBe(false);
+  });
+});

@@ -1,15 +1,27 @@
 /**
- * Infrastructure fault (RELIABILITY §3.4 D1, backpressure): a PostgreSQL result backend goes
- * away for longer than a settling step's backoff (~31 s) while at-least-once jobs run on a Redis
- * broker, then on a RabbitMQ quorum queue (whose consumer's read-ahead a paused worker gives
- * back, and whose subscription it opens again on resuming). The backend reaches PostgreSQL
- * through a chaos proxy that resets its connections and refuses new ones for
- * {@link OUTAGE_MS}. Pass: the worker stops fetching once a record cannot be written (after the
- * pause is logged, the handler ends at most 2 × concurrency more times); the jobs it holds are neither given back nor
- * run again, their records written once the backend answers; fetching resumes on its own (and
- * is not said to before); every job ends SUCCESS and ran exactly once.
+ * Infrastructure fault (RELIABILITY §3.4 D1, backpressure): the result backend goes away for
+ * longer than a settling step's backoff (~31 s) while at-least-once jobs run. Two outages:
+ * - a PostgreSQL backend reached through a chaos proxy that resets its connections and refuses
+ *   new ones (the backend's calls fail at once), on a Redis broker, then on a RabbitMQ quorum
+ *   queue (whose consumer's read-ahead a paused worker gives back, and whose subscription it
+ *   opens again on resuming);
+ * - a Redis backend on a redis-server of the test's own, frozen (SIGSTOP: its connections stay
+ *   open and nothing answers, so the backend's calls and probes end only by their deadlines),
+ *   then killed (SIGKILL) and started again on its port, with a Redis broker on the shared
+ *   server.
+ * Each lasts {@link OUTAGE_MS} after the pause. Pass: the worker stops fetching once a record cannot be written
+ * (after the pause is logged, the handler ends at most 2 × concurrency more times); the jobs it
+ * holds are neither given back nor run again, their records written once the backend answers;
+ * fetching resumes on its own (and is not said to before); every job ends SUCCESS and ran
+ * exactly once.
  */
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import type { Backend } from "../../src/backends/backend.js";
+import { RedisBackend } from "../../src/backends/redis/index.js";
 import { PostgresBackend } from "../../src/backends/sql/index.js";
 import type { Broker } from "../../src/brokers/broker.js";
 import { RabbitMqBroker } from "../../src/brokers/rabbitmq/index.js";
@@ -23,10 +35,13 @@ import { deleteRabbitQueues } from "./harness/rabbitmq.js";
 import { ChaosProxy } from "./infra/chaos-proxy.js";
 import { JobLedger, report, sleepMs, waitFor } from "./infra/ledger.js";
 import { deleteRedisKeys } from "./infra/redis-keys.js";
+import { freePort, OwnRedis } from "./infra/redis-server.js";
 
 const skipRedis = await skipUnless("redis");
 const skipRabbit = await skipUnless("rabbitmq");
 const skipPg = await skipUnless("postgres");
+/** The frozen-server case starts a redis-server of its own (in CI it must be there). */
+const skipOwnRedis = spawnSync("redis-server", ["--version"]).status !== 0 && process.env.CI !== "true";
 const JOBS = 300;
 const CONCURRENCY = 4;
 /** Longer than a settling step's whole backoff schedule (100 ms .. 15 s: 30.6 s of pauses). */
@@ -38,40 +53,137 @@ interface BrokerUnderTest {
   cleanup(): Promise<void>;
 }
 
-const BROKERS: ReadonlyArray<readonly [string, boolean, (name: string) => BrokerUnderTest]> = [
-  [
-    "Redis",
-    skipRedis,
-    (name) => ({
-      broker: new RedisBroker({ url: SERVICES.redis, keyPrefix: name }),
-      cleanup: () => deleteRedisKeys(name),
-    }),
-  ],
-  [
-    "RabbitMQ quorum queue",
-    skipRabbit,
-    (name) => ({
-      broker: new RabbitMqBroker({ url: SERVICES.rabbitmq, prefix: name, queueType: "quorum", prefetchCount: 8 }),
-      cleanup: async () => void (await deleteRabbitQueues(name)),
-    }),
-  ],
+/** A result backend under test, the outage done to it, and how to remove what it left. */
+interface BackendUnderTest {
+  /** What the outage is, for the report. */
+  readonly outage: string;
+  /**
+   * True when the outage outlasts a record write's whole backoff, so that the worker holds the
+   * jobs it took: the backend's calls fail at once. A Redis backend's calls wait up to 10 s each
+   * for an answer (a frozen server) or for the connection to come back (a killed one), so 40 s
+   * do not spend the backoff: no job is held yet, none is given back.
+   */
+  readonly holdsPastBackoff: boolean;
+  /** The backend the app uses (through the fault). */
+  readonly backend: Backend;
+  /** Reads the records past the fault. */
+  readonly reader: Backend;
+  /** Starts the outage; returns what it counted (connections reset), if anything. */
+  fail(): number | undefined;
+  /** Ends the outage. */
+  heal(): void;
+  /** Reports what the fault saw (connections refused), if anything. */
+  figures(): Record<string, number>;
+  cleanup(): Promise<void>;
+}
+
+function redisBroker(name: string): BrokerUnderTest {
+  return { broker: new RedisBroker({ url: SERVICES.redis, keyPrefix: name }), cleanup: () => deleteRedisKeys(name) };
+}
+
+function rabbitQuorumBroker(name: string): BrokerUnderTest {
+  return {
+    broker: new RabbitMqBroker({ url: SERVICES.rabbitmq, prefix: name, queueType: "quorum", prefetchCount: 8 }),
+    cleanup: async () => void (await deleteRabbitQueues(name)),
+  };
+}
+
+/** PostgreSQL behind a chaos proxy that resets its connections and refuses new ones. */
+async function pgBehindProxy(name: string): Promise<BackendUnderTest> {
+  const tablePrefix = `${name}_`;
+  const pgUrl = new URL(SERVICES.postgres);
+  const proxy = new ChaosProxy(Number(pgUrl.port || 5432));
+  const proxyUrl = new URL(SERVICES.postgres);
+  proxyUrl.hostname = "127.0.0.1";
+  proxyUrl.port = String(await proxy.listen());
+  return {
+    outage: "PostgreSQL, connections reset and refused",
+    holdsPastBackoff: true,
+    backend: new PostgresBackend({ url: proxyUrl.toString(), tablePrefix }),
+    reader: new PostgresBackend({ url: SERVICES.postgres, tablePrefix }),
+    fail: () => {
+      proxy.refuse(true);
+      return proxy.cut();
+    },
+    heal: () => proxy.refuse(false),
+    figures: () => ({ refusedConnects: proxy.refused }),
+    cleanup: async () => {
+      proxy.refuse(false);
+      await proxy.close();
+      await dropPgTables(tablePrefix);
+    },
+  };
+}
+
+/** A redis-server of the test's own, frozen with SIGSTOP (connections open, no answer). */
+async function frozenOwnRedis(name: string): Promise<BackendUnderTest> {
+  const dir = mkdtempSync(join(tmpdir(), "chicory-outage-"));
+  const server = new OwnRedis(await freePort(), dir, "none");
+  await server.start();
+  const signal = (sig: NodeJS.Signals) => {
+    if (server.pid !== undefined) process.kill(server.pid, sig);
+  };
+  return {
+    outage: "Redis on a server of its own, frozen (SIGSTOP)",
+    holdsPastBackoff: false,
+    backend: new RedisBackend({ url: server.url, keyPrefix: name, env: {} }),
+    reader: new RedisBackend({ url: server.url, keyPrefix: name, env: {} }),
+    fail: () => {
+      signal("SIGSTOP");
+      return undefined;
+    },
+    heal: () => signal("SIGCONT"),
+    figures: () => ({}),
+    cleanup: async () => {
+      signal("SIGCONT");
+      await server.kill();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A redis-server of the test's own, killed (SIGKILL) and started again on its port. */
+async function killedOwnRedis(name: string): Promise<BackendUnderTest> {
+  const dir = mkdtempSync(join(tmpdir(), "chicory-outage-"));
+  const server = new OwnRedis(await freePort(), dir, "always");
+  await server.start();
+  return {
+    outage: "Redis on a server of its own, killed (SIGKILL) and started again (appendfsync always)",
+    holdsPastBackoff: false,
+    backend: new RedisBackend({ url: server.url, keyPrefix: name, env: {} }),
+    reader: new RedisBackend({ url: server.url, keyPrefix: name, env: {} }),
+    fail: () => {
+      void server.kill();
+      return undefined;
+    },
+    heal: () => void server.start(),
+    figures: () => ({}),
+    cleanup: async () => {
+      await server.kill();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+const CASES: ReadonlyArray<
+  readonly [string, boolean, (name: string) => BrokerUnderTest, (name: string) => Promise<BackendUnderTest>]
+> = [
+  ["PostgreSQL backend, Redis broker", skipRedis || skipPg, redisBroker, pgBehindProxy],
+  ["PostgreSQL backend, RabbitMQ quorum queue", skipRabbit || skipPg, rabbitQuorumBroker, pgBehindProxy],
+  ["Redis backend on a frozen server, Redis broker", skipRedis || skipOwnRedis, redisBroker, frozenOwnRedis],
+  ["Redis backend on a killed server, Redis broker", skipRedis || skipOwnRedis, redisBroker, killedOwnRedis],
 ];
 
-describe.each(BROKERS)(
-  "reliability: a result backend outage longer than the settle backoff (%s broker)",
-  (label, skip, open) => {
-    it.skipIf(skip || skipPg)(
+describe.each(CASES)(
+  "reliability: a result backend outage longer than the settle backoff (%s)",
+  (label, skip, openBroker, openBackend) => {
+    it.skipIf(skip)(
       "pauses fetching, holds the jobs taken (not run again), and stores their records once the backend is back",
       async () => {
         const name = uniqueName("chicory_t_");
-        const tablePrefix = `${name}_`;
-        const pgUrl = new URL(SERVICES.postgres);
-        const proxy = new ChaosProxy(Number(pgUrl.port || 5432));
-        const proxyUrl = new URL(SERVICES.postgres);
-        proxyUrl.hostname = "127.0.0.1";
-        proxyUrl.port = String(await proxy.listen());
-        const { broker, cleanup } = open(name);
-        const backend = new PostgresBackend({ url: proxyUrl.toString(), tablePrefix });
+        const { broker, cleanup } = openBroker(name);
+        const fault = await openBackend(name);
+        const { backend, reader } = fault;
         const app = new Chicory({ broker, backend });
         const ledger = new JobLedger();
         const job = app.task({ name: "rel_outage_job" }, async (i: number) => {
@@ -82,7 +194,6 @@ describe.each(BROKERS)(
         const taskId = (i: number) => `${name}-${i}`;
         const { logger, lines, until } = capturingLogger();
         const worker = new Worker(app, { logger, concurrency: CONCURRENCY, heartbeatInterval: 1 });
-        const reader = new PostgresBackend({ url: SERVICES.postgres, tablePrefix });
         const runs = () => [...ledger.runs.values()].reduce((a, b) => a + b, 0);
         try {
           await app.connect();
@@ -94,10 +205,9 @@ describe.each(BROKERS)(
           await worker.start();
           expect(await waitFor(() => ledger.runs.size >= 40, 30_000, 10)).toBe(true);
 
-          proxy.refuse(true);
-          const reset = proxy.cut();
+          const reset = fault.fail();
           const outageAt = Date.now();
-          await withinDeadline(until(/fetching paused/), 10_000); // the worker's pause
+          await withinDeadline(until(/fetching paused/), 30_000); // the worker's pause
           const pausedAfterMs = Date.now() - outageAt;
           const runsAtPause = runs();
           await sleepMs(OUTAGE_MS); // the outage itself
@@ -108,7 +218,7 @@ describe.each(BROKERS)(
           const releasedDuring = lines.filter((l) => l.message === "settling step failed; giving up").length;
 
           const resumedEarly = lines.filter((l) => /fetching resumes/.test(l.message)).length;
-          proxy.refuse(false);
+          fault.heal();
           const healedAt = Date.now();
           await withinDeadline(until(/fetching resumes/), 10_000); // its resumption
           const resumedAfterMs = Date.now() - healedAt;
@@ -126,11 +236,11 @@ describe.each(BROKERS)(
             const record = await reader.getResult(taskId(i));
             if (record?.state !== "SUCCESS" || (record.result as { i?: number } | undefined)?.i !== i) wrong.push(i);
           }
-          report(`backend outage (PostgreSQL, 40 s; ${label} broker)`, {
+          report(`backend outage (${fault.outage}, ${OUTAGE_MS / 1000} s; ${label})`, {
             jobs: JOBS,
             concurrency: CONCURRENCY,
-            connectionsReset: reset,
-            refusedConnects: proxy.refused,
+            ...(reset === undefined ? {} : { connectionsReset: reset }),
+            ...fault.figures(),
             pausedAfterMs,
             runsAtPause,
             runsDuringOutageAfterPause: runsAtEnd - runsAtPause,
@@ -144,19 +254,18 @@ describe.each(BROKERS)(
           expect(allStored).toBe(true);
           expect(wrong).toEqual([]);
           expect(runsAtEnd - runsAtPause).toBeLessThanOrEqual(2 * CONCURRENCY);
-          expect(held.size).toBeGreaterThan(0);
+          expect(held.size > 0).toBe(fault.holdsPastBackoff);
           expect(releasedDuring).toBe(0);
           expect(resumedEarly).toBe(0);
           expect(ledger.duplicates()).toBe(0);
           expect(ledger.runs.size).toBe(JOBS);
           expect(await broker.getPendingCount("default")).toBe(0);
         } finally {
-          proxy.refuse(false);
+          fault.heal();
           await worker.stop(5).catch(() => undefined);
           await app.disconnect().catch(() => undefined);
           await reader.disconnect().catch(() => undefined);
-          await proxy.close();
-          await dropPgTables(tablePrefix);
+          await fault.cleanup();
           await cleanup();
         }
       },

@@ -12,11 +12,12 @@ afterEach(() => {
 
 /**
  * A worker on the memory broker whose backend refuses every write and fails its healthcheck
- * while `outage.down`; its consumer's fetches while the worker says it is paused, and its
- * give-backs, are counted. Job `i` records its start; job 0 ends after `firstMs` (fake time),
- * the others when `unblock()` is called.
+ * while `outage.down` (its healthcheck passes all the same with `answers`: a backend that
+ * answers and refuses records); its consumer's fetches while the worker says it is paused, and
+ * its give-backs, are counted. Job `i` records its start; job 0 ends after `firstMs` (fake
+ * time), the others when `unblock()` is called.
  */
-function rig(concurrency: number, firstMs = 0) {
+function rig(concurrency: number, firstMs = 0, answers = false) {
   const backend = new MemoryBackend();
   const outage = { down: true };
   const store = backend.storeResult.bind(backend);
@@ -26,7 +27,7 @@ function rig(concurrency: number, firstMs = 0) {
   };
   const healthcheck = backend.healthcheck.bind(backend);
   backend.healthcheck = async () =>
-    outage.down ? { connected: false, error: "connect ECONNREFUSED 127.0.0.1:5432" } : healthcheck();
+    outage.down && !answers ? { connected: false, error: "connect ECONNREFUSED 127.0.0.1:5432" } : healthcheck();
   const { logger, lines } = capturingLogger();
   const messages = () => lines.map((line) => line.message);
   // paused: the last pause or resumption logged is a pause
@@ -141,6 +142,36 @@ describe("Worker: backpressure while the result backend does not answer", () => 
       await vi.advanceTimersByTimeAsync(30_000);
       expect(await r.states([first, later])).toEqual(["SUCCESS", "SUCCESS"]);
       expect(r.ranOnce()).toBe(true);
+    } finally {
+      await r.close();
+    }
+  });
+
+  it("a backend that answers but refuses every record: only the jobs the worker holds run again, once per backoff", async () => {
+    const concurrency = 4;
+    const r = rig(concurrency, 0, true);
+    try {
+      await r.app.connect();
+      const ids = [];
+      for (let i = 0; i < 20; i++) ids.push((await r.job.delay(i)).taskId);
+      await r.worker.start();
+      await vi.advanceTimersByTimeAsync(0);
+      r.unblock(); // the running jobs end, their records are refused too
+      await vi.advanceTimersByTimeAsync(5 * 60_000); // ten times the settle backoff
+      // running and settling jobs share 2 × concurrency slots: a job whose record is refused
+      // keeps its slot through the backoff (~31 s), then is given back and runs again
+      expect(r.started.size).toBeLessThanOrEqual(2 * concurrency);
+      const runs = [...r.started.values()];
+      expect(Math.max(...runs)).toBeGreaterThan(1);
+      expect(Math.max(...runs)).toBeLessThanOrEqual(Math.ceil((5 * 60_000) / 30_000));
+      expect(r.watch.stopFetching).toBe(0); // the backend answers: no outage, nothing given back early
+      expect(r.messages()).toContain("settling step failed; giving up");
+      expect(r.messages().filter((m) => m.includes("fetching paused"))).toHaveLength(0);
+
+      r.outage.down = false;
+      await vi.advanceTimersByTimeAsync(60_000);
+      expect(await r.states(ids)).toEqual(ids.map(() => "SUCCESS"));
+      expect(r.started.size).toBe(20);
     } finally {
       await r.close();
     }

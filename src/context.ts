@@ -63,6 +63,18 @@ export interface RetryOptions {
   error?: unknown;
 }
 
+/** A context's signal, and where its listeners' errors go until the signal is first read. */
+interface ContextSignal {
+  readonly signal: AbortSignal;
+  report: ((error: unknown) => void) | undefined;
+}
+
+/**
+ * Kept apart from the class (no private field): a `TaskContext` stays a structural type, which
+ * an object literal can stand in for (a handler's unit test).
+ */
+const contextSignals = new WeakMap<TaskContext, ContextSignal>();
+
 /** Information about the running attempt, and control over its outcome. */
 export class TaskContext {
   /** Task id. */
@@ -73,9 +85,6 @@ export class TaskContext {
   readonly retries: number;
   /** The task's retry policy. */
   readonly retryPolicy: RetryPolicy;
-  readonly #signal: AbortSignal;
-  #onListenerError: ((error: unknown) => void) | undefined;
-
   /**
    * @param init.onListenerError when given, an error thrown by a listener added to
    * {@link TaskContext.signal} (or a promise such a listener returns that rejects) is handed to
@@ -94,8 +103,7 @@ export class TaskContext {
     this.taskName = init.taskName;
     this.retries = init.retries;
     this.retryPolicy = init.retryPolicy;
-    this.#signal = init.signal;
-    this.#onListenerError = init.onListenerError;
+    contextSignals.set(this, { signal: init.signal, report: init.onListenerError });
   }
 
   /**
@@ -104,13 +112,13 @@ export class TaskContext {
    * derived from it (`AbortSignal.any`) is a target of its own, whose listeners are not guarded.
    */
   get signal(): AbortSignal {
+    const held = contextSignals.get(this) as ContextSignal;
     // guarded when first read: a task that never reads it pays nothing
-    const report = this.#onListenerError;
-    if (report !== undefined) {
-      this.#onListenerError = undefined;
-      guardListeners(this.#signal, report);
+    if (held.report !== undefined) {
+      guardListeners(held.signal, held.report);
+      held.report = undefined;
     }
-    return this.#signal;
+    return held.signal;
   }
 
   /** The policy's retry budget. */

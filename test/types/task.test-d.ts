@@ -290,4 +290,9 @@ describe("get()", () => {
     expectTypeOf((await nothing.delay(1)).get()).resolves.toEqualTypeOf<null>();
     expectTypeOf((await maybe.delay(1)).get()).resolves.toEqualTypeOf<number | null>();
   });
+
+  it("TaskContext stays structural: an object of its public members stands in for it (a handler's unit test)", () => {
+    expectTypeOf<Pick<TaskContext, keyof TaskContext>>().toMatchTypeOf<TaskContext>();
+    expectTypeOf<TaskContext["signal"]>().toEqualTypeOf<AbortSignal>();
+  });
 });

@@ -63,18 +63,6 @@ export interface RetryOptions {
   error?: unknown;
 }
 
-/** A context's signal, and where its listeners' errors go until the signal is first read. */
-interface ContextSignal {
-  readonly signal: AbortSignal;
-  report: ((error: unknown) => void) | undefined;
-}
-
-/**
- * Kept apart from the class (no private field): a `TaskContext` stays a structural type, which
- * an object literal can stand in for (a handler's unit test).
- */
-const contextSignals = new WeakMap<TaskContext, ContextSignal>();
-
 /** Information about the running attempt, and control over its outcome. */
 export class TaskContext {
   /** Task id. */
@@ -85,6 +73,12 @@ export class TaskContext {
   readonly retries: number;
   /** The task's retry policy. */
   readonly retryPolicy: RetryPolicy;
+  /**
+   * Aborts on timeout, cancellation or forced shutdown. In a worker, a listener added to it that
+   * throws is logged (error level, with the task's id) and does not end the process; a signal
+   * derived from it (`AbortSignal.any`) is a target of its own, whose listeners are not guarded.
+   */
+  declare readonly signal: AbortSignal;
   /**
    * @param init.onListenerError when given, an error thrown by a listener added to
    * {@link TaskContext.signal} (or a promise such a listener returns that rejects) is handed to
@@ -103,22 +97,25 @@ export class TaskContext {
     this.taskName = init.taskName;
     this.retries = init.retries;
     this.retryPolicy = init.retryPolicy;
-    contextSignals.set(this, { signal: init.signal, report: init.onListenerError });
-  }
-
-  /**
-   * Aborts on timeout, cancellation or forced shutdown. In a worker, a listener added to it that
-   * throws is logged (error level, with the task's id) and does not end the process; a signal
-   * derived from it (`AbortSignal.any`) is a target of its own, whose listeners are not guarded.
-   */
-  get signal(): AbortSignal {
-    const held = contextSignals.get(this) as ContextSignal;
-    // guarded when first read: a task that never reads it pays nothing
-    if (held.report !== undefined) {
-      guardListeners(held.signal, held.report);
-      held.report = undefined;
+    const { signal } = init;
+    let report = init.onListenerError;
+    if (report === undefined) {
+      this.signal = signal;
+      return;
     }
-    return held.signal;
+    // An own property, as a field would be (a spread `{ ...ctx }` keeps it), guarded when first
+    // read: a task that never reads it pays nothing. No private field: a `TaskContext` stays a
+    // structural type, which an object literal can stand in for (a handler's unit test).
+    Object.defineProperty(this, "signal", {
+      enumerable: true,
+      get: (): AbortSignal => {
+        if (report !== undefined) {
+          guardListeners(signal, report);
+          report = undefined;
+        }
+        return signal;
+      },
+    });
   }
 
   /** The policy's retry budget. */

@@ -109,4 +109,13 @@ describe("TaskContext.signal", () => {
     expect(context(plain).signal).toBe(plain);
     expect(Object.hasOwn(plain, "addEventListener")).toBe(false);
   });
+
+  it("is an own, enumerable property either way: a spread copy keeps it", () => {
+    for (const report of [undefined, () => undefined]) {
+      const signal = new AbortController().signal;
+      const ctx = context(signal, report);
+      expect(Object.keys(ctx)).toContain("signal");
+      expect({ ...ctx }.signal).toBe(signal);
+    }
+  });
 });

@@ -35,7 +35,7 @@ import { deleteRabbitQueues } from "./harness/rabbitmq.js";
 import { ChaosProxy } from "./infra/chaos-proxy.js";
 import { JobLedger, report, sleepMs, waitFor } from "./infra/ledger.js";
 import { deleteRedisKeys } from "./infra/redis-keys.js";
-import { freePort, OwnRedis } from "./infra/redis-server.js";
+import { freePort, OwnRedis, type RedisPersistence } from "./infra/redis-server.js";
 
 const skipRedis = await skipUnless("redis");
 const skipRabbit = await skipUnless("rabbitmq");
@@ -115,55 +115,65 @@ async function pgBehindProxy(name: string): Promise<BackendUnderTest> {
   };
 }
 
-/** A redis-server of the test's own, frozen with SIGSTOP (connections open, no answer). */
-async function frozenOwnRedis(name: string): Promise<BackendUnderTest> {
-  const dir = mkdtempSync(join(tmpdir(), "chicory-outage-"));
-  const server = new OwnRedis(await freePort(), dir, "none");
-  await server.start();
-  const signal = (sig: NodeJS.Signals) => {
+/** Sends `sig` to the server, if it runs. */
+function signalServer(server: OwnRedis, sig: NodeJS.Signals): void {
+  try {
     if (server.pid !== undefined) process.kill(server.pid, sig);
-  };
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "ESRCH") throw error; // (it exited)
+  }
+}
+
+/** A Redis backend on a redis-server of the test's own, and the outage `fault` does to it. */
+async function ownRedisBackend(
+  name: string,
+  persistence: RedisPersistence,
+  outage: string,
+  fault: (server: OwnRedis) => { fail(): void; heal(): void },
+): Promise<BackendUnderTest> {
+  const dir = mkdtempSync(join(tmpdir(), "chicory-outage-"));
+  const server = new OwnRedis(await freePort(), dir, persistence);
+  await server.start();
+  const { fail, heal } = fault(server);
   return {
-    outage: "Redis on a server of its own, frozen (SIGSTOP)",
+    outage,
     holdsPastBackoff: false,
     backend: new RedisBackend({ url: server.url, keyPrefix: name, env: {} }),
     reader: new RedisBackend({ url: server.url, keyPrefix: name, env: {} }),
     fail: () => {
-      signal("SIGSTOP");
+      fail();
       return undefined;
     },
-    heal: () => signal("SIGCONT"),
+    heal,
     figures: () => ({}),
     cleanup: async () => {
-      signal("SIGCONT");
+      signalServer(server, "SIGCONT");
       await server.kill();
       rmSync(dir, { recursive: true, force: true });
     },
   };
 }
 
+/** A redis-server of the test's own, frozen with SIGSTOP (connections open, no answer). */
+const frozenOwnRedis = (name: string) =>
+  ownRedisBackend(name, "none", "Redis on a server of its own, frozen (SIGSTOP)", (server) => ({
+    fail: () => signalServer(server, "SIGSTOP"),
+    heal: () => signalServer(server, "SIGCONT"),
+  }));
+
 /** A redis-server of the test's own, killed (SIGKILL) and started again on its port. */
-async function killedOwnRedis(name: string): Promise<BackendUnderTest> {
-  const dir = mkdtempSync(join(tmpdir(), "chicory-outage-"));
-  const server = new OwnRedis(await freePort(), dir, "always");
-  await server.start();
-  return {
-    outage: "Redis on a server of its own, killed (SIGKILL) and started again (appendfsync always)",
-    holdsPastBackoff: false,
-    backend: new RedisBackend({ url: server.url, keyPrefix: name, env: {} }),
-    reader: new RedisBackend({ url: server.url, keyPrefix: name, env: {} }),
-    fail: () => {
-      void server.kill();
-      return undefined;
-    },
-    heal: () => void server.start(),
-    figures: () => ({}),
-    cleanup: async () => {
-      await server.kill();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
+const killedOwnRedis = (name: string) =>
+  ownRedisBackend(
+    name,
+    "always",
+    "Redis on a server of its own, killed (SIGKILL) and started again (appendfsync always)",
+    (server) => ({
+      fail: () => void server.kill(),
+      heal: () => {
+        if (server.pid === undefined) void server.start(); // (called again by the test's cleanup)
+      },
+    }),
+  );
 
 const CASES: ReadonlyArray<
   readonly [string, boolean, (name: string) => BrokerUnderTest, (name: string) => Promise<BackendUnderTest>]

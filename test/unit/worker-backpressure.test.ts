@@ -82,6 +82,15 @@ function rig(concurrency: number, firstMs = 0, answers = false) {
     messages,
     worker,
     ranOnce: () => [...started.values()].every((n) => n === 1),
+    /** Connects, enqueues jobs 0 … n - 1, starts the worker and lets it begin; their task ids. */
+    async startWith(n: number): Promise<string[]> {
+      await app.connect();
+      const ids = [];
+      for (let i = 0; i < n; i++) ids.push((await job.delay(i)).taskId);
+      await worker.start();
+      await vi.advanceTimersByTimeAsync(0);
+      return ids;
+    },
     states: (ids: readonly string[]) => Promise.all(ids.map(async (id) => (await backend.getResult(id))?.state)),
     async close() {
       const stopping = worker.stop(1);
@@ -97,11 +106,7 @@ describe("Worker: backpressure while the result backend does not answer", () => 
     const concurrency = 4;
     const r = rig(concurrency);
     try {
-      await r.app.connect();
-      const ids = [];
-      for (let i = 0; i < 20; i++) ids.push((await r.job.delay(i)).taskId);
-      await r.worker.start();
-      await vi.advanceTimersByTimeAsync(0);
+      const ids = await r.startWith(20);
       expect(r.watch.paused).toBe(true); // job 0's record failed, the probe found the backend away
       const startedAtPause = r.started.size;
       expect(startedAtPause).toBeLessThanOrEqual(concurrency + 1);
@@ -151,11 +156,7 @@ describe("Worker: backpressure while the result backend does not answer", () => 
     const concurrency = 4;
     const r = rig(concurrency, 0, true);
     try {
-      await r.app.connect();
-      const ids = [];
-      for (let i = 0; i < 20; i++) ids.push((await r.job.delay(i)).taskId);
-      await r.worker.start();
-      await vi.advanceTimersByTimeAsync(0);
+      const ids = await r.startWith(20);
       r.unblock(); // the running jobs end, their records are refused too
       await vi.advanceTimersByTimeAsync(5 * 60_000); // ten times the settle backoff
       // running and settling jobs share 2 × concurrency slots: a job whose record is refused

@@ -771,8 +771,12 @@ export class RedisConsumer implements Consumer {
       q.moveAtMs = performance.now(); // more are due: next fetch moves the next batch
       return;
     }
+    // "-1": none left; "inf" (a member ZADDed with the score +inf, never due): as none
     const nextDue = Number(next);
-    const waitMs = nextDue < 0 ? MOVER_RECHECK_MS : Math.min(MOVER_RECHECK_MS, Math.max(0, nextDue - nowMs));
+    const waitMs =
+      nextDue < 0 || !Number.isFinite(nextDue)
+        ? MOVER_RECHECK_MS
+        : Math.min(MOVER_RECHECK_MS, Math.max(0, nextDue - nowMs));
     q.moveAtMs = performance.now() + waitMs;
   }
 

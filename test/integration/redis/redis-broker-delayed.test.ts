@@ -166,6 +166,24 @@ describe.skipIf(skip)("redis broker: delayed messages", () => {
     expect(await raw.exists(n.delayed, n.delayedData)).toBe(0);
   });
 
+  it("a member scored +inf (never due) neither stops the consumer nor holds back other jobs", async () => {
+    const { n, raw, broker } = await brokerAndRaw();
+    await raw.zadd(n.delayed, "+inf", "never-due");
+    const consumer = broker.consumer({ queues: [n.queue], consumerId: uniqueName("c-") });
+    cleanups.push(() => consumer.close());
+    const now = encodeTask(codec);
+    await broker.publish(n.queue, { id: now.id, body: now.body });
+    const first = await fetchOne(consumer); // the mover ran: its next due time is "inf"
+    expect(first.body).toBe(now.body);
+    await first.ack();
+    const soon = encodeTask(codec);
+    await broker.publish(n.queue, { id: soon.id, body: soon.body, delayMs: 50 });
+    const second = await fetchOne(consumer); // before: every fetch failed (XREADGROUP … BLOCK NaN)
+    expect(second.body).toBe(soon.body);
+    await second.ack();
+    expect(await raw.zscore(n.delayed, "never-due")).toBe("inf");
+  });
+
   it("a producer whose due mover drops jobs without a stored body says so", async () => {
     const { logger, until } = capturingLogger();
     const { n, raw, broker } = await brokerAndRaw({ logger });

@@ -137,10 +137,15 @@ export class TaskContext {
    * Ends this attempt and schedules another one.
    * @throws RetryError (the signal the worker acts on), MaxRetriesExceededError when the
    * budget is spent, `options.error` itself when the policy does not retry it, or
-   * ValidationError when `countdown` is not a number of seconds from 0 to ten years (the
-   * attempt then fails for good, naming the bad value)
+   * ValidationError when `countdown` is not a number of seconds from 0 to ten years, or
+   * `options` is not an object (the attempt then fails for good, naming the bad value)
    */
   retry(options: RetryOptions = {}): never {
+    if (options === null || typeof options !== "object") {
+      throw new ValidationError(
+        `ctx.retry: options must be an object ({ countdown, error }) or nothing, got ${options === null ? "null" : typeof options}`,
+      );
+    }
     const countdown = retryCountdownSeconds(options.countdown);
     if (options.error !== undefined && !this.retryPolicy.shouldRetry(options.error)) {
       throw options.error;

@@ -220,7 +220,12 @@ export class TaskAbortedError extends ChicoryError {
 
 /** Converts anything thrown into an `Error`. */
 export function toError(value: unknown): Error {
-  if (value instanceof Error) return value;
+  try {
+    if (value instanceof Error) return value;
+  } catch {
+    // (a revoked Proxy: even `instanceof` throws)
+    return new Error("a value that cannot be read (a revoked Proxy?)");
+  }
   return new Error(typeof value === "string" ? value : safeString(value));
 }
 
@@ -228,6 +233,10 @@ function safeString(value: unknown): string {
   try {
     return JSON.stringify(value) ?? String(value);
   } catch {
-    return String(value);
+    try {
+      return String(value);
+    } catch {
+      return `a value of type ${typeof value} that cannot be read`;
+    }
   }
 }

@@ -19,9 +19,17 @@ type Listener = ((event: Event) => unknown) | { handleEvent(event: Event): unkno
  * as an uncaught exception. Listeners run as before otherwise (same `this`, same options,
  * removable with the function or object that was added). Signals derived from `signal`
  * (`AbortSignal.any`, `AbortSignal.timeout`) are separate targets: their listeners are not
- * guarded. `report` must not throw.
+ * guarded, nor is a listener added through `EventTarget.prototype.addEventListener.call`.
+ * What `report` throws is dropped.
  */
 export function guardListeners(signal: AbortSignal, report: (error: unknown) => void): void {
+  const safeReport = (error: unknown): void => {
+    try {
+      report(error);
+    } catch {
+      // a report that throws must not become the uncaught exception the guard is for
+    }
+  };
   // One wrapper per listener, so that adding it twice adds it once and removing it finds it.
   const wrappers = new WeakMap<object, (this: unknown, event: Event) => void>();
   const wrap = (listener: Listener): ((this: unknown, event: Event) => void) => {
@@ -31,9 +39,9 @@ export function guardListeners(signal: AbortSignal, report: (error: unknown) => 
         try {
           const result: unknown =
             typeof listener === "function" ? listener.call(this, event) : listener.handleEvent(event);
-          if (isThenable(result)) result.then(undefined, report);
+          if (isThenable(result)) result.then(undefined, safeReport);
         } catch (error) {
-          report(error);
+          safeReport(error);
         }
       };
       wrappers.set(listener, wrapper);

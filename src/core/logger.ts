@@ -72,3 +72,54 @@ export const silentLogger: Logger = {
   error: noop,
   child: () => silentLogger,
 };
+
+/** The methods of a {@link Logger} that write a line. */
+type LineMethod = "debug" | "info" | "warn" | "error";
+
+/**
+ * `logger`, whose lines can never throw: a line the logger fails to write (a logger that throws,
+ * or a serializer reading an error whose getters throw) is written again as its message alone,
+ * with what went wrong; should that fail too, it is dropped. The worker logs through it, so that
+ * no log line can break what it was doing (a stop, a job's settling). The methods are looked
+ * up at each call, so a level changed on the logger (pino's `logger.level = …`) applies.
+ */
+export function neverThrowing(logger: Logger): Logger {
+  const line =
+    (method: LineMethod): LogFn =>
+    (...args: unknown[]): void => {
+      try {
+        Reflect.apply(logger[method], logger, args);
+      } catch (error) {
+        const message = typeof args[0] === "string" ? args[0] : typeof args[1] === "string" ? args[1] : "";
+        try {
+          Reflect.apply(logger[method], logger, [
+            `${message} (the line's fields could not be logged: ${textOf(error)})`,
+          ]);
+        } catch {
+          // nothing more can be done with this logger
+        }
+      }
+    };
+  return {
+    debug: line("debug"),
+    info: line("info"),
+    warn: line("warn"),
+    error: line("error"),
+    child: (fields) => {
+      try {
+        return neverThrowing(logger.child(fields));
+      } catch {
+        return neverThrowing(logger);
+      }
+    },
+  };
+}
+
+/** `error`'s message, or a word that it has none that can be read; never throws. */
+function textOf(error: unknown): string {
+  try {
+    return error instanceof Error ? String(error.message) : String(error);
+  } catch {
+    return "an error that cannot be read";
+  }
+}

@@ -4,7 +4,8 @@
  * @module
  */
 import type { StandardSchemaV1 } from "@standard-schema/spec";
-import { ValidationError } from "../errors.js";
+import { ValidationError, type ValidationIssue } from "../errors.js";
+import { toStoredError } from "./stored-error.js";
 
 /**
  * Validates `value` against `schema` and returns the (possibly coerced) output.
@@ -16,26 +17,60 @@ export async function validateWithSchema<S extends StandardSchemaV1>(
   value: unknown,
   what: string,
 ): Promise<StandardSchemaV1.InferOutput<S>> {
-  let result: StandardSchemaV1.Result<StandardSchemaV1.InferOutput<S>>;
+  let result: unknown;
   try {
     const returned = schema["~standard"].validate(value);
     result = returned instanceof Promise ? await returned : returned;
   } catch (thrown) {
     // A schema that throws (a zod `.transform` or `.refine` that throws instead of adding an
     // issue) fails validation as well: not retried in the worker, a ValidationError at delay().
-    const reason = thrown instanceof Error ? `${thrown.name}: ${thrown.message}` : String(thrown);
-    throw new ValidationError(`${what} failed validation: the schema threw ${reason}`, [], { cause: thrown });
+    const { type, message } = toStoredError(thrown); // (never throws, whatever was thrown)
+    throw new ValidationError(`${what} failed validation: the schema threw ${type}: ${message}`, [], {
+      cause: thrown,
+    });
   }
-  if (result.issues) {
-    const issues = result.issues.map((issue) => ({
-      message: issue.message,
-      path: issue.path?.map((p) => (typeof p === "object" ? p.key : p)),
-    }));
-    const detail = issues
-      .slice(0, 5)
-      .map((i) => (i.path?.length ? `${i.path.map(String).join(".")}: ${i.message}` : i.message))
-      .join("; ");
-    throw new ValidationError(`${what} failed validation: ${detail}`, issues);
+  let issues: ValidationIssue[];
+  try {
+    if (result === null || typeof result !== "object") throw new TypeError(`got ${describe(result)}`);
+    const reported: unknown = (result as { issues?: unknown }).issues;
+    if (reported === undefined || reported === null) {
+      return (result as { value: StandardSchemaV1.InferOutput<S> }).value;
+    }
+    if (!Array.isArray(reported)) throw new TypeError(`its issues are ${describe(reported)}, not an array`);
+    issues = reported.map(issueOf);
+  } catch (bad) {
+    // A schema library's bug (or a hand-written schema's) is no reason to run the task again.
+    throw new ValidationError(
+      `${what} failed validation: the schema's answer is not a Standard Schema result ({ value } or { issues: [...] }): ${toStoredError(bad).message}`,
+      [],
+      { cause: bad },
+    );
   }
-  return result.value as StandardSchemaV1.InferOutput<S>;
+  const detail = issues
+    .slice(0, 5)
+    .map((i) => (i.path?.length ? `${i.path.map(String).join(".")}: ${i.message}` : i.message))
+    .join("; ");
+  throw new ValidationError(`${what} failed validation: ${detail}`, issues);
+}
+
+/** One issue as a {@link ValidationError} keeps it: its message, and its path's keys. */
+function issueOf(issue: unknown): ValidationIssue {
+  if (issue === null || typeof issue !== "object") throw new TypeError(`an issue is ${describe(issue)}`);
+  const { message, path } = issue as { message?: unknown; path?: unknown };
+  if (path !== undefined && !Array.isArray(path)) throw new TypeError(`an issue's path is ${describe(path)}`);
+  return {
+    message: typeof message === "string" ? message : describe(message),
+    path: path?.map((p: unknown) => {
+      const key = p !== null && typeof p === "object" ? (p as { key?: unknown }).key : p;
+      return typeof key === "string" || typeof key === "number" || typeof key === "symbol" ? key : describe(key);
+    }),
+  };
+}
+
+/** A short description of a value that is not what was expected; never throws. */
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (typeof value === "string") return JSON.stringify(value.slice(0, 80));
+  if (typeof value === "number" || typeof value === "boolean" || typeof value === "undefined") return String(value);
+  return `a ${typeof value}`;
 }

@@ -217,10 +217,19 @@ async function attempt(
   });
   let timer: NodeJS.Timeout | undefined;
   try {
+    // The attempt's time runs from here: its validations count, and one that never settles (a
+    // schema's async check) ends with the timeout, not never.
+    if (task.timeoutMs !== undefined) {
+      const ms = task.timeoutMs;
+      timer = setTimeout(
+        () => run.abort(new TaskTimeoutError(`task ${task.name} exceeded its timeout of ${ms / 1000} s`)),
+        timerDelay(ms),
+      );
+    }
     const mode = task.validationMode;
     let args: readonly unknown[] = message.args;
     if (task.argsSchema && (mode === "inputs" || mode === "strict")) {
-      const validated = await validateWithSchema(task.argsSchema, args, `task "${task.name}" arguments`);
+      const validated = await run.race(validateWithSchema(task.argsSchema, args, `task "${task.name}" arguments`));
       if (!Array.isArray(validated)) {
         throw new ValidationError(`task "${task.name}": the argument schema must produce an array`);
       }
@@ -229,13 +238,6 @@ async function attempt(
     // Aborted before the handler started (forced shutdown, lost lease): it does not start.
     if (run.reason) throw run.reason;
     env.onStart(message);
-    if (task.timeoutMs !== undefined) {
-      const ms = task.timeoutMs;
-      timer = setTimeout(
-        () => run.abort(new TaskTimeoutError(`task ${task.name} exceeded its timeout of ${ms / 1000} s`)),
-        timerDelay(ms),
-      );
-    }
     const handler = task.handler as (...a: unknown[]) => unknown;
     let value: unknown;
     if (task.usesContext) {
@@ -268,7 +270,7 @@ async function attempt(
     // The schema sees what the handler returned (`undefined` too: `z.void()` accepts it);
     // `undefined` is stored as null.
     if (task.resultSchema && (mode === "outputs" || mode === "strict")) {
-      value = await validateWithSchema(task.resultSchema, value, `task "${task.name}" result`);
+      value = await run.race(validateWithSchema(task.resultSchema, value, `task "${task.name}" result`));
     }
     // nothing is stored: a value that is not JSON (a driver's row object, a BigInt) is no failure
     if (task.ignoreResult || value === undefined) return { kind: "success", value: null };

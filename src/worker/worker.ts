@@ -19,10 +19,11 @@ import {
 import { type Duration, toSeconds } from "../core/duration.js";
 import { checkOptionKeys, unknownEnvNames } from "../core/env.js";
 import { newWorkerId } from "../core/ids.js";
-import type { Logger } from "../core/logger.js";
+import { type Logger, neverThrowing } from "../core/logger.js";
 import { peekMessage, type TaskMessage } from "../core/message.js";
 import { onStopSignals } from "../core/signals.js";
 import { DeadlinePassed, nextTurn, settlesWithin, sleep, withinDeadline } from "../core/sleep.js";
+import { toStoredError } from "../core/stored-error.js";
 import { routeUnownedLogs } from "../core/warn-once.js";
 import { ChicoryError, toError } from "../errors.js";
 import { createLogger } from "../logging.js";
@@ -170,7 +171,10 @@ export class Worker {
     this.hostname = osHostname();
     this.pid = process.pid;
     this.workerId = newWorkerId(this.hostname, this.pid);
-    this.#logger = (options.logger ?? createLogger({ level: this.config.logLevel })).child({ workerId: this.workerId });
+    // (a line that fails to be written must not break a stop or a job's settling)
+    this.#logger = neverThrowing(
+      (options.logger ?? createLogger({ level: this.config.logLevel })).child({ workerId: this.workerId }),
+    );
     if (options.logger !== undefined && options.logLevel !== undefined) {
       this.#logger.warn(
         { logLevel: options.logLevel },
@@ -239,11 +243,13 @@ export class Worker {
         const backend = this.#app.backend;
         return backend !== null && (await terminalStateOf(backend, taskId)) !== null;
       },
-      onSignalListenerError: (message, error) =>
+      onSignalListenerError: (message, error) => {
+        const thrown = toStoredError(error); // (never throws, whatever was thrown)
         this.#logger.error(
-          { taskId: message.id, task: message.name, err: toError(error) },
+          { taskId: message.id, task: message.name, errorType: thrown.type, error: thrown.message },
           "a listener on ctx.signal threw: logged, the worker goes on (the task's outcome is its own)",
-        ),
+        );
+      },
     };
     let serverResultLimit: ResultSizeLimit | undefined;
     try {
@@ -967,7 +973,8 @@ async function runStartupHooks(hooks: readonly WorkerHook[]): Promise<void> {
     try {
       await hook();
     } catch (error) {
-      throw new ChicoryError(`worker startup hook failed: ${toError(error).message}`, { cause: error });
+      const { message } = toStoredError(error); // (never throws, whatever was thrown)
+      throw new ChicoryError(`worker startup hook failed: ${message}`, { cause: error });
     }
   }
 }

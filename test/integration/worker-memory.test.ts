@@ -724,7 +724,7 @@ describe("Worker on the memory broker", () => {
     await eventually(() => thrown().length === 4);
     expect(
       thrown()
-        .map((line) => (line.fields.err as Error).message)
+        .map((line) => line.fields.error)
         .sort(),
     ).toEqual(["async listener", "listener function", "listener object", "onabort handler"]);
     expect(thrown().every((line) => line.level === "error" && line.fields.taskId === failed.taskId)).toBe(true);
@@ -1241,5 +1241,178 @@ describe("lines of adapters built without a logger", () => {
     await worker.stop(1);
     adapterLog.warn("adapter trouble after stop");
     expect(lines.some((line) => line.message.startsWith("adapter trouble after"))).toBe(false);
+  });
+});
+
+/** A Proxy revoked at once: even `instanceof` on it throws. */
+function revokedProxy(): object {
+  const { proxy, revoke } = Proxy.revocable({}, {});
+  revoke();
+  return proxy;
+}
+
+/** Publishes a message of task `name` (no arguments) as is, past the producer's validation. */
+async function publishRaw(app: Chicory, broker: MemoryBroker, name: string): Promise<AsyncResult<unknown>> {
+  const id = crypto.randomUUID();
+  await app.connect();
+  await broker.publish("default", { id, body: app.codec.encode(taskMessage({ id, name, args: [] })) });
+  return new AsyncResult(id, app.backend);
+}
+
+describe("Worker on the memory broker: hostile values from user code", () => {
+  it("a ctx.signal listener throwing an unreadable value, or an Error whose message getter throws, is logged; the job beside it ends", async () => {
+    const { app } = makeApp();
+    const gate = deferred();
+    const hostileError = Object.defineProperty(new Error("x"), "message", {
+      enumerable: true,
+      get() {
+        throw new Error("message getter threw");
+      },
+    });
+    const throwing = app.task(
+      { name: "throws_unreadable", timeout: "50ms", context: true },
+      async (ctx: TaskContext) => {
+        ctx.signal.addEventListener("abort", () => {
+          throw revokedProxy();
+        });
+        ctx.signal.addEventListener("abort", () => {
+          throw hostileError;
+        });
+        ctx.signal.addEventListener("abort", async () => Promise.reject(revokedProxy()));
+        await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
+      },
+    );
+    const beside = app.task({ name: "runs_beside_hostile" }, async () => {
+      await gate.promise;
+      return "done";
+    });
+    const { logger, lines } = capturingLogger();
+    await startWorker(app, { logger });
+    const running = await beside.delay();
+    const failed = await throwing.delay();
+    await expect(failed.get({ timeout: 5 })).rejects.toMatchObject({ errorType: "TaskTimeoutError" });
+    await eventually(() => lines.filter((line) => line.message.includes("ctx.signal threw")).length === 3);
+    gate.resolve();
+    expect(await running.get({ timeout: 5 })).toBe("done");
+  });
+
+  it("a logger that throws breaks neither a failure's settling nor stop()", async () => {
+    const { app, broker } = makeApp();
+    const fails = app.task({ name: "fails_with_bad_logger", retryPolicy: { maxRetries: 0 } }, async () => {
+      throw new Error("task failure");
+    });
+    const written: string[] = [];
+    const broken: Logger = {
+      ...silentLogger,
+      // throws for a line with fields (as a serializer reading a hostile value would), writes a bare one
+      warn: (fields: unknown, message?: string) => {
+        if (typeof fields !== "string") throw new Error("logger.warn threw");
+        written.push(fields);
+        void message;
+      },
+      info: () => {
+        throw new Error("logger.info threw");
+      },
+      child: () => broken,
+    };
+    const worker = new Worker(app, { logger: broken, concurrency: 2 });
+    await worker.start();
+    await expect((await fails.delay()).get({ timeout: 5 })).rejects.toMatchObject({ errorType: "Error" });
+    expect(written).toContain("task failed (the line's fields could not be logged: logger.warn threw)");
+    await worker.stop(1);
+    expect(worker.isRunning).toBe(false);
+    expect(await broker.getPendingCount("default")).toBe(0);
+  });
+
+  it("hooks that throw unreadable values: start() names the startup hook's failure; stop() runs the next shutdown hook and disconnects", async () => {
+    const { app } = makeApp();
+    app.onWorkerStartup(() => {
+      throw revokedProxy();
+    });
+    const worker = new Worker(app, { logger: silentLogger });
+    await expect(worker.start()).rejects.toThrow(/worker startup hook failed: .*cannot be read/);
+
+    const other = makeApp();
+    const ran: string[] = [];
+    other.app.onWorkerShutdown(() => {
+      throw revokedProxy();
+    });
+    other.app.onWorkerShutdown(() => void ran.push("second hook"));
+    const { logger, lines } = capturingLogger();
+    const stopping = new Worker(other.app, { logger });
+    const disconnect = vi.spyOn(other.app, "disconnect");
+    await stopping.start();
+    await stopping.stop(1);
+    expect(ran).toEqual(["second hook"]);
+    expect(lines.some((line) => line.message === "worker shutdown hook failed")).toBe(true);
+    expect(disconnect).toHaveBeenCalled();
+  });
+
+  it("a schema that misbehaves (throws an unreadable value, answers with no result or malformed issues) fails validation, not retried", async () => {
+    const { app, broker } = makeApp();
+    const answers: Array<() => unknown> = [
+      () => {
+        throw revokedProxy();
+      },
+      () => null,
+      () => ({ issues: 5 }),
+      () => ({ issues: [null] }),
+      () => ({ issues: [{ message: Symbol("m"), path: "not an array" }] }),
+    ];
+    for (const [i, answer] of answers.entries()) {
+      let calls = 0;
+      const schema: StandardSchemaV1<unknown[], unknown[]> = {
+        "~standard": {
+          version: 1,
+          vendor: "hostile",
+          validate: () => {
+            calls++;
+            return answer() as StandardSchemaV1.Result<unknown[]>;
+          },
+        },
+      };
+      app.task(
+        { name: `hostile_schema_${i}`, args: schema, retryPolicy: { maxRetries: 3, retryDelay: 0 } },
+        async () => "ran",
+      );
+      const published = await publishRaw(app, broker, `hostile_schema_${i}`);
+      const worker = await startWorker(app);
+      await expect(published.get({ timeout: 5 })).rejects.toMatchObject({ errorType: "ValidationError" });
+      expect(calls).toBe(1); // not retried
+      await worker.stop(1);
+    }
+  });
+
+  it("a schema whose validation never settles ends with the task's timeout, and frees its slot", async () => {
+    const { app, broker } = makeApp();
+    const never: StandardSchemaV1<unknown[], unknown[]> = {
+      "~standard": { version: 1, vendor: "hostile", validate: () => new Promise(() => {}) },
+    };
+    app.task({ name: "never_validated", args: never, timeout: "100ms" }, async () => "ran");
+    const other = app.task(async function plain() {
+      return "plain";
+    });
+    await startWorker(app, { concurrency: 1 });
+    const first = await publishRaw(app, broker, "never_validated");
+    await expect(first.get({ timeout: 5 })).rejects.toMatchObject({ errorType: "TaskTimeoutError" });
+    expect(await (await other.delay()).get({ timeout: 5 })).toBe("plain");
+  });
+
+  it("ctx.retry(null) fails the task with a ValidationError naming it, not retried", async () => {
+    const { app } = makeApp();
+    let runs = 0;
+    const t = app.task(
+      { name: "retry_null", context: true, retryPolicy: { maxRetries: 3, retryDelay: 0 } },
+      async (ctx: TaskContext) => {
+        runs++;
+        ctx.retry(null as unknown as undefined);
+      },
+    );
+    await startWorker(app);
+    await expect((await t.delay()).get({ timeout: 5 })).rejects.toMatchObject({
+      errorType: "ValidationError",
+      message: expect.stringContaining("ctx.retry: options must be an object"),
+    });
+    expect(runs).toBe(1);
   });
 });

@@ -211,14 +211,20 @@ export function createDefaultBackend(brokerSpec: string, context: DriverContext)
  * by kind alone (`"redis"`, no URL) beside a Redis broker, with no `CHICORY_BACKEND_REDIS_`
  * location variable of its own, is the broker's default backend: where the broker connects
  * (`new Chicory({ broker: "redis", backend: "redis" })` with `CHICORY_BROKER_REDIS_URL` set
- * keeps both on that server), not on the Redis defaults (127.0.0.1:6379).
+ * keeps both on that server), not on the Redis defaults (127.0.0.1:6379). A Redis backend
+ * placed anywhere beside a Redis broker takes the broker's `KEY_PREFIX` when it has none of its
+ * own: an app's keys keep one prefix (a backend URL naming the broker's own server, say, does
+ * not put its records under `chicory:` beside the broker's `tenant:` keys).
  */
 export function createBackendBeside(backendSpec: string, brokerSpec: string, context: DriverContext): Backend {
   const backend = parseSpec(backendSpec, "backend");
-  if (backend.kind === "redis" && backend.url === undefined && parseSpec(brokerSpec, "broker").kind === "redis") {
-    if (!hasOwnRedisLocation(context.env, brokerSpec)) {
-      return createDefaultBackend(brokerSpec, context) ?? createBackend(backendSpec, context);
-    }
+  if (backend.kind !== "redis" || parseSpec(brokerSpec, "broker").kind !== "redis") {
+    return createBackend(backendSpec, context);
   }
-  return createBackend(backendSpec, context);
+  if (backend.url === undefined && !hasOwnRedisLocation(context.env, brokerSpec)) {
+    return createDefaultBackend(brokerSpec, context) ?? createBackend(backendSpec, context);
+  }
+  const env: Record<string, string | undefined> = { ...context.env };
+  env.CHICORY_BACKEND_REDIS_KEY_PREFIX ??= context.env.CHICORY_BROKER_REDIS_KEY_PREFIX;
+  return createBackend(backendSpec, { ...context, env });
 }

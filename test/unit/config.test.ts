@@ -340,6 +340,27 @@ describe("default backend location", () => {
     expect(none.backend).toBeNull();
   });
 
+  it("a Redis backend placed by its own URL beside a Redis broker takes the broker's key prefix, unless it has its own", async () => {
+    const { Chicory } = await import("../../src/app.js");
+    const { RedisBackend } = await import("../../src/backends/redis/index.js");
+    const prefixOf = (app: InstanceType<typeof Chicory>) =>
+      (app.backend as InstanceType<typeof RedisBackend>).settings.keyPrefix;
+    const env = { CHICORY_BROKER_REDIS_KEY_PREFIX: "tenant" };
+    const url = "redis://127.0.0.1:6379/0";
+    // the broker's own server named again (by option or variable), or another one
+    expect(prefixOf(new Chicory({ broker: url, backend: url, config: { env } }))).toBe("tenant");
+    expect(
+      prefixOf(new Chicory({ config: { env: { ...env, CHICORY_BROKER_URL: url, CHICORY_BACKEND_URL: url } } })),
+    ).toBe("tenant");
+    expect(prefixOf(new Chicory({ broker: url, backend: "redis://results.example:6379/2", config: { env } }))).toBe(
+      "tenant",
+    );
+    // its own prefix wins; no broker prefix: the default
+    const own = { ...env, CHICORY_BACKEND_REDIS_KEY_PREFIX: "results" };
+    expect(prefixOf(new Chicory({ broker: url, backend: url, config: { env: own } }))).toBe("results");
+    expect(prefixOf(new Chicory({ broker: url, backend: url, config: { env: {} } }))).toBe("chicory");
+  });
+
   it("puts Redis results where a broker found through its variables connects, with its key prefix", async () => {
     const { Chicory } = await import("../../src/app.js");
     const { RedisBackend } = await import("../../src/backends/redis/index.js");

@@ -146,12 +146,13 @@ class AttemptAbort {
   /** Settles as `pending` does, or rejects with the reason when the attempt ends first. */
   race(pending: PromiseLike<unknown>): Promise<unknown> {
     return new Promise((resolve, reject) => {
+      // attached first, ended early or not: a rejection of `pending` is never left unhandled
+      pending.then(resolve, reject);
       if (this.reason) {
         reject(this.reason);
         return;
       }
       this.#reject = reject;
-      pending.then(resolve, reject);
     });
   }
 }

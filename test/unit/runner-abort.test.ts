@@ -1,0 +1,52 @@
+import type { StandardSchemaV1 } from "@standard-schema/spec";
+import { afterEach, describe, expect, it } from "vitest";
+import type { Delivery } from "../../src/brokers/broker.js";
+import { Chicory, MemoryBackend, MemoryBroker } from "../../src/index.js";
+import { runDelivery } from "../../src/worker/runner.js";
+import { taskMessage } from "../contract/contract-helpers.js";
+
+const unhandled: unknown[] = [];
+const onUnhandled = (reason: unknown) => void unhandled.push(reason);
+afterEach(() => {
+  process.off("unhandledRejection", onUnhandled);
+  unhandled.length = 0;
+});
+
+describe("runDelivery: an attempt ended before it began", () => {
+  it("an argument schema that rejects after the attempt was aborted leaves no unhandled rejection", async () => {
+    process.on("unhandledRejection", onUnhandled);
+    const app = new Chicory({ broker: new MemoryBroker(), backend: new MemoryBackend(), config: { env: {} } });
+    const rejecting: StandardSchemaV1<unknown[], unknown[]> = {
+      "~standard": {
+        version: 1,
+        vendor: "test",
+        validate: async () => ({ issues: [{ message: "not valid" }] }),
+      },
+    };
+    app.task({ name: "validated", args: rejecting }, async () => "ran");
+    const message = taskMessage({ id: "t1", name: "validated", args: [] });
+    const delivery: Delivery = {
+      queue: "default",
+      deliveryId: "d1",
+      body: app.codec.encode(message),
+      deliveryCount: 1,
+      ack: async () => {},
+      retry: async () => {},
+      deadLetter: async () => {},
+      release: async () => {},
+    };
+    const shutdown = new AbortController();
+    shutdown.abort(); // a forced shutdown before the attempt began
+    const attempt = await runDelivery(delivery, {
+      codec: app.codec,
+      tasks: app.tasks,
+      maxDeliveries: 5,
+      maxResultBytes: 1024 * 1024,
+      shutdownSignal: shutdown.signal,
+      onStart: () => {},
+    });
+    expect(attempt.outcome).toMatchObject({ kind: "aborted", error: { type: "TaskAbortedError" } });
+    await new Promise((resolve) => setTimeout(resolve, 10)); // (a rejection is reported after a turn)
+    expect(unhandled).toEqual([]);
+  });
+});

@@ -78,7 +78,7 @@ export class TaskContext {
    * throws is logged (error level, with the task's id) and does not end the process; a signal
    * derived from it (`AbortSignal.any`) is a target of its own, whose listeners are not guarded.
    */
-  declare readonly signal: AbortSignal;
+  readonly signal: AbortSignal;
   /**
    * @param init.onListenerError when given, an error thrown by a listener added to
    * {@link TaskContext.signal} (or a promise such a listener returns that rejects) is handed to
@@ -97,25 +97,8 @@ export class TaskContext {
     this.taskName = init.taskName;
     this.retries = init.retries;
     this.retryPolicy = init.retryPolicy;
-    const { signal } = init;
-    let report = init.onListenerError;
-    if (report === undefined) {
-      this.signal = signal;
-      return;
-    }
-    // An own property, as a field would be (a spread `{ ...ctx }` keeps it), guarded when first
-    // read: a task that never reads it pays nothing. No private field: a `TaskContext` stays a
-    // structural type, which an object literal can stand in for (a handler's unit test).
-    Object.defineProperty(this, "signal", {
-      enumerable: true,
-      get: (): AbortSignal => {
-        if (report !== undefined) {
-          guardListeners(signal, report);
-          report = undefined;
-        }
-        return signal;
-      },
-    });
+    this.signal = init.signal;
+    if (init.onListenerError !== undefined) guardListeners(init.signal, init.onListenerError);
   }
 
   /** The policy's retry budget. */

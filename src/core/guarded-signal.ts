@@ -10,63 +10,89 @@ const addListener = EventTarget.prototype.addEventListener;
 const removeListener = EventTarget.prototype.removeEventListener;
 
 /** What `addEventListener` takes: a function, or an object with a `handleEvent` method. */
-type Listener = ((event: Event) => unknown) | { handleEvent(event: Event): unknown };
+type Listener = ((event: Event) => unknown) | { handleEvent?: (event: Event) => unknown };
+
+/** A guarded signal's report, and its listeners' wrappers (one per listener). */
+interface Guard {
+  readonly report: (error: unknown) => void;
+  readonly wrappers: WeakMap<object, (this: unknown, event: Event) => void>;
+}
+
+const guards = new WeakMap<object, Guard>();
+
+function isListener(listener: unknown): listener is Listener {
+  return typeof listener === "function" || (typeof listener === "object" && listener !== null);
+}
+
+/** The wrapper of `listener` on the signal `guard` is for (made once, so that removal finds it). */
+function wrapperOf(guard: Guard, listener: Listener): (this: unknown, event: Event) => void {
+  let wrapper = guard.wrappers.get(listener);
+  if (wrapper === undefined) {
+    const safeReport = (error: unknown): void => {
+      try {
+        guard.report(error);
+      } catch {
+        // a report that throws must not become the uncaught exception the guard is for
+      }
+    };
+    wrapper = function guarded(this: unknown, event: Event): void {
+      try {
+        let result: unknown;
+        if (typeof listener === "function") result = Reflect.apply(listener, this, [event]);
+        else {
+          const handle = listener.handleEvent;
+          if (typeof handle !== "function") return; // (ignored, as Node ignores it)
+          result = Reflect.apply(handle, listener, [event]);
+        }
+        if (isThenable(result)) result.then(undefined, safeReport);
+      } catch (error) {
+        safeReport(error);
+      }
+    };
+    guard.wrappers.set(listener, wrapper);
+  }
+  return wrapper;
+}
+
+/**
+ * The prototype of a guarded signal: `AbortSignal.prototype` with `addEventListener` and
+ * `removeEventListener` that wrap the listener. One for every guarded signal, so that they
+ * share their shape.
+ */
+const guardedPrototype: object = Object.create(AbortSignal.prototype, {
+  addEventListener: {
+    configurable: true,
+    writable: true,
+    value(this: AbortSignal, type: string, listener: unknown, options?: unknown): void {
+      const guard = guards.get(this);
+      // anything else goes as it is, for Node's own checks and messages
+      const callback = guard !== undefined && isListener(listener) ? wrapperOf(guard, listener) : listener;
+      Reflect.apply(addListener, this, [type, callback, options]);
+    },
+  },
+  removeEventListener: {
+    configurable: true,
+    writable: true,
+    value(this: AbortSignal, type: string, listener: unknown, options?: unknown): void {
+      const wrapper = isListener(listener) ? guards.get(this)?.wrappers.get(listener) : undefined;
+      Reflect.apply(removeListener, this, [type, wrapper ?? listener, options]);
+    },
+  },
+});
 
 /**
  * Makes the listeners added to `signal` from now on (`addEventListener`, `onabort`, and so
  * whatever a library adds through them: `events.addAbortListener`, `fetch`) hand what they
  * throw, or what a promise they return rejects with, to `report` instead of letting it escape
  * as an uncaught exception. Listeners run as before otherwise (same `this`, same options,
- * removable with the function or object that was added). Signals derived from `signal`
- * (`AbortSignal.any`, `AbortSignal.timeout`) are separate targets: their listeners are not
- * guarded, nor is a listener added through `EventTarget.prototype.addEventListener.call`.
- * What `report` throws is dropped.
+ * removable with the function or object that was added; an object without `handleEvent` is
+ * ignored). Signals derived from `signal` (`AbortSignal.any`, `AbortSignal.timeout`) are
+ * separate targets: their listeners are not guarded, nor is a listener added through
+ * `EventTarget.prototype.addEventListener.call`. What `report` throws is dropped. A signal
+ * guarded already keeps its first report.
  */
 export function guardListeners(signal: AbortSignal, report: (error: unknown) => void): void {
-  const safeReport = (error: unknown): void => {
-    try {
-      report(error);
-    } catch {
-      // a report that throws must not become the uncaught exception the guard is for
-    }
-  };
-  // One wrapper per listener, so that adding it twice adds it once and removing it finds it.
-  const wrappers = new WeakMap<object, (this: unknown, event: Event) => void>();
-  const wrap = (listener: Listener): ((this: unknown, event: Event) => void) => {
-    let wrapper = wrappers.get(listener);
-    if (wrapper === undefined) {
-      wrapper = function guarded(this: unknown, event: Event): void {
-        try {
-          const result: unknown =
-            typeof listener === "function" ? listener.call(this, event) : listener.handleEvent(event);
-          if (isThenable(result)) result.then(undefined, safeReport);
-        } catch (error) {
-          safeReport(error);
-        }
-      };
-      wrappers.set(listener, wrapper);
-    }
-    return wrapper;
-  };
-  const isListener = (listener: unknown): listener is Listener =>
-    typeof listener === "function" || (typeof listener === "object" && listener !== null);
-  Object.defineProperties(signal, {
-    addEventListener: {
-      configurable: true,
-      writable: true,
-      value(this: AbortSignal, type: string, listener: unknown, options?: unknown): void {
-        // anything else goes as it is, for Node's own checks and messages
-        const callback = isListener(listener) ? wrap(listener) : listener;
-        Reflect.apply(addListener, this, [type, callback, options]);
-      },
-    },
-    removeEventListener: {
-      configurable: true,
-      writable: true,
-      value(this: AbortSignal, type: string, listener: unknown, options?: unknown): void {
-        const callback = isListener(listener) ? (wrappers.get(listener) ?? listener) : listener;
-        Reflect.apply(removeListener, this, [type, callback, options]);
-      },
-    },
-  });
+  if (guards.has(signal)) return;
+  guards.set(signal, { report, wrappers: new WeakMap() });
+  Object.setPrototypeOf(signal, guardedPrototype);
 }

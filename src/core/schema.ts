@@ -6,6 +6,7 @@
 import type { StandardSchemaV1 } from "@standard-schema/spec";
 import { ValidationError, type ValidationIssue } from "../errors.js";
 import { toStoredError } from "./stored-error.js";
+import { isThenable } from "./thenable.js";
 
 /**
  * Validates `value` against `schema` and returns the (possibly coerced) output.
@@ -19,8 +20,8 @@ export async function validateWithSchema<S extends StandardSchemaV1>(
 ): Promise<StandardSchemaV1.InferOutput<S>> {
   let result: unknown;
   try {
-    const returned = schema["~standard"].validate(value);
-    result = returned instanceof Promise ? await returned : returned;
+    const returned: unknown = schema["~standard"].validate(value);
+    result = isThenable(returned) ? await returned : returned; // (a promise of another realm too)
   } catch (thrown) {
     // A schema that throws (a zod `.transform` or `.refine` that throws instead of adding an
     // issue) fails validation as well: not retried in the worker, a ValidationError at delay().
@@ -34,6 +35,7 @@ export async function validateWithSchema<S extends StandardSchemaV1>(
     if (result === null || typeof result !== "object") throw new TypeError(`got ${describe(result)}`);
     const reported: unknown = (result as { issues?: unknown }).issues;
     if (reported === undefined || reported === null) {
+      if (!("value" in result)) throw new TypeError("it has neither a value nor issues");
       return (result as { value: StandardSchemaV1.InferOutput<S> }).value;
     }
     if (!Array.isArray(reported)) throw new TypeError(`its issues are ${describe(reported)}, not an array`);
@@ -46,10 +48,11 @@ export async function validateWithSchema<S extends StandardSchemaV1>(
       { cause: bad },
     );
   }
-  const detail = issues
-    .slice(0, 5)
-    .map((i) => (i.path?.length ? `${i.path.map(String).join(".")}: ${i.message}` : i.message))
-    .join("; ");
+  const detail =
+    issues
+      .slice(0, 5)
+      .map((i) => (i.path?.length ? `${i.path.map(String).join(".")}: ${i.message}` : i.message))
+      .join("; ") || "the schema reported no issue it could describe";
   throw new ValidationError(`${what} failed validation: ${detail}`, issues);
 }
 
@@ -72,5 +75,5 @@ function describe(value: unknown): string {
   if (value === null) return "null";
   if (typeof value === "string") return JSON.stringify(value.slice(0, 80));
   if (typeof value === "number" || typeof value === "boolean" || typeof value === "undefined") return String(value);
-  return `a ${typeof value}`;
+  return `a value of type ${typeof value}`;
 }

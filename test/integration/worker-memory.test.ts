@@ -1348,7 +1348,7 @@ describe("Worker on the memory broker: hostile values from user code", () => {
     expect(disconnect).toHaveBeenCalled();
   });
 
-  it("a schema that misbehaves (throws an unreadable value, answers with no result or malformed issues) fails validation, not retried", async () => {
+  it("a schema that misbehaves (throws an unreadable value, answers with no result, malformed issues, or a thenable) fails validation, not retried", async () => {
     const { app, broker } = makeApp();
     const answers: Array<() => unknown> = [
       () => {
@@ -1358,6 +1358,8 @@ describe("Worker on the memory broker: hostile values from user code", () => {
       () => ({ issues: 5 }),
       () => ({ issues: [null] }),
       () => ({ issues: [{ message: Symbol("m"), path: "not an array" }] }),
+      () => ({}), // neither a value nor issues
+      () => ({ then: (resolve: (r: unknown) => void) => resolve({ issues: [{ message: "a thenable's" }] }) }),
     ];
     for (const [i, answer] of answers.entries()) {
       let calls = 0;

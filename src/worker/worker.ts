@@ -172,9 +172,9 @@ export class Worker {
     this.pid = process.pid;
     this.workerId = newWorkerId(this.hostname, this.pid);
     // (a line that fails to be written must not break a stop or a job's settling)
-    this.#logger = neverThrowing(
-      (options.logger ?? createLogger({ level: this.config.logLevel })).child({ workerId: this.workerId }),
-    );
+    this.#logger = neverThrowing(options.logger ?? createLogger({ level: this.config.logLevel })).child({
+      workerId: this.workerId,
+    });
     if (options.logger !== undefined && options.logLevel !== undefined) {
       this.#logger.warn(
         { logLevel: options.logLevel },

@@ -25,6 +25,7 @@ import {
   type BrokerType,
   createBackend,
   createBackendBeside,
+  createBackendBesideObject,
   createBroker,
   createDefaultBackend,
   DEFAULT_BROKER_SPEC,
@@ -246,7 +247,7 @@ export class Chicory {
       if (spec !== undefined) {
         this.backend = namingVariable(backendVariable, () =>
           typeof options.broker === "object"
-            ? createBackend(spec, context)
+            ? createBackendBesideObject(spec, options.broker, context)
             : createBackendBeside(spec, brokerSpec, context),
         );
       } else if (typeof options.broker === "object") this.backend = null;

@@ -202,7 +202,7 @@ export function createDefaultBackend(brokerSpec: string, context: DriverContext)
     // its sentinels logged in to) the same way, unless the backend says otherwise
     for (const name of REDIS_TRUST) env[`CHICORY_BACKEND_REDIS_${name}`] ??= from(name);
   }
-  env.CHICORY_BACKEND_REDIS_KEY_PREFIX ??= from("KEY_PREFIX");
+  inheritKeyPrefix(env, from("KEY_PREFIX"));
   return createBackend(spec, { ...context, env });
 }
 
@@ -225,6 +225,28 @@ export function createBackendBeside(backendSpec: string, brokerSpec: string, con
     return createDefaultBackend(brokerSpec, context) ?? createBackend(backendSpec, context);
   }
   const env: Record<string, string | undefined> = { ...context.env };
-  env.CHICORY_BACKEND_REDIS_KEY_PREFIX ??= context.env.CHICORY_BROKER_REDIS_KEY_PREFIX;
+  inheritKeyPrefix(env, context.env.CHICORY_BROKER_REDIS_KEY_PREFIX);
   return createBackend(backendSpec, { ...context, env });
+}
+
+/**
+ * The backend of spec `backendSpec` for an app given a broker object: a Redis backend beside a
+ * {@link RedisBroker} takes that broker's key prefix unless it has its own, as beside a broker
+ * spec (see {@link createBackendBeside}).
+ */
+export function createBackendBesideObject(backendSpec: string, broker: Broker, context: DriverContext): Backend {
+  if (!(broker instanceof RedisBroker) || parseSpec(backendSpec, "backend").kind !== "redis") {
+    return createBackend(backendSpec, context);
+  }
+  const env: Record<string, string | undefined> = { ...context.env };
+  inheritKeyPrefix(env, broker.settings.keyPrefix);
+  return createBackend(backendSpec, { ...context, env });
+}
+
+/**
+ * Gives a Redis backend (its variables in `env`) the broker's key prefix `prefix`, unless it has
+ * its own: set and not blank (a blank variable is unset, as the readers take it).
+ */
+export function inheritKeyPrefix(env: Record<string, string | undefined>, prefix: string | undefined): void {
+  if (!isSet(env, "CHICORY_BACKEND_REDIS_KEY_PREFIX")) env.CHICORY_BACKEND_REDIS_KEY_PREFIX = prefix;
 }

@@ -359,6 +359,16 @@ describe("default backend location", () => {
     const own = { ...env, CHICORY_BACKEND_REDIS_KEY_PREFIX: "results" };
     expect(prefixOf(new Chicory({ broker: url, backend: url, config: { env: own } }))).toBe("results");
     expect(prefixOf(new Chicory({ broker: url, backend: url, config: { env: {} } }))).toBe("chicory");
+    // a blank variable of its own (as compose files leave them) is none
+    const blank = { ...env, CHICORY_BACKEND_REDIS_KEY_PREFIX: " " };
+    expect(prefixOf(new Chicory({ broker: url, backend: url, config: { env: blank } }))).toBe("tenant");
+    // beside a broker object: that broker's prefix, however it was given
+    const { RedisBroker } = await import("../../src/brokers/redis/index.js");
+    const object = new RedisBroker({ url, keyPrefix: "objects", env: {} });
+    expect(prefixOf(new Chicory({ broker: object, backend: url, config: { env: {} } }))).toBe("objects");
+    const fromEnv = new RedisBroker({ url, env });
+    expect(prefixOf(new Chicory({ broker: fromEnv, backend: url, config: { env } }))).toBe("tenant");
+    expect(prefixOf(new Chicory({ broker: object, backend: url, config: { env: own } }))).toBe("results");
   });
 
   it("puts Redis results where a broker found through its variables connects, with its key prefix", async () => {

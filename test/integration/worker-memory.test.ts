@@ -81,6 +81,35 @@ function deferred<T = void>() {
   return { promise, resolve };
 }
 
+/**
+ * Runs a context task that adds listeners to `ctx.signal` (`listen`) and times out, beside a
+ * job that waits for it to end: the listeners' errors are logged (`count` lines awaited), the
+ * job beside ends, and later jobs run. Returns the timed-out job and the logged lines.
+ */
+async function timeOutWithListeners(count: number, listen: (signal: AbortSignal) => void) {
+  const { app } = makeApp();
+  const gate = deferred();
+  const throwing = app.task({ name: "throws_on_abort", timeout: "50ms", context: true }, async (ctx: TaskContext) => {
+    listen(ctx.signal);
+    await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
+  });
+  const beside = app.task({ name: "runs_beside" }, async () => {
+    await gate.promise;
+    return "done";
+  });
+  const { logger, lines } = capturingLogger();
+  await startWorker(app, { logger });
+  const running = await beside.delay();
+  const failed = await throwing.delay();
+  await expect(failed.get({ timeout: 5 })).rejects.toMatchObject({ errorType: "TaskTimeoutError" });
+  const thrown = () => lines.filter((line) => line.message.includes("ctx.signal threw"));
+  await eventually(() => thrown().length === count);
+  gate.resolve();
+  expect(await running.get({ timeout: 5 })).toBe("done");
+  expect(await (await beside.delay()).get({ timeout: 5 })).toBe("done");
+  return { failed, thrown: thrown() };
+}
+
 describe("Worker on the memory broker", () => {
   it("runs tasks end to end: delay, get, state", async () => {
     const { app } = makeApp();
@@ -692,45 +721,29 @@ describe("Worker on the memory broker", () => {
   });
 
   it("a ctx.signal listener that throws is logged with its task, and the worker and its other jobs go on", async () => {
-    const { app } = makeApp();
-    const gate = deferred();
-    const throwing = app.task({ name: "throws_on_abort", timeout: "50ms", context: true }, async (ctx: TaskContext) => {
-      ctx.signal.addEventListener("abort", () => {
+    const { failed, thrown } = await timeOutWithListeners(4, (signal) => {
+      signal.addEventListener("abort", () => {
         throw new Error("listener function");
       });
-      ctx.signal.addEventListener("abort", {
+      signal.addEventListener("abort", {
         handleEvent() {
           throw new Error("listener object");
         },
       });
-      ctx.signal.addEventListener("abort", async () => {
+      signal.addEventListener("abort", async () => {
         throw new Error("async listener");
       });
-      ctx.signal.onabort = () => {
+      signal.onabort = () => {
         throw new Error("onabort handler");
       };
-      await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
     });
-    const beside = app.task({ name: "runs_beside" }, async () => {
-      await gate.promise;
-      return "done";
-    });
-    const { logger, lines } = capturingLogger();
-    await startWorker(app, { logger });
-    const running = await beside.delay();
-    const failed = await throwing.delay();
-    await expect(failed.get({ timeout: 5 })).rejects.toMatchObject({ errorType: "TaskTimeoutError" });
-    const thrown = () => lines.filter((line) => line.message.includes("ctx.signal threw"));
-    await eventually(() => thrown().length === 4);
-    expect(
-      thrown()
-        .map((line) => line.fields.error)
-        .sort(),
-    ).toEqual(["async listener", "listener function", "listener object", "onabort handler"]);
-    expect(thrown().every((line) => line.level === "error" && line.fields.taskId === failed.taskId)).toBe(true);
-    gate.resolve();
-    expect(await running.get({ timeout: 5 })).toBe("done");
-    expect(await (await beside.delay()).get({ timeout: 5 })).toBe("done");
+    expect(thrown.map((line) => line.fields.error).sort()).toEqual([
+      "async listener",
+      "listener function",
+      "listener object",
+      "onabort handler",
+    ]);
+    expect(thrown.every((line) => line.level === "error" && line.fields.taskId === failed.taskId)).toBe(true);
   });
 
   it("a handler that ignores its timeout keeps its slot until it returns: never more than concurrency at once", async () => {
@@ -1261,39 +1274,22 @@ async function publishRaw(app: Chicory, broker: MemoryBroker, name: string): Pro
 
 describe("Worker on the memory broker: hostile values from user code", () => {
   it("a ctx.signal listener throwing an unreadable value, or an Error whose message getter throws, is logged; the job beside it ends", async () => {
-    const { app } = makeApp();
-    const gate = deferred();
     const hostileError = Object.defineProperty(new Error("x"), "message", {
       enumerable: true,
       get() {
         throw new Error("message getter threw");
       },
     });
-    const throwing = app.task(
-      { name: "throws_unreadable", timeout: "50ms", context: true },
-      async (ctx: TaskContext) => {
-        ctx.signal.addEventListener("abort", () => {
-          throw revokedProxy();
-        });
-        ctx.signal.addEventListener("abort", () => {
-          throw hostileError;
-        });
-        ctx.signal.addEventListener("abort", async () => Promise.reject(revokedProxy()));
-        await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
-      },
-    );
-    const beside = app.task({ name: "runs_beside_hostile" }, async () => {
-      await gate.promise;
-      return "done";
+    const { thrown } = await timeOutWithListeners(3, (signal) => {
+      signal.addEventListener("abort", () => {
+        throw revokedProxy();
+      });
+      signal.addEventListener("abort", () => {
+        throw hostileError;
+      });
+      signal.addEventListener("abort", async () => Promise.reject(revokedProxy()));
     });
-    const { logger, lines } = capturingLogger();
-    await startWorker(app, { logger });
-    const running = await beside.delay();
-    const failed = await throwing.delay();
-    await expect(failed.get({ timeout: 5 })).rejects.toMatchObject({ errorType: "TaskTimeoutError" });
-    await eventually(() => lines.filter((line) => line.message.includes("ctx.signal threw")).length === 3);
-    gate.resolve();
-    expect(await running.get({ timeout: 5 })).toBe("done");
+    expect(thrown.every((line) => line.level === "error")).toBe(true);
   });
 
   it("a logger that throws breaks neither a failure's settling nor stop()", async () => {

@@ -275,14 +275,31 @@ async function attempt(
     }
     // nothing is stored: a value that is not JSON (a driver's row object, a BigInt) is no failure
     if (task.ignoreResult || value === undefined) return { kind: "success", value: null };
-    const bad = findNonJson(value, "result");
-    if (bad) throw new ValidationError(`task "${task.name}": ${bad}; results must be JSON-representable`);
-    return snapshot(value, task.name, env.maxResultBytes, env.serverResultLimit);
+    return storedResult(value, task.name, env);
   } catch (thrown) {
     return failureOutcome(task, message, thrown);
   } finally {
     if (timer) clearTimeout(timer);
     unwatchShutdown(env.shutdownSignal, run);
+  }
+}
+
+/**
+ * The result to store: checked (JSON only, within the size limits) and copied by
+ * {@link snapshot}. What its reading throws (a getter, a Proxy's trap, a value that changed
+ * between the check and the copy) fails the task as a ValidationError naming the result.
+ */
+function storedResult(value: unknown, taskName: string, env: RunnerEnv): Extract<Outcome, { kind: "success" }> {
+  try {
+    const bad = findNonJson(value, "result");
+    if (bad) throw new ValidationError(`task "${taskName}": ${bad}; results must be JSON-representable`);
+    return snapshot(value, taskName, env.maxResultBytes, env.serverResultLimit);
+  } catch (thrown) {
+    if (thrown instanceof ValidationError) throw thrown;
+    const { type, message } = toStoredError(thrown); // (never throws, whatever was thrown)
+    throw new ValidationError(`task "${taskName}": its result could not be read as JSON: ${type}: ${message}`, [], {
+      cause: thrown,
+    });
   }
 }
 

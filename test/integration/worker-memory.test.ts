@@ -1396,6 +1396,37 @@ describe("Worker on the memory broker: hostile values from user code", () => {
     expect(await (await other.delay()).get({ timeout: 5 })).toBe("plain");
   });
 
+  it("a result that cannot be read as JSON (a throwing Proxy trap, a getter whose value changes) fails as a ValidationError naming the result", async () => {
+    const { app } = makeApp();
+    const trap = app.task(
+      { name: "proxy_result" },
+      async () =>
+        new Proxy(
+          { a: 1 },
+          {
+            get(_target, key) {
+              if (key === "then") return undefined; // (read as the handler's promise resolves)
+              throw new Error("proxy get boom");
+            },
+          },
+        ),
+    );
+    let reads = 0;
+    const flips = app.task({ name: "flipping_result" }, async () => ({
+      get n(): unknown {
+        return reads++ === 0 ? 1 : 10n; // JSON when checked, a BigInt when copied
+      },
+    }));
+    await startWorker(app);
+    for (const t of [trap, flips]) {
+      const error = await (await t.delay()).get({ timeout: 5 }).catch((e: unknown) => e);
+      expect(error).toMatchObject({
+        errorType: "ValidationError",
+        message: expect.stringContaining("result"),
+      });
+    }
+  });
+
   it("ctx.retry(null) fails the task with a ValidationError naming it, not retried", async () => {
     const { app } = makeApp();
     let runs = 0;

@@ -1355,6 +1355,7 @@ describe("Worker on the memory broker: hostile values from user code", () => {
       () => ({ issues: [null] }),
       () => ({ issues: [{ message: Symbol("m"), path: "not an array" }] }),
       () => ({}), // neither a value nor issues
+      // biome-ignore lint/suspicious/noThenProperty: a thenable answer is the case under test
       () => ({ then: (resolve: (r: unknown) => void) => resolve({ issues: [{ message: "a thenable's" }] }) }),
     ];
     for (const [i, answer] of answers.entries()) {

@@ -40,8 +40,9 @@ function wrapperOf(guard: Guard, listener: Listener): (this: unknown, event: Eve
         let result: unknown;
         if (typeof listener === "function") result = Reflect.apply(listener, this, [event]);
         else {
-          const handle = listener.handleEvent;
-          if (typeof handle !== "function") return; // (ignored, as Node ignores it)
+          const handle: unknown = listener.handleEvent;
+          if (!handle) return; // (none: ignored, as Node ignores it)
+          if (typeof handle !== "function") throw new TypeError("the listener's handleEvent is not a function");
           result = Reflect.apply(handle, listener, [event]);
         }
         if (isThenable(result)) result.then(undefined, safeReport);
@@ -88,11 +89,15 @@ const guardedPrototype: object = Object.create(AbortSignal.prototype, {
  * removable with the function or object that was added; an object without `handleEvent` is
  * ignored). Signals derived from `signal` (`AbortSignal.any`, `AbortSignal.timeout`) are
  * separate targets: their listeners are not guarded, nor is a listener added through
- * `EventTarget.prototype.addEventListener.call`. What `report` throws is dropped. A signal
- * guarded already keeps its first report.
+ * `EventTarget.prototype.addEventListener.call`, nor one `events.addAbortListener` adds after
+ * the signal aborted (Node then runs it from a microtask, not through the signal). What
+ * `report` throws is dropped. A signal guarded already keeps its first report. Only a native
+ * signal (whose prototype is `AbortSignal.prototype`) is guarded: a stand-in of another class
+ * keeps its own methods. Visible difference: `events.getEventListeners(signal, "abort")` lists
+ * the wrappers, not the listeners added.
  */
 export function guardListeners(signal: AbortSignal, report: (error: unknown) => void): void {
-  if (guards.has(signal)) return;
+  if (guards.has(signal) || Object.getPrototypeOf(signal) !== AbortSignal.prototype) return;
   guards.set(signal, { report, wrappers: new WeakMap() });
   Object.setPrototypeOf(signal, guardedPrototype);
 }

@@ -69,14 +69,28 @@ describe("guardListeners", () => {
     expect(reported).toEqual([]);
   });
 
-  it("runs a listener whose own call property is shadowed; ignores an object without handleEvent, as Node does", () => {
+  it("runs a listener whose own call property is shadowed; ignores an object without handleEvent and reports one whose handleEvent is no function, as Node does (uncaught there)", () => {
     const { controller, reported } = guarded();
     let runs = 0;
     const listener = Object.assign(() => void runs++, { call: "not a function" });
     controller.signal.addEventListener("abort", listener);
     controller.signal.addEventListener("abort", {} as unknown as () => void);
+    controller.signal.addEventListener("abort", { handleEvent: 1 } as unknown as () => void);
     controller.abort();
-    expect([runs, reported]).toEqual([1, []]);
+    expect(runs).toBe(1);
+    expect(reported).toEqual([new TypeError("the listener's handleEvent is not a function")]);
+  });
+
+  it("leaves a stand-in signal of another class as it is", () => {
+    class StandIn extends EventTarget {
+      get aborted(): boolean {
+        return false;
+      }
+    }
+    const standIn = new StandIn() as unknown as AbortSignal;
+    guardListeners(standIn, () => undefined);
+    expect(Object.getPrototypeOf(standIn)).toBe(StandIn.prototype);
+    expect(standIn.aborted).toBe(false);
   });
 
   it("a signal guarded twice keeps its first report, and its listeners stay removable", () => {

@@ -4,6 +4,7 @@
  * @module
  */
 import { ConfigurationError } from "../errors.js";
+import { toStoredError } from "./stored-error.js";
 
 /** A log method: `(fields, message)` or `(message)`. */
 export interface LogFn {
@@ -86,15 +87,14 @@ type LineMethod = "debug" | "info" | "warn" | "error";
 export function neverThrowing(logger: Logger): Logger {
   const line =
     (method: LineMethod): LogFn =>
-    (...args: unknown[]): void => {
+    (fieldsOrMessage: Record<string, unknown> | string, message?: string): void => {
       try {
-        Reflect.apply(logger[method], logger, args);
+        if (typeof fieldsOrMessage === "string") logger[method](fieldsOrMessage);
+        else logger[method](fieldsOrMessage, message);
       } catch (error) {
-        const message = typeof args[0] === "string" ? args[0] : typeof args[1] === "string" ? args[1] : "";
+        const text = typeof fieldsOrMessage === "string" ? fieldsOrMessage : (message ?? "");
         try {
-          Reflect.apply(logger[method], logger, [
-            `${message} (the line's fields could not be logged: ${textOf(error)})`,
-          ]);
+          logger[method](`${text} (the line's fields could not be logged: ${toStoredError(error).message})`);
         } catch {
           // nothing more can be done with this logger
         }
@@ -113,13 +113,4 @@ export function neverThrowing(logger: Logger): Logger {
       }
     },
   };
-}
-
-/** `error`'s message, or a word that it has none that can be read; never throws. */
-function textOf(error: unknown): string {
-  try {
-    return error instanceof Error ? String(error.message) : String(error);
-  } catch {
-    return "an error that cannot be read";
-  }
 }

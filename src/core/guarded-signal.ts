@@ -12,7 +12,7 @@ const removeListener = EventTarget.prototype.removeEventListener;
 /** What `addEventListener` takes: a function, or an object with a `handleEvent` method. */
 type Listener = ((event: Event) => unknown) | { handleEvent?: (event: Event) => unknown };
 
-/** A guarded signal's report, and its listeners' wrappers (one per listener). */
+/** A guarded signal's report (which never throws), and its listeners' wrappers (one per listener). */
 interface Guard {
   readonly report: (error: unknown) => void;
   readonly wrappers: WeakMap<object, (this: unknown, event: Event) => void>;
@@ -28,13 +28,7 @@ function isListener(listener: unknown): listener is Listener {
 function wrapperOf(guard: Guard, listener: Listener): (this: unknown, event: Event) => void {
   let wrapper = guard.wrappers.get(listener);
   if (wrapper === undefined) {
-    const safeReport = (error: unknown): void => {
-      try {
-        guard.report(error);
-      } catch {
-        // a report that throws must not become the uncaught exception the guard is for
-      }
-    };
+    const { report } = guard;
     wrapper = function guarded(this: unknown, event: Event): void {
       try {
         let result: unknown;
@@ -45,9 +39,9 @@ function wrapperOf(guard: Guard, listener: Listener): (this: unknown, event: Eve
           if (typeof handle !== "function") throw new TypeError("the listener's handleEvent is not a function");
           result = Reflect.apply(handle, listener, [event]);
         }
-        if (isThenable(result)) result.then(undefined, safeReport);
+        if (isThenable(result)) result.then(undefined, report);
       } catch (error) {
-        safeReport(error);
+        report(error);
       }
     };
     guard.wrappers.set(listener, wrapper);
@@ -98,6 +92,13 @@ const guardedPrototype: object = Object.create(AbortSignal.prototype, {
  */
 export function guardListeners(signal: AbortSignal, report: (error: unknown) => void): void {
   if (guards.has(signal) || Object.getPrototypeOf(signal) !== AbortSignal.prototype) return;
-  guards.set(signal, { report, wrappers: new WeakMap() });
+  const safeReport = (error: unknown): void => {
+    try {
+      report(error);
+    } catch {
+      // a report that throws must not become the uncaught exception the guard is for
+    }
+  };
+  guards.set(signal, { report: safeReport, wrappers: new WeakMap() });
   Object.setPrototypeOf(signal, guardedPrototype);
 }

@@ -224,9 +224,7 @@ export function createBackendBeside(backendSpec: string, brokerSpec: string, con
   if (backend.url === undefined && !hasOwnRedisLocation(context.env, brokerSpec)) {
     return createDefaultBackend(brokerSpec, context) ?? createBackend(backendSpec, context);
   }
-  const env: Record<string, string | undefined> = { ...context.env };
-  inheritKeyPrefix(env, context.env.CHICORY_BROKER_REDIS_KEY_PREFIX);
-  return createBackend(backendSpec, { ...context, env });
+  return createBackendWithPrefix(backendSpec, context, context.env.CHICORY_BROKER_REDIS_KEY_PREFIX);
 }
 
 /**
@@ -238,15 +236,20 @@ export function createBackendBesideObject(backendSpec: string, broker: Broker, c
   if (!(broker instanceof RedisBroker) || parseSpec(backendSpec, "backend").kind !== "redis") {
     return createBackend(backendSpec, context);
   }
+  return createBackendWithPrefix(backendSpec, context, broker.settings.keyPrefix);
+}
+
+/** The Redis backend of `spec`, with the broker's key prefix `prefix` unless it has its own. */
+function createBackendWithPrefix(spec: string, context: DriverContext, prefix: string | undefined): Backend {
   const env: Record<string, string | undefined> = { ...context.env };
-  inheritKeyPrefix(env, broker.settings.keyPrefix);
-  return createBackend(backendSpec, { ...context, env });
+  inheritKeyPrefix(env, prefix);
+  return createBackend(spec, { ...context, env });
 }
 
 /**
  * Gives a Redis backend (its variables in `env`) the broker's key prefix `prefix`, unless it has
  * its own: set and not blank (a blank variable is unset, as the readers take it).
  */
-export function inheritKeyPrefix(env: Record<string, string | undefined>, prefix: string | undefined): void {
+function inheritKeyPrefix(env: Record<string, string | undefined>, prefix: string | undefined): void {
   if (!isSet(env, "CHICORY_BACKEND_REDIS_KEY_PREFIX")) env.CHICORY_BACKEND_REDIS_KEY_PREFIX = prefix;
 }

@@ -13,7 +13,7 @@ import { newTaskId } from "./core/ids.js";
 import { findNonJson, type JsonValue } from "./core/json.js";
 import { isValidTaskId, MAX_TASK_ID_LENGTH, type MessageCodec, type TaskMessage } from "./core/message.js";
 import { assertValidName } from "./core/names.js";
-import { validateWithSchema } from "./core/schema.js";
+import { describeValue, validateWithSchema } from "./core/schema.js";
 import { settlesWithin } from "./core/sleep.js";
 import { ConfigurationError, ValidationError } from "./errors.js";
 import { AsyncResult, type ResultDefaults } from "./result.js";
@@ -381,7 +381,7 @@ function delayOf(options: ApplyOptions): number {
 function optionalFlag(value: unknown, what: string): boolean {
   if (value === undefined) return false;
   if (typeof value !== "boolean")
-    throw new ConfigurationError(`${what}: expected true or false, got ${describe(value)}`);
+    throw new ConfigurationError(`${what}: expected true or false, got ${describeValue(value)}`);
   return value;
 }
 
@@ -394,15 +394,8 @@ function optionalSchema(value: unknown, what: string): StandardSchemaV1 | undefi
       : undefined;
   if (typeof standard?.validate !== "function") {
     throw new ConfigurationError(
-      `${what}: expected a Standard Schema (zod, valibot, arktype...: an object with "~standard".validate), got ${describe(value)}`,
+      `${what}: expected a Standard Schema (zod, valibot, arktype...: an object with "~standard".validate), got ${describeValue(value)}`,
     );
   }
   return value as StandardSchemaV1;
-}
-
-function describe(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value.slice(0, 50));
-  if (typeof value === "function") return "a function";
-  if (value === null || typeof value !== "object") return String(value);
-  return Array.isArray(value) ? "an array" : "an object";
 }

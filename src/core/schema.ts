@@ -32,13 +32,13 @@ export async function validateWithSchema<S extends StandardSchemaV1>(
   }
   let issues: ValidationIssue[];
   try {
-    if (result === null || typeof result !== "object") throw new TypeError(`got ${describe(result)}`);
+    if (result === null || typeof result !== "object") throw new TypeError(`got ${describeValue(result)}`);
     const reported: unknown = (result as { issues?: unknown }).issues;
     if (reported === undefined || reported === null) {
       if (!("value" in result)) throw new TypeError("it has neither a value nor issues");
       return (result as { value: StandardSchemaV1.InferOutput<S> }).value;
     }
-    if (!Array.isArray(reported)) throw new TypeError(`its issues are ${describe(reported)}, not an array`);
+    if (!Array.isArray(reported)) throw new TypeError(`its issues are ${describeValue(reported)}, not an array`);
     issues = reported.map(issueOf);
   } catch (bad) {
     // A schema library's bug (or a hand-written schema's) is no reason to run the task again.
@@ -58,22 +58,22 @@ export async function validateWithSchema<S extends StandardSchemaV1>(
 
 /** One issue as a {@link ValidationError} keeps it: its message, and its path's keys. */
 function issueOf(issue: unknown): ValidationIssue {
-  if (issue === null || typeof issue !== "object") throw new TypeError(`an issue is ${describe(issue)}`);
+  if (issue === null || typeof issue !== "object") throw new TypeError(`an issue is ${describeValue(issue)}`);
   const { message, path } = issue as { message?: unknown; path?: unknown };
-  if (path !== undefined && !Array.isArray(path)) throw new TypeError(`an issue's path is ${describe(path)}`);
+  if (path !== undefined && !Array.isArray(path)) throw new TypeError(`an issue's path is ${describeValue(path)}`);
   return {
-    message: typeof message === "string" ? message : describe(message),
+    message: typeof message === "string" ? message : describeValue(message),
     path: path?.map((p: unknown) => {
       const key = p !== null && typeof p === "object" ? (p as { key?: unknown }).key : p;
-      return typeof key === "string" || typeof key === "number" || typeof key === "symbol" ? key : describe(key);
+      return typeof key === "string" || typeof key === "number" || typeof key === "symbol" ? key : describeValue(key);
     }),
   };
 }
 
-/** A short description of a value that is not what was expected; never throws. */
-function describe(value: unknown): string {
-  if (value === null) return "null";
-  if (typeof value === "string") return JSON.stringify(value.slice(0, 80));
-  if (typeof value === "number" || typeof value === "boolean" || typeof value === "undefined") return String(value);
-  return `a value of type ${typeof value}`;
+/** A short description of a value that is not what was expected (for errors); never throws. */
+export function describeValue(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value.slice(0, 50));
+  if (typeof value === "function") return "a function";
+  if (value === null || typeof value !== "object") return String(value);
+  return Array.isArray(value) ? "an array" : "an object";
 }

@@ -24,7 +24,7 @@ import {
   Worker,
   type WorkerInit,
 } from "../../src/index.js";
-import { taskMessage } from "../contract/contract-helpers.js";
+import { encodeTask, taskMessage } from "../contract/contract-helpers.js";
 import { capturingLogger } from "../helpers/capturing-logger.js";
 
 const cleanups: Array<() => Promise<void>> = [];
@@ -1266,10 +1266,10 @@ function revokedProxy(): object {
 
 /** Publishes a message of task `name` (no arguments) as is, past the producer's validation. */
 async function publishRaw(app: Chicory, broker: MemoryBroker, name: string): Promise<AsyncResult<unknown>> {
-  const id = crypto.randomUUID();
+  const task = encodeTask(app.codec, { name, args: [] });
   await app.connect();
-  await broker.publish("default", { id, body: app.codec.encode(taskMessage({ id, name, args: [] })) });
-  return new AsyncResult(id, app.backend);
+  await broker.publish("default", { id: task.id, body: task.body });
+  return new AsyncResult(task.id, app.backend);
 }
 
 describe("Worker on the memory broker: hostile values from user code", () => {

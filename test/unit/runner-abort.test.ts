@@ -4,6 +4,7 @@ import type { Delivery } from "../../src/brokers/broker.js";
 import { Chicory, MemoryBackend, MemoryBroker } from "../../src/index.js";
 import { runDelivery } from "../../src/worker/runner.js";
 import { taskMessage } from "../contract/contract-helpers.js";
+import { fakeDelivery } from "../helpers/fake-delivery.js";
 
 const unhandled: unknown[] = [];
 const onUnhandled = (reason: unknown) => void unhandled.push(reason);
@@ -25,16 +26,7 @@ describe("runDelivery: an attempt ended before it began", () => {
     };
     app.task({ name: "validated", args: rejecting }, async () => "ran");
     const message = taskMessage({ id: "t1", name: "validated", args: [] });
-    const delivery: Delivery = {
-      queue: "default",
-      deliveryId: "d1",
-      body: app.codec.encode(message),
-      deliveryCount: 1,
-      ack: async () => {},
-      retry: async () => {},
-      deadLetter: async () => {},
-      release: async () => {},
-    };
+    const delivery: Delivery = { ...fakeDelivery(false).delivery, body: app.codec.encode(message) };
     const shutdown = new AbortController();
     shutdown.abort(); // a forced shutdown before the attempt began
     const attempt = await runDelivery(delivery, {

@@ -280,6 +280,45 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await reclaimed.ack();
   });
 
+  it("an entry whose count was forged past 2^53 is still taken back after a lost read and given back, its count left as it is", async () => {
+    const s = await setup({ claimMinIdleMs: 60_000, blockMs: 20 });
+    const task = await publish(s.broker, s.queue);
+    await s.raw.call("XGROUP", "CREATE", s.stream, s.group, "0", "MKSTREAM");
+    const forged = "9223372036854775806";
+    await s.raw.call("XREADGROUP", "GROUP", s.group, "me", "COUNT", 1, "STREAMS", s.stream, ">");
+    const [[id = ""] = []] = await s.raw.xrange(s.stream, "-", "+");
+    await s.raw.call("XCLAIM", s.stream, s.group, "me", 0, id, "RETRYCOUNT", forged, "JUSTID");
+    const client = s.raw as unknown as RedisClientLike;
+    defineBrokerScripts(client);
+    const pendingCount = async () =>
+      ((await s.raw.call("XPENDING", s.stream, s.group, "-", "+", 1)) as [string, string, number, number][])[0];
+    // recover-own (a read whose reply was lost): the entry comes back with its fields, its count kept
+    const [more, out] = (await runScript(client, "chicoryRecoverOwn", [s.stream], [s.group, "me", 10, 60_000])) as [
+      number,
+      unknown[],
+    ];
+    expect(more).toBe(0);
+    expect(out[0]).toBe(id);
+    expect(out[1]).toContain(task.body);
+    expect(String(out[2])).not.toBe("1"); // not read as a first delivery (before: "Invalid RETRYCOUNT")
+    expect(await pendingCount()).toEqual([id, "me", expect.any(Number), Number(forged)]);
+    // release (a consumer giving back what it read ahead): done, owned by the released holder
+    const released = await runScript(
+      client,
+      "chicoryRelease",
+      [s.stream],
+      [s.group, "me", id, 60_000, "0", 1, RELEASED_CONSUMER],
+    );
+    expect(released).toBe(1);
+    const [, owner] = (await pendingCount()) ?? [];
+    expect(owner).toBe(RELEASED_CONSUMER);
+    // and the next consumer takes it at once, as spent
+    const again = await fetchOne(s.consumer());
+    expect(again.deliveryId).toBe(id);
+    expect(again.deliveryCount).toBe(Number.MAX_SAFE_INTEGER);
+    await again.ack();
+  });
+
   /** A queue of `live` entries held by a live consumer, then one held by a dead one, idle for an hour. */
   async function behindLiveEntries(s: Awaited<ReturnType<typeof setup>>, live: number) {
     const tasks = await Promise.all(Array.from({ length: live + 1 }, () => encodeTask(codec)));

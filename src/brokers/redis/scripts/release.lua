@@ -12,12 +12,18 @@
 -- current value (no delivery burnt), but never below the count it was handed with, less one:
 -- the same call applied twice (the client sends it again after a lost reply) takes one off
 -- once. Counted: the counter stays, that claim adds one.
+-- A counter past 2^53 (set by hand: XCLAIM ... RETRYCOUNT) is not exact as a Lua number and
+-- would be sent back as "9.2e+18", which XCLAIM refuses: such a counter is left as it is.
 -- Atomic: owner check and XCLAIM together (never touches a stolen entry).
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if not p[1] or p[1][2] ~= ARGV[2] then
   return 0
 end
 local count = tonumber(p[1][4])
+if count >= 9007199254740992 then
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[7], 0, ARGV[3], 'IDLE', ARGV[4], 'JUSTID')
+  return 1
+end
 if ARGV[5] ~= '1' then
   count = math.max(count - 1, (tonumber(ARGV[6]) or 1) - 1, 0)
 end

@@ -1,0 +1,110 @@
+/**
+ * An event loop blocked by CPU work (RELIABILITY R6) on Redis and SQLite: a task that busy-loops
+ * for 3 × the lease blocks its own worker's lease renewal. The behaviour documented in
+ * docs/reliability.md:
+ * - one worker alone: its run ends, and its outcome is stored (nobody took the job over);
+ * - a second worker free meanwhile takes the job over once the lease runs out and runs it
+ *   again; that run blocks its own loop as long, so the first worker, free again, takes the job
+ *   back, and so on: the job runs `maxDeliveries` times (here 2) and its next delivery is
+ *   rejected as poison (`PoisonMessage`, whose error names a blocked event loop among the
+ *   causes), although each run succeeded: each run's outcome was left to the worker that had
+ *   taken the job over. Neither worker exits, the blocked ones
+ *   log the lost lease, and nothing is left in the broker.
+ */
+import { describe, expect, it } from "vitest";
+import type { Chicory, Task } from "../../src/index.js";
+import { skipUnless } from "../helpers/services.js";
+import { awaitBooks, report, waitQuiet } from "./harness/books.js";
+import { readLedger } from "./harness/ledger.js";
+import { newProducerLedger, produce } from "./harness/producer.js";
+import { type BrokerKind, openSandbox } from "./harness/sandbox.js";
+import { waitUntil } from "./harness/wait.js";
+
+const CLAIM_MS = 1000;
+const BUSY_MS = 3 * CLAIM_MS;
+
+const skipRedis = await skipUnless("redis");
+
+/** The fixture's `busy(ms)` task (its handler runs in the worker processes only). */
+function busyTask(app: Chicory): Task<[number], number> {
+  return app.task({ name: "busy", deliveryMode: "at_least_once" }, (_ms: number): number => {
+    throw new Error("runs in the worker processes only");
+  });
+}
+
+async function blockedLoopScenario(broker: BrokerKind, workers: 1 | 2): Promise<void> {
+  const sb = openSandbox({ broker, claimMinIdleMs: CLAIM_MS, env: { CHICORY_WORKER_MAX_DELIVERIES: "2" } });
+  try {
+    await sb.app.connect();
+    const first = await sb.processes.startWorker({ name: "first", concurrency: 1, env: sb.env });
+    const producer = newProducerLedger();
+    await produce(busyTask(sb.app), producer, { count: 1, ms: () => BUSY_MS });
+    const ids = producer.confirmed;
+    expect(ids).toHaveLength(1);
+    const id = ids[0] ?? "";
+    const runs = () => readLedger(sb.ledgerDir).startsById.get(id) ?? [];
+    await waitUntil(() => runs().length > 0, { timeoutMs: 15_000, what: "the first run's start" });
+    // A free worker comes while the first one's loop is blocked.
+    const second =
+      workers === 2 ? await sb.processes.startWorker({ name: "second", concurrency: 1, env: sb.env }) : null;
+    const state = async () => (await sb.app.backend?.getResult(id))?.state;
+    await waitUntil(async () => (await state()) === "SUCCESS" || (await state()) === "FAILURE", {
+      timeoutMs: 4 * BUSY_MS + 15_000,
+      what: "the job's final record",
+    });
+    const record = await sb.app.backend?.getResult(id);
+    // (books count a FAILURE as missing: only the one-worker case has books to settle)
+    const books = second === null ? await awaitBooks(sb.app, ids, sb.ledgerDir, 30_000) : null;
+    expect(await waitQuiet(sb.app, Date.now() + 10_000)).toBe(true);
+    const pids = runs().map((e) => (e.pid === first.pid ? "first" : "second"));
+    report(`${broker}-event-loop-block-${workers}`, {
+      broker,
+      claimMinIdleMs: CLAIM_MS,
+      busyMs: BUSY_MS,
+      runs: pids,
+      books,
+    });
+    if (second === null) {
+      expect(record?.state).toBe("SUCCESS");
+      expect(pids).toEqual(["first"]);
+    } else {
+      expect(record?.state).toBe("FAILURE");
+      expect(record?.error?.type).toBe("PoisonMessage");
+      expect(record?.error?.message).toMatch(/event loop blocked/);
+      expect(pids).toEqual(["first", "second"]); // the third delivery is poison: not run
+      await first.waitForStderr(/lease lost/, 10_000);
+    }
+    if (books !== null) expect(books.missing).toBe(0);
+    expect(await sb.app.broker.getDlqCount("default")).toBe(0);
+    expect(await sb.app.broker.getQueueSize("default")).toBe(0);
+    expect(await sb.app.broker.getPendingCount("default")).toBe(0);
+    // no worker exited
+    expect(sb.processes.alive).toHaveLength(workers);
+  } catch (error) {
+    console.error(sb.processes.describe());
+    throw error;
+  } finally {
+    await sb.close();
+  }
+}
+
+describe("event loop blocked by a task for 3 × the lease (R6)", () => {
+  for (const broker of ["sqlite", "redis"] as const) {
+    const skip = broker === "redis" && skipRedis;
+    it.skipIf(skip)(
+      `${broker}: one worker alone ends the run and stores its outcome`,
+      async () => {
+        await blockedLoopScenario(broker, 1);
+      },
+      60_000,
+    );
+
+    it.skipIf(skip)(
+      `${broker}: with a second worker, the job passes between them until it is rejected as poison; no exit, nothing left`,
+      async () => {
+        await blockedLoopScenario(broker, 2);
+      },
+      60_000,
+    );
+  }
+});

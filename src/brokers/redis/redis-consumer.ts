@@ -539,6 +539,7 @@ export class RedisConsumer implements Consumer {
           () => this.#reclaim(conn, q, max - out.length, out),
           () => {
             q.reclaimAtMs = performance.now() + this.#reclaimIntervalMs;
+            q.reclaimCursor = "0-0"; // (a cursor the script refuses would fail every later call)
           },
         );
       }

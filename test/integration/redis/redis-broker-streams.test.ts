@@ -319,6 +319,64 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await again.ack();
   });
 
+  it("a stream that has used its last possible id (a hand XADD of the largest id): a retry, a dead-letter and a replay fail before any write, losing nothing", async () => {
+    const s = await setup({ claimMinIdleMs: 60_000, blockMs: 20 });
+    const MAX = "18446744073709551615-18446744073709551615";
+    const exhaust = async (key: string) => {
+      await s.raw.xadd(key, MAX, "data", "by hand");
+      await s.raw.xdel(key, MAX);
+    };
+    const kept = await publish(s.broker, s.queue);
+    const dead = await publish(s.broker, s.queue);
+    const c = s.consumer();
+    const [a, b] = await c.fetch(2, AbortSignal.timeout(3000));
+    if (!a || !b) throw new Error("two deliveries expected");
+    await b.deadLetter("for the replay below");
+    const [entry] = await s.broker.getDlqMessages(s.queue);
+    expect(entry?.originalMessage?.id).toBe(dead.id);
+    await exhaust(s.stream);
+    // retry to the same stream: refused, the entry still pending for this consumer
+    await expect(a.retry(kept.body, 0)).rejects.toThrow(/last possible entry id/);
+    expect(await s.raw.xlen(s.stream)).toBe(1);
+    expect(await s.broker.getPendingCount(s.queue)).toBe(1);
+    // replay into it: refused, the dead letter still in the DLQ, no unique marker left behind
+    await expect(s.broker.replayFromDlq(entry?.messageId ?? "", s.queue)).rejects.toThrow(/last possible entry id/);
+    expect(await s.broker.getDlqCount(s.queue)).toBe(1);
+    expect(await s.raw.exists(`${s.prefix}:unique:{${s.queue}}`)).toBe(0);
+    // dead-letter into a DLQ with no id left: refused, the entry still pending
+    await exhaust(s.dlq);
+    await expect(a.deadLetter("boom")).rejects.toThrow(/last possible entry id/);
+    await expect(s.broker.writeDeadLetter(s.queue, kept.body, "boom")).rejects.toThrow(/last possible entry id/);
+    expect(await s.broker.getDlqCount(s.queue)).toBe(1);
+    expect(await s.raw.xlen(s.stream)).toBe(1);
+    expect(await s.broker.getPendingCount(s.queue)).toBe(1);
+    await a.ack();
+  });
+
+  it("a reclaim that takes the entry with the last possible id (added by hand) starts the next scan over, rather than after it", async () => {
+    const s = await setup({ claimMinIdleMs: 60_000, blockMs: 20 });
+    const MAX = "18446744073709551615-18446744073709551615";
+    await s.raw.call("XGROUP", "CREATE", s.stream, s.group, "0", "MKSTREAM");
+    await s.raw.xadd(s.stream, MAX, "data", "by hand");
+    await s.raw.call("XREADGROUP", "GROUP", s.group, "dead", "COUNT", 1, "STREAMS", s.stream, ">");
+    await s.raw.call("XCLAIM", s.stream, s.group, "dead", 0, MAX, "IDLE", 3_600_000, "JUSTID");
+    const client = s.raw as unknown as RedisClientLike;
+    defineBrokerScripts(client);
+    const nowMs = Number((await s.raw.time())[0]) * 1000;
+    const reclaim = (cursor: string) =>
+      runScript(
+        client,
+        "chicoryReclaim",
+        [s.stream, s.pulse],
+        [s.group, "me", 60_000, cursor, 1, 20, 10, nowMs, 30_000, 0, RELEASED_CONSUMER],
+      ) as Promise<[string, unknown[]]>;
+    const [cursor, out] = await reclaim("0-0");
+    expect(out[0]).toBe(MAX);
+    expect(cursor).toBe("0-0"); // before: "(18446744073709551615-…", which every later call's XPENDING refused
+    const [, none] = await reclaim(cursor);
+    expect(none).toEqual([]);
+  });
+
   /** A queue of `live` entries held by a live consumer, then one held by a dead one, idle for an hour. */
   async function behindLiveEntries(s: Awaited<ReturnType<typeof setup>>, live: number) {
     const tasks = await Promise.all(Array.from({ length: live + 1 }, () => encodeTask(codec)));

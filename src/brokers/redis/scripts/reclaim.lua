@@ -37,6 +37,14 @@
 -- and heldCount (held-count.lua).
 -- With Redis full, as renew.lua: the first write is an XACK of id 0-0, so that the pulse's
 -- HSET is not refused (XCLAIM would not be).
+-- The cursor that goes on after entry `id`: "(id", or back to the start after the last possible
+-- id (an entry added by hand with it), which "(" cannot follow (XPENDING refuses the range).
+local function after(id)
+  if id == '18446744073709551615-18446744073709551615' then
+    return '0-0'
+  end
+  return '(' .. id
+end
 redis.call('XACK', KEYS[1], ARGV[1], '0-0') -- exempts the writes below from the memory limit
 local time = redis.call('TIME')
 local nowMs = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -95,12 +103,12 @@ else
     end
   end
   if #page >= pageSize then
-    cursor = '(' .. page[#page][1]
+    cursor = after(page[#page][1])
   end
 end
 -- Enough taken: the next call goes on after the last one (else the cursor stands as set above).
 if want > 0 and #ids >= want then
-  cursor = '(' .. ids[#ids]
+  cursor = after(ids[#ids])
 end
 local out = {}
 if #released > 0 then

@@ -22,6 +22,8 @@ end
 if tonumber(ARGV[4]) > 0 then
   assertType(KEYS[2], 'zset')
   assertType(KEYS[3], 'hash')
+else
+  assertType(KEYS[1], 'stream') -- (a stream with no id left)
 end
 local acked = redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[2])
 if type(acked) == 'table' and acked.err and not string.find(acked.err, 'NOGROUP', 1, true) then

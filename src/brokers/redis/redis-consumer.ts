@@ -1043,8 +1043,9 @@ export class RedisConsumer implements Consumer {
   async #renewQueue(q: QueueState): Promise<void> {
     // Not the entries being settled: a renewal that reached Redis after a release would
     // make the released entry look fresh again (others would wait a claim idle time for it).
+    // Those whose record is being written in pieces before their ack are still held, though.
     const ids: string[] = [];
-    for (const [id, delivery] of q.inFlight) if (!delivery.isSettled) ids.push(id);
+    for (const [id, delivery] of q.inFlight) if (!delivery.isSettled || delivery.isWritingRecord) ids.push(id);
     for (let i = 0; i < ids.length; i += RENEW_CHUNK) {
       const chunk = ids.slice(i, i + RENEW_CHUNK);
       if ((await this.#renew(q, chunk, { ofRuns: true })) > 0) q.seenAtMs = performance.now();

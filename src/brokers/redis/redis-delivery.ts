@@ -48,6 +48,12 @@ export class RedisDelivery implements Delivery {
    * confirmed it was sent. Redis counts the entry's idle time from a moment no earlier.
    */
   leaseConfirmedAtMs: number;
+  /**
+   * True while its settle writes a record in pieces before the ack (a record over 512 KiB):
+   * its lease is renewed meanwhile, as while it ran, so that a slow write does not let another
+   * worker take the entry and run it again.
+   */
+  isWritingRecord = false;
 
   /** @param leaseFromMs when the read or claim that returned the entry was sent */
   constructor(

@@ -257,8 +257,9 @@ export class RedisSettler implements DeliverySettler {
    * written in pieces by the backend, then a plain ack. Held: written. Taken by another worker:
    * not written (its result is that worker's), as the ack script's fence does. Ownerless (the
    * entry left the stream while it ran here): written unless the task has a final record, as
-   * for an entry the ack script finds gone. The lease may still be lost between the check and
-   * the ack, as with any backend that does not share the broker's server.
+   * for an entry the ack script finds gone. The lease is renewed while the pieces are written;
+   * it may still be lost between the check and the ack (a stall longer than the lease), as with
+   * any backend that does not share the broker's server.
    */
   async #ackAfterPieces(
     d: RedisDelivery,
@@ -267,15 +268,21 @@ export class RedisSettler implements DeliverySettler {
     json: string,
     writer: RedisRecordWriter,
   ): Promise<void> {
-    // asked of Redis (an entry gone from the stream is not seen otherwise until a renewal)
-    const lease = await this.leaseState(d, true);
-    const fields = { queue: d.queue, consumer: this.#consumerId, entry: d.deliveryId, taskId: record.taskId };
-    if (lease === "taken") {
-      this.#logger.warn(fields, OUTCOME_LEFT_TO_NEW_OWNER);
-    } else if (!(await writer.storeRecordInPieces(record, json, lease === "ownerless"))) {
-      this.#logger.warn(fields, OUTCOME_FINAL_THERE);
-    } else if (lease === "ownerless") {
-      this.#logger.warn(fields, OUTCOME_STORED_OWNERLESS);
+    // renewed while the pieces are written (a long write must not let the lease run out)
+    d.isWritingRecord = true;
+    try {
+      // asked of Redis (an entry gone from the stream is not seen otherwise until a renewal)
+      const lease = await this.leaseState(d, true);
+      const fields = { queue: d.queue, consumer: this.#consumerId, entry: d.deliveryId, taskId: record.taskId };
+      if (lease === "taken") {
+        this.#logger.warn(fields, OUTCOME_LEFT_TO_NEW_OWNER);
+      } else if (!(await writer.storeRecordInPieces(record, json, lease === "ownerless"))) {
+        this.#logger.warn(fields, OUTCOME_FINAL_THERE);
+      } else if (lease === "ownerless") {
+        this.#logger.warn(fields, OUTCOME_STORED_OWNERLESS);
+      }
+    } finally {
+      d.isWritingRecord = false;
     }
     return this.ack(d, confirm);
   }

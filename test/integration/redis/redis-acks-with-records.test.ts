@@ -314,6 +314,39 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     expect(await s.raw.keys(`${s.prefix}:pieces:*`)).toEqual([]);
   });
 
+  it("a record over 512 KiB whose write in pieces outlasts the lease keeps the entry's lease renewed: no other consumer takes it meanwhile", async () => {
+    const s = await setup(); // lease 500 ms
+    const big = "x".repeat(600 * 1024);
+    // the pieces' write held back until the test lets it go
+    let letGo!: () => void;
+    const held = new Promise<void>((resolve) => {
+      letGo = resolve;
+    });
+    let writing!: () => void;
+    const started = new Promise<void>((resolve) => {
+      writing = resolve;
+    });
+    const write = s.backend.storeRecordInPieces.bind(s.backend);
+    s.backend.storeRecordInPieces = async (...args) => {
+      writing();
+      await held;
+      return write(...args);
+    };
+    expect(s.broker.attachResults(s.backend)).toBe(true);
+    const id = await s.publish();
+    const d = await fetchOne(s.consumer());
+    const acked = d.ackWithRecord?.(success(id, big));
+    await started;
+    // four leases go by while the record is written; another consumer keeps asking
+    const thief = s.consumer();
+    const until = Date.now() + 4 * 500;
+    while (Date.now() < until) expect(await thief.fetch(1, AbortSignal.timeout(100))).toEqual([]);
+    letGo();
+    await acked;
+    expect(JSON.parse((await s.raw.get(s.backend.resultKey(id))) ?? "null")?.result).toBe(big);
+    expect(await s.raw.xlen(s.stream)).toBe(0);
+  });
+
   it("a batch mixing plain acks, records and a fenced entry writes each record for its own entry", async () => {
     const s = await setup();
     expect(s.broker.attachResults(s.backend)).toBe(true);

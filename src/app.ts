@@ -10,12 +10,11 @@ import {
   type ChicoryConfig,
   type ChicoryConfigInput,
   type DeliveryMode,
-  keysOf,
   resolveConfig,
   type ValidationMode,
 } from "./config.js";
 import type { TaskContext } from "./context.js";
-import { checkOptionKeys, type EnvMap } from "./core/env.js";
+import { checkOptionKeys, type EnvMap, keysOf } from "./core/env.js";
 import type { JsonArgs } from "./core/json.js";
 import { MessageCodec } from "./core/message.js";
 import { settlesWithin } from "./core/sleep.js";
@@ -154,6 +153,16 @@ type ArgsFor<O, F> =
           ? JsonArgs<A>
           : never
         : unknown[];
+
+/** `hook` when it is a function; else a ConfigurationError naming `method` (a JavaScript caller's mistake). */
+function checkHook(hook: WorkerHook, method: string): WorkerHook {
+  if (typeof hook !== "function") {
+    throw new ConfigurationError(
+      `app.${method}(): a hook must be a function, got ${hook === null ? "null" : typeof hook}`,
+    );
+  }
+  return hook;
+}
 
 /** Runs `create`; a ConfigurationError it throws names `variable` (where the bad value came from). */
 function namingVariable<T>(variable: string | undefined, create: () => T): T {
@@ -329,9 +338,25 @@ export class Chicory {
     fn: F,
   ): Task<ArgsFor<O, F>, ResultOf<OptionOf<O, "ignoreResult">, Awaited<ReturnOf<F>>>>;
   task(optionsOrFn: TaskOptions | AnyHandler, maybeFn?: AnyHandler): Task<readonly unknown[], unknown> {
+    // (from JavaScript: the arguments swapped, or a name given alone, would otherwise register a
+    // task without its options, or under a misleading error)
+    if (typeof optionsOrFn === "function" && maybeFn !== undefined) {
+      throw new ConfigurationError("app.task(): the options go first: app.task(options, fn)");
+    }
+    if (typeof optionsOrFn !== "function" && (optionsOrFn === null || typeof optionsOrFn !== "object")) {
+      const got = optionsOrFn === null ? "null" : typeof optionsOrFn;
+      const hint =
+        typeof optionsOrFn === "string" ? ` (for a name: app.task({ name: ${JSON.stringify(optionsOrFn)} }, fn))` : "";
+      throw new ConfigurationError(`app.task(): options must be an object, got ${got}${hint}`);
+    }
     const options: TaskOptions = typeof optionsOrFn === "function" ? {} : optionsOrFn;
     const fn = typeof optionsOrFn === "function" ? optionsOrFn : maybeFn;
     if (typeof fn !== "function") throw new ConfigurationError("app.task(): a handler function is required");
+    if (options.name !== undefined && (typeof options.name !== "string" || options.name.trim() === "")) {
+      throw new ConfigurationError(
+        `app.task(): options.name must be a non-empty string, got ${JSON.stringify(options.name) ?? typeof options.name}`,
+      );
+    }
     const name = options.name ?? fn.name;
     if (!name) {
       throw new ConfigurationError("app.task(): an anonymous function needs options.name");
@@ -359,12 +384,12 @@ export class Chicory {
 
   /** Registers a hook each worker runs once after connecting (open pools, warm caches). */
   onWorkerStartup(hook: WorkerHook): void {
-    this.#startupHooks.push(hook);
+    this.#startupHooks.push(checkHook(hook, "onWorkerStartup"));
   }
 
   /** Registers a hook each worker runs once before disconnecting. */
   onWorkerShutdown(hook: WorkerHook): void {
-    this.#shutdownHooks.push(hook);
+    this.#shutdownHooks.push(checkHook(hook, "onWorkerShutdown"));
   }
 
   /** @internal Hooks for the worker. */

@@ -16,6 +16,7 @@ import {
   envDurationMs,
   envInt,
   envString,
+  keysOf,
   loadEnv,
 } from "./core/env.js";
 import { checkLogLevel, type LogLevel, type LogLevelName } from "./core/logger.js";
@@ -174,11 +175,6 @@ function givenKey(key: string | null): string | null {
     throw new ConfigurationError("signingKey: an empty key; pass null (or leave it out) to turn signing off");
   }
   return key.trim();
-}
-
-/** The keys of `T`, all of them (the compiler checks the list against the type). */
-export function keysOf<T>(keys: { readonly [K in keyof Required<T>]: true }): ReadonlySet<string> {
-  return new Set(Object.keys(keys));
 }
 
 /** The keys of {@link WorkerOptions}. */

@@ -3,6 +3,7 @@
  * @module
  */
 import { type Duration, MAX_DELAY_SECONDS, toSeconds } from "./core/duration.js";
+import { checkOptionKeys, keysOf } from "./core/env.js";
 import { guardListeners } from "./core/guarded-signal.js";
 import { toStoredError } from "./core/stored-error.js";
 import { MaxRetriesExceededError, RetryError, toError, ValidationError } from "./errors.js";
@@ -63,6 +64,8 @@ export interface RetryOptions {
   error?: unknown;
 }
 
+const RETRY_OPTION_KEYS = keysOf<RetryOptions>({ countdown: true, error: true });
+
 /** Information about the running attempt, and control over its outcome. */
 export class TaskContext {
   /** Task id. */
@@ -121,7 +124,8 @@ export class TaskContext {
    * @throws RetryError (the signal the worker acts on), MaxRetriesExceededError when the
    * budget is spent, `options.error` itself when the policy does not retry it, or
    * ValidationError when `countdown` is not a number of seconds from 0 to ten years, or
-   * `options` is not an object (the attempt then fails for good, naming the bad value)
+   * `options` is not an object or has a key other than `countdown` and `error` (the attempt
+   * then fails for good, naming the bad value)
    */
   retry(options: RetryOptions = {}): never {
     if (options === null || typeof options !== "object") {
@@ -129,6 +133,8 @@ export class TaskContext {
         `ctx.retry: options must be an object ({ countdown, error }) or nothing, got ${options === null ? "null" : typeof options}`,
       );
     }
+    // (a misspelt key, `{ delay: 60 }`, would otherwise retry on the policy's delay, silently)
+    checkOptionKeys(options, "ctx.retry", RETRY_OPTION_KEYS, {}, ValidationError);
     const countdown = retryCountdownSeconds(options.countdown);
     if (options.error !== undefined && !this.retryPolicy.shouldRetry(options.error)) {
       throw options.error;

@@ -5,10 +5,17 @@
 import type { Backend, TaskRecord, TaskState } from "./backends/backend.js";
 import { isTerminalState } from "./backends/backend.js";
 import { type Duration, toMs } from "./core/duration.js";
+import { checkOptionKeys, keysOf } from "./core/env.js";
 import type { JsonArg, NotJson } from "./core/json.js";
 import { MAX_TASK_ID_LENGTH } from "./core/message.js";
 import { settlesWithin } from "./core/sleep.js";
-import { BackendNotConfiguredError, TaskFailedError, TimeoutError, ValidationError } from "./errors.js";
+import {
+  BackendNotConfiguredError,
+  ConfigurationError,
+  TaskFailedError,
+  TimeoutError,
+  ValidationError,
+} from "./errors.js";
 
 /**
  * Bounds of the wait for the read a timed-out `get()` makes before it gives up: a tenth of the
@@ -34,6 +41,8 @@ export interface GetOptions {
   /** Aborts the wait with a `TimeoutError`. */
   signal?: AbortSignal | undefined;
 }
+
+const GET_OPTION_KEYS = keysOf<GetOptions>({ timeout: true, pollInterval: true, signal: true });
 
 /** Defaults an {@link AsyncResult} inherits from its app. */
 export interface ResultDefaults {
@@ -128,10 +137,19 @@ export class AsyncResult<R = unknown> {
    * @throws TaskFailedError when the task failed or was dead-lettered
    * @throws TimeoutError when `timeout` passes first
    * @throws BackendNotConfiguredError without a backend
+   * @throws ConfigurationError when `options` is not an object, has an unknown key, or a
+   * duration that is not one
    * @throws ChicoryError naming the key when the stored record cannot be read (corrupt or
    * foreign data; Redis backend)
    */
   async get(options: GetOptions = {}): Promise<R> {
+    // (a JavaScript caller's `get(5)` or `get({ timout: 5 })` would otherwise wait for ever)
+    if (options === null || typeof options !== "object") {
+      throw new ConfigurationError(
+        `get: options must be an object ({ timeout, pollInterval, signal }) or nothing, got ${options === null ? "null" : typeof options}${typeof options === "number" ? ` (for a timeout: get({ timeout: ${options} }))` : ""}`,
+      );
+    }
+    checkOptionKeys(options, "get", GET_OPTION_KEYS);
     const timeout = options.timeout === undefined ? this.#defaults.defaultTimeout : options.timeout;
     const timeoutMs =
       timeout === null || timeout === undefined || timeout === Number.POSITIVE_INFINITY

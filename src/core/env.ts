@@ -176,6 +176,11 @@ export function envChoice<T extends string>(env: EnvMap, name: string, choices: 
   return checkChoice(value, name, choices);
 }
 
+/** The keys of `T`, all of them (the compiler checks the list against the type). */
+export function keysOf<T>(keys: { readonly [K in keyof Required<T>]: true }): ReadonlySet<string> {
+  return new Set(Object.keys(keys));
+}
+
 /**
  * Refuses an options object with a key not in `known` (an untyped caller's typo would be ignored
  * silently): `${name}: unknown option "key"`, then `notes[key]` when given, else the options; a

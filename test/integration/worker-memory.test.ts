@@ -1428,21 +1428,63 @@ describe("Worker on the memory broker: hostile values from user code", () => {
     }
   });
 
-  it("ctx.retry(null) fails the task with a ValidationError naming it, not retried", async () => {
+  it("ctx.retry(null) or with a misspelt key fails the task with a ValidationError naming it, not retried", async () => {
     const { app } = makeApp();
     let runs = 0;
-    const t = app.task(
-      { name: "retry_null", context: true, retryPolicy: { maxRetries: 3, retryDelay: 0 } },
-      async (ctx: TaskContext) => {
-        runs++;
-        ctx.retry(null as unknown as undefined);
-      },
-    );
+    const retryWith = (options: unknown) =>
+      app.task(
+        {
+          name: `retry_${runs}_${String(options)}`.replace(/\W/g, "_"),
+          context: true,
+          retryPolicy: { maxRetries: 3, retryDelay: 0 },
+        },
+        async (ctx: TaskContext) => {
+          runs++;
+          ctx.retry(options as undefined);
+        },
+      );
+    const withNull = retryWith(null);
+    const misspelt = retryWith({ delay: 60 }); // (was: retried on the policy's delay, the 60 dropped)
     await startWorker(app);
-    await expect((await t.delay()).get({ timeout: 5 })).rejects.toMatchObject({
+    await expect((await withNull.delay()).get({ timeout: 5 })).rejects.toMatchObject({
       errorType: "ValidationError",
       message: expect.stringContaining("ctx.retry: options must be an object"),
     });
-    expect(runs).toBe(1);
+    await expect((await misspelt.delay()).get({ timeout: 5 })).rejects.toMatchObject({
+      errorType: "ValidationError",
+      message: expect.stringContaining('ctx.retry: unknown option "delay" (options: countdown, error)'),
+    });
+    expect(runs).toBe(2);
+  });
+
+  it("JavaScript callers' mistakes at registration and at get() are ConfigurationErrors naming them", async () => {
+    const { app } = makeApp();
+    const loose = app as unknown as {
+      task(...args: unknown[]): unknown;
+      onWorkerStartup(hook: unknown): void;
+      onWorkerShutdown(hook: unknown): void;
+    };
+    const fn = async function named() {};
+    expect(() => loose.task(fn, { queue: "q" })).toThrow(/the options go first: app.task\(options, fn\)/);
+    expect(() => loose.task("named", fn)).toThrow(
+      /options must be an object, got string \(for a name: app.task\(\{ name: "named" \}, fn\)\)/,
+    );
+    expect(() => loose.task(null, fn)).toThrow(/options must be an object, got null/);
+    expect(() => loose.task({ name: "" }, fn)).toThrow(/options.name must be a non-empty string, got ""/);
+    expect(() => loose.task({ name: 5 }, fn)).toThrow(/options.name must be a non-empty string, got 5/);
+    expect(() => loose.onWorkerStartup(42)).toThrow(/onWorkerStartup\(\): a hook must be a function, got number/);
+    expect(() => loose.onWorkerShutdown(null)).toThrow(/onWorkerShutdown\(\): a hook must be a function, got null/);
+    expect(app.tasks.size).toBe(0);
+    const t = app.task(fn);
+    const r = (await t.delay()) as unknown as { get(options?: unknown): Promise<unknown> };
+    // each would have waited for ever (nothing runs the task here)
+    await expect(r.get(5)).rejects.toThrow(
+      /get: options must be an object .* got number \(for a timeout: get\(\{ timeout: 5 \}\)\)/,
+    );
+    await expect(r.get("5")).rejects.toThrow(ConfigurationError);
+    await expect(r.get(null)).rejects.toThrow(/got null/);
+    await expect(r.get({ timout: 1 })).rejects.toThrow(
+      /get: unknown option "timout" \(options: timeout, pollInterval, signal\)/,
+    );
   });
 });

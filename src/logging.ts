@@ -26,13 +26,13 @@ const PINO_LEVEL: Record<LogLevel, string> = {
 /** Options of {@link createLogger}. */
 export interface CreateLoggerOptions {
   /** Minimum level (default `INFO`; any case, and pino's `warn`/`fatal`, as `logLevel` in the config). */
-  level?: LogLevelName;
+  level?: LogLevelName | undefined;
   /** `json`, `pretty`, or `auto` (pretty on a TTY when pino-pretty is installed; default). */
-  format?: "json" | "pretty" | "auto";
+  format?: "json" | "pretty" | "auto" | undefined;
   /** Fields added to every line. */
-  base?: Record<string, unknown>;
+  base?: Record<string, unknown> | undefined;
   /** Write to standard error instead of standard output. */
-  toStderr?: boolean;
+  toStderr?: boolean | undefined;
 }
 
 function hasPretty(): boolean {

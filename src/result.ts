@@ -47,9 +47,9 @@ const GET_OPTION_KEYS = keysOf<GetOptions>({ timeout: true, pollInterval: true, 
 /** Defaults an {@link AsyncResult} inherits from its app. */
 export interface ResultDefaults {
   /** Fallback poll interval in seconds. */
-  pollInterval?: number;
+  pollInterval?: number | undefined;
   /** Default `get()` timeout in seconds, or null for none. */
-  defaultTimeout?: number | null;
+  defaultTimeout?: number | null | undefined;
   /**
    * @internal How many workers consume `queue` (the app's broker): a `get()` that timed out on
    * a task sent to a queue nobody consumes says so.

@@ -13,19 +13,19 @@ export type BackoffStrategy = "fixed" | "linear" | "exponential";
 /** Options of a {@link RetryPolicy}; durations in seconds or unit strings. */
 export interface RetryPolicyOptions {
   /** Retries after the first attempt (default 3). */
-  maxRetries?: number;
+  maxRetries?: number | undefined;
   /** Base delay (default 1 s). */
-  retryDelay?: Duration;
+  retryDelay?: Duration | undefined;
   /** Growth of the delay (default `exponential`: delay x 2^(attempt-1)). */
-  backoff?: BackoffStrategy;
+  backoff?: BackoffStrategy | undefined;
   /** Upper bound of a delay, jitter included (default 3600 s, or `retryDelay` when longer). */
-  maxDelay?: Duration;
+  maxDelay?: Duration | undefined;
   /** Randomize each delay by ±25 % (default true), never past `maxDelay`. */
-  jitter?: boolean;
+  jitter?: boolean | undefined;
   /** Retry only errors with one of these names (`error.name` or constructor name). */
-  retryOn?: readonly string[];
+  retryOn?: readonly string[] | undefined;
   /** Never retry errors with one of these names; wins over `retryOn`. */
-  ignoreOn?: readonly string[];
+  ignoreOn?: readonly string[] | undefined;
 }
 
 const BACKOFFS: readonly BackoffStrategy[] = ["fixed", "linear", "exponential"];

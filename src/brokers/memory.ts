@@ -30,7 +30,7 @@ import type { MemoryMessage } from "./memory-queue.js";
 /** Options of {@link MemoryBroker}. */
 export interface MemoryBrokerOptions {
   /** Milliseconds after which a closed consumer's unsettled delivery is redelivered (default 30000). */
-  claimMinIdleMs?: number;
+  claimMinIdleMs?: number | undefined;
 }
 
 /**

@@ -38,7 +38,7 @@ import { StartedMarker } from "./started.js";
 /** Options of a {@link Worker}: {@link WorkerOptions} plus a logger. */
 export interface WorkerInit extends WorkerOptions {
   /** Logger (default: pino at `logLevel`). */
-  logger?: Logger;
+  logger?: Logger | undefined;
 }
 
 const WORKER_INIT_KEYS: ReadonlySet<string> = new Set([...WORKER_OPTION_KEYS, "logger"]);

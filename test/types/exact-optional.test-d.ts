@@ -4,7 +4,8 @@
  * run time accepts them.
  */
 import { describe, expectTypeOf, it } from "vitest";
-import { type AsyncResult, Chicory, Worker } from "../../src/index.js";
+import { type AsyncResult, Chicory, createLogger, MemoryBroker, RetryPolicy, Worker } from "../../src/index.js";
+import { RabbitMqBroker } from "../../src/rabbitmq.js";
 
 declare const maybeText: string | undefined;
 declare const maybeNumber: number | undefined;
@@ -21,5 +22,17 @@ describe("options that may be undefined (exactOptionalPropertyTypes)", () => {
     expectTypeOf(result).toEqualTypeOf<Promise<AsyncResult<number>>>();
     void result.then((r) => r.get({ timeout: maybeNumber, pollInterval: maybeNumber }));
     new Worker(app, { concurrency: maybeNumber, queue: maybeText });
+  });
+
+  it("compile for retry policies, the memory and RabbitMQ brokers, the logger and a worker's logger", () => {
+    const app = new Chicory({ broker: new MemoryBroker({ claimMinIdleMs: maybeNumber }) });
+    app.task(
+      { name: "r", retryPolicy: { maxRetries: maybeNumber, retryDelay: maybeNumber, jitter: maybeFlag } },
+      async () => 1,
+    );
+    new RetryPolicy({ maxDelay: maybeNumber, backoff: undefined, retryOn: undefined });
+    new RabbitMqBroker({ host: maybeText, port: maybeNumber, prefetchCount: maybeNumber, durable: maybeFlag });
+    const logger = createLogger({ level: undefined, toStderr: maybeFlag });
+    new Worker(app, { logger: Math.random() > 1 ? logger : undefined });
   });
 });

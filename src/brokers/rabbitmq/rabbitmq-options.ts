@@ -30,48 +30,48 @@ export interface RabbitMqBrokerOptions {
   /** `amqp://` or `amqps://` URL; else built from host, port, username, password, vhost. */
   url?: string | undefined;
   /** Host when no URL is given (default `127.0.0.1`). */
-  host?: string;
+  host?: string | undefined;
   /** Port when no URL is given (default 5672). */
-  port?: number;
+  port?: number | undefined;
   /** User when no URL is given (default `guest`). */
-  username?: string;
+  username?: string | undefined;
   /** Password when no URL is given (default `guest`). */
-  password?: string;
+  password?: string | undefined;
   /** Virtual host when no URL is given (default `/`). */
-  vhost?: string;
+  vhost?: string | undefined;
   /** Prefix of every queue Chicory declares (default `chicory`). */
-  prefix?: string;
+  prefix?: string | undefined;
   /**
    * Unacknowledged deliveries per consumer channel (default: the consuming worker's
    * concurrency, or 16 for a consumer that does not say).
    */
-  prefetchCount?: number;
+  prefetchCount?: number | undefined;
   /** `x-max-length` of work queues with `x-overflow: reject-publish` (publishes fail, nothing is dropped); null: unbounded. */
-  queueMaxLength?: number | null;
+  queueMaxLength?: number | null | undefined;
   /** `x-message-ttl` of work queues in seconds: older messages move to the DLQ; null: none. */
-  messageTtl?: Duration | null;
+  messageTtl?: Duration | null | undefined;
   /** Durable queues and persistent messages (default true). */
-  durable?: boolean;
+  durable?: boolean | undefined;
   /** `classic` (default) or `quorum` (recommended: exact delivery counts, replicated). */
-  queueType?: RabbitMqQueueType;
+  queueType?: RabbitMqQueueType | undefined;
   /** Quorum queues only: `x-delivery-limit`, deliveries after which RabbitMQ dead-letters a message; null: none. */
-  deliveryLimit?: number | null;
+  deliveryLimit?: number | null | undefined;
   /** Classic queues only: `x-max-priority` (1-255); null (default): no priorities. */
-  maxPriority?: number | null;
+  maxPriority?: number | null | undefined;
   /** First reconnect delay in seconds (default 1), doubled per failed attempt. */
-  reconnectDelay?: Duration;
+  reconnectDelay?: Duration | undefined;
   /** Longest reconnect delay in seconds (default 5). */
-  maxReconnectDelay?: Duration;
+  maxReconnectDelay?: Duration | undefined;
   /** Seconds a publish waits for the broker's confirm before failing (default 10). */
-  publishTimeout?: Duration;
+  publishTimeout?: Duration | undefined;
   /** Delay levels in seconds (default 1 s ... 1 d); a delay is rounded up to the next level. */
-  delayLevels?: readonly Duration[];
+  delayLevels?: readonly Duration[] | undefined;
   /** Accepted for the common broker options and ignored: RabbitMQ requeues a closed channel's messages at once. */
-  claimMinIdleMs?: number;
+  claimMinIdleMs?: number | undefined;
   /** Queue used by admin calls without a queue (default `default`). */
-  defaultQueue?: string;
+  defaultQueue?: string | undefined;
   /** Name shown for the connections in RabbitMQ (default `chicory`; `:publish`/`:consume` is appended). */
-  connectionName?: string;
+  connectionName?: string | undefined;
   /**
    * TLS options for `amqps://` passed to `tls.connect` (e.g. `{ ca }`), merged over the
    * `TLS_CA` / `TLS_REJECT_UNAUTHORIZED` variables. The server certificate and host name are
@@ -79,9 +79,9 @@ export interface RabbitMqBrokerOptions {
    */
   tls?: Record<string, unknown> | undefined;
   /** Logger for reconnects and dropped settles (default: silent). */
-  logger?: Logger;
+  logger?: Logger | undefined;
   /** Environment to read `CHICORY_BROKER_RABBITMQ_*` from (default `process.env`). */
-  env?: EnvMap;
+  env?: EnvMap | undefined;
 }
 
 /** Fully resolved settings. */

@@ -410,7 +410,40 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
   };
   if (ttlGiven) givenTtl.add(config);
   if (staleGiven) givenStale.add(config);
+  resolvedWorkerConfigs.add(config);
   return config;
+}
+
+/** Every config {@link resolveWorkerConfig} made. */
+const resolvedWorkerConfigs = new WeakSet<object>();
+
+/** The keys of {@link WorkerConfig}. */
+const WORKER_CONFIG_KEYS = keysOf<WorkerConfig>({
+  concurrency: true,
+  queues: true,
+  useDeadLetterQueue: true,
+  heartbeatInterval: true,
+  heartbeatTtl: true,
+  cleanupInterval: true,
+  staleWorkersTimeout: true,
+  shutdownTimeout: true,
+  logLevel: true,
+  maxDeliveries: true,
+});
+
+/**
+ * `value` as worker options when it is a resolved {@link WorkerConfig} (`worker.config`,
+ * `app.config.worker`, or a copy: every key of one and no other), else undefined. A config
+ * {@link resolveWorkerConfig} made is returned as it is; a copy as the options it holds
+ * (`queues` as `queue`), to be checked and resolved as any.
+ */
+export function asResolvedWorkerConfig(value: unknown): WorkerConfig | WorkerOptions | undefined {
+  if (typeof value !== "object" || value === null) return undefined;
+  if (resolvedWorkerConfigs.has(value)) return value as WorkerConfig;
+  const keys = Object.keys(value);
+  if (keys.length !== WORKER_CONFIG_KEYS.size || !keys.every((key) => WORKER_CONFIG_KEYS.has(key))) return undefined;
+  const { queues, ...rest } = value as WorkerConfig;
+  return { ...rest, queue: queues };
 }
 
 /** Resolved worker configs whose heartbeat TTL was set (not derived from the interval). */

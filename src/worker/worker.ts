@@ -10,6 +10,7 @@ import type { Chicory, WorkerHook } from "../app.js";
 import { type ResultSizeLimit, type StoredError, terminalStateOf, type WorkerStats } from "../backends/backend.js";
 import type { Consumer, Delivery, HealthStatus } from "../brokers/broker.js";
 import {
+  asResolvedWorkerConfig,
   resolveWorkerConfig,
   WORKER_OPTION_KEYS,
   WORKER_OPTION_NOTES,
@@ -164,20 +165,31 @@ export class Worker {
   /** The disconnect of a start cancelled while connecting (a later start waits for it). */
   #cancelledClose: Promise<void> | null = null;
 
-  constructor(app: Chicory, options: WorkerInit = {}) {
-    checkOptionKeys(options, "Worker", WORKER_INIT_KEYS, WORKER_OPTION_NOTES);
+  /**
+   * @param options worker options over the app's (`config.worker`), the `CHICORY_WORKER_*`
+   * variables and the defaults; or a resolved config (another worker's `config`,
+   * `app.config.worker`), taken as it is
+   */
+  constructor(app: Chicory, options: WorkerInit | WorkerConfig = {}) {
+    // A resolved config (another worker's `config`, `app.config.worker`, a copy) is taken as it is.
+    const resolved = asResolvedWorkerConfig(options);
+    const init: WorkerInit = resolved === undefined ? (options as WorkerInit) : {};
+    if (resolved === undefined) checkOptionKeys(init, "Worker", WORKER_INIT_KEYS, WORKER_OPTION_NOTES);
     this.#app = app;
-    this.config = resolveWorkerConfig(options, app.config.env, app.config.worker);
+    this.config =
+      resolved === undefined || !("queues" in resolved)
+        ? resolveWorkerConfig(resolved ?? init, app.config.env, app.config.worker)
+        : resolved;
     this.hostname = osHostname();
     this.pid = process.pid;
     this.workerId = newWorkerId(this.hostname, this.pid);
     // (a line that fails to be written must not break a stop or a job's settling)
-    this.#logger = neverThrowing(options.logger ?? createLogger({ level: this.config.logLevel })).child({
+    this.#logger = neverThrowing(init.logger ?? createLogger({ level: this.config.logLevel })).child({
       workerId: this.workerId,
     });
-    if (options.logger !== undefined && options.logLevel !== undefined) {
+    if (init.logger !== undefined && init.logLevel !== undefined) {
       this.#logger.warn(
-        { logLevel: options.logLevel },
+        { logLevel: init.logLevel },
         "Worker: logLevel applies to the default logger only and is ignored with a logger of your own: set the level on that logger (e.g. createLogger({ level }))",
       );
     }

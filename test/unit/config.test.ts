@@ -536,6 +536,21 @@ describe("unknown option keys (a JavaScript caller's typo)", () => {
     ]);
   });
 
+  it("a Worker takes a resolved config (another worker's, the app's, a copy) as it is; queues alone is refused", () => {
+    const app = new Chicory({ broker: "memory", backend: "memory", config: { env: {}, worker: { concurrency: 3 } } });
+    const first = new Worker(app, { queue: ["a", "b"], concurrency: 2, logger: silentLogger });
+    expect(new Worker(app, first.config).config).toBe(first.config);
+    expect(new Worker(app, app.config.worker).config).toEqual(app.config.worker);
+    expect(new Worker(app, { ...first.config, shutdownTimeout: 5 }).config).toEqual({
+      ...first.config,
+      shutdownTimeout: 5,
+    });
+    expect(() => new Worker(app, { ...first.config, concurrency: 0 })).toThrow(/concurrency/);
+    expect(() => new Worker(app, { queues: ["a"] } as WorkerInit)).toThrow(
+      /unknown option "queues" \(did you mean "queue"\?/,
+    );
+  });
+
   it("a Worker given its own logger and a logLevel says that the level is not applied", () => {
     const app = new Chicory({ broker: "memory", backend: "memory", config: { env: {} } });
     const { logger, lines } = capturingLogger();

@@ -154,6 +154,50 @@ type ArgsFor<O, F> =
           : never
         : unknown[];
 
+/**
+ * A read-only view of a map: the map's own methods that read, none that change it (a cast of
+ * `app.tasks` to `Map` must not unregister a task).
+ */
+class ReadonlyMapView<K, V> implements ReadonlyMap<K, V> {
+  readonly #map: ReadonlyMap<K, V>;
+
+  constructor(map: ReadonlyMap<K, V>) {
+    this.#map = map;
+  }
+
+  get size(): number {
+    return this.#map.size;
+  }
+
+  get(key: K): V | undefined {
+    return this.#map.get(key);
+  }
+
+  has(key: K): boolean {
+    return this.#map.has(key);
+  }
+
+  forEach(callback: (value: V, key: K, map: ReadonlyMap<K, V>) => void, thisArg?: unknown): void {
+    for (const [key, value] of this.#map) callback.call(thisArg, value, key, this);
+  }
+
+  entries(): MapIterator<[K, V]> {
+    return this.#map.entries();
+  }
+
+  keys(): MapIterator<K> {
+    return this.#map.keys();
+  }
+
+  values(): MapIterator<V> {
+    return this.#map.values();
+  }
+
+  [Symbol.iterator](): MapIterator<[K, V]> {
+    return this.#map.entries();
+  }
+}
+
 /** `hook` when it is a function; else a ConfigurationError naming `method` (a JavaScript caller's mistake). */
 function checkHook(hook: WorkerHook, method: string): WorkerHook {
   if (typeof hook !== "function") {
@@ -200,6 +244,7 @@ export class Chicory {
   /** The message codec (size limit, signing). */
   readonly codec: MessageCodec;
   readonly #tasks = new Map<string, Task<readonly unknown[], unknown>>();
+  readonly #tasksView = new ReadonlyMapView(this.#tasks);
   readonly #startupHooks: WorkerHook[] = [];
   readonly #shutdownHooks: WorkerHook[] = [];
   #connecting: { readonly broker: Promise<void>; readonly all: Promise<void> } | null = null;
@@ -377,9 +422,9 @@ export class Chicory {
     return task;
   }
 
-  /** Registered tasks by name (read-only). */
+  /** Registered tasks by name (read-only: a view of the registry, which `app.task()` alone adds to). */
   get tasks(): ReadonlyMap<string, Task<readonly unknown[], unknown>> {
-    return this.#tasks;
+    return this.#tasksView;
   }
 
   /** Registers a hook each worker runs once after connecting (open pools, warm caches). */

@@ -1457,7 +1457,7 @@ describe("Worker on the memory broker: hostile values from user code", () => {
     expect(runs).toBe(2);
   });
 
-  it("JavaScript callers' mistakes at registration and at get() are ConfigurationErrors naming them", async () => {
+  it("JavaScript callers' mistakes at registration and at get() are ConfigurationErrors naming them; app.tasks cannot be changed", async () => {
     const { app } = makeApp();
     const loose = app as unknown as {
       task(...args: unknown[]): unknown;
@@ -1476,6 +1476,13 @@ describe("Worker on the memory broker: hostile values from user code", () => {
     expect(() => loose.onWorkerShutdown(null)).toThrow(/onWorkerShutdown\(\): a hook must be a function, got null/);
     expect(app.tasks.size).toBe(0);
     const t = app.task(fn);
+    // app.tasks is a view: a cast to Map cannot unregister a task or add one
+    const asMap = app.tasks as unknown as Partial<Map<string, unknown>>;
+    expect(asMap.delete).toBeUndefined();
+    expect(asMap.set).toBeUndefined();
+    expect([...app.tasks.keys()]).toEqual(["named"]);
+    expect(app.tasks.get("named")).toBe(t);
+    expect([...app.tasks].map(([name]) => name)).toEqual(["named"]);
     const r = (await t.delay()) as unknown as { get(options?: unknown): Promise<unknown> };
     // each would have waited for ever (nothing runs the task here)
     await expect(r.get(5)).rejects.toThrow(

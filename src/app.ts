@@ -83,7 +83,32 @@ type ReturnOf<F> = F extends (...args: never) => infer R ? R : never;
  * The result type of a task: `undefined` when `ignoreResult` is literally `true` (nothing is
  * stored), else the handler's, with `null` for nothing (JSON; see {@link StoredResult}).
  */
-type ResultOf<I, R> = [I] extends [true] ? undefined : StoredResult<R>;
+type ResultOf<I, R, RS = undefined> = [I] extends [true]
+  ? undefined
+  : [ResultSchemaOut<RS>] extends [R]
+    ? StoredResult<R>
+    : StoredResult<R | ResultSchemaOut<RS>>;
+/**
+ * What a result schema adds to the result type: its output (stored in place of the handler's
+ * value when the validation mode checks results, `outputs` or `strict`); nothing without a
+ * schema, or for one whose output type is `unknown`.
+ */
+type ResultSchemaOut<RS> = [RS] extends [StandardSchemaV1]
+  ? unknown extends SchemaOut<RS>
+    ? never
+    : SchemaOut<RS>
+  : never;
+/**
+ * What the task overloads require of a result schema `RS` given a handler returning `R`: that
+ * `R` fits the schema's input (its check would refuse it otherwise), when that input is known.
+ */
+type ResultCheck<RS, R> = [RS] extends [StandardSchemaV1]
+  ? unknown extends SchemaIn<RS>
+    ? unknown
+    : [R] extends [SchemaIn<RS>]
+      ? unknown
+      : { result: StandardSchemaV1<R> }
+  : unknown;
 
 /** An option's type in `O`, or `undefined` when `O` leaves it out. */
 type OptionOf<O, K extends keyof TaskOptions> = K extends keyof O ? O[K] : undefined;
@@ -343,26 +368,44 @@ export class Chicory {
 
   /** Registers a handler named after the function. */
   task<A extends unknown[], R>(fn: (...args: A) => Awaitable<R>): Task<JsonArgs<A>, StoredResult<Awaited<R>>>;
-  /** Registers a handler with an argument schema (whose output is its argument list) and a context. */
-  task<S extends ArgsSchema, R, I extends boolean = false>(
-    options: TaskOptions & { args: S; context: true; ignoreResult?: I | undefined },
+  /**
+   * Registers a handler with an argument schema (whose output is its argument list) and a context.
+   * A `result` schema must take what the handler returns; the result type then includes its
+   * output (stored instead when the validation mode checks results).
+   */
+  task<S extends ArgsSchema, R, I extends boolean = false, RS extends StandardSchemaV1 | undefined = undefined>(
+    options: TaskOptions & { args: S; context: true; ignoreResult?: I | undefined; result?: RS } & ResultCheck<
+        RS,
+        Awaited<R>
+      >,
     fn: (ctx: TaskContext, ...args: Tuple<SchemaOut<S>>) => Awaitable<R>,
-  ): Task<JsonArgs<ArgsIn<S>>, ResultOf<I, Awaited<R>>>;
-  /** Registers a handler with an argument schema (whose output is its argument list). */
-  task<S extends ArgsSchema, R, I extends boolean = false>(
-    options: TaskOptions & { args: S; context?: false; ignoreResult?: I | undefined },
+  ): Task<JsonArgs<ArgsIn<S>>, ResultOf<I, Awaited<R>, RS>>;
+  /** Registers a handler with an argument schema (whose output is its argument list); `result` as above. */
+  task<S extends ArgsSchema, R, I extends boolean = false, RS extends StandardSchemaV1 | undefined = undefined>(
+    options: TaskOptions & { args: S; context?: false; ignoreResult?: I | undefined; result?: RS } & ResultCheck<
+        RS,
+        Awaited<R>
+      >,
     fn: (...args: Tuple<SchemaOut<S>>) => Awaitable<R>,
-  ): Task<JsonArgs<ArgsIn<S>>, ResultOf<I, Awaited<R>>>;
-  /** Registers a handler that receives a {@link TaskContext} first. */
-  task<A extends unknown[], R, I extends boolean = false>(
-    options: TaskOptions & { context: true; args?: undefined; ignoreResult?: I | undefined },
+  ): Task<JsonArgs<ArgsIn<S>>, ResultOf<I, Awaited<R>, RS>>;
+  /** Registers a handler that receives a {@link TaskContext} first; `result` as above. */
+  task<A extends unknown[], R, I extends boolean = false, RS extends StandardSchemaV1 | undefined = undefined>(
+    options: TaskOptions & { context: true; args?: undefined; ignoreResult?: I | undefined; result?: RS } & ResultCheck<
+        RS,
+        Awaited<R>
+      >,
     fn: (ctx: TaskContext, ...args: A) => Awaitable<R>,
-  ): Task<JsonArgs<A>, ResultOf<I, Awaited<R>>>;
-  /** Registers a handler with options. */
-  task<A extends unknown[], R, I extends boolean = false>(
-    options: TaskOptions & { context?: false; args?: undefined; ignoreResult?: I | undefined },
+  ): Task<JsonArgs<A>, ResultOf<I, Awaited<R>, RS>>;
+  /** Registers a handler with options; `result` as above. */
+  task<A extends unknown[], R, I extends boolean = false, RS extends StandardSchemaV1 | undefined = undefined>(
+    options: TaskOptions & {
+      context?: false;
+      args?: undefined;
+      ignoreResult?: I | undefined;
+      result?: RS;
+    } & ResultCheck<RS, Awaited<R>>,
     fn: (...args: A) => Awaitable<R>,
-  ): Task<JsonArgs<A>, ResultOf<I, Awaited<R>>>;
+  ): Task<JsonArgs<A>, ResultOf<I, Awaited<R>, RS>>;
   /**
    * Registers a handler with options whose types leave `context` or `args` open (a variable typed
    * `TaskOptions`, spread `Partial<TaskOptions>` defaults, `{ context: boolean }`, an argument
@@ -379,9 +422,9 @@ export class Chicory {
    * const notify = app.task({ ...defaults, name: "notify" }, async (to: string) => to); // Task<unknown[], string>
    */
   task<const O extends TaskOptions, F extends HandlerFor<O>>(
-    options: O & OptionsCheck<O>,
+    options: O & OptionsCheck<O> & ResultCheck<OptionOf<O, "result">, Awaited<ReturnOf<F>>>,
     fn: F,
-  ): Task<ArgsFor<O, F>, ResultOf<OptionOf<O, "ignoreResult">, Awaited<ReturnOf<F>>>>;
+  ): Task<ArgsFor<O, F>, ResultOf<OptionOf<O, "ignoreResult">, Awaited<ReturnOf<F>>, OptionOf<O, "result">>>;
   task(optionsOrFn: TaskOptions | AnyHandler, maybeFn?: AnyHandler): Task<readonly unknown[], unknown> {
     // (from JavaScript: the arguments swapped, or a name given alone, would otherwise register a
     // task without its options, or under a misleading error)

@@ -38,6 +38,43 @@ describe("task typing", () => {
     void t.delay({} as TaskContext, "x");
   });
 
+  it("checks the handler's return against a result schema's input, and adds its output to the result type", () => {
+    // a transform: stored in place of the handler's value when results are checked
+    const transformed = app.task(
+      {
+        name: "result_transform",
+        validationMode: "strict",
+        result: z.object({ n: z.number() }).transform((o) => String(o.n)),
+      },
+      async () => ({ n: 1 }),
+    );
+    expectTypeOf(transformed.delay()).resolves.toEqualTypeOf<AsyncResult<{ n: number } | string>>();
+    // no transform: the schema's type
+    const plain = app.task({ name: "result_plain", result: z.object({ ok: z.boolean() }) }, async () => ({ ok: true }));
+    expectTypeOf(plain.delay()).resolves.toEqualTypeOf<AsyncResult<{ ok: boolean }>>();
+    // with an argument schema and a context too
+    const both = app.task(
+      { name: "result_args", context: true, args: z.tuple([z.string()]), result: z.string() },
+      async (ctx, s) => ctx.taskId + s,
+    );
+    expectTypeOf(both.delay("x")).resolves.toEqualTypeOf<AsyncResult<string>>();
+    // a handler whose return the schema would refuse
+    // @ts-expect-error the handler returns { ok: string }, the schema takes { ok: boolean }
+    app.task({ name: "result_mismatch", result: z.object({ ok: z.boolean() }) }, async () => ({ ok: "yes" }));
+    app.task(
+      // @ts-expect-error the same with an argument schema
+      { name: "result_mismatch_args", args: z.tuple([z.number()]), result: z.number() },
+      async (n) => String(n),
+    );
+    // options typed TaskOptions (the general overload): the schema typed StandardSchemaV1 adds nothing
+    const loose: TaskOptions = { name: "result_loose", result: z.number() };
+    const general = app.task(loose, async () => 1);
+    expectTypeOf(general.delay()).resolves.toEqualTypeOf<AsyncResult<number>>();
+    // ignoreResult: true still gives undefined
+    const ignored = app.task({ name: "result_ignored", ignoreResult: true, result: z.number() }, async () => 1);
+    expectTypeOf(ignored.delay()).resolves.toEqualTypeOf<AsyncResult<undefined>>();
+  });
+
   it("takes delay() arguments from the argument schema's input", () => {
     const t = app.task(
       { name: "schema_task", args: z.tuple([z.string(), z.coerce.number()]) },

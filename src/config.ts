@@ -417,19 +417,10 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
 /** Every config {@link resolveWorkerConfig} made. */
 const resolvedWorkerConfigs = new WeakSet<object>();
 
-/** The keys of {@link WorkerConfig}. */
-const WORKER_CONFIG_KEYS = keysOf<WorkerConfig>({
-  concurrency: true,
-  queues: true,
-  useDeadLetterQueue: true,
-  heartbeatInterval: true,
-  heartbeatTtl: true,
-  cleanupInterval: true,
-  staleWorkersTimeout: true,
-  shutdownTimeout: true,
-  logLevel: true,
-  maxDeliveries: true,
-});
+/** The keys of {@link WorkerConfig}: those of the options, with `queues` for `queue`. */
+const WORKER_CONFIG_KEYS: ReadonlySet<string> = new Set(
+  [...WORKER_OPTION_KEYS].map((key) => (key === "queue" ? "queues" : key)),
+);
 
 /**
  * `value` as worker options when it is a resolved {@link WorkerConfig} (`worker.config`,

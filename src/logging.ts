@@ -4,6 +4,7 @@
  * @module
  */
 import { createRequire } from "node:module";
+import { type EnvMap, loadEnv } from "./core/env.js";
 import { checkLogLevel, type Logger, type LogLevel, type LogLevelName } from "./core/logger.js";
 import { ConfigurationError } from "./errors.js";
 
@@ -27,8 +28,13 @@ const PINO_LEVEL: Record<LogLevel, string> = {
 export interface CreateLoggerOptions {
   /** Minimum level (default `INFO`; any case, and pino's `warn`/`fatal`, as `logLevel` in the config). */
   level?: LogLevelName | undefined;
-  /** `json`, `pretty`, or `auto` (pretty on a TTY when pino-pretty is installed; default). */
+  /**
+   * `json`, `pretty`, or `auto` (pretty on a TTY when pino-pretty is installed); default:
+   * `CHICORY_LOG_FORMAT` of `env`, else `auto`.
+   */
   format?: "json" | "pretty" | "auto" | undefined;
+  /** Where `CHICORY_LOG_FORMAT` is read (default: `process.env` over the `.env` file, as the app's config). */
+  env?: EnvMap | undefined;
   /** Fields added to every line. */
   base?: Record<string, unknown> | undefined;
   /** Write to standard error instead of standard output. */
@@ -58,7 +64,7 @@ function logFormatFromEnv(value: string | undefined): "json" | "pretty" | "auto"
 export function createLogger(options: CreateLoggerOptions = {}): Logger {
   const level = PINO_LEVEL[options.level === undefined ? "INFO" : checkLogLevel(options.level, "createLogger: level")];
   const fd = options.toStderr ? 2 : 1;
-  const format = options.format ?? logFormatFromEnv(process.env.CHICORY_LOG_FORMAT);
+  const format = options.format ?? logFormatFromEnv((options.env ?? loadEnv()).CHICORY_LOG_FORMAT);
   const isTty = fd === 1 ? process.stdout.isTTY : process.stderr.isTTY;
   if (format === "pretty" && !hasPretty()) {
     // else pino's own "unable to determine transport target" is all the user sees

@@ -184,7 +184,9 @@ export class Worker {
     this.pid = process.pid;
     this.workerId = newWorkerId(this.hostname, this.pid);
     // (a line that fails to be written must not break a stop or a job's settling)
-    this.#logger = neverThrowing(init.logger ?? createLogger({ level: this.config.logLevel })).child({
+    this.#logger = neverThrowing(
+      init.logger ?? createLogger({ level: this.config.logLevel, env: app.config.env }),
+    ).child({
       workerId: this.workerId,
     });
     if (init.logger !== undefined && init.logLevel !== undefined) {

@@ -296,6 +296,23 @@ describe("CHICORY_LOG_FORMAT", () => {
       else process.env.CHICORY_LOG_FORMAT = before;
     }
   });
+
+  it("is read from the .env file too, and from the app's env by a worker's default logger", async () => {
+    const { createLogger } = await import("../../src/logging.js");
+    const dir = mkdtempSync(join(tmpdir(), "chicory-logfmt-"));
+    const cwd = process.cwd();
+    try {
+      writeFileSync(join(dir, ".env"), "CHICORY_LOG_FORMAT=xml\n");
+      process.chdir(dir);
+      expect(() => createLogger()).toThrow(/^CHICORY_LOG_FORMAT: "xml" is invalid/); // (was: ignored)
+    } finally {
+      process.chdir(cwd);
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(() => createLogger({ env: { CHICORY_LOG_FORMAT: "xml" } })).toThrow(/"xml" is invalid/);
+    const app = new Chicory({ broker: "memory", backend: "memory", config: { env: { CHICORY_LOG_FORMAT: "xml" } } });
+    expect(() => new Worker(app)).toThrow(/^CHICORY_LOG_FORMAT: "xml" is invalid/);
+  });
 });
 
 describe("createLogger level", () => {

@@ -7,7 +7,7 @@ import type { Command } from "commander";
 import type { ApplyOptions } from "../task.js";
 import { connectBackend, connectBroker, withApp } from "./app-session.js";
 import { positiveSeconds, seconds, withLogLevel } from "./options.js";
-import { CliUsageError, EXIT_OK, printJson, printLine } from "./output.js";
+import { CliUsageError, EXIT_OK, printInfo, printJson, printLine } from "./output.js";
 import { resultView } from "./result.js";
 
 /** Options of `chicory enqueue`. */
@@ -64,6 +64,16 @@ export async function runEnqueueCommand(
     }
     if (!opts.json) printLine(result.taskId);
     const timeout = opts.timeout ?? app.config.resultDefaultTimeout;
+    if (timeout === null) {
+      // a wait without end for a queue nobody consumes looks like a hang: said once, on stderr
+      const queue = opts.queue ?? task.queue;
+      const consumers = await app.broker.getConsumerCount(queue).catch(() => undefined);
+      if (consumers === 0) {
+        printInfo(
+          `no worker consumes queue "${queue}" now: waiting until one runs the task (--timeout <seconds> gives up)`,
+        );
+      }
+    }
     if (!opts.json) {
       printLine(JSON.stringify((await result.get({ timeout })) ?? null));
       return EXIT_OK;

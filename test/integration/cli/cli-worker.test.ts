@@ -80,6 +80,17 @@ describe("chicory CLI on the embedded SQLite broker (multi-process)", () => {
     expect(late.stderr.trim()).toMatch(/^chicory: task [0-9a-f-]{36}: no result after 0.2 s/);
   });
 
+  it("enqueue --wait without a timeout says once, on stderr, that no worker consumes the queue", async () => {
+    const waiting = startCli(["enqueue", APP_JS, "add", "[1, 2]", "--wait", "--queue", "nobody_here"], env);
+    await waiting.waitForStderr(/no worker consumes queue "nobody_here" now: waiting until one runs the task/);
+    waiting.child.kill("SIGINT");
+    const ended = await waiting.exited;
+    expect(ended.stdout.trim()).toMatch(/^[0-9a-f-]{36}$/); // the id first, as always
+    // a queue a worker consumes: no such line
+    const served = await runCli(["enqueue", APP_JS, "add", "[1, 2]", "--wait"], env);
+    expect([served.code, served.stderr]).toEqual([0, ""]);
+  });
+
   it("workers lists the live worker (table and --json)", async () => {
     const json = await runCli(["workers", APP_JS, "--json"], env);
     expect(json.code).toBe(0);

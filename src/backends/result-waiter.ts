@@ -119,9 +119,13 @@ export class ResultWaiter {
   #freshCheck: NodeJS.Immediate | undefined;
   #timer: NodeJS.Timeout | undefined;
   #timerIntervalMs = 0;
-  #activePolls = 0;
-  /** When the polls out now began (performance.now() ms): an outage of a backend that does not answer counts from then. */
-  #pollsSinceMs: number | undefined;
+  /** True while the timer's poll is out: the next tick does not send another. */
+  #isPeriodicOut = false;
+  /**
+   * When each read out now was sent (performance.now() ms): an outage of a backend that does
+   * not answer counts from the oldest.
+   */
+  readonly #readsOut = new Set<{ readonly sentAtMs: number }>();
   #isClosed = false;
   #isPushActive = false;
   /** Tells of an outage its waits meet (see {@link OutageNotice}); tracks it without one. */
@@ -254,9 +258,11 @@ export class ResultWaiter {
     this.#timerIntervalMs = intervalMs;
     this.#timer = setInterval(() => {
       // a slow read must not pile up overlapping polls; one still out a whole interval later
-      // may be a backend that does not answer (its client holds the commands while it reconnects)
-      if (this.#activePolls === 0) void this.#poll([...this.#waiters.keys()]);
-      else this.#outage.unanswered(this.#pollsSinceMs);
+      // may be a backend that does not answer (its client holds the commands while it
+      // reconnects). Only the timer's own poll holds the next one back: the first reads of new
+      // waits, however many overlap, must not keep the safety net from running.
+      if (this.#isPeriodicOut) this.#outage.unanswered(this.#oldestReadMs());
+      else void this.#periodicPoll();
     }, timerDelay(intervalMs)); // a pollInterval of weeks: not the 1 ms Node makes of an overflow
     this.#timer.unref();
   }
@@ -275,8 +281,25 @@ export class ResultWaiter {
     if (this.#waiters.size === 0) this.#outage.reset();
   }
 
+  async #periodicPoll(): Promise<void> {
+    this.#isPeriodicOut = true;
+    try {
+      await this.#poll([...this.#waiters.keys()]);
+    } finally {
+      this.#isPeriodicOut = false;
+    }
+  }
+
+  /** When the oldest read out now was sent (performance.now() ms), if one is out. */
+  #oldestReadMs(): number | undefined {
+    let oldest: number | undefined;
+    for (const read of this.#readsOut) if (oldest === undefined || read.sentAtMs < oldest) oldest = read.sentAtMs;
+    return oldest;
+  }
+
   async #poll(ids: string[]): Promise<void> {
-    if (this.#activePolls++ === 0) this.#pollsSinceMs = performance.now();
+    const out = { sentAtMs: performance.now() };
+    this.#readsOut.add(out);
     try {
       for (let i = 0; i < ids.length; i += this.#maxBatch) {
         const batch = ids.slice(i, i + this.#maxBatch).filter((id) => this.#waiters.has(id));
@@ -292,7 +315,7 @@ export class ResultWaiter {
         this.#outage.failed(error);
       }
     } finally {
-      this.#activePolls--;
+      this.#readsOut.delete(out);
     }
   }
 }

@@ -70,6 +70,26 @@ describe("ResultWaiter outage notice", () => {
     waiter.close();
   });
 
+  it("reads that overlap without pause, each answered in 30 ms, are no outage", async () => {
+    const store = flakyStore();
+    const { logger, lines } = textLogger();
+    const waiter = new ResultWaiter({
+      fetchMany: async (ids) => {
+        await new Promise((resolve) => setTimeout(resolve, 30));
+        return store.fetchMany(ids);
+      },
+      pollIntervalMs: 5000, // the Redis hub's safety-net poll
+      outage: { logger, backend: "redis backend redis://h:6379/0", lastError: () => "" },
+    });
+    void waiter.wait("never", { timeoutMs: 60_000 });
+    for (let i = 0; i < (2 * OUTAGE_NOTICE_MS) / 10; i++) {
+      void waiter.wait(`w-${i}`, { timeoutMs: 5 });
+      await vi.advanceTimersByTimeAsync(10);
+    }
+    expect(lines).toEqual([]); // before: "results cannot be read … no answer for 5.0 s", then "can be read again", over and over
+    waiter.close();
+  });
+
   it("one warning for a thousand waits whose reads get no answer, after OUTAGE_NOTICE_MS; one info line when they are answered", async () => {
     const store = flakyStore();
     const { logger, lines } = textLogger();

@@ -209,11 +209,13 @@ describe("ResultWaiter", () => {
     waiter.close();
   });
 
-  it("never overlaps polls when a read is slow", async () => {
+  it("never overlaps its periodic polls when a read is slow (a new wait's first read may run beside one)", async () => {
     let active = 0;
     let maxActive = 0;
+    let reads = 0;
     const waiter = new ResultWaiter({
       fetchMany: async () => {
+        reads++;
         active++;
         maxActive = Math.max(maxActive, active);
         await new Promise((resolve) => setTimeout(resolve, 350));
@@ -224,7 +226,33 @@ describe("ResultWaiter", () => {
     });
     void waiter.wait("a");
     await vi.advanceTimersByTimeAsync(1000);
-    expect(maxActive).toBe(1);
+    expect(maxActive).toBe(2); // the first read, and one periodic poll beside it
+    expect(reads).toBeLessThanOrEqual(4); // not one per 100 ms tick
+    waiter.close();
+  });
+
+  it("new waits arriving without pause, each with its first read, do not keep the periodic poll from running", async () => {
+    const store = fakeStore();
+    const slowFetch = async (ids: string[]) => {
+      await new Promise((resolve) => setTimeout(resolve, 30)); // a round trip
+      return store.fetchMany(ids);
+    };
+    const waiter = new ResultWaiter({ fetchMany: slowFetch, pollIntervalMs: 100 });
+    // its record is written with no notification (lost): only the periodic poll finds it
+    let resolvedAt: number | undefined;
+    const start = Date.now();
+    void waiter.wait("victim").then(() => {
+      resolvedAt = Date.now() - start;
+    });
+    await vi.advanceTimersByTimeAsync(50);
+    store.records.set("victim", rec("victim", "SUCCESS"));
+    // a new wait every 10 ms, each with its own first read (30 ms): those reads always overlap
+    for (let i = 0; i < 60 && resolvedAt === undefined; i++) {
+      void waiter.wait(`other-${i}`, { timeoutMs: 5 });
+      await vi.advanceTimersByTimeAsync(10);
+    }
+    expect(resolvedAt).toBeDefined(); // before: never, while the other waits kept coming
+    expect(resolvedAt).toBeLessThanOrEqual(50 + 100 + 30 + 10);
     waiter.close();
   });
 

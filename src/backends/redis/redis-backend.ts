@@ -555,20 +555,21 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   /**
    * MGET answers nil for a key of another type than a string, as for a missing one: a wait on
    * it would never end. When any key MGET found nil exists (one EXISTS for them all, usually
-   * 0), each existing one that is not a string maps to the error naming it.
+   * 0), each existing one that is not a string maps to the error naming it (the keys' TYPEs
+   * asked together).
    */
   async #findForeignKeys(main: RedisClientLike, ids: string[], out: Map<string, TaskRecord | Error>): Promise<void> {
     if (ids.length === 0) return;
     const keys = ids.map((id) => this.resultKey(id));
-    let existing = Number(await main.call("EXISTS", ...keys));
-    for (let i = 0; i < ids.length && existing > 0; i++) {
-      const key = keys[i] as string;
-      const type = String(await main.call("TYPE", key));
-      if (type === "none") continue;
-      existing--;
+    if (Number(await main.call("EXISTS", ...keys)) === 0) return;
+    // sent together (one round trip, not one per key: usually the key that exists is a record
+    // written since the MGET, wherever it stands in the batch)
+    const types = await Promise.all(keys.map((key) => main.call("TYPE", key)));
+    types.forEach((type, i) => {
       // "string": written since the MGET (its notification or the next poll brings it)
-      if (type !== "string") out.set(ids[i] as string, notARecordKey(key, type));
-    }
+      if (type !== "none" && type !== "string")
+        out.set(ids[i] as string, notARecordKey(keys[i] as string, String(type)));
+    });
   }
 
   async #fetchMany(ids: string[]): Promise<Map<string, TaskRecord | Error>> {

@@ -62,6 +62,7 @@ async function blockedLoopScenario(broker: BrokerKind, workers: 1 | 2): Promise<
       claimMinIdleMs: CLAIM_MS,
       busyMs: BUSY_MS,
       runs: pids,
+      state: record?.state,
       books,
     });
     if (second === null) {

@@ -193,7 +193,8 @@ export const WORKER_OPTION_KEYS = keysOf<WorkerOptions>({
 
 /** Notes for worker option keys that are easy to get wrong. */
 export const WORKER_OPTION_NOTES: Readonly<Record<string, string>> = {
-  queues: ' (did you mean "queue"? it takes one name or a list)',
+  queues:
+    ' (did you mean "queue"? it takes one name or a list; a resolved config, worker.config or app.config.worker, is taken as it is, but not a copy of one)',
 };
 
 const CONFIG_INPUT_KEYS = keysOf<ChicoryConfigInput>({
@@ -417,24 +418,13 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
 /** Every config {@link resolveWorkerConfig} made. */
 const resolvedWorkerConfigs = new WeakSet<object>();
 
-/** The keys of {@link WorkerConfig}: those of the options, with `queues` for `queue`. */
-const WORKER_CONFIG_KEYS: ReadonlySet<string> = new Set(
-  [...WORKER_OPTION_KEYS].map((key) => (key === "queue" ? "queues" : key)),
-);
-
 /**
- * `value` as worker options when it is a resolved {@link WorkerConfig} (`worker.config`,
- * `app.config.worker`, or a copy: every key of one and no other), else undefined. A config
- * {@link resolveWorkerConfig} made is returned as it is; a copy as the options it holds
- * (`queues` as `queue`), to be checked and resolved as any.
+ * True when `value` is a config {@link resolveWorkerConfig} made (`worker.config`,
+ * `app.config.worker`): a `Worker` takes it as it is. A copy is not one (its derived heartbeat
+ * TTL and stale timeout would count as set): it is refused as options, with a note.
  */
-export function asResolvedWorkerConfig(value: unknown): WorkerConfig | WorkerOptions | undefined {
-  if (typeof value !== "object" || value === null) return undefined;
-  if (resolvedWorkerConfigs.has(value)) return value as WorkerConfig;
-  const keys = Object.keys(value);
-  if (keys.length !== WORKER_CONFIG_KEYS.size || !keys.every((key) => WORKER_CONFIG_KEYS.has(key))) return undefined;
-  const { queues, ...rest } = value as WorkerConfig;
-  return { ...rest, queue: queues };
+export function isResolvedWorkerConfig(value: unknown): value is WorkerConfig {
+  return typeof value === "object" && value !== null && resolvedWorkerConfigs.has(value);
 }
 
 /** Resolved worker configs whose heartbeat TTL was set (not derived from the interval). */

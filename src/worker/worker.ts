@@ -10,7 +10,7 @@ import type { Chicory, WorkerHook } from "../app.js";
 import { type ResultSizeLimit, type StoredError, terminalStateOf, type WorkerStats } from "../backends/backend.js";
 import type { Consumer, Delivery, HealthStatus } from "../brokers/broker.js";
 import {
-  asResolvedWorkerConfig,
+  isResolvedWorkerConfig,
   resolveWorkerConfig,
   WORKER_OPTION_KEYS,
   WORKER_OPTION_NOTES,
@@ -168,18 +168,15 @@ export class Worker {
   /**
    * @param options worker options over the app's (`config.worker`), the `CHICORY_WORKER_*`
    * variables and the defaults; or a resolved config (another worker's `config`,
-   * `app.config.worker`), taken as it is
+   * `app.config.worker`), taken as it is (not a copy of one: pass options for changes)
    */
   constructor(app: Chicory, options: WorkerInit | WorkerConfig = {}) {
-    // A resolved config (another worker's `config`, `app.config.worker`, a copy) is taken as it is.
-    const resolved = asResolvedWorkerConfig(options);
+    // A resolved config (another worker's `config`, `app.config.worker`) is taken as it is.
+    const resolved = isResolvedWorkerConfig(options) ? options : undefined;
     const init: WorkerInit = resolved === undefined ? (options as WorkerInit) : {};
     if (resolved === undefined) checkOptionKeys(init, "Worker", WORKER_INIT_KEYS, WORKER_OPTION_NOTES);
     this.#app = app;
-    this.config =
-      resolved === undefined || !("queues" in resolved)
-        ? resolveWorkerConfig(resolved ?? init, app.config.env, app.config.worker)
-        : resolved;
+    this.config = resolved ?? resolveWorkerConfig(init, app.config.env, app.config.worker);
     this.hostname = osHostname();
     this.pid = process.pid;
     this.workerId = newWorkerId(this.hostname, this.pid);

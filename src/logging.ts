@@ -50,6 +50,19 @@ function hasPretty(): boolean {
   }
 }
 
+/**
+ * `process.env` over the `.env` file, as the app's config reads them; `process.env` alone when
+ * the file cannot be read (a logger is made anyway: the app's own config says what is wrong).
+ */
+function envOrProcess(): EnvMap {
+  if (process.env.CHICORY_LOG_FORMAT !== undefined) return process.env;
+  try {
+    return loadEnv();
+  } catch {
+    return process.env;
+  }
+}
+
 /** `CHICORY_LOG_FORMAT` (`json`, `pretty` or `auto`; unset: `auto`). */
 function logFormatFromEnv(value: string | undefined): "json" | "pretty" | "auto" {
   if (value === undefined || value === "") return "auto";
@@ -64,7 +77,7 @@ function logFormatFromEnv(value: string | undefined): "json" | "pretty" | "auto"
 export function createLogger(options: CreateLoggerOptions = {}): Logger {
   const level = PINO_LEVEL[options.level === undefined ? "INFO" : checkLogLevel(options.level, "createLogger: level")];
   const fd = options.toStderr ? 2 : 1;
-  const format = options.format ?? logFormatFromEnv((options.env ?? loadEnv()).CHICORY_LOG_FORMAT);
+  const format = options.format ?? logFormatFromEnv((options.env ?? envOrProcess()).CHICORY_LOG_FORMAT);
   const isTty = fd === 1 ? process.stdout.isTTY : process.stderr.isTTY;
   if (format === "pretty" && !hasPretty()) {
     // else pino's own "unable to determine transport target" is all the user sees

@@ -61,7 +61,7 @@ export async function runWorkerCommand(spec: string, opts: WorkerCommandOptions)
   const loaded = await loadApp(spec);
   const { app } = loaded;
   const level = opts.logLevel ?? app.config.worker.logLevel;
-  const logger = createLogger({ level, toStderr: true });
+  const logger = createLogger({ level, toStderr: true, env: app.config.env });
   const worker = new Worker(app, { ...workerOptionsFrom(opts), logger });
   const processes = opts.workers ?? 1;
   const isSupervised = process.env[SUPERVISED_ENV] === "1" && typeof process.send === "function";

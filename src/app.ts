@@ -105,9 +105,11 @@ type ResultSchemaOut<RS> = [RS] extends [StandardSchemaV1]
 type ResultCheck<RS, R> = [RS] extends [StandardSchemaV1]
   ? unknown extends SchemaIn<RS>
     ? unknown
-    : [R] extends [SchemaIn<RS>]
+    : unknown extends R // (not inferred yet: a handler whose parameters come from the context)
       ? unknown
-      : { result: StandardSchemaV1<R> }
+      : [R] extends [SchemaIn<RS>]
+        ? unknown
+        : { result: "the handler's return type does not fit this result schema's input" }
   : unknown;
 
 /** An option's type in `O`, or `undefined` when `O` leaves it out. */
@@ -376,7 +378,7 @@ export class Chicory {
   task<S extends ArgsSchema, R, I extends boolean = false, RS extends StandardSchemaV1 | undefined = undefined>(
     options: TaskOptions & { args: S; context: true; ignoreResult?: I | undefined; result?: RS } & ResultCheck<
         RS,
-        Awaited<R>
+        NoInfer<Awaited<R>>
       >,
     fn: (ctx: TaskContext, ...args: Tuple<SchemaOut<S>>) => Awaitable<R>,
   ): Task<JsonArgs<ArgsIn<S>>, ResultOf<I, Awaited<R>, RS>>;
@@ -384,7 +386,7 @@ export class Chicory {
   task<S extends ArgsSchema, R, I extends boolean = false, RS extends StandardSchemaV1 | undefined = undefined>(
     options: TaskOptions & { args: S; context?: false; ignoreResult?: I | undefined; result?: RS } & ResultCheck<
         RS,
-        Awaited<R>
+        NoInfer<Awaited<R>>
       >,
     fn: (...args: Tuple<SchemaOut<S>>) => Awaitable<R>,
   ): Task<JsonArgs<ArgsIn<S>>, ResultOf<I, Awaited<R>, RS>>;
@@ -392,7 +394,7 @@ export class Chicory {
   task<A extends unknown[], R, I extends boolean = false, RS extends StandardSchemaV1 | undefined = undefined>(
     options: TaskOptions & { context: true; args?: undefined; ignoreResult?: I | undefined; result?: RS } & ResultCheck<
         RS,
-        Awaited<R>
+        NoInfer<Awaited<R>>
       >,
     fn: (ctx: TaskContext, ...args: A) => Awaitable<R>,
   ): Task<JsonArgs<A>, ResultOf<I, Awaited<R>, RS>>;
@@ -403,7 +405,7 @@ export class Chicory {
       args?: undefined;
       ignoreResult?: I | undefined;
       result?: RS;
-    } & ResultCheck<RS, Awaited<R>>,
+    } & ResultCheck<RS, NoInfer<Awaited<R>>>,
     fn: (...args: A) => Awaitable<R>,
   ): Task<JsonArgs<A>, ResultOf<I, Awaited<R>, RS>>;
   /**
@@ -422,7 +424,7 @@ export class Chicory {
    * const notify = app.task({ ...defaults, name: "notify" }, async (to: string) => to); // Task<unknown[], string>
    */
   task<const O extends TaskOptions, F extends HandlerFor<O>>(
-    options: O & OptionsCheck<O> & ResultCheck<OptionOf<O, "result">, Awaited<ReturnOf<F>>>,
+    options: O & OptionsCheck<O> & ResultCheck<OptionOf<O, "result">, NoInfer<Awaited<ReturnOf<F>>>>,
     fn: F,
   ): Task<ArgsFor<O, F>, ResultOf<OptionOf<O, "ignoreResult">, Awaited<ReturnOf<F>>, OptionOf<O, "result">>>;
   task(optionsOrFn: TaskOptions | AnyHandler, maybeFn?: AnyHandler): Task<readonly unknown[], unknown> {
@@ -440,7 +442,8 @@ export class Chicory {
     const options: TaskOptions = typeof optionsOrFn === "function" ? {} : optionsOrFn;
     const fn = typeof optionsOrFn === "function" ? optionsOrFn : maybeFn;
     if (typeof fn !== "function") throw new ConfigurationError("app.task(): a handler function is required");
-    if (options.name !== undefined && (typeof options.name !== "string" || options.name.trim() === "")) {
+    // (null, as options read from JSON may hold, is as left out)
+    if (options.name != null && (typeof options.name !== "string" || options.name.trim() === "")) {
       throw new ConfigurationError(
         `app.task(): options.name must be a non-empty string, got ${JSON.stringify(options.name) ?? typeof options.name}`,
       );

@@ -125,9 +125,13 @@ export class TaskContext {
    * budget is spent, `options.error` itself when the policy does not retry it, or
    * ValidationError when `countdown` is not a number of seconds from 0 to ten years, or
    * `options` is not an object or has a key other than `countdown` and `error` (the attempt
-   * then fails for good, naming the bad value)
+   * then fails for good, naming the bad value); an `Error` given as `options` is taken as
+   * `{ error }`
    */
   retry(options: RetryOptions = {}): never {
+    // `ctx.retry(error)` (as Celery's `self.retry(exc=error)`) from JavaScript: the error's own
+    // keys (`code`, `errno`) are no options; it is the retry's cause
+    if (options instanceof Error) return this.retry({ error: options });
     if (options === null || typeof options !== "object") {
       throw new ValidationError(
         `ctx.retry: options must be an object ({ countdown, error }) or nothing, got ${options === null ? "null" : typeof options}`,

@@ -1457,6 +1457,22 @@ describe("Worker on the memory broker: hostile values from user code", () => {
     expect(runs).toBe(2);
   });
 
+  it("ctx.retry(error) from JavaScript (an error with own keys such as code and errno) retries with it as the cause", async () => {
+    const { app } = makeApp();
+    let runs = 0;
+    const t = app.task(
+      { name: "retry_error", context: true, retryPolicy: { maxRetries: 1, retryDelay: 0 } },
+      async (ctx: TaskContext) => {
+        if (++runs === 1)
+          ctx.retry(Object.assign(new Error("socket hang up"), { code: "ECONNRESET", errno: -104 }) as never);
+        return "second run";
+      },
+    );
+    await startWorker(app);
+    expect(await (await t.delay()).get({ timeout: 5 })).toBe("second run");
+    expect(runs).toBe(2);
+  });
+
   it("JavaScript callers' mistakes at registration and at get() are ConfigurationErrors naming them; app.tasks cannot be changed", async () => {
     const { app } = makeApp();
     const loose = app as unknown as {
@@ -1472,17 +1488,19 @@ describe("Worker on the memory broker: hostile values from user code", () => {
     expect(() => loose.task(null, fn)).toThrow(/options must be an object, got null/);
     expect(() => loose.task({ name: "" }, fn)).toThrow(/options.name must be a non-empty string, got ""/);
     expect(() => loose.task({ name: 5 }, fn)).toThrow(/options.name must be a non-empty string, got 5/);
+    // null (options read from JSON) is as left out: the function's name
+    expect((loose.task({ name: null }, async function from_json() {}) as { name: string }).name).toBe("from_json");
     expect(() => loose.onWorkerStartup(42)).toThrow(/onWorkerStartup\(\): a hook must be a function, got number/);
     expect(() => loose.onWorkerShutdown(null)).toThrow(/onWorkerShutdown\(\): a hook must be a function, got null/);
-    expect(app.tasks.size).toBe(0);
+    expect(app.tasks.size).toBe(1); // (from_json)
     const t = app.task(fn);
     // app.tasks is a view: a cast to Map cannot unregister a task or add one
     const asMap = app.tasks as unknown as Partial<Map<string, unknown>>;
     expect(asMap.delete).toBeUndefined();
     expect(asMap.set).toBeUndefined();
-    expect([...app.tasks.keys()]).toEqual(["named"]);
+    expect([...app.tasks.keys()]).toEqual(["from_json", "named"]);
     expect(app.tasks.get("named")).toBe(t);
-    expect([...app.tasks].map(([name]) => name)).toEqual(["named"]);
+    expect([...app.tasks].map(([name]) => name)).toEqual(["from_json", "named"]);
     const r = (await t.delay()) as unknown as { get(options?: unknown): Promise<unknown> };
     // each would have waited for ever (nothing runs the task here)
     await expect(r.get(5)).rejects.toThrow(

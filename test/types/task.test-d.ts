@@ -66,6 +66,17 @@ describe("task typing", () => {
       { name: "result_mismatch_args", args: z.tuple([z.number()]), result: z.number() },
       async (n) => String(n),
     );
+    // a return wider than the schema's input (a string where it takes "ok" | "err")
+    app.task(
+      // @ts-expect-error the handler may return any string
+      { name: "result_enum", result: z.object({ status: z.enum(["ok", "err"]) }) },
+      async (): Promise<{ status: string }> => ({ status: "ok" }),
+    );
+    // a handler that only throws keeps its result type (nothing is inferred from the options)
+    const throwing = app.task({ name: "result_throws", deliveryMode: "at_least_once" }, async (_n: number) => {
+      throw new Error("x");
+    });
+    expectTypeOf(throwing.delay(1)).resolves.toEqualTypeOf<AsyncResult<never>>();
     // options typed TaskOptions (the general overload): the schema typed StandardSchemaV1 adds nothing
     const loose: TaskOptions = { name: "result_loose", result: z.number() };
     const general = app.task(loose, async () => 1);

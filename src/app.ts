@@ -442,14 +442,10 @@ export class Chicory {
     const options: TaskOptions = typeof optionsOrFn === "function" ? {} : optionsOrFn;
     const fn = typeof optionsOrFn === "function" ? optionsOrFn : maybeFn;
     if (typeof fn !== "function") throw new ConfigurationError("app.task(): a handler function is required");
-    // (null, as options read from JSON may hold, is as left out)
-    if (options.name != null && (typeof options.name !== "string" || options.name.trim() === "")) {
-      throw new ConfigurationError(
-        `app.task(): options.name must be a non-empty string, got ${JSON.stringify(options.name) ?? typeof options.name}`,
-      );
-    }
+    // a name given (not null, as options read from JSON may hold) is checked by the task as
+    // it is, an empty one too: only a missing one falls back to the function's
     const name = options.name ?? fn.name;
-    if (!name) {
+    if (options.name == null && !name) {
       throw new ConfigurationError("app.task(): an anonymous function needs options.name");
     }
     if (this.#tasks.has(name)) throw new ConfigurationError(`app.task(): a task named "${name}" is already registered`);

@@ -1473,7 +1473,7 @@ describe("Worker on the memory broker: hostile values from user code", () => {
     expect(runs).toBe(2);
   });
 
-  it("JavaScript callers' mistakes at registration and at get() are ConfigurationErrors naming them; app.tasks cannot be changed", async () => {
+  it("JavaScript callers' mistakes at registration and at get() fail at once naming them; app.tasks cannot be changed", async () => {
     const { app } = makeApp();
     const loose = app as unknown as {
       task(...args: unknown[]): unknown;
@@ -1486,8 +1486,8 @@ describe("Worker on the memory broker: hostile values from user code", () => {
       /options must be an object, got string \(for a name: app.task\(\{ name: "named" \}, fn\)\)/,
     );
     expect(() => loose.task(null, fn)).toThrow(/options must be an object, got null/);
-    expect(() => loose.task({ name: "" }, fn)).toThrow(/options.name must be a non-empty string, got ""/);
-    expect(() => loose.task({ name: 5 }, fn)).toThrow(/options.name must be a non-empty string, got 5/);
+    expect(() => loose.task({ name: "" }, fn)).toThrow(/task name "" is invalid/);
+    expect(() => loose.task({ name: 5 }, fn)).toThrow(/task name number is invalid/);
     // null (options read from JSON) is as left out: the function's name
     expect((loose.task({ name: null }, async function from_json() {}) as { name: string }).name).toBe("from_json");
     expect(() => loose.onWorkerStartup(42)).toThrow(/onWorkerStartup\(\): a hook must be a function, got number/);

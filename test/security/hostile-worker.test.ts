@@ -136,7 +136,7 @@ describe("A3: registry bypass", () => {
     for (const name of NAMES_BAD_SHAPE.filter(Boolean)) {
       expect(() => app.task({ name }, async () => 1), name.slice(0, 20)).toThrow(ValidationError);
     }
-    expect(() => app.task({ name: "" }, async () => 1)).toThrow(/options.name must be a non-empty string/);
+    expect(() => app.task({ name: "" }, async () => 1)).toThrow(/task name "" is invalid/);
     for (const name of NAMES_OK_SHAPE) expect(() => app.getTask(name)).toThrow(TaskNotFoundError);
   });
 });

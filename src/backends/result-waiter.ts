@@ -119,13 +119,12 @@ export class ResultWaiter {
   #freshCheck: NodeJS.Immediate | undefined;
   #timer: NodeJS.Timeout | undefined;
   #timerIntervalMs = 0;
-  /** True while the timer's poll is out: the next tick does not send another. */
-  #isPeriodicOut = false;
   /**
-   * When each read out now was sent (performance.now() ms): an outage of a backend that does
-   * not answer counts from the oldest.
+   * When the timer's poll out now was sent (performance.now() ms), undefined when none is out:
+   * the next tick does not send another, and an outage of a backend that does not answer counts
+   * from then.
    */
-  readonly #readsOut = new Set<{ readonly sentAtMs: number }>();
+  #periodicSentAtMs: number | undefined;
   #isClosed = false;
   #isPushActive = false;
   /** Tells of an outage its waits meet (see {@link OutageNotice}); tracks it without one. */
@@ -261,7 +260,7 @@ export class ResultWaiter {
       // may be a backend that does not answer (its client holds the commands while it
       // reconnects). Only the timer's own poll holds the next one back: the first reads of new
       // waits, however many overlap, must not keep the safety net from running.
-      if (this.#isPeriodicOut) this.#outage.unanswered(this.#oldestReadMs());
+      if (this.#periodicSentAtMs !== undefined) this.#outage.unanswered(this.#periodicSentAtMs);
       else void this.#periodicPoll();
     }, timerDelay(intervalMs)); // a pollInterval of weeks: not the 1 ms Node makes of an overflow
     this.#timer.unref();
@@ -282,24 +281,15 @@ export class ResultWaiter {
   }
 
   async #periodicPoll(): Promise<void> {
-    this.#isPeriodicOut = true;
+    this.#periodicSentAtMs = performance.now();
     try {
       await this.#poll([...this.#waiters.keys()]);
     } finally {
-      this.#isPeriodicOut = false;
+      this.#periodicSentAtMs = undefined;
     }
   }
 
-  /** When the oldest read out now was sent (performance.now() ms), if one is out. */
-  #oldestReadMs(): number | undefined {
-    let oldest: number | undefined;
-    for (const read of this.#readsOut) if (oldest === undefined || read.sentAtMs < oldest) oldest = read.sentAtMs;
-    return oldest;
-  }
-
   async #poll(ids: string[]): Promise<void> {
-    const out = { sentAtMs: performance.now() };
-    this.#readsOut.add(out);
     try {
       for (let i = 0; i < ids.length; i += this.#maxBatch) {
         const batch = ids.slice(i, i + this.#maxBatch).filter((id) => this.#waiters.has(id));
@@ -314,8 +304,6 @@ export class ResultWaiter {
         if (!this.#outage.hasFailed) this.#onError?.(error);
         this.#outage.failed(error);
       }
-    } finally {
-      this.#readsOut.delete(out);
     }
   }
 }

@@ -38,7 +38,7 @@ describe("runDelivery: an attempt ended before it began", () => {
       onStart: () => {},
     });
     expect(attempt.outcome).toMatchObject({ kind: "aborted", error: { type: "TaskAbortedError" } });
-    await new Promise((resolve) => setTimeout(resolve, 10)); // (a rejection is reported after a turn)
+    await new Promise(setImmediate); // (an unhandled rejection is reported before the next turn)
     expect(unhandled).toEqual([]);
   });
 });

@@ -26,6 +26,7 @@ import {
 } from "../../src/index.js";
 import { encodeTask, taskMessage } from "../contract/contract-helpers.js";
 import { capturingLogger } from "../helpers/capturing-logger.js";
+import { deferred } from "../helpers/deferred.js";
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -71,14 +72,6 @@ function warningLogger(): { logger: Logger; warnings: string[] } {
     child: () => logger,
   };
   return { logger, warnings };
-}
-
-function deferred<T = void>() {
-  let resolve!: (v: T) => void;
-  const promise = new Promise<T>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
 }
 
 /**

@@ -15,6 +15,7 @@ import { Chicory, Worker } from "../../../src/index.js";
 import type { RedisRecordWriter } from "../../../src/redis/redis-record-writer.js";
 import { encodeTask, eventually, fetchN, fetchOne, successRecord as success } from "../../contract/contract-helpers.js";
 import { useCleanups } from "../../helpers/cleanups.js";
+import { deferred } from "../../helpers/deferred.js";
 import { SERVICES, skipUnless } from "../../helpers/services.js";
 import { openBrokerSandbox } from "./redis-broker-sandbox.js";
 import {
@@ -318,30 +319,24 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     const s = await setup(); // lease 500 ms
     const big = "x".repeat(600 * 1024);
     // the pieces' write held back until the test lets it go
-    let letGo!: () => void;
-    const held = new Promise<void>((resolve) => {
-      letGo = resolve;
-    });
-    let writing!: () => void;
-    const started = new Promise<void>((resolve) => {
-      writing = resolve;
-    });
+    const held = deferred();
+    const started = deferred();
     const write = s.backend.storeRecordInPieces.bind(s.backend);
     s.backend.storeRecordInPieces = async (...args) => {
-      writing();
-      await held;
+      started.resolve();
+      await held.promise;
       return write(...args);
     };
     expect(s.broker.attachResults(s.backend)).toBe(true);
     const id = await s.publish();
     const d = await fetchOne(s.consumer());
     const acked = d.ackWithRecord?.(success(id, big));
-    await started;
+    await started.promise;
     // four leases go by while the record is written; another consumer keeps asking
     const thief = s.consumer();
     const until = Date.now() + 4 * 500;
     while (Date.now() < until) expect(await thief.fetch(1, AbortSignal.timeout(100))).toEqual([]);
-    letGo();
+    held.resolve();
     await acked;
     expect(JSON.parse((await s.raw.get(s.backend.resultKey(id))) ?? "null")?.result).toBe(big);
     expect(await s.raw.xlen(s.stream)).toBe(0);

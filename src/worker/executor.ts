@@ -16,8 +16,10 @@
  * - A record the broker does not fence itself (it is not written in the ack's or the DLQ
  *   move's own call) is written only while the delivery's lease is held
  *   ({@link Delivery.holdsLease}): a worker that lost the job to another worker leaves its
- *   result to that worker. The settle steps after it still run: the broker fences them (they
- *   change nothing) and they end the delivery's bookkeeping in the consumer.
+ *   outcome to that worker, except a `SUCCESS` while the task has no final record (the job did
+ *   succeed: a delivery of it again is acknowledged without a run, see `Outcome` `done`). The
+ *   settle steps after it still run: the broker fences them (they change nothing) and they end
+ *   the delivery's bookkeeping in the consumer.
  * - An informative record (`RETRY`, see `StoreSpec.informative`) that cannot be written is
  *   skipped (tried once): the retry goes on.
  * - The record of a rejected message (poison after `maxDeliveries`, undecodable, unknown task)
@@ -48,10 +50,16 @@
  * @module
  */
 import type { Chicory } from "../app.js";
-import { type StoredError, type TaskRecord, terminalStateOf } from "../backends/backend.js";
+import { type StoredError, type TaskRecord, type TaskState, terminalStateOf } from "../backends/backend.js";
 import type { Delivery } from "../brokers/broker.js";
 import { isoNow } from "../core/clock.js";
-import { OUTCOME_FINAL_THERE, OUTCOME_LEFT_TO_NEW_OWNER, OUTCOME_STORED_OWNERLESS } from "../core/lease-outcome.js";
+import {
+  OUTCOME_FINAL_THERE,
+  OUTCOME_LEFT_TO_NEW_OWNER,
+  OUTCOME_STORED_OWNERLESS,
+  OUTCOME_SUCCESS_STORED_TAKEN,
+  storesWhenTaken,
+} from "../core/lease-outcome.js";
 import type { Logger } from "../core/logger.js";
 import { type TaskMessage, truncateError } from "../core/message.js";
 import { recordRefusal } from "../core/record-refused.js";
@@ -384,7 +392,7 @@ async function retrying(
 
 function errorText(ctx: ExecutionContext): string {
   const { outcome } = ctx.attempt;
-  if (outcome.kind === "success") return "";
+  if (outcome.kind === "success" || outcome.kind === "done") return "";
   return truncateError(`${outcome.error.type}: ${outcome.error.message}`);
 }
 
@@ -463,7 +471,7 @@ function recordOf(
       action.withValue && outcome.kind === "success" && !attempt.task?.ignoreResult
         ? (outcome.value as TaskRecord["result"])
         : undefined,
-    error: action.withError && outcome.kind !== "success" ? outcome.error : undefined,
+    error: action.withError && outcome.kind !== "success" && outcome.kind !== "done" ? outcome.error : undefined,
     retries: target.retries,
     ...(target.name === null ? {} : { taskName: target.name }),
     updatedAt: isoNow(),
@@ -472,11 +480,12 @@ function recordOf(
 
 /**
  * False when the record of an unacknowledged delivery must not be written: the lease was lost
- * (another worker holds the job now, and stores its own outcome), or the broker lost the
- * message (`ownerless`: nobody will run it again) and the task already has a final record.
- * Logged here.
+ * (another worker holds the job now, and stores its own outcome) and the record is no
+ * `SUCCESS`, or the task already has a final record; a lost lease's `SUCCESS` is written when
+ * the task has none yet (see {@link storesWhenTaken}), as is any outcome of a message the broker
+ * lost (`ownerless`: nobody will run it again). Logged here.
  */
-async function mayStore(ctx: ExecutionContext, state: string, taskId: string): Promise<boolean> {
+async function mayStore(ctx: ExecutionContext, state: TaskState, taskId: string): Promise<boolean> {
   const { delivery, attempt } = ctx;
   if (attempt.alreadyAcked) return true;
   const lease = delivery.leaseState
@@ -486,17 +495,20 @@ async function mayStore(ctx: ExecutionContext, state: string, taskId: string): P
       : "taken";
   if (lease === "held") return true;
   const fields = { taskId: attempt.message?.id, queue: delivery.queue, state };
-  if (lease === "ownerless") {
-    const backend = ctx.app.backend;
-    const final = backend ? await terminalStateOf(backend, taskId) : null;
-    if (final === null) {
-      ctx.logger.warn(fields, OUTCOME_STORED_OWNERLESS);
-      return true;
-    }
-    ctx.logger.warn({ ...fields, storedState: final }, OUTCOME_FINAL_THERE);
+  if (lease === "taken" && !storesWhenTaken(state)) {
+    ctx.logger.warn(fields, OUTCOME_LEFT_TO_NEW_OWNER);
     return false;
   }
-  ctx.logger.warn(fields, OUTCOME_LEFT_TO_NEW_OWNER);
+  const backend = ctx.app.backend;
+  const final = backend ? await terminalStateOf(backend, taskId) : null;
+  if (final === null) {
+    ctx.logger.warn(fields, lease === "taken" ? OUTCOME_SUCCESS_STORED_TAKEN : OUTCOME_STORED_OWNERLESS);
+    return true;
+  }
+  ctx.logger.warn(
+    { ...fields, storedState: final },
+    lease === "taken" ? OUTCOME_LEFT_TO_NEW_OWNER : OUTCOME_FINAL_THERE,
+  );
   return false;
 }
 

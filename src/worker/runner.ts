@@ -5,7 +5,7 @@
  * throws: every problem becomes an outcome.
  * @module
  */
-import type { ResultSizeLimit } from "../backends/backend.js";
+import type { ResultSizeLimit, TaskState } from "../backends/backend.js";
 import type { Delivery } from "../brokers/broker.js";
 import { describeCause, isMarkedNonRetryable, isRetryCountdown, TaskContext } from "../context.js";
 import { findNonJson } from "../core/json.js";
@@ -42,10 +42,12 @@ export interface RunnerEnv {
    */
   onStart(message: TaskMessage): void;
   /**
-   * Resolves true when the task already has a final record (for a run whose message the broker
-   * no longer holds: another worker that took it over finished it). Absent without a backend.
+   * The task's final state (`SUCCESS`, `FAILURE`, `DEAD_LETTERED`), or null when it has no final
+   * record yet: read for a message delivered again (one whose task succeeded is not run again)
+   * and for a run whose message the broker no longer holds (another worker that took it over
+   * finished it?). Absent without a backend.
    */
-  isFinished?(taskId: string): Promise<boolean>;
+  finalState?(taskId: string): Promise<TaskState | null>;
   /**
    * Told of an error thrown by a listener the handler added to `ctx.signal` (or a rejection of
    * a promise one returned), which would otherwise be an uncaught exception. Must not throw.
@@ -93,6 +95,13 @@ export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<A
   }
   const message = decoded.message;
   delivery.decodedTaskId?.(message.id);
+  // Delivered again after a run that succeeded (its lease was lost, e.g. to an event loop
+  // blocked by the task, or its worker stopped between storing the result and acknowledging):
+  // the job is done, not run again (nor rejected as poison). A first delivery is never read for
+  // it: its id may be a finished task's, enqueued anew on purpose.
+  if (delivery.deliveryCount > 1 && (await hasSucceeded(env, message.id))) {
+    return { outcome: { kind: "done" }, message, task: env.tasks.get(message.name) ?? null, alreadyAcked: false };
+  }
   if (delivery.deliveryCount > env.maxDeliveries) {
     const error = {
       type: "PoisonMessage",
@@ -119,6 +128,16 @@ export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<A
   const run = new AttemptAbort();
   const outcome = await attempt(task, message, env, delivery, run);
   return { outcome, message, task, alreadyAcked, lingering: run.lingering };
+}
+
+/** True when the task has a `SUCCESS` record; false too when the backend cannot be read (it runs). */
+async function hasSucceeded(env: RunnerEnv, taskId: string): Promise<boolean> {
+  if (env.finalState === undefined) return false;
+  try {
+    return (await env.finalState(taskId)) === "SUCCESS";
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -209,9 +228,10 @@ async function attempt(
       run.abort(new TaskAbortedError("the lease on this message was lost: another worker took it over"));
       return;
     }
-    env.isFinished?.(message.id).then(
-      (isFinished) => {
-        if (isFinished) run.abort(new TaskAbortedError("another worker that took this message over finished the task"));
+    env.finalState?.(message.id).then(
+      (final) => {
+        if (final !== null)
+          run.abort(new TaskAbortedError("another worker that took this message over finished the task"));
       },
       () => undefined, // unknown: the run goes on, and its outcome is stored unless a final one is there
     );

@@ -40,7 +40,13 @@ export type Outcome =
       readonly taskName?: string | null;
     }
   /** Shutdown aborted a running attempt before it ended. */
-  | { readonly kind: "aborted"; readonly error: StoredError };
+  | { readonly kind: "aborted"; readonly error: StoredError }
+  /**
+   * Not run: a message delivered again (`deliveryCount` > 1) whose task already has a `SUCCESS`
+   * record. A run of it succeeded (one whose lease was lost, or whose worker stopped between
+   * storing the result and acknowledging): the message is acknowledged, the record kept.
+   */
+  | { readonly kind: "done" };
 
 /** The record a `store` (or `storeAndAck`) writes: its state and which parts of the outcome. */
 interface StoreSpec {
@@ -166,5 +172,7 @@ function plan(outcome: Outcome, mode: SettleMode): readonly Action[] {
     case "aborted":
       if (acked) return PLANS.failureAcked;
       return PLANS.release;
+    case "done":
+      return acked ? PLANS.nothing : PLANS.ack;
   }
 }

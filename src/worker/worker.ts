@@ -250,9 +250,9 @@ export class Worker {
       maxResultBytes: this.#app.config.maxResultBytes,
       shutdownSignal: this.#shutdownAbort.signal,
       onStart: (message) => this.#started.started(message),
-      isFinished: async (taskId) => {
+      finalState: async (taskId) => {
         const backend = this.#app.backend;
-        return backend !== null && (await terminalStateOf(backend, taskId)) !== null;
+        return backend === null ? null : terminalStateOf(backend, taskId);
       },
       onSignalListenerError: (message, error) => {
         const thrown = toStoredError(error); // (never throws, whatever was thrown)
@@ -636,8 +636,18 @@ export class Worker {
       acksCarryRecords: this.#acksCarryRecords,
     };
     const actions = settle(outcome, settleMode);
-    if (outcome.kind !== "aborted") this.#processed++;
-    if (outcome.kind === "failure" || outcome.kind === "rejected") {
+    if (outcome.kind !== "aborted" && outcome.kind !== "done") this.#processed++;
+    if (outcome.kind === "done") {
+      this.#logger.warn(
+        {
+          taskId: attempt.message?.id,
+          task: attempt.message?.name,
+          queue: delivery.queue,
+          deliveryCount: delivery.deliveryCount,
+        },
+        "message delivered again after its task succeeded (a run whose lease was lost, e.g. to a task blocking the event loop, or whose worker stopped before acknowledging): acknowledged without running it again",
+      );
+    } else if (outcome.kind === "failure" || outcome.kind === "rejected") {
       this.#failed++;
       // A rejected message (undecodable, forged, unknown task) is named as far as it can be
       // read, unverified, and by its broker entry id: an operator finds it in the DLQ by these.

@@ -9,6 +9,7 @@ const outcomes: Record<string, Outcome> = {
   rejectedWithId: { kind: "rejected", error: err, taskId: "t1" },
   rejectedNoId: { kind: "rejected", error: err, taskId: null },
   aborted: { kind: "aborted", error: err },
+  done: { kind: "done" },
 };
 
 const names = (actions: readonly Action[]) =>
@@ -34,6 +35,8 @@ const TABLE: Array<[keyof typeof outcomes, string, string, string, string]> = [
   ],
   ["rejectedNoId", "ack", "deadLetter", "", "writeDeadLetter"],
   ["aborted", "release", "release", "store:FAILURE", "store:FAILURE"],
+  // delivered again after its task succeeded: no run, no record
+  ["done", "ack", "ack", "", ""],
 ];
 
 describe("settle: outcome x delivery mode x DLQ -> actions", () => {

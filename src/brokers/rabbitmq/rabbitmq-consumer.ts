@@ -261,6 +261,16 @@ export class RabbitMqConsumer implements Consumer {
   #onChannelClose(session: ConsumerSession): void {
     session.isOpen = false;
     if (this.#session === session) this.#session = null;
+    if (!this.#isClosed && this.#inFlight > 0) {
+      // said to the worker's logger: the connection's own log goes to the broker's (silent unless given one)
+      this.#host.logger.warn(
+        { queues: this.#queues, inFlight: this.#inFlight },
+        "rabbitmq: the channel that delivered the jobs running here closed (connection lost: a network cut, a RabbitMQ " +
+          "restart, or this process blocked past the AMQP heartbeat or consumer_timeout); RabbitMQ requeues their " +
+          "messages, so they may run again on another worker (a redelivery that finds its task's SUCCESS stored is " +
+          "acknowledged without running)",
+      );
+    }
     // RabbitMQ requeued them; the next channel receives them again
     for (const [queue, buffer] of this.#buffers) {
       this.#buffers.set(

@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
 import type { RabbitMqBroker } from "../../../src/brokers/rabbitmq/index.js";
 import { BrokerConnectionError } from "../../../src/errors.js";
+import { silentLogger } from "../../../src/index.js";
 import { skipUnless, uniqueName } from "../../helpers/services.js";
 import { closeConnections, deleteQueues, hasRabbitmqctl, testBroker } from "./rabbitmq-test-utils.js";
 
@@ -60,7 +61,9 @@ describe.skipIf(skip)("rabbitmq reconnection", () => {
     brokers.push(broker);
     await broker.connect();
     const queue = uniqueName("q");
-    const consumer = broker.consumer({ queues: [queue], consumerId: "w1" });
+    const warnings: string[] = [];
+    const logger = { ...silentLogger, warn: (_: unknown, msg?: string) => void warnings.push(msg ?? "") };
+    const consumer = broker.consumer({ queues: [queue], consumerId: "w1", logger });
     await broker.publish(queue, { id: "before", body: "before" });
     const { got: first } = await fetchBodies(consumer, ["before"], 5000);
     const held = first.get("before");
@@ -69,6 +72,8 @@ describe.skipIf(skip)("rabbitmq reconnection", () => {
     expect(await closeConnections(name)).toBe(2); // publish and consume connections
     const lostAt = Date.now();
     await held?.ack(); // the old channel is gone: a no-op, RabbitMQ redelivers the message
+    // said to the consumer's (the worker's) logger, the job in hand being requeued
+    expect(warnings).toContainEqual(expect.stringContaining("the channel that delivered the jobs running here closed"));
 
     await publishRetrying(broker, queue, "after", 30_000);
     const { got } = await fetchBodies(consumer, ["before", "after"], 30_000);

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { offAbort, onAbort } from "../core/abort-fanout.js";
 import { LongTimeout, timerDelay } from "../core/sleep.js";
 import type { TaskRecord, WaitOptions } from "./backend.js";
 import { isTerminalState } from "./backend.js";
@@ -62,7 +63,7 @@ class Waiter {
     this.#onSettled = onSettled;
     this.#signal = options.signal;
     if (options.timeoutMs !== undefined) this.#timeout = new LongTimeout<Waiter>(expire, options.timeoutMs, this);
-    this.#signal?.addEventListener("abort", this, { once: true });
+    if (this.#signal) onAbort(this.#signal, this);
   }
 
   /** The abort listener. */
@@ -74,7 +75,7 @@ class Waiter {
     if (this.#isSettled) return;
     this.#isSettled = true;
     this.#timeout?.clear();
-    this.#signal?.removeEventListener("abort", this);
+    if (this.#signal) offAbort(this.#signal, this);
     this.#onSettled(this);
     if (record instanceof Error) this.#reject(record);
     else this.#resolve(record);

@@ -1,3 +1,5 @@
+import { offAbort, onAbort } from "./abort-fanout.js";
+
 /**
  * Longest delay a Node.js timer supports (about 24.8 days); a longer one fires after 1 ms.
  * Timers fed from user durations go through {@link timerDelay}.
@@ -74,7 +76,7 @@ export function settlesWithin(promise: Promise<unknown>, ms: number, signal?: Ab
     let timer: NodeJS.Timeout | undefined;
     const done = () => {
       clearTimeout(timer);
-      signal?.removeEventListener("abort", giveUp);
+      if (signal) offAbort(signal, giveUp);
     };
     const giveUp = () => {
       done();
@@ -92,7 +94,8 @@ export function settlesWithin(promise: Promise<unknown>, ms: number, signal?: Ab
     );
     if (signal?.aborted) return giveUp();
     if (ms !== Number.POSITIVE_INFINITY) timer = setTimeout(giveUp, timerDelay(ms));
-    signal?.addEventListener("abort", giveUp, { once: true });
+    // shared per signal: a caller's signal may be given to many waits at once
+    if (signal) onAbort(signal, giveUp);
   });
 }
 

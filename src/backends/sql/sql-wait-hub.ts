@@ -9,6 +9,8 @@
  * waits and polls; one info line when a read succeeds again. The waits go on meanwhile.
  * @module
  */
+
+import { offAbort, onAbort } from "../../core/abort-fanout.js";
 import type { Logger } from "../../core/logger.js";
 import { LongTimeout, timerDelay } from "../../core/sleep.js";
 import { isTerminalState, type TaskRecord, type WaitOptions } from "../backend.js";
@@ -65,18 +67,18 @@ export class SqlWaitHub {
     if (options.signal?.aborted) return Promise.resolve(null);
     return new Promise((resolve) => {
       let timer: LongTimeout<Waiter> | undefined;
-      const onAbort = () => waiter.resolve(null);
+      const aborted = () => waiter.resolve(null);
       const waiter: Waiter = {
         pollMs: Math.max(10, options.pollIntervalMs ?? this.#defaultPollMs),
         resolve: (record) => {
           timer?.clear();
-          options.signal?.removeEventListener("abort", onAbort);
+          if (options.signal) offAbort(options.signal, aborted);
           this.#remove(taskId, waiter);
           resolve(record);
         },
       };
       if (options.timeoutMs !== undefined) timer = new LongTimeout(resolveNull, options.timeoutMs, waiter);
-      options.signal?.addEventListener("abort", onAbort, { once: true });
+      if (options.signal) onAbort(options.signal, aborted);
       let set = this.#waiters.get(taskId);
       if (!set) {
         set = new Set();

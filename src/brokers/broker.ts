@@ -103,6 +103,15 @@ export interface Delivery {
   readonly problem?: string | undefined;
   /** How many times the broker handed this message out, counting this one (>= 1). */
   readonly deliveryCount: number;
+  /**
+   * When the message entered its queue (epoch ms), where the broker knows it: Redis, the stream
+   * entry id's time (Redis's clock); SQLite, the row's insert time; RabbitMQ, the `timestamp`
+   * property set at publish (whole seconds, the publisher's clock); memory, the publish time. The
+   * worker takes a task's `SUCCESS` record as this message's own (and acknowledges a delivery of
+   * it again without a run) only when the record was written well after this time; without it,
+   * never.
+   */
+  readonly enqueuedAtMs?: number | undefined;
   /** Done with the message: remove it from the queue for good. */
   ack(options?: AckOptions): Promise<void>;
   /**

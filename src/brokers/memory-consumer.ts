@@ -109,6 +109,8 @@ export class MemoryDelivery implements Delivery {
   readonly deliveryId: string;
   readonly body: string;
   readonly deliveryCount: number;
+  /** {@inheritDoc Delivery.enqueuedAtMs} */
+  readonly enqueuedAtMs: number | undefined;
   readonly #settler: MemorySettler;
   #onSettled: ((delivery: Delivery) => void) | undefined;
   #isSettled = false;
@@ -119,6 +121,7 @@ export class MemoryDelivery implements Delivery {
     this.deliveryId = deliveryId;
     this.body = message.body;
     this.deliveryCount = message.deliveryCount;
+    this.enqueuedAtMs = message.enqueuedAtMs;
   }
 
   /** Links the delivery to the consumer that counts it in `inFlight`. */

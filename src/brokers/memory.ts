@@ -211,7 +211,14 @@ export class MemoryBroker extends MemoryAdmin implements Broker {
 
   /** Adds a message to `queue`, ready now or after `delayMs`. */
   protected override enqueue(queue: string, id: string, body: string, priority: number, delayMs: number): void {
-    const message: MemoryMessage = { id, body, priority, seq: this.nextSeq(), deliveryCount: 0 };
+    const message: MemoryMessage = {
+      id,
+      body,
+      priority,
+      seq: this.nextSeq(),
+      deliveryCount: 0,
+      enqueuedAtMs: Date.now(),
+    };
     this.retainId(id);
     if (delayMs > 0) {
       message.dueAt = Date.now() + delayMs;

@@ -42,11 +42,13 @@ export type Outcome =
   /** Shutdown aborted a running attempt before it ended. */
   | { readonly kind: "aborted"; readonly error: StoredError }
   /**
-   * Not run: a message delivered again (`deliveryCount` > 1) whose task already has a `SUCCESS`
-   * record. A run of it succeeded (one whose lease was lost, or whose worker stopped between
-   * storing the result and acknowledging): the message is acknowledged, the record kept.
+   * A message delivered again (`deliveryCount` > 1) whose task has a `SUCCESS` record written
+   * since the message was queued (see `runner.ts`): another run of it succeeded (one whose lease
+   * was lost, or whose worker stopped between storing the result and acknowledging). Not run
+   * (`ran` false), or its run failed and the SUCCESS is kept (`ran` true): the message is
+   * acknowledged, no record written.
    */
-  | { readonly kind: "done" };
+  | { readonly kind: "done"; readonly ran: boolean };
 
 /** The record a `store` (or `storeAndAck`) writes: its state and which parts of the outcome. */
 interface StoreSpec {

@@ -7,7 +7,13 @@
 import { setMaxListeners } from "node:events";
 import { hostname as osHostname } from "node:os";
 import type { Chicory, WorkerHook } from "../app.js";
-import { type ResultSizeLimit, type StoredError, terminalStateOf, type WorkerStats } from "../backends/backend.js";
+import {
+  type ResultSizeLimit,
+  type StoredError,
+  type TaskRecord,
+  terminalStateOf,
+  type WorkerStats,
+} from "../backends/backend.js";
 import type { Consumer, Delivery, HealthStatus } from "../brokers/broker.js";
 import {
   isResolvedWorkerConfig,
@@ -59,6 +65,8 @@ const FETCH_BACKOFF_FIRST_MS = 100;
 const FETCH_BACKOFF_MAX_MS = 1000;
 /** A handler still running this long after its attempt ended is logged (it ignores ctx.signal). */
 const LINGER_WARN_MS = 1000;
+/** Longest wait for a task's record read for a message delivered again (after it: the message runs). */
+const STAMP_READ_LIMIT_MS = 1000;
 /** When the first stale-worker cleanup runs after a start (±15 %), unless `cleanupInterval` is shorter. */
 const FIRST_CLEANUP_MS = 60_000;
 /** While fetches keep failing, one log line per this long. */
@@ -138,6 +146,8 @@ export class Worker {
   #unlinkFetchCut: (() => void) | null = null;
   #shutdownAbort = new AbortController();
   readonly #slots: JobSlots;
+  /** Successes being stored, by task id (see `#noteSettlingSuccess`). */
+  readonly #settlingSuccesses = new Map<string, Promise<void>>();
   /** Holds fetches back while the result backend cannot store records (see `record-gate.ts`). */
   readonly #recordGate: RecordGate;
   readonly #started = new StartedMarker(STARTED_AFTER_MS, (message) => this.#markStarted(message));
@@ -254,6 +264,7 @@ export class Worker {
         const backend = this.#app.backend;
         return backend === null ? null : terminalStateOf(backend, taskId);
       },
+      resultStamp: (taskId) => this.#resultStamp(taskId),
       onSignalListenerError: (message, error) => {
         const thrown = toStoredError(error); // (never throws, whatever was thrown)
         this.#logger.error(
@@ -645,7 +656,9 @@ export class Worker {
           queue: delivery.queue,
           deliveryCount: delivery.deliveryCount,
         },
-        "message delivered again after its task succeeded (a run whose lease was lost, e.g. to a task blocking the event loop, or whose worker stopped before acknowledging): acknowledged without running it again",
+        outcome.ran
+          ? "a run of a message delivered again failed, but another run of the task succeeded meanwhile (the run whose lease this worker took over): its SUCCESS is kept, the message acknowledged"
+          : "message delivered again after its task succeeded (a run whose lease was lost, e.g. to a task blocking the event loop, or whose worker stopped before acknowledging): acknowledged without running it again",
       );
     } else if (outcome.kind === "failure" || outcome.kind === "rejected") {
       this.#failed++;
@@ -686,22 +699,51 @@ export class Worker {
       this.#logStack(attempt.message?.id, outcome.error);
     }
     // The slot frees now; the outcome is stored and acknowledged in the background.
-    this.#slots.settle(
-      executeActions(actions, {
-        delivery,
-        attempt,
-        app,
-        logger: this.#logger,
-        stopSignal: this.#shutdownAbort.signal,
-        isConsumerClosed: this.#isConsumerClosed,
-        settleMode,
-        onFailedInstead: this.#countFailure,
-        recordGate: this.#recordGate,
-      }).catch(this.#onSettleError),
-    );
+    const settling = executeActions(actions, {
+      delivery,
+      attempt,
+      app,
+      logger: this.#logger,
+      stopSignal: this.#shutdownAbort.signal,
+      isConsumerClosed: this.#isConsumerClosed,
+      settleMode,
+      onFailedInstead: this.#countFailure,
+      recordGate: this.#recordGate,
+    }).catch(this.#onSettleError);
+    if (outcome.kind === "success" && attempt.message) this.#noteSettlingSuccess(attempt.message.id, settling);
+    this.#slots.settle(settling);
     // unless the handler goes on after its attempt ended (timeout, lost lease): then the slot
     // stays taken until it returns
     if (attempt.lingering) await this.#linger(attempt.lingering, attempt.message);
+  }
+
+  /**
+   * Remembers a success being stored until it is: a delivery of the same job again that this
+   * worker fetches meanwhile (a run whose lease was lost frees its slot before its SUCCESS is
+   * written) waits for it before it reads the task's record (`#resultStamp`).
+   */
+  #noteSettlingSuccess(taskId: string, settling: Promise<void>): void {
+    this.#settlingSuccesses.set(taskId, settling);
+    // (never rejects: the settle catches its errors)
+    void settling.then(() => {
+      if (this.#settlingSuccesses.get(taskId) === settling) this.#settlingSuccesses.delete(taskId);
+    });
+  }
+
+  /**
+   * The task's record's state and write time for a message delivered again, after a success of
+   * the same task this worker is still storing; null when the backend does not answer within
+   * {@link STAMP_READ_LIMIT_MS} (the message runs).
+   */
+  async #resultStamp(taskId: string): Promise<Pick<TaskRecord, "state" | "updatedAt"> | null> {
+    const backend = this.#app.backend;
+    if (backend === null) return null;
+    const settling = this.#settlingSuccesses.get(taskId);
+    if (settling !== undefined) await settlesWithin(settling, STAMP_READ_LIMIT_MS);
+    const read = backend.getResultStamp ? backend.getResultStamp(taskId) : backend.getResult(taskId);
+    if (await settlesWithin(read, STAMP_READ_LIMIT_MS)) return read;
+    read.catch(() => undefined);
+    return null;
   }
 
   async #linger(handler: Promise<void>, message: TaskMessage | null): Promise<void> {

@@ -9,7 +9,7 @@ const outcomes: Record<string, Outcome> = {
   rejectedWithId: { kind: "rejected", error: err, taskId: "t1" },
   rejectedNoId: { kind: "rejected", error: err, taskId: null },
   aborted: { kind: "aborted", error: err },
-  done: { kind: "done" },
+  done: { kind: "done", ran: false },
 };
 
 const names = (actions: readonly Action[]) =>

@@ -71,6 +71,8 @@ export class RabbitMqDelivery implements Delivery {
   readonly body: string;
   readonly problem: string | undefined;
   readonly deliveryCount: number;
+  /** {@inheritDoc Delivery.enqueuedAtMs} (the `timestamp` property: whole seconds, the publisher's clock) */
+  readonly enqueuedAtMs: number | undefined;
   readonly #message: AmqpMessage;
   readonly #session: ConsumerSession;
   readonly #sender: RabbitMqSender;
@@ -99,6 +101,8 @@ export class RabbitMqDelivery implements Delivery {
     this.body = init.message.content.toString("utf8");
     this.problem = init.problem;
     this.deliveryCount = deliveryCountOf(init.message);
+    const stamp = init.message.properties.timestamp;
+    this.enqueuedAtMs = typeof stamp === "number" && Number.isFinite(stamp) && stamp > 0 ? stamp * 1000 : undefined;
   }
 
   /**

@@ -22,6 +22,8 @@ export class SqliteDelivery implements Delivery {
   readonly deliveryId: string;
   readonly body: string;
   readonly deliveryCount: number;
+  /** {@inheritDoc Delivery.enqueuedAtMs} */
+  readonly enqueuedAtMs: number;
   /** Applies the action; false when it was fenced (lease lost, nothing changed). */
   readonly #settle: (action: SqliteSettleAction) => boolean;
   #isSettled = false;
@@ -35,6 +37,7 @@ export class SqliteDelivery implements Delivery {
     this.deliveryId = String(job.id);
     this.body = job.body;
     this.deliveryCount = job.delivery_count;
+    this.enqueuedAtMs = job.created_at;
     this.#settle = settle;
     this.#holds = holds;
   }

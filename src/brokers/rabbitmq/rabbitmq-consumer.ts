@@ -189,7 +189,7 @@ export class RabbitMqConsumer implements Consumer {
     let session: ConsumerSession;
     try {
       const channel = await amqp.createChannel();
-      session = { channel, id: ++sessionIds, isOpen: true, tags: null };
+      session = { channel, id: ++sessionIds, isOpen: true, tags: null, inFlight: 0 };
       channel.on("error", (error) => logger.debug({ err: error.message }, "rabbitmq consumer channel error"));
       channel.on("close", () => this.#onChannelClose(session));
       await channel.prefetch(prefetchCount);
@@ -261,14 +261,13 @@ export class RabbitMqConsumer implements Consumer {
   #onChannelClose(session: ConsumerSession): void {
     session.isOpen = false;
     if (this.#session === session) this.#session = null;
-    if (!this.#isClosed && this.#inFlight > 0) {
+    if (!this.#isClosed && session.inFlight > 0) {
       // said to the worker's logger: the connection's own log goes to the broker's (silent unless given one)
       this.#host.logger.warn(
-        { queues: this.#queues, inFlight: this.#inFlight },
-        "rabbitmq: the channel that delivered the jobs running here closed (connection lost: a network cut, a RabbitMQ " +
-          "restart, or this process blocked past the AMQP heartbeat or consumer_timeout); RabbitMQ requeues their " +
-          "messages, so they may run again on another worker (a redelivery that finds its task's SUCCESS stored is " +
-          "acknowledged without running)",
+        { queues: this.#queues, inFlight: session.inFlight },
+        "rabbitmq: the channel that delivered the jobs running here closed (the connection was lost: a network cut, a " +
+          "RabbitMQ restart, or this process blocked past the AMQP heartbeat or consumer_timeout; or the consumer was " +
+          "cancelled); RabbitMQ requeues their messages, so they may run again on another worker",
       );
     }
     // RabbitMQ requeued them; the next channel receives them again
@@ -323,9 +322,12 @@ export class RabbitMqConsumer implements Consumer {
         const entry = buffer.shift();
         if (!entry?.session.isOpen) continue;
         this.#inFlight += 1;
+        entry.session.inFlight += 1;
         this.#inFlightByQueue.set(queue, (this.#inFlightByQueue.get(queue) ?? 0) + 1);
+        const session = entry.session;
         const beforeSettle = () => {
           this.#inFlight -= 1;
+          session.inFlight -= 1;
           this.#inFlightByQueue.set(queue, (this.#inFlightByQueue.get(queue) ?? 1) - 1);
           // cancel before the settle frame when this makes the consumer idle (see module doc)
           return this.#inFlight === 0 && this.#fetching === 0 ? this.#cancelIfStillIdle() : Promise.resolve();

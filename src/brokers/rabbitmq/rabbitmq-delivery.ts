@@ -21,6 +21,8 @@ export interface ConsumerSession {
   readonly id: number;
   isOpen: boolean;
   tags: string[] | null;
+  /** Deliveries of this channel handed out and not settled. */
+  inFlight: number;
 }
 
 /** Longest `x-chicory-error` header kept (amqplib refuses header tables over 64 KiB). */

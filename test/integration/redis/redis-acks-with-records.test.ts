@@ -389,6 +389,16 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     ]);
   });
 
+  it("a fenced SUCCESS is not written over a final record the new owner stored", async () => {
+    const s = await setup();
+    const { id, held, stolen, late } = await stolenTask(s);
+    await stolen.ackWithRecord?.(late); // the new owner's run failed for good
+    await held.ackWithRecord?.(success(id, "mine"));
+    // (written in the background: a plain read on the same connection comes after it)
+    await s.backend.getResult(id);
+    expect(JSON.parse((await s.raw.get(s.backend.resultKey(id))) ?? "null")).toMatchObject({ state: "FAILURE" });
+  });
+
   /** The DEAD_LETTERED record of `id`. */
   /**
    * Two deliveries of a broker whose DLQ holds one entry (records attached), and their task ids:

@@ -104,14 +104,14 @@ export interface Delivery {
   /** How many times the broker handed this message out, counting this one (>= 1). */
   readonly deliveryCount: number;
   /**
-   * When the message entered its queue (epoch ms), where the broker knows it: Redis, the stream
-   * entry id's time (Redis's clock); SQLite, the row's insert time; RabbitMQ, the `timestamp`
-   * property set at publish (whole seconds, the publisher's clock); memory, the publish time. The
-   * worker takes a task's `SUCCESS` record as this message's own (and acknowledges a delivery of
-   * it again without a run) only when the record was written well after this time; without it,
-   * never.
+   * An identity of the message that stays the same each time the broker hands it out again and
+   * differs from every other message's, including a retry's or a replay's of the same task:
+   * Redis, the stream entry id; SQLite, the row id; RabbitMQ, its publish timestamp (seconds)
+   * with a hash of its body; memory, its sequence number. A worker whose run of a message
+   * succeeded knows that message again by it (a delivery of it again is acknowledged without a
+   * run). Brokers that cannot tell omit it.
    */
-  readonly enqueuedAtMs?: number | undefined;
+  readonly messageKey?: string | undefined;
   /** Done with the message: remove it from the queue for good. */
   ack(options?: AckOptions): Promise<void>;
   /**

@@ -109,8 +109,8 @@ export class MemoryDelivery implements Delivery {
   readonly deliveryId: string;
   readonly body: string;
   readonly deliveryCount: number;
-  /** {@inheritDoc Delivery.enqueuedAtMs} */
-  readonly enqueuedAtMs: number | undefined;
+  /** {@inheritDoc Delivery.messageKey} (the queue and the message's sequence number) */
+  readonly messageKey: string;
   readonly #settler: MemorySettler;
   #onSettled: ((delivery: Delivery) => void) | undefined;
   #isSettled = false;
@@ -121,7 +121,7 @@ export class MemoryDelivery implements Delivery {
     this.deliveryId = deliveryId;
     this.body = message.body;
     this.deliveryCount = message.deliveryCount;
-    this.enqueuedAtMs = message.enqueuedAtMs;
+    this.messageKey = `${queue}:${message.seq}`;
   }
 
   /** Links the delivery to the consumer that counts it in `inFlight`. */

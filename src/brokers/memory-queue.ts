@@ -17,8 +17,6 @@ export interface MemoryMessage {
   seq: number;
   /** Deliveries so far. */
   deliveryCount: number;
-  /** When it was added to its queue (epoch ms); absent for a dead letter written directly. */
-  readonly enqueuedAtMs?: number;
   /** Due time (epoch ms) while delayed. */
   dueAt?: number | undefined;
 }

@@ -211,14 +211,7 @@ export class MemoryBroker extends MemoryAdmin implements Broker {
 
   /** Adds a message to `queue`, ready now or after `delayMs`. */
   protected override enqueue(queue: string, id: string, body: string, priority: number, delayMs: number): void {
-    const message: MemoryMessage = {
-      id,
-      body,
-      priority,
-      seq: this.nextSeq(),
-      deliveryCount: 0,
-      enqueuedAtMs: Date.now(),
-    };
+    const message: MemoryMessage = { id, body, priority, seq: this.nextSeq(), deliveryCount: 0 };
     this.retainId(id);
     if (delayMs > 0) {
       message.dueAt = Date.now() + delayMs;

@@ -16,10 +16,8 @@
  * - A record the broker does not fence itself (it is not written in the ack's or the DLQ
  *   move's own call) is written only while the delivery's lease is held
  *   ({@link Delivery.holdsLease}): a worker that lost the job to another worker leaves its
- *   outcome to that worker, except a `SUCCESS` while the task has no final record (the job did
- *   succeed: a delivery of it again is acknowledged without a run, see `Outcome` `done`). The
- *   settle steps after it still run: the broker fences them (they change nothing) and they end
- *   the delivery's bookkeeping in the consumer.
+ *   result to that worker. The settle steps after it still run: the broker fences them (they
+ *   change nothing) and they end the delivery's bookkeeping in the consumer.
  * - An informative record (`RETRY`, see `StoreSpec.informative`) that cannot be written is
  *   skipped (tried once): the retry goes on.
  * - The record of a rejected message (poison after `maxDeliveries`, undecodable, unknown task)
@@ -50,16 +48,10 @@
  * @module
  */
 import type { Chicory } from "../app.js";
-import { type StoredError, type TaskRecord, type TaskState, terminalStateOf } from "../backends/backend.js";
+import { type StoredError, type TaskRecord, terminalStateOf } from "../backends/backend.js";
 import type { Delivery } from "../brokers/broker.js";
 import { isoNow } from "../core/clock.js";
-import {
-  OUTCOME_FINAL_THERE,
-  OUTCOME_LEFT_TO_NEW_OWNER,
-  OUTCOME_STORED_OWNERLESS,
-  OUTCOME_SUCCESS_STORED_TAKEN,
-  storesWhenTaken,
-} from "../core/lease-outcome.js";
+import { OUTCOME_FINAL_THERE, OUTCOME_LEFT_TO_NEW_OWNER, OUTCOME_STORED_OWNERLESS } from "../core/lease-outcome.js";
 import type { Logger } from "../core/logger.js";
 import { type TaskMessage, truncateError } from "../core/message.js";
 import { recordRefusal } from "../core/record-refused.js";
@@ -468,7 +460,7 @@ function recordOf(
     taskId: target.id,
     state: action.state,
     result:
-      action.withValue && outcome.kind === "success" && !attempt.task?.ignoreResult
+      action.withValue && (outcome.kind === "success" || outcome.kind === "done") && !attempt.task?.ignoreResult
         ? (outcome.value as TaskRecord["result"])
         : undefined,
     error: action.withError && outcome.kind !== "success" && outcome.kind !== "done" ? outcome.error : undefined,
@@ -480,12 +472,11 @@ function recordOf(
 
 /**
  * False when the record of an unacknowledged delivery must not be written: the lease was lost
- * (another worker holds the job now, and stores its own outcome) and the record is no
- * `SUCCESS`, or the task already has a final record; a lost lease's `SUCCESS` is written when
- * the task has none yet (see {@link storesWhenTaken}), as is any outcome of a message the broker
- * lost (`ownerless`: nobody will run it again). Logged here.
+ * (another worker holds the job now, and stores its own outcome), or the broker lost the
+ * message (`ownerless`: nobody will run it again) and the task already has a final record.
+ * Logged here.
  */
-async function mayStore(ctx: ExecutionContext, state: TaskState, taskId: string): Promise<boolean> {
+async function mayStore(ctx: ExecutionContext, state: string, taskId: string): Promise<boolean> {
   const { delivery, attempt } = ctx;
   if (attempt.alreadyAcked) return true;
   const lease = delivery.leaseState
@@ -495,20 +486,17 @@ async function mayStore(ctx: ExecutionContext, state: TaskState, taskId: string)
       : "taken";
   if (lease === "held") return true;
   const fields = { taskId: attempt.message?.id, queue: delivery.queue, state };
-  if (lease === "taken" && !storesWhenTaken(state)) {
-    ctx.logger.warn(fields, OUTCOME_LEFT_TO_NEW_OWNER);
+  if (lease === "ownerless") {
+    const backend = ctx.app.backend;
+    const final = backend ? await terminalStateOf(backend, taskId) : null;
+    if (final === null) {
+      ctx.logger.warn(fields, OUTCOME_STORED_OWNERLESS);
+      return true;
+    }
+    ctx.logger.warn({ ...fields, storedState: final }, OUTCOME_FINAL_THERE);
     return false;
   }
-  const backend = ctx.app.backend;
-  const final = backend ? await terminalStateOf(backend, taskId) : null;
-  if (final === null) {
-    ctx.logger.warn(fields, lease === "taken" ? OUTCOME_SUCCESS_STORED_TAKEN : OUTCOME_STORED_OWNERLESS);
-    return true;
-  }
-  ctx.logger.warn(
-    { ...fields, storedState: final },
-    lease === "taken" ? OUTCOME_LEFT_TO_NEW_OWNER : OUTCOME_FINAL_THERE,
-  );
+  ctx.logger.warn(fields, OUTCOME_LEFT_TO_NEW_OWNER);
   return false;
 }
 
@@ -521,6 +509,16 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
       const target = recordTarget(attempt);
       if (!backend || !target) return;
       if (!(await mayStore(ctx, action.state, target.id))) return;
+      if (action.unlessFinal) {
+        const final = await terminalStateOf(backend, target.id);
+        if (final !== null) {
+          ctx.logger.info(
+            { taskId: target.id, queue: delivery.queue, storedState: final },
+            "the task has a final record already (another run of it stored its outcome): kept",
+          );
+          return;
+        }
+      }
       await backend.storeResult(recordOf(action, attempt, target));
       return;
     }

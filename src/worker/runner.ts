@@ -5,7 +5,7 @@
  * throws: every problem becomes an outcome.
  * @module
  */
-import type { ResultSizeLimit, TaskRecord, TaskState } from "../backends/backend.js";
+import type { ResultSizeLimit } from "../backends/backend.js";
 import type { Delivery } from "../brokers/broker.js";
 import { describeCause, isMarkedNonRetryable, isRetryCountdown, TaskContext } from "../context.js";
 import { findNonJson } from "../core/json.js";
@@ -42,17 +42,15 @@ export interface RunnerEnv {
    */
   onStart(message: TaskMessage): void;
   /**
-   * The task's final state (`SUCCESS`, `FAILURE`, `DEAD_LETTERED`), or null when it has no final
-   * record yet: read for a run whose message the broker no longer holds (another worker that
-   * took it over finished it?). Absent without a backend.
+   * Resolves true when the task already has a final record (for a run whose message the broker
+   * no longer holds: another worker that took it over finished it). Absent without a backend.
    */
-  finalState?(taskId: string): Promise<TaskState | null>;
+  isFinished?(taskId: string): Promise<boolean>;
   /**
-   * The task's record's state and write time, or null without one (or when it cannot be read in
-   * time): read for a message delivered again (see {@link OWN_SUCCESS_AFTER_MS}). Absent without
-   * a backend.
+   * For a message delivered again: the value of an earlier run of that same message (known by
+   * {@link Delivery.messageKey}) that succeeded in this worker, or undefined. Must not throw.
    */
-  resultStamp?(taskId: string): Promise<Pick<TaskRecord, "state" | "updatedAt"> | null>;
+  earlierSuccess?(delivery: Delivery, message: TaskMessage): { readonly value: unknown } | undefined;
   /**
    * Told of an error thrown by a listener the handler added to `ctx.signal` (or a rejection of
    * a promise one returned), which would otherwise be an uncaught exception. Must not throw.
@@ -100,12 +98,12 @@ export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<A
   }
   const message = decoded.message;
   delivery.decodedTaskId?.(message.id);
-  // Delivered again after a run that succeeded (its lease was lost, e.g. to an event loop
-  // blocked by the task, or its worker stopped between storing the result and acknowledging):
-  // the job is done, not run again (nor rejected as poison). A first delivery is never read for
-  // it: its id may be a finished task's, enqueued anew on purpose.
-  if (delivery.deliveryCount > 1 && (await succeededSinceQueued(env, message.id, delivery))) {
-    const done = { kind: "done", ran: false } as const;
+  // Delivered again after a run of it succeeded in this worker (its lease was lost meanwhile,
+  // e.g. to an event loop blocked by the task, or its ack was lost): done, not run again (nor
+  // rejected as poison); that run's result is stored unless the task has a final record.
+  const earlier = delivery.deliveryCount > 1 ? env.earlierSuccess?.(delivery, message) : undefined;
+  if (earlier !== undefined) {
+    const done = { kind: "done", value: earlier.value } as const;
     return { outcome: done, message, task: env.tasks.get(message.name) ?? null, alreadyAcked: false };
   }
   if (delivery.deliveryCount > env.maxDeliveries) {
@@ -133,44 +131,7 @@ export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<A
   }
   const run = new AttemptAbort();
   const outcome = await attempt(task, message, env, delivery, run);
-  // A failed run of a message delivered again whose task another run of it completed meanwhile
-  // (the first run of a job that this worker took over): that SUCCESS stands, no failure record
-  // written over it nor retry run.
-  if (
-    delivery.deliveryCount > 1 &&
-    (outcome.kind === "failure" || outcome.kind === "retry") &&
-    (await succeededSinceQueued(env, message.id, delivery))
-  ) {
-    return { outcome: { kind: "done", ran: true }, message, task, alreadyAcked, lingering: run.lingering };
-  }
   return { outcome, message, task, alreadyAcked, lingering: run.lingering };
-}
-
-/**
- * How long after a message was queued a `SUCCESS` record of its task must have been written to
- * count as this message's own, for a delivery of it again. A record written before the message
- * was queued is an older job's that used the same task id (its record not deleted: a producer
- * without a backend); the margin covers clocks apart by up to this much (the record is dated by
- * its writer, the message by its broker or publisher; RabbitMQ's timestamp has whole seconds).
- * A run whose lease was lost took at least the lease, so its SUCCESS comes later than this
- * unless the lease is shorter.
- */
-export const OWN_SUCCESS_AFTER_MS = 2000;
-
-/**
- * True when the task has a `SUCCESS` record written at least {@link OWN_SUCCESS_AFTER_MS} after
- * `delivery`'s message was queued; false when the broker does not say when, or the backend
- * cannot be read (the message runs).
- */
-async function succeededSinceQueued(env: RunnerEnv, taskId: string, delivery: Delivery): Promise<boolean> {
-  const queuedAtMs = delivery.enqueuedAtMs;
-  if (env.resultStamp === undefined || queuedAtMs === undefined) return false;
-  try {
-    const stamp = await env.resultStamp(taskId);
-    return stamp?.state === "SUCCESS" && Date.parse(stamp.updatedAt) >= queuedAtMs + OWN_SUCCESS_AFTER_MS;
-  } catch {
-    return false;
-  }
 }
 
 /**
@@ -261,10 +222,9 @@ async function attempt(
       run.abort(new TaskAbortedError("the lease on this message was lost: another worker took it over"));
       return;
     }
-    env.finalState?.(message.id).then(
-      (final) => {
-        if (final !== null)
-          run.abort(new TaskAbortedError("another worker that took this message over finished the task"));
+    env.isFinished?.(message.id).then(
+      (isFinished) => {
+        if (isFinished) run.abort(new TaskAbortedError("another worker that took this message over finished the task"));
       },
       () => undefined, // unknown: the run goes on, and its outcome is stored unless a final one is there
     );

@@ -42,13 +42,12 @@ export type Outcome =
   /** Shutdown aborted a running attempt before it ended. */
   | { readonly kind: "aborted"; readonly error: StoredError }
   /**
-   * A message delivered again (`deliveryCount` > 1) whose task has a `SUCCESS` record written
-   * since the message was queued (see `runner.ts`): another run of it succeeded (one whose lease
-   * was lost, or whose worker stopped between storing the result and acknowledging). Not run
-   * (`ran` false), or its run failed and the SUCCESS is kept (`ran` true): the message is
-   * acknowledged, no record written.
+   * Not run: a message delivered again to the worker whose earlier run of it succeeded (its
+   * lease was lost meanwhile, e.g. to an event loop blocked by the task, or its ack was lost):
+   * `value` is that run's, stored as the task's `SUCCESS` unless the task has a final record,
+   * and the message acknowledged.
    */
-  | { readonly kind: "done"; readonly ran: boolean };
+  | { readonly kind: "done"; readonly value: unknown };
 
 /** The record a `store` (or `storeAndAck`) writes: its state and which parts of the outcome. */
 interface StoreSpec {
@@ -61,6 +60,8 @@ interface StoreSpec {
    * instead (a full Redis refuses the record, not the retry).
    */
   readonly informative?: boolean;
+  /** Written only when the task has no final record (`done`: another run may have stored its own). */
+  readonly unlessFinal?: boolean;
 }
 
 /** One step the worker carries out. */
@@ -115,6 +116,13 @@ const SUCCESS = store("SUCCESS", true);
 const RETRY_RECORD = store("RETRY", false, true, true);
 const DEAD_RECORD = store("DEAD_LETTERED", false, true);
 const FAILURE_RECORD = store("FAILURE", false, true);
+const EARLIER_SUCCESS: Action = {
+  type: "store",
+  state: "SUCCESS",
+  withValue: true,
+  withError: false,
+  unlessFinal: true,
+};
 const PLANS = {
   successAcked: [SUCCESS],
   success: [SUCCESS, ACK],
@@ -127,6 +135,9 @@ const PLANS = {
   failureAcked: [FAILURE_RECORD],
   failure: [FAILURE_RECORD, ACK],
   release: [{ type: "release" }],
+  // a run of it that succeeded earlier in this worker (not turned into one storeAndAck: the
+  // record is written only where the task has none final)
+  done: [EARLIER_SUCCESS, ACK],
   // messages without a usable task id (no record)
   writeDeadLetter: [{ type: "writeDeadLetter" }],
   deadLetter: [{ type: "deadLetter" }],
@@ -175,6 +186,6 @@ function plan(outcome: Outcome, mode: SettleMode): readonly Action[] {
       if (acked) return PLANS.failureAcked;
       return PLANS.release;
     case "done":
-      return acked ? PLANS.nothing : PLANS.ack;
+      return acked ? PLANS.nothing : PLANS.done;
   }
 }

@@ -7,13 +7,7 @@
 import { setMaxListeners } from "node:events";
 import { hostname as osHostname } from "node:os";
 import type { Chicory, WorkerHook } from "../app.js";
-import {
-  type ResultSizeLimit,
-  type StoredError,
-  type TaskRecord,
-  terminalStateOf,
-  type WorkerStats,
-} from "../backends/backend.js";
+import { type ResultSizeLimit, type StoredError, terminalStateOf, type WorkerStats } from "../backends/backend.js";
 import type { Consumer, Delivery, HealthStatus } from "../brokers/broker.js";
 import {
   isResolvedWorkerConfig,
@@ -34,6 +28,7 @@ import { toStoredError } from "../core/stored-error.js";
 import { routeUnownedLogs } from "../core/warn-once.js";
 import { ChicoryError, toError } from "../errors.js";
 import { createLogger } from "../logging.js";
+import { EarlierSuccesses } from "./earlier-successes.js";
 import { executeActions } from "./executor.js";
 import { type Loop, startLoop } from "./loops.js";
 import { RecordGate } from "./record-gate.js";
@@ -65,8 +60,6 @@ const FETCH_BACKOFF_FIRST_MS = 100;
 const FETCH_BACKOFF_MAX_MS = 1000;
 /** A handler still running this long after its attempt ended is logged (it ignores ctx.signal). */
 const LINGER_WARN_MS = 1000;
-/** Longest wait for a task's record read for a message delivered again (after it: the message runs). */
-const STAMP_READ_LIMIT_MS = 1000;
 /** When the first stale-worker cleanup runs after a start (±15 %), unless `cleanupInterval` is shorter. */
 const FIRST_CLEANUP_MS = 60_000;
 /** While fetches keep failing, one log line per this long. */
@@ -146,8 +139,8 @@ export class Worker {
   #unlinkFetchCut: (() => void) | null = null;
   #shutdownAbort = new AbortController();
   readonly #slots: JobSlots;
-  /** Successes being stored, by task id (see `#noteSettlingSuccess`). */
-  readonly #settlingSuccesses = new Map<string, Promise<void>>();
+  /** Successful runs remembered by message (see `earlier-successes.ts`). */
+  readonly #earlierSuccesses = new EarlierSuccesses();
   /** Holds fetches back while the result backend cannot store records (see `record-gate.ts`). */
   readonly #recordGate: RecordGate;
   readonly #started = new StartedMarker(STARTED_AFTER_MS, (message) => this.#markStarted(message));
@@ -260,11 +253,11 @@ export class Worker {
       maxResultBytes: this.#app.config.maxResultBytes,
       shutdownSignal: this.#shutdownAbort.signal,
       onStart: (message) => this.#started.started(message),
-      finalState: async (taskId) => {
+      isFinished: async (taskId) => {
         const backend = this.#app.backend;
-        return backend === null ? null : terminalStateOf(backend, taskId);
+        return backend !== null && (await terminalStateOf(backend, taskId)) !== null;
       },
-      resultStamp: (taskId) => this.#resultStamp(taskId),
+      earlierSuccess: (delivery, message) => this.#earlierSuccesses.find(delivery, message.id),
       onSignalListenerError: (message, error) => {
         const thrown = toStoredError(error); // (never throws, whatever was thrown)
         this.#logger.error(
@@ -629,6 +622,7 @@ export class Worker {
   async #process(delivery: Delivery): Promise<void> {
     const app = this.#app;
     let attempt: Attempt;
+    const startedAtMs = performance.now();
     try {
       attempt = await runDelivery(delivery, this.#runnerEnv);
     } catch (error) {
@@ -647,8 +641,12 @@ export class Worker {
       acksCarryRecords: this.#acksCarryRecords,
     };
     const actions = settle(outcome, settleMode);
-    if (outcome.kind !== "aborted" && outcome.kind !== "done") this.#processed++;
-    if (outcome.kind === "done") {
+    if (outcome.kind === "success") {
+      // (before the slot frees: the message may come back to this worker at once)
+      if (attempt.message) {
+        this.#earlierSuccesses.remember(delivery, attempt.message.id, outcome.value, performance.now() - startedAtMs);
+      }
+    } else if (outcome.kind === "done") {
       this.#logger.warn(
         {
           taskId: attempt.message?.id,
@@ -656,11 +654,11 @@ export class Worker {
           queue: delivery.queue,
           deliveryCount: delivery.deliveryCount,
         },
-        outcome.ran
-          ? "a run of a message delivered again failed, but another run of the task succeeded meanwhile (the run whose lease this worker took over): its SUCCESS is kept, the message acknowledged"
-          : "message delivered again after its task succeeded (a run whose lease was lost, e.g. to a task blocking the event loop, or whose worker stopped before acknowledging): acknowledged without running it again",
+        "message delivered again after this worker's run of it succeeded (its lease ran out meanwhile, e.g. while the task blocked the event loop, or its ack was lost): acknowledged without running it again, that run's result stored unless the task has a final record",
       );
-    } else if (outcome.kind === "failure" || outcome.kind === "rejected") {
+    }
+    if (outcome.kind !== "aborted" && outcome.kind !== "done") this.#processed++;
+    if (outcome.kind === "failure" || outcome.kind === "rejected") {
       this.#failed++;
       // A rejected message (undecodable, forged, unknown task) is named as far as it can be
       // read, unverified, and by its broker entry id: an operator finds it in the DLQ by these.
@@ -699,51 +697,22 @@ export class Worker {
       this.#logStack(attempt.message?.id, outcome.error);
     }
     // The slot frees now; the outcome is stored and acknowledged in the background.
-    const settling = executeActions(actions, {
-      delivery,
-      attempt,
-      app,
-      logger: this.#logger,
-      stopSignal: this.#shutdownAbort.signal,
-      isConsumerClosed: this.#isConsumerClosed,
-      settleMode,
-      onFailedInstead: this.#countFailure,
-      recordGate: this.#recordGate,
-    }).catch(this.#onSettleError);
-    if (outcome.kind === "success" && attempt.message) this.#noteSettlingSuccess(attempt.message.id, settling);
-    this.#slots.settle(settling);
+    this.#slots.settle(
+      executeActions(actions, {
+        delivery,
+        attempt,
+        app,
+        logger: this.#logger,
+        stopSignal: this.#shutdownAbort.signal,
+        isConsumerClosed: this.#isConsumerClosed,
+        settleMode,
+        onFailedInstead: this.#countFailure,
+        recordGate: this.#recordGate,
+      }).catch(this.#onSettleError),
+    );
     // unless the handler goes on after its attempt ended (timeout, lost lease): then the slot
     // stays taken until it returns
     if (attempt.lingering) await this.#linger(attempt.lingering, attempt.message);
-  }
-
-  /**
-   * Remembers a success being stored until it is: a delivery of the same job again that this
-   * worker fetches meanwhile (a run whose lease was lost frees its slot before its SUCCESS is
-   * written) waits for it before it reads the task's record (`#resultStamp`).
-   */
-  #noteSettlingSuccess(taskId: string, settling: Promise<void>): void {
-    this.#settlingSuccesses.set(taskId, settling);
-    // (never rejects: the settle catches its errors)
-    void settling.then(() => {
-      if (this.#settlingSuccesses.get(taskId) === settling) this.#settlingSuccesses.delete(taskId);
-    });
-  }
-
-  /**
-   * The task's record's state and write time for a message delivered again, after a success of
-   * the same task this worker is still storing; null when the backend does not answer within
-   * {@link STAMP_READ_LIMIT_MS} (the message runs).
-   */
-  async #resultStamp(taskId: string): Promise<Pick<TaskRecord, "state" | "updatedAt"> | null> {
-    const backend = this.#app.backend;
-    if (backend === null) return null;
-    const settling = this.#settlingSuccesses.get(taskId);
-    if (settling !== undefined) await settlesWithin(settling, STAMP_READ_LIMIT_MS);
-    const read = backend.getResultStamp ? backend.getResultStamp(taskId) : backend.getResult(taskId);
-    if (await settlesWithin(read, STAMP_READ_LIMIT_MS)) return read;
-    read.catch(() => undefined);
-    return null;
   }
 
   async #linger(handler: Promise<void>, message: TaskMessage | null): Promise<void> {

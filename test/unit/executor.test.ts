@@ -241,8 +241,9 @@ describe("executeActions: a result the backend's server refuses for its size", (
 describe("executeActions: leases, failed steps, publishes", () => {
   const error = { type: "Error", message: "boom" };
 
-  it("writes no failure or retry record once the delivery's lease is lost; the (broker-fenced) settle still runs", async () => {
+  it("writes no record once the delivery's lease is lost; the (broker-fenced) settle still runs", async () => {
     for (const [outcome, dlq, settleCall] of [
+      [{ kind: "success", value: 42 }, false, "ack"],
       [{ kind: "failure", error }, false, "ack"],
       [{ kind: "failure", error }, true, "deadLetter"],
       [{ kind: "retry", error, delayMs: 10 }, false, "retry"],
@@ -254,20 +255,17 @@ describe("executeActions: leases, failed steps, publishes", () => {
     }
   });
 
-  it("a lost lease's SUCCESS is stored when the task has no final record, not over one; the settle still runs", async () => {
-    const mine = await run({ kind: "success", value: 42 }, false, false, false, { holdsLease: false });
-    expect(mine.calls).toEqual(["ack"]);
-    expect(mine.stored).toMatchObject({ state: "SUCCESS", result: 42 });
-    expect(mine.logs).toEqual([expect.stringContaining("this run succeeded and the task had no final record")]);
-    const theirs = await settleOn(
-      { kind: "success", value: 42 },
-      { carry: false, dlq: false },
-      (backend) =>
-        backend.storeResult({ taskId: "task-1", state: "FAILURE", error, updatedAt: new Date().toISOString() }),
-      { fake: { holdsLease: false } },
+  it("a message done earlier in this worker: its SUCCESS stored where no final record is, then a plain ack", async () => {
+    for (const carry of [false, true]) {
+      const stored = await run({ kind: "done", value: 42 }, carry, false, carry);
+      expect(stored.calls).toEqual(["ack"]);
+      expect(stored.stored).toMatchObject({ state: "SUCCESS", result: 42 });
+    }
+    const kept = await settleOn({ kind: "done", value: 42 }, { carry: false, dlq: true }, (backend) =>
+      backend.storeResult({ taskId: "task-1", state: "FAILURE", error, updatedAt: new Date().toISOString() }),
     );
-    expect(theirs.calls).toEqual(["ack"]);
-    expect(theirs.stored).toMatchObject({ state: "FAILURE" });
+    expect(kept.calls).toEqual(["ack"]);
+    expect(kept.stored).toMatchObject({ state: "FAILURE" });
   });
 
   it("stores and settles as usual while the lease is held", async () => {

@@ -9,7 +9,7 @@ const outcomes: Record<string, Outcome> = {
   rejectedWithId: { kind: "rejected", error: err, taskId: "t1" },
   rejectedNoId: { kind: "rejected", error: err, taskId: null },
   aborted: { kind: "aborted", error: err },
-  done: { kind: "done", ran: false },
+  done: { kind: "done", value: 1 },
 };
 
 const names = (actions: readonly Action[]) =>
@@ -35,8 +35,8 @@ const TABLE: Array<[keyof typeof outcomes, string, string, string, string]> = [
   ],
   ["rejectedNoId", "ack", "deadLetter", "", "writeDeadLetter"],
   ["aborted", "release", "release", "store:FAILURE", "store:FAILURE"],
-  // delivered again after its task succeeded: no run, no record
-  ["done", "ack", "ack", "", ""],
+  // delivered again to the worker whose run of it succeeded: that SUCCESS stored (unless a final record is there), no run
+  ["done", "store:SUCCESS > ack", "store:SUCCESS > ack", "", ""],
 ];
 
 describe("settle: outcome x delivery mode x DLQ -> actions", () => {

@@ -7,7 +7,7 @@
  * after it: at worst both copies exist, never neither.
  * @module
  */
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import type { Logger } from "../../core/logger.js";
 import { peekMessage, truncateError } from "../../core/message.js";
 import { BrokerConnectionError } from "../../errors.js";
@@ -73,8 +73,6 @@ export class RabbitMqDelivery implements Delivery {
   readonly body: string;
   readonly problem: string | undefined;
   readonly deliveryCount: number;
-  /** {@inheritDoc Delivery.enqueuedAtMs} (the `timestamp` property: whole seconds, the publisher's clock) */
-  readonly enqueuedAtMs: number | undefined;
   readonly #message: AmqpMessage;
   readonly #session: ConsumerSession;
   readonly #sender: RabbitMqSender;
@@ -103,8 +101,16 @@ export class RabbitMqDelivery implements Delivery {
     this.body = init.message.content.toString("utf8");
     this.problem = init.problem;
     this.deliveryCount = deliveryCountOf(init.message);
-    const stamp = init.message.properties.timestamp;
-    this.enqueuedAtMs = typeof stamp === "number" && Number.isFinite(stamp) && stamp > 0 ? stamp * 1000 : undefined;
+  }
+
+  /**
+   * {@inheritDoc Delivery.messageKey} (the `timestamp` property set at publish, whole seconds,
+   * and a hash of the body: computed when asked, for a message delivered again)
+   */
+  get messageKey(): string | undefined {
+    const stamp = this.#message.properties.timestamp;
+    if (typeof stamp !== "number" || !Number.isFinite(stamp)) return undefined;
+    return `${stamp}:${createHash("sha256").update(this.#message.content).digest("base64url")}`;
   }
 
   /**

@@ -87,10 +87,9 @@ export class RedisDelivery implements Delivery {
       bodies === undefined ? undefined : `decode_error: the stream entry has ${bodies.length} \`data\` fields`;
   }
 
-  /** {@inheritDoc Delivery.enqueuedAtMs} (the entry id's milliseconds, Redis's clock at `XADD`). */
-  get enqueuedAtMs(): number | undefined {
-    const ms = Number(this.deliveryId.slice(0, this.deliveryId.indexOf("-")));
-    return Number.isSafeInteger(ms) && ms > 0 ? ms : undefined;
+  /** {@inheritDoc Delivery.messageKey} (the entry id) */
+  get messageKey(): string {
+    return this.deliveryId;
   }
 
   /** Task id: the entry's `id` field, else the body's `id`, else the entry id. */

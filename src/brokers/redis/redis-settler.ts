@@ -10,13 +10,7 @@
  * @module
  */
 import type { TaskRecord } from "../../backends/backend.js";
-import {
-  OUTCOME_FINAL_THERE,
-  OUTCOME_LEFT_TO_NEW_OWNER,
-  OUTCOME_STORED_OWNERLESS,
-  OUTCOME_SUCCESS_STORED_TAKEN,
-  storesWhenTaken,
-} from "../../core/lease-outcome.js";
+import { OUTCOME_FINAL_THERE, OUTCOME_LEFT_TO_NEW_OWNER, OUTCOME_STORED_OWNERLESS } from "../../core/lease-outcome.js";
 import type { Logger } from "../../core/logger.js";
 import { peekMessage } from "../../core/message.js";
 import { BrokerConnectionError, DeadLetterQueueFullError } from "../../errors.js";
@@ -261,8 +255,7 @@ export class RedisSettler implements DeliverySettler {
   /**
    * The ack of a delivery whose record is {@link isPieceSized}: its lease checked, the record
    * written in pieces by the backend, then a plain ack. Held: written. Taken by another worker:
-   * a `SUCCESS` written unless the task has a final record, any other left to that worker, as
-   * for a fenced ack's record. Ownerless (the
+   * not written (its result is that worker's), as the ack script's fence does. Ownerless (the
    * entry left the stream while it ran here): written unless the task has a final record, as
    * for an entry the ack script finds gone. The lease is renewed while the pieces are written;
    * it may still be lost between the check and the ack (a stall longer than the lease), as with
@@ -281,13 +274,12 @@ export class RedisSettler implements DeliverySettler {
       // asked of Redis (an entry gone from the stream is not seen otherwise until a renewal)
       const lease = await this.leaseState(d, true);
       const fields = { queue: d.queue, consumer: this.#consumerId, entry: d.deliveryId, taskId: record.taskId };
-      const taken = lease === "taken";
-      if (taken && !storesWhenTaken(record.state)) {
+      if (lease === "taken") {
         this.#logger.warn(fields, OUTCOME_LEFT_TO_NEW_OWNER);
-      } else if (!(await writer.storeRecordInPieces(record, json, lease !== "held"))) {
-        this.#logger.warn(fields, taken ? OUTCOME_LEFT_TO_NEW_OWNER : OUTCOME_FINAL_THERE);
-      } else if (lease !== "held") {
-        this.#logger.warn(fields, taken ? OUTCOME_SUCCESS_STORED_TAKEN : OUTCOME_STORED_OWNERLESS);
+      } else if (!(await writer.storeRecordInPieces(record, json, lease === "ownerless"))) {
+        this.#logger.warn(fields, OUTCOME_FINAL_THERE);
+      } else if (lease === "ownerless") {
+        this.#logger.warn(fields, OUTCOME_STORED_OWNERLESS);
       }
     } finally {
       d.isWritingRecord = false;
@@ -399,8 +391,6 @@ export class RedisSettler implements DeliverySettler {
     let orphaned = 0;
     /** Indexes of fenced entries that were gone from the stream (code 2), not another consumer's. */
     let gone: number[] | undefined;
-    /** Indexes of fenced entries another consumer holds whose record is a `SUCCESS` (`storesWhenTaken`). */
-    let takenSuccess: number[] | undefined;
     const judgedAtMs = performance.now();
     let windowMs = 0;
     if (
@@ -425,9 +415,6 @@ export class RedisSettler implements DeliverySettler {
         if (code === 2) {
           gone ??= [];
           gone.push(i);
-        } else if (i < records.length && storesWhenTaken((records[i] as TaskRecord).state)) {
-          takenSuccess ??= [];
-          takenSuccess.push(i);
         }
       }
     }
@@ -460,22 +447,18 @@ export class RedisSettler implements DeliverySettler {
     // Entries gone from the stream: settled by a worker that took them over (its final record
     // is there, and stays), or lost with the stream (a Redis restart without persistence:
     // nobody runs them again, and a record of this run's outcome is the only one they get).
-    // And the SUCCESS of a run whose entry another worker took over (its run may still be going):
-    // the job did succeed, and its delivery after that record is acknowledged without a run.
     let goneStored = 0;
-    if (withRecords && (gone !== undefined || takenSuccess !== undefined)) {
-      const goneRecords = [...(gone ?? []), ...(takenSuccess ?? [])]
-        .filter((i) => i < records.length)
-        .map((i) => records[i] as TaskRecord);
+    if (withRecords && gone !== undefined) {
+      const goneRecords = gone.filter((i) => i < records.length).map((i) => records[i] as TaskRecord);
       goneStored = goneRecords.length;
       if (goneStored > 0) this.#storeUnlessFinal(goneRecords, first.queue);
     }
     if (missed > 0) {
       // The entry was no longer pending for this consumer: its lease ran out and another worker
       // took it (this ack was fenced), or it left the PEL some other way. Either way the job may
-      // run (or have run) elsewhere too: a record sent with a fenced ack was not written in the
-      // script (one of an entry gone from the stream, and a SUCCESS, are just above, where the
-      // task has no final record).
+      // run (or have run) elsewhere too, and its result is the other run's: a record sent with
+      // a fenced ack was not written (one of an entry gone from the stream is, just above,
+      // where the task has no final record).
       this.#logger.warn(
         {
           queue: first.queue,
@@ -488,7 +471,7 @@ export class RedisSettler implements DeliverySettler {
         },
         "redis ack: entries no longer pending for this consumer (lease lost to another worker, or the entries are gone: " +
           "purged, or lost in a Redis restart without persistence); a job another worker took may run twice, and its " +
-          "failure is left to that worker; a success, and the result of one gone from the stream, are stored unless a final one is there",
+          "result is that worker's; the result of one gone from the stream is stored unless a final one is there",
       );
     }
     batch.forEach(({ delivery, confirm, resolve, reject }, i) => {
@@ -626,10 +609,7 @@ export class RedisSettler implements DeliverySettler {
     }
   }
 
-  /**
-   * Writes `records` (of entries gone from the stream, or SUCCESS records of entries another
-   * consumer took) where their task has no final record (see `#ackBatch`).
-   */
+  /** Writes `records` of entries gone from the stream where their task has no final record (see `#ackBatch`). */
   #storeUnlessFinal(records: readonly TaskRecord[], queue: string): void {
     const writer = this.#records;
     if (writer?.storeRecordsUnlessFinal === undefined) return;
@@ -638,7 +618,7 @@ export class RedisSettler implements DeliverySettler {
         if (written.length === 0) return;
         this.#logger.info(
           { queue, records: written.length, leftToFinal: records.length - written.length },
-          "redis ack: stored the outcomes of jobs that had no final result, whose entries were gone from the stream (lost with it?) or were taken over by another worker after this one's run succeeded",
+          "redis ack: stored the results of jobs whose entries were gone from the stream and that had no final result (lost with the stream?)",
         );
       },
       (error: unknown) => {

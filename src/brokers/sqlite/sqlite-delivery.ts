@@ -22,8 +22,6 @@ export class SqliteDelivery implements Delivery {
   readonly deliveryId: string;
   readonly body: string;
   readonly deliveryCount: number;
-  /** {@inheritDoc Delivery.enqueuedAtMs} */
-  readonly enqueuedAtMs: number;
   /** Applies the action; false when it was fenced (lease lost, nothing changed). */
   readonly #settle: (action: SqliteSettleAction) => boolean;
   #isSettled = false;
@@ -37,9 +35,13 @@ export class SqliteDelivery implements Delivery {
     this.deliveryId = String(job.id);
     this.body = job.body;
     this.deliveryCount = job.delivery_count;
-    this.enqueuedAtMs = job.created_at;
     this.#settle = settle;
     this.#holds = holds;
+  }
+
+  /** {@inheritDoc Delivery.messageKey} (the row id: a retry or a replay is a new row) */
+  get messageKey(): string {
+    return this.deliveryId;
   }
 
   /** {@inheritDoc Delivery.holdsLease} */

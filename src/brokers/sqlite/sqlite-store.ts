@@ -22,8 +22,6 @@ export interface ClaimedJob {
   readonly body: string;
   readonly priority: number;
   readonly delivery_count: number;
-  /** When the row was inserted (epoch ms). */
-  readonly created_at: number;
 }
 
 /** The identity of one delivery: settlements match it exactly. */
@@ -65,7 +63,7 @@ const SQL = {
            WHERE id IN (SELECT id FROM chicory_jobs INDEXED BY chicory_jobs_claim
                          WHERE queue = ? AND available_at <= ?
                          ORDER BY priority DESC, id LIMIT ?)
-          RETURNING id, queue, body, priority, delivery_count, created_at`,
+          RETURNING id, queue, body, priority, delivery_count`,
   // Params: id, consumer, delivery count.
   ack: "DELETE FROM chicory_jobs WHERE id = ? AND locked_by = ? AND delivery_count = ?",
   // Params: id, consumer, delivery count. The row as an ack would find it (the lease's fence).

@@ -276,16 +276,16 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     expect(await wait).toMatchObject({ state: "SUCCESS", result: "done" });
   });
 
-  it("a record over 512 KiB is written apart, in pieces, then acked: held, written; taken, a failure left to the new owner and a success written unless a final one is there; gone, written unless a final one is there", async () => {
+  it("a record over 512 KiB is written apart, in pieces, then acked: held, written; taken, left to the new owner; gone, written unless a final one is there", async () => {
     const s = await setup();
     const seen = await monitorCommands(cleanups);
     const big = "x".repeat(600 * 1024);
     const value = async (id: string) => JSON.parse((await s.raw.get(s.backend.resultKey(id))) ?? "null")?.result;
     // Held: written in pieces and announced, then the entry is acked.
-    const { id, held, stolen, late } = await stolenTask(s);
+    const { id, held, stolen } = await stolenTask(s);
     const wait = s.backend.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 60_000 });
-    // Taken (the lease ran out and another consumer holds it): a failure is neither written nor acked.
-    await held.ackWithRecord?.({ ...late, error: { type: "Error", message: big } });
+    // Taken (the lease ran out and another consumer holds it): nothing written or acked.
+    await held.ackWithRecord?.(success(id, big));
     expect(await s.raw.get(s.backend.resultKey(id))).toBeNull();
     const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;
     expect(pending.map(([entry]) => entry)).toEqual([stolen.deliveryId]);
@@ -293,14 +293,6 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     expect((await wait)?.result).toBe(big);
     expect(await s.raw.xlen(s.stream)).toBe(0);
     expect(await s.raw.ttl(s.backend.resultKey(id))).toBeGreaterThan(0);
-    // Taken, a success: written (the task had no final record), not acked (the new owner's).
-    const other = await stolenTask(s);
-    await other.held.ackWithRecord?.(success(other.id, big));
-    expect(await value(other.id)).toBe(big);
-    const stillPending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;
-    expect(stillPending.map(([entry]) => entry)).toEqual([other.stolen.deliveryId]);
-    await other.stolen.ackWithRecord?.(success(other.id, "theirs"));
-    expect(await value(other.id)).toBe("theirs");
     // Gone from the stream under the worker: one lost with the data gets this run's record, the
     // other, settled by a worker that took it over, keeps that worker's.
     const lost = await s.publish();
@@ -312,11 +304,10 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     await Promise.all([a, b].map((d, i) => d?.ackWithRecord?.(success(ids[i] as string, big))));
     expect(await value(lost)).toBe(big);
     expect(await value(takenOver)).toBe("theirs");
-    // In pieces (no argument over 512 KiB; one APPEND per big record sent to the backend: all but
-    // the failure left to the new owner, which is refused before any write), none left behind.
+    // In pieces (no argument over 512 KiB), none left behind.
     await eventually(() =>
       expect(seen.filter((c) => c.args[0] === "APPEND" && c.args[1]?.startsWith(`${s.prefix}:pieces:`))).toHaveLength(
-        4,
+        3,
       ),
     );
     const ours = seen.filter((c) => c.args.some((arg) => arg.startsWith(s.prefix)));
@@ -351,52 +342,25 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     expect(await s.raw.xlen(s.stream)).toBe(0);
   });
 
-  it("a batch mixing plain acks, records and fenced entries writes each record for its own entry", async () => {
+  it("a batch mixing plain acks, records and a fenced entry writes each record for its own entry", async () => {
     const s = await setup();
     expect(s.broker.attachResults(s.backend)).toBe(true);
-    const ids = [await s.publish(), await s.publish(), await s.publish(), await s.publish()];
-    const [plain, stolen, kept, stolenOk] = await fetchN(s.consumer(), 4);
-    if (!plain || !stolen || !kept || !stolenOk) throw new Error("four deliveries expected");
-    // their leases are lost
-    await s.raw.xclaim(s.stream, s.group, "thief", 0, stolen.deliveryId, stolenOk.deliveryId);
-    const failed = (taskId: string): TaskRecord => ({
-      taskId,
-      state: "FAILURE",
-      error: { type: "Error", message: "stolen" },
-      updatedAt: new Date().toISOString(),
-    });
+    const ids = [await s.publish(), await s.publish(), await s.publish()];
+    const [plain, stolen, kept] = await fetchN(s.consumer(), 3);
+    if (!plain || !stolen || !kept) throw new Error("three deliveries expected");
+    await s.raw.xclaim(s.stream, s.group, "thief", 0, stolen.deliveryId); // its lease is lost
     // One event-loop turn: one script call, the plain ack first in the batch.
     await Promise.all([
       plain.ack(),
-      stolen.ackWithRecord?.(failed(ids[1] as string)),
+      stolen.ackWithRecord?.(success(ids[1] as string, "stolen")),
       kept.ackWithRecord?.(success(ids[2] as string, "kept")),
-      stolenOk.ackWithRecord?.(success(ids[3] as string, "stolen but done")),
     ]);
-    // a fenced failure is left to the new owner; a fenced success is stored, as no final record is there
     expect(await s.raw.get(s.backend.resultKey(ids[1] as string))).toBeNull();
-    await eventually(async () =>
-      expect(JSON.parse((await s.raw.get(s.backend.resultKey(ids[3] as string))) ?? "null")).toMatchObject({
-        result: "stolen but done",
-      }),
-    );
     expect(JSON.parse((await s.raw.get(s.backend.resultKey(ids[2] as string))) ?? "null")).toMatchObject({
       result: "kept",
     });
     const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 10)) as Array<[string, string]>;
-    expect(pending).toEqual([
-      [stolen.deliveryId, "thief", expect.any(Number), expect.any(Number)],
-      [stolenOk.deliveryId, "thief", expect.any(Number), expect.any(Number)],
-    ]);
-  });
-
-  it("a fenced SUCCESS is not written over a final record the new owner stored", async () => {
-    const s = await setup();
-    const { id, held, stolen, late } = await stolenTask(s);
-    await stolen.ackWithRecord?.(late); // the new owner's run failed for good
-    await held.ackWithRecord?.(success(id, "mine"));
-    // (written in the background: a plain read on the same connection comes after it)
-    await s.backend.getResult(id);
-    expect(JSON.parse((await s.raw.get(s.backend.resultKey(id))) ?? "null")).toMatchObject({ state: "FAILURE" });
+    expect(pending).toEqual([[stolen.deliveryId, "thief", expect.any(Number), expect.any(Number)]]);
   });
 
   /** The DEAD_LETTERED record of `id`. */

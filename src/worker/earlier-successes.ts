@@ -1,0 +1,104 @@
+/**
+ * The successful runs a worker remembers, by message: a message that comes back to the worker
+ * whose run of it succeeded (its lease ran out meanwhile, as when the task blocked the event
+ * loop, and the worker that took it over stalled in turn; or its ack was lost with a dropped
+ * connection) is acknowledged without running again, and that run's result is stored unless
+ * the task has a final record. Known by {@link Delivery.messageKey}, an identity of the
+ * message itself, never by task id alone: a new job may reuse a finished task's id, and a
+ * retry or a replay is another message.
+ *
+ * Only runs that lasted {@link REMEMBER_RUNS_FROM_MS} or more are remembered (a run shorter
+ * than any practical lease cannot have lost it to a stall), with results up to
+ * {@link MAX_RESULT_CHARS} of JSON, for {@link KEEP_MS}; at most {@link MAX_ENTRIES} runs and
+ * {@link MAX_TOTAL_CHARS} of results, the oldest forgotten first. A message this worker does not
+ * remember runs again, as at-least-once delivery allows.
+ * @module
+ */
+import type { Delivery } from "../brokers/broker.js";
+
+/** Runs shorter than this are not remembered. */
+export const REMEMBER_RUNS_FROM_MS = 500;
+/** How long a run is remembered. */
+export const KEEP_MS = 15 * 60_000;
+/** Most runs remembered at once. */
+export const MAX_ENTRIES = 1000;
+/** Largest result remembered (characters of JSON); a run with a larger one is not remembered. */
+export const MAX_RESULT_CHARS = 64 * 1024;
+/** Most characters of results remembered at once. */
+export const MAX_TOTAL_CHARS = 8 * 1024 * 1024;
+
+interface Entry {
+  readonly taskId: string;
+  readonly value: unknown;
+  readonly chars: number;
+  readonly atMs: number;
+}
+
+/** See module doc. */
+export class EarlierSuccesses {
+  readonly #entries = new Map<string, Entry>();
+  #chars = 0;
+  readonly #now: () => number;
+
+  /** @param now the clock (`performance.now` by default; tests pass their own) */
+  constructor(now: () => number = () => performance.now()) {
+    this.#now = now;
+  }
+
+  /** How many runs are remembered. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /**
+   * Remembers that `delivery`'s run of task `taskId` succeeded with `value` after `runMs`; a
+   * no-op for a short run, a message without a key or a result too large (or not JSON).
+   */
+  remember(delivery: Delivery, taskId: string, value: unknown, runMs: number): void {
+    if (runMs < REMEMBER_RUNS_FROM_MS) return;
+    const key = delivery.messageKey;
+    if (key === undefined) return;
+    let chars: number;
+    try {
+      chars = JSON.stringify(value ?? null).length;
+    } catch {
+      return;
+    }
+    if (chars > MAX_RESULT_CHARS) return;
+    this.#forget(key);
+    const now = this.#now();
+    this.#entries.set(key, { taskId, value, chars, atMs: now });
+    this.#chars += chars;
+    this.#evict(now);
+  }
+
+  /** The value of a remembered successful run of `delivery`'s message, when it is task `taskId`'s. */
+  find(delivery: Delivery, taskId: string): { readonly value: unknown } | undefined {
+    if (this.#entries.size === 0) return undefined;
+    const key = delivery.messageKey;
+    if (key === undefined) return undefined;
+    const entry = this.#entries.get(key);
+    if (entry === undefined || entry.taskId !== taskId) return undefined;
+    if (this.#now() - entry.atMs > KEEP_MS) {
+      this.#forget(key);
+      return undefined;
+    }
+    return { value: entry.value };
+  }
+
+  #forget(key: string): void {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return;
+    this.#entries.delete(key);
+    this.#chars -= entry.chars;
+  }
+
+  /** Drops the oldest entries past the bounds or their time (insertion order is age order). */
+  #evict(now: number): void {
+    for (const [key, entry] of this.#entries) {
+      const isOver = this.#entries.size > MAX_ENTRIES || this.#chars > MAX_TOTAL_CHARS;
+      if (!isOver && now - entry.atMs <= KEEP_MS) return;
+      this.#forget(key);
+    }
+  }
+}

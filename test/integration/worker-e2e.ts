@@ -14,7 +14,6 @@ import {
   Worker,
   type WorkerInit,
 } from "../../src/index.js";
-import { fetchOne } from "../contract/contract-helpers.js";
 
 /** How a broker/backend pair plugs into {@link runWorkerE2E}. */
 export interface WorkerE2ETarget {
@@ -357,39 +356,6 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       });
       expect(runs).toBe(1);
       expect(await (await stillOk.delay()).get({ timeout: 20 })).toBe("ok");
-    });
-
-    it("a message delivered again after its task succeeded is acknowledged without running again", async () => {
-      const app = await fresh();
-      let runs = 0;
-      const once = app.task(async function succeededBefore() {
-        runs++;
-        return "second run";
-      });
-      const result = await once.delay();
-      // A run stored its SUCCESS and then lost its lease (or its worker stopped before the ack):
-      // the message comes back, delivered a second time.
-      await app.backend?.storeResult({
-        taskId: result.taskId,
-        state: "SUCCESS",
-        result: "first run",
-        taskName: once.name,
-        updatedAt: new Date().toISOString(),
-      });
-      const first = app.broker.consumer({ queues: ["default"], consumerId: "e2e-first-run" });
-      await (await fetchOne(first)).release({ countDelivery: true });
-      await first.close();
-      await worker(app, { concurrency: 1 });
-      await eventually(
-        async () =>
-          (await app.broker.getQueueSize("default")) === 0 && (await app.broker.getPendingCount("default")) === 0,
-      );
-      expect(runs).toBe(0);
-      expect(await result.get({ timeout: 5 })).toBe("first run");
-      // a new message with a finished task's id is a new job: it runs
-      await once.applyAsync([], { taskId: result.taskId });
-      await eventually(async () => (await app.backend?.getResult(result.taskId))?.result === "second run");
-      expect(runs).toBe(1);
     });
 
     it("at_most_once tasks run once and are acknowledged before they run", async () => {

@@ -10,10 +10,11 @@
 import { createHash, randomUUID } from "node:crypto";
 import type { Logger } from "../../core/logger.js";
 import { peekMessage, truncateError } from "../../core/message.js";
+import { nextTurn } from "../../core/sleep.js";
 import { BrokerConnectionError } from "../../errors.js";
 import type { AckOptions, Delivery } from "../broker.js";
 import type { AmqpChannel, AmqpMessage } from "./rabbitmq-driver.js";
-import { DLQ_HEADERS, type RabbitMqSender } from "./rabbitmq-sender.js";
+import { DLQ_HEADERS, PUBLISH_ID_HEADER, type RabbitMqSender } from "./rabbitmq-sender.js";
 
 /** A consumer channel, whether it is still open, and its subscriptions (null: not consuming). */
 export interface ConsumerSession {
@@ -24,6 +25,9 @@ export interface ConsumerSession {
   /** Deliveries of this channel handed out and not settled. */
   inFlight: number;
 }
+
+/** A delivery older than this reads the socket once before it says whether its channel is open. */
+const STALL_CHECK_AFTER_MS = 1000;
 
 /** Longest `x-chicory-error` header kept (amqplib refuses header tables over 64 KiB). */
 const MAX_ERROR_HEADER_CHARS = 4096;
@@ -79,6 +83,8 @@ export class RabbitMqDelivery implements Delivery {
   readonly #logger: Logger;
   readonly #beforeSettle: () => Promise<void>;
   #state: "open" | "settling" | "settled" = "open";
+  /** When the consumer handed the delivery out (`performance.now()`). */
+  readonly #handedOutAtMs = performance.now();
 
   constructor(init: {
     queue: string;
@@ -104,13 +110,16 @@ export class RabbitMqDelivery implements Delivery {
   }
 
   /**
-   * {@inheritDoc Delivery.messageKey} (the `timestamp` property set at publish, whole seconds,
-   * and a hash of the body: computed when asked, for a message delivered again)
+   * {@inheritDoc Delivery.messageKey} (the queue and the `x-chicory-publish-id` header Chicory
+   * sets at publish; for a message published without it, its `timestamp` property (whole
+   * seconds) and a hash of its body, computed when asked)
    */
   get messageKey(): string | undefined {
-    const stamp = this.#message.properties.timestamp;
-    if (typeof stamp !== "number" || !Number.isFinite(stamp)) return undefined;
-    return `${stamp}:${createHash("sha256").update(this.#message.content).digest("base64url")}`;
+    const { headers, timestamp } = this.#message.properties;
+    const id = headers?.[PUBLISH_ID_HEADER];
+    if (typeof id === "string" && id.length > 0) return `${this.queue}:${id}`;
+    if (typeof timestamp !== "number" || !Number.isFinite(timestamp)) return undefined;
+    return `${this.queue}:${timestamp}:${createHash("sha256").update(this.#message.content).digest("base64url")}`;
   }
 
   /**
@@ -141,8 +150,12 @@ export class RabbitMqDelivery implements Delivery {
    * {@inheritDoc Delivery.holdsLease}
    * RabbitMQ has no lease: the message is this consumer's while the channel that delivered it
    * is open (once it closed, RabbitMQ put the message back in its queue for another consumer).
+   * For a delivery handed out over a second ago, one turn of the event loop first: a process
+   * that stalled (a task that blocked the event loop past the AMQP heartbeat) has not read yet
+   * the close of the connection the server dropped meanwhile.
    */
   async holdsLease(): Promise<boolean> {
+    if (this.#session.isOpen && performance.now() - this.#handedOutAtMs > STALL_CHECK_AFTER_MS) await nextTurn();
     return this.#session.isOpen;
   }
 

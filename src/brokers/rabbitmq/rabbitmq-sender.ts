@@ -5,6 +5,7 @@
  * and published once more.
  * @module
  */
+import { randomUUID } from "node:crypto";
 import { BrokerConnectionError } from "../../errors.js";
 import type { RabbitMqConnection } from "./rabbitmq-connection.js";
 import { planDelay, REMAINING_DELAY_HEADER } from "./rabbitmq-delays.js";
@@ -22,6 +23,12 @@ export interface SendOptions {
   /** AMQP message id (the task id). */
   readonly messageId?: string | undefined;
 }
+
+/**
+ * A random id of each published message (a retry or a replay is published anew, with its own),
+ * kept by its passage through delay queues: the delivery's `messageKey`.
+ */
+export const PUBLISH_ID_HEADER = "x-chicory-publish-id";
 
 /** Headers of a dead-lettered message. */
 export const DLQ_HEADERS = {
@@ -62,7 +69,8 @@ export class RabbitMqSender {
   async send(queue: string, content: Buffer, options: SendOptions = {}): Promise<void> {
     checkQueueName(queue);
     const plan = planDelay(options.delayMs ?? 0, this.#settings.delayLevelsMs);
-    const headers: AmqpHeaders = {};
+    // an identity of this one message, whatever its body: a worker knows it again by it (`messageKey`)
+    const headers: AmqpHeaders = { [PUBLISH_ID_HEADER]: randomUUID() };
     if (plan && plan.remainingMs > 0) headers[REMAINING_DELAY_HEADER] = String(plan.remainingMs);
     const properties = this.#properties(options, headers);
     await this.#withRedeclare(async () => {

@@ -3,14 +3,15 @@
  * whose run of it succeeded (its lease ran out meanwhile, as when the task blocked the event
  * loop, and the worker that took it over stalled in turn; or its ack was lost with a dropped
  * connection) is acknowledged without running again, and that run's result is stored unless
- * the task has a final record. Known by {@link Delivery.messageKey}, an identity of the
+ * the task has a `SUCCESS` record. Known by {@link Delivery.messageKey}, an identity of the
  * message itself, never by task id alone: a new job may reuse a finished task's id, and a
  * retry or a replay is another message.
  *
  * Only runs that lasted {@link REMEMBER_RUNS_FROM_MS} or more are remembered (a run shorter
  * than any practical lease cannot have lost it to a stall), with results up to
- * {@link MAX_RESULT_CHARS} of JSON, for {@link KEEP_MS}; at most {@link MAX_ENTRIES} runs and
- * {@link MAX_TOTAL_CHARS} of results, the oldest forgotten first. A message this worker does not
+ * {@link MAX_RESULT_CHARS} characters of JSON, kept as that text, for {@link KEEP_MS}; at most
+ * {@link MAX_ENTRIES} runs and {@link MAX_TOTAL_CHARS} characters of results, the oldest
+ * forgotten first. A message this worker does not
  * remember runs again, as at-least-once delivery allows.
  * @module
  */
@@ -29,8 +30,8 @@ export const MAX_TOTAL_CHARS = 8 * 1024 * 1024;
 
 interface Entry {
   readonly taskId: string;
-  readonly value: unknown;
-  readonly chars: number;
+  /** The result as JSON (a copy: the handler may change its object later). */
+  readonly json: string;
   readonly atMs: number;
 }
 
@@ -58,17 +59,19 @@ export class EarlierSuccesses {
     if (runMs < REMEMBER_RUNS_FROM_MS) return;
     const key = delivery.messageKey;
     if (key === undefined) return;
-    let chars: number;
+    // (a long string is not serialized only to be found too long)
+    if (typeof value === "string" && value.length > MAX_RESULT_CHARS) return;
+    let json: string;
     try {
-      chars = JSON.stringify(value ?? null).length;
+      json = JSON.stringify(value ?? null);
     } catch {
       return;
     }
-    if (chars > MAX_RESULT_CHARS) return;
+    if (json.length > MAX_RESULT_CHARS) return;
     this.#forget(key);
     const now = this.#now();
-    this.#entries.set(key, { taskId, value, chars, atMs: now });
-    this.#chars += chars;
+    this.#entries.set(key, { taskId, json, atMs: now });
+    this.#chars += json.length;
     this.#evict(now);
   }
 
@@ -83,14 +86,14 @@ export class EarlierSuccesses {
       this.#forget(key);
       return undefined;
     }
-    return { value: entry.value };
+    return { value: JSON.parse(entry.json) as unknown };
   }
 
   #forget(key: string): void {
     const entry = this.#entries.get(key);
     if (entry === undefined) return;
     this.#entries.delete(key);
-    this.#chars -= entry.chars;
+    this.#chars -= entry.json.length;
   }
 
   /** Drops the oldest entries past the bounds or their time (insertion order is age order). */

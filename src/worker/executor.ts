@@ -249,7 +249,8 @@ async function keepingFinalRecord(actions: readonly Action[], ctx: ExecutionCont
  * {@link recordRefusal}) and the outcome can be settled as a failure instead; else undefined.
  */
 function refusedResult(action: Action, ctx: ExecutionContext, error: unknown): string | undefined {
-  if (ctx.settleMode === undefined || ctx.attempt.outcome.kind !== "success") return undefined;
+  const { kind } = ctx.attempt.outcome;
+  if (ctx.settleMode === undefined || (kind !== "success" && kind !== "done")) return undefined;
   if ((action.type !== "store" && action.type !== "storeAndAck") || !action.withValue) return undefined;
   return recordRefusal(error);
 }
@@ -509,16 +510,7 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
       const target = recordTarget(attempt);
       if (!backend || !target) return;
       if (!(await mayStore(ctx, action.state, target.id))) return;
-      if (action.unlessFinal) {
-        const final = await terminalStateOf(backend, target.id);
-        if (final !== null) {
-          ctx.logger.info(
-            { taskId: target.id, queue: delivery.queue, storedState: final },
-            "the task has a final record already (another run of it stored its outcome): kept",
-          );
-          return;
-        }
-      }
+      if (action.unlessSucceeded && (await terminalStateOf(backend, target.id)) === "SUCCESS") return;
       await backend.storeResult(recordOf(action, attempt, target));
       return;
     }

@@ -44,8 +44,9 @@ export type Outcome =
   /**
    * Not run: a message delivered again to the worker whose earlier run of it succeeded (its
    * lease was lost meanwhile, e.g. to an event loop blocked by the task, or its ack was lost):
-   * `value` is that run's, stored as the task's `SUCCESS` unless the task has a final record,
-   * and the message acknowledged.
+   * `value` is that run's, stored as the task's `SUCCESS` unless the task has one already
+   * (another run's `FAILURE` or `DEAD_LETTERED`, written by a run that could not settle the
+   * message, is replaced: this message's job succeeded), and the message acknowledged.
    */
   | { readonly kind: "done"; readonly value: unknown };
 
@@ -60,8 +61,8 @@ interface StoreSpec {
    * instead (a full Redis refuses the record, not the retry).
    */
   readonly informative?: boolean;
-  /** Written only when the task has no final record (`done`: another run may have stored its own). */
-  readonly unlessFinal?: boolean;
+  /** Written only when the task has no `SUCCESS` record (`done`: the run may have stored it already). */
+  readonly unlessSucceeded?: boolean;
 }
 
 /** One step the worker carries out. */
@@ -121,7 +122,7 @@ const EARLIER_SUCCESS: Action = {
   state: "SUCCESS",
   withValue: true,
   withError: false,
-  unlessFinal: true,
+  unlessSucceeded: true,
 };
 const PLANS = {
   successAcked: [SUCCESS],
@@ -136,7 +137,7 @@ const PLANS = {
   failure: [FAILURE_RECORD, ACK],
   release: [{ type: "release" }],
   // a run of it that succeeded earlier in this worker (not turned into one storeAndAck: the
-  // record is written only where the task has none final)
+  // record is written only where the task has no SUCCESS)
   done: [EARLIER_SUCCESS, ACK],
   // messages without a usable task id (no record)
   writeDeadLetter: [{ type: "writeDeadLetter" }],

@@ -26,7 +26,18 @@ describe("EarlierSuccesses: successful runs remembered by message", () => {
     expect(runs.find(withKey(undefined), "t1")).toBeUndefined();
   });
 
-  it("forgets nothing it was not given: short runs, keyless messages, large or non-JSON results", () => {
+  it("keeps a copy of the result (JSON), and counts a key remembered again once", () => {
+    const runs = new EarlierSuccesses();
+    const value = { n: 1 };
+    runs.remember(withKey("k"), "t", value, LONG);
+    value.n = 2; // the handler changes its object afterwards
+    expect(runs.find(withKey("k"), "t")).toEqual({ value: { n: 1 } });
+    runs.remember(withKey("k"), "t", "again", LONG);
+    expect(runs.size).toBe(1);
+    expect(runs.find(withKey("k"), "t")).toEqual({ value: "again" });
+  });
+
+  it("remembers nothing it was not given: short runs, keyless messages, large or non-JSON results", () => {
     const runs = new EarlierSuccesses();
     runs.remember(withKey("a"), "t", 1, LONG - 1);
     runs.remember(withKey(undefined), "t", 1, LONG);

@@ -255,17 +255,25 @@ describe("executeActions: leases, failed steps, publishes", () => {
     }
   });
 
-  it("a message done earlier in this worker: its SUCCESS stored where no final record is, then a plain ack", async () => {
+  it("a message done earlier in this worker: its SUCCESS stored unless one is there, then a plain ack", async () => {
     for (const carry of [false, true]) {
       const stored = await run({ kind: "done", value: 42 }, carry, false, carry);
       expect(stored.calls).toEqual(["ack"]);
       expect(stored.stored).toMatchObject({ state: "SUCCESS", result: 42 });
     }
-    const kept = await settleOn({ kind: "done", value: 42 }, { carry: false, dlq: true }, (backend) =>
-      backend.storeResult({ taskId: "task-1", state: "FAILURE", error, updatedAt: new Date().toISOString() }),
+    const at = new Date().toISOString();
+    // a FAILURE of a run that could not settle the message: this message's job succeeded
+    const replaced = await settleOn({ kind: "done", value: 42 }, { carry: false, dlq: true }, (backend) =>
+      backend.storeResult({ taskId: "task-1", state: "FAILURE", error, updatedAt: at }),
+    );
+    expect(replaced.calls).toEqual(["ack"]);
+    expect(replaced.stored).toMatchObject({ state: "SUCCESS", result: 42 });
+    // its own SUCCESS, stored before the lease ran out (or another run's): kept
+    const kept = await settleOn({ kind: "done", value: 42 }, { carry: false, dlq: false }, (backend) =>
+      backend.storeResult({ taskId: "task-1", state: "SUCCESS", result: "there", updatedAt: at }),
     );
     expect(kept.calls).toEqual(["ack"]);
-    expect(kept.stored).toMatchObject({ state: "FAILURE" });
+    expect(kept.stored).toMatchObject({ state: "SUCCESS", result: "there" });
   });
 
   it("stores and settles as usual while the lease is held", async () => {

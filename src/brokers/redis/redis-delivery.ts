@@ -87,9 +87,9 @@ export class RedisDelivery implements Delivery {
       bodies === undefined ? undefined : `decode_error: the stream entry has ${bodies.length} \`data\` fields`;
   }
 
-  /** {@inheritDoc Delivery.messageKey} (the entry id) */
+  /** {@inheritDoc Delivery.messageKey} (the queue and the entry id) */
   get messageKey(): string {
-    return this.deliveryId;
+    return `${this.queue}:${this.deliveryId}`;
   }
 
   /** Task id: the entry's `id` field, else the body's `id`, else the entry id. */

@@ -4,15 +4,15 @@
  * blocks its own worker's lease renewal or heartbeats. The behaviour documented in
  * docs/reliability.md:
  * - one worker alone: its run ends, and its outcome is stored; on RabbitMQ the server closed the
- *   blocked connection and requeued the message, whose delivery after the stored SUCCESS is
- *   acknowledged without a run (one run);
+ *   blocked connection and requeued the message, which comes back to the same worker: it
+ *   remembers its successful run of it and acknowledges it without a run (one run);
  * - a second worker free meanwhile takes the job over once the lease runs out (RabbitMQ: once
- *   the server closed the first connection) and runs it again: exactly one duplicate. The first
- *   run stores its SUCCESS (the task has no final record yet); the second run blocks its own
- *   loop as long, so the first worker, free again, is handed the job back, finds the SUCCESS and
- *   acknowledges it without running it (nor rejecting it as poison, with `maxDeliveries` 2). The
- *   final state is SUCCESS, two runs, neither worker exits, the first logs its lost lease or
- *   closed channel, and nothing is left in the broker.
+ *   the server closed the first connection) and runs it again: one duplicate. The first run's
+ *   outcome is fenced; the second run blocks its own loop as long, so the first worker, free
+ *   again, is handed the job back, remembers its run of that message and acknowledges it without
+ *   running it (nor rejecting it as poison, with `maxDeliveries` 2), storing that run's SUCCESS.
+ *   The final state is SUCCESS (still, once both workers are idle), two runs, neither worker
+ *   exits, the first logs its lost lease or closed channel, and nothing is left in the broker.
  */
 import { describe, expect, it } from "vitest";
 import type { Chicory, Task } from "../../src/index.js";
@@ -110,6 +110,13 @@ async function blockedLoopScenario(broker: BrokerKind, workers: 1 | 2): Promise<
     expect(await sb.app.broker.getDlqCount("default")).toBe(0);
     // no worker exited
     expect(sb.processes.alive).toHaveLength(workers);
+    // Once every run ended and the workers stopped (a graceful stop settles what they hold),
+    // the record is still SUCCESS: a late run's outcome was not stored over it.
+    const ends = () => readLedger(sb.ledgerDir).endsById.get(id)?.length ?? 0;
+    await waitUntil(() => ends() === runs().length, { timeoutMs: 2 * busyMs + 15_000, what: "every run's end" });
+    for (const p of started) p.signal("SIGTERM");
+    await Promise.all(started.map((p) => p.exited));
+    expect((await sb.app.backend?.getResult(id))?.state).toBe("SUCCESS");
   } catch (error) {
     console.error(sb.processes.describe());
     throw error;

@@ -217,6 +217,32 @@ export function brokerDeliveryTests(h: BrokerHarness): void {
     await other.ack();
   });
 
+  it("messageKey, where the broker gives one, is the same when a message is handed out again and differs for another publish of its body and for its retry", async () => {
+    const broker = h.broker();
+    const task = encodeTask(h.codec);
+    // the same task id and body twice (not unique): two messages
+    await broker.publish(h.queue(), { id: task.id, body: task.body });
+    await broker.publish(h.queue(), { id: task.id, body: task.body });
+    const consumer = h.consumer();
+    const [first, second] = await fetchN(consumer, 2);
+    if (!first || !second) throw new Error("two deliveries expected");
+    if (first.messageKey === undefined) {
+      expect(second.messageKey).toBeUndefined();
+      await Promise.all([first.ack(), second.ack()]);
+      return;
+    }
+    expect(second.messageKey).not.toBe(first.messageKey);
+    await first.release({ countDelivery: true });
+    const again = await fetchOne(consumer);
+    expect(again.deliveryCount).toBe(2);
+    expect(again.messageKey).toBe(first.messageKey);
+    await again.retry(h.codec.encode({ ...task.message, retries: 1 }), 0);
+    const retried = await fetchOne(consumer);
+    expect(retried.messageKey).not.toBe(first.messageKey);
+    expect(retried.messageKey).not.toBe(second.messageKey);
+    await Promise.all([retried.ack(), second.ack()]);
+  });
+
   it("redelivers an unsettled delivery of a closed consumer after claimMinIdle", async () => {
     const [task] = await publishTasks(h.broker(), h.queue(), h.codec, 1);
     const dead = h.consumer();

@@ -100,7 +100,7 @@ export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<A
   delivery.decodedTaskId?.(message.id);
   // Delivered again after a run of it succeeded in this worker (its lease was lost meanwhile,
   // e.g. to an event loop blocked by the task, or its ack was lost): done, not run again (nor
-  // rejected as poison); that run's result is stored unless the task has a final record.
+  // rejected as poison); that run's result is stored unless the task has a SUCCESS record.
   const earlier = delivery.deliveryCount > 1 ? env.earlierSuccess?.(delivery, message) : undefined;
   if (earlier !== undefined) {
     const done = { kind: "done", value: earlier.value } as const;

@@ -654,7 +654,7 @@ export class Worker {
           queue: delivery.queue,
           deliveryCount: delivery.deliveryCount,
         },
-        "message delivered again after this worker's run of it succeeded (its lease ran out meanwhile, e.g. while the task blocked the event loop, or its ack was lost): acknowledged without running it again, that run's result stored unless the task has a final record",
+        "message delivered again after this worker's run of it succeeded (its lease ran out meanwhile, e.g. while the task blocked the event loop, or its ack was lost): acknowledged without running it again, that run's result stored unless the task has a SUCCESS record",
       );
     }
     if (outcome.kind !== "aborted" && outcome.kind !== "done") this.#processed++;

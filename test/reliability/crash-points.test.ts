@@ -32,7 +32,7 @@ import { hasRabbitmqctl } from "../integration/rabbitmq/rabbitmq-test-utils.js";
 import { fetchStates, report } from "./harness/books.js";
 import { type LedgerEntry, readLedger } from "./harness/ledger.js";
 import type { ProcessHandle } from "./harness/processes.js";
-import { rabbitQueues } from "./harness/rabbitmq.js";
+import { rabbitWorkQuiet } from "./harness/rabbitmq.js";
 import { type BrokerKind, openSandbox, type Sandbox } from "./harness/sandbox.js";
 import { sleep, waitUntil } from "./harness/wait.js";
 
@@ -254,9 +254,7 @@ async function brokerQuiet(sb: Sandbox): Promise<boolean> {
   const size = await sb.app.broker.getQueueSize("default");
   if (size !== 0) return false;
   if (sb.broker !== "rabbitmq") return (await sb.app.broker.getPendingCount("default")) === 0;
-  // Work and delay queues (the DLQ keeps its entries).
-  const queues = (await rabbitQueues(sb.prefix ?? "")).filter((q) => !q.name.endsWith(".dlq"));
-  return queues.every((q) => q.ready === 0 && q.unacked === 0);
+  return rabbitWorkQuiet(sb.prefix ?? "");
 }
 
 /**

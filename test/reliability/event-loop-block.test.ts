@@ -21,7 +21,7 @@ import { hasRabbitmqctl } from "../integration/rabbitmq/rabbitmq-test-utils.js";
 import { awaitBooks, report, waitQuiet } from "./harness/books.js";
 import { readLedger } from "./harness/ledger.js";
 import { newProducerLedger, produce } from "./harness/producer.js";
-import { rabbitQueues } from "./harness/rabbitmq.js";
+import { rabbitWorkQuiet } from "./harness/rabbitmq.js";
 import { type BrokerKind, openSandbox, type Sandbox } from "./harness/sandbox.js";
 import { sleep, waitUntil } from "./harness/wait.js";
 
@@ -50,8 +50,7 @@ async function quiet(sb: Sandbox): Promise<boolean> {
   if (sb.broker !== "rabbitmq") return waitQuiet(sb.app, Date.now() + 10_000);
   const deadline = Date.now() + 10_000;
   for (;;) {
-    const queues = (await rabbitQueues(sb.prefix ?? "")).filter((q) => !q.name.endsWith(".dlq"));
-    if (queues.every((q) => q.ready === 0 && q.unacked === 0)) return true;
+    if (await rabbitWorkQuiet(sb.prefix ?? "")) return true;
     if (Date.now() > deadline) return false;
     await sleep(100);
   }

@@ -33,6 +33,12 @@ export async function rabbitQueues(prefix: string): Promise<QueueCounts[]> {
   return out;
 }
 
+/** True when the work and delay queues under `prefix.` hold nothing ready or unacknowledged (a DLQ keeps its entries). */
+export async function rabbitWorkQuiet(prefix: string): Promise<boolean> {
+  const queues = (await rabbitQueues(prefix)).filter((q) => !q.name.endsWith(".dlq"));
+  return queues.every((q) => q.ready === 0 && q.unacked === 0);
+}
+
 /** Deletes every queue under `prefix.`; returns how many. */
 export async function deleteRabbitQueues(prefix: string): Promise<number> {
   const names = (await rabbitQueues(prefix)).map((q) => q.name);

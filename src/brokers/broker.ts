@@ -107,8 +107,8 @@ export interface Delivery {
    * An identity of the message that stays the same each time the broker hands it out again and
    * differs from every other message's, including a retry's or a replay's of the same task:
    * Redis, the queue and the stream entry id; SQLite, the row id; RabbitMQ, the random
-   * `x-chicory-publish-id` header set at publish (for a message published without it, its
-   * `timestamp` property and a hash of its body); memory, its sequence number. A worker whose
+   * `x-chicory-publish-id` header set at publish (none for a message published without it);
+   * memory, its sequence number. A worker whose
    * run of a message succeeded knows that message again by it (a delivery of it again is
    * acknowledged without a run). Brokers that cannot tell omit it.
    */

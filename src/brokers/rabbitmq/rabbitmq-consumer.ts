@@ -321,10 +321,10 @@ export class RabbitMqConsumer implements Consumer {
       while (out.length < max && buffer.length > 0) {
         const entry = buffer.shift();
         if (!entry?.session.isOpen) continue;
-        this.#inFlight += 1;
-        entry.session.inFlight += 1;
-        this.#inFlightByQueue.set(queue, (this.#inFlightByQueue.get(queue) ?? 0) + 1);
         const session = entry.session;
+        this.#inFlight += 1;
+        session.inFlight += 1;
+        this.#inFlightByQueue.set(queue, (this.#inFlightByQueue.get(queue) ?? 0) + 1);
         const beforeSettle = () => {
           this.#inFlight -= 1;
           session.inFlight -= 1;

@@ -7,7 +7,7 @@
  * after it: at worst both copies exist, never neither.
  * @module
  */
-import { createHash, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import type { Logger } from "../../core/logger.js";
 import { peekMessage, truncateError } from "../../core/message.js";
 import { nextTurn } from "../../core/sleep.js";
@@ -111,15 +111,11 @@ export class RabbitMqDelivery implements Delivery {
 
   /**
    * {@inheritDoc Delivery.messageKey} (the queue and the `x-chicory-publish-id` header Chicory
-   * sets at publish; for a message published without it, its `timestamp` property (whole
-   * seconds) and a hash of its body, computed when asked)
+   * sets at publish; none for a message published without it by another tool)
    */
   get messageKey(): string | undefined {
-    const { headers, timestamp } = this.#message.properties;
-    const id = headers?.[PUBLISH_ID_HEADER];
-    if (typeof id === "string" && id.length > 0) return `${this.queue}:${id}`;
-    if (typeof timestamp !== "number" || !Number.isFinite(timestamp)) return undefined;
-    return `${this.queue}:${timestamp}:${createHash("sha256").update(this.#message.content).digest("base64url")}`;
+    const id = this.#message.properties.headers?.[PUBLISH_ID_HEADER];
+    return typeof id === "string" && id.length > 0 ? `${this.queue}:${id}` : undefined;
   }
 
   /**

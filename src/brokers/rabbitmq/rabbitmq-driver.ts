@@ -22,8 +22,6 @@ export interface AmqpMessage {
     readonly messageId?: string | undefined;
     readonly correlationId?: string | undefined;
     readonly priority?: number | undefined;
-    /** Publish time (whole seconds) when the publisher set it. */
-    readonly timestamp?: number | undefined;
   };
 }
 

@@ -11,8 +11,8 @@
  * than any practical lease cannot have lost it to a stall), with results up to
  * {@link MAX_RESULT_CHARS} characters of JSON, kept as that text, for {@link KEEP_MS}; at most
  * {@link MAX_ENTRIES} runs and {@link MAX_TOTAL_CHARS} characters of results, the oldest
- * forgotten first. A message this worker does not
- * remember runs again, as at-least-once delivery allows.
+ * forgotten first. A message this worker does not remember runs again, as at-least-once
+ * delivery allows.
  * @module
  */
 import type { Delivery } from "../brokers/broker.js";

@@ -641,11 +641,9 @@ export class Worker {
       acksCarryRecords: this.#acksCarryRecords,
     };
     const actions = settle(outcome, settleMode);
-    if (outcome.kind === "success") {
+    if (outcome.kind === "success" && attempt.message) {
       // (before the slot frees: the message may come back to this worker at once)
-      if (attempt.message) {
-        this.#earlierSuccesses.remember(delivery, attempt.message.id, outcome.value, performance.now() - startedAtMs);
-      }
+      this.#earlierSuccesses.remember(delivery, attempt.message.id, outcome.value, performance.now() - startedAtMs);
     } else if (outcome.kind === "done") {
       this.#logger.warn(
         {

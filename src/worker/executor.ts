@@ -24,7 +24,8 @@
  *   that cannot be written is given up: the message is still acknowledged or moved to the DLQ,
  *   since it would only come back to be rejected again. When its task has a final record
  *   already (a finished run's copy delivered again), no record is written at all
- *   ({@link keepingFinalRecord}).
+ *   ({@link keepingFinalRecord}); nor for a message done earlier in this worker (`done`) whose
+ *   task has a `SUCCESS` already.
  * - A DLQ move refused because the DLQ is full ({@link DeadLetterQueueFullError}) is not tried
  *   again nor released: the broker keeps the message in its queue, and it comes back after its
  *   lease; a DEAD_LETTERED record stored ahead of the move (a backend apart from the broker) is
@@ -103,7 +104,8 @@ const ONCE = new Set<Action["type"]>(["republish", "writeDeadLetter", "storeAndW
 /** Runs `actions` in order; never throws. */
 export async function executeActions(planned: readonly Action[], ctx: ExecutionContext): Promise<void> {
   // (a rejected message's only: no wait added to every job's settle)
-  const actions = ctx.attempt.outcome.kind === "rejected" ? await keepingFinalRecord(planned, ctx) : planned;
+  const { kind } = ctx.attempt.outcome;
+  const actions = kind === "rejected" || kind === "done" ? await keepingFinalRecord(planned, ctx) : planned;
   for (const action of actions) {
     let ok = true;
     try {
@@ -216,27 +218,34 @@ function withoutRecord(action: Action): Action | null | undefined {
 }
 
 /**
- * `actions` without their record writes when they settle a rejected message (poison, naming a
- * task this worker does not know, too large for it) whose task has a final record already: a
- * copy of a finished run delivered again (its worker stopped between the record and the ack).
- * Its rejection must not replace the outcome a `get()` may have returned (a SUCCESS turned
- * FAILURE). A backend that cannot be read leaves the plan as it is.
+ * `actions` without their record writes when the record already there must stay:
+ * - a rejected message (poison, naming a task this worker does not know, too large for it)
+ *   whose task has a final record: a copy of a finished run delivered again (its worker stopped
+ *   between the record and the ack). Its rejection must not replace the outcome a `get()` may
+ *   have returned (a SUCCESS turned FAILURE);
+ * - a message done earlier in this worker (`done`) whose task has a `SUCCESS` already (that
+ *   run's own, or another's); a `FAILURE` or `DEAD_LETTERED` of a run that could not settle the
+ *   message is replaced, this message's job having succeeded.
+ * A backend that cannot be read leaves the plan as it is.
  */
 async function keepingFinalRecord(actions: readonly Action[], ctx: ExecutionContext): Promise<readonly Action[]> {
   const { outcome } = ctx.attempt;
   const backend = ctx.app.backend;
-  if (outcome.kind !== "rejected" || outcome.taskId === null || backend === null) return actions;
+  const taskId = outcome.kind === "rejected" ? outcome.taskId : ctx.attempt.message?.id;
+  if (taskId == null || backend === null) return actions;
   if (!actions.some((action) => withoutRecord(action) !== undefined)) return actions;
   let final: string | null;
   try {
-    final = await terminalStateOf(backend, outcome.taskId);
+    final = await terminalStateOf(backend, taskId);
   } catch {
     return actions;
   }
-  if (final === null) return actions;
+  if (final === null || (outcome.kind === "done" && final !== "SUCCESS")) return actions;
   ctx.logger.info(
-    { taskId: outcome.taskId, state: final, queue: ctx.delivery.queue },
-    "the rejected message's task has a final record already: kept, the message settled without a new one",
+    { taskId, state: final, queue: ctx.delivery.queue },
+    outcome.kind === "done"
+      ? "the task has a SUCCESS record already: kept, the message acknowledged without a new one"
+      : "the rejected message's task has a final record already: kept, the message settled without a new one",
   );
   return actions.flatMap((action) => {
     const without = withoutRecord(action);
@@ -510,7 +519,6 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
       const target = recordTarget(attempt);
       if (!backend || !target) return;
       if (!(await mayStore(ctx, action.state, target.id))) return;
-      if (action.unlessSucceeded && (await terminalStateOf(backend, target.id)) === "SUCCESS") return;
       await backend.storeResult(recordOf(action, attempt, target));
       return;
     }

@@ -61,8 +61,6 @@ interface StoreSpec {
    * instead (a full Redis refuses the record, not the retry).
    */
   readonly informative?: boolean;
-  /** Written only when the task has no `SUCCESS` record (`done`: the run may have stored it already). */
-  readonly unlessSucceeded?: boolean;
 }
 
 /** One step the worker carries out. */
@@ -117,13 +115,6 @@ const SUCCESS = store("SUCCESS", true);
 const RETRY_RECORD = store("RETRY", false, true, true);
 const DEAD_RECORD = store("DEAD_LETTERED", false, true);
 const FAILURE_RECORD = store("FAILURE", false, true);
-const EARLIER_SUCCESS: Action = {
-  type: "store",
-  state: "SUCCESS",
-  withValue: true,
-  withError: false,
-  unlessSucceeded: true,
-};
 const PLANS = {
   successAcked: [SUCCESS],
   success: [SUCCESS, ACK],
@@ -136,9 +127,9 @@ const PLANS = {
   failureAcked: [FAILURE_RECORD],
   failure: [FAILURE_RECORD, ACK],
   release: [{ type: "release" }],
-  // a run of it that succeeded earlier in this worker (not turned into one storeAndAck: the
-  // record is written only where the task has no SUCCESS)
-  done: [EARLIER_SUCCESS, ACK],
+  // a message done earlier in this worker: its SUCCESS and a plain ack (the executor drops the
+  // record when a SUCCESS is there; not one storeAndAck, whose record the broker would write)
+  done: [SUCCESS, ACK],
   // messages without a usable task id (no record)
   writeDeadLetter: [{ type: "writeDeadLetter" }],
   deadLetter: [{ type: "deadLetter" }],

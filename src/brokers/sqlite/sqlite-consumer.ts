@@ -13,8 +13,14 @@
  *
  * Leases: claimed rows are leased for `claimMinIdleMs`; while they are unsettled the consumer
  * renews them every third of that (one UPDATE for all of them) and refreshes its registration
- * in `chicory_consumers`. Queues are read in the order given (preference), each by priority
- * then age.
+ * in `chicory_consumers`, which it does every third of a lease even without jobs. The newest
+ * registration is the file's pulse: when a consumer, before it claims or writes its own
+ * registration, finds that nobody wrote one for more than half a lease, nobody could renew a
+ * lease either (another connection held the write lock, every worker was stalled or stopped),
+ * so for one lease from then a lease that ran out is reclaimed only if it ran out that quiet
+ * time earlier (`chicory_meta` `stall_window`): live owners renew first, instead of seeing
+ * their jobs taken and run twice. Queues are read in the order given (preference), each by
+ * priority then age.
  * @module
  */
 import type { Logger } from "../../core/logger.js";
@@ -24,7 +30,7 @@ import type { Consumer, Delivery } from "../broker.js";
 import { isBusyError } from "./sqlite-database.js";
 import { SqliteDelivery, type SqliteSettleAction } from "./sqlite-delivery.js";
 import type { ResolvedSqliteBrokerOptions } from "./sqlite-options.js";
-import type { ClaimedJob, DeliveryFence, SqliteStore } from "./sqlite-store.js";
+import type { ClaimedJob, DeliveryFence, SqliteStore, StallWindow } from "./sqlite-store.js";
 
 /** What a consumer needs from its broker. */
 export interface SqliteConsumerHost {
@@ -66,6 +72,8 @@ export class SqliteConsumer implements Consumer {
   #seenVersion = -1;
   #nextDueAt = 0;
   #lastCheckAt = 0;
+  /** When this consumer last wrote its registration (a lower bound of the file's pulse). */
+  #touchedAt = 0;
   #pollMs: number;
 
   /** @param logger where consuming problems are reported (default: the broker's logger) */
@@ -149,7 +157,13 @@ export class SqliteConsumer implements Consumer {
     if (this.#isStarted) return;
     this.#isStarted = true;
     try {
-      this.#host.store().touchConsumer(this.consumerId, this.queues, Date.now());
+      const store = this.#host.store();
+      this.#touchedAt = store.transaction(() => {
+        const now = Date.now();
+        this.#stallWindow(store, now);
+        store.touchConsumer(this.consumerId, this.queues, now);
+        return now;
+      });
     } catch (error) {
       this.#isStarted = false;
       throw this.#host.wrap(error, "register consumer");
@@ -171,15 +185,37 @@ export class SqliteConsumer implements Consumer {
     }
     this.#nextDueAt = nextDueAt;
     if (due.length === 0) return [];
-    const leaseEnd = now + this.#host.options.claimMinIdleMs;
     return store.transaction(() => {
+      // The time once the write lock is held: a claim that waited for it sees that wait.
+      const at = Math.max(now, Date.now());
+      const window = this.#stallWindow(store, at);
+      const reclaimCutoff = window === null ? at : at - window.quietMs;
+      // Leases held back by the window are due again when it ends.
+      if (window !== null) this.#nextDueAt = Math.min(this.#nextDueAt, window.until);
+      const leaseEnd = at + this.#host.options.claimMinIdleMs;
       const jobs: ClaimedJob[] = [];
       for (const queue of due) {
         if (jobs.length >= max) break;
-        jobs.push(...store.claim(queue, this.consumerId, max - jobs.length, now, leaseEnd));
+        jobs.push(...store.claim(queue, this.consumerId, max - jobs.length, at, reclaimCutoff, leaseEnd));
       }
       return jobs;
     });
+  }
+
+  /**
+   * The file's stall window (see the module doc), opened here when nobody wrote a registration
+   * for more than half a lease; warns when this call opened it. Call in a transaction.
+   */
+  #stallWindow(store: SqliteStore, now: number): StallWindow | null {
+    const leaseMs = this.#host.options.claimMinIdleMs;
+    const window = store.stallWindow(now, leaseMs / 2, leaseMs, this.#touchedAt);
+    if (window?.isNew) {
+      this.#logger.warn(
+        { consumerId: this.consumerId, quietMs: window.quietMs, untilMs: window.until },
+        `sqlite broker: no consumer wrote to the database for ${(window.quietMs / 1000).toFixed(1)} s (another connection held its write lock, or every worker was stalled or stopped); for the next ${(leaseMs / 1000).toFixed(1)} s a lease that ran out is reclaimed only if it ran out that long ago, so that live workers renew theirs first`,
+      );
+    }
+    return window;
   }
 
   #deliver(job: ClaimedJob): Delivery {
@@ -256,9 +292,15 @@ export class SqliteConsumer implements Consumer {
     const logger = this.#logger;
     try {
       const store = this.#host.store();
-      const now = Date.now();
       const ids = [...this.#inFlight.keys()].filter((id) => !this.#lostIds.has(id));
-      const renewed = store.renew(this.consumerId, ids, now + claimMinIdleMs);
+      const { renewed, at } = store.transaction(() => {
+        const now = Date.now();
+        this.#stallWindow(store, now);
+        const extended = store.renew(this.consumerId, ids, now + claimMinIdleMs);
+        store.touchConsumer(this.consumerId, this.queues, now);
+        return { renewed: extended, at: now };
+      });
+      this.#touchedAt = at;
       const lost = ids.filter((id) => !renewed.has(id));
       if (lost.length > 0) {
         for (const id of lost) {
@@ -270,7 +312,6 @@ export class SqliteConsumer implements Consumer {
           "sqlite broker: leases of in-flight deliveries were lost (the process stalled longer than claimMinIdleMs); their jobs may run twice",
         );
       }
-      store.touchConsumer(this.consumerId, this.queues, now);
     } catch (error) {
       logger.warn({ consumerId: this.consumerId, err: error }, "sqlite broker: lease renewal failed");
     }

@@ -4,7 +4,8 @@
  * One database file holds the queue (`chicory_jobs`, ready and delayed jobs), the dead
  * letters (`chicory_dlq`) and the registered consumers (`chicory_consumers`); the result
  * backend keeps its own tables in the same file. `chicory_meta` records the schema version
- * under the key `broker_schema_version`.
+ * under the key `broker_schema_version`, and the consumers' stall window under `stall_window`
+ * (see `sqlite-consumer.ts`).
  *
  * `chicory_jobs.available_at` is the time (epoch ms) a row can next be claimed: the ETA of a
  * waiting job, or the lease end of a claimed one (then equal to `locked_until`). Keeping that

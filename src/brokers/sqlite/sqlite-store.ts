@@ -31,6 +31,20 @@ export interface DeliveryFence {
   readonly deliveryCount: number;
 }
 
+/**
+ * A time in which expired leases are reclaimed only when they ran out `quietMs` earlier: no
+ * consumer could write to the file for that long (another connection held the write lock, or
+ * every worker was stalled or stopped), so no owner could renew its leases meanwhile.
+ */
+export interface StallWindow {
+  /** Epoch ms when the window ends (one lease after the quiet time was found). */
+  readonly until: number;
+  /** The longest quiet time found (ms): how long no consumer wrote its registration. */
+  readonly quietMs: number;
+  /** True when this call opened the window (none was open). */
+  readonly isNew: boolean;
+}
+
 /** A job to insert. */
 export interface NewJob {
   readonly queue: string;
@@ -54,14 +68,15 @@ const SQL = {
            VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
   // Params: queue. When the queue next has a claimable row (ready, delayed or lease end).
   nextAvailable: "SELECT MIN(available_at) AS at FROM chicory_jobs WHERE queue = ?",
-  // Params: consumer, lease end, lease end, queue, now, max. Returns the claimed rows.
-  // `available_at <= now` also means "no live lease" (a leased row's available_at is its lease
-  // end). The claim index walks rows in hand-out order and stops after `max` due ones; without
-  // INDEXED BY and table statistics, SQLite would sort every ready row of the queue instead.
+  // Params: consumer, lease end, lease end, queue, now, reclaim cutoff, max. Returns the claimed
+  // rows. `available_at <= now` also means "no live lease" (a leased row's available_at is its
+  // lease end); a row whose lease ran out is taken only when it ran out by the cutoff (see
+  // `stallWindow`). The claim index walks rows in hand-out order and stops after `max` due
+  // ones; without INDEXED BY and table statistics, SQLite would sort every ready row instead.
   claim: `UPDATE chicory_jobs
              SET locked_by = ?, locked_until = ?, available_at = ?, delivery_count = delivery_count + 1
            WHERE id IN (SELECT id FROM chicory_jobs INDEXED BY chicory_jobs_claim
-                         WHERE queue = ? AND available_at <= ?
+                         WHERE queue = ? AND available_at <= ? AND (locked_until IS NULL OR locked_until <= ?)
                          ORDER BY priority DESC, id LIMIT ?)
           RETURNING id, queue, body, priority, delivery_count`,
   // Params: id, consumer, delivery count.
@@ -88,7 +103,17 @@ const SQL = {
                   ON CONFLICT (consumer_id, queue) DO UPDATE SET last_seen = excluded.last_seen`,
   // Params: consumer.
   removeConsumer: "DELETE FROM chicory_consumers WHERE consumer_id = ?",
+  // The file's pulse: the last time any consumer wrote its registration (every renewal does).
+  pulse: "SELECT MAX(last_seen) AS at FROM chicory_consumers",
+  // Params: key.
+  readMeta: "SELECT value FROM chicory_meta WHERE key = ?",
+  // Params: key, value.
+  writeMeta: `INSERT INTO chicory_meta (key, value) VALUES (?, ?)
+              ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
 } as const;
+
+/** `chicory_meta` key of the file's stall window (JSON: {@link StallWindow} without `isNew`). */
+const STALL_WINDOW_KEY = "stall_window";
 
 type StatementName = keyof typeof SQL;
 
@@ -146,9 +171,28 @@ export class SqliteStore {
     return row?.at ?? null;
   }
 
-  /** Leases up to `max` claimable rows of `queue` to `consumerId` until `leaseEnd`. Call in a transaction. */
-  claim(queue: string, consumerId: string, max: number, now: number, leaseEnd: number): ClaimedJob[] {
-    const rows = this.#statements.claim.all(consumerId, leaseEnd, leaseEnd, queue, now, max) as ClaimedJob[];
+  /**
+   * Leases up to `max` claimable rows of `queue` to `consumerId` until `leaseEnd`, taking a row
+   * whose lease ran out only when it ran out by `reclaimCutoff` (`now` outside a stall window).
+   * Call in a transaction.
+   */
+  claim(
+    queue: string,
+    consumerId: string,
+    max: number,
+    now: number,
+    reclaimCutoff: number,
+    leaseEnd: number,
+  ): ClaimedJob[] {
+    const rows = this.#statements.claim.all(
+      consumerId,
+      leaseEnd,
+      leaseEnd,
+      queue,
+      now,
+      reclaimCutoff,
+      max,
+    ) as ClaimedJob[];
     // RETURNING does not keep the subquery's order.
     return rows.sort((a, b) => b.priority - a.priority || a.id - b.id);
   }
@@ -218,6 +262,27 @@ export class SqliteStore {
     this.#statements.touchConsumer.run(consumerId, now, JSON.stringify(queues));
   }
 
+  /**
+   * The file's open stall window, if any, after noting a new quiet time: when no consumer wrote
+   * its registration for more than `thresholdMs` before `now`, the window is opened (or
+   * widened) until `now + leaseMs` with that quiet time. Call in a transaction, before this
+   * consumer writes its own registration. `ownPulse`: when this consumer last wrote its
+   * registration (the pulse is at least that recent; the table is not read when that is enough).
+   */
+  stallWindow(now: number, thresholdMs: number, leaseMs: number, ownPulse = 0): StallWindow | null {
+    const s = this.#statements;
+    const stored = parseStallWindow((s.readMeta.get(STALL_WINDOW_KEY) as { value: string } | undefined)?.value);
+    const open = stored !== null && stored.until > now ? stored : null;
+    if (now - ownPulse <= thresholdMs) return open === null ? null : { ...open, isNew: false };
+    const pulse = (s.pulse.get() as { at: number | null } | undefined)?.at ?? null;
+    const quietMs = pulse === null ? 0 : now - pulse;
+    if (quietMs <= thresholdMs) return open === null ? null : { ...open, isNew: false };
+    const until = Math.max(open?.until ?? 0, now + leaseMs);
+    const widest = Math.max(open?.quietMs ?? 0, quietMs);
+    s.writeMeta.run(STALL_WINDOW_KEY, JSON.stringify({ until, quietMs: widest }));
+    return { until, quietMs: widest, isNew: open === null };
+  }
+
   /** Unregisters `consumerId` from every queue. */
   removeConsumer(consumerId: string): void {
     this.#statements.removeConsumer.run(consumerId);
@@ -229,5 +294,20 @@ export class SqliteStore {
     return this.#statements.take.get(fence.id, fence.consumerId, fence.deliveryCount) as
       | { queue: string; task_id: string; body: string; priority: number; unique_key: string | null }
       | undefined;
+  }
+}
+
+/** A stored stall window, or null when absent or not one (a hand-edited value is ignored). */
+function parseStallWindow(value: string | undefined): { until: number; quietMs: number } | null {
+  if (value === undefined) return null;
+  try {
+    const parsed: unknown = JSON.parse(value);
+    if (typeof parsed !== "object" || parsed === null) return null;
+    const { until, quietMs } = parsed as Record<string, unknown>;
+    return Number.isFinite(until) && Number.isFinite(quietMs)
+      ? { until: Number(until), quietMs: Number(quietMs) }
+      : null;
+  } catch {
+    return null;
   }
 }

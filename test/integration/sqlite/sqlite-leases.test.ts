@@ -43,11 +43,45 @@ describe("sqlite broker leases", () => {
   const logger = recordingLogger();
   let brokers: SqliteBroker[] = [];
 
-  async function connect(): Promise<SqliteBroker> {
-    const broker = new SqliteBroker({ path, claimMinIdleMs: LEASE_MS, logger });
+  async function connect(options: { busyTimeoutMs?: number } = {}): Promise<SqliteBroker> {
+    const broker = new SqliteBroker({ path, claimMinIdleMs: LEASE_MS, logger, ...options });
     await broker.connect();
     brokers.push(broker);
     return broker;
+  }
+
+  /** Writes a fresh registration for `consumerId`, as a live worker of another process does. */
+  function keepPulse(consumerId: string, queue: string): void {
+    const db = new Database(path);
+    try {
+      db.prepare("INSERT OR REPLACE INTO chicory_consumers (consumer_id, queue, last_seen) VALUES (?, ?, ?)").run(
+        consumerId,
+        queue,
+        Date.now(),
+      );
+    } finally {
+      db.close();
+    }
+  }
+
+  /**
+   * Holds the file's write lock from another connection (as a `sqlite3` shell left in a
+   * transaction would) until the lease of job `deliveryId` ran out half a lease ago: nobody
+   * can renew a lease or write a registration meanwhile.
+   */
+  async function holdWriteLockPastLease(deliveryId: string): Promise<void> {
+    const locker = new Database(path);
+    try {
+      locker.exec("BEGIN IMMEDIATE");
+      const row = locker.prepare("SELECT locked_until FROM chicory_jobs WHERE id = ?").get(Number(deliveryId)) as {
+        locked_until: number;
+      };
+      // waits for a time to pass (the lease's end), which no event marks
+      while (Date.now() < row.locked_until + LEASE_MS / 2) await new Promise((r) => setTimeout(r, 10));
+      locker.exec("COMMIT");
+    } finally {
+      locker.close();
+    }
   }
 
   afterEach(async () => {
@@ -179,6 +213,9 @@ describe("sqlite broker leases", () => {
     while (Date.now() < until) {
       // a synchronous stall: the renewal timer cannot run
     }
+    // Another worker process, alive during the stall, kept writing its registration (the file's
+    // pulse): the stall was this process's alone, so the lease that ran out is taken at once.
+    keepPulse("keeper", queue);
     // fetch claims synchronously, before the stalled consumer's timer gets a turn
     const taking = b.consumer({ queues: [queue], consumerId: "taker" }).fetch(1, AbortSignal.timeout(2000));
     const [taken] = await taking;
@@ -190,6 +227,42 @@ describe("sqlite broker leases", () => {
     await held.ack();
     expect(await b.getPendingCount(queue)).toBe(1);
     await taken?.ack();
+    expect(await b.getPendingCount(queue)).toBe(0);
+  });
+
+  it("a write lock held past the lease by another connection: the live owner renews first, nobody takes its job", async () => {
+    const a = await connect({ busyTimeoutMs: 20 });
+    const b = await connect({ busyTimeoutMs: 20 });
+    const queue = uniqueName("q");
+    await a.publish(queue, { id: "t1", body: "one" });
+    const held = await fetchOne(a.consumer({ queues: [queue], consumerId: "owner" }));
+    const taker = b.consumer({ queues: [queue], consumerId: "taker" });
+    expect(await taker.fetch(1, AbortSignal.timeout(20))).toEqual([]); // registered, renewing
+    await holdWriteLockPastLease(held.deliveryId);
+    // The lock is gone: the taker claims synchronously, before the owner's renewal gets a turn.
+    const taking = taker.fetch(1, AbortSignal.timeout(LEASE_MS * 2));
+    expect(await taking).toEqual([]);
+    await held.ack();
+    expect(await b.getPendingCount(queue)).toBe(0);
+    expect(logger.warnings.filter((w) => w.includes("ignored"))).toEqual([]);
+    expect(logger.warnings.filter((w) => w.includes("no consumer wrote to the database"))).toHaveLength(1);
+  });
+
+  it("a write lock held past the lease while the owner is gone: its job is reclaimed once the stall window ends", async () => {
+    const a = await connect({ busyTimeoutMs: 20 });
+    const b = await connect({ busyTimeoutMs: 20 });
+    const queue = uniqueName("q");
+    await a.publish(queue, { id: "t1", body: "one" });
+    const owner = a.consumer({ queues: [queue], consumerId: "owner" });
+    const held = await fetchOne(owner);
+    await owner.close(); // no more renewals
+    const taker = b.consumer({ queues: [queue], consumerId: "taker" });
+    expect(await taker.fetch(1, AbortSignal.timeout(20))).toEqual([]);
+    await holdWriteLockPastLease(held.deliveryId);
+    const again = await fetchOne(taker, LEASE_MS * 20);
+    expect(again.deliveryId).toBe(held.deliveryId);
+    expect(again.deliveryCount).toBe(2);
+    await again.ack();
     expect(await b.getPendingCount(queue)).toBe(0);
   });
 

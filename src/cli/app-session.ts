@@ -16,8 +16,21 @@ function connectFailure(what: string, displayUrl: string, error: unknown): CliFa
   return new CliFailure(message, { cause: error });
 }
 
+/**
+ * Refuses a broker that lives in this process only (`memory://`, `sqlite::memory:`): what this
+ * command would publish, list or purge there is not what any other process sees, and a job
+ * enqueued there is gone when the command exits. A usage error (exit 2).
+ */
+function assertSharedBroker(app: Chicory): void {
+  if (app.broker.capabilities.multiProcess) return;
+  throw new CliUsageError(
+    `the app's broker (${app.broker.displayUrl}) lives in this process only: what this command enqueues, lists or purges there no other process sees (an enqueued job is gone when the command exits); give the app a broker processes share (a SQLite file, Redis or RabbitMQ: CHICORY_BROKER_URL)`,
+  );
+}
+
 /** Connects the app's broker; an unreachable broker becomes a one-line failure (exit 1). */
 export async function connectBroker(app: Chicory): Promise<void> {
+  assertSharedBroker(app);
   try {
     await app.connectBroker();
   } catch (error) {
@@ -45,6 +58,11 @@ export async function connectBackend(app: Chicory, purpose: string): Promise<Bac
     // the app's configuration, not a runtime failure: a usage error (exit 2), as docs/cli.md says
     throw new CliUsageError(
       `${purpose} needs a result backend, and this app has none (set backend or CHICORY_BACKEND_URL)`,
+    );
+  }
+  if (backend.kind === "memory") {
+    throw new CliUsageError(
+      `${purpose} needs a result backend other processes share, and this app's (${backend.displayUrl}) lives in this process only (set backend or CHICORY_BACKEND_URL)`,
     );
   }
   try {

@@ -70,6 +70,11 @@ export async function runWorkerCommand(spec: string, opts: WorkerCommandOptions)
       printInfo(line);
     }
   }
+  if (!app.broker.capabilities.multiProcess && !isSupervised) {
+    logger.warn(
+      `the app's broker (${app.broker.displayUrl}) lives in this process only: no other process (a producer, chicory enqueue) can give this worker jobs; set CHICORY_BROKER_URL to a broker processes share`,
+    );
+  }
   if (processes > 1) {
     return runSupervisor({
       count: processes,

@@ -134,6 +134,25 @@ describe("chicory CLI basics", () => {
     expect(r.code).toBe(2);
   });
 
+  it("a command on an in-process broker or backend (memory://) is a usage error (2): nothing is enqueued where no one reads", async () => {
+    const memory = cliEnv({ CHICORY_BROKER_URL: "memory://" });
+    const enqueue = await runCli(["enqueue", APP_TS, "add", "[1, 2]"], memory);
+    expect(enqueue.stdout).toBe("");
+    expect(oneLineError(enqueue.stderr)).toMatch(/broker \(memory:\/\/\) lives in this process only/);
+    expect(enqueue.code).toBe(2);
+    const stats = await runCli(["queue", "stats", APP_TS], memory);
+    expect(oneLineError(stats.stderr)).toMatch(/lives in this process only/);
+    expect(stats.code).toBe(2);
+    const result = await runCli(
+      ["result", APP_TS, "some-task-id"],
+      cliEnv({ ...env, CHICORY_BACKEND_URL: "memory://" }),
+    );
+    expect(oneLineError(result.stderr)).toMatch(
+      /result backend other processes share.*\(memory:\/\/\) lives in this process only/,
+    );
+    expect(result.code).toBe(2);
+  });
+
   it("masks passwords in the banner and in the unreachable-broker error (exit 1)", async () => {
     const secret = "s3cr3t-Pa55";
     const url = `redis://user:${secret}@127.0.0.1:1/0`;

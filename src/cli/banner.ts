@@ -3,6 +3,7 @@
  * app, tasks, queues, concurrency, delivery mode, broker and backend (passwords masked).
  * @module
  */
+import { isAbsolute, resolve } from "node:path";
 import type { Chicory } from "../app.js";
 import type { WorkerConfig } from "../config.js";
 import { maskUrl } from "../core/url.js";
@@ -31,13 +32,34 @@ function taskList(app: Chicory): string {
   return `${names.length} registered: ${shown}${more}`;
 }
 
+/**
+ * The queues consumed, and those of registered tasks that are not (a task there waits for
+ * another worker).
+ */
+function queueList(app: Chicory, queues: readonly string[]): string {
+  const unserved = new Map<string, string[]>();
+  for (const task of app.tasks.values()) {
+    if (queues.includes(task.queue)) continue;
+    unserved.set(task.queue, [...(unserved.get(task.queue) ?? []), task.name]);
+  }
+  if (unserved.size === 0) return queues.join(", ");
+  const others = [...unserved].map(([queue, names]) => `${queue} (${names.sort().join(", ")})`).join(", ");
+  return `${queues.join(", ")}; not consumed here: ${others}`;
+}
+
+/** A SQLite location with a relative path also shows the file it resolves to here. */
+function located(displayUrl: string): string {
+  const path = /^sqlite:(?!\/|:memory:)(.+)$/.exec(displayUrl)?.[1];
+  return path === undefined || isAbsolute(path) ? displayUrl : `${displayUrl} (${resolve(path)})`;
+}
+
 /** The banner's lines. */
 export function bannerLines(input: BannerInput): string[] {
   const { app, config } = input;
   const rows: Array<[string, string]> = [
     ["app", input.appDisplay],
     ["tasks", taskList(app)],
-    ["queues", config.queues.join(", ")],
+    ["queues", queueList(app, config.queues)],
     [
       "concurrency",
       input.processes > 1
@@ -47,8 +69,8 @@ export function bannerLines(input: BannerInput): string[] {
     ["delivery", app.config.deliveryMode],
     ["dead letters", config.useDeadLetterQueue ? "on (failed tasks go to the DLQ)" : "off"],
     ["heartbeat", `every ${config.heartbeatInterval} s, ttl ${config.heartbeatTtl} s`],
-    ["broker", maskUrl(app.broker.displayUrl)],
-    ["backend", app.backend ? maskUrl(app.backend.displayUrl) : "none (fire-and-forget)"],
+    ["broker", located(maskUrl(app.broker.displayUrl))],
+    ["backend", app.backend ? located(maskUrl(app.backend.displayUrl)) : "none (fire-and-forget)"],
     ["pid", `${process.pid}${input.processes > 1 ? " (supervisor)" : ""}`],
   ];
   const title = ` chicory worker v${packageVersion()} `;

@@ -1,6 +1,9 @@
 /** Pure helpers of the CLI: module spec parsing, secret masking, error lines, tables, child args. */
+import { resolve } from "node:path";
 import { PassThrough } from "node:stream";
 import { describe, expect, it } from "vitest";
+import { Chicory } from "../../src/app.js";
+import { bannerLines } from "../../src/cli/banner.js";
 import { confirmDeletion, requireConfirmable } from "../../src/cli/confirm.js";
 import { parseModuleSpec } from "../../src/cli/load-app.js";
 import {
@@ -14,7 +17,9 @@ import {
   truncate,
 } from "../../src/cli/output.js";
 import { childArgs } from "../../src/cli/worker.js";
+import { silentLogger } from "../../src/core/logger.js";
 import { ConfigurationError } from "../../src/errors.js";
+import { Worker } from "../../src/worker/worker.js";
 
 describe("CLI helpers", () => {
   it.each([
@@ -130,5 +135,20 @@ describe("purge confirmation", () => {
     expect(refused).toBeInstanceOf(CliUsageError);
     expect(exitCodeFor(refused)).toBe(2);
     expect(String(refused)).toContain("queue purge deletes messages for good: pass --yes to confirm");
+  });
+});
+
+describe("worker banner", () => {
+  it("names the file a relative SQLite path resolves to, and the task queues this worker leaves to others", () => {
+    const app = new Chicory({ broker: "sqlite:rel/jobs.db", backend: "sqlite:/abs/results.db" });
+    app.task(async function add(a: number) {
+      return a;
+    });
+    app.task({ name: "send_email", queue: "mail" }, async (to: string) => to);
+    const worker = new Worker(app, { queue: "default", logger: silentLogger });
+    const lines = bannerLines({ appDisplay: "app.ts:app", app, config: worker.config, processes: 1 });
+    expect(lines).toContainEqual(`  broker        sqlite:rel/jobs.db (${resolve("rel/jobs.db")})`);
+    expect(lines).toContainEqual("  backend       sqlite:/abs/results.db");
+    expect(lines).toContainEqual("  queues        default; not consumed here: mail (send_email)");
   });
 });

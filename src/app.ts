@@ -637,7 +637,8 @@ function defaultBrokerError(error: unknown, displayUrl: string): unknown {
   return new DriverNotInstalledError(
     "better-sqlite3@12",
     `no broker is configured (no broker option, CHICORY_BROKER_URL not set: set it, e.g. to redis://localhost:6379, for another broker), so the app uses the embedded SQLite default (${displayUrl}), which`,
-    { cause: error },
+    // the import's own failure: the broker's error it replaces said the same as this one
+    { cause: error.cause ?? error },
   );
 }
 

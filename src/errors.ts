@@ -166,6 +166,8 @@ export class ConfigurationError extends ChicoryError {
 export interface MessageTooLargeErrorOptions extends ChicoryErrorOptions {
   /** Whose limit it is, shown in brackets; default `"CHICORY_MAX_MESSAGE_BYTES"`. */
   source?: string;
+  /** The task whose message it is, named first when given. */
+  taskName?: string;
 }
 
 /**
@@ -180,7 +182,7 @@ export class MessageTooLargeError extends ChicoryError {
   readonly limit: number;
   constructor(size: number, limit: number, options?: MessageTooLargeErrorOptions) {
     super(
-      `message is ${size} bytes, over the limit of ${limit} bytes (${options?.source ?? "CHICORY_MAX_MESSAGE_BYTES"})`,
+      `${options?.taskName === undefined ? "" : `task "${options.taskName}": `}message is ${size} bytes, over the limit of ${limit} bytes (${options?.source ?? "CHICORY_MAX_MESSAGE_BYTES"})`,
       options,
     );
     this.size = size;

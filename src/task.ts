@@ -15,7 +15,7 @@ import { isValidTaskId, MAX_TASK_ID_LENGTH, type MessageCodec, type TaskMessage 
 import { assertValidName } from "./core/names.js";
 import { describeValue, validateWithSchema } from "./core/schema.js";
 import { settlesWithin } from "./core/sleep.js";
-import { ConfigurationError, ValidationError } from "./errors.js";
+import { ConfigurationError, MessageTooLargeError, ValidationError } from "./errors.js";
 import { AsyncResult, type ResultDefaults } from "./result.js";
 import { RetryPolicy, type RetryPolicyOptions } from "./retry.js";
 
@@ -275,7 +275,14 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
     };
     // Built above in canonical order from checked parts (the name was checked at registration);
     // a schema may have touched the arguments meanwhile, so they are checked again after one.
-    const body = validated ? runtime.codec.encode(message) : runtime.codec.encodeChecked(message);
+    let body: string;
+    try {
+      body = validated ? runtime.codec.encode(message) : runtime.codec.encodeChecked(message);
+    } catch (error) {
+      // named here, where the caller reads it (a worker's retry names the task apart)
+      if (!(error instanceof MessageTooLargeError)) throw error;
+      throw new MessageTooLargeError(error.size, error.limit, { taskName: this.name });
+    }
     const outgoing: OutgoingMessage = {
       id: taskId,
       body,

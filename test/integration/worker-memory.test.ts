@@ -567,7 +567,11 @@ describe("Worker on the memory broker", () => {
     await expect(t.delay(1, () => 1)).rejects.toThrow(/argument 2: a function/);
     await expect(t.delay(1, 10n)).rejects.toThrow(/argument 2: BigInt/);
     await expect(t.delay(new Date())).rejects.toThrow(/argument 1: a Date/);
+    await expect(t.delay(new Error("x"))).rejects.toThrow(/argument 1: an Error is not plain JSON/);
     await expect(t.delay("x".repeat(4096))).rejects.toBeInstanceOf(MessageTooLargeError);
+    await expect(t.delay("x".repeat(4096))).rejects.toThrow(
+      /^task "takesAnything": message is \d+ bytes, over the limit of 2048 bytes \(CHICORY_MAX_MESSAGE_BYTES\)$/,
+    );
   });
 
   it("undefined: optional properties and trailing arguments are left out, as JSON.stringify does; elsewhere an error", async () => {

@@ -1133,15 +1133,15 @@ export class RedisConsumer implements Consumer {
   /**
    * A reclaim or renewal of this consumer opened `q`'s stream window (fleet-pulse.lua): no consumer had
    * called on the stream for `quietMs`, or this consumer saw a stall during which none did. Said
-   * once, by the consumer that opened it: a warning, or only at info level when this consumer
-   * has just warned of the same stall itself ("no reply from Redis …": its own window is open)
-   * or when no consumer held an entry (`held` 0: the window keeps nobody waiting, as on a start
-   * after every worker was gone a while; entries given back by stopping workers are not held:
-   * reclaims take them at the lease alone, window or not).
+   * once, by the consumer that opened it: a warning, only at info level when this consumer
+   * has just warned of the same stall itself ("no reply from Redis …": its own window is open),
+   * and at debug level when no consumer held an entry (`held` 0: the window keeps nobody
+   * waiting, as on a start after every worker was gone a while; entries given back by stopping
+   * workers are not held: reclaims take them at the lease alone, window or not).
    */
   #streamWindowOpened(q: QueueState, quietMs: number, held?: number): void {
     if (this.#isClosed) return;
-    const level = this.#contact.extraMs() > 0 || held === 0 ? "info" : "warn";
+    const level = held === 0 ? "debug" : this.#contact.extraMs() > 0 ? "info" : "warn";
     const leaseMs = this.#ctx.claimMinIdleMs;
     this.#logger[level](
       {

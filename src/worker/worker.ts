@@ -141,6 +141,8 @@ export class Worker {
   readonly #slots: JobSlots;
   /** Successful runs remembered by message (see `earlier-successes.ts`). */
   readonly #earlierSuccesses = new EarlierSuccesses();
+  /** Whether the logger takes debug lines: a success is logged only then (one line per job). */
+  readonly #logsSuccesses: boolean;
   /** Holds fetches back while the result backend cannot store records (see `record-gate.ts`). */
   readonly #recordGate: RecordGate;
   readonly #started = new StartedMarker(STARTED_AFTER_MS, (message) => this.#markStarted(message));
@@ -189,6 +191,7 @@ export class Worker {
     ).child({
       workerId: this.workerId,
     });
+    this.#logsSuccesses = init.logger === undefined ? this.config.logLevel === "DEBUG" : takesDebug(init.logger);
     if (init.logger !== undefined && init.logLevel !== undefined) {
       this.#logger.warn(
         { logLevel: init.logLevel },
@@ -643,7 +646,14 @@ export class Worker {
     const actions = settle(outcome, settleMode);
     if (outcome.kind === "success" && attempt.message) {
       // (before the slot frees: the message may come back to this worker at once)
-      this.#earlierSuccesses.remember(delivery, attempt.message.id, outcome.value, performance.now() - startedAtMs);
+      const runMs = performance.now() - startedAtMs;
+      this.#earlierSuccesses.remember(delivery, attempt.message.id, outcome.value, runMs);
+      if (this.#logsSuccesses) {
+        this.#logger.debug(
+          { taskId: attempt.message.id, task: attempt.message.name, queue: delivery.queue, ms: Math.round(runMs) },
+          "task succeeded",
+        );
+      }
     } else if (outcome.kind === "done") {
       this.#logger.warn(
         {
@@ -1020,5 +1030,16 @@ async function probe(server: { healthcheck(): Promise<HealthStatus> } | null): P
     return health.connected ? null : (health.error ?? "not connected");
   } catch (error) {
     return error instanceof DeadlinePassed ? `no answer within ${SHUTDOWN_STEP_MS} ms` : toError(error).message;
+  }
+}
+
+/** Whether `logger` takes debug lines (pino's `isLevelEnabled`; a logger without it is asked every line). */
+function takesDebug(logger: Logger): boolean {
+  const { isLevelEnabled } = logger as Logger & { isLevelEnabled?: unknown };
+  if (typeof isLevelEnabled !== "function") return true;
+  try {
+    return isLevelEnabled.call(logger, "debug") === true;
+  } catch {
+    return true;
   }
 }

@@ -119,6 +119,21 @@ describe("Worker on the memory broker", () => {
     expect(await r.state()).toBe("PENDING");
   });
 
+  it("logs each success at debug level, when the logger takes debug lines", async () => {
+    const { app } = makeApp();
+    const add = app.task(async function add(a: number, b: number) {
+      return a + b;
+    });
+    const { logger, lines } = capturingLogger();
+    await startWorker(app, { logger });
+    const r = await add.delay(2, 3);
+    expect(await r.get({ timeout: 5 })).toBe(5);
+    await eventually(() => lines.some((line) => line.message === "task succeeded"));
+    const line = lines.find((l) => l.message === "task succeeded");
+    expect(line?.level).toBe("debug");
+    expect(line?.fields).toMatchObject({ taskId: r.taskId, task: "add", queue: "default", ms: expect.any(Number) });
+  });
+
   it("reports remote errors with type, message and stack", async () => {
     const { app } = makeApp();
     const boom = app.task(async function boom() {

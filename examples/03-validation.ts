@@ -20,7 +20,7 @@ await worker.start();
 
 console.log(await (await schedule.delay("ada@example.org", "2030-01-01T09:00:00Z")).get({ timeout: 5 }));
 try {
-  await schedule.delay("not an email", "tomorrow");
+  await schedule.delay("not an email", "2030-01-01T09:00:00Z");
 } catch (error) {
   if (error instanceof ValidationError) console.log("rejected before publishing:", error.message);
 }

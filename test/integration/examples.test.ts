@@ -52,6 +52,7 @@ describe("examples", () => {
     const out = await example("03-validation.ts");
     expect(out).toContain("2030-01-01T09:00:00.000Z");
     expect(out).toContain("rejected before publishing");
+    expect(out).toContain("0: Invalid email address");
   });
   it.skipIf(skipRedis)("04-redis", async () => {
     expect(await example("04-redis.ts", { CHICORY_BROKER_URL: SERVICES.redis })).toContain(

@@ -20,7 +20,7 @@
  * so for one lease from then a lease that ran out is reclaimed only if it ran out that quiet
  * time earlier (`chicory_meta` `stall_window`): live owners renew first, instead of seeing
  * their jobs taken and run twice. Queues are read in the order given (preference), each by
- * priority then age.
+ * priority, then in the order rows became available (one priority) or were published (several).
  * @module
  */
 import type { Logger } from "../../core/logger.js";

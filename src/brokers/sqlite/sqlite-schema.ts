@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS chicory_jobs (
 -- Claim order: best priority, then oldest, per queue; available_at makes the claim's filter
 -- index-only (rows not yet due are skipped without reading the table).
 CREATE INDEX IF NOT EXISTS chicory_jobs_claim ON chicory_jobs (queue, priority DESC, id, available_at);
--- Next due time per queue (delayed jobs, lease ends) and waiting/pending counts.
+-- Next due time per queue (delayed jobs, lease ends), waiting/pending counts, and the claim of a
+-- queue whose rows share one priority (due rows in the order they became available).
 CREATE INDEX IF NOT EXISTS chicory_jobs_due ON chicory_jobs (queue, available_at);
 -- Idempotent enqueue: one live job per (queue, task id) among unique publishes.
 CREATE UNIQUE INDEX IF NOT EXISTS chicory_jobs_unique ON chicory_jobs (queue, unique_key)

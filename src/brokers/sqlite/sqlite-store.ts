@@ -68,11 +68,24 @@ const SQL = {
            VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
   // Params: queue. When the queue next has a claimable row (ready, delayed or lease end).
   nextAvailable: "SELECT MIN(available_at) AS at FROM chicory_jobs WHERE queue = ?",
+  // Params: queue, queue. The highest and lowest priority of the queue's rows (two index seeks).
+  prioritySpan: `SELECT (SELECT MAX(priority) FROM chicory_jobs WHERE queue = ?) AS hi,
+                        (SELECT MIN(priority) FROM chicory_jobs WHERE queue = ?) AS lo`,
   // Params: consumer, lease end, lease end, queue, now, reclaim cutoff, max. Returns the claimed
-  // rows. `available_at <= now` also means "no live lease" (a leased row's available_at is its
-  // lease end); a row whose lease ran out is taken only when it ran out by the cutoff (see
-  // `stallWindow`). The claim index walks rows in hand-out order and stops after `max` due
-  // ones; without INDEXED BY and table statistics, SQLite would sort every ready row instead.
+  // rows, for a queue whose rows share one priority: the due index's range of rows available by
+  // now, in the order they became available (published, came due, given back), so rows not yet
+  // due (delayed jobs, live leases) are never walked. `available_at <= now` also means "no live
+  // lease" (a leased row's available_at is its lease end); a row whose lease ran out is taken
+  // only when it ran out by the cutoff (see `stallWindow`).
+  claimByDue: `UPDATE chicory_jobs
+             SET locked_by = ?, locked_until = ?, available_at = ?, delivery_count = delivery_count + 1
+           WHERE id IN (SELECT id FROM chicory_jobs INDEXED BY chicory_jobs_due
+                         WHERE queue = ? AND available_at <= ? AND (locked_until IS NULL OR locked_until <= ?)
+                         ORDER BY available_at, id LIMIT ?)
+          RETURNING id, queue, body, priority, delivery_count`,
+  // The same for a queue of several priorities: the claim index walks rows in hand-out order
+  // (priority, then publish order) and stops after `max` due ones, past every row not yet due
+  // ahead of them; without INDEXED BY and table statistics, SQLite would sort every ready row.
   claim: `UPDATE chicory_jobs
              SET locked_by = ?, locked_until = ?, available_at = ?, delivery_count = delivery_count + 1
            WHERE id IN (SELECT id FROM chicory_jobs INDEXED BY chicory_jobs_claim
@@ -184,15 +197,9 @@ export class SqliteStore {
     reclaimCutoff: number,
     leaseEnd: number,
   ): ClaimedJob[] {
-    const rows = this.#statements.claim.all(
-      consumerId,
-      leaseEnd,
-      leaseEnd,
-      queue,
-      now,
-      reclaimCutoff,
-      max,
-    ) as ClaimedJob[];
+    const span = this.#statements.prioritySpan.get(queue, queue) as { hi: number | null; lo: number | null };
+    const statement = span.hi === span.lo ? this.#statements.claimByDue : this.#statements.claim;
+    const rows = statement.all(consumerId, leaseEnd, leaseEnd, queue, now, reclaimCutoff, max) as ClaimedJob[];
     // RETURNING does not keep the subquery's order.
     return rows.sort((a, b) => b.priority - a.priority || a.id - b.id);
   }

@@ -108,6 +108,22 @@ describe("sqlite broker", () => {
     await consumer.close();
   });
 
+  it("in a queue of one priority, hands out jobs in the order they became available (a delayed job from its due time)", async () => {
+    const broker = await connect();
+    const queue = uniqueName("q");
+    const publishedAt = Date.now();
+    await broker.publish(queue, { id: "late", body: "due-second", delayMs: 300 });
+    await broker.publish(queue, { id: "early", body: "due-first", delayMs: 150 });
+    // both due before the next publish: no event marks a due time
+    await new Promise((resolve) => setTimeout(resolve, 300 - (Date.now() - publishedAt) + 20));
+    await broker.publish(queue, { id: "ready", body: "published-after" });
+    const consumer = broker.consumer({ queues: [queue], consumerId: "c" });
+    const got = await fetchAll(consumer, 3, 1); // one claim each (a claim's batch comes in publish order)
+    expect(got.map((d) => d.body)).toEqual(["due-first", "due-second", "published-after"]);
+    for (const d of got) await d.ack();
+    await consumer.close();
+  });
+
   it("never hands out a delayed job early, also to another connection", async () => {
     const producer = await connect();
     const worker = await connect();

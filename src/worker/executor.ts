@@ -56,7 +56,7 @@ import { OUTCOME_FINAL_THERE, OUTCOME_LEFT_TO_NEW_OWNER, OUTCOME_STORED_OWNERLES
 import type { Logger } from "../core/logger.js";
 import { type TaskMessage, truncateError } from "../core/message.js";
 import { recordRefusal } from "../core/record-refused.js";
-import { sleep } from "../core/sleep.js";
+import { sleep, withinDeadline } from "../core/sleep.js";
 import { MAX_STORED_TEXT, toStoredError } from "../core/stored-error.js";
 import { DeadLetterQueueFullError, MessageTooLargeError, toError, ValidationError } from "../errors.js";
 import type { RecordGate } from "./record-gate.js";
@@ -510,6 +510,51 @@ async function mayStore(ctx: ExecutionContext, state: string, taskId: string): P
   return false;
 }
 
+/** How long a shutdown's release waits for the STARTED marker's checks before it goes ahead. */
+const STARTED_CHECK_MS = 1000;
+
+/**
+ * The stamp of the task's `STARTED` record when this delivery still holds its lease (so the
+ * marker is this run's, or an older run's of the same job), read before the release; null
+ * otherwise, when the backend cannot compare-and-delete, or when the checks fail or take
+ * longer than {@link STARTED_CHECK_MS} (the release does not wait for them).
+ */
+async function startedMarkerHeld(
+  ctx: ExecutionContext,
+  taskId: string,
+): Promise<Pick<TaskRecord, "state" | "updatedAt"> | null> {
+  const backend = ctx.app.backend;
+  if (!backend?.deleteResultIf) return null;
+  const check = async () => {
+    const stamp = backend.getResultStamp ? await backend.getResultStamp(taskId) : await backend.getResult(taskId);
+    if (stamp?.state !== "STARTED") return null;
+    const held = ctx.delivery.holdsLease ? await ctx.delivery.holdsLease() : true;
+    return held ? { state: stamp.state, updatedAt: stamp.updatedAt } : null;
+  };
+  try {
+    return await withinDeadline(check(), STARTED_CHECK_MS);
+  } catch (error) {
+    ctx.logger.debug({ taskId, err: toError(error).message }, "could not read the STARTED marker of a released job");
+    return null;
+  }
+}
+
+/**
+ * Deletes the `STARTED` record read before the release (the job is queued again: its state reads
+ * `PENDING`), unless a newer record replaced it meanwhile (the next run's).
+ */
+async function clearStartedMarker(
+  ctx: ExecutionContext,
+  taskId: string,
+  seen: Pick<TaskRecord, "state" | "updatedAt">,
+): Promise<void> {
+  try {
+    await withinDeadline(ctx.app.backend?.deleteResultIf?.(taskId, seen) ?? Promise.resolve(false), STARTED_CHECK_MS);
+  } catch (error) {
+    ctx.logger.debug({ taskId, err: toError(error).message }, "could not clear the STARTED marker of a released job");
+  }
+}
+
 async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
   const { delivery, attempt, app } = ctx;
   const { outcome, message } = attempt;
@@ -537,9 +582,13 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
     case "ack":
       await delivery.ack();
       return;
-    case "release":
+    case "release": {
+      // A run the shutdown aborted gives its job back: its STARTED marker would say it runs.
+      const started = outcome.kind === "aborted" && message ? await startedMarkerHeld(ctx, message.id) : null;
       await delivery.release();
+      if (started && message) await clearStartedMarker(ctx, message.id, started);
       return;
+    }
     case "retry":
     case "republish": {
       if (!message || outcome.kind !== "retry") return;

@@ -440,6 +440,25 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       await Promise.all(results.map((r) => r.get({ timeout: 20 })));
     });
 
+    it("a run that stop() gave back reads PENDING again, not STARTED, and runs on the next worker", async () => {
+      const app = await fresh();
+      let runs = 0;
+      const t = app.task({ name: "given_back", context: true }, async (ctx: TaskContext) => {
+        runs++;
+        if (runs > 1) return "second run";
+        await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
+        return "aborted";
+      });
+      const w = await worker(app);
+      const r = await t.delay();
+      await eventually(async () => (await r.state()) === "STARTED"); // marked after 100 ms of running
+      await w.stop(0.05);
+      await app.connect();
+      expect(await r.state()).toBe("PENDING");
+      await worker(app);
+      expect(await r.get({ timeout: 10 })).toBe("second run");
+    });
+
     it("drains on stop(), publishes heartbeats and a final stopped heartbeat", async () => {
       const app = await fresh();
       let release!: () => void;

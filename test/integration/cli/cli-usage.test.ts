@@ -151,6 +151,12 @@ describe("chicory CLI basics", () => {
       /result backend other processes share.*\(memory:\/\/\) lives in this process only/,
     );
     expect(result.code).toBe(2);
+    const sqliteMemory = await runCli(
+      ["result", APP_TS, "some-task-id"],
+      cliEnv({ ...env, CHICORY_BACKEND_URL: "sqlite::memory:" }),
+    );
+    expect(oneLineError(sqliteMemory.stderr)).toMatch(/\(sqlite::memory:\) lives in this process only/);
+    expect(sqliteMemory.code).toBe(2);
   });
 
   it("masks passwords in the banner and in the unreachable-broker error (exit 1)", async () => {

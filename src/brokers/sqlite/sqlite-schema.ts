@@ -21,7 +21,7 @@ import { isBusyError, type SqliteDatabase } from "./sqlite-database.js";
 import { WAL_SIZE_LIMIT_BYTES } from "./sqlite-options.js";
 
 /** Version of the schema below; bump it with a migration step in {@link migrateSqliteSchema}. */
-export const SQLITE_BROKER_SCHEMA_VERSION = 1;
+export const SQLITE_BROKER_SCHEMA_VERSION = 2;
 
 const VERSION_KEY = "broker_schema_version";
 
@@ -70,7 +70,20 @@ CREATE TABLE IF NOT EXISTS chicory_consumers (
   last_seen   INTEGER NOT NULL,                      -- epoch ms
   PRIMARY KEY (consumer_id, queue)
 ) WITHOUT ROWID;
+-- (version 2 adds lease_ms INTEGER: the consumer's lease, see migrateToV2)
 `;
+
+/**
+ * Version 2: each registration also says its consumer's lease (ms), so that the stall window
+ * (see `sqlite-consumer.ts`) follows the shortest and longest lease of the consumers on the file.
+ * A version 1 file gets the column; processes of version 1 refuse the file from then on.
+ */
+function migrateToV2(db: SqliteDatabase): void {
+  const columns = db.prepare("PRAGMA table_info(chicory_consumers)").all() as Array<{ name: string }>;
+  if (!columns.some((column) => column.name === "lease_ms")) {
+    db.exec("ALTER TABLE chicory_consumers ADD COLUMN lease_ms INTEGER");
+  }
+}
 
 /** Connection settings applied on every connect. */
 export interface SqliteConnectionSettings {
@@ -135,6 +148,7 @@ function createSchema(db: SqliteDatabase): void {
       );
     }
     if (found < SQLITE_BROKER_SCHEMA_VERSION) {
+      migrateToV2(db);
       db.prepare(
         "INSERT INTO chicory_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
       ).run(VERSION_KEY, String(SQLITE_BROKER_SCHEMA_VERSION));

@@ -37,12 +37,18 @@ export interface DeliveryFence {
  * every worker was stalled or stopped), so no owner could renew its leases meanwhile.
  */
 export interface StallWindow {
-  /** Epoch ms when the window ends (one lease after the quiet time was found). */
+  /** Epoch ms when the window ends (the longest lease registered, after the quiet time was found). */
   readonly until: number;
   /** The longest quiet time found (ms): how long no consumer wrote its registration. */
   readonly quietMs: number;
   /** True when this call opened the window (none was open). */
   readonly isNew: boolean;
+}
+
+/** The shortest and longest lease (ms) of the consumers registered on the file. */
+export interface FleetLeases {
+  readonly minMs: number;
+  readonly maxMs: number;
 }
 
 /** A job to insert. */
@@ -110,14 +116,19 @@ const SQL = {
   renew: `UPDATE chicory_jobs SET locked_until = ?, available_at = ?
            WHERE locked_by = ? AND id IN (SELECT value FROM json_each(?))
           RETURNING id`,
-  // Params: consumer, now, JSON array of queues.
-  touchConsumer: `INSERT INTO chicory_consumers (consumer_id, queue, last_seen)
-                  SELECT ?, value, ? FROM json_each(?) WHERE true
-                  ON CONFLICT (consumer_id, queue) DO UPDATE SET last_seen = excluded.last_seen`,
+  // Params: consumer, now, lease ms, JSON array of queues.
+  touchConsumer: `INSERT INTO chicory_consumers (consumer_id, queue, last_seen, lease_ms)
+                  SELECT ?, value, ?, ? FROM json_each(?) WHERE true
+                  ON CONFLICT (consumer_id, queue) DO UPDATE
+                    SET last_seen = excluded.last_seen, lease_ms = excluded.lease_ms`,
   // Params: consumer.
   removeConsumer: "DELETE FROM chicory_consumers WHERE consumer_id = ?",
-  // The file's pulse: the last time any consumer wrote its registration (every renewal does).
-  pulse: "SELECT MAX(last_seen) AS at FROM chicory_consumers",
+  // The file's pulse: the last time any consumer wrote its registration (every renewal does),
+  // and the shortest and longest lease of the registered consumers.
+  pulse: "SELECT MAX(last_seen) AS at, MIN(lease_ms) AS lo, MAX(lease_ms) AS hi FROM chicory_consumers",
+  // Params: queue, cutoff, now. A row whose lease ran out after the cutoff (held back by a window).
+  heldBack: `SELECT 1 AS held FROM chicory_jobs INDEXED BY chicory_jobs_due
+              WHERE queue = ? AND available_at > ? AND available_at <= ? AND locked_until IS NOT NULL LIMIT 1`,
   // Params: key.
   readMeta: "SELECT value FROM chicory_meta WHERE key = ?",
   // Params: key, value.
@@ -265,29 +276,45 @@ export class SqliteStore {
   }
 
   /** Registers `consumerId` on `queues` (or refreshes its `last_seen`). */
-  touchConsumer(consumerId: string, queues: readonly string[], now: number): void {
-    this.#statements.touchConsumer.run(consumerId, now, JSON.stringify(queues));
+  touchConsumer(consumerId: string, queues: readonly string[], now: number, leaseMs: number): void {
+    this.#statements.touchConsumer.run(consumerId, now, leaseMs, JSON.stringify(queues));
+  }
+
+  /** True when a row of one of `queues` had its lease run out after `cutoff` (by `now`). */
+  heldBack(queues: readonly string[], cutoff: number, now: number): boolean {
+    return queues.some((queue) => this.#statements.heldBack.get(queue, cutoff, now) !== undefined);
   }
 
   /**
-   * The file's open stall window, if any, after noting a new quiet time: when no consumer wrote
-   * its registration for more than `thresholdMs` before `now`, the window is opened (or
-   * widened) until `now + leaseMs` with that quiet time. Call in a transaction, before this
-   * consumer writes its own registration. `ownPulse`: when this consumer last wrote its
-   * registration (the pulse is at least that recent; the table is not read when that is enough).
+   * The file's open stall window, if any, after noting a new quiet time. The threshold is half
+   * the shortest lease registered (`fleet.minMs`, from the last read of the registrations, and
+   * `own.leaseMs`): when no consumer wrote its registration for longer than that before `now`,
+   * the window is opened (or widened) until `now` plus the longest lease registered, with that
+   * quiet time. The registrations are not read when this consumer's own is recent enough
+   * (`own.touchedAt`; 0 to read them anyway); when read, the returned `fleet` holds their
+   * shortest and longest lease. Call in a transaction, before this consumer writes its own.
    */
-  stallWindow(now: number, thresholdMs: number, leaseMs: number, ownPulse = 0): StallWindow | null {
+  stallWindow(
+    now: number,
+    own: { readonly leaseMs: number; readonly touchedAt: number; readonly fleet: FleetLeases | null },
+  ): { readonly window: StallWindow | null; readonly fleet: FleetLeases | null } {
     const s = this.#statements;
     const stored = parseStallWindow((s.readMeta.get(STALL_WINDOW_KEY) as { value: string } | undefined)?.value);
-    const open = stored !== null && stored.until > now ? stored : null;
-    if (now - ownPulse <= thresholdMs) return open === null ? null : { ...open, isNew: false };
-    const pulse = (s.pulse.get() as { at: number | null } | undefined)?.at ?? null;
-    const quietMs = pulse === null ? 0 : now - pulse;
-    if (quietMs <= thresholdMs) return open === null ? null : { ...open, isNew: false };
-    const until = Math.max(open?.until ?? 0, now + leaseMs);
+    const open = stored === null || stored.until <= now ? null : { ...stored, isNew: false };
+    if (now - own.touchedAt <= Math.min(own.leaseMs, own.fleet?.minMs ?? own.leaseMs) / 2) {
+      return { window: open, fleet: null };
+    }
+    const row = s.pulse.get() as { at: number | null; lo: number | null; hi: number | null } | undefined;
+    const fleet = {
+      minMs: Math.min(own.leaseMs, row?.lo ?? own.leaseMs),
+      maxMs: Math.max(own.leaseMs, row?.hi ?? own.leaseMs),
+    };
+    const quietMs = row?.at == null ? 0 : now - row.at;
+    if (quietMs <= fleet.minMs / 2) return { window: open, fleet };
+    const until = Math.max(open?.until ?? 0, now + fleet.maxMs);
     const widest = Math.max(open?.quietMs ?? 0, quietMs);
     s.writeMeta.run(STALL_WINDOW_KEY, JSON.stringify({ until, quietMs: widest }));
-    return { until, quietMs: widest, isNew: open === null };
+    return { window: { until, quietMs: widest, isNew: open === null }, fleet };
   }
 
   /** Unregisters `consumerId` from every queue. */

@@ -50,7 +50,30 @@ describe("sqlite broker", () => {
       .map((row) => (row as { name: string }).name);
     expect(tables).toEqual(["chicory_consumers", "chicory_dlq", "chicory_jobs", "chicory_meta"]);
     const version = db.prepare("SELECT value FROM chicory_meta WHERE key = 'broker_schema_version'").get();
-    expect(version).toEqual({ value: "1" });
+    expect(version).toEqual({ value: "2" });
+  });
+
+  it("upgrades a version 1 file: its registrations get the consumer's lease", async () => {
+    path = tempDbPath();
+    await (await connect()).disconnect();
+    const v1 = new Database(path);
+    v1.exec("ALTER TABLE chicory_consumers DROP COLUMN lease_ms");
+    v1.prepare("UPDATE chicory_meta SET value = '1' WHERE key = 'broker_schema_version'").run();
+    v1.prepare("INSERT INTO chicory_consumers (consumer_id, queue, last_seen) VALUES ('old', 'q', 1)").run();
+    v1.close();
+    const broker = await connect({ claimMinIdleMs: 4321 });
+    const consumer = broker.consumer({ queues: ["q"], consumerId: "new" });
+    expect(await consumer.fetch(1, AbortSignal.timeout(20))).toEqual([]); // registers
+    const db = new Database(path, { readonly: true });
+    cleanups.push(() => db.close());
+    expect(db.prepare("SELECT value FROM chicory_meta WHERE key = 'broker_schema_version'").get()).toEqual({
+      value: "2",
+    });
+    expect(db.prepare("SELECT consumer_id, lease_ms FROM chicory_consumers ORDER BY consumer_id").all()).toEqual([
+      { consumer_id: "new", lease_ms: 4321 },
+      { consumer_id: "old", lease_ms: null },
+    ]);
+    await consumer.close();
   });
 
   it("applies synchronous FULL on an injected connection and leaves it open on disconnect", async () => {

@@ -43,7 +43,7 @@ describe("sqlite broker leases", () => {
   const logger = recordingLogger();
   let brokers: SqliteBroker[] = [];
 
-  async function connect(options: { busyTimeoutMs?: number } = {}): Promise<SqliteBroker> {
+  async function connect(options: { busyTimeoutMs?: number; claimMinIdleMs?: number } = {}): Promise<SqliteBroker> {
     const broker = new SqliteBroker({ path, claimMinIdleMs: LEASE_MS, logger, ...options });
     await broker.connect();
     brokers.push(broker);
@@ -66,10 +66,10 @@ describe("sqlite broker leases", () => {
 
   /**
    * Holds the file's write lock from another connection (as a `sqlite3` shell left in a
-   * transaction would) until the lease of job `deliveryId` ran out half a lease ago: nobody
+   * transaction would) until the lease of job `deliveryId` ran out `pastMs` ago: nobody
    * can renew a lease or write a registration meanwhile.
    */
-  async function holdWriteLockPastLease(deliveryId: string): Promise<void> {
+  async function holdWriteLockPastLease(deliveryId: string, pastMs = LEASE_MS / 2): Promise<void> {
     const locker = new Database(path);
     try {
       locker.exec("BEGIN IMMEDIATE");
@@ -77,7 +77,7 @@ describe("sqlite broker leases", () => {
         locked_until: number;
       };
       // waits for a time to pass (the lease's end), which no event marks
-      while (Date.now() < row.locked_until + LEASE_MS / 2) await new Promise((r) => setTimeout(r, 10));
+      while (Date.now() < row.locked_until + pastMs) await new Promise((r) => setTimeout(r, 10));
       locker.exec("COMMIT");
     } finally {
       locker.close();
@@ -259,12 +259,39 @@ describe("sqlite broker leases", () => {
     const taker = b.consumer({ queues: [queue], consumerId: "taker" });
     expect(await taker.fetch(1, AbortSignal.timeout(20))).toEqual([]);
     await holdWriteLockPastLease(held.deliveryId);
+    const lockEndedAt = Date.now();
+    expect(await taker.fetch(1, AbortSignal.timeout(20))).toEqual([]); // held back by the window
     const again = await fetchOne(taker, LEASE_MS * 20);
+    expect(Date.now() - lockEndedAt).toBeGreaterThanOrEqual(LEASE_MS / 2); // not before the window let it go
     expect(again.deliveryId).toBe(held.deliveryId);
     expect(again.deliveryCount).toBe(2);
     await again.ack();
     expect(await b.getPendingCount(queue)).toBe(0);
   });
+
+  it.each([
+    ["a shorter lease than the taker's", LEASE_MS, LEASE_MS * 10],
+    ["a longer lease than the taker's", LEASE_MS * 4, LEASE_MS],
+  ])(
+    "a write lock held past the lease of an owner with %s: the owner keeps its job",
+    async (_, ownerLease, takerLease) => {
+      const a = await connect({ busyTimeoutMs: 20, claimMinIdleMs: ownerLease });
+      const b = await connect({ busyTimeoutMs: 20, claimMinIdleMs: takerLease });
+      const queue = uniqueName("q");
+      await a.publish(queue, { id: "t1", body: "one" });
+      const held = await fetchOne(a.consumer({ queues: [queue], consumerId: "owner" }));
+      const taker = b.consumer({ queues: [queue], consumerId: "taker" });
+      expect(await taker.fetch(1, AbortSignal.timeout(20))).toEqual([]); // registered, renewing
+      // the taker's renewal reads the leases registered on the file (every third of its lease)
+      await new Promise((resolve) => setTimeout(resolve, takerLease / 3 + 50));
+      await holdWriteLockPastLease(held.deliveryId, LEASE_MS / 2);
+      const taking = taker.fetch(1, AbortSignal.timeout(ownerLease));
+      expect(await taking).toEqual([]);
+      await held.ack();
+      expect(await b.getPendingCount(queue)).toBe(0);
+      expect(logger.warnings.filter((w) => w.includes("ignored"))).toEqual([]);
+    },
+  );
 
   it("a live consumer keeps its job past several lease periods", async () => {
     const a = await connect();

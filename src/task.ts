@@ -281,7 +281,7 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
     } catch (error) {
       // named here, where the caller reads it (a worker's retry names the task apart)
       if (!(error instanceof MessageTooLargeError)) throw error;
-      throw new MessageTooLargeError(error.size, error.limit, { taskName: this.name });
+      throw new MessageTooLargeError(error.size, error.limit, { taskName: this.name, cause: error });
     }
     const outgoing: OutgoingMessage = {
       id: taskId,

@@ -35,7 +35,9 @@ export class CliFailure extends Error {
 /** Error codes (of ChicoryError, duck-typed) that mean the user's input or configuration is wrong. */
 const USAGE_CODES: ReadonlySet<string> = new Set(["CLI_USAGE", "CONFIGURATION", "VALIDATION_ERROR"]);
 
-const URL_PASSWORD = /\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#@:]*):[^\s@/?#]*@/gi;
+// (an `@` in the user name or the password, unencoded, is read as the URL standard does: the
+// user name runs to the first `:`, the password to the last `@` before the host)
+const URL_PASSWORD = /\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#:]*):[^\s/?#]*@/gi;
 const QUERY_PASSWORD = /([?&](?:password|pass|pwd)=)[^&#\s]*/gi;
 
 /** Masks every `scheme://user:password@` and `password=` occurrence in `text`. */

@@ -9,7 +9,8 @@
  * an invalid URL, and is still masked whole when that URL is shown in the error.
  */
 export function maskUrl(url: string): string {
-  let masked = url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/?#@:]*):.*@/is, "$1:***@");
+  // (the user name runs to the first `:`, and may hold an `@`, as the URL standard reads it)
+  let masked = url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/?#:]*):.*@/is, "$1:***@");
   if (masked === url) masked = maskMistypedUserinfo(url);
   masked = masked.replace(/([?&](?:password|pass|pwd)=)[^&#]*/gi, "$1***");
   return masked;
@@ -76,7 +77,7 @@ export function unencodedUserinfo(url: string, anyAt = false): string | undefine
  */
 export function maskUrlsIn(text: string): string {
   return text
-    .replace(/\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#@:'"`]*):[^\s'"`]*@/gi, "$1:***@")
+    .replace(/\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#:'"`]*):[^\s'"`]*@/gi, "$1:***@")
     .replace(/([?&](?:password|pass|pwd)=)[^&#\s'"`]*/gi, "$1***");
 }
 

@@ -35,6 +35,13 @@ describe("CLI helpers", () => {
   it("masks every URL password and password= parameter", () => {
     const text = "a redis://u:p4ss@h:1/0 and amqp://:x@y and postgres://h/db?password=zz&x=1";
     expect(maskSecrets(text)).toBe("a redis://u:***@h:1/0 and amqp://:***@y and postgres://h/db?password=***&x=1");
+    // an unencoded @ in the user name or the password
+    expect(maskSecrets("to amqp://us@er:Sup3rSecret@127.0.0.1:5672/ failed")).toBe(
+      "to amqp://us@er:***@127.0.0.1:5672/ failed",
+    );
+    expect(maskSecrets("to amqp://guest:s3cr@t@127.0.0.1:5672/ failed")).toBe(
+      "to amqp://guest:***@127.0.0.1:5672/ failed",
+    );
   });
 
   it("errorLine joins causes on one line, masks secrets, and maps codes to exit codes", () => {

@@ -256,6 +256,14 @@ describe("names, JSON checks, URL masking", () => {
     expect(maskUrl(maskUrl("redis://bob:s3cret@host:6379/0"))).toBe("redis://bob:***@host:6379/0");
     expect(maskUrl("postgres://h/db?password=x&a=1")).toBe("postgres://h/db?password=***&a=1");
     expect(maskUrl("redis://:pw@host")).toBe("redis://:***@host");
+    // an unencoded @ in the user name or the password (read up to the last @ before the host)
+    expect(maskUrl("amqp://us@er:Sup3rSecret@127.0.0.1:5672/")).toBe("amqp://us@er:***@127.0.0.1:5672/");
+    expect(maskUrl("amqp://guest:s3cr@t@127.0.0.1:5672/")).toBe("amqp://guest:***@127.0.0.1:5672/");
+    expect(maskUrl(maskUrl("amqp://us@er:Sup3rSecret@h/"))).toBe("amqp://us@er:***@h/");
+    expect(maskUrl("amqp://us@er@host/")).toBe("amqp://us@er@host/"); // no password
+    expect(maskUrlsIn("connect to redis://us@er:Sup3rSecret@127.0.0.1:46381/5: WRONGPASS")).toBe(
+      "connect to redis://us@er:***@127.0.0.1:46381/5: WRONGPASS",
+    );
   });
 
   it("masks a password written without percent-encoding, whole, in a URL and in text", () => {

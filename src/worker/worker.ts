@@ -26,7 +26,7 @@ import { onStopSignals } from "../core/signals.js";
 import { DeadlinePassed, nextTurn, settlesWithin, sleep, withinDeadline } from "../core/sleep.js";
 import { toStoredError } from "../core/stored-error.js";
 import { routeUnownedLogs } from "../core/warn-once.js";
-import { ChicoryError, toError } from "../errors.js";
+import { ChicoryError, ConfigurationError, toError } from "../errors.js";
 import { createLogger } from "../logging.js";
 import { EarlierSuccesses } from "./earlier-successes.js";
 import { executeActions } from "./executor.js";
@@ -141,6 +141,8 @@ export class Worker {
   readonly #slots: JobSlots;
   /** Successful runs remembered by message (see `earlier-successes.ts`). */
   readonly #earlierSuccesses = new EarlierSuccesses();
+  /** A configuration error that stopped the worker (see #consume); `run()` rejects with it. */
+  #fatalError: ConfigurationError | undefined;
   /** Whether the logger takes debug lines: a success is logged only then (one line per job). */
   readonly #logsSuccesses: boolean;
   /** Holds fetches back while the result backend cannot store records (see `record-gate.ts`). */
@@ -427,6 +429,7 @@ export class Worker {
       const abandoned = new Promise<"abandoned">((resolve) => {
         this.#onStartAbandoned = () => resolve("abandoned");
       });
+      this.#fatalError = undefined;
       try {
         if ((await Promise.race([this.start(), abandoned])) === "abandoned") return;
       } catch (error) {
@@ -434,6 +437,9 @@ export class Worker {
         throw error;
       }
       await this.#untilStopped();
+      const fatal = this.#fatalError;
+      this.#fatalError = undefined;
+      if (fatal) throw fatal;
     } finally {
       this.#onStartAbandoned = null;
       offSignals();
@@ -558,6 +564,15 @@ export class Worker {
         backoffMs = FETCH_BACKOFF_FIRST_MS;
         failures = 0;
       } catch (error) {
+        if (error instanceof ConfigurationError && !signal.aborted) {
+          // The broker refused this worker's setup (a queue declared elsewhere with other
+          // arguments, a Redis user without a command it needs): trying again cannot help, and a
+          // worker that consumes nothing must not look healthy. `run()` rejects with it.
+          this.#fatalError = error;
+          this.#logger.error({ err: error.message }, "the broker refused this worker's configuration: stopping");
+          void this.stop().catch(() => undefined);
+          return;
+        }
         failures++;
         // Short and jittered: a fetch while the broker is away fails at once, and workers that
         // retry at the same instants would all hit it together when it returns. Logged at

@@ -4,10 +4,13 @@
  * errors.
  */
 import { afterEach, describe, expect, it } from "vitest";
+import { Chicory } from "../../../src/app.js";
 import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
 import type { RabbitMqBroker } from "../../../src/brokers/rabbitmq/index.js";
 import { BrokerConnectionError, ConfigurationError, MessageTooLargeError } from "../../../src/errors.js";
+import { Worker } from "../../../src/worker/worker.js";
 import { eventually } from "../../contract/contract-helpers.js";
+import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { deleteQueues, testBroker } from "./rabbitmq-test-utils.js";
 
@@ -154,6 +157,24 @@ describe.skipIf(skip)("rabbitmq broker", () => {
     await expect(quorum.publish(queue, { id: "b", body: "{}" })).rejects.toThrow(/already exists with other arguments/);
     // the broker keeps working for other queues
     await quorum.publish(uniqueName("q"), { id: "c", body: "{}" });
+  });
+
+  it("a worker whose queue was declared with other arguments stops, and run() rejects with the ConfigurationError", async () => {
+    const classic = await open();
+    const queue = uniqueName("q");
+    await classic.publish(queue, { id: "a", body: "{}" });
+    const quorum = testBroker({ queueType: "quorum", prefix: classic.settings.prefix });
+    brokers.push(quorum);
+    const app = new Chicory({ broker: quorum, config: { env: {} } });
+    const { logger, lines } = capturingLogger();
+    const worker = new Worker(app, { queue, logger });
+    await expect(worker.run()).rejects.toThrow(/already exists with other arguments/);
+    expect(worker.isRunning).toBe(false);
+    expect(lines.map((line) => [line.level, line.message])).toContainEqual([
+      "error",
+      "the broker refused this worker's configuration: stopping",
+    ]);
+    await app.disconnect();
   });
 
   it("a queue deleted behind the broker's back is declared again on publish", async () => {

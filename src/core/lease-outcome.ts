@@ -7,7 +7,7 @@
 
 /** Another consumer holds the job now: this run's outcome is not stored. */
 export const OUTCOME_LEFT_TO_NEW_OWNER =
-  "lease lost before the outcome was stored: another worker holds the job now; its outcome is left to that worker";
+  "lease lost before the outcome was stored: the job was handed out again (to another worker, or to this one on a new channel or lease); its outcome is left to that run";
 
 /** The broker lost the message and no final record is there: this run's outcome is stored. */
 export const OUTCOME_STORED_OWNERLESS =

@@ -190,7 +190,10 @@ export class RabbitMqConsumer implements Consumer {
     try {
       const channel = await amqp.createChannel();
       session = { channel, id: ++sessionIds, isOpen: true, tags: null, inFlight: 0 };
-      channel.on("error", (error) => logger.debug({ err: error.message }, "rabbitmq consumer channel error"));
+      channel.on("error", (error) => {
+        session.closedBecause = error.message;
+        logger.debug({ err: error.message }, "rabbitmq consumer channel error");
+      });
       channel.on("close", () => this.#onChannelClose(session));
       await channel.prefetch(prefetchCount);
     } catch (error) {
@@ -263,11 +266,19 @@ export class RabbitMqConsumer implements Consumer {
     if (this.#session === session) this.#session = null;
     if (!this.#isClosed && session.inFlight > 0) {
       // said to the worker's logger: the connection's own log goes to the broker's (silent unless given one)
+      const reason = session.closedBecause;
+      const isAckTimeout = reason !== undefined && /acknowledgement .*timed out/i.test(reason);
       this.#host.logger.warn(
-        { queues: this.#queues, inFlight: session.inFlight },
-        "rabbitmq: the channel that delivered the jobs running here closed (the connection was lost: a network cut, a " +
-          "RabbitMQ restart, or this process blocked past the AMQP heartbeat or consumer_timeout; or the consumer was " +
-          "cancelled); RabbitMQ requeues their messages, so they may run again on another worker",
+        { queues: this.#queues, inFlight: session.inFlight, ...(reason === undefined ? {} : { reason }) },
+        isAckTimeout
+          ? "rabbitmq: the channel that delivered the jobs running here closed: a job ran longer than RabbitMQ's " +
+              `consumer_timeout (${reason}); RabbitMQ requeues their messages, so they may run again, on another worker ` +
+              "or this one, and the runs under way cannot acknowledge theirs: raise consumer_timeout above the longest " +
+              "task (docs/brokers/rabbitmq.md)"
+          : "rabbitmq: the channel that delivered the jobs running here closed (the connection was lost: a network cut, a " +
+              "RabbitMQ restart, or this process blocked past the AMQP heartbeat or consumer_timeout; or the consumer was " +
+              `cancelled${reason === undefined ? "" : `; the server said: ${reason}`}); RabbitMQ requeues their messages, ` +
+              "so they may run again, on another worker or this one",
       );
     }
     // RabbitMQ requeued them; the next channel receives them again

@@ -24,6 +24,8 @@ export interface ConsumerSession {
   tags: string[] | null;
   /** Deliveries of this channel handed out and not settled. */
   inFlight: number;
+  /** What the server said when it closed the channel (its `error` event), if it said anything. */
+  closedBecause?: string;
 }
 
 /** A delivery older than this reads the socket once before it says whether its channel is open. */

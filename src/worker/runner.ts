@@ -109,7 +109,7 @@ export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<A
   if (delivery.deliveryCount > env.maxDeliveries) {
     const error = {
       type: "PoisonMessage",
-      message: `delivered ${delivery.deliveryCount} times (maxDeliveries ${env.maxDeliveries}); the worker running it probably crashed, could not store its outcome (see its log: "settling step failed"), or had its event loop blocked for longer than the lease (claimMinIdle) by a task, each time`,
+      message: `delivered ${delivery.deliveryCount} times (maxDeliveries ${env.maxDeliveries}); the worker running it probably crashed, could not store its outcome (see its log: "settling step failed"), had its event loop blocked for longer than the lease (claimMinIdle; on RabbitMQ, past the AMQP heartbeat) by a task, or ran longer than RabbitMQ's consumer_timeout, each time`,
     };
     return { outcome: { kind: "rejected", error, taskId: message.id }, message, task: null, alreadyAcked: false };
   }

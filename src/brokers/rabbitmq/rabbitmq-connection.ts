@@ -236,7 +236,12 @@ export class RabbitMqConnection {
 
   #message(error: unknown): string {
     const text = error instanceof Error ? error.message : String(error ?? "unknown error");
-    return redactSecrets(text, urlPassword(this.#options.url));
+    // amqplib's words when the server closes a connection it is opening, which it does for a
+    // virtual host that does not exist or that the user may not use
+    const hint = /Expected ConnectionOpenOk/.test(text)
+      ? " (RabbitMQ closed the connection as it opened: does the URL's virtual host exist, and may the user use it?)"
+      : "";
+    return redactSecrets(`${text}${hint}`, urlPassword(this.#options.url));
   }
 
   #wrap(error: unknown, state = "failed"): ChicoryError {

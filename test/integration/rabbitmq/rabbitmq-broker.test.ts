@@ -177,6 +177,14 @@ describe.skipIf(skip)("rabbitmq broker", () => {
     await app.disconnect();
   });
 
+  it("a virtual host that does not exist is named as the likely cause of the refused connection", async () => {
+    const url = new URL(SERVICES.rabbitmq);
+    url.pathname = `/${uniqueName("no-such-vhost")}`;
+    const broker = testBroker({ url: url.toString() });
+    await expect(broker.connect()).rejects.toThrow(/does the URL's virtual host exist/);
+    await broker.disconnect();
+  });
+
   it("a queue deleted behind the broker's back is declared again on publish", async () => {
     const broker = await open();
     const queue = uniqueName("q");

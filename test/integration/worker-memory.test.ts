@@ -986,25 +986,6 @@ describe("Worker on the memory broker", () => {
     expect(await r.get({ timeout: 5 })).toBe("second run");
   });
 
-  it("a run stop() gave back no longer reads STARTED: its job is queued again (PENDING)", async () => {
-    const { app, broker } = makeApp();
-    let runs = 0;
-    const t = app.task({ name: "long_one", context: true }, async (ctx: TaskContext) => {
-      runs++;
-      if (runs > 1) return "second run";
-      await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
-      return "aborted";
-    });
-    const worker = await startWorker(app);
-    const r = await t.delay();
-    await eventually(async () => (await r.state()) === "STARTED"); // marked after 100 ms of running
-    await worker.stop(0.05);
-    expect(await broker.getQueueSize("default")).toBe(1);
-    expect(await r.state()).toBe("PENDING");
-    await startWorker(app);
-    expect(await r.get({ timeout: 5 })).toBe("second run");
-  });
-
   it("stop(timeout) resolves within timeout + 5 s though a task ignores its abort and a shutdown hook does not end; hooks keep their order; a restart meanwhile keeps its connections", async () => {
     const { app } = makeApp();
     const started = deferred();

@@ -680,7 +680,12 @@ export class Worker {
         "message delivered again after this worker's run of it succeeded (its lease ran out meanwhile, e.g. while the task blocked the event loop, or its ack was lost): acknowledged without running it again, that run's result stored unless the task has a SUCCESS record",
       );
     }
-    if (outcome.kind !== "aborted" && outcome.kind !== "done") this.#processed++;
+    // An aborted at_most_once run ends FAILURE (its message was acknowledged before it ran): it
+    // counts as a failed task; an aborted at_least_once run goes back to the queue and does not.
+    if (outcome.kind === "aborted" && attempt.alreadyAcked) {
+      this.#processed++;
+      this.#failed++;
+    } else if (outcome.kind !== "aborted" && outcome.kind !== "done") this.#processed++;
     if (outcome.kind === "failure" || outcome.kind === "rejected") {
       this.#failed++;
       // A rejected message (undecodable, forged, unknown task) is named as far as it can be

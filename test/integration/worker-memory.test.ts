@@ -986,6 +986,23 @@ describe("Worker on the memory broker", () => {
     expect(await r.get({ timeout: 5 })).toBe("second run");
   });
 
+  it("an at_most_once run that stop() aborted ends FAILURE (TaskAbortedError) and counts as a failed task", async () => {
+    const { app, broker } = makeApp();
+    const started = deferred();
+    const t = app.task({ name: "once_only", deliveryMode: "at_most_once", context: true }, async (ctx: TaskContext) => {
+      started.resolve();
+      await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve));
+    });
+    const worker = await startWorker(app);
+    const r = await t.delay();
+    await started.promise;
+    await worker.stop(0.05);
+    expect(worker.getStats()).toMatchObject({ tasksProcessed: 1, tasksFailed: 1 });
+    expect(await broker.getQueueSize("default")).toBe(0);
+    await app.connect();
+    await expect(r.get({ timeout: 5 })).rejects.toMatchObject({ errorType: "TaskAbortedError" });
+  });
+
   it("stop(timeout) resolves within timeout + 5 s though a task ignores its abort and a shutdown hook does not end; hooks keep their order; a restart meanwhile keeps its connections", async () => {
     const { app } = makeApp();
     const started = deferred();

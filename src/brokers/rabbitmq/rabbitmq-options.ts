@@ -119,9 +119,16 @@ function buildUrl(options: RabbitMqBrokerOptions, env: EnvMap): string {
   return `amqp://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${host}:${port}/${encodeURIComponent(vhost)}`;
 }
 
-function nullableInt(value: number | null | undefined, envName: string, env: EnvMap, min: number, max: number) {
+function nullableInt(
+  value: number | null | undefined,
+  optionName: string,
+  envName: string,
+  env: EnvMap,
+  min: number,
+  max: number,
+) {
   if (value === null) return null;
-  if (value !== undefined) return checkInt(value, envName, min, max);
+  if (value !== undefined) return checkInt(value, optionName, min, max);
   const fromEnv = envInt(env, envName, 0, 0, max);
   return fromEnv === 0 ? null : checkInt(fromEnv, envName, min, max);
 }
@@ -145,26 +152,35 @@ export function resolveRabbitMqSettings(options: RabbitMqBrokerOptions = {}): Ra
       `${V}TLS_* (or the tls option) is set but the URL ${maskUrl(url)} is not TLS: use amqps:// (or unset them)`,
     );
   }
+  // a setting's name in an error: the option's when the value came from code, else the variable's
+  const named = (option: string, variable: string) =>
+    (options as Record<string, unknown>)[option] !== undefined ? option : `${V}${variable}`;
   const prefix = options.prefix ?? envString(env, `${V}PREFIX`, "chicory");
   if (!PREFIX.test(prefix)) {
-    throw new ConfigurationError(`${V}PREFIX: "${prefix.slice(0, 80)}" is invalid: use 1-64 of [A-Za-z0-9._:-]`);
+    throw new ConfigurationError(
+      `${named("prefix", "PREFIX")}: "${prefix.slice(0, 80)}" is invalid: use 1-64 of [A-Za-z0-9._:-]`,
+    );
   }
   const queueType = options.queueType
     ? checkChoice(options.queueType, "queueType", ["classic", "quorum"] as const)
     : envChoice(env, `${V}QUEUE_TYPE`, ["classic", "quorum"] as const, "classic");
   const durable = options.durable ?? envBool(env, `${V}DURABLE`, true);
-  const maxPriority = nullableInt(options.maxPriority, `${V}MAX_PRIORITY`, env, 1, 255);
+  const maxPriority = nullableInt(options.maxPriority, "maxPriority", `${V}MAX_PRIORITY`, env, 1, 255);
   if (queueType === "quorum" && maxPriority !== null) {
     throw new ConfigurationError(
-      `${V}MAX_PRIORITY: quorum queues do not support priorities (RabbitMQ 3.x); use classic queues or no maxPriority`,
+      `${named("maxPriority", "MAX_PRIORITY")}: quorum queues do not support priorities (RabbitMQ 3.x); use classic queues or no maxPriority`,
     );
   }
   if (queueType === "quorum" && !durable) {
-    throw new ConfigurationError(`${V}DURABLE: quorum queues are always durable; set durable to true`);
+    throw new ConfigurationError(
+      `${named("durable", "DURABLE")}: quorum queues are always durable; set durable to true`,
+    );
   }
-  const deliveryLimit = nullableInt(options.deliveryLimit, `${V}DELIVERY_LIMIT`, env, 1, 1_000_000);
+  const deliveryLimit = nullableInt(options.deliveryLimit, "deliveryLimit", `${V}DELIVERY_LIMIT`, env, 1, 1_000_000);
   if (deliveryLimit !== null && queueType !== "quorum") {
-    throw new ConfigurationError(`${V}DELIVERY_LIMIT: x-delivery-limit needs quorum queues (queueType "quorum")`);
+    throw new ConfigurationError(
+      `${named("deliveryLimit", "DELIVERY_LIMIT")}: x-delivery-limit needs quorum queues (queueType "quorum")`,
+    );
   }
   const ttlMs =
     options.messageTtl === null
@@ -192,7 +208,14 @@ export function resolveRabbitMqSettings(options: RabbitMqBrokerOptions = {}): Ra
         : envString(env, `${V}PREFETCH_COUNT`) === undefined
           ? undefined
           : envInt(env, `${V}PREFETCH_COUNT`, 16, 1, 65535),
-    queueMaxLength: nullableInt(options.queueMaxLength, `${V}QUEUE_MAX_LENGTH`, env, 1, Number.MAX_SAFE_INTEGER),
+    queueMaxLength: nullableInt(
+      options.queueMaxLength,
+      "queueMaxLength",
+      `${V}QUEUE_MAX_LENGTH`,
+      env,
+      1,
+      Number.MAX_SAFE_INTEGER,
+    ),
     messageTtlMs: ttlMs > 0 ? Math.ceil(ttlMs) : null,
     durable,
     queueType,

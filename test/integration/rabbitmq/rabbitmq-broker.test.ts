@@ -208,5 +208,10 @@ describe.skipIf(skip)("rabbitmq broker", () => {
   it("quorum queues refuse priorities; delivery limits need quorum queues", () => {
     expect(() => testBroker({ queueType: "quorum", maxPriority: 5 })).toThrow(ConfigurationError);
     expect(() => testBroker({ deliveryLimit: 3 })).toThrow(ConfigurationError);
+    // named as given: the option in code, the variable in the environment
+    expect(() => testBroker({ queueType: "quorum", maxPriority: 5 })).toThrow(/^maxPriority: quorum queues/);
+    expect(() => testBroker({ queueType: "quorum", env: { CHICORY_BROKER_RABBITMQ_MAX_PRIORITY: "5" } })).toThrow(
+      /^CHICORY_BROKER_RABBITMQ_MAX_PRIORITY: quorum queues/,
+    );
   });
 });

@@ -3,7 +3,7 @@
  * @module
  */
 import type { StandardSchemaV1 } from "@standard-schema/spec";
-import { type Backend, isTerminalState, type TaskRecord } from "./backends/backend.js";
+import { type Backend, isTerminalState, resultStampOf, type TaskRecord } from "./backends/backend.js";
 import type { Broker, OutgoingMessage } from "./brokers/broker.js";
 import { DELIVERY_MODES, type DeliveryMode, VALIDATION_MODES, type ValidationMode } from "./config.js";
 import type { TaskContext } from "./context.js";
@@ -336,9 +336,7 @@ async function publishReusedId(runtime: TaskRuntime, queue: string, outgoing: Ou
   let seen: Pick<TaskRecord, "state" | "updatedAt"> | null = null;
   const startedAt = performance.now();
   if (backend?.deleteResultIf) {
-    const reading = (
-      backend.getResultStamp ? backend.getResultStamp(outgoing.id) : backend.getResult(outgoing.id)
-    ).catch(
+    const reading = resultStampOf(backend, outgoing.id).catch(
       () => null, // unreadable or unreachable: nothing to compare, nothing deleted
     );
     if (await settlesWithin(reading, PREVIOUS_RUN_MS)) seen = await reading;

@@ -32,8 +32,21 @@ export function isTerminalState(state: TaskState): boolean {
  * (for a run whose message the broker lost: has a worker that took it over finished it?).
  */
 export async function terminalStateOf(backend: Backend, taskId: string): Promise<TaskState | null> {
-  const record = await backend.getResult(taskId);
-  return record !== null && isTerminalState(record.state) ? record.state : null;
+  const stamp = await resultStampOf(backend, taskId);
+  return stamp !== null && isTerminalState(stamp.state) ? stamp.state : null;
+}
+
+/**
+ * The `state` and `updatedAt` of a task's record (what {@link Backend.deleteResultIf} compares),
+ * or null when it has none: read without the result where the backend can
+ * ({@link Backend.getResultStamp}).
+ */
+export async function resultStampOf(
+  backend: Backend,
+  taskId: string,
+): Promise<Pick<TaskRecord, "state" | "updatedAt"> | null> {
+  const stamp = backend.getResultStamp ? await backend.getResultStamp(taskId) : await backend.getResult(taskId);
+  return stamp === null ? null : { state: stamp.state, updatedAt: stamp.updatedAt };
 }
 
 /** Whether a write of `next` may replace a stored `current` (state precedence). */

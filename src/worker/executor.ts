@@ -49,7 +49,7 @@
  * @module
  */
 import type { Chicory } from "../app.js";
-import { type StoredError, type TaskRecord, terminalStateOf } from "../backends/backend.js";
+import { resultStampOf, type StoredError, type TaskRecord, terminalStateOf } from "../backends/backend.js";
 import type { Delivery } from "../brokers/broker.js";
 import { isoNow } from "../core/clock.js";
 import { OUTCOME_FINAL_THERE, OUTCOME_LEFT_TO_NEW_OWNER, OUTCOME_STORED_OWNERLESS } from "../core/lease-outcome.js";
@@ -510,49 +510,38 @@ async function mayStore(ctx: ExecutionContext, state: string, taskId: string): P
   return false;
 }
 
-/** How long a shutdown's release waits for the STARTED marker's checks before it goes ahead. */
+/** How long a release waits for each check of the task's `STARTED` record. */
 const STARTED_CHECK_MS = 1000;
 
 /**
- * The stamp of the task's `STARTED` record when this delivery still holds its lease (so the
- * marker is this run's, or an older run's of the same job), read before the release; null
- * otherwise, when the backend cannot compare-and-delete, or when the checks fail or take
- * longer than {@link STARTED_CHECK_MS} (the release does not wait for them).
+ * Gives the message back (a run the shutdown aborted: see settle's `release`) and deletes its
+ * task's `STARTED` record, so that the queued job reads `PENDING`: only the record read before
+ * the release while this delivery held the lease (this run's marker, or an older run's of the
+ * same job), and only if nothing replaced it meanwhile (`deleteResultIf`). Each check waits at
+ * most {@link STARTED_CHECK_MS}; the release does not depend on them.
  */
-async function startedMarkerHeld(
-  ctx: ExecutionContext,
-  taskId: string,
-): Promise<Pick<TaskRecord, "state" | "updatedAt"> | null> {
+async function releaseClearingStarted(ctx: ExecutionContext): Promise<void> {
+  const { delivery, logger } = ctx;
   const backend = ctx.app.backend;
-  if (!backend?.deleteResultIf) return null;
-  const check = async () => {
-    const stamp = backend.getResultStamp ? await backend.getResultStamp(taskId) : await backend.getResult(taskId);
-    if (stamp?.state !== "STARTED") return null;
-    const held = ctx.delivery.holdsLease ? await ctx.delivery.holdsLease() : true;
-    return held ? { state: stamp.state, updatedAt: stamp.updatedAt } : null;
+  const taskId = ctx.attempt.message?.id;
+  const bounded = async <T>(work: () => Promise<T>, what: string): Promise<T | null> => {
+    try {
+      return await withinDeadline(work(), STARTED_CHECK_MS);
+    } catch (error) {
+      logger.debug({ taskId, err: toError(error).message }, `could not ${what} the STARTED record of a released job`);
+      return null;
+    }
   };
-  try {
-    return await withinDeadline(check(), STARTED_CHECK_MS);
-  } catch (error) {
-    ctx.logger.debug({ taskId, err: toError(error).message }, "could not read the STARTED marker of a released job");
-    return null;
-  }
-}
-
-/**
- * Deletes the `STARTED` record read before the release (the job is queued again: its state reads
- * `PENDING`), unless a newer record replaced it meanwhile (the next run's).
- */
-async function clearStartedMarker(
-  ctx: ExecutionContext,
-  taskId: string,
-  seen: Pick<TaskRecord, "state" | "updatedAt">,
-): Promise<void> {
-  try {
-    await withinDeadline(ctx.app.backend?.deleteResultIf?.(taskId, seen) ?? Promise.resolve(false), STARTED_CHECK_MS);
-  } catch (error) {
-    ctx.logger.debug({ taskId, err: toError(error).message }, "could not clear the STARTED marker of a released job");
-  }
+  const seen =
+    taskId === undefined || !backend?.deleteResultIf
+      ? null
+      : await bounded(async () => {
+          const stamp = await resultStampOf(backend, taskId);
+          const isHeld = stamp?.state === "STARTED" && (await (delivery.holdsLease?.() ?? true));
+          return isHeld ? stamp : null;
+        }, "read");
+  await delivery.release();
+  if (seen && taskId !== undefined) await bounded(async () => backend?.deleteResultIf?.(taskId, seen), "delete");
 }
 
 async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
@@ -582,13 +571,9 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
     case "ack":
       await delivery.ack();
       return;
-    case "release": {
-      // A run the shutdown aborted gives its job back: its STARTED marker would say it runs.
-      const started = outcome.kind === "aborted" && message ? await startedMarkerHeld(ctx, message.id) : null;
-      await delivery.release();
-      if (started && message) await clearStartedMarker(ctx, message.id, started);
+    case "release":
+      await releaseClearingStarted(ctx);
       return;
-    }
     case "retry":
     case "republish": {
       if (!message || outcome.kind !== "retry") return;

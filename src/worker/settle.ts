@@ -84,7 +84,10 @@ export type Action =
    * broker call (`acksCarryRecords`).
    */
   | ({ readonly type: "storeAndWriteDeadLetter" } & StoreSpec)
-  /** Give the message back for another worker. */
+  /**
+   * Give the message back for another worker (a run the shutdown aborted); its task's `STARTED`
+   * record, now untrue, is deleted.
+   */
   | { readonly type: "release" };
 
 /** Inputs of {@link settle} besides the outcome. */

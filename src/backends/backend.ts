@@ -136,6 +136,11 @@ export interface Backend {
   readonly kind: string;
   /** Display form of the connection URL with the password masked. */
   readonly displayUrl: string;
+  /**
+   * False when the records live in this process only (the memory backend, SQLite `:memory:`):
+   * no other process can read them. Absent: other processes share them.
+   */
+  readonly multiProcess?: boolean;
   /** Opens connections (and creates schema where needed); idempotent. */
   connect(): Promise<void>;
   /** Closes connections the backend owns; idempotent. */

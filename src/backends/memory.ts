@@ -44,6 +44,8 @@ export class MemoryBackend implements Backend {
   readonly kind = "memory";
   /** Always `"memory://"`. */
   readonly displayUrl = "memory://";
+  /** Always false: the records live in this process. */
+  readonly multiProcess = false;
   /** Record lifetime in milliseconds. */
   readonly #resultTtlMs: number;
   readonly #pollIntervalMs: number;

@@ -60,7 +60,7 @@ export async function connectBackend(app: Chicory, purpose: string): Promise<Bac
       `${purpose} needs a result backend, and this app has none (set backend or CHICORY_BACKEND_URL)`,
     );
   }
-  if (backend.kind === "memory" || backend.displayUrl === "sqlite::memory:") {
+  if (backend.multiProcess === false) {
     throw new CliUsageError(
       `${purpose} needs a result backend other processes share, and this app's (${backend.displayUrl}) lives in this process only (set backend or CHICORY_BACKEND_URL)`,
     );

@@ -100,6 +100,8 @@ class CutByDisconnect extends Error {
 export class SqlBackend implements Backend {
   readonly kind: SqlFlavor;
   readonly displayUrl: string;
+  /** {@inheritDoc Backend.multiProcess} */
+  readonly multiProcess: boolean;
   readonly #dialect: SqlDialect;
   readonly #settings: SqlTableSettings;
   readonly #names: SqlTableNames;
@@ -126,6 +128,7 @@ export class SqlBackend implements Backend {
     this.#dialect = options.dialect;
     this.kind = options.dialect.flavor;
     this.displayUrl = options.dialect.displayUrl;
+    this.multiProcess = options.dialect.multiProcess ?? true;
     this.#settings = resolveTableSettings(this.kind, options, options.env ?? process.env);
     this.#names = tableNames(this.#settings.tablePrefix, this.#settings.schema);
     this.#codec = textCodec(this.kind);

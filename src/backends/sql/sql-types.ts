@@ -84,6 +84,8 @@ export interface SqlDialect {
   readonly flavor: SqlFlavor;
   /** The connection URL with its password masked. */
   readonly displayUrl: string;
+  /** False for a database that lives in this process only (SQLite `:memory:`); absent: shared. */
+  readonly multiProcess?: boolean;
   /** Imports the driver lazily and opens the pool. */
   connect(): Promise<SqlConnection>;
   /**

@@ -74,6 +74,7 @@ export function sqliteDialect(options: SqliteDialectOptions = {}): SqlDialect {
   return {
     flavor: "sqlite",
     displayUrl: injected ? "sqlite (injected database)" : `sqlite:${path}`,
+    multiProcess: injected !== undefined || path !== ":memory:",
     async connect(): Promise<SqlConnection> {
       let database = injected;
       if (database === undefined) {

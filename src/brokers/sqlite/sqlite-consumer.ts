@@ -30,7 +30,7 @@ import type { Consumer, Delivery } from "../broker.js";
 import { isBusyError } from "./sqlite-database.js";
 import { SqliteDelivery, type SqliteSettleAction } from "./sqlite-delivery.js";
 import type { ResolvedSqliteBrokerOptions } from "./sqlite-options.js";
-import type { ClaimedJob, DeliveryFence, FleetLeases, SqliteStore, StallWindow } from "./sqlite-store.js";
+import type { ClaimedJob, DeliveryFence, SqliteStore, StallWindow } from "./sqlite-store.js";
 
 /** What a consumer needs from its broker. */
 export interface SqliteConsumerHost {
@@ -44,15 +44,6 @@ export interface SqliteConsumerHost {
   unregister(consumer: SqliteConsumer): void;
   /** Wraps a driver error into a `BrokerConnectionError`. */
   wrap(error: unknown, operation: string): Error;
-}
-
-/** A stall window opened by a transaction under way (see `SqliteConsumer.#inTransaction`). */
-interface OpenedWindow {
-  readonly window: StallWindow;
-  /** Whether it holds back a job of the consumer's queues whose lease ran out. */
-  readonly isHolding: boolean;
-  /** When it was opened (epoch ms). */
-  readonly at: number;
 }
 
 /** Look for work at least this often even when nothing seems to have changed. */
@@ -81,12 +72,6 @@ export class SqliteConsumer implements Consumer {
   #seenVersion = -1;
   #nextDueAt = 0;
   #lastCheckAt = 0;
-  /** When this consumer last wrote its registration (a lower bound of the file's pulse). */
-  #touchedAt = 0;
-  /** The shortest and longest lease registered on the file, as last read (at each renewal). */
-  #fleet: FleetLeases | null = null;
-  /** A stall window opened by the transaction under way, announced once it commits. */
-  #opened: OpenedWindow | undefined;
   #pollMs: number;
 
   /** @param logger where consuming problems are reported (default: the broker's logger) */
@@ -171,11 +156,10 @@ export class SqliteConsumer implements Consumer {
     this.#isStarted = true;
     try {
       const store = this.#host.store();
-      this.#touchedAt = this.#inTransaction(store, () => {
+      store.transaction(() => {
         const now = Date.now();
-        this.#stallWindow(store, now, true);
+        this.#stallWindow(store, now);
         store.touchConsumer(this.consumerId, this.queues, now, this.#host.options.claimMinIdleMs);
-        return now;
       });
     } catch (error) {
       this.#isStarted = false;
@@ -198,10 +182,10 @@ export class SqliteConsumer implements Consumer {
     }
     this.#nextDueAt = nextDueAt;
     if (due.length === 0) return [];
-    return this.#inTransaction(store, () => {
+    return store.transaction(() => {
       // The time once the write lock is held: a claim that waited for it sees that wait.
       const at = Math.max(now, Date.now());
-      const window = this.#stallWindow(store, at, false);
+      const window = this.#stallWindow(store, at);
       const reclaimCutoff = window === null ? at : at - window.quietMs;
       // Leases held back by the window are due again when it ends.
       if (window !== null) this.#nextDueAt = Math.min(this.#nextDueAt, window.until);
@@ -216,49 +200,21 @@ export class SqliteConsumer implements Consumer {
   }
 
   /**
-   * Runs `fn` in one write transaction; a stall window it opened is announced once committed
-   * (a transaction rolled back opened none).
-   */
-  #inTransaction<T>(store: SqliteStore, fn: () => T): T {
-    this.#opened = undefined;
-    try {
-      const result = store.transaction(fn);
-      // (set by fn: not the undefined assigned above)
-      const opened = this.#opened as OpenedWindow | undefined;
-      if (opened !== undefined) this.#announce(opened.window, opened.isHolding, opened.at);
-      return result;
-    } finally {
-      this.#opened = undefined;
-    }
-  }
-
-  /**
    * The file's stall window (see the module doc), opened here when nobody wrote a registration
-   * for more than half the shortest lease registered. `readAnyway`: read the registrations even
-   * when this consumer's own is recent (to refresh the leases known). Call in a transaction.
+   * for more than half the shortest lease registered; said once, by the consumer that opened it:
+   * a warning when it holds back a job of this consumer's queues whose lease ran out, at debug
+   * level otherwise (e.g. a start long after the last worker stopped). Call in a transaction.
    */
-  #stallWindow(store: SqliteStore, now: number, readAnyway: boolean): StallWindow | null {
-    const { window, fleet } = store.stallWindow(now, {
-      leaseMs: this.#host.options.claimMinIdleMs,
-      touchedAt: readAnyway ? 0 : this.#touchedAt,
-      fleet: this.#fleet,
-    });
-    if (fleet !== null) this.#fleet = fleet;
+  #stallWindow(store: SqliteStore, now: number): StallWindow | null {
+    const window = store.stallWindow(now, this.#host.options.claimMinIdleMs);
     if (window?.isNew) {
-      this.#opened = { window, isHolding: store.heldBack(this.queues, now - window.quietMs, now), at: now };
+      const isHolding = store.heldBack(this.queues, now - window.quietMs, now);
+      this.#logger[isHolding ? "warn" : "debug"](
+        { consumerId: this.consumerId, quietMs: window.quietMs, untilMs: window.until },
+        `sqlite broker: no consumer wrote to the database for ${(window.quietMs / 1000).toFixed(1)} s (another connection held its write lock, the clock stepped forward, or every worker was stalled or stopped); for the next ${((window.until - now) / 1000).toFixed(1)} s a lease that ran out is reclaimed only if it ran out that long ago, so that live workers renew theirs first`,
+      );
     }
     return window;
-  }
-
-  /**
-   * Logs a window this consumer opened: a warning when it holds back a job of its queues whose
-   * lease ran out, at debug level otherwise (e.g. a start long after the last worker stopped).
-   */
-  #announce(window: StallWindow, isHolding: boolean, at: number): void {
-    this.#logger[isHolding ? "warn" : "debug"](
-      { consumerId: this.consumerId, quietMs: window.quietMs, untilMs: window.until },
-      `sqlite broker: no consumer wrote to the database for ${(window.quietMs / 1000).toFixed(1)} s (another connection held its write lock, the clock stepped forward, or every worker was stalled or stopped); for the next ${((window.until - at) / 1000).toFixed(1)} s a lease that ran out is reclaimed only if it ran out that long ago, so that live workers renew theirs first`,
-    );
   }
 
   #deliver(job: ClaimedJob): Delivery {
@@ -336,14 +292,13 @@ export class SqliteConsumer implements Consumer {
     try {
       const store = this.#host.store();
       const ids = [...this.#inFlight.keys()].filter((id) => !this.#lostIds.has(id));
-      const { renewed, at } = this.#inTransaction(store, () => {
+      const renewed = store.transaction(() => {
         const now = Date.now();
-        this.#stallWindow(store, now, true);
+        this.#stallWindow(store, now);
         const extended = store.renew(this.consumerId, ids, now + claimMinIdleMs);
         store.touchConsumer(this.consumerId, this.queues, now, claimMinIdleMs);
-        return { renewed: extended, at: now };
+        return extended;
       });
-      this.#touchedAt = at;
       const lost = ids.filter((id) => !renewed.has(id));
       if (lost.length > 0) {
         for (const id of lost) {

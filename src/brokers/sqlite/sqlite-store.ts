@@ -45,12 +45,6 @@ export interface StallWindow {
   readonly isNew: boolean;
 }
 
-/** The shortest and longest lease (ms) of the consumers registered on the file. */
-export interface FleetLeases {
-  readonly minMs: number;
-  readonly maxMs: number;
-}
-
 /** A job to insert. */
 export interface NewJob {
   readonly queue: string;
@@ -286,35 +280,23 @@ export class SqliteStore {
   }
 
   /**
-   * The file's open stall window, if any, after noting a new quiet time. The threshold is half
-   * the shortest lease registered (`fleet.minMs`, from the last read of the registrations, and
-   * `own.leaseMs`): when no consumer wrote its registration for longer than that before `now`,
-   * the window is opened (or widened) until `now` plus the longest lease registered, with that
-   * quiet time. The registrations are not read when this consumer's own is recent enough
-   * (`own.touchedAt`; 0 to read them anyway); when read, the returned `fleet` holds their
-   * shortest and longest lease. Call in a transaction, before this consumer writes its own.
+   * The file's open stall window, if any, after noting a new quiet time: when no consumer wrote
+   * its registration for longer than half the shortest lease registered (and `leaseMs`, this
+   * consumer's) before `now`, the window is opened (or widened) until `now` plus the longest
+   * lease registered, with that quiet time. Call in a transaction, before this consumer writes
+   * its own registration.
    */
-  stallWindow(
-    now: number,
-    own: { readonly leaseMs: number; readonly touchedAt: number; readonly fleet: FleetLeases | null },
-  ): { readonly window: StallWindow | null; readonly fleet: FleetLeases | null } {
+  stallWindow(now: number, leaseMs: number): StallWindow | null {
     const s = this.#statements;
     const stored = parseStallWindow((s.readMeta.get(STALL_WINDOW_KEY) as { value: string } | undefined)?.value);
     const open = stored === null || stored.until <= now ? null : { ...stored, isNew: false };
-    if (now - own.touchedAt <= Math.min(own.leaseMs, own.fleet?.minMs ?? own.leaseMs) / 2) {
-      return { window: open, fleet: null };
-    }
-    const row = s.pulse.get() as { at: number | null; lo: number | null; hi: number | null } | undefined;
-    const fleet = {
-      minMs: Math.min(own.leaseMs, row?.lo ?? own.leaseMs),
-      maxMs: Math.max(own.leaseMs, row?.hi ?? own.leaseMs),
-    };
-    const quietMs = row?.at == null ? 0 : now - row.at;
-    if (quietMs <= fleet.minMs / 2) return { window: open, fleet };
-    const until = Math.max(open?.until ?? 0, now + fleet.maxMs);
+    const pulse = s.pulse.get() as { at: number | null; lo: number | null; hi: number | null } | undefined;
+    const quietMs = pulse?.at == null ? 0 : now - pulse.at;
+    if (quietMs <= Math.min(leaseMs, pulse?.lo ?? leaseMs) / 2) return open;
+    const until = Math.max(open?.until ?? 0, now + Math.max(leaseMs, pulse?.hi ?? leaseMs));
     const widest = Math.max(open?.quietMs ?? 0, quietMs);
     s.writeMeta.run(STALL_WINDOW_KEY, JSON.stringify({ until, quietMs: widest }));
-    return { window: { until, quietMs: widest, isNew: open === null }, fleet };
+    return { until, quietMs: widest, isNew: open === null };
   }
 
   /** Unregisters `consumerId` from every queue. */

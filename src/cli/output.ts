@@ -4,6 +4,7 @@
  * through {@link maskSecrets}, so passwords never reach the terminal.
  * @module
  */
+import { maskUrlsIn } from "../core/url.js";
 
 /** Exit code of a successful command. */
 export const EXIT_OK = 0;
@@ -35,14 +36,9 @@ export class CliFailure extends Error {
 /** Error codes (of ChicoryError, duck-typed) that mean the user's input or configuration is wrong. */
 const USAGE_CODES: ReadonlySet<string> = new Set(["CLI_USAGE", "CONFIGURATION", "VALIDATION_ERROR"]);
 
-// (an `@` in the user name or the password, unencoded, is read as the URL standard does: the
-// user name runs to the first `:`, the password to the last `@` before the host)
-const URL_PASSWORD = /\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#:]*):[^\s/?#]*@/gi;
-const QUERY_PASSWORD = /([?&](?:password|pass|pwd)=)[^&#\s]*/gi;
-
-/** Masks every `scheme://user:password@` and `password=` occurrence in `text`. */
+/** Masks every `scheme://user:password@` and `password=` occurrence in `text` ({@link maskUrlsIn}). */
 export function maskSecrets(text: string): string {
-  return text.replace(URL_PASSWORD, "$1:***@").replace(QUERY_PASSWORD, "$1***");
+  return maskUrlsIn(text);
 }
 
 /** The `code` of a thrown value (ChicoryError's, a driver's), when it has a string one. */

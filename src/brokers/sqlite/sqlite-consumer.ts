@@ -108,7 +108,8 @@ export class SqliteConsumer implements Consumer {
       } catch (error) {
         throw this.#host.wrap(error, "poll");
       }
-      if (mustCheck || this.#wakeRequested || version !== this.#seenVersion || now >= this.#nextDueAt) {
+      const isCheckDue = now >= this.#nextDueAt || now >= this.#lastCheckAt + RECHECK_MS;
+      if (mustCheck || this.#wakeRequested || version !== this.#seenVersion || isCheckDue) {
         mustCheck = false;
         this.#wakeRequested = false;
         this.#seenVersion = version;

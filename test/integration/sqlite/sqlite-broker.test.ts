@@ -3,10 +3,14 @@
  * unique publishes across two connections, injected connections, lifecycle errors.
  */
 import Database from "better-sqlite3";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
 import { SqliteBroker } from "../../../src/brokers/sqlite/index.js";
-import type { SqliteDatabase } from "../../../src/brokers/sqlite/sqlite-database.js";
+import {
+  openBetterSqlite3,
+  type SqliteDatabase,
+  type SqliteOpener,
+} from "../../../src/brokers/sqlite/sqlite-database.js";
 import { BrokerConnectionError, ConfigurationError } from "../../../src/errors.js";
 import { uniqueName } from "../../helpers/services.js";
 import { removeDb, tempDbPath } from "./sqlite-test-files.js";
@@ -214,6 +218,52 @@ describe("sqlite broker", () => {
     expect(elapsed).toBeGreaterThanOrEqual(200);
     expect(elapsed).toBeLessThan(5000);
     await delivery?.ack();
+    await consumer.close();
+  });
+
+  it("while idle, checks at most every pollMaxMs and looks for work once a second", async () => {
+    const runs = new Map<string, number>();
+    const counting: SqliteOpener = async (file, options) => {
+      const db = await openBetterSqlite3(file, options);
+      return {
+        exec: (sql) => db.exec(sql),
+        close: () => db.close(),
+        prepare(sql) {
+          const statement = db.prepare(sql);
+          const counted = <T>(result: T): T => {
+            runs.set(sql, (runs.get(sql) ?? 0) + 1);
+            return result;
+          };
+          return {
+            run: (...params) => counted(statement.run(...params)),
+            get: (...params) => counted(statement.get(...params)),
+            all: (...params) => counted(statement.all(...params)),
+          };
+        },
+      };
+    };
+    const broker = await connect({ open: counting, pollMinMs: 5, pollMaxMs: 25, fetchMaxWaitMs: 60_000 });
+    const consumer = broker.consumer({ queues: [uniqueName("q")], consumerId: "w" });
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
+    try {
+      const controller = new AbortController();
+      const fetching = consumer.fetch(1, controller.signal);
+      runs.clear();
+      await vi.advanceTimersByTimeAsync(10_000);
+      controller.abort();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(await fetching).toEqual([]);
+    } finally {
+      vi.useRealTimers();
+    }
+    const ran = (prefix: string): number =>
+      [...runs].filter(([sql]) => sql.startsWith(prefix)).reduce((sum, [, n]) => sum + n, 0);
+    // 10 s at one check per 25 ms: 400 reads of data_version (a spinning loop made 10,000)
+    expect(ran("PRAGMA data_version")).toBeGreaterThan(300);
+    expect(ran("PRAGMA data_version")).toBeLessThanOrEqual(420);
+    // the safety net: one look for work per second although nothing changed
+    expect(ran("SELECT MIN(available_at)")).toBeGreaterThanOrEqual(9);
+    expect(ran("SELECT MIN(available_at)")).toBeLessThanOrEqual(11);
     await consumer.close();
   });
 

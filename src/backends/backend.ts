@@ -137,6 +137,11 @@ export interface Backend {
   /** Display form of the connection URL with the password masked. */
   readonly displayUrl: string;
   /**
+   * The settings beside the URL that decide which records this backend reaches (e.g. a key or
+   * table prefix), as the worker's banner shows them. Absent when the URL says it all.
+   */
+  readonly displaySettings?: string | undefined;
+  /**
    * False when the records live in this process only (the memory backend, SQLite `:memory:`):
    * no other process can read them. Absent: other processes share them.
    */

@@ -354,6 +354,12 @@ export interface Broker extends BrokerAdmin {
   readonly capabilities: BrokerCapabilities;
   /** Display form of the connection URL with the password masked. */
   readonly displayUrl: string;
+  /**
+   * The settings beside the URL that decide which queues this broker reaches (e.g. a key
+   * prefix), as the worker's banner shows them: two processes with the same URL but different
+   * settings do not share jobs. Absent when the URL says it all.
+   */
+  readonly displaySettings?: string | undefined;
   /** Called by the app once, before `connect`. */
   bind(binding: BrokerBinding): void;
   /** Opens connections; idempotent. */

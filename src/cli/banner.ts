@@ -53,6 +53,11 @@ function located(displayUrl: string): string {
   return path === undefined || isAbsolute(path) ? displayUrl : `${displayUrl} (${resolve(path)})`;
 }
 
+/** A location and, when its broker or backend has them, the settings that decide what it reaches. */
+function withSettings(location: string, settings: string | undefined): string {
+  return settings ? `${location}; ${settings}` : location;
+}
+
 /** The banner's lines. */
 export function bannerLines(input: BannerInput): string[] {
   const { app, config } = input;
@@ -69,8 +74,13 @@ export function bannerLines(input: BannerInput): string[] {
     ["delivery", app.config.deliveryMode],
     ["dead letters", config.useDeadLetterQueue ? "on (failed tasks go to the DLQ)" : "off"],
     ["heartbeat", `every ${config.heartbeatInterval} s, ttl ${config.heartbeatTtl} s`],
-    ["broker", located(maskUrl(app.broker.displayUrl))],
-    ["backend", app.backend ? located(maskUrl(app.backend.displayUrl)) : "none (fire-and-forget)"],
+    ["broker", withSettings(located(maskUrl(app.broker.displayUrl)), app.broker.displaySettings)],
+    [
+      "backend",
+      app.backend
+        ? withSettings(located(maskUrl(app.backend.displayUrl)), app.backend.displaySettings)
+        : "none (fire-and-forget)",
+    ],
     ["pid", `${process.pid}${input.processes > 1 ? " (supervisor)" : ""}`],
   ];
   const title = ` chicory worker v${packageVersion()} `;

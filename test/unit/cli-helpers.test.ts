@@ -3,6 +3,9 @@ import { resolve } from "node:path";
 import { PassThrough } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { Chicory } from "../../src/app.js";
+import { RedisBackend } from "../../src/backends/redis/index.js";
+import { RabbitMqBroker } from "../../src/brokers/rabbitmq/index.js";
+import { RedisBroker } from "../../src/brokers/redis/index.js";
 import { bannerLines } from "../../src/cli/banner.js";
 import { confirmDeletion, requireConfirmable } from "../../src/cli/confirm.js";
 import { parseModuleSpec } from "../../src/cli/load-app.js";
@@ -155,7 +158,33 @@ describe("worker banner", () => {
     const worker = new Worker(app, { queue: "default", logger: silentLogger });
     const lines = bannerLines({ appDisplay: "app.ts:app", app, config: worker.config, processes: 1 });
     expect(lines).toContainEqual(`  broker        sqlite:rel/jobs.db (${resolve("rel/jobs.db")})`);
-    expect(lines).toContainEqual("  backend       sqlite:/abs/results.db");
+    expect(lines).toContainEqual('  backend       sqlite:/abs/results.db; table prefix "chicory_"');
     expect(lines).toContainEqual("  queues        default; not consumed here: mail (send_email)");
+  });
+
+  it("shows the prefixes that decide what the broker and backend reach", () => {
+    const app = new Chicory({
+      broker: new RedisBroker({ url: "redis://:secret@127.0.0.1:6379/3", keyPrefix: "shop", consumerGroup: "g1" }),
+      backend: new RedisBackend({ url: "redis://127.0.0.1:6379/4", keyPrefix: "shop-results" }),
+    });
+    const worker = new Worker(app, { queue: "default", logger: silentLogger });
+    const lines = bannerLines({ appDisplay: "app.ts:app", app, config: worker.config, processes: 1 });
+    expect(lines).toContainEqual(
+      '  broker        redis://:***@127.0.0.1:6379/3; key prefix "shop", consumer group "g1"',
+    );
+    expect(lines).toContainEqual('  backend       redis://127.0.0.1:6379/4; key prefix "shop-results"');
+    const rabbit = new Chicory({
+      broker: new RabbitMqBroker({ url: "amqp://guest:guest@127.0.0.1:5672/", prefix: "shop", queueType: "quorum" }),
+    });
+    const rabbitWorker = new Worker(rabbit, { queue: "default", logger: silentLogger });
+    const rabbitLines = bannerLines({
+      appDisplay: "app.ts:app",
+      app: rabbit,
+      config: rabbitWorker.config,
+      processes: 1,
+    });
+    expect(rabbitLines).toContainEqual(
+      '  broker        amqp://guest:***@127.0.0.1:5672/; prefix "shop", quorum queues',
+    );
   });
 });

@@ -137,6 +137,10 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   readonly displayUrl: string;
   /** Resolved settings. */
   readonly settings: RedisBackendSettings;
+  /** {@inheritDoc Backend.displaySettings} */
+  get displaySettings(): string {
+    return `key prefix "${this.settings.keyPrefix}"`;
+  }
   /** The pub/sub channel finished records are announced on: `P:done:DB` (see module doc). */
   readonly doneChannel: string;
   readonly #connection: ResolvedRedisConnection;

@@ -102,6 +102,11 @@ export class SqlBackend implements Backend {
   readonly displayUrl: string;
   /** {@inheritDoc Backend.multiProcess} */
   readonly multiProcess: boolean;
+  /** {@inheritDoc Backend.displaySettings} */
+  get displaySettings(): string {
+    const { tablePrefix, schema } = this.#settings;
+    return `table prefix "${tablePrefix}"${schema === undefined ? "" : `, schema "${schema}"`}`;
+  }
   readonly #dialect: SqlDialect;
   readonly #settings: SqlTableSettings;
   readonly #names: SqlTableNames;

@@ -60,6 +60,10 @@ export class RabbitMqBroker implements Broker {
   readonly displayUrl: string;
   /** The resolved settings (password inside `url`: do not log it). */
   readonly settings: RabbitMqSettings;
+  /** {@inheritDoc Broker.displaySettings} */
+  get displaySettings(): string {
+    return `prefix "${this.settings.prefix}", ${this.settings.queueType} queues`;
+  }
   readonly #publishConnection: RabbitMqConnection;
   readonly #consumeConnection: RabbitMqConnection;
   readonly #publisher: RabbitMqPublisher;

@@ -122,6 +122,10 @@ export class RedisBroker implements Broker {
   readonly displayUrl: string;
   /** Resolved settings. */
   readonly settings: RedisBrokerSettings;
+  /** {@inheritDoc Broker.displaySettings} */
+  get displaySettings(): string {
+    return `key prefix "${this.settings.keyPrefix}", consumer group "${this.settings.consumerGroup}"`;
+  }
   readonly #connection: ResolvedRedisConnection;
   readonly #injected: RedisClientLike | undefined;
   #stopEvictionChecks: (() => void) | undefined;

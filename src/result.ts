@@ -11,6 +11,7 @@ import { MAX_TASK_ID_LENGTH } from "./core/message.js";
 import { settlesWithin } from "./core/sleep.js";
 import {
   BackendNotConfiguredError,
+  ChicoryError,
   ConfigurationError,
   TaskFailedError,
   TimeoutError,
@@ -90,6 +91,7 @@ export class AsyncResult<R = unknown> {
   readonly #backend: Backend | null;
   readonly #defaults: ResultDefaults;
   readonly #queue: string | undefined;
+  readonly #taskName: string | undefined;
 
   /**
    * @param defaults `get()`'s defaults; without them, those of the app whose backend this is
@@ -97,8 +99,10 @@ export class AsyncResult<R = unknown> {
    *   `delay()` returns
    * @param queue the queue the task was sent to, when known (`delay()` gives it): a `get()` that
    *   times out says when no worker consumes it
+   * @param taskName the task's name, when known (`delay()` gives it): `get()` refuses a record
+   *   that another task stored under the same id, rather than return a value of another type
    */
-  constructor(taskId: string, backend: Backend | null, defaults?: ResultDefaults, queue?: string) {
+  constructor(taskId: string, backend: Backend | null, defaults?: ResultDefaults, queue?: string, taskName?: string) {
     // (a cheap check: an id from a request or a CLI argument that is empty or no string at all
     // would otherwise read as a task still PENDING)
     if (typeof taskId !== "string" || taskId.length === 0 || taskId.length > MAX_TASK_ID_LENGTH) {
@@ -109,6 +113,7 @@ export class AsyncResult<R = unknown> {
     this.taskId = taskId;
     this.#backend = backend;
     this.#queue = queue;
+    this.#taskName = taskName;
     this.#defaults = defaults ?? (backend === null ? undefined : appDefaults.get(backend)) ?? {};
   }
 
@@ -140,7 +145,8 @@ export class AsyncResult<R = unknown> {
    * @throws ConfigurationError when `options` is not an object, has an unknown key, or a
    * duration that is not one
    * @throws ChicoryError naming the key when the stored record cannot be read (corrupt or
-   * foreign data; Redis backend)
+   * foreign data; Redis backend), or when another task's record holds this id (a
+   * caller-chosen `taskId` used for two tasks)
    */
   async get(options: GetOptions = {}): Promise<R> {
     // (a JavaScript caller's `get(5)` or `get({ timout: 5 })` would otherwise wait for ever)
@@ -237,6 +243,11 @@ export class AsyncResult<R = unknown> {
           ? "the wait ended before a result came (the backend disconnected)"
           : `no result after ${timeoutMs / 1000} s${backendNote}`;
       throw new TimeoutError(`task ${this.taskId}: ${waited}`);
+    }
+    if (this.#taskName !== undefined && record.taskName !== undefined && record.taskName !== this.#taskName) {
+      throw new ChicoryError(
+        `task id "${this.taskId}" holds a result of task "${record.taskName}", not of "${this.#taskName}": a caller-chosen taskId names one job across every task and queue (a second delay() with that id while the first job was queued or running enqueued nothing; on another queue, both ran and the later result replaced the other)`,
+      );
     }
     return unwrap<R>(record);
   }

@@ -290,7 +290,7 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
       priority: priority ?? null,
       unique: options.taskId !== undefined,
     };
-    const result = new AsyncResult<R>(taskId, runtime.backend, runtime.resultDefaults, queue);
+    const result = new AsyncResult<R>(taskId, runtime.backend, runtime.resultDefaults, queue, this.name);
     // A caller-chosen id may name a job that exists already (idempotent enqueue) and whose
     // record may have been announced before now: only a new id's announcement is still to come.
     const isNewId = options.taskId === undefined;

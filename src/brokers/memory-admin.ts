@@ -23,7 +23,7 @@ export abstract class MemoryAdmin implements BrokerAdmin {
   protected replayGuard: DlqReplayGuard | undefined;
   /** Queues by name, created on first use. */
   protected readonly queues = new Map<string, MemoryQueue>();
-  /** Live (queued, delayed or in flight) messages per task id, for `unique` publish. */
+  /** Live (queued, delayed or in flight) messages per queue and task id, for `unique` publish (ids are held per queue, as on Redis and SQLite). */
   readonly #liveIds = new Map<string, number>();
   /** Which queue's DLQ holds an entry id. */
   readonly #dlqIndex = new Map<string, string>();
@@ -54,21 +54,23 @@ export abstract class MemoryAdmin implements BrokerAdmin {
     return ++this.#seq;
   }
 
-  /** True when a message with task id `id` is queued, delayed or in flight. */
-  protected isLive(id: string): boolean {
-    return (this.#liveIds.get(id) ?? 0) > 0;
+  /** True when a message of `queue` with task id `id` is queued, delayed or in flight. */
+  protected isLive(queue: string, id: string): boolean {
+    return (this.#liveIds.get(liveKey(queue, id)) ?? 0) > 0;
   }
 
-  /** Counts one more live message with task id `id`. */
-  protected retainId(id: string): void {
-    this.#liveIds.set(id, (this.#liveIds.get(id) ?? 0) + 1);
+  /** Counts one more live message of `queue` with task id `id`. */
+  protected retainId(queue: string, id: string): void {
+    const key = liveKey(queue, id);
+    this.#liveIds.set(key, (this.#liveIds.get(key) ?? 0) + 1);
   }
 
-  /** Counts one live message with task id `id` less. */
-  protected releaseId(id: string): void {
-    const left = (this.#liveIds.get(id) ?? 0) - 1;
-    if (left > 0) this.#liveIds.set(id, left);
-    else this.#liveIds.delete(id);
+  /** Counts one live message of `queue` with task id `id` less. */
+  protected releaseId(queue: string, id: string): void {
+    const key = liveKey(queue, id);
+    const left = (this.#liveIds.get(key) ?? 0) - 1;
+    if (left > 0) this.#liveIds.set(key, left);
+    else this.#liveIds.delete(key);
   }
 
   /** Stores a dead letter of `queue`. */
@@ -116,7 +118,7 @@ export abstract class MemoryAdmin implements BrokerAdmin {
       // checked again: a concurrent replay may have taken the entry while the guard read
       if (this.queue(origin).dlq.get(messageId) !== entry) return false;
       // another copy of the task id is live: two copies of one task id, refused (as on Redis, SQLite)
-      if (this.isLive(entry.message.id)) throw replayRefusedError(messageId, entry.message.id);
+      if (this.isLive(queue ?? origin, entry.message.id)) throw replayRefusedError(messageId, entry.message.id);
       this.#removeDlq(origin, messageId);
       this.enqueue(queue ?? origin, entry.message.id, body, entry.message.priority, 0);
       return true;
@@ -157,7 +159,7 @@ export abstract class MemoryAdmin implements BrokerAdmin {
 
   async purgeQueue(queue = DEFAULT_QUEUE): Promise<number> {
     const removed = this.queue(queue).purge();
-    for (const message of removed) this.releaseId(message.id);
+    for (const message of removed) this.releaseId(queue, message.id);
     return removed.length;
   }
 
@@ -178,4 +180,9 @@ export abstract class MemoryAdmin implements BrokerAdmin {
     this.queue(queue).dlq.delete(entryId);
     this.#dlqIndex.delete(entryId);
   }
+}
+
+/** The key of a live message: queue names cannot hold a NUL. */
+function liveKey(queue: string, id: string): string {
+  return `${queue}\u0000${id}`;
 }

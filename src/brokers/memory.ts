@@ -104,7 +104,7 @@ export class MemoryBroker extends MemoryAdmin implements Broker {
   /** Publishes to `queue` (delayed by `delayMs`, idempotent by id with `unique`). */
   async publish(queue: string, message: OutgoingMessage): Promise<PublishResult> {
     this.#assertConnected();
-    if (message.unique && this.isLive(message.id)) return { published: false };
+    if (message.unique && this.isLive(queue, message.id)) return { published: false };
     this.enqueue(queue, message.id, message.body, message.priority ?? 0, message.delayMs ?? 0);
     return { published: true };
   }
@@ -170,13 +170,13 @@ export class MemoryBroker extends MemoryAdmin implements Broker {
 
   #ack(queue: string, deliveryId: string): void {
     const entry = this.#takePending(queue, deliveryId);
-    if (entry) this.releaseId(entry.id);
+    if (entry) this.releaseId(queue, entry.id);
   }
 
   #retry(queue: string, deliveryId: string, body: string, delayMs: number): void {
     const entry = this.#takePending(queue, deliveryId);
     if (!entry) return;
-    this.releaseId(entry.id);
+    this.releaseId(queue, entry.id);
     this.enqueue(queue, entry.id, body, entry.priority, delayMs);
   }
 
@@ -197,7 +197,7 @@ export class MemoryBroker extends MemoryAdmin implements Broker {
   #deadLetter(queue: string, deliveryId: string, error: string): void {
     const entry = this.#takePending(queue, deliveryId);
     if (!entry) return;
-    this.releaseId(entry.id);
+    this.releaseId(queue, entry.id);
     this.addDeadLetter(queue, entry, error);
   }
 
@@ -212,7 +212,7 @@ export class MemoryBroker extends MemoryAdmin implements Broker {
   /** Adds a message to `queue`, ready now or after `delayMs`. */
   protected override enqueue(queue: string, id: string, body: string, priority: number, delayMs: number): void {
     const message: MemoryMessage = { id, body, priority, seq: this.nextSeq(), deliveryCount: 0 };
-    this.retainId(id);
+    this.retainId(queue, id);
     if (delayMs > 0) {
       message.dueAt = Date.now() + delayMs;
       this.queue(queue).delayed.add(message);

@@ -14,6 +14,7 @@ import {
   Worker,
   type WorkerInit,
 } from "../../src/index.js";
+import { deferred } from "../helpers/deferred.js";
 
 /** How a broker/backend pair plugs into {@link runWorkerE2E}. */
 export interface WorkerE2ETarget {
@@ -239,6 +240,28 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       await expect(again.get({ timeout: 0 })).rejects.toBeInstanceOf(TimeoutError);
       await worker(app);
       expect(await again.get({ timeout: 20 })).toBe("second run ok");
+    });
+
+    it("a get() refuses the result another task stored under the same caller-chosen id", async () => {
+      const app = await fresh();
+      const gate = deferred();
+      const slow = app.task({ name: "slow_one", queue: "shared_id_a" }, async () => {
+        await gate.promise;
+        return 1;
+      });
+      const quick = app.task({ name: "quick_other", queue: "shared_id_b" }, async () => "two");
+      await worker(app, { queue: ["shared_id_a", "shared_id_b"] });
+      try {
+        const first = await slow.applyAsync([], { taskId: "shared-7" });
+        const second = await quick.applyAsync([], { taskId: "shared-7" });
+        expect(await second.get({ timeout: 20 })).toBe("two");
+        // (typed number: without the check, it would have resolved to "two")
+        await expect(first.get({ timeout: 20 })).rejects.toThrow(
+          /task id "shared-7" holds a result of task "quick_other", not of "slow_one"/,
+        );
+      } finally {
+        gate.resolve();
+      }
     });
 
     it("stores the result as it was when the handler returned: a later change to it is not stored", async () => {

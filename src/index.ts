@@ -84,4 +84,4 @@ export { type CreateLoggerOptions, createLogger } from "./logging.js";
 export { AsyncResult, type GetOptions, type ResultDefaults, type StoredResult } from "./result.js";
 export { type BackoffStrategy, RetryPolicy, type RetryPolicyOptions } from "./retry.js";
 export { type ApplyOptions, Task, type TaskOptions } from "./task.js";
-export { Worker, type WorkerHealth, type WorkerInit } from "./worker/worker.js";
+export { type RunOptions, Worker, type WorkerHealth, type WorkerInit } from "./worker/worker.js";

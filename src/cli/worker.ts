@@ -7,8 +7,7 @@ import type { Command } from "commander";
 import type { WorkerOptions } from "../config.js";
 import type { LogLevel } from "../core/logger.js";
 import { sleep, timerDelay } from "../core/sleep.js";
-import { maskUrlsIn } from "../core/url.js";
-import { toError } from "../errors.js";
+import { strayText } from "../core/stored-error.js";
 import { createLogger } from "../logging.js";
 import { Worker } from "../worker/worker.js";
 import { bannerLines } from "./banner.js";
@@ -121,7 +120,7 @@ export async function runWorkerCommand(spec: string, opts: WorkerCommandOptions)
     });
   });
   let isDone = false;
-  const running = worker.run().finally(() => {
+  const running = worker.run({ handleStrayErrors: false }).finally(() => {
     isDone = true;
     stopHandlingStrays();
   });
@@ -133,17 +132,6 @@ export async function runWorkerCommand(spec: string, opts: WorkerCommandOptions)
   }
   await running;
   return hasFailed ? EXIT_FAILURE : EXIT_OK;
-}
-
-/** A stray error for the log: its stack (or text), URL passwords masked. */
-function strayText(error: unknown): string {
-  let text: string;
-  try {
-    text = error instanceof Error ? (error.stack ?? `${error.name}: ${error.message}`) : toError(error).message;
-  } catch {
-    text = "(a value that cannot be shown)"; // e.g. a getter that throws
-  }
-  return maskUrlsIn(text);
 }
 
 /** Most worker processes one `chicory worker -w N` supervises (a typo must not fork hundreds). */

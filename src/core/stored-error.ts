@@ -114,3 +114,14 @@ function describeThrown(thrown: unknown): string {
   }
   return toError(thrown).message;
 }
+
+/** An error nobody caught, for the log: its stack (or text), URL passwords masked. */
+export function strayText(error: unknown): string {
+  let text: string;
+  try {
+    text = error instanceof Error ? (error.stack ?? `${error.name}: ${error.message}`) : toError(error).message;
+  } catch {
+    text = "(a value that cannot be shown)"; // e.g. a getter that throws
+  }
+  return maskUrlsIn(text);
+}

@@ -24,7 +24,7 @@ import { type Logger, neverThrowing } from "../core/logger.js";
 import { peekMessage, type TaskMessage } from "../core/message.js";
 import { onStopSignals } from "../core/signals.js";
 import { DeadlinePassed, nextTurn, settlesWithin, sleep, withinDeadline } from "../core/sleep.js";
-import { toStoredError } from "../core/stored-error.js";
+import { strayText, toStoredError } from "../core/stored-error.js";
 import { routeUnownedLogs } from "../core/warn-once.js";
 import { ChicoryError, ConfigurationError, toError } from "../errors.js";
 import { createLogger } from "../logging.js";
@@ -36,6 +36,21 @@ import { type Attempt, type RunnerEnv, runDelivery } from "./runner.js";
 import { settle } from "./settle.js";
 import { JobSlots } from "./slots.js";
 import { StartedMarker } from "./started.js";
+
+/** Options of {@link Worker.run}. */
+export interface RunOptions {
+  /**
+   * While `run()` runs, handle the errors nobody caught in this process (a task's promise nobody
+   * awaited, a throw from a timer) instead of leaving them to Node, which ends the process and
+   * every job running beside the culprit: an unhandled rejection is logged and the worker goes
+   * on; an uncaught exception (after which Node holds the process's state unsafe) is logged and
+   * stops the worker gracefully, and `run()` rejects with it. Default true; false leaves them
+   * to Node or to listeners of your own (`chicory worker` has its own).
+   */
+  handleStrayErrors?: boolean | undefined;
+}
+
+const RUN_OPTION_KEYS: ReadonlySet<string> = new Set(["handleStrayErrors"]);
 
 /** Options of a {@link Worker}: {@link WorkerOptions} plus a logger. */
 export interface WorkerInit extends WorkerOptions {
@@ -141,8 +156,11 @@ export class Worker {
   readonly #slots: JobSlots;
   /** Successful runs remembered by message (see `earlier-successes.ts`). */
   readonly #earlierSuccesses = new EarlierSuccesses();
-  /** A configuration error that stopped the worker (see #consume); `run()` rejects with it. */
-  #fatalError: ConfigurationError | undefined;
+  /**
+   * What stopped the worker and `run()` rejects with: a configuration error (see #consume), or
+   * an uncaught exception `run()` handled.
+   */
+  #fatalError: Error | undefined;
   /** Whether the logger takes debug lines: a success is logged only then (one line per job). */
   readonly #logsSuccesses: boolean;
   /** Holds fetches back while the result backend cannot store records (see `record-gate.ts`). */
@@ -416,8 +434,16 @@ export class Worker {
     }
   }
 
-  /** Starts, then blocks until SIGINT/SIGTERM (or `stop()`); a second signal exits at once. */
-  async run(): Promise<void> {
+  /**
+   * Starts, then blocks until SIGINT/SIGTERM (or `stop()`); a second signal exits at once.
+   * Meant for a process of its own: it also handles the errors nobody caught (see
+   * {@link RunOptions.handleStrayErrors}).
+   * @throws ConfigurationError when the broker refuses the worker's setup, or the uncaught
+   *   exception that stopped the worker
+   */
+  async run(options: RunOptions = {}): Promise<void> {
+    checkOptionKeys(options, "run", RUN_OPTION_KEYS);
+    const offStrays = options.handleStrayErrors === false ? () => {} : this.#handleStrayErrors();
     const offSignals = onStopSignals(
       (signal) => {
         this.#logger.info({ signal }, "signal received: stopping gracefully");
@@ -443,7 +469,36 @@ export class Worker {
     } finally {
       this.#onStartAbandoned = null;
       offSignals();
+      offStrays();
     }
+  }
+
+  /** Installs `run()`'s handlers of stray errors; returns the function that removes them. */
+  #handleStrayErrors(): () => void {
+    let exception: unknown;
+    const onRejection = (reason: unknown): void => {
+      this.#logger.error(
+        { err: strayText(reason) },
+        "unhandled promise rejection (a promise nobody awaited or caught, e.g. in a task): logged, the worker goes on",
+      );
+    };
+    const onException = (error: unknown): void => {
+      if (exception !== undefined) {
+        this.#logger.error({ err: strayText(error) }, "uncaught exception while stopping");
+        return;
+      }
+      exception = error;
+      this.#logger.error(
+        { err: strayText(error) },
+        "uncaught exception (thrown outside any task's promise, e.g. from a timer): stopping gracefully (running jobs get the shutdown timeout); run() rejects with it",
+      );
+      this.#fatalError ??= toError(error);
+      this.stop().catch((stopError: unknown) => this.#logger.error({ err: stopError }, "stop failed"));
+    };
+    process.on("unhandledRejection", onRejection).on("uncaughtException", onException);
+    return () => {
+      process.off("unhandledRejection", onRejection).off("uncaughtException", onException);
+    };
   }
 
   /** Current statistics. */

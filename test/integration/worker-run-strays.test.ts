@@ -1,0 +1,49 @@
+/**
+ * `worker.run()` in a process of its own: an error nobody caught in a task (a promise nobody
+ * awaited, a throw from a timer) does not end the process and the jobs beside it.
+ */
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { requireBuild } from "./cli/cli-process.js";
+
+const FIXTURE = fileURLToPath(new URL("../fixtures/worker-run-strays.mjs", import.meta.url));
+
+/** The fixture's exit code, its step lines (without "> ") and all it printed. */
+function runFixture(...args: string[]): Promise<{ code: number | null; steps: string[]; output: string }> {
+  requireBuild();
+  return new Promise((resolve) => {
+    execFile(process.execPath, [FIXTURE, ...args], { timeout: 20_000 }, (error, stdout, stderr) => {
+      const steps = stdout
+        .split("\n")
+        .filter((line) => line.startsWith("> "))
+        .map((line) => line.slice(2));
+      const code = error ? (typeof error.code === "number" ? error.code : null) : 0;
+      resolve({ code, steps, output: stdout + stderr });
+    });
+  });
+}
+
+describe("worker.run() and errors nobody caught", () => {
+  it("logs an unhandled rejection of a task and goes on", async () => {
+    const r = await runFixture("rejection");
+    expect(r.steps).toEqual(["stray returned", "neighbour ran", "run resolved"]);
+    expect(r.output).toContain("unhandled promise rejection");
+    expect(r.output).toContain("a promise nobody awaits");
+    expect(r.code).toBe(0);
+  });
+
+  it("stops gracefully at an uncaught exception, and run() rejects with it", async () => {
+    const r = await runFixture("exception");
+    expect(r.steps).toEqual(["run rejected: thrown from a timer"]);
+    expect(r.output).toContain("uncaught exception");
+    expect(r.code).toBe(0);
+  });
+
+  it("with handleStrayErrors: false, leaves them to Node (the process ends)", async () => {
+    const r = await runFixture("rejection", "off");
+    expect(r.code).toBe(1);
+    expect(r.output).toContain("a promise nobody awaits");
+    expect(r.steps).not.toContain("neighbour ran");
+  });
+});

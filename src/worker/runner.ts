@@ -88,9 +88,11 @@ export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<A
     // of the task id it claims (without signing, any writer can enqueue anything anyway)
     if (env.codec.isSigning) delivery.markUntrusted?.();
     const error = { type: "MessageRejected", message: `${decoded.reason}: ${decoded.error}` };
-    // Too large for this worker's limit (a producer with a higher one) but otherwise a message:
-    // without signing, its id (read from its first bytes) gets the failure, so a get() ends.
-    const head = decoded.reason === "too_large" && !env.codec.isSigning ? peekHead(delivery.body) : null;
+    // Too large for this worker's limit (a producer with a higher one), or a JSON object whose
+    // shape this worker refuses (a newer producer's message version, a field of a wrong type),
+    // that still names its id: without signing, that id gets the failure, so a get() ends.
+    const hasId = decoded.reason === "too_large" || decoded.reason === "schema_error";
+    const head = hasId && !env.codec.isSigning ? peekHead(delivery.body) : null;
     const outcome: Outcome = head
       ? { kind: "rejected", error, taskId: head.id, taskName: head.name }
       : { kind: "rejected", error, taskId: null };

@@ -358,6 +358,22 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       expect(await (await stillOk.delay()).get({ timeout: 20 })).toBe("ok");
     });
 
+    it("a message of a newer version (or a refused shape) that names its id fails under that id", async () => {
+      const app = await fresh();
+      await worker(app, { useDeadLetterQueue: false });
+      const newer = { v: 2, id: "newer-1", name: "some_task", args: [1], retries: 0, deadline: null };
+      await app.broker.publish("default", { id: newer.id, body: JSON.stringify(newer) });
+      const badArgs = { v: 1, id: "bad-args-1", name: "some_task", args: { x: 1 }, retries: 0 };
+      const body = JSON.stringify({ ...badArgs, eta: null, priority: null, firstFailureAt: null, lastError: null });
+      await app.broker.publish("default", { id: badArgs.id, body });
+      // before, nothing was stored: get() waited for its whole timeout (for ever without one)
+      for (const id of ["newer-1", "bad-args-1"]) {
+        const error = await new AsyncResult(id, app.backend).get({ timeout: 20 }).catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(TaskFailedError);
+        expect(error).toMatchObject({ errorType: "MessageRejected", message: expect.stringMatching(/schema_error/) });
+      }
+    });
+
     it("a result over the default maxResultBytes (4 MiB) fails its task, not retried, instead of being stored", async () => {
       const app = await fresh();
       let runs = 0;

@@ -39,7 +39,7 @@ export interface GetOptions {
   timeout?: Duration | null | undefined;
   /** Interval of the fallback poll (seconds or a unit string). */
   pollInterval?: Duration | undefined;
-  /** Aborts the wait with a `TimeoutError`. */
+  /** Aborts the wait with a `TimeoutError` whose `cause` is the signal's reason. */
   signal?: AbortSignal | undefined;
 }
 
@@ -175,10 +175,8 @@ export class AsyncResult<R = unknown> {
       // then has what is left
       const limitMs = timeoutMs === 0 ? LAST_READ_MIN_MS : (timeoutMs ?? Number.POSITIVE_INFINITY);
       if (!(await settlesWithin(ready, limitMs, options.signal))) {
-        const why = options.signal?.aborted
-          ? "the wait was aborted"
-          : `the backend did not connect within ${limitMs / 1000} s`;
-        throw new TimeoutError(`task ${this.taskId}: ${why}`);
+        if (options.signal?.aborted) throw abortedWait(this.taskId, options.signal);
+        throw new TimeoutError(`task ${this.taskId}: the backend did not connect within ${limitMs / 1000} s`);
       }
       backend = await ready;
       if (timeoutMs) waitMs = Math.max(1, timeoutMs - (performance.now() - startedAt));
@@ -235,13 +233,12 @@ export class AsyncResult<R = unknown> {
       }
     }
     if (record === null) {
+      if (options.signal?.aborted) throw abortedWait(this.taskId, options.signal);
       // Cut short, neither aborted nor timed out: the backend closed (disconnected) meanwhile.
       const isCutShort = timeoutMs === undefined || performance.now() - startedAt < timeoutMs - EARLY_TIMER_MS;
-      const waited = options.signal?.aborted
-        ? "the wait was aborted"
-        : isCutShort
-          ? "the wait ended before a result came (the backend disconnected)"
-          : `no result after ${timeoutMs / 1000} s${backendNote}`;
+      const waited = isCutShort
+        ? "the wait ended before a result came (the backend disconnected)"
+        : `no result after ${timeoutMs / 1000} s${backendNote}`;
       throw new TimeoutError(`task ${this.taskId}: ${waited}`);
     }
     if (this.#taskName !== undefined && record.taskName !== undefined && record.taskName !== this.#taskName) {
@@ -278,6 +275,11 @@ export class AsyncResult<R = unknown> {
   async record(): Promise<TaskRecord | null> {
     return (await this.#backendReady()).getResult(this.taskId);
   }
+}
+
+/** The error of a wait its signal aborted: a `TimeoutError` whose `cause` is the signal's reason. */
+function abortedWait(taskId: string, signal: AbortSignal): TimeoutError {
+  return new TimeoutError(`task ${taskId}: the wait was aborted`, { cause: signal.reason });
 }
 
 /** Returns a terminal record's value or throws its error. */

@@ -206,7 +206,7 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
   }
 
   /** Dispatches the task with options: delay, queue, priority, caller-chosen id. */
-  applyAsync(args: A, options: ApplyOptions = NO_OPTIONS): Promise<AsyncResult<R>> {
+  applyAsync(args: Readonly<A>, options: ApplyOptions = NO_OPTIONS): Promise<AsyncResult<R>> {
     // Not an `async` function: a suspended one would keep all its locals (the message, its
     // JSON, the options) alive while the publish is pending, for every one of many concurrent
     // dispatches. Every check still reports through the returned promise, never by throwing.

@@ -28,6 +28,16 @@ describe("task typing", () => {
     void add.delay(1);
   });
 
+  it("applyAsync takes a readonly tuple, as delay(...args) does", () => {
+    const add = app.task(async function addPair(a: number, b: number) {
+      return a + b;
+    });
+    const args = [1, 2] as const;
+    expectTypeOf(add.applyAsync(args)).resolves.toEqualTypeOf<AsyncResult<number>>();
+    // @ts-expect-error wrong argument type, readonly or not
+    void add.applyAsync(["1", 2] as const);
+  });
+
   it("does not take the context in delay()", () => {
     const t = app.task({ name: "with_ctx", context: true }, async (ctx: TaskContext, to: string) => {
       return `${ctx.taskId}:${to}`;

@@ -108,8 +108,10 @@ describe("AsyncResult.get() when the backend does not answer", () => {
     // aborted while connecting
     const abort = new AbortController();
     const aborted = new AsyncResult("t1", backend).get({ signal: abort.signal }).catch((error: unknown) => error);
-    abort.abort();
+    const reason = new Error("the request was cancelled");
+    abort.abort(reason);
     expect(((await aborted) as Error).message).toBe("task t1: the wait was aborted");
+    expect(((await aborted) as Error).cause).toBe(reason);
     // connected 400 ms into a 1 s timeout: the wait has the 600 ms left
     const done = new AsyncResult("t1", backend).get({ timeout: 1 });
     await vi.advanceTimersByTimeAsync(400);

@@ -22,9 +22,12 @@ export interface RetryPolicyOptions {
   maxDelay?: Duration | undefined;
   /** Randomize each delay by ±25 % (default true), never past `maxDelay`. */
   jitter?: boolean | undefined;
-  /** Retry only errors with one of these names (`error.name` or constructor name). */
+  /**
+   * Retry only errors with one of these names: `error.name`, or the name of the error's class or
+   * of any class it extends (`"Error"` matches every `Error`).
+   */
   retryOn?: readonly string[] | undefined;
-  /** Never retry errors with one of these names; wins over `retryOn`. */
+  /** Never retry errors with one of these names (matched as `retryOn`); wins over `retryOn`. */
   ignoreOn?: readonly string[] | undefined;
 }
 

@@ -17,6 +17,7 @@ import type { TaskContext } from "./context.js";
 import { checkOptionKeys, type EnvMap, keysOf } from "./core/env.js";
 import type { JsonArgs } from "./core/json.js";
 import { MessageCodec } from "./core/message.js";
+import { isValidName } from "./core/names.js";
 import { settlesWithin } from "./core/sleep.js";
 import { warnOnce } from "./core/warn-once.js";
 import {
@@ -447,6 +448,12 @@ export class Chicory {
     const name = options.name ?? fn.name;
     if (options.name == null && !name) {
       throw new ConfigurationError("app.task(): an anonymous function needs options.name");
+    }
+    if (options.name == null && !isValidName(name)) {
+      // e.g. "bound f" (from f.bind()): the function's name is no task name, but one can be given
+      throw new ConfigurationError(
+        `app.task(): the function's name "${fn.name.slice(0, 130)}" is no valid task name (1-128 of [A-Za-z0-9._:-]): give one as options.name`,
+      );
     }
     if (this.#tasks.has(name)) throw new ConfigurationError(`app.task(): a task named "${name}" is already registered`);
     const task = new Task(this.#runtime, name, options, fn);

@@ -1219,6 +1219,10 @@ describe("Worker on the memory broker", () => {
     expect(() => app.task(async function later() {})).toThrow(/already registered/);
     expect(() => app.task({ name: "bad name" }, async () => {})).toThrow(/task name "bad name" is invalid/);
     expect(() => app.task(async () => {})).toThrow(/anonymous/);
+    async function bindable(this: unknown) {}
+    expect(() => app.task(bindable.bind(null))).toThrow(
+      /"bound bindable" is no valid task name .*: give one as options.name/,
+    );
     expect(() => app.getTask("nope")).toThrow(/not registered/);
     await expect(t.applyAsync([], { queue: "a b" })).rejects.toThrow(/queue name/);
     expect(await broker.getQueueSize("default")).toBe(0);

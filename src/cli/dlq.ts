@@ -135,7 +135,9 @@ async function list(spec: string, opts: DlqCommandOptions): Promise<number> {
         e.failedAt,
         truncate(e.error, 80),
       ]),
-      "the dead-letter queue is empty",
+      opts.after === undefined
+        ? `no dead letters in ${queueNames(queues)} (another queue: name it with -q)`
+        : `no dead letters after ${opts.after} in ${queueNames(queues)}`,
     );
     return EXIT_OK;
   });
@@ -561,4 +563,9 @@ export function registerDlqCommand(program: Command, run: Run): void {
     .option("-y, --yes", "do not ask (required when stdin is not a terminal)")
     .option("--json", "print JSON")
     .action((spec: string, opts: DlqCommandOptions) => run(() => purge(spec, opts)));
+}
+
+/** `queue "a"` or `queues "a", "b"`, for a line that says which queues were read. */
+function queueNames(queues: readonly string[]): string {
+  return `${queues.length === 1 ? "queue" : "queues"} ${queues.map((q) => `"${q}"`).join(", ")}`;
 }

@@ -154,6 +154,9 @@ describe("chicory CLI on the embedded SQLite broker (multi-process)", () => {
     const purge = await runCli(["dlq", "purge", APP_JS, "--yes"], env);
     expect(purge.stdout).toContain("purged 1 dead-letter message(s)");
     expect(again.messageId).toBeTruthy();
+    // an empty listing says which queues it read
+    const empty = await runCli(["dlq", "list", APP_JS], env);
+    expect(empty.stdout).toBe('no dead letters in queue "default" (another queue: name it with -q)\n');
   });
 
   it("result --wait of a failed task prints its record and exits 1 with one line, as enqueue --wait; without --wait it exits 0", async () => {

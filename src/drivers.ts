@@ -138,8 +138,9 @@ const REDIS_TRUST = ["TLS_CA", "TLS_REJECT_UNAUTHORIZED", "SENTINEL_USERNAME", "
 /**
  * True when a `CHICORY_BACKEND_REDIS_` location variable is set: the backend has its own server.
  * `brokerSpec`: the spec of a Redis broker beside it, whose location then comes from its
- * variables when the spec has no URL (a warning says when the backend's own location, lacking a
- * URL or host, lands on the Redis defaults instead).
+ * variables when the spec has no URL.
+ * @throws ConfigurationError when the backend's own location, lacking a URL or host, would land
+ *   on the Redis defaults instead of the server the broker's variables name
  */
 function hasOwnRedisLocation(env: EnvMap, brokerSpec?: string): boolean {
   const own = REDIS_LOCATION.filter((name) => isSet(env, `CHICORY_BACKEND_REDIS_${name}`));
@@ -149,13 +150,13 @@ function hasOwnRedisLocation(env: EnvMap, brokerSpec?: string): boolean {
   if (fromVariables && !own.includes("URL") && !own.includes("HOST") && broker.length > 0) {
     // e.g. only CHICORY_BACKEND_REDIS_DB beside CHICORY_BROKER_REDIS_PORT: reads as "the same
     // server, another database", but is the backend's own location on the Redis defaults
+    // (refused rather than warned: results would be read and written on whatever server answers
+    // there, and a warning is easy to miss)
     const where = `127.0.0.1:${env.CHICORY_BACKEND_REDIS_PORT ?? 6379}`;
-    warnOnce(
-      `backend redis location ${own.join(",")}`,
+    throw new ConfigurationError(
       `CHICORY_BACKEND_REDIS_${own.join(", _")} ${own.length === 1 ? "is" : "are"} set, so the Redis backend has a location ` +
-        `of its own, and without CHICORY_BACKEND_REDIS_URL or _HOST its server is ${where}, not the broker's ` +
+        `of its own, and without CHICORY_BACKEND_REDIS_URL or _HOST its server would be ${where}, not the broker's ` +
         `(CHICORY_BROKER_REDIS_${broker.join(", _")}): set CHICORY_BACKEND_REDIS_URL (or _HOST) too, or unset them`,
-      "CHICORY_BACKEND_LOCATION",
     );
   }
   return true;

@@ -410,20 +410,34 @@ describe("default backend location", () => {
     const byUrl = new Chicory({ config: { env: { ...env, CHICORY_BROKER_URL: "redis" } } });
     expect(byUrl.backend?.displayUrl).toBe("redis://app:***@redis.example:6380/12");
     // the backend's own variables win, location and prefix each; a location of its own without
-    // a URL or host (only _DB here) is on the Redis defaults, which a warning says
+    // a URL or host (only _DB here) would be on the Redis defaults: refused
     const emitted = vi.spyOn(process, "emitWarning").mockImplementation(() => undefined);
     let own: InstanceType<typeof Chicory>;
     try {
+      expect(
+        () =>
+          new Chicory({
+            broker: "redis",
+            config: { env: { ...env, CHICORY_BACKEND_REDIS_DB: "3", CHICORY_BACKEND_REDIS_KEY_PREFIX: "res" } },
+          }),
+      ).toThrow(
+        new ConfigurationError(
+          "CHICORY_BACKEND_REDIS_DB is set, so the Redis backend has a location of its own, and without " +
+            "CHICORY_BACKEND_REDIS_URL or _HOST its server would be 127.0.0.1:6379, not the broker's " +
+            "(CHICORY_BROKER_REDIS_URL): set CHICORY_BACKEND_REDIS_URL (or _HOST) too, or unset them",
+        ),
+      );
       own = new Chicory({
         broker: "redis",
-        config: { env: { ...env, CHICORY_BACKEND_REDIS_DB: "3", CHICORY_BACKEND_REDIS_KEY_PREFIX: "res" } },
+        config: {
+          env: {
+            ...env,
+            CHICORY_BACKEND_REDIS_HOST: "results.example",
+            CHICORY_BACKEND_REDIS_DB: "3",
+            CHICORY_BACKEND_REDIS_KEY_PREFIX: "res",
+          },
+        },
       });
-      expect(emitted).toHaveBeenCalledWith(
-        "CHICORY_BACKEND_REDIS_DB is set, so the Redis backend has a location of its own, and without " +
-          "CHICORY_BACKEND_REDIS_URL or _HOST its server is 127.0.0.1:6379, not the broker's " +
-          "(CHICORY_BROKER_REDIS_URL): set CHICORY_BACKEND_REDIS_URL (or _HOST) too, or unset them",
-        { code: "CHICORY_BACKEND_LOCATION" },
-      );
       // none when the broker's location is a URL in its spec (the backend then takes that URL)
       emitted.mockClear();
       new Chicory({
@@ -454,7 +468,7 @@ describe("default backend location", () => {
     } finally {
       emitted.mockRestore();
     }
-    expect(own.backend?.displayUrl).toBe("redis://127.0.0.1:6379/3");
+    expect(own.backend?.displayUrl).toBe("redis://results.example:6379/3");
     expect((own.backend as InstanceType<typeof RedisBackend>).settings.keyPrefix).toBe("res");
     // asked for by kind alone (SPEC §2's `backend: "redis"`), the backend still follows the broker
     for (const config of [{ env }, { env: { ...env, CHICORY_BROKER_URL: "redis", CHICORY_BACKEND_URL: "redis" } }]) {

@@ -205,7 +205,7 @@ export class RedisResultHub {
     if (this.#subscriber === undefined) this.#subscribeStartedAt = performance.now();
     this.#subscriber ??= this.#openSubscriber().catch((error: unknown) => {
       // No push notifications: the poll fallback still resolves waiters. Try again later.
-      if (!this.#isClosed) this.#host.onError(error);
+      if (!this.#isClosed) this.#host.onError(error, "subscribing failed (waiters poll meanwhile)");
       this.#subscriber = undefined;
       this.#isSubscribed = false;
       this.#retrySubscribeAtMs = performance.now() + (isNoPermError(error) ? NOPERM_RETRY_MS : FAILED_RETRY_MS);

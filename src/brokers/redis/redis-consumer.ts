@@ -945,7 +945,9 @@ export class RedisConsumer implements Consumer {
           await this.#renewQueue(q);
         } catch (error) {
           if (isNoGroupError(error)) q.hasGroup = false; // the next fetch re-creates it
-          this.#logger.warn({ queue: q.keys.queue, err: String(error) }, "redis lease renewal failed; will retry");
+          // (wrapped: the error then names a script an ACL refuses, and holds no password)
+          const err = this.#ctx.wrapError("lease renewal", error).message;
+          this.#logger.warn({ queue: q.keys.queue, err }, "redis lease renewal failed; will retry");
         }
       }
     } finally {

@@ -55,6 +55,7 @@ import { watchEviction } from "../../redis/redis-eviction.js";
 import { type ResolvedRedisConnection, resolveRedisConnection } from "../../redis/redis-options.js";
 import { inPieces, isPieceSized, PIECE_BYTES } from "../../redis/redis-pieces.js";
 import type { RedisRecordWriter, StoreResultsCall } from "../../redis/redis-record-writer.js";
+import { watchRestart } from "../../redis/redis-restart.js";
 import {
   type Backend,
   isTerminalState,
@@ -146,6 +147,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   readonly #connection: ResolvedRedisConnection;
   readonly #injected: RedisClientLike | undefined;
   #stopEvictionChecks: (() => void) | undefined;
+  #stopRestartWatch: (() => void) | undefined;
   readonly #logger: Logger;
   readonly #prefix: string;
   /** Bytes of a result key before the task id (`P:result:`). */
@@ -269,6 +271,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     // In the background: connecting does not wait for the check (which never throws); again
     // after every reconnect.
     this.#stopEvictionChecks = watchEviction(main, "records", "Redis backend", this.displayUrl);
+    this.#stopRestartWatch = watchRestart(main, () => this.#onServerRestart());
     void this.#checkPublishRight(main);
     this.#main = main;
     this.#hub = new RedisResultHub({
@@ -287,6 +290,19 @@ export class RedisBackend implements Backend, RedisRecordWriter {
         lastError: () => lastConnectionError(main),
       },
     });
+  }
+
+  /**
+   * The server restarted or failed over (its `run_id` changed across a reconnect): said when
+   * results are awaited, since a server that keeps nothing across restarts lost their jobs.
+   */
+  #onServerRestart(): void {
+    const waiting = this.#hub?.waiting ?? 0;
+    if (waiting === 0) return;
+    this.#logger.warn(
+      { backend: this.displayUrl, waiting },
+      "redis backend: the server restarted or failed over (its run_id changed) while results were awaited: if it keeps no data across restarts (no AOF, no RDB snapshot), the jobs it held and their results are gone, and a get() on one of them ends only at its timeout (without one, never)",
+    );
   }
 
   /**
@@ -323,6 +339,8 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     await hub?.close();
     this.#stopEvictionChecks?.();
     this.#stopEvictionChecks = undefined;
+    this.#stopRestartWatch?.();
+    this.#stopRestartWatch = undefined;
     if (!main || main === this.#injected) return; // a caller's client goes on: its replies will come
     await closeRedis(main);
     // Operations Redis has not answered by now (it is away: the client keeps their commands

@@ -114,6 +114,11 @@ export class RedisResultHub {
   }
 
   /** Resolves with the terminal record, or null on timeout / abort / close. */
+  /** The waits under way. */
+  get waiting(): number {
+    return this.#waiter.size;
+  }
+
   wait(taskId: string, options: WaitOptions = {}): Promise<TaskRecord | null> {
     if (this.#isClosed) return Promise.resolve(null);
     const early = this.#early.get(taskId);

@@ -320,7 +320,7 @@ export class RedisConsumer implements Consumer {
         if (!isAgain) {
           this.#logger.warn(
             { queues: this.#queues.map((q) => q.keys.queue) },
-            "redis consumer group missing; recreating",
+            "redis consumer group missing; recreating (Redis restarted without persistence, or its keys were deleted: jobs queued or running then are lost, and a get() on one of them ends only at its timeout)",
           );
         } else {
           // Gone again soon after its re-creation (evicted under an `allkeys-*` policy, a script

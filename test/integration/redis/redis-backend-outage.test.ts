@@ -56,8 +56,29 @@ describe.skipIf(skip)("redis backend: get() without a timeout during an outage",
     await Promise.all(ids.map((id, i) => writer.storeResult(successRecord(id, i))));
     expect(await values).toEqual(ids.map((_, i) => i));
     expect((await recovered).level).toBe("info");
-    // one warning for the outage, whatever the number of waits, and no other warning
-    expect(lines.filter((line) => line.level === "warn" || line.level === "error")).toEqual([warning]);
+    // one warning for the outage, whatever the number of waits, and one for the restart (a new
+    // run_id: this server keeps nothing across restarts), no other
+    const restarted = lines.find((line) => /the server restarted or failed over/.test(line.message));
+    expect(restarted?.fields.waiting).toBe(ids.length);
+    expect(lines.filter((line) => line.level === "warn" || line.level === "error")).toEqual([warning, restarted]);
+  });
+
+  it("a restart too short for the outage warning is said when results are awaited", async () => {
+    const { logger, lines, until } = capturingLogger();
+    const backend = new RedisBackend({ url: own.server.url, keyPrefix: uniqueName("outage"), env: {}, logger });
+    cleanups.push(() => backend.disconnect());
+    await backend.connect();
+    const waiting = new AsyncResult("lost-in-restart", backend).get({ timeout: 30 });
+    waiting.catch(() => undefined); // ends at the disconnect in the cleanups
+    // (the wait is under way once its subscription is: a record announced now would reach it)
+    await backend.storeResult(successRecord("seen", 1));
+    expect(await new AsyncResult("seen", backend).get({ timeout: 10 })).toBe(1);
+    await own.server.kill();
+    await own.server.start();
+    const said = await until(/the server restarted or failed over \(its run_id changed\) while results were awaited/);
+    expect(said.level).toBe("warn");
+    expect(said.fields.waiting).toBe(1);
+    expect(lines.some((line) => /results cannot be read/.test(line.message))).toBe(false);
   });
 
   it("a first wait whose subscription cannot open (Redis down) keeps its own timeout and abort", async () => {

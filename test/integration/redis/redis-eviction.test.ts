@@ -119,8 +119,9 @@ describe.skipIf(skip)("redis adapters: eviction policy check", () => {
       const broker = new RedisBroker({ client });
       const backend = new RedisBackend({ client });
       await Promise.all([broker.connect(), backend.connect()]);
-      // the broker's eviction check and reconnect watch, the backend's eviction check
-      expect(client.listenerCount("ready")).toBe(before + 3);
+      // the broker's eviction check and reconnect watch, the backend's eviction check and
+      // restart watch
+      expect(client.listenerCount("ready")).toBe(before + 4);
       await Promise.all([broker.disconnect(), backend.disconnect()]);
     }
     expect(client.listenerCount("ready")).toBe(before);

@@ -32,7 +32,7 @@ export function toStoredError(thrown: unknown): StoredError {
     if (!isErrorLike(thrown)) {
       // `throw "oops"`, `throw 42`, `throw { status: 500 }`: its text, typed as what it is; no
       // stack (one made up here would point into Chicory, not where it was thrown)
-      return { type: NON_ERROR_TYPE, message: maskUrlsIn(toError(thrown).message.slice(0, MAX_STORED_TEXT)) };
+      return { type: NON_ERROR_TYPE, message: maskUrlsIn(cut(toError(thrown).message)) };
     }
     // an error of another realm or an error-shaped object is read as it is
     const error = thrown as Error;
@@ -49,13 +49,18 @@ export function toStoredError(thrown: unknown): StoredError {
     // passwords of URLs in error texts never reach logs, results or the DLQ (RELIABILITY A10)
     return {
       type: type.slice(0, 200),
-      message: maskUrlsIn(String(error.message).slice(0, MAX_STORED_TEXT)),
+      message: maskUrlsIn(cut(String(error.message))),
       stack: typeof stack === "string" ? maskUrlsIn(stack.slice(0, MAX_STORED_TEXT)) : undefined,
       ...(code === undefined ? {} : { code }),
     };
   } catch {
     return { type: "Error", message: "the task threw a value that cannot be read as an error" };
   }
+}
+
+/** `text` cut to {@link MAX_STORED_TEXT} characters, ending with `…` when it was cut. */
+function cut(text: string): string {
+  return text.length > MAX_STORED_TEXT ? `${text.slice(0, MAX_STORED_TEXT - 1)}…` : text;
 }
 
 /** Longest `code` kept of an error. */

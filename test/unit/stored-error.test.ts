@@ -77,6 +77,14 @@ describe("toStoredError", () => {
     expect(toStoredError(long).stack?.length).toBeLessThanOrEqual(MAX_STORED_TEXT);
   });
 
+  it("marks a message it cut: it ends with an ellipsis; one that fits is kept whole", () => {
+    const cut = toStoredError(new Error("x".repeat(MAX_STORED_TEXT + 1))).message;
+    expect(cut).toHaveLength(MAX_STORED_TEXT);
+    expect(cut.endsWith("x…")).toBe(true);
+    expect(toStoredError("y".repeat(MAX_STORED_TEXT * 2)).message.endsWith("…")).toBe(true);
+    expect(toStoredError(new Error("z".repeat(MAX_STORED_TEXT))).message).toBe("z".repeat(MAX_STORED_TEXT));
+  });
+
   it("leaves an error without causes as it was", () => {
     const error = new Error("plain");
     expect(toStoredError(error)).toEqual({ type: "Error", message: "plain", stack: error.stack });

@@ -44,13 +44,54 @@ export interface RunOptions {
    * awaited, a throw from a timer) instead of leaving them to Node, which ends the process and
    * every job running beside the culprit: an unhandled rejection is logged and the worker goes
    * on; an uncaught exception (after which Node holds the process's state unsafe) is logged and
-   * stops the worker gracefully, and `run()` rejects with it. Default true; false leaves them
-   * to Node or to listeners of your own (`chicory worker` has its own).
+   * stops the worker gracefully, and `run()` rejects with it. One pair of process listeners
+   * serves every worker running in the process (a stray error is logged once; an exception
+   * stops them all). Under `node --unhandled-rejections=strict` Node raises a rejection as an
+   * uncaught exception: it then stops the worker. Default true; false leaves them to Node or to
+   * listeners of your own (`chicory worker` has its own).
    */
   handleStrayErrors?: boolean | undefined;
 }
 
 const RUN_OPTION_KEYS: ReadonlySet<string> = new Set(["handleStrayErrors"]);
+
+/** A worker whose `run()` handles stray errors now. */
+interface StrayHandler {
+  readonly logger: Logger;
+  /** True once a stray exception stopped it. */
+  readonly isStopping: boolean;
+  /** Stops the worker gracefully; its `run()` rejects with `error`. */
+  stopFor(error: unknown): void;
+}
+
+/**
+ * The workers whose `run()` handles stray errors: one pair of process listeners serves them all,
+ * so that a stray error is logged once however many workers run in the process.
+ */
+const strayHandlers = new Set<StrayHandler>();
+
+function onStrayRejection(reason: unknown): void {
+  const [first] = strayHandlers;
+  first?.logger.error(
+    { err: strayText(reason), workers: strayHandlers.size },
+    "unhandled promise rejection (a promise nobody awaited or caught, e.g. in a task): logged, the worker goes on",
+  );
+}
+
+function onStrayException(error: unknown): void {
+  const handlers = [...strayHandlers];
+  const running = handlers.filter((handler) => !handler.isStopping);
+  const logger = handlers[0]?.logger;
+  if (running.length === 0) {
+    logger?.error({ err: strayText(error) }, "uncaught exception while stopping");
+    return;
+  }
+  logger?.error(
+    { err: strayText(error), workers: running.length },
+    "uncaught exception (thrown outside any task's promise, e.g. from a timer): stopping gracefully (running jobs get the shutdown timeout); run() rejects with it",
+  );
+  for (const handler of running) handler.stopFor(error);
+}
 
 /** Options of a {@link Worker}: {@link WorkerOptions} plus a logger. */
 export interface WorkerInit extends WorkerOptions {
@@ -456,13 +497,14 @@ export class Worker {
         this.#onStartAbandoned = () => resolve("abandoned");
       });
       this.#fatalError = undefined;
+      let isStarted = true;
       try {
-        if ((await Promise.race([this.start(), abandoned])) === "abandoned") return;
+        if ((await Promise.race([this.start(), abandoned])) === "abandoned") isStarted = false;
       } catch (error) {
-        if (error instanceof StartCancelled) return; // a signal during the connect: a clean stop
-        throw error;
+        if (!(error instanceof StartCancelled)) throw error;
+        isStarted = false; // a stop during the connect (a signal, a stray exception): a clean stop
       }
-      await this.#untilStopped();
+      if (isStarted) await this.#untilStopped();
       const fatal = this.#fatalError;
       this.#fatalError = undefined;
       if (fatal) throw fatal;
@@ -475,29 +517,27 @@ export class Worker {
 
   /** Installs `run()`'s handlers of stray errors; returns the function that removes them. */
   #handleStrayErrors(): () => void {
-    let exception: unknown;
-    const onRejection = (reason: unknown): void => {
-      this.#logger.error(
-        { err: strayText(reason) },
-        "unhandled promise rejection (a promise nobody awaited or caught, e.g. in a task): logged, the worker goes on",
-      );
+    let isStopping = false;
+    const handler: StrayHandler = {
+      logger: this.#logger,
+      get isStopping() {
+        return isStopping;
+      },
+      stopFor: (error) => {
+        isStopping = true;
+        this.#fatalError ??= toError(error);
+        this.stop().catch((stopError: unknown) => this.#logger.error({ err: stopError }, "stop failed"));
+      },
     };
-    const onException = (error: unknown): void => {
-      if (exception !== undefined) {
-        this.#logger.error({ err: strayText(error) }, "uncaught exception while stopping");
-        return;
-      }
-      exception = error;
-      this.#logger.error(
-        { err: strayText(error) },
-        "uncaught exception (thrown outside any task's promise, e.g. from a timer): stopping gracefully (running jobs get the shutdown timeout); run() rejects with it",
-      );
-      this.#fatalError ??= toError(error);
-      this.stop().catch((stopError: unknown) => this.#logger.error({ err: stopError }, "stop failed"));
-    };
-    process.on("unhandledRejection", onRejection).on("uncaughtException", onException);
+    strayHandlers.add(handler);
+    if (strayHandlers.size === 1) {
+      process.on("unhandledRejection", onStrayRejection).on("uncaughtException", onStrayException);
+    }
     return () => {
-      process.off("unhandledRejection", onRejection).off("uncaughtException", onException);
+      strayHandlers.delete(handler);
+      if (strayHandlers.size === 0) {
+        process.off("unhandledRejection", onStrayRejection).off("uncaughtException", onStrayException);
+      }
     };
   }
 

@@ -40,6 +40,19 @@ describe("worker.run() and errors nobody caught", () => {
     expect(r.code).toBe(0);
   });
 
+  it("an uncaught exception while the worker connects: run() rejects with it", async () => {
+    const r = await runFixture("connecting");
+    expect(r.steps).toEqual(["run rejected: thrown while connecting"]);
+    expect(r.code).toBe(0);
+  });
+
+  it("two workers running in one process: a stray rejection is logged once, both go on", async () => {
+    const r = await runFixture("two");
+    expect(r.steps).toEqual(["stray returned", "neighbour ran", "run resolved", "run resolved"]);
+    expect(r.output.match(/unhandled promise rejection/g)).toHaveLength(1);
+    expect(r.code).toBe(0);
+  });
+
   it("with handleStrayErrors: false, leaves them to Node (the process ends)", async () => {
     const r = await runFixture("rejection", "off");
     expect(r.code).toBe(1);

@@ -147,12 +147,18 @@ function hasOwnRedisLocation(env: EnvMap, brokerSpec?: string): boolean {
   if (own.length === 0) return false;
   const fromVariables = brokerSpec !== undefined && parseSpec(brokerSpec, "broker").url === undefined;
   const broker = ["URL", "HOST", "PORT"].filter((name) => isSet(env, `CHICORY_BROKER_REDIS_${name}`));
-  if (fromVariables && !own.includes("URL") && !own.includes("HOST") && broker.length > 0) {
-    // e.g. only CHICORY_BACKEND_REDIS_DB beside CHICORY_BROKER_REDIS_PORT: reads as "the same
-    // server, another database", but is the backend's own location on the Redis defaults
+  const where = `127.0.0.1:${isSet(env, "CHICORY_BACKEND_REDIS_PORT") ? env.CHICORY_BACKEND_REDIS_PORT?.trim() : "6379"}`;
+  if (
+    fromVariables &&
+    !own.includes("URL") &&
+    !own.includes("HOST") &&
+    broker.length > 0 &&
+    sameRedisServer(where, brokerServerOf(env)) === false
+  ) {
+    // e.g. only CHICORY_BACKEND_REDIS_DB beside CHICORY_BROKER_REDIS_PORT=6380: reads as "the
+    // same server, another database", but is the backend's own location on the Redis defaults
     // (refused rather than warned: results would be read and written on whatever server answers
     // there, and a warning is easy to miss)
-    const where = `127.0.0.1:${env.CHICORY_BACKEND_REDIS_PORT ?? 6379}`;
     throw new ConfigurationError(
       `CHICORY_BACKEND_REDIS_${own.join(", _")} ${own.length === 1 ? "is" : "are"} set, so the Redis backend has a location ` +
         `of its own, and without CHICORY_BACKEND_REDIS_URL or _HOST its server would be ${where}, not the broker's ` +
@@ -160,6 +166,31 @@ function hasOwnRedisLocation(env: EnvMap, brokerSpec?: string): boolean {
     );
   }
   return true;
+}
+
+/**
+ * `host:port` of the server the broker's `CHICORY_BROKER_REDIS_` variables name, or undefined
+ * when it is no single `redis://` / `rediss://` server (Sentinel, a Unix socket, a bad URL).
+ */
+function brokerServerOf(env: EnvMap): string | undefined {
+  const url = env.CHICORY_BROKER_REDIS_URL?.trim();
+  if (url) {
+    try {
+      const parsed = new URL(url);
+      if (parsed.protocol !== "redis:" && parsed.protocol !== "rediss:") return undefined;
+      return `${parsed.hostname || "127.0.0.1"}:${parsed.port || "6379"}`;
+    } catch {
+      return undefined;
+    }
+  }
+  return `${env.CHICORY_BROKER_REDIS_HOST?.trim() || "127.0.0.1"}:${env.CHICORY_BROKER_REDIS_PORT?.trim() || "6379"}`;
+}
+
+/** Whether two `host:port` name one server (loopback names taken as one); false when `b` is unknown. */
+function sameRedisServer(a: string, b: string | undefined): boolean {
+  if (b === undefined) return false;
+  const loopback = (address: string) => address.replace(/^(?:localhost|\[::1\]|::1):/, "127.0.0.1:");
+  return loopback(a) === loopback(b);
 }
 
 /**

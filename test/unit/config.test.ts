@@ -427,6 +427,25 @@ describe("default backend location", () => {
             "(CHICORY_BROKER_REDIS_URL): set CHICORY_BACKEND_REDIS_URL (or _HOST) too, or unset them",
         ),
       );
+      // the same server named by the broker's variables (loopback, the same port): another database there
+      const sameServer = [
+        { CHICORY_BROKER_REDIS_HOST: "127.0.0.1", CHICORY_BACKEND_REDIS_DB: "2" },
+        { CHICORY_BROKER_REDIS_HOST: "localhost", CHICORY_BACKEND_REDIS_DB: "2" },
+        { CHICORY_BROKER_REDIS_PORT: "6380", CHICORY_BACKEND_REDIS_PORT: "6380", CHICORY_BACKEND_REDIS_DB: "1" },
+        { CHICORY_BROKER_REDIS_URL: "redis://127.0.0.1:6379/0", CHICORY_BACKEND_REDIS_DB: "4" },
+      ];
+      for (const vars of sameServer) {
+        const app = new Chicory({ broker: "redis", config: { env: vars } });
+        expect(app.backend?.displayUrl).toMatch(/^redis:\/\/127\.0\.0\.1:63(79|80)\/[124]$/);
+      }
+      // and refused when the backend's defaults are not the broker's server
+      expect(
+        () =>
+          new Chicory({
+            broker: "redis",
+            config: { env: { CHICORY_BROKER_REDIS_HOST: "redis.example", CHICORY_BACKEND_REDIS_PASSWORD: "pw" } },
+          }),
+      ).toThrow(/CHICORY_BACKEND_REDIS_PASSWORD is set, .* its server would be 127\.0\.0\.1:6379, not the broker's/);
       own = new Chicory({
         broker: "redis",
         config: {

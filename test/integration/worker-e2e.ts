@@ -367,11 +367,20 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       const body = JSON.stringify({ ...badArgs, eta: null, priority: null, firstFailureAt: null, lastError: null });
       await app.broker.publish("default", { id: badArgs.id, body });
       // before, nothing was stored: get() waited for its whole timeout (for ever without one)
+      // another producer's JSON object that has an "id" but says nothing of being a task message
+      const foreign = { id: "order-2", event: "shipped" };
+      await app.broker.publish("default", { id: foreign.id, body: JSON.stringify(foreign) });
       for (const id of ["newer-1", "bad-args-1"]) {
         const error = await new AsyncResult(id, app.backend).get({ timeout: 20 }).catch((e: unknown) => e);
         expect(error).toBeInstanceOf(TaskFailedError);
         expect(error).toMatchObject({ errorType: "MessageRejected", message: expect.stringMatching(/schema_error/) });
       }
+      // once it is taken and settled: rejected without a record under its id
+      await eventually(
+        async () =>
+          (await app.broker.getQueueSize("default")) === 0 && (await app.broker.getPendingCount("default")) === 0,
+      );
+      expect(await new AsyncResult("order-2", app.backend).state()).toBe("PENDING");
     });
 
     it("a result over the default maxResultBytes (4 MiB) fails its task, not retried, instead of being stored", async () => {

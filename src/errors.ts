@@ -147,6 +147,30 @@ export class TaskFailedError extends ChicoryError {
   readonly remoteMessage: string;
 }
 
+/**
+ * The record `AsyncResult.get()` found under its task id was stored by another task: a
+ * caller-chosen `taskId` was used for two tasks (a second `delay()` with it while the first job
+ * was queued or running enqueued nothing; on another queue both ran, and the later result
+ * replaced the other).
+ */
+export class TaskIdConflictError extends ChicoryError {
+  override readonly code = "TASK_ID_CONFLICT";
+  /** The task id. */
+  readonly taskId: string;
+  /** The task the result was awaited for. */
+  readonly expectedTask: string;
+  /** The task whose record holds the id. */
+  readonly foundTask: string;
+  constructor(init: { taskId: string; expectedTask: string; foundTask: string }) {
+    super(
+      `task id "${init.taskId}" holds a result of task "${init.foundTask}", not of "${init.expectedTask}": a caller-chosen taskId names one job across every task and queue (a second delay() with that id while the first job was queued or running enqueued nothing; on another queue, both ran and the later result replaced the other)`,
+    );
+    this.taskId = init.taskId;
+    this.expectedTask = init.expectedTask;
+    this.foundTask = init.foundTask;
+  }
+}
+
 /** A task attempt exceeded its `timeout`; retryable per the task's policy. */
 export class TaskTimeoutError extends ChicoryError {
   override readonly code = "TASK_TIMEOUT";

@@ -74,6 +74,7 @@ export {
   RetryError,
   TaskAbortedError,
   TaskFailedError,
+  TaskIdConflictError,
   TaskNotFoundError,
   TaskTimeoutError,
   TimeoutError,

@@ -11,9 +11,9 @@ import { MAX_TASK_ID_LENGTH } from "./core/message.js";
 import { settlesWithin } from "./core/sleep.js";
 import {
   BackendNotConfiguredError,
-  ChicoryError,
   ConfigurationError,
   TaskFailedError,
+  TaskIdConflictError,
   TimeoutError,
   ValidationError,
 } from "./errors.js";
@@ -145,8 +145,9 @@ export class AsyncResult<R = unknown> {
    * @throws ConfigurationError when `options` is not an object, has an unknown key, or a
    * duration that is not one
    * @throws ChicoryError naming the key when the stored record cannot be read (corrupt or
-   * foreign data; Redis backend), or when another task's record holds this id (a
-   * caller-chosen `taskId` used for two tasks)
+   * foreign data; Redis backend)
+   * @throws TaskIdConflictError when another task's record holds this id (a caller-chosen
+   * `taskId` used for two tasks; only on a result `delay()` returned)
    */
   async get(options: GetOptions = {}): Promise<R> {
     // (a JavaScript caller's `get(5)` or `get({ timout: 5 })` would otherwise wait for ever)
@@ -242,9 +243,7 @@ export class AsyncResult<R = unknown> {
       throw new TimeoutError(`task ${this.taskId}: ${waited}`);
     }
     if (this.#taskName !== undefined && record.taskName !== undefined && record.taskName !== this.#taskName) {
-      throw new ChicoryError(
-        `task id "${this.taskId}" holds a result of task "${record.taskName}", not of "${this.#taskName}": a caller-chosen taskId names one job across every task and queue (a second delay() with that id while the first job was queued or running enqueued nothing; on another queue, both ran and the later result replaced the other)`,
-      );
+      throw new TaskIdConflictError({ taskId: this.taskId, expectedTask: this.#taskName, foundTask: record.taskName });
     }
     return unwrap<R>(record);
   }

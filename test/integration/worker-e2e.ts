@@ -10,6 +10,7 @@ import {
   silentLogger,
   type TaskContext,
   TaskFailedError,
+  TaskIdConflictError,
   TimeoutError,
   Worker,
   type WorkerInit,
@@ -256,9 +257,9 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
         const second = await quick.applyAsync([], { taskId: "shared-7" });
         expect(await second.get({ timeout: 20 })).toBe("two");
         // (typed number: without the check, it would have resolved to "two")
-        await expect(first.get({ timeout: 20 })).rejects.toThrow(
-          /task id "shared-7" holds a result of task "quick_other", not of "slow_one"/,
-        );
+        const refused = await first.get({ timeout: 20 }).catch((error: unknown) => error);
+        expect(refused).toBeInstanceOf(TaskIdConflictError);
+        expect(refused).toMatchObject({ taskId: "shared-7", expectedTask: "slow_one", foundTask: "quick_other" });
       } finally {
         gate.resolve();
       }

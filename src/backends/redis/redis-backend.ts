@@ -301,7 +301,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     if (waiting === 0) return;
     this.#logger.warn(
       { backend: this.displayUrl, waiting },
-      "redis backend: the server restarted or failed over (its run_id changed) while results were awaited: if it keeps no data across restarts (no AOF, no RDB snapshot), the jobs it held and their results are gone, and a get() on one of them ends only at its timeout (without one, never)",
+      `redis backend ${this.displayUrl}: the server behind it changed (its run_id: a restart, or a Sentinel failover) while the results of ${waiting} task id(s) were awaited: a restarted server that keeps no data (no AOF, no RDB snapshot) lost the jobs it held, and a failover may lose writes not yet replicated; a get() on a lost job ends only at its timeout (without one, never)`,
     );
   }
 

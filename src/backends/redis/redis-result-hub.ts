@@ -113,12 +113,12 @@ export class RedisResultHub {
     });
   }
 
-  /** Resolves with the terminal record, or null on timeout / abort / close. */
-  /** The waits under way. */
+  /** The task ids awaited (those whose wait has begun reading). */
   get waiting(): number {
     return this.#waiter.size;
   }
 
+  /** Resolves with the terminal record, or null on timeout / abort / close. */
   wait(taskId: string, options: WaitOptions = {}): Promise<TaskRecord | null> {
     if (this.#isClosed) return Promise.resolve(null);
     const early = this.#early.get(taskId);

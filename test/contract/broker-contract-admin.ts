@@ -98,6 +98,19 @@ export function brokerAdminTests(h: BrokerHarness): void {
     await expectNoDelivery(consumer, 200);
   });
 
+  it("unique publish holds an id per queue: the same id on another queue is another message", async (ctx) => {
+    const broker = h.broker();
+    requireCapability(ctx.skip, broker, "uniqueIds");
+    const task = encodeTask(h.codec);
+    const message = { id: task.id, body: task.body, unique: true };
+    const other = h.newQueue();
+    expect(await broker.publish(h.queue(), message)).toEqual({ published: true });
+    expect(await broker.publish(other, message)).toEqual({ published: true });
+    expect(await broker.publish(other, message)).toEqual({ published: false });
+    expect(await broker.getQueueSize(h.queue())).toBe(1);
+    expect(await broker.getQueueSize(other)).toBe(1);
+  });
+
   it("unique publish of a delayed message is idempotent too", async (ctx) => {
     const broker = h.broker();
     requireCapability(ctx.skip, broker, "uniqueIds");

@@ -140,32 +140,52 @@ const REDIS_TRUST = ["TLS_CA", "TLS_REJECT_UNAUTHORIZED", "SENTINEL_USERNAME", "
  * `brokerSpec`: the spec of a Redis broker beside it, whose location then comes from its
  * variables when the spec has no URL.
  * @throws ConfigurationError when the backend's own location, lacking a URL or host, would land
- *   on the Redis defaults instead of the server the broker's variables name
+ *   on the Redis defaults instead of the server the broker's variables name, or on that server
+ *   without the broker's login or TLS
  */
 function hasOwnRedisLocation(env: EnvMap, brokerSpec?: string): boolean {
   const own = REDIS_LOCATION.filter((name) => isSet(env, `CHICORY_BACKEND_REDIS_${name}`));
   if (own.length === 0) return false;
   const fromVariables = brokerSpec !== undefined && parseSpec(brokerSpec, "broker").url === undefined;
   const broker = ["URL", "HOST", "PORT"].filter((name) => isSet(env, `CHICORY_BROKER_REDIS_${name}`));
-  const where = `127.0.0.1:${isSet(env, "CHICORY_BACKEND_REDIS_PORT") ? env.CHICORY_BACKEND_REDIS_PORT?.trim() : "6379"}`;
+  if (!fromVariables || own.includes("URL") || own.includes("HOST") || broker.length === 0) return true;
+  // e.g. only CHICORY_BACKEND_REDIS_DB beside CHICORY_BROKER_REDIS_PORT=6380: reads as "the same
+  // server, another database", but is the backend's own location on the Redis defaults. Refused
+  // (a warning is easy to miss, and results would go to whatever answers there) unless those
+  // defaults are the broker's server and the broker logs in to it as they do: no user, no
+  // password, no TLS.
+  const port = isSet(env, "CHICORY_BACKEND_REDIS_PORT") ? Number(env.CHICORY_BACKEND_REDIS_PORT?.trim()) : 6379;
+  const where = `127.0.0.1:${port}`;
+  const brokerServer = brokerServerOf(env);
   if (
-    fromVariables &&
-    !own.includes("URL") &&
-    !own.includes("HOST") &&
-    broker.length > 0 &&
-    sameRedisServer(where, brokerServerOf(env)) === false
+    brokerServer !== undefined &&
+    sameRedisServer(where, brokerServer) &&
+    !hasLoginOrTls(env, "CHICORY_BROKER_REDIS_")
   ) {
-    // e.g. only CHICORY_BACKEND_REDIS_DB beside CHICORY_BROKER_REDIS_PORT=6380: reads as "the
-    // same server, another database", but is the backend's own location on the Redis defaults
-    // (refused rather than warned: results would be read and written on whatever server answers
-    // there, and a warning is easy to miss)
-    throw new ConfigurationError(
-      `CHICORY_BACKEND_REDIS_${own.join(", _")} ${own.length === 1 ? "is" : "are"} set, so the Redis backend has a location ` +
-        `of its own, and without CHICORY_BACKEND_REDIS_URL or _HOST its server would be ${where}, not the broker's ` +
-        `(CHICORY_BROKER_REDIS_${broker.join(", _")}): set CHICORY_BACKEND_REDIS_URL (or _HOST) too, or unset them`,
-    );
+    return true;
   }
-  return true;
+  const set = `CHICORY_BACKEND_REDIS_${own.join(", _")} ${own.length === 1 ? "is" : "are"} set, so the Redis backend has a location of its own`;
+  const fix = "set CHICORY_BACKEND_REDIS_URL (or _HOST) too, or unset them";
+  const brokers = `CHICORY_BROKER_REDIS_${broker.join(", _")}`;
+  throw new ConfigurationError(
+    brokerServer !== undefined && sameRedisServer(where, brokerServer)
+      ? `${set}, and without CHICORY_BACKEND_REDIS_URL or _HOST it would connect to ${where} without the broker's login and TLS settings: ${fix}`
+      : `${set}, and without CHICORY_BACKEND_REDIS_URL or _HOST its server would be ${where}, not the broker's (${brokers}): ${fix}`,
+  );
+}
+
+/** Whether the `prefix` variables log in (a user, a password, in a URL too) or use TLS. */
+function hasLoginOrTls(env: EnvMap, prefix: string): boolean {
+  if (["USERNAME", "PASSWORD"].some((name) => isSet(env, `${prefix}${name}`))) return true;
+  if (Object.keys(env).some((name) => name.startsWith(`${prefix}TLS`) && isSet(env, name))) return true;
+  const url = env[`${prefix}URL`]?.trim();
+  if (!url) return false;
+  try {
+    const parsed = new URL(url);
+    return parsed.protocol !== "redis:" || parsed.username !== "" || parsed.password !== "";
+  } catch {
+    return true;
+  }
 }
 
 /**
@@ -178,18 +198,19 @@ function brokerServerOf(env: EnvMap): string | undefined {
     try {
       const parsed = new URL(url);
       if (parsed.protocol !== "redis:" && parsed.protocol !== "rediss:") return undefined;
-      return `${parsed.hostname || "127.0.0.1"}:${parsed.port || "6379"}`;
+      return `${parsed.hostname || "127.0.0.1"}:${Number(parsed.port || 6379)}`;
     } catch {
       return undefined;
     }
   }
-  return `${env.CHICORY_BROKER_REDIS_HOST?.trim() || "127.0.0.1"}:${env.CHICORY_BROKER_REDIS_PORT?.trim() || "6379"}`;
+  const port = Number(env.CHICORY_BROKER_REDIS_PORT?.trim() || 6379);
+  return `${env.CHICORY_BROKER_REDIS_HOST?.trim() || "127.0.0.1"}:${port}`;
 }
 
-/** Whether two `host:port` name one server (loopback names taken as one); false when `b` is unknown. */
-function sameRedisServer(a: string, b: string | undefined): boolean {
-  if (b === undefined) return false;
-  const loopback = (address: string) => address.replace(/^(?:localhost|\[::1\]|::1):/, "127.0.0.1:");
+/** Whether two `host:port` name one server (loopback names taken as one, case aside). */
+function sameRedisServer(a: string, b: string): boolean {
+  const loopback = (address: string) =>
+    address.toLowerCase().replace(/^(?:localhost|\[::1\]|::1|\[0:0:0:0:0:0:0:1\]|0:0:0:0:0:0:0:1):/, "127.0.0.1:");
   return loopback(a) === loopback(b);
 }
 

@@ -433,10 +433,23 @@ describe("default backend location", () => {
         { CHICORY_BROKER_REDIS_HOST: "localhost", CHICORY_BACKEND_REDIS_DB: "2" },
         { CHICORY_BROKER_REDIS_PORT: "6380", CHICORY_BACKEND_REDIS_PORT: "6380", CHICORY_BACKEND_REDIS_DB: "1" },
         { CHICORY_BROKER_REDIS_URL: "redis://127.0.0.1:6379/0", CHICORY_BACKEND_REDIS_DB: "4" },
+        { CHICORY_BROKER_REDIS_HOST: "LOCALHOST", CHICORY_BROKER_REDIS_PORT: "06379", CHICORY_BACKEND_REDIS_DB: "2" },
       ];
       for (const vars of sameServer) {
         const app = new Chicory({ broker: "redis", config: { env: vars } });
         expect(app.backend?.displayUrl).toMatch(/^redis:\/\/127\.0\.0\.1:63(79|80)\/[124]$/);
+      }
+      // the broker's server, but the broker logs in or uses TLS there, which the defaults do not: refused
+      for (const vars of [
+        { CHICORY_BROKER_REDIS_HOST: "127.0.0.1", CHICORY_BROKER_REDIS_PASSWORD: "s3cret" },
+        { CHICORY_BROKER_REDIS_URL: "redis://:s3cret@127.0.0.1:6379/0" },
+        { CHICORY_BROKER_REDIS_URL: "rediss://localhost:6379" },
+      ]) {
+        expect(
+          () => new Chicory({ broker: "redis", config: { env: { ...vars, CHICORY_BACKEND_REDIS_DB: "2" } } }),
+        ).toThrow(
+          /it would connect to 127\.0\.0\.1:6379 without the broker's login and TLS settings: set CHICORY_BACKEND_REDIS_URL/,
+        );
       }
       // and refused when the backend's defaults are not the broker's server
       expect(

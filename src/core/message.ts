@@ -239,12 +239,14 @@ export function peekMessage(raw: string, maxChars: number = PEEK_MAX_CHARS): Par
 const HEAD = /^\{"v":1,"id":("(?:[^"\\]|\\.){1,1530}"),"name":("(?:[^"\\]|\\.){1,128}")/;
 
 /**
- * The task id and name of a raw message too large to decode, read from its first bytes (a
- * message Chicory encoded begins with them), or from the whole body when it is no longer than
- * {@link PEEK_MAX_CHARS}. Unverified: only for a message whose signature is not checked.
- * Null when no well-formed id is found.
+ * The task id and name of a raw task message the worker cannot decode (too large, or of a shape
+ * it refuses), read from its first bytes (a message Chicory encoded begins with them), or from
+ * the whole body when it is no longer than {@link PEEK_MAX_CHARS}. Only a body that says it is
+ * a task message counts: a version number, a well-formed id and a valid task name (any other
+ * JSON object with an `id`, another producer's, gives null). Unverified: only for a message
+ * whose signature is not checked.
  */
-export function peekHead(raw: string): { id: string; name: string | null } | null {
+export function peekHead(raw: string): { id: string; name: string } | null {
   let id: unknown;
   let name: unknown;
   const head = HEAD.exec(raw.slice(0, 2048));
@@ -257,11 +259,11 @@ export function peekHead(raw: string): { id: string; name: string | null } | nul
     }
   } else {
     const peeked = peekMessage(raw);
-    id = peeked?.id;
-    name = peeked?.name;
+    if (typeof peeked?.v !== "number") return null;
+    id = peeked.id;
+    name = peeked.name;
   }
-  if (!isValidTaskId(id)) return null;
-  return { id, name: isValidName(name) ? name : null };
+  return isValidTaskId(id) && isValidName(name) ? { id, name } : null;
 }
 
 /** Truncates an error text to {@link MAX_LAST_ERROR_CHARS}. */

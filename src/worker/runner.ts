@@ -9,7 +9,7 @@ import type { ResultSizeLimit } from "../backends/backend.js";
 import type { Delivery } from "../brokers/broker.js";
 import { describeCause, isMarkedNonRetryable, isRetryCountdown, TaskContext } from "../context.js";
 import { findNonJson } from "../core/json.js";
-import { type MessageCodec, peekHead, peekMessage, type TaskMessage } from "../core/message.js";
+import { type MessageCodec, peekHead, type TaskMessage } from "../core/message.js";
 import { validateWithSchema } from "../core/schema.js";
 import { timerDelay } from "../core/sleep.js";
 import { toStoredError } from "../core/stored-error.js";
@@ -74,18 +74,6 @@ export interface Attempt {
   readonly lingering?: Promise<void> | undefined;
 }
 
-/**
- * The task id and name a rejected message names, when it gets a record under that id: one too
- * large to decode, or one whose shape is refused but that says it is a task message (a version
- * number and a task name), not any JSON object with an `id` field written by another producer.
- */
-function rejectedHead(reason: string, body: string): { id: string; name: string | null } | null {
-  if (reason === "too_large") return peekHead(body);
-  if (reason !== "schema_error") return null;
-  const head = peekHead(body);
-  return head !== null && head.name !== null && typeof peekMessage(body)?.v === "number" ? head : null;
-}
-
 /** Runs one delivery to its outcome. Never throws. */
 export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<Attempt> {
   if (delivery.problem !== undefined) {
@@ -103,7 +91,8 @@ export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<A
     // Too large for this worker's limit (a producer with a higher one), or a task message whose
     // shape this worker refuses (a newer producer's message version, a field of a wrong type),
     // that still names its id: without signing, that id gets the failure, so a get() ends.
-    const head = env.codec.isSigning ? null : rejectedHead(decoded.reason, delivery.body);
+    const hasHead = decoded.reason === "too_large" || decoded.reason === "schema_error";
+    const head = hasHead && !env.codec.isSigning ? peekHead(delivery.body) : null;
     const outcome: Outcome = head
       ? { kind: "rejected", error, taskId: head.id, taskName: head.name }
       : { kind: "rejected", error, taskId: null };

@@ -357,6 +357,11 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       expect(await new AsyncResult("too-big-1", app.backend).state()).toBe("DEAD_LETTERED");
       expect(await app.broker.getDlqCount("default")).toBe(1);
       expect(await (await stillOk.delay()).get({ timeout: 20 })).toBe("ok");
+      // another producer's JSON object, as large, with an "id": dead-lettered without a record
+      const foreign = JSON.stringify({ id: "order-9", event: "shipped", payload: "x".repeat(limit) });
+      await app.broker.publish("default", { id: "order-9", body: foreign });
+      await eventually(async () => (await app.broker.getDlqCount("default")) === 2);
+      expect(await new AsyncResult("order-9", app.backend).state()).toBe("PENDING");
     });
 
     it("a message of a newer version (or a refused shape) that names its id fails under that id", async () => {

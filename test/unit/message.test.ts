@@ -148,7 +148,7 @@ describe("safe parsing of escaped keys", () => {
   });
 });
 
-describe("peekHead (the id of a message too large to decode)", () => {
+describe("peekHead (the id of a task message a worker cannot decode)", () => {
   it("reads the id and name from the first bytes of a message Chicory encoded, escapes included", () => {
     const codec = new MessageCodec({ maxMessageBytes: 10 * 1024 * 1024 });
     const id = 'a "quoted" id \\ é 😀';
@@ -156,14 +156,21 @@ describe("peekHead (the id of a message too large to decode)", () => {
     expect(peekHead(body)).toEqual({ id, name: "big.task" });
   });
 
-  it("falls back to parsing a body in another member order; null without a well-formed id", () => {
+  it("falls back to parsing a body in another member order; null without a well-formed id or name", () => {
     expect(peekHead(JSON.stringify({ name: "t", args: [], id: "late-id", v: 1 }))).toEqual({
       id: "late-id",
       name: "t",
     });
     expect(peekHead(JSON.stringify({ v: 1, id: "", name: "t" }))).toBeNull();
     expect(peekHead(JSON.stringify({ v: 1, id: "x".repeat(256), name: "t" }))).toBeNull();
-    expect(peekHead(`{"v":1,"id":"ok","name":"bad name!",`)).toEqual({ id: "ok", name: null });
+    expect(peekHead(`{"v":1,"id":"ok","name":"bad name!",`)).toBeNull();
     expect(peekHead("not json")).toBeNull();
+  });
+
+  it("reads a task message of another version; not another producer's JSON object with an id", () => {
+    expect(peekHead(JSON.stringify({ v: 2, id: "p4", name: "echo", args: {} }))).toEqual({ id: "p4", name: "echo" });
+    expect(peekHead(JSON.stringify({ id: "order-9", event: "shipped" }))).toBeNull();
+    expect(peekHead(JSON.stringify({ id: "order-9", name: "shipped", event: "x" }))).toBeNull(); // no version
+    expect(peekHead(JSON.stringify({ v: "1", id: "order-9", name: "t" }))).toBeNull();
   });
 });

@@ -111,7 +111,7 @@ export function findNonJson(value: unknown, path = "", depth = 0, seen: Set<obje
     const proto = Object.getPrototypeOf(obj);
     if (proto !== Object.prototype && proto !== null) {
       const kind = (obj as { constructor?: { name?: string } }).constructor?.name ?? "object";
-      return `${path || "value"}: ${/^(?:[aeio]|u(?!int|rl|ri))/i.test(kind) ? "an" : "a"} ${kind} is not plain JSON`;
+      return `${path || "value"}: ${/^(?:[aeio]|u(?![b-df-hj-np-tv-z][aeiouy]|int|rl))/i.test(kind) ? "an" : "a"} ${kind} is not plain JSON`;
     }
     for (const key of Object.keys(obj)) {
       let item: unknown;

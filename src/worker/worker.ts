@@ -45,10 +45,12 @@ export interface RunOptions {
    * every job running beside the culprit: an unhandled rejection is logged and the worker goes
    * on; an uncaught exception (after which Node holds the process's state unsafe) is logged and
    * stops the worker gracefully, and `run()` rejects with it. One pair of process listeners
-   * serves every worker running in the process (a stray error is logged once; an exception
-   * stops them all). Under `node --unhandled-rejections=strict` Node raises a rejection as an
-   * uncaught exception: it then stops the worker. Default true; false leaves them to Node or to
-   * listeners of your own (`chicory worker` has its own).
+   * serves every worker whose `run()` handles them (a stray error is logged once, through the
+   * first such worker's logger; an exception stops them all). Under
+   * `node --unhandled-rejections=strict` Node raises a rejection as an uncaught exception: it
+   * then stops the worker. Default true; false leaves them to Node or to listeners of your own
+   * (`chicory worker` has its own), as long as no other worker of the process handles them:
+   * while one does, Node no longer ends the process, and the worker run with false goes on.
    */
   handleStrayErrors?: boolean | undefined;
 }
@@ -69,8 +71,14 @@ interface StrayHandler {
  * so that a stray error is logged once however many workers run in the process.
  */
 const strayHandlers = new Set<StrayHandler>();
+/**
+ * The last stray exception: under `--unhandled-rejections=strict` Node raises a rejection as an
+ * uncaught exception, then emits `unhandledRejection` for it too; logged once.
+ */
+let lastStrayException: unknown;
 
 function onStrayRejection(reason: unknown): void {
+  if (reason !== undefined && reason === lastStrayException) return;
   const [first] = strayHandlers;
   first?.logger.error(
     { err: strayText(reason), workers: strayHandlers.size },
@@ -79,6 +87,7 @@ function onStrayRejection(reason: unknown): void {
 }
 
 function onStrayException(error: unknown): void {
+  lastStrayException = error;
   const handlers = [...strayHandlers];
   const running = handlers.filter((handler) => !handler.isStopping);
   const logger = handlers[0]?.logger;

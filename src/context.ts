@@ -5,7 +5,7 @@
 import { type Duration, MAX_DELAY_SECONDS, toSeconds } from "./core/duration.js";
 import { checkOptionKeys, keysOf } from "./core/env.js";
 import { guardListeners } from "./core/guarded-signal.js";
-import { toStoredError } from "./core/stored-error.js";
+import { NON_ERROR_TYPE, toStoredError } from "./core/stored-error.js";
 import { MaxRetriesExceededError, RetryError, toError, ValidationError } from "./errors.js";
 import type { RetryPolicy } from "./retry.js";
 
@@ -160,9 +160,22 @@ export class TaskContext {
     });
   }
 
-  /** Fails this attempt for good: no retry, whatever the policy says. */
+  /**
+   * Fails this attempt for good: no retry, whatever the policy says. A value that is no `Error`
+   * (`ctx.fail("card declined")`) is stored as a thrown one is: type `NonError`, its text, no
+   * stack.
+   */
   fail(error: unknown): never {
-    const err = toError(error);
+    let err: Error;
+    if (error instanceof Error) {
+      err = error;
+    } else {
+      err = toError(error);
+      if (err !== error) {
+        err.name = NON_ERROR_TYPE;
+        err.stack = undefined; // made up here, it would point into Chicory
+      }
+    }
     nonRetryable.add(err);
     throw err;
   }

@@ -163,6 +163,13 @@ describe("Worker on the memory broker", () => {
     const error = await r.get({ timeout: 5 }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(TaskFailedError);
     expect(error).toMatchObject({ errorType: "NonError", remoteMessage: "card declined", remoteStack: undefined });
+    // ctx.fail() with such a value stores it the same way
+    const failed = app.task({ name: "failed_with_text", context: true }, async (ctx: TaskContext) => {
+      ctx.fail("card declined");
+    });
+    const f = await failed.delay();
+    const viaFail = await f.get({ timeout: 5 }).catch((e: unknown) => e);
+    expect(viaFail).toMatchObject({ errorType: "NonError", remoteMessage: "card declined", remoteStack: undefined });
   });
 
   it("logs a failure and a retry with the error's type and message, and its stack at DEBUG", async () => {

@@ -7,7 +7,7 @@
  */
 import type { Command } from "commander";
 import type { Chicory } from "../app.js";
-import type { DlqMessage } from "../brokers/broker.js";
+import type { Broker, DlqMessage } from "../brokers/broker.js";
 import { onStopSignals, signalExitCode } from "../core/signals.js";
 import { settlesWithin } from "../core/sleep.js";
 import { toError } from "../errors.js";
@@ -89,11 +89,8 @@ async function listEntries(
       const on = broker.getDlqMessagesAfter ? onFrom(messages) : "";
       if (more > 0) printInfo(`chicory: ${queue}: ${more} more dead letters not listed (raise --limit${on})`);
     } else {
-      if (!broker.getDlqMessagesAfter) {
-        throw new CliUsageError(`dlq list --after: the ${broker.kind} broker cannot list a DLQ past an entry id`);
-      }
       // one more than shown tells whether more follow
-      messages = await broker.getDlqMessagesAfter(after, queue, limit + 1);
+      messages = await readerAfter(broker)(after, queue, limit + 1);
       if (messages.length > limit) {
         messages = messages.slice(0, limit);
         printInfo(`chicory: ${queue}: more dead letters not listed (raise --limit${onFrom(messages)})`);
@@ -104,6 +101,13 @@ async function listEntries(
   return entries;
 }
 
+/** The broker's `getDlqMessagesAfter`; a usage error when it has none (RabbitMQ). */
+function readerAfter(broker: Broker): NonNullable<Broker["getDlqMessagesAfter"]> {
+  const read = broker.getDlqMessagesAfter;
+  if (!read) throw new CliUsageError(`dlq list --after: the ${broker.kind} broker cannot list a DLQ past an entry id`);
+  return read.bind(broker);
+}
+
 /** `, or list on with --after <id>` for the last entry listed. */
 function onFrom(listed: readonly DlqMessage[]): string {
   const last = listed.at(-1)?.messageId;
@@ -112,6 +116,8 @@ function onFrom(listed: readonly DlqMessage[]): string {
 
 async function list(spec: string, opts: DlqCommandOptions): Promise<number> {
   return withApp(spec, async ({ app }) => {
+    // said first, before connecting: naming one queue would not help
+    if (opts.after !== undefined) readerAfter(app.broker);
     await connectBroker(app);
     const queues = targetQueues(app, opts.queue);
     if (opts.after !== undefined && queues.length !== 1) {

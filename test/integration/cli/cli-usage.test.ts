@@ -134,6 +134,17 @@ describe("chicory CLI basics", () => {
     expect(r.code).toBe(2);
   });
 
+  it("dlq list --after on RabbitMQ is a usage error (2) said before anything else, without connecting", async () => {
+    const r = await runCli(
+      ["dlq", "list", APP_JS, "--after", "x"],
+      cliEnv({ CHICORY_BROKER_URL: "amqp://127.0.0.1:1" }),
+    );
+    expect(oneLineError(r.stderr)).toBe(
+      "chicory: dlq list --after: the rabbitmq broker cannot list a DLQ past an entry id",
+    );
+    expect(r.code).toBe(2);
+  });
+
   it("a command on an in-process broker or backend (memory://) is a usage error (2): nothing is enqueued where no one reads", async () => {
     const memory = cliEnv({ CHICORY_BROKER_URL: "memory://" });
     const enqueue = await runCli(["enqueue", APP_TS, "add", "[1, 2]"], memory);

@@ -204,6 +204,10 @@ export class MessageTooLargeError extends ChicoryError {
   readonly size: number;
   /** The limit in bytes. */
   readonly limit: number;
+  /** Whose limit it is (`"CHICORY_MAX_MESSAGE_BYTES"`, or the broker's server's). */
+  readonly source: string;
+  /** The task whose message it is, when known. */
+  readonly taskName: string | undefined;
   constructor(size: number, limit: number, options?: MessageTooLargeErrorOptions) {
     super(
       `${options?.taskName === undefined ? "" : `task "${options.taskName}": `}message is ${size} bytes, over the limit of ${limit} bytes (${options?.source ?? "CHICORY_MAX_MESSAGE_BYTES"})`,
@@ -211,6 +215,8 @@ export class MessageTooLargeError extends ChicoryError {
     );
     this.size = size;
     this.limit = limit;
+    this.source = options?.source ?? "CHICORY_MAX_MESSAGE_BYTES";
+    this.taskName = options?.taskName;
   }
 }
 

@@ -280,8 +280,7 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
       body = validated ? runtime.codec.encode(message) : runtime.codec.encodeChecked(message);
     } catch (error) {
       // named here, where the caller reads it (a worker's retry names the task apart)
-      if (!(error instanceof MessageTooLargeError)) throw error;
-      throw new MessageTooLargeError(error.size, error.limit, { taskName: this.name, cause: error });
+      throw namingTask(error, this.name);
     }
     const outgoing: OutgoingMessage = {
       id: taskId,
@@ -295,9 +294,9 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
     // record may have been announced before now: only a new id's announcement is still to come.
     const isNewId = options.taskId === undefined;
     if (!runtime.isConnected) {
-      return runtime.ensureConnected().then(() => publishFor(runtime, queue, outgoing, isNewId, result));
+      return runtime.ensureConnected().then(() => publishFor(runtime, queue, outgoing, isNewId, result, this.name));
     }
-    return publishFor(runtime, queue, outgoing, isNewId, result);
+    return publishFor(runtime, queue, outgoing, isNewId, result, this.name);
   }
 }
 
@@ -308,10 +307,22 @@ function publishFor<R>(
   outgoing: OutgoingMessage,
   isNewId: boolean,
   result: AsyncResult<R>,
+  taskName: string,
 ): Promise<AsyncResult<R>> {
-  if (!isNewId) return publishReusedId(runtime, queue, outgoing).then(() => result);
+  // a size refusal by the broker's server (RabbitMQ's max_message_size, Redis's
+  // proto-max-bulk-len) names the task, as one by the local limit does
+  const refused = (error: unknown): never => {
+    throw namingTask(error, taskName);
+  };
+  if (!isNewId) return publishReusedId(runtime, queue, outgoing).then(() => result, refused);
   runtime.backend?.expectResult?.(outgoing.id);
-  return runtime.broker.publish(queue, outgoing).then(() => result);
+  return runtime.broker.publish(queue, outgoing).then(() => result, refused);
+}
+
+/** `error`, or when it is a {@link MessageTooLargeError} that does not name its task, one that does. */
+function namingTask(error: unknown, taskName: string): unknown {
+  if (!(error instanceof MessageTooLargeError) || error.taskName !== undefined) return error;
+  return new MessageTooLargeError(error.size, error.limit, { taskName, source: error.source, cause: error });
 }
 
 /**

@@ -583,6 +583,21 @@ describe("Worker on the memory broker", () => {
     expect(runs).toBe(fits.length + over.length);
   });
 
+  it("a size refusal by the broker's server names the task, as the local limit's does", async () => {
+    const { app, broker } = makeApp();
+    const t = app.task(async function sentTooBig() {});
+    // as RabbitMQ's max_message_size or Redis's proto-max-bulk-len refuse one
+    vi.spyOn(broker, "publish").mockRejectedValue(new MessageTooLargeError(300, 200, { source: "the server's limit" }));
+    const refused = await t.delay().catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(MessageTooLargeError);
+    expect(refused).toMatchObject({ size: 300, limit: 200, source: "the server's limit", taskName: "sentTooBig" });
+    expect((refused as Error).message).toBe(
+      'task "sentTooBig": message is 300 bytes, over the limit of 200 bytes (the server\'s limit)',
+    );
+    const chosen = await t.applyAsync([], { taskId: "too-big-id" }).catch((e: unknown) => e);
+    expect(chosen).toMatchObject({ taskName: "sentTooBig" });
+  });
+
   it("rejects non-JSON arguments naming the argument, and oversized messages at dispatch", async () => {
     const { app } = makeApp({ config: { maxMessageBytes: 2048 } });
     const t = app.task(async function takesAnything(_x: unknown, _y?: unknown) {});

@@ -74,7 +74,7 @@ describe.skipIf(skip)("redis: a message longer than the broker's server takes", 
       expect(refused).toBeInstanceOf(MessageTooLargeError);
       expect((refused as MessageTooLargeError).limit).toBe(BULK_LIMIT);
       expect((refused as Error).message).toMatch(
-        /^message is 2097\d{3} bytes, over the limit of 1048576 bytes \(the broker's Redis server stores strings of at most 1048576 bytes \(its proto-max-bulk-len\); keep CHICORY_MAX_MESSAGE_BYTES at most that\)$/,
+        /^task "echo": message is 2097\d{3} bytes, over the limit of 1048576 bytes \(the broker's Redis server stores strings of at most 1048576 bytes \(its proto-max-bulk-len\); keep CHICORY_MAX_MESSAGE_BYTES at most that\)$/,
       );
     }
     expect((await inputBytes(server)) - before).toBeLessThan(BULK_LIMIT); // never sent

@@ -146,6 +146,10 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
   readonly #validationMode: ValidationMode | undefined;
   readonly #deliveryMode: DeliveryMode | undefined;
   readonly #runtime: TaskRuntime;
+  /** Rethrows a failed publish, a size refusal naming this task (one function for every publish). */
+  readonly #publishFailed = (error: unknown): never => {
+    throw namingTask(error, this.name);
+  };
 
   /** Not for direct use: tasks are made by `app.task()`, which registers them. */
   constructor(runtime: TaskRuntime, name: string, options: TaskOptions, handler: AnyHandler) {
@@ -294,9 +298,11 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
     // record may have been announced before now: only a new id's announcement is still to come.
     const isNewId = options.taskId === undefined;
     if (!runtime.isConnected) {
-      return runtime.ensureConnected().then(() => publishFor(runtime, queue, outgoing, isNewId, result, this.name));
+      return runtime
+        .ensureConnected()
+        .then(() => publishFor(runtime, queue, outgoing, isNewId, result, this.#publishFailed));
     }
-    return publishFor(runtime, queue, outgoing, isNewId, result, this.name);
+    return publishFor(runtime, queue, outgoing, isNewId, result, this.#publishFailed);
   }
 }
 
@@ -307,13 +313,10 @@ function publishFor<R>(
   outgoing: OutgoingMessage,
   isNewId: boolean,
   result: AsyncResult<R>,
-  taskName: string,
+  refused: (error: unknown) => never,
 ): Promise<AsyncResult<R>> {
-  // a size refusal by the broker's server (RabbitMQ's max_message_size, Redis's
-  // proto-max-bulk-len) names the task, as one by the local limit does
-  const refused = (error: unknown): never => {
-    throw namingTask(error, taskName);
-  };
+  // (`refused`: a size refusal by the broker's server, RabbitMQ's max_message_size or Redis's
+  // proto-max-bulk-len, names the task, as one by the local limit does)
   if (!isNewId) return publishReusedId(runtime, queue, outgoing).then(() => result, refused);
   runtime.backend?.expectResult?.(outgoing.id);
   return runtime.broker.publish(queue, outgoing).then(() => result, refused);

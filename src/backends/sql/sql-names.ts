@@ -4,6 +4,7 @@
  * are still quoted by Kysely wherever they appear.
  * @module
  */
+import { createHash } from "node:crypto";
 import type { RawBuilder } from "kysely";
 import { sql } from "./kysely.js";
 import type { SqlFlavor } from "./sql-types.js";
@@ -42,8 +43,22 @@ export function tableNames(prefix: string, schema: string | undefined): SqlTable
       workers: q(workers) as "workers",
       schemaVersion: q(schemaVersion) as "schema_version",
     },
-    channel: `${schema === undefined ? "" : `${schema}_`}${prefix}results`,
+    channel: channelName(`${schema === undefined ? "" : `${schema}_`}${prefix}results`),
   };
+}
+
+/** Longest PostgreSQL identifier, in bytes (NAMEDATALEN - 1); names are ASCII here. */
+const MAX_PG_IDENTIFIER = 63;
+
+/**
+ * The NOTIFY channel: `name` when PostgreSQL takes it, else its first characters and a hash of
+ * the whole (a long schema and prefix together, each valid alone, would make every terminal
+ * write fail with "channel name too long"). The same settings give the same channel everywhere.
+ */
+function channelName(name: string): string {
+  if (name.length <= MAX_PG_IDENTIFIER) return name;
+  const hash = createHash("sha256").update(name).digest("hex").slice(0, 16);
+  return `${name.slice(0, MAX_PG_IDENTIFIER - hash.length - 1)}_${hash}`;
 }
 
 /** A quoted, schema-qualified table reference for hand-written SQL. */

@@ -104,4 +104,21 @@ describe.skipIf((await sqlTargets())[0]?.skip)("postgres schema option", () => {
       await dropPgTables("chicory_", schema);
     }
   });
+
+  it("a long schema and prefix together (each valid alone) still store and announce terminal results", async () => {
+    // their NOTIFY channel would be over PostgreSQL's 63-byte identifiers: shortened with a hash
+    const schema = uniqueName("s_").padEnd(40, "s");
+    const tablePrefix = `${"p".repeat(38)}_`;
+    const backend = new PostgresBackend({ url: SERVICES.postgres, schema, tablePrefix, env: {} });
+    try {
+      await backend.connect();
+      const waiting = backend.waitForResult("long-1", { timeoutMs: 10_000, pollIntervalMs: 60_000 });
+      await backend.storeResult({ taskId: "long-1", state: "SUCCESS", result: 1, updatedAt: "" });
+      // a poll every 60 s: only the notification ends this wait in time
+      expect((await waiting)?.result).toBe(1);
+    } finally {
+      await backend.disconnect();
+      await dropPgTables(tablePrefix, schema);
+    }
+  });
 });

@@ -4,6 +4,7 @@
  * write and the backend recovers on its own; PostgreSQL LISTEN wakes waiters and recovers.
  */
 import mysql from "mysql2";
+import type pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { BackendConnectionError, DbPoolExhaustedError } from "../../../src/errors.js";
 import { MysqlBackend, type MysqlPoolLike, PostgresBackend, type SqlBackend } from "../../../src/sql.js";
@@ -113,6 +114,34 @@ describe.skipIf(skipPg)("postgres faults", () => {
     await b.storeResult({ taskId: id, state: "FAILURE", error: { type: "E", message: "m" }, updatedAt: "" });
     expect((await waiting)?.state).toBe("FAILURE");
     expect(Date.now() - started).toBeLessThan(8000);
+  });
+
+  it("statements given up after queryTimeout behind a lock do not leave server sessions waiting", {
+    timeout: 30_000,
+  }, async () => {
+    const b = make({ poolSize: 1, maxOverflow: 1, queryTimeout: 1 });
+    await b.connect();
+    const lockWaiters = async (c: pg.Client): Promise<number> => {
+      const r = await c.query(
+        "select count(*)::int as n from pg_stat_activity where application_name = $1 and wait_event_type = 'Lock'",
+        [app],
+      );
+      return (r.rows[0] as { n: number } | undefined)?.n ?? 0;
+    };
+    await withPg(async (c) => {
+      await c.query("begin");
+      await c.query(`lock table "${prefix}results" in access exclusive mode`);
+      try {
+        // each read is given up after 1 s (its socket closed), and the pool opens another
+        for (let i = 0; i < 3; i++) await b.getResult(`locked-${i}`).catch(() => undefined);
+        // before, every given-up session waited for the lock until it was released (a long lock
+        // filled max_connections); now the server ends each a second after the client left
+        await until(async () => (await lockWaiters(c)) === 0, 10_000, 100);
+      } finally {
+        await c.query("commit");
+      }
+    });
+    expect(await b.getResult("after-lock")).toBeNull();
   });
 
   it("pool exhaustion raises DbPoolExhaustedError (pool size 1, connection held)", async () => {

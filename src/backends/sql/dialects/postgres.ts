@@ -84,6 +84,12 @@ export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialec
           idleTimeoutMillis: 10_000,
           connectionTimeoutMillis: settings.poolTimeoutMs,
           maxLifetimeSeconds: Math.floor(settings.poolRecycleMs / 1000),
+          // A statement given up after queryTimeout has its socket closed here, but its server
+          // session goes on waiting (a lock held by another session does not end when the
+          // client leaves), and the pool opens another connection for the next statement:
+          // without a bound on the server's side, a long lock would pile sessions up to
+          // max_connections. Ended by the server a second after the client gave up.
+          ...(settings.queryTimeoutMs > 0 ? { statement_timeout: settings.queryTimeoutMs + 1000 } : {}),
         });
       }
       // An idle client that dies (pg_terminate_backend, restart) is removed by the pool; the

@@ -266,6 +266,8 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
         `taskId must be a well-formed string of 1-${MAX_TASK_ID_LENGTH} characters (no lone surrogates)`,
       );
     }
+    const idProblem = options.taskId === undefined ? undefined : runtime.backend?.taskIdProblem?.(taskId);
+    if (idProblem !== undefined) throw new ValidationError(`taskId: ${idProblem}`);
     const message: TaskMessage = {
       v: 1,
       id: taskId,

@@ -142,6 +142,13 @@ export interface Backend {
    */
   readonly displaySettings?: string | undefined;
   /**
+   * Why this backend cannot store records under `taskId` although the id is valid (its stored
+   * form is longer than its key column takes: PostgreSQL stores a backslash as two), or
+   * undefined when it can. `delay()` refuses a caller-chosen id it names; a worker rejects a
+   * message of such an id without a record, rather than fail to store its outcome for ever.
+   */
+  taskIdProblem?(taskId: string): string | undefined;
+  /**
    * False when the records live in this process only (the memory backend, SQLite `:memory:`):
    * no other process can read them. Absent: other processes share them.
    */

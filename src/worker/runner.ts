@@ -36,6 +36,8 @@ export interface RunnerEnv {
   readonly serverResultLimit?: ResultSizeLimit | undefined;
   /** Aborts when a forced shutdown gives up on running tasks. */
   readonly shutdownSignal: AbortSignal;
+  /** Why the result backend cannot store records under a task id (see `Backend.taskIdProblem`). */
+  taskIdProblem?(taskId: string): string | undefined;
   /**
    * Called once the attempt is about to run the handler (the worker arranges the `STARTED`
    * write). The handler does not wait for it; must not throw.
@@ -100,6 +102,12 @@ export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<A
   }
   const message = decoded.message;
   delivery.decodedTaskId?.(message.id);
+  const idProblem = env.taskIdProblem?.(message.id);
+  if (idProblem !== undefined) {
+    // no record can be stored under it: rejected without one (its outcome could never be stored)
+    const error = { type: "MessageRejected", message: `task id: ${idProblem}` };
+    return { outcome: { kind: "rejected", error, taskId: null }, message: null, task: null, alreadyAcked: false };
+  }
   // Delivered again after a run of it succeeded in this worker (its lease was lost meanwhile,
   // e.g. to an event loop blocked by the task, or its ack was lost): done, not run again (nor
   // rejected as poison); that run's result is stored unless the task has a SUCCESS record.

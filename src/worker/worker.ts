@@ -325,6 +325,9 @@ export class Worker {
       maxDeliveries: this.config.maxDeliveries,
       maxResultBytes: this.#app.config.maxResultBytes,
       shutdownSignal: this.#shutdownAbort.signal,
+      ...(this.#app.backend?.taskIdProblem
+        ? { taskIdProblem: (taskId: string) => this.#app.backend?.taskIdProblem?.(taskId) }
+        : {}),
       onStart: (message) => this.#started.started(message),
       isFinished: async (taskId) => {
         const backend = this.#app.backend;

@@ -389,6 +389,28 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       expect(await new AsyncResult("order-2", app.backend).state()).toBe("PENDING");
     });
 
+    it("a caller-chosen id the result backend cannot store is refused at delay(); a worker rejects such a message", async (ctx) => {
+      const app = await fresh();
+      const id = `${"\\".repeat(130)}x`; // 131 characters, 261 as PostgreSQL stores them
+      if (app.backend?.taskIdProblem?.(id) === undefined) ctx.skip(); // a backend that stores it as it is
+      const t = app.task(async function storableId() {
+        return "ok";
+      });
+      await expect(t.applyAsync([], { taskId: id })).rejects.toThrow(
+        /^taskId: the \w+ result backend stores it as 261 characters/,
+      );
+      await worker(app, { useDeadLetterQueue: true });
+      const message = { v: 1, id, name: "storableId", args: [], retries: 0 };
+      const body = JSON.stringify({ ...message, eta: null, priority: null, firstFailureAt: null, lastError: null });
+      await app.broker.publish("default", { id, body });
+      // before, its outcome could not be stored: the worker retried that for ever
+      await eventually(async () => (await app.broker.getDlqCount("default")) === 1);
+      expect((await app.broker.getDlqMessages("default"))[0]?.error).toMatch(
+        /task id: the \w+ result backend stores it/,
+      );
+      expect(await (await t.delay()).get({ timeout: 20 })).toBe("ok");
+    });
+
     it("a result over the default maxResultBytes (4 MiB) fails its task, not retried, instead of being stored", async () => {
       const app = await fresh();
       let runs = 0;

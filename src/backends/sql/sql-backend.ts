@@ -480,6 +480,12 @@ export class SqlBackend implements Backend {
     return { ...stats, lastHeartbeat: new Date(millis(row.last_heartbeat as number)).toISOString() };
   }
 
+  taskIdProblem(taskId: string): string | undefined {
+    const stored = this.#codec.encode(taskId).length;
+    if (stored <= MAX_KEY_LENGTH) return undefined;
+    return `the ${this.kind} result backend stores it as ${stored} characters (a backslash or NUL counts as two there), over its ${MAX_KEY_LENGTH}`;
+  }
+
   #isStorableKey(value: string): boolean {
     if (typeof value !== "string" || value.length === 0) return false;
     return this.#codec.encode(value).length <= MAX_KEY_LENGTH;

@@ -23,7 +23,12 @@ export async function ensureSchema(flavor: SqlFlavor, db: Kysely<SqlDatabase>, n
     case "postgres":
       await db.transaction().execute(async (trx) => {
         await sql`select pg_advisory_xact_lock(hashtext(${lockKey}))`.execute(trx);
-        if (names.schema !== undefined) await sql`create schema if not exists ${sql.id(names.schema)}`.execute(trx);
+        // (created only when missing: `create schema if not exists` needs CREATE on the database
+        // even when the schema is there, which a user given a schema of its own lacks)
+        if (names.schema !== undefined) {
+          const found = await sql`select 1 from pg_namespace where nspname = ${names.schema}`.execute(trx);
+          if (found.rows.length === 0) await sql`create schema if not exists ${sql.id(names.schema)}`.execute(trx);
+        }
         await createAll(flavor, trx, names);
       });
       return;

@@ -105,6 +105,31 @@ describe.skipIf((await sqlTargets())[0]?.skip)("postgres schema option", () => {
     }
   });
 
+  it("connects as a user that owns its schema but may not create schemas in the database", async () => {
+    const role = uniqueName("chicory_role_").replace(/-/g, "_");
+    const schema = uniqueName("s_");
+    await withPg(async (c) => {
+      await c.query(`create role "${role}" login`);
+      await c.query(`create schema "${schema}" authorization "${role}"`);
+    });
+    const url = new URL(SERVICES.postgres);
+    url.username = role;
+    url.password = "";
+    const backend = new PostgresBackend({ url: url.toString(), schema, env: {} });
+    try {
+      // before: "create schema failed …: permission denied for database"
+      await backend.connect();
+      await backend.storeResult({ taskId: "owned", state: "SUCCESS", result: 1, updatedAt: "" });
+      expect((await backend.getResult("owned"))?.result).toBe(1);
+    } finally {
+      await backend.disconnect();
+      await withPg(async (c) => {
+        await c.query(`drop schema if exists "${schema}" cascade`);
+        await c.query(`drop role if exists "${role}"`);
+      });
+    }
+  });
+
   it("a long schema and prefix together (each valid alone) still store and announce terminal results", async () => {
     // their NOTIFY channel would be over PostgreSQL's 63-byte identifiers: shortened with a hash
     const schema = uniqueName("s_").padEnd(40, "s");

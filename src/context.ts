@@ -173,7 +173,7 @@ export class TaskContext {
       err = toError(error);
       if (err !== error) {
         err.name = NON_ERROR_TYPE;
-        err.stack = undefined; // made up here, it would point into Chicory
+        delete err.stack; // made up here, it would point into Chicory
       }
     }
     nonRetryable.add(err);

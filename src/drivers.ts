@@ -17,6 +17,7 @@ import type { EnvMap } from "./core/env.js";
 import { maskUrl, urlScheme } from "./core/url.js";
 import { warnOnce } from "./core/warn-once.js";
 import { ConfigurationError } from "./errors.js";
+import { resolveRedisConnection } from "./redis/redis-options.js";
 
 /** Broker kinds accepted by `new Chicory({ broker })`. */
 export type BrokerType = "memory" | "sqlite" | "redis" | "rabbitmq";
@@ -153,58 +154,30 @@ function hasOwnRedisLocation(env: EnvMap, brokerSpec?: string): boolean {
   // server, another database", but is the backend's own location on the Redis defaults. Refused
   // (a warning is easy to miss, and results would go to whatever answers there) unless those
   // defaults are the broker's server and the broker logs in to it as they do: no user, no
-  // password, no TLS.
-  const port = isSet(env, "CHICORY_BACKEND_REDIS_PORT") ? Number(env.CHICORY_BACKEND_REDIS_PORT?.trim()) : 6379;
-  const where = `127.0.0.1:${port}`;
-  const brokerServer = brokerServerOf(env);
-  if (
-    brokerServer !== undefined &&
-    sameRedisServer(where, brokerServer) &&
-    !hasLoginOrTls(env, "CHICORY_BROKER_REDIS_")
-  ) {
-    return true;
-  }
+  // password, no TLS. (Both read as the adapters read them; a broker variable that cannot be
+  // read is refused here as the broker refuses it.)
+  const mine = resolveRedisConnection({}, env, "CHICORY_BACKEND_REDIS").options as RedisServerOptions;
+  const theirs = resolveRedisConnection({}, env, "CHICORY_BROKER_REDIS").options as RedisServerOptions;
+  const where = `${mine.host}:${mine.port}`;
+  const isSameServer = theirs.host !== undefined && sameRedisServer(where, `${theirs.host}:${theirs.port}`);
+  if (isSameServer && !theirs.username && !theirs.password && !theirs.tls) return true;
   const set = `CHICORY_BACKEND_REDIS_${own.join(", _")} ${own.length === 1 ? "is" : "are"} set, so the Redis backend has a location of its own`;
   const fix = "set CHICORY_BACKEND_REDIS_URL (or _HOST) too, or unset them";
   const brokers = `CHICORY_BROKER_REDIS_${broker.join(", _")}`;
   throw new ConfigurationError(
-    brokerServer !== undefined && sameRedisServer(where, brokerServer)
+    isSameServer
       ? `${set}, and without CHICORY_BACKEND_REDIS_URL or _HOST it would connect to ${where} without the broker's login and TLS settings: ${fix}`
       : `${set}, and without CHICORY_BACKEND_REDIS_URL or _HOST its server would be ${where}, not the broker's (${brokers}): ${fix}`,
   );
 }
 
-/** Whether the `prefix` variables log in (a user, a password, in a URL too) or use TLS. */
-function hasLoginOrTls(env: EnvMap, prefix: string): boolean {
-  if (["USERNAME", "PASSWORD"].some((name) => isSet(env, `${prefix}${name}`))) return true;
-  if (Object.keys(env).some((name) => name.startsWith(`${prefix}TLS`) && isSet(env, name))) return true;
-  const url = env[`${prefix}URL`]?.trim();
-  if (!url) return false;
-  try {
-    const parsed = new URL(url);
-    return parsed.protocol !== "redis:" || parsed.username !== "" || parsed.password !== "";
-  } catch {
-    return true;
-  }
-}
-
-/**
- * `host:port` of the server the broker's `CHICORY_BROKER_REDIS_` variables name, or undefined
- * when it is no single `redis://` / `rediss://` server (Sentinel, a Unix socket, a bad URL).
- */
-function brokerServerOf(env: EnvMap): string | undefined {
-  const url = env.CHICORY_BROKER_REDIS_URL?.trim();
-  if (url) {
-    try {
-      const parsed = new URL(url);
-      if (parsed.protocol !== "redis:" && parsed.protocol !== "rediss:") return undefined;
-      return `${parsed.hostname || "127.0.0.1"}:${Number(parsed.port || 6379)}`;
-    } catch {
-      return undefined;
-    }
-  }
-  const port = Number(env.CHICORY_BROKER_REDIS_PORT?.trim() || 6379);
-  return `${env.CHICORY_BROKER_REDIS_HOST?.trim() || "127.0.0.1"}:${port}`;
+/** What {@link resolveRedisConnection} gives of a server's address and login (no host: Sentinel, a socket). */
+interface RedisServerOptions {
+  readonly host?: string;
+  readonly port?: number;
+  readonly username?: string;
+  readonly password?: string;
+  readonly tls?: unknown;
 }
 
 /** Whether two `host:port` name one server (loopback names taken as one, case aside). */

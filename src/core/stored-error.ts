@@ -124,7 +124,7 @@ function describeThrown(thrown: unknown): string {
 export function strayText(error: unknown): string {
   let text: string;
   try {
-    text = error instanceof Error ? (error.stack ?? `${error.name}: ${error.message}`) : toError(error).message;
+    text = describeThrown(error);
   } catch {
     text = "(a value that cannot be shown)"; // e.g. a getter that throws
   }

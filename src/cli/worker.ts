@@ -7,7 +7,6 @@ import type { Command } from "commander";
 import type { WorkerOptions } from "../config.js";
 import type { LogLevel } from "../core/logger.js";
 import { sleep, timerDelay } from "../core/sleep.js";
-import { strayText } from "../core/stored-error.js";
 import { createLogger } from "../logging.js";
 import { Worker } from "../worker/worker.js";
 import { bannerLines } from "./banner.js";
@@ -90,37 +89,20 @@ export async function runWorkerCommand(spec: string, opts: WorkerCommandOptions)
     process.channel?.unref();
   }
   // An error nobody caught (from a task's stray promise or timer) must not kill the jobs
-  // running beside it: a rejection is logged and the worker goes on; an exception (after which
-  // Node holds the process's state unsafe) stops the worker gracefully, then exits 1.
+  // running beside it: run() handles it (a rejection is logged and the worker goes on; an
+  // exception, after which Node holds the process's state unsafe, is logged and stops the
+  // worker gracefully, and run() rejects with it: exit 1). The CLI's own process listeners
+  // (main.ts) would end the command: they hand such errors here instead, where an exception
+  // only arms the exit, should the stop itself hang (its manager restarts the process), after
+  // the shutdown timeout and 10 s more.
   let hasFailed = false;
-  const stopHandlingStrays = handleStrayErrors((kind, error) => {
-    const err = strayText(error);
-    if (kind === "rejection") {
-      logger.error(
-        { err },
-        "unhandled promise rejection (a promise nobody awaited or caught, e.g. in a task): logged, the worker goes on",
-      );
-      return;
-    }
-    const isFirst = !hasFailed;
+  const stopHandlingStrays = handleStrayErrors((kind) => {
+    if (kind !== "exception" || hasFailed) return;
     hasFailed = true;
-    logger.error(
-      { err },
-      isFirst
-        ? "uncaught exception (thrown outside any task's promise, e.g. from a timer): stopping gracefully (running jobs get the shutdown timeout), then exit 1"
-        : "uncaught exception while stopping",
-    );
-    if (!isFirst) return;
-    // The process's state is not to be trusted now: should the stop itself hang, the process
-    // still ends (its manager restarts it), after the shutdown timeout and 10 s more.
     setTimeout(() => process.exit(EXIT_FAILURE), timerDelay((worker.config.shutdownTimeout + 10) * 1000)).unref();
-    worker.stop().catch((stopError: unknown) => {
-      logger.error({ err: strayText(stopError) }, "worker stop after an uncaught exception failed: exiting");
-      process.exit(EXIT_FAILURE);
-    });
   });
   let isDone = false;
-  const running = worker.run({ handleStrayErrors: false }).finally(() => {
+  const running = worker.run().finally(() => {
     isDone = true;
     stopHandlingStrays();
   });
@@ -130,7 +112,12 @@ export async function runWorkerCommand(spec: string, opts: WorkerCommandOptions)
       if (worker.isRunning && process.connected) process.send?.({ type: "ready", pid: process.pid });
     })();
   }
-  await running;
+  try {
+    await running;
+  } catch (error) {
+    if (hasFailed) return EXIT_FAILURE; // the uncaught exception run() logged and stopped for
+    throw error;
+  }
   return hasFailed ? EXIT_FAILURE : EXIT_OK;
 }
 

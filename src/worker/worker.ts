@@ -326,7 +326,7 @@ export class Worker {
       maxResultBytes: this.#app.config.maxResultBytes,
       shutdownSignal: this.#shutdownAbort.signal,
       ...(this.#app.backend?.taskIdProblem
-        ? { taskIdProblem: (taskId: string) => this.#app.backend?.taskIdProblem?.(taskId) }
+        ? { taskIdProblem: this.#app.backend.taskIdProblem.bind(this.#app.backend) }
         : {}),
       onStart: (message) => this.#started.started(message),
       isFinished: async (taskId) => {

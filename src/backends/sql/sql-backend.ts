@@ -481,6 +481,9 @@ export class SqlBackend implements Backend {
   }
 
   taskIdProblem(taskId: string): string | undefined {
+    // (every message's id is checked: one that fits even with each character doubled, as a
+    // generated id does, is not encoded)
+    if (taskId.length * 2 <= MAX_KEY_LENGTH) return undefined;
     const stored = this.#codec.encode(taskId).length;
     if (stored <= MAX_KEY_LENGTH) return undefined;
     return `the ${this.kind} result backend stores it as ${stored} characters (a backslash or NUL counts as two there), over its ${MAX_KEY_LENGTH}`;

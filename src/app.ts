@@ -594,7 +594,7 @@ export class Chicory {
   /**
    * What a `delay()` needs first: the broker. Connects the whole app, as {@link Chicory.connect}
    * does (the backend too, so that a result's notification is expected from the first job on;
-   * a `disconnect()` meanwhile waits for it and closes both); a backend that does not connect
+   * a `disconnect()` meanwhile waits for it, or cuts a SQL backend's, and closes both); a backend that does not connect
    * does not stop the publish: enqueueing needs no result backend, and a `get()` connects it
    * when asked (within its timeout), saying why it cannot.
    */
@@ -612,7 +612,13 @@ export class Chicory {
     this.#connecting = null;
     this.#connectEpoch++;
     this.#isPublishReady = false;
-    if (pending) await pending.all.catch(() => undefined);
+    if (pending) {
+      // A backend still connecting is told now: the SQL backends cut their connect (a database
+      // that never answers would hold it until poolTimeout); the others finish it first.
+      const backend = this.backend;
+      const cut = backend?.isOpen === true && backend.isReady === false ? backend.disconnect() : undefined;
+      await Promise.all([pending.all.catch(() => undefined), cut?.catch(() => undefined)]);
+    }
     const errors: unknown[] = [];
     await this.broker.disconnect().catch((e: unknown) => errors.push(e));
     if (this.backend) await this.backend.disconnect().catch((e: unknown) => errors.push(e));

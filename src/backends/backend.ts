@@ -155,7 +155,11 @@ export interface Backend {
   readonly multiProcess?: boolean;
   /** Opens connections (and creates schema where needed); idempotent. */
   connect(): Promise<void>;
-  /** Closes connections the backend owns; idempotent. */
+  /**
+   * Closes connections the backend owns; idempotent. May come while a `connect()` runs
+   * (`app.disconnect()` calls it then): the backend ends that connect (which then rejects) or
+   * lets it finish first, and closes what it opened.
+   */
   disconnect(): Promise<void>;
   /**
    * True from a `connect()` call (while it runs, too) until `disconnect()`. Optional: code

@@ -125,6 +125,8 @@ export class SqlBackend implements Backend {
   #retryWarnedAtMs = Number.NEGATIVE_INFINITY;
   #retriesNotWarned = 0;
   #connecting: Promise<SqlConnection> | undefined;
+  /** The connection `connect()` is setting up (its schema step), until it resolves. */
+  #opening: SqlConnection | undefined;
   #unlisten: (() => Promise<void>) | undefined;
   /** The `data_version` check's timer while results are awaited (SQLite). */
   #versionTimer: NodeJS.Timeout | undefined;
@@ -173,7 +175,13 @@ export class SqlBackend implements Backend {
 
   async disconnect(): Promise<void> {
     const pending = this.#connecting;
-    if (pending) await pending.catch(() => undefined);
+    if (pending) {
+      // A connect() under way is cut, not waited for: a database that never answers would
+      // hold it until poolTimeout. It rejects (`… was disconnected while it ran`).
+      const opening = this.#opening;
+      if (opening) await this.#close(opening);
+      await pending.catch(() => undefined);
+    }
     const connection = this.#connection;
     this.#connection = undefined;
     if (connection) this.#closed.add(connection);
@@ -183,8 +191,14 @@ export class SqlBackend implements Backend {
     const unlisten = this.#unlisten;
     this.#unlisten = undefined;
     // Together: each waits for the database's goodbye at most a few seconds.
-    await Promise.all([unlisten?.(), connection?.close()]);
-    if (connection) this.#cutOf(connection).abort();
+    await Promise.all([unlisten?.(), connection ? this.#close(connection) : undefined]);
+  }
+
+  /** Closes `connection` and ends what still runs on it (see {@link SqlBackend.#cuts}). */
+  async #close(connection: SqlConnection): Promise<void> {
+    this.#closed.add(connection);
+    await connection.close();
+    this.#cutOf(connection).abort();
   }
 
   /** The cut of `connection` (see {@link SqlBackend.#cuts}). */
@@ -364,11 +378,20 @@ export class SqlBackend implements Backend {
     } catch (error) {
       throw wrapSqlError(error, "connect", this.displayUrl, false);
     }
+    this.#opening = connection;
     try {
       await this.#withRetries("create schema", connection, (db) => ensureSchema(this.kind, db, this.#names));
     } catch (error) {
-      await connection.close().catch(() => undefined);
+      if (!this.#closed.has(connection)) await connection.close().catch(() => undefined);
       throw error;
+    } finally {
+      this.#opening = undefined;
+    }
+    if (this.#closed.has(connection)) {
+      // disconnect() closed it as the schema step ended
+      throw new BackendConnectionError(
+        `connect: the ${this.kind} backend at ${this.displayUrl} was disconnected while it ran`,
+      );
     }
     return connection;
   }

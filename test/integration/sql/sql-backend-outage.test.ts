@@ -12,7 +12,13 @@ import type { SqlBackend } from "../../../src/backends/sql/sql-backend.js";
 import type { Logger } from "../../../src/core/logger.js";
 import { settlesWithin } from "../../../src/core/sleep.js";
 import { createBackend } from "../../../src/drivers.js";
-import { AsyncResult, BackendConnectionError } from "../../../src/index.js";
+import {
+  AsyncResult,
+  BackendConnectionError,
+  Chicory,
+  DbPoolExhaustedError,
+  MemoryBroker,
+} from "../../../src/index.js";
 import {
   MysqlBackend,
   type MysqlBackendOptions,
@@ -230,6 +236,104 @@ describe.concurrent("sql backends: a database that stops answering on open conne
             proxy.thaw();
             expect((await stalled.getResult("before"))?.result).toBe(1);
           });
+        }),
+    );
+  }
+});
+
+describe.concurrent("sql backends: a database that accepts connections but never answers them", () => {
+  for (const c of CASES) {
+    it.skipIf(c.skip)(
+      `${c.kind}: connect() fails after poolTimeout with DbPoolExhaustedError, on one connection (not retried)`,
+      () =>
+        withProxy(c, async (proxy, prefix) => {
+          proxy.freeze();
+          const backend = c.build({
+            url: proxy.urlFor(c.serviceUrl),
+            tablePrefix: prefix,
+            env: {},
+            queryTimeout: "30s",
+            poolTimeout: "1s",
+          });
+          try {
+            const failure = await backend.connect().catch((error: unknown) => error);
+            expect(failure).toBeInstanceOf(DbPoolExhaustedError);
+            expect(String((failure as Error).message)).toMatch(/did not answer a new connection in time/);
+            expect(proxy.accepted).toBe(1);
+          } finally {
+            await backend.disconnect();
+          }
+        }),
+    );
+
+    it.skipIf(c.skip)(
+      `${c.kind}: disconnect() ends an operation waiting for a new connection and closes that connection within its 5 s grace, not at poolTimeout`,
+      () =>
+        withProxy(c, async (proxy, prefix) => {
+          const backend = c.build({
+            url: proxy.urlFor(c.serviceUrl),
+            tablePrefix: prefix,
+            env: {},
+            queryTimeout: "30s",
+            poolTimeout: "60s",
+          });
+          await backend.connect();
+          // The open connections go (a restart); new ones are accepted but never answered.
+          await proxy.down();
+          await proxy.up();
+          proxy.freeze();
+          const accepted = proxy.accepted;
+          const waiting = backend.getResult("any").catch((error: unknown) => error);
+          await proxy.acceptedCount(accepted + 1);
+          expect(await settlesWithin(backend.disconnect(), 10_000)).toBe(true);
+          const failure = await waiting;
+          expect(failure).toBeInstanceOf(BackendConnectionError);
+          expect(String((failure as Error).message)).toMatch(/^getResult: .* was disconnected while it ran/);
+          expect(await settlesWithin(proxy.noConnections(), 2_000)).toBe(true);
+        }),
+    );
+
+    it.skipIf(c.skip)(
+      `${c.kind}: disconnect() during connect() ends it within its 5 s grace, not at poolTimeout, and closes its connection`,
+      () =>
+        withProxy(c, async (proxy, prefix) => {
+          proxy.freeze();
+          const backend = c.build({
+            url: proxy.urlFor(c.serviceUrl),
+            tablePrefix: prefix,
+            env: {},
+            queryTimeout: "30s",
+            poolTimeout: "60s",
+          });
+          const connecting = backend.connect().catch((error: unknown) => error);
+          await proxy.acceptedCount(1);
+          expect(await settlesWithin(backend.disconnect(), 10_000)).toBe(true);
+          const failure = await connecting;
+          expect(failure).toBeInstanceOf(BackendConnectionError);
+          expect(String((failure as Error).message)).toMatch(/was disconnected while it ran/);
+          expect(backend.isOpen).toBe(false);
+          expect(await settlesWithin(proxy.noConnections(), 2_000)).toBe(true);
+        }),
+    );
+
+    it.skipIf(c.skip)(
+      `${c.kind}: app.disconnect() during app.connect() ends the backend's connect too, not at poolTimeout`,
+      () =>
+        withProxy(c, async (proxy, prefix) => {
+          proxy.freeze();
+          const backend = c.build({
+            url: proxy.urlFor(c.serviceUrl),
+            tablePrefix: prefix,
+            env: {},
+            queryTimeout: "30s",
+            poolTimeout: "60s",
+          });
+          const app = new Chicory({ broker: new MemoryBroker(), backend });
+          const connecting = app.connect().catch((error: unknown) => error);
+          await proxy.acceptedCount(1);
+          expect(await settlesWithin(app.disconnect(), 10_000)).toBe(true);
+          expect(await connecting).toBeInstanceOf(BackendConnectionError);
+          expect(await settlesWithin(proxy.noConnections(), 2_000)).toBe(true);
         }),
     );
   }

@@ -22,6 +22,7 @@ export class OutageProxy {
   #port = 0;
   #isFrozen = false;
   #accepted = 0;
+  #onAccept: Array<{ readonly count: number; readonly resolve: () => void }> = [];
   /** Writes held while frozen, in order. */
   #held: Array<() => void> = [];
 
@@ -77,6 +78,12 @@ export class OutageProxy {
   /** How many client connections it has accepted in all. */
   get accepted(): number {
     return this.#accepted;
+  }
+
+  /** Resolves once it has accepted `count` client connections in all. */
+  acceptedCount(count: number): Promise<void> {
+    if (this.#accepted >= count) return Promise.resolve();
+    return new Promise((resolve) => this.#onAccept.push({ count, resolve }));
   }
 
   /** How many client connections are open. */
@@ -137,5 +144,8 @@ export class OutageProxy {
       });
     forward(client, upstream);
     forward(upstream, client);
+    const reached = this.#onAccept.filter((w) => w.count <= this.#accepted);
+    this.#onAccept = this.#onAccept.filter((w) => w.count > this.#accepted);
+    for (const w of reached) w.resolve();
   }
 }

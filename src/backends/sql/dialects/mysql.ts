@@ -10,6 +10,7 @@
  * @module
  */
 
+import { connect as netConnect, type Socket } from "node:net";
 import type { EnvMap } from "../../../core/env.js";
 import { maskUrl } from "../../../core/url.js";
 import { loadKysely } from "../kysely.js";
@@ -62,6 +63,7 @@ export function mysqlDialect(options: MysqlDialectOptions = {}): SqlDialect {
     displayUrl: injected ? "mysql (injected pool)" : maskUrl(settings.url),
     async connect(): Promise<SqlConnection> {
       let pool = injected;
+      const sockets = new OpenSockets();
       if (pool === undefined) {
         const mysql = await importDriver<Mysql2Module>("mysql2@3", "the MySQL result backend", () => import("mysql2"));
         const url = settings.url.replace(/^mariadb:/i, "mysql:");
@@ -76,10 +78,16 @@ export function mysqlDialect(options: MysqlDialectOptions = {}): SqlDialect {
           supportBigNumbers: true,
           enableKeepAlive: true,
           connectTimeout: settings.poolTimeoutMs,
+          // Its socket noted from the start: a connection the database never answers (a stalled
+          // server) is closed by close() at once, not left open until poolTimeout.
+          stream: (opts: { config: MysqlSocketConfig }) => {
+            const socket = openMysqlSocket(opts.config);
+            sockets.add(socket);
+            return socket;
+          },
         });
       }
       const born = new WeakMap<object, number>();
-      const sockets = new OpenSockets();
       pool.on("connection", (connection) => {
         born.set(connection, Date.now());
         sockets.add(connection.stream);
@@ -156,4 +164,22 @@ function timedPool(
       pool.end(callback);
     },
   };
+}
+
+/** What mysql2 passes a `stream` factory of the connection's settings. */
+interface MysqlSocketConfig {
+  readonly host?: string | undefined;
+  readonly port?: number | undefined;
+  readonly socketPath?: string | undefined;
+  readonly enableKeepAlive?: boolean | undefined;
+  readonly keepAliveInitialDelay?: number | undefined;
+}
+
+/** The socket mysql2 would open for `config` (TCP: no delay, keep-alive when asked). */
+function openMysqlSocket(config: MysqlSocketConfig): Socket {
+  if (config.socketPath) return netConnect(config.socketPath);
+  const socket = netConnect(config.port ?? 3306, config.host ?? "localhost");
+  socket.setNoDelay(true);
+  if (config.enableKeepAlive) socket.on("connect", () => socket.setKeepAlive(true, config.keepAliveInitialDelay));
+  return socket;
 }

@@ -5,7 +5,8 @@
  * URL: `postgres://user:password@host:5432/database?sslmode=require` (`postgresql://` too).
  * The pool keeps `poolSize` connections, opens up to `maxOverflow` more under load (closed
  * after 10 s idle), replaces connections older than `poolRecycle`, and fails a checkout after
- * `poolTimeout` with `DbPoolExhaustedError`. Broken connections (killed, server restart) are
+ * `poolTimeout` with `DbPoolExhaustedError` (also when the database does not answer a new
+ * connection within it, not retried). Broken connections (killed, server restart) are
  * discarded by the pool; an `error` on an idle one is handled, never crashes the process.
  * @module
  */
@@ -70,6 +71,7 @@ export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialec
     async connect(): Promise<SqlConnection> {
       let pool: PgPoolLike;
       let max: number;
+      const sockets = new OpenSockets();
       if (injected) {
         pool = injected;
         max = injected.options?.max ?? 10;
@@ -77,6 +79,14 @@ export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialec
         const pg = await loadPg();
         max = settings.poolSize + settings.maxOverflow;
         pool = new pg.Pool({
+          // Its socket noted from the start: a connection the database never answers (a stalled
+          // server) is closed by close() at once, not left open until poolTimeout.
+          Client: class extends pg.Client {
+            constructor(config: Record<string, unknown>) {
+              super(config);
+              sockets.add(socketOf(this));
+            }
+          },
           connectionString: settings.url,
           application_name: applicationName,
           min: settings.poolSize, // kept when idle; the overflow closes after 10 s idle
@@ -99,7 +109,6 @@ export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialec
       // A checked-out client has no listener of its own: a FATAL message (the connection was
       // killed) would crash the process. The failing query rejects anyway, and the pool
       // discards the client when it is released.
-      const sockets = new OpenSockets();
       pool.on("connect", (client) => {
         client.on("error", onError);
         sockets.add(socketOf(client));
@@ -117,10 +126,13 @@ export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialec
           await sockets.close(db.destroy(), closeGraceMs(settings.queryTimeoutMs));
         },
         queryTimeoutMs: settings.queryTimeoutMs,
+        // A checkout that waited poolTimeout for a busy pool, or a new connection the database
+        // did not answer within poolTimeout (pg-pool's connect timeout: not retried, as the
+        // database is stalled or unreachable, and each try would wait as long again).
         isPoolTimeout: (error) =>
           error instanceof Error &&
-          /timeout exceeded when trying to connect/i.test(error.message) &&
-          pool.totalCount >= max,
+          (/connection terminated due to connection timeout/i.test(error.message) ||
+            (/timeout exceeded when trying to connect/i.test(error.message) && pool.totalCount >= max)),
       };
     },
     // With an injected pool there is no URL for a dedicated LISTEN client: waiters poll.

@@ -144,6 +144,29 @@ describe.skipIf(skipPg)("postgres faults", () => {
     expect(await b.getResult("after-lock")).toBeNull();
   });
 
+  it("a lower statement_timeout set for the session (URL options) is kept, not raised to queryTimeout + 1 s", {
+    timeout: 30_000,
+  }, async () => {
+    const url = new URL(SERVICES.postgres);
+    url.searchParams.set("options", "-c statement_timeout=1500");
+    const b = make({ url: url.toString(), poolSize: 1, maxOverflow: 0, queryTimeout: 20 });
+    await b.connect();
+    await withPg(async (c) => {
+      await c.query("begin");
+      await c.query(`lock table "${prefix}results" in access exclusive mode`);
+      try {
+        // the server ends the read at 1.5 s (before, the connection's own 21 s replaced it and
+        // the read waited for the client's 20 s)
+        const failure = await b.getResult("locked").catch((error: unknown) => error);
+        expect(failure).toBeInstanceOf(BackendConnectionError);
+        expect(String((failure as Error).message)).toMatch(/canceling statement due to statement timeout/);
+      } finally {
+        await c.query("commit");
+      }
+    });
+    expect(await b.getResult("after-lock")).toBeNull();
+  });
+
   it("pool exhaustion raises DbPoolExhaustedError (pool size 1, connection held)", async () => {
     const b = make({ poolSize: 1, maxOverflow: 0, poolTimeout: 0.3 });
     await b.connect();

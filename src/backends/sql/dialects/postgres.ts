@@ -33,7 +33,10 @@ export interface PgPoolLike {
   on(event: "error", listener: (error: Error) => void): unknown;
   on(
     event: "connect",
-    listener: (client: { on(event: "error", listener: (error: Error) => void): unknown }) => void,
+    listener: (client: {
+      on(event: "error", listener: (error: Error) => void): unknown;
+      query?(text: string, values: readonly unknown[]): Promise<unknown>;
+    }) => void,
   ): unknown;
   readonly totalCount: number;
   readonly options?: { readonly max?: number };
@@ -55,6 +58,10 @@ export interface PostgresDialectOptions extends SqlPoolOptions {
 }
 
 const WHAT = "the PostgreSQL result backend";
+
+/** Sets the session's `statement_timeout` to `$1` ms unless it is lower (and not 0: none). */
+const LOWER_STATEMENT_TIMEOUT =
+  "select set_config('statement_timeout', $1, false) from pg_settings where name = 'statement_timeout' and (setting::bigint = 0 or setting::bigint > $1::bigint)";
 
 /** How often the LISTEN connection is probed (or every `queryTimeout`, if shorter). */
 const LISTEN_PROBE_MS = 10_000;
@@ -94,12 +101,6 @@ export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialec
           idleTimeoutMillis: 10_000,
           connectionTimeoutMillis: settings.poolTimeoutMs,
           maxLifetimeSeconds: Math.floor(settings.poolRecycleMs / 1000),
-          // A statement given up after queryTimeout has its socket closed here, but its server
-          // session goes on waiting (a lock held by another session does not end when the
-          // client leaves), and the pool opens another connection for the next statement:
-          // without a bound on the server's side, a long lock would pile sessions up to
-          // max_connections. Ended by the server a second after the client gave up.
-          ...(settings.queryTimeoutMs > 0 ? { statement_timeout: settings.queryTimeoutMs + 1000 } : {}),
         });
       }
       // An idle client that dies (pg_terminate_backend, restart) is removed by the pool; the
@@ -109,9 +110,19 @@ export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialec
       // A checked-out client has no listener of its own: a FATAL message (the connection was
       // killed) would crash the process. The failing query rejects anyway, and the pool
       // discards the client when it is released.
+      // A statement given up after queryTimeout has its socket closed here, but its server
+      // session goes on waiting (a lock held by another session does not end when the client
+      // leaves), and the pool opens another connection for the next statement: without a bound
+      // on the server's side, a long lock would pile sessions up to max_connections. So each new
+      // connection lowers `statement_timeout` to queryTimeout + 1 s (ended by the server a
+      // second after the client gave up), unless a lower one is set (role, database, URL
+      // `options`). A query, not a startup parameter: PgBouncer refuses unknown ones.
+      const statementTimeout = !injected && settings.queryTimeoutMs > 0 ? String(settings.queryTimeoutMs + 1000) : "";
       pool.on("connect", (client) => {
         client.on("error", onError);
         sockets.add(socketOf(client));
+        // queued before the statement of the checkout that opened the connection
+        if (statementTimeout !== "") client.query?.(LOWER_STATEMENT_TIMEOUT, [statementTimeout]).catch(onError);
       });
       const { Kysely, PostgresDialect } = await loadKysely();
       const db = new Kysely<SqlDatabase>({

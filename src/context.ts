@@ -5,7 +5,7 @@
 import { type Duration, MAX_DELAY_SECONDS, toSeconds } from "./core/duration.js";
 import { checkOptionKeys, keysOf } from "./core/env.js";
 import { guardListeners } from "./core/guarded-signal.js";
-import { NON_ERROR_TYPE, toStoredError } from "./core/stored-error.js";
+import { isErrorLike, NON_ERROR_TYPE, toStoredError } from "./core/stored-error.js";
 import { MaxRetriesExceededError, RetryError, toError, ValidationError } from "./errors.js";
 import type { RetryPolicy } from "./retry.js";
 
@@ -161,20 +161,24 @@ export class TaskContext {
   }
 
   /**
-   * Fails this attempt for good: no retry, whatever the policy says. A value that is no `Error`
-   * (`ctx.fail("card declined")`) is stored as a thrown one is: type `NonError`, its text, no
-   * stack.
+   * Fails this attempt for good: no retry, whatever the policy says. The value is stored as a
+   * thrown one is: an `Error` (of any realm) or an error-shaped object (a string `message` and
+   * `name` or `stack`) with its type, message and stack; anything else (`ctx.fail("card
+   * declined")`) as type `NonError`, its text, no stack.
    */
   fail(error: unknown): never {
-    let err: Error;
-    if (error instanceof Error) {
-      err = error;
-    } else {
-      err = toError(error);
-      if (err !== error) {
-        err.name = NON_ERROR_TYPE;
-        delete err.stack; // made up here, it would point into Chicory
+    let err: object;
+    try {
+      if (isErrorLike(error)) {
+        err = error as object;
+      } else {
+        const made = toError(error);
+        made.name = NON_ERROR_TYPE;
+        delete made.stack; // made up here, it would point into Chicory
+        err = made;
       }
+    } catch {
+      err = toError(error); // a value that cannot even be looked at (a revoked Proxy)
     }
     nonRetryable.add(err);
     throw err;

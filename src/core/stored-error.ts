@@ -16,7 +16,7 @@ export const NON_ERROR_TYPE = "NonError";
  * An Error, or an object that looks like one (a string `message` and a string `name` or
  * `stack`: an error of another realm, or a library's error-shaped object).
  */
-function isErrorLike(value: unknown): boolean {
+export function isErrorLike(value: unknown): boolean {
   if (value instanceof Error) return true;
   if (value === null || typeof value !== "object") return false;
   const { message, name, stack } = value as { message?: unknown; name?: unknown; stack?: unknown };

@@ -1,3 +1,4 @@
+import { runInNewContext } from "node:vm";
 import type { StandardSchemaV1 } from "@standard-schema/spec";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { z } from "zod";
@@ -170,6 +171,38 @@ describe("Worker on the memory broker", () => {
     const f = await failed.delay();
     const viaFail = await f.get({ timeout: 5 }).catch((e: unknown) => e);
     expect(viaFail).toMatchObject({ errorType: "NonError", remoteMessage: "card declined", remoteStack: undefined });
+  });
+
+  it("ctx.fail() stores an error-shaped object, an Error of another realm and a revoked Proxy as throwing them would, and never retries them", async () => {
+    const { app } = makeApp();
+    let runs = 0;
+    const values: Record<string, () => unknown> = {
+      shaped: () => ({ name: "HttpError", message: "402 payment required" }),
+      realm: () => runInNewContext("new TypeError('from another realm')"),
+      revoked: () => {
+        const { proxy, revoke } = Proxy.revocable({}, {});
+        revoke();
+        return proxy;
+      },
+    };
+    const failing = app.task(
+      { name: "fails_for_good", context: true, retryPolicy: { maxRetries: 3, retryDelay: 0, jitter: false } },
+      async (ctx: TaskContext, which: string) => {
+        runs++;
+        ctx.fail(values[which]?.());
+      },
+    );
+    await startWorker(app);
+    const outcome = async (which: string) => (await failing.delay(which)).get({ timeout: 5 }).catch((e: unknown) => e);
+    expect(await outcome("shaped")).toMatchObject({ errorType: "HttpError", remoteMessage: "402 payment required" });
+    const realm = await outcome("realm");
+    expect(realm).toMatchObject({ errorType: "TypeError", remoteMessage: "from another realm" });
+    expect((realm as TaskFailedError).remoteStack).toContain("from another realm");
+    expect(await outcome("revoked")).toMatchObject({
+      errorType: "Error",
+      remoteMessage: expect.stringMatching(/cannot be read/),
+    });
+    expect(runs).toBe(3); // once each
   });
 
   it("logs a failure and a retry with the error's type and message, and its stack at DEBUG", async () => {

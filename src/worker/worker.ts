@@ -48,8 +48,8 @@ export interface RunOptions {
    * serves every worker whose `run()` handles them (a stray error is logged once, through the
    * first such worker's logger; an exception stops them all). Under
    * `node --unhandled-rejections=strict` Node raises a rejection as an uncaught exception: it
-   * then stops the worker. Default true; false leaves them to Node or to listeners of your own
-   * (`chicory worker` has its own), as long as no other worker of the process handles them:
+   * then stops the worker. Default true (`chicory worker` runs with it); false leaves them to
+   * Node or to listeners of your own, as long as no other worker of the process handles them:
    * while one does, Node no longer ends the process, and the worker run with false goes on.
    */
   handleStrayErrors?: boolean | undefined;
@@ -97,7 +97,7 @@ function onStrayException(error: unknown): void {
   }
   logger?.error(
     { err: strayText(error), workers: running.length },
-    "uncaught exception (thrown outside any task's promise, e.g. from a timer): stopping gracefully (running jobs get the shutdown timeout); run() rejects with it",
+    "uncaught exception (thrown outside any task's promise, e.g. from a timer): stopping gracefully (running jobs get the shutdown timeout), then the worker ends with this error",
   );
   for (const handler of running) handler.stopFor(error);
 }

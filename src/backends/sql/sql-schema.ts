@@ -29,7 +29,11 @@ export async function ensureSchema(flavor: SqlFlavor, db: Kysely<SqlDatabase>, n
           const found = await sql`select 1 from pg_namespace where nspname = ${names.schema}`.execute(trx);
           if (found.rows.length === 0) await sql`create schema if not exists ${sql.id(names.schema)}`.execute(trx);
         }
-        await createAll(flavor, trx, names);
+        // Tables and indexes all there: no DDL (`create table if not exists` needs CREATE on the
+        // schema and `create index if not exists` ownership of the table, even when they exist;
+        // a user with rights on the tables only can then connect)
+        if (await pgSchemaPresent(trx, names)) await checkVersion(trx, names);
+        else await createAll(flavor, trx, names);
       });
       return;
     case "mysql":
@@ -96,6 +100,23 @@ async function beginImmediate(conn: Executor): Promise<void> {
 
 async function createAll(flavor: SqlFlavor, db: Executor, names: SqlTableNames, keyCollation?: string): Promise<void> {
   for (const statement of createStatements(flavor, names, keyCollation)) await statement.execute(db);
+  await checkVersion(db, names);
+}
+
+/** Whether the three tables and the two expiry indexes exist (PostgreSQL, where the queries will look). */
+async function pgSchemaPresent(db: Executor, names: SqlTableNames): Promise<boolean> {
+  const quote = (name: string) => `"${name.replaceAll('"', '""')}"`;
+  const relations = [names.results, names.workers, names.schemaVersion, ...indexNames(names).map((i) => i.index)];
+  const refs = relations.map((name) =>
+    names.schema === undefined ? quote(name) : `${quote(names.schema)}.${quote(name)}`,
+  );
+  const found = await sql<{ missing: number }>`select count(*)::int as missing from unnest(${refs}::text[]) as r(ref)
+    where to_regclass(r.ref) is null`.execute(db);
+  return Number(found.rows[0]?.missing ?? 1) === 0;
+}
+
+/** Records the schema version in a new database; refuses one written by a newer release. */
+async function checkVersion(db: Executor, names: SqlTableNames): Promise<void> {
   const table = names.qualified.schemaVersion;
   const row = await db.selectFrom(table).select("version").where("id", "=", 1).executeTakeFirst();
   if (row === undefined) {

@@ -9,6 +9,9 @@ import { SERVICES, uniqueName } from "../../helpers/services.js";
 import { sqlTargets } from "./sql-targets.js";
 import { dropPgTables, withMysql, withPg } from "./sql-test-helpers.js";
 
+/** The password of the roles the tests create (ignored where the server trusts loopback). */
+const ROLE_PASSWORD = "chicory-test-pw";
+
 function stats(workerId: string) {
   return {
     workerId,
@@ -105,16 +108,46 @@ describe.skipIf((await sqlTargets())[0]?.skip)("postgres schema option", () => {
     }
   });
 
+  it("connects as a user with rights on the existing tables only (no CREATE, not their owner), and stores, reads and cleans up", async () => {
+    const role = uniqueName("chicory_role_").replace(/-/g, "_");
+    const prefix = `${uniqueName("c").replace(/-/g, "_")}_`;
+    const owner = new PostgresBackend({ url: SERVICES.postgres, tablePrefix: prefix, env: {} });
+    await owner.connect(); // the tables, as a migration would create them
+    await owner.disconnect();
+    await withPg(async (c) => {
+      await c.query(`create role "${role}" login password '${ROLE_PASSWORD}'`);
+      const tables = ["results", "workers", "schema_version"].map((t) => `"${prefix}${t}"`).join(", ");
+      await c.query(`grant select, insert, update, delete on ${tables} to "${role}"`);
+    });
+    const url = new URL(SERVICES.postgres);
+    url.username = role;
+    url.password = ROLE_PASSWORD;
+    const backend = new PostgresBackend({ url: url.toString(), tablePrefix: prefix, env: {} });
+    try {
+      // before: "create schema failed …: permission denied for schema public"
+      await backend.connect();
+      await backend.storeResult({ taskId: "dml-only", state: "SUCCESS", result: 1, updatedAt: "" });
+      expect((await backend.getResult("dml-only"))?.result).toBe(1);
+      await backend.storeHeartbeat(stats("w-dml"), 60);
+      expect((await backend.getActiveWorkers()).map((w) => w.workerId)).toContain("w-dml");
+      expect(await backend.cleanupExpiredResults()).toBe(0);
+    } finally {
+      await backend.disconnect();
+      await dropPgTables(prefix);
+      await withPg((c) => c.query(`drop role if exists "${role}"`));
+    }
+  });
+
   it("connects as a user that owns its schema but may not create schemas in the database", async () => {
     const role = uniqueName("chicory_role_").replace(/-/g, "_");
     const schema = uniqueName("s_");
     await withPg(async (c) => {
-      await c.query(`create role "${role}" login`);
+      await c.query(`create role "${role}" login password '${ROLE_PASSWORD}'`);
       await c.query(`create schema "${schema}" authorization "${role}"`);
     });
     const url = new URL(SERVICES.postgres);
     url.username = role;
-    url.password = "";
+    url.password = ROLE_PASSWORD;
     const backend = new PostgresBackend({ url: url.toString(), schema, env: {} });
     try {
       // before: "create schema failed …: permission denied for database"

@@ -98,6 +98,36 @@ const HELD_RECORD_RETRY_MS = 15_000;
 /** A held record's failed tries are logged one in this many (every minute or so). */
 const HELD_RECORD_LOG_EVERY = 4;
 
+/**
+ * Shortest time between two "settling step failed" warnings of one worker: an outage fails
+ * every running job's step, each try (the lines between go to debug, counted in the next one).
+ */
+const STEP_WARN_EVERY_MS = 5_000;
+
+/** Per worker logger: when it last warned of a failed step, and how many it did not since. */
+const stepWarnings = new WeakMap<Logger, { atMs: number; notWarned: number }>();
+
+/** Logs a failed settling step that will be tried again (see {@link STEP_WARN_EVERY_MS}). */
+function warnStepFailed(logger: Logger, fields: Record<string, unknown>): void {
+  const now = performance.now();
+  let last = stepWarnings.get(logger);
+  if (last === undefined) {
+    last = { atMs: Number.NEGATIVE_INFINITY, notWarned: 0 };
+    stepWarnings.set(logger, last);
+  }
+  if (now - last.atMs < STEP_WARN_EVERY_MS) {
+    last.notWarned++;
+    logger.debug(fields, "settling step failed");
+    return;
+  }
+  logger.warn(
+    { ...fields, ...(last.notWarned > 0 ? { failedStepsNotWarned: last.notWarned } : {}) },
+    "settling step failed",
+  );
+  last.atMs = now;
+  last.notWarned = 0;
+}
+
 /** Steps that add a message and are tried once (see module doc). */
 const ONCE = new Set<Action["type"]>(["republish", "writeDeadLetter", "storeAndWriteDeadLetter"]);
 
@@ -367,10 +397,7 @@ async function retrying(
       return false;
     }
     if (!holds) {
-      ctx.logger.warn(
-        { taskId, step: action.type, err: toError(error).message, retryInMs: delay },
-        "settling step failed",
-      );
+      warnStepFailed(ctx.logger, { taskId, step: action.type, err: toError(error).message, retryInMs: delay });
     } else if (held++ % HELD_RECORD_LOG_EVERY === 0) {
       ctx.logger.error(
         { taskId, queue: ctx.delivery.queue, err: toError(error).message, tries },

@@ -467,3 +467,52 @@ describe("executeActions: leases, failed steps, publishes", () => {
     }
   });
 });
+
+describe("executeActions: a failed step tried again", () => {
+  /** A memory backend whose first write of each task's record fails (a connection lost). */
+  class FlakyBackend extends MemoryBackend {
+    readonly #failed = new Set<string>();
+    override async storeResult(record: TaskRecord): Promise<void> {
+      if (!this.#failed.has(record.taskId)) {
+        this.#failed.add(record.taskId);
+        throw Object.assign(new Error("write ECONNRESET"), { code: "ECONNRESET" });
+      }
+      return super.storeResult(record);
+    }
+  }
+
+  it("is warned of once per worker for jobs failing together (the others at debug, counted in the next warning)", async () => {
+    const backend = new FlakyBackend();
+    const app = new Chicory({ broker: new MemoryBroker(), backend, config: { env: {} } });
+    await app.connect();
+    const lines: Array<{ level: string; msg: string; fields: Record<string, unknown> }> = [];
+    const record = (level: string) => (fields: unknown, msg?: string) =>
+      void lines.push({ level, msg: msg ?? "", fields: fields as Record<string, unknown> });
+    const logger = { ...silentLogger, debug: record("debug"), warn: record("warn"), error: record("error") };
+    const settleMode = {
+      deliveryMode: "at_least_once",
+      useDeadLetterQueue: false,
+      alreadyAcked: false,
+      acksCarryRecords: false,
+    } as const;
+    const outcome = { kind: "success", value: 1 } as const;
+    const ids = ["job-1", "job-2", "job-3"];
+    await Promise.all(
+      ids.map((id) =>
+        executeActions(settle(outcome, settleMode), {
+          delivery: fakeDelivery(false).delivery,
+          attempt: { outcome, message: taskMessage({ id, name: "t", args: [] }), task: null, alreadyAcked: false },
+          app,
+          logger,
+          stopSignal: new AbortController().signal,
+          settleMode,
+        }),
+      ),
+    );
+    for (const id of ids) expect((await backend.getResult(id))?.state).toBe("SUCCESS");
+    const failed = lines.filter((l) => l.msg === "settling step failed");
+    expect(failed.map((l) => l.level)).toEqual(["warn", "debug", "debug"]);
+    expect(failed.map((l) => l.fields.taskId).sort()).toEqual(ids);
+    await app.disconnect();
+  });
+});

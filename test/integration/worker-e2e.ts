@@ -15,6 +15,7 @@ import {
   Worker,
   type WorkerInit,
 } from "../../src/index.js";
+import { taskMessage } from "../contract/contract-helpers.js";
 import { deferred } from "../helpers/deferred.js";
 
 /** How a broker/backend pair plugs into {@link runWorkerE2E}. */
@@ -400,8 +401,7 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
         /^taskId: the \w+ result backend stores it as 261 characters/,
       );
       await worker(app, { useDeadLetterQueue: true });
-      const message = { v: 1, id, name: "storableId", args: [], retries: 0 };
-      const body = JSON.stringify({ ...message, eta: null, priority: null, firstFailureAt: null, lastError: null });
+      const body = app.codec.encode(taskMessage({ id, name: "storableId", args: [] }));
       await app.broker.publish("default", { id, body });
       // before, its outcome could not be stored: the worker retried that for ever
       await eventually(async () => (await app.broker.getDlqCount("default")) === 1);

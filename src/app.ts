@@ -578,7 +578,8 @@ export class Chicory {
       const broker = this.connectBroker();
       const all = (async () => {
         await broker;
-        if (this.backend) await this.backend.connect();
+        // not opened once a disconnect() came meanwhile (it would only wait for it, then close it)
+        if (this.backend && this.#connectEpoch === epoch) await this.backend.connect();
         // not when a disconnect() came meanwhile (it closes what this opened)
         if (this.#connectEpoch === epoch) this.#isPublishReady = true;
       })();

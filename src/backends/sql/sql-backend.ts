@@ -125,8 +125,8 @@ export class SqlBackend implements Backend {
   #retryWarnedAtMs = Number.NEGATIVE_INFINITY;
   #retriesNotWarned = 0;
   #connecting: Promise<SqlConnection> | undefined;
-  /** The connection `connect()` is setting up (its schema step), until it resolves. */
-  #opening: SqlConnection | undefined;
+  /** The `connect()` under way: whether a `disconnect()` cut it, and its connection once made. */
+  #opening: { isCut: boolean; connection: SqlConnection | undefined } | undefined;
   #unlisten: (() => Promise<void>) | undefined;
   /** The `data_version` check's timer while results are awaited (SQLite). */
   #versionTimer: NodeJS.Timeout | undefined;
@@ -167,9 +167,14 @@ export class SqlBackend implements Backend {
 
   async connect(): Promise<void> {
     if (this.#connection) return;
-    this.#connecting ??= this.#open().finally(() => {
-      this.#connecting = undefined;
-    });
+    if (this.#connecting === undefined) {
+      const opening = { isCut: false, connection: undefined };
+      this.#opening = opening;
+      this.#connecting = this.#open(opening).finally(() => {
+        this.#connecting = undefined;
+        if (this.#opening === opening) this.#opening = undefined;
+      });
+    }
     this.#connection = await this.#connecting;
   }
 
@@ -179,7 +184,10 @@ export class SqlBackend implements Backend {
       // A connect() under way is cut, not waited for: a database that never answers would
       // hold it until poolTimeout. It rejects (`… was disconnected while it ran`).
       const opening = this.#opening;
-      if (opening) await this.#close(opening);
+      if (opening) {
+        opening.isCut = true;
+        if (opening.connection) await this.#close(opening.connection);
+      }
       await pending.catch(() => undefined);
     }
     const connection = this.#connection;
@@ -370,7 +378,7 @@ export class SqlBackend implements Backend {
     this.#versionTimer.unref();
   }
 
-  async #open(): Promise<SqlConnection> {
+  async #open(opening: { isCut: boolean; connection: SqlConnection | undefined }): Promise<SqlConnection> {
     let connection: SqlConnection;
     try {
       await loadKysely();
@@ -378,21 +386,22 @@ export class SqlBackend implements Backend {
     } catch (error) {
       throw wrapSqlError(error, "connect", this.displayUrl, false);
     }
-    this.#opening = connection;
+    const cut = () =>
+      new BackendConnectionError(`connect: the ${this.kind} backend at ${this.displayUrl} was disconnected while it ran`);
+    if (opening.isCut) {
+      // disconnect() came while the driver loaded: nothing was sent yet
+      this.#closed.add(connection);
+      await connection.close().catch(() => undefined);
+      throw cut();
+    }
+    opening.connection = connection;
     try {
       await this.#withRetries("create schema", connection, (db) => ensureSchema(this.kind, db, this.#names));
     } catch (error) {
       if (!this.#closed.has(connection)) await connection.close().catch(() => undefined);
       throw error;
-    } finally {
-      this.#opening = undefined;
     }
-    if (this.#closed.has(connection)) {
-      // disconnect() closed it as the schema step ended
-      throw new BackendConnectionError(
-        `connect: the ${this.kind} backend at ${this.displayUrl} was disconnected while it ran`,
-      );
-    }
+    if (this.#closed.has(connection)) throw cut(); // disconnect() closed it as the schema step ended
     return connection;
   }
 

@@ -27,6 +27,7 @@ import {
 } from "../../../src/sql.js";
 import { successRecord } from "../../contract/contract-helpers.js";
 import { capturingLogger } from "../../helpers/capturing-logger.js";
+import { deferred } from "../../helpers/deferred.js";
 import { SERVICES, skipUnless } from "../../helpers/services.js";
 import { OutageProxy } from "./sql-outage-proxy.js";
 import { dropMysqlTables, dropPgTables, freshPrefix } from "./sql-test-helpers.js";
@@ -313,6 +314,58 @@ describe.concurrent("sql backends: a database that accepts connections but never
           expect(String((failure as Error).message)).toMatch(/was disconnected while it ran/);
           expect(backend.isOpen).toBe(false);
           expect(await settlesWithin(proxy.noConnections(), 2_000)).toBe(true);
+        }),
+    );
+
+    it.skipIf(c.skip)(
+      `${c.kind}: disconnect() in the same turn as connect() (the driver still loading) ends it before anything is sent`,
+      () =>
+        withProxy(c, async (proxy, prefix) => {
+          proxy.freeze();
+          const backend = c.build({
+            url: proxy.urlFor(c.serviceUrl),
+            tablePrefix: prefix,
+            env: {},
+            queryTimeout: "30s",
+            poolTimeout: "60s",
+          });
+          const connecting = backend.connect().catch((error: unknown) => error);
+          expect(await settlesWithin(backend.disconnect(), 10_000)).toBe(true);
+          const failure = await connecting;
+          expect(failure).toBeInstanceOf(BackendConnectionError);
+          expect(String((failure as Error).message)).toMatch(/^connect: .* was disconnected while it ran/);
+          expect(backend.isOpen).toBe(false);
+          expect(proxy.accepted).toBe(0);
+        }),
+    );
+
+    it.skipIf(c.skip)(
+      `${c.kind}: app.disconnect() while the broker still connects: the backend is not connected after it`,
+      () =>
+        withProxy(c, async (proxy, prefix) => {
+          proxy.freeze();
+          const backend = c.build({
+            url: proxy.urlFor(c.serviceUrl),
+            tablePrefix: prefix,
+            env: {},
+            queryTimeout: "30s",
+            poolTimeout: "60s",
+          });
+          const brokerHeld = deferred<void>();
+          const broker = new (class extends MemoryBroker {
+            override async connect(): Promise<void> {
+              await brokerHeld.promise;
+              await super.connect();
+            }
+          })();
+          const app = new Chicory({ broker, backend });
+          const connecting = app.connect().catch((error: unknown) => error);
+          const disconnecting = app.disconnect();
+          brokerHeld.resolve();
+          expect(await settlesWithin(disconnecting, 10_000)).toBe(true);
+          await connecting;
+          expect(backend.isOpen).toBe(false);
+          expect(proxy.accepted).toBe(0);
         }),
     );
 

@@ -169,18 +169,19 @@ export class TaskContext {
   fail(error: unknown): never {
     let err: object;
     try {
-      if (isErrorLike(error)) {
-        err = error as object;
-      } else {
-        const made = toError(error);
-        made.name = NON_ERROR_TYPE;
-        delete made.stack; // made up here, it would point into Chicory
-        err = made;
-      }
+      err = isErrorLike(error) ? (error as object) : nonError(error);
     } catch {
-      err = toError(error); // a value that cannot even be looked at (a revoked Proxy)
+      err = nonError(error); // a value that cannot even be looked at (a revoked Proxy, a throwing getter)
     }
     nonRetryable.add(err);
     throw err;
   }
+}
+
+/** A value that is no error, as an `Error` typed `NonError` with its text and no stack. */
+function nonError(value: unknown): Error {
+  const made = toError(value);
+  made.name = NON_ERROR_TYPE;
+  delete made.stack; // made up here, it would point into Chicory
+  return made;
 }

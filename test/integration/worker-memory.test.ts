@@ -184,6 +184,11 @@ describe("Worker on the memory broker", () => {
         revoke();
         return proxy;
       },
+      getter: () => ({
+        get message(): string {
+          throw new Error("unreadable");
+        },
+      }),
     };
     const failing = app.task(
       { name: "fails_for_good", context: true, retryPolicy: { maxRetries: 3, retryDelay: 0, jitter: false } },
@@ -199,10 +204,16 @@ describe("Worker on the memory broker", () => {
     expect(realm).toMatchObject({ errorType: "TypeError", remoteMessage: "from another realm" });
     expect((realm as TaskFailedError).remoteStack).toContain("from another realm");
     expect(await outcome("revoked")).toMatchObject({
-      errorType: "Error",
+      errorType: "NonError",
       remoteMessage: expect.stringMatching(/cannot be read/),
+      remoteStack: undefined,
     });
-    expect(runs).toBe(3); // once each
+    expect(await outcome("getter")).toMatchObject({
+      errorType: "NonError",
+      remoteMessage: "[object Object]",
+      remoteStack: undefined,
+    });
+    expect(runs).toBe(4); // once each
   });
 
   it("logs a failure and a retry with the error's type and message, and its stack at DEBUG", async () => {

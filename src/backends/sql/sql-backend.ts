@@ -387,7 +387,9 @@ export class SqlBackend implements Backend {
       throw wrapSqlError(error, "connect", this.displayUrl, false);
     }
     const cut = () =>
-      new BackendConnectionError(`connect: the ${this.kind} backend at ${this.displayUrl} was disconnected while it ran`);
+      new BackendConnectionError(
+        `connect: the ${this.kind} backend at ${this.displayUrl} was disconnected while it ran`,
+      );
     if (opening.isCut) {
       // disconnect() came while the driver loaded: nothing was sent yet
       this.#closed.add(connection);

@@ -382,7 +382,7 @@ export class SqlBackend implements Backend {
     let connection: SqlConnection;
     try {
       await loadKysely();
-      connection = await this.#dialect.connect();
+      connection = await this.#dialect.connect(this.#logger);
     } catch (error) {
       throw wrapSqlError(error, "connect", this.displayUrl, false);
     }

@@ -4,6 +4,7 @@
  * @module
  */
 import type { Kysely } from "kysely";
+import type { Logger } from "../../core/logger.js";
 
 /** The SQL databases Chicory can store results in. */
 export type SqlFlavor = "postgres" | "mysql" | "sqlite" | "mssql";
@@ -86,8 +87,11 @@ export interface SqlDialect {
   readonly displayUrl: string;
   /** False for a database that lives in this process only (SQLite `:memory:`); absent: shared. */
   readonly multiProcess?: boolean;
-  /** Imports the driver lazily and opens the pool. */
-  connect(): Promise<SqlConnection>;
+  /**
+   * Imports the driver lazily and opens the pool; `logger`: the backend's, for what the dialect
+   * could not set up on a connection.
+   */
+  connect(logger?: Logger): Promise<SqlConnection>;
   /**
    * PostgreSQL only: opens a connection for LISTEN (one per process, shared by all waiters),
    * and the key that identifies the database for sharing it.

@@ -12,9 +12,11 @@
  */
 
 import type { EnvMap } from "../../../core/env.js";
+import type { Logger } from "../../../core/logger.js";
 import { maskUrl } from "../../../core/url.js";
 import { loadKysely } from "../kysely.js";
 import { importDriver } from "../sql-driver.js";
+import { isConnectionError } from "../sql-errors.js";
 import { resolvePoolSettings, type SqlPoolOptions } from "../sql-options.js";
 import {
   adoptCheckout,
@@ -75,7 +77,7 @@ export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialec
   return {
     flavor: "postgres",
     displayUrl: injected ? "postgres (injected pool)" : maskUrl(settings.url),
-    async connect(): Promise<SqlConnection> {
+    async connect(logger?: Logger): Promise<SqlConnection> {
       let pool: PgPoolLike;
       let max: number;
       const sockets = new OpenSockets();
@@ -118,11 +120,21 @@ export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialec
       // second after the client gave up), unless a lower one is set (role, database, URL
       // `options`). A query, not a startup parameter: PgBouncer refuses unknown ones.
       const statementTimeout = !injected && settings.queryTimeoutMs > 0 ? String(settings.queryTimeoutMs + 1000) : "";
+      let isRefusalLogged = false;
+      const onRefused = (error: unknown) => {
+        // (a connection that died meanwhile fails its next statement anyway: not worth a line)
+        if (isRefusalLogged || isConnectionError(error)) return;
+        isRefusalLogged = true;
+        logger?.warn(
+          { err: error instanceof Error ? error.message : String(error) },
+          "could not set statement_timeout on a new PostgreSQL connection: a statement given up after queryTimeout may go on waiting on the server (logged once per pool)",
+        );
+      };
       pool.on("connect", (client) => {
         client.on("error", onError);
         sockets.add(socketOf(client));
         // queued before the statement of the checkout that opened the connection
-        if (statementTimeout !== "") client.query?.(LOWER_STATEMENT_TIMEOUT, [statementTimeout]).catch(onError);
+        if (statementTimeout !== "") client.query?.(LOWER_STATEMENT_TIMEOUT, [statementTimeout]).catch(onRefused);
       });
       const { Kysely, PostgresDialect } = await loadKysely();
       const db = new Kysely<SqlDatabase>({

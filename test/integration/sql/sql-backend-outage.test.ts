@@ -242,6 +242,11 @@ describe.concurrent("sql backends: a database that stops answering on open conne
   }
 });
 
+/** A backend of `c` through `proxy` (queryTimeout 30 s), whose pool waits `poolTimeout` for a connection. */
+function stalledBackend(c: Case, proxy: OutageProxy, prefix: string, poolTimeout = "60s"): SqlBackend {
+  return c.build({ url: proxy.urlFor(c.serviceUrl), tablePrefix: prefix, env: {}, queryTimeout: "30s", poolTimeout });
+}
+
 describe.concurrent("sql backends: a database that accepts connections but never answers them", () => {
   for (const c of CASES) {
     it.skipIf(c.skip)(
@@ -249,13 +254,7 @@ describe.concurrent("sql backends: a database that accepts connections but never
       () =>
         withProxy(c, async (proxy, prefix) => {
           proxy.freeze();
-          const backend = c.build({
-            url: proxy.urlFor(c.serviceUrl),
-            tablePrefix: prefix,
-            env: {},
-            queryTimeout: "30s",
-            poolTimeout: "1s",
-          });
+          const backend = stalledBackend(c, proxy, prefix, "1s");
           try {
             const failure = await backend.connect().catch((error: unknown) => error);
             expect(failure).toBeInstanceOf(DbPoolExhaustedError);
@@ -271,13 +270,7 @@ describe.concurrent("sql backends: a database that accepts connections but never
       `${c.kind}: disconnect() ends an operation waiting for a new connection and closes that connection within its 5 s grace, not at poolTimeout`,
       () =>
         withProxy(c, async (proxy, prefix) => {
-          const backend = c.build({
-            url: proxy.urlFor(c.serviceUrl),
-            tablePrefix: prefix,
-            env: {},
-            queryTimeout: "30s",
-            poolTimeout: "60s",
-          });
+          const backend = stalledBackend(c, proxy, prefix);
           await backend.connect();
           // The open connections go (a restart); new ones are accepted but never answered.
           await proxy.down();
@@ -299,13 +292,7 @@ describe.concurrent("sql backends: a database that accepts connections but never
       () =>
         withProxy(c, async (proxy, prefix) => {
           proxy.freeze();
-          const backend = c.build({
-            url: proxy.urlFor(c.serviceUrl),
-            tablePrefix: prefix,
-            env: {},
-            queryTimeout: "30s",
-            poolTimeout: "60s",
-          });
+          const backend = stalledBackend(c, proxy, prefix);
           const connecting = backend.connect().catch((error: unknown) => error);
           await proxy.acceptedCount(1);
           expect(await settlesWithin(backend.disconnect(), 10_000)).toBe(true);
@@ -322,13 +309,7 @@ describe.concurrent("sql backends: a database that accepts connections but never
       () =>
         withProxy(c, async (proxy, prefix) => {
           proxy.freeze();
-          const backend = c.build({
-            url: proxy.urlFor(c.serviceUrl),
-            tablePrefix: prefix,
-            env: {},
-            queryTimeout: "30s",
-            poolTimeout: "60s",
-          });
+          const backend = stalledBackend(c, proxy, prefix);
           const connecting = backend.connect().catch((error: unknown) => error);
           expect(await settlesWithin(backend.disconnect(), 10_000)).toBe(true);
           const failure = await connecting;
@@ -344,13 +325,7 @@ describe.concurrent("sql backends: a database that accepts connections but never
       () =>
         withProxy(c, async (proxy, prefix) => {
           proxy.freeze();
-          const backend = c.build({
-            url: proxy.urlFor(c.serviceUrl),
-            tablePrefix: prefix,
-            env: {},
-            queryTimeout: "30s",
-            poolTimeout: "60s",
-          });
+          const backend = stalledBackend(c, proxy, prefix);
           const brokerHeld = deferred<void>();
           const broker = new (class extends MemoryBroker {
             override async connect(): Promise<void> {
@@ -374,13 +349,7 @@ describe.concurrent("sql backends: a database that accepts connections but never
       () =>
         withProxy(c, async (proxy, prefix) => {
           proxy.freeze();
-          const backend = c.build({
-            url: proxy.urlFor(c.serviceUrl),
-            tablePrefix: prefix,
-            env: {},
-            queryTimeout: "30s",
-            poolTimeout: "60s",
-          });
+          const backend = stalledBackend(c, proxy, prefix);
           const app = new Chicory({ broker: new MemoryBroker(), backend });
           const connecting = app.connect().catch((error: unknown) => error);
           await proxy.acceptedCount(1);

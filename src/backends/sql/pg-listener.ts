@@ -62,6 +62,8 @@ class PgSharedListener {
   #probeTimer: NodeJS.Timeout | undefined;
   /** The connection was lost, or failed to open, since it last listened: told once. */
   #isFailing = false;
+  /** Ends the opening of a connection under way (the last subscriber left meanwhile). */
+  readonly #closing = new AbortController();
 
   constructor(source: PgListenSource, channel: string, logger: Logger, onEmpty: () => void) {
     this.#source = source;
@@ -80,6 +82,7 @@ class PgSharedListener {
     this.#subscribers.delete(subscriber);
     if (this.#subscribers.size > 0) return;
     this.#isClosed = true;
+    this.#closing.abort();
     this.#onEmpty();
     if (this.#retryTimer) clearTimeout(this.#retryTimer);
     clearTimeout(this.#probeTimer);
@@ -98,8 +101,9 @@ class PgSharedListener {
     if (this.#isClosed) return;
     let client: PgListenClient;
     try {
-      client = await this.#source.connect();
+      client = await this.#source.connect(this.#closing.signal);
     } catch (error) {
+      if (this.#isClosed) return;
       const fields = { err: error, retryInMs: this.#backoffMs };
       const message = "PostgreSQL LISTEN connection failed; retrying (waiters poll meanwhile)";
       if (this.#isFailing) this.#logger.debug(fields, message);

@@ -102,7 +102,8 @@ export interface SqlDialect {
 /** How to open the LISTEN connection, and how to check it is alive. */
 export interface PgListenSource {
   readonly key: string;
-  connect(): Promise<PgListenClient>;
+  /** Opens the connection; `signal` ends an opening still under way (it then rejects). */
+  connect(signal?: AbortSignal): Promise<PgListenClient>;
   /**
    * While it listens, the connection runs `select 1` every `intervalMs` and is replaced when that
    * gets no answer within `timeoutMs`: a link gone silent (a NAT or firewall that dropped it)

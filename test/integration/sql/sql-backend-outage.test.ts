@@ -359,6 +359,24 @@ describe.concurrent("sql backends: a database that accepts connections but never
         }),
     );
   }
+
+  const pgCase = CASES.find((c) => c.kind === "postgres") as Case;
+  it.skipIf(pgCase.skip)(
+    "postgres: disconnect() ends a LISTEN connection still being opened (a waiter on a database that stopped answering)",
+    () =>
+      withProxy(pgCase, async (proxy, prefix) => {
+        const backend = stalledBackend(pgCase, proxy, prefix);
+        await backend.connect();
+        proxy.freeze();
+        const accepted = proxy.accepted;
+        // its LISTEN connection (and, maybe, a pooled one for a poll) waits for an answer
+        const waiting = new AsyncResult("never-stored", backend).get({ timeout: 30 }).catch((e: unknown) => e);
+        await proxy.acceptedCount(accepted + 1);
+        expect(await settlesWithin(backend.disconnect(), 10_000)).toBe(true);
+        expect(await settlesWithin(proxy.noConnections(), 2_000)).toBe(true);
+        expect(await waiting).toBeInstanceOf(Error);
+      }),
+  );
 });
 
 describe.concurrent("sql backends: operations during an outage", () => {

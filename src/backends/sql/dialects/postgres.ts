@@ -167,19 +167,25 @@ export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialec
             intervalMs: cappedByQueryTimeout(LISTEN_PROBE_MS, settings.queryTimeoutMs),
             timeoutMs: closeGraceMs(settings.queryTimeoutMs),
           },
-          async connect(): Promise<PgListenClient> {
+          async connect(signal?: AbortSignal): Promise<PgListenClient> {
             const pg = await loadPg();
+            signal?.throwIfAborted();
             const client = new pg.Client({
               connectionString: settings.url,
               application_name: applicationName,
               connectionTimeoutMillis: settings.poolTimeoutMs,
             });
             client.on("error", () => undefined); // replaced by the listener's own handler
+            // (a database that never answers would hold the socket until poolTimeout)
+            const cut = () => socketOf(client)?.destroy();
+            signal?.addEventListener("abort", cut, { once: true });
             try {
               await client.connect();
             } catch (error) {
               await endPgClient(client, () => client.end(), settings.queryTimeoutMs);
               throw error;
+            } finally {
+              signal?.removeEventListener("abort", cut);
             }
             // Its end() waits for the server's goodbye: bounded, as a silent link never gives one.
             const end = client.end.bind(client);

@@ -170,12 +170,19 @@ export class SqlBackend implements Backend {
     if (this.#connecting === undefined) {
       const opening = { isCut: false, connection: undefined };
       this.#opening = opening;
-      this.#connecting = this.#open(opening).finally(() => {
-        this.#connecting = undefined;
-        if (this.#opening === opening) this.#opening = undefined;
-      });
+      // (#connection set in the same step as #connecting cleared: a disconnect() between the two
+      // would find neither and leave the connection open)
+      this.#connecting = this.#open(opening)
+        .then((connection) => {
+          this.#connection = connection;
+          return connection;
+        })
+        .finally(() => {
+          this.#connecting = undefined;
+          if (this.#opening === opening) this.#opening = undefined;
+        });
     }
-    this.#connection = await this.#connecting;
+    await this.#connecting;
   }
 
   async disconnect(): Promise<void> {

@@ -276,6 +276,8 @@ export class Chicory {
   readonly #startupHooks: WorkerHook[] = [];
   readonly #shutdownHooks: WorkerHook[] = [];
   #connecting: { readonly broker: Promise<void>; readonly all: Promise<void> } | null = null;
+  /** The `disconnect()` under way, if any. */
+  #disconnecting: Promise<void> | undefined;
   /** Counts `disconnect()` calls: a connect that one overtook does not mark the app connected. */
   #connectEpoch = 0;
   /**
@@ -575,7 +577,14 @@ export class Chicory {
   #connect(): { readonly broker: Promise<void>; readonly all: Promise<void> } {
     if (!this.#connecting) {
       const epoch = this.#connectEpoch;
-      const broker = this.connectBroker();
+      // after a disconnect() under way, which would close what this opens
+      const disconnecting = this.#disconnecting;
+      const broker = disconnecting
+        ? disconnecting.then(
+            () => this.connectBroker(),
+            () => this.connectBroker(),
+          )
+        : this.connectBroker();
       const all = (async () => {
         await broker;
         // not opened once a disconnect() came meanwhile (it would only wait for it, then close it)
@@ -607,8 +616,21 @@ export class Chicory {
     if (this.#connectEpoch === epoch) this.#isPublishReady = true; // not after a disconnect() meanwhile
   }
 
-  /** Disconnects the broker and the backend; idempotent. */
-  async disconnect(): Promise<void> {
+  /**
+   * Disconnects the broker and the backend; idempotent. A `connect()` (or a `delay()`) made
+   * meanwhile connects again once it is done.
+   */
+  disconnect(): Promise<void> {
+    const run = this.#disconnect();
+    this.#disconnecting = run;
+    const done = () => {
+      if (this.#disconnecting === run) this.#disconnecting = undefined;
+    };
+    run.then(done, done);
+    return run;
+  }
+
+  async #disconnect(): Promise<void> {
     const pending = this.#connecting;
     this.#connecting = null;
     this.#connectEpoch++;

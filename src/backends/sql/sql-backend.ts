@@ -125,6 +125,8 @@ export class SqlBackend implements Backend {
   #retryWarnedAtMs = Number.NEGATIVE_INFINITY;
   #retriesNotWarned = 0;
   #connecting: Promise<SqlConnection> | undefined;
+  /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
+  #disconnecting: Promise<void> | undefined;
   /** The `connect()` under way: whether a `disconnect()` cut it, and its connection once made. */
   #opening: { isCut: boolean; connection: SqlConnection | undefined } | undefined;
   #unlisten: (() => Promise<void>) | undefined;
@@ -166,6 +168,13 @@ export class SqlBackend implements Backend {
   }
 
   async connect(): Promise<void> {
+    // After a disconnect() still under way (it may be cutting the connect under way, which this
+    // call would otherwise join and fail with): opened anew once it is done.
+    const disconnecting = this.#disconnecting;
+    if (disconnecting !== undefined) {
+      await disconnecting.catch(() => undefined);
+      return this.connect();
+    }
     if (this.#connection) return;
     if (this.#connecting === undefined) {
       const opening = { isCut: false, connection: undefined };
@@ -185,7 +194,17 @@ export class SqlBackend implements Backend {
     await this.#connecting;
   }
 
-  async disconnect(): Promise<void> {
+  disconnect(): Promise<void> {
+    const run = this.#disconnect();
+    this.#disconnecting = run;
+    const done = () => {
+      if (this.#disconnecting === run) this.#disconnecting = undefined;
+    };
+    run.then(done, done);
+    return run;
+  }
+
+  async #disconnect(): Promise<void> {
     const pending = this.#connecting;
     if (pending) {
       // A connect() under way is cut, not waited for: a database that never answers would
@@ -393,9 +412,10 @@ export class SqlBackend implements Backend {
     } catch (error) {
       throw wrapSqlError(error, "connect", this.displayUrl, false);
     }
-    const cut = () =>
+    const cut = (cause?: unknown) =>
       new BackendConnectionError(
         `connect: the ${this.kind} backend at ${this.displayUrl} was disconnected while it ran`,
+        cause === undefined ? undefined : { cause },
       );
     if (opening.isCut) {
       // disconnect() came while the driver loaded: nothing was sent yet
@@ -407,7 +427,10 @@ export class SqlBackend implements Backend {
     try {
       await this.#withRetries("create schema", connection, (db) => ensureSchema(this.kind, db, this.#names));
     } catch (error) {
-      if (!this.#closed.has(connection)) await connection.close().catch(() => undefined);
+      // (closed by disconnect(): its step failed however the driver says it, e.g. "driver has
+      // already been destroyed")
+      if (this.#closed.has(connection)) throw cut(error);
+      await connection.close().catch(() => undefined);
       throw error;
     }
     if (this.#closed.has(connection)) throw cut(); // disconnect() closed it as the schema step ended

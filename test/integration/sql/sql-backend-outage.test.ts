@@ -379,6 +379,42 @@ describe.concurrent("sql backends: a database that accepts connections but never
   );
 });
 
+describe.concurrent("sql backends: connect() right after a disconnect() that cut the connect before it", () => {
+  for (const c of CASES) {
+    it.skipIf(c.skip)(`${c.kind}: the backend connects anew (it joined the cut connect and failed)`, () =>
+      withProxy(c, async (proxy, prefix) => {
+        const backend = stalledBackend(c, proxy, prefix);
+        const first = backend.connect().catch((error: unknown) => error);
+        const disconnecting = backend.disconnect();
+        const second = backend.connect();
+        await disconnecting;
+        expect(await first).toBeInstanceOf(BackendConnectionError);
+        await second;
+        expect(backend.isReady).toBe(true);
+        await backend.storeResult(successRecord("after-cut", 3));
+        expect((await backend.getResult("after-cut"))?.result).toBe(3);
+        await backend.disconnect();
+      }),
+    );
+
+    it.skipIf(c.skip)(`${c.kind}: app.connect() after an app.disconnect() under way connects both again`, () =>
+      withProxy(c, async (proxy, prefix) => {
+        const backend = stalledBackend(c, proxy, prefix);
+        const app = new Chicory({ broker: new MemoryBroker(), backend });
+        const first = app.connect().catch((error: unknown) => error);
+        const disconnecting = app.disconnect();
+        const second = app.connect();
+        await disconnecting;
+        await first;
+        await second;
+        expect(backend.isReady).toBe(true);
+        expect(await app.broker.healthcheck()).toMatchObject({ connected: true });
+        await app.disconnect();
+      }),
+    );
+  }
+});
+
 describe.concurrent("sql backends: operations during an outage", () => {
   for (const c of CASES) {
     it.skipIf(c.skip)(`${c.kind}: retried on new connections with one warning, not one per try`, () =>

@@ -54,7 +54,7 @@ export function toStoredError(thrown: unknown): StoredError {
       ...(code === undefined ? {} : { code }),
     };
   } catch {
-    return { type: "Error", message: "the task threw a value that cannot be read as an error" };
+    return { type: NON_ERROR_TYPE, message: "the task threw a value that cannot be read as an error" };
   }
 }
 

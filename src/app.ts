@@ -14,6 +14,7 @@ import {
   type ValidationMode,
 } from "./config.js";
 import type { TaskContext } from "./context.js";
+import { DisconnectGate } from "./core/disconnect-gate.js";
 import { checkOptionKeys, type EnvMap, keysOf } from "./core/env.js";
 import type { JsonArgs } from "./core/json.js";
 import { MessageCodec } from "./core/message.js";
@@ -277,7 +278,7 @@ export class Chicory {
   readonly #shutdownHooks: WorkerHook[] = [];
   #connecting: { readonly broker: Promise<void>; readonly all: Promise<void> } | null = null;
   /** The `disconnect()` under way, if any. */
-  #disconnecting: Promise<void> | undefined;
+  readonly #disconnecting = new DisconnectGate();
   /** Counts `disconnect()` calls: a connect that one overtook does not mark the app connected. */
   #connectEpoch = 0;
   /**
@@ -578,13 +579,8 @@ export class Chicory {
     if (!this.#connecting) {
       const epoch = this.#connectEpoch;
       // after a disconnect() under way, which would close what this opens
-      const disconnecting = this.#disconnecting;
-      const broker = disconnecting
-        ? disconnecting.then(
-            () => this.connectBroker(),
-            () => this.connectBroker(),
-          )
-        : this.connectBroker();
+      const disconnecting = this.#disconnecting.pending;
+      const broker = disconnecting ? disconnecting.then(() => this.connectBroker()) : this.connectBroker();
       const all = (async () => {
         await broker;
         // not opened once a disconnect() came meanwhile (it would only wait for it, then close it)
@@ -621,13 +617,7 @@ export class Chicory {
    * meanwhile connects again once it is done.
    */
   disconnect(): Promise<void> {
-    const run = this.#disconnect();
-    this.#disconnecting = run;
-    const done = () => {
-      if (this.#disconnecting === run) this.#disconnecting = undefined;
-    };
-    run.then(done, done);
-    return run;
+    return this.#disconnecting.closing(this.#disconnect());
   }
 
   async #disconnect(): Promise<void> {

@@ -25,6 +25,7 @@
 import { setMaxListeners } from "node:events";
 import type { Kysely } from "kysely";
 import type { HealthStatus } from "../../brokers/broker.js";
+import { DisconnectGate } from "../../core/disconnect-gate.js";
 import type { EnvMap } from "../../core/env.js";
 import type { Logger } from "../../core/logger.js";
 import { DeadlinePassed, sleep, withinDeadline } from "../../core/sleep.js";
@@ -126,7 +127,7 @@ export class SqlBackend implements Backend {
   #retriesNotWarned = 0;
   #connecting: Promise<SqlConnection> | undefined;
   /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
-  #disconnecting: Promise<void> | undefined;
+  readonly #disconnecting = new DisconnectGate();
   /** The `connect()` under way: whether a `disconnect()` cut it, and its connection once made. */
   #opening: { isCut: boolean; connection: SqlConnection | undefined } | undefined;
   #unlisten: (() => Promise<void>) | undefined;
@@ -170,9 +171,9 @@ export class SqlBackend implements Backend {
   async connect(): Promise<void> {
     // After a disconnect() still under way (it may be cutting the connect under way, which this
     // call would otherwise join and fail with): opened anew once it is done.
-    const disconnecting = this.#disconnecting;
+    const disconnecting = this.#disconnecting.pending;
     if (disconnecting !== undefined) {
-      await disconnecting.catch(() => undefined);
+      await disconnecting;
       return this.connect();
     }
     if (this.#connection) return;
@@ -195,13 +196,7 @@ export class SqlBackend implements Backend {
   }
 
   disconnect(): Promise<void> {
-    const run = this.#disconnect();
-    this.#disconnecting = run;
-    const done = () => {
-      if (this.#disconnecting === run) this.#disconnecting = undefined;
-    };
-    run.then(done, done);
-    return run;
+    return this.#disconnecting.closing(this.#disconnect());
   }
 
   async #disconnect(): Promise<void> {

@@ -580,7 +580,9 @@ export class Chicory {
       const epoch = this.#connectEpoch;
       // after a disconnect() under way, which would close what this opens
       const disconnecting = this.#disconnecting.pending;
-      const broker = disconnecting ? disconnecting.then(() => this.connectBroker()) : this.connectBroker();
+      const broker = disconnecting
+        ? disconnecting.then(() => (this.#connectEpoch === epoch ? this.connectBroker() : undefined))
+        : this.connectBroker();
       const all = (async () => {
         await broker;
         // not opened once a disconnect() came meanwhile (it would only wait for it, then close it)

@@ -76,4 +76,39 @@ describe("delay() connecting the app", () => {
       await app.disconnect();
     }
   });
+
+  it("a connect() after two overlapping disconnect()s waits for both: the slower, earlier one does not close what it opens", async () => {
+    const broker = new MemoryBroker();
+    const backend = new MemoryBackend();
+    const { app } = appWith(broker, backend);
+    await app.connect();
+    const disconnectBroker = broker.disconnect.bind(broker);
+    let letGo: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => {
+      letGo = resolve;
+    });
+    let entered: () => void = () => undefined;
+    const firstEntered = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    let calls = 0;
+    broker.disconnect = async () => {
+      if (calls++ === 0) {
+        entered();
+        await held; // the first disconnect takes its time (a flush of publishes)
+      }
+      await disconnectBroker();
+    };
+    const first = app.disconnect();
+    await firstEntered;
+    await app.disconnect(); // ends at once: nothing left for it to close
+    const connecting = app.connect();
+    letGo();
+    await first;
+    await connecting;
+    // before, the first disconnect closed the broker and the backend this connect had opened
+    expect((await broker.healthcheck()).connected).toBe(true);
+    expect((await backend.healthcheck()).connected).toBe(true);
+    await app.disconnect();
+  });
 });

@@ -128,6 +128,10 @@ export class SqlBackend implements Backend {
   #connecting: Promise<SqlConnection> | undefined;
   /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
   readonly #disconnecting = new DisconnectGate();
+  /** How many `disconnect()` calls were made: a `connect()` overtaken by one fails. */
+  #disconnects = 0;
+  /** `connect()` calls waiting for a disconnect under way (they count as open: see isOpen). */
+  #connectsWaiting = 0;
   /** The `connect()` under way: whether a `disconnect()` cut it, and its connection once made. */
   #opening: { isCut: boolean; connection: SqlConnection | undefined } | undefined;
   #unlisten: (() => Promise<void>) | undefined;
@@ -160,7 +164,7 @@ export class SqlBackend implements Backend {
 
   /** {@inheritDoc Backend.isOpen} */
   get isOpen(): boolean {
-    return this.#connection !== undefined || this.#connecting !== undefined;
+    return this.#connection !== undefined || this.#connecting !== undefined || this.#connectsWaiting > 0;
   }
 
   /** {@inheritDoc Backend.isReady} */
@@ -170,11 +174,17 @@ export class SqlBackend implements Backend {
 
   async connect(): Promise<void> {
     // After a disconnect() still under way (it may be cutting the connect under way, which this
-    // call would otherwise join and fail with): opened anew once it is done.
-    const disconnecting = this.#disconnecting.pending;
-    if (disconnecting !== undefined) {
-      await disconnecting;
-      return this.connect();
+    // call would otherwise join and fail with): opened anew once it is done, unless another
+    // disconnect() came after this call (it then fails as one that disconnect() cut).
+    const disconnects = this.#disconnects;
+    if (this.#disconnecting.pending !== undefined) {
+      this.#connectsWaiting++;
+      try {
+        for (let pending = this.#disconnecting.pending; pending; pending = this.#disconnecting.pending) await pending;
+      } finally {
+        this.#connectsWaiting--;
+      }
+      if (this.#disconnects !== disconnects) throw this.#cutError();
     }
     if (this.#connection) return;
     if (this.#connecting === undefined) {
@@ -184,6 +194,8 @@ export class SqlBackend implements Backend {
       // would find neither and leave the connection open)
       this.#connecting = this.#open(opening)
         .then((connection) => {
+          // (a disconnect() in the turn between #open's end and this step closed it)
+          if (opening.isCut) throw this.#cutError();
           this.#connection = connection;
           return connection;
         })
@@ -196,7 +208,16 @@ export class SqlBackend implements Backend {
   }
 
   disconnect(): Promise<void> {
+    this.#disconnects++;
     return this.#disconnecting.closing(this.#disconnect());
+  }
+
+  /** What a `connect()` that a `disconnect()` overtook rejects with. */
+  #cutError(cause?: unknown): BackendConnectionError {
+    return new BackendConnectionError(
+      `connect: the ${this.kind} backend at ${this.displayUrl} was disconnected while it ran`,
+      cause === undefined ? undefined : { cause },
+    );
   }
 
   async #disconnect(): Promise<void> {
@@ -207,7 +228,8 @@ export class SqlBackend implements Backend {
       const opening = this.#opening;
       if (opening) {
         opening.isCut = true;
-        if (opening.connection) await this.#close(opening.connection);
+        // (discarded: a failure to close it does not stop the rest of the teardown)
+        if (opening.connection) await this.#close(opening.connection).catch(() => undefined);
       }
       await pending.catch(() => undefined);
     }
@@ -226,8 +248,11 @@ export class SqlBackend implements Backend {
   /** Closes `connection` and ends what still runs on it (see {@link SqlBackend.#cuts}). */
   async #close(connection: SqlConnection): Promise<void> {
     this.#closed.add(connection);
-    await connection.close();
-    this.#cutOf(connection).abort();
+    try {
+      await connection.close();
+    } finally {
+      this.#cutOf(connection).abort();
+    }
   }
 
   /** The cut of `connection` (see {@link SqlBackend.#cuts}). */
@@ -407,16 +432,11 @@ export class SqlBackend implements Backend {
     } catch (error) {
       throw wrapSqlError(error, "connect", this.displayUrl, false);
     }
-    const cut = (cause?: unknown) =>
-      new BackendConnectionError(
-        `connect: the ${this.kind} backend at ${this.displayUrl} was disconnected while it ran`,
-        cause === undefined ? undefined : { cause },
-      );
     if (opening.isCut) {
       // disconnect() came while the driver loaded: nothing was sent yet
       this.#closed.add(connection);
       await connection.close().catch(() => undefined);
-      throw cut();
+      throw this.#cutError();
     }
     opening.connection = connection;
     try {
@@ -424,11 +444,11 @@ export class SqlBackend implements Backend {
     } catch (error) {
       // (closed by disconnect(): its step failed however the driver says it, e.g. "driver has
       // already been destroyed")
-      if (this.#closed.has(connection)) throw cut(error);
+      if (this.#closed.has(connection)) throw this.#cutError(error);
       await connection.close().catch(() => undefined);
       throw error;
     }
-    if (this.#closed.has(connection)) throw cut(); // disconnect() closed it as the schema step ended
+    if (this.#closed.has(connection)) throw this.#cutError(); // disconnect() closed it as the schema step ended
     return connection;
   }
 

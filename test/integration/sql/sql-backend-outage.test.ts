@@ -397,6 +397,26 @@ describe.concurrent("sql backends: connect() right after a disconnect() that cut
       }),
     );
 
+    it.skipIf(c.skip)(
+      `${c.kind}: a connect() waiting for a disconnect() under way fails when another disconnect() comes after it`,
+      () =>
+        withProxy(c, async (proxy, prefix) => {
+          const backend = stalledBackend(c, proxy, prefix);
+          const first = backend.connect().catch((error: unknown) => error);
+          const firstDisconnect = backend.disconnect();
+          const second = backend.connect().catch((error: unknown) => error);
+          await backend.disconnect();
+          await firstDisconnect;
+          expect(await first).toBeInstanceOf(BackendConnectionError);
+          const failure = await second;
+          expect(failure).toBeInstanceOf(BackendConnectionError);
+          expect(String((failure as Error).message)).toMatch(/^connect: .* was disconnected while it ran/);
+          // before, it opened a pool after the last disconnect() had resolved
+          expect(backend.isOpen).toBe(false);
+          expect(await settlesWithin(proxy.noConnections(), 2_000)).toBe(true);
+        }),
+    );
+
     it.skipIf(c.skip)(`${c.kind}: app.connect() after an app.disconnect() under way connects both again`, () =>
       withProxy(c, async (proxy, prefix) => {
         const backend = stalledBackend(c, proxy, prefix);

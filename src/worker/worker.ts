@@ -150,6 +150,18 @@ const STARTED_AFTER_MS = 100;
 /** Running workers per app: the last one to stop runs the shutdown hooks and disconnects the app. */
 const runningWorkers = new WeakMap<Chicory, number>();
 
+/** Workers per app whose `start()` is under way (connecting, startup hooks). */
+const startingWorkers = new WeakMap<Chicory, number>();
+
+/**
+ * Workers of `app` starting or running: a worker whose start fails or is cancelled, or that
+ * stops, disconnects the app only when it is the last (a start under way of another worker
+ * sharing the app would lose its connections).
+ */
+function workersOf(app: Chicory): number {
+  return (runningWorkers.get(app) ?? 0) + (startingWorkers.get(app) ?? 0);
+}
+
 /** What `start()` rejects with when a `stop()` came while it connected (`run()` returns). */
 class StartCancelled extends ChicoryError {
   constructor() {
@@ -304,7 +316,10 @@ export class Worker {
       return this.#starting ?? Promise.resolve();
     }
     this.#isStartAbandoned = false;
+    const app = this.#app;
+    startingWorkers.set(app, (startingWorkers.get(app) ?? 0) + 1);
     this.#starting = this.#start().finally(() => {
+      startingWorkers.set(app, (startingWorkers.get(app) ?? 1) - 1);
       this.#starting = null;
     });
     return this.#starting;
@@ -373,9 +388,10 @@ export class Worker {
       this.#phase = "stopped";
       if (error instanceof StartCancelled) {
         // The connect goes on in the background until it ends (its own timeout), then closes.
-        if (!runningWorkers.get(this.#app)) this.#cancelledClose = this.#app.disconnect().catch(() => undefined);
+        // (this start counts itself among the workers starting)
+        if (workersOf(this.#app) <= 1) this.#cancelledClose = this.#app.disconnect().catch(() => undefined);
         this.#logger.info("stopped while connecting: the worker did not start");
-      } else if (!runningWorkers.get(this.#app)) await this.#app.disconnect().catch(() => undefined);
+      } else if (workersOf(this.#app) <= 1) await this.#app.disconnect().catch(() => undefined);
       this.#stopRoutingLogs();
       throw error;
     }
@@ -459,7 +475,8 @@ export class Worker {
           "stop(): the start still running at the deadline (a startup hook that does not end?) is abandoned: the worker will not run",
         );
         this.#onStartAbandoned?.();
-        if (!runningWorkers.get(this.#app)) {
+        // (the abandoned start still counts itself among the workers starting)
+        if (workersOf(this.#app) <= 1) {
           await settlesWithin(
             this.#app.disconnect().catch(() => undefined),
             CLOSE_RESERVE_MS,
@@ -1040,7 +1057,7 @@ export class Worker {
       }
       // counted again here: a start() of this worker meanwhile (after a stop() that returned
       // at its deadline) must not lose its connections to this late disconnect
-      if ((runningWorkers.get(this.#app) ?? 0) === 0) {
+      if (workersOf(this.#app) === 0) {
         await this.#app
           .disconnect()
           .catch((error: unknown) => this.#logger.warn({ err: toError(error).message }, "disconnect failed"));

@@ -1031,6 +1031,32 @@ describe("Worker on the memory broker", () => {
     await worker.stop(1);
   });
 
+  it("stop() cancelling one worker's start does not disconnect the app under another worker starting with it", async () => {
+    const { app, broker } = makeApp();
+    const connectBroker = broker.connect.bind(broker);
+    const connectHeld = deferred<void>();
+    broker.connect = async () => {
+      await connectHeld.promise; // a broker that takes its time to connect
+      await connectBroker();
+    };
+    const echo = app.task(async function echo(x: number) {
+      return x;
+    });
+    const first = new Worker(app, { logger: silentLogger });
+    const second = new Worker(app, { logger: silentLogger });
+    const firstStarting = first.start().catch((e: unknown) => e);
+    const secondStarting = second.start();
+    await first.stop(1);
+    expect(String(await firstStarting)).toContain("worker start cancelled");
+    connectHeld.resolve();
+    await secondStarting;
+    cleanups.push(() => second.stop(1));
+    // before, the cancelled start disconnected the app under the second worker
+    expect((await broker.healthcheck()).connected).toBe(true);
+    expect(await (await echo.delay(7)).get({ timeout: 5 })).toBe(7);
+    expect(second.isRunning).toBe(true);
+  });
+
   it("stop() past its timeout aborts ctx.signal and releases the message for redelivery", async () => {
     const { app, broker } = makeApp();
     const started = deferred();

@@ -177,10 +177,11 @@ export class SqlBackend implements Backend {
     // call would otherwise join and fail with): opened anew once it is done, unless another
     // disconnect() came after this call (it then fails as one that disconnect() cut).
     const disconnects = this.#disconnects;
-    if (this.#disconnecting.pending !== undefined) {
+    const disconnecting = this.#disconnecting.pending; // (every disconnect under way)
+    if (disconnecting !== undefined) {
       this.#connectsWaiting++;
       try {
-        for (let pending = this.#disconnecting.pending; pending; pending = this.#disconnecting.pending) await pending;
+        await disconnecting;
       } finally {
         this.#connectsWaiting--;
       }
@@ -194,7 +195,7 @@ export class SqlBackend implements Backend {
       // would find neither and leave the connection open)
       this.#connecting = this.#open(opening)
         .then((connection) => {
-          // (a disconnect() in the turn between #open's end and this step closed it)
+          // (a disconnect() while it opened, up to this step, closed it)
           if (opening.isCut) throw this.#cutError();
           this.#connection = connection;
           return connection;
@@ -235,7 +236,6 @@ export class SqlBackend implements Backend {
     }
     const connection = this.#connection;
     this.#connection = undefined;
-    if (connection) this.#closed.add(connection);
     this.#hub.close();
     if (this.#versionTimer !== undefined) clearTimeout(this.#versionTimer);
     this.#versionTimer = undefined;
@@ -434,8 +434,7 @@ export class SqlBackend implements Backend {
     }
     if (opening.isCut) {
       // disconnect() came while the driver loaded: nothing was sent yet
-      this.#closed.add(connection);
-      await connection.close().catch(() => undefined);
+      await this.#close(connection).catch(() => undefined);
       throw this.#cutError();
     }
     opening.connection = connection;
@@ -444,12 +443,11 @@ export class SqlBackend implements Backend {
     } catch (error) {
       // (closed by disconnect(): its step failed however the driver says it, e.g. "driver has
       // already been destroyed")
-      if (this.#closed.has(connection)) throw this.#cutError(error);
+      if (opening.isCut) throw this.#cutError(error);
       await connection.close().catch(() => undefined);
       throw error;
     }
-    if (this.#closed.has(connection)) throw this.#cutError(); // disconnect() closed it as the schema step ended
-    return connection;
+    return connection; // (cut meanwhile: connect() rejects)
   }
 
   /**

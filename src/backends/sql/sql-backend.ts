@@ -567,8 +567,7 @@ export class SqlBackend implements Backend {
   }
 
   #isStorableKey(value: string): boolean {
-    if (typeof value !== "string" || value.length === 0) return false;
-    return this.#codec.encode(value).length <= MAX_KEY_LENGTH;
+    return typeof value === "string" && value.length > 0 && this.taskIdProblem(value) === undefined;
   }
 
   #requireConnection(what: string): SqlConnection {

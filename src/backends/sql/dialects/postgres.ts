@@ -132,7 +132,7 @@ export function postgresDialect(options: PostgresDialectOptions = {}): SqlDialec
       };
       pool.on("connect", (client) => {
         client.on("error", onError);
-        sockets.add(socketOf(client));
+        sockets.add(socketOf(client)); // (noted at construction, unless TLS replaced it, or a pool was injected)
         // queued before the statement of the checkout that opened the connection
         if (statementTimeout !== "") client.query?.(LOWER_STATEMENT_TIMEOUT, [statementTimeout]).catch(onRefused);
       });

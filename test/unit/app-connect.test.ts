@@ -4,6 +4,7 @@
 import { describe, expect, it } from "vitest";
 import { BackendConnectionError, BrokerConnectionError } from "../../src/errors.js";
 import { Chicory, MemoryBackend, MemoryBroker } from "../../src/index.js";
+import { deferred } from "../helpers/deferred.js";
 
 function appWith(broker: MemoryBroker, backend: MemoryBackend) {
   const app = new Chicory({ broker, backend, config: { env: {} } });
@@ -83,27 +84,21 @@ describe("delay() connecting the app", () => {
     const { app } = appWith(broker, backend);
     await app.connect();
     const disconnectBroker = broker.disconnect.bind(broker);
-    let letGo: () => void = () => undefined;
-    const held = new Promise<void>((resolve) => {
-      letGo = resolve;
-    });
-    let entered: () => void = () => undefined;
-    const firstEntered = new Promise<void>((resolve) => {
-      entered = resolve;
-    });
+    const held = deferred();
+    const firstEntered = deferred();
     let calls = 0;
     broker.disconnect = async () => {
       if (calls++ === 0) {
-        entered();
-        await held; // the first disconnect takes its time (a flush of publishes)
+        firstEntered.resolve();
+        await held.promise; // the first disconnect takes its time (a flush of publishes)
       }
       await disconnectBroker();
     };
     const first = app.disconnect();
-    await firstEntered;
+    await firstEntered.promise;
     await app.disconnect(); // ends at once: nothing left for it to close
     const connecting = app.connect();
-    letGo();
+    held.resolve();
     await first;
     await connecting;
     // before, the first disconnect closed the broker and the backend this connect had opened

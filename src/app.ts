@@ -479,12 +479,19 @@ export class Chicory {
     return this.#tasksView;
   }
 
-  /** Registers a hook each worker runs once after connecting (open pools, warm caches). */
+  /**
+   * Registers a hook run after connecting, before any job (open pools, warm caches): once per
+   * process by the first worker of this app to start, however many serve it.
+   */
   onWorkerStartup(hook: WorkerHook): void {
     this.#startupHooks.push(checkHook(hook, "onWorkerStartup"));
   }
 
-  /** Registers a hook each worker runs once before disconnecting. */
+  /**
+   * Registers a hook run before disconnecting, once the startup hooks have run: by the last
+   * worker of this app in the process to leave (stopping, or failing its start) with no other
+   * running or starting.
+   */
   onWorkerShutdown(hook: WorkerHook): void {
     this.#shutdownHooks.push(checkHook(hook, "onWorkerShutdown"));
   }

@@ -171,8 +171,10 @@ class StartCancelled extends ChicoryError {
 /**
  * The startup hooks' run per app, shared by the workers of that app in this process (the
  * hooks run once per process, as the shutdown hooks do, however many workers serve the app).
+ * `isDone` once they all succeeded: the shutdown hooks are then owed, run by the last worker
+ * of the app to leave (stopping, or failing or cancelling its start).
  */
-const startupHooksRun = new WeakMap<Chicory, Promise<void>>();
+const startupHooksRun = new WeakMap<Chicory, { readonly run: Promise<void>; isDone: boolean }>();
 
 /** The unknown `CHICORY_*` variables already warned of in this process. */
 const warnedEnvNames = new Set<string>();
@@ -371,14 +373,20 @@ export class Worker {
       let hooks = startupHooksRun.get(this.#app);
       if (hooks === undefined) {
         const app = this.#app;
-        hooks = runStartupHooks(app.workerHooks.startup);
-        startupHooksRun.set(app, hooks);
-        // a failed run is not kept: the next start runs the hooks again
-        hooks.catch(() => {
-          if (startupHooksRun.get(app) === hooks) startupHooksRun.delete(app);
-        });
+        const entry = { run: runStartupHooks(app.workerHooks.startup), isDone: false };
+        hooks = entry;
+        startupHooksRun.set(app, entry);
+        entry.run.then(
+          () => {
+            entry.isDone = true;
+          },
+          // a failed run is not kept: the next start runs the hooks again
+          () => {
+            if (startupHooksRun.get(app) === entry) startupHooksRun.delete(app);
+          },
+        );
       }
-      await hooks;
+      await hooks.run;
       if (this.#isStartAbandoned) {
         throw new ChicoryError(
           "worker start abandoned: a stop() gave up waiting for it (a startup hook that did not end in time)",
@@ -386,12 +394,13 @@ export class Worker {
       }
     } catch (error) {
       this.#phase = "stopped";
+      // (this start counts itself among the workers starting)
+      const isLast = workersOf(this.#app) <= 1;
       if (error instanceof StartCancelled) {
         // The connect goes on in the background until it ends (its own timeout), then closes.
-        // (this start counts itself among the workers starting)
-        if (workersOf(this.#app) <= 1) this.#cancelledClose = this.#app.disconnect().catch(() => undefined);
+        if (isLast) this.#cancelledClose = this.#leaveApp(1);
         this.#logger.info("stopped while connecting: the worker did not start");
-      } else if (workersOf(this.#app) <= 1) await this.#app.disconnect().catch(() => undefined);
+      } else if (isLast) await this.#leaveApp(1);
       this.#stopRoutingLogs();
       throw error;
     }
@@ -489,6 +498,31 @@ export class Worker {
       this.#stopping = null;
     });
     return this.#stopping;
+  }
+
+  /**
+   * What the last worker of the app to leave does (`others`: how many of the workers counted
+   * are this one): the shutdown hooks, one after another, when the startup hooks ran (a start
+   * that failed in them leaves none owed), then the disconnect. Never rejects.
+   */
+  async #leaveApp(others: number): Promise<void> {
+    const app = this.#app;
+    const hooks = startupHooksRun.get(app);
+    if (hooks?.isDone === true || (hooks === undefined && others === 0)) {
+      startupHooksRun.delete(app);
+      for (const hook of app.workerHooks.shutdown) {
+        await Promise.resolve()
+          .then(hook)
+          .catch((error: unknown) => this.#logger.error({ err: toError(error) }, "worker shutdown hook failed"));
+      }
+    }
+    // counted again here: a start() of a worker of this app meanwhile (this one's, after a
+    // stop() that returned at its deadline) must not lose its connections to this late disconnect
+    if (workersOf(app) <= others) {
+      await app
+        .disconnect()
+        .catch((error: unknown) => this.#logger.warn({ err: toError(error).message }, "disconnect failed"));
+    }
   }
 
   /** `connecting`, or a {@link StartCancelled} rejection as soon as a `stop()` comes. */
@@ -1042,27 +1076,12 @@ export class Worker {
       abandoned.value = true;
       this.#warnRecordNotUpdated(`no answer from the backend within ${Math.round(heartbeatMs)} ms`);
     }
-    const others = (runningWorkers.get(this.#app) ?? 1) - 1;
-    runningWorkers.set(this.#app, others);
+    runningWorkers.set(this.#app, (runningWorkers.get(this.#app) ?? 1) - 1);
     // The hooks one after another, then the disconnect: in this order even when the deadline
-    // passes meanwhile (what is left then goes on in the background).
-    const hooksThenDisconnect = (async () => {
-      // Once per process: another worker of this app still running runs them when it stops.
-      if (others > 0) return;
-      startupHooksRun.delete(this.#app);
-      for (const hook of this.#app.workerHooks.shutdown) {
-        await Promise.resolve()
-          .then(hook)
-          .catch((error: unknown) => this.#logger.error({ err: toError(error) }, "worker shutdown hook failed"));
-      }
-      // counted again here: a start() of this worker meanwhile (after a stop() that returned
-      // at its deadline) must not lose its connections to this late disconnect
-      if (workersOf(this.#app) === 0) {
-        await this.#app
-          .disconnect()
-          .catch((error: unknown) => this.#logger.warn({ err: toError(error).message }, "disconnect failed"));
-      }
-    })();
+    // passes meanwhile (what is left then goes on in the background). Once per process: another
+    // worker of this app still running, or still starting (it may already count on the startup
+    // hooks' work), runs them when it leaves.
+    const hooksThenDisconnect = workersOf(this.#app) > 0 ? Promise.resolve() : this.#leaveApp(0);
     if (!(await settlesWithin(hooksThenDisconnect, left()))) {
       this.#logger.warn(
         "shutdown deadline: the shutdown hooks or the disconnect still running go on in the background",

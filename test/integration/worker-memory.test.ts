@@ -1057,6 +1057,57 @@ describe("Worker on the memory broker", () => {
     expect(second.isRunning).toBe(true);
   });
 
+  /** An app with counting hooks, a worker running, and a second one held in its start. */
+  async function runningAndStarting() {
+    const { app, broker } = makeApp();
+    const events: string[] = [];
+    app.onWorkerStartup(() => void events.push("up"));
+    app.onWorkerShutdown(() => void events.push("down"));
+    const echo = app.task(async function echo(x: number) {
+      return x;
+    });
+    const first = new Worker(app, { logger: silentLogger });
+    await first.start();
+    const checkHeld = deferred<void>();
+    const checkEntered = deferred<void>();
+    Object.assign(broker, {
+      // (the memory broker has none: the second worker's start checks its access slowly)
+      checkAccess: async () => {
+        checkEntered.resolve();
+        await checkHeld.promise;
+      },
+    });
+    const second = new Worker(app, { logger: silentLogger });
+    const secondStarting = second.start().catch((e: unknown) => e);
+    await checkEntered.promise;
+    return { app, broker, events, echo, first, second, secondStarting, checkHeld };
+  }
+
+  it("the last running worker stopping while another starts leaves the shutdown hooks and the app to that one", async () => {
+    const { broker, events, echo, first, second, secondStarting, checkHeld } = await runningAndStarting();
+    await first.stop(1);
+    // before, the shutdown hooks ran here (closing what the second worker then ran with)
+    expect(events).toEqual(["up"]);
+    checkHeld.resolve();
+    expect(await secondStarting).toBeUndefined();
+    expect(events).toEqual(["up"]); // the startup hooks' work is still there: not run again
+    expect(await (await echo.delay(5)).get({ timeout: 5 })).toBe(5);
+    await second.stop(1);
+    expect(events).toEqual(["up", "down"]);
+    expect((await broker.healthcheck()).connected).toBe(false);
+  });
+
+  it("a start cancelled after the last running worker stopped runs the shutdown hooks it was left, then disconnects", async () => {
+    const { broker, events, first, second, secondStarting, checkHeld } = await runningAndStarting();
+    await first.stop(1);
+    expect(events).toEqual(["up"]);
+    await second.stop(1); // still checking its access: cancels the start
+    expect(String(await secondStarting)).toContain("worker start cancelled");
+    checkHeld.resolve();
+    await vi.waitFor(() => expect(events).toEqual(["up", "down"]));
+    await vi.waitFor(async () => expect((await broker.healthcheck()).connected).toBe(false));
+  });
+
   it("stop() past its timeout aborts ctx.signal and releases the message for redelivery", async () => {
     const { app, broker } = makeApp();
     const started = deferred();

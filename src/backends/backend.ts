@@ -153,7 +153,10 @@ export interface Backend {
    * no other process can read them. Absent: other processes share them.
    */
   readonly multiProcess?: boolean;
-  /** Opens connections (and creates schema where needed); idempotent. */
+  /**
+   * Opens connections (and creates schema where needed); idempotent. May reject when a
+   * `disconnect()` made after the call overtakes it (the Redis and SQL backends do).
+   */
   connect(): Promise<void>;
   /**
    * Closes connections the backend owns; idempotent. May come while a `connect()` runs

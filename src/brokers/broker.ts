@@ -362,7 +362,10 @@ export interface Broker extends BrokerAdmin {
   readonly displaySettings?: string | undefined;
   /** Called by the app once, before `connect`. */
   bind(binding: BrokerBinding): void;
-  /** Opens connections; idempotent. */
+  /**
+   * Opens connections; idempotent. May reject when a `disconnect()` made after the call
+   * overtakes it (the Redis broker does: that disconnect closes what it opened).
+   */
   connect(): Promise<void>;
   /** Closes connections the broker owns; idempotent. */
   disconnect(): Promise<void>;

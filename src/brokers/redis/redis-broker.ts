@@ -145,6 +145,8 @@ export class RedisBroker implements Broker {
   #connecting: Promise<void> | undefined;
   /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
   readonly #disconnecting = new DisconnectGate();
+  /** How many `disconnect()` calls were made: a `connect()` that a later one overtook fails. */
+  #disconnects = 0;
   /** Moves the delayed jobs this process schedules when they fall due. */
   #dueMover: DueMover | undefined;
   /** The result backend whose terminal records acks write (see {@link RedisBroker.attachResults}). */
@@ -199,17 +201,24 @@ export class RedisBroker implements Broker {
     this.#replayGuard = binding.guardReplay;
   }
 
-  /** Opens the command connection; idempotent. */
-  connect(): Promise<void> {
+  /**
+   * Opens the command connection; idempotent. Rejects when a `disconnect()` made after the
+   * call overtakes it (that disconnect closes what it opened).
+   */
+  async connect(): Promise<void> {
+    const disconnects = this.#disconnects;
     // After a disconnect() still under way, which may not have let go of the connection yet:
     // opened now, the new connection would be stopped by it, or left closed.
-    const disconnecting = this.#disconnecting.pending;
-    if (disconnecting !== undefined) return disconnecting.then(() => this.connect());
-    if (this.#ctx) return Promise.resolve();
-    this.#connecting ??= this.#open().finally(() => {
-      this.#connecting = undefined;
-    });
-    return this.#connecting;
+    await this.#disconnecting.pending;
+    if (this.#disconnects === disconnects && !this.#ctx) {
+      this.#connecting ??= this.#open().finally(() => {
+        this.#connecting = undefined;
+      });
+      await this.#connecting;
+    }
+    if (this.#disconnects !== disconnects) {
+      throw new BrokerConnectionError(`connect: the redis broker at ${this.displayUrl} was disconnected while it ran`);
+    }
   }
 
   async #open(): Promise<void> {
@@ -390,6 +399,7 @@ export class RedisBroker implements Broker {
    * While the connection is down, those still unanswered fail at once ("outcome unknown").
    */
   disconnect(): Promise<void> {
+    this.#disconnects++;
     return this.#disconnecting.closing(this.#disconnect());
   }
 

@@ -7,7 +7,7 @@ import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
-import { BackendConnectionError, BrokerConnectionError, ConfigurationError } from "../../../src/index.js";
+import { BackendConnectionError, BrokerConnectionError, ChicoryError, ConfigurationError } from "../../../src/index.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { useOwnRedis } from "./own-redis.js";
 import { redisProxy } from "./redis-proxy.js";
@@ -93,6 +93,37 @@ describe.skipIf(skip)("redis connect", () => {
       const keys = await raw.keys(`${prefix}:*`);
       if (keys.length > 0) await raw.del(...keys);
       raw.disconnect();
+    }
+  });
+
+  it("a connect() that a later disconnect() overtakes fails and leaves nothing open, waiting or opening", async () => {
+    for (const open of [
+      () => new RedisBroker({ url: SERVICES.redis, env: {} }),
+      () => new RedisBackend({ url: SERVICES.redis, env: {} }),
+    ]) {
+      // waiting for an earlier disconnect() under way
+      const adapter = open();
+      await adapter.connect();
+      const first = adapter.disconnect();
+      const waiting = adapter.connect().catch((e: unknown) => e);
+      const second = adapter.disconnect();
+      await Promise.all([first, second]);
+      const failure = await waiting;
+      expect(failure).toBeInstanceOf(ChicoryError);
+      expect(String((failure as Error).message)).toMatch(
+        /^connect: the redis (broker|backend) .* was disconnected while it ran/,
+      );
+      // before, that connect() opened a connection once both disconnects had resolved
+      expect(await adapter.healthcheck()).toMatchObject({ connected: false });
+      // opening: the disconnect() waits for the connection, then closes it
+      const opening = adapter.connect().catch((e: unknown) => e);
+      await adapter.disconnect();
+      expect(String(((await opening) as Error).message)).toMatch(/was disconnected while it ran/);
+      expect(await adapter.healthcheck()).toMatchObject({ connected: false });
+      // and the next connect() opens
+      await adapter.connect();
+      expect(await adapter.healthcheck()).toMatchObject({ connected: true });
+      await adapter.disconnect();
     }
   });
 

@@ -33,6 +33,7 @@ import {
 } from "./drivers.js";
 import {
   BackendConnectionError,
+  BrokerConnectionError,
   ChicoryError,
   ConfigurationError,
   DriverNotInstalledError,
@@ -576,7 +577,12 @@ export class Chicory {
     });
   }
 
-  /** Connects the broker and the backend; idempotent and safe to call concurrently. */
+  /**
+   * Connects the broker and the backend; idempotent and safe to call concurrently.
+   * @throws BrokerConnectionError or BackendConnectionError (the promise rejects) when one
+   *   cannot connect, or when an `app.disconnect()` made after this call overtakes it (nothing
+   *   is then left connected)
+   */
   connect(): Promise<void> {
     return this.#connect().all;
   }
@@ -587,15 +593,27 @@ export class Chicory {
       const epoch = this.#connectEpoch;
       // after a disconnect() under way, which would close what this opens
       const disconnecting = this.#disconnecting.pending;
+      // A disconnect() that comes meanwhile closes what this opened (and the parts not opened
+      // yet are not: it would only wait for them, then close them): the connect then rejects.
+      const overtaken = (part: "broker" | "backend"): void => {
+        if (this.#connectEpoch === epoch) return;
+        const message = `connect: app.disconnect() was called while the app connected its ${part}; nothing is left connected (connect() again to use it)`;
+        throw part === "broker" ? new BrokerConnectionError(message) : new BackendConnectionError(message);
+      };
       const broker = disconnecting
-        ? disconnecting.then(() => (this.#connectEpoch === epoch ? this.connectBroker() : undefined))
+        ? disconnecting.then(() => {
+            overtaken("broker");
+            return this.connectBroker();
+          })
         : this.connectBroker();
       const all = (async () => {
         await broker;
-        // not opened once a disconnect() came meanwhile (it would only wait for it, then close it)
-        if (this.backend && this.#connectEpoch === epoch) await this.backend.connect();
-        // not when a disconnect() came meanwhile (it closes what this opened)
-        if (this.#connectEpoch === epoch) this.#isPublishReady = true;
+        overtaken("broker");
+        if (this.backend) {
+          await this.backend.connect();
+          overtaken("backend");
+        }
+        this.#isPublishReady = true;
       })();
       const connecting = { broker, all };
       this.#connecting = connecting;
@@ -618,12 +636,18 @@ export class Chicory {
     const { broker, all } = this.#connect();
     await broker; // its failure: the publish's
     await all.catch(() => undefined); // the backend's: for get() to tell
-    if (this.#connectEpoch === epoch) this.#isPublishReady = true; // not after a disconnect() meanwhile
+    if (this.#connectEpoch !== epoch) {
+      // (the broker it connected is being closed: the publish would fail less clearly)
+      throw new BrokerConnectionError(
+        "app.disconnect() was called while the app connected for this publish: nothing was published (connect() again to use it)",
+      );
+    }
+    this.#isPublishReady = true;
   }
 
   /**
    * Disconnects the broker and the backend; idempotent. A `connect()` (or a `delay()`) made
-   * meanwhile connects again once it is done.
+   * meanwhile connects again once it is done; one made before and still connecting rejects.
    */
   disconnect(): Promise<void> {
     return this.#disconnecting.closing(this.#disconnect());

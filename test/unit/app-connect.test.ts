@@ -52,10 +52,44 @@ describe("delay() connecting the app", () => {
     const closing = app.disconnect();
     letConnect();
     await closing;
-    await expect(sent).rejects.toThrow(/not connected|disconnected/);
+    await expect(sent).rejects.toThrow(/^app\.disconnect\(\) was called while the app connected for this publish/);
     // before, the delay() connected both again after the disconnect had resolved
     expect((await broker.healthcheck()).connected).toBe(false);
     expect((await backend.healthcheck()).connected).toBe(false);
+  });
+
+  it("an app.connect() that an app.disconnect() overtakes rejects, whichever part it was connecting; the next connects", async () => {
+    for (const part of ["broker", "backend"] as const) {
+      const broker = new MemoryBroker();
+      const backend = new MemoryBackend();
+      const held = deferred();
+      const entered = deferred();
+      const target = part === "broker" ? broker : backend;
+      const connectTarget = target.connect.bind(target);
+      target.connect = async () => {
+        entered.resolve();
+        await held.promise; // takes its time to connect
+        await connectTarget();
+      };
+      const { app } = appWith(broker, backend);
+      const connecting = app.connect().catch((e: unknown) => e);
+      await entered.promise;
+      const closing = app.disconnect();
+      held.resolve();
+      await closing;
+      const failure = await connecting;
+      // before, it resolved with nothing connected
+      expect(failure).toBeInstanceOf(part === "broker" ? BrokerConnectionError : BackendConnectionError);
+      expect(String((failure as Error).message)).toBe(
+        `connect: app.disconnect() was called while the app connected its ${part}; nothing is left connected (connect() again to use it)`,
+      );
+      expect((await broker.healthcheck()).connected).toBe(false);
+      expect((await backend.healthcheck()).connected).toBe(false);
+      await app.connect();
+      expect((await broker.healthcheck()).connected).toBe(true);
+      expect((await backend.healthcheck()).connected).toBe(true);
+      await app.disconnect();
+    }
   });
 
   it("fails when the broker cannot connect, and connects both on the next call", async () => {

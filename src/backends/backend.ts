@@ -154,8 +154,9 @@ export interface Backend {
    */
   readonly multiProcess?: boolean;
   /**
-   * Opens connections (and creates schema where needed); idempotent. May reject when a
-   * `disconnect()` made after the call overtakes it (the Redis and SQL backends do).
+   * Opens connections (and creates schema where needed); idempotent. Called while a
+   * `disconnect()` is under way, opens once that is done. May reject when a `disconnect()`
+   * made after the call overtakes it (the Redis and SQL backends do).
    */
   connect(): Promise<void>;
   /**

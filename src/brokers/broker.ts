@@ -363,8 +363,9 @@ export interface Broker extends BrokerAdmin {
   /** Called by the app once, before `connect`. */
   bind(binding: BrokerBinding): void;
   /**
-   * Opens connections; idempotent. May reject when a `disconnect()` made after the call
-   * overtakes it (the Redis broker does: that disconnect closes what it opened).
+   * Opens connections; idempotent. Called while a `disconnect()` is under way, opens once
+   * that is done. May reject when a `disconnect()` made after the call overtakes it (the
+   * Redis, RabbitMQ and SQLite brokers do: that disconnect closes what it opened).
    */
   connect(): Promise<void>;
   /** Closes connections the broker owns; idempotent. */

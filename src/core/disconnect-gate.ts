@@ -8,12 +8,17 @@
 /** The `disconnect()`s under way of one adapter or app (see module doc). */
 export class DisconnectGate {
   #pending: Promise<void> | undefined;
+  /** How many disconnects were noted: a connect that a later one overtook fails. */
+  #disconnects = 0;
+  #connectsWaiting = 0;
 
   /**
    * Notes `run` (a disconnect's work) as under way until it settles, together with those
-   * already under way (an earlier one may end after a later one); returns it.
+   * already under way (an earlier one may end after a later one); returns it. Call it in the
+   * same step as the `disconnect()` call (a connect made after that call is then overtaken).
    */
   closing(run: Promise<void>): Promise<void> {
+    this.#disconnects++;
     const settled = run.catch(() => undefined);
     const before = this.#pending;
     const all = before === undefined ? settled : Promise.all([before, settled]).then(() => undefined);
@@ -27,5 +32,30 @@ export class DisconnectGate {
   /** Every disconnect under way (settles, never rejects, when all are done), if any. */
   get pending(): Promise<void> | undefined {
     return this.#pending;
+  }
+
+  /** `connect()` calls waiting in {@link DisconnectGate.connect} for a disconnect under way. */
+  get connectsWaiting(): number {
+    return this.#connectsWaiting;
+  }
+
+  /**
+   * A `connect()`: once every disconnect under way is done, `open()` (which opens, joins the
+   * open under way, or returns at once when open); rejects with `overtaken()` instead when a
+   * disconnect made after this call came first (that disconnect closes what `open()` opened).
+   */
+  async connect(open: () => Promise<void>, overtaken: () => Error): Promise<void> {
+    const disconnects = this.#disconnects;
+    const pending = this.#pending;
+    if (pending !== undefined) {
+      this.#connectsWaiting++;
+      try {
+        await pending;
+      } finally {
+        this.#connectsWaiting--;
+      }
+    }
+    if (this.#disconnects === disconnects) await open();
+    if (this.#disconnects !== disconnects) throw overtaken();
   }
 }

@@ -197,4 +197,18 @@ export function backendResultTests(h: BackendHarness): void {
     await backend.disconnect();
     expect(typeof (await backend.healthcheck()).connected).toBe("boolean");
   });
+
+  it("a connect() called while a disconnect() is under way opens once that is done: the backend then stores and reads", async () => {
+    const backend = h.backend();
+    const order: string[] = [];
+    const closing = backend.disconnect().then(() => order.push("disconnected"));
+    const opening = backend.connect().then(() => order.push("connected"));
+    await Promise.all([closing, opening]);
+    expect(order).toEqual(["disconnected", "connected"]);
+    expect((await backend.healthcheck()).connected).toBe(true);
+    const stored = record("SUCCESS", { result: 2 });
+    await backend.storeResult(stored);
+    expect((await backend.getResult(stored.taskId))?.result).toBe(2);
+    await backend.deleteResult(stored.taskId);
+  });
 }

@@ -180,6 +180,22 @@ export function brokerAdminTests(h: BrokerHarness): void {
     expect(typeof health.connected).toBe("boolean");
   });
 
+  it("a connect() called while a disconnect() is under way opens once that is done: the broker then publishes and delivers", async () => {
+    const broker = h.broker();
+    const open = h.consumer(); // (a consumer gives the disconnect something to close first)
+    const order: string[] = [];
+    const closing = broker.disconnect().then(() => order.push("disconnected"));
+    const opening = broker.connect().then(() => order.push("connected"));
+    await Promise.all([closing, opening]);
+    expect(order).toEqual(["disconnected", "connected"]);
+    expect((await broker.healthcheck()).connected).toBe(true);
+    await open.close();
+    const [task] = await publishTasks(broker, h.queue(), h.codec, 1);
+    const delivery = await fetchOne(h.consumer());
+    expect(delivery.body).toBe(task?.body);
+    await delivery.ack();
+  });
+
   it("displayUrl never shows a password", () => {
     const url = h.broker().displayUrl;
     expect(typeof url).toBe("string");

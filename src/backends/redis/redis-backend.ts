@@ -162,10 +162,6 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   #connecting: Promise<void> | undefined;
   /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
   readonly #disconnecting = new DisconnectGate();
-  /** How many `disconnect()` calls were made: a `connect()` that a later one overtook fails. */
-  #disconnects = 0;
-  /** `connect()` calls waiting for a disconnect under way (they count as open: see isOpen). */
-  #connectsWaiting = 0;
   /**
    * Time limits of the bounded operations (see {@link RedisBackend.#run}), one timer for all,
    * which does not keep the process alive; `disconnect` ends those Redis has not answered.
@@ -231,7 +227,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   /** Opens the command connection; idempotent. The subscriber opens with the first wait. */
   /** {@inheritDoc Backend.isOpen} */
   get isOpen(): boolean {
-    return this.#main !== undefined || this.#connecting !== undefined || this.#connectsWaiting > 0;
+    return this.#main !== undefined || this.#connecting !== undefined || this.#disconnecting.connectsWaiting > 0;
   }
 
   /** {@inheritDoc Backend.isReady} */
@@ -239,31 +235,20 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     return this.#main !== undefined;
   }
 
-  async connect(): Promise<void> {
-    const disconnects = this.#disconnects;
+  connect(): Promise<void> {
     // After a disconnect() still under way, which may not have let go of the connection yet:
     // opened now, the new connection would be stopped by it, or left closed.
-    const disconnecting = this.#disconnecting.pending;
-    if (disconnecting !== undefined) {
-      this.#connectsWaiting++;
-      try {
-        await disconnecting;
-      } finally {
-        this.#connectsWaiting--;
-      }
-    }
-    if (this.#disconnects === disconnects && !this.#main) {
-      this.#connecting ??= this.#open().finally(() => {
-        this.#connecting = undefined;
-      });
-      await this.#connecting;
-    }
-    // (that disconnect closes what this opened)
-    if (this.#disconnects !== disconnects) {
-      throw new BackendConnectionError(
-        `connect: the redis backend at ${this.displayUrl} was disconnected while it ran`,
-      );
-    }
+    return this.#disconnecting.connect(
+      async () => {
+        if (this.#main) return;
+        this.#connecting ??= this.#open().finally(() => {
+          this.#connecting = undefined;
+        });
+        await this.#connecting;
+      },
+      () =>
+        new BackendConnectionError(`connect: the redis backend at ${this.displayUrl} was disconnected while it ran`),
+    );
   }
 
   async #open(): Promise<void> {
@@ -344,7 +329,6 @@ export class RedisBackend implements Backend, RedisRecordWriter {
 
   /** Closes the connections the backend owns; pending waits resolve null. Idempotent. */
   disconnect(): Promise<void> {
-    this.#disconnects++;
     return this.#disconnecting.closing(this.#disconnect());
   }
 

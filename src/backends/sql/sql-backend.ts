@@ -128,10 +128,6 @@ export class SqlBackend implements Backend {
   #connecting: Promise<SqlConnection> | undefined;
   /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
   readonly #disconnecting = new DisconnectGate();
-  /** How many `disconnect()` calls were made: a `connect()` overtaken by one fails. */
-  #disconnects = 0;
-  /** `connect()` calls waiting for a disconnect under way (they count as open: see isOpen). */
-  #connectsWaiting = 0;
   /** The `connect()` under way: whether a `disconnect()` cut it, and its connection once made. */
   #opening: { isCut: boolean; connection: SqlConnection | undefined } | undefined;
   #unlisten: (() => Promise<void>) | undefined;
@@ -164,7 +160,7 @@ export class SqlBackend implements Backend {
 
   /** {@inheritDoc Backend.isOpen} */
   get isOpen(): boolean {
-    return this.#connection !== undefined || this.#connecting !== undefined || this.#connectsWaiting > 0;
+    return this.#connection !== undefined || this.#connecting !== undefined || this.#disconnecting.connectsWaiting > 0;
   }
 
   /** {@inheritDoc Backend.isReady} */
@@ -172,21 +168,17 @@ export class SqlBackend implements Backend {
     return this.#connection !== undefined;
   }
 
-  async connect(): Promise<void> {
+  connect(): Promise<void> {
     // After a disconnect() still under way (it may be cutting the connect under way, which this
     // call would otherwise join and fail with): opened anew once it is done, unless another
     // disconnect() came after this call (it then fails as one that disconnect() cut).
-    const disconnects = this.#disconnects;
-    const disconnecting = this.#disconnecting.pending; // (every disconnect under way)
-    if (disconnecting !== undefined) {
-      this.#connectsWaiting++;
-      try {
-        await disconnecting;
-      } finally {
-        this.#connectsWaiting--;
-      }
-      if (this.#disconnects !== disconnects) throw this.#cutError();
-    }
+    return this.#disconnecting.connect(
+      () => this.#connectNow(),
+      () => this.#cutError(),
+    );
+  }
+
+  async #connectNow(): Promise<void> {
     if (this.#connection) return;
     if (this.#connecting === undefined) {
       const opening = { isCut: false, connection: undefined };
@@ -209,7 +201,6 @@ export class SqlBackend implements Backend {
   }
 
   disconnect(): Promise<void> {
-    this.#disconnects++;
     return this.#disconnecting.closing(this.#disconnect());
   }
 

@@ -14,8 +14,10 @@
  * - Not supported: `unique` publish (capability `uniqueIds` is false; the flag is ignored).
  * @module
  */
+import { DisconnectGate } from "../../core/disconnect-gate.js";
 import { MessageCodec, peekMessage } from "../../core/message.js";
 import { maskUrl, redactSecrets, urlPassword } from "../../core/url.js";
+import { BrokerConnectionError } from "../../errors.js";
 import type {
   Broker,
   BrokerBinding,
@@ -73,6 +75,8 @@ export class RabbitMqBroker implements Broker {
   readonly #consumers = new Set<RabbitMqConsumer>();
   #codec: MessageCodec | null = null;
   #replayGuard: DlqReplayGuard | undefined;
+  /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
+  readonly #disconnecting = new DisconnectGate();
 
   /**
    * @param options connection and queue options; unset ones come from `CHICORY_BROKER_RABBITMQ_*`
@@ -119,14 +123,27 @@ export class RabbitMqBroker implements Broker {
     this.#replayGuard = binding.guardReplay;
   }
 
-  /** {@inheritDoc Broker.connect} Opens the publish connection; the consume connection opens with the first consumer. */
-  async connect(): Promise<void> {
-    this.#consumeConnection.enable();
-    await this.#publishConnection.open();
+  /**
+   * {@inheritDoc Broker.connect} Opens the publish connection; the consume connection opens
+   * with the first consumer. After a `disconnect()` still under way, once it is done.
+   */
+  connect(): Promise<void> {
+    return this.#disconnecting.connect(
+      async () => {
+        this.#consumeConnection.enable();
+        await this.#publishConnection.open();
+      },
+      () =>
+        new BrokerConnectionError(`connect: the rabbitmq broker at ${this.displayUrl} was disconnected while it ran`),
+    );
   }
 
   /** {@inheritDoc Broker.disconnect} Closes consumers (their unsettled messages go back to the queue) and connections. */
-  async disconnect(): Promise<void> {
+  disconnect(): Promise<void> {
+    return this.#disconnecting.closing(this.#disconnect());
+  }
+
+  async #disconnect(): Promise<void> {
     await Promise.allSettled([...this.#consumers].map((consumer) => consumer.close()));
     await this.#publisher.close();
     await Promise.allSettled([this.#publishConnection.close(), this.#consumeConnection.close()]);

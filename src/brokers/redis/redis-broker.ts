@@ -145,8 +145,6 @@ export class RedisBroker implements Broker {
   #connecting: Promise<void> | undefined;
   /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
   readonly #disconnecting = new DisconnectGate();
-  /** How many `disconnect()` calls were made: a `connect()` that a later one overtook fails. */
-  #disconnects = 0;
   /** Moves the delayed jobs this process schedules when they fall due. */
   #dueMover: DueMover | undefined;
   /** The result backend whose terminal records acks write (see {@link RedisBroker.attachResults}). */
@@ -205,20 +203,19 @@ export class RedisBroker implements Broker {
    * Opens the command connection; idempotent. Rejects when a `disconnect()` made after the
    * call overtakes it (that disconnect closes what it opened).
    */
-  async connect(): Promise<void> {
-    const disconnects = this.#disconnects;
+  connect(): Promise<void> {
     // After a disconnect() still under way, which may not have let go of the connection yet:
     // opened now, the new connection would be stopped by it, or left closed.
-    await this.#disconnecting.pending;
-    if (this.#disconnects === disconnects && !this.#ctx) {
-      this.#connecting ??= this.#open().finally(() => {
-        this.#connecting = undefined;
-      });
-      await this.#connecting;
-    }
-    if (this.#disconnects !== disconnects) {
-      throw new BrokerConnectionError(`connect: the redis broker at ${this.displayUrl} was disconnected while it ran`);
-    }
+    return this.#disconnecting.connect(
+      async () => {
+        if (this.#ctx) return;
+        this.#connecting ??= this.#open().finally(() => {
+          this.#connecting = undefined;
+        });
+        await this.#connecting;
+      },
+      () => new BrokerConnectionError(`connect: the redis broker at ${this.displayUrl} was disconnected while it ran`),
+    );
   }
 
   async #open(): Promise<void> {
@@ -399,7 +396,6 @@ export class RedisBroker implements Broker {
    * While the connection is down, those still unanswered fail at once ("outcome unknown").
    */
   disconnect(): Promise<void> {
-    this.#disconnects++;
     return this.#disconnecting.closing(this.#disconnect());
   }
 

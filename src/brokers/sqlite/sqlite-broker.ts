@@ -20,6 +20,7 @@
  * - `sqlite::memory:` lives in one connection: a single broker instance of one process.
  * @module
  */
+import { DisconnectGate } from "../../core/disconnect-gate.js";
 import { MessageCodec, peekMessage, truncateError } from "../../core/message.js";
 import { assertValidName } from "../../core/names.js";
 import { BrokerConnectionError, ChicoryError, ConfigurationError, ValidationError } from "../../errors.js";
@@ -85,6 +86,8 @@ export class SqliteBroker implements Broker {
   #replayGuard: DlqReplayGuard | undefined;
   #connection: Connection | undefined;
   #connecting: Promise<void> | undefined;
+  /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
+  readonly #disconnecting = new DisconnectGate();
 
   constructor(options: SqliteBrokerOptions = {}) {
     this.#options = resolveSqliteBrokerOptions(options);
@@ -112,15 +115,29 @@ export class SqliteBroker implements Broker {
     this.#replayGuard = binding.guardReplay;
   }
 
-  async connect(): Promise<void> {
-    if (this.#connection) return;
-    this.#connecting ??= this.#open().finally(() => {
-      this.#connecting = undefined;
-    });
-    await this.#connecting;
+  /**
+   * Opens the database; idempotent. After a `disconnect()` still under way, once it is done;
+   * rejects when a `disconnect()` made after the call overtakes it.
+   */
+  connect(): Promise<void> {
+    return this.#disconnecting.connect(
+      async () => {
+        if (this.#connection) return;
+        this.#connecting ??= this.#open().finally(() => {
+          this.#connecting = undefined;
+        });
+        await this.#connecting;
+      },
+      () => new BrokerConnectionError(`connect: the sqlite broker at ${this.displayUrl} was disconnected while it ran`),
+    );
   }
 
-  async disconnect(): Promise<void> {
+  /** Closes the consumers and the database (not a database given); idempotent. */
+  disconnect(): Promise<void> {
+    return this.#disconnecting.closing(this.#disconnect());
+  }
+
+  async #disconnect(): Promise<void> {
     await this.#connecting?.catch(() => undefined);
     const connection = this.#connection;
     if (!connection) return;

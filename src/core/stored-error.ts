@@ -34,27 +34,38 @@ export function toStoredError(thrown: unknown): StoredError {
       // stack (one made up here would point into Chicory, not where it was thrown)
       return { type: NON_ERROR_TYPE, message: maskUrlsIn(cut(toError(thrown).message)) };
     }
-    // an error of another realm or an error-shaped object is read as it is
+    // an error of another realm or an error-shaped object is read as it is; a part that
+    // cannot be read (a getter that throws) is left out, not the error
     const error = thrown as Error;
-    const name: unknown = error.name;
-    const constructorName: unknown = thrown instanceof Error ? error.constructor?.name : undefined;
+    const name: unknown = readOr(() => error.name, undefined);
+    const constructorName: unknown =
+      thrown instanceof Error ? readOr(() => error.constructor?.name, undefined) : undefined;
     const type =
       typeof name === "string" && name !== "" && name !== "Error"
         ? name
         : typeof constructorName === "string" && constructorName !== ""
           ? constructorName
           : "Error";
-    const stack = withCauses(error, error.stack);
+    const stack = readOr(() => withCauses(error, error.stack), undefined);
     const code = codeOf(error);
     // passwords of URLs in error texts never reach logs, results or the DLQ (RELIABILITY A10)
     return {
       type: type.slice(0, 200),
-      message: maskUrlsIn(cut(String(error.message))),
+      message: maskUrlsIn(cut(readOr(() => String(error.message), "(the error's message cannot be read)"))),
       stack: typeof stack === "string" ? maskUrlsIn(stack.slice(0, MAX_STORED_TEXT)) : undefined,
       ...(code === undefined ? {} : { code }),
     };
   } catch {
     return { type: NON_ERROR_TYPE, message: "the task threw a value that cannot be read as an error" };
+  }
+}
+
+/** What `read` returns, or `fallback` when it throws. */
+function readOr<T, F>(read: () => T, fallback: F): T | F {
+  try {
+    return read();
+  } catch {
+    return fallback;
   }
 }
 

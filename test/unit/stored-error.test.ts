@@ -67,6 +67,25 @@ describe("toStoredError", () => {
     expect(toStoredError(error)).toEqual({ type: "Error", message: "outer", stack: error.stack });
   });
 
+  it("keeps an Error's type and stack when reading its message or name throws", () => {
+    class QuotaError extends Error {}
+    const error = new QuotaError("hidden");
+    const stack = error.stack;
+    for (const field of ["message", "name"]) {
+      Object.defineProperty(error, field, {
+        get() {
+          throw new Error("getter");
+        },
+      });
+    }
+    // before, the whole error became a NonError "cannot be read"
+    expect(toStoredError(error)).toEqual({
+      type: "QuotaError",
+      message: "(the error's message cannot be read)",
+      stack,
+    });
+  });
+
   it("ends on a cyclic cause chain and stays within the stored length", () => {
     const a = new Error("a");
     const b = new Error("b", { cause: a });

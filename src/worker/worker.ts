@@ -253,6 +253,8 @@ export class Worker {
   #cancelConnect: (() => void) | null = null;
   /** The disconnect of a start cancelled while connecting (a later start waits for it). */
   #cancelledClose: Promise<void> | null = null;
+  /** Whether the last `start()` still counts among its app's workers starting (see start()). */
+  #startCounting = { isCounted: false };
 
   /**
    * @param options worker options over the app's (`config.worker`), the `CHICORY_WORKER_*`
@@ -320,14 +322,25 @@ export class Worker {
     this.#isStartAbandoned = false;
     const app = this.#app;
     startingWorkers.set(app, (startingWorkers.get(app) ?? 0) + 1);
-    this.#starting = this.#start().finally(() => {
+    // This start no longer counts among its app's workers starting once it runs or has failed
+    // (before its cleanup: of two starts failing together, the second is the last one).
+    const counting = { isCounted: true };
+    this.#startCounting = counting;
+    const uncount = () => {
+      if (!counting.isCounted) return;
+      counting.isCounted = false;
       startingWorkers.set(app, (startingWorkers.get(app) ?? 1) - 1);
-      this.#starting = null;
+    };
+    const starting = this.#start(uncount).finally(() => {
+      uncount();
+      // (a start() after this one failed may already be under way)
+      if (this.#starting === starting) this.#starting = null;
     });
-    return this.#starting;
+    this.#starting = starting;
+    return starting;
   }
 
-  async #start(): Promise<void> {
+  async #start(uncount: () => void): Promise<void> {
     this.#phase = "starting";
     this.#stopRoutingLogs();
     this.#unrouteLogs = routeUnownedLogs(this.#logger);
@@ -394,13 +407,17 @@ export class Worker {
       }
     } catch (error) {
       this.#phase = "stopped";
-      // (this start counts itself among the workers starting)
-      const isLast = workersOf(this.#app) <= 1;
-      if (error instanceof StartCancelled) {
-        // The connect goes on in the background until it ends (its own timeout), then closes.
-        if (isLast) this.#cancelledClose = this.#leaveApp(1);
-        this.#logger.info("stopped while connecting: the worker did not start");
-      } else if (isLast) await this.#leaveApp(1);
+      uncount();
+      if (workersOf(this.#app) === 0) {
+        // The last worker of the app leaves: the shutdown hooks it was left (a stop() that
+        // cancelled this start waits for them), then the disconnect; after a cancel, that
+        // goes on in the background as the connect may (until its own timeout).
+        await this.#runOwedShutdownHooks(false);
+        const disconnecting = this.#disconnectIfLast();
+        if (error instanceof StartCancelled) this.#cancelledClose = disconnecting;
+        else await disconnecting;
+      }
+      if (error instanceof StartCancelled) this.#logger.info("stopped while connecting: the worker did not start");
       this.#stopRoutingLogs();
       throw error;
     }
@@ -409,6 +426,7 @@ export class Worker {
     this.#applyResultSizeLimit(serverResultLimit);
     this.startedAt = new Date();
     runningWorkers.set(this.#app, (runningWorkers.get(this.#app) ?? 0) + 1);
+    uncount();
     const backend = this.#app.backend;
     this.#acksCarryRecords = backend !== null && this.#app.broker.attachResults?.(backend) === true;
     this.#consumer = this.#app.broker.consumer({
@@ -436,7 +454,8 @@ export class Worker {
    * wait up to 5 s for the consume loop, wait up to `timeout` seconds for running tasks, then
    * abort their `ctx.signal` (their messages are released for redelivery under
    * `at_least_once`), send a final heartbeat, run the shutdown hooks, and disconnect the app
-   * when no other worker of the same app is still running. Resolves within `timeout` + 5 s
+   * (both only when no other worker of the same app is still running or starting: the last
+   * to leave does them). Resolves within `timeout` + 5 s
    * whatever happens (a server that does not answer, a task that ignores the abort, a hook
    * that never ends): a step still running at that deadline is left behind and logged (the
    * shutdown hooks, then the disconnect, keep their order in the background). With the broker
@@ -481,11 +500,11 @@ export class Worker {
         if (this.#starting !== starting) return this.#stop(timeout);
         this.#isStartAbandoned = true;
         this.#logger.warn(
-          "stop(): the start still running at the deadline (a startup hook that does not end?) is abandoned: the worker will not run",
+          "stop(): the start still running at the deadline (a startup hook, or the shutdown hooks of a start that failed, that does not end?) is abandoned: the worker will not run",
         );
         this.#onStartAbandoned?.();
-        // (the abandoned start still counts itself among the workers starting)
-        if (workersOf(this.#app) <= 1) {
+        // (the abandoned start may still count itself among the workers starting)
+        if (workersOf(this.#app) <= (this.#startCounting.isCounted ? 1 : 0)) {
           await settlesWithin(
             this.#app.disconnect().catch(() => undefined),
             CLOSE_RESERVE_MS,
@@ -501,28 +520,32 @@ export class Worker {
   }
 
   /**
-   * What the last worker of the app to leave does (`others`: how many of the workers counted
-   * are this one): the shutdown hooks, one after another, when the startup hooks ran (a start
-   * that failed in them leaves none owed), then the disconnect. Never rejects.
+   * The shutdown hooks, one after another, when the last worker of the app leaves and they are
+   * owed: the startup hooks ran (a start that failed in them leaves none owed). Never rejects.
+   * @param isRunning the worker leaving had run (its startup hooks ran, whatever the record says)
    */
-  async #leaveApp(others: number): Promise<void> {
+  async #runOwedShutdownHooks(isRunning: boolean): Promise<void> {
     const app = this.#app;
     const hooks = startupHooksRun.get(app);
-    if (hooks?.isDone === true || (hooks === undefined && others === 0)) {
-      startupHooksRun.delete(app);
-      for (const hook of app.workerHooks.shutdown) {
-        await Promise.resolve()
-          .then(hook)
-          .catch((error: unknown) => this.#logger.error({ err: toError(error) }, "worker shutdown hook failed"));
-      }
+    if (!(hooks?.isDone === true || (hooks === undefined && isRunning))) return;
+    startupHooksRun.delete(app);
+    for (const hook of app.workerHooks.shutdown) {
+      await Promise.resolve()
+        .then(hook)
+        .catch((error: unknown) => this.#logger.error({ err: toError(error) }, "worker shutdown hook failed"));
     }
-    // counted again here: a start() of a worker of this app meanwhile (this one's, after a
-    // stop() that returned at its deadline) must not lose its connections to this late disconnect
-    if (workersOf(app) <= others) {
-      await app
-        .disconnect()
-        .catch((error: unknown) => this.#logger.warn({ err: toError(error).message }, "disconnect failed"));
-    }
+  }
+
+  /**
+   * Disconnects the app unless a worker of it runs or starts now: one started meanwhile (this
+   * one again, after a stop() that returned at its deadline) must not lose its connections to
+   * a late disconnect. Never rejects.
+   */
+  async #disconnectIfLast(): Promise<void> {
+    if (workersOf(this.#app) > 0) return;
+    await this.#app
+      .disconnect()
+      .catch((error: unknown) => this.#logger.warn({ err: toError(error).message }, "disconnect failed"));
   }
 
   /** `connecting`, or a {@link StartCancelled} rejection as soon as a `stop()` comes. */
@@ -1081,7 +1104,10 @@ export class Worker {
     // passes meanwhile (what is left then goes on in the background). Once per process: another
     // worker of this app still running, or still starting (it may already count on the startup
     // hooks' work), runs them when it leaves.
-    const hooksThenDisconnect = workersOf(this.#app) > 0 ? Promise.resolve() : this.#leaveApp(0);
+    const hooksThenDisconnect =
+      workersOf(this.#app) > 0
+        ? Promise.resolve()
+        : this.#runOwedShutdownHooks(true).then(() => this.#disconnectIfLast());
     if (!(await settlesWithin(hooksThenDisconnect, left()))) {
       this.#logger.warn(
         "shutdown deadline: the shutdown hooks or the disconnect still running go on in the background",

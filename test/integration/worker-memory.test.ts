@@ -1062,7 +1062,10 @@ describe("Worker on the memory broker", () => {
     const { app, broker } = makeApp();
     const events: string[] = [];
     app.onWorkerStartup(() => void events.push("up"));
-    app.onWorkerShutdown(() => void events.push("down"));
+    app.onWorkerShutdown(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 10)); // closing a pool takes a moment
+      events.push("down");
+    });
     const echo = app.task(async function echo(x: number) {
       return x;
     });
@@ -1102,10 +1105,47 @@ describe("Worker on the memory broker", () => {
     await first.stop(1);
     expect(events).toEqual(["up"]);
     await second.stop(1); // still checking its access: cancels the start
+    expect(events).toEqual(["up", "down"]); // that stop() waited for them
     expect(String(await secondStarting)).toContain("worker start cancelled");
     checkHeld.resolve();
-    await vi.waitFor(() => expect(events).toEqual(["up", "down"]));
+    // (the disconnect after a cancel goes on in the background: a connect may hang)
     await vi.waitFor(async () => expect((await broker.healthcheck()).connected).toBe(false));
+  });
+
+  it("a worker started again while a cancelled start runs its shutdown hooks keeps its connections", async () => {
+    const { app, broker, events, echo, first, second, secondStarting } = await runningAndStarting();
+    const hookHeld = deferred<void>();
+    const hookEntered = deferred<void>();
+    app.onWorkerShutdown(async () => {
+      hookEntered.resolve();
+      await hookHeld.promise; // closing a pool takes a moment
+    });
+    Object.assign(broker, { checkAccess: undefined }); // (the next starts check at once)
+    await first.stop(1);
+    const cancelling = second.stop(1);
+    await hookEntered.promise;
+    const restarting = first.start(); // counted as starting while the hooks run
+    hookHeld.resolve();
+    await Promise.all([cancelling, restarting]);
+    expect(String(await secondStarting)).toContain("worker start cancelled");
+    cleanups.push(() => first.stop(1));
+    // before, the cancelled start's disconnect, after its hooks, closed the app under it
+    expect((await broker.healthcheck()).connected).toBe(true);
+    expect(await (await echo.delay(5)).get({ timeout: 5 })).toBe(5);
+    expect(events).toEqual(["up", "down", "up"]);
+  });
+
+  it("two starts failing on the same connect: the second to leave disconnects the app", async () => {
+    const { app, broker, backend } = makeApp();
+    backend.connect = async () => {
+      throw new Error("backend refuses");
+    };
+    const starts = [new Worker(app, { logger: silentLogger }), new Worker(app, { logger: silentLogger })].map((w) =>
+      w.start().catch((e: unknown) => e),
+    );
+    for (const failure of await Promise.all(starts)) expect(String(failure)).toContain("backend refuses");
+    // before, each counted the other as still starting and neither disconnected
+    expect((await broker.healthcheck()).connected).toBe(false);
   });
 
   it("stop() past its timeout aborts ctx.signal and releases the message for redelivery", async () => {

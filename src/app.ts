@@ -580,8 +580,8 @@ export class Chicory {
   /**
    * Connects the broker and the backend; idempotent and safe to call concurrently.
    * @throws BrokerConnectionError or BackendConnectionError (the promise rejects) when one
-   *   cannot connect, or when an `app.disconnect()` made after this call overtakes it (nothing
-   *   is then left connected)
+   *   cannot connect, or when an `app.disconnect()` made after this call comes while it still
+   *   connects (nothing is then left connected; once connected, it has resolved)
    */
   connect(): Promise<void> {
     return this.#connect().all;
@@ -595,10 +595,13 @@ export class Chicory {
       const disconnecting = this.#disconnecting.pending;
       // A disconnect() that comes meanwhile closes what this opened (and the parts not opened
       // yet are not: it would only wait for them, then close them): the connect then rejects.
-      const overtaken = (part: "broker" | "backend"): void => {
+      const overtaken = (part: "broker" | "backend", cause?: unknown): void => {
         if (this.#connectEpoch === epoch) return;
         const message = `connect: app.disconnect() was called while the app connected its ${part}; nothing is left connected (connect() again to use it)`;
-        throw part === "broker" ? new BrokerConnectionError(message) : new BackendConnectionError(message);
+        const options = cause === undefined ? undefined : { cause };
+        throw part === "broker"
+          ? new BrokerConnectionError(message, options)
+          : new BackendConnectionError(message, options);
       };
       const broker = disconnecting
         ? disconnecting.then(() => {
@@ -610,7 +613,12 @@ export class Chicory {
         await broker;
         overtaken("broker");
         if (this.backend) {
-          await this.backend.connect();
+          try {
+            await this.backend.connect();
+          } catch (error) {
+            overtaken("backend", error); // (a SQL or Redis backend's own "disconnected while it ran")
+            throw error;
+          }
           overtaken("backend");
         }
         this.#isPublishReady = true;

@@ -15,6 +15,7 @@ import { createBackend } from "../../../src/drivers.js";
 import {
   AsyncResult,
   BackendConnectionError,
+  BrokerConnectionError,
   Chicory,
   DbPoolExhaustedError,
   MemoryBroker,
@@ -338,7 +339,11 @@ describe.concurrent("sql backends: a database that accepts connections but never
           const disconnecting = app.disconnect();
           brokerHeld.resolve();
           expect(await settlesWithin(disconnecting, 10_000)).toBe(true);
-          await connecting;
+          const failure = await connecting;
+          expect(failure).toBeInstanceOf(BrokerConnectionError);
+          expect(String((failure as Error).message)).toMatch(
+            /^connect: app\.disconnect\(\) was called while the app connected its broker/,
+          );
           expect(backend.isOpen).toBe(false);
           expect(proxy.accepted).toBe(0);
         }),
@@ -354,7 +359,13 @@ describe.concurrent("sql backends: a database that accepts connections but never
           const connecting = app.connect().catch((error: unknown) => error);
           await proxy.acceptedCount(1);
           expect(await settlesWithin(app.disconnect(), 10_000)).toBe(true);
-          expect(await connecting).toBeInstanceOf(BackendConnectionError);
+          const failure = await connecting;
+          expect(failure).toBeInstanceOf(BackendConnectionError);
+          // the app's words, the backend's own cut as the cause
+          expect(String((failure as Error).message)).toMatch(
+            /^connect: app\.disconnect\(\) was called while the app connected its backend/,
+          );
+          expect(String(((failure as Error).cause as Error).message)).toMatch(/was disconnected while it ran/);
           expect(await settlesWithin(proxy.noConnections(), 2_000)).toBe(true);
         }),
     );

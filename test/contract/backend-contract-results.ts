@@ -198,6 +198,19 @@ export function backendResultTests(h: BackendHarness): void {
     expect(typeof (await backend.healthcheck()).connected).toBe("boolean");
   });
 
+  it("a disconnect() after a connect() still waiting or opening leaves the backend closed (the connect may reject)", async () => {
+    const backend = h.backend();
+    void backend.disconnect();
+    const waiting = backend.connect().catch((e: unknown) => e); // waits for that disconnect
+    await backend.disconnect();
+    const opening = backend.connect().catch((e: unknown) => e); // opens
+    await backend.disconnect();
+    for (const outcome of await Promise.all([waiting, opening])) {
+      if (outcome !== undefined) expect(String((outcome as Error).message)).toMatch(/was disconnected while it ran/);
+    }
+    expect((await backend.healthcheck()).connected).toBe(false);
+  });
+
   it("a connect() called while a disconnect() is under way opens once that is done: the backend then stores and reads", async () => {
     const backend = h.backend();
     const order: string[] = [];

@@ -196,6 +196,19 @@ export function brokerAdminTests(h: BrokerHarness): void {
     await delivery.ack();
   });
 
+  it("a disconnect() after a connect() still waiting or opening leaves the broker closed (the connect may reject)", async () => {
+    const broker = h.broker();
+    void broker.disconnect();
+    const waiting = broker.connect().catch((e: unknown) => e); // waits for that disconnect
+    await broker.disconnect();
+    const opening = broker.connect().catch((e: unknown) => e); // opens
+    await broker.disconnect();
+    for (const outcome of await Promise.all([waiting, opening])) {
+      if (outcome !== undefined) expect(String((outcome as Error).message)).toMatch(/was disconnected while it ran/);
+    }
+    expect((await broker.healthcheck()).connected).toBe(false);
+  });
+
   it("displayUrl never shows a password", () => {
     const url = h.broker().displayUrl;
     expect(typeof url).toBe("string");

@@ -254,7 +254,7 @@ export class Worker {
   /** The disconnect of a start cancelled while connecting (a later start waits for it). */
   #cancelledClose: Promise<void> | null = null;
   /** Whether the last `start()` still counts among its app's workers starting (see start()). */
-  #startCounting = { isCounted: false };
+  #startCounting = { isCounted: false, uncount: () => {} };
 
   /**
    * @param options worker options over the app's (`config.worker`), the `CHICORY_WORKER_*`
@@ -310,7 +310,8 @@ export class Worker {
 
   /**
    * Starts consuming; resolves once running. A second call warns and returns (while the first
-   * is in progress, it returns that start: it resolves once the worker runs).
+   * is in progress, it returns that start: it resolves once the worker runs, or rejects; one
+   * that a `stop()` gave up on, its startup hook still running, settles only if the hook ends).
    * @throws ChicoryError (the promise rejects) when connecting fails, a startup hook fails, or
    *   a `stop()` came while the worker was still connecting ("worker start cancelled")
    */
@@ -324,13 +325,16 @@ export class Worker {
     startingWorkers.set(app, (startingWorkers.get(app) ?? 0) + 1);
     // This start no longer counts among its app's workers starting once it runs or has failed
     // (before its cleanup: of two starts failing together, the second is the last one).
-    const counting = { isCounted: true };
-    this.#startCounting = counting;
-    const uncount = () => {
-      if (!counting.isCounted) return;
-      counting.isCounted = false;
-      startingWorkers.set(app, (startingWorkers.get(app) ?? 1) - 1);
+    const counting = {
+      isCounted: true,
+      uncount: () => {
+        if (!counting.isCounted) return;
+        counting.isCounted = false;
+        startingWorkers.set(app, (startingWorkers.get(app) ?? 1) - 1);
+      },
     };
+    this.#startCounting = counting;
+    const uncount = counting.uncount;
     const starting = this.#start(uncount).finally(() => {
       uncount();
       // (a start() after this one failed may already be under way)
@@ -343,7 +347,8 @@ export class Worker {
   async #start(uncount: () => void): Promise<void> {
     this.#phase = "starting";
     this.#stopRoutingLogs();
-    this.#unrouteLogs = routeUnownedLogs(this.#logger);
+    const unroute = routeUnownedLogs(this.#logger);
+    this.#unrouteLogs = unroute;
     this.#fetchAbort = new AbortController();
     this.#shutdownAbort = new AbortController();
     // Not a leak: during an outage every settling job's retry sleeps on the shutdown signal.
@@ -418,7 +423,7 @@ export class Worker {
         else await disconnecting;
       }
       if (error instanceof StartCancelled) this.#logger.info("stopped while connecting: the worker did not start");
-      this.#stopRoutingLogs();
+      this.#stopRoutingLogs(unroute); // (not the routing of a start made meanwhile)
       throw error;
     }
     this.#warnUnknownEnv();
@@ -464,8 +469,9 @@ export class Worker {
    * (their messages stay pending for another worker), the final heartbeat (the worker's record
    * then expires): an idle worker stops at once during an outage. Called while a `start()` is
    * in progress: a start still connecting (to a server that does not answer, say) is cancelled
-   * at once (that `start()` rejects, `run()` returns); one running its startup hooks is waited
-   * for, then stopped (a hook still running at the deadline is abandoned: that start never
+   * at once (that `start()` rejects, `run()` returns; when it leaves last, after the startup
+   * hooks of another worker of its app ran, this waits for the shutdown hooks it then runs);
+   * one running its startup hooks is waited for, then stopped (a hook still running at the deadline is abandoned: that start never
    * runs the worker).
    * @param timeout seconds, or a string with a unit (`"10s"`; default `shutdownTimeout`)
    * @throws ConfigurationError (the promise rejects) when `timeout` is not a non-negative duration
@@ -484,27 +490,31 @@ export class Worker {
   #stop(timeout: number): Promise<void> {
     const starting = this.#starting;
     if (starting) {
+      const counting = this.#startCounting; // (this start's)
       this.#cancelConnect?.(); // still connecting: nothing to stop but the start itself
       // Called while starting: let the start finish (its hooks, the connections), then stop
       // what it started; a start that failed left nothing running. Bounded as the rest: a
       // start still running at the deadline (a startup hook that never ends) is abandoned.
       return (async () => {
         const endsMs = timeout * 1000 + SHUTDOWN_GRACE_MS - CLOSE_RESERVE_MS;
-        if (
-          await settlesWithin(
-            starting.catch(() => undefined),
-            Math.max(0, endsMs),
-          )
-        )
-          return this.#stop(timeout);
-        if (this.#starting !== starting) return this.#stop(timeout);
+        const isSettled = await settlesWithin(
+          starting.catch(() => undefined),
+          Math.max(0, endsMs),
+        );
+        // A start() made once that start had failed is not this stop's to stop.
+        if (this.#startCounting !== counting) return;
+        if (isSettled || this.#starting !== starting) return this.#stop(timeout);
         this.#isStartAbandoned = true;
         this.#logger.warn(
           "stop(): the start still running at the deadline (a startup hook, or the shutdown hooks of a start that failed, that does not end?) is abandoned: the worker will not run",
         );
         this.#onStartAbandoned?.();
-        // (the abandoned start may still count itself among the workers starting)
-        if (workersOf(this.#app) <= (this.#startCounting.isCounted ? 1 : 0)) {
+        // An abandoned start never runs: it no longer counts among its app's workers (if its
+        // hook ever ends, it finds itself the last, runs the shutdown hooks and disconnects).
+        // One no longer counted is already leaving (its shutdown hooks, then the disconnect).
+        const wasCounted = counting.isCounted;
+        counting.uncount();
+        if (wasCounted && workersOf(this.#app) === 0) {
           await settlesWithin(
             this.#app.disconnect().catch(() => undefined),
             CLOSE_RESERVE_MS,
@@ -1059,6 +1069,7 @@ export class Worker {
     // is still running then is left behind, and logged).
     const end = performance.now() + timeoutMs + SHUTDOWN_GRACE_MS;
     const left = (reserveMs = 0) => Math.max(0, end - reserveMs - performance.now());
+    const unroute = this.#unrouteLogs;
     this.#phase = "stopping";
     this.#logger.info({ running: this.#slots.running, timeoutMs }, "worker stopping");
     this.#fetchAbort.abort();
@@ -1114,7 +1125,7 @@ export class Worker {
       );
     }
     this.#logger.info({ processed: this.#processed, failed: this.#failed }, "worker stopped");
-    this.#stopRoutingLogs();
+    if (unroute) this.#stopRoutingLogs(unroute); // (not the routing of a start made meanwhile)
   }
 
   /**
@@ -1170,7 +1181,12 @@ export class Worker {
   }
 
   /** Adapters built without a logger log as process warnings again (see `routeUnownedLogs`). */
-  #stopRoutingLogs(): void {
+  /** Ends the routing of logger-less adapters' lines (only `unroute`'s, when given). */
+  #stopRoutingLogs(unroute?: () => void): void {
+    if (unroute !== undefined) {
+      unroute();
+      if (this.#unrouteLogs !== unroute) return;
+    }
     this.#unrouteLogs?.();
     this.#unrouteLogs = null;
   }

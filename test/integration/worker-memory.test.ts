@@ -1058,7 +1058,7 @@ describe("Worker on the memory broker", () => {
   });
 
   /** An app with counting hooks, a worker running, and a second one held in its start. */
-  async function runningAndStarting() {
+  async function runningAndStarting(secondLogger: Logger = silentLogger) {
     const { app, broker } = makeApp();
     const events: string[] = [];
     app.onWorkerStartup(() => void events.push("up"));
@@ -1080,7 +1080,7 @@ describe("Worker on the memory broker", () => {
         await checkHeld.promise;
       },
     });
-    const second = new Worker(app, { logger: silentLogger });
+    const second = new Worker(app, { logger: secondLogger });
     const secondStarting = second.start().catch((e: unknown) => e);
     await checkEntered.promise;
     return { app, broker, events, echo, first, second, secondStarting, checkHeld };
@@ -1133,6 +1133,64 @@ describe("Worker on the memory broker", () => {
     expect((await broker.healthcheck()).connected).toBe(true);
     expect(await (await echo.delay(5)).get({ timeout: 5 })).toBe(5);
     expect(events).toEqual(["up", "down", "up"]);
+  });
+
+  it("the same worker started again while its cancelled start runs the shutdown hooks: the pending stop() leaves it running, its logs routed", async () => {
+    const { logger, lines } = capturingLogger();
+    const { app, broker, echo, first, second, secondStarting } = await runningAndStarting(logger);
+    const hookHeld = deferred<void>();
+    const hookEntered = deferred<void>();
+    app.onWorkerShutdown(async () => {
+      hookEntered.resolve();
+      await hookHeld.promise;
+    });
+    Object.assign(broker, { checkAccess: undefined });
+    await first.stop(1);
+    const cancelling = second.stop(1);
+    await hookEntered.promise;
+    await second.start();
+    cleanups.push(() => second.stop(1));
+    hookHeld.resolve();
+    await cancelling;
+    expect(String(await secondStarting)).toContain("worker start cancelled");
+    // before, that stop() went on to stop the new start too, and the old start's cleanup
+    // removed the new start's log routing
+    expect(second.isRunning).toBe(true);
+    expect(await (await echo.delay(6)).get({ timeout: 5 })).toBe(6);
+    processWarningLogger("CHICORY_TEST_ROUTED").warn("an adapter's line");
+    expect(lines.some((line) => line.message === "an adapter's line")).toBe(true);
+  });
+
+  it("a stop() past its deadline while the cancelled start's shutdown hooks run: the disconnect still comes after them", async () => {
+    const { app, broker, first, second, secondStarting } = await runningAndStarting();
+    const hookHeld = deferred<void>();
+    const seen: boolean[] = [];
+    app.onWorkerShutdown(async () => {
+      await hookHeld.promise; // past the stop()'s deadline
+      seen.push((await broker.healthcheck()).connected);
+    });
+    await first.stop(1);
+    await second.stop(0); // gives up on the start (its hooks) at its deadline
+    expect(seen).toEqual([]);
+    hookHeld.resolve();
+    expect(String(await secondStarting)).toContain("worker start cancelled");
+    expect(seen).toEqual([true]); // before, the stop() disconnected the app under the hook
+    await vi.waitFor(async () => expect((await broker.healthcheck()).connected).toBe(false));
+  });
+
+  it("two workers whose starts stop() abandons (a startup hook that never ends) leave the app disconnected", async () => {
+    const { app, broker } = makeApp();
+    const hookEntered = deferred<void>();
+    app.onWorkerStartup(() => {
+      hookEntered.resolve();
+      return new Promise<void>(() => {});
+    });
+    const workers = [new Worker(app, { logger: silentLogger }), new Worker(app, { logger: silentLogger })];
+    for (const worker of workers) void worker.start().catch(() => undefined);
+    await hookEntered.promise;
+    await Promise.all(workers.map((worker) => worker.stop(0)));
+    // before, each counted the other as starting and neither disconnected
+    expect((await broker.healthcheck()).connected).toBe(false);
   });
 
   it("two starts failing on the same connect: the second to leave disconnects the app", async () => {

@@ -2,6 +2,7 @@
  * The stored form of an error (what results, logs and the DLQ keep of anything a task threw).
  * @module
  */
+import { types } from "node:util";
 import type { StoredError } from "../backends/backend.js";
 import { toError } from "../errors.js";
 import { maskUrlsIn } from "./url.js";
@@ -17,7 +18,8 @@ export const NON_ERROR_TYPE = "NonError";
  * `stack`: an error of another realm, or a library's error-shaped object).
  */
 export function isErrorLike(value: unknown): boolean {
-  if (value instanceof Error) return true;
+  // (an Error of any realm, before any property is read: a getter may throw)
+  if (value instanceof Error || types.isNativeError(value)) return true;
   if (value === null || typeof value !== "object") return false;
   const { message, name, stack } = value as { message?: unknown; name?: unknown; stack?: unknown };
   return typeof message === "string" && (typeof name === "string" || typeof stack === "string");
@@ -38,8 +40,9 @@ export function toStoredError(thrown: unknown): StoredError {
     // cannot be read (a getter that throws) is left out, not the error
     const error = thrown as Error;
     const name: unknown = readOr(() => error.name, undefined);
-    const constructorName: unknown =
-      thrown instanceof Error ? readOr(() => error.constructor?.name, undefined) : undefined;
+    const constructorName: unknown = types.isNativeError(thrown)
+      ? readOr(() => error.constructor?.name, undefined)
+      : undefined;
     const type =
       typeof name === "string" && name !== "" && name !== "Error"
         ? name

@@ -1,4 +1,5 @@
 /** The stored form of what a task threw: causes and inner errors are kept in its stack text. */
+import { runInNewContext } from "node:vm";
 import { describe, expect, it } from "vitest";
 import { MAX_STORED_TEXT, toStoredError } from "../../src/core/stored-error.js";
 
@@ -83,6 +84,17 @@ describe("toStoredError", () => {
       type: "QuotaError",
       message: "(the error's message cannot be read)",
       stack,
+    });
+    // the same for an Error of another realm
+    const foreign = runInNewContext("class QuotaError extends Error {}; new QuotaError('hidden')") as Error;
+    Object.defineProperty(foreign, "message", {
+      get() {
+        throw new Error("getter");
+      },
+    });
+    expect(toStoredError(foreign)).toMatchObject({
+      type: "QuotaError",
+      message: "(the error's message cannot be read)",
     });
   });
 

@@ -59,3 +59,26 @@ export class DisconnectGate {
     if (this.#disconnects !== disconnects) throw overtaken();
   }
 }
+
+/** An adapter's open: calls made while one runs join it (one open at a time). */
+export class SharedOpen {
+  #running: Promise<void> | undefined;
+
+  /** `open()`, or the open under way. */
+  run(open: () => Promise<void>): Promise<void> {
+    this.#running ??= open().finally(() => {
+      this.#running = undefined;
+    });
+    return this.#running;
+  }
+
+  /** The open under way, if any. */
+  get running(): Promise<void> | undefined {
+    return this.#running;
+  }
+}
+
+/** What an overtaken `connect()` of `adapter` (say "redis broker") at `displayUrl` says. */
+export function overtakenMessage(adapter: string, displayUrl: string): string {
+  return `connect: the ${adapter} at ${displayUrl} was disconnected while it ran`;
+}

@@ -31,7 +31,7 @@
 import { randomUUID } from "node:crypto";
 import type { HealthStatus } from "../../brokers/broker.js";
 import { Deadlines } from "../../core/deadlines.js";
-import { DisconnectGate } from "../../core/disconnect-gate.js";
+import { DisconnectGate, overtakenMessage, SharedOpen } from "../../core/disconnect-gate.js";
 import type { EnvMap } from "../../core/env.js";
 import { FlushScheduler } from "../../core/flush-scheduler.js";
 import type { Logger } from "../../core/logger.js";
@@ -159,7 +159,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   /** Terminal records waiting for their write, in batches (see {@link RedisBackend.storeResult}). */
   #terminal: TerminalBatch[] = [];
   readonly #terminalFlush = new FlushScheduler(() => this.#flushTerminal());
-  #connecting: Promise<void> | undefined;
+  readonly #connecting = new SharedOpen();
   /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
   readonly #disconnecting = new DisconnectGate();
   /**
@@ -224,10 +224,11 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     return `${this.#prefix}:workers`;
   }
 
-  /** Opens the command connection; idempotent. The subscriber opens with the first wait. */
   /** {@inheritDoc Backend.isOpen} */
   get isOpen(): boolean {
-    return this.#main !== undefined || this.#connecting !== undefined || this.#disconnecting.connectsWaiting > 0;
+    return (
+      this.#main !== undefined || this.#connecting.running !== undefined || this.#disconnecting.connectsWaiting > 0
+    );
   }
 
   /** {@inheritDoc Backend.isReady} */
@@ -235,19 +236,13 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     return this.#main !== undefined;
   }
 
+  /** Opens the command connection; idempotent. The subscriber opens with the first wait. */
   connect(): Promise<void> {
     // After a disconnect() still under way, which may not have let go of the connection yet:
     // opened now, the new connection would be stopped by it, or left closed.
     return this.#disconnecting.connect(
-      async () => {
-        if (this.#main) return;
-        this.#connecting ??= this.#open().finally(() => {
-          this.#connecting = undefined;
-        });
-        await this.#connecting;
-      },
-      () =>
-        new BackendConnectionError(`connect: the redis backend at ${this.displayUrl} was disconnected while it ran`),
+      () => (this.#main ? Promise.resolve() : this.#connecting.run(() => this.#open())),
+      () => new BackendConnectionError(overtakenMessage("redis backend", this.displayUrl)),
     );
   }
 
@@ -333,7 +328,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   }
 
   async #disconnect(): Promise<void> {
-    await this.#connecting?.catch(() => undefined);
+    await this.#connecting.running?.catch(() => undefined);
     const main = this.#main;
     const hub = this.#hub;
     const deadlines = this.#deadlines;

@@ -25,7 +25,7 @@
 import { setMaxListeners } from "node:events";
 import type { Kysely } from "kysely";
 import type { HealthStatus } from "../../brokers/broker.js";
-import { DisconnectGate } from "../../core/disconnect-gate.js";
+import { DisconnectGate, overtakenMessage } from "../../core/disconnect-gate.js";
 import type { EnvMap } from "../../core/env.js";
 import type { Logger } from "../../core/logger.js";
 import { DeadlinePassed, sleep, withinDeadline } from "../../core/sleep.js";
@@ -207,7 +207,7 @@ export class SqlBackend implements Backend {
   /** What a `connect()` that a `disconnect()` overtook rejects with. */
   #cutError(cause?: unknown): BackendConnectionError {
     return new BackendConnectionError(
-      `connect: the ${this.kind} backend at ${this.displayUrl} was disconnected while it ran`,
+      overtakenMessage(`${this.kind} backend`, this.displayUrl),
       cause === undefined ? undefined : { cause },
     );
   }

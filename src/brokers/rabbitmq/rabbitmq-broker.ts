@@ -14,7 +14,7 @@
  * - Not supported: `unique` publish (capability `uniqueIds` is false; the flag is ignored).
  * @module
  */
-import { DisconnectGate } from "../../core/disconnect-gate.js";
+import { DisconnectGate, overtakenMessage } from "../../core/disconnect-gate.js";
 import { MessageCodec, peekMessage } from "../../core/message.js";
 import { maskUrl, redactSecrets, urlPassword } from "../../core/url.js";
 import { BrokerConnectionError } from "../../errors.js";
@@ -133,8 +133,7 @@ export class RabbitMqBroker implements Broker {
         this.#consumeConnection.enable();
         await this.#publishConnection.open();
       },
-      () =>
-        new BrokerConnectionError(`connect: the rabbitmq broker at ${this.displayUrl} was disconnected while it ran`),
+      () => new BrokerConnectionError(overtakenMessage("rabbitmq broker", this.displayUrl)),
     );
   }
 

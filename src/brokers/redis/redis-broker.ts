@@ -33,7 +33,7 @@
 
 import type { Backend } from "../../backends/backend.js";
 import { Deadlines } from "../../core/deadlines.js";
-import { DisconnectGate } from "../../core/disconnect-gate.js";
+import { DisconnectGate, overtakenMessage, SharedOpen } from "../../core/disconnect-gate.js";
 import type { EnvMap } from "../../core/env.js";
 import type { Logger } from "../../core/logger.js";
 import { MessageCodec } from "../../core/message.js";
@@ -142,7 +142,7 @@ export class RedisBroker implements Broker {
   #codec = new MessageCodec();
   #replayGuard: DlqReplayGuard | undefined;
   #ctx: RedisBrokerContext | undefined;
-  #connecting: Promise<void> | undefined;
+  readonly #connecting = new SharedOpen();
   /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
   readonly #disconnecting = new DisconnectGate();
   /** Moves the delayed jobs this process schedules when they fall due. */
@@ -207,14 +207,8 @@ export class RedisBroker implements Broker {
     // After a disconnect() still under way, which may not have let go of the connection yet:
     // opened now, the new connection would be stopped by it, or left closed.
     return this.#disconnecting.connect(
-      async () => {
-        if (this.#ctx) return;
-        this.#connecting ??= this.#open().finally(() => {
-          this.#connecting = undefined;
-        });
-        await this.#connecting;
-      },
-      () => new BrokerConnectionError(`connect: the redis broker at ${this.displayUrl} was disconnected while it ran`),
+      () => (this.#ctx ? Promise.resolve() : this.#connecting.run(() => this.#open())),
+      () => new BrokerConnectionError(overtakenMessage("redis broker", this.displayUrl)),
     );
   }
 
@@ -400,7 +394,7 @@ export class RedisBroker implements Broker {
   }
 
   async #disconnect(): Promise<void> {
-    await this.#connecting?.catch(() => undefined);
+    await this.#connecting.running?.catch(() => undefined);
     const ctx = this.#ctx;
     this.#ctx = undefined;
     if (ctx) this.#isDisconnected = true;

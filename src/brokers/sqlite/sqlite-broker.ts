@@ -20,7 +20,7 @@
  * - `sqlite::memory:` lives in one connection: a single broker instance of one process.
  * @module
  */
-import { DisconnectGate } from "../../core/disconnect-gate.js";
+import { DisconnectGate, overtakenMessage, SharedOpen } from "../../core/disconnect-gate.js";
 import { MessageCodec, peekMessage, truncateError } from "../../core/message.js";
 import { assertValidName } from "../../core/names.js";
 import { BrokerConnectionError, ChicoryError, ConfigurationError, ValidationError } from "../../errors.js";
@@ -85,7 +85,7 @@ export class SqliteBroker implements Broker {
   #codec = new MessageCodec();
   #replayGuard: DlqReplayGuard | undefined;
   #connection: Connection | undefined;
-  #connecting: Promise<void> | undefined;
+  readonly #connecting = new SharedOpen();
   /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
   readonly #disconnecting = new DisconnectGate();
 
@@ -121,14 +121,8 @@ export class SqliteBroker implements Broker {
    */
   connect(): Promise<void> {
     return this.#disconnecting.connect(
-      async () => {
-        if (this.#connection) return;
-        this.#connecting ??= this.#open().finally(() => {
-          this.#connecting = undefined;
-        });
-        await this.#connecting;
-      },
-      () => new BrokerConnectionError(`connect: the sqlite broker at ${this.displayUrl} was disconnected while it ran`),
+      () => (this.#connection ? Promise.resolve() : this.#connecting.run(() => this.#open())),
+      () => new BrokerConnectionError(overtakenMessage("sqlite broker", this.displayUrl)),
     );
   }
 
@@ -138,7 +132,7 @@ export class SqliteBroker implements Broker {
   }
 
   async #disconnect(): Promise<void> {
-    await this.#connecting?.catch(() => undefined);
+    await this.#connecting.running?.catch(() => undefined);
     const connection = this.#connection;
     if (!connection) return;
     for (const consumer of [...this.#consumers]) await consumer.close();

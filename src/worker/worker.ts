@@ -417,7 +417,7 @@ export class Worker {
         // The last worker of the app leaves: the shutdown hooks it was left (a stop() that
         // cancelled this start waits for them), then the disconnect; after a cancel, that
         // goes on in the background as the connect may (until its own timeout).
-        await this.#runOwedShutdownHooks(false);
+        await this.#runOwedShutdownHooks();
         const disconnecting = this.#disconnectIfLast();
         if (error instanceof StartCancelled) this.#cancelledClose = disconnecting;
         else await disconnecting;
@@ -471,8 +471,8 @@ export class Worker {
    * in progress: a start still connecting (to a server that does not answer, say) is cancelled
    * at once (that `start()` rejects, `run()` returns; when it leaves last, after the startup
    * hooks of another worker of its app ran, this waits for the shutdown hooks it then runs);
-   * one running its startup hooks is waited for, then stopped (a hook still running at the deadline is abandoned: that start never
-   * runs the worker).
+   * one running its startup hooks is waited for, then stopped (a hook still running at the
+   * deadline is abandoned: that start never runs the worker).
    * @param timeout seconds, or a string with a unit (`"10s"`; default `shutdownTimeout`)
    * @throws ConfigurationError (the promise rejects) when `timeout` is not a non-negative duration
    */
@@ -532,12 +532,10 @@ export class Worker {
   /**
    * The shutdown hooks, one after another, when the last worker of the app leaves and they are
    * owed: the startup hooks ran (a start that failed in them leaves none owed). Never rejects.
-   * @param isRunning the worker leaving had run (its startup hooks ran, whatever the record says)
    */
-  async #runOwedShutdownHooks(isRunning: boolean): Promise<void> {
+  async #runOwedShutdownHooks(): Promise<void> {
     const app = this.#app;
-    const hooks = startupHooksRun.get(app);
-    if (!(hooks?.isDone === true || (hooks === undefined && isRunning))) return;
+    if (startupHooksRun.get(app)?.isDone !== true) return;
     startupHooksRun.delete(app);
     for (const hook of app.workerHooks.shutdown) {
       await Promise.resolve()
@@ -1116,16 +1114,14 @@ export class Worker {
     // worker of this app still running, or still starting (it may already count on the startup
     // hooks' work), runs them when it leaves.
     const hooksThenDisconnect =
-      workersOf(this.#app) > 0
-        ? Promise.resolve()
-        : this.#runOwedShutdownHooks(true).then(() => this.#disconnectIfLast());
+      workersOf(this.#app) > 0 ? Promise.resolve() : this.#runOwedShutdownHooks().then(() => this.#disconnectIfLast());
     if (!(await settlesWithin(hooksThenDisconnect, left()))) {
       this.#logger.warn(
         "shutdown deadline: the shutdown hooks or the disconnect still running go on in the background",
       );
     }
     this.#logger.info({ processed: this.#processed, failed: this.#failed }, "worker stopped");
-    if (unroute) this.#stopRoutingLogs(unroute); // (not the routing of a start made meanwhile)
+    this.#stopRoutingLogs(unroute); // (not the routing of a start made meanwhile)
   }
 
   /**
@@ -1180,15 +1176,13 @@ export class Worker {
     }
   }
 
-  /** Adapters built without a logger log as process warnings again (see `routeUnownedLogs`). */
-  /** Ends the routing of logger-less adapters' lines (only `unroute`'s, when given). */
-  #stopRoutingLogs(unroute?: () => void): void {
-    if (unroute !== undefined) {
-      unroute();
-      if (this.#unrouteLogs !== unroute) return;
-    }
-    this.#unrouteLogs?.();
-    this.#unrouteLogs = null;
+  /**
+   * Adapters built without a logger log as process warnings again (see `routeUnownedLogs`):
+   * ends `unroute`'s routing (default: the current one), not that of a start made since.
+   */
+  #stopRoutingLogs(unroute = this.#unrouteLogs): void {
+    unroute?.();
+    if (this.#unrouteLogs === unroute) this.#unrouteLogs = null;
   }
 }
 

@@ -18,8 +18,7 @@ export const NON_ERROR_TYPE = "NonError";
  * `stack`: an error of another realm, or a library's error-shaped object).
  */
 export function isErrorLike(value: unknown): boolean {
-  // (an Error of any realm, before any property is read: a getter may throw)
-  if (value instanceof Error || types.isNativeError(value)) return true;
+  if (isError(value)) return true;
   if (value === null || typeof value !== "object") return false;
   const { message, name, stack } = value as { message?: unknown; name?: unknown; stack?: unknown };
   return typeof message === "string" && (typeof name === "string" || typeof stack === "string");
@@ -40,9 +39,7 @@ export function toStoredError(thrown: unknown): StoredError {
     // cannot be read (a getter that throws) is left out, not the error
     const error = thrown as Error;
     const name: unknown = readOr(() => error.name, undefined);
-    const constructorName: unknown = types.isNativeError(thrown)
-      ? readOr(() => error.constructor?.name, undefined)
-      : undefined;
+    const constructorName: unknown = isError(thrown) ? readOr(() => error.constructor?.name, undefined) : undefined;
     const type =
       typeof name === "string" && name !== "" && name !== "Error"
         ? name
@@ -61,6 +58,11 @@ export function toStoredError(thrown: unknown): StoredError {
   } catch {
     return { type: NON_ERROR_TYPE, message: "the task threw a value that cannot be read as an error" };
   }
+}
+
+/** An Error of any realm, told before any property is read (a getter may throw). */
+function isError(value: unknown): boolean {
+  return value instanceof Error || types.isNativeError(value);
 }
 
 /** What `read` returns, or `fallback` when it throws. */

@@ -7,7 +7,11 @@ import { isTerminalState } from "../../src/backends/backend.js";
 import type { JsonValue } from "../../src/core/json.js";
 import { uniqueName } from "../helpers/services.js";
 import type { BackendHarness } from "./backend-contract.js";
-import { TRICKY_STRINGS } from "./contract-helpers.js";
+import {
+  expectClosedAfterOvertakenConnects,
+  expectOpenAfterDisconnectUnderWay,
+  TRICKY_STRINGS,
+} from "./contract-helpers.js";
 
 /** A record with a random id. */
 export function record(state: TaskState, extra: Partial<TaskRecord> = {}): TaskRecord {
@@ -200,25 +204,12 @@ export function backendResultTests(h: BackendHarness): void {
 
   it("a disconnect() after a connect() still waiting or opening leaves the backend closed (the connect may reject)", async () => {
     const backend = h.backend();
-    void backend.disconnect();
-    const waiting = backend.connect().catch((e: unknown) => e); // waits for that disconnect
-    await backend.disconnect();
-    const opening = backend.connect().catch((e: unknown) => e); // opens
-    await backend.disconnect();
-    for (const outcome of await Promise.all([waiting, opening])) {
-      if (outcome !== undefined) expect(String((outcome as Error).message)).toMatch(/was disconnected while it ran/);
-    }
-    expect((await backend.healthcheck()).connected).toBe(false);
+    await expectClosedAfterOvertakenConnects(backend);
   });
 
   it("a connect() called while a disconnect() is under way opens once that is done: the backend then stores and reads", async () => {
     const backend = h.backend();
-    const order: string[] = [];
-    const closing = backend.disconnect().then(() => order.push("disconnected"));
-    const opening = backend.connect().then(() => order.push("connected"));
-    await Promise.all([closing, opening]);
-    expect(order).toEqual(["disconnected", "connected"]);
-    expect((await backend.healthcheck()).connected).toBe(true);
+    await expectOpenAfterDisconnectUnderWay(backend);
     const stored = record("SUCCESS", { result: 2 });
     await backend.storeResult(stored);
     expect((await backend.getResult(stored.taskId))?.result).toBe(2);

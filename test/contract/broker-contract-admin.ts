@@ -7,7 +7,9 @@ import type { BrokerHarness } from "./broker-contract.js";
 import {
   encodeTask,
   eventually,
+  expectClosedAfterOvertakenConnects,
   expectNoDelivery,
+  expectOpenAfterDisconnectUnderWay,
   fetchN,
   fetchOne,
   publishTasks,
@@ -183,12 +185,7 @@ export function brokerAdminTests(h: BrokerHarness): void {
   it("a connect() called while a disconnect() is under way opens once that is done: the broker then publishes and delivers", async () => {
     const broker = h.broker();
     const open = h.consumer(); // (a consumer gives the disconnect something to close first)
-    const order: string[] = [];
-    const closing = broker.disconnect().then(() => order.push("disconnected"));
-    const opening = broker.connect().then(() => order.push("connected"));
-    await Promise.all([closing, opening]);
-    expect(order).toEqual(["disconnected", "connected"]);
-    expect((await broker.healthcheck()).connected).toBe(true);
+    await expectOpenAfterDisconnectUnderWay(broker);
     await open.close();
     const [task] = await publishTasks(broker, h.queue(), h.codec, 1);
     const delivery = await fetchOne(h.consumer());
@@ -198,15 +195,7 @@ export function brokerAdminTests(h: BrokerHarness): void {
 
   it("a disconnect() after a connect() still waiting or opening leaves the broker closed (the connect may reject)", async () => {
     const broker = h.broker();
-    void broker.disconnect();
-    const waiting = broker.connect().catch((e: unknown) => e); // waits for that disconnect
-    await broker.disconnect();
-    const opening = broker.connect().catch((e: unknown) => e); // opens
-    await broker.disconnect();
-    for (const outcome of await Promise.all([waiting, opening])) {
-      if (outcome !== undefined) expect(String((outcome as Error).message)).toMatch(/was disconnected while it ran/);
-    }
-    expect((await broker.healthcheck()).connected).toBe(false);
+    await expectClosedAfterOvertakenConnects(broker);
   });
 
   it("displayUrl never shows a password", () => {

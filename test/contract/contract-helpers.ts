@@ -2,6 +2,7 @@
  * Helpers shared by the contract suites: building real task messages, polling a condition
  * with a deadline, and fetching with deadlines instead of fixed sleeps.
  */
+import { expect } from "vitest";
 import type { TaskRecord } from "../../src/backends/backend.js";
 import type { Broker, BrokerCapabilities, Consumer, Delivery } from "../../src/brokers/broker.js";
 import type { JsonValue } from "../../src/core/json.js";
@@ -154,3 +155,37 @@ export const TRICKY_STRINGS: readonly string[] = [
   'json-ish {"a":1} [1,2] null true',
   "<script>alert(1)</script> ' OR 1=1 -- ; DROP TABLE x; $1 %s {0}",
 ];
+
+/** A broker or a backend, as far as connecting goes. */
+interface Connectable {
+  connect(): Promise<void>;
+  disconnect(): Promise<void>;
+  healthcheck(): Promise<{ connected: boolean }>;
+}
+
+/** A `connect()` called while a `disconnect()` of `adapter` is under way opens once that is done. */
+export async function expectOpenAfterDisconnectUnderWay(adapter: Connectable): Promise<void> {
+  const order: string[] = [];
+  const closing = adapter.disconnect().then(() => order.push("disconnected"));
+  const opening = adapter.connect().then(() => order.push("connected"));
+  await Promise.all([closing, opening]);
+  expect(order).toEqual(["disconnected", "connected"]);
+  expect((await adapter.healthcheck()).connected).toBe(true);
+}
+
+/**
+ * A `disconnect()` after a `connect()` still waiting for an earlier disconnect, and after one
+ * still opening, leaves `adapter` (a broker or a backend) closed; a connect that rejects says
+ * it was overtaken.
+ */
+export async function expectClosedAfterOvertakenConnects(adapter: Connectable): Promise<void> {
+  void adapter.disconnect();
+  const waiting = adapter.connect().catch((e: unknown) => e); // waits for that disconnect
+  await adapter.disconnect();
+  const opening = adapter.connect().catch((e: unknown) => e); // opens
+  await adapter.disconnect();
+  for (const outcome of await Promise.all([waiting, opening])) {
+    if (outcome !== undefined) expect(String((outcome as Error).message)).toMatch(/was disconnected while it ran/);
+  }
+  expect((await adapter.healthcheck()).connected).toBe(false);
+}

@@ -13,9 +13,11 @@
  * call follows at once, so a burst due at one moment is in its stream after one wake-up (not a
  * batch now and the rest at the workers' next recheck, up to a second later). The move script
  * judges "due" by Redis's clock and moves an entry once whoever runs it, so a timer that fires a
- * little early moves nothing (a wake-up that served due times ahead of Redis's clock, which
- * still holds an entry due within them, wakes once more for them) and a late or failed one
- * leaves the job to the workers' recheck.
+ * little early (Node's timers count from the event loop's cached time, which may lag the
+ * moment they were set by what that turn ran before) moves nothing: a wake-up that finds
+ * Redis still holding an entry due within {@link COALESCE_MS} wakes again, when Redis says it
+ * is due, for every due time it served and did not move (so a burst served early is moved
+ * whole then, not one batch of it). A failed call leaves the job to the workers' recheck.
  * @module
  */
 import type { Logger } from "../../core/logger.js";
@@ -107,8 +109,10 @@ export class DueMover {
   /**
    * Moves the due entries of `q`, a batch per call, while a call moves a full batch and fewer
    * than `served` (this wake-up's due times) have moved: at most `served / MOVE_BATCH + 1`
-   * calls. `ahead`: the latest due time served that lay ahead of the wake-up; if Redis still
-   * holds an entry due within {@link COALESCE_MS}, it is noted again (one more wake-up).
+   * calls. `ahead`: the latest due time served that lay ahead of the wake-up. If Redis still
+   * holds an entry due within {@link COALESCE_MS} and this wake-up served due times it did not
+   * move (or served one ahead of it), those due times are noted again, no earlier than `ahead`
+   * and than Redis's next due time (one more wake-up, which moves them all).
    * Never throws: a failure is left to the workers' recheck.
    */
   async #move(q: QueueDue, served: number, ahead: number | undefined): Promise<void> {
@@ -128,8 +132,13 @@ export class DueMover {
         dropped += Number(reply[3]);
       } while (reply[0] >= MOVE_BATCH && left > 0 && !this.#closed);
       if (dropped > 0) warnDropped(this.#logger, q.keys.queue, dropped);
-      const nextDue = Number(reply[1]);
-      if (ahead !== undefined && nextDue >= 0 && nextDue - reply[2] <= COALESCE_MS) insertDue(q, ahead);
+      // Redis holds an entry due within COALESCE_MS: this wake-up ran before it by Redis's clock
+      // (see the module's comment).
+      const untilNext = Number(reply[1]) - reply[2];
+      if ((left > 0 || ahead !== undefined) && Number(reply[1]) >= 0 && untilNext <= COALESCE_MS) {
+        const at = Math.max(ahead ?? 0, performance.now() + Math.max(0, untilNext) + 1);
+        insertDue(q, at, Math.min(Math.max(1, left), MAX_DUE_PER_QUEUE - q.due.length));
+      }
     } catch (error) {
       // the workers' recheck moves it instead
       this.#logger.debug(
@@ -148,9 +157,14 @@ export function warnDropped(logger: Logger, queue: string, dropped: number): voi
   logger.warn({ queue, dropped }, "due delayed jobs had no stored body (restored or edited data?) and were dropped");
 }
 
-/** Inserts due time `at` into `q.due` (ascending: most calls append, later due times come later). */
-function insertDue(q: QueueDue, at: number): void {
+/**
+ * Inserts due time `at`, `count` times, into `q.due` (ascending: most calls append, later due
+ * times come later).
+ */
+function insertDue(q: QueueDue, at: number, count = 1): void {
+  if (count <= 0) return;
   let i = q.due.length;
   while (i > 0 && (q.due[i - 1] as number) > at) i--;
-  q.due.splice(i, 0, at);
+  if (count === 1) q.due.splice(i, 0, at);
+  else q.due.splice(i, 0, ...new Array<number>(count).fill(at));
 }

@@ -113,6 +113,34 @@ describe.skipIf(skip)("redis broker: a burst of delayed jobs due at one moment",
     expect(moves.reduce((sum, [moved]) => sum + moved, 0)).toBe(2);
   });
 
+  it("a wake-up that served a burst ahead of Redis's clock moves all of it when it wakes again", async () => {
+    const { keys, raw, client } = setup();
+    const moves = recordCalls(client, "chicoryMoveDelayed") as Reply[];
+    const mover = new DueMover(client as unknown as RedisClientLike, silentLogger);
+    cleanups.push(() => mover.close());
+    const bodies: string[] = ["now", "body-now"];
+    for (let i = 0; i < BURST; i++) bodies.push(`id-${i}`, `body-${i}`);
+    await raw.hset(keys.delayedData, ...bodies);
+    const now = await redisNowMs(raw);
+    const members: (string | number)[] = [now - 1, "now"];
+    for (let i = 0; i < BURST; i++) members.push(now + 8, `id-${i}`);
+    await raw.zadd(keys.delayed, ...members);
+    // One wake-up serves all of it (noted 1 ms and 6 ms ahead); when it runs, the burst is not
+    // due yet by Redis's clock (unless it runs late), so it wakes again for the burst, which is
+    // more than one batch: that wake-up moves all of it, not one batch.
+    for (let i = 0; i < BURST; i++) mover.schedule(keys, 6);
+    mover.schedule(keys, 1);
+    await eventually(async () => (await raw.zcard(keys.delayed)) === 0, 3000).catch(async (error: unknown) => {
+      throw new Error(`${error instanceof Error ? error.message : String(error)}: moves ${JSON.stringify(moves)}`);
+    });
+    expect(await raw.xlen(keys.stream)).toBe(BURST + 1);
+    const entries = await raw.xrange(keys.stream, "-", "+");
+    for (const [id, fields] of entries) {
+      expect(Number(id.split("-")[0])).toBeGreaterThanOrEqual(fields[3] === "now" ? now - 1 : now + 8);
+    }
+    expect(moves.reduce((sum, [moved]) => sum + moved, 0)).toBe(BURST + 1);
+  });
+
   it("the burst is published in one call per batch and moved by the publishing process, never early", async () => {
     const prefix = testPrefix();
     const queue = uniqueName("q");

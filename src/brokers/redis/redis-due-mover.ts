@@ -12,12 +12,13 @@
  * call moves a full batch and this process has jobs due that may still be in the set, the next
  * call follows at once, so a burst due at one moment is in its stream after one wake-up (not a
  * batch now and the rest at the workers' next recheck, up to a second later). The move script
- * judges "due" by Redis's clock and moves an entry once whoever runs it, so a timer that fires a
- * little early (Node's timers count from the event loop's cached time, which may lag the
- * moment they were set by what that turn ran before) moves nothing: a wake-up that finds
- * Redis still holding an entry due within {@link COALESCE_MS} wakes again, when Redis says it
- * is due, for every due time it served and did not move (so a burst served early is moved
- * whole then, not one batch of it). A failed call leaves the job to the workers' recheck.
+ * judges "due" by Redis's clock and moves an entry once whoever runs it, so a wake-up moves
+ * nothing ahead of Redis's clock: one that served due times up to {@link COALESCE_MS} ahead
+ * (the publishes of a burst answered a few ms apart), or whose timer fired a little early,
+ * and finds Redis still holding an entry due within {@link COALESCE_MS}, wakes again when
+ * Redis says it is due, for every due time it served and did not move (so a burst served
+ * ahead is moved whole then, not one batch of it). A failed call leaves the job to the
+ * workers' recheck.
  * @module
  */
 import type { Logger } from "../../core/logger.js";

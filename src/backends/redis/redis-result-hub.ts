@@ -80,7 +80,10 @@ export class RedisResultHub {
   readonly #notified = new Set<string>();
   /** Ids published by this process (`expect`), oldest first; dropped once their record arrives. */
   readonly #expected = new Set<string>();
-  /** Records of expected ids that arrived before a wait, oldest first, with their arrival time. */
+  /**
+   * Records of expected ids that arrived before a wait, oldest first, with their arrival time
+   * (`performance.now()`: a step of the wall clock neither keeps one past its age nor drops it).
+   */
   readonly #early = new Map<string, { readonly record: TaskRecord; readonly at: number }>();
   #subscriber: Promise<RedisClientLike | undefined> | undefined;
   /** The subscriber connection once opened, before its subscription is confirmed. */
@@ -124,7 +127,7 @@ export class RedisResultHub {
     const early = this.#early.get(taskId);
     if (early !== undefined) {
       this.#early.delete(taskId);
-      if (Date.now() - early.at <= this.#earlyMaxAgeMs) return Promise.resolve(early.record);
+      if (performance.now() - early.at <= this.#earlyMaxAgeMs) return Promise.resolve(early.record);
     }
     // From now on the waiter receives the record. An id published here while the subscription
     // was live, whose record has not arrived, needs no first read: its notification is still to
@@ -229,10 +232,13 @@ export class RedisResultHub {
     });
     sub.on("message", (_channel: string, message: string) => this.#onMessage(message));
     // While the subscriber is down, waiters poll at their own interval, and the ids published
-    // meanwhile lose their announcement (it may be missed).
+    // meanwhile lose their announcement (it may be missed). The records kept go too: the
+    // deletion of one announced meanwhile (a DLQ replay) would be missed and a later wait given
+    // the old outcome; without them, a wait reads the record.
     sub.on("close", () => {
       this.#isLive = false;
       this.#expected.clear();
+      this.#early.clear();
       this.#waiter.setPushActive(false);
     });
     // After a reconnect this SUBSCRIBE (ioredis's own re-subscribe is off: it sends one whose
@@ -310,7 +316,7 @@ export class RedisResultHub {
   #onMessage(message: string): void {
     // Every worker's finished tasks reach every subscriber: nothing to do unless someone waits
     // (or a kept record may be superseded; kept records expire, so this does not last).
-    if (this.#early.size > 0) this.#dropExpiredEarly(Date.now());
+    if (this.#early.size > 0) this.#dropExpiredEarly(performance.now());
     if (this.#waiter.size === 0 && this.#expected.size === 0 && this.#early.size === 0) return;
     // A batch is a JSON array holding, per finished task, its record or its id (a record too
     // large to inline); an older worker sends a plain id. A message that fails to parse is a
@@ -337,7 +343,7 @@ export class RedisResultHub {
       this.#waiter.notify(record);
       return;
     }
-    const now = Date.now();
+    const now = performance.now();
     if (this.#early.delete(taskId)) {
       // a newer record of a kept id (FAILURE then DEAD_LETTERED, a duplicate run) replaces it
       this.#early.set(taskId, { record, at: now });
@@ -357,10 +363,10 @@ export class RedisResultHub {
     if (this.#earlySweep !== undefined || this.#isClosed) return;
     const oldest = this.#early.values().next().value;
     if (oldest === undefined) return;
-    const dueMs = Math.max(0, oldest.at + this.#earlyMaxAgeMs - Date.now()) + 100;
+    const dueMs = Math.max(0, oldest.at + this.#earlyMaxAgeMs - performance.now()) + 100;
     this.#earlySweep = setTimeout(() => {
       this.#earlySweep = undefined;
-      this.#dropExpiredEarly(Date.now());
+      this.#dropExpiredEarly(performance.now());
       this.#sweepEarlyLater();
     }, dueMs);
     this.#earlySweep.unref();

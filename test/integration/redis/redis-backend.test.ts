@@ -362,7 +362,9 @@ describe.skipIf(skip)("redis backend", () => {
     let kept: Awaited<ReturnType<typeof keptEarlyRecord>>;
     try {
       // the sweep's timer and clock are the test's from the writes on
-      kept = await keptEarlyRecord(s, () => vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] }));
+      kept = await keptEarlyRecord(s, () =>
+        vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] }),
+      );
       await vi.advanceTimersByTimeAsync(10_500); // past the 10 s a record is kept
     } finally {
       vi.useRealTimers();
@@ -376,7 +378,7 @@ describe.skipIf(skip)("redis backend", () => {
     const s = await setup();
     try {
       // the hub's clock is the test's from the writes on (timers stay real)
-      const kept = await keptEarlyRecord(s, () => vi.useFakeTimers({ toFake: ["Date"] }), "1s");
+      const kept = await keptEarlyRecord(s, () => vi.useFakeTimers({ toFake: ["performance"] }), "1s");
       await s.raw.call("DEL", kept.writer.resultKey(kept.early));
       vi.advanceTimersByTime(501); // the record lives 1 s in Redis; kept for 500 ms
       // handed out from memory before: Redis may have expired it already
@@ -384,6 +386,46 @@ describe.skipIf(skip)("redis backend", () => {
     } finally {
       vi.useRealTimers();
     }
+  });
+
+  it("ages a kept record by the monotonic clock: a wall clock stepped back does not keep it past Redis's TTL", async () => {
+    const s = await setup();
+    try {
+      const kept = await keptEarlyRecord(
+        s,
+        () => vi.useFakeTimers({ toFake: ["Date"], now: Date.now(), shouldAdvanceTime: true }),
+        "1s",
+      );
+      vi.setSystemTime(Date.now() - 60_000); // (an NTP step, a VM resumed)
+      // the record lives 1 s in Redis, and is kept for 500 ms
+      await eventually(async () => (await s.raw.exists(kept.writer.resultKey(kept.early))) === 0, 5000);
+      // before, aged by the wall clock, the kept copy was handed out after Redis expired it
+      expect(await kept.waiting.waitForResult(kept.early, { timeoutMs: 200, pollIntervalMs: 50 })).toBeNull();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("drops the kept records when the subscriber drops (a deletion announced meanwhile would be missed)", async () => {
+    const s = await setup();
+    const { waiting, writer, early } = await keptEarlyRecord(s);
+    const name = `chicory-results-${s.channel}`.replace(/[^A-Za-z0-9._:-]/g, "_");
+    const subscriberId = async () => {
+      const clients = String(await s.raw.call("CLIENT", "LIST", "TYPE", "pubsub")).split("\n");
+      return /id=(\d+)/.exec(clients.find((line) => line.includes(` name=${name} `)) ?? "")?.[1];
+    };
+    const before = await subscriberId();
+    expect(before).toBeDefined();
+    await s.raw.call("CLIENT", "KILL", "ID", before ?? "0");
+    // Deleted while the subscriber is down (here behind the backend's back: no announcement)...
+    await s.raw.call("DEL", writer.resultKey(early));
+    // ...and the subscriber back (ioredis reconnects at once)
+    await eventually(async () => {
+      const now = await subscriberId();
+      return now !== undefined && now !== before;
+    }, 5000);
+    // before, the kept copy answered this wait
+    expect(await waiting.waitForResult(early, { timeoutMs: 200, pollIntervalMs: 50 })).toBeNull();
   });
 
   it.each([

@@ -235,6 +235,7 @@ function nodeAddress(node: unknown): string {
 /**
  * The connection a ready client (`client` option) talks to, for messages: its own address
  * (the connection settings and variables do not apply to it), password masked.
+ * @throws ConfigurationError for a client with ioredis's own `keyPrefix` (see below)
  */
 function fromClient(client: RedisClientLike, envPrefix: string): ResolvedRedisConnection {
   const c = client as {
@@ -244,6 +245,16 @@ function fromClient(client: RedisClientLike, envPrefix: string): ResolvedRedisCo
   };
   const o = c.options ?? {};
   const redisOptions = (c.isCluster === true ? (o.redisOptions as Record<string, unknown> | undefined) : o) ?? {};
+  // ioredis prefixes the keys it knows of, not those the scripts build or return (a result's
+  // task id cut from its key, a consumer's heartbeat key): the prefix goes in Chicory's keyPrefix.
+  const clientPrefix = [o.keyPrefix, redisOptions.keyPrefix].find((p) => typeof p === "string" && p !== "");
+  if (clientPrefix !== undefined) {
+    throw new ConfigurationError(
+      `client: the ioredis client has its own keyPrefix ${JSON.stringify(clientPrefix)}, which Chicory's scripts ` +
+        `do not see; give the client without it and put the prefix in Chicory's keyPrefix option ` +
+        `(or ${envPrefix}_KEY_PREFIX), e.g. keyPrefix: ${JSON.stringify(`${String(clientPrefix).replace(/:$/, "")}:chicory`)}`,
+    );
+  }
   const password = typeof redisOptions.password === "string" ? redisOptions.password : undefined;
   const username = typeof redisOptions.username === "string" ? redisOptions.username : undefined;
   const auth = username || password ? `${username ?? ""}${password ? ":***" : ""}@` : "";

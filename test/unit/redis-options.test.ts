@@ -648,6 +648,27 @@ describe("redis broker and backend settings", () => {
     }
   });
 
+  it("a broker or backend refuses a client with ioredis's own keyPrefix, naming Chicory's option", () => {
+    const single = new Redis({ keyPrefix: "app:", lazyConnect: true });
+    const cluster = new Cluster([{ host: "127.0.0.1", port: 7000 }], { lazyConnect: true, keyPrefix: "app:" });
+    try {
+      for (const make of [
+        () => new RedisBroker({ client: single as unknown as RedisClientLike, env: {} }),
+        () => new RedisBackend({ client: single as unknown as RedisClientLike, env: {} }),
+        () => new RedisBroker({ client: cluster as unknown as RedisClientLike, env: {} }),
+      ]) {
+        expect(make).toThrow(ConfigurationError);
+        expect(make).toThrow(/keyPrefix "app:".*keyPrefix: "app:chicory"/);
+      }
+      expect(() => new RedisBroker({ client: single as unknown as RedisClientLike, env: {} })).toThrow(
+        /CHICORY_BROKER_REDIS_KEY_PREFIX/,
+      );
+    } finally {
+      single.disconnect();
+      cluster.disconnect();
+    }
+  });
+
   it("reads the backend TTL in seconds or with a unit", () => {
     expect(new RedisBackend({ env: {} }).settings.resultTtlSeconds).toBe(86_400);
     expect(new RedisBackend({ env: { CHICORY_BACKEND_REDIS_RESULT_TTL: "60" } }).settings.resultTtlSeconds).toBe(60);

@@ -44,6 +44,7 @@
  *   persistence) is re-created on NOGROUP.
  * @module
  */
+import { awakeNow } from "../../core/clock.js";
 import type { Logger } from "../../core/logger.js";
 import { settlesWithin, timerDelay, withinDeadline } from "../../core/sleep.js";
 import { BrokerConnectionError, ConfigurationError } from "../../errors.js";
@@ -104,9 +105,11 @@ const TOUCH_EVERY_MS = 2000;
 const PAST_LAST_ID = "18446744073709551615-0";
 
 /**
- * One queue's state in the consumer. Its times are `performance.now()` readings (a clock that
- * never jumps): a wall clock stepped back (NTP, a VM resumed) would otherwise hold off moving
- * delayed jobs and reclaiming dead workers' entries for as long as the step.
+ * One queue's state in the consumer. Its times, as all the consumer's and its settler's, are
+ * `awakeNow()` readings: the monotonic clock (a wall clock stepped back, NTP or a VM resumed,
+ * would otherwise hold off moving delayed jobs and reclaiming dead workers' entries for as long
+ * as the step) plus the time the host was suspended, which Redis counts in an entry's idle
+ * time (a reply read after a suspend longer than the lease is checked before its entry runs).
  */
 interface QueueState {
   readonly keys: QueueKeys;
@@ -160,11 +163,11 @@ function seconds(ms: number): string {
 export class RedisConsumer implements Consumer {
   readonly #ctx: RedisBrokerContext;
   readonly #consumerId: string;
-  /** When a read last found a consumer group missing (`performance.now()`). */
+  /** When a read last found a consumer group missing (`awakeNow()`). */
   #groupLostAtMs = Number.NEGATIVE_INFINITY;
   /** Losses of a group, each within {@link GROUP_LOST_AGAIN_MS} of the one before. */
   #groupLosses = 0;
-  /** No group is re-created before this time (`performance.now()`), after a loss soon after the last. */
+  /** No group is re-created before this time (`awakeNow()`), after a loss soon after the last. */
   #groupRecreateAtMs = Number.NEGATIVE_INFINITY;
   readonly #queues: QueueState[];
   readonly #reclaimIntervalMs: number;
@@ -210,7 +213,7 @@ export class RedisConsumer implements Consumer {
       moveAtMs: 0,
       reclaimAtMs: 0,
       reclaimCursor: "0-0",
-      seenAtMs: performance.now(),
+      seenAtMs: awakeNow(),
       pulsedAtMs: Number.NEGATIVE_INFINITY,
       isBacklogged: false,
       mayHoldUnknown: false,
@@ -229,7 +232,7 @@ export class RedisConsumer implements Consumer {
         if (q?.claimedWhileSettling.delete(d.deliveryId)) q.mayHoldUnknown = true;
         // Left to its lease: recover-own must not take it back at once (see #recoverOwn).
         if (q && isStillPending) {
-          const now = performance.now();
+          const now = awakeNow();
           for (const [id, until] of q.parked) {
             if (until > now) break; // oldest first
             q.parked.delete(id);
@@ -297,7 +300,7 @@ export class RedisConsumer implements Consumer {
       await this.#confirmStale(this.#buffer);
       if (this.#buffer.length > 0) return this.#buffer.splice(0, max);
     }
-    if (performance.now() < this.#groupRecreateAtMs && this.#queues.some((q) => !q.hasGroup)) {
+    if (awakeNow() < this.#groupRecreateAtMs && this.#queues.some((q) => !q.hasGroup)) {
       // lost again soon after its last re-creation: not re-created before its pause is over
       throw this.#groupLostAgainError();
     }
@@ -313,7 +316,7 @@ export class RedisConsumer implements Consumer {
         // The stream or group vanished (Redis restarted without persistence, or was flushed):
         // re-create the groups on the next fetch and keep going.
         for (const q of this.#queues) q.hasGroup = false;
-        const now = performance.now();
+        const now = awakeNow();
         const isAgain = now - this.#groupLostAtMs < GROUP_LOST_AGAIN_MS;
         this.#groupLostAtMs = now;
         this.#groupLosses = isAgain ? this.#groupLosses + 1 : 0;
@@ -357,7 +360,7 @@ export class RedisConsumer implements Consumer {
 
   /** True when an entry of `deliveries` was last confirmed more than half the claim idle time ago. */
   #hasStale(deliveries: readonly RedisDelivery[]): boolean {
-    const staleBefore = performance.now() - this.#ctx.claimMinIdleMs / 2;
+    const staleBefore = awakeNow() - this.#ctx.claimMinIdleMs / 2;
     for (const d of deliveries) if (d.leaseConfirmedAtMs < staleBefore) return true;
     return false;
   }
@@ -400,7 +403,7 @@ export class RedisConsumer implements Consumer {
    * idle time ago (their owner checked); those lost leave `q.inFlight` (and the buffer).
    */
   async #confirmStale(deliveries: readonly RedisDelivery[]): Promise<void> {
-    const staleBefore = performance.now() - this.#ctx.claimMinIdleMs / 2;
+    const staleBefore = awakeNow() - this.#ctx.claimMinIdleMs / 2;
     for (const q of this.#queues) {
       const ids: string[] = [];
       for (const d of deliveries) if (d.keys === q.keys && d.leaseConfirmedAtMs < staleBefore) ids.push(d.deliveryId);
@@ -493,7 +496,7 @@ export class RedisConsumer implements Consumer {
   /** The error of a fetch while a group lost again and again waits to be re-created. */
   #groupLostAgainError(): BrokerConnectionError {
     const queues = this.#queues.map((q) => q.keys.queue).join(", ");
-    const inMs = Math.max(0, Math.round(this.#groupRecreateAtMs - performance.now()));
+    const inMs = Math.max(0, Math.round(this.#groupRecreateAtMs - awakeNow()));
     return new BrokerConnectionError(
       `redis consumer group of ${queues} went missing again within ${GROUP_LOST_AGAIN_MS / 1000} s of its re-creation ` +
         `at ${this.#ctx.displayUrl} (keys evicted? Chicory needs maxmemory-policy noeviction; see docs/brokers/redis.md); ` +
@@ -519,26 +522,26 @@ export class RedisConsumer implements Consumer {
       }
     }
     for (const q of this.#queues) {
-      if (performance.now() >= q.moveAtMs) {
+      if (awakeNow() >= q.moveAtMs) {
         await this.#housekeep(
           q,
           "move due delayed jobs",
           () => this.#moveDelayed(conn, q),
           () => {
-            q.moveAtMs = performance.now() + MOVER_RECHECK_MS;
+            q.moveAtMs = awakeNow() + MOVER_RECHECK_MS;
           },
         );
       }
     }
     for (const q of this.#queues) {
       if (this.#isOver(signal)) return;
-      if (out.length < max && performance.now() >= q.reclaimAtMs) {
+      if (out.length < max && awakeNow() >= q.reclaimAtMs) {
         await this.#housekeep(
           q,
           "reclaim expired leases",
           () => this.#reclaim(conn, q, max - out.length, out),
           () => {
-            q.reclaimAtMs = performance.now() + this.#reclaimIntervalMs;
+            q.reclaimAtMs = awakeNow() + this.#reclaimIntervalMs;
             q.reclaimCursor = "0-0"; // (a cursor the script refuses would fail every later call)
           },
         );
@@ -594,7 +597,7 @@ export class RedisConsumer implements Consumer {
   async #readAny(conn: RedisClientLike, count: number, blockMs: number, out: RedisDelivery[]): Promise<void> {
     this.#settler.sendWaitingAcks(); // the results they carry go out before this read
     const first = out.length;
-    await this.#readStreams(conn, this.#queues, count, blockMs, out, performance.now());
+    await this.#readStreams(conn, this.#queues, count, blockMs, out, awakeNow());
     if (out.length - first > count) {
       const extra = out.splice(first + count);
       await Promise.allSettled(extra.map((d) => d.release()));
@@ -625,7 +628,7 @@ export class RedisConsumer implements Consumer {
     } finally {
       this.#isBlocking = false;
     }
-    if (reply === null && performance.now() - sentAtMs >= (blockMs ?? 0) + GAVE_UP_AFTER_MS) {
+    if (reply === null && awakeNow() - sentAtMs >= (blockMs ?? 0) + GAVE_UP_AFTER_MS) {
       // Ended by the client's own time limit (READ_GIVE_UP_GRACE_MS, which ioredis applies to a
       // read without BLOCK too), not by Redis: no reply (Redis frozen?). Should Redis hand this
       // read entries later, they are pending for this consumer and not held: the next fetch
@@ -658,7 +661,7 @@ export class RedisConsumer implements Consumer {
     } catch (error) {
       if (isNoGroupError(error) || this.#conn?.status !== "ready") throw error;
       backOff?.();
-      const now = performance.now();
+      const now = awakeNow();
       if (now - q.housekeepingWarnedAtMs >= HOUSEKEEPING_WARN_MS) {
         q.housekeepingWarnedAtMs = now;
         this.#logger.warn(
@@ -671,9 +674,9 @@ export class RedisConsumer implements Consumer {
 
   /** Block no longer than the next housekeeping step is due. */
   #blockFor(): number {
-    let until = performance.now() + this.#ctx.blockMs;
+    let until = awakeNow() + this.#ctx.blockMs;
     for (const q of this.#queues) until = Math.min(until, q.moveAtMs, q.reclaimAtMs);
-    return Math.max(1, Math.ceil(until - performance.now())); // BLOCK takes whole milliseconds
+    return Math.max(1, Math.ceil(until - awakeNow())); // BLOCK takes whole milliseconds
   }
 
   async #read(
@@ -690,7 +693,7 @@ export class RedisConsumer implements Consumer {
     // acks go on their own and the blocking read at once: a read that waits for the acks' reply
     // would put a second wake-up of this process on the path of the next job.
     // A lease starts when Redis hands the entry out, so no later than the request was sent.
-    let sentAtMs = performance.now();
+    let sentAtMs = awakeNow();
     const withAcks = q.isBacklogged ? this.#settler.readWithAcks(q.keys.stream, count) : undefined;
     if (withAcks === undefined) {
       this.#settler.sendWaitingAcks(); // the results they carry go out before this read
@@ -702,7 +705,7 @@ export class RedisConsumer implements Consumer {
       // (a stop while the acks were out: no blocking read after it)
       if (entries.length > 0 || blockMs === undefined || this.#isOver(signal)) return;
     }
-    if (withAcks !== undefined) sentAtMs = performance.now();
+    if (withAcks !== undefined) sentAtMs = awakeNow();
     await this.#readStreams(conn, [q], count, blockMs, out, sentAtMs);
   }
 
@@ -725,7 +728,7 @@ export class RedisConsumer implements Consumer {
     // One script: the group at id 0 and this consumer, created even on a full Redis.
     await runScript(conn, "chicoryCreateGroup", [q.keys.stream, q.keys.unique], [this.#ctx.group, this.#consumerId]);
     q.hasGroup = true;
-    q.seenAtMs = performance.now();
+    q.seenAtMs = awakeNow();
     await this.#warnOfOtherGroups(conn, q);
   }
 
@@ -769,7 +772,7 @@ export class RedisConsumer implements Consumer {
     this.#replied(Number(nowMs), stream);
     if (lost > 0) warnDropped(this.#logger, q.keys.queue, lost);
     if (moved >= MOVE_BATCH) {
-      q.moveAtMs = performance.now(); // more are due: next fetch moves the next batch
+      q.moveAtMs = awakeNow(); // more are due: next fetch moves the next batch
       return;
     }
     // "-1": none left; "inf" (a member ZADDed with the score +inf, never due): as none
@@ -778,12 +781,12 @@ export class RedisConsumer implements Consumer {
       nextDue < 0 || !Number.isFinite(nextDue)
         ? MOVER_RECHECK_MS
         : Math.min(MOVER_RECHECK_MS, Math.max(0, nextDue - nowMs));
-    q.moveAtMs = performance.now() + waitMs;
+    q.moveAtMs = awakeNow() + waitMs;
   }
 
   async #reclaim(conn: RedisClientLike, q: QueueState, room: number, out: RedisDelivery[]): Promise<void> {
     const count = Math.min(room, RECLAIM_COUNT);
-    const sentAtMs = performance.now();
+    const sentAtMs = awakeNow();
     const extraMs = this.#contact.extraMs(sentAtMs);
     const [cursor, flat, redisNowMs, appliedMs, streamExtraMs, opened, held] = (await runScript(
       conn,
@@ -810,7 +813,7 @@ export class RedisConsumer implements Consumer {
     if (opened === 1) this.#streamWindowOpened(q, Number(streamExtraMs), Number(held));
     const claimed = this.#handOutClaimed(q, flat, out, sentAtMs);
     q.reclaimCursor = cursor;
-    const now = performance.now();
+    const now = awakeNow();
     if (cursor === "0-0") q.reclaimAtMs = now + this.#reclaimIntervalMs;
     else q.reclaimAtMs = claimed > 0 ? now : now + 100;
   }
@@ -852,7 +855,7 @@ export class RedisConsumer implements Consumer {
   async #recoverOwn(conn: RedisClientLike, q: QueueState, room: number, out: RedisDelivery[]): Promise<void> {
     // Cleared first: a reconnect while the call runs sets it again; a failed call leaves it set.
     q.mayHoldUnknown = false;
-    const now = performance.now();
+    const now = awakeNow();
     for (const [id, until] of q.parked) if (until <= now) q.parked.delete(id);
     let reply: [number, Array<string | string[] | number>];
     try {
@@ -973,7 +976,7 @@ export class RedisConsumer implements Consumer {
     ids: readonly string[],
     { ofRuns = false, window }: { ofRuns?: boolean; window?: { provenMs: number } },
   ): Promise<number> {
-    const sentAtMs = performance.now();
+    const sentAtMs = awakeNow();
     // the deliveries renewed: a reply that comes late must not act on a newer one of an id
     const renewed = ids.map((id) => q.inFlight.get(id));
     const [lost, gone, noGroup, streamExtraMs, opened, provenMs] = (await runScript(
@@ -1050,7 +1053,7 @@ export class RedisConsumer implements Consumer {
     for (const [id, delivery] of q.inFlight) if (!delivery.isSettled || delivery.isWritingRecord) ids.push(id);
     for (let i = 0; i < ids.length; i += RENEW_CHUNK) {
       const chunk = ids.slice(i, i + RENEW_CHUNK);
-      if ((await this.#renew(q, chunk, { ofRuns: true })) > 0) q.seenAtMs = performance.now();
+      if ((await this.#renew(q, chunk, { ofRuns: true })) > 0) q.seenAtMs = awakeNow();
     }
   }
 
@@ -1072,7 +1075,7 @@ export class RedisConsumer implements Consumer {
         // Keeps the queue's pulse when neither reclaims (no free slot) nor renewals (nothing
         // unsettled) have for half the stall threshold: a renewal of no entries (a reply too).
         if (this.#isClosed) return;
-        if (q.hasGroup && performance.now() - q.pulsedAtMs >= this.#contact.stallMs / 2) await this.#renew(q, [], {});
+        if (q.hasGroup && awakeNow() - q.pulsedAtMs >= this.#contact.stallMs / 2) await this.#renew(q, [], {});
       }
       // Still quiet (no queue has a group yet): a PING instead.
       if (this.#isClosed) return;
@@ -1083,7 +1086,7 @@ export class RedisConsumer implements Consumer {
       for (const q of this.#queues) {
         // closed meanwhile: a read now would re-create the consumer close() removed
         if (this.#isClosed) return;
-        if (!q.hasGroup || performance.now() - q.seenAtMs < TOUCH_EVERY_MS) continue;
+        if (!q.hasGroup || awakeNow() - q.seenAtMs < TOUCH_EVERY_MS) continue;
         await this.#ctx.main.call(
           "XREADGROUP",
           "GROUP",
@@ -1096,7 +1099,7 @@ export class RedisConsumer implements Consumer {
           PAST_LAST_ID,
         );
         this.#replied();
-        q.seenAtMs = performance.now();
+        q.seenAtMs = awakeNow();
       }
     } catch {
       // NOGROUP (fetch re-creates the group) or a connection problem: try again next round

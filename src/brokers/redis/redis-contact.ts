@@ -17,15 +17,18 @@
  * that the scripts of that stream's server returned (per stream: the servers of a Cluster may
  * disagree on the time). The scripts also keep a pulse per stream (fleet-pulse.lua), so that a
  * stall is waited out by consumers that did not see it (one started during it).
- * Times are `performance.now()` readings, except the Redis times the scripts return.
+ * Times are `awakeNow()` readings (a suspend of this process's host counts as a gap too: it
+ * cannot be told apart from a Redis stall, so reclaims wait the window out), except the Redis
+ * times the scripts return.
  * @module
  */
+import { awakeNow } from "../../core/clock.js";
 
 /** A window opened by a gap: reclaim only entries idle longer than the claim idle time plus `extraMs`. */
 export interface OutOfTouch {
   /** How long this consumer was out of touch (the gap between two replies). */
   readonly extraMs: number;
-  /** The window ends at this `performance.now()` time. */
+  /** The window ends at this `awakeNow()` time. */
   readonly untilMs: number;
 }
 
@@ -35,7 +38,7 @@ export class ContactClock {
   /** A gap between two replies longer than this is a stall. */
   readonly stallMs: number;
   #lastReplyMs: number | undefined;
-  /** Per stream key: Redis TIME minus `performance.now()`, from the last script on it that returned Redis's time. */
+  /** Per stream key: Redis TIME minus `awakeNow()`, from the last script on it that returned Redis's time. */
   readonly #offsetsMs = new Map<string, number>();
   #window: OutOfTouch | undefined;
 
@@ -56,7 +59,7 @@ export class ContactClock {
    * it does, from the server of stream `key`). Returns the window it opened, if the gap since
    * the previous reply was a stall.
    */
-  replied(redisNowMs?: number, key = "", nowMs = performance.now()): OutOfTouch | undefined {
+  replied(redisNowMs?: number, key = "", nowMs = awakeNow()): OutOfTouch | undefined {
     if (redisNowMs !== undefined && Number.isFinite(redisNowMs)) this.#offsetsMs.set(key, redisNowMs - nowMs);
     const last = this.#lastReplyMs;
     this.#lastReplyMs = nowMs;
@@ -68,7 +71,7 @@ export class ContactClock {
    * Opens (or widens) the window after a gap of `gapMs` seen now; returns it when it is new or
    * wider than the open one, else undefined.
    */
-  outOfTouch(gapMs: number, nowMs = performance.now()): OutOfTouch | undefined {
+  outOfTouch(gapMs: number, nowMs = awakeNow()): OutOfTouch | undefined {
     const open = this.#window !== undefined && this.#window.untilMs > nowMs ? this.#window : undefined;
     // (the same stall measured twice, locally and by a script, differs by a reply's latency)
     if (open !== undefined && open.extraMs + this.stallMs / 4 >= gapMs) return undefined;
@@ -77,7 +80,7 @@ export class ContactClock {
   }
 
   /** The extra idle time the reclaim step requires now (0 outside a window). */
-  extraMs(nowMs = performance.now()): number {
+  extraMs(nowMs = awakeNow()): number {
     const w = this.#window;
     return w !== undefined && w.untilMs > nowMs ? w.extraMs : 0;
   }
@@ -93,7 +96,7 @@ export class ContactClock {
   }
 
   /** How long since the last reply (0 before the first). */
-  quietForMs(nowMs = performance.now()): number {
+  quietForMs(nowMs = awakeNow()): number {
     return this.#lastReplyMs === undefined ? 0 : nowMs - this.#lastReplyMs;
   }
 }

@@ -43,9 +43,10 @@ export class RedisDelivery implements Delivery {
   #isEntryGone = false;
   #isUntrusted = false;
   /**
-   * When this consumer last knew it held the entry (`performance.now()`, a clock that never
-   * jumps): when the read or claim that handed it out was sent, or when a renewal that
-   * confirmed it was sent. Redis counts the entry's idle time from a moment no earlier.
+   * When this consumer last knew it held the entry (`awakeNow()`: a clock that never goes back
+   * and counts the host's suspended time, as Redis's idle time does): when the read or claim
+   * that handed it out was sent, or when a renewal that confirmed it was sent. Redis counts the
+   * entry's idle time from a moment no earlier.
    */
   leaseConfirmedAtMs: number;
   /**

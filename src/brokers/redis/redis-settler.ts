@@ -10,6 +10,7 @@
  * @module
  */
 import type { TaskRecord } from "../../backends/backend.js";
+import { awakeNow } from "../../core/clock.js";
 import { OUTCOME_FINAL_THERE, OUTCOME_LEFT_TO_NEW_OWNER, OUTCOME_STORED_OWNERLESS } from "../../core/lease-outcome.js";
 import type { Logger } from "../../core/logger.js";
 import { peekMessage } from "../../core/message.js";
@@ -391,7 +392,7 @@ export class RedisSettler implements DeliverySettler {
     let orphaned = 0;
     /** Indexes of fenced entries that were gone from the stream (code 2), not another consumer's. */
     let gone: number[] | undefined;
-    const judgedAtMs = performance.now();
+    const judgedAtMs = awakeNow();
     let windowMs = 0;
     if (
       Array.isArray(results) &&
@@ -548,7 +549,7 @@ export class RedisSettler implements DeliverySettler {
     // Stop renewing either way: when the DLQ is full the entry stays in the work stream and is
     // redelivered after its lease expires (the DLQ is never trimmed to make room).
     this.#onSettled(d, result === -1);
-    const judgedAtMs = performance.now();
+    const judgedAtMs = awakeNow();
     const windowMs = this.#isAgedOut(d, Number(result), sentAtReady, judgedAtMs) ? await this.#streamWindowMs(d) : 0;
     const isEarlier = result === 2 && this.#notPending(d, 2, sentAtReady, judgedAtMs, windowMs) === EARLIER;
     if (result === 1 && record !== undefined) this.#records?.recordsWritten([record]);
@@ -693,7 +694,7 @@ export class RedisSettler implements DeliverySettler {
     // Timed after the window's reply (it may have opened the window itself), less a thousandth
     // for clock rates over a window that may last long.
     const limitMs = heldMs + windowMs;
-    return performance.now() - d.leaseConfirmedAtMs < limitMs - limitMs / 1000 ? EARLIER : FENCED;
+    return awakeNow() - d.leaseConfirmedAtMs < limitMs - limitMs / 1000 ? EARLIER : FENCED;
   }
 
   /**
@@ -738,7 +739,7 @@ export class RedisSettler implements DeliverySettler {
   async leaseState(d: RedisDelivery, ask = false): Promise<LeaseState> {
     if (d.isEntryGone) return "ownerless";
     if (d.isLeaseLost) return "taken";
-    if (!ask && performance.now() - d.leaseConfirmedAtMs < this.#ctx.claimMinIdleMs / 2) return "held";
+    if (!ask && awakeNow() - d.leaseConfirmedAtMs < this.#ctx.claimMinIdleMs / 2) return "held";
     let holder: unknown;
     try {
       holder = await runScript(

@@ -4,7 +4,7 @@
  */
 import { execFile, execFileSync } from "node:child_process";
 import { promisify } from "node:util";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { TaskRecord } from "../../../src/backends/backend.js";
 import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
@@ -1410,6 +1410,54 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(infos).toContainEqual(
       expect.stringMatching(/^redis: no consumer was in touch with queue \S+ for \d+\.\d s/),
     );
+    const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 1)) as Array<[string, string]>;
+    expect(pending[0]?.[1]).toBe("thief");
+  });
+
+  it("a read whose reply this process handles after its host was suspended, and another consumer reclaimed its entry, does not run it", async () => {
+    const s = await setup({ claimMinIdleMs: 4000 });
+    const { logger, lines } = capturingLogger();
+    const consumerId = uniqueName("c-");
+    const c = s.broker.consumer({ queues: [s.queue], consumerId, logger });
+    cleanups.push(() => c.close());
+    expect(await c.fetch(1, AbortSignal.timeout(50))).toEqual([]); // the group exists now
+    const reading = c.fetch(1, AbortSignal.timeout(20_000));
+    const name = `name=chicory-consumer-${consumerId}`;
+    await eventually(async () => {
+      const clients = (await s.raw.call("CLIENT", "LIST")) as string;
+      const line = clients.split("\n").find((l) => l.includes(name));
+      if (!line?.includes("cmd=xreadgroup") || !/ flags=\S*b/.test(line)) throw new Error("not blocked yet");
+    });
+    // From here the host is suspended: this process stands still and its monotonic clock stops
+    // (Linux's does not count a suspend), while Redis hands the entry to the blocked read and
+    // another consumer reclaims it. The suspend lasts 5 s by the wall clock, more than half the
+    // claim idle time; the monotonic clock then goes on from where it stopped.
+    const realNow = performance.now.bind(performance);
+    const realDateNow = Date.now.bind(Date);
+    const stoppedAt = realNow();
+    const monotonic = vi.spyOn(performance, "now").mockImplementation(() => stoppedAt);
+    const wall = vi.spyOn(Date, "now");
+    try {
+      const pause = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+      const cli = (...args: string[]) =>
+        execFileSync("redis-cli", ["-u", SERVICES.redis, ...args], { encoding: "utf8", timeout: 5000 });
+      const added = s.raw.xadd(s.stream, "1-1", "data", encodeTask(codec).body); // written now
+      while (!cli("XPENDING", s.stream, s.group, "-", "+", "1").includes(consumerId)) {
+        if (realNow() - stoppedAt > 5000) throw new Error("the blocked read did not get the entry");
+        pause(20);
+      }
+      cli("XCLAIM", s.stream, s.group, "thief", "0", "1-1", "JUSTID"); // (as if idle past the lease)
+      const suspendedMs = realNow() - stoppedAt;
+      monotonic.mockImplementation(() => realNow() - suspendedMs);
+      wall.mockImplementation(() => realDateNow() + 5000 - suspendedMs);
+      expect(await added).toBe("1-1");
+      // before, the reply looked fresh by the monotonic clock and the entry was handed out
+      expect(await reading).toEqual([]);
+    } finally {
+      monotonic.mockRestore();
+      wall.mockRestore();
+    }
+    expect(lines.map((l) => l.message)).toContainEqual(expect.stringMatching(/another consumer reclaimed them/));
     const pending = (await s.raw.xpending(s.stream, s.group, "-", "+", 1)) as Array<[string, string]>;
     expect(pending[0]?.[1]).toBe("thief");
   });

@@ -10,7 +10,7 @@ import type { Consumer, Delivery } from "../../../src/brokers/broker.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker-options.js";
 import type { RedisDelivery } from "../../../src/brokers/redis/redis-delivery.js";
-import { RELEASED_CONSUMER } from "../../../src/brokers/redis/redis-keys.js";
+import { queueKeys, RELEASED_CONSUMER } from "../../../src/brokers/redis/redis-keys.js";
 import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { BackendConnectionError, BrokerConnectionError, QueueFullError, ValidationError } from "../../../src/errors.js";
@@ -71,6 +71,26 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await expect(publish(limited, s.queue, { delayMs: 1000 })).rejects.toBeInstanceOf(QueueFullError);
     expect(await s.raw.xlen(s.stream)).toBe(300);
   });
+
+  it.each([
+    ["now (publish.lua)", 0],
+    ["delayed (publish-delayed.lua)", 60_000],
+  ])(
+    "a unique publish %s that fails on a key of another type leaves no marker: the id publishes once the key is mended",
+    async (_name, delayMs) => {
+      const s = await setup();
+      const { delayed, unique } = queueKeys(s.prefix, s.queue);
+      const broken = delayMs === 0 ? s.stream : delayed;
+      await s.raw.set(broken, "not a stream or a sorted set"); // (an operator's SET at the key)
+      const task = encodeTask(codec);
+      const send = () => s.broker.publish(s.queue, { id: task.id, body: task.body, unique: true, delayMs });
+      await expect(send()).rejects.toThrow(/WRONGTYPE/);
+      expect(await s.raw.smembers(unique)).toEqual([]); // before, the marker stayed: the id refused for good
+      await s.raw.del(broken);
+      expect((await send()).published).toBe(true);
+      expect(await s.raw.smembers(unique)).toEqual([task.id]);
+    },
+  );
 
   it("plain publishes of one turn, batched in script calls, land in publish order and each settles", async () => {
     const s = await setup();

@@ -36,10 +36,14 @@ for i = 3, #ARGV, 4 do
   local result = 1
   if maxLen > 0 and redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) >= maxLen then
     result = -1
-  elseif ARGV[i + 3] == '1' and redis.call('SADD', KEYS[4], id) == 0 then
+  elseif ARGV[i + 3] == '1' and redis.call('SISMEMBER', KEYS[4], id) == 1 then
     result = 0
   else
     addDelayed(KEYS[2], KEYS[3], id, nowMs + tonumber(ARGV[i + 2]), ARGV[i + 1])
+    -- the marker after the message: a failed write leaves none that would refuse the id for good
+    if ARGV[i + 3] == '1' then
+      redis.call('SADD', KEYS[4], id)
+    end
   end
   out[#out + 1] = result
 end

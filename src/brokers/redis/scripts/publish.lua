@@ -26,7 +26,10 @@ local maxLen = tonumber(ARGV[5])
 if maxLen > 0 and redis.call('XLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) >= maxLen then
   return answer(-1)
 end
-if ARGV[4] == '1' and redis.call('SADD', KEYS[4], ARGV[2]) == 0 then
+-- The unique marker is added after the message: a write that fails (a key of another type, an
+-- operator's SET there) leaves no marker that would refuse the task id for good.
+local unique = ARGV[4] == '1'
+if unique and redis.call('SISMEMBER', KEYS[4], ARGV[2]) == 1 then
   return answer(0)
 end
 local delayMs = tonumber(ARGV[3])
@@ -37,5 +40,8 @@ if delayMs > 0 then
   addDelayed(KEYS[2], KEYS[3], ARGV[2], nowMs + delayMs, ARGV[1])
 else
   redis.call('XADD', KEYS[1], '*', 'data', ARGV[1], 'id', ARGV[2])
+end
+if unique then
+  redis.call('SADD', KEYS[4], ARGV[2])
 end
 return answer(1)

@@ -235,7 +235,7 @@ function nodeAddress(node: unknown): string {
 /**
  * The connection a ready client (`client` option) talks to, for messages: its own address
  * (the connection settings and variables do not apply to it), password masked.
- * @throws ConfigurationError for a client with ioredis's own `keyPrefix` (see below)
+ * @throws ConfigurationError for a client with ioredis's own `keyPrefix` or with `stringNumbers` (see below)
  */
 function fromClient(client: RedisClientLike, envPrefix: string): ResolvedRedisConnection {
   const c = client as {
@@ -253,6 +253,13 @@ function fromClient(client: RedisClientLike, envPrefix: string): ResolvedRedisCo
       `client: the ioredis client has its own keyPrefix ${JSON.stringify(clientPrefix)}, which Chicory's scripts ` +
         `do not see; give the client without it and put the prefix in Chicory's keyPrefix option ` +
         `(or ${envPrefix}_KEY_PREFIX), e.g. keyPrefix: ${JSON.stringify(`${String(clientPrefix).replace(/:$/, "")}:chicory`)}`,
+    );
+  }
+  // Chicory reads the scripts' integer replies as numbers (1 published, -1 queue full, ...)
+  if (redisOptions.stringNumbers === true) {
+    throw new ConfigurationError(
+      "client: the ioredis client has stringNumbers: true, which turns Redis's integer replies into strings that " +
+        "Chicory would misread; give Chicory a client without it",
     );
   }
   const password = typeof redisOptions.password === "string" ? redisOptions.password : undefined;

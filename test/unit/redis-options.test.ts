@@ -669,6 +669,26 @@ describe("redis broker and backend settings", () => {
     }
   });
 
+  it("a broker or backend refuses a client with stringNumbers (integer replies as strings would be misread)", () => {
+    const single = new Redis({ stringNumbers: true, lazyConnect: true });
+    const cluster = new Cluster([{ host: "127.0.0.1", port: 7000 }], {
+      lazyConnect: true,
+      redisOptions: { stringNumbers: true },
+    });
+    try {
+      expect(() => new RedisBroker({ client: single as unknown as RedisClientLike, env: {} })).toThrow(/stringNumbers/);
+      expect(() => new RedisBackend({ client: single as unknown as RedisClientLike, env: {} })).toThrow(
+        ConfigurationError,
+      );
+      expect(() => new RedisBroker({ client: cluster as unknown as RedisClientLike, env: {} })).toThrow(
+        /stringNumbers/,
+      );
+    } finally {
+      single.disconnect();
+      cluster.disconnect();
+    }
+  });
+
   it("reads the backend TTL in seconds or with a unit", () => {
     expect(new RedisBackend({ env: {} }).settings.resultTtlSeconds).toBe(86_400);
     expect(new RedisBackend({ env: { CHICORY_BACKEND_REDIS_RESULT_TTL: "60" } }).settings.resultTtlSeconds).toBe(60);

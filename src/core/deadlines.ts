@@ -103,10 +103,23 @@ export class Deadlines {
     }
   }
 
-  #expire(): void {
+  /**
+   * Rejects the operations past their time limit. The first look at due ones defers them by one
+   * turn of the event loop (`recheck`): after a turn that blocked the loop past a limit (a
+   * synchronous task), Node runs the timers before it reads the sockets, so a reply that came
+   * meanwhile would be taken for none.
+   */
+  #expire(recheck = true): void {
     this.#timer = undefined;
     const now = performance.now();
     const queue = this.#queue;
+    if (recheck) {
+      this.#trim();
+      if (this.#head < queue.length && (queue[this.#head] as Pending).at <= now) {
+        this.#timer = setTimeout(() => this.#expire(false), 0).unref(); // after the next poll phase
+        return;
+      }
+    }
     while (this.#head < queue.length) {
       const pending = queue[this.#head] as Pending;
       if (pending.reject !== null && pending.at > now) break;

@@ -1,4 +1,6 @@
 /** One shared timer that times out pending operations in deadline order. */
+import { once } from "node:events";
+import { createServer, connect as netConnect, type Socket } from "node:net";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Deadlines } from "../../src/core/deadlines.js";
 
@@ -34,7 +36,7 @@ describe("Deadlines", () => {
     );
     const third = d.guard(never, "third");
     const thirdResult = third.catch((e: Error) => e.message);
-    await vi.advanceTimersByTimeAsync(600);
+    await vi.advanceTimersByTimeAsync(601); // (rejected a turn after its deadline: see the last test)
     expect(await firstResult).toBe("first timed out after 1000 ms");
     finishLater(2);
     expect(await second).toBe(2);
@@ -52,7 +54,7 @@ describe("Deadlines", () => {
     const d = deadlines();
     for (let i = 0; i < 5000; i++) await d.guard(Promise.resolve(i), "q");
     const late = d.guard(new Promise(() => undefined), "late").catch((e: Error) => e.message);
-    await vi.advanceTimersByTimeAsync(1000);
+    await vi.advanceTimersByTimeAsync(1001);
     expect(await late).toBe("late timed out after 1000 ms");
   });
 
@@ -74,7 +76,7 @@ describe("Deadlines", () => {
     answer(1);
     expect(await answered).toBe(1);
     expect(idle).toBe(false); // one still pending
-    await vi.advanceTimersByTimeAsync(1000);
+    await vi.advanceTimersByTimeAsync(1001);
     expect(await timedOut).toBe("timed-out timed out after 1000 ms");
     expect(idle).toBe(true);
   });
@@ -86,5 +88,32 @@ describe("Deadlines", () => {
     d.rejectAll((label) => new Error(`${label} dropped`));
     await idle;
     expect(await pending).toBe("p dropped");
+  });
+});
+
+describe("Deadlines, on a real event loop", () => {
+  it("takes a reply that came while the event loop was blocked past the limit: it is read before the timeout rejects", async () => {
+    // an echo server: the operation is answered by a socket read, as a Redis reply is
+    const server = createServer((socket) => socket.pipe(socket));
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    const { port } = server.address() as { port: number };
+    const client: Socket = netConnect(port, "127.0.0.1");
+    try {
+      await once(client, "connect");
+      const d = new Deadlines(50, (label) => new Error(`${label} timed out`));
+      const reply = d.guard(
+        once(client, "data").then(([data]) => String(data)),
+        "echo",
+      );
+      client.write("pong");
+      // a synchronous task holds the loop past the limit; the reply arrives meanwhile
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 200);
+      // before, the overdue timer ran first (timers before the poll phase) and rejected it
+      expect(await reply).toBe("pong");
+    } finally {
+      client.destroy();
+      server.close();
+    }
   });
 });

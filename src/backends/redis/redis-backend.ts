@@ -267,6 +267,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     );
     defineBackendScripts(main);
     defineAccessCheck(main);
+    await this.#refuseShardedServer(main);
     // In the background: connecting does not wait for the check (which never throws); again
     // after every reconnect.
     this.#stopEvictionChecks = watchEviction(main, "records", "Redis backend", this.displayUrl);
@@ -289,6 +290,28 @@ export class RedisBackend implements Backend, RedisRecordWriter {
         lastError: () => lastConnectionError(main),
       },
     });
+  }
+
+  /**
+   * Refuses a server that splits keys of several hash slots (a sharded server behind one
+   * address: a proxy, a managed "cluster" reached without the Cluster API, a Cluster node given
+   * as a plain client): its scripts write several records per call, and the broker's acks write
+   * a record beside their stream entry, which such a server refuses call by call (CROSSSLOT), so
+   * no result would ever be stored. One `EVAL` over two keys of two slots, at connect; another
+   * error (a user without `EVAL`) is left to the calls that follow.
+   * @throws ConfigurationError naming the server
+   */
+  async #refuseShardedServer(main: RedisClientLike): Promise<void> {
+    const probe = `${this.#prefix}:probe`;
+    try {
+      await main.call("EVAL", "return 1", "2", `${probe}:{a}`, `${probe}:{b}`);
+    } catch (error) {
+      if (!(error instanceof Error && error.message.startsWith("CROSSSLOT"))) return;
+      if (main !== this.#injected) await closeRedis(main);
+      throw new ConfigurationError(
+        `the Redis result backend needs a single Redis node: ${this.displayUrl} refuses one call over keys of several hash slots (CROSSSLOT: a sharded server or proxy behind one address); give the backend a Redis that is not sharded, or another backend`,
+      );
+    }
   }
 
   /**

@@ -11,8 +11,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
+import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { MessageCodec } from "../../../src/core/message.js";
+import { ConfigurationError } from "../../../src/errors.js";
 import { encodeTask, eventually, fetchN } from "../../contract/contract-helpers.js";
 import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { useCleanups } from "../../helpers/cleanups.js";
@@ -22,10 +24,11 @@ import { freePort } from "../../reliability/infra/redis-server.js";
 const skip = await skipUnless("redis");
 const codec = new MessageCodec();
 
-describe.skipIf(skip)("redis broker: a sharded server behind one address", () => {
+describe.skipIf(skip)("redis: a sharded server behind one address", () => {
   const cleanups = useCleanups();
 
-  it("a consumer of several queues reads them one at a time when the server refuses a read over several slots", async () => {
+  /** A one-node cluster of the test's own, every slot on it (stopped and removed after); its port. */
+  async function shardedServer(): Promise<number> {
     const dir = mkdtempSync(join(tmpdir(), "chicory-sharded-"));
     const port = await freePort();
     const server: ChildProcess = spawn(
@@ -51,7 +54,11 @@ describe.skipIf(skip)("redis broker: a sharded server behind one address", () =>
     }, 10_000);
     await admin.call("CLUSTER", "ADDSLOTSRANGE", "0", "16383"); // every slot on this node
     await eventually(async () => expect(String(await admin.call("CLUSTER", "INFO"))).toMatch(/cluster_state:ok/));
+    return port;
+  }
 
+  it("a consumer of several queues reads them one at a time when the server refuses a read over several slots", async () => {
+    const port = await shardedServer();
     const { logger, lines } = capturingLogger();
     // (a URL naming a Cluster node is refused at connect; a plain client given is taken as it is,
     // as a proxy's would be)
@@ -83,5 +90,17 @@ describe.skipIf(skip)("redis broker: a sharded server behind one address", () =>
     );
     for (const d of got) await d.ack();
     expect(lines.filter((line) => line.level === "warn" || line.level === "error")).toEqual([]);
+  });
+
+  it("the result backend refuses it at connect: its calls over several records' keys would each fail", async () => {
+    const port = await shardedServer();
+    const plain = new Redis(port, "127.0.0.1");
+    cleanups.push(async () => plain.disconnect());
+    const backend = new RedisBackend({ client: plain, keyPrefix: "sharded", env: {} });
+    cleanups.push(() => backend.disconnect());
+    // before, it connected, and every batch of records (and every ack with its record) failed
+    await expect(backend.connect()).rejects.toThrow(ConfigurationError);
+    await expect(backend.connect()).rejects.toThrow(/needs a single Redis node: .* several hash slots \(CROSSSLOT/);
+    expect(plain.status).toBe("ready"); // a client given is left open
   });
 });

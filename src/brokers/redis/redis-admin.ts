@@ -16,7 +16,7 @@ import {
   toDlqMessage,
 } from "../dlq.js";
 import { type QueueKeys, RELEASED_CONSUMER } from "./redis-keys.js";
-import { RECEIPT_TTL_MS, receiptKey } from "./redis-publish-batch.js";
+import { RARE_RECEIPT_TTL_MS, receiptKey } from "./redis-publish-batch.js";
 
 type StreamEntry = [string, string[]];
 
@@ -108,7 +108,7 @@ export async function replayFromDlq(
       client,
       "chicoryReplay",
       [keys.dlq, keys.stream, keys.unique, receipt],
-      [messageId, body, id, RECEIPT_TTL_MS],
+      [messageId, body, id, RARE_RECEIPT_TTL_MS],
     );
     if (moved === -2) throw replayRefusedError(messageId, id);
     return moved === 1;
@@ -131,7 +131,7 @@ export async function deleteFromDlq(client: RedisClientLike, keys: QueueKeys, me
 export async function purgeDlq(client: RedisClientLike, keys: QueueKeys): Promise<number> {
   // a receipt, as a publish call's: a copy sent again after a dropped connection deletes nothing more
   const receipt = receiptKey(keys.sent);
-  return Number(await runScript(client, "chicoryPurgeDlq", [keys.dlq, receipt], [RECEIPT_TTL_MS]));
+  return Number(await runScript(client, "chicoryPurgeDlq", [keys.dlq, receipt], [RARE_RECEIPT_TTL_MS]));
 }
 
 /** Number of DLQ entries. */
@@ -180,7 +180,7 @@ export async function purgeQueue(client: RedisClientLike, keys: QueueKeys, group
         client,
         "chicoryPurgeQueue",
         [keys.stream, keys.delayed, keys.delayedData, keys.unique, receipt],
-        [group, PURGE_BATCH, RELEASED_CONSUMER, RECEIPT_TTL_MS],
+        [group, PURGE_BATCH, RELEASED_CONSUMER, RARE_RECEIPT_TTL_MS],
       ),
     );
     total += n;

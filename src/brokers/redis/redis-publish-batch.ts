@@ -36,10 +36,20 @@ export const MAX_MESSAGES = 500;
 /** Most body characters per script call (a batch is sent once it reaches this). */
 export const MAX_BYTES = 512 * 1024;
 /**
- * How long a call's receipt is kept at least: longer than a resent copy can follow the first (it
- * is sent once the client has reconnected, right after the stalled Redis ran the first).
+ * How long a publish call's receipt is kept at least. The client sends a call again once it has
+ * reconnected, whenever that is (a stalled Redis that ran the first copy: at once; a network
+ * cut that lost its reply: when the network is back): a copy that comes later than this finds
+ * no receipt and adds its messages again (see "Limits" in docs/brokers/redis.md). Not longer:
+ * every publish call leaves a receipt of about 150 bytes for this long.
  */
 export const RECEIPT_TTL_MS = 60_000;
+
+/**
+ * How long the receipt of a rare call is kept (a dead letter, a DLQ replay or purge, a batch of a
+ * queue purge): an hour, so that a copy the client sends again after an outage of up to an hour
+ * does not write the dead letter twice or purge the dead letters written since.
+ */
+export const RARE_RECEIPT_TTL_MS = 3_600_000;
 
 /** This process's part of every receipt key; a counter tells its calls apart. */
 const RECEIPT_TOKEN = randomBytes(9).toString("base64url");

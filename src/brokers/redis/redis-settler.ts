@@ -22,7 +22,7 @@ import type { LeaseState } from "../broker.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import type { DeliverySettler, RedisDelivery } from "./redis-delivery.js";
 import { type QueueKeys, RELEASED_CONSUMER } from "./redis-keys.js";
-import { RECEIPT_TTL_MS, receiptKey } from "./redis-publish-batch.js";
+import { RARE_RECEIPT_TTL_MS, receiptKey } from "./redis-publish-batch.js";
 import type { StreamEntry } from "./redis-reader.js";
 
 /** The `retries` of a message body (0 when unreadable), stored as the DLQ entry's retry_count. */
@@ -83,7 +83,7 @@ export async function appendDeadLetter(
         retryCountOf(body),
         ctx.dlqMaxLength,
         typeof id === "string" ? id : "",
-        RECEIPT_TTL_MS,
+        RARE_RECEIPT_TTL_MS,
         ...(store?.args ?? []),
         ...(pieces ?? []),
       ],

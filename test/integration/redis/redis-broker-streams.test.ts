@@ -92,6 +92,27 @@ describe.skipIf(skip)("redis broker: streams", () => {
     },
   );
 
+  it("a publish call's receipt lasts 60 s; a dead letter's and a DLQ purge's an hour (a copy resent after a longer outage finds them)", async () => {
+    const s = await setup();
+    const receiptTtls = async () => {
+      const keys = await s.raw.keys(`${s.prefix}:sent:*`);
+      const ttls = await Promise.all(keys.map((key) => s.raw.pttl(key)));
+      await Promise.all(keys.map((key) => s.raw.del(key)));
+      return ttls;
+    };
+    await publish(s.broker, s.queue);
+    const [published] = await receiptTtls();
+    expect(published).toBeGreaterThan(50_000);
+    expect(published).toBeLessThanOrEqual(60_000);
+    await s.broker.writeDeadLetter(s.queue, encodeTask(codec).body, "Error: boom");
+    await s.broker.purgeDlq(s.queue);
+    const rare = await receiptTtls();
+    expect(rare).toHaveLength(2);
+    // before, 60 s: a copy resent after a network cut of a few minutes wrote the dead letter
+    // again, or purged the dead letters written since
+    for (const ttl of rare) expect(ttl).toBeGreaterThan(3_500_000);
+  });
+
   it("plain publishes of one turn, batched in script calls, land in publish order and each settles", async () => {
     const s = await setup();
     await publish(s.broker, s.queue); // one entry before the batches

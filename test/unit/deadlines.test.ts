@@ -1,6 +1,7 @@
 /** One shared timer that times out pending operations in deadline order. */
 import { once } from "node:events";
-import { createServer, connect as netConnect, type Socket } from "node:net";
+import { connect as netConnect, type Socket } from "node:net";
+import { Worker } from "node:worker_threads";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Deadlines } from "../../src/core/deadlines.js";
 
@@ -93,11 +94,16 @@ describe("Deadlines", () => {
 
 describe("Deadlines, on a real event loop", () => {
   it("takes a reply that came while the event loop was blocked past the limit: it is read before the timeout rejects", async () => {
-    // an echo server: the operation is answered by a socket read, as a Redis reply is
-    const server = createServer((socket) => socket.pipe(socket));
-    server.listen(0, "127.0.0.1");
-    await once(server, "listening");
-    const { port } = server.address() as { port: number };
+    // an echo server on a thread of its own (it answers while this thread is blocked): the
+    // operation is answered by a socket read, as a Redis reply is
+    const server = new Worker(
+      `const net = require("node:net");
+       const { parentPort } = require("node:worker_threads");
+       const server = net.createServer((socket) => socket.pipe(socket));
+       server.listen(0, "127.0.0.1", () => parentPort.postMessage(server.address().port));`,
+      { eval: true },
+    );
+    const [port] = (await once(server, "message")) as [number];
     const client: Socket = netConnect(port, "127.0.0.1");
     try {
       await once(client, "connect");
@@ -113,7 +119,7 @@ describe("Deadlines, on a real event loop", () => {
       expect(await reply).toBe("pong");
     } finally {
       client.destroy();
-      server.close();
+      await server.terminate();
     }
   });
 });

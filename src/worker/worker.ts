@@ -1076,6 +1076,14 @@ export class Worker {
     // Bounded: a loop's round (a heartbeat) may wait for a server that is down.
     const loopsStopped = this.#stopLoops(this.#loops);
     this.#loops = [];
+    // With tasks to drain, a heartbeat now says the worker is stopping (`isRunning: false`: it no
+    // longer counts for `chicory workers --min`), its TTL counted from now; the final one follows.
+    const stoppingBeat =
+      this.#slots.running > 0
+        ? this.#heartbeat().catch((error: unknown) =>
+            this.#logger.debug({ err: toError(error).message }, "stopping heartbeat failed"),
+          )
+        : undefined;
     await settlesWithin(
       Promise.all([loopsStopped, this.#consumeLoop]),
       Math.min(CONSUME_LOOP_GRACE_MS, left(CLOSE_RESERVE_MS)),
@@ -1099,6 +1107,8 @@ export class Worker {
     if (closed && !(await settlesWithin(closed, left()))) {
       this.#logger.warn("shutdown deadline: the consumer is still closing");
     }
+    // (before the final heartbeat, which must land last)
+    if (stoppingBeat) await settlesWithin(stoppingBeat, Math.min(SHUTDOWN_STEP_MS, left()));
     this.#started.clear();
     this.#phase = "stopped";
     const heartbeatMs = Math.min(SHUTDOWN_STEP_MS, left());

@@ -1367,6 +1367,32 @@ describe("Worker on the memory broker", () => {
     expect((await backend.getHeartbeat(worker.workerId))?.isRunning).toBe(false);
   });
 
+  it("a stopping worker with tasks to drain says at once in a heartbeat that it is not running", async () => {
+    const { app, backend } = makeApp();
+    const started = deferred<void>();
+    const finish = deferred<void>();
+    const slow = app.task({ name: "slow" }, async () => {
+      started.resolve();
+      await finish.promise;
+      return 1;
+    });
+    const worker = await startWorker(app, { heartbeatInterval: 0.05, heartbeatTtl: 5 });
+    const result = await slow.delay();
+    await started.promise;
+    const stopping = worker.stop(10);
+    // said at once, not at the final heartbeat (before, the record said running until then, or
+    // was gone once the drain outlasted its TTL)
+    const first = await eventually(async () => {
+      const hb = await backend.getHeartbeat(worker.workerId);
+      return hb?.isRunning === false ? hb : undefined;
+    });
+    expect(first).toMatchObject({ activeTasks: 1 });
+    finish.resolve();
+    await stopping;
+    expect(await result.get({ timeout: 5 })).toBe(1);
+    expect(await backend.getHeartbeat(worker.workerId)).toMatchObject({ isRunning: false, activeTasks: 0 });
+  });
+
   it("start() twice warns; lifecycle hooks run once; a failing startup hook stops the worker", async () => {
     const { app } = makeApp();
     const events: string[] = [];

@@ -701,7 +701,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     await this.#run("storeHeartbeat", (main) =>
       Promise.all([
         main.call("SET", this.#heartbeatKey(stats.workerId), JSON.stringify(stats), "EX", ttl),
-        runScript(main, "chicoryTouchWorker", [this.#workersKey], [stats.workerId]),
+        runScript(main, "chicoryTouchWorker", [this.#workersKey], [stats.workerId, this.#heartbeatKey("")]),
       ]),
     );
   }

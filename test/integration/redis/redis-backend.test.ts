@@ -563,6 +563,21 @@ describe.skipIf(skip)("redis backend", () => {
     expect(await keysUnder(s.raw, `${s.prefix}:heartbeat`)).toEqual([`${s.prefix}:heartbeat:fresh`]);
   });
 
+  it("a heartbeat forgets workers whose heartbeat expired (short-lived workers leave no member behind)", async () => {
+    const s = await setup();
+    const backend = await s.open();
+    const workers = `${s.prefix}:workers`;
+    const longAgo = Date.now() - 600_000;
+    // nine workers that stopped long ago (keys expired), and one still beating at a long interval
+    // (a heartbeat looks at the ten silent longest)
+    const gone = Array.from({ length: 9 }, (_, i) => `gone-${i}`);
+    await s.raw.zadd(workers, ...gone.flatMap((id) => [longAgo, id]), longAgo - 1, "slow");
+    await s.raw.set(`${s.prefix}:heartbeat:slow`, "{}", "EX", 60);
+    await backend.storeHeartbeat(idleWorkerStats("live"), 30);
+    // before, the nine stayed until a worker's cleanup round (none runs in a fleet that lives shorter)
+    expect((await s.raw.zrange(workers, "0", "-1")).sort()).toEqual(["live", "slow"]);
+  });
+
   it("keeps heartbeats in P:heartbeat:WID with a TTL and P:workers scored by Redis time", async () => {
     const s = await setup();
     const backend = await s.open();

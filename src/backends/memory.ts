@@ -6,7 +6,9 @@
  * resolves pending waiters with null); `healthcheck` reports the connect/disconnect state.
  * @module
  */
+
 import type { HealthStatus } from "../brokers/broker.js";
+import { staleMs } from "../core/duration.js";
 import type { Backend, StoredError, TaskRecord, TaskState, WaitOptions, WorkerStats } from "./backend.js";
 import { isTerminalState, mayOverwrite } from "./backend.js";
 import { ResultWaiter } from "./result-waiter.js";
@@ -161,7 +163,7 @@ export class MemoryBackend implements Backend {
   }
 
   async cleanupStaleClients(staleSeconds: number): Promise<number> {
-    const cutoff = Date.now() - staleSeconds * 1000;
+    const cutoff = Date.now() - staleMs(staleSeconds);
     let removed = 0;
     for (const [workerId, entry] of this.#heartbeats) {
       const last = Date.parse(entry.value.lastHeartbeat ?? "");

@@ -4,6 +4,7 @@
  * hence atomic within the process (a replay runs once even when called concurrently).
  * @module
  */
+import { staleMs } from "../core/duration.js";
 import type { MessageCodec } from "../core/message.js";
 import { ValidationError } from "../errors.js";
 import type { BrokerAdmin, DlqMessage, DlqReplayGuard, HealthStatus } from "./broker.js";
@@ -164,8 +165,8 @@ export abstract class MemoryAdmin implements BrokerAdmin {
   }
 
   async cleanupStaleClients(queue = DEFAULT_QUEUE, staleSeconds = DEFAULT_STALE_SECONDS): Promise<number> {
+    const cutoff = Date.now() - staleMs(staleSeconds);
     const q = this.queue(queue);
-    const cutoff = Date.now() - staleSeconds * 1000;
     let removed = 0;
     for (const [consumerId, lastSeen] of q.consumers) {
       if (lastSeen < cutoff && !q.hasPendingOf(consumerId)) {

@@ -1,4 +1,4 @@
-import { ConfigurationError } from "../errors.js";
+import { ConfigurationError, ValidationError } from "../errors.js";
 
 /**
  * A duration: a number of seconds, or a string with a unit (`"250ms"`, `"10s"`, `"5m"`, `"1h"`).
@@ -41,4 +41,18 @@ export function toMs(value: Duration, what = "duration"): number {
 /** Parses a {@link Duration} into seconds. */
 export function toSeconds(value: Duration, what = "duration"): number {
   return toMs(value, what) / 1000;
+}
+
+/**
+ * The `staleSeconds` of a stale-client cleanup (`cleanupStaleClients`), in whole milliseconds.
+ * @throws ValidationError when it is not a finite number of seconds >= 0 (a `NaN` would
+ *   otherwise remove nothing, or everything, without a word)
+ */
+export function staleMs(staleSeconds: number): number {
+  if (typeof staleSeconds !== "number" || !Number.isFinite(staleSeconds * 1000) || staleSeconds < 0) {
+    throw new ValidationError(
+      `cleanupStaleClients: staleSeconds must be a number of seconds >= 0, got ${typeof staleSeconds === "number" ? String(staleSeconds) : typeof staleSeconds}`,
+    );
+  }
+  return Math.round(staleSeconds * 1000);
 }

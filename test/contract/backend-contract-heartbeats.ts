@@ -76,6 +76,15 @@ export function backendHeartbeatTests(h: BackendHarness): void {
     );
   });
 
+  it("cleanupStaleClients refuses a staleSeconds that is not a number of seconds >= 0", async () => {
+    const backend = h.backend();
+    for (const bad of [Number.NaN, -1, Number.POSITIVE_INFINITY]) {
+      await expect(backend.cleanupStaleClients(bad)).rejects.toThrow(
+        /cleanupStaleClients: staleSeconds must be a number of seconds >= 0/,
+      );
+    }
+  });
+
   it("cleanupStaleClients removes stale workers and keeps fresh ones", { timeout: 15_000 }, async () => {
     const backend = h.backend();
     const old = stats();

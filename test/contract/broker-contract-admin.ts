@@ -141,6 +141,15 @@ export function brokerAdminTests(h: BrokerHarness): void {
     for (const d of got) await d.ack();
   });
 
+  it("cleanupStaleClients refuses a staleSeconds that is not a number of seconds >= 0", async () => {
+    const broker = h.broker();
+    for (const bad of [Number.NaN, -1, Number.POSITIVE_INFINITY]) {
+      await expect(broker.cleanupStaleClients(h.queue(), bad)).rejects.toThrow(
+        /cleanupStaleClients: staleSeconds must be a number of seconds >= 0/,
+      );
+    }
+  });
+
   it("cleanupStaleClients never removes a consumer with pending messages", async () => {
     const broker = h.broker();
     await publishTasks(broker, h.queue(), h.codec, 1);

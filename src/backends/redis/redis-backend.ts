@@ -32,6 +32,7 @@ import { randomUUID } from "node:crypto";
 import type { HealthStatus } from "../../brokers/broker.js";
 import { Deadlines } from "../../core/deadlines.js";
 import { DisconnectGate, overtakenMessage, SharedOpen } from "../../core/disconnect-gate.js";
+import { staleMs } from "../../core/duration.js";
 import type { EnvMap } from "../../core/env.js";
 import { FlushScheduler } from "../../core/flush-scheduler.js";
 import type { Logger } from "../../core/logger.js";
@@ -723,7 +724,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
 
   /** Removes workers whose last heartbeat (Redis clock) is older than `staleSeconds`. */
   async cleanupStaleClients(staleSeconds: number): Promise<number> {
-    const staleMs = Math.max(0, Math.round(staleSeconds * 1000));
+    const idleMs = staleMs(staleSeconds);
     return this.#run("cleanupStaleClients", async (main) => {
       let removed = 0;
       for (;;) {
@@ -731,7 +732,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
           main,
           "chicoryCleanupWorkers",
           [this.#workersKey],
-          [staleMs, this.#heartbeatKey(""), CLEANUP_BATCH],
+          [idleMs, this.#heartbeatKey(""), CLEANUP_BATCH],
         )) as string[];
         removed += ids.length;
         if (ids.length < CLEANUP_BATCH) return removed;

@@ -26,6 +26,7 @@ import { setMaxListeners } from "node:events";
 import type { Kysely } from "kysely";
 import type { HealthStatus } from "../../brokers/broker.js";
 import { DisconnectGate, overtakenMessage } from "../../core/disconnect-gate.js";
+import { staleMs } from "../../core/duration.js";
 import type { EnvMap } from "../../core/env.js";
 import type { Logger } from "../../core/logger.js";
 import { DeadlinePassed, sleep, withinDeadline } from "../../core/sleep.js";
@@ -335,11 +336,11 @@ export class SqlBackend implements Backend {
   }
 
   async cleanupStaleClients(staleSeconds: number): Promise<number> {
-    const staleMs = Math.max(0, Math.round(staleSeconds * 1000));
+    const idleMs = staleMs(staleSeconds);
     const removed = await this.#run("cleanupStaleClients", (db) =>
       db
         .deleteFrom(this.#names.qualified.workers)
-        .where("last_heartbeat", "<", sql<number>`${nowMs(this.kind)} - ${staleMs}`)
+        .where("last_heartbeat", "<", sql<number>`${nowMs(this.kind)} - ${idleMs}`)
         .executeTakeFirst(),
     );
     await this.cleanupExpiredResults();

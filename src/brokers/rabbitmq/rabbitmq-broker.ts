@@ -14,7 +14,9 @@
  * - Not supported: `unique` publish (capability `uniqueIds` is false; the flag is ignored).
  * @module
  */
+
 import { DisconnectGate, overtakenMessage } from "../../core/disconnect-gate.js";
+import { staleMs } from "../../core/duration.js";
 import { MessageCodec, peekMessage } from "../../core/message.js";
 import { maskUrl, redactSecrets, urlPassword } from "../../core/url.js";
 import { BrokerConnectionError } from "../../errors.js";
@@ -265,7 +267,8 @@ export class RabbitMqBroker implements Broker {
    * A no-op returning 0: RabbitMQ removes the consumers of closed connections itself (and
    * detects dead peers with heartbeats), requeueing their unacknowledged messages.
    */
-  async cleanupStaleClients(_queue?: string, _staleSeconds?: number): Promise<number> {
+  async cleanupStaleClients(_queue?: string, staleSeconds = 300): Promise<number> {
+    staleMs(staleSeconds); // (checked as on every broker; RabbitMQ removes its consumers itself)
     return 0;
   }
 

@@ -34,6 +34,7 @@
 import type { Backend } from "../../backends/backend.js";
 import { Deadlines } from "../../core/deadlines.js";
 import { DisconnectGate, overtakenMessage, SharedOpen } from "../../core/disconnect-gate.js";
+import { staleMs } from "../../core/duration.js";
 import type { EnvMap } from "../../core/env.js";
 import type { Logger } from "../../core/logger.js";
 import { MessageCodec } from "../../core/message.js";
@@ -663,10 +664,10 @@ export class RedisBroker implements Broker {
   }
 
   /** Deletes consumers idle > `staleSeconds` (default 300) owning no pending entry, atomically. */
-  cleanupStaleClients(queue = DEFAULT_QUEUE, staleSeconds = 300): Promise<number> {
-    const staleMs = Math.max(0, Math.round(staleSeconds * 1000));
+  async cleanupStaleClients(queue = DEFAULT_QUEUE, staleSeconds = 300): Promise<number> {
+    const idleMs = staleMs(staleSeconds);
     return this.#admin("cleanupStaleClients", (c) =>
-      admin.cleanupStaleConsumers(c.main, this.#keys.get(queue), c.group, staleMs),
+      admin.cleanupStaleConsumers(c.main, this.#keys.get(queue), c.group, idleMs),
     );
   }
 

@@ -20,7 +20,9 @@
  * - `sqlite::memory:` lives in one connection: a single broker instance of one process.
  * @module
  */
+
 import { DisconnectGate, overtakenMessage, SharedOpen } from "../../core/disconnect-gate.js";
+import { staleMs } from "../../core/duration.js";
 import { MessageCodec, peekMessage, truncateError } from "../../core/message.js";
 import { assertValidName } from "../../core/names.js";
 import { BrokerConnectionError, ChicoryError, ConfigurationError, ValidationError } from "../../errors.js";
@@ -274,8 +276,9 @@ export class SqliteBroker implements Broker {
   }
 
   async cleanupStaleClients(queue = DEFAULT_QUEUE, staleSeconds = 300): Promise<number> {
+    const idleMs = staleMs(staleSeconds);
     const now = Date.now();
-    return this.#admin("clean up consumers", (admin) => admin.cleanupConsumers(queue, now - staleSeconds * 1000, now));
+    return this.#admin("clean up consumers", (admin) => admin.cleanupConsumers(queue, now - idleMs, now));
   }
 
   async healthcheck(): Promise<HealthStatus> {

@@ -12,6 +12,7 @@ import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker
 import type { RedisDelivery } from "../../../src/brokers/redis/redis-delivery.js";
 import { queueKeys, RELEASED_CONSUMER } from "../../../src/brokers/redis/redis-keys.js";
 import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js";
+import type { Logger } from "../../../src/core/logger.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import { BackendConnectionError, BrokerConnectionError, QueueFullError, ValidationError } from "../../../src/errors.js";
 import { Chicory, MemoryBackend } from "../../../src/index.js";
@@ -52,6 +53,31 @@ describe.skipIf(skip)("redis broker: streams", () => {
       0,
     );
   }
+
+  /**
+   * A consumer of the sandbox's queue whose fetch is blocked in its read (seen in CLIENT LIST):
+   * the reply of that read is then this process's to handle.
+   */
+  async function blockedRead(s: Awaited<ReturnType<typeof setup>>, logger: Logger) {
+    const consumerId = uniqueName("c-");
+    const c = s.broker.consumer({ queues: [s.queue], consumerId, logger });
+    cleanups.push(() => c.close());
+    expect(await c.fetch(1, AbortSignal.timeout(50))).toEqual([]); // the group exists now
+    const reading = c.fetch(1, AbortSignal.timeout(20_000));
+    const name = `name=chicory-consumer-${consumerId}`;
+    await eventually(async () => {
+      const clients = (await s.raw.call("CLIENT", "LIST")) as string;
+      const line = clients.split("\n").find((l) => l.includes(name));
+      if (!line?.includes("cmd=xreadgroup") || !/ flags=\S*b/.test(line)) throw new Error("not blocked yet");
+    });
+    return { consumerId, reading };
+  }
+
+  /** Blocks this thread (as a stopped process, or a suspended host) for `ms`. */
+  const pause = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+  /** redis-cli, for work done outside this process while it is blocked. */
+  const cli = (...args: string[]) =>
+    execFileSync("redis-cli", ["-u", SERVICES.redis, ...args], { encoding: "utf8", timeout: 5000 });
 
   async function publish(b: RedisBroker, queue: string, extra: { delayMs?: number; unique?: boolean } = {}) {
     const task = encodeTask(codec);
@@ -1410,23 +1436,10 @@ describe.skipIf(skip)("redis broker: streams", () => {
       error: () => {},
       child: () => logger,
     };
-    const consumerId = uniqueName("c-");
-    const c = s.broker.consumer({ queues: [s.queue], consumerId, logger });
-    cleanups.push(() => c.close());
-    expect(await c.fetch(1, AbortSignal.timeout(50))).toEqual([]); // the group exists now
-    const reading = c.fetch(1, AbortSignal.timeout(20_000));
-    const name = `name=chicory-consumer-${consumerId}`;
-    await eventually(async () => {
-      const clients = (await s.raw.call("CLIENT", "LIST")) as string;
-      const line = clients.split("\n").find((l) => l.includes(name));
-      if (!line?.includes("cmd=xreadgroup") || !/ flags=\S*b/.test(line)) throw new Error("not blocked yet");
-    });
+    const { consumerId, reading } = await blockedRead(s, logger);
     // From here this process stands still (as if stopped) while Redis hands the entry to the
     // blocked read and another consumer reclaims it; redis-cli does the outside work. Every
     // wait below has a deadline: the event loop cannot end this test while it is blocked.
-    const pause = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-    const cli = (...args: string[]) =>
-      execFileSync("redis-cli", ["-u", SERVICES.redis, ...args], { encoding: "utf8", timeout: 5000 });
     const pausedAt = performance.now();
     const added = s.raw.xadd(s.stream, "1-1", "data", encodeTask(codec).body); // written now
     while (!cli("XPENDING", s.stream, s.group, "-", "+", "1").includes(consumerId)) {
@@ -1458,17 +1471,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
   it("a read whose reply this process handles after its host was suspended, and another consumer reclaimed its entry, does not run it", async () => {
     const s = await setup({ claimMinIdleMs: 4000 });
     const { logger, lines } = capturingLogger();
-    const consumerId = uniqueName("c-");
-    const c = s.broker.consumer({ queues: [s.queue], consumerId, logger });
-    cleanups.push(() => c.close());
-    expect(await c.fetch(1, AbortSignal.timeout(50))).toEqual([]); // the group exists now
-    const reading = c.fetch(1, AbortSignal.timeout(20_000));
-    const name = `name=chicory-consumer-${consumerId}`;
-    await eventually(async () => {
-      const clients = (await s.raw.call("CLIENT", "LIST")) as string;
-      const line = clients.split("\n").find((l) => l.includes(name));
-      if (!line?.includes("cmd=xreadgroup") || !/ flags=\S*b/.test(line)) throw new Error("not blocked yet");
-    });
+    const { consumerId, reading } = await blockedRead(s, logger);
     // From here the host is suspended: this process stands still and its monotonic clock stops
     // (Linux's does not count a suspend), while Redis hands the entry to the blocked read and
     // another consumer reclaims it. The suspend lasts 5 s by the wall clock, more than half the
@@ -1479,9 +1482,6 @@ describe.skipIf(skip)("redis broker: streams", () => {
     const monotonic = vi.spyOn(performance, "now").mockImplementation(() => stoppedAt);
     const wall = vi.spyOn(Date, "now");
     try {
-      const pause = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-      const cli = (...args: string[]) =>
-        execFileSync("redis-cli", ["-u", SERVICES.redis, ...args], { encoding: "utf8", timeout: 5000 });
       const added = s.raw.xadd(s.stream, "1-1", "data", encodeTask(codec).body); // written now
       while (!cli("XPENDING", s.stream, s.group, "-", "+", "1").includes(consumerId)) {
         if (realNow() - stoppedAt > 5000) throw new Error("the blocked read did not get the entry");

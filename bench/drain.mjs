@@ -138,4 +138,5 @@ if (args.bare) {
       `Chicory / bare worker CPU per job ${median(ratios).toFixed(2)}× (per rep ${ratios.map((x) => x.toFixed(2)).join(", ")})`,
   );
 }
+await flushBenchDb(); // (the last rep's results: nothing is left in the benchmark's database)
 process.exit(0);

@@ -718,16 +718,31 @@ export class Worker {
     this.lastHeartbeat = now;
   }
 
+  /**
+   * One cleanup round. Each step on its own: a backend (or a queue) whose cleanup fails does not
+   * keep the others from theirs; the failures are thrown together at the end (the loop logs them).
+   */
   async #cleanup(): Promise<void> {
     const stale = this.config.staleWorkersTimeout;
-    const removedWorkers = (await this.#app.backend?.cleanupStaleClients(stale)) ?? 0;
+    const failed: string[] = [];
+    const step = async (what: string, run: () => Promise<number>): Promise<number> => {
+      try {
+        return await run();
+      } catch (error) {
+        failed.push(`${what}: ${toError(error).message}`);
+        return 0;
+      }
+    };
+    const backend = this.#app.backend;
+    const removedWorkers = backend ? await step("result backend", () => backend.cleanupStaleClients(stale)) : 0;
     let removedConsumers = 0;
     for (const queue of this.config.queues) {
-      removedConsumers += await this.#app.broker.cleanupStaleClients(queue, stale);
+      removedConsumers += await step(`queue ${queue}`, () => this.#app.broker.cleanupStaleClients(queue, stale));
     }
     if (removedWorkers + removedConsumers > 0) {
       this.#logger.info({ removedWorkers, removedConsumers }, "removed stale workers");
     }
+    if (failed.length > 0) throw new Error(failed.join("; "));
   }
 
   async #consume(consumer: Consumer): Promise<void> {

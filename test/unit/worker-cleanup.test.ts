@@ -4,6 +4,7 @@
  */
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { Chicory, MemoryBackend, MemoryBroker, silentLogger, Worker } from "../../src/index.js";
+import { capturingLogger } from "../helpers/capturing-logger.js";
 
 class CountingBroker extends MemoryBroker {
   cleanups = 0;
@@ -51,6 +52,35 @@ describe("worker cleanup loop", () => {
       expect(broker.cleanups).toBe(0);
       await vi.advanceTimersByTimeAsync(10_000); // past 30 s + 15 %
       expect(broker.cleanups).toBe(1);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it("a step that fails (the backend, a queue) does not keep the others from their cleanup; the failures are logged", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval"] });
+    const cleaned: string[] = [];
+    class FailingOnA extends MemoryBroker {
+      override async cleanupStaleClients(queue?: string, staleSeconds?: number): Promise<number> {
+        cleaned.push(queue ?? "");
+        if (queue === "a") throw new Error("refused");
+        return super.cleanupStaleClients(queue, staleSeconds);
+      }
+    }
+    class FailingBackend extends MemoryBackend {
+      override async cleanupStaleClients(): Promise<number> {
+        throw new Error("backend away");
+      }
+    }
+    const { logger, lines } = capturingLogger();
+    const app = new Chicory({ broker: new FailingOnA(), backend: new FailingBackend() });
+    const worker = new Worker(app, { logger, cleanupInterval: "900s", queue: ["a", "b"] });
+    await worker.start();
+    try {
+      await vi.advanceTimersByTimeAsync(70_000); // past the first round
+      // before, the backend's failure ended the round: no queue was cleaned
+      expect(cleaned).toEqual(["a", "b"]);
+      expect(lines.map((l) => l.fields.err)).toContainEqual("result backend: backend away; queue a: refused");
     } finally {
       await worker.stop();
     }

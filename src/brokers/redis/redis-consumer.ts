@@ -674,9 +674,10 @@ export class RedisConsumer implements Consumer {
 
   /** Block no longer than the next housekeeping step is due. */
   #blockFor(): number {
-    let until = awakeNow() + this.#ctx.blockMs;
+    const now = awakeNow();
+    let until = now + this.#ctx.blockMs;
     for (const q of this.#queues) until = Math.min(until, q.moveAtMs, q.reclaimAtMs);
-    return Math.max(1, Math.ceil(until - awakeNow())); // BLOCK takes whole milliseconds
+    return Math.max(1, Math.ceil(until - now)); // BLOCK takes whole milliseconds
   }
 
   async #read(

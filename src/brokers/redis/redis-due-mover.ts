@@ -135,8 +135,9 @@ export class DueMover {
       if (dropped > 0) warnDropped(this.#logger, q.keys.queue, dropped);
       // Redis holds an entry due within COALESCE_MS: this wake-up ran before it by Redis's clock
       // (see the module's comment).
-      const untilNext = Number(reply[1]) - reply[2];
-      if ((left > 0 || ahead !== undefined) && Number(reply[1]) >= 0 && untilNext <= COALESCE_MS) {
+      const nextDue = Number(reply[1]); // -1: none left
+      const untilNext = nextDue - reply[2];
+      if ((left > 0 || ahead !== undefined) && nextDue >= 0 && untilNext <= COALESCE_MS) {
         const at = Math.max(ahead ?? 0, performance.now() + Math.max(0, untilNext) + 1);
         insertDue(q, at, Math.min(Math.max(1, left), MAX_DUE_PER_QUEUE - q.due.length));
       }

@@ -42,7 +42,7 @@ export const MAX_BYTES = 512 * 1024;
  * no receipt and adds its messages again (see "Limits" in docs/brokers/redis.md). Not longer:
  * every publish call leaves a receipt of about 150 bytes for this long.
  */
-export const RECEIPT_TTL_MS = 60_000;
+const RECEIPT_TTL_MS = 60_000;
 
 /**
  * How long the receipt of a rare call is kept (a dead letter, a DLQ replay or purge, a batch of a

@@ -76,6 +76,14 @@ export function isNoGroupError(error: unknown): boolean {
   return error instanceof Error && /NOGROUP|no such key|stream key no longer exists/i.test(error.message);
 }
 
+/**
+ * True for a refusal of a command over keys of several hash slots (`CROSSSLOT`): a sharded
+ * server behind one address (a proxy, a managed "cluster" reached without the Cluster API).
+ */
+export function isCrossSlotError(error: unknown): boolean {
+  return error instanceof Error && error.message.startsWith("CROSSSLOT");
+}
+
 /** Chicory's scripts by name, as registered (see {@link nameScripts}). */
 const namedScripts = new Map<string, string>();
 /** SHA1 of each script's source -> its name, built on first lookup. */

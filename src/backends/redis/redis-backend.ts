@@ -41,7 +41,7 @@ import { processWarningLogger } from "../../core/warn-once.js";
 import { BackendConnectionError, ChicoryError, ConfigurationError, ValidationError } from "../../errors.js";
 import { checkRedisAccess, defineAccessCheck, isNoPermError, refuseReplica } from "../../redis/redis-access.js";
 import { BulkLimitReader } from "../../redis/redis-bulk-limit.js";
-import { type RedisClientLike, runScript } from "../../redis/redis-client.js";
+import { isCrossSlotError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import {
   adapterClient,
   closeRedis,
@@ -307,7 +307,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     try {
       await main.call("EVAL", "return 1", "2", `${probe}:{a}`, `${probe}:{b}`);
     } catch (error) {
-      if (!(error instanceof Error && error.message.startsWith("CROSSSLOT"))) return;
+      if (!isCrossSlotError(error)) return;
       if (main !== this.#injected) await closeRedis(main);
       throw new ConfigurationError(
         `the Redis result backend needs a single Redis node: ${this.displayUrl} refuses one call over keys of several hash slots (CROSSSLOT: a sharded server or proxy behind one address); give the backend a Redis that is not sharded, or another backend`,

@@ -48,7 +48,7 @@ import { awakeNow } from "../../core/clock.js";
 import type { Logger } from "../../core/logger.js";
 import { settlesWithin, timerDelay, withinDeadline } from "../../core/sleep.js";
 import { BrokerConnectionError, ConfigurationError } from "../../errors.js";
-import { isNoGroupError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
+import { isCrossSlotError, isNoGroupError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import { dropRedis, isClusterClient, lastConnectionError, pingRedis } from "../../redis/redis-connect.js";
 import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { Consumer, ConsumerOptions } from "../broker.js";
@@ -572,7 +572,7 @@ export class RedisConsumer implements Consumer {
       } catch (error) {
         // A sharded server behind one endpoint (a proxy, a managed "cluster" without the
         // Cluster API) refuses a command over keys of several slots: read one queue at a time.
-        if (!(error instanceof Error && error.message.startsWith("CROSSSLOT"))) throw error;
+        if (!isCrossSlotError(error)) throw error;
         this.#readsOneByOne = true;
         this.#logger.info(
           { queues: queues.map((x) => x.keys.queue) },

@@ -494,7 +494,7 @@ export class RedisSettler implements DeliverySettler {
     if (tooLarge !== undefined) throw tooLarge;
     const { stream, delayed, delayedData } = d.keys;
     const delay = Math.max(0, Math.ceil(delayMs)); // never early: rounded up
-    const done = await this.#settle(d, "retry", () =>
+    await this.#settle(d, "retry", () =>
       runScript(
         this.#ctx.main,
         "chicoryRetry",
@@ -502,7 +502,10 @@ export class RedisSettler implements DeliverySettler {
         [this.#ctx.group, d.deliveryId, body, delay, d.taskId, this.#consumerId],
       ),
     );
-    if (delay > 0 && Number(done) === 1) this.#ctx.scheduleMove(d.keys, delay);
+    // Noted whatever the answer: a copy the client sent again after a dropped connection answers
+    // 0 when the first copy did the retry (its entry is gone), and the new attempt is still due
+    // then. When another consumer settled the entry instead, the extra wake-up moves nothing.
+    if (delay > 0) this.#ctx.scheduleMove(d.keys, delay);
   }
 
   /**

@@ -6,7 +6,7 @@
  * delayed and unique publish calls alike) and answer as the first did.
  */
 import { Redis } from "ioredis";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js";
 import { MessageCodec } from "../../../src/core/message.js";
@@ -136,6 +136,35 @@ describe.skipIf(skip)("redis broker: a publish resent after a stall", () => {
     expect(await runScript(raw, "chicoryPurgeQueue", purgeQueue[0], purgeQueue[1])).toBe(1); // the replayed entry
     expect(await runScript(raw, "chicoryPurgeQueue", purgeQueue[0], purgeQueue[1])).toBe(1);
     expect(await admin.xlen("resend-dl:stream:{q}")).toBe(0);
+  });
+
+  it("a retry in flight when the client drops a stalled connection is still moved into its stream by this process when due", async () => {
+    const { admin, client, broker } = await impatientBroker("resend-retry");
+    const reconnects: number[] = [];
+    client.on("ready", () => reconnects.push(Date.now()));
+    const codec = new MessageCodec();
+    const task = encodeTask(codec);
+    await broker.publish("q", { id: task.id, body: task.body });
+    const consumer = broker.consumer({ queues: ["q"], consumerId: "w-retry" });
+    cleanups.push(() => consumer.close());
+    const [delivery] = await consumer.fetch(1, new AbortController().signal);
+    expect(delivery?.body).toBe(task.body);
+    // The stalled Redis runs the retry's first copy after the stall; the copy the client sends
+    // again once reconnected finds the entry gone and answers 0. The consumer fetches nothing
+    // more, so only the broker's due mover moves the new attempt (before: it was noted only
+    // when the call answered 1, and the attempt stayed in the delayed set until a worker's
+    // recheck: here, for good).
+    const stall = (await stallBegun(admin, 1500)).ended;
+    const retried = delivery?.retry(task.body, 1000);
+    await stall;
+    await retried;
+    expect(reconnects.length).toBeGreaterThan(0); // the connection was dropped and made again
+    expect(await admin.zcard("resend-retry:delayed:{q}")).toBe(1);
+    await vi.waitFor(async () => expect(await admin.xlen("resend-retry:stream:{q}")).toBe(1), {
+      timeout: 5000,
+      interval: 50,
+    });
+    expect(await admin.zcard("resend-retry:delayed:{q}")).toBe(0);
   });
 
   it("receipts outlast a publish time limit over a minute (a Cluster sends a call again until past it)", async () => {

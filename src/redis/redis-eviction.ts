@@ -2,7 +2,7 @@
  * The eviction check of the Redis adapters. A Redis server with a `maxmemory` limit and an
  * eviction policy other than `noeviction` deletes keys when it runs out of memory, and nobody
  * is told: queue keys (streams, delayed sets, DLQ) under an `allkeys-*` policy, keys with a TTL
- * (results, task states, worker heartbeats) under any policy. Lost messages cannot be detected
+ * (results, task states, worker heartbeats, the broker's call receipts) under any policy. Lost messages cannot be detected
  * afterwards, so the adapters check when they connect, and again after every reconnect (a
  * restarted or failed-over server may run with other settings), and warn (a process warning,
  * shown by default) rather than fail: the policy may be deliberate, and managed services may
@@ -33,11 +33,18 @@ export function evictionRisk(info: string, data: RedisData): string | undefined 
   const { policy, maxmemory } = settings;
   const setting = `maxmemory-policy ${policy} (maxmemory ${maxmemory} bytes)`;
   if (data === "queues") {
-    // Queue keys carry no TTL: the volatile-* policies never pick them.
-    if (!policy.startsWith("allkeys-")) return undefined;
+    if (policy.startsWith("allkeys-")) {
+      return (
+        `${setting} lets Redis delete queue keys when memory runs out: queued messages, delayed ` +
+        "jobs and DLQ entries would be lost without any error; set maxmemory-policy noeviction"
+      );
+    }
+    // Queue keys carry no TTL, so the volatile-* policies never pick them; the calls' receipts
+    // (`P:sent:…`) have one.
     return (
-      `${setting} lets Redis delete queue keys when memory runs out: queued messages, delayed ` +
-      "jobs and DLQ entries would be lost without any error; set maxmemory-policy noeviction"
+      `${setting} lets Redis delete the broker's call receipts (keys with a TTL) when memory runs ` +
+      "out: a publish or dead letter that the client sends again after a dropped connection could " +
+      "then be applied twice; set maxmemory-policy noeviction"
     );
   }
   return (

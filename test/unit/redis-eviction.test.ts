@@ -19,12 +19,17 @@ describe("redis eviction check", () => {
     }
   });
 
-  it("warns the broker only of allkeys-* policies (queue keys have no TTL)", () => {
+  it("warns the broker of allkeys-* policies for its queues, of volatile-* ones for its call receipts (queue keys have no TTL)", () => {
     const risk = evictionRisk(info(67108864, "allkeys-lfu"), "queues");
     expect(risk).toContain("maxmemory-policy allkeys-lfu (maxmemory 67108864 bytes)");
     expect(risk).toContain("queued messages, delayed jobs and DLQ entries would be lost");
     expect(risk).toContain("set maxmemory-policy noeviction");
-    expect(evictionRisk(info(67108864, "volatile-lru"), "queues")).toBeUndefined();
+    for (const policy of ["volatile-lru", "volatile-ttl"]) {
+      const receipts = evictionRisk(info(67108864, policy), "queues");
+      expect(receipts).toContain(`maxmemory-policy ${policy}`);
+      expect(receipts).toContain("call receipts");
+      expect(receipts).not.toContain("queued messages");
+    }
   });
 
   it("warns the backend of every evicting policy (its keys have TTLs)", () => {

@@ -94,6 +94,12 @@ const RECORD_ROOM_BYTES = 64 * 1024;
 
 /** How long the staging key of a record written in pieces outlives a writer that died. */
 const STAGING_TTL_SECONDS = 3600;
+/**
+ * Pieces of one record in flight at once (4 MiB): each piece's write has the time limit of one
+ * operation from when it is sent, so a record of any size only needs the link to carry this
+ * much per time limit, not the whole record.
+ */
+const PIECES_IN_FLIGHT = 8;
 
 /** The result size limit of a server that stores strings of at most `value` bytes; `how` completes its description. */
 function sizeLimit(value: number, how: string): ResultSizeLimit | undefined {
@@ -120,12 +126,19 @@ const CLEANUP_BATCH = 1000;
 
 /** Most terminal records written by one script call (a larger turn makes several calls). */
 const MAX_TERMINAL_BATCH = 500;
+/**
+ * Most JSON characters of one batch of terminal records (a batch is one script call, under one
+ * operation's time limit): records near {@link PIECE_BYTES} each start a new batch every few.
+ */
+const MAX_TERMINAL_BATCH_CHARS = 4 * 1024 * 1024;
 
-/** Terminal records of one event-loop turn (at most 500) and the promise of their write. */
+/** Terminal records of one event-loop turn (at most 500, and 4 Mi JSON characters) and the promise of their write. */
 interface TerminalBatch {
   readonly keys: string[];
   readonly jsons: string[];
   readonly records: TaskRecord[];
+  /** JSON characters of `jsons`, in all. */
+  chars: number;
   readonly written: Promise<void>;
   resolve(): void;
   reject(error: unknown): void;
@@ -451,10 +464,13 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     const json = encodeRecord(record);
     if (isPieceSized(json)) return this.storeRecordInPieces(record, json, false).then(() => undefined);
     let batch = this.#terminal[this.#terminal.length - 1];
-    if (!batch || batch.keys.length >= MAX_TERMINAL_BATCH) batch = this.#newTerminalBatch();
+    if (!batch || batch.keys.length >= MAX_TERMINAL_BATCH || batch.chars + json.length > MAX_TERMINAL_BATCH_CHARS) {
+      batch = this.#newTerminalBatch();
+    }
     batch.keys.push(key);
     batch.jsons.push(json);
     batch.records.push(record);
+    batch.chars += json.length;
     this.#terminalFlush.request();
     return batch.written;
   }
@@ -463,9 +479,13 @@ export class RedisBackend implements Backend, RedisRecordWriter {
    * {@inheritDoc RedisRecordWriter.storeRecordInPieces}
    *
    * The pieces are {@link PIECE_BYTES} long: `SET` and `APPEND`s to a staging key of its
-   * own (expiring within an hour if left behind), then `store-pieces.lua` renames it to the
+   * own (expiring within an hour if left behind: each `APPEND` is followed by an `EXPIRE`, so
+   * a staging key that vanished meanwhile, evicted or lost in a restart, and is made again by
+   * the next `APPEND` expires too), at most {@link PIECES_IN_FLIGHT} at a time, each under the
+   * time limit of one operation; then `store-pieces.lua` renames it to the
    * record's key (with `unlessFinal`, only when that holds no terminal record; the staging key
-   * is deleted otherwise), sets its TTL and announces it. No
+   * is deleted otherwise, and when it is not whole), sets its TTL and announces it. A write
+   * that fails deletes the staging key. No
    * argument is then longer than Redis's smallest `proto-max-bulk-len` and
    * `client-query-buffer-limit` (1 MiB), and a record over the server's `proto-max-bulk-len`
    * is refused by an `APPEND` ("string exceeds maximum allowed size") on a connection that stays
@@ -478,24 +498,50 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     const key = this.resultKey(record.taskId);
     const bytes = Buffer.from(json, "utf8");
     const staging = `${this.#prefix}:pieces:${record.taskId}:${randomUUID()}`;
-    const written = await this.#run("storeResult", async (main) => {
-      const writes = inPieces(bytes).map((piece, i) =>
-        i === 0 ? main.call("SET", staging, piece, "EX", STAGING_TTL_SECONDS) : main.call("APPEND", staging, piece),
+    const pieces = inPieces(bytes);
+    const writePiece = (i: number) =>
+      this.#run("storeResult", (main) =>
+        i === 0
+          ? main.call("SET", staging, pieces[0] as Buffer, "EX", STAGING_TTL_SECONDS)
+          : Promise.all([
+              main.call("APPEND", staging, pieces[i] as Buffer),
+              main.call("EXPIRE", staging, STAGING_TTL_SECONDS),
+            ]),
       );
-      const written = await Promise.allSettled(writes);
-      const failed = written.find((w): w is PromiseRejectedResult => w.status === "rejected");
-      if (failed !== undefined) {
-        await main.call("DEL", staging).catch(() => undefined);
-        throw failed.reason;
+    let next = 0;
+    let failure: { error: unknown } | undefined;
+    // A few pieces in flight at once, sent in order on the one connection (Redis appends them
+    // in that order); the first failure stops the sending.
+    const sender = async (): Promise<void> => {
+      while (next < pieces.length && failure === undefined) {
+        const i = next++;
+        await writePiece(i).catch((error: unknown) => {
+          failure ??= { error };
+        });
       }
-      const reply = await runScript(
-        main,
-        "chicoryStorePieces",
-        [staging, key],
-        [this.settings.resultTtlSeconds, this.doneChannel, this.#idOffset, bytes.length, unlessFinal ? 1 : 0],
-      );
-      return Number(reply) === 1;
-    });
+    };
+    await Promise.all(Array.from({ length: Math.min(PIECES_IN_FLIGHT, pieces.length) }, sender));
+    let written = false;
+    if (failure === undefined) {
+      try {
+        const reply = await this.#run("storeResult", (main) =>
+          runScript(
+            main,
+            "chicoryStorePieces",
+            [staging, key],
+            [this.settings.resultTtlSeconds, this.doneChannel, this.#idOffset, bytes.length, unlessFinal ? 1 : 0],
+          ),
+        );
+        written = Number(reply) === 1;
+      } catch (error) {
+        failure = { error };
+      }
+    }
+    if (failure !== undefined) {
+      // best effort (the key expires anyway); none left when the script ran and renamed it
+      await this.#main?.call("DEL", staging).catch(() => undefined);
+      throw failure.error;
+    }
     if (written) this.recordsWritten([record]);
     return written;
   }
@@ -507,7 +553,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
       resolve = ok;
       reject = fail;
     });
-    const batch: TerminalBatch = { keys: [], jsons: [], records: [], written, resolve, reject };
+    const batch: TerminalBatch = { keys: [], jsons: [], records: [], chars: 0, written, resolve, reject };
     this.#terminal.push(batch);
     return batch;
   }

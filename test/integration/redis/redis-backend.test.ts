@@ -614,4 +614,30 @@ describe.skipIf(skip)("redis backend", () => {
     await eventually(async () => expect(errors.join("\n")).toContain("NOPERM"));
     await eventually(async () => expect(await connectionsOf()).toBe(before));
   });
+  it("a record written in pieces whose staging key vanishes midway (evicted, lost in a restart) fails and leaves no staging key behind; written again, it is stored", async () => {
+    const { prefix, raw } = await setup();
+    // The backend's own client, whose second APPEND is preceded by a DEL of its key (as an
+    // eviction between two pieces would): that APPEND makes the key again, without its TTL
+    // (before: left behind for good, the record's size in Redis's memory).
+    const client = rawRedis();
+    const call = client.call.bind(client) as (...args: unknown[]) => Promise<unknown>;
+    let appends = 0;
+    (client as unknown as { call: (...args: unknown[]) => Promise<unknown> }).call = (...args) => {
+      if (args[0] === "APPEND" && ++appends === 2) void call("DEL", args[1]);
+      return call(...args);
+    };
+    const backend = new RedisBackend({ client, keyPrefix: prefix, env: {} });
+    cleanups.push(async () => {
+      await backend.disconnect();
+      client.disconnect();
+    });
+    await backend.connect();
+    const record = success(uniqueName("big-"), "y".repeat(3 * 1024 * 1024));
+    await expect(backend.storeResult(record)).rejects.toThrow(/the record written in pieces is incomplete/);
+    expect(await raw.keys(`${prefix}:pieces:*`)).toEqual([]);
+    expect(await backend.getResult(record.taskId)).toBeNull();
+    await backend.storeResult(record); // written anew (the patch acted once)
+    expect((await backend.getResult(record.taskId))?.result).toBe(record.result);
+    expect(await raw.keys(`${prefix}:pieces:*`)).toEqual([]);
+  });
 });

@@ -6,11 +6,13 @@
 -- ARGV[5] "1": only when KEYS[2] holds no terminal record (holdsFinal, holds-final.lua,
 -- composed above at load time)
 -- Returns 1 written, 0 left (ARGV[5] "1" and a terminal record there: the staging key is
--- deleted); an error when the staging key is missing or shorter (it expired, or a piece was
--- lost): nothing is written then.
+-- deleted); an error when the staging key is missing or not of the record's length (it was
+-- evicted or expired and an APPEND made it again, a piece was lost, or one was sent twice):
+-- nothing is written then, and the staging key is deleted (the writer writes anew).
 -- The record replaces the key's value as store-results.lua's SET does (terminal records need no
 -- precedence check); the notification names the task id only (the record is too long to inline).
 if redis.call('STRLEN', KEYS[1]) ~= tonumber(ARGV[4]) then
+  redis.call('DEL', KEYS[1])
   return redis.error_reply('ERR the record written in pieces is incomplete at ' .. KEYS[1])
 end
 if ARGV[5] == '1' and holdsFinal(KEYS[2]) then

@@ -42,8 +42,8 @@ function userOf(client: RedisClientLike): unknown {
 /**
  * Reads a server's `proto-max-bulk-len`, as many times as asked, with as few commands as it can:
  * `CONFIG GET` as the `default` user; for a named ACL user (whose rules rarely allow `CONFIG`:
- * each refusal would be an `ACL LOG` entry) or once `CONFIG` was refused (a reply error; not
- * asked again), a `GETBIT` probe, which refuses a bit offset of that many bytes or more ("bit
+ * each refusal would be an `ACL LOG` entry) or once `CONFIG` was refused (a reply error) or
+ * answered without the value (a server that hides it; neither is asked again), a `GETBIT` probe, which refuses a bit offset of that many bytes or more ("bit
  * offset is not an integer or out of range", checked before the key is read; nothing is
  * written). The probe costs one command when the limit is at least {@link PROBE_CEILING_BYTES},
  * about 30 (a binary search) when it was lowered, two when it is the lowered value the last
@@ -67,8 +67,16 @@ export class BulkLimitReader {
       try {
         const reply = await this.#options.guard(client.call("CONFIG", "GET", "proto-max-bulk-len"), "CONFIG GET");
         const bytes = Array.isArray(reply) ? Number(reply[1]) : Number.NaN;
-        if (!Number.isSafeInteger(bytes) || bytes <= 0) return undefined;
-        return { bytes, atLeast: false, how: `stores strings of at most ${bytes} bytes (its proto-max-bulk-len)` };
+        if (Number.isSafeInteger(bytes) && bytes > 0) {
+          return { bytes, atLeast: false, how: `stores strings of at most ${bytes} bytes (its proto-max-bulk-len)` };
+        }
+        // an empty reply (a server that hides the parameter) or no number: probed instead, and
+        // not asked again (it would answer the same)
+        this.#configRefused = true;
+        this.#options.onStepFailed(
+          "config",
+          new Error(`CONFIG GET proto-max-bulk-len answered ${JSON.stringify(reply)}`),
+        );
       } catch (error) {
         // refused by the server (ACL, a renamed command): not asked again, each refusal would
         // be one more ACL LOG entry

@@ -481,6 +481,31 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(await s.raw.xpending(s.stream, s.group, "-", "+", 1000)).toHaveLength(400);
   });
 
+  it("a pulse key of another type (an operator's SET) stops neither reclaims nor renewals, and is left as it is", async () => {
+    const s = await setup({ claimMinIdleMs: 60_000, blockMs: 20 });
+    const { deadId, body } = await behindLiveEntries(s, 1);
+    await s.raw.set(s.pulse, "not a hash");
+    // before: both scripts failed with WRONGTYPE (nothing reclaimed, no lease renewed)
+    const [reclaimed] = await s.consumer().fetch(1, AbortSignal.timeout(5000));
+    expect(reclaimed?.deliveryId).toBe(deadId);
+    expect(reclaimed?.body).toBe(body);
+    const client = s.raw as unknown as RedisClientLike;
+    defineBrokerScripts(client);
+    const [[liveId = ""] = []] = (await s.raw.xpending(s.stream, s.group, "-", "+", 10, "live")) as string[][];
+    await s.raw.call("XCLAIM", s.stream, s.group, "live", 0, liveId, "IDLE", 50_000, "JUSTID");
+    const [lost, gone] = (await runScript(
+      client,
+      "chicoryRenew",
+      [s.stream, s.pulse],
+      [s.group, "live", 30_000, 60_000, liveId],
+    )) as [string[], string[]];
+    expect([lost, gone]).toEqual([[], []]);
+    const [[, , idle = 0] = []] = (await s.raw.xpending(s.stream, s.group, "-", "+", 10, "live")) as number[][];
+    expect(idle).toBeLessThan(10_000); // renewed (it was 50 s)
+    expect(await s.raw.get(s.pulse)).toBe("not a hash");
+    await reclaimed?.ack();
+  });
+
   it("a long pending list is looked at one bounded page per step, following the cursor", async () => {
     const s = await setup({ claimMinIdleMs: 60_000, blockMs: 20 });
     const { deadId } = await behindLiveEntries(s, 30);

@@ -27,7 +27,16 @@
 -- The hash has no TTL (a volatile-* eviction policy must not pick it; PERSIST clears the day-long
 -- TTL that earlier versions set). Its writes must not be a script's first (a full Redis refuses
 -- HSET as one): the callers write something else first.
-local v = redis.call('HMGET', key, 'at', 'extra', 'until', 'sure')
+-- A key of another type there (an operator's SET) is taken for a missing hash and left as it
+-- is: the renewals and reclaims that call this go on (failing, they would leave live workers'
+-- leases unrenewed and dead workers' entries unclaimed), with only the caller's own stall to
+-- open a window; Redis's log says why.
+local v = redis.pcall('HMGET', key, 'at', 'extra', 'until', 'sure')
+local usable = not (type(v) == 'table' and v.err)
+if not usable then
+  redis.log(redis.LOG_WARNING, 'chicory: ' .. key .. ' is not a hash (' .. tostring(v.err) .. '): the stall check of its queue rests on each worker alone until the key is deleted')
+  v = {}
+end
 local at, extra, untilMs, sure = tonumber(v[1]), tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0
 if untilMs <= nowMs then
   extra = 0
@@ -51,6 +60,8 @@ if seen > extra then
     sure = 0
   end
 end
-redis.call('HSET', key, 'at', nowMs, 'extra', extra, 'until', untilMs, 'sure', sure)
-redis.call('PERSIST', key)
+if usable then
+  redis.call('HSET', key, 'at', nowMs, 'extra', extra, 'until', untilMs, 'sure', sure)
+  redis.call('PERSIST', key)
+end
 return { extra, opened, sure }

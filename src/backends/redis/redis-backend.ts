@@ -36,7 +36,7 @@ import { staleMs } from "../../core/duration.js";
 import type { EnvMap } from "../../core/env.js";
 import { FlushScheduler } from "../../core/flush-scheduler.js";
 import type { Logger } from "../../core/logger.js";
-import { DeadlinePassed, nextTurn } from "../../core/sleep.js";
+import { DeadlinePassed, nextTurn, withinDeadline } from "../../core/sleep.js";
 import { processWarningLogger } from "../../core/warn-once.js";
 import { BackendConnectionError, ChicoryError, ConfigurationError, ValidationError } from "../../errors.js";
 import { checkRedisAccess, defineAccessCheck, isNoPermError, refuseReplica } from "../../redis/redis-access.js";
@@ -91,6 +91,9 @@ class AnswerLost extends Error {}
 
 /** Room a record takes in a Redis argument besides its result (id, state, name, times): ample. */
 const RECORD_ROOM_BYTES = 64 * 1024;
+
+/** Longest wait at connect for the sharded-server check's answer (as for the other checks there). */
+const SHARD_CHECK_TIMEOUT_MS = 2000;
 
 /** How long the staging key of a record written in pieces outlives a writer that died. */
 const STAGING_TTL_SECONDS = 3600;
@@ -311,14 +314,16 @@ export class RedisBackend implements Backend, RedisRecordWriter {
    * address: a proxy, a managed "cluster" reached without the Cluster API, a Cluster node given
    * as a plain client): its scripts write several records per call, and the broker's acks write
    * a record beside their stream entry, which such a server refuses call by call (CROSSSLOT), so
-   * no result would ever be stored. One `EVAL` over two keys of two slots, at connect; another
-   * error (a user without `EVAL`) is left to the calls that follow.
+   * no result would ever be stored. One `EVAL` over two keys of two slots, at connect, waited
+   * for at most {@link SHARD_CHECK_TIMEOUT_MS} (a Redis that runs no writes for now, paused or
+   * failing over, would hold `connect()` and a `disconnect()` behind it for as long); another
+   * error (a user without `EVAL`) or no answer is left to the calls that follow.
    * @throws ConfigurationError naming the server
    */
   async #refuseShardedServer(main: RedisClientLike): Promise<void> {
     const probe = `${this.#prefix}:probe`;
     try {
-      await main.call("EVAL", "return 1", "2", `${probe}:{a}`, `${probe}:{b}`);
+      await withinDeadline(main.call("EVAL", "return 1", "2", `${probe}:{a}`, `${probe}:{b}`), SHARD_CHECK_TIMEOUT_MS);
     } catch (error) {
       if (!isCrossSlotError(error)) return;
       if (main !== this.#injected) await closeRedis(main);

@@ -216,3 +216,22 @@ describe.skipIf(skip)("redis connect: the server's version", () => {
     }
   });
 });
+
+describe.skipIf(skip)("redis connect: a server that runs no writes for now", () => {
+  const own = useOwnRedis("connect-paused");
+
+  it("the result backend connects while Redis runs no writes (CLIENT PAUSE WRITE, as a failover does), and disconnects at once", async () => {
+    const admin = new Redis(own.server.port, "127.0.0.1");
+    try {
+      await admin.call("CLIENT", "PAUSE", 60_000, "WRITE");
+      const backend = new RedisBackend({ url: own.server.url, env: {} });
+      // before: its sharded-server check (an EVAL, a write) waited for the pause's end, and a
+      // disconnect() behind it too
+      await backend.connect();
+      await backend.disconnect();
+    } finally {
+      await admin.call("CLIENT", "UNPAUSE");
+      admin.disconnect();
+    }
+  });
+});

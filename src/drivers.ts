@@ -222,6 +222,10 @@ export function createDefaultBackend(brokerSpec: string, context: DriverContext)
       : hasOwnRedisLocation(context.env, brokerSpec);
   if (!hasOwnLocation) {
     for (const name of REDIS_LOCATION) env[`CHICORY_BACKEND_REDIS_${name}`] = from(name);
+  } else if (url !== undefined) {
+    // the broker's server whatever the backend's own variables say (a URL without a database
+    // path takes the broker's _DB, as the broker does)
+    for (const name of REDIS_SERVER) env[`CHICORY_BACKEND_REDIS_${name}`] = from(name);
   }
   if (url !== undefined || !hasOwnLocation) {
     // the same server (the broker's URL, whatever the backend's own variables say): trusted (and

@@ -22,7 +22,7 @@ export interface RedisConnectionOptions {
   host?: string | undefined;
   /** Port (default 6379). */
   port?: number | undefined;
-  /** Database index (default 0). */
+  /** Database index (default 0); beside a URL, used only when the URL has no database path. */
   db?: number | undefined;
   /** ACL user name. */
   username?: string | undefined;
@@ -169,7 +169,7 @@ export function resolveRedisConnection(
   const base = { envPrefix, tlsUnverified: tls?.rejectUnauthorized === false };
   const sentinelAuth = sentinelCredentials(options, env, envPrefix, url);
   if (url !== undefined) {
-    const fromAnyUrl = fromUrl(url, tls, options.tls === undefined, envPrefix);
+    const fromAnyUrl = withDbOf(fromUrl(url, tls, options.tls === undefined, envPrefix), url, options, env, envPrefix);
     const resolved = sentinelAuth ? { ...fromAnyUrl, options: { ...fromAnyUrl.options, ...sentinelAuth } } : fromAnyUrl;
     // A URL without credentials takes them from the options or variables (a secret kept
     // apart from the URL); credentials in the URL win. A URL with a user and no password takes
@@ -197,6 +197,31 @@ export function resolveRedisConnection(
     displayUrl: `${scheme}://${auth}${host}:${port}/${db}`,
     password,
     ...base,
+  };
+}
+
+/**
+ * `resolved` (from `url`) on the database of the `db` option or `${envPrefix}_DB` when `url` is a
+ * `redis://` or `rediss://` URL without a database path (else database 0, the option and
+ * variable dropped without a word); a URL's path wins over both.
+ */
+function withDbOf<T extends Pick<ResolvedRedisConnection, "options" | "displayUrl">>(
+  resolved: T,
+  url: string,
+  options: RedisConnectionOptions,
+  env: EnvMap,
+  envPrefix: string,
+): T {
+  if (!/^rediss?:\/\/[^/]*\/?$/i.test(url)) return resolved; // a path, or a sentinel URL
+  const given =
+    options.db ??
+    (envString(env, `${envPrefix}_DB`) === undefined ? undefined : envInt(env, `${envPrefix}_DB`, 0, 0, 100_000));
+  if (given === undefined) return resolved;
+  const db = checkInt(given, "db", 0, 100_000);
+  return {
+    ...resolved,
+    options: { ...resolved.options, db },
+    displayUrl: `${resolved.displayUrl.replace(/\/$/, "")}/${db}`,
   };
 }
 

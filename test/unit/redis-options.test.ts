@@ -74,6 +74,26 @@ describe("redis connection options", () => {
     expect(userOnly.displayUrl).not.toContain("pw-canary");
   });
 
+  it("a URL without a database path takes the db option or _DB (before: database 0, both dropped without a word); a path wins", () => {
+    const prefix = "CHICORY_BROKER_REDIS";
+    const fromOption = resolveRedisConnection({ url: "redis://redis.example:6380", db: 4 }, {}, prefix);
+    expect(fromOption.options).toMatchObject({ host: "redis.example", port: 6380, db: 4 });
+    expect(fromOption.displayUrl).toBe("redis://redis.example:6380/4");
+    const fromEnv = resolveRedisConnection(
+      {},
+      { [`${prefix}_URL`]: "redis://:pw@redis.example/", [`${prefix}_DB`]: "5" },
+      prefix,
+    );
+    expect(fromEnv.options).toMatchObject({ db: 5, password: "pw" });
+    expect(fromEnv.displayUrl).toBe("redis://:***@redis.example/5");
+    const path = resolveRedisConnection({ url: "redis://redis.example/2", db: 4 }, { [`${prefix}_DB`]: "5" }, prefix);
+    expect(path.options).toMatchObject({ db: 2 });
+    expect(resolveRedisConnection({ url: "redis://redis.example" }, {}, prefix).options).toMatchObject({ db: 0 });
+    expect(() => resolveRedisConnection({ url: "redis://redis.example", db: -1 }, {}, prefix)).toThrow(/db/);
+    const sentinel = resolveRedisConnection({ url: "redis+sentinel://s1,s2/mymaster/3", db: 4 }, {}, prefix);
+    expect(sentinel.options).toMatchObject({ db: 3 });
+  });
+
   it("reads host, port, db, username and password from the environment", () => {
     const r = resolveRedisConnection(
       {},

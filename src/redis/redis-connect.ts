@@ -474,7 +474,11 @@ async function awaitGivenClient(
       timer = setTimeout(() => resolve(false), GIVEN_CLIENT_READY_MS);
     });
     if (client.status === "wait") client.connect().catch(onError);
-    if (client.status === "ready" || (await ready)) return;
+    if (client.status === "ready") return;
+    // an ended client (quit, disconnected) emits nothing more: said at once, not at the bound
+    if (client.status === "end")
+      last ??= new Error("it has ended (quit or disconnected): give a client that is open or connecting");
+    else if (await ready) return;
   } finally {
     clearTimeout(timer);
     emitter.off("error", onError);

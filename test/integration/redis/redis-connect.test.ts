@@ -142,6 +142,22 @@ describe.skipIf(skip)("redis connect", () => {
     }
   });
 
+  it('a client given that has ended (quit) fails connect at once, said so (before: after 10 s, "not ready")', async () => {
+    for (const [open, type] of [
+      [(client: Redis) => new RedisBroker({ client, env: {} }).connect(), BrokerConnectionError],
+      [(client: Redis) => new RedisBackend({ client, env: {} }).connect(), BackendConnectionError],
+    ] as const) {
+      const client = rawRedis();
+      await client.quit();
+      await expect.poll(() => client.status).toBe("end");
+      const error = await open(client).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(type);
+      expect(String(error)).toMatch(
+        /the client given cannot reach .* \(status end\): it has ended \(quit or disconnected\)/,
+      );
+    }
+  });
+
   it("a database number the server does not have fails connect, named, for the broker and the backend", async () => {
     const raw = rawRedis();
     const [, databases] = (await raw.config("GET", "databases")) as [string, string];

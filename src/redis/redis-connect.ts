@@ -105,7 +105,7 @@ export function connectFailureHint(error: unknown, envPrefix: string, isTls = fa
   const code = (error as { code?: unknown } | null)?.code;
   if (code === "ETIMEDOUT" || /\bETIMEDOUT\b/.test(text)) {
     return isTls
-      ? " (no TLS answer in time: is TLS on at that port? a Redis without TLS needs redis://; else check host, port and firewall)"
+      ? " (no TLS answer in time: is TLS on at that port? a Redis without TLS needs redis:// and no tls option or TLS variable; else check host, port and firewall)"
       : " (no answer in time: check host, port and firewall)";
   }
   if (/Unknown RESP type/.test(text)) return " (the server does not speak the Redis protocol: is this a Redis port?)";

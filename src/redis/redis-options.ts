@@ -382,7 +382,8 @@ function fromUrl(
       password,
       ...(isTls || tls ? { tls: tls ?? {} } : {}),
     },
-    displayUrl: maskUrl(url),
+    // TLS turned on by the `tls` option or the TLS variables beside a redis:// URL: shown as it is
+    displayUrl: !isTls && tls ? maskUrl(url).replace(/^redis:/i, "rediss:") : maskUrl(url),
     password,
   };
 }

@@ -94,6 +94,12 @@ describe("redis connection options", () => {
     expect(sentinel.options).toMatchObject({ db: 3 });
   });
 
+  it("a redis:// URL with the tls option is shown as rediss:// (TLS is on)", () => {
+    const r = resolveRedisConnection({ url: "redis://:pw@redis.example:6380/1", tls: {} }, {}, "CHICORY_BROKER_REDIS");
+    expect(r.options.tls).toEqual({});
+    expect(r.displayUrl).toBe("rediss://:***@redis.example:6380/1");
+  });
+
   it("reads host, port, db, username and password from the environment", () => {
     const r = resolveRedisConnection(
       {},

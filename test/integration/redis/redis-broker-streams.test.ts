@@ -456,6 +456,16 @@ describe.skipIf(skip)("redis broker: streams", () => {
     return { deadId, body: tasks[live]?.body };
   }
 
+  /** The live consumer's renewal of `liveId` (renew.lua, a lease of 60 s): the ids it lost, and those gone. */
+  async function renewLive(s: Awaited<ReturnType<typeof setup>>, client: RedisClientLike, liveId: string) {
+    return (await runScript(
+      client,
+      "chicoryRenew",
+      [s.stream, s.pulse],
+      [s.group, "live", 30_000, 60_000, liveId],
+    )) as [string[], string[]];
+  }
+
   /**
    * A group with one live entry and one idle for an hour (behindLiveEntries), the broker's
    * scripts defined on the raw client, and Redis's time (ms).
@@ -493,12 +503,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
     defineBrokerScripts(client);
     const [[liveId = ""] = []] = (await s.raw.xpending(s.stream, s.group, "-", "+", 10, "live")) as string[][];
     await s.raw.call("XCLAIM", s.stream, s.group, "live", 0, liveId, "IDLE", 50_000, "JUSTID");
-    const [lost, gone] = (await runScript(
-      client,
-      "chicoryRenew",
-      [s.stream, s.pulse],
-      [s.group, "live", 30_000, 60_000, liveId],
-    )) as [string[], string[]];
+    const [lost, gone] = await renewLive(s, client, liveId);
     expect([lost, gone]).toEqual([[], []]);
     const [[, , idle = 0] = []] = (await s.raw.xpending(s.stream, s.group, "-", "+", 10, "live")) as number[][];
     expect(idle).toBeLessThan(10_000); // renewed (it was 50 s)
@@ -621,12 +626,7 @@ describe.skipIf(skip)("redis broker: streams", () => {
     const { s, deadId, client, nowMs } = await withDeadEntry();
     const [[liveId = ""] = []] = (await s.raw.xpending(s.stream, s.group, "-", "+", 10, "live")) as Array<[string]>;
     await s.raw.hset(s.pulse, "at", nowMs - 7_200_000);
-    const [lost, gone] = (await runScript(
-      client,
-      "chicoryRenew",
-      [s.stream, s.pulse],
-      [s.group, "live", 30_000, 60_000, liveId],
-    )) as [string[], string[]];
+    const [lost, gone] = await renewLive(s, client, liveId);
     expect([lost, gone]).toEqual([[], []]);
     expect(Number(await s.raw.hget(s.pulse, "extra"))).toBeGreaterThanOrEqual(7_200_000);
     const reclaim = (stallMs: number) =>

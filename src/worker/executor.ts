@@ -90,6 +90,12 @@ export interface ExecutionContext {
    * past its backoff schedule (see {@link RecordGate}).
    */
   readonly recordGate?: RecordGate | undefined;
+  /**
+   * True when a run the shutdown ended is released counting a delivery: the worker stops for an
+   * uncaught exception, which one of its runs may have caused (released uncounted, a message
+   * that crashes every worker that runs it would never reach `maxDeliveries`).
+   */
+  readonly countsAbortedRelease?: (() => boolean) | undefined;
 }
 
 const STEP_BACKOFF_MS = [100, 500, 1000, 2000, 4000, 8000, 15_000];
@@ -567,7 +573,7 @@ async function releaseClearingStarted(ctx: ExecutionContext): Promise<void> {
           const isHeld = stamp?.state === "STARTED" && (await (delivery.holdsLease?.() ?? true));
           return isHeld ? stamp : null;
         }, "read");
-  await delivery.release();
+  await delivery.release(ctx.countsAbortedRelease?.() ? { countDelivery: true } : undefined);
   if (seen && taskId !== undefined) await bounded(async () => backend?.deleteResultIf?.(taskId, seen), "delete");
 }
 

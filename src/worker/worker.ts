@@ -225,6 +225,12 @@ export class Worker {
    * an uncaught exception `run()` handled.
    */
   #fatalError: Error | undefined;
+  /**
+   * The worker stops for an uncaught exception (see `run()`): the runs its shutdown ends are
+   * released counting a delivery, since one of them may have caused it.
+   */
+  #isStoppingForStray = false;
+  readonly #countsAbortedRelease = (): boolean => this.#isStoppingForStray;
   /** Whether the logger takes debug lines: a success is logged only then (one line per job). */
   readonly #logsSuccesses: boolean;
   /** Holds fetches back while the result backend cannot store records (see `record-gate.ts`). */
@@ -591,6 +597,7 @@ export class Worker {
         this.#onStartAbandoned = () => resolve("abandoned");
       });
       this.#fatalError = undefined;
+      this.#isStoppingForStray = false;
       let isStarted = true;
       try {
         if ((await Promise.race([this.start(), abandoned])) === "abandoned") isStarted = false;
@@ -619,6 +626,7 @@ export class Worker {
       },
       stopFor: (error) => {
         isStopping = true;
+        this.#isStoppingForStray = true;
         this.#fatalError ??= toError(error);
         this.stop().catch((stopError: unknown) => this.#logger.error({ err: stopError }, "stop failed"));
       },
@@ -940,6 +948,7 @@ export class Worker {
         settleMode,
         onFailedInstead: this.#countFailure,
         recordGate: this.#recordGate,
+        countsAbortedRelease: this.#countsAbortedRelease,
       }).catch(this.#onSettleError),
     );
     // unless the handler goes on after its attempt ended (timeout, lost lease): then the slot

@@ -48,6 +48,13 @@ describe("worker.run() and errors nobody caught", () => {
     expect(r.code).toBe(0);
   });
 
+  it("a task whose uncaught exception stops every worker that runs it is dead-lettered after maxDeliveries (its release counts the delivery)", async () => {
+    const r = await runFixture("poison");
+    // before: released uncounted, run by every worker (5 of 5), never dead-lettered
+    expect(r.steps).toEqual(["runs 2, DEAD_LETTERED, dlq 1"]);
+    expect(r.code).toBe(0);
+  });
+
   it("an uncaught exception while the worker connects: run() rejects with it", async () => {
     const r = await runFixture("connecting");
     expect(r.steps).toEqual(["run rejected: thrown while connecting", "listeners left: 0"]);

@@ -280,7 +280,7 @@ async function attempt(
     }
     // A handler that returned a promise (any async one) is waited for unless the attempt ends
     // first; a plain value (a synchronous handler) needs no wait.
-    if (isThenable(value)) {
+    if (isResultThenable(value, task.name)) {
       const pending = value;
       try {
         value = await run.race(pending);
@@ -300,7 +300,7 @@ async function attempt(
     if (task.ignoreResult || value === undefined) return { kind: "success", value: null };
     return storedResult(value, task.name, env);
   } catch (thrown) {
-    return failureOutcome(task, message, thrown);
+    return failureOutcome(task, message, thrown, run.reason instanceof TaskAbortedError);
   } finally {
     if (timer) clearTimeout(timer);
     unwatchShutdown(env.shutdownSignal, run);
@@ -319,10 +319,24 @@ function storedResult(value: unknown, taskName: string, env: RunnerEnv): Extract
     return snapshot(value, taskName, env.maxResultBytes, env.serverResultLimit);
   } catch (thrown) {
     if (thrown instanceof ValidationError) throw thrown;
-    const { type, message } = toStoredError(thrown); // (never throws, whatever was thrown)
-    throw new ValidationError(`task "${taskName}": its result could not be read as JSON: ${type}: ${message}`, [], {
-      cause: thrown,
-    });
+    throw unreadableResult(thrown, taskName);
+  }
+}
+
+/** The failure of a task whose result threw `thrown` when read (a getter, a Proxy's trap). */
+function unreadableResult(thrown: unknown, taskName: string): ValidationError {
+  const { type, message } = toStoredError(thrown); // (never throws, whatever was thrown)
+  return new ValidationError(`task "${taskName}": its result could not be read as JSON: ${type}: ${message}`, [], {
+    cause: thrown,
+  });
+}
+
+/** `isThenable(value)`, where reading `then` throws (a revoked Proxy) fails the task as {@link storedResult} does. */
+function isResultThenable(value: unknown, taskName: string): value is PromiseLike<unknown> {
+  try {
+    return isThenable(value);
+  } catch (thrown) {
+    throw unreadableResult(thrown, taskName);
   }
 }
 
@@ -399,9 +413,20 @@ function resultTooLarge(
   );
 }
 
-function failureOutcome(task: Task<readonly unknown[], unknown>, message: TaskMessage, thrown: unknown): Outcome {
+/**
+ * The outcome of an attempt that threw `thrown`. `isAborted`: the worker aborted the attempt
+ * (shutdown, lost lease); a `TaskAbortedError` is an abort only then, and one a handler throws
+ * of its own is a failure as any other (taken for an abort, its message was released
+ * uncounted and ran again and again, never reaching `maxDeliveries`).
+ */
+function failureOutcome(
+  task: Task<readonly unknown[], unknown>,
+  message: TaskMessage,
+  thrown: unknown,
+  isAborted: boolean,
+): Outcome {
   try {
-    return classifyFailure(task, message, thrown);
+    return classifyFailure(task, message, thrown, isAborted);
   } catch {
     // A thrown value that cannot be inspected (`instanceof` throws on a revoked Proxy): an
     // ordinary failure, retried as the policy says, never a crash of the worker's job loop.
@@ -411,8 +436,13 @@ function failureOutcome(task: Task<readonly unknown[], unknown>, message: TaskMe
   }
 }
 
-function classifyFailure(task: Task<readonly unknown[], unknown>, message: TaskMessage, thrown: unknown): Outcome {
-  if (thrown instanceof TaskAbortedError) return { kind: "aborted", error: toStoredError(thrown) };
+function classifyFailure(
+  task: Task<readonly unknown[], unknown>,
+  message: TaskMessage,
+  thrown: unknown,
+  isAborted: boolean,
+): Outcome {
+  if (isAborted && thrown instanceof TaskAbortedError) return { kind: "aborted", error: toStoredError(thrown) };
   if (thrown instanceof RetryError) {
     const reason = thrown.reason === undefined ? thrown : thrown.reason;
     // `ctx.retry` checks the budget and the policy before it throws; a RetryError thrown by

@@ -18,6 +18,7 @@ import {
   MessageTooLargeError,
   RetryError,
   silentLogger,
+  TaskAbortedError,
   type TaskContext,
   TaskFailedError,
   TimeoutError,
@@ -353,6 +354,38 @@ describe("Worker on the memory broker", () => {
     expect(runs).toBe(2);
     expect(error).toMatchObject({ errorType: MaxRetriesExceededError.name });
     expect((error as Error).message).toContain("last error: GatewayDown: gateway 502 on attempt 2");
+  });
+
+  it("a TaskAbortedError a task throws of its own is a failure as any other (retried by its policy, then stored), not a shutdown's abort", async () => {
+    const { app } = makeApp();
+    let runs = 0;
+    const t = app.task({ name: "self_abort", retryPolicy: { maxRetries: 1, retryDelay: 0 } }, async () => {
+      runs++;
+      throw new TaskAbortedError("cancelled by a business rule");
+    });
+    await startWorker(app);
+    // before: taken for the worker's own abort, released uncounted and run again without end
+    const error = await (await t.delay()).get({ timeout: 5 }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ errorType: "TaskAbortedError" });
+    expect((error as Error).message).toContain("cancelled by a business rule");
+    expect(runs).toBe(2);
+  });
+
+  it("a result whose then cannot be read (a revoked Proxy) fails the task as a ValidationError, not retried", async () => {
+    const { app } = makeApp();
+    let runs = 0;
+    const t = app.task({ name: "revoked_result", retryPolicy: { maxRetries: 2, retryDelay: 0 } }, () => {
+      runs++;
+      const { proxy, revoke } = Proxy.revocable({}, {});
+      revoke();
+      return proxy;
+    });
+    await startWorker(app);
+    const error = await (await t.delay()).get({ timeout: 5 }).catch((e: unknown) => e);
+    // before: a TypeError, retried twice
+    expect(error).toMatchObject({ errorType: "ValidationError" });
+    expect((error as Error).message).toContain('task "revoked_result": its result could not be read as JSON');
+    expect(runs).toBe(1);
   });
 
   it("a RetryError thrown by hand keeps to maxRetries and to retryOn/ignoreOn", async () => {

@@ -5,6 +5,7 @@
  */
 import { type Duration, MAX_DELAY_SECONDS, toSeconds } from "./core/duration.js";
 import { checkChoice, checkInt, checkOptionKeys } from "./core/env.js";
+import { isErrorLike, NON_ERROR_TYPE } from "./core/stored-error.js";
 import { ConfigurationError } from "./errors.js";
 
 /** How the delay grows between attempts. */
@@ -24,7 +25,8 @@ export interface RetryPolicyOptions {
   jitter?: boolean | undefined;
   /**
    * Retry only errors with one of these names: `error.name`, or the name of the error's class or
-   * of any class it extends (`"Error"` matches every `Error`).
+   * of any class it extends (`"Error"` matches every `Error`); `"NonError"` for a thrown value
+   * that is not an error (a string, a plain object).
    */
   retryOn?: readonly string[] | undefined;
   /** Never retry errors with one of these names (matched as `retryOn`); wins over `retryOn`. */
@@ -144,10 +146,18 @@ export class RetryPolicy {
 
 /**
  * The names an error answers to: its `name` and its constructor chain's names (those read
- * before a getter or Proxy trap threw: a thrown value that cannot be read has fewer names).
+ * before a getter or Proxy trap threw: a thrown value that cannot be read has fewer names);
+ * a thrown value that is not an error (`throw "declined"`, `throw { status: 503 }`) answers to
+ * `NonError` too, the type its stored error shows.
  */
 function errorNames(error: unknown): string[] {
-  const names: string[] = [];
+  let isNonError: boolean;
+  try {
+    isNonError = !isErrorLike(error);
+  } catch {
+    isNonError = true; // stored as a NonError too
+  }
+  const names: string[] = isNonError ? [NON_ERROR_TYPE] : [];
   if (error === null || typeof error !== "object") return names;
   try {
     const name = (error as { name?: unknown }).name;

@@ -63,6 +63,20 @@ describe("RetryPolicy", () => {
     expect(new RetryPolicy({ ignoreOn: ["ValidationError"] }).shouldRetry(new ValidationError("x"))).toBe(false);
   });
 
+  it("a thrown value that is not an error answers to NonError, the type its stored error shows", () => {
+    const ignoring = new RetryPolicy({ ignoreOn: ["NonError"] });
+    const retrying = new RetryPolicy({ retryOn: ["NonError"] });
+    for (const thrown of ["card declined", 42, { status: 503 }, null, undefined]) {
+      expect(ignoring.shouldRetry(thrown)).toBe(false); // before: true
+      expect(retrying.shouldRetry(thrown)).toBe(true); // before: false
+    }
+    expect(ignoring.shouldRetry(new Error("x"))).toBe(true);
+    expect(retrying.shouldRetry(new Error("x"))).toBe(false);
+    const { proxy, revoke } = Proxy.revocable({}, {});
+    revoke();
+    expect(ignoring.shouldRetry(proxy)).toBe(false);
+  });
+
   it("rejects invalid options naming them", () => {
     expect(() => new RetryPolicy({ maxRetries: -1 })).toThrow(/maxRetries/);
     expect(() => new RetryPolicy({ retryDelay: "soon" })).toThrow(ConfigurationError);

@@ -11,6 +11,7 @@
 import { type ChildProcess, fork } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import type { Logger } from "../core/logger.js";
+import { timerDelay } from "../core/sleep.js";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from "./output.js";
 
 /** Environment variable set in supervised children. */
@@ -182,7 +183,7 @@ class Supervisor {
         );
         child.process.kill("SIGKILL");
       }
-    }, graceMs);
+    }, timerDelay(graceMs)); // (a timeout past 24.8 days would fire at once)
     this.#killTimer.unref();
     this.#finishIfIdle();
   }

@@ -62,6 +62,21 @@ describe("chicory worker -w 2 (supervisor)", () => {
     }
   });
 
+  it("a shutdown timeout past what a timer holds (24.8 days) still stops the children gracefully (exit 0)", async () => {
+    const supervisor = startCli(["worker", APP_JS, "-w", "2", "-c", "1", "--shutdown-timeout", "3000000"], env);
+    try {
+      await supervisor.waitForStderr(/(worker process ready[\s\S]*){2}/, 20_000);
+      supervisor.child.kill("SIGTERM");
+      const exit = await supervisor.exited;
+      // before: the timer that kills children that do not stop fired at once (SIGKILL, exit 1)
+      expect(exit.stderr).not.toContain("killing it");
+      expect(exit.stderr.match(/"msg":"worker stopped"/g)).toHaveLength(2);
+      expect(exit.code).toBe(0);
+    } finally {
+      if (supervisor.child.exitCode === null) supervisor.child.kill("SIGKILL");
+    }
+  });
+
   it("a SIGTERM while the children are still starting is a clean stop (exit 0)", async () => {
     const supervisor = startCli(["worker", APP_JS, "-w", "2", "-c", "1"], env);
     try {

@@ -477,17 +477,34 @@ async function replay(spec: string, id: string | undefined, opts: DlqCommandOpti
     if (!id) return replayEverything(app, spec, queues, resetRetries, opts.json === true);
     for (const queue of await queuesForEntry(app, queues, id)) {
       let moved: boolean;
+      let recordKept: string | undefined;
       try {
         moved = await app.broker.replayFromDlq(id, queue, resetRetries);
       } catch (error) {
-        // the entry cannot be replayed (its body, a unique refusal): a failure, not a usage error
-        if (!/cannot replay/.test(String(error))) throw error;
-        const reason = withoutApiHint(error);
-        throw new CliFailure(`${queue} ${id}: ${reason} (remove it with: chicory dlq delete ${spec} ${id})`);
+        if (codeOf(error) === "REPLAY_RECORD_KEPT") {
+          // replayed, but the task's old failure record could not be deleted: said, as --all does
+          moved = true;
+          recordKept = toError(error).message;
+        } else {
+          // the entry cannot be replayed (its body, a unique refusal): a failure, not a usage error
+          if (!/cannot replay/.test(String(error))) throw error;
+          const reason = withoutApiHint(error);
+          throw new CliFailure(`${queue} ${id}: ${reason} (remove it with: chicory dlq delete ${spec} ${id})`);
+        }
       }
       if (moved) {
-        if (opts.json) printJson({ queue, messageId: id, replayed: true, retriesReset: resetRetries });
-        else printLine(`replayed ${id} to queue ${queue}${resetRetries ? " (retries reset)" : ""}`);
+        if (opts.json) {
+          printJson({
+            queue,
+            messageId: id,
+            replayed: true,
+            retriesReset: resetRetries,
+            ...(recordKept === undefined ? {} : { recordKept }),
+          });
+        } else {
+          printLine(`replayed ${id} to queue ${queue}${resetRetries ? " (retries reset)" : ""}`);
+          if (recordKept !== undefined) printLine(`old record kept: ${recordKept}`);
+        }
         return EXIT_OK;
       }
     }

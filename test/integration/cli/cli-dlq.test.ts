@@ -320,6 +320,30 @@ describe("chicory dlq replay <id> on SQLite, the entry in the second queue's DLQ
     expect(stats).toMatchObject([{ queue: "kept", size: 2, dlq: 0 }]);
   });
 
+  it("dlq replay <id> of an entry whose old record could not be deleted says it replayed it, and the record kept (exit 0, as --all)", async () => {
+    requireBuild();
+    const env = cliEnv({ CHICORY_BROKER_URL: target.url, CHICORY_WORKER_QUEUE: "kept1" });
+    const [plain, json] = [await deadLetter(env, "kept1"), await deadLetter(env, "kept1")];
+    const app = `${FIXTURES}/cli-record-kept-app.mjs`;
+    // before: exit 1, nothing on stdout, though the entry had left the DLQ
+    const r = await runCli(["dlq", "replay", app, plain, "-q", "kept1"], env);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split("\n");
+    expect(lines[0]).toBe(`replayed ${plain} to queue kept1 (retries reset)`);
+    expect(lines[1]).toMatch(/^old record kept: .*connection reset/);
+    const j = await runCli(["dlq", "replay", app, json, "-q", "kept1", "--json"], env);
+    expect(j.code).toBe(0);
+    expect(JSON.parse(j.stdout)).toMatchObject({
+      queue: "kept1",
+      messageId: json,
+      replayed: true,
+      retriesReset: true,
+      recordKept: expect.stringMatching(/connection reset/),
+    });
+    const stats = JSON.parse((await runCli(["queue", "stats", APP_JS, "--json", "-q", "kept1"], env)).stdout);
+    expect(stats).toMatchObject([{ queue: "kept1", size: 2, dlq: 0 }]);
+  });
+
   it("with -q naming another queue, or with no queue of the app holding it, the entry stays (exit 1)", async () => {
     requireBuild();
     const env = cliEnv({ CHICORY_BROKER_URL: target.url, CHICORY_WORKER_QUEUE: "qa,qb" });

@@ -95,7 +95,7 @@ export function reportError(error: unknown, withStack: boolean): void {
 
 /** Writes a line to stdout. */
 export function printLine(line = ""): void {
-  process.stdout.write(`${line}\n`);
+  process.stdout.write(`${maskSecrets(line)}\n`);
 }
 
 /** Writes a line to stderr (banners, progress). */
@@ -105,7 +105,9 @@ export function printInfo(line = ""): void {
 
 /** Writes `value` as pretty JSON to stdout. */
 export function printJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  // masked as text: a password in a URL inside a string (a task's argument, a stored result) is
+  // replaced by *** and the JSON stays valid (the mask takes no quote or backslash)
+  process.stdout.write(`${maskSecrets(JSON.stringify(value, null, 2))}\n`);
 }
 
 /** Shortens `text` to `max` characters with an ellipsis, on one line. */

@@ -95,6 +95,22 @@ describe.skipIf(skipRedis)("chicory dlq replay|delete <id> on Redis, an id held 
     expect(await raw.xlen(dlqKey(qa))).toBe(0);
   });
 
+  it("dlq list masks passwords in URLs among a task's arguments, in the table and the JSON (SPEC: never in CLI output)", async () => {
+    const task = encodeTask(codec, {
+      name: "add",
+      args: ["postgres://admin:Hunter2Pw@db.example/app", { dsn: "x?password=S3cr3t&a=1" }],
+    });
+    await raw.xadd(dlqKey(qa), "1700000000000-1", "data", task.body, "error", "died", "failed_at", 1, "retry_count", 0);
+    const json = await runCli(["dlq", "list", APP_JS, "-q", qa, "--json"], env);
+    expect(json.code).toBe(0);
+    expect(json.stdout).not.toMatch(/Hunter2Pw|S3cr3t/);
+    const [entry] = JSON.parse(json.stdout) as Array<{ args: unknown }>;
+    expect(entry?.args).toEqual(["postgres://admin:***@db.example/app", { dsn: "x?password=***&a=1" }]);
+    const table = await runCli(["dlq", "list", APP_JS, "-q", qa], env);
+    expect(table.code).toBe(0);
+    expect(table.stdout).not.toMatch(/Hunter2Pw|S3cr3t/);
+  });
+
   it("dlq replay --all, several replays at once, lists the entries it left in DLQ order", async () => {
     const total = 300; // more than the replays run at once
     const bad: string[] = [];

@@ -5,8 +5,26 @@
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { MessageTooLargeError, ValidationError } from "../errors.js";
-import { findNonJson, isWellFormedText, type JsonValue, safeJsonParse } from "./json.js";
+import { findNonJson, isWellFormedText, type JsonValue, MAX_DEPTH, safeJsonParse } from "./json.js";
 import { isValidName } from "./names.js";
+
+/**
+ * Deepest nesting of a message: the message object and its `args` array around arguments that
+ * may themselves nest {@link MAX_DEPTH} levels (`delay()` refuses deeper ones). Read with
+ * {@link MAX_DEPTH} alone, a message whose argument was 63 or 64 levels deep was published and
+ * then refused by every worker, and its task never got a record.
+ */
+export const MESSAGE_MAX_DEPTH = MAX_DEPTH + 2;
+
+/** What is not JSON in `args`, each argument checked as `delay()` does (up to {@link MAX_DEPTH} levels), or null. */
+function nonJsonArgs(args: unknown): string | null {
+  if (!Array.isArray(args)) return findNonJson(args, "args");
+  for (let i = 0; i < args.length; i++) {
+    const bad = findNonJson(args[i], `args[${i}]`);
+    if (bad) return bad;
+  }
+  return null;
+}
 
 /** Longest task id: the longest key the SQL backends store (a longer id could never get its record). */
 export const MAX_TASK_ID_LENGTH = 255;
@@ -87,7 +105,7 @@ export class MessageCodec {
    * @throws ValidationError when the message is malformed or its args are not JSON
    */
   encode(message: TaskMessage): string {
-    const bad = findNonJson(message.args, "args");
+    const bad = nonJsonArgs(message.args);
     if (bad) throw new ValidationError(`task "${message.name}": ${bad}`);
     const problem = checkShape(message);
     if (problem) throw new ValidationError(`invalid message: ${problem}`);
@@ -123,7 +141,7 @@ export class MessageCodec {
       return { ok: false, reason: "decode_error", error: "empty message (no body: on Redis, no `data` field)" };
     let parsed: unknown;
     try {
-      parsed = safeJsonParse(text);
+      parsed = safeJsonParse(text, MESSAGE_MAX_DEPTH);
     } catch (error) {
       return { ok: false, reason: "decode_error", error: `not JSON: ${(error as Error).message.slice(0, 200)}` };
     }
@@ -227,7 +245,7 @@ export const PEEK_MAX_CHARS = 4 * 1024 * 1024;
 export function peekMessage(raw: string, maxChars: number = PEEK_MAX_CHARS): Partial<TaskMessage> | null {
   if (raw.length > maxChars) return null;
   try {
-    const parsed = safeJsonParse(raw);
+    const parsed = safeJsonParse(raw, MESSAGE_MAX_DEPTH);
     if (parsed !== null && typeof parsed === "object" && !Array.isArray(parsed)) return parsed as Partial<TaskMessage>;
   } catch {
     // not JSON: the caller shows the raw text

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import type { JsonValue } from "../../src/core/json.js";
 import { MessageCodec, peekHead, type TaskMessage } from "../../src/core/message.js";
 import { MessageTooLargeError, ValidationError } from "../../src/errors.js";
 
@@ -78,6 +79,19 @@ describe("MessageCodec", () => {
       ok: false,
       reason: "decode_error",
     });
+  });
+
+  it("an argument nested as deep as delay() takes (64 levels) decodes: the message's own object and args array do not count", () => {
+    const codec = new MessageCodec();
+    const nest = (n: number): JsonValue => {
+      let v: JsonValue = 0;
+      for (let i = 0; i < n; i++) v = [v];
+      return v;
+    };
+    const body = codec.encode({ ...message(), args: [nest(64)] });
+    const decoded = codec.decode(body); // before: "not JSON: JSON nested deeper than 64 levels"
+    expect(decoded.ok).toBe(true);
+    expect(() => codec.encode({ ...message(), args: [nest(65)] })).toThrow(/nested deeper than 64 levels/);
   });
 
   it("keeps __proto__ and constructor keys as inert data", () => {

@@ -222,7 +222,8 @@ export class RedisBroker implements Broker {
         // The settler already sends one ack call per turn: write it at once rather than a
         // poll phase later with the automatic pipeline.
         // The same for publish batches: a full batch leaves while the caller is still
-        // publishing, and the calls of one queue reach Redis in the order they were made.
+        // publishing, and the calls of one queue reach Redis in the order they were made
+        // (a publish that is a call of its own too, after the batch made before it).
         autoPipeliningIgnoredCommands: [
           "chicoryAck",
           "chicoryAckWithRecords",
@@ -230,6 +231,7 @@ export class RedisBroker implements Broker {
           "chicoryAckWithRecordsRead",
           "chicoryPublishBatch",
           "chicoryPublishDelayed",
+          "chicoryPublish",
         ],
         connectionName: "chicory-broker",
       },
@@ -500,6 +502,9 @@ export class RedisBroker implements Broker {
     const max = this.settings.maxStreamLength;
     const batcher = this.#batcher!; // made and dropped with the context (connect, disconnect)
     try {
+      // after the plain publishes of this queue made before it (their batch is sent first;
+      // both calls are written at once, in that order)
+      batcher.flushQueue(keys.stream);
       // a receipt, as for the batched calls: a resent copy answers as the first did
       const mark = batcher.mark(); // (waitReplicas)
       const result = await batcher.sendCall(

@@ -252,6 +252,18 @@ export class PublishBatcher {
     return this.#confirmer?.confirm(mark) ?? Promise.resolve(undefined);
   }
 
+  /**
+   * Sends the open batch of plain publishes to `stream` now, if any: a publish of that queue
+   * that is a call of its own (unique, backlog limit) and is sent next then lands after the
+   * plain publishes made before it, not before them.
+   */
+  flushQueue(stream: string): void {
+    const batch = this.#open.get(stream);
+    if (batch === undefined) return;
+    this.#open.delete(stream);
+    this.#send(batch);
+  }
+
   /** Sends every open batch now (before the connection closes: they would go after QUIT). */
   flush(): void {
     this.#flushAll();

@@ -151,6 +151,20 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(entries.slice(1).map(([, fields]) => fields)).toEqual(tasks.map((t) => ["data", t.body]));
   });
 
+  it("plain and unique publishes of one turn land in publish order (a unique one is a call of its own)", async () => {
+    const s = await setup();
+    await publish(s.broker, s.queue);
+    const tasks = Array.from({ length: 6 }, () => encodeTask(codec));
+    // plain, unique, plain, plain, unique, plain (before: the unique ones landed last)
+    const uniques = new Set([1, 4]);
+    const results = await Promise.all(
+      tasks.map((t, i) => s.broker.publish(s.queue, { id: t.id, body: t.body, unique: uniques.has(i) })),
+    );
+    expect(results.every((r) => r.published)).toBe(true);
+    const entries = (await s.raw.xrange(s.stream, "-", "+")) as Array<[string, string[]]>;
+    expect(entries.slice(1).map(([, fields]) => fields[1])).toEqual(tasks.map((t) => t.body));
+  });
+
   it("a lone publish stays ahead of a full batch published after it in a later tick", async () => {
     const s = await setup();
     await publish(s.broker, s.queue);

@@ -193,6 +193,10 @@ export function checkOptionKeys(
   notes: Readonly<Record<string, string>> = {},
   Refusal: new (message: string) => Error = ConfigurationError,
 ): void {
+  // an untyped caller's `null` (or a number) would fail below with a bare TypeError
+  if (options === null || typeof options !== "object") {
+    throw new Refusal(`${name}: options must be an object, got ${options === null ? "null" : typeof options}`);
+  }
   for (const key of Object.keys(options)) {
     if (known.has(key)) continue;
     const note = Object.hasOwn(notes, key) ? notes[key] : ` (options: ${[...known].join(", ")})`;

@@ -722,6 +722,7 @@ describe("Worker on the memory broker", () => {
         t.applyAsync([1], { countdown: 1e12 }), // past ten years (an ISO date past year 9999 or none)
         t.applyAsync([1], { eta: new Date(Date.now() + 11 * 366 * 24 * 3600 * 1000) }),
         t.applyAsync([1], { countdwn: 5 } as unknown as ApplyOptions), // a typo would run it at once
+        t.applyAsync([1], null as unknown as ApplyOptions), // before: a TypeError
       ];
     }).not.toThrow();
     const errors = await Promise.all(
@@ -743,7 +744,9 @@ describe("Worker on the memory broker", () => {
       "ValidationError",
       "ValidationError",
       "ValidationError",
+      "ValidationError",
     ]);
+    expect(String(errors[9])).toMatch(/applyAsync: options must be an object, got null/);
     expect(String(errors[8])).toMatch(
       /applyAsync: unknown option "countdwn" \(options: countdown, eta, queue, priority, taskId\)/,
     );

@@ -20,11 +20,13 @@ export function runCleanupCommand(spec: string, opts: CleanupCommandOptions): Pr
   return withApp(spec, async ({ app }) => {
     const staleSeconds = opts.staleSeconds ?? app.config.worker.staleWorkersTimeout;
     await connectBroker(app);
+    // both connected before either is cleaned: a backend that is down fails the command before
+    // it removed anything, rather than after the consumers' half, unreported
+    const backend = app.backend ? await connectBackend(app, "cleanup") : undefined;
     const queues = targetQueues(app, opts.queue);
     const consumers: Record<string, number> = {};
     for (const queue of queues) consumers[queue] = await app.broker.cleanupStaleClients(queue, staleSeconds);
-    let workers = 0;
-    if (app.backend) workers = await (await connectBackend(app, "cleanup")).cleanupStaleClients(staleSeconds);
+    const workers = backend ? await backend.cleanupStaleClients(staleSeconds) : 0;
     const totalConsumers = Object.values(consumers).reduce((a, b) => a + b, 0);
     if (opts.json) {
       printJson({ staleSeconds, removedWorkers: workers, removedConsumers: consumers });

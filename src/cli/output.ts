@@ -105,9 +105,14 @@ export function printInfo(line = ""): void {
 
 /** Writes `value` as pretty JSON to stdout. */
 export function printJson(value: unknown): void {
-  // masked as text: a password in a URL inside a string (a task's argument, a stored result) is
-  // replaced by *** and the JSON stays valid (the mask takes no quote or backslash)
-  process.stdout.write(`${maskSecrets(JSON.stringify(value, null, 2))}\n`);
+  // each string masked before it is escaped: a password in a URL inside a task's argument or a
+  // stored value becomes ***, and the JSON stays valid
+  process.stdout.write(`${JSON.stringify(value, maskStrings, 2)}\n`);
+}
+
+/** A `JSON.stringify` replacer that masks every string value ({@link maskSecrets}). */
+function maskStrings(_key: string, value: unknown): unknown {
+  return typeof value === "string" ? maskSecrets(value) : value;
 }
 
 /** Shortens `text` to `max` characters with an ellipsis, on one line. */
@@ -118,7 +123,8 @@ export function truncate(text: string, max: number): string {
 
 /** A table cell: on one line, control characters, newlines and tabs as escapes. */
 function tableCell(text: string): string {
-  return printable(text).replace(/\n/g, "\\n").replace(/\t/g, "\\t");
+  // masked here, before the columns are padded (masked later, a line would lose its alignment)
+  return printable(maskSecrets(text)).replace(/\n/g, "\\n").replace(/\t/g, "\\t");
 }
 
 /** A plain-text table: header row, then rows; columns padded to their widest cell. */

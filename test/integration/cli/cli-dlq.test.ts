@@ -95,20 +95,28 @@ describe.skipIf(skipRedis)("chicory dlq replay|delete <id> on Redis, an id held 
     expect(await raw.xlen(dlqKey(qa))).toBe(0);
   });
 
-  it("dlq list masks passwords in URLs among a task's arguments, in the table and the JSON (SPEC: never in CLI output)", async () => {
+  it("dlq list masks passwords in URLs among a task's arguments, id and error, in the table and the JSON (SPEC: never in CLI output)", async () => {
     const task = encodeTask(codec, {
+      id: "sftp://backup:L0ngSecret@host/x",
       name: "add",
       args: ["postgres://admin:Hunter2Pw@db.example/app", { dsn: "x?password=S3cr3t&a=1" }],
     });
-    await raw.xadd(dlqKey(qa), "1700000000000-1", "data", task.body, "error", "died", "failed_at", 1, "retry_count", 0);
+    // a quoted URL in the error: masked as text after JSON's escaping, it broke the JSON
+    const error = 'hook failed: "https://api.example/hook?user=a&password=Qu0ted"';
+    await raw.xadd(dlqKey(qa), "1700000000000-1", "data", task.body, "error", error, "failed_at", 1, "retry_count", 7);
     const json = await runCli(["dlq", "list", APP_JS, "-q", qa, "--json"], env);
     expect(json.code).toBe(0);
-    expect(json.stdout).not.toMatch(/Hunter2Pw|S3cr3t/);
-    const [entry] = JSON.parse(json.stdout) as Array<{ args: unknown }>;
+    expect(json.stdout).not.toMatch(/Hunter2Pw|S3cr3t|L0ngSecret|Qu0ted/);
+    const [entry] = JSON.parse(json.stdout) as Array<{ args: unknown; taskId: string; error: string }>;
     expect(entry?.args).toEqual(["postgres://admin:***@db.example/app", { dsn: "x?password=***&a=1" }]);
+    expect(entry?.taskId).toBe("sftp://backup:***@host/x");
+    expect(entry?.error).toBe('hook failed: "https://api.example/hook?user=a&password=***"');
     const table = await runCli(["dlq", "list", APP_JS, "-q", qa], env);
     expect(table.code).toBe(0);
-    expect(table.stdout).not.toMatch(/Hunter2Pw|S3cr3t/);
+    expect(table.stdout).not.toMatch(/Hunter2Pw|S3cr3t|L0ngSecret|Qu0ted/);
+    // the columns stay aligned: the masked task id is padded as shown
+    const [header = "", row = ""] = table.stdout.split("\n");
+    expect(row.slice(header.indexOf("RETRIES")).startsWith("7 ")).toBe(true);
   });
 
   it("dlq replay --all, several replays at once, lists the entries it left in DLQ order", async () => {

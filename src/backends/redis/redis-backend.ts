@@ -543,8 +543,10 @@ export class RedisBackend implements Backend, RedisRecordWriter {
       }
     }
     if (failure !== undefined) {
-      // best effort (the key expires anyway); none left when the script ran and renamed it
-      await this.#main?.call("DEL", staging).catch(() => undefined);
+      // best effort, not waited for (a Redis away would hold the failure for its whole outage;
+      // the key expires anyway); sent after the pieces on the same connection, and a no-op
+      // when the script ran and renamed the key
+      this.#main?.call("DEL", staging).catch(() => undefined);
       throw failure.error;
     }
     if (written) this.recordsWritten([record]);

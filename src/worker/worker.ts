@@ -352,6 +352,7 @@ export class Worker {
 
   async #start(uncount: () => void): Promise<void> {
     this.#phase = "starting";
+    this.#isStoppingForStray = false; // (a start after a run() that stopped for one)
     this.#stopRoutingLogs();
     const unroute = routeUnownedLogs(this.#logger);
     this.#unrouteLogs = unroute;
@@ -597,7 +598,6 @@ export class Worker {
         this.#onStartAbandoned = () => resolve("abandoned");
       });
       this.#fatalError = undefined;
-      this.#isStoppingForStray = false;
       let isStarted = true;
       try {
         if ((await Promise.race([this.start(), abandoned])) === "abandoned") isStarted = false;

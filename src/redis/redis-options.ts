@@ -22,7 +22,7 @@ export interface RedisConnectionOptions {
   host?: string | undefined;
   /** Port (default 6379). */
   port?: number | undefined;
-  /** Database index (default 0); beside a URL, used only when the URL has no database path. */
+  /** Database index (default 0); beside a `redis://` or `rediss://` URL, used only when the URL has no database path (a sentinel URL names its own). */
   db?: number | undefined;
   /** ACL user name. */
   username?: string | undefined;

@@ -16,22 +16,26 @@ export interface NotJson<Why extends string> {
   readonly "not JSON": Why;
 }
 
-/** The types that are JSON as they are (`undefined` for an optional place). */
-type JsonShape =
-  | string
-  | number
-  | boolean
-  | null
-  | undefined
-  | readonly JsonShape[]
-  | { readonly [key: string]: JsonShape };
+/** The types that are JSON as they are (`undefined` for an optional place: an object's property, a trailing argument). */
+type JsonShape = JsonItem | undefined;
+
+/** A JSON value as an array holds it: never `undefined` (JSON has no such item). */
+type JsonItem = string | number | boolean | null | readonly JsonItem[] | { readonly [key: string]: JsonShape };
+
+/** What an array item of type `E` may be: {@link JsonArg}, with `undefined` refused (`ids.map((id) => map.get(id))`). */
+type JsonItemArg<E> = unknown extends E
+  ? E
+  : undefined extends E
+    ? JsonArg<Exclude<E, undefined>> | NotJson<"undefined in an array is not JSON: use null">
+    : JsonArg<E>;
 
 /**
  * `T` as a task argument (or result) may be: `T` itself where it is JSON (strings, numbers,
  * booleans, null, arrays and objects of these), with {@link NotJson} in place of what is not (a
  * `Date`, `Map`, `Set`, `bigint`, function, symbol...). `unknown` and `any` stay as they are.
- * What a type cannot tell is checked when `delay()` runs: a class instance, `NaN`, and
- * `undefined` other than as an object property or a trailing argument.
+ * An array item that may be `undefined` is refused too (JSON has none; `delay()` and the worker
+ * refuse one when they run). What a type cannot tell is checked when `delay()` runs: a class
+ * instance, `NaN`, and an `undefined` argument before others.
  */
 export type JsonArg<T> = unknown extends T ? T : [T] extends [JsonShape] ? T : JsonArgOf<T>;
 
@@ -52,7 +56,9 @@ type JsonArgOf<T> = T extends string | number | boolean | null | undefined
               ? NotJson<"a Set is not JSON: use [...set]">
               : T extends RegExp | Promise<unknown> | ArrayBuffer | ArrayBufferView
                 ? NotJson<"only plain objects and arrays are JSON">
-                : { [K in keyof T]: JsonArg<T[K]> };
+                : T extends readonly unknown[]
+                  ? { [K in keyof T]: JsonItemArg<T[K]> }
+                  : { [K in keyof T]: JsonArg<T[K]> };
 
 /** An argument list as `delay()` takes it: each argument's {@link JsonArg}. */
 export type JsonArgs<A extends readonly unknown[]> = { [K in keyof A]: JsonArg<A[K]> };

@@ -172,6 +172,31 @@ describe("task typing", () => {
     expectTypeOf(result.error.message).toEqualTypeOf<string>();
   });
 
+  it("an array item that may be undefined is typed NotJson (JSON has none: the task fails when it runs), in results and arguments", () => {
+    const lookup = app.task(async function lookup(ids: number[]) {
+      const names = new Map([[1, "a"]]);
+      return ids.map((id) => names.get(id));
+    });
+    expectTypeOf(lookup.delay([1])).resolves.toEqualTypeOf<
+      AsyncResult<(string | NotJson<"undefined in an array is not JSON: use null">)[]>
+    >();
+    const got = {} as Awaited<ReturnType<Awaited<ReturnType<typeof lookup.delay>>["get"]>>;
+    // @ts-expect-error the stored result holds no undefined item
+    const _names: (string | undefined)[] = got;
+    const fixed = app.task(async function lookup_null(ids: number[]) {
+      const names = new Map([[1, "a"]]);
+      return ids.map((id) => names.get(id) ?? null);
+    });
+    expectTypeOf(fixed.delay([1])).resolves.toEqualTypeOf<AsyncResult<(string | null)[]>>();
+    const holes = app.task(async function holes(
+      _items: (number | undefined)[],
+      _optional?: { a?: number | undefined },
+    ) {});
+    // @ts-expect-error an undefined item in an array argument
+    void holes.delay([1, undefined]);
+    void holes.delay([1, 2], { a: undefined }); // an optional property left unset is fine
+  });
+
   it("generic code over Task<A, R> compiles", () => {
     async function enqueue<A extends unknown[], R>(task: Task<A, R>, ...args: A): Promise<R> {
       return (await task.delay(...args)).get();

@@ -16,16 +16,6 @@ import { isValidName } from "./names.js";
  */
 export const MESSAGE_MAX_DEPTH = MAX_DEPTH + 2;
 
-/** What is not JSON in `args`, each argument checked as `delay()` does (up to {@link MAX_DEPTH} levels), or null. */
-function nonJsonArgs(args: unknown): string | null {
-  if (!Array.isArray(args)) return findNonJson(args, "args");
-  for (let i = 0; i < args.length; i++) {
-    const bad = findNonJson(args[i], `args[${i}]`);
-    if (bad) return bad;
-  }
-  return null;
-}
-
 /** Longest task id: the longest key the SQL backends store (a longer id could never get its record). */
 export const MAX_TASK_ID_LENGTH = 255;
 
@@ -105,7 +95,9 @@ export class MessageCodec {
    * @throws ValidationError when the message is malformed or its args are not JSON
    */
   encode(message: TaskMessage): string {
-    const bad = nonJsonArgs(message.args);
+    // the args array one level above its arguments' first (-1): each argument may nest as deep as
+    // delay() takes (MAX_DEPTH levels), as it checks them one by one
+    const bad = findNonJson(message.args, "args", -1);
     if (bad) throw new ValidationError(`task "${message.name}": ${bad}`);
     const problem = checkShape(message);
     if (problem) throw new ValidationError(`invalid message: ${problem}`);

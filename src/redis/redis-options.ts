@@ -169,7 +169,11 @@ export function resolveRedisConnection(
   const base = { envPrefix, tlsUnverified: tls?.rejectUnauthorized === false };
   const sentinelAuth = sentinelCredentials(options, env, envPrefix, url);
   if (url !== undefined) {
-    const fromAnyUrl = withDbOf(fromUrl(url, tls, options.tls === undefined, envPrefix), url, options, env, envPrefix);
+    // a redis:// URL without a database path: the db option or variable (else dropped without a word)
+    const pathlessDb = () =>
+      options.db ??
+      (envString(env, `${envPrefix}_DB`) === undefined ? undefined : envInt(env, `${envPrefix}_DB`, 0, 0, 100_000));
+    const fromAnyUrl = fromUrl(url, tls, options.tls === undefined, envPrefix, pathlessDb);
     const resolved = sentinelAuth ? { ...fromAnyUrl, options: { ...fromAnyUrl.options, ...sentinelAuth } } : fromAnyUrl;
     // A URL without credentials takes them from the options or variables (a secret kept
     // apart from the URL); credentials in the URL win. A URL with a user and no password takes
@@ -197,31 +201,6 @@ export function resolveRedisConnection(
     displayUrl: `${scheme}://${auth}${host}:${port}/${db}`,
     password,
     ...base,
-  };
-}
-
-/**
- * `resolved` (from `url`) on the database of the `db` option or `${envPrefix}_DB` when `url` is a
- * `redis://` or `rediss://` URL without a database path (else database 0, the option and
- * variable dropped without a word); a URL's path wins over both.
- */
-function withDbOf<T extends Pick<ResolvedRedisConnection, "options" | "displayUrl">>(
-  resolved: T,
-  url: string,
-  options: RedisConnectionOptions,
-  env: EnvMap,
-  envPrefix: string,
-): T {
-  if (!/^rediss?:\/\/[^/]*\/?$/i.test(url)) return resolved; // a path, or a sentinel URL
-  const given =
-    options.db ??
-    (envString(env, `${envPrefix}_DB`) === undefined ? undefined : envInt(env, `${envPrefix}_DB`, 0, 0, 100_000));
-  if (given === undefined) return resolved;
-  const db = checkInt(given, "db", 0, 100_000);
-  return {
-    ...resolved,
-    options: { ...resolved.options, db },
-    displayUrl: `${resolved.displayUrl.replace(/\/$/, "")}/${db}`,
   };
 }
 
@@ -324,11 +303,21 @@ function refuseTlsVariablesWithoutTls(
   );
 }
 
+/**
+ * `url` masked, as `rediss://` when TLS was turned on by the `tls` option beside a `redis://`
+ * URL (`isShownTls` false), and with the database `given` apart from it appended.
+ */
+function displayOf(url: string, isShownTls: boolean, given: number | undefined): string {
+  const masked = isShownTls ? maskUrl(url) : maskUrl(url).replace(/^redis:/i, "rediss:");
+  return given === undefined ? masked : `${masked.replace(/\/$/, "")}/${given}`;
+}
+
 function fromUrl(
   url: string,
   tls: Record<string, unknown> | undefined,
   tlsFromEnvOnly: boolean,
   envPrefix: string,
+  pathlessDb: () => number | undefined,
 ): Omit<ResolvedRedisConnection, "envPrefix" | "tlsUnverified"> {
   if (SENTINEL_SCHEME.test(url)) return fromSentinelUrl(url, tls, tlsFromEnvOnly, envPrefix);
   let parsed: URL;
@@ -359,7 +348,13 @@ function fromUrl(
       `database in ${maskUrl(url)}: expected an integer from 0 to 100000 as the path (/2), got "${dbText}"`,
     );
   }
-  const db = dbText === "" ? 0 : checkInt(Number(dbText), `database in ${maskUrl(url)}`, 0, 100_000, dbText);
+  const given = dbText === "" ? pathlessDb() : undefined; // (a path wins over the option and variable)
+  const db =
+    given !== undefined
+      ? checkInt(given, "db", 0, 100_000)
+      : dbText === ""
+        ? 0
+        : checkInt(Number(dbText), `database in ${maskUrl(url)}`, 0, 100_000, dbText);
   if (parsed.search !== "") {
     throw new ConfigurationError(
       `invalid Redis URL ${maskUrl(url)}: query parameters are not read; give the password as redis://:password@host (or user:password@) or in ${envPrefix}_PASSWORD, the database as the path (/2)`,
@@ -382,8 +377,7 @@ function fromUrl(
       password,
       ...(isTls || tls ? { tls: tls ?? {} } : {}),
     },
-    // TLS turned on by the `tls` option or the TLS variables beside a redis:// URL: shown as it is
-    displayUrl: !isTls && tls ? maskUrl(url).replace(/^redis:/i, "rediss:") : maskUrl(url),
+    displayUrl: displayOf(url, isTls || tls === undefined, given),
     password,
   };
 }

@@ -141,5 +141,6 @@ export function formatTable(headers: readonly string[], shownRows: readonly (rea
 
 /** Prints a table, or `empty` when there are no rows. */
 export function printTable(headers: readonly string[], rows: readonly (readonly string[])[], empty: string): void {
-  printLine(rows.length === 0 ? empty : formatTable(headers, rows));
+  // (the cells are masked by formatTable: not the whole lines again)
+  process.stdout.write(`${rows.length === 0 ? maskSecrets(empty) : formatTable(headers, rows)}\n`);
 }

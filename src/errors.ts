@@ -93,9 +93,25 @@ export class BackendNotConfiguredError extends ChicoryError {
   }
 }
 
-/** The broker cannot be reached or refused an operation. */
+/** Options of a {@link BrokerConnectionError}. */
+export interface BrokerConnectionErrorOptions extends ChicoryErrorOptions {
+  /** The id of the task whose publish failed, when the error answers a publish. */
+  taskId?: string;
+}
+
+/**
+ * The broker cannot be reached or refused an operation. When it answers a publish
+ * (`delay()`/`applyAsync()`), `taskId` names the task whose message it was: a publish whose
+ * outcome is unknown may still land, and its job can be looked up by that id.
+ */
 export class BrokerConnectionError extends ChicoryError {
   override readonly code = "BROKER_CONNECTION";
+  /** The id of the task whose publish failed; undefined when the error answers no publish. */
+  readonly taskId: string | undefined;
+  constructor(message: string, options?: BrokerConnectionErrorOptions) {
+    super(message, options);
+    this.taskId = options?.taskId;
+  }
 }
 
 /**

@@ -15,7 +15,7 @@ import { isValidTaskId, MAX_TASK_ID_LENGTH, type MessageCodec, type TaskMessage 
 import { assertValidName } from "./core/names.js";
 import { describeValue, validateWithSchema } from "./core/schema.js";
 import { settlesWithin } from "./core/sleep.js";
-import { ConfigurationError, MessageTooLargeError, ValidationError } from "./errors.js";
+import { BrokerConnectionError, ConfigurationError, MessageTooLargeError, ValidationError } from "./errors.js";
 import { AsyncResult, type ResultDefaults } from "./result.js";
 import { RetryPolicy, type RetryPolicyOptions } from "./retry.js";
 
@@ -146,9 +146,12 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
   readonly #validationMode: ValidationMode | undefined;
   readonly #deliveryMode: DeliveryMode | undefined;
   readonly #runtime: TaskRuntime;
-  /** Rethrows a failed publish, a size refusal naming this task (one function for every publish). */
-  readonly #publishFailed = (error: unknown): never => {
-    throw namingTask(error, this.name);
+  /**
+   * Rethrows a failed publish: a size refusal naming this task, a broker error naming the task
+   * id (one function for every publish).
+   */
+  readonly #publishFailed = (error: unknown, taskId: string): never => {
+    throw namingTask(error, this.name, taskId);
   };
 
   /** Not for direct use: tasks are made by `app.task()`, which registers them. */
@@ -286,7 +289,7 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
       body = validated ? runtime.codec.encode(message) : runtime.codec.encodeChecked(message);
     } catch (error) {
       // named here, where the caller reads it (a worker's retry names the task apart)
-      throw namingTask(error, this.name);
+      throw namingTask(error, this.name, taskId);
     }
     const outgoing: OutgoingMessage = {
       id: taskId,
@@ -315,17 +318,29 @@ function publishFor<R>(
   outgoing: OutgoingMessage,
   isNewId: boolean,
   result: AsyncResult<R>,
-  refused: (error: unknown) => never,
+  refused: (error: unknown, taskId: string) => never,
 ): Promise<AsyncResult<R>> {
   // (`refused`: a size refusal by the broker's server, RabbitMQ's max_message_size or Redis's
-  // proto-max-bulk-len, names the task, as one by the local limit does)
-  if (!isNewId) return publishReusedId(runtime, queue, outgoing).then(() => result, refused);
+  // proto-max-bulk-len, names the task, as one by the local limit does; a broker error names
+  // the task id, by which a publish whose outcome is unknown can be looked up)
+  const failed = (error: unknown) => refused(error, outgoing.id);
+  if (!isNewId) return publishReusedId(runtime, queue, outgoing).then(() => result, failed);
   runtime.backend?.expectResult?.(outgoing.id);
-  return runtime.broker.publish(queue, outgoing).then(() => result, refused);
+  return runtime.broker.publish(queue, outgoing).then(() => result, failed);
 }
 
-/** `error`, or when it is a {@link MessageTooLargeError} that does not name its task, one that does. */
-function namingTask(error: unknown, taskName: string): unknown {
+/**
+ * `error`, or when it is a {@link MessageTooLargeError} that does not name its task, one that
+ * does; when it is a {@link BrokerConnectionError} that names no task id, one of the same class
+ * that does (a new error: a broker may reject a whole batch of publishes with one).
+ */
+function namingTask(error: unknown, taskName: string, taskId: string): unknown {
+  if (error instanceof BrokerConnectionError) {
+    if (error.taskId !== undefined) return error;
+    const Class = error.constructor as typeof BrokerConnectionError;
+    const named = new Class(`${error.message} (task ${taskName}, id ${taskId})`, { cause: error, taskId });
+    return named;
+  }
   if (!(error instanceof MessageTooLargeError) || error.taskName !== undefined) return error;
   return new MessageTooLargeError(error.size, error.limit, { taskName, source: error.source, cause: error });
 }

@@ -61,7 +61,7 @@ const PREFIX = "slowc";
 const GROUP = "chicory-workers";
 const STREAM = `${PREFIX}:stream:{default}`;
 const FULL_MESSAGE =
-  /^QueueFullError BROKER_CONNECTION: queue "default" is full \(\d+ messages, CHICORY_BROKER_REDIS_MAX_STREAM_LENGTH\): message not published$/;
+  /^QueueFullError BROKER_CONNECTION: queue "default" is full \(\d+ messages, CHICORY_BROKER_REDIS_MAX_STREAM_LENGTH\): message not published \(task [\w.]+, id [\w-]+\)$/;
 
 const hasRedisServer = spawnSync("redis-server", ["--version"]).status === 0;
 

@@ -292,6 +292,41 @@ describe.skipIf(skip)("redis broker: server restart", () => {
     expect(performance.now() - started).toBeLessThan(10_000);
   });
 
+  it("a delay() whose publish has no answer rejects naming the task and its id, which the job keeps once sent", {
+    timeout: 30_000,
+  }, async () => {
+    const port = await freePort();
+    let server: ChildProcess | undefined = await startRedis(port);
+    const url = `redis://127.0.0.1:${port}/0`;
+    const broker = new RedisBroker({ url, keyPrefix: "named", env: {}, publishTimeoutMs: 300 });
+    const app = new Chicory({ broker, config: { env: {} } });
+    const work = app.task({ name: "named.work" }, (n: number) => n);
+    cleanups.push(async () => {
+      await app.disconnect();
+      await stopRedis(server);
+    });
+    await app.connect();
+    await stopRedis(server);
+    server = undefined;
+    const error = await work.delay(1).then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
+    expect(error).toBeInstanceOf(BrokerConnectionError);
+    const { taskId, message } = error as BrokerConnectionError;
+    expect(taskId).toMatch(/\S/);
+    expect(message).toContain("outcome is unknown");
+    expect(message).toContain(`(task named.work, id ${taskId})`);
+    // the publish is sent once Redis is back: the job it queued carries that id
+    server = await startRedis(port);
+    const admin = new Redis(url);
+    cleanups.push(() => admin.quit().then(() => undefined));
+    const stream = "named:stream:{default}";
+    await eventually(async () => expect(await admin.xlen(stream)).toBe(1), 10_000);
+    const [[, fields]] = (await admin.xrange(stream, "-", "+")) as [[string, string[]]];
+    expect(JSON.parse(fields[fields.indexOf("data") + 1] as string).id).toBe(taskId);
+  });
+
   it("the backend disconnects at once when Redis went away before its first wait", { timeout: 30_000 }, async () => {
     const port = await freePort();
     let server: ChildProcess | undefined = await startRedis(port);

@@ -130,7 +130,11 @@ export class MessageCodec {
     }
     const text = typeof raw === "string" ? raw : raw.toString("utf8");
     if (text === "")
-      return { ok: false, reason: "decode_error", error: "empty message (no body: on Redis, no `data` field)" };
+      return {
+        ok: false,
+        reason: "decode_error",
+        error: "empty message (an empty body: on Redis, an empty or missing `data` field)",
+      };
     let parsed: unknown;
     try {
       parsed = safeJsonParse(text, MESSAGE_MAX_DEPTH);
@@ -147,6 +151,13 @@ export class MessageCodec {
     }
     const problem = checkShape(record);
     if (problem) return { ok: false, reason: "schema_error", error: problem };
+    // A number too large for a double (1e400) parses as Infinity: an argument no delay() could
+    // send, and one a retry of the message could never encode (the retry would fail until the
+    // message was dead-lettered as a poison message). Only a text with such a literal is walked.
+    if (OVERFLOWING_NUMBER.test(text)) {
+      const bad = findNonJson(record.args, "args", -1);
+      if (bad) return { ok: false, reason: "schema_error", error: bad };
+    }
     return { ok: true, message: canonical(record as unknown as TaskMessage) };
   }
 
@@ -185,6 +196,12 @@ function canonical(m: TaskMessage): TaskMessage {
     lastError: m.lastError,
   };
 }
+
+/**
+ * A number literal that may be too large for a double: an exponent of three digits or more, or
+ * 309 digits or more in a row (looked for from a run's first digit only: linear in the text).
+ */
+const OVERFLOWING_NUMBER = /[eE]\+?\d{3}|(?<!\d)\d{309}/;
 
 const ISO_DATE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
 

@@ -94,6 +94,23 @@ describe("MessageCodec", () => {
     expect(() => codec.encode({ ...message(), args: [nest(65)] })).toThrow(/nested deeper than 64 levels/);
   });
 
+  it("refuses a number too large for a double (it would be Infinity, which no retry could encode)", () => {
+    const codec = new MessageCodec();
+    const body = (args: string) =>
+      `{"v":1,"id":"x","name":"t","args":${args},"retries":0,"eta":null,"priority":null,"firstFailureAt":null,"lastError":null}`;
+    for (const literal of ["1e400", "-2E+309", `${"9".repeat(309)}`]) {
+      expect(codec.decode(body(`[1,{"n":[${literal}]}]`))).toEqual({
+        ok: false,
+        reason: "schema_error",
+        error: expect.stringMatching(/^args\[1\]\.n\[0\]: -?Infinity is not a finite number$/),
+      });
+    }
+    // large but finite numbers, an underflow to 0, and such text inside strings are arguments as any
+    for (const args of [`[1e308,1e-400,${"9".repeat(308)}]`, `["1e400","x${"7".repeat(400)}"]`, `[12e123]`]) {
+      expect(codec.decode(body(args)).ok, args).toBe(true);
+    }
+  });
+
   it("keeps __proto__ and constructor keys as inert data", () => {
     const codec = new MessageCodec();
     const body = `{"v":1,"id":"x","name":"t","args":[{"__proto__":{"polluted":true},"constructor":{"prototype":{"polluted":true}}}],"retries":0,"eta":null,"priority":null,"firstFailureAt":null,"lastError":null}`;

@@ -55,7 +55,7 @@ import type { Consumer, ConsumerOptions } from "../broker.js";
 import { ContactClock, type OutOfTouch } from "./redis-contact.js";
 import type { RedisBrokerContext } from "./redis-context.js";
 import { RedisDelivery } from "./redis-delivery.js";
-import { MOVE_BATCH, warnDropped } from "./redis-due-mover.js";
+import { MOVE_BATCH, MOVE_BYTES, moreDue, warnDropped } from "./redis-due-mover.js";
 import { type QueueKeys, RELEASED_CONSUMER } from "./redis-keys.js";
 import { openReader, READ_GIVE_UP_GRACE_MS, type ReadReply, streamReplies } from "./redis-reader.js";
 import { RedisSettler } from "./redis-settler.js";
@@ -764,15 +764,16 @@ export class RedisConsumer implements Consumer {
 
   async #moveDelayed(conn: RedisClientLike, q: QueueState): Promise<void> {
     const { delayed, delayedData, stream, unique } = q.keys;
-    const [moved, next, nowMs, lost] = (await runScript(
+    const reply = (await runScript(
       conn,
       "chicoryMoveDelayed",
       [delayed, delayedData, stream, unique],
-      [MOVE_BATCH],
+      [MOVE_BATCH, MOVE_BYTES],
     )) as [number, string, number, number];
+    const [moved, next, nowMs, lost] = reply;
     this.#replied(Number(nowMs), stream);
     if (lost > 0) warnDropped(this.#logger, q.keys.queue, lost);
-    if (moved >= MOVE_BATCH) {
+    if (moved > 0 && moreDue(reply)) {
       q.moveAtMs = awakeNow(); // more are due: next fetch moves the next batch
       return;
     }

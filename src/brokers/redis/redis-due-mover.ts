@@ -33,6 +33,17 @@ const MAX_DUE_PER_QUEUE = 10_000;
 const COALESCE_MS = 5;
 /** Delayed entries moved per script call (here and by the workers' mover). */
 export const MOVE_BATCH = 500;
+/**
+ * Bytes of bodies after which one move call stops (at least one entry moves): 500 bodies of up
+ * to the 1 MiB message limit would hold Redis for a second or more in one script.
+ */
+export const MOVE_BYTES = 2 * 1024 * 1024;
+
+/** True when a move-delayed.lua reply says entries are due still (the call stopped at its bound). */
+export function moreDue(reply: readonly [unknown, unknown, unknown, unknown]): boolean {
+  const next = Number(reply[1]);
+  return next >= 0 && next <= Number(reply[2]);
+}
 
 interface QueueDue {
   readonly keys: QueueKeys;
@@ -127,11 +138,11 @@ export class DueMover {
           this.#main,
           "chicoryMoveDelayed",
           [delayed, delayedData, stream, unique],
-          [MOVE_BATCH],
+          [MOVE_BATCH, MOVE_BYTES],
         )) as [number, string, number, number];
         left -= reply[0];
         dropped += Number(reply[3]);
-      } while (reply[0] >= MOVE_BATCH && left > 0 && !this.#closed);
+      } while (reply[0] > 0 && moreDue(reply) && left > 0 && !this.#closed);
       if (dropped > 0) warnDropped(this.#logger, q.keys.queue, dropped);
       // Redis holds an entry due within COALESCE_MS: this wake-up ran before it by Redis's clock
       // (see the module's comment).

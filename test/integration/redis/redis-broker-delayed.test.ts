@@ -6,6 +6,7 @@
 import { describe, expect, it, vi } from "vitest";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
 import type { RedisBrokerOptions } from "../../../src/brokers/redis/redis-broker-options.js";
+import { MOVE_BATCH, MOVE_BYTES } from "../../../src/brokers/redis/redis-due-mover.js";
 import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js";
 import { MessageCodec } from "../../../src/core/message.js";
 import type { RedisClientLike } from "../../../src/redis/redis-client.js";
@@ -77,6 +78,48 @@ describe.skipIf(skip)("redis broker: delayed messages", () => {
     const first = (await raw.xrange(n.stream, "-", "+", "COUNT", 1)) as Array<[string, string[]]>;
     const firstFields = first[0]?.[1];
     expect(firstFields).toEqual(["data", "body-0", "id", "id-0"]);
+  });
+
+  it("a batch stops once it has moved 2 MiB of bodies (at least one entry), the rest left due", async () => {
+    const { n, raw, client } = scriptsOnRawClient();
+    const past = Date.now() - 60_000;
+    const pipeline = raw.pipeline();
+    for (let i = 0; i < 12; i++) {
+      pipeline.zadd(n.delayed, past + i, `id-${i}`);
+      pipeline.hset(n.delayedData, `id-${i}`, `${i}`.padEnd(400_000, "x"));
+    }
+    pipeline.zadd(n.delayed, past + 12, "huge");
+    pipeline.hset(n.delayedData, "huge", "h".repeat(3 * MOVE_BYTES));
+    await pipeline.exec();
+    const move = async () => {
+      const [moved, next, nowMs] = (await runScript(
+        client,
+        "chicoryMoveDelayed",
+        [n.delayed, n.delayedData, n.stream, n.unique],
+        [MOVE_BATCH, MOVE_BYTES],
+      )) as [number, string, number];
+      return { moved, nextIsDue: Number(next) >= 0 && Number(next) <= Number(nowMs) };
+    };
+    // 400,000 bytes a body: the sixth brings the batch past 2 MiB
+    expect(await move()).toEqual({ moved: 6, nextIsDue: true });
+    expect(await move()).toEqual({ moved: 6, nextIsDue: true });
+    expect(await move()).toEqual({ moved: 1, nextIsDue: false }); // one body over the budget moves alone
+    expect(await move()).toEqual({ moved: 0, nextIsDue: false });
+    const entries = (await raw.xrange(n.stream, "-", "+")) as Array<[string, string[]]>;
+    expect(entries.map(([, fields]) => fields[3])).toEqual([
+      ...Array.from({ length: 12 }, (_, i) => `id-${i}`),
+      "huge",
+    ]);
+    expect(await raw.hlen(n.delayedData)).toBe(0);
+  });
+
+  it("the due mover goes on past a batch its byte budget cut short", async () => {
+    const { n, raw, broker } = await brokerAndRaw();
+    const bodies = Array.from({ length: 12 }, (_, i) => `${i}`.padEnd(400_000, "x"));
+    await Promise.all(bodies.map((body, i) => broker.publish(n.queue, { id: `big-${i}`, body, delayMs: 200 })));
+    const scores = (await raw.zrange(n.delayed, "0", "-1", "WITHSCORES")).filter((_, i) => i % 2 === 1);
+    expect(scores).toHaveLength(12);
+    await movedOnTime(n, raw, Math.min(...scores.map(Number)), 12);
   });
 
   it("a due delayed id without a stored body is dropped, counted, and frees its unique id", async () => {

@@ -1,7 +1,9 @@
 -- move-delayed.lua: move due delayed messages to the stream, one bounded batch.
 -- KEYS[1] delayed zset ${prefix}:delayed:{Q}, KEYS[2] delayed bodies ${prefix}:delayed-data:{Q},
 -- KEYS[3] stream ${prefix}:stream:{Q}, KEYS[4] unique set ${prefix}:unique:{Q}
--- ARGV[1] batch size (e.g. 500)
+-- ARGV[1] batch size (e.g. 500), ARGV[2] (optional) byte budget: the call stops after the entry
+-- that brings the bodies it moved to this many bytes (at least one entry moves), so a batch of
+-- large bodies does not block Redis for long
 -- Returns { due entries taken, next due ms of the earliest remaining entry as a string or "-1",
 -- Redis now ms, entries dropped because their body was missing }.
 -- A member that starts with '{' (after any whitespace) is taken as a whole message (another producer may ZADD the
@@ -27,15 +29,24 @@ if #ids > 0 then
   redis.call('HDEL', KEYS[2], '') -- exempts the writes below from the memory limit
 end
 local lost = 0
-for _, id in ipairs(ids) do
+local budget = tonumber(ARGV[2] or '0') or 0
+local bytes = 0
+local taken = #ids
+for i, id in ipairs(ids) do
+  if budget > 0 and bytes >= budget then
+    taken = i - 1
+    break
+  end
   local body = redis.call('HGET', KEYS[2], id)
   if body then
+    bytes = bytes + #body
     redis.call('XADD', KEYS[3], '*', 'data', body, 'id', taskIdOf(id))
     redis.call('HDEL', KEYS[2], id)
   elseif string.find(id, '^%s*{') then
     -- '{': a member that is a message itself (another producer's ZADD of the JSON, as the
     -- delayed set's plain layout has it); the worker checks it as any entry (a bad one is
     -- dead-lettered, not dropped here)
+    bytes = bytes + #id
     redis.call('XADD', KEYS[3], '*', 'data', id)
   else
     if redis.call('TYPE', KEYS[4])['ok'] == 'set' then -- (another type: no marker to drop)
@@ -44,8 +55,8 @@ for _, id in ipairs(ids) do
     lost = lost + 1
   end
 end
-if #ids > 0 then
-  redis.call('ZREM', KEYS[1], unpack(ids))
+if taken > 0 then
+  redis.call('ZREM', KEYS[1], unpack(ids, 1, taken))
 end
 local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return { #ids, first[2] or '-1', nowMs, lost }
+return { taken, first[2] or '-1', nowMs, lost }

@@ -400,6 +400,23 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await again.ack();
   });
 
+  it("dead-lettering a plain entry of a task id leaves the unique marker of that id's unique copy", async () => {
+    const s = await setup({ claimMinIdleMs: 60_000, blockMs: 20 });
+    const unique = await publish(s.broker, s.queue, { unique: true });
+    // another producer's plain entry (only `data`) naming the same task id
+    await s.raw.xadd(s.stream, "*", "data", unique.body);
+    const uniqueKey = `${s.prefix}:unique:{${s.queue}}`;
+    expect(await s.raw.smembers(uniqueKey)).toEqual([unique.id]);
+    const [first, plain] = await s.consumer().fetch(2, AbortSignal.timeout(3000));
+    if (!first || !plain) throw new Error("two deliveries expected");
+    await plain.deadLetter("boom");
+    // the unique copy is still queued: its id still refuses a second unique publish
+    expect(await s.raw.smembers(uniqueKey)).toEqual([unique.id]);
+    expect((await s.broker.publish(s.queue, { id: unique.id, body: unique.body, unique: true })).published).toBe(false);
+    await first.deadLetter("boom"); // the copy that holds the marker drops it
+    expect(await s.raw.smembers(uniqueKey)).toEqual([]);
+  });
+
   it("a stream that has used its last possible id (a hand XADD of the largest id): a retry, a dead-letter and a replay fail before any write, losing nothing", async () => {
     const s = await setup({ claimMinIdleMs: 60_000, blockMs: 20 });
     const MAX = "18446744073709551615-18446744073709551615";

@@ -45,6 +45,19 @@ if maxLen > 0 and redis.call('XLEN', KEYS[2]) >= maxLen then
   return -1
 end
 local uniqueIsSet = redis.call('TYPE', KEYS[3])['ok'] == 'set'
+-- Only an entry that holds the marker drops it (its `id` field names the task id), as ack.lua:
+-- a plain entry (only `data`, e.g. another producer's) of a task id whose unique copy is queued
+-- or running must not release that copy's marker.
+local holdsMarker = false
+if uniqueIsSet and ARGV[7] ~= '' then
+  local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+  local fields = entry[1] and entry[1][2] or {}
+  for f = 1, #fields, 2 do
+    if fields[f] == 'id' and fields[f + 1] == ARGV[7] then
+      holdsMarker = true
+    end
+  end
+end
 redis.call('XACK', KEYS[1], ARGV[1], '0-0') -- exempts the writes below from the memory limit
 if KEYS[4] then
   storeResults({ KEYS[4] }, { ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13] })
@@ -59,7 +72,7 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 local t = redis.call('TIME')
 local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('XADD', KEYS[2], '*', 'data', body, 'error', ARGV[4], 'failed_at', nowMs, 'retry_count', ARGV[5], 'id', ARGV[7])
-if uniqueIsSet then
+if holdsMarker then
   redis.call('SREM', KEYS[3], ARGV[7])
 end
 return 1

@@ -24,7 +24,8 @@ export function runCleanupCommand(spec: string, opts: CleanupCommandOptions): Pr
     // it removed anything, rather than after the consumers' half, unreported
     const backend = app.backend ? await connectBackend(app, "cleanup") : undefined;
     const queues = targetQueues(app, opts.queue);
-    const consumers: Record<string, number> = {};
+    // no prototype: a queue may be named `__proto__`
+    const consumers: Record<string, number> = Object.create(null);
     for (const queue of queues) consumers[queue] = await app.broker.cleanupStaleClients(queue, staleSeconds);
     const workers = backend ? await backend.cleanupStaleClients(staleSeconds) : 0;
     const totalConsumers = Object.values(consumers).reduce((a, b) => a + b, 0);

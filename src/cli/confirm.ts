@@ -67,7 +67,8 @@ export async function purgeConfirmed(
   yes: boolean | undefined,
   target: PurgeTarget,
 ): Promise<Record<string, number>> {
-  const purged: Record<string, number> = {};
+  // no prototype: a queue may be named `__proto__`
+  const purged: Record<string, number> = Object.create(null);
   if (yes !== true) {
     const counts = await Promise.all(queues.map((queue) => target.count(queue)));
     const now = counts.reduce((a, b) => a + b, 0);

@@ -153,7 +153,8 @@ async function count(spec: string, opts: DlqCommandOptions): Promise<number> {
   return withApp(spec, async ({ app }) => {
     await connectBroker(app);
     const queues = targetQueues(app, opts.queue);
-    const counts: Record<string, number> = {};
+    // no prototype: a queue may be named `__proto__`
+    const counts: Record<string, number> = Object.create(null);
     for (const queue of queues) counts[queue] = await app.broker.getDlqCount(queue);
     if (opts.json) printJson(counts);
     else if (queues.length === 1) printLine(String(counts[queues[0] ?? ""] ?? 0));

@@ -95,6 +95,20 @@ describe.skipIf(skipRedis)("chicory dlq replay|delete <id> on Redis, an id held 
     expect(await raw.xlen(dlqKey(qa))).toBe(0);
   });
 
+  it("dlq count and purge of a queue named __proto__ report its entries (no object prototype swallows the name)", async () => {
+    const queue = "__proto__";
+    await deadLetter(queue, "1700000000000-1");
+    await deadLetter(queue, "1700000000000-2");
+    const counted = await runCli(["dlq", "count", APP_JS, "-q", queue], env);
+    expect([counted.code, counted.stdout.trim()]).toEqual([0, "2"]);
+    const json = await runCli(["dlq", "count", APP_JS, "-q", queue, "--json"], env);
+    expect(Object.entries(JSON.parse(json.stdout))).toEqual([["__proto__", 2]]);
+    const purged = await runCli(["dlq", "purge", APP_JS, "-q", queue, "-y", "--json"], env);
+    expect(purged.code).toBe(0);
+    expect(Object.entries(JSON.parse(purged.stdout))).toEqual([["__proto__", 2]]);
+    expect(await raw.xlen(dlqKey(queue))).toBe(0);
+  });
+
   it("dlq list masks passwords in URLs among a task's arguments, id and error, in the table and the JSON (SPEC: never in CLI output)", async () => {
     const task = encodeTask(codec, {
       id: "sftp://backup:L0ngSecret@host/x",

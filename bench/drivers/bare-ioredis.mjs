@@ -101,9 +101,9 @@ export async function createProducer({ queue }) {
   const xadd = (id, w, v) => cmd.xadd(k.stream, "*", "id", id, "w", w, "v", String(v));
   return {
     async runBatch(w, n) {
+      const t0 = now(); // before the per-job state, as in the other drivers
       const ids = Array.from({ length: n }, () => `${process.pid}-${++seq}`);
       const results = ids.map((id) => new Promise((res) => pending.set(id, res)));
-      const t0 = now();
       await Promise.all(ids.map((id, i) => xadd(id, w, i)));
       const t1 = now();
       const vals = await Promise.all(results);

@@ -18,6 +18,8 @@ export interface RedisClientLike {
   readonly status: string;
   /** Sends any command (goes through auto-pipelining when enabled). */
   call(command: string, ...args: RedisArg[]): Promise<unknown>;
+  /** As {@link RedisClientLike.call}, with the reply's strings as Buffers (bytes as Redis holds them). */
+  callBuffer?(command: string, ...args: RedisArg[]): Promise<unknown>;
   /**
    * Registers a Lua script as a method that runs with EVALSHA (EVAL fallback on NOSCRIPT).
    * Without `numberOfKeys`, the method takes the number of keys as its first argument.

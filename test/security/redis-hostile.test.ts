@@ -125,6 +125,47 @@ describe.skipIf(skip)("redis: hostile raw stream entries", () => {
     expect(await s.broker.getPendingCount("default")).toBe(0);
   });
 
+  it("P2: a message that parses but holds bytes that are not UTF-8 is dead-lettered as such, not run as altered text; one with U+FFFD of its own runs", async () => {
+    const s = await setup({ redisBackend: true });
+    const codec = new MessageCodec();
+    const ownFffd = encodeTask(codec, { name: "probe", args: ["own \uFFFD"] });
+    const bytes = (body: string, marker: string) => {
+      const at = Buffer.from(body).indexOf(marker);
+      return Buffer.concat([
+        Buffer.from(body).subarray(0, at),
+        Buffer.from([0xff, 0x80]),
+        Buffer.from(body).subarray(at + marker.length),
+      ]);
+    };
+    const inArgs = encodeTask(codec, { name: "probe", args: ["BAD"] });
+    const inId = encodeTask(codec, { name: "probe", args: ["in id"] });
+    await s.raw.xadd(s.stream, "*", "data", bytes(inArgs.body, "BAD"));
+    await s.raw.xadd(s.stream, "*", "data", ownFffd.body);
+    // the task id in both the body and the `id` field, as the broker writes it
+    await s.raw.xadd(
+      s.stream,
+      "*",
+      "data",
+      bytes(inId.body, inId.id.slice(-4)),
+      "id",
+      bytes(inId.id, inId.id.slice(-4)),
+    );
+    await eventually(async () => (await s.broker.getDlqCount("default")) === 2, 10_000, "both dead-lettered");
+    const errors = (await s.broker.getDlqMessages("default", 10)).map((m) => m.error);
+    expect(errors).toEqual([
+      expect.stringMatching(/decode_error: the stream entry's `data` field is not valid UTF-8/),
+      expect.stringMatching(/decode_error: the stream entry's `(data|id)` field is not valid UTF-8/),
+    ]);
+    await eventually(() => s.ran.length === 1);
+    expect(s.ran).toEqual([["own \uFFFD"]]);
+    // a record for the message that ran, none under an altered id
+    const records = await keysMatching(s.raw, `${s.prefix}-r:result:*`);
+    expect(records).toContain(`${s.prefix}-r:result:${ownFffd.id}`);
+    expect(records.filter((key) => key.includes("\uFFFD"))).toEqual([]);
+    expect(await s.broker.getPendingCount("default")).toBe(0);
+    await s.stillServes();
+  });
+
   it("A5: a 64 MiB raw entry is rejected by length (too_large) with bounded worker memory; others continue", async () => {
     const s = await setup();
     // built inside Redis, so the test process never holds the payload

@@ -44,6 +44,7 @@
  *   persistence) is re-created on NOGROUP.
  * @module
  */
+import { isUtf8 } from "node:buffer";
 import { awakeNow } from "../../core/clock.js";
 import type { Logger } from "../../core/logger.js";
 import { settlesWithin, timerDelay, withinDeadline } from "../../core/sleep.js";
@@ -354,8 +355,48 @@ export class RedisConsumer implements Consumer {
         return [];
       }
     }
+    for (const d of fresh) {
+      if (d.mayHoldReplacedBytes) {
+        await this.#refuseNotUtf8(conn, fresh);
+        break;
+      }
+    }
     if (fresh.length > max) this.#buffer.push(...fresh.splice(max));
     return fresh;
+  }
+
+  /**
+   * Reads the bytes of the entries whose text holds U+FFFD (what the client puts in place of
+   * bytes that are not UTF-8; rare, and a message may hold it of its own) and refuses those whose
+   * `data` or `id` field is not valid UTF-8: read as text, they were altered, and would run with
+   * other arguments, or settle another task id, than the ones written. Best effort: an entry
+   * whose bytes cannot be read (a failed or late call, the entry gone) is handed out as read.
+   */
+  async #refuseNotUtf8(conn: RedisClientLike, deliveries: readonly RedisDelivery[]): Promise<void> {
+    if (conn.callBuffer === undefined) return;
+    for (const d of deliveries) {
+      if (!d.mayHoldReplacedBytes) continue;
+      let reply: unknown;
+      try {
+        // (bounded as a lease renewal is: the entries were handed out, their leases run)
+        reply = await withinDeadline(
+          conn.callBuffer("XRANGE", d.keys.stream, d.deliveryId, d.deliveryId),
+          Math.floor(this.#ctx.claimMinIdleMs / 3),
+        );
+      } catch {
+        continue;
+      }
+      const fields = Array.isArray(reply) && Array.isArray(reply[0]) ? (reply[0] as unknown[])[1] : undefined;
+      if (!Array.isArray(fields)) continue;
+      for (let i = 0; i + 1 < fields.length; i += 2) {
+        const name = String(fields[i]);
+        const value = fields[i + 1];
+        if ((name === "data" || name === "id") && Buffer.isBuffer(value) && !isUtf8(value)) {
+          d.refuseAsNotUtf8(name);
+          break;
+        }
+      }
+    }
   }
 
   /** True when an entry of `deliveries` was last confirmed more than half the claim idle time ago. */

@@ -28,12 +28,15 @@ export class RedisDelivery implements Delivery {
   /** Raw body (field `data`). */
   readonly body: string;
   /** {@inheritDoc Delivery.problem} */
-  readonly problem: string | undefined;
+  get problem(): string | undefined {
+    return this.#problem;
+  }
   /** Deliveries of this entry to the group, counting this one. */
   readonly deliveryCount: number;
   /** Keys of the queue. */
   readonly keys: QueueKeys;
   readonly #settler: DeliverySettler;
+  #problem: string | undefined;
   #taskId: string | undefined;
   /** True when {@link taskId} fell back to the entry id. */
   #taskIdIsEntryId = false;
@@ -84,8 +87,28 @@ export class RedisDelivery implements Delivery {
     // Which one is the message is not known: none runs, and the dead letter holds them all as a
     // JSON array, which is no message either (a replay of it is refused).
     this.body = bodies === undefined ? (body ?? "") : JSON.stringify(bodies);
-    this.problem =
+    this.#problem =
       bodies === undefined ? undefined : `decode_error: the stream entry has ${bodies.length} \`data\` fields`;
+  }
+
+  /**
+   * True when the body (or the `id` field) holds U+FFFD, which the client puts in place of bytes
+   * that are not UTF-8: the consumer then reads the entry's bytes to tell (see
+   * {@link RedisDelivery.refuseAsNotUtf8}). A message may hold U+FFFD of its own.
+   */
+  get mayHoldReplacedBytes(): boolean {
+    return this.body.includes("\uFFFD") || (this.#taskId?.includes("\uFFFD") ?? false);
+  }
+
+  /**
+   * The entry's bytes are not UTF-8 in `field`: read as text, they were altered (each invalid
+   * sequence became U+FFFD), so the message is not run as read; it is rejected (dead-lettered
+   * as the text read) and, its task id not known for sure, settles nothing of the id it claims.
+   * Before the worker sees the delivery.
+   */
+  refuseAsNotUtf8(field: string): void {
+    this.#problem ??= `decode_error: the stream entry's \`${field}\` field is not valid UTF-8 (kept as read, each invalid byte sequence replaced by U+FFFD)`;
+    this.#isUntrusted = true;
   }
 
   /** {@inheritDoc Delivery.messageKey} (the queue and the entry id) */

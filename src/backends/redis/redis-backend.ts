@@ -753,10 +753,12 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   async storeHeartbeat(stats: WorkerStats, ttlSeconds: number): Promise<void> {
     const ttl = Math.max(1, Math.ceil(ttlSeconds));
     await this.#run("storeHeartbeat", (main) =>
-      Promise.all([
-        main.call("SET", this.#heartbeatKey(stats.workerId), JSON.stringify(stats), "EX", ttl),
-        runScript(main, "chicoryTouchWorker", [this.#workersKey], [stats.workerId, this.#heartbeatKey("")]),
-      ]),
+      runScript(
+        main,
+        "chicoryTouchWorker",
+        [this.#workersKey],
+        [stats.workerId, this.#heartbeatKey(""), JSON.stringify(stats), ttl],
+      ),
     );
   }
 

@@ -198,10 +198,13 @@ function canonical(m: TaskMessage): TaskMessage {
 }
 
 /**
- * A number literal that may be too large for a double: an exponent of three digits or more, or
- * 309 digits or more in a row (looked for from a run's first digit only: linear in the text).
+ * A number literal that may be too large for a double: a number (not a run of hex or word
+ * characters such as a UUID's `e812`) with an exponent of three digits or more, or
+ * 210 digits or more in a row (an integer part of d digits times 10^e overflows only when
+ * d + e > 308, so with an exponent of at most 99, d >= 210) (looked for from a run's first digit
+ * only: linear in the text).
  */
-const OVERFLOWING_NUMBER = /[eE]\+?\d{3}|(?<!\d)\d{309}/;
+const OVERFLOWING_NUMBER = /(?<![\w."-])-?\d+(?:\.\d+)?[eE]\+?\d{3}|(?<!\d)\d{210}/;
 
 const ISO_DATE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
 

@@ -98,7 +98,9 @@ describe("MessageCodec", () => {
     const codec = new MessageCodec();
     const body = (args: string) =>
       `{"v":1,"id":"x","name":"t","args":${args},"retries":0,"eta":null,"priority":null,"firstFailureAt":null,"lastError":null}`;
-    for (const literal of ["1e400", "-2E+309", `${"9".repeat(309)}`]) {
+    const long = [`${"2".repeat(300)}e9`, `${"2".repeat(308)}e1`, `${"9".repeat(308)}.9e1`, `${"9".repeat(210)}e99`];
+    for (const literal of ["1e400", "-2E+309", `${"9".repeat(309)}`, ...long]) {
+      expect(Number(literal), literal).toBe(literal.startsWith("-") ? -Infinity : Infinity);
       expect(codec.decode(body(`[1,{"n":[${literal}]}]`))).toEqual({
         ok: false,
         reason: "schema_error",
@@ -106,7 +108,12 @@ describe("MessageCodec", () => {
       });
     }
     // large but finite numbers, an underflow to 0, and such text inside strings are arguments as any
-    for (const args of [`[1e308,1e-400,${"9".repeat(308)}]`, `["1e400","x${"7".repeat(400)}"]`, `[12e123]`]) {
+    for (const args of [
+      `[1e308,1e-400,${"9".repeat(308)}]`,
+      `["1e400","x${"7".repeat(400)}"]`,
+      `[12e123]`,
+      `[${"9".repeat(209)}e99]`,
+    ]) {
       expect(codec.decode(body(args)).ok, args).toBe(true);
     }
   });

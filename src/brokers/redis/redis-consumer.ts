@@ -347,18 +347,19 @@ export class RedisConsumer implements Consumer {
       await Promise.allSettled(out.map((d) => d.release()));
       return [];
     }
+    // before anything hands an entry out (the read-ahead buffer included)
+    for (const d of out) {
+      if (d.mayHoldReplacedBytes) {
+        await this.#refuseNotUtf8(conn, out);
+        break;
+      }
+    }
     let fresh = out;
     if (this.#hasStale(out)) {
       fresh = await this.#dropTakenMeanwhile(out);
       if ((signal.aborted || this.#isClosed) && fresh.length > 0) {
         await Promise.allSettled(fresh.map((d) => d.release()));
         return [];
-      }
-    }
-    for (const d of fresh) {
-      if (d.mayHoldReplacedBytes) {
-        await this.#refuseNotUtf8(conn, fresh);
-        break;
       }
     }
     if (fresh.length > max) this.#buffer.push(...fresh.splice(max));

@@ -452,7 +452,7 @@ export class RedisSettler implements DeliverySettler {
     if (withRecords && gone !== undefined) {
       const goneRecords = gone.filter((i) => i < records.length).map((i) => records[i] as TaskRecord);
       goneStored = goneRecords.length;
-      if (goneStored > 0) this.#storeUnlessFinal(goneRecords, first.queue);
+      if (goneStored > 0) this.#storeUnlessFinal(goneRecords, first.queue, first.keys.unique);
     }
     if (missed > 0) {
       // The entry was no longer pending for this consumer: its lease ran out and another worker
@@ -613,25 +613,40 @@ export class RedisSettler implements DeliverySettler {
     }
   }
 
-  /** Writes `records` of entries gone from the stream where their task has no final record (see `#ackBatch`). */
-  #storeUnlessFinal(records: readonly TaskRecord[], queue: string): void {
+  /**
+   * Writes `records` of entries gone from the stream where their task has no final record (see
+   * `#ackBatch`), except those whose task id's unique marker is set: a newer job of that
+   * caller-chosen id is queued, delayed or running (the id was published again once a worker
+   * that took the entry over had settled it), and this run's outcome is not its record.
+   */
+  #storeUnlessFinal(records: readonly TaskRecord[], queue: string, uniqueKey: string): void {
     const writer = this.#records;
     if (writer?.storeRecordsUnlessFinal === undefined) return;
-    writer.storeRecordsUnlessFinal(records).then(
-      (written) => {
-        if (written.length === 0) return;
-        this.#logger.info(
-          { queue, records: written.length, leftToFinal: records.length - written.length },
-          "redis ack: stored the results of jobs whose entries were gone from the stream and that had no final result (lost with the stream?)",
-        );
-      },
-      (error: unknown) => {
-        this.#logger.warn(
-          { queue, records: records.length, err: error instanceof Error ? error.message : String(error) },
-          "redis: could not store the results of jobs whose entries were gone from the stream; they may be missing",
-        );
-      },
-    );
+    const storeUnlessFinal = writer.storeRecordsUnlessFinal.bind(writer);
+    const main = this.#ctx.main;
+    const ids = records.map((r) => r.taskId);
+    main
+      .call("SMISMEMBER", uniqueKey, ...ids)
+      .then(
+        (flags) => records.filter((_, i) => !(Array.isArray(flags) && Number(flags[i]) === 1)),
+        () => records, // unreadable: as without the check
+      )
+      .then((left) => (left.length === 0 ? [] : storeUnlessFinal(left)))
+      .then(
+        (written) => {
+          if (written.length === 0) return;
+          this.#logger.info(
+            { queue, records: written.length, leftToFinal: records.length - written.length },
+            "redis ack: stored the results of jobs whose entries were gone from the stream and that had no final result (lost with the stream?)",
+          );
+        },
+        (error: unknown) => {
+          this.#logger.warn(
+            { queue, records: records.length, err: error instanceof Error ? error.message : String(error) },
+            "redis: could not store the results of jobs whose entries were gone from the stream; they may be missing",
+          );
+        },
+      );
   }
 
   /**
@@ -740,7 +755,7 @@ export class RedisSettler implements DeliverySettler {
    * left the stream is `ownerless`, one another consumer holds or will be handed is `taken`.
    */
   async leaseState(d: RedisDelivery, ask = false): Promise<LeaseState> {
-    if (d.isEntryGone) return "ownerless";
+    if (d.isEntryGone) return (await this.#newerJobHolds(d)) ? "taken" : "ownerless";
     if (d.isLeaseLost) return "taken";
     if (!ask && awakeNow() - d.leaseConfirmedAtMs < this.#ctx.claimMinIdleMs / 2) return "held";
     let holder: unknown;
@@ -754,6 +769,24 @@ export class RedisSettler implements DeliverySettler {
     } catch (error) {
       throw this.#ctx.wrapError("leaseState", error);
     }
-    return Number(holder) === 0 ? "held" : Number(holder) === 2 ? "ownerless" : "taken";
+    if (Number(holder) === 0) return "held";
+    return Number(holder) === 2 && !(await this.#newerJobHolds(d)) ? "ownerless" : "taken";
+  }
+
+  /**
+   * True when the unique marker of `d`'s task id is set although its entry left the stream: a
+   * newer job of that caller-chosen id is queued, delayed or running (the entry was settled by
+   * a worker that took it over, and the id published again), so this run's outcome must not
+   * become that job's record. False when it is not set, or cannot be read (a lost stream takes
+   * the unique set with it: the record is then this run's to write).
+   */
+  async #newerJobHolds(d: RedisDelivery): Promise<boolean> {
+    const taskId = d.isUntrusted ? undefined : d.knownTaskId;
+    if (taskId === undefined) return false;
+    try {
+      return Number(await this.#ctx.main.call("SISMEMBER", d.keys.unique, taskId)) === 1;
+    } catch {
+      return false;
+    }
   }
 }

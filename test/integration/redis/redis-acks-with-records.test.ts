@@ -128,6 +128,32 @@ describe.skipIf(skip)("redis broker: acks that carry the backend's records", () 
     expect(await value(takenOver)).toBe("theirs");
   });
 
+  it("an ack or lease check of an entry gone from the stream leaves the record to a newer job of the same caller-chosen id", async () => {
+    const s = await setup();
+    expect(s.broker.attachResults(s.backend)).toBe(true);
+    const [old, gone] = [encodeTask(codec), encodeTask(codec)];
+    for (const t of [old, gone]) await s.broker.publish(s.queue, { id: t.id, body: t.body, unique: true });
+    const [a, b] = await fetchN(s.consumer(), 2);
+    if (!a || !b) throw new Error("two deliveries expected");
+    // A worker that took both over settled them (dropping their unique markers); `old`'s id was
+    // then published again (its marker set again): a newer job of that id is queued.
+    const uniqueKey = `${s.prefix}:unique:{${s.queue}}`;
+    for (const d of [a, b]) await settleByHand(s.raw, s.stream, s.group, d.deliveryId);
+    await s.raw.srem(uniqueKey, old.id, gone.id);
+    await s.broker.publish(s.queue, { id: old.id, body: old.body, unique: true });
+    const [ofOld, ofGone] = a.body === old.body ? [a, b] : [b, a];
+    // (asked of Redis once the read that handed them out is half a lease old)
+    await eventually(async () => expect(await ofOld.leaseState?.()).toBe("taken"));
+    expect(await ofGone.leaseState?.()).toBe("ownerless");
+    await Promise.all([
+      ofOld.ackWithRecord?.(success(old.id, "stale")),
+      ofGone.ackWithRecord?.(success(gone.id, "mine")),
+    ]);
+    const value = async (id: string) => JSON.parse((await s.raw.get(s.backend.resultKey(id))) ?? "null")?.result;
+    await eventually(async () => expect(await value(gone.id)).toBe("mine"));
+    expect(await value(old.id)).toBeUndefined(); // the newer job has not run: no record yet
+  });
+
   it("writes the record of an untrusted entry (an `id` field that is not its message's id) with its ack", async () => {
     const s = await setup();
     expect(s.broker.attachResults(s.backend)).toBe(true);

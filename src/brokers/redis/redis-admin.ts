@@ -66,6 +66,12 @@ const MAX_U64 = 2n ** 64n - 1n;
  * named.
  */
 function dlqEntryId(messageId: string): string {
+  if (typeof messageId !== "string") {
+    // (from JavaScript, or a field of another name read: `messageId` is the entry's id)
+    throw new ValidationError(
+      `DLQ message id must be a string (the entry's messageId, e.g. 1700000000000-0), got ${messageId === null ? "null" : typeof messageId}`,
+    );
+  }
   const parts = /^(\d{1,20})-(\d{1,20})$/.exec(messageId);
   if (!parts || BigInt(parts[1] as string) > MAX_U64 || BigInt(parts[2] as string) > MAX_U64) {
     throw new ValidationError(

@@ -1190,6 +1190,13 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(await s.broker.hasDlqEntry(`${ms}-2`, s.queue)).toBe(false);
     await expect(s.broker.hasDlqEntry(`${ms}`, s.queue)).rejects.toBeInstanceOf(ValidationError);
     await expect(s.broker.replayFromDlq("1-0 OR 2", s.queue)).rejects.toBeInstanceOf(ValidationError);
+    // not a string (from JavaScript, or another field read than `messageId`): said so, no connection error
+    for (const id of [undefined, null, 1700000000000]) {
+      await expect(s.broker.replayFromDlq(id as unknown as string, s.queue)).rejects.toThrow(
+        /^DLQ message id must be a string/,
+      );
+      await expect(s.broker.deleteFromDlq(id as unknown as string, s.queue)).rejects.toBeInstanceOf(ValidationError);
+    }
     // in form but out of range (a part above 2^64 - 1), or a count that is no whole number
     await expect(s.broker.replayFromDlq("99999999999999999999-0", s.queue)).rejects.toBeInstanceOf(ValidationError);
     await expect(s.broker.getDlqMessages(s.queue, 1.5)).rejects.toBeInstanceOf(ValidationError);

@@ -297,14 +297,12 @@ describe.skipIf(skip)("redis broker: server restart", () => {
   }, async () => {
     const port = await freePort();
     let server: ChildProcess | undefined = await startRedis(port);
+    cleanups.push(() => stopRedis(server));
     const url = `redis://127.0.0.1:${port}/0`;
     const broker = new RedisBroker({ url, keyPrefix: "named", env: {}, publishTimeoutMs: 300 });
     const app = new Chicory({ broker, config: { env: {} } });
+    cleanups.push(() => app.disconnect());
     const work = app.task({ name: "named.work" }, (n: number) => n);
-    cleanups.push(async () => {
-      await app.disconnect();
-      await stopRedis(server);
-    });
     await app.connect();
     await stopRedis(server);
     server = undefined;

@@ -12,13 +12,14 @@ function lua(name: string, folder = "brokers/redis/scripts"): string {
 }
 
 /**
- * `pending-of.lua`, `owner-of.lua` and `ack.lua` as the local functions pendingOf, ownerOf and
- * ack (see ack.lua's header).
+ * `pending-of.lua`, `owner-of.lua`, `drop-unique-marker.lua` and `ack.lua` as the local functions
+ * pendingOf, ownerOf, dropUniqueMarker and ack (see ack.lua's header).
  */
 function ackFunctionsLua(): string {
   return [
     `local function pendingOf(stream, group, consumer, low, high)\n${lua("pending-of")}\nend`,
     ownerOfLua(),
+    dropUniqueMarkerLua(),
     `local function ack(KEYS, ARGV, mine)\n${lua("ack")}\nend`,
   ].join("\n");
 }
@@ -68,6 +69,11 @@ function withHeldCount(body: string): string {
   return `local function heldCount(summary, released)\n${lua("held-count")}\nend\n${body}`;
 }
 
+/** `drop-unique-marker.lua` as the local function dropUniqueMarker (see its header). */
+function dropUniqueMarkerLua(): string {
+  return `local function dropUniqueMarker(stream, unique, id)\n${lua("drop-unique-marker")}\nend`;
+}
+
 /** `owner-of.lua` as the local function ownerOf (see its header). */
 function ownerOfLua(): string {
   return `local function ownerOf(stream, group, id)\n${lua("owner-of")}\nend`;
@@ -97,7 +103,9 @@ const SCRIPTS = {
   chicoryAckWithRecordsRead: { lua: readAfterAcksLua(ackWithRecordsLua()) },
   chicoryRetry: { numberOfKeys: 3, lua: withAssertType(withAddDelayed(lua("retry"))) },
   /** Variable key count (3, or 4 with a record): called with the number of keys first. */
-  chicoryDeadLetter: { lua: withAssertType(`${storeResultsLua()}\n${lua("dead-letter")}`) },
+  chicoryDeadLetter: {
+    lua: withAssertType(`${storeResultsLua()}\n${dropUniqueMarkerLua()}\n${lua("dead-letter")}`),
+  },
   /** Variable key count (2, or 3 with a record): called with the number of keys first. */
   chicoryWriteDeadLetter: { lua: withAssertType(`${storeResultsLua()}\n${lua("write-dead-letter")}`) },
   chicoryReplay: { numberOfKeys: 4, lua: withAssertType(lua("replay")) },

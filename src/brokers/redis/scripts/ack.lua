@@ -18,8 +18,8 @@
 -- messages carry an `id` field with the task id; plain entries have only `data`).
 -- Cost: one XPENDING lists this consumer's entries in the batch's id range, then one XACK and one
 -- XDEL for all of them; only entries not pending for this consumer are looked at one by one.
--- Composed at load time as the function ack(KEYS, ARGV, mine), below pendingOf (pending-of.lua)
--- and ownerOf (owner-of.lua): `mine`, when given, is that list already made
+-- Composed at load time as the function ack(KEYS, ARGV, mine), below pendingOf (pending-of.lua),
+-- ownerOf (owner-of.lua) and dropUniqueMarker (drop-unique-marker.lua): `mine`, when given, is that list already made
 -- in the same call (ack-with-records.lua).
 if #ARGV < 5 then
   return {}
@@ -29,16 +29,9 @@ mine = mine or pendingOf(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 -- the ack, or the message would stay pending and run again after every lease.
 local hasUnique = redis.call('TYPE', KEYS[2])['ok'] == 'set'
 -- Drops the unique marker of entry `id` (its `id` field), when the queue has unique messages.
-local function dropUniqueMarker(id)
-  if not hasUnique then
-    return
-  end
-  local entry = redis.call('XRANGE', KEYS[1], id, id)
-  local fields = entry[1] and entry[1][2] or {}
-  for f = 1, #fields, 2 do
-    if fields[f] == 'id' then
-      redis.call('SREM', KEYS[2], fields[f + 1])
-    end
+local function dropMarkerOf(id)
+  if hasUnique then
+    dropUniqueMarker(KEYS[1], KEYS[2], id)
   end
 end
 local results = {}
@@ -53,7 +46,7 @@ for i = 5, #ARGV do
   if mine[id] then
     owned[#owned + 1] = id
     if trusted then
-      dropUniqueMarker(id)
+      dropMarkerOf(id)
     end
     result = 1
   else
@@ -63,7 +56,7 @@ for i = 5, #ARGV do
       -- Still in the stream but pending for nobody (a restored or failed-over Redis): the entry
       -- goes, and so does its unique marker, which would refuse that task id forever.
       if trusted then
-        dropUniqueMarker(id)
+        dropMarkerOf(id)
       end
       if redis.call('XDEL', KEYS[1], id) == 0 then
         result = 2

@@ -1,7 +1,8 @@
 -- dead-letter.lua: move a message to its queue's dead-letter stream, optionally writing the
 -- result backend's DEAD_LETTERED record in the same step (called with a variable number of
 -- keys: 3, or 4 with a record). Composed at load time: the text of store-results.lua (backend)
--- becomes the function storeResults(KEYS, ARGV) above this body.
+-- becomes the function storeResults(KEYS, ARGV) above this body, and drop-unique-marker.lua the
+-- function dropUniqueMarker(stream, unique, id).
 -- KEYS[1] stream ${prefix}:stream:{Q}, KEYS[2] DLQ stream ${prefix}:dlq:{Q},
 -- KEYS[3] unique set ${prefix}:unique:{Q}, KEYS[4] (optional) record key (store-results.lua's
 -- KEYS[1])
@@ -45,19 +46,6 @@ if maxLen > 0 and redis.call('XLEN', KEYS[2]) >= maxLen then
   return -1
 end
 local uniqueIsSet = redis.call('TYPE', KEYS[3])['ok'] == 'set'
--- Only an entry that holds the marker drops it (its `id` field names the task id), as ack.lua:
--- a plain entry (only `data`, e.g. another producer's) of a task id whose unique copy is queued
--- or running must not release that copy's marker.
-local holdsMarker = false
-if uniqueIsSet and ARGV[7] ~= '' then
-  local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
-  local fields = entry[1] and entry[1][2] or {}
-  for f = 1, #fields, 2 do
-    if fields[f] == 'id' and fields[f + 1] == ARGV[7] then
-      holdsMarker = true
-    end
-  end
-end
 redis.call('XACK', KEYS[1], ARGV[1], '0-0') -- exempts the writes below from the memory limit
 if KEYS[4] then
   storeResults({ KEYS[4] }, { ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13] })
@@ -68,11 +56,13 @@ if #ARGV > fixed then
   body = table.concat(ARGV, '', fixed + 1)
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+-- Only the marker the entry holds (its `id` field: a plain entry of the same task id holds none),
+-- as ack.lua; an untrusted entry (task id '') drops none.
+if uniqueIsSet and ARGV[7] ~= '' then
+  dropUniqueMarker(KEYS[1], KEYS[3], ARGV[2])
+end
 redis.call('XDEL', KEYS[1], ARGV[2])
 local t = redis.call('TIME')
 local nowMs = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('XADD', KEYS[2], '*', 'data', body, 'error', ARGV[4], 'failed_at', nowMs, 'retry_count', ARGV[5], 'id', ARGV[7])
-if holdsMarker then
-  redis.call('SREM', KEYS[3], ARGV[7])
-end
 return 1

@@ -615,38 +615,35 @@ export class RedisSettler implements DeliverySettler {
 
   /**
    * Writes `records` of entries gone from the stream where their task has no final record (see
-   * `#ackBatch`), except those whose task id's unique marker is set: a newer job of that
-   * caller-chosen id is queued, delayed or running (the id was published again once a worker
-   * that took the entry over had settled it), and this run's outcome is not its record.
+   * `#ackBatch`), except those of a task id a newer job holds ({@link RedisSettler.#newerJobIds}).
+   * In the background: a failure is logged.
    */
   #storeUnlessFinal(records: readonly TaskRecord[], queue: string, uniqueKey: string): void {
     const writer = this.#records;
     if (writer?.storeRecordsUnlessFinal === undefined) return;
-    const storeUnlessFinal = writer.storeRecordsUnlessFinal.bind(writer);
-    const main = this.#ctx.main;
-    const ids = records.map((r) => r.taskId);
-    main
-      .call("SMISMEMBER", uniqueKey, ...ids)
-      .then(
-        (flags) => records.filter((_, i) => !(Array.isArray(flags) && Number(flags[i]) === 1)),
-        () => records, // unreadable: as without the check
-      )
-      .then((left) => (left.length === 0 ? [] : storeUnlessFinal(left)))
-      .then(
-        (written) => {
-          if (written.length === 0) return;
-          this.#logger.info(
-            { queue, records: written.length, leftToFinal: records.length - written.length },
-            "redis ack: stored the results of jobs whose entries were gone from the stream and that had no final result (lost with the stream?)",
-          );
-        },
-        (error: unknown) => {
-          this.#logger.warn(
-            { queue, records: records.length, err: error instanceof Error ? error.message : String(error) },
-            "redis: could not store the results of jobs whose entries were gone from the stream; they may be missing",
-          );
-        },
+    const store = async (): Promise<readonly TaskRecord[]> => {
+      const newer = await this.#newerJobIds(
+        uniqueKey,
+        records.map((r) => r.taskId),
       );
+      const left = records.filter((r) => !newer.has(r.taskId));
+      return left.length === 0 ? [] : ((await writer.storeRecordsUnlessFinal?.(left)) ?? []);
+    };
+    store().then(
+      (written) => {
+        if (written.length === 0) return;
+        this.#logger.info(
+          { queue, records: written.length, leftToFinal: records.length - written.length },
+          "redis ack: stored the results of jobs whose entries were gone from the stream and that had no final result (lost with the stream?)",
+        );
+      },
+      (error: unknown) => {
+        this.#logger.warn(
+          { queue, records: records.length, err: error instanceof Error ? error.message : String(error) },
+          "redis: could not store the results of jobs whose entries were gone from the stream; they may be missing",
+        );
+      },
+    );
   }
 
   /**
@@ -774,19 +771,24 @@ export class RedisSettler implements DeliverySettler {
   }
 
   /**
-   * True when the unique marker of `d`'s task id is set although its entry left the stream: a
-   * newer job of that caller-chosen id is queued, delayed or running (the entry was settled by
-   * a worker that took it over, and the id published again), so this run's outcome must not
-   * become that job's record. False when it is not set, or cannot be read (a lost stream takes
-   * the unique set with it: the record is then this run's to write).
+   * Of `taskIds` (of entries gone from the stream), those whose unique marker is set: a newer
+   * job of that caller-chosen id is queued, delayed or running (the entry was settled by a worker
+   * that took it over, and the id published again), so the gone run's outcome must not become
+   * that job's record. None when the set cannot be read (a stream lost in a restart takes the
+   * unique set with it: the record is then the gone run's to write).
    */
+  async #newerJobIds(uniqueKey: string, taskIds: readonly string[]): Promise<ReadonlySet<string>> {
+    try {
+      const flags = await this.#ctx.main.call("SMISMEMBER", uniqueKey, ...taskIds);
+      return new Set(taskIds.filter((_, i) => Array.isArray(flags) && Number(flags[i]) === 1));
+    } catch {
+      return new Set();
+    }
+  }
+
+  /** True when a newer job holds `d`'s task id ({@link RedisSettler.#newerJobIds}). */
   async #newerJobHolds(d: RedisDelivery): Promise<boolean> {
     const taskId = d.isUntrusted ? undefined : d.knownTaskId;
-    if (taskId === undefined) return false;
-    try {
-      return Number(await this.#ctx.main.call("SISMEMBER", d.keys.unique, taskId)) === 1;
-    } catch {
-      return false;
-    }
+    return taskId !== undefined && (await this.#newerJobIds(d.keys.unique, [taskId])).size > 0;
   }
 }

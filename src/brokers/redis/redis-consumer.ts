@@ -348,12 +348,7 @@ export class RedisConsumer implements Consumer {
       return [];
     }
     // before anything hands an entry out (the read-ahead buffer included)
-    for (const d of out) {
-      if (d.mayHoldReplacedBytes) {
-        await this.#refuseNotUtf8(conn, out);
-        break;
-      }
-    }
+    if (out.some((d) => d.mayHoldReplacedBytes)) await this.#refuseNotUtf8(conn, out);
     let fresh = out;
     if (this.#hasStale(out)) {
       fresh = await this.#dropTakenMeanwhile(out);
@@ -812,10 +807,10 @@ export class RedisConsumer implements Consumer {
       [delayed, delayedData, stream, unique],
       [MOVE_BATCH, MOVE_BYTES],
     )) as [number, string, number, number];
-    const [moved, next, nowMs, lost] = reply;
+    const [, next, nowMs, lost] = reply;
     this.#replied(Number(nowMs), stream);
     if (lost > 0) warnDropped(this.#logger, q.keys.queue, lost);
-    if (moved > 0 && moreDue(reply)) {
+    if (moreDue(reply)) {
       q.moveAtMs = awakeNow(); // more are due: next fetch moves the next batch
       return;
     }

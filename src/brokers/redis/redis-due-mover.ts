@@ -39,10 +39,13 @@ export const MOVE_BATCH = 500;
  */
 export const MOVE_BYTES = 2 * 1024 * 1024;
 
-/** True when a move-delayed.lua reply says entries are due still (the call stopped at its bound). */
+/**
+ * True when a move-delayed.lua reply says the call stopped at one of its bounds (entries or
+ * bytes) with entries due still: it moved some, and the earliest left is due by Redis's clock.
+ */
 export function moreDue(reply: readonly [unknown, unknown, unknown, unknown]): boolean {
   const next = Number(reply[1]);
-  return next >= 0 && next <= Number(reply[2]);
+  return Number(reply[0]) > 0 && next >= 0 && next <= Number(reply[2]);
 }
 
 interface QueueDue {
@@ -142,7 +145,7 @@ export class DueMover {
         )) as [number, string, number, number];
         left -= reply[0];
         dropped += Number(reply[3]);
-      } while (reply[0] > 0 && moreDue(reply) && left > 0 && !this.#closed);
+      } while (moreDue(reply) && left > 0 && !this.#closed);
       if (dropped > 0) warnDropped(this.#logger, q.keys.queue, dropped);
       // Redis holds an entry due within COALESCE_MS: this wake-up ran before it by Redis's clock
       // (see the module's comment).

@@ -311,7 +311,10 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
   }
 }
 
-/** Publishes `outgoing`, then resolves with `result` (a function of its own: its one closure keeps only `result`). */
+/**
+ * Publishes `outgoing`, then resolves with `result` (a function of its own: its two closures, one
+ * for each outcome, keep only `result`, and `outgoing` and `refused`).
+ */
 function publishFor<R>(
   runtime: TaskRuntime,
   queue: string,
@@ -338,8 +341,7 @@ function namingTask(error: unknown, taskName: string, taskId: string): unknown {
   if (error instanceof BrokerConnectionError) {
     if (error.taskId !== undefined) return error;
     const Class = error.constructor as typeof BrokerConnectionError;
-    const named = new Class(`${error.message} (task ${taskName}, id ${taskId})`, { cause: error, taskId });
-    return named;
+    return new Class(`${error.message} (task ${taskName}, id ${taskId})`, { cause: error, taskId });
   }
   if (!(error instanceof MessageTooLargeError) || error.taskName !== undefined) return error;
   return new MessageTooLargeError(error.size, error.limit, { taskName, source: error.source, cause: error });

@@ -51,14 +51,25 @@ describe.skipIf(skip)("redis broker: delayed messages", () => {
     return { n, raw, client };
   }
 
+  /** Adds to `pipeline` `count` delayed entries `id-0`… due from `past` on, 1 ms apart, with `bodyOf(i)`. */
+  function addDue(
+    pipeline: ReturnType<ReturnType<typeof rawRedis>["pipeline"]>,
+    n: ReturnType<typeof names>,
+    count: number,
+    past: number,
+    bodyOf: (i: number) => string,
+  ) {
+    for (let i = 0; i < count; i++) {
+      pipeline.zadd(n.delayed, past + i, `id-${i}`);
+      pipeline.hset(n.delayedData, `id-${i}`, bodyOf(i));
+    }
+  }
+
   it("moves due entries in batches of 500, atomically, leaving future ones", async () => {
     const { n, raw, client } = scriptsOnRawClient();
     const past = Date.now() - 60_000;
     const pipeline = raw.pipeline();
-    for (let i = 0; i < 1200; i++) {
-      pipeline.zadd(n.delayed, past + i, `id-${i}`);
-      pipeline.hset(n.delayedData, `id-${i}`, `body-${i}`);
-    }
+    addDue(pipeline, n, 1200, past, (i) => `body-${i}`);
     pipeline.zadd(n.delayed, Date.now() + 3_600_000, "future");
     pipeline.hset(n.delayedData, "future", "later");
     await pipeline.exec();
@@ -84,10 +95,7 @@ describe.skipIf(skip)("redis broker: delayed messages", () => {
     const { n, raw, client } = scriptsOnRawClient();
     const past = Date.now() - 60_000;
     const pipeline = raw.pipeline();
-    for (let i = 0; i < 12; i++) {
-      pipeline.zadd(n.delayed, past + i, `id-${i}`);
-      pipeline.hset(n.delayedData, `id-${i}`, `${i}`.padEnd(400_000, "x"));
-    }
+    addDue(pipeline, n, 12, past, (i) => `${i}`.padEnd(400_000, "x"));
     pipeline.zadd(n.delayed, past + 12, "huge");
     pipeline.hset(n.delayedData, "huge", "h".repeat(3 * MOVE_BYTES));
     await pipeline.exec();

@@ -633,17 +633,18 @@ export class Chicory {
   }
 
   /**
-   * What a `delay()` needs first: the broker. Connects the whole app, as {@link Chicory.connect}
-   * does (the backend too, so that a result's notification is expected from the first job on;
-   * a `disconnect()` meanwhile waits for it, or cuts a SQL backend's, and closes both); a backend that does not connect
-   * does not stop the publish: enqueueing needs no result backend, and a `get()` connects it
-   * when asked (within its timeout), saying why it cannot.
+   * What a `delay()` needs first: the broker. Starts connecting the whole app, as
+   * {@link Chicory.connect} does (a `disconnect()` meanwhile waits for it, or cuts a SQL
+   * backend's, and closes both), but publishes once the broker is connected: enqueueing needs no
+   * result backend, so a backend that is slow to connect (a database that does not answer, a
+   * schema lock held elsewhere) or does not connect at all does not hold the publish; a `get()`
+   * waits for its connect (within its timeout), saying why it cannot. (A job published before
+   * the backend's notifications are live is read once by its first `get()`.)
    */
   async #connectForPublish(): Promise<void> {
     const epoch = this.#connectEpoch;
     const { broker, all } = this.#connect();
-    await broker; // its failure: the publish's
-    await all.catch(() => undefined); // the backend's: for get() to tell
+    await broker; // its failure: the publish's (the backend's: for get() to tell)
     if (this.#connectEpoch !== epoch) {
       // (the broker it connected is being closed: the publish would fail less clearly)
       throw new BrokerConnectionError(

@@ -369,7 +369,12 @@ async function publishReusedId(runtime: TaskRuntime, queue: string, outgoing: Ou
   let seen: Pick<TaskRecord, "state" | "updatedAt"> | null = null;
   const startedAt = performance.now();
   if (backend?.deleteResultIf) {
-    const reading = resultStampOf(backend, outgoing.id).catch(
+    // (the first delay() publishes once the broker is connected: the backend may still be
+    // connecting, and its connect counts within the same bound)
+    const connecting = (backend.isReady ?? backend.isOpen) === false ? backend.connect() : undefined;
+    const reading = (
+      connecting ? connecting.then(() => resultStampOf(backend, outgoing.id)) : resultStampOf(backend, outgoing.id)
+    ).catch(
       () => null, // unreadable or unreachable: nothing to compare, nothing deleted
     );
     if (await settlesWithin(reading, PREVIOUS_RUN_MS)) seen = await reading;

@@ -2,6 +2,7 @@
  * How `delay()` connects the app on first use: the broker is what a publish needs.
  */
 import { describe, expect, it } from "vitest";
+import { settlesWithin } from "../../src/core/sleep.js";
 import { BackendConnectionError, BrokerConnectionError } from "../../src/errors.js";
 import { Chicory, MemoryBackend, MemoryBroker } from "../../src/index.js";
 import { deferred } from "../helpers/deferred.js";
@@ -31,6 +32,69 @@ describe("delay() connecting the app", () => {
       expect(attempts).toBe(1); // the second delay() did not wait for the backend again
       await expect(first.get({ timeout: 1 })).rejects.toThrow(/ECONNREFUSED/);
     } finally {
+      await app.disconnect();
+    }
+  });
+
+  it("publishes without waiting for a backend that is slow to connect; get() waits for that connect", async () => {
+    const broker = new MemoryBroker();
+    const backend = new MemoryBackend();
+    const held = deferred();
+    const connectBackend = backend.connect.bind(backend);
+    backend.connect = async () => {
+      await held.promise; // a database that takes its time (or a schema lock held elsewhere)
+      await connectBackend();
+    };
+    const { app, add } = appWith(broker, backend);
+    try {
+      // before, the first delay() waited for the backend's connect (its timeout, when silent)
+      const sending = add.delay(1, 2);
+      expect(await settlesWithin(sending, 2_000)).toBe(true);
+      const result = await sending;
+      expect(await broker.getQueueSize("default")).toBe(1);
+      expect(backend.isOpen).toBe(false);
+      const waiting = result.get({ timeout: 5 });
+      held.resolve();
+      await backend.storeResult({
+        taskId: result.taskId,
+        state: "SUCCESS",
+        result: 3,
+        updatedAt: new Date().toISOString(),
+      });
+      expect(await waiting).toBe(3);
+    } finally {
+      held.resolve();
+      await app.disconnect();
+    }
+  });
+
+  it("a caller-chosen id's first delay() still replaces its finished record while the backend connects", async () => {
+    const broker = new MemoryBroker();
+    const backend = new MemoryBackend();
+    await backend.connect();
+    await backend.storeResult({ taskId: "job-1", state: "SUCCESS", result: 1, updatedAt: new Date().toISOString() });
+    await backend.disconnect();
+    const held = deferred();
+    const connectBackend = backend.connect.bind(backend);
+    backend.connect = async () => {
+      await held.promise;
+      await connectBackend();
+    };
+    const getResult = backend.getResult.bind(backend);
+    backend.getResult = async (taskId) => {
+      // as the Redis and SQL backends: nothing to read before connect()
+      if (!backend.isOpen) throw new BackendConnectionError("memory backend is not connected");
+      return getResult(taskId);
+    };
+    const { app, add } = appWith(broker, backend);
+    try {
+      const sending = add.applyAsync([1, 2], { taskId: "job-1" });
+      setImmediate(() => held.resolve());
+      const result = await sending;
+      expect(await broker.getQueueSize("default")).toBe(1);
+      expect(await result.state()).toBe("PENDING"); // not the old run's SUCCESS
+    } finally {
+      held.resolve();
       await app.disconnect();
     }
   });

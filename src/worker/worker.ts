@@ -146,6 +146,13 @@ const CLOSE_RESERVE_MS = 1500;
  * lands after the final state harmless.
  */
 const STARTED_AFTER_MS = 100;
+/**
+ * Longest wait of a run's outcome for its own `STARTED` write still in flight. On a pool of
+ * connections (the SQL backends) the outcome's write may otherwise commit first, and the late
+ * `STARTED` replace a `RETRY` (a job waiting for its retry then reads `STARTED`, as one whose
+ * worker died) or undo a release's deletion of it.
+ */
+const STARTED_WRITE_WAIT_MS = 5000;
 
 /** Running workers per app: the last one to stop runs the shutdown hooks and disconnects the app. */
 const runningWorkers = new WeakMap<Chicory, number>();
@@ -236,6 +243,8 @@ export class Worker {
   /** Holds fetches back while the result backend cannot store records (see `record-gate.ts`). */
   readonly #recordGate: RecordGate;
   readonly #started = new StartedMarker(STARTED_AFTER_MS, (message) => this.#markStarted(message));
+  /** `STARTED` writes in flight, by run: the run's outcome is stored after its own (see #process). */
+  readonly #startedWrites = new Map<TaskMessage, Promise<void>>();
   /** What the runner needs, shared by every job of one run (set by `start`). */
   #runnerEnv!: RunnerEnv;
   /** The backend server's result size limit as last read (see {@link #refreshResultSizeLimit}). */
@@ -936,20 +945,27 @@ export class Worker {
       );
       this.#logStack(attempt.message?.id, outcome.error);
     }
-    // The slot frees now; the outcome is stored and acknowledged in the background.
+    // The slot frees now; the outcome is stored and acknowledged in the background (after the
+    // run's own STARTED write, when one is still in flight: see STARTED_WRITE_WAIT_MS).
+    const context = {
+      delivery,
+      attempt,
+      app,
+      logger: this.#logger,
+      stopSignal: this.#shutdownAbort.signal,
+      isConsumerClosed: this.#isConsumerClosed,
+      settleMode,
+      onFailedInstead: this.#countFailure,
+      recordGate: this.#recordGate,
+      countsAbortedRelease: this.#countsAbortedRelease,
+    };
+    const startedWrite =
+      this.#startedWrites.size === 0 || !attempt.message ? undefined : this.#startedWrites.get(attempt.message);
     this.#slots.settle(
-      executeActions(actions, {
-        delivery,
-        attempt,
-        app,
-        logger: this.#logger,
-        stopSignal: this.#shutdownAbort.signal,
-        isConsumerClosed: this.#isConsumerClosed,
-        settleMode,
-        onFailedInstead: this.#countFailure,
-        recordGate: this.#recordGate,
-        countsAbortedRelease: this.#countsAbortedRelease,
-      }).catch(this.#onSettleError),
+      (startedWrite === undefined
+        ? executeActions(actions, context)
+        : settlesWithin(startedWrite, STARTED_WRITE_WAIT_MS).then(() => executeActions(actions, context))
+      ).catch(this.#onSettleError),
     );
     // unless the handler goes on after its attempt ended (timeout, lost lease): then the slot
     // stays taken until it returns
@@ -980,11 +996,17 @@ export class Worker {
 
   /** Writes `STARTED` for a task still running after {@link STARTED_AFTER_MS}. */
   #markStarted(message: TaskMessage): void {
-    this.#app.backend
-      ?.setState(message.id, "STARTED", { retries: message.retries, taskName: message.name })
+    const backend = this.#app.backend;
+    if (!backend) return;
+    const writing: Promise<void> = backend
+      .setState(message.id, "STARTED", { retries: message.retries, taskName: message.name })
       .catch((error: unknown) =>
         this.#logger.warn({ taskId: message.id, err: toError(error).message }, "could not store STARTED"),
-      );
+      )
+      .finally(() => {
+        if (this.#startedWrites.get(message) === writing) this.#startedWrites.delete(message);
+      });
+    this.#startedWrites.set(message, writing);
   }
 
   /**

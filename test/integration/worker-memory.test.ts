@@ -1003,6 +1003,39 @@ describe("Worker on the memory broker", () => {
     expect(startedFor).toEqual([s.taskId]);
   });
 
+  it("stores a run's outcome after its own STARTED write still in flight: a slow STARTED does not replace RETRY", async () => {
+    const { app, backend } = makeApp();
+    const startedAsked = deferred();
+    const startedWritten = deferred();
+    const retryAsked = deferred();
+    const threw = deferred();
+    const setState = backend.setState.bind(backend);
+    vi.spyOn(backend, "setState").mockImplementation(async (taskId, state, extra) => {
+      if (state === "RETRY") retryAsked.resolve();
+      if (state !== "STARTED") return setState(taskId, state, extra);
+      // a pooled connection that answers late: until the run's outcome is asked for on another
+      // (before), or at most 300 ms after the run ended (the outcome waits for it)
+      startedAsked.resolve();
+      await threw.promise;
+      await Promise.race([retryAsked.promise, new Promise((resolve) => setTimeout(resolve, 300))]);
+      await setState(taskId, state, extra);
+      startedWritten.resolve();
+    });
+    const t = app.task(
+      { name: "retries_later", retryPolicy: { maxRetries: 1, retryDelay: 60 } },
+      async function retriesLater() {
+        await startedAsked.promise; // ran past 100 ms: STARTED asked for
+        threw.resolve();
+        throw new Error("try again later");
+      },
+    );
+    await startWorker(app);
+    const r = await t.delay();
+    await startedWritten.promise;
+    // before, the late STARTED replaced the RETRY, and the job read STARTED for its retry delay
+    await eventually(async () => (await r.state()) === "RETRY");
+  });
+
   it("stop() drains running tasks within the timeout", async () => {
     const { app } = makeApp();
     const gate = deferred();

@@ -643,7 +643,7 @@ export class Chicory {
    */
   async #connectForPublish(): Promise<void> {
     const epoch = this.#connectEpoch;
-    const { broker, all } = this.#connect();
+    const { broker } = this.#connect();
     await broker; // its failure: the publish's (the backend's: for get() to tell)
     if (this.#connectEpoch !== epoch) {
       // (the broker it connected is being closed: the publish would fail less clearly)

@@ -97,6 +97,8 @@ export class BackendNotConfiguredError extends ChicoryError {
 export interface BrokerConnectionErrorOptions extends ChicoryErrorOptions {
   /** The id of the task whose publish failed, when the error answers a publish. */
   taskId?: string;
+  /** The broker's server answered with an error (see {@link BrokerConnectionError.isRefused}). */
+  isRefused?: boolean;
 }
 
 /**
@@ -108,9 +110,18 @@ export class BrokerConnectionError extends ChicoryError {
   override readonly code = "BROKER_CONNECTION";
   /** The id of the task whose publish failed; undefined when the error answers no publish. */
   readonly taskId: string | undefined;
+  /**
+   * True when the broker's server answered the operation with an error (out of memory, a
+   * read-only replica, a key of another type): it was refused, not lost on the way, so a
+   * publish so refused was not enqueued (on Redis, unless a key of another type under the
+   * prefix stopped its script after its first write) and sending it again adds no second copy.
+   * False when the outcome is unknown (the connection closed, or no answer in time).
+   */
+  readonly isRefused: boolean;
   constructor(message: string, options?: BrokerConnectionErrorOptions) {
     super(message, options);
     this.taskId = options?.taskId;
+    this.isRefused = options?.isRefused === true;
   }
 }
 

@@ -341,7 +341,11 @@ function namingTask(error: unknown, taskName: string, taskId: string): unknown {
   if (error instanceof BrokerConnectionError) {
     if (error.taskId !== undefined) return error;
     const Class = error.constructor as typeof BrokerConnectionError;
-    return new Class(`${error.message} (task ${taskName}, id ${taskId})`, { cause: error, taskId });
+    return new Class(`${error.message} (task ${taskName}, id ${taskId})`, {
+      cause: error,
+      taskId,
+      isRefused: error.isRefused,
+    });
   }
   if (!(error instanceof MessageTooLargeError) || error.taskName !== undefined) return error;
   return new MessageTooLargeError(error.size, error.limit, { taskName, source: error.source, cause: error });

@@ -8,6 +8,7 @@
  * @module
  */
 import type { RedisClientLike } from "./redis-client.js";
+import { isReplyError } from "./redis-connect.js";
 
 /** Where the `GETBIT` probe starts: Redis's default (512 MiB), over any message or result limit. */
 export const PROBE_CEILING_BYTES = 512 * 1024 * 1024;
@@ -80,7 +81,7 @@ export class BulkLimitReader {
       } catch (error) {
         // refused by the server (ACL, a renamed command): not asked again, each refusal would
         // be one more ACL LOG entry
-        if (error instanceof Error && error.name === "ReplyError") this.#configRefused = true;
+        if (isReplyError(error)) this.#configRefused = true;
         this.#options.onStepFailed("config", error);
       }
     }

@@ -20,6 +20,14 @@ import {
 /** Builds the error an adapter throws for a failed Redis operation. */
 export type ErrorFactory = (message: string, cause: unknown) => Error;
 
+/**
+ * Whether `error` is Redis's own answer to a command (`OOM`, `READONLY`, `WRONGTYPE`, a script's
+ * error): the command reached the server and was refused, its outcome is not unknown.
+ */
+export function isReplyError(error: unknown): boolean {
+  return error instanceof Error && error.name === "ReplyError";
+}
+
 /** A message for a driver error with the password removed. */
 export function describeRedisError(error: unknown, password: string | undefined): string {
   const text = toError(error).message;

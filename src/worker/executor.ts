@@ -45,7 +45,9 @@
  * - Publishing a message that is not the delivery itself (an `at_most_once` retry, a dead
  *   letter written for an acknowledged message) is tried once: a publish whose reply was lost
  *   may still be applied, and trying again could add the message twice. The retry is published
- *   `unique`, so a copy the client itself sends again is not added either.
+ *   `unique`, so a copy the client itself sends again is not added either. A retry the broker's
+ *   server refused ({@link BrokerConnectionError.isRefused}: not enqueued) is tried again on the
+ *   schedule, then ends the job `FAILURE` ({@link retryRefusedRetry}).
  * @module
  */
 import type { Chicory } from "../app.js";
@@ -58,7 +60,13 @@ import { type TaskMessage, truncateError } from "../core/message.js";
 import { recordRefusal } from "../core/record-refused.js";
 import { sleep, withinDeadline } from "../core/sleep.js";
 import { MAX_STORED_TEXT, toStoredError } from "../core/stored-error.js";
-import { DeadLetterQueueFullError, MessageTooLargeError, toError, ValidationError } from "../errors.js";
+import {
+  BrokerConnectionError,
+  DeadLetterQueueFullError,
+  MessageTooLargeError,
+  toError,
+  ValidationError,
+} from "../errors.js";
 import type { RecordGate } from "./record-gate.js";
 import type { Attempt } from "./runner.js";
 import { type Action, type SettleMode, settle } from "./settle.js";
@@ -159,6 +167,10 @@ export async function executeActions(planned: readonly Action[], ctx: ExecutionC
         await failRefusedRetry(ctx, refusedRetry);
         return;
       }
+      if (action.type === "republish" && error instanceof BrokerConnectionError && error.isRefused) {
+        await retryRefusedRetry(action, ctx, error);
+        return;
+      }
       if (ONCE.has(action.type)) {
         ctx.logger.error(
           { taskId: ctx.attempt.message?.id, step: action.type, err: toError(error).message },
@@ -221,6 +233,22 @@ export async function executeActions(planned: readonly Action[], ctx: ExecutionC
       return;
     }
   }
+}
+
+/**
+ * An acknowledged message's retry that the broker's server refused (out of memory, a read-only
+ * replica, a key of another type): it was not enqueued, so sending it again adds no second copy
+ * (it is published `unique`). Tried again on the steps' schedule; refused still, the job ends
+ * `FAILURE` with its handler's error: its `RETRY` record would otherwise stay (a `get()` waiting
+ * until its timeout) for a retry that is not coming.
+ */
+async function retryRefusedRetry(action: Action, ctx: ExecutionContext, error: BrokerConnectionError): Promise<void> {
+  if ((await retryStep(action, ctx, error)) === true) return;
+  ctx.logger.error(
+    { taskId: ctx.attempt.message?.id, step: action.type, err: error.message },
+    "the broker refused this acknowledged message's retry (nothing was enqueued): the job ends FAILURE",
+  );
+  await storeFailureInstead(ctx);
 }
 
 /** The FAILURE record of an acknowledged message whose dead letter was not written (best effort). */

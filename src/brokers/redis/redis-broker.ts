@@ -56,6 +56,7 @@ import {
   describeRedisError,
   isClosedBeforeAnswer,
   isClusterClient,
+  isReplyError,
   lastConnectionError,
   openDuplicate,
   openRedis,
@@ -312,7 +313,8 @@ export class RedisBroker implements Broker {
               )
             : new BrokerConnectionError(
                 `redis broker ${operation} failed (${displayUrl}): ${describeRedisError(error, password)}`,
-                { cause: redactedCopy(error, password) },
+                // (a reply error: Redis answered; the others, e.g. a timeout, leave it unknown)
+                { cause: redactedCopy(error, password), isRefused: isReplyError(error) },
               ),
     };
     const ctx = this.#ctx;

@@ -311,8 +311,9 @@ describe.skipIf(skip)("redis broker: server restart", () => {
       (caught: unknown) => caught,
     );
     expect(error).toBeInstanceOf(BrokerConnectionError);
-    const { taskId, message } = error as BrokerConnectionError;
+    const { taskId, message, isRefused } = error as BrokerConnectionError;
     expect(taskId).toMatch(/\S/);
+    expect(isRefused).toBe(false); // its outcome is unknown: it lands once Redis is back
     expect(message).toContain("outcome is unknown");
     expect(message).toContain(`(task named.work, id ${taskId})`);
     // the publish is sent once Redis is back: the job it queued carries that id

@@ -16,7 +16,9 @@ import { defineBrokerScripts } from "../../../src/brokers/redis/redis-scripts.js
 import { BrokerConnectionError, Chicory, silentLogger, TaskFailedError, Worker } from "../../../src/index.js";
 import { type RedisClientLike, runScript } from "../../../src/redis/redis-client.js";
 import { eventually } from "../../contract/contract-helpers.js";
+import { capturingLogger } from "../../helpers/capturing-logger.js";
 import { useCleanups } from "../../helpers/cleanups.js";
+import { deferred } from "../../helpers/deferred.js";
 import { skipUnless } from "../../helpers/services.js";
 import { useOwnRedis } from "./own-redis.js";
 
@@ -77,6 +79,7 @@ describe.skipIf(skip)("redis broker and backend: Redis full", () => {
     const refused = await work.delay(-1).catch((error: unknown) => error);
     expect(refused).toBeInstanceOf(BrokerConnectionError);
     expect(String(refused)).toMatch(/OOM/);
+    expect((refused as BrokerConnectionError).isRefused).toBe(true); // Redis answered: not enqueued
 
     // A worker started now joins the group, and every job still runs and stores its result.
     const second = new Worker(app, { ...options, concurrency: 4 });
@@ -127,5 +130,48 @@ describe.skipIf(skip)("redis broker and backend: Redis full", () => {
     expect(early?.queue).toBe("early");
     await early?.ack();
     await fresh.close();
+  });
+
+  it("an at-most-once job's retry refused while Redis is full is tried again, not lost", {
+    timeout: 30_000,
+  }, async () => {
+    const { server } = own;
+    const admin = new Redis(server.url);
+    cleanups.push(async () => {
+      await admin.config("SET", "maxmemory", "0").catch(() => undefined);
+      admin.disconnect();
+    });
+    const app = new Chicory({
+      broker: new RedisBroker({ url: server.url, keyPrefix: "full-once", env: {}, claimMinIdleMs: 60_000 }),
+      backend: new RedisBackend({ url: server.url, keyPrefix: "full-once", env: {} }),
+    });
+    const entered = deferred();
+    const gate = deferred();
+    let runs = 0;
+    const onceFlaky = app.task(
+      { name: "once_flaky", deliveryMode: "at_most_once", retryPolicy: { maxRetries: 2, retryDelay: 0.1 } },
+      async () => {
+        runs++;
+        if (runs > 1) return "second attempt";
+        entered.resolve();
+        await gate.promise;
+        throw new Error("first attempt fails");
+      },
+    );
+    const { logger, until } = capturingLogger();
+    const worker = new Worker(app, { logger, concurrency: 2 });
+    await worker.start();
+    cleanups.push(() => worker.stop(5));
+    const result = await onceFlaky.delay();
+    await entered.promise; // its message acknowledged: its retry is the only copy to come
+    await admin.config("SET", "maxmemory-policy", "noeviction");
+    await admin.config("SET", "maxmemory", "1");
+    gate.resolve();
+    // before, the refused retry was not tried again: the job was lost, its state RETRY for good
+    const refusal = await until(/^settling step failed$/);
+    expect(refusal.fields).toMatchObject({ step: "republish", err: expect.stringMatching(/OOM/) });
+    await admin.config("SET", "maxmemory", "0");
+    expect(await result.get({ timeout: 20 })).toBe("second attempt");
+    expect(runs).toBe(2);
   });
 });

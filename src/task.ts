@@ -256,14 +256,16 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
     const runtime = this.#runtime;
     // an untyped caller's typo (`countdwn`) would otherwise run the job at once
     if (options !== NO_OPTIONS) checkOptionKeys(options, "applyAsync", APPLY_OPTION_KEYS, {}, ValidationError);
-    const queue = options.queue ?? this.queue;
+    // (a `null` option is refused as any other value of the wrong type, not taken for "left out")
+    const queue = options.queue === undefined ? this.queue : options.queue;
     if (options.queue !== undefined) assertValidName(queue, "queue");
-    const priority = options.priority ?? this.priority;
+    const priority = options.priority === undefined ? this.priority : options.priority;
     if (priority !== undefined && !(Number.isInteger(priority) && priority >= 0 && priority <= 255)) {
-      throw new ValidationError(`applyAsync: priority: expected an integer from 0 to 255, got ${String(priority)}`);
+      const got = typeof priority === "string" ? JSON.stringify(priority) : String(priority);
+      throw new ValidationError(`applyAsync: priority: expected an integer from 0 to 255, got ${got}`);
     }
     const delayMs = delayOf(options);
-    const taskId = options.taskId ?? newTaskId();
+    const taskId = options.taskId === undefined ? newTaskId() : options.taskId;
     if (options.taskId !== undefined && !isValidTaskId(taskId)) {
       throw new ValidationError(
         `taskId must be a well-formed string of 1-${MAX_TASK_ID_LENGTH} characters (no lone surrogates)`,

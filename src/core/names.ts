@@ -13,7 +13,8 @@ export function isValidName(name: unknown): name is string {
  */
 export function assertValidName(name: unknown, kind: "queue" | "task"): asserts name is string {
   if (!isValidName(name)) {
-    const shown = typeof name === "string" ? JSON.stringify(name.slice(0, 140)) : String(typeof name);
+    const shown =
+      typeof name === "string" ? JSON.stringify(name.slice(0, 140)) : name === null ? "null" : String(typeof name);
     throw new ValidationError(`${kind} name ${shown} is invalid: use 1-128 of [A-Za-z0-9._:-]`);
   }
 }

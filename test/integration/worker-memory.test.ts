@@ -723,6 +723,11 @@ describe("Worker on the memory broker", () => {
         t.applyAsync([1], { eta: new Date(Date.now() + 11 * 366 * 24 * 3600 * 1000) }),
         t.applyAsync([1], { countdwn: 5 } as unknown as ApplyOptions), // a typo would run it at once
         t.applyAsync([1], null as unknown as ApplyOptions), // before: a TypeError
+        // before: taken for "left out" (a null taskId even published a generated id as unique)
+        t.applyAsync([1], { taskId: null } as unknown as ApplyOptions),
+        t.applyAsync([1], { queue: null } as unknown as ApplyOptions),
+        t.applyAsync([1], { priority: null } as unknown as ApplyOptions),
+        t.applyAsync([1], { priority: "3" } as unknown as ApplyOptions),
       ];
     }).not.toThrow();
     const errors = await Promise.all(
@@ -745,8 +750,16 @@ describe("Worker on the memory broker", () => {
       "ValidationError",
       "ValidationError",
       "ValidationError",
+      "ValidationError",
+      "ValidationError",
+      "ValidationError",
+      "ValidationError",
     ]);
     expect(String(errors[9])).toMatch(/applyAsync: options must be an object, got null/);
+    expect(String(errors[10])).toMatch(/taskId must be a well-formed string/);
+    expect(String(errors[11])).toMatch(/queue name null is invalid/);
+    expect(String(errors[12])).toMatch(/priority: expected an integer from 0 to 255, got null$/);
+    expect(String(errors[13])).toMatch(/priority: expected an integer from 0 to 255, got "3"$/);
     expect(String(errors[8])).toMatch(
       /applyAsync: unknown option "countdwn" \(options: countdown, eta, queue, priority, taskId\)/,
     );

@@ -1125,7 +1125,8 @@ export class Worker {
     // Every step is bounded, and so is the whole: `timeoutMs` + SHUTDOWN_GRACE_MS, even with a
     // server that does not answer, a task that ignores its abort or a hook that never ends (what
     // is still running then is left behind, and logged).
-    const end = performance.now() + timeoutMs + SHUTDOWN_GRACE_MS;
+    const stopAt = performance.now();
+    const end = stopAt + timeoutMs + SHUTDOWN_GRACE_MS;
     const left = (reserveMs = 0) => Math.max(0, end - reserveMs - performance.now());
     const unroute = this.#unrouteLogs;
     this.#phase = "stopping";
@@ -1148,7 +1149,10 @@ export class Worker {
       Promise.all([loopsStopped, this.#consumeLoop]),
       Math.min(CONSUME_LOOP_GRACE_MS, left(CLOSE_RESERVE_MS)),
     );
-    const drained = await settlesWithin(this.#slots.drain(), Math.min(timeoutMs, left(CLOSE_RESERVE_MS)));
+    // `timeout` counts from the stop, the consume loop's end included (a read blocked on a
+    // frozen server may take its whole grace): the tasks are aborted `timeout` after stop()
+    const tasksLeftMs = Math.max(0, timeoutMs - (performance.now() - stopAt));
+    const drained = await settlesWithin(this.#slots.drain(), Math.min(tasksLeftMs, left(CLOSE_RESERVE_MS)));
     if (!drained) {
       const { running, settling } = this.#slots;
       this.#logger.warn(

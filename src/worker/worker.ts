@@ -488,7 +488,9 @@ export class Worker {
    * at once (that `start()` rejects, `run()` returns; when it leaves last, after the startup
    * hooks of another worker of its app ran, this waits for the shutdown hooks it then runs);
    * one running its startup hooks is waited for, then stopped (a hook still running at the
-   * deadline is abandoned: that start never runs the worker).
+   * deadline is abandoned: that start never runs the worker). A call while a stop is under way
+   * returns that stop's promise: its own `timeout` does not shorten the first one's (to stop
+   * at once, a process exits, as the CLI does on a second signal).
    * @param timeout seconds, or a string with a unit (`"10s"`; default `shutdownTimeout`)
    * @throws ConfigurationError (the promise rejects) when `timeout` is not a non-negative duration
    */

@@ -43,6 +43,11 @@ import {
 import { bindResultDefaults, type ResultDefaults, type StoredResult } from "./result.js";
 import { type AnyHandler, Task, type TaskOptions, type TaskRuntime } from "./task.js";
 
+/**
+ * Longest wait of a `delay()` that connects the app for the result backend's connect (a
+ * healthy one takes milliseconds): past it, the publish goes ahead (see #connectForPublish).
+ */
+const BACKEND_CONNECT_WAIT_MS = 250;
 /** Longest wait for the backend's record before a DLQ replay gives up (nothing replayed). */
 const REPLAY_READ_TIMEOUT_MS = 10_000;
 
@@ -633,18 +638,23 @@ export class Chicory {
   }
 
   /**
-   * What a `delay()` needs first: the broker. Starts connecting the whole app, as
-   * {@link Chicory.connect} does (a `disconnect()` meanwhile waits for it, or cuts a SQL
-   * backend's, and closes both), but publishes once the broker is connected: enqueueing needs no
-   * result backend, so a backend that is slow to connect (a database that does not answer, a
-   * schema lock held elsewhere) or does not connect at all does not hold the publish; a `get()`
-   * waits for its connect (within its timeout), saying why it cannot. (A job published before
-   * the backend's notifications are live is read once by its first `get()`.)
+   * What a `delay()` needs first: the broker. Connects the whole app, as {@link Chicory.connect}
+   * does (a `disconnect()` meanwhile waits for it, or cuts a SQL backend's, and closes both),
+   * the backend too, so that a result's notification is expected from the first job on; but it
+   * waits for the backend at most {@link BACKEND_CONNECT_WAIT_MS}: enqueueing needs no result
+   * backend, so one that is slow to connect (a database that does not answer, a schema lock
+   * held elsewhere) or does not connect at all does not hold the publish; a `get()` waits for
+   * its connect (within its timeout), saying why it cannot. (A job published before the
+   * backend's notifications are live is read once by its first `get()`.)
    */
   async #connectForPublish(): Promise<void> {
     const epoch = this.#connectEpoch;
-    const { broker } = this.#connect();
-    await broker; // its failure: the publish's (the backend's: for get() to tell)
+    const { broker, all } = this.#connect();
+    await broker; // its failure: the publish's
+    await settlesWithin(
+      all.catch(() => undefined), // the backend's: for get() to tell
+      BACKEND_CONNECT_WAIT_MS,
+    );
     if (this.#connectEpoch !== epoch) {
       // (the broker it connected is being closed: the publish would fail less clearly)
       throw new BrokerConnectionError(

@@ -79,6 +79,14 @@ export function isNoGroupError(error: unknown): boolean {
 }
 
 /**
+ * True when Redis ended a blocked read because its stream's key is gone from the node: deleted,
+ * or moved to another node by a Cluster slot migration (the group moves with it).
+ */
+export function isUnblockedError(error: unknown): boolean {
+  return error instanceof Error && /\bUNBLOCKED\b.*no longer exists/i.test(error.message);
+}
+
+/**
  * True for a refusal of a command over keys of several hash slots (`CROSSSLOT`): a sharded
  * server behind one address (a proxy, a managed "cluster" reached without the Cluster API).
  */

@@ -49,7 +49,13 @@ import { awakeNow } from "../../core/clock.js";
 import type { Logger } from "../../core/logger.js";
 import { settlesWithin, timerDelay, withinDeadline } from "../../core/sleep.js";
 import { BrokerConnectionError, ConfigurationError } from "../../errors.js";
-import { isCrossSlotError, isNoGroupError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
+import {
+  isCrossSlotError,
+  isNoGroupError,
+  isUnblockedError,
+  type RedisClientLike,
+  runScript,
+} from "../../redis/redis-client.js";
 import { dropRedis, isClusterClient, lastConnectionError, pingRedis } from "../../redis/redis-connect.js";
 import type { RedisRecordWriter } from "../../redis/redis-record-writer.js";
 import type { Consumer, ConsumerOptions } from "../broker.js";
@@ -313,7 +319,14 @@ export class RedisConsumer implements Consumer {
     try {
       await this.#fetchInto(conn, want, signal, out);
     } catch (error) {
-      if (isNoGroupError(error)) {
+      if (isNoGroupError(error) && isUnblockedError(error) && (await this.#hasEveryGroup(conn))) {
+        // A blocked read ended as its stream's key left the node it read on (a Redis Cluster
+        // slot migration moves the stream with its group): nothing is lost, read again.
+        this.#logger.debug(
+          { queues: this.#queues.map((q) => q.keys.queue) },
+          "redis: a blocked read ended as its stream moved (a Cluster slot migration); its group is there",
+        );
+      } else if (isNoGroupError(error)) {
         // The stream or group vanished (Redis restarted without persistence, or was flushed):
         // re-create the groups on the next fetch and keep going.
         for (const q of this.#queues) q.hasGroup = false;
@@ -762,6 +775,18 @@ export class RedisConsumer implements Consumer {
     out.push(delivery);
   }
 
+  /** Whether every queue's stream has this consumer's group (false when a lookup fails). */
+  async #hasEveryGroup(conn: RedisClientLike): Promise<boolean> {
+    try {
+      for (const q of this.#queues) {
+        if (!(await groupNames(conn, q.keys.stream)).includes(this.#ctx.group)) return false;
+      }
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   async #createGroup(conn: RedisClientLike, q: QueueState): Promise<void> {
     // One script: the group at id 0 and this consumer, created even on a full Redis.
     await runScript(conn, "chicoryCreateGroup", [q.keys.stream, q.keys.unique], [this.#ctx.group, this.#consumerId]);
@@ -776,20 +801,8 @@ export class RedisConsumer implements Consumer {
    * prefix and differ in `consumerGroup`) each run every job. Best effort: a failure is ignored.
    */
   async #warnOfOtherGroups(conn: RedisClientLike, q: QueueState): Promise<void> {
-    let groups: unknown;
-    try {
-      groups = await conn.call("XINFO", "GROUPS", q.keys.stream);
-    } catch {
-      return;
-    }
-    if (!Array.isArray(groups)) return;
-    const others: string[] = [];
-    for (const group of groups) {
-      // RESP2: a flat [name, value, …] list per group; RESP3 through `call`: the same
-      const fields = Array.isArray(group) ? (group as unknown[]) : [];
-      const name = fields[fields.indexOf("name") + 1];
-      if (typeof name === "string" && name !== this.#ctx.group) others.push(name);
-    }
+    const groups = await groupNames(conn, q.keys.stream).catch(() => []);
+    const others = groups.filter((name) => name !== this.#ctx.group);
     if (others.length === 0) return;
     this.#logger.warn(
       { queue: q.keys.queue, consumerGroup: this.#ctx.group, otherGroups: others.slice(0, 10) },
@@ -1226,4 +1239,18 @@ export class RedisConsumer implements Consumer {
   #queueOf(delivery: RedisDelivery): QueueState | undefined {
     return this.#queues.find((q) => q.keys === delivery.keys);
   }
+}
+
+/** The names of the consumer groups of `stream` (`XINFO GROUPS`; rejects when it is missing). */
+async function groupNames(conn: RedisClientLike, stream: string): Promise<string[]> {
+  const groups = await conn.call("XINFO", "GROUPS", stream);
+  if (!Array.isArray(groups)) return [];
+  const names: string[] = [];
+  for (const group of groups) {
+    // RESP2: a flat [name, value, …] list per group; RESP3 through `call`: the same
+    const fields = Array.isArray(group) ? (group as unknown[]) : [];
+    const name = fields[fields.indexOf("name") + 1];
+    if (typeof name === "string") names.push(name);
+  }
+  return names;
 }

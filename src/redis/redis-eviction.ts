@@ -65,16 +65,34 @@ export async function warnIfEvicting(
   what: string,
   displayUrl: string,
 ): Promise<void> {
-  let info: string;
-  try {
-    info = String(await client.call("INFO", "memory"));
-  } catch {
-    return;
+  // A Cluster sends a command without a key to any one node: each master is asked instead
+  // (its settings are its own), and the warning names the node.
+  const masters = clusterMasters(client);
+  for (const node of masters ?? [client]) {
+    let info: string;
+    try {
+      info = String(await node.call("INFO", "memory"));
+    } catch {
+      continue;
+    }
+    const risk = evictionRisk(info, data);
+    if (risk === undefined) continue;
+    const where = masters === undefined ? displayUrl : `${displayUrl}, node ${nodeAddress(node)}`;
+    warnOnce(`eviction ${what} ${where}`, `${what} (${where}): ${risk}`, "CHICORY_REDIS_EVICTION");
   }
-  const risk = evictionRisk(info, data);
-  if (risk !== undefined) {
-    warnOnce(`eviction ${what} ${displayUrl}`, `${what} (${displayUrl}): ${risk}`, "CHICORY_REDIS_EVICTION");
-  }
+}
+
+/** The master nodes of an ioredis `Cluster`, or undefined for another client. */
+function clusterMasters(client: RedisClientLike): RedisClientLike[] | undefined {
+  const cluster = client as { readonly isCluster?: unknown; nodes?: (role: string) => RedisClientLike[] };
+  if (cluster.isCluster !== true || typeof cluster.nodes !== "function") return undefined;
+  return cluster.nodes("master");
+}
+
+/** `host:port` of a node's connection. */
+function nodeAddress(node: RedisClientLike): string {
+  const options = (node as { readonly options?: { host?: unknown; port?: unknown } }).options;
+  return `${String(options?.host ?? "?")}:${String(options?.port ?? "?")}`;
 }
 
 /**

@@ -975,30 +975,16 @@ export class Worker {
   }
 
   async #linger(handler: Promise<void>, message: TaskMessage | null): Promise<void> {
-    // Its slot bounds the handlers running at once while the worker fetches; a stop (aborting
-    // the fetches first) does not wait for it: its attempt's outcome is settled already, and a
-    // graceful stop would otherwise wait its whole timeout for a handler with nothing to abort.
-    const stop = this.#fetchAbort.signal;
-    const ended = await untilSettledOrAborted(handler, stop, LINGER_WARN_MS);
-    if (ended === "aborted") this.#lingeringAtStop(message);
-    if (ended !== "timeout") return;
+    // A forced stop stops waiting for running handlers: it does not wait for these either.
+    const stop = this.#shutdownAbort.signal;
+    if ((await untilSettledOrAborted(handler, stop, LINGER_WARN_MS)) !== "timeout") return;
     this.#logger.warn(
       { taskId: message?.id, task: message?.name, running: this.#slots.running },
       "a handler goes on after its attempt ended (it does not stop on ctx.signal): its slot stays taken until it returns",
     );
-    const then = await untilSettledOrAborted(handler, stop);
-    if (then === "settled") {
+    if ((await untilSettledOrAborted(handler, stop)) === "settled") {
       this.#logger.info({ taskId: message?.id, task: message?.name }, "a handler that outlived its attempt returned");
-    } else {
-      this.#lingeringAtStop(message);
     }
-  }
-
-  #lingeringAtStop(message: TaskMessage | null): void {
-    this.#logger.warn(
-      { taskId: message?.id, task: message?.name },
-      "worker stopping: not waiting for a handler that outlived its attempt (its outcome is settled; it goes on in the background)",
-    );
   }
 
   /** The stack of a failed attempt's error, at DEBUG level (the warning has its type and message). */

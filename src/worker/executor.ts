@@ -237,15 +237,37 @@ export async function executeActions(planned: readonly Action[], ctx: ExecutionC
 
 /**
  * An acknowledged message's retry that the broker's server refused (out of memory, a read-only
- * replica, a key of another type): it was not enqueued, so sending it again adds no second copy
- * (it is published `unique`). Tried again on the steps' schedule; refused still, the job ends
- * `FAILURE` with its handler's error: its `RETRY` record would otherwise stay (a `get()` waiting
- * until its timeout) for a retry that is not coming.
+ * replica, a key of another type): it was not enqueued, so sending it again adds no second copy.
+ * Tried again on the steps' schedule while each try is refused; refused still at its end (or at
+ * a forced stop), the job ends `FAILURE` with its handler's error: its `RETRY` record would
+ * otherwise stay (a `get()` waiting until its timeout) for a retry that is not coming. A try
+ * whose outcome is unknown (the connection closed, no answer in time) may have enqueued it: no
+ * more tries then, and no FAILURE record, as for a first publish whose outcome is unknown.
  */
-async function retryRefusedRetry(action: Action, ctx: ExecutionContext, error: BrokerConnectionError): Promise<void> {
-  if ((await retryStep(action, ctx, error)) === true) return;
+async function retryRefusedRetry(action: Action, ctx: ExecutionContext, refusal: BrokerConnectionError): Promise<void> {
+  const taskId = ctx.attempt.message?.id;
+  let error: unknown = refusal;
+  for (const delay of STEP_BACKOFF_MS) {
+    if (ctx.stopSignal.aborted || ctx.isConsumerClosed?.() === true) break;
+    warnStepFailed(ctx.logger, { taskId, step: action.type, err: toError(error).message, retryInMs: delay });
+    await sleep(delay, ctx.stopSignal);
+    if (ctx.stopSignal.aborted) break;
+    try {
+      await runAction(action, ctx);
+      return;
+    } catch (next) {
+      error = next;
+    }
+    if (!(error instanceof BrokerConnectionError && error.isRefused)) {
+      ctx.logger.error(
+        { taskId, step: action.type, err: toError(error).message },
+        "settling step failed; not tried again (the message may have been added all the same)",
+      );
+      return;
+    }
+  }
   ctx.logger.error(
-    { taskId: ctx.attempt.message?.id, step: action.type, err: error.message },
+    { taskId, step: action.type, err: toError(error).message },
     "the broker refused this acknowledged message's retry (nothing was enqueued): the job ends FAILURE",
   );
   await storeFailureInstead(ctx);

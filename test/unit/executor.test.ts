@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { TaskRecord } from "../../src/backends/backend.js";
-import { Chicory, MemoryBackend, MemoryBroker, silentLogger } from "../../src/index.js";
+import { BrokerConnectionError, Chicory, MemoryBackend, MemoryBroker, silentLogger } from "../../src/index.js";
 import { executeActions } from "../../src/worker/executor.js";
 import type { Attempt } from "../../src/worker/runner.js";
 import { settle } from "../../src/worker/settle.js";
@@ -514,5 +514,81 @@ describe("executeActions: a failed step tried again", () => {
     expect(failed.map((l) => l.level)).toEqual(["warn", "debug", "debug"]);
     expect(failed.map((l) => l.fields.taskId).sort()).toEqual(ids);
     await app.disconnect();
+  });
+});
+
+describe("an acknowledged message's retry that the broker's server refused", () => {
+  const refused = () =>
+    new BrokerConnectionError("redis broker publish failed: OOM command not allowed", { isRefused: true });
+  const unknown = () =>
+    new BrokerConnectionError("redis broker publish: no answer within 10 s; its outcome is unknown");
+
+  /** Settles an at_most_once run's retry with publishes failing with `errors` in turn, then succeeding. */
+  async function retryWith(errors: readonly Error[], stopped = false) {
+    let publishes = 0;
+    class Failing extends MemoryBroker {
+      override async publish(...args: Parameters<MemoryBroker["publish"]>) {
+        const error = errors[publishes++];
+        if (error) throw error;
+        return super.publish(...args);
+      }
+    }
+    const broker = new Failing();
+    const backend = new MemoryBackend();
+    const app = new Chicory({ broker, backend, config: { env: {} } });
+    await app.connect();
+    const fake = fakeDelivery(true, {});
+    const outcome = { kind: "retry", error: { type: "Error", message: "boom" }, delayMs: 0 } as const;
+    const attempt: Attempt = { outcome, message, task: null, alreadyAcked: true };
+    const settleMode = {
+      deliveryMode: "at_most_once",
+      useDeadLetterQueue: false,
+      alreadyAcked: true,
+      acksCarryRecords: false,
+    } as const;
+    const stop = new AbortController();
+    if (stopped) stop.abort();
+    const logs: string[] = [];
+    const logger = {
+      ...silentLogger,
+      warn: (_: unknown, msg?: string) => void logs.push(msg ?? ""),
+      error: (_: unknown, msg?: string) => void logs.push(msg ?? ""),
+    };
+    const actions = settle(outcome, settleMode);
+    await executeActions(actions, {
+      delivery: fake.delivery,
+      attempt,
+      app,
+      logger,
+      stopSignal: stop.signal,
+      settleMode,
+    });
+    const stored = await backend.getResult("task-1");
+    const queued = await broker.getQueueSize(fake.delivery.queue);
+    await app.disconnect();
+    return { publishes, stored, queued, logs };
+  }
+
+  it("is tried again while refused, and enqueued once accepted", async () => {
+    const r = await retryWith([refused(), refused()]);
+    expect(r.publishes).toBe(3);
+    expect(r.queued).toBe(1);
+    expect(r.stored).toMatchObject({ state: "RETRY" });
+  });
+
+  it("is not tried again after a try whose outcome is unknown (it may be enqueued), and no FAILURE is stored", async () => {
+    const r = await retryWith([refused(), unknown()]);
+    expect(r.publishes).toBe(2);
+    expect(r.stored).toMatchObject({ state: "RETRY" });
+    expect(r.logs).toContain("settling step failed; not tried again (the message may have been added all the same)");
+  });
+
+  it("refused still when the worker is forced to stop: the job ends FAILURE with its handler's error", async () => {
+    const r = await retryWith([refused()], true);
+    expect(r.publishes).toBe(1);
+    expect(r.stored).toMatchObject({ state: "FAILURE", error: { type: "Error", message: "boom" } });
+    expect(r.logs).toContain(
+      "the broker refused this acknowledged message's retry (nothing was enqueued): the job ends FAILURE",
+    );
   });
 });

@@ -97,7 +97,7 @@ export class BackendNotConfiguredError extends ChicoryError {
 export interface BrokerConnectionErrorOptions extends ChicoryErrorOptions {
   /** The id of the task whose publish failed, when the error answers a publish. */
   taskId?: string;
-  /** The broker's server answered with an error (see {@link BrokerConnectionError.isRefused}). */
+  /** The broker's server refused it before writing anything (see {@link BrokerConnectionError.isRefused}). */
   isRefused?: boolean;
 }
 
@@ -111,11 +111,11 @@ export class BrokerConnectionError extends ChicoryError {
   /** The id of the task whose publish failed; undefined when the error answers no publish. */
   readonly taskId: string | undefined;
   /**
-   * True when the broker's server answered the operation with an error (out of memory, a
-   * read-only replica, a key of another type): it was refused, not lost on the way, so a
-   * publish so refused was not enqueued (on Redis, unless a key of another type under the
-   * prefix stopped its script after its first write) and sending it again adds no second copy.
-   * False when the outcome is unknown (the connection closed, or no answer in time).
+   * True when the broker's server refused the operation before it wrote anything (Redis: out
+   * of memory, a read-only replica, too few replicas; see the Redis broker's docs): a publish so
+   * refused was not enqueued, and sending it again adds no second copy. False when its outcome
+   * is unknown (the connection closed, no answer in time, or an error that may come after a
+   * first write, such as Redis's `WRONGTYPE` for a key of another type under the prefix).
    */
   readonly isRefused: boolean;
   constructor(message: string, options?: BrokerConnectionErrorOptions) {

@@ -375,7 +375,7 @@ async function publishReusedId(runtime: TaskRuntime, queue: string, outgoing: Ou
   let seen: Pick<TaskRecord, "state" | "updatedAt"> | null = null;
   const startedAt = performance.now();
   if (backend?.deleteResultIf) {
-    // (the first delay() publishes once the broker is connected: the backend may still be
+    // (the first delay() waits for the backend's connect at most 250 ms: it may still be
     // connecting, and its connect counts within the same bound)
     const connecting = (backend.isReady ?? backend.isOpen) === false ? backend.connect() : undefined;
     const reading = (

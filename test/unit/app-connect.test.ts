@@ -89,7 +89,8 @@ describe("delay() connecting the app", () => {
     const { app, add } = appWith(broker, backend);
     try {
       const sending = add.applyAsync([1, 2], { taskId: "job-1" });
-      setImmediate(() => held.resolve());
+      // past the 250 ms a delay() waits for the backend: the record read connects it itself
+      setTimeout(() => held.resolve(), 400);
       const result = await sending;
       expect(await broker.getQueueSize("default")).toBe(1);
       expect(await result.state()).toBe("PENDING"); // not the old run's SUCCESS

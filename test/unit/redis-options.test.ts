@@ -17,6 +17,7 @@ import type { RedisClientLike } from "../../src/redis/redis-client.js";
 import {
   connectFailureHint,
   describeRedisError,
+  isRefusedUnapplied,
   primaryFailureHint,
   sentinelFailureHint,
 } from "../../src/redis/redis-connect.js";
@@ -752,5 +753,28 @@ describe("readonlyReconnector", () => {
     } finally {
       vi.useRealTimers();
     }
+  });
+});
+
+describe("isRefusedUnapplied: Redis refused a command before it wrote anything", () => {
+  const reply = (message: string) => Object.assign(new Error(message), { name: "ReplyError" });
+  it("is true for the refusals Redis makes before a command runs or at a script's first write", () => {
+    for (const message of [
+      "OOM command not allowed when used memory > 'maxmemory'.",
+      "READONLY You can't write against a read only replica.",
+      "NOREPLICAS Not enough good replicas to write.",
+      "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
+      "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+      "LOADING Redis is loading the dataset in memory",
+      "BUSY Redis is busy running a script.",
+    ]) {
+      expect(isRefusedUnapplied(reply(message))).toBe(true);
+    }
+  });
+  it("is false for errors that may follow a script's first write, and for errors Redis did not answer", () => {
+    expect(isRefusedUnapplied(reply("WRONGTYPE Operation against a key holding the wrong kind of value"))).toBe(false);
+    expect(isRefusedUnapplied(reply("ERR user_script:12: Script attempted to access a non local key"))).toBe(false);
+    expect(isRefusedUnapplied(new Error("OOM command not allowed"))).toBe(false); // not Redis's reply
+    expect(isRefusedUnapplied(new Error("Connection is closed."))).toBe(false);
   });
 });

@@ -56,7 +56,7 @@ import {
   describeRedisError,
   isClosedBeforeAnswer,
   isClusterClient,
-  isReplyError,
+  isRefusedUnapplied,
   lastConnectionError,
   openDuplicate,
   openRedis,
@@ -313,8 +313,8 @@ export class RedisBroker implements Broker {
               )
             : new BrokerConnectionError(
                 `redis broker ${operation} failed (${displayUrl}): ${describeRedisError(error, password)}`,
-                // (a reply error: Redis answered; the others, e.g. a timeout, leave it unknown)
-                { cause: redactedCopy(error, password), isRefused: isReplyError(error) },
+                // (refused before any write; other reply errors, or a timeout, leave it unknown)
+                { cause: redactedCopy(error, password), isRefused: isRefusedUnapplied(error) },
               ),
     };
     const ctx = this.#ctx;

@@ -11,8 +11,8 @@
  * than any practical lease cannot have lost it to a stall), with results up to
  * {@link MAX_RESULT_CHARS} characters of JSON, kept as that text, for {@link KEEP_MS}; at most
  * {@link MAX_ENTRIES} runs and {@link MAX_TOTAL_CHARS} characters of results, the oldest
- * forgotten first. A message this worker does not remember runs again, as at-least-once
- * delivery allows.
+ * forgotten first (by a timer too, so a worker that goes idle does not hold them longer). A
+ * message this worker does not remember runs again, as at-least-once delivery allows.
  * @module
  */
 import type { Delivery } from "../brokers/broker.js";
@@ -40,6 +40,8 @@ export class EarlierSuccesses {
   readonly #entries = new Map<string, Entry>();
   #chars = 0;
   readonly #now: () => number;
+  /** Forgets the oldest entry once it is {@link KEEP_MS} old (an idle worker holds none longer). */
+  #sweep: NodeJS.Timeout | undefined;
 
   /** @param now the clock (`performance.now` by default; tests pass their own) */
   constructor(now: () => number = () => performance.now()) {
@@ -73,6 +75,22 @@ export class EarlierSuccesses {
     this.#entries.set(key, { taskId, json, atMs: now });
     this.#chars += json.length;
     this.#evict(now);
+    if (this.#sweep === undefined) this.#scheduleSweep(now);
+  }
+
+  #scheduleSweep(now: number): void {
+    const oldest = this.#entries.values().next().value;
+    if (oldest === undefined) return;
+    this.#sweep = setTimeout(
+      () => {
+        this.#sweep = undefined;
+        const at = this.#now();
+        this.#evict(at);
+        this.#scheduleSweep(at);
+      },
+      Math.max(0, oldest.atMs + KEEP_MS - now) + 1,
+    );
+    this.#sweep.unref();
   }
 
   /** The value of a remembered successful run of `delivery`'s message, when it is task `taskId`'s. */

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { Delivery } from "../../src/brokers/broker.js";
 import {
   EarlierSuccesses,
@@ -24,6 +24,24 @@ describe("EarlierSuccesses: successful runs remembered by message", () => {
     expect(runs.find(withKey("1-0"), "t2")).toBeUndefined();
     // a broker that gives no key
     expect(runs.find(withKey(undefined), "t1")).toBeUndefined();
+  });
+
+  it("forgets runs once KEEP_MS old by a timer too: a worker that goes idle holds none longer", () => {
+    vi.useFakeTimers();
+    try {
+      const runs = new EarlierSuccesses(() => Date.now());
+      runs.remember(withKey("a"), "t", "x".repeat(1000), LONG);
+      vi.advanceTimersByTime(KEEP_MS / 2);
+      runs.remember(withKey("b"), "t", "y", LONG);
+      // before, only a later remember() dropped them: with no more long run, both stayed
+      vi.advanceTimersByTime(KEEP_MS / 2 + 10);
+      expect(runs.size).toBe(1);
+      vi.advanceTimersByTime(KEEP_MS / 2 + 10);
+      expect(runs.size).toBe(0);
+      expect(vi.getTimerCount()).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("keeps a copy of the result (JSON), and counts a key remembered again once", () => {

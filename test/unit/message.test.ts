@@ -107,6 +107,8 @@ describe("MessageCodec", () => {
         error: expect.stringMatching(/^args\[1\]\.n\[0\]: -?Infinity is not a finite number$/),
       });
     }
+    // in an object kept as inert data (a "__proto__" key) too
+    expect(codec.decode(body(`[{"__proto__":{"n":1e400}}]`))).toMatchObject({ ok: false, reason: "schema_error" });
     // large but finite numbers, an underflow to 0, and such text inside strings are arguments as any
     for (const args of [
       `[1e308,1e-400,${"9".repeat(308)}]`,

@@ -15,6 +15,17 @@ function appWith(broker: MemoryBroker, backend: MemoryBackend) {
   return { app, add };
 }
 
+/** Makes `backend`'s connect wait until the returned deferred resolves. */
+function holdConnect(backend: MemoryBackend) {
+  const held = deferred();
+  const connectBackend = backend.connect.bind(backend);
+  backend.connect = async () => {
+    await held.promise;
+    await connectBackend();
+  };
+  return held;
+}
+
 describe("delay() connecting the app", () => {
   it("publishes when the backend cannot connect, once, and get() then says why", async () => {
     const broker = new MemoryBroker();
@@ -39,12 +50,7 @@ describe("delay() connecting the app", () => {
   it("publishes without waiting for a backend that is slow to connect; get() waits for that connect", async () => {
     const broker = new MemoryBroker();
     const backend = new MemoryBackend();
-    const held = deferred();
-    const connectBackend = backend.connect.bind(backend);
-    backend.connect = async () => {
-      await held.promise; // a database that takes its time (or a schema lock held elsewhere)
-      await connectBackend();
-    };
+    const held = holdConnect(backend); // a database that takes its time (or a schema lock held elsewhere)
     const { app, add } = appWith(broker, backend);
     try {
       // before, the first delay() waited for the backend's connect (its timeout, when silent)
@@ -74,12 +80,7 @@ describe("delay() connecting the app", () => {
     await backend.connect();
     await backend.storeResult({ taskId: "job-1", state: "SUCCESS", result: 1, updatedAt: new Date().toISOString() });
     await backend.disconnect();
-    const held = deferred();
-    const connectBackend = backend.connect.bind(backend);
-    backend.connect = async () => {
-      await held.promise;
-      await connectBackend();
-    };
+    const held = holdConnect(backend);
     const getResult = backend.getResult.bind(backend);
     backend.getResult = async (taskId) => {
       // as the Redis and SQL backends: nothing to read before connect()

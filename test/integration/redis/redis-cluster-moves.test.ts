@@ -47,6 +47,17 @@ describe.skipIf(skip)("redis broker on a Cluster whose slots move", () => {
     );
   }
 
+  /** The slot of `key`, the nodes (see nodesOf), the one that serves it and another one. */
+  async function slotOf(key: string) {
+    if (!client) throw new Error("the test cluster did not start");
+    const slot = Number(await client.call("CLUSTER", "KEYSLOT", key));
+    const nodes = await nodesOf(slot);
+    const source = nodes.find((n) => n.owns);
+    const target = nodes.find((n) => !n.owns);
+    if (!source || !target) throw new Error(`no owner of slot ${slot} found`);
+    return { slot, nodes, source, target };
+  }
+
   it("a publish during a slot migration is sent again until the slot is stable: applied once", async () => {
     if (!client || !cluster) throw new Error("the test cluster did not start");
     const prefix = testPrefix();
@@ -56,11 +67,7 @@ describe.skipIf(skip)("redis broker on a Cluster whose slots move", () => {
     const keys = queueKeys(prefix, queue);
     const first = encodeTask(codec);
     await broker.publish(queue, { id: first.id, body: first.body }); // the stream exists
-    const slot = Number(await client.call("CLUSTER", "KEYSLOT", keys.stream));
-    const nodes = await nodesOf(slot);
-    const source = nodes.find((n) => n.owns);
-    const target = nodes.find((n) => !n.owns);
-    if (!source || !target) throw new Error(`no owner of slot ${slot} found`);
+    const { slot, nodes, source, target } = await slotOf(keys.stream);
     try {
       await target.conn.call("CLUSTER", "SETSLOT", slot, "IMPORTING", source.id);
       await source.conn.call("CLUSTER", "SETSLOT", slot, "MIGRATING", target.id);
@@ -136,11 +143,7 @@ describe.skipIf(skip)("redis broker on a Cluster whose slots move", () => {
     const first = encodeTask(codec);
     await broker.publish(queue, { id: first.id, body: first.body });
     const consumer = broker.consumer({ queues: [queue], consumerId: "reader" });
-    const slot = Number(await client.call("CLUSTER", "KEYSLOT", keys.stream));
-    const nodes = await nodesOf(slot);
-    const source = nodes.find((n) => n.owns);
-    const target = nodes.find((n) => !n.owns);
-    if (!source || !target) throw new Error(`no owner of slot ${slot} found`);
+    const { slot, nodes, source, target } = await slotOf(keys.stream);
     try {
       const [taken] = await consumer.fetch(1, AbortSignal.timeout(10_000));
       await taken?.ack(); // the group is there, and the stream

@@ -28,7 +28,8 @@ describe.skipIf(skip)("redis broker and backend: Redis full", () => {
   const cleanups = useCleanups();
   const own = useOwnRedis("full");
 
-  it("workers keep draining while producers are refused", { timeout: 30_000 }, async () => {
+  /** An app on the test's own server under `prefix`, and an admin connection (its maxmemory reset after). */
+  function fullApp(prefix: string): { admin: Redis; app: Chicory } {
     const { server } = own;
     const admin = new Redis(server.url);
     cleanups.push(async () => {
@@ -36,9 +37,14 @@ describe.skipIf(skip)("redis broker and backend: Redis full", () => {
       admin.disconnect();
     });
     const app = new Chicory({
-      broker: new RedisBroker({ url: server.url, keyPrefix: "full", env: {}, claimMinIdleMs: 60_000 }),
-      backend: new RedisBackend({ url: server.url, keyPrefix: "full", env: {} }),
+      broker: new RedisBroker({ url: server.url, keyPrefix: prefix, env: {}, claimMinIdleMs: 60_000 }),
+      backend: new RedisBackend({ url: server.url, keyPrefix: prefix, env: {} }),
     });
+    return { admin, app };
+  }
+
+  it("workers keep draining while producers are refused", { timeout: 30_000 }, async () => {
+    const { admin, app } = fullApp("full");
     let open: () => void = () => undefined;
     const gate = new Promise<void>((resolve) => {
       open = resolve;
@@ -135,16 +141,7 @@ describe.skipIf(skip)("redis broker and backend: Redis full", () => {
   it("an at-most-once job's retry refused while Redis is full is tried again, not lost", {
     timeout: 30_000,
   }, async () => {
-    const { server } = own;
-    const admin = new Redis(server.url);
-    cleanups.push(async () => {
-      await admin.config("SET", "maxmemory", "0").catch(() => undefined);
-      admin.disconnect();
-    });
-    const app = new Chicory({
-      broker: new RedisBroker({ url: server.url, keyPrefix: "full-once", env: {}, claimMinIdleMs: 60_000 }),
-      backend: new RedisBackend({ url: server.url, keyPrefix: "full-once", env: {} }),
-    });
+    const { admin, app } = fullApp("full-once");
     const entered = deferred();
     const gate = deferred();
     let runs = 0;

@@ -81,11 +81,18 @@ export function maskUrlsIn(text: string): string {
     .replace(/([?&](?:password|pass|pwd)=)[^&#\s'"`]*/gi, "$1***");
 }
 
-/** Removes every occurrence of the URL's password from `text` (for error messages). */
+/**
+ * Removes every occurrence of the URL's password from `text` (for error messages), where it
+ * stands on its own: not inside a longer run of letters and digits (a short password such as
+ * `e` or `redis` would otherwise mask parts of every word holding it, garbling the message and
+ * showing where the password was).
+ */
 export function redactSecrets(text: string, ...secrets: Array<string | undefined | null>): string {
   let out = text;
   for (const secret of secrets) {
-    if (secret && secret.length >= 1) out = out.split(secret).join("***");
+    if (!secret || !out.includes(secret)) continue;
+    const escaped = secret.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    out = out.replace(new RegExp(`(?<![A-Za-z0-9])${escaped}(?![A-Za-z0-9])`, "g"), "***");
   }
   return out;
 }

@@ -9,7 +9,7 @@ import { toMs } from "../../src/core/duration.js";
 import { loadEnv } from "../../src/core/env.js";
 import { findNonJson } from "../../src/core/json.js";
 import { assertValidName, isValidName } from "../../src/core/names.js";
-import { maskUrl, maskUrlsIn } from "../../src/core/url.js";
+import { maskUrl, maskUrlsIn, redactSecrets } from "../../src/core/url.js";
 import { ConfigurationError } from "../../src/errors.js";
 import {
   Chicory,
@@ -628,5 +628,16 @@ describe("unknown option keys (a JavaScript caller's typo)", () => {
     expect(lines.map((line) => [line.level, line.message])).toEqual([
       ["warn", expect.stringMatching(/^Worker: logLevel applies to the default logger only and is ignored/)],
     ]);
+  });
+});
+
+describe("redactSecrets", () => {
+  it("masks the password where it stands on its own, not inside other words (a short one garbled every message)", () => {
+    const text = "connect to redis://u:s3cret@h failed (AUTH s3cret): s3cret.";
+    expect(redactSecrets(text, "s3cret")).toBe("connect to redis://u:***@h failed (AUTH ***): ***.");
+    const refusal = "NOPERM this user has no permissions to run the 'eval' command";
+    // before: "NOPERM this us***r has no p***rmissions to run th*** '***val' command"
+    expect(redactSecrets(refusal, "e")).toBe(refusal);
+    expect(redactSecrets("a+b(c) was refused: a+b(c)", "a+b(c)")).toBe("*** was refused: ***");
   });
 });

@@ -796,9 +796,10 @@ export class RedisConsumer implements Consumer {
   }
 
   /**
-   * Warns when the queue's stream has consumer groups besides this consumer's: each group gets
-   * every message, so workers of two groups (a typo, or two deployments that share a server and
-   * prefix and differ in `consumerGroup`) each run every job. Best effort: a failure is ignored.
+   * Warns when the queue's stream has consumer groups besides this consumer's (a typo, or two
+   * deployments that share a server and prefix and differ in `consumerGroup`): each group reads
+   * the entries, and an ack deletes an entry for all of them, so a job runs in one group or in
+   * several, unpredictably. Best effort: a failure is ignored.
    */
   async #warnOfOtherGroups(conn: RedisClientLike, q: QueueState): Promise<void> {
     const groups = await groupNames(conn, q.keys.stream).catch(() => []);
@@ -806,9 +807,10 @@ export class RedisConsumer implements Consumer {
     if (others.length === 0) return;
     this.#logger.warn(
       { queue: q.keys.queue, consumerGroup: this.#ctx.group, otherGroups: others.slice(0, 10) },
-      "redis: the queue's stream has other consumer groups: each group gets every job, so the workers of each " +
-        "group run it (once per group); unless that is meant, give every worker of the queue the same " +
-        "consumerGroup (CHICORY_BROKER_REDIS_CONSUMER_GROUP) and delete the others (XGROUP DESTROY)",
+      "redis: the queue's stream has other consumer groups: each group reads the queue's jobs, and an ack deletes " +
+        "a job for every group, so a job runs in one group or in several, unpredictably (not once per group); give " +
+        "every worker of the queue the same consumerGroup (CHICORY_BROKER_REDIS_CONSUMER_GROUP) and delete the " +
+        "others (XGROUP DESTROY)",
     );
   }
 

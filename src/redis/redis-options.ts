@@ -457,6 +457,10 @@ function fromSentinelUrl(
       username,
       password,
       failoverDetector: true,
+      // A sentinel that accepts the connection and never answers (stopped, wedged, behind a
+      // proxy) would hold the lookup of the primary for good, the other sentinels never asked:
+      // each asked at most this long, then the next one
+      sentinelCommandTimeout: SENTINEL_COMMAND_TIMEOUT_MS,
       // (ioredis: `sentinelTLS` for the sentinels, `tls` with `enableTLSForSentinelMode` for the
       // primary and replicas they name)
       ...(isTls || tls ? { tls: tls ?? {}, sentinelTLS: tls ?? {}, enableTLSForSentinelMode: true } : {}),
@@ -465,6 +469,9 @@ function fromSentinelUrl(
     password,
   };
 }
+
+/** Longest wait for one sentinel's answer about the primary (see the sentinel options above). */
+const SENTINEL_COMMAND_TIMEOUT_MS = 2000;
 
 /**
  * A percent-decoded user name or password of a URL, or undefined when empty. A `%` not followed

@@ -251,7 +251,9 @@ describe.skipIf(skip)("redis broker: streams", () => {
     expect(await c.fetch(1, AbortSignal.timeout(50))).toEqual([]);
     const warnings = lines.filter((line) => line.level === "warn");
     expect(warnings.map((line) => line.message)).toEqual([
-      expect.stringMatching(/^redis: the queue's stream has other consumer groups: each group reads the queue's jobs, and an ack deletes a job for every group/),
+      expect.stringMatching(
+        /^redis: the queue's stream has other consumer groups: each group reads the queue's jobs, and an ack deletes a job for every group/,
+      ),
     ]);
     expect(warnings[0]?.fields).toMatchObject({ queue: s.queue, otherGroups: ["staging-workers"] });
     // none when the group is the only one

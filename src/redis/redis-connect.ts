@@ -210,7 +210,11 @@ export async function openRedis(
         : undefined;
       const said =
         why === undefined
-          ? describeRedisError(reason, connection.password)
+          ? describeRedisError(reason, connection.password).replace(
+              // (ioredis's words when every sentinel answered that it does not know the name)
+              /^All sentinels are unreachable\. (Last error: ERR No such master with that name)/,
+              "the sentinels answered but do not know this name. $1",
+            )
           : `${reason.message.replace(/\s*Last error: Connection is closed\.?$/, "")} ${why.sentinel}: ${describeRedisError(why.error, connection.password)}`;
       const hint =
         why === undefined ? sentinelLoginHint(reason, connection) : sentinelFailureHint(why.error, connection);

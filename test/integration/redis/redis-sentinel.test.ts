@@ -335,7 +335,7 @@ describe.skipIf(skip)("redis adapters: Sentinel", () => {
     // a name the sentinels do not know: connect fails at once, naming them (no endless wait)
     const unknown = new RedisBroker({ url: s.url.replace(`/${NAME}`, "/nosuch"), env: {} });
     await expect(unknown.connect()).rejects.toThrow(
-      /cannot connect to redis\+sentinel:\/\/.*: no sentinel \(127\.0\.0\.1:\d+, .*\) led to the primary "nosuch"/,
+      /cannot connect to redis\+sentinel:\/\/.*: no sentinel \(127\.0\.0\.1:\d+, .*\) led to the primary "nosuch": the sentinels answered but do not know this name/,
     );
     // a sentinel that accepts connections and never answers, first in the list: the next ones
     // are asked after its 2 s (before, connect() waited for it for good, saying nothing)

@@ -319,7 +319,7 @@ export class RedisConsumer implements Consumer {
     try {
       await this.#fetchInto(conn, want, signal, out);
     } catch (error) {
-      if (isNoGroupError(error) && isUnblockedError(error) && (await this.#hasEveryGroup(conn))) {
+      if (isUnblockedError(error) && (await this.#hasEveryGroup(conn))) {
         // A blocked read ended as its stream's key left the node it read on (a Redis Cluster
         // slot migration moves the stream with its group): nothing is lost, read again.
         this.#logger.debug(

@@ -7,8 +7,7 @@
  * the broker a message (see `RedisBroker`).
  * @module
  */
-import type { RedisClientLike } from "./redis-client.js";
-import { isReplyError } from "./redis-connect.js";
+import { isReplyError, type RedisClientLike } from "./redis-client.js";
 
 /** Where the `GETBIT` probe starts: Redis's default (512 MiB), over any message or result limit. */
 export const PROBE_CEILING_BYTES = 512 * 1024 * 1024;

@@ -79,6 +79,29 @@ export function isNoGroupError(error: unknown): boolean {
 }
 
 /**
+ * Whether `error` is Redis's own answer to a command (`OOM`, `READONLY`, `WRONGTYPE`, a script's
+ * error): the command reached the server and was refused, its outcome is not unknown.
+ */
+export function isReplyError(error: unknown): boolean {
+  return error instanceof Error && error.name === "ReplyError";
+}
+
+/**
+ * Whether `error` is Redis refusing a command before it wrote anything: out of memory (`OOM`),
+ * a read-only replica (`READONLY`), too few replicas (`NOREPLICAS`), a failed save
+ * (`MISCONF`), a stale or loading replica (`MASTERDOWN`, `LOADING`), a script running (`BUSY`).
+ * Redis checks these before the command runs, or at a script's first write (a script that has
+ * written goes on), so a script refused so wrote nothing. Other reply errors (`WRONGTYPE`, a
+ * script's own error) may come after a script's first writes.
+ */
+export function isRefusedUnapplied(error: unknown): boolean {
+  return (
+    isReplyError(error) &&
+    /^(?:OOM|READONLY|NOREPLICAS|MISCONF|MASTERDOWN|LOADING|BUSY)\b/.test((error as Error).message)
+  );
+}
+
+/**
  * True when Redis ended a blocked read because its stream's key is gone from the node: deleted,
  * or moved to another node by a Cluster slot migration (the group moves with it).
  */

@@ -20,29 +20,6 @@ import {
 /** Builds the error an adapter throws for a failed Redis operation. */
 export type ErrorFactory = (message: string, cause: unknown) => Error;
 
-/**
- * Whether `error` is Redis's own answer to a command (`OOM`, `READONLY`, `WRONGTYPE`, a script's
- * error): the command reached the server and was refused, its outcome is not unknown.
- */
-export function isReplyError(error: unknown): boolean {
-  return error instanceof Error && error.name === "ReplyError";
-}
-
-/**
- * Whether `error` is Redis refusing a command before it wrote anything: out of memory (`OOM`),
- * a read-only replica (`READONLY`), too few replicas (`NOREPLICAS`), a failed save
- * (`MISCONF`), a stale or loading replica (`MASTERDOWN`, `LOADING`), a script running (`BUSY`).
- * Redis checks these before the command runs, or at a script's first write (a script that has
- * written goes on), so a script refused so wrote nothing. Other reply errors (`WRONGTYPE`, a
- * script's own error) may come after a script's first writes.
- */
-export function isRefusedUnapplied(error: unknown): boolean {
-  return (
-    isReplyError(error) &&
-    /^(?:OOM|READONLY|NOREPLICAS|MISCONF|MASTERDOWN|LOADING|BUSY)\b/.test((error as Error).message)
-  );
-}
-
 /** A message for a driver error with the password removed. */
 export function describeRedisError(error: unknown, password: string | undefined): string {
   const text = toError(error).message;

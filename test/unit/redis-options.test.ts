@@ -13,11 +13,10 @@ import { queueKeys } from "../../src/brokers/redis/redis-keys.js";
 import { DeadlinePassed } from "../../src/core/sleep.js";
 import { createBackend, createBroker, createDefaultBackend } from "../../src/drivers.js";
 import { ConfigurationError, ValidationError } from "../../src/errors.js";
-import type { RedisClientLike } from "../../src/redis/redis-client.js";
+import { isRefusedUnapplied, type RedisClientLike } from "../../src/redis/redis-client.js";
 import {
   connectFailureHint,
   describeRedisError,
-  isRefusedUnapplied,
   primaryFailureHint,
   sentinelFailureHint,
 } from "../../src/redis/redis-connect.js";

@@ -49,14 +49,13 @@ import {
 } from "../../errors.js";
 import { checkRedisAccess, defineAccessCheck, isNoPermError, refuseReplica } from "../../redis/redis-access.js";
 import { type BulkLimit, BulkLimitReader } from "../../redis/redis-bulk-limit.js";
-import type { RedisClientLike } from "../../redis/redis-client.js";
+import { isRefusedUnapplied, type RedisClientLike } from "../../redis/redis-client.js";
 import {
   adapterClient,
   closeRedis,
   describeRedisError,
   isClosedBeforeAnswer,
   isClusterClient,
-  isRefusedUnapplied,
   lastConnectionError,
   openDuplicate,
   openRedis,

@@ -11,6 +11,7 @@
  */
 import { warnOnce } from "../core/warn-once.js";
 import type { RedisClientLike } from "./redis-client.js";
+import { isClusterClient } from "./redis-connect.js";
 
 /** What an adapter keeps in Redis: the broker's queues, or the backend's records with TTLs. */
 export type RedisData = "queues" | "records";
@@ -84,9 +85,8 @@ export async function warnIfEvicting(
 
 /** The master nodes of an ioredis `Cluster`, or undefined for another client. */
 function clusterMasters(client: RedisClientLike): RedisClientLike[] | undefined {
-  const cluster = client as { readonly isCluster?: unknown; nodes?: (role: string) => RedisClientLike[] };
-  if (cluster.isCluster !== true || typeof cluster.nodes !== "function") return undefined;
-  return cluster.nodes("master");
+  if (!isClusterClient(client)) return undefined;
+  return (client as unknown as { nodes(role: "master"): RedisClientLike[] }).nodes("master");
 }
 
 /** `host:port` of a node's connection. */

@@ -3,7 +3,7 @@
  * @module
  */
 import type { Backend, TaskRecord, TaskState } from "./backends/backend.js";
-import { isTerminalState } from "./backends/backend.js";
+import { connectedBackend, isTerminalState } from "./backends/backend.js";
 import { type Duration, toMs } from "./core/duration.js";
 import { checkOptionKeys, keysOf } from "./core/env.js";
 import type { JsonArg, NotJson } from "./core/json.js";
@@ -130,7 +130,7 @@ export class AsyncResult<R = unknown> {
     const backend = this.#requireBackend();
     // connected (every get() after a delay()): no promise, no extra turn; else connect, or
     // wait for the connect under way (several first calls at once)
-    return (backend.isReady ?? backend.isOpen) === false ? backend.connect().then(() => backend) : backend;
+    return connectedBackend(backend);
   }
 
   /**

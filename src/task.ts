@@ -3,7 +3,7 @@
  * @module
  */
 import type { StandardSchemaV1 } from "@standard-schema/spec";
-import { type Backend, isTerminalState, resultStampOf, type TaskRecord } from "./backends/backend.js";
+import { type Backend, connectedBackend, isTerminalState, resultStampOf, type TaskRecord } from "./backends/backend.js";
 import type { Broker, OutgoingMessage } from "./brokers/broker.js";
 import { DELIVERY_MODES, type DeliveryMode, VALIDATION_MODES, type ValidationMode } from "./config.js";
 import type { TaskContext } from "./context.js";
@@ -377,10 +377,7 @@ async function publishReusedId(runtime: TaskRuntime, queue: string, outgoing: Ou
   if (backend?.deleteResultIf) {
     // (the first delay() waits for the backend's connect at most 250 ms: it may still be
     // connecting, and its connect counts within the same bound)
-    const connecting = (backend.isReady ?? backend.isOpen) === false ? backend.connect() : undefined;
-    const reading = (
-      connecting ? connecting.then(() => resultStampOf(backend, outgoing.id)) : resultStampOf(backend, outgoing.id)
-    ).catch(
+    const reading = (async () => resultStampOf(await connectedBackend(backend), outgoing.id))().catch(
       () => null, // unreadable or unreachable: nothing to compare, nothing deleted
     );
     if (await settlesWithin(reading, PREVIOUS_RUN_MS)) seen = await reading;

@@ -37,6 +37,15 @@ export async function terminalStateOf(backend: Backend, taskId: string): Promise
 }
 
 /**
+ * `backend`, connected: itself when it is (no promise, no extra turn), else once its connect
+ * resolves (joining a connect under way). A backend that says nothing of its state is taken as
+ * connected.
+ */
+export function connectedBackend(backend: Backend): Backend | Promise<Backend> {
+  return (backend.isReady ?? backend.isOpen) === false ? backend.connect().then(() => backend) : backend;
+}
+
+/**
  * The `state` and `updatedAt` of a task's record (what {@link Backend.deleteResultIf} compares),
  * or null when it has none: read without the result where the backend can
  * ({@link Backend.getResultStamp}).

@@ -45,9 +45,10 @@
  * - Publishing a message that is not the delivery itself (an `at_most_once` retry, a dead
  *   letter written for an acknowledged message) is tried once: a publish whose reply was lost
  *   may still be applied, and trying again could add the message twice. The retry is published
- *   `unique`, so a copy the client itself sends again is not added either. A retry the broker's
- *   server refused ({@link BrokerConnectionError.isRefused}: not enqueued) is tried again on the
- *   schedule, then ends the job `FAILURE` ({@link retryRefusedRetry}).
+ *   `unique`, so a copy the client itself sends again is not added either. Either one the broker's
+ *   server refused before writing anything ({@link BrokerConnectionError.isRefused}) is tried
+ *   again on the schedule while each try is refused so; refused still, the job ends `FAILURE`
+ *   (a retry not enqueued would otherwise leave its `RETRY` record for good).
  * @module
  */
 import type { Chicory } from "../app.js";
@@ -167,19 +168,25 @@ export async function executeActions(planned: readonly Action[], ctx: ExecutionC
         await failRefusedRetry(ctx, refusedRetry);
         return;
       }
-      if (action.type === "republish" && error instanceof BrokerConnectionError && error.isRefused) {
-        await retryRefusedRetry(action, ctx, error);
-        return;
-      }
       if (ONCE.has(action.type)) {
+        // Tried once (see module doc), unless the broker's server refused it before writing
+        // anything: tried again on the schedule then, while each try is refused so.
+        let last = error;
+        const isRetried =
+          isRefused(error) && (await retrying(action, ctx, error, undefined, (next) => isRefused((last = next))));
+        if (isRetried === true) continue;
+        const refused = isRefused(last);
         ctx.logger.error(
-          { taskId: ctx.attempt.message?.id, step: action.type, err: toError(error).message },
-          error instanceof DeadLetterQueueFullError
+          { taskId: ctx.attempt.message?.id, step: action.type, err: toError(last).message },
+          last instanceof DeadLetterQueueFullError
             ? "the DLQ is full: the dead letter of this acknowledged message was not written; the job ends FAILURE"
-            : "settling step failed; not tried again (the message may have been added all the same)",
+            : refused
+              ? `the broker refused this acknowledged message's ${action.type === "republish" ? "retry (nothing was enqueued)" : "dead letter (nothing was written)"}: the job ends FAILURE`
+              : "settling step failed; not tried again (the message may have been added all the same)",
         );
-        // not (surely) in the DLQ: its record must not say DEAD_LETTERED
-        if (action.type !== "republish") await storeFailureInstead(ctx);
+        // not (surely) in the DLQ: its record must not say DEAD_LETTERED; a retry surely not
+        // enqueued: its RETRY record must not stay for a retry that is not coming
+        if (action.type !== "republish" || refused) await storeFailureInstead(ctx);
         return;
       }
       if (error instanceof DeadLetterQueueFullError && !ctx.attempt.alreadyAcked) {
@@ -235,42 +242,9 @@ export async function executeActions(planned: readonly Action[], ctx: ExecutionC
   }
 }
 
-/**
- * An acknowledged message's retry that the broker's server refused (out of memory, a read-only
- * replica, a key of another type): it was not enqueued, so sending it again adds no second copy.
- * Tried again on the steps' schedule while each try is refused; refused still at its end (or at
- * a forced stop), the job ends `FAILURE` with its handler's error: its `RETRY` record would
- * otherwise stay (a `get()` waiting until its timeout) for a retry that is not coming. A try
- * whose outcome is unknown (the connection closed, no answer in time) may have enqueued it: no
- * more tries then, and no FAILURE record, as for a first publish whose outcome is unknown.
- */
-async function retryRefusedRetry(action: Action, ctx: ExecutionContext, refusal: BrokerConnectionError): Promise<void> {
-  const taskId = ctx.attempt.message?.id;
-  let error: unknown = refusal;
-  for (const delay of STEP_BACKOFF_MS) {
-    if (ctx.stopSignal.aborted || ctx.isConsumerClosed?.() === true) break;
-    warnStepFailed(ctx.logger, { taskId, step: action.type, err: toError(error).message, retryInMs: delay });
-    await sleep(delay, ctx.stopSignal);
-    if (ctx.stopSignal.aborted) break;
-    try {
-      await runAction(action, ctx);
-      return;
-    } catch (next) {
-      error = next;
-    }
-    if (!(error instanceof BrokerConnectionError && error.isRefused)) {
-      ctx.logger.error(
-        { taskId, step: action.type, err: toError(error).message },
-        "settling step failed; not tried again (the message may have been added all the same)",
-      );
-      return;
-    }
-  }
-  ctx.logger.error(
-    { taskId, step: action.type, err: toError(error).message },
-    "the broker refused this acknowledged message's retry (nothing was enqueued): the job ends FAILURE",
-  );
-  await storeFailureInstead(ctx);
+/** Whether `error` is a broker's refusal made before it wrote anything (nothing was added). */
+function isRefused(error: unknown): boolean {
+  return error instanceof BrokerConnectionError && error.isRefused;
 }
 
 /** The FAILURE record of an acknowledged message whose dead letter was not written (best effort). */
@@ -422,11 +396,16 @@ async function retryStep(action: Action, ctx: ExecutionContext, firstError: unkn
   }
 }
 
+/**
+ * Tries `action` again on the steps' schedule (see {@link retryStep}); with `goesOn`, stops at
+ * the first error it refuses (false).
+ */
 async function retrying(
   action: Action,
   ctx: ExecutionContext,
   firstError: unknown,
   gate: RecordGate | undefined,
+  goesOn?: (error: unknown) => boolean,
 ): Promise<boolean | string> {
   let error = firstError;
   let held = 0;
@@ -471,6 +450,7 @@ async function retrying(
       return true;
     } catch (next) {
       error = next;
+      if (goesOn !== undefined && !goesOn(next)) return false;
     }
   }
 }

@@ -30,6 +30,17 @@ class RefusingBackend extends MemoryBackend {
 
 const message = taskMessage({ id: "task-1", name: "t", args: [] });
 
+/** A logger keeping the messages of its warn and error lines. */
+function warningsAndErrors() {
+  const logs: string[] = [];
+  const logger = {
+    ...silentLogger,
+    warn: (_: unknown, msg?: string) => void logs.push(msg ?? ""),
+    error: (_: unknown, msg?: string) => void logs.push(msg ?? ""),
+  };
+  return { logs, logger };
+}
+
 async function run(
   outcome: Attempt["outcome"],
   acksCarryRecords: boolean,
@@ -53,12 +64,7 @@ async function run(
   const actions = settle(outcome, settleMode);
   const stop = new AbortController();
   if (options.stopped) stop.abort(); // a failing step is given up at once (no backoff)
-  const logs: string[] = [];
-  const logger = {
-    ...silentLogger,
-    warn: (_: unknown, msg?: string) => void logs.push(msg ?? ""),
-    error: (_: unknown, msg?: string) => void logs.push(msg ?? ""),
-  };
+  const { logs, logger } = warningsAndErrors();
   await executeActions(actions, { delivery: fake.delivery, attempt, app, logger, stopSignal: stop.signal, settleMode });
   const stored = await backend.getResult("task-1");
   await app.disconnect();
@@ -548,12 +554,7 @@ describe("an acknowledged message's retry that the broker's server refused", () 
     } as const;
     const stop = new AbortController();
     if (stopped) stop.abort();
-    const logs: string[] = [];
-    const logger = {
-      ...silentLogger,
-      warn: (_: unknown, msg?: string) => void logs.push(msg ?? ""),
-      error: (_: unknown, msg?: string) => void logs.push(msg ?? ""),
-    };
+    const { logs, logger } = warningsAndErrors();
     const actions = settle(outcome, settleMode);
     await executeActions(actions, {
       delivery: fake.delivery,

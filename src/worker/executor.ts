@@ -172,9 +172,11 @@ export async function executeActions(planned: readonly Action[], ctx: ExecutionC
         // Tried once (see module doc), unless the broker's server refused it before writing
         // anything: tried again on the schedule then, while each try is refused so.
         let last = error;
-        const isRetried =
-          isRefused(error) && (await retrying(action, ctx, error, undefined, (next) => isRefused((last = next))));
-        if (isRetried === true) continue;
+        const goesOn = (next: unknown): boolean => {
+          last = next;
+          return isRefused(next);
+        };
+        if (isRefused(error) && (await retrying(action, ctx, error, undefined, goesOn)) === true) continue;
         const refused = isRefused(last);
         ctx.logger.error(
           { taskId: ctx.attempt.message?.id, step: action.type, err: toError(last).message },

@@ -145,7 +145,8 @@ export class AsyncResult<R = unknown> {
    * @throws ConfigurationError when `options` is not an object, has an unknown key, or a
    * duration that is not one
    * @throws ChicoryError naming the key when the stored record cannot be read (corrupt or
-   * foreign data; Redis backend)
+   * foreign data; Redis backend), a BackendConnectionError when the Redis user may not read it
+   * (`NOPERM`), at once rather than at the timeout
    * @throws TaskIdConflictError when another task's record holds this id (a caller-chosen
    * `taskId` used for two tasks; only on a result `delay()` returned)
    */

@@ -670,6 +670,43 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     });
   }
 
+  /**
+   * The stored texts of `ids` (one MGET). A Redis user refused one of the keys (`NOPERM`: a key
+   * outside its patterns) would wait out every timeout as if Redis were away, since no retry
+   * can end that: each refused id maps to the error naming its key in `out` (its waiters reject
+   * with it at once), read one by one when several were asked, and counts as found (`undefined`).
+   */
+  async #readRecords(
+    main: RedisClientLike,
+    ids: string[],
+    out: Map<string, TaskRecord | Error>,
+  ): Promise<Array<string | null | undefined>> {
+    const keys = ids.map((id) => this.resultKey(id));
+    try {
+      return (await main.call("MGET", ...keys)) as Array<string | null>;
+    } catch (error) {
+      if (!isNoPermError(error)) throw error;
+      if (ids.length === 1) {
+        out.set(ids[0] as string, this.#refusedRead(keys[0] as string, error));
+        return [undefined];
+      }
+      const reads = await Promise.allSettled(keys.map((key) => main.call("GET", key)));
+      return reads.map((read, i) => {
+        if (read.status === "fulfilled") return read.value as string | null;
+        if (!isNoPermError(read.reason)) throw read.reason;
+        out.set(ids[i] as string, this.#refusedRead(keys[i] as string, read.reason));
+        return undefined;
+      });
+    }
+  }
+
+  #refusedRead(key: string, error: unknown): BackendConnectionError {
+    return new BackendConnectionError(
+      `redis backend (${this.displayUrl}): this Redis user may not read the result at ${key}: ${this.#describe(error)}`,
+      { cause: redactedCopy(error, this.#connection.password) },
+    );
+  }
+
   async #fetchMany(ids: string[]): Promise<Map<string, TaskRecord | Error>> {
     const out = new Map<string, TaskRecord | Error>();
     await this.#run(
@@ -677,10 +714,11 @@ export class RedisBackend implements Backend, RedisRecordWriter {
       async (main) => {
         for (let i = 0; i < ids.length; i += MGET_BATCH) {
           const batch = ids.slice(i, i + MGET_BATCH);
-          const values = (await main.call("MGET", ...batch.map((id) => this.resultKey(id)))) as Array<string | null>;
+          const values = await this.#readRecords(main, batch, out);
           const absent: string[] = [];
           values.forEach((text, j) => {
             const id = batch[j] as string;
+            if (text === undefined) return; // refused: mapped to its error
             if (text === null) absent.push(id);
             try {
               const record = decodeRecord(text, this.resultKey(id), id);

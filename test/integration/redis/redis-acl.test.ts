@@ -262,6 +262,27 @@ describe.skipIf(skip)("redis with a limited ACL user", () => {
     );
   });
 
+  it("a wait on a result the user may not read fails at once naming the key, not at its timeout; the others' waits go on", async () => {
+    const prefix = testPrefix();
+    cleanups.push(() => deletePrefix(prefix));
+    // may read results whose ids start with "ok", no other
+    const { url } = await aclUser(cleanups, `~${prefix}:result:ok*`, "&*", "+@all");
+    const backend = new RedisBackend({ url, keyPrefix: prefix, env: {}, logger: silentLogger });
+    await backend.connect();
+    cleanups.push(() => backend.disconnect());
+    // in one poll: the refused id is read apart from the allowed one
+    const [refused, allowed] = [
+      backend.waitForResult("no-1", { timeoutMs: 8000, pollIntervalMs: 50 }),
+      backend.waitForResult("ok-1", { timeoutMs: 8000, pollIntervalMs: 50 }),
+    ];
+    // before: resolved null after the whole timeout
+    await expect(refused).rejects.toThrow(
+      new RegExp(`may not read the result at ${prefix}:result:no-1: NOPERM.*ACL LOG on the server`),
+    );
+    await backend.storeResult(successRecord("ok-1", 7));
+    expect(await allowed).toMatchObject({ state: "SUCCESS", result: 7 });
+  });
+
   it("a cleanup whose XINFO is refused fails and says so, instead of reporting 0 stale consumers", async () => {
     const prefix = testPrefix();
     cleanups.push(() => deletePrefix(prefix));

@@ -6,7 +6,7 @@
 import { type Command, InvalidArgumentError } from "commander";
 import { connectBackend, connectBroker, targetQueues, withApp } from "./app-session.js";
 import { positiveSeconds, withLogLevel, withQueues } from "./options.js";
-import { EXIT_OK, printJson, printLine } from "./output.js";
+import { EXIT_OK, printInfo, printJson, printLine } from "./output.js";
 
 /** Options of `chicory cleanup`. */
 export interface CleanupCommandOptions {
@@ -26,14 +26,25 @@ export function runCleanupCommand(spec: string, opts: CleanupCommandOptions): Pr
     const queues = targetQueues(app, opts.queue);
     // no prototype: a queue may be named `__proto__`
     const consumers: Record<string, number> = Object.create(null);
-    for (const queue of queues) consumers[queue] = await app.broker.cleanupStaleClients(queue, staleSeconds);
-    const workers = backend ? await backend.cleanupStaleClients(staleSeconds) : 0;
-    const totalConsumers = Object.values(consumers).reduce((a, b) => a + b, 0);
+    const totalConsumers = () => Object.values(consumers).reduce((a, b) => a + b, 0);
+    let workers = 0;
+    try {
+      for (const queue of queues) consumers[queue] = await app.broker.cleanupStaleClients(queue, staleSeconds);
+      if (backend) workers = await backend.cleanupStaleClients(staleSeconds);
+    } catch (error) {
+      // what was removed before a later step failed (a backend the user may not write, a
+      // queue's XINFO refused) is said, not lost with the error
+      const done = Object.keys(consumers);
+      printInfo(
+        `removed ${totalConsumers()} stale consumer(s) before the failure below (queues cleaned: ${done.length > 0 ? done.join(", ") : "none"}; no worker record removed)`,
+      );
+      throw error;
+    }
     if (opts.json) {
       printJson({ staleSeconds, removedWorkers: workers, removedConsumers: consumers });
     } else {
       printLine(
-        `removed ${workers} stale worker record(s) and ${totalConsumers} stale consumer(s) ` +
+        `removed ${workers} stale worker record(s) and ${totalConsumers()} stale consumer(s) ` +
           `(silent > ${staleSeconds} s; queues: ${queues.join(", ")})`,
       );
     }

@@ -6,9 +6,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MessageCodec } from "../../../src/core/message.js";
 import { encodeTask } from "../../contract/contract-helpers.js";
+import { type Cleanups, runCleanups } from "../../helpers/cleanups.js";
 import { skipUnless, uniqueName } from "../../helpers/services.js";
 import { idleWorkerStats } from "../../helpers/worker-stats.js";
-import { deletePrefix, rawRedis } from "../redis/redis-test-keys.js";
+import { aclUser, deletePrefix, rawRedis } from "../redis/redis-test-keys.js";
 import {
   APP_JS,
   type CliProcess,
@@ -378,6 +379,30 @@ describe.skipIf(skipRedis)("chicory CLI on Redis (multi-process)", () => {
       expect([replayed + left, await raw.xlen(stream), await raw.xlen(dlq)]).toEqual([total, replayed, left]);
     } finally {
       raw.disconnect();
+    }
+  });
+
+  it("cleanup that fails on the backend after the broker's consumers were cleaned says what it removed", async () => {
+    requireBuild();
+    const cleanups: Cleanups = [];
+    try {
+      // the queues' keys (hash-tagged) and read-only on the worker list: the backend's
+      // cleanup script is refused, the broker's is not
+      const { url } = await aclUser(
+        cleanups,
+        `~${prefix}:*{*`,
+        `%R~${prefix}:workers`,
+        "&*",
+        "+@all",
+      );
+      const r = await runCli(["cleanup", APP_JS, "--stale-seconds", "3600"], { ...env, CHICORY_BROKER_URL: url });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(
+        "removed 0 stale consumer(s) before the failure below (queues cleaned: default; no worker record removed)",
+      );
+      expect(r.stderr).toMatch(/NOPERM/);
+    } finally {
+      await runCleanups(cleanups);
     }
   });
 

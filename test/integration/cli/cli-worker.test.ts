@@ -388,13 +388,7 @@ describe.skipIf(skipRedis)("chicory CLI on Redis (multi-process)", () => {
     try {
       // the queues' keys (hash-tagged) and read-only on the worker list: the backend's
       // cleanup script is refused, the broker's is not
-      const { url } = await aclUser(
-        cleanups,
-        `~${prefix}:*{*`,
-        `%R~${prefix}:workers`,
-        "&*",
-        "+@all",
-      );
+      const { url } = await aclUser(cleanups, `~${prefix}:*{*`, `%R~${prefix}:workers`, "&*", "+@all");
       const r = await runCli(["cleanup", APP_JS, "--stale-seconds", "3600"], { ...env, CHICORY_BROKER_URL: url });
       expect(r.code).toBe(1);
       expect(r.stderr).toContain(

@@ -78,6 +78,12 @@ export class RetryPolicy {
       throw new ConfigurationError(`retryPolicy: expected an object of options, got ${typeof options}`);
     }
     if (!(options instanceof RetryPolicy)) checkOptionKeys(options, "retryPolicy", OPTION_NAMES);
+    for (const name of OPTION_NAMES) {
+      // a JavaScript caller's null would read as "left out" (maxRetries: null gave 3 retries)
+      if ((options as Record<string, unknown>)[name] === null) {
+        throw new ConfigurationError(`retryPolicy.${name}: null is not a value; leave the option out for its default`);
+      }
+    }
     this.maxRetries = checkInt(options.maxRetries ?? 3, "retryPolicy.maxRetries", 0, 1_000_000);
     this.retryDelay = toSeconds(options.retryDelay ?? 1, "retryPolicy.retryDelay");
     this.backoff = checkChoice(options.backoff ?? "exponential", "retryPolicy.backoff", BACKOFFS);

@@ -160,10 +160,19 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
     checkOptionKeys(options, `task ${name}`, TASK_OPTION_KEYS, UNSUPPORTED_TASK_OPTIONS);
     this.#runtime = runtime;
     this.name = name;
+    // null (a JavaScript caller's "none") is not taken for "left out": said, as applyAsync does
+    for (const key of ["queue", "retryPolicy"] as const) {
+      if ((options[key] as unknown) === null) {
+        throw new ConfigurationError(
+          `task ${name} ${key}: null is not a value; leave the option out for its default${key === "retryPolicy" ? " (no retries)" : ' ("default")'}`,
+        );
+      }
+    }
     this.queue = options.queue ?? "default";
     assertValidName(this.queue, "queue");
     const policy = options.retryPolicy;
-    this.retryPolicy = policy instanceof RetryPolicy ? policy : policy ? new RetryPolicy(policy) : RetryPolicy.none();
+    this.retryPolicy =
+      policy instanceof RetryPolicy ? policy : policy === undefined ? RetryPolicy.none() : new RetryPolicy(policy);
     this.ignoreResult = optionalFlag(options.ignoreResult, `task ${name} ignoreResult`);
     this.usesContext = optionalFlag(options.context, `task ${name} context`);
     this.timeoutMs = options.timeout === undefined ? undefined : toMs(options.timeout, `task ${name} timeout`);

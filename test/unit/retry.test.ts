@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { TaskContext } from "../../src/context.js";
 import { ConfigurationError, MaxRetriesExceededError, RetryError, ValidationError } from "../../src/errors.js";
+import { Chicory, type TaskOptions } from "../../src/index.js";
 import { RetryPolicy, type RetryPolicyOptions } from "../../src/retry.js";
 
 describe("RetryPolicy", () => {
@@ -145,11 +146,22 @@ describe("RetryPolicy option checks", () => {
       // a retry's eta would be past year 9999 (or past Date's range): its settle failed for good
       [{ retryDelay: 5e11 }, /retryPolicy.retryDelay: at most 316224000 s \(ten years\)/],
       [{ retryDelay: 60, maxDelay: 1e13 }, /retryPolicy.maxDelay: at most 316224000 s/],
+      // null read as "left out": 3 retries for a caller who meant none
+      [{ maxRetries: null }, /retryPolicy.maxRetries: null is not a value; leave the option out/],
+      [{ jitter: null }, /retryPolicy.jitter: null is not a value/],
     ];
     for (const [options, message] of bad) {
       expect(() => new RetryPolicy(options as RetryPolicyOptions)).toThrow(ConfigurationError);
       expect(() => new RetryPolicy(options as RetryPolicyOptions)).toThrow(message);
     }
+    // a task's retryPolicy or queue of null read as "left out" too
+    const app = new Chicory({ broker: "memory", config: { env: {} } });
+    expect(() => app.task({ name: "a", retryPolicy: null } as unknown as TaskOptions, async () => 1)).toThrow(
+      /task a retryPolicy: null is not a value; leave the option out for its default \(no retries\)/,
+    );
+    expect(() => app.task({ name: "b", queue: null } as unknown as TaskOptions, async () => 1)).toThrow(
+      /task b queue: null is not a value/,
+    );
     // a policy copied from another one, and the longest delays, are fine
     const longest = new RetryPolicy({ retryDelay: "3660d", jitter: false, retryOn: ["TimeoutError"] });
     expect(new RetryPolicy(longest).retryOn).toEqual(["TimeoutError"]);

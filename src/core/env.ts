@@ -109,7 +109,15 @@ export function envString(env: EnvMap, name: string, fallback?: string): string 
 export function envInt(env: EnvMap, name: string, fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
   const value = raw(env, name);
   if (value === undefined) return fallback;
-  return checkInt(Number(value), name, min, max, value);
+  return checkInt(decimalInt(value), name, min, max, value);
+}
+
+/**
+ * `value` as a number when it is written in decimal digits (`Number` also reads `0x10` and
+ * `1e1`, which the CLI's flags refuse), else NaN (refused by the bounds check, naming it).
+ */
+function decimalInt(value: string): number {
+  return /^[-+]?\d+$/.test(value) ? Number(value) : Number.NaN;
 }
 
 /**
@@ -119,7 +127,7 @@ export function envInt(env: EnvMap, name: string, fallback: number, min = 0, max
 export function envMillis(env: EnvMap, name: string, fallback: number, min = 0, max = Number.MAX_SAFE_INTEGER): number {
   const value = raw(env, name);
   if (value === undefined) return fallback;
-  if (!/[a-z]\s*$/i.test(value)) return checkInt(Number(value), name, min, max, value);
+  if (!/[a-z]\s*$/i.test(value)) return checkInt(decimalInt(value), name, min, max, value);
   let ms: number;
   try {
     ms = Math.round(toMs(value, name));

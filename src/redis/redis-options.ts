@@ -4,6 +4,7 @@
  * always set (no per-request retry limit, explicit reconnect strategy).
  * @module
  */
+import { isIPv6 } from "node:net";
 import { checkInt, type EnvMap, envInt, envString } from "../core/env.js";
 import { envTls } from "../core/tls.js";
 import { maskUrl, unencodedUserinfo } from "../core/url.js";
@@ -189,16 +190,22 @@ export function resolveRedisConnection(
       ...base,
     };
   }
-  const host = options.host ?? envString(env, `${envPrefix}_HOST`, "127.0.0.1");
+  const host = checkHost(
+    options.host ?? envString(env, `${envPrefix}_HOST`, "127.0.0.1"),
+    options.host === undefined ? `${envPrefix}_HOST` : "host",
+    envPrefix,
+  );
   const port = checkInt(options.port ?? envInt(env, `${envPrefix}_PORT`, 6379, 1, 65535), "port", 1, 65535);
   const db = checkInt(options.db ?? envInt(env, `${envPrefix}_DB`, 0, 0, 100_000), "db", 0, 100_000);
   const username = options.username ?? envString(env, `${envPrefix}_USERNAME`);
   const password = options.password ?? envString(env, `${envPrefix}_PASSWORD`);
   const scheme = tls ? "rediss" : "redis";
-  const auth = username || password ? `${username ?? ""}${password ? ":***" : ""}@` : "";
+  // as a URL would have them: the user name percent-encoded, an IPv6 address in brackets
+  const auth = username || password ? `${encodeURIComponent(username ?? "")}${password ? ":***" : ""}@` : "";
+  const shownHost = isIPv6(host) ? `[${host}]` : host;
   return {
     options: { host, port, db, username, password, ...(tls ? { tls } : {}) },
-    displayUrl: `${scheme}://${auth}${host}:${port}/${db}`,
+    displayUrl: `${scheme}://${auth}${shownHost}:${port}/${db}`,
     password,
     ...base,
   };
@@ -499,4 +506,26 @@ export function checkRedisName(value: string, name: string): string {
     );
   }
   return value;
+}
+
+/**
+ * A host option or `_HOST` variable: a name or an address. An IPv6 address may be bracketed as
+ * in a URL (`[::1]`); a URL, or a host with its port (`127.0.0.1:6380`), is refused naming where
+ * it came from (it would fail later as a DNS error on a name nobody wrote).
+ */
+function checkHost(host: string, source: string, envPrefix: string): string {
+  if (typeof host !== "string" || host === "") {
+    throw new ConfigurationError(`${source}: expected a host name or address, got ${JSON.stringify(host)}`);
+  }
+  const unbracketed = /^\[(.*)\]$/.exec(host)?.[1];
+  if (unbracketed !== undefined && isIPv6(unbracketed)) return unbracketed;
+  if (host.includes("/") || (host.includes(":") && !isIPv6(host))) {
+    const what = host.includes("://")
+      ? `a URL goes in ${envPrefix}_URL (or the url option)`
+      : `the port goes in ${envPrefix}_PORT (or the port option)`;
+    throw new ConfigurationError(
+      `${source}: expected a host name or address, got ${JSON.stringify(maskUrl(host).slice(0, 100))}: ${what}`,
+    );
+  }
+  return host;
 }

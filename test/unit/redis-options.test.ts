@@ -116,6 +116,39 @@ describe("redis connection options", () => {
     expect(r.displayUrl).toBe("redis://u:***@h:7000/2");
   });
 
+  it("a host as a URL has it ([::1] bracketed) works; a host with its port or a URL is refused naming where it came from", () => {
+    const env = (host: string) => ({ P_HOST: host, P_PORT: "6390", P_USERNAME: "we:ird", P_PASSWORD: "pw" });
+    const bracketed = resolveRedisConnection({}, env("[::1]"), "P");
+    expect(bracketed.options).toMatchObject({ host: "::1", port: 6390 });
+    // shown as a URL would have it: the address bracketed, the user name percent-encoded
+    expect(bracketed.displayUrl).toBe("redis://we%3Aird:***@[::1]:6390/0");
+    expect(resolveRedisConnection({ host: "::1" }, {}, "P").displayUrl).toBe("redis://[::1]:6379/0");
+    expect(() => resolveRedisConnection({}, env("127.0.0.1:6393"), "P")).toThrow(
+      /P_HOST: expected a host name or address, got "127\.0\.0\.1:6393": the port goes in P_PORT/,
+    );
+    expect(() => resolveRedisConnection({}, env("redis://:s3cret@h:6379"), "P")).toThrow(
+      /P_HOST: expected a host name or address, got "redis:\/\/:\*\*\*@h:6379": a URL goes in P_URL/,
+    );
+    expect(() => resolveRedisConnection({ host: "h:1" }, {}, "P")).toThrow(/^host: expected a host name/);
+  });
+
+  it("integer variables are decimal digits: hex and exponents are refused, as the CLI's flags refuse them", () => {
+    for (const port of ["0x18F9", "6.39e3"]) {
+      expect(() => resolveRedisConnection({}, { P_PORT: port }, "P")).toThrow(
+        `P_PORT: expected an integer from 1 to 65535, got "${port}"`,
+      );
+    }
+  });
+
+  it("a length cap given as an option is named as the option, not as its variable", () => {
+    expect(() => new RedisBroker({ url: "redis://h/0", env: {}, maxStreamLength: -1 })).toThrow(
+      /^maxStreamLength: expected an integer of at least 0, got -1/,
+    );
+    expect(() => new RedisBroker({ url: "redis://h/0", env: { CHICORY_BROKER_REDIS_DLQ_MAX_LENGTH: "1.5" } })).toThrow(
+      /^CHICORY_BROKER_REDIS_DLQ_MAX_LENGTH: expected an integer/,
+    );
+  });
+
   it("rejects bad URLs and ports with the variable named", () => {
     expect(() => resolveRedisConnection({ url: "http://x" }, {}, "P")).toThrow(ConfigurationError);
     expect(() => resolveRedisConnection({}, { P_PORT: "99999" }, "P")).toThrow(/P_PORT/);

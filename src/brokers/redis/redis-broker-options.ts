@@ -94,10 +94,11 @@ export interface RedisBrokerSettings {
 
 const ENV = "CHICORY_BROKER_REDIS";
 
-function limit(value: number | null | undefined, env: EnvMap, variable: string): number {
+/** A length cap: the option (null: none) over the variable; an error names where the value came from. */
+function limit(value: number | null | undefined, env: EnvMap, option: string, variable: string): number {
   if (value === null) return 0;
   if (value === undefined) return envInt(env, variable, 0, 0);
-  return checkInt(value, variable, 0);
+  return checkInt(value, option, 0);
 }
 
 /** The keys of {@link RedisBrokerOptions}: any other is refused (an untyped caller's typo). */
@@ -165,8 +166,8 @@ export function resolveBrokerSettings(options: RedisBrokerOptions, env: EnvMap):
       100,
     ),
     prefetch: checkInt(options.prefetch ?? envInt(env, `${ENV}_PREFETCH`, 0, 0, 1000), "prefetch", 0, 1000),
-    maxStreamLength: limit(options.maxStreamLength, env, `${ENV}_MAX_STREAM_LENGTH`),
-    dlqMaxLength: limit(options.dlqMaxLength, env, `${ENV}_DLQ_MAX_LENGTH`),
+    maxStreamLength: limit(options.maxStreamLength, env, "maxStreamLength", `${ENV}_MAX_STREAM_LENGTH`),
+    dlqMaxLength: limit(options.dlqMaxLength, env, "dlqMaxLength", `${ENV}_DLQ_MAX_LENGTH`),
     publishTimeoutMs,
     waitReplicas,
     waitTimeoutMs,

@@ -10,6 +10,7 @@ import {
   type ChicoryConfig,
   type ChicoryConfigInput,
   type DeliveryMode,
+  givenSpec,
   resolveConfig,
   type ValidationMode,
 } from "./config.js";
@@ -248,11 +249,12 @@ function namingVariable<T>(variable: string | undefined, create: () => T): T {
   try {
     return create();
   } catch (error) {
-    // (an error that names its own variable, e.g. CHICORY_BROKER_REDIS_BLOCK_MS, is not this one's)
+    // (an error that names its own variable, e.g. CHICORY_BROKER_REDIS_BLOCK_MS, or an option
+    // and its variable, "tablePrefix (CHICORY_BACKEND_POSTGRES_TABLE_PREFIX): ", is not this one's)
     if (
       variable === undefined ||
       !(error instanceof ConfigurationError) ||
-      /^CHICORY_[A-Z0-9_]+: /.test(error.message)
+      /^(CHICORY_[A-Z0-9_]+|\w+ \(CHICORY_[A-Z0-9_]+\)): /.test(error.message)
     ) {
       throw error;
     }
@@ -311,37 +313,46 @@ export class Chicory {
       signingKey: this.config.signingKey,
     });
     const context = { env: this.config.env };
-    const brokerSpec =
-      typeof options.broker === "string" ? options.broker : (this.config.brokerUrl ?? DEFAULT_BROKER_SPEC);
-    this.#isDefaultBroker = options.broker === undefined && this.config.brokerUrl === undefined;
+    // a kind, a URL or an instance; a JavaScript caller's null or number is refused, not taken
+    // for "left out" (the embedded default, silently)
+    const givenBroker: string | Broker | undefined =
+      options.broker === undefined || (typeof options.broker === "object" && options.broker !== null)
+        ? options.broker
+        : givenSpec(options.broker, "broker");
+    const givenBackend: string | Backend | null | undefined =
+      options.backend === undefined || typeof options.backend === "object"
+        ? options.backend
+        : givenSpec(options.backend, "backend");
+    const brokerSpec = typeof givenBroker === "string" ? givenBroker : (this.config.brokerUrl ?? DEFAULT_BROKER_SPEC);
+    this.#isDefaultBroker = givenBroker === undefined && this.config.brokerUrl === undefined;
     if (this.#isDefaultBroker) warnUnusedBrokerVariables(this.config.env);
     // a URL read from CHICORY_BROKER_URL / CHICORY_BACKEND_URL: its errors name the variable
     const brokerVariable =
-      options.broker === undefined && input.brokerUrl === undefined && this.config.brokerUrl !== undefined
+      givenBroker === undefined && input.brokerUrl === undefined && this.config.brokerUrl !== undefined
         ? "CHICORY_BROKER_URL"
         : undefined;
     const backendVariable =
-      options.backend === undefined && input.backendUrl === undefined && this.config.backendUrl !== undefined
+      givenBackend === undefined && input.backendUrl === undefined && this.config.backendUrl !== undefined
         ? "CHICORY_BACKEND_URL"
         : undefined;
     this.broker =
-      typeof options.broker === "object"
-        ? options.broker
+      typeof givenBroker === "object"
+        ? givenBroker
         : namingVariable(brokerVariable, () => createBroker(brokerSpec, context));
     this.broker.bind({ codec: this.codec, guardReplay: (taskId, move) => this.#guardReplay(taskId, move) });
-    if (options.backend === null) this.backend = null;
-    else if (typeof options.backend === "object") this.backend = options.backend;
+    if (givenBackend === null) this.backend = null;
+    else if (typeof givenBackend === "object") this.backend = givenBackend;
     else {
       // The backend defaults to the broker's own location; for SQLite that is the file the
       // broker resolved (CHICORY_BROKER_SQLITE_PATH included), so both share one file.
-      const spec = options.backend ?? this.config.backendUrl;
+      const spec = givenBackend ?? this.config.backendUrl;
       if (spec !== undefined) {
         this.backend = namingVariable(backendVariable, () =>
-          typeof options.broker === "object"
-            ? createBackendBesideObject(spec, options.broker, context)
+          typeof givenBroker === "object"
+            ? createBackendBesideObject(spec, givenBroker, context)
             : createBackendBeside(spec, brokerSpec, context),
         );
-      } else if (typeof options.broker === "object") this.backend = null;
+      } else if (typeof givenBroker === "object") this.backend = null;
       else if (this.broker.kind === "sqlite") this.backend = createBackend(this.broker.displayUrl, context);
       else this.backend = createDefaultBackend(brokerSpec, context) ?? null;
     }

@@ -22,6 +22,7 @@ import {
 import { checkLogLevel, type LogLevel, type LogLevelName } from "./core/logger.js";
 import { DEFAULT_MAX_MESSAGE_BYTES } from "./core/message.js";
 import { assertValidName } from "./core/names.js";
+import { describeValue } from "./core/schema.js";
 import { maskUrl } from "./core/url.js";
 import { ConfigurationError, toError } from "./errors.js";
 
@@ -234,19 +235,25 @@ export function resolveConfig(input: ChicoryConfigInput = {}): ChicoryConfig {
     resultDefaultTimeout = fromEnv === undefined ? null : toMs(fromEnv, "CHICORY_RESULT_DEFAULT_TIMEOUT") / 1000;
   }
   return withRedactedView({
-    validationMode: input.validationMode
-      ? checkChoice(input.validationMode, "validationMode", VALIDATION_MODES)
-      : envChoice(env, "CHICORY_VALIDATION_MODE", VALIDATION_MODES, "inputs"),
-    deliveryMode: input.deliveryMode
-      ? checkChoice(input.deliveryMode, "deliveryMode", DELIVERY_MODES)
-      : envChoice(env, "CHICORY_DELIVERY_MODE", DELIVERY_MODES, "at_least_once"),
+    validationMode:
+      input.validationMode === undefined
+        ? envChoice(env, "CHICORY_VALIDATION_MODE", VALIDATION_MODES, "inputs")
+        : checkChoice(input.validationMode, "validationMode", VALIDATION_MODES),
+    deliveryMode:
+      input.deliveryMode === undefined
+        ? envChoice(env, "CHICORY_DELIVERY_MODE", DELIVERY_MODES, "at_least_once")
+        : checkChoice(input.deliveryMode, "deliveryMode", DELIVERY_MODES),
     resultPollInterval:
       (input.resultPollInterval === undefined
         ? envDurationMs(env, "CHICORY_RESULT_POLL_INTERVAL", 500)
         : toMs(input.resultPollInterval, "resultPollInterval")) / 1000,
     resultDefaultTimeout,
-    brokerUrl: input.brokerUrl ?? envString(env, "CHICORY_BROKER_URL"),
-    backendUrl: input.backendUrl ?? envString(env, "CHICORY_BACKEND_URL"),
+    brokerUrl:
+      input.brokerUrl === undefined ? envString(env, "CHICORY_BROKER_URL") : givenSpec(input.brokerUrl, "brokerUrl"),
+    backendUrl:
+      input.backendUrl === undefined
+        ? envString(env, "CHICORY_BACKEND_URL")
+        : givenSpec(input.backendUrl, "backendUrl"),
     signingKey:
       input.signingKey === undefined ? (envString(env, "CHICORY_SIGNING_KEY") ?? null) : givenKey(input.signingKey),
     maxMessageBytes,
@@ -301,7 +308,7 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
       : checkInt(options.concurrency, "concurrency", 1, 10_000);
   let queues: readonly string[];
   let queueSource = "queue";
-  if (options.queue !== undefined) queues = typeof options.queue === "string" ? [options.queue] : [...options.queue];
+  if (options.queue !== undefined) queues = givenQueues(options.queue);
   else if (base) queues = base.queues;
   else {
     queueSource = "CHICORY_WORKER_QUEUE";
@@ -395,9 +402,9 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
     concurrency,
     queues,
     useDeadLetterQueue:
-      options.useDeadLetterQueue ??
-      base?.useDeadLetterQueue ??
-      envBool(env, "CHICORY_WORKER_USE_DEAD_LETTER_QUEUE", false),
+      options.useDeadLetterQueue === undefined
+        ? (base?.useDeadLetterQueue ?? envBool(env, "CHICORY_WORKER_USE_DEAD_LETTER_QUEUE", false))
+        : checkFlag(options.useDeadLetterQueue, "useDeadLetterQueue"),
     heartbeatInterval,
     heartbeatTtl,
     cleanupInterval,
@@ -413,6 +420,39 @@ export function resolveWorkerConfig(options: WorkerOptions, env: EnvMap, base?: 
   if (staleGiven) givenStale.add(config);
   resolvedWorkerConfigs.add(config);
   return config;
+}
+
+/**
+ * A broker or backend spec given in code (a kind or a URL), trimmed as variables are; anything
+ * but a non-empty string is refused naming `name` (a JavaScript caller's null or number).
+ */
+export function givenSpec(value: unknown, name: string): string {
+  if (typeof value !== "string" || value.trim() === "") {
+    throw new ConfigurationError(
+      `${name}: expected a kind ("redis") or a URL ("redis://host:6379/0"), got ${typeof value === "string" ? '""' : describeValue(value)}`,
+    );
+  }
+  return value.trim();
+}
+
+/** A boolean option given in code (a JavaScript caller's `"false"` would read as true). */
+function checkFlag(value: unknown, name: string): boolean {
+  if (typeof value !== "boolean")
+    throw new ConfigurationError(`${name}: expected true or false, got ${describeValue(value)}`);
+  return value;
+}
+
+/** The worker's `queue` option: a name or an array of names (anything else refused, naming it). */
+function givenQueues(value: unknown): readonly string[] {
+  if (typeof value === "string") return [value];
+  if (!Array.isArray(value)) {
+    throw new ConfigurationError(`queue: expected a queue name or an array of names, got ${describeValue(value)}`);
+  }
+  return [...(value as unknown[])].map((q) => {
+    if (typeof q !== "string")
+      throw new ConfigurationError(`queue: expected queue names, got ${describeValue(q)} in the array`);
+    return q;
+  });
 }
 
 /** Every config {@link resolveWorkerConfig} made. */

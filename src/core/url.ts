@@ -76,9 +76,12 @@ export function unencodedUserinfo(url: string, anyAt = false): string | undefine
  * `connect to postgres://app:s3cret@db/x failed` -> `connect to postgres://app:***@db/x failed`.
  */
 export function maskUrlsIn(text: string): string {
-  return text
-    .replace(/\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#:'"`]*):[^\s'"`]*@/gi, "$1:***@")
-    .replace(/([?&](?:password|pass|pwd)=)[^&#\s'"`]*/gi, "$1***");
+  return (
+    text
+      // (not the format hint `redis://[user:password@]host` of Chicory's own messages)
+      .replace(/\b([a-z][a-z0-9+.-]*:\/\/(?!\[user:password@\])[^\s/?#:'"`]*):[^\s'"`]*@/gi, "$1:***@")
+      .replace(/([?&](?:password|pass|pwd)=)[^&#\s'"`]*/gi, "$1***")
+  );
 }
 
 /**

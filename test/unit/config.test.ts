@@ -275,6 +275,11 @@ describe("names, JSON checks, URL masking", () => {
       "bad URL redis://u:***@h:1/0: Invalid URL",
     );
     expect(maskUrlsIn("to amqp://g:p@h and redis://h:6379")).toBe("to amqp://g:***@h and redis://h:6379");
+    // the format hint of Chicory's own messages stays readable
+    const hint = "expected redis://[user:password@]host[:port][/db] or redis+sentinel://[user:password@]host";
+    expect(maskUrlsIn(`invalid Redis URL redis://u:***@h:0/0: ${hint}`)).toBe(
+      `invalid Redis URL redis://u:***@h:0/0: ${hint}`,
+    );
   });
 
   it("names the percent-encoding in the error for an unparsable Redis URL, without the password", async () => {
@@ -570,6 +575,72 @@ describe("default backend location", () => {
     const result = await add.delay(1, 2);
     await expect(result.get()).rejects.toThrow(/give the app `backend` .*broker object/);
     await app.disconnect();
+  });
+});
+
+describe("values of the wrong type from a JavaScript caller", () => {
+  const refused = (make: () => unknown): string => {
+    try {
+      make();
+    } catch (error) {
+      expect(error).toBeInstanceOf(ConfigurationError);
+      return (error as Error).message;
+    }
+    throw new Error("not refused");
+  };
+  const env = {};
+
+  it("are refused naming the option, not read as true, as left out or as the default broker", () => {
+    // "false" is truthy: dead letters were on
+    expect(refused(() => resolveWorkerConfig({ useDeadLetterQueue: "false" as unknown as boolean }, env))).toBe(
+      'useDeadLetterQueue: expected true or false, got "false"',
+    );
+    expect(refused(() => resolveWorkerConfig({ queue: null as unknown as string }, env))).toBe(
+      "queue: expected a queue name or an array of names, got null",
+    );
+    expect(refused(() => resolveWorkerConfig({ queue: [5] as unknown as string[] }, env))).toBe(
+      "queue: expected queue names, got 5 in the array",
+    );
+    // a number was the embedded SQLite default, silently; null a TypeError
+    expect(refused(() => new Chicory({ broker: 5 as unknown as string, config: { env } }))).toMatch(
+      /^broker: expected a kind \("redis"\) or a URL/,
+    );
+    expect(refused(() => new Chicory({ broker: null as unknown as string, config: { env } }))).toMatch(
+      /^broker: expected a kind .*, got null$/,
+    );
+    expect(refused(() => new Chicory({ config: { env, brokerUrl: 5 as unknown as string } }))).toMatch(/^brokerUrl: /);
+    // an empty or zero mode was the variable's or the default, silently
+    expect(refused(() => resolveConfig({ env, validationMode: "" as "inputs" }))).toMatch(
+      /^validationMode: expected one of/,
+    );
+    expect(refused(() => resolveConfig({ env, deliveryMode: 0 as unknown as "at_least_once" }))).toMatch(
+      /^deliveryMode: expected one of/,
+    );
+    // integers in decimal digits, as the CLI's flags take them
+    expect(refused(() => resolveWorkerConfig({}, { CHICORY_WORKER_CONCURRENCY: "0x10" }))).toBe(
+      'CHICORY_WORKER_CONCURRENCY: expected an integer from 1 to 10000, got "0x10"',
+    );
+    expect(refused(() => resolveWorkerConfig({}, { CHICORY_WORKER_MAX_DELIVERIES: "1e1" }))).toMatch(/got "1e1"/);
+  });
+
+  it("a spec given in code is trimmed as a variable is", () => {
+    expect(new Chicory({ broker: " memory ", backend: " memory ", config: { env } }).broker.kind).toBe("memory");
+  });
+
+  it("an error naming an option and its variable is not prefixed with the URL variable", () => {
+    const message = refused(
+      () =>
+        new Chicory({
+          broker: "memory",
+          config: {
+            env: {
+              CHICORY_BACKEND_URL: "postgres://127.0.0.1/test",
+              CHICORY_BACKEND_POSTGRES_TABLE_PREFIX: "bad;prefix",
+            },
+          },
+        }),
+    );
+    expect(message).toMatch(/^tablePrefix \(CHICORY_BACKEND_POSTGRES_TABLE_PREFIX\): "bad;prefix" is invalid/);
   });
 });
 

@@ -1,6 +1,7 @@
-// Tasks shared by the two-terminal example: `npx chicory worker examples/tasks.ts` in one
-// terminal, `npx tsx examples/producer.ts` in another. Both use the embedded default
-// (./chicory.db), so no server is needed.
+// Tasks shared by the two-terminal example: `node dist/cli/main.js worker examples/tasks.ts`
+// in a clone (`npx chicory worker …` where chicory is installed) in one terminal,
+// `npx tsx examples/producer.ts` in another. Both use the embedded default (./chicory.db), so
+// no server is needed.
 import { Chicory, type TaskContext } from "chicory";
 
 export const app = new Chicory();

@@ -136,7 +136,7 @@ export class DeadLetterQueueFullError extends BrokerConnectionError {}
  * A publish was refused because its queue is at its configured backlog limit
  * (`CHICORY_BROKER_REDIS_MAX_STREAM_LENGTH`): nothing was published. Sending it again at once
  * meets the same limit; wait for workers to drain the queue (a `BrokerConnectionError`, so
- * code that catches those still catches it).
+ * code that catches those still catches it; its `isRefused` is true).
  */
 export class QueueFullError extends BrokerConnectionError {}
 

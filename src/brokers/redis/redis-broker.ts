@@ -104,6 +104,7 @@ const DEFAULT_QUEUE = "default";
 function queueFullError(queue: string, max: number): QueueFullError {
   return new QueueFullError(
     `queue "${queue}" is full (${max} messages, CHICORY_BROKER_REDIS_MAX_STREAM_LENGTH): message not published`,
+    { isRefused: true }, // checked before anything is written for it
   );
 }
 

@@ -95,6 +95,10 @@ describe.skipIf(skip)("redis broker: streams", () => {
     await expect(publish(limited, s.queue)).rejects.toBeInstanceOf(QueueFullError);
     await expect(publish(limited, s.queue, { delayMs: 1000 })).rejects.toBeInstanceOf(BrokerConnectionError);
     await expect(publish(limited, s.queue, { delayMs: 1000 })).rejects.toBeInstanceOf(QueueFullError);
+    // nothing was written: refused, as an OOM is (a caller may send it again once drained)
+    for (const delayMs of [0, 1000]) {
+      await expect(publish(limited, s.queue, { delayMs })).rejects.toMatchObject({ isRefused: true });
+    }
     expect(await s.raw.xlen(s.stream)).toBe(300);
   });
 

@@ -619,12 +619,17 @@ export class Chicory {
           ? new BrokerConnectionError(message, options)
           : new BackendConnectionError(message, options);
       };
-      const broker = disconnecting
-        ? disconnecting.then(() => {
-            overtaken("broker");
-            return this.connectBroker();
-          })
-        : this.connectBroker();
+      const broker = (
+        disconnecting
+          ? disconnecting.then(() => {
+              overtaken("broker");
+              return this.connectBroker();
+            })
+          : this.connectBroker()
+      ).catch((error: unknown) => {
+        overtaken("broker", error); // a connect the disconnect cut short says so
+        throw error;
+      });
       const all = (async () => {
         await broker;
         overtaken("broker");
@@ -685,17 +690,27 @@ export class Chicory {
 
   async #disconnect(): Promise<void> {
     const pending = this.#connecting;
+    const wasConnected = this.#isPublishReady;
     this.#connecting = null;
     this.#connectEpoch++;
     this.#isPublishReady = false;
+    let brokerClosing: Promise<void> | undefined;
     if (pending) {
-      // A backend still connecting is told now: the SQL backends cut their connect (a database
-      // that never answers would hold it until poolTimeout); the others finish it first.
+      // The broker and a backend still connecting are told now: the Redis adapters and the SQL
+      // backends cut their connect (a server that accepts and never answers would hold it for
+      // its connect timeout, a database until poolTimeout); the others finish it first.
       const backend = this.backend;
-      const cut = backend?.isOpen === true && backend.isReady === false ? backend.disconnect() : undefined;
-      await Promise.all([pending.all.catch(() => undefined), cut?.catch(() => undefined)]);
+      brokerClosing = wasConnected ? undefined : this.broker.disconnect();
+      const backendCut = backend?.isOpen === true && backend.isReady === false ? backend.disconnect() : undefined;
+      await Promise.all([
+        pending.all.catch(() => undefined),
+        brokerClosing?.catch(() => undefined),
+        backendCut?.catch(() => undefined),
+      ]);
     }
     const errors: unknown[] = [];
+    await brokerClosing?.catch((e: unknown) => errors.push(e));
+    // (again after an early one: a broker that does not cut its connect opened it meanwhile)
     await this.broker.disconnect().catch((e: unknown) => errors.push(e));
     if (this.backend) await this.backend.disconnect().catch((e: unknown) => errors.push(e));
     if (errors.length > 0) {

@@ -55,7 +55,15 @@ export class DisconnectGate {
         this.#connectsWaiting--;
       }
     }
-    if (this.#disconnects === disconnects) await open();
+    if (this.#disconnects === disconnects) {
+      try {
+        await open();
+      } catch (error) {
+        // an open a disconnect cut short (or that failed meanwhile): overtaken, as it is
+        if (this.#disconnects !== disconnects) throw overtaken();
+        throw error;
+      }
+    }
     if (this.#disconnects !== disconnects) throw overtaken();
   }
 }

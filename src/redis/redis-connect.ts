@@ -166,16 +166,25 @@ export async function openRedis(
   extra: Record<string, unknown>,
   what: string,
   makeError: ErrorFactory,
+  signal?: AbortSignal,
 ): Promise<RedisClientLike> {
   const Redis = await loadRedis(what);
   if (connection.tlsUnverified) warnTlsUnverified(what, connection.displayUrl, connection.envPrefix);
+  const cut = () =>
+    makeError(`${what}: the connect to ${connection.displayUrl} was cut short by disconnect()`, undefined);
   let client: RedisClientLike;
   for (let attempt = 0; ; attempt++) {
-    const opened = await connectOnce(Redis, connection, extra);
+    if (signal?.aborted) throw cut();
+    const opened = await connectOnce(Redis, connection, extra, signal);
     if ("client" in opened) {
       client = opened.client;
+      if (signal?.aborted) {
+        dropRedis(client);
+        throw cut();
+      }
       break;
     }
+    if (signal?.aborted) throw cut();
     const reason = opened.reason;
     if (reason instanceof NoPrimaryError) {
       // (a connection to a sentinel that closed is no Redis handshake to try again)
@@ -395,6 +404,7 @@ async function connectOnce(
   Redis: Awaited<ReturnType<typeof loadRedis>>,
   connection: ResolvedRedisConnection,
   extra: Record<string, unknown>,
+  signal: AbortSignal | undefined,
 ): Promise<{ client: RedisClientLike } | { reason: unknown }> {
   const client = new Redis({
     ...connection.options,
@@ -402,6 +412,10 @@ async function connectOnce(
     reconnectOnError: readonlyReconnector(),
     ...extra,
   });
+  // cut by the adapter's disconnect(): the connect under way fails at once (a server that
+  // accepts and never answers would hold it for its whole connect timeout)
+  const onAbort = () => dropRedis(client);
+  signal?.addEventListener("abort", onAbort, { once: true });
   hearSentinelDetector(client);
   let reported: unknown;
   client.on("error", (error: unknown) => {
@@ -419,6 +433,8 @@ async function connectOnce(
     dropRedis(client);
     // (sentinelConnect's error says more than the first one reported)
     return { reason: error instanceof NoPrimaryError ? error : (reported ?? error) };
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
   }
 }
 
@@ -435,9 +451,10 @@ export async function adapterClient(
   extra: Record<string, unknown>,
   what: string,
   makeError: ErrorFactory,
+  signal?: AbortSignal,
 ): Promise<RedisClientLike> {
-  if (given === undefined) return openRedis(connection, extra, what, makeError);
-  await awaitGivenClient(given, connection, what, makeError);
+  if (given === undefined) return openRedis(connection, extra, what, makeError, signal);
+  await awaitGivenClient(given, connection, what, makeError, signal);
   return given;
 }
 
@@ -452,6 +469,7 @@ async function awaitGivenClient(
   connection: ResolvedRedisConnection,
   what: string,
   makeError: ErrorFactory,
+  signal?: AbortSignal,
 ): Promise<void> {
   // Its listeners are removed before returning: a client the caller owns is left as it was.
   if (client.status === "ready") return;
@@ -475,6 +493,7 @@ async function awaitGivenClient(
       onEnd = () => resolve(false);
       emitter.on("ready", onReady);
       emitter.on("end", onEnd);
+      signal?.addEventListener("abort", onEnd, { once: true }); // the caller's client goes on
       timer = setTimeout(() => resolve(false), GIVEN_CLIENT_READY_MS);
     });
     if (client.status === "wait") client.connect().catch(onError);
@@ -487,8 +506,13 @@ async function awaitGivenClient(
     clearTimeout(timer);
     emitter.off("error", onError);
     if (onReady) emitter.off("ready", onReady);
-    if (onEnd) emitter.off("end", onEnd);
+    if (onEnd) {
+      emitter.off("end", onEnd);
+      signal?.removeEventListener("abort", onEnd);
+    }
   }
+  if (signal?.aborted)
+    throw makeError(`${what}: the wait for the given client was cut short by disconnect()`, undefined);
   const reason =
     last === undefined
       ? `not ready within ${GIVEN_CLIENT_READY_MS / 1000} s`

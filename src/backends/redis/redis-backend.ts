@@ -177,6 +177,8 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   #terminal: TerminalBatch[] = [];
   readonly #terminalFlush = new FlushScheduler(() => this.#flushTerminal());
   readonly #connecting = new SharedOpen();
+  /** Cuts the open under way (a disconnect() meanwhile). */
+  #openAbort: AbortController | undefined;
   /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
   readonly #disconnecting = new DisconnectGate();
   /**
@@ -264,6 +266,17 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   }
 
   async #open(): Promise<void> {
+    // cut by a disconnect() while it runs (see #disconnect)
+    const abort = new AbortController();
+    this.#openAbort = abort;
+    try {
+      await this.#openWith(abort.signal);
+    } finally {
+      if (this.#openAbort === abort) this.#openAbort = undefined;
+    }
+  }
+
+  async #openWith(signal: AbortSignal): Promise<void> {
     if ((this.#injected as { readonly isCluster?: unknown } | undefined)?.isCluster === true) {
       // Its scripts write several records per call and its reads are MGETs: one node only.
       throw new ConfigurationError(
@@ -281,6 +294,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
       },
       "Redis backend",
       (message, cause) => new BackendConnectionError(message, { cause }),
+      signal,
     );
     defineBackendScripts(main);
     defineAccessCheck(main);
@@ -370,6 +384,8 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   }
 
   async #disconnect(): Promise<void> {
+    // a connect under way is cut short, then waited for (as the broker's)
+    this.#openAbort?.abort();
     await this.#connecting.running?.catch(() => undefined);
     const main = this.#main;
     const hub = this.#hub;

@@ -145,6 +145,8 @@ export class RedisBroker implements Broker {
   #replayGuard: DlqReplayGuard | undefined;
   #ctx: RedisBrokerContext | undefined;
   readonly #connecting = new SharedOpen();
+  /** Cuts the open under way (a disconnect() meanwhile). */
+  #openAbort: AbortController | undefined;
   /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
   readonly #disconnecting = new DisconnectGate();
   /** Moves the delayed jobs this process schedules when they fall due. */
@@ -215,6 +217,17 @@ export class RedisBroker implements Broker {
   }
 
   async #open(): Promise<void> {
+    // cut by a disconnect() while it runs (see #disconnect)
+    const abort = new AbortController();
+    this.#openAbort = abort;
+    try {
+      await this.#openWith(abort.signal);
+    } finally {
+      if (this.#openAbort === abort) this.#openAbort = undefined;
+    }
+  }
+
+  async #openWith(signal: AbortSignal): Promise<void> {
     const main = await adapterClient(
       this.#injected,
       this.#connection,
@@ -238,6 +251,7 @@ export class RedisBroker implements Broker {
       },
       "Redis broker",
       connectionError,
+      signal,
     );
     defineBrokerScripts(main);
     defineAccessCheck(main);
@@ -263,7 +277,7 @@ export class RedisBroker implements Broker {
         this.#publisher =
           main === this.#injected
             ? await openDuplicate(main, publisherOptions)
-            : await openRedis(this.#connection, publisherOptions, "Redis broker", connectionError);
+            : await openRedis(this.#connection, publisherOptions, "Redis broker", connectionError, signal);
       } catch (error) {
         if (main !== this.#injected) await closeRedis(main);
         throw error;
@@ -399,6 +413,9 @@ export class RedisBroker implements Broker {
   }
 
   async #disconnect(): Promise<void> {
+    // a connect under way is cut short (a server that accepts and never answers would hold
+    // this disconnect for the connect's whole timeout), then waited for
+    this.#openAbort?.abort();
     await this.#connecting.running?.catch(() => undefined);
     const ctx = this.#ctx;
     this.#ctx = undefined;

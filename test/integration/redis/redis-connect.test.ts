@@ -3,11 +3,19 @@
  * `SELECT` as an event and stays on database 0, so a broker or backend that took that as
  * connected would read and write database 0. Both must refuse to start instead.
  */
+import { type AddressInfo, createServer, type Socket } from "node:net";
 import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
 import { RedisBroker } from "../../../src/brokers/redis/index.js";
-import { BackendConnectionError, BrokerConnectionError, ChicoryError, ConfigurationError } from "../../../src/index.js";
+import {
+  BackendConnectionError,
+  BrokerConnectionError,
+  Chicory,
+  ChicoryError,
+  ConfigurationError,
+} from "../../../src/index.js";
+import { deferred } from "../../helpers/deferred.js";
 import { SERVICES, skipUnless, uniqueName } from "../../helpers/services.js";
 import { useOwnRedis } from "./own-redis.js";
 import { redisProxy } from "./redis-proxy.js";
@@ -124,6 +132,40 @@ describe.skipIf(skip)("redis connect", () => {
       await adapter.connect();
       expect(await adapter.healthcheck()).toMatchObject({ connected: true });
       await adapter.disconnect();
+    }
+  });
+
+  it("app.disconnect() cuts a connect to a server that accepts and never answers: the delay() rejects saying so", async () => {
+    const sockets: Socket[] = [];
+    const connected = deferred();
+    const silent = createServer((socket) => {
+      socket.on("error", () => undefined);
+      sockets.push(socket);
+      connected.resolve();
+    });
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    try {
+      const url = `redis://127.0.0.1:${(silent.address() as AddressInfo).port}/0`;
+      const app = new Chicory({ broker: url, config: { env: {} } });
+      const add = app.task(function add(a: number, b: number) {
+        return a + b;
+      });
+      const sent = add.delay(1, 2).catch((e: unknown) => e);
+      await connected.promise;
+      await app.disconnect();
+      // before: both waited out the connect timeout (10 s), the delay() failing on it
+      const failure = await sent;
+      expect(failure).toBeInstanceOf(BrokerConnectionError);
+      expect(String((failure as Error).message)).toMatch(/app\.disconnect\(\) was called while the app connected/);
+      // the adapters alone: their disconnect() cuts their connect too
+      for (const adapter of [new RedisBroker({ url, env: {} }), new RedisBackend({ url, env: {} })]) {
+        const opening = adapter.connect().catch((e: unknown) => e);
+        await adapter.disconnect();
+        expect(String(((await opening) as Error).message)).toMatch(/was disconnected while it ran/);
+      }
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
     }
   });
 

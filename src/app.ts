@@ -173,6 +173,19 @@ type HandlerFor<O> =
         ? UncheckedContextHandler
         : UncheckedHandler;
 /**
+ * What a handler registered without `context: true` must also be: one whose first parameter is
+ * a {@link TaskContext} would get the first argument there (the context is passed only with
+ * that option); the type says so at the registration, not at each `delay()`. (`any` passes.)
+ */
+type NoContextFirst<A extends readonly unknown[]> = A extends readonly [infer First, ...unknown[]]
+  ? 0 extends 1 & First
+    ? unknown
+    : [First] extends [TaskContext]
+      ? { "its first parameter is a TaskContext: register it with the option { context: true }": never }
+      : unknown
+  : unknown;
+
+/**
  * `delay()`'s arguments under the general overload: the argument schema's input when it is known,
  * else the handler's parameters (after the context) when `O` fixes `context`, each through
  * {@link JsonArgs}; else any list.
@@ -390,7 +403,9 @@ export class Chicory {
   }
 
   /** Registers a handler named after the function. */
-  task<A extends unknown[], R>(fn: (...args: A) => Awaitable<R>): Task<JsonArgs<A>, StoredResult<Awaited<R>>>;
+  task<A extends unknown[], R>(
+    fn: ((...args: A) => Awaitable<R>) & NoContextFirst<A>,
+  ): Task<JsonArgs<A>, StoredResult<Awaited<R>>>;
   /**
    * Registers a handler with an argument schema (whose output is its argument list) and a context.
    * A `result` schema must take what the handler returns; the result type then includes its
@@ -427,7 +442,7 @@ export class Chicory {
       ignoreResult?: I | undefined;
       result?: RS;
     } & ResultCheck<RS, NoInfer<Awaited<R>>>,
-    fn: (...args: A) => Awaitable<R>,
+    fn: ((...args: A) => Awaitable<R>) & NoContextFirst<A>,
   ): Task<JsonArgs<A>, ResultOf<I, Awaited<R>, RS>>;
   /**
    * Registers a handler with options whose types leave `context` or `args` open (a variable typed
@@ -443,10 +458,13 @@ export class Chicory {
    * @example
    * const defaults: TaskOptions = { queue: "mail", retryPolicy: { maxRetries: 3 } };
    * const notify = app.task({ ...defaults, name: "notify" }, async (to: string) => to); // Task<unknown[], string>
+   * // typed delay(): defaults written with `satisfies` keep their literal types
+   * const typed = { queue: "mail", retryPolicy: { maxRetries: 3 } } satisfies TaskOptions;
+   * const notify2 = app.task({ ...typed, name: "notify2" }, async (to: string) => to); // Task<[to: string], string>
    */
   task<const O extends TaskOptions, F extends HandlerFor<O>>(
     options: O & OptionsCheck<O> & ResultCheck<OptionOf<O, "result">, NoInfer<Awaited<ReturnOf<F>>>>,
-    fn: F,
+    fn: F & (ContextKind<O> extends "off" ? NoContextFirst<Parameters<F>> : unknown),
   ): Task<ArgsFor<O, F>, ResultOf<OptionOf<O, "ignoreResult">, Awaited<ReturnOf<F>>, OptionOf<O, "result">>>;
   task(optionsOrFn: TaskOptions | AnyHandler, maybeFn?: AnyHandler): Task<readonly unknown[], unknown> {
     // (from JavaScript: the arguments swapped, or a name given alone, would otherwise register a

@@ -48,6 +48,29 @@ describe("task typing", () => {
     void t.delay({} as TaskContext, "x");
   });
 
+  it("refuses a handler whose first parameter is a TaskContext without context: true, at its registration", () => {
+    // before: it compiled, the first argument passed where the context was expected
+    // @ts-expect-error its first parameter is a TaskContext: register it with { context: true }
+    app.task(async function no_option(ctx: TaskContext, a: number) {
+      return ctx.retries + a;
+    });
+    // @ts-expect-error the same with options that leave context out
+    app.task({ name: "no_option_2", queue: "q" }, async (ctx: TaskContext, a: number) => ctx.retries + a);
+    // shared defaults written with satisfies keep delay() typed
+    const defaults = { queue: "mail", retryPolicy: { maxRetries: 3 } } satisfies TaskOptions;
+    const notify = app.task({ ...defaults, name: "notify" }, async (to: string) => to);
+    expectTypeOf(notify.delay).parameters.toEqualTypeOf<[to: string]>();
+    // a first parameter of another type, or typed any, is fine
+    const other = app.task(async function other(a: { taskId: string }, b: number) {
+      return a.taskId + b;
+    });
+    expectTypeOf(other.delay).parameters.toEqualTypeOf<[{ taskId: string }, number]>();
+    // biome-ignore lint/suspicious/noExplicitAny: a parameter typed any is not taken for a context
+    app.task(async function loose(a: any) {
+      return String(a);
+    });
+  });
+
   it("checks the handler's return against a result schema's input, and adds its output to the result type", () => {
     // a transform: stored in place of the handler's value when results are checked
     const transformed = app.task(

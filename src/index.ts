@@ -25,6 +25,7 @@ export type {
   ConsumerOptions,
   Delivery,
   DlqMessage,
+  DlqReplayGuard,
   HealthStatus,
   LeaseState,
   OutgoingMessage,
@@ -32,6 +33,7 @@ export type {
   ReleaseOptions,
 } from "./brokers/broker.js";
 export { MemoryBroker, type MemoryBrokerOptions } from "./brokers/memory.js";
+export type { MemoryAdmin } from "./brokers/memory-admin.js";
 export {
   type ChicoryConfig,
   type ChicoryConfigInput,
@@ -60,6 +62,7 @@ export {
   BackendConnectionError,
   BackendNotConfiguredError,
   BrokerConnectionError,
+  type BrokerConnectionErrorOptions,
   ChicoryError,
   type ChicoryErrorOptions,
   ConfigurationError,

@@ -13,7 +13,7 @@ export type { RedisBackendOptions, RedisBackendSettings } from "./backends/redis
 export { RedisBackend } from "./backends/redis/index.js";
 export type { RedisBrokerOptions, RedisBrokerSettings } from "./brokers/redis/index.js";
 export { RedisBroker } from "./brokers/redis/index.js";
-export type { RedisClientLike } from "./redis/redis-client.js";
+export type { RedisArg, RedisClientLike } from "./redis/redis-client.js";
 export type { ReadonlyReconnector, RedisConnectionOptions } from "./redis/redis-options.js";
 export { readonlyReconnector } from "./redis/redis-options.js";
 export type { RedisRecordWriter, StoreResultsCall } from "./redis/redis-record-writer.js";

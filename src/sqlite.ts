@@ -17,6 +17,8 @@ export {
   type SqliteDatabase,
   type SqliteOpener,
   type SqliteOpenOptions,
+  type SqliteRunResult,
   type SqliteStatement,
+  type SqliteValue,
   sqliteBrokerOptionsFromEnv,
 } from "./brokers/sqlite/index.js";

@@ -201,10 +201,18 @@ export class Worker {
   readonly pid: number;
   /** Resolved settings. */
   readonly config: WorkerConfig;
+  #startedAt: Date | null = null;
+  #lastHeartbeat: Date | null = null;
+
   /** When `start()` was called, or null. */
-  startedAt: Date | null = null;
+  get startedAt(): Date | null {
+    return this.#startedAt;
+  }
+
   /** When the last heartbeat was stored, or null. */
-  lastHeartbeat: Date | null = null;
+  get lastHeartbeat(): Date | null {
+    return this.#lastHeartbeat;
+  }
 
   readonly #app: Chicory;
   readonly #logger: Logger;
@@ -445,7 +453,7 @@ export class Worker {
     this.#warnUnknownEnv();
     this.#serverResultLimit = serverResultLimit;
     this.#applyResultSizeLimit(serverResultLimit);
-    this.startedAt = new Date();
+    this.#startedAt = new Date();
     runningWorkers.set(this.#app, (runningWorkers.get(this.#app) ?? 0) + 1);
     uncount();
     const backend = this.#app.backend;
@@ -734,7 +742,7 @@ export class Worker {
     if (!backend) return;
     const now = new Date();
     await backend.storeHeartbeat({ ...this.getStats(), lastHeartbeat: now.toISOString() }, this.config.heartbeatTtl);
-    this.lastHeartbeat = now;
+    this.#lastHeartbeat = now;
   }
 
   /**

@@ -19,4 +19,4 @@ export {
   type SqliteBackendOptions,
 } from "./sql-backends.js";
 export type { SqlPoolOptions, SqlTableOptions } from "./sql-options.js";
-export type { SqlDialect, SqlFlavor } from "./sql-types.js";
+export type { PgListenSource, SqlConnection, SqlDialect, SqlFlavor } from "./sql-types.js";

@@ -11,7 +11,7 @@ import { describeCause, isMarkedNonRetryable, isRetryCountdown, TaskContext } fr
 import { findNonJson } from "../core/json.js";
 import { type MessageCodec, peekHead, type TaskMessage } from "../core/message.js";
 import { validateWithSchema } from "../core/schema.js";
-import { timerDelay } from "../core/sleep.js";
+import { LongTimeout } from "../core/sleep.js";
 import { toStoredError } from "../core/stored-error.js";
 import { isThenable } from "../core/thenable.js";
 import {
@@ -239,15 +239,16 @@ async function attempt(
       () => undefined, // unknown: the run goes on, and its outcome is stored unless a final one is there
     );
   });
-  let timer: NodeJS.Timeout | undefined;
+  let timer: LongTimeout<number> | undefined;
   try {
     // The attempt's time runs from here: its validations count, and one that never settles (a
     // schema's async check) ends with the timeout, not never.
     if (task.timeoutMs !== undefined) {
-      const ms = task.timeoutMs;
-      timer = setTimeout(
-        () => run.abort(new TaskTimeoutError(`task ${task.name} exceeded its timeout of ${ms / 1000} s`)),
-        timerDelay(ms),
+      // (a LongTimeout: a timeout over 24.8 days, setTimeout's longest, is not cut to that)
+      timer = new LongTimeout(
+        (ms) => run.abort(new TaskTimeoutError(`task ${task.name} exceeded its timeout of ${ms / 1000} s`)),
+        task.timeoutMs,
+        task.timeoutMs,
       );
     }
     const mode = task.validationMode;
@@ -302,7 +303,7 @@ async function attempt(
   } catch (thrown) {
     return failureOutcome(task, message, thrown, run.reason instanceof TaskAbortedError);
   } finally {
-    if (timer) clearTimeout(timer);
+    timer?.clear();
     unwatchShutdown(env.shutdownSignal, run);
   }
 }

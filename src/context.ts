@@ -77,7 +77,8 @@ export class TaskContext {
   /** The task's retry policy. */
   readonly retryPolicy: RetryPolicy;
   /**
-   * Aborts on timeout, cancellation or forced shutdown. In a worker, a listener added to it that
+   * Aborts on the task's timeout, a lost lease (another worker took the message over) or a
+   * forced shutdown (a `stop()` past its timeout). In a worker, a listener added to it that
    * throws is logged (error level, with the task's id) and does not end the process; a signal
    * derived from it (`AbortSignal.any`) is a target of its own, whose listeners are not guarded.
    */

@@ -109,7 +109,9 @@ export interface WorkerOptions {
 
 /** The resolved application configuration. */
 export interface ChicoryConfig {
+  /** Where schemas are checked, unless a task says (`CHICORY_VALIDATION_MODE`, default `inputs`). */
   readonly validationMode: ValidationMode;
+  /** The tasks' default delivery mode (`CHICORY_DELIVERY_MODE`, default `at_least_once`). */
   readonly deliveryMode: DeliveryMode;
   /** Seconds between fallback polls of `AsyncResult.get()` (default 0.5). */
   readonly resultPollInterval: number;

@@ -23,6 +23,7 @@ export class ChicoryError extends Error {
 
 /** No task is registered under the requested name. */
 export class TaskNotFoundError extends ChicoryError {
+  /** {@inheritDoc ChicoryError.code} */
   override readonly code = "TASK_NOT_FOUND";
   /** The name that was looked up. */
   readonly taskName: string;
@@ -42,6 +43,7 @@ export interface ValidationIssue {
 
 /** Arguments, a result, a name or a message failed validation. Never retried. */
 export class ValidationError extends ChicoryError {
+  /** {@inheritDoc ChicoryError.code} */
   override readonly code = "VALIDATION_ERROR";
   /** Individual issues, when a schema reported several. */
   readonly issues: readonly ValidationIssue[];
@@ -56,6 +58,7 @@ export class ValidationError extends ChicoryError {
  * It is not a failure and is never stored as one.
  */
 export class RetryError extends ChicoryError {
+  /** {@inheritDoc ChicoryError.code} */
   override readonly code = "RETRY";
   /** Retries already done before this one. */
   readonly retries: number;
@@ -79,11 +82,13 @@ export class RetryError extends ChicoryError {
 
 /** A retry was requested but the policy's budget is spent. */
 export class MaxRetriesExceededError extends ChicoryError {
+  /** {@inheritDoc ChicoryError.code} */
   override readonly code = "MAX_RETRIES_EXCEEDED";
 }
 
 /** A result accessor was used on an app configured without a result backend. */
 export class BackendNotConfiguredError extends ChicoryError {
+  /** {@inheritDoc ChicoryError.code} */
   override readonly code = "BACKEND_NOT_CONFIGURED";
   constructor(
     message = "no result backend is configured: give the app `backend` (a URL or a backend object) or set CHICORY_BACKEND_URL (an app given a broker object, or a broker kind that keeps no results such as RabbitMQ, has none unless one is given)",
@@ -107,6 +112,7 @@ export interface BrokerConnectionErrorOptions extends ChicoryErrorOptions {
  * outcome is unknown may still land, and its job can be looked up by that id.
  */
 export class BrokerConnectionError extends ChicoryError {
+  /** {@inheritDoc ChicoryError.code} */
   override readonly code = "BROKER_CONNECTION";
   /** The id of the task whose publish failed; undefined when the error answers no publish. */
   readonly taskId: string | undefined;
@@ -142,11 +148,13 @@ export class QueueFullError extends BrokerConnectionError {}
 
 /** The result backend cannot be reached or refused an operation. */
 export class BackendConnectionError extends ChicoryError {
+  /** {@inheritDoc ChicoryError.code} */
   override readonly code = "BACKEND_CONNECTION";
 }
 
 /** The error a task raised remotely, as seen by the caller of `AsyncResult.get()`. */
 export class TaskFailedError extends ChicoryError {
+  /** {@inheritDoc ChicoryError.code} */
   override readonly code = "TASK_FAILED";
   /** Id of the failed task. */
   readonly taskId: string;
@@ -181,6 +189,7 @@ export class TaskFailedError extends ChicoryError {
  * replaced the other).
  */
 export class TaskIdConflictError extends ChicoryError {
+  /** {@inheritDoc ChicoryError.code} */
   override readonly code = "TASK_ID_CONFLICT";
   /** The task id. */
   readonly taskId: string;
@@ -200,16 +209,19 @@ export class TaskIdConflictError extends ChicoryError {
 
 /** A task attempt exceeded its `timeout`; retryable per the task's policy. */
 export class TaskTimeoutError extends ChicoryError {
+  /** {@inheritDoc ChicoryError.code} */
   override readonly code = "TASK_TIMEOUT";
 }
 
 /** Waiting (e.g. `AsyncResult.get({ timeout })`) took longer than allowed. */
 export class TimeoutError extends ChicoryError {
+  /** {@inheritDoc ChicoryError.code} */
   override readonly code = "TIMEOUT";
 }
 
 /** Invalid configuration; the message names the variable or option. */
 export class ConfigurationError extends ChicoryError {
+  /** {@inheritDoc ChicoryError.code} */
   override readonly code = "CONFIGURATION";
 }
 
@@ -226,6 +238,7 @@ export interface MessageTooLargeErrorOptions extends ChicoryErrorOptions {
  * Redis server's `proto-max-bulk-len`; the message names the source).
  */
 export class MessageTooLargeError extends ChicoryError {
+  /** {@inheritDoc ChicoryError.code} */
   override readonly code = "MESSAGE_TOO_LARGE";
   /** Encoded size in bytes. */
   readonly size: number;
@@ -252,11 +265,13 @@ export class MessageTooLargeError extends ChicoryError {
  * stayed busy, or the database did not answer a new one in time.
  */
 export class DbPoolExhaustedError extends ChicoryError {
+  /** {@inheritDoc ChicoryError.code} */
   override readonly code = "DB_POOL_EXHAUSTED";
 }
 
 /** A driver package needed by the configured broker/backend is not installed. */
 export class DriverNotInstalledError extends ChicoryError {
+  /** {@inheritDoc ChicoryError.code} */
   override readonly code = "DRIVER_NOT_INSTALLED";
   constructor(pkg: string, what: string, options?: ChicoryErrorOptions) {
     super(`${what} needs the package "${pkg}": run npm install ${pkg}`, options);
@@ -269,11 +284,13 @@ export class DriverNotInstalledError extends ChicoryError {
  * ends (`AsyncResult.forget()` deletes it). The replay itself is done.
  */
 export class ReplayRecordKeptError extends ChicoryError {
+  /** {@inheritDoc ChicoryError.code} */
   override readonly code = "REPLAY_RECORD_KEPT";
 }
 
 /** A task was aborted because its worker is shutting down. */
 export class TaskAbortedError extends ChicoryError {
+  /** {@inheritDoc ChicoryError.code} */
   override readonly code = "TASK_ABORTED";
 }
 

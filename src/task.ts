@@ -99,10 +99,15 @@ export interface ApplyOptions {
 
 /** What a task needs from its app (implemented by `Chicory`). */
 export interface TaskRuntime {
+  /** The broker `delay()` publishes to. */
   readonly broker: Broker;
+  /** The result backend, or null (fire-and-forget). */
   readonly backend: Backend | null;
+  /** The message codec (size limit, signing). */
   readonly codec: MessageCodec;
+  /** Validation mode of a task that sets none (the app's `config.validationMode`). */
   readonly defaultValidationMode: ValidationMode;
+  /** Delivery mode of a task that sets none (the app's `config.deliveryMode`). */
   readonly defaultDeliveryMode: DeliveryMode;
   /** Defaults of the results of `delay()` (one object shared by every result). */
   readonly resultDefaults: ResultDefaults;

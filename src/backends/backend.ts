@@ -100,19 +100,27 @@ export interface TaskRecord {
 export interface WorkerStats {
   /** `${hostname}-${pid}-${8 hex}`. */
   readonly workerId: string;
+  /** Host name of the worker's machine (`os.hostname()`). */
   readonly hostname: string;
+  /** Process id of the worker's process. */
   readonly pid: number;
   /** Queues served (comma-joined when several). */
   readonly queue: string;
+  /** Most tasks the worker runs at once (its `concurrency` setting). */
   readonly concurrency: number;
+  /** Runs ended since the worker started, retried ones included (a run aborted back to the queue is not counted). */
   readonly tasksProcessed: number;
+  /** Runs among `tasksProcessed` that ended as failures, rejected messages included (a run to be retried is not counted). */
   readonly tasksFailed: number;
+  /** Tasks running now. */
   readonly activeTasks: number;
   /** ISO time the worker started. */
   readonly startedAt: string;
   /** ISO time of the last heartbeat, or null before the first. */
   readonly lastHeartbeat: string | null;
+  /** Whether the worker is running (false once it starts stopping, so in its final heartbeat). */
   readonly isRunning: boolean;
+  /** Whole seconds since the worker started (rounded; 0 before it started). */
   readonly uptimeSeconds: number;
 }
 

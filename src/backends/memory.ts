@@ -100,6 +100,7 @@ export class MemoryBackend implements Backend {
     return this.#waiter;
   }
 
+  /** {@inheritDoc Backend.setState} */
   async setState(
     taskId: string,
     state: TaskState,
@@ -118,18 +119,22 @@ export class MemoryBackend implements Backend {
     });
   }
 
+  /** {@inheritDoc Backend.storeResult} */
   async storeResult(record: TaskRecord): Promise<void> {
     this.#write(record);
   }
 
+  /** {@inheritDoc Backend.getResult} */
   async getResult(taskId: string): Promise<TaskRecord | null> {
     return this.#read(taskId) ?? null;
   }
 
+  /** {@inheritDoc Backend.deleteResult} */
   async deleteResult(taskId: string): Promise<void> {
     this.#records.delete(taskId);
   }
 
+  /** {@inheritDoc Backend.deleteResultIf} */
   async deleteResultIf(taskId: string, seen: Pick<TaskRecord, "state" | "updatedAt">): Promise<boolean> {
     const current = this.#read(taskId);
     if (current?.state !== seen.state || current.updatedAt !== seen.updatedAt) return false;
@@ -137,11 +142,13 @@ export class MemoryBackend implements Backend {
     return true;
   }
 
+  /** {@inheritDoc Backend.storeHeartbeat} */
   async storeHeartbeat(stats: WorkerStats, ttlSeconds: number): Promise<void> {
     const value = copy({ ...stats, lastHeartbeat: stats.lastHeartbeat ?? new Date().toISOString() });
     this.#heartbeats.set(stats.workerId, { value, expiresAt: Date.now() + ttlSeconds * 1000 });
   }
 
+  /** {@inheritDoc Backend.getHeartbeat} */
   async getHeartbeat(workerId: string): Promise<WorkerStats | null> {
     const entry = this.#heartbeats.get(workerId);
     if (!entry) return null;
@@ -152,6 +159,7 @@ export class MemoryBackend implements Backend {
     return copy(entry.value);
   }
 
+  /** {@inheritDoc Backend.getActiveWorkers} */
   async getActiveWorkers(): Promise<WorkerStats[]> {
     const now = Date.now();
     const out: WorkerStats[] = [];
@@ -162,6 +170,7 @@ export class MemoryBackend implements Backend {
     return out;
   }
 
+  /** {@inheritDoc Backend.cleanupStaleClients} */
   async cleanupStaleClients(staleSeconds: number): Promise<number> {
     const cutoff = Date.now() - staleMs(staleSeconds);
     let removed = 0;
@@ -175,12 +184,14 @@ export class MemoryBackend implements Backend {
     return removed;
   }
 
+  /** {@inheritDoc Backend.healthcheck} */
   async healthcheck(): Promise<HealthStatus> {
     return this.#isConnected
       ? { connected: true, latencyMs: 0 }
       : { connected: false, error: "memory backend is not connected" };
   }
 
+  /** {@inheritDoc Backend.waitForResult} */
   async waitForResult(taskId: string, options: WaitOptions = {}): Promise<TaskRecord | null> {
     const record = this.#read(taskId);
     if (record && isTerminalState(record.state)) return record;

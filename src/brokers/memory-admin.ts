@@ -81,6 +81,7 @@ export abstract class MemoryAdmin implements BrokerAdmin {
     this.#dlqIndex.set(entryId, queue);
   }
 
+  /** {@inheritDoc BrokerAdmin.getDlqMessages} */
   async getDlqMessages(queue = DEFAULT_QUEUE, count = 100): Promise<DlqMessage[]> {
     return this.#listDlq("getDlqMessages", queue, count, 0);
   }
@@ -109,6 +110,7 @@ export abstract class MemoryAdmin implements BrokerAdmin {
     return out;
   }
 
+  /** {@inheritDoc BrokerAdmin.replayFromDlq} */
   async replayFromDlq(messageId: string, queue?: string, resetRetries = true): Promise<boolean> {
     const origin = this.#dlqIndex.get(messageId);
     const entry = origin === undefined ? undefined : this.queue(origin).dlq.get(messageId);
@@ -126,6 +128,7 @@ export abstract class MemoryAdmin implements BrokerAdmin {
     });
   }
 
+  /** {@inheritDoc BrokerAdmin.deleteFromDlq} */
   async deleteFromDlq(messageId: string, _queue?: string): Promise<boolean> {
     const origin = this.#dlqIndex.get(messageId);
     if (origin === undefined) return false;
@@ -133,6 +136,7 @@ export abstract class MemoryAdmin implements BrokerAdmin {
     return true;
   }
 
+  /** {@inheritDoc BrokerAdmin.purgeDlq} */
   async purgeDlq(queue = DEFAULT_QUEUE): Promise<number> {
     const dlq = this.queue(queue).dlq;
     const count = dlq.size;
@@ -141,29 +145,35 @@ export abstract class MemoryAdmin implements BrokerAdmin {
     return count;
   }
 
+  /** {@inheritDoc BrokerAdmin.getDlqCount} */
   async getDlqCount(queue = DEFAULT_QUEUE): Promise<number> {
     return this.queue(queue).dlq.size;
   }
 
+  /** {@inheritDoc BrokerAdmin.getPendingCount} */
   async getPendingCount(queue = DEFAULT_QUEUE): Promise<number> {
     return this.queue(queue).pending.size;
   }
 
+  /** {@inheritDoc BrokerAdmin.getQueueSize} */
   async getQueueSize(queue = DEFAULT_QUEUE): Promise<number> {
     const q = this.queue(queue);
     return q.ready.length + q.delayed.size;
   }
 
+  /** {@inheritDoc BrokerAdmin.getConsumerCount} */
   async getConsumerCount(queue = DEFAULT_QUEUE): Promise<number> {
     return this.queue(queue).consumers.size;
   }
 
+  /** {@inheritDoc BrokerAdmin.purgeQueue} */
   async purgeQueue(queue = DEFAULT_QUEUE): Promise<number> {
     const removed = this.queue(queue).purge();
     for (const message of removed) this.releaseId(queue, message.id);
     return removed.length;
   }
 
+  /** {@inheritDoc BrokerAdmin.cleanupStaleClients} */
   async cleanupStaleClients(queue = DEFAULT_QUEUE, staleSeconds = DEFAULT_STALE_SECONDS): Promise<number> {
     const cutoff = Date.now() - staleMs(staleSeconds);
     const q = this.queue(queue);

@@ -23,7 +23,9 @@ export interface MemoryMessage {
 
 /** A message handed to a consumer and not yet settled. */
 export interface MemoryPending {
+  /** The message handed out. */
   readonly message: MemoryMessage;
+  /** The consumer holding it. */
   readonly consumerId: string;
   /** Set once the owning consumer closed: the lease runs out at this time (epoch ms). */
   expiresAt?: number;
@@ -31,9 +33,13 @@ export interface MemoryPending {
 
 /** A dead-lettered message of the memory broker. */
 export interface MemoryDlqEntry {
+  /** The DLQ entry id (`dlq-<sequence number>`). */
   readonly entryId: string;
+  /** The dead-lettered message. */
   readonly message: MemoryMessage;
+  /** Why it was dead-lettered. */
   readonly error: string;
+  /** When it was dead-lettered (epoch ms). */
   readonly failedAt: number;
 }
 

@@ -8,15 +8,21 @@ import { toStoredError } from "./stored-error.js";
 
 /** A log method: `(fields, message)` or `(message)`. */
 export interface LogFn {
+  /** Logs a line with structured `fields` and an optional message. */
   (fields: Record<string, unknown>, message?: string): void;
+  /** Logs a message alone. */
   (message: string): void;
 }
 
 /** A structured logger (pino-compatible). */
 export interface Logger {
+  /** Logs at debug level. */
   debug: LogFn;
+  /** Logs at info level. */
   info: LogFn;
+  /** Logs at warn level (Chicory's `WARNING`). */
   warn: LogFn;
+  /** Logs at error level. */
   error: LogFn;
   /** A logger that adds `fields` to every line. */
   child(fields: Record<string, unknown>): Logger;

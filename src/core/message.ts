@@ -57,13 +57,48 @@ export interface TaskMessage {
 
 /** Why a raw message could not be turned into a {@link TaskMessage}. */
 export type DecodeFailure =
-  | { ok: false; reason: "too_large"; error: string }
-  | { ok: false; reason: "decode_error"; error: string }
-  | { ok: false; reason: "schema_error"; error: string }
-  | { ok: false; reason: "unsigned" | "bad_signature"; error: string };
+  | {
+      /** Always false: the message was not decoded. */
+      ok: false;
+      /** The raw message is larger than `maxMessageBytes`. */
+      reason: "too_large";
+      /** What was wrong, in words. */
+      error: string;
+    }
+  | {
+      /** Always false: the message was not decoded. */
+      ok: false;
+      /** The raw message is empty or not JSON. */
+      reason: "decode_error";
+      /** What was wrong, in words. */
+      error: string;
+    }
+  | {
+      /** Always false: the message was not decoded. */
+      ok: false;
+      /** The JSON is not a valid task message. */
+      reason: "schema_error";
+      /** What was wrong, in words. */
+      error: string;
+    }
+  | {
+      /** Always false: the message was not decoded. */
+      ok: false;
+      /** A signing key is set and the message is not signed, or its signature is malformed or does not match. */
+      reason: "unsigned" | "bad_signature";
+      /** What was wrong, in words. */
+      error: string;
+    };
 
 /** Result of {@link MessageCodec.decode}. */
-export type DecodeResult = { ok: true; message: TaskMessage } | DecodeFailure;
+export type DecodeResult =
+  | {
+      /** True: the message was decoded. */
+      ok: true;
+      /** The decoded message. */
+      message: TaskMessage;
+    }
+  | DecodeFailure;
 
 /** Options of a {@link MessageCodec}. */
 export interface MessageCodecOptions {

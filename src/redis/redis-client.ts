@@ -38,8 +38,11 @@ export interface RedisClientLike {
   disconnect(reconnect?: boolean): void;
   /** Subscribes to channels (the client enters subscriber mode). */
   subscribe(...channels: string[]): Promise<unknown>;
+  /** Listens for messages of the subscribed channels. */
   on(event: "message", listener: (channel: string, message: string) => void): unknown;
+  /** Listens for connection and command errors. */
   on(event: "error", listener: (error: Error) => void): unknown;
+  /** Listens for connection changes: ready (again), closed, ended for good, reconnecting. */
   on(event: "ready" | "close" | "end" | "reconnecting", listener: () => void): unknown;
   /** Removes a listener added with `on`. */
   off(event: "ready" | "close" | "end", listener: () => void): unknown;

@@ -103,7 +103,10 @@ const READONLY_EPISODE_MS = 1000;
 const CHICORY_RECONNECTOR = Symbol.for("chicory.readonlyReconnector");
 
 /** An ioredis `reconnectOnError` made by {@link readonlyReconnector}. */
-export type ReadonlyReconnector = ((error: Error) => 2 | false) & { readonly [CHICORY_RECONNECTOR]: true };
+export type ReadonlyReconnector = ((error: Error) => 2 | false) & {
+  /** Marks a reconnector made by {@link readonlyReconnector}. */
+  readonly [CHICORY_RECONNECTOR]: true;
+};
 
 /** True when `value` is a {@link readonlyReconnector} (a connection Chicory opened). */
 export function isReadonlyReconnector(value: unknown): value is ReadonlyReconnector {

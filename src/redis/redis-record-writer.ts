@@ -9,7 +9,9 @@ import type { RedisArg, RedisClientLike } from "./redis-client.js";
 
 /** The KEYS and ARGV of one `store-results.lua` call. */
 export interface StoreResultsCall {
+  /** The record keys, one per record. */
   readonly keys: string[];
+  /** The TTL in seconds, the done channel, the key prefix's length, the longest inlined record, then each record's JSON. */
   readonly args: RedisArg[];
 }
 

@@ -112,7 +112,9 @@ const WORKER_INIT_KEYS: ReadonlySet<string> = new Set([...WORKER_OPTION_KEYS, "l
 
 /** {@link WorkerStats} plus broker and backend connectivity. */
 export interface WorkerHealth extends WorkerStats {
+  /** Result of the broker's `healthcheck()`. */
   readonly broker: HealthStatus;
+  /** Result of the backend's `healthcheck()` (not connected, "no backend configured", without one). */
   readonly backend: HealthStatus;
 }
 
@@ -326,7 +328,7 @@ export class Worker {
     );
   }
 
-  /** True between a successful `start()` and the end of `stop()`. */
+  /** True from a successful `start()` until a `stop()` begins (false while the worker stops). */
   get isRunning(): boolean {
     return this.#phase === "running";
   }

@@ -26,6 +26,7 @@ export interface RedisBackendOptions extends RedisConnectionOptions {
 
 /** Resolved backend settings. */
 export interface RedisBackendSettings {
+  /** Prefix of every key (`CHICORY_BACKEND_REDIS_KEY_PREFIX`, default `chicory`). */
   readonly keyPrefix: string;
   /** Record TTL in whole seconds, rounded up; 0: records never expire. */
   readonly resultTtlSeconds: number;

@@ -441,6 +441,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     }
   }
 
+  /** {@inheritDoc Backend.setState} */
   async setState(
     taskId: string,
     state: TaskState,
@@ -653,6 +654,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     if (hub) for (const record of records) hub.notify(record);
   }
 
+  /** {@inheritDoc Backend.getResult} */
   async getResult(taskId: string): Promise<TaskRecord | null> {
     const key = this.resultKey(taskId);
     let text: unknown;
@@ -816,6 +818,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     );
   }
 
+  /** {@inheritDoc Backend.getHeartbeat} */
   async getHeartbeat(workerId: string): Promise<WorkerStats | null> {
     const text = await this.#run("getHeartbeat", (main) => main.call("GET", this.#heartbeatKey(workerId)));
     return decodeHeartbeat(text as string | null);

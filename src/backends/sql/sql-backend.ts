@@ -100,7 +100,9 @@ class CutByDisconnect extends Error {
  * ```
  */
 export class SqlBackend implements Backend {
+  /** {@inheritDoc Backend.kind} */
   readonly kind: SqlFlavor;
+  /** {@inheritDoc Backend.displayUrl} */
   readonly displayUrl: string;
   /** {@inheritDoc Backend.multiProcess} */
   readonly multiProcess: boolean;
@@ -155,7 +157,14 @@ export class SqlBackend implements Backend {
   }
 
   /** The real table names (prefix and schema applied). */
-  get tables(): { readonly results: string; readonly workers: string; readonly schemaVersion: string } {
+  get tables(): {
+    /** The task records' table (default `chicory_results`). */
+    readonly results: string;
+    /** The worker heartbeats' table (default `chicory_workers`). */
+    readonly workers: string;
+    /** The one-row table holding the schema version (default `chicory_schema_version`). */
+    readonly schemaVersion: string;
+  } {
     return this.#names.qualified;
   }
 
@@ -169,6 +178,7 @@ export class SqlBackend implements Backend {
     return this.#connection !== undefined;
   }
 
+  /** {@inheritDoc Backend.connect} */
   connect(): Promise<void> {
     // After a disconnect() still under way (it may be cutting the connect under way, which this
     // call would otherwise join and fail with): opened anew once it is done, unless another
@@ -201,6 +211,7 @@ export class SqlBackend implements Backend {
     await this.#connecting;
   }
 
+  /** {@inheritDoc Backend.disconnect} */
   disconnect(): Promise<void> {
     return this.#disconnecting.closing(this.#disconnect());
   }
@@ -258,6 +269,7 @@ export class SqlBackend implements Backend {
     return cut;
   }
 
+  /** {@inheritDoc Backend.setState} */
   async setState(
     taskId: string,
     state: TaskState,
@@ -266,17 +278,20 @@ export class SqlBackend implements Backend {
     await this.#write(taskId, state, null, extra.error, extra.retries, extra.taskName, true);
   }
 
+  /** {@inheritDoc Backend.storeResult} */
   async storeResult(record: TaskRecord): Promise<void> {
     const result = record.result === undefined ? null : JSON.stringify(record.result);
     await this.#write(record.taskId, record.state, result, record.error, record.retries, record.taskName, false);
   }
 
+  /** {@inheritDoc Backend.getResult} */
   async getResult(taskId: string): Promise<TaskRecord | null> {
     if (!this.#isStorableKey(taskId)) return null;
     const [record] = await this.#fetchRecords([taskId]);
     return record ?? null;
   }
 
+  /** {@inheritDoc Backend.deleteResult} */
   async deleteResult(taskId: string): Promise<void> {
     if (!this.#isStorableKey(taskId)) return;
     const id = this.#codec.encode(taskId);
@@ -301,6 +316,7 @@ export class SqlBackend implements Backend {
     return Number(result.numDeletedRows) > 0;
   }
 
+  /** {@inheritDoc Backend.storeHeartbeat} */
   async storeHeartbeat(stats: WorkerStats, ttlSeconds: number): Promise<void> {
     const id = encodeKey(this.#codec, stats.workerId, "worker id");
     const json = JSON.stringify(stats);
@@ -309,6 +325,7 @@ export class SqlBackend implements Backend {
     );
   }
 
+  /** {@inheritDoc Backend.getHeartbeat} */
   async getHeartbeat(workerId: string): Promise<WorkerStats | null> {
     if (!this.#isStorableKey(workerId)) return null;
     const id = this.#codec.encode(workerId);
@@ -323,6 +340,7 @@ export class SqlBackend implements Backend {
     return row ? this.#toStats(row) : null;
   }
 
+  /** {@inheritDoc Backend.getActiveWorkers} */
   async getActiveWorkers(): Promise<WorkerStats[]> {
     const rows = await this.#run("getActiveWorkers", (db) =>
       db
@@ -335,6 +353,7 @@ export class SqlBackend implements Backend {
     return rows.map((row) => this.#toStats(row));
   }
 
+  /** {@inheritDoc Backend.cleanupStaleClients} */
   async cleanupStaleClients(staleSeconds: number): Promise<number> {
     const idleMs = staleMs(staleSeconds);
     const removed = await this.#run("cleanupStaleClients", (db) =>
@@ -355,6 +374,7 @@ export class SqlBackend implements Backend {
     return Number(removed.numDeletedRows);
   }
 
+  /** {@inheritDoc Backend.healthcheck} */
   async healthcheck(): Promise<HealthStatus> {
     const connection = this.#connection;
     if (!connection) return { connected: false, error: "not connected" };
@@ -369,6 +389,7 @@ export class SqlBackend implements Backend {
     }
   }
 
+  /** {@inheritDoc Backend.waitForResult} */
   waitForResult(taskId: string, options: WaitOptions = {}): Promise<TaskRecord | null> {
     const connection = this.#requireConnection("waitForResult");
     this.#listen();
@@ -549,6 +570,7 @@ export class SqlBackend implements Backend {
     return { ...stats, lastHeartbeat: new Date(millis(row.last_heartbeat as number)).toISOString() };
   }
 
+  /** {@inheritDoc Backend.taskIdProblem} */
   taskIdProblem(taskId: string): string | undefined {
     // (every message's id is checked: one that fits even with each character doubled, as a
     // generated id does, is not encoded)

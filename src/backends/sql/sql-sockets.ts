@@ -18,8 +18,11 @@ import { settlesWithin } from "../../core/sleep.js";
 
 /** A connection's socket, as far as it is closed here (a `net.Socket` or `tls.TLSSocket`). */
 export interface SocketLike {
+  /** Closes the socket at once. */
   destroy(): void;
+  /** True once the socket is closed (then it is not noted). */
   readonly destroyed?: boolean;
+  /** Listens for the socket's close (it is then no longer open). */
   once(event: "close", listener: () => void): unknown;
 }
 

@@ -14,27 +14,41 @@ export type DbMillis = number | string | bigint;
 
 /** One row of the results table. JSON values are stored as text. */
 export interface ResultsTable {
+  /** The task id (primary key; on PostgreSQL, `\` and NUL escaped). */
   task_id: string;
+  /** The task state (`PENDING`, `SUCCESS`, ...). */
   state: string;
+  /** The return value as JSON text, or null. */
   result: string | null;
+  /** The stored error as JSON text, or null. */
   error: string | null;
+  /** Retries done so far, or null. */
   retries: number | null;
+  /** Task name, or null when unknown. */
   task_name: string | null;
+  /** When the state was written, in epoch milliseconds (database clock). */
   updated_at: DbMillis;
+  /** When the record expires, in epoch milliseconds (database clock); null: never. */
   expires_at: DbMillis | null;
 }
 
 /** One row of the workers (heartbeats) table. */
 export interface WorkersTable {
+  /** The worker id (primary key). */
   worker_id: string;
+  /** The worker's `WorkerStats` as JSON text. */
   stats: string;
+  /** Time of the last heartbeat, in epoch milliseconds (database clock). */
   last_heartbeat: DbMillis;
+  /** When the heartbeat expires, in epoch milliseconds (database clock). */
   expires_at: DbMillis;
 }
 
 /** The schema version table (one row, id 1). */
 export interface SchemaVersionTable {
+  /** Always 1. */
   id: number;
+  /** The schema version of the tables (one newer than this release's is refused). */
   version: number;
 }
 
@@ -43,8 +57,11 @@ export interface SchemaVersionTable {
  * prefixed (and schema-qualified) names in their place; see `SqlTableNames`.
  */
 export interface SqlDatabase {
+  /** The task records. */
   results: ResultsTable;
+  /** The worker heartbeats. */
   workers: WorkersTable;
+  /** The schema version (one row). */
   schema_version: SchemaVersionTable;
 }
 
@@ -67,10 +84,15 @@ export interface SqlConnection {
 
 /** A dedicated connection that receives PostgreSQL notifications. */
 export interface PgListenClient {
+  /** Runs a statement (`LISTEN`, and `select 1` as a liveness probe). */
   query(text: string): Promise<unknown>;
+  /** Listens for notifications on the channels LISTENed to. */
   on(event: "notification", listener: (message: { channel: string; payload?: string | undefined }) => void): unknown;
+  /** Listens for connection errors. */
   on(event: "error", listener: (error: Error) => void): unknown;
+  /** Listens for the end of the connection. */
   on(event: "end", listener: () => void): unknown;
+  /** Removes the listeners of `event` (of every event when absent). */
   removeAllListeners(event?: string): unknown;
   /** Closes the connection. */
   end(): Promise<void>;
@@ -101,6 +123,7 @@ export interface SqlDialect {
 
 /** How to open the LISTEN connection, and how to check it is alive. */
 export interface PgListenSource {
+  /** Identifies the database (URL and application name): backends with the same key share one LISTEN connection. */
   readonly key: string;
   /** Opens the connection; `signal` ends an opening still under way (it then rejects). */
   connect(signal?: AbortSignal): Promise<PgListenClient>;
@@ -109,5 +132,12 @@ export interface PgListenSource {
    * gets no answer within `timeoutMs`: a link gone silent (a NAT or firewall that dropped it)
    * raises no error, and its waiters would only ever get results from their polls.
    */
-  readonly probe?: { readonly intervalMs: number; readonly timeoutMs: number } | undefined;
+  readonly probe?:
+    | {
+        /** Milliseconds between probes. */
+        readonly intervalMs: number;
+        /** Milliseconds a probe waits for its answer before the connection is replaced. */
+        readonly timeoutMs: number;
+      }
+    | undefined;
 }

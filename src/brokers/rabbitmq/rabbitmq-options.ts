@@ -86,24 +86,39 @@ export interface RabbitMqBrokerOptions {
 
 /** Fully resolved settings. */
 export interface RabbitMqSettings {
+  /** `amqp://` or `amqps://` URL (the option, `CHICORY_BROKER_RABBITMQ_URL`, or built from host, port, user, password, vhost). */
   readonly url: string;
+  /** Prefix of every queue Chicory declares (`CHICORY_BROKER_RABBITMQ_PREFIX`, default `chicory`). */
   readonly prefix: string;
   /** Explicit prefetch, or undefined to follow the consumer's capacity. */
   readonly prefetchCount: number | undefined;
+  /** `x-max-length` of work queues (`CHICORY_BROKER_RABBITMQ_QUEUE_MAX_LENGTH`); null (default): unbounded. */
   readonly queueMaxLength: number | null;
+  /** `x-message-ttl` of work queues in milliseconds (`CHICORY_BROKER_RABBITMQ_MESSAGE_TTL`); null (default): none. */
   readonly messageTtlMs: number | null;
+  /** Durable queues and persistent messages (`CHICORY_BROKER_RABBITMQ_DURABLE`, default true). */
   readonly durable: boolean;
+  /** Type of the queues Chicory declares (`CHICORY_BROKER_RABBITMQ_QUEUE_TYPE`, default `classic`). */
   readonly queueType: RabbitMqQueueType;
+  /** Quorum queues only: `x-delivery-limit` (`CHICORY_BROKER_RABBITMQ_DELIVERY_LIMIT`); null (default): none. */
   readonly deliveryLimit: number | null;
+  /** Classic queues only: `x-max-priority`, 1-255 (`CHICORY_BROKER_RABBITMQ_MAX_PRIORITY`); null (default): no priorities. */
   readonly maxPriority: number | null;
+  /** First reconnect delay in milliseconds, doubled per failed attempt (`CHICORY_BROKER_RABBITMQ_RECONNECT_DELAY`, default 1000, at least 10). */
   readonly reconnectDelayMs: number;
+  /** Longest reconnect delay in milliseconds (`CHICORY_BROKER_RABBITMQ_MAX_RECONNECT_DELAY`, default 5000, at least the first delay). */
   readonly maxReconnectDelayMs: number;
+  /** Milliseconds a publish waits for the broker's confirm before failing (`CHICORY_BROKER_RABBITMQ_PUBLISH_TIMEOUT`, default 10000). */
   readonly publishTimeoutMs: number;
+  /** Delay levels in milliseconds, ascending (default {@link DEFAULT_DELAY_LEVELS_MS}); a delay is rounded up to the next level. */
   readonly delayLevelsMs: readonly number[];
+  /** Queue used by admin calls without a queue (default `default`). */
   readonly defaultQueue: string;
+  /** Name shown for the connections in RabbitMQ, with `:publish`/`:consume` appended (default `chicory`). */
   readonly connectionName: string;
   /** TLS options for `amqps://` (undefined: Node's defaults, certificate verified). */
   readonly tls: Record<string, unknown> | undefined;
+  /** Logger for reconnects and dropped settles (default: silent). */
   readonly logger: Logger;
 }
 

@@ -78,13 +78,21 @@ export interface RedisBrokerOptions extends RedisConnectionOptions {
 
 /** Resolved broker settings. */
 export interface RedisBrokerSettings {
+  /** Prefix of every key (`CHICORY_BROKER_REDIS_KEY_PREFIX`, default `chicory`). */
   readonly keyPrefix: string;
+  /** Consumer group shared by all workers (`CHICORY_BROKER_REDIS_CONSUMER_GROUP`, default `chicory-workers`). */
   readonly consumerGroup: string;
+  /** Milliseconds a read blocks waiting for messages (`CHICORY_BROKER_REDIS_BLOCK_MS`, default 5000, 1-600000). */
   readonly blockMs: number;
+  /** Lease length in milliseconds before another consumer may reclaim a delivery (`CHICORY_BROKER_REDIS_CLAIM_MIN_IDLE_MS`, default 30000, at least 100). */
   readonly claimMinIdleMs: number;
+  /** Entries a consumer reads ahead of its free slots (`CHICORY_BROKER_REDIS_PREFETCH`, default 0, at most 1000). */
   readonly prefetch: number;
+  /** Backlog limit per queue, stream + delayed (`CHICORY_BROKER_REDIS_MAX_STREAM_LENGTH`); 0 (default): no limit. */
   readonly maxStreamLength: number;
+  /** DLQ length limit per queue (`CHICORY_BROKER_REDIS_DLQ_MAX_LENGTH`); 0 (default): no limit. */
   readonly dlqMaxLength: number;
+  /** Milliseconds a publish waits while Redis is unreachable before it rejects (`CHICORY_BROKER_REDIS_PUBLISH_TIMEOUT_MS`, default 10000). */
   readonly publishTimeoutMs: number;
   /** Replicas a publish waits for (0 = none). */
   readonly waitReplicas: number;

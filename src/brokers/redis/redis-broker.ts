@@ -595,6 +595,7 @@ export class RedisBroker implements Broker {
     }
   }
 
+  /** {@inheritDoc BrokerAdmin.getDlqMessages} */
   getDlqMessages(queue = DEFAULT_QUEUE, count = 100): Promise<DlqMessage[]> {
     return this.#admin("getDlqMessages", (c) => admin.getDlqMessages(c.main, this.#keys.get(queue), count), true);
   }
@@ -630,6 +631,7 @@ export class RedisBroker implements Broker {
     );
   }
 
+  /** {@inheritDoc BrokerAdmin.deleteFromDlq} */
   deleteFromDlq(messageId: string, queue = DEFAULT_QUEUE): Promise<boolean> {
     return this.#admin("deleteFromDlq", (c) => admin.deleteFromDlq(c.main, this.#keys.get(queue), messageId));
   }
@@ -639,10 +641,12 @@ export class RedisBroker implements Broker {
     return this.#admin("hasDlqEntry", (c) => admin.hasDlqEntry(c.main, this.#keys.get(queue), messageId), true);
   }
 
+  /** {@inheritDoc BrokerAdmin.purgeDlq} */
   purgeDlq(queue = DEFAULT_QUEUE): Promise<number> {
     return this.#admin("purgeDlq", (c) => admin.purgeDlq(c.main, this.#keys.get(queue)));
   }
 
+  /** {@inheritDoc BrokerAdmin.getDlqCount} */
   getDlqCount(queue = DEFAULT_QUEUE): Promise<number> {
     return this.#admin("getDlqCount", (c) => admin.getDlqCount(c.main, this.#keys.get(queue)), true);
   }
@@ -675,6 +679,7 @@ export class RedisBroker implements Broker {
     return n;
   }
 
+  /** {@inheritDoc BrokerAdmin.getConsumerCount} */
   getConsumerCount(queue = DEFAULT_QUEUE): Promise<number> {
     return this.#admin("getConsumerCount", (c) => admin.getConsumerCount(c.main, this.#keys.get(queue), c.group), true);
   }

@@ -76,8 +76,11 @@ interface Connection {
  * ```
  */
 export class SqliteBroker implements Broker {
+  /** {@inheritDoc Broker.kind} */
   readonly kind = "sqlite";
+  /** {@inheritDoc Broker.capabilities} */
   readonly capabilities: BrokerCapabilities;
+  /** {@inheritDoc Broker.displayUrl} */
   readonly displayUrl: string;
   /** The database file (or `":memory:"`). */
   readonly path: string;
@@ -112,6 +115,7 @@ export class SqliteBroker implements Broker {
     };
   }
 
+  /** {@inheritDoc Broker.bind} */
   bind(binding: BrokerBinding): void {
     this.#codec = binding.codec;
     this.#replayGuard = binding.guardReplay;
@@ -162,6 +166,7 @@ export class SqliteBroker implements Broker {
     }
   }
 
+  /** {@inheritDoc Broker.publish} */
   async publish(queue: string, message: OutgoingMessage): Promise<PublishResult> {
     assertValidName(queue, "queue");
     const { store } = this.#connected();
@@ -190,6 +195,7 @@ export class SqliteBroker implements Broker {
     return { published: isPublished };
   }
 
+  /** {@inheritDoc Broker.consumer} */
   consumer(options: ConsumerOptions): Consumer {
     if (options.queues.length === 0) throw new ConfigurationError("a SQLite consumer needs at least one queue");
     for (const queue of options.queues) assertValidName(queue, "queue");
@@ -198,6 +204,7 @@ export class SqliteBroker implements Broker {
     return consumer;
   }
 
+  /** {@inheritDoc BrokerAdmin.getDlqMessages} */
   async getDlqMessages(queue = DEFAULT_QUEUE, count = 100): Promise<DlqMessage[]> {
     const size = dlqListCount("getDlqMessages", count);
     return toDlqMessages(this.#admin("list DLQ", (admin) => admin.dlqList(queue, size)));
@@ -218,6 +225,7 @@ export class SqliteBroker implements Broker {
     return toDlqMessages(this.#admin("list DLQ", (admin) => admin.dlqListAfter(queue, afterId, size)));
   }
 
+  /** {@inheritDoc BrokerAdmin.replayFromDlq} */
   async replayFromDlq(messageId: string, queue?: string, resetRetries = true): Promise<boolean> {
     const id = parseRowId(messageId);
     if (id === undefined) return false;
@@ -245,42 +253,51 @@ export class SqliteBroker implements Broker {
     return row !== undefined && row.queue === queue;
   }
 
+  /** {@inheritDoc BrokerAdmin.deleteFromDlq} */
   async deleteFromDlq(messageId: string, queue?: string): Promise<boolean> {
     const id = parseRowId(messageId);
     if (id === undefined) return false;
     return this.#admin("delete from DLQ", (admin) => admin.dlqDelete(id, queue ?? null));
   }
 
+  /** {@inheritDoc BrokerAdmin.purgeDlq} */
   async purgeDlq(queue = DEFAULT_QUEUE): Promise<number> {
     return this.#admin("purge DLQ", (admin) => admin.dlqPurge(queue));
   }
 
+  /** {@inheritDoc BrokerAdmin.getDlqCount} */
   async getDlqCount(queue = DEFAULT_QUEUE): Promise<number> {
     return this.#admin("count DLQ", (admin) => admin.dlqCount(queue));
   }
 
+  /** {@inheritDoc BrokerAdmin.getPendingCount} */
   async getPendingCount(queue = DEFAULT_QUEUE): Promise<number> {
     return this.#admin("count pending", (admin) => admin.pendingCount(queue, Date.now()));
   }
 
+  /** {@inheritDoc BrokerAdmin.getQueueSize} */
   async getQueueSize(queue = DEFAULT_QUEUE): Promise<number> {
     return this.#admin("count queue", (admin) => admin.waitingCount(queue, Date.now()));
   }
 
+  /** {@inheritDoc BrokerAdmin.getConsumerCount} */
   async getConsumerCount(queue = DEFAULT_QUEUE): Promise<number> {
     return this.#admin("count consumers", (admin) => admin.consumerCount(queue));
   }
 
+  /** {@inheritDoc BrokerAdmin.purgeQueue} */
   async purgeQueue(queue = DEFAULT_QUEUE): Promise<number> {
     return this.#admin("purge queue", (admin) => admin.purgeQueue(queue, Date.now()));
   }
 
+  /** {@inheritDoc BrokerAdmin.cleanupStaleClients} */
   async cleanupStaleClients(queue = DEFAULT_QUEUE, staleSeconds = 300): Promise<number> {
     const idleMs = staleMs(staleSeconds);
     const now = Date.now();
     return this.#admin("clean up consumers", (admin) => admin.cleanupConsumers(queue, now - idleMs, now));
   }
 
+  /** {@inheritDoc BrokerAdmin.healthcheck} */
   async healthcheck(): Promise<HealthStatus> {
     const connection = this.#connection;
     if (!connection) return { connected: false, error: `sqlite broker ${this.displayUrl} is not connected` };

@@ -23,8 +23,11 @@ type Callback<T> = (error: unknown, value: T) => void;
 
 /** A pooled mysql2 connection (callback API), as far as the backend uses it. */
 interface MysqlConnectionLike {
+  /** Runs a statement (the backend sets the session time zone with it). */
   query(sql: string, callback?: Callback<unknown>): unknown;
+  /** Gives the connection back to the pool. */
   release(): void;
+  /** Closes the connection instead of giving it back (one older than `poolRecycle`). */
   destroy(): void;
   /** Its socket. */
   readonly stream?: SocketLike | undefined;
@@ -32,8 +35,11 @@ interface MysqlConnectionLike {
 
 /** The little of a mysql2 callback pool the backend uses (an injected pool must offer this). */
 export interface MysqlPoolLike {
+  /** Checks a connection out (the backend adds a `poolTimeout` and a `poolRecycle` check). */
   getConnection(callback: Callback<MysqlConnectionLike>): void;
+  /** Closes the pool and its connections. */
   end(callback: (error: unknown) => void): void;
+  /** Listens for each new connection (its socket is noted, its time zone set to UTC). */
   on(event: "connection", listener: (connection: MysqlConnectionLike) => void): unknown;
 }
 

@@ -30,9 +30,18 @@ import type { PgListenClient, SqlConnection, SqlDatabase, SqlDialect } from "../
 
 /** The little of a `pg.Pool` the backend uses (an injected pool must offer this). */
 export interface PgPoolLike {
-  connect(): Promise<{ query: unknown; release(error?: unknown): void }>;
+  /** Checks a client out. */
+  connect(): Promise<{
+    /** The client's `query` method. */
+    query: unknown;
+    /** Gives the client back to the pool (discarded when given an error). */
+    release(error?: unknown): void;
+  }>;
+  /** Closes the pool and its clients. */
   end(): Promise<void>;
+  /** Listens for errors of idle clients (handled, so they never crash the process). */
   on(event: "error", listener: (error: Error) => void): unknown;
+  /** Listens for each new client (the backend handles its errors and lowers its `statement_timeout`). */
   on(
     event: "connect",
     listener: (client: {
@@ -40,8 +49,13 @@ export interface PgPoolLike {
       query?(text: string, values: readonly unknown[]): Promise<unknown>;
     }) => void,
   ): unknown;
+  /** Clients the pool holds, idle or checked out (tells a full pool's checkout timeout apart). */
   readonly totalCount: number;
-  readonly options?: { readonly max?: number };
+  /** The pool's settings, as far as the backend reads them. */
+  readonly options?: {
+    /** Most clients the pool opens (taken as 10 when absent). */
+    readonly max?: number;
+  };
 }
 
 interface PgModule {

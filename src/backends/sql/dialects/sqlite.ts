@@ -17,8 +17,11 @@ import type { SqlConnection, SqlDatabase, SqlDialect } from "../sql-types.js";
 
 /** The little of a better-sqlite3 `Database` the backend uses directly. */
 export interface SqliteDatabaseLike {
+  /** Runs a PRAGMA (`busy_timeout`; `data_version` with `simple: true`, the first column only). */
   pragma(source: string, options?: { simple?: boolean }): unknown;
+  /** Closes the database (when the backend opened it). */
   close(): unknown;
+  /** Compiles a statement (memoized by SQL text for kysely). */
   prepare(sql: string): unknown;
 }
 

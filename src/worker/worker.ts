@@ -127,6 +127,11 @@ const FETCH_BACKOFF_FIRST_MS = 100;
 const FETCH_BACKOFF_MAX_MS = 1000;
 /** A handler still running this long after its attempt ended is logged (it ignores ctx.signal). */
 const LINGER_WARN_MS = 1000;
+/**
+ * A handler a forced stop aborted that has not returned this long after is logged as left
+ * running (the stop does not wait for it).
+ */
+const LEFT_BEHIND_WARN_MS = 250;
 /** When the first stale-worker cleanup runs after a start (±15 %), unless `cleanupInterval` is shorter. */
 const FIRST_CLEANUP_MS = 60_000;
 /** While fetches keep failing, one log line per this long. */
@@ -987,14 +992,27 @@ export class Worker {
   async #linger(handler: Promise<void>, message: TaskMessage | null): Promise<void> {
     // A forced stop stops waiting for running handlers: it does not wait for these either.
     const stop = this.#shutdownAbort.signal;
-    if ((await untilSettledOrAborted(handler, stop, LINGER_WARN_MS)) !== "timeout") return;
-    this.#logger.warn(
-      { taskId: message?.id, task: message?.name, running: this.#slots.running },
-      "a handler goes on after its attempt ended (it does not stop on ctx.signal): its slot stays taken until it returns",
-    );
-    if ((await untilSettledOrAborted(handler, stop)) === "settled") {
-      this.#logger.info({ taskId: message?.id, task: message?.name }, "a handler that outlived its attempt returned");
+    const first = await untilSettledOrAborted(handler, stop, LINGER_WARN_MS);
+    if (first === "settled") return;
+    if (first === "timeout") {
+      this.#logger.warn(
+        { taskId: message?.id, task: message?.name, running: this.#slots.running },
+        "a handler goes on after its attempt ended (it does not stop on ctx.signal): its slot stays taken until it returns",
+      );
+      if ((await untilSettledOrAborted(handler, stop)) === "settled") {
+        this.#logger.info({ taskId: message?.id, task: message?.name }, "a handler that outlived its attempt returned");
+        return;
+      }
     }
+    // A stop past its timeout stops waiting for it: said, when it has not returned shortly
+    // after (a handler that ignores its abort runs on in the background)
+    void settlesWithin(handler, LEFT_BEHIND_WARN_MS).then((settled) => {
+      if (settled) return;
+      this.#logger.warn(
+        { taskId: message?.id, task: message?.name },
+        "the stop left a handler running in the background: its attempt ended, but it does not stop on ctx.signal (its outcome is settled already; what it does from now on is not tracked)",
+      );
+    });
   }
 
   /** The stack of a failed attempt's error, at DEBUG level (the warning has its type and message). */

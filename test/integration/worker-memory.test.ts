@@ -1364,6 +1364,8 @@ describe("Worker on the memory broker", () => {
     expect(secondStarted).toBe(false); // the hooks keep their order past the deadline
     expect(worker.isRunning).toBe(false);
     expect(warnings.some((w) => w.startsWith("shutdown deadline: the shutdown hooks"))).toBe(true);
+    // the handler that ignores its abort is said to be left running (as the README says)
+    await eventually(() => warnings.some((w) => w.startsWith("the stop left a handler running in the background")));
     // Started again while that shutdown's tail still runs: its late disconnect, once the hook
     // ends, must not take the restarted worker's connections.
     await worker.start();

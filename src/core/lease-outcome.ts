@@ -15,4 +15,11 @@ export const OUTCOME_STORED_OWNERLESS =
 
 /** The broker lost the message and a final record is there: this run's outcome is not stored. */
 export const OUTCOME_FINAL_THERE =
-  "the broker no longer holds this job's message and the task already has a final record (a worker that took the job over finished it): this run's outcome is not stored";
+  "the broker no longer holds this job's message and the task already has a final record (a worker that took the job over finished it, or this run's own, stored while the broker was away): this run's outcome is not stored again";
+
+/**
+ * As {@link OUTCOME_FINAL_THERE}, the final record in the state this run ended in: most likely
+ * its own, stored before (a retried step after an outage); nothing is amiss.
+ */
+export const OUTCOME_SAME_THERE =
+  "the broker no longer holds this job's message and the task's final record already says what this run ended with (stored before, e.g. while the broker was away): not stored again";

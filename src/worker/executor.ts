@@ -55,7 +55,12 @@ import type { Chicory } from "../app.js";
 import { resultStampOf, type StoredError, type TaskRecord, terminalStateOf } from "../backends/backend.js";
 import type { Delivery } from "../brokers/broker.js";
 import { isoNow } from "../core/clock.js";
-import { OUTCOME_FINAL_THERE, OUTCOME_LEFT_TO_NEW_OWNER, OUTCOME_STORED_OWNERLESS } from "../core/lease-outcome.js";
+import {
+  OUTCOME_FINAL_THERE,
+  OUTCOME_LEFT_TO_NEW_OWNER,
+  OUTCOME_SAME_THERE,
+  OUTCOME_STORED_OWNERLESS,
+} from "../core/lease-outcome.js";
 import type { Logger } from "../core/logger.js";
 import { type TaskMessage, truncateError } from "../core/message.js";
 import { recordRefusal } from "../core/record-refused.js";
@@ -568,7 +573,10 @@ async function mayStore(ctx: ExecutionContext, state: string, taskId: string): P
       ctx.logger.warn(fields, OUTCOME_STORED_OWNERLESS);
       return true;
     }
-    ctx.logger.warn({ ...fields, storedState: final }, OUTCOME_FINAL_THERE);
+    // the state this run ended in: most likely its own record, stored by an earlier try of
+    // this step (the broker restarted meanwhile): no cause for a warning
+    if (final === state) ctx.logger.info({ ...fields, storedState: final }, OUTCOME_SAME_THERE);
+    else ctx.logger.warn({ ...fields, storedState: final }, OUTCOME_FINAL_THERE);
     return false;
   }
   ctx.logger.warn(fields, OUTCOME_LEFT_TO_NEW_OWNER);

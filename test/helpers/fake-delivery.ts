@@ -11,6 +11,8 @@ import { DeadLetterQueueFullError } from "../../src/errors.js";
 export interface FakeOptions {
   /** `holdsLease()` answers this (absent: the delivery has no such method). */
   readonly holdsLease?: boolean;
+  /** `leaseState()` answers this (absent: the delivery has no such method). */
+  readonly leaseState?: "held" | "taken" | "ownerless";
   /** Every settle call rejects. */
   readonly failing?: boolean;
   /** The DLQ move rejects as a full DLQ refuses it. */
@@ -53,6 +55,7 @@ export function fakeDelivery(withRecords: boolean, options: FakeOptions = {}) {
     },
     release: (release) => call(release?.countDelivery ? "release(counted)" : "release"),
     ...(options.holdsLease === undefined ? {} : { holdsLease: async () => options.holdsLease === true }),
+    ...(options.leaseState === undefined ? {} : { leaseState: async () => options.leaseState ?? "held" }),
     ...(withRecords
       ? {
           ackWithRecord: async (record: TaskRecord) => {

@@ -261,6 +261,44 @@ describe("executeActions: leases, failed steps, publishes", () => {
     }
   });
 
+  it("the broker lost the message and a final record is there: not stored again; its own state said at info, another at warn", async () => {
+    for (const [storedState, level] of [
+      ["SUCCESS", "info"], // most likely this run's own, stored by an earlier try (a broker restart)
+      ["FAILURE", "warn"],
+    ] as const) {
+      const backend = new MemoryBackend();
+      const app = new Chicory({ broker: new MemoryBroker(), backend, config: { env: {} } });
+      await app.connect();
+      await backend.storeResult({ taskId: "task-1", state: storedState, updatedAt: new Date().toISOString() });
+      const fake = fakeDelivery(false, { leaseState: "ownerless" });
+      const lines: Array<[string, string]> = [];
+      const logger = {
+        ...silentLogger,
+        info: (_: unknown, msg?: string) => void lines.push(["info", msg ?? ""]),
+        warn: (_: unknown, msg?: string) => void lines.push(["warn", msg ?? ""]),
+      };
+      const outcome = { kind: "success", value: 1 } as const;
+      const settleMode = {
+        deliveryMode: "at_least_once",
+        useDeadLetterQueue: false,
+        alreadyAcked: false,
+        acksCarryRecords: false,
+      } as const;
+      await executeActions(settle(outcome, settleMode), {
+        delivery: fake.delivery,
+        attempt: { outcome, message, task: null, alreadyAcked: false },
+        app,
+        logger,
+        stopSignal: new AbortController().signal,
+      });
+      // before: "a worker that took the job over finished it", at warn, for its own record too
+      expect(lines).toEqual([[level, expect.stringContaining("the broker no longer holds this job's message")]]);
+      expect((await backend.getResult("task-1"))?.state).toBe(storedState);
+      expect(fake.calls).toEqual(["ack"]);
+      await app.disconnect();
+    }
+  });
+
   it("a message done earlier in this worker: its SUCCESS stored unless one is there, then a plain ack", async () => {
     for (const carry of [false, true]) {
       const stored = await run({ kind: "done", value: 42 }, carry, false, carry);

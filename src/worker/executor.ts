@@ -435,7 +435,15 @@ async function retrying(
     const holds = scheduled === undefined && gate?.backendDown === true && ctx.attempt.outcome.kind !== "rejected";
     const delay = holds ? HELD_RECORD_RETRY_MS : scheduled;
     if (delay === undefined || ctx.stopSignal.aborted || ctx.isConsumerClosed?.() === true) {
-      ctx.logger.error({ taskId, step: action.type, err: toError(error).message }, "settling step failed; giving up");
+      if (action.type === "release") {
+        // nothing is lost: the message stays pending, and comes back once its lease expires
+        ctx.logger.warn(
+          { taskId, queue: ctx.delivery.queue, step: action.type, err: toError(error).message },
+          "could not give the message back to its queue (the broker did not answer): it is delivered again once its lease expires",
+        );
+      } else {
+        ctx.logger.error({ taskId, step: action.type, err: toError(error).message }, "settling step failed; giving up");
+      }
       return false;
     }
     if (!holds) {

@@ -446,6 +446,13 @@ describe("executeActions: leases, failed steps, publishes", () => {
     expect(calls).toEqual(["release"]);
   });
 
+  it("a release that fails at a stop is said as what it is (the message comes back after its lease), not 'giving up'", async () => {
+    const { calls, logs } = await run({ kind: "aborted", error }, false, false, true, { failing: true, stopped: true });
+    expect(calls).toEqual(["release"]);
+    // before: "settling step failed; giving up", at error level, which reads as a lost job
+    expect(logs).toEqual([expect.stringMatching(/^could not give the message back .*once its lease expires$/)]);
+  });
+
   it("publishes an at_most_once retry once, even when the publish fails", async () => {
     const outcome = { kind: "retry", error, delayMs: 0 } as const;
     const backend = new MemoryBackend();

@@ -941,6 +941,9 @@ export class Worker {
           task: typeof named?.name === "string" ? named.name : undefined,
           queue: delivery.queue,
           ...(outcome.kind === "rejected" ? { deliveryId: delivery.deliveryId } : {}),
+          ...(attempt.message ? { retries: attempt.message.retries } : {}),
+          // where the message goes: the DLQ, or acknowledged and gone (its record says FAILURE)
+          deadLettered: settleMode.useDeadLetterQueue,
           errorType: outcome.error.type,
           ...(outcome.error.code === undefined ? {} : { errorCode: outcome.error.code }),
           error: outcome.error.message,
@@ -953,6 +956,9 @@ export class Worker {
         {
           taskId: attempt.message?.id,
           task: attempt.message?.name,
+          queue: delivery.queue,
+          retry: (attempt.message?.retries ?? 0) + 1,
+          maxRetries: attempt.task?.retryPolicy.maxRetries,
           delayMs: Math.round(outcome.delayMs),
           errorType: outcome.error.type,
           ...(outcome.error.code === undefined ? {} : { errorCode: outcome.error.code }),
@@ -961,6 +967,19 @@ export class Worker {
         "task will retry",
       );
       this.#logStack(attempt.message?.id, outcome.error);
+    } else if (outcome.kind === "aborted") {
+      // (a stop past its timeout, a lost lease, a run another worker finished: said by the error)
+      this.#logger.warn(
+        {
+          taskId: attempt.message?.id,
+          task: attempt.message?.name,
+          queue: delivery.queue,
+          error: outcome.error.message,
+        },
+        attempt.alreadyAcked
+          ? "task aborted: it ends FAILURE (at_most_once: its message was acknowledged before the run and is not run again)"
+          : "task aborted: its outcome is not stored here; the message is delivered again (given back to the queue, or another worker's already)",
+      );
     }
     // The slot frees now; the outcome is stored and acknowledged in the background (after the
     // run's own STARTED write, when one is still in flight: see STARTED_WRITE_WAIT_MS).

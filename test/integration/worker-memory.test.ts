@@ -233,10 +233,24 @@ describe("Worker on the memory broker", () => {
     const r = await flaky.delay();
     await expect(r.get({ timeout: 5 })).rejects.toBeInstanceOf(TaskFailedError);
     const retry = lines.find((l) => l.message === "task will retry");
-    expect(retry?.fields).toMatchObject({ taskId: r.taskId, errorType: "TypeError", error: "attempt 1" });
+    // where and which retry, as an operator needs them
+    expect(retry?.fields).toMatchObject({
+      taskId: r.taskId,
+      queue: "default",
+      retry: 1,
+      maxRetries: 1,
+      errorType: "TypeError",
+      error: "attempt 1",
+    });
     await eventually(() => lines.some((l) => l.message === "task failed"));
     const failed = lines.find((l) => l.message === "task failed");
-    expect(failed?.fields).toMatchObject({ taskId: r.taskId, errorType: "TypeError", error: "attempt 2" });
+    expect(failed?.fields).toMatchObject({
+      taskId: r.taskId,
+      retries: 1,
+      deadLettered: false, // (no DLQ: acknowledged, its record FAILURE)
+      errorType: "TypeError",
+      error: "attempt 2",
+    });
     const stacks = lines.filter((l) => l.level === "debug" && l.message === "error stack");
     expect(stacks.map((l) => String(l.fields.stack).split("\n")[0])).toEqual([
       "TypeError: attempt 1",
@@ -1364,6 +1378,10 @@ describe("Worker on the memory broker", () => {
     expect(secondStarted).toBe(false); // the hooks keep their order past the deadline
     expect(worker.isRunning).toBe(false);
     expect(warnings.some((w) => w.startsWith("shutdown deadline: the shutdown hooks"))).toBe(true);
+    // the run the stop aborted is named, with what becomes of its message
+    expect(warnings).toContain(
+      "task aborted: its outcome is not stored here; the message is delivered again (given back to the queue, or another worker's already)",
+    );
     // the handler that ignores its abort is said to be left running (as the README says)
     await eventually(() => warnings.some((w) => w.startsWith("the stop left a handler running in the background")));
     // Started again while that shutdown's tail still runs: its late disconnect, once the hook

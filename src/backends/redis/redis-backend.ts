@@ -691,8 +691,9 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   /**
    * The stored texts of `ids` (one MGET). A Redis user refused one of the keys (`NOPERM`: a key
    * outside its patterns) would wait out every timeout as if Redis were away, since no retry
-   * can end that: each refused id maps to the error naming its key in `out` (its waiters reject
-   * with it at once), read one by one when several were asked, and counts as found (`undefined`).
+   * can end that: the keys are then read one by one (GET; the refusal may be of MGET itself),
+   * and each refused id maps to the error naming its key in `out` (its waiters reject with it
+   * at once) and counts as found (`undefined`). A key of another type reads as nil, as in MGET.
    */
   async #readRecords(
     main: RedisClientLike,
@@ -704,13 +705,11 @@ export class RedisBackend implements Backend, RedisRecordWriter {
       return (await main.call("MGET", ...keys)) as Array<string | null>;
     } catch (error) {
       if (!isNoPermError(error)) throw error;
-      if (ids.length === 1) {
-        out.set(ids[0] as string, this.#refusedRead(keys[0] as string, error));
-        return [undefined];
-      }
       const reads = await Promise.allSettled(keys.map((key) => main.call("GET", key)));
       return reads.map((read, i) => {
         if (read.status === "fulfilled") return read.value as string | null;
+        // (nil, as MGET answers it: #findForeignKeys then names the key's type)
+        if (isWrongType(read.reason)) return null;
         if (!isNoPermError(read.reason)) throw read.reason;
         out.set(ids[i] as string, this.#refusedRead(keys[i] as string, read.reason));
         return undefined;

@@ -281,6 +281,30 @@ describe.skipIf(skip)("redis with a limited ACL user", () => {
     );
     await backend.storeResult(successRecord("ok-1", 7));
     expect(await allowed).toMatchObject({ state: "SUCCESS", result: 7 });
+    // with a key of another type in the same poll: still named as such, the refused one too
+    const raw = rawRedis();
+    cleanups.push(() => raw.disconnect());
+    await raw.hset(`${prefix}:result:ok-hash`, "a", "1");
+    const waits = ["no-2", "ok-hash"].map((id) => backend.waitForResult(id, { timeoutMs: 8000, pollIntervalMs: 50 }));
+    await expect(waits[0]).rejects.toThrow(/may not read the result at .*:result:no-2: NOPERM/);
+    await expect(waits[1]).rejects.toThrow(/holds a Redis hash, not a string/);
+  });
+
+  it("a user refused MGET itself reads results one by one: waits go on, alone or together", async () => {
+    const prefix = testPrefix();
+    cleanups.push(() => deletePrefix(prefix));
+    const { url } = await aclUser(cleanups, "~*", "&*", "+@all", "-mget");
+    const backend = new RedisBackend({ url, keyPrefix: prefix, env: {}, logger: silentLogger });
+    await backend.connect();
+    cleanups.push(() => backend.disconnect());
+    for (const ids of [["a1"], ["b1", "b2"]]) {
+      const waits = ids.map((id) => backend.waitForResult(id, { timeoutMs: 8000, pollIntervalMs: 50 }));
+      for (const id of ids) await backend.storeResult(successRecord(id, id));
+      // before: a lone wait failed as "may not read the result"
+      expect(await Promise.all(waits)).toEqual(
+        ids.map((id) => expect.objectContaining({ state: "SUCCESS", result: id })),
+      );
+    }
   });
 
   it("a cleanup whose XINFO is refused fails and says so, instead of reporting 0 stale consumers", async () => {

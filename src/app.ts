@@ -177,13 +177,15 @@ type HandlerFor<O> =
  * a {@link TaskContext} would get the first argument there (the context is passed only with
  * that option); the type says so at the registration, not at each `delay()`. (`any` passes.)
  */
-type NoContextFirst<A extends readonly unknown[]> = A extends readonly [infer First, ...unknown[]]
+type NoContextFirst<A extends readonly unknown[]> = A extends readonly [(infer First)?, ...unknown[]]
   ? 0 extends 1 & First
     ? unknown
-    : [First] extends [TaskContext]
+    : IsContext<Exclude<First, undefined>> extends true
       ? { "its first parameter is a TaskContext: register it with the option { context: true }": never }
       : unknown
   : unknown;
+/** Whether `T` (a first parameter's type, optional or not) is a {@link TaskContext}; `never` is not. */
+type IsContext<T> = [T] extends [never] ? false : [T] extends [TaskContext] ? true : false;
 
 /**
  * `delay()`'s arguments under the general overload: the argument schema's input when it is known,

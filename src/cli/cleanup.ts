@@ -28,15 +28,21 @@ export function runCleanupCommand(spec: string, opts: CleanupCommandOptions): Pr
     const consumers: Record<string, number> = Object.create(null);
     const totalConsumers = () => Object.values(consumers).reduce((a, b) => a + b, 0);
     let workers = 0;
+    let isCleaningWorkers = false;
     try {
       for (const queue of queues) consumers[queue] = await app.broker.cleanupStaleClients(queue, staleSeconds);
+      isCleaningWorkers = true;
       if (backend) workers = await backend.cleanupStaleClients(staleSeconds);
     } catch (error) {
       // what was removed before a later step failed (a backend the user may not write, a
       // queue's XINFO refused) is said, not lost with the error
       const done = Object.keys(consumers);
+      // (the worker records go in batches: some may be gone when a later batch fails)
+      const records = isCleaningWorkers
+        ? "the worker records' cleanup failed, some may be removed"
+        : "no worker record removed";
       printInfo(
-        `removed ${totalConsumers()} stale consumer(s) before the failure below (queues cleaned: ${done.length > 0 ? done.join(", ") : "none"}; no worker record removed)`,
+        `removed ${totalConsumers()} stale consumer(s) before the failure below (queues cleaned: ${done.length > 0 ? done.join(", ") : "none"}; ${records})`,
       );
       throw error;
     }

@@ -54,6 +54,10 @@ describe("task typing", () => {
     app.task(async function no_option(ctx: TaskContext, a: number) {
       return ctx.retries + a;
     });
+    // @ts-expect-error an optional context parameter too
+    app.task(function optional_ctx(ctx?: TaskContext) {
+      return ctx?.retries;
+    });
     // @ts-expect-error the same with options that leave context out
     app.task({ name: "no_option_2", queue: "q" }, async (ctx: TaskContext, a: number) => ctx.retries + a);
     // shared defaults written with satisfies keep delay() typed
@@ -65,6 +69,15 @@ describe("task typing", () => {
       return a.taskId + b;
     });
     expectTypeOf(other.delay).parameters.toEqualTypeOf<[{ taskId: string }, number]>();
+    app.task(function never_first(_a: never) {
+      return 1;
+    });
+    app.task(function undefined_first(_a: undefined, b: number) {
+      return b;
+    });
+    app.task(function rest(...args: unknown[]) {
+      return args.length;
+    });
     // biome-ignore lint/suspicious/noExplicitAny: a parameter typed any is not taken for a context
     app.task(async function loose(a: any) {
       return String(a);

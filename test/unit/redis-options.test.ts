@@ -130,6 +130,12 @@ describe("redis connection options", () => {
       /P_HOST: expected a host name or address, got "redis:\/\/:\*\*\*@h:6379": a URL goes in P_URL/,
     );
     expect(() => resolveRedisConnection({ host: "h:1" }, {}, "P")).toThrow(/^host: expected a host name/);
+    expect(() => resolveRedisConnection({ host: "[127.0.0.1]" }, {}, "P")).toThrow(
+      /brackets are for an IPv6 address only/,
+    );
+    expect(() => resolveRedisConnection({}, env("/tmp/redis.sock"), "P")).toThrow(
+      /P_HOST: .*a Unix socket is reached through a client: client: new Redis\(\{ path \}\)/,
+    );
   });
 
   it("integer variables are decimal digits: hex and exponents are refused, as the CLI's flags refuse them", () => {

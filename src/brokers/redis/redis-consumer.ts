@@ -1004,7 +1004,9 @@ export class RedisConsumer implements Consumer {
           if (isNoGroupError(error)) q.hasGroup = false; // the next fetch re-creates it
           // (wrapped: the error then names a script an ACL refuses, and holds no password)
           const err = this.#ctx.wrapError("lease renewal", error).message;
-          this.#logger.warn({ queue: q.keys.queue, err }, "redis lease renewal failed; will retry");
+          // one the consumer's close cut (Redis not answering at a stop): nothing more to renew
+          if (this.#isClosed) this.#logger.debug({ queue: q.keys.queue, err }, "redis lease renewal cut by the close");
+          else this.#logger.warn({ queue: q.keys.queue, err }, "redis lease renewal failed; will retry");
         }
       }
     } finally {

@@ -376,6 +376,8 @@ async function failInstead(ctx: ExecutionContext, error: StoredError): Promise<v
       taskId: message?.id,
       task: message?.name,
       queue: ctx.delivery.queue,
+      ...(message ? { retries: message.retries } : {}),
+      deadLettered: mode.useDeadLetterQueue,
       errorType: error.type,
       error: error.message,
     },
@@ -461,7 +463,7 @@ async function retrying(
     // take the backend's whole query timeout); the loop gives up
     if (holds && ctx.stopSignal.aborted) continue;
     try {
-      await runAction(action, ctx);
+      await runAction(action, ctx, true);
       return true;
     } catch (next) {
       error = next;
@@ -564,7 +566,7 @@ function recordOf(
  * message (`ownerless`: nobody will run it again) and the task already has a final record.
  * Logged here.
  */
-async function mayStore(ctx: ExecutionContext, state: string, taskId: string): Promise<boolean> {
+async function mayStore(ctx: ExecutionContext, state: string, taskId: string, isRetry: boolean): Promise<boolean> {
   const { delivery, attempt } = ctx;
   if (attempt.alreadyAcked) return true;
   const lease = delivery.leaseState
@@ -581,9 +583,10 @@ async function mayStore(ctx: ExecutionContext, state: string, taskId: string): P
       ctx.logger.warn(fields, OUTCOME_STORED_OWNERLESS);
       return true;
     }
-    // the state this run ended in: most likely its own record, stored by an earlier try of
-    // this step (the broker restarted meanwhile): no cause for a warning
-    if (final === state) ctx.logger.info({ ...fields, storedState: final }, OUTCOME_SAME_THERE);
+    // on a try after a failed one, the state this run ended in: most likely its own record,
+    // stored by that try (its reply lost) or by the record gate while the broker was away: no
+    // cause for a warning (on a first try, it is another run's: a job that ran twice)
+    if (isRetry && final === state) ctx.logger.info({ ...fields, storedState: final }, OUTCOME_SAME_THERE);
     else ctx.logger.warn({ ...fields, storedState: final }, OUTCOME_FINAL_THERE);
     return false;
   }
@@ -625,7 +628,8 @@ async function releaseClearingStarted(ctx: ExecutionContext): Promise<void> {
   if (seen && taskId !== undefined) await bounded(async () => backend?.deleteResultIf?.(taskId, seen), "delete");
 }
 
-async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
+/** Runs one step; `isRetry`: a try after a failed one of the same step (see {@link mayStore}). */
+async function runAction(action: Action, ctx: ExecutionContext, isRetry = false): Promise<void> {
   const { delivery, attempt, app } = ctx;
   const { outcome, message } = attempt;
   switch (action.type) {
@@ -633,7 +637,7 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
       const backend = app.backend;
       const target = recordTarget(attempt);
       if (!backend || !target) return;
-      if (!(await mayStore(ctx, action.state, target.id))) return;
+      if (!(await mayStore(ctx, action.state, target.id, isRetry))) return;
       await backend.storeResult(recordOf(action, attempt, target));
       return;
     }
@@ -645,7 +649,7 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
         return;
       }
       // A delivery without the one-call ack (e.g. wrapped by the caller): store, then ack.
-      await runAction({ ...action, type: "store" }, ctx);
+      await runAction({ ...action, type: "store" }, ctx, isRetry);
       await delivery.ack();
       return;
     }
@@ -682,7 +686,7 @@ async function runAction(action: Action, ctx: ExecutionContext): Promise<void> {
         await delivery.deadLetterWithRecord(errorText(ctx), recordOf(action, attempt, target));
         return;
       }
-      await runAction({ ...action, type: "store" }, ctx);
+      await runAction({ ...action, type: "store" }, ctx, isRetry);
       await delivery.deadLetter(errorText(ctx));
       return;
     }

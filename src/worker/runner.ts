@@ -210,6 +210,10 @@ function unwatchShutdown(signal: AbortSignal, run: AttemptAbort): void {
 }
 
 const SHUT_DOWN = "worker shut down before the task ended";
+/** The message of a run's {@link TaskAbortedError} when a forced stop aborted it. */
+export const ABORTED_BY_STOP = SHUT_DOWN;
+/** The message of a run's {@link TaskAbortedError} when another worker finished its task. */
+export const ABORTED_FINISHED_ELSEWHERE = "another worker that took this message over finished the task";
 
 function ignore(): void {}
 
@@ -234,7 +238,7 @@ async function attempt(
     }
     env.isFinished?.(message.id).then(
       (isFinished) => {
-        if (isFinished) run.abort(new TaskAbortedError("another worker that took this message over finished the task"));
+        if (isFinished) run.abort(new TaskAbortedError(ABORTED_FINISHED_ELSEWHERE));
       },
       () => undefined, // unknown: the run goes on, and its outcome is stored unless a final one is there
     );

@@ -32,7 +32,7 @@ import { EarlierSuccesses } from "./earlier-successes.js";
 import { executeActions } from "./executor.js";
 import { type Loop, startLoop } from "./loops.js";
 import { RecordGate } from "./record-gate.js";
-import { type Attempt, type RunnerEnv, runDelivery } from "./runner.js";
+import { ABORTED_BY_STOP, ABORTED_FINISHED_ELSEWHERE, type Attempt, type RunnerEnv, runDelivery } from "./runner.js";
 import { settle } from "./settle.js";
 import { JobSlots } from "./slots.js";
 import { StartedMarker } from "./started.js";
@@ -131,7 +131,7 @@ const LINGER_WARN_MS = 1000;
  * A handler a forced stop aborted that has not returned this long after is logged as left
  * running (the stop does not wait for it).
  */
-const LEFT_BEHIND_WARN_MS = 250;
+const LEFT_BEHIND_WARN_MS = 500;
 /** When the first stale-worker cleanup runs after a start (±15 %), unless `cleanupInterval` is shorter. */
 const FIRST_CLEANUP_MS = 60_000;
 /** While fetches keep failing, one log line per this long. */
@@ -968,18 +968,28 @@ export class Worker {
       );
       this.#logStack(attempt.message?.id, outcome.error);
     } else if (outcome.kind === "aborted") {
-      // (a stop past its timeout, a lost lease, a run another worker finished: said by the error)
-      this.#logger.warn(
-        {
-          taskId: attempt.message?.id,
-          task: attempt.message?.name,
-          queue: delivery.queue,
-          error: outcome.error.message,
-        },
-        attempt.alreadyAcked
-          ? "task aborted: it ends FAILURE (at_most_once: its message was acknowledged before the run and is not run again)"
-          : "task aborted: its outcome is not stored here; the message is delivered again (given back to the queue, or another worker's already)",
-      );
+      const fields = {
+        taskId: attempt.message?.id,
+        task: attempt.message?.name,
+        queue: delivery.queue,
+        error: outcome.error.message,
+      };
+      if (attempt.alreadyAcked) {
+        this.#logger.warn(
+          fields,
+          "task aborted: it ends FAILURE (at_most_once: its message was acknowledged before the run and is not run again)",
+        );
+      } else if (outcome.error.message === ABORTED_BY_STOP) {
+        // routine at a forced stop (one line per run; the stop's own warning counts them)
+        this.#logger.info(fields, "task aborted by the stop: its message is given back to its queue, to run again");
+      } else if (outcome.error.message === ABORTED_FINISHED_ELSEWHERE) {
+        this.#logger.info(fields, "task aborted: a worker that took its message over finished it");
+      } else {
+        this.#logger.warn(
+          fields,
+          "task aborted: another worker took its message over (its lease was lost); this run's outcome is not stored",
+        );
+      }
     }
     // The slot frees now; the outcome is stored and acknowledged in the background (after the
     // run's own STARTED write, when one is still in flight: see STARTED_WRITE_WAIT_MS).
@@ -1029,7 +1039,7 @@ export class Worker {
       if (settled) return;
       this.#logger.warn(
         { taskId: message?.id, task: message?.name },
-        "the stop left a handler running in the background: its attempt ended, but it does not stop on ctx.signal (its outcome is settled already; what it does from now on is not tracked)",
+        `the stop left a handler running in the background: it has not returned ${LEFT_BEHIND_WARN_MS / 1000} s after its abort (it ignores ctx.signal, or cannot see it: a task without context: true); its outcome is settled already, what it does from now on is not tracked`,
       );
     });
   }

@@ -1362,7 +1362,13 @@ describe("Worker on the memory broker", () => {
       started.resolve();
       await new Promise(() => {}); // ignores ctx.signal (and keeps its slot)
     });
-    const { logger, warnings } = warningLogger();
+    const { logger: warnLogger, warnings } = warningLogger();
+    const infos: string[] = [];
+    const logger: Logger = {
+      ...warnLogger,
+      info: (_fields: unknown, message?: string) => void infos.push(message ?? ""),
+    };
+    logger.child = () => logger;
     const quick = app.task(async function quick() {
       return "ran";
     });
@@ -1378,10 +1384,9 @@ describe("Worker on the memory broker", () => {
     expect(secondStarted).toBe(false); // the hooks keep their order past the deadline
     expect(worker.isRunning).toBe(false);
     expect(warnings.some((w) => w.startsWith("shutdown deadline: the shutdown hooks"))).toBe(true);
-    // the run the stop aborted is named, with what becomes of its message
-    expect(warnings).toContain(
-      "task aborted: its outcome is not stored here; the message is delivered again (given back to the queue, or another worker's already)",
-    );
+    // the run the stop aborted is named (at info: routine), with what becomes of its message
+    expect(infos).toContain("task aborted by the stop: its message is given back to its queue, to run again");
+    expect(warnings.filter((w) => w.startsWith("task aborted"))).toEqual([]);
     // the handler that ignores its abort is said to be left running (as the README says)
     await eventually(() => warnings.some((w) => w.startsWith("the stop left a handler running in the background")));
     // Started again while that shutdown's tail still runs: its late disconnect, once the hook

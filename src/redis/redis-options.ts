@@ -522,14 +522,15 @@ function checkHost(host: string, source: string, envPrefix: string): string {
   }
   const unbracketed = /^\[(.*)\]$/.exec(host)?.[1];
   if (unbracketed !== undefined && isIPv6(unbracketed)) return unbracketed;
-  if (unbracketed !== undefined || host.includes("/") || (host.includes(":") && !isIPv6(host))) {
-    const what = host.includes("://")
-      ? `a URL goes in ${envPrefix}_URL (or the url option)`
-      : host.startsWith("/")
+  if (/[[\]/]/.test(host) || (host.includes(":") && !isIPv6(host))) {
+    const what =
+      /^unix:/i.test(host) || (host.includes("/") && !host.includes("://"))
         ? "a Unix socket is reached through a client: client: new Redis({ path }) (docs/brokers/redis.md)"
-        : unbracketed !== undefined
-          ? "brackets are for an IPv6 address only"
-          : `the port goes in ${envPrefix}_PORT (or the port option)`;
+        : host.includes("://")
+          ? `a URL goes in ${envPrefix}_URL (or the url option)`
+          : /[[\]]/.test(host)
+            ? "brackets are for an IPv6 address only, as [::1]"
+            : `the port goes in ${envPrefix}_PORT (or the port option)`;
     throw new ConfigurationError(
       `${source}: expected a host name or address, got ${JSON.stringify(maskUrl(host).slice(0, 100))}: ${what}`,
     );

@@ -133,6 +133,12 @@ describe("redis connection options", () => {
     expect(() => resolveRedisConnection({ host: "[127.0.0.1]" }, {}, "P")).toThrow(
       /brackets are for an IPv6 address only/,
     );
+    expect(() => resolveRedisConnection({ host: "[::1" }, {}, "P")).toThrow(/brackets are for an IPv6 address only/);
+    for (const socket of ["./redis.sock", "unix:///tmp/r.sock"]) {
+      expect(() => resolveRedisConnection({ host: socket }, {}, "P")).toThrow(
+        /a Unix socket is reached through a client/,
+      );
+    }
     expect(() => resolveRedisConnection({}, env("/tmp/redis.sock"), "P")).toThrow(
       /P_HOST: .*a Unix socket is reached through a client: client: new Redis\(\{ path \}\)/,
     );

@@ -71,13 +71,27 @@ export class DisconnectGate {
 /** An adapter's open: calls made while one runs join it (one open at a time). */
 export class SharedOpen {
   #running: Promise<void> | undefined;
+  #abort: AbortController | undefined;
 
-  /** `open()`, or the open under way. */
-  run(open: () => Promise<void>): Promise<void> {
-    this.#running ??= open().finally(() => {
-      this.#running = undefined;
-    });
+  /**
+   * `open(signal)`, or the open under way; `signal` aborts at {@link SharedOpen.cut} (an open
+   * that can, cuts itself short then).
+   */
+  run(open: (signal: AbortSignal) => Promise<void>): Promise<void> {
+    if (this.#running === undefined) {
+      const abort = new AbortController();
+      this.#abort = abort;
+      this.#running = open(abort.signal).finally(() => {
+        this.#running = undefined;
+        if (this.#abort === abort) this.#abort = undefined;
+      });
+    }
     return this.#running;
+  }
+
+  /** Aborts the signal of the open under way, if any (a `disconnect()` meanwhile). */
+  cut(): void {
+    this.#abort?.abort();
   }
 
   /** The open under way, if any. */

@@ -578,16 +578,18 @@ describe("default backend location", () => {
   });
 });
 
+/** The message of the ConfigurationError `make` throws (fails the test when it does not throw one). */
+function refused(make: () => unknown): string {
+  try {
+    make();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigurationError);
+    return (error as Error).message;
+  }
+  throw new Error("not refused");
+}
+
 describe("values of the wrong type from a JavaScript caller", () => {
-  const refused = (make: () => unknown): string => {
-    try {
-      make();
-    } catch (error) {
-      expect(error).toBeInstanceOf(ConfigurationError);
-      return (error as Error).message;
-    }
-    throw new Error("not refused");
-  };
   const env = {};
 
   it("are refused naming the option, not read as true, as left out or as the default broker", () => {
@@ -646,15 +648,6 @@ describe("values of the wrong type from a JavaScript caller", () => {
 
 describe("unknown option keys (a JavaScript caller's typo)", () => {
   it("are refused by Chicory, its config, its config.worker and Worker, naming the key and the options", () => {
-    const refused = (make: () => unknown) => {
-      try {
-        make();
-      } catch (error) {
-        expect(error).toBeInstanceOf(ConfigurationError);
-        return (error as Error).message;
-      }
-      throw new Error("not refused");
-    };
     const memory = { broker: "memory", backend: "memory" } as const;
     expect(refused(() => new Chicory({ brokr: "redis" } as ChicoryOptions))).toBe(
       'Chicory: unknown option "brokr" (options: broker, backend, config, validationMode, deliveryMode)',

@@ -30,6 +30,14 @@ class RefusingBackend extends MemoryBackend {
 
 const message = taskMessage({ id: "task-1", name: "t", args: [] });
 
+/** The settle mode of a plain at_least_once delivery: no DLQ, records stored apart from the ack. */
+const AT_LEAST_ONCE_MODE = {
+  deliveryMode: "at_least_once",
+  useDeadLetterQueue: false,
+  alreadyAcked: false,
+  acksCarryRecords: false,
+} as const;
+
 /** A logger keeping the messages of its warn and error lines. */
 function warningsAndErrors() {
   const logs: string[] = [];
@@ -290,12 +298,7 @@ describe("executeActions: leases, failed steps, publishes", () => {
         warn: (_: unknown, msg?: string) => void lines.push(["warn", msg ?? ""]),
       };
       const outcome = { kind: "success", value: 1 } as const;
-      const settleMode = {
-        deliveryMode: "at_least_once",
-        useDeadLetterQueue: false,
-        alreadyAcked: false,
-        acksCarryRecords: false,
-      } as const;
+      const settleMode = AT_LEAST_ONCE_MODE;
       await executeActions(settle(outcome, settleMode), {
         delivery: fake.delivery,
         attempt: { outcome, message, task: null, alreadyAcked: false },
@@ -557,12 +560,7 @@ describe("executeActions: a failed step tried again", () => {
     const record = (level: string) => (fields: unknown, msg?: string) =>
       void lines.push({ level, msg: msg ?? "", fields: fields as Record<string, unknown> });
     const logger = { ...silentLogger, debug: record("debug"), warn: record("warn"), error: record("error") };
-    const settleMode = {
-      deliveryMode: "at_least_once",
-      useDeadLetterQueue: false,
-      alreadyAcked: false,
-      acksCarryRecords: false,
-    } as const;
+    const settleMode = AT_LEAST_ONCE_MODE;
     const outcome = { kind: "success", value: 1 } as const;
     const ids = ["job-1", "job-2", "job-3"];
     await Promise.all(

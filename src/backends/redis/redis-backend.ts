@@ -177,8 +177,6 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   #terminal: TerminalBatch[] = [];
   readonly #terminalFlush = new FlushScheduler(() => this.#flushTerminal());
   readonly #connecting = new SharedOpen();
-  /** Cuts the open under way (a disconnect() meanwhile). */
-  #openAbort: AbortController | undefined;
   /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
   readonly #disconnecting = new DisconnectGate();
   /**
@@ -260,23 +258,13 @@ export class RedisBackend implements Backend, RedisRecordWriter {
     // After a disconnect() still under way, which may not have let go of the connection yet:
     // opened now, the new connection would be stopped by it, or left closed.
     return this.#disconnecting.connect(
-      () => (this.#main ? Promise.resolve() : this.#connecting.run(() => this.#open())),
+      () => (this.#main ? Promise.resolve() : this.#connecting.run((signal) => this.#open(signal))),
       () => new BackendConnectionError(overtakenMessage("redis backend", this.displayUrl)),
     );
   }
 
-  async #open(): Promise<void> {
-    // cut by a disconnect() while it runs (see #disconnect)
-    const abort = new AbortController();
-    this.#openAbort = abort;
-    try {
-      await this.#openWith(abort.signal);
-    } finally {
-      if (this.#openAbort === abort) this.#openAbort = undefined;
-    }
-  }
-
-  async #openWith(signal: AbortSignal): Promise<void> {
+  /** `signal`: aborted by a `disconnect()` while it runs, which it then cuts short (see #disconnect). */
+  async #open(signal: AbortSignal): Promise<void> {
     if ((this.#injected as { readonly isCluster?: unknown } | undefined)?.isCluster === true) {
       // Its scripts write several records per call and its reads are MGETs: one node only.
       throw new ConfigurationError(
@@ -385,7 +373,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
 
   async #disconnect(): Promise<void> {
     // a connect under way is cut short, then waited for (as the broker's)
-    this.#openAbort?.abort();
+    this.#connecting.cut();
     await this.#connecting.running?.catch(() => undefined);
     const main = this.#main;
     const hub = this.#hub;

@@ -145,8 +145,6 @@ export class RedisBroker implements Broker {
   #replayGuard: DlqReplayGuard | undefined;
   #ctx: RedisBrokerContext | undefined;
   readonly #connecting = new SharedOpen();
-  /** Cuts the open under way (a disconnect() meanwhile). */
-  #openAbort: AbortController | undefined;
   /** The `disconnect()` under way, if any: a `connect()` meanwhile opens once it is done. */
   readonly #disconnecting = new DisconnectGate();
   /** Moves the delayed jobs this process schedules when they fall due. */
@@ -211,23 +209,13 @@ export class RedisBroker implements Broker {
     // After a disconnect() still under way, which may not have let go of the connection yet:
     // opened now, the new connection would be stopped by it, or left closed.
     return this.#disconnecting.connect(
-      () => (this.#ctx ? Promise.resolve() : this.#connecting.run(() => this.#open())),
+      () => (this.#ctx ? Promise.resolve() : this.#connecting.run((signal) => this.#open(signal))),
       () => new BrokerConnectionError(overtakenMessage("redis broker", this.displayUrl)),
     );
   }
 
-  async #open(): Promise<void> {
-    // cut by a disconnect() while it runs (see #disconnect)
-    const abort = new AbortController();
-    this.#openAbort = abort;
-    try {
-      await this.#openWith(abort.signal);
-    } finally {
-      if (this.#openAbort === abort) this.#openAbort = undefined;
-    }
-  }
-
-  async #openWith(signal: AbortSignal): Promise<void> {
+  /** `signal`: aborted by a `disconnect()` while it runs, which it then cuts short (see #disconnect). */
+  async #open(signal: AbortSignal): Promise<void> {
     const main = await adapterClient(
       this.#injected,
       this.#connection,
@@ -415,7 +403,7 @@ export class RedisBroker implements Broker {
   async #disconnect(): Promise<void> {
     // a connect under way is cut short (a server that accepts and never answers would hold
     // this disconnect for the connect's whole timeout), then waited for
-    this.#openAbort?.abort();
+    this.#connecting.cut();
     await this.#connecting.running?.catch(() => undefined);
     const ctx = this.#ctx;
     this.#ctx = undefined;

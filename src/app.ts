@@ -20,6 +20,7 @@ import { checkOptionKeys, type EnvMap, keysOf } from "./core/env.js";
 import type { JsonArgs } from "./core/json.js";
 import { MessageCodec } from "./core/message.js";
 import { isValidName } from "./core/names.js";
+import { sharedWithin } from "./core/shared-calls.js";
 import { settlesWithin } from "./core/sleep.js";
 import { warnOnce } from "./core/warn-once.js";
 import {
@@ -375,7 +376,8 @@ export class Chicory {
     const resultDefaults: ResultDefaults = {
       pollInterval: this.config.resultPollInterval,
       defaultTimeout: this.config.resultDefaultTimeout,
-      countConsumers: (queue) => this.broker.getConsumerCount(queue),
+      // shared by the get()s that time out together (one count per queue per 100 ms, not one each)
+      countConsumers: sharedWithin(100, (queue) => this.broker.getConsumerCount(queue)),
     };
     if (this.backend) bindResultDefaults(this.backend, resultDefaults);
     this.#runtime = {

@@ -166,3 +166,19 @@ describe("an AsyncResult built from an id", () => {
     }
   });
 });
+
+describe("AsyncResult.get() timing out in numbers", () => {
+  it("the get()s that time out together on an unconsumed queue ask the broker for its consumers once, and all say so", async () => {
+    const app = new Chicory({ broker: "memory", backend: "memory", config: { env: {} } });
+    const t = app.task({ name: "nobody_home", queue: "nobody" }, async () => 1);
+    const count = vi.spyOn(app.broker, "getConsumerCount");
+    const results = await Promise.all(Array.from({ length: 200 }, () => t.delay()));
+    const errors = await Promise.all(results.map((r) => r.get({ timeout: 0.2 }).catch((e: unknown) => e)));
+    // before: one count per get()
+    expect(count.mock.calls.length).toBeLessThan(10);
+    for (const error of errors) {
+      expect(String((error as Error).message)).toMatch(/the broker counts no consumer of queue "nobody"/);
+    }
+    await app.disconnect();
+  });
+});

@@ -319,9 +319,14 @@ export class Task<A extends readonly unknown[] = unknown[], R = unknown> {
     // record may have been announced before now: only a new id's announcement is still to come.
     const isNewId = options.taskId === undefined;
     if (!runtime.isConnected) {
-      return runtime
-        .ensureConnected()
-        .then(() => publishFor(runtime, queue, outgoing, isNewId, result, this.#publishFailed));
+      return runtime.ensureConnected().then(
+        () => publishFor(runtime, queue, outgoing, isNewId, result, this.#publishFailed),
+        // named, as a publish's failure is (an un-awaited delay() cut by a disconnect() is
+        // otherwise an unhandled rejection that names nothing of the caller's)
+        (error: unknown) => {
+          throw namingTask(error, this.name, taskId);
+        },
+      );
     }
     return publishFor(runtime, queue, outgoing, isNewId, result, this.#publishFailed);
   }

@@ -119,6 +119,11 @@ describe("delay() connecting the app", () => {
     letConnect();
     await closing;
     await expect(sent).rejects.toThrow(/^app\.disconnect\(\) was called while the app connected for this publish/);
+    // named as a publish's failure is: the caller finds its un-awaited delay() by it
+    await expect(sent).rejects.toMatchObject({
+      taskId: expect.any(String),
+      message: expect.stringMatching(/\(task add, id [\w-]+\)$/),
+    });
     // before, the delay() connected both again after the disconnect had resolved
     expect((await broker.healthcheck()).connected).toBe(false);
     expect((await backend.healthcheck()).connected).toBe(false);

@@ -125,7 +125,17 @@ export async function runDelivery(delivery: Delivery, env: RunnerEnv): Promise<A
   }
   const task = env.tasks.get(message.name);
   if (!task) {
-    const error = toStoredError(new TaskNotFoundError(message.name));
+    const notFound = toStoredError(new TaskNotFoundError(message.name));
+    // what this worker does register: none at all is a worker whose tasks' module was not imported
+    const names = [...env.tasks.keys()];
+    const error = {
+      ...notFound,
+      message: `${notFound.message}${
+        names.length === 0
+          ? " (this worker registers no task: is the module that registers them imported where the worker is built?)"
+          : ` by this worker (it registers ${names.length}: ${names.slice(0, 5).join(", ")}${names.length > 5 ? ", …" : ""})`
+      }`,
+    };
     return { outcome: { kind: "rejected", error, taskId: message.id }, message, task: null, alreadyAcked: false };
   }
   let alreadyAcked = false;

@@ -483,6 +483,13 @@ export class Worker {
       },
       "worker started",
     );
+    // (as the CLI's banner says: a worker built in code must say it too)
+    if (this.#app.tasks.size === 0) {
+      this.#logger.warn(
+        { queues: this.config.queues },
+        "this worker's app registers no task: every message it gets is rejected (dead-lettered, or dropped without the DLQ); is the module that registers the tasks imported where the worker is built?",
+      );
+    }
   }
 
   /**

@@ -783,6 +783,17 @@ describe("Worker on the memory broker", () => {
     expect(await broker.getQueueSize("default")).toBe(0);
   });
 
+  it("a worker whose app registers no task says so at start (the tasks' module not imported where it is built)", async () => {
+    const { app } = makeApp();
+    const { logger, warnings } = warningLogger();
+    const worker = new Worker(app, { logger });
+    await worker.start();
+    cleanups.push(() => worker.stop(1));
+    expect(warnings).toEqual([
+      expect.stringMatching(/^this worker's app registers no task: every message it gets is rejected/),
+    ]);
+  });
+
   it("moves poison, undecodable, oversized, unsigned and unknown-task messages to the DLQ and keeps going", async () => {
     const { app, broker } = makeApp({ config: { signingKey: "key", maxMessageBytes: 4096 } });
     const ok = app.task(async function okTask() {
@@ -828,6 +839,10 @@ describe("Worker on the memory broker", () => {
     expect(errors).toMatch(/unsigned/);
     expect(errors).toMatch(/TaskNotFoundError/);
     expect(await new AsyncResult("n1", app.backend).state()).toBe("DEAD_LETTERED");
+    // the record says what this worker does register (a worker missing its tasks' module shows)
+    await expect(new AsyncResult("n1", app.backend).get({ timeout: 1 })).rejects.toMatchObject({
+      remoteMessage: expect.stringMatching(/is not registered by this worker \(it registers \d+: .*ok/),
+    });
   });
 
   it("dead-letters a message delivered more than maxDeliveries times", async () => {

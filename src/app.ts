@@ -18,6 +18,7 @@ import type { TaskContext } from "./context.js";
 import { DisconnectGate } from "./core/disconnect-gate.js";
 import { checkOptionKeys, type EnvMap, keysOf } from "./core/env.js";
 import type { JsonArgs } from "./core/json.js";
+import { describeLocation } from "./core/location.js";
 import { MessageCodec } from "./core/message.js";
 import { isValidName } from "./core/names.js";
 import { sharedWithin } from "./core/shared-calls.js";
@@ -378,6 +379,9 @@ export class Chicory {
       defaultTimeout: this.config.resultDefaultTimeout,
       // shared by the get()s that time out together (one count per queue per 100 ms, not one each)
       countConsumers: sharedWithin(100, (queue) => this.broker.getConsumerCount(queue)),
+      get brokerLocation() {
+        return describeLocation(app.broker);
+      },
     };
     if (this.backend) bindResultDefaults(this.backend, resultDefaults);
     this.#runtime = {

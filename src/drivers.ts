@@ -87,13 +87,18 @@ export function parseSpec(spec: string, role: "broker" | "backend"): { kind: str
   return { kind, url: spec };
 }
 
+/** For a spec read as a kind that looks like a URL without its `:` (`redis//host`): how one is written. */
+function urlHint(kind: string): string {
+  return kind.includes("/") ? ': a URL needs "://" after its scheme (redis://host:6379/0)' : "";
+}
+
 /** Creates a broker from a kind (`"redis"`) or a URL (`"redis://..."`). */
 export function createBroker(spec: string, context: DriverContext): Broker {
   const { kind, url } = parseSpec(spec, "broker");
   const factory = BROKERS[kind as BrokerType];
   if (!factory) {
     throw new ConfigurationError(
-      `broker "${maskUrl(kind)}" is not available (brokers: ${Object.keys(BROKERS).join(", ")})`,
+      `broker "${maskUrl(kind)}" is not available (brokers: ${Object.keys(BROKERS).join(", ")})${urlHint(kind)}`,
     );
   }
   return factory(url, context);
@@ -105,7 +110,7 @@ export function createBackend(spec: string, context: DriverContext): Backend {
   const factory = BACKENDS[kind as BackendType];
   if (!factory) {
     throw new ConfigurationError(
-      `backend "${maskUrl(kind)}" is not available (backends: ${Object.keys(BACKENDS).join(", ")})`,
+      `backend "${maskUrl(kind)}" is not available (backends: ${Object.keys(BACKENDS).join(", ")})${urlHint(kind)}`,
     );
   }
   return factory(url, context);

@@ -56,6 +56,11 @@ export interface ResultDefaults {
    * a task sent to a queue nobody consumes says so.
    */
   countConsumers?: ((queue: string) => Promise<number>) | undefined;
+  /**
+   * @internal Where the app's broker is (its display URL, with a Redis key prefix): the note
+   * of a `get()` that timed out on an unconsumed queue names it, to compare with the worker's.
+   */
+  brokerLocation?: string | undefined;
 }
 
 /** The defaults of the app each backend belongs to (see {@link bindResultDefaults}). */
@@ -230,7 +235,8 @@ export class AsyncResult<R = unknown> {
       if (record === null && backendNote === "" && consumers !== undefined) {
         const leftMs = boundMs - (performance.now() - lastReadAt);
         if (leftMs > 0 && (await settlesWithin(consumers, leftMs)) && (await consumers) === 0) {
-          backendNote = ` (the broker counts no consumer of queue "${queue}": is a worker running for it?)`;
+          const where = this.#defaults.brokerLocation;
+          backendNote = ` (the broker${where === undefined ? "" : ` at ${where}`} counts no consumer of queue "${queue}": is a worker running for it, on this broker?)`;
         }
       }
     }

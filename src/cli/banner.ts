@@ -3,9 +3,9 @@
  * app, tasks, queues, concurrency, delivery mode, broker and backend (passwords masked).
  * @module
  */
-import { isAbsolute, resolve } from "node:path";
 import type { Chicory } from "../app.js";
 import type { WorkerConfig } from "../config.js";
+import { located, withSettings } from "../core/location.js";
 import { maskUrl } from "../core/url.js";
 import { maskSecrets } from "./output.js";
 import { packageVersion } from "./version.js";
@@ -45,17 +45,6 @@ function queueList(app: Chicory, queues: readonly string[]): string {
   if (unserved.size === 0) return queues.join(", ");
   const others = [...unserved].map(([queue, names]) => `${queue} (${names.sort().join(", ")})`).join(", ");
   return `${queues.join(", ")}; not consumed here: ${others}`;
-}
-
-/** A SQLite location with a relative path also shows the file it resolves to here. */
-function located(displayUrl: string): string {
-  const path = /^sqlite:(?!\/|:memory:)(.+)$/.exec(displayUrl)?.[1];
-  return path === undefined || isAbsolute(path) ? displayUrl : `${displayUrl} (${resolve(path)})`;
-}
-
-/** A location and, when its broker or backend has them, the settings that decide what it reaches. */
-function withSettings(location: string, settings: string | undefined): string {
-  return settings ? `${location}; ${settings}` : location;
 }
 
 /** The banner's lines. */

@@ -4,6 +4,7 @@
  * target (its own key prefix / file / table prefix) and cleans it up.
  */
 import { afterEach, describe, expect, it } from "vitest";
+import { describeLocation } from "../../src/core/location.js";
 import {
   AsyncResult,
   type Chicory,
@@ -211,8 +212,9 @@ export function runWorkerE2E(target: WorkerE2ETarget): void {
       const unconsumed = await t.delay();
       const lonely = await unconsumed.get({ timeout: 0.3 }).catch((e: unknown) => e);
       expect(lonely).toBeInstanceOf(TimeoutError);
+      // naming where the broker is, to compare with the worker's banner
       expect((lonely as Error).message).toBe(
-        `task ${unconsumed.taskId}: no result after 0.3 s (the broker counts no consumer of queue "nobody": is a worker running for it?)`,
+        `task ${unconsumed.taskId}: no result after 0.3 s (the broker at ${describeLocation(app.broker)} counts no consumer of queue "nobody": is a worker running for it, on this broker?)`,
       );
       const w = await worker(app, { queue: "nobody" });
       await running; // the worker took it: the queue has a consumer now

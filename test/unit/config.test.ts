@@ -625,6 +625,12 @@ describe("values of the wrong type from a JavaScript caller", () => {
     expect(refused(() => resolveWorkerConfig({}, { CHICORY_WORKER_MAX_DELIVERIES: "1e1" }))).toMatch(/got "1e1"/);
   });
 
+  it("a URL written without its colon is said to be one", () => {
+    expect(refused(() => new Chicory({ broker: "redis//localhost:6379", config: { env } }))).toMatch(
+      /is not available \(brokers: .*\): a URL needs "\:\/\/" after its scheme/,
+    );
+  });
+
   it("a spec given in code is trimmed as a variable is", () => {
     expect(new Chicory({ broker: " memory ", backend: " memory ", config: { env } }).broker.kind).toBe("memory");
   });

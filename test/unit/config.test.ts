@@ -627,7 +627,7 @@ describe("values of the wrong type from a JavaScript caller", () => {
 
   it("a URL written without its colon is said to be one", () => {
     expect(refused(() => new Chicory({ broker: "redis//localhost:6379", config: { env } }))).toMatch(
-      /is not available \(brokers: .*\): a URL needs "\:\/\/" after its scheme/,
+      /is not available \(brokers: .*\): a URL needs ":\/\/" after its scheme/,
     );
   });
 

@@ -665,12 +665,37 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   async #findForeignKeys(main: RedisClientLike, ids: string[], out: Map<string, TaskRecord | Error>): Promise<void> {
     if (ids.length === 0) return;
     const keys = ids.map((id) => this.resultKey(id));
-    if (Number(await main.call("EXISTS", ...keys)) === 0) return;
-    // sent together (one round trip, not one per key: usually the key that exists is a record
-    // written since the MGET, wherever it stands in the batch)
-    const types = await Promise.all(keys.map((key) => main.call("TYPE", key)));
-    types.forEach((type, i) => {
-      // "string": written since the MGET (its notification or the next poll brings it)
+    const existing = Number(await main.call("EXISTS", ...keys));
+    if (existing === 0) return;
+    // Usually the keys that exist are records written since the MGET (a worker's STARTED while
+    // jobs run): read again, in one MGET, they are strings, and no TYPE is asked (not one per
+    // absent key of the batch on every poll). Only when fewer strings than existing keys come
+    // back are the keys still nil asked their TYPE, sent together.
+    // (a user refused MGET, or one of these keys: each asked its TYPE, as before)
+    const again = (await (main.call("MGET", ...keys) as Promise<Array<string | null>>).catch((error: unknown) => {
+      if (isNoPermError(error)) return keys.map(() => null);
+      throw error;
+    })) as Array<string | null>;
+    const stillNil: number[] = [];
+    let strings = 0;
+    again.forEach((text, i) => {
+      if (text === null) {
+        stillNil.push(i);
+        return;
+      }
+      strings++;
+      try {
+        const record = decodeRecord(text, keys[i] as string, ids[i] as string);
+        if (record) out.set(ids[i] as string, record);
+      } catch (error) {
+        out.set(ids[i] as string, error as Error);
+      }
+    });
+    if (strings >= existing || stillNil.length === 0) return;
+    const types = await Promise.all(stillNil.map((i) => main.call("TYPE", keys[i] as string)));
+    types.forEach((type, j) => {
+      const i = stillNil[j] as number;
+      // "string": written since the second MGET (its notification or the next poll brings it)
       if (type !== "none" && type !== "string")
         out.set(ids[i] as string, notARecordKey(keys[i] as string, String(type)));
     });

@@ -4,6 +4,7 @@
  */
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
+import { Redis } from "ioredis";
 import { describe, expect, it, vi } from "vitest";
 import type { TaskRecord } from "../../../src/backends/backend.js";
 import { RedisBackend } from "../../../src/backends/redis/index.js";
@@ -166,6 +167,36 @@ describe.skipIf(skip)("redis backend", () => {
     // a missing key next to it still just waits (and times out)
     const missing = uniqueName("task-");
     await expect(backend.waitForResult(missing, { timeoutMs: 50, pollIntervalMs: 60_000 })).resolves.toBeNull();
+  });
+
+  it("a poll meeting records written since its MGET reads them again, not one TYPE per absent key", async () => {
+    const s = await setup();
+    const client = new Redis(SERVICES.redis);
+    cleanups.push(async () => void client.disconnect());
+    const commands: string[] = [];
+    const ids = Array.from({ length: 50 }, () => uniqueName("task-"));
+    let wrote = false;
+    const call = client.call.bind(client) as (...args: Array<string | number | Buffer>) => Promise<unknown>;
+    // a worker that writes a record between the poll's MGET and its check of the absent keys
+    Object.assign(client, {
+      call: async (...args: Array<string | number | Buffer>) => {
+        commands.push(String(args[0]));
+        const reply = await call(...args);
+        if (args[0] === "MGET" && !wrote) {
+          wrote = true;
+          await s.raw.set(`${s.prefix}:result:${ids[0]}`, rawRecord(ids[0] as string, 1));
+        }
+        return reply;
+      },
+    });
+    const backend = new RedisBackend({ client, keyPrefix: s.prefix, env: {}, logger: silentLogger });
+    await backend.connect();
+    cleanups.push(() => backend.disconnect());
+    const waits = ids.map((id) => backend.waitForResult(id, { timeoutMs: 10_000, pollIntervalMs: 60_000 }));
+    expect(await waits[0]).toMatchObject({ state: "SUCCESS", result: 1 }); // read by the second MGET
+    expect(commands.filter((c) => c === "TYPE")).toEqual([]); // before: 49
+    await backend.disconnect();
+    expect(await Promise.all(waits.slice(1))).toEqual(ids.slice(1).map(() => null));
   });
 
   it("a get() whose short timeout ends before its first read's reply still returns a stored result", async () => {

@@ -182,7 +182,7 @@ type HandlerFor<O> =
 type NoContextFirst<A extends readonly unknown[]> = A extends readonly [(infer First)?, ...unknown[]]
   ? 0 extends 1 & First
     ? unknown
-    : IsContext<Exclude<First, undefined>> extends true
+    : IsContext<Exclude<First, undefined | null>> extends true
       ? { "its first parameter is a TaskContext: register it with the option { context: true }": never }
       : unknown
   : unknown;

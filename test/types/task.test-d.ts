@@ -58,6 +58,10 @@ describe("task typing", () => {
     app.task(function optional_ctx(ctx?: TaskContext) {
       return ctx?.retries;
     });
+    // @ts-expect-error a context or null
+    app.task(function nullable_ctx(ctx: TaskContext | null) {
+      return ctx?.retries;
+    });
     // @ts-expect-error the same with options that leave context out
     app.task({ name: "no_option_2", queue: "q" }, async (ctx: TaskContext, a: number) => ctx.retries + a);
     // shared defaults written with satisfies keep delay() typed

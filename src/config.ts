@@ -8,6 +8,7 @@ import { cpus } from "node:os";
 import { type Duration, toMs } from "./core/duration.js";
 import {
   checkChoice,
+  checkFlag,
   checkInt,
   checkOptionKeys,
   type EnvMap,
@@ -435,13 +436,6 @@ export function givenSpec(value: unknown, name: string): string {
     );
   }
   return value.trim();
-}
-
-/** A boolean option given in code (a JavaScript caller's `"false"` would read as true). */
-function checkFlag(value: unknown, name: string): boolean {
-  if (typeof value !== "boolean")
-    throw new ConfigurationError(`${name}: expected true or false, got ${describeValue(value)}`);
-  return value;
 }
 
 /** The worker's `queue` option: a name or an array of names (anything else refused, naming it). */

@@ -4,7 +4,7 @@
  * @module
  */
 import { type Duration, MAX_DELAY_SECONDS, toSeconds } from "./core/duration.js";
-import { checkChoice, checkInt, checkOptionKeys } from "./core/env.js";
+import { checkChoice, checkFlag, checkInt, checkOptionKeys } from "./core/env.js";
 import { isErrorLike, NON_ERROR_TYPE } from "./core/stored-error.js";
 import { ConfigurationError } from "./errors.js";
 
@@ -106,11 +106,7 @@ export class RetryPolicy {
         );
       }
     }
-    const jitter: unknown = options.jitter ?? true;
-    if (typeof jitter !== "boolean") {
-      throw new ConfigurationError(`retryPolicy.jitter: expected true or false, got ${JSON.stringify(jitter)}`);
-    }
-    this.jitter = jitter;
+    this.jitter = checkFlag(options.jitter ?? true, "retryPolicy.jitter");
     this.retryOn = errorNameList(options.retryOn, "retryOn");
     this.ignoreOn = errorNameList(options.ignoreOn, "ignoreOn");
   }

@@ -8,7 +8,7 @@ import type { Broker, OutgoingMessage } from "./brokers/broker.js";
 import { DELIVERY_MODES, type DeliveryMode, VALIDATION_MODES, type ValidationMode } from "./config.js";
 import type { TaskContext } from "./context.js";
 import { type Duration, MAX_DELAY_SECONDS, toMs } from "./core/duration.js";
-import { checkChoice, checkInt, checkOptionKeys } from "./core/env.js";
+import { checkChoice, checkFlag, checkInt, checkOptionKeys } from "./core/env.js";
 import { newTaskId } from "./core/ids.js";
 import { findNonJson, type JsonValue } from "./core/json.js";
 import { isValidTaskId, MAX_TASK_ID_LENGTH, type MessageCodec, type TaskMessage } from "./core/message.js";
@@ -444,10 +444,7 @@ function delayOf(options: ApplyOptions): number {
 
 /** A boolean task option: `false` when left out; anything but a boolean is refused. */
 function optionalFlag(value: unknown, what: string): boolean {
-  if (value === undefined) return false;
-  if (typeof value !== "boolean")
-    throw new ConfigurationError(`${what}: expected true or false, got ${describeValue(value)}`);
-  return value;
+  return value === undefined ? false : checkFlag(value, what);
 }
 
 /** A Standard Schema task option (an object with `~standard.validate`), or undefined. */

@@ -9,6 +9,7 @@ import { parseEnv } from "node:util";
 import { ConfigurationError } from "../errors.js";
 import { type Duration, toMs } from "./duration.js";
 import { KNOWN_ENV_NAMES, KNOWN_ENV_PREFIXES } from "./env-names.js";
+import { describeValue } from "./schema.js";
 
 /** A read-only map of environment variables. */
 export type EnvMap = Readonly<Record<string, string | undefined>>;
@@ -153,6 +154,13 @@ export function checkInt(
     const range = max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`;
     throw new ConfigurationError(`${name}: expected an integer ${range}, got ${text}`);
   }
+  return value;
+}
+
+/** A boolean option given in code; anything else (a JavaScript caller's `"false"`) is refused, naming `name`. */
+export function checkFlag(value: unknown, name: string): boolean {
+  if (typeof value !== "boolean")
+    throw new ConfigurationError(`${name}: expected true or false, got ${describeValue(value)}`);
   return value;
 }
 

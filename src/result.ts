@@ -97,6 +97,8 @@ export class AsyncResult<R = unknown> {
   readonly #defaults: ResultDefaults;
   readonly #queue: string | undefined;
   readonly #taskName: string | undefined;
+  /** When it was made (`performance.now()`): a server restart since is named by a timed-out `get()`. */
+  readonly #madeAt = performance.now();
 
   /**
    * @param defaults `get()`'s defaults; without them, those of the app whose backend this is
@@ -232,6 +234,10 @@ export class AsyncResult<R = unknown> {
       const lastReadAt = performance.now();
       if (await settlesWithin(last, boundMs)) record = await last;
       else backendNote = ` (the backend did not answer within ${boundMs / 1000} s: unreachable?)`;
+      const changedAt = backend.serverChangedAt;
+      if (record === null && backendNote === "" && changedAt !== undefined && changedAt >= this.#madeAt) {
+        backendNote = ` (the backend's server restarted or failed over since this result was made: one that keeps no data lost the jobs it held, and this may be one of them)`;
+      }
       if (record === null && backendNote === "" && consumers !== undefined) {
         const leftMs = boundMs - (performance.now() - lastReadAt);
         if (leftMs > 0 && (await settlesWithin(consumers, leftMs)) && (await consumers) === 0) {

@@ -249,6 +249,13 @@ export interface Backend {
    */
   waitForResult(taskId: string, options?: WaitOptions): Promise<TaskRecord | null>;
   /**
+   * Optional: when (`performance.now()`) the backend last found that its server changed under
+   * it (a restart or a failover: Redis's `run_id`), or undefined when it never did. A `get()`
+   * that times out says so when that happened after its `AsyncResult` was made: a server that
+   * keeps nothing across restarts lost the jobs it held.
+   */
+  readonly serverChangedAt?: number | undefined;
+  /**
    * Optional: called by `delay()` just before it publishes a new task (not for a caller-chosen
    * id, which may name an existing job). A backend with push
    * notifications may then keep that task's record when it arrives before anyone waits

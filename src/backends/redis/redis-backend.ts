@@ -165,6 +165,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   readonly #injected: RedisClientLike | undefined;
   #stopEvictionChecks: (() => void) | undefined;
   #stopRestartWatch: (() => void) | undefined;
+  #serverChangedAt: number | undefined;
   readonly #logger: Logger;
   readonly #prefix: string;
   /** Bytes of a result key before the task id (`P:result:`). */
@@ -251,6 +252,11 @@ export class RedisBackend implements Backend, RedisRecordWriter {
   /** {@inheritDoc Backend.isReady} */
   get isReady(): boolean {
     return this.#main !== undefined;
+  }
+
+  /** {@inheritDoc Backend.serverChangedAt} */
+  get serverChangedAt(): number | undefined {
+    return this.#serverChangedAt;
   }
 
   /** Opens the command connection; idempotent. The subscriber opens with the first wait. */
@@ -340,6 +346,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
    * results are awaited, since a server that keeps nothing across restarts lost their jobs.
    */
   #onServerRestart(): void {
+    this.#serverChangedAt = performance.now();
     const waiting = this.#hub?.waiting ?? 0;
     if (waiting === 0) return;
     this.#logger.warn(

@@ -70,7 +70,8 @@ describe.skipIf(skip)("redis backend: get() without a timeout during an outage",
     const backend = new RedisBackend({ url: own.server.url, keyPrefix: uniqueName("outage"), env: {}, logger });
     cleanups.push(() => backend.disconnect());
     await backend.connect();
-    const waiting = new AsyncResult("lost-in-restart", backend).get({ timeout: 30 });
+    const lost = new AsyncResult("lost-in-restart", backend);
+    const waiting = lost.get({ timeout: 30 });
     waiting.catch(() => undefined); // ends at the disconnect in the cleanups
     // (the wait is under way once its subscription is: a record announced now would reach it)
     await backend.storeResult(successRecord("seen", 1));
@@ -81,6 +82,11 @@ describe.skipIf(skip)("redis backend: get() without a timeout during an outage",
     expect(said.level).toBe("warn");
     expect(said.fields.waiting).toBe(1);
     expect(lines.some((line) => /results cannot be read/.test(line.message))).toBe(false);
+    // a get() that times out on a result made before the restart says it; one made after does not
+    const note = /the backend's server restarted or failed over since this result was made/;
+    await expect(lost.get({ timeout: 0.2 })).rejects.toThrow(note);
+    const after = new AsyncResult("made-after-restart", backend).get({ timeout: 0.2 });
+    await expect(after).rejects.toThrow(/no result after 0.2 s$/);
   });
 
   it("a first wait whose subscription cannot open (Redis down) keeps its own timeout and abort", async () => {

@@ -121,7 +121,9 @@ export class TaskContext {
   }
 
   /**
-   * Ends this attempt and schedules another one.
+   * Ends this attempt and schedules another one. Write `return ctx.retry(...)` (or `throw`):
+   * TypeScript sees a `never` call end the function only when `ctx` has a written type, and
+   * would otherwise add `undefined` to the task's result type.
    * @throws RetryError (the signal the worker acts on), MaxRetriesExceededError when the
    * budget is spent, `options.error` itself when the policy does not retry it, or
    * ValidationError when `countdown` is not a number of seconds from 0 to ten years, or

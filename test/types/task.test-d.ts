@@ -28,6 +28,17 @@ describe("task typing", () => {
     void add.delay(1);
   });
 
+  it("the README's retry pattern (return ctx.retry(...)) keeps the result type whole", () => {
+    const charge = app.task({ name: "chargeTyped", context: true }, async (ctx, orderId: string) => {
+      try {
+        return { ok: orderId.length > 0 };
+      } catch (error) {
+        return ctx.retry({ error, countdown: 30 });
+      }
+    });
+    expectTypeOf(charge.delay("o1")).resolves.toEqualTypeOf<AsyncResult<{ ok: boolean }>>();
+  });
+
   it("applyAsync takes a readonly tuple, as delay(...args) does", () => {
     const add = app.task(async function addPair(a: number, b: number) {
       return a + b;

@@ -146,10 +146,29 @@ export class DeadLetterQueueFullError extends BrokerConnectionError {}
  */
 export class QueueFullError extends BrokerConnectionError {}
 
+/** Options of a {@link BackendConnectionError}. */
+export interface BackendConnectionErrorOptions extends ChicoryErrorOptions {
+  /** The backend's server refused it for a state of its own (see {@link BackendConnectionError.isRefused}). */
+  isRefused?: boolean;
+}
+
 /** The result backend cannot be reached or refused an operation. */
 export class BackendConnectionError extends ChicoryError {
   /** {@inheritDoc ChicoryError.code} */
   override readonly code = "BACKEND_CONNECTION";
+  /**
+   * True when the backend's server refused the operation for a state of its own, and takes it
+   * again once that state ends (Redis: out of memory under
+   * `maxmemory-policy noeviction`, a read-only replica, too few replicas, a failed save): a
+   * worker holds a record so refused, with fetching paused, until the server takes it. False
+   * otherwise (no answer, a closed connection, a refusal of the record itself or of the user's
+   * rights).
+   */
+  readonly isRefused: boolean;
+  constructor(message: string, options?: BackendConnectionErrorOptions) {
+    super(message, options);
+    this.isRefused = options?.isRefused === true;
+  }
 }
 
 /** The error a task raised remotely, as seen by the caller of `AsyncResult.get()`. */

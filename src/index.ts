@@ -60,6 +60,7 @@ export {
 export { type BackendType, type BrokerType, createBackend, createBroker, type DriverContext } from "./drivers.js";
 export {
   BackendConnectionError,
+  type BackendConnectionErrorOptions,
   BackendNotConfiguredError,
   BrokerConnectionError,
   type BrokerConnectionErrorOptions,

@@ -36,7 +36,19 @@ export function describeRedisError(error: unknown, password: string | undefined)
       /Stream isn't writeable and enableOfflineQueue options? is false\.?/,
       "not connected to Redis (reconnecting; this command was not sent)",
     );
-  return redactSecrets(withNoReplicasHint(withWrongTypeHint(withScriptRefusalHint(plain), error)), password);
+  return redactSecrets(
+    withOutOfMemoryHint(withNoReplicasHint(withWrongTypeHint(withScriptRefusalHint(plain), error))),
+    password,
+  );
+}
+
+/**
+ * A Redis at its `maxmemory` under `noeviction` refuses every write that may add data (`OOM`):
+ * says so, and what ends it (the worker holds the writes so refused and tries them again).
+ */
+function withOutOfMemoryHint(text: string): string {
+  if (!/^OOM\b/.test(text)) return text;
+  return `${text} (this write was not applied: the Redis server is at its maxmemory limit; free memory or raise maxmemory, and writes are taken again)`;
 }
 
 /**

@@ -41,7 +41,7 @@ import { processWarningLogger } from "../../core/warn-once.js";
 import { BackendConnectionError, ChicoryError, ConfigurationError, ValidationError } from "../../errors.js";
 import { checkRedisAccess, defineAccessCheck, isNoPermError, refuseReplica } from "../../redis/redis-access.js";
 import { BulkLimitReader } from "../../redis/redis-bulk-limit.js";
-import { isCrossSlotError, type RedisClientLike, runScript } from "../../redis/redis-client.js";
+import { isCrossSlotError, isRefusedUnapplied, type RedisClientLike, runScript } from "../../redis/redis-client.js";
 import {
   adapterClient,
   closeRedis,
@@ -431,7 +431,7 @@ export class RedisBackend implements Backend, RedisRecordWriter {
       }
       throw new BackendConnectionError(
         `redis backend ${operation} failed (${this.displayUrl}): ${this.#describe(error)}`,
-        { cause: redactedCopy(error, this.#connection.password) },
+        { cause: redactedCopy(error, this.#connection.password), isRefused: isRefusedUnapplied(error) },
       );
     }
   }

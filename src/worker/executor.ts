@@ -66,6 +66,7 @@ import { type TaskMessage, truncateError } from "../core/message.js";
 import { recordRefusal } from "../core/record-refused.js";
 import { sleep, withinDeadline } from "../core/sleep.js";
 import { MAX_STORED_TEXT, toStoredError } from "../core/stored-error.js";
+import { ThrottledWarning } from "../core/throttled-log.js";
 import {
   BrokerConnectionError,
   DeadLetterQueueFullError,
@@ -124,28 +125,11 @@ const HELD_RECORD_LOG_EVERY = 4;
  */
 const STEP_WARN_EVERY_MS = 5_000;
 
-/** Per worker logger: when it last warned of a failed step, and how many it did not since. */
-const stepWarnings = new WeakMap<Logger, { atMs: number; notWarned: number }>();
+const stepWarnings = new ThrottledWarning(STEP_WARN_EVERY_MS, "failedStepsNotWarned");
 
 /** Logs a failed settling step that will be tried again (see {@link STEP_WARN_EVERY_MS}). */
 function warnStepFailed(logger: Logger, fields: Record<string, unknown>): void {
-  const now = performance.now();
-  let last = stepWarnings.get(logger);
-  if (last === undefined) {
-    last = { atMs: Number.NEGATIVE_INFINITY, notWarned: 0 };
-    stepWarnings.set(logger, last);
-  }
-  if (now - last.atMs < STEP_WARN_EVERY_MS) {
-    last.notWarned++;
-    logger.debug(fields, "settling step failed");
-    return;
-  }
-  logger.warn(
-    { ...fields, ...(last.notWarned > 0 ? { failedStepsNotWarned: last.notWarned } : {}) },
-    "settling step failed",
-  );
-  last.atMs = now;
-  last.notWarned = 0;
+  stepWarnings.warn(logger, fields, "settling step failed");
 }
 
 /** Steps that add a message and are tried once (see module doc). */

@@ -25,6 +25,7 @@ import { peekMessage, type TaskMessage } from "../core/message.js";
 import { onStopSignals } from "../core/signals.js";
 import { DeadlinePassed, nextTurn, settlesWithin, sleep, withinDeadline } from "../core/sleep.js";
 import { strayText, toStoredError } from "../core/stored-error.js";
+import { ThrottledWarning } from "../core/throttled-log.js";
 import { routeUnownedLogs } from "../core/warn-once.js";
 import { ChicoryError, ConfigurationError, toError } from "../errors.js";
 import { createLogger } from "../logging.js";
@@ -153,6 +154,11 @@ const CLOSE_RESERVE_MS = 1500;
  * lands after the final state harmless.
  */
 const STARTED_AFTER_MS = 100;
+/**
+ * "could not store STARTED": at most one warning per worker every 5 s (a backend that refuses
+ * writes fails every running job's; the lines between go to debug, counted in the next one).
+ */
+const startedWarnings = new ThrottledWarning(5_000, "notWarned");
 /**
  * Longest wait of a run's outcome for its own `STARTED` write still in flight. On a pool of
  * connections (the SQL backends) the outcome's write may otherwise commit first, and the late
@@ -1067,7 +1073,11 @@ export class Worker {
     const writing: Promise<void> = backend
       .setState(message.id, "STARTED", { retries: message.retries, taskName: message.name })
       .catch((error: unknown) =>
-        this.#logger.warn({ taskId: message.id, err: toError(error).message }, "could not store STARTED"),
+        startedWarnings.warn(
+          this.#logger,
+          { taskId: message.id, err: toError(error).message },
+          "could not store STARTED (the run goes on; state() shows the previous state meanwhile)",
+        ),
       )
       .finally(() => {
         if (this.#startedWrites.get(message) === writing) this.#startedWrites.delete(message);

@@ -68,13 +68,14 @@ import { sleep, withinDeadline } from "../core/sleep.js";
 import { MAX_STORED_TEXT, toStoredError } from "../core/stored-error.js";
 import { ThrottledWarning } from "../core/throttled-log.js";
 import {
+  BackendConnectionError,
   BrokerConnectionError,
   DeadLetterQueueFullError,
   MessageTooLargeError,
   toError,
   ValidationError,
 } from "../errors.js";
-import type { RecordGate } from "./record-gate.js";
+import type { HeldWrite, RecordGate } from "./record-gate.js";
 import type { Attempt } from "./runner.js";
 import { type Action, type SettleMode, settle } from "./settle.js";
 
@@ -116,8 +117,15 @@ export interface ExecutionContext {
 const STEP_BACKOFF_MS = [100, 500, 1000, 2000, 4000, 8000, 15_000];
 /** Between two tries of a record held for a backend that does not answer (the gate wakes it sooner). */
 const HELD_RECORD_RETRY_MS = 15_000;
+/**
+ * Between two tries of a record held for a backend that refuses writes for now (out of memory):
+ * its PING answers, so no probe tells when it takes them again; the first stored wakes the others.
+ */
+const HELD_REFUSED_RETRY_MS = 5_000;
 /** A held record's failed tries are logged one in this many (every minute or so). */
 const HELD_RECORD_LOG_EVERY = 4;
+/** The same, for a record the backend refuses for now (also every minute). */
+const HELD_REFUSED_LOG_EVERY = 12;
 
 /**
  * Shortest time between two "settling step failed" warnings of one worker: an outage fails
@@ -231,6 +239,11 @@ export async function executeActions(planned: readonly Action[], ctx: ExecutionC
       return;
     }
   }
+}
+
+/** Whether `error` is a backend's refusal for a state of its server's own (see `RecordGate`). */
+function isRefusedWrite(error: unknown): boolean {
+  return error instanceof BackendConnectionError && error.isRefused;
 }
 
 /** Whether `error` is a broker's refusal made before it wrote anything (nothing was added). */
@@ -382,7 +395,7 @@ async function retryStep(action: Action, ctx: ExecutionContext, firstError: unkn
   const write = gate.begin();
   let retried: boolean | string = false;
   try {
-    retried = await retrying(action, ctx, firstError, gate);
+    retried = await retrying(action, ctx, firstError, { gate, write });
     return retried;
   } finally {
     gate.end(write, retried === true ? "stored" : ctx.stopSignal.aborted ? "stopped" : "givenUp");
@@ -397,9 +410,10 @@ async function retrying(
   action: Action,
   ctx: ExecutionContext,
   firstError: unknown,
-  gate: RecordGate | undefined,
+  gated: { readonly gate: RecordGate; readonly write: HeldWrite } | undefined,
   goesOn?: (error: unknown) => boolean,
 ): Promise<boolean | string> {
+  const gate = gated?.gate;
   let error = firstError;
   let held = 0;
   let tries = 0;
@@ -408,18 +422,24 @@ async function retrying(
     if (refused !== undefined) return refused;
     const taskId = ctx.attempt.message?.id;
     tries++;
+    // a write the server refuses for a state of its own (out of memory) is held as for a
+    // backend that does not answer: its PING answers all the same
+    if (gated !== undefined) gated.gate.tried(gated.write, isRefusedWrite(error), toError(error).message);
+    const isRefusing = gated?.write.refusing === true;
     // A held record whose backend answers again gets the whole schedule once more: its try in
     // flight when the backend came back (or the first after, on a pool still reconnecting) may
     // fail, and giving up then would run the job again, which the hold was for.
-    if (held > 0 && STEP_BACKOFF_MS[step] === undefined && gate?.backendDown !== true) {
+    if (held > 0 && STEP_BACKOFF_MS[step] === undefined && gate?.backendDown !== true && !isRefusing) {
       held = 0;
       step = 0;
     }
     const scheduled = STEP_BACKOFF_MS[step];
-    // Past the schedule, a record waits for a backend that does not answer; given back, its
-    // job would only run again (a rejected message's record is best effort: not held).
-    const holds = scheduled === undefined && gate?.backendDown === true && ctx.attempt.outcome.kind !== "rejected";
-    const delay = holds ? HELD_RECORD_RETRY_MS : scheduled;
+    // Past the schedule, a record waits for a backend that does not answer or refuses writes for
+    // now; given back, its job would only run again (a rejected message's record is best effort:
+    // not held).
+    const holds =
+      scheduled === undefined && (gate?.backendDown === true || isRefusing) && ctx.attempt.outcome.kind !== "rejected";
+    const delay = holds ? (isRefusing ? HELD_REFUSED_RETRY_MS : HELD_RECORD_RETRY_MS) : scheduled;
     if (delay === undefined || ctx.stopSignal.aborted || ctx.isConsumerClosed?.() === true) {
       if (action.type === "release") {
         // nothing is lost: the message stays pending, and comes back once its lease expires
@@ -434,12 +454,13 @@ async function retrying(
     }
     if (!holds) {
       warnStepFailed(ctx.logger, { taskId, step: action.type, err: toError(error).message, retryInMs: delay });
-    } else if (held++ % HELD_RECORD_LOG_EVERY === 0) {
+    } else if (held++ % (isRefusing ? HELD_REFUSED_LOG_EVERY : HELD_RECORD_LOG_EVERY) === 0) {
+      const why = isRefusing ? "refuses writes for now" : "does not answer";
       ctx.logger.error(
         { taskId, queue: ctx.delivery.queue, err: toError(error).message, tries },
         ctx.attempt.alreadyAcked
-          ? "the result backend does not answer: the job's record waits for it (its message was acknowledged before the run)"
-          : "the result backend does not answer: the job's record waits for it (the job is held, not run again)",
+          ? `the result backend ${why}: the job's record waits for it (its message was acknowledged before the run)`
+          : `the result backend ${why}: the job's record waits for it (the job is held, not run again)`,
       );
     }
     await (gate ? gate.pause(delay, ctx.stopSignal) : sleep(delay, ctx.stopSignal));

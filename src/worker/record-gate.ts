@@ -19,7 +19,12 @@
  * the resumption (info) when it answers again.
  * A backend that answers its probe while a write keeps failing (a record it refuses, a write
  * permission missing, a full disk) pauses fetching only until that probe's answer: the failure
- * is the record's, and the write gives up after its schedule as before.
+ * is the record's, and the write gives up after its schedule as before. But a write the server
+ * refuses for a state of its own that ends by itself (`BackendConnectionError.isRefused`:
+ * a Redis out of memory, a read-only replica) is held as for a backend that does not answer
+ * (its probe, a `PING`, answers all the same): fetching stays paused while any write's last
+ * try was so refused, logged (error) once as it begins, and the first such write stored again
+ * wakes the others and resumes fetching (info).
  * @module
  */
 import type { Logger } from "../core/logger.js";
@@ -45,6 +50,8 @@ export interface RecordGateOptions {
 export interface HeldWrite {
   /** The gate's epoch when the write began: one that began before a {@link RecordGate.stop} counts no more. */
   readonly epoch: number;
+  /** True while its last try was refused by the server's state ({@link RecordGate.tried}). */
+  refusing: boolean;
 }
 
 /** What the gate knows of the backend while records fail. */
@@ -63,6 +70,11 @@ export class RecordGate {
   /** Record writes being tried again now. */
   #failing = 0;
   #state: BackendState = "unknown";
+  /** Writes whose last try the server refused for a state of its own (see module doc). */
+  #refusing = 0;
+  /** True from the refusals' logged beginning until their end is logged (or none is left). */
+  #isRefusalLogged = false;
+  #refusedAtMs = 0;
   /** Stops the probe loop that runs (null: none runs). */
   #probes: AbortController | null = null;
   /** Pending {@link RecordGate.whenOpen} calls. */
@@ -89,7 +101,7 @@ export class RecordGate {
    * records are failing and no probe has answered yet.
    */
   get closed(): boolean {
-    return this.#state === "down" || (this.#failing > 0 && this.#state === "unknown");
+    return this.#state === "down" || (this.#failing > 0 && this.#state === "unknown") || this.#refusing > 0;
   }
 
   /** True when the last probe found the backend not answering (while records fail, or since). */
@@ -112,7 +124,31 @@ export class RecordGate {
       void this.#probeLoop(this.#probes.signal);
     }
     if (!wasClosed) this.#onClose?.();
-    return { epoch: this.#epoch };
+    return { epoch: this.#epoch, refusing: false };
+  }
+
+  /**
+   * A try of `write` failed: `isRefused` when the server refused it for a state of its own that
+   * ends by itself (see module doc); `error` is logged when that begins the gate's refusals.
+   */
+  tried(write: HeldWrite, isRefused: boolean, error: string): void {
+    if (write.epoch !== this.#epoch || write.refusing === isRefused) return;
+    write.refusing = isRefused;
+    if (!isRefused) {
+      this.#refusing--;
+      if (this.#refusing === 0) this.#isRefusalLogged = false;
+      this.#open();
+      return;
+    }
+    this.#refusing++;
+    if (this.#isRefusalLogged) return;
+    this.#isRefusalLogged = true;
+    this.#refusedAtMs = performance.now();
+    this.#logger.error(
+      { failingRecords: this.#failing, err: error },
+      "the result backend refuses writes for now: fetching paused, the jobs held wait for it (not run again)",
+    );
+    this.#onPause?.();
   }
 
   /**
@@ -121,8 +157,27 @@ export class RecordGate {
    */
   end(write: HeldWrite, how: "stored" | "givenUp" | "stopped"): void {
     if (write.epoch !== this.#epoch) return;
+    if (write.refusing) {
+      write.refusing = false;
+      this.#refusing--;
+      if (how === "stored" && this.#isRefusalLogged) {
+        // the server takes writes again: the others held try now, fetching resumes once none
+        // of them is refused
+        this.#logger.info(
+          { failingRecords: this.#failing - 1, pausedMs: Math.round(performance.now() - this.#refusedAtMs) },
+          "the result backend takes writes again: fetching resumes, the records held are stored",
+        );
+        this.#isRefusalLogged = false;
+        this.#wakePauses();
+      } else if (this.#refusing === 0) {
+        this.#isRefusalLogged = false;
+      }
+    }
     this.#failing--;
-    if (this.#failing > 0) return;
+    if (this.#failing > 0) {
+      this.#open(); // (when this was the last write refused and a probe has answered)
+      return;
+    }
     // Given up (a rejected message's record) while the backend does not answer: the gate stays
     // closed, the probes go on, until one answers.
     if (this.#state === "down" && how === "givenUp") return;
@@ -137,6 +192,8 @@ export class RecordGate {
   stop(): void {
     this.#epoch++;
     this.#failing = 0;
+    this.#refusing = 0;
+    this.#isRefusalLogged = false;
     this.#reset();
   }
 

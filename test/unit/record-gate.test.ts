@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { TaskRecord } from "../../src/backends/backend.js";
-import { Chicory, MemoryBackend, MemoryBroker, silentLogger } from "../../src/index.js";
+import { BackendConnectionError, Chicory, MemoryBackend, MemoryBroker, silentLogger } from "../../src/index.js";
 import { executeActions } from "../../src/worker/executor.js";
 import { RecordGate } from "../../src/worker/record-gate.js";
 import type { Attempt } from "../../src/worker/runner.js";
@@ -256,7 +256,10 @@ const refused = () => Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:54
  * Settles `outcome` (at_least_once, the record stored apart from the ack) on a memory app whose
  * backend fails to store while `backend.down`, with a record gate probing `backend.answers`.
  */
-async function settling(outcome: Attempt["outcome"], options: { readonly answers: boolean }) {
+async function settling(
+  outcome: Attempt["outcome"],
+  options: { readonly answers: boolean; readonly refuses?: boolean; readonly acked?: boolean },
+) {
   const backend = new MemoryBackend();
   const app = new Chicory({ broker: new MemoryBroker(), backend, config: { env: {} } });
   await app.connect();
@@ -264,19 +267,28 @@ async function settling(outcome: Attempt["outcome"], options: { readonly answers
   const store = backend.storeResult.bind(backend);
   backend.storeResult = async (record: TaskRecord) => {
     outage.writes++;
-    if (outage.down) throw refused();
+    if (outage.down) {
+      throw options.refuses === true
+        ? new BackendConnectionError("OOM command not allowed when used memory > 'maxmemory'.", { isRefused: true })
+        : refused();
+    }
     await store(record);
   };
+  const acked = options.acked === true;
   const { delivery, calls } = fakeDelivery(false);
 
   const { messages, logger } = keptLogs();
   const gate = new RecordGate(async () => outage.answers, logger);
   const stop = new AbortController();
-  const settleMode = { deliveryMode: "at_least_once", useDeadLetterQueue: false, alreadyAcked: false } as const;
+  const settleMode = {
+    deliveryMode: acked ? "at_most_once" : "at_least_once",
+    useDeadLetterQueue: false,
+    alreadyAcked: acked,
+  } as const;
   let done = false;
   const settled = executeActions(settle(outcome, settleMode), {
     delivery,
-    attempt: { outcome, message, task: null, alreadyAcked: false },
+    attempt: { outcome, message, task: null, alreadyAcked: acked },
     app,
     logger,
     stopSignal: stop.signal,
@@ -342,6 +354,44 @@ describe("executeActions with a record gate (a result backend apart from the bro
     expect(s.calls).toEqual(["release"]);
     expect(s.messages()).toContain("settling step failed; giving up");
     expect(s.gate.failing).toBe(0);
+    await s.close();
+  });
+
+  it("holds the job while the backend answers but refuses writes for now (out of memory), fetching paused; stores it once taken", async () => {
+    const s = await settling({ kind: "success", value: 42 }, { answers: true, refuses: true });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(s.gate.closed).toBe(true); // its PING answers, but no record can be stored
+    await vi.advanceTimersByTimeAsync(10 * 60_000);
+    expect(s.isDone()).toBe(false);
+    expect(s.calls).toEqual([]); // not given back: it would only run again
+    expect(s.gate.closed).toBe(true);
+    expect(s.outage.writes).toBeLessThan(140); // every 5 s past the schedule
+    expect(s.messages().filter((m) => m.includes("refuses writes for now: fetching paused"))).toHaveLength(1);
+    expect(s.messages()).toContain(
+      "the result backend refuses writes for now: the job's record waits for it (the job is held, not run again)",
+    );
+    expect(s.messages()).not.toContain("settling step failed; giving up");
+    s.outage.down = false;
+    await vi.advanceTimersByTimeAsync(5000);
+    await s.settled;
+    expect(s.calls).toEqual(["ack"]);
+    expect(await s.stored()).toMatchObject({ state: "SUCCESS", result: 42 });
+    expect(s.messages().at(-1)).toContain("takes writes again: fetching resumes");
+    expect([s.gate.closed, s.gate.failing]).toEqual([false, 0]);
+    await s.close();
+  });
+
+  it("holds an acknowledged (at_most_once) job's record while the backend refuses writes for now, then stores it", async () => {
+    const s = await settling({ kind: "success", value: 7 }, { answers: true, refuses: true, acked: true });
+    await vi.advanceTimersByTimeAsync(5 * 60_000);
+    expect(s.isDone()).toBe(false);
+    expect(s.messages()).toContain(
+      "the result backend refuses writes for now: the job's record waits for it (its message was acknowledged before the run)",
+    );
+    s.outage.down = false;
+    await vi.advanceTimersByTimeAsync(5000);
+    await s.settled;
+    expect(await s.stored()).toMatchObject({ state: "SUCCESS", result: 7 });
     await s.close();
   });
 

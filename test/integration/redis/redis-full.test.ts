@@ -171,4 +171,36 @@ describe.skipIf(skip)("redis broker and backend: Redis full", () => {
     expect(await result.get({ timeout: 20 })).toBe("second attempt");
     expect(runs).toBe(2);
   });
+  it("an at-most-once job's result refused while Redis is full is held, fetching paused, and stored once it fits", {
+    timeout: 30_000,
+  }, async () => {
+    const { admin, app } = fullApp("full-result");
+    const entered = deferred();
+    const gate = deferred();
+    let runs = 0;
+    const once = app.task({ name: "once_result", deliveryMode: "at_most_once" }, async () => {
+      runs++;
+      entered.resolve();
+      await gate.promise;
+      return "done once";
+    });
+    const { logger, until } = capturingLogger();
+    const worker = new Worker(app, { logger, concurrency: 2 });
+    await worker.start();
+    cleanups.push(() => worker.stop(5));
+    const result = await once.delay();
+    await entered.promise; // its message acknowledged: its record is all that is left of it
+    await admin.config("SET", "maxmemory-policy", "noeviction");
+    await admin.config("SET", "maxmemory", "1");
+    gate.resolve();
+    // before, its store gave up after the steps' schedule (~31 s: Redis answers PING), and the
+    // job stayed PENDING for good
+    const paused = await until(/refuses writes for now: fetching paused/);
+    expect(paused.level).toBe("error");
+    expect(String(paused.fields.err)).toMatch(/OOM .*at its maxmemory limit; free memory or raise maxmemory/);
+    await admin.config("SET", "maxmemory", "0");
+    expect(await result.get({ timeout: 20 })).toBe("done once");
+    expect(runs).toBe(1);
+    expect((await until(/takes writes again: fetching resumes/)).level).toBe("info");
+  });
 });

@@ -22,7 +22,7 @@ export class StartedMarker {
 
   /** A handler started. */
   started(message: TaskMessage): void {
-    this.#since.set(message, Date.now());
+    this.#since.set(message, performance.now());
     if (this.#sweep === undefined) {
       this.#sweep = setInterval(() => this.#sweepDue(), this.#afterMs / 2);
       this.#sweep.unref();
@@ -42,7 +42,7 @@ export class StartedMarker {
   }
 
   #sweepDue(): void {
-    const now = Date.now();
+    const now = performance.now(); // (monotonic: a wall clock stepped back would hold every run back)
     for (const [message, since] of this.#since) {
       // Oldest first (insertion order): the first run that is not due ends the sweep.
       if (now - since < this.#afterMs) return;

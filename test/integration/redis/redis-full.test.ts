@@ -84,7 +84,7 @@ describe.skipIf(skip)("redis broker and backend: Redis full", () => {
     await admin.config("SET", "maxmemory", "1");
     const refused = await work.delay(-1).catch((error: unknown) => error);
     expect(refused).toBeInstanceOf(BrokerConnectionError);
-    expect(String(refused)).toMatch(/OOM/);
+    expect(String(refused)).toMatch(/OOM .*at its maxmemory limit; free memory or raise maxmemory/);
     expect((refused as BrokerConnectionError).isRefused).toBe(true); // Redis answered: not enqueued
 
     // A worker started now joins the group, and every job still runs and stores its result.

@@ -424,7 +424,10 @@ async function retrying(
     tries++;
     // a write the server refuses for a state of its own (out of memory) is held as for a
     // backend that does not answer: its PING answers all the same
-    if (gated !== undefined) gated.gate.tried(gated.write, isRefusedWrite(error), toError(error).message);
+    // (not a rejected message's record, which is not held: its refusal pauses no fetching)
+    if (gated !== undefined && ctx.attempt.outcome.kind !== "rejected") {
+      gated.gate.tried(gated.write, isRefusedWrite(error), toError(error).message);
+    }
     const isRefusing = gated?.write.refusing === true;
     // A held record whose backend answers again gets the whole schedule once more: its try in
     // flight when the backend came back (or the first after, on a pool still reconnecting) may

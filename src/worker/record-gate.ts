@@ -24,7 +24,7 @@
  * a Redis out of memory, a read-only replica) is held as for a backend that does not answer
  * (its probe, a `PING`, answers all the same): fetching stays paused while any write's last
  * try was so refused, logged (error) once as it begins, and the first such write stored again
- * wakes the others and resumes fetching (info).
+ * wakes the others, and fetching resumes once none is refused (info).
  * @module
  */
 import type { Logger } from "../core/logger.js";
@@ -136,7 +136,7 @@ export class RecordGate {
     write.refusing = isRefused;
     if (!isRefused) {
       this.#refusing--;
-      if (this.#refusing === 0) this.#isRefusalLogged = false;
+      if (this.#refusing === 0) this.#isRefusalLogged = false; // (another failure now: not "taken")
       this.#open();
       return;
     }
@@ -160,17 +160,16 @@ export class RecordGate {
     if (write.refusing) {
       write.refusing = false;
       this.#refusing--;
-      if (how === "stored" && this.#isRefusalLogged) {
-        // the server takes writes again: the others held try now, fetching resumes once none
-        // of them is refused
-        this.#logger.info(
-          { failingRecords: this.#failing - 1, pausedMs: Math.round(performance.now() - this.#refusedAtMs) },
-          "the result backend takes writes again: fetching resumes, the records held are stored",
-        );
+      // the server took one: the others held try now; fetching resumes once none is refused
+      if (how === "stored") this.#wakePauses();
+      if (this.#refusing === 0 && this.#isRefusalLogged) {
         this.#isRefusalLogged = false;
-        this.#wakePauses();
-      } else if (this.#refusing === 0) {
-        this.#isRefusalLogged = false;
+        if (how === "stored") {
+          this.#logger.info(
+            { failingRecords: this.#failing - 1, pausedMs: Math.round(performance.now() - this.#refusedAtMs) },
+            "the result backend takes writes again: fetching resumes, the records held are stored",
+          );
+        }
       }
     }
     this.#failing--;

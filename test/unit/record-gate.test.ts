@@ -211,6 +211,33 @@ describe("RecordGate", () => {
     expect(gate.failing).toBe(0);
   });
 
+  it("refused writes: the first stored wakes the others, but fetching resumes (and is said to) only once none is refused", async () => {
+    const { messages, logger } = keptLogs();
+    const gate = new RecordGate(async () => true, logger);
+    const first = gate.begin();
+    const second = gate.begin();
+    gate.tried(first, true, "OOM command not allowed");
+    gate.tried(second, true, "OOM command not allowed");
+    await vi.advanceTimersByTimeAsync(0); // the probe answers: PING works on a full Redis
+    expect(gate.closed).toBe(true);
+    const stop = new AbortController();
+    let woken = false;
+    void gate.pause(60_000, stop.signal).then(() => {
+      woken = true;
+    });
+    gate.end(first, "stored"); // one record fitted
+    await vi.advanceTimersByTimeAsync(0);
+    expect(woken).toBe(true); // the other tries now
+    gate.tried(second, true, "OOM command not allowed"); // refused again: memory at the limit
+    expect(gate.closed).toBe(true);
+    expect(messages().filter((m) => m.includes("takes writes again"))).toHaveLength(0);
+    gate.end(second, "stored");
+    expect(gate.closed).toBe(false);
+    expect(messages().filter((m) => m.includes("refuses writes for now"))).toHaveLength(1);
+    expect(messages().at(-1)).toContain("takes writes again: fetching resumes");
+    stop.abort();
+  });
+
   it("whenOpen ends when its signal aborts while the gate stays closed", async () => {
     const gate = new RecordGate(async () => false, silentLogger);
     const write = gate.begin();
@@ -392,6 +419,18 @@ describe("executeActions with a record gate (a result backend apart from the bro
     await vi.advanceTimersByTimeAsync(5000);
     await s.settled;
     expect(await s.stored()).toMatchObject({ state: "SUCCESS", result: 7 });
+    await s.close();
+  });
+
+  it("does not pause fetching for a rejected message's record the backend refuses for now (not held)", async () => {
+    const rejected = { kind: "rejected", error: { type: "PoisonMessage", message: "x" }, taskId: "task-1" } as const;
+    const s = await settling(rejected, { answers: true, refuses: true });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(s.gate.closed).toBe(false); // the probe answered; the refusal is this record's alone
+    expect(s.messages().some((m) => m.includes("fetching paused"))).toBe(false);
+    await vi.advanceTimersByTimeAsync(40_000);
+    await s.settled;
+    expect(s.calls).toEqual(["ack"]);
     await s.close();
   });
 

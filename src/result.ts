@@ -234,16 +234,17 @@ export class AsyncResult<R = unknown> {
       const lastReadAt = performance.now();
       if (await settlesWithin(last, boundMs)) record = await last;
       else backendNote = ` (the backend did not answer within ${boundMs / 1000} s: unreachable?)`;
-      const changedAt = backend.serverChangedAt;
-      if (record === null && backendNote === "" && changedAt !== undefined && changedAt >= this.#madeAt) {
-        backendNote = ` (the backend's server restarted or failed over since this result was made: one that keeps no data lost the jobs it held, and this may be one of them)`;
-      }
       if (record === null && backendNote === "" && consumers !== undefined) {
         const leftMs = boundMs - (performance.now() - lastReadAt);
         if (leftMs > 0 && (await settlesWithin(consumers, leftMs)) && (await consumers) === 0) {
           const where = this.#defaults.brokerLocation;
           backendNote = ` (the broker${where === undefined ? "" : ` at ${where}`} counts no consumer of queue "${queue}": is a worker running for it, on this broker?)`;
         }
+      }
+      // (after the consumers: with no worker, that is the reason whatever the backend lost)
+      const changedAt = backend.serverChangedAt;
+      if (record === null && backendNote === "" && changedAt !== undefined && changedAt >= this.#madeAt) {
+        backendNote = ` (the backend's server restarted or failed over since this result was made: one that keeps no data lost the results it held, and the jobs too when it is the broker's server)`;
       }
     }
     if (record === null) {

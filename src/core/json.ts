@@ -108,6 +108,10 @@ export function findNonJson(value: unknown, path = "", depth = 0, seen: Set<obje
   seen.add(obj);
   try {
     if (Array.isArray(obj)) {
+      // (JSON.stringify would send what an array's own toJSON returns instead of its items)
+      if (typeof (obj as { toJSON?: unknown }).toJSON === "function") {
+        return `${path || "value"}.toJSON: a function is not JSON`;
+      }
       for (let i = 0; i < obj.length; i++) {
         const bad = findNonJson(obj[i], `${path}[${i}]`, depth + 1, seen);
         if (bad) return bad;

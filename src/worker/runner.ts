@@ -325,7 +325,9 @@ async function attempt(
 /**
  * The result to store: checked (JSON only, within the size limits) and copied by
  * {@link snapshot}. What its reading throws (a getter, a Proxy's trap, a value that changed
- * between the check and the copy) fails the task as a ValidationError naming the result.
+ * between the check and the copy into one the copy refuses, such as a cycle) fails the task as
+ * a ValidationError naming the result. A getter that gives the copy another value than the
+ * check (a `NaN`, a `Date`) is not caught: the copy has what `JSON.stringify` makes of it.
  */
 function storedResult(value: unknown, taskName: string, env: RunnerEnv): Extract<Outcome, { kind: "success" }> {
   try {

@@ -698,6 +698,9 @@ describe("Worker on the memory broker", () => {
     await expect(t.delay(new Error("x"))).rejects.toThrow(/argument 1: an Error is not plain JSON/);
     await expect(t.delay(new Uint8Array(1))).rejects.toThrow(/argument 1: a Uint8Array is not plain JSON/);
     await expect(t.delay(new URL("http://x"))).rejects.toThrow(/argument 1: a URL is not plain JSON/);
+    // an array's own toJSON would replace its items in the message
+    const replaced = Object.assign([1, 2], { toJSON: () => ({ replaced: true }) });
+    await expect(t.delay({ list: replaced })).rejects.toThrow(/argument 1\.list\.toJSON: a function is not JSON/);
     await expect(t.delay("x".repeat(4096))).rejects.toBeInstanceOf(MessageTooLargeError);
     await expect(t.delay("x".repeat(4096))).rejects.toThrow(
       /^task "takesAnything": message is \d+ bytes, over the limit of 2048 bytes \(CHICORY_MAX_MESSAGE_BYTES\)$/,

@@ -10,6 +10,7 @@ import { redactSecrets } from "../core/url.js";
 import { processWarningLogger } from "../core/warn-once.js";
 import { ConfigurationError, toError } from "../errors.js";
 import { loadRedis, type RedisClientLike, scriptNameOf } from "./redis-client.js";
+import { type PlainAddress, plainAddressOf, refusalHint, refusalOnConnect } from "./redis-greeting.js";
 import {
   BASE_REDIS_OPTIONS,
   isReadonlyReconnector,
@@ -233,8 +234,12 @@ export async function openRedis(
       await sleep(retryInMs);
       continue;
     }
+    // (a server that refuses the connection as it accepts it says why, to a connection that listens)
+    const refusal = CLOSED_BY_SERVER.test(toError(reason).message)
+      ? await refusalOf(plainAddressOf(connection.options))
+      : undefined;
     throw makeError(
-      `${what}: cannot connect to ${connection.displayUrl}: ${describeRedisError(reason, connection.password)}${primaryFailureHint(reason, connection)}`,
+      `${what}: cannot connect to ${connection.displayUrl}: ${describeRedisError(reason, connection.password)}${refusal ?? primaryFailureHint(reason, connection)}`,
       redactedCopy(reason, connection.password),
     );
   }
@@ -799,15 +804,55 @@ export async function closeRedis(client: RedisClientLike): Promise<void> {
   dropRedis(client);
 }
 
+/**
+ * ` (the server refused the connection: "<its line>": <hint>)` when the server at `address`
+ * refuses new connections with a line of its own (see {@link refusalOnConnect}), else undefined.
+ */
+async function refusalOf(address: PlainAddress | undefined): Promise<string | undefined> {
+  if (address === undefined) return undefined;
+  const line = await refusalOnConnect(address);
+  if (line === undefined) return undefined;
+  const hint = refusalHint(line);
+  return ` (the server refuses new connections: "${line}"${hint === "" ? "" : `: ${hint}`})`;
+}
+
 /** The last error of each connection while it is not ready (described, password removed). */
 const connectionErrors = new WeakMap<RedisClientLike, string>();
-/** Keeps the last error `client` reports until it is ready again (see {@link lastConnectionError}). */
+/** What the server of a connection it keeps closing said of it, while it does (see {@link trackConnectionErrors}). */
+const connectionRefusals = new WeakMap<RedisClientLike, string>();
+/** When a closed connection's server was last asked why. */
+const refusalAsked = new WeakMap<RedisClientLike, number>();
+/** Shortest time between two such questions for one client. */
+const REFUSAL_ASK_EVERY_MS = 5000;
+
+/**
+ * Keeps the last error `client` reports until it is ready again (see {@link lastConnectionError}).
+ * A reconnect the server closed (`EPIPE`, `ECONNRESET`) is asked about once in a while: a server
+ * past its `maxclients` says so to a connection that listens, and the last error then quotes it.
+ */
 function trackConnectionErrors(client: RedisClientLike, password: string | undefined): void {
   const emitter = client as unknown as { on(event: string, listener: (error?: unknown) => void): void };
   emitter.on("error", (error) => {
-    connectionErrors.set(client, describeRedisError(errorReason(error), password).slice(0, 300));
+    const reason = errorReason(error);
+    connectionErrors.set(client, describeRedisError(reason, password).slice(0, 300));
+    if (!CLOSED_BY_SERVER.test(toError(reason).message)) {
+      connectionRefusals.delete(client);
+      return;
+    }
+    const now = performance.now();
+    if (now - (refusalAsked.get(client) ?? Number.NEGATIVE_INFINITY) < REFUSAL_ASK_EVERY_MS) return;
+    refusalAsked.set(client, now);
+    const options = (client as { options?: Record<string, unknown> }).options;
+    void refusalOf(plainAddressOf(options)).then((refusal) => {
+      if (client.status === "ready") return;
+      if (refusal === undefined) connectionRefusals.delete(client);
+      else connectionRefusals.set(client, refusal);
+    });
   });
-  emitter.on("ready", () => connectionErrors.delete(client));
+  emitter.on("ready", () => {
+    connectionErrors.delete(client);
+    connectionRefusals.delete(client);
+  });
 }
 
 function passwordOf(client: RedisClientLike): string | undefined {
@@ -823,7 +868,7 @@ function passwordOf(client: RedisClientLike): string | undefined {
 export function lastConnectionError(client: RedisClientLike | undefined): string {
   if (client === undefined || client.status === "ready") return "";
   const error = connectionErrors.get(client);
-  return error === undefined ? "" : `; last error: ${error}`;
+  return error === undefined ? "" : `; last error: ${error}${connectionRefusals.get(client) ?? ""}`;
 }
 
 /** Longest healthcheck round trip before it reports a failure. */

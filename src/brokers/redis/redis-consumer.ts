@@ -549,7 +549,7 @@ export class RedisConsumer implements Consumer {
     const inMs = Math.max(0, Math.round(this.#groupRecreateAtMs - awakeNow()));
     return new BrokerConnectionError(
       `redis consumer group of ${queues} went missing again within ${GROUP_LOST_AGAIN_MS / 1000} s of its re-creation ` +
-        `at ${this.#ctx.displayUrl} (keys evicted? Chicory needs maxmemory-policy noeviction; see docs/brokers/redis.md); ` +
+        `at ${this.#ctx.displayUrl} (Redis restarted again without persistence, or its keys were deleted or evicted: Chicory needs maxmemory-policy noeviction; see docs/brokers/redis.md); ` +
         `re-created in ${inMs} ms`,
     );
   }

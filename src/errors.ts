@@ -292,8 +292,13 @@ export class DbPoolExhaustedError extends ChicoryError {
 export class DriverNotInstalledError extends ChicoryError {
   /** {@inheritDoc ChicoryError.code} */
   override readonly code = "DRIVER_NOT_INSTALLED";
+  /** @param pkg the package to install, or several separated by spaces */
   constructor(pkg: string, what: string, options?: ChicoryErrorOptions) {
-    super(`${what} needs the package "${pkg}": run npm install ${pkg}`, options);
+    const names = pkg.split(" ");
+    super(
+      `${what} needs the package${names.length > 1 ? "s" : ""} ${names.map((name) => `"${name}"`).join(" and ")}: run npm install ${pkg}`,
+      options,
+    );
   }
 }
 

@@ -11,7 +11,7 @@
 import type { MssqlDialectConfig } from "kysely";
 import type { EnvMap } from "../../../core/env.js";
 import { maskUrl } from "../../../core/url.js";
-import { ConfigurationError } from "../../../errors.js";
+import { ConfigurationError, DriverNotInstalledError } from "../../../errors.js";
 import { loadKysely } from "../kysely.js";
 import { importDriver } from "../sql-driver.js";
 import { resolvePoolSettings, type SqlPoolOptions } from "../sql-options.js";
@@ -77,12 +77,28 @@ export function mssqlDialect(options: MssqlDialectOptions = {}): SqlDialect {
     flavor: "mssql",
     displayUrl: maskUrl(settings.url),
     async connect(): Promise<SqlConnection> {
-      const tedious = await importDriver<MssqlConfig["tedious"] & { Connection: new (c: unknown) => unknown }>(
-        "tedious@19",
-        "the MSSQL result backend",
-        () => import("tedious"),
-      );
-      const tarn = await importDriver<MssqlConfig["tarn"]>("tarn@3", "the MSSQL result backend", () => import("tarn"));
+      // both asked at once: the error names every package missing, not one at a time
+      const [loadedTedious, loadedTarn] = await Promise.allSettled([
+        importDriver<MssqlConfig["tedious"] & { Connection: new (c: unknown) => unknown }>(
+          "tedious@19",
+          "the MSSQL result backend",
+          () => import("tedious"),
+        ),
+        importDriver<MssqlConfig["tarn"]>("tarn@3", "the MSSQL result backend", () => import("tarn")),
+      ]);
+      if (loadedTedious.status === "rejected" || loadedTarn.status === "rejected") {
+        const missing = [
+          loadedTedious.status === "rejected" ? "tedious@19" : "",
+          loadedTarn.status === "rejected" ? "tarn@3" : "",
+        ];
+        const first =
+          loadedTedious.status === "rejected" ? loadedTedious.reason : (loadedTarn as PromiseRejectedResult).reason;
+        throw new DriverNotInstalledError(missing.filter((name) => name !== "").join(" "), "the MSSQL result backend", {
+          cause: (first as { cause?: unknown }).cause ?? first,
+        });
+      }
+      const tedious = loadedTedious.value;
+      const tarn = loadedTarn.value;
       const { Kysely, MssqlDialect } = await loadKysely();
       const db = new Kysely<SqlDatabase>({
         dialect: new MssqlDialect({

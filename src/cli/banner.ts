@@ -5,8 +5,7 @@
  */
 import type { Chicory } from "../app.js";
 import type { WorkerConfig } from "../config.js";
-import { located, withSettings } from "../core/location.js";
-import { maskUrl } from "../core/url.js";
+import { describeLocation } from "../core/location.js";
 import { maskSecrets } from "./output.js";
 import { packageVersion } from "./version.js";
 
@@ -63,13 +62,8 @@ export function bannerLines(input: BannerInput): string[] {
     ["delivery", app.config.deliveryMode],
     ["dead letters", config.useDeadLetterQueue ? "on (failed tasks go to the DLQ)" : "off"],
     ["heartbeat", `every ${config.heartbeatInterval} s, ttl ${config.heartbeatTtl} s`],
-    ["broker", withSettings(located(maskUrl(app.broker.displayUrl)), app.broker.displaySettings)],
-    [
-      "backend",
-      app.backend
-        ? withSettings(located(maskUrl(app.backend.displayUrl)), app.backend.displaySettings)
-        : "none (fire-and-forget)",
-    ],
+    ["broker", describeLocation(app.broker)],
+    ["backend", app.backend ? describeLocation(app.backend) : "none (fire-and-forget)"],
     ["pid", `${process.pid}${input.processes > 1 ? " (supervisor)" : ""}`],
   ];
   const title = ` chicory worker v${packageVersion()} `;

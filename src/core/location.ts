@@ -7,13 +7,13 @@ import { isAbsolute, resolve } from "node:path";
 import { maskUrl } from "./url.js";
 
 /** A SQLite location with a relative path also shows the file it resolves to here. */
-export function located(displayUrl: string): string {
+function located(displayUrl: string): string {
   const path = /^sqlite:(?!\/|:memory:)(.+)$/.exec(displayUrl)?.[1];
   return path === undefined || isAbsolute(path) ? displayUrl : `${displayUrl} (${resolve(path)})`;
 }
 
 /** A location and, when its broker or backend has them, the settings that decide what it reaches. */
-export function withSettings(location: string, settings: string | undefined): string {
+function withSettings(location: string, settings: string | undefined): string {
   return settings ? `${location}; ${settings}` : location;
 }
 
